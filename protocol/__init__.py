@@ -1,0 +1,63 @@
+"""The supervisord-claude wire protocol: ZeroMQ + msgpack over Unix-domain sockets.
+
+Public surface only; see ``docs/protocol.md`` for the specification.
+"""
+
+from ._client import AsyncClient, Client, Subscription
+from ._codec import decode, encode
+from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
+from ._messages import (
+    HARD_MAX_FRAME_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_TIMEOUT_MINUTES,
+    MIN_TIMEOUT_MINUTES,
+    PROTOCOL_VERSION,
+    SESSION_NAME_PATTERN,
+    ErrorCode,
+    EventKind,
+    Op,
+    Reason,
+    SessionState,
+)
+from ._paths import (
+    RUNTIME_DIR_ENV,
+    control_endpoint,
+    default_runtime_dir,
+    instance_id,
+    keeper_endpoint,
+)
+from ._validation import Request, request_id_of, validate_request
+
+__all__ = [
+    "HARD_MAX_FRAME_BYTES",
+    "MAX_FRAME_BYTES",
+    "MAX_TEXT_CHARS",
+    "MAX_TIMEOUT_MINUTES",
+    "MIN_TIMEOUT_MINUTES",
+    "PROTOCOL_VERSION",
+    "RUNTIME_DIR_ENV",
+    "SESSION_NAME_PATTERN",
+    "AsyncClient",
+    "Client",
+    "ConnectionFailed",
+    "ErrorCode",
+    "EventKind",
+    "FrameError",
+    "Op",
+    "ProtocolError",
+    "Reason",
+    "RemoteError",
+    "Request",
+    "SessionState",
+    "Subscription",
+    "ValidationError",
+    "control_endpoint",
+    "decode",
+    "default_runtime_dir",
+    "encode",
+    "instance_id",
+    "keeper_endpoint",
+    "request_id_of",
+    "validate_request",
+]

@@ -1,0 +1,314 @@
+"""Python clients of the supervisor: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Both use one DEALER socket: replies are matched to requests by ``id``; events pushed for
+a subscription are queued until read. A DEALER never deadlocks on a lost peer the way a
+bare REQ socket does: a request that gets no reply times out with ``ConnectionFailed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ._codec import decode, encode
+from ._errors import ConnectionFailed, FrameError, RemoteError
+from ._messages import HARD_MAX_FRAME_BYTES, Op
+from ._paths import CONTROL_SOCKET, control_endpoint, default_runtime_dir
+
+Event = dict[str, Any]
+
+
+def _socket_path(runtime_dir: Path | str | None) -> Path:
+    return Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
+
+
+def _check_running(runtime_dir: Path) -> None:
+    if not (runtime_dir / CONTROL_SOCKET).exists():
+        raise ConnectionFailed(
+            f"no supervisor is running (no socket at {runtime_dir / CONTROL_SOCKET});"
+            " start it with ./scripts/run or supervisord-claude"
+        )
+
+
+def _configure(sock: zmq.Socket[Any]) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_FRAME_BYTES)
+
+
+def _result_of(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {}
+    error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    raise RemoteError(str(error.get("code", "unknown")), str(error.get("message", "")))
+
+
+class Client:
+    """A blocking client; fine for scripts and ``claudectl``. Not thread-safe."""
+
+    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0) -> None:
+        self.runtime_dir = _socket_path(runtime_dir)
+        _check_running(self.runtime_dir)
+        self.timeout = timeout
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sock: zmq.Socket[Any] = self._ctx.socket(zmq.DEALER)
+        _configure(self._sock)
+        self._sock.connect(control_endpoint(self.runtime_dir))
+        self._ids = itertools.count(1)
+        self._events: collections.deque[Event] = collections.deque()
+
+    def close(self) -> None:
+        self._sock.close(0)
+        self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, frame: bytes) -> None:
+        """Send bytes as they are (for tests of the server's input handling)."""
+        self._sock.send(frame)
+
+    def recv_raw(self, timeout: float | None = None) -> dict[str, Any]:
+        """Receive and decode the next frame, whatever it is."""
+        wait = self.timeout if timeout is None else timeout
+        if not self._sock.poll(int(wait * 1000)):
+            raise ConnectionFailed(f"no answer from the supervisor within {wait:.1f}s")
+        return decode(self._sock.recv(), HARD_MAX_FRAME_BYTES)
+
+    def request(self, op: Op | str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Send one request and return its ``result``; raise ``RemoteError`` on an error reply."""
+        req_id = next(self._ids)
+        op_name = op.value if isinstance(op, Op) else op
+        self._sock.send(encode({"id": req_id, "op": op_name, **args}))
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionFailed(f"no reply to '{op_name}' from the supervisor in time")
+            msg = self.recv_raw(remaining)
+            if msg.get("type") == "event":
+                self._events.append(msg)
+            elif msg.get("id") == req_id:
+                return _result_of(msg)
+
+    def next_event(self, timeout: float | None = None) -> Event | None:
+        """The next pushed event frame (``{"sub", "event"}``), or None after ``timeout``."""
+        if self._events:
+            return self._events.popleft()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not self._sock.poll(int(remaining * 1000)):
+                return None
+            try:
+                msg = decode(self._sock.recv(), HARD_MAX_FRAME_BYTES)
+            except FrameError:
+                continue
+            if msg.get("type") == "event":
+                return msg
+
+
+class Subscription:
+    """Events of one subscription, in order, each once (duplicates after a re-subscribe
+    are dropped by event id). ``ack`` records that an event has been handled."""
+
+    def __init__(self, client: AsyncClient, args: dict[str, Any]) -> None:
+        self._client = client
+        self._args = args
+        self.sub_id = 0
+        self.last_id: int | None = args.get("after") if "session" not in args else None
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def start(self) -> dict[str, Any]:
+        args = dict(self._args)
+        if self.last_id is not None and "session" not in args:
+            args["after"] = self.last_id
+        result = await self._client.request(Op.SUBSCRIBE, **args)
+        self.sub_id = int(result["sub"])
+        self._client._subs[self.sub_id] = self
+        return result
+
+    async def ack(self, event_id: int) -> None:
+        await self._client.request(Op.ACK, sub=self.sub_id, upto=event_id)
+
+    async def close(self) -> None:
+        self._client._subs.pop(self.sub_id, None)
+        try:
+            await self._client.request(Op.UNSUBSCRIBE, sub=self.sub_id, timeout=2.0)
+        except (RemoteError, ConnectionFailed):
+            pass
+
+    async def _resubscribe(self) -> None:
+        self._client._subs.pop(self.sub_id, None)
+        if "session" in self._args:
+            # per-session positions are sequence numbers; continue after the last one seen
+            last_seq = getattr(self, "last_seq", None)
+            if last_seq is not None:
+                self._args["after"] = last_seq
+        await self.start()
+
+    def _accept(self, event: Event) -> bool:
+        event_id = event.get("id")
+        if isinstance(event_id, int) and self.last_id is not None and event_id <= self.last_id:
+            return False
+        if isinstance(event_id, int):
+            self.last_id = event_id
+        if isinstance(event.get("seq"), int):
+            self.last_seq = event["seq"]
+        return True
+
+    async def next(self, timeout: float | None = None, keepalive: float = 3.0) -> Event | None:
+        """The next event, or None after ``timeout``. While waiting it pings the
+        supervisor; if the supervisor restarted, it subscribes again where it left off."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = keepalive
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+            try:
+                return await asyncio.wait_for(self.queue.get(), wait)
+            except TimeoutError:
+                pass
+            try:
+                await self._client.request(Op.PING, sub=self.sub_id, timeout=keepalive)
+            except RemoteError:
+                await self._resubscribe()
+            except ConnectionFailed:
+                continue
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.next()
+            if event is not None:
+                yield event
+
+
+class AsyncClient:
+    """An asyncio client: concurrent requests and any number of subscriptions."""
+
+    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0) -> None:
+        self.runtime_dir = _socket_path(runtime_dir)
+        self.timeout = timeout
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._subs: dict[int, Subscription] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self, wait: float = 0.0) -> AsyncClient:
+        """Connect; with ``wait`` keep trying that long for the socket to appear."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                _check_running(self.runtime_dir)
+                break
+            except ConnectionFailed:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        self._ctx = zmq.asyncio.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        _configure(self._sock)
+        self._sock.connect(control_endpoint(self.runtime_dir))
+        self._reader = asyncio.create_task(self._read_loop())
+        return self
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        if self._sock is not None:
+            self._sock.close(0)
+        if self._ctx is not None:
+            self._ctx.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _read_loop(self) -> None:
+        assert self._sock is not None
+        while True:
+            frame = await self._sock.recv()
+            try:
+                msg = decode(frame, HARD_MAX_FRAME_BYTES)
+            except FrameError:
+                continue
+            if msg.get("type") == "event":
+                sub = self._subs.get(msg.get("sub", -1))
+                event = msg.get("event")
+                if sub is not None and isinstance(event, dict) and sub._accept(event):
+                    sub.queue.put_nowait(event)
+                continue
+            req_id = msg.get("id")
+            fut = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def request(
+        self, op: Op | str, timeout: float | None = None, **args: Any
+    ) -> dict[str, Any]:
+        if self._sock is None:
+            await self.connect()
+        assert self._sock is not None
+        req_id = next(self._ids)
+        op_name = op.value if isinstance(op, Op) else op
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            await self._sock.send(encode({"id": req_id, "op": op_name, **args}))
+            reply = await asyncio.wait_for(fut, self.timeout if timeout is None else timeout)
+        except TimeoutError:
+            raise ConnectionFailed(f"no reply to '{op_name}' from the supervisor in time") from None
+        finally:
+            self._pending.pop(req_id, None)
+        return _result_of(reply)
+
+    async def subscribe(
+        self,
+        session: str | None = None,
+        *,
+        after: int | None = None,
+        consumer: str | None = None,
+        window: int | None = None,
+    ) -> Subscription:
+        """Subscribe to one session's events (``after`` = its sequence number) or to all
+        sessions (``after`` = global event id; omitted with a ``consumer``: its cursor)."""
+        args: dict[str, Any] = {}
+        if session is not None:
+            args["session"] = session
+        if after is not None:
+            args["after"] = after
+        if consumer is not None:
+            args["consumer"] = consumer
+        if window is not None:
+            args["window"] = window
+        sub = Subscription(self, args)
+        await sub.start()
+        return sub
+

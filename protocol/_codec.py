@@ -1,0 +1,41 @@
+"""Frame codec: one msgpack map per ZeroMQ message, with a size limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from ._errors import FrameError
+from ._messages import MAX_FRAME_BYTES, PROTOCOL_VERSION, ErrorCode
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Serialise one message map. Adds the protocol version if missing."""
+    if "v" not in message:
+        message = {"v": PROTOCOL_VERSION, **message}
+    data: bytes = msgpack.packb(message, use_bin_type=True)
+    return data
+
+
+def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
+    """Parse one frame into a map with string keys, or raise ``FrameError``."""
+    if len(frame) > max_bytes:
+        raise FrameError(
+            f"frame of {len(frame)} bytes exceeds the limit of {max_bytes} bytes",
+            ErrorCode.TOO_LARGE,
+        )
+    try:
+        obj = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise FrameError(f"frame is not valid msgpack: {type(exc).__name__}") from exc
+    if not isinstance(obj, dict):
+        raise FrameError(f"frame must be a msgpack map, got {type(obj).__name__}")
+    for key in obj:
+        if not isinstance(key, str):
+            raise FrameError("frame map keys must be strings")
+    return obj

@@ -1,0 +1,129 @@
+"""Vocabulary of the supervisor protocol: versions, ops, states, reasons, event kinds, limits.
+
+Everything a client needs to name things on the wire lives here, so the codec, the
+validation and the documentation (`docs/protocol.md`) agree on one list.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+PROTOCOL_VERSION = 1
+
+#: A frame larger than this gets a ``too_large`` error reply (it is still read).
+MAX_FRAME_BYTES = 1024 * 1024
+#: libzmq drops the connection of a peer that sends more than this (memory guard).
+HARD_MAX_FRAME_BYTES = 8 * MAX_FRAME_BYTES
+#: Longest text one ``send`` may carry.
+MAX_TEXT_CHARS = 200_000
+MAX_ATTACHMENTS = 10
+
+#: Session names: safe as a path component, a process title word and a Telegram argument.
+SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+SESSION_NAME_RE = re.compile(rf"\A{SESSION_NAME_PATTERN}\Z")
+CONSUMER_NAME_RE = SESSION_NAME_RE
+
+#: Bounds for a user-set idle timeout (the supervisor-wide default may be any positive number).
+MIN_TIMEOUT_MINUTES = 1
+MAX_TIMEOUT_MINUTES = 120
+
+
+class SessionState(enum.StrEnum):
+    """Where a session is in its life. Only STARTING..SUSPENDING have processes."""
+
+    STARTING = "starting"
+    RESUMING = "resuming"
+    IDLE = "idle"
+    BUSY = "busy"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    FAILED = "failed"
+    ARCHIVED = "archived"
+
+    @property
+    def live(self) -> bool:
+        """True while a Claude process exists (or is being started) for the session."""
+        return self in _LIVE_STATES
+
+
+_LIVE_STATES = frozenset(
+    {
+        SessionState.STARTING,
+        SessionState.RESUMING,
+        SessionState.IDLE,
+        SessionState.BUSY,
+        SessionState.SUSPENDING,
+    }
+)
+
+
+class Reason(enum.StrEnum):
+    """Why a state transition happened."""
+
+    REQUESTED = "requested"
+    IDLE_TIMEOUT = "idle-timeout"
+    CRASHED = "crashed"
+    KILLED = "killed"
+    SHUTDOWN = "shutdown"
+    RESUME_FAILED = "resume-failed"
+    MESSAGE = "message"
+    TURN = "turn"
+    MODEL_CHANGE = "model-change"
+    STARTUP = "startup"
+
+
+class EventKind(enum.StrEnum):
+    """Kinds of session events. Every event is stored before it is published."""
+
+    STATE = "state"  # {state, reason, detail?, idle_for?}
+    USER = "user"  # {message_id, text, attachments}: a message was handed to Claude
+    ASSISTANT_TEXT = "assistant_text"  # {text}
+    TOOL_USE = "tool_use"  # {id, name, input}
+    TOOL_RESULT = "tool_result"  # {tool_use_id, content, is_error}
+    RESULT = "result"  # {message_id, is_error, subtype, text, cost_usd, duration_ms, ...}
+    ERROR = "error"  # {message, detail?}
+    MESSAGE_FAILED = "message_failed"  # {message_id, reason}
+    SETTINGS = "settings"  # {model?, idle_timeout?}
+
+
+class Op(enum.StrEnum):
+    """Request operations a client may send."""
+
+    HELLO = "hello"
+    STATUS = "status"
+    LIST = "list"
+    CREATE = "create"
+    SEND = "send"
+    INTERRUPT = "interrupt"
+    SUSPEND = "suspend"
+    SET_TIMEOUT = "set_timeout"
+    SET_MODEL = "set_model"
+    ARCHIVE = "archive"
+    SUBSCRIBE = "subscribe"
+    ACK = "ack"
+    UNSUBSCRIBE = "unsubscribe"
+    PING = "ping"
+    KV_GET = "kv_get"
+    KV_SET = "kv_set"
+    SHUTDOWN = "shutdown"
+
+
+class ErrorCode(enum.StrEnum):
+    """Machine-readable error codes carried in ``error.code`` of a reply."""
+
+    BAD_FRAME = "bad_frame"  # not a msgpack map / garbage bytes
+    TOO_LARGE = "too_large"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_OP = "unknown_op"
+    BAD_REQUEST = "bad_request"  # missing field, wrong type, out of range
+    BAD_NAME = "bad_name"
+    NOT_FOUND = "not_found"
+    EXISTS = "exists"
+    ARCHIVED = "archived"
+    BUSY = "busy"
+    NOT_BUSY = "not_busy"
+    NO_SUBSCRIPTION = "no_subscription"
+    STORAGE = "storage"  # disk full, database unavailable
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"

@@ -1,0 +1,222 @@
+"""Request validation at the boundary: every op's fields, types and ranges.
+
+``validate_request`` turns a decoded frame into a ``Request`` or raises
+``ValidationError`` with a code and a message a human can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ValidationError
+from ._messages import (
+    CONSUMER_NAME_RE,
+    MAX_ATTACHMENTS,
+    MAX_TEXT_CHARS,
+    MAX_TIMEOUT_MINUTES,
+    MIN_TIMEOUT_MINUTES,
+    PROTOCOL_VERSION,
+    SESSION_NAME_PATTERN,
+    SESSION_NAME_RE,
+    ErrorCode,
+    Op,
+)
+
+Check = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated request: ``args`` holds only the op's known fields."""
+
+    id: int | str
+    op: Op
+    args: dict[str, Any]
+
+
+def _bad(message: str) -> ValidationError:
+    return ValidationError(ErrorCode.BAD_REQUEST, message)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def session_name(field: str, value: Any) -> str:
+    """A session name: 1-64 chars of letters, digits, ``_`` and ``-``, not starting with a symbol."""
+    if not isinstance(value, str):
+        raise _bad(f"'{field}' must be a string, got {_type_name(value)}")
+    if not SESSION_NAME_RE.match(value):
+        raise ValidationError(
+            ErrorCode.BAD_NAME,
+            f"invalid session name {value[:80]!r}: use 1-64 letters, digits, '_' or '-',"
+            f" starting with a letter or digit (pattern {SESSION_NAME_PATTERN})",
+        )
+    return value
+
+
+def consumer_name(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not CONSUMER_NAME_RE.match(value):
+        raise ValidationError(
+            ErrorCode.BAD_NAME, f"'{field}' must match {SESSION_NAME_PATTERN}"
+        )
+    return value
+
+
+def text(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"'{field}' must be a string, got {_type_name(value)}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValidationError(
+            ErrorCode.TOO_LARGE, f"'{field}' has {len(value)} characters, limit is {MAX_TEXT_CHARS}"
+        )
+    return value
+
+
+def short_text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200 or "\0" in value:
+        raise _bad(f"'{field}' must be a non-empty string of at most 200 characters")
+    return value
+
+
+def abs_path(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise _bad(f"'{field}' must be an absolute path")
+    if len(value) > 4096:
+        raise _bad(f"'{field}' is too long")
+    return value
+
+
+def attachments(field: str, value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise _bad(f"'{field}' must be a list of absolute paths")
+    if len(value) > MAX_ATTACHMENTS:
+        raise _bad(f"'{field}' may hold at most {MAX_ATTACHMENTS} paths")
+    return [abs_path(f"{field}[{i}]", item) for i, item in enumerate(value)]
+
+
+def non_negative_int(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"'{field}' must be a non-negative integer")
+    return value
+
+
+def positive_int(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(f"'{field}' must be a positive integer")
+    return value
+
+
+def timeout_minutes(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"'{field}' must be an integer number of minutes")
+    if not MIN_TIMEOUT_MINUTES <= value <= MAX_TIMEOUT_MINUTES:
+        raise _bad(
+            f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
+        )
+    return value
+
+
+def boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(f"'{field}' must be true or false")
+    return value
+
+
+def kv_key(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 200:
+        raise _bad(f"'{field}' must be a string of 1-200 characters")
+    return value
+
+
+def kv_value(field: str, value: Any) -> Any:
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        raise _bad(f"'{field}' must be a plain msgpack value")
+    return value
+
+
+# op -> {field: (check, required)}
+SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
+    Op.HELLO: {"client": (short_text, False)},
+    Op.STATUS: {"session": (session_name, False)},
+    Op.LIST: {"all": (boolean, False)},
+    Op.CREATE: {
+        "session": (session_name, True),
+        "model": (short_text, False),
+        "cwd": (abs_path, False),
+        "persona": (short_text, False),
+    },
+    Op.SEND: {
+        "session": (session_name, True),
+        "text": (text, True),
+        "attachments": (attachments, False),
+    },
+    Op.INTERRUPT: {"session": (session_name, True)},
+    Op.SUSPEND: {"session": (session_name, True)},
+    Op.SET_TIMEOUT: {"session": (session_name, True), "minutes": (timeout_minutes, True)},
+    Op.SET_MODEL: {"session": (session_name, True), "model": (short_text, True)},
+    Op.ARCHIVE: {"session": (session_name, True)},
+    Op.SUBSCRIBE: {
+        "session": (session_name, False),
+        "after": (non_negative_int, False),
+        "consumer": (consumer_name, False),
+        "window": (positive_int, False),
+    },
+    Op.ACK: {"sub": (positive_int, True), "upto": (non_negative_int, True)},
+    Op.UNSUBSCRIBE: {"sub": (positive_int, True)},
+    Op.PING: {"sub": (positive_int, False)},
+    Op.KV_GET: {"key": (kv_key, True)},
+    Op.KV_SET: {"key": (kv_key, True), "value": (kv_value, True)},
+    Op.SHUTDOWN: {},
+}
+
+_ENVELOPE = {"v", "id", "op"}
+
+
+def validate_request(frame: dict[str, Any]) -> Request:
+    """Check a decoded frame against the envelope and its op's schema."""
+    version = frame.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ValidationError(
+            ErrorCode.BAD_VERSION,
+            f"unsupported protocol version {version!r}; this supervisor speaks {PROTOCOL_VERSION}",
+        )
+    req_id = frame.get("id")
+    if isinstance(req_id, bool) or not isinstance(req_id, (int, str)):
+        raise _bad("'id' must be an integer or a string")
+    if isinstance(req_id, str) and len(req_id) > 200:
+        raise _bad("'id' is too long")
+    raw_op = frame.get("op")
+    if not isinstance(raw_op, str):
+        raise _bad("'op' must be a string")
+    try:
+        op = Op(raw_op)
+    except ValueError:
+        raise ValidationError(
+            ErrorCode.UNKNOWN_OP,
+            f"unknown op {raw_op[:60]!r}; known ops: {', '.join(o.value for o in Op)}",
+        ) from None
+    schema = SCHEMAS[op]
+    unknown = sorted(set(frame) - _ENVELOPE - set(schema))
+    if unknown:
+        raise _bad(f"unknown field(s) for '{op.value}': {', '.join(unknown)[:200]}")
+    args: dict[str, Any] = {}
+    for field, (check, required) in schema.items():
+        if field not in frame:
+            if required:
+                raise _bad(f"'{op.value}' needs the field '{field}'")
+            continue
+        args[field] = check(field, frame[field])
+    return Request(id=req_id, op=op, args=args)
+
+
+def request_id_of(frame: dict[str, Any]) -> int | str | None:
+    """The id to echo in an error reply, if the frame carried a usable one."""
+    req_id = frame.get("id")
+    if isinstance(req_id, bool):
+        return None
+    if isinstance(req_id, int) or (isinstance(req_id, str) and len(req_id) <= 200):
+        return req_id
+    return None

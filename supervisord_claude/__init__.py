@@ -1,0 +1,15 @@
+"""supervisord-claude: a supervisor of long-lived Claude Code sessions.
+
+The daemon (``supervisord-claude``) forks one session keeper per live session; clients
+(``claudectl``, the Telegram bot) speak the ``protocol`` package over Unix sockets.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ._main import main as _main
+
+    return _main(argv)

@@ -1,0 +1,191 @@
+"""The Claude Code driver: command line, environment, stdin lines and stdout parsing.
+
+Pure functions only; the keeper owns the process. Facts about the CLI this relies on are
+in ``../shared/claude-code-cli.md`` and checked by the ``claude_cli`` test tier.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol import EventKind
+
+#: Environment marker put on every Claude child (and so on its own children):
+#: reaping finds them by it after a keeper died without cleaning up.
+INSTANCE_ENV = "SUPERVISORD_CLAUDE_INSTANCE"
+SESSION_ENV = "SUPERVISORD_CLAUDE_SESSION"
+
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_TOOL_RESULT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start Claude for one session."""
+
+    claude_bin: str
+    cwd: str
+    session_id: str
+    resume: bool
+    model: str | None = None
+    system_prompt: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+def build_argv(spec: LaunchSpec) -> list[str]:
+    argv = [
+        spec.claude_bin,
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+    ]
+    if spec.model:
+        argv += ["--model", spec.model]
+    if spec.system_prompt:
+        argv += ["--append-system-prompt", spec.system_prompt]
+    # --resume names the exact conversation; --continue would pick the newest one in the
+    # cwd and silently start a new one when there is none.
+    argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
+    argv += list(spec.extra_args)
+    return argv
+
+
+def build_env(base: Mapping[str, str], instance: str, session: str) -> dict[str, str]:
+    env = dict(base)
+    env[INSTANCE_ENV] = instance
+    env[SESSION_ENV] = session
+    return env
+
+
+def user_line(text: str, attachments: Sequence[str] = ()) -> bytes:
+    """One stdin line carrying a user message (images inline, other files by path)."""
+    content: str | list[dict[str, Any]] = text
+    if attachments:
+        blocks: list[dict[str, Any]] = []
+        notes: list[str] = []
+        for path in attachments:
+            media_type = mimetypes.guess_type(path)[0] or ""
+            if media_type in IMAGE_TYPES and os.path.getsize(path) <= MAX_IMAGE_BYTES:
+                data = base64.b64encode(Path(path).read_bytes()).decode()
+                blocks.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media_type, "data": data},
+                    }
+                )
+            else:
+                notes.append(f"[Attached file saved at {path}]")
+        body = "\n".join([*notes, text]) if notes else text
+        if body:
+            blocks.append({"type": "text", "text": body})
+        content = blocks
+    msg = {
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "parent_tool_use_id": None,
+    }
+    return (json.dumps(msg) + "\n").encode()
+
+
+def control_line(request_id: str, subtype: str) -> bytes:
+    msg = {"type": "control_request", "request_id": request_id, "request": {"subtype": subtype}}
+    return (json.dumps(msg) + "\n").encode()
+
+
+@dataclass
+class Parsed:
+    """What one stdout line means to the keeper."""
+
+    events: list[tuple[EventKind, dict[str, Any]]] = field(default_factory=list)
+    init_session_id: str | None = None
+    init_model: str | None = None
+    result: dict[str, Any] | None = None
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif isinstance(block, dict):
+                parts.append(f"[{block.get('type', 'block')}]")
+        text = "\n".join(parts)
+    else:
+        text = json.dumps(content)
+    if len(text) > MAX_TOOL_RESULT_CHARS:
+        text = text[:MAX_TOOL_RESULT_CHARS] + f"… [{len(text) - MAX_TOOL_RESULT_CHARS} more]"
+    return text
+
+
+def parse_line(line: bytes) -> Parsed:
+    """Interpret one line of ``claude --output-format stream-json``; unknown lines are ignored."""
+    out = Parsed()
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return out
+    if not isinstance(msg, dict):
+        return out
+    kind = msg.get("type")
+    if kind == "system" and msg.get("subtype") == "init":
+        out.init_session_id = msg.get("session_id")
+        out.init_model = msg.get("model")
+    elif kind == "assistant":
+        for block in (msg.get("message") or {}).get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and block.get("text"):
+                out.events.append((EventKind.ASSISTANT_TEXT, {"text": block["text"]}))
+            elif block.get("type") == "tool_use":
+                out.events.append(
+                    (
+                        EventKind.TOOL_USE,
+                        {
+                            "id": block.get("id"),
+                            "name": block.get("name"),
+                            "input": block.get("input"),
+                        },
+                    )
+                )
+    elif kind == "user":
+        content = (msg.get("message") or {}).get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    out.events.append(
+                        (
+                            EventKind.TOOL_RESULT,
+                            {
+                                "tool_use_id": block.get("tool_use_id"),
+                                "content": _tool_result_text(block.get("content")),
+                                "is_error": bool(block.get("is_error")),
+                            },
+                        )
+                    )
+    elif kind == "result":
+        out.result = {
+            "is_error": bool(msg.get("is_error")),
+            "subtype": msg.get("subtype"),
+            "text": msg.get("result") if isinstance(msg.get("result"), str) else "",
+            "cost_usd": msg.get("total_cost_usd"),
+            "duration_ms": msg.get("duration_ms"),
+            "num_turns": msg.get("num_turns"),
+            "session_id": msg.get("session_id"),
+            "terminal_reason": msg.get("terminal_reason"),
+            "api_error_status": msg.get("api_error_status"),
+        }
+    return out

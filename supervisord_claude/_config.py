@@ -1,0 +1,225 @@
+"""Configuration: command-line options, ``SUPERVISORD_CLAUDE_*`` env vars and the TOML file.
+
+Precedence: command line, then environment, then the TOML file, then built-in defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from protocol import default_runtime_dir
+
+from ._errors import ConfigError
+
+APP = "supervisord-claude"
+ENV_PREFIX = "SUPERVISORD_CLAUDE_"
+DEFAULT_IDLE_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    prompt: str
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str | None = None
+    allowed_users: tuple[int, ...] = ()
+    api_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    runtime_dir: Path
+    state_dir: Path
+    claude_bin: str
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    model: str | None = None
+    sessions_dir: Path | None = None
+    personas: Mapping[str, Persona] = field(default_factory=dict)
+    claude_args: tuple[str, ...] = ()
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    config_path: Path | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "supervisor.sqlite3"
+
+    @property
+    def base_cwd(self) -> Path:
+        return self.sessions_dir or (self.state_dir / "sessions")
+
+
+def default_config_path() -> Path:
+    return platformdirs.user_config_path(APP) / "config.toml"
+
+
+def _expect(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise ConfigError(f"{where}{key}: expected {_kind_name(kind)}, got {type(value).__name__}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "a number", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true/false"}
+    return " or ".join(sorted({names.get(k, k.__name__) for k in kinds}))
+
+
+_TOP_KEYS = {
+    "idle_timeout",
+    "model",
+    "claude_bin",
+    "sessions_dir",
+    "runtime_dir",
+    "state_dir",
+    "claude_args",
+    "personas",
+    "telegram",
+}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read and type-check the TOML file; errors name the offending key."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{key}: unknown key in {path} (known: {', '.join(sorted(_TOP_KEYS))})")
+    if "idle_timeout" in raw:
+        value = _expect(raw, "idle_timeout", (int, float), "")
+        if value <= 0:
+            raise ConfigError("idle_timeout: must be a positive number of seconds")
+        out["idle_timeout"] = float(value)
+    for key in ("model", "claude_bin", "sessions_dir", "runtime_dir", "state_dir"):
+        if key in raw:
+            out[key] = _expect(raw, key, str, "")
+    if "claude_args" in raw:
+        args = _expect(raw, "claude_args", list, "")
+        if not all(isinstance(a, str) for a in args):
+            raise ConfigError("claude_args: every item must be a string")
+        out["claude_args"] = tuple(args)
+    personas: dict[str, Persona] = {}
+    for name, table in _expect(raw, "personas", dict, "").items() if "personas" in raw else []:
+        where = f"personas.{name}."
+        if not isinstance(table, dict):
+            raise ConfigError(f"personas.{name}: expected a table")
+        for key in table:
+            if key not in ("prompt", "model"):
+                raise ConfigError(f"{where}{key}: unknown key (known: prompt, model)")
+        if "prompt" not in table:
+            raise ConfigError(f"{where}prompt: missing")
+        prompt = _expect(table, "prompt", str, where)
+        model = _expect(table, "model", str, where) if "model" in table else None
+        personas[name] = Persona(name=name, prompt=prompt, model=model)
+    out["personas"] = personas
+    if "telegram" in raw:
+        tg = _expect(raw, "telegram", dict, "")
+        for key in tg:
+            if key not in ("token", "allowed_users", "api_url"):
+                raise ConfigError(f"telegram.{key}: unknown key (known: token, allowed_users, api_url)")
+        token = _expect(tg, "token", str, "telegram.") if "token" in tg else None
+        users: tuple[int, ...] = ()
+        if "allowed_users" in tg:
+            ids = _expect(tg, "allowed_users", list, "telegram.")
+            if not all(isinstance(u, int) and not isinstance(u, bool) for u in ids):
+                raise ConfigError("telegram.allowed_users: every item must be an integer user id")
+            users = tuple(ids)
+        api_url = _expect(tg, "api_url", str, "telegram.") if "api_url" in tg else None
+        out["telegram"] = TelegramConfig(token=token, allowed_users=users, api_url=api_url)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime-dir", help="directory of the sockets and the lock")
+    parser.add_argument("--state-dir", help="directory of the SQLite store and session dirs")
+    parser.add_argument("--claude-bin", help="the Claude Code executable (default: claude on PATH)")
+    parser.add_argument("--idle-timeout", help="default idle timeout in seconds (default 600)")
+    parser.add_argument("--config", help="TOML config file (default: XDG config dir)")
+
+
+def _option(args: argparse.Namespace, env: Mapping[str, str], name: str) -> str | None:
+    value = getattr(args, name, None)
+    if value is not None:
+        return str(value)
+    return env.get(ENV_PREFIX + name.upper())
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    """Build the effective configuration; raise ``ConfigError`` with a clear message."""
+    env = os.environ if env is None else env
+    config_opt = _option(args, env, "config")
+    config_path = Path(config_opt) if config_opt else default_config_path()
+    file_values: dict[str, Any] = {}
+    if config_opt or config_path.exists():
+        file_values = load_toml(config_path)
+
+    def pick(name: str) -> Any:
+        value = _option(args, env, name)
+        return value if value is not None else file_values.get(name)
+
+    runtime_dir = Path(pick("runtime_dir") or default_runtime_dir()).expanduser()
+    state_dir = Path(pick("state_dir") or platformdirs.user_state_path(APP)).expanduser()
+    idle_raw = pick("idle_timeout")
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
+    if idle_raw is not None:
+        try:
+            idle_timeout = float(idle_raw)
+        except ValueError:
+            raise ConfigError(f"idle_timeout: {idle_raw!r} is not a number of seconds") from None
+        if not idle_timeout > 0:
+            raise ConfigError("idle_timeout: must be a positive number of seconds")
+    claude_bin = str(pick("claude_bin") or "claude")
+    sessions_dir = file_values.get("sessions_dir")
+    telegram = file_values.get("telegram", TelegramConfig())
+    return Config(
+        runtime_dir=runtime_dir.absolute(),
+        state_dir=state_dir.absolute(),
+        claude_bin=claude_bin,
+        idle_timeout=idle_timeout,
+        model=file_values.get("model"),
+        sessions_dir=Path(sessions_dir).expanduser().absolute() if sessions_dir else None,
+        personas=file_values.get("personas", {}),
+        claude_args=file_values.get("claude_args", ()),
+        telegram=telegram,
+        config_path=config_path if file_values else None,
+    )
+
+
+def find_claude(claude_bin: str) -> str:
+    """Absolute path of the Claude binary, or ``ConfigError``."""
+    if os.sep in claude_bin:
+        path = Path(claude_bin).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path.absolute())
+        raise ConfigError(f"claude_bin: {claude_bin} is not an executable file")
+    found = shutil.which(claude_bin)
+    if not found:
+        raise ConfigError(
+            f"claude_bin: '{claude_bin}' was not found on PATH; install Claude Code or pass --claude-bin"
+        )
+    return found
+
+
+def parse(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(prog=APP, description="Supervisor of long-lived Claude Code sessions")
+    add_arguments(parser)
+    return resolve(parser.parse_args(argv))

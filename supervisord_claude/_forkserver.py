@@ -1,0 +1,129 @@
+"""The fork server: a thread-free process that forks session keepers.
+
+The supervisor runs an event loop and libzmq I/O threads, and ``fork()`` in a threaded
+process can copy a held lock into the child. So the supervisor forks this server once at
+start-up, before any ZeroMQ context or thread exists. The server imports the keeper
+code, calls ``gc.freeze()`` so forked keepers share those pages, and then forks a keeper
+per request. It reports every keeper's pid and exit status back over a socketpair.
+
+Messages are msgpack maps over a SOCK_SEQPACKET socketpair (one datagram each):
+  supervisor -> server  {"op": "spawn", "token": n, "spec": {...}}
+  server -> supervisor  {"op": "spawned", "token": n, "pid": p}
+                        {"op": "exited", "pid": p, "status": code}
+The server exits when the supervisor's death pipe reaches EOF or the socket closes.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+import msgpack
+import setproctitle
+
+from . import _keeper  # imported here so that forked keepers share its pages
+
+MAX_SPEC_BYTES = 1 << 20
+
+
+def start(title: str, death_fd: int, close_fds: tuple[int, ...]) -> tuple[int, socket.socket]:
+    """Fork the server. Returns (pid, the supervisor's end of the socketpair)."""
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            parent_sock.close()
+            for fd in close_fds:
+                os.close(fd)
+            _serve(title, child_sock, death_fd)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    child_sock.close()
+    return pid, parent_sock
+
+
+def _exit_status(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _at_eof(fd: int) -> bool:
+    try:
+        return not os.read(fd, 1)
+    except BlockingIOError:  # keepers share the pipe and set it non-blocking
+        return False
+
+
+def _serve(title: str, sock: socket.socket, death_fd: int) -> None:
+    setproctitle.setproctitle(title)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal ^C is for the supervisor
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    gc.collect()
+    gc.freeze()
+
+    def send(msg: dict[str, Any]) -> None:
+        try:
+            sock.send(msgpack.packb(msg))
+        except OSError:
+            pass
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            send({"op": "exited", "pid": pid, "status": _exit_status(status)})
+
+    while True:
+        try:
+            ready, _, _ = select.select([sock.fileno(), death_fd, wake_r], [], [], 1.0)
+        except InterruptedError:
+            ready = []
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+        reap()
+        if death_fd in ready and _at_eof(death_fd):
+            return  # supervisor gone; keepers notice on their own copy of the pipe
+        if sock.fileno() in ready:
+            data = sock.recv(MAX_SPEC_BYTES)
+            if not data:
+                return
+            request = msgpack.unpackb(data)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    sock.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    code = _keeper.main(request["spec"], death_fd)
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+            send({"op": "spawned", "token": request["token"], "pid": pid})

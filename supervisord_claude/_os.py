@@ -1,0 +1,98 @@
+"""OS calls behind one small object (signals, /proc scans), so tests can replace it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROC = Path("/proc")
+
+
+class System:
+    """The real operating system. Every method tolerates processes that vanish meanwhile."""
+
+    def kill(self, pid: int, sig: int) -> bool:
+        """Send ``sig`` to ``pid``; False if it no longer exists."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def killpg(self, pgid: int, sig: int) -> bool:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def alive(self, pid: int) -> bool:
+        """True if ``pid`` exists and is not a zombie."""
+        try:
+            stat = (PROC / str(pid) / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return False
+        # the state letter follows the parenthesised command name
+        return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
+
+    def _pids(self) -> Iterator[int]:
+        for entry in PROC.iterdir():
+            if entry.name.isdigit():
+                yield int(entry.name)
+
+    def title(self, pid: int) -> str:
+        try:
+            raw = (PROC / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return ""
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+    def processes_titled(self, prefix: str) -> list[tuple[int, str]]:
+        """Processes whose title (argv as set by setproctitle) starts with ``prefix``."""
+        me = os.getpid()
+        found = []
+        for pid in self._pids():
+            if pid == me:
+                continue
+            title = self.title(pid)
+            if title.startswith(prefix):
+                found.append((pid, title))
+        return found
+
+    def processes_with_env(self, key: str, value: str) -> list[int]:
+        """Processes whose initial environment has ``key=value`` (Claude children and
+        whatever they started carry the instance marker)."""
+        needle = f"{key}={value}".encode()
+        me = os.getpid()
+        found = []
+        for pid in self._pids():
+            if pid == me:
+                continue
+            try:
+                environ = (PROC / str(pid) / "environ").read_bytes()
+            except OSError:
+                continue
+            if needle in environ.split(b"\0"):
+                found.append(pid)
+        return found
+
+    def terminate(self, pids: Iterable[int], grace: float, poll: float = 0.05) -> int:
+        """SIGTERM each pid, wait up to ``grace`` seconds, SIGKILL survivors.
+
+        Returns how many were signalled. Blocking: for start-up and tests only.
+        """
+        targets = [pid for pid in pids if self.kill(pid, signal.SIGTERM)]
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(self.alive(p) for p in targets):
+            time.sleep(poll)
+        for pid in targets:
+            if self.alive(pid):
+                log.warning("pid %d ignored SIGTERM for %.1fs; sending SIGKILL", pid, grace)
+                self.kill(pid, signal.SIGKILL)
+        return len(targets)

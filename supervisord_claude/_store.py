@@ -1,0 +1,359 @@
+"""The durable store: sessions, the event log, queued messages, consumer cursors, a small kv.
+
+One SQLite file in WAL mode, written only by the supervisor process. Every event is
+committed before it is published, so a subscriber can always re-read what it missed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from protocol import EventKind, SessionState
+
+from ._errors import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions(
+    name TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    model TEXT,
+    persona TEXT,
+    idle_timeout REAL,
+    state TEXT NOT NULL,
+    started INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    last_active REAL NOT NULL,
+    suspended_at REAL,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE(session, seq)
+);
+CREATE TABLE IF NOT EXISTS messages(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    text TEXT NOT NULL,
+    attachments BLOB NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_status ON messages(session, status);
+CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+#: message status: queued (accepted, not yet handed to Claude), written (on Claude's
+#: stdin), done (its turn ended), failed (reported to the user as not delivered)
+QUEUED, WRITTEN, DONE, FAILED = "queued", "written", "done", "failed"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    name: str
+    session_id: str
+    cwd: str
+    model: str | None
+    persona: str | None
+    idle_timeout: float | None
+    state: SessionState
+    started: bool
+    created: float
+    last_active: float
+    suspended_at: float | None
+    cost_usd: float
+    last_seq: int
+
+    def public(self, default_timeout: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "session_id": self.session_id,
+            "cwd": self.cwd,
+            "model": self.model,
+            "persona": self.persona,
+            "idle_timeout": self.idle_timeout if self.idle_timeout is not None else default_timeout,
+            "state": self.state.value,
+            "live": self.state.live,
+            "created": self.created,
+            "last_active": self.last_active,
+            "suspended_at": self.suspended_at,
+            "cost_usd": self.cost_usd,
+            "last_seq": self.last_seq,
+        }
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    session: str
+    text: str
+    attachments: list[str]
+    status: str
+
+
+_SESSION_FIELDS = {
+    "session_id",
+    "cwd",
+    "model",
+    "persona",
+    "idle_timeout",
+    "state",
+    "started",
+    "last_active",
+    "suspended_at",
+    "cost_usd",
+}
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed event survives a crash of any process
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store unavailable: {exc}") from exc
+        try:
+            yield self._db
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"store write failed: {exc}") from exc
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"store write failed: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    # sessions -------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        name: str,
+        session_id: str,
+        cwd: str,
+        model: str | None,
+        persona: str | None,
+    ) -> SessionRecord:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions(name, session_id, cwd, model, persona, state, created,"
+                " last_active, suspended_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (name, session_id, cwd, model, persona, SessionState.SUSPENDED.value, now, now, now),
+            )
+        record = self.get_session(name)
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _session(row: tuple[Any, ...]) -> SessionRecord:
+        return SessionRecord(
+            name=row[0],
+            session_id=row[1],
+            cwd=row[2],
+            model=row[3],
+            persona=row[4],
+            idle_timeout=row[5],
+            state=SessionState(row[6]),
+            started=bool(row[7]),
+            created=row[8],
+            last_active=row[9],
+            suspended_at=row[10],
+            cost_usd=row[11],
+            last_seq=row[12],
+        )
+
+    _SESSION_COLUMNS = (
+        "name, session_id, cwd, model, persona, idle_timeout, state, started, created,"
+        " last_active, suspended_at, cost_usd, last_seq"
+    )
+
+    def get_session(self, name: str) -> SessionRecord | None:
+        rows = self._read(f"SELECT {self._SESSION_COLUMNS} FROM sessions WHERE name=?", (name,))
+        return self._session(rows[0]) if rows else None
+
+    def list_sessions(self, include_archived: bool = False) -> list[SessionRecord]:
+        where = "" if include_archived else "WHERE state != 'archived'"
+        rows = self._read(
+            f"SELECT {self._SESSION_COLUMNS} FROM sessions {where} ORDER BY last_active DESC, name"
+        )
+        return [self._session(r) for r in rows]
+
+    def update_session(self, name: str, **fields: Any) -> None:
+        with self._tx() as db:
+            self._update(db, name, fields)
+
+    @staticmethod
+    def _update(db: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
+        if not fields:
+            return
+        bad = set(fields) - _SESSION_FIELDS
+        if bad:
+            raise ValueError(f"unknown session fields {bad}")
+        values = [v.value if isinstance(v, SessionState) else v for v in fields.values()]
+        assignments = ", ".join(f"{k}=?" for k in fields)
+        db.execute(f"UPDATE sessions SET {assignments} WHERE name=?", (*values, name))
+
+    # events ---------------------------------------------------------------------------
+
+    def append_event(
+        self,
+        session: str,
+        kind: EventKind,
+        body: dict[str, Any],
+        updates: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store one event (and session field updates) atomically; return it as published."""
+        now = time.time()
+        blob = msgpack.packb(body, use_bin_type=True)
+        with self._tx() as db:
+            row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (session,)).fetchone()
+            if row is None:
+                raise StoreError(f"no session {session!r}")
+            seq = row[0] + 1
+            cur = db.execute(
+                "INSERT INTO events(session, seq, ts, kind, body) VALUES (?,?,?,?,?)",
+                (session, seq, now, kind.value, blob),
+            )
+            db.execute("UPDATE sessions SET last_seq=? WHERE name=?", (seq, session))
+            self._update(db, session, updates or {})
+        event_id = cur.lastrowid
+        assert event_id is not None
+        return self._event(event_id, session, seq, now, kind.value, body)
+
+    @staticmethod
+    def _event(
+        event_id: int, session: str, seq: int, ts: float, kind: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {**body, "id": event_id, "session": session, "seq": seq, "ts": ts, "kind": kind}
+
+    def events_after(
+        self, after_id: int, session: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        if session is None:
+            rows = self._read(
+                "SELECT id, session, seq, ts, kind, body FROM events WHERE id>? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            )
+        else:
+            rows = self._read(
+                "SELECT id, session, seq, ts, kind, body FROM events WHERE session=? AND id>?"
+                " ORDER BY id LIMIT ?",
+                (session, after_id, limit),
+            )
+        return [self._event(r[0], r[1], r[2], r[3], r[4], msgpack.unpackb(r[5])) for r in rows]
+
+    def event_id_at_seq(self, session: str, seq: int) -> int:
+        """The global id of a session's event ``seq`` (0 if before the first)."""
+        if seq <= 0:
+            return 0
+        rows = self._read(
+            "SELECT max(id) FROM events WHERE session=? AND seq<=?", (session, seq)
+        )
+        return int(rows[0][0] or 0)
+
+    def last_event_id(self) -> int:
+        rows = self._read("SELECT max(id) FROM events")
+        return int(rows[0][0] or 0)
+
+    # messages -------------------------------------------------------------------------
+
+    def add_message(self, session: str, text: str, attachments: list[str]) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO messages(session, text, attachments, status, created) VALUES (?,?,?,?,?)",
+                (session, text, msgpack.packb(attachments), QUEUED, time.time()),
+            )
+            db.execute("UPDATE sessions SET last_active=? WHERE name=?", (time.time(), session))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def set_message_status(self, message_id: int, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE messages SET status=? WHERE id=?", (status, message_id))
+
+    def messages(self, session: str | None, status: str) -> list[Message]:
+        if session is None:
+            rows = self._read(
+                "SELECT id, session, text, attachments, status FROM messages WHERE status=? ORDER BY id",
+                (status,),
+            )
+        else:
+            rows = self._read(
+                "SELECT id, session, text, attachments, status FROM messages"
+                " WHERE session=? AND status=? ORDER BY id",
+                (session, status),
+            )
+        return [Message(r[0], r[1], r[2], msgpack.unpackb(r[3]), r[4]) for r in rows]
+
+    def get_message(self, message_id: int) -> Message | None:
+        rows = self._read(
+            "SELECT id, session, text, attachments, status FROM messages WHERE id=?", (message_id,)
+        )
+        return Message(rows[0][0], rows[0][1], rows[0][2], msgpack.unpackb(rows[0][3]), rows[0][4]) if rows else None
+
+    # cursors and kv -------------------------------------------------------------------
+
+    def get_cursor(self, consumer: str) -> int:
+        rows = self._read("SELECT position FROM cursors WHERE consumer=?", (consumer,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_cursor(self, consumer: str, position: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO cursors(consumer, position) VALUES (?,?)"
+                " ON CONFLICT(consumer) DO UPDATE SET position=max(position, excluded.position)",
+                (consumer, position),
+            )
+
+    def kv_get(self, key: str) -> Any:
+        rows = self._read("SELECT value FROM kv WHERE key=?", (key,))
+        return msgpack.unpackb(rows[0][0]) if rows else None
+
+    def kv_set(self, key: str, value: Any) -> None:
+        blob = msgpack.packb(value, use_bin_type=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO kv(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, blob),
+            )

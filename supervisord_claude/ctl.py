@@ -1,0 +1,282 @@
+"""``claudectl``: a scripting CLI over the supervisor protocol.
+
+Human output by default; ``--json`` prints one JSON document (JSON lines for streams).
+Exit status: 0 success, 1 error (message on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from protocol import AsyncClient, Client, ConnectionFailed, ProtocolError, RemoteError, SessionState
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    secs = time.time() - ts
+    if secs < 60:
+        return "just now"
+    if secs < 3600:
+        return f"{int(secs / 60)}m ago"
+    if secs < 86400:
+        return f"{int(secs / 3600)}h ago"
+    return f"{int(secs / 86400)}d ago"
+
+
+def _print(args: argparse.Namespace, data: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(data))
+    elif human:
+        print(human)
+
+
+def render_event(event: dict[str, Any]) -> str:
+    """One line (or block) of human output for an event."""
+    kind = event.get("kind")
+    head = f"[{event.get('session')} #{event.get('seq')}]"
+    if kind == "state":
+        extra = f" (idle for {int(event['idle_for'] // 60)} min)" if event.get("idle_for") else ""
+        return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"
+    if kind == "user":
+        return f"{head} > {event.get('text')}"
+    if kind == "assistant_text":
+        return f"{head} {event.get('text')}"
+    if kind == "tool_use":
+        tool_input = json.dumps(event.get("input"))
+        return f"{head} tool {event.get('name')}: {tool_input[:200]}"
+    if kind == "tool_result":
+        return f"{head} tool result: {str(event.get('content'))[:200]}"
+    if kind == "result":
+        cost = event.get("cost_usd")
+        status = "error" if event.get("is_error") else "done"
+        return f"{head} {status} in {event.get('duration_ms')} ms, cost ${cost or 0:.4f}"
+    if kind == "message_failed":
+        return f"{head} message {event.get('message_id')} not delivered: {event.get('reason')}"
+    if kind == "error":
+        return f"{head} error: {event.get('message')}"
+    if kind == "settings":
+        fields = {k: v for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind")}
+        return f"{head} settings {fields}"
+    return f"{head} {kind}"
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    if args.name:
+        info = client.request("status", session=args.name)
+        human = "\n".join(f"{k}: {v}" for k, v in info.items())
+    else:
+        info = client.request("status")
+        human = (
+            f"supervisor pid {info['pid']} (instance {info['instance']}, v{info['version']})\n"
+            f"sessions: {info['sessions']} ({info['live']} live)\n"
+            f"runtime dir: {info['runtime_dir']}\nstate dir: {info['state_dir']}\n"
+            f"default idle timeout: {info['default_idle_timeout']:g}s"
+        )
+    _print(args, info, human)
+    return 0
+
+
+def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    sessions = client.request("list", all=args.all)["sessions"]
+    lines = []
+    for s in sessions:
+        mark = "🟢" if s["live"] else "⚪"
+        persona = s["persona"] or "default"
+        lines.append(f"{mark} {s['name']} ({persona}) - {s['state']} - {_ago(s['last_active'])}")
+    _print(args, sessions, "\n".join(lines) or "No sessions.")
+    return 0
+
+
+def cmd_new(client: Client, args: argparse.Namespace) -> int:
+    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona") if getattr(args, k)}
+    info = client.request("create", session=args.name, **fields)
+    _print(args, info, f"created session '{info['name']}' in {info['cwd']}")
+    return 0
+
+
+async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
+    async with AsyncClient(client_dir) as client:
+        status = await client.request("status", session=args.name)
+        sub = await client.subscribe(args.name, after=status["last_seq"])
+        fields: dict[str, Any] = {"session": args.name, "text": args.text}
+        if args.attach:
+            fields["attachments"] = args.attach
+        sent = await client.request("send", **fields)
+        message_id = sent["message_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            event = await sub.next(timeout=max(0.1, deadline - time.monotonic()))
+            if event is None:
+                print(f"claudectl: no answer within {timeout:g}s", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(event), flush=True)
+            elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
+                idle = event.get("idle_for") or 0
+                note = f" (idle for {int(idle // 60)} min)" if idle >= 60 else ""
+                print(f"Resuming session{note}...", file=sys.stderr)
+            if event.get("message_id") != message_id:
+                continue
+            if event.get("kind") == "result":
+                if not args.json:
+                    print(event.get("text", ""))
+                if event.get("is_error"):
+                    if not args.json:
+                        print(f"claudectl: the turn ended with an error ({event.get('subtype')})", file=sys.stderr)
+                    return 1
+                return 0
+            if event.get("kind") == "message_failed":
+                print(f"claudectl: message not delivered: {event.get('reason')}", file=sys.stderr)
+                return 1
+
+
+def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    if args.wait:
+        client.close()
+        return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
+    fields: dict[str, Any] = {"session": args.name, "text": args.text}
+    if args.attach:
+        fields["attachments"] = args.attach
+    result = client.request("send", **fields)
+    _print(args, result, f"queued message {result['message_id']}")
+    return 0
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    async with AsyncClient(args.runtime_dir) as client:
+        sub = await client.subscribe(args.name, after=args.from_seq if args.from_seq is not None else 0)
+        while True:
+            event = await sub.next(timeout=None if args.follow else 0.5)
+            if event is None:
+                return 0
+            print(json.dumps(event) if args.json else render_event(event), flush=True)
+
+
+def cmd_tail(client: Client, args: argparse.Namespace) -> int:
+    client.request("status", session=args.name)  # a clear error for an unknown session
+    client.close()
+    try:
+        return asyncio.run(_tail(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_simple(op: str, done: str) -> Any:
+    def run(client: Client, args: argparse.Namespace) -> int:
+        result = client.request(op, session=args.name)
+        _print(args, result, done.format(name=args.name, **result))
+        return 0
+
+    return run
+
+
+def cmd_timeout(client: Client, args: argparse.Namespace) -> int:
+    if args.minutes is None:
+        info = client.request("status", session=args.name)
+        minutes = info["idle_timeout"] / 60
+        _print(args, {"idle_timeout": info["idle_timeout"]}, f"Idle timeout: {minutes:g} minutes")
+        return 0
+    result = client.request("set_timeout", session=args.name, minutes=args.minutes)
+    _print(args, result, f"Idle timeout set to {args.minutes} minutes for session '{args.name}'.")
+    return 0
+
+
+def cmd_model(client: Client, args: argparse.Namespace) -> int:
+    if args.model is None:
+        info = client.request("status", session=args.name)
+        _print(args, {"model": info["model"]}, f"Model: {info['model'] or 'default'}")
+        return 0
+    result = client.request("set_model", session=args.name, model=args.model)
+    _print(args, result, f"Model set to {args.model} for session '{args.name}'.")
+    return 0
+
+
+def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
+    client.request("shutdown")
+    _print(args, {}, "supervisor is shutting down")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="claudectl", description="Control supervisord-claude sessions")
+    p.add_argument("--runtime-dir", help="the supervisor's runtime dir (default as the supervisor)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with send --wait")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("status", help="supervisor or session status")
+    s.add_argument("name", nargs="?")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("ls", help="list sessions, most recently active first")
+    s.add_argument("--all", action="store_true", help="include archived sessions")
+    s.set_defaults(func=cmd_ls)
+    s = sub.add_parser("new", help="create a session")
+    s.add_argument("name")
+    s.add_argument("--model")
+    s.add_argument("--cwd")
+    s.add_argument("--persona")
+    s.set_defaults(func=cmd_new)
+    s = sub.add_parser("send", help="send a message to a session")
+    s.add_argument("name")
+    s.add_argument("text")
+    s.add_argument("--attach", action="append", help="absolute path of a file to attach")
+    s.add_argument("--wait", action="store_true", help="wait and print the final reply")
+    s.set_defaults(func=cmd_send)
+    s = sub.add_parser("tail", help="print a session's events")
+    s.add_argument("name")
+    s.add_argument("--from", dest="from_seq", type=int, help="start after this sequence number")
+    s.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    s.set_defaults(func=cmd_tail)
+    for name, op, done, help_text in (
+        ("interrupt", "interrupt", "interrupted '{name}'", "interrupt the running turn"),
+        ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
+        ("archive", "archive", "session '{name}': {state}", "stop and hide a session"),
+    ):
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("name")
+        s.set_defaults(func=cmd_simple(op, done))
+    s = sub.add_parser("timeout", help="show or set a session's idle timeout (1-120 minutes)")
+    s.add_argument("name")
+    s.add_argument("minutes", nargs="?", type=int)
+    s.set_defaults(func=cmd_timeout)
+    s = sub.add_parser("model", help="show or change a session's model (restarts Claude with history)")
+    s.add_argument("name")
+    s.add_argument("model", nargs="?")
+    s.set_defaults(func=cmd_model)
+    s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
+    s.set_defaults(func=cmd_shutdown)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = Client(args.runtime_dir, timeout=10.0)
+    except ConnectionFailed as exc:
+        print(f"claudectl: {exc}", file=sys.stderr)
+        return 1
+    try:
+        code: int = args.func(client, args)
+        return code
+    except RemoteError as exc:
+        print(f"claudectl: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    except ProtocolError as exc:
+        print(f"claudectl: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

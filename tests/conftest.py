@@ -1,0 +1,244 @@
+"""Shared fixtures: a real supervisor process on a private runtime dir, with the fake
+``claude``; and a guard that fails any test leaving one of its processes alive."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import Client, ConnectionFailed, instance_id
+from supervisord_claude._claude import INSTANCE_ENV
+from supervisord_claude._os import System
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+SYSTEM = System()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def processes_of(instance: str) -> list[int]:
+    """Every live process that belongs to one supervisor instance: supervisor, fork
+    server and keepers by title, Claude children by their environment marker."""
+    titled = [pid for pid, _ in SYSTEM.processes_titled(f"supervisord-claude[{instance}]:")]
+    marked = SYSTEM.processes_with_env(INSTANCE_ENV, instance)
+    return sorted(set(titled + marked))
+
+
+class SupervisorProcess:
+    """A real ``supervisord-claude`` started as a subprocess for one test."""
+
+    def __init__(self, base: Path, claude_bin: Path | str = FAKE_CLAUDE, idle_timeout: float = 60.0,
+                 env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+        self.base = base
+        self.runtime_dir = base / "run"
+        self.state_dir = base / "state"
+        self.home = base / "home"
+        self.home.mkdir(exist_ok=True)
+        self.claude_log = base / "claude-starts.jsonl"
+        self.log_path = base / "supervisor.log"
+        if claude_bin == FAKE_CLAUDE:
+            # exec this interpreter directly: no PATH shims forking helper processes
+            wrapper = base / "claude"
+            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
+            wrapper.chmod(0o755)
+            claude_bin = wrapper
+        self.claude_bin = str(claude_bin)
+        self.idle_timeout = idle_timeout
+        self.extra_args = extra_args or []
+        self.env = dict(os.environ)
+        self.env.update({"HOME": str(self.home), "FAKE_CLAUDE_LOG": str(self.claude_log),
+                         "PYTHONUNBUFFERED": "1"})
+        self.env.pop("SUPERVISORD_CLAUDE_RUNTIME_DIR", None)
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.instance = instance_id(self.runtime_dir)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "supervisord_claude", "--runtime-dir", str(self.runtime_dir),
+                "--state-dir", str(self.state_dir), "--claude-bin", self.claude_bin,
+                "--idle-timeout", str(self.idle_timeout), "--config", str(self.config_path()),
+                *self.extra_args]
+
+    def config_path(self) -> Path:
+        path = self.base / "config.toml"
+        if not path.exists():
+            path.write_text('[personas.reviewer]\nprompt = "You review code."\nmodel = "persona-model"\n')
+        return path
+
+    def start(self, wait: bool = True) -> SupervisorProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv(), env=self.env, stdout=log, stderr=log, cwd=self.base)
+        log.close()
+        if wait:
+            wait_for(self._answers, 15, what="the supervisor to answer hello")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"supervisor exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with Client(self.runtime_dir, timeout=1.0) as c:
+                c.request("hello")
+            return True
+        except ConnectionFailed:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.runtime_dir, timeout=timeout)
+
+    def request(self, op: str, **args: Any) -> dict[str, Any]:
+        with self.client() as c:
+            return c.request(op, **args)
+
+    def ctl(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(self.runtime_dir), *args],
+            capture_output=True, text=True, env=self.env, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"claudectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def claude_starts(self) -> list[dict[str, Any]]:
+        if not self.claude_log.exists():
+            return []
+        return [json.loads(line) for line in self.claude_log.read_text().splitlines()]
+
+    def session(self, name: str) -> dict[str, Any]:
+        return self.request("status", session=name)
+
+    def events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
+        """All stored events of a session after ``after`` (via a subscription)."""
+        out: list[dict[str, Any]] = []
+        with self.client() as c:
+            last = c.request("status", session=name)["last_seq"]
+            if last <= after:
+                return out
+            c.request("subscribe", session=name, after=after)
+            while True:
+                frame = c.next_event(timeout=5)
+                assert frame is not None, "events stopped before the last sequence number"
+                out.append(frame["event"])
+                if frame["event"]["seq"] >= last:
+                    return out
+
+    def wait_event(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15,
+                   after: int = 0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for event in self.events(name, after):
+                if predicate(event):
+                    return event
+            return None
+        return wait_for(find, timeout, interval=0.1, what=f"an event of {name}")
+
+    def wait_state(self, name: str, *states: str, timeout: float = 15) -> dict[str, Any]:
+        return wait_for(lambda: (s := self.session(name))["state"] in states and s, timeout,
+                        what=f"{name} to reach {states}")
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("supervisor did not stop within 20s of SIGTERM")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def pids(self) -> list[int]:
+        return processes_of(self.instance)
+
+    def keeper_pid(self, name: str) -> int | None:
+        for pid, title in SYSTEM.processes_titled(f"supervisord-claude[{self.instance}]: keeper {name}"):
+            if title.split()[-1] == name:
+                return pid
+        return None
+
+    def claude_pids(self) -> list[int]:
+        return SYSTEM.processes_with_env(INSTANCE_ENV, self.instance)
+
+
+@pytest.fixture
+def tmp_base() -> Iterator[Path]:
+    # short paths: a Unix socket path must stay under ~107 bytes
+    with tempfile.TemporaryDirectory(prefix="scl-") as d:
+        base = Path(d)
+        os.chmod(base, 0o700)
+        yield base
+
+
+_instances: list[str] = []
+
+
+@pytest.fixture
+def make_supervisor(tmp_base: Path) -> Iterator[Callable[..., SupervisorProcess]]:
+    started: list[SupervisorProcess] = []
+    counter = iter(range(100))
+
+    def make(**kwargs: Any) -> SupervisorProcess:
+        base = tmp_base / f"s{next(counter)}"
+        base.mkdir()
+        sup = SupervisorProcess(base, **kwargs)
+        started.append(sup)
+        _instances.append(sup.instance)
+        return sup
+
+    yield make
+    for sup in started:
+        sup.stop()
+
+
+@pytest.fixture
+def supervisor(make_supervisor: Callable[..., SupervisorProcess]) -> SupervisorProcess:
+    return make_supervisor(idle_timeout=60).start()
+
+
+@pytest.fixture(autouse=True)
+def no_processes_left_behind() -> Iterator[None]:
+    """Fail the test if any process of a supervisor it started is still alive."""
+    before = len(_instances)
+    yield
+    mine = _instances[before:]
+    del _instances[before:]
+    leftover: dict[int, str] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leftover = {pid: SYSTEM.title(pid) for inst in mine for pid in processes_of(inst)}
+        if not leftover:
+            return
+        time.sleep(0.1)
+    for pid in leftover:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"processes left behind: {leftover}")

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""A fake ``claude`` speaking the stream-json protocol, for the fast test tier.
+
+It keeps a per-session history file (like Claude's ``.jsonl``) under ``$HOME`` so resume
+is real: ``--resume`` of an unknown id fails the way the real CLI does. What a turn does
+is chosen by words in the user's text:
+
+  sleep:N   wait N seconds before answering (an interrupt cuts it short)
+  crash     exit with status 3 in the middle of the turn
+  tool      a tool_use + tool_result before the answer
+  apierror  a result with is_error (like an HTTP 400 from the API)
+  long:N    an answer of about N characters, with a fenced code block
+  otherwise "echo: <text> (history: K earlier messages)"
+
+Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
+one JSON line per start ({pid, argv, cwd}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+out_lock = threading.Lock()
+interrupted = threading.Event()
+
+
+def emit(obj: dict) -> None:
+    with out_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def arg(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def history_path(session_id: str) -> Path:
+    project = re.sub(r"[^A-Za-z0-9]", "-", os.getcwd())
+    return Path(os.environ["HOME"]) / ".fake-claude" / "projects" / project / f"{session_id}.jsonl"
+
+
+def text_of(content: object) -> tuple[str, int]:
+    if isinstance(content, str):
+        return content, 0
+    texts, images = [], 0
+    for block in content or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+        elif block.get("type") == "image":
+            images += 1
+    return "\n".join(texts), images
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if os.environ.get("FAKE_CLAUDE_IGNORE_SIGTERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("FAKE_CLAUDE_LOG"):
+        with open(os.environ["FAKE_CLAUDE_LOG"], "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "argv": argv, "cwd": os.getcwd()}) + "\n")
+    model = arg(argv, "--model") or "fake-default-model"
+    resume = arg(argv, "--resume")
+    session_id = resume or arg(argv, "--session-id") or str(uuid.uuid4())
+    hist = history_path(session_id)
+    if resume and not hist.exists():
+        sys.stderr.write(f"No conversation found with session ID: {resume}\n")
+        emit({"type": "result", "subtype": "error_during_execution", "is_error": True,
+              "result": "", "session_id": resume, "total_cost_usd": 0, "duration_ms": 0,
+              "num_turns": 0})
+        return 1
+    if not resume and hist.exists():
+        sys.stderr.write(f"Error: Session ID {session_id} is already in use.\n")
+        return 1
+    hist.parent.mkdir(parents=True, exist_ok=True)
+
+    inbox: queue.Queue[dict | None] = queue.Queue()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("type") == "control_request":
+                sub = msg.get("request", {}).get("subtype")
+                if sub == "interrupt":
+                    interrupted.set()
+                emit({"type": "control_response", "response": {
+                    "subtype": "success", "request_id": msg.get("request_id"), "response": {}}})
+            elif msg.get("type") == "user":
+                inbox.put(msg)
+        inbox.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    cost = 0.0
+    turns = 0
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            return 0
+        interrupted.clear()
+        started = time.monotonic()
+        text, images = text_of(msg["message"]["content"])
+        earlier = len(hist.read_text().splitlines()) if hist.exists() else 0
+        with hist.open("a") as f:
+            f.write(json.dumps({"role": "user", "text": text}) + "\n")
+        emit({"type": "system", "subtype": "init", "session_id": session_id, "model": model,
+              "cwd": os.getcwd(), "tools": ["Bash", "Read"]})
+        turns += 1
+        cost += 0.001
+
+        def result(subtype: str, is_error: bool, answer: str, **extra: object) -> None:
+            emit({"type": "result", "subtype": subtype, "is_error": is_error, "result": answer,
+                  "session_id": session_id, "total_cost_usd": round(cost, 6),
+                  "duration_ms": int((time.monotonic() - started) * 1000), "num_turns": turns,
+                  **extra})
+
+        sleep = re.search(r"sleep:(\d+(?:\.\d+)?)", text)
+        if sleep and interrupted.wait(float(sleep.group(1))):
+            emit({"type": "user", "message": {"role": "user", "content": [
+                {"type": "text", "text": "[Request interrupted by user]"}]}})
+            result("error_during_execution", True, "", terminal_reason="aborted_streaming")
+            continue
+        if "crash" in text:
+            sys.stderr.write("fake claude: crashing as asked\n")
+            sys.stderr.flush()
+            os._exit(3)
+        if "apierror" in text:
+            result("success", True, "API Error: 400 invalid_request_error",
+                   terminal_reason="api_error", api_error_status=400)
+            continue
+        if "tool" in text:
+            emit({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}]}})
+            emit({"type": "user", "message": {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "file-a\nfile-b"}]}})
+        long = re.search(r"long:(\d+)", text)
+        if long:
+            size = int(long.group(1))
+            para = "Some **bold** words and `code`. " * 4 + "\n\n"
+            body = "```python\n" + "\n".join(f"x_{i} = {i}" for i in range(size // 40)) + "\n```\n\n"
+            answer = (para * (size // (2 * len(para)) + 1))[: size // 2] + "\n\n" + body
+        else:
+            answer = f"echo: {text} (history: {earlier} earlier messages; model {model})"
+            if images:
+                answer += f" [images: {images}]"
+        emit({"type": "assistant", "message": {"role": "assistant", "content": [
+            {"type": "text", "text": answer}]}})
+        with hist.open("a") as f:
+            f.write(json.dumps({"role": "assistant", "text": answer}) + "\n")
+        result("success", False, answer, terminal_reason="completed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Session lifecycle as a user sees it, through a real supervisor, real keepers and the fake claude."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from protocol import Client
+
+from .conftest import SupervisorProcess, wait_for
+
+
+def send_wait(sup: SupervisorProcess, name: str, text: str, *extra: str) -> str:
+    result = sup.ctl("send", name, text, "--wait", *extra, check=True)
+    return result.stdout.strip()
+
+
+def test_new_session_answers_and_reports_cost_and_duration(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    assert send_wait(supervisor, "alpha", "hello") .startswith("echo: hello (history: 0")
+    result = supervisor.wait_event("alpha", lambda e: e["kind"] == "result")
+    assert result["cost_usd"] > 0 and result["duration_ms"] >= 0 and not result["is_error"]
+    assert supervisor.session("alpha")["cost_usd"] == pytest.approx(result["cost_usd"])
+    start = supervisor.claude_starts()[0]
+    assert "--session-id" in start["argv"] and "--continue" not in start["argv"]
+    assert start["cwd"].endswith("/sessions/alpha")
+
+
+def test_keeper_and_claude_run_under_recognisable_titles(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    send_wait(supervisor, "alpha", "hi")
+    keeper = supervisor.keeper_pid("alpha")
+    assert keeper is not None
+    [claude] = supervisor.claude_pids()
+    # Claude runs in its own process group, a child of the keeper
+    assert os.getpgid(claude) == claude
+    assert int(Path(f"/proc/{claude}/stat").read_text().rsplit(")", 1)[1].split()[1]) == keeper
+
+
+def test_idle_session_suspends_leaving_no_process_and_resumes_with_history(
+    make_supervisor,
+) -> None:
+    sup = make_supervisor(idle_timeout=1).start()
+    sup.ctl("new", "alpha", check=True)
+    send_wait(sup, "alpha", "first")
+    info = sup.wait_state("alpha", "suspended", timeout=10)
+    assert info["live"] is False
+    wait_for(lambda: sup.keeper_pid("alpha") is None and not sup.claude_pids(), 5, what="no processes")
+    reply = send_wait(sup, "alpha", "second")
+    assert "history: 2 earlier messages" in reply  # the first exchange is still there
+    resumed = sup.wait_event("alpha", lambda e: e.get("state") == "resuming")
+    assert resumed["idle_for"] >= 0
+    argv = sup.claude_starts()[-1]["argv"]
+    assert argv[argv.index("--resume") + 1] == info["session_id"]
+    events = sup.events("alpha")
+    suspended = [e for e in events if e["kind"] == "state" and e["state"] == "suspended"]
+    assert suspended[-1]["reason"] == "idle-timeout"
+
+
+def test_idle_timer_never_suspends_a_busy_session(make_supervisor) -> None:
+    sup = make_supervisor(idle_timeout=0.5).start()
+    sup.ctl("new", "alpha", check=True)
+    reply = send_wait(sup, "alpha", "sleep:2 then answer")
+    assert reply.startswith("echo: sleep:2")
+    states = [e["state"] for e in sup.events("alpha") if e["kind"] == "state"]
+    # no suspension between the message and its answer
+    busy = states.index("busy")
+    assert "suspending" not in states[busy : states.index("idle", busy)]
+
+
+def test_messages_sent_while_busy_are_queued_in_order(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        ids = [c.request("send", session="alpha", text=t)["message_id"]
+               for t in ("sleep:0.5 one", "two", "three")]
+    results = wait_for(lambda: [e for e in supervisor.events("alpha") if e["kind"] == "result"][:3]
+                       if len([e for e in supervisor.events("alpha") if e["kind"] == "result"]) >= 3 else None,
+                       15, what="three results")
+    assert [r["message_id"] for r in results] == ids
+    assert [r["text"].split(" (")[0] for r in results] == ["echo: sleep:0.5 one", "echo: two", "echo: three"]
+
+
+def test_resume_failure_is_reported_and_no_fresh_session_is_started(make_supervisor) -> None:
+    sup = make_supervisor(idle_timeout=1).start()
+    sup.ctl("new", "alpha", check=True)
+    send_wait(sup, "alpha", "remember me")
+    sup.wait_state("alpha", "suspended")
+    for path in (sup.home / ".fake-claude").rglob("*.jsonl"):
+        path.unlink()  # the conversation is gone
+    starts = len(sup.claude_starts())
+    result = sup.ctl("send", "alpha", "are you there?", "--wait")
+    assert result.returncode == 1
+    assert "not delivered" in result.stderr and "No conversation found" in result.stderr
+    assert sup.session("alpha")["state"] == "failed"
+    new_starts = sup.claude_starts()[starts:]
+    assert len(new_starts) == 1 and "--resume" in new_starts[0]["argv"]  # no --session-id retry
+    failed = sup.wait_event("alpha", lambda e: e.get("reason") == "resume-failed")
+    assert failed["state"] == "failed"
+    wait_for(lambda: not sup.claude_pids() and sup.keeper_pid("alpha") is None, 5, what="no processes")
+
+
+def test_claude_crash_mid_turn_reports_the_message_as_not_delivered(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    result = supervisor.ctl("send", "alpha", "please crash", "--wait")
+    assert result.returncode == 1
+    assert "exited unexpectedly (exit code 3)" in result.stderr
+    assert supervisor.wait_state("alpha", "failed")
+    # the next message resumes the same conversation
+    assert "history: 1 earlier messages" in send_wait(supervisor, "alpha", "still there?")
+
+
+def test_kill_9_of_claude_is_reported_and_the_session_resumes(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        c.request("send", session="alpha", text="sleep:30 long job")
+    supervisor.wait_state("alpha", "busy")
+    [claude] = wait_for(supervisor.claude_pids, what="claude")
+    os.kill(claude, signal.SIGKILL)
+    failed = supervisor.wait_event("alpha", lambda e: e["kind"] == "message_failed")
+    assert "exit code -9" in failed["reason"]
+    assert "history: 1 earlier" in send_wait(supervisor, "alpha", "hello again")
+
+
+def test_kill_9_of_a_keeper_stops_its_claude_and_reports_the_message(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        c.request("send", session="alpha", text="sleep:30 long job")
+    supervisor.wait_state("alpha", "busy")
+    keeper = supervisor.keeper_pid("alpha")
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: not supervisor.claude_pids(), 5, what="the orphaned claude to be stopped")
+    failed = supervisor.wait_event("alpha", lambda e: e["kind"] == "message_failed")
+    assert "keeper died" in failed["reason"]
+    killed = supervisor.wait_event("alpha", lambda e: e.get("reason") == "killed")
+    assert killed["state"] == "failed"
+    assert "history: 1 earlier" in send_wait(supervisor, "alpha", "hello again")
+
+
+def test_interrupt_ends_a_slow_turn_and_the_session_answers_next(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        c.request("send", session="alpha", text="sleep:30 slow")
+    supervisor.wait_state("alpha", "busy")
+    t0 = time.monotonic()
+    supervisor.ctl("interrupt", "alpha", check=True)
+    result = supervisor.wait_event("alpha", lambda e: e["kind"] == "result")
+    assert time.monotonic() - t0 < 10
+    assert result["is_error"] and result["terminal_reason"] == "aborted_streaming"
+    assert send_wait(supervisor, "alpha", "next").startswith("echo: next")
+    not_busy = supervisor.ctl("interrupt", "alpha")
+    assert not_busy.returncode == 1 and "not answering" in not_busy.stderr
+
+
+def test_model_change_restarts_claude_with_resume_and_new_model(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", "--model", "model-a", check=True)
+    assert "model model-a" in send_wait(supervisor, "alpha", "one")
+    supervisor.ctl("model", "alpha", "model-b", check=True)
+    reply = send_wait(supervisor, "alpha", "two")
+    assert "model model-b" in reply and "history: 2 earlier" in reply
+    argv = supervisor.claude_starts()[-1]["argv"]
+    assert argv[argv.index("--model") + 1] == "model-b" and "--resume" in argv
+    assert supervisor.ctl("model", "alpha", check=True).stdout.strip() == "Model: model-b"
+
+
+def test_timeout_is_validated_persisted_and_applied_to_the_running_timer(make_supervisor) -> None:
+    sup = make_supervisor(idle_timeout=3600).start()
+    sup.ctl("new", "alpha", check=True)
+    assert sup.ctl("timeout", "alpha", check=True).stdout.strip() == "Idle timeout: 60 minutes"
+    bad = sup.ctl("timeout", "alpha", "121")
+    assert bad.returncode == 1 and "between 1 and 120 minutes" in bad.stderr
+    assert sup.ctl("timeout", "alpha", "0").returncode == 1
+    ok = sup.ctl("timeout", "alpha", "5", check=True)
+    assert ok.stdout.strip() == "Idle timeout set to 5 minutes for session 'alpha'."
+    sup.stop()
+    sup.start()
+    assert sup.session("alpha")["idle_timeout"] == 300
+
+
+def test_archive_stops_the_session_and_hides_it(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("new", "beta", check=True)
+    send_wait(supervisor, "alpha", "hi")
+    supervisor.ctl("archive", "alpha", check=True)
+    supervisor.wait_state("alpha", "archived")
+    wait_for(lambda: supervisor.keeper_pid("alpha") is None and not supervisor.claude_pids(), 10,
+             what="alpha's processes to stop")
+    names = [s["name"] for s in supervisor.request("list")["sessions"]]
+    assert names == ["beta"]
+    every = [s["name"] for s in supervisor.request("list", all=True)["sessions"]]
+    assert sorted(every) == ["alpha", "beta"]
+    refused = supervisor.ctl("send", "alpha", "hello?")
+    assert refused.returncode == 1 and "archived" in refused.stderr
+
+
+def test_switching_sessions_leaves_the_other_running(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("new", "beta", check=True)
+    send_wait(supervisor, "alpha", "a")
+    send_wait(supervisor, "beta", "b")
+    assert supervisor.session("alpha")["live"] and supervisor.session("beta")["live"]
+    assert len(supervisor.claude_pids()) == 2
+
+
+def test_two_sessions_in_one_directory_keep_separate_histories(supervisor: SupervisorProcess, tmp_base: Path) -> None:
+    shared = tmp_base / "project"
+    shared.mkdir()
+    supervisor.ctl("new", "one", "--cwd", str(shared), check=True)
+    supervisor.ctl("new", "two", "--cwd", str(shared), check=True)
+    send_wait(supervisor, "one", "for one")
+    send_wait(supervisor, "one", "again one")
+    assert "history: 0 earlier" in send_wait(supervisor, "two", "for two")
+
+
+def test_images_are_sent_inline_and_other_files_by_path(supervisor: SupervisorProcess, tmp_base: Path) -> None:
+    png = tmp_base / "pic.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    doc = tmp_base / "notes.txt"
+    doc.write_text("some notes")
+    supervisor.ctl("new", "alpha", check=True)
+    reply = send_wait(supervisor, "alpha", "look", "--attach", str(png))
+    assert "[images: 1]" in reply
+    reply = send_wait(supervisor, "alpha", "read this", "--attach", str(doc))
+    assert f"[Attached file saved at {doc}]" in reply
+    missing = supervisor.ctl("send", "alpha", "x", "--attach", str(tmp_base / "nope.txt"))
+    assert missing.returncode == 1 and "not a readable file" in missing.stderr
+
+
+def test_persona_appends_its_system_prompt_and_model(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "rev", "--persona", "reviewer", check=True)
+    send_wait(supervisor, "rev", "hi")
+    argv = supervisor.claude_starts()[-1]["argv"]
+    assert argv[argv.index("--append-system-prompt") + 1] == "You review code."
+    assert argv[argv.index("--model") + 1] == "persona-model"
+    unknown = supervisor.ctl("new", "x", "--persona", "nobody")
+    assert unknown.returncode == 1 and "unknown persona 'nobody'" in unknown.stderr
+
+
+def test_explicit_suspend_of_an_idle_session(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    send_wait(supervisor, "alpha", "hi")
+    supervisor.ctl("suspend", "alpha", check=True)
+    state = supervisor.wait_state("alpha", "suspended")
+    assert not state["live"]
+    wait_for(lambda: not supervisor.claude_pids(), 5, what="claude to stop")
+    last = [e for e in supervisor.events("alpha") if e["kind"] == "state"][-1]
+    assert last["reason"] == "requested"
+
+
+def test_a_client_can_stream_a_reply_while_it_is_produced(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with Client(supervisor.runtime_dir) as c:
+        c.request("subscribe", session="alpha", after=supervisor.session("alpha")["last_seq"])
+        c.request("send", session="alpha", text="tool please")
+        kinds = []
+        while "result" not in kinds:
+            frame = c.next_event(timeout=10)
+            assert frame is not None
+            kinds.append(frame["event"]["kind"])
+    assert kinds.index("tool_use") < kinds.index("tool_result") < kinds.index("assistant_text") < kinds.index("result")
