@@ -140,6 +140,10 @@ class Subscription:
         result = await self._client.request(Op.SUBSCRIBE, **args)
         self.sub_id = int(result["sub"])
         self._client._subs[self.sub_id] = self
+        # events can overtake the reader's hand-over of the reply; they wait here
+        for event in self._client._early.pop(self.sub_id, []):
+            if self._accept(event):
+                self.queue.put_nowait(event)
         return result
 
     async def ack(self, event_id: int) -> None:
@@ -214,6 +218,7 @@ class AsyncClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._subs: dict[int, Subscription] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._early: dict[int, list[Event]] = {}
 
     async def connect(self, wait: float = 0.0) -> AsyncClient:
         """Connect; with ``wait`` keep trying that long for the socket to appear."""
@@ -260,9 +265,15 @@ class AsyncClient:
             except FrameError:
                 continue
             if msg.get("type") == "event":
-                sub = self._subs.get(msg.get("sub", -1))
+                sub_id = msg.get("sub")
                 event = msg.get("event")
-                if sub is not None and isinstance(event, dict) and sub._accept(event):
+                if not isinstance(sub_id, int) or not isinstance(event, dict):
+                    continue
+                sub = self._subs.get(sub_id)
+                if sub is None:
+                    if len(self._early) < 64:
+                        self._early.setdefault(sub_id, []).append(event)
+                elif sub._accept(event):
                     sub.queue.put_nowait(event)
                 continue
             req_id = msg.get("id")

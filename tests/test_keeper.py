@@ -262,3 +262,92 @@ def test_a_client_can_stream_a_reply_while_it_is_produced(supervisor: Supervisor
             assert frame is not None
             kinds.append(frame["event"]["kind"])
     assert kinds.index("tool_use") < kinds.index("tool_result") < kinds.index("assistant_text") < kinds.index("result")
+
+
+# --- the idle-timeout vs message race ------------------------------------------------------
+
+
+def test_message_during_suspension_is_delivered_once_to_a_resumed_claude(make_supervisor) -> None:
+    # Claude ignores SIGTERM, so the keeper stays in "suspending" for the 5 s grace period
+    sup = make_supervisor(idle_timeout=1, env={"FAKE_CLAUDE_IGNORE_SIGTERM": "1"}).start()
+    sup.ctl("new", "alpha", check=True)
+    send_wait(sup, "alpha", "first")
+    sup.wait_state("alpha", "suspending", timeout=10)
+    old_claude = sup.claude_pids()
+    reply = sup.ctl("send", "alpha", "during suspension", "--wait", check=True).stdout
+    assert "echo: during suspension (history: 2 earlier" in reply
+    assert all(pid not in sup.claude_pids() for pid in old_claude)  # a new Claude answered
+    users = [e for e in sup.events("alpha") if e["kind"] == "user"]
+    assert [u["text"] for u in users] == ["first", "during suspension"]
+    assert "--resume" in sup.claude_starts()[-1]["argv"]
+
+
+def test_many_messages_racing_the_idle_timer_are_each_answered_exactly_once(make_supervisor) -> None:
+    import random
+
+    sup = make_supervisor(idle_timeout=0.2).start()
+    sup.ctl("new", "alpha", check=True)
+    rng = random.Random(7)
+    texts = []
+    with sup.client() as c:
+        for i in range(25):
+            time.sleep(rng.uniform(0.1, 0.35))  # around the 0.2 s timeout and the suspension
+            text = f"msg-{i}"
+            texts.append(text)
+            c.request("send", session="alpha", text=text)
+    results = wait_for(
+        lambda: (r := [e for e in sup.events("alpha") if e["kind"] in ("result", "message_failed")])
+        and len(r) >= len(texts) and r,
+        60, what="every message to be answered",
+    )
+    assert all(r["kind"] == "result" and not r["is_error"] for r in results)
+    answered = [r["text"].split(" (")[0].removeprefix("echo: ") for r in results]
+    assert answered == texts  # in order, none lost, none twice
+    histories = "".join(p.read_text() for p in (sup.home / ".fake-claude").rglob("*.jsonl"))
+    for text in texts:
+        assert histories.count(f'"text": "{text}"') == 1
+
+
+def _unit_keeper(timeout: float = 10.0):
+    from supervisord_claude._clock import FakeClock
+    from supervisord_claude._keeper import Keeper
+
+    clock = FakeClock()
+    keeper = Keeper(
+        {"session": "unit", "idle_timeout": timeout, "claude_bin": "claude", "cwd": "/",
+         "session_id": "x", "instance": "i", "runtime_dir": "/nonexistent"},
+        death_fd=None, clock=clock,
+    )
+    sent: list[tuple[str, dict]] = []
+    keeper._send = lambda t, **fields: sent.append((t, fields))  # type: ignore[method-assign]
+    return keeper, clock, sent
+
+
+def test_keeper_rejects_a_message_that_arrives_after_it_decided_to_suspend() -> None:
+    from protocol import SessionState
+
+    keeper, _, sent = _unit_keeper()
+    keeper.state = SessionState.SUSPENDING
+    keeper.stopping = True
+    keeper._handle_command({"t": "send", "id": 41, "text": "late", "attachments": []})
+    assert sent == [("rejected", {"ids": [41]})]
+    assert not keeper.queue  # never written to the dying Claude
+
+
+def test_a_user_message_resets_the_idle_timer_and_a_busy_keeper_is_not_suspended() -> None:
+    keeper, clock, _ = _unit_keeper(timeout=10)
+    suspended = []
+    keeper.suspend = lambda reason: suspended.append(reason)  # type: ignore[method-assign]
+    keeper._spawn_task = lambda coro: coro  # type: ignore[method-assign]
+    keeper.timer.start()
+    clock.advance(9)
+    keeper._handle_command({"t": "send", "id": 1, "text": "hi", "attachments": []})
+    assert not keeper.timer.armed  # cancelled by the message
+    clock.advance(100)
+    assert suspended == []
+    keeper.timer.start()
+    clock.advance(10)  # expiry while a message is still queued: retry later
+    assert suspended == [] and keeper.timer.armed
+    keeper.queue.clear()
+    clock.advance(10)
+    assert len(suspended) == 1

@@ -1,0 +1,274 @@
+"""The wire protocol: codec, validation, and a live supervisor fed bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol import (
+    MAX_FRAME_BYTES,
+    AsyncClient,
+    ErrorCode,
+    FrameError,
+    Op,
+    RemoteError,
+    ValidationError,
+    decode,
+    encode,
+    validate_request,
+)
+
+from .conftest import SupervisorProcess
+
+# --- codec and validation, no server ---------------------------------------------------
+
+
+def test_encode_adds_the_version_and_round_trips() -> None:
+    assert decode(encode({"id": 1, "op": "hello"})) == {"v": 1, "id": 1, "op": "hello"}
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (b"\xc1garbage", ErrorCode.BAD_FRAME),
+        (msgpack.packb([1, 2, 3]), ErrorCode.BAD_FRAME),
+        (msgpack.packb({1: "int key"}), ErrorCode.BAD_FRAME),
+        (b"\x00" * (MAX_FRAME_BYTES + 1), ErrorCode.TOO_LARGE),
+    ],
+)
+def test_undecodable_frames_are_rejected_with_a_code(frame: bytes, code: ErrorCode) -> None:
+    with pytest.raises(FrameError) as err:
+        decode(frame)
+    assert err.value.code is code
+
+
+@pytest.mark.parametrize(
+    "frame, code, fragment",
+    [
+        ({"v": 2, "id": 1, "op": "hello"}, ErrorCode.BAD_VERSION, "unsupported protocol version"),
+        ({"v": 1, "id": 1, "op": "explode"}, ErrorCode.UNKNOWN_OP, "unknown op 'explode'"),
+        ({"v": 1, "id": 1.5, "op": "hello"}, ErrorCode.BAD_REQUEST, "'id'"),
+        ({"v": 1, "id": 1, "op": "send", "session": "a"}, ErrorCode.BAD_REQUEST, "needs the field 'text'"),
+        ({"v": 1, "id": 1, "op": "send", "session": "a", "text": 5}, ErrorCode.BAD_REQUEST, "'text' must be a string"),
+        ({"v": 1, "id": 1, "op": "create", "session": "../etc"}, ErrorCode.BAD_NAME, "invalid session name"),
+        ({"v": 1, "id": 1, "op": "create", "session": "a" * 65}, ErrorCode.BAD_NAME, "invalid session name"),
+        ({"v": 1, "id": 1, "op": "create", "session": "-x"}, ErrorCode.BAD_NAME, "invalid session name"),
+        ({"v": 1, "id": 1, "op": "set_timeout", "session": "a", "minutes": 0}, ErrorCode.BAD_REQUEST, "between 1 and 120"),
+        ({"v": 1, "id": 1, "op": "set_timeout", "session": "a", "minutes": True}, ErrorCode.BAD_REQUEST, "minutes"),
+        ({"v": 1, "id": 1, "op": "send", "session": "a", "text": "x", "attachments": ["rel/path"]}, ErrorCode.BAD_REQUEST, "absolute path"),
+        ({"v": 1, "id": 1, "op": "hello", "surprise": 1}, ErrorCode.BAD_REQUEST, "unknown field(s) for 'hello': surprise"),
+        ({"v": 1, "id": 1, "op": "send", "session": "a", "text": "x" * 200_001}, ErrorCode.TOO_LARGE, "limit"),
+    ],
+)
+def test_invalid_requests_get_clear_errors(frame: dict, code: ErrorCode, fragment: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate_request(frame)
+    assert err.value.code is code and fragment in err.value.message
+
+
+def test_valid_request_keeps_only_known_fields() -> None:
+    req = validate_request({"v": 1, "id": "r1", "op": "create", "session": "my_session-2", "model": "m"})
+    assert req.op is Op.CREATE and req.args == {"session": "my_session-2", "model": "m"}
+
+
+@given(st.binary(max_size=2048))
+@settings(max_examples=300, deadline=None)
+def test_decoder_never_raises_anything_but_frame_error(data: bytes) -> None:
+    try:
+        decode(data)
+    except FrameError:
+        pass
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"v": st.sampled_from([1, 1, 2, "1"]), "id": st.one_of(st.integers(), st.text(max_size=5), st.none())},
+        optional={"op": st.sampled_from([o.value for o in Op] + ["nope", ""]),
+                  "session": json_like, "text": json_like, "minutes": json_like,
+                  "attachments": json_like, "after": json_like, "sub": json_like},
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_validation_either_accepts_or_raises_validation_error(frame: dict) -> None:
+    try:
+        validate_request(frame)
+    except ValidationError as exc:
+        assert exc.message
+
+
+# --- a live supervisor fed bad input ------------------------------------------------------
+
+
+def raw_exchange(sup: SupervisorProcess, frames: list[bytes], timeout: float = 5) -> dict:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"ipc://{sup.runtime_dir / 'control.sock'}")
+    try:
+        sock.send_multipart(frames)
+        assert sock.poll(int(timeout * 1000)), "no reply"
+        return msgpack.unpackb(sock.recv(), raw=False)
+    finally:
+        sock.close()
+        ctx.term()
+
+
+@pytest.mark.parametrize(
+    "frames, code",
+    [
+        ([b"not msgpack \xc1"], "bad_frame"),
+        ([msgpack.packb("a string")], "bad_frame"),
+        ([msgpack.packb({"v": 1, "id": 7, "op": "fly"})], "unknown_op"),
+        ([msgpack.packb({"v": 1, "id": 7, "op": "send", "session": "no/slash", "text": "x"})], "bad_name"),
+        ([msgpack.packb({"v": 1, "id": 7, "op": "send", "session": "ghost", "text": "x"})], "not_found"),
+        ([b"one", b"two"], "bad_frame"),
+        ([b"\x00" * (MAX_FRAME_BYTES + 10)], "too_large"),
+    ],
+)
+def test_bad_input_gets_an_error_reply_and_the_daemon_keeps_serving(
+    supervisor: SupervisorProcess, frames: list[bytes], code: str
+) -> None:
+    reply = raw_exchange(supervisor, frames)
+    assert reply["ok"] is False and reply["error"]["code"] == code and reply["error"]["message"]
+    if code in ("unknown_op", "bad_name", "not_found"):
+        assert reply["id"] == 7  # the request id is echoed when it could be read
+    assert supervisor.request("hello")["protocol"] == 1
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=3))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzzed_frames_never_take_the_supervisor_down(supervisor: SupervisorProcess, frames: list[bytes]) -> None:
+    reply = raw_exchange(supervisor, frames)
+    assert reply["type"] == "reply"
+    assert supervisor.proc.poll() is None
+
+
+def test_frames_over_the_hard_limit_drop_only_that_connection(supervisor: SupervisorProcess) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"ipc://{supervisor.runtime_dir / 'control.sock'}")
+    sock.send(b"\x00" * (9 * MAX_FRAME_BYTES))
+    assert not sock.poll(500)  # no reply is possible: libzmq dropped the peer
+    sock.close()
+    ctx.term()
+    assert supervisor.request("hello")["server"] == "supervisord-claude"
+
+
+# --- subscriptions: durable, ordered, exactly once --------------------------------------
+
+
+async def collect(sub, n: int, timeout: float = 10) -> list[dict]:
+    out = []
+    while len(out) < n:
+        event = await sub.next(timeout=timeout)
+        assert event is not None, f"only {len(out)} of {n} events arrived"
+        out.append(event)
+    return out
+
+
+def test_subscriber_gets_history_then_live_events_in_order_exactly_once(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "one", "--wait", check=True)
+
+    async def scenario() -> list[dict]:
+        async with AsyncClient(supervisor.runtime_dir) as client:
+            sub = await client.subscribe("alpha", after=0)
+            before = supervisor.session("alpha")["last_seq"]
+            first = await collect(sub, before)
+            await client.request("send", session="alpha", text="two")
+            later = []
+            while not any(e["kind"] == "state" and e["state"] == "idle" for e in later):
+                later += await collect(sub, 1)
+            return first + later
+
+    events = asyncio.run(scenario())
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_named_consumer_resumes_after_its_acked_cursor(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "one", "--wait", check=True)
+
+    async def first_run() -> int:
+        async with AsyncClient(supervisor.runtime_dir) as client:
+            sub = await client.subscribe(consumer="bot", after=0)
+            events = await collect(sub, 3)
+            await sub.ack(events[2]["id"])  # handled three; the rest is still owed
+            await collect(sub, 2)  # seen but never acked: delivered again next time
+            return events[2]["id"]
+
+    acked = asyncio.run(first_run())
+
+    async def second_run() -> dict:
+        async with AsyncClient(supervisor.runtime_dir) as client:
+            sub = await client.subscribe(consumer="bot")
+            return (await collect(sub, 1))[0]
+
+    assert asyncio.run(second_run())["id"] == acked + 1
+
+
+def test_window_limits_unacked_events(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "one", "--wait", check=True)
+
+    async def scenario() -> tuple[int, int]:
+        async with AsyncClient(supervisor.runtime_dir) as client:
+            sub = await client.subscribe("alpha", after=0, window=2)
+            got = await collect(sub, 2)
+            stalled = await sub.next(timeout=0.5, keepalive=10)
+            await sub.ack(got[-1]["id"])
+            more = await collect(sub, 1)
+            return (stalled is None, more[0]["seq"])
+
+    stalled, next_seq = asyncio.run(scenario())
+    assert stalled and next_seq == 3
+
+
+def test_subscription_survives_a_supervisor_restart(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+
+    async def scenario() -> list[str]:
+        async with AsyncClient(sup.runtime_dir, timeout=2) as client:
+            sub = await client.subscribe(consumer="watcher", after=0)
+            texts = []
+            await collect(sub, 1)
+            await asyncio.to_thread(sup.stop)
+            await asyncio.to_thread(sup.start)
+            await asyncio.to_thread(sup.ctl, "send", "alpha", "after restart", "--wait")
+            while not texts:
+                event = await sub.next(timeout=20, keepalive=0.5)
+                assert event is not None
+                if event["kind"] == "assistant_text":
+                    texts.append(event["text"])
+            return texts
+
+    assert asyncio.run(scenario())[0].startswith("echo: after restart")
+
+
+def test_acks_of_someone_elses_subscription_are_refused(supervisor: SupervisorProcess) -> None:
+    with supervisor.client() as a, supervisor.client() as b:
+        sub = a.request("subscribe")["sub"]
+        with pytest.raises(RemoteError) as err:
+            b.request("ack", sub=sub, upto=1)
+        assert err.value.code == "no_subscription"
+
+
+def test_kv_round_trip(supervisor: SupervisorProcess) -> None:
+    supervisor.request("kv_set", key="bot.chat.1", value={"active": "alpha"})
+    assert supervisor.request("kv_get", key="bot.chat.1")["value"] == {"active": "alpha"}
+    assert supervisor.request("kv_get", key="missing")["value"] is None

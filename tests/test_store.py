@@ -1,0 +1,76 @@
+"""The SQLite store: sequencing, atomic updates, recovery, cursors."""
+
+import sqlite3
+
+import pytest
+
+from protocol import EventKind, SessionState
+from supervisord_claude._errors import StoreError
+from supervisord_claude._store import FAILED, QUEUED, WRITTEN, Store
+from supervisord_claude._supervisor import recover_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "db.sqlite3")
+    yield s
+    s.close()
+
+
+def test_events_get_per_session_sequence_numbers_and_global_ids(store: Store) -> None:
+    store.create_session("a", "id-a", "/a", None, None)
+    store.create_session("b", "id-b", "/b", None, None)
+    e1 = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "1"})
+    e2 = store.append_event("b", EventKind.ASSISTANT_TEXT, {"text": "2"})
+    e3 = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "3"})
+    assert (e1["seq"], e2["seq"], e3["seq"]) == (1, 1, 2)
+    assert e1["id"] < e2["id"] < e3["id"]
+    assert [e["text"] for e in store.events_after(0, "a")] == ["1", "3"]
+    assert [e["text"] for e in store.events_after(e1["id"])] == ["2", "3"]
+    assert store.event_id_at_seq("a", 1) == e1["id"]
+
+
+def test_event_and_session_update_commit_together(store: Store) -> None:
+    store.create_session("a", "id", "/a", None, None)
+    with pytest.raises(ValueError):
+        store.append_event("a", EventKind.STATE, {"state": "idle"}, {"nonsense": 1})
+    assert store.events_after(0) == []  # rolled back
+    store.append_event("a", EventKind.STATE, {"state": "idle"}, {"state": SessionState.IDLE})
+    assert store.get_session("a").state is SessionState.IDLE
+
+
+def test_recovery_suspends_sessions_and_fails_half_answered_messages(tmp_path) -> None:
+    store = Store(tmp_path / "db")
+    store.create_session("a", "id", "/a", None, None)
+    store.update_session("a", state=SessionState.BUSY)
+    answering = store.add_message("a", "being answered", [])
+    store.set_message_status(answering, WRITTEN)
+    waiting = store.add_message("a", "not yet sent", [])
+    store.close()
+    store = Store(tmp_path / "db")  # a new supervisor
+    recover_store(store)
+    assert store.get_session("a").state is SessionState.SUSPENDED
+    assert store.get_message(answering).status == FAILED
+    assert store.get_message(waiting).status == QUEUED  # still owed: delivered on start
+    kinds = [e["kind"] for e in store.events_after(0, "a")]
+    assert kinds == ["state", "message_failed"]
+    store.close()
+
+
+def test_consumer_cursor_only_moves_forward(store: Store) -> None:
+    store.set_cursor("bot", 10)
+    store.set_cursor("bot", 5)
+    assert store.get_cursor("bot") == 10 and store.get_cursor("new") == 0
+
+
+def test_a_failing_disk_is_a_store_error_not_a_crash(tmp_path) -> None:
+    store = Store(tmp_path / "db")
+    store.create_session("a", "id", "/a", None, None)
+    store._db.execute("PRAGMA max_page_count=1")  # simulate a full disk
+    with pytest.raises(StoreError, match="full"):
+        for i in range(1000):
+            store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "x" * 10000 + str(i)})
+    store._db.execute("PRAGMA max_page_count=1073741823")
+    store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "ok again"})
+    store.close()
+    assert isinstance(sqlite3.sqlite_version, str)

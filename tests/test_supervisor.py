@@ -1,0 +1,202 @@
+"""The daemon itself: start-up refusals, permissions, titles, reaping, shutdown, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from protocol import Client
+
+from .conftest import FAKE_CLAUDE, SYSTEM, SupervisorProcess, processes_of, wait_for
+
+
+def run_supervisor(sup: SupervisorProcess, *extra: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    argv = sup.argv() + list(extra)
+    return subprocess.run(argv, capture_output=True, text=True, env=sup.env, timeout=timeout)
+
+
+def test_runtime_dir_is_private_and_sockets_are_owner_only(supervisor: SupervisorProcess) -> None:
+    mode = stat.S_IMODE(supervisor.runtime_dir.stat().st_mode)
+    assert mode == 0o700
+    for name in ("control.sock", "keepers.sock"):
+        st = (supervisor.runtime_dir / name).stat()
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
+
+
+def test_a_second_supervisor_on_the_same_runtime_dir_is_refused(supervisor: SupervisorProcess) -> None:
+    second = run_supervisor(supervisor)
+    assert second.returncode == 1
+    assert "another supervisor" in second.stderr and str(supervisor.proc.pid) in second.stderr
+    assert supervisor.request("hello")["server"] == "supervisord-claude"  # first one unharmed
+
+
+def test_group_accessible_runtime_dir_is_refused(make_supervisor) -> None:
+    sup = make_supervisor()
+    sup.runtime_dir.mkdir(mode=0o755)
+    os.chmod(sup.runtime_dir, 0o755)
+    result = run_supervisor(sup)
+    assert result.returncode == 1 and "accessible to group/others" in result.stderr
+
+
+def test_missing_claude_binary_is_refused(make_supervisor) -> None:
+    sup = make_supervisor(claude_bin="/nonexistent/claude")
+    result = run_supervisor(sup)
+    assert result.returncode == 1 and "claude_bin" in result.stderr and "/nonexistent/claude" in result.stderr
+
+
+def test_bad_config_names_the_key(make_supervisor) -> None:
+    sup = make_supervisor()
+    sup.config_path().write_text('idle_timeout = "soon"\n')
+    result = run_supervisor(sup)
+    assert result.returncode == 1 and "idle_timeout" in result.stderr
+    sup.config_path().write_text('[personas.x]\nprompt = "p"\ncolour = "red"\n')
+    result = run_supervisor(sup)
+    assert result.returncode == 1 and "personas.x.colour" in result.stderr
+
+
+def test_processes_carry_instance_titles(supervisor: SupervisorProcess) -> None:
+    prefix = f"supervisord-claude[{supervisor.instance}]:"
+    assert SYSTEM.title(supervisor.proc.pid) == f"{prefix} supervisor"
+    titles = [t for _, t in SYSTEM.processes_titled(prefix)]
+    assert f"{prefix} forkserver" in titles
+
+
+def test_fork_server_has_no_threads_so_forking_keepers_is_safe(supervisor: SupervisorProcess) -> None:
+    prefix = f"supervisord-claude[{supervisor.instance}]: forkserver"
+    [(pid, _)] = SYSTEM.processes_titled(prefix)
+    assert len(os.listdir(f"/proc/{pid}/task")) == 1
+    # while the supervisor itself runs libzmq I/O threads
+    assert len(os.listdir(f"/proc/{supervisor.proc.pid}/task")) > 1
+
+
+def test_graceful_shutdown_with_busy_sessions(supervisor: SupervisorProcess) -> None:
+    for name in ("alpha", "beta"):
+        supervisor.ctl("new", name, check=True)
+    with supervisor.client() as c:
+        c.request("send", session="alpha", text="sleep:30 busy")
+        c.request("send", session="beta", text="hello")
+    supervisor.wait_state("alpha", "busy")
+    supervisor.wait_state("beta", "idle")
+    assert supervisor.stop() == 0
+    assert processes_of(supervisor.instance) == []
+    assert not (supervisor.runtime_dir / "control.sock").exists()
+    supervisor.start()
+    states = {s["name"]: s["state"] for s in supervisor.request("list")["sessions"]}
+    assert states == {"alpha": "suspended", "beta": "suspended"}
+    failed = supervisor.wait_event("alpha", lambda e: e["kind"] == "message_failed")
+    assert "stopped before it finished" in failed["reason"]
+
+
+def test_shutdown_op_stops_everything(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "hi", "--wait", check=True)
+    supervisor.ctl("shutdown", check=True)
+    assert supervisor.proc.wait(15) == 0
+    assert processes_of(supervisor.instance) == []
+
+
+def test_claude_ignoring_sigterm_is_killed_after_the_grace_period(make_supervisor) -> None:
+    sup = make_supervisor(env={"FAKE_CLAUDE_IGNORE_SIGTERM": "1"}).start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "hi", "--wait", check=True)
+    t0 = time.monotonic()
+    sup.ctl("suspend", "alpha", check=True)
+    sup.wait_state("alpha", "suspended", timeout=15)
+    assert time.monotonic() - t0 > 4.5  # SIGTERM, 5 s grace, then SIGKILL
+    assert sup.claude_pids() == []
+
+
+def test_kill_9_of_the_supervisor_stops_keepers_and_claude_and_restart_resumes(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "first", "--wait", check=True)
+    with sup.client() as c:
+        c.request("send", session="alpha", text="sleep:30 mid-turn")
+    sup.wait_state("alpha", "busy")
+    sup.kill9()
+    # keepers notice through their death pipe and stop Claude on their own
+    wait_for(lambda: processes_of(sup.instance) == [], 10, what="keepers and claude to go away")
+    sup.start()
+    assert "Reaped 0 stale keepers" in sup.log()
+    assert sup.session("alpha")["state"] == "suspended"
+    failed = sup.wait_event("alpha", lambda e: e["kind"] == "message_failed")
+    assert "supervisor stopped while Claude was answering" in failed["reason"]
+    # first exchange (2) + the interrupted message, which Claude had saved (1)
+    assert "history: 3 earlier" in sup.ctl("send", "alpha", "after restart", "--wait", check=True).stdout
+
+
+def test_stale_keepers_are_reaped_and_other_instances_left_alone(make_supervisor) -> None:
+    mine = make_supervisor().start()
+    other = make_supervisor().start()
+    for sup in (mine, other):
+        sup.ctl("new", "alpha", check=True)
+        sup.ctl("send", "alpha", "hi", "--wait", check=True)
+    # a keeper whose supervisor vanished without its death pipe closing: simulate by
+    # stopping the supervisor process (SIGSTOP keeps its pipe open) and killing it later
+    os.kill(mine.proc.pid, signal.SIGSTOP)
+    stale_keeper = mine.keeper_pid("alpha")
+    stale_claude = mine.claude_pids()
+    assert stale_keeper and stale_claude
+    # a new supervisor process on the same runtime dir must not start while the lock is held
+    os.kill(mine.proc.pid, signal.SIGKILL)
+    mine.proc.wait()
+    # the keeper saw EOF on its death pipe and may already be stopping; start at once
+    mine.start()
+    wait_for(lambda: not SYSTEM.alive(stale_keeper), 10, what="the stale keeper to be reaped")
+    assert all(not SYSTEM.alive(p) for p in stale_claude)
+    # the other supervisor's keeper and claude are untouched
+    assert other.keeper_pid("alpha") is not None and len(other.claude_pids()) == 1
+    assert "history: 2 earlier" in other.ctl("send", "alpha", "still here", "--wait", check=True).stdout
+
+
+def test_reaping_finds_keepers_that_survived_their_supervisor(make_supervisor, tmp_base) -> None:
+    sup = make_supervisor()
+    sup.runtime_dir.mkdir(mode=0o700)
+    # a process that carries this instance's keeper title, as a stale keeper would
+    code = (
+        "import setproctitle, time, sys; "
+        f"setproctitle.setproctitle('supervisord-claude[{sup.instance}]: keeper ghost'); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    ghost = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert ghost.stdout.readline().strip() == b"ready"
+    marked_env = dict(os.environ, SUPERVISORD_CLAUDE_INSTANCE=sup.instance)
+    orphan = subprocess.Popen([sys.executable, str(FAKE_CLAUDE)], stdin=subprocess.PIPE, env=marked_env)
+    try:
+        sup.start()
+        assert ghost.wait(10) is not None and orphan.wait(10) is not None
+        assert "Reaped 1 stale keepers" in sup.log()
+        assert "Reaped 1 orphaned Claude processes" in sup.log()
+    finally:
+        for p in (ghost, orphan):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_status_reports_the_supervisor(supervisor: SupervisorProcess) -> None:
+    out = supervisor.ctl("--json", "status", check=True).stdout
+    import json
+
+    info = json.loads(out)
+    assert info["pid"] == supervisor.proc.pid and info["instance"] == supervisor.instance
+    assert info["default_idle_timeout"] == 60
+
+
+def test_claudectl_without_a_supervisor_fails_clearly(make_supervisor) -> None:
+    sup = make_supervisor()
+    result = sup.ctl("ls")
+    assert result.returncode == 1 and "no supervisor is running" in result.stderr
+
+
+def test_client_library_reports_missing_supervisor(tmp_base) -> None:
+    from protocol import ConnectionFailed
+
+    with pytest.raises(ConnectionFailed):
+        Client(tmp_base / "nowhere")
