@@ -187,5 +187,6 @@ def parse_line(line: bytes) -> Parsed:
             "session_id": msg.get("session_id"),
             "terminal_reason": msg.get("terminal_reason"),
             "api_error_status": msg.get("api_error_status"),
+            "errors": [str(e) for e in msg.get("errors") or [] if e],
         }
     return out

@@ -312,7 +312,7 @@ class Keeper:
     def _on_result(self, result: dict[str, Any]) -> None:
         if self.started and not self.init_seen:
             # e.g. "No conversation found": the process exits next; report it then
-            self.resume_failure = result.get("text") or result.get("subtype") or "resume failed"
+            self.resume_failure = "; ".join(result.get("errors") or []) or result.get("text") or "resume failed"
             return
         cost = result.get("cost_usd")
         delta = 0.0
@@ -345,7 +345,10 @@ class Keeper:
         self.timer.cancel()
         tail = " | ".join(self.stderr_tail)
         if self.started and not self.init_seen:
-            reason_text = "; ".join(x for x in (self.resume_failure, tail) if x) or f"exit code {code}"
+            # Claude prints the reason both in its result and on stderr; say it once
+            parts = [self.resume_failure] if self.resume_failure else []
+            parts += [line for line in self.stderr_tail if line not in (self.resume_failure or "")]
+            reason_text = "; ".join(parts) or f"exit code {code}"
             text = f"Resume failed: {reason_text}"
             self.emit(EventKind.ERROR, message=text, exit_code=code)
             self._fail_all(text)

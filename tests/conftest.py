@@ -46,6 +46,28 @@ def processes_of(instance: str) -> list[int]:
     return sorted(set(titled + marked))
 
 
+def real_claude_bin() -> str:
+    """The real Claude Code CLI bundled in the pinned claude-agent-sdk test dependency."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("claude-agent-sdk is not installed; run ./scripts/test, which installs it")
+    path = Path(next(iter(spec.submodule_search_locations))) / "_bundled" / "claude"
+    if not path.exists():
+        pytest.fail(f"no bundled claude binary at {path}")
+    return str(path)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        version = subprocess.run([real_claude_bin(), "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout.strip()
+    except BaseException as exc:  # pytest.fail raises outside a test here
+        version = f"unavailable ({exc})"
+    return f"claude CLI (conformance tier): {version}"
+
+
 class SupervisorProcess:
     """A real ``supervisord-claude`` started as a subprocess for one test."""
 

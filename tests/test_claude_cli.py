@@ -1,0 +1,191 @@
+"""Conformance tier: the real Claude Code CLI, driven through the supervisor, offline,
+against the fake Anthropic API in ``fake_anthropic.py``. Run alone: ./scripts/test -m claude_cli"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import SYSTEM, SupervisorProcess, processes_of, real_claude_bin, wait_for
+from .fake_anthropic import FakeAnthropic
+
+pytestmark = [pytest.mark.claude_cli, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def real(make_supervisor, api: FakeAnthropic) -> Callable[..., SupervisorProcess]:
+    def make(idle_timeout: float = 60) -> SupervisorProcess:
+        env = {
+            "ANTHROPIC_BASE_URL": api.url,
+            "ANTHROPIC_API_KEY": "sk-test-dummy",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        return make_supervisor(claude_bin=real_claude_bin(), idle_timeout=idle_timeout, env=env)
+
+    return make
+
+
+def ask(sup: SupervisorProcess, name: str, text: str, ok: bool = True) -> str:
+    result = sup.ctl("send", name, text, "--wait", timeout=90)
+    if ok:
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+    assert result.returncode == 1
+    return result.stderr + result.stdout
+
+
+def results(sup: SupervisorProcess, name: str) -> list[dict]:
+    return [e for e in sup.events(name) if e["kind"] == "result"]
+
+
+def conversation_files(sup: SupervisorProcess) -> list[Path]:
+    return sorted((sup.home / ".claude" / "projects").rglob("*.jsonl"))
+
+
+def test_new_session_answers_with_cost_and_duration(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    assert ask(sup, "alpha", "hello claude").startswith("echo: hello claude | turns=1")
+    [result] = results(sup, "alpha")
+    assert result["cost_usd"] > 0 and result["duration_ms"] > 0 and not result["is_error"]
+    assert result["session_id"] == sup.session("alpha")["session_id"]
+
+
+def test_idle_suspend_leaves_no_process_and_resume_keeps_history(real, api: FakeAnthropic) -> None:
+    sup = real(idle_timeout=2).start()
+    sup.ctl("new", "alpha", check=True)
+    ask(sup, "alpha", "remember the word pelican")
+    sup.wait_state("alpha", "suspended", timeout=20)
+    assert sup.claude_pids() == [] and sup.keeper_pid("alpha") is None
+    reply = ask(sup, "alpha", "what was the word?")
+    assert "turns=2" in reply
+    last = api.turn_requests()[-1]
+    assert "remember the word pelican" in json.dumps(last["messages"])
+    ids = {r["session_id"] for r in results(sup, "alpha")}
+    assert ids == {sup.session("alpha")["session_id"]}
+    assert len(conversation_files(sup)) == 1
+
+
+def test_two_sessions_in_one_directory_never_mix(real, api: FakeAnthropic, tmp_base: Path) -> None:
+    sup = real(idle_timeout=2).start()
+    shared = tmp_base / "shared-project"
+    shared.mkdir()
+    sup.ctl("new", "one", "--cwd", str(shared), check=True)
+    sup.ctl("new", "two", "--cwd", str(shared), check=True)
+    ask(sup, "one", "secret of one: aardvark")
+    ask(sup, "two", "secret of two: bonobo")
+    sup.wait_state("one", "suspended", timeout=20)
+    sup.wait_state("two", "suspended", timeout=20)
+    assert "turns=2" in ask(sup, "two", "two again")
+    two_request = json.dumps(api.turn_requests()[-1]["messages"])
+    assert "bonobo" in two_request and "aardvark" not in two_request
+    assert "turns=2" in ask(sup, "one", "one again")
+    one_request = json.dumps(api.turn_requests()[-1]["messages"])
+    assert "aardvark" in one_request and "bonobo" not in one_request
+
+
+def test_model_change_reaches_the_api_with_history(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", "--model", "claude-test-model-a", check=True)
+    assert "model=claude-test-model-a" in ask(sup, "alpha", "first")
+    sup.ctl("model", "alpha", "claude-test-model-b", check=True)
+    reply = ask(sup, "alpha", "second")
+    assert "model=claude-test-model-b" in reply and "turns=2" in reply
+    assert api.turn_requests()[-1]["model"] == "claude-test-model-b"
+
+
+def test_interrupt_ends_a_slow_turn_and_the_next_message_is_answered(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:
+        c.request("send", session="alpha", text="slow:60 please")
+    sup.wait_state("alpha", "busy")
+    api.wait_requests(1)
+    sup.ctl("interrupt", "alpha", check=True)
+    result = sup.wait_event("alpha", lambda e: e["kind"] == "result", timeout=20)
+    assert result["is_error"] and result["terminal_reason"] == "aborted_streaming"
+    assert "echo: after the interrupt" in ask(sup, "alpha", "after the interrupt")
+
+
+def test_a_tool_call_runs_and_its_result_reaches_the_api(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    notes = Path(info["cwd"]) / "notes.txt"
+    notes.write_text("the answer is 42\nsecond line\n")
+    reply = ask(sup, "alpha", f"readfile:{notes}")
+    assert "tool said:" in reply and "the answer is 42" in reply
+    events = sup.events("alpha")
+    [tool_use] = [e for e in events if e["kind"] == "tool_use"]
+    assert tool_use["name"] == "Read" and tool_use["input"]["file_path"] == str(notes)
+    [tool_result] = [e for e in events if e["kind"] == "tool_result"]
+    assert "the answer is 42" in tool_result["content"]
+    assert "the answer is 42" in json.dumps(api.turn_requests()[-1]["messages"])
+
+
+def test_a_deleted_conversation_fails_resume_clearly_without_a_new_session(real, api: FakeAnthropic) -> None:
+    sup = real(idle_timeout=2).start()
+    sup.ctl("new", "alpha", check=True)
+    ask(sup, "alpha", "hello")
+    sup.wait_state("alpha", "suspended", timeout=20)
+    [conversation] = conversation_files(sup)
+    conversation.unlink()
+    requests_before = len(api.turn_requests())
+    error = ask(sup, "alpha", "are you there?", ok=False)
+    assert "No conversation found with session ID" in error and "not delivered" in error
+    assert sup.session("alpha")["state"] == "failed"
+    assert conversation_files(sup) == []  # nothing silently started in its place
+    assert len(api.turn_requests()) == requests_before
+
+
+def test_kill_9_of_the_supervisor_mid_turn_then_restart_resumes_with_history(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    ask(sup, "alpha", "before the crash: walrus")
+    with sup.client() as c:
+        c.request("send", session="alpha", text="slow:60 mid-turn")
+    api.wait_requests(2)
+    keeper = sup.keeper_pid("alpha")
+    sup.kill9()
+    wait_for(lambda: processes_of(sup.instance) == [], 15, what="keepers and claude to stop")
+    assert keeper is not None and not SYSTEM.alive(keeper)
+    sup.start()
+    assert "Reaped" in sup.log()
+    assert sup.session("alpha")["state"] == "suspended"
+    reply = ask(sup, "alpha", "after the restart")
+    assert "echo: after the restart" in reply
+    assert "walrus" in json.dumps(api.turn_requests()[-1]["messages"])
+
+
+def test_an_api_error_reaches_the_user_and_the_session_stays_usable(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    error = ask(sup, "alpha", "http400 please", ok=False)
+    assert "API Error: 400" in error and "ended with an error" in error
+    result = results(sup, "alpha")[-1]
+    assert result["is_error"] and result["api_error_status"] == 400
+    assert "echo: still fine" in ask(sup, "alpha", "still fine")
+
+
+def test_shutdown_stops_real_claude_within_the_grace_period(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:
+        c.request("send", session="alpha", text="slow:60 busy at shutdown")
+    api.wait_requests(1)
+    t0 = time.monotonic()
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.proc.wait(20) == 0
+    assert time.monotonic() - t0 < 5  # real claude exits on SIGTERM at once
+    assert processes_of(sup.instance) == []
