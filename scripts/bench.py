@@ -60,12 +60,14 @@ def pss_kib(pid: int) -> int:
 def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, HOME=str(base / "home"), **(env_extra or {}))
     (base / "home").mkdir(exist_ok=True)
+    log = (base / "supervisor.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisord_claude", "--runtime-dir", str(base / "run"),
          "--state-dir", str(base / "state"), "--claude-bin", claude_bin, "--idle-timeout", "600",
          "--config", str(base / "none.toml")],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(base / "supervisor.log", "wb"),
+        env=env, stdout=subprocess.DEVNULL, stderr=log,
     )
+    log.close()
     (base / "none.toml").write_text("")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -147,7 +149,7 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
         t0 = time.perf_counter()
         fs.send(msgpack.packb({"op": "spawn", "token": i, "spec": spec}))
         while True:
-            ident, data = router.recv_multipart()
+            _ident, data = router.recv_multipart()
             msg = msgpack.unpackb(data)
             if msg.get("t") == "hello":
                 times.append(time.perf_counter() - t0)
