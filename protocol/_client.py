@@ -131,6 +131,7 @@ class Subscription:
         self._args = args
         self.sub_id = 0
         self.last_id: int | None = args.get("after") if "session" not in args else None
+        self.last_seq: int | None = None
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     async def start(self) -> dict[str, Any]:
@@ -158,11 +159,9 @@ class Subscription:
 
     async def _resubscribe(self) -> None:
         self._client._subs.pop(self.sub_id, None)
-        if "session" in self._args:
-            # per-session positions are sequence numbers; continue after the last one seen
-            last_seq = getattr(self, "last_seq", None)
-            if last_seq is not None:
-                self._args["after"] = last_seq
+        # per-session positions are sequence numbers; continue after the last one seen
+        if "session" in self._args and self.last_seq is not None:
+            self._args["after"] = self.last_seq
         await self.start()
 
     def _accept(self, event: Event) -> bool:

@@ -152,6 +152,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "session": (session_name, True),
         "text": (text, True),
         "attachments": (attachments, False),
+        "origin": (short_text, False),
+        "idempotency_key": (short_text, False),
     },
     Op.INTERRUPT: {"session": (session_name, True)},
     Op.SUSPEND: {"session": (session_name, True)},

@@ -142,6 +142,8 @@ class Keeper:
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
             extra["idle_for"] = idle_for
+        if self.queue:  # the message that caused this start, so a front end can answer its sender
+            extra["message_id"] = self.queue[0].id
         self.set_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
         self.init_seen = False
         self.resume_failure = None
@@ -305,6 +307,8 @@ class Keeper:
                 self.started = True
                 self._send("started", session_id=parsed.init_session_id)
         for kind, body in parsed.events:
+            if self.current is not None:
+                body["message_id"] = self.current.id
             self.emit(kind, **body)
         if parsed.result is not None:
             self._on_result(parsed.result)
@@ -350,14 +354,19 @@ class Keeper:
             parts += [line for line in self.stderr_tail if line not in (self.resume_failure or "")]
             reason_text = "; ".join(parts) or f"exit code {code}"
             text = f"Resume failed: {reason_text}"
-            self.emit(EventKind.ERROR, message=text, exit_code=code)
+            self._emit_error(text, code)
             self._fail_all(text)
             await self._finish(SessionState.FAILED, Reason.RESUME_FAILED, code=1)
             return
         text = f"Claude exited unexpectedly (exit code {code})" + (f": {tail}" if tail else "")
-        self.emit(EventKind.ERROR, message=text, exit_code=code)
+        self._emit_error(text, code)
         self._fail_all(text)
         await self._finish(SessionState.FAILED, Reason.CRASHED, code=1)
+
+    def _emit_error(self, text: str, code: int) -> None:
+        first = self.current or (self.queue[0] if self.queue else None)
+        extra = {"message_id": first.id} if first else {}
+        self.emit(EventKind.ERROR, message=text, exit_code=code, **extra)
 
     def _fail_all(self, reason: str) -> None:
         for msg in ([self.current] if self.current else []) + list(self.queue):

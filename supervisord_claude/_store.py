@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS messages(
     text TEXT NOT NULL,
     attachments BLOB NOT NULL,
     status TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    origin TEXT,
+    idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages(session, status);
 CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL);
@@ -104,6 +106,7 @@ class Message:
     text: str
     attachments: list[str]
     status: str
+    origin: str | None = None
 
 
 _SESSION_FIELDS = {
@@ -131,8 +134,19 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older version up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        for column in ("origin", "idempotency_key"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
+        self._db.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages(idempotency_key)"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -298,39 +312,57 @@ class Store:
 
     # messages -------------------------------------------------------------------------
 
-    def add_message(self, session: str, text: str, attachments: list[str]) -> int:
+    def add_message(
+        self,
+        session: str,
+        text: str,
+        attachments: list[str],
+        origin: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[int, bool]:
+        """Queue a message. Returns (id, created); a repeated idempotency key returns the
+        first message's id and False, so a client that retries cannot send twice."""
         with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT id FROM messages WHERE idempotency_key=?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return int(row[0]), False
             cur = db.execute(
-                "INSERT INTO messages(session, text, attachments, status, created) VALUES (?,?,?,?,?)",
-                (session, text, msgpack.packb(attachments), QUEUED, time.time()),
+                "INSERT INTO messages(session, text, attachments, status, created, origin, idempotency_key)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (session, text, msgpack.packb(attachments), QUEUED, time.time(), origin, idempotency_key),
             )
             db.execute("UPDATE sessions SET last_active=? WHERE name=?", (time.time(), session))
         assert cur.lastrowid is not None
-        return cur.lastrowid
+        return cur.lastrowid, True
 
     def set_message_status(self, message_id: int, status: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE messages SET status=? WHERE id=?", (status, message_id))
 
+    _MESSAGE_COLUMNS = "id, session, text, attachments, status, origin"
+
+    @staticmethod
+    def _message(row: tuple[Any, ...]) -> Message:
+        return Message(row[0], row[1], row[2], msgpack.unpackb(row[3]), row[4], row[5])
+
     def messages(self, session: str | None, status: str) -> list[Message]:
         if session is None:
             rows = self._read(
-                "SELECT id, session, text, attachments, status FROM messages WHERE status=? ORDER BY id",
-                (status,),
+                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE status=? ORDER BY id", (status,)
             )
         else:
             rows = self._read(
-                "SELECT id, session, text, attachments, status FROM messages"
-                " WHERE session=? AND status=? ORDER BY id",
+                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE session=? AND status=? ORDER BY id",
                 (session, status),
             )
-        return [Message(r[0], r[1], r[2], msgpack.unpackb(r[3]), r[4]) for r in rows]
+        return [self._message(r) for r in rows]
 
     def get_message(self, message_id: int) -> Message | None:
-        rows = self._read(
-            "SELECT id, session, text, attachments, status FROM messages WHERE id=?", (message_id,)
-        )
-        return Message(rows[0][0], rows[0][1], rows[0][2], msgpack.unpackb(rows[0][3]), rows[0][4]) if rows else None
+        rows = self._read(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE id=?", (message_id,))
+        return self._message(rows[0]) if rows else None
 
     # cursors and kv -------------------------------------------------------------------
 

@@ -169,6 +169,7 @@ class Supervisor:
         self.live: dict[str, Live] = {}
         self.by_pid: dict[int, Live] = {}
         self.subs: dict[int, Subscription] = {}
+        self._origins: dict[int, str] = {}
         self._sub_ids = 0
         self._spawn_tokens = 0
         self._spawn_waiters: dict[int, asyncio.Future[int]] = {}
@@ -373,7 +374,13 @@ class Supervisor:
         return rec.public(self.config.idle_timeout)
 
     def op_send(
-        self, ident: bytes, session: str, text: str, attachments: list[str] | None = None
+        self,
+        ident: bytes,
+        session: str,
+        text: str,
+        attachments: list[str] | None = None,
+        origin: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         rec = self._session(session)
         files = attachments or []
@@ -382,11 +389,17 @@ class Supervisor:
                 raise OpError(ErrorCode.BAD_REQUEST, f"attachment {path} is not a readable file")
         if not text.strip() and not files:
             raise OpError(ErrorCode.BAD_REQUEST, "a message needs text or an attachment")
-        message_id = self.store.add_message(session, text, files)
-        live = self.live.setdefault(session, Live(session))
-        live.queue.append(message_id)
-        self._dispatch(session)
-        return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value}
+        message_id, created = self.store.add_message(session, text, files, origin, idempotency_key)
+        if created:
+            live = self.live.setdefault(session, Live(session))
+            live.queue.append(message_id)
+            self._dispatch(session)
+        return {
+            "message_id": message_id,
+            "seq": rec.last_seq,
+            "state": rec.state.value,
+            "duplicate": not created,
+        }
 
     def op_interrupt(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)
@@ -557,12 +570,16 @@ class Supervisor:
             updates["last_active"] = now
         elif kind is EventKind.USER:
             updates["last_active"] = now
+        message_id = body.get("message_id")
+        if isinstance(message_id, int) and "origin" not in body:
+            origin = self._origin(message_id)
+            if origin is not None:
+                body = {**body, "origin": origin}
         try:
             event = self.store.append_event(session, kind, body, updates)
         except StoreError as exc:
             log.error("could not store a %s event of %s: %s", kind.value, session, exc)
             return
-        message_id = body.get("message_id")
         if isinstance(message_id, int):
             status = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}.get(kind)
             if status is not None:
@@ -571,6 +588,17 @@ class Supervisor:
                 if live is not None and message_id in live.forwarded:
                     live.forwarded.remove(message_id)
         self._publish(event)
+
+    def _origin(self, message_id: int) -> str | None:
+        """Who sent a message (e.g. a Telegram chat), so every event of its turn says so."""
+        cached = self._origins.get(message_id)
+        if cached is None:
+            msg = self.store.get_message(message_id)
+            cached = (msg.origin if msg else None) or ""
+            if len(self._origins) > 10_000:
+                self._origins.clear()
+            self._origins[message_id] = cached
+        return cached or None
 
     def _fail_messages(self, session: str, ids: list[int], reason: str) -> None:
         for message_id in ids:

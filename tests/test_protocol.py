@@ -272,3 +272,19 @@ def test_kv_round_trip(supervisor: SupervisorProcess) -> None:
     supervisor.request("kv_set", key="bot.chat.1", value={"active": "alpha"})
     assert supervisor.request("kv_get", key="bot.chat.1")["value"] == {"active": "alpha"}
     assert supervisor.request("kv_get", key="missing")["value"] is None
+
+
+def test_events_of_a_turn_carry_the_message_id_and_origin(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        sent = c.request("send", session="alpha", text="tool run", origin="tg:42")
+        again = c.request("send", session="alpha", text="tool run", origin="tg:42", idempotency_key="k1")
+        dup = c.request("send", session="alpha", text="tool run", origin="tg:42", idempotency_key="k1")
+    assert again["duplicate"] is False and dup["duplicate"] is True and dup["message_id"] == again["message_id"]
+    events = supervisor.wait_event("alpha", lambda e: e["kind"] == "result" and e["message_id"] == again["message_id"])
+    assert events["origin"] == "tg:42"
+    turn = [e for e in supervisor.events("alpha") if e.get("message_id") == sent["message_id"]]
+    assert {e["kind"] for e in turn} >= {"user", "tool_use", "tool_result", "assistant_text", "result"}
+    assert all(e["origin"] == "tg:42" for e in turn)
+    users = [e for e in supervisor.events("alpha") if e["kind"] == "user"]
+    assert len(users) == 2  # the duplicate was not sent to Claude

@@ -43,9 +43,9 @@ def test_recovery_suspends_sessions_and_fails_half_answered_messages(tmp_path) -
     store = Store(tmp_path / "db")
     store.create_session("a", "id", "/a", None, None)
     store.update_session("a", state=SessionState.BUSY)
-    answering = store.add_message("a", "being answered", [])
+    answering, _ = store.add_message("a", "being answered", [])
     store.set_message_status(answering, WRITTEN)
-    waiting = store.add_message("a", "not yet sent", [])
+    waiting, _ = store.add_message("a", "not yet sent", [])
     store.close()
     store = Store(tmp_path / "db")  # a new supervisor
     recover_store(store)
@@ -74,3 +74,24 @@ def test_a_failing_disk_is_a_store_error_not_a_crash(tmp_path) -> None:
     store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "ok again"})
     store.close()
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_an_idempotency_key_makes_a_retried_send_a_no_op(store: Store) -> None:
+    store.create_session("a", "id", "/a", None, None)
+    first, created = store.add_message("a", "hi", [], origin="tg:1", idempotency_key="tg-update:9")
+    again, created_again = store.add_message("a", "hi", [], origin="tg:1", idempotency_key="tg-update:9")
+    assert created and not created_again and again == first
+    assert len(store.messages("a", QUEUED)) == 1
+    assert store.get_message(first).origin == "tg:1"
+
+
+def test_an_old_store_is_migrated(tmp_path) -> None:
+    db = sqlite3.connect(tmp_path / "old")
+    db.execute("CREATE TABLE messages(id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL,"
+               " text TEXT NOT NULL, attachments BLOB NOT NULL, status TEXT NOT NULL, created REAL NOT NULL)")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "old")
+    store.create_session("a", "id", "/a", None, None)
+    assert store.add_message("a", "x", [], origin="o", idempotency_key="k")[1]
+    store.close()
