@@ -1,0 +1,36 @@
+"""claude-telegram-bot: the Telegram front end of supervisord-claude.
+
+A pure client of the supervisor protocol: it owns no Claude process and no session, so it
+can be restarted (or killed) at any time without losing a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from supervisord_claude._errors import ConfigError
+
+    from ._config import load
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s claude-telegram-bot %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"claude-telegram-bot: {exc}", file=sys.stderr)
+        return 1
+    if (argv and "--check" in argv) or "--check" in sys.argv[1:]:
+        return 0
+    if not config.allowed_users:
+        logging.warning("no allowed Telegram user ids configured: the bot will refuse everyone")
+    from ._app import build
+
+    # drop_pending_updates=False: messages sent while the bot was down are handled now
+    build(config).run_polling(drop_pending_updates=False, allowed_updates=["message", "callback_query"])
+    return 0

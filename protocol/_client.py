@@ -219,6 +219,10 @@ class AsyncClient:
         self._reader: asyncio.Task[None] | None = None
         self._early: dict[int, list[Event]] = {}
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
     async def connect(self, wait: float = 0.0) -> AsyncClient:
         """Connect; with ``wait`` keep trying that long for the socket to appear."""
         deadline = time.monotonic() + wait

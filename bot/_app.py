@@ -1,0 +1,369 @@
+"""The Telegram application: thin PTB handlers and the event delivery loop.
+
+Nothing here owns a session. Messages go to the supervisor; replies come back as stored
+events from a named subscription (consumer ``telegram-bot``), are sent to the chat that
+asked (the event's ``origin``), and are acked only after Telegram accepted them — so a
+bot that is killed and restarted picks up exactly where Telegram last said yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, Update
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from protocol import AsyncClient, ConnectionFailed, ProtocolError, RemoteError
+
+from . import _commands as commands
+from . import _render as render
+from ._config import BotConfig
+
+log = logging.getLogger("claude_telegram_bot")
+
+CONSUMER = "telegram-bot"
+TYPING_EVERY = 4.5
+TOOL_EDIT_EVERY = 1.5
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """A file name that cannot leave the upload directory or hide itself."""
+    base = Path(name or "").name
+    base = SAFE_NAME.sub("_", base).lstrip(".")[:100]
+    return base or fallback
+
+
+class Core:
+    """Per-process state shared by the handlers and the delivery loop."""
+
+    def __init__(self, config: BotConfig) -> None:
+        self.config = config
+        self.client = AsyncClient(config.runtime_dir, timeout=15.0)
+        self.link = commands.Link(self.client)
+        self.refused: set[int] = set()
+        self.typing: dict[int, asyncio.Task[None]] = {}
+        self.tools: dict[int, ToolLog] = {}
+        self.delivery: asyncio.Task[None] | None = None
+
+
+class ToolLog:
+    """One Telegram message per turn listing its tool calls, edited at most every
+    ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
+
+    def __init__(self, chat: int) -> None:
+        self.chat = chat
+        self.lines: list[str] = []
+        self.message_id: int | None = None
+        self.shown = 0
+        self.last_edit = 0.0
+
+    async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
+        self.lines.append(line)
+        if self.message_id is None:
+            msg = await app.bot.send_message(self.chat, line)
+            self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
+        elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
+            await self.flush(app)
+
+    async def flush(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        if self.message_id is None or self.shown == len(self.lines):
+            return
+        text = "\n".join(self.lines)[-4000:]
+        with contextlib.suppress(BadRequest):  # "message is not modified"
+            await app.bot.edit_message_text(text, chat_id=self.chat, message_id=self.message_id)
+        self.shown, self.last_edit = len(self.lines), time.monotonic()
+
+
+async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: commands.Reply) -> None:
+    markup = None
+    if reply.buttons:
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)]
+                                       for label, data in reply.buttons])
+    if not reply.markdown:
+        await app.bot.send_message(chat, reply.text, reply_markup=markup)
+        return
+    chunks = render.markdown_chunks(reply.text)
+    for i, chunk in enumerate(chunks):
+        await app.bot.send_message(
+            chat,
+            chunk.text,
+            entities=[MessageEntity(**e) for e in chunk.entities],
+            reply_markup=markup if i == len(chunks) - 1 else None,
+        )
+
+
+def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
+    core: Core = context.application.bot_data["core"]
+    return core
+
+
+# handlers --------------------------------------------------------------------------------
+
+
+async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Deny by default: only allowlisted user ids get past this (group -1) handler."""
+    core = core_of(context)
+    user = update.effective_user
+    if user is not None and user.id in core.config.allowed_users:
+        return
+    who = user.id if user else 0
+    log.warning("refused update %s from user %s", update.update_id, who)
+    if update.callback_query is not None:
+        with contextlib.suppress(TelegramError):
+            await update.callback_query.answer(render.REFUSAL)
+    elif update.effective_chat is not None and who not in core.refused:
+        core.refused.add(who)  # one short refusal, not one per message
+        with contextlib.suppress(TelegramError):
+            await context.bot.send_message(update.effective_chat.id, render.REFUSAL)
+    raise ApplicationHandlerStop
+
+
+async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, render.HELP_TEXT)
+
+
+async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_message is not None and update.effective_chat is not None
+    text = update.effective_message.text or ""
+    name = text.split()[0][1:].split("@")[0].lower()
+    handler = commands.COMMANDS[name]
+    await run_command(context, update.effective_chat.id, handler, list(context.args or []))
+
+
+async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: Any, args: list[str]) -> None:
+    core = core_of(context)
+    try:
+        reply = await handler(core.link, chat, args)
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    await send_reply(context.application, chat, reply)
+
+
+async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_message is not None and update.effective_chat is not None
+    word = (update.effective_message.text or "").split()[0][:40]
+    await context.bot.send_message(update.effective_chat.id, f"Unknown command {word}. Send /help for the list.")
+
+
+async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    name = (query.data or "").removeprefix("switch:")
+    core = core_of(context)
+    try:
+        reply = await commands.switch(core.link, update.effective_chat.id, [name])
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    await query.answer(reply.text[:190])
+    await send_reply(context.application, update.effective_chat.id, reply)
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_message is not None and update.effective_chat is not None
+    await forward(update, context, update.effective_message.text or "", None)
+
+
+async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    core = core_of(context)
+    chat = update.effective_chat.id
+    active = await core.link.active(chat)
+    if active is None:
+        await context.bot.send_message(chat, render.NO_ACTIVE)
+        return
+    if message.photo:
+        item: Any = message.photo[-1]  # the largest size
+        name = f"photo-{item.file_unique_id}.jpg"
+    else:
+        item = message.document
+        assert item is not None
+        name = f"{update.update_id}-{safe_filename(item.file_name, item.file_unique_id)}"
+    limit = core.config.max_file_bytes
+    if item.file_size and item.file_size > limit:
+        await context.bot.send_message(
+            chat, f"File too large ({item.file_size // (1024 * 1024)} MB); the limit is {limit // (1024 * 1024)} MB. Nothing was sent."
+        )
+        return
+    info = await core.link.request("status", session=active)
+    uploads = Path(info["cwd"]) / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    target = (uploads / name).resolve()
+    if target.parent != uploads.resolve():
+        await context.bot.send_message(chat, "That file name is not allowed. Nothing was sent.")
+        return
+    tg_file = await item.get_file()
+    await tg_file.download_to_drive(target)
+    if target.stat().st_size > limit:
+        target.unlink()
+        await context.bot.send_message(chat, f"File too large; the limit is {limit // (1024 * 1024)} MB. Nothing was sent.")
+        return
+    await forward(update, context, message.caption or "", [str(target)])
+
+
+async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None) -> None:
+    assert update.effective_chat is not None
+    core = core_of(context)
+    chat = update.effective_chat.id
+    key = f"tg:{context.bot.id}:{update.update_id}"
+    try:
+        reply = await commands.send(core.link, chat, text, attachments, key)
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    if reply is not None:
+        await send_reply(context.application, chat, reply)
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    log.error("handler failed", exc_info=context.error)
+
+
+# delivery --------------------------------------------------------------------------------
+
+
+def chat_of(event: dict[str, Any]) -> int | None:
+    origin = event.get("origin")
+    if isinstance(origin, str) and origin.startswith("tg:"):
+        try:
+            return int(origin[3:])
+        except ValueError:
+            return None
+    return None
+
+
+async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], chat: int) -> None:
+    while True:
+        with contextlib.suppress(TelegramError):
+            await app.bot.send_chat_action(chat, ChatAction.TYPING)
+        await asyncio.sleep(TYPING_EVERY)
+
+
+def stop_typing(core: Core, message_id: int | None) -> None:
+    if message_id is None:
+        return
+    task = core.typing.pop(message_id, None)
+    if task is not None:
+        task.cancel()
+
+
+async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event: dict[str, Any]) -> None:
+    """Show one event to the chat it belongs to. Returns once Telegram accepted it."""
+    chat = chat_of(event)
+    if chat is None:
+        return
+    kind = event["kind"]
+    message_id = event.get("message_id")
+    if kind == "state" and event.get("state") == "resuming":
+        await app.bot.send_message(chat, render.resume_text(event.get("idle_for")))
+    elif kind == "user":
+        if message_id is not None and message_id not in core.typing:
+            core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
+    elif kind == "assistant_text":
+        await send_reply(app, chat, commands.Reply(event.get("text", ""), markdown=True))
+    elif kind == "tool_use":
+        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
+        await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+    elif kind in ("result", "message_failed"):
+        stop_typing(core, message_id)
+        tools = core.tools.pop(message_id or 0, None)
+        if tools is not None:
+            await tools.flush(app)
+        if kind == "message_failed":
+            await app.bot.send_message(chat, f"❌ Message not delivered: {event.get('reason')}")
+        elif event.get("terminal_reason") == "aborted_streaming":
+            await app.bot.send_message(chat, "⏹ Interrupted.")
+        elif event.get("is_error"):
+            detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
+            await app.bot.send_message(chat, f"⚠️ Claude reported an error: {detail}")
+
+
+async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
+    while True:
+        try:
+            if not core.client.connected:
+                await core.client.connect(wait=3600)  # the supervisor may start after us
+            sub = await core.client.subscribe(consumer=CONSUMER)
+            log.info("delivering events from position %s", sub.last_id)
+            while True:
+                event = await sub.next()
+                if event is None:
+                    continue
+                while True:
+                    try:
+                        await deliver(app, core, event)
+                        break
+                    except Forbidden:
+                        log.warning("chat of event %s blocked the bot; skipping", event["id"])
+                        break
+                    except BadRequest as exc:
+                        log.error("Telegram refused event %s: %s; skipping", event["id"], exc)
+                        break
+                    except TelegramError as exc:  # network trouble: try the same event again
+                        log.warning("sending event %s failed (%s); retrying", event["id"], exc)
+                        await asyncio.sleep(2)
+                await sub.ack(event["id"])
+        except asyncio.CancelledError:
+            raise
+        except (ProtocolError, OSError) as exc:
+            log.warning("lost the supervisor (%s); reconnecting", exc)
+            await asyncio.sleep(1)
+        except Exception:
+            log.exception("delivery loop failed; restarting it")
+            await asyncio.sleep(1)
+
+
+async def post_init(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    core: Core = app.bot_data["core"]
+    core.delivery = asyncio.create_task(delivery_loop(app, core))
+
+
+async def post_shutdown(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    core: Core = app.bot_data["core"]
+    for task in [core.delivery, *core.typing.values()]:
+        if task is not None:
+            task.cancel()
+    await core.client.close()
+
+
+def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
+    app = (
+        ApplicationBuilder()
+        .token(config.token)
+        .base_url(config.base_url)
+        .base_file_url(config.base_file_url)
+        .rate_limiter(AIORateLimiter(max_retries=5))
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    app.bot_data["core"] = Core(config)
+    app.add_handler(TypeHandler(Update, guard), group=-1)
+    app.add_handler(CommandHandler(["start", "help"], on_help))
+    app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
+    app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
+    app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
+    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
+    app.add_error_handler(on_error)
+    return app

@@ -1,0 +1,175 @@
+"""Command logic of the bot, independent of python-telegram-bot.
+
+Every function takes the supervisor link, the chat id and the command's arguments and
+returns the ``Reply`` to show; handlers in ``_app`` only translate Telegram to this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import AsyncClient, ConnectionFailed, RemoteError
+
+from . import _render as render
+
+KV_ACTIVE = "telegram.active.{chat}"
+
+
+@dataclass
+class Reply:
+    text: str
+    markdown: bool = False
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Link:
+    """The bot's connection to the supervisor plus its chat → active session map, which
+    the supervisor stores (kv), so a restarted bot knows every chat's session."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self._active: dict[int, str | None] = {}
+
+    async def request(self, op: str, **args: Any) -> dict[str, Any]:
+        return await self.client.request(op, **args)
+
+    async def active(self, chat: int) -> str | None:
+        if chat not in self._active:
+            value = (await self.request("kv_get", key=KV_ACTIVE.format(chat=chat)))["value"]
+            self._active[chat] = value if isinstance(value, str) else None
+        return self._active[chat]
+
+    async def set_active(self, chat: int, name: str | None) -> None:
+        await self.request("kv_set", key=KV_ACTIVE.format(chat=chat), value=name)
+        self._active[chat] = name
+
+
+def error_reply(exc: Exception) -> Reply:
+    if isinstance(exc, RemoteError):
+        return Reply(f"⚠️ {exc.message}")
+    if isinstance(exc, ConnectionFailed):
+        return Reply("⚠️ The supervisor is not reachable right now; nothing was sent. Try again shortly.")
+    return Reply(f"⚠️ {exc}")
+
+
+async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
+    if not args or len(args) > 2:
+        return Reply("Usage: /new <name> [persona]")
+    fields: dict[str, Any] = {"session": args[0]}
+    if len(args) == 2:
+        fields["persona"] = args[1]
+    try:
+        await link.request("create", **fields)
+    except RemoteError as exc:
+        if exc.code == "exists":
+            return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
+        raise
+    await link.set_active(chat, args[0])
+    persona = f" with persona '{args[1]}'" if len(args) == 2 else ""
+    return Reply(f"Session '{args[0]}' created{persona} and active. Send a message to start.")
+
+
+async def switch(link: Link, chat: int, args: list[str]) -> Reply:
+    if len(args) != 1:
+        return Reply("Usage: /switch <name>")
+    name = args[0]
+    info = await link.request("status", session=name)
+    if info["state"] == "archived":
+        return Reply(f"Session '{name}' is archived.")
+    await link.set_active(chat, name)
+    return Reply(f"Switched to session '{name}'.")
+
+
+async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
+    listing = (await link.request("list"))["sessions"]
+    if not listing:
+        return Reply(render.NO_SESSIONS)
+    active = await link.active(chat)
+    buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]
+    return Reply(render.sessions_markdown(listing, active), markdown=True, buttons=buttons)
+
+
+async def timeout(link: Link, chat: int, args: list[str]) -> Reply:
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    if not args:
+        info = await link.request("status", session=active)
+        return Reply(render.timeout_text(info["idle_timeout"]))
+    try:
+        minutes = int(args[0])
+    except ValueError:
+        return Reply(render.TIMEOUT_INVALID)
+    if not 1 <= minutes <= 120:
+        return Reply(render.TIMEOUT_RANGE)
+    await link.request("set_timeout", session=active, minutes=minutes)
+    return Reply(f"Idle timeout set to {minutes} minutes for session '{active}'.")
+
+
+async def model(link: Link, chat: int, args: list[str]) -> Reply:
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    if not args:
+        info = await link.request("status", session=active)
+        return Reply(f"Model: {info.get('model') or 'default'}\n\nUsage: /model <name>")
+    await link.request("set_model", session=active, model=args[0])
+    return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
+
+
+async def archive(link: Link, chat: int, args: list[str]) -> Reply:
+    if len(args) != 1:
+        return Reply("Usage: /archive <name>")
+    await link.request("archive", session=args[0])
+    if await link.active(chat) == args[0]:
+        await link.set_active(chat, None)
+    return Reply(f"Session '{args[0]}' archived.")
+
+
+async def cancel(link: Link, chat: int, args: list[str]) -> Reply:
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    try:
+        await link.request("interrupt", session=active)
+    except RemoteError as exc:
+        if exc.code == "not_busy":
+            return Reply("Nothing to cancel: Claude is not answering.")
+        raise
+    return Reply("Interrupting Claude...")
+
+
+async def status(link: Link, chat: int, args: list[str]) -> Reply:
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    return Reply(render.status_text(await link.request("status", session=active)))
+
+
+async def send(
+    link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str
+) -> Reply | None:
+    """Forward a message to the chat's active session; None when there is nothing to say
+    (the answer arrives through the event stream)."""
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    fields: dict[str, Any] = {"session": active, "text": text, "origin": f"tg:{chat}",
+                              "idempotency_key": update_key}
+    if attachments:
+        fields["attachments"] = attachments
+    await link.request("send", **fields)
+    return None
+
+
+COMMANDS = {
+    "new": new_session,
+    "switch": switch,
+    "sessions": sessions,
+    "timeout": timeout,
+    "model": model,
+    "archive": archive,
+    "cancel": cancel,
+    "status": status,
+}

@@ -1,0 +1,127 @@
+"""What the bot says: help text, session lists, tool lines, Markdown → Telegram entities.
+
+Plain functions with no Telegram or network I/O, so every string is unit-tested.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import telegramify_markdown
+
+MAX_MESSAGE_UTF16 = 4096
+
+HELP_TEXT = """\
+Claude Sessions
+/new <name> [persona] - Create a session and make it active
+/switch <name> - Make another session active (the old one keeps running)
+/sessions - List all sessions with status
+/timeout <minutes> - Set idle timeout (1-120)
+/model [name] - Show or change the model (Claude restarts with its history)
+/archive <name> - Stop a session and hide it
+/cancel - Interrupt Claude's current answer
+/status - Active session, state, model and cost
+
+Help
+/help - This list
+
+Anything else you send (text, photos, files) goes to the active session."""
+
+NO_ACTIVE = "No active session. Use /new <name> to start one."
+NO_SESSIONS = "No sessions. Use /new <name> to create one."
+TIMEOUT_RANGE = "Timeout must be between 1 and 120 minutes"
+TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
+REFUSAL = "Sorry, this bot is private."
+
+
+def relative_time(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return "never"
+    secs = (time.time() if now is None else now) - ts
+    if secs < 60:
+        return "just now"
+    if secs < 3600:
+        return f"{int(secs / 60)}m ago"
+    if secs < 86400:
+        return f"{int(secs / 3600)}h ago"
+    return f"{int(secs / 86400)}d ago"
+
+
+def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
+    """``{marker}{🟢|⚪} `name` (persona) - 5m ago`` as Markdown."""
+    marker = "→ " if session["name"] == active else ""
+    dot = "🟢" if session.get("live") else "⚪"
+    persona = session.get("persona") or "default"
+    return f"{marker}{dot} `{session['name']}` ({persona}) - {relative_time(session.get('last_active'), now)}"
+
+
+def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
+    if not sessions:
+        return NO_SESSIONS
+    return "\n".join(session_line(s, active, now) for s in sessions)
+
+
+def timeout_text(seconds: float) -> str:
+    minutes = seconds / 60
+    shown = f"{minutes:g}" if minutes != int(minutes) else str(int(minutes))
+    return f"Idle timeout: {shown} minutes\n\nUsage: /timeout <minutes> (1-120)"
+
+
+def resume_text(idle_for: float | None) -> str:
+    if idle_for and idle_for >= 60:
+        return f"Resuming session (idle for {int(idle_for // 60)} min)..."
+    return "Resuming session..."
+
+
+def tool_line(name: str | None, tool_input: Any) -> str:
+    """A compact one-liner for a tool call, e.g. ``🔧 Bash: ls -la``."""
+    detail = ""
+    if isinstance(tool_input, dict):
+        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
+            if isinstance(tool_input.get(key), str):
+                detail = tool_input[key]
+                break
+        else:
+            detail = json.dumps(tool_input, ensure_ascii=False) if tool_input else ""
+    detail = " ".join(detail.split())
+    if len(detail) > 120:
+        detail = detail[:119] + "…"
+    return f"🔧 {name or 'tool'}: {detail}" if detail else f"🔧 {name or 'tool'}"
+
+
+def status_text(session: dict[str, Any]) -> str:
+    return (
+        f"Session: {session['name']}\n"
+        f"State: {session['state']}\n"
+        f"Model: {session.get('model') or 'default'}\n"
+        f"Persona: {session.get('persona') or 'default'}\n"
+        f"Idle timeout: {int(session['idle_timeout'] // 60)} min\n"
+        f"Cost so far: ${session.get('cost_usd') or 0:.4f}"
+    )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One Telegram message: plain text plus entities (as Bot API dicts)."""
+
+    text: str
+    entities: list[dict[str, Any]]
+
+
+def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:
+    """Render Claude's Markdown to text + entities, split under ``limit`` UTF-16 units.
+
+    A code block cut by a split stays a valid ``pre`` entity in both halves.
+    """
+    text, entities = telegramify_markdown.convert(markdown)
+    if not text.strip():
+        return []
+    chunks = telegramify_markdown.split_entities(text, entities, limit)
+    return [Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks]
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2

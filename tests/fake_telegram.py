@@ -1,0 +1,267 @@
+"""An in-process fake Telegram Bot API (aiohttp, on 127.0.0.1, in a thread).
+
+Implements what the bot uses: getMe, getUpdates (long polling with offsets), sendMessage,
+editMessageText, sendChatAction, answerCallbackQuery, getFile and file downloads, plus
+429 responses with ``retry_after`` on demand. Tests play users by queueing updates and
+read what the bot sent from ``sent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "123456:TEST-token"
+BOT_ID = 123456
+
+
+class FakeTelegram:
+    def __init__(self) -> None:
+        self.updates: list[dict[str, Any]] = []
+        self.confirmed = 0  # every update_id below this was confirmed by an offset
+        self.sent: list[dict[str, Any]] = []  # sendMessage calls, with assigned message_id
+        self.edits: list[dict[str, Any]] = []
+        self.actions: list[dict[str, Any]] = []
+        self.callback_answers: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}
+        self.rate_limited: list[dict[str, Any]] = []
+        self._fail: dict[str, list[int]] = {}
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1000)
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._new_update: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> FakeTelegram:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake Telegram did not start")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._new_update = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/bot{token}/{method}", self._api)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._download)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        self._thread.join(10)
+
+    # playing the user -------------------------------------------------------------------
+
+    def _push(self, update: dict[str, Any]) -> int:
+        with self._lock:
+            update_id = next(self._update_ids)
+            update["update_id"] = update_id
+            self.updates.append(update)
+        if self._new_update is not None:
+            self._loop.call_soon_threadsafe(self._new_update.set)
+        return update_id
+
+    @staticmethod
+    def _user(user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+
+    def message(self, user_id: int, text: str, chat_id: int | None = None, **extra: Any) -> int:
+        chat = chat_id or user_id
+        msg: dict[str, Any] = {
+            "message_id": next(self._message_ids), "date": int(time.time()),
+            "chat": {"id": chat, "type": "private"}, "from": self._user(user_id), **extra,
+        }
+        if text:
+            if "photo" in extra or "document" in extra:
+                msg["caption"] = text
+            else:
+                msg["text"] = text
+                if text.startswith("/"):
+                    length = len(text.split()[0])
+                    msg["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        return self._push({"message": msg})
+
+    def add_file(self, content: bytes, unique: str) -> dict[str, Any]:
+        file_id = f"file-{unique}"
+        self.files[file_id] = content
+        return {"file_id": file_id, "file_unique_id": unique, "file_size": len(content)}
+
+    def photo(self, user_id: int, content: bytes, caption: str = "") -> int:
+        f = self.add_file(content, f"p{len(self.files)}")
+        sizes = [{**f, "width": 90, "height": 90}]
+        return self.message(user_id, caption, photo=sizes)
+
+    def document(self, user_id: int, content: bytes, file_name: str, caption: str = "",
+                 file_size: int | None = None) -> int:
+        f = self.add_file(content, f"d{len(self.files)}")
+        if file_size is not None:
+            f["file_size"] = file_size
+        return self.message(user_id, caption, document={**f, "file_name": file_name})
+
+    def press(self, user_id: int, data: str, message_id: int) -> int:
+        return self._push({"callback_query": {
+            "id": str(next(self._message_ids)), "from": self._user(user_id), "chat_instance": "ci", "data": data,
+            "message": {"message_id": message_id, "date": int(time.time()),
+                        "chat": {"id": user_id, "type": "private"}, "text": "x"},
+        }})
+
+    def fail_next(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with 429 Too Many Requests."""
+        with self._lock:
+            self._fail[method] = [retry_after] * times
+
+    # reading what the bot did --------------------------------------------------------------
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        with self._lock:
+            return [m["text"] for m in self.sent if chat_id is None or m["chat_id"] == chat_id]
+
+    def wait_for_text(self, predicate: Any, timeout: float = 20, chat_id: int | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for m in self.sent:
+                    if (chat_id is None or m["chat_id"] == chat_id) and predicate(m["text"]):
+                        return m
+            time.sleep(0.05)
+        raise AssertionError(f"no matching message within {timeout}s; sent: {self.texts()[-10:]}")
+
+    def wait_count(self, n: int, timeout: float = 20, chat_id: int | None = None) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            texts = self.texts(chat_id)
+            if len(texts) >= n:
+                return texts
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.texts(chat_id))} messages within {timeout}s, expected {n}: {self.texts(chat_id)}")
+
+    # the API ----------------------------------------------------------------------------
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return dict(await request.json())
+        form = await request.post()
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            if isinstance(value, str):
+                try:
+                    params[key] = json.loads(value)
+                except ValueError:
+                    params[key] = value
+        return params
+
+    @staticmethod
+    def _ok(result: Any) -> web.Response:
+        return web.json_response({"ok": True, "result": result})
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        token = request.match_info["token"]
+        if token != TOKEN:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        params = await self._params(request)
+        with self._lock:
+            pending = self._fail.get(method)
+            if pending:
+                retry_after = pending.pop(0)
+                self.rate_limited.append({"method": method, "params": params})
+                return web.json_response(
+                    {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry_after}",
+                     "parameters": {"retry_after": retry_after}}, status=429)
+        handler = getattr(self, f"_m_{method}", None)
+        if handler is None:
+            return self._ok(True)
+        return await handler(params)
+
+    async def _m_getMe(self, params: dict[str, Any]) -> web.Response:
+        return self._ok({"id": BOT_ID, "is_bot": True, "first_name": "Claude", "username": "claude_test_bot",
+                         "can_join_groups": False, "can_read_all_group_messages": False,
+                         "supports_inline_queries": False})
+
+    async def _m_getUpdates(self, params: dict[str, Any]) -> web.Response:
+        offset = int(params.get("offset") or 0)
+        timeout = min(float(params.get("timeout") or 0), 1.0)  # short polls keep tests fast
+        with self._lock:
+            if offset:
+                self.confirmed = max(self.confirmed, offset)
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ready = [u for u in self.updates if u["update_id"] >= offset][:100]
+            if ready or time.monotonic() >= deadline:
+                return self._ok(ready)
+            assert self._new_update is not None
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
+
+    async def _m_sendMessage(self, params: dict[str, Any]) -> web.Response:
+        text = str(params.get("text", ""))
+        if not text.strip():
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}, status=400)
+        if len(text.encode("utf-16-le")) // 2 > 4096:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}, status=400)
+        chat_id = int(params["chat_id"])
+        with self._lock:
+            message_id = next(self._message_ids)
+            self.sent.append({"chat_id": chat_id, "text": text, "entities": params.get("entities") or [],
+                              "reply_markup": params.get("reply_markup"), "message_id": message_id})
+        return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
+                         "text": text})
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> web.Response:
+        with self._lock:
+            self.edits.append(params)
+        return self._ok({"message_id": int(params["message_id"]), "date": int(time.time()),
+                         "chat": {"id": int(params["chat_id"]), "type": "private"}, "text": params["text"]})
+
+    async def _m_sendChatAction(self, params: dict[str, Any]) -> web.Response:
+        with self._lock:
+            self.actions.append(params)
+        return self._ok(True)
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
+        with self._lock:
+            self.callback_answers.append(params)
+        return self._ok(True)
+
+    async def _m_getFile(self, params: dict[str, Any]) -> web.Response:
+        file_id = params["file_id"]
+        if file_id not in self.files:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"}, status=400)
+        return self._ok({"file_id": file_id, "file_unique_id": file_id, "file_size": len(self.files[file_id]),
+                         "file_path": f"documents/{file_id}"})
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["path"].rsplit("/", 1)[-1]
+        if file_id not in self.files:
+            return web.Response(status=404)
+        return web.Response(body=self.files[file_id])

@@ -1,0 +1,298 @@
+"""The Telegram bot, played as a user through the fake Bot API, against a real supervisor
+with the fake claude."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import SupervisorProcess, wait_for
+from .fake_telegram import TOKEN, FakeTelegram
+
+USER = 111
+OTHER = 222
+
+
+class BotProcess:
+    def __init__(self, sup: SupervisorProcess, api: FakeTelegram) -> None:
+        self.sup = sup
+        self.api = api
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = sup.base / "bot.log"
+
+    def start(self) -> BotProcess:
+        env = dict(self.sup.env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_ALLOWED_USERS=str(USER),
+                   TELEGRAM_API_URL=self.api.url)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "--runtime-dir", str(self.sup.runtime_dir),
+             "--config", str(self.sup.config_path())],
+            env=env, stdout=log, stderr=log,
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail("bot did not stop on SIGTERM")
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    api = FakeTelegram().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def bot_env(make_supervisor, telegram):
+    """(supervisor, fake telegram, bot factory); every bot is stopped afterwards."""
+    bots: list[BotProcess] = []
+
+    def make(sup: SupervisorProcess) -> BotProcess:
+        b = BotProcess(sup, telegram)
+        bots.append(b)
+        return b.start()
+
+    yield make
+    for b in bots:
+        b.stop()
+        assert b.proc is None or b.proc.poll() is not None
+
+
+@pytest.fixture
+def env(make_supervisor, telegram, bot_env):
+    sup = make_supervisor(idle_timeout=60).start()
+    bot = bot_env(sup)
+    return sup, telegram, bot
+
+
+def entity_text(text: str, entity: dict) -> str:
+    """The text an entity covers; Telegram counts offsets in UTF-16 code units."""
+    units = text.encode("utf-16-le")
+    return units[2 * entity["offset"]: 2 * (entity["offset"] + entity["length"])].decode("utf-16-le")
+
+
+def say(api: FakeTelegram, text: str, expect, user: int = USER, timeout: float = 20) -> dict:
+    """Send ``text`` as ``user`` and wait for a new bot message to that chat matching ``expect``
+    (a substring, or a predicate on the text)."""
+    before = len(api.sent)
+    api.message(user, text)
+
+    def match() -> dict | None:
+        for m in api.sent[before:]:
+            if m["chat_id"] == user and (expect(m["text"]) if callable(expect) else expect in m["text"]):
+                return m
+        return None
+
+    return wait_for(match, timeout, what=f"a reply to {text!r}")
+
+
+def test_help_lists_every_command_grouped(env) -> None:
+    _, api, _ = env
+    reply = say(api, "/start", "Claude Sessions")["text"]
+    for cmd in ("/new", "/switch", "/sessions", "/timeout", "/model", "/archive", "/cancel", "/status", "/help"):
+        assert cmd in reply
+    assert say(api, "/help", "Claude Sessions")["text"] == reply
+
+
+def test_unauthorized_users_get_one_refusal_and_nothing_is_forwarded(env) -> None:
+    sup, api, _ = env
+    say(api, "/new intruder", "Sorry, this bot is private.", user=OTHER)
+    api.message(OTHER, "hello?")
+    api.message(OTHER, "/sessions")
+    say(api, "/sessions", "No sessions. Use /new <name> to create one.")  # the owner still works
+    assert api.texts(OTHER) == ["Sorry, this bot is private."]
+    assert sup.request("list", all=True)["sessions"] == []
+
+
+def test_no_active_session_hints(env) -> None:
+    _, api, _ = env
+    for text in ("hello", "/timeout", "/model", "/cancel", "/status"):
+        say(api, text, "No active session. Use /new <name> to start one.")
+
+
+def test_unknown_and_malformed_commands_get_short_hints(env) -> None:
+    _, api, _ = env
+    say(api, "/frobnicate now", "Unknown command /frobnicate. Send /help for the list.")
+    say(api, "/new", "Usage: /new <name> [persona]")
+    say(api, "/new bad/name", "invalid session name")
+    say(api, "/switch", "Usage: /switch <name>")
+    say(api, "/switch ghost", "no session named 'ghost'")
+    say(api, "/new dup", "created")
+    say(api, "/new dup", "Session 'dup' already exists. Use /switch dup.")
+
+
+def test_conversation_with_typing_and_markdown_entities(env) -> None:
+    _, api, _ = env
+    say(api, "/new work", "Session 'work' created and active")
+    reply = say(api, "hello **there**", lambda t: t.startswith("echo:"))
+    assert reply["text"].startswith("echo: hello there (history: 0")  # bold rendered, not shown as **
+    bold = [e for e in reply["entities"] if e["type"] == "bold"]
+    assert bold and entity_text(reply["text"], bold[0]) == "there"
+    assert any(a["action"] == "typing" and int(a["chat_id"]) == USER for a in api.actions)
+
+
+def test_sessions_list_marks_and_buttons_switch(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "hi", "echo: hi")
+    say(api, "/new beta reviewer", "created with persona 'reviewer'")
+    listing = say(api, "/sessions", "beta")
+    lines = listing["text"].splitlines()
+    assert lines[0] == "→ ⚪ beta (reviewer) - just now"
+    assert lines[1] == "🟢 alpha (default) - just now"
+    codes = [entity_text(listing["text"], e) for e in listing["entities"] if e["type"] == "code"]
+    assert codes == ["beta", "alpha"]
+    [[button]] = listing["reply_markup"]["inline_keyboard"]
+    assert button["callback_data"] == "switch:alpha"
+    api.press(USER, button["callback_data"], listing["message_id"])
+    api.wait_for_text(lambda t: t == "Switched to session 'alpha'.")
+    assert "history: 2 earlier" in say(api, "back again", "echo: back again")["text"]
+    say(api, "/switch beta", "Switched to session 'beta'.")
+    assert sup.session("alpha")["live"]  # switching leaves the other one running
+
+
+def test_timeout_command_strings(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    assert say(api, "/timeout", "Idle timeout:")["text"] == "Idle timeout: 1 minutes\n\nUsage: /timeout <minutes> (1-120)"
+    say(api, "/timeout 0", "Timeout must be between 1 and 120 minutes")
+    say(api, "/timeout 121", "Timeout must be between 1 and 120 minutes")
+    say(api, "/timeout soon", "Invalid number. Usage: /timeout <minutes>")
+    say(api, "/timeout 15", "Idle timeout set to 15 minutes for session 'alpha'.")
+    assert sup.session("alpha")["idle_timeout"] == 900
+
+
+def test_model_status_archive_and_cancel(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/model", "Model: default")
+    say(api, "/model model-x", "Model set to model-x for session 'alpha'")
+    assert "model model-x" in say(api, "which model?", "echo: which model?")["text"]
+    status = say(api, "/status", "Session: alpha")["text"]
+    assert "State: idle" in status and "Model: model-x" in status and "Cost so far: $0.0010" in status
+    say(api, "/cancel", "Nothing to cancel: Claude is not answering.")
+    api.message(USER, "sleep:30 long")
+    wait_for(lambda: sup.session("alpha")["state"] == "busy", 10)
+    say(api, "/cancel", "Interrupting Claude...")
+    api.wait_for_text(lambda t: t == "⏹ Interrupted.")
+    say(api, "/archive alpha", "Session 'alpha' archived.")
+    say(api, "hello", "No active session")
+
+
+def test_messages_sent_while_busy_are_queued_in_order(env) -> None:
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "sleep:1 first")
+    api.message(USER, "second")
+    api.message(USER, "third")
+    texts = wait_for(lambda: (t := [x for x in api.texts(USER) if x.startswith("echo:")]) and len(t) >= 3 and t, 20)
+    assert [t.split(" (")[0] for t in texts] == ["echo: sleep:1 first", "echo: second", "echo: third"]
+
+
+def test_resume_after_idle_and_resume_failure(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(idle_timeout=1).start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "first", "echo: first")
+    sup.wait_state("alpha", "suspended")
+    say(api, "second", "Resuming session...")
+    assert "history: 2 earlier" in api.wait_for_text(lambda t: t.startswith("echo: second"))["text"]
+    sup.wait_state("alpha", "suspended")
+    for path in (sup.home / ".fake-claude").rglob("*.jsonl"):
+        path.unlink()
+    failed = say(api, "third", "Message not delivered")["text"]
+    assert "No conversation found" in failed
+    assert sup.session("alpha")["state"] == "failed"
+
+
+def test_photo_and_document_round_trip(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.photo(USER, b"\xff\xd8\xff\xe0fake-jpeg", caption="what is this")
+    reply = api.wait_for_text(lambda t: t.startswith("echo: what is this"))["text"]
+    assert "[images: 1]" in reply
+    api.document(USER, b"col1,col2\n1,2\n", "../../etc/passwd", caption="read it")
+    reply = api.wait_for_text(lambda t: t.startswith("echo: [Attached file saved at"))["text"]
+    saved = Path(reply.split("saved at ")[1].split("]")[0])
+    uploads = Path(sup.session("alpha")["cwd"]) / "uploads"
+    assert saved.parent == uploads and saved.read_bytes() == b"col1,col2\n1,2\n"
+    assert ".." not in saved.name and "/" not in saved.name
+    api.document(USER, b"x", "huge.bin", file_size=50 * 1024 * 1024)
+    api.wait_for_text(lambda t: t.startswith("File too large"))
+
+
+def test_long_output_is_split_with_code_blocks_intact(env) -> None:
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "long:12000")
+    wait_for(lambda: len([m for m in api.sent if any(e["type"] == "pre" for e in m["entities"])]) >= 2, 20)
+    time.sleep(0.5)
+    parts = [m for m in api.sent if m["chat_id"] == USER and m["entities"]]
+    assert len(parts) >= 3
+    for m in parts:
+        assert len(m["text"].encode("utf-16-le")) // 2 <= 4096
+        for e in m["entities"]:  # every entity lies inside its message
+            assert e["offset"] >= 0 and e["offset"] + e["length"] <= len(m["text"].encode("utf-16-le")) // 2
+    code = [m for m in parts if any(e["type"] == "pre" for e in m["entities"])]
+    assert all(e.get("language") == "python" for m in code for e in m["entities"] if e["type"] == "pre")
+    assert "```" not in "".join(m["text"] for m in parts)
+
+
+def test_tool_calls_are_shown_compactly(env) -> None:
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "tool please", "🔧 Bash: ls -la")
+
+
+def test_rate_limit_429_is_retried_and_the_reply_arrives_once(env) -> None:
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.fail_next("sendMessage", times=1, retry_after=1)
+    say(api, "after a 429", "echo: after a 429")
+    assert len(api.rate_limited) == 1
+    assert len([t for t in api.texts(USER) if t.startswith("echo: after a 429")]) == 1
+
+
+def test_kill_9_mid_stream_then_restart_delivers_every_reply_once_in_order(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(idle_timeout=60).start()
+    api = telegram
+    bot = bot_env(sup)
+    say(api, "/new alpha", "created")
+    for i in range(6):
+        api.message(USER, f"sleep:0.4 m{i}")
+    api.wait_for_text(lambda t: t.startswith("echo: sleep:0.4 m0"))
+    bot.kill9()
+    time.sleep(1.5)  # Claude keeps answering while the bot is down
+    api.message(USER, "sent while the bot was down")
+    bot_env(sup)
+    want = [f"echo: sleep:0.4 m{i}" for i in range(6)] + ["echo: sent while the bot was down"]
+    replies = wait_for(
+        lambda: (r := [t.split(" (")[0] for t in api.texts(USER) if t.startswith("echo:")]) and len(r) >= 7 and r,
+        30, what="all replies",
+    )
+    time.sleep(1)
+    replies = [t.split(" (")[0] for t in api.texts(USER) if t.startswith("echo:")]
+    assert replies == want

@@ -1,0 +1,74 @@
+"""What the bot says, as plain functions."""
+
+from bot._render import (
+    NO_SESSIONS,
+    markdown_chunks,
+    relative_time,
+    resume_text,
+    session_line,
+    sessions_markdown,
+    status_text,
+    timeout_text,
+    tool_line,
+    utf16_len,
+)
+
+
+def test_relative_time_buckets() -> None:
+    now = 1_000_000.0
+    assert relative_time(now - 5, now) == "just now"
+    assert relative_time(now - 5 * 60, now) == "5m ago"
+    assert relative_time(now - 2 * 3600, now) == "2h ago"
+    assert relative_time(now - 3 * 86400, now) == "3d ago"
+    assert relative_time(None, now) == "never"
+
+
+def test_session_lines_mark_the_active_one_and_liveness() -> None:
+    now = 1000.0
+    live = {"name": "alpha", "live": True, "persona": None, "last_active": now - 300}
+    idle = {"name": "beta", "live": False, "persona": "reviewer", "last_active": now - 7200}
+    assert session_line(live, "alpha", now) == "→ 🟢 `alpha` (default) - 5m ago"
+    assert session_line(idle, "alpha", now) == "⚪ `beta` (reviewer) - 2h ago"
+    assert sessions_markdown([], None) == NO_SESSIONS == "No sessions. Use /new <name> to create one."
+
+
+def test_timeout_and_resume_texts() -> None:
+    assert timeout_text(600) == "Idle timeout: 10 minutes\n\nUsage: /timeout <minutes> (1-120)"
+    assert resume_text(None) == resume_text(59) == "Resuming session..."
+    assert resume_text(15 * 60 + 30) == "Resuming session (idle for 15 min)..."
+
+
+def test_tool_lines_are_compact() -> None:
+    assert tool_line("Bash", {"command": "ls  -la\n"}) == "🔧 Bash: ls -la"
+    assert tool_line("Read", {"file_path": "/x/y.py"}) == "🔧 Read: /x/y.py"
+    assert tool_line("Edit", {"old": "a", "new": "b"}) == '🔧 Edit: {"old": "a", "new": "b"}'
+    assert tool_line("Bash", {"command": "x" * 500}).endswith("…")
+    assert tool_line("Think", {}) == "🔧 Think"
+
+
+def test_status_text() -> None:
+    text = status_text({"name": "a", "state": "idle", "model": None, "persona": None,
+                        "idle_timeout": 600, "cost_usd": 0.1234})
+    assert text.splitlines() == ["Session: a", "State: idle", "Model: default", "Persona: default",
+                                 "Idle timeout: 10 min", "Cost so far: $0.1234"]
+
+
+def test_markdown_becomes_entities_and_long_code_is_split_validly() -> None:
+    [chunk] = markdown_chunks("Some **bold** and `code`")
+    assert chunk.text == "Some bold and code"
+    assert [e["type"] for e in chunk.entities] == ["bold", "code"]
+    code = "\n".join(f"line_{i} = {i}" for i in range(1500))
+    chunks = markdown_chunks(f"intro\n\n```python\n{code}\n```\n\noutro")
+    assert len(chunks) >= 4
+    for c in chunks:
+        assert utf16_len(c.text) <= 4096
+        for e in c.entities:
+            assert e["offset"] + e["length"] <= utf16_len(c.text)
+    pre = [e for c in chunks for e in c.entities if e["type"] == "pre"]
+    assert len(pre) >= 3 and all(e["language"] == "python" for e in pre)
+    joined = "".join(c.text for c in chunks)
+    assert "line_0 = 0" in joined and "line_1499 = 1499" in joined and "```" not in joined
+
+
+def test_empty_markdown_sends_nothing() -> None:
+    assert markdown_chunks("   \n") == []
