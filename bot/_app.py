@@ -179,6 +179,29 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     await send_reply(context.application, update.effective_chat.id, reply)
 
 
+async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    core = core_of(context)
+    _, event_id, answer = (query.data or "perm::").split(":", 2)
+    allow = answer == "y"
+    try:
+        found = (await core.link.request("kv_get", key=f"telegram.perm.{event_id}"))["value"]
+        if not found:
+            raise RemoteError("not_found", "this request is no longer known")
+        session, request_id = found
+        await core.link.request("permit", session=session, request_id=request_id, allow=allow,
+                                **({} if allow else {"message": "Denied from Telegram."}))
+        verdict = "✅ Allowed" if allow else "🚫 Denied"
+    except (RemoteError, ConnectionFailed) as exc:
+        verdict = commands.error_reply(exc).text
+    await query.answer(verdict[:190])
+    original = getattr(query.message, "text", None)
+    if isinstance(original, str):
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_text(f"{original}\n\n{verdict}")
+
+
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_message is not None and update.effective_chat is not None
     await forward(update, context, update.effective_message.text or "", None)
@@ -284,6 +307,14 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     elif kind == "tool_use":
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+    elif kind == "permission_request":
+        # callback data is limited to 64 bytes: the event id names the request
+        await core.link.request("kv_set", key=f"telegram.perm.{event['id']}",
+                                value=[event["session"], event["request_id"]])
+        buttons = [[InlineKeyboardButton("✅ Allow", callback_data=f"perm:{event['id']}:y"),
+                    InlineKeyboardButton("🚫 Deny", callback_data=f"perm:{event['id']}:n")]]
+        await app.bot.send_message(chat, render.permission_text(event.get("tool_name"), event.get("input")),
+                                   reply_markup=InlineKeyboardMarkup(buttons))
     elif kind in ("result", "message_failed"):
         stop_typing(core, message_id)
         tools = core.tools.pop(message_id or 0, None)
@@ -363,6 +394,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
     app.add_error_handler(on_error)

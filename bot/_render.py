@@ -92,6 +92,10 @@ def tool_line(name: str | None, tool_input: Any) -> str:
     return f"🔧 {name or 'tool'}: {detail}" if detail else f"🔧 {name or 'tool'}"
 
 
+def permission_text(tool_name: str | None, tool_input: Any) -> str:
+    return f"🔐 Claude asks to use {tool_line(tool_name, tool_input).removeprefix('🔧 ')}\nAllow it?"
+
+
 def status_text(session: dict[str, Any]) -> str:
     return (
         f"Session: {session['name']}\n"

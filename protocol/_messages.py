@@ -85,6 +85,8 @@ class EventKind(enum.StrEnum):
     ERROR = "error"  # {message, detail?}
     MESSAGE_FAILED = "message_failed"  # {message_id, reason}
     SETTINGS = "settings"  # {model?, idle_timeout?}
+    PERMISSION_REQUEST = "permission_request"  # {request_id, tool_name, input, message_id}
+    PERMISSION_RESOLVED = "permission_resolved"  # {request_id, allow, message?}
 
 
 class Op(enum.StrEnum):
@@ -104,6 +106,7 @@ class Op(enum.StrEnum):
     ACK = "ack"
     UNSUBSCRIBE = "unsubscribe"
     PING = "ping"
+    PERMIT = "permit"
     KV_GET = "kv_get"
     KV_SET = "kv_set"
     SHUTDOWN = "shutdown"

@@ -169,6 +169,12 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.ACK: {"sub": (positive_int, True), "upto": (non_negative_int, True)},
     Op.UNSUBSCRIBE: {"sub": (positive_int, True)},
     Op.PING: {"sub": (positive_int, False)},
+    Op.PERMIT: {
+        "session": (session_name, True),
+        "request_id": (short_text, True),
+        "allow": (boolean, True),
+        "message": (short_text, False),
+    },
     Op.KV_GET: {"key": (kv_key, True)},
     Op.KV_SET: {"key": (kv_key, True), "value": (kv_value, True)},
     Op.SHUTDOWN: {},

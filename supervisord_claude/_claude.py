@@ -37,6 +37,7 @@ class LaunchSpec:
     resume: bool
     model: str | None = None
     system_prompt: str | None = None
+    permission_prompts: bool = False
     extra_args: tuple[str, ...] = ()
 
 
@@ -56,6 +57,9 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         argv += ["--append-system-prompt", spec.system_prompt]
     # --resume names the exact conversation; --continue would pick the newest one in the
     # cwd and silently start a new one when there is none.
+    if spec.permission_prompts:
+        # Claude asks on stdout (control_request can_use_tool) and waits for our answer
+        argv += ["--permission-prompt-tool", "stdio"]
     argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
     argv += list(spec.extra_args)
     return argv
@@ -98,6 +102,19 @@ def user_line(text: str, attachments: Sequence[str] = ()) -> bytes:
     return (json.dumps(msg) + "\n").encode()
 
 
+def permission_line(request_id: str, allow: bool, tool_input: Any, message: str | None) -> bytes:
+    """The control_response answering a ``can_use_tool`` request."""
+    if allow:
+        decision: dict[str, Any] = {"behavior": "allow", "updatedInput": tool_input}
+    else:
+        decision = {"behavior": "deny", "message": message or "The user denied this tool use."}
+    msg = {
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": decision},
+    }
+    return (json.dumps(msg) + "\n").encode()
+
+
 def control_line(request_id: str, subtype: str) -> bytes:
     msg = {"type": "control_request", "request_id": request_id, "request": {"subtype": subtype}}
     return (json.dumps(msg) + "\n").encode()
@@ -111,6 +128,7 @@ class Parsed:
     init_session_id: str | None = None
     init_model: str | None = None
     result: dict[str, Any] | None = None
+    permission: dict[str, Any] | None = None
 
 
 def _tool_result_text(content: Any) -> str:
@@ -176,6 +194,14 @@ def parse_line(line: bytes) -> Parsed:
                             },
                         )
                     )
+    elif kind == "control_request":
+        request = msg.get("request") or {}
+        if request.get("subtype") == "can_use_tool" and isinstance(msg.get("request_id"), str):
+            out.permission = {
+                "request_id": msg["request_id"],
+                "tool_name": request.get("tool_name"),
+                "input": request.get("input"),
+            }
     elif kind == "result":
         out.result = {
             "is_error": bool(msg.get("is_error")),

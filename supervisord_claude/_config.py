@@ -49,6 +49,7 @@ class Config:
     sessions_dir: Path | None = None
     personas: Mapping[str, Persona] = field(default_factory=dict)
     claude_args: tuple[str, ...] = ()
+    permission_prompts: bool = False
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
 
@@ -87,6 +88,7 @@ _TOP_KEYS = {
     "runtime_dir",
     "state_dir",
     "claude_args",
+    "permission_prompts",
     "personas",
     "telegram",
 }
@@ -117,6 +119,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         if not all(isinstance(a, str) for a in args):
             raise ConfigError("claude_args: every item must be a string")
         out["claude_args"] = tuple(args)
+    if "permission_prompts" in raw:
+        out["permission_prompts"] = _expect(raw, "permission_prompts", bool, "")
     personas: dict[str, Persona] = {}
     for name, table in _expect(raw, "personas", dict, "").items() if "personas" in raw else []:
         where = f"personas.{name}."
@@ -199,6 +203,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         sessions_dir=Path(sessions_dir).expanduser().absolute() if sessions_dir else None,
         personas=file_values.get("personas", {}),
         claude_args=file_values.get("claude_args", ()),
+        permission_prompts=file_values.get("permission_prompts", False),
         telegram=telegram,
         config_path=config_path if file_values else None,
     )

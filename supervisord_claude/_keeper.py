@@ -71,6 +71,7 @@ class Keeper:
         self.pending_model: str | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.last_cost = 0.0
+        self.permissions: dict[str, Any] = {}  # pending can_use_tool requests: id -> input
         self.stopping = False
         self.done = asyncio.Event()
         self.exit_code = 0
@@ -137,6 +138,7 @@ class Keeper:
             resume=resume,
             model=self.model,
             system_prompt=self.spec.get("system_prompt"),
+            permission_prompts=bool(self.spec.get("permission_prompts")),
             extra_args=tuple(self.spec.get("extra_args") or ()),
         )
         extra: dict[str, Any] = {}
@@ -231,6 +233,15 @@ class Keeper:
                 self._spawn_task(self.suspend(reason))
         elif t == "stop":
             self._spawn_task(self.stop(Reason(cmd.get("reason", Reason.SHUTDOWN.value))))
+        elif t == "permit":
+            request_id = str(cmd["request_id"])
+            if request_id in self.permissions:
+                tool_input = self.permissions.pop(request_id)
+                allow = bool(cmd["allow"])
+                self._write(_claude.permission_line(request_id, allow, tool_input, cmd.get("message")))
+                extra = {"message_id": self.current.id} if self.current else {}
+                self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=allow,
+                          message=cmd.get("message"), **extra)
         elif t == "timeout":
             self.timer.set_timeout(float(cmd["seconds"]))
         elif t == "model":
@@ -310,6 +321,12 @@ class Keeper:
             if self.current is not None:
                 body["message_id"] = self.current.id
             self.emit(kind, **body)
+        if parsed.permission is not None:
+            request_id = parsed.permission["request_id"]
+            self.permissions[request_id] = parsed.permission["input"]
+            self.timer.cancel()
+            extra = {"message_id": self.current.id} if self.current else {}
+            self.emit(EventKind.PERMISSION_REQUEST, **parsed.permission, **extra)
         if parsed.result is not None:
             self._on_result(parsed.result)
 
@@ -325,6 +342,9 @@ class Keeper:
             self.last_cost = float(cost)
         msg = self.current
         self.current = None
+        for request_id in list(self.permissions):  # the turn ended; nothing waits any more
+            del self.permissions[request_id]
+            self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, message="turn ended")
         self.emit(EventKind.RESULT, message_id=msg.id if msg else None, cost_delta=delta, **result)
         if self.pending_model is not None:
             self._spawn_task(self._apply_model())
@@ -377,8 +397,8 @@ class Keeper:
     # stopping -------------------------------------------------------------------------
 
     def _idle_expired(self) -> None:
-        if self.current is not None or self.queue or self.stopping:
-            self.timer.start()  # busy: try again later, never suspend mid-turn
+        if self.current is not None or self.queue or self.permissions or self.stopping:
+            self.timer.start()  # busy or asking: try again later, never suspend mid-turn
             return
         self._spawn_task(self.suspend(Reason.IDLE_TIMEOUT))
 

@@ -90,6 +90,7 @@ class Live:
     bye: tuple[str, str] | None = None
     archive_after: bool = False
     spawning: bool = False
+    permissions: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -515,6 +516,17 @@ class Supervisor:
             self._pump(self._own_sub(ident, sub))
         return {"time": time.time()}
 
+    def op_permit(
+        self, ident: bytes, session: str, request_id: str, allow: bool, message: str | None = None
+    ) -> dict[str, Any]:
+        self._session(session)
+        live = self.live.get(session)
+        if live is None or request_id not in live.permissions:
+            raise OpError(ErrorCode.NOT_FOUND, f"no pending permission request {request_id} in '{session}'")
+        live.permissions.discard(request_id)
+        self._to_keeper(live, "permit", request_id=request_id, allow=allow, message=message)
+        return {"allow": allow}
+
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}
 
@@ -662,6 +674,7 @@ class Supervisor:
             "model": rec.model,
             "system_prompt": persona.prompt if persona else None,
             "extra_args": list(self.config.claude_args),
+            "permission_prompts": self.config.permission_prompts,
             "idle_timeout": rec.idle_timeout or self.config.idle_timeout,
             "idle_for": (time.time() - rec.suspended_at) if rec.suspended_at else None,
             "messages": messages,
@@ -767,7 +780,12 @@ class Supervisor:
             log.warning("message %r from an unknown keeper dropped", t)
             return
         if t == "event":
-            self._record(live.session, EventKind(msg["kind"]), dict(msg["body"]))
+            kind = EventKind(msg["kind"])
+            if kind is EventKind.PERMISSION_REQUEST:
+                live.permissions.add(str(msg["body"]["request_id"]))
+            elif kind is EventKind.PERMISSION_RESOLVED:
+                live.permissions.discard(str(msg["body"]["request_id"]))
+            self._record(live.session, kind, dict(msg["body"]))
             if msg["body"].get("state") == SessionState.SUSPENDING.value:
                 live.accepting = False
         elif t == "claude":

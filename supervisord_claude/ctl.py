@@ -61,6 +61,10 @@ def render_event(event: dict[str, Any]) -> str:
         return f"{head} message {event.get('message_id')} not delivered: {event.get('reason')}"
     if kind == "error":
         return f"{head} error: {event.get('message')}"
+    if kind == "permission_request":
+        return f"{head} permission? {event.get('tool_name')} {json.dumps(event.get('input'))[:200]} (id {event.get('request_id')})"
+    if kind == "permission_resolved":
+        return f"{head} permission {'allowed' if event.get('allow') else 'denied'} ({event.get('request_id')})"
     if kind == "settings":
         fields = {k: v for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind")}
         return f"{head} settings {fields}"
@@ -124,6 +128,10 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 print(f"Resuming session{note}...", file=sys.stderr)
             if event.get("message_id") != message_id:
                 continue
+            if event.get("kind") == "permission_request" and not args.json:
+                print(f"Claude asks to use {event.get('tool_name')}: {json.dumps(event.get('input'))[:200]}\n"
+                      f"  answer: claudectl permit {args.name} {event.get('request_id')} --allow|--deny",
+                      file=sys.stderr, flush=True)
             if event.get("kind") == "result":
                 if not args.json:
                     print(event.get("text", ""))
@@ -198,6 +206,15 @@ def cmd_model(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_permit(client: Client, args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {"session": args.name, "request_id": args.request_id, "allow": args.allow}
+    if args.message:
+        fields["message"] = args.message
+    result = client.request("permit", **fields)
+    _print(args, result, f"{'allowed' if args.allow else 'denied'} {args.request_id}")
+    return 0
+
+
 def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     client.request("shutdown")
     _print(args, {}, "supervisor is shutting down")
@@ -250,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("model", nargs="?")
     s.set_defaults(func=cmd_model)
+    s = sub.add_parser("permit", help="answer Claude's permission request (permission_prompts = true)")
+    s.add_argument("name")
+    s.add_argument("request_id")
+    decision = s.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--allow", dest="allow", action="store_true")
+    decision.add_argument("--deny", dest="allow", action="store_false")
+    s.add_argument("--message", help="why (sent to Claude with --deny)")
+    s.set_defaults(func=cmd_permit)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     return p

@@ -72,7 +72,8 @@ class SupervisorProcess:
     """A real ``supervisord-claude`` started as a subprocess for one test."""
 
     def __init__(self, base: Path, claude_bin: Path | str = FAKE_CLAUDE, idle_timeout: float = 60.0,
-                 env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, extra_args: list[str] | None = None,
+                 config: str = "") -> None:
         self.base = base
         self.runtime_dir = base / "run"
         self.state_dir = base / "state"
@@ -96,6 +97,7 @@ class SupervisorProcess:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.instance = instance_id(self.runtime_dir)
+        self.config_text = config
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "supervisord_claude", "--runtime-dir", str(self.runtime_dir),
@@ -106,7 +108,7 @@ class SupervisorProcess:
     def config_path(self) -> Path:
         path = self.base / "config.toml"
         if not path.exists():
-            path.write_text('[personas.reviewer]\nprompt = "You review code."\nmodel = "persona-model"\n')
+            path.write_text(self.config_text + '\n[personas.reviewer]\nprompt = "You review code."\nmodel = "persona-model"\n')
         return path
 
     def start(self, wait: bool = True) -> SupervisorProcess:

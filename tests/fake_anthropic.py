@@ -6,6 +6,7 @@ What it answers is decided by words in the newest user text of the conversation:
   (default)        "echo: <text> | turns=<number of user messages in the request>"
   readfile:<path>  a ``Read`` tool call for <path>; after the tool result arrives,
                    "tool said: <first line of the result>"
+  writefile:<path> a ``Write`` tool call creating <path> (asks permission in default mode)
   slow:<seconds>   text streamed in small pieces over that many seconds
   http400          an HTTP 400 invalid_request_error
 
@@ -139,6 +140,11 @@ class FakeAnthropic:
         read = re.search(r"readfile:(\S+)", last)
         if read and tool_result is None:
             self._stream(handler, model, tool=("Read", {"file_path": read.group(1)}))
+            return
+        write = re.search(r"writefile:(\S+)", last)
+        if write and tool_result is None:
+            self._stream(handler, model, tool=("Write", {"file_path": write.group(1),
+                                                         "content": "written by claude\n"}))
             return
         if tool_result is not None:
             first = tool_result.strip().splitlines()[0] if tool_result.strip() else ""

@@ -10,6 +10,9 @@ is chosen by words in the user's text:
   tool      a tool_use + tool_result before the answer
   apierror  a result with is_error (like an HTTP 400 from the API)
   long:N    an answer of about N characters, with a fenced code block
+  tools:N   N tool calls in a row before the answer
+  needperm  ask for permission to run Bash (needs --permission-prompt-tool stdio) and
+            answer "permission: allow" or "permission: deny (<message>)"
   otherwise "echo: <text> (history: K earlier messages)"
 
 Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
@@ -31,6 +34,8 @@ from pathlib import Path
 
 out_lock = threading.Lock()
 interrupted = threading.Event()
+answers: dict[str, dict] = {}
+answered = threading.Condition()
 
 
 def emit(obj: dict) -> None:
@@ -96,6 +101,11 @@ def main() -> int:
                     interrupted.set()
                 emit({"type": "control_response", "response": {
                     "subtype": "success", "request_id": msg.get("request_id"), "response": {}}})
+            elif msg.get("type") == "control_response":
+                response = msg.get("response", {})
+                with answered:
+                    answers[response.get("request_id")] = response.get("response", {})
+                    answered.notify_all()
             elif msg.get("type") == "user":
                 inbox.put(msg)
         inbox.put(None)
@@ -138,11 +148,35 @@ def main() -> int:
             result("success", True, "API Error: 400 invalid_request_error",
                    terminal_reason="api_error", api_error_status=400)
             continue
-        if "tool" in text:
+        if re.search(r"\btool\b", text):
             emit({"type": "assistant", "message": {"role": "assistant", "content": [
                 {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}]}})
             emit({"type": "user", "message": {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "file-a\nfile-b"}]}})
+        many = re.search(r"tools:(\d+)", text)
+        for i in range(int(many.group(1)) if many else 0):
+            emit({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "tool_use", "id": f"toolu_m{i}", "name": "Read", "input": {"file_path": f"/tmp/f{i}"}}]}})
+            emit({"type": "user", "message": {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": f"toolu_m{i}", "content": "ok"}]}})
+        if "needperm" in text:
+            if "--permission-prompt-tool" not in argv:
+                answer = "permission: not asked (no prompt tool)"
+            else:
+                request_id = f"perm-{uuid.uuid4()}"
+                emit({"type": "control_request", "request_id": request_id, "request": {
+                    "subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "touch x"},
+                    "tool_use_id": "toolu_p"}})
+                with answered:
+                    while request_id not in answers and not interrupted.is_set():
+                        answered.wait(0.1)
+                decision = answers.pop(request_id, {"behavior": "deny", "message": "interrupted"})
+                answer = "permission: allow" if decision.get("behavior") == "allow" else \
+                    f"permission: deny ({decision.get('message')})"
+            emit({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "text", "text": answer}]}})
+            result("success", False, answer)
+            continue
         long = re.search(r"long:(\d+)", text)
         if long:
             size = int(long.group(1))

@@ -17,6 +17,7 @@ from .fake_telegram import TOKEN, FakeTelegram
 
 USER = 111
 OTHER = 222
+THIRD = 333
 
 
 class BotProcess:
@@ -25,9 +26,10 @@ class BotProcess:
         self.api = api
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = sup.base / "bot.log"
+        self.allowed = str(USER)
 
     def start(self) -> BotProcess:
-        env = dict(self.sup.env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_ALLOWED_USERS=str(USER),
+        env = dict(self.sup.env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_ALLOWED_USERS=self.allowed,
                    TELEGRAM_API_URL=self.api.url)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -296,3 +298,50 @@ def test_kill_9_mid_stream_then_restart_delivers_every_reply_once_in_order(make_
     time.sleep(1)
     replies = [t.split(" (")[0] for t in api.texts(USER) if t.startswith("echo:")]
     assert replies == want
+
+
+def test_permission_request_buttons(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(config="permission_prompts = true").start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    ask = say(api, "needperm now", "🔐 Claude asks to use Bash: touch x")
+    [[allow, deny]] = ask["reply_markup"]["inline_keyboard"]
+    assert allow["text"] == "✅ Allow" and deny["text"] == "🚫 Deny"
+    api.press(USER, deny["callback_data"], ask["message_id"])
+    api.wait_for_text(lambda t: t == "permission: deny (Denied from Telegram.)")
+    assert any(a.get("text") == "🚫 Denied" for a in api.callback_answers)
+    assert any(e["text"].endswith("🚫 Denied") for e in api.edits)
+    ask = say(api, "needperm again", "🔐 Claude asks")
+    api.press(USER, ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"], ask["message_id"])
+    api.wait_for_text(lambda t: t == "permission: allow")
+
+
+def test_rapid_tool_calls_are_coalesced_into_few_edits(env) -> None:
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "tools:30 go", "echo: tools:30 go")
+    tool_messages = [m for m in api.sent if m["text"].startswith("🔧")]
+    assert len(tool_messages) == 1  # one message for the whole turn...
+    final = [e for e in api.edits if int(e["message_id"]) == tool_messages[0]["message_id"]]
+    assert final and final[-1]["text"].count("🔧 Read") == 30  # ...listing every call at the end
+    assert len(final) < 10  # ...edited far fewer times than there were calls
+
+
+def test_each_chat_gets_its_own_replies(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    bot = BotProcess(sup, telegram)
+    bot.allowed = f"{USER},{THIRD}"
+    bot.start()
+    try:
+        api = telegram
+        say(api, "/new shared", "created")
+        say(api, "/switch shared", "Switched to session 'shared'.", user=THIRD)
+        api.message(USER, "sleep:0.5 from one")
+        api.message(THIRD, "from three")
+        api.wait_for_text(lambda t: t.startswith("echo: from three"), chat_id=THIRD)
+        api.wait_for_text(lambda t: t.startswith("echo: sleep:0.5 from one"), chat_id=USER)
+        assert not [t for t in api.texts(USER) if "from three" in t]
+        assert not [t for t in api.texts(THIRD) if "from one" in t]
+    finally:
+        bot.stop()

@@ -189,3 +189,20 @@ def test_shutdown_stops_real_claude_within_the_grace_period(real, api: FakeAnthr
     assert sup.proc.wait(20) == 0
     assert time.monotonic() - t0 < 5  # real claude exits on SIGTERM at once
     assert processes_of(sup.instance) == []
+
+
+def test_a_permission_prompt_is_answered_through_the_supervisor(real, api: FakeAnthropic) -> None:
+    sup = real()
+    sup.config_text = "permission_prompts = true"
+    sup.start()
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    target = Path(info["cwd"]) / "created.txt"
+    with sup.client() as c:
+        c.request("send", session="alpha", text=f"writefile:{target}")
+    request = sup.wait_event("alpha", lambda e: e["kind"] == "permission_request", timeout=30)
+    assert request["tool_name"] == "Write" and request["input"]["file_path"] == str(target)
+    assert not target.exists()  # nothing happens before the user says yes
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", check=True)
+    result = sup.wait_event("alpha", lambda e: e["kind"] == "result", timeout=30)
+    assert not result["is_error"] and "tool said:" in result["text"]
+    assert target.read_text() == "written by claude\n"

@@ -351,3 +351,36 @@ def test_a_user_message_resets_the_idle_timer_and_a_busy_keeper_is_not_suspended
     keeper.queue.clear()
     clock.advance(10)
     assert len(suspended) == 1
+
+
+# --- permission prompts --------------------------------------------------------------------
+
+
+def test_permission_requests_wait_for_an_answer_and_block_suspension(make_supervisor) -> None:
+    sup = make_supervisor(idle_timeout=0.5, config="permission_prompts = true").start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:
+        c.request("send", session="alpha", text="needperm please")
+    request = sup.wait_event("alpha", lambda e: e["kind"] == "permission_request")
+    assert request["tool_name"] == "Bash" and request["input"] == {"command": "touch x"}
+    assert "--permission-prompt-tool" in sup.claude_starts()[-1]["argv"]
+    time.sleep(1.5)  # three idle timeouts pass while Claude waits for the user
+    assert sup.session("alpha")["state"] == "busy" and sup.claude_pids()
+    wrong = sup.ctl("permit", "alpha", "no-such-id", "--allow")
+    assert wrong.returncode == 1 and "no pending permission request" in wrong.stderr
+    sup.ctl("permit", "alpha", request["request_id"], "--deny", "--message", "not today", check=True)
+    result = sup.wait_event("alpha", lambda e: e["kind"] == "result")
+    assert result["text"] == "permission: deny (not today)"
+    resolved = sup.wait_event("alpha", lambda e: e["kind"] == "permission_resolved")
+    assert resolved["allow"] is False
+    sup.wait_state("alpha", "suspended", timeout=10)  # idle again: the timer runs
+
+
+def test_permission_allowed(make_supervisor) -> None:
+    sup = make_supervisor(config="permission_prompts = true").start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:
+        c.request("send", session="alpha", text="needperm")
+    request = sup.wait_event("alpha", lambda e: e["kind"] == "permission_request")
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", check=True)
+    assert sup.wait_event("alpha", lambda e: e["kind"] == "result")["text"] == "permission: allow"
