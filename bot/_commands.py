@@ -6,6 +6,7 @@ returns the ``Reply`` to show; handlers in ``_app`` only translate Telegram to t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,21 @@ def error_reply(exc: Exception) -> Reply:
     return Reply(f"⚠️ {exc}")
 
 
+Command = Callable[["Link", int, list[str]], Awaitable[Reply]]
+
+
+def on_active_session(fn: Callable[[Link, str, list[str]], Awaitable[Reply]]) -> Command:
+    """Run a command on the chat's active session, or hint how to get one."""
+
+    async def command(link: Link, chat: int, args: list[str]) -> Reply:
+        active = await link.active(chat)
+        if active is None:
+            return Reply(render.NO_ACTIVE)
+        return await fn(link, active, args)
+
+    return command
+
+
 async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
     if not args or len(args) > 2:
         return Reply("Usage: /new <name> [persona]")
@@ -90,10 +106,8 @@ async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(render.sessions_markdown(listing, active), markdown=True, buttons=buttons)
 
 
-async def timeout(link: Link, chat: int, args: list[str]) -> Reply:
-    active = await link.active(chat)
-    if active is None:
-        return Reply(render.NO_ACTIVE)
+@on_active_session
+async def timeout(link: Link, active: str, args: list[str]) -> Reply:
     if not args:
         info = await link.request("status", session=active)
         return Reply(render.timeout_text(info["idle_timeout"]))
@@ -107,10 +121,8 @@ async def timeout(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Idle timeout set to {minutes} minutes for session '{active}'.")
 
 
-async def model(link: Link, chat: int, args: list[str]) -> Reply:
-    active = await link.active(chat)
-    if active is None:
-        return Reply(render.NO_ACTIVE)
+@on_active_session
+async def model(link: Link, active: str, args: list[str]) -> Reply:
     if not args:
         info = await link.request("status", session=active)
         return Reply(f"Model: {info.get('model') or 'default'}\n\nUsage: /model <name>")
@@ -127,10 +139,8 @@ async def archive(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Session '{args[0]}' archived.")
 
 
-async def cancel(link: Link, chat: int, args: list[str]) -> Reply:
-    active = await link.active(chat)
-    if active is None:
-        return Reply(render.NO_ACTIVE)
+@on_active_session
+async def cancel(link: Link, active: str, args: list[str]) -> Reply:
     try:
         await link.request("interrupt", session=active)
     except RemoteError as exc:
@@ -140,10 +150,8 @@ async def cancel(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply("Interrupting Claude...")
 
 
-async def status(link: Link, chat: int, args: list[str]) -> Reply:
-    active = await link.active(chat)
-    if active is None:
-        return Reply(render.NO_ACTIVE)
+@on_active_session
+async def status(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(render.status_text(await link.request("status", session=active)))
 
 
@@ -163,7 +171,7 @@ async def send(
     return None
 
 
-COMMANDS = {
+COMMANDS: dict[str, Command] = {
     "new": new_session,
     "switch": switch,
     "sessions": sessions,

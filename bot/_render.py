@@ -6,11 +6,12 @@ Plain functions with no Telegram or network I/O, so every string is unit-tested.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import telegramify_markdown
+
+from supervisord_claude._humanize import relative_time
 
 MAX_MESSAGE_UTF16 = 4096
 
@@ -35,19 +36,6 @@ NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = "Timeout must be between 1 and 120 minutes"
 TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
-
-
-def relative_time(ts: float | None, now: float | None = None) -> str:
-    if not ts:
-        return "never"
-    secs = (time.time() if now is None else now) - ts
-    if secs < 60:
-        return "just now"
-    if secs < 3600:
-        return f"{int(secs / 60)}m ago"
-    if secs < 86400:
-        return f"{int(secs / 3600)}h ago"
-    return f"{int(secs / 86400)}d ago"
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:

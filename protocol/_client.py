@@ -76,11 +76,7 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send_raw(self, frame: bytes) -> None:
-        """Send bytes as they are (for tests of the server's input handling)."""
-        self._sock.send(frame)
-
-    def recv_raw(self, timeout: float | None = None) -> dict[str, Any]:
+    def _recv(self, timeout: float | None = None) -> dict[str, Any]:
         """Receive and decode the next frame, whatever it is."""
         wait = self.timeout if timeout is None else timeout
         if not self._sock.poll(int(wait * 1000)):
@@ -97,7 +93,7 @@ class Client:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ConnectionFailed(f"no reply to '{op_name}' from the supervisor in time")
-            msg = self.recv_raw(remaining)
+            msg = self._recv(remaining)
             if msg.get("type") == "event":
                 self._events.append(msg)
             elif msg.get("id") == req_id:

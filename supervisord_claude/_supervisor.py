@@ -331,7 +331,7 @@ class Supervisor:
             "claude_bin": self.config.claude_bin,
             "default_idle_timeout": self.config.idle_timeout,
             "sessions": len([s for s in sessions if s.state is not SessionState.ARCHIVED]),
-            "live": len(self.live),
+            "live": len(self.by_pid),
             "subscriptions": len(self.subs),
             "last_event_id": self.store.last_event_id(),
             "personas": sorted(self.config.personas),

@@ -16,18 +16,7 @@ from typing import Any
 
 from protocol import AsyncClient, Client, ConnectionFailed, ProtocolError, RemoteError, SessionState
 
-
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    secs = time.time() - ts
-    if secs < 60:
-        return "just now"
-    if secs < 3600:
-        return f"{int(secs / 60)}m ago"
-    if secs < 86400:
-        return f"{int(secs / 3600)}h ago"
-    return f"{int(secs / 86400)}d ago"
+from ._humanize import relative_time
 
 
 def _print(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -93,7 +82,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     for s in sessions:
         mark = "🟢" if s["live"] else "⚪"
         persona = s["persona"] or "default"
-        lines.append(f"{mark} {s['name']} ({persona}) - {s['state']} - {_ago(s['last_active'])}")
+        lines.append(f"{mark} {s['name']} ({persona}) - {s['state']} - {relative_time(s['last_active'])}")
     _print(args, sessions, "\n".join(lines) or "No sessions.")
     return 0
 
