@@ -256,8 +256,10 @@ class Store:
         kind: EventKind,
         body: dict[str, Any],
         updates: dict[str, Any] | None = None,
+        message_status: tuple[int, str] | None = None,
     ) -> dict[str, Any]:
-        """Store one event (and session field updates) atomically; return it as published."""
+        """Store one event, session field updates and a message's new status atomically;
+        return the event as published."""
         now = time.time()
         blob = msgpack.packb(body, use_bin_type=True)
         with self._tx() as db:
@@ -271,6 +273,8 @@ class Store:
             )
             db.execute("UPDATE sessions SET last_seq=? WHERE name=?", (seq, session))
             self._update(db, session, updates or {})
+            if message_status is not None:
+                db.execute("UPDATE messages SET status=? WHERE id=?", (message_status[1], message_status[0]))
         event_id = cur.lastrowid
         assert event_id is not None
         return self._event(event_id, session, seq, now, kind.value, body)

@@ -171,6 +171,10 @@ class Supervisor:
         self.by_pid: dict[int, Live] = {}
         self.subs: dict[int, Subscription] = {}
         self._origins: dict[int, str] = {}
+        # events from keepers that the store could not take yet (disk full), in order
+        self._unstored: collections.deque[tuple[str, EventKind, dict[str, Any]]] = collections.deque()
+        self._store_retry_armed = False
+        self._store_failing = False
         self._sub_ids = 0
         self._spawn_tokens = 0
         self._spawn_waiters: dict[int, asyncio.Future[int]] = {}
@@ -567,7 +571,54 @@ class Supervisor:
                 sub.inflight.append(event["id"])
 
     def _record(self, session: str, kind: EventKind, body: dict[str, Any]) -> None:
-        """Store an event from a keeper, update the session and message rows, publish."""
+        """Store an event (with its session and message row updates) and publish it.
+
+        If the store fails (disk full), the event waits in memory, in order with every
+        later one, and is stored and published as soon as the store works again."""
+        message_id = body.get("message_id")
+        if isinstance(message_id, int) and "origin" not in body:
+            origin = self._origin(message_id)
+            if origin is not None:
+                body = {**body, "origin": origin}
+        self._unstored.append((session, kind, body))
+        self._store_pending()
+
+    def _store_pending(self) -> None:
+        while self._unstored:
+            session, kind, body = self._unstored[0]
+            message_id = body.get("message_id")
+            status = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}.get(kind)
+            try:
+                event = self.store.append_event(
+                    session,
+                    kind,
+                    body,
+                    self._session_updates(session, kind, body),
+                    message_status=(message_id, status) if isinstance(message_id, int) and status else None,
+                )
+            except StoreError as exc:
+                if not self._store_failing:
+                    self._store_failing = True
+                    log.error("cannot store events (%s); keeping them in memory and retrying", exc)
+                if not self._store_retry_armed:
+                    self._store_retry_armed = True
+                    asyncio.get_running_loop().call_later(1.0, self._retry_store)
+                return
+            self._unstored.popleft()
+            if self._store_failing and not self._unstored:
+                self._store_failing = False
+                log.info("the store works again; every waiting event is stored and published")
+            if isinstance(message_id, int) and status:
+                live = self.live.get(session)
+                if live is not None and message_id in live.forwarded:
+                    live.forwarded.remove(message_id)
+            self._publish(event)
+
+    def _retry_store(self) -> None:
+        self._store_retry_armed = False
+        self._store_pending()
+
+    def _session_updates(self, session: str, kind: EventKind, body: dict[str, Any]) -> dict[str, Any]:
         updates: dict[str, Any] = {}
         now = time.time()
         if kind is EventKind.STATE:
@@ -582,24 +633,7 @@ class Supervisor:
             updates["last_active"] = now
         elif kind is EventKind.USER:
             updates["last_active"] = now
-        message_id = body.get("message_id")
-        if isinstance(message_id, int) and "origin" not in body:
-            origin = self._origin(message_id)
-            if origin is not None:
-                body = {**body, "origin": origin}
-        try:
-            event = self.store.append_event(session, kind, body, updates)
-        except StoreError as exc:
-            log.error("could not store a %s event of %s: %s", kind.value, session, exc)
-            return
-        if isinstance(message_id, int):
-            status = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}.get(kind)
-            if status is not None:
-                self.store.set_message_status(message_id, status)
-                live = self.live.get(session)
-                if live is not None and message_id in live.forwarded:
-                    live.forwarded.remove(message_id)
-        self._publish(event)
+        return updates
 
     def _origin(self, message_id: int) -> str | None:
         """Who sent a message (e.g. a Telegram chat), so every event of its turn says so."""
@@ -823,6 +857,9 @@ class Supervisor:
                     if live.claude_pid:
                         self.system.killpg(live.claude_pid, signal.SIGKILL)
                 await asyncio.sleep(0.2)
+        self._store_pending()
+        if self._unstored:
+            log.error("%d events could not be stored (disk full?) and are lost", len(self._unstored))
         for rec in self.store.list_sessions(True):
             if rec.state.live:
                 self.store.update_session(rec.name, state=SessionState.SUSPENDED, suspended_at=time.time())

@@ -200,3 +200,52 @@ def test_client_library_reports_missing_supervisor(tmp_base) -> None:
 
     with pytest.raises(ConnectionFailed):
         Client(tmp_base / "nowhere")
+
+
+@pytest.fixture
+def small_disk(tmp_base):
+    """A 2 MiB tmpfs for the state dir (needs root, as in CI)."""
+    mount = tmp_base / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_refuses_new_messages_clearly_and_loses_no_reply(small_disk, make_supervisor) -> None:
+    sup = make_supervisor()
+    sup.state_dir = small_disk / "state"
+    sup.start()
+    sup.ctl("new", "alpha", "--cwd", str(sup.base), check=True)
+    with sup.client() as c:
+        first = c.request("send", session="alpha", text="sleep:2 answer me later")["message_id"]
+    sup.wait_state("alpha", "busy")
+    filler = small_disk / "filler"
+    fill(filler)
+    refused = None
+    for i in range(50):  # SQLite may still have room in its WAL for a few pages
+        result = sup.ctl("send", "alpha", f"while full {i} " + "x" * 20000)
+        if result.returncode != 0:
+            refused = result
+            break
+    assert refused is not None and "(storage)" in refused.stderr and "store" in refused.stderr
+    time.sleep(3)  # the first turn ends while nothing can be stored
+    assert sup.proc.poll() is None  # the daemon is still up
+    filler.unlink()
+    result = sup.wait_event("alpha", lambda e: e["kind"] == "result" and e["message_id"] == first, timeout=20)
+    assert result["text"].startswith("echo: sleep:2 answer me later")
+    seqs = [e["seq"] for e in sup.events("alpha")]
+    assert seqs == list(range(1, len(seqs) + 1))  # nothing skipped, in order
