@@ -330,12 +330,16 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
+    handled: int | None = None  # the last event shown, even if its ack did not get through
+    sub = None
     while True:
         try:
             if not core.client.connected:
                 await core.client.connect(wait=3600)  # the supervisor may start after us
-            sub = await core.client.subscribe(consumer=CONSUMER)
-            log.info("delivering events from position %s", sub.last_id)
+            if sub is not None:
+                sub.discard()
+            sub = await core.client.subscribe(consumer=CONSUMER, after=handled)
+            log.info("delivering events after %s", "the stored cursor" if handled is None else handled)
             while True:
                 event = await sub.next()
                 if event is None:
@@ -353,6 +357,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                     except TelegramError as exc:  # network trouble: try the same event again
                         log.warning("sending event %s failed (%s); retrying", event["id"], exc)
                         await asyncio.sleep(2)
+                handled = event["id"]
                 await sub.ack(event["id"])
         except asyncio.CancelledError:
             raise

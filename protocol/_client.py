@@ -146,15 +146,20 @@ class Subscription:
     async def ack(self, event_id: int) -> None:
         await self._client.request(Op.ACK, sub=self.sub_id, upto=event_id)
 
+    def discard(self) -> None:
+        """Forget this subscription locally (e.g. after its supervisor went away)."""
+        if self._client._subs.get(self.sub_id) is self:
+            del self._client._subs[self.sub_id]
+
     async def close(self) -> None:
-        self._client._subs.pop(self.sub_id, None)
+        self.discard()
         try:
             await self._client.request(Op.UNSUBSCRIBE, sub=self.sub_id, timeout=2.0)
         except (RemoteError, ConnectionFailed):
             pass
 
     async def _resubscribe(self) -> None:
-        self._client._subs.pop(self.sub_id, None)
+        self.discard()
         # per-session positions are sequence numbers; continue after the last one seen
         if "session" in self._args and self.last_seq is not None:
             self._args["after"] = self.last_seq

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -65,6 +66,12 @@ MAX_WINDOW = 4096
 
 def title_prefix(instance: str) -> str:
     return f"supervisord-claude[{instance}]:"
+
+
+#: read-only ops and acks (so no delivered event is re-sent after a restart)
+_ALLOWED_WHILE_STOPPING = frozenset(
+    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.SHUTDOWN}
+)
 
 
 class OpError(Exception):
@@ -175,7 +182,9 @@ class Supervisor:
         self._unstored: collections.deque[tuple[str, EventKind, dict[str, Any]]] = collections.deque()
         self._store_retry_armed = False
         self._store_failing = False
-        self._sub_ids = 0
+        # random start: a client that outlived a previous supervisor never sees its old
+        # subscription ids reused for new subscriptions
+        self._sub_ids = secrets.randbelow(1 << 40)
         self._spawn_tokens = 0
         self._spawn_waiters: dict[int, asyncio.Future[int]] = {}
         self.stopping = False
@@ -293,7 +302,7 @@ class Supervisor:
 
     def _handle(self, ident: bytes, req: Request) -> dict[str, Any]:
         a = req.args
-        if self.stopping and req.op not in (Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.SHUTDOWN):
+        if self.stopping and req.op not in _ALLOWED_WHILE_STOPPING:
             raise OpError(ErrorCode.SHUTTING_DOWN, "the supervisor is shutting down")
         handler = getattr(self, f"op_{req.op.value}")
         result: dict[str, Any] = handler(ident, **a)

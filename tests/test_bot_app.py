@@ -80,6 +80,7 @@ def bot_env(make_supervisor, telegram):
     for b in bots:
         b.stop()
         assert b.proc is None or b.proc.poll() is not None
+        print(f"--- bot log\n{b.log()[-6000:]}\n--- supervisor log\n{b.sup.log()[-4000:]}")  # shown on failure
 
 
 @pytest.fixture
@@ -345,3 +346,25 @@ def test_each_chat_gets_its_own_replies(make_supervisor, bot_env, telegram) -> N
         assert not [t for t in api.texts(THIRD) if "from one" in t]
     finally:
         bot.stop()
+
+
+def test_the_bot_survives_a_supervisor_restart(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "before", "echo: before")
+    sup.stop()
+    sup.start()
+    reply = say(api, "after the restart", "echo: after the restart", timeout=40)
+    assert "history: 2 earlier" in reply["text"]
+    say(api, "/sessions", "alpha")
+
+
+def test_messages_that_arrived_while_the_bot_was_down_are_handled(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot = bot_env(sup)
+    say(api, "/new alpha", "created")
+    bot.stop()
+    api.message(USER, "written while you slept")
+    bot_env(sup)
+    api.wait_for_text(lambda t: t.startswith("echo: written while you slept"))
