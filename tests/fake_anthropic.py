@@ -151,7 +151,7 @@ class FakeAnthropic:
             self._stream(handler, model, text=f"tool said: {first}")
             return
         slow = re.search(r"slow:(\d+(?:\.\d+)?)", last)
-        text = f"echo: {last} | turns={len(texts)} | model={model}"
+        text = f"echo: {last} | turns={len(texts)} | model={model}"  # Markdown in `last` stays Markdown
         self._stream(handler, model, text=text, duration=float(slow.group(1)) if slow else 0.0)
 
     def _stream(self, handler: BaseHTTPRequestHandler, model: str, text: str = "",

@@ -206,3 +206,34 @@ def test_a_permission_prompt_is_answered_through_the_supervisor(real, api: FakeA
     result = sup.wait_event("alpha", lambda e: e["kind"] == "result", timeout=30)
     assert not result["is_error"] and "tool said:" in result["text"]
     assert target.read_text() == "written by claude\n"
+
+
+# --- through the Telegram bot -------------------------------------------------------------
+
+
+@pytest.fixture
+def telegram():
+    from .fake_telegram import FakeTelegram
+
+    api = FakeTelegram().start()
+    yield api
+    api.stop()
+
+
+def test_the_bot_drives_real_claude_with_resume_and_history(real, api: FakeAnthropic, telegram) -> None:
+    from .test_bot_app import USER, BotProcess, say
+
+    sup = real(idle_timeout=2).start()
+    bot = BotProcess(sup, telegram).start()
+    try:
+        say(telegram, "/new alpha", "created")
+        first = say(telegram, "remember **octopus**", "echo:", timeout=60)
+        assert "turns=1" in first["text"] and "remember octopus" in first["text"]
+        assert any(e["type"] == "bold" for e in first["entities"])  # Markdown from the API became entities
+        sup.wait_state("alpha", "suspended", timeout=20)
+        say(telegram, "and now?", "Resuming session...", timeout=60)
+        second = telegram.wait_for_text(lambda t: t.startswith("echo: and now?"), timeout=60, chat_id=USER)
+        assert "turns=2" in second["text"]
+        assert "octopus" in json.dumps(api.turn_requests()[-1]["messages"])
+    finally:
+        bot.stop()
