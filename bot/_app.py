@@ -236,8 +236,12 @@ async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if target.parent != uploads.resolve():
         await context.bot.send_message(chat, "That file name is not allowed. Nothing was sent.")
         return
-    tg_file = await item.get_file()
-    await tg_file.download_to_drive(target)
+    try:
+        tg_file = await item.get_file()
+        await tg_file.download_to_drive(target)
+    except TelegramError as exc:
+        await context.bot.send_message(chat, f"Could not download the file ({exc.message}). Nothing was sent.")
+        return
     if target.stat().st_size > limit:
         target.unlink()
         await context.bot.send_message(chat, f"File too large; the limit is {limit // (1024 * 1024)} MB. Nothing was sent.")

@@ -9,6 +9,7 @@ per request. It reports every keeper's pid and exit status back over a socketpai
 Messages are msgpack maps over a SOCK_SEQPACKET socketpair (one datagram each):
   supervisor -> server  {"op": "spawn", "token": n, "spec": {...}}
   server -> supervisor  {"op": "spawned", "token": n, "pid": p}
+                        {"op": "spawn_failed", "token": n, "error": "..."}
                         {"op": "exited", "pid": p, "status": code}
 The server exits when the supervisor's death pipe reaches EOF or the socket closes.
 """
@@ -116,7 +117,11 @@ def _serve(title: str, sock: socket.socket, death_fd: int, freeze: bool) -> None
             if not data:
                 return
             request = msgpack.unpackb(data)
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # EAGAIN/ENOMEM: tell the supervisor, keep serving
+                send({"op": "spawn_failed", "token": request["token"], "error": str(exc)})
+                continue
             if pid == 0:
                 code = 1
                 try:

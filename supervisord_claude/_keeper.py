@@ -423,10 +423,11 @@ class Keeper:
         self.set_state(SessionState.SUSPENDING, reason)
         await self._stop_claude()
         if self.current is not None:
+            why = "supervisor shutdown" if reason is Reason.SHUTDOWN else "session archived"
             self.emit(
                 EventKind.MESSAGE_FAILED,
                 message_id=self.current.id,
-                reason="Claude was stopped before it finished answering (supervisor shutdown)",
+                reason=f"Claude was stopped before it finished answering ({why})",
             )
             self.current = None
         await self._finish(SessionState.SUSPENDED, reason)

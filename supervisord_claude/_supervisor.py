@@ -430,6 +430,8 @@ class Supervisor:
             return {"state": rec.state.value}
         if rec.state is SessionState.BUSY or live.queue or live.forwarded:
             raise OpError(ErrorCode.BUSY, f"session '{session}' is busy; interrupt it first")
+        if live.ident is None:
+            raise OpError(ErrorCode.BUSY, f"session '{session}' is still starting; try again")
         self._to_keeper(live, "suspend", reason=Reason.REQUESTED.value)
         return {"state": SessionState.SUSPENDING.value}
 
@@ -697,6 +699,7 @@ class Supervisor:
         rec = self.store.get_session(live.session)
         if rec is None or rec.state is SessionState.ARCHIVED:
             self.live.pop(live.session, None)
+            self._fail_messages(live.session, list(live.queue), f"session '{live.session}' was archived")
             return
         messages = []
         while live.queue:
@@ -727,7 +730,17 @@ class Supervisor:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._spawn_waiters[token] = fut
         self.fs_sock.send(msgpack.packb({"op": "spawn", "token": token, "spec": spec}))
-        pid = await fut
+        try:
+            pid = await fut
+        except OSError as exc:
+            log.error("could not fork a keeper for %s: %s", live.session, exc)
+            live.spawning = False
+            ids = list(live.forwarded)
+            live.forwarded.clear()
+            if self.live.get(live.session) is live and not live.queue:
+                del self.live[live.session]
+            self._fail_messages(live.session, ids, f"could not start a session keeper: {exc}")
+            return
         live.keeper_pid = pid
         self.by_pid[pid] = live
         live.spawning = False
@@ -749,6 +762,10 @@ class Supervisor:
             fut = self._spawn_waiters.pop(msg["token"], None)
             if fut is not None and not fut.done():
                 fut.set_result(msg["pid"])
+        elif msg["op"] == "spawn_failed":
+            fut = self._spawn_waiters.pop(msg["token"], None)
+            if fut is not None and not fut.done():
+                fut.set_exception(OSError(msg.get("error", "fork failed")))
         elif msg["op"] == "exited":
             self._on_keeper_exit(msg["pid"], msg["status"])
 
@@ -757,7 +774,7 @@ class Supervisor:
         if live is None:
             return
         log.info("keeper for %s (pid %d) exited with status %d", live.session, pid, status)
-        if live.claude_pid is not None:
+        if live.claude_pid is not None and live.bye is None:
             # a keeper that was killed cannot stop its Claude; do it for it
             self.system.killpg(live.claude_pid, signal.SIGKILL)
         leftover = list(live.forwarded) + list(live.queue)
@@ -774,6 +791,7 @@ class Supervisor:
         if self.live.get(session) is live:
             del self.live[session]
         if live.archive_after:
+            self._fail_messages(session, leftover, f"session '{session}' was archived")
             self._archive(session)
             return
         if leftover and not self.stopping:

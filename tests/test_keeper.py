@@ -384,3 +384,18 @@ def test_permission_allowed(make_supervisor) -> None:
     request = sup.wait_event("alpha", lambda e: e["kind"] == "permission_request")
     sup.ctl("permit", "alpha", request["request_id"], "--allow", check=True)
     assert sup.wait_event("alpha", lambda e: e["kind"] == "result")["text"] == "permission: allow"
+
+
+def test_archiving_a_busy_session_reports_the_unanswered_message(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        c.request("send", session="alpha", text="sleep:30 long")
+        queued = c.request("send", session="alpha", text="behind it")["message_id"]
+    supervisor.wait_state("alpha", "busy")
+    supervisor.ctl("archive", "alpha", check=True)
+    supervisor.wait_state("alpha", "archived")
+    failures = {e["message_id"]: e["reason"] for e in supervisor.events("alpha") if e["kind"] == "message_failed"}
+    assert len(failures) == 2
+    assert any("stopped before it finished answering (session archived)" in r for r in failures.values())
+    assert "archived" in failures[queued]
+    wait_for(lambda: not supervisor.claude_pids(), 10, what="claude to stop")
