@@ -249,3 +249,21 @@ def test_a_full_disk_refuses_new_messages_clearly_and_loses_no_reply(small_disk,
     assert result["text"].startswith("echo: sleep:2 answer me later")
     seqs = [e["seq"] for e in sup.events("alpha")]
     assert seqs == list(range(1, len(seqs) + 1))  # nothing skipped, in order
+
+
+def test_the_store_is_private(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "secret", "--wait", check=True)
+    for path in supervisor.state_dir.glob("supervisor.sqlite3*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(supervisor.state_dir.stat().st_mode) == 0o700
+
+
+def test_runtime_dir_owned_by_someone_else_is_refused(make_supervisor) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to give the directory away")
+    sup = make_supervisor()
+    sup.runtime_dir.mkdir(mode=0o700)
+    os.chown(sup.runtime_dir, 65534, 65534)
+    result = run_supervisor(sup)
+    assert result.returncode == 1 and "not by you" in result.stderr
