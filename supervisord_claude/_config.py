@@ -50,6 +50,7 @@ class Config:
     personas: Mapping[str, Persona] = field(default_factory=dict)
     claude_args: tuple[str, ...] = ()
     permission_prompts: bool = False
+    event_retention_days: float = 30.0
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
 
@@ -89,6 +90,7 @@ _TOP_KEYS = {
     "state_dir",
     "claude_args",
     "permission_prompts",
+    "event_retention_days",
     "personas",
     "telegram",
 }
@@ -119,6 +121,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if not all(isinstance(a, str) for a in args):
             raise ConfigError("claude_args: every item must be a string")
         out["claude_args"] = tuple(args)
+    if "event_retention_days" in raw:
+        days = _expect(raw, "event_retention_days", (int, float), "")
+        if days <= 0:
+            raise ConfigError("event_retention_days: must be a positive number of days")
+        out["event_retention_days"] = float(days)
     if "permission_prompts" in raw:
         out["permission_prompts"] = _expect(raw, "permission_prompts", bool, "")
     personas: dict[str, Persona] = {}
@@ -204,6 +211,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         personas=file_values.get("personas", {}),
         claude_args=file_values.get("claude_args", ()),
         permission_prompts=file_values.get("permission_prompts", False),
+        event_retention_days=file_values.get("event_retention_days", 30.0),
         telegram=telegram,
         config_path=config_path if file_values else None,
     )

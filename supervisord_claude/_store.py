@@ -375,6 +375,21 @@ class Store:
         rows = self._read(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE id=?", (message_id,))
         return self._message(rows[0]) if rows else None
 
+    def prune(self, older_than: float) -> int:
+        """Delete events stored before ``older_than`` (Unix time) that every named consumer
+        has acked, and finished messages as old. Returns how many events went."""
+        with self._tx() as db:
+            row = db.execute("SELECT min(position) FROM cursors").fetchone()
+            keep_from = row[0] if row and row[0] is not None else None
+            if keep_from is None:
+                cur = db.execute("DELETE FROM events WHERE ts < ?", (older_than,))
+            else:
+                cur = db.execute("DELETE FROM events WHERE ts < ? AND id <= ?", (older_than, keep_from))
+            db.execute(
+                "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
+            )
+        return cur.rowcount
+
     # cursors and kv -------------------------------------------------------------------
 
     def get_cursor(self, consumer: str) -> int:

@@ -221,6 +221,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_shutdown)
         self._task(self._control_loop())
         self._task(self._keeper_loop())
+        self._task(self._prune_loop())
         for name in sorted({m.session for m in self.store.messages(None, QUEUED)}):
             self._dispatch(name)  # messages accepted before a restart are still owed
         log.info(
@@ -860,6 +861,20 @@ class Supervisor:
             live.queue.extendleft(reversed(ids))
         elif t == "bye":
             live.bye = (str(msg["state"]), str(msg["reason"]))
+
+    async def _prune_loop(self) -> None:
+        """Keep the event log bounded: drop what is older than the retention period and
+        acked by every named consumer, at start and then hourly."""
+        while True:
+            cutoff = time.time() - self.config.event_retention_days * 86400
+            try:
+                pruned = self.store.prune(cutoff)
+            except StoreError as exc:
+                log.warning("could not prune old events: %s", exc)
+            else:
+                if pruned:
+                    log.info("pruned %d events older than %g days", pruned, self.config.event_retention_days)
+            await asyncio.sleep(3600)
 
     # shutdown -------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The SQLite store: sequencing, atomic updates, recovery, cursors."""
 
 import sqlite3
+import time
 
 import pytest
 
@@ -95,3 +96,17 @@ def test_an_old_store_is_migrated(tmp_path) -> None:
     store.create_session("a", "id", "/a", None, None)
     assert store.add_message("a", "x", [], origin="o", idempotency_key="k")[1]
     store.close()
+
+
+def test_pruning_keeps_recent_events_and_what_a_consumer_still_needs(store: Store) -> None:
+    store.create_session("a", "id", "/a", None, None)
+    old = [store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": str(i)}) for i in range(4)]
+    store._db.execute("UPDATE events SET ts = ts - 40 * 86400")
+    recent = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "new"})
+    store.set_cursor("bot", old[1]["id"])  # the bot has handled only the first two
+    assert store.prune(older_than=time.time() - 30 * 86400) == 2
+    assert [e["text"] for e in store.events_after(0)] == ["2", "3", "new"]
+    store.set_cursor("bot", recent["id"])
+    assert store.prune(older_than=time.time() - 30 * 86400) == 2
+    assert [e["text"] for e in store.events_after(0)] == ["new"]
+    assert store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "after"})["seq"] == 6
