@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not config.allowed_users:
         logging.warning("no allowed Telegram user ids configured: the bot will refuse everyone")
-    from ._app import build
+    import asyncio
 
-    # drop_pending_updates=False: messages sent while the bot was down are handled now
-    build(config).run_polling(drop_pending_updates=False, allowed_updates=["message", "callback_query"])
+    from ._app import serve
+
+    # pending updates are never dropped: messages sent while the bot was down are handled now
+    asyncio.run(serve(config))
     return 0

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ log = logging.getLogger("claude_telegram_bot")
 
 CONSUMER = "telegram-bot"
 TYPING_EVERY = 4.5
+POLL_TIMEOUT = 30
 TOOL_EDIT_EVERY = 1.5
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -373,17 +375,52 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
             await asyncio.sleep(1)
 
 
-async def post_init(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    core: Core = app.bot_data["core"]
-    core.delivery = asyncio.create_task(delivery_loop(app, core))
+async def poll_updates(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """Fetch Telegram updates and handle them one at a time, confirming each (by the next
+    ``getUpdates`` offset) only after its handlers finished. PTB's own poller confirms a
+    batch as soon as it is queued, so a crash could lose messages Telegram already
+    forgot; here an update that was not fully handled is fetched again after a restart
+    (its idempotency key keeps it from reaching Claude twice)."""
+    offset: int | None = None  # None: start with whatever Telegram still holds for us
+    failures = 0
+    while True:
+        try:
+            updates = await app.bot.get_updates(
+                offset=offset, timeout=POLL_TIMEOUT, allowed_updates=["message", "callback_query"]
+            )
+            failures = 0
+        except TelegramError as exc:
+            failures += 1
+            delay = min(30.0, 0.5 * 2**failures)
+            log.warning("getUpdates failed (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            continue
+        for update in updates:
+            await app.process_update(update)
+            offset = update.update_id + 1
 
 
-async def post_shutdown(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+async def serve(config: BotConfig) -> None:
+    """Run until SIGTERM/SIGINT: handlers, the update poller and the delivery loop."""
+    app = build(config)
     core: Core = app.bot_data["core"]
-    for task in [core.delivery, *core.typing.values()]:
-        if task is not None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with app:  # initialize / shutdown (HTTP client, getMe)
+        await app.start()
+        tasks = [asyncio.create_task(poll_updates(app)), asyncio.create_task(delivery_loop(app, core))]
+        core.delivery = tasks[1]
+        log.info("bot @%s running; allowed users: %s", app.bot.username,
+                 ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
+        await stop.wait()
+        log.info("stopping")
+        for task in [*tasks, *core.typing.values()]:
             task.cancel()
-    await core.client.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await app.stop()
+        await core.client.close()
 
 
 def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -393,8 +430,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
         .base_url(config.base_url)
         .base_file_url(config.base_file_url)
         .rate_limiter(AIORateLimiter(max_retries=5))
-        .post_init(post_init)
-        .post_shutdown(post_shutdown)
+        .updater(None)  # our own poller: see poll_updates
         .build()
     )
     app.bot_data["core"] = Core(config)

@@ -368,3 +368,20 @@ def test_messages_that_arrived_while_the_bot_was_down_are_handled(make_superviso
     api.message(USER, "written while you slept")
     bot_env(sup)
     api.wait_for_text(lambda t: t.startswith("echo: written while you slept"))
+
+
+def test_an_update_is_confirmed_to_telegram_only_after_it_was_handled(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot = bot_env(sup)
+    say(api, "/new alpha", "created")
+    sup.stop()  # the bot cannot hand the next message over
+    update_id = api.message(USER, "sent while the supervisor was down")
+    time.sleep(2)
+    assert api.confirmed <= update_id  # fetched, but not confirmed: Telegram still has it
+    bot.kill9()
+    sup.start()
+    bot_env(sup)
+    api.wait_for_text(lambda t: t.startswith("echo: sent while the supervisor was down"), timeout=30)
+    time.sleep(1)
+    assert len([t for t in api.texts(USER) if t.startswith("echo: sent while")]) == 1
