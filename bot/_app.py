@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
+import os
 import re
 import signal
 import time
@@ -44,6 +46,7 @@ log = logging.getLogger("claude_telegram_bot")
 CONSUMER = "telegram-bot"
 TYPING_EVERY = 4.5
 POLL_TIMEOUT = 30
+STOP_DEADLINE = 10
 TOOL_EDIT_EVERY = 1.5
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -416,11 +419,25 @@ async def serve(config: BotConfig) -> None:
                  ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
         await stop.wait()
         log.info("stopping")
+        # nothing here can be lost by stopping hard (replies are acked only once sent), so
+        # a stop that hangs is cut short; the stacks say where it hung
+        faulthandler.dump_traceback_later(STOP_DEADLINE - 2, exit=False)
         for task in [*tasks, *core.typing.values()]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await app.stop()
-        await core.client.close()
+        try:
+            await asyncio.wait_for(_stop(app, core, tasks), STOP_DEADLINE)
+        except TimeoutError:
+            log.error("stopping took over %d s; exiting anyway", STOP_DEADLINE)
+            logging.shutdown()
+            os._exit(1)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+
+async def _stop(app: Application[Any, Any, Any, Any, Any, Any], core: Core, tasks: list[asyncio.Task[None]]) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await app.stop()
+    await core.client.close()
 
 
 def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:

@@ -61,6 +61,7 @@ from ._store import DONE, FAILED, QUEUED, WRITTEN, Store
 log = logging.getLogger("supervisord_claude")
 
 DEFAULT_WINDOW = 256
+BYE_GRACE = 1.0
 MAX_WINDOW = 4096
 
 
@@ -97,6 +98,7 @@ class Live:
     bye: tuple[str, str] | None = None
     archive_after: bool = False
     spawning: bool = False
+    exit_status: int | None = None  # set when the fork server reported the exit first
     permissions: set[str] = field(default_factory=set)
 
 
@@ -379,12 +381,10 @@ class Supervisor:
             model = self.config.personas[persona].model
         model = model or self.config.model
         rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model, persona)
-        self._publish(
-            self.store.append_event(
-                session,
-                EventKind.STATE,
-                {"state": SessionState.SUSPENDED.value, "reason": Reason.REQUESTED.value, "detail": "created"},
-            )
+        self._record(
+            session,
+            EventKind.STATE,
+            {"state": SessionState.SUSPENDED.value, "reason": Reason.REQUESTED.value, "detail": "created"},
         )
         return rec.public(self.config.idle_timeout)
 
@@ -439,11 +439,7 @@ class Supervisor:
     def op_set_timeout(self, ident: bytes, session: str, minutes: int) -> dict[str, Any]:
         self._session(session)
         seconds = minutes * 60.0
-        self._publish(
-            self.store.append_event(
-                session, EventKind.SETTINGS, {"idle_timeout": seconds}, {"idle_timeout": seconds}
-            )
-        )
+        self._record(session, EventKind.SETTINGS, {"idle_timeout": seconds})
         live = self.live.get(session)
         if live is not None:
             self._to_keeper(live, "timeout", seconds=seconds)
@@ -451,7 +447,7 @@ class Supervisor:
 
     def op_set_model(self, ident: bytes, session: str, model: str) -> dict[str, Any]:
         self._session(session)
-        self._publish(self.store.append_event(session, EventKind.SETTINGS, {"model": model}, {"model": model}))
+        self._record(session, EventKind.SETTINGS, {"model": model})
         live = self.live.get(session)
         if live is not None:
             self._to_keeper(live, "model", model=model)
@@ -471,14 +467,7 @@ class Supervisor:
         live = self.live.pop(session, None)
         if live is not None:
             self._fail_messages(session, list(live.forwarded) + list(live.queue), f"session '{session}' was archived")
-        self._publish(
-            self.store.append_event(
-                session,
-                EventKind.STATE,
-                {"state": SessionState.ARCHIVED.value, "reason": Reason.REQUESTED.value},
-                {"state": SessionState.ARCHIVED},
-            )
-        )
+        self._record(session, EventKind.STATE, {"state": SessionState.ARCHIVED.value, "reason": Reason.REQUESTED.value})
 
     def op_subscribe(
         self,
@@ -583,7 +572,8 @@ class Supervisor:
                 sub.inflight.append(event["id"])
 
     def _record(self, session: str, kind: EventKind, body: dict[str, Any]) -> None:
-        """Store an event (with its session and message row updates) and publish it.
+        """Store an event (with the session and message row changes it implies) and
+        publish it. Every event, from a keeper or the supervisor itself, goes this way.
 
         If the store fails (disk full), the event waits in memory, in order with every
         later one, and is stored and published as soon as the store works again."""
@@ -645,6 +635,8 @@ class Supervisor:
             updates["last_active"] = now
         elif kind is EventKind.USER:
             updates["last_active"] = now
+        elif kind is EventKind.SETTINGS:
+            updates.update({k: body[k] for k in ("model", "idle_timeout") if k in body})
         return updates
 
     def _origin(self, message_id: int) -> str | None:
@@ -768,7 +760,15 @@ class Supervisor:
             if fut is not None and not fut.done():
                 fut.set_exception(OSError(msg.get("error", "fork failed")))
         elif msg["op"] == "exited":
-            self._on_keeper_exit(msg["pid"], msg["status"])
+            pid, status = int(msg["pid"]), int(msg["status"])
+            live = self.by_pid.get(pid)
+            if live is not None and live.bye is None and live.ident is not None:
+                # its last messages (events, bye) come over the keeper socket, which this
+                # report can overtake: wait for the bye a moment before calling it killed
+                live.exit_status = status
+                asyncio.get_running_loop().call_later(BYE_GRACE, self._on_keeper_exit, pid, status)
+                return
+            self._on_keeper_exit(pid, status)
 
     def _on_keeper_exit(self, pid: int, status: int) -> None:
         live = self.by_pid.pop(pid, None)
@@ -861,6 +861,8 @@ class Supervisor:
             live.queue.extendleft(reversed(ids))
         elif t == "bye":
             live.bye = (str(msg["state"]), str(msg["reason"]))
+            if live.exit_status is not None and live.keeper_pid is not None:
+                self._on_keeper_exit(live.keeper_pid, live.exit_status)
 
     async def _prune_loop(self) -> None:
         """Keep the event log bounded: drop what is older than the retention period and

@@ -56,7 +56,7 @@ class BotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                pytest.fail("bot did not stop on SIGTERM")
+                pytest.fail(f"bot did not stop on SIGTERM; its log ends:\n{self.log()[-3000:]}")
 
 
 @pytest.fixture
