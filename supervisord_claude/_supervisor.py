@@ -676,6 +676,7 @@ class Supervisor:
         if live.keeper_pid is None and live.ident is None and not live.forwarded and live.bye is None:
             if live.spawning:
                 return
+            live.spawning = True  # now, not when the task first runs: a second send may come first
             self._task(self._spawn(live))
             return
         if live.ident is not None and live.accepting and live.bye is None:
@@ -688,9 +689,9 @@ class Supervisor:
                 self._to_keeper(live, "send", id=msg.id, text=msg.text, attachments=msg.attachments)
 
     async def _spawn(self, live: Live) -> None:
-        live.spawning = True
         rec = self.store.get_session(live.session)
         if rec is None or rec.state is SessionState.ARCHIVED:
+            live.spawning = False
             self.live.pop(live.session, None)
             self._fail_messages(live.session, list(live.queue), f"session '{live.session}' was archived")
             return

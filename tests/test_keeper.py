@@ -399,3 +399,27 @@ def test_archiving_a_busy_session_reports_the_unanswered_message(supervisor: Sup
     assert any("stopped before it finished answering (session archived)" in r for r in failures.values())
     assert "archived" in failures[queued]
     wait_for(lambda: not supervisor.claude_pids(), 10, what="claude to stop")
+
+
+def test_pipelined_sends_to_a_suspended_session_start_one_keeper(supervisor: SupervisorProcess) -> None:
+    import msgpack
+    import zmq
+
+    supervisor.ctl("new", "alpha", check=True)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"ipc://{supervisor.runtime_dir / 'control.sock'}")
+    try:
+        for i in range(5):  # all in the socket before the supervisor reads the first
+            sock.send(msgpack.packb({"v": 1, "id": i, "op": "send", "session": "alpha", "text": f"p{i}"}))
+        replies = [msgpack.unpackb(sock.recv()) for _ in range(5)] if sock.poll(5000) else []
+    finally:
+        sock.close()
+        ctx.term()
+    assert all(r["ok"] for r in replies) and len(replies) == 5
+    results = wait_for(lambda: (r := [e for e in supervisor.events("alpha") if e["kind"] == "result"])
+                       and len(r) >= 5 and r, 20, what="five answers")
+    assert [r["text"].split(" (")[0] for r in results] == [f"echo: p{i}" for i in range(5)]
+    assert len(supervisor.claude_starts()) == 1
+    assert "unknown keeper" not in supervisor.log()
