@@ -216,6 +216,69 @@ def bench_message_latency(base: Path, n: int) -> dict[str, float]:
     return {"msg_ours_us": statistics.median(ours) * 1e6, "msg_raw_us": statistics.median(raw) * 1e6}
 
 
+# 4b. event throughput: Claude stdout line -> stored -> subscriber ------------------------
+
+BURST_STUB = """#!{python}
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("type") != "user":
+        continue
+    out = [json.dumps({{"type": "system", "subtype": "init", "session_id": "s"}})]
+    out += [json.dumps({{"type": "assistant", "message": {{"content": [{{"type": "text", "text": "x" * 200}}]}}}})] * {n}
+    out.append(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": "ok",
+                            "total_cost_usd": 0, "duration_ms": 0}}))
+    sys.stdout.write("\\n".join(out) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
+    import asyncio
+
+    from protocol import AsyncClient
+
+    stub = base / "burst-claude"
+    stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
+    stub.chmod(0o755)
+    # baseline: the same stub, its stdout read bare, line by line
+    bare = subprocess.Popen([str(stub)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    t0 = time.perf_counter()
+    bare.stdin.write(b'{"type":"user","message":{"role":"user","content":"x"}}\n')
+    bare.stdin.flush()
+    for line in bare.stdout:
+        if b'"result"' in line:
+            break
+    raw = time.perf_counter() - t0
+    bare.stdin.close()
+    bare.wait()
+    sup_base = base / "burst"
+    sup_base.mkdir()
+    sup = start_supervisor(sup_base, str(stub))
+
+    async def run() -> float:
+        async with AsyncClient(sup_base / "run") as c:
+            await c.request("create", session="burst")
+            sub = await c.subscribe("burst", after=0)
+            t0 = time.perf_counter()
+            await c.request("send", session="burst", text="go")
+            while True:
+                event = await sub.next(timeout=60)
+                assert event is not None
+                await sub.ack(event["id"])  # as a real consumer (the bot) does, one by one
+                if event["kind"] == "result":
+                    return time.perf_counter() - t0
+
+    try:
+        ours = asyncio.run(run())
+    finally:
+        stop(sup)
+    print(f"event throughput, {n} assistant events: stored+published+received {n / ours:.0f} events/s "
+          f"({ours * 1e6 / n:.0f} µs each, including Claude start); bare stdout read {n / raw:.0f} lines/s; "
+          f"ratio {ours / raw:.1f}x")
+    return {"events_per_s": n / ours, "bare_lines_per_s": n / raw}
+
+
 # 5. real claude: first answer through the supervisor vs a bare spawn --------------------
 
 
@@ -290,6 +353,7 @@ def main() -> int:
         out |= {f"{k}_frozen": v for k, v in bench_keepers(base, 50, freeze=True).items()}
         out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, 50, freeze=False).items()}
         out |= bench_message_latency(base, 50 if args.quick else 200)
+        out |= bench_event_throughput(base, 500 if args.quick else 3000)
         real = bench_real_claude(base, 3 if args.quick else 5)
         if real:
             out |= real

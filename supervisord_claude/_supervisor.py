@@ -216,6 +216,7 @@ class Supervisor:
         self.keepers = self.ctx.socket(zmq.ROUTER)
         self.keepers.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.keepers.setsockopt(zmq.LINGER, 500)
+        self.keepers.setsockopt(zmq.RCVHWM, 0)  # keepers' events are never dropped
         self._bind(self.keepers, KEEPER_SOCKET)
         self._bind(self.control, CONTROL_SOCKET)
         loop.add_reader(self.fs_sock.fileno(), self._on_forkserver)

@@ -109,6 +109,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
             if event is None:
                 print(f"claudectl: no answer within {timeout:g}s", file=sys.stderr)
                 return 1
+            await sub.ack(event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
@@ -153,6 +154,7 @@ async def _tail(args: argparse.Namespace) -> int:
             event = await sub.next(timeout=None if args.follow else 0.5)
             if event is None:
                 return 0
+            await sub.ack(event["id"])
             print(json.dumps(event) if args.json else render_event(event), flush=True)
 
 

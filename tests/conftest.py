@@ -163,13 +163,15 @@ class SupervisorProcess:
             last = c.request("status", session=name)["last_seq"]
             if last <= after:
                 return out
-            c.request("subscribe", session=name, after=after)
+            sub = c.request("subscribe", session=name, after=after)["sub"]
             while True:
                 frame = c.next_event(timeout=5)
                 assert frame is not None, "events stopped before the last sequence number"
                 out.append(frame["event"])
                 if frame["event"]["seq"] >= last:
                     return out
+                if len(out) % 100 == 0:  # release the subscription window
+                    c.request("ack", sub=sub, upto=frame["event"]["id"])
 
     def wait_event(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15,
                    after: int = 0) -> dict[str, Any]:

@@ -11,6 +11,7 @@ is chosen by words in the user's text:
   apierror  a result with is_error (like an HTTP 400 from the API)
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
+  burst:N   N short assistant messages written at once before the answer
   needperm  ask for permission to run Bash (needs --permission-prompt-tool stdio) and
             answer "permission: allow" or "permission: deny (<message>)"
   otherwise "echo: <text> (history: K earlier messages)"
@@ -153,6 +154,13 @@ def main() -> int:
                 {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}]}})
             emit({"type": "user", "message": {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "file-a\nfile-b"}]}})
+        burst = re.search(r"burst:(\d+)", text)
+        if burst:
+            lines = [json.dumps({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "text", "text": f"b{i}"}]}}) for i in range(int(burst.group(1)))]
+            with out_lock:
+                sys.stdout.write("\n".join(lines) + "\n")
+                sys.stdout.flush()
         many = re.search(r"tools:(\d+)", text)
         for i in range(int(many.group(1)) if many else 0):
             emit({"type": "assistant", "message": {"role": "assistant", "content": [

@@ -423,3 +423,11 @@ def test_pipelined_sends_to_a_suspended_session_start_one_keeper(supervisor: Sup
     assert [r["text"].split(" (")[0] for r in results] == [f"echo: p{i}" for i in range(5)]
     assert len(supervisor.claude_starts()) == 1
     assert "unknown keeper" not in supervisor.log()
+
+
+def test_a_burst_of_output_loses_no_event(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    reply = supervisor.ctl("send", "alpha", "burst:3000", "--wait", timeout=90)
+    assert reply.returncode == 0, reply.stderr
+    texts = [e["text"] for e in supervisor.events("alpha") if e["kind"] == "assistant_text"]
+    assert texts[:3000] == [f"b{i}" for i in range(3000)]
