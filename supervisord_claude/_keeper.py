@@ -119,6 +119,7 @@ class Keeper:
         # never drop an event: no high-water mark on the way to the supervisor (Claude's
         # output rate is bounded by the API; a burst just queues here)
         self._sock.setsockopt(zmq.SNDHWM, 0)
+        self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, f"{self.session}:{os.getpid()}".encode())
         self._sock.connect(keeper_endpoint(self.spec["runtime_dir"]))
         self._send("hello", pid=os.getpid())

@@ -216,7 +216,9 @@ class Supervisor:
         self.keepers = self.ctx.socket(zmq.ROUTER)
         self.keepers.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.keepers.setsockopt(zmq.LINGER, 500)
-        self.keepers.setsockopt(zmq.RCVHWM, 0)  # keepers' events are never dropped
+        # neither keepers' events nor messages forwarded to a keeper are ever dropped
+        self.keepers.setsockopt(zmq.RCVHWM, 0)
+        self.keepers.setsockopt(zmq.SNDHWM, 0)
         self._bind(self.keepers, KEEPER_SOCKET)
         self._bind(self.control, CONTROL_SOCKET)
         loop.add_reader(self.fs_sock.fileno(), self._on_forkserver)

@@ -431,3 +431,28 @@ def test_a_burst_of_output_loses_no_event(supervisor: SupervisorProcess) -> None
     assert reply.returncode == 0, reply.stderr
     texts = [e["text"] for e in supervisor.events("alpha") if e["kind"] == "assistant_text"]
     assert texts[:3000] == [f"b{i}" for i in range(3000)]
+
+
+def test_a_flood_of_messages_is_answered_in_full_and_in_order(supervisor: SupervisorProcess) -> None:
+    import msgpack
+    import zmq
+
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "warm up", "--wait", check=True)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"ipc://{supervisor.runtime_dir / 'control.sock'}")
+    n = 1500  # more than ZeroMQ's default high-water mark between supervisor and keeper
+    try:
+        for i in range(n):
+            sock.send(msgpack.packb({"v": 1, "id": i, "op": "send", "session": "alpha", "text": f"f{i}"}))
+        for _ in range(n):
+            assert sock.poll(10000)
+            assert msgpack.unpackb(sock.recv())["ok"]
+    finally:
+        sock.close()
+        ctx.term()
+    results = wait_for(lambda: (r := [e for e in supervisor.events("alpha") if e["kind"] == "result"])
+                       and len(r) >= n + 1 and r, 90, interval=1, what="every answer")
+    assert [r["text"].split(" (")[0] for r in results[1:]] == [f"echo: f{i}" for i in range(n)]
