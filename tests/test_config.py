@@ -74,3 +74,15 @@ def test_bad_config_is_an_error_naming_the_key(tmp_path, text: str, key: str) ->
 def test_bad_idle_timeout_option(tmp_path) -> None:
     with pytest.raises(ConfigError, match="idle_timeout"):
         resolve(args("--idle-timeout", "0", "--config", str(tmp_path / "none.toml")), {})
+
+
+def test_the_readme_example_config_is_valid(tmp_path) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(example)
+    cfg = resolve(args("--config", str(cfg_file)), {})
+    assert cfg.idle_timeout == 900 and cfg.permission_prompts and "reviewer" in cfg.personas
+    assert cfg.telegram.allowed_users == (11111111,)
