@@ -126,7 +126,6 @@ class Parsed:
 
     events: list[tuple[EventKind, dict[str, Any]]] = field(default_factory=list)
     init_session_id: str | None = None
-    init_model: str | None = None
     result: dict[str, Any] | None = None
     permission: dict[str, Any] | None = None
 
@@ -161,7 +160,6 @@ def parse_line(line: bytes) -> Parsed:
     kind = msg.get("type")
     if kind == "system" and msg.get("subtype") == "init":
         out.init_session_id = msg.get("session_id")
-        out.init_model = msg.get("model")
     elif kind == "assistant":
         for block in (msg.get("message") or {}).get("content") or []:
             if not isinstance(block, dict):

@@ -167,14 +167,12 @@ class Supervisor:
         store: Store,
         system: System,
         forkserver: tuple[int, socket.socket],
-        death_w: int,
     ) -> None:
         self.config = config
         self.store = store
         self.system = system
         self.instance = instance_id(config.runtime_dir)
         self.fs_pid, self.fs_sock = forkserver
-        self.death_w = death_w
         self.started_at = time.time()
         self.live: dict[str, Live] = {}
         self.by_pid: dict[int, Live] = {}
@@ -963,7 +961,7 @@ def run(config: Config) -> int:
     fs_sock.setblocking(False)
     store = Store(config.db_path)
     recover_store(store)
-    supervisor = Supervisor(config, store, system, (fs_pid, fs_sock), death_w)
+    supervisor = Supervisor(config, store, system, (fs_pid, fs_sock))
     try:
         asyncio.run(supervisor.serve())
     finally:

@@ -48,7 +48,7 @@ def line(obj) -> bytes:
 
 def test_parses_init_text_tools_and_result() -> None:
     init = parse_line(line({"type": "system", "subtype": "init", "session_id": "s1", "model": "m"}))
-    assert init.init_session_id == "s1" and init.init_model == "m" and init.events == []
+    assert init.init_session_id == "s1" and init.events == []
     assistant = parse_line(line({"type": "assistant", "message": {"content": [
         {"type": "text", "text": "hi"}, {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]}}))
     assert assistant.events == [
