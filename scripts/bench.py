@@ -132,42 +132,65 @@ def bench_round_trip(base: Path, n: int) -> dict[str, float]:
 def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
     run = base / f"k-run-{int(freeze)}"
     run.mkdir(mode=0o700)
-    sleeper = base / "sleeper"
-    sleeper.write_text("#!/bin/sh\nexec sleep 600\n")
-    sleeper.chmod(0o755)
+    # a Claude stand-in that costs nothing to start (so fork->hello is not measured
+    # against Python start-ups) and answers every line with a 2000-event turn
+    turn = base / "turn.jsonl"
+    lines = [json.dumps({"type": "system", "subtype": "init", "session_id": "s"})]
+    lines += [json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "x" * 200}]}})] * 2000
+    lines.append(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "ok",
+                             "total_cost_usd": 0, "duration_ms": 0}))
+    turn.write_text("\n".join(lines) + "\n")
+    worker = base / f"worker-claude-{int(freeze)}"
+    worker.write_text(f'#!/bin/sh\nwhile read -r line; do cat "{turn}"; done\n')
+    worker.chmod(0o755)
     death_r, death_w = os.pipe()
     pid, fs = _forkserver.start("supervisord-claude[bench]: forkserver", death_r, close_fds=(death_w,),
                                 freeze=freeze)
     os.close(death_r)
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.RCVHWM, 0)
     router.bind(f"ipc://{run / 'keepers.sock'}")
-    times, keepers = [], []
+    times, keepers, idents = [], [], []
     for i in range(count):
-        spec = {"session": f"b{i}", "instance": "bench", "runtime_dir": str(run), "claude_bin": str(sleeper),
+        spec = {"session": f"b{i}", "instance": "bench", "runtime_dir": str(run), "claude_bin": str(worker),
                 "cwd": str(base), "session_id": f"id{i}", "started": False, "idle_timeout": 600.0, "messages": []}
         t0 = time.perf_counter()
         fs.send(msgpack.packb({"op": "spawn", "token": i, "spec": spec}))
         while True:
-            _ident, data = router.recv_multipart()
+            ident, data = router.recv_multipart()
             msg = msgpack.unpackb(data)
             if msg.get("t") == "hello":
                 times.append(time.perf_counter() - t0)
                 keepers.append(msg["pid"])
+                idents.append(ident)
                 break
     time.sleep(1.0)  # let every keeper settle into idle
-    pss = [pss_kib(p) for p in keepers]
+    pss_idle = [pss_kib(p) for p in keepers]
+    # then one busy turn each (2000 events through the keeper): the steady state
+    for ident in idents:
+        router.send_multipart([ident, msgpack.packb({"t": "send", "id": 1, "text": "go", "attachments": []})])
+    done = 0
+    while done < count:
+        _ident, data = router.recv_multipart()
+        msg = msgpack.unpackb(data)
+        if msg.get("t") == "event" and msg.get("kind") == "result":
+            done += 1
+    time.sleep(0.5)
+    pss_worked = [pss_kib(p) for p in keepers]
     for p in keepers:
         os.kill(p, signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(1.0)
     os.close(death_w)
     os.waitpid(pid, 0)
     router.close(0)
     ctx.term()
     label = "with gc.freeze()" if freeze else "without gc.freeze()"
     print(f"keepers x{count} {label}: fork->hello median {statistics.median(times) * 1e3:.1f} ms "
-          f"(p95 {pct(times, 0.95) * 1e3:.1f} ms); PSS per idle keeper median {statistics.median(pss) / 1024:.1f} MiB")
-    return {"fork_ms": statistics.median(times) * 1e3, "pss_mib": statistics.median(pss) / 1024}
+          f"(p95 {pct(times, 0.95) * 1e3:.1f} ms); PSS per keeper median {statistics.median(pss_idle) / 1024:.1f} MiB "
+          f"idle, {statistics.median(pss_worked) / 1024:.1f} MiB after a 2000-event turn")
+    return {"fork_ms": statistics.median(times) * 1e3, "pss_mib": statistics.median(pss_idle) / 1024,
+            "pss_worked_mib": statistics.median(pss_worked) / 1024}
 
 
 # 4. message -> Claude stdin latency ------------------------------------------------------
