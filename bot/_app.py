@@ -213,6 +213,15 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_chat is not None
+    try:
+        await receive_file(update, context)
+    except (RemoteError, ConnectionFailed) as exc:
+        await send_reply(context.application, update.effective_chat.id, commands.error_reply(exc))
+
+
+async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Save a photo or document into the session's uploads/ and send it to Claude."""
     message = update.effective_message
     assert message is not None and update.effective_chat is not None
     core = core_of(context)
@@ -308,10 +317,11 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     message_id = event.get("message_id")
     if kind == "state" and event.get("state") == "resuming":
         await app.bot.send_message(chat, render.resume_text(event.get("idle_for")))
-    elif kind == "user":
-        if message_id is not None and message_id not in core.typing:
-            core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
-    elif kind == "assistant_text":
+    if kind in ("user", "assistant_text", "tool_use", "tool_result") and message_id is not None \
+            and message_id not in core.typing:
+        # the turn is running: show "typing…" (again, after a bot restart mid-turn)
+        core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
+    if kind == "assistant_text":
         await send_reply(app, chat, commands.Reply(event.get("text", ""), markdown=True))
     elif kind == "tool_use":
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
