@@ -102,6 +102,10 @@ class Keeper:
     def emit(self, kind: EventKind, **body: Any) -> None:
         self._send("event", kind=kind.value, body=body)
 
+    def _turn(self) -> dict[str, Any]:
+        """``message_id`` of the message Claude is answering, for events of its turn."""
+        return {"message_id": self.current.id} if self.current is not None else {}
+
     def set_state(self, state: SessionState, reason: Reason, **extra: Any) -> None:
         self.state = state
         self.emit(EventKind.STATE, state=state.value, reason=reason.value, **extra)
@@ -243,9 +247,8 @@ class Keeper:
                 tool_input = self.permissions.pop(request_id)
                 allow = bool(cmd["allow"])
                 self._write(_claude.permission_line(request_id, allow, tool_input, cmd.get("message")))
-                extra = {"message_id": self.current.id} if self.current else {}
                 self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=allow,
-                          message=cmd.get("message"), **extra)
+                          message=cmd.get("message"), **self._turn())
         elif t == "timeout":
             self.timer.set_timeout(float(cmd["seconds"]))
         elif t == "model":
@@ -322,15 +325,12 @@ class Keeper:
                 self.started = True
                 self._send("started", session_id=parsed.init_session_id)
         for kind, body in parsed.events:
-            if self.current is not None:
-                body["message_id"] = self.current.id
-            self.emit(kind, **body)
+            self.emit(kind, **body, **self._turn())
         if parsed.permission is not None:
             request_id = parsed.permission["request_id"]
             self.permissions[request_id] = parsed.permission["input"]
             self.timer.cancel()
-            extra = {"message_id": self.current.id} if self.current else {}
-            self.emit(EventKind.PERMISSION_REQUEST, **parsed.permission, **extra)
+            self.emit(EventKind.PERMISSION_REQUEST, **parsed.permission, **self._turn())
         if parsed.result is not None:
             self._on_result(parsed.result)
 

@@ -818,10 +818,13 @@ class Supervisor:
                 log.exception("keeper socket: bad message dropped")
 
     def _live_by_ident(self, ident: bytes) -> Live | None:
-        for live in self.live.values():
-            if live.ident == ident:
-                return live
-        return None
+        # a keeper's routing id is "<session>:<pid>" (set by the keeper)
+        try:
+            pid = int(ident.rsplit(b":", 1)[1])
+        except (IndexError, ValueError):
+            return None
+        live = self.by_pid.get(pid)
+        return live if live is not None and live.ident == ident else None
 
     def _on_keeper_message(self, ident: bytes, msg: dict[str, Any]) -> None:
         t = msg.get("t")

@@ -94,14 +94,18 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {"session": args.name, "text": args.text}
+    if args.attach:
+        fields["attachments"] = args.attach
+    return fields
+
+
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
     async with AsyncClient(client_dir) as client:
         status = await client.request("status", session=args.name)
         sub = await client.subscribe(args.name, after=status["last_seq"])
-        fields: dict[str, Any] = {"session": args.name, "text": args.text}
-        if args.attach:
-            fields["attachments"] = args.attach
-        sent = await client.request("send", **fields)
+        sent = await client.request("send", **_send_fields(args))
         message_id = sent["message_id"]
         deadline = time.monotonic() + timeout
         while True:
@@ -139,10 +143,7 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
     if args.wait:
         client.close()
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
-    fields: dict[str, Any] = {"session": args.name, "text": args.text}
-    if args.attach:
-        fields["attachments"] = args.attach
-    result = client.request("send", **fields)
+    result = client.request("send", **_send_fields(args))
     _print(args, result, f"queued message {result['message_id']}")
     return 0
 

@@ -250,6 +250,16 @@ def supervisor(make_supervisor: Callable[..., SupervisorProcess]) -> SupervisorP
     return make_supervisor(idle_timeout=60).start()
 
 
+@pytest.fixture
+def telegram() -> Iterator[Any]:
+    """The in-process fake Telegram Bot API."""
+    from .fake_telegram import FakeTelegram
+
+    api = FakeTelegram().start()
+    yield api
+    api.stop()
+
+
 @pytest.fixture(autouse=True)
 def no_processes_left_behind() -> Iterator[None]:
     """Fail the test if any process of a supervisor it started is still alive."""

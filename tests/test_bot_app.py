@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,13 +56,6 @@ class BotProcess:
                 self.proc.kill()
                 self.proc.wait()
                 pytest.fail(f"bot did not stop on SIGTERM; its log ends:\n{self.log()[-3000:]}")
-
-
-@pytest.fixture
-def telegram() -> Iterator[FakeTelegram]:
-    api = FakeTelegram().start()
-    yield api
-    api.stop()
 
 
 @pytest.fixture

@@ -211,15 +211,6 @@ def test_a_permission_prompt_is_answered_through_the_supervisor(real, api: FakeA
 # --- through the Telegram bot -------------------------------------------------------------
 
 
-@pytest.fixture
-def telegram():
-    from .fake_telegram import FakeTelegram
-
-    api = FakeTelegram().start()
-    yield api
-    api.stop()
-
-
 def test_the_bot_drives_real_claude_with_resume_and_history(real, api: FakeAnthropic, telegram) -> None:
     from .test_bot_app import USER, BotProcess, say
 
