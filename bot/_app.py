@@ -69,6 +69,9 @@ class Core:
         self.typing: dict[int, asyncio.Task[None]] = {}
         self.tools: dict[int, ToolLog] = {}
         self.delivery: asyncio.Task[None] | None = None
+        # parts of a multi-part reply Telegram already accepted: event id -> count, also
+        # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
+        self.parts_sent: dict[int, int] = {}
 
 
 class ToolLog:
@@ -109,12 +112,30 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
         return
     chunks = render.markdown_chunks(reply.text)
     for i, chunk in enumerate(chunks):
-        await app.bot.send_message(
-            chat,
-            chunk.text,
-            entities=[MessageEntity(**e) for e in chunk.entities],
-            reply_markup=markup if i == len(chunks) - 1 else None,
-        )
+        await send_chunk(app, chat, chunk, markup if i == len(chunks) - 1 else None)
+
+
+async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
+                     markup: InlineKeyboardMarkup | None = None) -> None:
+    await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
+                               reply_markup=markup)
+
+
+KV_PROGRESS = "telegram.delivery.progress"
+
+
+async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
+                      text: str) -> None:
+    """Send an answer's parts, resuming after the last part Telegram accepted: a part that
+    failed is sent again, never one before it (also after a bot restart)."""
+    chunks = render.markdown_chunks(text)
+    done = core.parts_sent.get(event_id, 0)
+    for i in range(done, len(chunks)):
+        await send_chunk(app, chat, chunks[i])
+        if i + 1 < len(chunks):
+            core.parts_sent = {event_id: i + 1}
+            await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
+    core.parts_sent.pop(event_id, None)
 
 
 def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
@@ -195,8 +216,8 @@ async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYP
         if not found:
             raise RemoteError("not_found", "this request is no longer known")
         session, request_id = found
-        await core.link.request("permit", session=session, request_id=request_id, allow=allow,
-                                **({} if allow else {"message": "Denied from Telegram."}))
+        extra: dict[str, Any] = {} if allow else {"message": "Denied from Telegram."}
+        await core.link.request("permit", session=session, request_id=request_id, allow=allow, **extra)
         verdict = "✅ Allowed" if allow else "🚫 Denied"
     except (RemoteError, ConnectionFailed) as exc:
         verdict = commands.error_reply(exc).text
@@ -263,17 +284,43 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     await forward(update, context, message.caption or "", [str(target)])
 
 
+SEND_ATTEMPT = 5.0
+SEND_RETRY_EVERY = 2.0
+
+
 async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None) -> None:
+    """Send a message to the chat's session. While the supervisor does not answer, the
+    same request (same idempotency key) is sent again until it does: the user is told it
+    waits, and the message reaches Claude exactly once. Later updates wait behind it, so
+    their order is kept; an update is confirmed to Telegram only after this returns."""
     assert update.effective_chat is not None
     core = core_of(context)
     chat = update.effective_chat.id
     key = f"tg:{context.bot.id}:{update.update_id}"
-    try:
-        reply = await commands.send(core.link, chat, text, attachments, key)
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
+    told = False
+    while True:
+        try:
+            reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT)
+            break
+        except RemoteError as exc:
+            reply = commands.error_reply(exc)
+            break
+        except ConnectionFailed:
+            if not told:
+                told = True
+                with contextlib.suppress(TelegramError):
+                    await context.bot.send_message(chat, render.SEND_WAITING)
+            await asyncio.sleep(SEND_RETRY_EVERY)
+    if reply is None and told:
+        reply = commands.Reply(render.SEND_ACCEPTED)
     if reply is not None:
         await send_reply(context.application, chat, reply)
+
+
+async def on_unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Voice notes, videos, stickers and the like: say what is supported, send nothing."""
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, render.UNSUPPORTED)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -322,7 +369,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         # the turn is running: show "typing…" (again, after a bot restart mid-turn)
         core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
     if kind == "assistant_text":
-        await send_reply(app, chat, commands.Reply(event.get("text", ""), markdown=True))
+        await send_answer(app, core, event["id"], chat, event.get("text", ""))
     elif kind == "tool_use":
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
@@ -341,7 +388,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
             await tools.flush(app)
         if kind == "message_failed":
             await app.bot.send_message(chat, f"❌ Message not delivered: {event.get('reason')}")
-        elif event.get("terminal_reason") == "aborted_streaming":
+        elif event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
             await app.bot.send_message(chat, "⏹ Interrupted.")
         elif event.get("is_error"):
             detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
@@ -351,10 +398,16 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
     handled: int | None = None  # the last event shown, even if its ack did not get through
     sub = None
+    progress_loaded = False
     while True:
         try:
             if not core.client.connected:
                 await core.client.connect(wait=3600)  # the supervisor may start after us
+            if not progress_loaded:
+                saved = (await core.link.request("kv_get", key=KV_PROGRESS))["value"]
+                if isinstance(saved, list) and len(saved) == 2:
+                    core.parts_sent = {int(saved[0]): int(saved[1])}
+                progress_loaded = True
             if sub is not None:
                 sub.discard()
             sub = await core.client.subscribe(consumer=CONSUMER, after=handled)
@@ -469,5 +522,8 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
+    app.add_handler(MessageHandler(
+        filters.VOICE | filters.AUDIO | filters.VIDEO | filters.VIDEO_NOTE | filters.Sticker.ALL
+        | filters.ANIMATION | filters.LOCATION | filters.CONTACT | filters.POLL, on_unsupported))
     app.add_error_handler(on_error)
     return app

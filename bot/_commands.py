@@ -32,8 +32,8 @@ class Link:
         self.client = client
         self._active: dict[int, str | None] = {}
 
-    async def request(self, op: str, **args: Any) -> dict[str, Any]:
-        return await self.client.request(op, **args)
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        return await self.client.request(op, timeout=timeout, **args)
 
     async def active(self, chat: int) -> str | None:
         if chat not in self._active:
@@ -50,7 +50,9 @@ def error_reply(exc: Exception) -> Reply:
     if isinstance(exc, RemoteError):
         return Reply(f"⚠️ {exc.message}")
     if isinstance(exc, ConnectionFailed):
-        return Reply("⚠️ The supervisor is not reachable right now; nothing was sent. Try again shortly.")
+        # a request that got no answer may still be carried out when the supervisor is back
+        return Reply("⚠️ The supervisor did not answer in time; it may still do this when it is back."
+                     " Check with /status or /sessions before trying again.")
     return Reply(f"⚠️ {exc}")
 
 
@@ -156,7 +158,8 @@ async def status(link: Link, active: str, args: list[str]) -> Reply:
 
 
 async def send(
-    link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str
+    link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str,
+    timeout: float | None = None,
 ) -> Reply | None:
     """Forward a message to the chat's active session; None when there is nothing to say
     (the answer arrives through the event stream)."""
@@ -167,7 +170,7 @@ async def send(
                               "idempotency_key": update_key}
     if attachments:
         fields["attachments"] = attachments
-    await link.request("send", **fields)
+    await link.request("send", timeout=timeout, **fields)
     return None
 
 

@@ -36,6 +36,10 @@ NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = "Timeout must be between 1 and 120 minutes"
 TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
+SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
+SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
+UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos or files"
+               " (documents); voice notes, videos and stickers are not supported.")
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:

@@ -120,6 +120,10 @@ def control_line(request_id: str, subtype: str) -> bytes:
     return (json.dumps(msg) + "\n").encode()
 
 
+#: ``terminal_reason`` values of a turn the user interrupted
+INTERRUPTED_REASONS = frozenset({"aborted_streaming", "aborted_tools"})
+
+
 @dataclass
 class Parsed:
     """What one stdout line means to the keeper."""
@@ -210,6 +214,9 @@ def parse_line(line: bytes) -> Parsed:
             "num_turns": msg.get("num_turns"),
             "session_id": msg.get("session_id"),
             "terminal_reason": msg.get("terminal_reason"),
+            # an interrupt mid-answer ends "aborted_streaming", mid-tool (or while a
+            # permission prompt waits) "aborted_tools": both are the user's own stop
+            "interrupted": msg.get("terminal_reason") in INTERRUPTED_REASONS,
             "api_error_status": msg.get("api_error_status"),
             "errors": [str(e) for e in msg.get("errors") or [] if e],
         }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -70,7 +71,10 @@ class Keeper:
         self.resume_failure: str | None = None
         self.pending_model: str | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
-        self.last_cost = 0.0
+        # Claude's total_cost_usd is cumulative for the conversation, across --resume: the
+        # last total seen is the baseline for the next result's cost delta
+        self.last_cost = float(spec.get("cost_baseline") or 0.0)
+        self._fresh_retried = False
         self.permissions: dict[str, Any] = {}  # pending can_use_tool requests: id -> input
         self.stopping = False
         self.done = asyncio.Event()
@@ -158,7 +162,6 @@ class Keeper:
         self.init_seen = False
         self.resume_failure = None
         self.stderr_tail.clear()
-        self.last_cost = 0.0
         env = _claude.build_env(os.environ, self.spec["instance"], self.session)
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -180,8 +183,12 @@ class Keeper:
             return
         self._send("claude", pid=self.proc.pid)
         proc = self.proc
-        self._spawn_task(self._read_stderr(proc))
-        self._spawn_task(self._read_stdout(proc))
+        stderr = self._spawn_task(self._read_stderr(proc))
+        self._spawn_task(self._read_stdout(proc, stderr))
+        if self.current is not None:
+            # carried over from a Claude that exited before it read it (see _on_claude_exit)
+            self._write(self._line_of(self.current))
+            self.set_state(SessionState.BUSY, Reason.MESSAGE)
         self._pump()
         if self.current is None and not self.queue:
             self._become_idle(reason)
@@ -276,7 +283,7 @@ class Keeper:
             return
         msg = self.queue.popleft()
         try:
-            line = _claude.user_line(msg.text, msg.attachments)
+            line = self._line_of(msg)
         except OSError as exc:
             self.emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
                       reason=f"cannot read attachment: {exc.strerror or exc}")
@@ -292,7 +299,11 @@ class Keeper:
             self.set_state(SessionState.BUSY, Reason.MESSAGE)
         self._write(line)
 
-    async def _read_stdout(self, proc: asyncio.subprocess.Process) -> None:
+    @staticmethod
+    def _line_of(msg: QueuedMessage) -> bytes:
+        return _claude.user_line(msg.text, msg.attachments)
+
+    async def _read_stdout(self, proc: asyncio.subprocess.Process, stderr: asyncio.Task[Any]) -> None:
         assert proc.stdout is not None
         while True:
             try:
@@ -304,6 +315,9 @@ class Keeper:
                 break
             self._on_line(line)
         code = await proc.wait()
+        # what Claude said on stderr before it exited decides how its exit is reported
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(stderr), 2.0)
         if proc is self.proc:
             await self._on_claude_exit(code)
 
@@ -372,6 +386,15 @@ class Keeper:
         self.proc = None
         self.timer.cancel()
         tail = " | ".join(self.stderr_tail)
+        if not self.started and not self.init_seen and not self._fresh_retried and "already in use" in tail:
+            # an earlier Claude saved this conversation (it had the first message) but died
+            # before its init line reached a keeper: it exists, so resume it
+            log.info("keeper %s: conversation exists already; resuming it", self.session)
+            self._fresh_retried = True
+            self.started = True
+            self._send("started", session_id=self.spec["session_id"])
+            await self._start_claude(Reason.MESSAGE)
+            return
         if self.started and not self.init_seen:
             # Claude prints the reason both in its result and on stderr; say it once
             parts = [self.resume_failure] if self.resume_failure else []

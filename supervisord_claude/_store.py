@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS sessions(
     last_active REAL NOT NULL,
     suspended_at REAL,
     cost_usd REAL NOT NULL DEFAULT 0,
-    last_seq INTEGER NOT NULL DEFAULT 0
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    claude_cost REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +82,7 @@ class SessionRecord:
     suspended_at: float | None
     cost_usd: float
     last_seq: int
+    claude_cost: float = 0.0  # Claude's own cumulative total_cost_usd, as last reported
 
     def public(self, default_timeout: float) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ _SESSION_FIELDS = {
     "last_active",
     "suspended_at",
     "cost_usd",
+    "claude_cost",
 }
 
 
@@ -151,8 +154,13 @@ class Store:
         for column in ("origin", "idempotency_key"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "claude_cost" not in columns:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN claude_cost REAL NOT NULL DEFAULT 0")
+        # an idempotency key is scoped to its session (it was global before)
+        self._db.execute("DROP INDEX IF EXISTS messages_by_key")
         self._db.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages(idempotency_key)"
+            "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_session_key ON messages(session, idempotency_key)"
         )
 
     def close(self) -> None:
@@ -222,11 +230,12 @@ class Store:
             suspended_at=row[10],
             cost_usd=row[11],
             last_seq=row[12],
+            claude_cost=row[13],
         )
 
     _SESSION_COLUMNS = (
         "name, session_id, cwd, model, persona, idle_timeout, state, started, created,"
-        " last_active, suspended_at, cost_usd, last_seq"
+        " last_active, suspended_at, cost_usd, last_seq, claude_cost"
     )
 
     def get_session(self, name: str) -> SessionRecord | None:
@@ -331,12 +340,13 @@ class Store:
         origin: str | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[int, bool]:
-        """Queue a message. Returns (id, created); a repeated idempotency key returns the
-        first message's id and False, so a client that retries cannot send twice."""
+        """Queue a message. Returns (id, created); a key already used for this session
+        returns the first message's id and False, so a client that retries cannot send
+        twice. Keys are scoped to their session."""
         with self._tx() as db:
             if idempotency_key is not None:
                 row = db.execute(
-                    "SELECT id FROM messages WHERE idempotency_key=?", (idempotency_key,)
+                    "SELECT id FROM messages WHERE session=? AND idempotency_key=?", (session, idempotency_key)
                 ).fetchone()
                 if row is not None:
                     return int(row[0]), False
@@ -391,6 +401,10 @@ class Store:
         return cur.rowcount
 
     # cursors and kv -------------------------------------------------------------------
+
+    def cursors(self) -> dict[str, int]:
+        """Every named consumer's position (the last event id it acked)."""
+        return {str(r[0]): int(r[1]) for r in self._read("SELECT consumer, position FROM cursors")}
 
     def get_cursor(self, consumer: str) -> int:
         rows = self._read("SELECT position FROM cursors WHERE consumer=?", (consumer,))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
 import fcntl
 import logging
@@ -211,6 +212,9 @@ class Supervisor:
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.control.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_FRAME_BYTES)
         self.control.setsockopt(zmq.LINGER, 500)
+        # a reply is never dropped, however many events a client has not read yet; what a
+        # subscriber can have in flight is bounded by its window (MAX_WINDOW) instead
+        self.control.setsockopt(zmq.SNDHWM, 0)
         self.keepers = self.ctx.socket(zmq.ROUTER)
         self.keepers.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.keepers.setsockopt(zmq.LINGER, 500)
@@ -225,8 +229,11 @@ class Supervisor:
         self._task(self._control_loop())
         self._task(self._keeper_loop())
         self._task(self._prune_loop())
-        for name in sorted({m.session for m in self.store.messages(None, QUEUED)}):
-            self._dispatch(name)  # messages accepted before a restart are still owed
+        # messages accepted before a restart are still owed, in the order they came
+        for msg in self.store.messages(None, QUEUED):
+            self.live.setdefault(msg.session, Live(msg.session)).queue.append(msg.id)
+        for name in sorted(self.live):
+            self._dispatch(name)
         log.info(
             "supervisor ready: instance %s, control %s, %d sessions",
             self.instance,
@@ -271,7 +278,7 @@ class Supervisor:
             ident = frames[0]
             try:
                 self._on_client_frames(ident, frames[1:])
-            except Exception:  # the daemon never dies on input
+            except Exception:  # the daemon never dies on input (the request id is lost here)
                 log.exception("unexpected error while handling a client request")
                 self._error(ident, None, ErrorCode.INTERNAL, "internal error; see the supervisor log")
 
@@ -299,6 +306,10 @@ class Supervisor:
         except StoreError as exc:
             log.error("store error: %s", exc)
             self._error(ident, req_id, ErrorCode.STORAGE, f"the supervisor's store failed: {exc}")
+            return
+        except Exception as exc:  # a bug or an OS error: answer this request, keep serving
+            log.exception("unexpected error while handling %r", msg.get("op"))
+            self._error(ident, req_id, ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc}); see the supervisor log")
             return
         self._reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": result})
         if request.op is Op.SUBSCRIBE:
@@ -351,6 +362,7 @@ class Supervisor:
             "live": len(self.by_pid),
             "subscriptions": len(self.subs),
             "last_event_id": self.store.last_event_id(),
+            "consumers": self.store.cursors(),
             "personas": sorted(self.config.personas),
         }
 
@@ -371,17 +383,29 @@ class Supervisor:
         if persona is not None and persona not in self.config.personas:
             known = ", ".join(sorted(self.config.personas)) or "none configured"
             raise OpError(ErrorCode.BAD_REQUEST, f"unknown persona '{persona}' (known: {known})")
-        if cwd is not None:
-            if not os.path.isdir(cwd):
-                raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
-        else:
+        if cwd is not None and not os.path.isdir(cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
+        made: Path | None = None
+        if cwd is None:
             path = self.config.base_cwd / session
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                made = path
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OpError(ErrorCode.BAD_REQUEST,
+                              f"cannot create the session directory {path}: {exc.strerror or exc}") from None
             cwd = str(path)
         if model is None and persona is not None:
             model = self.config.personas[persona].model
         model = model or self.config.model
-        rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model, persona)
+        try:
+            rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model, persona)
+        except BaseException:
+            if made is not None:  # a failed create leaves nothing behind
+                with contextlib.suppress(OSError):
+                    made.rmdir()
+            raise
         self._record(
             session,
             EventKind.STATE,
@@ -633,6 +657,8 @@ class Supervisor:
             rec = self.store.get_session(session)
             delta = body.get("cost_delta") or 0.0
             updates["cost_usd"] = (rec.cost_usd if rec else 0.0) + float(delta)
+            if isinstance(body.get("cost_usd"), (int, float)):
+                updates["claude_cost"] = float(body["cost_usd"])
             updates["last_active"] = now
         elif kind is EventKind.USER:
             updates["last_active"] = now
@@ -718,6 +744,7 @@ class Supervisor:
             "permission_prompts": self.config.permission_prompts,
             "idle_timeout": rec.idle_timeout or self.config.idle_timeout,
             "idle_for": (time.time() - rec.suspended_at) if rec.suspended_at else None,
+            "cost_baseline": rec.claude_cost,
             "messages": messages,
         }
         self._spawn_tokens += 1
@@ -938,12 +965,13 @@ def recover_store(store: Store, publish: Any = None) -> None:
                 {"state": SessionState.SUSPENDED, "suspended_at": now},
             )
     for msg in store.messages(None, WRITTEN):
-        store.append_event(
-            msg.session,
-            EventKind.MESSAGE_FAILED,
-            {"message_id": msg.id, "reason": "the supervisor stopped while Claude was answering; send it again"},
-        )
-        store.set_message_status(msg.id, FAILED)
+        body: dict[str, Any] = {
+            "message_id": msg.id,
+            "reason": "the supervisor stopped while Claude was answering; send it again",
+        }
+        if msg.origin:  # a front end answers its sender by it
+            body["origin"] = msg.origin
+        store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
 
 
 def run(config: Config) -> int:

@@ -44,7 +44,7 @@ def render_event(event: dict[str, Any]) -> str:
         return f"{head} tool result: {str(event.get('content'))[:200]}"
     if kind == "result":
         cost = event.get("cost_usd")
-        status = "error" if event.get("is_error") else "done"
+        status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
         return f"{head} {status} in {event.get('duration_ms')} ms, cost ${cost or 0:.4f}"
     if kind == "message_failed":
         return f"{head} message {event.get('message_id')} not delivered: {event.get('reason')}"
@@ -129,6 +129,10 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
             if event.get("kind") == "result":
                 if not args.json:
                     print(event.get("text", ""))
+                if event.get("interrupted"):
+                    if not args.json:
+                        print("claudectl: interrupted", file=sys.stderr)
+                    return 1
                 if event.get("is_error"):
                     if not args.json:
                         print(f"claudectl: the turn ended with an error ({event.get('subtype')})", file=sys.stderr)

@@ -26,16 +26,80 @@ FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
 SYSTEM = System()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "",
+             seen: Callable[[], Any] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout,
+    saying what was awaited and what was last seen (``seen()``, else the last value).
+    ``timeout`` is a generous bound for a loaded machine: it only decides when to give up."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+            last = seen() if seen is not None else value
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}; last seen: {last!r}"[:4000])
         time.sleep(interval)
+
+
+class EventFollower:
+    """One subscription to a session's stored events, read as they are published: a test
+    waits for the event that proves what it needs, not for a poll to notice it."""
+
+    def __init__(self, sup: SupervisorProcess, name: str, after: int = 0) -> None:
+        self.client = sup.client()
+        self.events: list[dict[str, Any]] = []
+        self.sub = self.client.request("subscribe", session=name, after=after, window=1024)["sub"]
+        self.name = name
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> EventFollower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, timeout: float) -> bool:
+        frame = self.client.next_event(timeout=timeout)
+        if frame is None:
+            return False
+        self.events.append(frame["event"])
+        if len(self.events) % 256 == 0:
+            self.client.request("ack", sub=self.sub, upto=frame["event"]["id"])
+        return True
+
+    def wait(self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 60.0, what: str = "") -> Any:
+        """Read events until ``predicate(events so far)`` is truthy; return its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate(self.events)
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = [(e["seq"], e["kind"], e.get("state") or e.get("text") or e.get("reason"))
+                        for e in self.events[-15:]]
+                pytest.fail(f"timed out after {timeout}s waiting for {what or predicate} in {self.name};"
+                            f" last events seen: {tail!r}"[:4000])
+            self._read(min(left, 1.0))
+
+    def wait_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+                   what: str = "") -> dict[str, Any]:
+        """The first event (from the start) matching ``predicate``."""
+        found: dict[str, Any] = self.wait(lambda evs: next((e for e in evs if predicate(e)), None),
+                                          timeout, what or "a matching event")
+        return found
+
+    def wait_count(self, predicate: Callable[[dict[str, Any]], bool], count: int, timeout: float = 60.0,
+                   what: str = "") -> list[dict[str, Any]]:
+        """The first ``count`` events matching ``predicate``."""
+        def enough(evs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+            hits = [e for e in evs if predicate(e)]
+            return hits[:count] if len(hits) >= count else None
+        found: list[dict[str, Any]] = self.wait(enough, timeout, what or f"{count} matching events")
+        return found
 
 
 def processes_of(instance: str) -> list[int]:
@@ -79,7 +143,7 @@ class SupervisorProcess:
         self.state_dir = base / "state"
         self.home = base / "home"
         self.home.mkdir(exist_ok=True)
-        self.claude_log = base / "claude-starts.jsonl"
+        self.claude_log = base / "fake-claude.jsonl"
         self.log_path = base / "supervisor.log"
         if claude_bin == FAKE_CLAUDE:
             # exec this interpreter directly: no PATH shims forking helper processes
@@ -116,7 +180,7 @@ class SupervisorProcess:
         self.proc = subprocess.Popen(self.argv(), env=self.env, stdout=log, stderr=log, cwd=self.base)
         log.close()
         if wait:
-            wait_for(self._answers, 15, what="the supervisor to answer hello")
+            wait_for(self._answers, 60, what="the supervisor to answer hello")
         return self
 
     def _answers(self) -> bool:
@@ -148,10 +212,43 @@ class SupervisorProcess:
             pytest.fail(f"claudectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
 
-    def claude_starts(self) -> list[dict[str, Any]]:
+    def _claude_log(self, event: str) -> list[dict[str, Any]]:
         if not self.claude_log.exists():
             return []
-        return [json.loads(line) for line in self.claude_log.read_text().splitlines()]
+        lines = [json.loads(line) for line in self.claude_log.read_text().splitlines()]
+        return [line for line in lines if line.get("event") == event]
+
+    def claude_starts(self) -> list[dict[str, Any]]:
+        """Every start of the fake claude: {pid, argv, cwd}."""
+        return self._claude_log("start")
+
+    def claude_received(self) -> list[dict[str, Any]]:
+        """Every user message the fake claude has read (and saved in its history)."""
+        return self._claude_log("received")
+
+    def wait_received(self, text: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait until the fake claude has read a message containing ``text``: the proof
+        that Claude has it, which no session state gives (``busy`` = written to stdin)."""
+        found: dict[str, Any] = wait_for(
+            lambda: next((r for r in self.claude_received() if text in r["text"]), None), timeout,
+            what=f"the fake claude to read a message with {text!r}",
+            seen=lambda: [r["text"] for r in self.claude_received()][-5:])
+        return found
+
+    def wait_consumer(self, consumer: str, upto: int | None = None, timeout: float = 60) -> int:
+        """Wait until the named consumer (e.g. the bot) has acked every event up to
+        ``upto`` (default: every event stored now): proof it has handled them."""
+        target = self.request("status")["last_event_id"] if upto is None else upto
+        last: list[int] = [0]
+
+        def acked() -> bool:
+            last[0] = self.request("status")["consumers"].get(consumer, 0)
+            return last[0] >= target
+        wait_for(acked, timeout, what=f"consumer {consumer} to ack event {target}", seen=lambda: last[0])
+        return target
+
+    def follow(self, name: str, after: int = 0) -> EventFollower:
+        return EventFollower(self, name, after)
 
     def session(self, name: str) -> dict[str, Any]:
         return self.request("status", session=name)
@@ -173,18 +270,22 @@ class SupervisorProcess:
                 if len(out) % 100 == 0:  # release the subscription window
                     c.request("ack", sub=sub, upto=frame["event"]["id"])
 
-    def wait_event(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15,
-                   after: int = 0) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            for event in self.events(name, after):
-                if predicate(event):
-                    return event
-            return None
-        return wait_for(find, timeout, interval=0.1, what=f"an event of {name}")
+    def wait_event(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60,
+                   after: int = 0, what: str = "") -> dict[str, Any]:
+        """The first stored event of ``name`` after ``after`` that matches, waiting for it
+        to be published if it is not there yet."""
+        with self.follow(name, after) as events:
+            return events.wait_event(predicate, timeout, what or f"an event of {name}")
 
-    def wait_state(self, name: str, *states: str, timeout: float = 15) -> dict[str, Any]:
-        return wait_for(lambda: (s := self.session(name))["state"] in states and s, timeout,
-                        what=f"{name} to reach {states}")
+    def wait_state(self, name: str, *states: str, timeout: float = 60) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            last.update(self.session(name))
+            return dict(last) if last["state"] in states else None
+        found: dict[str, Any] = wait_for(reached, timeout, what=f"{name} to reach {states}",
+                                         seen=lambda: last.get("state"))
+        return found
 
     def stop(self, timeout: float = 20) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -6,6 +6,7 @@ is real: ``--resume`` of an unknown id fails the way the real CLI does. What a t
 is chosen by words in the user's text:
 
   sleep:N   wait N seconds before answering (an interrupt cuts it short)
+  waitfile:P  answer only once the file P exists (a test decides when the turn ends)
   crash     exit with status 3 in the middle of the turn
   tool      a tool_use + tool_result before the answer
   apierror  a result with is_error (like an HTTP 400 from the API)
@@ -13,11 +14,19 @@ is chosen by words in the user's text:
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
   needperm  ask for permission to run Bash (needs --permission-prompt-tool stdio) and
-            answer "permission: allow" or "permission: deny (<message>)"
+            answer "permission: allow" or "permission: deny (<message>)"; an interrupt
+            while it waits ends the turn with terminal_reason "aborted_tools"
   otherwise "echo: <text> (history: K earlier messages)"
 
 Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
-one JSON line per start ({pid, argv, cwd}).
+one JSON line per start ({event: "start", pid, argv, cwd}) and one per user message read
+({event: "received", pid, text}, written after the message is in the history file, so a
+test that sees it knows Claude has the message). To make timing assumptions in tests fail
+loudly, FAKE_CLAUDE_START_DELAY=<s> delays start-up (before stdin is read) and
+FAKE_CLAUDE_LINE_DELAY=<s> delays every line written to stdout.
+
+Like the real CLI, ``total_cost_usd`` is cumulative for the conversation and carries on
+across ``--resume``.
 """
 
 from __future__ import annotations
@@ -39,10 +48,21 @@ answers: dict[str, dict] = {}
 answered = threading.Condition()
 
 
+LINE_DELAY = float(os.environ.get("FAKE_CLAUDE_LINE_DELAY") or 0)
+
+
 def emit(obj: dict) -> None:
     with out_lock:
+        if LINE_DELAY:
+            time.sleep(LINE_DELAY)
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
+
+
+def log_event(**fields: object) -> None:
+    if os.environ.get("FAKE_CLAUDE_LOG"):
+        with open(os.environ["FAKE_CLAUDE_LOG"], "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), **fields}) + "\n")
 
 
 def arg(argv: list[str], name: str) -> str | None:
@@ -70,9 +90,9 @@ def main() -> int:
     argv = sys.argv[1:]
     if os.environ.get("FAKE_CLAUDE_IGNORE_SIGTERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if os.environ.get("FAKE_CLAUDE_LOG"):
-        with open(os.environ["FAKE_CLAUDE_LOG"], "a") as f:
-            f.write(json.dumps({"pid": os.getpid(), "argv": argv, "cwd": os.getcwd()}) + "\n")
+    log_event(event="start", argv=argv, cwd=os.getcwd())
+    if os.environ.get("FAKE_CLAUDE_START_DELAY"):
+        time.sleep(float(os.environ["FAKE_CLAUDE_START_DELAY"]))
     model = arg(argv, "--model") or "fake-default-model"
     resume = arg(argv, "--resume")
     session_id = resume or arg(argv, "--session-id") or str(uuid.uuid4())
@@ -112,7 +132,8 @@ def main() -> int:
         inbox.put(None)
 
     threading.Thread(target=reader, daemon=True).start()
-    cost = 0.0
+    cost_file = hist.with_suffix(".cost")
+    cost = float(cost_file.read_text()) if resume and cost_file.exists() else 0.0
     turns = 0
     while True:
         msg = inbox.get()
@@ -124,10 +145,12 @@ def main() -> int:
         earlier = len(hist.read_text().splitlines()) if hist.exists() else 0
         with hist.open("a") as f:
             f.write(json.dumps({"role": "user", "text": text}) + "\n")
+        log_event(event="received", text=text)
         emit({"type": "system", "subtype": "init", "session_id": session_id, "model": model,
               "cwd": os.getcwd(), "tools": ["Bash", "Read"]})
         turns += 1
         cost += 0.001
+        cost_file.write_text(repr(cost))
 
         def result(subtype: str, is_error: bool, answer: str, **extra: object) -> None:
             emit({"type": "result", "subtype": subtype, "is_error": is_error, "result": answer,
@@ -141,6 +164,10 @@ def main() -> int:
                 {"type": "text", "text": "[Request interrupted by user]"}]}})
             result("error_during_execution", True, "", terminal_reason="aborted_streaming")
             continue
+        gate = re.search(r"waitfile:(\S+)", text)
+        if gate:
+            while not os.path.exists(gate.group(1)) and not interrupted.wait(0.05):
+                pass
         if "crash" in text:
             sys.stderr.write("fake claude: crashing as asked\n")
             sys.stderr.flush()
@@ -178,6 +205,11 @@ def main() -> int:
                 with answered:
                     while request_id not in answers and not interrupted.is_set():
                         answered.wait(0.1)
+                if interrupted.is_set() and request_id not in answers:
+                    # what the real CLI does for an interrupt while a tool waits
+                    result("error_during_execution", True, "", terminal_reason="aborted_tools",
+                           errors=["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=tool_use"])
+                    continue
                 decision = answers.pop(request_id, {"behavior": "deny", "message": "interrupted"})
                 answer = "permission: allow" if decision.get("behavior") == "allow" else \
                     f"permission: deny ({decision.get('message')})"

@@ -32,6 +32,8 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}
         self.rate_limited: list[dict[str, Any]] = []
         self._fail: dict[str, list[int]] = {}
+        self._broken: dict[str, int] = {}
+        self.broken: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._lock = threading.Lock()
@@ -135,13 +137,19 @@ class FakeTelegram:
         with self._lock:
             self._fail[method] = [retry_after] * times
 
+    def break_call(self, method: str, number: int) -> None:
+        """Answer the ``number``-th next call of ``method`` (1 = the next) with 502 Bad
+        Gateway, as when Telegram does not answer in time; the message is not sent."""
+        with self._lock:
+            self._broken[method] = number
+
     # reading what the bot did --------------------------------------------------------------
 
     def texts(self, chat_id: int | None = None) -> list[str]:
         with self._lock:
             return [m["text"] for m in self.sent if chat_id is None or m["chat_id"] == chat_id]
 
-    def wait_for_text(self, predicate: Any, timeout: float = 20, chat_id: int | None = None) -> dict[str, Any]:
+    def wait_for_text(self, predicate: Any, timeout: float = 60, chat_id: int | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -151,7 +159,7 @@ class FakeTelegram:
             time.sleep(0.05)
         raise AssertionError(f"no matching message within {timeout}s; sent: {self.texts()[-10:]}")
 
-    def wait_count(self, n: int, timeout: float = 20, chat_id: int | None = None) -> list[str]:
+    def wait_count(self, n: int, timeout: float = 60, chat_id: int | None = None) -> list[str]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             texts = self.texts(chat_id)
@@ -186,6 +194,13 @@ class FakeTelegram:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         params = await self._params(request)
         with self._lock:
+            if method in self._broken:
+                self._broken[method] -= 1
+                if self._broken[method] == 0:
+                    del self._broken[method]
+                    self.broken.append({"method": method, "params": params})
+                    return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"},
+                                             status=502)
             pending = self._fail.get(method)
             if pending:
                 retry_after = pending.pop(0)

@@ -22,7 +22,7 @@ class FakeLink(commands.Link):
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.busy = False
 
-    async def request(self, op: str, **args: Any) -> dict[str, Any]:
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         self.requests.append((op, args))
         name = args.get("session")
         if op == "kv_get":
@@ -119,4 +119,6 @@ def test_errors_become_short_replies() -> None:
     assert commands.error_reply(RemoteError("not_found", "no session named 'x'")).text == "⚠️ no session named 'x'"
     from protocol import ConnectionFailed
 
-    assert "not reachable" in commands.error_reply(ConnectionFailed("down")).text
+    # a request that got no answer may still be carried out: never claim nothing was sent
+    text = commands.error_reply(ConnectionFailed("down")).text
+    assert "did not answer" in text and "nothing was sent" not in text
