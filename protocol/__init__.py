@@ -21,15 +21,16 @@ from ._messages import (
     SessionState,
 )
 from ._paths import (
+    CONTROL_SOCKET,
     RUNTIME_DIR_ENV,
     control_endpoint,
     default_runtime_dir,
     instance_id,
-    keeper_endpoint,
 )
 from ._validation import Request, request_id_of, validate_request
 
 __all__ = [
+    "CONTROL_SOCKET",
     "HARD_MAX_FRAME_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_TEXT_CHARS",
@@ -57,7 +58,6 @@ __all__ = [
     "default_runtime_dir",
     "encode",
     "instance_id",
-    "keeper_endpoint",
     "request_id_of",
     "validate_request",
 ]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 RUNTIME_DIR_ENV = "SUPERVISORD_CLAUDE_RUNTIME_DIR"
 CONTROL_SOCKET = "control.sock"
-KEEPER_SOCKET = "keepers.sock"
 
 
 def default_runtime_dir() -> Path:
@@ -26,10 +25,6 @@ def default_runtime_dir() -> Path:
 
 def control_endpoint(runtime_dir: Path | str) -> str:
     return f"ipc://{Path(runtime_dir) / CONTROL_SOCKET}"
-
-
-def keeper_endpoint(runtime_dir: Path | str) -> str:
-    return f"ipc://{Path(runtime_dir) / KEEPER_SOCKET}"
 
 
 def instance_id(runtime_dir: Path | str) -> str:

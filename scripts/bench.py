@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protocol import Client  # noqa: E402
-from supervisord_claude import _forkserver  # noqa: E402
+from supervisord_claude import _forkserver, _wire  # noqa: E402
 
 STUB = """#!{python}
 import json, sys, time
@@ -153,10 +153,10 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
     router.bind(f"ipc://{run / 'keepers.sock'}")
     times, keepers, idents = [], [], []
     for i in range(count):
-        spec = {"session": f"b{i}", "instance": "bench", "runtime_dir": str(run), "claude_bin": str(worker),
-                "cwd": str(base), "session_id": f"id{i}", "started": False, "idle_timeout": 600.0, "messages": []}
+        spec = _wire.KeeperSpec(session=f"b{i}", instance="bench", runtime_dir=str(run), claude_bin=str(worker),
+                                cwd=str(base), session_id=f"id{i}", started=False, idle_timeout=600.0)
         t0 = time.perf_counter()
-        fs.send(msgpack.packb({"op": "spawn", "token": i, "spec": spec}))
+        fs.send(_wire.encode(_wire.Spawn(i, spec)))
         while True:
             ident, data = router.recv_multipart()
             msg = msgpack.unpackb(data)
@@ -169,7 +169,7 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
     pss_idle = [pss_kib(p) for p in keepers]
     # then one busy turn each (2000 events through the keeper): the steady state
     for ident in idents:
-        router.send_multipart([ident, msgpack.packb({"t": "send", "id": 1, "text": "go", "attachments": []})])
+        router.send_multipart([ident, _wire.encode(_wire.Deliver(_wire.QueuedMessage(1, "go")))])
     done = 0
     while done < count:
         _ident, data = router.recv_multipart()

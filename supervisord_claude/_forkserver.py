@@ -6,12 +6,9 @@ start-up, before any ZeroMQ context or thread exists. The server imports the kee
 code, calls ``gc.freeze()`` so forked keepers share those pages, and then forks a keeper
 per request. It reports every keeper's pid and exit status back over a socketpair.
 
-Messages are msgpack maps over a SOCK_SEQPACKET socketpair (one datagram each):
-  supervisor -> server  {"op": "spawn", "token": n, "spec": {...}}
-  server -> supervisor  {"op": "spawned", "token": n, "pid": p}
-                        {"op": "spawn_failed", "token": n, "error": "..."}
-                        {"op": "exited", "pid": p, "status": code}
-The server exits when the supervisor's death pipe reaches EOF or the socket closes.
+Messages (``_wire``: Spawn one way; Spawned, SpawnFailed, Exited the other) travel one
+datagram each over a SOCK_SEQPACKET socketpair. The server exits when the supervisor's
+death pipe reaches EOF or the socket closes.
 """
 
 from __future__ import annotations
@@ -23,14 +20,40 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any
 
-import msgpack
 import setproctitle
 
-from . import _keeper  # imported here so that forked keepers share its pages
+from . import (
+    _keeper,  # imported here so that forked keepers share its pages
+    _wire,
+)
 
 MAX_SPEC_BYTES = 1 << 20
+
+
+class Link:
+    """The supervisor's end of the socketpair (non-blocking)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def spawn(self, token: int, spec: _wire.KeeperSpec) -> None:
+        self.sock.send(_wire.encode(_wire.Spawn(token, spec)))
+
+    def reports(self) -> list[_wire.Message] | None:
+        """Every report waiting now; None once the server is gone."""
+        out: list[_wire.Message] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return out
+            if not data:
+                return out or None  # the next call sees the end again
+            out.append(_wire.decode(data))
 
 
 def start(
@@ -83,9 +106,9 @@ def _serve(title: str, sock: socket.socket, death_fd: int, freeze: bool) -> None
         # never write to (and so never copy) those pages
         gc.freeze()
 
-    def send(msg: dict[str, Any]) -> None:
+    def send(msg: _wire.Message) -> None:
         try:
-            sock.send(msgpack.packb(msg))
+            sock.send(_wire.encode(msg))
         except OSError:
             pass
 
@@ -97,7 +120,7 @@ def _serve(title: str, sock: socket.socket, death_fd: int, freeze: bool) -> None
                 return
             if pid == 0:
                 return
-            send({"op": "exited", "pid": pid, "status": _exit_status(status)})
+            send(_wire.Exited(pid, _exit_status(status)))
 
     while True:
         try:
@@ -116,11 +139,17 @@ def _serve(title: str, sock: socket.socket, death_fd: int, freeze: bool) -> None
             data = sock.recv(MAX_SPEC_BYTES)
             if not data:
                 return
-            request = msgpack.unpackb(data)
+            try:
+                request = _wire.decode(data)
+            except _wire.WireError as exc:
+                sys.stderr.write(f"fork server: bad request dropped: {exc}\n")
+                continue
+            if not isinstance(request, _wire.Spawn):
+                continue
             try:
                 pid = os.fork()
             except OSError as exc:  # EAGAIN/ENOMEM: tell the supervisor, keep serving
-                send({"op": "spawn_failed", "token": request["token"], "error": str(exc)})
+                send(_wire.SpawnFailed(request.token, str(exc)))
                 continue
             if pid == 0:
                 code = 1
@@ -131,10 +160,10 @@ def _serve(title: str, sock: socket.socket, death_fd: int, freeze: bool) -> None
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
-                    code = _keeper.main(request["spec"], death_fd)
+                    code = _keeper.main(request.spec, death_fd)
                 except BaseException:
                     traceback.print_exc()
                 finally:
                     sys.stderr.flush()
                     os._exit(code)
-            send({"op": "spawned", "token": request["token"], "pid": pid})
+            send(_wire.Spawned(request.token, pid))

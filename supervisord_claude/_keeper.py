@@ -3,13 +3,11 @@
 Forked by the fork server. It connects a DEALER socket to the supervisor's keeper socket,
 starts ``claude -p`` in stream-json mode in its own process group, writes one queued user
 message at a time to Claude's stdin, turns Claude's stdout into events for the supervisor,
-and suspends (stops Claude and exits) when the idle timer expires.
+and suspends (stops Claude and exits) when the idle timer expires. The messages it
+exchanges with the supervisor are typed in ``_wire``.
 
-Wire format to the supervisor (msgpack maps, field ``t`` says what it is):
-  keeper -> supervisor  hello{pid} | claude{pid} | started{} | event{kind, body}
-                        | rejected{ids} | bye{state, reason}
-  supervisor -> keeper  send{id, text, attachments} | interrupt{} | suspend{reason}
-                        | stop{reason} | timeout{seconds} | model{model}
+Its lifecycle is ``state`` alone, changed only by ``change_state``, which checks the edge
+against ``EDGES`` (as supervisord's ``Subprocess.change_state`` does).
 """
 
 from __future__ import annotations
@@ -22,19 +20,20 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import setproctitle
 import zmq
 import zmq.asyncio
 
-from protocol import EventKind, Reason, SessionState, keeper_endpoint
+from protocol import EventKind, Reason, SessionState
 
-from . import _claude
+from . import _claude, _wire
 from ._clock import Clock, IdleTimer, LoopClock
+from ._os import System
 from ._sockets import send_now
+from ._wire import QueuedMessage
 
 log = logging.getLogger("supervisord_claude.keeper")
 
@@ -43,47 +42,68 @@ STOP_GRACE = 5.0
 STDOUT_LIMIT = 64 * 1024 * 1024
 STDERR_TAIL = 20
 
+S = SessionState
+#: the legal transitions of a keeper's session; a keeper is forked for a suspended (or
+#: failed) session and ends suspended or failed
+EDGES: dict[SessionState, frozenset[SessionState]] = {
+    S.SUSPENDED: frozenset({S.STARTING, S.RESUMING, S.SUSPENDING}),
+    S.STARTING: frozenset({S.IDLE, S.BUSY, S.RESUMING, S.SUSPENDING, S.FAILED}),
+    S.RESUMING: frozenset({S.IDLE, S.BUSY, S.SUSPENDING, S.FAILED}),
+    # a model change restarts Claude: starting again (never-started) or resuming
+    S.IDLE: frozenset({S.BUSY, S.STARTING, S.RESUMING, S.SUSPENDING, S.FAILED}),
+    S.BUSY: frozenset({S.IDLE, S.STARTING, S.RESUMING, S.SUSPENDING, S.FAILED}),
+    S.SUSPENDING: frozenset({S.SUSPENDED, S.FAILED}),
+    S.FAILED: frozenset(),
+}
+#: states in which the keeper is on its way out and takes no new work (SUSPENDED is
+#: also where it begins, so ``ending`` also looks at ``done``)
+ENDING = frozenset({S.SUSPENDING, S.FAILED})
+
+
+class IllegalTransition(RuntimeError):
+    """A transition that ``EDGES`` does not allow: a bug, never input."""
+
 
 def keeper_title(instance: str, session: str) -> str:
     return f"supervisord-claude[{instance}]: keeper {session}"
 
 
 @dataclass
-class QueuedMessage:
-    id: int
-    text: str
-    attachments: list[str]
+class ClaudeRun:
+    """One Claude process and what the keeper learned from it."""
+
+    proc: asyncio.subprocess.Process
+    init_seen: bool = False  # Claude confirmed the conversation (its init line)
+    resume_failure: str | None = None
+    overflow: bool = False  # a stdout line over STDOUT_LIMIT was dropped
+    stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=STDERR_TAIL))
 
 
 class Keeper:
-    def __init__(self, spec: dict[str, Any], death_fd: int | None, clock: Clock | None = None):
+    def __init__(self, spec: _wire.KeeperSpec, death_fd: int | None, clock: Clock | None = None,
+                 system: System | None = None) -> None:
         self.spec = spec
-        self.session: str = spec["session"]
+        self.session = spec.session
         self.death_fd = death_fd
         self.clock = clock or LoopClock()
-        self.state = SessionState.STARTING
-        self.started: bool = bool(spec.get("started"))
-        self.model: str | None = spec.get("model")
-        self.queue: collections.deque[QueuedMessage] = collections.deque()
+        self.system = system or System()
+        self.state = SessionState.SUSPENDED  # until Claude is started
+        self.started = spec.started
+        self.model = spec.model
+        self.queue: collections.deque[QueuedMessage] = collections.deque(spec.messages)
         self.current: QueuedMessage | None = None
-        self.proc: asyncio.subprocess.Process | None = None
-        self.init_seen = False
-        self.resume_failure: str | None = None
+        self.claude: ClaudeRun | None = None
         self.pending_model: str | None = None
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         # Claude's total_cost_usd is cumulative for the conversation, across --resume: the
         # last total seen is the baseline for the next result's cost delta
-        self.last_cost = float(spec.get("cost_baseline") or 0.0)
-        self._fresh_retried = False
+        self.last_cost = spec.cost_baseline
         self.permissions: dict[str, Any] = {}  # pending can_use_tool requests: id -> input
-        self.stopping = False
         self.done = asyncio.Event()
         self.exit_code = 0
-        self.timer = IdleTimer(self.clock, float(spec["idle_timeout"]), self._idle_expired)
+        self.timer = IdleTimer(self.clock, spec.idle_timeout, self._idle_expired)
+        self._fresh_retried = False
         self._ctrl_ids = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        for m in spec.get("messages") or ():
-            self.queue.append(QueuedMessage(int(m["id"]), str(m["text"]), list(m["attachments"])))
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
 
@@ -95,24 +115,31 @@ class Keeper:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _send(self, t: str, **fields: Any) -> None:
+    def send(self, msg: _wire.Message) -> None:
         if self._sock is None:
             return
         try:
-            send_now(self._sock, [msgpack.packb({"t": t, **fields}, use_bin_type=True)])
+            send_now(self._sock, [_wire.encode(msg)])
         except zmq.ZMQError as exc:
             log.warning("keeper %s: cannot reach the supervisor: %s", self.session, exc)
 
     def emit(self, kind: EventKind, **body: Any) -> None:
-        self._send("event", kind=kind.value, body=body)
+        self.send(_wire.KeeperEvent(kind.value, body))
 
     def _turn(self) -> dict[str, Any]:
         """``message_id`` of the message Claude is answering, for events of its turn."""
         return {"message_id": self.current.id} if self.current is not None else {}
 
-    def set_state(self, state: SessionState, reason: Reason, **extra: Any) -> None:
-        self.state = state
-        self.emit(EventKind.STATE, state=state.value, reason=reason.value, **extra)
+    @property
+    def ending(self) -> bool:
+        return self.state in ENDING or self.done.is_set()
+
+    def change_state(self, new: SessionState, reason: Reason, **extra: Any) -> None:
+        """The only writer of ``state``: check the edge, then tell the supervisor."""
+        if new not in EDGES[self.state]:
+            raise IllegalTransition(f"keeper {self.session}: {self.state} -> {new} ({reason})")
+        self.state = new
+        self.emit(EventKind.STATE, state=new.value, reason=reason.value, **extra)
 
     # lifecycle ------------------------------------------------------------------------
 
@@ -129,11 +156,10 @@ class Keeper:
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, f"{self.session}:{os.getpid()}".encode())
-        self._sock.connect(keeper_endpoint(self.spec["runtime_dir"]))
-        self._send("hello", pid=os.getpid())
+        self._sock.connect(_wire.keeper_endpoint(self.spec.runtime_dir))
+        self.send(_wire.Hello(os.getpid()))
         self._spawn_task(self._command_loop())
-        await self._start_claude(Reason.MESSAGE if self.spec.get("resume") else Reason.REQUESTED,
-                                 idle_for=self.spec.get("idle_for"))
+        await self._start_claude(Reason.MESSAGE if self.started else Reason.REQUESTED, idle_for=self.spec.idle_for)
         await self.done.wait()
         for task in list(self._tasks):
             task.cancel()
@@ -143,30 +169,28 @@ class Keeper:
 
     async def _start_claude(self, reason: Reason, idle_for: float | None = None) -> None:
         resume = self.started
-        spec = _claude.LaunchSpec(
-            claude_bin=self.spec["claude_bin"],
-            cwd=self.spec["cwd"],
-            session_id=self.spec["session_id"],
+        launch = _claude.LaunchSpec(
+            claude_bin=self.spec.claude_bin,
+            cwd=self.spec.cwd,
+            session_id=self.spec.session_id,
             resume=resume,
             model=self.model,
-            system_prompt=self.spec.get("system_prompt"),
-            permission_prompts=bool(self.spec.get("permission_prompts")),
-            extra_args=tuple(self.spec.get("extra_args") or ()),
+            system_prompt=self.spec.system_prompt,
+            permission_prompts=self.spec.permission_prompts,
+            extra_args=self.spec.extra_args,
         )
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
             extra["idle_for"] = idle_for
-        if self.queue:  # the message that caused this start, so a front end can answer its sender
-            extra["message_id"] = self.queue[0].id
-        self.set_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
-        self.init_seen = False
-        self.resume_failure = None
-        self.stderr_tail.clear()
-        env = _claude.build_env(os.environ, self.spec["instance"], self.session)
+        first = self.current or (self.queue[0] if self.queue else None)
+        if first is not None:  # the message that caused this start, so a front end can answer its sender
+            extra["message_id"] = first.id
+        self.change_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
+        env = _claude.build_env(os.environ, self.spec.instance, self.session)
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *_claude.build_argv(spec),
-                cwd=spec.cwd,
+            proc = await asyncio.create_subprocess_exec(
+                *_claude.build_argv(launch),
+                cwd=launch.cwd,
                 env=env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -175,27 +199,32 @@ class Keeper:
                 limit=STDOUT_LIMIT,
             )
         except OSError as exc:
-            self.proc = None
+            if self.ending:
+                return
+            self.claude = None
             self.emit(EventKind.ERROR, message=f"Could not start Claude: {exc}")
             self._fail_all(f"Could not start Claude: {exc}")
-            await self._finish(SessionState.FAILED,
-                               Reason.RESUME_FAILED if resume else Reason.CRASHED, code=1)
+            self._finish(SessionState.FAILED, Reason.RESUME_FAILED if resume else Reason.CRASHED, code=1)
             return
-        self._send("claude", pid=self.proc.pid)
-        proc = self.proc
-        stderr = self._spawn_task(self._read_stderr(proc))
-        self._spawn_task(self._read_stdout(proc, stderr))
+        if self.ending:  # stopped while Claude was being started
+            self.system.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return
+        run = self.claude = ClaudeRun(proc)
+        self.send(_wire.ClaudeStarted(proc.pid))
+        stderr = self._spawn_task(self._read_stderr(run))
+        self._spawn_task(self._read_stdout(run, stderr))
         if self.current is not None:
             # carried over from a Claude that exited before it read it (see _on_claude_exit)
             self._write(self._line_of(self.current))
-            self.set_state(SessionState.BUSY, Reason.MESSAGE)
+            self.change_state(SessionState.BUSY, Reason.MESSAGE)
         self._pump()
         if self.current is None and not self.queue:
             self._become_idle(reason)
 
     def _become_idle(self, reason: Reason) -> None:
-        if self.state != SessionState.IDLE:
-            self.set_state(SessionState.IDLE, reason)
+        if self.state is not SessionState.IDLE:
+            self.change_state(SessionState.IDLE, reason)
         self.timer.start()
 
     def _on_sigterm(self) -> None:
@@ -210,74 +239,73 @@ class Keeper:
         if not data:
             asyncio.get_running_loop().remove_reader(self.death_fd)
             log.warning("keeper %s: supervisor died; stopping Claude", self.session)
-            self._sock_close_quietly()
+            if self._sock is not None:
+                self._sock.setsockopt(zmq.LINGER, 0)
             self._spawn_task(self.stop(Reason.SHUTDOWN))
-
-    def _sock_close_quietly(self) -> None:
-        if self._sock is not None:
-            self._sock.setsockopt(zmq.LINGER, 0)
 
     async def _command_loop(self) -> None:
         assert self._sock is not None
         while True:
             data = await self._sock.recv()
             try:
-                cmd = msgpack.unpackb(data, raw=False)
-                self._handle_command(cmd)
+                self.handle(_wire.decode(data))
             except Exception:
                 log.exception("keeper %s: bad command from supervisor", self.session)
 
-    def _handle_command(self, cmd: dict[str, Any]) -> None:
-        t = cmd.get("t")
-        if t == "send":
-            msg = QueuedMessage(int(cmd["id"]), str(cmd["text"]), list(cmd.get("attachments") or []))
-            if self.stopping or self.state in (SessionState.SUSPENDING, SessionState.SUSPENDED):
+    def handle(self, cmd: _wire.Message) -> None:
+        """Carry out one command of the supervisor."""
+        if isinstance(cmd, _wire.Deliver):
+            if self.ending:
                 # lost the race with suspension: the supervisor re-delivers it after resume
-                self._send("rejected", ids=[msg.id])
+                self.send(_wire.Rejected((cmd.message.id,)))
                 return
             self.timer.cancel()
-            self.queue.append(msg)
+            self.queue.append(cmd.message)
             self._pump()
-        elif t == "interrupt":
-            if self.current is not None and self.proc is not None and self.proc.stdin is not None:
+        elif isinstance(cmd, _wire.Interrupt):
+            if self.current is not None and self.claude is not None:
                 self._ctrl_ids += 1
                 self._write(_claude.control_line(f"interrupt-{self._ctrl_ids}", "interrupt"))
-        elif t == "suspend":
-            reason = Reason(cmd.get("reason", Reason.REQUESTED.value))
+        elif isinstance(cmd, _wire.Suspend):
             if self.current is None and not self.queue:
-                self._spawn_task(self.suspend(reason))
-        elif t == "stop":
-            self._spawn_task(self.stop(Reason(cmd.get("reason", Reason.SHUTDOWN.value))))
-        elif t == "permit":
-            request_id = str(cmd["request_id"])
-            if request_id in self.permissions:
-                tool_input = self.permissions.pop(request_id)
-                allow = bool(cmd["allow"])
-                self._write(_claude.permission_line(request_id, allow, tool_input, cmd.get("message")))
-                self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=allow,
-                          message=cmd.get("message"), **self._turn())
-        elif t == "timeout":
-            self.timer.set_timeout(float(cmd["seconds"]))
-        elif t == "model":
-            self.pending_model = str(cmd["model"])
+                self._spawn_task(self.suspend(Reason(cmd.reason)))
+        elif isinstance(cmd, _wire.Stop):
+            self._spawn_task(self.stop(Reason(cmd.reason)))
+        elif isinstance(cmd, _wire.Permit):
+            if cmd.request_id in self.permissions:
+                tool_input = self.permissions.pop(cmd.request_id)
+                self._write(_claude.permission_line(cmd.request_id, cmd.allow, tool_input, cmd.message))
+                self.emit(EventKind.PERMISSION_RESOLVED, request_id=cmd.request_id, allow=cmd.allow,
+                          message=cmd.message, **self._turn())
+        elif isinstance(cmd, _wire.SetTimeout):
+            self.timer.set_timeout(cmd.seconds)
+        elif isinstance(cmd, _wire.SetModel):
+            self.pending_model = cmd.model
             if self.current is None:
                 self._spawn_task(self._apply_model())
+        else:
+            log.warning("keeper %s: unexpected %s from the supervisor", self.session, type(cmd).__name__)
 
     # messages and turns ---------------------------------------------------------------
 
     def _write(self, line: bytes) -> bool:
-        proc = self.proc
-        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+        run = self.claude
+        stdin = run.proc.stdin if run is not None else None
+        if stdin is None or stdin.is_closing():
             return False
         try:
-            proc.stdin.write(line)
+            stdin.write(line)
         except (BrokenPipeError, ConnectionResetError):
             return False
         return True
 
+    @staticmethod
+    def _line_of(msg: QueuedMessage) -> bytes:
+        return _claude.user_line(msg.text, msg.attachments)
+
     def _pump(self) -> None:
         """Hand the next queued message to Claude if none is in flight."""
-        if self.current is not None or not self.queue or self.stopping or self.proc is None:
+        if self.current is not None or not self.queue or self.ending or self.claude is None:
             return
         if self.pending_model is not None:
             return
@@ -294,50 +322,56 @@ class Keeper:
         self.current = msg
         # reported before the write: a keeper killed in between leaves the message marked
         # as handed over, so it is reported failed rather than delivered twice
-        self.emit(EventKind.USER, message_id=msg.id, text=msg.text, attachments=msg.attachments)
-        if self.state != SessionState.BUSY:
-            self.set_state(SessionState.BUSY, Reason.MESSAGE)
+        self.emit(EventKind.USER, message_id=msg.id, text=msg.text, attachments=list(msg.attachments))
+        if self.state is not SessionState.BUSY:
+            self.change_state(SessionState.BUSY, Reason.MESSAGE)
         self._write(line)
 
-    @staticmethod
-    def _line_of(msg: QueuedMessage) -> bytes:
-        return _claude.user_line(msg.text, msg.attachments)
-
-    async def _read_stdout(self, proc: asyncio.subprocess.Process, stderr: asyncio.Task[Any]) -> None:
+    async def _read_stdout(self, run: ClaudeRun, stderr: asyncio.Task[Any]) -> None:
+        proc = run.proc
         assert proc.stdout is not None
         while True:
             try:
                 line = await proc.stdout.readline()
             except (ValueError, asyncio.LimitOverrunError):
-                self.stderr_tail.append("stdout line over the size limit")
+                # the line is lost, and it may have been the turn's result: the turn could
+                # never end, so say so and stop this Claude (the next message resumes it)
+                if not run.overflow:
+                    run.overflow = True
+                    log.error("keeper %s: Claude wrote a line over %d bytes; stopping it", self.session, STDOUT_LIMIT)
+                    self.system.killpg(proc.pid, signal.SIGKILL)
                 continue
             if not line:
                 break
-            self._on_line(line)
+            if not run.overflow:
+                self._on_line(run, line)
         code = await proc.wait()
         # what Claude said on stderr before it exited decides how its exit is reported
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(stderr), 2.0)
-        if proc is self.proc:
-            await self._on_claude_exit(code)
+        if run is self.claude:
+            await self._on_claude_exit(run, code)
 
-    async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
+    async def _read_stderr(self, run: ClaudeRun) -> None:
+        assert run.proc.stderr is not None
         while True:
-            line = await proc.stderr.readline()
+            try:
+                line = await run.proc.stderr.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue
             if not line:
                 return
             text = line.decode(errors="replace").rstrip()
             if text:
-                self.stderr_tail.append(text[:500])
+                run.stderr_tail.append(text[:500])
 
-    def _on_line(self, line: bytes) -> None:
+    def _on_line(self, run: ClaudeRun, line: bytes) -> None:
         parsed = _claude.parse_line(line)
         if parsed.init_session_id is not None:
-            self.init_seen = True
+            run.init_seen = True
             if not self.started:
                 self.started = True
-                self._send("started", session_id=parsed.init_session_id)
+                self.send(_wire.ConversationStarted(parsed.init_session_id))
         for kind, body in parsed.events:
             self.emit(kind, **body, **self._turn())
         if parsed.permission is not None:
@@ -346,12 +380,12 @@ class Keeper:
             self.timer.cancel()
             self.emit(EventKind.PERMISSION_REQUEST, **parsed.permission, **self._turn())
         if parsed.result is not None:
-            self._on_result(parsed.result)
+            self._on_result(run, parsed.result)
 
-    def _on_result(self, result: dict[str, Any]) -> None:
-        if self.started and not self.init_seen:
+    def _on_result(self, run: ClaudeRun, result: dict[str, Any]) -> None:
+        if self.started and not run.init_seen:
             # e.g. "No conversation found": the process exits next; report it then
-            self.resume_failure = "; ".join(result.get("errors") or []) or result.get("text") or "resume failed"
+            run.resume_failure = "; ".join(result.get("errors") or []) or result.get("text") or "resume failed"
             return
         cost = result.get("cost_usd")
         delta = 0.0
@@ -372,43 +406,50 @@ class Keeper:
             self._become_idle(Reason.TURN)
 
     async def _apply_model(self) -> None:
-        if self.pending_model is None or self.stopping:
+        if self.pending_model is None or self.ending:
             return
         self.model = self.pending_model
         self.pending_model = None
         self.timer.cancel()
         await self._stop_claude()
-        await self._start_claude(Reason.MODEL_CHANGE)
+        if not self.ending:  # a stop may have come meanwhile
+            await self._start_claude(Reason.MODEL_CHANGE)
 
-    async def _on_claude_exit(self, code: int) -> None:
-        if self.stopping:
+    async def _on_claude_exit(self, run: ClaudeRun, code: int) -> None:
+        if self.ending:
             return
-        self.proc = None
+        self.claude = None
         self.timer.cancel()
-        tail = " | ".join(self.stderr_tail)
-        if not self.started and not self.init_seen and not self._fresh_retried and "already in use" in tail:
+        tail = " | ".join(run.stderr_tail)
+        if not self.started and not run.init_seen and not self._fresh_retried and "already in use" in tail:
             # an earlier Claude saved this conversation (it had the first message) but died
             # before its init line reached a keeper: it exists, so resume it
             log.info("keeper %s: conversation exists already; resuming it", self.session)
             self._fresh_retried = True
             self.started = True
-            self._send("started", session_id=self.spec["session_id"])
+            self.send(_wire.ConversationStarted(self.spec.session_id))
             await self._start_claude(Reason.MESSAGE)
             return
-        if self.started and not self.init_seen:
+        if run.overflow:
+            text = f"Claude wrote an output line over the {STDOUT_LIMIT // (1024 * 1024)} MiB limit; it was stopped"
+            self._emit_error(text, code)
+            self._fail_all(text)
+            self._finish(SessionState.FAILED, Reason.CRASHED, code=1)
+            return
+        if self.started and not run.init_seen:
             # Claude prints the reason both in its result and on stderr; say it once
-            parts = [self.resume_failure] if self.resume_failure else []
-            parts += [line for line in self.stderr_tail if line not in (self.resume_failure or "")]
+            parts = [run.resume_failure] if run.resume_failure else []
+            parts += [line for line in run.stderr_tail if line not in (run.resume_failure or "")]
             reason_text = "; ".join(parts) or f"exit code {code}"
             text = f"Resume failed: {reason_text}"
             self._emit_error(text, code)
             self._fail_all(text)
-            await self._finish(SessionState.FAILED, Reason.RESUME_FAILED, code=1)
+            self._finish(SessionState.FAILED, Reason.RESUME_FAILED, code=1)
             return
         text = f"Claude exited unexpectedly (exit code {code})" + (f": {tail}" if tail else "")
         self._emit_error(text, code)
         self._fail_all(text)
-        await self._finish(SessionState.FAILED, Reason.CRASHED, code=1)
+        self._finish(SessionState.FAILED, Reason.CRASHED, code=1)
 
     def _emit_error(self, text: str, code: int) -> None:
         first = self.current or (self.queue[0] if self.queue else None)
@@ -424,30 +465,28 @@ class Keeper:
     # stopping -------------------------------------------------------------------------
 
     def _idle_expired(self) -> None:
-        if self.current is not None or self.queue or self.permissions or self.stopping:
+        if self.current is not None or self.queue or self.permissions or self.ending:
             self.timer.start()  # busy or asking: try again later, never suspend mid-turn
             return
         self._spawn_task(self.suspend(Reason.IDLE_TIMEOUT))
 
     async def suspend(self, reason: Reason) -> None:
-        if self.stopping:
+        if self.ending:
             return
-        self.stopping = True
         self.timer.cancel()
-        self.set_state(SessionState.SUSPENDING, reason)
+        self.change_state(SessionState.SUSPENDING, reason)
         await self._stop_claude()
-        await self._finish(SessionState.SUSPENDED, reason)
+        self._finish(SessionState.SUSPENDED, reason)
 
     async def stop(self, reason: Reason) -> None:
         """Stop for shutdown or archive: queued messages go back to the supervisor."""
-        if self.stopping:
+        if self.ending:
             return
-        self.stopping = True
         self.timer.cancel()
         if self.queue:
-            self._send("rejected", ids=[m.id for m in self.queue])
+            self.send(_wire.Rejected(tuple(m.id for m in self.queue)))
             self.queue.clear()
-        self.set_state(SessionState.SUSPENDING, reason)
+        self.change_state(SessionState.SUSPENDING, reason)
         await self._stop_claude()
         if self.current is not None:
             why = "supervisor shutdown" if reason is Reason.SHUTDOWN else "session archived"
@@ -457,42 +496,37 @@ class Keeper:
                 reason=f"Claude was stopped before it finished answering ({why})",
             )
             self.current = None
-        await self._finish(SessionState.SUSPENDED, reason)
+        self._finish(SessionState.SUSPENDED, reason)
 
     async def _stop_claude(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
+        run, self.claude = self.claude, None
+        if run is None:
             return
+        proc = run.proc
         if proc.returncode is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self.system.killpg(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE)
             except TimeoutError:
                 log.warning("keeper %s: Claude ignored SIGTERM for %.0fs; SIGKILL", self.session, STOP_GRACE)
-        try:  # whatever Claude left in its group (tool subprocesses) goes too
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # whatever Claude left in its group (tool subprocesses) goes too
+        self.system.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
 
-    async def _finish(self, state: SessionState, reason: Reason, code: int = 0) -> None:
-        self.state = state
-        self.emit(EventKind.STATE, state=state.value, reason=reason.value)
-        self._send("bye", state=state.value, reason=reason.value)
+    def _finish(self, state: SessionState, reason: Reason, code: int = 0) -> None:
+        self.change_state(state, reason)
+        self.send(_wire.Bye(state.value, reason.value))
         self.exit_code = code
         self.done.set()
 
 
-def main(spec: dict[str, Any], death_fd: int | None) -> int:
+def main(spec: _wire.KeeperSpec, death_fd: int | None) -> int:
     """Entry point in the forked child."""
-    setproctitle.setproctitle(keeper_title(spec["instance"], spec["session"]))
+    setproctitle.setproctitle(keeper_title(spec.instance, spec.session))
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format=f"%(asctime)s keeper[{spec['session']}] %(levelname)s %(message)s",
+        format=f"%(asctime)s keeper[{spec.session}] %(levelname)s %(message)s",
         force=True,
     )
     if death_fd is not None:

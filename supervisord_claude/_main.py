@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = _config.parse(argv)
-        from ._supervisor import run
+        from ._startup import run
 
         return run(config)
     except (ConfigError, StartupRefused, StoreError) as exc:

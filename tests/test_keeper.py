@@ -311,37 +311,41 @@ def test_many_messages_racing_the_idle_timer_are_each_answered_exactly_once(make
 def _unit_keeper(timeout: float = 10.0):
     from supervisord_claude._clock import FakeClock
     from supervisord_claude._keeper import Keeper
+    from supervisord_claude._wire import KeeperSpec
 
     clock = FakeClock()
-    keeper = Keeper(
-        {"session": "unit", "idle_timeout": timeout, "claude_bin": "claude", "cwd": "/",
-         "session_id": "x", "instance": "i", "runtime_dir": "/nonexistent"},
-        death_fd=None, clock=clock,
-    )
-    sent: list[tuple[str, dict]] = []
-    keeper._send = lambda t, **fields: sent.append((t, fields))  # type: ignore[method-assign]
+    spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
+                      session_id="x", started=False, idle_timeout=timeout)
+    keeper = Keeper(spec, death_fd=None, clock=clock)
+    sent: list = []
+    keeper.send = sent.append  # type: ignore[method-assign]
     return keeper, clock, sent
 
 
 def test_keeper_rejects_a_message_that_arrives_after_it_decided_to_suspend() -> None:
-    from protocol import SessionState
+    from protocol import Reason, SessionState
+    from supervisord_claude._wire import Deliver, QueuedMessage, Rejected
 
     keeper, _, sent = _unit_keeper()
-    keeper.state = SessionState.SUSPENDING
-    keeper.stopping = True
-    keeper._handle_command({"t": "send", "id": 41, "text": "late", "attachments": []})
-    assert sent == [("rejected", {"ids": [41]})]
+    keeper.change_state(SessionState.STARTING, Reason.REQUESTED)
+    keeper.change_state(SessionState.IDLE, Reason.REQUESTED)
+    keeper.change_state(SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
+    sent.clear()
+    keeper.handle(Deliver(QueuedMessage(41, "late")))
+    assert sent == [Rejected((41,))]
     assert not keeper.queue  # never written to the dying Claude
 
 
 def test_a_user_message_resets_the_idle_timer_and_a_busy_keeper_is_not_suspended() -> None:
+    from supervisord_claude._wire import Deliver, QueuedMessage
+
     keeper, clock, _ = _unit_keeper(timeout=10)
     suspended = []
     keeper.suspend = lambda reason: suspended.append(reason)  # type: ignore[method-assign]
     keeper._spawn_task = lambda coro: coro  # type: ignore[method-assign]
     keeper.timer.start()
     clock.advance(9)
-    keeper._handle_command({"t": "send", "id": 1, "text": "hi", "attachments": []})
+    keeper.handle(Deliver(QueuedMessage(1, "hi")))
     assert not keeper.timer.armed  # cancelled by the message
     clock.advance(100)
     assert suspended == []
@@ -351,6 +355,23 @@ def test_a_user_message_resets_the_idle_timer_and_a_busy_keeper_is_not_suspended
     keeper.queue.clear()
     clock.advance(10)
     assert len(suspended) == 1
+
+
+def test_every_keeper_transition_is_checked_against_the_table() -> None:
+    from protocol import Reason, SessionState
+    from supervisord_claude._keeper import EDGES, IllegalTransition
+    from supervisord_claude._wire import KeeperEvent
+
+    keeper, _, sent = _unit_keeper()
+    with pytest.raises(IllegalTransition):
+        keeper.change_state(SessionState.BUSY, Reason.MESSAGE)  # no Claude was started
+    assert sent == [] and keeper.state is SessionState.SUSPENDED
+    keeper.change_state(SessionState.RESUMING, Reason.MESSAGE)
+    keeper.change_state(SessionState.BUSY, Reason.MESSAGE)
+    with pytest.raises(IllegalTransition):
+        keeper.change_state(SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)  # only through suspending
+    assert [m.body["state"] for m in sent if isinstance(m, KeeperEvent)] == ["resuming", "busy"]
+    assert EDGES[SessionState.FAILED] == frozenset()  # a failed keeper only exits
 
 
 # --- permission prompts --------------------------------------------------------------------

@@ -7,8 +7,8 @@ import pytest
 
 from protocol import EventKind, SessionState
 from supervisord_claude._errors import StoreError
+from supervisord_claude._startup import recover_store
 from supervisord_claude._store import FAILED, QUEUED, WRITTEN, Store
-from supervisord_claude._supervisor import recover_store
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_recovery_suspends_sessions_and_fails_half_answered_messages(tmp_path) -
     waiting, _ = store.add_message("a", "not yet sent", [])
     store.close()
     store = Store(tmp_path / "db")  # a new supervisor
-    recover_store(store)
+    recover_store(store, now=1.0)
     assert store.get_session("a").state is SessionState.SUSPENDED
     assert store.get_message(answering).status == FAILED
     assert store.get_message(waiting).status == QUEUED  # still owed: delivered on start

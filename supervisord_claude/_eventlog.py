@@ -1,0 +1,135 @@
+"""The event log: every session event goes record → store → publish, in order, here.
+
+It owns the rules of what an event changes (session fields, the message's status, in the
+same transaction), the origin each turn's events carry, and the disk-full buffer: if the
+store fails, events wait in memory, in order with every later one, and are stored and
+published as soon as it works again.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from protocol import EventKind, SessionState
+
+from ._clock import Clock
+from ._errors import StoreError
+from ._store import DONE, FAILED, QUEUED, WRITTEN, Store
+
+log = logging.getLogger("supervisord_claude")
+
+#: a message's status after an event of its turn
+_STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}
+STORE_RETRY = 1.0
+_ORIGIN_CACHE = 10_000
+
+
+class EventLog:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        wall: Callable[[], float],
+        publish: Callable[[dict[str, Any]], None],
+        on_message_done: Callable[[str, int], None] = lambda session, message_id: None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.wall = wall
+        self.publish = publish
+        #: called when a message left the queue for good (written, answered or failed)
+        self.on_message_done = on_message_done
+        self._unstored: collections.deque[tuple[str, EventKind, dict[str, Any]]] = collections.deque()
+        self._origins: dict[int, str] = {}
+        self._retry_armed = False
+        self._failing = False
+
+    @property
+    def waiting(self) -> int:
+        """Events not stored yet (the store is failing)."""
+        return len(self._unstored)
+
+    def record(self, session: str, kind: EventKind, body: dict[str, Any]) -> None:
+        """Store an event (with the session and message changes it implies) and publish it."""
+        message_id = body.get("message_id")
+        if isinstance(message_id, int) and "origin" not in body:
+            origin = self._origin(message_id)
+            if origin is not None:
+                body = {**body, "origin": origin}
+        self._unstored.append((session, kind, body))
+        self.flush()
+
+    def fail_messages(self, session: str, ids: list[int], reason: str) -> None:
+        """Report each message that is still owed an answer as not delivered."""
+        for message_id in ids:
+            msg = self.store.get_message(message_id)
+            if msg is not None and msg.status in (QUEUED, WRITTEN):
+                self.record(session, EventKind.MESSAGE_FAILED, {"message_id": message_id, "reason": reason})
+
+    def flush(self) -> None:
+        while self._unstored:
+            session, kind, body = self._unstored[0]
+            message_id = body.get("message_id")
+            status = _STATUS_AFTER.get(kind) if isinstance(message_id, int) else None
+            try:
+                event = self.store.append_event(
+                    session,
+                    kind,
+                    body,
+                    self._session_updates(session, kind, body),
+                    message_status=(message_id, status) if isinstance(message_id, int) and status else None,
+                )
+            except StoreError as exc:
+                if not self._failing:
+                    self._failing = True
+                    log.error("cannot store events (%s); keeping them in memory and retrying", exc)
+                if not self._retry_armed:
+                    self._retry_armed = True
+                    self.clock.call_later(STORE_RETRY, self._retry)
+                return
+            self._unstored.popleft()
+            if self._failing and not self._unstored:
+                self._failing = False
+                log.info("the store works again; every waiting event is stored and published")
+            if isinstance(message_id, int) and status:
+                self.on_message_done(session, message_id)
+            self.publish(event)
+
+    def _retry(self) -> None:
+        self._retry_armed = False
+        self.flush()
+
+    def _session_updates(self, session: str, kind: EventKind, body: dict[str, Any]) -> dict[str, Any]:
+        updates: dict[str, Any] = {}
+        now = self.wall()
+        if kind is EventKind.STATE:
+            state = SessionState(body["state"])
+            updates["state"] = state
+            if state is SessionState.SUSPENDED or state is SessionState.FAILED:
+                updates["suspended_at"] = now
+        elif kind is EventKind.RESULT:
+            rec = self.store.get_session(session)
+            delta = body.get("cost_delta") or 0.0
+            updates["cost_usd"] = (rec.cost_usd if rec else 0.0) + float(delta)
+            if isinstance(body.get("cost_usd"), (int, float)):
+                updates["claude_cost"] = float(body["cost_usd"])
+            updates["last_active"] = now
+        elif kind is EventKind.USER:
+            updates["last_active"] = now
+        elif kind is EventKind.SETTINGS:
+            updates.update({k: body[k] for k in ("model", "idle_timeout") if k in body})
+        return updates
+
+    def _origin(self, message_id: int) -> str | None:
+        """Who sent a message (e.g. a Telegram chat), so every event of its turn says so."""
+        cached = self._origins.get(message_id)
+        if cached is None:
+            msg = self.store.get_message(message_id)
+            cached = (msg.origin if msg else None) or ""
+            if len(self._origins) > _ORIGIN_CACHE:
+                self._origins.clear()
+            self._origins[message_id] = cached
+        return cached or None

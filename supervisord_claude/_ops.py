@@ -1,0 +1,240 @@
+"""The op handlers: one small method per protocol op, over the store, the keeper pool,
+the subscription hub and the event log. Validation already happened (``protocol``);
+what cannot be carried out raises ``OpError`` with a code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    EventKind,
+    Op,
+    Reason,
+    Request,
+    SessionState,
+    control_endpoint,
+)
+
+from . import __version__, _wire
+from ._config import Config
+from ._errors import OpError
+from ._eventlog import EventLog
+from ._hub import SubscriptionHub
+from ._pool import KeeperPool
+from ._store import SessionRecord, Store
+
+#: read-only ops and acks (so no delivered event is re-sent after a restart)
+ALLOWED_WHILE_STOPPING = frozenset(
+    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.SHUTDOWN}
+)
+
+
+class Ops:
+    def __init__(self, config: Config, instance: str, store: Store, pool: KeeperPool, hub: SubscriptionHub,
+                 events: EventLog, wall: Callable[[], float], started_at: float,
+                 request_shutdown: Callable[[], None]) -> None:
+        self.config = config
+        self.instance = instance
+        self.store = store
+        self.pool = pool
+        self.hub = hub
+        self.events = events
+        self.wall = wall
+        self.started_at = started_at
+        self.request_shutdown = request_shutdown
+        self.stopping = False
+
+    def handle(self, ident: bytes, req: Request) -> dict[str, Any]:
+        if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
+            raise OpError(ErrorCode.SHUTTING_DOWN, "the supervisor is shutting down")
+        handler = getattr(self, f"op_{req.op.value}")
+        result: dict[str, Any] = handler(ident, **req.args)
+        return result
+
+    def after_reply(self, ident: bytes, req: Request, result: dict[str, Any]) -> None:
+        if req.op is Op.SUBSCRIBE:  # the events follow the reply that names the subscription
+            self.hub.pump(self.hub.subs[result["sub"]])
+
+    def _session(self, name: str, allow_archived: bool = False) -> SessionRecord:
+        rec = self.store.get_session(name)
+        if rec is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"no session named '{name}'")
+        if rec.state is SessionState.ARCHIVED and not allow_archived:
+            raise OpError(ErrorCode.ARCHIVED, f"session '{name}' is archived")
+        return rec
+
+    # ops --------------------------------------------------------------------------------
+
+    def op_hello(self, ident: bytes, client: str | None = None) -> dict[str, Any]:
+        return {"server": "supervisord-claude", "version": __version__, "protocol": PROTOCOL_VERSION,
+                "instance": self.instance}
+
+    def op_status(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        if session is not None:
+            rec = self._session(session, allow_archived=True)
+            handle = self.pool.handle_of(session)
+            out: dict[str, Any] = rec.public(self.config.idle_timeout)
+            out["keeper_pid"] = handle.pid if handle else None
+            out["claude_pid"] = handle.claude_pid if handle else None
+            out["queued"] = self.pool.queued(session)
+            return out
+        sessions = self.store.list_sessions(True)
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "instance": self.instance,
+            "uptime": self.wall() - self.started_at,
+            "runtime_dir": str(self.config.runtime_dir),
+            "state_dir": str(self.config.state_dir),
+            "claude_bin": self.config.claude_bin,
+            "default_idle_timeout": self.config.idle_timeout,
+            "sessions": len([s for s in sessions if s.state is not SessionState.ARCHIVED]),
+            "live": self.pool.running,
+            "subscriptions": len(self.hub),
+            "last_event_id": self.store.last_event_id(),
+            "consumers": self.store.cursors(),
+            "personas": sorted(self.config.personas),
+        }
+
+    def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
+        recs = self.store.list_sessions(include_archived=all)
+        return {"sessions": [r.public(self.config.idle_timeout) for r in recs]}
+
+    def op_create(self, ident: bytes, session: str, model: str | None = None, cwd: str | None = None,
+                  persona: str | None = None) -> dict[str, Any]:
+        if self.store.get_session(session) is not None:
+            raise OpError(ErrorCode.EXISTS, f"a session named '{session}' already exists")
+        if persona is not None and persona not in self.config.personas:
+            known = ", ".join(sorted(self.config.personas)) or "none configured"
+            raise OpError(ErrorCode.BAD_REQUEST, f"unknown persona '{persona}' (known: {known})")
+        if cwd is not None and not os.path.isdir(cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
+        made: Path | None = None
+        if cwd is None:
+            path = self.config.base_cwd / session
+            if not path.exists():
+                made = path
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OpError(ErrorCode.BAD_REQUEST,
+                              f"cannot create the session directory {path}: {exc.strerror or exc}") from None
+            cwd = str(path)
+        if model is None and persona is not None:
+            model = self.config.personas[persona].model
+        try:
+            rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model or self.config.model, persona)
+        except BaseException:
+            if made is not None:  # a failed create leaves nothing behind
+                with contextlib.suppress(OSError):
+                    made.rmdir()
+            raise
+        self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
+                                                      "reason": Reason.REQUESTED.value, "detail": "created"})
+        return rec.public(self.config.idle_timeout)
+
+    def op_send(self, ident: bytes, session: str, text: str, attachments: list[str] | None = None,
+                origin: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        rec = self._session(session)
+        files = attachments or []
+        for path in files:
+            if not os.path.isfile(path):
+                raise OpError(ErrorCode.BAD_REQUEST, f"attachment {path} is not a readable file")
+        if not text.strip() and not files:
+            raise OpError(ErrorCode.BAD_REQUEST, "a message needs text or an attachment")
+        message_id, created = self.store.add_message(session, text, files, origin, idempotency_key)
+        if created:
+            self.pool.enqueue(session, message_id)
+        return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created}
+
+    def op_interrupt(self, ident: bytes, session: str) -> dict[str, Any]:
+        rec = self._session(session)
+        if rec.state is not SessionState.BUSY or not self.pool.command(session, _wire.Interrupt()):
+            raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' is not answering anything")
+        return {}
+
+    def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:
+        rec = self._session(session)
+        handle = self.pool.handle_of(session)
+        if handle is None:
+            return {"state": rec.state.value}
+        if rec.state is SessionState.BUSY or self.pool.queued(session):
+            raise OpError(ErrorCode.BUSY, f"session '{session}' is busy; interrupt it first")
+        if handle.ident is None:
+            raise OpError(ErrorCode.BUSY, f"session '{session}' is still starting; try again")
+        self.pool.command(session, _wire.Suspend(Reason.REQUESTED.value))
+        return {"state": SessionState.SUSPENDING.value}
+
+    def op_set_timeout(self, ident: bytes, session: str, minutes: int) -> dict[str, Any]:
+        self._session(session)
+        seconds = minutes * 60.0
+        self.events.record(session, EventKind.SETTINGS, {"idle_timeout": seconds})
+        self.pool.command(session, _wire.SetTimeout(seconds))  # a starting keeper gets it on hello
+        return {"idle_timeout": seconds}
+
+    def op_set_model(self, ident: bytes, session: str, model: str) -> dict[str, Any]:
+        self._session(session)
+        self.events.record(session, EventKind.SETTINGS, {"model": model})
+        self.pool.command(session, _wire.SetModel(model))
+        return {"model": model}
+
+    def op_archive(self, ident: bytes, session: str) -> dict[str, Any]:
+        self._session(session)
+        if self.pool.archive_after_exit(session):
+            return {"state": SessionState.SUSPENDING.value}
+        self.pool.archive_now(session)
+        return {"state": SessionState.ARCHIVED.value}
+
+    def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
+                     consumer: str | None = None, window: int | None = None) -> dict[str, Any]:
+        if session is not None:
+            self._session(session, allow_archived=True)
+            start = self.store.event_id_at_seq(session, after) if after is not None else None
+        else:
+            start = after
+        if start is None:
+            start = self.store.get_cursor(consumer) if consumer else self.store.last_event_id()
+        sub = self.hub.subscribe(ident, session, start, consumer, window)
+        return {"sub": sub.sub_id, "position": start}
+
+    def op_ack(self, ident: bytes, sub: int, upto: int) -> dict[str, Any]:
+        self.hub.ack(ident, sub, upto)
+        return {}
+
+    def op_unsubscribe(self, ident: bytes, sub: int) -> dict[str, Any]:
+        self.hub.unsubscribe(ident, sub)
+        return {}
+
+    def op_ping(self, ident: bytes, sub: int | None = None) -> dict[str, Any]:
+        if sub is not None:
+            self.hub.pump(self.hub.own(ident, sub))
+        return {"time": self.wall()}
+
+    def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool,
+                  message: str | None = None) -> dict[str, Any]:
+        self._session(session)
+        if not self.pool.permit(session, request_id, allow, message):
+            raise OpError(ErrorCode.NOT_FOUND, f"no pending permission request {request_id} in '{session}'")
+        return {"allow": allow}
+
+    def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
+        return {"value": self.store.kv_get(key)}
+
+    def op_kv_set(self, ident: bytes, key: str, value: Any) -> dict[str, Any]:
+        self.store.kv_set(key, value)
+        return {}
+
+    def op_shutdown(self, ident: bytes) -> dict[str, Any]:
+        self.request_shutdown()  # after this reply: the shutdown runs as its own task
+        return {}
+
+
+__all__ = ["ALLOWED_WHILE_STOPPING", "Ops", "control_endpoint"]

@@ -1,0 +1,406 @@
+"""The keeper pool: the per-session message queues, one ``KeeperHandle`` per keeper
+process, the fork-server link and the keeper socket.
+
+A handle's life is its ``Phase``, changed only by ``KeeperHandle.change_phase`` against
+``PHASE_EDGES``. The two orders in which a keeper's last words can arrive — its bye
+before the fork server's exit report, or after it — are both phases, so no combination
+of flags decides what a dying keeper means.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from protocol import EventKind, Reason, SessionState
+
+from . import _wire
+from ._clock import Clock, TimerHandle
+from ._config import Config
+from ._eventlog import EventLog
+from ._os import System
+from ._store import QUEUED, WRITTEN, Store
+
+log = logging.getLogger("supervisord_claude")
+
+#: how long a keeper's bye may trail the fork server's report of its exit
+BYE_GRACE = 1.0
+
+
+class Phase(enum.Enum):
+    SPAWNING = "spawning"  # the fork server was asked; no pid yet
+    STARTING = "starting"  # forked; its hello has not arrived
+    READY = "ready"  # connected; takes messages
+    DRAINING = "draining"  # connected; takes no more messages (suspending or stopping)
+    SAID_BYE = "said-bye"  # said goodbye; its exit is not reported yet
+    EXIT_REPORTED = "exit-reported"  # its process is gone; its last words may be in flight
+    GONE = "gone"  # done with: off the pool
+
+
+P = Phase
+PHASE_EDGES: dict[Phase, frozenset[Phase]] = {
+    # the keeper's hello can overtake the fork server's "spawned"; a fork can fail
+    P.SPAWNING: frozenset({P.STARTING, P.READY, P.GONE}),
+    P.STARTING: frozenset({P.READY, P.GONE}),
+    P.READY: frozenset({P.DRAINING, P.SAID_BYE, P.EXIT_REPORTED}),
+    P.DRAINING: frozenset({P.SAID_BYE, P.EXIT_REPORTED}),
+    P.SAID_BYE: frozenset({P.GONE}),
+    P.EXIT_REPORTED: frozenset({P.GONE}),
+    P.GONE: frozenset(),
+}
+CONNECTED = frozenset({P.READY, P.DRAINING})
+
+
+class AfterExit(enum.Enum):
+    NOTHING = "nothing"
+    ARCHIVE = "archive"
+
+
+class IllegalPhase(RuntimeError):
+    """A phase change that PHASE_EDGES does not allow: a bug, never input."""
+
+
+@dataclass
+class KeeperHandle:
+    """The supervisor's view of one keeper process."""
+
+    session: str
+    token: int
+    phase: Phase = Phase.SPAWNING
+    pid: int | None = None
+    ident: bytes | None = None  # its routing id, once it said hello
+    claude_pid: int | None = None
+    #: messages handed to this keeper that are not written, answered or failed yet
+    forwarded: list[int] = field(default_factory=list)
+    permissions: set[str] = field(default_factory=set)  # pending permission request ids
+    outbox: list[_wire.Message] = field(default_factory=list)  # commands waiting for its hello
+    then: AfterExit = AfterExit.NOTHING
+    bye: _wire.Bye | None = None
+    exit_status: int | None = None
+    grace: TimerHandle | None = None
+
+    def change_phase(self, new: Phase) -> None:
+        if new not in PHASE_EDGES[self.phase]:
+            raise IllegalPhase(f"keeper of {self.session}: {self.phase.value} -> {new.value}")
+        self.phase = new
+
+
+class ForkServer(Protocol):
+    """Where keepers come from (the real one, or a fake in tests)."""
+
+    def spawn(self, token: int, spec: _wire.KeeperSpec) -> None: ...
+
+
+class KeeperLink(Protocol):
+    """The keeper socket: sends one message to a keeper by routing id; False if not."""
+
+    def send(self, ident: bytes, msg: _wire.Message) -> bool: ...
+
+
+class KeeperPool:
+    def __init__(self, config: Config, instance: str, store: Store, events: EventLog, system: System,
+                 clock: Clock, wall: Callable[[], float], fork: ForkServer, link: KeeperLink) -> None:
+        self.config = config
+        self.instance = instance
+        self.store = store
+        self.events = events
+        self.system = system
+        self.clock = clock
+        self.wall = wall
+        self.fork = fork
+        self.link = link
+        self.queues: dict[str, collections.deque[int]] = {}
+        self.handles: dict[str, KeeperHandle] = {}  # the session's current keeper
+        self.by_pid: dict[int, KeeperHandle] = {}
+        self.by_token: dict[int, KeeperHandle] = {}
+        self._tokens = 0
+        self.stopping = False
+        self.on_all_gone: Callable[[], None] = lambda: None
+
+    # what the op handlers ask ---------------------------------------------------------
+
+    def handle_of(self, session: str) -> KeeperHandle | None:
+        return self.handles.get(session)
+
+    def queued(self, session: str) -> int:
+        handle = self.handles.get(session)
+        return len(self.queues.get(session, ())) + (len(handle.forwarded) if handle else 0)
+
+    @property
+    def running(self) -> int:
+        """Keeper processes that exist (forked and not reported gone)."""
+        return len(self.by_pid)
+
+    def enqueue(self, session: str, message_id: int) -> None:
+        self.queues.setdefault(session, collections.deque()).append(message_id)
+        self.dispatch(session)
+
+    def command(self, session: str, msg: _wire.Message) -> bool:
+        """Send a command to the session's keeper; one that has not said hello yet gets
+        it as soon as it does. False if the session has no keeper that can take it."""
+        handle = self.handles.get(session)
+        if handle is None or handle.phase in (Phase.SAID_BYE, Phase.EXIT_REPORTED, Phase.GONE):
+            return False
+        if handle.ident is None:
+            handle.outbox.append(msg)
+            return True
+        return self.link.send(handle.ident, msg)
+
+    def permit(self, session: str, request_id: str, allow: bool, message: str | None) -> bool:
+        handle = self.handles.get(session)
+        if handle is None or request_id not in handle.permissions:
+            return False
+        handle.permissions.discard(request_id)
+        return self.command(session, _wire.Permit(request_id, allow, message))
+
+    def archive_after_exit(self, session: str) -> bool:
+        """Stop the session's keeper and archive the session once it has exited; False
+        if it has no keeper (archive it now)."""
+        handle = self.handles.get(session)
+        if handle is None:
+            return False
+        handle.then = AfterExit.ARCHIVE
+        self.command(session, _wire.Stop(Reason.REQUESTED.value))
+        return True
+
+    def archive_now(self, session: str) -> None:
+        ids = list(self.queues.pop(session, ()))
+        self.events.fail_messages(session, ids, f"session '{session}' was archived")
+        self.events.record(session, EventKind.STATE,
+                           {"state": SessionState.ARCHIVED.value, "reason": Reason.REQUESTED.value})
+
+    def message_done(self, session: str, message_id: int) -> None:
+        """The event log stored a message's turn event: it is no longer in flight."""
+        handle = self.handles.get(session)
+        if handle is not None and message_id in handle.forwarded:
+            handle.forwarded.remove(message_id)
+
+    # dispatch -------------------------------------------------------------------------
+
+    def dispatch(self, session: str) -> None:
+        """Move queued messages towards Claude: to the live keeper, or start one."""
+        queue = self.queues.get(session)
+        if not queue or self.stopping:
+            return
+        handle = self.handles.get(session)
+        if handle is None:
+            self._spawn(session)
+        elif handle.phase is Phase.READY:
+            assert handle.ident is not None
+            while queue:
+                msg = self.store.get_message(queue.popleft())
+                if msg is None or msg.status != QUEUED:
+                    continue
+                handle.forwarded.append(msg.id)
+                self.link.send(handle.ident, _wire.Deliver(
+                    _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments))))
+        # otherwise the keeper is starting (it gets them on hello) or on its way out
+        # (a new one starts once it has exited)
+
+    def _spawn(self, session: str) -> None:
+        queue = self.queues.get(session) or collections.deque()
+        rec = self.store.get_session(session)
+        if rec is None or rec.state is SessionState.ARCHIVED:
+            self.events.fail_messages(session, list(queue), f"session '{session}' was archived")
+            self.queues.pop(session, None)
+            return
+        self._tokens += 1
+        handle = KeeperHandle(session, self._tokens)
+        messages = []
+        while queue:
+            msg = self.store.get_message(queue.popleft())
+            if msg is not None and msg.status == QUEUED:
+                messages.append(_wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments)))
+                handle.forwarded.append(msg.id)
+        persona = self.config.personas.get(rec.persona) if rec.persona else None
+        spec = _wire.KeeperSpec(
+            session=rec.name,
+            instance=self.instance,
+            runtime_dir=str(self.config.runtime_dir),
+            claude_bin=self.config.claude_bin,
+            cwd=rec.cwd,
+            session_id=rec.session_id,
+            started=rec.started,
+            idle_timeout=rec.idle_timeout or self.config.idle_timeout,
+            model=rec.model,
+            system_prompt=persona.prompt if persona else None,
+            extra_args=tuple(self.config.claude_args),
+            permission_prompts=self.config.permission_prompts,
+            idle_for=(self.wall() - rec.suspended_at) if rec.suspended_at else None,
+            cost_baseline=rec.claude_cost,
+            messages=tuple(messages),
+        )
+        self.handles[session] = handle
+        self.by_token[handle.token] = handle
+        self.fork.spawn(handle.token, spec)
+
+    # reports of the fork server ---------------------------------------------------------
+
+    def on_fork_report(self, msg: _wire.Message) -> None:
+        if isinstance(msg, _wire.Spawned):
+            handle = self.by_token.pop(msg.token, None)
+            if handle is None:
+                return
+            handle.pid = msg.pid
+            self.by_pid[msg.pid] = handle
+            if handle.phase is Phase.SPAWNING:
+                handle.change_phase(Phase.STARTING)
+            log.info("keeper for %s started (pid %d)", handle.session, msg.pid)
+        elif isinstance(msg, _wire.SpawnFailed):
+            handle = self.by_token.pop(msg.token, None)
+            if handle is None:
+                return
+            log.error("could not fork a keeper for %s: %s", handle.session, msg.error)
+            handle.change_phase(Phase.GONE)
+            self._forget(handle)
+            self.events.fail_messages(handle.session, handle.forwarded,
+                                      f"could not start a session keeper: {msg.error}")
+        elif isinstance(msg, _wire.Exited):
+            handle = self.by_pid.get(msg.pid)
+            if handle is None:
+                return
+            handle.exit_status = msg.status
+            if handle.phase in CONNECTED:
+                # its last messages (events, bye) come over the keeper socket, which this
+                # report can overtake: wait for the bye a moment before calling it killed
+                handle.change_phase(Phase.EXIT_REPORTED)
+                handle.grace = self.clock.call_later(BYE_GRACE, lambda: self._gone(handle))
+            else:
+                self._gone(handle)
+
+    # messages of keepers ----------------------------------------------------------------
+
+    def _by_ident(self, ident: bytes) -> KeeperHandle | None:
+        # a keeper's routing id is "<session>:<pid>" (set by the keeper)
+        try:
+            pid = int(ident.rsplit(b":", 1)[1])
+        except (IndexError, ValueError):
+            return None
+        handle = self.by_pid.get(pid)
+        return handle if handle is not None and handle.ident == ident else None
+
+    def on_keeper_message(self, ident: bytes, msg: _wire.Message) -> None:
+        if isinstance(msg, _wire.Hello):
+            self._on_hello(ident, msg)
+            return
+        handle = self._by_ident(ident)
+        if handle is None:
+            log.warning("%s from an unknown keeper dropped", type(msg).__name__)
+            return
+        if isinstance(msg, _wire.KeeperEvent):
+            kind = EventKind(msg.kind)
+            if kind is EventKind.PERMISSION_REQUEST:
+                handle.permissions.add(str(msg.body["request_id"]))
+            elif kind is EventKind.PERMISSION_RESOLVED:
+                handle.permissions.discard(str(msg.body["request_id"]))
+            self.events.record(handle.session, kind, dict(msg.body))
+            if msg.body.get("state") == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
+                handle.change_phase(Phase.DRAINING)
+        elif isinstance(msg, _wire.ClaudeStarted):
+            handle.claude_pid = msg.pid
+        elif isinstance(msg, _wire.ConversationStarted):
+            self.store.update_session(handle.session, started=1)
+        elif isinstance(msg, _wire.Rejected):
+            if handle.phase is Phase.READY:
+                handle.change_phase(Phase.DRAINING)
+            handle.forwarded = [i for i in handle.forwarded if i not in msg.ids]
+            self.queues.setdefault(handle.session, collections.deque()).extendleft(reversed(msg.ids))
+        elif isinstance(msg, _wire.Bye):
+            handle.bye = msg
+            if handle.phase is Phase.EXIT_REPORTED:
+                self._gone(handle)
+            elif handle.phase in CONNECTED:
+                handle.change_phase(Phase.SAID_BYE)
+        else:
+            log.warning("unexpected %s from the keeper of %s", type(msg).__name__, handle.session)
+
+    def _on_hello(self, ident: bytes, msg: _wire.Hello) -> None:
+        handle = self.by_pid.get(msg.pid)
+        if handle is None:
+            # the hello can overtake the fork server's "spawned" report
+            session = ident.decode(errors="replace").rsplit(":", 1)[0] if b":" in ident else None
+            candidate = self.handles.get(session) if session else None
+            if candidate is None or candidate.phase is not Phase.SPAWNING:
+                log.warning("hello from an unknown keeper pid %s", msg.pid)
+                return
+            handle = candidate
+            handle.pid = msg.pid
+            self.by_pid[msg.pid] = handle
+        if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
+            log.warning("second hello from the keeper of %s ignored", handle.session)
+            return
+        handle.ident = ident
+        handle.change_phase(Phase.READY)
+        outbox, handle.outbox = handle.outbox, []
+        for command in outbox:
+            self.link.send(ident, command)
+        self.dispatch(handle.session)
+
+    # exits ------------------------------------------------------------------------------
+
+    def _forget(self, handle: KeeperHandle) -> None:
+        if self.handles.get(handle.session) is handle:
+            del self.handles[handle.session]
+        if handle.pid is not None and self.by_pid.get(handle.pid) is handle:
+            del self.by_pid[handle.pid]
+        self.by_token.pop(handle.token, None)
+
+    def _gone(self, handle: KeeperHandle) -> None:
+        if handle.phase is Phase.GONE:
+            return
+        if handle.grace is not None:
+            handle.grace.cancel()
+        status = handle.exit_status if handle.exit_status is not None else 0
+        connected = handle.ident is not None
+        handle.change_phase(Phase.GONE)
+        self._forget(handle)
+        session = handle.session
+        log.info("keeper for %s (pid %s) exited with status %d", session, handle.pid, status)
+        leftover = list(handle.forwarded)
+        handle.forwarded.clear()
+        if handle.bye is None:
+            # it was killed: it could not stop its Claude, nor report its turn
+            if handle.claude_pid is not None:
+                self.system.killpg(handle.claude_pid, signal.SIGKILL)
+            written = [m.id for m in self.store.messages(session, WRITTEN)]
+            self.events.fail_messages(session, written,
+                                      f"the session keeper died (exit status {status}) while Claude was answering")
+            self.events.record(session, EventKind.STATE,
+                               {"state": SessionState.FAILED.value, "reason": Reason.KILLED.value})
+            if not connected:
+                self.events.fail_messages(session, leftover,
+                                          f"the session keeper died (exit status {status}) before starting Claude")
+                leftover = []
+        if handle.then is AfterExit.ARCHIVE:
+            self.events.fail_messages(session, leftover, f"session '{session}' was archived")
+            self.archive_now(session)
+        else:
+            if leftover:  # handed over but never taken: they go first, in order
+                queue = self.queues.setdefault(session, collections.deque())
+                queue.extendleft(reversed(sorted(i for i in leftover if i not in queue)))
+            self.dispatch(session)
+        if not self.by_pid and not self.handles:
+            self.on_all_gone()
+
+    # shutdown ---------------------------------------------------------------------------
+
+    def stop_all(self) -> int:
+        """Ask every keeper to stop (shutdown); returns how many there are."""
+        self.stopping = True
+        for session in list(self.handles):
+            self.command(session, _wire.Stop(Reason.SHUTDOWN.value))
+        return len(self.handles)
+
+    def kill_all(self) -> None:
+        for pid, handle in list(self.by_pid.items()):
+            self.system.kill(pid, signal.SIGKILL)
+            if handle.claude_pid:
+                self.system.killpg(handle.claude_pid, signal.SIGKILL)
+
+    def describe(self) -> dict[str, Any]:
+        return {name: h.phase.value for name, h in self.handles.items()}

@@ -1,0 +1,137 @@
+"""Start-up and recovery: the runtime dir and its lock, reaping what a previous
+supervisor left, recovering the store, forking the fork server — in that order, all
+before any thread or ZeroMQ context exists — then running the ``Supervisor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import setproctitle
+
+from protocol import EventKind, Reason, SessionState, instance_id
+
+from . import _forkserver
+from ._claude import INSTANCE_ENV
+from ._config import Config, find_claude
+from ._errors import StartupRefused
+from ._keeper import STOP_GRACE
+from ._os import System
+from ._store import FAILED, WRITTEN, Store
+
+log = logging.getLogger("supervisord_claude")
+
+
+def title_prefix(instance: str) -> str:
+    return f"supervisord-claude[{instance}]:"
+
+
+def prepare_runtime_dir(path: Path) -> None:
+    """Create the runtime dir 0700, or refuse one that others could reach."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise StartupRefused(
+            f"runtime dir {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise StartupRefused(
+            f"runtime dir {path} is accessible to group/others (mode {stat.S_IMODE(st.st_mode):o});"
+            f" run: chmod 700 {path}"
+        )
+
+
+def acquire_lock(path: Path) -> int:
+    """Hold an exclusive flock on ``<runtime dir>/lock`` for the supervisor's lifetime."""
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupRefused(
+            f"another supervisor (pid {holder}) is already running on {path}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def reap_stale(system: System, instance: str) -> tuple[int, int]:
+    """Kill what a previous supervisor of this runtime dir left: keepers (by title), then
+    Claude children (by environment marker). Returns (keepers, claude processes)."""
+    keepers = [pid for pid, _ in system.processes_titled(title_prefix(instance))]
+    reaped = system.terminate(keepers, grace=STOP_GRACE + 1.0)
+    leftovers = system.processes_with_env(INSTANCE_ENV, instance)
+    orphans = system.terminate(leftovers, grace=2.0)
+    log.info("Reaped %d stale keepers", reaped)
+    if orphans:
+        log.info("Reaped %d orphaned Claude processes", orphans)
+    return reaped, orphans
+
+
+def recover_store(store: Store, now: float) -> None:
+    """After a restart nothing runs: every session is suspended (or failed, archived), and
+    every message Claude was answering when the old supervisor died is reported failed,
+    to its sender (the event carries its origin) and with its status in one transaction."""
+    for rec in store.list_sessions(True):
+        if rec.state.live:
+            store.append_event(
+                rec.name,
+                EventKind.STATE,
+                {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value},
+                {"state": SessionState.SUSPENDED, "suspended_at": now},
+            )
+    for msg in store.messages(None, WRITTEN):
+        body: dict[str, Any] = {
+            "message_id": msg.id,
+            "reason": "the supervisor stopped while Claude was answering; send it again",
+        }
+        if msg.origin:  # a front end answers its sender by it
+            body["origin"] = msg.origin
+        store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
+
+
+def run(config: Config) -> int:
+    """Start-up order matters: lock, reap, fork server (no threads yet), then the loop."""
+    import time
+
+    from ._supervisor import Supervisor
+
+    config = replace(config, claude_bin=find_claude(config.claude_bin))
+    prepare_runtime_dir(config.runtime_dir)
+    lock_fd = acquire_lock(config.runtime_dir)
+    instance = instance_id(config.runtime_dir)
+    setproctitle.setproctitle(f"{title_prefix(instance)} supervisor")
+    system = System()
+    reap_stale(system, instance)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    death_r, death_w = os.pipe()
+    fs_pid, fs_sock = _forkserver.start(
+        f"{title_prefix(instance)} forkserver", death_r, close_fds=(lock_fd, death_w)
+    )
+    os.close(death_r)
+    fs_sock.setblocking(False)
+    store = Store(config.db_path)
+    recover_store(store, time.time())
+    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock))
+    try:
+        asyncio.run(supervisor.serve())
+    finally:
+        supervisor.close()
+        store.close()
+        os.close(death_w)  # the fork server sees EOF and exits
+        try:
+            os.waitpid(fs_pid, 0)
+        except ChildProcessError:
+            pass
+        os.close(lock_fd)
+    log.info("supervisor stopped")
+    return 0

@@ -1,0 +1,260 @@
+"""The daemon's internal wire: every message between the supervisor, the fork server and
+the keepers, typed, with one ``encode`` and one ``decode``.
+
+Not part of the public protocol (``protocol/``): these messages cross only processes of
+one supervisor instance. Each is one msgpack map whose ``t`` field names its type.
+
+    supervisor -> fork server   Spawn{token, spec: KeeperSpec}
+    fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
+                                | Exited{pid, status}
+    keeper -> supervisor        Hello{pid} | ClaudeStarted{pid}
+                                | ConversationStarted{session_id} | KeeperEvent{kind, body}
+                                | Rejected{ids} | Bye{state, reason}
+    supervisor -> keeper        Deliver{message} | Interrupt{} | Suspend{reason}
+                                | Stop{reason} | SetTimeout{seconds} | SetModel{model}
+                                | Permit{request_id, allow, message}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgpack
+
+KEEPER_SOCKET = "keepers.sock"
+
+
+class WireError(ValueError):
+    """A frame that is not a well-formed internal message."""
+
+
+def keeper_endpoint(runtime_dir: Path | str) -> str:
+    """Where keepers connect to their supervisor (inside the private runtime dir)."""
+    return f"ipc://{Path(runtime_dir) / KEEPER_SOCKET}"
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A user message on its way to Claude."""
+
+    id: int
+    text: str
+    attachments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeeperSpec:
+    """Everything a forked keeper needs to run one session."""
+
+    session: str
+    instance: str
+    runtime_dir: str
+    claude_bin: str
+    cwd: str
+    session_id: str
+    #: the conversation exists (Claude saw a first message): start with --resume
+    started: bool
+    idle_timeout: float
+    model: str | None = None
+    system_prompt: str | None = None
+    extra_args: tuple[str, ...] = ()
+    permission_prompts: bool = False
+    #: seconds the session was suspended, for "Resuming session (idle for 15 min)"
+    idle_for: float | None = None
+    #: Claude's cumulative total_cost_usd as last reported (it carries on across --resume)
+    cost_baseline: float = 0.0
+    messages: tuple[QueuedMessage, ...] = ()
+
+
+class Message:
+    """Base of every internal message; ``TAG`` is its ``t`` on the wire."""
+
+    TAG: ClassVar[str] = ""
+
+
+# fork server --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spawn(Message):
+    TAG = "spawn"
+    token: int
+    spec: KeeperSpec
+
+
+@dataclass(frozen=True)
+class Spawned(Message):
+    TAG = "spawned"
+    token: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class SpawnFailed(Message):
+    TAG = "spawn_failed"
+    token: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Exited(Message):
+    TAG = "exited"
+    pid: int
+    status: int
+
+
+# keeper -> supervisor -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    TAG = "hello"
+    pid: int
+
+
+@dataclass(frozen=True)
+class ClaudeStarted(Message):
+    TAG = "claude"
+    pid: int
+
+
+@dataclass(frozen=True)
+class ConversationStarted(Message):
+    TAG = "started"
+    session_id: str
+
+
+@dataclass(frozen=True)
+class KeeperEvent(Message):
+    TAG = "event"
+    kind: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejected(Message):
+    """Messages the keeper will not run (it is stopping): the supervisor requeues them."""
+
+    TAG = "rejected"
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Bye(Message):
+    TAG = "bye"
+    state: str
+    reason: str
+
+
+# supervisor -> keeper -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deliver(Message):
+    TAG = "send"
+    message: QueuedMessage
+
+
+@dataclass(frozen=True)
+class Interrupt(Message):
+    TAG = "interrupt"
+
+
+@dataclass(frozen=True)
+class Suspend(Message):
+    TAG = "suspend"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    TAG = "stop"
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetTimeout(Message):
+    TAG = "timeout"
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SetModel(Message):
+    TAG = "model"
+    model: str
+
+
+@dataclass(frozen=True)
+class Permit(Message):
+    TAG = "permit"
+    request_id: str
+    allow: bool
+    message: str | None = None
+
+
+_TYPES: dict[str, type[Message]] = {
+    cls.TAG: cls
+    for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
+                KeeperEvent, Rejected, Bye, Deliver, Interrupt, Suspend, Stop, SetTimeout, SetModel,
+                Permit)
+}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def encode(msg: Message) -> bytes:
+    fields = _plain(msg)
+    assert isinstance(fields, dict)
+    packed: bytes = msgpack.packb({"t": msg.TAG, **fields}, use_bin_type=True)
+    return packed
+
+
+def _queued(raw: Any) -> QueuedMessage:
+    if not isinstance(raw, dict):
+        raise WireError("a queued message is a map")
+    return QueuedMessage(int(raw["id"]), str(raw["text"]), tuple(str(a) for a in raw.get("attachments") or ()))
+
+
+def spec_from(raw: Any) -> KeeperSpec:
+    if not isinstance(raw, dict):
+        raise WireError("a keeper spec is a map")
+    known = {f.name for f in dataclasses.fields(KeeperSpec)}
+    unknown = set(raw) - known
+    if unknown:
+        raise WireError(f"unknown keeper spec fields {sorted(unknown)}")
+    values = dict(raw)
+    values["extra_args"] = tuple(values.get("extra_args") or ())
+    values["messages"] = tuple(_queued(m) for m in values.get("messages") or ())
+    return KeeperSpec(**values)
+
+
+def decode(data: bytes) -> Message:
+    """The message in one frame; ``WireError`` for anything else."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise WireError(f"undecodable frame: {exc}") from None
+    if not isinstance(raw, dict):
+        raise WireError("a message is a map")
+    cls = _TYPES.get(raw.pop("t", None))
+    if cls is None:
+        raise WireError("unknown message type")
+    try:
+        if cls is Spawn:
+            return Spawn(int(raw["token"]), spec_from(raw["spec"]))
+        if cls is Deliver:
+            return Deliver(_queued(raw["message"]))
+        if cls is Rejected:
+            return Rejected(tuple(int(i) for i in raw["ids"]))
+        return cls(**raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"malformed {cls.TAG} message: {exc}") from None

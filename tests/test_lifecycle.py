@@ -1,0 +1,246 @@
+"""The supervisor's lifecycle state machines, in-process: a real store on a temp SQLite
+file, a fake fork server, a recording keeper link and ``System`` (supervisord's
+``DummyOptions`` is the model) and a ``FakeClock``. Races between a keeper's reports
+become ordinary, fast, deterministic tests here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import Reason, SessionState, validate_request
+from supervisord_claude import _wire
+from supervisord_claude._clock import FakeClock
+from supervisord_claude._config import Config
+from supervisord_claude._os import System
+from supervisord_claude._pool import BYE_GRACE, PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
+from supervisord_claude._store import Store
+from supervisord_claude._supervisor import Core, build_core
+
+
+class FakeForkServer:
+    def __init__(self) -> None:
+        self.spawned: list[tuple[int, _wire.KeeperSpec]] = []
+
+    def spawn(self, token: int, spec: _wire.KeeperSpec) -> None:
+        self.spawned.append((token, spec))
+
+
+class RecordingLink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, _wire.Message]] = []
+
+    def send(self, ident: bytes, msg: _wire.Message) -> bool:
+        self.sent.append((ident, msg))
+        return True
+
+    def of(self, kind: type[_wire.Message]) -> list[Any]:
+        return [m for _, m in self.sent if isinstance(m, kind)]
+
+
+class RecordingSystem(System):
+    """Records signals instead of sending them."""
+
+    def __init__(self) -> None:
+        self.signals: list[tuple[str, int, int]] = []
+
+    def kill(self, pid: int, sig: int) -> bool:
+        self.signals.append(("kill", pid, sig))
+        return True
+
+    def killpg(self, pgid: int, sig: int) -> bool:
+        self.signals.append(("killpg", pgid, sig))
+        return True
+
+
+class Harness:
+    def __init__(self, base: Path) -> None:
+        self.clock = FakeClock()
+        self.now = 1_000_000.0
+        self.fork = FakeForkServer()
+        self.link = RecordingLink()
+        self.system = RecordingSystem()
+        self.frames: list[tuple[bytes, bytes]] = []
+        self.shutdowns = 0
+        config = Config(runtime_dir=base / "run", state_dir=base / "state", claude_bin="/bin/true")
+        self.store = Store(config.db_path)
+        self.core: Core = build_core(config, self.store, self.system, self.clock, lambda: self.now,
+                                     self.fork, self.link, self._send, self._shutdown)
+        self.pool = self.core.pool
+
+    def _send(self, ident: bytes, frame: bytes) -> None:
+        self.frames.append((ident, frame))
+
+    def _shutdown(self) -> None:
+        self.shutdowns += 1
+
+    def op(self, op: str, **args: Any) -> dict[str, Any]:
+        return self.core.ops.handle(b"client", validate_request({"v": 1, "id": 1, "op": op, **args}))
+
+    def events(self, session: str) -> list[dict[str, Any]]:
+        return self.store.events_after(0, session, limit=10_000)
+
+    # playing the fork server and a keeper --------------------------------------------
+
+    def spawned(self, index: int = -1, pid: int = 100) -> tuple[int, bytes]:
+        token, spec = self.fork.spawned[index]
+        self.pool.on_fork_report(_wire.Spawned(token, pid))
+        return pid, f"{spec.session}:{pid}".encode()
+
+    def hello(self, session: str, pid: int) -> bytes:
+        ident = f"{session}:{pid}".encode()
+        self.pool.on_keeper_message(ident, _wire.Hello(pid))
+        return ident
+
+    def keeper_says(self, ident: bytes, msg: _wire.Message) -> None:
+        self.pool.on_keeper_message(ident, msg)
+
+    def answer(self, ident: bytes, message_id: int) -> None:
+        """The keeper hands a message to Claude and Claude answers it."""
+        self.keeper_says(ident, _wire.KeeperEvent("user", {"message_id": message_id, "text": "t", "attachments": []}))
+        self.keeper_says(ident, _wire.KeeperEvent("result", {"message_id": message_id, "text": "echo"}))
+
+    def state(self, ident: bytes, state: SessionState, reason: Reason = Reason.REQUESTED) -> None:
+        self.keeper_says(ident, _wire.KeeperEvent("state", {"state": state.value, "reason": reason.value}))
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
+    yield harness
+    harness.store.close()
+
+
+def test_two_sends_to_a_suspended_session_start_one_keeper(h: Harness) -> None:
+    h.op("create", session="a")
+    first = h.op("send", session="a", text="one")["message_id"]
+    second = h.op("send", session="a", text="two")["message_id"]
+    assert len(h.fork.spawned) == 1
+    [(_, spec)] = h.fork.spawned
+    assert [m.id for m in spec.messages] == [first]  # the first goes in the spec...
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    assert [m.message.id for m in h.link.of(_wire.Deliver)] == [second]  # ...the second on hello
+    assert h.pool.handle_of("a").phase is Phase.READY
+    assert ident
+
+
+def test_a_hello_that_overtakes_the_spawn_report_is_accepted(h: Harness) -> None:
+    h.op("create", session="a")
+    h.op("send", session="a", text="one")
+    h.hello("a", 100)  # before the fork server's "spawned"
+    h.spawned(pid=100)
+    handle = h.pool.handle_of("a")
+    assert handle is not None and handle.phase is Phase.READY and handle.pid == 100
+
+
+def test_an_exit_report_that_overtakes_the_bye_is_a_clean_exit(h: Harness) -> None:
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    h.keeper_says(ident, _wire.ClaudeStarted(555))
+    h.answer(ident, mid)
+    h.state(ident, SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
+    h.pool.on_fork_report(_wire.Exited(pid, 0))  # the report first...
+    assert h.pool.handle_of("a").phase is Phase.EXIT_REPORTED
+    h.state(ident, SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)
+    h.keeper_says(ident, _wire.Bye("suspended", "idle-timeout"))  # ...then its last words
+    assert h.pool.handle_of("a") is None
+    assert h.store.get_session("a").state is SessionState.SUSPENDED
+    assert not [e for e in h.events("a") if e.get("reason") == "killed"]
+    assert h.system.signals == []  # its Claude was stopped by the keeper itself
+    h.clock.advance(BYE_GRACE * 2)  # the grace timer finds nothing left to do
+    assert not [e for e in h.events("a") if e.get("reason") == "killed"]
+
+
+def test_a_keeper_that_dies_without_a_bye_is_reported_killed_after_the_grace(h: Harness) -> None:
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    h.keeper_says(ident, _wire.ClaudeStarted(555))
+    h.keeper_says(ident, _wire.KeeperEvent("user", {"message_id": mid, "text": "one", "attachments": []}))
+    h.pool.on_fork_report(_wire.Exited(pid, -9))
+    assert h.store.get_session("a").state is not SessionState.FAILED  # its bye may still come
+    h.clock.advance(BYE_GRACE)
+    assert h.store.get_session("a").state is SessionState.FAILED
+    [failed] = [e for e in h.events("a") if e["kind"] == "message_failed"]
+    assert failed["message_id"] == mid and "keeper died" in failed["reason"]
+    assert ("killpg", 555, 9) in h.system.signals  # its orphaned Claude is stopped
+
+
+def test_settings_sent_while_a_keeper_starts_reach_it_on_hello(h: Harness) -> None:
+    h.op("create", session="a")
+    h.op("send", session="a", text="one")
+    h.op("set_timeout", session="a", minutes=7)
+    h.op("set_model", session="a", model="m2")
+    pid, _ = h.spawned()
+    assert h.link.sent == []
+    h.hello("a", pid)
+    assert [m.seconds for m in h.link.of(_wire.SetTimeout)] == [420.0]
+    assert [m.model for m in h.link.of(_wire.SetModel)] == ["m2"]
+
+
+def test_archive_while_a_keeper_starts_stops_it_first(h: Harness) -> None:
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    assert h.op("archive", session="a")["state"] == "suspending"
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    assert h.link.of(_wire.Stop)  # it gets the stop as it connects
+    h.keeper_says(ident, _wire.KeeperEvent("message_failed", {"message_id": mid, "reason": "archived"}))
+    h.keeper_says(ident, _wire.Bye("suspended", "requested"))
+    h.pool.on_fork_report(_wire.Exited(pid, 0))
+    assert h.store.get_session("a").state is SessionState.ARCHIVED
+
+
+def test_messages_a_stopping_keeper_rejects_go_to_its_successor_in_order(h: Harness) -> None:
+    h.op("create", session="a")
+    ids = [h.op("send", session="a", text=t)["message_id"] for t in ("one", "two", "three")]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)  # "one" is in its spec; "two" and "three" follow the hello
+    h.answer(ident, ids[0])
+    h.state(ident, SessionState.SUSPENDING, Reason.REQUESTED)
+    h.keeper_says(ident, _wire.Rejected(tuple(ids[1:])))
+    later = h.op("send", session="a", text="four")["message_id"]
+    assert len(h.fork.spawned) == 1  # nothing new starts while the old keeper is on its way out
+    h.keeper_says(ident, _wire.Bye("suspended", "requested"))
+    h.pool.on_fork_report(_wire.Exited(pid, 0))
+    [_, (_, spec)] = h.fork.spawned  # a successor, with what was owed, in order
+    assert [m.id for m in spec.messages] == [ids[1], ids[2], later]
+
+
+def test_a_failed_fork_reports_the_message_and_keeps_serving(h: Harness) -> None:
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    token, _ = h.fork.spawned[0]
+    h.pool.on_fork_report(_wire.SpawnFailed(token, "Resource temporarily unavailable"))
+    [failed] = [e for e in h.events("a") if e["kind"] == "message_failed"]
+    assert failed["message_id"] == mid and "could not start a session keeper" in failed["reason"]
+    h.op("send", session="a", text="again")
+    assert len(h.fork.spawned) == 2  # the next message tries again
+
+
+def test_shutdown_suspends_sessions_through_events(h: Harness) -> None:
+    h.op("create", session="a")
+    h.op("send", session="a", text="one")
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    h.state(ident, SessionState.IDLE, Reason.TURN)
+    h.core.mark_stopped()
+    last = h.events("a")[-1]
+    assert (last["kind"], last["state"], last["reason"]) == ("state", "suspended", "shutdown")
+    assert h.store.get_session("a").state is SessionState.SUSPENDED
+
+
+def test_every_phase_edge_is_checked() -> None:
+    handle = KeeperHandle("a", 1)
+    with pytest.raises(IllegalPhase):
+        handle.change_phase(Phase.SAID_BYE)  # no bye before it even connected
+    for phase in Phase:
+        assert phase in PHASE_EDGES
+    assert PHASE_EDGES[Phase.GONE] == frozenset()
