@@ -13,19 +13,18 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from supervisord_claude._errors import ConfigError
-
     from ._config import load
+    from ._errors import BotConfigError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s claude-telegram-bot %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load(argv)
-    except ConfigError as exc:
+    except BotConfigError as exc:
         print(f"claude-telegram-bot: {exc}", file=sys.stderr)
         return 1
-    if (argv and "--check" in argv) or "--check" in sys.argv[1:]:
+    if config.check_only:
         return 0
     if not config.allowed_users:
         logging.warning("no allowed Telegram user ids configured: the bot will refuse everyone")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import hashlib
 import logging
 import os
 import re
@@ -48,6 +49,7 @@ TYPING_EVERY = 4.5
 POLL_TIMEOUT = 30
 STOP_DEADLINE = 10
 TOOL_EDIT_EVERY = 1.5
+TOOL_LOG_UTF16 = 4000  # under Telegram's 4096, counted as Telegram counts
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -96,9 +98,15 @@ class ToolLog:
     async def flush(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         if self.message_id is None or self.shown == len(self.lines):
             return
-        text = "\n".join(self.lines)[-4000:]
-        with contextlib.suppress(BadRequest):  # "message is not modified"
+        text = render.utf16_tail("\n".join(self.lines), TOOL_LOG_UTF16)
+        try:
             await app.bot.edit_message_text(text, chat_id=self.chat, message_id=self.message_id)
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                # e.g. the message was deleted: go on in a new one rather than go quiet
+                log.warning("cannot edit the tool log (%s); starting a new one", exc.message)
+                msg = await app.bot.send_message(self.chat, text)
+                self.message_id = msg.message_id
         self.shown, self.last_edit = len(self.lines), time.monotonic()
 
 
@@ -209,15 +217,20 @@ async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYP
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     core = core_of(context)
-    _, event_id, answer = (query.data or "perm::").split(":", 2)
+    token, _, answer = (query.data or "perm::").removeprefix("perm:").rpartition(":")
     allow = answer == "y"
+    key = perm_key(token)
     try:
-        found = (await core.link.request("kv_get", key=f"telegram.perm.{event_id}"))["value"]
+        found = (await core.link.request("kv_get", key=key))["value"]
         if not found:
             raise RemoteError("not_found", "this request is no longer known")
         session, request_id = found
         extra: dict[str, Any] = {} if allow else {"message": "Denied from Telegram."}
-        await core.link.request("permit", session=session, request_id=request_id, allow=allow, **extra)
+        try:
+            await core.link.request("permit", session=session, request_id=request_id, allow=allow, **extra)
+        finally:
+            with contextlib.suppress(RemoteError, ConnectionFailed):
+                await core.link.request("kv_delete", key=key)  # answered (or gone): forget it
         verdict = "✅ Allowed" if allow else "🚫 Denied"
     except (RemoteError, ConnectionFailed) as exc:
         verdict = commands.error_reply(exc).text
@@ -330,6 +343,19 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 # delivery --------------------------------------------------------------------------------
 
 
+def perm_token(event: dict[str, Any]) -> str:
+    """What a permission button's callback data names: the request id (callback data is
+    at most 64 bytes, so a very long id is named by its session and a hash instead)."""
+    request_id = str(event.get("request_id"))
+    if len(request_id) <= 48 and ":" not in request_id:
+        return request_id
+    return "h" + hashlib.sha256(f"{event.get('session')}\0{request_id}".encode()).hexdigest()[:40]
+
+
+def perm_key(token: str) -> str:
+    return f"telegram.perm.{token}"
+
+
 def chat_of(event: dict[str, Any]) -> int | None:
     origin = event.get("origin")
     if isinstance(origin, str) and origin.startswith("tg:"):
@@ -374,13 +400,15 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
     elif kind == "permission_request":
-        # callback data is limited to 64 bytes: the event id names the request
-        await core.link.request("kv_set", key=f"telegram.perm.{event['id']}",
-                                value=[event["session"], event["request_id"]])
-        buttons = [[InlineKeyboardButton("✅ Allow", callback_data=f"perm:{event['id']}:y"),
-                    InlineKeyboardButton("🚫 Deny", callback_data=f"perm:{event['id']}:n")]]
+        token = perm_token(event)
+        await core.link.request("kv_set", key=perm_key(token), value=[event["session"], event["request_id"]])
+        buttons = [[InlineKeyboardButton("✅ Allow", callback_data=f"perm:{token}:y"),
+                    InlineKeyboardButton("🚫 Deny", callback_data=f"perm:{token}:n")]]
         await app.bot.send_message(chat, render.permission_text(event.get("tool_name"), event.get("input")),
                                    reply_markup=InlineKeyboardMarkup(buttons))
+    elif kind == "permission_resolved":
+        # answered here, elsewhere (claudectl) or ended with the turn: nothing to keep
+        await core.link.request("kv_delete", key=perm_key(perm_token(event)))
     elif kind in ("result", "message_failed"):
         stop_typing(core, message_id)
         tools = core.tools.pop(message_id or 0, None)

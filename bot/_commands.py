@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import AsyncClient, ConnectionFailed, RemoteError
+from protocol import AsyncClient, ConnectionFailed, RemoteError, timeout_in_range
 
 from . import _render as render
 
@@ -117,7 +117,7 @@ async def timeout(link: Link, active: str, args: list[str]) -> Reply:
         minutes = int(args[0])
     except ValueError:
         return Reply(render.TIMEOUT_INVALID)
-    if not 1 <= minutes <= 120:
+    if not timeout_in_range(minutes):
         return Reply(render.TIMEOUT_RANGE)
     await link.request("set_timeout", session=active, minutes=minutes)
     return Reply(f"Idle timeout set to {minutes} minutes for session '{active}'.")

@@ -1,19 +1,28 @@
-"""The bot's configuration: token, allowlist and Bot API root from env or the TOML file."""
+"""The bot's configuration: token, allowlist and Bot API root from the environment or the
+``[telegram]`` table of the shared TOML file (the rest of that file is the supervisor's
+and is not read here), and the runtime dir of the supervisor to talk to."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from supervisord_claude._config import add_arguments, resolve
-from supervisord_claude._errors import ConfigError
+import platformdirs
+
+from protocol import RUNTIME_DIR_ENV, default_runtime_dir
+
+from ._errors import BotConfigError
 
 DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
+CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url")
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,7 @@ class BotConfig:
     api_url: str
     runtime_dir: Path
     max_file_bytes: int = MAX_FILE_BYTES
+    check_only: bool = False  # --check: validate the configuration and exit
 
     @property
     def base_url(self) -> str:
@@ -42,28 +52,65 @@ def parse_user_ids(raw: str) -> frozenset[int]:
         try:
             ids.add(int(part))
         except ValueError:
-            raise ConfigError(
+            raise BotConfigError(
                 f"TELEGRAM_ALLOWED_USERS: {part!r} is not a numeric Telegram user id"
             ) from None
     return frozenset(ids)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="claude-telegram-bot", description="Telegram front end of supervisord-claude")
+    p.add_argument("--runtime-dir", help="the supervisor's runtime dir (default: as the supervisor's)")
+    p.add_argument("--config", help="TOML config file; only its [telegram] table and runtime_dir are read")
+    p.add_argument("--check", action="store_true", help="only check the configuration, then exit")
+    return p
+
+
+def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if explicit:
+            raise BotConfigError(f"config file {path} does not exist") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise BotConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    if "runtime_dir" in raw:
+        if not isinstance(raw["runtime_dir"], str):
+            raise BotConfigError("runtime_dir: expected a string")
+        out["runtime_dir"] = raw["runtime_dir"]
+    table = raw.get("telegram", {})
+    if not isinstance(table, dict):
+        raise BotConfigError("telegram: expected a table")
+    for key in table:
+        if key not in TELEGRAM_KEYS:
+            raise BotConfigError(f"telegram.{key}: unknown key (known: {', '.join(TELEGRAM_KEYS)})")
+    for key in ("token", "api_url"):
+        if key in table and not isinstance(table[key], str):
+            raise BotConfigError(f"telegram.{key}: expected a string")
+    users = table.get("allowed_users", [])
+    if not isinstance(users, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in users):
+        raise BotConfigError("telegram.allowed_users: expected a list of integer user ids")
+    out.update({k: table[k] for k in TELEGRAM_KEYS if k in table})
+    return out
+
+
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> BotConfig:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(
-        prog="claude-telegram-bot", description="Telegram front end of supervisord-claude"
-    )
-    add_arguments(parser)
-    parser.add_argument("--check", action="store_true", help="only check that a token is configured")
-    args = parser.parse_args(argv)
-    config = resolve(args, env)
-    token = env.get("TELEGRAM_BOT_TOKEN") or config.telegram.token
+    args = parser().parse_args(argv)
+    explicit = args.config or env.get(CONFIG_ENV)
+    path = Path(explicit).expanduser() if explicit else platformdirs.user_config_path("supervisord-claude") / "config.toml"
+    values = _read_file(path, bool(explicit))
+    token = env.get("TELEGRAM_BOT_TOKEN") or values.get("token")
     if not token:
-        raise ConfigError(
-            "no Telegram bot token: set TELEGRAM_BOT_TOKEN or [telegram] token in "
-            f"{config.config_path or 'the config file'} (get one from @BotFather)"
+        raise BotConfigError(
+            f"no Telegram bot token: set TELEGRAM_BOT_TOKEN or [telegram] token in {path} (get one from @BotFather)"
         )
     raw_users = env.get("TELEGRAM_ALLOWED_USERS")
-    users = parse_user_ids(raw_users) if raw_users is not None else frozenset(config.telegram.allowed_users)
-    api_url = env.get("TELEGRAM_API_URL") or config.telegram.api_url or DEFAULT_API_URL
-    return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=config.runtime_dir)
+    users = parse_user_ids(raw_users) if raw_users is not None else frozenset(values.get("allowed_users", ()))
+    api_url = env.get("TELEGRAM_API_URL") or values.get("api_url") or DEFAULT_API_URL
+    runtime = args.runtime_dir or env.get(RUNTIME_DIR_ENV) or values.get("runtime_dir")
+    runtime_dir = Path(runtime).expanduser().absolute() if runtime else default_runtime_dir()
+    return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
+                     check_only=args.check)

@@ -11,16 +11,16 @@ from typing import Any
 
 import telegramify_markdown
 
-from supervisord_claude._humanize import relative_time
+from protocol import MAX_TIMEOUT_MINUTES, MIN_TIMEOUT_MINUTES, TIMEOUT_RANGE_TEXT, idle_note, relative_time
 
 MAX_MESSAGE_UTF16 = 4096
 
-HELP_TEXT = """\
+HELP_TEXT = f"""\
 Claude Sessions
 /new <name> [persona] - Create a session and make it active
 /switch <name> - Make another session active (the old one keeps running)
 /sessions - List all sessions with status
-/timeout <minutes> - Set idle timeout (1-120)
+/timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
 /model [name] - Show or change the model (Claude restarts with its history)
 /archive <name> - Stop a session and hide it
 /cancel - Interrupt Claude's current answer
@@ -33,7 +33,7 @@ Anything else you send (text, photos, files) goes to the active session."""
 
 NO_ACTIVE = "No active session. Use /new <name> to start one."
 NO_SESSIONS = "No sessions. Use /new <name> to create one."
-TIMEOUT_RANGE = "Timeout must be between 1 and 120 minutes"
+TIMEOUT_RANGE = f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
 TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
@@ -59,13 +59,11 @@ def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: f
 def timeout_text(seconds: float) -> str:
     minutes = seconds / 60
     shown = f"{minutes:g}" if minutes != int(minutes) else str(int(minutes))
-    return f"Idle timeout: {shown} minutes\n\nUsage: /timeout <minutes> (1-120)"
+    return f"Idle timeout: {shown} minutes\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
 
 
 def resume_text(idle_for: float | None) -> str:
-    if idle_for and idle_for >= 60:
-        return f"Resuming session (idle for {int(idle_for // 60)} min)..."
-    return "Resuming session..."
+    return f"Resuming session{idle_note(idle_for)}..."
 
 
 def tool_line(name: str | None, tool_input: Any) -> str:
@@ -121,3 +119,16 @@ def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk
 
 def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
+
+
+def utf16_tail(text: str, limit: int) -> str:
+    """The end of ``text`` that fits in ``limit`` UTF-16 code units (Telegram's measure),
+    never splitting a character."""
+    if utf16_len(text) <= limit:
+        return text
+    units = 0
+    for i in range(len(text) - 1, -1, -1):
+        units += 2 if ord(text[i]) > 0xFFFF else 1
+        if units > limit:
+            return text[i + 1:]
+    return text

@@ -6,6 +6,7 @@ Public surface only; see ``docs/protocol.md`` for the specification.
 from ._client import AsyncClient, Client, Subscription
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
+from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
 from ._messages import (
     HARD_MAX_FRAME_BYTES,
     MAX_FRAME_BYTES,
@@ -39,6 +40,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RUNTIME_DIR_ENV",
     "SESSION_NAME_PATTERN",
+    "TIMEOUT_RANGE_TEXT",
     "AsyncClient",
     "Client",
     "ConnectionFailed",
@@ -57,7 +59,10 @@ __all__ = [
     "decode",
     "default_runtime_dir",
     "encode",
+    "idle_note",
     "instance_id",
+    "relative_time",
     "request_id_of",
+    "timeout_in_range",
     "validate_request",
 ]

@@ -109,6 +109,7 @@ class Op(enum.StrEnum):
     PERMIT = "permit"
     KV_GET = "kv_get"
     KV_SET = "kv_set"
+    KV_DELETE = "kv_delete"
     SHUTDOWN = "shutdown"
 
 

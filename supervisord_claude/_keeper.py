@@ -393,10 +393,11 @@ class Keeper:
             delta = cost - self.last_cost if cost >= self.last_cost else float(cost)
             self.last_cost = float(cost)
         msg = self.current
-        self.current = None
         for request_id in list(self.permissions):  # the turn ended; nothing waits any more
             del self.permissions[request_id]
-            self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, message="turn ended")
+            self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, message="turn ended",
+                      **self._turn())
+        self.current = None
         self.emit(EventKind.RESULT, message_id=msg.id if msg else None, cost_delta=delta, **result)
         if self.pending_model is not None:
             self._spawn_task(self._apply_model())

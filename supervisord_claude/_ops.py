@@ -232,6 +232,9 @@ class Ops:
         self.store.kv_set(key, value)
         return {}
 
+    def op_kv_delete(self, ident: bytes, key: str) -> dict[str, Any]:
+        return {"existed": self.store.kv_delete(key)}
+
     def op_shutdown(self, ident: bytes) -> dict[str, Any]:
         self.request_shutdown()  # after this reply: the shutdown runs as its own task
         return {}

@@ -429,3 +429,8 @@ class Store:
                 "INSERT INTO kv(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (key, blob),
             )
+
+    def kv_delete(self, key: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM kv WHERE key=?", (key,))
+        return cur.rowcount > 0

@@ -14,9 +14,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from protocol import AsyncClient, Client, ConnectionFailed, ProtocolError, RemoteError, SessionState
-
-from ._humanize import relative_time
+from protocol import (
+    TIMEOUT_RANGE_TEXT,
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    ProtocolError,
+    RemoteError,
+    SessionState,
+    idle_note,
+    relative_time,
+)
 
 
 def _print(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -31,7 +39,7 @@ def render_event(event: dict[str, Any]) -> str:
     kind = event.get("kind")
     head = f"[{event.get('session')} #{event.get('seq')}]"
     if kind == "state":
-        extra = f" (idle for {int(event['idle_for'] // 60)} min)" if event.get("idle_for") else ""
+        extra = idle_note(event.get("idle_for"))
         return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"
     if kind == "user":
         return f"{head} > {event.get('text')}"
@@ -117,9 +125,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
-                idle = event.get("idle_for") or 0
-                note = f" (idle for {int(idle // 60)} min)" if idle >= 60 else ""
-                print(f"Resuming session{note}...", file=sys.stderr)
+                print(f"Resuming session{idle_note(event.get('idle_for'))}...", file=sys.stderr)
             if event.get("message_id") != message_id:
                 continue
             if event.get("kind") == "permission_request" and not args.json:
@@ -152,22 +158,33 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _tail(args: argparse.Namespace) -> int:
+TAIL_STALL = 30.0
+
+
+async def _tail(args: argparse.Namespace, last_seq: int) -> int:
+    """Print the session's events; without ``--follow``, up to ``last_seq`` (the last one
+    when the command started) and no further."""
+    after = args.from_seq if args.from_seq is not None else 0
+    if not args.follow and after >= last_seq:
+        return 0
     async with AsyncClient(args.runtime_dir) as client:
-        sub = await client.subscribe(args.name, after=args.from_seq if args.from_seq is not None else 0)
+        sub = await client.subscribe(args.name, after=after)
         while True:
-            event = await sub.next(timeout=None if args.follow else 0.5)
+            event = await sub.next(timeout=None if args.follow else TAIL_STALL)
             if event is None:
-                return 0
+                print(f"claudectl: the events stopped before sequence number {last_seq}", file=sys.stderr)
+                return 1
             await sub.ack(event["id"])
             print(json.dumps(event) if args.json else render_event(event), flush=True)
+            if not args.follow and event["seq"] >= last_seq:
+                return 0
 
 
 def cmd_tail(client: Client, args: argparse.Namespace) -> int:
-    client.request("status", session=args.name)  # a clear error for an unknown session
+    last_seq = int(client.request("status", session=args.name)["last_seq"])  # also: a clear error
     client.close()
     try:
-        return asyncio.run(_tail(args))
+        return asyncio.run(_tail(args, last_seq))
     except KeyboardInterrupt:
         return 0
 
@@ -255,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_text)
         s.add_argument("name")
         s.set_defaults(func=cmd_simple(op, done))
-    s = sub.add_parser("timeout", help="show or set a session's idle timeout (1-120 minutes)")
+    s = sub.add_parser("timeout", help=f"show or set a session's idle timeout ({TIMEOUT_RANGE_TEXT} minutes)")
     s.add_argument("name")
     s.add_argument("minutes", nargs="?", type=int)
     s.set_defaults(func=cmd_timeout)

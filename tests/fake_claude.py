@@ -8,6 +8,7 @@ is chosen by words in the user's text:
   sleep:N   wait N seconds before answering (an interrupt cuts it short)
   waitfile:P  answer only once the file P exists (a test decides when the turn ends)
   crash     exit with status 3 in the middle of the turn
+  hugeline  write the turn's result as one stdout line over 64 MiB
   tool      a tool_use + tool_result before the answer
   apierror  a result with is_error (like an HTTP 400 from the API)
   long:N    an answer of about N characters, with a fenced code block
@@ -168,6 +169,17 @@ def main() -> int:
         if gate:
             while not os.path.exists(gate.group(1)) and not interrupted.wait(0.05):
                 pass
+        if "hugeline" in text:  # one stdout line over the keeper's 64 MiB limit, then the result
+            with out_lock:
+                sys.stdout.write('{"type": "result", "subtype": "success", "is_error": false, "result": "')
+                chunk = "x" * (1 << 20)
+                for _ in range(65):
+                    sys.stdout.write(chunk)
+                sys.stdout.write('"}\n')
+                sys.stdout.flush()
+            while not interrupted.wait(1):  # the keeper should stop us now
+                pass
+            continue
         if "crash" in text:
             sys.stderr.write("fake claude: crashing as asked\n")
             sys.stderr.flush()

@@ -33,6 +33,7 @@ class FakeTelegram:
         self.rate_limited: list[dict[str, Any]] = []
         self._fail: dict[str, list[int]] = {}
         self._broken: dict[str, int] = {}
+        self._refuse: dict[str, str] = {}
         self.broken: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -137,6 +138,11 @@ class FakeTelegram:
         with self._lock:
             self._fail[method] = [retry_after] * times
 
+    def refuse_next(self, method: str, description: str) -> None:
+        """Answer the next call of ``method`` with 400 Bad Request: ``description``."""
+        with self._lock:
+            self._refuse[method] = description
+
     def break_call(self, method: str, number: int) -> None:
         """Answer the ``number``-th next call of ``method`` (1 = the next) with 502 Bad
         Gateway, as when Telegram does not answer in time; the message is not sent."""
@@ -194,6 +200,10 @@ class FakeTelegram:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         params = await self._params(request)
         with self._lock:
+            if method in self._refuse:
+                description = self._refuse.pop(method)
+                return web.json_response({"ok": False, "error_code": 400, "description": f"Bad Request: {description}"},
+                                         status=400)
             if method in self._broken:
                 self._broken[method] -= 1
                 if self._broken[method] == 0:

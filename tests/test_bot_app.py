@@ -300,16 +300,25 @@ def test_permission_request_buttons(make_supervisor, bot_env, telegram) -> None:
     bot_env(sup)
     api = telegram
     say(api, "/new alpha", "created")
-    ask = say(api, "needperm now", "🔐 Claude asks to use Bash: touch x")
-    [[allow, deny]] = ask["reply_markup"]["inline_keyboard"]
+    first = say(api, "needperm now", "🔐 Claude asks to use Bash: touch x")
+    [[allow, deny]] = first["reply_markup"]["inline_keyboard"]
     assert allow["text"] == "✅ Allow" and deny["text"] == "🚫 Deny"
-    api.press(USER, deny["callback_data"], ask["message_id"])
+    api.press(USER, deny["callback_data"], first["message_id"])
     api.wait_for_text(lambda t: t == "permission: deny (Denied from Telegram.)")
     assert any(a.get("text") == "🚫 Denied" for a in api.callback_answers)
     assert any(e["text"].endswith("🚫 Denied") for e in api.edits)
-    ask = say(api, "needperm again", "🔐 Claude asks")
-    api.press(USER, ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"], ask["message_id"])
+    second = say(api, "needperm again", "🔐 Claude asks")
+    api.press(USER, second["reply_markup"]["inline_keyboard"][0][0]["callback_data"], second["message_id"])
     api.wait_for_text(lambda t: t == "permission: allow")
+    # a prompt answered elsewhere (claudectl) is forgotten too
+    third = say(api, "needperm third", "🔐 Claude asks")
+    request = [e for e in sup.events("alpha") if e["kind"] == "permission_request"][-1]
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", check=True)
+    sup.wait_event("alpha", lambda e: e["kind"] == "result" and e["seq"] > request["seq"])
+    sup.wait_consumer("telegram-bot")
+    for ask in (first, second, third):  # nothing is left behind in the supervisor's kv
+        token = ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"].removeprefix("perm:").rpartition(":")[0]
+        assert sup.request("kv_get", key=f"telegram.perm.{token}")["value"] is None
 
 
 def test_rapid_tool_calls_are_coalesced_into_few_edits(env) -> None:
@@ -321,6 +330,18 @@ def test_rapid_tool_calls_are_coalesced_into_few_edits(env) -> None:
     final = [e for e in api.edits if int(e["message_id"]) == tool_messages[0]["message_id"]]
     assert final and final[-1]["text"].count("🔧 Read") == 30  # ...listing every call at the end
     assert len(final) < 10  # ...edited far fewer times than there were calls
+
+
+def test_a_tool_log_that_cannot_be_edited_goes_on_in_a_new_message(env) -> None:
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.refuse_next("editMessageText", "message to edit not found")
+    say(api, "tools:30 go", "echo: tools:30 go")
+    tool_messages = [m for m in api.sent if m["text"].startswith("🔧")]
+    assert len(tool_messages) == 2  # the first could not be edited: the log went on in another
+    last = [e["text"] for e in api.edits if int(e["message_id"]) == tool_messages[1]["message_id"]]
+    shown = last[-1] if last else tool_messages[1]["text"]
+    assert shown.count("🔧 Read") == 30
 
 
 def test_each_chat_gets_its_own_replies(make_supervisor, bot_env, telegram) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from bot._app import safe_filename
 from bot._config import load, parse_user_ids
-from supervisord_claude._errors import ConfigError
+from bot._errors import BotConfigError
 
 
 def test_env_overrides_the_file(tmp_path) -> None:
@@ -30,7 +30,7 @@ def test_default_api_is_telegram_and_allowlist_is_empty(tmp_path) -> None:
 
 
 def test_bad_user_ids_name_the_variable() -> None:
-    with pytest.raises(ConfigError, match="TELEGRAM_ALLOWED_USERS"):
+    with pytest.raises(BotConfigError, match="TELEGRAM_ALLOWED_USERS"):
         parse_user_ids("12, bob")
 
 
@@ -51,3 +51,33 @@ def test_missing_token_exits_1_with_a_clear_message(tmp_path) -> None:
 ])
 def test_uploaded_file_names_are_made_safe(name, expected) -> None:
     assert safe_filename(name, "fallback") == expected
+
+
+def test_the_bot_reads_only_its_own_table_of_the_shared_config(tmp_path) -> None:
+    cfg = tmp_path / "c.toml"
+    # the supervisor's keys, even ones it would refuse, are not the bot's business
+    cfg.write_text('idle_timeout = -5\n[personas.x]\nbogus = 1\n[telegram]\ntoken = "t"\nallowed_users = [3]\n')
+    conf = load(["--config", str(cfg)], {})
+    assert conf.token == "t" and conf.allowed_users == {3}
+
+
+def test_a_bad_telegram_key_names_it(tmp_path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[telegram]\ntoken = "t"\nallowed_user = [3]\n')
+    with pytest.raises(BotConfigError, match=r"telegram\.allowed_user"):
+        load(["--config", str(cfg)], {})
+
+
+def test_the_bot_has_no_idle_timeout_option() -> None:
+    with pytest.raises(SystemExit):
+        load(["--idle-timeout", "5"], {"TELEGRAM_BOT_TOKEN": "t"})
+
+
+def test_check_is_read_from_the_given_arguments(tmp_path) -> None:
+    from bot import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[telegram]\ntoken = "t"\n')
+    assert load(["--config", str(cfg), "--check"], {}).check_only
+    assert not load(["--config", str(cfg)], {}).check_only
+    assert main(["--config", str(cfg), "--check"]) == 0  # returns at once: no bot is started

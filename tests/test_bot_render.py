@@ -72,3 +72,14 @@ def test_markdown_becomes_entities_and_long_code_is_split_validly() -> None:
 
 def test_empty_markdown_sends_nothing() -> None:
     assert markdown_chunks("   \n") == []
+
+
+def test_a_tail_is_cut_by_utf16_units_and_never_inside_a_character() -> None:
+    from bot._render import utf16_len, utf16_tail
+
+    text = "a" + "😀" * 3000  # each emoji is 2 UTF-16 units
+    tail = utf16_tail(text, 4000)
+    assert utf16_len(tail) <= 4000 and tail == "😀" * 2000
+    assert utf16_tail("short", 4000) == "short"
+    odd = utf16_tail("x😀😀", 3)  # 1 + 2 + 2 units: only one emoji fits
+    assert odd == "😀"

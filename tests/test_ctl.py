@@ -52,3 +52,20 @@ def test_errors_are_one_line_on_stderr_with_exit_1(supervisor: SupervisorProcess
     supervisor.ctl("new", "dup", check=True)
     dup = supervisor.ctl("new", "dup")
     assert dup.returncode == 1 and "already exists" in dup.stderr
+
+
+def test_tail_without_follow_stops_at_the_last_event_when_it_started(make_supervisor) -> None:
+    # Claude keeps writing (a line every 0.1 s); tail prints what there was and returns
+    sup = make_supervisor(env={"FAKE_CLAUDE_LINE_DELAY": "0.1"}).start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.follow("alpha") as events, sup.client() as c:
+        c.request("send", session="alpha", text="tools:100 go")
+        events.wait_count(lambda e: e["kind"] == "tool_use", 3)
+        before = sup.session("alpha")["last_seq"]
+        out = sup.ctl("--json", "tail", "alpha", check=True).stdout.splitlines()
+        after = sup.session("alpha")["last_seq"]
+        seqs = [json.loads(line)["seq"] for line in out]
+        assert seqs == list(range(1, len(seqs) + 1))  # from the start, in order, none missing
+        assert before <= seqs[-1] <= after
+        result = events.wait_event(lambda e: e["kind"] == "result", timeout=120)
+        assert seqs[-1] < result["seq"]  # it did not wait for the turn to end

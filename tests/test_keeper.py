@@ -479,3 +479,12 @@ def test_a_flood_of_messages_is_answered_in_full_and_in_order(supervisor: Superv
         # 1500 turns: a generous bound for a loaded machine and a slowed fake claude
         results = events.wait_count(lambda e: e["kind"] == "result", n + 1, timeout=500, what="every answer")
     assert [r["text"].split(" (")[0] for r in results[1:]] == [f"echo: f{i}" for i in range(n)]
+
+
+def test_an_output_line_over_the_limit_ends_the_turn_clearly(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    result = supervisor.ctl("send", "alpha", "hugeline please", "--wait", timeout=120)
+    assert result.returncode == 1 and "over the 64 MiB limit" in result.stderr
+    assert supervisor.wait_state("alpha", "failed")
+    # the session goes on: the next message resumes the conversation
+    assert "history: 1 earlier" in send_wait(supervisor, "alpha", "still there?")
