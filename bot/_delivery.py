@@ -1,0 +1,247 @@
+"""Delivery of the supervisor's events to Telegram: the durable consumer ``telegram-bot``.
+
+Replies come back as stored events, are sent to the chat that asked (the event's
+``origin``) and are acked only after Telegram accepted them — so a bot that is killed and
+restarted picks up exactly where Telegram last said yes. A long answer's parts resume at
+the first part Telegram has not accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import Application
+
+from protocol import AsyncClient, ProtocolError
+
+from . import _commands as commands
+from . import _render as render
+from ._config import BotConfig
+
+log = logging.getLogger("claude_telegram_bot")
+
+CONSUMER = "telegram-bot"
+TYPING_EVERY = 4.5
+TOOL_EDIT_EVERY = 1.5
+TOOL_LOG_UTF16 = 4000  # under Telegram's 4096, counted as Telegram counts
+
+class Core:
+    """Per-process state shared by the handlers and the delivery loop."""
+
+    def __init__(self, config: BotConfig) -> None:
+        self.config = config
+        self.client = AsyncClient(config.runtime_dir, timeout=15.0)
+        self.link = commands.Link(self.client)
+        self.refused: set[int] = set()
+        self.typing: dict[int, asyncio.Task[None]] = {}
+        self.tools: dict[int, ToolLog] = {}
+        self.delivery: asyncio.Task[None] | None = None
+        # parts of a multi-part reply Telegram already accepted: event id -> count, also
+        # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
+        self.parts_sent: dict[int, int] = {}
+
+
+class ToolLog:
+    """One Telegram message per turn listing its tool calls, edited at most every
+    ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
+
+    def __init__(self, chat: int) -> None:
+        self.chat = chat
+        self.lines: list[str] = []
+        self.message_id: int | None = None
+        self.shown = 0
+        self.last_edit = 0.0
+
+    async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
+        self.lines.append(line)
+        if self.message_id is None:
+            msg = await app.bot.send_message(self.chat, line)
+            self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
+        elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
+            await self.flush(app)
+
+    async def flush(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        if self.message_id is None or self.shown == len(self.lines):
+            return
+        text = render.utf16_tail("\n".join(self.lines), TOOL_LOG_UTF16)
+        try:
+            await app.bot.edit_message_text(text, chat_id=self.chat, message_id=self.message_id)
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                # e.g. the message was deleted: go on in a new one rather than go quiet
+                log.warning("cannot edit the tool log (%s); starting a new one", exc.message)
+                msg = await app.bot.send_message(self.chat, text)
+                self.message_id = msg.message_id
+        self.shown, self.last_edit = len(self.lines), time.monotonic()
+
+
+async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: commands.Reply) -> None:
+    markup = None
+    if reply.buttons:
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)]
+                                       for label, data in reply.buttons])
+    if not reply.markdown:
+        await app.bot.send_message(chat, reply.text, reply_markup=markup)
+        return
+    chunks = render.markdown_chunks(reply.text)
+    for i, chunk in enumerate(chunks):
+        await send_chunk(app, chat, chunk, markup if i == len(chunks) - 1 else None)
+
+
+async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
+                     markup: InlineKeyboardMarkup | None = None) -> None:
+    await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
+                               reply_markup=markup)
+
+
+KV_PROGRESS = "telegram.delivery.progress"
+
+
+async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
+                      text: str) -> None:
+    """Send an answer's parts, resuming after the last part Telegram accepted: a part that
+    failed is sent again, never one before it (also after a bot restart)."""
+    chunks = render.markdown_chunks(text)
+    done = core.parts_sent.get(event_id, 0)
+    for i in range(done, len(chunks)):
+        await send_chunk(app, chat, chunks[i])
+        if i + 1 < len(chunks):
+            core.parts_sent = {event_id: i + 1}
+            await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
+    core.parts_sent.pop(event_id, None)
+
+
+
+
+def perm_token(event: dict[str, Any]) -> str:
+    """What a permission button's callback data names: the request id (callback data is
+    at most 64 bytes, so a very long id is named by its session and a hash instead)."""
+    request_id = str(event.get("request_id"))
+    if len(request_id) <= 48 and ":" not in request_id:
+        return request_id
+    return "h" + hashlib.sha256(f"{event.get('session')}\0{request_id}".encode()).hexdigest()[:40]
+
+
+def perm_key(token: str) -> str:
+    return f"telegram.perm.{token}"
+
+
+def chat_of(event: dict[str, Any]) -> int | None:
+    origin = event.get("origin")
+    if isinstance(origin, str) and origin.startswith("tg:"):
+        try:
+            return int(origin[3:])
+        except ValueError:
+            return None
+    return None
+
+
+async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], chat: int) -> None:
+    while True:
+        with contextlib.suppress(TelegramError):
+            await app.bot.send_chat_action(chat, ChatAction.TYPING)
+        await asyncio.sleep(TYPING_EVERY)
+
+
+def stop_typing(core: Core, message_id: int | None) -> None:
+    if message_id is None:
+        return
+    task = core.typing.pop(message_id, None)
+    if task is not None:
+        task.cancel()
+
+
+async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event: dict[str, Any]) -> None:
+    """Show one event to the chat it belongs to. Returns once Telegram accepted it."""
+    chat = chat_of(event)
+    if chat is None:
+        return
+    kind = event["kind"]
+    message_id = event.get("message_id")
+    if kind == "state" and event.get("state") == "resuming":
+        await app.bot.send_message(chat, render.resume_text(event.get("idle_for")))
+    if kind in ("user", "assistant_text", "tool_use", "tool_result") and message_id is not None \
+            and message_id not in core.typing:
+        # the turn is running: show "typing…" (again, after a bot restart mid-turn)
+        core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
+    if kind == "assistant_text":
+        await send_answer(app, core, event["id"], chat, event.get("text", ""))
+    elif kind == "tool_use":
+        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
+        await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+    elif kind == "permission_request":
+        token = perm_token(event)
+        await core.link.request("kv_set", key=perm_key(token), value=[event["session"], event["request_id"]])
+        buttons = [[InlineKeyboardButton("✅ Allow", callback_data=f"perm:{token}:y"),
+                    InlineKeyboardButton("🚫 Deny", callback_data=f"perm:{token}:n")]]
+        await app.bot.send_message(chat, render.permission_text(event.get("tool_name"), event.get("input")),
+                                   reply_markup=InlineKeyboardMarkup(buttons))
+    elif kind == "permission_resolved":
+        # answered here, elsewhere (claudectl) or ended with the turn: nothing to keep
+        await core.link.request("kv_delete", key=perm_key(perm_token(event)))
+    elif kind in ("result", "message_failed"):
+        stop_typing(core, message_id)
+        tools = core.tools.pop(message_id or 0, None)
+        if tools is not None:
+            await tools.flush(app)
+        if kind == "message_failed":
+            await app.bot.send_message(chat, f"❌ Message not delivered: {event.get('reason')}")
+        elif event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
+            await app.bot.send_message(chat, "⏹ Interrupted.")
+        elif event.get("is_error"):
+            detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
+            await app.bot.send_message(chat, f"⚠️ Claude reported an error: {detail}")
+
+
+async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
+    handled: int | None = None  # the last event shown, even if its ack did not get through
+    sub = None
+    progress_loaded = False
+    while True:
+        try:
+            if not core.client.connected:
+                await core.client.connect(wait=3600)  # the supervisor may start after us
+            if not progress_loaded:
+                saved = (await core.link.request("kv_get", key=KV_PROGRESS))["value"]
+                if isinstance(saved, list) and len(saved) == 2:
+                    core.parts_sent = {int(saved[0]): int(saved[1])}
+                progress_loaded = True
+            if sub is not None:
+                sub.discard()
+            sub = await core.client.subscribe(consumer=CONSUMER, after=handled)
+            log.info("delivering events after %s", "the stored cursor" if handled is None else handled)
+            while True:
+                event = await sub.next()
+                if event is None:
+                    continue
+                while True:
+                    try:
+                        await deliver(app, core, event)
+                        break
+                    except Forbidden:
+                        log.warning("chat of event %s blocked the bot; skipping", event["id"])
+                        break
+                    except BadRequest as exc:
+                        log.error("Telegram refused event %s: %s; skipping", event["id"], exc)
+                        break
+                    except TelegramError as exc:  # network trouble: try the same event again
+                        log.warning("sending event %s failed (%s); retrying", event["id"], exc)
+                        await asyncio.sleep(2)
+                handled = event["id"]
+                await sub.ack(event["id"])
+        except asyncio.CancelledError:
+            raise
+        except (ProtocolError, OSError) as exc:
+            log.warning("lost the supervisor (%s); reconnecting", exc)
+            await asyncio.sleep(1)
+        except Exception:
+            log.exception("delivery loop failed; restarting it")
+            await asyncio.sleep(1)
