@@ -110,6 +110,7 @@ class Op(enum.StrEnum):
     KV_GET = "kv_get"
     KV_SET = "kv_set"
     KV_DELETE = "kv_delete"
+    RESTART = "restart"
     SHUTDOWN = "shutdown"
 
 

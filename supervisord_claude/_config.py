@@ -23,6 +23,7 @@ from ._errors import ConfigError
 APP = "supervisord-claude"
 ENV_PREFIX = "SUPERVISORD_CLAUDE_"
 DEFAULT_IDLE_TIMEOUT = 600.0
+DEFAULT_ORPHAN_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Config:
     claude_args: tuple[str, ...] = ()
     permission_prompts: bool = False
     event_retention_days: float = 30.0
+    #: how long keepers keep Claude running after their supervisor died, waiting for the next
+    orphan_timeout: float = DEFAULT_ORPHAN_TIMEOUT
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
 
@@ -91,6 +94,7 @@ _TOP_KEYS = {
     "claude_args",
     "permission_prompts",
     "event_retention_days",
+    "orphan_timeout",
     "personas",
     "telegram",
 }
@@ -126,6 +130,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if days <= 0:
             raise ConfigError("event_retention_days: must be a positive number of days")
         out["event_retention_days"] = float(days)
+    if "orphan_timeout" in raw:
+        value = _expect(raw, "orphan_timeout", (int, float), "")
+        if value <= 0:
+            raise ConfigError("orphan_timeout: must be a positive number of seconds")
+        out["orphan_timeout"] = float(value)
     if "permission_prompts" in raw:
         out["permission_prompts"] = _expect(raw, "permission_prompts", bool, "")
     personas: dict[str, Persona] = {}
@@ -164,6 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="directory of the SQLite store and session dirs")
     parser.add_argument("--claude-bin", help="the Claude Code executable (default: claude on PATH)")
     parser.add_argument("--idle-timeout", help="default idle timeout in seconds (default 600)")
+    parser.add_argument("--orphan-timeout",
+                        help="seconds keepers wait for a new supervisor after theirs died (default 300)")
     parser.add_argument("--config", help="TOML config file (default: XDG config dir)")
 
 
@@ -198,6 +209,15 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
             raise ConfigError(f"idle_timeout: {idle_raw!r} is not a number of seconds") from None
         if not idle_timeout > 0:
             raise ConfigError("idle_timeout: must be a positive number of seconds")
+    orphan_raw = pick("orphan_timeout")
+    orphan_timeout = DEFAULT_ORPHAN_TIMEOUT
+    if orphan_raw is not None:
+        try:
+            orphan_timeout = float(orphan_raw)
+        except ValueError:
+            raise ConfigError(f"orphan_timeout: {orphan_raw!r} is not a number of seconds") from None
+        if not orphan_timeout > 0:
+            raise ConfigError("orphan_timeout: must be a positive number of seconds")
     claude_bin = str(pick("claude_bin") or "claude")
     sessions_dir = file_values.get("sessions_dir")
     telegram = file_values.get("telegram", TelegramConfig())
@@ -212,6 +232,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         claude_args=file_values.get("claude_args", ()),
         permission_prompts=file_values.get("permission_prompts", False),
         event_retention_days=file_values.get("event_retention_days", 30.0),
+        orphan_timeout=orphan_timeout,
         telegram=telegram,
         config_path=config_path if file_values else None,
     )

@@ -58,7 +58,10 @@ class ControlServer:
         # subscriber can have in flight is bounded by its window instead
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.on_gone: Callable[[bytes], None] = lambda ident: None
-        bind_private(self.sock, path)
+
+    def bind(self) -> None:
+        """Start taking clients (after start-up and adoption are done)."""
+        bind_private(self.sock, self.path)
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -42,7 +42,8 @@ class EventLog:
         self.publish = publish
         #: called when a message left the queue for good (written, answered or failed)
         self.on_message_done = on_message_done
-        self._unstored: collections.deque[tuple[str, EventKind, dict[str, Any]]] = collections.deque()
+        self._unstored: collections.deque[
+            tuple[str, EventKind, dict[str, Any], tuple[int, int] | None]] = collections.deque()
         self._origins: dict[int, str] = {}
         self._retry_armed = False
         self._failing = False
@@ -52,14 +53,17 @@ class EventLog:
         """Events not stored yet (the store is failing)."""
         return len(self._unstored)
 
-    def record(self, session: str, kind: EventKind, body: dict[str, Any]) -> None:
-        """Store an event (with the session and message changes it implies) and publish it."""
+    def record(self, session: str, kind: EventKind, body: dict[str, Any],
+               keeper: tuple[int, int] | None = None) -> None:
+        """Store an event (with the session and message changes it implies) and publish it.
+        ``keeper`` = (pid, n): the keeper's report it came in, stored with it, so a new
+        supervisor knows what to ask that keeper to send again."""
         message_id = body.get("message_id")
         if isinstance(message_id, int) and "origin" not in body:
             origin = self._origin(message_id)
             if origin is not None:
                 body = {**body, "origin": origin}
-        self._unstored.append((session, kind, body))
+        self._unstored.append((session, kind, body, keeper))
         self.flush()
 
     def fail_messages(self, session: str, ids: list[int], reason: str) -> None:
@@ -71,15 +75,18 @@ class EventLog:
 
     def flush(self) -> None:
         while self._unstored:
-            session, kind, body = self._unstored[0]
+            session, kind, body, keeper = self._unstored[0]
             message_id = body.get("message_id")
             status = _STATUS_AFTER.get(kind) if isinstance(message_id, int) else None
+            updates = self._session_updates(session, kind, body)
+            if keeper is not None:
+                updates["keeper_pid"], updates["keeper_n"] = keeper
             try:
                 event = self.store.append_event(
                     session,
                     kind,
                     body,
-                    self._session_updates(session, kind, body),
+                    updates,
                     message_status=(message_id, status) if isinstance(message_id, int) and status else None,
                 )
             except StoreError as exc:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import enum
 import logging
 import os
 import signal
@@ -60,6 +62,19 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
 
 
+#: what a keeper keeps for a supervisor that is not there (its reports until acked);
+#: past this it interrupts the turn rather than grow without bound
+UNACKED_LIMIT = 64 * 1024 * 1024
+
+
+class Link(enum.Enum):
+    """The keeper's link to a supervisor."""
+
+    CONNECTING = "connecting"  # said Hello, waits for Welcome: reports are only kept
+    LINKED = "linked"  # reports are sent (and kept until acked)
+    ORPHANED = "orphaned"  # the supervisor died: keep Claude running, wait for the next one
+
+
 class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
 
@@ -102,6 +117,12 @@ class Keeper:
         self.exit_code = 0
         self.timer = IdleTimer(self.clock, spec.idle_timeout, self._idle_expired)
         self._fresh_retried = False
+        self.link = Link.CONNECTING
+        self._sent_n = 0
+        self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._unacked_bytes = 0
+        self._over_limit = False
+        self._orphan_timer: Any = None
         self._ctrl_ids = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ctx: zmq.asyncio.Context | None = None
@@ -115,13 +136,77 @@ class Keeper:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def send(self, msg: _wire.Message) -> None:
+    def _raw_send(self, data: bytes) -> None:
         if self._sock is None:
             return
         try:
-            send_now(self._sock, [_wire.encode(msg)])
+            send_now(self._sock, [data])
         except zmq.ZMQError as exc:
             log.warning("keeper %s: cannot reach the supervisor: %s", self.session, exc)
+
+    def send(self, msg: _wire.Message) -> None:
+        """Report to the supervisor: numbered and kept until acked (see ``_wire``)."""
+        if not isinstance(msg, _wire.Numbered):
+            self._raw_send(_wire.encode(msg))
+            return
+        self._sent_n += 1
+        data = _wire.encode(dataclasses.replace(msg, n=self._sent_n))
+        self._unacked.append((self._sent_n, data))
+        self._unacked_bytes += len(data)
+        if self.link is Link.LINKED:
+            self._raw_send(data)
+        elif self._unacked_bytes > UNACKED_LIMIT and not self._over_limit:
+            self._over_limit = True
+            log.error("keeper %s: %d bytes wait for a supervisor; interrupting the turn", self.session,
+                      self._unacked_bytes)
+            if self.current is not None:
+                self._interrupt()
+                self.emit(EventKind.ERROR, message="The supervisor was away for too long: the answer was"
+                          " interrupted (its output so far is kept)", **self._turn())
+
+    def _acked(self, upto: int) -> None:
+        while self._unacked and self._unacked[0][0] <= upto:
+            self._unacked_bytes -= len(self._unacked.popleft()[1])
+        if self._unacked_bytes <= UNACKED_LIMIT // 2:
+            self._over_limit = False
+
+    def hello(self) -> _wire.Hello:
+        return _wire.Hello(
+            pid=os.getpid(), version=_wire.WIRE_VERSION, session=self.session,
+            claude_pid=self.claude.proc.pid if self.claude is not None else None, state=self.state.value,
+            current=self.current.id if self.current else None, queued=tuple(m.id for m in self.queue),
+            resumed=self.started,
+        )
+
+    def _on_connected(self) -> None:
+        """A (new) supervisor is there: introduce ourselves; reports wait for its Welcome."""
+        self.link = Link.CONNECTING
+        self._raw_send(_wire.encode(self.hello()))
+
+    def _on_welcome(self, resend_from: int) -> None:
+        self._acked(resend_from - 1)
+        self.link = Link.LINKED
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
+            log.info("keeper %s: adopted by a new supervisor", self.session)
+        for _, data in self._unacked:
+            self._raw_send(data)
+
+    def _orphaned(self) -> None:
+        if self.link is Link.ORPHANED or self.done.is_set():
+            return
+        self.link = Link.ORPHANED
+        log.warning("keeper %s: supervisor gone; Claude keeps running for %.0f s while a new one may come",
+                    self.session, self.spec.orphan_timeout)
+        self._orphan_timer = self.clock.call_later(self.spec.orphan_timeout, self._orphan_expired)
+
+    def _orphan_expired(self) -> None:
+        self._orphan_timer = None
+        log.warning("keeper %s: no supervisor came; stopping Claude", self.session)
+        if self._sock is not None:
+            self._sock.setsockopt(zmq.LINGER, 0)
+        self._spawn_task(self.stop(Reason.SHUTDOWN))
 
     def emit(self, kind: EventKind, **body: Any) -> None:
         self.send(_wire.KeeperEvent(kind.value, body))
@@ -156,13 +241,16 @@ class Keeper:
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, f"{self.session}:{os.getpid()}".encode())
+        monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._sock.connect(_wire.keeper_endpoint(self.spec.runtime_dir))
-        self.send(_wire.Hello(os.getpid()))
+        self._spawn_task(self._watch_link(monitor))
         self._spawn_task(self._command_loop())
         await self._start_claude(Reason.MESSAGE if self.started else Reason.REQUESTED, idle_for=self.spec.idle_for)
         await self.done.wait()
         for task in list(self._tasks):
             task.cancel()
+        self._sock.disable_monitor()
+        monitor.close(0)
         self._sock.close()
         self._ctx.term()
         return self.exit_code
@@ -227,6 +315,16 @@ class Keeper:
             self.change_state(SessionState.IDLE, reason)
         self.timer.start()
 
+    async def _watch_link(self, monitor: zmq.asyncio.Socket) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self._on_connected()
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._orphaned()  # (an adopted keeper has no death pipe to its new supervisor)
+
     def _on_sigterm(self) -> None:
         self._spawn_task(self.stop(Reason.SHUTDOWN))
 
@@ -238,10 +336,7 @@ class Keeper:
             return
         if not data:
             asyncio.get_running_loop().remove_reader(self.death_fd)
-            log.warning("keeper %s: supervisor died; stopping Claude", self.session)
-            if self._sock is not None:
-                self._sock.setsockopt(zmq.LINGER, 0)
-            self._spawn_task(self.stop(Reason.SHUTDOWN))
+            self._orphaned()
 
     async def _command_loop(self) -> None:
         assert self._sock is not None
@@ -254,7 +349,11 @@ class Keeper:
 
     def handle(self, cmd: _wire.Message) -> None:
         """Carry out one command of the supervisor."""
-        if isinstance(cmd, _wire.Deliver):
+        if isinstance(cmd, _wire.Ack):
+            self._acked(cmd.upto)
+        elif isinstance(cmd, _wire.Welcome):
+            self._on_welcome(cmd.resend_from)
+        elif isinstance(cmd, _wire.Deliver):
             if self.ending:
                 # lost the race with suspension: the supervisor re-delivers it after resume
                 self.send(_wire.Rejected((cmd.message.id,)))
@@ -263,9 +362,7 @@ class Keeper:
             self.queue.append(cmd.message)
             self._pump()
         elif isinstance(cmd, _wire.Interrupt):
-            if self.current is not None and self.claude is not None:
-                self._ctrl_ids += 1
-                self._write(_claude.control_line(f"interrupt-{self._ctrl_ids}", "interrupt"))
+            self._interrupt()
         elif isinstance(cmd, _wire.Suspend):
             if self.current is None and not self.queue:
                 self._spawn_task(self.suspend(Reason(cmd.reason)))
@@ -287,6 +384,11 @@ class Keeper:
             log.warning("keeper %s: unexpected %s from the supervisor", self.session, type(cmd).__name__)
 
     # messages and turns ---------------------------------------------------------------
+
+    def _interrupt(self) -> None:
+        if self.current is not None and self.claude is not None:
+            self._ctrl_ids += 1
+            self._write(_claude.control_line(f"interrupt-{self._ctrl_ids}", "interrupt"))
 
     def _write(self, line: bytes) -> bool:
         run = self.claude

@@ -50,6 +50,7 @@ class Ops:
         self.wall = wall
         self.started_at = started_at
         self.request_shutdown = request_shutdown
+        self.request_restart: Callable[[], None] = request_shutdown
         self.stopping = False
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any]:
@@ -234,6 +235,10 @@ class Ops:
 
     def op_kv_delete(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"existed": self.store.kv_delete(key)}
+
+    def op_restart(self, ident: bytes) -> dict[str, Any]:
+        self.request_restart()  # after this reply; keepers and their Claude keep running
+        return {"pid": os.getpid()}
 
     def op_shutdown(self, ident: bytes) -> dict[str, Any]:
         self.request_shutdown()  # after this reply: the shutdown runs as its own task

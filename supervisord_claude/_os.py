@@ -53,15 +53,23 @@ class System:
             return ""
         return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
+    def uid(self, pid: int) -> int | None:
+        """The real uid of ``pid`` (None if it is gone)."""
+        try:
+            return (PROC / str(pid)).stat().st_uid
+        except OSError:
+            return None
+
     def processes_titled(self, prefix: str) -> list[tuple[int, str]]:
-        """Processes whose title (argv as set by setproctitle) starts with ``prefix``."""
-        me = os.getpid()
+        """This user's processes whose title (argv as set by setproctitle) starts with
+        ``prefix``: another user's process is never ours to adopt or reap, whatever its title."""
+        me, uid = os.getpid(), os.getuid()
         found = []
         for pid in self._pids():
             if pid == me:
                 continue
             title = self.title(pid)
-            if title.startswith(prefix):
+            if title.startswith(prefix) and self.uid(pid) == uid:
                 found.append((pid, title))
         return found
 
@@ -69,10 +77,10 @@ class System:
         """Processes whose initial environment has ``key=value`` (Claude children and
         whatever they started carry the instance marker)."""
         needle = f"{key}={value}".encode()
-        me = os.getpid()
+        me, uid = os.getpid(), os.getuid()
         found = []
         for pid in self._pids():
-            if pid == me:
+            if pid == me or self.uid(pid) != uid:
                 continue
             try:
                 environ = (PROC / str(pid) / "environ").read_bytes()
@@ -81,6 +89,14 @@ class System:
             if needle in environ.split(b"\0"):
                 found.append(pid)
         return found
+
+    def environ(self, pid: int) -> dict[str, str]:
+        try:
+            raw = (PROC / str(pid) / "environ").read_bytes()
+        except OSError:
+            return {}
+        pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+        return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
     def terminate(self, pids: Iterable[int], grace: float, poll: float = 0.05) -> int:
         """SIGTERM each pid, wait up to ``grace`` seconds, SIGKILL survivors.

@@ -83,6 +83,8 @@ class KeeperHandle:
     bye: _wire.Bye | None = None
     exit_status: int | None = None
     grace: TimerHandle | None = None
+    last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
+    adopted: bool = False  # taken over from a previous supervisor: not a child of our fork server
 
     def change_phase(self, new: Phase) -> None:
         if new not in PHASE_EDGES[self.phase]:
@@ -121,6 +123,12 @@ class KeeperPool:
         self._tokens = 0
         self.stopping = False
         self.on_all_gone: Callable[[], None] = lambda: None
+        #: during start-up: pid -> session of keepers a previous supervisor left, to adopt
+        self.adoptable: dict[int, str] = {}
+        #: watches an adopted keeper's exit (it is no child of ours): pidfd in the supervisor
+        self.watch_exit: Callable[[int], None] = lambda pid: None
+        self._to_ack: set[int] = set()
+        self._ack_armed = False
 
     # what the op handlers ask ---------------------------------------------------------
 
@@ -233,6 +241,7 @@ class KeeperPool:
             permission_prompts=self.config.permission_prompts,
             idle_for=(self.wall() - rec.suspended_at) if rec.suspended_at else None,
             cost_baseline=rec.claude_cost,
+            orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
         )
         self.handles[session] = handle
@@ -261,17 +270,22 @@ class KeeperPool:
             self.events.fail_messages(handle.session, handle.forwarded,
                                       f"could not start a session keeper: {msg.error}")
         elif isinstance(msg, _wire.Exited):
-            handle = self.by_pid.get(msg.pid)
-            if handle is None:
-                return
-            handle.exit_status = msg.status
-            if handle.phase in CONNECTED:
-                # its last messages (events, bye) come over the keeper socket, which this
-                # report can overtake: wait for the bye a moment before calling it killed
-                handle.change_phase(Phase.EXIT_REPORTED)
-                handle.grace = self.clock.call_later(BYE_GRACE, lambda: self._gone(handle))
-            else:
-                self._gone(handle)
+            self.on_exit(msg.pid, msg.status)
+
+    def on_exit(self, pid: int, status: int | None) -> None:
+        """A keeper process is gone (reported by the fork server, or seen through the pidfd
+        of an adopted keeper, whose status we cannot know: its bye tells)."""
+        handle = self.by_pid.get(pid)
+        if handle is None:
+            return
+        handle.exit_status = status
+        if handle.phase in CONNECTED:
+            # its last messages (events, bye) come over the keeper socket, which this
+            # report can overtake: wait for the bye a moment before calling it killed
+            handle.change_phase(Phase.EXIT_REPORTED)
+            handle.grace = self.clock.call_later(BYE_GRACE, lambda: self._gone(handle))
+        else:
+            self._gone(handle)
 
     # messages of keepers ----------------------------------------------------------------
 
@@ -290,15 +304,21 @@ class KeeperPool:
             return
         handle = self._by_ident(ident)
         if handle is None:
-            log.warning("%s from an unknown keeper dropped", type(msg).__name__)
+            log.debug("%s from an unknown keeper dropped", type(msg).__name__)
             return
+        if isinstance(msg, _wire.Numbered):
+            if msg.n <= handle.last_n:
+                return  # sent again after a reconnect: handled already
+            handle.last_n = msg.n
+            self._ack_soon(handle)
         if isinstance(msg, _wire.KeeperEvent):
             kind = EventKind(msg.kind)
             if kind is EventKind.PERMISSION_REQUEST:
                 handle.permissions.add(str(msg.body["request_id"]))
             elif kind is EventKind.PERMISSION_RESOLVED:
                 handle.permissions.discard(str(msg.body["request_id"]))
-            self.events.record(handle.session, kind, dict(msg.body))
+            assert handle.pid is not None
+            self.events.record(handle.session, kind, dict(msg.body), keeper=(handle.pid, msg.n))
             if msg.body.get("state") == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
         elif isinstance(msg, _wire.ClaudeStarted):
@@ -309,7 +329,8 @@ class KeeperPool:
             if handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
             handle.forwarded = [i for i in handle.forwarded if i not in msg.ids]
-            self.queues.setdefault(handle.session, collections.deque()).extendleft(reversed(msg.ids))
+            queue = self.queues.setdefault(handle.session, collections.deque())
+            queue.extendleft(reversed([i for i in msg.ids if i not in queue]))
         elif isinstance(msg, _wire.Bye):
             handle.bye = msg
             if handle.phase is Phase.EXIT_REPORTED:
@@ -319,7 +340,38 @@ class KeeperPool:
         else:
             log.warning("unexpected %s from the keeper of %s", type(msg).__name__, handle.session)
 
+    def _ack_soon(self, handle: KeeperHandle) -> None:
+        """Ack a keeper's reports once per loop turn (not one ack per report)."""
+        assert handle.pid is not None
+        self._to_ack.add(handle.pid)
+        if not self._ack_armed:
+            self._ack_armed = True
+            self.clock.call_later(0, self._send_acks)
+
+    def _send_acks(self) -> None:
+        self._ack_armed = False
+        if self.events.waiting:  # not stored yet (disk full): the keepers keep them for us
+            self.clock.call_later(1.0, self._send_acks)
+            self._ack_armed = True
+            return
+        pids, self._to_ack = self._to_ack, set()
+        for pid in pids:
+            handle = self.by_pid.get(pid)
+            if handle is not None and handle.ident is not None:
+                self.link.send(handle.ident, _wire.Ack(handle.last_n))
+
+    def _resend_from(self, session: str, pid: int) -> int:
+        rec = self.store.get_session(session)
+        return rec.keeper_n + 1 if rec is not None and rec.keeper_pid == pid else 1
+
     def _on_hello(self, ident: bytes, msg: _wire.Hello) -> None:
+        if msg.version != _wire.WIRE_VERSION:
+            log.warning("keeper pid %d speaks wire version %d, not %d: not taken on", msg.pid, msg.version,
+                        _wire.WIRE_VERSION)
+            return
+        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
+            self._adopt(ident, msg)
+            return
         handle = self.by_pid.get(msg.pid)
         if handle is None:
             # the hello can overtake the fork server's "spawned" report
@@ -336,10 +388,41 @@ class KeeperPool:
             return
         handle.ident = ident
         handle.change_phase(Phase.READY)
+        self._welcome(handle)
         outbox, handle.outbox = handle.outbox, []
         for command in outbox:
             self.link.send(ident, command)
         self.dispatch(handle.session)
+
+    def _welcome(self, handle: KeeperHandle) -> None:
+        assert handle.ident is not None and handle.pid is not None
+        resend_from = self._resend_from(handle.session, handle.pid)
+        handle.last_n = resend_from - 1
+        self.link.send(handle.ident, _wire.Welcome(resend_from))
+
+    def _adopt(self, ident: bytes, msg: _wire.Hello) -> None:
+        """Take over a keeper a previous supervisor left: no new process, no new Claude."""
+        del self.adoptable[msg.pid]
+        self._tokens += 1
+        handle = KeeperHandle(msg.session, self._tokens, pid=msg.pid, ident=ident, claude_pid=msg.claude_pid,
+                              adopted=True)
+        handle.change_phase(Phase.STARTING)
+        handle.change_phase(Phase.READY)
+        if msg.state == SessionState.SUSPENDING.value:
+            handle.change_phase(Phase.DRAINING)
+        handle.forwarded = ([msg.current] if msg.current is not None else []) + list(msg.queued)
+        queue = self.queues.get(msg.session)
+        if queue:  # what it holds is its own; the rest waits for it as usual
+            self.queues[msg.session] = collections.deque(i for i in queue if i not in handle.forwarded)
+        self.handles[msg.session] = handle
+        self.by_pid[msg.pid] = handle
+        if msg.resumed:
+            self.store.update_session(msg.session, started=1)
+        self._welcome(handle)
+        self.watch_exit(msg.pid)
+        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s)", msg.session, msg.pid, msg.claude_pid,
+                 msg.state)
+        self.dispatch(msg.session)
 
     # exits ------------------------------------------------------------------------------
 
@@ -355,12 +438,12 @@ class KeeperPool:
             return
         if handle.grace is not None:
             handle.grace.cancel()
-        status = handle.exit_status if handle.exit_status is not None else 0
+        status = "unknown" if handle.exit_status is None else str(handle.exit_status)
         connected = handle.ident is not None
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session
-        log.info("keeper for %s (pid %s) exited with status %d", session, handle.pid, status)
+        log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
         leftover = list(handle.forwarded)
         handle.forwarded.clear()
         if handle.bye is None:

@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import stat
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import setproctitle
 from protocol import EventKind, Reason, SessionState, instance_id
 
 from . import _forkserver
-from ._claude import INSTANCE_ENV
+from ._claude import INSTANCE_ENV, SESSION_ENV
 from ._config import Config, find_claude
 from ._errors import StartupRefused
 from ._keeper import STOP_GRACE
@@ -64,25 +65,36 @@ def acquire_lock(path: Path) -> int:
     return fd
 
 
-def reap_stale(system: System, instance: str) -> tuple[int, int]:
-    """Kill what a previous supervisor of this runtime dir left: keepers (by title), then
-    Claude children (by environment marker). Returns (keepers, claude processes)."""
-    keepers = [pid for pid, _ in system.processes_titled(title_prefix(instance))]
+def keepers_left(system: System, instance: str) -> dict[int, str]:
+    """pid -> session of every keeper a previous supervisor of this runtime dir left: to
+    adopt if it introduces itself, else to reap."""
+    prefix = f"{title_prefix(instance)} keeper "
+    return {pid: title[len(prefix):].strip() for pid, title in system.processes_titled(prefix)}
+
+
+def reap_leftovers(system: System, instance: str) -> int:
+    """Kill what a previous supervisor left that is no keeper (its fork server)."""
+    others = [pid for pid, title in system.processes_titled(title_prefix(instance))
+              if not title.startswith(f"{title_prefix(instance)} keeper ")]
+    return system.terminate(others, grace=2.0)
+
+
+def reap_stale(system: System, instance: str, keepers: list[int], live_sessions: set[str]) -> tuple[int, int]:
+    """Kill keepers that were not adopted (by title: hung, stopped, another wire version),
+    then every Claude process of this instance whose session has no adopted keeper.
+    Returns (keepers, Claude processes). Blocking: run it off the event loop."""
     reaped = system.terminate(keepers, grace=STOP_GRACE + 1.0)
-    leftovers = system.processes_with_env(INSTANCE_ENV, instance)
-    orphans = system.terminate(leftovers, grace=2.0)
-    log.info("Reaped %d stale keepers", reaped)
-    if orphans:
-        log.info("Reaped %d orphaned Claude processes", orphans)
-    return reaped, orphans
+    orphans = [pid for pid in system.processes_with_env(INSTANCE_ENV, instance)
+               if system.environ(pid).get(SESSION_ENV) not in live_sessions]
+    return reaped, system.terminate(orphans, grace=2.0)
 
 
-def recover_store(store: Store, now: float) -> None:
-    """After a restart nothing runs: every session is suspended (or failed, archived), and
-    every message Claude was answering when the old supervisor died is reported failed,
+def recover_store(store: Store, now: float, adopted: frozenset[str] = frozenset()) -> None:
+    """After a restart, only adopted keepers run: every other session is suspended (or
+    failed, archived), and every message Claude was answering in one is reported failed,
     to its sender (the event carries its origin) and with its status in one transaction."""
     for rec in store.list_sessions(True):
-        if rec.state.live:
+        if rec.state.live and rec.name not in adopted:
             store.append_event(
                 rec.name,
                 EventKind.STATE,
@@ -90,6 +102,8 @@ def recover_store(store: Store, now: float) -> None:
                 {"state": SessionState.SUSPENDED, "suspended_at": now},
             )
     for msg in store.messages(None, WRITTEN):
+        if msg.session in adopted:
+            continue  # its keeper is still answering it
         body: dict[str, Any] = {
             "message_id": msg.id,
             "reason": "the supervisor stopped while Claude was answering; send it again",
@@ -101,8 +115,6 @@ def recover_store(store: Store, now: float) -> None:
 
 def run(config: Config) -> int:
     """Start-up order matters: lock, reap, fork server (no threads yet), then the loop."""
-    import time
-
     from ._supervisor import Supervisor
 
     config = replace(config, claude_bin=find_claude(config.claude_bin))
@@ -111,7 +123,8 @@ def run(config: Config) -> int:
     instance = instance_id(config.runtime_dir)
     setproctitle.setproctitle(f"{title_prefix(instance)} supervisor")
     system = System()
-    reap_stale(system, instance)
+    reap_leftovers(system, instance)
+    adoptable = keepers_left(system, instance)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     death_r, death_w = os.pipe()
     fs_pid, fs_sock = _forkserver.start(
@@ -120,18 +133,23 @@ def run(config: Config) -> int:
     os.close(death_r)
     fs_sock.setblocking(False)
     store = Store(config.db_path)
-    recover_store(store, time.time())
-    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock))
+    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock), adoptable=adoptable)
     try:
         asyncio.run(supervisor.serve())
     finally:
         supervisor.close()
         store.close()
-        os.close(death_w)  # the fork server sees EOF and exits
+        os.close(death_w)  # the fork server sees EOF and exits (its keepers need not)
         try:
             os.waitpid(fs_pid, 0)
         except ChildProcessError:
             pass
         os.close(lock_fd)
+    if supervisor.restarting:
+        # the same pid (a service manager keeps tracking it) with the code now installed;
+        # the keepers wait for it and are adopted, so running turns go on
+        log.info("restarting in place")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]])
     log.info("supervisor stopped")
     return 0

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS sessions(
     suspended_at REAL,
     cost_usd REAL NOT NULL DEFAULT 0,
     last_seq INTEGER NOT NULL DEFAULT 0,
-    claude_cost REAL NOT NULL DEFAULT 0
+    claude_cost REAL NOT NULL DEFAULT 0,
+    keeper_pid INTEGER,
+    keeper_n INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,6 +85,9 @@ class SessionRecord:
     cost_usd: float
     last_seq: int
     claude_cost: float = 0.0  # Claude's own cumulative total_cost_usd, as last reported
+    #: the keeper whose reports were stored last, and the number of its last stored event
+    keeper_pid: int | None = None
+    keeper_n: int = 0
 
     def public(self, default_timeout: float) -> dict[str, Any]:
         return {
@@ -124,6 +129,8 @@ _SESSION_FIELDS = {
     "suspended_at",
     "cost_usd",
     "claude_cost",
+    "keeper_pid",
+    "keeper_n",
 }
 
 
@@ -157,6 +164,9 @@ class Store:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "claude_cost" not in columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN claude_cost REAL NOT NULL DEFAULT 0")
+        if "keeper_pid" not in columns:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN keeper_pid INTEGER")
+            self._db.execute("ALTER TABLE sessions ADD COLUMN keeper_n INTEGER NOT NULL DEFAULT 0")
         # an idempotency key is scoped to its session (it was global before)
         self._db.execute("DROP INDEX IF EXISTS messages_by_key")
         self._db.execute(
@@ -231,11 +241,13 @@ class Store:
             cost_usd=row[11],
             last_seq=row[12],
             claude_cost=row[13],
+            keeper_pid=row[14],
+            keeper_n=row[15],
         )
 
     _SESSION_COLUMNS = (
         "name, session_id, cwd, model, persona, idle_timeout, state, started, created,"
-        " last_active, suspended_at, cost_usd, last_seq, claude_cost"
+        " last_active, suspended_at, cost_usd, last_seq, claude_cost, keeper_pid, keeper_n"
     )
 
     def get_session(self, name: str) -> SessionRecord | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -40,11 +41,14 @@ from ._ops import Ops
 from ._os import System
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._sockets import send_now
+from ._startup import reap_stale, recover_store
 from ._store import QUEUED, Store
 
 log = logging.getLogger("supervisord_claude")
 
 PRUNE_EVERY = 3600.0
+#: how long start-up waits for the keepers a previous supervisor left to introduce themselves
+ADOPT_WINDOW = 3.0
 
 
 @dataclass
@@ -60,9 +64,12 @@ class Core:
     ops: Ops
 
     def requeue_owed(self) -> None:
-        """Messages accepted before a restart are still owed, in the order they came."""
+        """Messages accepted before a restart are still owed, in the order they came
+        (those an adopted keeper holds are its own)."""
+        held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         for msg in self.store.messages(None, QUEUED):
-            self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
+            if msg.id not in held:
+                self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):
             self.pool.dispatch(name)
 
@@ -134,7 +141,10 @@ class KeeperSocket:
 
 class Supervisor:
     def __init__(self, config: Config, store: Store, system: System, fork: ForkServerLink,
-                 clock: Clock | None = None, wall: Callable[[], float] = time.time) -> None:
+                 clock: Clock | None = None, wall: Callable[[], float] = time.time,
+                 adoptable: dict[int, str] | None = None) -> None:
+        self.adoptable = dict(adoptable or {})
+        self.restarting = False
         self.config = config
         self.store = store
         self.system = system
@@ -168,12 +178,18 @@ class Supervisor:
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
                                self.keepers, self.control.send, self.request_shutdown)
         self.control.on_gone = self.core.hub.drop_client
-        self.core.pool.on_all_gone = self._all_gone.set
+        self.core.ops.request_restart = self.request_restart
+        pool = self.core.pool
+        pool.on_all_gone = self._all_gone.set
+        pool.watch_exit = self._watch_exit
         loop.add_reader(self.fork.fileno(), self._on_forkserver)
+        self._task(self.keepers.serve(pool.on_keeper_message))
+        await self._adopt()
+        self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
+        loop.add_signal_handler(signal.SIGHUP, self.request_restart)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
-        self._task(self.keepers.serve(self.core.pool.on_keeper_message))
         self._task(self._prune_loop())
         self.core.requeue_owed()
         log.info(
@@ -183,6 +199,39 @@ class Supervisor:
             len(self.store.list_sessions(True)),
         )
         await self.stopped.wait()
+
+    async def _adopt(self) -> None:
+        """Take over the keepers a previous supervisor left (each introduces itself when
+        it reconnects), reap those that do not within ADOPT_WINDOW, recover the rest."""
+        pool = self.core.pool
+        pool.adoptable = dict(self.adoptable)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (ADOPT_WINDOW if pool.adoptable else 0)
+        while pool.adoptable and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        stale = sorted(pool.adoptable)
+        pool.adoptable.clear()
+        adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
+        reaped, orphans = await asyncio.to_thread(reap_stale, self.system, self.core.instance, stale, set(adopted))
+        log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
+        if orphans:
+            log.info("Reaped %d orphaned Claude processes", orphans)
+        recover_store(self.store, self.wall(), adopted)
+
+    def _watch_exit(self, pid: int) -> None:
+        """An adopted keeper is no child of our fork server: a pidfd says when it exits."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            loop.call_soon(self.core.pool.on_exit, pid, None)
+            return
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self.core.pool.on_exit(pid, None)
+        loop.add_reader(fd, exited)
 
     def _on_forkserver(self) -> None:
         reports = self.fork.reports()
@@ -209,7 +258,22 @@ class Supervisor:
                     log.info("pruned %d events older than %g days", pruned, self.config.event_retention_days)
             await asyncio.sleep(PRUNE_EVERY)
 
-    # shutdown -------------------------------------------------------------------------
+    # shutdown and restart ------------------------------------------------------------
+
+    def request_restart(self) -> None:
+        """Restart in place (SIGHUP, the restart op): stop serving without stopping any
+        keeper; ``run`` then re-executes the supervisor, which adopts them."""
+        if self.stopping:
+            return
+        log.info("restart requested: keepers and their Claude keep running")
+        self.stopping = self.restarting = True
+        self.core.ops.stopping = True
+        asyncio.get_running_loop().call_later(0.05, self._stop_serving)  # after the reply is sent
+
+    def _stop_serving(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.stopped.set()
 
     def request_shutdown(self) -> None:
         if self.stopping:

@@ -7,12 +7,21 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     supervisor -> fork server   Spawn{token, spec: KeeperSpec}
     fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
                                 | Exited{pid, status}
-    keeper -> supervisor        Hello{pid} | ClaudeStarted{pid}
-                                | ConversationStarted{session_id} | KeeperEvent{kind, body}
-                                | Rejected{ids} | Bye{state, reason}
-    supervisor -> keeper        Deliver{message} | Interrupt{} | Suspend{reason}
+    keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
+                                      queued, resumed}
+                                | ClaudeStarted{pid} | ConversationStarted{session_id}
+                                | KeeperEvent{kind, body} | Rejected{ids} | Bye{state, reason}
+    supervisor -> keeper        Welcome{resend_from} | Ack{upto}
+                                | Deliver{message} | Interrupt{} | Suspend{reason}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
                                 | Permit{request_id, allow, message}
+
+Everything a keeper sends after its Hello is numbered (``n``, from 1) and kept by the
+keeper until the supervisor acks it (``Ack{upto}``, once stored). A keeper says Hello on
+every connection — the first, and each one to a new supervisor after the old one died;
+``Welcome{resend_from}`` names the first number that supervisor has not stored, and the
+keeper sends everything from there, in order. So no event is lost or stored twice
+across a supervisor crash or restart.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from typing import Any, ClassVar
 import msgpack
 
 KEEPER_SOCKET = "keepers.sock"
+#: bumped when a message changes shape; a keeper of another version is not adopted
+WIRE_VERSION = 2
 
 
 class WireError(ValueError):
@@ -66,6 +77,8 @@ class KeeperSpec:
     idle_for: float | None = None
     #: Claude's cumulative total_cost_usd as last reported (it carries on across --resume)
     cost_baseline: float = 0.0
+    #: how long a keeper whose supervisor died waits for the next one before it stops
+    orphan_timeout: float = 300.0
     messages: tuple[QueuedMessage, ...] = ()
 
 
@@ -73,6 +86,13 @@ class Message:
     """Base of every internal message; ``TAG`` is its ``t`` on the wire."""
 
     TAG: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Numbered(Message):
+    """A keeper's report after its Hello: numbered, kept by the keeper until acked."""
+
+    n: int = 0
 
 
 # fork server --------------------------------------------------------------------------
@@ -111,31 +131,40 @@ class Exited(Message):
 
 @dataclass(frozen=True)
 class Hello(Message):
+    """A keeper introduces itself, on every connection to a supervisor."""
+
     TAG = "hello"
     pid: int
+    version: int = 1  # a keeper always says which; one that does not predates versions
+    session: str = ""
+    claude_pid: int | None = None
+    state: str = ""
+    current: int | None = None  # the message Claude is answering
+    queued: tuple[int, ...] = ()  # messages it holds for Claude, in order
+    resumed: bool = False  # the conversation exists (Claude's --resume works)
 
 
 @dataclass(frozen=True)
-class ClaudeStarted(Message):
+class ClaudeStarted(Numbered):
     TAG = "claude"
     pid: int
 
 
 @dataclass(frozen=True)
-class ConversationStarted(Message):
+class ConversationStarted(Numbered):
     TAG = "started"
     session_id: str
 
 
 @dataclass(frozen=True)
-class KeeperEvent(Message):
+class KeeperEvent(Numbered):
     TAG = "event"
     kind: str
     body: dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Rejected(Message):
+class Rejected(Numbered):
     """Messages the keeper will not run (it is stopping): the supervisor requeues them."""
 
     TAG = "rejected"
@@ -143,10 +172,24 @@ class Rejected(Message):
 
 
 @dataclass(frozen=True)
-class Bye(Message):
+class Bye(Numbered):
     TAG = "bye"
     state: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    """The supervisor takes the keeper on; it has stored its reports before ``resend_from``."""
+
+    TAG = "welcome"
+    resend_from: int
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    TAG = "ack"
+    upto: int
 
 
 # supervisor -> keeper -----------------------------------------------------------------
@@ -198,8 +241,8 @@ class Permit(Message):
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
-                KeeperEvent, Rejected, Bye, Deliver, Interrupt, Suspend, Stop, SetTimeout, SetModel,
-                Permit)
+                KeeperEvent, Rejected, Bye, Welcome, Ack, Deliver, Interrupt, Suspend, Stop, SetTimeout,
+                SetModel, Permit)
 }
 
 
@@ -254,7 +297,9 @@ def decode(data: bytes) -> Message:
         if cls is Deliver:
             return Deliver(_queued(raw["message"]))
         if cls is Rejected:
-            return Rejected(tuple(int(i) for i in raw["ids"]))
+            return Rejected(tuple(int(i) for i in raw["ids"]), n=int(raw.get("n", 0)))
+        if cls is Hello:
+            raw["queued"] = tuple(int(i) for i in raw.get("queued") or ())
         return cls(**raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"malformed {cls.TAG} message: {exc}") from None

@@ -228,6 +228,12 @@ def cmd_permit(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restart(client: Client, args: argparse.Namespace) -> int:
+    result = client.request("restart")
+    _print(args, result, f"supervisor (pid {result['pid']}) is restarting; sessions keep running")
+    return 0
+
+
 def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     client.request("shutdown")
     _print(args, {}, "supervisor is shutting down")
@@ -290,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_permit)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
+    s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")
+    s.set_defaults(func=cmd_restart)
     return p
 
 

@@ -303,6 +303,15 @@ class SupervisorProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def crash(self) -> None:
+        """Everything of this instance dies at once (supervisor, fork server, keepers,
+        Claude), as in a power cut: what is left to a restart is the store."""
+        self.kill9()
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not self.pids(), what="every process of the instance to die")
+
     def pids(self) -> list[int]:
         return processes_of(self.instance)
 

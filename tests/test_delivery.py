@@ -12,14 +12,14 @@ import zmq
 
 from protocol import RemoteError, control_endpoint
 
-from .conftest import SupervisorProcess, wait_for
+from .conftest import SupervisorProcess
 
 
 def outcome(events: list[dict], message_id: int) -> list[dict]:
     return [e for e in events if e.get("message_id") == message_id and e["kind"] in ("result", "message_failed")]
 
 
-@pytest.mark.parametrize("how", ["sigterm", "kill9"])
+@pytest.mark.parametrize("how", ["sigterm", "crash"])
 def test_a_queued_message_is_answered_after_a_supervisor_restart(make_supervisor, how: str) -> None:
     sup = make_supervisor().start()
     sup.ctl("new", "alpha", check=True)
@@ -31,8 +31,7 @@ def test_a_queued_message_is_answered_after_a_supervisor_restart(make_supervisor
     if how == "sigterm":
         sup.stop()
     else:
-        sup.kill9()
-        wait_for(lambda: not sup.pids(), what="the old supervisor's processes to go")
+        sup.crash()
     sup.start()
     with sup.follow("alpha") as events:
         [done] = events.wait(lambda evs: outcome(evs, second) or None, what="the queued message's answer")
@@ -51,8 +50,7 @@ def test_recovery_after_a_crash_marks_the_message_failed_with_its_event(make_sup
     with sup.client() as c:
         mid = c.request("send", session="alpha", text=f"waitfile:{sup.base / 'never'} x", origin="tg:7")["message_id"]
     sup.wait_received("waitfile")
-    sup.kill9()
-    wait_for(lambda: not sup.pids(), what="the old supervisor's processes to go")
+    sup.crash()
     sup.start()
     [failed] = [e for e in sup.events("alpha") if e.get("message_id") == mid and e["kind"] == "message_failed"]
     assert failed["origin"] == "tg:7" and "supervisor stopped" in failed["reason"]

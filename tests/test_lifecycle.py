@@ -5,6 +5,7 @@ become ordinary, fast, deterministic tests here."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class Harness:
         self.link = RecordingLink()
         self.system = RecordingSystem()
         self.frames: list[tuple[bytes, bytes]] = []
+        self.numbers: dict[bytes, int] = {}
         self.shutdowns = 0
         config = Config(runtime_dir=base / "run", state_dir=base / "state", claude_bin="/bin/true")
         self.store = Store(config.db_path)
@@ -92,10 +94,16 @@ class Harness:
 
     def hello(self, session: str, pid: int) -> bytes:
         ident = f"{session}:{pid}".encode()
-        self.pool.on_keeper_message(ident, _wire.Hello(pid))
+        self.pool.on_keeper_message(ident, _wire.Hello(pid, version=_wire.WIRE_VERSION, session=session))
+        welcome = self.link.of(_wire.Welcome)
+        self.numbers[ident] = welcome[-1].resend_from - 1 if welcome else 0
         return ident
 
     def keeper_says(self, ident: bytes, msg: _wire.Message) -> None:
+        """A keeper's report, numbered as a keeper numbers them."""
+        if isinstance(msg, _wire.Numbered):
+            self.numbers[ident] = self.numbers.get(ident, 0) + 1
+            msg = dataclasses.replace(msg, n=self.numbers[ident])
         self.pool.on_keeper_message(ident, msg)
 
     def answer(self, ident: bytes, message_id: int) -> None:
@@ -179,8 +187,9 @@ def test_settings_sent_while_a_keeper_starts_reach_it_on_hello(h: Harness) -> No
     h.op("set_timeout", session="a", minutes=7)
     h.op("set_model", session="a", model="m2")
     pid, _ = h.spawned()
-    assert h.link.sent == []
+    assert h.link.sent == []  # it cannot be reached before its hello
     h.hello("a", pid)
+    assert isinstance(h.link.sent[0][1], _wire.Welcome)  # then what waited for it
     assert [m.seconds for m in h.link.of(_wire.SetTimeout)] == [420.0]
     assert [m.model for m in h.link.of(_wire.SetModel)] == ["m2"]
 
@@ -244,3 +253,36 @@ def test_every_phase_edge_is_checked() -> None:
     for phase in Phase:
         assert phase in PHASE_EDGES
     assert PHASE_EDGES[Phase.GONE] == frozenset()
+
+
+def test_reports_sent_again_after_a_reconnect_are_handled_once(h: Harness) -> None:
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    event = _wire.KeeperEvent("user", {"message_id": mid, "text": "one", "attachments": []}, n=1)
+    h.pool.on_keeper_message(ident, event)
+    h.pool.on_keeper_message(ident, event)  # the same report again (resent after a reconnect)
+    assert len([e for e in h.events("a") if e["kind"] == "user"]) == 1
+    h.clock.advance(0)
+    assert [a.upto for a in h.link.of(_wire.Ack)] == [1]  # acked once, after it was stored
+    rec = h.store.get_session("a")
+    assert (rec.keeper_pid, rec.keeper_n) == (pid, 1)  # a new supervisor asks for n >= 2
+
+
+def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h: Harness) -> None:
+    h.op("create", session="a")
+    # as after a restart: the store knows the messages the old keeper holds, the pool not
+    first, _ = h.store.add_message("a", "one", [])
+    second, _ = h.store.add_message("a", "two", [])
+    h.store.update_session("a", keeper_pid=4242, keeper_n=7)
+    h.pool.adoptable = {4242: "a"}
+    ident = b"a:4242"
+    h.pool.on_keeper_message(ident, _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a", claude_pid=4343,
+                                                state="busy", current=first, queued=(second,), resumed=True))
+    handle = h.pool.handle_of("a")
+    assert handle is not None and handle.adopted and handle.phase is Phase.READY
+    assert handle.forwarded == [first, second] and handle.claude_pid == 4343
+    assert h.link.of(_wire.Welcome) == [_wire.Welcome(8)]  # it has stored up to n = 7
+    h.core.requeue_owed()
+    assert h.fork.spawned == [] and h.link.of(_wire.Deliver) == []  # nothing is sent twice

@@ -112,50 +112,30 @@ def test_claude_ignoring_sigterm_is_killed_after_the_grace_period(make_superviso
     assert sup.claude_pids() == []
 
 
-def test_kill_9_of_the_supervisor_stops_keepers_and_claude_and_restart_resumes(make_supervisor) -> None:
-    sup = make_supervisor().start()
-    sup.ctl("new", "alpha", check=True)
-    sup.ctl("send", "alpha", "first", "--wait", check=True)
-    with sup.client() as c:
-        c.request("send", session="alpha", text="sleep:30 mid-turn")
-    sup.wait_received("mid-turn")  # Claude has it (and saved it)
-    sup.kill9()
-    # keepers notice through their death pipe and stop Claude on their own
-    wait_for(lambda: processes_of(sup.instance) == [], 10, what="keepers and claude to go away")
-    sup.start()
-    assert "Reaped 0 stale keepers" in sup.log()
-    assert sup.session("alpha")["state"] == "suspended"
-    failed = sup.wait_event("alpha", lambda e: e["kind"] == "message_failed")
-    assert "supervisor stopped while Claude was answering" in failed["reason"]
-    # first exchange (2) + the interrupted message, which Claude had saved (1)
-    assert "history: 3 earlier" in sup.ctl("send", "alpha", "after restart", "--wait", check=True).stdout
-
-
-def test_stale_keepers_are_reaped_and_other_instances_left_alone(make_supervisor) -> None:
+def test_stopped_keepers_are_reaped_healthy_ones_adopted_and_other_instances_left_alone(make_supervisor) -> None:
     mine = make_supervisor().start()
     other = make_supervisor().start()
     for sup in (mine, other):
-        sup.ctl("new", "alpha", check=True)
-        sup.ctl("send", "alpha", "hi", "--wait", check=True)
-    # a keeper whose supervisor vanished without its death pipe closing: simulate by
-    # stopping the supervisor process (SIGSTOP keeps its pipe open) and killing it later
-    os.kill(mine.proc.pid, signal.SIGSTOP)
-    stale_keeper = mine.keeper_pid("alpha")
-    stale_claude = mine.claude_pids()
-    assert stale_keeper and stale_claude
-    # a new supervisor process on the same runtime dir must not start while the lock is held
-    os.kill(mine.proc.pid, signal.SIGKILL)
-    mine.proc.wait()
-    # the keeper saw EOF on its death pipe and may already be stopping; start at once
+        for name in ("alpha", "beta"):
+            sup.ctl("new", name, check=True)
+            sup.ctl("send", name, "hi", "--wait", check=True)
+    stale_keeper, healthy_keeper = mine.keeper_pid("alpha"), mine.keeper_pid("beta")
+    stale_claude = [p for p in mine.claude_pids() if SYSTEM.environ(p).get("SUPERVISORD_CLAUDE_SESSION") == "alpha"]
+    assert stale_keeper and healthy_keeper and stale_claude
+    os.kill(stale_keeper, signal.SIGSTOP)  # hung: it cannot introduce itself
+    mine.kill9()
     mine.start()
-    wait_for(lambda: not SYSTEM.alive(stale_keeper), 10, what="the stale keeper to be reaped")
-    assert all(not SYSTEM.alive(p) for p in stale_claude)
-    # the other supervisor's keeper and claude are untouched
-    assert other.keeper_pid("alpha") is not None and len(other.claude_pids()) == 1
+    assert not SYSTEM.alive(stale_keeper) and all(not SYSTEM.alive(p) for p in stale_claude)
+    assert "Adopted 1 keepers, reaped 1 stale" in mine.log()
+    assert mine.keeper_pid("beta") == healthy_keeper  # the same process goes on
+    assert "history: 2 earlier" in mine.ctl("send", "beta", "still here", "--wait", check=True).stdout
+    assert "history: 2 earlier" in mine.ctl("send", "alpha", "back again", "--wait", check=True).stdout
+    # the other supervisor's keepers and Claude are untouched
+    assert other.keeper_pid("alpha") is not None and len(other.claude_pids()) == 2
     assert "history: 2 earlier" in other.ctl("send", "alpha", "still here", "--wait", check=True).stdout
 
 
-def test_reaping_finds_keepers_that_survived_their_supervisor(make_supervisor, tmp_base) -> None:
+def test_titled_processes_that_never_introduce_themselves_are_reaped(make_supervisor, tmp_base) -> None:
     sup = make_supervisor()
     sup.runtime_dir.mkdir(mode=0o700)
     # a process that carries this instance's keeper title, as a stale keeper would
@@ -171,13 +151,38 @@ def test_reaping_finds_keepers_that_survived_their_supervisor(make_supervisor, t
     try:
         sup.start()
         assert ghost.wait(10) is not None and orphan.wait(10) is not None
-        assert "Reaped 1 stale keepers" in sup.log()
+        assert "Adopted 0 keepers, reaped 1 stale" in sup.log()
         assert "Reaped 1 orphaned Claude processes" in sup.log()
     finally:
         for p in (ghost, orphan):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_a_keeper_of_another_wire_version_is_reaped_not_adopted(make_supervisor) -> None:
+    sup = make_supervisor()
+    sup.runtime_dir.mkdir(mode=0o700)
+    code = f"""
+import os, time, msgpack, setproctitle, zmq
+setproctitle.setproctitle('supervisord-claude[{sup.instance}]: keeper old')
+sock = zmq.Context().socket(zmq.DEALER)
+sock.setsockopt(zmq.ROUTING_ID, f"old:{{os.getpid()}}".encode())
+sock.connect('ipc://{sup.runtime_dir}/keepers.sock')
+sock.send(msgpack.packb({{"t": "hello", "pid": os.getpid(), "version": 999, "session": "old"}}))
+print('ready', flush=True)
+time.sleep(60)
+"""
+    old = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert old.stdout.readline().strip() == b"ready"
+    try:
+        sup.start()
+        assert old.wait(15) is not None
+        assert "speaks wire version 999" in sup.log() and "Adopted 0 keepers, reaped 1 stale" in sup.log()
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
 
 
 def test_status_reports_the_supervisor(supervisor: SupervisorProcess) -> None:
