@@ -498,3 +498,25 @@ def test_unsupported_messages_get_a_short_answer(env, kind: str) -> None:
     reply = api.wait_for_text(lambda t: "not supported" in t)
     assert api.sent.index(reply) >= before
     assert [e for e in sup.events("alpha") if e["kind"] == "user"] == []
+
+
+def test_the_bot_delivers_every_reply_once_through_supervisor_restarts(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot_env(sup)
+    say(api, "/new alpha", "created")
+    gate = sup.base / "gate"
+    api.message(USER, f"waitfile:{gate} long job")
+    api.message(USER, "queued behind it")
+    sup.wait_received("long job")
+    sup.kill9()  # mid-turn; Claude keeps going
+    sup.start()
+    sup.ctl("restart", check=True)  # and once more, in place
+    wait_for(lambda: sup.log().count("Adopted 1 keepers") >= 2, what="the second adoption")
+    wait_for(sup._answers, what="the restarted supervisor")
+    gate.touch()
+    api.wait_for_text(lambda t: t.startswith("echo: queued behind it"))
+    sup.wait_consumer("telegram-bot")
+    replies = [t.split(" (")[0] for t in api.texts(USER) if t.startswith("echo:")]
+    assert replies == [f"echo: waitfile:{gate} long job", "echo: queued behind it"]
+    assert not [t for t in api.texts(USER) if "not delivered" in t]
