@@ -510,13 +510,15 @@ def test_the_bot_delivers_every_reply_once_through_supervisor_restarts(make_supe
     api.message(USER, "queued behind it")
     sup.wait_received("long job")
     sup.kill9()  # mid-turn; Claude keeps going
+    api.message(USER, "sent in the gap")  # while no supervisor runs: the bot keeps it
+    api.wait_for_text(lambda t: t.startswith("⏳"))
     sup.start()
     sup.ctl("restart", check=True)  # and once more, in place
     wait_for(lambda: sup.log().count("Adopted 1 keepers") >= 2, what="the second adoption")
     wait_for(sup._answers, what="the restarted supervisor")
     gate.touch()
-    api.wait_for_text(lambda t: t.startswith("echo: queued behind it"))
+    api.wait_for_text(lambda t: t.startswith("echo: sent in the gap"))
     sup.wait_consumer("telegram-bot")
     replies = [t.split(" (")[0] for t in api.texts(USER) if t.startswith("echo:")]
-    assert replies == [f"echo: waitfile:{gate} long job", "echo: queued behind it"]
+    assert replies == [f"echo: waitfile:{gate} long job", "echo: queued behind it", "echo: sent in the gap"]
     assert not [t for t in api.texts(USER) if "not delivered" in t]
