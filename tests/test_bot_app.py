@@ -322,9 +322,11 @@ def test_permission_request_buttons(make_supervisor, bot_env, telegram) -> None:
 
 
 def test_rapid_tool_calls_are_coalesced_into_few_edits(env) -> None:
-    _, api, _ = env
+    sup, api, _ = env
     say(api, "/new alpha", "created")
     say(api, "tools:30 go", "echo: tools:30 go")
+    sup.wait_event("alpha", lambda e: e["kind"] == "result")
+    sup.wait_consumer("telegram-bot")  # the log's last edit comes with the turn's end
     tool_messages = [m for m in api.sent if m["text"].startswith("🔧")]
     assert len(tool_messages) == 1  # one message for the whole turn...
     final = [e for e in api.edits if int(e["message_id"]) == tool_messages[0]["message_id"]]
@@ -337,6 +339,8 @@ def test_a_tool_log_that_cannot_be_edited_goes_on_in_a_new_message(env) -> None:
     say(api, "/new alpha", "created")
     api.refuse_next("editMessageText", "message to edit not found")
     say(api, "tools:30 go", "echo: tools:30 go")
+    env[0].wait_event("alpha", lambda e: e["kind"] == "result")
+    env[0].wait_consumer("telegram-bot")
     tool_messages = [m for m in api.sent if m["text"].startswith("🔧")]
     assert len(tool_messages) == 2  # the first could not be edited: the log went on in another
     last = [e["text"] for e in api.edits if int(e["message_id"]) == tool_messages[1]["message_id"]]
@@ -367,6 +371,7 @@ def test_the_bot_survives_a_supervisor_restart(env) -> None:
     sup, api, _ = env
     say(api, "/new alpha", "created")
     say(api, "before", "echo: before")
+    sup.wait_event("alpha", lambda e: e["kind"] == "result")  # the reply is shown before its turn ends
     sup.stop()
     sup.start()
     reply = say(api, "after the restart", "echo: after the restart", timeout=40)
