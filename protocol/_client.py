@@ -94,7 +94,7 @@ class Client:
             if remaining <= 0:
                 raise ConnectionFailed(f"no reply to '{op_name}' from the supervisor in time")
             msg = self._recv(remaining)
-            if msg.get("type") == "event":
+            if msg.get("type") in ("event", "live"):
                 self._events.append(msg)
             elif msg.get("id") == req_id:
                 return _result_of(msg)
@@ -114,7 +114,7 @@ class Client:
                 msg = decode(self._sock.recv(), HARD_MAX_FRAME_BYTES)
             except FrameError:
                 continue
-            if msg.get("type") == "event":
+            if msg.get("type") in ("event", "live"):
                 return msg
 
 
@@ -268,7 +268,7 @@ class AsyncClient:
                 msg = decode(frame, HARD_MAX_FRAME_BYTES)
             except FrameError:
                 continue
-            if msg.get("type") == "event":
+            if msg.get("type") in ("event", "live"):
                 sub_id = msg.get("sub")
                 event = msg.get("event")
                 if not isinstance(sub_id, int) or not isinstance(event, dict):
@@ -277,8 +277,8 @@ class AsyncClient:
                 if sub is None:
                     if len(self._early) < 64:
                         self._early.setdefault(sub_id, []).append(event)
-                elif sub._accept(event):
-                    sub.queue.put_nowait(event)
+                elif msg["type"] == "live" or sub._accept(event):
+                    sub.queue.put_nowait(event)  # live text has no id: never acked
                 continue
             req_id = msg.get("id")
             fut = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
@@ -311,6 +311,7 @@ class AsyncClient:
         after: int | None = None,
         consumer: str | None = None,
         window: int | None = None,
+        live: bool = False,
     ) -> Subscription:
         """Subscribe to one session's events (``after`` = its sequence number) or to all
         sessions (``after`` = global event id; omitted with a ``consumer``: its cursor)."""
@@ -323,6 +324,8 @@ class AsyncClient:
             args["consumer"] = consumer
         if window is not None:
             args["window"] = window
+        if live:
+            args["live"] = True
         sub = Subscription(self, args)
         await sub.start()
         return sub

@@ -165,6 +165,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "after": (non_negative_int, False),
         "consumer": (consumer_name, False),
         "window": (positive_int, False),
+        "live": (boolean, False),
     },
     Op.ACK: {"sub": (positive_int, True), "upto": (non_negative_int, True)},
     Op.UNSUBSCRIBE: {"sub": (positive_int, True)},

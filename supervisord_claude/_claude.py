@@ -39,6 +39,8 @@ class LaunchSpec:
     system_prompt: str | None = None
     permission_prompts: bool = False
     extra_args: tuple[str, ...] = ()
+    #: stream_event lines with the text as it is written (live answers)
+    partial_messages: bool = True
 
 
 def build_argv(spec: LaunchSpec) -> list[str]:
@@ -51,6 +53,8 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         "stream-json",
         "--verbose",
     ]
+    if spec.partial_messages:
+        argv.append("--include-partial-messages")
     if spec.model:
         argv += ["--model", spec.model]
     if spec.system_prompt:
@@ -132,6 +136,7 @@ class Parsed:
     init_session_id: str | None = None
     result: dict[str, Any] | None = None
     permission: dict[str, Any] | None = None
+    delta: str | None = None  # text of the answer as it is being written
 
 
 def _tool_result_text(content: Any) -> str:
@@ -162,7 +167,13 @@ def parse_line(line: bytes) -> Parsed:
     if not isinstance(msg, dict):
         return out
     kind = msg.get("type")
-    if kind == "system" and msg.get("subtype") == "init":
+    if kind == "stream_event":
+        event = msg.get("event")
+        if isinstance(event, dict) and event.get("type") == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                out.delta = delta["text"]
+    elif kind == "system" and msg.get("subtype") == "init":
         out.init_session_id = msg.get("session_id")
     elif kind == "assistant":
         for block in (msg.get("message") or {}).get("content") or []:

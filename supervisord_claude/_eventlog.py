@@ -130,6 +130,9 @@ class EventLog:
             updates.update({k: body[k] for k in ("model", "idle_timeout") if k in body})
         return updates
 
+    def origin_of(self, message_id: int) -> str | None:
+        return self._origin(message_id)
+
     def _origin(self, message_id: int) -> str | None:
         """Who sent a message (e.g. a Telegram chat), so every event of its turn says so."""
         cached = self._origins.get(message_id)

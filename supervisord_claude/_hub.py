@@ -3,6 +3,11 @@
 Events are read back from the store (never held here), so a subscriber that is slow or
 reconnects gets exactly what it has not acked, in order. What one subscriber may have in
 flight is bounded by its window.
+
+Live text (the answer as Claude writes it) is not stored: the hub holds each running
+turn's text so far, and a subscriber that asked for it (``live``) and has every stored
+event gets the text so far once, then each new piece — after, never before, the stored
+events it has not seen.
 """
 
 from __future__ import annotations
@@ -34,6 +39,22 @@ class Subscription:
     window: int
     sent: int  # global id of the last event sent
     inflight: collections.deque[int] = field(default_factory=collections.deque)
+    live: bool = False
+    #: session -> (message id, characters of its live text sent)
+    live_sent: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+
+
+@dataclass
+class LiveText:
+    """A running turn's answer so far."""
+
+    message_id: int | None
+    origin: str | None
+    text: str = ""
+
+
+#: the stored events that end a turn's live text
+_ENDS_LIVE_TEXT = frozenset({"assistant_text", "result", "message_failed"})
 
 
 class SubscriptionHub:
@@ -41,6 +62,7 @@ class SubscriptionHub:
         self.store = store
         self.send = send
         self.subs: dict[int, Subscription] = {}
+        self.live_text: dict[str, LiveText] = {}
         # random start: a client that outlived a previous supervisor never sees its old
         # subscription ids reused for new subscriptions
         self._ids = secrets.randbelow(1 << 40)
@@ -49,7 +71,7 @@ class SubscriptionHub:
         return len(self.subs)
 
     def subscribe(self, ident: bytes, session: str | None, start: int, consumer: str | None,
-                  window: int | None) -> Subscription:
+                  window: int | None, live: bool = False) -> Subscription:
         self._ids += 1
         sub = Subscription(
             sub_id=self._ids,
@@ -58,6 +80,7 @@ class SubscriptionHub:
             consumer=consumer,
             window=min(window or DEFAULT_WINDOW, MAX_WINDOW),
             sent=start,
+            live=live,
         )
         self.subs[sub.sub_id] = sub
         return sub
@@ -85,15 +108,58 @@ class SubscriptionHub:
             del self.subs[sub_id]
 
     def publish(self, event: dict[str, Any]) -> None:
+        if event["kind"] in _ENDS_LIVE_TEXT:
+            live = self.live_text.get(event["session"])
+            if live is not None and live.message_id == event.get("message_id"):
+                del self.live_text[event["session"]]
         for sub in list(self.subs.values()):
             if sub.session is None or sub.session == event["session"]:
                 self.pump(sub)
 
+    def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
+        """A piece of the answer being written: held, and sent to live subscribers."""
+        live = self.live_text.get(session)
+        if live is None or live.message_id != message_id:
+            live = self.live_text[session] = LiveText(message_id, origin)
+        live.text += text
+        for sub in list(self.subs.values()):
+            if sub.live and (sub.session is None or sub.session == session) and self._caught_up(sub):
+                self._send_live(sub, session)
+
+    def _caught_up(self, sub: Subscription) -> bool:
+        return not self.store.events_after(sub.sent, sub.session, limit=1)
+
+    def _send_live(self, sub: Subscription, session: str) -> None:
+        live = self.live_text.get(session)
+        if live is None:
+            return
+        known = sub.live_sent.get(session)
+        start = known[1] if known is not None and known[0] == live.message_id else 0
+        if start >= len(live.text):
+            return
+        event = {"kind": "assistant_delta", "session": session, "message_id": live.message_id,
+                 "offset": start, "text": live.text[start:]}
+        if live.origin:
+            event["origin"] = live.origin
+        try:
+            self.send(sub.ident, encode({"type": "live", "sub": sub.sub_id, "event": event}))
+        except ClientGone:
+            self.drop_client(sub.ident)
+            return
+        except ClientSlow:
+            return  # live text is best effort; the complete text is a stored event
+        sub.live_sent[session] = (live.message_id, len(live.text))
+
     def pump(self, sub: Subscription) -> None:
-        """Send stored events after ``sub.sent`` while the subscriber's window has room."""
+        """Send stored events after ``sub.sent`` while the subscriber's window has room;
+        once it has them all, the live text so far."""
         while len(sub.inflight) < sub.window and sub.sub_id in self.subs:
             batch = self.store.events_after(sub.sent, sub.session, limit=sub.window - len(sub.inflight))
             if not batch:
+                if sub.live:
+                    for session in [sub.session] if sub.session else list(self.live_text):
+                        if session is not None and session in self.live_text:
+                            self._send_live(sub, session)
                 return
             for event in batch:
                 frame = encode({"type": "event", "sub": sub.sub_id, "event": event})

@@ -474,6 +474,8 @@ class Keeper:
             if not self.started:
                 self.started = True
                 self.send(_wire.ConversationStarted(parsed.init_session_id))
+        if parsed.delta and self.link is Link.LINKED:  # live only: lost deltas are no loss
+            self.send(_wire.Delta(self.current.id if self.current else None, parsed.delta))
         for kind, body in parsed.events:
             self.emit(kind, **body, **self._turn())
         if parsed.permission is not None:

@@ -195,7 +195,8 @@ class Ops:
         return {"state": SessionState.ARCHIVED.value}
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
-                     consumer: str | None = None, window: int | None = None) -> dict[str, Any]:
+                     consumer: str | None = None, window: int | None = None,
+                     live: bool = False) -> dict[str, Any]:
         if session is not None:
             self._session(session, allow_archived=True)
             start = self.store.event_id_at_seq(session, after) if after is not None else None
@@ -203,7 +204,7 @@ class Ops:
             start = after
         if start is None:
             start = self.store.get_cursor(consumer) if consumer else self.store.last_event_id()
-        sub = self.hub.subscribe(ident, session, start, consumer, window)
+        sub = self.hub.subscribe(ident, session, start, consumer, window, live)
         return {"sub": sub.sub_id, "position": start}
 
     def op_ack(self, ident: bytes, sub: int, upto: int) -> dict[str, Any]:

@@ -127,6 +127,8 @@ class KeeperPool:
         self.adoptable: dict[int, str] = {}
         #: watches an adopted keeper's exit (it is no child of ours): pidfd in the supervisor
         self.watch_exit: Callable[[int], None] = lambda pid: None
+        #: live text of a running turn (the subscription hub's)
+        self.on_delta: Callable[[str, int | None, str, str | None], None] = lambda *a: None
         self._to_ack: set[int] = set()
         self._ack_armed = False
 
@@ -321,6 +323,9 @@ class KeeperPool:
             self.events.record(handle.session, kind, dict(msg.body), keeper=(handle.pid, msg.n))
             if msg.body.get("state") == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
+        elif isinstance(msg, _wire.Delta):
+            origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
+            self.on_delta(handle.session, msg.message_id, msg.text, origin)
         elif isinstance(msg, _wire.ClaudeStarted):
             handle.claude_pid = msg.pid
         elif isinstance(msg, _wire.ConversationStarted):

@@ -91,6 +91,7 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     events = EventLog(store, clock, wall, hub.publish,
                       on_message_done=lambda session, mid: pool_ref[0].message_done(session, mid))
     pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
+    pool.on_delta = hub.delta
     pool_ref.append(pool)
     ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown)
     return Core(config, instance, store, events, hub, pool, ops)

@@ -11,6 +11,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
                                       queued, resumed}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvent{kind, body} | Rejected{ids} | Bye{state, reason}
+                                | Delta{message_id, text}  (live text, not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
@@ -179,6 +180,16 @@ class Bye(Numbered):
 
 
 @dataclass(frozen=True)
+class Delta(Message):
+    """Text of the answer as Claude writes it: live only, never stored nor numbered (the
+    complete text follows as an assistant_text event)."""
+
+    TAG = "delta"
+    message_id: int | None
+    text: str
+
+
+@dataclass(frozen=True)
 class Welcome(Message):
     """The supervisor takes the keeper on; it has stored its reports before ``resend_from``."""
 
@@ -241,7 +252,7 @@ class Permit(Message):
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
-                KeeperEvent, Rejected, Bye, Welcome, Ack, Deliver, Interrupt, Suspend, Stop, SetTimeout,
+                KeeperEvent, Rejected, Bye, Delta, Welcome, Ack, Deliver, Interrupt, Suspend, Stop, SetTimeout,
                 SetModel, Permit)
 }
 

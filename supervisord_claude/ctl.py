@@ -109,18 +109,34 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def print_live(shown: str, event: dict[str, Any]) -> str:
+    """Print the new part of an answer being written; return what is shown now."""
+    offset, text = int(event.get("offset") or 0), str(event.get("text") or "")
+    if offset < len(shown):  # the text so far again (after a reconnect): print what is new
+        text = (shown[:offset] + text)[len(shown):]
+        offset = len(shown)
+    print(text, end="", flush=True)
+    return shown + text
+
+
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
     async with AsyncClient(client_dir) as client:
         status = await client.request("status", session=args.name)
-        sub = await client.subscribe(args.name, after=status["last_seq"])
+        stream = bool(getattr(args, "stream", False)) and not args.json
+        sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
         sent = await client.request("send", **_send_fields(args))
         message_id = sent["message_id"]
         deadline = time.monotonic() + timeout
+        streamed = ""  # what of the answer has been printed as it was written
         while True:
             event = await sub.next(timeout=max(0.1, deadline - time.monotonic()))
             if event is None:
                 print(f"claudectl: no answer within {timeout:g}s", file=sys.stderr)
                 return 1
+            if "id" not in event:  # live text of the answer
+                if event.get("message_id") == message_id:
+                    streamed = print_live(streamed, event)
+                continue
             await sub.ack(event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
@@ -132,9 +148,16 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 print(f"Claude asks to use {event.get('tool_name')}: {json.dumps(event.get('input'))[:200]}\n"
                       f"  answer: claudectl permit {args.name} {event.get('request_id')} --allow|--deny",
                       file=sys.stderr, flush=True)
+            if event.get("kind") == "assistant_text" and streamed:
+                print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
+                      "\n" + event["text"], end="", flush=True)
+                streamed = event["text"]
             if event.get("kind") == "result":
                 if not args.json:
-                    print(event.get("text", ""))
+                    final = event.get("text", "")
+                    print(final[len(streamed):] if streamed and final.startswith(streamed) else
+                          ("\n" if streamed else "") + final)
+                    streamed = ""
                 if event.get("interrupted"):
                     if not args.json:
                         print("claudectl: interrupted", file=sys.stderr)
@@ -168,12 +191,25 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
     if not args.follow and after >= last_seq:
         return 0
     async with AsyncClient(args.runtime_dir) as client:
-        sub = await client.subscribe(args.name, after=after)
+        stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
+        sub = await client.subscribe(args.name, after=after, live=stream)
+        shown: dict[Any, str] = {}
         while True:
             event = await sub.next(timeout=None if args.follow else TAIL_STALL)
             if event is None:
                 print(f"claudectl: the events stopped before sequence number {last_seq}", file=sys.stderr)
                 return 1
+            if "id" not in event:  # live text
+                key = event.get("message_id")
+                if key not in shown:
+                    print(f"[{args.name}] ", end="")
+                shown[key] = print_live(shown.get(key, ""), event)
+                continue
+            if event["kind"] == "assistant_text" and event.get("message_id") in shown:
+                print()  # it was shown as it was written
+                del shown[event.get("message_id")]
+                await sub.ack(event["id"])
+                continue
             await sub.ack(event["id"])
             print(json.dumps(event) if args.json else render_event(event), flush=True)
             if not args.follow and event["seq"] >= last_seq:
@@ -264,11 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("text")
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
+    s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
     s.add_argument("--from", dest="from_seq", type=int, help="start after this sequence number")
     s.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    s.add_argument("--stream", action="store_true", help="with --follow: print answers as they are written")
     s.set_defaults(func=cmd_tail)
     for name, op, done, help_text in (
         ("interrupt", "interrupt", "interrupted '{name}'", "interrupt the running turn"),

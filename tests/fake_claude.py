@@ -7,6 +7,8 @@ is chosen by words in the user's text:
 
   sleep:N   wait N seconds before answering (an interrupt cuts it short)
   waitfile:P  answer only once the file P exists (a test decides when the turn ends)
+  stream:N  with --include-partial-messages, write the answer's text deltas over N seconds
+            (always written, at once without it, as stream_event lines before the answer)
   crash     exit with status 3 in the middle of the turn
   hugeline  write the turn's result as one stdout line over 64 MiB
   tool      a tool_use + tool_result before the answer
@@ -239,6 +241,19 @@ def main() -> int:
             answer = f"echo: {text} (history: {earlier} earlier messages; model {model})"
             if images:
                 answer += f" [images: {images}]"
+        if "--include-partial-messages" in argv:  # the answer as it is written, as the CLI does
+            emit({"type": "stream_event", "event": {"type": "message_start"}, "session_id": session_id})
+            emit({"type": "stream_event", "event": {"type": "content_block_start", "index": 0,
+                  "content_block": {"type": "text", "text": ""}}, "session_id": session_id})
+            stream = re.search(r"stream:(\d+(?:\.\d+)?)", text)
+            pieces = [answer[i:i + 12] for i in range(0, len(answer), 12)]
+            for piece in pieces:
+                if stream and interrupted.wait(float(stream.group(1)) / len(pieces)):
+                    break
+                emit({"type": "stream_event", "event": {"type": "content_block_delta", "index": 0,
+                      "delta": {"type": "text_delta", "text": piece}}, "session_id": session_id})
+            emit({"type": "stream_event", "event": {"type": "content_block_stop", "index": 0},
+                  "session_id": session_id})
         emit({"type": "assistant", "message": {"role": "assistant", "content": [
             {"type": "text", "text": answer}]}})
         with hist.open("a") as f:
