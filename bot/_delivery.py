@@ -25,6 +25,7 @@ from protocol import AsyncClient, ProtocolError
 from . import _commands as commands
 from . import _render as render
 from ._config import BotConfig
+from ._live import LiveReplies
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -47,6 +48,7 @@ class Core:
         # parts of a multi-part reply Telegram already accepted: event id -> count, also
         # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
         self.parts_sent: dict[int, int] = {}
+        self.live = LiveReplies()  # answers being written
 
 
 class ToolLog:
@@ -173,6 +175,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         # the turn is running: show "typing…" (again, after a bot restart mid-turn)
         core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
     if kind == "assistant_text":
+        await core.live.finish(app, message_id)
         await send_answer(app, core, event["id"], chat, event.get("text", ""))
     elif kind == "tool_use":
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
@@ -188,6 +191,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         # answered here, elsewhere (claudectl) or ended with the turn: nothing to keep
         await core.link.request("kv_delete", key=perm_key(perm_token(event)))
     elif kind in ("result", "message_failed"):
+        await core.live.finish(app, message_id)
         stop_typing(core, message_id)
         tools = core.tools.pop(message_id or 0, None)
         if tools is not None:
@@ -216,11 +220,16 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                 progress_loaded = True
             if sub is not None:
                 sub.discard()
-            sub = await core.client.subscribe(consumer=CONSUMER, after=handled)
+            sub = await core.client.subscribe(consumer=CONSUMER, after=handled, live=True)
             log.info("delivering events after %s", "the stored cursor" if handled is None else handled)
             while True:
                 event = await sub.next()
                 if event is None:
+                    continue
+                if "id" not in event:  # the answer as it is written: shown, never acked
+                    chat = chat_of(event)
+                    if chat is not None:
+                        core.live.update(app, chat, event)
                     continue
                 while True:
                     try:

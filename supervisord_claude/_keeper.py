@@ -578,6 +578,10 @@ class Keeper:
     async def suspend(self, reason: Reason) -> None:
         if self.ending:
             return
+        if self.current is not None or self.queue or self.permissions:
+            # a message came between the decision and now (this runs as its own task): it
+            # is answered first; the idle timer starts again when the turn ends
+            return
         self.timer.cancel()
         self.change_state(SessionState.SUSPENDING, reason)
         await self._stop_claude()

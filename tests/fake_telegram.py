@@ -34,6 +34,8 @@ class FakeTelegram:
         self._fail: dict[str, list[int]] = {}
         self._broken: dict[str, int] = {}
         self._refuse: dict[str, str] = {}
+        self.drafts: list[dict[str, Any]] = []
+        self.deleted: list[dict[str, Any]] = []
         self.broken: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -97,7 +99,8 @@ class FakeTelegram:
         chat = chat_id or user_id
         msg: dict[str, Any] = {
             "message_id": next(self._message_ids), "date": int(time.time()),
-            "chat": {"id": chat, "type": "private"}, "from": self._user(user_id), **extra,
+            "chat": {"id": chat, "type": "private" if chat > 0 else "group", "title": "g"},
+            "from": self._user(user_id), **extra,
         }
         if text:
             if "photo" in extra or "document" in extra:
@@ -261,6 +264,21 @@ class FakeTelegram:
                               "reply_markup": params.get("reply_markup"), "message_id": message_id})
         return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
                          "text": text})
+
+    async def _m_sendMessageDraft(self, params: dict[str, Any]) -> web.Response:
+        text = str(params.get("text", ""))
+        if not text.strip() or len(text.encode("utf-16-le")) // 2 > 4096:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: bad draft text"},
+                                     status=400)
+        with self._lock:
+            self.drafts.append({"chat_id": int(params["chat_id"]), "draft_id": int(params["draft_id"]),
+                                "text": text, "at": time.monotonic(), "after_messages": len(self.sent)})
+        return self._ok(True)
+
+    async def _m_deleteMessage(self, params: dict[str, Any]) -> web.Response:
+        with self._lock:
+            self.deleted.append({"chat_id": int(params["chat_id"]), "message_id": int(params["message_id"])})
+        return self._ok(True)
 
     async def _m_editMessageText(self, params: dict[str, Any]) -> web.Response:
         with self._lock:

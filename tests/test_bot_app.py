@@ -3,6 +3,7 @@ with the fake claude."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -527,3 +528,59 @@ def test_the_bot_delivers_every_reply_once_through_supervisor_restarts(make_supe
     replies = [t.split(" (")[0] for t in api.texts(USER) if t.startswith("echo:")]
     assert replies == [f"echo: waitfile:{gate} long job", "echo: queued behind it", "echo: sent in the gap"]
     assert not [t for t in api.texts(USER) if "not delivered" in t]
+
+
+# --- live answers -------------------------------------------------------------------------
+
+
+def test_an_answer_streams_into_a_draft_and_arrives_once_with_entities(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "stream:3 write **this** slowly")
+    final = api.wait_for_text(lambda t: t.startswith("echo: stream:3"))
+    sup.wait_consumer("telegram-bot")
+    answer = sup.wait_event("alpha", lambda e: e["kind"] == "assistant_text")["text"]
+    drafts = [d for d in api.drafts if d["chat_id"] == USER]
+    assert len(drafts) >= 3  # it was shown while it was written
+    assert len({d["draft_id"] for d in drafts}) == 1  # one draft per reply
+    for d in drafts:  # each a beginning of the answer, as plain text
+        assert answer.startswith(d["text"].removesuffix(" ▍"))
+        assert d["after_messages"] <= api.sent.index(final)  # all before the final message
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(drafts)]
+    assert min(gaps) >= 0.45  # throttled: at most about two updates a second
+    assert len([t for t in api.texts(USER) if t.startswith("echo: stream:3")]) == 1  # the final, once
+    assert final["entities"]  # with its Markdown as entities
+
+
+def test_in_a_group_the_answer_streams_by_editing_one_message_that_makes_way_for_the_final(env) -> None:
+    sup, api, _ = env
+    group = -1001
+    before = len(api.sent)
+    api.message(USER, "/new alpha", chat_id=group)
+    api.wait_for_text(lambda t: "created" in t, chat_id=group)
+    api.message(USER, "stream:3 tell the group", chat_id=group)
+    sup.wait_event("alpha", lambda e: e["kind"] == "result")
+    sup.wait_consumer("telegram-bot")
+    sent = [m for m in api.sent[before:] if m["chat_id"] == group and m["text"].startswith("echo:")]
+    preview, final = sent[0], sent[-1]
+    assert len(sent) == 2 and preview["text"].endswith(" ▍") and not final["text"].endswith(" ▍")
+    assert [e for e in api.edits if int(e["message_id"]) == preview["message_id"]]  # edited as it grew
+    assert {"chat_id": group, "message_id": preview["message_id"]} in api.deleted  # then removed
+    assert api.drafts == []
+
+
+def test_a_bot_killed_mid_stream_goes_on_streaming_and_sends_the_final_once(make_supervisor, bot_env,
+                                                                           telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot = bot_env(sup)
+    say(api, "/new alpha", "created")
+    api.message(USER, "stream:12 a long answer, written slowly for everyone to see")
+    wait_for(lambda: api.drafts, what="the answer to start streaming")
+    bot.kill9()
+    shown = len(api.drafts)
+    bot_env(sup)
+    wait_for(lambda: len(api.drafts) > shown, what="the stream to go on after the restart")
+    api.wait_for_text(lambda t: t.startswith("echo: stream:12"))
+    sup.wait_consumer("telegram-bot")
+    assert len([t for t in api.texts(USER) if t.startswith("echo: stream:12")]) == 1

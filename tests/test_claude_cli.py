@@ -229,3 +229,27 @@ def test_the_bot_drives_real_claude_with_resume_and_history(real, api: FakeAnthr
         assert "octopus" in json.dumps(api.turn_requests()[-1]["messages"])
     finally:
         bot.stop()
+
+
+def test_a_streamed_answer_arrives_as_live_pieces_then_one_stored_text_and_one_result(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    frames = []
+    with sup.client() as c:
+        sub = c.request("subscribe", session="alpha", after=0, live=True)["sub"]
+        c.request("send", session="alpha", text="slow:2 stream this answer please")
+        while True:
+            frame = c.next_event(timeout=60)
+            assert frame is not None, [f["event"]["kind"] for f in frames]
+            frames.append(frame)
+            if "id" in frame["event"]:
+                c.request("ack", sub=sub, upto=frame["event"]["id"])
+            if frame["event"]["kind"] == "result":
+                break
+    live = [f["event"] for f in frames if f["type"] == "live"]
+    [text] = [f["event"] for f in frames if f["event"]["kind"] == "assistant_text"]
+    assert len(live) >= 2  # the real CLI's text deltas, as they came
+    assert "".join(e["text"] for e in live) == text["text"]
+    kinds = [f["event"]["kind"] for f in frames]
+    assert kinds.index("assistant_text") > max(i for i, f in enumerate(frames) if f["type"] == "live")
+    assert kinds.count("result") == 1

@@ -510,3 +510,22 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
     assert [line for line in written if b"interrupt" in line]  # once past the bound
     assert len([line for line in written if b"interrupt" in line]) == 1
     assert keeper._unacked_bytes > 10_000  # what it has is kept, in order, for the next supervisor
+
+
+def test_a_message_that_arrives_after_the_idle_timer_fired_but_before_the_suspension_runs_is_kept() -> None:
+    import asyncio
+
+    from protocol import Reason, SessionState
+    from supervisord_claude._wire import Deliver, QueuedMessage
+
+    keeper, clock, sent = _unit_keeper(timeout=1)
+    pending = []
+    keeper._spawn_task = pending.append  # type: ignore[method-assign]  # tasks run when the test says
+    keeper.change_state(SessionState.STARTING, Reason.REQUESTED)
+    keeper.change_state(SessionState.IDLE, Reason.REQUESTED)
+    keeper.timer.start()
+    clock.advance(1)  # the timer fires: a suspension is decided, as a task not yet run
+    [suspension] = pending
+    keeper.handle(Deliver(QueuedMessage(9, "just in time")))  # the message wins the race
+    asyncio.run(suspension)
+    assert keeper.state is SessionState.IDLE and [m.id for m in keeper.queue] == [9]  # kept, not suspended

@@ -1,0 +1,100 @@
+"""Answers shown while Claude writes them: in a private chat as a Telegram draft
+(``sendMessageDraft``, one ``draft_id`` per reply), elsewhere as one message that is edited.
+
+Updates are throttled (at most one per ``LIVE_EVERY`` seconds per chat, well inside
+Telegram's limits) and sent as plain text — a partial answer often has unclosed Markdown,
+and plain text is never refused — showing the tail when it is longer than a message. The
+final answer is not sent from here: it comes once, with its entities, from the stored
+``assistant_text`` event; ``finish`` then removes the preview.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application
+
+from . import _render as render
+
+log = logging.getLogger("claude_telegram_bot")
+
+LIVE_EVERY = 0.5  # seconds between two updates of a chat's live answer
+LIVE_UTF16 = 4000
+_CURSOR = " ▍"
+
+
+@dataclass
+class LiveReply:
+    chat: int
+    draft_id: int
+    text: str = ""
+    shown: str = ""
+    preview_id: int | None = None  # the edited message (not in private chats)
+    task: asyncio.Task[None] | None = None
+    broken: bool = False  # Telegram refused an update: show nothing more of this one
+    sent_at: list[float] = field(default_factory=list)
+
+    @property
+    def private(self) -> bool:
+        return self.chat > 0  # Telegram: users' chats have positive ids, groups negative
+
+
+class LiveReplies:
+    def __init__(self) -> None:
+        self.replies: dict[int, LiveReply] = {}  # by the turn's message id
+        self._last: dict[int, float] = {}  # chat -> when it was last updated
+
+    def update(self, app: Application[Any, Any, Any, Any, Any, Any], chat: int, event: dict[str, Any]) -> None:
+        message_id = event.get("message_id")
+        if not isinstance(message_id, int):
+            return
+        reply = self.replies.get(message_id)
+        if reply is None:
+            reply = self.replies[message_id] = LiveReply(chat, draft_id=message_id)
+        offset, piece = int(event.get("offset") or 0), str(event.get("text") or "")
+        reply.text = reply.text[:offset] + piece  # offset 0: the text so far, again
+        if reply.task is None or reply.task.done():
+            reply.task = asyncio.create_task(self._show(app, reply))
+
+    async def _show(self, app: Application[Any, Any, Any, Any, Any, Any], reply: LiveReply) -> None:
+        while reply.text != reply.shown and not reply.broken:
+            wait = self._last.get(reply.chat, 0.0) + LIVE_EVERY - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text = render.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR)) + _CURSOR
+            self._last[reply.chat] = time.monotonic()
+            try:
+                if reply.private:
+                    await app.bot.send_message_draft(reply.chat, reply.draft_id, text)
+                elif reply.preview_id is None:
+                    reply.preview_id = (await app.bot.send_message(reply.chat, text)).message_id
+                else:
+                    await app.bot.edit_message_text(text, chat_id=reply.chat, message_id=reply.preview_id)
+            except BadRequest as exc:
+                if "not modified" not in exc.message.lower():
+                    log.warning("live answer in chat %s refused (%s); the final answer still comes", reply.chat,
+                                exc.message)
+                    reply.broken = True
+            except TelegramError as exc:  # network trouble: the next update may get through
+                log.info("live answer update failed: %s", exc)
+            reply.sent_at.append(time.monotonic())
+            reply.shown = reply.text
+
+    async def finish(self, app: Application[Any, Any, Any, Any, Any, Any], message_id: int | None) -> None:
+        """The complete text is about to be sent: stop showing the live one."""
+        reply = self.replies.pop(message_id, None) if isinstance(message_id, int) else None
+        if reply is None:
+            return
+        if reply.task is not None:
+            reply.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reply.task
+        if reply.preview_id is not None:
+            with contextlib.suppress(TelegramError):
+                await app.bot.delete_message(reply.chat, reply.preview_id)
