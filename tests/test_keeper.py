@@ -518,7 +518,7 @@ def test_a_message_that_arrives_after_the_idle_timer_fired_but_before_the_suspen
     from protocol import Reason, SessionState
     from supervisord_claude._wire import Deliver, QueuedMessage
 
-    keeper, clock, sent = _unit_keeper(timeout=1)
+    keeper, clock, _ = _unit_keeper(timeout=1)
     pending = []
     keeper._spawn_task = pending.append  # type: ignore[method-assign]  # tasks run when the test says
     keeper.change_state(SessionState.STARTING, Reason.REQUESTED)
