@@ -185,6 +185,19 @@ def _option(args: argparse.Namespace, env: Mapping[str, str], name: str) -> str 
     return env.get(ENV_PREFIX + name.upper())
 
 
+def _seconds(name: str, raw: Any, default: float) -> float:
+    """A positive number of seconds from an option, env var or file value, or ``default``."""
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: must be a positive number of seconds")
+    return value
+
+
 def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
     """Build the effective configuration; raise ``ConfigError`` with a clear message."""
     env = os.environ if env is None else env
@@ -200,24 +213,8 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
 
     runtime_dir = Path(pick("runtime_dir") or default_runtime_dir()).expanduser()
     state_dir = Path(pick("state_dir") or platformdirs.user_state_path(APP)).expanduser()
-    idle_raw = pick("idle_timeout")
-    idle_timeout = DEFAULT_IDLE_TIMEOUT
-    if idle_raw is not None:
-        try:
-            idle_timeout = float(idle_raw)
-        except ValueError:
-            raise ConfigError(f"idle_timeout: {idle_raw!r} is not a number of seconds") from None
-        if not idle_timeout > 0:
-            raise ConfigError("idle_timeout: must be a positive number of seconds")
-    orphan_raw = pick("orphan_timeout")
-    orphan_timeout = DEFAULT_ORPHAN_TIMEOUT
-    if orphan_raw is not None:
-        try:
-            orphan_timeout = float(orphan_raw)
-        except ValueError:
-            raise ConfigError(f"orphan_timeout: {orphan_raw!r} is not a number of seconds") from None
-        if not orphan_timeout > 0:
-            raise ConfigError("orphan_timeout: must be a positive number of seconds")
+    idle_timeout = _seconds("idle_timeout", pick("idle_timeout"), DEFAULT_IDLE_TIMEOUT)
+    orphan_timeout = _seconds("orphan_timeout", pick("orphan_timeout"), DEFAULT_ORPHAN_TIMEOUT)
     claude_bin = str(pick("claude_bin") or "claude")
     sessions_dir = file_values.get("sessions_dir")
     telegram = file_values.get("telegram", TelegramConfig())

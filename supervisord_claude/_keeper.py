@@ -4,7 +4,8 @@ Forked by the fork server. It connects a DEALER socket to the supervisor's keepe
 starts ``claude -p`` in stream-json mode in its own process group, writes one queued user
 message at a time to Claude's stdin, turns Claude's stdout into events for the supervisor,
 and suspends (stops Claude and exits) when the idle timer expires. The messages it
-exchanges with the supervisor are typed in ``_wire``.
+exchanges with the supervisor are typed in ``_wire``; ``_uplink`` numbers its reports and
+keeps them until the supervisor stored them, across supervisor restarts.
 
 Its lifecycle is ``state`` alone, changed only by ``change_state``, which checks the edge
 against ``EDGES`` (as supervisord's ``Subprocess.change_state`` does).
@@ -15,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
-import enum
 import logging
 import os
 import signal
@@ -34,7 +33,7 @@ from protocol import EventKind, Reason, SessionState
 from . import _claude, _wire
 from ._clock import Clock, IdleTimer, LoopClock
 from ._os import System
-from ._sockets import send_now
+from ._uplink import Uplink
 from ._wire import QueuedMessage
 
 log = logging.getLogger("supervisord_claude.keeper")
@@ -60,19 +59,6 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 #: states in which the keeper is on its way out and takes no new work (SUSPENDED is
 #: also where it begins, so ``ending`` also looks at ``done``)
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
-
-
-#: what a keeper keeps for a supervisor that is not there (its reports until acked);
-#: past this it interrupts the turn rather than grow without bound
-UNACKED_LIMIT = 64 * 1024 * 1024
-
-
-class Link(enum.Enum):
-    """The keeper's link to a supervisor."""
-
-    CONNECTING = "connecting"  # said Hello, waits for Welcome: reports are only kept
-    LINKED = "linked"  # reports are sent (and kept until acked)
-    ORPHANED = "orphaned"  # the supervisor died: keep Claude running, wait for the next one
 
 
 class IllegalTransition(RuntimeError):
@@ -117,12 +103,9 @@ class Keeper:
         self.exit_code = 0
         self.timer = IdleTimer(self.clock, spec.idle_timeout, self._idle_expired)
         self._fresh_retried = False
-        self.link = Link.CONNECTING
-        self._sent_n = 0
-        self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._unacked_bytes = 0
-        self._over_limit = False
-        self._orphan_timer: Any = None
+        self.uplink = Uplink(self.session, self.clock, spec.orphan_timeout, self.hello,
+                             on_over_limit=self._supervisor_away_too_long,
+                             on_orphan_expired=self._no_supervisor_came)
         self._ctrl_ids = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ctx: zmq.asyncio.Context | None = None
@@ -136,39 +119,18 @@ class Keeper:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _raw_send(self, data: bytes) -> None:
-        if self._sock is None:
-            return
-        try:
-            send_now(self._sock, [data])
-        except zmq.ZMQError as exc:
-            log.warning("keeper %s: cannot reach the supervisor: %s", self.session, exc)
-
     def send(self, msg: _wire.Message) -> None:
-        """Report to the supervisor: numbered and kept until acked (see ``_wire``)."""
-        if not isinstance(msg, _wire.Numbered):
-            self._raw_send(_wire.encode(msg))
-            return
-        self._sent_n += 1
-        data = _wire.encode(dataclasses.replace(msg, n=self._sent_n))
-        self._unacked.append((self._sent_n, data))
-        self._unacked_bytes += len(data)
-        if self.link is Link.LINKED:
-            self._raw_send(data)
-        elif self._unacked_bytes > UNACKED_LIMIT and not self._over_limit:
-            self._over_limit = True
-            log.error("keeper %s: %d bytes wait for a supervisor; interrupting the turn", self.session,
-                      self._unacked_bytes)
-            if self.current is not None:
-                self._interrupt()
-                self.emit(EventKind.ERROR, message="The supervisor was away for too long: the answer was"
-                          " interrupted (its output so far is kept)", **self._turn())
+        """Report to the supervisor (see ``_uplink``: numbered, kept until acked)."""
+        self.uplink.send(msg)
 
-    def _acked(self, upto: int) -> None:
-        while self._unacked and self._unacked[0][0] <= upto:
-            self._unacked_bytes -= len(self._unacked.popleft()[1])
-        if self._unacked_bytes <= UNACKED_LIMIT // 2:
-            self._over_limit = False
+    def _no_supervisor_came(self) -> None:
+        self._spawn_task(self.stop(Reason.SHUTDOWN))
+
+    def _supervisor_away_too_long(self) -> None:
+        if self.current is not None:
+            self._interrupt()
+            self.emit(EventKind.ERROR, message="The supervisor was away for too long: the answer was"
+                      " interrupted (its output so far is kept)", **self._turn())
 
     def hello(self) -> _wire.Hello:
         return _wire.Hello(
@@ -178,35 +140,9 @@ class Keeper:
             resumed=self.started,
         )
 
-    def _on_connected(self) -> None:
-        """A (new) supervisor is there: introduce ourselves; reports wait for its Welcome."""
-        self.link = Link.CONNECTING
-        self._raw_send(_wire.encode(self.hello()))
-
-    def _on_welcome(self, resend_from: int) -> None:
-        self._acked(resend_from - 1)
-        self.link = Link.LINKED
-        if self._orphan_timer is not None:
-            self._orphan_timer.cancel()
-            self._orphan_timer = None
-            log.info("keeper %s: adopted by a new supervisor", self.session)
-        for _, data in self._unacked:
-            self._raw_send(data)
-
     def _orphaned(self) -> None:
-        if self.link is Link.ORPHANED or self.done.is_set():
-            return
-        self.link = Link.ORPHANED
-        log.warning("keeper %s: supervisor gone; Claude keeps running for %.0f s while a new one may come",
-                    self.session, self.spec.orphan_timeout)
-        self._orphan_timer = self.clock.call_later(self.spec.orphan_timeout, self._orphan_expired)
-
-    def _orphan_expired(self) -> None:
-        self._orphan_timer = None
-        log.warning("keeper %s: no supervisor came; stopping Claude", self.session)
-        if self._sock is not None:
-            self._sock.setsockopt(zmq.LINGER, 0)
-        self._spawn_task(self.stop(Reason.SHUTDOWN))
+        if not self.done.is_set():
+            self.uplink.orphaned()
 
     def emit(self, kind: EventKind, **body: Any) -> None:
         self.send(_wire.KeeperEvent(kind.value, body))
@@ -241,6 +177,7 @@ class Keeper:
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, f"{self.session}:{os.getpid()}".encode())
+        self.uplink.sock = self._sock
         monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._sock.connect(_wire.keeper_endpoint(self.spec.runtime_dir))
         self._spawn_task(self._watch_link(monitor))
@@ -321,7 +258,7 @@ class Keeper:
         while True:
             event = parse_monitor_message(await monitor.recv_multipart())
             if event["event"] == zmq.EVENT_CONNECTED:
-                self._on_connected()
+                self.uplink.connected()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._orphaned()  # (an adopted keeper has no death pipe to its new supervisor)
 
@@ -350,9 +287,9 @@ class Keeper:
     def handle(self, cmd: _wire.Message) -> None:
         """Carry out one command of the supervisor."""
         if isinstance(cmd, _wire.Ack):
-            self._acked(cmd.upto)
+            self.uplink.acked(cmd.upto)
         elif isinstance(cmd, _wire.Welcome):
-            self._on_welcome(cmd.resend_from)
+            self.uplink.welcome(cmd.resend_from)
         elif isinstance(cmd, _wire.Deliver):
             if self.ending:
                 # lost the race with suspension: the supervisor re-delivers it after resume
@@ -474,7 +411,7 @@ class Keeper:
             if not self.started:
                 self.started = True
                 self.send(_wire.ConversationStarted(parsed.init_session_id))
-        if parsed.delta and self.link is Link.LINKED:  # live only: lost deltas are no loss
+        if parsed.delta and self.uplink.linked:  # live only: lost deltas are no loss
             self.send(_wire.Delta(self.current.id if self.current else None, parsed.delta))
         for kind, body in parsed.events:
             self.emit(kind, **body, **self._turn())

@@ -242,18 +242,21 @@ def main() -> int:
             if images:
                 answer += f" [images: {images}]"
         if "--include-partial-messages" in argv:  # the answer as it is written, as the CLI does
-            emit({"type": "stream_event", "event": {"type": "message_start"}, "session_id": session_id})
-            emit({"type": "stream_event", "event": {"type": "content_block_start", "index": 0,
-                  "content_block": {"type": "text", "text": ""}}, "session_id": session_id})
             stream = re.search(r"stream:(\d+(?:\.\d+)?)", text)
-            pieces = [answer[i:i + 12] for i in range(0, len(answer), 12)]
+            if stream:  # the framing lines the CLI also writes (ignored by the keeper)
+                emit({"type": "stream_event", "event": {"type": "message_start"}, "session_id": session_id})
+                emit({"type": "stream_event", "event": {"type": "content_block_start", "index": 0,
+                      "content_block": {"type": "text", "text": ""}}, "session_id": session_id})
+            size = 12 if stream else 48  # fewer lines for plain answers: floods stay quick
+            pieces = [answer[i:i + size] for i in range(0, len(answer), size)]
             for piece in pieces:
                 if stream and interrupted.wait(float(stream.group(1)) / len(pieces)):
                     break
                 emit({"type": "stream_event", "event": {"type": "content_block_delta", "index": 0,
                       "delta": {"type": "text_delta", "text": piece}}, "session_id": session_id})
-            emit({"type": "stream_event", "event": {"type": "content_block_stop", "index": 0},
-                  "session_id": session_id})
+            if stream:
+                emit({"type": "stream_event", "event": {"type": "content_block_stop", "index": 0},
+                      "session_id": session_id})
         emit({"type": "assistant", "message": {"role": "assistant", "content": [
             {"type": "text", "text": answer}]}})
         with hist.open("a") as f:

@@ -492,24 +492,23 @@ def test_an_output_line_over_the_limit_ends_the_turn_clearly(supervisor: Supervi
 
 def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_bound(monkeypatch) -> None:
     from protocol import EventKind, Reason, SessionState
-    from supervisord_claude import _keeper
+    from supervisord_claude import _uplink
     from supervisord_claude._wire import QueuedMessage
 
-    monkeypatch.setattr(_keeper, "UNACKED_LIMIT", 10_000)
+    monkeypatch.setattr(_uplink, "UNACKED_LIMIT", 10_000)
     keeper, _, _ = _unit_keeper()
     del keeper.send  # the real one: numbered and kept until acked
-    keeper._raw_send = lambda data: pytest.fail("nothing is sent while no supervisor listens")  # type: ignore[method-assign]
+    keeper.uplink._raw_send = lambda data: pytest.fail("nothing is sent while no supervisor listens")  # type: ignore[method-assign]
     written: list[bytes] = []
     keeper._write = lambda line: written.append(line) or True  # type: ignore[method-assign]
     keeper.claude = object()  # type: ignore[assignment]
     keeper.change_state(SessionState.RESUMING, Reason.MESSAGE)
     keeper.current = QueuedMessage(5, "long")
-    keeper.link = _keeper.Link.ORPHANED
+    keeper.uplink.state = _uplink.Link.ORPHANED
     for _ in range(100):
         keeper.emit(EventKind.ASSISTANT_TEXT, text="x" * 500, message_id=5)
-    assert [line for line in written if b"interrupt" in line]  # once past the bound
-    assert len([line for line in written if b"interrupt" in line]) == 1
-    assert keeper._unacked_bytes > 10_000  # what it has is kept, in order, for the next supervisor
+    assert len([line for line in written if b"interrupt" in line]) == 1  # once past the bound
+    assert keeper.uplink.unacked_bytes > 10_000  # what it has is kept, in order, for the next supervisor
 
 
 def test_a_message_that_arrives_after_the_idle_timer_fired_but_before_the_suspension_runs_is_kept() -> None:
