@@ -23,6 +23,7 @@ from ._messages import (
 )
 from ._paths import (
     CONTROL_SOCKET,
+    LOCK_FILE,
     RUNTIME_DIR_ENV,
     control_endpoint,
     default_runtime_dir,
@@ -33,6 +34,7 @@ from ._validation import Request, request_id_of, validate_request
 __all__ = [
     "CONTROL_SOCKET",
     "HARD_MAX_FRAME_BYTES",
+    "LOCK_FILE",
     "MAX_FRAME_BYTES",
     "MAX_TEXT_CHARS",
     "MAX_TIMEOUT_MINUTES",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import zmq.asyncio
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError
 from ._messages import HARD_MAX_FRAME_BYTES, Op
-from ._paths import CONTROL_SOCKET, control_endpoint, default_runtime_dir
+from ._paths import CONTROL_SOCKET, LOCK_FILE, control_endpoint, default_runtime_dir
 
 Event = dict[str, Any]
 
@@ -36,6 +38,33 @@ def _check_running(runtime_dir: Path) -> None:
             f"no supervisor is running (no socket at {runtime_dir / CONTROL_SOCKET});"
             " start it with ./scripts/run or supervisord-claude"
         )
+    if not _lock_held(runtime_dir / LOCK_FILE):
+        # a supervisor that was killed leaves its socket file; only its lock dies with it
+        raise ConnectionFailed(
+            f"no supervisor is running on {runtime_dir} (its socket is left from one that"
+            " stopped); start it with ./scripts/run or supervisord-claude"
+        )
+
+
+def _lock_held(path: Path) -> bool:
+    """True if a supervisor holds the runtime dir's lock (an exclusive flock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: let the connection decide
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _configure(sock: zmq.Socket[Any]) -> None:

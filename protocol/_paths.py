@@ -9,6 +9,8 @@ from pathlib import Path
 
 RUNTIME_DIR_ENV = "SUPERVISORD_CLAUDE_RUNTIME_DIR"
 CONTROL_SOCKET = "control.sock"
+#: held (flock, exclusive) by the running supervisor for its whole life
+LOCK_FILE = "lock"
 
 
 def default_runtime_dir() -> Path:

@@ -11,13 +11,14 @@ import logging
 import os
 import stat
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import setproctitle
 
-from protocol import EventKind, Reason, SessionState, instance_id
+from protocol import LOCK_FILE, EventKind, Reason, SessionState, instance_id
 
 from . import _forkserver
 from ._claude import INSTANCE_ENV, SESSION_ENV
@@ -28,6 +29,8 @@ from ._os import System
 from ._store import FAILED, WRITTEN, Store
 
 log = logging.getLogger("supervisord_claude")
+
+LOCK_PATIENCE = 2.0
 
 
 def title_prefix(instance: str) -> str:
@@ -51,15 +54,23 @@ def prepare_runtime_dir(path: Path) -> None:
 
 def acquire_lock(path: Path) -> int:
     """Hold an exclusive flock on ``<runtime dir>/lock`` for the supervisor's lifetime."""
-    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise StartupRefused(
-            f"another supervisor (pid {holder}) is already running on {path}"
-        ) from None
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    # clients probe the lock for a moment (is a supervisor running?): a supervisor holds
+    # it for its whole life, so only a lock still held after a while means one runs
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StartupRefused(
+                f"another supervisor (pid {holder}) is already running on {path}"
+            ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

@@ -274,3 +274,14 @@ def test_runtime_dir_owned_by_someone_else_is_refused(make_supervisor) -> None:
     os.chown(sup.runtime_dir, 65534, 65534)
     result = run_supervisor(sup)
     assert result.returncode == 1 and "not by you" in result.stderr
+
+
+def test_after_a_crash_claudectl_says_at_once_that_no_supervisor_runs(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    sup.crash()  # leaves its control.sock behind
+    assert (sup.runtime_dir / "control.sock").exists()
+    result = sup.ctl("status")
+    assert result.returncode == 1 and "no supervisor is running" in result.stderr
+    assert "no answer" not in result.stderr  # it did not wait for one
+    sup.start()  # and a new one starts over the stale socket
+    assert sup.ctl("status", check=True).returncode == 0
