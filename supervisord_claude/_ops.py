@@ -40,7 +40,7 @@ ALLOWED_WHILE_STOPPING = frozenset(
 class Ops:
     def __init__(self, config: Config, instance: str, store: Store, pool: KeeperPool, hub: SubscriptionHub,
                  events: EventLog, wall: Callable[[], float], started_at: float,
-                 request_shutdown: Callable[[], None]) -> None:
+                 request_shutdown: Callable[[], None], request_restart: Callable[[], None]) -> None:
         self.config = config
         self.instance = instance
         self.store = store
@@ -50,7 +50,7 @@ class Ops:
         self.wall = wall
         self.started_at = started_at
         self.request_shutdown = request_shutdown
-        self.request_restart: Callable[[], None] = request_shutdown
+        self.request_restart = request_restart
         self.stopping = False
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ._clock import Clock, TimerHandle
 from ._config import Config
 from ._eventlog import EventLog
 from ._os import System
-from ._store import QUEUED, WRITTEN, Store
+from ._store import QUEUED, WRITTEN, Message, Store
 
 log = logging.getLogger("supervisord_claude")
 
@@ -90,6 +90,10 @@ class KeeperHandle:
         if new not in PHASE_EDGES[self.phase]:
             raise IllegalPhase(f"keeper of {self.session}: {self.phase.value} -> {new.value}")
         self.phase = new
+
+
+def _to_wire(msg: Message) -> _wire.QueuedMessage:
+    return _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments))
 
 
 class ForkServer(Protocol):
@@ -207,8 +211,7 @@ class KeeperPool:
                 if msg is None or msg.status != QUEUED:
                     continue
                 handle.forwarded.append(msg.id)
-                self.link.send(handle.ident, _wire.Deliver(
-                    _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments))))
+                self.link.send(handle.ident, _wire.Deliver(_to_wire(msg)))
         # otherwise the keeper is starting (it gets them on hello) or on its way out
         # (a new one starts once it has exited)
 
@@ -225,7 +228,7 @@ class KeeperPool:
         while queue:
             msg = self.store.get_message(queue.popleft())
             if msg is not None and msg.status == QUEUED:
-                messages.append(_wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments)))
+                messages.append(_to_wire(msg))
                 handle.forwarded.append(msg.id)
         persona = self.config.personas.get(rec.persona) if rec.persona else None
         spec = _wire.KeeperSpec(

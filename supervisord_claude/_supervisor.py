@@ -84,16 +84,14 @@ class Core:
 
 def build_core(config: Config, store: Store, system: System, clock: Clock, wall: Callable[[], float],
                fork: ForkServer, link: KeeperLink, send: Send,
-               request_shutdown: Callable[[], None]) -> Core:
+               request_shutdown: Callable[[], None], request_restart: Callable[[], None]) -> Core:
     instance = instance_id(config.runtime_dir)
     hub = SubscriptionHub(store, send)
-    pool_ref: list[KeeperPool] = []
-    events = EventLog(store, clock, wall, hub.publish,
-                      on_message_done=lambda session, mid: pool_ref[0].message_done(session, mid))
+    events = EventLog(store, clock, wall, hub.publish)
     pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
+    events.on_message_done = pool.message_done
     pool.on_delta = hub.delta
-    pool_ref.append(pool)
-    ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown)
+    ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown, request_restart)
     return Core(config, instance, store, events, hub, pool, ops)
 
 
@@ -177,9 +175,8 @@ class Supervisor:
         self.keepers = KeeperSocket(self.ctx, self.config)
         self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET)
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
-                               self.keepers, self.control.send, self.request_shutdown)
+                               self.keepers, self.control.send, self.request_shutdown, self.request_restart)
         self.control.on_gone = self.core.hub.drop_client
-        self.core.ops.request_restart = self.request_restart
         pool = self.core.pool
         pool.on_all_gone = self._all_gone.set
         pool.watch_exit = self._watch_exit

@@ -114,7 +114,6 @@ def print_live(shown: str, event: dict[str, Any]) -> str:
     offset, text = int(event.get("offset") or 0), str(event.get("text") or "")
     if offset < len(shown):  # the text so far again (after a reconnect): print what is new
         text = (shown[:offset] + text)[len(shown):]
-        offset = len(shown)
     print(text, end="", flush=True)
     return shown + text
 

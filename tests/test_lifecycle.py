@@ -70,7 +70,7 @@ class Harness:
         config = Config(runtime_dir=base / "run", state_dir=base / "state", claude_bin="/bin/true")
         self.store = Store(config.db_path)
         self.core: Core = build_core(config, self.store, self.system, self.clock, lambda: self.now,
-                                     self.fork, self.link, self._send, self._shutdown)
+                                     self.fork, self.link, self._send, self._shutdown, self._shutdown)
         self.pool = self.core.pool
 
     def _send(self, ident: bytes, frame: bytes) -> None:
