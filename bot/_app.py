@@ -35,8 +35,9 @@ from protocol import ConnectionFailed, RemoteError
 
 from . import _commands as commands
 from . import _render as render
+from . import _requests as requests
 from ._config import BotConfig
-from ._delivery import Core, delivery_loop, perm_key, send_reply
+from ._delivery import Core, delivery_loop, send_reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -120,36 +121,39 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button of a permission prompt, question or plan. The prompt itself is edited when
+    the supervisor reports the request resolved (see ``_requests.close``)."""
     query = update.callback_query
-    assert query is not None and update.effective_chat is not None
+    assert query is not None
     core = core_of(context)
-    token, _, answer = (query.data or "perm::").removeprefix("perm:").rpartition(":")
-    allow = answer == "y"
-    key = perm_key(token)
     try:
-        found = (await core.link.request("kv_get", key=key))["value"]
-        if not found:
-            raise RemoteError("not_found", "this request is no longer known")
-        session, request_id = found
-        extra: dict[str, Any] = {} if allow else {"message": "Denied from Telegram."}
-        try:
-            await core.link.request("permit", session=session, request_id=request_id, allow=allow, **extra)
-        finally:
-            with contextlib.suppress(RemoteError, ConnectionFailed):
-                await core.link.request("kv_delete", key=key)  # answered (or gone): forget it
-        verdict = "✅ Allowed" if allow else "🚫 Denied"
-    except (RemoteError, ConnectionFailed) as exc:
-        verdict = commands.error_reply(exc).text
-    await query.answer(verdict[:190])
-    original = getattr(query.message, "text", None)
-    if isinstance(original, str):
+        said, redraw, token = await requests.press(core.link, query.data or "")
+    except ConnectionFailed as exc:
+        await query.answer(commands.error_reply(exc).text[:190])
+        return
+    await query.answer(said[:190])
+    if redraw is not None and token is not None:
+        await requests.redraw(query, redraw, token)
+    elif said == render.STALE_PROMPT:
         with contextlib.suppress(TelegramError):
-            await query.edit_message_text(f"{original}\n\n{verdict}")
+            await query.edit_message_reply_markup(None)  # nothing to press any more
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_message is not None and update.effective_chat is not None
-    await forward(update, context, update.effective_message.text or "", None)
+    chat, text = update.effective_chat.id, update.effective_message.text or ""
+    core = core_of(context)
+    try:
+        said = await requests.typed_answer(core.link, chat, text)  # a question waits: this answers it
+    except RemoteError as exc:
+        await send_reply(context.application, chat, commands.error_reply(exc))
+        return
+    except ConnectionFailed:
+        said = None  # no supervisor: forward() keeps the message until it is back
+    if said is not None:
+        await context.bot.send_message(chat, said)
+        return
+    await forward(update, context, text, None)
 
 
 async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

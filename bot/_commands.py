@@ -31,6 +31,7 @@ class Link:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self._active: dict[int, str | None] = {}
+        self._kv: dict[str, Any] = {}
 
     async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         return await self.client.request(op, timeout=timeout, **args)
@@ -44,6 +45,20 @@ class Link:
     async def set_active(self, chat: int, name: str | None) -> None:
         await self.request("kv_set", key=KV_ACTIVE.format(chat=chat), value=name)
         self._active[chat] = name
+
+    async def kv_cached(self, key: str) -> Any:
+        """A kv value only this bot writes (so a copy here stays true): read once."""
+        if key not in self._kv:
+            self._kv[key] = (await self.request("kv_get", key=key))["value"]
+        return self._kv[key]
+
+    async def kv_put(self, key: str, value: Any) -> None:
+        """Write (or, for None, delete) a value read with ``kv_cached``."""
+        if value is None:
+            await self.request("kv_delete", key=key)
+        else:
+            await self.request("kv_set", key=key, value=value)
+        self._kv[key] = value
 
 
 def error_reply(exc: Exception) -> Reply:
@@ -132,6 +147,23 @@ async def model(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
 
 
+MODES = ("ask", "accept-edits", "plan", "bypass")
+
+
+@on_active_session
+async def mode(link: Link, active: str, args: list[str]) -> Reply:
+    if not args:
+        info = await link.request("status", session=active)
+        return Reply(render.mode_text(info.get("mode") or "ask"))
+    if args[0] not in MODES or len(args) > 1:
+        return Reply(render.mode_text(None))
+    result = await link.request("set_mode", session=active, mode=args[0])
+    if not result["changed"]:
+        return Reply(f"Session '{active}' is already in mode {args[0]}.")
+    return Reply(f"Permission mode set to {args[0]} for session '{active}'. Claude restarts with its history"
+                 " (after the current answer).")
+
+
 async def archive(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /archive <name>")
@@ -180,6 +212,7 @@ COMMANDS: dict[str, Command] = {
     "sessions": sessions,
     "timeout": timeout,
     "model": model,
+    "mode": mode,
     "archive": archive,
     "cancel": cancel,
     "status": status,

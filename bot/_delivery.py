@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from protocol import AsyncClient, ProtocolError
 
 from . import _commands as commands
 from . import _render as render
+from . import _requests as requests
 from ._config import BotConfig
 from ._live import LiveReplies
 
@@ -123,19 +123,6 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
 
 
 
-def perm_token(event: dict[str, Any]) -> str:
-    """What a permission button's callback data names: the request id (callback data is
-    at most 64 bytes, so a very long id is named by its session and a hash instead)."""
-    request_id = str(event.get("request_id"))
-    if len(request_id) <= 48 and ":" not in request_id:
-        return request_id
-    return "h" + hashlib.sha256(f"{event.get('session')}\0{request_id}".encode()).hexdigest()[:40]
-
-
-def perm_key(token: str) -> str:
-    return f"telegram.perm.{token}"
-
-
 def chat_of(event: dict[str, Any]) -> int | None:
     origin = event.get("origin")
     if isinstance(origin, str) and origin.startswith("tg:"):
@@ -181,15 +168,10 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
     elif kind == "permission_request":
-        token = perm_token(event)
-        await core.link.request("kv_set", key=perm_key(token), value=[event["session"], event["request_id"]])
-        buttons = [[InlineKeyboardButton("✅ Allow", callback_data=f"perm:{token}:y"),
-                    InlineKeyboardButton("🚫 Deny", callback_data=f"perm:{token}:n")]]
-        await app.bot.send_message(chat, render.permission_text(event.get("tool_name"), event.get("input")),
-                                   reply_markup=InlineKeyboardMarkup(buttons))
+        await requests.show(app, core.link, chat, event)
     elif kind == "permission_resolved":
-        # answered here, elsewhere (claudectl) or ended with the turn: nothing to keep
-        await core.link.request("kv_delete", key=perm_key(perm_token(event)))
+        # answered here, elsewhere (claudectl), timed out or ended with Claude
+        await requests.close(app, core.link, event)
     elif kind in ("result", "message_failed"):
         await core.live.finish(app, message_id)
         stop_typing(core, message_id)

@@ -22,6 +22,7 @@ Claude Sessions
 /sessions - List all sessions with status
 /timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
 /model [name] - Show or change the model (Claude restarts with its history)
+/mode [ask|accept-edits|plan|bypass] - Show or change what Claude may do without asking
 /archive <name> - Stop a session and hide it
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
@@ -38,6 +39,7 @@ TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
 SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
+STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos or files"
                " (documents); voice notes, videos and stickers are not supported.")
 
@@ -62,6 +64,17 @@ def timeout_text(seconds: float) -> str:
     return f"Idle timeout: {shown} minutes\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
 
 
+MODE_HELP = ("ask: Claude asks before anything its rules do not allow (buttons here)\n"
+             "accept-edits: file edits run without asking; the rest is asked\n"
+             "plan: Claude only plans, then asks you to approve the plan\n"
+             "bypass: nothing is asked (only if the supervisor allows it)")
+
+
+def mode_text(mode: str | None) -> str:
+    head = f"Permission mode: {mode}\n\n" if mode else ""
+    return f"{head}{MODE_HELP}\n\nUsage: /mode <ask|accept-edits|plan|bypass>"
+
+
 def resume_text(idle_for: float | None) -> str:
     return f"Resuming session{idle_note(idle_for)}..."
 
@@ -82,15 +95,12 @@ def tool_line(name: str | None, tool_input: Any) -> str:
     return f"🔧 {name or 'tool'}: {detail}" if detail else f"🔧 {name or 'tool'}"
 
 
-def permission_text(tool_name: str | None, tool_input: Any) -> str:
-    return f"🔐 Claude asks to use {tool_line(tool_name, tool_input).removeprefix('🔧 ')}\nAllow it?"
-
-
 def status_text(session: dict[str, Any]) -> str:
     return (
         f"Session: {session['name']}\n"
         f"State: {session['state']}\n"
         f"Model: {session.get('model') or 'default'}\n"
+        f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {int(session['idle_timeout'] // 60)} min\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"

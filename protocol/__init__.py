@@ -18,6 +18,7 @@ from ._messages import (
     ErrorCode,
     EventKind,
     Op,
+    PermissionMode,
     Reason,
     SessionState,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "EventKind",
     "FrameError",
     "Op",
+    "PermissionMode",
     "ProtocolError",
     "Reason",
     "RemoteError",

@@ -58,6 +58,15 @@ _LIVE_STATES = frozenset(
 )
 
 
+class PermissionMode(enum.StrEnum):
+    """How a session's Claude treats tool calls its own rules do not settle."""
+
+    ASK = "ask"  # the default: the user is asked (Claude Code's "default" mode)
+    ACCEPT_EDITS = "accept-edits"  # file edits run without asking; the rest is asked
+    PLAN = "plan"  # Claude only plans; ExitPlanMode asks the user to approve the plan
+    BYPASS = "bypass"  # nothing is asked; only where the config allows it (allow_bypass)
+
+
 class Reason(enum.StrEnum):
     """Why a state transition happened."""
 
@@ -70,6 +79,7 @@ class Reason(enum.StrEnum):
     MESSAGE = "message"
     TURN = "turn"
     MODEL_CHANGE = "model-change"
+    MODE_CHANGE = "mode-change"
     STARTUP = "startup"
 
 
@@ -84,9 +94,11 @@ class EventKind(enum.StrEnum):
     RESULT = "result"  # {message_id, is_error, subtype, text, cost_usd, duration_ms, ...}
     ERROR = "error"  # {message, detail?}
     MESSAGE_FAILED = "message_failed"  # {message_id, reason}
-    SETTINGS = "settings"  # {model?, idle_timeout?}
-    PERMISSION_REQUEST = "permission_request"  # {request_id, tool_name, input, message_id}
-    PERMISSION_RESOLVED = "permission_resolved"  # {request_id, allow, message?}
+    SETTINGS = "settings"  # {model?, idle_timeout?, mode?, allowed_tools?}
+    #: {request_id, tool_name, input, suggestions, tool_use_input?, message_id}
+    PERMISSION_REQUEST = "permission_request"
+    #: {request_id, allow, by, message?, always?, answers?, mode?}
+    PERMISSION_RESOLVED = "permission_resolved"
 
 
 class Op(enum.StrEnum):
@@ -107,6 +119,8 @@ class Op(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PING = "ping"
     PERMIT = "permit"
+    ANSWER = "answer"
+    SET_MODE = "set_mode"
     KV_GET = "kv_get"
     KV_SET = "kv_set"
     KV_DELETE = "kv_delete"

@@ -22,6 +22,7 @@ from ._messages import (
     SESSION_NAME_RE,
     ErrorCode,
     Op,
+    PermissionMode,
 )
 
 Check = Callable[[str, Any], Any]
@@ -137,6 +138,28 @@ def kv_value(field: str, value: Any) -> Any:
     return value
 
 
+def permission_mode(field: str, value: Any) -> PermissionMode:
+    try:
+        return PermissionMode(value)
+    except ValueError:
+        known = ", ".join(m.value for m in PermissionMode)
+        raise _bad(f"'{field}' must be one of: {known}") from None
+
+
+def answers(field: str, value: Any) -> list[list[str]]:
+    """Labels per question, in the question's order: ``[["Red"], ["a", "b"]]`` (a question
+    answered in words is a list of that one text)."""
+    if not isinstance(value, list) or not 0 < len(value) <= 16:
+        raise _bad(f"'{field}' must be a list (one entry per question, 1-16)")
+    out = []
+    for entry in value:
+        if not isinstance(entry, list) or not 0 < len(entry) <= 32 or not all(
+                isinstance(label, str) and 0 < len(label) <= 2000 for label in entry):
+            raise _bad(f"each entry of '{field}' must be a list of 1-32 non-empty texts")
+        out.append(list(entry))
+    return out
+
+
 # op -> {field: (check, required)}
 SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.HELLO: {"client": (short_text, False)},
@@ -144,6 +167,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.LIST: {"all": (boolean, False)},
     Op.CREATE: {
         "session": (session_name, True),
+        "mode": (permission_mode, False),
         "model": (short_text, False),
         "cwd": (abs_path, False),
         "persona": (short_text, False),
@@ -175,7 +199,15 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "request_id": (short_text, True),
         "allow": (boolean, True),
         "message": (short_text, False),
+        "always": (boolean, False),
+        "mode": (permission_mode, False),
     },
+    Op.ANSWER: {
+        "session": (session_name, True),
+        "request_id": (short_text, True),
+        "answers": (answers, True),
+    },
+    Op.SET_MODE: {"session": (session_name, True), "mode": (permission_mode, True)},
     Op.KV_GET: {"key": (kv_key, True)},
     Op.KV_SET: {"key": (kv_key, True), "value": (kv_value, True)},
     Op.KV_DELETE: {"key": (kv_key, True)},

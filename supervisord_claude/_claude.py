@@ -15,12 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import EventKind
+from protocol import EventKind, PermissionMode
 
 #: Environment marker put on every Claude child (and so on its own children):
 #: reaping finds them by it after a keeper died without cleaning up.
 INSTANCE_ENV = "SUPERVISORD_CLAUDE_INSTANCE"
 SESSION_ENV = "SUPERVISORD_CLAUDE_SESSION"
+
+#: our permission modes as Claude Code names them (``--permission-mode``, ``permissionMode``)
+CLAUDE_MODES: dict[PermissionMode, str] = {
+    PermissionMode.ASK: "default",
+    PermissionMode.ACCEPT_EDITS: "acceptEdits",
+    PermissionMode.PLAN: "plan",
+    PermissionMode.BYPASS: "bypassPermissions",
+}
+_OUR_MODES = {v: k for k, v in CLAUDE_MODES.items()}
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -37,7 +46,9 @@ class LaunchSpec:
     resume: bool
     model: str | None = None
     system_prompt: str | None = None
-    permission_prompts: bool = False
+    permission_mode: PermissionMode = PermissionMode.ASK
+    #: rules allowed for this session ("Bash(npm test:*)", "WebFetch"): no prompt for them
+    allowed_tools: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
     #: stream_event lines with the text as it is written (live answers)
     partial_messages: bool = True
@@ -61,9 +72,11 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         argv += ["--append-system-prompt", spec.system_prompt]
     # --resume names the exact conversation; --continue would pick the newest one in the
     # cwd and silently start a new one when there is none.
-    if spec.permission_prompts:
-        # Claude asks on stdout (control_request can_use_tool) and waits for our answer
-        argv += ["--permission-prompt-tool", "stdio"]
+    # Claude asks on stdout (control_request can_use_tool) and waits for our answer;
+    # without it -p mode refuses every tool that writes, and AskUserQuestion does not exist
+    argv += ["--permission-prompt-tool", "stdio", "--permission-mode", CLAUDE_MODES[spec.permission_mode]]
+    if spec.allowed_tools:  # variadic: the next "--" option ends it
+        argv += ["--allowedTools", *spec.allowed_tools]
     argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
     argv += list(spec.extra_args)
     return argv
@@ -106,12 +119,21 @@ def user_line(text: str, attachments: Sequence[str] = ()) -> bytes:
     return (json.dumps(msg) + "\n").encode()
 
 
-def permission_line(request_id: str, allow: bool, tool_input: Any, message: str | None) -> bytes:
+def allow_decision(tool_input: Any, updated_permissions: Sequence[Any] = ()) -> dict[str, Any]:
+    """Run the tool with ``tool_input`` (for AskUserQuestion: the input plus its answers);
+    ``updated_permissions`` are PermissionUpdate maps (addRules, setMode) for Claude to apply."""
+    decision: dict[str, Any] = {"behavior": "allow", "updatedInput": tool_input}
+    if updated_permissions:
+        decision["updatedPermissions"] = list(updated_permissions)
+    return decision
+
+
+def deny_decision(message: str | None) -> dict[str, Any]:
+    return {"behavior": "deny", "message": message or "The user denied this tool use."}
+
+
+def permission_line(request_id: str, decision: dict[str, Any]) -> bytes:
     """The control_response answering a ``can_use_tool`` request."""
-    if allow:
-        decision: dict[str, Any] = {"behavior": "allow", "updatedInput": tool_input}
-    else:
-        decision = {"behavior": "deny", "message": message or "The user denied this tool use."}
     msg = {
         "type": "control_response",
         "response": {"subtype": "success", "request_id": request_id, "response": decision},
@@ -137,6 +159,7 @@ class Parsed:
     result: dict[str, Any] | None = None
     permission: dict[str, Any] | None = None
     delta: str | None = None  # text of the answer as it is being written
+    mode: PermissionMode | None = None  # the permission mode Claude reports it is in
 
 
 def _tool_result_text(content: Any) -> str:
@@ -173,8 +196,12 @@ def parse_line(line: bytes) -> Parsed:
             delta = event.get("delta")
             if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 out.delta = delta["text"]
-    elif kind == "system" and msg.get("subtype") == "init":
-        out.init_session_id = msg.get("session_id")
+    elif kind == "system":
+        if msg.get("subtype") == "init":
+            out.init_session_id = msg.get("session_id")
+        # init and status lines say which mode Claude is in (it leaves plan mode by itself
+        # once ExitPlanMode is allowed)
+        out.mode = _OUR_MODES.get(msg.get("permissionMode"))  # type: ignore[arg-type]
     elif kind == "assistant":
         for block in (msg.get("message") or {}).get("content") or []:
             if not isinstance(block, dict):
@@ -210,10 +237,13 @@ def parse_line(line: bytes) -> Parsed:
     elif kind == "control_request":
         request = msg.get("request") or {}
         if request.get("subtype") == "can_use_tool" and isinstance(msg.get("request_id"), str):
+            suggestions = request.get("permission_suggestions")
             out.permission = {
                 "request_id": msg["request_id"],
                 "tool_name": request.get("tool_name"),
                 "input": request.get("input"),
+                "tool_use_id": request.get("tool_use_id"),
+                "suggestions": [s for s in suggestions if isinstance(s, dict)] if isinstance(suggestions, list) else [],
             }
     elif kind == "result":
         out.result = {

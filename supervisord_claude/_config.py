@@ -6,6 +6,7 @@ Precedence: command line, then environment, then the TOML file, then built-in de
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import tomllib
@@ -16,7 +17,7 @@ from typing import Any
 
 import platformdirs
 
-from protocol import default_runtime_dir
+from protocol import PermissionMode, default_runtime_dir
 
 from ._errors import ConfigError
 
@@ -24,6 +25,9 @@ APP = "supervisord-claude"
 ENV_PREFIX = "SUPERVISORD_CLAUDE_"
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_ORPHAN_TIMEOUT = 300.0
+DEFAULT_PERMISSION_TIMEOUT = 600.0
+
+log = logging.getLogger("supervisord_claude")
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,12 @@ class Config:
     sessions_dir: Path | None = None
     personas: Mapping[str, Persona] = field(default_factory=dict)
     claude_args: tuple[str, ...] = ()
-    permission_prompts: bool = False
+    #: the permission mode of a new session (``create`` may name another)
+    permission_mode: PermissionMode = PermissionMode.ASK
+    #: sessions may use mode "bypass" (nothing is asked) only if this is set
+    allow_bypass: bool = False
+    #: an unanswered permission request (or question) is denied after this long
+    permission_timeout: float = DEFAULT_PERMISSION_TIMEOUT
     event_retention_days: float = 30.0
     #: how long keepers keep Claude running after their supervisor died, waiting for the next
     orphan_timeout: float = DEFAULT_ORPHAN_TIMEOUT
@@ -93,6 +102,9 @@ _TOP_KEYS = {
     "state_dir",
     "claude_args",
     "permission_prompts",
+    "permission_mode",
+    "permission_timeout",
+    "allow_bypass",
     "event_retention_days",
     "orphan_timeout",
     "personas",
@@ -135,8 +147,25 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("orphan_timeout: must be a positive number of seconds")
         out["orphan_timeout"] = float(value)
-    if "permission_prompts" in raw:
-        out["permission_prompts"] = _expect(raw, "permission_prompts", bool, "")
+    if "permission_prompts" in raw:  # of older versions: prompts are always on now
+        _expect(raw, "permission_prompts", bool, "")
+        log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
+    if "allow_bypass" in raw:
+        out["allow_bypass"] = _expect(raw, "allow_bypass", bool, "")
+    if "permission_mode" in raw:
+        mode = _expect(raw, "permission_mode", str, "")
+        try:
+            out["permission_mode"] = PermissionMode(mode)
+        except ValueError:
+            known = ", ".join(m.value for m in PermissionMode)
+            raise ConfigError(f"permission_mode: {mode!r} is not one of {known}") from None
+        if out["permission_mode"] is PermissionMode.BYPASS and not out.get("allow_bypass"):
+            raise ConfigError("permission_mode: bypass needs allow_bypass = true")
+    if "permission_timeout" in raw:
+        value = _expect(raw, "permission_timeout", (int, float), "")
+        if value <= 0:
+            raise ConfigError("permission_timeout: must be a positive number of seconds")
+        out["permission_timeout"] = float(value)
     personas: dict[str, Persona] = {}
     for name, table in _expect(raw, "personas", dict, "").items() if "personas" in raw else []:
         where = f"personas.{name}."
@@ -227,7 +256,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         sessions_dir=Path(sessions_dir).expanduser().absolute() if sessions_dir else None,
         personas=file_values.get("personas", {}),
         claude_args=file_values.get("claude_args", ()),
-        permission_prompts=file_values.get("permission_prompts", False),
+        permission_mode=file_values.get("permission_mode", PermissionMode.ASK),
+        allow_bypass=file_values.get("allow_bypass", False),
+        permission_timeout=file_values.get("permission_timeout", DEFAULT_PERMISSION_TIMEOUT),
         event_retention_days=file_values.get("event_retention_days", 30.0),
         orphan_timeout=orphan_timeout,
         telegram=telegram,

@@ -127,7 +127,9 @@ class EventLog:
         elif kind is EventKind.USER:
             updates["last_active"] = now
         elif kind is EventKind.SETTINGS:
-            updates.update({k: body[k] for k in ("model", "idle_timeout") if k in body})
+            updates.update({k: body[k] for k in ("model", "idle_timeout", "allowed_tools") if k in body})
+            if "mode" in body:
+                updates["permission_mode"] = body["mode"]
         return updates
 
     def origin_of(self, message_id: int) -> str | None:

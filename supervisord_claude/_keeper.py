@@ -28,10 +28,10 @@ import setproctitle
 import zmq
 import zmq.asyncio
 
-from protocol import EventKind, Reason, SessionState
+from protocol import EventKind, PermissionMode, Reason, SessionState
 
 from . import _claude, _wire
-from ._clock import Clock, IdleTimer, LoopClock
+from ._clock import Clock, IdleTimer, LoopClock, TimerHandle
 from ._os import System
 from ._uplink import Uplink
 from ._wire import QueuedMessage
@@ -80,6 +80,14 @@ class ClaudeRun:
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=STDERR_TAIL))
 
 
+@dataclass
+class WaitingRequest:
+    """A permission request Claude waits on: its event body and its timeout."""
+
+    body: dict[str, Any]
+    timer: TimerHandle | None = None
+
+
 class Keeper:
     def __init__(self, spec: _wire.KeeperSpec, death_fd: int | None, clock: Clock | None = None,
                  system: System | None = None) -> None:
@@ -94,11 +102,15 @@ class Keeper:
         self.queue: collections.deque[QueuedMessage] = collections.deque(spec.messages)
         self.current: QueuedMessage | None = None
         self.claude: ClaudeRun | None = None
-        self.pending_model: str | None = None
+        self.mode = PermissionMode(spec.permission_mode)
+        self.allowed_tools = list(spec.allowed_tools)
+        #: launch settings changed while Claude was busy: applied (by a restart) after the turn
+        self.pending_changes: dict[str, Any] = {}
         # Claude's total_cost_usd is cumulative for the conversation, across --resume: the
         # last total seen is the baseline for the next result's cost delta
         self.last_cost = spec.cost_baseline
-        self.permissions: dict[str, Any] = {}  # pending can_use_tool requests: id -> input
+        self.permissions: dict[str, WaitingRequest] = {}  # can_use_tool requests Claude waits on
+        self._tool_inputs: dict[str, Any] = {}  # this turn's tool_use inputs, by tool_use id
         self.done = asyncio.Event()
         self.exit_code = 0
         self.timer = IdleTimer(self.clock, spec.idle_timeout, self._idle_expired)
@@ -137,7 +149,7 @@ class Keeper:
             pid=os.getpid(), version=_wire.WIRE_VERSION, session=self.session,
             claude_pid=self.claude.proc.pid if self.claude is not None else None, state=self.state.value,
             current=self.current.id if self.current else None, queued=tuple(m.id for m in self.queue),
-            resumed=self.started,
+            resumed=self.started, pending=tuple(w.body for w in self.permissions.values()),
         )
 
     def _orphaned(self) -> None:
@@ -201,7 +213,8 @@ class Keeper:
             resume=resume,
             model=self.model,
             system_prompt=self.spec.system_prompt,
-            permission_prompts=self.spec.permission_prompts,
+            permission_mode=self.mode,
+            allowed_tools=tuple(self.allowed_tools),
             extra_args=self.spec.extra_args,
         )
         extra: dict[str, Any] = {}
@@ -306,19 +319,71 @@ class Keeper:
         elif isinstance(cmd, _wire.Stop):
             self._spawn_task(self.stop(Reason(cmd.reason)))
         elif isinstance(cmd, _wire.Permit):
-            if cmd.request_id in self.permissions:
-                tool_input = self.permissions.pop(cmd.request_id)
-                self._write(_claude.permission_line(cmd.request_id, cmd.allow, tool_input, cmd.message))
-                self.emit(EventKind.PERMISSION_RESOLVED, request_id=cmd.request_id, allow=cmd.allow,
-                          message=cmd.message, **self._turn())
+            self._answer(cmd)
         elif isinstance(cmd, _wire.SetTimeout):
             self.timer.set_timeout(cmd.seconds)
         elif isinstance(cmd, _wire.SetModel):
-            self.pending_model = cmd.model
-            if self.current is None:
-                self._spawn_task(self._apply_model())
+            self._change_launch(model=cmd.model)
+        elif isinstance(cmd, _wire.SetMode):
+            self._change_launch(mode=PermissionMode(cmd.mode))
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.session, type(cmd).__name__)
+
+    # permission requests --------------------------------------------------------------
+
+    def _on_permission_request(self, request: dict[str, Any]) -> None:
+        body = dict(request)
+        tool_input = body.get("input")
+        if not tool_input and body.get("tool_use_id") in self._tool_inputs:
+            # ExitPlanMode's request comes without the plan; Claude's tool call has it
+            body["tool_use_input"] = self._tool_inputs[body["tool_use_id"]]
+        body.update(self._turn())
+        request_id = str(body["request_id"])
+        waiting = self.permissions[request_id] = WaitingRequest(body)
+        timeout = self.spec.permission_timeout
+        waiting.timer = self.clock.call_later(timeout, lambda: self._permission_timed_out(request_id))
+        self.timer.cancel()  # never suspended while Claude waits for the user
+        self.emit(EventKind.PERMISSION_REQUEST, **body)
+
+    def _answer(self, cmd: _wire.Permit) -> None:
+        waiting = self.permissions.pop(cmd.request_id, None)
+        if waiting is None:
+            return  # answered meanwhile (timed out, or the turn ended)
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+        self._write(_claude.permission_line(cmd.request_id, cmd.decision))
+        for rule in cmd.rules:
+            if rule not in self.allowed_tools:
+                self.allowed_tools.append(rule)
+        if cmd.mode is not None:
+            self.mode = PermissionMode(cmd.mode)  # Claude switches itself (a setMode update)
+        self.emit(EventKind.PERMISSION_RESOLVED, request_id=cmd.request_id, **cmd.report, **self._turn())
+
+    def _permission_timed_out(self, request_id: str) -> None:
+        waiting = self.permissions.pop(request_id, None)
+        if waiting is None:
+            return
+        seconds = self.spec.permission_timeout
+        amount = f"{seconds:g} seconds" if seconds < 90 else f"{seconds / 60:g} minutes"
+        text = f"No answer within {amount}: denied."
+        self._write(_claude.permission_line(request_id, _claude.deny_decision(text)))
+        self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, by="timeout", message=text,
+                  **self._turn())
+
+    def _drop_permissions(self, why: str) -> None:
+        """Claude no longer waits (its turn ended, or it stopped): the requests are void."""
+        for request_id, waiting in list(self.permissions.items()):
+            del self.permissions[request_id]
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+            self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, by="claude",
+                      message=why, **self._turn())
+
+    def _change_launch(self, **changes: Any) -> None:
+        """A model or mode change: Claude is restarted with --resume once no turn runs."""
+        self.pending_changes.update(changes)
+        if self.current is None:
+            self._spawn_task(self._apply_changes())
 
     # messages and turns ---------------------------------------------------------------
 
@@ -346,7 +411,7 @@ class Keeper:
         """Hand the next queued message to Claude if none is in flight."""
         if self.current is not None or not self.queue or self.ending or self.claude is None:
             return
-        if self.pending_model is not None:
+        if self.pending_changes:
             return
         msg = self.queue.popleft()
         try:
@@ -413,13 +478,15 @@ class Keeper:
                 self.send(_wire.ConversationStarted(parsed.init_session_id))
         if parsed.delta and self.uplink.linked:  # live only: lost deltas are no loss
             self.send(_wire.Delta(self.current.id if self.current else None, parsed.delta))
+        if parsed.mode is not None and parsed.mode is not self.mode:
+            self.mode = parsed.mode  # e.g. Claude left plan mode by itself
+            self.emit(EventKind.SETTINGS, mode=parsed.mode.value)
         for kind, body in parsed.events:
+            if kind is EventKind.TOOL_USE and isinstance(body.get("id"), str):
+                self._tool_inputs[body["id"]] = body.get("input")
             self.emit(kind, **body, **self._turn())
         if parsed.permission is not None:
-            request_id = parsed.permission["request_id"]
-            self.permissions[request_id] = parsed.permission["input"]
-            self.timer.cancel()
-            self.emit(EventKind.PERMISSION_REQUEST, **parsed.permission, **self._turn())
+            self._on_permission_request(parsed.permission)
         if parsed.result is not None:
             self._on_result(run, parsed.result)
 
@@ -434,33 +501,33 @@ class Keeper:
             delta = cost - self.last_cost if cost >= self.last_cost else float(cost)
             self.last_cost = float(cost)
         msg = self.current
-        for request_id in list(self.permissions):  # the turn ended; nothing waits any more
-            del self.permissions[request_id]
-            self.emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, message="turn ended",
-                      **self._turn())
+        self._drop_permissions("the turn ended")
+        self._tool_inputs.clear()
         self.current = None
         self.emit(EventKind.RESULT, message_id=msg.id if msg else None, cost_delta=delta, **result)
-        if self.pending_model is not None:
-            self._spawn_task(self._apply_model())
+        if self.pending_changes:
+            self._spawn_task(self._apply_changes())
             return
         self._pump()
         if self.current is None and not self.queue:
             self._become_idle(Reason.TURN)
 
-    async def _apply_model(self) -> None:
-        if self.pending_model is None or self.ending:
+    async def _apply_changes(self) -> None:
+        if not self.pending_changes or self.ending or self.current is not None:
             return
-        self.model = self.pending_model
-        self.pending_model = None
+        changes, self.pending_changes = self.pending_changes, {}
+        self.model = changes.get("model", self.model)
+        self.mode = changes.get("mode", self.mode)
         self.timer.cancel()
         await self._stop_claude()
         if not self.ending:  # a stop may have come meanwhile
-            await self._start_claude(Reason.MODEL_CHANGE)
+            await self._start_claude(Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE)
 
     async def _on_claude_exit(self, run: ClaudeRun, code: int) -> None:
         if self.ending:
             return
         self.claude = None
+        self._drop_permissions("Claude exited")
         self.timer.cancel()
         tail = " | ".join(run.stderr_tail)
         if not self.started and not run.init_seen and not self._fresh_retried and "already in use" in tail:
@@ -548,6 +615,7 @@ class Keeper:
         run, self.claude = self.claude, None
         if run is None:
             return
+        self._drop_permissions("Claude was stopped")
         proc = run.proc
         if proc.returncode is None:
             self.system.killpg(proc.pid, signal.SIGTERM)

@@ -17,13 +17,15 @@ from protocol import (
     ErrorCode,
     EventKind,
     Op,
+    PermissionMode,
     Reason,
     Request,
     SessionState,
     control_endpoint,
 )
 
-from . import __version__, _wire
+from . import __version__, _claude, _wire
+from . import _permissions as permissions
 from ._config import Config
 from ._errors import OpError
 from ._eventlog import EventLog
@@ -86,6 +88,8 @@ class Ops:
             out["keeper_pid"] = handle.pid if handle else None
             out["claude_pid"] = handle.claude_pid if handle else None
             out["queued"] = self.pool.queued(session)
+            out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
+                              for r in self.pool.pending_requests(session)]
             return out
         sessions = self.store.list_sessions(True)
         return {
@@ -109,10 +113,17 @@ class Ops:
         recs = self.store.list_sessions(include_archived=all)
         return {"sessions": [r.public(self.config.idle_timeout) for r in recs]}
 
+    def _check_mode(self, mode: PermissionMode) -> None:
+        if mode is PermissionMode.BYPASS and not self.config.allow_bypass:
+            raise OpError(ErrorCode.BAD_REQUEST, "mode 'bypass' is not allowed here (the supervisor's config"
+                          " needs allow_bypass = true)")
+
     def op_create(self, ident: bytes, session: str, model: str | None = None, cwd: str | None = None,
-                  persona: str | None = None) -> dict[str, Any]:
+                  persona: str | None = None, mode: PermissionMode | None = None) -> dict[str, Any]:
         if self.store.get_session(session) is not None:
             raise OpError(ErrorCode.EXISTS, f"a session named '{session}' already exists")
+        mode = mode or self.config.permission_mode
+        self._check_mode(mode)
         if persona is not None and persona not in self.config.personas:
             known = ", ".join(sorted(self.config.personas)) or "none configured"
             raise OpError(ErrorCode.BAD_REQUEST, f"unknown persona '{persona}' (known: {known})")
@@ -132,7 +143,8 @@ class Ops:
         if model is None and persona is not None:
             model = self.config.personas[persona].model
         try:
-            rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model or self.config.model, persona)
+            rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model or self.config.model, persona,
+                                            mode.value)
         except BaseException:
             if made is not None:  # a failed create leaves nothing behind
                 with contextlib.suppress(OSError):
@@ -187,6 +199,16 @@ class Ops:
         self.pool.command(session, _wire.SetModel(model))
         return {"model": model}
 
+    def op_set_mode(self, ident: bytes, session: str, mode: PermissionMode) -> dict[str, Any]:
+        rec = self._session(session)
+        self._check_mode(mode)
+        if rec.permission_mode == mode.value:
+            return {"mode": mode.value, "changed": False}
+        self.events.record(session, EventKind.SETTINGS, {"mode": mode.value})
+        # a live Claude restarts with --resume once its turn is over; otherwise the next start has it
+        self.pool.command(session, _wire.SetMode(mode.value))
+        return {"mode": mode.value, "changed": True}
+
     def op_archive(self, ident: bytes, session: str) -> dict[str, Any]:
         self._session(session)
         if self.pool.archive_after_exit(session):
@@ -220,12 +242,68 @@ class Ops:
             self.hub.pump(self.hub.own(ident, sub))
         return {"time": self.wall()}
 
-    def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool,
-                  message: str | None = None) -> dict[str, Any]:
+    def _pending(self, session: str, request_id: str) -> permissions.PendingRequest:
         self._session(session)
-        if not self.pool.permit(session, request_id, allow, message):
-            raise OpError(ErrorCode.NOT_FOUND, f"no pending permission request {request_id} in '{session}'")
-        return {"allow": allow}
+        req = self.pool.pending(session, request_id)
+        if req is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"no pending request {request_id} in '{session}' (answered"
+                          " already, timed out, or its Claude stopped)")
+        return req
+
+    def _send_answer(self, session: str, permit: _wire.Permit) -> None:
+        if not self.pool.answer(session, permit):
+            raise OpError(ErrorCode.NOT_FOUND, f"no pending request {permit.request_id} in '{session}'")
+
+    def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool, message: str | None = None,
+                  always: bool = False, mode: PermissionMode | None = None) -> dict[str, Any]:
+        req = self._pending(session, request_id)
+        plan = req.tool_name == permissions.PLAN_TOOL
+        if not allow:
+            if always or mode is not None:
+                raise OpError(ErrorCode.BAD_REQUEST, "'always' and 'mode' go with allow, not deny")
+            text = message or ("The user wants to keep planning: revise the plan." if plan else None)
+            decision = _claude.deny_decision(text)
+            self._send_answer(session, _wire.Permit(request_id, decision, {"allow": False, "by": "user",
+                                                                            "message": decision["message"]}))
+            return {"allow": False}
+        if req.tool_name == permissions.QUESTION_TOOL:
+            raise OpError(ErrorCode.BAD_REQUEST, "a question is answered with 'answer' (its labels), or denied")
+        if always and plan:
+            raise OpError(ErrorCode.BAD_REQUEST, "a plan is approved once; 'always' is for tool calls")
+        if mode is not None and not plan:
+            raise OpError(ErrorCode.BAD_REQUEST, "'mode' goes with approving a plan (ExitPlanMode)")
+        updates: list[dict[str, Any]] = []
+        rules: list[str] = []
+        report: dict[str, Any] = {"allow": True, "by": "user"}
+        if always:
+            update, rules = permissions.always_allow(req)
+            updates.append(update)
+            report["always"] = rules
+        if plan:  # approved: Claude leaves plan mode, into the mode the user picked
+            mode = mode or PermissionMode.ASK
+            if mode is PermissionMode.PLAN:
+                raise OpError(ErrorCode.BAD_REQUEST, "approving a plan leaves plan mode: pick ask or accept-edits")
+            self._check_mode(mode)
+            updates.append(permissions.set_mode_update(mode))
+            report["mode"] = mode.value
+        self._send_answer(session, _wire.Permit(request_id, _claude.allow_decision(req.input, updates), report,
+                                                rules=tuple(rules), mode=mode.value if mode else None))
+        settings: dict[str, Any] = {}
+        if rules:
+            rec = self._session(session)
+            settings["allowed_tools"] = permissions.merged_rules(rec.allowed_tools, rules)
+        if mode is not None:
+            settings["mode"] = mode.value
+        if settings:
+            self.events.record(session, EventKind.SETTINGS, settings)
+        return {"allow": True, **({"always": rules} if rules else {}), **({"mode": mode.value} if mode else {})}
+
+    def op_answer(self, ident: bytes, session: str, request_id: str, answers: list[list[str]]) -> dict[str, Any]:
+        req = self._pending(session, request_id)
+        updated, chosen = permissions.answered_input(req, answers)
+        self._send_answer(session, _wire.Permit(request_id, _claude.allow_decision(updated),
+                                                {"allow": True, "by": "user", "answers": chosen}))
+        return {"answers": chosen}
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}

@@ -10,6 +10,7 @@ of flags decides what a dying keeper means.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import signal
@@ -24,6 +25,7 @@ from ._clock import Clock, TimerHandle
 from ._config import Config
 from ._eventlog import EventLog
 from ._os import System
+from ._permissions import PendingRequest
 from ._store import QUEUED, WRITTEN, Message, Store
 
 log = logging.getLogger("supervisord_claude")
@@ -77,7 +79,8 @@ class KeeperHandle:
     claude_pid: int | None = None
     #: messages handed to this keeper that are not written, answered or failed yet
     forwarded: list[int] = field(default_factory=list)
-    permissions: set[str] = field(default_factory=set)  # pending permission request ids
+    #: permission requests its Claude waits on, by request id
+    permissions: dict[str, PendingRequest] = field(default_factory=dict)
     outbox: list[_wire.Message] = field(default_factory=list)  # commands waiting for its hello
     then: AfterExit = AfterExit.NOTHING
     bye: _wire.Bye | None = None
@@ -165,12 +168,21 @@ class KeeperPool:
             return True
         return self.link.send(handle.ident, msg)
 
-    def permit(self, session: str, request_id: str, allow: bool, message: str | None) -> bool:
+    def pending(self, session: str, request_id: str) -> PendingRequest | None:
+        """The permission request Claude waits on in that session, if it still does."""
         handle = self.handles.get(session)
-        if handle is None or request_id not in handle.permissions:
+        return handle.permissions.get(request_id) if handle is not None else None
+
+    def pending_requests(self, session: str) -> list[PendingRequest]:
+        handle = self.handles.get(session)
+        return list(handle.permissions.values()) if handle is not None else []
+
+    def answer(self, session: str, permit: _wire.Permit) -> bool:
+        """Send the answer to a pending request (once: a second answer finds none)."""
+        handle = self.handles.get(session)
+        if handle is None or handle.permissions.pop(permit.request_id, None) is None:
             return False
-        handle.permissions.discard(request_id)
-        return self.command(session, _wire.Permit(request_id, allow, message))
+        return self.command(session, permit)
 
     def archive_after_exit(self, session: str) -> bool:
         """Stop the session's keeper and archive the session once it has exited; False
@@ -243,7 +255,9 @@ class KeeperPool:
             model=rec.model,
             system_prompt=persona.prompt if persona else None,
             extra_args=tuple(self.config.claude_args),
-            permission_prompts=self.config.permission_prompts,
+            permission_mode=rec.permission_mode,
+            allowed_tools=tuple(rec.allowed_tools),
+            permission_timeout=self.config.permission_timeout,
             idle_for=(self.wall() - rec.suspended_at) if rec.suspended_at else None,
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
@@ -319,9 +333,10 @@ class KeeperPool:
         if isinstance(msg, _wire.KeeperEvent):
             kind = EventKind(msg.kind)
             if kind is EventKind.PERMISSION_REQUEST:
-                handle.permissions.add(str(msg.body["request_id"]))
+                request = PendingRequest.from_event(msg.body)
+                handle.permissions[request.request_id] = request
             elif kind is EventKind.PERMISSION_RESOLVED:
-                handle.permissions.discard(str(msg.body["request_id"]))
+                handle.permissions.pop(str(msg.body.get("request_id")), None)
             assert handle.pid is not None
             self.events.record(handle.session, kind, dict(msg.body), keeper=(handle.pid, msg.n))
             if msg.body.get("state") == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
@@ -419,6 +434,10 @@ class KeeperPool:
         if msg.state == SessionState.SUSPENDING.value:
             handle.change_phase(Phase.DRAINING)
         handle.forwarded = ([msg.current] if msg.current is not None else []) + list(msg.queued)
+        for body in msg.pending:  # still answerable after the restart
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                request = PendingRequest.from_event(body)
+                handle.permissions[request.request_id] = request
         queue = self.queues.get(msg.session)
         if queue:  # what it holds is its own; the rest waits for it as usual
             self.queues[msg.session] = collections.deque(i for i in queue if i not in handle.forwarded)

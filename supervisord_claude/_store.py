@@ -6,6 +6,7 @@ committed before it is published, so a subscriber can always re-read what it mis
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -38,7 +39,9 @@ CREATE TABLE IF NOT EXISTS sessions(
     last_seq INTEGER NOT NULL DEFAULT 0,
     claude_cost REAL NOT NULL DEFAULT 0,
     keeper_pid INTEGER,
-    keeper_n INTEGER NOT NULL DEFAULT 0
+    keeper_n INTEGER NOT NULL DEFAULT 0,
+    permission_mode TEXT NOT NULL DEFAULT 'ask',
+    allowed_tools TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,6 +91,9 @@ class SessionRecord:
     #: the keeper whose reports were stored last, and the number of its last stored event
     keeper_pid: int | None = None
     keeper_n: int = 0
+    permission_mode: str = "ask"  # a protocol.PermissionMode value
+    #: always-allow rules the user gave in this session ("Bash(npm test:*)")
+    allowed_tools: tuple[str, ...] = ()
 
     def public(self, default_timeout: float) -> dict[str, Any]:
         return {
@@ -104,6 +110,8 @@ class SessionRecord:
             "suspended_at": self.suspended_at,
             "cost_usd": self.cost_usd,
             "last_seq": self.last_seq,
+            "mode": self.permission_mode,
+            "allowed_tools": list(self.allowed_tools),
         }
 
 
@@ -131,6 +139,8 @@ _SESSION_FIELDS = {
     "claude_cost",
     "keeper_pid",
     "keeper_n",
+    "permission_mode",
+    "allowed_tools",
 }
 
 
@@ -167,6 +177,9 @@ class Store:
         if "keeper_pid" not in columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN keeper_pid INTEGER")
             self._db.execute("ALTER TABLE sessions ADD COLUMN keeper_n INTEGER NOT NULL DEFAULT 0")
+        if "permission_mode" not in columns:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN permission_mode TEXT NOT NULL DEFAULT 'ask'")
+            self._db.execute("ALTER TABLE sessions ADD COLUMN allowed_tools TEXT NOT NULL DEFAULT '[]'")
         # an idempotency key is scoped to its session (it was global before)
         self._db.execute("DROP INDEX IF EXISTS messages_by_key")
         self._db.execute(
@@ -212,13 +225,15 @@ class Store:
         cwd: str,
         model: str | None,
         persona: str | None,
+        permission_mode: str = "ask",
     ) -> SessionRecord:
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions(name, session_id, cwd, model, persona, state, created,"
-                " last_active, suspended_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (name, session_id, cwd, model, persona, SessionState.SUSPENDED.value, now, now, now),
+                " last_active, suspended_at, permission_mode) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (name, session_id, cwd, model, persona, SessionState.SUSPENDED.value, now, now, now,
+                 permission_mode),
             )
         record = self.get_session(name)
         assert record is not None
@@ -243,11 +258,14 @@ class Store:
             claude_cost=row[13],
             keeper_pid=row[14],
             keeper_n=row[15],
+            permission_mode=row[16],
+            allowed_tools=tuple(json.loads(row[17])),
         )
 
     _SESSION_COLUMNS = (
         "name, session_id, cwd, model, persona, idle_timeout, state, started, created,"
-        " last_active, suspended_at, cost_usd, last_seq, claude_cost, keeper_pid, keeper_n"
+        " last_active, suspended_at, cost_usd, last_seq, claude_cost, keeper_pid, keeper_n, permission_mode,"
+        " allowed_tools"
     )
 
     def get_session(self, name: str) -> SessionRecord | None:
@@ -272,7 +290,8 @@ class Store:
         bad = set(fields) - _SESSION_FIELDS
         if bad:
             raise ValueError(f"unknown session fields {bad}")
-        values = [v.value if isinstance(v, SessionState) else v for v in fields.values()]
+        values = [v.value if isinstance(v, SessionState) else json.dumps(list(v)) if k == "allowed_tools" else v
+                  for k, v in fields.items()]
         assignments = ", ".join(f"{k}=?" for k in fields)
         db.execute(f"UPDATE sessions SET {assignments} WHERE name=?", (*values, name))
 

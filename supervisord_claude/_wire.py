@@ -8,14 +8,15 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
                                 | Exited{pid, status}
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
-                                      queued, resumed}
+                                      queued, resumed, pending}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvent{kind, body} | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
-                                | Permit{request_id, allow, message}
+                                | SetMode{mode}
+                                | Permit{request_id, decision, report, rules, mode}
 
 Everything a keeper sends after its Hello is numbered (``n``, from 1) and kept by the
 keeper until the supervisor acks it (``Ack{upto}``, once stored). A keeper says Hello on
@@ -36,7 +37,7 @@ import msgpack
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape; a keeper of another version is not adopted
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 
 
 class WireError(ValueError):
@@ -73,7 +74,10 @@ class KeeperSpec:
     model: str | None = None
     system_prompt: str | None = None
     extra_args: tuple[str, ...] = ()
-    permission_prompts: bool = False
+    permission_mode: str = "ask"  # a protocol.PermissionMode value
+    allowed_tools: tuple[str, ...] = ()  # always-allow rules of the session
+    #: an unanswered permission request is denied after this long
+    permission_timeout: float = 600.0
     #: seconds the session was suspended, for "Resuming session (idle for 15 min)"
     idle_for: float | None = None
     #: Claude's cumulative total_cost_usd as last reported (it carries on across --resume)
@@ -143,6 +147,8 @@ class Hello(Message):
     current: int | None = None  # the message Claude is answering
     queued: tuple[int, ...] = ()  # messages it holds for Claude, in order
     resumed: bool = False  # the conversation exists (Claude's --resume works)
+    #: permission requests Claude waits on (their permission_request event bodies)
+    pending: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,18 +248,30 @@ class SetModel(Message):
 
 
 @dataclass(frozen=True)
+class SetMode(Message):
+    TAG = "mode"
+    mode: str
+
+
+@dataclass(frozen=True)
 class Permit(Message):
+    """Answer a pending request: ``decision`` goes to Claude as it is, ``report`` into the
+    permission_resolved event; ``rules`` (always-allow) and ``mode`` (a plan approved)
+    are the keeper's to keep for the next Claude it starts."""
+
     TAG = "permit"
     request_id: str
-    allow: bool
-    message: str | None = None
+    decision: dict[str, Any]
+    report: dict[str, Any]
+    rules: tuple[str, ...] = ()
+    mode: str | None = None
 
 
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
                 KeeperEvent, Rejected, Bye, Delta, Welcome, Ack, Deliver, Interrupt, Suspend, Stop, SetTimeout,
-                SetModel, Permit)
+                SetModel, SetMode, Permit)
 }
 
 
@@ -287,6 +305,7 @@ def spec_from(raw: Any) -> KeeperSpec:
         raise WireError(f"unknown keeper spec fields {sorted(unknown)}")
     values = dict(raw)
     values["extra_args"] = tuple(values.get("extra_args") or ())
+    values["allowed_tools"] = tuple(values.get("allowed_tools") or ())
     values["messages"] = tuple(_queued(m) for m in values.get("messages") or ())
     return KeeperSpec(**values)
 
@@ -311,6 +330,9 @@ def decode(data: bytes) -> Message:
             return Rejected(tuple(int(i) for i in raw["ids"]), n=int(raw.get("n", 0)))
         if cls is Hello:
             raw["queued"] = tuple(int(i) for i in raw.get("queued") or ())
+            raw["pending"] = tuple(p for p in raw.get("pending") or () if isinstance(p, dict))
+        if cls is Permit:
+            raw["rules"] = tuple(str(r) for r in raw.get("rules") or ())
         return cls(**raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"malformed {cls.TAG} message: {exc}") from None

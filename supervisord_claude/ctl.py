@@ -19,12 +19,15 @@ from protocol import (
     AsyncClient,
     Client,
     ConnectionFailed,
+    PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
     idle_note,
     relative_time,
 )
+
+MODES = tuple(m.value for m in PermissionMode)
 
 
 def _print(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -59,13 +62,41 @@ def render_event(event: dict[str, Any]) -> str:
     if kind == "error":
         return f"{head} error: {event.get('message')}"
     if kind == "permission_request":
-        return f"{head} permission? {event.get('tool_name')} {json.dumps(event.get('input'))[:200]} (id {event.get('request_id')})"
+        return f"{head} {request_text(event)} (id {event.get('request_id')})"
     if kind == "permission_resolved":
-        return f"{head} permission {'allowed' if event.get('allow') else 'denied'} ({event.get('request_id')})"
+        verdict = "allowed" if event.get("allow") else "denied"
+        if event.get("answers"):
+            verdict = "answered " + json.dumps(event["answers"], ensure_ascii=False)
+        elif event.get("always"):
+            verdict = "always allowed " + ", ".join(event["always"])
+        by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
+        return f"{head} request {verdict}{by} ({event.get('request_id')})"
     if kind == "settings":
         fields = {k: v for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind")}
         return f"{head} settings {fields}"
     return f"{head} {kind}"
+
+
+def request_text(event: dict[str, Any]) -> str:
+    """A permission request, question or plan, and how to answer it from a shell."""
+    tool = event.get("tool_name")
+    raw = event.get("input")
+    tool_input: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    rid, name = event.get("request_id"), event.get("session")
+    if tool == "AskUserQuestion":
+        lines = ["Claude asks:"]
+        for q in tool_input.get("questions") or []:
+            options = " / ".join(str(o.get("label")) for o in q.get("options") or [] if isinstance(o, dict))
+            many = " (pick any)" if q.get("multiSelect") else ""
+            lines.append(f"  {q.get('question')}{many}: {options}")
+        lines.append(f"  answer: claudectl answer {name} {rid} LABEL...")
+        return "\n".join(lines)
+    if tool == "ExitPlanMode":
+        plan = tool_input.get("plan") or (event.get("tool_use_input") or {}).get("plan") or "(no plan text)"
+        return (f"Claude's plan:\n{plan}\n  approve: claudectl permit {name} {rid} --allow [--mode accept-edits]"
+                f"\n  keep planning: claudectl permit {name} {rid} --deny")
+    return (f"Claude asks to use {tool}: {json.dumps(tool_input, ensure_ascii=False)[:200]}\n"
+            f"  answer: claudectl permit {name} {rid} --allow|--deny [--always]")
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
@@ -96,7 +127,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona") if getattr(args, k)}
+    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
     info = client.request("create", session=args.name, **fields)
     _print(args, info, f"created session '{info['name']}' in {info['cwd']}")
     return 0
@@ -144,9 +175,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
             if event.get("message_id") != message_id:
                 continue
             if event.get("kind") == "permission_request" and not args.json:
-                print(f"Claude asks to use {event.get('tool_name')}: {json.dumps(event.get('input'))[:200]}\n"
-                      f"  answer: claudectl permit {args.name} {event.get('request_id')} --allow|--deny",
-                      file=sys.stderr, flush=True)
+                print(request_text(event), file=sys.stderr, flush=True)
             if event.get("kind") == "assistant_text" and streamed:
                 print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
                       "\n" + event["text"], end="", flush=True)
@@ -258,8 +287,48 @@ def cmd_permit(client: Client, args: argparse.Namespace) -> int:
     fields: dict[str, Any] = {"session": args.name, "request_id": args.request_id, "allow": args.allow}
     if args.message:
         fields["message"] = args.message
+    if args.always:
+        fields["always"] = True
+    if args.mode:
+        fields["mode"] = args.mode
     result = client.request("permit", **fields)
-    _print(args, result, f"{'allowed' if args.allow else 'denied'} {args.request_id}")
+    done = "allowed" if args.allow else "denied"
+    if result.get("always"):
+        done = f"always allowed ({', '.join(result['always'])})"
+    if result.get("mode"):
+        done += f"; mode {result['mode']}"
+    _print(args, result, f"{done}: {args.request_id}")
+    return 0
+
+
+def cmd_answer(client: Client, args: argparse.Namespace) -> int:
+    info = client.request("status", session=args.name)
+    pending = {p["request_id"]: p for p in info.get("pending") or []}
+    questions = (pending.get(args.request_id) or {}).get("questions") or []
+    labels: list[str] = args.labels
+    if len(questions) > 1:
+        if len(labels) != len(questions):
+            print(f"claudectl: request {args.request_id} has {len(questions)} questions: give one LABEL each"
+                  " (several options of a multi-select one as A,B)", file=sys.stderr)
+            return 2
+        answers = [[part.strip() for part in label.split(",")] if q.get("multiSelect") else [label]
+                   for q, label in zip(questions, labels, strict=True)]
+    else:  # one question (or the supervisor says what is wrong)
+        answers = [labels]
+    result = client.request("answer", session=args.name, request_id=args.request_id, answers=answers)
+    shown = "; ".join(f"{q} = {a}" for q, a in result["answers"].items())
+    _print(args, result, f"answered: {shown}")
+    return 0
+
+
+def cmd_mode(client: Client, args: argparse.Namespace) -> int:
+    if args.mode is None:
+        info = client.request("status", session=args.name)
+        _print(args, {"mode": info["mode"]}, f"Permission mode: {info['mode']}")
+        return 0
+    result = client.request("set_mode", session=args.name, mode=args.mode)
+    text = f"Permission mode of '{args.name}': {result['mode']}"
+    _print(args, result, text + ("" if result["changed"] else " (unchanged)"))
     return 0
 
 
@@ -293,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model")
     s.add_argument("--cwd")
     s.add_argument("--persona")
+    s.add_argument("--mode", choices=MODES, help="permission mode (default: ask, or the config's)")
     s.set_defaults(func=cmd_new)
     s = sub.add_parser("send", help="send a message to a session")
     s.add_argument("name")
@@ -323,14 +393,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("model", nargs="?")
     s.set_defaults(func=cmd_model)
-    s = sub.add_parser("permit", help="answer Claude's permission request (permission_prompts = true)")
+    s = sub.add_parser("mode", help=f"show or change a session's permission mode ({', '.join(MODES)});"
+                       " restarts Claude with history")
+    s.add_argument("name")
+    s.add_argument("mode", nargs="?", choices=MODES)
+    s.set_defaults(func=cmd_mode)
+    s = sub.add_parser("permit", help="answer Claude's permission request, or approve its plan")
     s.add_argument("name")
     s.add_argument("request_id")
     decision = s.add_mutually_exclusive_group(required=True)
     decision.add_argument("--allow", dest="allow", action="store_true")
     decision.add_argument("--deny", dest="allow", action="store_false")
+    s.add_argument("--always", action="store_true",
+                   help="with --allow: also allow this tool (Bash: this command) for the rest of the session")
+    s.add_argument("--mode", choices=("ask", "accept-edits"), help="approving a plan: the mode to go on in")
     s.add_argument("--message", help="why (sent to Claude with --deny)")
     s.set_defaults(func=cmd_permit)
+    s = sub.add_parser("answer", help="answer Claude's question (AskUserQuestion) with option labels")
+    s.add_argument("name")
+    s.add_argument("request_id")
+    s.add_argument("labels", nargs="+", metavar="LABEL",
+                   help="the option(s) picked, or your own words; one per question if it asked several")
+    s.set_defaults(func=cmd_answer)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")

@@ -16,9 +16,15 @@ is chosen by words in the user's text:
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
-  needperm  ask for permission to run Bash (needs --permission-prompt-tool stdio) and
-            answer "permission: allow" or "permission: deny (<message>)"; an interrupt
+  needperm  ask for permission to run Bash ``touch x`` (needs --permission-prompt-tool
+            stdio; not asked if --allowedTools has a rule for it) and answer "permission:
+            allow", "permission: allow always <rules>" (updatedPermissions),
+            "permission: allowed by rule" or "permission: deny (<message>)"; an interrupt
             while it waits ends the turn with terminal_reason "aborted_tools"
+  askq      AskUserQuestion "Pick a colour" (Red / Blue) and answer "answers: <json>"
+  askmulti  AskUserQuestion with two questions, the second multi-select
+  planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
+            the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
   otherwise "echo: <text> (history: K earlier messages)"
 
 Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
@@ -97,6 +103,13 @@ def main() -> int:
     if os.environ.get("FAKE_CLAUDE_START_DELAY"):
         time.sleep(float(os.environ["FAKE_CLAUDE_START_DELAY"]))
     model = arg(argv, "--model") or "fake-default-model"
+    mode = arg(argv, "--permission-mode") or "default"
+    rules: list[str] = []
+    if "--allowedTools" in argv:  # variadic, as in the CLI: up to the next option
+        for word in argv[argv.index("--allowedTools") + 1:]:
+            if word.startswith("--"):
+                break
+            rules.append(word)
     resume = arg(argv, "--resume")
     session_id = resume or arg(argv, "--session-id") or str(uuid.uuid4())
     hist = history_path(session_id)
@@ -150,7 +163,8 @@ def main() -> int:
             f.write(json.dumps({"role": "user", "text": text}) + "\n")
         log_event(event="received", text=text)
         emit({"type": "system", "subtype": "init", "session_id": session_id, "model": model,
-              "cwd": os.getcwd(), "tools": ["Bash", "Read"]})
+              "cwd": os.getcwd(), "tools": ["Bash", "Read", "AskUserQuestion", "ExitPlanMode"],
+              "permissionMode": mode})
         turns += 1
         cost += 0.001
         cost_file.write_text(repr(cost))
@@ -208,28 +222,85 @@ def main() -> int:
                 {"type": "tool_use", "id": f"toolu_m{i}", "name": "Read", "input": {"file_path": f"/tmp/f{i}"}}]}})
             emit({"type": "user", "message": {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": f"toolu_m{i}", "content": "ok"}]}})
-        if "needperm" in text:
-            if "--permission-prompt-tool" not in argv:
-                answer = "permission: not asked (no prompt tool)"
-            else:
-                request_id = f"perm-{uuid.uuid4()}"
-                emit({"type": "control_request", "request_id": request_id, "request": {
-                    "subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "touch x"},
-                    "tool_use_id": "toolu_p"}})
-                with answered:
-                    while request_id not in answers and not interrupted.is_set():
-                        answered.wait(0.1)
-                if interrupted.is_set() and request_id not in answers:
-                    # what the real CLI does for an interrupt while a tool waits
-                    result("error_during_execution", True, "", terminal_reason="aborted_tools",
-                           errors=["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=tool_use"])
-                    continue
-                decision = answers.pop(request_id, {"behavior": "deny", "message": "interrupted"})
-                answer = "permission: allow" if decision.get("behavior") == "allow" else \
-                    f"permission: deny ({decision.get('message')})"
+        def ask(tool: str, tool_input: dict, asked_input: dict, **extra: object) -> dict | None:
+            """A can_use_tool request; the decision, or None after an interrupt (turn ended)."""
+            request_id = f"perm-{uuid.uuid4()}"
+            tool_use_id = f"toolu_{uuid.uuid4().hex[:8]}"
+            emit({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "tool_use", "id": tool_use_id, "name": tool, "input": tool_input}]}})
+            emit({"type": "control_request", "request_id": request_id, "request": {
+                "subtype": "can_use_tool", "tool_name": tool, "input": asked_input,
+                "tool_use_id": tool_use_id, **extra}})
+            with answered:
+                while request_id not in answers and not interrupted.is_set():
+                    answered.wait(0.1)
+            if interrupted.is_set() and request_id not in answers:
+                # what the real CLI does for an interrupt while a tool waits
+                result("error_during_execution", True, "", terminal_reason="aborted_tools",
+                       errors=["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=tool_use"])
+                return None
+            return answers.pop(request_id)
+
+        def say(answer: str) -> None:
             emit({"type": "assistant", "message": {"role": "assistant", "content": [
                 {"type": "text", "text": answer}]}})
             result("success", False, answer)
+
+        if "needperm" in text:
+            if "--permission-prompt-tool" not in argv:
+                say("permission: not asked (no prompt tool)")
+                continue
+            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)") for r in rules):
+                say("permission: allowed by rule")
+                continue
+            suggestion = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch x"}],
+                          "behavior": "allow", "destination": "localSettings"}
+            decision = ask("Bash", {"command": "touch x"}, {"command": "touch x"},
+                           permission_suggestions=[suggestion, {"type": "setMode", "mode": "acceptEdits",
+                                                                "destination": "session"}])
+            if decision is None:
+                continue
+            if decision.get("behavior") != "allow":
+                say(f"permission: deny ({decision.get('message')})")
+                continue
+            for update in decision.get("updatedPermissions") or []:
+                if update.get("type") == "addRules" and update.get("behavior") == "allow":
+                    rules += [f"{r['toolName']}({r['ruleContent']})" if r.get("ruleContent") else r["toolName"]
+                              for r in update["rules"]]
+            always = [u for u in decision.get("updatedPermissions") or [] if u.get("type") == "addRules"]
+            say("permission: allow" + (f" always {json.dumps(always, sort_keys=True)}" if always else ""))
+            continue
+        if "askq" in text or "askmulti" in text:
+            questions = [{"question": "Pick a colour", "header": "Colour", "multiSelect": False, "options": [
+                {"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]}]
+            if "askmulti" in text:
+                questions.append({"question": "Which extras?", "header": "Extras", "multiSelect": True,
+                                  "options": [{"label": "Tests", "description": ""},
+                                              {"label": "Docs", "description": ""},
+                                              {"label": "Bench", "description": ""}]})
+            decision = ask("AskUserQuestion", {"questions": questions}, {"questions": questions},
+                           requires_user_interaction=True)
+            if decision is None:
+                continue
+            if decision.get("behavior") != "allow":
+                say(f"answers: none ({decision.get('message')})")
+                continue
+            say("answers: " + json.dumps((decision.get("updatedInput") or {}).get("answers"), sort_keys=True))
+            continue
+        if "planexit" in text:
+            decision = ask("ExitPlanMode", {"plan": "1. Write hello.txt\n2. Run the tests"}, {},
+                           requires_user_interaction=True)
+            if decision is None:
+                continue
+            if decision.get("behavior") != "allow":
+                say(f"plan: rejected ({decision.get('message')})")
+                continue
+            mode = "default"
+            for update in decision.get("updatedPermissions") or []:
+                if update.get("type") == "setMode":
+                    mode = update["mode"]
+            emit({"type": "system", "subtype": "status", "permissionMode": mode, "session_id": session_id})
+            say(f"plan: approved, mode {mode}")
             continue
         long = re.search(r"long:(\d+)", text)
         if long:

@@ -13,9 +13,51 @@ import itertools
 import json
 import threading
 import time
+from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
+
+#: the tags Telegram's parse_mode HTML knows that the bot uses, as entity types
+_HTML_TAGS = {"b": "bold", "i": "italic", "code": "code", "pre": "pre", "u": "underline", "s": "strikethrough"}
+
+
+class _HtmlToEntities(HTMLParser):
+    """parse_mode HTML as Telegram reads it: plain text plus entities; anything it would
+    refuse ("can't parse entities") raises ValueError."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.entities: list[dict[str, Any]] = []
+        self.open: list[tuple[str, int]] = []
+
+    def _units(self) -> int:
+        return len(self.text.encode("utf-16-le")) // 2
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _HTML_TAGS:
+            raise ValueError(f"Unsupported start tag \"{tag}\"")
+        self.open.append((tag, self._units()))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1][0] != tag:
+            raise ValueError(f"Unmatched end tag \"{tag}\"")
+        _, start = self.open.pop()
+        if self._units() > start:
+            self.entities.append({"type": _HTML_TAGS[tag], "offset": start, "length": self._units() - start})
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def parse_html(markup: str) -> tuple[str, list[dict[str, Any]]]:
+    parser = _HtmlToEntities()
+    parser.feed(markup)
+    parser.close()
+    if parser.open:
+        raise ValueError(f"Can't find end tag corresponding to start tag \"{parser.open[-1][0]}\"")
+    return parser.text, parser.entities
 
 TOKEN = "123456:TEST-token"
 BOT_ID = 123456
@@ -27,6 +69,7 @@ class FakeTelegram:
         self.confirmed = 0  # every update_id below this was confirmed by an offset
         self.sent: list[dict[str, Any]] = []  # sendMessage calls, with assigned message_id
         self.edits: list[dict[str, Any]] = []
+        self.markup_edits: list[dict[str, Any]] = []  # editMessageReplyMarkup calls
         self.actions: list[dict[str, Any]] = []
         self.callback_answers: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
@@ -251,7 +294,22 @@ class FakeTelegram:
             except TimeoutError:
                 pass
 
+    @staticmethod
+    def _parsed(params: dict[str, Any]) -> web.Response | None:
+        """Apply parse_mode HTML in place (text + entities), or the 400 Telegram gives."""
+        if params.get("parse_mode") != "HTML":
+            return None
+        try:
+            params["text"], params["entities"] = parse_html(str(params.get("text", "")))
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": f"Bad Request: can't parse entities: {exc}"}, status=400)
+        return None
+
     async def _m_sendMessage(self, params: dict[str, Any]) -> web.Response:
+        refused = self._parsed(params)
+        if refused is not None:
+            return refused
         text = str(params.get("text", ""))
         if not text.strip():
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}, status=400)
@@ -281,10 +339,18 @@ class FakeTelegram:
         return self._ok(True)
 
     async def _m_editMessageText(self, params: dict[str, Any]) -> web.Response:
+        refused = self._parsed(params)
+        if refused is not None:
+            return refused
         with self._lock:
             self.edits.append(params)
         return self._ok({"message_id": int(params["message_id"]), "date": int(time.time()),
                          "chat": {"id": int(params["chat_id"]), "type": "private"}, "text": params["text"]})
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> web.Response:
+        with self._lock:
+            self.markup_edits.append(params)
+        return self._ok(True)
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> web.Response:
         with self._lock:

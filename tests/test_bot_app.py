@@ -295,32 +295,6 @@ def test_kill_9_mid_stream_then_restart_delivers_every_reply_once_in_order(make_
     assert replies == want
 
 
-def test_permission_request_buttons(make_supervisor, bot_env, telegram) -> None:
-    sup = make_supervisor(config="permission_prompts = true").start()
-    bot_env(sup)
-    api = telegram
-    say(api, "/new alpha", "created")
-    first = say(api, "needperm now", "🔐 Claude asks to use Bash: touch x")
-    [[allow, deny]] = first["reply_markup"]["inline_keyboard"]
-    assert allow["text"] == "✅ Allow" and deny["text"] == "🚫 Deny"
-    api.press(USER, deny["callback_data"], first["message_id"])
-    api.wait_for_text(lambda t: t == "permission: deny (Denied from Telegram.)")
-    assert any(a.get("text") == "🚫 Denied" for a in api.callback_answers)
-    assert any(e["text"].endswith("🚫 Denied") for e in api.edits)
-    second = say(api, "needperm again", "🔐 Claude asks")
-    api.press(USER, second["reply_markup"]["inline_keyboard"][0][0]["callback_data"], second["message_id"])
-    api.wait_for_text(lambda t: t == "permission: allow")
-    # a prompt answered elsewhere (claudectl) is forgotten too
-    third = say(api, "needperm third", "🔐 Claude asks")
-    request = [e for e in sup.events("alpha") if e["kind"] == "permission_request"][-1]
-    sup.ctl("permit", "alpha", request["request_id"], "--allow", check=True)
-    sup.wait_event("alpha", lambda e: e["kind"] == "result" and e["seq"] > request["seq"])
-    sup.wait_consumer("telegram-bot")
-    for ask in (first, second, third):  # nothing is left behind in the supervisor's kv
-        token = ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"].removeprefix("perm:").rpartition(":")[0]
-        assert sup.request("kv_get", key=f"telegram.perm.{token}")["value"] is None
-
-
 def test_rapid_tool_calls_are_coalesced_into_few_edits(env) -> None:
     sup, api, _ = env
     say(api, "/new alpha", "created")
@@ -479,11 +453,11 @@ def test_the_not_delivered_notice_after_a_supervisor_crash_reaches_the_chat(make
 
 
 def test_cancel_while_a_permission_prompt_waits_says_interrupted(make_supervisor, bot_env, telegram) -> None:
-    sup = make_supervisor(config="permission_prompts = true").start()
+    sup = make_supervisor(config="permission_timeout = 600").start()
     bot_env(sup)
     api = telegram
     say(api, "/new alpha", "created")
-    say(api, "needperm now", "🔐 Claude asks to use Bash")
+    say(api, "needperm now", "🔐 Claude wants to run:")
     say(api, "/cancel", "⏹ Interrupted.")
     assert not [t for t in api.texts(USER) if "Claude reported an error" in t]
 

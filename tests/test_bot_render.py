@@ -48,8 +48,9 @@ def test_tool_lines_are_compact() -> None:
 
 def test_status_text() -> None:
     text = status_text({"name": "a", "state": "idle", "model": None, "persona": None,
-                        "idle_timeout": 600, "cost_usd": 0.1234})
-    assert text.splitlines() == ["Session: a", "State: idle", "Model: default", "Persona: default",
+                        "idle_timeout": 600, "cost_usd": 0.1234, "mode": "plan"})
+    assert text.splitlines() == ["Session: a", "State: idle", "Model: default", "Permission mode: plan",
+                                 "Persona: default",
                                  "Idle timeout: 10 min", "Cost so far: $0.1234"]
 
 

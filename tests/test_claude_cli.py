@@ -194,7 +194,7 @@ def test_shutdown_stops_real_claude_within_the_grace_period(real, api: FakeAnthr
 
 def test_a_permission_prompt_is_answered_through_the_supervisor(real, api: FakeAnthropic) -> None:
     sup = real()
-    sup.config_text = "permission_prompts = true"
+    sup.config_text = "permission_timeout = 600"
     sup.start()
     info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
     target = Path(info["cwd"]) / "created.txt"

@@ -84,5 +84,5 @@ def test_the_readme_example_config_is_valid(tmp_path) -> None:
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text(example)
     cfg = resolve(args("--config", str(cfg_file)), {})
-    assert cfg.idle_timeout == 900 and cfg.permission_prompts and "reviewer" in cfg.personas
+    assert cfg.idle_timeout == 900 and cfg.permission_timeout == 600 and "reviewer" in cfg.personas
     assert cfg.telegram.allowed_users == (11111111,)

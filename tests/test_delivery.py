@@ -133,7 +133,7 @@ def test_a_create_that_fails_answers_its_request_and_leaves_nothing(make_supervi
 
 
 def test_an_interrupt_while_a_permission_prompt_waits_is_reported_as_interrupted(make_supervisor) -> None:
-    sup = make_supervisor(config="permission_prompts = true").start()
+    sup = make_supervisor(config="permission_timeout = 600").start()
     sup.ctl("new", "alpha", check=True)
     with sup.follow("alpha") as events:
         with sup.client() as c:

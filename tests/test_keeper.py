@@ -378,7 +378,7 @@ def test_every_keeper_transition_is_checked_against_the_table() -> None:
 
 
 def test_permission_requests_wait_for_an_answer_and_block_suspension(make_supervisor) -> None:
-    sup = make_supervisor(idle_timeout=0.5, config="permission_prompts = true").start()
+    sup = make_supervisor(idle_timeout=0.5, config="permission_timeout = 600").start()
     sup.ctl("new", "alpha", check=True)
     with sup.client() as c:
         c.request("send", session="alpha", text="needperm please")
@@ -388,7 +388,7 @@ def test_permission_requests_wait_for_an_answer_and_block_suspension(make_superv
     time.sleep(1.5)  # three idle timeouts pass while Claude waits for the user
     assert sup.session("alpha")["state"] == "busy" and sup.claude_pids()
     wrong = sup.ctl("permit", "alpha", "no-such-id", "--allow")
-    assert wrong.returncode == 1 and "no pending permission request" in wrong.stderr
+    assert wrong.returncode == 1 and "no pending request no-such-id" in wrong.stderr
     sup.ctl("permit", "alpha", request["request_id"], "--deny", "--message", "not today", check=True)
     result = sup.wait_event("alpha", lambda e: e["kind"] == "result")
     assert result["text"] == "permission: deny (not today)"
@@ -398,7 +398,7 @@ def test_permission_requests_wait_for_an_answer_and_block_suspension(make_superv
 
 
 def test_permission_allowed(make_supervisor) -> None:
-    sup = make_supervisor(config="permission_prompts = true").start()
+    sup = make_supervisor(config="permission_timeout = 600").start()
     sup.ctl("new", "alpha", check=True)
     with sup.client() as c:
         c.request("send", session="alpha", text="needperm")

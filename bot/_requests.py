@@ -1,0 +1,144 @@
+"""Claude's requests in a chat, over the wire: posting a prompt, a button press, a typed
+answer, and editing the prompt once the request is resolved. What the prompts say and
+how taps add up is in ``_prompts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application
+
+from protocol import ConnectionFailed, RemoteError
+
+from . import _commands as commands
+from . import _prompts as prompts
+
+log = logging.getLogger("claude_telegram_bot")
+
+App = Application[Any, Any, Any, Any, Any, Any]
+
+
+def markup(rows: prompts.Keyboard) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data) for label, data in row]
+                                 for row in rows])
+
+
+async def _load(link: commands.Link, token: str) -> prompts.Prompt | None:
+    value = (await link.request("kv_get", key=prompts.KV_PROMPT.format(token=token)))["value"]
+    return prompts.Prompt.from_kv(value)
+
+
+async def _save(link: commands.Link, token: str, prompt: prompts.Prompt) -> None:
+    await link.request("kv_set", key=prompts.KV_PROMPT.format(token=token), value=prompt.to_kv())
+
+
+async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) -> None:
+    """Post a ``permission_request`` with its buttons. Its state is stored before it is
+    sent (a press can come at once) and again with the message id (to edit it later)."""
+    prompt, token = prompts.build(event, chat)
+    await _save(link, token, prompt)
+    sent = await app.bot.send_message(chat, prompt.text, parse_mode=ParseMode.HTML,
+                                      reply_markup=markup(prompts.keyboard(prompt, token)))
+    prompt.message_id = sent.message_id
+    await _save(link, token, prompt)
+    if prompt.is_question:
+        await link.kv_put(prompts.KV_ASKING.format(chat=chat), token)
+
+
+async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
+    """A request was resolved (here, elsewhere, by the timeout or by Claude stopping):
+    its prompt shows how, without buttons; a timeout is also said in the chat."""
+    token = prompts.token_of(str(event.get("session")), str(event.get("request_id")))
+    prompt = await _load(link, token)
+    if prompt is None:
+        return
+    if prompt.message_id is not None:
+        with contextlib.suppress(BadRequest):  # deleted, or already edited
+            await app.bot.edit_message_text(f"{prompt.text}\n\n{prompts.outcome(event)}", chat_id=prompt.chat,
+                                            message_id=prompt.message_id, parse_mode=ParseMode.HTML)
+    if event.get("by") == "timeout":
+        await app.bot.send_message(prompt.chat, f"⏱ Claude's request was denied: {event.get('message')}",
+                                   reply_to_message_id=prompt.message_id, allow_sending_without_reply=True)
+    await link.request("kv_delete", key=prompts.KV_PROMPT.format(token=token))
+    if prompt.is_question:
+        asking = prompts.KV_ASKING.format(chat=prompt.chat)
+        if await link.kv_cached(asking) == token:
+            await link.kv_put(asking, None)
+
+
+async def _answer(link: commands.Link, prompt: prompts.Prompt) -> None:
+    await link.request("answer", session=prompt.session, request_id=prompt.request_id, answers=prompt.picks)
+
+
+async def press(link: commands.Link, data: str) -> tuple[str, prompts.Prompt | None, str | None]:
+    """Carry out one button press: (the short answer on the button, the prompt when its
+    buttons must be redrawn, the token). A press on a stale prompt changes nothing."""
+    _, token, *action = data.split(":")
+    prompt = await _load(link, token)
+    if prompt is None or not action:
+        return prompts.STALE, None, token
+    what = action[0]
+    try:
+        if what in ("y", "n", "a"):
+            extra: dict[str, Any] = {"always": True} if what == "a" else {}
+            if what == "n":
+                extra["message"] = "The user denied this from Telegram."
+            await link.request("permit", session=prompt.session, request_id=prompt.request_id,
+                               allow=what != "n", **extra)
+        elif what == "p":
+            mode = "accept-edits" if action[1:] == ["edits"] else "ask"
+            await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=True, mode=mode)
+        elif what == "k":
+            await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=False)
+        elif what == "q" and len(action) == 3 and action[1].isdigit() and action[2].isdigit():
+            if not prompts.pick(prompt, int(action[1]), int(action[2])):
+                await _save(link, token, prompt)
+                return "Picked", prompt, token
+            await _answer(link, prompt)
+        elif what == "d":
+            if not prompt.complete():
+                return "Pick an answer for every question first.", None, token
+            await _answer(link, prompt)
+        else:
+            return "Unknown button.", None, token
+    except RemoteError as exc:
+        if exc.code == "not_found":
+            with contextlib.suppress(RemoteError, ConnectionFailed):
+                await link.request("kv_delete", key=prompts.KV_PROMPT.format(token=token))
+            return prompts.STALE, None, token
+        return f"⚠️ {exc.message}", None, token
+    return prompts.toast(what), None, token
+
+
+async def typed_answer(link: commands.Link, chat: int, text: str) -> str | None:
+    """If a question waits in this chat, the typed text answers it: what to say back
+    (None: no question waits, the text is an ordinary message)."""
+    token = await link.kv_cached(prompts.KV_ASKING.format(chat=chat))
+    if not isinstance(token, str):
+        return None
+    prompt = await _load(link, token)
+    if prompt is None or not prompt.is_question:
+        await link.kv_put(prompts.KV_ASKING.format(chat=chat), None)
+        return None
+    if not prompts.typed(prompt, text):
+        await _save(link, token, prompt)
+        return "Noted. Answer the remaining question(s), then tap Done."
+    try:
+        await _answer(link, prompt)
+    except RemoteError as exc:
+        if exc.code != "not_found":
+            raise
+        await link.kv_put(prompts.KV_ASKING.format(chat=chat), None)
+        return None  # the question is gone: the text goes to Claude as a message
+    return "✅ Answer sent."
+
+
+async def redraw(query: Any, prompt: prompts.Prompt, token: str) -> None:
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(markup(prompts.keyboard(prompt, token)))

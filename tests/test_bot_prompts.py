@@ -1,0 +1,205 @@
+"""Claude's permission requests, questions and plans in Telegram, played as a user
+through the fake Bot API against a real supervisor and the fake claude."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import SupervisorProcess, wait_for
+from .fake_telegram import FakeTelegram
+from .test_bot_app import USER, BotProcess, bot_env, say  # noqa: F401  (bot_env is a fixture)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def buttons(message: dict) -> list[tuple[str, str]]:
+    return [(b["text"], b["callback_data"]) for row in message["reply_markup"]["inline_keyboard"] for b in row]
+
+
+def button(message: dict, label: str) -> str:
+    found = [data for text, data in buttons(message) if text == label]
+    assert found, f"no button {label!r} in {buttons(message)}"
+    return found[0]
+
+
+def edit_of(api: FakeTelegram, message: dict, contains: str) -> dict:
+    return wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == message["message_id"]
+                                  and contains in e["text"]), None), 60, what=f"an edit with {contains!r}")
+
+
+def answered(api: FakeTelegram, text: str) -> dict:
+    return api.wait_for_text(lambda t: t == text, chat_id=USER)
+
+
+@pytest.fixture
+def chat(make_supervisor, bot_env):  # noqa: F811
+    def make(config: str = "") -> tuple[SupervisorProcess, BotProcess]:
+        sup = make_supervisor(config=config).start()
+        return sup, bot_env(sup)
+
+    return make
+
+
+def test_a_command_prompt_shows_the_command_and_allow_runs_it(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    assert prompt["text"].startswith("🔐 Claude wants to run:\ntouch x")
+    before = prompt["text"][:prompt["text"].index("touch x")]
+    assert {"type": "pre", "offset": len(before.encode("utf-16-le")) // 2, "length": 7} in prompt["entities"]
+    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always allow"]
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    assert any(a.get("text") == "✅ Allowed" for a in telegram.callback_answers)
+    edit = edit_of(telegram, prompt, "✅ Allowed")
+    assert edit["text"].startswith("🔐 Claude wants to run:") and not edit.get("reply_markup")
+
+
+def test_deny_tells_claude_and_the_prompt_says_denied(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    telegram.press(USER, button(prompt, "🚫 Deny"), prompt["message_id"])
+    answered(telegram, "permission: deny (The user denied this from Telegram.)")
+    edit_of(telegram, prompt, "🚫 Denied")
+
+
+def test_always_allow_is_kept_for_the_session_and_asks_no_more(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    telegram.press(USER, button(prompt, "♾ Always allow"), prompt["message_id"])
+    reply = telegram.wait_for_text(lambda t: t.startswith("permission: allow always"), chat_id=USER)
+    [update] = json.loads(reply["text"].removeprefix("permission: allow always "))
+    # Claude's own suggestion, kept to this session (not written to the project's settings)
+    assert update == {"type": "addRules", "behavior": "allow", "destination": "session",
+                      "rules": [{"toolName": "Bash", "ruleContent": "touch x"}]}
+    edit_of(telegram, prompt, "♾ Always allowed for this session: Bash(touch x)")
+    before = len(telegram.sent)
+    say(telegram, "needperm again", "permission: allowed by rule")
+    assert not [m for m in telegram.sent[before:] if "Claude wants to run" in m["text"]]
+    assert sup.session("alpha")["allowed_tools"] == ["Bash(touch x)"]
+
+
+def test_an_unanswered_prompt_is_denied_after_the_timeout_and_the_chat_is_told(chat, telegram) -> None:
+    sup, _ = chat("permission_timeout = 1")
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    told = telegram.wait_for_text(lambda t: t.startswith("⏱ Claude's request was denied"), chat_id=USER)
+    assert "No answer within 1 seconds" in told["text"]
+    answered(telegram, "permission: deny (No answer within 1 seconds: denied.)")
+    edit_of(telegram, prompt, "⏱ No answer in time")
+    # the button of the expired prompt no longer does anything
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    wait_for(lambda: any("no longer pending" in (a.get("text") or "") for a in telegram.callback_answers), 60,
+             what="the stale-press answer")
+    wait_for(lambda: any(int(m["message_id"]) == prompt["message_id"] for m in telegram.markup_edits), 60,
+             what="the stale prompt's buttons removed")
+    assert [e["allow"] for e in sup.events("alpha") if e["kind"] == "permission_resolved"] == [False]
+
+
+def test_a_second_press_on_an_answered_prompt_changes_nothing(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    sup.wait_consumer("telegram-bot")
+    telegram.press(USER, button(prompt, "🚫 Deny"), prompt["message_id"])
+    wait_for(lambda: any("no longer pending" in (a.get("text") or "") for a in telegram.callback_answers), 60,
+             what="the stale-press answer")
+    resolved = [e for e in sup.events("alpha") if e["kind"] == "permission_resolved"]
+    assert [e["allow"] for e in resolved] == [True]
+
+
+def test_a_prompt_pending_across_a_bot_restart_still_works(chat, bot_env, telegram) -> None:  # noqa: F811
+    sup, bot = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    sup.wait_consumer("telegram-bot")
+    bot.kill9()
+    bot_env(sup)
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    edit_of(telegram, prompt, "✅ Allowed")
+    sup.wait_consumer("telegram-bot")
+    assert telegram.texts(USER).count("permission: allow") == 1
+
+
+def test_a_request_made_while_the_bot_was_down_is_posted_when_it_starts(chat, bot_env, telegram) -> None:  # noqa: F811
+    sup, bot = chat()
+    say(telegram, "/new alpha", "created")
+    bot.kill9()
+    with sup.client() as c:
+        c.request("send", session="alpha", text="needperm while away", origin=f"tg:{USER}")
+    sup.wait_event("alpha", lambda e: e["kind"] == "permission_request")
+    bot_env(sup)
+    prompt = telegram.wait_for_text(lambda t: "Claude wants to run" in t, chat_id=USER)
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+
+
+def test_a_question_is_answered_with_one_tap(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "askq please", "Claude asks")
+    assert "Pick a colour" in prompt["text"] and "• Blue — cool" in prompt["text"]
+    assert [t for t, _ in buttons(prompt)] == ["Red", "Blue"]
+    telegram.press(USER, button(prompt, "Blue"), prompt["message_id"])
+    answered(telegram, 'answers: {"Pick a colour": "Blue"}')
+    edit_of(telegram, prompt, "✅ Answered: Pick a colour → Blue")
+
+
+def test_several_questions_and_a_multi_select_are_answered_with_done(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "askmulti please", "Claude asks")
+    assert [t for t, _ in buttons(prompt)] == ["1. Red", "1. Blue", "⬜ 2. Tests", "⬜ 2. Docs", "⬜ 2. Bench", "Done"]
+    telegram.press(USER, button(prompt, "Done"), prompt["message_id"])
+    wait_for(lambda: any("every question" in (a.get("text") or "") for a in telegram.callback_answers), 60,
+             what="the not-yet answer")
+    for label in ("1. Red", "⬜ 2. Tests", "⬜ 2. Docs"):
+        before = len(telegram.markup_edits)
+        telegram.press(USER, button(prompt, label), prompt["message_id"])
+        wait_for(lambda b=before: len(telegram.markup_edits) > b, 60, what=f"the keyboard redrawn after {label}")
+    shown = [b["text"] for row in telegram.markup_edits[-1]["reply_markup"]["inline_keyboard"] for b in row]
+    assert shown == ["✅ 1. Red", "1. Blue", "☑️ 2. Tests", "☑️ 2. Docs", "⬜ 2. Bench", "Done"]
+    telegram.press(USER, button(prompt, "Done"), prompt["message_id"])
+    answered(telegram, 'answers: {"Pick a colour": "Red", "Which extras?": "Tests, Docs"}')
+
+
+def test_a_typed_message_answers_the_waiting_question(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "askq please", "Claude asks")
+    say(telegram, "Green, actually", "✅ Answer sent.")
+    answered(telegram, 'answers: {"Pick a colour": "Green, actually"}')
+    sup.wait_consumer("telegram-bot")
+    assert [e["text"] for e in sup.events("alpha") if e["kind"] == "user"] == ["askq please"]
+    say(telegram, "and now a message", "echo: and now a message")  # answered: text goes to Claude again
+
+
+def test_a_plan_is_approved_into_accept_edits(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "/mode plan", "Permission mode set to plan")
+    prompt = say(telegram, "planexit now", "Claude's plan")
+    assert "1. Write hello.txt\n2. Run the tests" in prompt["text"]
+    assert [t for t, _ in buttons(prompt)] == ["✅ Approve", "✅ Approve, accept edits", "✏️ Keep planning"]
+    assert "--permission-mode" in (argv := sup.claude_starts()[-1]["argv"]) and argv[argv.index("--permission-mode") + 1] == "plan"
+    telegram.press(USER, button(prompt, "✅ Approve, accept edits"), prompt["message_id"])
+    answered(telegram, "plan: approved, mode acceptEdits")
+    edit_of(telegram, prompt, "Plan approved; mode accept-edits")
+    say(telegram, "/status", "Permission mode: accept-edits")
+
+
+def test_keep_planning_rejects_the_plan(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "/mode plan", "Permission mode set to plan")
+    prompt = say(telegram, "planexit now", "Claude's plan")
+    telegram.press(USER, button(prompt, "✏️ Keep planning"), prompt["message_id"])
+    answered(telegram, "plan: rejected (The user wants to keep planning: revise the plan.)")
+    say(telegram, "/mode", "Permission mode: plan")

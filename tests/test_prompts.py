@@ -1,0 +1,132 @@
+"""What Claude's requests look like in Telegram and how taps add up (``bot._prompts``),
+and what an answer means to Claude (``supervisord_claude._permissions``)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot import _prompts as prompts
+from supervisord_claude import _permissions as permissions
+from supervisord_claude._errors import OpError
+
+from .fake_telegram import parse_html
+
+COLOURS = {"question": "Pick a colour", "header": "C", "multiSelect": False,
+           "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": ""}]}
+EXTRAS = {"question": "Extras?", "header": "E", "multiSelect": True,
+          "options": [{"label": "Tests"}, {"label": "Docs"}]}
+
+
+def request(tool: str, tool_input: dict, **extra: object) -> dict:
+    return {"session": "alpha", "request_id": "r1", "tool_name": tool, "input": tool_input, **extra}
+
+
+def test_a_command_is_shown_as_code_with_its_description() -> None:
+    prompt, token = prompts.build(request("Bash", {"command": "rm -rf build && make", "description": "clean"}), 5)
+    text, entities = parse_html(prompt.text)
+    assert text == "🔐 Claude wants to run:\nrm -rf build && make\nclean"
+    assert [e["type"] for e in entities] == ["pre", "italic"]
+    assert token == "r1" and prompt.chat == 5
+
+
+def test_edits_and_writes_show_the_path_and_the_size_of_the_change() -> None:
+    edit, _ = prompts.build(request("Edit", {"file_path": "/p/a.py", "old_string": "a\nb", "new_string": "c"}), 1)
+    assert parse_html(edit.text)[0] == "🔐 Claude wants to edit /p/a.py\n-2 +1 lines"
+    write, _ = prompts.build(request("Write", {"file_path": "/p/<b>.txt", "content": "x\ny\n"}), 1)
+    assert parse_html(write.text)[0] == "🔐 Claude wants to write /p/<b>.txt\n2 lines, 4 bytes"
+    fetch, _ = prompts.build(request("WebFetch", {"url": "https://example.com/?a=1&b=2", "prompt": "p"}), 1)
+    assert parse_html(fetch.text)[0] == "🔐 Claude wants to use WebFetch:\nhttps://example.com/?a=1&b=2"
+
+
+@given(st.text(max_size=5000) | st.text(st.characters(min_codepoint=0x1F300, max_codepoint=0x1F6FF), max_size=5000))
+def test_any_tool_input_gives_html_telegram_accepts(command: str) -> None:
+    for tool, tool_input in (("Bash", {"command": command, "description": command}), ("Other", {"x": command}),
+                             ("Write", {"file_path": command, "content": command}), (command, {}),
+                             ("WebFetch", {"url": command}),
+                             ("ExitPlanMode", {"plan": command}),
+                             ("AskUserQuestion", {"questions": [{"question": command, "options": [
+                                 {"label": command, "description": command}] * 4}] * 4})):
+        prompt, _ = prompts.build(request(tool, tool_input), 1)
+        text, _ = parse_html(prompt.text)  # raises if Telegram would refuse it
+        assert len(text.encode("utf-16-le")) // 2 <= 4096 - 200  # room for the outcome line
+
+
+def test_the_longest_question_still_fits_one_message() -> None:
+    long = "😀" * 3000
+    question = {"question": long, "multiSelect": True, "options": [{"label": long, "description": long}] * 10}
+    prompt, _ = prompts.build(request("AskUserQuestion", {"questions": [question] * 8}), 1)
+    text, _ = parse_html(prompt.text)
+    assert len(text.encode("utf-16-le")) // 2 <= 4096 - 200 and len(prompt.questions) == 4
+
+
+def test_a_plan_comes_from_the_tool_call_when_the_request_has_none() -> None:
+    prompt, token = prompts.build(request("ExitPlanMode", {}, tool_use_input={"plan": "1. a\n2. b"}), 1)
+    assert "1. a\n2. b" in prompt.text
+    assert [label for row in prompts.keyboard(prompt, token) for label, _ in row] == [
+        "✅ Approve", "✅ Approve, accept edits", "✏️ Keep planning"]
+
+
+def test_a_single_question_is_settled_by_one_tap_a_multi_select_by_done() -> None:
+    one, _ = prompts.build(request("AskUserQuestion", {"questions": [COLOURS]}), 1)
+    assert prompts.pick(one, 0, 1) and one.picks == [["Blue"]]
+    two, token = prompts.build(request("AskUserQuestion", {"questions": [COLOURS, EXTRAS]}), 1)
+    assert not prompts.pick(two, 0, 0)  # several questions: Done sends
+    assert not prompts.pick(two, 1, 0) and not prompts.pick(two, 1, 1) and not prompts.pick(two, 1, 0)
+    assert two.picks == [["Red"], ["Docs"]] and two.complete()
+    assert not prompts.pick(two, 5, 0) and not prompts.pick(two, 0, 9)  # stale buttons change nothing
+    labels = [label for row in prompts.keyboard(two, token) for label, _ in row]
+    assert labels == ["✅ 1. Red", "1. Blue", "⬜ 2. Tests", "☑️ 2. Docs", "Done"]
+
+
+def test_callback_data_fits_telegram_and_survives_a_kv_round_trip() -> None:
+    long_id = "x" * 300
+    prompt, token = prompts.build({**request("AskUserQuestion", {"questions": [COLOURS] * 4}),
+                                   "request_id": long_id}, 1)
+    for row in prompts.keyboard(prompt, token):
+        for _, data in row:
+            assert len(data.encode()) <= 64
+    assert prompts.Prompt.from_kv(prompt.to_kv()) == prompt
+    assert prompts.Prompt.from_kv({"junk": 1}) is None and prompts.Prompt.from_kv(None) is None
+
+
+def test_a_typed_answer_fills_the_first_open_question() -> None:
+    prompt, _ = prompts.build(request("AskUserQuestion", {"questions": [COLOURS, EXTRAS]}), 1)
+    assert not prompts.typed(prompt, "Green")
+    assert prompts.typed(prompt, "none of them") and prompt.picks == [["Green"], ["none of them"]]
+
+
+# --- what the supervisor sends back ---------------------------------------------------------
+
+
+def pending(tool: str, tool_input: dict, suggestions: tuple = ()) -> permissions.PendingRequest:
+    return permissions.PendingRequest("r1", tool, tool_input, suggestions)
+
+
+def test_always_allow_uses_claudes_suggestion_scoped_to_the_session() -> None:
+    suggested = ({"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test:*"}],
+                  "behavior": "allow", "destination": "localSettings"},
+                 {"type": "setMode", "mode": "acceptEdits", "destination": "session"})
+    update, rules = permissions.always_allow(pending("Bash", {"command": "npm test -- -x"}, suggested))
+    assert update == {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test:*"}],
+                      "behavior": "allow", "destination": "session"}
+    assert rules == ["Bash(npm test:*)"]
+
+
+def test_without_a_suggestion_always_allow_covers_the_command_or_the_tool() -> None:
+    assert permissions.always_allow(pending("Bash", {"command": "git status --short"}))[1] == ["Bash(git:*)"]
+    assert permissions.always_allow(pending("WebFetch", {"url": "https://x"}))[1] == ["WebFetch"]
+
+
+def test_answers_go_back_in_the_input_one_per_question() -> None:
+    req = pending("AskUserQuestion", {"questions": [COLOURS, EXTRAS]})
+    updated, chosen = permissions.answered_input(req, [["Blue"], ["Tests", "Docs"]])
+    assert chosen == {"Pick a colour": "Blue", "Extras?": "Tests, Docs"}
+    assert updated == {"questions": [COLOURS, EXTRAS], "answers": chosen}
+    with pytest.raises(OpError, match="takes one answer"):
+        permissions.answered_input(req, [["Red", "Blue"], ["Tests"]])
+    with pytest.raises(OpError, match="2 question"):
+        permissions.answered_input(req, [["Red"]])
+    with pytest.raises(OpError, match="not a question"):
+        permissions.answered_input(pending("Bash", {}), [["x"]])
