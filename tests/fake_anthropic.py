@@ -44,10 +44,11 @@ def _user_texts(body: dict[str, Any]) -> list[str]:
 
 
 def _last_tool_result(body: dict[str, Any]) -> str | None:
-    messages = body.get("messages", [])
-    if not messages or messages[-1].get("role") != "user":
+    # the newest user message (Claude Code may put a system note after it, e.g. on leaving plan mode)
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    if not users:
         return None
-    content = messages[-1].get("content")
+    content = users[-1].get("content")
     if not isinstance(content, list):
         return None
     for block in content:

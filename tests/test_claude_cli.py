@@ -192,21 +192,94 @@ def test_shutdown_stops_real_claude_within_the_grace_period(real, api: FakeAnthr
     assert processes_of(sup.instance) == []
 
 
-def test_a_permission_prompt_is_answered_through_the_supervisor(real, api: FakeAnthropic) -> None:
-    sup = real()
-    sup.config_text = "permission_timeout = 600"
-    sup.start()
-    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
-    target = Path(info["cwd"]) / "created.txt"
+def _request(sup: SupervisorProcess, text: str) -> dict:
     with sup.client() as c:
-        c.request("send", session="alpha", text=f"writefile:{target}")
-    request = sup.wait_event("alpha", lambda e: e["kind"] == "permission_request", timeout=30)
-    assert request["tool_name"] == "Write" and request["input"]["file_path"] == str(target)
+        mid = c.request("send", session="alpha", text=text)["message_id"]
+    return sup.wait_event("alpha", lambda e: e["kind"] == "permission_request" and e.get("message_id") == mid,
+                          timeout=60)
+
+
+def _result(sup: SupervisorProcess, request: dict) -> dict:
+    return sup.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") == request["message_id"],
+                          timeout=60)
+
+
+def test_a_command_that_writes_runs_only_after_allow(real, api: FakeAnthropic) -> None:
+    sup = real().start()  # the default configuration: Claude asks, the user answers
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    target = Path(info["cwd"]) / "made-by-bash.txt"
+    request = _request(sup, f"bash:touch_{target}")
+    assert request["tool_name"] == "Bash" and request["input"]["command"] == f"touch {target}"
+    assert request["suggestions"], "the real CLI offers always-allow rules"
     assert not target.exists()  # nothing happens before the user says yes
     sup.ctl("permit", "alpha", request["request_id"], "--allow", check=True)
-    result = sup.wait_event("alpha", lambda e: e["kind"] == "result", timeout=30)
-    assert not result["is_error"] and "tool said:" in result["text"]
+    result = _result(sup, request)
+    assert not result["is_error"] and target.exists()
+    # denied: the command does not run, and Claude is told why
+    other = Path(info["cwd"]) / "never.txt"
+    request = _request(sup, f"bash:touch_{other}")
+    sup.ctl("permit", "alpha", request["request_id"], "--deny", "--message", "not this one", check=True)
+    assert "not this one" in _result(sup, request)["text"] and not other.exists()
+
+
+def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    target = Path(info["cwd"]) / "again.txt"
+    request = _request(sup, f"bash:touch_{target}")
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    _result(sup, request)
+    rules = sup.session("alpha")["allowed_tools"]
+    assert rules == [f"Bash(touch {target})"]
+    target.unlink()
+    before = len([e for e in sup.events("alpha") if e["kind"] == "permission_request"])
+    ask(sup, "alpha", f"bash:touch_{target}")  # the same command: no prompt this time
+    assert target.exists()
+    sup.ctl("suspend", "alpha", check=True)
+    sup.wait_state("alpha", "suspended", timeout=30)
+    target.unlink()
+    ask(sup, "alpha", f"bash:touch_{target}")  # a new Claude (--resume) with the rule on its command line
+    assert target.exists()
+    assert len([e for e in sup.events("alpha") if e["kind"] == "permission_request"]) == before
+
+
+def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    request = _request(sup, "askq:Pick_a_colour")
+    assert request["tool_name"] == "AskUserQuestion"
+    assert [o["label"] for o in request["input"]["questions"][0]["options"]] == ["Red", "Blue"]
+    sup.ctl("answer", "alpha", request["request_id"], "Blue", check=True)
+    result = _result(sup, request)
+    assert '"Pick a colour"="Blue"' in result["text"]
+    sent = json.dumps(api.turn_requests()[-1]["messages"])
+    assert 'Your questions have been answered: \\"Pick a colour\\"=\\"Blue\\"' in sent
+
+
+def test_a_multi_select_answer_reaches_the_api(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    request = _request(sup, "askmulti:Which_colours")
+    sup.ctl("answer", "alpha", request["request_id"], "Red", "Blue", check=True)
+    assert '"Which colours"="Red, Blue"' in _result(sup, request)["text"]
+
+
+def test_an_approved_plan_leaves_plan_mode_in_the_mode_picked(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", "--mode", "plan", check=True)
+    request = _request(sup, "planexit")
+    assert request["tool_name"] == "ExitPlanMode"
+    assert request["tool_use_input"]["plan"].startswith("1. Write hello.txt")  # the CLI's request has no plan
+    starts = sup.claude_pids()
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--mode", "accept-edits", check=True)
+    assert "approved" in _result(sup, request)["text"]
+    assert sup.session("alpha")["mode"] == "accept-edits"
+    # the same Claude (not restarted) now edits files without asking
+    target = Path(sup.session("alpha")["cwd"]) / "edited.txt"
+    ask(sup, "alpha", f"writefile:{target}")
     assert target.read_text() == "written by claude\n"
+    assert [e["tool_name"] for e in sup.events("alpha") if e["kind"] == "permission_request"] == ["ExitPlanMode"]
+    assert sup.claude_pids() == starts and sup.session("alpha")["mode"] == "accept-edits"
 
 
 # --- through the Telegram bot -------------------------------------------------------------
