@@ -18,6 +18,12 @@ HARD_MAX_FRAME_BYTES = 8 * MAX_FRAME_BYTES
 #: Longest text one ``send`` may carry.
 MAX_TEXT_CHARS = 200_000
 MAX_ATTACHMENTS = 10
+#: The largest integer a field may carry (the store's INTEGER is a signed 64-bit number).
+MAX_INT = 2**63 - 1
+#: Bounds of what one client may hold in the supervisor.
+MAX_SUBSCRIPTIONS_PER_CLIENT = 64
+MAX_KV_KEYS = 10_000
+MAX_KV_VALUE_BYTES = 64 * 1024
 
 #: Session names: safe as a path component, a process title word and a Telegram argument.
 SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"

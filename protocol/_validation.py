@@ -10,10 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ._errors import ValidationError
 from ._messages import (
     CONSUMER_NAME_RE,
     MAX_ATTACHMENTS,
+    MAX_INT,
+    MAX_KV_VALUE_BYTES,
     MAX_TEXT_CHARS,
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
@@ -99,14 +103,14 @@ def attachments(field: str, value: Any) -> list[str]:
 
 
 def non_negative_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _bad(f"'{field}' must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise _bad(f"'{field}' must be an integer from 0 to 2**63-1")
     return value
 
 
 def positive_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(f"'{field}' must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INT:
+        raise _bad(f"'{field}' must be an integer from 1 to 2**63-1")
     return value
 
 
@@ -135,6 +139,12 @@ def kv_key(field: str, value: Any) -> str:
 def kv_value(field: str, value: Any) -> Any:
     if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
         raise _bad(f"'{field}' must be a plain msgpack value")
+    try:
+        size = len(msgpack.packb(value, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError):
+        raise _bad(f"'{field}' must be a plain msgpack value") from None
+    if size > MAX_KV_VALUE_BYTES:
+        raise _bad(f"'{field}' is {size} bytes encoded; at most {MAX_KV_VALUE_BYTES} may be kept")
     return value
 
 

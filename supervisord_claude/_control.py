@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,34 @@ log = logging.getLogger("supervisord_claude")
 #: carries out one valid request; returns its result
 Handler = Callable[[bytes, Request], dict[str, Any]]
 
+#: warnings about bad client input: at most this many per LOG_PERIOD seconds (a client
+#: sending garbage in a loop must not fill the disk with the supervisor's log)
+LOG_BURST = 10
+LOG_PERIOD = 60.0
+
+
+class InputWarnings:
+    """Rate-limited warnings about client input; what was held back is counted and said."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.window_start = clock()
+        self.logged = 0
+        self.suppressed = 0
+
+    def warn(self, message: str, *args: Any) -> None:
+        now = self.clock()
+        if now - self.window_start >= LOG_PERIOD:
+            if self.suppressed:
+                log.warning("%d more warnings about client input were not logged in the last %.0f s",
+                            self.suppressed, now - self.window_start)
+            self.window_start, self.logged, self.suppressed = now, 0, 0
+        if self.logged < LOG_BURST:
+            self.logged += 1
+            log.warning(message, *args)
+        else:
+            self.suppressed += 1
+
 
 def bind_private(sock: zmq.Socket[Any], path: Path) -> None:
     """Bind an ipc socket that only this user can connect to (0600)."""
@@ -58,6 +87,7 @@ class ControlServer:
         # subscriber can have in flight is bounded by its window instead
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.on_gone: Callable[[bytes], None] = lambda ident: None
+        self.warnings = InputWarnings()
 
     def bind(self) -> None:
         """Start taking clients (after start-up and adoption are done)."""
@@ -101,13 +131,13 @@ class ControlServer:
     def on_frames(self, ident: bytes, frames: list[bytes], handle: Handler,
                   after_reply: Callable[[bytes, Request, dict[str, Any]], None]) -> None:
         if len(frames) != 1:
-            log.warning("client sent %d frames in one message; expected 1", len(frames))
+            self.warnings.warn("client sent %d frames in one message; expected 1", len(frames))
             self.error(ident, None, ErrorCode.BAD_FRAME, "a request is exactly one frame")
             return
         try:
             msg = decode(frames[0])
         except FrameError as exc:
-            log.warning("bad frame from a client: %s", exc.message)
+            self.warnings.warn("bad frame from a client: %s", exc.message)
             self.error(ident, None, exc.code, exc.message)
             return
         req_id = request_id_of(msg)

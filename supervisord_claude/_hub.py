@@ -13,18 +13,24 @@ events it has not seen.
 from __future__ import annotations
 
 import collections
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import ErrorCode, encode
+from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode
 
 from ._errors import ClientGone, ClientSlow, OpError
 from ._store import Store
 
 DEFAULT_WINDOW = 256
 MAX_WINDOW = 4096
+#: what one subscription may have sent and not acked, in bytes, whatever its window: a
+#: subscriber that stops reading costs the supervisor at most this much
+MAX_INFLIGHT_BYTES = 4 * 1024 * 1024
+
+log = logging.getLogger("supervisord_claude")
 
 #: sends one frame to a client; raises ClientSlow (try later) or ClientGone
 Send = Callable[[bytes, bytes], None]
@@ -38,7 +44,8 @@ class Subscription:
     consumer: str | None
     window: int
     sent: int  # global id of the last event sent
-    inflight: collections.deque[int] = field(default_factory=collections.deque)
+    inflight: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)  # (id, bytes)
+    inflight_bytes: int = 0
     live: bool = False
     #: session -> (message id, characters of its live text sent)
     live_sent: dict[str, tuple[int | None, int]] = field(default_factory=dict)
@@ -72,6 +79,9 @@ class SubscriptionHub:
 
     def subscribe(self, ident: bytes, session: str | None, start: int, consumer: str | None,
                   window: int | None, live: bool = False) -> Subscription:
+        if sum(1 for s in self.subs.values() if s.ident == ident) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            raise OpError(ErrorCode.BAD_REQUEST, f"a connection may hold {MAX_SUBSCRIPTIONS_PER_CLIENT}"
+                          " subscriptions; unsubscribe one first")
         self._ids += 1
         sub = Subscription(
             sub_id=self._ids,
@@ -93,8 +103,8 @@ class SubscriptionHub:
 
     def ack(self, ident: bytes, sub_id: int, upto: int) -> None:
         sub = self.own(ident, sub_id)
-        while sub.inflight and sub.inflight[0] <= upto:
-            sub.inflight.popleft()
+        while sub.inflight and sub.inflight[0][0] <= upto:
+            sub.inflight_bytes -= sub.inflight.popleft()[1]
         if sub.consumer:
             self.store.set_cursor(sub.consumer, min(upto, sub.sent))
         self.pump(sub)
@@ -114,7 +124,16 @@ class SubscriptionHub:
                 del self.live_text[event["session"]]
         for sub in list(self.subs.values()):
             if sub.session is None or sub.session == event["session"]:
-                self.pump(sub)
+                self._pump_guarded(sub)
+
+    def _pump_guarded(self, sub: Subscription) -> None:
+        """Pump one subscription; whatever goes wrong with it, the others still get the
+        event (and the event stays stored: a subscriber that resubscribes gets it)."""
+        try:
+            self.pump(sub)
+        except Exception:
+            log.exception("subscription %d failed; dropped", sub.sub_id)
+            self.subs.pop(sub.sub_id, None)
 
     def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
         """A piece of the answer being written: held, and sent to live subscribers."""
@@ -153,7 +172,8 @@ class SubscriptionHub:
     def pump(self, sub: Subscription) -> None:
         """Send stored events after ``sub.sent`` while the subscriber's window has room;
         once it has them all, the live text so far."""
-        while len(sub.inflight) < sub.window and sub.sub_id in self.subs:
+        while len(sub.inflight) < sub.window and sub.inflight_bytes < MAX_INFLIGHT_BYTES \
+                and sub.sub_id in self.subs:
             batch = self.store.events_after(sub.sent, sub.session, limit=sub.window - len(sub.inflight))
             if not batch:
                 if sub.live:
@@ -171,4 +191,7 @@ class SubscriptionHub:
                 except ClientSlow:
                     return  # the next ack or ping resumes
                 sub.sent = event["id"]
-                sub.inflight.append(event["id"])
+                sub.inflight.append((event["id"], len(frame)))
+                sub.inflight_bytes += len(frame)
+                if sub.inflight_bytes >= MAX_INFLIGHT_BYTES:
+                    return

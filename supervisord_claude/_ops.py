@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import (
+    MAX_KV_KEYS,
     PROTOCOL_VERSION,
     ErrorCode,
     EventKind,
@@ -64,7 +65,9 @@ class Ops:
 
     def after_reply(self, ident: bytes, req: Request, result: dict[str, Any]) -> None:
         if req.op is Op.SUBSCRIBE:  # the events follow the reply that names the subscription
-            self.hub.pump(self.hub.subs[result["sub"]])
+            sub = self.hub.subs.get(result["sub"])
+            if sub is not None:  # (gone if the client left before its reply could be sent)
+                self.hub.pump(sub)
 
     def _session(self, name: str, allow_archived: bool = False) -> SessionRecord:
         rec = self.store.get_session(name)
@@ -309,7 +312,8 @@ class Ops:
         return {"value": self.store.kv_get(key)}
 
     def op_kv_set(self, ident: bytes, key: str, value: Any) -> dict[str, Any]:
-        self.store.kv_set(key, value)
+        if not self.store.kv_set(key, value, max_keys=MAX_KV_KEYS):
+            raise OpError(ErrorCode.BAD_REQUEST, f"the kv holds {MAX_KV_KEYS} keys, its limit; delete some first")
         return {}
 
     def op_kv_delete(self, ident: bytes, key: str) -> dict[str, Any]:

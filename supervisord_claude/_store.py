@@ -453,13 +453,19 @@ class Store:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))
         return msgpack.unpackb(rows[0][0]) if rows else None
 
-    def kv_set(self, key: str, value: Any) -> None:
+    def kv_set(self, key: str, value: Any, max_keys: int | None = None) -> bool:
+        """Store a value; False (nothing written) if the key is new and ``max_keys`` are
+        kept already."""
         blob = msgpack.packb(value, use_bin_type=True)
         with self._tx() as db:
+            if max_keys is not None and db.execute("SELECT 1 FROM kv WHERE key=?", (key,)).fetchone() is None \
+                    and db.execute("SELECT count(*) FROM kv").fetchone()[0] >= max_keys:
+                return False
             db.execute(
                 "INSERT INTO kv(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (key, blob),
             )
+        return True
 
     def kv_delete(self, key: str) -> bool:
         with self._tx() as db:
