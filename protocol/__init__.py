@@ -33,6 +33,8 @@ from ._paths import (
     control_endpoint,
     default_runtime_dir,
     instance_id,
+    runtime_dir_problem,
+    socket_problem,
 )
 from ._validation import Request, request_id_of, validate_request
 
@@ -75,6 +77,8 @@ __all__ = [
     "instance_id",
     "relative_time",
     "request_id_of",
+    "runtime_dir_problem",
+    "socket_problem",
     "timeout_in_range",
     "validate_request",
 ]

@@ -23,7 +23,14 @@ import zmq.asyncio
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError
 from ._messages import HARD_MAX_FRAME_BYTES, Op
-from ._paths import CONTROL_SOCKET, LOCK_FILE, control_endpoint, default_runtime_dir
+from ._paths import (
+    CONTROL_SOCKET,
+    LOCK_FILE,
+    control_endpoint,
+    default_runtime_dir,
+    runtime_dir_problem,
+    socket_problem,
+)
 
 Event = dict[str, Any]
 
@@ -33,6 +40,10 @@ def _socket_path(runtime_dir: Path | str | None) -> Path:
 
 
 def _check_running(runtime_dir: Path) -> None:
+    # what we send (messages, attachment paths) must reach our own supervisor only
+    problem = runtime_dir_problem(runtime_dir) or socket_problem(runtime_dir / CONTROL_SOCKET)
+    if problem is not None:
+        raise ConnectionFailed(f"refusing to connect: {problem}")
     if not (runtime_dir / CONTROL_SOCKET).exists():
         raise ConnectionFailed(
             f"no supervisor is running (no socket at {runtime_dir / CONTROL_SOCKET});"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,45 @@ def default_runtime_dir() -> Path:
     if xdg:
         return Path(xdg) / "supervisord-claude"
     return Path(tempfile.gettempdir()) / f"supervisord-claude-{os.getuid()}"
+
+
+def runtime_dir_problem(path: Path | str) -> str | None:
+    """Why ``path`` must not be used as a runtime dir, or None if it is safe (or does not
+    exist yet): it must be a real directory — not a symbolic link, which could be pointed
+    elsewhere later — owned by this user and closed to everyone else (0700). Without
+    ``XDG_RUNTIME_DIR`` it lives in the shared temp dir, where another user could have
+    made it first (tmux checks ``/tmp/tmux-<uid>`` the same way)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"runtime dir {path} cannot be checked: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"runtime dir {path} is a symbolic link; it must be a real directory"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"runtime dir {path} is not a directory"
+    if st.st_uid != os.getuid():
+        return f"runtime dir {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return (f"runtime dir {path} is accessible to group/others (mode {stat.S_IMODE(st.st_mode):o});"
+                f" run: chmod 700 {path}")
+    return None
+
+
+def socket_problem(path: Path | str) -> str | None:
+    """Why the control socket must not be trusted, or None: it must be a socket of this user."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be checked: {exc.strerror or exc}"
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} is not a socket"
+    if st.st_uid != os.getuid():
+        return f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    return None
 
 
 def control_endpoint(runtime_dir: Path | str) -> str:

@@ -9,7 +9,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import stat
 import sys
 import time
 from dataclasses import replace
@@ -18,7 +17,7 @@ from typing import Any
 
 import setproctitle
 
-from protocol import LOCK_FILE, EventKind, Reason, SessionState, instance_id
+from protocol import LOCK_FILE, EventKind, Reason, SessionState, instance_id, runtime_dir_problem
 
 from . import _forkserver
 from ._claude import INSTANCE_ENV, SESSION_ENV
@@ -38,18 +37,14 @@ def title_prefix(instance: str) -> str:
 
 
 def prepare_runtime_dir(path: Path) -> None:
-    """Create the runtime dir 0700, or refuse one that others could reach."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise StartupRefused(
-            f"runtime dir {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
-        )
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise StartupRefused(
-            f"runtime dir {path} is accessible to group/others (mode {stat.S_IMODE(st.st_mode):o});"
-            f" run: chmod 700 {path}"
-        )
+    """Create the runtime dir 0700, or refuse one that others could reach (see
+    ``protocol.runtime_dir_problem``: a symlink, another owner, an open mode)."""
+    problem = runtime_dir_problem(path)
+    if problem is None and not os.path.lexists(path):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        problem = runtime_dir_problem(path)  # (made by someone else in between?)
+    if problem is not None:
+        raise StartupRefused(problem)
 
 
 def acquire_lock(path: Path) -> int:
