@@ -281,23 +281,30 @@ class Supervisor:
         self._task(self._shutdown())
 
     async def _shutdown(self) -> None:
+        """Stop every keeper, record it, end. It always ends: whatever fails on the way
+        (a full disk, a bug) is logged, and the process exits and frees the lock."""
         pool = self.core.pool
-        log.info("shutting down: stopping %d keepers", pool.running)
-        if pool.stop_all():
-            try:
-                await asyncio.wait_for(self._all_gone.wait(), STOP_GRACE + 3.0)
-            except TimeoutError:
-                log.warning("keepers still running after %.0fs; killing them", STOP_GRACE + 3.0)
-                pool.kill_all()
-                await asyncio.sleep(0.2)
-        self.core.events.flush()
-        if self.core.events.waiting:
-            log.error("%d events could not be stored (disk full?) and are lost", self.core.events.waiting)
-        self.core.mark_stopped()
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
-        self.stopped.set()
+        try:
+            log.info("shutting down: stopping %d keepers", pool.running)
+            if pool.stop_all():
+                try:
+                    await asyncio.wait_for(self._all_gone.wait(), STOP_GRACE + 3.0)
+                except TimeoutError:
+                    log.warning("keepers still running after %.0fs; killing them", STOP_GRACE + 3.0)
+                    pool.kill_all()
+                    await asyncio.sleep(0.2)
+            self.core.events.flush()
+            if self.core.events.waiting:
+                log.error("%d events could not be stored (disk full?) and are lost", self.core.events.waiting)
+            self.core.mark_stopped()
+        except Exception:
+            log.exception("shutdown could not record everything; stopping anyway")
+            pool.kill_all()
+        finally:
+            for task in list(self._tasks):
+                if task is not asyncio.current_task():
+                    task.cancel()
+            self.stopped.set()
 
     def close(self) -> None:
         if self.control is not None:

@@ -285,3 +285,23 @@ def test_after_a_crash_claudectl_says_at_once_that_no_supervisor_runs(make_super
     assert "no answer" not in result.stderr  # it did not wait for one
     sup.start()  # and a new one starts over the stale socket
     assert sup.ctl("status", check=True).returncode == 0
+
+
+def test_shutdown_with_a_full_disk_still_finishes(small_disk, make_supervisor) -> None:
+    sup = make_supervisor()
+    sup.state_dir = small_disk / "state"
+    sup.start()
+    for name in ("alpha", "beta"):
+        sup.ctl("new", name, "--cwd", str(sup.base), check=True)
+        sup.ctl("send", name, "hello", "--wait", check=True)  # live: shutdown must record their stop
+    filler = small_disk / "filler"
+    fill(filler)
+    for i in range(50):  # until the store itself says it is full
+        if sup.ctl("send", "alpha", f"while full {i} " + "x" * 20000).returncode != 0:
+            break
+    code = sup.stop(timeout=30)  # SIGTERM; a supervisor that hangs fails the test here
+    assert code is not None and not sup.pids()  # it ended, and every keeper and Claude with it
+    assert "could not be stored" in sup.log() or "store" in sup.log()
+    filler.unlink()
+    sup.start()  # the lock is free: a new one starts on the same runtime dir
+    assert {s["name"] for s in sup.request("list")["sessions"]} == {"alpha", "beta"}
