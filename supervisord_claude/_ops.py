@@ -59,6 +59,12 @@ class Ops:
     def handle(self, ident: bytes, req: Request) -> dict[str, Any]:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
             raise OpError(ErrorCode.SHUTTING_DOWN, "the supervisor is shutting down")
+        if req.op not in ALLOWED_WHILE_STOPPING:
+            # before any write: work accepted into a deleted store would be lost without a word
+            problem = self.store.file_problem()
+            if problem is not None:
+                raise OpError(ErrorCode.STORAGE, f"{problem}; nothing new is accepted. Stop the supervisor"
+                              " (claudectl shutdown) and restore the file from a backup, or start afresh")
         handler = getattr(self, f"op_{req.op.value}")
         result: dict[str, Any] = handler(ident, **req.args)
         return result
@@ -110,6 +116,7 @@ class Ops:
             "last_event_id": self.store.last_event_id(),
             "consumers": self.store.cursors(),
             "personas": sorted(self.config.personas),
+            "store_problem": self.store.file_problem(),
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:

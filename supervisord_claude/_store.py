@@ -164,6 +164,21 @@ class Store:
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def file_problem(self) -> str | None:
+        """Why the store file on disk is no longer the one this store writes to (deleted
+        or replaced under a running supervisor: what it writes would be lost), or None."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the store file {self.path} was deleted while the supervisor ran"
+        except OSError as exc:
+            return f"the store file {self.path} cannot be checked: {exc.strerror or exc}"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return f"the store file {self.path} was replaced while the supervisor ran"
+        return None
 
     def _migrate(self) -> None:
         """Bring a store written by an older version up to this schema."""

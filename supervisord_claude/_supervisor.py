@@ -47,6 +47,8 @@ from ._store import QUEUED, Store
 log = logging.getLogger("supervisord_claude")
 
 PRUNE_EVERY = 3600.0
+STORE_CHECK_EVERY = 2.0  # how often the store file is checked (deleted, replaced)
+STORE_NAG_EVERY = 60.0
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
 
@@ -189,6 +191,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.request_restart)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
         self._task(self._prune_loop())
+        self._task(self._watch_store())
         self.core.requeue_owed()
         log.info(
             "supervisor ready: instance %s, control %s, %d sessions",
@@ -241,6 +244,19 @@ class Supervisor:
             return
         for msg in reports:
             self.core.pool.on_fork_report(msg)
+
+    async def _watch_store(self) -> None:
+        """Say loudly, and keep saying, when the store file is deleted or replaced under
+        us (ops refuse new work then; see ``Ops.handle``)."""
+        said_at: float | None = None
+        while True:
+            problem = self.store.file_problem()
+            now = self.clock.monotonic()
+            if problem is not None and (said_at is None or now - said_at >= STORE_NAG_EVERY):
+                log.critical("%s: new work is refused; what is still written goes to the old file and will"
+                             " be lost. Stop the supervisor and restore the store.", problem)
+                said_at = now
+            await asyncio.sleep(STORE_CHECK_EVERY)
 
     async def _prune_loop(self) -> None:
         """Keep the event log bounded: drop what is older than the retention period and

@@ -305,3 +305,21 @@ def test_shutdown_with_a_full_disk_still_finishes(small_disk, make_supervisor) -
     filler.unlink()
     sup.start()  # the lock is free: a new one starts on the same runtime dir
     assert {s["name"] for s in sup.request("list")["sessions"]} == {"alpha", "beta"}
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed(make_supervisor, how: str) -> None:
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "before", "--wait", check=True)
+    db = sup.state_dir / "supervisor.sqlite3"
+    db.unlink()
+    if how == "replaced":
+        db.write_bytes(b"")
+    refused = sup.ctl("send", "alpha", "after")
+    assert refused.returncode == 1 and f"was {how} while the supervisor ran" in refused.stderr
+    assert "(storage)" in refused.stderr
+    assert f"was {how}" in sup.request("status")["store_problem"]
+    wait_for(lambda: f"was {how} while the supervisor ran" in sup.log(), what="the supervisor to say so in its log")
+    assert "CRITICAL" in sup.log()
+    assert sup.ctl("ls", check=True).returncode == 0  # reading still works, for a look before stopping
