@@ -32,6 +32,8 @@ MAX_INFLIGHT_BYTES = 4 * 1024 * 1024
 
 log = logging.getLogger("supervisord_claude")
 
+KEEPALIVE = encode({"type": "keepalive"})
+
 #: sends one frame to a client; raises ClientSlow (try later) or ClientGone
 Send = Callable[[bytes, bytes], None]
 
@@ -79,6 +81,7 @@ class SubscriptionHub:
 
     def subscribe(self, ident: bytes, session: str | None, start: int, consumer: str | None,
                   window: int | None, live: bool = False) -> Subscription:
+        self.sweep(keep=ident)  # a new subscription: first forget those of clients that left
         if sum(1 for s in self.subs.values() if s.ident == ident) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise OpError(ErrorCode.BAD_REQUEST, f"a connection may hold {MAX_SUBSCRIPTIONS_PER_CLIENT}"
                           " subscriptions; unsubscribe one first")
@@ -116,6 +119,25 @@ class SubscriptionHub:
     def drop_client(self, ident: bytes) -> None:
         for sub_id in [s.sub_id for s in self.subs.values() if s.ident == ident]:
             del self.subs[sub_id]
+
+    def sweep(self, keep: bytes | None = None) -> int:
+        """Forget the subscriptions of clients that are gone: each subscribed client gets
+        a ``keepalive`` frame (clients ignore frame types they do not know), and one that
+        is no longer connected fails it. Returns how many clients were dropped."""
+        dropped = 0
+        for ident in {s.ident for s in self.subs.values()} - {keep}:
+            try:
+                self.send(ident, KEEPALIVE)
+            except ClientGone:
+                self.drop_client(ident)
+                dropped += 1
+            except ClientSlow:
+                pass  # connected, just not reading
+            except Exception:
+                log.exception("keepalive to a client failed; its subscriptions are dropped")
+                self.drop_client(ident)
+                dropped += 1
+        return dropped
 
     def publish(self, event: dict[str, Any]) -> None:
         if event["kind"] in _ENDS_LIVE_TEXT:

@@ -49,6 +49,7 @@ log = logging.getLogger("supervisord_claude")
 PRUNE_EVERY = 3600.0
 STORE_CHECK_EVERY = 2.0  # how often the store file is checked (deleted, replaced)
 STORE_NAG_EVERY = 60.0
+SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least this often
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
 
@@ -153,6 +154,7 @@ class Supervisor:
         self.clock = clock or LoopClock()
         self.wall = wall
         self.stopping = False
+        self._swept = 0.0
         self.stopped = asyncio.Event()
         self._all_gone = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -257,6 +259,11 @@ class Supervisor:
                              " be lost. Stop the supervisor and restore the store.", problem)
                 said_at = now
             await asyncio.sleep(STORE_CHECK_EVERY)
+            if self.clock.monotonic() - self._swept >= SWEEP_EVERY:
+                self._swept = self.clock.monotonic()
+                dropped = self.core.hub.sweep()
+                if dropped:
+                    log.info("forgot the subscriptions of %d clients that left", dropped)
 
     async def _prune_loop(self) -> None:
         """Keep the event log bounded: drop what is older than the retention period and

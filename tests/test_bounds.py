@@ -153,3 +153,16 @@ def test_one_broken_subscription_does_not_stop_the_others(tmp_path) -> None:
     hub.publish(event)
     assert len(got) == 1 and b"hello" in got[0]
     assert sorted(s.ident for s in hub.subs.values()) == [b"fine", b"slow"]  # only the broken one went
+
+
+def test_subscriptions_of_clients_that_left_are_forgotten(supervisor: SupervisorProcess) -> None:
+    for _ in range(20):
+        ctx, sock = raw_socket(supervisor)
+        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "subscribe"}))
+        assert sock.poll(10_000)
+        sock.recv()  # subscribed; then the client goes without unsubscribing
+        sock.close()
+        ctx.term()
+    with supervisor.client() as c:
+        c.request("subscribe")  # a new subscription sweeps out those of clients that left
+        assert c.request("status")["subscriptions"] == 1
