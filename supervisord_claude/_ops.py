@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,27 @@ from ._store import SessionRecord, Store
 ALLOWED_WHILE_STOPPING = frozenset(
     {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.SHUTDOWN}
 )
+
+
+#: where no attachment may come from: pseudo-files whose reading can hang, never end or leak
+PSEUDO_FILESYSTEMS = ("/proc/", "/sys/", "/dev/")
+
+
+def attachment_problem(path: str) -> str | None:
+    """Why a file cannot be attached, or None: it must be an ordinary, readable file (a
+    FIFO, a device or a directory could hang or flood whoever reads it)."""
+    real = os.path.realpath(path)
+    if real.startswith(PSEUDO_FILESYSTEMS):
+        return f"is a system pseudo-file ({real}), not an ordinary file"
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not an ordinary file"
+    if not os.access(real, os.R_OK):
+        return "is not readable"
+    return None
 
 
 class Ops:
@@ -169,8 +191,9 @@ class Ops:
         rec = self._session(session)
         files = attachments or []
         for path in files:
-            if not os.path.isfile(path):
-                raise OpError(ErrorCode.BAD_REQUEST, f"attachment {path} is not a readable file")
+            problem = attachment_problem(path)
+            if problem is not None:
+                raise OpError(ErrorCode.BAD_REQUEST, f"attachment {path} {problem}")
         if not text.strip() and not files:
             raise OpError(ErrorCode.BAD_REQUEST, "a message needs text or an attachment")
         message_id, created = self.store.add_message(session, text, files, origin, idempotency_key)

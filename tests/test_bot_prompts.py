@@ -203,3 +203,18 @@ def test_keep_planning_rejects_the_plan(chat, telegram) -> None:
     telegram.press(USER, button(prompt, "✏️ Keep planning"), prompt["message_id"])
     answered(telegram, "plan: rejected (The user wants to keep planning: revise the plan.)")
     say(telegram, "/mode", "Permission mode: plan")
+
+
+def test_forged_button_presses_change_nothing_and_the_bot_goes_on(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    token = button(prompt, "✅ Allow").split(":")[1]
+    for data in ("perm:", "perm:no-such-token:y", f"perm:{token}:q:99:99", f"perm:{token}:zz",
+                 f"perm:{token}:p:evil", "perm:" + "x" * 58, "switch:../../etc/passwd", "switch:"):
+        before = len(telegram.callback_answers)
+        telegram.press(USER, data, prompt["message_id"])
+        wait_for(lambda b=before: len(telegram.callback_answers) > b, 60, what=f"an answer to the press {data!r}")
+    assert sup.session("alpha")["pending"]  # still waiting: no forged press answered it
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")

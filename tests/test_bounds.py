@@ -166,3 +166,25 @@ def test_subscriptions_of_clients_that_left_are_forgotten(supervisor: Supervisor
     with supervisor.client() as c:
         c.request("subscribe")  # a new subscription sweeps out those of clients that left
         assert c.request("status")["subscriptions"] == 1
+
+
+def test_hostile_attachments_are_refused_or_bounded_never_a_hang(supervisor: SupervisorProcess, tmp_path) -> None:
+    import os
+
+    supervisor.ctl("new", "alpha", check=True)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.png"
+    link.symlink_to("/dev/zero")
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as f:
+        f.truncate(2 * 1024**3)  # 2 GB, no blocks
+    with supervisor.client(timeout=10) as c:
+        for bad in (tmp_path, fifo, link, "/dev/zero", "/proc/self/mem", "relative.png"):
+            with pytest.raises(RemoteError) as err:
+                c.request("send", session="alpha", text="look", attachments=[str(bad)])
+            assert err.value.code in ("bad_request", "bad_name"), (bad, err.value)
+    # a huge "image" goes to Claude by path, not inline: the turn is answered at once
+    reply = supervisor.ctl("send", "alpha", "look at it", "--attach", str(sparse), "--wait", check=True).stdout
+    assert "look at it" in reply and "[images:" not in reply
+    assert [e for e in supervisor.events("alpha") if e["kind"] == "user"][-1]["attachments"] == [str(sparse)]
