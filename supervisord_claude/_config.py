@@ -26,6 +26,7 @@ ENV_PREFIX = "SUPERVISORD_CLAUDE_"
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_ORPHAN_TIMEOUT = 300.0
 DEFAULT_PERMISSION_TIMEOUT = 600.0
+DEFAULT_KEEPER_START_TIMEOUT = 30.0
 
 log = logging.getLogger("supervisord_claude")
 
@@ -61,6 +62,8 @@ class Config:
     #: an unanswered permission request (or question) is denied after this long
     permission_timeout: float = DEFAULT_PERMISSION_TIMEOUT
     event_retention_days: float = 30.0
+    #: a keeper that has not connected this long after its fork is killed
+    keeper_start_timeout: float = DEFAULT_KEEPER_START_TIMEOUT
     #: how long keepers keep Claude running after their supervisor died, waiting for the next
     orphan_timeout: float = DEFAULT_ORPHAN_TIMEOUT
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
@@ -107,6 +110,7 @@ _TOP_KEYS = {
     "allow_bypass",
     "event_retention_days",
     "orphan_timeout",
+    "keeper_start_timeout",
     "personas",
     "telegram",
 }
@@ -147,6 +151,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("orphan_timeout: must be a positive number of seconds")
         out["orphan_timeout"] = float(value)
+    if "keeper_start_timeout" in raw:
+        value = _expect(raw, "keeper_start_timeout", (int, float), "")
+        if value <= 0:
+            raise ConfigError("keeper_start_timeout: must be a positive number of seconds")
+        out["keeper_start_timeout"] = float(value)
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -256,6 +265,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         sessions_dir=Path(sessions_dir).expanduser().absolute() if sessions_dir else None,
         personas=file_values.get("personas", {}),
         claude_args=file_values.get("claude_args", ()),
+        keeper_start_timeout=file_values.get("keeper_start_timeout", DEFAULT_KEEPER_START_TIMEOUT),
         permission_mode=file_values.get("permission_mode", PermissionMode.ASK),
         allow_bypass=file_values.get("allow_bypass", False),
         permission_timeout=file_values.get("permission_timeout", DEFAULT_PERMISSION_TIMEOUT),

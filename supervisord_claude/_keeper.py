@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -634,9 +635,17 @@ class Keeper:
         self.done.set()
 
 
+#: fault injection for the test suite: while the file this names exists, a new keeper
+#: hangs before it connects (as a keeper stuck in start-up would)
+FAULT_HANG_ENV = "SUPERVISORD_CLAUDE_FAULT_KEEPER_HANG"
+
+
 def main(spec: _wire.KeeperSpec, death_fd: int | None) -> int:
     """Entry point in the forked child."""
     setproctitle.setproctitle(keeper_title(spec.instance, spec.session))
+    hang = os.environ.get(FAULT_HANG_ENV)
+    while hang and os.path.exists(hang):
+        time.sleep(0.05)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

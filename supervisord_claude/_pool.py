@@ -85,9 +85,11 @@ class KeeperHandle:
     then: AfterExit = AfterExit.NOTHING
     bye: _wire.Bye | None = None
     exit_status: int | None = None
-    grace: TimerHandle | None = None
+    grace: TimerHandle | None = None  # how long its bye may trail its exit
+    start_timer: TimerHandle | None = None  # how long it may take to say hello
     last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
     adopted: bool = False  # taken over from a previous supervisor: not a child of our fork server
+    overdue: bool = False  # killed because it did not say hello in time
 
     def change_phase(self, new: Phase) -> None:
         if new not in PHASE_EDGES[self.phase]:
@@ -278,6 +280,9 @@ class KeeperPool:
             self.by_pid[msg.pid] = handle
             if handle.phase is Phase.SPAWNING:
                 handle.change_phase(Phase.STARTING)
+                started = handle
+                handle.start_timer = self.clock.call_later(self.config.keeper_start_timeout,
+                                                           lambda: self._hello_overdue(started))
             log.info("keeper for %s started (pid %d)", handle.session, msg.pid)
         elif isinstance(msg, _wire.SpawnFailed):
             handle = self.by_token.pop(msg.token, None)
@@ -290,6 +295,15 @@ class KeeperPool:
                                       f"could not start a session keeper: {msg.error}")
         elif isinstance(msg, _wire.Exited):
             self.on_exit(msg.pid, msg.status)
+
+    def _hello_overdue(self, handle: KeeperHandle) -> None:
+        """A keeper that never says hello would hold its messages for ever: kill it, and
+        its messages are reported not delivered (see ``_gone``)."""
+        if handle.phase is Phase.STARTING and handle.pid is not None:
+            log.error("the keeper of %s (pid %d) did not connect within %.0f s; killing it", handle.session,
+                      handle.pid, self.config.keeper_start_timeout)
+            handle.overdue = True
+            self.system.kill(handle.pid, signal.SIGKILL)
 
     def on_exit(self, pid: int, status: int | None) -> None:
         """A keeper process is gone (reported by the fork server, or seen through the pidfd
@@ -410,6 +424,9 @@ class KeeperPool:
             log.warning("second hello from the keeper of %s ignored", handle.session)
             return
         handle.ident = ident
+        if handle.start_timer is not None:
+            handle.start_timer.cancel()
+            handle.start_timer = None
         handle.change_phase(Phase.READY)
         self._welcome(handle)
         outbox, handle.outbox = handle.outbox, []
@@ -463,8 +480,9 @@ class KeeperPool:
     def _gone(self, handle: KeeperHandle) -> None:
         if handle.phase is Phase.GONE:
             return
-        if handle.grace is not None:
-            handle.grace.cancel()
+        for timer in (handle.grace, handle.start_timer):
+            if timer is not None:
+                timer.cancel()
         status = "unknown" if handle.exit_status is None else str(handle.exit_status)
         connected = handle.ident is not None
         handle.change_phase(Phase.GONE)
@@ -484,6 +502,8 @@ class KeeperPool:
                                {"state": SessionState.FAILED.value, "reason": Reason.KILLED.value})
             if not connected:
                 self.events.fail_messages(session, leftover,
+                                          f"the session keeper did not start within"
+                                          f" {self.config.keeper_start_timeout:g} s" if handle.overdue else
                                           f"the session keeper died (exit status {status}) before starting Claude")
                 leftover = []
         if handle.then is AfterExit.ARCHIVE:

@@ -323,3 +323,20 @@ def test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed(
     wait_for(lambda: f"was {how} while the supervisor ran" in sup.log(), what="the supervisor to say so in its log")
     assert "CRITICAL" in sup.log()
     assert sup.ctl("ls", check=True).returncode == 0  # reading still works, for a look before stopping
+
+
+def test_a_keeper_that_never_connects_is_killed_and_its_message_reported(make_supervisor) -> None:
+    sup = make_supervisor(config="keeper_start_timeout = 2")
+    hang = sup.base / "hang-keepers"
+    sup.env["SUPERVISORD_CLAUDE_FAULT_KEEPER_HANG"] = str(hang)
+    sup.start()
+    sup.ctl("new", "alpha", check=True)
+    hang.touch()
+    with sup.client() as c:
+        mid = c.request("send", session="alpha", text="stuck start")["message_id"]
+    failed = sup.wait_event("alpha", lambda e: e["kind"] == "message_failed" and e["message_id"] == mid)
+    assert failed["reason"] == "the session keeper did not start within 2 s"
+    assert "did not connect within 2 s; killing it" in sup.log()
+    wait_for(lambda: sup.keeper_pid("alpha") is None, what="the stuck keeper to be gone")
+    hang.unlink()
+    assert "echo: works now" in sup.ctl("send", "alpha", "works now", "--wait", check=True).stdout
