@@ -40,15 +40,16 @@ async def _save(link: commands.Link, token: str, prompt: prompts.Prompt) -> None
 
 async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) -> None:
     """Post a ``permission_request`` with its buttons. Its state is stored before it is
-    sent (a press can come at once) and again with the message id (to edit it later)."""
+    sent (a press or a typed answer can come at once) and again with the message id (to
+    edit it later)."""
     prompt, token = prompts.build(event, chat)
     await _save(link, token, prompt)
+    if prompt.is_question:  # before the user can see it: an answer typed at once is one
+        await link.kv_put(prompts.KV_ASKING.format(chat=chat), token)
     sent = await app.bot.send_message(chat, prompt.text, parse_mode=ParseMode.HTML,
                                       reply_markup=markup(prompts.keyboard(prompt, token)))
     prompt.message_id = sent.message_id
     await _save(link, token, prompt)
-    if prompt.is_question:
-        await link.kv_put(prompts.KV_ASKING.format(chat=chat), token)
 
 
 async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
