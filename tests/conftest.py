@@ -21,6 +21,8 @@ from protocol import Client, ConnectionFailed, instance_id
 from supervisord_claude._claude import INSTANCE_ENV
 from supervisord_claude._os import System
 
+from .fake_telegram import TOKEN, FakeTelegram
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
 SYSTEM = System()
@@ -363,8 +365,6 @@ def supervisor(make_supervisor: Callable[..., SupervisorProcess]) -> SupervisorP
 @pytest.fixture
 def telegram() -> Iterator[Any]:
     """The in-process fake Telegram Bot API."""
-    from .fake_telegram import FakeTelegram
-
     api = FakeTelegram().start()
     yield api
     api.stop()
@@ -388,3 +388,64 @@ def no_processes_left_behind() -> Iterator[None]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     pytest.fail(f"processes left behind: {leftover}")
+
+
+# --- the Telegram bot as a process -------------------------------------------------------
+
+USER = 111
+
+
+class BotProcess:
+    def __init__(self, sup: SupervisorProcess, api: FakeTelegram) -> None:
+        self.sup = sup
+        self.api = api
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = sup.base / "bot.log"
+        self.allowed = str(USER)
+
+    def start(self) -> BotProcess:
+        env = dict(self.sup.env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_ALLOWED_USERS=self.allowed,
+                   TELEGRAM_API_URL=self.api.url)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "--runtime-dir", str(self.sup.runtime_dir),
+             "--config", str(self.sup.config_path())],
+            env=env, stdout=log, stderr=log,
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(f"bot did not stop on SIGTERM; its log ends:\n{self.log()[-3000:]}")
+
+
+@pytest.fixture
+def bot_env(make_supervisor, telegram):
+    """(supervisor, fake telegram, bot factory); every bot is stopped afterwards."""
+    bots: list[BotProcess] = []
+
+    def make(sup: SupervisorProcess) -> BotProcess:
+        b = BotProcess(sup, telegram)
+        bots.append(b)
+        return b.start()
+
+    yield make
+    for b in bots:
+        b.stop()
+        assert b.proc is None or b.proc.poll() is not None
+        print(f"--- bot log\n{b.log()[-6000:]}\n--- supervisor log\n{b.sup.log()[-4000:]}")  # shown on failure

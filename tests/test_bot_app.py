@@ -3,75 +3,15 @@ with the fake claude."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import SupervisorProcess, wait_for
-from .fake_telegram import TOKEN, FakeTelegram
+from .conftest import USER, BotProcess, wait_for
+from .fake_telegram import FakeTelegram
 
-USER = 111
 OTHER = 222
 THIRD = 333
-
-
-class BotProcess:
-    def __init__(self, sup: SupervisorProcess, api: FakeTelegram) -> None:
-        self.sup = sup
-        self.api = api
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = sup.base / "bot.log"
-        self.allowed = str(USER)
-
-    def start(self) -> BotProcess:
-        env = dict(self.sup.env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_ALLOWED_USERS=self.allowed,
-                   TELEGRAM_API_URL=self.api.url)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "--runtime-dir", str(self.sup.runtime_dir),
-             "--config", str(self.sup.config_path())],
-            env=env, stdout=log, stderr=log,
-        )
-        log.close()
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail(f"bot did not stop on SIGTERM; its log ends:\n{self.log()[-3000:]}")
-
-
-@pytest.fixture
-def bot_env(make_supervisor, telegram):
-    """(supervisor, fake telegram, bot factory); every bot is stopped afterwards."""
-    bots: list[BotProcess] = []
-
-    def make(sup: SupervisorProcess) -> BotProcess:
-        b = BotProcess(sup, telegram)
-        bots.append(b)
-        return b.start()
-
-    yield make
-    for b in bots:
-        b.stop()
-        assert b.proc is None or b.proc.poll() is not None
-        print(f"--- bot log\n{b.log()[-6000:]}\n--- supervisor log\n{b.sup.log()[-4000:]}")  # shown on failure
 
 
 @pytest.fixture

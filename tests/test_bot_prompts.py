@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from .conftest import SupervisorProcess, wait_for
+from .conftest import BotProcess, SupervisorProcess, wait_for
 from .fake_telegram import FakeTelegram
-from .test_bot_app import USER, BotProcess, bot_env, say  # noqa: F401  (bot_env is a fixture)
+from .test_bot_app import USER, say
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,7 +34,7 @@ def answered(api: FakeTelegram, text: str) -> dict:
 
 
 @pytest.fixture
-def chat(make_supervisor, bot_env):  # noqa: F811
+def chat(make_supervisor, bot_env):
     def make(config: str = "") -> tuple[SupervisorProcess, BotProcess]:
         sup = make_supervisor(config=config).start()
         return sup, bot_env(sup)
@@ -114,7 +114,7 @@ def test_a_second_press_on_an_answered_prompt_changes_nothing(chat, telegram) ->
     assert [e["allow"] for e in resolved] == [True]
 
 
-def test_a_prompt_pending_across_a_bot_restart_still_works(chat, bot_env, telegram) -> None:  # noqa: F811
+def test_a_prompt_pending_across_a_bot_restart_still_works(chat, bot_env, telegram) -> None:
     sup, bot = chat()
     say(telegram, "/new alpha", "created")
     prompt = say(telegram, "needperm now", "Claude wants to run")
@@ -128,7 +128,7 @@ def test_a_prompt_pending_across_a_bot_restart_still_works(chat, bot_env, telegr
     assert telegram.texts(USER).count("permission: allow") == 1
 
 
-def test_a_request_made_while_the_bot_was_down_is_posted_when_it_starts(chat, bot_env, telegram) -> None:  # noqa: F811
+def test_a_request_made_while_the_bot_was_down_is_posted_when_it_starts(chat, bot_env, telegram) -> None:
     sup, bot = chat()
     say(telegram, "/new alpha", "created")
     bot.kill9()

@@ -286,7 +286,8 @@ def test_an_approved_plan_leaves_plan_mode_in_the_mode_picked(real, api: FakeAnt
 
 
 def test_the_bot_drives_real_claude_with_resume_and_history(real, api: FakeAnthropic, telegram) -> None:
-    from .test_bot_app import USER, BotProcess, say
+    from .conftest import BotProcess
+    from .test_bot_app import USER, say
 
     sup = real(idle_timeout=2).start()
     bot = BotProcess(sup, telegram).start()

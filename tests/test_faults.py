@@ -172,3 +172,25 @@ def test_a_line_over_the_limit_stops_claude_with_a_clear_error(make_supervisor) 
     assert "echo: next" in sup.ctl("send", "alpha", "next", "--wait", check=True, timeout=90).stdout
     record("a Claude that writes one 65 MB line", rounds=1, outcome="message_failed (line over the 64 MiB limit)",
            next_message_answered=1)
+
+
+def test_kill_9_of_the_bot_while_answers_stream(make_supervisor, bot_env, telegram) -> None:
+    from .test_bot_app import USER, say
+
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    rng = random.Random(f"bot-{ROUNDS}")
+    for i in range(ROUNDS):
+        drafts = len(telegram.drafts)
+        telegram.message(USER, f"stream:1.5 streamed reply {i}")
+        wait_for(lambda d=drafts: len(telegram.drafts) > d, what=f"reply {i} to start streaming")
+        time.sleep(rng.uniform(0, 0.8))  # somewhere in the stream, before its final message
+        bot.kill9()
+        bot = bot_env(sup)
+        telegram.wait_for_text(lambda t, i=i: t.startswith(f"echo: stream:1.5 streamed reply {i}"), chat_id=USER)
+    sup.wait_consumer("telegram-bot")
+    replies = [t.split(" (")[0] for t in telegram.texts(USER) if t.startswith("echo:")]
+    assert replies == [f"echo: stream:1.5 streamed reply {i}" for i in range(ROUNDS)]  # each once, in order
+    record("kill -9 of the Telegram bot while an answer streams, then a new bot", rounds=ROUNDS,
+           replies_delivered=len(replies), duplicates=0, out_of_order=0)
