@@ -14,6 +14,7 @@ import pytest
 from protocol import Client
 
 from .conftest import FAKE_CLAUDE, SYSTEM, SupervisorProcess, processes_of, wait_for
+from .test_faults import record
 
 
 def run_supervisor(sup: SupervisorProcess, *extra: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -256,6 +257,9 @@ def test_a_full_disk_refuses_new_messages_clearly_and_loses_no_reply(small_disk,
     assert "answer me later" in result["text"]
     seqs = [e["seq"] for e in sup.events("alpha")]
     assert seqs == list(range(1, len(seqs) + 1))  # nothing skipped, in order
+    record("the state dir's disk fills up (2 MB tmpfs) mid-turn, then frees", rounds=1,
+           new_messages="refused with a storage error", reply_of_the_running_turn="delivered once, in order",
+           events_lost=0)
 
 
 def test_the_store_is_private(supervisor: SupervisorProcess) -> None:
@@ -305,6 +309,8 @@ def test_shutdown_with_a_full_disk_still_finishes(small_disk, make_supervisor) -
     filler.unlink()
     sup.start()  # the lock is free: a new one starts on the same runtime dir
     assert {s["name"] for s in sup.request("list")["sessions"]} == {"alpha", "beta"}
+    record("SIGTERM while the disk is full, two sessions live", rounds=1, shutdown="ended, lock freed",
+           left_over_processes=0, next_start="works, sessions intact")
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
@@ -323,6 +329,8 @@ def test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed(
     wait_for(lambda: f"was {how} while the supervisor ran" in sup.log(), what="the supervisor to say so in its log")
     assert "CRITICAL" in sup.log()
     assert sup.ctl("ls", check=True).returncode == 0  # reading still works, for a look before stopping
+    record(f"the store file {how} under a running supervisor", rounds=1, new_work="refused (storage)",
+           log="CRITICAL, repeated every minute", status="store_problem says why")
 
 
 def test_a_keeper_that_never_connects_is_killed_and_its_message_reported(make_supervisor) -> None:
@@ -340,3 +348,5 @@ def test_a_keeper_that_never_connects_is_killed_and_its_message_reported(make_su
     wait_for(lambda: sup.keeper_pid("alpha") is None, what="the stuck keeper to be gone")
     hang.unlink()
     assert "echo: works now" in sup.ctl("send", "alpha", "works now", "--wait", check=True).stdout
+    record("a keeper that hangs before its hello", rounds=1, outcome="killed after keeper_start_timeout,"
+           " its message reported not delivered", next_message_answered=1)
