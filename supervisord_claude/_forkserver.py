@@ -13,6 +13,8 @@ death pipe reaches EOF or the socket closes.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import gc
 import os
 import select
@@ -32,16 +34,44 @@ MAX_SPEC_BYTES = 1 << 20
 
 
 class Link:
-    """The supervisor's end of the socketpair (non-blocking)."""
+    """The supervisor's end of the socketpair (non-blocking). Spawn requests the socket
+    cannot take now (hundreds at once fill its buffer) wait in ``backlog``, in order, and
+    go out as soon as it can take them."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.backlog: collections.deque[bytes] = collections.deque()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def spawn(self, token: int, spec: _wire.KeeperSpec) -> None:
-        self.sock.send(_wire.encode(_wire.Spawn(token, spec)))
+        self.backlog.append(_wire.encode(_wire.Spawn(token, spec)))
+        if len(self.backlog) == 1 and not self._flush():
+            self._wait_writable()
+
+    def _flush(self) -> bool:
+        """Send what the socket takes; True once the backlog is empty."""
+        while self.backlog:
+            try:
+                self.sock.send(self.backlog[0])
+            except BlockingIOError:
+                return False
+            self.backlog.popleft()
+        return True
+
+    def _wait_writable(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a script): wait here
+            while not self._flush():
+                select.select([], [self.sock], [], 1.0)
+            return
+
+        def writable() -> None:
+            if self._flush():
+                loop.remove_writer(self.sock.fileno())
+        loop.add_writer(self.sock.fileno(), writable)
 
     def reports(self) -> list[_wire.Message] | None:
         """Every report waiting now; None once the server is gone."""

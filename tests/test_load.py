@@ -41,10 +41,11 @@ def test_many_live_sessions_streaming_at_once_with_hostile_subscribers(make_supe
         for name in names:
             c.request("create", session=name)
         waiting = {c.request("send", session=name, text=f"wake {name}")["message_id"] for name in names}
-        c.request("subscribe", after=0)
+        sub = c.request("subscribe", after=0)["sub"]
         while waiting:  # every session is live: each answered its first message
             frame = c.next_event(timeout=120)
             assert frame is not None, f"{len(waiting)} sessions never answered"
+            c.request("ack", sub=sub, upto=frame["event"]["id"])
             if frame["event"]["kind"] == "result":
                 waiting.discard(frame["event"].get("message_id"))
     assert len(sup.claude_pids()) == SESSIONS
@@ -89,7 +90,7 @@ def test_many_live_sessions_streaming_at_once_with_hostile_subscribers(make_supe
     t0 = time.monotonic()
     try:
         with sup.client(timeout=60) as c:
-            c.request("subscribe")
+            sub = c.request("subscribe")["sub"]
             for rnd in range(3):
                 waiting = {c.request("send", session=names[i], text=f"stream:2 round {rnd} long:2000 in s{i}")
                            ["message_id"] for i in range(min(STREAMING, SESSIONS))}
@@ -97,6 +98,7 @@ def test_many_live_sessions_streaming_at_once_with_hostile_subscribers(make_supe
                     frame = c.next_event(timeout=120)
                     assert frame is not None, f"{len(waiting)} streamed answers never ended"
                     event = frame["event"]
+                    c.request("ack", sub=sub, upto=event["id"])
                     if event["kind"] == "result":
                         assert not event["is_error"], event
                         waiting.discard(event.get("message_id"))
