@@ -34,6 +34,15 @@ _OUR_MODES = {v: k for k, v in CLAUDE_MODES.items()}
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_TOOL_RESULT_CHARS = 4000
+#: the longest answer text an event carries (a 50 MB line would otherwise become one
+#: 50 MB event for every client, and 12,000 Telegram messages)
+MAX_ANSWER_CHARS = 200_000
+
+
+def _capped(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n\n… [cut: {len(text) - limit} more characters]"
 
 
 @dataclass(frozen=True)
@@ -207,7 +216,7 @@ def parse_line(line: bytes) -> Parsed:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text" and block.get("text"):
-                out.events.append((EventKind.ASSISTANT_TEXT, {"text": block["text"]}))
+                out.events.append((EventKind.ASSISTANT_TEXT, {"text": _capped(str(block["text"]))}))
             elif block.get("type") == "tool_use":
                 out.events.append(
                     (
@@ -249,7 +258,7 @@ def parse_line(line: bytes) -> Parsed:
         out.result = {
             "is_error": bool(msg.get("is_error")),
             "subtype": msg.get("subtype"),
-            "text": msg.get("result") if isinstance(msg.get("result"), str) else "",
+            "text": _capped(msg["result"]) if isinstance(msg.get("result"), str) else "",
             "cost_usd": msg.get("total_cost_usd"),
             "duration_ms": msg.get("duration_ms"),
             "num_turns": msg.get("num_turns"),

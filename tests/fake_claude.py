@@ -11,6 +11,8 @@ is chosen by words in the user's text:
             (always written, at once without it, as stream_event lines before the answer)
   crash     exit with status 3 in the middle of the turn
   hugeline  write the turn's result as one stdout line over 64 MiB
+  bigline:N an answer of N MiB in one line (under the keeper's limit)
+  flood:N   N MiB of stream_event lines the keeper ignores, before the answer
   tool      a tool_use + tool_result before the answer
   apierror  a result with is_error (like an HTTP 400 from the API)
   long:N    an answer of about N characters, with a fenced code block
@@ -196,6 +198,21 @@ def main() -> int:
             while not interrupted.wait(1):  # the keeper should stop us now
                 pass
             continue
+        big = re.search(r"bigline:(\d+)", text)
+        if big:
+            answer = "y" * (int(big.group(1)) << 20)
+            say_big = {"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "text", "text": answer}]}}
+            emit(say_big)
+            result("success", False, answer)
+            continue
+        flood = re.search(r"flood:(\d+)", text)
+        if flood:
+            ping = json.dumps({"type": "stream_event", "event": {"type": "ping", "pad": "z" * 4000}}) + "\n"
+            with out_lock:
+                for _ in range((int(flood.group(1)) << 20) // len(ping)):
+                    sys.stdout.write(ping)
+                sys.stdout.flush()
         if "crash" in text:
             sys.stderr.write("fake claude: crashing as asked\n")
             sys.stderr.flush()

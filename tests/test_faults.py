@@ -194,3 +194,37 @@ def test_kill_9_of_the_bot_while_answers_stream(make_supervisor, bot_env, telegr
     assert replies == [f"echo: stream:1.5 streamed reply {i}" for i in range(ROUNDS)]  # each once, in order
     record("kill -9 of the Telegram bot while an answer streams, then a new bot", rounds=ROUNDS,
            replies_delivered=len(replies), duplicates=0, out_of_order=0)
+
+
+def test_a_50_mb_answer_line_is_cut_to_a_sane_size(make_supervisor) -> None:
+    from supervisord_claude._claude import MAX_ANSWER_CHARS
+
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:
+        mid = c.request("send", session="alpha", text="bigline:50 please")["message_id"]
+    outcome = one_outcome(sup, "alpha", mid)
+    assert outcome["kind"] == "result" and not outcome["is_error"]
+    assert len(outcome["text"]) < MAX_ANSWER_CHARS + 100 and outcome["text"].endswith("more characters]")
+    [text] = [e for e in sup.events("alpha") if e["kind"] == "assistant_text"]
+    assert len(text["text"]) < MAX_ANSWER_CHARS + 100
+    assert "echo: next" in sup.ctl("send", "alpha", "next", "--wait", check=True, timeout=90).stdout
+    record("a Claude that writes a 50 MB answer in one line", rounds=1,
+           outcome=f"answered, cut to {MAX_ANSWER_CHARS} characters with a note", next_message_answered=1)
+
+
+def test_a_claude_that_floods_100_mb_of_output_costs_its_keeper_little(make_supervisor) -> None:
+    from .test_load import rss_mib
+
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "warm up", "--wait", check=True)
+    keeper = sup.keeper_pid("alpha")
+    assert keeper is not None
+    before = rss_mib(keeper)
+    t0 = time.monotonic()
+    reply = sup.ctl("send", "alpha", "flood:100 then answer", "--wait", timeout=300)
+    assert reply.returncode == 0 and "echo: flood:100 then answer" in reply.stdout
+    record("a Claude that writes 100 MB of output lines the keeper does not keep", rounds=1,
+           outcome="answered", keeper_rss_mib_before=round(before, 1), keeper_rss_mib_after=round(rss_mib(keeper), 1),
+           seconds=round(time.monotonic() - t0, 1))
