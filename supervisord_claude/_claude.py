@@ -269,5 +269,10 @@ def parse_line(line: bytes) -> Parsed:
             "interrupted": msg.get("terminal_reason") in INTERRUPTED_REASONS,
             "api_error_status": msg.get("api_error_status"),
             "errors": [str(e) for e in msg.get("errors") or [] if e],
+            # tools Claude Code's own rules or mode refused in this turn
+            "permission_denials": [
+                {"tool_name": d.get("tool_name"), "tool_use_id": d.get("tool_use_id")}
+                for d in msg.get("permission_denials") or [] if isinstance(d, dict)
+            ],
         }
     return out

@@ -204,6 +204,10 @@ class Ops:
     def op_interrupt(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)
         if rec.state is not SessionState.BUSY or not self.pool.command(session, _wire.Interrupt()):
+            queued = self.pool.queued(session)
+            if queued:
+                raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' has {queued} message(s) queued that Claude"
+                              " has not started on yet (it is starting); nothing to interrupt yet")
             raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' is not answering anything")
         return {}
 
@@ -212,8 +216,11 @@ class Ops:
         handle = self.pool.handle_of(session)
         if handle is None:
             return {"state": rec.state.value}
-        if rec.state is SessionState.BUSY or self.pool.queued(session):
-            raise OpError(ErrorCode.BUSY, f"session '{session}' is busy; interrupt it first")
+        if rec.state is SessionState.BUSY:
+            raise OpError(ErrorCode.BUSY, f"session '{session}' is answering; interrupt it first")
+        if self.pool.queued(session):
+            raise OpError(ErrorCode.BUSY, f"session '{session}' has {self.pool.queued(session)} message(s) queued;"
+                          " they are answered first (suspend after them)")
         if handle.ident is None:
             raise OpError(ErrorCode.BUSY, f"session '{session}' is still starting; try again")
         self.pool.command(session, _wire.Suspend(Reason.REQUESTED.value))

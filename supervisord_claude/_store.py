@@ -105,6 +105,7 @@ class SessionRecord:
             "idle_timeout": self.idle_timeout if self.idle_timeout is not None else default_timeout,
             "state": self.state.value,
             "live": self.state.live,
+            "started": self.started,
             "created": self.created,
             "last_active": self.last_active,
             "suspended_at": self.suspended_at,

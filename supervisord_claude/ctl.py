@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -99,10 +101,57 @@ def request_text(event: dict[str, Any]) -> str:
             f"  answer: claudectl permit {name} {rid} --allow|--deny [--always]")
 
 
+def duration(seconds: float) -> str:
+    """"20 s", "5 min", "1.5 h": a length of time as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:g} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.4g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+def when(ts: float | None) -> str:
+    """A time as "5m ago (2026-12-01 23:40:00)", or "never"."""
+    if not ts:
+        return "never"
+    return f"{relative_time(ts)} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))})"
+
+
+def shown_state(session: dict[str, Any]) -> str:
+    """A session Claude never saw reads "new", not "suspended"."""
+    if session.get("state") == SessionState.SUSPENDED.value and session.get("started") is False:
+        return "new"
+    return str(session.get("state"))
+
+
+def session_text(info: dict[str, Any]) -> str:
+    pending = info.get("pending") or []
+    lines = [
+        f"session:      {info['name']}",
+        f"state:        {shown_state(info)}" + (f" (keeper pid {info['keeper_pid']}, Claude pid {info['claude_pid']})"
+                                                if info.get("keeper_pid") else ""),
+        f"model:        {info.get('model') or 'default'}",
+        f"mode:         {info.get('mode') or 'ask'}",
+        f"persona:      {info.get('persona') or 'default'}",
+        f"cwd:          {info['cwd']}",
+        f"idle timeout: {duration(info['idle_timeout'])}",
+        f"last active:  {when(info.get('last_active'))}",
+        f"created:      {when(info.get('created'))}",
+        f"cost so far:  ${info.get('cost_usd') or 0:.4f}",
+        f"queued:       {info.get('queued', 0)}",
+        f"waiting for you: {len(pending)} request(s)" + "".join(
+            f"\n  {p['tool_name']} (id {p['request_id']})" for p in pending),
+        f"session id:   {info['session_id']}",
+    ]
+    if info.get("allowed_tools"):
+        lines.insert(4, f"always allowed: {', '.join(info['allowed_tools'])}")
+    return "\n".join(lines)
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     if args.name:
         info = client.request("status", session=args.name)
-        human = "\n".join(f"{k}: {v}" for k, v in info.items())
+        human = session_text(info)
     else:
         info = client.request("status")
         human = (
@@ -117,17 +166,20 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     sessions = client.request("list", all=args.all)["sessions"]
-    lines = []
-    for s in sessions:
-        mark = "🟢" if s["live"] else "⚪"
-        persona = s["persona"] or "default"
-        lines.append(f"{mark} {s['name']} ({persona}) - {s['state']} - {relative_time(s['last_active'])}")
-    _print(args, sessions, "\n".join(lines) or "No sessions.")
+    rows = [("", "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE", "COST")]
+    rows += [("🟢" if s["live"] else "⚪", s["name"], shown_state(s), s.get("mode") or "ask", s["persona"] or "default",
+              s.get("model") or "default", relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}")
+             for s in sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    _print(args, sessions, table if sessions else "No sessions.")
     return 0
 
 
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
+    if "cwd" in fields:  # the supervisor has its own working directory: resolve against ours
+        fields["cwd"] = os.path.abspath(os.path.expanduser(fields["cwd"]))
     info = client.request("create", session=args.name, **fields)
     _print(args, info, f"created session '{info['name']}' in {info['cwd']}")
     return 0
@@ -136,7 +188,7 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
     if args.attach:
-        fields["attachments"] = args.attach
+        fields["attachments"] = [os.path.abspath(os.path.expanduser(p)) for p in args.attach]
     return fields
 
 
@@ -186,18 +238,32 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                     print(final[len(streamed):] if streamed and final.startswith(streamed) else
                           ("\n" if streamed else "") + final)
                     streamed = ""
-                if event.get("interrupted"):
+                ending = turn_ending(event)
+                if ending is not None:
                     if not args.json:
-                        print("claudectl: interrupted", file=sys.stderr)
-                    return 1
-                if event.get("is_error"):
-                    if not args.json:
-                        print(f"claudectl: the turn ended with an error ({event.get('subtype')})", file=sys.stderr)
+                        print(f"claudectl: {ending}", file=sys.stderr)
                     return 1
                 return 0
             if event.get("kind") == "message_failed":
                 print(f"claudectl: message not delivered: {event.get('reason')}", file=sys.stderr)
                 return 1
+
+
+def turn_ending(result: dict[str, Any]) -> str | None:
+    """What went wrong with a turn, as a sentence; None if it simply ended."""
+    if result.get("interrupted"):
+        return "interrupted"
+    denied = result.get("permission_denials") or []
+    if result.get("is_error"):
+        if result.get("terminal_reason") == "api_error" or result.get("api_error_status"):
+            status = result.get("api_error_status")
+            return f"Claude's API call failed{f' (HTTP {status})' if status else ''}: {result.get('text') or ''}".strip()
+        detail = "; ".join(result.get("errors") or []) or result.get("text") or result.get("subtype")
+        return f"the turn failed: {detail}"
+    if denied:
+        tools = ", ".join(str(d.get("tool_name")) for d in denied if isinstance(d, dict))
+        return f"Claude was not allowed to use: {tools} (see claudectl mode, and Claude's settings.json rules)"
+    return None
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
@@ -346,9 +412,8 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="claudectl", description="Control supervisord-claude sessions")
-    p.add_argument("--runtime-dir", help="the supervisor's runtime dir (default as the supervisor)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with send --wait")
+    p.add_argument("--version", action="version", version=f"claudectl {_version()}")
+    add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("status", help="supervisor or session status")
@@ -419,7 +484,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")
     s.set_defaults(func=cmd_restart)
+    for command in sub.choices.values():  # the global options work after the command too
+        add_global_options(command, argparse.SUPPRESS)
     return p
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("supervisord-claude")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
+    """``--runtime-dir``, ``--json``, ``--timeout`` (after a command: SUPPRESS, so a value
+    given before the command is not reset)."""
+    p.add_argument("--runtime-dir", default=default, help="the supervisor's runtime dir (default as the supervisor)")
+    p.add_argument("--json", action="store_true", default=False if default is None else default,
+                   help="machine-readable output (errors as JSON on stderr)")
+    p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
+                   help="seconds to wait with send --wait")
+
+
+def fail(args: argparse.Namespace, message: str, code: str) -> int:
+    """One error: a line on stderr, or with --json a JSON document there; exit 1."""
+    if args.json:
+        print(json.dumps({"error": {"code": code, "message": message}}), file=sys.stderr)
+    else:
+        print(f"claudectl: {message}" + (f" ({code})" if code not in ("connection", "protocol") else ""),
+              file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -427,17 +521,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         client = Client(args.runtime_dir, timeout=10.0)
     except ConnectionFailed as exc:
-        print(f"claudectl: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, str(exc), "connection")
     try:
         code: int = args.func(client, args)
         return code
     except RemoteError as exc:
-        print(f"claudectl: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
+        return fail(args, exc.message, exc.code)
     except ProtocolError as exc:
-        print(f"claudectl: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, str(exc), "protocol")
+    except KeyboardInterrupt:
+        print("\nclaudectl: stopped by Ctrl-C (a message already sent stays queued and is answered)",
+              file=sys.stderr)
+        return 130
     finally:
         try:
             client.close()

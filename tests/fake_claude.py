@@ -11,6 +11,8 @@ is chosen by words in the user's text:
             (always written, at once without it, as stream_event lines before the answer)
   crash     exit with status 3 in the middle of the turn
   hugeline  write the turn's result as one stdout line over 64 MiB
+  refused   a turn whose result lists a Bash call refused by Claude Code's own rules
+            (``permission_denials``), as in a mode that does not ask
   bigline:N an answer of N MiB in one line (under the keeper's limit)
   flood:N   N MiB of stream_event lines the keeper ignores, before the answer
   tool      a tool_use + tool_result before the answer
@@ -197,6 +199,11 @@ def main() -> int:
                 sys.stdout.flush()
             while not interrupted.wait(1):  # the keeper should stop us now
                 pass
+            continue
+        if "refused" in text:
+            result("success", False, "I could not run that.", terminal_reason="completed",
+                   permission_denials=[{"tool_name": "Bash", "tool_use_id": "toolu_r",
+                                        "tool_input": {"command": "rm -rf /"}}])
             continue
         big = re.search(r"bigline:(\d+)", text)
         if big:

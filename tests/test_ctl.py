@@ -5,15 +5,72 @@ import json
 from .conftest import SupervisorProcess
 
 
-def test_ls_lists_sessions_most_recent_first_with_live_marks(supervisor: SupervisorProcess) -> None:
+def test_ls_is_an_aligned_table_most_recent_first(supervisor: SupervisorProcess) -> None:
     supervisor.ctl("new", "older", check=True)
-    supervisor.ctl("new", "newer", "--persona", "reviewer", check=True)
-    supervisor.ctl("send", "newer", "hi", "--wait", check=True)
-    lines = supervisor.ctl("ls", check=True).stdout.splitlines()
-    assert lines[0].startswith("🟢 newer (reviewer) - idle - just now")
-    assert lines[1].startswith("⚪ older (default) - suspended")
+    supervisor.ctl("new", "newer-one", "--persona", "reviewer", check=True)
+    supervisor.ctl("send", "newer-one", "hi", "--wait", check=True)
+    header, first, second = supervisor.ctl("ls", check=True).stdout.splitlines()
+    assert header.split() == ["NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST", "ACTIVE", "COST"]
+    assert first.split()[:5] == ["🟢", "newer-one", "idle", "ask", "reviewer"]
+    assert second.split()[:4] == ["⚪", "older", "new", "ask"]  # never started: "new", not "suspended"
+    assert header.index("STATE") == first.index("idle") == second.index("new")  # aligned
     data = json.loads(supervisor.ctl("--json", "ls", check=True).stdout)
-    assert [s["name"] for s in data] == ["newer", "older"] and data[0]["live"] is True
+    assert [s["name"] for s in data] == ["newer-one", "older"] and data[0]["live"] is True
+
+
+def test_global_options_work_after_the_command_and_errors_are_json_with_json(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    after = json.loads(supervisor.ctl("status", "alpha", "--json", check=True).stdout)
+    assert after["name"] == "alpha" and after["started"] is False
+    missing = supervisor.ctl("status", "ghost", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stderr)["error"]["code"] == "not_found"
+    assert supervisor.ctl("--version").stdout.startswith("claudectl ")
+
+
+def test_status_of_a_session_reads_like_a_person_wrote_it(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("timeout", "alpha", "5", check=True)
+    out = supervisor.ctl("status", "alpha", check=True).stdout
+    assert "state:        new" in out and "idle timeout: 5 min" in out and "last active:  just now (20" in out
+    supervisor.ctl("send", "alpha", "hi", "--wait", check=True)
+    out = supervisor.ctl("status", "alpha", check=True).stdout
+    assert "state:        idle (keeper pid" in out and "waiting for you: 0 request(s)" in out
+
+
+def test_relative_paths_are_resolved_against_the_callers_directory(supervisor: SupervisorProcess) -> None:
+    work = supervisor.base / "work"
+    work.mkdir()
+    (work / "note.txt").write_text("hello")
+    import subprocess
+    import sys
+
+    def ctl(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir",
+                               str(supervisor.runtime_dir), *argv], capture_output=True, text=True,
+                              env=supervisor.env, cwd=work, timeout=60)
+    made = ctl("--json", "new", "alpha", "--cwd", ".")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["cwd"] == str(work)
+    sent = ctl("send", "alpha", "read it", "--attach", "note.txt", "--wait")
+    assert sent.returncode == 0, sent.stderr
+    [user] = [e for e in supervisor.events("alpha") if e["kind"] == "user"]
+    assert user["attachments"] == [str(work / "note.txt")]
+
+
+def test_a_queued_message_not_started_yet_is_explained(make_supervisor) -> None:
+    sup = make_supervisor()
+    stuck = sup.base / "keepers-wait"  # the keeper waits before it connects: Claude cannot start yet
+    sup.env["SUPERVISORD_CLAUDE_FAULT_KEEPER_HANG"] = str(stuck)
+    sup.start()
+    sup.ctl("new", "alpha", check=True)
+    stuck.touch()
+    sup.ctl("send", "alpha", "first", check=True)
+    interrupt = sup.ctl("interrupt", "alpha")
+    suspend = sup.ctl("suspend", "alpha")
+    assert interrupt.returncode == 1 and "1 message(s) queued that Claude has not started on yet" in interrupt.stderr
+    assert suspend.returncode == 1 and "1 message(s) queued; they are answered first" in suspend.stderr
+    stuck.unlink()
+    sup.wait_event("alpha", lambda e: e["kind"] == "result")
 
 
 def test_send_wait_json_streams_events_as_json_lines(supervisor: SupervisorProcess) -> None:
@@ -27,9 +84,16 @@ def test_send_wait_json_streams_events_as_json_lines(supervisor: SupervisorProce
 def test_send_wait_exits_non_zero_on_a_turn_error(supervisor: SupervisorProcess) -> None:
     supervisor.ctl("new", "alpha", check=True)
     result = supervisor.ctl("send", "alpha", "apierror please", "--wait")
-    assert result.returncode == 1 and "ended with an error" in result.stderr
+    assert result.returncode == 1 and "Claude's API call failed (HTTP 400)" in result.stderr
     assert "API Error: 400" in result.stdout
     assert supervisor.ctl("send", "alpha", "fine now", "--wait", check=True).stdout.startswith("echo: fine now")
+
+
+def test_a_tool_claude_was_not_allowed_to_use_is_said_with_a_non_zero_exit(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    result = supervisor.ctl("send", "alpha", "refused please", "--wait")
+    assert result.returncode == 1 and "Claude was not allowed to use: Bash" in result.stderr
+    assert "I could not run that." in result.stdout
 
 
 def test_tail_prints_history_from_a_sequence_number(supervisor: SupervisorProcess) -> None:
