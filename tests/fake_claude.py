@@ -171,7 +171,10 @@ def main() -> int:
               "permissionMode": mode})
         turns += 1
         cost += 0.001
-        cost_file.write_text(repr(cost))
+        # atomically: a kill -9 mid-write must not leave an empty file (as the CLI's own
+        # session files survive one)
+        cost_file.with_suffix(".tmp").write_text(repr(cost))
+        os.replace(cost_file.with_suffix(".tmp"), cost_file)
 
         def result(subtype: str, is_error: bool, answer: str, **extra: object) -> None:
             emit({"type": "result", "subtype": subtype, "is_error": is_error, "result": answer,
