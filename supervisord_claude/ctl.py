@@ -339,13 +339,21 @@ def cmd_timeout(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_model(client: Client, args: argparse.Namespace) -> int:
-    if args.model is None:
+def _show_or_set(client: Client, args: argparse.Namespace, field: str, op: str, label: str) -> dict[str, Any] | None:
+    """A setting of a session: shown when no value is given (None returned), else set
+    (the op's result returned for the caller to report)."""
+    value = getattr(args, field)
+    if value is None:
         info = client.request("status", session=args.name)
-        _print(args, {"model": info["model"]}, f"Model: {info['model'] or 'default'}")
-        return 0
-    result = client.request("set_model", session=args.name, model=args.model)
-    _print(args, result, f"Model set to {args.model} for session '{args.name}'.")
+        _print(args, {field: info[field]}, f"{label}: {info[field] or 'default'}")
+        return None
+    return client.request(op, session=args.name, **{field: value})
+
+
+def cmd_model(client: Client, args: argparse.Namespace) -> int:
+    result = _show_or_set(client, args, "model", "set_model", "Model")
+    if result is not None:
+        _print(args, result, f"Model set to {args.model} for session '{args.name}'.")
     return 0
 
 
@@ -388,13 +396,10 @@ def cmd_answer(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_mode(client: Client, args: argparse.Namespace) -> int:
-    if args.mode is None:
-        info = client.request("status", session=args.name)
-        _print(args, {"mode": info["mode"]}, f"Permission mode: {info['mode']}")
-        return 0
-    result = client.request("set_mode", session=args.name, mode=args.mode)
-    text = f"Permission mode of '{args.name}': {result['mode']}"
-    _print(args, result, text + ("" if result["changed"] else " (unchanged)"))
+    result = _show_or_set(client, args, "mode", "set_mode", "Permission mode")
+    if result is not None:
+        text = f"Permission mode of '{args.name}': {result['mode']}"
+        _print(args, result, text + ("" if result["changed"] else " (unchanged)"))
     return 0
 
 
