@@ -173,7 +173,7 @@ def test_an_api_error_reaches_the_user_and_the_session_stays_usable(real, api: F
     sup = real().start()
     sup.ctl("new", "alpha", check=True)
     error = ask(sup, "alpha", "http400 please", ok=False)
-    assert "API Error: 400" in error and "ended with an error" in error
+    assert "API Error: 400" in error and "Claude's API call failed (HTTP 400)" in error
     result = results(sup, "alpha")[-1]
     assert result["is_error"] and result["api_error_status"] == 400
     assert "echo: still fine" in ask(sup, "alpha", "still fine")

@@ -226,7 +226,7 @@ def test_images_are_sent_inline_and_other_files_by_path(supervisor: SupervisorPr
     reply = send_wait(supervisor, "alpha", "read this", "--attach", str(doc))
     assert f"[Attached file saved at {doc}]" in reply
     missing = supervisor.ctl("send", "alpha", "x", "--attach", str(tmp_base / "nope.txt"))
-    assert missing.returncode == 1 and "not a readable file" in missing.stderr
+    assert missing.returncode == 1 and "nope.txt cannot be read: No such file" in missing.stderr
 
 
 def test_persona_appends_its_system_prompt_and_model(supervisor: SupervisorProcess) -> None:
