@@ -153,12 +153,13 @@ def test_a_claude_that_floods_its_output_is_stored_and_answered(make_supervisor)
     sup = make_supervisor().start()
     sup.ctl("new", "alpha", check=True)
     t0 = time.monotonic()
-    reply = sup.ctl("send", "alpha", "burst:20000 flood", "--wait", timeout=300)
-    assert reply.returncode == 0 and "echo: burst:20000 flood" in reply.stdout
+    count = 20_000 if ROUNDS > 5 else 4_000  # (the soak writes the large one)
+    reply = sup.ctl("send", "alpha", f"burst:{count} flood", "--wait", timeout=300)
+    assert reply.returncode == 0 and f"echo: burst:{count} flood" in reply.stdout
     texts = [e for e in sup.events("alpha") if e["kind"] == "assistant_text"]
-    assert len(texts) == 20001  # every line written at once is an event, none lost
+    assert len(texts) == count + 1  # every line written at once is an event, none lost
     no_gaps(sup, "alpha")
-    record("a Claude that writes 20,000 messages at once", rounds=1, events_stored=len(texts),
+    record(f"a Claude that writes {count:,} messages at once", rounds=1, events_stored=len(texts),
            seconds=round(time.monotonic() - t0, 1))
 
 
