@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import AsyncClient, ConnectionFailed, RemoteError, timeout_in_range
+from protocol import AsyncClient, ConnectionFailed, PermissionMode, RemoteError, timeout_in_range
 
 from . import _render as render
 
@@ -147,7 +147,7 @@ async def model(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
 
 
-MODES = ("ask", "accept-edits", "plan", "bypass")
+MODES = tuple(m.value for m in PermissionMode)
 
 
 @on_active_session
