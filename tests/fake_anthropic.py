@@ -7,8 +7,8 @@ What it answers is decided by words in the newest user text of the conversation:
   readfile:<path>  a ``Read`` tool call for <path>; after the tool result arrives,
                    "tool said: <first line of the result>"
   writefile:<path> a ``Write`` tool call creating <path> (asks permission in default mode)
-  bash:<command>   a ``Bash`` tool call running <command> (``_`` stands for a space)
-  askq:<q>         an ``AskUserQuestion`` call: question <q> (``_`` for spaces), options
+  bash:<command>   a ``Bash`` tool call running <command> (``+`` stands for a space: paths may hold ``_``)
+  askq:<q>         an ``AskUserQuestion`` call: question <q> (``+`` for spaces), options
                    "Red" and "Blue"; ``askmulti:<q>`` the same, multi-select
   planexit         an ``ExitPlanMode`` call with a short plan
   slow:<seconds>   text streamed in small pieces over that many seconds
@@ -153,12 +153,12 @@ class FakeAnthropic:
             return
         bash = re.search(r"bash:(\S+)", last)
         if bash and tool_result is None:
-            self._stream(handler, model, tool=("Bash", {"command": bash.group(1).replace("_", " "),
+            self._stream(handler, model, tool=("Bash", {"command": bash.group(1).replace("+", " "),
                                                         "description": "run a command"}))
             return
         ask = re.search(r"ask(q|multi):(\S+)", last)
         if ask and tool_result is None:
-            question = ask.group(2).replace("_", " ")
+            question = ask.group(2).replace("+", " ")
             self._stream(handler, model, tool=("AskUserQuestion", {"questions": [{
                 "question": question, "header": "Colour", "multiSelect": ask.group(1) == "multi",
                 "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]}]}))

@@ -208,7 +208,7 @@ def test_a_command_that_writes_runs_only_after_allow(real, api: FakeAnthropic) -
     sup = real().start()  # the default configuration: Claude asks, the user answers
     info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
     target = Path(info["cwd"]) / "made-by-bash.txt"
-    request = _request(sup, f"bash:touch_{target}")
+    request = _request(sup, f"bash:touch+{target}")
     assert request["tool_name"] == "Bash" and request["input"]["command"] == f"touch {target}"
     assert request["suggestions"], "the real CLI offers always-allow rules"
     assert not target.exists()  # nothing happens before the user says yes
@@ -217,7 +217,7 @@ def test_a_command_that_writes_runs_only_after_allow(real, api: FakeAnthropic) -
     assert not result["is_error"] and target.exists()
     # denied: the command does not run, and Claude is told why
     other = Path(info["cwd"]) / "never.txt"
-    request = _request(sup, f"bash:touch_{other}")
+    request = _request(sup, f"bash:touch+{other}")
     sup.ctl("permit", "alpha", request["request_id"], "--deny", "--message", "not this one", check=True)
     assert "not this one" in _result(sup, request)["text"] and not other.exists()
 
@@ -226,19 +226,19 @@ def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(rea
     sup = real().start()
     info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
     target = Path(info["cwd"]) / "again.txt"
-    request = _request(sup, f"bash:touch_{target}")
+    request = _request(sup, f"bash:touch+{target}")
     sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
     _result(sup, request)
     rules = sup.session("alpha")["allowed_tools"]
     assert rules == [f"Bash(touch {target})"]
     target.unlink()
     before = len([e for e in sup.events("alpha") if e["kind"] == "permission_request"])
-    ask(sup, "alpha", f"bash:touch_{target}")  # the same command: no prompt this time
+    ask(sup, "alpha", f"bash:touch+{target}")  # the same command: no prompt this time
     assert target.exists()
     sup.ctl("suspend", "alpha", check=True)
     sup.wait_state("alpha", "suspended", timeout=30)
     target.unlink()
-    ask(sup, "alpha", f"bash:touch_{target}")  # a new Claude (--resume) with the rule on its command line
+    ask(sup, "alpha", f"bash:touch+{target}")  # a new Claude (--resume) with the rule on its command line
     assert target.exists()
     assert len([e for e in sup.events("alpha") if e["kind"] == "permission_request"]) == before
 
@@ -246,7 +246,7 @@ def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(rea
 def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:
     sup = real().start()
     sup.ctl("new", "alpha", check=True)
-    request = _request(sup, "askq:Pick_a_colour")
+    request = _request(sup, "askq:Pick+a+colour")
     assert request["tool_name"] == "AskUserQuestion"
     assert [o["label"] for o in request["input"]["questions"][0]["options"]] == ["Red", "Blue"]
     sup.ctl("answer", "alpha", request["request_id"], "Blue", check=True)
@@ -259,7 +259,7 @@ def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: Fake
 def test_a_multi_select_answer_reaches_the_api(real, api: FakeAnthropic) -> None:
     sup = real().start()
     sup.ctl("new", "alpha", check=True)
-    request = _request(sup, "askmulti:Which_colours")
+    request = _request(sup, "askmulti:Which+colours")
     sup.ctl("answer", "alpha", request["request_id"], "Red", "Blue", check=True)
     assert '"Which colours"="Red, Blue"' in _result(sup, request)["text"]
 
