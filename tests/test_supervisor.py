@@ -350,3 +350,22 @@ def test_a_keeper_that_never_connects_is_killed_and_its_message_reported(make_su
     assert "echo: works now" in sup.ctl("send", "alpha", "works now", "--wait", check=True).stdout
     record("a keeper that hangs before its hello", rounds=1, outcome="killed after keeper_start_timeout,"
            " its message reported not delivered", next_message_answered=1)
+
+
+def test_a_read_only_state_dir_stops_start_up_with_a_clear_sentence(small_disk, make_supervisor) -> None:
+    sup = make_supervisor()
+    sup.state_dir = small_disk / "state"
+    sup.start()
+    sup.ctl("new", "alpha", "--cwd", str(sup.base), check=True)
+    sup.stop()
+    # (a mounted filesystem with the store open cannot be made read-only: remount it while stopped)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        result = run_supervisor(sup)
+        assert result.returncode == 1 and "store" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    sup.start()
+    assert "echo: after" in sup.ctl("send", "alpha", "after", "--wait", check=True).stdout
+    record("the state dir is read-only at start", rounds=1, start="refused, exit 1, a sentence naming the store",
+           after_it_is_writable="starts, the session is intact")
