@@ -1,23 +1,30 @@
 """The event log: every session event goes record → store → publish, in order, here.
 
 It owns the rules of what an event changes (session fields, the message's status, in the
-same transaction), the origin each turn's events carry, and the disk-full buffer: if the
-store fails, events wait in memory, in order with every later one, and are stored and
-published as soon as it works again.
+same transaction), the origin each turn's events carry, batching, and the disk-full
+buffer: if the store fails, events wait in memory, in order with every later one, and are
+stored and published as soon as it works again.
+
+Events recorded inside ``batch()`` (everything the keepers sent since the last loop turn)
+are stored in one transaction and published together when it ends: one commit and one
+pass over the subscribers for many events, and still no event published before it is
+stored.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from protocol import EventKind, SessionState
 
 from ._clock import Clock
 from ._errors import StoreError
-from ._store import DONE, FAILED, QUEUED, WRITTEN, Store
+from ._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
 
 log = logging.getLogger("supervisord_claude")
 
@@ -25,6 +32,8 @@ log = logging.getLogger("supervisord_claude")
 _STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}
 STORE_RETRY = 1.0
 _ORIGIN_CACHE = 10_000
+#: events stored in one transaction at most (a burst is stored in several)
+MAX_BATCH = 2048
 
 
 class EventLog:
@@ -33,7 +42,7 @@ class EventLog:
         store: Store,
         clock: Clock,
         wall: Callable[[], float],
-        publish: Callable[[dict[str, Any]], None],
+        publish: Callable[[list[dict[str, Any]]], None],
         on_message_done: Callable[[str, int], None] = lambda session, message_id: None,
     ) -> None:
         self.store = store
@@ -47,6 +56,7 @@ class EventLog:
         self._origins: dict[int, str] = {}
         self._retry_armed = False
         self._failing = False
+        self._batching = 0
 
     @property
     def waiting(self) -> int:
@@ -64,7 +74,20 @@ class EventLog:
             if origin is not None:
                 body = {**body, "origin": origin}
         self._unstored.append((session, kind, body, keeper))
-        self.flush()
+        if not self._batching:
+            self.flush()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Events recorded inside are stored and published together when it ends (or at
+        an explicit ``flush``): in one transaction, in order."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                self.flush()
 
     def fail_messages(self, session: str, ids: list[int], reason: str) -> None:
         """Report each message that is still owed an answer as not delivered."""
@@ -75,20 +98,10 @@ class EventLog:
 
     def flush(self) -> None:
         while self._unstored:
-            session, kind, body, keeper = self._unstored[0]
-            message_id = body.get("message_id")
-            status = _STATUS_AFTER.get(kind) if isinstance(message_id, int) else None
-            updates = self._session_updates(session, kind, body)
-            if keeper is not None:
-                updates["keeper_pid"], updates["keeper_n"] = keeper
+            chunk = list(itertools.islice(self._unstored, MAX_BATCH))
+            writes = [self._write(*item) for item in chunk]
             try:
-                event = self.store.append_event(
-                    session,
-                    kind,
-                    body,
-                    updates,
-                    message_status=(message_id, status) if isinstance(message_id, int) and status else None,
-                )
+                events = self.store.append_events(writes)
             except StoreError as exc:
                 if not self._failing:
                     self._failing = True
@@ -97,13 +110,25 @@ class EventLog:
                     self._retry_armed = True
                     self.clock.call_later(STORE_RETRY, self._retry)
                 return
-            self._unstored.popleft()
+            for _ in chunk:
+                self._unstored.popleft()
             if self._failing and not self._unstored:
                 self._failing = False
                 log.info("the store works again; every waiting event is stored and published")
-            if isinstance(message_id, int) and status:
-                self.on_message_done(session, message_id)
-            self.publish(event)
+            for w in writes:
+                if w.message_status is not None:
+                    self.on_message_done(w.session, w.message_status[0])
+            self.publish(events)
+
+    def _write(self, session: str, kind: EventKind, body: dict[str, Any],
+               keeper: tuple[int, int] | None) -> EventWrite:
+        message_id = body.get("message_id")
+        status = _STATUS_AFTER.get(kind) if isinstance(message_id, int) else None
+        updates = self._session_updates(session, kind, body)
+        if keeper is not None:
+            updates["keeper_pid"], updates["keeper_n"] = keeper
+        return EventWrite(session, kind, body, updates,
+                          (message_id, status) if isinstance(message_id, int) and status else None)
 
     def _retry(self) -> None:
         self._retry_armed = False
@@ -118,9 +143,7 @@ class EventLog:
             if state is SessionState.SUSPENDED or state is SessionState.FAILED:
                 updates["suspended_at"] = now
         elif kind is EventKind.RESULT:
-            rec = self.store.get_session(session)
-            delta = body.get("cost_delta") or 0.0
-            updates["cost_usd"] = (rec.cost_usd if rec else 0.0) + float(delta)
+            updates[COST_ADDED] = float(body.get("cost_delta") or 0.0)
             if isinstance(body.get("cost_usd"), (int, float)):
                 updates["claude_cost"] = float(body["cost_usd"])
             updates["last_active"] = now

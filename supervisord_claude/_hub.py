@@ -139,13 +139,19 @@ class SubscriptionHub:
                 dropped += 1
         return dropped
 
-    def publish(self, event: dict[str, Any]) -> None:
-        if event["kind"] in _ENDS_LIVE_TEXT:
-            live = self.live_text.get(event["session"])
-            if live is not None and live.message_id == event.get("message_id"):
-                del self.live_text[event["session"]]
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        """Stored events are out: end the live text they complete, then give each
+        subscriber that wants any of them one pump (which reads them back in order)."""
+        sessions: set[str] = set()
+        for event in events:
+            session = event["session"]
+            sessions.add(session)
+            if event["kind"] in _ENDS_LIVE_TEXT:
+                live = self.live_text.get(session)
+                if live is not None and live.message_id == event.get("message_id"):
+                    del self.live_text[session]
         for sub in list(self.subs.values()):
-            if sub.session is None or sub.session == event["session"]:
+            if sub.session is None or sub.session in sessions:
                 self._pump_guarded(sub)
 
     def _pump_guarded(self, sub: Subscription) -> None:

@@ -331,6 +331,19 @@ class KeeperPool:
         handle = self.by_pid.get(pid)
         return handle if handle is not None and handle.ident == ident else None
 
+    def on_keeper_messages(self, batch: list[tuple[bytes, _wire.Message]]) -> None:
+        """What the keepers sent since the last loop turn, in order: their events stored in
+        one transaction; anything else handled after every event before it is stored and
+        published (a delta, a bye, a rejection follow what came first)."""
+        with self.events.batch():
+            for ident, msg in batch:
+                if not isinstance(msg, _wire.KeeperEvent):
+                    self.events.flush()
+                try:
+                    self.on_keeper_message(ident, msg)
+                except Exception:
+                    log.exception("keeper socket: bad message dropped")
+
     def on_keeper_message(self, ident: bytes, msg: _wire.Message) -> None:
         if isinstance(msg, _wire.Hello):
             self._on_hello(ident, msg)

@@ -10,9 +10,9 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,17 @@ class SessionRecord:
 
 
 @dataclass(frozen=True)
+class EventWrite:
+    """One event to store, with what it changes in its session and its message."""
+
+    session: str
+    kind: EventKind
+    body: dict[str, Any]
+    updates: dict[str, Any] = field(default_factory=dict)
+    message_status: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     session: str
@@ -126,7 +137,12 @@ class Message:
     origin: str | None = None
 
 
+#: an update that adds to the session's cost instead of setting it
+COST_ADDED = "cost_added"
+
 _SESSION_FIELDS = {
+    COST_ADDED,
+    "last_seq",
     "session_id",
     "cwd",
     "model",
@@ -308,7 +324,8 @@ class Store:
             raise ValueError(f"unknown session fields {bad}")
         values = [v.value if isinstance(v, SessionState) else json.dumps(list(v)) if k == "allowed_tools" else v
                   for k, v in fields.items()]
-        assignments = ", ".join(f"{k}=?" for k in fields)
+        # cost_added adds to cost_usd (events of one batch each add their turn's cost)
+        assignments = ", ".join("cost_usd=cost_usd+?" if k == COST_ADDED else f"{k}=?" for k in fields)
         db.execute(f"UPDATE sessions SET {assignments} WHERE name=?", (*values, name))
 
     # events ---------------------------------------------------------------------------
@@ -323,24 +340,47 @@ class Store:
     ) -> dict[str, Any]:
         """Store one event, session field updates and a message's new status atomically;
         return the event as published."""
+        return self.append_events([EventWrite(session, kind, body, updates or {}, message_status)])[0]
+
+    def append_events(self, writes: Sequence[EventWrite]) -> list[dict[str, Any]]:
+        """Store events in one transaction, in order, with their session field updates and
+        message statuses; return them as published. All or nothing: after a StoreError
+        none of them is stored."""
         now = time.time()
-        blob = msgpack.packb(body, use_bin_type=True)
+        last_seq: dict[str, int] = {}
+        seq_of: list[int] = []
+        # each update sets fields (cost_added adds): applied in event order, they come to
+        # one UPDATE per session with the later value of each field
+        merged: dict[str, dict[str, Any]] = {}
+        statuses: list[tuple[str, int]] = []
         with self._tx() as db:
-            row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (session,)).fetchone()
-            if row is None:
-                raise StoreError(f"no session {session!r}")
-            seq = row[0] + 1
-            cur = db.execute(
+            for w in writes:
+                seq = last_seq.get(w.session)
+                if seq is None:
+                    row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (w.session,)).fetchone()
+                    if row is None:
+                        raise StoreError(f"no session {w.session!r}")
+                    seq = row[0]
+                last_seq[w.session] = seq = seq + 1
+                seq_of.append(seq)
+                fields = merged.setdefault(w.session, {})
+                for key, value in w.updates.items():
+                    fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
+                if w.message_status is not None:
+                    statuses.append((w.message_status[1], w.message_status[0]))
+            db.executemany(
                 "INSERT INTO events(session, seq, ts, kind, body) VALUES (?,?,?,?,?)",
-                (session, seq, now, kind.value, blob),
+                [(w.session, seq, now, w.kind.value, msgpack.packb(w.body, use_bin_type=True))
+                 for w, seq in zip(writes, seq_of, strict=True)],
             )
-            db.execute("UPDATE sessions SET last_seq=? WHERE name=?", (seq, session))
-            self._update(db, session, updates or {})
-            if message_status is not None:
-                db.execute("UPDATE messages SET status=? WHERE id=?", (message_status[1], message_status[0]))
-        event_id = cur.lastrowid
-        assert event_id is not None
-        return self._event(event_id, session, seq, now, kind.value, body)
+            last_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            for session, seq in last_seq.items():
+                self._update(db, session, {**merged[session], "last_seq": seq})
+            db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
+        # one writer, one transaction: the rows got consecutive ids
+        first_id = last_id - len(writes) + 1
+        return [self._event(first_id + i, w.session, seq, now, w.kind.value, w.body)
+                for i, (w, seq) in enumerate(zip(writes, seq_of, strict=True))]
 
     @staticmethod
     def _event(

@@ -50,6 +50,8 @@ PRUNE_EVERY = 3600.0
 STORE_CHECK_EVERY = 2.0  # how often the store file is checked (deleted, replaced)
 STORE_NAG_EVERY = 60.0
 SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least this often
+#: keeper messages handled in one loop turn at most
+MAX_KEEPER_BATCH = 4096
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
 
@@ -124,17 +126,27 @@ class KeeperSocket:
             return False
         return True
 
-    async def serve(self, on_message: Callable[[bytes, _wire.Message], None]) -> None:
+    async def serve(self, on_messages: Callable[[list[tuple[bytes, _wire.Message]]], None]) -> None:
+        """Hand over everything that has arrived, in order, a batch per loop turn (so the
+        event log stores a burst in one transaction)."""
+        drain: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)  # plain non-blocking reads
         while True:
-            frames = await self.sock.recv_multipart()
-            if len(frames) != 2:
-                log.warning("keeper socket: unexpected %d-frame message dropped", len(frames))
-                continue
-            ident, data = frames
-            try:
-                on_message(ident, _wire.decode(data))
-            except Exception:
-                log.exception("keeper socket: bad message dropped")
+            await self.sock.poll()  # (checks what is there already before it waits)
+            batch: list[tuple[bytes, _wire.Message]] = []
+            while len(batch) < MAX_KEEPER_BATCH:
+                try:
+                    frames = drain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) != 2:
+                    log.warning("keeper socket: unexpected %d-frame message dropped", len(frames))
+                    continue
+                try:
+                    batch.append((frames[0], _wire.decode(frames[1])))
+                except Exception:
+                    log.exception("keeper socket: bad message dropped")
+            if batch:
+                on_messages(batch)
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -185,7 +197,7 @@ class Supervisor:
         pool.on_all_gone = self._all_gone.set
         pool.watch_exit = self._watch_exit
         loop.add_reader(self.fork.fileno(), self._on_forkserver)
-        self._task(self.keepers.serve(pool.on_keeper_message))
+        self._task(self.keepers.serve(pool.on_keeper_messages))
         await self._adopt()
         self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):

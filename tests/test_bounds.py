@@ -150,7 +150,7 @@ def test_one_broken_subscription_does_not_stop_the_others(tmp_path) -> None:
     hub.subscribe(b"slow", None, 0, None, None)
     hub.subscribe(b"fine", None, 0, None, None)
     event = store.append_event("alpha", EventKind.ASSISTANT_TEXT, {"text": "hello"})
-    hub.publish(event)
+    hub.publish([event])
     assert len(got) == 1 and b"hello" in got[0]
     assert sorted(s.ident for s in hub.subs.values()) == [b"fine", b"slow"]  # only the broken one went
 

@@ -8,7 +8,7 @@ import pytest
 from protocol import EventKind, SessionState
 from supervisord_claude._errors import StoreError
 from supervisord_claude._startup import recover_store
-from supervisord_claude._store import FAILED, QUEUED, WRITTEN, Store
+from supervisord_claude._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
 
 
 @pytest.fixture
@@ -38,6 +38,39 @@ def test_event_and_session_update_commit_together(store: Store) -> None:
     assert store.events_after(0) == []  # rolled back
     store.append_event("a", EventKind.STATE, {"state": "idle"}, {"state": SessionState.IDLE})
     assert store.get_session("a").state is SessionState.IDLE
+
+
+def test_a_batch_is_stored_in_order_with_every_change_it_implies(store: Store) -> None:
+    store.create_session("a", "id-a", "/a", None, None)
+    store.create_session("b", "id-b", "/b", None, None)
+    first = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "before"})
+    m1, _ = store.add_message("a", "one", [])
+    m2, _ = store.add_message("a", "two", [])
+    events = store.append_events([
+        EventWrite("a", EventKind.USER, {"message_id": m1}, {}, (m1, WRITTEN)),
+        EventWrite("b", EventKind.ASSISTANT_TEXT, {"text": "b1"}),
+        EventWrite("a", EventKind.RESULT, {"message_id": m1}, {COST_ADDED: 0.25}, (m1, DONE)),
+        EventWrite("a", EventKind.USER, {"message_id": m2}, {"state": SessionState.BUSY}, (m2, WRITTEN)),
+        EventWrite("a", EventKind.RESULT, {"message_id": m2},
+                   {COST_ADDED: 0.5, "state": SessionState.IDLE}, (m2, DONE)),
+    ])
+    assert [e["id"] for e in events] == list(range(first["id"] + 1, first["id"] + 6))
+    assert [(e["session"], e["seq"]) for e in events] == [("a", 2), ("b", 1), ("a", 3), ("a", 4), ("a", 5)]
+    assert store.events_after(first["id"]) == events  # what is published is what is stored
+    a = store.get_session("a")
+    assert (a.last_seq, a.cost_usd, a.state) == (5, 0.75, SessionState.IDLE)  # both turns' costs
+    assert store.get_session("b").last_seq == 1
+    assert store.get_message(m1).status == store.get_message(m2).status == DONE
+    assert store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "after"})["seq"] == 6
+
+
+def test_a_batch_is_all_or_nothing(store: Store) -> None:
+    store.create_session("a", "id-a", "/a", None, None)
+    with pytest.raises(StoreError):
+        store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "1"}),
+                             EventWrite("gone", EventKind.ASSISTANT_TEXT, {"text": "2"})])
+    assert store.events_after(0) == []
+    assert store.get_session("a").last_seq == 0
 
 
 def test_recovery_suspends_sessions_and_fails_half_answered_messages(tmp_path) -> None:
