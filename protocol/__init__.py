@@ -4,7 +4,7 @@ Public surface only; see ``docs/protocol.md`` for the specification.
 """
 
 from ._client import AsyncClient, Client, Subscription
-from ._codec import decode, encode
+from ._codec import decode, encode, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
 from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
 from ._messages import (
@@ -73,6 +73,7 @@ __all__ = [
     "decode",
     "default_runtime_dir",
     "encode",
+    "encode_events",
     "idle_note",
     "instance_id",
     "relative_time",

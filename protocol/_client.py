@@ -218,6 +218,8 @@ class Subscription:
     async def next(self, timeout: float | None = None, keepalive: float = 3.0) -> Event | None:
         """The next event, or None after ``timeout``. While waiting it pings the
         supervisor; if the supervisor restarted, it subscribes again where it left off."""
+        if not self.queue.empty():  # (no timer, no task: a burst is read at the rate it came)
+            return self.queue.get_nowait()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = keepalive
@@ -308,17 +310,21 @@ class AsyncClient:
                 msg = decode(frame, HARD_MAX_FRAME_BYTES)
             except FrameError:
                 continue
-            if msg.get("type") in ("event", "live"):
+            kind = msg.get("type")
+            if kind in ("event", "events", "live"):
                 sub_id = msg.get("sub")
-                event = msg.get("event")
-                if not isinstance(sub_id, int) or not isinstance(event, dict):
+                events = msg.get("events") if kind == "events" else [msg.get("event")]
+                if not isinstance(sub_id, int) or not isinstance(events, list):
                     continue
                 sub = self._subs.get(sub_id)
-                if sub is None:
-                    if len(self._early) < 64:
-                        self._early.setdefault(sub_id, []).append(event)
-                elif msg["type"] == "live" or sub._accept(event):
-                    sub.queue.put_nowait(event)  # live text has no id: never acked
+                for event in events:
+                    if not isinstance(event, dict):
+                        continue
+                    if sub is None:
+                        if len(self._early) < 64:
+                            self._early.setdefault(sub_id, []).append(event)
+                    elif kind == "live" or sub._accept(event):
+                        sub.queue.put_nowait(event)  # live text has no id: never acked
                 continue
             req_id = msg.get("id")
             fut = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
@@ -366,6 +372,7 @@ class AsyncClient:
             args["window"] = window
         if live:
             args["live"] = True
+        args["batch"] = True  # several events to a frame
         sub = Subscription(self, args)
         await sub.start()
         return sub

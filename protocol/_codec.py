@@ -18,6 +18,16 @@ def encode(message: dict[str, Any]) -> bytes:
     return data
 
 
+def encode_events(sub_id: int, packed_events: list[bytes]) -> bytes:
+    """An ``events`` frame, ``{"v", "type": "events", "sub", "events": [...]}``, from events
+    msgpack-encoded one by one (so a sender can size frames without encoding twice)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head = packer.pack({"v": PROTOCOL_VERSION, "type": "events", "sub": sub_id})
+    # a fixmap header (0x80 | n): the same map with one more key, "events"
+    return (bytes([head[0] + 1]) + head[1:] + packer.pack("events")
+            + packer.pack_array_header(len(packed_events)) + b"".join(packed_events))
+
+
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
     """Parse one frame into a map with string keys, or raise ``FrameError``."""
     if len(frame) > max_bytes:

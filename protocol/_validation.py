@@ -200,6 +200,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "consumer": (consumer_name, False),
         "window": (positive_int, False),
         "live": (boolean, False),
+        "batch": (boolean, False),
     },
     Op.ACK: {"sub": (positive_int, True), "upto": (non_negative_int, True)},
     Op.UNSUBSCRIBE: {"sub": (positive_int, True)},

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode
+import msgpack
+
+from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_events
 
 from ._errors import ClientGone, ClientSlow, OpError
 from ._store import Store
@@ -29,6 +31,8 @@ MAX_WINDOW = 4096
 #: what one subscription may have sent and not acked, in bytes, whatever its window: a
 #: subscriber that stops reading costs the supervisor at most this much
 MAX_INFLIGHT_BYTES = 4 * 1024 * 1024
+#: an ``events`` frame is closed once it holds this many bytes (a client takes 8 MiB)
+BATCH_FRAME_BYTES = 256 * 1024
 
 log = logging.getLogger("supervisord_claude")
 
@@ -49,6 +53,8 @@ class Subscription:
     inflight: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)  # (id, bytes)
     inflight_bytes: int = 0
     live: bool = False
+    #: events go several to a frame (``events``) instead of one (``event``)
+    batch: bool = False
     #: session -> (message id, characters of its live text sent)
     live_sent: dict[str, tuple[int | None, int]] = field(default_factory=dict)
 
@@ -80,7 +86,7 @@ class SubscriptionHub:
         return len(self.subs)
 
     def subscribe(self, ident: bytes, session: str | None, start: int, consumer: str | None,
-                  window: int | None, live: bool = False) -> Subscription:
+                  window: int | None, live: bool = False, batch: bool = False) -> Subscription:
         self.sweep(keep=ident)  # a new subscription: first forget those of clients that left
         if sum(1 for s in self.subs.values() if s.ident == ident) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise OpError(ErrorCode.BAD_REQUEST, f"a connection may hold {MAX_SUBSCRIPTIONS_PER_CLIENT}"
@@ -94,6 +100,7 @@ class SubscriptionHub:
             window=min(window or DEFAULT_WINDOW, MAX_WINDOW),
             sent=start,
             live=live,
+            batch=batch,
         )
         self.subs[sub.sub_id] = sub
         return sub
@@ -150,15 +157,17 @@ class SubscriptionHub:
                 live = self.live_text.get(session)
                 if live is not None and live.message_id == event.get("message_id"):
                     del self.live_text[session]
+        # a subscriber that had everything before them gets them from here, not the store
+        fresh_from = events[0]["id"] - 1 if events else None
         for sub in list(self.subs.values()):
             if sub.session is None or sub.session in sessions:
-                self._pump_guarded(sub)
+                self._pump_guarded(sub, events if sub.sent == fresh_from else None)
 
-    def _pump_guarded(self, sub: Subscription) -> None:
+    def _pump_guarded(self, sub: Subscription, fresh: list[dict[str, Any]] | None = None) -> None:
         """Pump one subscription; whatever goes wrong with it, the others still get the
         event (and the event stays stored: a subscriber that resubscribes gets it)."""
         try:
-            self.pump(sub)
+            self.pump(sub, fresh)
         except Exception:
             log.exception("subscription %d failed; dropped", sub.sub_id)
             self.subs.pop(sub.sub_id, None)
@@ -197,20 +206,25 @@ class SubscriptionHub:
             return  # live text is best effort; the complete text is a stored event
         sub.live_sent[session] = (live.message_id, len(live.text))
 
-    def pump(self, sub: Subscription) -> None:
+    def pump(self, sub: Subscription, fresh: list[dict[str, Any]] | None = None) -> None:
         """Send stored events after ``sub.sent`` while the subscriber's window has room;
-        once it has them all, the live text so far."""
+        once it has them all, the live text so far. ``fresh``: the events just stored,
+        when they are all there is after ``sub.sent`` (read from the store otherwise)."""
         while len(sub.inflight) < sub.window and sub.inflight_bytes < MAX_INFLIGHT_BYTES \
                 and sub.sub_id in self.subs:
-            batch = self.store.events_after(sub.sent, sub.session, limit=sub.window - len(sub.inflight))
+            room = sub.window - len(sub.inflight)
+            if fresh is not None:
+                batch = [e for e in fresh if sub.session is None or e["session"] == sub.session][:room]
+                fresh = None  # what the window could not take is read back later
+            else:
+                batch = self.store.events_after(sub.sent, sub.session, limit=room)
             if not batch:
                 if sub.live:
                     for session in [sub.session] if sub.session else list(self.live_text):
                         if session is not None and session in self.live_text:
                             self._send_live(sub, session)
                 return
-            for event in batch:
-                frame = encode({"type": "event", "sub": sub.sub_id, "event": event})
+            for frame, members in self._frames_of(sub, batch):
                 try:
                     self.send(sub.ident, frame)
                 except ClientGone:
@@ -218,8 +232,31 @@ class SubscriptionHub:
                     return
                 except ClientSlow:
                     return  # the next ack or ping resumes
-                sub.sent = event["id"]
-                sub.inflight.append((event["id"], len(frame)))
-                sub.inflight_bytes += len(frame)
+                sub.sent = members[-1][0]
+                sub.inflight.extend(members)
+                sub.inflight_bytes += sum(size for _, size in members)
                 if sub.inflight_bytes >= MAX_INFLIGHT_BYTES:
                     return
+
+    @staticmethod
+    def _frames_of(sub: Subscription, events: list[dict[str, Any]]) -> list[tuple[bytes, list[tuple[int, int]]]]:
+        """The frames that carry ``events``, each with its events' (id, bytes): one
+        ``event`` frame each, or ``events`` frames of about BATCH_FRAME_BYTES at most."""
+        if not sub.batch:
+            singles = [(encode({"type": "event", "sub": sub.sub_id, "event": e}), e["id"]) for e in events]
+            return [(frame, [(event_id, len(frame))]) for frame, event_id in singles]
+        frames: list[tuple[bytes, list[tuple[int, int]]]] = []
+        packed: list[bytes] = []
+        members: list[tuple[int, int]] = []
+        size = 0
+        for event in events:
+            data = msgpack.packb(event, use_bin_type=True)
+            packed.append(data)
+            members.append((event["id"], len(data)))
+            size += len(data)
+            if size >= BATCH_FRAME_BYTES:
+                frames.append((encode_events(sub.sub_id, packed), members))
+                packed, members, size = [], [], 0
+        if packed:
+            frames.append((encode_events(sub.sub_id, packed), members))
+        return frames

@@ -197,6 +197,7 @@ class Keeper:
         self._spawn_task(self._command_loop())
         await self._start_claude(Reason.MESSAGE if self.started else Reason.REQUESTED, idle_for=self.spec.idle_for)
         await self.done.wait()
+        self.uplink.flush()  # the last reports (the Bye) go before the socket closes
         for task in list(self._tasks):
             task.cancel()
         self._sock.disable_monitor()

@@ -258,7 +258,7 @@ class Ops:
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,
-                     live: bool = False) -> dict[str, Any]:
+                     live: bool = False, batch: bool = False) -> dict[str, Any]:
         if session is not None:
             self._session(session, allow_archived=True)
             start = self.store.event_id_at_seq(session, after) if after is not None else None
@@ -266,7 +266,7 @@ class Ops:
             start = after
         if start is None:
             start = self.store.get_cursor(consumer) if consumer else self.store.last_event_id()
-        sub = self.hub.subscribe(ident, session, start, consumer, window, live)
+        sub = self.hub.subscribe(ident, session, start, consumer, window, live, batch)
         return {"sub": sub.sub_id, "position": start}
 
     def op_ack(self, ident: bytes, sub: int, upto: int) -> dict[str, Any]:

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS events(
     body BLOB NOT NULL,
     UNIQUE(session, seq)
 );
+-- a session's events after a cursor, in order, without scanning the session's history
+CREATE INDEX IF NOT EXISTS events_by_session ON events(session, id);
 CREATE TABLE IF NOT EXISTS messages(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session TEXT NOT NULL,

@@ -141,10 +141,11 @@ class KeeperSocket:
                 if len(frames) != 2:
                     log.warning("keeper socket: unexpected %d-frame message dropped", len(frames))
                     continue
-                try:
-                    batch.append((frames[0], _wire.decode(frames[1])))
-                except Exception:
-                    log.exception("keeper socket: bad message dropped")
+                for msg in _wire.decode_all(frames[1]):
+                    if isinstance(msg, _wire.WireError):
+                        log.warning("keeper socket: bad message dropped: %s", msg)
+                    else:
+                        batch.append((frames[0], msg))
             if batch:
                 on_messages(batch)
 

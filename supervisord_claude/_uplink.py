@@ -3,7 +3,9 @@ connection, the resend after a Welcome, and the wait for a new supervisor when t
 one died (see ``_wire`` for the messages).
 
 The keeper decides what to report; this decides when it can go, and keeps it until the
-supervisor has stored it.
+supervisor has stored it. What is reported in one loop turn goes as one frame (messages
+back to back: see ``_wire.decode_all``), so a burst of Claude output costs a send per
+turn, not per line.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger("supervisord_claude.keeper")
 #: what a keeper keeps for a supervisor that is not there (its reports until acked);
 #: past this it interrupts the turn rather than grow without bound
 UNACKED_LIMIT = 64 * 1024 * 1024
+#: a frame of reports is sent once it holds this much, without waiting for the loop turn
+FRAME_BYTES = 256 * 1024
 
 
 class Link(enum.Enum):
@@ -50,6 +54,10 @@ class Uplink:
         self.unacked_bytes = 0
         self._over_limit = False
         self._orphan_timer: TimerHandle | None = None
+        #: encoded messages for the next frame (sent at the end of this loop turn)
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._flush_armed = False
 
     @property
     def linked(self) -> bool:
@@ -63,17 +71,37 @@ class Uplink:
         except zmq.ZMQError as exc:
             log.warning("keeper %s: cannot reach the supervisor: %s", self.session, exc)
 
+    def _queue(self, data: bytes) -> None:
+        """Into the frame that leaves at the end of this loop turn (or now, when full)."""
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        if self._outbox_bytes >= FRAME_BYTES:
+            self.flush()
+        elif not self._flush_armed:
+            self._flush_armed = True
+            self.clock.call_later(0, self.flush)
+
+    def flush(self) -> None:
+        self._flush_armed = False
+        if self._outbox:
+            frame = b"".join(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self._raw_send(frame)
+
     def send(self, msg: _wire.Message) -> None:
-        """A report: numbered and kept until acked. Anything else: sent if it can be."""
+        """A report: numbered and kept until acked. Anything else (live text): sent if
+        it can be. Both in order, in this loop turn's frame."""
         if not isinstance(msg, _wire.Numbered):
-            self._raw_send(_wire.encode(msg))
+            if self.state is Link.LINKED:
+                self._queue(_wire.encode(msg))
             return
         self._sent_n += 1
         data = _wire.encode(dataclasses.replace(msg, n=self._sent_n))
         self._unacked.append((self._sent_n, data))
         self.unacked_bytes += len(data)
         if self.state is Link.LINKED:
-            self._raw_send(data)
+            self._queue(data)
         elif self.unacked_bytes > UNACKED_LIMIT and not self._over_limit:
             self._over_limit = True
             log.error("keeper %s: %d bytes wait for a supervisor", self.session, self.unacked_bytes)
@@ -86,8 +114,11 @@ class Uplink:
             self._over_limit = False
 
     def connected(self) -> None:
-        """A (new) supervisor is there: introduce ourselves; reports wait for its Welcome."""
+        """A (new) supervisor is there: introduce ourselves; reports wait for its Welcome
+        (which asks for every one it has not stored: what waited to be sent is among them)."""
         self.state = Link.CONNECTING
+        self._outbox.clear()
+        self._outbox_bytes = 0
         self._raw_send(_wire.encode(self.hello()))
 
     def welcome(self, resend_from: int) -> None:
@@ -98,7 +129,8 @@ class Uplink:
             self._orphan_timer = None
             log.info("keeper %s: adopted by a new supervisor", self.session)
         for _, data in self._unacked:
-            self._raw_send(data)
+            self._queue(data)
+        self.flush()
 
     def orphaned(self) -> None:
         if self.state is Link.ORPHANED:

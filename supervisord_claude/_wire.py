@@ -316,6 +316,30 @@ def decode(data: bytes) -> Message:
         raw = msgpack.unpackb(data, raw=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise WireError(f"undecodable frame: {exc}") from None
+    return _message(raw)
+
+
+def decode_all(data: bytes) -> list[Message | WireError]:
+    """The messages of a frame that holds one or more back to back (a keeper sends what
+    it reported in one loop turn as one frame), each decoded or the error it raised; a
+    frame that cannot be read past some point ends in one WireError."""
+    out: list[Message | WireError] = []
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    try:
+        for raw in unpacker:
+            try:
+                out.append(_message(raw))
+            except WireError as exc:
+                out.append(exc)
+    except (ValueError, msgpack.UnpackException) as exc:
+        out.append(WireError(f"undecodable frame: {exc}"))
+    if not out:
+        out.append(WireError("empty frame"))
+    return out
+
+
+def _message(raw: Any) -> Message:
     if not isinstance(raw, dict):
         raise WireError("a message is a map")
     cls = _TYPES.get(raw.pop("t", None))

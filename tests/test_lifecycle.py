@@ -286,3 +286,38 @@ def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h:
     assert h.link.of(_wire.Welcome) == [_wire.Welcome(8)]  # it has stored up to n = 7
     h.core.requeue_owed()
     assert h.fork.spawned == [] and h.link.of(_wire.Deliver) == []  # nothing is sent twice
+
+
+def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> None:
+    from supervisord_claude._uplink import Uplink
+
+    class Socket:
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+
+        def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+            self.frames += frames
+
+    clock = FakeClock()
+    uplink = Uplink("alpha", clock, 300.0, hello=lambda: _wire.Hello(1, _wire.WIRE_VERSION, "alpha"),
+                    on_over_limit=lambda: None, on_orphan_expired=lambda: None)
+    uplink.sock = sock = Socket()
+    uplink.connected()
+    uplink.welcome(1)
+    sock.frames.clear()
+    for i in range(3):
+        uplink.send(_wire.KeeperEvent("assistant_text", {"text": f"t{i}"}))
+    uplink.send(_wire.Delta(None, "live"))
+    assert sock.frames == []  # not before the loop turn ends
+    clock.advance(0)
+    assert len(sock.frames) == 1
+    messages = _wire.decode_all(sock.frames[0])
+    assert [(m.n, m.body["text"]) for m in messages[:3]] == [(1, "t0"), (2, "t1"), (3, "t2")]
+    assert messages[3] == _wire.Delta(None, "live")
+
+
+def test_a_frame_that_breaks_off_keeps_the_messages_before_the_break() -> None:
+    good = _wire.encode(_wire.KeeperEvent("assistant_text", {"text": "kept"}, n=1))
+    decoded = _wire.decode_all(good + b"\xc1\xc1")
+    assert decoded[0] == _wire.KeeperEvent("assistant_text", {"text": "kept"}, n=1)
+    assert all(isinstance(m, _wire.WireError) for m in decoded[1:]) and len(decoded) >= 2

@@ -288,3 +288,55 @@ def test_events_of_a_turn_carry_the_message_id_and_origin(supervisor: Supervisor
     assert all(e["origin"] == "tg:42" for e in turn)
     users = [e for e in supervisor.events("alpha") if e["kind"] == "user"]
     assert len(users) == 2  # the duplicate was not sent to Claude
+
+
+def _raw_subscriber(supervisor: SupervisorProcess, ctx: zmq.Context, **args) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"ipc://{supervisor.runtime_dir / 'control.sock'}")
+    sock.send(msgpack.packb({"v": 1, "id": 1, "op": "subscribe", "session": "alpha", "after": 0,
+                             "window": 4096, **args}))
+    return sock
+
+
+def _read_turn(sock: zmq.Socket) -> tuple[list[dict], list[int]]:
+    """Every event a raw subscriber gets until the turn has ended (its result, then idle),
+    and how many came per frame."""
+    events: list[dict] = []
+    per_frame: list[int] = []
+
+    def ended() -> bool:
+        kinds = [(e["kind"], e.get("state")) for e in events]
+        return ("result", None) in kinds and kinds[-1] == ("state", "idle")
+
+    while not ended():
+        assert sock.poll(60_000), f"no frame; last events: {events[-3:]}"
+        frame = msgpack.unpackb(sock.recv())
+        if frame.get("type") == "event":
+            events.append(frame["event"])
+            per_frame.append(1)
+        elif frame.get("type") == "events":
+            events += frame["events"]
+            per_frame.append(len(frame["events"]))
+    return events, per_frame
+
+
+def test_a_batch_subscriber_gets_the_same_events_several_to_a_frame(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    ctx = zmq.Context()
+    try:
+        batched = _raw_subscriber(supervisor, ctx, batch=True)
+        single = _raw_subscriber(supervisor, ctx)
+        for sock in (batched, single):  # both subscribed before the burst
+            assert sock.poll(10_000) and msgpack.unpackb(sock.recv())["ok"]
+        supervisor.ctl("send", "alpha", "burst:2000", check=True)
+        got_batched, frames_batched = _read_turn(batched)
+        got_single, frames_single = _read_turn(single)
+    finally:
+        ctx.destroy(0)
+    assert got_batched == got_single  # the same events, in the same order
+    texts = [e["text"] for e in got_batched if e["kind"] == "assistant_text"]
+    assert texts[:2000] == [f"b{i}" for i in range(2000)]
+    assert [e["seq"] for e in got_batched] == list(range(1, len(got_batched) + 1))
+    assert set(frames_single) == {1}
+    assert len(frames_batched) < len(got_batched) / 10  # a burst goes many to a frame
