@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from protocol import configure_logging
+
 __all__ = ["main"]
 
 
@@ -16,14 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     from ._config import load
     from ._errors import BotConfigError
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s claude-telegram-bot %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging("claude-telegram-bot")
     try:
         config = load(argv)
     except BotConfigError as exc:
         print(f"claude-telegram-bot: {exc}", file=sys.stderr)
         return 1
+    # the token is in every Bot API URL the HTTP library may log: it never appears
+    configure_logging("claude-telegram-bot", config.log_format, config.log_level, (config.token,))
     if config.check_only:
         return 0
     if not config.allowed_users:

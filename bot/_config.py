@@ -14,7 +14,7 @@ from typing import Any
 
 import platformdirs
 
-from protocol import RUNTIME_DIR_ENV, default_runtime_dir
+from protocol import LOG_FORMATS, LOG_LEVELS, RUNTIME_DIR_ENV, __version__, default_runtime_dir
 
 from ._errors import BotConfigError
 
@@ -33,6 +33,8 @@ class BotConfig:
     runtime_dir: Path
     max_file_bytes: int = MAX_FILE_BYTES
     check_only: bool = False  # --check: validate the configuration and exit
+    log_format: str | None = None
+    log_level: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -63,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-dir", help="the supervisor's runtime dir (default: as the supervisor's)")
     p.add_argument("--config", help="TOML config file; only its [telegram] table and runtime_dir are read")
     p.add_argument("--check", action="store_true", help="only check the configuration, then exit")
+    p.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, one line per record")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    p.add_argument("--version", action="version", version=f"claude-telegram-bot {__version__}")
     return p
 
 
@@ -113,4 +118,4 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     runtime = args.runtime_dir or env.get(RUNTIME_DIR_ENV) or values.get("runtime_dir")
     runtime_dir = Path(runtime).expanduser().absolute() if runtime else default_runtime_dir()
     return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
-                     check_only=args.check)
+                     check_only=args.check, log_format=args.log_format, log_level=args.log_level)

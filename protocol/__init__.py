@@ -7,6 +7,7 @@ from ._client import AsyncClient, Client, Subscription
 from ._codec import decode, encode, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
 from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
+from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     HARD_MAX_FRAME_BYTES,
     MAX_FRAME_BYTES,
@@ -37,11 +38,14 @@ from ._paths import (
     socket_problem,
 )
 from ._validation import Request, request_id_of, validate_request
+from ._version import __version__
 
 __all__ = [
     "CONTROL_SOCKET",
     "HARD_MAX_FRAME_BYTES",
     "LOCK_FILE",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "MAX_FRAME_BYTES",
     "MAX_INT",
     "MAX_KV_KEYS",
@@ -69,6 +73,8 @@ __all__ = [
     "SessionState",
     "Subscription",
     "ValidationError",
+    "__version__",
+    "configure_logging",
     "control_endpoint",
     "decode",
     "default_runtime_dir",
@@ -76,6 +82,7 @@ __all__ = [
     "encode_events",
     "idle_note",
     "instance_id",
+    "mask_secrets",
     "relative_time",
     "request_id_of",
     "runtime_dir_problem",

@@ -4,7 +4,7 @@ The daemon (``supervisord-claude``) forks one session keeper per live session; c
 (``claudectl``, the Telegram bot) speak the ``protocol`` package over Unix sockets.
 """
 
-__version__ = "0.1.0"
+from protocol import __version__
 
 __all__ = ["__version__", "main"]
 

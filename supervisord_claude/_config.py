@@ -291,7 +291,63 @@ def find_claude(claude_bin: str) -> str:
     return found
 
 
-def parse(argv: Sequence[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(prog=APP, description="Supervisor of long-lived Claude Code sessions")
+COMMANDS = {
+    "run": "run the supervisor in the foreground (the default)",
+    "check-config": "validate the configuration and print the effective values (secrets masked)",
+    "install-units": "write systemd user units for the supervisor and the bot",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from protocol import LOG_FORMATS, LOG_LEVELS, __version__
+
+    parser = argparse.ArgumentParser(
+        prog=APP, description="Supervisor of long-lived Claude Code sessions.",
+        epilog="commands:\n" + "\n".join(f"  {name:14} {text}" for name, text in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", default="run", choices=list(COMMANDS), metavar="COMMAND",
+                        help="run (default), check-config, install-units")
     add_arguments(parser)
-    return resolve(parser.parse_args(argv))
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, one line per record")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    parser.add_argument("--dest", help="install-units: where to write them (default ~/.config/systemd/user)")
+    parser.add_argument("--force", action="store_true", help="install-units: replace units that differ")
+    parser.add_argument("--version", action="version", version=f"{APP} {__version__}")
+    return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> Config:
+    return resolve(build_parser().parse_args(argv))
+
+
+def mask(secret: str | None) -> str:
+    """How a secret is shown: enough to recognise it, not enough to use it."""
+    if not secret:
+        return "(not set)"
+    return f"{secret[:4]}…({len(secret)} characters, masked)"
+
+
+def describe(config: Config) -> list[tuple[str, str]]:
+    """The effective configuration as (key, value) lines, secrets masked."""
+    personas = ", ".join(sorted(config.personas)) or "(none)"
+    return [
+        ("config file", str(config.config_path) if config.config_path else "(none: built-in defaults)"),
+        ("runtime_dir", str(config.runtime_dir)),
+        ("state_dir", str(config.state_dir)),
+        ("store", str(config.db_path)),
+        ("sessions_dir", str(config.base_cwd)),
+        ("claude_bin", config.claude_bin),
+        ("model", config.model or "(Claude's default)"),
+        ("idle_timeout", f"{config.idle_timeout:g} s"),
+        ("permission_mode", config.permission_mode.value),
+        ("allow_bypass", str(config.allow_bypass).lower()),
+        ("permission_timeout", f"{config.permission_timeout:g} s"),
+        ("orphan_timeout", f"{config.orphan_timeout:g} s"),
+        ("keeper_start_timeout", f"{config.keeper_start_timeout:g} s"),
+        ("event_retention_days", f"{config.event_retention_days:g}"),
+        ("claude_args", " ".join(config.claude_args) or "(none)"),
+        ("personas", personas),
+        ("telegram.token", mask(config.telegram.token)),
+        ("telegram.allowed_users", ", ".join(map(str, config.telegram.allowed_users)) or "(none: the bot refuses everyone)"),
+        ("telegram.api_url", config.telegram.api_url or "(Telegram's)"),
+    ]

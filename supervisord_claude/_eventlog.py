@@ -44,6 +44,7 @@ class EventLog:
         wall: Callable[[], float],
         publish: Callable[[list[dict[str, Any]]], None],
         on_message_done: Callable[[str, int], None] = lambda session, message_id: None,
+        pids_of: Callable[[str], dict[str, int | None]] = lambda session: {},
     ) -> None:
         self.store = store
         self.clock = clock
@@ -51,6 +52,8 @@ class EventLog:
         self.publish = publish
         #: called when a message left the queue for good (written, answered or failed)
         self.on_message_done = on_message_done
+        #: a session's keeper_pid and claude_pid, for the log line of each state change
+        self.pids_of = pids_of
         self._unstored: collections.deque[
             tuple[str, EventKind, dict[str, Any], tuple[int, int] | None]] = collections.deque()
         self._origins: dict[int, str] = {}
@@ -118,7 +121,17 @@ class EventLog:
             for w in writes:
                 if w.message_status is not None:
                     self.on_message_done(w.session, w.message_status[0])
+                if w.kind is EventKind.STATE:
+                    self._log_state(w.session, w.body)
             self.publish(events)
+
+    def _log_state(self, session: str, body: dict[str, Any]) -> None:
+        """One line per lifecycle event: session, state, reason, pids."""
+        fields = {"session": session, "state": body.get("state"), "reason": body.get("reason"),
+                  **self.pids_of(session)}
+        detail = body.get("detail")
+        log.info("session %s is %s (%s%s)", session, fields["state"], fields["reason"],
+                 f": {detail}" if detail else "", extra=fields)
 
     def _write(self, session: str, kind: EventKind, body: dict[str, Any],
                keeper: tuple[int, int] | None) -> EventWrite:

@@ -105,6 +105,15 @@ class SubscriptionHub:
         self.subs[sub.sub_id] = sub
         return sub
 
+    def clients(self) -> list[dict[str, Any]]:
+        """The connected clients that hold subscriptions: how many each, and their
+        consumer names (a client that only sends requests is not counted)."""
+        by_client: dict[bytes, list[Subscription]] = {}
+        for sub in self.subs.values():
+            by_client.setdefault(sub.ident, []).append(sub)
+        return [{"subscriptions": len(subs), "consumers": sorted({s.consumer for s in subs if s.consumer}),
+                 "unacked": sum(len(s.inflight) for s in subs)} for subs in by_client.values()]
+
     def own(self, ident: bytes, sub_id: int) -> Subscription:
         sub = self.subs.get(sub_id)
         if sub is None or sub.ident != ident:

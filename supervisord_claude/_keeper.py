@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import setproctitle
 import zmq
 import zmq.asyncio
 
-from protocol import EventKind, PermissionMode, Reason, SessionState
+from protocol import EventKind, PermissionMode, Reason, SessionState, configure_logging
 
 from . import _claude, _wire
 from ._clock import Clock, IdleTimer, LoopClock, TimerHandle
@@ -647,12 +646,8 @@ def main(spec: _wire.KeeperSpec, death_fd: int | None) -> int:
     hang = os.environ.get(FAULT_HANG_ENV)
     while hang and os.path.exists(hang):
         time.sleep(0.05)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"%(asctime)s keeper[{spec.session}] %(levelname)s %(message)s",
-        force=True,
-    )
+    # as the supervisor logs (its --log-format and --log-level reach us in the environment)
+    configure_logging(f"keeper[{spec.session}]")
     if death_fd is not None:
         os.set_blocking(death_fd, False)
     keeper = Keeper(spec, death_fd)

@@ -1,25 +1,73 @@
-"""Command-line entry point of the ``supervisord-claude`` daemon."""
+"""Command-line entry point of the ``supervisord-claude`` daemon: ``run`` (the default),
+``check-config``, ``install-units``."""
 
 from __future__ import annotations
 
-import logging
+import argparse
+import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
-from . import _config
+from protocol import configure_logging
+from protocol._logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV
+
+from . import _config, _units
 from ._errors import ConfigError, StartupRefused, StoreError
+
+#: secrets that may be in the environment: never logged
+SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "TELEGRAM_BOT_TOKEN")
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s supervisord-claude %(levelname)s %(message)s",
-    )
+    args = _config.build_parser().parse_args(argv)
+    if args.log_format:  # keepers, forked later, log the same way
+        os.environ[LOG_FORMAT_ENV] = args.log_format
+    if args.log_level:
+        os.environ[LOG_LEVEL_ENV] = args.log_level
+    secrets = tuple(os.environ.get(name, "") for name in SECRET_ENV)
+    configure_logging("supervisord-claude", args.log_format, args.log_level, secrets)
     try:
-        config = _config.parse(argv)
+        if args.command == "install-units":
+            return install_units(args)
+        config = _config.resolve(args)
+        configure_logging("supervisord-claude", args.log_format, args.log_level,
+                          (*secrets, config.telegram.token or ""))
+        if args.command == "check-config":
+            return check_config(config)
         from ._startup import run
 
         return run(config)
     except (ConfigError, StartupRefused, StoreError) as exc:
         print(f"supervisord-claude: {exc}", file=sys.stderr)
         return 1
+
+
+def check_config(config: _config.Config) -> int:
+    """Print the effective values; exit 1 (naming the key) if Claude cannot be found."""
+    problem = None
+    try:
+        config = replace(config, claude_bin=_config.find_claude(config.claude_bin))
+    except ConfigError as exc:
+        problem = str(exc)
+    width = max(len(key) for key, _ in _config.describe(config))
+    for key, value in _config.describe(config):
+        print(f"{key:<{width}}  {value}")
+    if problem:
+        print(f"supervisord-claude: {problem}", file=sys.stderr)
+        return 1
+    print("the configuration is valid")
+    return 0
+
+
+def install_units(args: argparse.Namespace) -> int:
+    dest = Path(args.dest).expanduser() if args.dest else _units.user_unit_dir()
+    try:
+        written = _units.install_units(dest, force=args.force)
+    except (OSError, FileNotFoundError) as exc:
+        print(f"supervisord-claude: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print(_units.NEXT_STEPS, end="")
+    return 0

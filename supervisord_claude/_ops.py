@@ -123,6 +123,16 @@ class Ops:
                               for r in self.pool.pending_requests(session)]
             return out
         sessions = self.store.list_sessions(True)
+        by_state: dict[str, int] = {}
+        for rec in sessions:
+            by_state[rec.state.value] = by_state.get(rec.state.value, 0) + 1
+        claude = []
+        for name, handle in sorted(self.pool.handles.items()):
+            claude.append({"session": name, "keeper_pid": handle.pid, "claude_pid": handle.claude_pid,
+                           "claude_memory": self.pool.system.memory(handle.claude_pid) if handle.claude_pid else None,
+                           "keeper_memory": self.pool.system.memory(handle.pid) if handle.pid else None})
+        pending = [{"session": name, "request_id": r.request_id, "tool_name": r.tool_name}
+                   for name in sorted(self.pool.handles) for r in self.pool.pending_requests(name)]
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -139,6 +149,12 @@ class Ops:
             "consumers": self.store.cursors(),
             "personas": sorted(self.config.personas),
             "store_problem": self.store.file_problem(),
+            "by_state": by_state,
+            "claude_processes": claude,
+            "cost_today": self.store.cost_on(self.wall()),
+            "pending_permissions": pending,
+            "clients": self.hub.clients(),
+            "memory": self.pool.system.memory(os.getpid()),
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:

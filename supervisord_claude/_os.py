@@ -1,10 +1,12 @@
-"""OS calls behind one small object (signals, /proc scans), so tests can replace it."""
+"""OS calls behind one small object (signals, /proc scans), so tests can replace it; and
+``sd_notify``, the service manager's readiness protocol."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,6 +14,26 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PROC = Path("/proc")
+NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd (a ``Type=notify`` unit) how the service is: ``READY=1``,
+    ``RELOADING=1``, ``STOPPING=1``, ``STATUS=...``. False where no service manager
+    listens (``$NOTIFY_SOCKET`` unset) or it cannot be reached; never raises."""
+    address = os.environ.get(NOTIFY_SOCKET_ENV)
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("cannot notify the service manager (%s): %s", address, exc)
+        return False
+    return True
 
 
 class System:
@@ -40,6 +62,14 @@ class System:
             return False
         # the state letter follows the parenthesised command name
         return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
+
+    def memory(self, pid: int) -> int | None:
+        """Resident memory of ``pid`` in bytes (None if it is gone)."""
+        try:
+            resident = int((PROC / str(pid) / "statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return resident * os.sysconf("SC_PAGE_SIZE")
 
     def _pids(self) -> Iterator[int]:
         for entry in PROC.iterdir():

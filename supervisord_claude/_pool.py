@@ -146,6 +146,10 @@ class KeeperPool:
     def handle_of(self, session: str) -> KeeperHandle | None:
         return self.handles.get(session)
 
+    def pids_of(self, session: str) -> dict[str, int | None]:
+        handle = self.handles.get(session)
+        return {"keeper_pid": handle.pid, "claude_pid": handle.claude_pid} if handle else {}
+
     def queued(self, session: str) -> int:
         handle = self.handles.get(session)
         return len(self.queues.get(session, ())) + (len(handle.forwarded) if handle else 0)

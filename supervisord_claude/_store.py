@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS messages(
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages(session, status);
 CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+-- what Claude cost per local day (YYYY-MM-DD), across sessions
+CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
 """
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
@@ -161,6 +163,10 @@ _SESSION_FIELDS = {
     "permission_mode",
     "allowed_tools",
 }
+
+
+def _day(when: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(when))
 
 
 class Store:
@@ -378,6 +384,10 @@ class Store:
             last_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             for session, seq in last_seq.items():
                 self._update(db, session, {**merged[session], "last_seq": seq})
+            spent = sum(fields.get(COST_ADDED, 0.0) for fields in merged.values())
+            if spent:
+                db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
+                           " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), spent))
             db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         # one writer, one transaction: the rows got consecutive ids
         first_id = last_id - len(writes) + 1
@@ -488,6 +498,11 @@ class Store:
                 "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
             )
         return cur.rowcount
+
+    def cost_on(self, when: float) -> float:
+        """What Claude cost on the local day of ``when`` (Unix time), in USD."""
+        rows = self._read("SELECT usd FROM daily_cost WHERE day=?", (_day(when),))
+        return float(rows[0][0]) if rows else 0.0
 
     # cursors and kv -------------------------------------------------------------------
 

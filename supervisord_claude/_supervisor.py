@@ -38,7 +38,7 @@ from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._keeper import STOP_GRACE
 from ._ops import Ops
-from ._os import System
+from ._os import System, sd_notify
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._sockets import send_now
 from ._startup import reap_stale, recover_store
@@ -95,6 +95,7 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     events = EventLog(store, clock, wall, hub.publish)
     pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
     events.on_message_done = pool.message_done
+    events.pids_of = pool.pids_of
     pool.on_delta = hub.delta
     ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown, request_restart)
     return Core(config, instance, store, events, hub, pool, ops)
@@ -214,6 +215,7 @@ class Supervisor:
             control_endpoint(self.config.runtime_dir),
             len(self.store.list_sessions(True)),
         )
+        sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.handles)} live sessions\nMAINPID={os.getpid()}")
         await self.stopped.wait()
 
     async def _adopt(self) -> None:
@@ -300,6 +302,7 @@ class Supervisor:
         if self.stopping:
             return
         log.info("restart requested: keepers and their Claude keep running")
+        sd_notify("RELOADING=1\nSTATUS=restarting in place")
         self.stopping = self.restarting = True
         self.core.ops.stopping = True
         asyncio.get_running_loop().call_later(0.05, self._stop_serving)  # after the reply is sent
@@ -314,6 +317,7 @@ class Supervisor:
             return
         self.stopping = True
         self.core.ops.stopping = True
+        sd_notify("STOPPING=1\nSTATUS=stopping every session")
         self._task(self._shutdown())
 
     async def _shutdown(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from protocol import (
     ProtocolError,
     RemoteError,
     SessionState,
+    __version__,
     idle_note,
     relative_time,
 )
@@ -148,18 +148,45 @@ def session_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def mib(size: int | None) -> str:
+    return "?" if size is None else f"{size / 1048576:.0f} MiB"
+
+
+def supervisor_text(info: dict[str, Any]) -> str:
+    """The operator's view: what runs, what it costs, who waits, who is connected."""
+    states = ", ".join(f"{n} {state}" for state, n in sorted((info.get("by_state") or {}).items()))
+    lines = [
+        f"supervisor pid {info['pid']} (instance {info['instance']}, v{info['version']}), "
+        f"up {duration(round(info.get('uptime') or 0))}, {mib(info.get('memory'))}",
+        f"sessions: {info['sessions']} ({info['live']} live)" + (f": {states}" if states else ""),
+    ]
+    processes = info.get("claude_processes") or []
+    lines.append(f"Claude processes: {sum(1 for p in processes if p.get('claude_pid'))}")
+    for p in processes:
+        claude = f"Claude pid {p['claude_pid']} ({mib(p.get('claude_memory'))})" if p.get("claude_pid") else "no Claude"
+        lines.append(f"  {p['session']}: keeper pid {p['keeper_pid']} ({mib(p.get('keeper_memory'))}), {claude}")
+    lines.append(f"cost today: ${info.get('cost_today') or 0:.4f}")
+    pending = info.get("pending_permissions") or []
+    lines.append(f"waiting for an answer: {len(pending)}" + (
+        " (" + ", ".join(f"{p['session']}: {p['tool_name']}" for p in pending) + ")" if pending else ""))
+    clients = info.get("clients") or []
+    described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
+                 f" {c['unacked']} unacked)" for c in clients]
+    lines.append(f"subscribed clients: {len(clients)}" + (": " + "; ".join(described) if described else ""))
+    if info.get("store_problem"):
+        lines.append(f"STORE PROBLEM: {info['store_problem']}")
+    lines += [f"runtime dir: {info['runtime_dir']}", f"state dir: {info['state_dir']}",
+              f"default idle timeout: {duration(info['default_idle_timeout'])}"]
+    return "\n".join(lines)
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     if args.name:
         info = client.request("status", session=args.name)
         human = session_text(info)
     else:
         info = client.request("status")
-        human = (
-            f"supervisor pid {info['pid']} (instance {info['instance']}, v{info['version']})\n"
-            f"sessions: {info['sessions']} ({info['live']} live)\n"
-            f"runtime dir: {info['runtime_dir']}\nstate dir: {info['state_dir']}\n"
-            f"default idle timeout: {info['default_idle_timeout']:g}s"
-        )
+        human = supervisor_text(info)
     _print(args, info, human)
     return 0
 
@@ -417,7 +444,7 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="claudectl", description="Control supervisord-claude sessions")
-    p.add_argument("--version", action="version", version=f"claudectl {_version()}")
+    p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -492,13 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # the global options work after the command too
         add_global_options(command, argparse.SUPPRESS)
     return p
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("supervisord-claude")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:

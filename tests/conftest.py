@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -402,14 +402,17 @@ class BotProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = sup.base / "bot.log"
         self.allowed = str(USER)
+        self.extra_args: list[str] = []
+        #: how the bot is started (e.g. a systemd unit's ExecStart)
+        self.command = [sys.executable, "-m", "bot"]
 
     def start(self) -> BotProcess:
         env = dict(self.sup.env, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_ALLOWED_USERS=self.allowed,
                    TELEGRAM_API_URL=self.api.url)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "--runtime-dir", str(self.sup.runtime_dir),
-             "--config", str(self.sup.config_path())],
+            [*self.command, "--runtime-dir", str(self.sup.runtime_dir),
+             "--config", str(self.sup.config_path()), *self.extra_args],
             env=env, stdout=log, stderr=log,
         )
         log.close()
@@ -439,8 +442,10 @@ def bot_env(make_supervisor, telegram):
     """(supervisor, fake telegram, bot factory); every bot is stopped afterwards."""
     bots: list[BotProcess] = []
 
-    def make(sup: SupervisorProcess) -> BotProcess:
+    def make(sup: SupervisorProcess, extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> BotProcess:
         b = BotProcess(sup, telegram)
+        b.extra_args = list(extra_args)
+        b.command = list(command) or b.command
         bots.append(b)
         return b.start()
 

@@ -1,0 +1,111 @@
+"""systemd user units: the supervisor and the bot as two services, written by
+``supervisord-claude install-units`` (the templates are also in ``contrib/systemd/``).
+
+Why the units say what they say:
+
+- ``Type=notify``: the supervisor says READY=1 once its control socket accepts clients,
+  so ``After=supervisord-claude.service`` really means "after it answers".
+- ``ExecReload`` sends SIGHUP: the supervisor re-executes itself in place (same pid,
+  RELOADING=1 then READY=1) and adopts its keepers; running turns go on.
+- ``KillMode=process``: systemd signals only the supervisor. On ``stop`` it stops every
+  session itself (gracefully); after a crash the keepers and their Claude stay alive for
+  the restarted supervisor to adopt — with the default (control-group) systemd would kill
+  them with it.
+- The bot is its own unit: restart it alone, any time; it only ``Wants`` the supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+SUPERVISOR_UNIT = "supervisord-claude.service"
+BOT_UNIT = "claude-telegram-bot.service"
+
+_SUPERVISOR = """\
+[Unit]
+Description=supervisord-claude: long-lived Claude Code sessions
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={supervisor}
+ExecReload=/bin/kill -HUP $MAINPID
+# only the supervisor is signalled: it stops its sessions itself, and a crash leaves
+# Claude running for the restarted supervisor to adopt
+KillMode=process
+TimeoutStopSec=30
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=default.target
+"""
+
+_BOT = """\
+[Unit]
+Description=claude-telegram-bot: the Telegram front end of supervisord-claude
+Wants={supervisor_unit}
+After={supervisor_unit} network-online.target
+
+[Service]
+Type=simple
+ExecStart={bot}
+# the bot holds nothing: restarting it at any time loses no reply
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def _program(name: str) -> str:
+    """The absolute path of one of our console scripts: next to the running Python's
+    (a venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is neither next to {sys.executable} nor on PATH")
+    return found
+
+
+def render_units(supervisor: str | None = None, bot: str | None = None) -> dict[str, str]:
+    """Unit file name -> text, with the programs' absolute paths."""
+    return {
+        SUPERVISOR_UNIT: _SUPERVISOR.format(supervisor=supervisor or _program("supervisord-claude")),
+        BOT_UNIT: _BOT.format(bot=bot or _program("claude-telegram-bot"), supervisor_unit=SUPERVISOR_UNIT),
+    }
+
+
+def user_unit_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "systemd" / "user"
+
+
+def install_units(dest: Path, force: bool = False) -> list[Path]:
+    """Write both units into ``dest``; refuses to overwrite a different file unless ``force``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_units().items():
+        path = dest / name
+        if path.exists() and path.read_text() != text and not force:
+            raise FileExistsError(f"{path} exists and differs; use --force to replace it")
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+NEXT_STEPS = """\
+Next:
+  systemctl --user daemon-reload
+  systemctl --user enable --now supervisord-claude.service
+  systemctl --user enable --now claude-telegram-bot.service   # with a bot token configured
+  loginctl enable-linger "$USER"   # keep them running while you are logged out
+Logs: journalctl --user -u supervisord-claude -u claude-telegram-bot -f
+Reload (in place, turns go on): systemctl --user reload supervisord-claude
+"""

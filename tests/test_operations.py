@@ -1,0 +1,247 @@
+"""Running it every day: versions, check-config, systemd units and readiness, logs that
+say what happened and never a secret, the operator's status."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import protocol
+from supervisord_claude import _units
+
+from .conftest import USER, SupervisorProcess, wait_for
+from .fake_telegram import TOKEN
+
+PROGRAMS = {"supervisord-claude": "supervisord_claude", "claudectl": "supervisord_claude.ctl",
+            "claude-telegram-bot": "bot"}
+
+
+def run(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_every_command_says_its_version(program: str) -> None:
+    out = run(PROGRAMS[program], "--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"{program} {protocol.__version__}"
+
+
+def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path: Path) -> None:
+    token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
+    config = tmp_path / "config.toml"
+    config.write_text(f'idle_timeout = 900\n[telegram]\ntoken = "{token}"\nallowed_users = [42]\n')
+    out = run("supervisord_claude", "check-config", "--config", str(config), "--claude-bin", "/bin/true",
+              "--runtime-dir", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    values = dict(line.split(None, 1) for line in out.stdout.splitlines() if "  " in line)
+    assert values["idle_timeout"] == "900 s"
+    assert values["claude_bin"] == "/bin/true"
+    assert values["runtime_dir"] == str(tmp_path / "run")
+    assert values["telegram.allowed_users"] == "42"
+    assert token not in out.stdout + out.stderr and "masked" in values["telegram.token"]
+    assert not (tmp_path / "run").exists()  # a check starts nothing
+
+
+@pytest.mark.parametrize("content, key", [
+    ("idle_timeout = 'soon'\n", "idle_timeout"),
+    ("idel_timeout = 5\n", "idel_timeout"),
+    ("[telegram]\nallowed_users = ['me']\n", "telegram.allowed_users"),
+])
+def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    out = run("supervisord_claude", "check-config", "--config", str(config), "--claude-bin", "/bin/true")
+    assert out.returncode == 1
+    assert key in out.stderr and "Traceback" not in out.stderr
+
+
+def test_check_config_fails_when_claude_cannot_be_found(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("")
+    out = run("supervisord_claude", "check-config", "--config", str(tmp_path / "c.toml"),
+              "--claude-bin", "no-such-claude-anywhere")
+    assert out.returncode == 1 and "claude_bin" in out.stderr
+
+
+# --- systemd ---------------------------------------------------------------------------
+
+
+def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) -> None:
+    dest = tmp_path / "units"
+    out = run("supervisord_claude", "install-units", "--dest", str(dest))
+    assert out.returncode == 0, out.stderr
+    assert "loginctl enable-linger" in out.stdout and "daemon-reload" in out.stdout
+    supervisor = (dest / _units.SUPERVISOR_UNIT).read_text()
+    bot = (dest / _units.BOT_UNIT).read_text()
+    assert "Type=notify" in supervisor and "KillMode=process" in supervisor
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in supervisor
+    for text, program in ((supervisor, "supervisord-claude"), (bot, "claude-telegram-bot")):
+        exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+        path = Path(exec_start.removeprefix("ExecStart=").split()[0])
+        assert path.is_absolute() and path.name == program and path.exists()
+    # a changed unit is not overwritten without --force
+    (dest / _units.BOT_UNIT).write_text(bot + "# mine\n")
+    refused = run("supervisord_claude", "install-units", "--dest", str(dest))
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert run("supervisord_claude", "install-units", "--dest", str(dest), "--force").returncode == 0
+    assert (dest / _units.BOT_UNIT).read_text() == bot
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze on this machine")
+def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    for name, text in _units.render_units().items():
+        (tmp_path / name).write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", "--user", *(str(tmp_path / n) for n in _units.render_units())],
+                         capture_output=True, text=True, timeout=60)
+    problems = [line for line in out.stderr.splitlines() if str(tmp_path) in line]
+    assert not problems, out.stderr
+
+
+class NotifySocket:
+    """What systemd listens on for a Type=notify service."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(60)
+
+    def next(self) -> dict[str, str]:
+        data = self.sock.recv(4096).decode()
+        return dict(line.split("=", 1) for line in data.splitlines() if "=" in line)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_the_supervisor_unit_command_notifies_ready_reloading_and_stopping(make_supervisor) -> None:
+    sup: SupervisorProcess = make_supervisor()
+    notify = NotifySocket(sup.base / "notify.sock")
+    try:
+        # exactly what the unit runs (its ExecStart), with this test's directories
+        exec_start = next(line for line in _units.render_units()[_units.SUPERVISOR_UNIT].splitlines()
+                          if line.startswith("ExecStart=")).removeprefix("ExecStart=")
+        sup.argv = lambda: [*shlex.split(exec_start), "--runtime-dir", str(sup.runtime_dir),  # type: ignore[method-assign]
+                            "--state-dir", str(sup.state_dir), "--claude-bin", sup.claude_bin,
+                            "--config", str(sup.config_path())]
+        sup.env["NOTIFY_SOCKET"] = str(notify.path)
+        sup.start(wait=False)
+        ready = notify.next()
+        assert ready["READY"] == "1" and int(ready["MAINPID"]) == sup.proc.pid
+        assert sup.request("hello")  # ready means it answers
+        sup.ctl("new", "alpha", check=True)
+        sup.ctl("send", "alpha", "before the reload", "--wait", check=True)
+        claude = sup.claude_pids()
+        sup.proc.send_signal(signal.SIGHUP)  # ExecReload
+        assert notify.next()["RELOADING"] == "1"
+        again = notify.next()
+        assert again["READY"] == "1" and int(again["MAINPID"]) == sup.proc.pid  # the same process
+        assert sup.claude_pids() == claude  # Claude went on
+        assert "after the reload" in sup.ctl("send", "alpha", "after the reload", "--wait", check=True).stdout
+        sup.proc.send_signal(signal.SIGTERM)
+        assert notify.next()["STOPPING"] == "1"
+        assert sup.proc.wait(30) == 0
+    finally:
+        notify.close()
+
+
+# --- logs ------------------------------------------------------------------------------
+
+
+def test_json_logs_say_each_lifecycle_event_with_session_state_reason_and_pids(make_supervisor) -> None:
+    sup = make_supervisor(extra_args=["--log-format", "json"]).start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "hi", "--wait", check=True)
+    sup.ctl("suspend", "alpha", check=True)
+    sup.wait_state("alpha", "suspended")
+    sup.stop()
+    records = [json.loads(line) for line in sup.log().splitlines() if line.startswith("{")]
+    assert records and all({"ts", "level", "program", "msg"} <= set(r) for r in records)
+    # keepers log as the supervisor does
+    assert {r["program"] for r in records} >= {"supervisord-claude"}
+    lifecycle = [r for r in records if r.get("session") == "alpha" and "state" in r]
+    states = [r["state"] for r in lifecycle]
+    assert states[:4] == ["suspended", "starting", "busy", "idle"] and "suspended" in states[4:]
+    idle = lifecycle[3]
+    assert idle["reason"] == "turn" and idle["keeper_pid"] > 0 and idle["claude_pid"] > 0
+    assert not [line for line in sup.log().splitlines() if line.strip() and not line.startswith("{")]
+
+
+def test_no_secret_is_ever_logged(make_supervisor, bot_env, telegram) -> None:
+    api_key = "sk-ant-api03-THIS-IS-SECRET-0123456789abcdef"
+    oauth = "sk-ant-oat01-ALSO-SECRET-0123456789abcdef"
+    sup = make_supervisor(env={"ANTHROPIC_API_KEY": api_key, "CLAUDE_CODE_OAUTH_TOKEN": oauth},
+                          extra_args=["--log-level", "debug"],
+                          config=f'[telegram]\ntoken = "{TOKEN}"\n').start()
+    # httpx logs every Bot API URL at debug, the token in each
+    bot = bot_env(sup, ["--log-level", "debug"])
+    telegram.message(USER, "/new alpha")
+    telegram.message(USER, f"my key is {api_key}, do not tell")
+    wait_for(lambda: any("do not tell" in t for t in telegram.texts(USER)), 60, what="the echo")
+    sup.ctl("status", check=True)
+    bot.stop()
+    sup.stop()
+    logs = {"supervisor": sup.log(), "bot": bot.log()}
+    assert "«secret»" in logs["bot"]  # URLs with the token were logged, masked
+    for name, text in logs.items():
+        for secret in (TOKEN, api_key, oauth):
+            assert secret not in text, f"the {name} log shows a secret"
+
+
+# --- the operator's status ---------------------------------------------------------------
+
+
+def test_status_shows_what_runs_what_it_costs_and_who_waits(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    for name in ("alpha", "beta"):
+        sup.ctl("new", name, check=True)
+    sup.ctl("send", "alpha", "hi", "--wait", check=True)
+    sup.ctl("send", "beta", "needperm", check=True)
+    sup.wait_event("beta", lambda e: e["kind"] == "permission_request")
+    info = json.loads(sup.ctl("status", "--json", check=True).stdout)
+    assert info["by_state"] == {"idle": 1, "busy": 1}
+    running = {p["session"]: p for p in info["claude_processes"]}
+    assert set(running) == {"alpha", "beta"}
+    assert all(p["claude_pid"] in sup.claude_pids() and p["claude_memory"] > 0 for p in running.values())
+    assert info["cost_today"] == pytest.approx(0.001)  # the fake claude's one finished turn
+    assert [(p["session"], p["tool_name"]) for p in info["pending_permissions"]] == [("beta", "Bash")]
+    text = sup.ctl("status", check=True).stdout
+    assert "cost today: $0.0010" in text and "waiting for an answer: 1 (beta: Bash)" in text
+    assert "alpha: keeper pid" in text and "MiB" in text
+
+
+def test_the_units_in_contrib_are_the_ones_install_units_writes() -> None:
+    contrib = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
+    expected = _units.render_units(supervisor="%h/.local/bin/supervisord-claude",
+                                   bot="%h/.local/bin/claude-telegram-bot")
+    assert {name: (contrib / name).read_text() for name in expected} == expected
+
+
+def test_restarting_the_bot_unit_during_a_turn_loses_no_reply(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(idle_timeout=60).start()
+    exec_start = next(line for line in _units.render_units()[_units.BOT_UNIT].splitlines()
+                      if line.startswith("ExecStart=")).removeprefix("ExecStart=")
+    command = shlex.split(exec_start)  # what the unit runs
+    bot = bot_env(sup, command=command)
+    telegram.message(USER, "/new alpha")
+    wait_for(lambda: any("created" in t for t in telegram.texts(USER)), 60, what="the session")
+    for i in range(5):
+        telegram.message(USER, f"sleep:0.4 m{i}")
+    first = sup.wait_event("alpha", lambda e: e["kind"] == "assistant_text" and "m0" in e["text"])
+    sup.wait_consumer("telegram-bot", first["id"])
+    bot.stop()  # systemctl restart: SIGTERM, wait, start again
+    assert bot.proc is not None and bot.proc.returncode == 0
+    bot_env(sup, command=command)
+    sup.wait_event("alpha", lambda e: e["kind"] == "result" and "m4" in e["text"])
+    sup.wait_consumer("telegram-bot")
+    replies = [t.split(" (")[0] for t in telegram.texts(USER) if t.startswith("echo:")]
+    assert replies == [f"echo: sleep:0.4 m{i}" for i in range(5)]
