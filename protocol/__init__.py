@@ -3,7 +3,9 @@
 Public surface only; see ``docs/protocol.md`` for the specification.
 """
 
-from ._client import AsyncClient, Client, Subscription
+from typing import TYPE_CHECKING, Any
+
+from ._client import Client
 from ._codec import decode, encode, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
 from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
@@ -90,3 +92,15 @@ __all__ = [
     "timeout_in_range",
     "validate_request",
 ]
+
+if TYPE_CHECKING:
+    from ._aclient import AsyncClient, Subscription
+
+
+def __getattr__(name: str) -> Any:
+    # the asyncio client on first use: a blocking client (claudectl) never imports asyncio
+    if name in ("AsyncClient", "Subscription"):
+        from . import _aclient
+
+        return getattr(_aclient, name)
+    raise AttributeError(f"module 'protocol' has no attribute {name!r}")

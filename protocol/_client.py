@@ -1,4 +1,6 @@
-"""Python clients of the supervisor: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+"""The blocking Python client of the supervisor, ``Client``, and what both clients share
+(``AsyncClient``, in ``_aclient``, is imported only by those who use it: a short command
+like ``claudectl status`` does not pay for asyncio).
 
 Both use one DEALER socket: replies are matched to requests by ``id``; events pushed for
 a subscription are queued until read. A DEALER never deadlocks on a lost peer the way a
@@ -7,18 +9,15 @@ bare REQ socket does: a request that gets no reply times out with ``ConnectionFa
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import fcntl
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError
@@ -156,224 +155,3 @@ class Client:
                 continue
             if msg.get("type") in ("event", "live"):
                 return msg
-
-
-class Subscription:
-    """Events of one subscription, in order, each once (duplicates after a re-subscribe
-    are dropped by event id). ``ack`` records that an event has been handled."""
-
-    def __init__(self, client: AsyncClient, args: dict[str, Any]) -> None:
-        self._client = client
-        self._args = args
-        self.sub_id = 0
-        self.last_id: int | None = args.get("after") if "session" not in args else None
-        self.last_seq: int | None = None
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-
-    async def start(self) -> dict[str, Any]:
-        args = dict(self._args)
-        if self.last_id is not None and "session" not in args:
-            args["after"] = self.last_id
-        result = await self._client.request(Op.SUBSCRIBE, **args)
-        self.sub_id = int(result["sub"])
-        self._client._subs[self.sub_id] = self
-        # events can overtake the reader's hand-over of the reply; they wait here
-        for event in self._client._early.pop(self.sub_id, []):
-            if self._accept(event):
-                self.queue.put_nowait(event)
-        return result
-
-    async def ack(self, event_id: int) -> None:
-        await self._client.request(Op.ACK, sub=self.sub_id, upto=event_id)
-
-    def discard(self) -> None:
-        """Forget this subscription locally (e.g. after its supervisor went away)."""
-        if self._client._subs.get(self.sub_id) is self:
-            del self._client._subs[self.sub_id]
-
-    async def close(self) -> None:
-        self.discard()
-        try:
-            await self._client.request(Op.UNSUBSCRIBE, sub=self.sub_id, timeout=2.0)
-        except (RemoteError, ConnectionFailed):
-            pass
-
-    async def _resubscribe(self) -> None:
-        self.discard()
-        # per-session positions are sequence numbers; continue after the last one seen
-        if "session" in self._args and self.last_seq is not None:
-            self._args["after"] = self.last_seq
-        await self.start()
-
-    def _accept(self, event: Event) -> bool:
-        event_id = event.get("id")
-        if isinstance(event_id, int) and self.last_id is not None and event_id <= self.last_id:
-            return False
-        if isinstance(event_id, int):
-            self.last_id = event_id
-        if isinstance(event.get("seq"), int):
-            self.last_seq = event["seq"]
-        return True
-
-    async def next(self, timeout: float | None = None, keepalive: float = 3.0) -> Event | None:
-        """The next event, or None after ``timeout``. While waiting it pings the
-        supervisor; if the supervisor restarted, it subscribes again where it left off."""
-        if not self.queue.empty():  # (no timer, no task: a burst is read at the rate it came)
-            return self.queue.get_nowait()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = keepalive
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    return None
-            try:
-                return await asyncio.wait_for(self.queue.get(), wait)
-            except TimeoutError:
-                pass
-            try:
-                await self._client.request(Op.PING, sub=self.sub_id, timeout=keepalive)
-            except RemoteError:
-                await self._resubscribe()
-            except ConnectionFailed:
-                continue
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self.next()
-            if event is not None:
-                yield event
-
-
-class AsyncClient:
-    """An asyncio client: concurrent requests and any number of subscriptions."""
-
-    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0) -> None:
-        self.runtime_dir = _socket_path(runtime_dir)
-        self.timeout = timeout
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._subs: dict[int, Subscription] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self._early: dict[int, list[Event]] = {}
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
-    async def connect(self, wait: float = 0.0) -> AsyncClient:
-        """Connect; with ``wait`` keep trying that long for the socket to appear."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                _check_running(self.runtime_dir)
-                break
-            except ConnectionFailed:
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.1)
-        self._ctx = zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        _configure(self._sock)
-        self._sock.connect(control_endpoint(self.runtime_dir))
-        self._reader = asyncio.create_task(self._read_loop())
-        return self
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
-        if self._sock is not None:
-            self._sock.close(0)
-        if self._ctx is not None:
-            self._ctx.term()
-
-    async def __aenter__(self) -> AsyncClient:
-        return await self.connect()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _read_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            frame = await self._sock.recv()
-            try:
-                msg = decode(frame, HARD_MAX_FRAME_BYTES)
-            except FrameError:
-                continue
-            kind = msg.get("type")
-            if kind in ("event", "events", "live"):
-                sub_id = msg.get("sub")
-                events = msg.get("events") if kind == "events" else [msg.get("event")]
-                if not isinstance(sub_id, int) or not isinstance(events, list):
-                    continue
-                sub = self._subs.get(sub_id)
-                for event in events:
-                    if not isinstance(event, dict):
-                        continue
-                    if sub is None:
-                        if len(self._early) < 64:
-                            self._early.setdefault(sub_id, []).append(event)
-                    elif kind == "live" or sub._accept(event):
-                        sub.queue.put_nowait(event)  # live text has no id: never acked
-                continue
-            req_id = msg.get("id")
-            fut = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-
-    async def request(
-        self, op: Op | str, timeout: float | None = None, **args: Any
-    ) -> dict[str, Any]:
-        if self._sock is None:
-            await self.connect()
-        assert self._sock is not None
-        req_id = next(self._ids)
-        op_name = op.value if isinstance(op, Op) else op
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
-        try:
-            await self._sock.send(encode({"id": req_id, "op": op_name, **args}))
-            reply = await asyncio.wait_for(fut, self.timeout if timeout is None else timeout)
-        except TimeoutError:
-            raise ConnectionFailed(f"no reply to '{op_name}' from the supervisor in time") from None
-        finally:
-            self._pending.pop(req_id, None)
-        return _result_of(reply)
-
-    async def subscribe(
-        self,
-        session: str | None = None,
-        *,
-        after: int | None = None,
-        consumer: str | None = None,
-        window: int | None = None,
-        live: bool = False,
-    ) -> Subscription:
-        """Subscribe to one session's events (``after`` = its sequence number) or to all
-        sessions (``after`` = global event id; omitted with a ``consumer``: its cursor)."""
-        args: dict[str, Any] = {}
-        if session is not None:
-            args["session"] = session
-        if after is not None:
-            args["after"] = after
-        if consumer is not None:
-            args["consumer"] = consumer
-        if window is not None:
-            args["window"] = window
-        if live:
-            args["live"] = True
-        args["batch"] = True  # several events to a frame
-        sub = Subscription(self, args)
-        await sub.start()
-        return sub
-

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import zmq
@@ -47,7 +48,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def fmt_us(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1e6:.0f} µs, p95 {pct(values, 0.95) * 1e6:.0f} µs"
+    return f"median {statistics.median(values) * 1e6:.0f} µs, p99 {pct(values, 0.99) * 1e6:.0f} µs"
 
 
 def pss_kib(pid: int) -> int:
@@ -122,8 +123,10 @@ def bench_round_trip(base: Path, n: int) -> dict[str, float]:
             c.request("hello")
             ours.append(time.perf_counter() - t0)
     print(f"control round trip (hello), n={n}: supervisor {fmt_us(ours)}; raw pyzmq echo {fmt_us(raw)}; "
-          f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x")
-    return {"rt_ours_us": statistics.median(ours) * 1e6, "rt_raw_us": statistics.median(raw) * 1e6}
+          f"ratio p50 {statistics.median(ours) / statistics.median(raw):.2f}x, "
+          f"p99 {pct(ours, 0.99) / pct(raw, 0.99):.2f}x")
+    return {"rt_ours_us": statistics.median(ours) * 1e6, "rt_raw_us": statistics.median(raw) * 1e6,
+            "rt_ours_p99_us": pct(ours, 0.99) * 1e6, "rt_raw_p99_us": pct(raw, 0.99) * 1e6}
 
 
 # 2 + 3. fork -> ready and PSS per idle keeper --------------------------------------------
@@ -159,11 +162,12 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
         fs.send(_wire.encode(_wire.Spawn(i, spec)))
         while True:
             ident, data = router.recv_multipart()
-            msg = msgpack.unpackb(data)
-            if msg.get("t") == "hello":
+            hello = _wire.decode_all(data)[0]  # (or an earlier keeper's reports)
+            if isinstance(hello, _wire.Hello):
                 times.append(time.perf_counter() - t0)
-                keepers.append(msg["pid"])
+                keepers.append(hello.pid)
                 idents.append(ident)
+                router.send_multipart([ident, _wire.encode(_wire.Welcome(1))])  # take it on
                 break
     time.sleep(1.0)  # let every keeper settle into idle
     pss_idle = [pss_kib(p) for p in keepers]
@@ -172,10 +176,11 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
         router.send_multipart([ident, _wire.encode(_wire.Deliver(_wire.QueuedMessage(1, "go")))])
     done = 0
     while done < count:
-        _ident, data = router.recv_multipart()
-        msg = msgpack.unpackb(data)
-        if msg.get("t") == "event" and msg.get("kind") == "result":
-            done += 1
+        ident, data = router.recv_multipart()
+        reports = [m for m in _wire.decode_all(data) if isinstance(m, _wire.Numbered)]
+        if reports:  # acked as a supervisor would, so the keeper does not keep them
+            router.send_multipart([ident, _wire.encode(_wire.Ack(reports[-1].n))])
+        done += sum(1 for m in reports if isinstance(m, _wire.KeeperEvent) and m.kind == "result")
     time.sleep(0.5)
     pss_worked = [pss_kib(p) for p in keepers]
     for p in keepers:
@@ -236,7 +241,8 @@ def bench_message_latency(base: Path, n: int) -> dict[str, float]:
         stop(sup)
     print(f"message -> Claude stdin, n={n}: via supervisor+keeper {fmt_us(ours)}; bare pipe write {fmt_us(raw)}; "
           f"ratio {statistics.median(ours) / statistics.median(raw):.1f}x")
-    return {"msg_ours_us": statistics.median(ours) * 1e6, "msg_raw_us": statistics.median(raw) * 1e6}
+    return {"msg_ours_us": statistics.median(ours) * 1e6, "msg_raw_us": statistics.median(raw) * 1e6,
+            "msg_ours_p99_us": pct(ours, 0.99) * 1e6, "msg_raw_p99_us": pct(raw, 0.99) * 1e6}
 
 
 # 4b. event throughput: Claude stdout line -> stored -> subscriber ------------------------
@@ -301,9 +307,9 @@ def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
         ours = asyncio.run(run())
     finally:
         stop(sup)
-    print(f"event throughput, {n} assistant events: stored+published+received {n / ours:.0f} events/s "
-          f"({ours * 1e6 / n:.0f} µs each, including Claude start); bare stdout read {n / raw:.0f} lines/s; "
-          f"ratio {ours / raw:.1f}x")
+    print(f"event throughput, {n} assistant events (window 512, an ack per 256): stored+published+received "
+          f"{n / ours:.0f} events/s (including Claude's start); bare spawn+read+parse {n / raw:.0f} lines/s; "
+          f"{raw / ours:.2f}x of the bare rate")
     return {"events_per_s": n / ours, "bare_lines_per_s": n / raw}
 
 
@@ -360,13 +366,383 @@ def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
     return {"real_ours_ms": statistics.median(ours) * 1e3, "real_bare_ms": statistics.median(bare) * 1e3}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--json", help="write the figures to this file")
-    args = parser.parse_args()
-    n = 300 if args.quick else 2000
+# 6. claudectl status against supervisorctl and circusctl --------------------------------
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _time_command(argv: list[str], n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _wait_command(argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
+    deadline = time.monotonic() + 30
+    while subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode not in ok:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{argv[0]} never answered")
+        time.sleep(0.1)
+
+
+def bench_ctl_status(base: Path, n: int) -> dict[str, float]:
+    """The whole `status` command as an operator types it, each against its own daemon
+    supervising one idle process."""
     out: dict[str, float] = {}
+    sup_base = base / "ctl"
+    sup_base.mkdir()
+    sup = start_supervisor(sup_base, "/bin/true")
+    try:
+        ours = _time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"), "status"], n)
+    finally:
+        stop(sup)
+    out["status_claudectl_ms"] = statistics.median(ours) * 1e3
+    peers = base / "peers"
+    peers.mkdir()
+    (peers / "supervisord.conf").write_text(
+        "[unix_http_server]\nfile=%(here)s/supervisor.sock\n"
+        "[supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\nnodaemon=true\n"
+        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        "[supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n"
+        "[program:sleeper]\ncommand=sleep 100000\n")
+    (peers / "circus.ini").write_text(
+        f"[circus]\nendpoint = ipc://{peers}/circus.sock\npubsub_endpoint = ipc://{peers}/circus-pub.sock\n"
+        "statsd = false\n[watcher:sleeper]\ncmd = sleep 100000\n")
+    for name, daemon, ctl, quit_args in (
+        ("supervisorctl", [_bin("supervisord"), "-c", str(peers / "supervisord.conf")],
+         [_bin("supervisorctl"), "-c", str(peers / "supervisord.conf"), "status"], ["shutdown"]),
+        ("circusctl", [_bin("circusd"), str(peers / "circus.ini")],
+         [_bin("circusctl"), "--endpoint", f"ipc://{peers}/circus.sock", "status"], ["quit"]),
+    ):
+        if not Path(daemon[0]).exists():
+            print(f"{name}: skipped (not installed; pip install -e .[bench])")
+            continue
+        proc = subprocess.Popen(daemon, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_command(ctl)
+            out[f"status_{name}_ms"] = statistics.median(_time_command(ctl, n)) * 1e3
+        finally:
+            subprocess.run([*ctl[:-1], *quit_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    print("status command, whole process, median of", n, ": " + ", ".join(
+        f"{k.removeprefix('status_').removesuffix('_ms')} {v:.0f} ms" for k, v in out.items()))
+    return out
+
+
+# 7. Claude stdout line -> Telegram draft (the bot, a fake Bot API) ------------------------
+
+
+def bench_telegram_stream(base: Path, sessions: int, seconds: float) -> dict[str, float]:
+    """``sessions`` chats, each with an answer streamed over ``seconds``: for every draft
+    the bot sends, how long ago the newest text in it was written by Claude (the fake
+    logs when each prefix of its answer went to stdout; monotonic clocks are shared)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_telegram import TOKEN, FakeTelegram
+
+    api = FakeTelegram().start()
+    sup_base = base / "tg"
+    sup_base.mkdir()
+    delta_log = sup_base / "deltas.log"
+    fake = sup_base / "claude"
+    fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "fake_claude.py"}" "$@"\n')
+    fake.chmod(0o755)
+    sup = start_supervisor(sup_base, str(fake), {"FAKE_CLAUDE_DELTA_LOG": str(delta_log)})
+    users = list(range(5001, 5001 + sessions))
+    bot_env = dict(os.environ, HOME=str(sup_base / "home"), TELEGRAM_BOT_TOKEN=TOKEN,
+                   TELEGRAM_ALLOWED_USERS=",".join(map(str, users)), TELEGRAM_API_URL=api.url)
+    bot = subprocess.Popen([_bin("claude-telegram-bot"), "--runtime-dir", str(sup_base / "run"),
+                            "--config", str(sup_base / "none.toml")], env=bot_env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for user in users:
+            api.message(user, f"/new s{user}")
+        deadline = time.monotonic() + 60
+        while sum(1 for u in users if any("created" in t for t in api.texts(u))) < sessions:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bot did not create the sessions")
+            time.sleep(0.05)
+        for user in users:
+            api.message(user, f"stream:{seconds} " + "word " * 120)
+        deadline = time.monotonic() + 60 + seconds * 2
+        while sum(1 for u in users if any(t.startswith("echo: stream") for t in api.texts(u))) < sessions:
+            if time.monotonic() > deadline:
+                raise RuntimeError("not every streamed answer arrived")
+            time.sleep(0.1)
+    finally:
+        bot.terminate()
+        bot.wait(30)
+        stop(sup)
+        api.stop()
+    written: dict[tuple[str, int], float] = {}
+    for line in delta_log.read_text().splitlines():
+        at, session_id, length = line.split()
+        written[(session_id, int(length))] = float(at)
+    # a chat's session id: the one whose written prefixes match its drafts' lengths
+    by_length: dict[int, list[tuple[str, float]]] = {}
+    for (session_id, length), at in written.items():
+        by_length.setdefault(length, []).append((session_id, at))
+    lags = []
+    for draft in api.drafts:
+        shown = len(draft["text"].removesuffix(" ▍"))
+        candidates = [at for _, at in by_length.get(shown, []) if at <= draft["at"]]
+        if candidates:
+            lags.append(draft["at"] - max(candidates))
+    if not lags:
+        raise RuntimeError("no draft could be matched to what Claude wrote")
+    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats, {len(lags)} drafts: "
+          f"p50 {statistics.median(lags) * 1e3:.1f} ms, p99 {pct(lags, 0.99) * 1e3:.1f} ms "
+          f"(the newest text in each draft; drafts are paced at 2/s per chat)")
+    return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
+            "tg_drafts": float(len(lags))}
+
+
+# 8. live sessions: how the supervisor grows ----------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_scaling(base: Path, sizes: list[int], burst: int) -> list[dict[str, float]]:
+    """N live sessions (each a keeper and a cheap shell Claude): supervisor RSS, control
+    p99 (status of one session), and a burst's event throughput beside them."""
+    turn = base / "scale-turn.jsonl"
+    big = base / "scale-burst.jsonl"
+    init = json.dumps({"type": "system", "subtype": "init", "session_id": "s"})
+    result = json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "ok",
+                         "total_cost_usd": 0, "duration_ms": 0})
+    text = json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "x" * 200}]}})
+    turn.write_text("\n".join([init, text, result]) + "\n")
+    big.write_text("\n".join([init, *[text] * burst, result]) + "\n")
+    stub = base / "scale-claude"
+    stub.write_text(f'#!/bin/sh\nwhile read -r line; do case "$line" in *burst*) cat "{big}";; '
+                    f'*) cat "{turn}";; esac; done\n')
+    stub.chmod(0o755)
+    rows = []
+    for size in sizes:
+        sup_base = base / f"scale-{size}"
+        sup_base.mkdir()
+        sup = start_supervisor(sup_base, str(stub))
+        try:
+            with Client(sup_base / "run", timeout=60) as c:
+                for i in range(size):
+                    c.request("create", session=f"s{i}")
+                for i in range(size):
+                    c.request("send", session=f"s{i}", text="hi")
+                deadline = time.monotonic() + 120
+                while c.request("status")["live"] < size or any(
+                        s["state"] != "idle" for s in c.request("list")["sessions"]):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{size} sessions did not all become live and idle")
+                    time.sleep(0.2)
+                times = []
+                for i in range(300):
+                    t0 = time.perf_counter()
+                    c.request("status", session=f"s{i % size}")
+                    times.append(time.perf_counter() - t0)
+                rss = _rss_kib(sup.pid) / 1024
+            rate = _burst_rate(sup_base, "s0", burst)
+        finally:
+            stop(sup)
+        rows.append({"sessions": float(size), "rss_mib": rss, "control_p99_ms": pct(times, 0.99) * 1e3,
+                     "control_p50_ms": statistics.median(times) * 1e3, "events_per_s": rate})
+        print(f"{size} live sessions: supervisor RSS {rss:.1f} MiB, status p50 {rows[-1]['control_p50_ms']:.2f} ms "
+              f"p99 {rows[-1]['control_p99_ms']:.2f} ms, burst of {burst} events {rate:.0f}/s")
+    return rows
+
+
+def _burst_rate(sup_base: Path, session: str, n: int) -> float:
+    import asyncio
+
+    from protocol import AsyncClient
+
+    async def run() -> float:
+        async with AsyncClient(sup_base / "run", timeout=60) as c:
+            sub = await c.subscribe(session, window=512)
+            t0 = time.perf_counter()
+            await c.request("send", session=session, text="burst")
+            count, unacked = 0, 0
+            while True:
+                event = await sub.next(timeout=120)
+                assert event is not None
+                count += event["kind"] == "assistant_text"
+                unacked += 1
+                if unacked >= 256 or event["kind"] == "result":
+                    await sub.ack(event["id"])
+                    unacked = 0
+                if event["kind"] == "result":
+                    return n / (time.perf_counter() - t0)
+
+    return asyncio.run(run())
+
+
+# 9. a big event log ----------------------------------------------------------------------
+
+
+def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
+    from protocol import EventKind
+    from supervisord_claude._store import EventWrite, Store
+
+    rows = []
+    for size in sizes:
+        sup_base = base / f"log-{size}"
+        (sup_base / "state").mkdir(parents=True)
+        store = Store(sup_base / "state" / "supervisor.sqlite3")
+        sessions = [f"s{i}" for i in range(20)]
+        for name in sessions:
+            store.create_session(name, f"id-{name}", str(base), None, None)
+        body = {"text": "x" * 200, "message_id": 1}
+        for start in range(0, size, 5000):
+            store.append_events([EventWrite(sessions[(start + i) % 20], EventKind.ASSISTANT_TEXT, body)
+                                 for i in range(min(5000, size - start))])
+        store.close()
+        db_mib = sum(p.stat().st_size for p in (sup_base / "state").glob("supervisor.sqlite3*")) / 1048576
+        t0 = time.perf_counter()
+        sup = start_supervisor(sup_base, "/bin/true")
+        startup = time.perf_counter() - t0
+        try:
+            ls = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"), "ls"], 5))
+            with Client(sup_base / "run", timeout=60) as c:
+                last = c.request("status", session="s7")["last_seq"]
+                t0 = time.perf_counter()
+                c.request("subscribe", session="s7", after=max(0, last - 1000), window=1000)
+                got = 0
+                first = None
+                while got < min(1000, last):
+                    frame = c.next_event(timeout=30)
+                    assert frame is not None
+                    first = first or time.perf_counter()
+                    got += 1
+                cursor_read = time.perf_counter() - t0
+                cursor_first = (first or t0) - t0
+        finally:
+            stop(sup)
+        store = Store(sup_base / "state" / "supervisor.sqlite3")
+        t0 = time.perf_counter()
+        store.prune(time.time() + 1)  # every event (no consumer holds any)
+        prune = time.perf_counter() - t0
+        store.close()
+        rows.append({"events": float(size), "db_mib": db_mib, "startup_s": startup, "ls_ms": ls * 1e3,
+                     "cursor_first_ms": cursor_first * 1e3, "cursor_1000_ms": cursor_read * 1e3,
+                     "prune_s": prune})
+        print(f"event log of {size} events: db {db_mib:.1f} MiB, start-up {startup:.2f} s, claudectl ls "
+              f"{ls * 1e3:.0f} ms, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
+              f"1000 events {cursor_read * 1e3:.0f} ms; prune all {prune:.2f} s")
+    return rows
+
+
+# 10. resume: a message to a suspended session -> its answer, real Claude ------------------
+
+
+def bench_resume_real(base: Path, n: int) -> dict[str, float] | None:
+    try:
+        import claude_agent_sdk
+    except ImportError:
+        print("resume with real claude: skipped (claude-agent-sdk not installed)")
+        return None
+    claude = str(Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_anthropic import FakeAnthropic
+
+    api = FakeAnthropic().start()
+    env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "x", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    sup_base = base / "resume"
+    sup_base.mkdir()
+    sup = start_supervisor(sup_base, claude, env)
+    ours, bare = [], []
+    line = b'{"type":"user","message":{"role":"user","content":"again"},"parent_tool_use_id":null}\n'
+    try:
+        with Client(sup_base / "run", timeout=60) as c:
+            c.request("create", session="r")
+            session_id = c.request("status", session="r")["session_id"]
+            cwd = c.request("status", session="r")["cwd"]
+            for i in range(n + 1):
+                if i:  # (a new session is suspended already)
+                    c.request("suspend", session="r")
+                while c.request("status", session="r")["state"] != "suspended":
+                    time.sleep(0.01)
+                after = c.request("status", session="r")["last_seq"]
+                sub = c.request("subscribe", session="r", after=after)["sub"]
+                t0 = time.perf_counter()
+                c.request("send", session="r", text=f"message {i}")
+                while True:
+                    frame = c.next_event(timeout=60)
+                    assert frame is not None, "no answer"
+                    if frame["event"]["kind"] == "result":
+                        break
+                if i:  # the first message starts the conversation
+                    ours.append(time.perf_counter() - t0)
+                c.request("unsubscribe", sub=sub)
+        stop(sup)
+        home = sup_base / "home"
+        for _ in range(n):
+            t0 = time.perf_counter()
+            p = subprocess.Popen([claude, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
+                                  "--verbose", "--resume", session_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 cwd=cwd, env=dict(os.environ, HOME=str(home), **env))
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write(line)
+            p.stdin.flush()
+            for out in p.stdout:
+                if b'"type":"result"' in out:
+                    break
+            bare.append(time.perf_counter() - t0)
+            p.stdin.close()
+            p.wait()
+    finally:
+        if sup.poll() is None:
+            stop(sup)
+        api.stop()
+    print(f"resume (real claude), n={n}: message to a suspended session -> result {statistics.median(ours) * 1e3:.0f} ms; "
+          f"bare claude --resume spawn -> result {statistics.median(bare) * 1e3:.0f} ms; "
+          f"ratio {statistics.median(ours) / statistics.median(bare):.2f}x")
+    return {"resume_ours_ms": statistics.median(ours) * 1e3, "resume_bare_ms": statistics.median(bare) * 1e3}
+
+
+def plot_scaling(rows: list[dict[str, float]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot: skipped (matplotlib not installed; pip install -e .[bench])")
+        return
+    sizes = [r["sessions"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, key, label in zip(axes, ("rss_mib", "control_p99_ms", "events_per_s"),
+                              ("supervisor RSS (MiB)", "status p99 (ms)", "burst events/s"), strict=True):
+        ax.plot(sizes, [r[key] for r in rows], marker="o")
+        ax.set_xlabel("live sessions")
+        ax.set_title(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"plot: {path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="supervisord-claude benchmarks (docs/benchmarks.md)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute (CI runs it)")
+    parser.add_argument("--json", help="write every figure to this file as one JSON document")
+    parser.add_argument("--plot", help="write the live-sessions growth plot (PNG) here")
+    args = parser.parse_args()
+    quick = args.quick
+    out: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                                       "pyzmq": zmq.__version__, "quick": quick}}
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, pyzmq {zmq.__version__}")
     with tempfile.TemporaryDirectory(prefix="scb-") as d:
         base = Path(d)
@@ -375,16 +751,27 @@ def main() -> int:
         sup_base.mkdir()
         sup = start_supervisor(sup_base, "/bin/true")
         try:
-            out |= bench_round_trip(sup_base, n)
+            out |= bench_round_trip(sup_base, 300 if quick else 3000)
         finally:
             stop(sup)
-        out |= {f"{k}_frozen": v for k, v in bench_keepers(base, 50, freeze=True).items()}
-        out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, 50, freeze=False).items()}
-        out |= bench_message_latency(base, 50 if args.quick else 200)
-        out |= bench_event_throughput(base, 500 if args.quick else 3000)
-        real = bench_real_claude(base, 3 if args.quick else 5)
+        out |= bench_ctl_status(base, 3 if quick else 20)
+        count = 10 if quick else 50
+        out |= {f"{k}_frozen": v for k, v in bench_keepers(base, count, freeze=True).items()}
+        if not quick:
+            out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, count, freeze=False).items()}
+        out |= bench_message_latency(base, 30 if quick else 300)
+        out |= bench_event_throughput(base, 2000 if quick else 20000)
+        out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
+        out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
+        out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 1_000_000])
+        real = bench_real_claude(base, 2 if quick else 5)
         if real:
             out |= real
+        resume = bench_resume_real(base, 2 if quick else 5)
+        if resume:
+            out |= resume
+        if args.plot:
+            plot_scaling(out["scaling"], Path(args.plot))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -7,7 +7,6 @@ Exit status: 0 success, 1 error (message on stderr), 2 usage error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -17,7 +16,6 @@ from typing import Any
 
 from protocol import (
     TIMEOUT_RANGE_TEXT,
-    AsyncClient,
     Client,
     ConnectionFailed,
     PermissionMode,
@@ -229,6 +227,8 @@ def print_live(shown: str, event: dict[str, Any]) -> str:
 
 
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
+    from protocol import AsyncClient  # (asyncio only for the commands that wait)
+
     async with AsyncClient(client_dir) as client:
         status = await client.request("status", session=args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
@@ -296,6 +296,8 @@ def turn_ending(result: dict[str, Any]) -> str | None:
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
     if args.wait:
         client.close()
+        import asyncio
+
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
     _print(args, result, f"queued message {result['message_id']}")
@@ -311,6 +313,8 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
     after = args.from_seq if args.from_seq is not None else 0
     if not args.follow and after >= last_seq:
         return 0
+    from protocol import AsyncClient
+
     async with AsyncClient(args.runtime_dir) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after=after, live=stream)
@@ -341,6 +345,8 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
     last_seq = int(client.request("status", session=args.name)["last_seq"])  # also: a clear error
     client.close()
     try:
+        import asyncio
+
         return asyncio.run(_tail(args, last_seq))
     except KeyboardInterrupt:
         return 0

@@ -36,7 +36,9 @@ one JSON line per start ({event: "start", pid, argv, cwd}) and one per user mess
 ({event: "received", pid, text}, written after the message is in the history file, so a
 test that sees it knows Claude has the message). To make timing assumptions in tests fail
 loudly, FAKE_CLAUDE_START_DELAY=<s> delays start-up (before stdin is read) and
-FAKE_CLAUDE_LINE_DELAY=<s> delays every line written to stdout.
+FAKE_CLAUDE_LINE_DELAY=<s> delays every line written to stdout. FAKE_CLAUDE_DELTA_LOG=<file>
+gets "<monotonic time> <session id> <characters of the answer written so far>" after each
+text delta (scripts/bench measures how stale the bot's live answer is with it).
 
 Like the real CLI, ``total_cost_usd`` is cumulative for the conversation and carries on
 across ``--resume``.
@@ -62,6 +64,7 @@ answered = threading.Condition()
 
 
 LINE_DELAY = float(os.environ.get("FAKE_CLAUDE_LINE_DELAY") or 0)
+DELTA_LOG = os.environ.get("FAKE_CLAUDE_DELTA_LOG")
 
 
 def emit(obj: dict) -> None:
@@ -347,11 +350,16 @@ def main() -> int:
                       "content_block": {"type": "text", "text": ""}}, "session_id": session_id})
             size = 12 if stream else 48  # fewer lines for plain answers: floods stay quick
             pieces = [answer[i:i + size] for i in range(0, len(answer), size)]
+            written = 0
             for piece in pieces:
                 if stream and interrupted.wait(float(stream.group(1)) / len(pieces)):
                     break
                 emit({"type": "stream_event", "event": {"type": "content_block_delta", "index": 0,
                       "delta": {"type": "text_delta", "text": piece}}, "session_id": session_id})
+                written += len(piece)
+                if DELTA_LOG:  # when each prefix of the answer was written (for scripts/bench)
+                    with open(DELTA_LOG, "a") as f:
+                        f.write(f"{time.monotonic()} {session_id} {written}\n")
             if stream:
                 emit({"type": "stream_event", "event": {"type": "content_block_stop", "index": 0},
                       "session_id": session_id})
