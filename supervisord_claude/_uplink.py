@@ -11,7 +11,6 @@ turn, not per line.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import enum
 import logging
 from collections.abc import Callable
@@ -97,7 +96,7 @@ class Uplink:
                 self._queue(_wire.encode(msg))
             return
         self._sent_n += 1
-        data = _wire.encode(dataclasses.replace(msg, n=self._sent_n))
+        data = _wire.encode(msg, n=self._sent_n)
         self._unacked.append((self._sent_n, data))
         self.unacked_bytes += len(data)
         if self.state is Link.LINKED:

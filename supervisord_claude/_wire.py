@@ -283,10 +283,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message, n: int | None = None) -> bytes:
+    """One message as a frame; ``n`` numbers a report (instead of its own ``n``)."""
+    if type(msg) is KeeperEvent:  # the hot path: every line of Claude's output is one
+        packed: bytes = msgpack.packb({"t": "event", "kind": msg.kind, "body": msg.body,
+                                       "n": msg.n if n is None else n}, use_bin_type=True)
+        return packed
     fields = _plain(msg)
     assert isinstance(fields, dict)
-    packed: bytes = msgpack.packb({"t": msg.TAG, **fields}, use_bin_type=True)
+    if n is not None:
+        fields["n"] = n
+    packed = msgpack.packb({"t": msg.TAG, **fields}, use_bin_type=True)
     return packed
 
 
