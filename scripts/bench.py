@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ from supervisord_claude import _forkserver, _wire  # noqa: E402
 
 STUB = """#!{python}
 import json, sys, time
-log = open({log!r}, "a", buffering=1)
+log = open({log!r}, "w", buffering=1)  # a FIFO: when each line was read
 for line in sys.stdin:
     log.write(f"{{time.time()}}\\n")
     msg = json.loads(line)
@@ -202,43 +203,61 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
 
 
 def bench_message_latency(base: Path, n: int) -> dict[str, float]:
-    log = base / "stdin-times.log"
+    """The stub writes when it read each line to a FIFO the benchmark blocks on (no
+    polling loop competing for the two cores)."""
+    fifo = base / "stdin-times.fifo"
+    os.mkfifo(fifo)
     stub = base / "stub-claude"
-    stub.write_text(STUB.format(python=sys.executable, log=str(log)))
+    stub.write_text(STUB.format(python=sys.executable, log=str(fifo)))
     stub.chmod(0o755)
+    line = b'{"type":"user","message":{"role":"user","content":"x"}}\n'
+
+    def reader() -> Any:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open now; the stub opens its end later
+        return os.fdopen(fd, "rb", buffering=0)
+
+    def read_time(times: Any) -> float:
+        os.set_blocking(times.fileno(), False)
+        data = b""
+        while not data.endswith(b"\n"):  # until the stub has opened its end and written
+            select.select([times], [], [], 10)
+            data += times.read() or b""
+        return float(data)
+
     # baseline: the same stub spawned bare, one line written straight to its stdin
+    times = reader()
     bare = subprocess.Popen([str(stub)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert bare.stdin is not None and bare.stdout is not None
     raw = []
     for _ in range(n):
-        before = len(log.read_text().splitlines()) if log.exists() else 0
         t0 = time.time()
-        bare.stdin.write(b'{"type":"user","message":{"role":"user","content":"x"}}\n')
+        bare.stdin.write(line)
         bare.stdin.flush()
+        raw.append(read_time(times) - t0)
         bare.stdout.readline()
         bare.stdout.readline()
-        raw.append(float(log.read_text().splitlines()[before]) - t0)
     bare.stdin.close()
     bare.wait()
+    times.close()
     sup_base = base / "lat"
     sup_base.mkdir()
     sup = start_supervisor(sup_base, str(stub))
     ours = []
+    times = reader()
     try:
         with Client(sup_base / "run") as c:
             c.request("create", session="lat")
             for i in range(n + 1):
-                before = len(log.read_text().splitlines())
                 t0 = time.time()
                 c.request("send", session="lat", text="x")
-                deadline = time.monotonic() + 10
-                while len(log.read_text().splitlines()) <= before and time.monotonic() < deadline:
-                    time.sleep(0.0005)
+                read_at = read_time(times)
                 if i > 0:  # the first message also starts the keeper and Claude
-                    ours.append(float(log.read_text().splitlines()[before]) - t0)
+                    ours.append(read_at - t0)
                 while c.request("status", session="lat")["state"] != "idle":
                     time.sleep(0.001)
     finally:
         stop(sup)
+        times.close()
     print(f"message -> Claude stdin, n={n}: via supervisor+keeper {fmt_us(ours)}; bare pipe write {fmt_us(raw)}; "
           f"ratio {statistics.median(ours) / statistics.median(raw):.1f}x")
     return {"msg_ours_us": statistics.median(ours) * 1e6, "msg_raw_us": statistics.median(raw) * 1e6,
