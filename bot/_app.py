@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from telegram import Update
+from telegram import BotCommand, LinkPreviewOptions, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -26,6 +26,7 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    Defaults,
     MessageHandler,
     TypeHandler,
     filters,
@@ -82,6 +83,37 @@ async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_chat is not None
     await context.bot.send_message(update.effective_chat.id, render.HELP_TEXT)
+
+
+async def on_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, render.START_TEXT)
+
+
+async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button under a first message sent before any session: make one, then send it
+    the message that was waiting (if this bot still holds it)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    chat = update.effective_chat.id
+    core = core_of(context)
+    try:
+        reply = await commands.first_session(core.link, chat, (query.data or "").removeprefix("new:"))
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    await query.answer(reply.text[:190])
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)  # pressed once
+    await send_reply(context.application, chat, reply)
+    waiting = core.first_messages.pop(chat, None)
+    if waiting is not None and await core.link.active(chat) is not None:
+        await forward(waiting[0], context, waiting[1], None)
+
+
+async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """An edited message: Claude has the first version; say so rather than stay silent."""
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, render.EDITED, disable_notification=True)
 
 
 async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -236,6 +268,8 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             await asyncio.sleep(SEND_RETRY_EVERY)
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
+    if reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
+        core.first_messages[chat] = (update, text)  # sent once a session exists (the button)
     if reply is not None:
         await send_reply(context.application, chat, reply)
 
@@ -261,7 +295,8 @@ async def poll_updates(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     while True:
         try:
             updates = await app.bot.get_updates(
-                offset=offset, timeout=POLL_TIMEOUT, allowed_updates=["message", "callback_query"]
+                offset=offset, timeout=POLL_TIMEOUT,
+                allowed_updates=["message", "edited_message", "callback_query"]
             )
             failures = 0
         except TelegramError as exc:
@@ -289,6 +324,10 @@ async def serve(config: BotConfig) -> None:
         core.delivery = tasks[1]
         log.info("bot @%s running; allowed users: %s", app.bot.username,
                  ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
+        try:  # the "/" menu
+            await app.bot.set_my_commands([BotCommand(name, text) for name, text in render.MENU])
+        except TelegramError as exc:
+            log.warning("could not set the command menu: %s", exc)
         await stop.wait()
         log.info("stopping")
         # nothing here can be lost by stopping hard (replies are acked only once sent), so
@@ -319,15 +358,20 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
         .base_url(config.base_url)
         .base_file_url(config.base_file_url)
         .rate_limiter(AIORateLimiter(max_retries=5))
+        # links in answers are not unfurled into previews (Claude cites many)
+        .defaults(Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)))
         .updater(None)  # our own poller: see poll_updates
         .build()
     )
     app.bot_data["core"] = Core(config)
     app.add_handler(TypeHandler(Update, guard), group=-1)
-    app.add_handler(CommandHandler(["start", "help"], on_help))
+    app.add_handler(MessageHandler(filters.UpdateType.EDITED, on_edited))
+    app.add_handler(CommandHandler("start", on_start))
+    app.add_handler(CommandHandler("help", on_help))
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

@@ -22,6 +22,7 @@ class Reply:
     text: str
     markdown: bool = False
     buttons: list[tuple[str, str]] = field(default_factory=list)
+    quiet: bool = False  # sent without a notification (a by-the-way, not an answer)
 
 
 class Link:
@@ -196,14 +197,29 @@ async def send(
     """Forward a message to the chat's active session; None when there is nothing to say
     (the answer arrives through the event stream)."""
     active = await link.active(chat)
-    if active is None:
-        return Reply(render.NO_ACTIVE)
+    if active is None:  # a first message: offer to make a session for it
+        return Reply(render.NO_ACTIVE_OFFER, buttons=[
+            (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
     fields: dict[str, Any] = {"session": active, "text": text, "origin": f"tg:{chat}",
                               "idempotency_key": update_key}
     if attachments:
         fields["attachments"] = attachments
-    await link.request("send", timeout=timeout, **fields)
+    sent = await link.request("send", timeout=timeout, **fields)
+    ahead = sent.get("ahead")
+    if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
+        return Reply(render.queued_text(ahead), quiet=True)
     return None
+
+
+async def first_session(link: Link, chat: int, name: str) -> Reply:
+    """The button under a first message: create ``name`` (or ``name2``, ... if taken) and
+    make it the chat's session."""
+    taken = {s["name"] for s in (await link.request("list", all=True))["sessions"]}
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}{n}"
+    return await new_session(link, chat, [candidate])
 
 
 COMMANDS: dict[str, Command] = {

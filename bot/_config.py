@@ -22,7 +22,7 @@ DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
 CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
-TELEGRAM_KEYS = ("token", "allowed_users", "api_url")
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class BotConfig:
     check_only: bool = False  # --check: validate the configuration and exit
     log_format: str | None = None
     log_level: str | None = None
+    footer: bool = True  # a quiet line with cost, time and turns after each answer
 
     @property
     def base_url(self) -> str:
@@ -94,6 +95,8 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     for key in ("token", "api_url"):
         if key in table and not isinstance(table[key], str):
             raise BotConfigError(f"telegram.{key}: expected a string")
+    if "footer" in table and not isinstance(table["footer"], bool):
+        raise BotConfigError("telegram.footer: expected true or false")
     users = table.get("allowed_users", [])
     if not isinstance(users, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in users):
         raise BotConfigError("telegram.allowed_users: expected a list of integer user ids")
@@ -117,5 +120,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     api_url = env.get("TELEGRAM_API_URL") or values.get("api_url") or DEFAULT_API_URL
     runtime = args.runtime_dir or env.get(RUNTIME_DIR_ENV) or values.get("runtime_dir")
     runtime_dir = Path(runtime).expanduser().absolute() if runtime else default_runtime_dir()
+    raw_footer = env.get("TELEGRAM_FOOTER")
+    if raw_footer is not None and raw_footer.lower() not in ("0", "1", "true", "false", "on", "off"):
+        raise BotConfigError(f"TELEGRAM_FOOTER: {raw_footer!r} is not on/off")
+    footer = raw_footer.lower() in ("1", "true", "on") if raw_footer is not None else values.get("footer", True)
     return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
-                     check_only=args.check, log_format=args.log_format, log_level=args.log_level)
+                     check_only=args.check, log_format=args.log_format, log_level=args.log_level,
+                     footer=footer)

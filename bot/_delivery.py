@@ -49,6 +49,9 @@ class Core:
         # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
         self.parts_sent: dict[int, int] = {}
         self.live = LiveReplies()  # answers being written
+        #: a chat's first message, sent before it had a session: forwarded once the
+        #: "create session" button under it is pressed
+        self.first_messages: dict[int, tuple[Any, str]] = {}
 
 
 class ToolLog:
@@ -65,7 +68,7 @@ class ToolLog:
     async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
         self.lines.append(line)
         if self.message_id is None:
-            msg = await app.bot.send_message(self.chat, line)
+            msg = await app.bot.send_message(self.chat, line, disable_notification=True)
             self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
         elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
             await self.flush(app)
@@ -80,7 +83,7 @@ class ToolLog:
             if "not modified" not in exc.message.lower():
                 # e.g. the message was deleted: go on in a new one rather than go quiet
                 log.warning("cannot edit the tool log (%s); starting a new one", exc.message)
-                msg = await app.bot.send_message(self.chat, text)
+                msg = await app.bot.send_message(self.chat, text, disable_notification=True)
                 self.message_id = msg.message_id
         self.shown, self.last_edit = len(self.lines), time.monotonic()
 
@@ -91,7 +94,7 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
         markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)]
                                        for label, data in reply.buttons])
     if not reply.markdown:
-        await app.bot.send_message(chat, reply.text, reply_markup=markup)
+        await app.bot.send_message(chat, reply.text, reply_markup=markup, disable_notification=reply.quiet)
         return
     chunks = render.markdown_chunks(reply.text)
     for i, chunk in enumerate(chunks):
@@ -156,7 +159,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     kind = event["kind"]
     message_id = event.get("message_id")
     if kind == "state" and event.get("state") == "resuming":
-        await app.bot.send_message(chat, render.resume_text(event.get("idle_for")))
+        await app.bot.send_message(chat, render.resume_text(event.get("idle_for")), disable_notification=True)
     if kind in ("user", "assistant_text", "tool_use", "tool_result") and message_id is not None \
             and message_id not in core.typing:
         # the turn is running: show "typing…" (again, after a bot restart mid-turn)
@@ -185,6 +188,10 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         elif event.get("is_error"):
             detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
             await app.bot.send_message(chat, f"⚠️ Claude reported an error: {detail}")
+        elif core.config.footer:
+            footer = render.footer_text(event)
+            if footer is not None:
+                await app.bot.send_message(chat, footer, disable_notification=True)
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import telegramify_markdown
+from telegramify_markdown import converter as _converter
 
 from protocol import MAX_TIMEOUT_MINUTES, MIN_TIMEOUT_MINUTES, TIMEOUT_RANGE_TEXT, idle_note, relative_time
 
@@ -32,7 +33,29 @@ Help
 
 Anything else you send (text, photos, files) goes to the active session."""
 
+#: the "/" menu (setMyCommands): every command with one line
+MENU: list[tuple[str, str]] = [
+    ("new", "Create a session and make it active: /new <name> [persona]"),
+    ("switch", "Make another session active: /switch <name>"),
+    ("sessions", "List sessions (🟢 running, ⚪ suspended)"),
+    ("status", "The active session: state, model, cost"),
+    ("cancel", "Interrupt Claude's current answer"),
+    ("model", "Show or change the model"),
+    ("mode", "Show or change what Claude may do without asking"),
+    ("timeout", "Set the idle timeout in minutes"),
+    ("archive", "Stop a session and hide it"),
+    ("help", "Every command"),
+]
+
+START_TEXT = ("Hi! I connect you to Claude Code sessions that keep running on this machine.\n\n"
+              "Start one with /new <name> (e.g. /new work), then just write: every message goes to"
+              " the active session, and Claude's answers come back here. /help lists everything.")
+NEW_SESSION_BUTTON = "Create session '{name}'"
+#: the session a first message creates when the user presses the button
+FIRST_SESSION = "main"
 NO_ACTIVE = "No active session. Use /new <name> to start one."
+NO_ACTIVE_OFFER = "No active session yet. Create one and send this message to it?"
+EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
 NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
 TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
@@ -58,10 +81,33 @@ def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: f
     return "\n".join(session_line(s, active, now) for s in sessions)
 
 
-def timeout_text(seconds: float) -> str:
+def minutes_text(seconds: float) -> str:
+    """"1 minute", "15 minutes", "1.5 minutes"."""
     minutes = seconds / 60
     shown = f"{minutes:g}" if minutes != int(minutes) else str(int(minutes))
-    return f"Idle timeout: {shown} minutes\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
+    return f"{shown} minute" + ("" if shown == "1" else "s")
+
+
+def timeout_text(seconds: float) -> str:
+    return f"Idle timeout: {minutes_text(seconds)}\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
+
+
+def queued_text(ahead: int) -> str:
+    """What a message sent while Claude is busy is told."""
+    return f"⏳ Queued — {ahead} ahead of it." if ahead > 1 else "⏳ Queued — Claude answers it after the current one."
+
+
+def footer_text(result: dict[str, Any]) -> str | None:
+    """A quiet line after a finished turn: what it cost, how long it took, how many turns."""
+    parts = []
+    if isinstance(result.get("cost_delta"), (int, float)):
+        parts.append(f"${result['cost_delta']:.4f}")
+    if isinstance(result.get("duration_ms"), (int, float)):
+        parts.append(f"{result['duration_ms'] / 1000:.1f} s")
+    turns = result.get("num_turns")
+    if isinstance(turns, int):
+        parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
+    return " · ".join(parts) if parts else None
 
 
 MODE_HELP = ("ask: Claude asks before anything its rules do not allow (buttons here)\n"
@@ -102,7 +148,7 @@ def status_text(session: dict[str, Any]) -> str:
         f"Model: {session.get('model') or 'default'}\n"
         f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
-        f"Idle timeout: {int(session['idle_timeout'] // 60)} min\n"
+        f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"
     )
 
@@ -115,12 +161,48 @@ class Chunk:
     entities: list[dict[str, Any]]
 
 
+def _render_config() -> telegramify_markdown.RenderConfig:
+    """The converter's settings: nothing added to what Claude wrote (no emoji before
+    headings), and task boxes that read as boxes (its default shows an open task as ☑️)."""
+    config = telegramify_markdown.RenderConfig.isolated()
+    symbols = config.markdown_symbol
+    for level in range(1, 7):
+        setattr(symbols, f"heading_level_{level}", "")
+    symbols.task_uncompleted = "☐"
+    symbols.task_completed = "☑"
+    return config
+
+
+_CONFIG = _render_config()
+
+
+class _KeepHtml(_converter.EventWalker):
+    """The converter drops HTML it does not render, so "Use the <div> element" lost its
+    tag and ``List<String>`` its type: Claude's text is kept as text instead."""
+
+    def _handle_event(self, event: Any) -> None:
+        inner = event[0] if isinstance(event, tuple) and len(event) == 2 and isinstance(event[1], dict) else event
+        if isinstance(inner, dict):
+            if "InlineHtml" in inner and inner["InlineHtml"].strip().lower() not in ("<tg-spoiler>", "</tg-spoiler>"):
+                event = {"Text": inner["InlineHtml"]}
+            elif "Html" in inner:
+                event = {"Text": inner["Html"]}
+        super()._handle_event(event)
+
+
+def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
+    """Claude's Markdown as Telegram text + entities, losing none of its text."""
+    text, events = _converter._parse(markdown, _converter.STANDARD_OPTIONS, latex_escape=True)
+    out_text, entities, _ = _KeepHtml(_CONFIG, text).walk(events)
+    return out_text, entities
+
+
 def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:
     """Render Claude's Markdown to text + entities, split under ``limit`` UTF-16 units.
 
     A code block cut by a split stays a valid ``pre`` entity in both halves.
     """
-    text, entities = telegramify_markdown.convert(markdown)
+    text, entities = convert_markdown(markdown)
     if not text.strip():
         return []
     chunks = telegramify_markdown.split_entities(text, entities, limit)

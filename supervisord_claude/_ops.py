@@ -215,7 +215,10 @@ class Ops:
         message_id, created = self.store.add_message(session, text, files, origin, idempotency_key)
         if created:
             self.pool.enqueue(session, message_id)
-        return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created}
+        # messages of this session that Claude answers before this one
+        ahead = max(0, self.pool.queued(session) - 1) if created else 0
+        return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
+                "ahead": ahead}
 
     def op_interrupt(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)

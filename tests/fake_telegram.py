@@ -78,6 +78,7 @@ class FakeTelegram:
         self._broken: dict[str, int] = {}
         self._refuse: dict[str, str] = {}
         self.drafts: list[dict[str, Any]] = []
+        self.commands: list[tuple[str, str]] = []  # the "/" menu (setMyCommands)
         self.deleted: list[dict[str, Any]] = []
         self.broken: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -154,6 +155,12 @@ class FakeTelegram:
                     length = len(text.split()[0])
                     msg["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
         return self._push({"message": msg})
+
+    def edit(self, user_id: int, message_id: int, text: str) -> int:
+        """The user edits a message they sent earlier."""
+        return self._push({"edited_message": {
+            "message_id": message_id, "date": int(time.time()), "edit_date": int(time.time()),
+            "chat": {"id": user_id, "type": "private"}, "from": self._user(user_id), "text": text}})
 
     def add_file(self, content: bytes, unique: str) -> dict[str, Any]:
         file_id = f"file-{unique}"
@@ -319,9 +326,19 @@ class FakeTelegram:
         with self._lock:
             message_id = next(self._message_ids)
             self.sent.append({"chat_id": chat_id, "text": text, "entities": params.get("entities") or [],
-                              "reply_markup": params.get("reply_markup"), "message_id": message_id})
+                              "reply_markup": params.get("reply_markup"), "message_id": message_id,
+                              "disable_notification": bool(params.get("disable_notification")),
+                              "link_preview_options": params.get("link_preview_options")})
         return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
                          "text": text})
+
+    async def _m_setMyCommands(self, params: dict[str, Any]) -> web.Response:
+        commands = params.get("commands")
+        if isinstance(commands, str):
+            commands = json.loads(commands)
+        with self._lock:
+            self.commands = [(c["command"], c["description"]) for c in commands or []]
+        return self._ok(True)
 
     async def _m_sendMessageDraft(self, params: dict[str, Any]) -> web.Response:
         text = str(params.get("text", ""))

@@ -44,10 +44,9 @@ def say(api: FakeTelegram, text: str, expect, user: int = USER, timeout: float =
 
 def test_help_lists_every_command_grouped(env) -> None:
     _, api, _ = env
-    reply = say(api, "/start", "Claude Sessions")["text"]
+    reply = say(api, "/help", "Claude Sessions")["text"]
     for cmd in ("/new", "/switch", "/sessions", "/timeout", "/model", "/archive", "/cancel", "/status", "/help"):
         assert cmd in reply
-    assert say(api, "/help", "Claude Sessions")["text"] == reply
 
 
 def test_unauthorized_users_get_one_refusal_and_nothing_is_forwarded(env) -> None:
@@ -62,8 +61,9 @@ def test_unauthorized_users_get_one_refusal_and_nothing_is_forwarded(env) -> Non
 
 def test_no_active_session_hints(env) -> None:
     _, api, _ = env
-    for text in ("hello", "/timeout", "/model", "/cancel", "/status"):
+    for text in ("/timeout", "/model", "/cancel", "/status"):
         say(api, text, "No active session. Use /new <name> to start one.")
+    say(api, "hello", "No active session yet. Create one and send this message to it?")
 
 
 def test_unknown_and_malformed_commands_get_short_hints(env) -> None:
@@ -110,7 +110,7 @@ def test_sessions_list_marks_and_buttons_switch(env) -> None:
 def test_timeout_command_strings(env) -> None:
     sup, api, _ = env
     say(api, "/new alpha", "created")
-    assert say(api, "/timeout", "Idle timeout:")["text"] == "Idle timeout: 1 minutes\n\nUsage: /timeout <minutes> (1-120)"
+    assert say(api, "/timeout", "Idle timeout:")["text"] == "Idle timeout: 1 minute\n\nUsage: /timeout <minutes> (1-120)"
     say(api, "/timeout 0", "Timeout must be between 1 and 120 minutes")
     say(api, "/timeout 121", "Timeout must be between 1 and 120 minutes")
     say(api, "/timeout soon", "Invalid number. Usage: /timeout <minutes>")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bot import _commands as commands
+from bot import _render as render
 from bot._render import NO_ACTIVE, NO_SESSIONS, TIMEOUT_INVALID, TIMEOUT_RANGE
 from protocol import RemoteError
 
@@ -72,7 +73,8 @@ def test_new_makes_the_session_active_and_refuses_duplicates(link: FakeLink) -> 
 def test_commands_without_an_active_session_hint_how_to_get_one(link: FakeLink) -> None:
     for command in (commands.timeout, commands.model, commands.cancel, commands.status):
         assert run(command(link, 7, [])).text == NO_ACTIVE
-    assert run(commands.send(link, 7, "hi", None, "k")).text == NO_ACTIVE
+    offer = run(commands.send(link, 7, "hi", None, "k"))
+    assert offer.text == render.NO_ACTIVE_OFFER and offer.buttons == [("Create session 'main'", "new:main")]
     assert [op for op, _ in link.requests if op not in ("kv_get",)] == []  # nothing was sent
 
 

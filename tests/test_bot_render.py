@@ -1,5 +1,9 @@
 """What the bot says, as plain functions."""
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bot._render import (
     NO_SESSIONS,
     markdown_chunks,
@@ -84,3 +88,40 @@ def test_a_tail_is_cut_by_utf16_units_and_never_inside_a_character() -> None:
     assert utf16_tail("short", 4000) == "short"
     odd = utf16_tail("x😀😀", 3)  # 1 + 2 + 2 units: only one emoji fits
     assert odd == "😀"
+
+
+@pytest.mark.parametrize("markdown, shown", [
+    ("Use the <div> element", "Use the <div> element"),
+    ("A List<String> of names", "A List<String> of names"),
+    ("Wrap it in <b>bold</b> tags", "Wrap it in <b>bold</b> tags"),
+    ("<details>\nmore\n</details>\n\nafter", "<details>\nmore\n</details>"),
+    ("x < y and y > z", "x < y and y > z"),
+])
+def test_no_text_claude_wrote_is_lost(markdown: str, shown: str) -> None:
+    text = "".join(chunk.text for chunk in markdown_chunks(markdown))
+    assert shown in text
+
+
+def test_task_boxes_read_as_open_and_done() -> None:
+    text = markdown_chunks("- [ ] todo\n- [x] done")[0].text
+    assert "☐ todo" in text and "☑ done" in text
+    assert "✅" not in text and "☑️" not in text  # an open task never looks checked
+
+
+def test_headings_get_no_emoji() -> None:
+    chunk = markdown_chunks("# Plan\n\n## Steps\n\ntext")[0]
+    assert chunk.text.startswith("Plan\n") and "Steps" in chunk.text
+    assert not any(ch in chunk.text for ch in "📌✏📚🔖")
+    assert {e["type"] for e in chunk.entities} >= {"bold"}
+
+
+def test_code_keeps_angle_brackets_untouched() -> None:
+    chunk = markdown_chunks("`Map<K, V>` and\n\n```java\nList<String> a;\n```")[0]
+    assert "Map<K, V>" in chunk.text and "List<String> a;" in chunk.text and "\\<" not in chunk.text
+
+
+@given(st.lists(st.from_regex(r"[A-Za-z]{1,8}(<[A-Za-z]{1,8}>)?", fullmatch=True), min_size=1, max_size=12))
+def test_every_word_with_angle_brackets_survives(words: list[str]) -> None:
+    text = "".join(chunk.text for chunk in markdown_chunks(" ".join(words)))
+    for word in words:
+        assert word in text

@@ -1,0 +1,97 @@
+"""How the bot talks, played as a user through the fake Bot API: the "/" menu, /start, a
+first message before any session, queued messages, quiet by-the-ways, footers, edits."""
+
+from __future__ import annotations
+
+from bot import _render as render
+
+from .conftest import USER, wait_for
+from .test_bot_app import env, say  # noqa: F401  (the fixture)
+
+
+def test_the_menu_lists_every_command_with_a_line(env) -> None:  # noqa: F811
+    _, api, _ = env
+    wait_for(lambda: api.commands, 60, what="setMyCommands")
+    names = [name for name, _ in api.commands]
+    from bot._commands import COMMANDS
+
+    assert set(COMMANDS) | {"help"} == set(names)
+    assert all(0 < len(text) <= 256 for _, text in api.commands)  # Telegram's limit for a description
+
+
+def test_start_greets_and_says_how_to_begin(env) -> None:  # noqa: F811
+    _, api, _ = env
+    greeting = say(api, "/start", "Hi!")
+    assert "/new" in greeting["text"] and "/help" in greeting["text"]
+
+
+def test_a_first_message_offers_a_session_and_is_sent_to_it(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    offer = say(api, "what is 2+2?", render.NO_ACTIVE_OFFER)
+    [[button]] = offer["reply_markup"]["inline_keyboard"]
+    assert button["text"] == "Create session 'main'"
+    api.press(USER, button["callback_data"], offer["message_id"])
+    api.wait_for_text(lambda t: "'main' created" in t, chat_id=USER)
+    answer = api.wait_for_text(lambda t: t.startswith("echo: what is 2+2?"), chat_id=USER)
+    assert answer
+    assert sup.session("main")["state"] in ("idle", "busy")
+
+
+def test_a_second_first_session_gets_a_free_name(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    sup.ctl("new", "main", check=True)
+    offer = say(api, "hello", render.NO_ACTIVE_OFFER)
+    api.press(USER, offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"], offer["message_id"])
+    api.wait_for_text(lambda t: "'main2' created" in t, chat_id=USER)
+
+
+def test_a_message_sent_while_claude_is_busy_is_acknowledged_quietly(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "sleep:2 first")
+    api.message(USER, "second")
+    api.message(USER, "third")
+    queued = api.wait_for_text(lambda t: t.startswith("⏳ Queued"), chat_id=USER)
+    assert queued["disable_notification"]
+    two_ahead = api.wait_for_text(lambda t: t == "⏳ Queued — 2 ahead of it.", chat_id=USER)
+    assert two_ahead
+    api.wait_for_text(lambda t: t.startswith("echo: third"), chat_id=USER)
+
+
+def test_each_answer_has_a_quiet_footer_and_no_link_preview(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    answer = say(api, "see https://example.com", "echo: see")
+    footer = api.wait_for_text(lambda t: t.startswith("$0.0010 ·"), chat_id=USER)
+    assert footer["text"].endswith("1 turn") and " s · " in footer["text"]
+    assert footer["disable_notification"] and not answer["disable_notification"]
+    assert answer["link_preview_options"] == {"is_disabled": True}
+
+
+def test_tool_lines_and_resume_notices_do_not_notify(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    tool = say(api, "tool", "🔧")
+    assert tool["disable_notification"]
+
+
+def test_an_edited_message_gets_a_clear_note(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "original")
+    api.wait_for_text(lambda t: t.startswith("echo: original"), chat_id=USER)
+    api.edit(USER, 1, "changed")
+    api.wait_for_text(lambda t: t == render.EDITED, chat_id=USER)
+    assert not any("changed" in r["text"] for r in sup.claude_received())
+
+
+def test_minutes_are_worded_as_people_say_them() -> None:
+    assert render.minutes_text(60) == "1 minute"
+    assert render.minutes_text(900) == "15 minutes"
+    assert render.minutes_text(90) == "1.5 minutes"
+    assert "Idle timeout: 1 minute\n" in render.timeout_text(60)
+
+
+def test_footer_wording() -> None:
+    assert render.footer_text({"cost_delta": 0.01234, "duration_ms": 4200, "num_turns": 3}) == "$0.0123 · 4.2 s · 3 turns"
+    assert render.footer_text({}) is None
