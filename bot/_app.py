@@ -185,6 +185,10 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if said is not None:
         await context.bot.send_message(chat, said)
         return
+    replied = update.effective_message.reply_to_message
+    quoted = (replied.text or replied.caption) if replied is not None else None
+    if quoted:  # a reply to an earlier message: Claude sees what it answers
+        text = render.quoted(quoted) + text
     await forward(update, context, text, None)
 
 
@@ -255,7 +259,9 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
     told = False
     while True:
         try:
-            reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT)
+            message = update.effective_message
+            reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
+                                        message_id=message.message_id if message is not None else None)
             break
         except RemoteError as exc:
             reply = commands.error_reply(exc)

@@ -190,9 +190,26 @@ async def status(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(render.status_text(await link.request("status", session=active)))
 
 
+def origin_of(chat: int, message_id: int | None = None) -> str:
+    """Who sent a message: ``tg:<chat>`` or ``tg:<chat>:<message id>`` (the answer is then
+    threaded to that message)."""
+    return f"tg:{chat}" if message_id is None else f"tg:{chat}:{message_id}"
+
+
+def parse_origin(origin: Any) -> tuple[int, int | None] | None:
+    """(chat, message id or None) of an origin this bot wrote, else None."""
+    if not isinstance(origin, str) or not origin.startswith("tg:"):
+        return None
+    parts = origin[3:].split(":")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else None
+    except ValueError:
+        return None
+
+
 async def send(
     link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str,
-    timeout: float | None = None,
+    timeout: float | None = None, message_id: int | None = None,
 ) -> Reply | None:
     """Forward a message to the chat's active session; None when there is nothing to say
     (the answer arrives through the event stream)."""
@@ -200,7 +217,7 @@ async def send(
     if active is None:  # a first message: offer to make a session for it
         return Reply(render.NO_ACTIVE_OFFER, buttons=[
             (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
-    fields: dict[str, Any] = {"session": active, "text": text, "origin": f"tg:{chat}",
+    fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
                               "idempotency_key": update_key}
     if attachments:
         fields["attachments"] = attachments
@@ -222,6 +239,19 @@ async def first_session(link: Link, chat: int, name: str) -> Reply:
     return await new_session(link, chat, [candidate])
 
 
+async def usage(link: Link, chat: int, args: list[str]) -> Reply:
+    """What Claude cost: today, in this chat's session, in every session."""
+    today = (await link.request("status"))["cost_today"]
+    everything = (await link.request("list", all=True))["sessions"]
+    lines = [f"Today: ${today:.4f}"]
+    active = await link.active(chat)
+    mine = next((s for s in everything if s["name"] == active), None)
+    if mine is not None:
+        lines.append(f"This session ({active}): ${mine.get('cost_usd') or 0:.4f}")
+    lines.append(f"All sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
+    return Reply("\n".join(lines))
+
+
 COMMANDS: dict[str, Command] = {
     "new": new_session,
     "switch": switch,
@@ -232,4 +262,5 @@ COMMANDS: dict[str, Command] = {
     "archive": archive,
     "cancel": cancel,
     "status": status,
+    "usage": usage,
 }

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application
@@ -102,38 +102,41 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
 
 
 async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
-                     markup: InlineKeyboardMarkup | None = None) -> None:
+                     markup: InlineKeyboardMarkup | None = None,
+                     reply_parameters: ReplyParameters | None = None) -> None:
     await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                               reply_markup=markup)
+                               reply_markup=markup, reply_parameters=reply_parameters)
 
 
 KV_PROGRESS = "telegram.delivery.progress"
 
 
 async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
-                      text: str) -> None:
+                      text: str, reply_to: int | None = None) -> None:
     """Send an answer's parts, resuming after the last part Telegram accepted: a part that
-    failed is sent again, never one before it (also after a bot restart)."""
+    failed is sent again, never one before it (also after a bot restart). The first part
+    answers ``reply_to`` (the question); a long answer also comes as a document."""
     chunks = render.markdown_chunks(text)
     done = core.parts_sent.get(event_id, 0)
     for i in range(done, len(chunks)):
-        await send_chunk(app, chat, chunks[i])
+        thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
+        await send_chunk(app, chat, chunks[i], reply_parameters=thread)
         if i + 1 < len(chunks):
             core.parts_sent = {event_id: i + 1}
             await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
+    if len(chunks) > render.LONG_ANSWER_PARTS and done < len(chunks):
+        # easier to read, save or forward in one piece (sent with the last part, so a
+        # restart that resumes after it does not send it twice)
+        await app.bot.send_document(chat, text.encode(), filename=f"answer-{event_id}.md",
+                                    disable_notification=True)
     core.parts_sent.pop(event_id, None)
 
 
 
 
 def chat_of(event: dict[str, Any]) -> int | None:
-    origin = event.get("origin")
-    if isinstance(origin, str) and origin.startswith("tg:"):
-        try:
-            return int(origin[3:])
-        except ValueError:
-            return None
-    return None
+    parsed = commands.parse_origin(event.get("origin"))
+    return parsed[0] if parsed is not None else None
 
 
 async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], chat: int) -> None:
@@ -166,7 +169,11 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
     if kind == "assistant_text":
         await core.live.finish(app, message_id)
-        await send_answer(app, core, event["id"], chat, event.get("text", ""))
+        text = event.get("text", "")
+        if event.get("session") != await core.link.active(chat):
+            text = render.labelled(str(event.get("session")), text)
+        origin = commands.parse_origin(event.get("origin"))
+        await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None)
     elif kind == "tool_use":
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))

@@ -27,6 +27,7 @@ Claude Sessions
 /archive <name> - Stop a session and hide it
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
+/usage - Cost today, in this session and in all
 
 Help
 /help - This list
@@ -44,6 +45,7 @@ MENU: list[tuple[str, str]] = [
     ("mode", "Show or change what Claude may do without asking"),
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
+    ("usage", "What Claude cost: today, this session, all"),
     ("help", "Every command"),
 ]
 
@@ -55,6 +57,21 @@ NEW_SESSION_BUTTON = "Create session '{name}'"
 FIRST_SESSION = "main"
 NO_ACTIVE = "No active session. Use /new <name> to start one."
 NO_ACTIVE_OFFER = "No active session yet. Create one and send this message to it?"
+#: an answer longer than this many messages also comes as a Markdown document
+LONG_ANSWER_PARTS = 3
+
+
+def quoted(text: str, limit: int = 2000) -> str:
+    """The message a user replied to, as Claude gets it before their text."""
+    body = text if len(text) <= limit else text[:limit] + "…"
+    return "\n".join("> " + line for line in body.splitlines()) + "\n\n"
+
+
+def labelled(session: str, text: str) -> str:
+    """An answer from a session that is not the chat's active one says whose it is."""
+    return f"**[{session}]**\n\n{text}"
+
+
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
 NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"

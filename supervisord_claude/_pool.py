@@ -264,7 +264,9 @@ class KeeperPool:
             permission_mode=rec.permission_mode,
             allowed_tools=tuple(rec.allowed_tools),
             permission_timeout=self.config.permission_timeout,
-            idle_for=(self.wall() - rec.suspended_at) if rec.suspended_at else None,
+            # how long the session saw no activity (the end of its last turn), not how long
+            # it was suspended: what a user means by "idle for 15 min"
+            idle_for=max(0.0, self.wall() - rec.last_active) if rec.started else None,
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),

@@ -454,7 +454,8 @@ class Store:
                 " VALUES (?,?,?,?,?,?,?)",
                 (session, text, msgpack.packb(attachments), QUEUED, time.time(), origin, idempotency_key),
             )
-            db.execute("UPDATE sessions SET last_active=? WHERE name=?", (time.time(), session))
+            # (last_active moves when Claude gets it: the `user` event; until then the
+            # session has been idle since its last turn, which a resume reports)
         assert cur.lastrowid is not None
         return cur.lastrowid, True
 

@@ -79,6 +79,8 @@ class FakeTelegram:
         self._refuse: dict[str, str] = {}
         self.drafts: list[dict[str, Any]] = []
         self.commands: list[tuple[str, str]] = []  # the "/" menu (setMyCommands)
+        self.documents: list[dict[str, Any]] = []  # sendDocument calls
+        self.from_users: list[dict[str, Any]] = []  # every message users sent, as the bot gets it
         self.deleted: list[dict[str, Any]] = []
         self.broken: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -154,6 +156,7 @@ class FakeTelegram:
                 if text.startswith("/"):
                     length = len(text.split()[0])
                     msg["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        self.from_users.append(msg)
         return self._push({"message": msg})
 
     def edit(self, user_id: int, message_id: int, text: str) -> int:
@@ -240,6 +243,8 @@ class FakeTelegram:
                     params[key] = json.loads(value)
                 except ValueError:
                     params[key] = value
+            elif isinstance(value, web.FileField):  # an upload (sendDocument, sendPhoto)
+                params[key] = {"filename": value.filename, "content": value.file.read()}
         return params
 
     @staticmethod
@@ -328,9 +333,25 @@ class FakeTelegram:
             self.sent.append({"chat_id": chat_id, "text": text, "entities": params.get("entities") or [],
                               "reply_markup": params.get("reply_markup"), "message_id": message_id,
                               "disable_notification": bool(params.get("disable_notification")),
-                              "link_preview_options": params.get("link_preview_options")})
+                              "link_preview_options": params.get("link_preview_options"),
+                              "reply_parameters": params.get("reply_parameters")})
         return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
                          "text": text})
+
+    async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        document = params.get("document")
+        if not isinstance(document, dict):
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: no file"},
+                                     status=400)
+        chat_id = int(params["chat_id"])
+        with self._lock:
+            message_id = next(self._message_ids)
+            self.documents.append({"chat_id": chat_id, "filename": document["filename"],
+                                   "content": document["content"], "message_id": message_id,
+                                   "disable_notification": bool(params.get("disable_notification"))})
+        return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
+                         "document": {"file_id": f"doc-{message_id}", "file_unique_id": f"d{message_id}",
+                                      "file_name": document["filename"]}})
 
     async def _m_setMyCommands(self, params: dict[str, Any]) -> web.Response:
         commands = params.get("commands")

@@ -95,3 +95,51 @@ def test_minutes_are_worded_as_people_say_them() -> None:
 def test_footer_wording() -> None:
     assert render.footer_text({"cost_delta": 0.01234, "duration_ms": 4200, "num_turns": 3}) == "$0.0123 · 4.2 s · 3 turns"
     assert render.footer_text({}) is None
+
+
+def test_a_reply_passes_the_quoted_text_and_the_answer_is_threaded_to_the_question(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    earlier = say(api, "the plan is X", "echo: the plan is X")
+    api.message(USER, "why?", reply_to_message={
+        "message_id": earlier["message_id"], "date": 0, "chat": {"id": USER, "type": "private"},
+        "from": {"id": 123456, "is_bot": True, "first_name": "Claude"}, "text": "echo: the plan is X"})
+    sup.wait_received("why?")
+    got = sup.claude_received()[-1]["text"]
+    assert got.startswith("> echo: the plan is X\n\n") and got.endswith("why?")
+    answer = api.wait_for_text(lambda t: t.startswith("echo: > echo: the plan is X"), chat_id=USER)
+    question = next(m for m in api.from_users if m.get("text") == "why?")
+    assert answer["reply_parameters"]["message_id"] == question["message_id"]
+
+
+def test_an_answer_from_another_session_says_whose_it_is(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "sleep:1 slow one")
+    say(api, "/new beta", "created")  # beta is now the chat's session; alpha still answers
+    labelled = api.wait_for_text(lambda t: "echo: sleep:1 slow one" in t, chat_id=USER)
+    assert labelled["text"].startswith("[alpha]")
+    plain = say(api, "quick", "echo: quick")
+    assert not plain["text"].startswith("[")
+
+
+def test_a_long_answer_also_arrives_as_a_document(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "long:20000")
+    doc = wait_for(lambda: api.documents[-1] if api.documents else None, 60, what="the .md document")
+    assert doc["filename"].endswith(".md") and doc["disable_notification"]
+    text = doc["content"].decode()
+    created = next(m for m in api.sent if "'alpha' created" in m["text"])
+    parts = [m for m in api.sent if m["chat_id"] == USER and created["message_id"] < m["message_id"] < doc["message_id"]]
+    assert len(text) > 15000 and len(parts) > render.LONG_ANSWER_PARTS  # the parts came first, then the document
+
+
+def test_usage_says_today_this_session_and_all(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "one", "echo: one")
+    say(api, "/new beta", "created")
+    say(api, "two", "echo: two")
+    usage = say(api, "/usage", "Today:")["text"]
+    assert usage == "Today: $0.0020\nThis session (beta): $0.0010\nAll sessions: $0.0020"
