@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,54 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
         await send_reply(context.application, chat, reply)
 
 
+VOICE_TIMEOUT = 300.0
+
+
+async def on_voice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A voice note: transcribed by the configured command, echoed ("🎤 …"), sent as text."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None and message.voice is not None
+    chat = update.effective_chat.id
+    core = core_of(context)
+    command = core.config.voice_command
+    if not command:
+        await context.bot.send_message(chat, render.VOICE_NOT_SET_UP)
+        return
+    with tempfile.TemporaryDirectory(prefix="voice-") as tmp:
+        path = Path(tmp) / f"{message.voice.file_unique_id}.ogg"
+        try:
+            await (await message.voice.get_file()).download_to_drive(path)
+        except TelegramError as exc:
+            await context.bot.send_message(chat, f"Could not download the voice note ({exc.message}). Nothing was sent.")
+            return
+        text, problem = await transcribe(command, path)
+    if problem is not None:
+        await context.bot.send_message(chat, f"Could not transcribe the voice note: {problem}. Nothing was sent.")
+        return
+    await context.bot.send_message(chat, f"🎤 {text}", disable_notification=True)
+    await forward(update, context, text, None)
+
+
+async def transcribe(command: tuple[str, ...], path: Path) -> tuple[str, str | None]:
+    """(text, None) or ("", why not): the command runs without a shell, the file's path last."""
+    try:
+        proc = await asyncio.create_subprocess_exec(*command, str(path), stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        return "", f"{command[0]} cannot be run ({exc.strerror or exc})"
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), VOICE_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return "", f"{command[0]} took over {VOICE_TIMEOUT:.0f} s"
+    if proc.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return "", f"{command[0]} failed: {last[0][:200]}"
+    text = " ".join(out.decode(errors="replace").split())
+    return (text, None) if text else ("", "no speech was recognised")
+
+
 async def on_unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Voice notes, videos, stickers and the like: say what is supported, send nothing."""
     assert update.effective_chat is not None
@@ -381,8 +430,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
+    app.add_handler(MessageHandler(filters.VOICE, on_voice))
     app.add_handler(MessageHandler(
-        filters.VOICE | filters.AUDIO | filters.VIDEO | filters.VIDEO_NOTE | filters.Sticker.ALL
+        filters.AUDIO | filters.VIDEO | filters.VIDEO_NOTE | filters.Sticker.ALL
         | filters.ANIMATION | filters.LOCATION | filters.CONTACT | filters.POLL, on_unsupported))
     app.add_error_handler(on_error)
     return app

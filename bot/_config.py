@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
 CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
-TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer")
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class BotConfig:
     log_format: str | None = None
     log_level: str | None = None
     footer: bool = True  # a quiet line with cost, time and turns after each answer
+    #: transcribes a voice note: the program and its arguments, the audio file's path is
+    #: added last; it prints the text (e.g. whisper.cpp's CLI). None: voice is not set up
+    voice_command: tuple[str, ...] | None = None
 
     @property
     def base_url(self) -> str:
@@ -95,6 +99,13 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     for key in ("token", "api_url"):
         if key in table and not isinstance(table[key], str):
             raise BotConfigError(f"telegram.{key}: expected a string")
+    if "voice_command" in table:
+        command = table["voice_command"]
+        if isinstance(command, str):
+            command = shlex.split(command)  # (split like a shell would, never run by one)
+        if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+            raise BotConfigError("telegram.voice_command: expected a command line or a list of strings")
+        table = {**table, "voice_command": tuple(command)}
     if "footer" in table and not isinstance(table["footer"], bool):
         raise BotConfigError("telegram.footer: expected true or false")
     users = table.get("allowed_users", [])
@@ -126,4 +137,4 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     footer = raw_footer.lower() in ("1", "true", "on") if raw_footer is not None else values.get("footer", True)
     return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
                      check_only=args.check, log_format=args.log_format, log_level=args.log_level,
-                     footer=footer)
+                     footer=footer, voice_command=values.get("voice_command"))

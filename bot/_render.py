@@ -80,8 +80,10 @@ REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
 SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
-UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos or files"
-               " (documents); voice notes, videos and stickers are not supported.")
+UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
+               " (documents) or voice notes; videos and stickers are not supported.")
+VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcription command"
+                    " ([telegram] voice_command in the config, e.g. whisper.cpp's CLI). Nothing was sent.")
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:

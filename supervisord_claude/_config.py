@@ -192,8 +192,11 @@ def load_toml(path: Path) -> dict[str, Any]:
     if "telegram" in raw:
         tg = _expect(raw, "telegram", dict, "")
         for key in tg:
-            if key not in ("token", "allowed_users", "api_url", "footer"):
-                raise ConfigError(f"telegram.{key}: unknown key (known: token, allowed_users, api_url, footer)")
+            if key not in ("token", "allowed_users", "api_url", "footer", "voice_command"):
+                raise ConfigError(f"telegram.{key}: unknown key (known: token, allowed_users, api_url, footer,"
+                                  " voice_command)")
+        if "voice_command" in tg:  # the bot's
+            _expect(tg, "voice_command", (str, list), "telegram.")
         if "footer" in tg:  # the bot's
             _expect(tg, "footer", bool, "telegram.")
         token = _expect(tg, "token", str, "telegram.") if "token" in tg else None

@@ -402,7 +402,7 @@ def test_cancel_while_a_permission_prompt_waits_says_interrupted(make_supervisor
     assert not [t for t in api.texts(USER) if "Claude reported an error" in t]
 
 
-@pytest.mark.parametrize("kind", ["voice", "video", "sticker", "video_note", "audio"])
+@pytest.mark.parametrize("kind", ["video", "sticker", "video_note", "audio"])
 def test_unsupported_messages_get_a_short_answer(env, kind: str) -> None:
     sup, api, _ = env
     say(api, "/new alpha", "created")

@@ -143,3 +143,42 @@ def test_usage_says_today_this_session_and_all(env) -> None:  # noqa: F811
     say(api, "two", "echo: two")
     usage = say(api, "/usage", "Today:")["text"]
     assert usage == "Today: $0.0020\nThis session (beta): $0.0010\nAll sessions: $0.0020"
+
+
+def _voice(api, content: bytes) -> None:
+    f = api.add_file(content, f"v{len(api.files)}")
+    api.message(USER, "", voice={**f, "duration": 2, "mime_type": "audio/ogg"})
+
+
+def test_a_voice_note_without_a_transcriber_says_it_is_not_set_up(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    _voice(api, b"OggS fake audio")
+    api.wait_for_text(lambda t: t == render.VOICE_NOT_SET_UP, chat_id=USER)
+    assert [e for e in sup.events("alpha") if e["kind"] == "user"] == []
+
+
+def test_a_voice_note_is_transcribed_echoed_and_sent_as_text(make_supervisor, bot_env, telegram, tmp_path) -> None:
+    transcriber = tmp_path / "transcribe"
+    # prints what it heard: here, the size of the file it was given (proof it got the audio)
+    transcriber.write_text('#!/bin/sh\nprintf "hello from %s bytes\\n" "$(wc -c < "$1" | tr -d " ")"\n')
+    transcriber.chmod(0o755)
+    sup = make_supervisor(config=f'[telegram]\nvoice_command = ["{transcriber}"]\n').start()
+    bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    _voice(telegram, b"x" * 1234)
+    echo = telegram.wait_for_text(lambda t: t.startswith("🎤"), chat_id=USER)
+    assert echo["text"] == "🎤 hello from 1234 bytes" and echo["disable_notification"]
+    telegram.wait_for_text(lambda t: t.startswith("echo: hello from 1234 bytes"), chat_id=USER)
+
+
+def test_a_failing_transcriber_is_reported_and_nothing_is_sent(make_supervisor, bot_env, telegram, tmp_path) -> None:
+    transcriber = tmp_path / "transcribe"
+    transcriber.write_text('#!/bin/sh\necho "model file missing" >&2\nexit 2\n')
+    transcriber.chmod(0o755)
+    sup = make_supervisor(config=f'[telegram]\nvoice_command = "{transcriber} --lang en"\n').start()
+    bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    _voice(telegram, b"audio")
+    telegram.wait_for_text(lambda t: "Could not transcribe" in t and "model file missing" in t, chat_id=USER)
+    assert [e for e in sup.events("alpha") if e["kind"] == "user"] == []
