@@ -36,6 +36,7 @@ from telegram.ext import (
 from protocol import ConnectionFailed, RemoteError
 
 from . import _commands as commands
+from . import _files as files
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
@@ -109,6 +110,26 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     waiting = core.first_messages.pop(chat, None)
     if waiting is not None and await core.link.active(chat) is not None:
         await forward(waiting[0], context, waiting[1], None)
+
+
+async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/get <path>``: a file from the active session's directory (never from outside it)."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    core = core_of(context)
+    name = " ".join(context.args or [])
+    if not name:
+        await context.bot.send_message(chat, "Usage: /get <path in the session's directory>")
+        return
+    active = await core.link.active(chat)
+    cwd = await core.session_dir(active) if active else None
+    if cwd is None:
+        await context.bot.send_message(chat, render.NO_ACTIVE)
+        return
+    target = files.confined(cwd, name)
+    problem = target if isinstance(target, str) else await files.send_file(context.application, chat, target)
+    if problem is not None:
+        await context.bot.send_message(chat, f"📎 {problem}.")
 
 
 async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -423,6 +444,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(MessageHandler(filters.UpdateType.EDITED, on_edited))
     app.add_handler(CommandHandler("start", on_start))
     app.add_handler(CommandHandler("help", on_help))
+    app.add_handler(CommandHandler("get", on_get))
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))

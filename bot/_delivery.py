@@ -19,9 +19,10 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application
 
-from protocol import AsyncClient, ProtocolError
+from protocol import AsyncClient, ProtocolError, RemoteError
 
 from . import _commands as commands
+from . import _files as files
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
@@ -49,9 +50,20 @@ class Core:
         # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
         self.parts_sent: dict[int, int] = {}
         self.live = LiveReplies()  # answers being written
+        self._dirs: dict[str, str] = {}
         #: a chat's first message, sent before it had a session: forwarded once the
         #: "create session" button under it is pressed
         self.first_messages: dict[int, tuple[Any, str]] = {}
+
+
+    async def session_dir(self, session: str) -> str | None:
+        """A session's directory (it never changes), or None if there is no such session."""
+        if session not in self._dirs:
+            try:
+                self._dirs[session] = (await self.link.request("status", session=session))["cwd"]
+            except RemoteError:
+                return None
+        return self._dirs[session]
 
 
 class ToolLog:
@@ -199,6 +211,10 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
             footer = render.footer_text(event)
             if footer is not None:
                 await app.bot.send_message(chat, footer, disable_notification=True)
+        if kind == "result":  # files Claude left for the user go to the chat that asked
+            cwd = await core.session_dir(str(event.get("session")))
+            if cwd is not None:
+                await files.deliver_outbox(app, chat, cwd)
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:

@@ -28,6 +28,7 @@ Claude Sessions
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
 /usage - Cost today, in this session and in all
+/get <path> - A file from the session's directory
 
 Help
 /help - This list
@@ -46,6 +47,7 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("usage", "What Claude cost: today, this session, all"),
+    ("get", "A file from the session's directory: /get <path>"),
     ("help", "Every command"),
 ]
 

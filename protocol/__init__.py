@@ -32,6 +32,7 @@ from ._messages import (
 from ._paths import (
     CONTROL_SOCKET,
     LOCK_FILE,
+    OUTBOX_DIR,
     RUNTIME_DIR_ENV,
     control_endpoint,
     default_runtime_dir,
@@ -56,6 +57,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_TIMEOUT_MINUTES",
     "MIN_TIMEOUT_MINUTES",
+    "OUTBOX_DIR",
     "PROTOCOL_VERSION",
     "RUNTIME_DIR_ENV",
     "SESSION_NAME_PATTERN",

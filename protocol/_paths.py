@@ -73,3 +73,8 @@ def instance_id(runtime_dir: Path | str) -> str:
     """A short stable id of a runtime dir; it names the supervisor's processes."""
     real = os.path.realpath(os.fspath(runtime_dir))
     return hashlib.sha256(real.encode()).hexdigest()[:8]
+
+
+#: files Claude puts in ``<session dir>/outbox`` are sent to whoever asked (the bot moves
+#: each one to ``outbox/sent`` once it went out)
+OUTBOX_DIR = "outbox"

@@ -276,3 +276,9 @@ def parse_line(line: bytes) -> Parsed:
             ],
         }
     return out
+
+
+def outbox_prompt(cwd: str) -> str:
+    """What every Claude is told (appended to its system prompt) about sending files."""
+    return (f"To send the user a file (an image, a document, a report), write or copy it into {cwd}/outbox"
+            " (make the directory if needed); it is delivered to them when your answer is complete.")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from protocol import EventKind, Reason, SessionState
 
 from . import _wire
+from ._claude import outbox_prompt
 from ._clock import Clock, TimerHandle
 from ._config import Config
 from ._eventlog import EventLog
@@ -259,7 +260,7 @@ class KeeperPool:
             started=rec.started,
             idle_timeout=rec.idle_timeout or self.config.idle_timeout,
             model=rec.model,
-            system_prompt=persona.prompt if persona else None,
+            system_prompt="\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p),
             extra_args=tuple(self.config.claude_args),
             permission_mode=rec.permission_mode,
             allowed_tools=tuple(rec.allowed_tools),

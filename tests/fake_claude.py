@@ -20,6 +20,8 @@ is chosen by words in the user's text:
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
+  sendfile:NAME  write NAME into the outbox its --append-system-prompt names (as Claude
+            sends the user a file)
   needperm  ask for permission to run Bash ``touch x`` (needs --permission-prompt-tool
             stdio; not asked if --allowedTools has a rule for it) and answer "permission:
             allow", "permission: allow always <rules>" (updatedPermissions),
@@ -234,6 +236,11 @@ def main() -> int:
             result("success", True, "API Error: 400 invalid_request_error",
                    terminal_reason="api_error", api_error_status=400)
             continue
+        outbox = re.search(r"into (\S+/outbox)\b", arg(argv, "--append-system-prompt") or "")
+        for sendfile in re.findall(r"sendfile:(\S+)", text):
+            if outbox:  # as Claude would, if its appended system prompt names an outbox
+                Path(outbox.group(1)).mkdir(parents=True, exist_ok=True)
+                Path(outbox.group(1), sendfile).write_bytes(f"file {sendfile}\n".encode())
         if re.search(r"\btool\b", text):
             emit({"type": "assistant", "message": {"role": "assistant", "content": [
                 {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}]}})

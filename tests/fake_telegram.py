@@ -79,7 +79,7 @@ class FakeTelegram:
         self._refuse: dict[str, str] = {}
         self.drafts: list[dict[str, Any]] = []
         self.commands: list[tuple[str, str]] = []  # the "/" menu (setMyCommands)
-        self.documents: list[dict[str, Any]] = []  # sendDocument calls
+        self.documents: list[dict[str, Any]] = []  # sendDocument and sendPhoto calls
         self.from_users: list[dict[str, Any]] = []  # every message users sent, as the bot gets it
         self.deleted: list[dict[str, Any]] = []
         self.broken: list[dict[str, Any]] = []
@@ -338,6 +338,9 @@ class FakeTelegram:
         return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
                          "text": text})
 
+    async def _m_sendPhoto(self, params: dict[str, Any]) -> web.Response:
+        return await self._m_sendDocument({**params, "document": params.get("photo"), "kind": "photo"})
+
     async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:
         document = params.get("document")
         if not isinstance(document, dict):
@@ -348,6 +351,7 @@ class FakeTelegram:
             message_id = next(self._message_ids)
             self.documents.append({"chat_id": chat_id, "filename": document["filename"],
                                    "content": document["content"], "message_id": message_id,
+                                   "kind": params.get("kind", "document"), "caption": params.get("caption"),
                                    "disable_notification": bool(params.get("disable_notification"))})
         return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
                          "document": {"file_id": f"doc-{message_id}", "file_unique_id": f"d{message_id}",

@@ -3,6 +3,8 @@ first message before any session, queued messages, quiet by-the-ways, footers, e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot import _render as render
 
 from .conftest import USER, wait_for
@@ -15,7 +17,7 @@ def test_the_menu_lists_every_command_with_a_line(env) -> None:  # noqa: F811
     names = [name for name, _ in api.commands]
     from bot._commands import COMMANDS
 
-    assert set(COMMANDS) | {"help"} == set(names)
+    assert set(COMMANDS) | {"help", "get"} == set(names)
     assert all(0 < len(text) <= 256 for _, text in api.commands)  # Telegram's limit for a description
 
 
@@ -182,3 +184,37 @@ def test_a_failing_transcriber_is_reported_and_nothing_is_sent(make_supervisor, 
     _voice(telegram, b"audio")
     telegram.wait_for_text(lambda t: "Could not transcribe" in t and "model file missing" in t, chat_id=USER)
     assert [e for e in sup.events("alpha") if e["kind"] == "user"] == []
+
+
+def test_files_claude_leaves_in_the_outbox_reach_the_chat_that_asked(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "sendfile:report.txt sendfile:plot.png", "echo: sendfile")
+    sent = wait_for(lambda: api.documents if len(api.documents) >= 2 else None, 60, what="both files")
+    by_name = {d["filename"]: d for d in sent}
+    assert by_name["report.txt"]["kind"] == "document" and by_name["report.txt"]["content"] == b"file report.txt\n"
+    assert by_name["plot.png"]["kind"] == "photo"
+    outbox = Path(sup.session("alpha")["cwd"]) / "outbox"
+    wait_for(lambda: sorted(p.name for p in (outbox / "sent").iterdir()) == ["plot.png", "report.txt"], 30,
+             what="the sent files moved aside")
+    assert not [p for p in outbox.iterdir() if p.is_file()]
+    say(api, "again", "echo: again")  # nothing is sent twice
+    assert len(api.documents) == 2
+
+
+def test_get_sends_a_file_from_the_session_and_nothing_from_outside(env, tmp_path) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    cwd = Path(sup.session("alpha")["cwd"])
+    (cwd / "notes.md").write_text("# notes\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    (cwd / "escape").symlink_to(secret)
+    api.message(USER, "/get notes.md")
+    doc = wait_for(lambda: api.documents[-1] if api.documents else None, 60, what="notes.md")
+    assert doc["filename"] == "notes.md" and doc["content"] == b"# notes\n"
+    for path in ("../../../../etc/passwd", "escape", str(secret)):
+        reply = say(api, f"/get {path}", "📎")
+        assert "outside the session's directory" in reply["text"]
+    assert say(api, "/get missing.txt", "📎")["text"] == "📎 missing.txt cannot be read (No such file or directory)."
+    assert len(api.documents) == 1

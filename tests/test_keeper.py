@@ -233,7 +233,9 @@ def test_persona_appends_its_system_prompt_and_model(supervisor: SupervisorProce
     supervisor.ctl("new", "rev", "--persona", "reviewer", check=True)
     send_wait(supervisor, "rev", "hi")
     argv = supervisor.claude_starts()[-1]["argv"]
-    assert argv[argv.index("--append-system-prompt") + 1] == "You review code."
+    prompt = argv[argv.index("--append-system-prompt") + 1]
+    cwd = supervisor.session("rev")["cwd"]
+    assert prompt.startswith("You review code.\n\n") and f"{cwd}/outbox" in prompt  # then the outbox
     assert argv[argv.index("--model") + 1] == "persona-model"
     unknown = supervisor.ctl("new", "x", "--persona", "nobody")
     assert unknown.returncode == 1 and "unknown persona 'nobody'" in unknown.stderr
