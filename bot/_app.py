@@ -132,6 +132,22 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await context.bot.send_message(chat, f"📎 {problem}.")
 
 
+async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The user chose a fresh conversation for a session whose old one could not resume."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    core = core_of(context)
+    try:
+        reply = await commands.fresh_conversation(core.link, update.effective_chat.id,
+                                                  (query.data or "").removeprefix("fresh:"))
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    await query.answer(reply.text[:190])
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    await send_reply(context.application, update.effective_chat.id, reply)
+
+
 async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An edited message: Claude has the first version; say so rather than stay silent."""
     assert update.effective_chat is not None
@@ -449,6 +465,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
+    app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

@@ -97,6 +97,8 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         await link.request("create", **fields)
     except RemoteError as exc:
         if exc.code == "exists":
+            if (await link.request("status", session=args[0]))["state"] == "archived":
+                return Reply(f"Session '{args[0]}' exists but is archived: /unarchive {args[0]} brings it back.")
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
         raise
     await link.set_active(chat, args[0])
@@ -239,6 +241,18 @@ async def first_session(link: Link, chat: int, name: str) -> Reply:
     return await new_session(link, chat, [candidate])
 
 
+async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
+    if len(args) != 1:
+        return Reply("Usage: /unarchive <name>")
+    await link.request("unarchive", session=args[0])
+    return Reply(f"Session '{args[0]}' is back. /switch {args[0]} to use it.")
+
+
+async def fresh_conversation(link: Link, chat: int, name: str) -> Reply:
+    await link.request("new_conversation", session=name)
+    return Reply(f"Session '{name}' starts a fresh conversation with your next message. Send it again.")
+
+
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     """What Claude cost: today, in this chat's session, in every session."""
     today = (await link.request("status"))["cost_today"]
@@ -263,4 +277,5 @@ COMMANDS: dict[str, Command] = {
     "cancel": cancel,
     "status": status,
     "usage": usage,
+    "unarchive": unarchive,
 }

@@ -175,6 +175,11 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     message_id = event.get("message_id")
     if kind == "state" and event.get("state") == "resuming":
         await app.bot.send_message(chat, render.resume_text(event.get("idle_for")), disable_notification=True)
+    if kind == "state" and event.get("state") == "failed" and event.get("reason") == "resume-failed":
+        name = str(event.get("session"))
+        await send_reply(app, chat, commands.Reply(
+            render.resume_failed_text(name, event.get("detail")),
+            buttons=[(render.FRESH_BUTTON.format(name=name), f"fresh:{name}")]))
     if kind in ("user", "assistant_text", "tool_use", "tool_result") and message_id is not None \
             and message_id not in core.typing:
         # the turn is running: show "typing…" (again, after a bot restart mid-turn)

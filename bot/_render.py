@@ -25,6 +25,7 @@ Claude Sessions
 /model [name] - Show or change the model (Claude restarts with its history)
 /mode [ask|accept-edits|plan|bypass] - Show or change what Claude may do without asking
 /archive <name> - Stop a session and hide it
+/unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
 /usage - Cost today, in this session and in all
@@ -46,6 +47,7 @@ MENU: list[tuple[str, str]] = [
     ("mode", "Show or change what Claude may do without asking"),
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
+    ("unarchive", "Bring an archived session back: /unarchive <name>"),
     ("usage", "What Claude cost: today, this session, all"),
     ("get", "A file from the session's directory: /get <path>"),
     ("help", "Every command"),
@@ -74,6 +76,16 @@ def labelled(session: str, text: str) -> str:
     return f"**[{session}]**\n\n{text}"
 
 
+FRESH_BUTTON = "Start a fresh conversation in '{name}'"
+
+
+def resume_failed_text(name: str, detail: str | None) -> str:
+    why = f" ({detail})" if detail else ""
+    return (f"❌ Session '{name}' could not resume its conversation{why}. Your message was not sent."
+            " You can start a fresh conversation in the same session (the old one is not deleted,"
+            " but Claude will not remember it), or /archive it.")
+
+
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
 NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
@@ -89,9 +101,10 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
-    """``{marker}{🟢|⚪} `name` (persona) - 5m ago`` as Markdown."""
+    """``{marker}{🟢|⚪|❌} `name` (persona) - 5m ago`` as Markdown (❌: its conversation
+    could not be resumed)."""
     marker = "→ " if session["name"] == active else ""
-    dot = "🟢" if session.get("live") else "⚪"
+    dot = "🟢" if session.get("live") else "❌" if session.get("state") == "failed" else "⚪"
     persona = session.get("persona") or "default"
     return f"{marker}{dot} `{session['name']}` ({persona}) - {relative_time(session.get('last_active'), now)}"
 

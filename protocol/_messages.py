@@ -120,6 +120,8 @@ class Op(enum.StrEnum):
     SET_TIMEOUT = "set_timeout"
     SET_MODEL = "set_model"
     ARCHIVE = "archive"
+    UNARCHIVE = "unarchive"
+    NEW_CONVERSATION = "new_conversation"
     SUBSCRIBE = "subscribe"
     ACK = "ack"
     UNSUBSCRIBE = "unsubscribe"

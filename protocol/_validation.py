@@ -194,6 +194,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.SET_TIMEOUT: {"session": (session_name, True), "minutes": (timeout_minutes, True)},
     Op.SET_MODEL: {"session": (session_name, True), "model": (short_text, True)},
     Op.ARCHIVE: {"session": (session_name, True)},
+    Op.UNARCHIVE: {"session": (session_name, True)},
+    Op.NEW_CONVERSATION: {"session": (session_name, True)},
     Op.SUBSCRIBE: {
         "session": (session_name, False),
         "after": (non_negative_int, False),

@@ -552,9 +552,13 @@ class Keeper:
             parts += [line for line in run.stderr_tail if line not in (run.resume_failure or "")]
             reason_text = "; ".join(parts) or f"exit code {code}"
             text = f"Resume failed: {reason_text}"
+            # the failed state names the message it was resumed for, so a front end shows
+            # its offer (a fresh conversation) where that message came from
+            first = self.current or (self.queue[0] if self.queue else None)
             self._emit_error(text, code)
             self._fail_all(text)
-            self._finish(SessionState.FAILED, Reason.RESUME_FAILED, code=1)
+            self._finish(SessionState.FAILED, Reason.RESUME_FAILED, code=1, detail=reason_text,
+                         **({"message_id": first.id} if first is not None else {}))
             return
         text = f"Claude exited unexpectedly (exit code {code})" + (f": {tail}" if tail else "")
         self._emit_error(text, code)
@@ -628,8 +632,8 @@ class Keeper:
         self.system.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
 
-    def _finish(self, state: SessionState, reason: Reason, code: int = 0) -> None:
-        self.change_state(state, reason)
+    def _finish(self, state: SessionState, reason: Reason, code: int = 0, **extra: Any) -> None:
+        self.change_state(state, reason, **extra)
         self.send(_wire.Bye(state.value, reason.value))
         self.exit_code = code
         self.done.set()

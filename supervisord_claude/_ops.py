@@ -275,6 +275,28 @@ class Ops:
         self.pool.archive_now(session)
         return {"state": SessionState.ARCHIVED.value}
 
+    def op_unarchive(self, ident: bytes, session: str) -> dict[str, Any]:
+        rec = self._session(session, allow_archived=True)
+        if rec.state is not SessionState.ARCHIVED:
+            raise OpError(ErrorCode.BAD_REQUEST, f"session '{session}' is not archived")
+        self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
+                                                      "reason": Reason.REQUESTED.value, "detail": "unarchived"})
+        return {"state": SessionState.SUSPENDED.value}
+
+    def op_new_conversation(self, ident: bytes, session: str) -> dict[str, Any]:
+        """The user's explicit choice (e.g. after the old conversation could not be
+        resumed): the session keeps its name and directory, Claude starts afresh."""
+        rec = self._session(session)
+        if rec.state.live or self.pool.queued(session):
+            raise OpError(ErrorCode.BUSY, f"session '{session}' is running; suspend it first (claudectl suspend"
+                          f" {session})")
+        session_id = str(uuid.uuid4())
+        self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0)
+        self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
+                                                      "reason": Reason.REQUESTED.value,
+                                                      "detail": "fresh conversation"})
+        return {"session_id": session_id}
+
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,
                      live: bool = False, batch: bool = False) -> dict[str, Any]:

@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("interrupt", "interrupt", "interrupted '{name}'", "interrupt the running turn"),
         ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
         ("archive", "archive", "session '{name}': {state}", "stop and hide a session"),
+        ("unarchive", "unarchive", "session '{name}': {state} (back in ls)", "bring an archived session back"),
+        ("new-conversation", "new_conversation", "session '{name}': a fresh conversation starts with the next"
+         " message", "start a fresh conversation in a session (e.g. after a failed resume)"),
     ):
         s = sub.add_parser(name, help=help_text)
         s.add_argument("name")

@@ -218,3 +218,42 @@ def test_get_sends_a_file_from_the_session_and_nothing_from_outside(env, tmp_pat
         assert "outside the session's directory" in reply["text"]
     assert say(api, "/get missing.txt", "📎")["text"] == "📎 missing.txt cannot be read (No such file or directory)."
     assert len(api.documents) == 1
+
+
+def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(make_supervisor, bot_env,
+                                                                              telegram) -> None:
+    sup = make_supervisor(idle_timeout=1).start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "first", "echo: first")
+    sup.wait_state("alpha", "suspended")
+    for path in (sup.home / ".fake-claude").rglob("*.jsonl"):
+        path.unlink()  # the conversation is gone
+    api.message(USER, "second")
+    offer = api.wait_for_text(lambda t: t.startswith("❌ Session 'alpha' could not resume"), chat_id=USER)
+    assert "not sent" in offer["text"]
+    listing = say(api, "/sessions", "alpha")
+    assert listing["text"].startswith("→ ❌ alpha")  # marked failed, not suspended
+    old_id = sup.session("alpha")["session_id"]
+    assert sup.session("alpha")["state"] == "failed"  # nothing started by itself
+    [[button]] = offer["reply_markup"]["inline_keyboard"]
+    assert button["text"] == "Start a fresh conversation in 'alpha'"
+    api.press(USER, button["callback_data"], offer["message_id"])
+    api.wait_for_text(lambda t: "starts a fresh conversation" in t, chat_id=USER)
+    assert sup.session("alpha")["session_id"] != old_id
+    answer = say(api, "second again", "echo: second again")
+    assert "history: 0 earlier messages" in answer["text"]
+
+
+def test_archived_sessions_come_back(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/archive alpha", "alpha")
+    sup.wait_state("alpha", "archived")
+    assert "/unarchive alpha" in say(api, "/new alpha", "archived")["text"]
+    say(api, "/unarchive alpha", "is back")
+    assert sup.session("alpha")["state"] == "suspended"
+    say(api, "/switch alpha", "Switched")
+    say(api, "hello again", "echo: hello again")
+    assert "not archived" in say(api, "/unarchive alpha", "⚠️")["text"]

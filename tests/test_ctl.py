@@ -133,3 +133,22 @@ def test_tail_without_follow_stops_at_the_last_event_when_it_started(make_superv
         assert before <= seqs[-1] <= after
         result = events.wait_event(lambda e: e["kind"] == "result", timeout=120)
         assert seqs[-1] < result["seq"]  # it did not wait for the turn to end
+
+
+def test_unarchive_and_a_fresh_conversation(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "first", "--wait", check=True)
+    supervisor.ctl("archive", "alpha", check=True)
+    supervisor.wait_state("alpha", "archived")
+    assert "alpha" not in supervisor.ctl("ls", check=True).stdout
+    assert "back in ls" in supervisor.ctl("unarchive", "alpha", check=True).stdout
+    assert "alpha" in supervisor.ctl("ls", check=True).stdout
+    old = supervisor.session("alpha")["session_id"]
+    assert "fresh conversation" in supervisor.ctl("new-conversation", "alpha", check=True).stdout
+    assert supervisor.session("alpha")["session_id"] != old
+    reply = supervisor.ctl("send", "alpha", "second", "--wait", check=True).stdout
+    assert "history: 0 earlier messages" in reply  # Claude starts afresh
+    refused = supervisor.ctl("new-conversation", "alpha")  # live now: suspend it first
+    assert refused.returncode == 1 and "suspend it first" in refused.stderr
+    again = supervisor.ctl("unarchive", "alpha")
+    assert again.returncode == 1 and "not archived" in again.stderr
