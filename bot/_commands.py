@@ -6,8 +6,10 @@ returns the ``Reply`` to show; handlers in ``_app`` only translate Telegram to t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from protocol import AsyncClient, ConnectionFailed, PermissionMode, RemoteError, timeout_in_range
@@ -29,10 +31,18 @@ class Link:
     """The bot's connection to the supervisor plus its chat → active session map, which
     the supervisor stores (kv), so a restarted bot knows every chat's session."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, roots: tuple[Path, ...] = ()) -> None:
         self.client = client
         self._active: dict[int, str | None] = {}
         self._kv: dict[str, Any] = {}
+        self._roots = roots
+
+    async def roots(self) -> tuple[Path, ...]:
+        """Where sessions may work (``telegram.roots``; by default the supervisor's
+        sessions dir), each with its symlinks resolved."""
+        if not self._roots:
+            self._roots = (Path((await self.request("status"))["sessions_dir"]),)
+        return tuple(r.resolve() for r in self._roots)
 
     async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         return await self.client.request(op, timeout=timeout, **args)
@@ -87,12 +97,44 @@ def on_active_session(fn: Callable[[Link, str, list[str]], Awaitable[Reply]]) ->
     return command
 
 
+NEW_USAGE = "Usage: /new <name> [dir] [persona] (dir: a path under an allowed root, e.g. ~/src/app)"
+
+
+def _looks_like_path(arg: str) -> bool:
+    return "/" in arg or arg.startswith(("~", "."))
+
+
+async def within_roots(link: Link, raw: str, create: bool = False) -> Path | str:
+    """``raw`` (absolute, ``~``, or relative to the first root) as a directory inside an
+    allowed root once symlinks are followed; made if ``create`` and missing; else why not."""
+    roots = await link.roots()
+    path = Path(raw).expanduser()
+    target = (path if path.is_absolute() else roots[0] / path).resolve()
+    if not any(target == root or root in target.parents for root in roots):
+        return f"{raw} is outside the allowed directories ({', '.join(map(str, roots))})"
+    if create and not target.exists():
+        try:
+            target.mkdir(parents=True)
+        except OSError as exc:
+            return f"cannot make {target}: {exc.strerror or exc}"
+    if not target.is_dir():
+        return f"{target} is not a directory"
+    return target
+
+
 async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
-    if not args or len(args) > 2:
-        return Reply("Usage: /new <name> [persona]")
+    dirs = [a for a in args[1:] if _looks_like_path(a)]
+    personas = [a for a in args[1:] if not _looks_like_path(a)]
+    if not args or len(dirs) > 1 or len(personas) > 1:
+        return Reply(NEW_USAGE)
     fields: dict[str, Any] = {"session": args[0]}
-    if len(args) == 2:
-        fields["persona"] = args[1]
+    if personas:
+        fields["persona"] = personas[0]
+    if dirs:
+        where = await within_roots(link, dirs[0], create=True)
+        if isinstance(where, str):
+            return Reply(f"⚠️ {where}. Nothing was created.")
+        fields["cwd"] = str(where)
     try:
         await link.request("create", **fields)
     except RemoteError as exc:
@@ -102,8 +144,9 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
         raise
     await link.set_active(chat, args[0])
-    persona = f" with persona '{args[1]}'" if len(args) == 2 else ""
-    return Reply(f"Session '{args[0]}' created{persona} and active. Send a message to start.")
+    persona = f" with persona '{personas[0]}'" if personas else ""
+    where = f" in {fields['cwd']}" if "cwd" in fields else ""
+    return Reply(f"Session '{args[0]}' created{persona}{where} and active. Send a message to start.")
 
 
 async def switch(link: Link, chat: int, args: list[str]) -> Reply:
@@ -253,6 +296,35 @@ async def fresh_conversation(link: Link, chat: int, name: str) -> Reply:
     return Reply(f"Session '{name}' starts a fresh conversation with your next message. Send it again.")
 
 
+@on_active_session
+async def pwd(link: Link, active: str, args: list[str]) -> Reply:
+    return Reply((await link.request("status", session=active))["cwd"])
+
+
+LS_LIMIT = 60
+
+
+async def ls(link: Link, chat: int, args: list[str]) -> Reply:
+    """A directory's entries (the session's by default), only inside the allowed roots."""
+    active = await link.active(chat)
+    if args:
+        base = active and (await link.request("status", session=active))["cwd"]
+        raw = " ".join(args)
+        if base and not Path(raw).expanduser().is_absolute():
+            raw = str(Path(base) / raw)
+        where = await within_roots(link, raw)
+    elif active is not None:
+        where = await within_roots(link, (await link.request("status", session=active))["cwd"])
+    else:
+        where = (await link.roots())[0]
+    if isinstance(where, str):
+        return Reply(f"⚠️ {where}.")
+    entries = sorted(os.scandir(where), key=lambda e: (not e.is_dir(), e.name.lower()))
+    lines = [e.name + ("/" if e.is_dir() else "") for e in entries[:LS_LIMIT]]
+    more = f"\n… and {len(entries) - LS_LIMIT} more" if len(entries) > LS_LIMIT else ""
+    return Reply(f"{where}:\n" + ("\n".join(lines) or "(empty)") + more)
+
+
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     """What Claude cost: today, in this chat's session, in every session."""
     today = (await link.request("status"))["cost_today"]
@@ -278,4 +350,6 @@ COMMANDS: dict[str, Command] = {
     "status": status,
     "usage": usage,
     "unarchive": unarchive,
+    "pwd": pwd,
+    "ls": ls,
 }

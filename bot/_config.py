@@ -23,7 +23,7 @@ DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
 CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
-TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command")
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class BotConfig:
     #: transcribes a voice note: the program and its arguments, the audio file's path is
     #: added last; it prints the text (e.g. whisper.cpp's CLI). None: voice is not set up
     voice_command: tuple[str, ...] | None = None
+    #: where /new may put a session and /ls may look; () = the supervisor's sessions dir
+    roots: tuple[Path, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -106,6 +108,11 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
         if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
             raise BotConfigError("telegram.voice_command: expected a command line or a list of strings")
         table = {**table, "voice_command": tuple(command)}
+    if "roots" in table:
+        roots = table["roots"]
+        if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
+            raise BotConfigError("telegram.roots: expected a list of directories")
+        table = {**table, "roots": tuple(Path(r).expanduser().absolute() for r in roots)}
     if "footer" in table and not isinstance(table["footer"], bool):
         raise BotConfigError("telegram.footer: expected true or false")
     users = table.get("allowed_users", [])
@@ -137,4 +144,4 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     footer = raw_footer.lower() in ("1", "true", "on") if raw_footer is not None else values.get("footer", True)
     return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
                      check_only=args.check, log_format=args.log_format, log_level=args.log_level,
-                     footer=footer, voice_command=values.get("voice_command"))
+                     footer=footer, voice_command=values.get("voice_command"), roots=values.get("roots", ()))

@@ -18,7 +18,7 @@ MAX_MESSAGE_UTF16 = 4096
 
 HELP_TEXT = f"""\
 Claude Sessions
-/new <name> [persona] - Create a session and make it active
+/new <name> [dir] [persona] - Create a session (in dir) and make it active
 /switch <name> - Make another session active (the old one keeps running)
 /sessions - List all sessions with status
 /timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
@@ -30,6 +30,8 @@ Claude Sessions
 /status - Active session, state, model and cost
 /usage - Cost today, in this session and in all
 /get <path> - A file from the session's directory
+/pwd - The session's directory
+/ls [path] - List a directory (within the allowed roots)
 
 Help
 /help - This list
@@ -38,7 +40,7 @@ Anything else you send (text, photos, files) goes to the active session."""
 
 #: the "/" menu (setMyCommands): every command with one line
 MENU: list[tuple[str, str]] = [
-    ("new", "Create a session and make it active: /new <name> [persona]"),
+    ("new", "Create a session and make it active: /new <name> [dir] [persona]"),
     ("switch", "Make another session active: /switch <name>"),
     ("sessions", "List sessions (🟢 running, ⚪ suspended)"),
     ("status", "The active session: state, model, cost"),
@@ -50,6 +52,8 @@ MENU: list[tuple[str, str]] = [
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
     ("usage", "What Claude cost: today, this session, all"),
     ("get", "A file from the session's directory: /get <path>"),
+    ("pwd", "The session's directory"),
+    ("ls", "List a directory: /ls [path]"),
     ("help", "Every command"),
 ]
 

@@ -140,6 +140,7 @@ class Ops:
             "uptime": self.wall() - self.started_at,
             "runtime_dir": str(self.config.runtime_dir),
             "state_dir": str(self.config.state_dir),
+            "sessions_dir": str(self.config.base_cwd),
             "claude_bin": self.config.claude_bin,
             "default_idle_timeout": self.config.idle_timeout,
             "sessions": len([s for s in sessions if s.state is not SessionState.ARCHIVED]),

@@ -69,7 +69,7 @@ def test_no_active_session_hints(env) -> None:
 def test_unknown_and_malformed_commands_get_short_hints(env) -> None:
     _, api, _ = env
     say(api, "/frobnicate now", "Unknown command /frobnicate. Send /help for the list.")
-    say(api, "/new", "Usage: /new <name> [persona]")
+    say(api, "/new", "Usage: /new <name> [dir] [persona]")
     say(api, "/new bad/name", "invalid session name")
     say(api, "/switch", "Usage: /switch <name>")
     say(api, "/switch ghost", "no session named 'ghost'")

@@ -67,7 +67,7 @@ def test_new_makes_the_session_active_and_refuses_duplicates(link: FakeLink) -> 
     assert reply.text == "Session 'alpha' created with persona 'reviewer' and active. Send a message to start."
     assert run(link.active(7)) == "alpha" and link.kv["telegram.active.7"] == "alpha"
     assert run(commands.new_session(link, 7, ["alpha"])).text == "Session 'alpha' already exists. Use /switch alpha."
-    assert run(commands.new_session(link, 7, [])).text == "Usage: /new <name> [persona]"
+    assert run(commands.new_session(link, 7, [])).text == commands.NEW_USAGE
 
 
 def test_commands_without_an_active_session_hint_how_to_get_one(link: FakeLink) -> None:

@@ -257,3 +257,27 @@ def test_archived_sessions_come_back(env) -> None:  # noqa: F811
     say(api, "/switch alpha", "Switched")
     say(api, "hello again", "echo: hello again")
     assert "not archived" in say(api, "/unarchive alpha", "⚠️")["text"]
+
+
+def test_a_session_works_where_the_user_points_it_inside_the_roots(make_supervisor, bot_env, telegram,
+                                                                    tmp_path) -> None:
+    projects = tmp_path / "projects"
+    (projects / "app").mkdir(parents=True)
+    (projects / "app" / "main.py").write_text("print('hi')\n")
+    (projects / "link-out").symlink_to(tmp_path)
+    sup = make_supervisor(config=f'[telegram]\nroots = ["{projects}"]\n').start()
+    bot_env(sup)
+    api = telegram
+    made = say(api, f"/new app {projects}/app", "created")
+    assert f"in {projects / 'app'}" in made["text"]
+    assert sup.session("app")["cwd"] == str(projects / "app")
+    assert say(api, "/pwd", str(projects))["text"] == str(projects / "app")
+    listing = say(api, "/ls", "main.py")["text"]
+    assert listing.startswith(f"{projects / 'app'}:") and "main.py" in listing
+    say(api, "/new fresh newdir/ reviewer", "created with persona 'reviewer'")  # made under the first root
+    assert sup.session("fresh")["cwd"] == str(projects / "newdir") and (projects / "newdir").is_dir()
+    for outside in ("/etc", f"{projects}/link-out", "../.."):
+        refused = say(api, f"/new bad {outside}", "outside the allowed directories")
+        assert "Nothing was created" in refused["text"]
+    assert "outside the allowed directories" in say(api, "/ls /etc", "⚠️")["text"]
+    assert [s["name"] for s in sup.request("list", all=True)["sessions"] if s["name"] == "bad"] == []
