@@ -69,6 +69,7 @@ async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     core = core_of(context)
     user = update.effective_user
     if user is not None and user.id in core.config.allowed_users:
+        commands.current_user.set(user.id)  # whose sessions the commands of this update see
         return
     who = user.id if user else 0
     log.warning("refused update %s from user %s", update.update_id, who)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from protocol import AsyncClient, ConnectionFailed, PermissionMode, RemoteError,
 from . import _render as render
 
 KV_ACTIVE = "telegram.active.{chat}"
+KV_OWNER = "telegram.owner.{session}"
+
+#: the Telegram user whose update is being handled (set by the bot's guard)
+current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
 
 
 @dataclass
@@ -31,11 +36,26 @@ class Link:
     """The bot's connection to the supervisor plus its chat → active session map, which
     the supervisor stores (kv), so a restarted bot knows every chat's session."""
 
-    def __init__(self, client: AsyncClient, roots: tuple[Path, ...] = ()) -> None:
+    def __init__(self, client: AsyncClient, roots: tuple[Path, ...] = (), shared: bool = False) -> None:
         self.client = client
         self._active: dict[int, str | None] = {}
         self._kv: dict[str, Any] = {}
         self._roots = roots
+        self.shared = shared
+
+    async def visible(self, session: str) -> bool:
+        """May the current user see and use ``session``? A session made from Telegram is
+        its maker's unless the config shares them; one made elsewhere (claudectl) is the
+        Unix user's, whom every allowlisted user works for."""
+        if self.shared:
+            return True
+        owner = await self.kv_cached(KV_OWNER.format(session=session))
+        return owner is None or owner == current_user.get()
+
+    async def set_owner(self, session: str) -> None:
+        user = current_user.get()
+        if user is not None:
+            await self.kv_put(KV_OWNER.format(session=session), user)
 
     async def roots(self) -> tuple[Path, ...]:
         """Where sessions may work (``telegram.roots``; by default the supervisor's
@@ -137,6 +157,7 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         fields["cwd"] = str(where)
     try:
         await link.request("create", **fields)
+        await link.set_owner(args[0])
     except RemoteError as exc:
         if exc.code == "exists":
             if (await link.request("status", session=args[0]))["state"] == "archived":
@@ -153,6 +174,8 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /switch <name>")
     name = args[0]
+    if not await link.visible(name):
+        return Reply(f"⚠️ no session named '{name}'")
     info = await link.request("status", session=name)
     if info["state"] == "archived":
         return Reply(f"Session '{name}' is archived.")
@@ -161,7 +184,7 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
-    listing = (await link.request("list"))["sessions"]
+    listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
     active = await link.active(chat)
@@ -213,6 +236,8 @@ async def mode(link: Link, active: str, args: list[str]) -> Reply:
 async def archive(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /archive <name>")
+    if not await link.visible(args[0]):
+        return Reply(f"⚠️ no session named '{args[0]}'")
     await link.request("archive", session=args[0])
     if await link.active(chat) == args[0]:
         await link.set_active(chat, None)
@@ -287,6 +312,8 @@ async def first_session(link: Link, chat: int, name: str) -> Reply:
 async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /unarchive <name>")
+    if not await link.visible(args[0]):
+        return Reply(f"⚠️ no session named '{args[0]}'")
     await link.request("unarchive", session=args[0])
     return Reply(f"Session '{args[0]}' is back. /switch {args[0]} to use it.")
 
@@ -328,13 +355,13 @@ async def ls(link: Link, chat: int, args: list[str]) -> Reply:
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     """What Claude cost: today, in this chat's session, in every session."""
     today = (await link.request("status"))["cost_today"]
-    everything = (await link.request("list", all=True))["sessions"]
+    everything = [s for s in (await link.request("list", all=True))["sessions"] if await link.visible(s["name"])]
     lines = [f"Today: ${today:.4f}"]
     active = await link.active(chat)
     mine = next((s for s in everything if s["name"] == active), None)
     if mine is not None:
         lines.append(f"This session ({active}): ${mine.get('cost_usd') or 0:.4f}")
-    lines.append(f"All sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
+    lines.append(f"All your sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
     return Reply("\n".join(lines))
 
 

@@ -23,7 +23,7 @@ DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
 CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
-TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots")
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class BotConfig:
     voice_command: tuple[str, ...] | None = None
     #: where /new may put a session and /ls may look; () = the supervisor's sessions dir
     roots: tuple[Path, ...] = ()
+    #: every allowlisted user sees every session (by default a session made from Telegram
+    #: is its maker's)
+    shared: bool = False
 
     @property
     def base_url(self) -> str:
@@ -113,8 +116,9 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
         if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
             raise BotConfigError("telegram.roots: expected a list of directories")
         table = {**table, "roots": tuple(Path(r).expanduser().absolute() for r in roots)}
-    if "footer" in table and not isinstance(table["footer"], bool):
-        raise BotConfigError("telegram.footer: expected true or false")
+    for key in ("footer", "shared"):
+        if key in table and not isinstance(table[key], bool):
+            raise BotConfigError(f"telegram.{key}: expected true or false")
     users = table.get("allowed_users", [])
     if not isinstance(users, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in users):
         raise BotConfigError("telegram.allowed_users: expected a list of integer user ids")
@@ -144,4 +148,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     footer = raw_footer.lower() in ("1", "true", "on") if raw_footer is not None else values.get("footer", True)
     return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
                      check_only=args.check, log_format=args.log_format, log_level=args.log_level,
-                     footer=footer, voice_command=values.get("voice_command"), roots=values.get("roots", ()))
+                     footer=footer, voice_command=values.get("voice_command"), roots=values.get("roots", ()),
+                     shared=values.get("shared", False))

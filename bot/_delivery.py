@@ -41,7 +41,7 @@ class Core:
     def __init__(self, config: BotConfig) -> None:
         self.config = config
         self.client = AsyncClient(config.runtime_dir, timeout=15.0)
-        self.link = commands.Link(self.client, config.roots)
+        self.link = commands.Link(self.client, config.roots, config.shared)
         self.refused: set[int] = set()
         self.typing: dict[int, asyncio.Task[None]] = {}
         self.tools: dict[int, ToolLog] = {}

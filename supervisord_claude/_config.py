@@ -192,15 +192,16 @@ def load_toml(path: Path) -> dict[str, Any]:
     if "telegram" in raw:
         tg = _expect(raw, "telegram", dict, "")
         for key in tg:
-            if key not in ("token", "allowed_users", "api_url", "footer", "voice_command", "roots"):
+            if key not in ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared"):
                 raise ConfigError(f"telegram.{key}: unknown key (known: token, allowed_users, api_url, footer,"
-                                  " voice_command, roots)")
+                                  " voice_command, roots, shared)")
         if "roots" in tg:  # the bot's
             _expect(tg, "roots", list, "telegram.")
         if "voice_command" in tg:  # the bot's
             _expect(tg, "voice_command", (str, list), "telegram.")
-        if "footer" in tg:  # the bot's
-            _expect(tg, "footer", bool, "telegram.")
+        for key in ("footer", "shared"):  # the bot's
+            if key in tg:
+                _expect(tg, key, bool, "telegram.")
         token = _expect(tg, "token", str, "telegram.") if "token" in tg else None
         users: tuple[int, ...] = ()
         if "allowed_users" in tg:

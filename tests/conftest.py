@@ -442,10 +442,12 @@ def bot_env(make_supervisor, telegram):
     """(supervisor, fake telegram, bot factory); every bot is stopped afterwards."""
     bots: list[BotProcess] = []
 
-    def make(sup: SupervisorProcess, extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> BotProcess:
+    def make(sup: SupervisorProcess, extra_args: Sequence[str] = (), command: Sequence[str] = (),
+             allowed: Sequence[int] = (USER,)) -> BotProcess:
         b = BotProcess(sup, telegram)
         b.extra_args = list(extra_args)
         b.command = list(command) or b.command
+        b.allowed = ",".join(map(str, allowed))
         bots.append(b)
         return b.start()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot import _render as render
 
 from .conftest import USER, wait_for
@@ -144,7 +146,7 @@ def test_usage_says_today_this_session_and_all(env) -> None:  # noqa: F811
     say(api, "/new beta", "created")
     say(api, "two", "echo: two")
     usage = say(api, "/usage", "Today:")["text"]
-    assert usage == "Today: $0.0020\nThis session (beta): $0.0010\nAll sessions: $0.0020"
+    assert usage == "Today: $0.0020\nThis session (beta): $0.0010\nAll your sessions: $0.0020"
 
 
 def _voice(api, content: bytes) -> None:
@@ -281,3 +283,27 @@ def test_a_session_works_where_the_user_points_it_inside_the_roots(make_supervis
         assert "Nothing was created" in refused["text"]
     assert "outside the allowed directories" in say(api, "/ls /etc", "⚠️")["text"]
     assert [s["name"] for s in sup.request("list", all=True)["sessions"] if s["name"] == "bad"] == []
+
+
+OTHER = 222
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_session_made_in_telegram_is_its_makers_unless_shared(make_supervisor, bot_env, telegram,
+                                                                shared: bool) -> None:
+    sup = make_supervisor(config=f"[telegram]\nshared = {str(shared).lower()}\n").start()
+    bot_env(sup, allowed=(USER, OTHER))
+    api = telegram
+    say(api, "/new mine", "created")
+    sup.ctl("new", "from-shell", check=True)  # the Unix user's: every allowlisted user's
+    listing = say(api, "/sessions", "from-shell", user=OTHER)["text"]
+    assert ("mine" in listing) is shared
+    switched = say(api, "/switch mine", lambda t: "mine" in t, user=OTHER)["text"]
+    if shared:
+        assert switched == "Switched to session 'mine'."
+    else:
+        assert switched == "⚠️ no session named 'mine'"
+        assert "no session named 'mine'" in say(api, "/archive mine", "⚠️", user=OTHER)["text"]
+        assert sup.session("mine")["state"] != "archived"
+    assert "mine" in say(api, "/sessions", "mine")["text"]  # its maker still sees it
+    say(api, "/switch from-shell", "Switched", user=OTHER)
