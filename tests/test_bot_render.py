@@ -55,7 +55,7 @@ def test_status_text() -> None:
                         "idle_timeout": 600, "cost_usd": 0.1234, "mode": "plan"})
     assert text.splitlines() == ["Session: a", "State: idle", "Model: default", "Permission mode: plan",
                                  "Persona: default",
-                                 "Idle timeout: 10 min", "Cost so far: $0.1234"]
+                                 "Idle timeout: 10 minutes", "Cost so far: $0.1234"]
 
 
 def test_markdown_becomes_entities_and_long_code_is_split_validly() -> None:
