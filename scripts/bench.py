@@ -335,11 +335,13 @@ def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
 # 5. real claude: first answer through the supervisor vs a bare spawn --------------------
 
 
-def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
+def _real_claude(what: str) -> tuple[str, Any, dict[str, str]] | None:
+    """The pinned real CLI (from claude-agent-sdk), the fake Anthropic API it talks to,
+    and the environment that points it there; None (said) where it is not installed."""
     try:
         import claude_agent_sdk
     except ImportError:
-        print("real claude: skipped (claude-agent-sdk not installed)")
+        print(f"{what}: skipped (claude-agent-sdk not installed)")
         return None
     claude = str(Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")
     sys.path.insert(0, str(ROOT / "tests"))
@@ -347,6 +349,14 @@ def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
 
     api = FakeAnthropic().start()
     env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "x", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    return claude, api, env
+
+
+def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
+    real = _real_claude("real claude")
+    if real is None:
+        return None
+    claude, api, env = real
     home = base / "real-home"
     home.mkdir()
     bare = []
@@ -666,17 +676,10 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
 
 
 def bench_resume_real(base: Path, n: int) -> dict[str, float] | None:
-    try:
-        import claude_agent_sdk
-    except ImportError:
-        print("resume with real claude: skipped (claude-agent-sdk not installed)")
+    real = _real_claude("resume with real claude")
+    if real is None:
         return None
-    claude = str(Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fake_anthropic import FakeAnthropic
-
-    api = FakeAnthropic().start()
-    env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "x", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    claude, api, env = real
     sup_base = base / "resume"
     sup_base.mkdir()
     sup = start_supervisor(sup_base, claude, env)

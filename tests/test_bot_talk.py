@@ -4,6 +4,7 @@ first message before any session, queued messages, quiet by-the-ways, footers, e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,14 +163,21 @@ def test_a_voice_note_without_a_transcriber_says_it_is_not_set_up(env) -> None: 
     assert [e for e in sup.events("alpha") if e["kind"] == "user"] == []
 
 
-def test_a_voice_note_is_transcribed_echoed_and_sent_as_text(make_supervisor, bot_env, telegram, tmp_path) -> None:
-    transcriber = tmp_path / "transcribe"
-    # prints what it heard: here, the size of the file it was given (proof it got the audio)
-    transcriber.write_text('#!/bin/sh\nprintf "hello from %s bytes\\n" "$(wc -c < "$1" | tr -d " ")"\n')
-    transcriber.chmod(0o755)
-    sup = make_supervisor(config=f'[telegram]\nvoice_command = ["{transcriber}"]\n').start()
+def _with_transcriber(make_supervisor, bot_env, telegram, script: Path, body: str, configured: str) -> Any:
+    """A supervisor and bot whose voice_command is ``script`` (a shell script of ``body``),
+    configured as ``configured`` (with {script} in it), and a session to talk to."""
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    sup = make_supervisor(config="[telegram]\nvoice_command = " + configured.format(script=script) + "\n").start()
     bot_env(sup)
     say(telegram, "/new alpha", "created")
+    return sup
+
+
+def test_a_voice_note_is_transcribed_echoed_and_sent_as_text(make_supervisor, bot_env, telegram, tmp_path) -> None:
+    # prints what it heard: here, the size of the file it was given (proof it got the audio)
+    _with_transcriber(make_supervisor, bot_env, telegram, tmp_path / "transcribe",
+                      'printf "hello from %s bytes\\n" "$(wc -c < "$1" | tr -d " ")"\n', '["{script}"]')
     _voice(telegram, b"x" * 1234)
     echo = telegram.wait_for_text(lambda t: t.startswith("🎤"), chat_id=USER)
     assert echo["text"] == "🎤 hello from 1234 bytes" and echo["disable_notification"]
@@ -177,12 +185,8 @@ def test_a_voice_note_is_transcribed_echoed_and_sent_as_text(make_supervisor, bo
 
 
 def test_a_failing_transcriber_is_reported_and_nothing_is_sent(make_supervisor, bot_env, telegram, tmp_path) -> None:
-    transcriber = tmp_path / "transcribe"
-    transcriber.write_text('#!/bin/sh\necho "model file missing" >&2\nexit 2\n')
-    transcriber.chmod(0o755)
-    sup = make_supervisor(config=f'[telegram]\nvoice_command = "{transcriber} --lang en"\n').start()
-    bot_env(sup)
-    say(telegram, "/new alpha", "created")
+    sup = _with_transcriber(make_supervisor, bot_env, telegram, tmp_path / "transcribe",
+                            'echo "model file missing" >&2\nexit 2\n', '"{script} --lang en"')
     _voice(telegram, b"audio")
     telegram.wait_for_text(lambda t: "Could not transcribe" in t and "model file missing" in t, chat_id=USER)
     assert [e for e in sup.events("alpha") if e["kind"] == "user"] == []
