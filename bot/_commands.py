@@ -211,7 +211,7 @@ async def timeout(link: Link, active: str, args: list[str]) -> Reply:
 async def model(link: Link, active: str, args: list[str]) -> Reply:
     if not args:
         info = await link.request("status", session=active)
-        return Reply(f"Model: {info.get('model') or 'default'}\n\nUsage: /model <name>")
+        return Reply(f"Model: {render.model_text(info)}\n\nUsage: /model <name>")
     await link.request("set_model", session=active, model=args[0])
     return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
 

@@ -179,11 +179,22 @@ def tool_line(name: str | None, tool_input: Any) -> str:
     return f"🔧 {name or 'tool'}: {detail}" if detail else f"🔧 {name or 'tool'}"
 
 
+def model_text(session: dict[str, Any]) -> str:
+    """The model a session runs: what Claude said at its last start, and what was asked
+    for when that differs ("default" alone until Claude has started)."""
+    asked, running = session.get("model"), session.get("claude_model")
+    if running and asked and asked != running:
+        return f"{running} (asked for {asked})"
+    if running:
+        return f"{running}" + ("" if asked else " (Claude's default)")
+    return asked or "default"
+
+
 def status_text(session: dict[str, Any]) -> str:
     return (
         f"Session: {session['name']}\n"
         f"State: {session['state']}\n"
-        f"Model: {session.get('model') or 'default'}\n"
+        f"Model: {model_text(session)}\n"
         f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"

@@ -169,6 +169,7 @@ class Parsed:
     permission: dict[str, Any] | None = None
     delta: str | None = None  # text of the answer as it is being written
     mode: PermissionMode | None = None  # the permission mode Claude reports it is in
+    model: str | None = None  # the model Claude says it runs (its init line)
 
 
 def _tool_result_text(content: Any) -> str:
@@ -208,6 +209,8 @@ def parse_line(line: bytes) -> Parsed:
     elif kind == "system":
         if msg.get("subtype") == "init":
             out.init_session_id = msg.get("session_id")
+            if isinstance(msg.get("model"), str):
+                out.model = msg["model"]
         # init and status lines say which mode Claude is in (it leaves plan mode by itself
         # once ExitPlanMode is allowed)
         out.mode = _OUR_MODES.get(msg.get("permissionMode"))  # type: ignore[arg-type]

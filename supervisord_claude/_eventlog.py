@@ -163,7 +163,8 @@ class EventLog:
         elif kind is EventKind.USER:
             updates["last_active"] = now
         elif kind is EventKind.SETTINGS:
-            updates.update({k: body[k] for k in ("model", "idle_timeout", "allowed_tools") if k in body})
+            updates.update({k: body[k] for k in ("model", "idle_timeout", "allowed_tools", "claude_model")
+                            if k in body})
             if "mode" in body:
                 updates["permission_mode"] = body["mode"]
         return updates

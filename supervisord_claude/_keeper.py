@@ -103,6 +103,7 @@ class Keeper:
         self.current: QueuedMessage | None = None
         self.claude: ClaudeRun | None = None
         self.mode = PermissionMode(spec.permission_mode)
+        self.claude_model: str | None = None
         self.allowed_tools = list(spec.allowed_tools)
         #: launch settings changed while Claude was busy: applied (by a restart) after the turn
         self.pending_changes: dict[str, Any] = {}
@@ -479,6 +480,9 @@ class Keeper:
                 self.send(_wire.ConversationStarted(parsed.init_session_id))
         if parsed.delta and self.uplink.linked:  # live only: lost deltas are no loss
             self.send(_wire.Delta(self.current.id if self.current else None, parsed.delta))
+        if parsed.model is not None and parsed.model != self.claude_model:
+            self.claude_model = parsed.model  # what a front end shows as "the model"
+            self.emit(EventKind.SETTINGS, claude_model=parsed.model)
         if parsed.mode is not None and parsed.mode is not self.mode:
             self.mode = parsed.mode  # e.g. Claude left plan mode by itself
             self.emit(EventKind.SETTINGS, mode=parsed.mode.value)

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS sessions(
     keeper_pid INTEGER,
     keeper_n INTEGER NOT NULL DEFAULT 0,
     permission_mode TEXT NOT NULL DEFAULT 'ask',
-    allowed_tools TEXT NOT NULL DEFAULT '[]'
+    allowed_tools TEXT NOT NULL DEFAULT '[]',
+    claude_model TEXT
 );
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +99,8 @@ class SessionRecord:
     permission_mode: str = "ask"  # a protocol.PermissionMode value
     #: always-allow rules the user gave in this session ("Bash(npm test:*)")
     allowed_tools: tuple[str, ...] = ()
+    #: the model Claude said it runs when it last started (whatever ``model`` asked for)
+    claude_model: str | None = None
 
     def public(self, default_timeout: float) -> dict[str, Any]:
         return {
@@ -117,6 +120,7 @@ class SessionRecord:
             "last_seq": self.last_seq,
             "mode": self.permission_mode,
             "allowed_tools": list(self.allowed_tools),
+            "claude_model": self.claude_model,
         }
 
 
@@ -146,6 +150,7 @@ COST_ADDED = "cost_added"
 
 _SESSION_FIELDS = {
     COST_ADDED,
+    "claude_model",
     "last_seq",
     "session_id",
     "cwd",
@@ -217,6 +222,8 @@ class Store:
         if "keeper_pid" not in columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN keeper_pid INTEGER")
             self._db.execute("ALTER TABLE sessions ADD COLUMN keeper_n INTEGER NOT NULL DEFAULT 0")
+        if "claude_model" not in columns:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN claude_model TEXT")
         if "permission_mode" not in columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN permission_mode TEXT NOT NULL DEFAULT 'ask'")
             self._db.execute("ALTER TABLE sessions ADD COLUMN allowed_tools TEXT NOT NULL DEFAULT '[]'")
@@ -300,12 +307,13 @@ class Store:
             keeper_n=row[15],
             permission_mode=row[16],
             allowed_tools=tuple(json.loads(row[17])),
+            claude_model=row[18],
         )
 
     _SESSION_COLUMNS = (
         "name, session_id, cwd, model, persona, idle_timeout, state, started, created,"
         " last_active, suspended_at, cost_usd, last_seq, claude_cost, keeper_pid, keeper_n, permission_mode,"
-        " allowed_tools"
+        " allowed_tools, claude_model"
     )
 
     def get_session(self, name: str) -> SessionRecord | None:

@@ -311,3 +311,19 @@ def test_a_session_made_in_telegram_is_its_makers_unless_shared(make_supervisor,
         assert sup.session("mine")["state"] != "archived"
     assert "mine" in say(api, "/sessions", "mine")["text"]  # its maker still sees it
     say(api, "/switch from-shell", "Switched", user=OTHER)
+
+
+def test_model_shows_the_model_claude_runs(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    assert say(api, "/model", "Model:")["text"].startswith("Model: default\n")  # Claude has not started
+    say(api, "hi", "echo: hi")
+    sup.wait_event("alpha", lambda e: e["kind"] == "settings" and "claude_model" in e)
+    assert say(api, "/model", "Model:")["text"].startswith("Model: fake-default-model (Claude's default)\n")
+    assert sup.session("alpha")["claude_model"] == "fake-default-model"
+
+
+def test_model_wording() -> None:
+    assert render.model_text({"model": None, "claude_model": None}) == "default"
+    assert render.model_text({"model": "opus", "claude_model": "claude-opus-5-5"}) == "claude-opus-5-5 (asked for opus)"
+    assert render.model_text({"model": "x", "claude_model": "x"}) == "x"
