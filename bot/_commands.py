@@ -246,13 +246,30 @@ async def archive(link: Link, chat: int, args: list[str]) -> Reply:
 
 @on_active_session
 async def cancel(link: Link, active: str, args: list[str]) -> Reply:
+    """Interrupt the running answer; with messages queued behind it, first ask whether
+    they go too (asked before anything stops: the next one would start at once)."""
+    info = await link.request("status", session=active)
+    waiting = info["queued"]  # (not yet handed to Claude)
+    if waiting > 0 and info["state"] == "busy":
+        return Reply(f"Claude is answering, and {render.messages_text(waiting)} wait behind it. Stop what?",
+                     buttons=[("Stop this answer", f"cancel:{active}"),
+                              (f"Stop it and drop the {render.messages_text(waiting)}", f"cancelall:{active}")])
+    return await interrupt(link, active)
+
+
+async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Reply:
+    if not await link.visible(session):  # (a forged button)
+        return Reply(f"⚠️ no session named '{session}'")
+    dropped = " The queued messages were dropped." if drop_queued else ""
+    if drop_queued:  # before the interrupt: the keeper takes them in this order
+        await link.request("drop_queued", session=session)
     try:
-        await link.request("interrupt", session=active)
+        await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
-            return Reply("Nothing to cancel: Claude is not answering.")
+            return Reply("Nothing to cancel: Claude is not answering." + dropped)
         raise
-    return Reply("Interrupting Claude...")
+    return Reply("Interrupting Claude..." + dropped)
 
 
 @on_active_session

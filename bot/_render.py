@@ -130,6 +130,10 @@ def timeout_text(seconds: float) -> str:
     return f"Idle timeout: {minutes_text(seconds)}\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
 
 
+def messages_text(n: int) -> str:
+    return f"{n} message" + ("" if n == 1 else "s")
+
+
 def queued_text(ahead: int) -> str:
     """What a message sent while Claude is busy is told."""
     return f"⏳ Queued — {ahead} ahead of it." if ahead > 1 else "⏳ Queued — Claude answers it after the current one."

@@ -116,6 +116,7 @@ class Op(enum.StrEnum):
     CREATE = "create"
     SEND = "send"
     INTERRUPT = "interrupt"
+    DROP_QUEUED = "drop_queued"
     SUSPEND = "suspend"
     SET_TIMEOUT = "set_timeout"
     SET_MODEL = "set_model"

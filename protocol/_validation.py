@@ -190,6 +190,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "idempotency_key": (short_text, False),
     },
     Op.INTERRUPT: {"session": (session_name, True)},
+    Op.DROP_QUEUED: {"session": (session_name, True)},
     Op.SUSPEND: {"session": (session_name, True)},
     Op.SET_TIMEOUT: {"session": (session_name, True), "minutes": (timeout_minutes, True)},
     Op.SET_MODEL: {"session": (session_name, True), "model": (short_text, True)},

@@ -61,6 +61,10 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
 
 
+#: why a message the user dropped was not delivered
+DROPPED = "dropped at your request before Claude saw it"
+
+
 class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
 
@@ -315,6 +319,10 @@ class Keeper:
             self._pump()
         elif isinstance(cmd, _wire.Interrupt):
             self._interrupt()
+        elif isinstance(cmd, _wire.DropQueued):
+            for msg in self.queue:
+                self.emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=DROPPED)
+            self.queue.clear()
         elif isinstance(cmd, _wire.Suspend):
             if self.current is None and not self.queue:
                 self._spawn_task(self.suspend(Reason(cmd.reason)))

@@ -32,6 +32,7 @@ from ._config import Config
 from ._errors import OpError
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
+from ._keeper import DROPPED
 from ._pool import KeeperPool
 from ._store import SessionRecord, Store
 
@@ -216,8 +217,12 @@ class Ops:
         message_id, created = self.store.add_message(session, text, files, origin, idempotency_key)
         if created:
             self.pool.enqueue(session, message_id)
-        # messages of this session that Claude answers before this one
-        ahead = max(0, self.pool.queued(session) - 1) if created else 0
+        # messages of this session that Claude answers before this one: those not handed to
+        # it yet (this one among them), and the one it is answering
+        ahead = 0
+        if created:
+            answering = self.store.get_session(session)
+            ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
         return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
                 "ahead": ahead}
 
@@ -229,6 +234,16 @@ class Ops:
                 raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' has {queued} message(s) queued that Claude"
                               " has not started on yet (it is starting); nothing to interrupt yet")
             raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' is not answering anything")
+        return {}
+
+    def op_drop_queued(self, ident: bytes, session: str) -> dict[str, Any]:
+        """Every message of the session Claude has not started on is reported not
+        delivered ("dropped"); the one it is answering goes on."""
+        self._session(session)
+        waiting = list(self.pool.queues.pop(session, ()))
+        self.events.fail_messages(session, waiting, DROPPED)
+        # those the keeper holds: it reports each one itself (a message_failed event)
+        self.pool.command(session, _wire.DropQueued())
         return {}
 
     def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
                                 | KeeperEvent{kind, body} | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
-                                | Deliver{message} | Interrupt{} | Suspend{reason}
+                                | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
                                 | SetMode{mode}
                                 | Permit{request_id, decision, report, rules, mode}
@@ -230,6 +230,14 @@ class Suspend(Message):
 
 
 @dataclass(frozen=True)
+class DropQueued(Message):
+    """Report every message held for Claude but not started as not delivered (the user
+    chose to drop them); the one Claude is answering goes on."""
+
+    TAG = "drop_queued"
+
+
+@dataclass(frozen=True)
 class Stop(Message):
     TAG = "stop"
     reason: str
@@ -270,7 +278,8 @@ class Permit(Message):
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
-                KeeperEvent, Rejected, Bye, Delta, Welcome, Ack, Deliver, Interrupt, Suspend, Stop, SetTimeout,
+                KeeperEvent, Rejected, Bye, Delta, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
+                SetTimeout,
                 SetModel, SetMode, Permit)
 }
 

@@ -482,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tail)
     for name, op, done, help_text in (
         ("interrupt", "interrupt", "interrupted '{name}'", "interrupt the running turn"),
+        ("drop-queued", "drop_queued", "dropped what was queued for '{name}' (each reported not delivered)",
+         "drop the messages Claude has not started on"),
         ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
         ("archive", "archive", "session '{name}': {state}", "stop and hide a session"),
         ("unarchive", "unarchive", "session '{name}': {state} (back in ls)", "bring an archived session back"),

@@ -327,3 +327,38 @@ def test_model_wording() -> None:
     assert render.model_text({"model": None, "claude_model": None}) == "default"
     assert render.model_text({"model": "opus", "claude_model": "claude-opus-5-5"}) == "claude-opus-5-5 (asked for opus)"
     assert render.model_text({"model": "x", "claude_model": "x"}) == "x"
+
+
+def test_cancel_asks_whether_to_drop_the_queued_messages_too(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "sleep:30 long")
+    sup.wait_received("sleep:30 long")
+    for text in ("second", "third"):
+        api.message(USER, text)
+    api.wait_for_text(lambda t: t == "⏳ Queued — 2 ahead of it.", chat_id=USER)
+    asked = say(api, "/cancel", "Stop what?")
+    assert asked["text"] == "Claude is answering, and 2 messages wait behind it. Stop what?"
+    assert sup.session("alpha")["state"] == "busy"  # nothing stopped before the answer
+    [[one], [everything]] = asked["reply_markup"]["inline_keyboard"]
+    assert (one["text"], everything["text"]) == ("Stop this answer", "Stop it and drop the 2 messages")
+    api.press(USER, everything["callback_data"], asked["message_id"])
+    api.wait_for_text(lambda t: t == "Interrupting Claude... The queued messages were dropped.", chat_id=USER)
+    wait_for(lambda: len([t for t in api.texts(USER) if "dropped at your request" in t]) == 2, 30,
+             what="both dropped messages reported", seen=lambda: api.texts(USER))
+    api.wait_for_text(lambda t: t == "⏹ Interrupted.", chat_id=USER)
+    say(api, "after", "echo: after")  # the session goes on
+    assert not any(r["text"] in ("second", "third") for r in sup.claude_received())
+
+
+def test_cancel_can_stop_only_the_answer(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "sleep:30 long")
+    sup.wait_received("sleep:30 long")
+    api.message(USER, "kept one")
+    api.wait_for_text(lambda t: t.startswith("⏳ Queued"), chat_id=USER)
+    asked = say(api, "/cancel", "Stop what?")
+    api.press(USER, asked["reply_markup"]["inline_keyboard"][0][0]["callback_data"], asked["message_id"])
+    api.wait_for_text(lambda t: t == "⏹ Interrupted.", chat_id=USER)
+    api.wait_for_text(lambda t: t.startswith("echo: kept one"), chat_id=USER)
