@@ -259,7 +259,32 @@ def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk
     if not text.strip():
         return []
     chunks = telegramify_markdown.split_entities(text, entities, limit)
-    return [Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks]
+    return _headings_with_their_text([Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks], limit)
+
+
+def _headings_with_their_text(chunks: list[Chunk], limit: int) -> list[Chunk]:
+    """A part that ends with a heading (a bold line) gives it to the next part: a heading
+    never stands alone at the bottom of a message, away from what it heads."""
+    out = list(chunks)
+    for i in range(len(out) - 1):
+        text, entities = out[i].text, out[i].entities
+        body = text.rstrip("\n")
+        start = body.rfind("\n") + 1
+        line = body[start:]
+        if start == 0 or not line.strip():
+            continue
+        offset, length = utf16_len(text[:start]), utf16_len(line)
+        heading = any(e["type"] == "bold" and e["offset"] == offset and e["length"] == length for e in entities)
+        crossing = any(e["offset"] < offset < e["offset"] + e["length"] for e in entities)
+        moved_text = line + "\n\n"
+        shift = utf16_len(moved_text)
+        if not heading or crossing or utf16_len(out[i + 1].text) + shift > limit:
+            continue
+        out[i] = Chunk(text[:start].rstrip("\n"), [e for e in entities if e["offset"] < offset])
+        out[i + 1] = Chunk(moved_text + out[i + 1].text,
+                           [{**e, "offset": e["offset"] - offset} for e in entities if e["offset"] >= offset]
+                           + [{**e, "offset": e["offset"] + shift} for e in out[i + 1].entities])
+    return out
 
 
 def utf16_len(text: str) -> int:

@@ -125,3 +125,27 @@ def test_every_word_with_angle_brackets_survives(words: list[str]) -> None:
     text = "".join(chunk.text for chunk in markdown_chunks(" ".join(words)))
     for word in words:
         assert word in text
+
+
+def test_a_heading_never_ends_a_part_away_from_its_text() -> None:
+    markdown = ("word " * 790).strip() + "\n\n## Next section\n\n" + "more " * 300
+    chunks = markdown_chunks(markdown)
+    assert len(chunks) == 2
+    assert chunks[0].text.endswith("word") and chunks[1].text.startswith("Next section\n\nmore")
+    heading = [e for e in chunks[1].entities if e["type"] == "bold"]
+    assert heading == [{"type": "bold", "offset": 0, "length": len("Next section")}]
+    assert all(utf16_len(c.text) <= 4096 for c in chunks)
+    assert "".join(c.text for c in chunks).replace("\n", "").count("word") == 790  # nothing lost
+
+
+@given(st.lists(st.sampled_from(["## Heading", "text " * 40, "`code`", "**bold** words"]), min_size=20, max_size=120))
+def test_parts_keep_every_word_and_valid_entities(pieces: list[str]) -> None:
+    markdown = "\n\n".join(pieces)
+    chunks = markdown_chunks(markdown, limit=600)
+    for chunk in chunks:
+        assert utf16_len(chunk.text) <= 600
+        for e in chunk.entities:
+            assert 0 <= e["offset"] and e["offset"] + e["length"] <= utf16_len(chunk.text)
+    joined = " ".join(c.text for c in chunks)
+    assert joined.count("Heading") == markdown.count("## Heading")
+    assert joined.count("text") == markdown.count("text ")
