@@ -145,7 +145,7 @@ def test_parts_keep_every_word_and_valid_entities(pieces: list[str]) -> None:
     for chunk in chunks:
         assert utf16_len(chunk.text) <= 600
         for e in chunk.entities:
-            assert 0 <= e["offset"] and e["offset"] + e["length"] <= utf16_len(chunk.text)
+            assert e["offset"] >= 0 and e["offset"] + e["length"] <= utf16_len(chunk.text)
     joined = " ".join(c.text for c in chunks)
     assert joined.count("Heading") == markdown.count("## Heading")
     assert joined.count("text") == markdown.count("text ")
