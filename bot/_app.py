@@ -28,6 +28,7 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     Defaults,
+    ExtBot,
     MessageHandler,
     TypeHandler,
     filters,
@@ -56,6 +57,34 @@ def safe_filename(name: str | None, fallback: str) -> str:
     return base or fallback
 
 
+class TopicBot(ExtBot[Any]):
+    """The bot, sending into the forum topic being handled (``commands.current_thread``):
+    a reply, an answer, a prompt or a file goes where its conversation is, without every
+    call saying so."""
+
+    @staticmethod
+    def _topic(kwargs: dict[str, Any]) -> dict[str, Any]:
+        thread = commands.current_thread.get()
+        if thread is not None and kwargs.get("message_thread_id") is None:
+            kwargs["message_thread_id"] = thread
+        return kwargs
+
+    async def send_message(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().send_message(*args, **self._topic(kwargs))
+
+    async def send_document(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().send_document(*args, **self._topic(kwargs))
+
+    async def send_photo(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().send_photo(*args, **self._topic(kwargs))
+
+    async def send_chat_action(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().send_chat_action(*args, **self._topic(kwargs))
+
+    async def send_message_draft(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().send_message_draft(*args, **self._topic(kwargs))
+
+
 def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
     core: Core = context.application.bot_data["core"]
     return core
@@ -70,6 +99,9 @@ async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     user = update.effective_user
     if user is not None and user.id in core.config.allowed_users:
         commands.current_user.set(user.id)  # whose sessions the commands of this update see
+        message = update.effective_message
+        commands.current_thread.set(message.message_thread_id if message is not None and message.is_topic_message
+                                    else None)  # a forum topic is a place of its own
         return
     who = user.id if user else 0
     log.warning("refused update %s from user %s", update.update_id, who)
@@ -460,17 +492,13 @@ async def _stop(app: Application[Any, Any, Any, Any, Any, Any], core: Core, task
 
 
 def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
-    app = (
-        ApplicationBuilder()
-        .token(config.token)
-        .base_url(config.base_url)
-        .base_file_url(config.base_file_url)
-        .rate_limiter(AIORateLimiter(max_retries=5))
+    bot = TopicBot(
+        config.token, base_url=config.base_url, base_file_url=config.base_file_url,
+        rate_limiter=AIORateLimiter(max_retries=5),
         # links in answers are not unfurled into previews (Claude cites many)
-        .defaults(Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)))
-        .updater(None)  # our own poller: see poll_updates
-        .build()
+        defaults=Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)),
     )
+    app = ApplicationBuilder().bot(bot).updater(None).build()  # our own poller: see poll_updates
     app.bot_data["core"] = Core(config)
     app.add_handler(TypeHandler(Update, guard), group=-1)
     app.add_handler(MessageHandler(filters.UpdateType.EDITED, on_edited))

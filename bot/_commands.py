@@ -22,6 +22,15 @@ KV_OWNER = "telegram.owner.{session}"
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
+#: the forum topic (``message_thread_id``) of the update being handled, or of the event
+#: being delivered: in a forum each topic is a place of its own with its own session
+current_thread: ContextVar[int | None] = ContextVar("current_thread", default=None)
+
+
+def place_key(chat: int) -> str:
+    """The chat, or the chat's current topic, as a key: what a session is active in."""
+    thread = current_thread.get()
+    return str(chat) if thread is None else f"{chat}.t{thread}"
 
 
 @dataclass
@@ -38,7 +47,7 @@ class Link:
 
     def __init__(self, client: AsyncClient, roots: tuple[Path, ...] = (), shared: bool = False) -> None:
         self.client = client
-        self._active: dict[int, str | None] = {}
+        self._active: dict[str, str | None] = {}  # by place_key
         self._kv: dict[str, Any] = {}
         self._roots = roots
         self.shared = shared
@@ -68,14 +77,17 @@ class Link:
         return await self.client.request(op, timeout=timeout, **args)
 
     async def active(self, chat: int) -> str | None:
-        if chat not in self._active:
-            value = (await self.request("kv_get", key=KV_ACTIVE.format(chat=chat)))["value"]
-            self._active[chat] = value if isinstance(value, str) else None
-        return self._active[chat]
+        """The session of this chat (of its current topic, in a forum)."""
+        place = place_key(chat)
+        if place not in self._active:
+            value = (await self.request("kv_get", key=KV_ACTIVE.format(chat=place)))["value"]
+            self._active[place] = value if isinstance(value, str) else None
+        return self._active[place]
 
     async def set_active(self, chat: int, name: str | None) -> None:
-        await self.request("kv_set", key=KV_ACTIVE.format(chat=chat), value=name)
-        self._active[chat] = name
+        place = place_key(chat)
+        await self.request("kv_set", key=KV_ACTIVE.format(chat=place), value=name)
+        self._active[place] = name
 
     async def kv_cached(self, key: str) -> Any:
         """A kv value only this bot writes (so a copy here stays true): read once."""
@@ -278,20 +290,24 @@ async def status(link: Link, active: str, args: list[str]) -> Reply:
 
 
 def origin_of(chat: int, message_id: int | None = None) -> str:
-    """Who sent a message: ``tg:<chat>`` or ``tg:<chat>:<message id>`` (the answer is then
-    threaded to that message)."""
-    return f"tg:{chat}" if message_id is None else f"tg:{chat}:{message_id}"
+    """Who sent a message: ``tg:<chat>[:<message id>[:<topic>]]`` — the answer is threaded
+    to that message, in that forum topic."""
+    thread = current_thread.get()
+    origin = f"tg:{chat}" if message_id is None else f"tg:{chat}:{message_id}"
+    return origin if thread is None or message_id is None else f"{origin}:{thread}"
 
 
-def parse_origin(origin: Any) -> tuple[int, int | None] | None:
-    """(chat, message id or None) of an origin this bot wrote, else None."""
+def parse_origin(origin: Any) -> tuple[int, int | None, int | None] | None:
+    """(chat, message id, topic) of an origin this bot wrote (None where absent), else None."""
     if not isinstance(origin, str) or not origin.startswith("tg:"):
         return None
     parts = origin[3:].split(":")
     try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else None
+        numbers = [int(p) for p in parts[:3]]
     except ValueError:
         return None
+    numbers += [None] * (3 - len(numbers))  # type: ignore[list-item]
+    return numbers[0], numbers[1], numbers[2]
 
 
 async def send(

@@ -151,6 +151,13 @@ def chat_of(event: dict[str, Any]) -> int | None:
     return parsed[0] if parsed is not None else None
 
 
+def in_topic(event: dict[str, Any]) -> None:
+    """What is sent for this event goes to the forum topic its message came from (the
+    bot adds ``message_thread_id``; tasks started now, like "typing…", keep it)."""
+    parsed = commands.parse_origin(event.get("origin"))
+    commands.current_thread.set(parsed[2] if parsed is not None else None)
+
+
 async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], chat: int) -> None:
     while True:
         with contextlib.suppress(TelegramError):
@@ -167,10 +174,12 @@ def stop_typing(core: Core, message_id: int | None) -> None:
 
 
 async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event: dict[str, Any]) -> None:
-    """Show one event to the chat it belongs to. Returns once Telegram accepted it."""
+    """Show one event to the chat (and forum topic) it belongs to. Returns once Telegram
+    accepted it."""
     chat = chat_of(event)
     if chat is None:
         return
+    in_topic(event)
     kind = event["kind"]
     message_id = event.get("message_id")
     if kind == "state" and event.get("state") == "resuming":
@@ -246,6 +255,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                 if "id" not in event:  # the answer as it is written: shown, never acked
                     chat = chat_of(event)
                     if chat is not None:
+                        in_topic(event)
                         core.live.update(app, chat, event)
                     continue
                 while True:

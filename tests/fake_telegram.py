@@ -145,7 +145,8 @@ class FakeTelegram:
         chat = chat_id or user_id
         msg: dict[str, Any] = {
             "message_id": next(self._message_ids), "date": int(time.time()),
-            "chat": {"id": chat, "type": "private" if chat > 0 else "group", "title": "g"},
+            "chat": {"id": chat, "type": "private" if chat > 0 else "supergroup", "title": "g",
+                     **({"is_forum": True} if "message_thread_id" in extra and chat < 0 else {})},
             "from": self._user(user_id), **extra,
         }
         if text:
@@ -334,7 +335,8 @@ class FakeTelegram:
                               "reply_markup": params.get("reply_markup"), "message_id": message_id,
                               "disable_notification": bool(params.get("disable_notification")),
                               "link_preview_options": params.get("link_preview_options"),
-                              "reply_parameters": params.get("reply_parameters")})
+                              "reply_parameters": params.get("reply_parameters"),
+                              "message_thread_id": params.get("message_thread_id")})
         return self._ok({"message_id": message_id, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
                          "text": text})
 

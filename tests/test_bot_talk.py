@@ -362,3 +362,40 @@ def test_cancel_can_stop_only_the_answer(env) -> None:  # noqa: F811
     api.press(USER, asked["reply_markup"]["inline_keyboard"][0][0]["callback_data"], asked["message_id"])
     api.wait_for_text(lambda t: t == "⏹ Interrupted.", chat_id=USER)
     api.wait_for_text(lambda t: t.startswith("echo: kept one"), chat_id=USER)
+
+
+FORUM = -1001234
+
+
+def _in_topic(api, topic: int, text: str) -> None:
+    api.message(USER, text, chat_id=FORUM, message_thread_id=topic, is_topic_message=True)
+
+
+def _topic_text(api, topic: int, predicate) -> dict:
+    return wait_for(lambda: next((m for m in api.sent if m["chat_id"] == FORUM and m["message_thread_id"] == topic
+                                  and predicate(m["text"])), None), 60, what=f"a message in topic {topic}",
+                    seen=lambda: [(m["message_thread_id"], m["text"][:40]) for m in api.sent[-6:]])
+
+
+def test_in_a_forum_each_topic_is_a_session(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    _in_topic(api, 11, "/new alpha")
+    _topic_text(api, 11, lambda t: "'alpha' created" in t)
+    _in_topic(api, 22, "/new beta")
+    _topic_text(api, 22, lambda t: "'beta' created" in t)
+    _in_topic(api, 11, "in eleven")
+    _in_topic(api, 22, "in twenty-two")
+    _topic_text(api, 11, lambda t: t.startswith("echo: in eleven"))
+    _topic_text(api, 22, lambda t: t.startswith("echo: in twenty-two"))
+    assert [m["text"] for m in sup.claude_received() if m["text"].startswith("in ")] in (
+        ["in eleven", "in twenty-two"], ["in twenty-two", "in eleven"])
+    # each topic's messages went to its own session
+    assert sup.session("alpha")["last_seq"] > 0 and sup.session("beta")["last_seq"] > 0
+    assert any("in eleven" in e.get("text", "") for e in sup.events("alpha"))
+    assert not any("in eleven" in e.get("text", "") for e in sup.events("beta"))
+    # the footer and anything else about a turn stay in its topic too
+    _topic_text(api, 22, lambda t: t.startswith("$0.0010"))
+    _in_topic(api, 22, "/sessions")
+    listing = _topic_text(api, 22, lambda t: "alpha" in t and "beta" in t)
+    assert "→ 🟢 beta" in listing["text"] or "→ ⚪ beta" in listing["text"]  # this topic's session
+    assert not [m for m in api.sent if m["chat_id"] == FORUM and m["message_thread_id"] is None]
