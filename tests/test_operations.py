@@ -4,6 +4,7 @@ say what happened and never a secret, the operator's status."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -245,3 +246,15 @@ def test_restarting_the_bot_unit_during_a_turn_loses_no_reply(make_supervisor, b
     sup.wait_consumer("telegram-bot")
     replies = [t.split(" (")[0] for t in telegram.texts(USER) if t.startswith("echo:")]
     assert replies == [f"echo: sleep:0.4 m{i}" for i in range(5)]
+
+
+def test_scripts_run_help_prints_one_help_and_starts_nothing(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, SUPERVISORD_CLAUDE_RUNTIME_DIR=str(tmp_path / "run"))
+    out = subprocess.run([str(root / "scripts" / "run"), "--help"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("usage:") == 2  # the script's line, then the supervisor's options, once
+    assert out.stdout.startswith("usage: ./scripts/run") and "usage: supervisord-claude" in out.stdout
+    assert "claude-telegram-bot" not in out.stdout
+    assert not (tmp_path / "run").exists()  # nothing was started
