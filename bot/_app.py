@@ -196,6 +196,19 @@ async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     await send_reply(context.application, update.effective_chat.id, reply)
 
 
+async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    await query.answer("Moving…")
+    try:
+        reply = await commands.move(core_of(context).link, (query.data or "").removeprefix("cd:"))
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    await send_reply(context.application, update.effective_chat.id, reply)
+
+
 async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An edited message: Claude has the first version; say so rather than stay silent."""
     assert update.effective_chat is not None
@@ -511,6 +524,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
+    app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

@@ -6,6 +6,8 @@ returns the ``Reply`` to show; handlers in ``_app`` only translate Telegram to t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -51,6 +53,8 @@ class Link:
         self._kv: dict[str, Any] = {}
         self._roots = roots
         self.shared = shared
+        #: session -> the directory a /cd asked for, until its button is pressed
+        self.pending_moves: dict[str, str] = {}
 
     async def visible(self, session: str) -> bool:
         """May the current user see and use ``session``? A session made from Telegram is
@@ -361,6 +365,44 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
     return Reply((await link.request("status", session=active))["cwd"])
 
 
+@on_active_session
+async def cd(link: Link, active: str, args: list[str]) -> Reply:
+    """Ask before moving: Claude keeps a conversation per directory, so a move starts a
+    fresh one (the button carries the move out)."""
+    if not args:
+        return Reply("Usage: /cd <dir> (a directory under the allowed roots)")
+    cwd = (await link.request("status", session=active))["cwd"]
+    raw = " ".join(args)
+    if not Path(raw).expanduser().is_absolute() and not raw.startswith("~"):
+        raw = str(Path(cwd) / raw)
+    where = await within_roots(link, raw)
+    if isinstance(where, str):
+        return Reply(f"⚠️ {where}.")
+    if str(where) == cwd:
+        return Reply(f"Session '{active}' already works in {cwd}.")
+    link.pending_moves[active] = str(where)
+    return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
+                 " fresh one there (the old one stays where it was).",
+                 buttons=[(f"Move and start fresh in {where.name or where}", f"cd:{active}")])
+
+
+async def move(link: Link, session: str) -> Reply:
+    """The /cd button: suspend the session if Claude runs, then move it."""
+    target = link.pending_moves.pop(session, None)
+    if target is None or not await link.visible(session):
+        return Reply("This move is no longer pending; send /cd again.")
+    info = await link.request("status", session=session)
+    if info["live"]:
+        with contextlib.suppress(RemoteError):
+            await link.request("suspend", session=session)
+        for _ in range(100):  # Claude stops within its grace period
+            if not (await link.request("status", session=session))["live"]:
+                break
+            await asyncio.sleep(0.1)
+    await link.request("set_cwd", session=session, cwd=target)
+    return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")
+
+
 LS_LIMIT = 60
 
 
@@ -411,5 +453,6 @@ COMMANDS: dict[str, Command] = {
     "usage": usage,
     "unarchive": unarchive,
     "pwd": pwd,
+    "cd": cd,
     "ls": ls,
 }

@@ -31,6 +31,7 @@ Claude Sessions
 /usage - Cost today, in this session and in all
 /get <path> - A file from the session's directory
 /pwd - The session's directory
+/cd <dir> - Move the session (Claude starts a fresh conversation there)
 /ls [path] - List a directory (within the allowed roots)
 
 Help
@@ -53,6 +54,7 @@ MENU: list[tuple[str, str]] = [
     ("usage", "What Claude cost: today, this session, all"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
+    ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("help", "Every command"),
 ]

@@ -123,6 +123,7 @@ class Op(enum.StrEnum):
     ARCHIVE = "archive"
     UNARCHIVE = "unarchive"
     NEW_CONVERSATION = "new_conversation"
+    SET_CWD = "set_cwd"
     SUBSCRIBE = "subscribe"
     ACK = "ack"
     UNSUBSCRIBE = "unsubscribe"

@@ -197,6 +197,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.ARCHIVE: {"session": (session_name, True)},
     Op.UNARCHIVE: {"session": (session_name, True)},
     Op.NEW_CONVERSATION: {"session": (session_name, True)},
+    Op.SET_CWD: {"session": (session_name, True), "cwd": (abs_path, True)},
     Op.SUBSCRIBE: {
         "session": (session_name, False),
         "after": (non_negative_int, False),

@@ -302,16 +302,25 @@ class Ops:
     def op_new_conversation(self, ident: bytes, session: str) -> dict[str, Any]:
         """The user's explicit choice (e.g. after the old conversation could not be
         resumed): the session keeps its name and directory, Claude starts afresh."""
+        return self._fresh(session, {}, "fresh conversation")
+
+    def op_set_cwd(self, ident: bytes, session: str, cwd: str) -> dict[str, Any]:
+        """Move a session to another directory. Claude keeps a conversation per directory,
+        so it starts a fresh one there (the user confirms that before asking)."""
+        if not os.path.isdir(cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
+        return self._fresh(session, {"cwd": cwd}, f"moved to {cwd}: fresh conversation")
+
+    def _fresh(self, session: str, fields: dict[str, Any], detail: str) -> dict[str, Any]:
         rec = self._session(session)
         if rec.state.live or self.pool.queued(session):
             raise OpError(ErrorCode.BUSY, f"session '{session}' is running; suspend it first (claudectl suspend"
                           f" {session})")
         session_id = str(uuid.uuid4())
-        self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0)
+        self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0, **fields)
         self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
-                                                      "reason": Reason.REQUESTED.value,
-                                                      "detail": "fresh conversation"})
-        return {"session_id": session_id}
+                                                      "reason": Reason.REQUESTED.value, "detail": detail})
+        return {"session_id": session_id, **fields}
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,

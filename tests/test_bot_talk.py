@@ -399,3 +399,26 @@ def test_in_a_forum_each_topic_is_a_session(env) -> None:  # noqa: F811
     listing = _topic_text(api, 22, lambda t: "alpha" in t and "beta" in t)
     assert "→ 🟢 beta" in listing["text"] or "→ ⚪ beta" in listing["text"]  # this topic's session
     assert not [m for m in api.sent if m["chat_id"] == FORUM and m["message_thread_id"] is None]
+
+
+def test_cd_asks_then_moves_the_session_with_a_fresh_conversation(make_supervisor, bot_env, telegram,
+                                                                   tmp_path) -> None:
+    projects = tmp_path / "projects"
+    for name in ("app", "other"):
+        (projects / name).mkdir(parents=True)
+    sup = make_supervisor(config=f'[telegram]\nroots = ["{projects}"]\n').start()
+    bot_env(sup)
+    api = telegram
+    say(api, f"/new app {projects}/app", "created")
+    say(api, "first", "echo: first")  # Claude is running in app/
+    assert "outside the allowed directories" in say(api, "/cd /etc", "⚠️")["text"]
+    asked = say(api, "/cd ../other", "Move session 'app'")
+    assert sup.session("app")["cwd"] == str(projects / "app")  # nothing moves before the press
+    [[button]] = asked["reply_markup"]["inline_keyboard"]
+    api.press(USER, button["callback_data"], asked["message_id"])
+    api.wait_for_text(lambda t: t.startswith("Session 'app' now works in"), chat_id=USER)
+    assert sup.session("app")["cwd"] == str(projects / "other")
+    assert say(api, "/pwd", str(projects))["text"] == str(projects / "other")
+    answer = say(api, "second", "echo: second")
+    assert "history: 0 earlier messages" in answer["text"]  # a fresh conversation
+    assert sup.claude_starts()[-1]["cwd"] == str(projects / "other")
