@@ -34,7 +34,7 @@ from telegram.ext import (
     filters,
 )
 
-from protocol import ConnectionFailed, RemoteError
+from protocol import ConnectionFailed, ErrorCode, RemoteError
 
 from . import _commands as commands
 from . import _files as files
@@ -362,10 +362,11 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
                                         message_id=message.message_id if message is not None else None)
             break
-        except RemoteError as exc:
-            reply = commands.error_reply(exc)
-            break
-        except ConnectionFailed:
+        except (RemoteError, ConnectionFailed) as exc:
+            # away, or stopping / restarting in place: kept and sent again until it takes it
+            if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
+                reply = commands.error_reply(exc)
+                break
             if not told:
                 told = True
                 with contextlib.suppress(TelegramError):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bot import _render as render
+
 from .conftest import USER, BotProcess, wait_for
 from .fake_telegram import FakeTelegram
 
@@ -263,7 +265,7 @@ def test_a_tool_log_that_cannot_be_edited_goes_on_in_a_new_message(env) -> None:
 
 
 def test_each_chat_gets_its_own_replies(make_supervisor, bot_env, telegram) -> None:
-    sup = make_supervisor().start()
+    sup = make_supervisor(config="[telegram]\nshared = true\n").start()  # both users may use it
     bot = BotProcess(sup, telegram)
     bot.allowed = f"{USER},{THIRD}"
     bot.start()
@@ -430,7 +432,7 @@ def test_the_bot_delivers_every_reply_once_through_supervisor_restarts(make_supe
     sup.wait_received("long job")
     sup.kill9()  # mid-turn; Claude keeps going
     api.message(USER, "sent in the gap")  # while no supervisor runs: the bot keeps it
-    api.wait_for_text(lambda t: t.startswith("⏳"))
+    api.wait_for_text(lambda t: t == render.SEND_WAITING)
     sup.start()
     sup.ctl("restart", check=True)  # and once more, in place
     wait_for(lambda: sup.log().count("Adopted 1 keepers") >= 2, what="the second adoption")

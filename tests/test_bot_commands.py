@@ -17,7 +17,7 @@ class FakeLink(commands.Link):
     """Answers the few ops the commands use, and records every request."""
 
     def __init__(self) -> None:
-        self._active = {}
+        super().__init__(None)  # type: ignore[arg-type]  (no client: request is answered here)
         self.sessions: dict[str, dict[str, Any]] = {}
         self.kv: dict[str, Any] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
@@ -35,7 +35,8 @@ class FakeLink(commands.Link):
             if name in self.sessions:
                 raise RemoteError("exists", "exists")
             self.sessions[name] = {"name": name, "state": "suspended", "live": False, "persona": args.get("persona"),
-                                   "model": None, "idle_timeout": 600.0, "cost_usd": 0.0, "last_active": 1.0}
+                                   "model": None, "idle_timeout": 600.0, "cost_usd": 0.0, "last_active": 1.0,
+                                   "queued": 0}
             return self.sessions[name]
         if name is not None and name not in self.sessions:
             raise RemoteError("not_found", f"no session named '{name}'")
