@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,35 @@ async def on_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await context.bot.send_message(update.effective_chat.id, render.START_TEXT)
 
 
+async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
+                        run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
+                        early: str | None = None) -> None:
+    """A button that runs one command on ``<kind>:<argument>``: its reply is shown in the
+    chat and as the button's answer, and the buttons go (pressed once). ``early`` answers
+    the press at once, for a command that takes a while."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    kind, _, argument = (query.data or "").partition(":")
+    if early is not None:
+        await query.answer(early)
+    try:
+        reply = await run(core_of(context).link, kind, argument)
+    except (RemoteError, ConnectionFailed) as exc:
+        reply = commands.error_reply(exc)
+    if early is None:
+        await query.answer(reply.text[:190])
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    await send_reply(context.application, update.effective_chat.id, reply)
+
+
 async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The button under a first message sent before any session: make one, then send it
     the message that was waiting (if this bot still holds it)."""
-    query = update.callback_query
-    assert query is not None and update.effective_chat is not None
+    assert update.effective_chat is not None
     chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name))
     core = core_of(context)
-    try:
-        reply = await commands.first_session(core.link, chat, (query.data or "").removeprefix("new:"))
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
-    await query.answer(reply.text[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)  # pressed once
-    await send_reply(context.application, chat, reply)
     waiting = core.first_messages.pop(chat, None)
     if waiting is not None and await core.link.active(chat) is not None:
         await forward(waiting[0], context, waiting[1], None)
@@ -167,46 +182,18 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The user chose a fresh conversation for a session whose old one could not resume."""
-    query = update.callback_query
-    assert query is not None and update.effective_chat is not None
-    core = core_of(context)
-    try:
-        reply = await commands.fresh_conversation(core.link, update.effective_chat.id,
-                                                  (query.data or "").removeprefix("fresh:"))
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
-    await query.answer(reply.text[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
-    await send_reply(context.application, update.effective_chat.id, reply)
+    await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, name))
 
 
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel's question: stop this answer, or stop it and drop what is queued."""
-    query = update.callback_query
-    assert query is not None and update.effective_chat is not None
-    kind, _, session = (query.data or "").partition(":")
-    try:
-        reply = await commands.interrupt(core_of(context).link, session, drop_queued=kind == "cancelall")
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
-    await query.answer(reply.text[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
-    await send_reply(context.application, update.effective_chat.id, reply)
+    await answer_button(update, context, lambda link, kind, name: commands.interrupt(
+        link, name, drop_queued=kind == "cancelall"))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and update.effective_chat is not None
-    await query.answer("Moving…")
-    try:
-        reply = await commands.move(core_of(context).link, (query.data or "").removeprefix("cd:"))
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
-    await send_reply(context.application, update.effective_chat.id, reply)
+    """/cd's question answered: suspend if needed, then move (takes a moment)."""
+    await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
 
 
 async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

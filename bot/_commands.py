@@ -355,7 +355,9 @@ async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Session '{args[0]}' is back. /switch {args[0]} to use it.")
 
 
-async def fresh_conversation(link: Link, chat: int, name: str) -> Reply:
+async def fresh_conversation(link: Link, name: str) -> Reply:
+    if not await link.visible(name):  # (a forged button)
+        return Reply(f"⚠️ no session named '{name}'")
     await link.request("new_conversation", session=name)
     return Reply(f"Session '{name}' starts a fresh conversation with your next message. Send it again.")
 

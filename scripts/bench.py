@@ -352,6 +352,24 @@ def _real_claude(what: str) -> tuple[str, Any, dict[str, str]] | None:
     return claude, api, env
 
 
+def _bare_claude_turn(claude: str, args: list[str], cwd: Path, env: dict[str, str], line: bytes) -> float:
+    """Seconds from spawning ``claude -p`` (stream-json) to its result line, for one message."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([claude, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
+                          "--verbose", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd,
+                         env=dict(os.environ, **env))
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write(line)
+    p.stdin.flush()
+    for out in p.stdout:
+        if b'"type":"result"' in out:
+            break
+    elapsed = time.perf_counter() - t0
+    p.stdin.close()
+    p.wait()
+    return elapsed
+
+
 def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
     real = _real_claude("real claude")
     if real is None:
@@ -362,18 +380,7 @@ def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
     bare = []
     line = b'{"type":"user","message":{"role":"user","content":"hi"},"parent_tool_use_id":null}\n'
     for _ in range(n):
-        t0 = time.perf_counter()
-        p = subprocess.Popen([claude, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-                              "--verbose"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=base,
-                             env=dict(os.environ, HOME=str(home), **env))
-        p.stdin.write(line)
-        p.stdin.flush()
-        for out in p.stdout:
-            if b'"type":"result"' in out:
-                break
-        bare.append(time.perf_counter() - t0)
-        p.stdin.close()
-        p.wait()
+        bare.append(_bare_claude_turn(claude, [], base, dict(env, HOME=str(home)), line))
     sup_base = base / "real"
     sup_base.mkdir()
     sup = start_supervisor(sup_base, claude, env)
@@ -710,19 +717,7 @@ def bench_resume_real(base: Path, n: int) -> dict[str, float] | None:
         stop(sup)
         home = sup_base / "home"
         for _ in range(n):
-            t0 = time.perf_counter()
-            p = subprocess.Popen([claude, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-                                  "--verbose", "--resume", session_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 cwd=cwd, env=dict(os.environ, HOME=str(home), **env))
-            assert p.stdin is not None and p.stdout is not None
-            p.stdin.write(line)
-            p.stdin.flush()
-            for out in p.stdout:
-                if b'"type":"result"' in out:
-                    break
-            bare.append(time.perf_counter() - t0)
-            p.stdin.close()
-            p.wait()
+            bare.append(_bare_claude_turn(claude, ["--resume", session_id], Path(cwd), dict(env, HOME=str(home)), line))
     finally:
         if sup.poll() is None:
             stop(sup)
