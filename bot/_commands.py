@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import AsyncClient, ConnectionFailed, PermissionMode, RemoteError, timeout_in_range
+from protocol import AsyncClient, ConnectionFailed, ErrorCode, PermissionMode, RemoteError, timeout_in_range
 
 from . import _render as render
 
@@ -64,6 +64,12 @@ class Link:
             return True
         owner = await self.kv_cached(KV_OWNER.format(session=session))
         return owner is None or owner == current_user.get()
+
+    async def check_visible(self, session: str) -> None:
+        """Raise the supervisor's own "no session" error for a session the current user
+        may not see (a hidden one is answered as one that does not exist)."""
+        if not await self.visible(session):
+            raise RemoteError(ErrorCode.NOT_FOUND, f"no session named '{session}'")
 
     async def set_owner(self, session: str) -> None:
         user = current_user.get()
@@ -190,8 +196,7 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /switch <name>")
     name = args[0]
-    if not await link.visible(name):
-        return Reply(f"⚠️ no session named '{name}'")
+    await link.check_visible(name)
     info = await link.request("status", session=name)
     if info["state"] == "archived":
         return Reply(f"Session '{name}' is archived.")
@@ -252,8 +257,7 @@ async def mode(link: Link, active: str, args: list[str]) -> Reply:
 async def archive(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /archive <name>")
-    if not await link.visible(args[0]):
-        return Reply(f"⚠️ no session named '{args[0]}'")
+    await link.check_visible(args[0])
     await link.request("archive", session=args[0])
     if await link.active(chat) == args[0]:
         await link.set_active(chat, None)
@@ -274,8 +278,7 @@ async def cancel(link: Link, active: str, args: list[str]) -> Reply:
 
 
 async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Reply:
-    if not await link.visible(session):  # (a forged button)
-        return Reply(f"⚠️ no session named '{session}'")
+    await link.check_visible(session)  # (a forged button)
     dropped = " The queued messages were dropped." if drop_queued else ""
     if drop_queued:  # before the interrupt: the keeper takes them in this order
         await link.request("drop_queued", session=session)
@@ -349,15 +352,13 @@ async def first_session(link: Link, chat: int, name: str) -> Reply:
 async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /unarchive <name>")
-    if not await link.visible(args[0]):
-        return Reply(f"⚠️ no session named '{args[0]}'")
+    await link.check_visible(args[0])
     await link.request("unarchive", session=args[0])
     return Reply(f"Session '{args[0]}' is back. /switch {args[0]} to use it.")
 
 
 async def fresh_conversation(link: Link, name: str) -> Reply:
-    if not await link.visible(name):  # (a forged button)
-        return Reply(f"⚠️ no session named '{name}'")
+    await link.check_visible(name)  # (a forged button)
     await link.request("new_conversation", session=name)
     return Reply(f"Session '{name}' starts a fresh conversation with your next message. Send it again.")
 
