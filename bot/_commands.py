@@ -86,11 +86,11 @@ class Link:
     async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         return await self.client.request(op, timeout=timeout, **args)
 
-    async def active(self, chat: int) -> str | None:
+    async def active(self, chat: int, timeout: float | None = None) -> str | None:
         """The session of this chat (of its current topic, in a forum)."""
         place = place_key(chat)
         if place not in self._active:
-            value = (await self.request("kv_get", key=KV_ACTIVE.format(chat=place)))["value"]
+            value = (await self.request("kv_get", timeout=timeout, key=KV_ACTIVE.format(chat=place)))["value"]
             self._active[place] = value if isinstance(value, str) else None
         return self._active[place]
 
@@ -99,10 +99,10 @@ class Link:
         await self.request("kv_set", key=KV_ACTIVE.format(chat=place), value=name)
         self._active[place] = name
 
-    async def kv_cached(self, key: str) -> Any:
+    async def kv_cached(self, key: str, timeout: float | None = None) -> Any:
         """A kv value only this bot writes (so a copy here stays true): read once."""
         if key not in self._kv:
-            self._kv[key] = (await self.request("kv_get", key=key))["value"]
+            self._kv[key] = (await self.request("kv_get", timeout=timeout, key=key))["value"]
         return self._kv[key]
 
     async def kv_put(self, key: str, value: Any) -> None:
@@ -323,7 +323,7 @@ async def send(
 ) -> Reply | None:
     """Forward a message to the chat's active session; None when there is nothing to say
     (the answer arrives through the event stream)."""
-    active = await link.active(chat)
+    active = await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
         return Reply(render.NO_ACTIVE_OFFER, buttons=[
             (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])

@@ -117,10 +117,11 @@ async def press(link: commands.Link, data: str) -> tuple[str, prompts.Prompt | N
     return prompts.toast(what), None, token
 
 
-async def typed_answer(link: commands.Link, chat: int, text: str) -> str | None:
+async def typed_answer(link: commands.Link, chat: int, text: str, timeout: float | None = None) -> str | None:
     """If a question waits in this chat, the typed text answers it: what to say back
-    (None: no question waits, the text is an ordinary message)."""
-    token = await link.kv_cached(prompts.KV_ASKING.format(chat=chat))
+    (None: no question waits, the text is an ordinary message). ``timeout`` bounds the
+    first look (a supervisor that is away is found out that fast)."""
+    token = await link.kv_cached(prompts.KV_ASKING.format(chat=chat), timeout)
     if not isinstance(token, str):
         return None
     prompt = await _load(link, token)

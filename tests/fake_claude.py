@@ -254,11 +254,19 @@ def main() -> int:
                 sys.stdout.write("\n".join(lines) + "\n")
                 sys.stdout.flush()
         many = re.search(r"tools:(\d+)", text)
+        aborted = False
         for i in range(int(many.group(1)) if many else 0):
+            if interrupted.is_set():  # as the CLI: an interrupt ends the turn between tools
+                result("error_during_execution", True, "", terminal_reason="aborted_tools")
+                aborted = True
+                break
             emit({"type": "assistant", "message": {"role": "assistant", "content": [
                 {"type": "tool_use", "id": f"toolu_m{i}", "name": "Read", "input": {"file_path": f"/tmp/f{i}"}}]}})
             emit({"type": "user", "message": {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": f"toolu_m{i}", "content": "ok"}]}})
+        if aborted:
+            continue
+
         def ask(tool: str, tool_input: dict, asked_input: dict, **extra: object) -> dict | None:
             """A can_use_tool request; the decision, or None after an interrupt (turn ended)."""
             request_id = f"perm-{uuid.uuid4()}"

@@ -35,9 +35,9 @@ def fake_supervisor(runtime_dir) -> socket.socket:
     return listener
 
 
-def test_a_runtime_dir_that_is_a_symlink_is_refused_by_supervisor_and_clients(make_supervisor, tmp_path) -> None:
+def test_a_runtime_dir_that_is_a_symlink_is_refused_by_supervisor_and_clients(make_supervisor, tmp_base) -> None:
     sup = make_supervisor()
-    real = tmp_path / "mine"
+    real = tmp_base / "mine"
     real.mkdir(mode=0o700)
     sup.runtime_dir.parent.mkdir(parents=True, exist_ok=True)
     sup.runtime_dir.symlink_to(real)  # it passes every check that follows the link
@@ -47,8 +47,8 @@ def test_a_runtime_dir_that_is_a_symlink_is_refused_by_supervisor_and_clients(ma
         assert "is a symbolic link" in refused(sup.runtime_dir)
 
 
-def test_a_runtime_dir_others_can_write_is_refused_by_clients(tmp_path) -> None:
-    shared = tmp_path / "supervisord-claude-1000"
+def test_a_runtime_dir_others_can_write_is_refused_by_clients(tmp_base) -> None:
+    shared = tmp_base / "supervisord-claude-1000"
     shared.mkdir()
     os.chmod(shared, 0o777)  # as if another user made it first
     with fake_supervisor(shared):
@@ -56,8 +56,8 @@ def test_a_runtime_dir_others_can_write_is_refused_by_clients(tmp_path) -> None:
     assert "accessible to group/others" in message and "chmod 700" in message
 
 
-def test_claudectl_says_why_it_will_not_connect(tmp_path) -> None:
-    shared = tmp_path / "run"
+def test_claudectl_says_why_it_will_not_connect(tmp_base) -> None:
+    shared = tmp_base / "run"
     shared.mkdir()
     os.chmod(shared, 0o755)
     with fake_supervisor(shared):
@@ -67,8 +67,8 @@ def test_claudectl_says_why_it_will_not_connect(tmp_path) -> None:
 
 
 @as_root
-def test_a_runtime_dir_or_socket_of_another_user_is_refused(tmp_path) -> None:
-    theirs = tmp_path / "theirs"
+def test_a_runtime_dir_or_socket_of_another_user_is_refused(tmp_base) -> None:
+    theirs = tmp_base / "theirs"
     theirs.mkdir(mode=0o700)
     with fake_supervisor(theirs):
         os.chown(theirs, NOBODY, NOBODY)

@@ -131,8 +131,10 @@ def test_tail_without_follow_stops_at_the_last_event_when_it_started(make_superv
         seqs = [json.loads(line)["seq"] for line in out]
         assert seqs == list(range(1, len(seqs) + 1))  # from the start, in order, none missing
         assert before <= seqs[-1] <= after
+        c.request("interrupt", session="alpha")  # the turn was still going: end it now
         result = events.wait_event(lambda e: e["kind"] == "result", timeout=120)
-        assert seqs[-1] < result["seq"]  # it did not wait for the turn to end
+        assert result["interrupted"] is True  # so tail had returned while it went on
+        assert seqs[-1] < result["seq"]
 
 
 def test_unarchive_and_a_fresh_conversation(supervisor: SupervisorProcess) -> None:
