@@ -6,7 +6,7 @@ Public surface only; see ``docs/protocol.md`` for the specification.
 from typing import TYPE_CHECKING, Any
 
 from ._client import Client
-from ._codec import decode, encode, encode_events
+from ._codec import decode, encode, encode_event, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
 from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
@@ -83,6 +83,7 @@ __all__ = [
     "decode",
     "default_runtime_dir",
     "encode",
+    "encode_event",
     "encode_events",
     "idle_note",
     "instance_id",

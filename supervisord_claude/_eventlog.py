@@ -17,19 +17,23 @@ import collections
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from protocol import EventKind, SessionState
 
 from ._clock import Clock
 from ._errors import StoreError
-from ._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
+from ._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store, StoredEvent
 
 log = logging.getLogger("supervisord_claude")
 
 #: a message's status after an event of its turn
 _STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}
+#: the kinds of event that change their session's row (see _session_updates)
+_UPDATES_SESSION = frozenset({EventKind.STATE, EventKind.RESULT, EventKind.USER, EventKind.SETTINGS})
+_NO_UPDATES: Mapping[str, Any] = MappingProxyType({})
 STORE_RETRY = 1.0
 _ORIGIN_CACHE = 10_000
 #: events stored in one transaction at most (a burst is stored in several)
@@ -42,7 +46,7 @@ class EventLog:
         store: Store,
         clock: Clock,
         wall: Callable[[], float],
-        publish: Callable[[list[dict[str, Any]]], None],
+        publish: Callable[[list[StoredEvent]], None],
         on_message_done: Callable[[str, int], None] = lambda session, message_id: None,
         pids_of: Callable[[str], dict[str, int | None]] = lambda session: {},
     ) -> None:
@@ -54,8 +58,7 @@ class EventLog:
         self.on_message_done = on_message_done
         #: a session's keeper_pid and claude_pid, for the log line of each state change
         self.pids_of = pids_of
-        self._unstored: collections.deque[
-            tuple[str, EventKind, dict[str, Any], tuple[int, int] | None]] = collections.deque()
+        self._unstored: collections.deque[EventWrite] = collections.deque()
         self._origins: dict[int, str] = {}
         self._retry_armed = False
         self._failing = False
@@ -76,7 +79,7 @@ class EventLog:
             origin = self._origin(message_id)
             if origin is not None:
                 body = {**body, "origin": origin}
-        self._unstored.append((session, kind, body, keeper))
+        self._unstored.append(self._write(session, kind, body, keeper))
         if not self._batching:
             self.flush()
 
@@ -101,8 +104,7 @@ class EventLog:
 
     def flush(self) -> None:
         while self._unstored:
-            chunk = list(itertools.islice(self._unstored, MAX_BATCH))
-            writes = [self._write(*item) for item in chunk]
+            writes = list(itertools.islice(self._unstored, MAX_BATCH))
             try:
                 events = self.store.append_events(writes)
             except StoreError as exc:
@@ -113,7 +115,7 @@ class EventLog:
                     self._retry_armed = True
                     self.clock.call_later(STORE_RETRY, self._retry)
                 return
-            for _ in chunk:
+            for _ in writes:
                 self._unstored.popleft()
             if self._failing and not self._unstored:
                 self._failing = False
@@ -137,17 +139,17 @@ class EventLog:
                keeper: tuple[int, int] | None) -> EventWrite:
         message_id = body.get("message_id")
         status = _STATUS_AFTER.get(kind) if isinstance(message_id, int) else None
-        updates = self._session_updates(session, kind, body)
-        if keeper is not None:
-            updates["keeper_pid"], updates["keeper_n"] = keeper
-        return EventWrite(session, kind, body, updates,
-                          (message_id, status) if isinstance(message_id, int) and status else None)
+        return EventWrite(session, kind, body, self._session_updates(session, kind, body),
+                          (message_id, status) if isinstance(message_id, int) and status is not None else None,
+                          keeper)
 
     def _retry(self) -> None:
         self._retry_armed = False
         self.flush()
 
-    def _session_updates(self, session: str, kind: EventKind, body: dict[str, Any]) -> dict[str, Any]:
+    def _session_updates(self, session: str, kind: EventKind, body: dict[str, Any]) -> Mapping[str, Any]:
+        if kind not in _UPDATES_SESSION:
+            return _NO_UPDATES  # most events (Claude's text, tools) change nothing else
         updates: dict[str, Any] = {}
         now = self.wall()
         if kind is EventKind.STATE:

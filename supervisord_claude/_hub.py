@@ -1,8 +1,9 @@
 """The subscription hub: who is subscribed to what, their windows, cursors and fan-out.
 
-Events are read back from the store (never held here), so a subscriber that is slow or
-reconnects gets exactly what it has not acked, in order. What one subscriber may have in
-flight is bounded by its window.
+Events are read back from the store (never held here: the store keeps its newest ones in
+memory), so a subscriber that is slow or reconnects gets exactly what it has not acked, in
+order. What one subscriber may have in flight is bounded by its window. Frames carry each
+event's stored bytes as they are (``StoredEvent.data``).
 
 Live text (the answer as Claude writes it) is not stored: the hub holds each running
 turn's text so far, and a subscriber that asked for it (``live``) and has every stored
@@ -19,12 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
-from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_events
+from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event, encode_events
 
 from ._errors import ClientGone, ClientSlow, OpError
-from ._store import Store
+from ._store import Store, StoredEvent
 
 DEFAULT_WINDOW = 256
 MAX_WINDOW = 4096
@@ -155,28 +154,26 @@ class SubscriptionHub:
                 dropped += 1
         return dropped
 
-    def publish(self, events: list[dict[str, Any]]) -> None:
+    def publish(self, events: list[StoredEvent]) -> None:
         """Stored events are out: end the live text they complete, then give each
         subscriber that wants any of them one pump (which reads them back in order)."""
         sessions: set[str] = set()
         for event in events:
-            session = event["session"]
+            session = event.session
             sessions.add(session)
-            if event["kind"] in _ENDS_LIVE_TEXT:
+            if event.kind in _ENDS_LIVE_TEXT:
                 live = self.live_text.get(session)
-                if live is not None and live.message_id == event.get("message_id"):
+                if live is not None and live.message_id == event.body.get("message_id"):
                     del self.live_text[session]
-        # a subscriber that had everything before them gets them from here, not the store
-        fresh_from = events[0]["id"] - 1 if events else None
         for sub in list(self.subs.values()):
             if sub.session is None or sub.session in sessions:
-                self._pump_guarded(sub, events if sub.sent == fresh_from else None)
+                self._pump_guarded(sub)
 
-    def _pump_guarded(self, sub: Subscription, fresh: list[dict[str, Any]] | None = None) -> None:
+    def _pump_guarded(self, sub: Subscription) -> None:
         """Pump one subscription; whatever goes wrong with it, the others still get the
         event (and the event stays stored: a subscriber that resubscribes gets it)."""
         try:
-            self.pump(sub, fresh)
+            self.pump(sub)
         except Exception:
             log.exception("subscription %d failed; dropped", sub.sub_id)
             self.subs.pop(sub.sub_id, None)
@@ -192,7 +189,7 @@ class SubscriptionHub:
                 self._send_live(sub, session)
 
     def _caught_up(self, sub: Subscription) -> bool:
-        return not self.store.events_after(sub.sent, sub.session, limit=1)
+        return not self.store.stored_after(sub.sent, sub.session, limit=1)
 
     def _send_live(self, sub: Subscription, session: str) -> None:
         live = self.live_text.get(session)
@@ -215,18 +212,12 @@ class SubscriptionHub:
             return  # live text is best effort; the complete text is a stored event
         sub.live_sent[session] = (live.message_id, len(live.text))
 
-    def pump(self, sub: Subscription, fresh: list[dict[str, Any]] | None = None) -> None:
+    def pump(self, sub: Subscription) -> None:
         """Send stored events after ``sub.sent`` while the subscriber's window has room;
-        once it has them all, the live text so far. ``fresh``: the events just stored,
-        when they are all there is after ``sub.sent`` (read from the store otherwise)."""
+        once it has them all, the live text so far."""
         while len(sub.inflight) < sub.window and sub.inflight_bytes < MAX_INFLIGHT_BYTES \
                 and sub.sub_id in self.subs:
-            room = sub.window - len(sub.inflight)
-            if fresh is not None:
-                batch = [e for e in fresh if sub.session is None or e["session"] == sub.session][:room]
-                fresh = None  # what the window could not take is read back later
-            else:
-                batch = self.store.events_after(sub.sent, sub.session, limit=room)
+            batch = self.store.stored_after(sub.sent, sub.session, limit=sub.window - len(sub.inflight))
             if not batch:
                 if sub.live:
                     for session in [sub.session] if sub.session else list(self.live_text):
@@ -248,20 +239,19 @@ class SubscriptionHub:
                     return
 
     @staticmethod
-    def _frames_of(sub: Subscription, events: list[dict[str, Any]]) -> list[tuple[bytes, list[tuple[int, int]]]]:
+    def _frames_of(sub: Subscription, events: list[StoredEvent]) -> list[tuple[bytes, list[tuple[int, int]]]]:
         """The frames that carry ``events``, each with its events' (id, bytes): one
         ``event`` frame each, or ``events`` frames of about BATCH_FRAME_BYTES at most."""
         if not sub.batch:
-            singles = [(encode({"type": "event", "sub": sub.sub_id, "event": e}), e["id"]) for e in events]
-            return [(frame, [(event_id, len(frame))]) for frame, event_id in singles]
+            return [(encode_event(sub.sub_id, e.data), [(e.id, len(e.data))]) for e in events]
         frames: list[tuple[bytes, list[tuple[int, int]]]] = []
         packed: list[bytes] = []
         members: list[tuple[int, int]] = []
         size = 0
         for event in events:
-            data = msgpack.packb(event, use_bin_type=True)
+            data = event.data
             packed.append(data)
-            members.append((event["id"], len(data)))
+            members.append((event.id, len(data)))
             size += len(data)
             if size >= BATCH_FRAME_BYTES:
                 frames.append((encode_events(sub.sub_id, packed), members))

@@ -162,7 +162,7 @@ class Keeper:
             self.uplink.orphaned()
 
     def emit(self, kind: EventKind, **body: Any) -> None:
-        self.send(_wire.KeeperEvent(kind.value, body))
+        self.uplink.send_event(kind.value, body)
 
     def _turn(self) -> dict[str, Any]:
         """``message_id`` of the message Claude is answering, for events of its turn."""

@@ -30,6 +30,8 @@ from ._permissions import PendingRequest
 from ._store import QUEUED, WRITTEN, Message, Store
 
 log = logging.getLogger("supervisord_claude")
+#: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
+_KINDS = {kind.value: kind for kind in EventKind}
 
 #: how long a keeper's bye may trail the fork server's report of its exit
 BYE_GRACE = 1.0
@@ -365,15 +367,16 @@ class KeeperPool:
             handle.last_n = msg.n
             self._ack_soon(handle)
         if isinstance(msg, _wire.KeeperEvent):
-            kind = EventKind(msg.kind)
+            kind = _KINDS[msg.kind]
             if kind is EventKind.PERMISSION_REQUEST:
                 request = PendingRequest.from_event(msg.body)
                 handle.permissions[request.request_id] = request
             elif kind is EventKind.PERMISSION_RESOLVED:
                 handle.permissions.pop(str(msg.body.get("request_id")), None)
             assert handle.pid is not None
-            self.events.record(handle.session, kind, dict(msg.body), keeper=(handle.pid, msg.n))
-            if msg.body.get("state") == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
+            self.events.record(handle.session, kind, msg.body, keeper=(handle.pid, msg.n))
+            if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
+                    and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None

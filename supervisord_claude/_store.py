@@ -2,19 +2,27 @@
 
 One SQLite file in WAL mode, written only by the supervisor process. Every event is
 committed before it is published, so a subscriber can always re-read what it missed.
+
+The newest events stored (a bounded number and size) are also kept in memory, as they
+were committed, so subscribers that keep up are served without reading them back; and an
+event's body is packed once: what a subscriber gets is that stored map with the event's
+own fields added (``StoredEvent.data``), not a second encoding of it.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -124,15 +132,132 @@ class SessionRecord:
         }
 
 
-@dataclass(frozen=True)
-class EventWrite:
-    """One event to store, with what it changes in its session and its message."""
+_NO_UPDATES: Mapping[str, Any] = MappingProxyType({})
+
+
+class EventWrite(NamedTuple):
+    """One event to store, with what it changes in its session and its message (a tuple:
+    one is made for every line Claude writes)."""
 
     session: str
     kind: EventKind
     body: dict[str, Any]
-    updates: dict[str, Any] = field(default_factory=dict)
+    updates: Mapping[str, Any] = _NO_UPDATES
     message_status: tuple[int, str] | None = None
+    #: (pid, n): the keeper report it came in, kept in its session's row (keeper_pid,
+    #: keeper_n) so a new supervisor knows what to ask that keeper to send again
+    keeper: tuple[int, int] | None = None
+
+
+#: an event's own fields, which its body cannot hold (they are added when it is read)
+EVENT_FIELDS = frozenset({"id", "session", "seq", "ts", "kind"})
+_packb = msgpack.Packer(use_bin_type=True).pack
+#: how many of the newest events, and how many bytes of them, are kept in memory
+RECENT_EVENTS = 8192
+RECENT_BYTES = 16 * 1024 * 1024
+
+
+def _map_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x80 | count,))
+    if count < 1 << 16:
+        return b"\xde" + count.to_bytes(2, "big")
+    return b"\xdf" + count.to_bytes(4, "big")
+
+
+def _map_entries(blob: bytes) -> tuple[int, memoryview]:
+    """A packed map's entry count and its entries (the bytes after its header)."""
+    first = blob[0]
+    if 0x80 <= first <= 0x8F:
+        return first & 0x0F, memoryview(blob)[1:]
+    if first == 0xDE:
+        return int.from_bytes(blob[1:3], "big"), memoryview(blob)[3:]
+    if first == 0xDF:
+        return int.from_bytes(blob[1:5], "big"), memoryview(blob)[5:]
+    raise ValueError("an event body is a msgpack map")
+
+
+class StoredEvent:
+    """One stored event: its columns, its body (unpacked when asked for) and the bytes a
+    subscriber gets, built once from the stored body: ``{**body, id, session, seq, ts,
+    kind}`` as one msgpack map."""
+
+    __slots__ = ("_body", "_data", "blob", "id", "kind", "seq", "session", "ts")
+
+    def __init__(self, event_id: int, session: str, seq: int, ts: float, kind: str, blob: bytes,
+                 body: dict[str, Any] | None = None) -> None:
+        self.id = event_id
+        self.session = session
+        self.seq = seq
+        self.ts = ts
+        self.kind = kind
+        self.blob = blob
+        self._body = body
+        self._data: bytes | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = msgpack.unpackb(self.blob)
+        return self._body
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            count, entries = _map_entries(self.blob)
+            # the event's own fields go last: where an old body holds one of them, the
+            # later one wins, as in the dict below
+            own = _packb({"id": self.id, "session": self.session, "seq": self.seq, "ts": self.ts,
+                          "kind": self.kind})
+            self._data = b"".join((_map_header(count + 5), entries, memoryview(own)[1:]))
+        return self._data
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.body, "id": self.id, "session": self.session, "seq": self.seq, "ts": self.ts,
+                "kind": self.kind}
+
+    def __repr__(self) -> str:
+        return f"StoredEvent({self.as_dict()!r})"
+
+
+class _RecentEvents:
+    """The newest stored events, in id order, without gaps: all there is after any id
+    from the first one held on."""
+
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+        self.ids: list[int] = []
+        self.bytes = 0
+
+    def clear(self) -> None:
+        self.events, self.ids, self.bytes = [], [], 0
+
+    def add(self, events: list[StoredEvent]) -> None:
+        self.events.extend(events)
+        self.ids.extend(e.id for e in events)
+        self.bytes += sum(len(e.blob) for e in events)
+        if len(self.events) > RECENT_EVENTS or self.bytes > RECENT_BYTES:
+            # trim to half the bounds at once, so trimming costs O(1) per event
+            keep, size = 0, 0
+            for event in reversed(self.events):
+                if keep >= RECENT_EVENTS // 2 or size + len(event.blob) > RECENT_BYTES // 2:
+                    break
+                keep += 1
+                size += len(event.blob)
+            del self.events[:len(self.events) - keep]
+            del self.ids[:len(self.ids) - keep]
+            self.bytes = size
+
+    def after(self, after_id: int, session: str | None, limit: int) -> list[StoredEvent] | None:
+        """Up to ``limit`` events after ``after_id`` (of ``session``), or None when some of
+        them may be older than what is held."""
+        if not self.ids or after_id < self.ids[0] - 1:
+            return None
+        start = bisect.bisect_right(self.ids, after_id)
+        if session is None:
+            return self.events[start:start + limit]
+        return list(itertools.islice((e for e in itertools.islice(self.events, start, None)
+                                      if e.session == session), limit))
 
 
 @dataclass(frozen=True)
@@ -196,6 +321,7 @@ class Store:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
+        self._recent = _RecentEvents()
 
     def file_problem(self) -> str | None:
         """Why the store file on disk is no longer the one this store writes to (deleted
@@ -351,44 +477,49 @@ class Store:
         session: str,
         kind: EventKind,
         body: dict[str, Any],
-        updates: dict[str, Any] | None = None,
+        updates: Mapping[str, Any] | None = None,
         message_status: tuple[int, str] | None = None,
     ) -> dict[str, Any]:
         """Store one event, session field updates and a message's new status atomically;
         return the event as published."""
-        return self.append_events([EventWrite(session, kind, body, updates or {}, message_status)])[0]
+        write = EventWrite(session, kind, body, updates or _NO_UPDATES, message_status)
+        return self.append_events([write])[0].as_dict()
 
-    def append_events(self, writes: Sequence[EventWrite]) -> list[dict[str, Any]]:
+    def append_events(self, writes: Sequence[EventWrite]) -> list[StoredEvent]:
         """Store events in one transaction, in order, with their session field updates and
-        message statuses; return them as published. All or nothing: after a StoreError
-        none of them is stored."""
+        message statuses; return them as stored. All or nothing: after a StoreError
+        none of them is stored. A body's keys that name an event field are not stored
+        (the event's own value would replace them when read)."""
         now = time.time()
         last_seq: dict[str, int] = {}
-        seq_of: list[int] = []
+        rows: list[tuple[str, int, float, str, bytes]] = []
         # each update sets fields (cost_added adds): applied in event order, they come to
         # one UPDATE per session with the later value of each field
         merged: dict[str, dict[str, Any]] = {}
         statuses: list[tuple[str, int]] = []
         with self._tx() as db:
             for w in writes:
-                seq = last_seq.get(w.session)
+                session = w.session
+                seq = last_seq.get(session)
                 if seq is None:
-                    row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (w.session,)).fetchone()
+                    row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (session,)).fetchone()
                     if row is None:
-                        raise StoreError(f"no session {w.session!r}")
+                        raise StoreError(f"no session {session!r}")
                     seq = row[0]
-                last_seq[w.session] = seq = seq + 1
-                seq_of.append(seq)
-                fields = merged.setdefault(w.session, {})
-                for key, value in w.updates.items():
-                    fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
+                    merged[session] = {}
+                last_seq[session] = seq = seq + 1
+                body = w.body if EVENT_FIELDS.isdisjoint(w.body) else \
+                    {k: v for k, v in w.body.items() if k not in EVENT_FIELDS}
+                rows.append((session, seq, now, w.kind.value, _packb(body)))
+                if w.updates:
+                    fields = merged[session]
+                    for key, value in w.updates.items():
+                        fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
+                if w.keeper is not None:
+                    merged[session]["keeper_pid"], merged[session]["keeper_n"] = w.keeper
                 if w.message_status is not None:
                     statuses.append((w.message_status[1], w.message_status[0]))
-            db.executemany(
-                "INSERT INTO events(session, seq, ts, kind, body) VALUES (?,?,?,?,?)",
-                [(w.session, seq, now, w.kind.value, msgpack.packb(w.body, use_bin_type=True))
-                 for w, seq in zip(writes, seq_of, strict=True)],
-            )
+            db.executemany("INSERT INTO events(session, seq, ts, kind, body) VALUES (?,?,?,?,?)", rows)
             last_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             for session, seq in last_seq.items():
                 self._update(db, session, {**merged[session], "last_seq": seq})
@@ -396,21 +527,26 @@ class Store:
             if spent:
                 db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
                            " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), spent))
-            db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
+            if statuses:
+                db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         # one writer, one transaction: the rows got consecutive ids
         first_id = last_id - len(writes) + 1
-        return [self._event(first_id + i, w.session, seq, now, w.kind.value, w.body)
-                for i, (w, seq) in enumerate(zip(writes, seq_of, strict=True))]
-
-    @staticmethod
-    def _event(
-        event_id: int, session: str, seq: int, ts: float, kind: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {**body, "id": event_id, "session": session, "seq": seq, "ts": ts, "kind": kind}
+        events = [StoredEvent(first_id + i, row[0], row[1], now, row[3], row[4], w.body)
+                  for i, (w, row) in enumerate(zip(writes, rows, strict=True))]
+        self._recent.add(events)
+        return events
 
     def events_after(
         self, after_id: int, session: str | None = None, limit: int = 200
     ) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in self.stored_after(after_id, session, limit)]
+
+    def stored_after(self, after_id: int, session: str | None = None, limit: int = 200) -> list[StoredEvent]:
+        """Up to ``limit`` events after the global id ``after_id`` (of one session), in
+        order: the newest from memory, older ones read back."""
+        recent = self._recent.after(after_id, session, limit)
+        if recent is not None:
+            return recent
         if session is None:
             rows = self._read(
                 "SELECT id, session, seq, ts, kind, body FROM events WHERE id>? ORDER BY id LIMIT ?",
@@ -422,7 +558,7 @@ class Store:
                 " ORDER BY id LIMIT ?",
                 (session, after_id, limit),
             )
-        return [self._event(r[0], r[1], r[2], r[3], r[4], msgpack.unpackb(r[5])) for r in rows]
+        return [StoredEvent(*row) for row in rows]
 
     def event_id_at_seq(self, session: str, seq: int) -> int:
         """The global id of a session's event ``seq`` (0 if before the first)."""
@@ -503,6 +639,7 @@ class Store:
                 cur = db.execute("DELETE FROM events WHERE ts < ?", (older_than,))
             else:
                 cur = db.execute("DELETE FROM events WHERE ts < ? AND id <= ?", (older_than, keep_from))
+            self._recent.clear()  # what it holds may be among them
             db.execute(
                 "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
             )

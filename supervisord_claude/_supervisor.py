@@ -149,6 +149,9 @@ class KeeperSocket:
                         batch.append((frames[0], msg))
             if batch:
                 on_messages(batch)
+            # let the other sockets' turn come (a poll that finds frames waiting does not
+            # yield): in a burst, subscribers' acks keep them near the newest events
+            await asyncio.sleep(0)
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)

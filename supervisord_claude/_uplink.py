@@ -96,8 +96,16 @@ class Uplink:
                 self._queue(_wire.encode(msg))
             return
         self._sent_n += 1
-        data = _wire.encode(msg, n=self._sent_n)
-        self._unacked.append((self._sent_n, data))
+        self._keep(self._sent_n, _wire.encode(msg, n=self._sent_n))
+
+    def send_event(self, kind: str, body: dict[str, Any]) -> None:
+        """``send(KeeperEvent(kind, body))`` without making the message object: this is
+        the path of every line of Claude's output."""
+        self._sent_n += 1
+        self._keep(self._sent_n, _wire.encode_event(kind, body, self._sent_n))
+
+    def _keep(self, n: int, data: bytes) -> None:
+        self._unacked.append((n, data))
         self.unacked_bytes += len(data)
         if self.state is Link.LINKED:
             self._queue(data)

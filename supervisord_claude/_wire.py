@@ -292,12 +292,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_event(kind: str, body: dict[str, Any], n: int) -> bytes:
+    """``encode(KeeperEvent(kind, body), n)``, the hot path: every line of Claude's output
+    is one."""
+    packed: bytes = _packb({"t": "event", "kind": kind, "body": body, "n": n})
+    return packed
+
+
 def encode(msg: Message, n: int | None = None) -> bytes:
     """One message as a frame; ``n`` numbers a report (instead of its own ``n``)."""
-    if type(msg) is KeeperEvent:  # the hot path: every line of Claude's output is one
-        packed: bytes = msgpack.packb({"t": "event", "kind": msg.kind, "body": msg.body,
-                                       "n": msg.n if n is None else n}, use_bin_type=True)
-        return packed
+    if type(msg) is KeeperEvent:
+        return encode_event(msg.kind, msg.body, msg.n if n is None else n)
     fields = _plain(msg)
     assert isinstance(fields, dict)
     if n is not None:
@@ -355,9 +363,22 @@ def decode_all(data: bytes) -> list[Message | WireError]:
     return out
 
 
+def _event(raw: dict[str, Any]) -> KeeperEvent:
+    """A KeeperEvent, the hot path (one per line of Claude's output): checked, then made
+    without the frozen dataclass's __init__ (several times slower, per field)."""
+    kind, body, n = raw.get("kind"), raw.get("body"), raw.get("n", 0)
+    if len(raw) != 4 or type(kind) is not str or type(body) is not dict or type(n) is not int:
+        raise WireError("malformed event message")
+    event = object.__new__(KeeperEvent)
+    event.__dict__.update(kind=kind, body=body, n=n)
+    return event
+
+
 def _message(raw: Any) -> Message:
     if not isinstance(raw, dict):
         raise WireError("a message is a map")
+    if raw.get("t") == "event":
+        return _event(raw)
     cls = _TYPES.get(raw.pop("t", None))
     if cls is None:
         raise WireError("unknown message type")

@@ -23,7 +23,7 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     for key in ("rt_ours_us", "rt_raw_p99_us", "status_claudectl_ms", "status_supervisorctl_ms",
                 "status_circusctl_ms", "fork_ms_frozen", "pss_mib_frozen", "msg_ours_p99_us",
-                "events_per_s", "bare_lines_per_s", "tg_lag_p50_ms", "tg_lag_p99_ms",
+                "events_per_s", "bare_lines_per_s", "bare_orjson_lines_per_s", "tg_lag_p50_ms", "tg_lag_p99_ms",
                 "real_ours_ms", "resume_ours_ms", "resume_bare_ms"):
         assert figures[key] > 0, key
     assert [row["sessions"] for row in figures["scaling"]] == [10]

@@ -17,7 +17,7 @@ from protocol import (
 from supervisord_claude import _control
 from supervisord_claude._errors import ClientSlow
 from supervisord_claude._hub import MAX_INFLIGHT_BYTES, SubscriptionHub
-from supervisord_claude._store import Store
+from supervisord_claude._store import EventWrite, Store
 
 from .conftest import SupervisorProcess
 
@@ -149,8 +149,7 @@ def test_one_broken_subscription_does_not_stop_the_others(tmp_path) -> None:
     hub.subscribe(b"broken", None, 0, None, None)
     hub.subscribe(b"slow", None, 0, None, None)
     hub.subscribe(b"fine", None, 0, None, None)
-    event = store.append_event("alpha", EventKind.ASSISTANT_TEXT, {"text": "hello"})
-    hub.publish([event])
+    hub.publish(store.append_events([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "hello"})]))
     assert len(got) == 1 and b"hello" in got[0]
     assert sorted(s.ident for s in hub.subs.values()) == [b"fine", b"slow"]  # only the broken one went
 

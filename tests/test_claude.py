@@ -65,6 +65,13 @@ def test_parses_init_text_tools_and_result() -> None:
     assert result.result["text"] == "done" and result.result["cost_usd"] == 0.5 and result.result["duration_ms"] == 12
 
 
+def test_lines_only_the_lenient_json_parser_takes_are_read_as_before() -> None:
+    # the fast parser refuses these; what Claude wrote still arrives, as json reads it
+    for raw, text in ((b'{"type":"assistant","message":{"content":[{"type":"text","text":"nan"}]},"x":NaN}\n', "nan"),
+                      (b'{"type":"assistant","message":{"content":[{"type":"text","text":"\\ud800"}]}}\n', "\ud800")):
+        assert parse_line(raw).events == [(EventKind.ASSISTANT_TEXT, {"text": text})]
+
+
 def test_garbage_lines_are_ignored() -> None:
     for raw in (b"not json\n", b"[1,2]\n", b"{}\n", b'{"type":"assistant","message":null}\n'):
         parsed = parse_line(raw)

@@ -313,7 +313,7 @@ def test_many_messages_racing_the_idle_timer_are_each_answered_exactly_once(make
 def _unit_keeper(timeout: float = 10.0):
     from supervisord_claude._clock import FakeClock
     from supervisord_claude._keeper import Keeper
-    from supervisord_claude._wire import KeeperSpec
+    from supervisord_claude._wire import KeeperEvent, KeeperSpec
 
     clock = FakeClock()
     spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
@@ -321,6 +321,7 @@ def _unit_keeper(timeout: float = 10.0):
     keeper = Keeper(spec, death_fd=None, clock=clock)
     sent: list = []
     keeper.send = sent.append  # type: ignore[method-assign]
+    keeper.uplink.send_event = lambda kind, body: sent.append(KeeperEvent(kind, body))  # type: ignore[method-assign]
     return keeper, clock, sent
 
 
@@ -499,7 +500,7 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
 
     monkeypatch.setattr(_uplink, "UNACKED_LIMIT", 10_000)
     keeper, _, _ = _unit_keeper()
-    del keeper.send  # the real one: numbered and kept until acked
+    del keeper.send, keeper.uplink.send_event  # the real ones: numbered and kept until acked
     keeper.uplink._raw_send = lambda data: pytest.fail("nothing is sent while no supervisor listens")  # type: ignore[method-assign]
     written: list[bytes] = []
     keeper._write = lambda line: written.append(line) or True  # type: ignore[method-assign]

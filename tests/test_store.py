@@ -3,9 +3,13 @@
 import sqlite3
 import time
 
+import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from protocol import EventKind, SessionState
+from supervisord_claude import _store
 from supervisord_claude._errors import StoreError
 from supervisord_claude._startup import recover_store
 from supervisord_claude._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
@@ -46,14 +50,14 @@ def test_a_batch_is_stored_in_order_with_every_change_it_implies(store: Store) -
     first = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "before"})
     m1, _ = store.add_message("a", "one", [])
     m2, _ = store.add_message("a", "two", [])
-    events = store.append_events([
+    events = [e.as_dict() for e in store.append_events([
         EventWrite("a", EventKind.USER, {"message_id": m1}, {}, (m1, WRITTEN)),
         EventWrite("b", EventKind.ASSISTANT_TEXT, {"text": "b1"}),
         EventWrite("a", EventKind.RESULT, {"message_id": m1}, {COST_ADDED: 0.25}, (m1, DONE)),
         EventWrite("a", EventKind.USER, {"message_id": m2}, {"state": SessionState.BUSY}, (m2, WRITTEN)),
         EventWrite("a", EventKind.RESULT, {"message_id": m2},
                    {COST_ADDED: 0.5, "state": SessionState.IDLE}, (m2, DONE)),
-    ])
+    ])]
     assert [e["id"] for e in events] == list(range(first["id"] + 1, first["id"] + 6))
     assert [(e["session"], e["seq"]) for e in events] == [("a", 2), ("b", 1), ("a", 3), ("a", 4), ("a", 5)]
     assert store.events_after(first["id"]) == events  # what is published is what is stored
@@ -143,3 +147,50 @@ def test_pruning_keeps_recent_events_and_what_a_consumer_still_needs(store: Stor
     assert store.prune(older_than=time.time() - 30 * 86400) == 2
     assert [e["text"] for e in store.events_after(0)] == ["new"]
     assert store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "after"})["seq"] == 6
+
+
+# --- what subscribers are sent: the stored bytes, the newest from memory ------------------
+
+
+def test_what_a_subscriber_is_sent_is_the_stored_event_whether_new_or_read_back(tmp_path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    bodies = [{"text": "x" * n, "message_id": n} for n in (0, 5, 300)]
+    bodies.append({f"k{i}": i for i in range(20)})  # a map of more than 15 keys
+    bodies.append({"id": "toolu_1", "seq": -1, "name": "Read"})  # keys naming event fields
+    fresh = store.append_events([EventWrite("a", EventKind.TOOL_USE, b) for b in bodies])
+    store.close()
+    again = Store(path)  # nothing in memory: read back from the file
+    read_back = again.stored_after(0, "a")
+    again.close()
+    for new, old, body in zip(fresh, read_back, bodies, strict=True):
+        expected = {**body, "id": new.id, "session": "a", "seq": new.seq, "ts": new.ts, "kind": "tool_use"}
+        assert msgpack.unpackb(new.data) == msgpack.unpackb(old.data) == expected == old.as_dict()
+    # an event's own fields are not stored twice in its map
+    assert len(msgpack.unpackb(read_back[-1].data)) == 6
+
+
+events_of_two_sessions = st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 2000)), max_size=60)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(events_of_two_sessions, min_size=1, max_size=6), reads=st.lists(
+    st.tuples(st.integers(-1, 200), st.sampled_from([None, "a", "b"]), st.integers(1, 40)), max_size=20))
+def test_the_events_held_in_memory_are_exactly_what_the_file_holds(tmp_path_factory, monkeypatch, batches,
+                                                                   reads) -> None:
+    # a few events and bytes in memory, so the bounds are crossed again and again
+    monkeypatch.setattr(_store, "RECENT_EVENTS", 16)
+    monkeypatch.setattr(_store, "RECENT_BYTES", 8000)
+    path = tmp_path_factory.mktemp("recent") / "db.sqlite3"
+    store = Store(path)
+    for name in "ab":
+        store.create_session(name, f"id-{name}", "/", None, None)
+    for batch in batches:
+        store.append_events([EventWrite(s, EventKind.ASSISTANT_TEXT, {"text": "x" * n}) for s, n in batch])
+        cold = Store(path)  # the same file, nothing in memory
+        for after, session, limit in reads:
+            held = store.stored_after(after, session, limit)
+            assert [e.data for e in held] == [e.data for e in cold.stored_after(after, session, limit)]
+        cold.close()
+    store.close()
