@@ -237,7 +237,7 @@ def parse_line(line: bytes) -> Parsed:
                     (
                         EventKind.TOOL_USE,
                         {
-                            "id": block.get("id"),
+                            "tool_use_id": block.get("id"),
                             "name": block.get("name"),
                             "input": block.get("input"),
                         },

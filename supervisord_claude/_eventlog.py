@@ -21,11 +21,23 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import msgpack
+
 from protocol import EventKind, SessionState
 
 from ._clock import Clock
 from ._errors import StoreError
-from ._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store, StoredEvent
+from ._store import (
+    COST_ADDED,
+    DONE,
+    FAILED,
+    QUEUED,
+    WRITTEN,
+    EventWrite,
+    Store,
+    StoredEvent,
+    extend_packed_map,
+)
 
 log = logging.getLogger("supervisord_claude")
 
@@ -83,6 +95,27 @@ class EventLog:
         if not self._batching:
             self.flush()
 
+    def record_packed(self, session: str, kind: EventKind, packed: bytes, message_id: int | None,
+                      keeper: tuple[int, int]) -> None:
+        """``record`` for a body that came packed (a keeper's event): stored as it came,
+        with its turn's origin added, and unpacked only for the kinds that change the
+        session."""
+        if message_id is not None:
+            origin = self._origin(message_id)
+            if origin is not None:
+                packed = extend_packed_map(packed, {"origin": origin})
+        status = _STATUS_AFTER.get(kind) if message_id is not None else None
+        updates = _NO_UPDATES
+        body = None
+        if kind in _UPDATES_SESSION:
+            body = msgpack.unpackb(packed)
+            updates = self._session_updates(session, kind, body)
+        self._unstored.append(EventWrite(session, kind, body, updates,
+                                         (message_id, status) if message_id is not None and status is not None
+                                         else None, keeper, packed, message_id))
+        if not self._batching:
+            self.flush()
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Events recorded inside are stored and published together when it ends (or at
@@ -123,7 +156,7 @@ class EventLog:
             for w in writes:
                 if w.message_status is not None:
                     self.on_message_done(w.session, w.message_status[0])
-                if w.kind is EventKind.STATE:
+                if w.kind is EventKind.STATE and w.body is not None:
                     self._log_state(w.session, w.body)
             self.publish(events)
 
@@ -139,9 +172,11 @@ class EventLog:
                keeper: tuple[int, int] | None) -> EventWrite:
         message_id = body.get("message_id")
         status = _STATUS_AFTER.get(kind) if isinstance(message_id, int) else None
+        if not isinstance(message_id, int):
+            message_id = None
         return EventWrite(session, kind, body, self._session_updates(session, kind, body),
-                          (message_id, status) if isinstance(message_id, int) and status is not None else None,
-                          keeper)
+                          (message_id, status) if message_id is not None and status is not None else None,
+                          keeper, None, message_id)
 
     def _retry(self) -> None:
         self._retry_armed = False

@@ -163,7 +163,7 @@ class SubscriptionHub:
             sessions.add(session)
             if event.kind in _ENDS_LIVE_TEXT:
                 live = self.live_text.get(session)
-                if live is not None and live.message_id == event.body.get("message_id"):
+                if live is not None and live.message_id == event.message_id:
                     del self.live_text[session]
         for sub in list(self.subs.values()):
             if sub.session is None or sub.session in sessions:

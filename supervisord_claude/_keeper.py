@@ -495,8 +495,8 @@ class Keeper:
             self.mode = parsed.mode  # e.g. Claude left plan mode by itself
             self.emit(EventKind.SETTINGS, mode=parsed.mode.value)
         for kind, body in parsed.events:
-            if kind is EventKind.TOOL_USE and isinstance(body.get("id"), str):
-                self._tool_inputs[body["id"]] = body.get("input")
+            if kind is EventKind.TOOL_USE and isinstance(body.get("tool_use_id"), str):
+                self._tool_inputs[body["tool_use_id"]] = body.get("input")
             self.emit(kind, **body, **self._turn())
         if parsed.permission is not None:
             self._on_permission_request(parsed.permission)

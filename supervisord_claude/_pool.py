@@ -374,7 +374,7 @@ class KeeperPool:
             elif kind is EventKind.PERMISSION_RESOLVED:
                 handle.permissions.pop(str(msg.body.get("request_id")), None)
             assert handle.pid is not None
-            self.events.record(handle.session, kind, msg.body, keeper=(handle.pid, msg.n))
+            self.events.record_packed(handle.session, kind, msg.packed, msg.message_id, (handle.pid, msg.n))
             if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
                     and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)

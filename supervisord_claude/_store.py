@@ -29,6 +29,7 @@ import msgpack
 from protocol import EventKind, SessionState
 
 from ._errors import StoreError
+from ._wire import EVENT_FIELDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
@@ -137,24 +138,64 @@ _NO_UPDATES: Mapping[str, Any] = MappingProxyType({})
 
 class EventWrite(NamedTuple):
     """One event to store, with what it changes in its session and its message (a tuple:
-    one is made for every line Claude writes)."""
+    one is made for every line Claude writes). The body is given as a map, or packed
+    (``blob``: stored as it is, e.g. as a keeper sent it) with its ``message_id``."""
 
     session: str
     kind: EventKind
-    body: dict[str, Any]
+    body: dict[str, Any] | None
     updates: Mapping[str, Any] = _NO_UPDATES
     message_status: tuple[int, str] | None = None
     #: (pid, n): the keeper report it came in, kept in its session's row (keeper_pid,
     #: keeper_n) so a new supervisor knows what to ask that keeper to send again
     keeper: tuple[int, int] | None = None
+    blob: bytes | None = None
+    message_id: int | None = None
 
 
-#: an event's own fields, which its body cannot hold (they are added when it is read)
-EVENT_FIELDS = frozenset({"id", "session", "seq", "ts", "kind"})
 _packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def pack_body(body: dict[str, Any]) -> bytes:
+    """A body as stored: a msgpack map without the event's own fields (which it cannot
+    hold: they are added when it is read)."""
+    if not EVENT_FIELDS.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in EVENT_FIELDS}
+    packed: bytes = _packb(body)
+    return packed
+
+
+def extend_packed_map(blob: bytes, extra: dict[str, Any]) -> bytes:
+    """The packed map ``blob`` with ``extra``'s keys added after its own (fewer than 16:
+    where a key is in both, the later one wins when it is read), without unpacking it."""
+    count, entries = _map_entries(blob)
+    more = _packb(extra)
+    return b"".join((_map_header(count + len(extra)), entries, memoryview(more)[1:]))
 #: how many of the newest events, and how many bytes of them, are kept in memory
 RECENT_EVENTS = 8192
 RECENT_BYTES = 16 * 1024 * 1024
+
+
+_ID, _SEQ = _packb("id"), _packb("seq")
+
+
+def _own_fields(session: str, ts: float, kind: str) -> bytes:
+    """The packed session, ts and kind entries of an event map (the same for a whole
+    batch of one session's events of one kind)."""
+    return b"".join((_packb("session"), _packb(session), _packb("ts"), _packb(ts), _packb("kind"), _packb(kind)))
+
+
+def event_data(blob: bytes, event_id: int, seq: int, own_fields: bytes) -> bytes:
+    """An event as a subscriber gets it: the stored body map with the event's own fields
+    after its entries (where an old body holds one of them, the later one wins, as in
+    ``StoredEvent.as_dict``)."""
+    first = blob[0]
+    if 0x80 <= first <= 0x8A:  # a fixmap that stays one with 5 more keys: most bodies
+        head, entries = bytes((first + 5,)), memoryview(blob)[1:]
+    else:
+        count, entries = _map_entries(blob)
+        head = _map_header(count + 5)
+    return b"".join((head, entries, _ID, _packb(event_id), _SEQ, _packb(seq), own_fields))
 
 
 def _map_header(count: int) -> bytes:
@@ -182,10 +223,10 @@ class StoredEvent:
     subscriber gets, built once from the stored body: ``{**body, id, session, seq, ts,
     kind}`` as one msgpack map."""
 
-    __slots__ = ("_body", "_data", "blob", "id", "kind", "seq", "session", "ts")
+    __slots__ = ("_body", "_data", "_message_id", "blob", "id", "kind", "seq", "session", "ts")
 
     def __init__(self, event_id: int, session: str, seq: int, ts: float, kind: str, blob: bytes,
-                 body: dict[str, Any] | None = None) -> None:
+                 body: dict[str, Any] | None = None, message_id: int | None = None) -> None:
         self.id = event_id
         self.session = session
         self.seq = seq
@@ -194,6 +235,7 @@ class StoredEvent:
         self.blob = blob
         self._body = body
         self._data: bytes | None = None
+        self._message_id = message_id
 
     @property
     def body(self) -> dict[str, Any]:
@@ -202,14 +244,16 @@ class StoredEvent:
         return self._body
 
     @property
+    def message_id(self) -> int | None:
+        if self._message_id is None:
+            found = self.body.get("message_id")
+            self._message_id = found if isinstance(found, int) else None
+        return self._message_id
+
+    @property
     def data(self) -> bytes:
         if self._data is None:
-            count, entries = _map_entries(self.blob)
-            # the event's own fields go last: where an old body holds one of them, the
-            # later one wins, as in the dict below
-            own = _packb({"id": self.id, "session": self.session, "seq": self.seq, "ts": self.ts,
-                          "kind": self.kind})
-            self._data = b"".join((_map_header(count + 5), entries, memoryview(own)[1:]))
+            self._data = event_data(self.blob, self.id, self.seq, _own_fields(self.session, self.ts, self.kind))
         return self._data
 
     def as_dict(self) -> dict[str, Any]:
@@ -508,9 +552,11 @@ class Store:
                     seq = row[0]
                     merged[session] = {}
                 last_seq[session] = seq = seq + 1
-                body = w.body if EVENT_FIELDS.isdisjoint(w.body) else \
-                    {k: v for k, v in w.body.items() if k not in EVENT_FIELDS}
-                rows.append((session, seq, now, w.kind.value, _packb(body)))
+                blob = w.blob
+                if blob is None:
+                    assert w.body is not None
+                    blob = pack_body(w.body)
+                rows.append((session, seq, now, w.kind.value, blob))
                 if w.updates:
                     fields = merged[session]
                     for key, value in w.updates.items():
@@ -531,8 +577,17 @@ class Store:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         # one writer, one transaction: the rows got consecutive ids
         first_id = last_id - len(writes) + 1
-        events = [StoredEvent(first_id + i, row[0], row[1], now, row[3], row[4], w.body)
-                  for i, (w, row) in enumerate(zip(writes, rows, strict=True))]
+        # what subscribers get, built now, once (the body map is not kept: nothing here
+        # needs it again, and these stay in memory for a while)
+        own: dict[tuple[str, str], bytes] = {}
+        events = []
+        for i, (w, (session, seq, _, kind, blob)) in enumerate(zip(writes, rows, strict=True)):
+            tail = own.get((session, kind))
+            if tail is None:
+                tail = own[session, kind] = _own_fields(session, now, kind)
+            event = StoredEvent(first_id + i, session, seq, now, kind, blob, None, w.message_id)
+            event._data = event_data(blob, first_id + i, seq, tail)
+            events.append(event)
         self._recent.add(events)
         return events
 

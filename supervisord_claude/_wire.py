@@ -10,7 +10,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
                                       queued, resumed, pending}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
-                                | KeeperEvent{kind, body} | Rejected{ids} | Bye{state, reason}
+                                | KeeperEvent{kind, m, b} | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
@@ -37,7 +37,7 @@ import msgpack
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape; a keeper of another version is not adopted
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 
 
 class WireError(ValueError):
@@ -163,11 +163,30 @@ class ConversationStarted(Numbered):
     session_id: str
 
 
+#: an event's own fields (added by the supervisor's store), which no body may hold
+EVENT_FIELDS = frozenset({"id", "session", "seq", "ts", "kind"})
+
+
 @dataclass(frozen=True)
 class KeeperEvent(Numbered):
+    """An event of the session. Its body travels packed (``b``, a msgpack map) and is
+    stored as it came: the supervisor unpacks only the few kinds it acts on. ``m`` is the
+    body's ``message_id``, which every event of a turn carries."""
+
     TAG = "event"
     kind: str
-    body: dict[str, Any]
+    packed: bytes
+    message_id: int | None = None
+
+    @classmethod
+    def of(cls, kind: str, body: dict[str, Any], n: int = 0) -> KeeperEvent:
+        message_id = body.get("message_id")
+        return cls(kind, _pack_body(body), message_id if isinstance(message_id, int) else None, n=n)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = msgpack.unpackb(self.packed)
+        return body
 
 
 @dataclass(frozen=True)
@@ -295,17 +314,28 @@ def _plain(value: Any) -> Any:
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
+def _pack_body(body: dict[str, Any]) -> bytes:
+    if not EVENT_FIELDS.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in EVENT_FIELDS}
+    packed: bytes = _packb(body)
+    return packed
+
+
 def encode_event(kind: str, body: dict[str, Any], n: int) -> bytes:
-    """``encode(KeeperEvent(kind, body), n)``, the hot path: every line of Claude's output
-    is one."""
-    packed: bytes = _packb({"t": "event", "kind": kind, "body": body, "n": n})
+    """``encode(KeeperEvent.of(kind, body), n)``, the hot path: every line of Claude's
+    output is one."""
+    message_id = body.get("message_id")
+    packed: bytes = _packb({"t": "event", "kind": kind, "m": message_id if isinstance(message_id, int) else None,
+                            "b": _pack_body(body), "n": n})
     return packed
 
 
 def encode(msg: Message, n: int | None = None) -> bytes:
     """One message as a frame; ``n`` numbers a report (instead of its own ``n``)."""
     if type(msg) is KeeperEvent:
-        return encode_event(msg.kind, msg.body, msg.n if n is None else n)
+        packed: bytes = _packb({"t": "event", "kind": msg.kind, "m": msg.message_id, "b": msg.packed,
+                                "n": msg.n if n is None else n})
+        return packed
     fields = _plain(msg)
     assert isinstance(fields, dict)
     if n is not None:
@@ -366,12 +396,18 @@ def decode_all(data: bytes) -> list[Message | WireError]:
 def _event(raw: dict[str, Any]) -> KeeperEvent:
     """A KeeperEvent, the hot path (one per line of Claude's output): checked, then made
     without the frozen dataclass's __init__ (several times slower, per field)."""
-    kind, body, n = raw.get("kind"), raw.get("body"), raw.get("n", 0)
-    if len(raw) != 4 or type(kind) is not str or type(body) is not dict or type(n) is not int:
+    kind, packed, message_id, n = raw.get("kind"), raw.get("b"), raw.get("m"), raw.get("n", 0)
+    if len(raw) != 5 or type(kind) is not str or type(packed) is not bytes or type(n) is not int \
+            or not (message_id is None or type(message_id) is int) or not packed or not _is_map(packed[0]):
         raise WireError("malformed event message")
     event = object.__new__(KeeperEvent)
-    event.__dict__.update(kind=kind, body=body, n=n)
+    event.__dict__.update(kind=kind, packed=packed, message_id=message_id, n=n)
     return event
+
+
+def _is_map(first_byte: int) -> bool:
+    """Whether a msgpack value that starts with this byte is a map (fixmap, map16, map32)."""
+    return 0x80 <= first_byte <= 0x8F or first_byte in (0xDE, 0xDF)
 
 
 def _message(raw: Any) -> Message:

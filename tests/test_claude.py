@@ -53,7 +53,7 @@ def test_parses_init_text_tools_and_result() -> None:
         {"type": "text", "text": "hi"}, {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]}}))
     assert assistant.events == [
         (EventKind.ASSISTANT_TEXT, {"text": "hi"}),
-        (EventKind.TOOL_USE, {"id": "t1", "name": "Bash", "input": {"command": "ls"}}),
+        (EventKind.TOOL_USE, {"tool_use_id": "t1", "name": "Bash", "input": {"command": "ls"}}),
     ]
     tool = parse_line(line({"type": "user", "message": {"content": [
         {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "x" * 5000}], "is_error": True}]}}))

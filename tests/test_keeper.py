@@ -321,7 +321,7 @@ def _unit_keeper(timeout: float = 10.0):
     keeper = Keeper(spec, death_fd=None, clock=clock)
     sent: list = []
     keeper.send = sent.append  # type: ignore[method-assign]
-    keeper.uplink.send_event = lambda kind, body: sent.append(KeeperEvent(kind, body))  # type: ignore[method-assign]
+    keeper.uplink.send_event = lambda kind, body: sent.append(KeeperEvent.of(kind, body))  # type: ignore[method-assign]
     return keeper, clock, sent
 
 

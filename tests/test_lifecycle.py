@@ -108,11 +108,11 @@ class Harness:
 
     def answer(self, ident: bytes, message_id: int) -> None:
         """The keeper hands a message to Claude and Claude answers it."""
-        self.keeper_says(ident, _wire.KeeperEvent("user", {"message_id": message_id, "text": "t", "attachments": []}))
-        self.keeper_says(ident, _wire.KeeperEvent("result", {"message_id": message_id, "text": "echo"}))
+        self.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": message_id, "text": "t", "attachments": []}))
+        self.keeper_says(ident, _wire.KeeperEvent.of("result", {"message_id": message_id, "text": "echo"}))
 
     def state(self, ident: bytes, state: SessionState, reason: Reason = Reason.REQUESTED) -> None:
-        self.keeper_says(ident, _wire.KeeperEvent("state", {"state": state.value, "reason": reason.value}))
+        self.keeper_says(ident, _wire.KeeperEvent.of("state", {"state": state.value, "reason": reason.value}))
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_a_keeper_that_dies_without_a_bye_is_reported_killed_after_the_grace(h: 
     pid, _ = h.spawned()
     ident = h.hello("a", pid)
     h.keeper_says(ident, _wire.ClaudeStarted(555))
-    h.keeper_says(ident, _wire.KeeperEvent("user", {"message_id": mid, "text": "one", "attachments": []}))
+    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": mid, "text": "one", "attachments": []}))
     h.pool.on_fork_report(_wire.Exited(pid, -9))
     assert h.store.get_session("a").state is not SessionState.FAILED  # its bye may still come
     h.clock.advance(BYE_GRACE)
@@ -201,7 +201,7 @@ def test_archive_while_a_keeper_starts_stops_it_first(h: Harness) -> None:
     pid, _ = h.spawned()
     ident = h.hello("a", pid)
     assert h.link.of(_wire.Stop)  # it gets the stop as it connects
-    h.keeper_says(ident, _wire.KeeperEvent("message_failed", {"message_id": mid, "reason": "archived"}))
+    h.keeper_says(ident, _wire.KeeperEvent.of("message_failed", {"message_id": mid, "reason": "archived"}))
     h.keeper_says(ident, _wire.Bye("suspended", "requested"))
     h.pool.on_fork_report(_wire.Exited(pid, 0))
     assert h.store.get_session("a").state is SessionState.ARCHIVED
@@ -260,7 +260,7 @@ def test_reports_sent_again_after_a_reconnect_are_handled_once(h: Harness) -> No
     mid = h.op("send", session="a", text="one")["message_id"]
     pid, _ = h.spawned()
     ident = h.hello("a", pid)
-    event = _wire.KeeperEvent("user", {"message_id": mid, "text": "one", "attachments": []}, n=1)
+    event = _wire.KeeperEvent.of("user", {"message_id": mid, "text": "one", "attachments": []}, n=1)
     h.pool.on_keeper_message(ident, event)
     h.pool.on_keeper_message(ident, event)  # the same report again (resent after a reconnect)
     assert len([e for e in h.events("a") if e["kind"] == "user"]) == 1
@@ -306,7 +306,7 @@ def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> Non
     uplink.welcome(1)
     sock.frames.clear()
     for i in range(3):
-        uplink.send(_wire.KeeperEvent("assistant_text", {"text": f"t{i}"}))
+        uplink.send(_wire.KeeperEvent.of("assistant_text", {"text": f"t{i}"}))
     uplink.send(_wire.Delta(None, "live"))
     assert sock.frames == []  # not before the loop turn ends
     clock.advance(0)
@@ -317,7 +317,7 @@ def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> Non
 
 
 def test_a_frame_that_breaks_off_keeps_the_messages_before_the_break() -> None:
-    good = _wire.encode(_wire.KeeperEvent("assistant_text", {"text": "kept"}, n=1))
+    good = _wire.encode(_wire.KeeperEvent.of("assistant_text", {"text": "kept"}, n=1))
     decoded = _wire.decode_all(good + b"\xc1\xc1")
-    assert decoded[0] == _wire.KeeperEvent("assistant_text", {"text": "kept"}, n=1)
+    assert decoded[0] == _wire.KeeperEvent.of("assistant_text", {"text": "kept"}, n=1)
     assert all(isinstance(m, _wire.WireError) for m in decoded[1:]) and len(decoded) >= 2
