@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,22 @@ for line in sys.stdin:
 """
 
 
+def _bare_burst_read(stub: Path, loads: Callable[[bytes], Any]) -> float:
+    """Seconds from spawning the stub to having read and parsed its whole burst."""
+    t0 = time.perf_counter()
+    bare = subprocess.Popen([str(stub)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert bare.stdin is not None and bare.stdout is not None
+    bare.stdin.write(b'{"type":"user","message":{"role":"user","content":"x"}}\n')
+    bare.stdin.flush()
+    for line in bare.stdout:
+        if loads(line).get("type") == "result":
+            break
+    elapsed = time.perf_counter() - t0
+    bare.stdin.close()
+    bare.wait()
+    return elapsed
+
+
 def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
     import asyncio
 
@@ -289,30 +306,12 @@ def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
     stub = base / "burst-claude"
     stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
     stub.chmod(0o755)
-    # baseline: the same stub spawned, its stdout read and each line parsed, bare
-    t0 = time.perf_counter()
-    bare = subprocess.Popen([str(stub)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    bare.stdin.write(b'{"type":"user","message":{"role":"user","content":"x"}}\n')
-    bare.stdin.flush()
-    for line in bare.stdout:
-        if json.loads(line).get("type") == "result":
-            break
-    raw = time.perf_counter() - t0
-    bare.stdin.close()
-    bare.wait()
-    # the same with the parser the keeper uses (orjson): what "bare" would be with it
+    # baseline: the same stub spawned, its stdout read and each line parsed, bare; and the
+    # same with the parser the keeper uses (orjson)
     import orjson
 
-    t0 = time.perf_counter()
-    bare = subprocess.Popen([str(stub)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    bare.stdin.write(b'{"type":"user","message":{"role":"user","content":"x"}}\n')
-    bare.stdin.flush()
-    for line in bare.stdout:
-        if orjson.loads(line).get("type") == "result":
-            break
-    raw_orjson = time.perf_counter() - t0
-    bare.stdin.close()
-    bare.wait()
+    raw = _bare_burst_read(stub, json.loads)
+    raw_orjson = _bare_burst_read(stub, orjson.loads)
     sup_base = base / "burst"
     sup_base.mkdir()
     sup = start_supervisor(sup_base, str(stub))
