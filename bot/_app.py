@@ -463,7 +463,8 @@ async def serve(config: BotConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with app:  # initialize / shutdown (HTTP client, getMe)
         await app.start()
-        tasks = [asyncio.create_task(poll_updates(app)), asyncio.create_task(delivery_loop(app, core))]
+        tasks = [asyncio.create_task(poll_updates(app), name="poll_updates"),
+                 asyncio.create_task(delivery_loop(app, core), name="delivery_loop")]
         core.delivery = tasks[1]
         log.info("bot @%s running; allowed users: %s", app.bot.username,
                  ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
@@ -482,6 +483,9 @@ async def serve(config: BotConfig) -> None:
             await asyncio.wait_for(_stop(app, core, tasks), STOP_DEADLINE)
         except TimeoutError:
             log.error("stopping took over %d s; exiting anyway", STOP_DEADLINE)
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    log.error("still running: %r", task)
             logging.shutdown()
             os._exit(1)
         finally:
@@ -489,7 +493,15 @@ async def serve(config: BotConfig) -> None:
 
 
 async def _stop(app: Application[Any, Any, Any, Any, Any, Any], core: Core, tasks: list[asyncio.Task[None]]) -> None:
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # cancelled again until they end: on Python 3.11 a cancel that meets a reply arriving
+    # at the same moment is swallowed by asyncio.wait_for (fixed in 3.12), and the task
+    # goes on waiting for the next event
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        for task in pending:
+            log.info("%s went on after it was cancelled; cancelling it again", task.get_name())
+            task.cancel()
     await app.stop()
     await core.client.close()
 
