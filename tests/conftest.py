@@ -435,6 +435,8 @@ class BotProcess:
                 self.proc.kill()
                 self.proc.wait()
                 pytest.fail(f"bot did not stop on SIGTERM; its log ends:\n{self.log()[-3000:]}")
+            if self.proc.returncode != 0:  # e.g. its stop hung and it gave up at its deadline
+                pytest.fail(f"bot exited {self.proc.returncode} on SIGTERM; its log ends:\n{self.log()[-3000:]}")
 
 
 @pytest.fixture
