@@ -12,6 +12,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from ._client import Event, _check_running, _configure, _result_of, _socket_path
 from ._codec import decode, encode
@@ -123,10 +124,21 @@ class AsyncClient:
         self._subs: dict[int, Subscription] = {}
         self._reader: asyncio.Task[None] | None = None
         self._early: dict[int, list[Event]] = {}
+        #: the supervisor's end of the connection: None until it first connects, then
+        #: whether it is there (from the socket's monitor)
+        self._peer_up: bool | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
         return self._sock is not None
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the supervisor is at the other end: None until it first was, False
+        after it went away (requests then fail at once), True when it is (back)."""
+        return self._peer_up
 
     async def connect(self, wait: float = 0.0) -> AsyncClient:
         """Connect; with ``wait`` keep trying that long for the socket to appear."""
@@ -142,17 +154,30 @@ class AsyncClient:
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         _configure(self._sock)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._sock.connect(control_endpoint(self.runtime_dir))
         self._reader = asyncio.create_task(self._read_loop())
+        self._watcher = asyncio.create_task(self._watch_peer())
         return self
 
+    async def _watch_peer(self) -> None:
+        assert self._monitor is not None
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())["event"]
+            self._peer_up = event == zmq.EVENT_CONNECTED
+
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if self._monitor is not None:
+            assert self._sock is not None
+            self._sock.disable_monitor()
+            self._monitor.close(0)
         if self._sock is not None:
             self._sock.close(0)
         if self._ctx is not None:
@@ -199,8 +224,12 @@ class AsyncClient:
         if self._sock is None:
             await self.connect()
         assert self._sock is not None
-        req_id = next(self._ids)
         op_name = op.value if isinstance(op, Op) else op
+        if self._peer_up is False:
+            # it went away (a request now would only wait out its timeout); ZeroMQ
+            # reconnects by itself once a supervisor is there again
+            raise ConnectionFailed(f"the supervisor is not running; '{op_name}' was not sent")
+        req_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:

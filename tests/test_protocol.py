@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgpack
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from protocol import (
     MAX_FRAME_BYTES,
     AsyncClient,
+    ConnectionFailed,
     ErrorCode,
     FrameError,
     Op,
@@ -340,3 +342,31 @@ def test_a_batch_subscriber_gets_the_same_events_several_to_a_frame(supervisor: 
     assert [e["seq"] for e in got_batched] == list(range(1, len(got_batched) + 1))
     assert set(frames_single) == {1}
     assert len(frames_batched) < len(got_batched) / 10  # a burst goes many to a frame
+
+
+def test_a_request_while_the_supervisor_is_away_is_refused_at_once_and_works_when_it_is_back(
+        make_supervisor) -> None:
+    sup = make_supervisor().start()
+
+    async def until(predicate: Any, what: str) -> None:
+        for _ in range(600):  # up to 60 s
+            if predicate():
+                return
+            await asyncio.sleep(0.1)
+        pytest.fail(f"timed out waiting for {what}")
+
+    async def scenario() -> str:
+        # a long timeout: a request that waited for a reply would fail the test's own
+        # timeout, not come back "not sent"
+        async with AsyncClient(sup.runtime_dir, timeout=600) as client:
+            await client.request("hello")
+            assert client.reachable is True
+            await asyncio.to_thread(sup.stop)
+            await until(lambda: client.reachable is False, "the client to see the supervisor go")
+            with pytest.raises(ConnectionFailed, match="not running; 'hello' was not sent"):
+                await client.request("hello")
+            await asyncio.to_thread(sup.start)
+            await until(lambda: client.reachable, "the client to reconnect by itself")
+            return (await client.request("hello"))["instance"]
+
+    assert asyncio.run(scenario()) == sup.instance
