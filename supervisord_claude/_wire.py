@@ -395,7 +395,10 @@ def decode_all(data: bytes) -> list[Message | WireError]:
 
 def _event(raw: dict[str, Any]) -> KeeperEvent:
     """A KeeperEvent, the hot path (one per line of Claude's output): checked, then made
-    without the frozen dataclass's __init__ (several times slower, per field)."""
+    without the frozen dataclass's __init__ (several times slower, per field). The body
+    is checked to be a packed map by its first byte, not parsed: the keeper socket is
+    private to the instance (0700 runtime dir), and its keepers are trusted as they are
+    with everything else they report."""
     kind, packed, message_id, n = raw.get("kind"), raw.get("b"), raw.get("m"), raw.get("n", 0)
     if len(raw) != 5 or type(kind) is not str or type(packed) is not bytes or type(n) is not int \
             or not (message_id is None or type(message_id) is int) or not packed or not _is_map(packed[0]):
