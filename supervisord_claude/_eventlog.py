@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -31,6 +30,7 @@ from ._store import (
     COST_ADDED,
     DONE,
     FAILED,
+    NO_UPDATES,
     QUEUED,
     WRITTEN,
     EventWrite,
@@ -45,7 +45,6 @@ log = logging.getLogger("supervisord_claude")
 _STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}
 #: the kinds of event that change their session's row (see _session_updates)
 _UPDATES_SESSION = frozenset({EventKind.STATE, EventKind.RESULT, EventKind.USER, EventKind.SETTINGS})
-_NO_UPDATES: Mapping[str, Any] = MappingProxyType({})
 STORE_RETRY = 1.0
 _ORIGIN_CACHE = 10_000
 #: events stored in one transaction at most (a burst is stored in several)
@@ -105,7 +104,7 @@ class EventLog:
             if origin is not None:
                 packed = extend_packed_map(packed, {"origin": origin})
         status = _STATUS_AFTER.get(kind) if message_id is not None else None
-        updates = _NO_UPDATES
+        updates = NO_UPDATES
         body = None
         if kind in _UPDATES_SESSION:
             body = msgpack.unpackb(packed)
@@ -184,7 +183,7 @@ class EventLog:
 
     def _session_updates(self, session: str, kind: EventKind, body: dict[str, Any]) -> Mapping[str, Any]:
         if kind not in _UPDATES_SESSION:
-            return _NO_UPDATES  # most events (Claude's text, tools) change nothing else
+            return NO_UPDATES  # most events (Claude's text, tools) change nothing else
         updates: dict[str, Any] = {}
         now = self.wall()
         if kind is EventKind.STATE:

@@ -29,7 +29,7 @@ import msgpack
 from protocol import EventKind, SessionState
 
 from ._errors import StoreError
-from ._wire import EVENT_FIELDS
+from ._wire import pack_body
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
@@ -133,7 +133,8 @@ class SessionRecord:
         }
 
 
-_NO_UPDATES: Mapping[str, Any] = MappingProxyType({})
+#: the updates of an event that changes nothing in its session
+NO_UPDATES: Mapping[str, Any] = MappingProxyType({})
 
 
 class EventWrite(NamedTuple):
@@ -144,7 +145,7 @@ class EventWrite(NamedTuple):
     session: str
     kind: EventKind
     body: dict[str, Any] | None
-    updates: Mapping[str, Any] = _NO_UPDATES
+    updates: Mapping[str, Any] = NO_UPDATES
     message_status: tuple[int, str] | None = None
     #: (pid, n): the keeper report it came in, kept in its session's row (keeper_pid,
     #: keeper_n) so a new supervisor knows what to ask that keeper to send again
@@ -156,21 +157,14 @@ class EventWrite(NamedTuple):
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
-def pack_body(body: dict[str, Any]) -> bytes:
-    """A body as stored: a msgpack map without the event's own fields (which it cannot
-    hold: they are added when it is read)."""
-    if not EVENT_FIELDS.isdisjoint(body):
-        body = {k: v for k, v in body.items() if k not in EVENT_FIELDS}
-    packed: bytes = _packb(body)
-    return packed
-
-
 def extend_packed_map(blob: bytes, extra: dict[str, Any]) -> bytes:
     """The packed map ``blob`` with ``extra``'s keys added after its own (fewer than 16:
     where a key is in both, the later one wins when it is read), without unpacking it."""
     count, entries = _map_entries(blob)
     more = _packb(extra)
     return b"".join((_map_header(count + len(extra)), entries, memoryview(more)[1:]))
+
+
 #: how many of the newest events, and how many bytes of them, are kept in memory
 RECENT_EVENTS = 8192
 RECENT_BYTES = 16 * 1024 * 1024
@@ -526,7 +520,7 @@ class Store:
     ) -> dict[str, Any]:
         """Store one event, session field updates and a message's new status atomically;
         return the event as published."""
-        write = EventWrite(session, kind, body, updates or _NO_UPDATES, message_status)
+        write = EventWrite(session, kind, body, updates or NO_UPDATES, message_status)
         return self.append_events([write])[0].as_dict()
 
     def append_events(self, writes: Sequence[EventWrite]) -> list[StoredEvent]:

@@ -181,7 +181,7 @@ class KeeperEvent(Numbered):
     @classmethod
     def of(cls, kind: str, body: dict[str, Any], n: int = 0) -> KeeperEvent:
         message_id = body.get("message_id")
-        return cls(kind, _pack_body(body), message_id if isinstance(message_id, int) else None, n=n)
+        return cls(kind, pack_body(body), message_id if isinstance(message_id, int) else None, n=n)
 
     @property
     def body(self) -> dict[str, Any]:
@@ -314,7 +314,9 @@ def _plain(value: Any) -> Any:
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
-def _pack_body(body: dict[str, Any]) -> bytes:
+def pack_body(body: dict[str, Any]) -> bytes:
+    """An event body as it travels and is stored: a msgpack map without the event's own
+    fields (which it cannot hold: the store adds them when the event is read)."""
     if not EVENT_FIELDS.isdisjoint(body):
         body = {k: v for k, v in body.items() if k not in EVENT_FIELDS}
     packed: bytes = _packb(body)
@@ -326,7 +328,7 @@ def encode_event(kind: str, body: dict[str, Any], n: int) -> bytes:
     output is one."""
     message_id = body.get("message_id")
     packed: bytes = _packb({"t": "event", "kind": kind, "m": message_id if isinstance(message_id, int) else None,
-                            "b": _pack_body(body), "n": n})
+                            "b": pack_body(body), "n": n})
     return packed
 
 
