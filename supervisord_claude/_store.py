@@ -220,7 +220,8 @@ class StoredEvent:
     __slots__ = ("_body", "_data", "_message_id", "blob", "id", "kind", "seq", "session", "ts")
 
     def __init__(self, event_id: int, session: str, seq: int, ts: float, kind: str, blob: bytes,
-                 body: dict[str, Any] | None = None, message_id: int | None = None) -> None:
+                 body: dict[str, Any] | None = None, message_id: int | None = None,
+                 data: bytes | None = None) -> None:
         self.id = event_id
         self.session = session
         self.seq = seq
@@ -228,7 +229,7 @@ class StoredEvent:
         self.kind = kind
         self.blob = blob
         self._body = body
-        self._data: bytes | None = None
+        self._data = data
         self._message_id = message_id
 
     @property
@@ -579,9 +580,8 @@ class Store:
             tail = own.get((session, kind))
             if tail is None:
                 tail = own[session, kind] = _own_fields(session, now, kind)
-            event = StoredEvent(first_id + i, session, seq, now, kind, blob, None, w.message_id)
-            event._data = event_data(blob, first_id + i, seq, tail)
-            events.append(event)
+            events.append(StoredEvent(first_id + i, session, seq, now, kind, blob, None, w.message_id,
+                                      event_data(blob, first_id + i, seq, tail)))
         self._recent.add(events)
         return events
 
