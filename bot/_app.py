@@ -262,8 +262,8 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     chat, text = update.effective_chat.id, update.effective_message.text or ""
     core = core_of(context)
     try:
-        # a question waits: this answers it (asked as briefly as a send: if the supervisor
-        # is away, the user hears so from forward() within one attempt, not the default)
+        # a question waits: this answers it (asked as briefly as a send: a supervisor that
+        # is there but does not answer holds the message up one attempt, not the default)
         said = await requests.typed_answer(core.link, chat, text, SEND_ATTEMPT)
     except RemoteError as exc:
         await send_reply(context.application, chat, commands.error_reply(exc))

@@ -180,8 +180,7 @@ class KeeperEvent(Numbered):
 
     @classmethod
     def of(cls, kind: str, body: dict[str, Any], n: int = 0) -> KeeperEvent:
-        message_id = body.get("message_id")
-        return cls(kind, pack_body(body), message_id if isinstance(message_id, int) else None, n=n)
+        return cls(kind, pack_body(body), _message_id(body), n=n)
 
     @property
     def body(self) -> dict[str, Any]:
@@ -323,21 +322,26 @@ def pack_body(body: dict[str, Any]) -> bytes:
     return packed
 
 
-def encode_event(kind: str, body: dict[str, Any], n: int) -> bytes:
-    """``encode(KeeperEvent.of(kind, body), n)``, the hot path: every line of Claude's
-    output is one."""
+def _message_id(body: dict[str, Any]) -> int | None:
     message_id = body.get("message_id")
-    packed: bytes = _packb({"t": "event", "kind": kind, "m": message_id if isinstance(message_id, int) else None,
-                            "b": pack_body(body), "n": n})
-    return packed
+    return message_id if isinstance(message_id, int) else None
+
+
+def _event_frame(kind: str, message_id: int | None, packed_body: bytes, n: int) -> bytes:
+    frame: bytes = _packb({"t": "event", "kind": kind, "m": message_id, "b": packed_body, "n": n})
+    return frame
+
+
+def encode_event(kind: str, body: dict[str, Any], n: int) -> bytes:
+    """``encode(KeeperEvent.of(kind, body), n)`` without making the object: the hot path,
+    every line of Claude's output is one."""
+    return _event_frame(kind, _message_id(body), pack_body(body), n)
 
 
 def encode(msg: Message, n: int | None = None) -> bytes:
     """One message as a frame; ``n`` numbers a report (instead of its own ``n``)."""
     if type(msg) is KeeperEvent:
-        packed: bytes = _packb({"t": "event", "kind": msg.kind, "m": msg.message_id, "b": msg.packed,
-                                "n": msg.n if n is None else n})
-        return packed
+        return _event_frame(msg.kind, msg.message_id, msg.packed, msg.n if n is None else n)
     fields = _plain(msg)
     assert isinstance(fields, dict)
     if n is not None:
