@@ -353,6 +353,9 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             break
         except (RemoteError, ConnectionFailed) as exc:
             # away, or stopping / restarting in place: kept and sent again until it takes it
+            if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
+                reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
                 reply = commands.error_reply(exc)
                 break

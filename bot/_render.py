@@ -99,6 +99,8 @@ TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
 SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
+QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
+              " Send it again once it has answered some of them (or /cancel to stop and drop them).")
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")

@@ -21,13 +21,14 @@ from typing import Any, Protocol
 from protocol import EventKind, Reason, SessionState
 
 from . import _wire
+from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
 from ._claude import outbox_prompt
 from ._clock import Clock, TimerHandle
 from ._config import Config
 from ._eventlog import EventLog
 from ._os import System
 from ._permissions import PendingRequest
-from ._store import QUEUED, WRITTEN, Message, Store
+from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, Store
 
 log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
@@ -100,6 +101,12 @@ class KeeperHandle:
         self.phase = new
 
 
+def message_bytes(text: str, attachments: list[str]) -> int:
+    """What a waiting message holds: its text (in the store and the keeper) and its
+    attachment copies (on disk)."""
+    return len(text.encode()) + copied_bytes(attachments)
+
+
 def _to_wire(msg: Message) -> _wire.QueuedMessage:
     return _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments))
 
@@ -129,6 +136,9 @@ class KeeperPool:
         self.fork = fork
         self.link = link
         self.queues: dict[str, collections.deque[int]] = {}
+        #: what each waiting message holds (``message_bytes``), by id, as far as asked
+        self._sizes: dict[int, int] = {}
+        self.attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
         self.handles: dict[str, KeeperHandle] = {}  # the session's current keeper
         self.by_pid: dict[int, KeeperHandle] = {}
         self.by_token: dict[int, KeeperHandle] = {}
@@ -153,16 +163,33 @@ class KeeperPool:
         handle = self.handles.get(session)
         return {"keeper_pid": handle.pid, "claude_pid": handle.claude_pid} if handle else {}
 
-    def queued(self, session: str) -> int:
+    def _waiting(self, session: str) -> list[int]:
+        """The session's messages Claude has not started on: queued here, or held by its keeper."""
         handle = self.handles.get(session)
-        return len(self.queues.get(session, ())) + (len(handle.forwarded) if handle else 0)
+        return [*self.queues.get(session, ()), *(handle.forwarded if handle else ())]
+
+    def queued(self, session: str) -> int:
+        return len(self._waiting(session))
+
+    def queued_bytes(self, session: str) -> int:
+        """What the session's waiting messages hold together (see ``message_bytes``)."""
+        total = 0
+        for message_id in self._waiting(session):
+            size = self._sizes.get(message_id)
+            if size is None:  # (queued before a restart)
+                msg = self.store.get_message(message_id)
+                size = self._sizes[message_id] = message_bytes(msg.text, msg.attachments) if msg else 0
+            total += size
+        return total
 
     @property
     def running(self) -> int:
         """Keeper processes that exist (forked and not reported gone)."""
         return len(self.by_pid)
 
-    def enqueue(self, session: str, message_id: int) -> None:
+    def enqueue(self, session: str, message_id: int, size: int | None = None) -> None:
+        if size is not None:
+            self._sizes[message_id] = size
         self.queues.setdefault(session, collections.deque()).append(message_id)
         self.dispatch(session)
 
@@ -206,14 +233,21 @@ class KeeperPool:
     def archive_now(self, session: str) -> None:
         ids = list(self.queues.pop(session, ()))
         self.events.fail_messages(session, ids, f"session '{session}' was archived")
+        self.attachments.drop_session(session)
         self.events.record(session, EventKind.STATE,
                            {"state": SessionState.ARCHIVED.value, "reason": Reason.REQUESTED.value})
 
     def message_done(self, session: str, message_id: int) -> None:
-        """The event log stored a message's turn event: it is no longer in flight."""
+        """The event log stored a message's turn event: it is no longer in flight (and
+        once its turn is over, its attachment copies go)."""
         handle = self.handles.get(session)
         if handle is not None and message_id in handle.forwarded:
             handle.forwarded.remove(message_id)
+        self._sizes.pop(message_id, None)
+        if self.attachments.holds(message_id):
+            msg = self.store.get_message(message_id)
+            if msg is None or msg.status in (DONE, FAILED):
+                self.attachments.release(message_id)
 
     # dispatch -------------------------------------------------------------------------
 
@@ -252,6 +286,10 @@ class KeeperPool:
                 messages.append(_to_wire(msg))
                 handle.forwarded.append(msg.id)
         persona = self.config.personas.get(rec.persona) if rec.persona else None
+        # Claude reads the session's attachment copies there (by path: files that are not images)
+        attachments = self.attachments.session_dir(session)
+        with contextlib.suppress(OSError):
+            attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -263,7 +301,7 @@ class KeeperPool:
             idle_timeout=rec.idle_timeout or self.config.idle_timeout,
             model=rec.model,
             system_prompt="\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p),
-            extra_args=tuple(self.config.claude_args),
+            extra_args=(*self.config.claude_args, "--add-dir", str(attachments)),
             permission_mode=rec.permission_mode,
             allowed_tools=tuple(rec.allowed_tools),
             permission_timeout=self.config.permission_timeout,

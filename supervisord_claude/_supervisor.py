@@ -42,7 +42,7 @@ from ._os import System, sd_notify
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._sockets import send_now
 from ._startup import reap_stale, recover_store
-from ._store import QUEUED, Store
+from ._store import QUEUED, WRITTEN, Store
 
 log = logging.getLogger("supervisord_claude")
 
@@ -72,7 +72,9 @@ class Core:
         """Messages accepted before a restart are still owed, in the order they came
         (those an adopted keeper holds are its own)."""
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
-        for msg in self.store.messages(None, QUEUED):
+        owed = self.store.messages(None, QUEUED)
+        self.pool.attachments.sweep((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN))
+        for msg in owed:
             if msg.id not in held:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):

@@ -136,7 +136,7 @@ def session_text(info: dict[str, Any]) -> str:
         f"last active:  {when(info.get('last_active'))}",
         f"created:      {when(info.get('created'))}",
         f"cost so far:  ${info.get('cost_usd') or 0:.4f}",
-        f"queued:       {info.get('queued', 0)}",
+        queue_line(info),
         f"waiting for you: {len(pending)} request(s)" + "".join(
             f"\n  {p['tool_name']} (id {p['request_id']})" for p in pending),
         f"session id:   {info['session_id']}",
@@ -144,6 +144,17 @@ def session_text(info: dict[str, Any]) -> str:
     if info.get("allowed_tools"):
         lines.insert(4, f"always allowed: {', '.join(info['allowed_tools'])}")
     return "\n".join(lines)
+
+
+def queue_line(info: dict[str, Any]) -> str:
+    """The messages Claude has not started on, against the queue's limit (when it is full,
+    `send` is refused)."""
+    queued, limit = info.get("queued", 0), info.get("queue_limit")
+    if not limit:  # (an older supervisor)
+        return f"queued:       {queued}"
+    full = " (full: send is refused)" if queued >= limit["messages"] else ""
+    return (f"queued:       {queued} of {limit['messages']} messages, {mib(info.get('queued_bytes') or 0)} of"
+            f" {mib(limit['bytes'])}{full}")
 
 
 def mib(size: int | None) -> str:
@@ -213,7 +224,8 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
     if args.attach:
-        fields["attachments"] = [os.path.abspath(os.path.expanduser(p)) for p in args.attach]
+        # the file a link points to: the supervisor takes no link (it could be swapped)
+        fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
     return fields
 
 

@@ -183,7 +183,8 @@ def test_hostile_attachments_are_refused_or_bounded_never_a_hang(supervisor: Sup
             with pytest.raises(RemoteError) as err:
                 c.request("send", session="alpha", text="look", attachments=[str(bad)])
             assert err.value.code in ("bad_request", "bad_name"), (bad, err.value)
-    # a huge "image" goes to Claude by path, not inline: the turn is answered at once
-    reply = supervisor.ctl("send", "alpha", "look at it", "--attach", str(sparse), "--wait", check=True).stdout
-    assert "look at it" in reply and "[images:" not in reply
-    assert [e for e in supervisor.events("alpha") if e["kind"] == "user"][-1]["attachments"] == [str(sparse)]
+    # a huge "image" is over the attachment limit (it is copied at send): refused there
+    with supervisor.client(timeout=10) as c, pytest.raises(RemoteError) as err:
+        c.request("send", session="alpha", text="look", attachments=[str(sparse)])
+    assert err.value.code == "too_large"
+    assert "look" in supervisor.ctl("send", "alpha", "look", "--wait", check=True).stdout

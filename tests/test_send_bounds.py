@@ -4,10 +4,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import msgpack
+import pytest
 import zmq
 
-from .conftest import SupervisorProcess
+from bot import _render as render
+from protocol import RemoteError
+
+from .conftest import USER, SupervisorProcess, wait_for
+from .test_bot_app import say
 
 
 def raw_request(sup: SupervisorProcess, frame: dict[str, object]) -> dict[str, object]:
@@ -37,3 +46,138 @@ def test_only_the_integer_1_is_protocol_version_1(supervisor: SupervisorProcess)
         assert reply["id"] == 7
     # the integer 1 still is
     assert raw_request(supervisor, {"v": 1, "id": 8, "op": "hello"})["ok"] is True
+
+
+# item 4: attachments are taken at send ------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+def copies_of(sup: SupervisorProcess, session: str) -> list[Path]:
+    """The attachment copies the supervisor keeps for a session's messages."""
+    directory = sup.state_dir / "attachments" / session
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+def test_what_is_not_an_ordinary_file_under_the_limit_is_refused_at_send(make_supervisor, tmp_path) -> None:
+    sup = make_supervisor(config="max_attachment_mib = 0.01\n").start()  # about 10 KB
+    sup.ctl("new", "alpha", check=True)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 20_000)
+    refusals = {fifo: ("bad_request", "is a FIFO"), zero: ("bad_request", "is a symbolic link"),
+                tmp_path: ("bad_request", "is a directory"), big: ("too_large", "may be at most")}
+    with sup.client(timeout=10) as c:
+        for path, (code, why) in refusals.items():
+            with pytest.raises(RemoteError) as err:
+                c.request("send", session="alpha", text="look", attachments=[str(path)])
+            assert err.value.code == code and why in err.value.message and "nothing was sent" in err.value.message
+        # one bad file among good ones refuses the message, and leaves no copy behind
+        good = tmp_path / "good.txt"
+        good.write_text("fine")
+        with pytest.raises(RemoteError, match="is a FIFO"):
+            c.request("send", session="alpha", text="look", attachments=[str(good), str(fifo)])
+        assert c.request("status", session="alpha")["queued"] == 0
+    assert copies_of(sup, "alpha") == []
+    assert not [e for e in sup.events("alpha") if e["kind"] in ("user", "message_failed")]
+    # claudectl says why, and the session answers as ever
+    refused = sup.ctl("send", "alpha", "look", "--attach", str(zero))  # (claudectl follows the link)
+    assert refused.returncode == 1 and "/dev/zero is a device" in refused.stderr
+    assert "echo: still here" in sup.ctl("send", "alpha", "still here", "--wait", check=True).stdout
+
+
+def test_an_attachment_arrives_from_its_copy_which_goes_once_the_turn_is_over(supervisor: SupervisorProcess,
+                                                                              tmp_path) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    png = tmp_path / "pic.png"
+    png.write_bytes(PNG)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the notes")
+    gate = tmp_path / "gate"
+    held = f"waitfile:{gate} busy"
+    supervisor.request("send", session="alpha", text=held)
+    supervisor.wait_received(held)
+    # queued behind a running turn; then the files at those paths are swapped for a FIFO
+    # and a link to /dev/zero: what was sent is what arrives, and nothing hangs
+    sent = supervisor.request("send", session="alpha", text="showfiles look",
+                              attachments=[str(png), str(notes)])["message_id"]
+    assert [p.name for p in copies_of(supervisor, "alpha")] == ["notes.txt", "pic.png"]
+    png.unlink()
+    os.mkfifo(png)
+    notes.unlink()
+    notes.symlink_to("/dev/zero")
+    gate.touch()
+    with supervisor.follow("alpha") as events:
+        result = events.wait_event(lambda e: e["kind"] == "result" and e.get("message_id") == sent,
+                                   what="the answer to the message with attachments")
+        assert f"[image {hashlib.sha256(PNG).hexdigest()[:16]}]" in result["text"]
+        assert "[file notes.txt: the notes]" in result["text"]
+        [user] = [e for e in events.events if e["kind"] == "user" and e["message_id"] == sent]
+        assert [Path(p).name for p in user["attachments"]] == ["pic.png", "notes.txt"]
+    wait_for(lambda: copies_of(supervisor, "alpha") == [], what="the copies to be removed after the turn",
+             seen=lambda: copies_of(supervisor, "alpha"))
+    # Claude may read the copies (files that are not images go by path)
+    argv = supervisor.claude_starts()[-1]["argv"]
+    assert argv[argv.index("--add-dir") + 1] == str(supervisor.state_dir / "attachments" / "alpha")
+    assert "echo: next" in supervisor.ctl("send", "alpha", "next", "--wait", check=True).stdout
+
+
+# item 7: a session's queue is bounded ---------------------------------------------------
+
+def test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing(make_supervisor, tmp_path) -> None:
+    sup = make_supervisor(config="max_queued_messages = 3\nmax_queued_mib = 1\n").start()
+    sup.ctl("new", "alpha", check=True)
+    gate = tmp_path / "gate"
+    held = f"waitfile:{gate} hold the line"
+    first = sup.request("send", session="alpha", text=held)["message_id"]
+    sup.wait_received(held)  # Claude answers it; what comes next waits in the queue
+    accepted = [first] + [sup.request("send", session="alpha", text=f"queued {i}", idempotency_key=f"k{i}")
+                          ["message_id"] for i in range(3)]
+    with sup.client() as c:
+        with pytest.raises(RemoteError) as err:
+            c.request("send", session="alpha", text="one too many")
+        assert err.value.code == "queue_full"
+        assert "queue of session 'alpha' is full" in err.value.message and "3 messages" in err.value.message
+        status = c.request("status", session="alpha")
+        assert status["queued"] == 3 and status["queue_limit"] == {"messages": 3, "bytes": 1024 * 1024}
+        # a retry of a message it has is its duplicate, as ever: never refused as one too many
+        again = c.request("send", session="alpha", text="queued 1", idempotency_key="k1")
+        assert again["duplicate"] and again["message_id"] == accepted[2]
+    refused = sup.ctl("send", "alpha", "from the shell")
+    assert refused.returncode == 1 and "is full" in refused.stderr and "(queue_full)" in refused.stderr
+    assert "queued:       3 of 3 messages, 0 MiB of 1 MiB (full" in sup.ctl("status", "alpha", check=True).stdout
+    sup.request("drop_queued", session="alpha")
+    # bytes: 600 KB of text waits; 600 KB more would be over 1 MiB
+    wide = "€" * 200_000
+    accepted.append(sup.request("send", session="alpha", text=wide)["message_id"])
+    with sup.client() as c, pytest.raises(RemoteError, match="is full") as err:
+        c.request("send", session="alpha", text=wide)
+    assert err.value.code == "queue_full"
+    gate.touch()
+    with sup.follow("alpha") as events:
+        events.wait_event(lambda e: e["kind"] == "result" and e.get("message_id") == accepted[-1],
+                          what="the answer of the last accepted message")
+        outcomes = [e["message_id"] for e in events.events if e["kind"] in ("result", "message_failed")]
+    # every accepted message ended exactly once (answered, or dropped at our request)
+    assert sorted(outcomes) == sorted(accepted)
+
+
+def test_the_bot_says_plainly_that_a_message_was_not_sent_to_a_full_queue(make_supervisor, telegram, bot_env,
+                                                                          tmp_path) -> None:
+    sup = make_supervisor(config="max_queued_messages = 1\n").start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    gate = tmp_path / "gate"
+    api.message(USER, f"waitfile:{gate} first")
+    sup.wait_received(f"waitfile:{gate} first")
+    say(api, "second", "⏳ Queued")
+    refused = say(api, "third", "Not sent")
+    assert refused["text"] == render.QUEUE_FULL
+    gate.touch()
+    api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)
+    say(api, "fourth", "echo: fourth")  # room again
+    assert not [m for m in api.sent if m["chat_id"] == USER and "echo: third" in m["text"]]
