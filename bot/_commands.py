@@ -283,11 +283,13 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
     if drop_queued:  # before the interrupt: the keeper takes them in this order
         await link.request("drop_queued", session=session)
     try:
-        await link.request("interrupt", session=session)
+        result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
             return Reply("Nothing to cancel: Claude is not answering." + dropped)
         raise
+    if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
+        return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
 
 

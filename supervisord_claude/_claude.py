@@ -194,6 +194,8 @@ class Parsed:
     delta: str | None = None  # text of the answer as it is being written
     mode: PermissionMode | None = None  # the permission mode Claude reports it is in
     model: str | None = None  # the model Claude says it runs (its init line)
+    #: Claude's answer to one of our control requests: (request_id, error or None)
+    control_response: tuple[str, str | None] | None = None
 
 
 def _tool_result_text(content: Any) -> str:
@@ -291,6 +293,12 @@ def parse_line(line: bytes) -> Parsed:
                 "tool_use_id": request.get("tool_use_id"),
                 "suggestions": [s for s in suggestions if isinstance(s, dict)] if isinstance(suggestions, list) else [],
             }
+    elif kind == "control_response":
+        response = msg.get("response") or {}
+        if isinstance(response, dict) and isinstance(response.get("request_id"), str):
+            ok = response.get("subtype") == "success"
+            out.control_response = (response["request_id"], None if ok else str(response.get("error") or
+                                                                                 response.get("subtype")))
     elif kind == "result":
         out.result = {
             "is_error": bool(msg.get("is_error")),

@@ -35,6 +35,7 @@ DEFAULT_MAX_QUEUED_MIB = 64.0
 DEFAULT_MAX_ATTACHMENT_MIB = 32.0
 #: how long `interrupt` waits for Claude to confirm it (under a client's request timeout)
 DEFAULT_INTERRUPT_TIMEOUT = 5.0
+MAX_INTERRUPT_TIMEOUT = 8.0
 MIB = 1024 * 1024
 
 log = logging.getLogger("supervisord_claude")
@@ -187,6 +188,9 @@ def load_toml(path: Path) -> dict[str, Any]:
             if value <= 0:
                 raise ConfigError(f"{key}: must be a positive number of {unit}")
             out[key] = float(value)
+    if out.get("interrupt_timeout", 0) > MAX_INTERRUPT_TIMEOUT:
+        raise ConfigError(f"interrupt_timeout: at most {MAX_INTERRUPT_TIMEOUT:g} seconds (clients wait 10 s for"
+                          " the reply)")
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)

@@ -29,6 +29,7 @@ from . import __version__, _claude, _wire
 from . import _permissions as permissions
 from ._attachments import mib_text
 from ._config import Config
+from ._control import LaterReply
 from ._errors import OpError
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
@@ -58,7 +59,7 @@ class Ops:
         self.request_restart = request_restart
         self.stopping = False
 
-    def handle(self, ident: bytes, req: Request) -> dict[str, Any]:
+    def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
             raise OpError(ErrorCode.SHUTTING_DOWN, "the supervisor is shutting down")
         if req.op not in ALLOWED_WHILE_STOPPING:
@@ -68,7 +69,7 @@ class Ops:
                 raise OpError(ErrorCode.STORAGE, f"{problem}; nothing new is accepted. Stop the supervisor"
                               " (claudectl shutdown) and restore the file from a backup, or start afresh")
         handler = getattr(self, f"op_{req.op.value}")
-        result: dict[str, Any] = handler(ident, **req.args)
+        result: dict[str, Any] | LaterReply = handler(ident, **req.args)
         return result
 
     def after_reply(self, ident: bytes, req: Request, result: dict[str, Any]) -> None:
@@ -237,15 +238,19 @@ class Ops:
         return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
                 "ahead": ahead}
 
-    def op_interrupt(self, ident: bytes, session: str) -> dict[str, Any]:
+    def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
+        """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
+        confirmed by Claude (its control_response), or why not (at most
+        ``interrupt_timeout`` later)."""
         rec = self._session(session)
-        if rec.state is not SessionState.BUSY or not self.pool.command(session, _wire.Interrupt()):
+        reply = LaterReply()
+        if rec.state is not SessionState.BUSY or not self.pool.interrupt(session, reply.resolve):
             queued = self.pool.queued(session)
             if queued:
                 raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' has {queued} message(s) queued that Claude"
                               " has not started on yet (it is starting); nothing to interrupt yet")
             raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' is not answering anything")
-        return {}
+        return reply
 
     def op_drop_queued(self, ident: bytes, session: str) -> dict[str, Any]:
         """Every message of the session Claude has not started on is reported not

@@ -94,6 +94,9 @@ class KeeperHandle:
     last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
     adopted: bool = False  # taken over from a previous supervisor: not a child of our fork server
     overdue: bool = False  # killed because it did not say hello in time
+    #: what waits to hear whether its interrupt was confirmed, and how long it may wait
+    interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    interrupt_timer: TimerHandle | None = None
 
     def change_phase(self, new: Phase) -> None:
         if new not in PHASE_EDGES[self.phase]:
@@ -203,6 +206,29 @@ class KeeperPool:
             handle.outbox.append(msg)
             return True
         return self.link.send(handle.ident, msg)
+
+    def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
+        """Ask the session's keeper to interrupt its turn; ``on_report`` gets
+        ``{confirmed, detail}`` once the keeper says what became of it, or when
+        ``interrupt_timeout`` has passed without a word. False if no keeper can take it."""
+        handle = self.handles.get(session)
+        if handle is None or not self.command(session, _wire.Interrupt()):
+            return False
+        handle.interrupt_waiters.append(on_report)
+        if handle.interrupt_timer is None:
+            seconds = self.config.interrupt_timeout
+            handle.interrupt_timer = self.clock.call_later(seconds, lambda: self._interrupt_reported(
+                handle, False, f"no word from the session's keeper within {seconds:g} s (it may be stopped or"
+                " overloaded); the interrupt may still take effect once it goes on"))
+        return True
+
+    def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str) -> None:
+        if handle.interrupt_timer is not None:
+            handle.interrupt_timer.cancel()
+            handle.interrupt_timer = None
+        waiters, handle.interrupt_waiters = handle.interrupt_waiters, []
+        for report in waiters:
+            report({"confirmed": confirmed, "detail": detail})
 
     def pending(self, session: str, request_id: str) -> PendingRequest | None:
         """The permission request Claude waits on in that session, if it still does."""
@@ -419,6 +445,8 @@ class KeeperPool:
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self.on_delta(handle.session, msg.message_id, msg.text, origin)
+        elif isinstance(msg, _wire.InterruptReport):
+            self._interrupt_reported(handle, msg.confirmed, msg.detail)
         elif isinstance(msg, _wire.ClaudeStarted):
             handle.claude_pid = msg.pid
         elif isinstance(msg, _wire.ConversationStarted):
@@ -546,6 +574,8 @@ class KeeperPool:
                 timer.cancel()
         status = "unknown" if handle.exit_status is None else str(handle.exit_status)
         connected = handle.ident is not None
+        if handle.interrupt_waiters:
+            self._interrupt_reported(handle, False, f"the session's keeper exited (status {status})")
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session

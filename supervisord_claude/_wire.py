@@ -12,6 +12,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvent{kind, m, b} | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
+                                | InterruptReport{confirmed, detail}  (not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
@@ -214,6 +215,17 @@ class Delta(Message):
 
 
 @dataclass(frozen=True)
+class InterruptReport(Message):
+    """What became of an ``Interrupt``: Claude confirmed it (its control_response), or
+    why not. Live only, not numbered: a supervisor that does not get it in time replies
+    "not confirmed" by itself."""
+
+    TAG = "interrupt_report"
+    confirmed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Welcome(Message):
     """The supervisor takes the keeper on; it has stored its reports before ``resend_from``."""
 
@@ -296,7 +308,7 @@ class Permit(Message):
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
-                KeeperEvent, Rejected, Bye, Delta, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
+                KeeperEvent, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
                 SetTimeout,
                 SetModel, SetMode, Permit)
 }

@@ -373,6 +373,15 @@ def cmd_simple(op: str, done: str) -> Any:
     return run
 
 
+def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
+    """Exit 0 only if Claude confirmed the interrupt; otherwise say why not, exit 1."""
+    result = client.request("interrupt", session=args.name)
+    if result.get("confirmed") is False:
+        return fail(args, f"interrupt of '{args.name}' not confirmed: {result.get('detail')}", "not_confirmed")
+    _print(args, result, f"interrupted '{args.name}': {result.get('detail') or 'sent'}")
+    return 0
+
+
 def cmd_timeout(client: Client, args: argparse.Namespace) -> int:
     if args.minutes is None:
         info = client.request("status", session=args.name)
@@ -493,7 +502,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="with --follow: print answers as they are written")
     s.set_defaults(func=cmd_tail)
     for name, op, done, help_text in (
-        ("interrupt", "interrupt", "interrupted '{name}'", "interrupt the running turn"),
         ("drop-queued", "drop_queued", "dropped what was queued for '{name}' (each reported not delivered)",
          "drop the messages Claude has not started on"),
         ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
@@ -505,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_text)
         s.add_argument("name")
         s.set_defaults(func=cmd_simple(op, done))
+    s = sub.add_parser("interrupt", help="interrupt the running turn (exit 1 unless Claude confirmed it)")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_interrupt)
     s = sub.add_parser("timeout", help=f"show or set a session's idle timeout ({TIMEOUT_RANGE_TEXT} minutes)")
     s.add_argument("name")
     s.add_argument("minutes", nargs="?", type=int)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 import msgpack
@@ -181,3 +182,55 @@ def test_the_bot_says_plainly_that_a_message_was_not_sent_to_a_full_queue(make_s
     api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)
     say(api, "fourth", "echo: fourth")  # room again
     assert not [m for m in api.sent if m["chat_id"] == USER and "echo: third" in m["text"]]
+
+
+# item 8: interrupt says whether Claude confirmed it --------------------------------------
+
+def test_interrupt_says_whether_claude_confirmed_it(make_supervisor, tmp_path) -> None:
+    sup = make_supervisor(config="interrupt_timeout = 2\n").start()
+    sup.ctl("new", "alpha", check=True)
+    sup.request("send", session="alpha", text="sleep:60 a long one")
+    sup.wait_received("sleep:60 a long one")
+    # a keeper that cannot act (stopped): the reply says the interrupt was not confirmed
+    keeper = sup.keeper_pid("alpha")
+    assert keeper is not None
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        with sup.client() as c:
+            reply = c.request("interrupt", session="alpha")
+        assert reply["confirmed"] is False and "no word from the session's keeper within 2 s" in reply["detail"]
+        stuck = sup.ctl("interrupt", "alpha")
+        assert stuck.returncode == 1 and "not confirmed" in stuck.stderr
+        assert sup.session("alpha")["state"] == "busy"  # nothing reached Claude
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+    with sup.follow("alpha") as events:
+        # (once it goes on, what it was sent is carried out: the turn ends interrupted)
+        first = events.wait_event(lambda e: e["kind"] == "result", what="the first turn's result")
+        assert first["interrupted"] is True
+    # a keeper that can act: Claude's control_response confirms it, and the turn ends interrupted
+    sup.request("send", session="alpha", text="sleep:60 another")
+    sup.wait_received("sleep:60 another")
+    with sup.follow("alpha", after=sup.session("alpha")["last_seq"]) as events:
+        done = sup.ctl("interrupt", "alpha")
+        assert done.returncode == 0 and "confirmed by Claude" in done.stdout, done.stderr
+        result = events.wait_event(lambda e: e["kind"] == "result", what="the interrupted turn's result")
+        assert result["interrupted"] is True
+    with sup.client() as c:
+        with pytest.raises(RemoteError) as err:
+            c.request("interrupt", session="alpha")
+        assert err.value.code == "not_busy"
+    assert "echo: after" in sup.ctl("send", "alpha", "after", "--wait", check=True).stdout
+
+
+def test_the_new_limits_are_checked_in_the_config_file(tmp_path) -> None:
+    from supervisord_claude._config import ConfigError, load_toml
+
+    path = tmp_path / "config.toml"
+    for text, key in (("max_queued_messages = 0", "max_queued_messages"), ("max_queued_mib = -1", "max_queued_mib"),
+                      ("max_attachment_mib = 'big'", "max_attachment_mib"), ("interrupt_timeout = 30", "at most 8")):
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=key):
+            load_toml(path)
+    path.write_text("max_queued_messages = 5\nmax_queued_mib = 0.5\nmax_attachment_mib = 2\ninterrupt_timeout = 1\n")
+    assert load_toml(path)["max_queued_messages"] == 5
