@@ -16,7 +16,10 @@ import zmq
 from bot import _render as render
 from protocol import RemoteError
 
-from .conftest import USER, SupervisorProcess, wait_for
+from supervisord_claude._config import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
+
+from .conftest import SYSTEM, USER, SupervisorProcess, wait_for
+from .test_faults import record
 from .test_bot_app import say
 
 
@@ -164,6 +167,52 @@ def test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing(make_superv
         outcomes = [e["message_id"] for e in events.events if e["kind"] in ("result", "message_failed")]
     # every accepted message ended exactly once (answered, or dropped at our request)
     assert sorted(outcomes) == sorted(accepted)
+
+
+#: messages of 190,000 characters sent at one busy session (the soak sends the issue's 1,500)
+FLOOD = int(os.environ.get("SEND_FLOOD") or 300)
+
+
+def test_a_flood_of_large_messages_into_one_session_is_bounded(supervisor: SupervisorProcess, tmp_path) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    gate = tmp_path / "gate"
+    held = f"waitfile:{gate} busy"
+    first = supervisor.request("send", session="alpha", text=held)["message_id"]
+    supervisor.wait_received(held)
+    keeper = supervisor.keeper_pid("alpha")
+    assert keeper is not None
+
+    def store_bytes() -> int:
+        return sum(p.stat().st_size for p in supervisor.state_dir.glob("supervisor.sqlite3*"))
+
+    keeper_before, store_before = SYSTEM.memory(keeper) or 0, store_bytes()
+    accepted, refused = [], 0
+    with supervisor.client(timeout=30) as c:
+        for i in range(FLOOD):
+            try:
+                accepted.append(c.request("send", session="alpha", text=f"{i} " + "x" * 190_000)["message_id"])
+            except RemoteError as err:
+                assert err.code == "queue_full", err
+                refused += 1
+        assert len(accepted) == DEFAULT_MAX_QUEUED_MESSAGES and refused == FLOOD - len(accepted)
+        # the keeper has taken every accepted message (it holds them until Claude starts on each)
+        wait_for(lambda: (SYSTEM.memory(keeper) or 0) - keeper_before > len(accepted) * 190_000 // 2,
+                 what="the keeper to hold the accepted messages",
+                 seen=lambda: SYSTEM.memory(keeper))
+    keeper_growth, store_growth = (SYSTEM.memory(keeper) or 0) - keeper_before, store_bytes() - store_before
+    bound = DEFAULT_MAX_QUEUED_MIB * 1024 * 1024
+    assert keeper_growth < bound and store_growth < bound  # (unbounded: 297 MiB and 276 MiB for 1,500)
+    supervisor.request("drop_queued", session="alpha")
+    gate.touch()
+    with supervisor.follow("alpha") as events:
+        events.wait_event(lambda e: e["kind"] == "result" and e.get("message_id") == first, what="the first answer")
+        ended = events.wait_count(lambda e: e["kind"] == "message_failed", len(accepted),
+                                  what="every dropped message reported")
+    assert sorted(e["message_id"] for e in ended) == sorted(accepted)
+    record("a flood of messages of 190,000 characters at one busy session", rounds=FLOOD,
+           accepted=len(accepted), refused_queue_full=refused,
+           keeper_rss_growth_mib=round(keeper_growth / 2**20, 1), store_growth_mib=round(store_growth / 2**20, 1),
+           lost=0)
 
 
 def test_the_bot_says_plainly_that_a_message_was_not_sent_to_a_full_queue(make_supervisor, telegram, bot_env,
