@@ -15,12 +15,11 @@ import zmq
 
 from bot import _render as render
 from protocol import RemoteError
-
 from supervisord_claude._config import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
 
 from .conftest import SYSTEM, USER, SupervisorProcess, wait_for
-from .test_faults import record
 from .test_bot_app import say
+from .test_faults import record
 
 
 def raw_request(sup: SupervisorProcess, frame: dict[str, object]) -> dict[str, object]:
