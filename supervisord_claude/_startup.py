@@ -78,9 +78,13 @@ def acquire_state_lock(state_dir: Path) -> int:
     """Hold an exclusive flock on ``<state dir>/supervisor.lock``: two supervisors on different runtime
     dirs must not share one store (two keepers, two Claudes on one conversation). Nothing
     else probes this lock, so a held one refuses at once."""
-    return _hold_lock(state_dir / STATE_LOCK_FILE, 0.0,
-                      f"already uses the state dir {state_dir} (with another runtime dir?); give this"
-                      f" supervisor its own --state-dir, or stop that one")
+    try:
+        return _hold_lock(state_dir / STATE_LOCK_FILE, 0.0,
+                          f"already uses the state dir {state_dir} (with another runtime dir?); give this"
+                          f" supervisor its own --state-dir, or stop that one")
+    except OSError as exc:  # e.g. a read-only file system
+        why = exc.strerror or str(exc)
+        raise StartupRefused(f"cannot lock the state dir {state_dir}, where the store is: {why}") from None
 
 
 def _hold_lock(lock_path: Path, patience: float, refusal: str) -> int:
@@ -166,24 +170,21 @@ def run(config: Config) -> int:
     system = System()
     reap_leftovers(system, instance)
     adoptable = keepers_left(system, instance)
-    death_r, death_w = os.pipe()
-    fs_pid, fs_sock = _forkserver.start(
-        f"{title_prefix(instance)} forkserver", death_r, close_fds=(lock_fd, state_lock_fd, death_w)
-    )
-    os.close(death_r)
+    death_r, death_w = os.pipe()  # (the read end is kept: a new fork server needs it)
+    fs_title = f"{title_prefix(instance)} forkserver"
+    fs_pid, fs_sock = _forkserver.start(fs_title, death_r, close_fds=(lock_fd, state_lock_fd, death_w))
     fs_sock.setblocking(False)
+    fork_server = _forkserver.Server(fs_pid, fs_title, death_r)
     store = Store(config.db_path)
-    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock), adoptable=adoptable)
+    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock, fork_server), adoptable=adoptable)
     try:
         asyncio.run(supervisor.serve())
     finally:
         supervisor.close()
         store.close()
         os.close(death_w)  # the fork server sees EOF and exits (its keepers need not)
-        try:
-            os.waitpid(fs_pid, 0)
-        except ChildProcessError:
-            pass
+        fork_server.wait()
+        os.close(death_r)
         os.close(state_lock_fd)
         os.close(lock_fd)
     if supervisor.restarting:
@@ -192,5 +193,8 @@ def run(config: Config) -> int:
         log.info("restarting in place")
         logging.shutdown()
         os.execv(sys.executable, [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]])
-    log.info("supervisor stopped")
-    return 0
+    if supervisor.exit_status:
+        log.critical("supervisor stopped (exit status %d); its keepers wait for the next one", supervisor.exit_status)
+    else:
+        log.info("supervisor stopped")
+    return supervisor.exit_status
