@@ -54,6 +54,10 @@ SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least 
 MAX_KEEPER_BATCH = 4096
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
+#: the fork server may die this often within FORK_SERVER_DEATH_WINDOW seconds and be
+#: started anew; one more death and the supervisor gives up (exits 1, keepers kept)
+MAX_FORK_SERVER_DEATHS = 3
+FORK_SERVER_DEATH_WINDOW = 60.0
 
 
 @dataclass
@@ -104,9 +108,14 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
 
 
 class ForkServerLink(ForkServer, Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
     def fileno(self) -> int: ...
 
     def reports(self) -> list[_wire.Message] | None: ...
+
+    def respawn(self) -> None: ...
 
 
 class KeeperSocket:
@@ -166,6 +175,9 @@ class Supervisor:
                  adoptable: dict[int, str] | None = None) -> None:
         self.adoptable = dict(adoptable or {})
         self.restarting = False
+        #: what the process exits with: 1 once it gave up (see ``_give_up``)
+        self.exit_status = 0
+        self._fork_server_deaths: collections.deque[float] = collections.deque()
         self.config = config
         self.store = store
         self.system = system
@@ -261,11 +273,45 @@ class Supervisor:
         if reports is None:  # the fork server is gone
             asyncio.get_running_loop().remove_reader(self.fork.fileno())
             if not self.stopping:
-                log.error("the fork server died; shutting down")
-                self.request_shutdown()
+                self._fork_server_died()
             return
         for msg in reports:
             self.core.pool.on_fork_report(msg)
+
+    def _fork_server_died(self) -> None:
+        """Its keepers live on (re-parented): keep them and their turns, watch their exits
+        ourselves, and start a new fork server — unless it keeps dying, then give up."""
+        died = self.fork.pid
+        self.core.pool.on_fork_server_lost()
+        now = self.clock.monotonic()
+        deaths = self._fork_server_deaths
+        deaths.append(now)
+        while deaths and now - deaths[0] > FORK_SERVER_DEATH_WINDOW:
+            deaths.popleft()
+        if len(deaths) > MAX_FORK_SERVER_DEATHS:
+            self._give_up(f"the fork server died {len(deaths)} times within {FORK_SERVER_DEATH_WINDOW:g} s")
+            return
+        try:
+            self.fork.respawn()
+        except OSError as exc:
+            self._give_up(f"the fork server died and a new one cannot be started: {exc}")
+            return
+        asyncio.get_running_loop().add_reader(self.fork.fileno(), self._on_forkserver)
+        log.error("the fork server (pid %s) died; started a new one (pid %s); %d keepers go on", died,
+                  self.fork.pid, self.core.pool.running)
+
+    def _give_up(self, why: str) -> None:
+        """Exit 1 without stopping a keeper (as a crash would, so a service manager restarts
+        the supervisor — systemd's Restart=on-failure — and the new one adopts them)."""
+        if self.stopping:
+            return
+        log.critical("%s: giving up (exit status 1); the keepers and their turns go on and wait for the next"
+                     " supervisor (orphan_timeout %g s)", why, self.config.orphan_timeout)
+        self.exit_status = 1
+        self.stopping = True
+        self.core.ops.stopping = True
+        sd_notify(f"STOPPING=1\nSTATUS=giving up: {why}")
+        self._stop_serving()
 
     async def _watch_store(self) -> None:
         """Say loudly, and keep saying, when the store file is deleted or replaced under
