@@ -8,6 +8,10 @@ taken from git (``git archive`` of the commit) into a temp dir, and a supervisor
 started with ``PYTHONPATH`` naming it (the same venv for the dependencies); its fork
 server, and so its keepers, run that code. The upgrade swaps what ``PYTHONPATH`` names
 for this checkout, as installing the new version swaps the installed code.
+
+``UPGRADE_SESSIONS`` (default 4) sets how many sessions are mid-turn in the upgrade under
+load; ``./scripts/reliability`` runs it with more and writes its figures (``RELIABILITY_LOG``)
+into docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from protocol import __version__
 from supervisord_claude import _wire
 
 from .conftest import ROOT, SYSTEM, SupervisorProcess, wait_for
+from .test_faults import no_gaps, one_outcome, record
 from .test_restart import outcomes
+
+SESSIONS = int(os.environ.get("UPGRADE_SESSIONS") or 4)
 
 #: a row of CHANGELOG.md's release table: | version | date | `commit` | internal wire |
 RELEASE_ROW = re.compile(r"^\| (?P<name>[^|]+?) \| [^|]+? \| `(?P<commit>[0-9a-f]{7,40})` \| (?P<wire>\d+) \|$",
@@ -149,6 +156,61 @@ def test_a_turn_goes_on_through_an_upgrade_and_ends_once(make_supervisor, tmp_ba
     assert seqs == list(range(1, len(seqs) + 1))  # no event stored twice, none lost
     users = [e["message_id"] for e in events if e["kind"] == "user"]
     assert len(users) == len(set(users)) == 5  # nothing was sent to Claude twice
+
+
+@pytest.mark.timeout(300 + 10 * SESSIONS)
+@pytest.mark.parametrize("release", adoptable(), ids=lambda r: r.commit)
+def test_an_upgrade_under_load_loses_and_doubles_nothing(make_supervisor, tmp_base: Path, release: Release) -> None:
+    """Many sessions mid-turn: half hold a turn across the upgrade, half stream one through
+    it (events flowing while the supervisor re-executes); every answer arrives once."""
+    code = tmp_base / "code"
+    code.symlink_to(code_of(release.commit, tmp_base / f"release-{release.commit}"))
+    sup = make_supervisor(env={"PYTHONPATH": str(code)}).start()
+    names = [f"s{i}" for i in range(SESSIONS)]
+    gates = {name: sup.base / f"gate-{name}" for name in names}
+    held: dict[str, int] = {}
+    queued: dict[str, int] = {}
+    with sup.client() as c:
+        for name in names:
+            c.request("create", session=name)
+            held[name] = c.request("send", session=name, text=f"waitfile:{gates[name]} tools:3 held in {name}.")[
+                "message_id"]
+            queued[name] = c.request("send", session=name, text=f"stream:2 burst:200 queued in {name}.")["message_id"]
+    for name in names:
+        sup.wait_received(f"held in {name}.")
+    keepers = {name: sup.keeper_pid(name) for name in names}
+    streaming = names[::2]  # their held turn ends now: the queued one streams through the upgrade
+    for name in streaming:
+        gates[name].touch()
+    for name in streaming:
+        sup.wait_received(f"queued in {name}.")
+
+    install(code, ROOT)
+    os.kill(sup.proc.pid, signal.SIGHUP)
+    wait_for(lambda: f"Adopted {SESSIONS} keepers," in sup.log(), what="the new release to adopt every keeper",
+             seen=lambda: sup.log()[-2000:])
+    wait_for(sup._answers, what="the new release to answer")
+    assert sup.request("hello")["version"] == __version__
+    for name in names:
+        gates[name].touch()
+
+    for name in names:
+        for mid in (held[name], queued[name]):
+            assert one_outcome(sup, name, mid)["kind"] == "result"
+    with sup.client() as c:
+        after = {name: c.request("send", session=name, text=f"after the upgrade in {name}.")["message_id"]
+                 for name in names}
+    for name in names:
+        assert one_outcome(sup, name, after[name])["kind"] == "result"
+        no_gaps(sup, name)
+        users = [e["message_id"] for e in sup.events(name) if e["kind"] == "user"]
+        assert sorted(users) == sorted({held[name], queued[name], after[name]})  # each to Claude once
+    assert {name: sup.keeper_pid(name) for name in names} == keepers  # adopted, none replaced
+    assert len(sup.claude_starts()) == SESSIONS  # no Claude restarted
+    record(f"an upgrade from {release.name} (commit {release.commit}): the code swapped, then SIGHUP,"
+           " with every session mid-turn", sessions=SESSIONS, keepers_adopted=SESSIONS,
+           turns_through_the_upgrade=2 * SESSIONS, answered_once=f"{3 * SESSIONS}/{3 * SESSIONS}",
+           events_lost_or_doubled=0, claude_restarted=0)
 
 
 def test_an_event_of_wire_3_reads_as_this_release_writes_it() -> None:
