@@ -27,7 +27,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from protocol import __version__
+from protocol import RemoteError, __version__
 from supervisord_claude import _wire
 
 from .conftest import ROOT, SYSTEM, SupervisorProcess, wait_for
@@ -223,3 +223,40 @@ def test_an_event_of_wire_3_reads_as_this_release_writes_it() -> None:
     assert event.body == {"tool_use_id": "toolu_9", "name": "Bash", "input": {"command": "ls"}, "message_id": 12}
     with pytest.raises(_wire.WireError):
         _wire.decode(msgpack.packb({"t": "event", "kind": "tool_use", "n": 7, "body": "not a map"}))
+
+
+def test_a_restart_into_code_that_cannot_start_is_refused_and_the_turn_goes_on(make_supervisor,
+                                                                               tmp_base: Path) -> None:
+    """An upgrade whose new dependency is not installed would not come back: the restart
+    is refused (op and SIGHUP), this supervisor goes on; once it is installed, it goes."""
+    code = tmp_base / "code"
+    code.symlink_to(ROOT)
+    broken = tmp_base / "broken"  # this release, without a dependency it imports
+    broken.mkdir()
+    for package in ("supervisord_claude", "protocol"):
+        (broken / package).symlink_to(ROOT / package)
+    (broken / "orjson.py").write_text("raise ModuleNotFoundError(\"No module named 'orjson'\")\n")
+    sup = make_supervisor(env={"PYTHONPATH": str(code)}).start()
+    sup.ctl("new", "alpha", check=True)
+    gate = sup.base / "gate"
+    mid = sup.request("send", session="alpha", text=f"waitfile:{gate} long job")["message_id"]
+    claude = sup.wait_received("long job")["pid"]
+    keeper = sup.keeper_pid("alpha")
+
+    install(code, broken)
+    with pytest.raises(RemoteError) as refused:
+        sup.request("restart")
+    assert refused.value.code == "restart_refused" and "No module named 'orjson'" in refused.value.message
+    os.kill(sup.proc.pid, signal.SIGHUP)
+    wait_for(lambda: sup.log().count("restart refused") == 2, what="the SIGHUP to be refused too")
+    assert sup.proc.poll() is None and sup.request("hello")["version"] == __version__
+    assert "restarting in place" not in sup.log() and "Traceback" not in sup.log()
+
+    install(code, ROOT)  # the dependency is there now
+    sup.request("restart")
+    wait_for(lambda: "Adopted 1 keepers" in sup.log(), what="the restart to adopt the keeper")
+    wait_for(sup._answers, what="the restarted supervisor to answer")
+    assert sup.keeper_pid("alpha") == keeper and SYSTEM.alive(claude)
+    gate.touch()
+    sup.wait_event("alpha", lambda e: e.get("message_id") == mid and e["kind"] == "result", what="the answer")
+    assert len(outcomes(sup, "alpha", mid)) == 1
