@@ -536,12 +536,18 @@ class KeeperPool:
         return rec.keeper_n + 1 if rec is not None and rec.keeper_pid == pid else 1
 
     def _on_hello(self, ident: bytes, msg: _wire.Hello) -> None:
-        if msg.version != _wire.WIRE_VERSION:
+        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
+            # a keeper a previous supervisor left, maybe of the release before an upgrade
+            if msg.version in _wire.ADOPTABLE_WIRE_VERSIONS:
+                self._adopt(ident, msg)
+            else:  # left adoptable: reaped when the adoption window closes
+                log.warning("the keeper of %s (pid %d) speaks wire version %d; this release adopts %s:"
+                            " it is stopped", msg.session, msg.pid, msg.version,
+                            ", ".join(map(str, sorted(_wire.ADOPTABLE_WIRE_VERSIONS))))
+            return
+        if msg.version != _wire.WIRE_VERSION:  # forked by our own fork server: our code
             log.warning("keeper pid %d speaks wire version %d, not %d: not taken on", msg.pid, msg.version,
                         _wire.WIRE_VERSION)
-            return
-        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
-            self._adopt(ident, msg)
             return
         handle = self.by_pid.get(msg.pid)
         if handle is None:
@@ -600,8 +606,8 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
-        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s)", msg.session, msg.pid, msg.claude_pid,
-                 msg.state)
+        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
+                 msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
 
     # exits ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -156,6 +157,31 @@ def recover_store(store: Store, now: float, adopted: frozenset[str] = frozenset(
         store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
 
 
+def restart_argv() -> list[str]:
+    """What a restart in place runs: this supervisor's command, with the code installed now."""
+    return [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]]
+
+
+#: what a start does before it touches anything: import the daemon, read the configuration
+_START_CHECK = "import sys\nfrom supervisord_claude import _config, _startup, _supervisor\n_config.parse(sys.argv[1:])\n"
+
+
+def restart_problem() -> str | None:
+    """Why the code installed now would not start (its last line of error), or None. A
+    restart in place that would not come back — an upgrade whose new dependency is not
+    installed, a configuration the new release refuses — is refused before anything stops,
+    and this supervisor goes on."""
+    try:
+        check = subprocess.run([sys.executable, "-c", _START_CHECK, *sys.argv[1:]], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if check.returncode == 0:
+        return None
+    lines = check.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {check.returncode}"
+
+
 def run(config: Config) -> int:
     """Start-up order matters: lock, reap, fork server (no threads yet), then the loop."""
     from ._supervisor import Supervisor
@@ -192,7 +218,7 @@ def run(config: Config) -> int:
         # the keepers wait for it and are adopted, so running turns go on
         log.info("restarting in place")
         logging.shutdown()
-        os.execv(sys.executable, [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]])
+        os.execv(sys.executable, restart_argv())
     if supervisor.exit_status:
         log.critical("supervisor stopped (exit status %d); its keepers wait for the next one", supervisor.exit_status)
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -27,13 +28,13 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from protocol import CONTROL_SOCKET, EventKind, Reason, SessionState, control_endpoint, instance_id
+from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
 
 from . import _wire
 from ._clock import Clock, LoopClock
 from ._config import Config
 from ._control import ControlServer, bind_private
-from ._errors import StoreError
+from ._errors import OpError, StoreError
 from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._keeper import STOP_GRACE
@@ -41,7 +42,7 @@ from ._ops import Ops
 from ._os import System, sd_notify
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._sockets import send_now
-from ._startup import reap_stale, recover_store
+from ._startup import reap_stale, recover_store, restart_problem
 from ._store import QUEUED, WRITTEN, Store
 
 log = logging.getLogger("supervisord_claude")
@@ -221,7 +222,7 @@ class Supervisor:
         self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        loop.add_signal_handler(signal.SIGHUP, self.request_restart)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
         self._task(self._prune_loop())
         self._task(self._watch_store())
@@ -349,14 +350,25 @@ class Supervisor:
 
     def request_restart(self) -> None:
         """Restart in place (SIGHUP, the restart op): stop serving without stopping any
-        keeper; ``run`` then re-executes the supervisor, which adopts them."""
+        keeper; ``run`` then re-executes the supervisor, which adopts them. Refused
+        (``restart_refused``) if the code installed now would not start."""
         if self.stopping:
             return
+        problem = restart_problem()
+        if problem is not None:
+            log.error("restart refused: the code installed now would not start (%s); this supervisor goes on",
+                      problem)
+            raise OpError(ErrorCode.RESTART_REFUSED, f"the code installed now would not start ({problem});"
+                          " this supervisor goes on: fix the installation, then restart")
         log.info("restart requested: keepers and their Claude keep running")
         sd_notify("RELOADING=1\nSTATUS=restarting in place")
         self.stopping = self.restarting = True
         self.core.ops.stopping = True
         asyncio.get_running_loop().call_later(0.05, self._stop_serving)  # after the reply is sent
+
+    def _on_sighup(self) -> None:
+        with contextlib.suppress(OpError):  # refused: logged, and this supervisor goes on
+            self.request_restart()
 
     def _stop_serving(self) -> None:
         for task in list(self._tasks):
