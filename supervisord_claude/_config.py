@@ -27,6 +27,8 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_ORPHAN_TIMEOUT = 300.0
 DEFAULT_PERMISSION_TIMEOUT = 600.0
 DEFAULT_KEEPER_START_TIMEOUT = 30.0
+#: clients connected to the control socket at once; more wait until some leave
+DEFAULT_MAX_CONNECTIONS = 1000
 
 log = logging.getLogger("supervisord_claude")
 
@@ -66,6 +68,8 @@ class Config:
     keeper_start_timeout: float = DEFAULT_KEEPER_START_TIMEOUT
     #: how long keepers keep Claude running after their supervisor died, waiting for the next
     orphan_timeout: float = DEFAULT_ORPHAN_TIMEOUT
+    #: clients connected at once (fewer if the open-files limit leaves less room)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
 
@@ -111,6 +115,7 @@ _TOP_KEYS = {
     "event_retention_days",
     "orphan_timeout",
     "keeper_start_timeout",
+    "max_connections",
     "personas",
     "telegram",
 }
@@ -156,6 +161,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("keeper_start_timeout: must be a positive number of seconds")
         out["keeper_start_timeout"] = float(value)
+    if "max_connections" in raw:
+        value = _expect(raw, "max_connections", int, "")
+        if value < 1:
+            raise ConfigError("max_connections: must be a positive number of connections")
+        out["max_connections"] = value
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -279,6 +289,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         permission_timeout=file_values.get("permission_timeout", DEFAULT_PERMISSION_TIMEOUT),
         event_retention_days=file_values.get("event_retention_days", 30.0),
         orphan_timeout=orphan_timeout,
+        max_connections=file_values.get("max_connections", DEFAULT_MAX_CONNECTIONS),
         telegram=telegram,
         config_path=config_path if file_values else None,
     )
@@ -353,6 +364,7 @@ def describe(config: Config) -> list[tuple[str, str]]:
         ("orphan_timeout", f"{config.orphan_timeout:g} s"),
         ("keeper_start_timeout", f"{config.keeper_start_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
+        ("max_connections", str(config.max_connections)),
         ("claude_args", " ".join(config.claude_args) or "(none)"),
         ("personas", personas),
         ("telegram.token", mask(config.telegram.token)),

@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import sys
 import time
 from dataclasses import replace
@@ -119,11 +120,33 @@ def recover_store(store: Store, now: float, adopted: frozenset[str] = frozenset(
         store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
+    keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # (the kernel takes no more than fs.nr_open)
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            return soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft
+        log.info("open-files limit raised from %d to %d", soft, target)
+        return target
+    return soft
+
+
 def run(config: Config) -> int:
     """Start-up order matters: lock, reap, fork server (no threads yet), then the loop."""
     from ._supervisor import Supervisor
 
     config = replace(config, claude_bin=find_claude(config.claude_bin))
+    raise_open_files_limit()
     prepare_runtime_dir(config.runtime_dir)
     lock_fd = acquire_lock(config.runtime_dir)
     instance = instance_id(config.runtime_dir)
