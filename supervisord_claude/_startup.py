@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -180,6 +181,25 @@ def restart_problem() -> str | None:
         return None
     lines = check.stderr.strip().splitlines()
     return lines[-1] if lines else f"exit status {check.returncode}"
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
+    keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # (the kernel takes no more than fs.nr_open)
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            return soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft
+        log.info("open-files limit raised from %d to %d", soft, target)
+        return target
+    return soft
 
 
 def run(config: Config) -> int:
@@ -187,6 +207,7 @@ def run(config: Config) -> int:
     from ._supervisor import Supervisor
 
     config = replace(config, claude_bin=find_claude(config.claude_bin))
+    raise_open_files_limit()
     prepare_runtime_dir(config.runtime_dir)
     lock_fd = acquire_lock(config.runtime_dir)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -209,10 +209,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self.ctx = zmq.asyncio.Context()
         self.keepers = KeeperSocket(self.ctx, self.config)
-        self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET)
+        self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET, self.config.max_connections)
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
                                self.keepers, self.control.send, self.request_shutdown, self.request_restart)
         self.control.on_gone = self.core.hub.drop_client
+        self.core.ops.limit_sources.append(self.control.limits)
         pool = self.core.pool
         pool.on_all_gone = self._all_gone.set
         pool.watch_exit = self._watch_exit
@@ -224,6 +225,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_shutdown)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
+        self._task(self.control.serve_connections())
         self._task(self._prune_loop())
         self._task(self._watch_store())
         self.core.requeue_owed()
