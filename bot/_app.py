@@ -128,13 +128,20 @@ async def on_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
-                        early: str | None = None) -> None:
+                        early: str | None = None) -> bool:
     """A button that runs one command on ``<kind>:<argument>``: its reply is shown in the
-    chat and as the button's answer, and the buttons go (pressed once). ``early`` answers
-    the press at once, for a command that takes a while."""
+    chat and as the button's answer, and the buttons go. A message's buttons work once
+    (False: this press found them spent and did nothing). ``early`` answers the press at
+    once, for a command that takes a while."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     kind, _, argument = (query.data or "").partition(":")
+    if query.message is not None and not await core_of(context).link.first_press(
+            update.effective_chat.id, query.message.message_id):
+        await query.answer(render.ALREADY_DONE)
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_reply_markup(None)
+        return False
     if early is not None:
         await query.answer(early)
     try:
@@ -146,6 +153,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     with contextlib.suppress(TelegramError):
         await query.edit_message_reply_markup(None)
     await send_reply(context.application, update.effective_chat.id, reply)
+    return True
 
 
 async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -153,7 +161,8 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     the message that was waiting (if this bot still holds it)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name))
+    if not await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name)):
+        return
     core = core_of(context)
     waiting = core.first_messages.pop(chat, None)
     if waiting is not None and await core.link.active(chat) is not None:
@@ -226,16 +235,9 @@ async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
 
 
 async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and update.effective_chat is not None
-    name = (query.data or "").removeprefix("switch:")
-    core = core_of(context)
-    try:
-        reply = await commands.switch(core.link, update.effective_chat.id, [name])
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
-    await query.answer(reply.text[:190])
-    await send_reply(context.application, update.effective_chat.id, reply)
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name]))
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

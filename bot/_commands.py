@@ -21,6 +21,8 @@ from . import _render as render
 
 KV_ACTIVE = "telegram.active.{chat}"
 KV_OWNER = "telegram.owner.{session}"
+KV_PRESSED = "telegram.pressed.{chat}"  # the bot's messages whose buttons were pressed
+PRESSED_KEPT = 500  # per chat: far more than a user has unpressed buttons to go back to
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
@@ -104,6 +106,18 @@ class Link:
         if key not in self._kv:
             self._kv[key] = (await self.request("kv_get", timeout=timeout, key=key))["value"]
         return self._kv[key]
+
+    async def first_press(self, chat: int, message_id: int) -> bool:
+        """True the first time a button of this message is pressed, False ever after: a
+        button is single-use, kept in the supervisor so a double tap or a press after a
+        bot restart cannot do the thing twice (presses are handled one at a time)."""
+        key = KV_PRESSED.format(chat=chat)
+        pressed = await self.kv_cached(key)
+        spent = list(pressed) if isinstance(pressed, list) else []
+        if message_id in spent:
+            return False
+        await self.kv_put(key, [*spent, message_id][-PRESSED_KEPT:])  # before acting: never twice
+        return True
 
     async def kv_put(self, key: str, value: Any) -> None:
         """Write (or, for None, delete) a value read with ``kv_cached``."""

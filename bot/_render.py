@@ -99,6 +99,7 @@ TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
 SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
+ALREADY_DONE = "Already done: each button works once."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")
