@@ -260,26 +260,39 @@ async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYP
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_message is not None and update.effective_chat is not None
-    chat, text = update.effective_chat.id, update.effective_message.text or ""
+    """Text goes to the chat's active session; a reply goes to the session that wrote the
+    message it quotes; a waiting question takes it only as ``requests.typed_answer`` says."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    chat, text = update.effective_chat.id, message.text or ""
     core = core_of(context)
+    replied = message.reply_to_message
     try:
-        # a question waits: this answers it (asked as briefly as a send: a supervisor that
-        # is there but does not answer holds the message up one attempt, not the default)
-        said = await requests.typed_answer(core.link, chat, text, SEND_ATTEMPT)
+        # asked as briefly as a send: a supervisor that is there but does not answer holds
+        # the message up one attempt, not the default
+        writer = await core.link.author(chat, replied.message_id) if replied is not None else None
+        if writer is not None and not await core.link.visible(writer):
+            writer = None
+        typed = await requests.typed_answer(core.link, chat, text, replied.message_id if replied else None,
+                                            writer, SEND_ATTEMPT)
     except RemoteError as exc:
         await send_reply(context.application, chat, commands.error_reply(exc))
         return
     except ConnectionFailed:
-        said = None  # no supervisor: forward() keeps the message until it is back
-    if said is not None:
-        await context.bot.send_message(chat, said)
+        writer, typed = None, requests.Typed()  # no supervisor: forward() keeps the message until it is back
+    if typed.said is not None:
+        await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
         return
-    replied = update.effective_message.reply_to_message
     quoted = (replied.text or replied.caption) if replied is not None else None
     if quoted:  # a reply to an earlier message: Claude sees what it answers
         text = render.quoted(quoted) + text
-    await forward(update, context, text, None)
+    await forward(update, context, text, None, session=writer)
+    active = await core.link.active(chat) if writer is not None else None
+    if writer is not None and writer != active:
+        await send_reply(context.application, chat, commands.Reply(render.routed_text(writer, active), quiet=True))
+    if typed.waiting is not None:
+        await send_reply(context.application, chat, commands.Reply(render.still_asking_text(typed.waiting),
+                                                                  quiet=True))
 
 
 async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -337,8 +350,9 @@ SEND_ATTEMPT = 5.0
 SEND_RETRY_EVERY = 2.0
 
 
-async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None) -> None:
-    """Send a message to the chat's session. While the supervisor does not answer, the
+async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None,
+                  session: str | None = None) -> None:
+    """Send a message to ``session`` (by default the chat's active one). While the supervisor does not answer, the
     same request (same idempotency key) is sent again until it does: the user is told it
     waits, and the message reaches Claude exactly once. Later updates wait behind it, so
     their order is kept; an update is confirmed to Telegram only after this returns."""
@@ -351,7 +365,8 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
         try:
             message = update.effective_message
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
-                                        message_id=message.message_id if message is not None else None)
+                                        message_id=message.message_id if message is not None else None,
+                                        session=session)
             break
         except (RemoteError, ConnectionFailed) as exc:
             # away, or stopping / restarting in place: kept and sent again until it takes it

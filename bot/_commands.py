@@ -23,6 +23,8 @@ KV_ACTIVE = "telegram.active.{chat}"
 KV_OWNER = "telegram.owner.{session}"
 KV_PRESSED = "telegram.pressed.{chat}"  # the bot's messages whose buttons were pressed
 PRESSED_KEPT = 500  # per chat: far more than a user has unpressed buttons to go back to
+KV_WROTE = "telegram.wrote.{chat}"  # which session wrote the bot's recent messages (for replies)
+WROTE_KEPT = 300  # per chat: the messages a reply is likely to quote
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
@@ -118,6 +120,24 @@ class Link:
             return False
         await self.kv_put(key, [*spent, message_id][-PRESSED_KEPT:])  # before acting: never twice
         return True
+
+    async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
+        """Remember that ``session`` wrote these messages (an answer, a prompt, a tool
+        log): a reply to one of them goes to that session."""
+        if not message_ids:
+            return
+        key = KV_WROTE.format(chat=chat)
+        wrote = await self.kv_cached(key)
+        pairs = [p for p in wrote if isinstance(p, list) and len(p) == 2] if isinstance(wrote, list) else []
+        await self.kv_put(key, [*pairs, *([m, session] for m in message_ids)][-WROTE_KEPT:])
+
+    async def author(self, chat: int, message_id: int) -> str | None:
+        """The session that wrote this message of the bot, if it is one it remembers."""
+        wrote = await self.kv_cached(KV_WROTE.format(chat=chat))
+        for pair in wrote if isinstance(wrote, list) else []:
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == message_id and isinstance(pair[1], str):
+                return pair[1]
+        return None
 
     async def kv_put(self, key: str, value: Any) -> None:
         """Write (or, for None, delete) a value read with ``kv_cached``."""
@@ -333,11 +353,11 @@ def parse_origin(origin: Any) -> tuple[int, int | None, int | None] | None:
 
 async def send(
     link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str,
-    timeout: float | None = None, message_id: int | None = None,
+    timeout: float | None = None, message_id: int | None = None, session: str | None = None,
 ) -> Reply | None:
-    """Forward a message to the chat's active session; None when there is nothing to say
-    (the answer arrives through the event stream)."""
-    active = await link.active(chat, timeout)
+    """Forward a message to ``session`` (by default the chat's active one); None when
+    there is nothing to say (the answer arrives through the event stream)."""
+    active = session or await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
         return Reply(render.NO_ACTIVE_OFFER, buttons=[
             (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])

@@ -115,24 +115,29 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
 
 async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
                      markup: InlineKeyboardMarkup | None = None,
-                     reply_parameters: ReplyParameters | None = None) -> None:
-    await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                               reply_markup=markup, reply_parameters=reply_parameters)
+                     reply_parameters: ReplyParameters | None = None) -> int:
+    """Send one part; its message id."""
+    sent = await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
+                                      reply_markup=markup, reply_parameters=reply_parameters)
+    return int(sent.message_id)
 
 
 KV_PROGRESS = "telegram.delivery.progress"
 
 
 async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
-                      text: str, reply_to: int | None = None) -> None:
+                      text: str, reply_to: int | None = None, session: str | None = None) -> None:
     """Send an answer's parts, resuming after the last part Telegram accepted: a part that
     failed is sent again, never one before it (also after a bot restart). The first part
-    answers ``reply_to`` (the question); a long answer also comes as a document."""
+    answers ``reply_to`` (the question); a long answer also comes as a document. Each
+    part is remembered as ``session``'s (a reply to it goes there)."""
     chunks = render.markdown_chunks(text)
     done = core.parts_sent.get(event_id, 0)
     for i in range(done, len(chunks)):
         thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
-        await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        sent = await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        if session is not None:
+            await core.link.note_author(chat, [sent], session)
         if i + 1 < len(chunks):
             core.parts_sent = {event_id: i + 1}
             await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
@@ -199,10 +204,14 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         if event.get("session") != await core.link.active(chat):
             text = render.labelled(str(event.get("session")), text)
         origin = commands.parse_origin(event.get("origin"))
-        await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None)
+        await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None,
+                          str(event.get("session")))
     elif kind == "tool_use":
         log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
+        started = log_.message_id
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+        if log_.message_id is not None and log_.message_id != started:
+            await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
     elif kind == "permission_request":
         await requests.show(app, core.link, chat, event)
     elif kind == "permission_resolved":

@@ -82,6 +82,18 @@ def labelled(session: str, text: str) -> str:
     return f"**[{session}]**\n\n{text}"
 
 
+def routed_text(writer: str, active: str | None) -> str:
+    """A reply went to the session that wrote the quoted message, not the chat's own."""
+    stays = f" ('{active}' stays this chat's session)" if active else ""
+    return f"↪️ Sent to '{writer}', the session that wrote the message you replied to{stays}."
+
+
+def still_asking_text(session: str) -> str:
+    """Text went elsewhere while another session's question waits."""
+    return (f"❓ Claude's question in '{session}' still waits for your answer: tap an option, or reply to the"
+            " question with your own.")
+
+
 FRESH_BUTTON = "Start a fresh conversation in '{name}'"
 
 

@@ -157,6 +157,26 @@ def test_an_answer_from_another_session_says_whose_it_is(env) -> None:  # noqa: 
     assert not plain["text"].startswith("[")
 
 
+def test_a_reply_goes_to_the_session_that_wrote_the_quoted_message_and_says_so(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    earlier = say(api, "the plan is X", "echo: the plan is X")
+    say(api, "/new beta", "created")  # beta is now the chat's session
+    before = len(api.sent)
+    api.message(USER, "why X?", reply_to_message={
+        "message_id": earlier["message_id"], "date": 0, "chat": {"id": USER, "type": "private"},
+        "from": {"id": 123456, "is_bot": True, "first_name": "Claude"}, "text": earlier["text"]})
+    answer = api.wait_for_text(lambda t: "why X?" in t and t.startswith("[alpha]"), chat_id=USER)
+    assert "history: 2 earlier" in answer["text"]  # alpha's conversation, not beta's
+    routed = wait_for(lambda: next((m for m in api.sent[before:] if m["text"].startswith("↪️")), None), 60,
+                      what="the note that the reply went to alpha")
+    assert routed["text"] == ("↪️ Sent to 'alpha', the session that wrote the message you replied to"
+                              " ('beta' stays this chat's session).")
+    assert [e["text"] for e in sup.events("beta") if e["kind"] == "user"] == []
+    plain = say(api, "hello beta", "echo: hello beta")
+    assert not plain["text"].startswith("[")  # the chat's session is still beta
+
+
 def test_a_long_answer_also_arrives_as_a_document(env) -> None:  # noqa: F811
     _, api, _ = env
     say(api, "/new alpha", "created")
