@@ -117,13 +117,35 @@ async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The bot's commands, then Claude Code's (with the active session's custom ones)."""
     assert update.effective_chat is not None
-    await context.bot.send_message(update.effective_chat.id, render.HELP_TEXT)
+    chat = update.effective_chat.id
+    core = core_of(context)
+    cwd = None
+    with contextlib.suppress(RemoteError, ConnectionFailed):  # the bot's own list needs no supervisor
+        active = await core.link.active(chat)
+        cwd = await core.session_dir(active) if active else None
+    names = commands.claude_commands(cwd)
+    await context.bot.send_message(chat, f"{render.HELP_TEXT}\n\n{render.claude_commands_text(names)}")
 
 
 async def on_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_chat is not None
     await context.bot.send_message(update.effective_chat.id, render.START_TEXT)
+
+
+async def spent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """A message's buttons work once: a press after the first is answered "already done"
+    (and the buttons go) — True then, and the caller does nothing."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    if query.message is None or await core_of(context).link.first_press(update.effective_chat.id,
+                                                                        query.message.message_id):
+        return False
+    await query.answer(render.ALREADY_DONE)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    return True
 
 
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
@@ -136,11 +158,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     kind, _, argument = (query.data or "").partition(":")
-    if query.message is not None and not await core_of(context).link.first_press(
-            update.effective_chat.id, query.message.message_id):
-        await query.answer(render.ALREADY_DONE)
-        with contextlib.suppress(TelegramError):
-            await query.edit_message_reply_markup(None)
+    if await spent(update, context):
         return False
     if early is not None:
         await query.answer(early)
@@ -228,10 +246,50 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
     await send_reply(context.application, chat, reply)
 
 
+HELD_KEPT = 100  # "/word" messages waiting for their "Send it to Claude" button
+
+
 async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_message is not None and update.effective_chat is not None
-    word = (update.effective_message.text or "").split()[0][:40]
-    await context.bot.send_message(update.effective_chat.id, f"Unknown command {word}. Send /help for the list.")
+    """A /command that is not the bot's: Claude Code's own (built-in or the project's) goes
+    to Claude as typed; anything else waits for a "Send it to Claude" press."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    chat, text = update.effective_chat.id, message.text or ""
+    first, _, rest = text.partition(" ")
+    word = first[1:].split("@")[0]
+    text = f"/{word} {rest}".rstrip() if rest else f"/{word}"  # without a group chat's @botname
+    core = core_of(context)
+    try:
+        active = await core.link.active(chat, SEND_ATTEMPT)
+    except (RemoteError, ConnectionFailed):
+        active = None  # asked again by forward(), which waits for the supervisor
+    cwd = await core.session_dir(active) if active else None
+    if word in commands.claude_commands(cwd):
+        await forward(update, context, text, None)
+        return
+    core.held[(chat, message.message_id)] = (update, text)
+    while len(core.held) > HELD_KEPT:
+        core.held.pop(next(iter(core.held)))
+    await send_reply(context.application, chat, commands.Reply(
+        render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
+
+
+async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button under a /word that is not a command: it goes to Claude as it is."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    if await spent(update, context):
+        return
+    chat = update.effective_chat.id
+    argument = (query.data or "").partition(":")[2]
+    held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
+    await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    if held is None:
+        await context.bot.send_message(chat, render.HELD_GONE)
+        return
+    await forward(held[0], context, held[1], None)
 
 
 async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -544,6 +602,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
     app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
+    app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

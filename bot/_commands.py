@@ -428,16 +428,51 @@ async def move(link: Link, session: str) -> Reply:
     target = link.pending_moves.pop(session, None)
     if target is None or not await link.visible(session):
         return Reply("This move is no longer pending; send /cd again.")
-    info = await link.request("status", session=session)
-    if info["live"]:
-        with contextlib.suppress(RemoteError):
-            await link.request("suspend", session=session)
-        for _ in range(100):  # Claude stops within its grace period
-            if not (await link.request("status", session=session))["live"]:
-                break
-            await asyncio.sleep(0.1)
+    await stop_claude(link, session)
     await link.request("set_cwd", session=session, cwd=target)
     return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")
+
+
+async def stop_claude(link: Link, session: str) -> None:
+    """Suspend the session if Claude runs, and wait until it stopped (within its grace
+    period): what a fresh conversation or a move needs first."""
+    if not (await link.request("status", session=session))["live"]:
+        return
+    with contextlib.suppress(RemoteError):
+        await link.request("suspend", session=session)
+    for _ in range(100):
+        if not (await link.request("status", session=session))["live"]:
+            return
+        await asyncio.sleep(0.1)
+
+
+@on_active_session
+async def clear(link: Link, active: str, args: list[str]) -> Reply:
+    """Claude Code's /clear, done by the supervisor: a fresh conversation it also resumes
+    after a suspend (Claude's own /clear starts one the supervisor would not know)."""
+    info = await link.request("status", session=active)
+    if info["state"] == "busy" or info["queued"]:
+        return Reply(f"Claude is answering in '{active}'. /cancel it first, then /clear.")
+    await stop_claude(link, active)
+    await link.request("new_conversation", session=active)
+    return Reply(f"Session '{active}' starts a fresh conversation with your next message.")
+
+
+#: Claude Code's own commands that work in stream-json mode (measured with the pinned
+#: CLI, 2.1.331): passed to Claude as typed. /clear is ours (``clear``); /memory,
+#: /release-notes and the like answer "isn't available in this environment".
+CLAUDE_BUILTINS = ("compact", "context", "cost", "init", "review", "security-review")
+
+
+def claude_commands(cwd: str | None) -> list[str]:
+    """The slash commands Claude Code runs for a session in ``cwd``: its built-ins and the
+    custom ones (``.claude/commands/<name>.md`` of the project and of the user); none
+    that this bot answers itself."""
+    names = set(CLAUDE_BUILTINS)
+    for base in ([Path(cwd)] if cwd else []) + [Path.home()]:
+        with contextlib.suppress(OSError):
+            names.update(f.stem for f in (base / ".claude" / "commands").glob("*.md") if f.is_file())
+    return sorted(n for n in names if n not in COMMANDS and n not in BOT_ONLY)
 
 
 LS_LIMIT = 60
@@ -492,4 +527,6 @@ COMMANDS: dict[str, Command] = {
     "pwd": pwd,
     "cd": cd,
     "ls": ls,
+    "clear": clear,
 }
+BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

@@ -54,6 +54,9 @@ class Core:
         #: a chat's first message, sent before it had a session: forwarded once the
         #: "create session" button under it is pressed
         self.first_messages: dict[int, tuple[Any, str]] = {}
+        #: "/word" messages that are no command, by (chat, message id): sent to Claude
+        #: when their "Send it to Claude" button is pressed
+        self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
 
     async def session_dir(self, session: str) -> str | None:
@@ -230,6 +233,11 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         elif event.get("is_error"):
             detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
             await app.bot.send_message(chat, f"⚠️ Claude reported an error: {detail}")
+        elif event.get("num_turns") == 0 and not event.get("text") and kind == "result":
+            # a Claude Code command that answers nothing (/compact): it ran, say so
+            origin = commands.parse_origin(event.get("origin"))
+            await app.bot.send_message(chat, render.COMMAND_DONE, reply_to_message_id=origin[1] if origin else None,
+                                       allow_sending_without_reply=True)
         elif core.config.footer:
             footer = render.footer_text(event)
             if footer is not None:
