@@ -73,9 +73,9 @@ class ToolLog:
     """One Telegram message per turn listing its tool calls, edited at most every
     ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
 
-    def __init__(self, chat: int) -> None:
+    def __init__(self, chat: int, header: str | None = None) -> None:
         self.chat = chat
-        self.lines: list[str] = []
+        self.lines: list[str] = [header] if header else []  # header: whose turn, if not the chat's session
         self.message_id: int | None = None
         self.shown = 0
         self.last_edit = 0.0
@@ -83,8 +83,8 @@ class ToolLog:
     async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
         self.lines.append(line)
         if self.message_id is None:
-            msg = await app.bot.send_message(self.chat, line, disable_notification=True)
-            self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
+            msg = await app.bot.send_message(self.chat, "\n".join(self.lines), disable_notification=True)
+            self.message_id, self.shown, self.last_edit = msg.message_id, len(self.lines), time.monotonic()
         elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
             await self.flush(app)
 
@@ -190,6 +190,8 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     in_topic(event)
     kind = event["kind"]
     message_id = event.get("message_id")
+    # what a session that is not the chat's active one shows carries its name
+    label = None if event.get("session") == await core.link.active(chat) else f"[{event.get('session')}]"
     if kind == "state" and event.get("state") == "resuming":
         await app.bot.send_message(chat, render.resume_text(event.get("idle_for")), disable_notification=True)
     if kind == "state" and event.get("state") == "failed" and event.get("reason") == "resume-failed":
@@ -204,13 +206,13 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     if kind == "assistant_text":
         await core.live.finish(app, message_id)
         text = event.get("text", "")
-        if event.get("session") != await core.link.active(chat):
+        if label is not None:
             text = render.labelled(str(event.get("session")), text)
         origin = commands.parse_origin(event.get("origin"))
         await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None,
                           str(event.get("session")))
     elif kind == "tool_use":
-        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
+        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat, label))
         started = log_.message_id
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
         if log_.message_id is not None and log_.message_id != started:
@@ -240,6 +242,8 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
                                        allow_sending_without_reply=True)
         elif core.config.footer:
             footer = render.footer_text(event)
+            if footer is not None and label is not None:
+                footer = f"{label} {footer}"
             if footer is not None:
                 await app.bot.send_message(chat, footer, disable_notification=True)
         if kind == "result":  # files Claude left for the user go to the chat that asked

@@ -6,6 +6,7 @@ how taps add up is in ``_prompts``.
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,16 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
     sent (a press or a typed answer can come at once) and again with the message id (to
     edit it later)."""
     prompt, token = prompts.build(event, chat)
+    if prompt.session != await link.active(chat):  # whose it is, when not the chat's session
+        prompt.text = f"<b>[{html.escape(prompt.session)}]</b>\n{prompt.text}"
     await _save(link, token, prompt)
     if prompt.is_question:  # before the user can see it: an answer typed at once is one
         await link.kv_put(prompts.KV_ASKING.format(chat=chat), token)
+    origin = commands.parse_origin(event.get("origin"))
     sent = await app.bot.send_message(chat, prompt.text, parse_mode=ParseMode.HTML,
-                                      reply_markup=markup(prompts.keyboard(prompt, token)))
+                                      reply_markup=markup(prompts.keyboard(prompt, token)),
+                                      reply_to_message_id=origin[1] if origin else None,
+                                      allow_sending_without_reply=True)  # threaded to the message that caused it
     prompt.message_id = sent.message_id
     await _save(link, token, prompt)
     await link.note_author(chat, [sent.message_id], prompt.session)

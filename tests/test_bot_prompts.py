@@ -212,6 +212,26 @@ def test_text_typed_in_another_session_does_not_answer_the_question_a_reply_to_i
     assert user_texts(sup, "alpha") == ["askq please"]
 
 
+def test_what_another_session_shows_carries_its_name_and_its_prompt_is_threaded(chat, telegram, tmp_path) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    gate = tmp_path / "go"
+    telegram.message(USER, f"waitfile:{gate} tools:1 needperm now")
+    asked = telegram.from_users[-1]
+    sup.wait_received("needperm now")
+    say(telegram, "/new beta", "created")  # beta is the chat's session when alpha goes on
+    gate.touch()
+    prompt = telegram.wait_for_text(lambda t: "Claude wants to run" in t, chat_id=USER)
+    assert prompt["text"].startswith("[alpha]\n🔐 Claude wants to run:")
+    assert prompt["reply_parameters"]["message_id"] == asked["message_id"]
+    tools = telegram.wait_for_text(lambda t: "🔧 Read" in t, chat_id=USER)
+    assert tools["text"].startswith("[alpha]\n🔧 Read: /tmp/f0")
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    telegram.wait_for_text(lambda t: t.startswith("[alpha]") and t.endswith("permission: allow"), chat_id=USER)
+    footer = telegram.wait_for_text(lambda t: " turn" in t and t.startswith("[alpha] $"), chat_id=USER)
+    assert footer["disable_notification"]
+
+
 def test_a_plan_is_approved_into_accept_edits(chat, telegram) -> None:
     sup, _ = chat()
     say(telegram, "/new alpha", "created")
