@@ -54,6 +54,9 @@ class Core:
         #: a chat's first message, sent before it had a session: forwarded once the
         #: "create session" button under it is pressed
         self.first_messages: dict[int, tuple[Any, str]] = {}
+        #: "/word" messages that are no command, by (chat, message id): sent to Claude
+        #: when their "Send it to Claude" button is pressed
+        self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
 
     async def session_dir(self, session: str) -> str | None:
@@ -70,9 +73,9 @@ class ToolLog:
     """One Telegram message per turn listing its tool calls, edited at most every
     ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
 
-    def __init__(self, chat: int) -> None:
+    def __init__(self, chat: int, header: str | None = None) -> None:
         self.chat = chat
-        self.lines: list[str] = []
+        self.lines: list[str] = [header] if header else []  # header: whose turn, if not the chat's session
         self.message_id: int | None = None
         self.shown = 0
         self.last_edit = 0.0
@@ -80,8 +83,8 @@ class ToolLog:
     async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
         self.lines.append(line)
         if self.message_id is None:
-            msg = await app.bot.send_message(self.chat, line, disable_notification=True)
-            self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
+            msg = await app.bot.send_message(self.chat, "\n".join(self.lines), disable_notification=True)
+            self.message_id, self.shown, self.last_edit = msg.message_id, len(self.lines), time.monotonic()
         elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
             await self.flush(app)
 
@@ -115,24 +118,29 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
 
 async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
                      markup: InlineKeyboardMarkup | None = None,
-                     reply_parameters: ReplyParameters | None = None) -> None:
-    await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                               reply_markup=markup, reply_parameters=reply_parameters)
+                     reply_parameters: ReplyParameters | None = None) -> int:
+    """Send one part; its message id."""
+    sent = await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
+                                      reply_markup=markup, reply_parameters=reply_parameters)
+    return int(sent.message_id)
 
 
 KV_PROGRESS = "telegram.delivery.progress"
 
 
 async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
-                      text: str, reply_to: int | None = None) -> None:
+                      text: str, reply_to: int | None = None, session: str | None = None) -> None:
     """Send an answer's parts, resuming after the last part Telegram accepted: a part that
     failed is sent again, never one before it (also after a bot restart). The first part
-    answers ``reply_to`` (the question); a long answer also comes as a document."""
+    answers ``reply_to`` (the question); a long answer also comes as a document. Each
+    part is remembered as ``session``'s (a reply to it goes there)."""
     chunks = render.markdown_chunks(text)
     done = core.parts_sent.get(event_id, 0)
     for i in range(done, len(chunks)):
         thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
-        await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        sent = await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        if session is not None:
+            await core.link.note_author(chat, [sent], session)
         if i + 1 < len(chunks):
             core.parts_sent = {event_id: i + 1}
             await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
@@ -182,6 +190,8 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     in_topic(event)
     kind = event["kind"]
     message_id = event.get("message_id")
+    # what a session that is not the chat's active one shows carries its name
+    label = None if event.get("session") == await core.link.active(chat) else f"[{event.get('session')}]"
     if kind == "state" and event.get("state") == "resuming":
         await app.bot.send_message(chat, render.resume_text(event.get("idle_for")), disable_notification=True)
     if kind == "state" and event.get("state") == "failed" and event.get("reason") == "resume-failed":
@@ -196,13 +206,17 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     if kind == "assistant_text":
         await core.live.finish(app, message_id)
         text = event.get("text", "")
-        if event.get("session") != await core.link.active(chat):
+        if label is not None:
             text = render.labelled(str(event.get("session")), text)
         origin = commands.parse_origin(event.get("origin"))
-        await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None)
+        await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None,
+                          str(event.get("session")))
     elif kind == "tool_use":
-        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
+        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat, label))
+        started = log_.message_id
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+        if log_.message_id is not None and log_.message_id != started:
+            await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
     elif kind == "permission_request":
         await requests.show(app, core.link, chat, event)
     elif kind == "permission_resolved":
@@ -221,8 +235,15 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         elif event.get("is_error"):
             detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
             await app.bot.send_message(chat, f"⚠️ Claude reported an error: {detail}")
+        elif event.get("num_turns") == 0 and not event.get("text") and kind == "result":
+            # a Claude Code command that answers nothing (/compact): it ran, say so
+            origin = commands.parse_origin(event.get("origin"))
+            await app.bot.send_message(chat, render.COMMAND_DONE, reply_to_message_id=origin[1] if origin else None,
+                                       allow_sending_without_reply=True)
         elif core.config.footer:
             footer = render.footer_text(event)
+            if footer is not None and label is not None:
+                footer = f"{label} {footer}"
             if footer is not None:
                 await app.bot.send_message(chat, footer, disable_notification=True)
         if kind == "result":  # files Claude left for the user go to the chat that asked
