@@ -191,6 +191,13 @@ async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         link, name, drop_queued=kind == "cancelall"))
 
 
+async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/archive's question about a busy session answered: archive it now."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.archive_now(link, chat, name))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -527,6 +534,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
     app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
+    app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

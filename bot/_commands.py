@@ -255,13 +255,28 @@ async def mode(link: Link, active: str, args: list[str]) -> Reply:
 
 
 async def archive(link: Link, chat: int, args: list[str]) -> Reply:
+    """Archive a session; one that is answering, or has messages waiting, is asked about
+    first (archiving stops the answer and drops what waits)."""
     if len(args) != 1:
         return Reply("Usage: /archive <name>")
-    await link.check_visible(args[0])
-    await link.request("archive", session=args[0])
-    if await link.active(chat) == args[0]:
+    name = args[0]
+    await link.check_visible(name)
+    info = await link.request("status", session=name)
+    answering, waiting = info["state"] == "busy", int(info.get("queued") or 0)
+    if answering or waiting:
+        lost = [what for what, yes in (("stops the answer Claude is writing", answering),
+                                       (f"drops the {render.messages_text(waiting)} waiting", waiting)) if yes]
+        return Reply(f"Session '{name}' is busy: archiving it now {' and '.join(lost)}. Archive anyway?",
+                     buttons=[(f"Archive '{name}' now", f"archive:{name}")])
+    return await archive_now(link, chat, name)
+
+
+async def archive_now(link: Link, chat: int, name: str) -> Reply:
+    await link.check_visible(name)  # (a forged button)
+    await link.request("archive", session=name)
+    if await link.active(chat) == name:
         await link.set_active(chat, None)
-    return Reply(f"Session '{args[0]}' archived.")
+    return Reply(f"Session '{name}' archived.")
 
 
 @on_active_session
