@@ -114,13 +114,25 @@ def not_ours_text(word: str) -> str:
 
 
 FRESH_BUTTON = "Start a fresh conversation in '{name}'"
+RETRY_BUTTON = "🔁 Retry"
+RETRY_SENT = "🔁 Sent again."
+RETRY_DONE = "It was already sent again."
+RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+#: how the supervisor words the failure of a message that waited for a resume that failed
+RESUME_FAILED_PREFIX = "Resume failed: "
+#: how it words a message the user chose to drop (/cancel's "drop" button)
+DROPPED_PREFIX = "dropped at your request"
 
 
 def resume_failed_text(name: str, detail: str | None) -> str:
     why = f" ({detail})" if detail else ""
     return (f"❌ Session '{name}' could not resume its conversation{why}. Your message was not sent."
-            " You can start a fresh conversation in the same session (the old one is not deleted,"
-            " but Claude will not remember it), or /archive it.")
+            " You can start a fresh conversation in the same session and send it there (the old one"
+            " is not deleted, but Claude will not remember it), or /archive it.")
+
+
+def error_text(detail: str) -> str:
+    return f"⚠️ Claude reported an error: {detail}"
 
 
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
