@@ -157,4 +157,5 @@ class ErrorCode(enum.StrEnum):
     NO_SUBSCRIPTION = "no_subscription"
     STORAGE = "storage"  # disk full, database unavailable
     SHUTTING_DOWN = "shutting_down"
+    RESTART_REFUSED = "restart_refused"  # the code installed now would not start
     INTERNAL = "internal"

@@ -76,7 +76,7 @@ def main() -> int:
     path, status = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "?"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     params = ", ".join(f"{k}={os.environ.get(k, '-')}" for k in
-                       ("FAULT_ROUNDS", "HOSTILE_FRAMES", "LOAD_SESSIONS", "LOAD_STREAMING"))
+                       ("FAULT_ROUNDS", "HOSTILE_FRAMES", "LOAD_SESSIONS", "LOAD_STREAMING", "UPGRADE_SESSIONS"))
     out = [INTRO, f"Run: {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {platform.python_version()},"
            f" {params}; pytest exit status {status}.\n", "## What was tried and what held\n",
            "| what was tried | how often | what held |", "|---|---|---|"]

@@ -37,6 +37,8 @@ DEFAULT_MAX_ATTACHMENT_MIB = 32.0
 DEFAULT_INTERRUPT_TIMEOUT = 5.0
 MAX_INTERRUPT_TIMEOUT = 8.0
 MIB = 1024 * 1024
+#: clients connected to the control socket at once; more wait until some leave
+DEFAULT_MAX_CONNECTIONS = 1000
 
 log = logging.getLogger("supervisord_claude")
 
@@ -83,6 +85,8 @@ class Config:
     max_attachment_bytes: int = int(DEFAULT_MAX_ATTACHMENT_MIB * MIB)
     #: `interrupt` replies "not confirmed" if Claude has not confirmed it within this long
     interrupt_timeout: float = DEFAULT_INTERRUPT_TIMEOUT
+    #: clients connected at once (fewer if the open-files limit leaves less room)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
 
@@ -132,6 +136,7 @@ _TOP_KEYS = {
     "max_queued_mib",
     "max_attachment_mib",
     "interrupt_timeout",
+    "max_connections",
     "personas",
     "telegram",
 }
@@ -191,6 +196,11 @@ def load_toml(path: Path) -> dict[str, Any]:
     if out.get("interrupt_timeout", 0) > MAX_INTERRUPT_TIMEOUT:
         raise ConfigError(f"interrupt_timeout: at most {MAX_INTERRUPT_TIMEOUT:g} seconds (clients wait 10 s for"
                           " the reply)")
+    if "max_connections" in raw:
+        value = _expect(raw, "max_connections", int, "")
+        if value < 1:
+            raise ConfigError("max_connections: must be a positive number of connections")
+        out["max_connections"] = value
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -318,6 +328,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         max_queued_bytes=int(file_values.get("max_queued_mib", DEFAULT_MAX_QUEUED_MIB) * MIB),
         max_attachment_bytes=int(file_values.get("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
         interrupt_timeout=file_values.get("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
+        max_connections=file_values.get("max_connections", DEFAULT_MAX_CONNECTIONS),
         telegram=telegram,
         config_path=config_path if file_values else None,
     )
@@ -396,6 +407,7 @@ def describe(config: Config) -> list[tuple[str, str]]:
         ("max_attachment_mib", f"{config.max_attachment_bytes / MIB:g} MiB"),
         ("interrupt_timeout", f"{config.interrupt_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
+        ("max_connections", str(config.max_connections)),
         ("claude_args", " ".join(config.claude_args) or "(none)"),
         ("personas", personas),
         ("telegram.token", mask(config.telegram.token)),

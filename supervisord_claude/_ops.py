@@ -58,6 +58,8 @@ class Ops:
         self.request_shutdown = request_shutdown
         self.request_restart = request_restart
         self.stopping = False
+        #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
+        self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -142,6 +144,7 @@ class Ops:
                        for name in sorted(set(self.pool.queues) | set(self.pool.handles)) if self.pool.queued(name)],
             "clients": self.hub.clients(),
             "memory": self.pool.system.memory(os.getpid()),
+            "limits": {name: use for source in self.limit_sources for name, use in source().items()},
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ._claude import outbox_prompt
 from ._clock import Clock, TimerHandle
 from ._config import Config
 from ._eventlog import EventLog
+from ._keeper import keeper_title
 from ._os import System
 from ._permissions import PendingRequest
 from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, Store
@@ -92,7 +93,9 @@ class KeeperHandle:
     grace: TimerHandle | None = None  # how long its bye may trail its exit
     start_timer: TimerHandle | None = None  # how long it may take to say hello
     last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
-    adopted: bool = False  # taken over from a previous supervisor: not a child of our fork server
+    #: not a child of our (live) fork server — taken over from a previous supervisor, or
+    #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
+    adopted: bool = False
     overdue: bool = False  # killed because it did not say hello in time
     #: what waits to hear whether its interrupt was confirmed, and how long it may wait
     interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
@@ -369,6 +372,48 @@ class KeeperPool:
         elif isinstance(msg, _wire.Exited):
             self.on_exit(msg.pid, msg.status)
 
+    def on_fork_server_lost(self) -> None:
+        """The fork server died. Its keepers live on, re-parented, but nobody reports their
+        exits now: watch each like an adopted keeper. A spawn it was asked for and never
+        answered may or may not have happened: its hello settles it, or its start timeout."""
+        for handle in list(self.by_pid.values()):
+            if not handle.adopted and handle.phase is not Phase.EXIT_REPORTED:
+                handle.adopted = True
+                assert handle.pid is not None
+                self.watch_exit(handle.pid)
+        for handle in list(self.by_token.values()):
+            if handle.phase is Phase.SPAWNING:
+                handle.adopted = True  # its Spawned report will never come
+                lost = handle
+                handle.start_timer = self.clock.call_later(self.config.keeper_start_timeout,
+                                                           lambda: self._spawn_lost(lost))
+
+    def _spawn_lost(self, handle: KeeperHandle) -> None:
+        """A spawn the dead fork server never answered, and no hello came. If it did fork a
+        keeper (by its title), that one hung: kill it and report its messages not delivered
+        (as for any keeper that does not say hello in time); if it did not, the messages
+        were never taken: start the session anew with them."""
+        if handle.phase is not Phase.SPAWNING:
+            return
+        handle.start_timer = None
+        title = keeper_title(self.instance, handle.session)
+        strays = [pid for pid, t in self.system.processes_titled(title) if t == title and pid not in self.by_pid]
+        for pid in strays:
+            self.system.kill(pid, signal.SIGKILL)
+        handle.change_phase(Phase.GONE)
+        self._forget(handle)
+        ids, handle.forwarded = handle.forwarded, []
+        if strays:
+            log.error("the keeper of %s, forked just before the fork server died, did not connect; killed",
+                      handle.session)
+            self.events.fail_messages(handle.session, ids, f"the session keeper did not start within"
+                                                           f" {self.config.keeper_start_timeout:g} s")
+            return
+        log.warning("the fork server died before it started a keeper for %s; starting one now", handle.session)
+        queue = self.queues.setdefault(handle.session, collections.deque())
+        queue.extendleft(reversed([i for i in ids if i not in queue]))
+        self.dispatch(handle.session)
+
     def _hello_overdue(self, handle: KeeperHandle) -> None:
         """A keeper that never says hello would hold its messages for ever: kill it, and
         its messages are reported not delivered (see ``_gone``)."""
@@ -491,12 +536,18 @@ class KeeperPool:
         return rec.keeper_n + 1 if rec is not None and rec.keeper_pid == pid else 1
 
     def _on_hello(self, ident: bytes, msg: _wire.Hello) -> None:
-        if msg.version != _wire.WIRE_VERSION:
+        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
+            # a keeper a previous supervisor left, maybe of the release before an upgrade
+            if msg.version in _wire.ADOPTABLE_WIRE_VERSIONS:
+                self._adopt(ident, msg)
+            else:  # left adoptable: reaped when the adoption window closes
+                log.warning("the keeper of %s (pid %d) speaks wire version %d; this release adopts %s:"
+                            " it is stopped", msg.session, msg.pid, msg.version,
+                            ", ".join(map(str, sorted(_wire.ADOPTABLE_WIRE_VERSIONS))))
+            return
+        if msg.version != _wire.WIRE_VERSION:  # forked by our own fork server: our code
             log.warning("keeper pid %d speaks wire version %d, not %d: not taken on", msg.pid, msg.version,
                         _wire.WIRE_VERSION)
-            return
-        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
-            self._adopt(ident, msg)
             return
         handle = self.by_pid.get(msg.pid)
         if handle is None:
@@ -509,6 +560,8 @@ class KeeperPool:
             handle = candidate
             handle.pid = msg.pid
             self.by_pid[msg.pid] = handle
+            if handle.adopted:  # forked by a fork server that died since: no exit report will come
+                self.watch_exit(msg.pid)
         if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
             log.warning("second hello from the keeper of %s ignored", handle.session)
             return
@@ -553,8 +606,8 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
-        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s)", msg.session, msg.pid, msg.claude_pid,
-                 msg.state)
+        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
+                 msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
 
     # exits ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ is chosen by words in the user's text:
   bigline:N an answer of N MiB in one line (under the keeper's limit)
   flood:N   N MiB of stream_event lines the keeper ignores, before the answer
   tool      a tool_use + tool_result before the answer
-  apierror  a result with is_error (like an HTTP 400 from the API)
+  apierror  an HTTP 400 from the API, as the CLI reports it: an assistant text "API Error: …"
+            then a result with is_error and the same text
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
@@ -237,7 +238,10 @@ def main() -> int:
             sys.stderr.write("fake claude: crashing as asked\n")
             sys.stderr.flush()
             os._exit(3)
-        if "apierror" in text:
+        if "apierror" in text:  # as the CLI does: the error as an answer too, then the result
+            emit({"type": "assistant", "message": {"model": "<synthetic>", "role": "assistant", "content": [
+                {"type": "text", "text": "API Error: 400 invalid_request_error"}]},
+                  "is_api_error_message": True, "api_error_status": 400})
             result("success", True, "API Error: 400 invalid_request_error",
                    terminal_reason="api_error", api_error_status=400)
             continue
