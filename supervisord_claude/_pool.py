@@ -221,8 +221,8 @@ class KeeperPool:
         if handle.interrupt_timer is None:
             seconds = self.config.interrupt_timeout
             handle.interrupt_timer = self.clock.call_later(seconds, lambda: self._interrupt_reported(
-                handle, False, f"no word from the session's keeper within {seconds:g} s (it may be stopped or"
-                " overloaded); the interrupt may still take effect once it goes on"))
+                handle, False, f"no confirmation within {seconds:g} s (the session's keeper or its Claude may be"
+                " stopped or overloaded); the interrupt may still take effect once it goes on"))
         return True
 
     def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str) -> None:
