@@ -152,6 +152,7 @@ def test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing(make_superv
     refused = sup.ctl("send", "alpha", "from the shell")
     assert refused.returncode == 1 and "is full" in refused.stderr and "(queue_full)" in refused.stderr
     assert "queued:       3 of 3 messages, 0 MiB of 1 MiB (full" in sup.ctl("status", "alpha", check=True).stdout
+    assert "queues near their limit: alpha 3 of 3 messages" in sup.ctl("status", check=True).stdout
     sup.request("drop_queued", session="alpha")
     # (the keeper reports the ones it held as dropped on its own: room once it has)
     wait_for(lambda: sup.session("alpha")["queued"] == 0, what="the dropped messages to leave the queue")
