@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import sys
 from collections.abc import Iterator
@@ -480,3 +481,20 @@ def test_what_waits_for_one_client_is_bounded_in_frames_and_bytes() -> None:
     for _ in range(_control.PIPE_FRAMES):
         pipe.sent(len(KEEPALIVE))
     assert pipe.held == _control.PIPE_FRAMES * len(KEEPALIVE) and pipe.has_room(256 * 1024)
+
+
+def test_claudectl_status_shows_what_is_near_a_limit(make_supervisor: Any) -> None:
+    sup = make_supervisor(config="max_connections = 10\n").start()
+    quiet = sup.ctl("status", check=True).stdout
+    # (clients that just left may still be counted for a moment)
+    assert re.search(r"^limits: connections [1-3]/10, open files \d+/\d+", quiet, re.M), quiet
+    assert "near the limit" not in quiet
+    ctx, socks = open_clients(sup, 8)
+    try:
+        wait_for(lambda: all(s.poll(0) for s in socks), 30, what="8 clients to be answered")
+        wait_for(lambda: sup.request("status")["limits"]["connections"] == {"used": 9, "limit": 10}, 30,
+                 what="8 clients and this one counted")
+        busy = sup.ctl("status", check=True).stdout  # its own connection is the 9th of 10
+        assert re.search(r"⚠ connections (9|10)/10 \(near the limit\)", busy), busy
+    finally:
+        close_clients(ctx, socks)
