@@ -352,19 +352,26 @@ class ControlServer:
                                 len(pipe.replies))
 
     def _unstall(self, ident: bytes, pipe: ClientPipe) -> bool:
-        """Send the replies that wait; True once the client's pipe has room again."""
-        while pipe.replies:
-            if not self._push(ident, pipe, pipe.replies[0]):
-                return False
-            pipe.reply_bytes -= len(pipe.replies.popleft())
-        # a keepalive (clients ignore it) that goes through proves room; the pipe holds
-        # only the last PIPE_FRAMES frames, so each one pushes an old frame out of the count
-        for _ in range(PIPE_FRAMES):
-            if not self._push(ident, pipe, KEEPALIVE, probe=True):
-                return False
-            if pipe.held <= PIPE_BYTES // 2:
-                break
-        return True
+        """Send the replies that wait; True once the client's pipe has room again.
+
+        A keepalive (clients ignore it) that goes through proves room, and as the pipe
+        holds only the last PIPE_FRAMES frames, each pushes an old frame out of the count:
+        a client that was slow and reads again gets under the byte bound this way."""
+        proved = False
+        for _ in range(2 * PIPE_FRAMES):  # (bounded work per try; the next try goes on)
+            if pipe.replies and pipe.has_room(len(pipe.replies[0])):
+                frame = pipe.replies[0]
+                if not self._push(ident, pipe, frame):
+                    return False
+                pipe.replies.popleft()
+                pipe.reply_bytes -= len(frame)
+            elif pipe.replies or not proved or pipe.held > PIPE_BYTES // 2:
+                if not self._push(ident, pipe, KEEPALIVE, probe=True):
+                    return False
+            else:
+                return True
+            proved = True
+        return False
 
     def retry_stalled(self) -> None:
         """Try again every client whose pipe was full."""

@@ -498,3 +498,28 @@ def test_claudectl_status_shows_what_is_near_a_limit(make_supervisor: Any) -> No
         assert re.search(r"⚠ connections (9|10)/10 \(near the limit\)", busy), busy
     finally:
         close_clients(ctx, socks)
+
+
+def test_a_client_that_was_slow_and_reads_again_is_served_again(supervisor: SupervisorProcess) -> None:
+    """Its pipe filled to the byte bound with big replies, some held, the rest dropped;
+    once it reads, what was held comes, then the replies to what it asks next."""
+    supervisor.request("kv_set", key="big", value="v" * (MAX_KV_VALUE_BYTES - 100))
+    ctx, sock = raw_socket(supervisor)
+    try:
+        for i in range(400):  # ~25 MiB of replies, none read yet
+            sock.send(msgpack.packb({"v": 1, "id": i, "op": "kv_get", "key": "big"}))
+        sock.send(msgpack.packb({"v": 1, "id": "end", "op": "kv_set", "key": "slow", "value": "done"}))
+        wait_for_marker(supervisor, "slow")
+        assert supervisor.request("status")["limits"]["replies_dropped"]["used"] > 0
+        sock.send(msgpack.packb({"v": 1, "id": "now", "op": "ping"}))
+        ids = []
+        while not ids or ids[-1] != "now":
+            assert sock.poll(30_000), f"the client reads again, but after {len(ids)} replies nothing comes"
+            frame = msgpack.unpackb(sock.recv())
+            if frame.get("type") == "reply":
+                ids.append(frame["id"])
+        numbered = [i for i in ids if isinstance(i, int)]
+        assert numbered == sorted(numbered) and ids[-2:] == ["end", "now"]  # in order, none after a gap
+    finally:
+        sock.close()
+        ctx.term()
