@@ -176,6 +176,25 @@ def mib(size: int | None) -> str:
     return "?" if size is None else f"{size / 1048576:.0f} MiB"
 
 
+#: a bounded thing this full is shown as near its limit
+NEAR_LIMIT = 0.8
+
+
+def limits_text(limits: dict[str, dict[str, Any]]) -> str:
+    """One line: each bounded thing's use (``used/limit``, marked when near it), and the
+    counts of what a bound already cost (shown when not 0)."""
+    parts = []
+    for name, use in limits.items():
+        used, limit = use.get("used") or 0, use.get("limit")
+        label = name.replace("_", " ")
+        if limit:
+            near = used >= NEAR_LIMIT * limit
+            parts.append(f"{'⚠ ' if near else ''}{label} {used}/{limit}{' (near the limit)' if near else ''}")
+        elif used:
+            parts.append(f"{label} {used}")
+    return "limits: " + (", ".join(parts) or "(none reported)")
+
+
 def supervisor_text(info: dict[str, Any]) -> str:
     """The operator's view: what runs, what it costs, who waits, who is connected."""
     states = ", ".join(f"{n} {state}" for state, n in sorted((info.get("by_state") or {}).items()))
@@ -200,6 +219,8 @@ def supervisor_text(info: dict[str, Any]) -> str:
     near = queues_near_limit(info)
     if near:
         lines.append(near)
+    if info.get("limits") is not None:
+        lines.append(limits_text(info["limits"]))
     if info.get("store_problem"):
         lines.append(f"STORE PROBLEM: {info['store_problem']}")
     lines += [f"runtime dir: {info['runtime_dir']}", f"state dir: {info['state_dir']}",
