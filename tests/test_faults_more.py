@@ -135,3 +135,32 @@ def test_a_fork_server_that_keeps_dying_makes_the_supervisor_exit_1_and_the_next
     record("the fork server killed 4 times within a minute", rounds=1,
            outcome="supervisor exits 1 (restarted by systemd), keepers kept and adopted",
            running_turn="answered once", messages_lost=0)
+
+
+# --- what Claude writes (item 12) --------------------------------------------------------
+
+
+def test_malformed_lines_from_claude_are_skipped_and_the_turn_is_answered(make_supervisor) -> None:
+    from .fake_claude import MALFORMED_LINES
+
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "warm up", "--wait", check=True)
+    keeper = sup.keeper_pid("alpha")
+    with sup.client() as c:
+        mid = c.request("send", session="alpha", text="badlines then answer")["message_id"]
+    outcome = one_outcome(sup, "alpha", mid)
+    assert outcome["kind"] == "result" and "echo: badlines then answer" in outcome["text"], outcome
+    # a result whose every field has the wrong type still ends its turn, once, as a result
+    with sup.client() as c:
+        bad = c.request("send", session="alpha", text="badresult")["message_id"]
+    outcome = one_outcome(sup, "alpha", bad)
+    assert outcome["kind"] == "result" and isinstance(outcome["text"], str), outcome
+    assert all(outcome[k] is None for k in ("cost_usd", "duration_ms", "num_turns", "session_id")), outcome
+    assert "echo: next" in sup.ctl("send", "alpha", "next", "--wait", check=True, timeout=90).stdout
+    assert sup.keeper_pid("alpha") == keeper  # the same keeper and Claude went on: nothing died
+    assert "Traceback" not in sup.log()
+    no_gaps(sup, "alpha")
+    record("a Claude that writes malformed lines (not JSON, cut short, fields of the wrong type)", rounds=1,
+           lines=len(MALFORMED_LINES) + 1, outcome="skipped; the turn answered once; a malformed result ends its turn",
+           keeper_restarts=0)
