@@ -164,3 +164,70 @@ def test_malformed_lines_from_claude_are_skipped_and_the_turn_is_answered(make_s
     record("a Claude that writes malformed lines (not JSON, cut short, fields of the wrong type)", rounds=1,
            lines=len(MALFORMED_LINES) + 1, outcome="skipped; the turn answered once; a malformed result ends its turn",
            keeper_restarts=0)
+
+
+# --- a process stopped with SIGSTOP (item 12) ----------------------------------------------
+
+
+def test_a_stopped_keeper_holds_up_no_other_session_and_loses_nothing(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    for name in ("alpha", "beta"):
+        sup.ctl("new", name, check=True)
+    mid, claude = streaming_turn(sup, "alpha", 0)
+    keeper = sup.keeper_pid("alpha")
+    assert keeper is not None
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        # while it is stopped: another session starts and answers, status answers, and a
+        # message for the stopped session is accepted
+        served = 0
+        for i in range(3):
+            reply = sup.ctl("send", "beta", f"while alpha's keeper is stopped {i}", "--wait", timeout=90)
+            assert reply.returncode == 0 and f"stopped {i}" in reply.stdout, reply.stderr
+            served += 1
+        assert sup.session("alpha")["state"] == "busy"
+        with sup.client() as c:
+            queued = c.request("send", session="alpha", text="queued behind a stopped keeper")["message_id"]
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+    first = one_outcome(sup, "alpha", mid)
+    assert first["kind"] == "result" and "round 0 of a fault test" in first["text"]
+    second = one_outcome(sup, "alpha", queued)
+    assert second["kind"] == "result" and "queued behind a stopped keeper" in second["text"]
+    assert second["id"] > first["id"]  # in order
+    assert sup.keeper_pid("alpha") == keeper and SYSTEM.alive(claude)
+    no_gaps(sup, "alpha")
+    record("SIGSTOP of a keeper mid-turn while another session is used, then SIGCONT", rounds=1,
+           other_session_answers_meanwhile=served, stopped_sessions_answers="2 of 2, once each, in order",
+           messages_lost=0, duplicates=0)
+
+
+def test_a_stopped_bot_loses_and_doubles_nothing(make_supervisor, bot_env, telegram) -> None:
+    from .test_bot_app import USER, say
+
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    sup.ctl("new", "beta", check=True)
+    gate = sup.base / "gate"
+    telegram.message(USER, f"waitfile:{gate} answered while the bot is stopped")
+    sup.wait_received("answered while the bot is stopped")
+    assert bot.proc is not None
+    os.kill(bot.proc.pid, signal.SIGSTOP)
+    try:
+        gate.touch()  # the answer is written and stored while the bot cannot take it
+        sup.wait_event("alpha", lambda e: e["kind"] == "result" and "stopped" in e.get("text", ""))
+        telegram.message(USER, "sent to Telegram while the bot is stopped")
+        # the supervisor serves everyone else meanwhile
+        reply = sup.ctl("send", "beta", "claudectl while the bot is stopped", "--wait", timeout=90)
+        assert reply.returncode == 0 and "claudectl while the bot is stopped" in reply.stdout
+    finally:
+        os.kill(bot.proc.pid, signal.SIGCONT)
+    telegram.wait_for_text(lambda t: t.startswith("echo: sent to Telegram while the bot is stopped"), chat_id=USER)
+    sup.wait_consumer("telegram-bot")
+    replies = [t for t in telegram.texts(USER) if t.startswith("echo:")]
+    assert len(replies) == 2, replies  # each once, in the order they were asked
+    assert "answered while the bot is stopped" in replies[0] and "sent to Telegram while" in replies[1], replies
+    assert sum("sent to Telegram while" in r["text"] for r in sup.claude_received()) == 1  # Claude got it once
+    record("SIGSTOP of the Telegram bot while an answer is written and a message is sent, then SIGCONT", rounds=1,
+           replies_delivered=2, duplicates=0, claudectl_served_meanwhile=1, messages_lost=0)
