@@ -11,13 +11,17 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from supervisord_claude._pool import Phase
 from supervisord_claude._supervisor import MAX_FORK_SERVER_DEATHS
 
 from .conftest import SYSTEM, SupervisorProcess, wait_for
 from .test_faults import ROUNDS, gone, no_gaps, one_outcome, record, streaming_turn
+from .test_lifecycle import Harness
 from .test_supervisor import run_supervisor
 
 pytestmark = pytest.mark.timeout(300)
@@ -231,3 +235,52 @@ def test_a_stopped_bot_loses_and_doubles_nothing(make_supervisor, bot_env, teleg
     assert sum("sent to Telegram while" in r["text"] for r in sup.claude_received()) == 1  # Claude got it once
     record("SIGSTOP of the Telegram bot while an answer is written and a message is sent, then SIGCONT", rounds=1,
            replies_delivered=2, duplicates=0, claudectl_served_meanwhile=1, messages_lost=0)
+
+
+# --- in-process: what the pool does when the fork server dies mid-spawn ---------------------
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """The supervisor's socket-free core with a fake fork server and clocks (test_lifecycle's)."""
+    h = Harness(tmp_path)
+    yield h
+    h.store.close()
+
+
+def test_a_spawn_the_dead_fork_server_never_answered_is_started_anew_with_its_message(harness: Harness) -> None:
+    h = harness
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    assert len(h.fork.spawned) == 1  # asked, never answered: the fork server died
+    h.pool.on_fork_server_lost()
+    h.clock.advance(h.core.config.keeper_start_timeout)  # no hello: it never forked
+    assert len(h.fork.spawned) == 2  # asked again, of the new fork server
+    assert [m.id for m in h.fork.spawned[-1][1].messages] == [mid]
+    assert not [e for e in h.events("a") if e["kind"] == "message_failed"]
+
+
+def test_a_keeper_forked_just_before_the_fork_server_died_is_taken_on_by_its_hello(harness: Harness) -> None:
+    h = harness
+    watched: list[int] = []
+    h.pool.watch_exit = watched.append
+    h.op("create", session="a")
+    h.op("send", session="a", text="one")
+    h.pool.on_fork_server_lost()  # before its "spawned" report
+    h.hello("a", 100)
+    h.clock.advance(h.core.config.keeper_start_timeout)
+    handle = h.pool.handle_of("a")
+    assert handle is not None and handle.phase is Phase.READY and handle.pid == 100
+    assert watched == [100] and len(h.fork.spawned) == 1  # its exit is watched; no second keeper
+
+
+# --- the wall clock steps (item 12) ----------------------------------------------------------
+
+
+def test_uptime_stays_sane_when_the_wall_clock_steps_an_hour(harness: Harness) -> None:
+    h = harness
+    h.clock.advance(120)  # up two minutes
+    h.now -= 3600  # the wall clock stepped back an hour (NTP, a VM resumed, an operator)
+    assert h.op("status")["uptime"] == pytest.approx(120)
+    h.now += 7200  # and an hour forward of where it was
+    assert h.op("status")["uptime"] == pytest.approx(120)
