@@ -284,3 +284,48 @@ def test_uptime_stays_sane_when_the_wall_clock_steps_an_hour(harness: Harness) -
     assert h.op("status")["uptime"] == pytest.approx(120)
     h.now += 7200  # and an hour forward of where it was
     assert h.op("status")["uptime"] == pytest.approx(120)
+
+
+WALLCLOCK_SHIM = Path(__file__).resolve().parent / "wallclock"
+
+
+def test_the_wall_clock_stepped_an_hour_forward_and_back_fires_no_idle_timer_early_or_never(make_supervisor) -> None:
+    idle = 4.0
+    offset_file = None
+
+    def step(seconds: float) -> None:
+        assert offset_file is not None
+        offset_file.write_text(str(float(offset_file.read_text() or 0) + seconds))
+
+    sup = make_supervisor(idle_timeout=idle)
+    offset_file = sup.base / "wall-offset"
+    offset_file.write_text("0")
+    sup.env.update(FAKE_WALL_OFFSET_FILE=str(offset_file),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(WALLCLOCK_SHIM), sup.env.get("PYTHONPATH")])))
+    sup.start()
+    sup.ctl("new", "alpha", check=True)
+    waited = []
+    with sup.follow("alpha") as events:
+        for i, seconds in enumerate((3600.0, -7200.0)):  # an hour forward, then an hour back of the start
+            with sup.client() as c:
+                mid = c.request("send", session="alpha", text=f"turn {i}")["message_id"]
+            events.wait_event(lambda e, m=mid: e["kind"] == "result" and e.get("message_id") == m)
+            turn_ended = time.monotonic()  # (the keeper's idle timer started a moment before)
+            step(seconds)
+            suspended = len([e for e in events.events if e.get("state") == "suspended"]) + 1
+            events.wait_count(lambda e: e.get("state") == "suspended", suspended, timeout=60,
+                              what="the idle timer to fire (never is a failure)")
+            waited.append(time.monotonic() - turn_ended)
+            assert waited[-1] > idle - 1.0, waited  # not early: the timer is not on the wall clock
+            uptime = sup.request("status")["uptime"]
+            assert 0 < uptime < 600, uptime  # no hour more or less, never negative
+        with sup.client() as c:
+            mid = c.request("send", session="alpha", text="after the steps")["message_id"]
+        events.wait_event(lambda e: e["kind"] == "result" and e.get("message_id") == mid)
+        # "Resuming session (idle for N min)": after the step forward the hour counts (the wall
+        # clock says it passed); after the step back it is never negative
+        resumed = [e["idle_for"] for e in events.events if e.get("state") == "resuming"]
+        assert len(resumed) == 2 and resumed[0] >= 3600 and resumed[1] == 0, resumed
+    record("the wall clock stepped an hour forward, then back, while a session idles", rounds=2,
+           idle_timeout_s=idle, idle_timer_fired_after_s=[round(w, 1) for w in waited],
+           uptime="monotonic, never negative", idle_for="never negative (wall clock: a step forward counts)")
