@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,3 +330,106 @@ def test_the_wall_clock_stepped_an_hour_forward_and_back_fires_no_idle_timer_ear
     record("the wall clock stepped an hour forward, then back, while a session idles", rounds=2,
            idle_timeout_s=idle, idle_timer_fired_after_s=[round(w, 1) for w in waited],
            uptime="monotonic, never negative", idle_for="never negative (wall clock: a step forward counts)")
+
+
+# --- the store under a running supervisor (item 12) ------------------------------------------
+
+
+def test_a_store_file_deleted_under_a_running_supervisor_is_restored_and_nothing_is_lost(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "before", "--wait", check=True)
+    gate = sup.base / "gate"
+    with sup.client() as c:  # acknowledged: one Claude is answering, one queued behind it
+        answering = c.request("send", session="alpha", text=f"waitfile:{gate} answered after the deletion")["message_id"]
+        queued = c.request("send", session="alpha", text="queued before the deletion")["message_id"]
+    sup.wait_received("answered after the deletion")
+    db = sup.state_dir / "supervisor.sqlite3"
+    db.unlink()  # an operator's rm, a cleaner of old files
+    wait_for(lambda: "restored it from the open database" in sup.log(), what="the supervisor to restore the store")
+    assert db.exists() and sup.request("status")["store_problem"] is None
+    gate.touch()
+    assert one_outcome(sup, "alpha", answering)["kind"] == "result"
+    assert one_outcome(sup, "alpha", queued)["kind"] == "result"
+    assert "echo: after" in sup.ctl("send", "alpha", "after the deletion", "--wait", check=True).stdout
+    # what was acknowledged before and after the deletion is in the file a restart reads
+    sup.kill9()
+    sup.start()
+    for mid in (answering, queued):
+        assert one_outcome(sup, "alpha", mid)["kind"] == "result"
+    texts = [e["text"] for e in sup.events("alpha") if e["kind"] == "result"]
+    assert [t.split(" (")[0] for t in texts] == ["echo: before", f"echo: waitfile:{gate} answered after the deletion",
+                                                   "echo: queued before the deletion", "echo: after the deletion"]
+    no_gaps(sup, "alpha")
+    record("the store file deleted under a running supervisor mid-turn, then a restart", rounds=1,
+           outcome="written back from the open database within 2 s (logged)", acknowledged_messages=4,
+           answered_once_after_restart=4, messages_lost=0)
+
+
+@pytest.fixture
+def ext4_disk(tmp_base: Path) -> Iterator[tuple[Path, Path]]:
+    """A small ext4 file system (a loop device) mounted with errors=remount-ro, so a test
+    can make it read-only under open files as the kernel does on an I/O error (needs
+    root). Yields (mount point, image)."""
+    image, mount = tmp_base / "ext4.img", tmp_base / "ext4"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True)
+    mounted = made.returncode == 0 and subprocess.run(
+        ["mount", "-o", "loop,errors=remount-ro", str(image), str(mount)], capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip(f"cannot mount an ext4 image here: {made.stderr.strip()}")
+    yield mount, image
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def make_read_only(mount: Path) -> None:
+    """What the kernel does on a file-system error with errors=remount-ro: read-only at
+    once, whatever is open for writing (a plain ``mount -o remount,ro`` is refused then)."""
+    device = Path(subprocess.run(["findmnt", "-no", "SOURCE", str(mount)], capture_output=True, text=True,
+                                 check=True).stdout.strip()).name
+    Path(f"/sys/fs/ext4/{device}/trigger_fs_error").write_text("test: the state dir goes read-only\n")
+
+
+def test_a_state_dir_gone_read_only_under_a_running_supervisor_loses_nothing_acknowledged(ext4_disk,
+                                                                                           make_supervisor) -> None:
+    mount, image = ext4_disk
+    sup = make_supervisor()
+    sup.state_dir = mount / "state"
+    sup.start()
+    sup.ctl("new", "alpha", "--cwd", str(sup.base), check=True)  # (nothing of a session's on that disk)
+    sup.ctl("send", "alpha", "before", "--wait", check=True)
+    gate = sup.base / "gate"
+    with sup.client() as c:
+        answering = c.request("send", session="alpha", text=f"waitfile:{gate} answered on a read-only disk")
+    sup.wait_received("answered on a read-only disk")
+    keeper = sup.keeper_pid("alpha")
+    # what was written reaches the disk first: the journal's abort drops every program's
+    # dirty pages (that is a power cut, which synchronous=NORMAL does not survive in full)
+    os.sync()
+    make_read_only(mount)
+    gate.touch()  # the answer comes while nothing can be stored: it waits (keeper and memory)
+    wait_for(lambda: "cannot store events" in sup.log(), what="the supervisor to say it cannot store")
+    refused = sup.ctl("send", "alpha", "not accepted on a read-only disk")
+    assert refused.returncode == 1 and "(storage)" in refused.stderr, refused.stderr  # refused, not lost
+    assert f"the file system of {sup.state_dir} is read-only" in refused.stderr  # and why, for the operator
+    assert f"the file system of {sup.state_dir} is read-only" in sup.log()
+    assert sup.proc is not None and sup.proc.poll() is None  # no crash (so no crash loop)
+    assert sup.request("status")["pid"] == sup.proc.pid  # it still answers, for a look
+    # the operator: stop it (not gracefully: what waits in memory stays with the keeper),
+    # repair the file system, start it again — the keeper is adopted and sends it again
+    sup.kill9()
+    subprocess.run(["umount", str(mount)], check=True)
+    subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)  # (exit 1: "errors corrected")
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(mount)], check=True)
+    sup.start()
+    outcome = one_outcome(sup, "alpha", answering["message_id"])
+    assert outcome["kind"] == "result" and "answered on a read-only disk" in outcome["text"]
+    assert sup.keeper_pid("alpha") == keeper  # adopted: the same keeper kept it
+    assert "echo: after" in sup.ctl("send", "alpha", "after the repair", "--wait", check=True).stdout
+    assert not [r for r in sup.claude_received() if "not accepted" in r["text"]]
+    no_gaps(sup, "alpha")
+    record("the state dir's file system goes read-only (ext4 errors=remount-ro) mid-turn, then repair and restart",
+           rounds=1, new_messages="refused with a storage error", supervisor="kept running, said why",
+           reply_of_the_running_turn="delivered once after the restart", messages_lost=0)
