@@ -433,3 +433,29 @@ def test_a_state_dir_gone_read_only_under_a_running_supervisor_loses_nothing_ack
     record("the state dir's file system goes read-only (ext4 errors=remount-ro) mid-turn, then repair and restart",
            rounds=1, new_messages="refused with a storage error", supervisor="kept running, said why",
            reply_of_the_running_turn="delivered once after the restart", messages_lost=0)
+
+
+def test_enormous_lines_from_claude_leave_the_keeper_alive_and_its_memory_flat(make_supervisor) -> None:
+    from supervisord_claude._claude import MAX_ANSWER_CHARS
+
+    from .test_load import rss_mib
+
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "warm up", "--wait", check=True)
+    keeper = sup.keeper_pid("alpha")
+    assert keeper is not None
+    before = rss_mib(keeper)
+    after = []
+    for i in range(3):  # three 50 MB lines, one turn each
+        with sup.client() as c:
+            mid = c.request("send", session="alpha", text=f"bigline:50 number {i}")["message_id"]
+        outcome = one_outcome(sup, "alpha", mid)
+        assert outcome["kind"] == "result" and len(outcome["text"]) < MAX_ANSWER_CHARS + 100  # cut, with a note
+        after.append(rss_mib(keeper))
+    assert sup.keeper_pid("alpha") == keeper  # it did not die
+    assert after[-1] < after[0] + 16, (before, after)  # no growth from one such line to the next
+    assert "echo: next" in sup.ctl("send", "alpha", "next", "--wait", check=True, timeout=90).stdout
+    record("a Claude that writes three 50 MB lines, one per turn", rounds=3, outcome="answered, cut with a note",
+           keeper_restarts=0, keeper_rss_mib_before=round(before, 1),
+           keeper_rss_mib_after_each=[round(a, 1) for a in after])
