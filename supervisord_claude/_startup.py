@@ -9,6 +9,8 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -156,11 +158,56 @@ def recover_store(store: Store, now: float, adopted: frozenset[str] = frozenset(
         store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
 
 
+def restart_argv() -> list[str]:
+    """What a restart in place runs: this supervisor's command, with the code installed now."""
+    return [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]]
+
+
+#: what a start does before it touches anything: import the daemon, read the configuration
+_START_CHECK = "import sys\nfrom supervisord_claude import _config, _startup, _supervisor\n_config.parse(sys.argv[1:])\n"
+
+
+def restart_problem() -> str | None:
+    """Why the code installed now would not start (its last line of error), or None. A
+    restart in place that would not come back — an upgrade whose new dependency is not
+    installed, a configuration the new release refuses — is refused before anything stops,
+    and this supervisor goes on."""
+    try:
+        check = subprocess.run([sys.executable, "-c", _START_CHECK, *sys.argv[1:]], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if check.returncode == 0:
+        return None
+    lines = check.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {check.returncode}"
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
+    keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # (the kernel takes no more than fs.nr_open)
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            return soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft
+        log.info("open-files limit raised from %d to %d", soft, target)
+        return target
+    return soft
+
+
 def run(config: Config) -> int:
     """Start-up order matters: lock, reap, fork server (no threads yet), then the loop."""
     from ._supervisor import Supervisor
 
     config = replace(config, claude_bin=find_claude(config.claude_bin))
+    raise_open_files_limit()
     prepare_runtime_dir(config.runtime_dir)
     lock_fd = acquire_lock(config.runtime_dir)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -192,7 +239,7 @@ def run(config: Config) -> int:
         # the keepers wait for it and are adopted, so running turns go on
         log.info("restarting in place")
         logging.shutdown()
-        os.execv(sys.executable, [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]])
+        os.execv(sys.executable, restart_argv())
     if supervisor.exit_status:
         log.critical("supervisor stopped (exit status %d); its keepers wait for the next one", supervisor.exit_status)
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -27,13 +28,13 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from protocol import CONTROL_SOCKET, EventKind, Reason, SessionState, control_endpoint, instance_id
+from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
 
 from . import _wire
 from ._clock import Clock, LoopClock
 from ._config import Config
 from ._control import ControlServer, bind_private
-from ._errors import StoreError
+from ._errors import OpError, StoreError
 from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._keeper import STOP_GRACE
@@ -41,8 +42,8 @@ from ._ops import Ops
 from ._os import System, sd_notify
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._sockets import send_now
-from ._startup import reap_stale, recover_store
-from ._store import QUEUED, Store
+from ._startup import reap_stale, recover_store, restart_problem
+from ._store import QUEUED, WRITTEN, Store
 
 log = logging.getLogger("supervisord_claude")
 
@@ -76,7 +77,9 @@ class Core:
         """Messages accepted before a restart are still owed, in the order they came
         (those an adopted keeper holds are its own)."""
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
-        for msg in self.store.messages(None, QUEUED):
+        owed = self.store.messages(None, QUEUED)
+        self.pool.attachments.sweep((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN))
+        for msg in owed:
             if msg.id not in held:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):
@@ -206,10 +209,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self.ctx = zmq.asyncio.Context()
         self.keepers = KeeperSocket(self.ctx, self.config)
-        self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET)
+        self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET, self.config.max_connections)
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
                                self.keepers, self.control.send, self.request_shutdown, self.request_restart)
         self.control.on_gone = self.core.hub.drop_client
+        self.core.ops.limit_sources.append(self.control.limits)
         pool = self.core.pool
         pool.on_all_gone = self._all_gone.set
         pool.watch_exit = self._watch_exit
@@ -219,8 +223,9 @@ class Supervisor:
         self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        loop.add_signal_handler(signal.SIGHUP, self.request_restart)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
+        self._task(self.control.serve_connections())
         self._task(self._prune_loop())
         self._task(self._watch_store())
         self.core.requeue_owed()
@@ -355,14 +360,25 @@ class Supervisor:
 
     def request_restart(self) -> None:
         """Restart in place (SIGHUP, the restart op): stop serving without stopping any
-        keeper; ``run`` then re-executes the supervisor, which adopts them."""
+        keeper; ``run`` then re-executes the supervisor, which adopts them. Refused
+        (``restart_refused``) if the code installed now would not start."""
         if self.stopping:
             return
+        problem = restart_problem()
+        if problem is not None:
+            log.error("restart refused: the code installed now would not start (%s); this supervisor goes on",
+                      problem)
+            raise OpError(ErrorCode.RESTART_REFUSED, f"the code installed now would not start ({problem});"
+                          " this supervisor goes on: fix the installation, then restart")
         log.info("restart requested: keepers and their Claude keep running")
         sd_notify("RELOADING=1\nSTATUS=restarting in place")
         self.stopping = self.restarting = True
         self.core.ops.stopping = True
         asyncio.get_running_loop().call_later(0.05, self._stop_serving)  # after the reply is sent
+
+    def _on_sighup(self) -> None:
+        with contextlib.suppress(OpError):  # refused: logged, and this supervisor goes on
+            self.request_restart()
 
     def _stop_serving(self) -> None:
         for task in list(self._tasks):
