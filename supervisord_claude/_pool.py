@@ -97,6 +97,8 @@ class KeeperHandle:
     #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
     adopted: bool = False
     overdue: bool = False  # killed because it did not say hello in time
+    #: what it speaks: a keeper adopted after an upgrade may speak an older wire
+    wire_version: int = _wire.WIRE_VERSION
     #: what waits to hear whether its interrupt was confirmed, and how long it may wait
     interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     interrupt_timer: TimerHandle | None = None
@@ -217,6 +219,10 @@ class KeeperPool:
         handle = self.handles.get(session)
         if handle is None or not self.command(session, _wire.Interrupt()):
             return False
+        if handle.wire_version < _wire.INTERRUPT_REPORTS_SINCE:
+            on_report({"confirmed": False, "detail": "sent to Claude; its keeper, started before the supervisor was"
+                       " upgraded, cannot report whether Claude confirmed it"})
+            return True
         handle.interrupt_waiters.append(on_report)
         if handle.interrupt_timer is None:
             seconds = self.config.interrupt_timeout
@@ -587,7 +593,7 @@ class KeeperPool:
         del self.adoptable[msg.pid]
         self._tokens += 1
         handle = KeeperHandle(msg.session, self._tokens, pid=msg.pid, ident=ident, claude_pid=msg.claude_pid,
-                              adopted=True)
+                              adopted=True, wire_version=msg.version)
         handle.change_phase(Phase.STARTING)
         handle.change_phase(Phase.READY)
         if msg.state == SessionState.SUSPENDING.value:
