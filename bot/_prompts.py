@@ -28,7 +28,7 @@ from ._render import STALE_PROMPT, utf16_len
 QUESTION_TOOL = "AskUserQuestion"
 PLAN_TOOL = "ExitPlanMode"
 KV_PROMPT = "telegram.perm.{token}"
-KV_ASKING = "telegram.asking.{chat}"  # the question a typed message answers
+KV_WAITING = "telegram.waiting.{chat}"  # session -> token of the prompt waiting there (typed text)
 MAX_SHOWN = 3000  # characters of a command, diff or plan shown in a prompt
 STALE = STALE_PROMPT
 
@@ -63,6 +63,10 @@ class Prompt:
     @property
     def is_question(self) -> bool:
         return self.tool == QUESTION_TOOL
+
+    @property
+    def is_plan(self) -> bool:
+        return self.tool == PLAN_TOOL
 
     def complete(self) -> bool:
         return len(self.picks) == len(self.questions) and all(self.picks)
@@ -239,5 +243,17 @@ def toast(action: str) -> str:
             "p": "✅ Plan approved", "d": "✅ Answer sent"}.get(action, "OK")
 
 
-__all__ = ["KV_ASKING", "KV_PROMPT", "STALE", "Keyboard", "Prompt", "build", "keyboard", "outcome", "pick",
-           "toast", "token_of", "typed"]
+__all__ = [
+    "KV_PROMPT",
+    "KV_WAITING",
+    "STALE",
+    "Keyboard",
+    "Prompt",
+    "build",
+    "keyboard",
+    "outcome",
+    "pick",
+    "toast",
+    "token_of",
+    "typed",
+]

@@ -92,9 +92,19 @@ def routed_text(writer: str, active: str | None) -> str:
 
 
 def still_asking_text(session: str) -> str:
-    """Text went elsewhere while another session's question waits."""
-    return (f"❓ Claude's question in '{session}' still waits for your answer: tap an option, or reply to the"
-            " question with your own.")
+    """Text went elsewhere while another session's question or request waits."""
+    return (f"❓ Claude's request in '{session}' still waits for your answer: use its buttons, or reply to it"
+            " with your own words.")
+
+
+DENY_WITH_REASON_BUTTON = "🚫 Deny, with this as the reason"
+SEND_AS_MESSAGE_BUTTON = "Send it to Claude as a new message"
+
+
+def deny_or_send_text(session: str) -> str:
+    """Text typed while a tool call waits: the user says which it is."""
+    return (f"Claude in '{session}' waits for your answer to its request. Is this the reason to deny it, or a"
+            " new message (it would wait until the request is answered)?")
 
 
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."

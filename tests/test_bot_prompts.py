@@ -198,7 +198,7 @@ def test_text_typed_in_another_session_does_not_answer_the_question_a_reply_to_i
     question = say(telegram, "askq please", "Claude asks")
     say(telegram, "/new beta", "created")  # beta is now the chat's session; alpha's question waits
     say(telegram, "hello beta", "echo: hello beta")
-    waits = telegram.wait_for_text(lambda t: t.startswith("❓ Claude's question in 'alpha' still waits"), chat_id=USER)
+    waits = telegram.wait_for_text(lambda t: t.startswith("❓ Claude's request in 'alpha' still waits"), chat_id=USER)
     assert waits["disable_notification"]
     assert user_texts(sup, "beta") == ["hello beta"]
     assert not [e for e in sup.events("alpha") if e["kind"] == "permission_resolved"]
@@ -206,7 +206,7 @@ def test_text_typed_in_another_session_does_not_answer_the_question_a_reply_to_i
     reply_to(telegram, question, "Green")
     ack = wait_for(lambda: next((m for m in telegram.sent[before:] if "Answer sent" in m["text"]), None), 60,
                    what="the answer's acknowledgement")
-    assert ack["text"] == "✅ Answer sent to Claude's question in 'alpha' (the question you replied to)."
+    assert ack["text"] == "✅ Answer sent to Claude's question in 'alpha' (you replied to it)."
     telegram.wait_for_text(lambda t: t.startswith("[alpha]") and t.endswith('answers: {"Pick a colour": "Green"}'),
                            chat_id=USER)
     assert user_texts(sup, "alpha") == ["askq please"]
@@ -254,6 +254,38 @@ def test_keep_planning_rejects_the_plan(chat, telegram) -> None:
     telegram.press(USER, button(prompt, "✏️ Keep planning"), prompt["message_id"])
     answered(telegram, "plan: rejected (The user wants to keep planning: revise the plan.)")
     say(telegram, "/mode", "Permission mode: plan")
+
+
+def test_text_typed_under_a_plan_is_feedback_and_claude_keeps_planning(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "/mode plan", "Permission mode set to plan")
+    prompt = say(telegram, "planexit now", "Claude's plan")
+    say(telegram, "use sqlite instead", "✏️ Claude keeps planning in 'alpha', with your words as feedback")
+    answered(telegram, "plan: rejected (The user wants changes to the plan: use sqlite instead)")
+    edit_of(telegram, prompt, "🚫 Denied")
+    sup.wait_consumer("telegram-bot")
+    assert user_texts(sup, "alpha") == ["planexit now"]  # not queued as a turn of its own
+
+
+def test_text_typed_under_a_permission_prompt_can_be_the_reason_to_deny_it(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "needperm now", "Claude wants to run")
+    offer = say(telegram, "no, that file is mine", "Is this the reason to deny it")
+    assert [t for t, _ in buttons(offer)] == ["🚫 Deny, with this as the reason", "Send it to Claude as a new message"]
+    telegram.press(USER, button(offer, "🚫 Deny, with this as the reason"), offer["message_id"])
+    answered(telegram, "permission: deny (The user denied this: no, that file is mine)")
+    sup.wait_consumer("telegram-bot")
+    assert user_texts(sup, "alpha") == ["needperm now"]
+    # the other choice: the text is a message of its own, answered after the request
+    prompt = say(telegram, "needperm again", "Claude wants to run")
+    offer = say(telegram, "meanwhile, hello", "Is this the reason to deny it")
+    telegram.press(USER, button(offer, "Send it to Claude as a new message"), offer["message_id"])
+    # (updates are handled in order: the message is with the supervisor before the Allow)
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    telegram.wait_for_text(lambda t: t.startswith("echo: meanwhile, hello"), chat_id=USER)
 
 
 def test_forged_button_presses_change_nothing_and_the_bot_goes_on(chat, telegram) -> None:
