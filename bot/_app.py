@@ -212,10 +212,23 @@ async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, name))
 
 
+async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Retry under a failure: the failed message is sent again (once, however often pressed)."""
+    await answer_button(update, context, lambda link, _, message_id: commands.retry(
+        link, int(message_id) if message_id.isdigit() else -1))
+
+
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel's question: stop this answer, or stop it and drop what is queued."""
     await answer_button(update, context, lambda link, kind, name: commands.interrupt(
         link, name, drop_queued=kind == "cancelall"))
+
+
+async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/archive's question about a busy session answered: archive it now."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.archive_now(link, chat, name))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -462,6 +475,9 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             break
         except (RemoteError, ConnectionFailed) as exc:
             # away, or stopping / restarting in place: kept and sent again until it takes it
+            if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
+                reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
                 reply = commands.error_reply(exc)
                 break
@@ -634,10 +650,12 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
+    app.add_handler(CallbackQueryHandler(on_retry_button, pattern=r"^retry:"))
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
     app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
     app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
+    app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

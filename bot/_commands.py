@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class Reply:
     quiet: bool = False  # sent without a notification (a by-the-way, not an answer)
 
 
+SENT_KEPT = 500
+
+
 class Link:
     """The bot's connection to the supervisor plus its chat → active session map, which
     the supervisor stores (kv), so a restarted bot knows every chat's session."""
@@ -59,6 +63,18 @@ class Link:
         self.shared = shared
         #: session -> the directory a /cd asked for, until its button is pressed
         self.pending_moves: dict[str, str] = {}
+        #: what was sent (``send``'s fields) by the supervisor's message id, the newest
+        #: ``SENT_KEPT``: a Retry button sends a failed message again from here
+        self.sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        #: session -> its messages that failed because its conversation could not resume:
+        #: the "fresh conversation" button sends them again
+        self.failed_resume: dict[str, list[int]] = {}
+
+    def remember(self, message_id: int, fields: dict[str, Any]) -> None:
+        self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
+        self.sent.move_to_end(message_id)
+        while len(self.sent) > SENT_KEPT:
+            self.sent.popitem(last=False)
 
     async def visible(self, session: str) -> bool:
         """May the current user see and use ``session``? A session made from Telegram is
@@ -289,13 +305,28 @@ async def mode(link: Link, active: str, args: list[str]) -> Reply:
 
 
 async def archive(link: Link, chat: int, args: list[str]) -> Reply:
+    """Archive a session; one that is answering, or has messages waiting, is asked about
+    first (archiving stops the answer and drops what waits)."""
     if len(args) != 1:
         return Reply("Usage: /archive <name>")
-    await link.check_visible(args[0])
-    await link.request("archive", session=args[0])
-    if await link.active(chat) == args[0]:
+    name = args[0]
+    await link.check_visible(name)
+    info = await link.request("status", session=name)
+    answering, waiting = info["state"] == "busy", int(info.get("queued") or 0)
+    if answering or waiting:
+        lost = [what for what, yes in (("stops the answer Claude is writing", answering),
+                                       (f"drops the {render.messages_text(waiting)} waiting", waiting)) if yes]
+        return Reply(f"Session '{name}' is busy: archiving it now {' and '.join(lost)}. Archive anyway?",
+                     buttons=[(f"Archive '{name}' now", f"archive:{name}")])
+    return await archive_now(link, chat, name)
+
+
+async def archive_now(link: Link, chat: int, name: str) -> Reply:
+    await link.check_visible(name)  # (a forged button)
+    await link.request("archive", session=name)
+    if await link.active(chat) == name:
         await link.set_active(chat, None)
-    return Reply(f"Session '{args[0]}' archived.")
+    return Reply(f"Session '{name}' archived.")
 
 
 @on_active_session
@@ -317,11 +348,13 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
     if drop_queued:  # before the interrupt: the keeper takes them in this order
         await link.request("drop_queued", session=session)
     try:
-        await link.request("interrupt", session=session)
+        result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
             return Reply("Nothing to cancel: Claude is not answering." + dropped)
         raise
+    if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
+        return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
 
 
@@ -366,6 +399,8 @@ async def send(
     if attachments:
         fields["attachments"] = attachments
     sent = await link.request("send", timeout=timeout, **fields)
+    if isinstance(sent.get("message_id"), int):
+        link.remember(sent["message_id"], fields)
     ahead = sent.get("ahead")
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
         return Reply(render.queued_text(ahead), quiet=True)
@@ -392,9 +427,36 @@ async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def fresh_conversation(link: Link, name: str) -> Reply:
+    """The user chose a fresh conversation after a failed resume: start it, and send it
+    the messages that failed (the user does not type them again)."""
     await link.check_visible(name)  # (a forged button)
     await link.request("new_conversation", session=name)
-    return Reply(f"Session '{name}' starts a fresh conversation with your next message. Send it again.")
+    failed = link.failed_resume.pop(name, [])
+    resent = [m for m in failed if await resend(link, m) is None]
+    if not resent:
+        return Reply(f"Session '{name}' starts a fresh conversation with your next message.")
+    return Reply(f"Session '{name}' starts a fresh conversation: your {render.messages_text(len(resent))}"
+                 f" {'was' if len(resent) == 1 else 'were'} sent to it again.")
+
+
+async def resend(link: Link, message_id: int) -> Reply | None:
+    """Send a failed message again (its Retry button): None once it is sent, else why
+    not. Its key is the failed message's, so a second press sends nothing more."""
+    fields = link.sent.get(message_id)
+    if fields is None:
+        return Reply(render.RETRY_GONE)
+    await link.check_visible(fields["session"])
+    sent = await link.request("send", **fields, idempotency_key=f"tg-retry:{message_id}")
+    if sent.get("duplicate"):
+        return Reply(render.RETRY_DONE)
+    link.remember(sent["message_id"], fields)
+    return None
+
+
+async def retry(link: Link, message_id: int) -> Reply:
+    """The Retry button under a failure."""
+    why_not = await resend(link, message_id)
+    return why_not or Reply(render.RETRY_SENT, quiet=True)
 
 
 @on_active_session

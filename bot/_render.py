@@ -124,13 +124,25 @@ def not_ours_text(word: str) -> str:
 
 
 FRESH_BUTTON = "Start a fresh conversation in '{name}'"
+RETRY_BUTTON = "🔁 Retry"
+RETRY_SENT = "🔁 Sent again."
+RETRY_DONE = "It was already sent again."
+RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+#: how the supervisor words the failure of a message that waited for a resume that failed
+RESUME_FAILED_PREFIX = "Resume failed: "
+#: how it words a message the user chose to drop (/cancel's "drop" button)
+DROPPED_PREFIX = "dropped at your request"
 
 
 def resume_failed_text(name: str, detail: str | None) -> str:
     why = f" ({detail})" if detail else ""
     return (f"❌ Session '{name}' could not resume its conversation{why}. Your message was not sent."
-            " You can start a fresh conversation in the same session (the old one is not deleted,"
-            " but Claude will not remember it), or /archive it.")
+            " You can start a fresh conversation in the same session and send it there (the old one"
+            " is not deleted, but Claude will not remember it), or /archive it.")
+
+
+def error_text(detail: str) -> str:
+    return f"⚠️ Claude reported an error: {detail}"
 
 
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
@@ -140,6 +152,8 @@ TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
 SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
+QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
+              " Send it again once it has answered some of them (or /cancel to stop and drop them).")
 ALREADY_DONE = "Already done: each button works once."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"

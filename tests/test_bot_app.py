@@ -192,7 +192,7 @@ def test_resume_after_idle_and_resume_failure(make_supervisor, bot_env, telegram
     sup.wait_state("alpha", "suspended")
     for path in (sup.home / ".fake-claude").rglob("*.jsonl"):
         path.unlink()
-    failed = say(api, "third", "Message not delivered")["text"]
+    failed = say(api, "third", "could not resume")["text"]
     assert "No conversation found" in failed
     assert sup.session("alpha")["state"] == "failed"
 

@@ -297,7 +297,7 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     api.press(USER, button["callback_data"], offer["message_id"])
     api.wait_for_text(lambda t: "starts a fresh conversation" in t, chat_id=USER)
     assert sup.session("alpha")["session_id"] != old_id
-    answer = say(api, "second again", "echo: second again")
+    answer = api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)  # sent again by the press
     assert "history: 0 earlier messages" in answer["text"]
 
 

@@ -135,6 +135,22 @@ def test_a_tool_call_runs_and_its_result_reaches_the_api(real, api: FakeAnthropi
     assert "the answer is 42" in json.dumps(api.turn_requests()[-1]["messages"])
 
 
+def test_claude_reads_an_attachment_from_its_copy_without_asking(real, api: FakeAnthropic, tmp_base: Path) -> None:
+    """The copy taken at send is outside the session's directory: Claude gets --add-dir for
+    it, so its Read runs without a permission prompt."""
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    notes = tmp_base / "notes.txt"
+    notes.write_text("attached and read\n")
+    result = sup.ctl("send", "alpha", "readattached", "--attach", str(notes), "--wait", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "tool said:" in result.stdout and "attached and read" in result.stdout
+    events = sup.events("alpha")
+    [tool_use] = [e for e in events if e["kind"] == "tool_use"]
+    assert tool_use["input"]["file_path"].startswith(str(sup.state_dir / "attachments" / "alpha"))
+    assert not [e for e in events if e["kind"] == "permission_request"]
+
+
 def test_a_deleted_conversation_fails_resume_clearly_without_a_new_session(real, api: FakeAnthropic) -> None:
     sup = real(idle_timeout=2).start()
     sup.ctl("new", "alpha", check=True)
