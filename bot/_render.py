@@ -107,6 +107,7 @@ def deny_or_send_text(session: str) -> str:
             " new message (it would wait until the request is answered)?")
 
 
+WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
 HELD_GONE = "That message is no longer held here (the bot restarted); send it again."

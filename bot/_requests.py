@@ -20,6 +20,7 @@ from protocol import ConnectionFailed, RemoteError
 
 from . import _commands as commands
 from . import _prompts as prompts
+from . import _render as render
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -58,6 +59,12 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
     prompt.message_id = sent.message_id
     await _save(link, token, prompt)
     await link.note_author(chat, [sent.message_id], prompt.session)
+    raw = event.get("input")
+    cut = prompts.whole(prompt.tool, raw if isinstance(raw, dict) else {})
+    if cut is not None:  # all of it, to read before pressing Allow
+        await app.bot.send_document(chat, cut[1].encode(), filename=cut[0], caption=render.WHOLE_CAPTION,
+                                    reply_to_message_id=sent.message_id, allow_sending_without_reply=True,
+                                    disable_notification=True)
 
 
 async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:

@@ -288,6 +288,36 @@ def test_text_typed_under_a_permission_prompt_can_be_the_reason_to_deny_it(chat,
     telegram.wait_for_text(lambda t: t.startswith("echo: meanwhile, hello"), chat_id=USER)
 
 
+def test_a_long_command_comes_whole_as_a_file_before_allow(chat, telegram) -> None:
+    from .fake_claude import TOOL_INPUTS
+
+    chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needtool:Bash now", "Claude wants to run")
+    assert "the whole of it comes as a file below" in prompt["text"]
+    doc = wait_for(lambda: next((d for d in telegram.documents if d["filename"] == "command.sh"), None), 60,
+                   what="the whole command as a file")
+    assert doc["content"].decode() == TOOL_INPUTS["Bash"]["command"]  # "&& rm -rf build" included
+    telegram.press(USER, button(prompt, "🚫 Deny"), prompt["message_id"])
+    answered(telegram, "permission: deny")
+
+
+def test_write_and_edit_prompts_show_the_content_and_the_diff(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    write = say(telegram, "needtool:Write now", "Claude wants to write")
+    assert "40 lines, 311 bytes" in write["text"]
+    assert "line 1\nline 2\n" in write["text"] and "line 15" in write["text"] and "line 16" not in write["text"]
+    doc = wait_for(lambda: next((d for d in telegram.documents if d["filename"] == "notes.txt"), None), 60,
+                   what="the whole file")
+    assert doc["content"].decode().endswith("line 40\n")
+    telegram.press(USER, button(write, "✅ Allow"), write["message_id"])
+    answered(telegram, "permission: allow")
+    edit = say(telegram, "needtool:Edit now", "Claude wants to edit")
+    assert "@@ -1,2 +1,2 @@\n def f():\n-    return 1\n+    return 2" in edit["text"]
+    assert not [d for d in telegram.documents if d["filename"] == "app.py.diff"]  # all of it is shown
+
+
 def test_forged_button_presses_change_nothing_and_the_bot_goes_on(chat, telegram) -> None:
     sup, _ = chat()
     say(telegram, "/new alpha", "created")
