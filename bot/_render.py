@@ -217,6 +217,11 @@ MODE_HELP = ("ask: Claude asks before anything its rules do not allow (buttons h
              "bypass: nothing is asked (only if the supervisor allows it)")
 
 
+def unknown_model_text(name: str, aliases: tuple[str, ...]) -> str:
+    return (f"⚠️ Claude Code does not know the model '{name}'; nothing was changed. Pick one, or give a full"
+            f" model name (e.g. claude-sonnet-4-5). Known: {', '.join(aliases)}.")
+
+
 def mode_text(mode: str | None) -> str:
     head = f"Permission mode: {mode}\n\n" if mode else ""
     return f"{head}{MODE_HELP}\n\nUsage: /mode <ask|accept-edits|plan|bypass>"
