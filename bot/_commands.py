@@ -233,6 +233,8 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         await link.set_owner(args[0])
     except RemoteError as exc:
         if exc.code == "exists":
+            if not await link.visible(args[0]):  # another user's: say nothing about it
+                return Reply(render.name_taken_text(args[0]))
             if (await link.request("status", session=args[0]))["state"] == "archived":
                 return Reply(f"Session '{args[0]}' exists but is archived: /unarchive {args[0]} brings it back.")
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
@@ -419,9 +421,9 @@ async def send(
     """Forward a message to ``session`` (by default the chat's active one); None when
     there is nothing to say (the answer arrives through the event stream)."""
     active = session or await link.active(chat, timeout)
-    if active is None:  # a first message: offer to make a session for it
-        return Reply(render.NO_ACTIVE_OFFER, buttons=[
-            (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
+    if active is None:  # a first message: offer to make a session for it, named as it will be
+        name = free_name(await all_names(link), render.FIRST_SESSION)
+        return Reply(render.NO_ACTIVE_OFFER, buttons=[(render.NEW_SESSION_BUTTON.format(name=name), f"new:{name}")])
     fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
                               "idempotency_key": update_key}
     if attachments:
@@ -435,15 +437,25 @@ async def send(
     return None
 
 
-async def first_session(link: Link, chat: int, name: str) -> Reply:
-    """The button under a first message: create ``name`` (or ``name2``, ... if taken) and
-    make it the chat's session."""
-    taken = {s["name"] for s in (await link.request("list", all=True))["sessions"]}
-    candidate, n = name, 1
+async def all_names(link: Link) -> set[str]:
+    """Every session's name, archived ones and other users' too (names are shared)."""
+    return {s["name"] for s in (await link.request("list", all=True))["sessions"]}
+
+
+def free_name(taken: set[str], base: str) -> str:
+    """``base``, or ``base2``, ``base3``, … — the first that is not taken."""
+    candidate, n = base, 1
     while candidate in taken:
         n += 1
-        candidate = f"{name}{n}"
-    return await new_session(link, chat, [candidate])
+        candidate = f"{base}{n}"
+    return candidate
+
+
+async def first_session(link: Link, chat: int, name: str) -> Reply:
+    """The button under a first message: create ``name`` (the name on the button) and make
+    it the chat's session; if it was taken since, the next free one (the reply says which)."""
+    taken = await all_names(link)
+    return await new_session(link, chat, [name if name not in taken else free_name(taken, render.FIRST_SESSION)])
 
 
 async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:

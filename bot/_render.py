@@ -217,6 +217,11 @@ MODE_HELP = ("ask: Claude asks before anything its rules do not allow (buttons h
              "bypass: nothing is asked (only if the supervisor allows it)")
 
 
+def name_taken_text(name: str) -> str:
+    """/new of a name another user's session has (names are one namespace; theirs stays private)."""
+    return f"The name '{name}' cannot be used (session names are shared by everyone here). Pick another."
+
+
 def unknown_model_text(name: str, aliases: tuple[str, ...]) -> str:
     return (f"⚠️ Claude Code does not know the model '{name}'; nothing was changed. Pick one, or give a full"
             f" model name (e.g. claude-sonnet-4-5). Known: {', '.join(aliases)}.")
