@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, LinkPreviewOptions, Update
+from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -148,6 +148,23 @@ async def spent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
     return True
 
 
+async def show_choice(query: CallbackQuery) -> None:
+    """A pressed message keeps its text and shows what was chosen ("→ Create session
+    'main'") in place of its buttons, so it no longer reads as an open question."""
+    message = query.message
+    if not isinstance(message, Message):  # too old for Telegram to show it
+        return
+    text, markup = message.text, message.reply_markup
+    label = next((b.text for row in (markup.inline_keyboard if markup else ()) for b in row
+                  if b.callback_data == query.data), None)
+    if text and label and render.utf16_len(text) + render.utf16_len(label) < render.MAX_MESSAGE_UTF16 - 8:
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_text(f"{text}\n\n→ {label}", entities=message.entities, reply_markup=None)
+            return
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
                         early: str | None = None) -> bool:
@@ -168,8 +185,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
         reply = commands.error_reply(exc)
     if early is None:
         await query.answer(reply.text[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     await send_reply(context.application, update.effective_chat.id, reply)
     return True
 
@@ -309,8 +325,7 @@ async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT
     argument = (query.data or "").partition(":")[2]
     held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
     await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     if held is None:
         await context.bot.send_message(chat, render.HELD_GONE)
         return
@@ -335,8 +350,7 @@ async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         except (RemoteError, ConnectionFailed) as exc:
             said = commands.error_reply(exc).text
     await query.answer(said[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     await context.bot.send_message(chat, said)
 
 

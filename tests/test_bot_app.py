@@ -3,6 +3,7 @@ with the fake claude."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,10 @@ def test_sessions_list_marks_and_buttons_switch(env) -> None:
     assert button["callback_data"] == "switch:alpha"
     api.press(USER, button["callback_data"], listing["message_id"])
     api.wait_for_text(lambda t: t == "Switched to session 'alpha'.")
+    edited = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == listing["message_id"]), None),
+                      60, what="the list edited to show the choice")
+    assert edited["text"] == listing["text"] + "\n\n→ Switch to alpha"
+    assert json.loads(edited["entities"]) if isinstance(edited["entities"], str) else edited["entities"]
     assert "history: 2 earlier" in say(api, "back again", "echo: back again")["text"]
     say(api, "/switch beta", "Switched to session 'beta'.")
     assert sup.session("alpha")["live"]  # switching leaves the other one running

@@ -39,6 +39,10 @@ def test_a_first_message_offers_a_session_and_is_sent_to_it(env) -> None:  # noq
     api.wait_for_text(lambda t: "'main' created" in t, chat_id=USER)
     answer = api.wait_for_text(lambda t: t.startswith("echo: what is 2+2?"), chat_id=USER)
     assert answer
+    # the offer no longer reads as an open question: it shows what was chosen
+    edited = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == offer["message_id"]), None), 60,
+                      what="the offer edited to show the choice")
+    assert edited["text"] == f"{render.NO_ACTIVE_OFFER}\n\n→ Create session 'main'" and not edited.get("reply_markup")
     assert sup.session("main")["state"] in ("idle", "busy")
 
 
