@@ -31,6 +31,9 @@ is chosen by words in the user's text:
             allow", "permission: allow always <rules>" (updatedPermissions),
             "permission: allowed by rule" or "permission: deny (<message>)"; an interrupt
             while it waits ends the turn with terminal_reason "aborted_tools"
+  needtool:T  ask for permission to use T (Bash, Write or Edit) with a big input
+            (TOOL_INPUTS: a 5000-character command, a 40-line file, a two-line edit) and
+            answer "permission: allow" or "permission: deny"
   askq      AskUserQuestion "Pick a colour" (Red / Blue) and answer "answers: <json>"
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
@@ -76,6 +79,13 @@ answered = threading.Condition()
 
 LINE_DELAY = float(os.environ.get("FAKE_CLAUDE_LINE_DELAY") or 0)
 DELTA_LOG = os.environ.get("FAKE_CLAUDE_DELTA_LOG")
+#: what ``needtool:<T>`` asks to run: inputs too big to show whole in a prompt
+TOOL_INPUTS: dict[str, dict] = {
+    "Bash": {"command": "echo " + "x" * 5000 + " && rm -rf build"},
+    "Write": {"file_path": "/tmp/notes.txt", "content": "".join(f"line {i}\n" for i in range(1, 41))},
+    "Edit": {"file_path": "/tmp/app.py", "old_string": "def f():\n    return 1\n",
+             "new_string": "def f():\n    return 2\n"},
+}
 
 
 #: what "badlines" writes: not JSON, cut short, not an object, and objects of every
@@ -330,6 +340,13 @@ def main() -> int:
                 {"type": "text", "text": answer}]}})
             result("success", False, answer)
 
+        asked_tool = re.search(r"needtool:(\w+)", text)
+        if asked_tool and asked_tool.group(1) in TOOL_INPUTS:
+            tool_input = TOOL_INPUTS[asked_tool.group(1)]
+            decision = ask(asked_tool.group(1), tool_input, tool_input)
+            if decision is not None:
+                say(f"permission: {decision.get('behavior')}")
+            continue
         if "needperm" in text:
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
