@@ -82,6 +82,11 @@ def labelled(session: str, text: str) -> str:
     return f"**[{session}]**\n\n{text}"
 
 
+def follow_up(text: str) -> str:
+    """A turn Claude began on its own (e.g. when a background task ended): not an answer."""
+    return f"🔔 _Claude's follow-up (not an answer to a message of yours)_\n\n{text}"
+
+
 FRESH_BUTTON = "Start a fresh conversation in '{name}'"
 RETRY_BUTTON = "🔁 Retry"
 RETRY_SENT = "🔁 Sent again."

@@ -90,3 +90,30 @@ def test_a_dropped_message_is_reported_quietly_under_it_with_a_retry(env) -> Non
     press_button(api, notice, "Retry")
     sup.wait_received("second")
     api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)
+
+
+def test_a_turn_claude_starts_on_its_own_reaches_the_chat_of_the_last_message_labelled(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    gate = sup.base / "background-done"
+    say(api, "/new alpha", "created")
+    say(api, f"start it bgtask:{gate}", "echo: start it")
+    say(api, "/new beta", "created")  # the chat now talks to another session
+    sup.wait_state("alpha", "idle")
+    gate.touch()  # the background task ends: alpha's Claude writes a turn nobody asked for
+    follow_up = api.wait_for_text(lambda t: "follow-up: the background task finished" in t, chat_id=USER)
+    assert follow_up["text"].startswith("[alpha]")  # whose it is
+    assert "Claude's follow-up" in follow_up["text"]
+
+
+def test_a_follow_up_after_a_bot_restart_still_reaches_the_chat(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    api = telegram
+    gate = sup.base / "background-done"
+    say(api, "/new alpha", "created")
+    say(api, f"start it bgtask:{gate}", "echo: start it")
+    sup.wait_consumer("telegram-bot")
+    bot.kill9()
+    bot_env(sup)
+    gate.touch()
+    api.wait_for_text(lambda t: "follow-up: the background task finished" in t, chat_id=USER)

@@ -327,3 +327,26 @@ def test_a_streamed_answer_arrives_as_live_pieces_then_one_stored_text_and_one_r
     kinds = [f["event"]["kind"] for f in frames]
     assert kinds.index("assistant_text") > max(i for i, f in enumerate(frames) if f["type"] == "live")
     assert kinds.count("result") == 1
+
+
+def test_the_turn_claude_starts_when_a_background_command_ends_reaches_the_chat(real, api: FakeAnthropic,
+                                                                               telegram) -> None:
+    """What the real CLI does: after the turn that started a background Bash has ended,
+    the command's end starts a turn no message began (its result's ``origin`` says
+    ``task-notification``); the bot shows it, labelled, in the chat that last wrote."""
+    from .conftest import BotProcess
+    from .test_bot_app import USER, say
+
+    sup = real().start()
+    bot = BotProcess(sup, telegram).start()
+    try:
+        say(telegram, "/new alpha", "created")
+        telegram.message(USER, "bgbash:sleep+2;echo+done-in-background")  # (a read-only command: not asked)
+        telegram.wait_for_text(lambda t: t.startswith("tool said: Command running in background"), timeout=60,
+                               chat_id=USER)
+        follow_up = telegram.wait_for_text(lambda t: "follow-up: Background command" in t, timeout=60, chat_id=USER)
+        assert "Claude's follow-up" in follow_up["text"]
+        [notified] = [e for e in results(sup, "alpha") if e.get("message_id") is None]
+        assert not notified["is_error"]
+    finally:
+        bot.stop()
