@@ -155,9 +155,13 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     chat = update.effective_chat.id
     await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name))
     core = core_of(context)
-    waiting = core.first_messages.pop(chat, None)
-    if waiting is not None and await core.link.active(chat) is not None:
-        await forward(waiting[0], context, waiting[1], None)
+    waiting = core.first_messages.pop(chat, [])
+    if waiting and await core.link.active(chat) is not None:
+        for update_, text in waiting:
+            if text is None:  # a file: saved into the new session's uploads/ now
+                await receive_file(update_, context)
+            else:
+                await forward(update_, context, text, None)
 
 
 async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -308,8 +312,11 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     core = core_of(context)
     chat = update.effective_chat.id
     active = await core.link.active(chat)
-    if active is None:
-        await context.bot.send_message(chat, render.NO_ACTIVE)
+    if active is None:  # kept, and sent once the offered session exists
+        offered = chat in core.first_messages
+        core.first_messages.setdefault(chat, []).append((update, None))
+        if not offered:
+            await send_reply(context.application, chat, commands.first_offer())
         return
     if message.photo:
         item: Any = message.photo[-1]  # the largest size
@@ -377,7 +384,10 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
-        core.first_messages[chat] = (update, text)  # sent once a session exists (the button)
+        offered = chat in core.first_messages
+        core.first_messages.setdefault(chat, []).append((update, text))  # sent once a session exists (the button)
+        if offered:  # one offer holds them all
+            return
     if reply is not None:
         await send_reply(context.application, chat, reply)
 

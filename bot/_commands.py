@@ -356,8 +356,7 @@ async def send(
     (the answer arrives through the event stream)."""
     active = await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
-        return Reply(render.NO_ACTIVE_OFFER, buttons=[
-            (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
+        return first_offer()
     fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
                               "idempotency_key": update_key}
     if attachments:
@@ -369,6 +368,12 @@ async def send(
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
         return Reply(render.queued_text(ahead), quiet=True)
     return None
+
+
+def first_offer() -> Reply:
+    """What a message sent before the chat has a session is answered: a button to make one."""
+    return Reply(render.NO_ACTIVE_OFFER, buttons=[
+        (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
 
 
 async def first_session(link: Link, chat: int, name: str) -> Reply:

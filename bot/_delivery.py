@@ -56,9 +56,9 @@ class Core:
         #: (session, chat) told that the session could not resume, until it tries again
         self.resume_told: set[tuple[str, int]] = set()
         self._dirs: dict[str, str] = {}
-        #: a chat's first message, sent before it had a session: forwarded once the
-        #: "create session" button under it is pressed
-        self.first_messages: dict[int, tuple[Any, str]] = {}
+        #: a chat's first messages, sent before it had a session: forwarded once the
+        #: "create session" button is pressed — (update, text), or (update, None) for a file
+        self.first_messages: dict[int, list[tuple[Any, str | None]]] = {}
 
 
     async def session_dir(self, session: str) -> str | None:

@@ -117,3 +117,17 @@ def test_a_follow_up_after_a_bot_restart_still_reaches_the_chat(make_supervisor,
     bot_env(sup)
     gate.touch()
     api.wait_for_text(lambda t: "follow-up: the background task finished" in t, chat_id=USER)
+
+
+def test_a_file_sent_before_any_session_is_kept_and_sent_once_the_offered_session_exists(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    api.photo(USER, b"\xff\xd8\xff\xe0fake-jpeg", caption="what is this")
+    api.document(USER, b"col1,col2\n", "data.csv", caption="and this")
+    offer = api.wait_for_text(lambda t: t == render.NO_ACTIVE_OFFER, chat_id=USER)
+    press_button(api, offer, "Create session 'main'")
+    photo = api.wait_for_text(lambda t: t.startswith("echo: what is this"), chat_id=USER)
+    assert "[images: 1]" in photo["text"]
+    document = api.wait_for_text(lambda t: t.startswith("echo: [Attached file saved at"), chat_id=USER)
+    assert "and this" in document["text"]
+    assert api.texts(USER).count(render.NO_ACTIVE_OFFER) == 1  # one offer held both
+    assert not [t for t in api.texts(USER) if t.startswith("No active session.")]
