@@ -120,7 +120,7 @@ def test_a_follow_up_after_a_bot_restart_still_reaches_the_chat(make_supervisor,
 
 
 def test_a_file_sent_before_any_session_is_kept_and_sent_once_the_offered_session_exists(env) -> None:  # noqa: F811
-    sup, api, _ = env
+    _, api, _ = env
     api.photo(USER, b"\xff\xd8\xff\xe0fake-jpeg", caption="what is this")
     api.document(USER, b"col1,col2\n", "data.csv", caption="and this")
     offer = api.wait_for_text(lambda t: t == render.NO_ACTIVE_OFFER, chat_id=USER)
