@@ -26,7 +26,7 @@ from . import _files as files
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
-from ._live import LiveReplies
+from ._live import KV_PREVIEWS, LiveReplies
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -50,6 +50,7 @@ class Core:
         # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
         self.parts_sent: dict[int, int] = {}
         self.live = LiveReplies()  # answers being written
+        self.live.save = self._save_previews
         #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
         #: its result: an API error the CLI also wrote as the answer becomes one message
         self.last_answer: dict[int, tuple[int, int, str]] = {}
@@ -60,6 +61,12 @@ class Core:
         #: "create session" button is pressed — (update, text), or (update, None) for a file
         self.first_messages: dict[int, list[tuple[Any, str | None]]] = {}
 
+
+    async def _save_previews(self, previews: list[list[int]]) -> None:
+        try:
+            await self.link.request("kv_set", key=KV_PREVIEWS, value=previews)
+        except (ProtocolError, RemoteError, OSError) as exc:  # at worst a preview outlives a restart
+            log.warning("could not store the open previews: %s", exc)
 
     async def session_dir(self, session: str) -> str | None:
         """A session's directory (it never changes), or None if there is no such session."""
@@ -331,6 +338,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                 saved = (await core.link.request("kv_get", key=KV_PROGRESS))["value"]
                 if isinstance(saved, list) and len(saved) == 2:
                     core.parts_sent = {int(saved[0]): int(saved[1])}
+                core.live.load((await core.link.request("kv_get", key=KV_PREVIEWS))["value"])
                 progress_loaded = True
             if sub is not None:
                 sub.discard()

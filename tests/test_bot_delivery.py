@@ -4,6 +4,7 @@ the fake Bot API, against a real supervisor with the fake claude."""
 from __future__ import annotations
 
 from bot import _render as render
+from bot._live import KV_PREVIEWS
 
 from .conftest import USER, wait_for
 from .test_bot_app import env, say  # noqa: F401  (the fixture)
@@ -131,3 +132,26 @@ def test_a_file_sent_before_any_session_is_kept_and_sent_once_the_offered_sessio
     assert "and this" in document["text"]
     assert api.texts(USER).count(render.NO_ACTIVE_OFFER) == 1  # one offer held both
     assert not [t for t in api.texts(USER) if t.startswith("No active session.")]
+
+
+def test_a_group_preview_left_by_a_killed_bot_is_finished_by_the_next_one(make_supervisor, bot_env,
+                                                                          telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot = bot_env(sup)
+    group = -1001
+    api.message(USER, "/new alpha", chat_id=group)
+    api.wait_for_text(lambda t: "created" in t, chat_id=group)
+    api.message(USER, "stream:12 a long answer, written slowly for the group", chat_id=group)
+    preview = api.wait_for_text(lambda t: t.endswith(" ▍"), chat_id=group)
+    wait_for(lambda: sup.request("kv_get", key=KV_PREVIEWS)["value"], what="the bot to note its preview")
+    bot.kill9()
+    bot_env(sup)
+    sup.wait_event("alpha", lambda e: e["kind"] == "result")
+    api.wait_for_text(lambda t: t.startswith("echo: stream:12") and not t.endswith(" ▍"), chat_id=group)
+    sup.wait_consumer("telegram-bot")
+    previews = [m for m in api.sent if m["chat_id"] == group and m["text"].endswith(" ▍")]
+    assert previews == [preview]  # the restarted bot went on in the same one
+    assert {"chat_id": group, "message_id": preview["message_id"]} in api.deleted  # and removed it
+    finals = [t for t in api.texts(group) if t.startswith("echo: stream:12") and not t.endswith(" ▍")]
+    assert len(finals) == 1
