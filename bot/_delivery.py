@@ -58,8 +58,12 @@ class Core:
         self.resume_told: set[tuple[str, int]] = set()
         self._dirs: dict[str, str] = {}
         #: a chat's first messages, sent before it had a session: forwarded once the
-        #: "create session" button is pressed — (update, text), or (update, None) for a file
-        self.first_messages: dict[int, list[tuple[Any, str | None]]] = {}
+        #: "create session" button is pressed — ([update], text), or (an album's or a file's
+        #: updates, None)
+        self.first_messages: dict[int, list[tuple[list[Any], str | None]]] = {}
+        #: the later parts of one message (an album, a cut paste) by its first update's id,
+        #: while that update is handled (see ``_merge``)
+        self.merged: dict[int, list[Any]] = {}
 
 
     async def _save_previews(self, previews: list[list[int]]) -> None:

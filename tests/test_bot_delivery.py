@@ -155,3 +155,32 @@ def test_a_group_preview_left_by_a_killed_bot_is_finished_by_the_next_one(make_s
     assert {"chat_id": group, "message_id": preview["message_id"]} in api.deleted  # and removed it
     finals = [t for t in api.texts(group) if t.startswith("echo: stream:12") and not t.endswith(" ▍")]
     assert len(finals) == 1
+
+
+def test_an_album_is_one_message_to_claude_with_its_caption(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.photo(USER, b"\xff\xd8\xff\xe0one", caption="compare these", media_group_id="album-1")
+    api.photo(USER, b"\xff\xd8\xff\xe0two", media_group_id="album-1")
+    api.photo(USER, b"\xff\xd8\xff\xe0three", media_group_id="album-1")
+    answer = api.wait_for_text(lambda t: t.startswith("echo: compare these"), chat_id=USER)
+    assert "[images: 3]" in answer["text"]
+    sup.wait_state("alpha", "idle")
+    sup.wait_consumer("telegram-bot")
+    assert len([r for r in sup.claude_received()]) == 1  # one turn, not three
+    assert len([t for t in api.texts(USER) if t.startswith("echo:")]) == 1
+
+
+def test_a_long_paste_telegram_cut_in_parts_is_one_message_to_claude(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    first = "word " * 819  # 4095 characters: cut by the client at Telegram's limit
+    api.message(USER, first.strip())
+    api.message(USER, "and the end of the paste")
+    sup.wait_received("and the end of the paste")
+    sup.wait_state("alpha", "idle")
+    sup.wait_consumer("telegram-bot")
+    [received] = sup.claude_received()
+    assert received["text"] == first.strip() + "\nand the end of the paste"
+    say(api, "short one", "echo: short one")  # an ordinary message is not held back
+    assert len(sup.claude_received()) == 2
