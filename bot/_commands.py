@@ -22,6 +22,10 @@ from . import _render as render
 
 KV_ACTIVE = "telegram.active.{chat}"
 KV_OWNER = "telegram.owner.{session}"
+KV_PRESSED = "telegram.pressed.{chat}"  # the bot's messages whose buttons were pressed
+PRESSED_KEPT = 500  # per chat: far more than a user has unpressed buttons to go back to
+KV_WROTE = "telegram.wrote.{chat}"  # which session wrote the bot's recent messages (for replies)
+WROTE_KEPT = 300  # per chat: the messages a reply is likely to quote
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
@@ -120,6 +124,36 @@ class Link:
         if key not in self._kv:
             self._kv[key] = (await self.request("kv_get", timeout=timeout, key=key))["value"]
         return self._kv[key]
+
+    async def first_press(self, chat: int, message_id: int) -> bool:
+        """True the first time a button of this message is pressed, False ever after: a
+        button is single-use, kept in the supervisor so a double tap or a press after a
+        bot restart cannot do the thing twice (presses are handled one at a time)."""
+        key = KV_PRESSED.format(chat=chat)
+        pressed = await self.kv_cached(key)
+        spent = list(pressed) if isinstance(pressed, list) else []
+        if message_id in spent:
+            return False
+        await self.kv_put(key, [*spent, message_id][-PRESSED_KEPT:])  # before acting: never twice
+        return True
+
+    async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
+        """Remember that ``session`` wrote these messages (an answer, a prompt, a tool
+        log): a reply to one of them goes to that session."""
+        if not message_ids:
+            return
+        key = KV_WROTE.format(chat=chat)
+        wrote = await self.kv_cached(key)
+        pairs = [p for p in wrote if isinstance(p, list) and len(p) == 2] if isinstance(wrote, list) else []
+        await self.kv_put(key, [*pairs, *([m, session] for m in message_ids)][-WROTE_KEPT:])
+
+    async def author(self, chat: int, message_id: int) -> str | None:
+        """The session that wrote this message of the bot, if it is one it remembers."""
+        wrote = await self.kv_cached(KV_WROTE.format(chat=chat))
+        for pair in wrote if isinstance(wrote, list) else []:
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == message_id and isinstance(pair[1], str):
+                return pair[1]
+        return None
 
     async def kv_put(self, key: str, value: Any) -> None:
         """Write (or, for None, delete) a value read with ``kv_cached``."""
@@ -314,11 +348,13 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
     if drop_queued:  # before the interrupt: the keeper takes them in this order
         await link.request("drop_queued", session=session)
     try:
-        await link.request("interrupt", session=session)
+        result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
             return Reply("Nothing to cancel: Claude is not answering." + dropped)
         raise
+    if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
+        return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
 
 
@@ -350,11 +386,11 @@ def parse_origin(origin: Any) -> tuple[int, int | None, int | None] | None:
 
 async def send(
     link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str,
-    timeout: float | None = None, message_id: int | None = None,
+    timeout: float | None = None, message_id: int | None = None, session: str | None = None,
 ) -> Reply | None:
-    """Forward a message to the chat's active session; None when there is nothing to say
-    (the answer arrives through the event stream)."""
-    active = await link.active(chat, timeout)
+    """Forward a message to ``session`` (by default the chat's active one); None when
+    there is nothing to say (the answer arrives through the event stream)."""
+    active = session or await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
         return first_offer()
     fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
@@ -459,16 +495,51 @@ async def move(link: Link, session: str) -> Reply:
     target = link.pending_moves.pop(session, None)
     if target is None or not await link.visible(session):
         return Reply("This move is no longer pending; send /cd again.")
-    info = await link.request("status", session=session)
-    if info["live"]:
-        with contextlib.suppress(RemoteError):
-            await link.request("suspend", session=session)
-        for _ in range(100):  # Claude stops within its grace period
-            if not (await link.request("status", session=session))["live"]:
-                break
-            await asyncio.sleep(0.1)
+    await stop_claude(link, session)
     await link.request("set_cwd", session=session, cwd=target)
     return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")
+
+
+async def stop_claude(link: Link, session: str) -> None:
+    """Suspend the session if Claude runs, and wait until it stopped (within its grace
+    period): what a fresh conversation or a move needs first."""
+    if not (await link.request("status", session=session))["live"]:
+        return
+    with contextlib.suppress(RemoteError):
+        await link.request("suspend", session=session)
+    for _ in range(100):
+        if not (await link.request("status", session=session))["live"]:
+            return
+        await asyncio.sleep(0.1)
+
+
+@on_active_session
+async def clear(link: Link, active: str, args: list[str]) -> Reply:
+    """Claude Code's /clear, done by the supervisor: a fresh conversation it also resumes
+    after a suspend (Claude's own /clear starts one the supervisor would not know)."""
+    info = await link.request("status", session=active)
+    if info["state"] == "busy" or info["queued"]:
+        return Reply(f"Claude is answering in '{active}'. /cancel it first, then /clear.")
+    await stop_claude(link, active)
+    await link.request("new_conversation", session=active)
+    return Reply(f"Session '{active}' starts a fresh conversation with your next message.")
+
+
+#: Claude Code's own commands that work in stream-json mode (measured with the pinned
+#: CLI, 2.1.331): passed to Claude as typed. /clear is ours (``clear``); /memory,
+#: /release-notes and the like answer "isn't available in this environment".
+CLAUDE_BUILTINS = ("compact", "context", "cost", "init", "review", "security-review")
+
+
+def claude_commands(cwd: str | None) -> list[str]:
+    """The slash commands Claude Code runs for a session in ``cwd``: its built-ins and the
+    custom ones (``.claude/commands/<name>.md`` of the project and of the user); none
+    that this bot answers itself."""
+    names = set(CLAUDE_BUILTINS)
+    for base in ([Path(cwd)] if cwd else []) + [Path.home()]:
+        with contextlib.suppress(OSError):
+            names.update(f.stem for f in (base / ".claude" / "commands").glob("*.md") if f.is_file())
+    return sorted(n for n in names if n not in COMMANDS and n not in BOT_ONLY)
 
 
 LS_LIMIT = 60
@@ -523,4 +594,6 @@ COMMANDS: dict[str, Command] = {
     "pwd": pwd,
     "cd": cd,
     "ls": ls,
+    "clear": clear,
 }
+BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

@@ -64,6 +64,9 @@ class Core:
         #: the later parts of one message (an album, a cut paste) by its first update's id,
         #: while that update is handled (see ``_merge``)
         self.merged: dict[int, list[Any]] = {}
+        #: "/word" messages that are no command, by (chat, message id): sent to Claude
+        #: when their "Send it to Claude" button is pressed
+        self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
 
     async def _save_previews(self, previews: list[list[int]]) -> None:
@@ -86,9 +89,9 @@ class ToolLog:
     """One Telegram message per turn listing its tool calls, edited at most every
     ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
 
-    def __init__(self, chat: int) -> None:
+    def __init__(self, chat: int, header: str | None = None) -> None:
         self.chat = chat
-        self.lines: list[str] = []
+        self.lines: list[str] = [header] if header else []  # header: whose turn, if not the chat's session
         self.message_id: int | None = None
         self.shown = 0
         self.last_edit = 0.0
@@ -96,8 +99,8 @@ class ToolLog:
     async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
         self.lines.append(line)
         if self.message_id is None:
-            msg = await app.bot.send_message(self.chat, line, disable_notification=True)
-            self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
+            msg = await app.bot.send_message(self.chat, "\n".join(self.lines), disable_notification=True)
+            self.message_id, self.shown, self.last_edit = msg.message_id, len(self.lines), time.monotonic()
         elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
             await self.flush(app)
 
@@ -142,17 +145,20 @@ KV_PROGRESS = "telegram.delivery.progress"
 
 
 async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
-                      text: str, reply_to: int | None = None) -> int | None:
+                      text: str, reply_to: int | None = None, session: str | None = None) -> int | None:
     """Send an answer's parts, resuming after the last part Telegram accepted: a part that
     failed is sent again, never one before it (also after a bot restart). The first part
-    answers ``reply_to`` (the question); a long answer also comes as a document. Returns
-    the Telegram message id of a one-part answer."""
+    answers ``reply_to`` (the question); a long answer also comes as a document. Each
+    part is remembered as ``session``'s (a reply to it goes there). Returns the Telegram
+    message id of a one-part answer."""
     chunks = render.markdown_chunks(text)
     done = core.parts_sent.get(event_id, 0)
     last: int | None = None
     for i in range(done, len(chunks)):
         thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
         last = await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        if session is not None:
+            await core.link.note_author(chat, [last], session)
         if i + 1 < len(chunks):
             core.parts_sent = {event_id: i + 1}
             await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
@@ -239,6 +245,8 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     in_topic(event)
     if kind == "user":
         await remember_place(core, session, chat)
+    # what a session that is not the chat's active one shows carries its name
+    label = None if event.get("session") == await core.link.active(chat) else f"[{event.get('session')}]"
     if kind == "state" and event.get("state") in ("resuming", "starting"):
         core.resume_told = {told for told in core.resume_told if told[0] != session}  # a new attempt
     if kind == "state" and event.get("state") == "resuming":
@@ -257,15 +265,19 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         text = event.get("text", "")
         if follow_up:
             text = render.follow_up(text)
-        if event.get("session") != await core.link.active(chat):
+        if label is not None:
             text = render.labelled(str(event.get("session")), text)
         origin = commands.parse_origin(event.get("origin"))
-        shown = await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None)
+        shown = await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None,
+                                  str(event.get("session")))
         if shown is not None and message_id is not None:
             core.last_answer[message_id] = (chat, shown, event.get("text", ""))
     elif kind == "tool_use":
-        log_ = core.tools.setdefault(message_id if message_id is not None else session, ToolLog(chat))
+        log_ = core.tools.setdefault(message_id if message_id is not None else session, ToolLog(chat, label))
+        started = log_.message_id
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+        if log_.message_id is not None and log_.message_id != started:
+            await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
     elif kind == "permission_request":
         await requests.show(app, core.link, chat, event)
     # (permission_resolved: answered here, elsewhere (claudectl), timed out or ended with
@@ -290,8 +302,15 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
                                                 reply_markup=retry)
             else:
                 await app.bot.send_message(chat, render.error_text(detail), reply_markup=retry)
+        elif event.get("num_turns") == 0 and not event.get("text") and kind == "result":
+            # a Claude Code command that answers nothing (/compact): it ran, say so
+            origin = commands.parse_origin(event.get("origin"))
+            await app.bot.send_message(chat, render.COMMAND_DONE, reply_to_message_id=origin[1] if origin else None,
+                                       allow_sending_without_reply=True)
         elif core.config.footer:
             footer = render.footer_text(event)
+            if footer is not None and label is not None:
+                footer = f"{label} {footer}"
             if footer is not None:
                 await app.bot.send_message(chat, footer, disable_notification=True)
         if kind == "result":  # files Claude left for the user go to the chat that asked

@@ -44,6 +44,11 @@ def _check_running(runtime_dir: Path) -> None:
     if problem is not None:
         raise ConnectionFailed(f"refusing to connect: {problem}")
     if not (runtime_dir / CONTROL_SOCKET).exists():
+        if _lock_held(runtime_dir / LOCK_FILE):  # it hides its socket while it is full
+            raise ConnectionFailed(
+                f"the supervisor on {runtime_dir} takes no new clients now: it is at its connection"
+                " limit (max_connections, or its open-files limit; see its log). Try again shortly"
+            )
         raise ConnectionFailed(
             f"no supervisor is running (no socket at {runtime_dir / CONTROL_SOCKET});"
             " start it with ./scripts/run or supervisord-claude"

@@ -1,13 +1,18 @@
 """The control server: the clients' ROUTER socket — receive, decode, validate, hand the
 request to the op handlers, reply. It never dies on input: every request that could be
 read gets a reply carrying its id, whatever happens while handling it.
+
+It also owns what clients may cost the supervisor: how many may be connected at once
+(``ConnectionGate``).
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import os
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +20,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from protocol import (
     HARD_MAX_FRAME_BYTES,
@@ -33,8 +39,28 @@ from ._sockets import send_now
 
 log = logging.getLogger("supervisord_claude")
 
-#: carries out one valid request; returns its result
-Handler = Callable[[bytes, Request], dict[str, Any]]
+class LaterReply:
+    """A result its handler learns only later (an interrupt, once Claude confirmed it or
+    the wait ran out): the reply is sent when it is resolved, once."""
+
+    def __init__(self) -> None:
+        self.result: dict[str, Any] | None = None
+        self._then: Callable[[dict[str, Any]], None] | None = None
+
+    def resolve(self, result: dict[str, Any]) -> None:
+        if self.result is None:
+            self.result = result
+            if self._then is not None:
+                self._then(result)
+
+    def then(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self._then = send
+        if self.result is not None:
+            send(self.result)
+
+
+#: carries out one valid request; returns its result (now, or later)
+Handler = Callable[[bytes, Request], "dict[str, Any] | LaterReply"]
 
 #: warnings about bad client input: at most this many per LOG_PERIOD seconds (a client
 #: sending garbage in a loop must not fill the disk with the supervisor's log)
@@ -45,8 +71,9 @@ LOG_PERIOD = 60.0
 class InputWarnings:
     """Rate-limited warnings about client input; what was held back is counted and said."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, about: str = "client input") -> None:
         self.clock = clock
+        self.about = about
         self.window_start = clock()
         self.logged = 0
         self.suppressed = 0
@@ -55,14 +82,96 @@ class InputWarnings:
         now = self.clock()
         if now - self.window_start >= LOG_PERIOD:
             if self.suppressed:
-                log.warning("%d more warnings about client input were not logged in the last %.0f s",
-                            self.suppressed, now - self.window_start)
+                log.warning("%d more warnings about %s were not logged in the last %.0f s",
+                            self.suppressed, self.about, now - self.window_start)
             self.window_start, self.logged, self.suppressed = now, 0, 0
         if self.logged < LOG_BURST:
             self.logged += 1
             log.warning(message, *args)
         else:
             self.suppressed += 1
+
+
+#: file descriptors kept free whatever clients do: for keepers that connect, the store, and
+#: the connections a burst brings in before the door closes
+FD_HEADROOM = 256
+#: how often the gate looks at the open files even when no client comes or goes (a keeper
+#: that exits frees one)
+GATE_CHECK_EVERY = 1.0
+
+
+def open_files() -> tuple[int, int]:
+    """(descriptors this process has open, its soft RLIMIT_NOFILE)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:  # (listing needs a descriptor itself: none left means full)
+        used = soft
+    return used, soft
+
+
+class Door(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ConnectionGate:
+    """Keeps the number of connected clients under ``limit`` and never lets them take the
+    last file descriptors.
+
+    libzmq 4.3.5 aborts the whole process (``Too many open files
+    (src/ipc_listener.cpp:297)``, exit 134) when its ipc listener's ``accept`` fails with
+    EMFILE, so running out of descriptors must never happen. libzmq cannot refuse one
+    connection, and unbinding the listener drops every connection accepted on it; so the
+    door is the socket's *name*: at the limit (or with fewer than FD_HEADROOM descriptors
+    free) ``control.sock`` is unlinked — new clients find no socket, clients connected go
+    on — and it is linked again, from a second name the listener keeps (``.bound``),
+    once they are under it. A ZeroMQ socket monitor counts the connections."""
+
+    def __init__(self, path: Path, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.spare = path.with_name(path.name + ".bound")
+        self.limit = limit
+        self.connections = 0
+        self.door = Door.OPEN
+        self.warnings = InputWarnings(clock, about="the connection limit")
+
+    def bound(self) -> None:
+        """The listener is bound at ``path``: keep a second name to reopen the door with."""
+        self.spare.unlink(missing_ok=True)
+        os.link(self.path, self.spare)
+
+    def close(self) -> None:
+        self.spare.unlink(missing_ok=True)
+
+    def on_event(self, event: int) -> None:
+        if event == zmq.EVENT_ACCEPTED:
+            self.connections += 1
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.connections = max(0, self.connections - 1)
+
+    def check(self) -> None:
+        used, soft = open_files()
+        if self.door is Door.OPEN and (self.connections >= self.limit or soft - used < FD_HEADROOM):
+            self.path.unlink(missing_ok=True)
+            self.door = Door.CLOSED
+            self.warnings.warn("%d clients connected (max_connections %d), %d of %d open files in use: new"
+                               " clients are not accepted until some leave", self.connections, self.limit,
+                               used, soft)
+        elif self.door is Door.CLOSED and self.connections <= self.limit * 9 // 10 \
+                and soft - used >= FD_HEADROOM + FD_HEADROOM // 4:
+            try:
+                os.link(self.spare, self.path)
+            except FileExistsError:
+                pass
+            self.door = Door.OPEN
+            log.info("%d clients connected (max_connections %d): accepting new clients again",
+                     self.connections, self.limit)
+
+    def limits(self) -> dict[str, dict[str, int | None]]:
+        used, soft = open_files()
+        return {"connections": {"used": self.connections, "limit": self.limit},
+                "open_files": {"used": used, "limit": soft}}
 
 
 def bind_private(sock: zmq.Socket[Any], path: Path) -> None:
@@ -77,9 +186,16 @@ def bind_private(sock: zmq.Socket[Any], path: Path) -> None:
 
 
 class ControlServer:
-    def __init__(self, ctx: zmq.asyncio.Context, path: Path) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, path: Path, max_connections: int) -> None:
         self.path = path
         self.sock = ctx.socket(zmq.ROUTER)
+        self.gate = ConnectionGate(path, max_connections)
+        # the monitor counts connections from the first one (set before bind)
+        monitor_addr = f"inproc://control-monitor-{id(self)}"
+        self.sock.monitor(monitor_addr, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.monitor = ctx.socket(zmq.PAIR)
+        self.monitor.setsockopt(zmq.RCVHWM, 0)  # a lost event would skew the count
+        self.monitor.connect(monitor_addr)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_FRAME_BYTES)
         self.sock.setsockopt(zmq.LINGER, 500)
@@ -92,10 +208,30 @@ class ControlServer:
     def bind(self) -> None:
         """Start taking clients (after start-up and adoption are done)."""
         bind_private(self.sock, self.path)
+        self.gate.bound()
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.gate.close()
+        self.monitor.close(0)
         self.sock.close(0)
+
+    def limits(self) -> dict[str, dict[str, int | None]]:
+        """What clients use of what is bounded (for ``status``)."""
+        return self.gate.limits()
+
+    async def serve_connections(self) -> None:
+        """Count connections as they come and go; close or open the door."""
+        drain: zmq.Socket[bytes] = zmq.Socket.shadow(self.monitor.underlying)  # plain non-blocking reads
+        while True:
+            await self.monitor.poll(int(GATE_CHECK_EVERY * 1000))
+            while True:  # a burst: count it all, then decide once
+                try:
+                    frames = drain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.gate.on_event(int(parse_monitor_message(frames)["event"]))
+            self.gate.check()
 
     def send(self, ident: bytes, frame: bytes) -> None:
         """Send one frame to a client now; ``ClientSlow`` or ``ClientGone`` if not."""
@@ -155,6 +291,9 @@ class ControlServer:
             log.exception("unexpected error while handling %r", msg.get("op"))
             self.error(ident, req_id, ErrorCode.INTERNAL,
                        f"internal error ({type(exc).__name__}: {exc}); see the supervisor log")
+            return
+        if isinstance(result, LaterReply):
+            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}))
             return
         self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": result})
         after_reply(ident, request, result)

@@ -34,6 +34,9 @@ is chosen by words in the user's text:
             the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
   bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
             began (as the CLI does when a background task ends): "follow-up: …"
+  showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
+            each file named by an "[Attached file saved at P]" note, "[file NAME: content]"
+            (read as Claude's Read tool would, during the turn)
   otherwise "echo: <text> (history: K earlier messages)"
 
 Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
@@ -51,6 +54,8 @@ across ``--resume``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import queue
@@ -363,6 +368,14 @@ def main() -> int:
             answer = f"echo: {text} (history: {earlier} earlier messages; model {model})"
             if images:
                 answer += f" [images: {images}]"
+            if "showfiles" in text:
+                for block in msg["message"]["content"] if isinstance(msg["message"]["content"], list) else []:
+                    if block.get("type") == "image":
+                        digest = hashlib.sha256(base64.b64decode(block["source"]["data"])).hexdigest()[:16]
+                        answer += f" [image {digest}]"
+                for path in re.findall(r"\[Attached file saved at (.+?)\]", text):
+                    with open(path, "rb") as f:  # (at most 200 bytes: whatever the path is)
+                        answer += f" [file {Path(path).name}: {f.read(200).decode(errors='replace')}]"
         if "--include-partial-messages" in argv:  # the answer as it is written, as the CLI does
             stream = re.search(r"stream:(\d+(?:\.\d+)?)", text)
             if stream:  # the framing lines the CLI also writes (ignored by the keeper)

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import resource
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import msgpack
 import pytest
 import zmq
@@ -11,15 +17,19 @@ from protocol import (
     MAX_INT,
     MAX_KV_VALUE_BYTES,
     MAX_SUBSCRIPTIONS_PER_CLIENT,
+    ConnectionFailed,
     EventKind,
     RemoteError,
 )
 from supervisord_claude import _control
-from supervisord_claude._errors import ClientSlow
+from supervisord_claude._config import load_toml
+from supervisord_claude._errors import ClientSlow, ConfigError
 from supervisord_claude._hub import MAX_INFLIGHT_BYTES, SubscriptionHub
 from supervisord_claude._store import EventWrite, Store
 
-from .conftest import SupervisorProcess
+from .conftest import SupervisorProcess, wait_for
+from .conftest import _instances as conftest_instances
+from .test_faults import record
 
 
 def raw_socket(sup: SupervisorProcess) -> tuple[zmq.Context, zmq.Socket]:
@@ -183,7 +193,158 @@ def test_hostile_attachments_are_refused_or_bounded_never_a_hang(supervisor: Sup
             with pytest.raises(RemoteError) as err:
                 c.request("send", session="alpha", text="look", attachments=[str(bad)])
             assert err.value.code in ("bad_request", "bad_name"), (bad, err.value)
-    # a huge "image" goes to Claude by path, not inline: the turn is answered at once
-    reply = supervisor.ctl("send", "alpha", "look at it", "--attach", str(sparse), "--wait", check=True).stdout
-    assert "look at it" in reply and "[images:" not in reply
-    assert [e for e in supervisor.events("alpha") if e["kind"] == "user"][-1]["attachments"] == [str(sparse)]
+    # a huge "image" is over the attachment limit (it is copied at send): refused there
+    with supervisor.client(timeout=10) as c, pytest.raises(RemoteError) as err:
+        c.request("send", session="alpha", text="look", attachments=[str(sparse)])
+    assert err.value.code == "too_large"
+    assert "look" in supervisor.ctl("send", "alpha", "look", "--wait", check=True).stdout
+
+
+# --- issue #30: connections, open files, clients that do not read ------------------------
+
+def supervisor_memory(sup: SupervisorProcess) -> int:
+    """The supervisor's resident bytes (as its ``status`` says)."""
+    return int(sup.request("status")["memory"])
+
+
+class LimitedSupervisor(SupervisorProcess):
+    """A supervisor started under an open-files limit (soft, hard), as ``ulimit -n`` would."""
+
+    def __init__(self, base: Path, nofile: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(base, **kwargs)
+        self.nofile = nofile
+
+    def argv(self) -> list[str]:
+        soft, hard = self.nofile
+        limit = (f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}));"
+                 " os.execv(sys.argv[1], sys.argv[1:])")
+        return [sys.executable, "-c", limit, *super().argv()]
+
+
+@pytest.fixture
+def client_files() -> Iterator[None]:
+    """Room in this test process for the connections it opens (two descriptors each)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4 * 1200:
+        pytest.skip(f"the test process needs about {4 * 1200} open files; its hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4 * 1200), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def open_clients(sup: SupervisorProcess, count: int) -> tuple[zmq.Context, list[zmq.Socket]]:
+    """``count`` raw connections at once, each with a ping on its way."""
+    ctx = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, count + 100)
+    socks = []
+    for i in range(count):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"ipc://{sup.runtime_dir / 'control.sock'}")
+        sock.send(msgpack.packb({"v": 1, "id": i, "op": "ping"}))
+        socks.append(sock)
+    return ctx, socks
+
+
+def close_clients(ctx: zmq.Context, socks: list[zmq.Socket]) -> None:
+    for sock in socks:
+        sock.close()
+    ctx.term()
+
+
+def test_more_connections_than_open_files_never_take_the_supervisor_down(tmp_base: Path, client_files: None) -> None:
+    """1,200 connections at once against a hard limit of 1,024 open files: libzmq 4.3.5
+    aborted the supervisor (exit 134, every session gone). Now it raises its soft limit,
+    stops taking clients before the descriptors run out, and serves those it has."""
+    base = tmp_base / "limited"
+    base.mkdir()
+    sup = LimitedSupervisor(base, nofile=(512, 1024))
+    conftest_instances.append(sup.instance)
+    sup.start()
+    try:
+        limits = sup.request("status")["limits"]
+        assert limits["open_files"]["limit"] == 1024  # the soft limit was raised to the hard one
+        sup.ctl("new", "alpha", check=True)
+        with sup.follow("alpha") as events:
+            sup.ctl("send", "alpha", "a turn through the flood sleep:3")
+            events.wait_event(lambda e: e["kind"] == "user", what="the turn to start")
+            ctx, socks = open_clients(sup, 1200)
+            try:
+                answered = wait_for(lambda: sum(1 for s in socks if s.poll(0)) or None, 60,
+                                    what="the first of 1,200 clients to be answered")
+                # the session's turn goes on and is answered while the flood is connected
+                events.wait_event(lambda e: e["kind"] == "result", what="the turn's answer during the flood")
+                assert sup.proc is not None and sup.proc.poll() is None
+                status = wait_for(lambda: _status_from(socks), 30, what="status through a flood connection")
+                most = status["limits"]["connections"]["used"]
+                assert most <= 1024 - _control.FD_HEADROOM + 200
+                answered = sum(1 for s in socks if s.poll(0))
+            finally:
+                close_clients(ctx, socks)
+            assert 0 < answered < 1200  # some were turned away, none took the supervisor down
+        # the flood has cleared: a new client is served, and the session goes on
+        wait_for(lambda: sup.request("status")["limits"]["connections"]["used"] < 10, 60,
+                 what="the flood's connections to be gone")
+        reply = sup.ctl("send", "alpha", "after the flood", "--wait", check=True).stdout
+        assert "echo: after the flood" in reply
+        assert sup.proc.poll() is None
+        log = sup.log()
+        assert "Too many open files" not in log and "new clients are not accepted" in log
+    finally:
+        assert sup.stop() == 0
+    record("1,200 connections at once against a hard open-files limit of 1,024", connections_tried=1200,
+           connected_at_most=most, turned_away=1200 - answered, supervisor_aborts=0,
+           running_turn="answered", new_client_after_the_flood="served")
+
+
+def _status_from(socks: list[zmq.Socket]) -> dict[str, Any] | None:
+    """``status`` through one of the flood's connections that was answered."""
+    sock = next((s for s in socks if s.poll(0)), None)
+    if sock is None:
+        return None
+    sock.recv()
+    sock.send(msgpack.packb({"v": 1, "id": "st", "op": "status"}))
+    while sock.poll(10_000):
+        reply = msgpack.unpackb(sock.recv())
+        if reply.get("id") == "st":
+            return dict(reply["result"])
+    return None
+
+
+def test_clients_over_max_connections_wait_and_the_others_are_served(make_supervisor: Any) -> None:
+    sup = make_supervisor(config="max_connections = 20\n").start()
+    ctx, socks = open_clients(sup, 60)
+    try:
+        wait_for(lambda: sum(1 for s in socks if s.poll(0)) >= 20, 30, what="20 clients to be answered")
+        limits = wait_for(lambda: _status_from(socks), 30, what="status through a flood connection")["limits"]
+        assert limits["connections"]["limit"] == 20 and limits["connections"]["used"] >= 20
+        # a new client is told why it cannot get in (not that no supervisor runs)
+        with pytest.raises(ConnectionFailed, match="connection limit"):
+            sup.client()
+        answered = [s for s in socks if s.poll(0)]
+        assert len(answered) < 60
+        for sock in answered:  # those connected go on being served
+            sock.recv()
+            sock.send(msgpack.packb({"v": 1, "id": "again", "op": "ping"}))
+            assert sock.poll(10_000) and msgpack.unpackb(sock.recv())["ok"]
+    finally:
+        close_clients(ctx, socks)
+    # once they have left, new clients get in again
+    assert wait_for(lambda: _hello(sup), 30, what="a new client to be served again")
+    assert "new clients are not accepted until some leave" in sup.log()
+
+
+def _hello(sup: SupervisorProcess) -> bool:
+    try:
+        return bool(sup.request("hello"))
+    except ConnectionFailed:
+        return False
+
+
+def test_max_connections_is_a_positive_number(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("max_connections = 0\n")
+    with pytest.raises(ConfigError, match="max_connections: must be a positive number"):
+        load_toml(path)
+    path.write_text("max_connections = 50\n")
+    assert load_toml(path)["max_connections"] == 50
