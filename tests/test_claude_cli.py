@@ -379,3 +379,20 @@ def test_the_turn_claude_starts_when_a_background_command_ends_reaches_the_chat(
     assert "Claude's follow-up" in follow_up["text"]
     [notified] = [e for e in results(sup, "alpha") if e.get("message_id") is None]
     assert not notified["is_error"]
+
+
+def test_an_api_error_of_the_real_cli_reaches_the_chat_once_with_a_retry(real, api: FakeAnthropic, bot_env,
+                                                                          telegram) -> None:
+    """The CLI writes an API error as an answer ("API Error: 400 …") and again as the
+    turn's error result: the chat gets one message, with a Retry button."""
+    sup = real().start()
+    bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    telegram.message(USER, "http400 please")
+    sup.wait_event("alpha", lambda e: e["kind"] == "result" and e["is_error"])
+    sup.wait_consumer("telegram-bot")
+    shown = [t for t in telegram.texts(USER) if "API Error: 400" in t]
+    edited = [e for e in telegram.edits if "API Error: 400" in e["text"]]
+    assert len(shown) == 1 and len(edited) == 1
+    assert edited[0]["text"].startswith("⚠️ Claude reported an error: API Error: 400")
+    assert edited[0]["reply_markup"]["inline_keyboard"][0][0]["text"] == "🔁 Retry"
