@@ -351,11 +351,28 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
         result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
-            return Reply("Nothing to cancel: Claude is not answering." + dropped)
+            return await nothing_answering(link, session, dropped)
         raise
     if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
         return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
+
+
+async def nothing_answering(link: Link, session: str, dropped: str) -> Reply:
+    """Claude is not answering in ``session``: messages that wait for it to start (a cold
+    start, a resume) are what there is to cancel; else name the sessions of this user that
+    do answer, with a button to stop each."""
+    waiting = int((await link.request("status", session=session)).get("queued") or 0)
+    if waiting and not dropped:
+        await link.request("drop_queued", session=session)
+        return Reply(f"Cancelled before Claude started on it: {render.messages_text(waiting)} not sent.")
+    answering = [s["name"] for s in (await link.request("list"))["sessions"]
+                 if s["state"] == "busy" and s["name"] != session and await link.visible(s["name"])]
+    if not answering:
+        return Reply("Nothing to cancel: Claude is not answering." + dropped)
+    where = ", ".join(f"'{name}'" for name in answering)
+    return Reply(f"Nothing to cancel in '{session}'. Claude is answering in {where}: stop it?" + dropped,
+                 buttons=[(f"Stop '{name}'", f"cancel:{name}") for name in answering])
 
 
 @on_active_session

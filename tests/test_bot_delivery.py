@@ -184,3 +184,34 @@ def test_a_long_paste_telegram_cut_in_parts_is_one_message_to_claude(env) -> Non
     assert received["text"] == first.strip() + "\nand the end of the paste"
     say(api, "short one", "echo: short one")  # an ordinary message is not held back
     assert len(sup.claude_received()) == 2
+
+
+def test_cancel_names_the_session_that_answers_and_offers_to_stop_it(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new beta", "created")
+    api.message(USER, "sleep:60 long")
+    sup.wait_received("sleep:60 long")
+    say(api, "/new alpha", "created")  # the chat's session now; beta still answers
+    offer = say(api, "/cancel", "Nothing to cancel in 'alpha'")
+    assert "Claude is answering in 'beta'" in offer["text"]
+    press_button(api, offer, "Stop 'beta'")
+    api.wait_for_text(lambda t: "Interrupted" in t, chat_id=USER)
+    sup.wait_state("beta", "idle")
+
+
+def test_cancel_while_claude_is_still_to_start_drops_the_waiting_message(make_supervisor, bot_env,
+                                                                         telegram) -> None:
+    # Claude ignores SIGTERM: a suspend takes its 5 s grace period, and a message sent
+    # meanwhile waits for the next start
+    sup = make_supervisor(idle_timeout=1, env={"FAKE_CLAUDE_IGNORE_SIGTERM": "1"}).start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "first", "echo: first")
+    sup.wait_state("alpha", "suspending")
+    api.message(USER, "never mind this")
+    wait_for(lambda: sup.session("alpha")["queued"] == 1, what="the message to wait for Claude")
+    say(api, "/cancel", "Cancelled before Claude started on it: 1 message not sent.")
+    api.wait_for_text(lambda t: t.startswith("❌ Message not delivered"), chat_id=USER)
+    sup.wait_state("alpha", "suspended", "idle")
+    assert not [r for r in sup.claude_received() if "never mind this" in r["text"]]
