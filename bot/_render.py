@@ -5,6 +5,7 @@ Plain functions with no Telegram or network I/O, so every string is unit-tested.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -296,11 +297,24 @@ class _KeepHtml(_converter.EventWalker):
         super()._handle_event(event)
 
 
+#: stands for "&" while the Markdown is parsed: the parser would decode ``&amp;`` to ``&``
+#: (one UTF-16 unit, as "&" is, so no entity offset moves)
+_AMPERSAND = "\ue000"
+
+
 def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
-    """Claude's Markdown as Telegram text + entities, losing none of its text."""
-    text, events = _converter._parse(markdown, _converter.STANDARD_OPTIONS, latex_escape=True)
+    """Claude's Markdown as Telegram text + entities, losing none of its text (``&amp;``
+    stays ``&amp;``: Claude wrote it so)."""
+    keep = _AMPERSAND not in markdown
+    source = markdown.replace("&", _AMPERSAND) if keep else markdown
+    text, events = _converter._parse(source, _converter.STANDARD_OPTIONS, latex_escape=True)
     out_text, entities, _ = _KeepHtml(_CONFIG, text).walk(events)
-    return out_text, entities
+    if not keep:
+        return out_text, entities
+    for entity in entities:
+        if entity.url:  # a link's target is a URL: there an entity means its character
+            entity.url = html.unescape(entity.url.replace(_AMPERSAND, "&"))
+    return out_text.replace(_AMPERSAND, "&"), entities
 
 
 def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:

@@ -215,3 +215,12 @@ def test_cancel_while_claude_is_still_to_start_drops_the_waiting_message(make_su
     api.wait_for_text(lambda t: t.startswith("❌ Message not delivered"), chat_id=USER)
     sup.wait_state("alpha", "suspended", "idle")
     assert not [r for r in sup.claude_received() if "never mind this" in r["text"]]
+
+
+def test_an_html_entity_claude_writes_is_shown_as_written(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    answer = say(api, "write Tom &amp; Jerry and [the link](https://example.com/?a=1&amp;b=2)", "echo: write")
+    assert "Tom &amp; Jerry" in answer["text"]
+    [link] = [e for e in answer["entities"] if e["type"] == "text_link"]
+    assert link["url"] == "https://example.com/?a=1&b=2"  # (in a link's target it means "&")
