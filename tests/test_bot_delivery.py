@@ -7,7 +7,7 @@ from bot import _render as render
 from bot._live import KV_PREVIEWS
 
 from .conftest import USER, wait_for
-from .test_bot_app import env, say  # noqa: F401  (the fixture)
+from .test_bot_app import OTHER, env, say  # noqa: F401  (the fixture)
 
 
 def press_button(api, message: dict, label_part: str) -> None:
@@ -224,3 +224,16 @@ def test_an_html_entity_claude_writes_is_shown_as_written(env) -> None:  # noqa:
     assert "Tom &amp; Jerry" in answer["text"]
     [link] = [e for e in answer["entities"] if e["type"] == "text_link"]
     assert link["url"] == "https://example.com/?a=1&b=2"  # (in a link's target it means "&")
+
+
+def test_usage_shows_a_users_own_spend_and_labels_the_machines_total(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    bot_env(sup, allowed=(USER, OTHER))
+    api = telegram
+    say(api, "/new theirs", "created", user=OTHER)
+    say(api, "spend some", "echo: spend some", user=OTHER)
+    say(api, "/new mine", "created")
+    sup.wait_consumer("telegram-bot")
+    usage = say(api, "/usage", "This session")["text"].splitlines()
+    assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000",
+                     "Today, all sessions on this machine (everyone's): $0.0010"]
