@@ -279,6 +279,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         if log_.message_id is not None and log_.message_id != started:
             await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
     elif kind == "permission_request":
+        stop_typing(core, message_id)  # Claude waits for the user, not the other way round
         await requests.show(app, core.link, chat, event)
     # (permission_resolved: answered here, elsewhere (claudectl), timed out or ended with
     # Claude — closed above)

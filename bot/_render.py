@@ -248,10 +248,18 @@ def model_text(session: dict[str, Any]) -> str:
     return asked or "default"
 
 
+def state_text(session: dict[str, Any]) -> str:
+    """A session's state as the user sees it: a turn held up by a question or a prompt
+    waits for them."""
+    if session.get("pending"):
+        return "waiting for your answer"
+    return str(session["state"])
+
+
 def status_text(session: dict[str, Any]) -> str:
     return (
         f"Session: {session['name']}\n"
-        f"State: {session['state']}\n"
+        f"State: {state_text(session)}\n"
         f"Model: {model_text(session)}\n"
         f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"

@@ -399,7 +399,7 @@ class FakeTelegram:
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> web.Response:
         with self._lock:
-            self.actions.append(params)
+            self.actions.append({**params, "after_messages": len(self.sent)})
         return self._ok(True)
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:

@@ -237,3 +237,18 @@ def test_usage_shows_a_users_own_spend_and_labels_the_machines_total(make_superv
     usage = say(api, "/usage", "This session")["text"].splitlines()
     assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000",
                      "Today, all sessions on this machine (everyone's): $0.0010"]
+
+
+def test_while_claude_waits_for_the_user_the_chat_shows_no_typing_and_status_says_so(make_supervisor, bot_env,
+                                                                                      telegram) -> None:
+    sup = make_supervisor(config="permission_timeout = 8").start()  # longer than "typing…" is repeated
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    prompt = say(api, "needperm now", "Claude wants to run")
+    status = say(api, "/status", "Session: alpha")
+    assert "State: waiting for your answer" in status["text"]
+    notice = api.wait_for_text(lambda t: t.startswith("⏱ Claude's request was denied"), chat_id=USER)
+    shown, timed_out = api.sent.index(prompt), api.sent.index(notice)
+    typing = [a for a in api.actions if int(a["chat_id"]) == USER and shown < a["after_messages"] <= timed_out]
+    assert typing == []  # nothing said "typing…" while Claude waited
