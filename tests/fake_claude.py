@@ -38,6 +38,8 @@ is chosen by words in the user's text:
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
             the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
+  bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
+            began (as the CLI does when a background task ends): "follow-up: …"
   showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
             each file named by an "[Attached file saved at P]" note, "[file NAME: content]"
             (read as Claude's Read tool would, during the turn)
@@ -447,6 +449,23 @@ def main() -> int:
         with hist.open("a") as f:
             f.write(json.dumps({"role": "assistant", "text": answer}) + "\n")
         result("success", False, answer, terminal_reason="completed")
+        background = re.search(r"bgtask:(\S+)", text)
+        if background:  # a background task ends later: Claude starts a turn of its own
+            threading.Thread(target=follow_up, args=(background.group(1), session_id, cost), daemon=True).start()
+
+
+def follow_up(gate: str, session_id: str, cost: float) -> None:
+    """What the CLI writes when a background task ends after its turn did: a turn no user
+    message began (its result says so in ``origin``)."""
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    emit({"type": "system", "subtype": "task_notification", "task_id": "bg1", "status": "completed",
+          "summary": "Background command completed (exit code 0)", "session_id": session_id})
+    answer = "follow-up: the background task finished"
+    emit({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]}})
+    emit({"type": "result", "subtype": "success", "is_error": False, "result": answer, "session_id": session_id,
+          "total_cost_usd": round(cost, 6), "duration_ms": 1, "num_turns": 1, "terminal_reason": "completed",
+          "origin": {"kind": "task-notification", "producer": "session-task"}})
 
 
 if __name__ == "__main__":
