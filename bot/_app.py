@@ -117,8 +117,16 @@ async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The bot's commands, then Claude Code's (with the active session's custom ones)."""
     assert update.effective_chat is not None
-    await context.bot.send_message(update.effective_chat.id, render.HELP_TEXT)
+    chat = update.effective_chat.id
+    core = core_of(context)
+    cwd = None
+    with contextlib.suppress(RemoteError, ConnectionFailed):  # the bot's own list needs no supervisor
+        active = await core.link.active(chat)
+        cwd = await core.session_dir(active) if active else None
+    names = commands.claude_commands(cwd)
+    await context.bot.send_message(chat, f"{render.HELP_TEXT}\n\n{render.claude_commands_text(names)}")
 
 
 async def on_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -126,15 +134,32 @@ async def on_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await context.bot.send_message(update.effective_chat.id, render.START_TEXT)
 
 
+async def spent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """A message's buttons work once: a press after the first is answered "already done"
+    (and the buttons go) — True then, and the caller does nothing."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    if query.message is None or await core_of(context).link.first_press(update.effective_chat.id,
+                                                                        query.message.message_id):
+        return False
+    await query.answer(render.ALREADY_DONE)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    return True
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
-                        early: str | None = None) -> None:
+                        early: str | None = None) -> bool:
     """A button that runs one command on ``<kind>:<argument>``: its reply is shown in the
-    chat and as the button's answer, and the buttons go (pressed once). ``early`` answers
-    the press at once, for a command that takes a while."""
+    chat and as the button's answer, and the buttons go. A message's buttons work once
+    (False: this press found them spent and did nothing). ``early`` answers the press at
+    once, for a command that takes a while."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     kind, _, argument = (query.data or "").partition(":")
+    if await spent(update, context):
+        return False
     if early is not None:
         await query.answer(early)
     try:
@@ -146,6 +171,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     with contextlib.suppress(TelegramError):
         await query.edit_message_reply_markup(None)
     await send_reply(context.application, update.effective_chat.id, reply)
+    return True
 
 
 async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -153,7 +179,8 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     the message that was waiting (if this bot still holds it)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name))
+    if not await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name)):
+        return
     core = core_of(context)
     waiting = core.first_messages.pop(chat, None)
     if waiting is not None and await core.link.active(chat) is not None:
@@ -185,10 +212,23 @@ async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, name))
 
 
+async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Retry under a failure: the failed message is sent again (once, however often pressed)."""
+    await answer_button(update, context, lambda link, _, message_id: commands.retry(
+        link, int(message_id) if message_id.isdigit() else -1))
+
+
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel's question: stop this answer, or stop it and drop what is queued."""
     await answer_button(update, context, lambda link, kind, name: commands.interrupt(
         link, name, drop_queued=kind == "cancelall"))
+
+
+async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/archive's question about a busy session answered: archive it now."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.archive_now(link, chat, name))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -219,23 +259,56 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
     await send_reply(context.application, chat, reply)
 
 
+HELD_KEPT = 100  # "/word" messages waiting for their "Send it to Claude" button
+
+
 async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_message is not None and update.effective_chat is not None
-    word = (update.effective_message.text or "").split()[0][:40]
-    await context.bot.send_message(update.effective_chat.id, f"Unknown command {word}. Send /help for the list.")
+    """A /command that is not the bot's: Claude Code's own (built-in or the project's) goes
+    to Claude as typed; anything else waits for a "Send it to Claude" press."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    chat, text = update.effective_chat.id, message.text or ""
+    first, _, rest = text.partition(" ")
+    word = first[1:].split("@")[0]
+    text = f"/{word} {rest}".rstrip() if rest else f"/{word}"  # without a group chat's @botname
+    core = core_of(context)
+    try:
+        active = await core.link.active(chat, SEND_ATTEMPT)
+    except (RemoteError, ConnectionFailed):
+        active = None  # asked again by forward(), which waits for the supervisor
+    cwd = await core.session_dir(active) if active else None
+    if word in commands.claude_commands(cwd):
+        await forward(update, context, text, None)
+        return
+    core.held[(chat, message.message_id)] = (update, text)
+    while len(core.held) > HELD_KEPT:
+        core.held.pop(next(iter(core.held)))
+    await send_reply(context.application, chat, commands.Reply(
+        render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
+
+
+async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button under a /word that is not a command: it goes to Claude as it is."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    if await spent(update, context):
+        return
+    chat = update.effective_chat.id
+    argument = (query.data or "").partition(":")[2]
+    held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
+    await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    if held is None:
+        await context.bot.send_message(chat, render.HELD_GONE)
+        return
+    await forward(held[0], context, held[1], None)
 
 
 async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and update.effective_chat is not None
-    name = (query.data or "").removeprefix("switch:")
-    core = core_of(context)
-    try:
-        reply = await commands.switch(core.link, update.effective_chat.id, [name])
-    except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
-    await query.answer(reply.text[:190])
-    await send_reply(context.application, update.effective_chat.id, reply)
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name]))
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -258,26 +331,39 @@ async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYP
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_message is not None and update.effective_chat is not None
-    chat, text = update.effective_chat.id, update.effective_message.text or ""
+    """Text goes to the chat's active session; a reply goes to the session that wrote the
+    message it quotes; a waiting question takes it only as ``requests.typed_answer`` says."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    chat, text = update.effective_chat.id, message.text or ""
     core = core_of(context)
+    replied = message.reply_to_message
     try:
-        # a question waits: this answers it (asked as briefly as a send: a supervisor that
-        # is there but does not answer holds the message up one attempt, not the default)
-        said = await requests.typed_answer(core.link, chat, text, SEND_ATTEMPT)
+        # asked as briefly as a send: a supervisor that is there but does not answer holds
+        # the message up one attempt, not the default
+        writer = await core.link.author(chat, replied.message_id) if replied is not None else None
+        if writer is not None and not await core.link.visible(writer):
+            writer = None
+        typed = await requests.typed_answer(core.link, chat, text, replied.message_id if replied else None,
+                                            writer, SEND_ATTEMPT)
     except RemoteError as exc:
         await send_reply(context.application, chat, commands.error_reply(exc))
         return
     except ConnectionFailed:
-        said = None  # no supervisor: forward() keeps the message until it is back
-    if said is not None:
-        await context.bot.send_message(chat, said)
+        writer, typed = None, requests.Typed()  # no supervisor: forward() keeps the message until it is back
+    if typed.said is not None:
+        await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
         return
-    replied = update.effective_message.reply_to_message
     quoted = (replied.text or replied.caption) if replied is not None else None
     if quoted:  # a reply to an earlier message: Claude sees what it answers
         text = render.quoted(quoted) + text
-    await forward(update, context, text, None)
+    await forward(update, context, text, None, session=writer)
+    active = await core.link.active(chat) if writer is not None else None
+    if writer is not None and writer != active:
+        await send_reply(context.application, chat, commands.Reply(render.routed_text(writer, active), quiet=True))
+    if typed.waiting is not None:
+        await send_reply(context.application, chat, commands.Reply(render.still_asking_text(typed.waiting),
+                                                                  quiet=True))
 
 
 async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -335,8 +421,9 @@ SEND_ATTEMPT = 5.0
 SEND_RETRY_EVERY = 2.0
 
 
-async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None) -> None:
-    """Send a message to the chat's session. While the supervisor does not answer, the
+async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None,
+                  session: str | None = None) -> None:
+    """Send a message to ``session`` (by default the chat's active one). While the supervisor does not answer, the
     same request (same idempotency key) is sent again until it does: the user is told it
     waits, and the message reaches Claude exactly once. Later updates wait behind it, so
     their order is kept; an update is confirmed to Telegram only after this returns."""
@@ -349,10 +436,14 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
         try:
             message = update.effective_message
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
-                                        message_id=message.message_id if message is not None else None)
+                                        message_id=message.message_id if message is not None else None,
+                                        session=session)
             break
         except (RemoteError, ConnectionFailed) as exc:
             # away, or stopping / restarting in place: kept and sent again until it takes it
+            if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
+                reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
                 reply = commands.error_reply(exc)
                 break
@@ -525,8 +616,11 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
+    app.add_handler(CallbackQueryHandler(on_retry_button, pattern=r"^retry:"))
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
     app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
+    app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
+    app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

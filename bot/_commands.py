@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from . import _render as render
 
 KV_ACTIVE = "telegram.active.{chat}"
 KV_OWNER = "telegram.owner.{session}"
+KV_PRESSED = "telegram.pressed.{chat}"  # the bot's messages whose buttons were pressed
+PRESSED_KEPT = 500  # per chat: far more than a user has unpressed buttons to go back to
+KV_WROTE = "telegram.wrote.{chat}"  # which session wrote the bot's recent messages (for replies)
+WROTE_KEPT = 300  # per chat: the messages a reply is likely to quote
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
@@ -43,6 +48,9 @@ class Reply:
     quiet: bool = False  # sent without a notification (a by-the-way, not an answer)
 
 
+SENT_KEPT = 500
+
+
 class Link:
     """The bot's connection to the supervisor plus its chat → active session map, which
     the supervisor stores (kv), so a restarted bot knows every chat's session."""
@@ -55,6 +63,18 @@ class Link:
         self.shared = shared
         #: session -> the directory a /cd asked for, until its button is pressed
         self.pending_moves: dict[str, str] = {}
+        #: what was sent (``send``'s fields) by the supervisor's message id, the newest
+        #: ``SENT_KEPT``: a Retry button sends a failed message again from here
+        self.sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        #: session -> its messages that failed because its conversation could not resume:
+        #: the "fresh conversation" button sends them again
+        self.failed_resume: dict[str, list[int]] = {}
+
+    def remember(self, message_id: int, fields: dict[str, Any]) -> None:
+        self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
+        self.sent.move_to_end(message_id)
+        while len(self.sent) > SENT_KEPT:
+            self.sent.popitem(last=False)
 
     async def visible(self, session: str) -> bool:
         """May the current user see and use ``session``? A session made from Telegram is
@@ -104,6 +124,36 @@ class Link:
         if key not in self._kv:
             self._kv[key] = (await self.request("kv_get", timeout=timeout, key=key))["value"]
         return self._kv[key]
+
+    async def first_press(self, chat: int, message_id: int) -> bool:
+        """True the first time a button of this message is pressed, False ever after: a
+        button is single-use, kept in the supervisor so a double tap or a press after a
+        bot restart cannot do the thing twice (presses are handled one at a time)."""
+        key = KV_PRESSED.format(chat=chat)
+        pressed = await self.kv_cached(key)
+        spent = list(pressed) if isinstance(pressed, list) else []
+        if message_id in spent:
+            return False
+        await self.kv_put(key, [*spent, message_id][-PRESSED_KEPT:])  # before acting: never twice
+        return True
+
+    async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
+        """Remember that ``session`` wrote these messages (an answer, a prompt, a tool
+        log): a reply to one of them goes to that session."""
+        if not message_ids:
+            return
+        key = KV_WROTE.format(chat=chat)
+        wrote = await self.kv_cached(key)
+        pairs = [p for p in wrote if isinstance(p, list) and len(p) == 2] if isinstance(wrote, list) else []
+        await self.kv_put(key, [*pairs, *([m, session] for m in message_ids)][-WROTE_KEPT:])
+
+    async def author(self, chat: int, message_id: int) -> str | None:
+        """The session that wrote this message of the bot, if it is one it remembers."""
+        wrote = await self.kv_cached(KV_WROTE.format(chat=chat))
+        for pair in wrote if isinstance(wrote, list) else []:
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == message_id and isinstance(pair[1], str):
+                return pair[1]
+        return None
 
     async def kv_put(self, key: str, value: Any) -> None:
         """Write (or, for None, delete) a value read with ``kv_cached``."""
@@ -255,13 +305,28 @@ async def mode(link: Link, active: str, args: list[str]) -> Reply:
 
 
 async def archive(link: Link, chat: int, args: list[str]) -> Reply:
+    """Archive a session; one that is answering, or has messages waiting, is asked about
+    first (archiving stops the answer and drops what waits)."""
     if len(args) != 1:
         return Reply("Usage: /archive <name>")
-    await link.check_visible(args[0])
-    await link.request("archive", session=args[0])
-    if await link.active(chat) == args[0]:
+    name = args[0]
+    await link.check_visible(name)
+    info = await link.request("status", session=name)
+    answering, waiting = info["state"] == "busy", int(info.get("queued") or 0)
+    if answering or waiting:
+        lost = [what for what, yes in (("stops the answer Claude is writing", answering),
+                                       (f"drops the {render.messages_text(waiting)} waiting", waiting)) if yes]
+        return Reply(f"Session '{name}' is busy: archiving it now {' and '.join(lost)}. Archive anyway?",
+                     buttons=[(f"Archive '{name}' now", f"archive:{name}")])
+    return await archive_now(link, chat, name)
+
+
+async def archive_now(link: Link, chat: int, name: str) -> Reply:
+    await link.check_visible(name)  # (a forged button)
+    await link.request("archive", session=name)
+    if await link.active(chat) == name:
         await link.set_active(chat, None)
-    return Reply(f"Session '{args[0]}' archived.")
+    return Reply(f"Session '{name}' archived.")
 
 
 @on_active_session
@@ -283,11 +348,13 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
     if drop_queued:  # before the interrupt: the keeper takes them in this order
         await link.request("drop_queued", session=session)
     try:
-        await link.request("interrupt", session=session)
+        result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
             return Reply("Nothing to cancel: Claude is not answering." + dropped)
         raise
+    if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
+        return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
 
 
@@ -319,11 +386,11 @@ def parse_origin(origin: Any) -> tuple[int, int | None, int | None] | None:
 
 async def send(
     link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str,
-    timeout: float | None = None, message_id: int | None = None,
+    timeout: float | None = None, message_id: int | None = None, session: str | None = None,
 ) -> Reply | None:
-    """Forward a message to the chat's active session; None when there is nothing to say
-    (the answer arrives through the event stream)."""
-    active = await link.active(chat, timeout)
+    """Forward a message to ``session`` (by default the chat's active one); None when
+    there is nothing to say (the answer arrives through the event stream)."""
+    active = session or await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
         return Reply(render.NO_ACTIVE_OFFER, buttons=[
             (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
@@ -332,6 +399,8 @@ async def send(
     if attachments:
         fields["attachments"] = attachments
     sent = await link.request("send", timeout=timeout, **fields)
+    if isinstance(sent.get("message_id"), int):
+        link.remember(sent["message_id"], fields)
     ahead = sent.get("ahead")
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
         return Reply(render.queued_text(ahead), quiet=True)
@@ -358,9 +427,36 @@ async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def fresh_conversation(link: Link, name: str) -> Reply:
+    """The user chose a fresh conversation after a failed resume: start it, and send it
+    the messages that failed (the user does not type them again)."""
     await link.check_visible(name)  # (a forged button)
     await link.request("new_conversation", session=name)
-    return Reply(f"Session '{name}' starts a fresh conversation with your next message. Send it again.")
+    failed = link.failed_resume.pop(name, [])
+    resent = [m for m in failed if await resend(link, m) is None]
+    if not resent:
+        return Reply(f"Session '{name}' starts a fresh conversation with your next message.")
+    return Reply(f"Session '{name}' starts a fresh conversation: your {render.messages_text(len(resent))}"
+                 f" {'was' if len(resent) == 1 else 'were'} sent to it again.")
+
+
+async def resend(link: Link, message_id: int) -> Reply | None:
+    """Send a failed message again (its Retry button): None once it is sent, else why
+    not. Its key is the failed message's, so a second press sends nothing more."""
+    fields = link.sent.get(message_id)
+    if fields is None:
+        return Reply(render.RETRY_GONE)
+    await link.check_visible(fields["session"])
+    sent = await link.request("send", **fields, idempotency_key=f"tg-retry:{message_id}")
+    if sent.get("duplicate"):
+        return Reply(render.RETRY_DONE)
+    link.remember(sent["message_id"], fields)
+    return None
+
+
+async def retry(link: Link, message_id: int) -> Reply:
+    """The Retry button under a failure."""
+    why_not = await resend(link, message_id)
+    return why_not or Reply(render.RETRY_SENT, quiet=True)
 
 
 @on_active_session
@@ -394,16 +490,51 @@ async def move(link: Link, session: str) -> Reply:
     target = link.pending_moves.pop(session, None)
     if target is None or not await link.visible(session):
         return Reply("This move is no longer pending; send /cd again.")
-    info = await link.request("status", session=session)
-    if info["live"]:
-        with contextlib.suppress(RemoteError):
-            await link.request("suspend", session=session)
-        for _ in range(100):  # Claude stops within its grace period
-            if not (await link.request("status", session=session))["live"]:
-                break
-            await asyncio.sleep(0.1)
+    await stop_claude(link, session)
     await link.request("set_cwd", session=session, cwd=target)
     return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")
+
+
+async def stop_claude(link: Link, session: str) -> None:
+    """Suspend the session if Claude runs, and wait until it stopped (within its grace
+    period): what a fresh conversation or a move needs first."""
+    if not (await link.request("status", session=session))["live"]:
+        return
+    with contextlib.suppress(RemoteError):
+        await link.request("suspend", session=session)
+    for _ in range(100):
+        if not (await link.request("status", session=session))["live"]:
+            return
+        await asyncio.sleep(0.1)
+
+
+@on_active_session
+async def clear(link: Link, active: str, args: list[str]) -> Reply:
+    """Claude Code's /clear, done by the supervisor: a fresh conversation it also resumes
+    after a suspend (Claude's own /clear starts one the supervisor would not know)."""
+    info = await link.request("status", session=active)
+    if info["state"] == "busy" or info["queued"]:
+        return Reply(f"Claude is answering in '{active}'. /cancel it first, then /clear.")
+    await stop_claude(link, active)
+    await link.request("new_conversation", session=active)
+    return Reply(f"Session '{active}' starts a fresh conversation with your next message.")
+
+
+#: Claude Code's own commands that work in stream-json mode (measured with the pinned
+#: CLI, 2.1.331): passed to Claude as typed. /clear is ours (``clear``); /memory,
+#: /release-notes and the like answer "isn't available in this environment".
+CLAUDE_BUILTINS = ("compact", "context", "cost", "init", "review", "security-review")
+
+
+def claude_commands(cwd: str | None) -> list[str]:
+    """The slash commands Claude Code runs for a session in ``cwd``: its built-ins and the
+    custom ones (``.claude/commands/<name>.md`` of the project and of the user); none
+    that this bot answers itself."""
+    names = set(CLAUDE_BUILTINS)
+    for base in ([Path(cwd)] if cwd else []) + [Path.home()]:
+        with contextlib.suppress(OSError):
+            names.update(f.stem for f in (base / ".claude" / "commands").glob("*.md") if f.is_file())
+    return sorted(n for n in names if n not in COMMANDS and n not in BOT_ONLY)
 
 
 LS_LIMIT = 60
@@ -458,4 +589,6 @@ COMMANDS: dict[str, Command] = {
     "pwd": pwd,
     "cd": cd,
     "ls": ls,
+    "clear": clear,
 }
+BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

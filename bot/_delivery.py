@@ -50,10 +50,18 @@ class Core:
         # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
         self.parts_sent: dict[int, int] = {}
         self.live = LiveReplies()  # answers being written
+        #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
+        #: its result: an API error the CLI also wrote as the answer becomes one message
+        self.last_answer: dict[int, tuple[int, int, str]] = {}
+        #: (session, chat) told that the session could not resume, until it tries again
+        self.resume_told: set[tuple[str, int]] = set()
         self._dirs: dict[str, str] = {}
         #: a chat's first message, sent before it had a session: forwarded once the
         #: "create session" button under it is pressed
         self.first_messages: dict[int, tuple[Any, str]] = {}
+        #: "/word" messages that are no command, by (chat, message id): sent to Claude
+        #: when their "Send it to Claude" button is pressed
+        self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
 
     async def session_dir(self, session: str) -> str | None:
@@ -70,9 +78,9 @@ class ToolLog:
     """One Telegram message per turn listing its tool calls, edited at most every
     ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
 
-    def __init__(self, chat: int) -> None:
+    def __init__(self, chat: int, header: str | None = None) -> None:
         self.chat = chat
-        self.lines: list[str] = []
+        self.lines: list[str] = [header] if header else []  # header: whose turn, if not the chat's session
         self.message_id: int | None = None
         self.shown = 0
         self.last_edit = 0.0
@@ -80,8 +88,8 @@ class ToolLog:
     async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
         self.lines.append(line)
         if self.message_id is None:
-            msg = await app.bot.send_message(self.chat, line, disable_notification=True)
-            self.message_id, self.shown, self.last_edit = msg.message_id, 1, time.monotonic()
+            msg = await app.bot.send_message(self.chat, "\n".join(self.lines), disable_notification=True)
+            self.message_id, self.shown, self.last_edit = msg.message_id, len(self.lines), time.monotonic()
         elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
             await self.flush(app)
 
@@ -115,24 +123,31 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
 
 async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
                      markup: InlineKeyboardMarkup | None = None,
-                     reply_parameters: ReplyParameters | None = None) -> None:
-    await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                               reply_markup=markup, reply_parameters=reply_parameters)
+                     reply_parameters: ReplyParameters | None = None) -> int:
+    """Send one part; its Telegram message id."""
+    sent = await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
+                                      reply_markup=markup, reply_parameters=reply_parameters)
+    return int(sent.message_id)
 
 
 KV_PROGRESS = "telegram.delivery.progress"
 
 
 async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
-                      text: str, reply_to: int | None = None) -> None:
+                      text: str, reply_to: int | None = None, session: str | None = None) -> int | None:
     """Send an answer's parts, resuming after the last part Telegram accepted: a part that
     failed is sent again, never one before it (also after a bot restart). The first part
-    answers ``reply_to`` (the question); a long answer also comes as a document."""
+    answers ``reply_to`` (the question); a long answer also comes as a document. Each
+    part is remembered as ``session``'s (a reply to it goes there). Returns the Telegram
+    message id of a one-part answer."""
     chunks = render.markdown_chunks(text)
     done = core.parts_sent.get(event_id, 0)
+    last: int | None = None
     for i in range(done, len(chunks)):
         thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
-        await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        last = await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        if session is not None:
+            await core.link.note_author(chat, [last], session)
         if i + 1 < len(chunks):
             core.parts_sent = {event_id: i + 1}
             await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
@@ -142,6 +157,7 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
         await app.bot.send_document(chat, text.encode(), filename=f"answer-{event_id}.md",
                                     disable_notification=True)
     core.parts_sent.pop(event_id, None)
+    return last if len(chunks) == 1 else None
 
 
 
@@ -182,13 +198,18 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     in_topic(event)
     kind = event["kind"]
     message_id = event.get("message_id")
+    # what a session that is not the chat's active one shows carries its name
+    label = None if event.get("session") == await core.link.active(chat) else f"[{event.get('session')}]"
+    session = str(event.get("session"))
+    if kind == "state" and event.get("state") in ("resuming", "starting"):
+        core.resume_told = {told for told in core.resume_told if told[0] != session}  # a new attempt
     if kind == "state" and event.get("state") == "resuming":
         await app.bot.send_message(chat, render.resume_text(event.get("idle_for")), disable_notification=True)
-    if kind == "state" and event.get("state") == "failed" and event.get("reason") == "resume-failed":
-        name = str(event.get("session"))
-        await send_reply(app, chat, commands.Reply(
-            render.resume_failed_text(name, event.get("detail")),
-            buttons=[(render.FRESH_BUTTON.format(name=name), f"fresh:{name}")]))
+    if kind == "user" and message_id is not None and message_id not in core.link.sent:
+        # (sent before this bot's restart: its Retry button still works)
+        core.link.remember(message_id, {"session": session, "text": event.get("text", ""),
+                                        "attachments": event.get("attachments") or [],
+                                        "origin": event.get("origin")})
     if kind in ("user", "assistant_text", "tool_use", "tool_result") and message_id is not None \
             and message_id not in core.typing:
         # the turn is running: show "typing…" (again, after a bot restart mid-turn)
@@ -196,13 +217,19 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     if kind == "assistant_text":
         await core.live.finish(app, message_id)
         text = event.get("text", "")
-        if event.get("session") != await core.link.active(chat):
+        if label is not None:
             text = render.labelled(str(event.get("session")), text)
         origin = commands.parse_origin(event.get("origin"))
-        await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None)
+        shown = await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None,
+                                  str(event.get("session")))
+        if shown is not None and message_id is not None:
+            core.last_answer[message_id] = (chat, shown, event.get("text", ""))
     elif kind == "tool_use":
-        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat))
+        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat, label))
+        started = log_.message_id
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
+        if log_.message_id is not None and log_.message_id != started:
+            await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
     elif kind == "permission_request":
         await requests.show(app, core.link, chat, event)
     elif kind == "permission_resolved":
@@ -214,21 +241,65 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         tools = core.tools.pop(message_id or 0, None)
         if tools is not None:
             await tools.flush(app)
+        answer = core.last_answer.pop(message_id, None) if message_id is not None else None
         if kind == "message_failed":
-            await app.bot.send_message(chat, f"❌ Message not delivered: {event.get('reason')}")
+            await tell_failed(app, core, chat, event)
         elif event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
             await app.bot.send_message(chat, "⏹ Interrupted.")
         elif event.get("is_error"):
-            detail = event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype")
-            await app.bot.send_message(chat, f"⚠️ Claude reported an error: {detail}")
+            detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
+            retry = retry_markup(message_id)
+            if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
+                # the CLI wrote the API error as the answer too: that message becomes the one report
+                await app.bot.edit_message_text(render.error_text(detail), chat_id=chat, message_id=answer[1],
+                                                reply_markup=retry)
+            else:
+                await app.bot.send_message(chat, render.error_text(detail), reply_markup=retry)
+        elif event.get("num_turns") == 0 and not event.get("text") and kind == "result":
+            # a Claude Code command that answers nothing (/compact): it ran, say so
+            origin = commands.parse_origin(event.get("origin"))
+            await app.bot.send_message(chat, render.COMMAND_DONE, reply_to_message_id=origin[1] if origin else None,
+                                       allow_sending_without_reply=True)
         elif core.config.footer:
             footer = render.footer_text(event)
+            if footer is not None and label is not None:
+                footer = f"{label} {footer}"
             if footer is not None:
                 await app.bot.send_message(chat, footer, disable_notification=True)
         if kind == "result":  # files Claude left for the user go to the chat that asked
             cwd = await core.session_dir(str(event.get("session")))
             if cwd is not None:
                 await files.deliver_outbox(app, chat, cwd)
+
+
+def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:
+    if not isinstance(message_id, int):
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(render.RETRY_BUTTON, callback_data=f"retry:{message_id}")]])
+
+
+async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
+                      event: dict[str, Any]) -> None:
+    """One notice per failure, threaded to the message that failed, with what can be
+    done: a failed resume offers a fresh conversation (once per chat, however many
+    messages waited for it), anything else a Retry; a drop the user asked for is quiet."""
+    session, message_id = str(event.get("session")), event.get("message_id")
+    reason = str(event.get("reason") or "")
+    origin = commands.parse_origin(event.get("origin"))
+    thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
+    if reason.startswith(render.RESUME_FAILED_PREFIX):
+        if isinstance(message_id, int):
+            core.link.failed_resume.setdefault(session, []).append(message_id)
+        if (session, chat) in core.resume_told:
+            return
+        core.resume_told.add((session, chat))
+        fresh = InlineKeyboardMarkup([[InlineKeyboardButton(render.FRESH_BUTTON.format(name=session),
+                                                            callback_data=f"fresh:{session}")]])
+        await app.bot.send_message(chat, render.resume_failed_text(session, reason[len(render.RESUME_FAILED_PREFIX):]),
+                                   reply_markup=fresh, reply_parameters=thread)
+        return
+    await app.bot.send_message(chat, f"❌ Message not delivered: {reason}", reply_markup=retry_markup(message_id),
+                               reply_parameters=thread, disable_notification=reason.startswith(render.DROPPED_PREFIX))
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:

@@ -33,11 +33,13 @@ Claude Sessions
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
 /ls [path] - List a directory (within the allowed roots)
+/clear - Start a fresh conversation in this session (Claude Code's /clear)
 
 Help
 /help - This list
 
-Anything else you send (text, photos, files) goes to the active session."""
+Anything else you send (text, photos, files) goes to the active session; a reply goes to
+the session that wrote the message you reply to."""
 
 #: the "/" menu (setMyCommands): every command with one line
 MENU: list[tuple[str, str]] = [
@@ -56,6 +58,7 @@ MENU: list[tuple[str, str]] = [
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
+    ("clear", "Start a fresh conversation in this session"),
     ("help", "Every command"),
 ]
 
@@ -82,14 +85,54 @@ def labelled(session: str, text: str) -> str:
     return f"**[{session}]**\n\n{text}"
 
 
+def routed_text(writer: str, active: str | None) -> str:
+    """A reply went to the session that wrote the quoted message, not the chat's own."""
+    stays = f" ('{active}' stays this chat's session)" if active else ""
+    return f"↪️ Sent to '{writer}', the session that wrote the message you replied to{stays}."
+
+
+def still_asking_text(session: str) -> str:
+    """Text went elsewhere while another session's question waits."""
+    return (f"❓ Claude's question in '{session}' still waits for your answer: tap an option, or reply to the"
+            " question with your own.")
+
+
+COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
+SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
+HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
+
+
+def claude_commands_text(names: list[str]) -> str:
+    """/help's list of Claude Code's own commands, which are passed to Claude as typed."""
+    return ("Claude Code's commands (sent to Claude as you type them)\n"
+            + " ".join(f"/{name}" for name in names)
+            + "\nAny other /word: a button offers to send it to Claude.")
+
+
+def not_ours_text(word: str) -> str:
+    return f"/{word} is not a command of this bot or of Claude Code. Send it to Claude as it is?"
+
+
 FRESH_BUTTON = "Start a fresh conversation in '{name}'"
+RETRY_BUTTON = "🔁 Retry"
+RETRY_SENT = "🔁 Sent again."
+RETRY_DONE = "It was already sent again."
+RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+#: how the supervisor words the failure of a message that waited for a resume that failed
+RESUME_FAILED_PREFIX = "Resume failed: "
+#: how it words a message the user chose to drop (/cancel's "drop" button)
+DROPPED_PREFIX = "dropped at your request"
 
 
 def resume_failed_text(name: str, detail: str | None) -> str:
     why = f" ({detail})" if detail else ""
     return (f"❌ Session '{name}' could not resume its conversation{why}. Your message was not sent."
-            " You can start a fresh conversation in the same session (the old one is not deleted,"
-            " but Claude will not remember it), or /archive it.")
+            " You can start a fresh conversation in the same session and send it there (the old one"
+            " is not deleted, but Claude will not remember it), or /archive it.")
+
+
+def error_text(detail: str) -> str:
+    return f"⚠️ Claude reported an error: {detail}"
 
 
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
@@ -99,6 +142,9 @@ TIMEOUT_INVALID = "Invalid number. Usage: /timeout <minutes>"
 REFUSAL = "Sorry, this bot is private."
 SEND_WAITING = "⏳ The supervisor is not answering right now. Your message is kept and will be sent once it is back."
 SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
+QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
+              " Send it again once it has answered some of them (or /cancel to stop and drop them).")
+ALREADY_DONE = "Already done: each button works once."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")

@@ -6,7 +6,9 @@ how taps add up is in ``_prompts``.
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -43,13 +45,19 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
     sent (a press or a typed answer can come at once) and again with the message id (to
     edit it later)."""
     prompt, token = prompts.build(event, chat)
+    if prompt.session != await link.active(chat):  # whose it is, when not the chat's session
+        prompt.text = f"<b>[{html.escape(prompt.session)}]</b>\n{prompt.text}"
     await _save(link, token, prompt)
     if prompt.is_question:  # before the user can see it: an answer typed at once is one
         await link.kv_put(prompts.KV_ASKING.format(chat=chat), token)
+    origin = commands.parse_origin(event.get("origin"))
     sent = await app.bot.send_message(chat, prompt.text, parse_mode=ParseMode.HTML,
-                                      reply_markup=markup(prompts.keyboard(prompt, token)))
+                                      reply_markup=markup(prompts.keyboard(prompt, token)),
+                                      reply_to_message_id=origin[1] if origin else None,
+                                      allow_sending_without_reply=True)  # threaded to the message that caused it
     prompt.message_id = sent.message_id
     await _save(link, token, prompt)
+    await link.note_author(chat, [sent.message_id], prompt.session)
 
 
 async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
@@ -117,28 +125,47 @@ async def press(link: commands.Link, data: str) -> tuple[str, prompts.Prompt | N
     return prompts.toast(what), None, token
 
 
-async def typed_answer(link: commands.Link, chat: int, text: str, timeout: float | None = None) -> str | None:
-    """If a question waits in this chat, the typed text answers it: what to say back
-    (None: no question waits, the text is an ordinary message). ``timeout`` bounds the
-    first look (a supervisor that is away is found out that fast)."""
+@dataclass
+class Typed:
+    """What a typed message did about a waiting question: ``said`` is the acknowledgement
+    when it answered it; ``waiting`` names the session whose question still waits when
+    the text went elsewhere (the chat is told)."""
+
+    said: str | None = None
+    waiting: str | None = None
+
+
+async def typed_answer(link: commands.Link, chat: int, text: str, reply_to: int | None, writer: str | None,
+                       timeout: float | None = None) -> Typed:
+    """A question waiting in this chat is answered by a reply to it, or by text (not a
+    reply to another session's message) while its own session is the chat's active one;
+    other text is an ordinary message. ``writer``: the session that wrote the message
+    replied to. ``timeout`` bounds the first look (a supervisor that is away is found out
+    that fast)."""
     token = await link.kv_cached(prompts.KV_ASKING.format(chat=chat), timeout)
     if not isinstance(token, str):
-        return None
+        return Typed()
     prompt = await _load(link, token)
     if prompt is None or not prompt.is_question:
         await link.kv_put(prompts.KV_ASKING.format(chat=chat), None)
-        return None
+        return Typed()
+    if reply_to is not None and reply_to == prompt.message_id:
+        how = "the question you replied to"
+    elif writer is None and prompt.session == await link.active(chat):
+        how = "this chat's session"
+    else:
+        return Typed(waiting=prompt.session)
     if not prompts.typed(prompt, text):
         await _save(link, token, prompt)
-        return "Noted. Answer the remaining question(s), then tap Done."
+        return Typed("Noted. Answer the remaining question(s), then tap Done.")
     try:
         await _answer(link, prompt)
     except RemoteError as exc:
         if exc.code != "not_found":
             raise
         await link.kv_put(prompts.KV_ASKING.format(chat=chat), None)
-        return None  # the question is gone: the text goes to Claude as a message
-    return "✅ Answer sent."
+        return Typed()  # the question is gone: the text goes to Claude as a message
+    return Typed(f"✅ Answer sent to Claude's question in '{prompt.session}' ({how}).")
 
 
 async def redraw(query: Any, prompt: prompts.Prompt, token: str) -> None:

@@ -42,6 +42,7 @@ class SessionState(enum.StrEnum):
     RESUMING = "resuming"
     IDLE = "idle"
     BUSY = "busy"
+    QUEUE_FULL = "queue_full"  # `send`: the session's queue is at its limit
     SUSPENDING = "suspending"
     SUSPENDED = "suspended"
     FAILED = "failed"
@@ -151,8 +152,10 @@ class ErrorCode(enum.StrEnum):
     EXISTS = "exists"
     ARCHIVED = "archived"
     BUSY = "busy"
+    QUEUE_FULL = "queue_full"  # `send`: the session's queue is at its limit
     NOT_BUSY = "not_busy"
     NO_SUBSCRIPTION = "no_subscription"
     STORAGE = "storage"  # disk full, database unavailable
     SHUTTING_DOWN = "shutting_down"
+    RESTART_REFUSED = "restart_refused"  # the code installed now would not start
     INTERNAL = "internal"

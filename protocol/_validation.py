@@ -236,7 +236,8 @@ _ENVELOPE = {"v", "id", "op"}
 def validate_request(frame: dict[str, Any]) -> Request:
     """Check a decoded frame against the envelope and its op's schema."""
     version = frame.get("v")
-    if version != PROTOCOL_VERSION:
+    # exactly the integer: True and 1.0 compare equal to 1 in Python, but are not it
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ValidationError(
             ErrorCode.BAD_VERSION,
             f"unsupported protocol version {version!r}; this supervisor speaks {PROTOCOL_VERSION}",

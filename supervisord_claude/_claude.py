@@ -7,12 +7,13 @@ in ``../shared/claude-code-cli.md`` and checked by the ``claude_cli`` test tier.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import mimetypes
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -100,16 +101,37 @@ def build_env(base: Mapping[str, str], instance: str, session: str) -> dict[str,
     return env
 
 
+def read_attachment(path: str, limit: int) -> bytes | None:
+    """An attachment's bytes, or None if it holds more than ``limit`` (it goes by path).
+    Opened without following a link or blocking, and read only if it is an ordinary file:
+    whatever is at the path, the keeper neither hangs nor reads without end (OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not an ordinary file")
+        if st.st_size > limit:
+            return None
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
 def user_line(text: str, attachments: Sequence[str] = ()) -> bytes:
-    """One stdin line carrying a user message (images inline, other files by path)."""
+    """One stdin line carrying a user message (images inline, other files by path; each
+    must be an ordinary file: OSError otherwise)."""
     content: str | list[dict[str, Any]] = text
     if attachments:
         blocks: list[dict[str, Any]] = []
         notes: list[str] = []
         for path in attachments:
             media_type = mimetypes.guess_type(path)[0] or ""
-            if media_type in IMAGE_TYPES and os.path.getsize(path) <= MAX_IMAGE_BYTES:
-                data = base64.b64encode(Path(path).read_bytes()).decode()
+            image = None
+            if media_type in IMAGE_TYPES:
+                image = read_attachment(path, MAX_IMAGE_BYTES)
+            elif not stat.S_ISREG(os.lstat(path).st_mode):  # (Claude reads it)
+                raise OSError(errno.EINVAL, "not an ordinary file")
+            if image is not None:
+                data = base64.b64encode(image).decode()
                 blocks.append(
                     {
                         "type": "image",
@@ -172,6 +194,8 @@ class Parsed:
     delta: str | None = None  # text of the answer as it is being written
     mode: PermissionMode | None = None  # the permission mode Claude reports it is in
     model: str | None = None  # the model Claude says it runs (its init line)
+    #: Claude's answer to one of our control requests: (request_id, error or None)
+    control_response: tuple[str, str | None] | None = None
 
 
 def _tool_result_text(content: Any) -> str:
@@ -269,6 +293,12 @@ def parse_line(line: bytes) -> Parsed:
                 "tool_use_id": request.get("tool_use_id"),
                 "suggestions": [s for s in suggestions if isinstance(s, dict)] if isinstance(suggestions, list) else [],
             }
+    elif kind == "control_response":
+        response = msg.get("response") or {}
+        if isinstance(response, dict) and isinstance(response.get("request_id"), str):
+            ok = response.get("subtype") == "success"
+            out.control_response = (response["request_id"], None if ok else str(response.get("error") or
+                                                                                 response.get("subtype")))
     elif kind == "result":
         out.result = {
             "is_error": bool(msg.get("is_error")),

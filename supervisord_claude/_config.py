@@ -27,6 +27,16 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_ORPHAN_TIMEOUT = 300.0
 DEFAULT_PERMISSION_TIMEOUT = 600.0
 DEFAULT_KEEPER_START_TIMEOUT = 30.0
+#: a session's queue (messages Claude has not started on): how many, and how much text and
+#: attachment copies they hold together
+DEFAULT_MAX_QUEUED_MESSAGES = 100
+DEFAULT_MAX_QUEUED_MIB = 64.0
+#: the largest file one attachment may be (it is copied into the state dir at send)
+DEFAULT_MAX_ATTACHMENT_MIB = 32.0
+#: how long `interrupt` waits for Claude to confirm it (under a client's request timeout)
+DEFAULT_INTERRUPT_TIMEOUT = 5.0
+MAX_INTERRUPT_TIMEOUT = 8.0
+MIB = 1024 * 1024
 #: clients connected to the control socket at once; more wait until some leave
 DEFAULT_MAX_CONNECTIONS = 1000
 
@@ -68,6 +78,13 @@ class Config:
     keeper_start_timeout: float = DEFAULT_KEEPER_START_TIMEOUT
     #: how long keepers keep Claude running after their supervisor died, waiting for the next
     orphan_timeout: float = DEFAULT_ORPHAN_TIMEOUT
+    #: beyond these, `send` is refused with queue_full
+    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+    max_queued_bytes: int = int(DEFAULT_MAX_QUEUED_MIB * MIB)
+    #: a larger attachment is refused at `send` (too_large)
+    max_attachment_bytes: int = int(DEFAULT_MAX_ATTACHMENT_MIB * MIB)
+    #: `interrupt` replies "not confirmed" if Claude has not confirmed it within this long
+    interrupt_timeout: float = DEFAULT_INTERRUPT_TIMEOUT
     #: clients connected at once (fewer if the open-files limit leaves less room)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
@@ -115,6 +132,10 @@ _TOP_KEYS = {
     "event_retention_days",
     "orphan_timeout",
     "keeper_start_timeout",
+    "max_queued_messages",
+    "max_queued_mib",
+    "max_attachment_mib",
+    "interrupt_timeout",
     "max_connections",
     "personas",
     "telegram",
@@ -161,6 +182,20 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("keeper_start_timeout: must be a positive number of seconds")
         out["keeper_start_timeout"] = float(value)
+    if "max_queued_messages" in raw:
+        count = _expect(raw, "max_queued_messages", int, "")
+        if count < 1:
+            raise ConfigError("max_queued_messages: must be at least 1")
+        out["max_queued_messages"] = count
+    for key, unit in (("max_queued_mib", "MiB"), ("max_attachment_mib", "MiB"), ("interrupt_timeout", "seconds")):
+        if key in raw:
+            value = _expect(raw, key, (int, float), "")
+            if value <= 0:
+                raise ConfigError(f"{key}: must be a positive number of {unit}")
+            out[key] = float(value)
+    if out.get("interrupt_timeout", 0) > MAX_INTERRUPT_TIMEOUT:
+        raise ConfigError(f"interrupt_timeout: at most {MAX_INTERRUPT_TIMEOUT:g} seconds (clients wait 10 s for"
+                          " the reply)")
     if "max_connections" in raw:
         value = _expect(raw, "max_connections", int, "")
         if value < 1:
@@ -289,6 +324,10 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         permission_timeout=file_values.get("permission_timeout", DEFAULT_PERMISSION_TIMEOUT),
         event_retention_days=file_values.get("event_retention_days", 30.0),
         orphan_timeout=orphan_timeout,
+        max_queued_messages=file_values.get("max_queued_messages", DEFAULT_MAX_QUEUED_MESSAGES),
+        max_queued_bytes=int(file_values.get("max_queued_mib", DEFAULT_MAX_QUEUED_MIB) * MIB),
+        max_attachment_bytes=int(file_values.get("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
+        interrupt_timeout=file_values.get("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
         max_connections=file_values.get("max_connections", DEFAULT_MAX_CONNECTIONS),
         telegram=telegram,
         config_path=config_path if file_values else None,
@@ -363,6 +402,10 @@ def describe(config: Config) -> list[tuple[str, str]]:
         ("permission_timeout", f"{config.permission_timeout:g} s"),
         ("orphan_timeout", f"{config.orphan_timeout:g} s"),
         ("keeper_start_timeout", f"{config.keeper_start_timeout:g} s"),
+        ("max_queued_messages", str(config.max_queued_messages)),
+        ("max_queued_mib", f"{config.max_queued_bytes / MIB:g} MiB"),
+        ("max_attachment_mib", f"{config.max_attachment_bytes / MIB:g} MiB"),
+        ("interrupt_timeout", f"{config.interrupt_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
         ("max_connections", str(config.max_connections)),
         ("claude_args", " ".join(config.claude_args) or "(none)"),

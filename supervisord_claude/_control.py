@@ -44,8 +44,28 @@ from ._sockets import send_now
 
 log = logging.getLogger("supervisord_claude")
 
-#: carries out one valid request; returns its result
-Handler = Callable[[bytes, Request], dict[str, Any]]
+class LaterReply:
+    """A result its handler learns only later (an interrupt, once Claude confirmed it or
+    the wait ran out): the reply is sent when it is resolved, once."""
+
+    def __init__(self) -> None:
+        self.result: dict[str, Any] | None = None
+        self._then: Callable[[dict[str, Any]], None] | None = None
+
+    def resolve(self, result: dict[str, Any]) -> None:
+        if self.result is None:
+            self.result = result
+            if self._then is not None:
+                self._then(result)
+
+    def then(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self._then = send
+        if self.result is not None:
+            send(self.result)
+
+
+#: carries out one valid request; returns its result (now, or later)
+Handler = Callable[[bytes, Request], "dict[str, Any] | LaterReply"]
 
 #: warnings about bad client input: at most this many per LOG_PERIOD seconds (a client
 #: sending garbage in a loop must not fill the disk with the supervisor's log)
@@ -457,6 +477,9 @@ class ControlServer:
             log.exception("unexpected error while handling %r", msg.get("op"))
             self.error(ident, req_id, ErrorCode.INTERNAL,
                        f"internal error ({type(exc).__name__}: {exc}); see the supervisor log")
+            return
+        if isinstance(result, LaterReply):
+            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}))
             return
         self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": result})
         after_reply(ident, request, result)

@@ -9,17 +9,23 @@ per request. It reports every keeper's pid and exit status back over a socketpai
 Messages (``_wire``: Spawn one way; Spawned, SpawnFailed, Exited the other) travel one
 datagram each over a SOCK_SEQPACKET socketpair. The server exits when the supervisor's
 death pipe reaches EOF or the socket closes.
+
+If the server dies (kill -9, a bug), the supervisor starts a new one (``Link.respawn``):
+by fork and exec this time, since the supervisor has threads by then. The dead server's
+keepers live on, re-parented; their exits are watched as an adopted keeper's are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import traceback
 
@@ -33,14 +39,73 @@ from . import (
 MAX_SPEC_BYTES = 1 << 20
 
 
+class Server:
+    """The fork server process: its pid, and what a new one needs (its title, a read end
+    of the supervisor's death pipe, which the keepers it forks inherit)."""
+
+    def __init__(self, pid: int, title: str, death_fd: int) -> None:
+        self.pid = pid
+        self.title = title
+        self.death_fd = death_fd
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def respawn(self) -> socket.socket:
+        """Reap the dead server and start a new one; returns the supervisor's end of its
+        socketpair (blocking). Fork and exec, not a bare fork: the supervisor has threads."""
+        self.wait()
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "supervisord_claude._forkserver", self.title, str(child_sock.fileno()),
+                 str(self.death_fd)],
+                pass_fds=(child_sock.fileno(), self.death_fd), stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        self.pid = self._proc.pid
+        return parent_sock
+
+    def wait(self) -> None:
+        """Wait for the server to exit (it has, or it is on its way: its socket or the death
+        pipe is closed)."""
+        if self._proc is not None:
+            self._proc.wait()
+            return
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
 class Link:
     """The supervisor's end of the socketpair (non-blocking). Spawn requests the socket
     cannot take now (hundreds at once fill its buffer) wait in ``backlog``, in order, and
-    go out as soon as it can take them."""
+    go out as soon as it can take them (to a new server, if the old one died)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, server: Server | None = None) -> None:
         self.sock = sock
+        self.server = server
         self.backlog: collections.deque[bytes] = collections.deque()
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.pid if self.server is not None else None
+
+    def respawn(self) -> None:
+        """The server died: start a new one; what was waiting in the backlog goes to it.
+        (Spawn requests the old one read and never answered are the pool's to settle.)"""
+        if self.server is None:
+            raise RuntimeError("no fork server process to respawn")
+        with contextlib.suppress(RuntimeError):  # (no loop: a script)
+            asyncio.get_running_loop().remove_writer(self.sock.fileno())
+        self.sock.close()
+        self.sock = self.server.respawn()
+        self.sock.setblocking(False)
+        if self.backlog and not self._flush():
+            self._wait_writable()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -197,3 +262,14 @@ def _serve(title: str, sock: socket.socket, death_fd: int, freeze: bool) -> None
                     sys.stderr.flush()
                     os._exit(code)
             send(_wire.Spawned(request.token, pid))
+
+
+def exec_main(argv: list[str]) -> int:
+    """A server started by ``Server.respawn``: ``TITLE SOCKET_FD DEATH_FD``."""
+    title, sock_fd, death_fd = argv
+    _serve(title, socket.socket(fileno=int(sock_fd)), int(death_fd), freeze=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - runs in the respawned server
+    sys.exit(exec_main(sys.argv[1:]))

@@ -124,6 +124,8 @@ class Keeper:
                              on_over_limit=self._supervisor_away_too_long,
                              on_orphan_expired=self._no_supervisor_came)
         self._ctrl_ids = 0
+        #: interrupts the supervisor waits to hear about: their control request ids
+        self._interrupts_asked: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
@@ -318,7 +320,7 @@ class Keeper:
             self.queue.append(cmd.message)
             self._pump()
         elif isinstance(cmd, _wire.Interrupt):
-            self._interrupt()
+            self._interrupt(report=True)
         elif isinstance(cmd, _wire.DropQueued):
             for msg in self.queue:
                 self.emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=DROPPED)
@@ -397,10 +399,34 @@ class Keeper:
 
     # messages and turns ---------------------------------------------------------------
 
-    def _interrupt(self) -> None:
-        if self.current is not None and self.claude is not None:
-            self._ctrl_ids += 1
-            self._write(_claude.control_line(f"interrupt-{self._ctrl_ids}", "interrupt"))
+    def _interrupt(self, report: bool = False) -> None:
+        """Ask Claude to stop its turn; with ``report``, tell the supervisor what became
+        of it (once Claude confirmed it, or at once why it could not be asked)."""
+        if self.current is None or self.claude is None:
+            if report:
+                self.send(_wire.InterruptReport(False, "Claude was not answering anything any more when it"
+                                                       " arrived (the turn had ended)"))
+            return
+        self._ctrl_ids += 1
+        request_id = f"interrupt-{self._ctrl_ids}"
+        if not self._write(_claude.control_line(request_id, "interrupt")):
+            if report:
+                self.send(_wire.InterruptReport(False, "Claude's input is closed (it is exiting)"))
+            return
+        if report:
+            self._interrupts_asked.add(request_id)
+
+    def _interrupt_answered(self, request_id: str, error: str | None) -> None:
+        if request_id in self._interrupts_asked:
+            self._interrupts_asked.discard(request_id)
+            self.send(_wire.InterruptReport(error is None, "confirmed by Claude" if error is None
+                                            else f"Claude refused it: {error}"))
+
+    def _interrupts_void(self, why: str) -> None:
+        """Claude is gone: the interrupts it did not confirm never will be."""
+        for _ in self._interrupts_asked:
+            self.send(_wire.InterruptReport(False, why))
+        self._interrupts_asked.clear()
 
     def _write(self, line: bytes) -> bool:
         run = self.claude
@@ -498,6 +524,8 @@ class Keeper:
             if kind is EventKind.TOOL_USE and isinstance(body.get("tool_use_id"), str):
                 self._tool_inputs[body["tool_use_id"]] = body.get("input")
             self.emit(kind, **body, **self._turn())
+        if parsed.control_response is not None:
+            self._interrupt_answered(*parsed.control_response)
         if parsed.permission is not None:
             self._on_permission_request(parsed.permission)
         if parsed.result is not None:
@@ -540,6 +568,7 @@ class Keeper:
         if self.ending:
             return
         self.claude = None
+        self._interrupts_void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
         self._drop_permissions("Claude exited")
         self.timer.cancel()
         tail = " | ".join(run.stderr_tail)
@@ -632,6 +661,7 @@ class Keeper:
         run, self.claude = self.claude, None
         if run is None:
             return
+        self._interrupts_void("Claude was stopped before it confirmed the interrupt")
         self._drop_permissions("Claude was stopped")
         proc = run.proc
         if proc.returncode is None:

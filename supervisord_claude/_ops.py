@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,39 +27,20 @@ from protocol import (
 
 from . import __version__, _claude, _wire
 from . import _permissions as permissions
+from ._attachments import mib_text
 from ._config import Config
+from ._control import LaterReply
 from ._errors import OpError
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
 from ._keeper import DROPPED
-from ._pool import KeeperPool
+from ._pool import KeeperPool, message_bytes
 from ._store import SessionRecord, Store
 
 #: read-only ops and acks (so no delivered event is re-sent after a restart)
 ALLOWED_WHILE_STOPPING = frozenset(
     {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.SHUTDOWN}
 )
-
-
-#: where no attachment may come from: pseudo-files whose reading can hang, never end or leak
-PSEUDO_FILESYSTEMS = ("/proc/", "/sys/", "/dev/")
-
-
-def attachment_problem(path: str) -> str | None:
-    """Why a file cannot be attached, or None: it must be an ordinary, readable file (a
-    FIFO, a device or a directory could hang or flood whoever reads it)."""
-    real = os.path.realpath(path)
-    if real.startswith(PSEUDO_FILESYSTEMS):
-        return f"is a system pseudo-file ({real}), not an ordinary file"
-    try:
-        st = os.stat(real)
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}"
-    if not stat.S_ISREG(st.st_mode):
-        return "is not an ordinary file"
-    if not os.access(real, os.R_OK):
-        return "is not readable"
-    return None
 
 
 class Ops:
@@ -81,7 +61,7 @@ class Ops:
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
 
-    def handle(self, ident: bytes, req: Request) -> dict[str, Any]:
+    def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
             raise OpError(ErrorCode.SHUTTING_DOWN, "the supervisor is shutting down")
         if req.op not in ALLOWED_WHILE_STOPPING:
@@ -91,7 +71,7 @@ class Ops:
                 raise OpError(ErrorCode.STORAGE, f"{problem}; nothing new is accepted. Stop the supervisor"
                               " (claudectl shutdown) and restore the file from a backup, or start afresh")
         handler = getattr(self, f"op_{req.op.value}")
-        result: dict[str, Any] = handler(ident, **req.args)
+        result: dict[str, Any] | LaterReply = handler(ident, **req.args)
         return result
 
     def after_reply(self, ident: bytes, req: Request, result: dict[str, Any]) -> None:
@@ -122,6 +102,8 @@ class Ops:
             out["keeper_pid"] = handle.pid if handle else None
             out["claude_pid"] = handle.claude_pid if handle else None
             out["queued"] = self.pool.queued(session)
+            out["queued_bytes"] = self.pool.queued_bytes(session)
+            out["queue_limit"] = self._queue_limit()
             out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
                               for r in self.pool.pending_requests(session)]
             return out
@@ -157,6 +139,9 @@ class Ops:
             "claude_processes": claude,
             "cost_today": self.store.cost_on(self.wall()),
             "pending_permissions": pending,
+            "queue_limit": self._queue_limit(),
+            "queues": [{"session": name, "messages": self.pool.queued(name), "bytes": self.pool.queued_bytes(name)}
+                       for name in sorted(set(self.pool.queues) | set(self.pool.handles)) if self.pool.queued(name)],
             "clients": self.hub.clients(),
             "memory": self.pool.system.memory(os.getpid()),
             "limits": {name: use for source in self.limit_sources for name, use in source().items()},
@@ -207,19 +192,46 @@ class Ops:
                                                       "reason": Reason.REQUESTED.value, "detail": "created"})
         return rec.public(self.config.idle_timeout)
 
+    def _queue_limit(self) -> dict[str, int]:
+        return {"messages": self.config.max_queued_messages, "bytes": self.config.max_queued_bytes}
+
+    def _check_queue_room(self, session: str, size: int) -> None:
+        """Refuse (queue_full) a message the session's queue has no room for: past the
+        count, or past the bytes (an empty queue takes any one message)."""
+        count, held = self.pool.queued(session), self.pool.queued_bytes(session)
+        limit = self.config
+        if count >= limit.max_queued_messages or (count and held + size > limit.max_queued_bytes):
+            raise OpError(ErrorCode.QUEUE_FULL,
+                          f"the queue of session '{session}' is full: {count} messages ({mib_text(held)}) wait for"
+                          f" Claude, and it takes {limit.max_queued_messages} messages or"
+                          f" {mib_text(limit.max_queued_bytes)} (max_queued_messages, max_queued_mib). Nothing"
+                          f" was sent: send it again once Claude has answered some, or drop them"
+                          f" (claudectl drop-queued {session})")
+
     def op_send(self, ident: bytes, session: str, text: str, attachments: list[str] | None = None,
                 origin: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
         rec = self._session(session)
         files = attachments or []
-        for path in files:
-            problem = attachment_problem(path)
-            if problem is not None:
-                raise OpError(ErrorCode.BAD_REQUEST, f"attachment {path} {problem}")
         if not text.strip() and not files:
             raise OpError(ErrorCode.BAD_REQUEST, "a message needs text or an attachment")
-        message_id, created = self.store.add_message(session, text, files, origin, idempotency_key)
+        known = self.store.message_by_key(session, idempotency_key) if idempotency_key is not None else None
+        if known is not None:  # a retry of a message it has: its answer, whatever the queue holds now
+            return {"message_id": known, "seq": rec.last_seq, "state": rec.state.value, "duplicate": True,
+                    "ahead": 0}
+        self._check_queue_room(session, 0)  # (before anything is copied)
+        taken = self.pool.attachments.take(session, files)
+        try:
+            size = message_bytes(text, []) + taken.size
+            self._check_queue_room(session, size)
+            message_id, created = self.store.add_message(session, text, taken.paths, origin, idempotency_key)
+        except BaseException:
+            taken.discard()
+            raise
         if created:
-            self.pool.enqueue(session, message_id)
+            self.pool.attachments.hold(message_id, taken)
+            self.pool.enqueue(session, message_id, size)
+        else:
+            taken.discard()
         # messages of this session that Claude answers before this one: those not handed to
         # it yet (this one among them), and the one it is answering
         ahead = 0
@@ -229,15 +241,19 @@ class Ops:
         return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
                 "ahead": ahead}
 
-    def op_interrupt(self, ident: bytes, session: str) -> dict[str, Any]:
+    def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
+        """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
+        confirmed by Claude (its control_response), or why not (at most
+        ``interrupt_timeout`` later)."""
         rec = self._session(session)
-        if rec.state is not SessionState.BUSY or not self.pool.command(session, _wire.Interrupt()):
+        reply = LaterReply()
+        if rec.state is not SessionState.BUSY or not self.pool.interrupt(session, reply.resolve):
             queued = self.pool.queued(session)
             if queued:
                 raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' has {queued} message(s) queued that Claude"
                               " has not started on yet (it is starting); nothing to interrupt yet")
             raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' is not answering anything")
-        return {}
+        return reply
 
     def op_drop_queued(self, ident: bytes, session: str) -> dict[str, Any]:
         """Every message of the session Claude has not started on is reported not

@@ -21,13 +21,15 @@ from typing import Any, Protocol
 from protocol import EventKind, Reason, SessionState
 
 from . import _wire
+from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
 from ._claude import outbox_prompt
 from ._clock import Clock, TimerHandle
 from ._config import Config
 from ._eventlog import EventLog
+from ._keeper import keeper_title
 from ._os import System
 from ._permissions import PendingRequest
-from ._store import QUEUED, WRITTEN, Message, Store
+from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, Store
 
 log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
@@ -91,13 +93,24 @@ class KeeperHandle:
     grace: TimerHandle | None = None  # how long its bye may trail its exit
     start_timer: TimerHandle | None = None  # how long it may take to say hello
     last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
-    adopted: bool = False  # taken over from a previous supervisor: not a child of our fork server
+    #: not a child of our (live) fork server — taken over from a previous supervisor, or
+    #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
+    adopted: bool = False
     overdue: bool = False  # killed because it did not say hello in time
+    #: what waits to hear whether its interrupt was confirmed, and how long it may wait
+    interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    interrupt_timer: TimerHandle | None = None
 
     def change_phase(self, new: Phase) -> None:
         if new not in PHASE_EDGES[self.phase]:
             raise IllegalPhase(f"keeper of {self.session}: {self.phase.value} -> {new.value}")
         self.phase = new
+
+
+def message_bytes(text: str, attachments: list[str]) -> int:
+    """What a waiting message holds: its text (in the store and the keeper) and its
+    attachment copies (on disk)."""
+    return len(text.encode()) + copied_bytes(attachments)
 
 
 def _to_wire(msg: Message) -> _wire.QueuedMessage:
@@ -129,6 +142,9 @@ class KeeperPool:
         self.fork = fork
         self.link = link
         self.queues: dict[str, collections.deque[int]] = {}
+        #: what each waiting message holds (``message_bytes``), by id, as far as asked
+        self._sizes: dict[int, int] = {}
+        self.attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
         self.handles: dict[str, KeeperHandle] = {}  # the session's current keeper
         self.by_pid: dict[int, KeeperHandle] = {}
         self.by_token: dict[int, KeeperHandle] = {}
@@ -153,16 +169,33 @@ class KeeperPool:
         handle = self.handles.get(session)
         return {"keeper_pid": handle.pid, "claude_pid": handle.claude_pid} if handle else {}
 
-    def queued(self, session: str) -> int:
+    def _waiting(self, session: str) -> list[int]:
+        """The session's messages Claude has not started on: queued here, or held by its keeper."""
         handle = self.handles.get(session)
-        return len(self.queues.get(session, ())) + (len(handle.forwarded) if handle else 0)
+        return [*self.queues.get(session, ()), *(handle.forwarded if handle else ())]
+
+    def queued(self, session: str) -> int:
+        return len(self._waiting(session))
+
+    def queued_bytes(self, session: str) -> int:
+        """What the session's waiting messages hold together (see ``message_bytes``)."""
+        total = 0
+        for message_id in self._waiting(session):
+            size = self._sizes.get(message_id)
+            if size is None:  # (queued before a restart)
+                msg = self.store.get_message(message_id)
+                size = self._sizes[message_id] = message_bytes(msg.text, msg.attachments) if msg else 0
+            total += size
+        return total
 
     @property
     def running(self) -> int:
         """Keeper processes that exist (forked and not reported gone)."""
         return len(self.by_pid)
 
-    def enqueue(self, session: str, message_id: int) -> None:
+    def enqueue(self, session: str, message_id: int, size: int | None = None) -> None:
+        if size is not None:
+            self._sizes[message_id] = size
         self.queues.setdefault(session, collections.deque()).append(message_id)
         self.dispatch(session)
 
@@ -176,6 +209,29 @@ class KeeperPool:
             handle.outbox.append(msg)
             return True
         return self.link.send(handle.ident, msg)
+
+    def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
+        """Ask the session's keeper to interrupt its turn; ``on_report`` gets
+        ``{confirmed, detail}`` once the keeper says what became of it, or when
+        ``interrupt_timeout`` has passed without a word. False if no keeper can take it."""
+        handle = self.handles.get(session)
+        if handle is None or not self.command(session, _wire.Interrupt()):
+            return False
+        handle.interrupt_waiters.append(on_report)
+        if handle.interrupt_timer is None:
+            seconds = self.config.interrupt_timeout
+            handle.interrupt_timer = self.clock.call_later(seconds, lambda: self._interrupt_reported(
+                handle, False, f"no word from the session's keeper within {seconds:g} s (it may be stopped or"
+                " overloaded); the interrupt may still take effect once it goes on"))
+        return True
+
+    def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str) -> None:
+        if handle.interrupt_timer is not None:
+            handle.interrupt_timer.cancel()
+            handle.interrupt_timer = None
+        waiters, handle.interrupt_waiters = handle.interrupt_waiters, []
+        for report in waiters:
+            report({"confirmed": confirmed, "detail": detail})
 
     def pending(self, session: str, request_id: str) -> PendingRequest | None:
         """The permission request Claude waits on in that session, if it still does."""
@@ -206,14 +262,21 @@ class KeeperPool:
     def archive_now(self, session: str) -> None:
         ids = list(self.queues.pop(session, ()))
         self.events.fail_messages(session, ids, f"session '{session}' was archived")
+        self.attachments.drop_session(session)
         self.events.record(session, EventKind.STATE,
                            {"state": SessionState.ARCHIVED.value, "reason": Reason.REQUESTED.value})
 
     def message_done(self, session: str, message_id: int) -> None:
-        """The event log stored a message's turn event: it is no longer in flight."""
+        """The event log stored a message's turn event: it is no longer in flight (and
+        once its turn is over, its attachment copies go)."""
         handle = self.handles.get(session)
         if handle is not None and message_id in handle.forwarded:
             handle.forwarded.remove(message_id)
+        self._sizes.pop(message_id, None)
+        if self.attachments.holds(message_id):
+            msg = self.store.get_message(message_id)
+            if msg is None or msg.status in (DONE, FAILED):
+                self.attachments.release(message_id)
 
     # dispatch -------------------------------------------------------------------------
 
@@ -252,6 +315,10 @@ class KeeperPool:
                 messages.append(_to_wire(msg))
                 handle.forwarded.append(msg.id)
         persona = self.config.personas.get(rec.persona) if rec.persona else None
+        # Claude reads the session's attachment copies there (by path: files that are not images)
+        attachments = self.attachments.session_dir(session)
+        with contextlib.suppress(OSError):
+            attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -263,7 +330,7 @@ class KeeperPool:
             idle_timeout=rec.idle_timeout or self.config.idle_timeout,
             model=rec.model,
             system_prompt="\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p),
-            extra_args=tuple(self.config.claude_args),
+            extra_args=(*self.config.claude_args, "--add-dir", str(attachments)),
             permission_mode=rec.permission_mode,
             allowed_tools=tuple(rec.allowed_tools),
             permission_timeout=self.config.permission_timeout,
@@ -304,6 +371,48 @@ class KeeperPool:
                                       f"could not start a session keeper: {msg.error}")
         elif isinstance(msg, _wire.Exited):
             self.on_exit(msg.pid, msg.status)
+
+    def on_fork_server_lost(self) -> None:
+        """The fork server died. Its keepers live on, re-parented, but nobody reports their
+        exits now: watch each like an adopted keeper. A spawn it was asked for and never
+        answered may or may not have happened: its hello settles it, or its start timeout."""
+        for handle in list(self.by_pid.values()):
+            if not handle.adopted and handle.phase is not Phase.EXIT_REPORTED:
+                handle.adopted = True
+                assert handle.pid is not None
+                self.watch_exit(handle.pid)
+        for handle in list(self.by_token.values()):
+            if handle.phase is Phase.SPAWNING:
+                handle.adopted = True  # its Spawned report will never come
+                lost = handle
+                handle.start_timer = self.clock.call_later(self.config.keeper_start_timeout,
+                                                           lambda: self._spawn_lost(lost))
+
+    def _spawn_lost(self, handle: KeeperHandle) -> None:
+        """A spawn the dead fork server never answered, and no hello came. If it did fork a
+        keeper (by its title), that one hung: kill it and report its messages not delivered
+        (as for any keeper that does not say hello in time); if it did not, the messages
+        were never taken: start the session anew with them."""
+        if handle.phase is not Phase.SPAWNING:
+            return
+        handle.start_timer = None
+        title = keeper_title(self.instance, handle.session)
+        strays = [pid for pid, t in self.system.processes_titled(title) if t == title and pid not in self.by_pid]
+        for pid in strays:
+            self.system.kill(pid, signal.SIGKILL)
+        handle.change_phase(Phase.GONE)
+        self._forget(handle)
+        ids, handle.forwarded = handle.forwarded, []
+        if strays:
+            log.error("the keeper of %s, forked just before the fork server died, did not connect; killed",
+                      handle.session)
+            self.events.fail_messages(handle.session, ids, f"the session keeper did not start within"
+                                                           f" {self.config.keeper_start_timeout:g} s")
+            return
+        log.warning("the fork server died before it started a keeper for %s; starting one now", handle.session)
+        queue = self.queues.setdefault(handle.session, collections.deque())
+        queue.extendleft(reversed([i for i in ids if i not in queue]))
+        self.dispatch(handle.session)
 
     def _hello_overdue(self, handle: KeeperHandle) -> None:
         """A keeper that never says hello would hold its messages for ever: kill it, and
@@ -381,6 +490,8 @@ class KeeperPool:
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self.on_delta(handle.session, msg.message_id, msg.text, origin)
+        elif isinstance(msg, _wire.InterruptReport):
+            self._interrupt_reported(handle, msg.confirmed, msg.detail)
         elif isinstance(msg, _wire.ClaudeStarted):
             handle.claude_pid = msg.pid
         elif isinstance(msg, _wire.ConversationStarted):
@@ -425,12 +536,18 @@ class KeeperPool:
         return rec.keeper_n + 1 if rec is not None and rec.keeper_pid == pid else 1
 
     def _on_hello(self, ident: bytes, msg: _wire.Hello) -> None:
-        if msg.version != _wire.WIRE_VERSION:
+        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
+            # a keeper a previous supervisor left, maybe of the release before an upgrade
+            if msg.version in _wire.ADOPTABLE_WIRE_VERSIONS:
+                self._adopt(ident, msg)
+            else:  # left adoptable: reaped when the adoption window closes
+                log.warning("the keeper of %s (pid %d) speaks wire version %d; this release adopts %s:"
+                            " it is stopped", msg.session, msg.pid, msg.version,
+                            ", ".join(map(str, sorted(_wire.ADOPTABLE_WIRE_VERSIONS))))
+            return
+        if msg.version != _wire.WIRE_VERSION:  # forked by our own fork server: our code
             log.warning("keeper pid %d speaks wire version %d, not %d: not taken on", msg.pid, msg.version,
                         _wire.WIRE_VERSION)
-            return
-        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
-            self._adopt(ident, msg)
             return
         handle = self.by_pid.get(msg.pid)
         if handle is None:
@@ -443,6 +560,8 @@ class KeeperPool:
             handle = candidate
             handle.pid = msg.pid
             self.by_pid[msg.pid] = handle
+            if handle.adopted:  # forked by a fork server that died since: no exit report will come
+                self.watch_exit(msg.pid)
         if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
             log.warning("second hello from the keeper of %s ignored", handle.session)
             return
@@ -487,8 +606,8 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
-        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s)", msg.session, msg.pid, msg.claude_pid,
-                 msg.state)
+        log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
+                 msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
 
     # exits ------------------------------------------------------------------------------
@@ -508,6 +627,8 @@ class KeeperPool:
                 timer.cancel()
         status = "unknown" if handle.exit_status is None else str(handle.exit_status)
         connected = handle.ident is not None
+        if handle.interrupt_waiters:
+            self._interrupt_reported(handle, False, f"the session's keeper exited (status {status})")
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session

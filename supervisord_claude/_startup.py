@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import resource
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -31,6 +32,15 @@ from ._store import FAILED, WRITTEN, Store
 log = logging.getLogger("supervisord_claude")
 
 LOCK_PATIENCE = 2.0
+#: in the state dir, next to the store (not "lock": the two dirs may be one)
+STATE_LOCK_FILE = "supervisor.lock"
+
+
+#: what a user can do about a runtime dir another user made (they cannot remove it)
+ELSEWHERE_HINT = ("you cannot remove it: start the supervisor, claudectl and the bot with --runtime-dir DIR"
+                  " (or SUPERVISORD_CLAUDE_RUNTIME_DIR=DIR) on a directory of your own, or set"
+                  " XDG_RUNTIME_DIR (e.g. /run/user/<uid>, which systemd-logind makes for you); or ask"
+                  " the machine's administrator to remove it")
 
 
 def title_prefix(instance: str) -> str:
@@ -45,15 +55,45 @@ def prepare_runtime_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         problem = runtime_dir_problem(path)  # (made by someone else in between?)
     if problem is not None:
+        if _owned_by_another_user(path):
+            # they cannot remove another user's directory (in /tmp, the sticky bit): say
+            # what they can do instead
+            problem += f"; {ELSEWHERE_HINT}"
         raise StartupRefused(problem)
+
+
+def _owned_by_another_user(path: Path) -> bool:
+    try:
+        return os.lstat(path).st_uid != os.getuid()
+    except OSError:
+        return False
 
 
 def acquire_lock(path: Path) -> int:
     """Hold an exclusive flock on ``<runtime dir>/lock`` for the supervisor's lifetime."""
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     # clients probe the lock for a moment (is a supervisor running?): a supervisor holds
     # it for its whole life, so only a lock still held after a while means one runs
-    deadline = time.monotonic() + LOCK_PATIENCE
+    return _hold_lock(path / LOCK_FILE, LOCK_PATIENCE, f"is already running on {path}")
+
+
+def acquire_state_lock(state_dir: Path) -> int:
+    """Hold an exclusive flock on ``<state dir>/supervisor.lock``: two supervisors on different runtime
+    dirs must not share one store (two keepers, two Claudes on one conversation). Nothing
+    else probes this lock, so a held one refuses at once."""
+    try:
+        return _hold_lock(state_dir / STATE_LOCK_FILE, 0.0,
+                          f"already uses the state dir {state_dir} (with another runtime dir?); give this"
+                          f" supervisor its own --state-dir, or stop that one")
+    except OSError as exc:  # e.g. a read-only file system
+        why = exc.strerror or str(exc)
+        raise StartupRefused(f"cannot lock the state dir {state_dir}, where the store is: {why}") from None
+
+
+def _hold_lock(lock_path: Path, patience: float, refusal: str) -> int:
+    """Take the flock on ``lock_path`` (waiting up to ``patience`` seconds) and write our
+    pid into it, or refuse naming the pid written by its holder."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + patience
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,9 +104,7 @@ def acquire_lock(path: Path) -> int:
                 continue
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise StartupRefused(
-                f"another supervisor (pid {holder}) is already running on {path}"
-            ) from None
+            raise StartupRefused(f"another supervisor (pid {holder}) {refusal}") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -120,6 +158,29 @@ def recover_store(store: Store, now: float, adopted: frozenset[str] = frozenset(
         store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
 
 
+def restart_argv() -> list[str]:
+    """What a restart in place runs: this supervisor's command, with the code installed now."""
+    return [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]]
+
+
+#: what a start does before it touches anything: import the daemon, read the configuration
+_START_CHECK = "import sys\nfrom supervisord_claude import _config, _startup, _supervisor\n_config.parse(sys.argv[1:])\n"
+
+
+def restart_problem() -> str | None:
+    """Why the code installed now would not start (its last line of error), or None. A
+    restart in place that would not come back — an upgrade whose new dependency is not
+    installed, a configuration the new release refuses — is refused before anything stops,
+    and this supervisor goes on."""
+    try:
+        check = subprocess.run([sys.executable, "-c", _START_CHECK, *sys.argv[1:]], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if check.returncode == 0:
+        return None
+    lines = check.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {check.returncode}"
 def raise_open_files_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
     keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""
@@ -149,36 +210,38 @@ def run(config: Config) -> int:
     raise_open_files_limit()
     prepare_runtime_dir(config.runtime_dir)
     lock_fd = acquire_lock(config.runtime_dir)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_lock_fd = acquire_state_lock(config.state_dir)
     instance = instance_id(config.runtime_dir)
     setproctitle.setproctitle(f"{title_prefix(instance)} supervisor")
     system = System()
     reap_leftovers(system, instance)
     adoptable = keepers_left(system, instance)
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    death_r, death_w = os.pipe()
-    fs_pid, fs_sock = _forkserver.start(
-        f"{title_prefix(instance)} forkserver", death_r, close_fds=(lock_fd, death_w)
-    )
-    os.close(death_r)
+    death_r, death_w = os.pipe()  # (the read end is kept: a new fork server needs it)
+    fs_title = f"{title_prefix(instance)} forkserver"
+    fs_pid, fs_sock = _forkserver.start(fs_title, death_r, close_fds=(lock_fd, state_lock_fd, death_w))
     fs_sock.setblocking(False)
+    fork_server = _forkserver.Server(fs_pid, fs_title, death_r)
     store = Store(config.db_path)
-    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock), adoptable=adoptable)
+    supervisor = Supervisor(config, store, system, _forkserver.Link(fs_sock, fork_server), adoptable=adoptable)
     try:
         asyncio.run(supervisor.serve())
     finally:
         supervisor.close()
         store.close()
         os.close(death_w)  # the fork server sees EOF and exits (its keepers need not)
-        try:
-            os.waitpid(fs_pid, 0)
-        except ChildProcessError:
-            pass
+        fork_server.wait()
+        os.close(death_r)
+        os.close(state_lock_fd)
         os.close(lock_fd)
     if supervisor.restarting:
         # the same pid (a service manager keeps tracking it) with the code now installed;
         # the keepers wait for it and are adopted, so running turns go on
         log.info("restarting in place")
         logging.shutdown()
-        os.execv(sys.executable, [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]])
-    log.info("supervisor stopped")
-    return 0
+        os.execv(sys.executable, restart_argv())
+    if supervisor.exit_status:
+        log.critical("supervisor stopped (exit status %d); its keepers wait for the next one", supervisor.exit_status)
+    else:
+        log.info("supervisor stopped")
+    return supervisor.exit_status

@@ -652,6 +652,12 @@ class Store:
         assert cur.lastrowid is not None
         return cur.lastrowid, True
 
+    def message_by_key(self, session: str, idempotency_key: str) -> int | None:
+        """The id of the session's message sent with this idempotency key, if any."""
+        rows = self._read("SELECT id FROM messages WHERE session=? AND idempotency_key=?",
+                          (session, idempotency_key))
+        return int(rows[0][0]) if rows else None
+
     def set_message_status(self, message_id: int, status: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE messages SET status=? WHERE id=?", (status, message_id))

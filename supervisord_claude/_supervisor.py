@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -27,13 +28,13 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from protocol import CONTROL_SOCKET, EventKind, Reason, SessionState, control_endpoint, instance_id
+from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
 
 from . import _wire
 from ._clock import Clock, LoopClock
 from ._config import Config
 from ._control import ControlServer, bind_private
-from ._errors import StoreError
+from ._errors import OpError, StoreError
 from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._keeper import STOP_GRACE
@@ -41,8 +42,8 @@ from ._ops import Ops
 from ._os import System, sd_notify
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._sockets import send_now
-from ._startup import reap_stale, recover_store
-from ._store import QUEUED, Store
+from ._startup import reap_stale, recover_store, restart_problem
+from ._store import QUEUED, WRITTEN, Store
 
 log = logging.getLogger("supervisord_claude")
 
@@ -54,6 +55,10 @@ SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least 
 MAX_KEEPER_BATCH = 4096
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
+#: the fork server may die this often within FORK_SERVER_DEATH_WINDOW seconds and be
+#: started anew; one more death and the supervisor gives up (exits 1, keepers kept)
+MAX_FORK_SERVER_DEATHS = 3
+FORK_SERVER_DEATH_WINDOW = 60.0
 
 
 @dataclass
@@ -72,7 +77,9 @@ class Core:
         """Messages accepted before a restart are still owed, in the order they came
         (those an adopted keeper holds are its own)."""
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
-        for msg in self.store.messages(None, QUEUED):
+        owed = self.store.messages(None, QUEUED)
+        self.pool.attachments.sweep((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN))
+        for msg in owed:
             if msg.id not in held:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):
@@ -102,9 +109,14 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
 
 
 class ForkServerLink(ForkServer, Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
     def fileno(self) -> int: ...
 
     def reports(self) -> list[_wire.Message] | None: ...
+
+    def respawn(self) -> None: ...
 
 
 class KeeperSocket:
@@ -164,6 +176,9 @@ class Supervisor:
                  adoptable: dict[int, str] | None = None) -> None:
         self.adoptable = dict(adoptable or {})
         self.restarting = False
+        #: what the process exits with: 1 once it gave up (see ``_give_up``)
+        self.exit_status = 0
+        self._fork_server_deaths: collections.deque[float] = collections.deque()
         self.config = config
         self.store = store
         self.system = system
@@ -209,7 +224,7 @@ class Supervisor:
         self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        loop.add_signal_handler(signal.SIGHUP, self.request_restart)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
         self._task(self.control.serve_connections())
         self._task(self.control.serve_stalled())
@@ -263,11 +278,45 @@ class Supervisor:
         if reports is None:  # the fork server is gone
             asyncio.get_running_loop().remove_reader(self.fork.fileno())
             if not self.stopping:
-                log.error("the fork server died; shutting down")
-                self.request_shutdown()
+                self._fork_server_died()
             return
         for msg in reports:
             self.core.pool.on_fork_report(msg)
+
+    def _fork_server_died(self) -> None:
+        """Its keepers live on (re-parented): keep them and their turns, watch their exits
+        ourselves, and start a new fork server — unless it keeps dying, then give up."""
+        died = self.fork.pid
+        self.core.pool.on_fork_server_lost()
+        now = self.clock.monotonic()
+        deaths = self._fork_server_deaths
+        deaths.append(now)
+        while deaths and now - deaths[0] > FORK_SERVER_DEATH_WINDOW:
+            deaths.popleft()
+        if len(deaths) > MAX_FORK_SERVER_DEATHS:
+            self._give_up(f"the fork server died {len(deaths)} times within {FORK_SERVER_DEATH_WINDOW:g} s")
+            return
+        try:
+            self.fork.respawn()
+        except OSError as exc:
+            self._give_up(f"the fork server died and a new one cannot be started: {exc}")
+            return
+        asyncio.get_running_loop().add_reader(self.fork.fileno(), self._on_forkserver)
+        log.error("the fork server (pid %s) died; started a new one (pid %s); %d keepers go on", died,
+                  self.fork.pid, self.core.pool.running)
+
+    def _give_up(self, why: str) -> None:
+        """Exit 1 without stopping a keeper (as a crash would, so a service manager restarts
+        the supervisor — systemd's Restart=on-failure — and the new one adopts them)."""
+        if self.stopping:
+            return
+        log.critical("%s: giving up (exit status 1); the keepers and their turns go on and wait for the next"
+                     " supervisor (orphan_timeout %g s)", why, self.config.orphan_timeout)
+        self.exit_status = 1
+        self.stopping = True
+        self.core.ops.stopping = True
+        sd_notify(f"STOPPING=1\nSTATUS=giving up: {why}")
+        self._stop_serving()
 
     async def _watch_store(self) -> None:
         """Say loudly, and keep saying, when the store file is deleted or replaced under
@@ -305,14 +354,25 @@ class Supervisor:
 
     def request_restart(self) -> None:
         """Restart in place (SIGHUP, the restart op): stop serving without stopping any
-        keeper; ``run`` then re-executes the supervisor, which adopts them."""
+        keeper; ``run`` then re-executes the supervisor, which adopts them. Refused
+        (``restart_refused``) if the code installed now would not start."""
         if self.stopping:
             return
+        problem = restart_problem()
+        if problem is not None:
+            log.error("restart refused: the code installed now would not start (%s); this supervisor goes on",
+                      problem)
+            raise OpError(ErrorCode.RESTART_REFUSED, f"the code installed now would not start ({problem});"
+                          " this supervisor goes on: fix the installation, then restart")
         log.info("restart requested: keepers and their Claude keep running")
         sd_notify("RELOADING=1\nSTATUS=restarting in place")
         self.stopping = self.restarting = True
         self.core.ops.stopping = True
         asyncio.get_running_loop().call_later(0.05, self._stop_serving)  # after the reply is sent
+
+    def _on_sighup(self) -> None:
+        with contextlib.suppress(OpError):  # refused: logged, and this supervisor goes on
+            self.request_restart()
 
     def _stop_serving(self) -> None:
         for task in list(self._tasks):

@@ -12,6 +12,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvent{kind, m, b} | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
+                                | InterruptReport{confirmed, detail}  (not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
@@ -24,6 +25,14 @@ every connection — the first, and each one to a new supervisor after the old o
 ``Welcome{resend_from}`` names the first number that supervisor has not stored, and the
 keeper sends everything from there, in order. So no event is lost or stored twice
 across a supervisor crash or restart.
+
+An upgrade is such a restart: the keepers that run on were forked by the previous
+release and speak its wire. A supervisor adopts the keepers of every version in
+``ADOPTABLE_WIRE_VERSIONS`` and reads their messages in this release's shapes (what an
+older wire sends differently is translated on decode, below); the commands it sends are
+the ones every adoptable version knows. Bumping ``WIRE_VERSION`` means keeping the
+previous version adoptable, with its translation: ``tests/test_upgrade.py`` runs the
+keepers of the releases CHANGELOG.md marks under this supervisor.
 """
 
 from __future__ import annotations
@@ -35,9 +44,16 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from protocol import EventKind
+
 KEEPER_SOCKET = "keepers.sock"
-#: bumped when a message changes shape; a keeper of another version is not adopted
+#: bumped when a message changes shape (keepers say it in their Hello)
 WIRE_VERSION = 4
+#: the versions of the keepers a supervisor takes over at a restart: its own, and the
+#: releases it upgrades from — 3: 0.2.0 (events carried their body as a map, a
+#: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md). A keeper of
+#: another version is reaped at start-up, and its turn reported not delivered.
+ADOPTABLE_WIRE_VERSIONS = frozenset({3, WIRE_VERSION})
 
 
 class WireError(ValueError):
@@ -214,6 +230,17 @@ class Delta(Message):
 
 
 @dataclass(frozen=True)
+class InterruptReport(Message):
+    """What became of an ``Interrupt``: Claude confirmed it (its control_response), or
+    why not. Live only, not numbered: a supervisor that does not get it in time replies
+    "not confirmed" by itself."""
+
+    TAG = "interrupt_report"
+    confirmed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Welcome(Message):
     """The supervisor takes the keeper on; it has stored its reports before ``resend_from``."""
 
@@ -296,7 +323,7 @@ class Permit(Message):
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
-                KeeperEvent, Rejected, Bye, Delta, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
+                KeeperEvent, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
                 SetTimeout,
                 SetModel, SetMode, Permit)
 }
@@ -408,10 +435,24 @@ def _event(raw: dict[str, Any]) -> KeeperEvent:
     kind, packed, message_id, n = raw.get("kind"), raw.get("b"), raw.get("m"), raw.get("n", 0)
     if len(raw) != 5 or type(kind) is not str or type(packed) is not bytes or type(n) is not int \
             or not (message_id is None or type(message_id) is int) or not packed or not _is_map(packed[0]):
+        if "body" in raw:
+            return _event_of_wire_3(raw)
         raise WireError("malformed event message")
     event = object.__new__(KeeperEvent)
     event.__dict__.update(kind=kind, packed=packed, message_id=message_id, n=n)
     return event
+
+
+def _event_of_wire_3(raw: dict[str, Any]) -> KeeperEvent:
+    """A KeeperEvent as a keeper of wire version 3 (0.2.0) sends it: ``{kind, body, n}``,
+    the body a map, and a tool_use's call id under ``id`` (an event's own field now, so
+    it travels as ``tool_use_id``)."""
+    kind, body, n = raw.get("kind"), raw.get("body"), raw.get("n", 0)
+    if len(raw) != 4 or type(kind) is not str or not isinstance(body, dict) or type(n) is not int:
+        raise WireError("malformed event message")
+    if kind == EventKind.TOOL_USE.value and "id" in body and "tool_use_id" not in body:
+        body = {**body, "tool_use_id": body["id"]}
+    return KeeperEvent.of(kind, body, n=n)
 
 
 def _is_map(first_byte: int) -> bool:

@@ -136,7 +136,7 @@ def session_text(info: dict[str, Any]) -> str:
         f"last active:  {when(info.get('last_active'))}",
         f"created:      {when(info.get('created'))}",
         f"cost so far:  ${info.get('cost_usd') or 0:.4f}",
-        f"queued:       {info.get('queued', 0)}",
+        queue_line(info),
         f"waiting for you: {len(pending)} request(s)" + "".join(
             f"\n  {p['tool_name']} (id {p['request_id']})" for p in pending),
         f"session id:   {info['session_id']}",
@@ -144,6 +144,17 @@ def session_text(info: dict[str, Any]) -> str:
     if info.get("allowed_tools"):
         lines.insert(4, f"always allowed: {', '.join(info['allowed_tools'])}")
     return "\n".join(lines)
+
+
+def queue_line(info: dict[str, Any]) -> str:
+    """The messages Claude has not started on, against the queue's limit (when it is full,
+    `send` is refused)."""
+    queued, limit = info.get("queued", 0), info.get("queue_limit")
+    if not limit:  # (an older supervisor)
+        return f"queued:       {queued}"
+    full = " (full: send is refused)" if queued >= limit["messages"] else ""
+    return (f"queued:       {queued} of {limit['messages']} messages, {mib(info.get('queued_bytes') or 0)} of"
+            f" {mib(limit['bytes'])}{full}")
 
 
 def mib(size: int | None) -> str:
@@ -234,7 +245,8 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
     if args.attach:
-        fields["attachments"] = [os.path.abspath(os.path.expanduser(p)) for p in args.attach]
+        # the file a link points to: the supervisor takes no link (it could be swapped)
+        fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
     return fields
 
 
@@ -382,6 +394,15 @@ def cmd_simple(op: str, done: str) -> Any:
     return run
 
 
+def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
+    """Exit 0 only if Claude confirmed the interrupt; otherwise say why not, exit 1."""
+    result = client.request("interrupt", session=args.name)
+    if result.get("confirmed") is False:
+        return fail(args, f"interrupt of '{args.name}' not confirmed: {result.get('detail')}", "not_confirmed")
+    _print(args, result, f"interrupted '{args.name}': {result.get('detail') or 'sent'}")
+    return 0
+
+
 def cmd_timeout(client: Client, args: argparse.Namespace) -> int:
     if args.minutes is None:
         info = client.request("status", session=args.name)
@@ -502,7 +523,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="with --follow: print answers as they are written")
     s.set_defaults(func=cmd_tail)
     for name, op, done, help_text in (
-        ("interrupt", "interrupt", "interrupted '{name}'", "interrupt the running turn"),
         ("drop-queued", "drop_queued", "dropped what was queued for '{name}' (each reported not delivered)",
          "drop the messages Claude has not started on"),
         ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
@@ -514,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_text)
         s.add_argument("name")
         s.set_defaults(func=cmd_simple(op, done))
+    s = sub.add_parser("interrupt", help="interrupt the running turn (exit 1 unless Claude confirmed it)")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_interrupt)
     s = sub.add_parser("timeout", help=f"show or set a session's idle timeout ({TIMEOUT_RANGE_TEXT} minutes)")
     s.add_argument("name")
     s.add_argument("minutes", nargs="?", type=int)

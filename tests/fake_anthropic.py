@@ -6,6 +6,7 @@ What it answers is decided by words in the newest user text of the conversation:
   (default)        "echo: <text> | turns=<number of user messages in the request>"
   readfile:<path>  a ``Read`` tool call for <path>; after the tool result arrives,
                    "tool said: <first line of the result>"
+  readattached     the same for the file an "[Attached file saved at <path>]" note names
   writefile:<path> a ``Write`` tool call creating <path> (asks permission in default mode)
   bash:<command>   a ``Bash`` tool call running <command> (``+`` stands for a space: paths may hold ``_``)
   askq:<q>         an ``AskUserQuestion`` call: question <q> (``+`` for spaces), options
@@ -142,7 +143,8 @@ class FakeAnthropic:
             handler.end_headers()
             handler.wfile.write(payload)
             return
-        read = re.search(r"readfile:(\S+)", last)
+        read = re.search(r"readfile:(\S+)", last) or (
+            re.search(r"\[Attached file saved at (.+?)\]", last) if "readattached" in last else None)
         if read and tool_result is None:
             self._stream(handler, model, tool=("Read", {"file_path": read.group(1)}))
             return

@@ -16,7 +16,8 @@ is chosen by words in the user's text:
   bigline:N an answer of N MiB in one line (under the keeper's limit)
   flood:N   N MiB of stream_event lines the keeper ignores, before the answer
   tool      a tool_use + tool_result before the answer
-  apierror  a result with is_error (like an HTTP 400 from the API)
+  apierror  an HTTP 400 from the API, as the CLI reports it: an assistant text "API Error: …"
+            then a result with is_error and the same text
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
@@ -31,6 +32,9 @@ is chosen by words in the user's text:
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
             the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
+  showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
+            each file named by an "[Attached file saved at P]" note, "[file NAME: content]"
+            (read as Claude's Read tool would, during the turn)
   otherwise "echo: <text> (history: K earlier messages)"
 
 Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
@@ -48,6 +52,8 @@ across ``--resume``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import queue
@@ -232,7 +238,10 @@ def main() -> int:
             sys.stderr.write("fake claude: crashing as asked\n")
             sys.stderr.flush()
             os._exit(3)
-        if "apierror" in text:
+        if "apierror" in text:  # as the CLI does: the error as an answer too, then the result
+            emit({"type": "assistant", "message": {"model": "<synthetic>", "role": "assistant", "content": [
+                {"type": "text", "text": "API Error: 400 invalid_request_error"}]},
+                  "is_api_error_message": True, "api_error_status": 400})
             result("success", True, "API Error: 400 invalid_request_error",
                    terminal_reason="api_error", api_error_status=400)
             continue
@@ -357,6 +366,14 @@ def main() -> int:
             answer = f"echo: {text} (history: {earlier} earlier messages; model {model})"
             if images:
                 answer += f" [images: {images}]"
+            if "showfiles" in text:
+                for block in msg["message"]["content"] if isinstance(msg["message"]["content"], list) else []:
+                    if block.get("type") == "image":
+                        digest = hashlib.sha256(base64.b64decode(block["source"]["data"])).hexdigest()[:16]
+                        answer += f" [image {digest}]"
+                for path in re.findall(r"\[Attached file saved at (.+?)\]", text):
+                    with open(path, "rb") as f:  # (at most 200 bytes: whatever the path is)
+                        answer += f" [file {Path(path).name}: {f.read(200).decode(errors='replace')}]"
         if "--include-partial-messages" in argv:  # the answer as it is written, as the CLI does
             stream = re.search(r"stream:(\d+(?:\.\d+)?)", text)
             if stream:  # the framing lines the CLI also writes (ignored by the keeper)

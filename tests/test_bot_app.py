@@ -70,13 +70,45 @@ def test_no_active_session_hints(env) -> None:
 
 def test_unknown_and_malformed_commands_get_short_hints(env) -> None:
     _, api, _ = env
-    say(api, "/frobnicate now", "Unknown command /frobnicate. Send /help for the list.")
     say(api, "/new", "Usage: /new <name> [dir] [persona]")
     say(api, "/new bad/name", "invalid session name")
     say(api, "/switch", "Usage: /switch <name>")
     say(api, "/switch ghost", "no session named 'ghost'")
     say(api, "/new dup", "created")
     say(api, "/new dup", "Session 'dup' already exists. Use /switch dup.")
+
+
+def test_claude_codes_own_commands_go_to_claude_and_any_other_slash_word_is_offered(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    commands_dir = Path(sup.session("alpha")["cwd"]) / ".claude" / "commands"
+    commands_dir.mkdir(parents=True)
+    (commands_dir / "explain.md").write_text("Explain in simple words: $ARGUMENTS\n")
+    help_text = say(api, "/help", "Claude Code's commands")["text"]
+    assert "/compact" in help_text and "/explain" in help_text and "/clear" in help_text
+    say(api, "/compact", "echo: /compact")  # Claude Code runs it (the fake echoes what it got)
+    say(api, "/explain what does this do?", "echo: /explain what does this do?")
+    offer = say(api, "/frobnicate now", render.not_ours_text("frobnicate"))
+    [[button]] = offer["reply_markup"]["inline_keyboard"]
+    assert button["text"] == "Send it to Claude"
+    assert sup.claude_received()[-1]["text"] == "/explain what does this do?"  # nothing sent yet
+    api.press(USER, button["callback_data"], offer["message_id"])
+    api.wait_for_text(lambda t: t.startswith("echo: /frobnicate now"), chat_id=USER)
+    api.press(USER, button["callback_data"], offer["message_id"])
+    wait_for(lambda: any(a.get("text") == render.ALREADY_DONE for a in api.callback_answers), 60,
+             what="the second press answered 'already done'")
+    sup.wait_consumer("telegram-bot")
+    assert [e["text"] for e in sup.events("alpha") if e["kind"] == "user"] == [
+        "/compact", "/explain what does this do?", "/frobnicate now"]
+
+
+def test_clear_starts_a_fresh_conversation_the_supervisor_keeps(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "remember this", "echo: remember this (history: 0")
+    say(api, "/clear", "Session 'alpha' starts a fresh conversation with your next message.")
+    say(api, "anything?", "echo: anything? (history: 0")
+    assert sup.claude_received()[-1]["text"] == "anything?"
 
 
 def test_conversation_with_typing_and_markdown_entities(env) -> None:
@@ -160,7 +192,7 @@ def test_resume_after_idle_and_resume_failure(make_supervisor, bot_env, telegram
     sup.wait_state("alpha", "suspended")
     for path in (sup.home / ".fake-claude").rglob("*.jsonl"):
         path.unlink()
-    failed = say(api, "third", "Message not delivered")["text"]
+    failed = say(api, "third", "could not resume")["text"]
     assert "No conversation found" in failed
     assert sup.session("alpha")["state"] == "failed"
 

@@ -174,11 +174,62 @@ def test_a_typed_message_answers_the_waiting_question(chat, telegram) -> None:
     sup, _ = chat()
     say(telegram, "/new alpha", "created")
     say(telegram, "askq please", "Claude asks")
-    say(telegram, "Green, actually", "✅ Answer sent.")
+    say(telegram, "Green, actually", "✅ Answer sent to Claude's question in 'alpha' (this chat's session).")
     answered(telegram, 'answers: {"Pick a colour": "Green, actually"}')
     sup.wait_consumer("telegram-bot")
     assert [e["text"] for e in sup.events("alpha") if e["kind"] == "user"] == ["askq please"]
     say(telegram, "and now a message", "echo: and now a message")  # answered: text goes to Claude again
+
+
+def reply_to(api: FakeTelegram, message: dict, text: str) -> int:
+    """The user replies to one of the bot's messages (Telegram quotes it in the update)."""
+    return api.message(USER, text, reply_to_message={
+        "message_id": message["message_id"], "date": 0, "chat": {"id": USER, "type": "private"},
+        "from": {"id": 123456, "is_bot": True, "first_name": "Claude"}, "text": message["text"]})
+
+
+def user_texts(sup: SupervisorProcess, session: str) -> list[str]:
+    return [e["text"] for e in sup.events(session) if e["kind"] == "user"]
+
+
+def test_text_typed_in_another_session_does_not_answer_the_question_a_reply_to_it_does(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    question = say(telegram, "askq please", "Claude asks")
+    say(telegram, "/new beta", "created")  # beta is now the chat's session; alpha's question waits
+    say(telegram, "hello beta", "echo: hello beta")
+    waits = telegram.wait_for_text(lambda t: t.startswith("❓ Claude's question in 'alpha' still waits"), chat_id=USER)
+    assert waits["disable_notification"]
+    assert user_texts(sup, "beta") == ["hello beta"]
+    assert not [e for e in sup.events("alpha") if e["kind"] == "permission_resolved"]
+    before = len(telegram.sent)
+    reply_to(telegram, question, "Green")
+    ack = wait_for(lambda: next((m for m in telegram.sent[before:] if "Answer sent" in m["text"]), None), 60,
+                   what="the answer's acknowledgement")
+    assert ack["text"] == "✅ Answer sent to Claude's question in 'alpha' (the question you replied to)."
+    telegram.wait_for_text(lambda t: t.startswith("[alpha]") and t.endswith('answers: {"Pick a colour": "Green"}'),
+                           chat_id=USER)
+    assert user_texts(sup, "alpha") == ["askq please"]
+
+
+def test_what_another_session_shows_carries_its_name_and_its_prompt_is_threaded(chat, telegram, tmp_path) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    gate = tmp_path / "go"
+    telegram.message(USER, f"waitfile:{gate} tools:1 needperm now")
+    asked = telegram.from_users[-1]
+    sup.wait_received("needperm now")
+    say(telegram, "/new beta", "created")  # beta is the chat's session when alpha goes on
+    gate.touch()
+    prompt = telegram.wait_for_text(lambda t: "Claude wants to run" in t, chat_id=USER)
+    assert prompt["text"].startswith("[alpha]\n🔐 Claude wants to run:")
+    assert prompt["reply_parameters"]["message_id"] == asked["message_id"]
+    tools = telegram.wait_for_text(lambda t: "🔧 Read" in t, chat_id=USER)
+    assert tools["text"].startswith("[alpha]\n🔧 Read: /tmp/f0")
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    telegram.wait_for_text(lambda t: t.startswith("[alpha]") and t.endswith("permission: allow"), chat_id=USER)
+    footer = telegram.wait_for_text(lambda t: " turn" in t and t.startswith("[alpha] $"), chat_id=USER)
+    assert footer["disable_notification"]
 
 
 def test_a_plan_is_approved_into_accept_edits(chat, telegram) -> None:

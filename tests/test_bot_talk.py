@@ -50,6 +50,35 @@ def test_a_second_first_session_gets_a_free_name(env) -> None:  # noqa: F811
     api.wait_for_text(lambda t: "'main2' created" in t, chat_id=USER)
 
 
+def test_a_double_tap_on_create_session_makes_one_session_and_sends_the_message_once(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    offer = say(api, "what is 3+3?", render.NO_ACTIVE_OFFER)
+    data = offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    api.press(USER, data, offer["message_id"])
+    api.press(USER, data, offer["message_id"])  # the second tap, before the first is handled
+    wait_for(lambda: any(a.get("text") == render.ALREADY_DONE for a in api.callback_answers), 60,
+             what="the second tap answered 'already done'")
+    api.wait_for_text(lambda t: t.startswith("echo: what is 3+3?"), chat_id=USER)
+    sup.wait_consumer("telegram-bot")
+    assert [s["name"] for s in sup.request("list", all=True)["sessions"]] == ["main"]
+    assert len([t for t in api.texts(USER) if t.startswith("echo: what is 3+3?")]) == 1
+
+
+def test_a_switch_button_works_once(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created")
+    listing = say(api, "/sessions", "alpha")
+    data = listing["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    api.press(USER, data, listing["message_id"])
+    api.wait_for_text(lambda t: t == "Switched to session 'alpha'.", chat_id=USER)
+    say(api, "/switch beta", "Switched to session 'beta'.")
+    api.press(USER, data, listing["message_id"])  # an old list: it must not switch back
+    wait_for(lambda: any(a.get("text") == render.ALREADY_DONE for a in api.callback_answers), 60,
+             what="the stale switch answered 'already done'")
+    assert "beta" in say(api, "/status", "Session:")["text"]
+
+
 def test_a_message_sent_while_claude_is_busy_is_acknowledged_quietly(env) -> None:  # noqa: F811
     _, api, _ = env
     say(api, "/new alpha", "created")
@@ -126,6 +155,26 @@ def test_an_answer_from_another_session_says_whose_it_is(env) -> None:  # noqa: 
     assert labelled["text"].startswith("[alpha]")
     plain = say(api, "quick", "echo: quick")
     assert not plain["text"].startswith("[")
+
+
+def test_a_reply_goes_to_the_session_that_wrote_the_quoted_message_and_says_so(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    earlier = say(api, "the plan is X", "echo: the plan is X")
+    say(api, "/new beta", "created")  # beta is now the chat's session
+    before = len(api.sent)
+    api.message(USER, "why X?", reply_to_message={
+        "message_id": earlier["message_id"], "date": 0, "chat": {"id": USER, "type": "private"},
+        "from": {"id": 123456, "is_bot": True, "first_name": "Claude"}, "text": earlier["text"]})
+    answer = api.wait_for_text(lambda t: "why X?" in t and t.startswith("[alpha]"), chat_id=USER)
+    assert "history: 2 earlier" in answer["text"]  # alpha's conversation, not beta's
+    routed = wait_for(lambda: next((m for m in api.sent[before:] if m["text"].startswith("↪️")), None), 60,
+                      what="the note that the reply went to alpha")
+    assert routed["text"] == ("↪️ Sent to 'alpha', the session that wrote the message you replied to"
+                              " ('beta' stays this chat's session).")
+    assert [e["text"] for e in sup.events("beta") if e["kind"] == "user"] == []
+    plain = say(api, "hello beta", "echo: hello beta")
+    assert not plain["text"].startswith("[")  # the chat's session is still beta
 
 
 def test_a_long_answer_also_arrives_as_a_document(env) -> None:  # noqa: F811
@@ -248,7 +297,7 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     api.press(USER, button["callback_data"], offer["message_id"])
     api.wait_for_text(lambda t: "starts a fresh conversation" in t, chat_id=USER)
     assert sup.session("alpha")["session_id"] != old_id
-    answer = say(api, "second again", "echo: second again")
+    answer = api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)  # sent again by the press
     assert "history: 0 earlier messages" in answer["text"]
 
 

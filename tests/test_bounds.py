@@ -194,10 +194,11 @@ def test_hostile_attachments_are_refused_or_bounded_never_a_hang(supervisor: Sup
             with pytest.raises(RemoteError) as err:
                 c.request("send", session="alpha", text="look", attachments=[str(bad)])
             assert err.value.code in ("bad_request", "bad_name"), (bad, err.value)
-    # a huge "image" goes to Claude by path, not inline: the turn is answered at once
-    reply = supervisor.ctl("send", "alpha", "look at it", "--attach", str(sparse), "--wait", check=True).stdout
-    assert "look at it" in reply and "[images:" not in reply
-    assert [e for e in supervisor.events("alpha") if e["kind"] == "user"][-1]["attachments"] == [str(sparse)]
+    # a huge "image" is over the attachment limit (it is copied at send): refused there
+    with supervisor.client(timeout=10) as c, pytest.raises(RemoteError) as err:
+        c.request("send", session="alpha", text="look", attachments=[str(sparse)])
+    assert err.value.code == "too_large"
+    assert "look" in supervisor.ctl("send", "alpha", "look", "--wait", check=True).stdout
 
 
 # --- issue #30: connections, open files, clients that do not read ------------------------
@@ -465,6 +466,39 @@ def test_ack_all_unsubscribe_resubscribe_in_a_loop_costs_a_bounded_amount(superv
            loops=loops, supervisor_rss_mib_before=round(before / MIB, 1),
            supervisor_rss_mib_after=round(after / MIB, 1), other_subscriber="every new event, in order")
     assert after - before < FLOOD_GROWTH_ALLOWED, f"the supervisor grew from {before / MIB:.0f} to {after / MIB:.0f} MiB"
+
+
+def test_what_waits_for_one_client_is_bounded_in_frames_and_bytes() -> None:
+    pipe = _control.ClientPipe()
+    sent = 0
+    for _ in range(1000):  # events of 256 KiB for a client that reads nothing
+        if not pipe.has_room(256 * 1024):
+            break
+        pipe.sent(256 * 1024)
+        sent += 1
+    assert sent * 256 * 1024 <= _control.PIPE_BYTES and pipe.held <= _control.PIPE_BYTES
+    # its pipe holds only the last PIPE_FRAMES frames: small ones that went through since
+    # (the keepalives that prove room) push the big ones out of the count
+    for _ in range(_control.PIPE_FRAMES):
+        pipe.sent(len(KEEPALIVE))
+    assert pipe.held == _control.PIPE_FRAMES * len(KEEPALIVE) and pipe.has_room(256 * 1024)
+
+
+def test_claudectl_status_shows_what_is_near_a_limit(make_supervisor: Any) -> None:
+    sup = make_supervisor(config="max_connections = 12\n").start()
+    quiet = sup.ctl("status", check=True).stdout
+    # (clients that just left may still be counted for a moment)
+    assert re.search(r"^limits: connections [1-4]/12, open files \d+/\d+", quiet, re.M), quiet
+    assert "near the limit" not in quiet
+    ctx, socks = open_clients(sup, 9)
+    try:
+        wait_for(lambda: all(s.poll(0) for s in socks), 30, what="9 clients to be answered")
+        wait_for(lambda: sup.request("status")["limits"]["connections"] == {"used": 10, "limit": 12}, 30,
+                 what="9 clients and this one counted")
+        busy = sup.ctl("status", check=True).stdout  # its own connection is the 10th of 12
+        assert re.search(r"⚠ connections 1[0-2]/12 \(near the limit\)", busy), busy
+    finally:
+        close_clients(ctx, socks)
 
 
 def test_what_waits_for_one_client_is_bounded_in_frames_and_bytes() -> None:

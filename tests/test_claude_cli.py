@@ -13,6 +13,7 @@ import pytest
 
 from .conftest import SYSTEM, SupervisorProcess, processes_of, real_claude_bin
 from .fake_anthropic import FakeAnthropic
+from .test_bot_app import say
 
 pytestmark = [pytest.mark.claude_cli, pytest.mark.timeout(120)]
 
@@ -132,6 +133,22 @@ def test_a_tool_call_runs_and_its_result_reaches_the_api(real, api: FakeAnthropi
     [tool_result] = [e for e in events if e["kind"] == "tool_result"]
     assert "the answer is 42" in tool_result["content"]
     assert "the answer is 42" in json.dumps(api.turn_requests()[-1]["messages"])
+
+
+def test_claude_reads_an_attachment_from_its_copy_without_asking(real, api: FakeAnthropic, tmp_base: Path) -> None:
+    """The copy taken at send is outside the session's directory: Claude gets --add-dir for
+    it, so its Read runs without a permission prompt."""
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    notes = tmp_base / "notes.txt"
+    notes.write_text("attached and read\n")
+    result = sup.ctl("send", "alpha", "readattached", "--attach", str(notes), "--wait", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "tool said:" in result.stdout and "attached and read" in result.stdout
+    events = sup.events("alpha")
+    [tool_use] = [e for e in events if e["kind"] == "tool_use"]
+    assert tool_use["input"]["file_path"].startswith(str(sup.state_dir / "attachments" / "alpha"))
+    assert not [e for e in events if e["kind"] == "permission_request"]
 
 
 def test_a_deleted_conversation_fails_resume_clearly_without_a_new_session(real, api: FakeAnthropic) -> None:
@@ -327,3 +344,21 @@ def test_a_streamed_answer_arrives_as_live_pieces_then_one_stored_text_and_one_r
     kinds = [f["event"]["kind"] for f in frames]
     assert kinds.index("assistant_text") > max(i for i, f in enumerate(frames) if f["type"] == "live")
     assert kinds.count("result") == 1
+
+
+def test_claude_codes_slash_commands_sent_from_telegram_run_in_claude(real, api: FakeAnthropic, bot_env,
+                                                                      telegram) -> None:
+    sup = real().start()
+    bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    commands_dir = Path(sup.session("alpha")["cwd"]) / ".claude" / "commands"
+    commands_dir.mkdir(parents=True)
+    (commands_dir / "explain.md").write_text("Explain in simple words: $ARGUMENTS\n")
+    # a project's own command: Claude Code expands it before the model sees it
+    say(telegram, "/explain what does this do?", "echo: Explain in simple words: what does this do?", timeout=90)
+    say(telegram, "/context", "Context Usage", timeout=90)  # a built-in: Claude Code answers it itself
+    # a command with nothing to say (its turn has no answer) is still acknowledged
+    done = say(telegram, "/compact", "✅ Done: Claude Code ran the command", timeout=90)
+    assert done["reply_parameters"]["message_id"] == telegram.from_users[-1]["message_id"]
+    assert any(e["kind"] == "result" and e["num_turns"] == 0 and not e["text"] for e in sup.events("alpha"))
+    assert "Explain in simple words: what does this do?" in json.dumps(api.turn_requests())
