@@ -138,8 +138,8 @@ class ConnectionGate:
     (src/ipc_listener.cpp:297)``, exit 134) when its ipc listener's ``accept`` fails with
     EMFILE, so running out of descriptors must never happen. libzmq cannot refuse one
     connection, and unbinding the listener drops every connection accepted on it; so the
-    door is the socket's *name*: at the limit (or with fewer than FD_HEADROOM descriptors
-    free) ``control.sock`` is unlinked — new clients find no socket, clients connected go
+    door is the socket's *name*: at the limit (or with fewer than ``fd_headroom()``
+    descriptors free) ``control.sock`` is unlinked — new clients find no socket, clients connected go
     on — and it is linked again, from a second name the listener keeps (``.bound``),
     once they are under it. A ZeroMQ socket monitor counts the connections."""
 
@@ -185,8 +185,8 @@ class ConnectionGate:
             except FileExistsError:
                 pass
             self.door = Door.OPEN
-            log.info("%d clients connected (max_connections %d): accepting new clients again",
-                     self.connections, self.limit)
+            self.warnings.warn("%d clients connected (max_connections %d): accepting new clients again",
+                               self.connections, self.limit)
 
     def limits(self) -> dict[str, dict[str, int | None]]:
         used, soft = open_files()

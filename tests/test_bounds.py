@@ -524,3 +524,18 @@ def test_a_client_that_was_slow_and_reads_again_is_served_again(supervisor: Supe
     finally:
         sock.close()
         ctx.term()
+
+
+def test_the_connection_gate_hides_the_socket_at_the_limit_and_shows_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    path.write_bytes(b"")  # (stands for the bound socket: the gate only names it)
+    gate = _control.ConnectionGate(path, limit=3)
+    gate.bound()
+    for fd in (10, 11, 12):
+        gate.on_event(zmq.EVENT_ACCEPTED, fd)
+    gate.check()
+    assert gate.door is _control.Door.CLOSED and not path.exists()
+    gate.on_event(zmq.EVENT_DISCONNECTED, 12)
+    gate.check()
+    assert gate.door is _control.Door.OPEN and path.exists() and path.samefile(gate.spare)
+    assert gate.limits()["connections"] == {"used": 2, "limit": 3}
