@@ -89,6 +89,45 @@ and 3 enormous lines). Messages lost: 0; messages answered twice: 0.
 """
 
 
+#: the figures of issue #30, before and after (the "before" cannot be measured again)
+BOUNDS = """## Bounds (issue #30)
+
+Measured on this machine (2 cores shared with other work), the supervisor's resident
+memory as its `status` reports it, with the fake Claude; the tests in
+`tests/test_bounds.py` repeat each case on every `./scripts/test` and record their
+figures in the table above when the soak runs.
+
+| case | before the fix | after | test |
+|---|---|---|---|
+| one client sends 6,000 `status`/`list`/`kv_get` (64 KiB value) requests and never reads | 34 → 139 MiB (every reply kept: the control socket had no send high-water mark) | 34 → 37 MiB; 4,849 of its replies dropped, its own; another client's turn answered meanwhile | `test_a_client_that_never_reads_its_replies_costs_a_bounded_amount` |
+| ack everything, unsubscribe, subscribe again from the start, 100 times, never reading (~5 MB of stored events) | 44 → 381 MiB (232 in another run) | 45 → 45 MiB; another client's subscription got every new event, in order | `test_ack_all_unsubscribe_resubscribe_in_a_loop_costs_a_bounded_amount` |
+| 1,200 connections at once, open files soft 512 / hard 1,024, a turn running | libzmq aborted the supervisor (`Too many open files (src/ipc_listener.cpp:297)`, SIGABRT, exit 134): the turn lost, every session gone | soft limit raised to 1,024; the door closed at 746 connections (at most 774 to 825 descriptors in use over 6 runs under load, 1,024 allowed); 0 aborts; the turn answered during the flood; a new client served after it | `test_more_connections_than_open_files_never_take_the_supervisor_down` |
+| 60 connections at once with `max_connections = 20` | — | ~20 served, the others wait and are told why; served again once they leave | `test_clients_over_max_connections_wait_and_the_others_are_served` |
+| a subscriber 3,000 events behind sends 20 requests | — | every reply, then every event in order | `test_a_subscriber_behind_on_events_still_gets_every_reply` |
+| a client fills its pipe with 400 unread 64 KiB replies, then reads again | — | what was held comes in order, then the reply to its next request | `test_a_client_that_was_slow_and_reads_again_is_served_again` |
+
+The limits (also in docs/protocol.md, "Limits"):
+
+- What waits for one client to read it: 128 frames (the control socket's send
+  high-water mark) and about 8 MiB (the pipe holds at most the last 128 frames sent, so
+  nothing more is sent while those add up to 8 MiB); replies that find it full wait, up
+  to 64 and 1 MiB, and go before any event. Beyond that a client that does not read
+  loses its own replies (logged at most 10 times a minute). Events wait in the store.
+  An ack is only the client's word, so this bound does not depend on acks or on what
+  the client does with its subscriptions.
+- Requests waiting to be read, per client: 64.
+- Clients connected at once: `max_connections` (default 1000), and never so many that
+  fewer than a quarter of the open-files limit (at least 256 descriptors) stays free
+  for keepers and the store. libzmq 4.3.5 aborts when its ipc listener's `accept` fails
+  with EMFILE, cannot refuse one connection, and drops every accepted connection when
+  its listener is unbound; so at the limit the supervisor hides `control.sock` (unlinks
+  it; a second name keeps the listener) until clients leave. A ZeroMQ socket monitor
+  counts connections; the door closes as soon as an accepted descriptor is that high.
+  The soft `RLIMIT_NOFILE` is raised to the hard one at start.
+- `claudectl status` shows them on its `limits:` line (⚠ from 80%).
+"""
+
+
 def cell(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items())
@@ -107,7 +146,7 @@ def main() -> int:
         fault = row.pop("fault")
         rounds = row.pop("rounds", 1)
         out.append(f"| {fault} | {rounds} | {'; '.join(f'{k}: {cell(v)}' for k, v in row.items())} |")
-    out += ["", HOLES, SEND_PATH, HELPERS_AND_FAULTS]
+    out += ["", HOLES, SEND_PATH, BOUNDS, HELPERS_AND_FAULTS]
     print("\n".join(out))
     return 0
 

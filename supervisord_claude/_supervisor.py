@@ -213,6 +213,7 @@ class Supervisor:
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
                                self.keepers, self.control.send, self.request_shutdown, self.request_restart)
         self.control.on_gone = self.core.hub.drop_client
+        self.control.on_writable = self.core.hub.resume
         self.core.ops.limit_sources.append(self.control.limits)
         pool = self.core.pool
         pool.on_all_gone = self._all_gone.set
@@ -226,6 +227,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
         self._task(self.control.serve_connections())
+        self._task(self.control.serve_stalled())
         self._task(self._prune_loop())
         self._task(self._watch_store())
         self.core.requeue_owed()

@@ -31,10 +31,15 @@ is chosen by words in the user's text:
             allow", "permission: allow always <rules>" (updatedPermissions),
             "permission: allowed by rule" or "permission: deny (<message>)"; an interrupt
             while it waits ends the turn with terminal_reason "aborted_tools"
+  needtool:T  ask for permission to use T (Bash, Write or Edit) with a big input
+            (TOOL_INPUTS: a 5000-character command, a 40-line file, a two-line edit) and
+            answer "permission: allow" or "permission: deny"
   askq      AskUserQuestion "Pick a colour" (Red / Blue) and answer "answers: <json>"
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
             the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
+  bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
+            began (as the CLI does when a background task ends): "follow-up: …"
   showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
             each file named by an "[Attached file saved at P]" note, "[file NAME: content]"
             (read as Claude's Read tool would, during the turn)
@@ -76,6 +81,13 @@ answered = threading.Condition()
 
 LINE_DELAY = float(os.environ.get("FAKE_CLAUDE_LINE_DELAY") or 0)
 DELTA_LOG = os.environ.get("FAKE_CLAUDE_DELTA_LOG")
+#: what ``needtool:<T>`` asks to run: inputs too big to show whole in a prompt
+TOOL_INPUTS: dict[str, dict] = {
+    "Bash": {"command": "echo " + "x" * 5000 + " && rm -rf build"},
+    "Write": {"file_path": "/tmp/notes.txt", "content": "".join(f"line {i}\n" for i in range(1, 41))},
+    "Edit": {"file_path": "/tmp/app.py", "old_string": "def f():\n    return 1\n",
+             "new_string": "def f():\n    return 2\n"},
+}
 
 
 #: what "badlines" writes: not JSON, cut short, not an object, and objects of every
@@ -330,6 +342,13 @@ def main() -> int:
                 {"type": "text", "text": answer}]}})
             result("success", False, answer)
 
+        asked_tool = re.search(r"needtool:(\w+)", text)
+        if asked_tool and asked_tool.group(1) in TOOL_INPUTS:
+            tool_input = TOOL_INPUTS[asked_tool.group(1)]
+            decision = ask(asked_tool.group(1), tool_input, tool_input)
+            if decision is not None:
+                say(f"permission: {decision.get('behavior')}")
+            continue
         if "needperm" in text:
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
@@ -430,6 +449,23 @@ def main() -> int:
         with hist.open("a") as f:
             f.write(json.dumps({"role": "assistant", "text": answer}) + "\n")
         result("success", False, answer, terminal_reason="completed")
+        background = re.search(r"bgtask:(\S+)", text)
+        if background:  # a background task ends later: Claude starts a turn of its own
+            threading.Thread(target=follow_up, args=(background.group(1), session_id, cost), daemon=True).start()
+
+
+def follow_up(gate: str, session_id: str, cost: float) -> None:
+    """What the CLI writes when a background task ends after its turn did: a turn no user
+    message began (its result says so in ``origin``)."""
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    emit({"type": "system", "subtype": "task_notification", "task_id": "bg1", "status": "completed",
+          "summary": "Background command completed (exit code 0)", "session_id": session_id})
+    answer = "follow-up: the background task finished"
+    emit({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]}})
+    emit({"type": "result", "subtype": "success", "is_error": False, "result": answer, "session_id": session_id,
+          "total_cost_usd": round(cost, 6), "duration_ms": 1, "num_turns": 1, "terminal_reason": "completed",
+          "origin": {"kind": "task-notification", "producer": "session-task"}})
 
 
 if __name__ == "__main__":
