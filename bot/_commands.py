@@ -381,11 +381,28 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
         result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
-            return Reply("Nothing to cancel: Claude is not answering." + dropped)
+            return await nothing_answering(link, session, dropped)
         raise
     if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
         return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
+
+
+async def nothing_answering(link: Link, session: str, dropped: str) -> Reply:
+    """Claude is not answering in ``session``: messages that wait for it to start (a cold
+    start, a resume) are what there is to cancel; else name the sessions of this user that
+    do answer, with a button to stop each."""
+    waiting = int((await link.request("status", session=session)).get("queued") or 0)
+    if waiting and not dropped:
+        await link.request("drop_queued", session=session)
+        return Reply(f"Cancelled before Claude started on it: {render.messages_text(waiting)} not sent.")
+    answering = [s["name"] for s in (await link.request("list"))["sessions"]
+                 if s["state"] == "busy" and s["name"] != session and await link.visible(s["name"])]
+    if not answering:
+        return Reply("Nothing to cancel: Claude is not answering." + dropped)
+    where = ", ".join(f"'{name}'" for name in answering)
+    return Reply(f"Nothing to cancel in '{session}'. Claude is answering in {where}: stop it?" + dropped,
+                 buttons=[(f"Stop '{name}'", f"cancel:{name}") for name in answering])
 
 
 @on_active_session
@@ -421,9 +438,8 @@ async def send(
     """Forward a message to ``session`` (by default the chat's active one); None when
     there is nothing to say (the answer arrives through the event stream)."""
     active = session or await link.active(chat, timeout)
-    if active is None:  # a first message: offer to make a session for it, named as it will be
-        name = free_name(await all_names(link), render.FIRST_SESSION)
-        return Reply(render.NO_ACTIVE_OFFER, buttons=[(render.NEW_SESSION_BUTTON.format(name=name), f"new:{name}")])
+    if active is None:  # a first message: offer to make a session for it
+        return await first_offer(link)
     fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
                               "idempotency_key": update_key}
     if attachments:
@@ -435,6 +451,13 @@ async def send(
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
         return Reply(render.queued_text(ahead), quiet=True)
     return None
+
+
+async def first_offer(link: Link) -> Reply:
+    """What a message sent before the chat has a session is answered: a button to make
+    one, named as it will be."""
+    name = free_name(await all_names(link), render.FIRST_SESSION)
+    return Reply(render.NO_ACTIVE_OFFER, buttons=[(render.NEW_SESSION_BUTTON.format(name=name), f"new:{name}")])
 
 
 async def all_names(link: Link) -> set[str]:
@@ -617,15 +640,18 @@ async def ls(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
-    """What Claude cost: today, in this chat's session, in every session."""
+    """What Claude cost: in this chat's session and in all of the user's sessions; the
+    machine's total today (every user's and claudectl's sessions) only under that label,
+    as the supervisor counts the day's cost for all sessions together."""
     today = (await link.request("status"))["cost_today"]
     everything = [s for s in (await link.request("list", all=True))["sessions"] if await link.visible(s["name"])]
-    lines = [f"Today: ${today:.4f}"]
+    lines = []
     active = await link.active(chat)
     mine = next((s for s in everything if s["name"] == active), None)
     if mine is not None:
         lines.append(f"This session ({active}): ${mine.get('cost_usd') or 0:.4f}")
     lines.append(f"All your sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
+    lines.append(f"Today, all sessions on this machine (everyone's): ${today:.4f}")
     return Reply("\n".join(lines))
 
 

@@ -5,6 +5,7 @@ Plain functions with no Telegram or network I/O, so every string is unit-tested.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ Claude Sessions
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
-/usage - Cost today, in this session and in all
+/usage - Cost of this session, of all yours, and today on the machine
 /get <path> - A file from the session's directory
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
@@ -53,7 +54,7 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
-    ("usage", "What Claude cost: today, this session, all"),
+    ("usage", "What Claude cost: this session, all yours, the machine today"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),
@@ -83,6 +84,11 @@ def quoted(text: str, limit: int = 2000) -> str:
 def labelled(session: str, text: str) -> str:
     """An answer from a session that is not the chat's active one says whose it is."""
     return f"**[{session}]**\n\n{text}"
+
+
+def follow_up(text: str) -> str:
+    """A turn Claude began on its own (e.g. when a background task ended): not an answer."""
+    return f"🔔 _Claude's follow-up (not an answer to a message of yours)_\n\n{text}"
 
 
 def routed_text(writer: str, active: str | None) -> str:
@@ -263,10 +269,18 @@ def model_text(session: dict[str, Any]) -> str:
     return asked or "default"
 
 
+def state_text(session: dict[str, Any]) -> str:
+    """A session's state as the user sees it: a turn held up by a question or a prompt
+    waits for them."""
+    if session.get("pending"):
+        return "waiting for your answer"
+    return str(session["state"])
+
+
 def status_text(session: dict[str, Any]) -> str:
     return (
         f"Session: {session['name']}\n"
-        f"State: {session['state']}\n"
+        f"State: {state_text(session)}\n"
         f"Model: {model_text(session)}\n"
         f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
@@ -312,11 +326,24 @@ class _KeepHtml(_converter.EventWalker):
         super()._handle_event(event)
 
 
+#: stands for "&" while the Markdown is parsed: the parser would decode ``&amp;`` to ``&``
+#: (one UTF-16 unit, as "&" is, so no entity offset moves)
+_AMPERSAND = "\ue000"
+
+
 def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
-    """Claude's Markdown as Telegram text + entities, losing none of its text."""
-    text, events = _converter._parse(markdown, _converter.STANDARD_OPTIONS, latex_escape=True)
+    """Claude's Markdown as Telegram text + entities, losing none of its text (``&amp;``
+    stays ``&amp;``: Claude wrote it so)."""
+    keep = _AMPERSAND not in markdown
+    source = markdown.replace("&", _AMPERSAND) if keep else markdown
+    text, events = _converter._parse(source, _converter.STANDARD_OPTIONS, latex_escape=True)
     out_text, entities, _ = _KeepHtml(_CONFIG, text).walk(events)
-    return out_text, entities
+    if not keep:
+        return out_text, entities
+    for entity in entities:
+        if entity.url:  # a link's target is a URL: there an entity means its character
+            entity.url = html.unescape(entity.url.replace(_AMPERSAND, "&"))
+    return out_text.replace(_AMPERSAND, "&"), entities
 
 
 def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:

@@ -99,9 +99,13 @@ class Attachments:
         if not paths:
             return Taken(None, [], 0)
         directory = self.session_dir(session) / secrets.token_hex(8)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.parent.mkdir(mode=0o700, exist_ok=True)
-        directory.mkdir(mode=0o700)
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.parent.mkdir(mode=0o700, exist_ok=True)
+            directory.mkdir(mode=0o700)
+        except OSError as exc:
+            raise OpError(ErrorCode.STORAGE, f"cannot keep attachments in {self.root}: {exc.strerror or exc};"
+                          " nothing was sent") from None
         taken = Taken(directory, [], 0)
         try:
             for path in paths:
@@ -142,16 +146,27 @@ class Attachments:
                               f" {mib_text(self.max_bytes)} (max_attachment_mib)", ErrorCode.TOO_LARGE)
             copied = 0
             try:
-                with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  0o600), "wb") as out:
-                    while chunk := src.read(_CHUNK):
-                        copied += len(chunk)
-                        if copied > self.max_bytes:  # it grows while we copy
-                            raise refused(f"grew over {mib_text(self.max_bytes)} (max_attachment_mib) while it"
-                                          " was copied", ErrorCode.TOO_LARGE)
-                        out.write(chunk)
+                out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             except OSError as exc:
-                raise refused(f"cannot be copied: {exc.strerror or exc}") from None
+                raise refused(f"cannot be copied into the state dir: {exc.strerror or exc}", ErrorCode.STORAGE) \
+                    from None
+            with open(out_fd, "wb") as out:
+                while True:
+                    try:
+                        chunk = src.read(_CHUNK)
+                    except OSError as exc:
+                        raise refused(f"cannot be read: {exc.strerror or exc}") from None
+                    if not chunk:
+                        break
+                    copied += len(chunk)
+                    if copied > self.max_bytes:  # it grows while we copy
+                        raise refused(f"grew over {mib_text(self.max_bytes)} (max_attachment_mib) while it was"
+                                      " copied", ErrorCode.TOO_LARGE)
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:  # (e.g. the disk is full)
+                        raise refused(f"cannot be copied into the state dir: {exc.strerror or exc}",
+                                      ErrorCode.STORAGE) from None
         return copied
 
     def hold(self, message_id: int, taken: Taken) -> None:

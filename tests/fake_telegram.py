@@ -171,17 +171,18 @@ class FakeTelegram:
         self.files[file_id] = content
         return {"file_id": file_id, "file_unique_id": unique, "file_size": len(content)}
 
-    def photo(self, user_id: int, content: bytes, caption: str = "") -> int:
+    def photo(self, user_id: int, content: bytes, caption: str = "", **extra: Any) -> int:
+        """A photo (``media_group_id=...`` makes it part of an album)."""
         f = self.add_file(content, f"p{len(self.files)}")
         sizes = [{**f, "width": 90, "height": 90}]
-        return self.message(user_id, caption, photo=sizes)
+        return self.message(user_id, caption, photo=sizes, **extra)
 
     def document(self, user_id: int, content: bytes, file_name: str, caption: str = "",
-                 file_size: int | None = None) -> int:
+                 file_size: int | None = None, **extra: Any) -> int:
         f = self.add_file(content, f"d{len(self.files)}")
         if file_size is not None:
             f["file_size"] = file_size
-        return self.message(user_id, caption, document={**f, "file_name": file_name})
+        return self.message(user_id, caption, document={**f, "file_name": file_name}, **extra)
 
     def press(self, user_id: int, data: str, message_id: int) -> int:
         """The user taps a button of the bot's message ``message_id``: Telegram sends the
@@ -410,7 +411,7 @@ class FakeTelegram:
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> web.Response:
         with self._lock:
-            self.actions.append(params)
+            self.actions.append({**params, "after_messages": len(self.sent)})
         return self._ok(True)
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:

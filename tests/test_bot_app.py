@@ -234,7 +234,9 @@ def test_photo_and_document_round_trip(env) -> None:
     reply = api.wait_for_text(lambda t: t.startswith("echo: [Attached file saved at"))["text"]
     saved = Path(reply.split("saved at ")[1].split("]")[0])
     uploads = Path(sup.session("alpha")["cwd"]) / "uploads"
-    assert saved.parent == uploads and saved.read_bytes() == b"col1,col2\n1,2\n"
+    # Claude gets the supervisor's copy taken at send, named as the bot saved it in uploads/
+    assert saved.parent.parent == sup.state_dir / "attachments" / "alpha"
+    assert (uploads / saved.name).read_bytes() == b"col1,col2\n1,2\n"
     assert ".." not in saved.name and "/" not in saved.name
     api.document(USER, b"x", "huge.bin", file_size=50 * 1024 * 1024)
     api.wait_for_text(lambda t: t.startswith("File too large"))

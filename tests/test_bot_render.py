@@ -96,6 +96,8 @@ def test_a_tail_is_cut_by_utf16_units_and_never_inside_a_character() -> None:
     ("Wrap it in <b>bold</b> tags", "Wrap it in <b>bold</b> tags"),
     ("<details>\nmore\n</details>\n\nafter", "<details>\nmore\n</details>"),
     ("x < y and y > z", "x < y and y > z"),
+    ("escape it as &amp; or &lt;, not &#65;", "escape it as &amp; or &lt;, not &#65;"),
+    ("`&amp;` in code", "&amp; in code"),
 ])
 def test_no_text_claude_wrote_is_lost(markdown: str, shown: str) -> None:
     text = "".join(chunk.text for chunk in markdown_chunks(markdown))

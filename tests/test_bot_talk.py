@@ -201,8 +201,9 @@ def test_usage_says_today_this_session_and_all(env) -> None:  # noqa: F811
     say(api, "one", "echo: one")
     say(api, "/new beta", "created")
     say(api, "two", "echo: two")
-    usage = say(api, "/usage", "Today:")["text"]
-    assert usage == "Today: $0.0020\nThis session (beta): $0.0010\nAll your sessions: $0.0020"
+    usage = say(api, "/usage", "This session")["text"]
+    assert usage == ("This session (beta): $0.0010\nAll your sessions: $0.0020\n"
+                     "Today, all sessions on this machine (everyone's): $0.0020")
 
 
 def _voice(api, content: bytes) -> None:
