@@ -260,6 +260,13 @@ async def on_setting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await answer_button(update, context, lambda link, kind, value: commands.COMMANDS[kind](link, chat, [value]))
 
 
+async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A directory offered by a bare /cd: asked about as /cd <dir> would be."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -743,6 +750,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
+    app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))

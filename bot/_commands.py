@@ -531,9 +531,10 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
 async def cd(link: Link, active: str, args: list[str]) -> Reply:
     """Ask before moving: Claude keeps a conversation per directory, so a move starts a
     fresh one (the button carries the move out)."""
-    if not args:
-        return Reply("Usage: /cd <dir> (a directory under the allowed roots)")
     cwd = (await link.request("status", session=active))["cwd"]
+    if not args:
+        return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
+            picks := await _cd_choices(link, cwd)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
     raw = " ".join(args)
     if not Path(raw).expanduser().is_absolute() and not raw.startswith("~"):
         raw = str(Path(cwd) / raw)
@@ -546,6 +547,20 @@ async def cd(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
                  " fresh one there (the old one stays where it was).",
                  buttons=[(f"Move and start fresh in {where.name or where}", f"cd:{active}")])
+
+
+CD_CHOICES = 8
+
+
+async def _cd_choices(link: Link, cwd: str) -> list[str]:
+    """Where a bare /cd offers to go: up (inside the roots), then the first subdirectories
+    (names that fit in a button's data)."""
+    up = [".."] if not isinstance(await within_roots(link, str(Path(cwd).parent)), str) else []
+    with contextlib.suppress(OSError):
+        subs = sorted(e.name for e in os.scandir(cwd) if e.is_dir() and not e.name.startswith(".")
+                      and len(e.name.encode()) <= 50)
+        return up + subs[:CD_CHOICES]
+    return up
 
 
 async def move(link: Link, session: str) -> Reply:

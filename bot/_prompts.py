@@ -49,6 +49,7 @@ class Prompt:
     message_id: int | None = None
     questions: list[dict[str, Any]] = field(default_factory=list)
     picks: list[list[str]] = field(default_factory=list)  # per question, the labels picked
+    always: list[str] = field(default_factory=list)  # the rules "always allow" adds (the event says)
 
     def to_kv(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,8 +216,32 @@ def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
         text = _plan_text(str(plan or ""))
     else:
         text = _tool_text(tool, tool_input)
-    prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions])
+    always = [str(r) for r in event.get("always") or [] if isinstance(r, str)]
+    prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions],
+                    always=always)
     return prompt, token_of(session, request_id)
+
+
+ALWAYS_LABEL = 60  # characters of the "always allow" button (Telegram cuts longer ones)
+
+
+def _scope(rule: str) -> str:
+    """A rule as the button says it: ``Edit(//src/**)`` → "file edits in /src"."""
+    tool, _, content = rule.partition("(")
+    content = content.removesuffix(")")
+    if tool == "Edit" and content.startswith("//"):
+        return f"file edits in {content[1:].removesuffix('/**') or '/'}"
+    if tool == "Bash" and content:
+        return f"{content.removesuffix(':*')} …" if content.endswith(":*") else content
+    return f"{rule} (any use)" if not content else rule
+
+
+def always_label(rules: list[str]) -> str:
+    """The "always allow" button says what it will allow before it is pressed."""
+    if not rules:
+        return "♾ Always allow"
+    label = "♾ Always: " + ", ".join(_scope(r) for r in rules)
+    return label if len(label) <= ALWAYS_LABEL else label[:ALWAYS_LABEL - 1] + "…"
 
 
 def keyboard(prompt: Prompt, token: str) -> Keyboard:
@@ -225,7 +250,7 @@ def keyboard(prompt: Prompt, token: str) -> Keyboard:
         return [[("✅ Approve", f"{base}:p:ask")], [("✅ Approve, accept edits", f"{base}:p:edits")],
                 [("✏️ Keep planning", f"{base}:k")]]
     if not prompt.is_question:
-        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [("♾ Always allow", f"{base}:a")]]
+        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [(always_label(prompt.always), f"{base}:a")]]
     rows: Keyboard = []
     several = len(prompt.questions) > 1
     for i, q in enumerate(prompt.questions):
