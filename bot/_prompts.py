@@ -23,6 +23,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import _render as render
 from ._render import STALE_PROMPT, utf16_len
 
 QUESTION_TOOL = "AskUserQuestion"
@@ -140,7 +141,7 @@ def _question_text(questions: list[dict[str, Any]], brief: bool = False) -> str:
 
 
 def _plan_text(plan: str) -> str:
-    return f"📋 Claude's plan:\n\n{html.escape(_clip(plan or '(no plan text)'))}\n\nApprove it?"
+    return f"📋 Claude's plan:\n\n{render.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
 
 
 def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:

@@ -224,8 +224,11 @@ def resume_text(idle_for: float | None) -> str:
 def tool_line(name: str | None, tool_input: Any) -> str:
     """A compact one-liner for a tool call, e.g. ``🔧 Bash: ls -la``."""
     detail = ""
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
+    questions = tool_input.get("questions") if isinstance(tool_input, dict) else None
+    if isinstance(questions, list):  # AskUserQuestion: what it asks (its prompt has the options)
+        detail = " / ".join(str(q.get("question")) for q in questions if isinstance(q, dict))
+    elif isinstance(tool_input, dict):  # (ExitPlanMode: its plan, shown in full in its prompt)
+        for key in ("command", "file_path", "path", "pattern", "url", "query", "description", "plan"):
             if isinstance(tool_input.get(key), str):
                 detail = tool_input[key]
                 break
@@ -323,6 +326,41 @@ def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
         if entity.url:  # a link's target is a URL: there an entity means its character
             entity.url = html.unescape(entity.url.replace(_AMPERSAND, "&"))
     return out_text.replace(_AMPERSAND, "&"), entities
+
+
+_HTML_TAGS = {"bold": "b", "italic": "i", "underline": "u", "strikethrough": "s", "code": "code", "pre": "pre"}
+
+
+def markdown_html(markdown: str) -> str:
+    """Claude's Markdown as Telegram HTML (for a message that is HTML anyway, such as a
+    prompt): bold, italic, code and the like become tags; every other character is
+    escaped, and formatting that would not nest is left out rather than refused."""
+    text, entities = convert_markdown(markdown)
+    at: dict[int, int] = {}  # UTF-16 offset -> index in text
+    units = 0
+    for i, char in enumerate(text):
+        at[units] = i
+        units += 2 if ord(char) > 0xFFFF else 1
+    at[units] = len(text)
+    spans = sorted(((at[e.offset], at[e.offset + e.length], _HTML_TAGS[e.type]) for e in entities
+                    if e.type in _HTML_TAGS and e.length > 0 and e.offset in at and e.offset + e.length in at),
+                   key=lambda span: (span[0], -span[1]))
+    nested: list[tuple[int, int, str]] = []
+    open_: list[tuple[int, int, str]] = []
+    for span in spans:
+        while open_ and open_[-1][1] <= span[0]:
+            open_.pop()
+        if open_ and open_[-1][1] < span[1]:
+            continue  # would cross its outer one
+        nested.append(span)
+        open_.append(span)
+    out: list[str] = []
+    for i in range(len(text) + 1):
+        out += [f"</{tag}>" for _, end, tag in reversed(nested) if end == i]  # the inner one first
+        out += [f"<{tag}>" for start, _, tag in nested if start == i]
+        if i < len(text):
+            out.append(html.escape(text[i], quote=False))
+    return "".join(out)
 
 
 def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:

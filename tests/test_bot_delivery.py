@@ -7,7 +7,7 @@ from bot import _render as render
 from bot._live import KV_PREVIEWS
 
 from .conftest import USER, wait_for
-from .test_bot_app import OTHER, env, say  # noqa: F401  (the fixture)
+from .test_bot_app import OTHER, entity_text, env, say  # noqa: F401  (the fixture)
 
 
 def press_button(api, message: dict, label_part: str) -> None:
@@ -252,3 +252,20 @@ def test_while_claude_waits_for_the_user_the_chat_shows_no_typing_and_status_say
     shown, timed_out = api.sent.index(prompt), api.sent.index(notice)
     typing = [a for a in api.actions if int(a["chat_id"]) == USER and shown < a["after_messages"] <= timed_out]
     assert typing == []  # nothing said "typing…" while Claude waited
+
+
+def test_a_plans_markdown_is_rendered_and_questions_and_plans_are_no_raw_json_tool_lines(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/mode plan", "Permission mode set to plan")
+    prompt = say(api, "planexit planmd now", "Claude's plan")
+    assert "**" not in prompt["text"] and "`" not in prompt["text"] and "##" not in prompt["text"]
+    shown = {entity_text(prompt["text"], e): e["type"] for e in prompt["entities"]}
+    assert shown.get("hello.txt") == "bold" and shown.get("pytest -q") == "code"
+    press_button(api, prompt, "Approve")
+    api.wait_for_text(lambda t: t.startswith("plan: approved"), chat_id=USER)
+    question = say(api, "askq", "Pick a colour")
+    lines = [t for t in api.texts(USER) if t.startswith("🔧")]
+    assert "🔧 AskUserQuestion: Pick a colour" in lines and any(t.startswith("🔧 ExitPlanMode: ## Steps") for t in lines)
+    assert not [t for t in lines if "{" in t]  # no raw JSON
+    assert question
