@@ -104,7 +104,7 @@ def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
     if tool == "Write" and isinstance(path, str):
         content = str(tool_input.get("content") or "")
         return (f"🔐 Claude wants to write <code>{e(_clip(path, 1000))}</code>\n"
-                f"{_lines(content)} lines, {len(content.encode())} bytes")
+                f"{render.counted(_lines(content), 'line')}, {render.counted(len(content.encode()), 'byte')}")
     if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
         raw_edits = tool_input.get("edits")
         edits: list[Any] = raw_edits if isinstance(raw_edits, list) else [tool_input]

@@ -46,7 +46,7 @@ the session that wrote the message you reply to."""
 MENU: list[tuple[str, str]] = [
     ("new", "Create a session and make it active: /new <name> [dir] [persona]"),
     ("switch", "Make another session active: /switch <name>"),
-    ("sessions", "List sessions (🟢 running, ⚪ suspended)"),
+    ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
     ("status", "The active session: state, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
     ("model", "Show or change the model"),
@@ -159,12 +159,14 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
-    """``{marker}{🟢|⚪|❌} `name` (persona) - 5m ago`` as Markdown (❌: its conversation
-    could not be resumed)."""
+    """``{marker}{🟢|⏳|⚪|❌} `name` (persona) - 5m ago`` as Markdown: 🟢 Claude is working
+    or ready, ⏳ it waits for the user's answer (``pending``), ⚪ suspended, ❌ its
+    conversation could not be resumed. A session without a persona shows none."""
     marker = "→ " if session["name"] == active else ""
-    dot = "🟢" if session.get("live") else "❌" if session.get("state") == "failed" else "⚪"
-    persona = session.get("persona") or "default"
-    return f"{marker}{dot} `{session['name']}` ({persona}) - {relative_time(session.get('last_active'), now)}"
+    dot = ("⏳" if session.get("pending") else "🟢") if session.get("live") else \
+        "❌" if session.get("state") == "failed" else "⚪"
+    persona = f" ({session['persona']})" if session.get("persona") else ""
+    return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}"
 
 
 def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
@@ -184,8 +186,13 @@ def timeout_text(seconds: float) -> str:
     return f"Idle timeout: {minutes_text(seconds)}\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
 
 
+def counted(n: int, word: str) -> str:
+    """"1 line", "2 lines"."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def messages_text(n: int) -> str:
-    return f"{n} message" + ("" if n == 1 else "s")
+    return counted(n, "message")
 
 
 def queued_text(ahead: int) -> str:

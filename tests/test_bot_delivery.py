@@ -269,3 +269,55 @@ def test_a_plans_markdown_is_rendered_and_questions_and_plans_are_no_raw_json_to
     assert "🔧 AskUserQuestion: Pick a colour" in lines and any(t.startswith("🔧 ExitPlanMode: ## Steps") for t in lines)
     assert not [t for t in lines if "{" in t]  # no raw JSON
     assert question
+
+
+def test_counts_are_worded_for_one(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/timeout 1", "Idle timeout set to 1 minute for session 'alpha'.")
+    api.message(USER, "sleep:60 long")
+    sup.wait_received("sleep:60 long")
+    say(api, "second", "⏳ Queued")
+    say(api, "/cancel", "Claude is answering, and 1 message waits behind it. Stop what?")
+
+
+def test_prompt_counts_are_worded_for_one() -> None:
+    from bot import _prompts as prompts
+
+    prompt, _ = prompts.build({"session": "alpha", "request_id": "r1", "tool_name": "Write",
+                               "input": {"file_path": "/tmp/x", "content": "a"}}, 7)
+    assert "1 line, 1 byte" in prompt.text
+
+
+def test_sessions_mark_who_waits_for_you_and_show_no_default_persona(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(config="permission_timeout = 600").start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "needperm now", "Claude wants to run")
+    say(api, "/new beta", "created")
+    say(api, "hello", "echo: hello")
+    listing = say(api, "/sessions", "alpha")["text"].splitlines()
+    assert "⏳ alpha - just now" in listing and "→ 🟢 beta - just now" in listing  # (no "(default)")
+
+
+def test_a_mode_that_does_not_exist_is_named_unknown(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    assert say(api, "/mode bogus", "mode")["text"].startswith("Unknown mode 'bogus'.")
+
+
+def test_a_session_name_with_a_space_is_not_taken_for_a_persona(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    reply = say(api, "/new Bad Name!", "persona")["text"]
+    assert reply.startswith("'Name!' is not a persona here (reviewer), and a session name is one word.")
+    assert sup.request("list", all=True)["sessions"] == []
+
+
+def test_names_that_differ_only_in_case_are_one_session(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new work", "created")
+    say(api, "/new other", "created")
+    say(api, "/new Work", "Session 'work' exists (names differ only in case).")
+    say(api, "/switch WORK", "Switched to session 'work'.")
+    assert sorted(s["name"] for s in sup.request("list", all=True)["sessions"]) == ["other", "work"]

@@ -31,7 +31,7 @@ def test_session_lines_mark_the_active_one_and_liveness() -> None:
     now = 1000.0
     live = {"name": "alpha", "live": True, "persona": None, "last_active": now - 300}
     idle = {"name": "beta", "live": False, "persona": "reviewer", "last_active": now - 7200}
-    assert session_line(live, "alpha", now) == "→ 🟢 `alpha` (default) - 5m ago"
+    assert session_line(live, "alpha", now) == "→ 🟢 `alpha` - 5m ago"
     assert session_line(idle, "alpha", now) == "⚪ `beta` (reviewer) - 2h ago"
     assert sessions_markdown([], None) == NO_SESSIONS == "No sessions. Use /new <name> to create one."
 
