@@ -382,6 +382,23 @@ def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk
     return _headings_with_their_text([Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks], limit)
 
 
+def answer_parts(markdown: str) -> list[Chunk]:
+    """An answer as the messages it is sent in: each part of a long one ends with its
+    number ("(2/4)"), for which room is kept under the limit."""
+    chunks = markdown_chunks(markdown)
+    if len(chunks) < 2:
+        return chunks
+    chunks = markdown_chunks(markdown, MAX_MESSAGE_UTF16 - PART_NUMBER_UTF16)
+    return [Chunk(f"{chunk.text}\n\n({i}/{len(chunks)})", chunk.entities) for i, chunk in enumerate(chunks, 1)]
+
+
+PART_NUMBER_UTF16 = 16  # "\n\n(99/99)" and then some
+
+
+def long_answer_caption(parts: int) -> str:
+    return f"📄 The whole answer ({parts} parts) in one file"
+
+
 def _headings_with_their_text(chunks: list[Chunk], limit: int) -> list[Chunk]:
     """A part that ends with a heading (a bold line) gives it to the next part: a heading
     never stands alone at the bottom of a message, away from what it heads."""

@@ -321,3 +321,19 @@ def test_names_that_differ_only_in_case_are_one_session(env) -> None:  # noqa: F
     say(api, "/new Work", "Session 'work' exists (names differ only in case).")
     say(api, "/switch WORK", "Switched to session 'work'.")
     assert sorted(s["name"] for s in sup.request("list", all=True)["sessions"]) == ["other", "work"]
+
+
+def test_a_long_answer_notifies_once_numbers_its_parts_and_captions_its_file(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "long:20000")
+    doc = wait_for(lambda: api.documents[-1] if api.documents else None, 60, what="the .md document")
+    sup.wait_consumer("telegram-bot")
+    created = next(m for m in api.sent if "'alpha' created" in m["text"])
+    parts = [m for m in api.sent if m["chat_id"] == USER and created["message_id"] < m["message_id"] < doc["message_id"]]
+    n = len(parts)
+    assert n > render.LONG_ANSWER_PARTS
+    assert [m["text"].rsplit("\n", 1)[-1] for m in parts] == [f"({i}/{n})" for i in range(1, n + 1)]
+    assert [m["disable_notification"] for m in parts] == [False] + [True] * (n - 1)
+    assert all(len(m["text"].encode("utf-16-le")) // 2 <= 4096 for m in parts)
+    assert doc["caption"] == f"📄 The whole answer ({n} parts) in one file"
