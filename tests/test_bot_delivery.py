@@ -337,3 +337,17 @@ def test_a_long_answer_notifies_once_numbers_its_parts_and_captions_its_file(env
     assert [m["disable_notification"] for m in parts] == [False] + [True] * (n - 1)
     assert all(len(m["text"].encode("utf-16-le")) // 2 <= 4096 for m in parts)
     assert doc["caption"] == f"📄 The whole answer ({n} parts) in one file"
+
+
+def test_a_sessions_list_shows_the_switch_after_its_button_is_pressed(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created")
+    listing = say(api, "/sessions", "beta")
+    assert listing["text"].splitlines()[0].startswith("→ ⚪ beta")
+    press_button(api, listing, "Switch to alpha")
+    edit = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == listing["message_id"]), None),
+                    what="the list to be redrawn")
+    lines = edit["text"].splitlines()
+    assert any(line.startswith("→ ") and "alpha" in line for line in lines)
+    assert not any(line.startswith("→ ") and "beta" in line for line in lines)
