@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, LinkPreviewOptions, MessageEntity, Update
+from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, MessageEntity, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -150,6 +150,23 @@ async def spent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
     return True
 
 
+async def show_choice(query: CallbackQuery) -> None:
+    """A pressed message keeps its text and shows what was chosen ("→ Create session
+    'main'") in place of its buttons, so it no longer reads as an open question."""
+    message = query.message
+    if not isinstance(message, Message):  # too old for Telegram to show it
+        return
+    text, markup = message.text, message.reply_markup
+    label = next((b.text for row in (markup.inline_keyboard if markup else ()) for b in row
+                  if b.callback_data == query.data), None)
+    if text and label and render.utf16_len(text) + render.utf16_len(label) < render.MAX_MESSAGE_UTF16 - 8:
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_text(f"{text}\n\n→ {label}", entities=message.entities, reply_markup=None)
+            return
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
                         early: str | None = None) -> bool:
@@ -170,8 +187,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
         reply = commands.error_reply(exc)
     if early is None:
         await query.answer(reply.text[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     await send_reply(context.application, update.effective_chat.id, reply)
     return True
 
@@ -237,6 +253,13 @@ async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await answer_button(update, context, lambda link, _, name: commands.archive_now(link, chat, name))
 
 
+async def on_setting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /model or /mode button: the command with the picked value."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, kind, value: commands.COMMANDS[kind](link, chat, [value]))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -268,6 +291,13 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
 HELD_KEPT = 100  # "/word" messages waiting for their "Send it to Claude" button
 
 
+def hold(core: Core, chat: int, message_id: int, update: Update, text: str) -> None:
+    """Keep a message until a button under the bot's question about it is pressed."""
+    core.held[(chat, message_id)] = (update, text)
+    while len(core.held) > HELD_KEPT:
+        core.held.pop(next(iter(core.held)))
+
+
 async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A /command that is not the bot's: Claude Code's own (built-in or the project's) goes
     to Claude as typed; anything else waits for a "Send it to Claude" press."""
@@ -286,9 +316,7 @@ async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if word in commands.claude_commands(cwd):
         await forward(update, context, text, None)
         return
-    core.held[(chat, message.message_id)] = (update, text)
-    while len(core.held) > HELD_KEPT:
-        core.held.pop(next(iter(core.held)))
+    hold(core, chat, message.message_id, update, text)
     await send_reply(context.application, chat, commands.Reply(
         render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
 
@@ -303,12 +331,33 @@ async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT
     argument = (query.data or "").partition(":")[2]
     held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
     await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     if held is None:
         await context.bot.send_message(chat, render.HELD_GONE)
         return
     await forward(held[0], context, held[1], None)
+
+
+async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text typed while a tool call waited, used as the reason to deny it."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    if await spent(update, context):
+        return
+    chat = update.effective_chat.id
+    _, token, message_id = [*(query.data or "").split(":"), "", ""][:3]
+    core = core_of(context)
+    held = core.held.pop((chat, int(message_id)), None) if message_id.isdigit() else None
+    if held is None:
+        said = render.HELD_GONE
+    else:
+        try:
+            said = await requests.deny_with(core.link, token, held[1])
+        except (RemoteError, ConnectionFailed) as exc:
+            said = commands.error_reply(exc).text
+    await query.answer(said[:190])
+    await show_choice(query)
+    await context.bot.send_message(chat, said)
 
 
 async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -369,6 +418,12 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if typed.said is not None:
         await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
         return
+    if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
+        hold(core, chat, message.message_id, update, text)
+        await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
+            (render.DENY_WITH_REASON_BUTTON, f"deny:{typed.offer}:{message.message_id}"),
+            (render.SEND_AS_MESSAGE_BUTTON, f"claude:{message.message_id}")]))
+        return
     quoted = (replied.text or replied.caption) if replied is not None else None
     if quoted:  # a reply to an earlier message: Claude sees what it answers
         text = render.quoted(quoted) + text
@@ -401,7 +456,7 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts
         offered = chat in core.first_messages
         core.first_messages.setdefault(chat, []).append((parts, None))
         if not offered:
-            await send_reply(context.application, chat, commands.first_offer())
+            await send_reply(context.application, chat, await commands.first_offer(core.link))
         return
     saved = [await save_file(part, context, active) for part in parts]
     paths = [str(path) for path in saved if path is not None]
@@ -693,6 +748,8 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
     app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
     app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
+    app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
+    app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -239,6 +240,8 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         await link.set_owner(args[0])
     except RemoteError as exc:
         if exc.code == "exists":
+            if not await link.visible(args[0]):  # another user's: say nothing about it
+                return Reply(render.name_taken_text(args[0]))
             if (await link.request("status", session=args[0]))["state"] == "archived":
                 return Reply(f"Session '{args[0]}' exists but is archived: /unarchive {args[0]} brings it back.")
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
@@ -259,7 +262,11 @@ async def same_but_case(link: Link, name: str) -> str | None:
 
 async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
-        return Reply("Usage: /switch <name>")
+        active = await link.active(chat)
+        others = [s["name"] for s in (await link.request("list"))["sessions"]
+                  if s["name"] != active and await link.visible(s["name"])]
+        return Reply("Usage: /switch <name>" + (", or pick one:" if others else ""),
+                     buttons=[(f"Switch to {name}", f"switch:{name}") for name in others])
     name = args[0]
     if name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
         name = await same_but_case(link, name) or name  # /switch WORK finds 'work'
@@ -298,11 +305,33 @@ async def timeout(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(f"Idle timeout set to {render.minutes_text(minutes * 60)} for session '{active}'.")
 
 
+#: the model aliases Claude Code resolves (measured with the pinned CLI, 2.1.331); each
+#: also takes a "[1m]" suffix (the 1M-token context)
+MODEL_ALIASES = ("sonnet", "opus", "haiku", "opusplan", "best")
+#: full model names of the families Claude Code knows (claude-sonnet-4-5,
+#: claude-3-5-haiku, claude-opus-4-1-20250805); it passes anything else on to the API,
+#: which refuses it, and the next turn fails
+MODEL_NAME = re.compile(r"claude-(\d+-\d+-)?(opus|sonnet|haiku)(-\d+){0,2}(-\d{8})?")
+
+
+def known_model(name: str) -> bool:
+    base = name.removesuffix("[1m]")
+    return base in MODEL_ALIASES or MODEL_NAME.fullmatch(base) is not None
+
+
+def _model_buttons(current: str | None) -> list[tuple[str, str]]:
+    return [(alias, f"model:{alias}") for alias in MODEL_ALIASES if alias != current]
+
+
 @on_active_session
 async def model(link: Link, active: str, args: list[str]) -> Reply:
+    info = await link.request("status", session=active)
     if not args:
-        info = await link.request("status", session=active)
-        return Reply(f"Model: {render.model_text(info)}\n\nUsage: /model <name>")
+        return Reply(f"Model: {render.model_text(info)}\n\nUsage: /model <name>, or pick one:",
+                     buttons=_model_buttons(info.get("model")))
+    if len(args) > 1 or not (known_model(args[0]) or args[0] == info.get("claude_model")):
+        return Reply(render.unknown_model_text(" ".join(args)[:60], MODEL_ALIASES),
+                     buttons=_model_buttons(info.get("model")))
     await link.request("set_model", session=active, model=args[0])
     return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
 
@@ -312,11 +341,12 @@ MODES = tuple(m.value for m in PermissionMode)
 
 @on_active_session
 async def mode(link: Link, active: str, args: list[str]) -> Reply:
+    current = (await link.request("status", session=active)).get("mode") or "ask"
+    buttons = [(f"Mode {m}", f"mode:{m}") for m in MODES if m != current]
     if not args:
-        info = await link.request("status", session=active)
-        return Reply(render.mode_text(info.get("mode") or "ask"))
+        return Reply(render.mode_text(current), buttons=buttons)
     if args[0] not in MODES or len(args) > 1:
-        return Reply(f"Unknown mode '{' '.join(args)[:40]}'.\n\n{render.mode_text(None)}")
+        return Reply(f"Unknown mode '{' '.join(args)[:40]}'.\n\n" + render.mode_text(None), buttons=buttons)
     result = await link.request("set_mode", session=active, mode=args[0])
     if not result["changed"]:
         return Reply(f"Session '{active}' is already in mode {args[0]}.")
@@ -430,7 +460,7 @@ async def send(
     there is nothing to say (the answer arrives through the event stream)."""
     active = session or await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
-        return first_offer()
+        return await first_offer(link)
     fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
                               "idempotency_key": update_key}
     if attachments:
@@ -444,21 +474,32 @@ async def send(
     return None
 
 
-def first_offer() -> Reply:
-    """What a message sent before the chat has a session is answered: a button to make one."""
-    return Reply(render.NO_ACTIVE_OFFER, buttons=[
-        (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
+async def first_offer(link: Link) -> Reply:
+    """What a message sent before the chat has a session is answered: a button to make
+    one, named as it will be."""
+    name = free_name(await all_names(link), render.FIRST_SESSION)
+    return Reply(render.NO_ACTIVE_OFFER, buttons=[(render.NEW_SESSION_BUTTON.format(name=name), f"new:{name}")])
+
+
+async def all_names(link: Link) -> set[str]:
+    """Every session's name, archived ones and other users' too (names are shared)."""
+    return {s["name"] for s in (await link.request("list", all=True))["sessions"]}
+
+
+def free_name(taken: set[str], base: str) -> str:
+    """``base``, or ``base2``, ``base3``, … — the first that is not taken."""
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
 
 
 async def first_session(link: Link, chat: int, name: str) -> Reply:
-    """The button under a first message: create ``name`` (or ``name2``, ... if taken) and
-    make it the chat's session."""
-    taken = {s["name"] for s in (await link.request("list", all=True))["sessions"]}
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}{n}"
-    return await new_session(link, chat, [candidate])
+    """The button under a first message: create ``name`` (the name on the button) and make
+    it the chat's session; if it was taken since, the next free one (the reply says which)."""
+    taken = await all_names(link)
+    return await new_session(link, chat, [name if name not in taken else free_name(taken, render.FIRST_SESSION)])
 
 
 async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:

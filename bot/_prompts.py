@@ -17,10 +17,12 @@ the ``permission_timeout``, or Claude stopping.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import html
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import _render as render
@@ -29,7 +31,7 @@ from ._render import STALE_PROMPT, utf16_len
 QUESTION_TOOL = "AskUserQuestion"
 PLAN_TOOL = "ExitPlanMode"
 KV_PROMPT = "telegram.perm.{token}"
-KV_ASKING = "telegram.asking.{chat}"  # the question a typed message answers
+KV_WAITING = "telegram.waiting.{chat}"  # session -> token of the prompt waiting there (typed text)
 MAX_SHOWN = 3000  # characters of a command, diff or plan shown in a prompt
 STALE = STALE_PROMPT
 
@@ -65,6 +67,10 @@ class Prompt:
     def is_question(self) -> bool:
         return self.tool == QUESTION_TOOL
 
+    @property
+    def is_plan(self) -> bool:
+        return self.tool == PLAN_TOOL
+
     def complete(self) -> bool:
         return len(self.picks) == len(self.questions) and all(self.picks)
 
@@ -92,27 +98,73 @@ def _lines(text: Any) -> int:
     return len(str(text).splitlines()) if text else 0
 
 
-def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
-    """What the tool call will do, not just its name (HTML)."""
-    e = html.escape
+PREVIEW_LINES = 15  # the first lines of a file Claude wants to write, shown in its prompt
+SHOWN_CHANGE = 2500  # UTF-16 units of a diff or a file's first lines (the path comes too)
+
+
+def _changes(tool_input: dict[str, Any]) -> list[dict[str, Any]]:
+    raw_edits = tool_input.get("edits")
+    edits: list[Any] = raw_edits if isinstance(raw_edits, list) else [tool_input]
+    return [ed for ed in edits if isinstance(ed, dict)]
+
+
+def _diff(changes: list[dict[str, Any]]) -> str:
+    """An edit's changes as unified-diff hunks (without the file headers)."""
+    hunks = []
+    for ed in changes:
+        old = str(ed.get("old_string") or "").splitlines()
+        new = str(ed.get("new_string") or ed.get("new_source") or "").splitlines()
+        hunks += [line for line in difflib.unified_diff(old, new, lineterm="", n=2)
+                  if not line.startswith(("---", "+++"))]
+    return "\n".join(hunks)
+
+
+def whole(tool: str, tool_input: dict[str, Any]) -> tuple[str, str] | None:
+    """(file name, text) of what a prompt shows only in part — a long command, a file's
+    content beyond its first lines, a long diff — to send with it as a document, so all
+    of it can be read before Allow. None when the prompt shows it all."""
     if tool == "Bash" and isinstance(tool_input.get("command"), str):
-        text = f"🔐 Claude wants to run:\n<pre>{e(_clip(tool_input['command']))}</pre>"
+        command = tool_input["command"]
+        return ("command.sh", command) if utf16_len(command) > MAX_SHOWN else None
+    path = tool_input.get("file_path") or tool_input.get("notebook_path") or tool_input.get("path")
+    if tool == "Write" and isinstance(path, str):
+        content = str(tool_input.get("content") or "")
+        lines = content.splitlines()
+        shown = "\n".join(lines[:PREVIEW_LINES])
+        cut = len(lines) > PREVIEW_LINES or utf16_len(shown) > SHOWN_CHANGE
+        return (Path(path).name or "content.txt", content) if cut else None
+    if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
+        diff = _diff(_changes(tool_input))
+        return (f"{Path(path).name or 'edit'}.diff", diff) if utf16_len(diff) > SHOWN_CHANGE else None
+    return None
+
+
+def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
+    """What the tool call will do, not just its name (HTML): the command, the first lines
+    of a file to write, the diff of an edit (``whole`` has what is cut)."""
+    e = html.escape
+    cut = " <i>(cut: the whole of it comes as a file below)</i>" if whole(tool, tool_input) else ""
+    if tool == "Bash" and isinstance(tool_input.get("command"), str):
+        text = f"🔐 Claude wants to run{cut}:\n<pre>{e(_clip(tool_input['command']))}</pre>"
         if isinstance(tool_input.get("description"), str):
             text += f"\n<i>{e(_clip(tool_input['description'], 300))}</i>"
         return text
     path = tool_input.get("file_path") or tool_input.get("notebook_path") or tool_input.get("path")
     if tool == "Write" and isinstance(path, str):
         content = str(tool_input.get("content") or "")
+        first = "\n".join(content.splitlines()[:PREVIEW_LINES])
+        preview = f"\n<pre>{e(_clip(first, SHOWN_CHANGE))}</pre>" if first.strip() else ""
         return (f"🔐 Claude wants to write <code>{e(_clip(path, 1000))}</code>\n"
-                f"{render.counted(_lines(content), 'line')}, {render.counted(len(content.encode()), 'byte')}")
+                f"{render.counted(_lines(content), 'line')}, {render.counted(len(content.encode()), 'byte')}{cut}{preview}")
     if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
-        raw_edits = tool_input.get("edits")
-        edits: list[Any] = raw_edits if isinstance(raw_edits, list) else [tool_input]
-        changes = [ed for ed in edits if isinstance(ed, dict)]
+        changes = _changes(tool_input)
         removed = sum(_lines(ed.get("old_string")) for ed in changes)
         added = sum(_lines(ed.get("new_string") or ed.get("new_source")) for ed in changes)
-        count = f"{len(edits)} edits, " if len(edits) > 1 else ""
-        return f"🔐 Claude wants to edit <code>{e(_clip(path, 1000))}</code>\n{count}-{removed} +{added} lines"
+        count = f"{len(changes)} edits, " if len(changes) > 1 else ""
+        diff = _diff(changes)
+        shown = f"\n<pre>{e(_clip(diff, SHOWN_CHANGE))}</pre>" if diff.strip() else ""
+        return (f"🔐 Claude wants to edit <code>{e(_clip(path, 1000))}</code>\n{count}-{removed} +{added}"
+                f" {'line' if removed + added == 1 else 'lines'}{cut}{shown}")
     if tool in ("WebFetch", "WebSearch"):
         target = tool_input.get("url") or tool_input.get("query") or ""
         return f"🔐 Claude wants to use {e(tool)}:\n{e(_clip(str(target), 1000))}"
@@ -240,5 +292,18 @@ def toast(action: str) -> str:
             "p": "✅ Plan approved", "d": "✅ Answer sent"}.get(action, "OK")
 
 
-__all__ = ["KV_ASKING", "KV_PROMPT", "STALE", "Keyboard", "Prompt", "build", "keyboard", "outcome", "pick",
-           "toast", "token_of", "typed"]
+__all__ = [
+    "KV_PROMPT",
+    "KV_WAITING",
+    "STALE",
+    "Keyboard",
+    "Prompt",
+    "build",
+    "keyboard",
+    "outcome",
+    "pick",
+    "toast",
+    "token_of",
+    "typed",
+    "whole",
+]

@@ -98,11 +98,22 @@ def routed_text(writer: str, active: str | None) -> str:
 
 
 def still_asking_text(session: str) -> str:
-    """Text went elsewhere while another session's question waits."""
-    return (f"❓ Claude's question in '{session}' still waits for your answer: tap an option, or reply to the"
-            " question with your own.")
+    """Text went elsewhere while another session's question or request waits."""
+    return (f"❓ Claude's request in '{session}' still waits for your answer: use its buttons, or reply to it"
+            " with your own words.")
 
 
+DENY_WITH_REASON_BUTTON = "🚫 Deny, with this as the reason"
+SEND_AS_MESSAGE_BUTTON = "Send it to Claude as a new message"
+
+
+def deny_or_send_text(session: str) -> str:
+    """Text typed while a tool call waits: the user says which it is."""
+    return (f"Claude in '{session}' waits for your answer to its request. Is this the reason to deny it, or a"
+            " new message (it would wait until the request is answered)?")
+
+
+WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
 HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
@@ -217,6 +228,16 @@ MODE_HELP = ("ask: Claude asks before anything its rules do not allow (buttons h
              "accept-edits: file edits run without asking; the rest is asked\n"
              "plan: Claude only plans, then asks you to approve the plan\n"
              "bypass: nothing is asked (only if the supervisor allows it)")
+
+
+def name_taken_text(name: str) -> str:
+    """/new of a name another user's session has (names are one namespace; theirs stays private)."""
+    return f"The name '{name}' cannot be used (session names are shared by everyone here). Pick another."
+
+
+def unknown_model_text(name: str, aliases: tuple[str, ...]) -> str:
+    return (f"⚠️ Claude Code does not know the model '{name}'; nothing was changed. Pick one, or give a full"
+            f" model name (e.g. claude-sonnet-4-5). Known: {', '.join(aliases)}.")
 
 
 def mode_text(mode: str | None) -> str:

@@ -30,7 +30,7 @@ HOLES = """## The holes closed, each with its test
 | `subscribe after=2**63` breaks delivery for everyone | integers are validated to 0..2**63-1; a failing subscription is dropped alone | `tests/test_bounds.py` |
 | nothing bounds a client (kv, subscriptions, slow subscribers, log) | kv values 64 KiB, 10,000 keys; 64 subscriptions per connection; 4 MiB in flight per subscription; bad-input warnings 10/min; subscriptions of clients that left are swept | `tests/test_bounds.py` |
 | shutdown with a full disk never finishes | shutdown always ends and frees the lock | `tests/test_supervisor.py::test_shutdown_with_a_full_disk_still_finishes` |
-| store file deleted under a running supervisor | noticed (inode, every 2 s and before each write op): new work refused with `storage`, CRITICAL in the log every minute, `status.store_problem` | `tests/test_supervisor.py::test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed` |
+| store file deleted or replaced under a running supervisor | noticed (inode, every 2 s and before each write op); a deleted one is written back from the open database; a replaced one: new work refused with `storage`, CRITICAL in the log every minute, `status.store_problem` | `tests/test_supervisor.py::test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed`, `tests/test_faults_more.py` |
 | `KeyError` when a client leaves right after `subscribe` | fixed | `tests/test_bounds.py` |
 | a stale `control.sock` made every command wait 10 s | the free lock says at once that no supervisor runs | `tests/test_supervisor.py` |
 | a keeper that hangs before its hello holds its messages for ever | killed after `keeper_start_timeout`, its messages reported not delivered | `tests/test_supervisor.py` |
@@ -59,10 +59,72 @@ message ends in exactly one outcome.
 
 | hole | now | test (`tests/test_send_bounds.py`) |
 |---|---|---|
-| an attachment swapped for a FIFO after `send` hung its session for ever; a link to `/dev/zero` grew the keeper to 6.7 GiB | taken at `send`: opened with `O_NOFOLLOW`/`O_NONBLOCK`, `fstat`, an ordinary file of at most 32 MiB (`max_attachment_mib`), copied into `<state dir>/attachments/<session>/`; the keeper reads only the copy (also without following links or blocking); FIFOs, links, directories, devices and larger files are refused at `send`; the copy goes when the turn is over | `test_what_is_not_an_ordinary_file_under_the_limit_is_refused_at_send`, `test_an_attachment_arrives_from_its_copy_which_goes_once_the_turn_is_over` |
+| an attachment swapped for a FIFO after `send` hung its session for ever; a link to `/dev/zero` grew the keeper to 6.7 GiB | taken at `send`: opened with `O_NOFOLLOW`/`O_NONBLOCK`, `fstat`, an ordinary file of at most 32 MiB (`max_attachment_mib`), copied into `<state dir>/attachments/<session>/`; the keeper reads only the copy (also without following links or blocking); FIFOs, links, directories, devices and larger files are refused at `send`; a session keeps the newest 256 MiB of its copies for later turns, all until it is archived | `test_what_is_not_an_ordinary_file_under_the_limit_is_refused_at_send`, `test_an_attachment_arrives_from_its_copy_which_stays_for_later_turns`, `test_a_session_keeps_the_newest_copies_within_its_bound_and_never_one_still_owed` |
 | queued messages unbounded per session | 100 messages, 64 MiB (`max_queued_messages`, `max_queued_mib`); beyond: `queue_full`, in claudectl and the bot | `test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing`, `test_a_flood_of_large_messages_into_one_session_is_bounded`, `test_the_bot_says_plainly_that_a_message_was_not_sent_to_a_full_queue` |
 | `interrupt` said success when nothing reached Claude (a stopped keeper) | the reply waits (at most `interrupt_timeout`, 5 s) for Claude's `control_response`: `{confirmed, detail}`; claudectl exits 1 when not confirmed | `test_interrupt_says_whether_claude_confirmed_it` |
 | `v: true` and `v: 1.0` accepted as version 1 | only the integer 1 | `test_only_the_integer_1_is_protocol_version_1` |
+"""
+
+HELPERS_AND_FAULTS = """## Helper processes and faults (issue #30)
+
+Items 5, 6, 10 and 12 of issue #30, each with its test in `tests/test_faults_more.py`
+(run by `./scripts/reliability`; the figures are in the table above). Faults injected by
+these tests in one run: 43 (a second supervisor, 7 fork-server kills, a foreign runtime
+dir, 2 SIGSTOPs, 2 clock steps, a deleted store, a read-only file system, 25 malformed
+and 3 enormous lines). Messages lost: 0; messages answered twice: 0.
+
+| fault | before | now | test |
+|---|---|---|---|
+| a second supervisor on the same state dir, another runtime dir | both ran: two keepers and two Claudes on one conversation | refused at once, exit 1, naming the pid that holds `<state dir>/supervisor.lock` | `test_a_second_supervisor_on_the_same_state_dir_is_refused_naming_the_first` |
+| kill -9 of the fork server | every session stopped, exit 0 (so `Restart=on-failure` did nothing) | a new fork server (fork and exec: the supervisor has threads by then); every keeper and its turn go on, answered once; new sessions start; the old keepers' exits are watched by pidfd (suspend and kill -9 both noticed). A spawn the dead server never answered: the keeper's hello settles it, else after `keeper_start_timeout` it is started anew (or, if a keeper was forked and hung, killed and its messages reported) | `test_kill_9_of_the_fork_server_keeps_every_keeper_and_its_turn`, `test_a_spawn_the_dead_fork_server_never_answered_is_started_anew_with_its_message`, `test_a_keeper_forked_just_before_the_fork_server_died_is_taken_on_by_its_hello` |
+| the fork server dies 4 times within a minute | — | the supervisor gives up: exit 1 without stopping a keeper; restarted (as systemd would), it adopts them and the running turn is answered once | `test_a_fork_server_that_keeps_dying_makes_the_supervisor_exit_1_and_the_next_adopts_its_keepers` |
+| `/tmp/supervisord-claude-<uid>` made by another user | refused; the docs said to remove it (impossible) | the refusal and docs/troubleshooting.md say what to do: `--runtime-dir` / `SUPERVISORD_CLAUDE_RUNTIME_DIR`, `XDG_RUNTIME_DIR`, ask the administrator | `test_a_runtime_dir_made_by_another_user_is_refused_saying_what_to_do_instead` |
+| SIGSTOP of a keeper mid-turn | — | another session answered 3 times meanwhile; after SIGCONT the stopped session's 2 messages answered once each, in order | `test_a_stopped_keeper_holds_up_no_other_session_and_loses_nothing` |
+| SIGSTOP of the bot | — | claudectl served meanwhile; the answer written while it was stopped and the message sent meanwhile: each delivered once, in order; Claude got the message once | `test_a_stopped_bot_loses_and_doubles_nothing` |
+| the wall clock stepped an hour forward, then back (a `sitecustomize` shim shifts `time.time` in every process) | `status` `uptime` was wall-clock: +1 h, or negative | idle timers are on the monotonic clock: a 4 s timeout fired after 4.0 s both times; `uptime` is monotonic; "idle for" after a suspension is the wall clock's (a step forward counts), never negative | `test_the_wall_clock_stepped_an_hour_forward_and_back_fires_no_idle_timer_early_or_never`, `test_uptime_stays_sane_when_the_wall_clock_steps_an_hour` |
+| the store file deleted mid-turn | new work refused; what was acknowledged was gone at the next restart | written back from the open database (SQLite backup API) within 2 s; after kill -9 and a restart all 4 acknowledged messages are there, answered once | `test_a_store_file_deleted_under_a_running_supervisor_is_restored_and_nothing_is_lost` |
+| the state dir's file system goes read-only mid-turn. As root `chmod` stops nothing and a mounted file system with files open for writing cannot be remounted read-only, so the test does what the kernel does on an I/O error: an ext4 loop image mounted `errors=remount-ro`, then `trigger_fs_error` | new work refused with "disk I/O error" | refused with a `storage` error saying the file system is read-only and what to do; the supervisor keeps running (no crash loop); after kill -9, fsck and a restart the running turn's answer, kept by its keeper, is delivered once | `test_a_state_dir_gone_read_only_under_a_running_supervisor_loses_nothing_acknowledged` |
+| Claude writes malformed lines (24 kinds: not JSON, cut short, fields of the wrong shape) and a result whose every field has the wrong type | the turn hung for ever (the keeper's reader died on e.g. `"message": "x"`) | skipped; the turn is answered; the odd result ends its turn; same keeper | `test_malformed_lines_from_claude_are_skipped_and_the_turn_is_answered` |
+| Claude writes three 50 MB lines, one per turn | — | answered, cut with a note; the keeper 25 MiB → 76 MiB after the first and flat after (76.0, 76.0, 76.2); same keeper | `test_enormous_lines_from_claude_leave_the_keeper_alive_and_its_memory_flat` |
+"""
+
+
+#: the figures of issue #30, before and after (the "before" cannot be measured again)
+BOUNDS = """## Bounds (issue #30)
+
+Measured on this machine (2 cores shared with other work), the supervisor's resident
+memory as its `status` reports it, with the fake Claude; the tests in
+`tests/test_bounds.py` repeat each case on every `./scripts/test` and record their
+figures in the table above when the soak runs.
+
+| case | before the fix | after | test |
+|---|---|---|---|
+| one client sends 6,000 `status`/`list`/`kv_get` (64 KiB value) requests and never reads | 34 → 139 MiB (every reply kept: the control socket had no send high-water mark) | 34 → 37 MiB; 4,849 of its replies dropped, its own; another client's turn answered meanwhile | `test_a_client_that_never_reads_its_replies_costs_a_bounded_amount` |
+| ack everything, unsubscribe, subscribe again from the start, 100 times, never reading (~5 MB of stored events) | 44 → 381 MiB (232 in another run) | 45 → 45 MiB; another client's subscription got every new event, in order | `test_ack_all_unsubscribe_resubscribe_in_a_loop_costs_a_bounded_amount` |
+| 1,200 connections at once, open files soft 512 / hard 1,024, a turn running | libzmq aborted the supervisor (`Too many open files (src/ipc_listener.cpp:297)`, SIGABRT, exit 134): the turn lost, every session gone | soft limit raised to 1,024; the door closed at 746 connections (at most 774 to 825 descriptors in use over 6 runs under load, 1,024 allowed); 0 aborts; the turn answered during the flood; a new client served after it | `test_more_connections_than_open_files_never_take_the_supervisor_down` |
+| 60 connections at once with `max_connections = 20` | — | ~20 served, the others wait and are told why; served again once they leave | `test_clients_over_max_connections_wait_and_the_others_are_served` |
+| a subscriber 3,000 events behind sends 20 requests | — | every reply, then every event in order | `test_a_subscriber_behind_on_events_still_gets_every_reply` |
+| a client fills its pipe with 400 unread 64 KiB replies, then reads again | — | what was held comes in order, then the reply to its next request | `test_a_client_that_was_slow_and_reads_again_is_served_again` |
+
+The limits (also in docs/protocol.md, "Limits"):
+
+- What waits for one client to read it: 128 frames (the control socket's send
+  high-water mark) and about 8 MiB (the pipe holds at most the last 128 frames sent, so
+  nothing more is sent while those add up to 8 MiB); replies that find it full wait, up
+  to 64 and 1 MiB, and go before any event. Beyond that a client that does not read
+  loses its own replies (logged at most 10 times a minute). Events wait in the store.
+  An ack is only the client's word, so this bound does not depend on acks or on what
+  the client does with its subscriptions.
+- Requests waiting to be read, per client: 64.
+- Clients connected at once: `max_connections` (default 1000), and never so many that
+  fewer than a quarter of the open-files limit (at least 256 descriptors) stays free
+  for keepers and the store. libzmq 4.3.5 aborts when its ipc listener's `accept` fails
+  with EMFILE, cannot refuse one connection, and drops every accepted connection when
+  its listener is unbound; so at the limit the supervisor hides `control.sock` (unlinks
+  it; a second name keeps the listener) until clients leave. A ZeroMQ socket monitor
+  counts connections; the door closes as soon as an accepted descriptor is that high.
+  The soft `RLIMIT_NOFILE` is raised to the hard one at start.
+- `claudectl status` shows them on its `limits:` line (⚠ from 80%).
 """
 
 
@@ -84,7 +146,7 @@ def main() -> int:
         fault = row.pop("fault")
         rounds = row.pop("rounds", 1)
         out.append(f"| {fault} | {rounds} | {'; '.join(f'{k}: {cell(v)}' for k, v in row.items())} |")
-    out += ["", HOLES, SEND_PATH]
+    out += ["", HOLES, SEND_PATH, BOUNDS, HELPERS_AND_FAULTS]
     print("\n".join(out))
     return 0
 

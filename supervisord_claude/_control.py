@@ -3,11 +3,14 @@ request to the op handlers, reply. It never dies on input: every request that co
 read gets a reply carrying its id, whatever happens while handling it.
 
 It also owns what clients may cost the supervisor: how many may be connected at once
-(``ConnectionGate``).
+(``ConnectionGate``) and what may wait for one client to read (``ClientPipe``): a client
+that does not read loses its own replies, never anyone else's service.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import enum
 import errno
 import logging
@@ -15,6 +18,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from protocol import (
 )
 
 from ._errors import ClientGone, ClientSlow, OpError, StoreError
+from ._hub import KEEPALIVE
 from ._sockets import send_now
 
 log = logging.getLogger("supervisord_claude")
@@ -92,12 +97,22 @@ class InputWarnings:
             self.suppressed += 1
 
 
-#: file descriptors kept free whatever clients do: for keepers that connect, the store, and
-#: the connections a burst brings in before the door closes
+#: file descriptors kept free whatever clients do, at least: for keepers that connect, the
+#: store, and the connections a burst brings in before the door closes
 FD_HEADROOM = 256
+#: connections the kernel queues for the control socket before libzmq accepts them (they
+#: still come in after the door closes)
+ACCEPT_BACKLOG = 32
 #: how often the gate looks at the open files even when no client comes or goes (a keeper
 #: that exits frees one)
 GATE_CHECK_EVERY = 1.0
+
+
+def fd_headroom(soft: int | None = None) -> int:
+    """Descriptors kept free: FD_HEADROOM, or a quarter of the limit if that is more."""
+    if soft is None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(FD_HEADROOM, soft // 4)
 
 
 def open_files() -> tuple[int, int]:
@@ -144,22 +159,27 @@ class ConnectionGate:
     def close(self) -> None:
         self.spare.unlink(missing_ok=True)
 
-    def on_event(self, event: int) -> None:
+    def on_event(self, event: int, fd: int) -> None:
         if event == zmq.EVENT_ACCEPTED:
             self.connections += 1
+            # descriptors are handed out lowest first: one this high means at least this
+            # many are open — close at once, not after the rest of a burst is counted
+            if self.door is Door.OPEN and fd >= resource.getrlimit(resource.RLIMIT_NOFILE)[0] - fd_headroom():
+                self.check()
         elif event == zmq.EVENT_DISCONNECTED:
             self.connections = max(0, self.connections - 1)
 
     def check(self) -> None:
         used, soft = open_files()
-        if self.door is Door.OPEN and (self.connections >= self.limit or soft - used < FD_HEADROOM):
+        headroom = fd_headroom(soft)
+        if self.door is Door.OPEN and (self.connections >= self.limit or soft - used < headroom):
             self.path.unlink(missing_ok=True)
             self.door = Door.CLOSED
             self.warnings.warn("%d clients connected (max_connections %d), %d of %d open files in use: new"
                                " clients are not accepted until some leave", self.connections, self.limit,
                                used, soft)
         elif self.door is Door.CLOSED and self.connections <= self.limit * 9 // 10 \
-                and soft - used >= FD_HEADROOM + FD_HEADROOM // 4:
+                and soft - used >= headroom + headroom // 4:
             try:
                 os.link(self.spare, self.path)
             except FileExistsError:
@@ -172,6 +192,46 @@ class ConnectionGate:
         used, soft = open_files()
         return {"connections": {"used": self.connections, "limit": self.limit},
                 "open_files": {"used": used, "limit": soft}}
+
+
+#: frames one client's pipe may hold (the control socket's send high-water mark)
+PIPE_FRAMES = 128
+#: bytes that may wait in one client's pipe: the pipe holds at most the last PIPE_FRAMES
+#: frames sent to it (ZeroMQ refuses more), so nothing is sent while those add up to this
+PIPE_BYTES = 8 * 1024 * 1024
+#: replies that found a client's pipe full wait here, in order, and go before any event
+#: once it has room (a subscriber behind on its events keeps its replies); beyond these
+#: a client that does not read loses its replies
+HELD_REPLIES = 64
+HELD_REPLY_BYTES = 1024 * 1024
+#: how often a client whose pipe was full is tried again
+RETRY_EVERY = 0.02
+#: requests one client may have waiting for the supervisor to read them (receive
+#: high-water mark): a client that sends faster waits
+REQUEST_FRAMES = 64
+
+
+@dataclass
+class ClientPipe:
+    """What the supervisor may still hold for one client: the sizes of the last frames
+    sent to it (its pipe holds no more than those), the replies waiting for room."""
+
+    sizes: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=PIPE_FRAMES))
+    held: int = 0  # bytes of the frames in ``sizes``
+    replies: collections.deque[bytes] = field(default_factory=collections.deque)
+    reply_bytes: int = 0
+    stalled: bool = False  # its pipe was full: tried again every RETRY_EVERY
+    dropped: int = 0
+
+    def has_room(self, size: int) -> bool:
+        # (a frame over the whole budget goes once the pipe is nearly empty)
+        return self.held + size <= PIPE_BYTES or self.held <= PIPE_BYTES // 8
+
+    def sent(self, size: int) -> None:
+        if len(self.sizes) == PIPE_FRAMES:
+            self.held -= self.sizes[0]
+        self.sizes.append(size)
+        self.held += size
 
 
 def bind_private(sock: zmq.Socket[Any], path: Path) -> None:
@@ -199,11 +259,19 @@ class ControlServer:
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_FRAME_BYTES)
         self.sock.setsockopt(zmq.LINGER, 500)
-        # a reply is never dropped, however many events a client has not read yet; what a
-        # subscriber can have in flight is bounded by its window instead
-        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.SNDHWM, PIPE_FRAMES)
+        self.sock.setsockopt(zmq.RCVHWM, REQUEST_FRAMES)
+        self.sock.setsockopt(zmq.BACKLOG, ACCEPT_BACKLOG)
+        self.pipes: dict[bytes, ClientPipe] = {}
+        self.stalled: set[bytes] = set()
+        self._stalled_now = asyncio.Event()
+        self.replies_dropped = 0
+        #: a client left (its subscriptions go)
         self.on_gone: Callable[[bytes], None] = lambda ident: None
+        #: a client's pipe has room again after it was full (its subscriptions go on)
+        self.on_writable: Callable[[bytes], None] = lambda ident: None
         self.warnings = InputWarnings()
+        self.slow_warnings = InputWarnings(about="clients that do not read")
 
     def bind(self) -> None:
         """Start taking clients (after start-up and adoption are done)."""
@@ -218,7 +286,9 @@ class ControlServer:
 
     def limits(self) -> dict[str, dict[str, int | None]]:
         """What clients use of what is bounded (for ``status``)."""
-        return self.gate.limits()
+        return {**self.gate.limits(),
+                "clients_not_reading": {"used": len(self.stalled), "limit": None},
+                "replies_dropped": {"used": self.replies_dropped, "limit": None}}
 
     async def serve_connections(self) -> None:
         """Count connections as they come and go; close or open the door."""
@@ -230,25 +300,138 @@ class ControlServer:
                     frames = drain.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.gate.on_event(int(parse_monitor_message(frames)["event"]))
+                event = parse_monitor_message(frames)
+                self.gate.on_event(int(event["event"]), int(event["value"]))
             self.gate.check()
+            if len(self.pipes) > 2 * self.gate.connections + 64:  # clients have left
+                self.sweep_pipes()
 
-    def send(self, ident: bytes, frame: bytes) -> None:
-        """Send one frame to a client now; ``ClientSlow`` or ``ClientGone`` if not."""
+    def _push(self, ident: bytes, pipe: ClientPipe, frame: bytes, probe: bool = False) -> bool:
+        """Send one frame if the client's pipe has room (a probe's few bytes always have,
+        if ZeroMQ takes it); False if not; ``ClientGone`` if it left."""
+        if not probe and not pipe.has_room(len(frame)):
+            return False
         try:
             send_now(self.sock, [ident, frame])
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 raise ClientGone() from None
+            if exc.errno == errno.EAGAIN:
+                return False
             raise ClientSlow(str(exc)) from None
+        pipe.sent(len(frame))
+        return True
+
+    def _stall(self, ident: bytes, pipe: ClientPipe) -> None:
+        if not pipe.stalled:
+            pipe.stalled = True
+            self.stalled.add(ident)
+            self._stalled_now.set()
+
+    def _forget(self, ident: bytes) -> None:
+        self.pipes.pop(ident, None)
+        self.stalled.discard(ident)
+
+    def send(self, ident: bytes, frame: bytes) -> None:
+        """Send one frame (an event, live text) to a client now; ``ClientSlow`` if its
+        pipe is full (it is tried again, and ``on_writable`` says when it has room) or
+        ``ClientGone``."""
+        pipe = self.pipes.setdefault(ident, ClientPipe())
+        try:
+            if pipe.replies or not self._push(ident, pipe, frame):
+                self._stall(ident, pipe)
+                raise ClientSlow("the client's pipe is full")
+        except ClientGone:
+            self._forget(ident)
+            raise
 
     def reply(self, ident: bytes, msg: dict[str, Any]) -> None:
+        """Send a reply, or hold it until the client's pipe has room; a client that holds
+        HELD_REPLIES unread already loses it (and only it)."""
+        frame = encode(msg)
+        pipe = self.pipes.setdefault(ident, ClientPipe())
         try:
-            self.send(ident, encode(msg))
+            if not pipe.replies and self._push(ident, pipe, frame):
+                return
         except ClientGone:
+            self._forget(ident)
             self.on_gone(ident)
-        except ClientSlow as exc:  # cannot happen without a high-water mark; say so if it does
+            return
+        except ClientSlow as exc:
             log.warning("reply to a client dropped: %s", exc)
+            return
+        if len(pipe.replies) < HELD_REPLIES and pipe.reply_bytes + len(frame) <= HELD_REPLY_BYTES:
+            pipe.replies.append(frame)
+            pipe.reply_bytes += len(frame)
+            self._stall(ident, pipe)
+            return
+        pipe.dropped += 1
+        self.replies_dropped += 1
+        self.slow_warnings.warn("a client is not reading its replies: %d dropped so far (its pipe holds"
+                                " %d KiB and %d replies wait)", pipe.dropped, pipe.held // 1024,
+                                len(pipe.replies))
+
+    def _unstall(self, ident: bytes, pipe: ClientPipe) -> bool:
+        """Send the replies that wait; True once the client's pipe has room again.
+
+        A keepalive (clients ignore it) that goes through proves room, and as the pipe
+        holds only the last PIPE_FRAMES frames, each pushes an old frame out of the count:
+        a client that was slow and reads again gets under the byte bound this way."""
+        proved = False
+        for _ in range(2 * PIPE_FRAMES):  # (bounded work per try; the next try goes on)
+            if pipe.replies and pipe.has_room(len(pipe.replies[0])):
+                frame = pipe.replies[0]
+                if not self._push(ident, pipe, frame):
+                    return False
+                pipe.replies.popleft()
+                pipe.reply_bytes -= len(frame)
+            elif pipe.replies or not proved or pipe.held > PIPE_BYTES // 2:
+                if not self._push(ident, pipe, KEEPALIVE, probe=True):
+                    return False
+            else:
+                return True
+            proved = True
+        return False
+
+    def retry_stalled(self) -> None:
+        """Try again every client whose pipe was full."""
+        for ident in list(self.stalled):
+            pipe = self.pipes.get(ident)
+            try:
+                if pipe is not None and not self._unstall(ident, pipe):
+                    continue
+            except ClientGone:
+                self._forget(ident)
+                self.on_gone(ident)
+                continue
+            except ClientSlow:
+                continue
+            self.stalled.discard(ident)
+            if pipe is not None:
+                pipe.stalled = False
+                self.on_writable(ident)
+
+    def sweep_pipes(self) -> None:
+        """Forget what is kept for clients that left (a keepalive fails for them)."""
+        for ident, pipe in list(self.pipes.items()):
+            if pipe.stalled:
+                continue  # (retried anyway)
+            try:
+                if not self._push(ident, pipe, KEEPALIVE, probe=True):
+                    self._stall(ident, pipe)
+            except ClientGone:
+                self._forget(ident)
+            except ClientSlow:
+                pass
+
+    async def serve_stalled(self) -> None:
+        """While some client's pipe is full, try it again every RETRY_EVERY."""
+        while True:
+            await self._stalled_now.wait()
+            while self.stalled:
+                await asyncio.sleep(RETRY_EVERY)
+                self.retry_stalled()
+            self._stalled_now.clear()
 
     def error(self, ident: bytes, req_id: Any, code: ErrorCode, message: str) -> None:
         self.reply(ident, {"type": "reply", "id": req_id, "ok": False,
@@ -263,6 +446,9 @@ class ControlServer:
             except Exception:  # the daemon never dies on input (the request id is lost here)
                 log.exception("unexpected error while handling a client request")
                 self.error(ident, None, ErrorCode.INTERNAL, "internal error; see the supervisor log")
+            # a receive that finds a request waiting does not yield: let the connection
+            # count (and the keepers) have their turn in a flood of requests
+            await asyncio.sleep(0)
 
     def on_frames(self, ident: bytes, frames: list[bytes], handle: Handler,
                   after_reply: Callable[[bytes, Request, dict[str, Any]], None]) -> None:

@@ -131,6 +131,11 @@ class SubscriptionHub:
         self.own(ident, sub_id)
         del self.subs[sub_id]
 
+    def resume(self, ident: bytes) -> None:
+        """A client's pipe has room again: its subscriptions go on."""
+        for sub in [s for s in self.subs.values() if s.ident == ident]:
+            self._pump_guarded(sub)
+
     def drop_client(self, ident: bytes) -> None:
         for sub_id in [s.sub_id for s in self.subs.values() if s.ident == ident]:
             del self.subs[sub_id]
@@ -231,7 +236,7 @@ class SubscriptionHub:
                     self.drop_client(sub.ident)
                     return
                 except ClientSlow:
-                    return  # the next ack or ping resumes
+                    return  # its pipe is full: ``resume`` once it has room
                 sub.sent = members[-1][0]
                 sub.inflight.extend(members)
                 sub.inflight_bytes += sum(size for _, size in members)

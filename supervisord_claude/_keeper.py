@@ -484,7 +484,11 @@ class Keeper:
             if not line:
                 break
             if not run.overflow:
-                self._on_line(run, line)
+                try:
+                    self._on_line(run, line)
+                except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
+                    log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session,
+                                  line)
         code = await proc.wait()
         # what Claude said on stderr before it exited decides how its exit is reported
         with contextlib.suppress(TimeoutError):

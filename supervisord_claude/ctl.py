@@ -157,8 +157,42 @@ def queue_line(info: dict[str, Any]) -> str:
             f" {mib(limit['bytes'])}{full}")
 
 
+#: a queue this full (of its count or its bytes) is shown as near its limit
+NEAR_LIMIT = 0.8
+
+
+def queues_near_limit(info: dict[str, Any]) -> str | None:
+    """The sessions whose queue is near its limit (past it, `send` is refused), or None."""
+    limit = info.get("queue_limit")
+    if not limit:
+        return None
+    near = [f"{q['session']} {q['messages']} of {limit['messages']} messages, {mib(q['bytes'])} of"
+            f" {mib(limit['bytes'])}" for q in info.get("queues") or []
+            if q["messages"] >= NEAR_LIMIT * limit["messages"] or q["bytes"] >= NEAR_LIMIT * limit["bytes"]]
+    return "queues near their limit: " + "; ".join(near) if near else None
+
+
 def mib(size: int | None) -> str:
     return "?" if size is None else f"{size / 1048576:.0f} MiB"
+
+
+#: a bounded thing this full is shown as near its limit
+NEAR_LIMIT = 0.8
+
+
+def limits_text(limits: dict[str, dict[str, Any]]) -> str:
+    """One line: each bounded thing's use (``used/limit``, marked when near it), and the
+    counts of what a bound already cost (shown when not 0)."""
+    parts = []
+    for name, use in limits.items():
+        used, limit = use.get("used") or 0, use.get("limit")
+        label = name.replace("_", " ")
+        if limit:
+            near = used >= NEAR_LIMIT * limit
+            parts.append(f"{'⚠ ' if near else ''}{label} {used}/{limit}{' (near the limit)' if near else ''}")
+        elif used:
+            parts.append(f"{label} {used}")
+    return "limits: " + (", ".join(parts) or "(none reported)")
 
 
 def supervisor_text(info: dict[str, Any]) -> str:
@@ -182,6 +216,11 @@ def supervisor_text(info: dict[str, Any]) -> str:
     described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
                  f" {c['unacked']} unacked)" for c in clients]
     lines.append(f"subscribed clients: {len(clients)}" + (": " + "; ".join(described) if described else ""))
+    near = queues_near_limit(info)
+    if near:
+        lines.append(near)
+    if info.get("limits") is not None:
+        lines.append(limits_text(info["limits"]))
     if info.get("store_problem"):
         lines.append(f"STORE PROBLEM: {info['store_problem']}")
     lines += [f"runtime dir: {info['runtime_dir']}", f"state dir: {info['state_dir']}",

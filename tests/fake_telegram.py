@@ -185,10 +185,22 @@ class FakeTelegram:
         return self.message(user_id, caption, document={**f, "file_name": file_name}, **extra)
 
     def press(self, user_id: int, data: str, message_id: int) -> int:
+        """The user taps a button of the bot's message ``message_id``: Telegram sends the
+        message along as it is now (text, entities, buttons)."""
+        with self._lock:
+            shown = next((m for m in reversed(self.sent) if m["message_id"] == message_id), None)
+            edits = [e for e in self.edits if int(e["message_id"]) == message_id and "text" in e]
+        message: dict[str, Any] = {"message_id": message_id, "date": int(time.time()),
+                                   "chat": {"id": user_id, "type": "private"}, "text": "x"}
+        if shown is not None:
+            message["text"] = edits[-1]["text"] if edits else shown["text"]
+            if shown["entities"] and not edits:
+                message["entities"] = shown["entities"]
+            if shown["reply_markup"] and not edits:
+                message["reply_markup"] = shown["reply_markup"]
         return self._push({"callback_query": {
             "id": str(next(self._message_ids)), "from": self._user(user_id), "chat_instance": "ci", "data": data,
-            "message": {"message_id": message_id, "date": int(time.time()),
-                        "chat": {"id": user_id, "type": "private"}, "text": "x"},
+            "message": message,
         }})
 
     def fail_next(self, method: str, times: int = 1, retry_after: int = 1) -> None:

@@ -39,14 +39,20 @@ def test_a_first_message_offers_a_session_and_is_sent_to_it(env) -> None:  # noq
     api.wait_for_text(lambda t: "'main' created" in t, chat_id=USER)
     answer = api.wait_for_text(lambda t: t.startswith("echo: what is 2+2?"), chat_id=USER)
     assert answer
+    # the offer no longer reads as an open question: it shows what was chosen
+    edited = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == offer["message_id"]), None), 60,
+                      what="the offer edited to show the choice")
+    assert edited["text"] == f"{render.NO_ACTIVE_OFFER}\n\n→ Create session 'main'" and not edited.get("reply_markup")
     assert sup.session("main")["state"] in ("idle", "busy")
 
 
-def test_a_second_first_session_gets_a_free_name(env) -> None:  # noqa: F811
+def test_a_second_first_session_gets_a_free_name_and_its_button_says_which(env) -> None:  # noqa: F811
     sup, api, _ = env
     sup.ctl("new", "main", check=True)
     offer = say(api, "hello", render.NO_ACTIVE_OFFER)
-    api.press(USER, offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"], offer["message_id"])
+    [[button]] = offer["reply_markup"]["inline_keyboard"]
+    assert button["text"] == "Create session 'main2'"  # the one it makes
+    api.press(USER, button["callback_data"], offer["message_id"])
     api.wait_for_text(lambda t: "'main2' created" in t, chat_id=USER)
 
 
@@ -359,6 +365,8 @@ def test_a_session_made_in_telegram_is_its_makers_unless_shared(make_supervisor,
         assert switched == "⚠️ no session named 'mine'"
         assert "no session named 'mine'" in say(api, "/archive mine", "⚠️", user=OTHER)["text"]
         assert sup.session("mine")["state"] != "archived"
+        taken = say(api, "/new mine", "mine", user=OTHER)["text"]  # nothing says it is someone's session
+        assert taken == "The name 'mine' cannot be used (session names are shared by everyone here). Pick another."
     assert "mine" in say(api, "/sessions", "mine")["text"]  # its maker still sees it
     say(api, "/switch from-shell", "Switched", user=OTHER)
 

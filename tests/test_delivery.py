@@ -83,11 +83,14 @@ def test_a_reply_is_never_dropped_however_many_events_wait_unread(supervisor: Su
             elif msg.get("id") == 2:
                 assert msg["ok"] and msg["result"]["sessions"] == 1
                 break
-        assert events >= 10_000  # the events were there, and the reply got through behind them
+        # the events were there; the reply waited for room in the client's pipe (bounded
+        # since issue #30) and went before the events still waiting in the store
+        assert events > 0
     finally:
         sock.close()
         ctx.term()
-    assert "reply to a client dropped" not in supervisor.log()
+    log = supervisor.log()
+    assert "reply to a client dropped" not in log and "not reading its replies" not in log
 
 
 def test_cost_counts_each_turn_once_across_resumes(make_supervisor) -> None:
