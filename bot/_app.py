@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, Update
+from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, MessageEntity, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -368,9 +368,16 @@ async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_chat is not None
+    """A /sessions list's button: switch, then show the list as it is now (→ moved)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name]))
+    if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
+        return
+    with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
+        listing = await commands.sessions(core_of(context).link, chat, [])
+        [now, *_] = render.markdown_chunks(listing.text)
+        await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _render as render
 from ._render import STALE_PROMPT, utf16_len
 
 QUESTION_TOOL = "AskUserQuestion"
@@ -94,10 +95,6 @@ def _clip(text: str, limit: int = MAX_SHOWN) -> str:
     return text
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _lines(text: Any) -> int:
     return len(str(text).splitlines()) if text else 0
 
@@ -159,7 +156,7 @@ def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
         first = "\n".join(content.splitlines()[:PREVIEW_LINES])
         preview = f"\n<pre>{e(_clip(first, SHOWN_CHANGE))}</pre>" if first.strip() else ""
         return (f"🔐 Claude wants to write <code>{e(_clip(path, 1000))}</code>\n"
-                f"{plural(_lines(content), 'line')}, {plural(len(content.encode()), 'byte')}{cut}{preview}")
+                f"{render.counted(_lines(content), 'line')}, {render.counted(len(content.encode()), 'byte')}{cut}{preview}")
     if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
         changes = _changes(tool_input)
         removed = sum(_lines(ed.get("old_string")) for ed in changes)
@@ -197,7 +194,7 @@ def _question_text(questions: list[dict[str, Any]], brief: bool = False) -> str:
 
 
 def _plan_text(plan: str) -> str:
-    return f"📋 Claude's plan:\n\n{html.escape(_clip(plan or '(no plan text)'))}\n\nApprove it?"
+    return f"📋 Claude's plan:\n\n{render.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
 
 
 def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
