@@ -14,11 +14,12 @@ import os
 import re
 import signal
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, LinkPreviewOptions, Update
+from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, MessageEntity, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -39,6 +40,7 @@ from protocol import ConnectionFailed, ErrorCode, RemoteError
 
 from . import _commands as commands
 from . import _files as files
+from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
@@ -148,6 +150,23 @@ async def spent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
     return True
 
 
+async def show_choice(query: CallbackQuery) -> None:
+    """A pressed message keeps its text and shows what was chosen ("→ Create session
+    'main'") in place of its buttons, so it no longer reads as an open question."""
+    message = query.message
+    if not isinstance(message, Message):  # too old for Telegram to show it
+        return
+    text, markup = message.text, message.reply_markup
+    label = next((b.text for row in (markup.inline_keyboard if markup else ()) for b in row
+                  if b.callback_data == query.data), None)
+    if text and label and render.utf16_len(text) + render.utf16_len(label) < render.MAX_MESSAGE_UTF16 - 8:
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_text(f"{text}\n\n→ {label}", entities=message.entities, reply_markup=None)
+            return
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
                         early: str | None = None) -> bool:
@@ -168,8 +187,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
         reply = commands.error_reply(exc)
     if early is None:
         await query.answer(reply.text[:190])
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     await send_reply(context.application, update.effective_chat.id, reply)
     return True
 
@@ -182,9 +200,13 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if not await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name)):
         return
     core = core_of(context)
-    waiting = core.first_messages.pop(chat, None)
-    if waiting is not None and await core.link.active(chat) is not None:
-        await forward(waiting[0], context, waiting[1], None)
+    waiting = core.first_messages.pop(chat, [])
+    if waiting and await core.link.active(chat) is not None:
+        for parts, text in waiting:
+            if text is None:  # a file (or an album): saved into the new session's uploads/ now
+                await receive_file(parts[0], context, parts)
+            else:
+                await forward(parts[0], context, text, None)
 
 
 async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -231,6 +253,20 @@ async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await answer_button(update, context, lambda link, _, name: commands.archive_now(link, chat, name))
 
 
+async def on_setting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /model or /mode button: the command with the picked value."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, kind, value: commands.COMMANDS[kind](link, chat, [value]))
+
+
+async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A directory offered by a bare /cd: asked about as /cd <dir> would be."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -262,6 +298,13 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
 HELD_KEPT = 100  # "/word" messages waiting for their "Send it to Claude" button
 
 
+def hold(core: Core, chat: int, message_id: int, update: Update, text: str) -> None:
+    """Keep a message until a button under the bot's question about it is pressed."""
+    core.held[(chat, message_id)] = (update, text)
+    while len(core.held) > HELD_KEPT:
+        core.held.pop(next(iter(core.held)))
+
+
 async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A /command that is not the bot's: Claude Code's own (built-in or the project's) goes
     to Claude as typed; anything else waits for a "Send it to Claude" press."""
@@ -280,9 +323,7 @@ async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if word in commands.claude_commands(cwd):
         await forward(update, context, text, None)
         return
-    core.held[(chat, message.message_id)] = (update, text)
-    while len(core.held) > HELD_KEPT:
-        core.held.pop(next(iter(core.held)))
+    hold(core, chat, message.message_id, update, text)
     await send_reply(context.application, chat, commands.Reply(
         render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
 
@@ -297,18 +338,46 @@ async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT
     argument = (query.data or "").partition(":")[2]
     held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
     await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_reply_markup(None)
+    await show_choice(query)
     if held is None:
         await context.bot.send_message(chat, render.HELD_GONE)
         return
     await forward(held[0], context, held[1], None)
 
 
-async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_chat is not None
+async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text typed while a tool call waited, used as the reason to deny it."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    if await spent(update, context):
+        return
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name]))
+    _, token, message_id = [*(query.data or "").split(":"), "", ""][:3]
+    core = core_of(context)
+    held = core.held.pop((chat, int(message_id)), None) if message_id.isdigit() else None
+    if held is None:
+        said = render.HELD_GONE
+    else:
+        try:
+            said = await requests.deny_with(core.link, token, held[1])
+        except (RemoteError, ConnectionFailed) as exc:
+            said = commands.error_reply(exc).text
+    await query.answer(said[:190])
+    await show_choice(query)
+    await context.bot.send_message(chat, said)
+
+
+async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /sessions list's button: switch, then show the list as it is now (→ moved)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    chat = update.effective_chat.id
+    if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
+        return
+    with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
+        listing = await commands.sessions(core_of(context).link, chat, [])
+        [now, *_] = render.markdown_chunks(listing.text)
+        await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -332,11 +401,13 @@ async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYP
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text goes to the chat's active session; a reply goes to the session that wrote the
-    message it quotes; a waiting question takes it only as ``requests.typed_answer`` says."""
+    message it quotes; a waiting question takes it only as ``requests.typed_answer`` says.
+    A long paste Telegram cut in parts comes as one text (see ``_merge``)."""
     message = update.effective_message
     assert message is not None and update.effective_chat is not None
-    chat, text = update.effective_chat.id, message.text or ""
     core = core_of(context)
+    parts = [update, *core.merged.pop(update.update_id, [])]
+    chat, text = update.effective_chat.id, merge.joined_text(parts)
     replied = message.reply_to_message
     try:
         # asked as briefly as a send: a supervisor that is there but does not answer holds
@@ -353,6 +424,12 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         writer, typed = None, requests.Typed()  # no supervisor: forward() keeps the message until it is back
     if typed.said is not None:
         await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
+        return
+    if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
+        hold(core, chat, message.message_id, update, text)
+        await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
+            (render.DENY_WITH_REASON_BUTTON, f"deny:{typed.offer}:{message.message_id}"),
+            (render.SEND_AS_MESSAGE_BUTTON, f"claude:{message.message_id}")]))
         return
     quoted = (replied.text or replied.caption) if replied is not None else None
     if quoted:  # a reply to an earlier message: Claude sees what it answers
@@ -374,16 +451,33 @@ async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await send_reply(context.application, update.effective_chat.id, commands.error_reply(exc))
 
 
-async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Save a photo or document into the session's uploads/ and send it to Claude."""
+async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts: list[Update] | None = None) -> None:
+    """Save a photo or document (or an album's: ``parts``) into the session's uploads/ and
+    send them to Claude as one message."""
+    assert update.effective_chat is not None
+    core = core_of(context)
+    chat = update.effective_chat.id
+    parts = parts or [update, *core.merged.pop(update.update_id, [])]  # an album's photos or files
+    active = await core.link.active(chat)
+    if active is None:  # kept, and sent once the offered session exists
+        offered = chat in core.first_messages
+        core.first_messages.setdefault(chat, []).append((parts, None))
+        if not offered:
+            await send_reply(context.application, chat, await commands.first_offer(core.link))
+        return
+    saved = [await save_file(part, context, active) for part in parts]
+    paths = [str(path) for path in saved if path is not None]
+    if paths:
+        await forward(update, context, merge.joined_caption(parts), paths)
+
+
+async def save_file(update: Update, context: ContextTypes.DEFAULT_TYPE, active: str) -> Path | None:
+    """A photo or document saved into the session's uploads/, or None once the user was
+    told why not."""
     message = update.effective_message
     assert message is not None and update.effective_chat is not None
     core = core_of(context)
     chat = update.effective_chat.id
-    active = await core.link.active(chat)
-    if active is None:
-        await context.bot.send_message(chat, render.NO_ACTIVE)
-        return
     if message.photo:
         item: Any = message.photo[-1]  # the largest size
         name = f"photo-{item.file_unique_id}.jpg"
@@ -396,25 +490,25 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         await context.bot.send_message(
             chat, f"File too large ({item.file_size // (1024 * 1024)} MB); the limit is {limit // (1024 * 1024)} MB. Nothing was sent."
         )
-        return
+        return None
     info = await core.link.request("status", session=active)
     uploads = Path(info["cwd"]) / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     target = (uploads / name).resolve()
     if target.parent != uploads.resolve():
         await context.bot.send_message(chat, "That file name is not allowed. Nothing was sent.")
-        return
+        return None
     try:
         tg_file = await item.get_file()
         await tg_file.download_to_drive(target)
     except TelegramError as exc:
         await context.bot.send_message(chat, f"Could not download the file ({exc.message}). Nothing was sent.")
-        return
+        return None
     if target.stat().st_size > limit:
         target.unlink()
         await context.bot.send_message(chat, f"File too large; the limit is {limit // (1024 * 1024)} MB. Nothing was sent.")
-        return
-    await forward(update, context, message.caption or "", [str(target)])
+        return None
+    return target
 
 
 SEND_ATTEMPT = 5.0
@@ -455,7 +549,10 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
-        core.first_messages[chat] = (update, text)  # sent once a session exists (the button)
+        offered = chat in core.first_messages
+        core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
+        if offered:  # one offer holds them all
+            return
     if reply is not None:
         await send_reply(context.application, chat, reply)
 
@@ -518,18 +615,30 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     log.error("handler failed", exc_info=context.error)
 
 
+HOLD_POLL_EVERY = 0.2  # while a part is held: how often to look for the next one
+
+
 async def poll_updates(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Fetch Telegram updates and handle them one at a time, confirming each (by the next
     ``getUpdates`` offset) only after its handlers finished. PTB's own poller confirms a
     batch as soon as it is queued, so a crash could lose messages Telegram already
     forgot; here an update that was not fully handled is fetched again after a restart
-    (its idempotency key keeps it from reaching Claude twice)."""
+    (its idempotency key keeps it from reaching Claude twice).
+
+    A part that more may follow (an album's photo, a cut part of a long paste: see
+    ``_merge``) is held, unconfirmed, for ``merge_window`` seconds after the last part, and
+    looked for with short polls (a long poll would return at once: the held part is still
+    there); then the parts are handled as one update, their first."""
+    core: Core = app.bot_data["core"]
+    window = core.config.merge_window
     offset: int | None = None  # None: start with whatever Telegram still holds for us
     failures = 0
+    held: list[Update] = []
+    last_part = 0.0
     while True:
         try:
             updates = await app.bot.get_updates(
-                offset=offset, timeout=POLL_TIMEOUT,
+                offset=held[0].update_id if held else offset, timeout=0 if held else POLL_TIMEOUT,
                 allowed_updates=["message", "edited_message", "callback_query"]
             )
             failures = 0
@@ -540,8 +649,34 @@ async def poll_updates(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             await asyncio.sleep(delay)
             continue
         for update in updates:
+            if held and update.update_id <= held[-1].update_id:
+                continue  # (fetched again while held)
+            if held and merge.continues(held, update):
+                held.append(update)
+                last_part = time.monotonic()
+                continue
+            if held:
+                offset = await _handle_parts(app, core, held)
+                held = []
+            if window > 0 and merge.may_continue(update):
+                held, last_part = [update], time.monotonic()
+                continue
             await app.process_update(update)
             offset = update.update_id + 1
+        if held and time.monotonic() - last_part >= window:
+            offset = await _handle_parts(app, core, held)
+            held = []
+        elif held:
+            await asyncio.sleep(HOLD_POLL_EVERY)
+
+
+async def _handle_parts(app: Application[Any, Any, Any, Any, Any, Any], core: Core, parts: list[Update]) -> int:
+    """Handle the parts of one message as its first update; the next offset."""
+    if len(parts) > 1:
+        core.merged[parts[0].update_id] = parts[1:]
+    await app.process_update(parts[0])
+    core.merged.pop(parts[0].update_id, None)  # (a handler that did not take them)
+    return parts[-1].update_id + 1
 
 
 async def serve(config: BotConfig) -> None:
@@ -620,6 +755,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_cancel_button, pattern=r"^cancel(all)?:"))
     app.add_handler(CallbackQueryHandler(on_move_button, pattern=r"^cd:"))
     app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
+    app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
+    app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
+    app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))

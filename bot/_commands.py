@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -221,7 +222,14 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply(NEW_USAGE)
     fields: dict[str, Any] = {"session": args[0]}
     if personas:
+        known = (await link.request("status")).get("personas") or []
+        if personas[0] not in known:  # more likely a name with a space in it
+            return Reply(f"'{personas[0]}' is not a persona here ({', '.join(known) or 'none configured'}),"
+                         f" and a session name is one word. {NEW_USAGE}")
         fields["persona"] = personas[0]
+    twin = await same_but_case(link, args[0])
+    if twin is not None and twin != args[0]:
+        return Reply(f"Session '{twin}' exists (names differ only in case). Use /switch {twin}, or another name.")
     if dirs:
         where = await within_roots(link, dirs[0], create=True)
         if isinstance(where, str):
@@ -232,6 +240,8 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         await link.set_owner(args[0])
     except RemoteError as exc:
         if exc.code == "exists":
+            if not await link.visible(args[0]):  # another user's: say nothing about it
+                return Reply(render.name_taken_text(args[0]))
             if (await link.request("status", session=args[0]))["state"] == "archived":
                 return Reply(f"Session '{args[0]}' exists but is archived: /unarchive {args[0]} brings it back.")
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
@@ -242,10 +252,24 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Session '{args[0]}' created{persona}{where} and active. Send a message to start.")
 
 
+async def same_but_case(link: Link, name: str) -> str | None:
+    """The user's session whose name is ``name`` but for case (``work`` for ``WORK``)."""
+    for session in (await link.request("list", all=True))["sessions"]:
+        if session["name"].casefold() == name.casefold() and await link.visible(session["name"]):
+            return str(session["name"])
+    return None
+
+
 async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
-        return Reply("Usage: /switch <name>")
+        active = await link.active(chat)
+        others = [s["name"] for s in (await link.request("list"))["sessions"]
+                  if s["name"] != active and await link.visible(s["name"])]
+        return Reply("Usage: /switch <name>" + (", or pick one:" if others else ""),
+                     buttons=[(f"Switch to {name}", f"switch:{name}") for name in others])
     name = args[0]
+    if name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
+        name = await same_but_case(link, name) or name  # /switch WORK finds 'work'
     await link.check_visible(name)
     info = await link.request("status", session=name)
     if info["state"] == "archived":
@@ -258,6 +282,9 @@ async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
     listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
+    for session in listing:  # does Claude wait for the user's answer there (⏳)?
+        if session.get("live"):
+            session["pending"] = (await link.request("status", session=session["name"])).get("pending")
     active = await link.active(chat)
     buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]
     return Reply(render.sessions_markdown(listing, active), markdown=True, buttons=buttons)
@@ -275,14 +302,36 @@ async def timeout(link: Link, active: str, args: list[str]) -> Reply:
     if not timeout_in_range(minutes):
         return Reply(render.TIMEOUT_RANGE)
     await link.request("set_timeout", session=active, minutes=minutes)
-    return Reply(f"Idle timeout set to {minutes} minutes for session '{active}'.")
+    return Reply(f"Idle timeout set to {render.minutes_text(minutes * 60)} for session '{active}'.")
+
+
+#: the model aliases Claude Code resolves (measured with the pinned CLI, 2.1.331); each
+#: also takes a "[1m]" suffix (the 1M-token context)
+MODEL_ALIASES = ("sonnet", "opus", "haiku", "opusplan", "best")
+#: full model names of the families Claude Code knows (claude-sonnet-4-5,
+#: claude-3-5-haiku, claude-opus-4-1-20250805); it passes anything else on to the API,
+#: which refuses it, and the next turn fails
+MODEL_NAME = re.compile(r"claude-(\d+-\d+-)?(opus|sonnet|haiku)(-\d+){0,2}(-\d{8})?")
+
+
+def known_model(name: str) -> bool:
+    base = name.removesuffix("[1m]")
+    return base in MODEL_ALIASES or MODEL_NAME.fullmatch(base) is not None
+
+
+def _model_buttons(current: str | None) -> list[tuple[str, str]]:
+    return [(alias, f"model:{alias}") for alias in MODEL_ALIASES if alias != current]
 
 
 @on_active_session
 async def model(link: Link, active: str, args: list[str]) -> Reply:
+    info = await link.request("status", session=active)
     if not args:
-        info = await link.request("status", session=active)
-        return Reply(f"Model: {render.model_text(info)}\n\nUsage: /model <name>")
+        return Reply(f"Model: {render.model_text(info)}\n\nUsage: /model <name>, or pick one:",
+                     buttons=_model_buttons(info.get("model")))
+    if len(args) > 1 or not (known_model(args[0]) or args[0] == info.get("claude_model")):
+        return Reply(render.unknown_model_text(" ".join(args)[:60], MODEL_ALIASES),
+                     buttons=_model_buttons(info.get("model")))
     await link.request("set_model", session=active, model=args[0])
     return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
 
@@ -292,11 +341,12 @@ MODES = tuple(m.value for m in PermissionMode)
 
 @on_active_session
 async def mode(link: Link, active: str, args: list[str]) -> Reply:
+    current = (await link.request("status", session=active)).get("mode") or "ask"
+    buttons = [(f"Mode {m}", f"mode:{m}") for m in MODES if m != current]
     if not args:
-        info = await link.request("status", session=active)
-        return Reply(render.mode_text(info.get("mode") or "ask"))
+        return Reply(render.mode_text(current), buttons=buttons)
     if args[0] not in MODES or len(args) > 1:
-        return Reply(render.mode_text(None))
+        return Reply(f"Unknown mode '{' '.join(args)[:40]}'.\n\n" + render.mode_text(None), buttons=buttons)
     result = await link.request("set_mode", session=active, mode=args[0])
     if not result["changed"]:
         return Reply(f"Session '{active}' is already in mode {args[0]}.")
@@ -336,7 +386,8 @@ async def cancel(link: Link, active: str, args: list[str]) -> Reply:
     info = await link.request("status", session=active)
     waiting = info["queued"]  # (not yet handed to Claude)
     if waiting > 0 and info["state"] == "busy":
-        return Reply(f"Claude is answering, and {render.messages_text(waiting)} wait behind it. Stop what?",
+        return Reply(f"Claude is answering, and {render.messages_text(waiting)}"
+                     f" {'waits' if waiting == 1 else 'wait'} behind it. Stop what?",
                      buttons=[("Stop this answer", f"cancel:{active}"),
                               (f"Stop it and drop the {render.messages_text(waiting)}", f"cancelall:{active}")])
     return await interrupt(link, active)
@@ -351,11 +402,28 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
         result = await link.request("interrupt", session=session)
     except RemoteError as exc:
         if exc.code == "not_busy":
-            return Reply("Nothing to cancel: Claude is not answering." + dropped)
+            return await nothing_answering(link, session, dropped)
         raise
     if result.get("confirmed") is False:  # (nothing reached Claude, or it did not say so)
         return Reply(f"⚠️ Claude did not confirm the interrupt: {result.get('detail')}." + dropped)
     return Reply("Interrupting Claude..." + dropped)
+
+
+async def nothing_answering(link: Link, session: str, dropped: str) -> Reply:
+    """Claude is not answering in ``session``: messages that wait for it to start (a cold
+    start, a resume) are what there is to cancel; else name the sessions of this user that
+    do answer, with a button to stop each."""
+    waiting = int((await link.request("status", session=session)).get("queued") or 0)
+    if waiting and not dropped:
+        await link.request("drop_queued", session=session)
+        return Reply(f"Cancelled before Claude started on it: {render.messages_text(waiting)} not sent.")
+    answering = [s["name"] for s in (await link.request("list"))["sessions"]
+                 if s["state"] == "busy" and s["name"] != session and await link.visible(s["name"])]
+    if not answering:
+        return Reply("Nothing to cancel: Claude is not answering." + dropped)
+    where = ", ".join(f"'{name}'" for name in answering)
+    return Reply(f"Nothing to cancel in '{session}'. Claude is answering in {where}: stop it?" + dropped,
+                 buttons=[(f"Stop '{name}'", f"cancel:{name}") for name in answering])
 
 
 @on_active_session
@@ -392,8 +460,7 @@ async def send(
     there is nothing to say (the answer arrives through the event stream)."""
     active = session or await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
-        return Reply(render.NO_ACTIVE_OFFER, buttons=[
-            (render.NEW_SESSION_BUTTON.format(name=render.FIRST_SESSION), f"new:{render.FIRST_SESSION}")])
+        return await first_offer(link)
     fields: dict[str, Any] = {"session": active, "text": text, "origin": origin_of(chat, message_id),
                               "idempotency_key": update_key}
     if attachments:
@@ -407,15 +474,32 @@ async def send(
     return None
 
 
-async def first_session(link: Link, chat: int, name: str) -> Reply:
-    """The button under a first message: create ``name`` (or ``name2``, ... if taken) and
-    make it the chat's session."""
-    taken = {s["name"] for s in (await link.request("list", all=True))["sessions"]}
-    candidate, n = name, 1
+async def first_offer(link: Link) -> Reply:
+    """What a message sent before the chat has a session is answered: a button to make
+    one, named as it will be."""
+    name = free_name(await all_names(link), render.FIRST_SESSION)
+    return Reply(render.NO_ACTIVE_OFFER, buttons=[(render.NEW_SESSION_BUTTON.format(name=name), f"new:{name}")])
+
+
+async def all_names(link: Link) -> set[str]:
+    """Every session's name, archived ones and other users' too (names are shared)."""
+    return {s["name"] for s in (await link.request("list", all=True))["sessions"]}
+
+
+def free_name(taken: set[str], base: str) -> str:
+    """``base``, or ``base2``, ``base3``, … — the first that is not taken."""
+    candidate, n = base, 1
     while candidate in taken:
         n += 1
-        candidate = f"{name}{n}"
-    return await new_session(link, chat, [candidate])
+        candidate = f"{base}{n}"
+    return candidate
+
+
+async def first_session(link: Link, chat: int, name: str) -> Reply:
+    """The button under a first message: create ``name`` (the name on the button) and make
+    it the chat's session; if it was taken since, the next free one (the reply says which)."""
+    taken = await all_names(link)
+    return await new_session(link, chat, [name if name not in taken else free_name(taken, render.FIRST_SESSION)])
 
 
 async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
@@ -468,9 +552,10 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
 async def cd(link: Link, active: str, args: list[str]) -> Reply:
     """Ask before moving: Claude keeps a conversation per directory, so a move starts a
     fresh one (the button carries the move out)."""
-    if not args:
-        return Reply("Usage: /cd <dir> (a directory under the allowed roots)")
     cwd = (await link.request("status", session=active))["cwd"]
+    if not args:
+        return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
+            picks := await _cd_choices(link, cwd)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
     raw = " ".join(args)
     if not Path(raw).expanduser().is_absolute() and not raw.startswith("~"):
         raw = str(Path(cwd) / raw)
@@ -483,6 +568,20 @@ async def cd(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
                  " fresh one there (the old one stays where it was).",
                  buttons=[(f"Move and start fresh in {where.name or where}", f"cd:{active}")])
+
+
+CD_CHOICES = 8
+
+
+async def _cd_choices(link: Link, cwd: str) -> list[str]:
+    """Where a bare /cd offers to go: up (inside the roots), then the first subdirectories
+    (names that fit in a button's data)."""
+    up = [".."] if not isinstance(await within_roots(link, str(Path(cwd).parent)), str) else []
+    with contextlib.suppress(OSError):
+        subs = sorted(e.name for e in os.scandir(cwd) if e.is_dir() and not e.name.startswith(".")
+                      and len(e.name.encode()) <= 50)
+        return up + subs[:CD_CHOICES]
+    return up
 
 
 async def move(link: Link, session: str) -> Reply:
@@ -562,15 +661,18 @@ async def ls(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
-    """What Claude cost: today, in this chat's session, in every session."""
+    """What Claude cost: in this chat's session and in all of the user's sessions; the
+    machine's total today (every user's and claudectl's sessions) only under that label,
+    as the supervisor counts the day's cost for all sessions together."""
     today = (await link.request("status"))["cost_today"]
     everything = [s for s in (await link.request("list", all=True))["sessions"] if await link.visible(s["name"])]
-    lines = [f"Today: ${today:.4f}"]
+    lines = []
     active = await link.active(chat)
     mine = next((s for s in everything if s["name"] == active), None)
     if mine is not None:
         lines.append(f"This session ({active}): ${mine.get('cost_usd') or 0:.4f}")
     lines.append(f"All your sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
+    lines.append(f"Today, all sessions on this machine (everyone's): ${today:.4f}")
     return Reply("\n".join(lines))
 
 

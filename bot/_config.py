@@ -23,7 +23,10 @@ DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
 CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
-TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared")
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared", "merge_window")
+#: how long (seconds) the bot waits for the next part of an album or of a long paste
+DEFAULT_MERGE_WINDOW = 1.5
+MAX_MERGE_WINDOW = 30.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class BotConfig:
     #: every allowlisted user sees every session (by default a session made from Telegram
     #: is its maker's)
     shared: bool = False
+    #: the photos of one album, and the parts Telegram makes of one long paste, are one
+    #: message to Claude: after such a part the bot waits this long for the next (0: never)
+    merge_window: float = DEFAULT_MERGE_WINDOW
 
     @property
     def base_url(self) -> str:
@@ -119,6 +125,11 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     for key in ("footer", "shared"):
         if key in table and not isinstance(table[key], bool):
             raise BotConfigError(f"telegram.{key}: expected true or false")
+    if "merge_window" in table:
+        window = table["merge_window"]
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= MAX_MERGE_WINDOW:
+            raise BotConfigError(f"telegram.merge_window: expected seconds from 0 to {MAX_MERGE_WINDOW:g}")
+        table = {**table, "merge_window": float(window)}
     users = table.get("allowed_users", [])
     if not isinstance(users, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in users):
         raise BotConfigError("telegram.allowed_users: expected a list of integer user ids")
@@ -149,4 +160,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return BotConfig(token=token, allowed_users=users, api_url=api_url, runtime_dir=runtime_dir,
                      check_only=args.check, log_format=args.log_format, log_level=args.log_level,
                      footer=footer, voice_command=values.get("voice_command"), roots=values.get("roots", ()),
-                     shared=values.get("shared", False))
+                     shared=values.get("shared", False),
+                     merge_window=values.get("merge_window", DEFAULT_MERGE_WINDOW))

@@ -26,7 +26,7 @@ from . import _files as files
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
-from ._live import LiveReplies
+from ._live import KV_PREVIEWS, LiveReplies
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -44,25 +44,36 @@ class Core:
         self.link = commands.Link(self.client, config.roots, config.shared)
         self.refused: set[int] = set()
         self.typing: dict[int, asyncio.Task[None]] = {}
-        self.tools: dict[int, ToolLog] = {}
+        self.tools: dict[int | str, ToolLog] = {}  # by message id (a follow-up's: by session)
         self.delivery: asyncio.Task[None] | None = None
         # parts of a multi-part reply Telegram already accepted: event id -> count, also
         # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
         self.parts_sent: dict[int, int] = {}
         self.live = LiveReplies()  # answers being written
+        self.live.save = self._save_previews
         #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
         #: its result: an API error the CLI also wrote as the answer becomes one message
         self.last_answer: dict[int, tuple[int, int, str]] = {}
         #: (session, chat) told that the session could not resume, until it tries again
         self.resume_told: set[tuple[str, int]] = set()
         self._dirs: dict[str, str] = {}
-        #: a chat's first message, sent before it had a session: forwarded once the
-        #: "create session" button under it is pressed
-        self.first_messages: dict[int, tuple[Any, str]] = {}
+        #: a chat's first messages, sent before it had a session: forwarded once the
+        #: "create session" button is pressed — ([update], text), or (an album's or a file's
+        #: updates, None)
+        self.first_messages: dict[int, list[tuple[list[Any], str | None]]] = {}
+        #: the later parts of one message (an album, a cut paste) by its first update's id,
+        #: while that update is handled (see ``_merge``)
+        self.merged: dict[int, list[Any]] = {}
         #: "/word" messages that are no command, by (chat, message id): sent to Claude
         #: when their "Send it to Claude" button is pressed
         self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
+
+    async def _save_previews(self, previews: list[list[int]]) -> None:
+        try:
+            await self.link.request("kv_set", key=KV_PREVIEWS, value=previews)
+        except (ProtocolError, RemoteError, OSError) as exc:  # at worst a preview outlives a restart
+            log.warning("could not store the open previews: %s", exc)
 
     async def session_dir(self, session: str) -> str | None:
         """A session's directory (it never changes), or None if there is no such session."""
@@ -123,10 +134,11 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
 
 async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
                      markup: InlineKeyboardMarkup | None = None,
-                     reply_parameters: ReplyParameters | None = None) -> int:
+                     reply_parameters: ReplyParameters | None = None, quiet: bool = False) -> int:
     """Send one part; its Telegram message id."""
     sent = await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                                      reply_markup=markup, reply_parameters=reply_parameters)
+                                      reply_markup=markup, reply_parameters=reply_parameters,
+                                      disable_notification=quiet)
     return int(sent.message_id)
 
 
@@ -140,12 +152,13 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     answers ``reply_to`` (the question); a long answer also comes as a document. Each
     part is remembered as ``session``'s (a reply to it goes there). Returns the Telegram
     message id of a one-part answer."""
-    chunks = render.markdown_chunks(text)
+    chunks = render.answer_parts(text)
     done = core.parts_sent.get(event_id, 0)
     last: int | None = None
     for i in range(done, len(chunks)):
         thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
-        last = await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        # one notification per answer, not one per part
+        last = await send_chunk(app, chat, chunks[i], reply_parameters=thread, quiet=i > 0)
         if session is not None:
             await core.link.note_author(chat, [last], session)
         if i + 1 < len(chunks):
@@ -155,7 +168,7 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
         # easier to read, save or forward in one piece (sent with the last part, so a
         # restart that resumes after it does not send it twice)
         await app.bot.send_document(chat, text.encode(), filename=f"answer-{event_id}.md",
-                                    disable_notification=True)
+                                    caption=render.long_answer_caption(len(chunks)), disable_notification=True)
     core.parts_sent.pop(event_id, None)
     return last if len(chunks) == 1 else None
 
@@ -189,18 +202,53 @@ def stop_typing(core: Core, message_id: int | None) -> None:
         task.cancel()
 
 
+KV_PLACE = "telegram.place.{session}"
+#: what a turn that no message started (Claude's own, e.g. after a background task ended)
+#: consists of: these events come without a message id, hence without an origin
+FOLLOW_UP_KINDS = frozenset({"assistant_text", "tool_use", "permission_request", "result"})
+
+
+async def follow_up_origin(core: Core, session: str) -> str | None:
+    """Where a turn no message started goes: where the session's last message came from,
+    else its owner's private chat (None: nobody here to tell)."""
+    place = await core.link.kv_cached(KV_PLACE.format(session=session))
+    if isinstance(place, str):
+        return place
+    owner = await core.link.kv_cached(commands.KV_OWNER.format(session=session))
+    return f"tg:{owner}" if isinstance(owner, int) else None
+
+
+async def remember_place(core: Core, session: str, chat: int) -> None:
+    """Keep (in the supervisor's kv, written only when it changes) where the session's
+    last message came from: the chat, and the forum topic (an origin with message id 0,
+    so a follow-up is not threaded to a message)."""
+    thread = commands.current_thread.get()
+    place = f"tg:{chat}" if thread is None else f"tg:{chat}:0:{thread}"
+    key = KV_PLACE.format(session=session)
+    if await core.link.kv_cached(key) != place:
+        await core.link.kv_put(key, place)
+
+
 async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event: dict[str, Any]) -> None:
     """Show one event to the chat (and forum topic) it belongs to. Returns once Telegram
     accepted it."""
+    kind = event["kind"]
+    message_id = event.get("message_id")
+    session = str(event.get("session"))
+    follow_up = message_id is None and kind in FOLLOW_UP_KINDS
+    if follow_up:
+        event = {**event, "origin": await follow_up_origin(core, session)}
+    if kind == "permission_resolved":  # (its prompt knows its chat; a follow-up's has no origin)
+        await requests.close(app, core.link, event)
+        return
     chat = chat_of(event)
     if chat is None:
         return
     in_topic(event)
-    kind = event["kind"]
-    message_id = event.get("message_id")
+    if kind == "user":
+        await remember_place(core, session, chat)
     # what a session that is not the chat's active one shows carries its name
     label = None if event.get("session") == await core.link.active(chat) else f"[{event.get('session')}]"
-    session = str(event.get("session"))
     if kind == "state" and event.get("state") in ("resuming", "starting"):
         core.resume_told = {told for told in core.resume_told if told[0] != session}  # a new attempt
     if kind == "state" and event.get("state") == "resuming":
@@ -217,6 +265,8 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     if kind == "assistant_text":
         await core.live.finish(app, message_id)
         text = event.get("text", "")
+        if follow_up:
+            text = render.follow_up(text)
         if label is not None:
             text = render.labelled(str(event.get("session")), text)
         origin = commands.parse_origin(event.get("origin"))
@@ -225,20 +275,20 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         if shown is not None and message_id is not None:
             core.last_answer[message_id] = (chat, shown, event.get("text", ""))
     elif kind == "tool_use":
-        log_ = core.tools.setdefault(message_id or 0, ToolLog(chat, label))
+        log_ = core.tools.setdefault(message_id if message_id is not None else session, ToolLog(chat, label))
         started = log_.message_id
         await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
         if log_.message_id is not None and log_.message_id != started:
             await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
     elif kind == "permission_request":
+        stop_typing(core, message_id)  # Claude waits for the user, not the other way round
         await requests.show(app, core.link, chat, event)
-    elif kind == "permission_resolved":
-        # answered here, elsewhere (claudectl), timed out or ended with Claude
-        await requests.close(app, core.link, event)
+    # (permission_resolved: answered here, elsewhere (claudectl), timed out or ended with
+    # Claude — closed above)
     elif kind in ("result", "message_failed"):
         await core.live.finish(app, message_id)
         stop_typing(core, message_id)
-        tools = core.tools.pop(message_id or 0, None)
+        tools = core.tools.pop(message_id if message_id is not None else session, None)
         if tools is not None:
             await tools.flush(app)
         answer = core.last_answer.pop(message_id, None) if message_id is not None else None
@@ -314,6 +364,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                 saved = (await core.link.request("kv_get", key=KV_PROGRESS))["value"]
                 if isinstance(saved, list) and len(saved) == 2:
                     core.parts_sent = {int(saved[0]): int(saved[1])}
+                core.live.load((await core.link.request("kv_get", key=KV_PREVIEWS))["value"])
                 progress_loaded = True
             if sub is not None:
                 sub.discard()

@@ -6,6 +6,10 @@ Telegram's limits) and sent as plain text — a partial answer often has unclose
 and plain text is never refused — showing the tail when it is longer than a message. The
 final answer is not sent from here: it comes once, with its entities, from the stored
 ``assistant_text`` event; ``finish`` then removes the preview.
+
+The previews (edited messages) this bot has open are kept in the supervisor's kv
+(``KV_PREVIEWS``): a bot killed mid-answer and restarted goes on editing the same one, and
+removes it when the answer arrives, so an answer never shows twice.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,7 @@ from . import _render as render
 
 log = logging.getLogger("claude_telegram_bot")
 
+KV_PREVIEWS = "telegram.live.previews"  # [[turn's message id, chat, preview message id], ...]
 LIVE_EVERY = 0.5  # seconds between two updates of a chat's live answer
 LIVE_UTF16 = 4000
 _CURSOR = " ▍"
@@ -49,6 +55,20 @@ class LiveReplies:
     def __init__(self) -> None:
         self.replies: dict[int, LiveReply] = {}  # by the turn's message id
         self._last: dict[int, float] = {}  # chat -> when it was last updated
+        #: the previews open, by the turn's message id: (chat, preview message id)
+        self.previews: dict[int, tuple[int, int]] = {}
+        #: stores ``previews`` (set by the delivery loop, which loads them at start)
+        self.save: Callable[[list[list[int]]], Awaitable[None]] | None = None
+
+    def load(self, saved: Any) -> None:
+        """The previews a previous run of the bot left open."""
+        if isinstance(saved, list):
+            self.previews = {int(t[0]): (int(t[1]), int(t[2])) for t in saved
+                             if isinstance(t, list) and len(t) == 3}
+
+    async def _store(self) -> None:
+        if self.save is not None:
+            await self.save([[turn, chat, preview] for turn, (chat, preview) in self.previews.items()])
 
     def update(self, app: Application[Any, Any, Any, Any, Any, Any], chat: int, event: dict[str, Any]) -> None:
         message_id = event.get("message_id")
@@ -57,6 +77,8 @@ class LiveReplies:
         reply = self.replies.get(message_id)
         if reply is None:
             reply = self.replies[message_id] = LiveReply(chat, draft_id=message_id)
+            if message_id in self.previews:  # opened before a restart: go on in it
+                reply.preview_id = self.previews[message_id][1]
         offset, piece = int(event.get("offset") or 0), str(event.get("text") or "")
         reply.text = reply.text[:offset] + piece  # offset 0: the text so far, again
         if reply.task is None or reply.task.done():
@@ -74,6 +96,8 @@ class LiveReplies:
                     await app.bot.send_message_draft(reply.chat, reply.draft_id, text)
                 elif reply.preview_id is None:
                     reply.preview_id = (await app.bot.send_message(reply.chat, text)).message_id
+                    self.previews[reply.draft_id] = (reply.chat, reply.preview_id)
+                    await self._store()
                 else:
                     await app.bot.edit_message_text(text, chat_id=reply.chat, message_id=reply.preview_id)
             except BadRequest as exc:
@@ -88,13 +112,17 @@ class LiveReplies:
 
     async def finish(self, app: Application[Any, Any, Any, Any, Any, Any], message_id: int | None) -> None:
         """The complete text is about to be sent: stop showing the live one."""
-        reply = self.replies.pop(message_id, None) if isinstance(message_id, int) else None
-        if reply is None:
+        if not isinstance(message_id, int):
             return
-        if reply.task is not None:
+        reply = self.replies.pop(message_id, None)
+        if reply is not None and reply.task is not None:
             reply.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reply.task
-        if reply.preview_id is not None:
+        opened = self.previews.pop(message_id, None)  # (perhaps by the bot's previous run)
+        preview = (reply.chat, reply.preview_id) if reply is not None and reply.preview_id is not None else opened
+        if preview is not None:
             with contextlib.suppress(TelegramError):
-                await app.bot.delete_message(reply.chat, reply.preview_id)
+                await app.bot.delete_message(*preview)
+        if opened is not None:
+            await self._store()

@@ -17,18 +17,21 @@ the ``permission_timeout``, or Claude stopping.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import html
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from . import _render as render
 from ._render import STALE_PROMPT, utf16_len
 
 QUESTION_TOOL = "AskUserQuestion"
 PLAN_TOOL = "ExitPlanMode"
 KV_PROMPT = "telegram.perm.{token}"
-KV_ASKING = "telegram.asking.{chat}"  # the question a typed message answers
+KV_WAITING = "telegram.waiting.{chat}"  # session -> token of the prompt waiting there (typed text)
 MAX_SHOWN = 3000  # characters of a command, diff or plan shown in a prompt
 STALE = STALE_PROMPT
 
@@ -47,6 +50,7 @@ class Prompt:
     message_id: int | None = None
     questions: list[dict[str, Any]] = field(default_factory=list)
     picks: list[list[str]] = field(default_factory=list)  # per question, the labels picked
+    always: list[str] = field(default_factory=list)  # the rules "always allow" adds (the event says)
 
     def to_kv(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +67,10 @@ class Prompt:
     @property
     def is_question(self) -> bool:
         return self.tool == QUESTION_TOOL
+
+    @property
+    def is_plan(self) -> bool:
+        return self.tool == PLAN_TOOL
 
     def complete(self) -> bool:
         return len(self.picks) == len(self.questions) and all(self.picks)
@@ -91,27 +99,73 @@ def _lines(text: Any) -> int:
     return len(str(text).splitlines()) if text else 0
 
 
-def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
-    """What the tool call will do, not just its name (HTML)."""
-    e = html.escape
+PREVIEW_LINES = 15  # the first lines of a file Claude wants to write, shown in its prompt
+SHOWN_CHANGE = 2500  # UTF-16 units of a diff or a file's first lines (the path comes too)
+
+
+def _changes(tool_input: dict[str, Any]) -> list[dict[str, Any]]:
+    raw_edits = tool_input.get("edits")
+    edits: list[Any] = raw_edits if isinstance(raw_edits, list) else [tool_input]
+    return [ed for ed in edits if isinstance(ed, dict)]
+
+
+def _diff(changes: list[dict[str, Any]]) -> str:
+    """An edit's changes as unified-diff hunks (without the file headers)."""
+    hunks = []
+    for ed in changes:
+        old = str(ed.get("old_string") or "").splitlines()
+        new = str(ed.get("new_string") or ed.get("new_source") or "").splitlines()
+        hunks += [line for line in difflib.unified_diff(old, new, lineterm="", n=2)
+                  if not line.startswith(("---", "+++"))]
+    return "\n".join(hunks)
+
+
+def whole(tool: str, tool_input: dict[str, Any]) -> tuple[str, str] | None:
+    """(file name, text) of what a prompt shows only in part — a long command, a file's
+    content beyond its first lines, a long diff — to send with it as a document, so all
+    of it can be read before Allow. None when the prompt shows it all."""
     if tool == "Bash" and isinstance(tool_input.get("command"), str):
-        text = f"🔐 Claude wants to run:\n<pre>{e(_clip(tool_input['command']))}</pre>"
+        command = tool_input["command"]
+        return ("command.sh", command) if utf16_len(command) > MAX_SHOWN else None
+    path = tool_input.get("file_path") or tool_input.get("notebook_path") or tool_input.get("path")
+    if tool == "Write" and isinstance(path, str):
+        content = str(tool_input.get("content") or "")
+        lines = content.splitlines()
+        shown = "\n".join(lines[:PREVIEW_LINES])
+        cut = len(lines) > PREVIEW_LINES or utf16_len(shown) > SHOWN_CHANGE
+        return (Path(path).name or "content.txt", content) if cut else None
+    if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
+        diff = _diff(_changes(tool_input))
+        return (f"{Path(path).name or 'edit'}.diff", diff) if utf16_len(diff) > SHOWN_CHANGE else None
+    return None
+
+
+def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
+    """What the tool call will do, not just its name (HTML): the command, the first lines
+    of a file to write, the diff of an edit (``whole`` has what is cut)."""
+    e = html.escape
+    cut = " <i>(cut: the whole of it comes as a file below)</i>" if whole(tool, tool_input) else ""
+    if tool == "Bash" and isinstance(tool_input.get("command"), str):
+        text = f"🔐 Claude wants to run{cut}:\n<pre>{e(_clip(tool_input['command']))}</pre>"
         if isinstance(tool_input.get("description"), str):
             text += f"\n<i>{e(_clip(tool_input['description'], 300))}</i>"
         return text
     path = tool_input.get("file_path") or tool_input.get("notebook_path") or tool_input.get("path")
     if tool == "Write" and isinstance(path, str):
         content = str(tool_input.get("content") or "")
+        first = "\n".join(content.splitlines()[:PREVIEW_LINES])
+        preview = f"\n<pre>{e(_clip(first, SHOWN_CHANGE))}</pre>" if first.strip() else ""
         return (f"🔐 Claude wants to write <code>{e(_clip(path, 1000))}</code>\n"
-                f"{_lines(content)} lines, {len(content.encode())} bytes")
+                f"{render.counted(_lines(content), 'line')}, {render.counted(len(content.encode()), 'byte')}{cut}{preview}")
     if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
-        raw_edits = tool_input.get("edits")
-        edits: list[Any] = raw_edits if isinstance(raw_edits, list) else [tool_input]
-        changes = [ed for ed in edits if isinstance(ed, dict)]
+        changes = _changes(tool_input)
         removed = sum(_lines(ed.get("old_string")) for ed in changes)
         added = sum(_lines(ed.get("new_string") or ed.get("new_source")) for ed in changes)
-        count = f"{len(edits)} edits, " if len(edits) > 1 else ""
-        return f"🔐 Claude wants to edit <code>{e(_clip(path, 1000))}</code>\n{count}-{removed} +{added} lines"
+        count = f"{len(changes)} edits, " if len(changes) > 1 else ""
+        diff = _diff(changes)
+        shown = f"\n<pre>{e(_clip(diff, SHOWN_CHANGE))}</pre>" if diff.strip() else ""
+        return (f"🔐 Claude wants to edit <code>{e(_clip(path, 1000))}</code>\n{count}-{removed} +{added}"
+                f" {'line' if removed + added == 1 else 'lines'}{cut}{shown}")
     if tool in ("WebFetch", "WebSearch"):
         target = tool_input.get("url") or tool_input.get("query") or ""
         return f"🔐 Claude wants to use {e(tool)}:\n{e(_clip(str(target), 1000))}"
@@ -140,7 +194,7 @@ def _question_text(questions: list[dict[str, Any]], brief: bool = False) -> str:
 
 
 def _plan_text(plan: str) -> str:
-    return f"📋 Claude's plan:\n\n{html.escape(_clip(plan or '(no plan text)'))}\n\nApprove it?"
+    return f"📋 Claude's plan:\n\n{render.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
 
 
 def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
@@ -159,8 +213,32 @@ def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
         text = _plan_text(str(plan or ""))
     else:
         text = _tool_text(tool, tool_input)
-    prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions])
+    always = [str(r) for r in event.get("always") or [] if isinstance(r, str)]
+    prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions],
+                    always=always)
     return prompt, token_of(session, request_id)
+
+
+ALWAYS_LABEL = 60  # characters of the "always allow" button (Telegram cuts longer ones)
+
+
+def _scope(rule: str) -> str:
+    """A rule as the button says it: ``Edit(//src/**)`` → "file edits in /src"."""
+    tool, _, content = rule.partition("(")
+    content = content.removesuffix(")")
+    if tool == "Edit" and content.startswith("//"):
+        return f"file edits in {content[1:].removesuffix('/**') or '/'}"
+    if tool == "Bash" and content:
+        return f"{content.removesuffix(':*')} …" if content.endswith(":*") else content
+    return f"{rule} (any use)" if not content else rule
+
+
+def always_label(rules: list[str]) -> str:
+    """The "always allow" button says what it will allow before it is pressed."""
+    if not rules:
+        return "♾ Always allow"
+    label = "♾ Always: " + ", ".join(_scope(r) for r in rules)
+    return label if len(label) <= ALWAYS_LABEL else label[:ALWAYS_LABEL - 1] + "…"
 
 
 def keyboard(prompt: Prompt, token: str) -> Keyboard:
@@ -169,7 +247,7 @@ def keyboard(prompt: Prompt, token: str) -> Keyboard:
         return [[("✅ Approve", f"{base}:p:ask")], [("✅ Approve, accept edits", f"{base}:p:edits")],
                 [("✏️ Keep planning", f"{base}:k")]]
     if not prompt.is_question:
-        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [("♾ Always allow", f"{base}:a")]]
+        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [(always_label(prompt.always), f"{base}:a")]]
     rows: Keyboard = []
     several = len(prompt.questions) > 1
     for i, q in enumerate(prompt.questions):
@@ -239,5 +317,18 @@ def toast(action: str) -> str:
             "p": "✅ Plan approved", "d": "✅ Answer sent"}.get(action, "OK")
 
 
-__all__ = ["KV_ASKING", "KV_PROMPT", "STALE", "Keyboard", "Prompt", "build", "keyboard", "outcome", "pick",
-           "toast", "token_of", "typed"]
+__all__ = [
+    "KV_PROMPT",
+    "KV_WAITING",
+    "STALE",
+    "Keyboard",
+    "Prompt",
+    "build",
+    "keyboard",
+    "outcome",
+    "pick",
+    "toast",
+    "token_of",
+    "typed",
+    "whole",
+]

@@ -5,6 +5,7 @@ Plain functions with no Telegram or network I/O, so every string is unit-tested.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ Claude Sessions
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
-/usage - Cost today, in this session and in all
+/usage - Cost of this session, of all yours, and today on the machine
 /get <path> - A file from the session's directory
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
@@ -45,7 +46,7 @@ the session that wrote the message you reply to."""
 MENU: list[tuple[str, str]] = [
     ("new", "Create a session and make it active: /new <name> [dir] [persona]"),
     ("switch", "Make another session active: /switch <name>"),
-    ("sessions", "List sessions (🟢 running, ⚪ suspended)"),
+    ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
     ("status", "The active session: state, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
     ("model", "Show or change the model"),
@@ -53,7 +54,7 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
-    ("usage", "What Claude cost: today, this session, all"),
+    ("usage", "What Claude cost: this session, all yours, the machine today"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),
@@ -85,6 +86,11 @@ def labelled(session: str, text: str) -> str:
     return f"**[{session}]**\n\n{text}"
 
 
+def follow_up(text: str) -> str:
+    """A turn Claude began on its own (e.g. when a background task ended): not an answer."""
+    return f"🔔 _Claude's follow-up (not an answer to a message of yours)_\n\n{text}"
+
+
 def routed_text(writer: str, active: str | None) -> str:
     """A reply went to the session that wrote the quoted message, not the chat's own."""
     stays = f" ('{active}' stays this chat's session)" if active else ""
@@ -92,11 +98,22 @@ def routed_text(writer: str, active: str | None) -> str:
 
 
 def still_asking_text(session: str) -> str:
-    """Text went elsewhere while another session's question waits."""
-    return (f"❓ Claude's question in '{session}' still waits for your answer: tap an option, or reply to the"
-            " question with your own.")
+    """Text went elsewhere while another session's question or request waits."""
+    return (f"❓ Claude's request in '{session}' still waits for your answer: use its buttons, or reply to it"
+            " with your own words.")
 
 
+DENY_WITH_REASON_BUTTON = "🚫 Deny, with this as the reason"
+SEND_AS_MESSAGE_BUTTON = "Send it to Claude as a new message"
+
+
+def deny_or_send_text(session: str) -> str:
+    """Text typed while a tool call waits: the user says which it is."""
+    return (f"Claude in '{session}' waits for your answer to its request. Is this the reason to deny it, or a"
+            " new message (it would wait until the request is answered)?")
+
+
+WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
 HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
@@ -153,12 +170,14 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
-    """``{marker}{🟢|⚪|❌} `name` (persona) - 5m ago`` as Markdown (❌: its conversation
-    could not be resumed)."""
+    """``{marker}{🟢|⏳|⚪|❌} `name` (persona) - 5m ago`` as Markdown: 🟢 Claude is working
+    or ready, ⏳ it waits for the user's answer (``pending``), ⚪ suspended, ❌ its
+    conversation could not be resumed. A session without a persona shows none."""
     marker = "→ " if session["name"] == active else ""
-    dot = "🟢" if session.get("live") else "❌" if session.get("state") == "failed" else "⚪"
-    persona = session.get("persona") or "default"
-    return f"{marker}{dot} `{session['name']}` ({persona}) - {relative_time(session.get('last_active'), now)}"
+    dot = ("⏳" if session.get("pending") else "🟢") if session.get("live") else \
+        "❌" if session.get("state") == "failed" else "⚪"
+    persona = f" ({session['persona']})" if session.get("persona") else ""
+    return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}"
 
 
 def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
@@ -178,8 +197,13 @@ def timeout_text(seconds: float) -> str:
     return f"Idle timeout: {minutes_text(seconds)}\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
 
 
+def counted(n: int, word: str) -> str:
+    """"1 line", "2 lines"."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def messages_text(n: int) -> str:
-    return f"{n} message" + ("" if n == 1 else "s")
+    return counted(n, "message")
 
 
 def queued_text(ahead: int) -> str:
@@ -206,6 +230,16 @@ MODE_HELP = ("ask: Claude asks before anything its rules do not allow (buttons h
              "bypass: nothing is asked (only if the supervisor allows it)")
 
 
+def name_taken_text(name: str) -> str:
+    """/new of a name another user's session has (names are one namespace; theirs stays private)."""
+    return f"The name '{name}' cannot be used (session names are shared by everyone here). Pick another."
+
+
+def unknown_model_text(name: str, aliases: tuple[str, ...]) -> str:
+    return (f"⚠️ Claude Code does not know the model '{name}'; nothing was changed. Pick one, or give a full"
+            f" model name (e.g. claude-sonnet-4-5). Known: {', '.join(aliases)}.")
+
+
 def mode_text(mode: str | None) -> str:
     head = f"Permission mode: {mode}\n\n" if mode else ""
     return f"{head}{MODE_HELP}\n\nUsage: /mode <ask|accept-edits|plan|bypass>"
@@ -218,8 +252,11 @@ def resume_text(idle_for: float | None) -> str:
 def tool_line(name: str | None, tool_input: Any) -> str:
     """A compact one-liner for a tool call, e.g. ``🔧 Bash: ls -la``."""
     detail = ""
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
+    questions = tool_input.get("questions") if isinstance(tool_input, dict) else None
+    if isinstance(questions, list):  # AskUserQuestion: what it asks (its prompt has the options)
+        detail = " / ".join(str(q.get("question")) for q in questions if isinstance(q, dict))
+    elif isinstance(tool_input, dict):  # (ExitPlanMode: its plan, shown in full in its prompt)
+        for key in ("command", "file_path", "path", "pattern", "url", "query", "description", "plan"):
             if isinstance(tool_input.get(key), str):
                 detail = tool_input[key]
                 break
@@ -242,10 +279,18 @@ def model_text(session: dict[str, Any]) -> str:
     return asked or "default"
 
 
+def state_text(session: dict[str, Any]) -> str:
+    """A session's state as the user sees it: a turn held up by a question or a prompt
+    waits for them."""
+    if session.get("pending"):
+        return "waiting for your answer"
+    return str(session["state"])
+
+
 def status_text(session: dict[str, Any]) -> str:
     return (
         f"Session: {session['name']}\n"
-        f"State: {session['state']}\n"
+        f"State: {state_text(session)}\n"
         f"Model: {model_text(session)}\n"
         f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
@@ -291,11 +336,59 @@ class _KeepHtml(_converter.EventWalker):
         super()._handle_event(event)
 
 
+#: stands for "&" while the Markdown is parsed: the parser would decode ``&amp;`` to ``&``
+#: (one UTF-16 unit, as "&" is, so no entity offset moves)
+_AMPERSAND = "\ue000"
+
+
 def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
-    """Claude's Markdown as Telegram text + entities, losing none of its text."""
-    text, events = _converter._parse(markdown, _converter.STANDARD_OPTIONS, latex_escape=True)
+    """Claude's Markdown as Telegram text + entities, losing none of its text (``&amp;``
+    stays ``&amp;``: Claude wrote it so)."""
+    keep = _AMPERSAND not in markdown
+    source = markdown.replace("&", _AMPERSAND) if keep else markdown
+    text, events = _converter._parse(source, _converter.STANDARD_OPTIONS, latex_escape=True)
     out_text, entities, _ = _KeepHtml(_CONFIG, text).walk(events)
-    return out_text, entities
+    if not keep:
+        return out_text, entities
+    for entity in entities:
+        if entity.url:  # a link's target is a URL: there an entity means its character
+            entity.url = html.unescape(entity.url.replace(_AMPERSAND, "&"))
+    return out_text.replace(_AMPERSAND, "&"), entities
+
+
+_HTML_TAGS = {"bold": "b", "italic": "i", "underline": "u", "strikethrough": "s", "code": "code", "pre": "pre"}
+
+
+def markdown_html(markdown: str) -> str:
+    """Claude's Markdown as Telegram HTML (for a message that is HTML anyway, such as a
+    prompt): bold, italic, code and the like become tags; every other character is
+    escaped, and formatting that would not nest is left out rather than refused."""
+    text, entities = convert_markdown(markdown)
+    at: dict[int, int] = {}  # UTF-16 offset -> index in text
+    units = 0
+    for i, char in enumerate(text):
+        at[units] = i
+        units += 2 if ord(char) > 0xFFFF else 1
+    at[units] = len(text)
+    spans = sorted(((at[e.offset], at[e.offset + e.length], _HTML_TAGS[e.type]) for e in entities
+                    if e.type in _HTML_TAGS and e.length > 0 and e.offset in at and e.offset + e.length in at),
+                   key=lambda span: (span[0], -span[1]))
+    nested: list[tuple[int, int, str]] = []
+    open_: list[tuple[int, int, str]] = []
+    for span in spans:
+        while open_ and open_[-1][1] <= span[0]:
+            open_.pop()
+        if open_ and open_[-1][1] < span[1]:
+            continue  # would cross its outer one
+        nested.append(span)
+        open_.append(span)
+    out: list[str] = []
+    for i in range(len(text) + 1):
+        out += [f"</{tag}>" for _, end, tag in reversed(nested) if end == i]  # the inner one first
+        out += [f"<{tag}>" for start, _, tag in nested if start == i]
+        if i < len(text):
+            out.append(html.escape(text[i], quote=False))
+    return "".join(out)
 
 
 def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:
@@ -308,6 +401,23 @@ def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk
         return []
     chunks = telegramify_markdown.split_entities(text, entities, limit)
     return _headings_with_their_text([Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks], limit)
+
+
+def answer_parts(markdown: str) -> list[Chunk]:
+    """An answer as the messages it is sent in: each part of a long one ends with its
+    number ("(2/4)"), for which room is kept under the limit."""
+    chunks = markdown_chunks(markdown)
+    if len(chunks) < 2:
+        return chunks
+    chunks = markdown_chunks(markdown, MAX_MESSAGE_UTF16 - PART_NUMBER_UTF16)
+    return [Chunk(f"{chunk.text}\n\n({i}/{len(chunks)})", chunk.entities) for i, chunk in enumerate(chunks, 1)]
+
+
+PART_NUMBER_UTF16 = 16  # "\n\n(99/99)" and then some
+
+
+def long_answer_caption(parts: int) -> str:
+    return f"📄 The whole answer ({parts} parts) in one file"
 
 
 def _headings_with_their_text(chunks: list[Chunk], limit: int) -> list[Chunk]:

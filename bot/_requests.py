@@ -20,6 +20,7 @@ from protocol import ConnectionFailed, RemoteError
 
 from . import _commands as commands
 from . import _prompts as prompts
+from . import _render as render
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -48,8 +49,8 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
     if prompt.session != await link.active(chat):  # whose it is, when not the chat's session
         prompt.text = f"<b>[{html.escape(prompt.session)}]</b>\n{prompt.text}"
     await _save(link, token, prompt)
-    if prompt.is_question:  # before the user can see it: an answer typed at once is one
-        await link.kv_put(prompts.KV_ASKING.format(chat=chat), token)
+    # before the user can see it: text typed at once is about it
+    await link.kv_put(prompts.KV_WAITING.format(chat=chat), {**await _waiting(link, chat), prompt.session: token})
     origin = commands.parse_origin(event.get("origin"))
     sent = await app.bot.send_message(chat, prompt.text, parse_mode=ParseMode.HTML,
                                       reply_markup=markup(prompts.keyboard(prompt, token)),
@@ -58,6 +59,12 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
     prompt.message_id = sent.message_id
     await _save(link, token, prompt)
     await link.note_author(chat, [sent.message_id], prompt.session)
+    raw = event.get("input")
+    cut = prompts.whole(prompt.tool, raw if isinstance(raw, dict) else {})
+    if cut is not None:  # all of it, to read before pressing Allow
+        await app.bot.send_document(chat, cut[1].encode(), filename=cut[0], caption=render.WHOLE_CAPTION,
+                                    reply_to_message_id=sent.message_id, allow_sending_without_reply=True,
+                                    disable_notification=True)
 
 
 async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
@@ -75,10 +82,20 @@ async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
         await app.bot.send_message(prompt.chat, f"⏱ Claude's request was denied: {event.get('message')}",
                                    reply_to_message_id=prompt.message_id, allow_sending_without_reply=True)
     await link.request("kv_delete", key=prompts.KV_PROMPT.format(token=token))
-    if prompt.is_question:
-        asking = prompts.KV_ASKING.format(chat=prompt.chat)
-        if await link.kv_cached(asking) == token:
-            await link.kv_put(asking, None)
+    await _forget_waiting(link, prompt.chat, prompt.session, token)
+
+
+async def _waiting(link: commands.Link, chat: int, timeout: float | None = None) -> dict[str, str]:
+    """Session -> token of the prompt waiting for typed text in this chat."""
+    value = await link.kv_cached(prompts.KV_WAITING.format(chat=chat), timeout)
+    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+
+async def _forget_waiting(link: commands.Link, chat: int, session: str, token: str) -> None:
+    waiting = await _waiting(link, chat)
+    if waiting.get(session) == token:
+        del waiting[session]
+        await link.kv_put(prompts.KV_WAITING.format(chat=chat), waiting or None)
 
 
 async def _answer(link: commands.Link, prompt: prompts.Prompt) -> None:
@@ -127,45 +144,73 @@ async def press(link: commands.Link, data: str) -> tuple[str, prompts.Prompt | N
 
 @dataclass
 class Typed:
-    """What a typed message did about a waiting question: ``said`` is the acknowledgement
-    when it answered it; ``waiting`` names the session whose question still waits when
-    the text went elsewhere (the chat is told)."""
+    """What typed text did about a waiting prompt: ``said`` is the acknowledgement when it
+    answered a question or sent a plan back with feedback; ``offer`` the prompt (token)
+    of a tool call it may be the reason to deny (the user picks); ``waiting`` names a
+    session whose prompt still waits when the text went elsewhere (the chat is told)."""
 
     said: str | None = None
+    offer: str | None = None
+    session: str | None = None
     waiting: str | None = None
 
 
 async def typed_answer(link: commands.Link, chat: int, text: str, reply_to: int | None, writer: str | None,
                        timeout: float | None = None) -> Typed:
-    """A question waiting in this chat is answered by a reply to it, or by text (not a
-    reply to another session's message) while its own session is the chat's active one;
-    other text is an ordinary message. ``writer``: the session that wrote the message
-    replied to. ``timeout`` bounds the first look (a supervisor that is away is found out
-    that fast)."""
-    token = await link.kv_cached(prompts.KV_ASKING.format(chat=chat), timeout)
-    if not isinstance(token, str):
+    """A prompt waiting in this chat takes typed text when the text is a reply to it, or
+    (not a reply to another session's message) while its session is the chat's active
+    one; other text is an ordinary message. A question takes it as its answer, a plan as
+    feedback (Claude keeps planning), a tool call as a possible reason to deny it.
+    ``writer``: the session that wrote the message replied to. ``timeout`` bounds the
+    first look (a supervisor that is away is found out that fast)."""
+    waiting = await _waiting(link, chat, timeout)
+    if not waiting:
         return Typed()
-    prompt = await _load(link, token)
-    if prompt is None or not prompt.is_question:
-        await link.kv_put(prompts.KV_ASKING.format(chat=chat), None)
-        return Typed()
-    if reply_to is not None and reply_to == prompt.message_id:
-        how = "the question you replied to"
-    elif writer is None and prompt.session == await link.active(chat):
-        how = "this chat's session"
-    else:
-        return Typed(waiting=prompt.session)
-    if not prompts.typed(prompt, text):
-        await _save(link, token, prompt)
-        return Typed("Noted. Answer the remaining question(s), then tap Done.")
+    found: tuple[str, prompts.Prompt, str] | None = None
+    for session, token in waiting.items():
+        prompt = await _load(link, token)
+        if prompt is None:
+            await _forget_waiting(link, chat, session, token)
+        elif reply_to is not None and reply_to == prompt.message_id:
+            found = token, prompt, "you replied to it"
+        elif writer is None and found is None and session == await link.active(chat):
+            found = token, prompt, "this chat's session"
+    if found is None:
+        left = await _waiting(link, chat)
+        return Typed(waiting=next(iter(left))) if left else Typed()
+    token, prompt, how = found
     try:
+        if prompt.is_plan:
+            await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=False,
+                               message=f"The user wants changes to the plan: {text}")
+            return Typed(f"✏️ Claude keeps planning in '{prompt.session}', with your words as feedback ({how}).")
+        if not prompt.is_question:
+            return Typed(offer=token, session=prompt.session)
+        if not prompts.typed(prompt, text):
+            await _save(link, token, prompt)
+            return Typed("Noted. Answer the remaining question(s), then tap Done.")
         await _answer(link, prompt)
     except RemoteError as exc:
         if exc.code != "not_found":
             raise
-        await link.kv_put(prompts.KV_ASKING.format(chat=chat), None)
-        return Typed()  # the question is gone: the text goes to Claude as a message
+        await _forget_waiting(link, chat, prompt.session, token)
+        return Typed()  # the prompt is gone: the text goes to Claude as a message
     return Typed(f"✅ Answer sent to Claude's question in '{prompt.session}' ({how}).")
+
+
+async def deny_with(link: commands.Link, token: str, reason: str) -> str:
+    """The "Deny with this reason" button under text typed while a tool call waits."""
+    prompt = await _load(link, token)
+    if prompt is None:
+        return prompts.STALE
+    try:
+        await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=False,
+                           message=f"The user denied this: {reason}")
+    except RemoteError as exc:
+        if exc.code == "not_found":
+            return prompts.STALE
+        raise
+    return f"🚫 Denied in '{prompt.session}', with your reason."
 
 
 async def redraw(query: Any, prompt: prompts.Prompt, token: str) -> None:

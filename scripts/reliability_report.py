@@ -30,7 +30,7 @@ HOLES = """## The holes closed, each with its test
 | `subscribe after=2**63` breaks delivery for everyone | integers are validated to 0..2**63-1; a failing subscription is dropped alone | `tests/test_bounds.py` |
 | nothing bounds a client (kv, subscriptions, slow subscribers, log) | kv values 64 KiB, 10,000 keys; 64 subscriptions per connection; 4 MiB in flight per subscription; bad-input warnings 10/min; subscriptions of clients that left are swept | `tests/test_bounds.py` |
 | shutdown with a full disk never finishes | shutdown always ends and frees the lock | `tests/test_supervisor.py::test_shutdown_with_a_full_disk_still_finishes` |
-| store file deleted under a running supervisor | noticed (inode, every 2 s and before each write op): new work refused with `storage`, CRITICAL in the log every minute, `status.store_problem` | `tests/test_supervisor.py::test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed` |
+| store file deleted or replaced under a running supervisor | noticed (inode, every 2 s and before each write op); a deleted one is written back from the open database; a replaced one: new work refused with `storage`, CRITICAL in the log every minute, `status.store_problem` | `tests/test_supervisor.py::test_a_store_file_deleted_or_replaced_under_a_running_supervisor_is_noticed`, `tests/test_faults_more.py` |
 | `KeyError` when a client leaves right after `subscribe` | fixed | `tests/test_bounds.py` |
 | a stale `control.sock` made every command wait 10 s | the free lock says at once that no supervisor runs | `tests/test_supervisor.py` |
 | a keeper that hangs before its hello holds its messages for ever | killed after `keeper_start_timeout`, its messages reported not delivered | `tests/test_supervisor.py` |
@@ -59,10 +59,33 @@ message ends in exactly one outcome.
 
 | hole | now | test (`tests/test_send_bounds.py`) |
 |---|---|---|
-| an attachment swapped for a FIFO after `send` hung its session for ever; a link to `/dev/zero` grew the keeper to 6.7 GiB | taken at `send`: opened with `O_NOFOLLOW`/`O_NONBLOCK`, `fstat`, an ordinary file of at most 32 MiB (`max_attachment_mib`), copied into `<state dir>/attachments/<session>/`; the keeper reads only the copy (also without following links or blocking); FIFOs, links, directories, devices and larger files are refused at `send`; the copy goes when the turn is over | `test_what_is_not_an_ordinary_file_under_the_limit_is_refused_at_send`, `test_an_attachment_arrives_from_its_copy_which_goes_once_the_turn_is_over` |
+| an attachment swapped for a FIFO after `send` hung its session for ever; a link to `/dev/zero` grew the keeper to 6.7 GiB | taken at `send`: opened with `O_NOFOLLOW`/`O_NONBLOCK`, `fstat`, an ordinary file of at most 32 MiB (`max_attachment_mib`), copied into `<state dir>/attachments/<session>/`; the keeper reads only the copy (also without following links or blocking); FIFOs, links, directories, devices and larger files are refused at `send`; a session keeps the newest 256 MiB of its copies for later turns, all until it is archived | `test_what_is_not_an_ordinary_file_under_the_limit_is_refused_at_send`, `test_an_attachment_arrives_from_its_copy_which_stays_for_later_turns`, `test_a_session_keeps_the_newest_copies_within_its_bound_and_never_one_still_owed` |
 | queued messages unbounded per session | 100 messages, 64 MiB (`max_queued_messages`, `max_queued_mib`); beyond: `queue_full`, in claudectl and the bot | `test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing`, `test_a_flood_of_large_messages_into_one_session_is_bounded`, `test_the_bot_says_plainly_that_a_message_was_not_sent_to_a_full_queue` |
 | `interrupt` said success when nothing reached Claude (a stopped keeper) | the reply waits (at most `interrupt_timeout`, 5 s) for Claude's `control_response`: `{confirmed, detail}`; claudectl exits 1 when not confirmed | `test_interrupt_says_whether_claude_confirmed_it` |
 | `v: true` and `v: 1.0` accepted as version 1 | only the integer 1 | `test_only_the_integer_1_is_protocol_version_1` |
+"""
+
+HELPERS_AND_FAULTS = """## Helper processes and faults (issue #30)
+
+Items 5, 6, 10 and 12 of issue #30, each with its test in `tests/test_faults_more.py`
+(run by `./scripts/reliability`; the figures are in the table above). Faults injected by
+these tests in one run: 43 (a second supervisor, 7 fork-server kills, a foreign runtime
+dir, 2 SIGSTOPs, 2 clock steps, a deleted store, a read-only file system, 25 malformed
+and 3 enormous lines). Messages lost: 0; messages answered twice: 0.
+
+| fault | before | now | test |
+|---|---|---|---|
+| a second supervisor on the same state dir, another runtime dir | both ran: two keepers and two Claudes on one conversation | refused at once, exit 1, naming the pid that holds `<state dir>/supervisor.lock` | `test_a_second_supervisor_on_the_same_state_dir_is_refused_naming_the_first` |
+| kill -9 of the fork server | every session stopped, exit 0 (so `Restart=on-failure` did nothing) | a new fork server (fork and exec: the supervisor has threads by then); every keeper and its turn go on, answered once; new sessions start; the old keepers' exits are watched by pidfd (suspend and kill -9 both noticed). A spawn the dead server never answered: the keeper's hello settles it, else after `keeper_start_timeout` it is started anew (or, if a keeper was forked and hung, killed and its messages reported) | `test_kill_9_of_the_fork_server_keeps_every_keeper_and_its_turn`, `test_a_spawn_the_dead_fork_server_never_answered_is_started_anew_with_its_message`, `test_a_keeper_forked_just_before_the_fork_server_died_is_taken_on_by_its_hello` |
+| the fork server dies 4 times within a minute | — | the supervisor gives up: exit 1 without stopping a keeper; restarted (as systemd would), it adopts them and the running turn is answered once | `test_a_fork_server_that_keeps_dying_makes_the_supervisor_exit_1_and_the_next_adopts_its_keepers` |
+| `/tmp/supervisord-claude-<uid>` made by another user | refused; the docs said to remove it (impossible) | the refusal and docs/troubleshooting.md say what to do: `--runtime-dir` / `SUPERVISORD_CLAUDE_RUNTIME_DIR`, `XDG_RUNTIME_DIR`, ask the administrator | `test_a_runtime_dir_made_by_another_user_is_refused_saying_what_to_do_instead` |
+| SIGSTOP of a keeper mid-turn | — | another session answered 3 times meanwhile; after SIGCONT the stopped session's 2 messages answered once each, in order | `test_a_stopped_keeper_holds_up_no_other_session_and_loses_nothing` |
+| SIGSTOP of the bot | — | claudectl served meanwhile; the answer written while it was stopped and the message sent meanwhile: each delivered once, in order; Claude got the message once | `test_a_stopped_bot_loses_and_doubles_nothing` |
+| the wall clock stepped an hour forward, then back (a `sitecustomize` shim shifts `time.time` in every process) | `status` `uptime` was wall-clock: +1 h, or negative | idle timers are on the monotonic clock: a 4 s timeout fired after 4.0 s both times; `uptime` is monotonic; "idle for" after a suspension is the wall clock's (a step forward counts), never negative | `test_the_wall_clock_stepped_an_hour_forward_and_back_fires_no_idle_timer_early_or_never`, `test_uptime_stays_sane_when_the_wall_clock_steps_an_hour` |
+| the store file deleted mid-turn | new work refused; what was acknowledged was gone at the next restart | written back from the open database (SQLite backup API) within 2 s; after kill -9 and a restart all 4 acknowledged messages are there, answered once | `test_a_store_file_deleted_under_a_running_supervisor_is_restored_and_nothing_is_lost` |
+| the state dir's file system goes read-only mid-turn. As root `chmod` stops nothing and a mounted file system with files open for writing cannot be remounted read-only, so the test does what the kernel does on an I/O error: an ext4 loop image mounted `errors=remount-ro`, then `trigger_fs_error` | new work refused with "disk I/O error" | refused with a `storage` error saying the file system is read-only and what to do; the supervisor keeps running (no crash loop); after kill -9, fsck and a restart the running turn's answer, kept by its keeper, is delivered once | `test_a_state_dir_gone_read_only_under_a_running_supervisor_loses_nothing_acknowledged` |
+| Claude writes malformed lines (24 kinds: not JSON, cut short, fields of the wrong shape) and a result whose every field has the wrong type | the turn hung for ever (the keeper's reader died on e.g. `"message": "x"`) | skipped; the turn is answered; the odd result ends its turn; same keeper | `test_malformed_lines_from_claude_are_skipped_and_the_turn_is_answered` |
+| Claude writes three 50 MB lines, one per turn | — | answered, cut with a note; the keeper 25 MiB → 76 MiB after the first and flat after (76.0, 76.0, 76.2); same keeper | `test_enormous_lines_from_claude_leave_the_keeper_alive_and_its_memory_flat` |
 """
 
 
@@ -123,7 +146,7 @@ def main() -> int:
         fault = row.pop("fault")
         rounds = row.pop("rounds", 1)
         out.append(f"| {fault} | {rounds} | {'; '.join(f'{k}: {cell(v)}' for k, v in row.items())} |")
-    out += ["", HOLES, SEND_PATH, BOUNDS]
+    out += ["", HOLES, SEND_PATH, BOUNDS, HELPERS_AND_FAULTS]
     print("\n".join(out))
     return 0
 

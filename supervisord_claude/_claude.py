@@ -226,8 +226,26 @@ def _loads(line: bytes) -> Any:
         return json.loads(line)
 
 
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> int | float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def parse_line(line: bytes) -> Parsed:
-    """Interpret one line of ``claude --output-format stream-json``; unknown lines are ignored."""
+    """Interpret one line of ``claude --output-format stream-json``; unknown lines are
+    ignored. Every field is checked for its shape (a line is never trusted: a malformed
+    one is skipped or its odd fields dropped, and a ``result`` always ends its turn)."""
     out = Parsed()
     try:
         msg = _loads(line)
@@ -237,21 +255,21 @@ def parse_line(line: bytes) -> Parsed:
         return out
     kind = msg.get("type")
     if kind == "stream_event":
-        event = msg.get("event")
-        if isinstance(event, dict) and event.get("type") == "content_block_delta":
-            delta = event.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+        event = _map(msg.get("event"))
+        if event.get("type") == "content_block_delta":
+            delta = _map(event.get("delta"))
+            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 out.delta = delta["text"]
     elif kind == "system":
         if msg.get("subtype") == "init":
-            out.init_session_id = msg.get("session_id")
-            if isinstance(msg.get("model"), str):
-                out.model = msg["model"]
+            out.init_session_id = _str(msg.get("session_id"))
+            out.model = _str(msg.get("model"))
         # init and status lines say which mode Claude is in (it leaves plan mode by itself
         # once ExitPlanMode is allowed)
-        out.mode = _OUR_MODES.get(msg.get("permissionMode"))  # type: ignore[arg-type]
+        mode = _str(msg.get("permissionMode"))
+        out.mode = _OUR_MODES.get(mode) if mode is not None else None
     elif kind == "assistant":
-        for block in (msg.get("message") or {}).get("content") or []:
+        for block in _list(_map(msg.get("message")).get("content")):
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text" and block.get("text"):
@@ -261,37 +279,34 @@ def parse_line(line: bytes) -> Parsed:
                     (
                         EventKind.TOOL_USE,
                         {
-                            "tool_use_id": block.get("id"),
-                            "name": block.get("name"),
+                            "tool_use_id": _str(block.get("id")),
+                            "name": _str(block.get("name")),
                             "input": block.get("input"),
                         },
                     )
                 )
     elif kind == "user":
-        content = (msg.get("message") or {}).get("content")
-        if isinstance(content, list):
-            for block in content:
-                if isinstance(block, dict) and block.get("type") == "tool_result":
-                    out.events.append(
-                        (
-                            EventKind.TOOL_RESULT,
-                            {
-                                "tool_use_id": block.get("tool_use_id"),
-                                "content": _tool_result_text(block.get("content")),
-                                "is_error": bool(block.get("is_error")),
-                            },
-                        )
+        for block in _list(_map(msg.get("message")).get("content")):
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                out.events.append(
+                    (
+                        EventKind.TOOL_RESULT,
+                        {
+                            "tool_use_id": _str(block.get("tool_use_id")),
+                            "content": _tool_result_text(block.get("content")),
+                            "is_error": bool(block.get("is_error")),
+                        },
                     )
+                )
     elif kind == "control_request":
-        request = msg.get("request") or {}
+        request = _map(msg.get("request"))
         if request.get("subtype") == "can_use_tool" and isinstance(msg.get("request_id"), str):
-            suggestions = request.get("permission_suggestions")
             out.permission = {
                 "request_id": msg["request_id"],
-                "tool_name": request.get("tool_name"),
+                "tool_name": _str(request.get("tool_name")),
                 "input": request.get("input"),
-                "tool_use_id": request.get("tool_use_id"),
-                "suggestions": [s for s in suggestions if isinstance(s, dict)] if isinstance(suggestions, list) else [],
+                "tool_use_id": _str(request.get("tool_use_id")),
+                "suggestions": [s for s in _list(request.get("permission_suggestions")) if isinstance(s, dict)],
             }
     elif kind == "control_response":
         response = msg.get("response") or {}
@@ -300,24 +315,27 @@ def parse_line(line: bytes) -> Parsed:
             out.control_response = (response["request_id"], None if ok else str(response.get("error") or
                                                                                  response.get("subtype")))
     elif kind == "result":
+        text = _str(msg.get("result"))
+        reason = _str(msg.get("terminal_reason"))
+        status = _number(msg.get("api_error_status"))
         out.result = {
-            "is_error": bool(msg.get("is_error")),
-            "subtype": msg.get("subtype"),
-            "text": _capped(msg["result"]) if isinstance(msg.get("result"), str) else "",
-            "cost_usd": msg.get("total_cost_usd"),
-            "duration_ms": msg.get("duration_ms"),
-            "num_turns": msg.get("num_turns"),
-            "session_id": msg.get("session_id"),
-            "terminal_reason": msg.get("terminal_reason"),
+            "is_error": msg.get("is_error") is True,
+            "subtype": _str(msg.get("subtype")),
+            "text": _capped(text) if text is not None else "",
+            "cost_usd": _number(msg.get("total_cost_usd")),
+            "duration_ms": _number(msg.get("duration_ms")),
+            "num_turns": _number(msg.get("num_turns")),
+            "session_id": _str(msg.get("session_id")),
+            "terminal_reason": reason,
             # an interrupt mid-answer ends "aborted_streaming", mid-tool (or while a
             # permission prompt waits) "aborted_tools": both are the user's own stop
-            "interrupted": msg.get("terminal_reason") in INTERRUPTED_REASONS,
-            "api_error_status": msg.get("api_error_status"),
-            "errors": [str(e) for e in msg.get("errors") or [] if e],
+            "interrupted": reason in INTERRUPTED_REASONS,
+            "api_error_status": int(status) if status is not None else None,
+            "errors": [str(e) for e in _list(msg.get("errors")) if e],
             # tools Claude Code's own rules or mode refused in this turn
             "permission_denials": [
-                {"tool_name": d.get("tool_name"), "tool_use_id": d.get("tool_use_id")}
-                for d in msg.get("permission_denials") or [] if isinstance(d, dict)
+                {"tool_name": _str(d.get("tool_name")), "tool_use_id": _str(d.get("tool_use_id"))}
+                for d in _list(msg.get("permission_denials")) if isinstance(d, dict)
             ],
         }
     return out

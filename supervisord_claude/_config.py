@@ -237,9 +237,10 @@ def load_toml(path: Path) -> dict[str, Any]:
     if "telegram" in raw:
         tg = _expect(raw, "telegram", dict, "")
         for key in tg:
-            if key not in ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared"):
+            if key not in ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared",
+                           "merge_window"):
                 raise ConfigError(f"telegram.{key}: unknown key (known: token, allowed_users, api_url, footer,"
-                                  " voice_command, roots, shared)")
+                                  " voice_command, roots, shared, merge_window)")
         if "roots" in tg:  # the bot's
             _expect(tg, "roots", list, "telegram.")
         if "voice_command" in tg:  # the bot's

@@ -31,6 +31,7 @@ import zmq.asyncio
 from protocol import EventKind, PermissionMode, Reason, SessionState, configure_logging
 
 from . import _claude, _wire
+from . import _permissions as permissions
 from ._clock import Clock, IdleTimer, LoopClock, TimerHandle
 from ._os import System
 from ._uplink import Uplink
@@ -349,6 +350,9 @@ class Keeper:
         if not tool_input and body.get("tool_use_id") in self._tool_inputs:
             # ExitPlanMode's request comes without the plan; Claude's tool call has it
             body["tool_use_input"] = self._tool_inputs[body["tool_use_id"]]
+        if body.get("tool_name") not in (permissions.QUESTION_TOOL, permissions.PLAN_TOOL):
+            # what "always allow" would add, for a front end to show before it is pressed
+            body["always"] = permissions.always_allow(permissions.PendingRequest.from_event(body), self.spec.cwd)[1]
         body.update(self._turn())
         request_id = str(body["request_id"])
         waiting = self.permissions[request_id] = WaitingRequest(body)
@@ -484,7 +488,11 @@ class Keeper:
             if not line:
                 break
             if not run.overflow:
-                self._on_line(run, line)
+                try:
+                    self._on_line(run, line)
+                except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
+                    log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session,
+                                  line)
         code = await proc.wait()
         # what Claude said on stderr before it exited decides how its exit is reported
         with contextlib.suppress(TimeoutError):

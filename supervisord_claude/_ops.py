@@ -55,6 +55,8 @@ class Ops:
         self.events = events
         self.wall = wall
         self.started_at = started_at
+        # uptime is counted on the monotonic clock: a wall clock stepped back must not make it negative
+        self._started_monotonic = pool.clock.monotonic()
         self.request_shutdown = request_shutdown
         self.request_restart = request_restart
         self.stopping = False
@@ -122,7 +124,7 @@ class Ops:
             "pid": os.getpid(),
             "version": __version__,
             "instance": self.instance,
-            "uptime": self.wall() - self.started_at,
+            "uptime": self.pool.clock.monotonic() - self._started_monotonic,
             "runtime_dir": str(self.config.runtime_dir),
             "state_dir": str(self.config.state_dir),
             "sessions_dir": str(self.config.base_cwd),
@@ -401,7 +403,7 @@ class Ops:
         rules: list[str] = []
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
-            update, rules = permissions.always_allow(req)
+            update, rules = permissions.always_allow(req, self._session(session).cwd)
             updates.append(update)
             report["always"] = rules
         if plan:  # approved: Claude leaves plan mode, into the mode the user picked

@@ -97,6 +97,8 @@ class KeeperHandle:
     #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
     adopted: bool = False
     overdue: bool = False  # killed because it did not say hello in time
+    #: what it speaks: a keeper adopted after an upgrade may speak an older wire
+    wire_version: int = _wire.WIRE_VERSION
     #: what waits to hear whether its interrupt was confirmed, and how long it may wait
     interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     interrupt_timer: TimerHandle | None = None
@@ -217,12 +219,16 @@ class KeeperPool:
         handle = self.handles.get(session)
         if handle is None or not self.command(session, _wire.Interrupt()):
             return False
+        if handle.wire_version < _wire.INTERRUPT_REPORTS_SINCE:
+            on_report({"confirmed": False, "detail": "sent to Claude; its keeper, started before the supervisor was"
+                       " upgraded, cannot report whether Claude confirmed it"})
+            return True
         handle.interrupt_waiters.append(on_report)
         if handle.interrupt_timer is None:
             seconds = self.config.interrupt_timeout
             handle.interrupt_timer = self.clock.call_later(seconds, lambda: self._interrupt_reported(
-                handle, False, f"no word from the session's keeper within {seconds:g} s (it may be stopped or"
-                " overloaded); the interrupt may still take effect once it goes on"))
+                handle, False, f"no confirmation within {seconds:g} s (the session's keeper or its Claude may be"
+                " stopped or overloaded); the interrupt may still take effect once it goes on"))
         return True
 
     def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str) -> None:
@@ -268,7 +274,7 @@ class KeeperPool:
 
     def message_done(self, session: str, message_id: int) -> None:
         """The event log stored a message's turn event: it is no longer in flight (and
-        once its turn is over, its attachment copies go)."""
+        once its turn is over, its attachment copies join what the session keeps)."""
         handle = self.handles.get(session)
         if handle is not None and message_id in handle.forwarded:
             handle.forwarded.remove(message_id)
@@ -587,7 +593,7 @@ class KeeperPool:
         del self.adoptable[msg.pid]
         self._tokens += 1
         handle = KeeperHandle(msg.session, self._tokens, pid=msg.pid, ident=ident, claude_pid=msg.claude_pid,
-                              adopted=True)
+                              adopted=True, wire_version=msg.version)
         handle.change_phase(Phase.STARTING)
         handle.change_phase(Phase.READY)
         if msg.state == SessionState.SUSPENDING.value:

@@ -12,6 +12,8 @@ own fields added (``StoredEvent.data``), not a second encoding of it.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
 import itertools
 import json
 import os
@@ -349,11 +351,7 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc}") from exc
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a committed event survives a crash of any process
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = self._connect(path)
             self._db.executescript(SCHEMA)
             self._migrate()
         except sqlite3.Error as exc:
@@ -361,6 +359,49 @@ class Store:
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
         self._recent = _RecentEvents()
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed event survives a crash of any process
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    def restore_deleted(self) -> bool:
+        """If the store file was deleted under us, write everything the open database holds
+        (it still reads the deleted file) back to its path with SQLite's backup API, and go
+        on with that file: what was acknowledged survives the next restart. False if the
+        file is there (a replaced file is left alone: it may be the operator's)."""
+        try:
+            os.stat(self.path)
+            return False
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False  # cannot tell: file_problem says why
+        copy = self.path.with_name(self.path.name + ".restoring")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # (rm -r of the state dir)
+            os.close(os.open(copy, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
+            target = sqlite3.connect(copy)
+            try:
+                self._db.backup(target)
+            finally:
+                target.close()
+            os.replace(copy, self.path)
+            # closing the old connection checkpoints its WAL into the deleted file and
+            # removes the -wal/-shm files, which must not be applied to the copy
+            self._db.close()
+            self._db = self._connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            with contextlib.suppress(OSError):
+                copy.unlink()
+            raise StoreError(f"cannot restore the deleted store file {self.path}: {exc}") from exc
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+        return True
 
     def file_problem(self) -> str | None:
         """Why the store file on disk is no longer the one this store writes to (deleted
@@ -401,18 +442,34 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def _disk_note(self) -> str:
+        """Why the store's directory cannot be written, for the operator (SQLite says only
+        "disk I/O error" of a file system the kernel remounted read-only after an error):
+        found by creating a file next to the store. Only called after a failed write."""
+        probe = self.path.with_name(self.path.name + ".probe")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                return (f" (the file system of {self.path.parent} is read-only — remounted after an error? Nothing"
+                        " new is accepted; what was accepted is kept by the keepers: stop the supervisor with"
+                        " kill -9, repair the file system, start it again)")
+            return f" ({self.path.parent}: {exc.strerror or exc})"
+        return ""
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"store unavailable: {exc}") from exc
+            raise StoreError(f"store unavailable: {exc}{self._disk_note()}") from exc
         try:
             yield self._db
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"store write failed: {exc}") from exc
+            raise StoreError(f"store write failed: {exc}{self._disk_note()}") from exc
         except BaseException:
             self._rollback()
             raise

@@ -78,7 +78,8 @@ class Core:
         (those an adopted keeper holds are its own)."""
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         owed = self.store.messages(None, QUEUED)
-        self.pool.attachments.sweep((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN))
+        self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
+                                    (s.name for s in self.store.list_sessions()))
         for msg in owed:
             if msg.id not in held:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
@@ -319,11 +320,19 @@ class Supervisor:
         self._stop_serving()
 
     async def _watch_store(self) -> None:
-        """Say loudly, and keep saying, when the store file is deleted or replaced under
-        us (ops refuse new work then; see ``Ops.handle``)."""
+        """Write a deleted store file back from the open database; say loudly, and keep
+        saying, when it is replaced under us or cannot be restored (ops refuse new work
+        then; see ``Ops.handle``)."""
         said_at: float | None = None
         while True:
             problem = self.store.file_problem()
+            if problem is not None:
+                try:
+                    if self.store.restore_deleted():
+                        log.warning("%s; restored it from the open database: nothing is lost", problem)
+                        problem = None
+                except StoreError as exc:
+                    problem = f"{problem}; {exc}"
             now = self.clock.monotonic()
             if problem is not None and (said_at is None or now - said_at >= STORE_NAG_EVERY):
                 log.critical("%s: new work is refused; what is still written goes to the old file and will"

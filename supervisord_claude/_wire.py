@@ -48,12 +48,15 @@ from protocol import EventKind
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 #: the versions of the keepers a supervisor takes over at a restart: its own, and the
 #: releases it upgrades from — 3: 0.2.0 (events carried their body as a map, a
-#: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md). A keeper of
-#: another version is reaped at start-up, and its turn reported not delivered.
-ADOPTABLE_WIRE_VERSIONS = frozenset({3, WIRE_VERSION})
+#: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md); 5: 0.3.0
+#: (an Interrupt is answered with an InterruptReport). A keeper of another version is
+#: reaped at start-up, and its turn reported not delivered.
+ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, WIRE_VERSION})
+#: keepers of an older wire never answer an Interrupt: the supervisor does not wait for it
+INTERRUPT_REPORTS_SINCE = 5
 
 
 class WireError(ValueError):

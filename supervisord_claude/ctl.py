@@ -157,6 +157,21 @@ def queue_line(info: dict[str, Any]) -> str:
             f" {mib(limit['bytes'])}{full}")
 
 
+#: a queue this full (of its count or its bytes) is shown as near its limit
+NEAR_LIMIT = 0.8
+
+
+def queues_near_limit(info: dict[str, Any]) -> str | None:
+    """The sessions whose queue is near its limit (past it, `send` is refused), or None."""
+    limit = info.get("queue_limit")
+    if not limit:
+        return None
+    near = [f"{q['session']} {q['messages']} of {limit['messages']} messages, {mib(q['bytes'])} of"
+            f" {mib(limit['bytes'])}" for q in info.get("queues") or []
+            if q["messages"] >= NEAR_LIMIT * limit["messages"] or q["bytes"] >= NEAR_LIMIT * limit["bytes"]]
+    return "queues near their limit: " + "; ".join(near) if near else None
+
+
 def mib(size: int | None) -> str:
     return "?" if size is None else f"{size / 1048576:.0f} MiB"
 
@@ -201,6 +216,9 @@ def supervisor_text(info: dict[str, Any]) -> str:
     described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
                  f" {c['unacked']} unacked)" for c in clients]
     lines.append(f"subscribed clients: {len(clients)}" + (": " + "; ".join(described) if described else ""))
+    near = queues_near_limit(info)
+    if near:
+        lines.append(near)
     if info.get("limits") is not None:
         lines.append(limits_text(info["limits"]))
     if info.get("store_problem"):

@@ -9,6 +9,9 @@ What it answers is decided by words in the newest user text of the conversation:
   readattached     the same for the file an "[Attached file saved at <path>]" note names
   writefile:<path> a ``Write`` tool call creating <path> (asks permission in default mode)
   bash:<command>   a ``Bash`` tool call running <command> (``+`` stands for a space: paths may hold ``_``)
+  bgbash:<command> the same with ``run_in_background``: Claude Code runs it on and, when it
+                   ends, starts a turn of its own that no user message began, answered
+                   "follow-up: <the notification's summary>"
   askq:<q>         an ``AskUserQuestion`` call: question <q> (``+`` for spaces), options
                    "Red" and "Blue"; ``askmulti:<q>`` the same, multi-select
   planexit         an ``ExitPlanMode`` call with a short plan
@@ -134,6 +137,15 @@ class FakeAnthropic:
         last = texts[-1] if texts else ""
         model = body.get("model", "unknown")
         tool_result = _last_tool_result(body)
+        newest = body.get("messages", [])[-1:]
+        content = newest[0].get("content") if newest else ""
+        raw = content if isinstance(content, str) else "\n".join(
+            b.get("text", "") for b in content or [] if isinstance(b, dict))
+        notice = re.search(r"<task-notification>.*?<summary>(.*?)</summary>", raw, re.S)
+        if notice:
+            # Claude Code's own turn after a background task ended (no user message began it)
+            self._stream(handler, model, text=f"follow-up: {notice.group(1)}")
+            return
         if "http400" in last and tool_result is None:
             payload = json.dumps({"type": "error", "error": {"type": "invalid_request_error",
                                                              "message": "fake: bad request"}}).encode()
@@ -153,7 +165,13 @@ class FakeAnthropic:
             self._stream(handler, model, tool=("Write", {"file_path": write.group(1),
                                                          "content": "written by claude\n"}))
             return
-        bash = re.search(r"bash:(\S+)", last)
+        background = re.search(r"bgbash:(\S+)", last)
+        if background and tool_result is None:
+            self._stream(handler, model, tool=("Bash", {"command": background.group(1).replace("+", " "),
+                                                        "description": "run in the background",
+                                                        "run_in_background": True}))
+            return
+        bash = re.search(r"(?<!bg)bash:(\S+)", last)
         if bash and tool_result is None:
             self._stream(handler, model, tool=("Bash", {"command": bash.group(1).replace("+", " "),
                                                         "description": "run a command"}))

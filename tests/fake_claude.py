@@ -11,6 +11,9 @@ is chosen by words in the user's text:
             (always written, at once without it, as stream_event lines before the answer)
   crash     exit with status 3 in the middle of the turn
   hugeline  write the turn's result as one stdout line over 64 MiB
+  badlines  write malformed lines (not JSON, cut short, fields of the wrong shape) before
+            the answer
+  badresult end the turn with a result whose every field has the wrong type
   refused   a turn whose result lists a Bash call refused by Claude Code's own rules
             (``permission_denials``), as in a mode that does not ask
   bigline:N an answer of N MiB in one line (under the keeper's limit)
@@ -28,10 +31,16 @@ is chosen by words in the user's text:
             allow", "permission: allow always <rules>" (updatedPermissions),
             "permission: allowed by rule" or "permission: deny (<message>)"; an interrupt
             while it waits ends the turn with terminal_reason "aborted_tools"
+  needtool:T  ask for permission to use T (Bash, Write or Edit) with a big input
+            (TOOL_INPUTS: a 5000-character command, a 40-line file, a two-line edit) and
+            answer "permission: allow" or "permission: deny"
   askq      AskUserQuestion "Pick a colour" (Red / Blue) and answer "answers: <json>"
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
-            the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
+            the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)";
+            with "planmd" the plan is written in Markdown (a heading, bold, code)
+  bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
+            began (as the CLI does when a background task ends): "follow-up: …"
   showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
             each file named by an "[Attached file saved at P]" note, "[file NAME: content]"
             (read as Claude's Read tool would, during the turn)
@@ -73,6 +82,31 @@ answered = threading.Condition()
 
 LINE_DELAY = float(os.environ.get("FAKE_CLAUDE_LINE_DELAY") or 0)
 DELTA_LOG = os.environ.get("FAKE_CLAUDE_DELTA_LOG")
+#: what ``needtool:<T>`` asks to run: inputs too big to show whole in a prompt
+TOOL_INPUTS: dict[str, dict] = {
+    "Bash": {"command": "echo " + "x" * 5000 + " && rm -rf build"},
+    "Write": {"file_path": "/tmp/notes.txt", "content": "".join(f"line {i}\n" for i in range(1, 41))},
+    "Edit": {"file_path": "/tmp/app.py", "old_string": "def f():\n    return 1\n",
+             "new_string": "def f():\n    return 2\n"},
+}
+
+
+#: what "badlines" writes: not JSON, cut short, not an object, and objects of every
+#: type with fields of the wrong shape
+MALFORMED_LINES = [
+    "this is not JSON", '{"type": "assistant", "message": {"content": [', "\x00\x01\x02", "[1, 2, 3]", "null",
+    '"a string"', "1e999999", '{"type": 5}', '{"type": ["assistant"]}', '{"type": "assistant", "message": "x"}',
+    '{"type": "assistant", "message": {"content": "x"}}', '{"type": "assistant", "message": {"content": [5, null]}}',
+    '{"type": "assistant", "message": {"content": [{"type": "tool_use", "id": 5, "input": "x"}]}}',
+    '{"type": "user", "message": "x"}', '{"type": "user", "message": {"content": [{"type": "tool_result", "content": 5}]}}',
+    '{"type": "system", "subtype": "init", "session_id": 5, "model": [], "permissionMode": []}',
+    '{"type": "system", "permissionMode": {}}', '{"type": "stream_event", "event": "x"}',
+    '{"type": "stream_event", "event": {"type": "content_block_delta", "delta": {"type": "text_delta", "text": 5}}}',
+    '{"type": "control_request", "request": "x"}', '{"type": "control_request", "request_id": 5, "request": {}}',
+    '{"type": "control_request", "request_id": "r", "request": {"subtype": "can_use_tool", "tool_name": 5,'
+    ' "input": "x", "permission_suggestions": "x"}}',
+    '{"type": "control_response", "response": "x"}',
+]
 
 
 def emit(obj: dict) -> None:
@@ -214,6 +248,15 @@ def main() -> int:
             while not interrupted.wait(1):  # the keeper should stop us now
                 pass
             continue
+        if "badlines" in text:  # lines no Claude should write, before a normal answer
+            with out_lock:
+                sys.stdout.write("".join(line + "\n" for line in MALFORMED_LINES))
+                sys.stdout.flush()
+        if "badresult" in text:  # the turn's result with every field of the wrong type
+            emit({"type": "result", "subtype": 5, "is_error": "no", "result": {"not": "text"},
+                  "total_cost_usd": "free", "duration_ms": [1], "num_turns": "three", "session_id": 7,
+                  "terminal_reason": {}, "errors": 42, "permission_denials": "none", "api_error_status": "x"})
+            continue
         if "refused" in text:
             result("success", False, "I could not run that.", terminal_reason="completed",
                    permission_denials=[{"tool_name": "Bash", "tool_use_id": "toolu_r",
@@ -300,6 +343,13 @@ def main() -> int:
                 {"type": "text", "text": answer}]}})
             result("success", False, answer)
 
+        asked_tool = re.search(r"needtool:(\w+)", text)
+        if asked_tool and asked_tool.group(1) in TOOL_INPUTS:
+            tool_input = TOOL_INPUTS[asked_tool.group(1)]
+            decision = ask(asked_tool.group(1), tool_input, tool_input)
+            if decision is not None:
+                say(f"permission: {decision.get('behavior')}")
+            continue
         if "needperm" in text:
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
@@ -342,7 +392,9 @@ def main() -> int:
             say("answers: " + json.dumps((decision.get("updatedInput") or {}).get("answers"), sort_keys=True))
             continue
         if "planexit" in text:
-            decision = ask("ExitPlanMode", {"plan": "1. Write hello.txt\n2. Run the tests"}, {},
+            plan = ("## Steps\n1. Write **hello.txt**\n2. Run `pytest -q`" if "planmd" in text
+                    else "1. Write hello.txt\n2. Run the tests")
+            decision = ask("ExitPlanMode", {"plan": plan}, {},
                            requires_user_interaction=True)
             if decision is None:
                 continue
@@ -400,6 +452,23 @@ def main() -> int:
         with hist.open("a") as f:
             f.write(json.dumps({"role": "assistant", "text": answer}) + "\n")
         result("success", False, answer, terminal_reason="completed")
+        background = re.search(r"bgtask:(\S+)", text)
+        if background:  # a background task ends later: Claude starts a turn of its own
+            threading.Thread(target=follow_up, args=(background.group(1), session_id, cost), daemon=True).start()
+
+
+def follow_up(gate: str, session_id: str, cost: float) -> None:
+    """What the CLI writes when a background task ends after its turn did: a turn no user
+    message began (its result says so in ``origin``)."""
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    emit({"type": "system", "subtype": "task_notification", "task_id": "bg1", "status": "completed",
+          "summary": "Background command completed (exit code 0)", "session_id": session_id})
+    answer = "follow-up: the background task finished"
+    emit({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]}})
+    emit({"type": "result", "subtype": "success", "is_error": False, "result": answer, "session_id": session_id,
+          "total_cost_usd": round(cost, 6), "duration_ms": 1, "num_turns": 1, "terminal_reason": "completed",
+          "origin": {"kind": "task-notification", "producer": "session-task"}})
 
 
 if __name__ == "__main__":

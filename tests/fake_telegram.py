@@ -171,23 +171,36 @@ class FakeTelegram:
         self.files[file_id] = content
         return {"file_id": file_id, "file_unique_id": unique, "file_size": len(content)}
 
-    def photo(self, user_id: int, content: bytes, caption: str = "") -> int:
+    def photo(self, user_id: int, content: bytes, caption: str = "", **extra: Any) -> int:
+        """A photo (``media_group_id=...`` makes it part of an album)."""
         f = self.add_file(content, f"p{len(self.files)}")
         sizes = [{**f, "width": 90, "height": 90}]
-        return self.message(user_id, caption, photo=sizes)
+        return self.message(user_id, caption, photo=sizes, **extra)
 
     def document(self, user_id: int, content: bytes, file_name: str, caption: str = "",
-                 file_size: int | None = None) -> int:
+                 file_size: int | None = None, **extra: Any) -> int:
         f = self.add_file(content, f"d{len(self.files)}")
         if file_size is not None:
             f["file_size"] = file_size
-        return self.message(user_id, caption, document={**f, "file_name": file_name})
+        return self.message(user_id, caption, document={**f, "file_name": file_name}, **extra)
 
     def press(self, user_id: int, data: str, message_id: int) -> int:
+        """The user taps a button of the bot's message ``message_id``: Telegram sends the
+        message along as it is now (text, entities, buttons)."""
+        with self._lock:
+            shown = next((m for m in reversed(self.sent) if m["message_id"] == message_id), None)
+            edits = [e for e in self.edits if int(e["message_id"]) == message_id and "text" in e]
+        message: dict[str, Any] = {"message_id": message_id, "date": int(time.time()),
+                                   "chat": {"id": user_id, "type": "private"}, "text": "x"}
+        if shown is not None:
+            message["text"] = edits[-1]["text"] if edits else shown["text"]
+            if shown["entities"] and not edits:
+                message["entities"] = shown["entities"]
+            if shown["reply_markup"] and not edits:
+                message["reply_markup"] = shown["reply_markup"]
         return self._push({"callback_query": {
             "id": str(next(self._message_ids)), "from": self._user(user_id), "chat_instance": "ci", "data": data,
-            "message": {"message_id": message_id, "date": int(time.time()),
-                        "chat": {"id": user_id, "type": "private"}, "text": "x"},
+            "message": message,
         }})
 
     def fail_next(self, method: str, times: int = 1, retry_after: int = 1) -> None:
@@ -398,7 +411,7 @@ class FakeTelegram:
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> web.Response:
         with self._lock:
-            self.actions.append(params)
+            self.actions.append({**params, "after_messages": len(self.sent)})
         return self._ok(True)
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:

@@ -3,6 +3,7 @@ with the fake claude."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -129,13 +130,17 @@ def test_sessions_list_marks_and_buttons_switch(env) -> None:
     listing = say(api, "/sessions", "beta")
     lines = listing["text"].splitlines()
     assert lines[0] == "→ ⚪ beta (reviewer) - just now"
-    assert lines[1] == "🟢 alpha (default) - just now"
+    assert lines[1] == "🟢 alpha - just now"
     codes = [entity_text(listing["text"], e) for e in listing["entities"] if e["type"] == "code"]
     assert codes == ["beta", "alpha"]
     [[button]] = listing["reply_markup"]["inline_keyboard"]
     assert button["callback_data"] == "switch:alpha"
     api.press(USER, button["callback_data"], listing["message_id"])
     api.wait_for_text(lambda t: t == "Switched to session 'alpha'.")
+    edited = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == listing["message_id"]), None),
+                      60, what="the list edited to show the choice")
+    assert edited["text"] == listing["text"] + "\n\n→ Switch to alpha"
+    assert json.loads(edited["entities"]) if isinstance(edited["entities"], str) else edited["entities"]
     assert "history: 2 earlier" in say(api, "back again", "echo: back again")["text"]
     say(api, "/switch beta", "Switched to session 'beta'.")
     assert sup.session("alpha")["live"]  # switching leaves the other one running
@@ -156,11 +161,11 @@ def test_model_status_archive_and_cancel(env) -> None:
     sup, api, _ = env
     say(api, "/new alpha", "created")
     say(api, "/model", "Model: default")
-    say(api, "/model model-x", "Model set to model-x for session 'alpha'")
-    assert "model model-x" in say(api, "which model?", "echo: which model?")["text"]
+    say(api, "/model claude-sonnet-4-5", "Model set to claude-sonnet-4-5 for session 'alpha'")
+    assert "model claude-sonnet-4-5" in say(api, "which model?", "echo: which model?")["text"]
     sup.wait_state("alpha", "idle")  # the reply is shown before its turn has ended
     status = say(api, "/status", "Session: alpha")["text"]
-    assert "State: idle" in status and "Model: model-x" in status and "Cost so far: $0.0010" in status
+    assert "State: idle" in status and "Model: claude-sonnet-4-5" in status and "Cost so far: $0.0010" in status
     say(api, "/cancel", "Nothing to cancel: Claude is not answering.")
     api.message(USER, "sleep:30 long")
     sup.wait_received("sleep:30 long")  # Claude is in the turn
@@ -168,6 +173,28 @@ def test_model_status_archive_and_cancel(env) -> None:
     api.wait_for_text(lambda t: t == "⏹ Interrupted.")
     say(api, "/archive alpha", "Session 'alpha' archived.")
     say(api, "hello", "No active session")
+
+
+def test_an_unknown_model_is_refused_and_model_mode_and_switch_offer_buttons(env) -> None:
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    refused = say(api, "/model nonsense", "does not know the model 'nonsense'")
+    assert sup.session("alpha")["model"] is None  # nothing changed: the next turn still works
+    labels = [row[0]["text"] for row in refused["reply_markup"]["inline_keyboard"]]
+    assert labels == ["sonnet", "opus", "haiku", "opusplan", "best"]
+    api.press(USER, refused["reply_markup"]["inline_keyboard"][1][0]["callback_data"], refused["message_id"])
+    api.wait_for_text(lambda t: t.startswith("Model set to opus for session 'alpha'"), chat_id=USER)
+    assert sup.session("alpha")["model"] == "opus"
+    bogus = say(api, "/mode bogus", "Unknown mode 'bogus'.")
+    assert [row[0]["text"] for row in bogus["reply_markup"]["inline_keyboard"]] == [
+        "Mode accept-edits", "Mode plan", "Mode bypass"]
+    api.press(USER, "mode:plan", bogus["message_id"])
+    api.wait_for_text(lambda t: t.startswith("Permission mode set to plan"), chat_id=USER)
+    say(api, "/new beta", "created")
+    pick = say(api, "/switch", "Usage: /switch <name>, or pick one:")
+    assert [row[0]["callback_data"] for row in pick["reply_markup"]["inline_keyboard"]] == ["switch:alpha"]
+    api.press(USER, "switch:alpha", pick["message_id"])
+    api.wait_for_text(lambda t: t == "Switched to session 'alpha'.", chat_id=USER)
 
 
 def test_messages_sent_while_busy_are_queued_in_order(env) -> None:
@@ -207,7 +234,9 @@ def test_photo_and_document_round_trip(env) -> None:
     reply = api.wait_for_text(lambda t: t.startswith("echo: [Attached file saved at"))["text"]
     saved = Path(reply.split("saved at ")[1].split("]")[0])
     uploads = Path(sup.session("alpha")["cwd"]) / "uploads"
-    assert saved.parent == uploads and saved.read_bytes() == b"col1,col2\n1,2\n"
+    # Claude gets the supervisor's copy taken at send, named as the bot saved it in uploads/
+    assert saved.parent.parent == sup.state_dir / "attachments" / "alpha"
+    assert (uploads / saved.name).read_bytes() == b"col1,col2\n1,2\n"
     assert ".." not in saved.name and "/" not in saved.name
     api.document(USER, b"x", "huge.bin", file_size=50 * 1024 * 1024)
     api.wait_for_text(lambda t: t.startswith("File too large"))

@@ -81,3 +81,12 @@ def test_check_is_read_from_the_given_arguments(tmp_path) -> None:
     assert load(["--config", str(cfg), "--check"], {}).check_only
     assert not load(["--config", str(cfg)], {}).check_only
     assert main(["--config", str(cfg), "--check"]) == 0  # returns at once: no bot is started
+
+
+def test_merge_window_is_seconds_within_bounds(tmp_path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[telegram]\nmerge_window = 0.5\n')
+    assert load(["--config", str(cfg)], {"TELEGRAM_BOT_TOKEN": "t"}).merge_window == 0.5
+    cfg.write_text('[telegram]\nmerge_window = "soon"\n')
+    with pytest.raises(BotConfigError, match=r"telegram\.merge_window"):
+        load(["--config", str(cfg)], {"TELEGRAM_BOT_TOKEN": "t"})

@@ -4,9 +4,10 @@ the fake Bot API, against a real supervisor with the fake claude."""
 from __future__ import annotations
 
 from bot import _render as render
+from bot._live import KV_PREVIEWS
 
 from .conftest import USER, wait_for
-from .test_bot_app import env, say  # noqa: F401  (the fixture)
+from .test_bot_app import OTHER, entity_text, env, say  # noqa: F401  (the fixture)
 
 
 def press_button(api, message: dict, label_part: str) -> None:
@@ -47,8 +48,9 @@ def test_an_api_error_is_one_message_with_a_retry_button_that_sends_it_once(env)
     sup.wait_received("apierror please")
     wait_for(lambda: len([r for r in sup.claude_received() if r["text"] == "apierror please"]) == 2,
              what="the retried message to reach Claude")
-    wait_for(lambda: any(a.get("text") == render.RETRY_DONE for a in api.callback_answers),
-             what="the second press to be answered 'already sent'")
+    # (a button works once: the second press is answered "already done" before it could send)
+    wait_for(lambda: any(a.get("text") in (render.RETRY_DONE, render.ALREADY_DONE) for a in api.callback_answers),
+             what="the second press to be answered 'already done'")
     assert len([r for r in sup.claude_received() if r["text"] == "apierror please"]) == 2
 
 
@@ -90,3 +92,265 @@ def test_a_dropped_message_is_reported_quietly_under_it_with_a_retry(env) -> Non
     press_button(api, notice, "Retry")
     sup.wait_received("second")
     api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)
+
+
+def test_a_turn_claude_starts_on_its_own_reaches_the_chat_of_the_last_message_labelled(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    gate = sup.base / "background-done"
+    say(api, "/new alpha", "created")
+    say(api, f"start it bgtask:{gate}", "echo: start it")
+    say(api, "/new beta", "created")  # the chat now talks to another session
+    sup.wait_state("alpha", "idle")
+    gate.touch()  # the background task ends: alpha's Claude writes a turn nobody asked for
+    follow_up = api.wait_for_text(lambda t: "follow-up: the background task finished" in t, chat_id=USER)
+    assert follow_up["text"].startswith("[alpha]")  # whose it is
+    assert "Claude's follow-up" in follow_up["text"]
+
+
+def test_a_follow_up_after_a_bot_restart_still_reaches_the_chat(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    api = telegram
+    gate = sup.base / "background-done"
+    say(api, "/new alpha", "created")
+    say(api, f"start it bgtask:{gate}", "echo: start it")
+    sup.wait_consumer("telegram-bot")
+    bot.kill9()
+    bot_env(sup)
+    gate.touch()
+    api.wait_for_text(lambda t: "follow-up: the background task finished" in t, chat_id=USER)
+
+
+def test_a_file_sent_before_any_session_is_kept_and_sent_once_the_offered_session_exists(env) -> None:  # noqa: F811
+    _, api, _ = env
+    api.photo(USER, b"\xff\xd8\xff\xe0fake-jpeg", caption="what is this")
+    api.document(USER, b"col1,col2\n", "data.csv", caption="and this")
+    offer = api.wait_for_text(lambda t: t == render.NO_ACTIVE_OFFER, chat_id=USER)
+    press_button(api, offer, "Create session 'main'")
+    photo = api.wait_for_text(lambda t: t.startswith("echo: what is this"), chat_id=USER)
+    assert "[images: 1]" in photo["text"]
+    document = api.wait_for_text(lambda t: t.startswith("echo: [Attached file saved at"), chat_id=USER)
+    assert "and this" in document["text"]
+    assert api.texts(USER).count(render.NO_ACTIVE_OFFER) == 1  # one offer held both
+    assert not [t for t in api.texts(USER) if t.startswith("No active session.")]
+
+
+def test_a_group_preview_left_by_a_killed_bot_is_finished_by_the_next_one(make_supervisor, bot_env,
+                                                                          telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot = bot_env(sup)
+    group = -1001
+    api.message(USER, "/new alpha", chat_id=group)
+    api.wait_for_text(lambda t: "created" in t, chat_id=group)
+    api.message(USER, "stream:12 a long answer, written slowly for the group", chat_id=group)
+    preview = api.wait_for_text(lambda t: t.endswith(" ▍"), chat_id=group)
+    wait_for(lambda: sup.request("kv_get", key=KV_PREVIEWS)["value"], what="the bot to note its preview")
+    bot.kill9()
+    bot_env(sup)
+    sup.wait_event("alpha", lambda e: e["kind"] == "result")
+    api.wait_for_text(lambda t: t.startswith("echo: stream:12") and not t.endswith(" ▍"), chat_id=group)
+    sup.wait_consumer("telegram-bot")
+    previews = [m for m in api.sent if m["chat_id"] == group and m["text"].endswith(" ▍")]
+    assert previews == [preview]  # the restarted bot went on in the same one
+    assert {"chat_id": group, "message_id": preview["message_id"]} in api.deleted  # and removed it
+    finals = [t for t in api.texts(group) if t.startswith("echo: stream:12") and not t.endswith(" ▍")]
+    assert len(finals) == 1
+
+
+def test_an_album_is_one_message_to_claude_with_its_caption(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.photo(USER, b"\xff\xd8\xff\xe0one", caption="compare these", media_group_id="album-1")
+    api.photo(USER, b"\xff\xd8\xff\xe0two", media_group_id="album-1")
+    api.photo(USER, b"\xff\xd8\xff\xe0three", media_group_id="album-1")
+    answer = api.wait_for_text(lambda t: t.startswith("echo: compare these"), chat_id=USER)
+    assert "[images: 3]" in answer["text"]
+    sup.wait_state("alpha", "idle")
+    sup.wait_consumer("telegram-bot")
+    assert len([r for r in sup.claude_received()]) == 1  # one turn, not three
+    assert len([t for t in api.texts(USER) if t.startswith("echo:")]) == 1
+
+
+def test_a_long_paste_telegram_cut_in_parts_is_one_message_to_claude(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    first = "word " * 819  # 4095 characters: cut by the client at Telegram's limit
+    api.message(USER, first.strip())
+    api.message(USER, "and the end of the paste")
+    sup.wait_received("and the end of the paste")
+    sup.wait_state("alpha", "idle")
+    sup.wait_consumer("telegram-bot")
+    [received] = sup.claude_received()
+    assert received["text"] == first.strip() + "\nand the end of the paste"
+    say(api, "short one", "echo: short one")  # an ordinary message is not held back
+    assert len(sup.claude_received()) == 2
+
+
+def test_cancel_names_the_session_that_answers_and_offers_to_stop_it(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new beta", "created")
+    api.message(USER, "sleep:60 long")
+    sup.wait_received("sleep:60 long")
+    say(api, "/new alpha", "created")  # the chat's session now; beta still answers
+    offer = say(api, "/cancel", "Nothing to cancel in 'alpha'")
+    assert "Claude is answering in 'beta'" in offer["text"]
+    press_button(api, offer, "Stop 'beta'")
+    api.wait_for_text(lambda t: "Interrupted" in t, chat_id=USER)
+    sup.wait_state("beta", "idle")
+
+
+def test_cancel_while_claude_is_still_to_start_drops_the_waiting_message(make_supervisor, bot_env,
+                                                                         telegram) -> None:
+    # Claude ignores SIGTERM: a suspend takes its 5 s grace period, and a message sent
+    # meanwhile waits for the next start
+    sup = make_supervisor(idle_timeout=1, env={"FAKE_CLAUDE_IGNORE_SIGTERM": "1"}).start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "first", "echo: first")
+    sup.wait_state("alpha", "suspending")
+    api.message(USER, "never mind this")
+    wait_for(lambda: sup.session("alpha")["queued"] == 1, what="the message to wait for Claude")
+    say(api, "/cancel", "Cancelled before Claude started on it: 1 message not sent.")
+    api.wait_for_text(lambda t: t.startswith("❌ Message not delivered"), chat_id=USER)
+    sup.wait_state("alpha", "suspended", "idle")
+    assert not [r for r in sup.claude_received() if "never mind this" in r["text"]]
+
+
+def test_an_html_entity_claude_writes_is_shown_as_written(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    answer = say(api, "write Tom &amp; Jerry and [the link](https://example.com/?a=1&amp;b=2)", "echo: write")
+    assert "Tom &amp; Jerry" in answer["text"]
+    [link] = [e for e in answer["entities"] if e["type"] == "text_link"]
+    assert link["url"] == "https://example.com/?a=1&b=2"  # (in a link's target it means "&")
+
+
+def test_usage_shows_a_users_own_spend_and_labels_the_machines_total(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    bot_env(sup, allowed=(USER, OTHER))
+    api = telegram
+    say(api, "/new theirs", "created", user=OTHER)
+    say(api, "spend some", "echo: spend some", user=OTHER)
+    say(api, "/new mine", "created")
+    sup.wait_consumer("telegram-bot")
+    usage = say(api, "/usage", "This session")["text"].splitlines()
+    assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000",
+                     "Today, all sessions on this machine (everyone's): $0.0010"]
+
+
+def test_while_claude_waits_for_the_user_the_chat_shows_no_typing_and_status_says_so(make_supervisor, bot_env,
+                                                                                      telegram) -> None:
+    sup = make_supervisor(config="permission_timeout = 8").start()  # longer than "typing…" is repeated
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    prompt = say(api, "needperm now", "Claude wants to run")
+    status = say(api, "/status", "Session: alpha")
+    assert "State: waiting for your answer" in status["text"]
+    notice = api.wait_for_text(lambda t: t.startswith("⏱ Claude's request was denied"), chat_id=USER)
+    shown, timed_out = api.sent.index(prompt), api.sent.index(notice)
+    typing = [a for a in api.actions if int(a["chat_id"]) == USER and shown < a["after_messages"] <= timed_out]
+    assert typing == []  # nothing said "typing…" while Claude waited
+
+
+def test_a_plans_markdown_is_rendered_and_questions_and_plans_are_no_raw_json_tool_lines(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/mode plan", "Permission mode set to plan")
+    prompt = say(api, "planexit planmd now", "Claude's plan")
+    assert "**" not in prompt["text"] and "`" not in prompt["text"] and "##" not in prompt["text"]
+    shown = {entity_text(prompt["text"], e): e["type"] for e in prompt["entities"]}
+    assert shown.get("hello.txt") == "bold" and shown.get("pytest -q") == "code"
+    press_button(api, prompt, "Approve")
+    api.wait_for_text(lambda t: t.startswith("plan: approved"), chat_id=USER)
+    question = say(api, "askq", "Pick a colour")
+    lines = [t for t in api.texts(USER) if t.startswith("🔧")]
+    assert "🔧 AskUserQuestion: Pick a colour" in lines and any(t.startswith("🔧 ExitPlanMode: ## Steps") for t in lines)
+    assert not [t for t in lines if "{" in t]  # no raw JSON
+    assert question
+
+
+def test_counts_are_worded_for_one(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/timeout 1", "Idle timeout set to 1 minute for session 'alpha'.")
+    api.message(USER, "sleep:60 long")
+    sup.wait_received("sleep:60 long")
+    say(api, "second", "⏳ Queued")
+    say(api, "/cancel", "Claude is answering, and 1 message waits behind it. Stop what?")
+
+
+def test_prompt_counts_are_worded_for_one() -> None:
+    from bot import _prompts as prompts
+
+    prompt, _ = prompts.build({"session": "alpha", "request_id": "r1", "tool_name": "Write",
+                               "input": {"file_path": "/tmp/x", "content": "a"}}, 7)
+    assert "1 line, 1 byte" in prompt.text
+
+
+def test_sessions_mark_who_waits_for_you_and_show_no_default_persona(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(config="permission_timeout = 600").start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "needperm now", "Claude wants to run")
+    say(api, "/new beta", "created")
+    say(api, "hello", "echo: hello")
+    listing = say(api, "/sessions", "alpha")["text"].splitlines()
+    assert "⏳ alpha - just now" in listing and "→ 🟢 beta - just now" in listing  # (no "(default)")
+
+
+def test_a_mode_that_does_not_exist_is_named_unknown(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    assert say(api, "/mode bogus", "mode")["text"].startswith("Unknown mode 'bogus'.")
+
+
+def test_a_session_name_with_a_space_is_not_taken_for_a_persona(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    reply = say(api, "/new Bad Name!", "persona")["text"]
+    assert reply.startswith("'Name!' is not a persona here (reviewer), and a session name is one word.")
+    assert sup.request("list", all=True)["sessions"] == []
+
+
+def test_names_that_differ_only_in_case_are_one_session(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new work", "created")
+    say(api, "/new other", "created")
+    say(api, "/new Work", "Session 'work' exists (names differ only in case).")
+    say(api, "/switch WORK", "Switched to session 'work'.")
+    assert sorted(s["name"] for s in sup.request("list", all=True)["sessions"]) == ["other", "work"]
+
+
+def test_a_long_answer_notifies_once_numbers_its_parts_and_captions_its_file(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "long:20000")
+    doc = wait_for(lambda: api.documents[-1] if api.documents else None, 60, what="the .md document")
+    sup.wait_consumer("telegram-bot")
+    created = next(m for m in api.sent if "'alpha' created" in m["text"])
+    parts = [m for m in api.sent if m["chat_id"] == USER and created["message_id"] < m["message_id"] < doc["message_id"]]
+    n = len(parts)
+    assert n > render.LONG_ANSWER_PARTS
+    assert [m["text"].rsplit("\n", 1)[-1] for m in parts] == [f"({i}/{n})" for i in range(1, n + 1)]
+    assert [m["disable_notification"] for m in parts] == [False] + [True] * (n - 1)
+    assert all(len(m["text"].encode("utf-16-le")) // 2 <= 4096 for m in parts)
+    assert doc["caption"] == f"📄 The whole answer ({n} parts) in one file"
+
+
+def test_a_sessions_list_shows_the_switch_after_its_button_is_pressed(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created")
+    listing = say(api, "/sessions", "beta")
+    assert listing["text"].splitlines()[0].startswith("→ ⚪ beta")
+    press_button(api, listing, "Switch to alpha")
+    # (the press first shows its outcome on the list, then the list is redrawn)
+    edit = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == listing["message_id"]
+                                  and "Switch to" not in e.get("text", "")), None),
+                    what="the list to be redrawn")
+    lines = edit["text"].splitlines()
+    assert any(line.startswith("→ ") and "alpha" in line for line in lines)
+    assert not any(line.startswith("→ ") and "beta" in line for line in lines)

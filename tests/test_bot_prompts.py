@@ -49,7 +49,7 @@ def test_a_command_prompt_shows_the_command_and_allow_runs_it(chat, telegram) ->
     assert prompt["text"].startswith("🔐 Claude wants to run:\ntouch x")
     before = prompt["text"][:prompt["text"].index("touch x")]
     assert {"type": "pre", "offset": len(before.encode("utf-16-le")) // 2, "length": 7} in prompt["entities"]
-    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always allow"]
+    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always: touch x"]  # says what it allows
     telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
     answered(telegram, "permission: allow")
     assert any(a.get("text") == "✅ Allowed" for a in telegram.callback_answers)
@@ -70,7 +70,7 @@ def test_always_allow_is_kept_for_the_session_and_asks_no_more(chat, telegram) -
     sup, _ = chat()
     say(telegram, "/new alpha", "created")
     prompt = say(telegram, "needperm now", "Claude wants to run")
-    telegram.press(USER, button(prompt, "♾ Always allow"), prompt["message_id"])
+    telegram.press(USER, button(prompt, "♾ Always: touch x"), prompt["message_id"])
     reply = telegram.wait_for_text(lambda t: t.startswith("permission: allow always"), chat_id=USER)
     [update] = json.loads(reply["text"].removeprefix("permission: allow always "))
     # Claude's own suggestion, kept to this session (not written to the project's settings)
@@ -198,7 +198,7 @@ def test_text_typed_in_another_session_does_not_answer_the_question_a_reply_to_i
     question = say(telegram, "askq please", "Claude asks")
     say(telegram, "/new beta", "created")  # beta is now the chat's session; alpha's question waits
     say(telegram, "hello beta", "echo: hello beta")
-    waits = telegram.wait_for_text(lambda t: t.startswith("❓ Claude's question in 'alpha' still waits"), chat_id=USER)
+    waits = telegram.wait_for_text(lambda t: t.startswith("❓ Claude's request in 'alpha' still waits"), chat_id=USER)
     assert waits["disable_notification"]
     assert user_texts(sup, "beta") == ["hello beta"]
     assert not [e for e in sup.events("alpha") if e["kind"] == "permission_resolved"]
@@ -206,7 +206,7 @@ def test_text_typed_in_another_session_does_not_answer_the_question_a_reply_to_i
     reply_to(telegram, question, "Green")
     ack = wait_for(lambda: next((m for m in telegram.sent[before:] if "Answer sent" in m["text"]), None), 60,
                    what="the answer's acknowledgement")
-    assert ack["text"] == "✅ Answer sent to Claude's question in 'alpha' (the question you replied to)."
+    assert ack["text"] == "✅ Answer sent to Claude's question in 'alpha' (you replied to it)."
     telegram.wait_for_text(lambda t: t.startswith("[alpha]") and t.endswith('answers: {"Pick a colour": "Green"}'),
                            chat_id=USER)
     assert user_texts(sup, "alpha") == ["askq please"]
@@ -254,6 +254,80 @@ def test_keep_planning_rejects_the_plan(chat, telegram) -> None:
     telegram.press(USER, button(prompt, "✏️ Keep planning"), prompt["message_id"])
     answered(telegram, "plan: rejected (The user wants to keep planning: revise the plan.)")
     say(telegram, "/mode", "Permission mode: plan")
+
+
+def test_text_typed_under_a_plan_is_feedback_and_claude_keeps_planning(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "/mode plan", "Permission mode set to plan")
+    prompt = say(telegram, "planexit now", "Claude's plan")
+    say(telegram, "use sqlite instead", "✏️ Claude keeps planning in 'alpha', with your words as feedback")
+    answered(telegram, "plan: rejected (The user wants changes to the plan: use sqlite instead)")
+    edit_of(telegram, prompt, "🚫 Denied")
+    sup.wait_consumer("telegram-bot")
+    assert user_texts(sup, "alpha") == ["planexit now"]  # not queued as a turn of its own
+
+
+def test_text_typed_under_a_permission_prompt_can_be_the_reason_to_deny_it(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "needperm now", "Claude wants to run")
+    offer = say(telegram, "no, that file is mine", "Is this the reason to deny it")
+    assert [t for t, _ in buttons(offer)] == ["🚫 Deny, with this as the reason", "Send it to Claude as a new message"]
+    telegram.press(USER, button(offer, "🚫 Deny, with this as the reason"), offer["message_id"])
+    answered(telegram, "permission: deny (The user denied this: no, that file is mine)")
+    sup.wait_consumer("telegram-bot")
+    assert user_texts(sup, "alpha") == ["needperm now"]
+    # the other choice: the text is a message of its own, answered after the request
+    prompt = say(telegram, "needperm again", "Claude wants to run")
+    offer = say(telegram, "meanwhile, hello", "Is this the reason to deny it")
+    telegram.press(USER, button(offer, "Send it to Claude as a new message"), offer["message_id"])
+    # (updates are handled in order: the message is with the supervisor before the Allow)
+    telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    telegram.wait_for_text(lambda t: t.startswith("echo: meanwhile, hello"), chat_id=USER)
+
+
+def test_a_long_command_comes_whole_as_a_file_before_allow(chat, telegram) -> None:
+    from .fake_claude import TOOL_INPUTS
+
+    chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needtool:Bash now", "Claude wants to run")
+    assert "the whole of it comes as a file below" in prompt["text"]
+    doc = wait_for(lambda: next((d for d in telegram.documents if d["filename"] == "command.sh"), None), 60,
+                   what="the whole command as a file")
+    assert doc["content"].decode() == TOOL_INPUTS["Bash"]["command"]  # "&& rm -rf build" included
+    telegram.press(USER, button(prompt, "🚫 Deny"), prompt["message_id"])
+    answered(telegram, "permission: deny")
+
+
+def test_write_and_edit_prompts_show_the_content_and_the_diff(chat, telegram) -> None:
+    chat()
+    say(telegram, "/new alpha", "created")
+    write = say(telegram, "needtool:Write now", "Claude wants to write")
+    assert "40 lines, 311 bytes" in write["text"]
+    assert "line 1\nline 2\n" in write["text"] and "line 15" in write["text"] and "line 16" not in write["text"]
+    doc = wait_for(lambda: next((d for d in telegram.documents if d["filename"] == "notes.txt"), None), 60,
+                   what="the whole file")
+    assert doc["content"].decode().endswith("line 40\n")
+    telegram.press(USER, button(write, "✅ Allow"), write["message_id"])
+    answered(telegram, "permission: allow")
+    edit = say(telegram, "needtool:Edit now", "Claude wants to edit")
+    assert "@@ -1,2 +1,2 @@\n def f():\n-    return 1\n+    return 2" in edit["text"]
+    assert not [d for d in telegram.documents if d["filename"] == "app.py.diff"]  # all of it is shown
+
+
+def test_always_allow_of_a_write_says_its_directory_and_allows_nothing_outside_it(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needtool:Write now", "Claude wants to write")
+    # the fake asks for /tmp/notes.txt, outside the session's directory: only /tmp is offered
+    assert [t for t, _ in buttons(prompt)][2] == "♾ Always: file edits in /tmp"
+    telegram.press(USER, button(prompt, "♾ Always: file edits in /tmp"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    edit_of(telegram, prompt, "♾ Always allowed for this session: Edit(//tmp/**)")
+    assert sup.session("alpha")["allowed_tools"] == ["Edit(//tmp/**)"]  # not "Write": every file anywhere
 
 
 def test_forged_button_presses_change_nothing_and_the_bot_goes_on(chat, telegram) -> None:

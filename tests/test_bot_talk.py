@@ -39,14 +39,20 @@ def test_a_first_message_offers_a_session_and_is_sent_to_it(env) -> None:  # noq
     api.wait_for_text(lambda t: "'main' created" in t, chat_id=USER)
     answer = api.wait_for_text(lambda t: t.startswith("echo: what is 2+2?"), chat_id=USER)
     assert answer
+    # the offer no longer reads as an open question: it shows what was chosen
+    edited = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == offer["message_id"]), None), 60,
+                      what="the offer edited to show the choice")
+    assert edited["text"] == f"{render.NO_ACTIVE_OFFER}\n\n→ Create session 'main'" and not edited.get("reply_markup")
     assert sup.session("main")["state"] in ("idle", "busy")
 
 
-def test_a_second_first_session_gets_a_free_name(env) -> None:  # noqa: F811
+def test_a_second_first_session_gets_a_free_name_and_its_button_says_which(env) -> None:  # noqa: F811
     sup, api, _ = env
     sup.ctl("new", "main", check=True)
     offer = say(api, "hello", render.NO_ACTIVE_OFFER)
-    api.press(USER, offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"], offer["message_id"])
+    [[button]] = offer["reply_markup"]["inline_keyboard"]
+    assert button["text"] == "Create session 'main2'"  # the one it makes
+    api.press(USER, button["callback_data"], offer["message_id"])
     api.wait_for_text(lambda t: "'main2' created" in t, chat_id=USER)
 
 
@@ -195,8 +201,9 @@ def test_usage_says_today_this_session_and_all(env) -> None:  # noqa: F811
     say(api, "one", "echo: one")
     say(api, "/new beta", "created")
     say(api, "two", "echo: two")
-    usage = say(api, "/usage", "Today:")["text"]
-    assert usage == "Today: $0.0020\nThis session (beta): $0.0010\nAll your sessions: $0.0020"
+    usage = say(api, "/usage", "This session")["text"]
+    assert usage == ("This session (beta): $0.0010\nAll your sessions: $0.0020\n"
+                     "Today, all sessions on this machine (everyone's): $0.0020")
 
 
 def _voice(api, content: bytes) -> None:
@@ -358,6 +365,8 @@ def test_a_session_made_in_telegram_is_its_makers_unless_shared(make_supervisor,
         assert switched == "⚠️ no session named 'mine'"
         assert "no session named 'mine'" in say(api, "/archive mine", "⚠️", user=OTHER)["text"]
         assert sup.session("mine")["state"] != "archived"
+        taken = say(api, "/new mine", "mine", user=OTHER)["text"]  # nothing says it is someone's session
+        assert taken == "The name 'mine' cannot be used (session names are shared by everyone here). Pick another."
     assert "mine" in say(api, "/sessions", "mine")["text"]  # its maker still sees it
     say(api, "/switch from-shell", "Switched", user=OTHER)
 
@@ -471,3 +480,12 @@ def test_cd_asks_then_moves_the_session_with_a_fresh_conversation(make_superviso
     answer = say(api, "second", "echo: second")
     assert "history: 0 earlier messages" in answer["text"]  # a fresh conversation
     assert sup.claude_starts()[-1]["cwd"] == str(projects / "other")
+    (projects / "other" / "sub").mkdir()
+    (projects / "other" / ".hidden").mkdir()
+    pick = say(api, "/cd", "or pick one:")  # a bare /cd offers where to go
+    assert [row[0]["text"] for row in pick["reply_markup"]["inline_keyboard"]] == ["📁 ..", "📁 sub"]
+    api.press(USER, "cdpick:sub", pick["message_id"])
+    moving = api.wait_for_text(lambda t: t.startswith("Move session 'app' to") and t.count("sub"), chat_id=USER)
+    api.press(USER, moving["reply_markup"]["inline_keyboard"][0][0]["callback_data"], moving["message_id"])
+    api.wait_for_text(lambda t: t == f"Session 'app' now works in {projects}/other/sub, with a fresh conversation.",
+                      chat_id=USER)

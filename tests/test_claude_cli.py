@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM, SupervisorProcess, processes_of, real_claude_bin
+from .conftest import SYSTEM, USER, SupervisorProcess, processes_of, real_claude_bin
 from .fake_anthropic import FakeAnthropic
 from .test_bot_app import say
 
@@ -260,6 +260,25 @@ def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(rea
     assert len([e for e in sup.events("alpha") if e["kind"] == "permission_request"]) == before
 
 
+def test_always_allow_of_a_write_covers_its_directory_only_in_the_real_cli(real, api: FakeAnthropic,
+                                                                          tmp_path: Path) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "other").mkdir()
+    request = _request(sup, f"writefile:{tmp_path}/mine/a.txt")  # outside the session's directory
+    assert request["always"] == [f"Edit(/{tmp_path}/mine/**)"]  # said before anything is pressed
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    _result(sup, request)
+    assert sup.session("alpha")["allowed_tools"] == [f"Edit(/{tmp_path}/mine/**)"]
+    ask(sup, "alpha", f"writefile:{tmp_path}/mine/b.txt")  # the same directory: no prompt
+    assert (tmp_path / "mine" / "b.txt").exists()
+    outside = _request(sup, f"writefile:{tmp_path}/other/c.txt")  # elsewhere: asked again
+    sup.ctl("permit", "alpha", outside["request_id"], "--deny", check=True)
+    _result(sup, outside)
+    assert not (tmp_path / "other" / "c.txt").exists()
+
+
 def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:
     sup = real().start()
     sup.ctl("new", "alpha", check=True)
@@ -362,3 +381,37 @@ def test_claude_codes_slash_commands_sent_from_telegram_run_in_claude(real, api:
     assert done["reply_parameters"]["message_id"] == telegram.from_users[-1]["message_id"]
     assert any(e["kind"] == "result" and e["num_turns"] == 0 and not e["text"] for e in sup.events("alpha"))
     assert "Explain in simple words: what does this do?" in json.dumps(api.turn_requests())
+
+
+def test_the_turn_claude_starts_when_a_background_command_ends_reaches_the_chat(real, api: FakeAnthropic, bot_env,
+                                                                               telegram) -> None:
+    """What the real CLI does: after the turn that started a background Bash has ended,
+    the command's end starts a turn no message began (its result's ``origin`` says
+    ``task-notification``); the bot shows it, labelled, in the chat that last wrote."""
+    sup = real().start()
+    bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    telegram.message(USER, "bgbash:sleep+2;echo+done-in-background")  # (a read-only command: not asked)
+    telegram.wait_for_text(lambda t: t.startswith("tool said: Command running in background"), timeout=60,
+                           chat_id=USER)
+    follow_up = telegram.wait_for_text(lambda t: "follow-up: Background command" in t, timeout=60, chat_id=USER)
+    assert "Claude's follow-up" in follow_up["text"]
+    [notified] = [e for e in results(sup, "alpha") if e.get("message_id") is None]
+    assert not notified["is_error"]
+
+
+def test_an_api_error_of_the_real_cli_reaches_the_chat_once_with_a_retry(real, api: FakeAnthropic, bot_env,
+                                                                          telegram) -> None:
+    """The CLI writes an API error as an answer ("API Error: 400 …") and again as the
+    turn's error result: the chat gets one message, with a Retry button."""
+    sup = real().start()
+    bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    telegram.message(USER, "http400 please")
+    sup.wait_event("alpha", lambda e: e["kind"] == "result" and e["is_error"])
+    sup.wait_consumer("telegram-bot")
+    shown = [t for t in telegram.texts(USER) if "API Error: 400" in t]
+    edited = [e for e in telegram.edits if "API Error: 400" in e["text"]]
+    assert len(shown) == 1 and len(edited) == 1
+    assert edited[0]["text"].startswith("⚠️ Claude reported an error: API Error: 400")
+    assert edited[0]["reply_markup"]["inline_keyboard"][0][0]["text"] == "🔁 Retry"

@@ -145,7 +145,7 @@ def test_a_turn_goes_on_through_an_upgrade_and_ends_once(make_supervisor, tmp_ba
     # ...and once suspended, the session resumes on a keeper of this release, same conversation
     sup.ctl("suspend", "alpha", check=True)
     sup.wait_state("alpha", "suspended")
-    assert not SYSTEM.alive(keeper)
+    wait_for(lambda: not SYSTEM.alive(keeper), what="the previous release's keeper to exit")
     resumed = sup.ctl("send", "alpha", "on the new keeper", "--wait", check=True)
     assert "history: 8 earlier" in resumed.stdout
     assert sup.keeper_pid("alpha") not in (None, keeper)
@@ -211,6 +211,33 @@ def test_an_upgrade_under_load_loses_and_doubles_nothing(make_supervisor, tmp_ba
            " with every session mid-turn", sessions=SESSIONS, keepers_adopted=SESSIONS,
            turns_through_the_upgrade=2 * SESSIONS, answered_once=f"{3 * SESSIONS}/{3 * SESSIONS}",
            events_lost_or_doubled=0, claude_restarted=0)
+
+
+@pytest.mark.parametrize("release", [r for r in adoptable() if r.wire < _wire.INTERRUPT_REPORTS_SINCE],
+                         ids=lambda r: r.commit)
+def test_an_interrupt_of_an_adopted_older_keeper_is_sent_and_said_unconfirmable(make_supervisor, tmp_base: Path,
+                                                                                release: Release) -> None:
+    """A keeper of an older wire never reports what became of an interrupt: the reply says
+    so at once (it waited interrupt_timeout, then blamed a stopped keeper), and the turn
+    ends interrupted, once."""
+    code = tmp_base / "code"
+    code.symlink_to(code_of(release.commit, tmp_base / f"release-{release.commit}"))
+    sup = make_supervisor(env={"PYTHONPATH": str(code)}).start()
+    sup.ctl("new", "alpha", check=True)
+    mid = sup.request("send", session="alpha", text="sleep:600 long job")["message_id"]
+    sup.wait_received("long job")
+    install(code, ROOT)
+    sup.kill9()
+    sup.start()
+    assert "Adopted 1 keepers, reaped 0 stale" in sup.log()
+
+    with sup.client(timeout=30) as c:
+        reply = c.request("interrupt", session="alpha")
+    assert reply["confirmed"] is False and "cannot report whether Claude confirmed it" in reply["detail"], reply
+    done = one_outcome(sup, "alpha", mid)
+    assert done["kind"] == "result" and done["interrupted"] is True
+    sent = sup.ctl("send", "alpha", "next one", "--wait", check=True)
+    assert "history: 1 earlier" in sent.stdout  # the same conversation (the cut turn left no answer)
 
 
 def test_an_event_of_wire_3_reads_as_this_release_writes_it() -> None:
