@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, Update
+from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, MessageEntity, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -260,6 +260,13 @@ async def on_setting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await answer_button(update, context, lambda link, kind, value: commands.COMMANDS[kind](link, chat, [value]))
 
 
+async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A directory offered by a bare /cd: asked about as /cd <dir> would be."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -361,9 +368,16 @@ async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    assert update.effective_chat is not None
+    """A /sessions list's button: switch, then show the list as it is now (→ moved)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name]))
+    if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
+        return
+    with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
+        listing = await commands.sessions(core_of(context).link, chat, [])
+        [now, *_] = render.markdown_chunks(listing.text)
+        await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -743,6 +757,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_send_to_claude_button, pattern=r"^claude:"))
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
+    app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))

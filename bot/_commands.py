@@ -222,7 +222,14 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply(NEW_USAGE)
     fields: dict[str, Any] = {"session": args[0]}
     if personas:
+        known = (await link.request("status")).get("personas") or []
+        if personas[0] not in known:  # more likely a name with a space in it
+            return Reply(f"'{personas[0]}' is not a persona here ({', '.join(known) or 'none configured'}),"
+                         f" and a session name is one word. {NEW_USAGE}")
         fields["persona"] = personas[0]
+    twin = await same_but_case(link, args[0])
+    if twin is not None and twin != args[0]:
+        return Reply(f"Session '{twin}' exists (names differ only in case). Use /switch {twin}, or another name.")
     if dirs:
         where = await within_roots(link, dirs[0], create=True)
         if isinstance(where, str):
@@ -245,6 +252,14 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Session '{args[0]}' created{persona}{where} and active. Send a message to start.")
 
 
+async def same_but_case(link: Link, name: str) -> str | None:
+    """The user's session whose name is ``name`` but for case (``work`` for ``WORK``)."""
+    for session in (await link.request("list", all=True))["sessions"]:
+        if session["name"].casefold() == name.casefold() and await link.visible(session["name"]):
+            return str(session["name"])
+    return None
+
+
 async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         active = await link.active(chat)
@@ -253,6 +268,8 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply("Usage: /switch <name>" + (", or pick one:" if others else ""),
                      buttons=[(f"Switch to {name}", f"switch:{name}") for name in others])
     name = args[0]
+    if name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
+        name = await same_but_case(link, name) or name  # /switch WORK finds 'work'
     await link.check_visible(name)
     info = await link.request("status", session=name)
     if info["state"] == "archived":
@@ -265,6 +282,9 @@ async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
     listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
+    for session in listing:  # does Claude wait for the user's answer there (⏳)?
+        if session.get("live"):
+            session["pending"] = (await link.request("status", session=session["name"])).get("pending")
     active = await link.active(chat)
     buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]
     return Reply(render.sessions_markdown(listing, active), markdown=True, buttons=buttons)
@@ -282,7 +302,7 @@ async def timeout(link: Link, active: str, args: list[str]) -> Reply:
     if not timeout_in_range(minutes):
         return Reply(render.TIMEOUT_RANGE)
     await link.request("set_timeout", session=active, minutes=minutes)
-    return Reply(f"Idle timeout set to {minutes} minutes for session '{active}'.")
+    return Reply(f"Idle timeout set to {render.minutes_text(minutes * 60)} for session '{active}'.")
 
 
 #: the model aliases Claude Code resolves (measured with the pinned CLI, 2.1.331); each
@@ -366,7 +386,8 @@ async def cancel(link: Link, active: str, args: list[str]) -> Reply:
     info = await link.request("status", session=active)
     waiting = info["queued"]  # (not yet handed to Claude)
     if waiting > 0 and info["state"] == "busy":
-        return Reply(f"Claude is answering, and {render.messages_text(waiting)} wait behind it. Stop what?",
+        return Reply(f"Claude is answering, and {render.messages_text(waiting)}"
+                     f" {'waits' if waiting == 1 else 'wait'} behind it. Stop what?",
                      buttons=[("Stop this answer", f"cancel:{active}"),
                               (f"Stop it and drop the {render.messages_text(waiting)}", f"cancelall:{active}")])
     return await interrupt(link, active)
@@ -531,9 +552,10 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
 async def cd(link: Link, active: str, args: list[str]) -> Reply:
     """Ask before moving: Claude keeps a conversation per directory, so a move starts a
     fresh one (the button carries the move out)."""
-    if not args:
-        return Reply("Usage: /cd <dir> (a directory under the allowed roots)")
     cwd = (await link.request("status", session=active))["cwd"]
+    if not args:
+        return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
+            picks := await _cd_choices(link, cwd)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
     raw = " ".join(args)
     if not Path(raw).expanduser().is_absolute() and not raw.startswith("~"):
         raw = str(Path(cwd) / raw)
@@ -546,6 +568,20 @@ async def cd(link: Link, active: str, args: list[str]) -> Reply:
     return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
                  " fresh one there (the old one stays where it was).",
                  buttons=[(f"Move and start fresh in {where.name or where}", f"cd:{active}")])
+
+
+CD_CHOICES = 8
+
+
+async def _cd_choices(link: Link, cwd: str) -> list[str]:
+    """Where a bare /cd offers to go: up (inside the roots), then the first subdirectories
+    (names that fit in a button's data)."""
+    up = [".."] if not isinstance(await within_roots(link, str(Path(cwd).parent)), str) else []
+    with contextlib.suppress(OSError):
+        subs = sorted(e.name for e in os.scandir(cwd) if e.is_dir() and not e.name.startswith(".")
+                      and len(e.name.encode()) <= 50)
+        return up + subs[:CD_CHOICES]
+    return up
 
 
 async def move(link: Link, session: str) -> Reply:

@@ -134,10 +134,11 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
 
 async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
                      markup: InlineKeyboardMarkup | None = None,
-                     reply_parameters: ReplyParameters | None = None) -> int:
+                     reply_parameters: ReplyParameters | None = None, quiet: bool = False) -> int:
     """Send one part; its Telegram message id."""
     sent = await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                                      reply_markup=markup, reply_parameters=reply_parameters)
+                                      reply_markup=markup, reply_parameters=reply_parameters,
+                                      disable_notification=quiet)
     return int(sent.message_id)
 
 
@@ -151,12 +152,13 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     answers ``reply_to`` (the question); a long answer also comes as a document. Each
     part is remembered as ``session``'s (a reply to it goes there). Returns the Telegram
     message id of a one-part answer."""
-    chunks = render.markdown_chunks(text)
+    chunks = render.answer_parts(text)
     done = core.parts_sent.get(event_id, 0)
     last: int | None = None
     for i in range(done, len(chunks)):
         thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
-        last = await send_chunk(app, chat, chunks[i], reply_parameters=thread)
+        # one notification per answer, not one per part
+        last = await send_chunk(app, chat, chunks[i], reply_parameters=thread, quiet=i > 0)
         if session is not None:
             await core.link.note_author(chat, [last], session)
         if i + 1 < len(chunks):
@@ -166,7 +168,7 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
         # easier to read, save or forward in one piece (sent with the last part, so a
         # restart that resumes after it does not send it twice)
         await app.bot.send_document(chat, text.encode(), filename=f"answer-{event_id}.md",
-                                    disable_notification=True)
+                                    caption=render.long_answer_caption(len(chunks)), disable_notification=True)
     core.parts_sent.pop(event_id, None)
     return last if len(chunks) == 1 else None
 

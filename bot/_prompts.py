@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _render as render
 from ._render import STALE_PROMPT, utf16_len
 
 QUESTION_TOOL = "AskUserQuestion"
@@ -49,6 +50,7 @@ class Prompt:
     message_id: int | None = None
     questions: list[dict[str, Any]] = field(default_factory=list)
     picks: list[list[str]] = field(default_factory=list)  # per question, the labels picked
+    always: list[str] = field(default_factory=list)  # the rules "always allow" adds (the event says)
 
     def to_kv(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,10 +93,6 @@ def _clip(text: str, limit: int = MAX_SHOWN) -> str:
         if units > limit:
             return text[:i] + f"… [{len(text) - i} more characters]"
     return text
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _lines(text: Any) -> int:
@@ -158,7 +156,7 @@ def _tool_text(tool: str, tool_input: dict[str, Any]) -> str:
         first = "\n".join(content.splitlines()[:PREVIEW_LINES])
         preview = f"\n<pre>{e(_clip(first, SHOWN_CHANGE))}</pre>" if first.strip() else ""
         return (f"🔐 Claude wants to write <code>{e(_clip(path, 1000))}</code>\n"
-                f"{plural(_lines(content), 'line')}, {plural(len(content.encode()), 'byte')}{cut}{preview}")
+                f"{render.counted(_lines(content), 'line')}, {render.counted(len(content.encode()), 'byte')}{cut}{preview}")
     if tool in ("Edit", "MultiEdit", "NotebookEdit") and isinstance(path, str):
         changes = _changes(tool_input)
         removed = sum(_lines(ed.get("old_string")) for ed in changes)
@@ -196,7 +194,7 @@ def _question_text(questions: list[dict[str, Any]], brief: bool = False) -> str:
 
 
 def _plan_text(plan: str) -> str:
-    return f"📋 Claude's plan:\n\n{html.escape(_clip(plan or '(no plan text)'))}\n\nApprove it?"
+    return f"📋 Claude's plan:\n\n{render.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
 
 
 def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
@@ -215,8 +213,32 @@ def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
         text = _plan_text(str(plan or ""))
     else:
         text = _tool_text(tool, tool_input)
-    prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions])
+    always = [str(r) for r in event.get("always") or [] if isinstance(r, str)]
+    prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions],
+                    always=always)
     return prompt, token_of(session, request_id)
+
+
+ALWAYS_LABEL = 60  # characters of the "always allow" button (Telegram cuts longer ones)
+
+
+def _scope(rule: str) -> str:
+    """A rule as the button says it: ``Edit(//src/**)`` → "file edits in /src"."""
+    tool, _, content = rule.partition("(")
+    content = content.removesuffix(")")
+    if tool == "Edit" and content.startswith("//"):
+        return f"file edits in {content[1:].removesuffix('/**') or '/'}"
+    if tool == "Bash" and content:
+        return f"{content.removesuffix(':*')} …" if content.endswith(":*") else content
+    return f"{rule} (any use)" if not content else rule
+
+
+def always_label(rules: list[str]) -> str:
+    """The "always allow" button says what it will allow before it is pressed."""
+    if not rules:
+        return "♾ Always allow"
+    label = "♾ Always: " + ", ".join(_scope(r) for r in rules)
+    return label if len(label) <= ALWAYS_LABEL else label[:ALWAYS_LABEL - 1] + "…"
 
 
 def keyboard(prompt: Prompt, token: str) -> Keyboard:
@@ -225,7 +247,7 @@ def keyboard(prompt: Prompt, token: str) -> Keyboard:
         return [[("✅ Approve", f"{base}:p:ask")], [("✅ Approve, accept edits", f"{base}:p:edits")],
                 [("✏️ Keep planning", f"{base}:k")]]
     if not prompt.is_question:
-        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [("♾ Always allow", f"{base}:a")]]
+        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [(always_label(prompt.always), f"{base}:a")]]
     rows: Keyboard = []
     several = len(prompt.questions) > 1
     for i, q in enumerate(prompt.questions):

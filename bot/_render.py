@@ -46,7 +46,7 @@ the session that wrote the message you reply to."""
 MENU: list[tuple[str, str]] = [
     ("new", "Create a session and make it active: /new <name> [dir] [persona]"),
     ("switch", "Make another session active: /switch <name>"),
-    ("sessions", "List sessions (🟢 running, ⚪ suspended)"),
+    ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
     ("status", "The active session: state, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
     ("model", "Show or change the model"),
@@ -170,12 +170,14 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
 
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
-    """``{marker}{🟢|⚪|❌} `name` (persona) - 5m ago`` as Markdown (❌: its conversation
-    could not be resumed)."""
+    """``{marker}{🟢|⏳|⚪|❌} `name` (persona) - 5m ago`` as Markdown: 🟢 Claude is working
+    or ready, ⏳ it waits for the user's answer (``pending``), ⚪ suspended, ❌ its
+    conversation could not be resumed. A session without a persona shows none."""
     marker = "→ " if session["name"] == active else ""
-    dot = "🟢" if session.get("live") else "❌" if session.get("state") == "failed" else "⚪"
-    persona = session.get("persona") or "default"
-    return f"{marker}{dot} `{session['name']}` ({persona}) - {relative_time(session.get('last_active'), now)}"
+    dot = ("⏳" if session.get("pending") else "🟢") if session.get("live") else \
+        "❌" if session.get("state") == "failed" else "⚪"
+    persona = f" ({session['persona']})" if session.get("persona") else ""
+    return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}"
 
 
 def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
@@ -195,8 +197,13 @@ def timeout_text(seconds: float) -> str:
     return f"Idle timeout: {minutes_text(seconds)}\n\nUsage: /timeout <minutes> ({TIMEOUT_RANGE_TEXT})"
 
 
+def counted(n: int, word: str) -> str:
+    """"1 line", "2 lines"."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def messages_text(n: int) -> str:
-    return f"{n} message" + ("" if n == 1 else "s")
+    return counted(n, "message")
 
 
 def queued_text(ahead: int) -> str:
@@ -245,8 +252,11 @@ def resume_text(idle_for: float | None) -> str:
 def tool_line(name: str | None, tool_input: Any) -> str:
     """A compact one-liner for a tool call, e.g. ``🔧 Bash: ls -la``."""
     detail = ""
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
+    questions = tool_input.get("questions") if isinstance(tool_input, dict) else None
+    if isinstance(questions, list):  # AskUserQuestion: what it asks (its prompt has the options)
+        detail = " / ".join(str(q.get("question")) for q in questions if isinstance(q, dict))
+    elif isinstance(tool_input, dict):  # (ExitPlanMode: its plan, shown in full in its prompt)
+        for key in ("command", "file_path", "path", "pattern", "url", "query", "description", "plan"):
             if isinstance(tool_input.get(key), str):
                 detail = tool_input[key]
                 break
@@ -346,6 +356,41 @@ def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
     return out_text.replace(_AMPERSAND, "&"), entities
 
 
+_HTML_TAGS = {"bold": "b", "italic": "i", "underline": "u", "strikethrough": "s", "code": "code", "pre": "pre"}
+
+
+def markdown_html(markdown: str) -> str:
+    """Claude's Markdown as Telegram HTML (for a message that is HTML anyway, such as a
+    prompt): bold, italic, code and the like become tags; every other character is
+    escaped, and formatting that would not nest is left out rather than refused."""
+    text, entities = convert_markdown(markdown)
+    at: dict[int, int] = {}  # UTF-16 offset -> index in text
+    units = 0
+    for i, char in enumerate(text):
+        at[units] = i
+        units += 2 if ord(char) > 0xFFFF else 1
+    at[units] = len(text)
+    spans = sorted(((at[e.offset], at[e.offset + e.length], _HTML_TAGS[e.type]) for e in entities
+                    if e.type in _HTML_TAGS and e.length > 0 and e.offset in at and e.offset + e.length in at),
+                   key=lambda span: (span[0], -span[1]))
+    nested: list[tuple[int, int, str]] = []
+    open_: list[tuple[int, int, str]] = []
+    for span in spans:
+        while open_ and open_[-1][1] <= span[0]:
+            open_.pop()
+        if open_ and open_[-1][1] < span[1]:
+            continue  # would cross its outer one
+        nested.append(span)
+        open_.append(span)
+    out: list[str] = []
+    for i in range(len(text) + 1):
+        out += [f"</{tag}>" for _, end, tag in reversed(nested) if end == i]  # the inner one first
+        out += [f"<{tag}>" for start, _, tag in nested if start == i]
+        if i < len(text):
+            out.append(html.escape(text[i], quote=False))
+    return "".join(out)
+
+
 def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:
     """Render Claude's Markdown to text + entities, split under ``limit`` UTF-16 units.
 
@@ -356,6 +401,23 @@ def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk
         return []
     chunks = telegramify_markdown.split_entities(text, entities, limit)
     return _headings_with_their_text([Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks], limit)
+
+
+def answer_parts(markdown: str) -> list[Chunk]:
+    """An answer as the messages it is sent in: each part of a long one ends with its
+    number ("(2/4)"), for which room is kept under the limit."""
+    chunks = markdown_chunks(markdown)
+    if len(chunks) < 2:
+        return chunks
+    chunks = markdown_chunks(markdown, MAX_MESSAGE_UTF16 - PART_NUMBER_UTF16)
+    return [Chunk(f"{chunk.text}\n\n({i}/{len(chunks)})", chunk.entities) for i, chunk in enumerate(chunks, 1)]
+
+
+PART_NUMBER_UTF16 = 16  # "\n\n(99/99)" and then some
+
+
+def long_answer_caption(parts: int) -> str:
+    return f"📄 The whole answer ({parts} parts) in one file"
 
 
 def _headings_with_their_text(chunks: list[Chunk], limit: int) -> list[Chunk]:

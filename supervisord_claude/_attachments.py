@@ -3,9 +3,11 @@ without blocking, checked to be an ordinary file under the size limit, and copie
 the session's own directory in the state dir (``attachments/<session>/<token>/<name>``).
 The message carries the copies' paths: the keeper and Claude read only them, so nothing
 done to the sender's file afterwards (swapped for a FIFO, for a link to ``/dev/zero``)
-reaches a keeper. A message's copies are removed once its turn is over (answered or
-reported not delivered), a session's when it is archived, and at start-up those no
-owed message refers to.
+reaches a keeper. Claude is told where a copy is and may read it again in a later turn
+(a document asked about twice, after a resume), so a session keeps its copies once their
+turn is over — the newest up to ``KEEP_PER_SESSION_BYTES``; older ones go first. A
+session's copies all go when it is archived, and at start-up those of sessions that no
+longer exist or are archived.
 """
 
 from __future__ import annotations
@@ -83,10 +85,20 @@ class Taken:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+#: what a session keeps of the copies whose turn is over (newest first); the copies of
+#: messages still owed an answer are never removed to make room
+KEEP_PER_SESSION_BYTES = 256 * 1024 * 1024
+
+
+def _tree_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+
+
 class Attachments:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, keep_bytes: int = KEEP_PER_SESSION_BYTES) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.keep_bytes = keep_bytes
         #: message id -> the directory of its copies, while the message is owed an answer
         self.held: dict[int, Path] = {}
 
@@ -178,10 +190,29 @@ class Attachments:
         return message_id in self.held
 
     def release(self, message_id: int) -> None:
-        """The message's turn is over: its copies go."""
+        """The message's turn is over: its copies stay for later turns, within the
+        session's ``keep_bytes``."""
         directory = self.held.pop(message_id, None)
         if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+            self.trim(directory.parent)
+
+    def trim(self, session_dir: Path) -> int:
+        """Remove the oldest copies no owed message holds until the rest fit in
+        ``keep_bytes``; returns how many directories went."""
+        held = set(self.held.values())
+        try:
+            kept = sorted((d for d in session_dir.iterdir() if d.is_dir() and d not in held),
+                          key=lambda d: d.stat().st_mtime, reverse=True)
+        except FileNotFoundError:
+            return 0
+        total, removed = 0, 0
+        for directory in kept:
+            with contextlib.suppress(OSError):
+                total += _tree_bytes(directory)
+            if total > self.keep_bytes:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed += 1
+        return removed
 
     def drop_session(self, session: str) -> None:
         """The session is archived: whatever it still has goes."""
@@ -189,23 +220,31 @@ class Attachments:
         self.held = {i: d for i, d in self.held.items() if d.parent != directory}
         shutil.rmtree(directory, ignore_errors=True)
 
-    def sweep(self, owed: Iterable[tuple[int, Sequence[str]]]) -> int:
-        """At start-up: keep the copies of the messages still owed an answer (id and
-        attachment paths), remove every other; returns how many directories went."""
+    def sweep(self, owed: Iterable[tuple[int, Sequence[str]]], sessions: Iterable[str]) -> int:
+        """At start-up: hold the copies of the messages still owed an answer (id and
+        attachment paths); remove the copies of sessions not among ``sessions`` (gone or
+        archived) and trim the others; returns how many directories went."""
         self.held.clear()
         for message_id, paths in owed:
             for path in paths:
                 directory = Path(path).parent
                 if directory.parent.parent == self.root:
                     self.held[message_id] = directory
-        keep = set(self.held.values())
+        live = set(sessions)
         removed = 0
         with contextlib.suppress(FileNotFoundError):
             for session_dir in self.root.iterdir():
-                for directory in session_dir.iterdir() if session_dir.is_dir() else ():
-                    if directory not in keep:
+                if not session_dir.is_dir():
+                    continue
+                if session_dir.name in live:
+                    removed += self.trim(session_dir)
+                    continue
+                holds = {d for d in self.held.values() if d.parent == session_dir}
+                for directory in session_dir.iterdir():
+                    if directory not in holds:
                         shutil.rmtree(directory, ignore_errors=True)
                         removed += 1
         if removed:
-            log.info("removed %d attachment copies no message is owed for", removed)
+            log.info("removed %d attachment copies of sessions gone or archived, or past what a session keeps",
+                     removed)
         return removed

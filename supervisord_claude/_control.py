@@ -138,8 +138,8 @@ class ConnectionGate:
     (src/ipc_listener.cpp:297)``, exit 134) when its ipc listener's ``accept`` fails with
     EMFILE, so running out of descriptors must never happen. libzmq cannot refuse one
     connection, and unbinding the listener drops every connection accepted on it; so the
-    door is the socket's *name*: at the limit (or with fewer than FD_HEADROOM descriptors
-    free) ``control.sock`` is unlinked — new clients find no socket, clients connected go
+    door is the socket's *name*: at the limit (or with fewer than ``fd_headroom()``
+    descriptors free) ``control.sock`` is unlinked — new clients find no socket, clients connected go
     on — and it is linked again, from a second name the listener keeps (``.bound``),
     once they are under it. A ZeroMQ socket monitor counts the connections."""
 
@@ -185,8 +185,8 @@ class ConnectionGate:
             except FileExistsError:
                 pass
             self.door = Door.OPEN
-            log.info("%d clients connected (max_connections %d): accepting new clients again",
-                     self.connections, self.limit)
+            self.warnings.warn("%d clients connected (max_connections %d): accepting new clients again",
+                               self.connections, self.limit)
 
     def limits(self) -> dict[str, dict[str, int | None]]:
         used, soft = open_files()
@@ -204,8 +204,11 @@ PIPE_BYTES = 8 * 1024 * 1024
 #: a client that does not read loses its replies
 HELD_REPLIES = 64
 HELD_REPLY_BYTES = 1024 * 1024
-#: how often a client whose pipe was full is tried again
+#: how often a client whose pipe was full is tried again: at first (a subscriber that reads
+#: is soon sent more), then each try after twice as many ticks, up to RETRY_BACKOFF_MAX
+#: (a client that reads nothing costs next to nothing)
 RETRY_EVERY = 0.02
+RETRY_BACKOFF_MAX = 32
 #: requests one client may have waiting for the supervisor to read them (receive
 #: high-water mark): a client that sends faster waits
 REQUEST_FRAMES = 64
@@ -220,7 +223,8 @@ class ClientPipe:
     held: int = 0  # bytes of the frames in ``sizes``
     replies: collections.deque[bytes] = field(default_factory=collections.deque)
     reply_bytes: int = 0
-    stalled: bool = False  # its pipe was full: tried again every RETRY_EVERY
+    stalled: bool = False  # its pipe was full: tried again, less often the longer it stays so
+    tries: int = 0  # tries since it stalled
     dropped: int = 0
 
     def has_room(self, size: int) -> bool:
@@ -397,6 +401,10 @@ class ControlServer:
         """Try again every client whose pipe was full."""
         for ident in list(self.stalled):
             pipe = self.pipes.get(ident)
+            if pipe is not None:
+                pipe.tries += 1
+                if pipe.tries % min(RETRY_BACKOFF_MAX, 1 << (pipe.tries.bit_length() - 1)):
+                    continue  # (tries 1, 2, 4, 8, ... then every RETRY_BACKOFF_MAX-th)
             try:
                 if pipe is not None and not self._unstall(ident, pipe):
                     continue
@@ -408,7 +416,7 @@ class ControlServer:
                 continue
             self.stalled.discard(ident)
             if pipe is not None:
-                pipe.stalled = False
+                pipe.stalled, pipe.tries = False, 0
                 self.on_writable(ident)
 
     def sweep_pipes(self) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from protocol import EventKind, PermissionMode, Reason, SessionState
 
 from . import _claude, _wire
+from . import _permissions as permissions
 from ._wire import QueuedMessage
 
 log = logging.getLogger("supervisord_claude.keeper")
@@ -452,6 +453,9 @@ class KeeperMachine:
         if not body.get("input") and body.get("tool_use_id") in self._tool_inputs:
             # ExitPlanMode's request comes without the plan; Claude's tool call has it
             body["tool_use_input"] = self._tool_inputs[body["tool_use_id"]]
+        if body.get("tool_name") not in (permissions.QUESTION_TOOL, permissions.PLAN_TOOL):
+            # what "always allow" would add, for a front end to show before it is pressed
+            body["always"] = permissions.always_allow(permissions.PendingRequest.from_event(body), self.spec.cwd)[1]
         body.update(self._turn())
         request_id = str(body["request_id"])
         self.permissions[request_id] = body

@@ -403,7 +403,7 @@ class Ops:
         rules: list[str] = []
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
-            update, rules = permissions.always_allow(req)
+            update, rules = permissions.always_allow(req, self._session(session).cwd)
             updates.append(update)
             report["always"] = rules
         if plan:  # approved: Claude leaves plan mode, into the mode the user picked

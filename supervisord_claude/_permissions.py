@@ -16,6 +16,7 @@ Pure functions over ``PendingRequest``; the pool and the ops do the sending and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,17 +66,33 @@ def rule_string(rule: dict[str, Any]) -> str:
     return f"{rule['toolName']}({content})" if content else str(rule["toolName"])
 
 
-def _fallback_rule(req: PendingRequest) -> dict[str, Any]:
+#: tools that write files: Claude Code's ``Edit(<path pattern>)`` rules cover them all
+#: (measured with 2.1.331: ``Edit(//dir/**)`` lets Write create files there, not
+#: elsewhere; ``Write(//dir/**)`` matches nothing)
+FILE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+
+
+def _fallback_rule(req: PendingRequest, cwd: str) -> dict[str, Any]:
     command = req.input.get("command")
     if req.tool_name == "Bash" and isinstance(command, str) and command.split():
         return {"toolName": "Bash", "ruleContent": f"{command.split()[0]}:*"}
+    path = req.input.get("file_path") or req.input.get("notebook_path")
+    if req.tool_name in FILE_TOOLS and isinstance(path, str) and os.path.isabs(path):
+        # a directory, never every file anywhere: the session's own if the file is in
+        # it, else the file's ("//" starts an absolute path in a rule)
+        target = os.path.normpath(path)
+        root = os.path.normpath(cwd)
+        inside = target.startswith(root.rstrip("/") + "/")
+        directory = root if inside else os.path.dirname(target)
+        return {"toolName": "Edit", "ruleContent": f"/{directory.rstrip('/')}/**"}
     return {"toolName": req.tool_name}
 
 
-def always_allow(req: PendingRequest) -> tuple[dict[str, Any], list[str]]:
-    """The update that allows this (tool, or Bash command) for the rest of the session,
-    and its rules as strings. Claude's own suggestions decide the scope where it offers
-    them; they are kept to this session rather than written to the project's settings."""
+def always_allow(req: PendingRequest, cwd: str) -> tuple[dict[str, Any], list[str]]:
+    """The update that allows this (tool, Bash command, or file tools in a directory) for
+    the rest of the session, and its rules as strings. Claude's own suggestions decide the
+    scope where it offers them; they are kept to this session rather than written to the
+    project's settings. ``cwd``: the session's directory."""
     rules = [
         {k: v for k, v in rule.items() if k in ("toolName", "ruleContent")}
         for update in req.suggestions
@@ -84,7 +101,7 @@ def always_allow(req: PendingRequest) -> tuple[dict[str, Any], list[str]]:
         if isinstance(rule, dict) and isinstance(rule.get("toolName"), str)
     ]
     if not rules:
-        rules = [_fallback_rule(req)]
+        rules = [_fallback_rule(req, cwd)]
     update = {"type": "addRules", "rules": rules, "behavior": "allow", "destination": "session"}
     return update, [rule_string(r) for r in rules]
 

@@ -274,7 +274,7 @@ class KeeperPool:
 
     def message_done(self, session: str, message_id: int) -> None:
         """The event log stored a message's turn event: it is no longer in flight (and
-        once its turn is over, its attachment copies go)."""
+        once its turn is over, its attachment copies join what the session keeps)."""
         handle = self.handles.get(session)
         if handle is not None and message_id in handle.forwarded:
             handle.forwarded.remove(message_id)

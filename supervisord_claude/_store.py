@@ -374,10 +374,16 @@ class Store:
         (it still reads the deleted file) back to its path with SQLite's backup API, and go
         on with that file: what was acknowledged survives the next restart. False if the
         file is there (a replaced file is left alone: it may be the operator's)."""
-        if self.path.exists():
+        try:
+            os.stat(self.path)
             return False
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False  # cannot tell: file_problem says why
         copy = self.path.with_name(self.path.name + ".restoring")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # (rm -r of the state dir)
             os.close(os.open(copy, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
             target = sqlite3.connect(copy)
             try:

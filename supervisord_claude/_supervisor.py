@@ -78,7 +78,8 @@ class Core:
         (those an adopted keeper holds are its own)."""
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         owed = self.store.messages(None, QUEUED)
-        self.pool.attachments.sweep((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN))
+        self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
+                                    (s.name for s in self.store.list_sessions()))
         for msg in owed:
             if msg.id not in held:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)

@@ -37,7 +37,8 @@ is chosen by words in the user's text:
   askq      AskUserQuestion "Pick a colour" (Red / Blue) and answer "answers: <json>"
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
-            the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)"
+            the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)";
+            with "planmd" the plan is written in Markdown (a heading, bold, code)
   bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
             began (as the CLI does when a background task ends): "follow-up: …"
   showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
@@ -391,7 +392,9 @@ def main() -> int:
             say("answers: " + json.dumps((decision.get("updatedInput") or {}).get("answers"), sort_keys=True))
             continue
         if "planexit" in text:
-            decision = ask("ExitPlanMode", {"plan": "1. Write hello.txt\n2. Run the tests"}, {},
+            plan = ("## Steps\n1. Write **hello.txt**\n2. Run `pytest -q`" if "planmd" in text
+                    else "1. Write hello.txt\n2. Run the tests")
+            decision = ask("ExitPlanMode", {"plan": plan}, {},
                            requires_user_interaction=True)
             if decision is None:
                 continue

@@ -130,7 +130,7 @@ def test_sessions_list_marks_and_buttons_switch(env) -> None:
     listing = say(api, "/sessions", "beta")
     lines = listing["text"].splitlines()
     assert lines[0] == "→ ⚪ beta (reviewer) - just now"
-    assert lines[1] == "🟢 alpha (default) - just now"
+    assert lines[1] == "🟢 alpha - just now"
     codes = [entity_text(listing["text"], e) for e in listing["entities"] if e["type"] == "code"]
     assert codes == ["beta", "alpha"]
     [[button]] = listing["reply_markup"]["inline_keyboard"]

@@ -41,7 +41,7 @@ class FakeLink(commands.Link):
         if name is not None and name not in self.sessions:
             raise RemoteError("not_found", f"no session named '{name}'")
         if op == "status":
-            return self.sessions[name]
+            return self.sessions[name] if name is not None else {"personas": ["reviewer"], "cost_today": 0.0}
         if op == "list":
             return {"sessions": list(self.sessions.values())}
         if op == "set_timeout":

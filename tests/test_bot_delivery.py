@@ -7,7 +7,7 @@ from bot import _render as render
 from bot._live import KV_PREVIEWS
 
 from .conftest import USER, wait_for
-from .test_bot_app import OTHER, env, say  # noqa: F401  (the fixture)
+from .test_bot_app import OTHER, entity_text, env, say  # noqa: F401  (the fixture)
 
 
 def press_button(api, message: dict, label_part: str) -> None:
@@ -253,3 +253,104 @@ def test_while_claude_waits_for_the_user_the_chat_shows_no_typing_and_status_say
     shown, timed_out = api.sent.index(prompt), api.sent.index(notice)
     typing = [a for a in api.actions if int(a["chat_id"]) == USER and shown < a["after_messages"] <= timed_out]
     assert typing == []  # nothing said "typing…" while Claude waited
+
+
+def test_a_plans_markdown_is_rendered_and_questions_and_plans_are_no_raw_json_tool_lines(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/mode plan", "Permission mode set to plan")
+    prompt = say(api, "planexit planmd now", "Claude's plan")
+    assert "**" not in prompt["text"] and "`" not in prompt["text"] and "##" not in prompt["text"]
+    shown = {entity_text(prompt["text"], e): e["type"] for e in prompt["entities"]}
+    assert shown.get("hello.txt") == "bold" and shown.get("pytest -q") == "code"
+    press_button(api, prompt, "Approve")
+    api.wait_for_text(lambda t: t.startswith("plan: approved"), chat_id=USER)
+    question = say(api, "askq", "Pick a colour")
+    lines = [t for t in api.texts(USER) if t.startswith("🔧")]
+    assert "🔧 AskUserQuestion: Pick a colour" in lines and any(t.startswith("🔧 ExitPlanMode: ## Steps") for t in lines)
+    assert not [t for t in lines if "{" in t]  # no raw JSON
+    assert question
+
+
+def test_counts_are_worded_for_one(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/timeout 1", "Idle timeout set to 1 minute for session 'alpha'.")
+    api.message(USER, "sleep:60 long")
+    sup.wait_received("sleep:60 long")
+    say(api, "second", "⏳ Queued")
+    say(api, "/cancel", "Claude is answering, and 1 message waits behind it. Stop what?")
+
+
+def test_prompt_counts_are_worded_for_one() -> None:
+    from bot import _prompts as prompts
+
+    prompt, _ = prompts.build({"session": "alpha", "request_id": "r1", "tool_name": "Write",
+                               "input": {"file_path": "/tmp/x", "content": "a"}}, 7)
+    assert "1 line, 1 byte" in prompt.text
+
+
+def test_sessions_mark_who_waits_for_you_and_show_no_default_persona(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor(config="permission_timeout = 600").start()
+    bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "needperm now", "Claude wants to run")
+    say(api, "/new beta", "created")
+    say(api, "hello", "echo: hello")
+    listing = say(api, "/sessions", "alpha")["text"].splitlines()
+    assert "⏳ alpha - just now" in listing and "→ 🟢 beta - just now" in listing  # (no "(default)")
+
+
+def test_a_mode_that_does_not_exist_is_named_unknown(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    assert say(api, "/mode bogus", "mode")["text"].startswith("Unknown mode 'bogus'.")
+
+
+def test_a_session_name_with_a_space_is_not_taken_for_a_persona(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    reply = say(api, "/new Bad Name!", "persona")["text"]
+    assert reply.startswith("'Name!' is not a persona here (reviewer), and a session name is one word.")
+    assert sup.request("list", all=True)["sessions"] == []
+
+
+def test_names_that_differ_only_in_case_are_one_session(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new work", "created")
+    say(api, "/new other", "created")
+    say(api, "/new Work", "Session 'work' exists (names differ only in case).")
+    say(api, "/switch WORK", "Switched to session 'work'.")
+    assert sorted(s["name"] for s in sup.request("list", all=True)["sessions"]) == ["other", "work"]
+
+
+def test_a_long_answer_notifies_once_numbers_its_parts_and_captions_its_file(env) -> None:  # noqa: F811
+    sup, api, _ = env
+    say(api, "/new alpha", "created")
+    api.message(USER, "long:20000")
+    doc = wait_for(lambda: api.documents[-1] if api.documents else None, 60, what="the .md document")
+    sup.wait_consumer("telegram-bot")
+    created = next(m for m in api.sent if "'alpha' created" in m["text"])
+    parts = [m for m in api.sent if m["chat_id"] == USER and created["message_id"] < m["message_id"] < doc["message_id"]]
+    n = len(parts)
+    assert n > render.LONG_ANSWER_PARTS
+    assert [m["text"].rsplit("\n", 1)[-1] for m in parts] == [f"({i}/{n})" for i in range(1, n + 1)]
+    assert [m["disable_notification"] for m in parts] == [False] + [True] * (n - 1)
+    assert all(len(m["text"].encode("utf-16-le")) // 2 <= 4096 for m in parts)
+    assert doc["caption"] == f"📄 The whole answer ({n} parts) in one file"
+
+
+def test_a_sessions_list_shows_the_switch_after_its_button_is_pressed(env) -> None:  # noqa: F811
+    _, api, _ = env
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created")
+    listing = say(api, "/sessions", "beta")
+    assert listing["text"].splitlines()[0].startswith("→ ⚪ beta")
+    press_button(api, listing, "Switch to alpha")
+    # (the press first shows its outcome on the list, then the list is redrawn)
+    edit = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == listing["message_id"]
+                                  and "Switch to" not in e.get("text", "")), None),
+                    what="the list to be redrawn")
+    lines = edit["text"].splitlines()
+    assert any(line.startswith("→ ") and "alpha" in line for line in lines)
+    assert not any(line.startswith("→ ") and "beta" in line for line in lines)

@@ -49,7 +49,7 @@ def test_a_command_prompt_shows_the_command_and_allow_runs_it(chat, telegram) ->
     assert prompt["text"].startswith("🔐 Claude wants to run:\ntouch x")
     before = prompt["text"][:prompt["text"].index("touch x")]
     assert {"type": "pre", "offset": len(before.encode("utf-16-le")) // 2, "length": 7} in prompt["entities"]
-    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always allow"]
+    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always: touch x"]  # says what it allows
     telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
     answered(telegram, "permission: allow")
     assert any(a.get("text") == "✅ Allowed" for a in telegram.callback_answers)
@@ -70,7 +70,7 @@ def test_always_allow_is_kept_for_the_session_and_asks_no_more(chat, telegram) -
     sup, _ = chat()
     say(telegram, "/new alpha", "created")
     prompt = say(telegram, "needperm now", "Claude wants to run")
-    telegram.press(USER, button(prompt, "♾ Always allow"), prompt["message_id"])
+    telegram.press(USER, button(prompt, "♾ Always: touch x"), prompt["message_id"])
     reply = telegram.wait_for_text(lambda t: t.startswith("permission: allow always"), chat_id=USER)
     [update] = json.loads(reply["text"].removeprefix("permission: allow always "))
     # Claude's own suggestion, kept to this session (not written to the project's settings)
@@ -316,6 +316,18 @@ def test_write_and_edit_prompts_show_the_content_and_the_diff(chat, telegram) ->
     edit = say(telegram, "needtool:Edit now", "Claude wants to edit")
     assert "@@ -1,2 +1,2 @@\n def f():\n-    return 1\n+    return 2" in edit["text"]
     assert not [d for d in telegram.documents if d["filename"] == "app.py.diff"]  # all of it is shown
+
+
+def test_always_allow_of_a_write_says_its_directory_and_allows_nothing_outside_it(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needtool:Write now", "Claude wants to write")
+    # the fake asks for /tmp/notes.txt, outside the session's directory: only /tmp is offered
+    assert [t for t, _ in buttons(prompt)][2] == "♾ Always: file edits in /tmp"
+    telegram.press(USER, button(prompt, "♾ Always: file edits in /tmp"), prompt["message_id"])
+    answered(telegram, "permission: allow")
+    edit_of(telegram, prompt, "♾ Always allowed for this session: Edit(//tmp/**)")
+    assert sup.session("alpha")["allowed_tools"] == ["Edit(//tmp/**)"]  # not "Write": every file anywhere
 
 
 def test_forged_button_presses_change_nothing_and_the_bot_goes_on(chat, telegram) -> None:

@@ -31,7 +31,7 @@ def test_session_lines_mark_the_active_one_and_liveness() -> None:
     now = 1000.0
     live = {"name": "alpha", "live": True, "persona": None, "last_active": now - 300}
     idle = {"name": "beta", "live": False, "persona": "reviewer", "last_active": now - 7200}
-    assert session_line(live, "alpha", now) == "→ 🟢 `alpha` (default) - 5m ago"
+    assert session_line(live, "alpha", now) == "→ 🟢 `alpha` - 5m ago"
     assert session_line(idle, "alpha", now) == "⚪ `beta` (reviewer) - 2h ago"
     assert sessions_markdown([], None) == NO_SESSIONS == "No sessions. Use /new <name> to create one."
 
@@ -151,3 +151,11 @@ def test_parts_keep_every_word_and_valid_entities(pieces: list[str]) -> None:
     joined = " ".join(c.text for c in chunks)
     assert joined.count("Heading") == markdown.count("## Heading")
     assert joined.count("text") == markdown.count("text ")
+
+
+def test_markdown_as_html_nests_its_tags_and_escapes_the_rest() -> None:
+    from bot._render import markdown_html
+
+    assert markdown_html("***both*** and **b _i_** & `x < y`") == \
+        "<b><i>both</i></b> and <b>b <i>i</i></b> &amp; <code>x &lt; y</code>"
+    assert markdown_html("Tom &amp; Jerry") == "Tom &amp;amp; Jerry"  # as Claude wrote it

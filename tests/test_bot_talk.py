@@ -480,3 +480,12 @@ def test_cd_asks_then_moves_the_session_with_a_fresh_conversation(make_superviso
     answer = say(api, "second", "echo: second")
     assert "history: 0 earlier messages" in answer["text"]  # a fresh conversation
     assert sup.claude_starts()[-1]["cwd"] == str(projects / "other")
+    (projects / "other" / "sub").mkdir()
+    (projects / "other" / ".hidden").mkdir()
+    pick = say(api, "/cd", "or pick one:")  # a bare /cd offers where to go
+    assert [row[0]["text"] for row in pick["reply_markup"]["inline_keyboard"]] == ["📁 ..", "📁 sub"]
+    api.press(USER, "cdpick:sub", pick["message_id"])
+    moving = api.wait_for_text(lambda t: t.startswith("Move session 'app' to") and t.count("sub"), chat_id=USER)
+    api.press(USER, moving["reply_markup"]["inline_keyboard"][0][0]["callback_data"], moving["message_id"])
+    api.wait_for_text(lambda t: t == f"Session 'app' now works in {projects}/other/sub, with a fresh conversation.",
+                      chat_id=USER)

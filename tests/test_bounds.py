@@ -317,8 +317,8 @@ def test_clients_over_max_connections_wait_and_the_others_are_served(make_superv
     ctx, socks = open_clients(sup, 60)
     try:
         wait_for(lambda: sum(1 for s in socks if s.poll(0)) >= 20, 30, what="20 clients to be answered")
-        limits = wait_for(lambda: _status_from(socks), 30, what="status through a flood connection")["limits"]
-        assert limits["connections"]["limit"] == 20 and limits["connections"]["used"] >= 20
+        connections = wait_for(lambda: _counted(socks, 20), 30, what="20 connections counted")
+        assert connections["limit"] == 20
         # a new client is told why it cannot get in (not that no supervisor runs)
         with pytest.raises(ConnectionFailed, match="connection limit"):
             sup.client()
@@ -333,6 +333,13 @@ def test_clients_over_max_connections_wait_and_the_others_are_served(make_superv
     # once they have left, new clients get in again
     assert wait_for(lambda: _hello(sup), 30, what="a new client to be served again")
     assert "new clients are not accepted until some leave" in sup.log()
+
+
+def _counted(socks: list[zmq.Socket], at_least: int) -> dict[str, Any] | None:
+    """The connections in use once at least ``at_least`` are counted (a connection is
+    counted a moment after it comes)."""
+    connections = ((_status_from(socks) or {}).get("limits") or {}).get("connections") or {}
+    return connections if connections.get("used", 0) >= at_least else None
 
 
 def _hello(sup: SupervisorProcess) -> bool:
@@ -485,18 +492,17 @@ def test_what_waits_for_one_client_is_bounded_in_frames_and_bytes() -> None:
 
 
 def test_claudectl_status_shows_what_is_near_a_limit(make_supervisor: Any) -> None:
-    sup = make_supervisor(config="max_connections = 10\n").start()
+    sup = make_supervisor(config="max_connections = 12\n").start()
     quiet = sup.ctl("status", check=True).stdout
-    # (clients that just left may still be counted for a moment)
-    assert re.search(r"^limits: connections [1-3]/10, open files \d+/\d+", quiet, re.M), quiet
+    # (a connection is counted a moment after it comes or goes)
+    assert re.search(r"^limits: connections [0-4]/12, open files \d+/\d+", quiet, re.M), quiet
     assert "near the limit" not in quiet
-    ctx, socks = open_clients(sup, 8)
+    ctx, socks = open_clients(sup, 10)
     try:
-        wait_for(lambda: all(s.poll(0) for s in socks), 30, what="8 clients to be answered")
-        wait_for(lambda: sup.request("status")["limits"]["connections"] == {"used": 9, "limit": 10}, 30,
-                 what="8 clients and this one counted")
-        busy = sup.ctl("status", check=True).stdout  # its own connection is the 9th of 10
-        assert re.search(r"⚠ connections (9|10)/10 \(near the limit\)", busy), busy
+        wait_for(lambda: all(s.poll(0) for s in socks), 30, what="10 clients to be answered")
+        wait_for(lambda: _counted(socks, 10), 30, what="10 clients counted")
+        busy = sup.ctl("status", check=True).stdout
+        assert re.search(r"⚠ connections 1[0-2]/12 \(near the limit\)", busy), busy
     finally:
         close_clients(ctx, socks)
 
@@ -524,3 +530,18 @@ def test_a_client_that_was_slow_and_reads_again_is_served_again(supervisor: Supe
     finally:
         sock.close()
         ctx.term()
+
+
+def test_the_connection_gate_hides_the_socket_at_the_limit_and_shows_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    path.write_bytes(b"")  # (stands for the bound socket: the gate only names it)
+    gate = _control.ConnectionGate(path, limit=3)
+    gate.bound()
+    for fd in (10, 11, 12):
+        gate.on_event(zmq.EVENT_ACCEPTED, fd)
+    gate.check()
+    assert gate.door is _control.Door.CLOSED and not path.exists()
+    gate.on_event(zmq.EVENT_DISCONNECTED, 12)
+    gate.check()
+    assert gate.door is _control.Door.OPEN and path.exists() and path.samefile(gate.spare)
+    assert gate.limits()["connections"] == {"used": 2, "limit": 3}

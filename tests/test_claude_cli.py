@@ -260,6 +260,25 @@ def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(rea
     assert len([e for e in sup.events("alpha") if e["kind"] == "permission_request"]) == before
 
 
+def test_always_allow_of_a_write_covers_its_directory_only_in_the_real_cli(real, api: FakeAnthropic,
+                                                                          tmp_path: Path) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "other").mkdir()
+    request = _request(sup, f"writefile:{tmp_path}/mine/a.txt")  # outside the session's directory
+    assert request["always"] == [f"Edit(/{tmp_path}/mine/**)"]  # said before anything is pressed
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    _result(sup, request)
+    assert sup.session("alpha")["allowed_tools"] == [f"Edit(/{tmp_path}/mine/**)"]
+    ask(sup, "alpha", f"writefile:{tmp_path}/mine/b.txt")  # the same directory: no prompt
+    assert (tmp_path / "mine" / "b.txt").exists()
+    outside = _request(sup, f"writefile:{tmp_path}/other/c.txt")  # elsewhere: asked again
+    sup.ctl("permit", "alpha", outside["request_id"], "--deny", check=True)
+    _result(sup, outside)
+    assert not (tmp_path / "other" / "c.txt").exists()
+
+
 def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:
     sup = real().start()
     sup.ctl("new", "alpha", check=True)

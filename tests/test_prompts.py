@@ -33,9 +33,9 @@ def test_a_command_is_shown_as_code_with_its_description() -> None:
 
 def test_edits_and_writes_show_the_path_and_the_size_of_the_change() -> None:
     edit, _ = prompts.build(request("Edit", {"file_path": "/p/a.py", "old_string": "a\nb", "new_string": "c"}), 1)
-    assert parse_html(edit.text)[0] == "🔐 Claude wants to edit /p/a.py\n-2 +1 lines"
+    assert parse_html(edit.text)[0] == "🔐 Claude wants to edit /p/a.py\n-2 +1 lines\n@@ -1,2 +1 @@\n-a\n-b\n+c"
     write, _ = prompts.build(request("Write", {"file_path": "/p/<b>.txt", "content": "x\ny\n"}), 1)
-    assert parse_html(write.text)[0] == "🔐 Claude wants to write /p/<b>.txt\n2 lines, 4 bytes"
+    assert parse_html(write.text)[0] == "🔐 Claude wants to write /p/<b>.txt\n2 lines, 4 bytes\nx\ny"
     fetch, _ = prompts.build(request("WebFetch", {"url": "https://example.com/?a=1&b=2", "prompt": "p"}), 1)
     assert parse_html(fetch.text)[0] == "🔐 Claude wants to use WebFetch:\nhttps://example.com/?a=1&b=2"
 
@@ -108,15 +108,24 @@ def test_always_allow_uses_claudes_suggestion_scoped_to_the_session() -> None:
     suggested = ({"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test:*"}],
                   "behavior": "allow", "destination": "localSettings"},
                  {"type": "setMode", "mode": "acceptEdits", "destination": "session"})
-    update, rules = permissions.always_allow(pending("Bash", {"command": "npm test -- -x"}, suggested))
+    update, rules = permissions.always_allow(pending("Bash", {"command": "npm test -- -x"}, suggested), "/w")
     assert update == {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test:*"}],
                       "behavior": "allow", "destination": "session"}
     assert rules == ["Bash(npm test:*)"]
 
 
 def test_without_a_suggestion_always_allow_covers_the_command_or_the_tool() -> None:
-    assert permissions.always_allow(pending("Bash", {"command": "git status --short"}))[1] == ["Bash(git:*)"]
-    assert permissions.always_allow(pending("WebFetch", {"url": "https://x"}))[1] == ["WebFetch"]
+    assert permissions.always_allow(pending("Bash", {"command": "git status --short"}), "/w")[1] == ["Bash(git:*)"]
+    assert permissions.always_allow(pending("WebFetch", {"url": "https://x"}), "/w")[1] == ["WebFetch"]
+
+
+def test_always_allow_of_a_file_tool_covers_a_directory_never_every_file() -> None:
+    # Claude suggests no rule for a Write: "Write" alone allowed every later Write anywhere
+    inside = permissions.always_allow(pending("Write", {"file_path": "/w/app/src/a.py", "content": ""}), "/w/app")
+    assert inside[1] == ["Edit(//w/app/**)"]  # the session's directory
+    outside = permissions.always_allow(pending("Edit", {"file_path": "/etc/x/hosts"}), "/w/app")
+    assert outside[1] == ["Edit(//etc/x/**)"]  # only the file's own directory
+    assert permissions.always_allow(pending("Write", {"file_path": "/w/apple/b"}), "/w/app")[1] == ["Edit(//w/apple/**)"]
 
 
 def test_answers_go_back_in_the_input_one_per_question() -> None:

@@ -15,6 +15,7 @@ import zmq
 
 from bot import _render as render
 from protocol import RemoteError
+from supervisord_claude._attachments import Attachments
 from supervisord_claude._config import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
 
 from .conftest import SYSTEM, USER, SupervisorProcess, wait_for
@@ -92,8 +93,8 @@ def test_what_is_not_an_ordinary_file_under_the_limit_is_refused_at_send(make_su
     assert "echo: still here" in sup.ctl("send", "alpha", "still here", "--wait", check=True).stdout
 
 
-def test_an_attachment_arrives_from_its_copy_which_goes_once_the_turn_is_over(supervisor: SupervisorProcess,
-                                                                              tmp_path) -> None:
+def test_an_attachment_arrives_from_its_copy_which_stays_for_later_turns(supervisor: SupervisorProcess,
+                                                                         tmp_path) -> None:
     supervisor.ctl("new", "alpha", check=True)
     png = tmp_path / "pic.png"
     png.write_bytes(PNG)
@@ -120,12 +121,45 @@ def test_an_attachment_arrives_from_its_copy_which_goes_once_the_turn_is_over(su
         assert "[file notes.txt: the notes]" in result["text"]
         [user] = [e for e in events.events if e["kind"] == "user" and e["message_id"] == sent]
         assert [Path(p).name for p in user["attachments"]] == ["pic.png", "notes.txt"]
-    wait_for(lambda: copies_of(supervisor, "alpha") == [], what="the copies to be removed after the turn",
-             seen=lambda: copies_of(supervisor, "alpha"))
-    # Claude may read the copies (files that are not images go by path)
+    # Claude may read the copies (files that are not images go by path), in this turn and
+    # in later ones: they stay, as they were sent, once the turn is over...
     argv = supervisor.claude_starts()[-1]["argv"]
     assert argv[argv.index("--add-dir") + 1] == str(supervisor.state_dir / "attachments" / "alpha")
     assert "echo: next" in supervisor.ctl("send", "alpha", "next", "--wait", check=True).stdout
+    assert [Path(p).read_bytes() for p in user["attachments"]] == [PNG, b"the notes"]
+    # ...also across a restart of the supervisor; archiving the session removes them
+    supervisor.stop()
+    supervisor.start()
+    assert [Path(p).read_bytes() for p in user["attachments"]] == [PNG, b"the notes"]
+    supervisor.ctl("archive", "alpha", check=True)
+    wait_for(lambda: copies_of(supervisor, "alpha") == [], what="the copies to go with the archived session",
+             seen=lambda: copies_of(supervisor, "alpha"))
+
+
+def test_a_session_keeps_the_newest_copies_within_its_bound_and_never_one_still_owed(tmp_path) -> None:
+    files = []
+    for i in range(4):
+        path = tmp_path / f"doc{i}.txt"
+        path.write_bytes(bytes([i]) * 1000)
+        files.append(path)
+    attachments = Attachments(tmp_path / "attachments", max_bytes=10_000, keep_bytes=2_500)
+    taken = []
+    for i, path in enumerate(files):
+        copy = attachments.take("alpha", [str(path)])
+        os.utime(Path(copy.paths[0]).parent, (1000 + i, 1000 + i))  # taken in this order
+        attachments.hold(i, copy)
+        taken.append(copy)
+    attachments.release(0)  # four held (one over the bound): none may go
+    assert all(Path(t.paths[0]).exists() for t in taken)
+    for i in (1, 2, 3):
+        attachments.release(i)
+    # the newest two fit in 2,500 bytes; the oldest two went
+    assert [Path(t.paths[0]).exists() for t in taken] == [False, False, True, True]
+    # at start-up: a session that exists keeps its copies; one gone or archived loses them
+    other = attachments.take("gone", [str(files[0])])
+    attachments.sweep([], sessions=["alpha"])
+    assert [Path(t.paths[0]).exists() for t in taken] == [False, False, True, True]
+    assert not Path(other.paths[0]).exists()
 
 
 # item 7: a session's queue is bounded ---------------------------------------------------
