@@ -35,22 +35,18 @@ from protocol import Reason, configure_logging
 
 from . import _claude, _wire
 from ._clock import Clock, LoopClock, TimerHandle
-from ._keeper_machine import (
-    DROPPED,
-    EDGES,
-    STDOUT_LIMIT,
+from ._keeper_actions import (
     Action,
     ArmTimer,
     CancelTimer,
     Emit,
     Finish,
-    IllegalTransition,
-    KeeperMachine,
     Report,
     StartClaude,
     StopClaude,
     Write,
 )
+from ._keeper_machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
 from ._os import System
 from ._uplink import Uplink
 

@@ -30,6 +30,17 @@ from protocol import EventKind, PermissionMode, Reason, SessionState
 
 from . import _claude, _wire
 from . import _permissions as permissions
+from ._keeper_actions import (
+    Action,
+    ArmTimer,
+    CancelTimer,
+    Emit,
+    Finish,
+    Report,
+    StartClaude,
+    StopClaude,
+    Write,
+)
 from ._wire import QueuedMessage
 
 log = logging.getLogger("supervisord_claude.keeper")
@@ -59,64 +70,6 @@ STDOUT_LIMIT = 64 * 1024 * 1024
 
 class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
-
-
-# actions ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Write:
-    """A line to Claude's stdin. When it cannot be written and ``interrupt_id`` is set,
-    feed ``interrupt_not_written`` (the supervisor waits to hear of that interrupt)."""
-
-    line: bytes
-    interrupt_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Report:
-    msg: _wire.Message  # to the supervisor (a ``Numbered`` one is kept until acked)
-
-
-@dataclass(frozen=True)
-class Emit:
-    kind: EventKind  # a session event to the supervisor: ``Report(KeeperEvent)`` unbuilt
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StartClaude:
-    run: int  # names this Claude in the events fed back about it
-    argv: list[str]
-    cwd: str
-
-
-@dataclass(frozen=True)
-class StopClaude:
-    """SIGTERM, a grace, SIGKILL to its group, then feed ``claude_stopped``; ``at_once``:
-    SIGKILL now and feed nothing (a Claude that started after the keeper began to end)."""
-
-    run: int
-    at_once: bool = False
-
-
-@dataclass(frozen=True)
-class ArmTimer:
-    key: str  # feed ``timer_fired(key)`` this long from now (replacing one of that key)
-    delay: float
-
-
-@dataclass(frozen=True)
-class CancelTimer:
-    key: str
-
-
-@dataclass(frozen=True)
-class Finish:
-    exit_code: int  # the keeper exits (its Bye is reported just before)
-
-
-Action = Write | Report | Emit | StartClaude | StopClaude | ArmTimer | CancelTimer | Finish
 
 
 @dataclass

@@ -15,21 +15,18 @@ import pytest
 from protocol import EventKind, Reason, SessionState
 from supervisord_claude import _claude, _wire
 from supervisord_claude._clock import FakeClock, TimerHandle
-from supervisord_claude._keeper_machine import (
-    EDGES,
-    IDLE_TIMER,
+from supervisord_claude._keeper_actions import (
     Action,
     ArmTimer,
     CancelTimer,
     Emit,
     Finish,
-    IllegalTransition,
-    KeeperMachine,
     Report,
     StartClaude,
     StopClaude,
     Write,
 )
+from supervisord_claude._keeper_machine import EDGES, IDLE_TIMER, IllegalTransition, KeeperMachine
 from supervisord_claude._wire import QueuedMessage
 
 S = SessionState
@@ -523,3 +520,19 @@ def test_a_permission_request_is_void_when_the_turn_ends_or_claude_exits() -> No
     k.claude_exits(3)
     assert k.events(EventKind.PERMISSION_RESOLVED)[1]["message"] == "Claude exited"
     assert not k.timers.get("permission r2")
+
+
+def test_the_machine_itself_does_no_io() -> None:
+    import ast
+    import inspect
+
+    from supervisord_claude import _keeper_actions, _keeper_machine
+
+    imported = set()
+    for module in (_keeper_machine, _keeper_actions):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    assert not imported & {"asyncio", "os", "zmq", "socket", "subprocess", "signal", "time", "threading", "selectors"}
