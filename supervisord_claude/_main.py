@@ -15,9 +15,6 @@ from protocol._logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV
 from . import _config, _units
 from ._errors import ConfigError, StartupRefused, StoreError
 
-#: secrets that may be in the environment: never logged
-SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "TELEGRAM_BOT_TOKEN")
-
 
 def main(argv: list[str] | None = None) -> int:
     args = _config.build_parser().parse_args(argv)
@@ -25,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOG_FORMAT_ENV] = args.log_format
     if args.log_level:
         os.environ[LOG_LEVEL_ENV] = args.log_level
-    secrets = tuple(os.environ.get(name, "") for name in SECRET_ENV)
-    configure_logging("supervisord-claude", args.log_format, args.log_level, secrets)
+    # (the secrets the environment holds are masked by the log handler itself)
+    configure_logging("supervisord-claude", args.log_format, args.log_level)
     try:
         if args.command == "install-units":
             return install_units(args)
         config = _config.resolve(args)
         configure_logging("supervisord-claude", args.log_format, args.log_level,
-                          (*secrets, config.telegram.token or ""))
+                          (config.telegram.token or "",))
         if args.command == "check-config":
             return check_config(config)
         from ._startup import run

@@ -1,0 +1,62 @@
+"""Running it as a service for months (issue #31): no secret in any output, the bot
+outlives Telegram outages, one configuration everywhere, stale cursors do not pin events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import EXIT_TOKEN_REJECTED
+
+from .conftest import SupervisorProcess
+
+#: the shape of a real token (digits, a colon, 35 characters), not the fake API's
+REJECTED = "987654321:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bot(sup: SupervisorProcess, api_url: str, token: str, *args: str,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(sup.env, TELEGRAM_BOT_TOKEN=token, TELEGRAM_ALLOWED_USERS="111", TELEGRAM_API_URL=api_url)
+    return subprocess.run([sys.executable, "-m", "bot", "--runtime-dir", str(sup.runtime_dir),
+                           "--config", str(sup.config_path()), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_rejected_token_is_one_line_without_the_token_and_a_distinct_exit(
+        make_supervisor, telegram, log_format: str) -> None:
+    sup = make_supervisor()
+    done = run_bot(sup, telegram.url, REJECTED, "--log-format", log_format)
+    output = done.stdout + done.stderr
+    assert REJECTED not in output and REJECTED.split(":")[1] not in output, output
+    assert "Traceback" not in output, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and "rejected" in lines[0] and "@BotFather" in lines[0], output
+    assert done.returncode == EXIT_TOKEN_REJECTED
+
+
+def test_the_bot_unit_does_not_restart_on_a_rejected_token() -> None:
+    from supervisord_claude import _units
+
+    unit = _units.render_units("/x/supervisord-claude", "/x/claude-telegram-bot")[_units.BOT_UNIT]
+    assert f"RestartPreventExitStatus={EXIT_TOKEN_REJECTED}" in unit
+    shipped = (ROOT / "contrib/systemd" / _units.BOT_UNIT).read_text()
+    assert f"RestartPreventExitStatus={EXIT_TOKEN_REJECTED}" in shipped
+
+
+def test_an_uncaught_exception_is_logged_masked(tmp_path: Path) -> None:
+    """A traceback that reaches the top of any program goes through the log handler,
+    which masks what the environment holds as secrets, whatever the exception says."""
+    code = ("from protocol import configure_logging\n"
+            "configure_logging('x')\n"
+            "raise RuntimeError('the token ' + __import__('os').environ['TELEGRAM_BOT_TOKEN'] + ' leaked')\n")
+    done = subprocess.run([sys.executable, "-c", code], env={"TELEGRAM_BOT_TOKEN": "12:short", "PATH": "/usr/bin",
+                                                              "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "12:short" not in done.stderr, done.stderr
+    assert "RuntimeError" in done.stderr and "leaked" in done.stderr
+    assert done.returncode == 1
