@@ -3,6 +3,7 @@ outlives Telegram outages, one configuration everywhere, stale cursors do not pi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,21 @@ def test_an_uncaught_exception_is_logged_masked(tmp_path: Path) -> None:
     assert "12:short" not in done.stderr, done.stderr
     assert "RuntimeError" in done.stderr and "leaked" in done.stderr
     assert done.returncode == 1
+
+
+@pytest.mark.parametrize("command", [["ls", "--all"], ["tail", "work"], ["status", "--json"]])
+def test_claudectl_stops_quietly_when_its_reader_goes_away(supervisor, command: list[str]) -> None:
+    """``claudectl … | head``: the reader is gone before claudectl writes (a pipe whose
+    read end is closed); it stops without a traceback, as a Unix tool would."""
+    supervisor.ctl("new", "work", check=True)
+    supervisor.ctl("send", "work", "hello", "--wait", check=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir",
+                               str(supervisor.runtime_dir), *command],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=supervisor.env)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
