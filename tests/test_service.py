@@ -12,7 +12,7 @@ import pytest
 
 from bot import EXIT_TOKEN_REJECTED
 
-from .conftest import SupervisorProcess
+from .conftest import USER, SupervisorProcess, wait_for
 
 #: the shape of a real token (digits, a colon, 35 characters), not the fake API's
 REJECTED = "987654321:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"
@@ -79,3 +79,50 @@ def test_claudectl_stops_quietly_when_its_reader_goes_away(supervisor, command: 
         os.close(write_end)
     assert done.stderr == ""
     assert done.returncode == 141
+
+
+def _failed_tries(bot, what: str) -> int:
+    return bot.log().count(what)
+
+
+def test_the_bot_waits_for_telegram_at_start_and_serves_when_it_comes_back(make_supervisor, telegram,
+                                                                           bot_env) -> None:
+    sup = make_supervisor().start()
+    telegram.go_down()
+    bot = bot_env(sup)
+    wait_for(lambda: _failed_tries(bot, "cannot reach Telegram at") >= 2, 60, what="two failed tries")
+    assert bot.proc is not None and bot.proc.poll() is None, bot.log()
+    telegram.message(USER, "/new work")  # (sent while the bot cannot reach Telegram)
+    telegram.come_back()
+    telegram.wait_for_text(lambda t: "created" in t)
+    assert "Traceback" not in bot.log()
+    assert "Telegram answers again" in bot.log()
+
+
+def test_the_bot_outlives_a_telegram_outage_and_loses_nothing(make_supervisor, telegram, bot_env) -> None:
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    telegram.message(USER, "/new work")
+    telegram.wait_for_text(lambda t: "created" in t)
+    telegram.go_down()
+    wait_for(lambda: _failed_tries(bot, "getUpdates failed") >= 2, 60, what="two failed polls")
+    telegram.message(USER, "asked during the outage")
+    telegram.come_back()
+    telegram.wait_for_text(lambda t: "echo: asked during the outage" in t)
+    sup.wait_consumer("telegram-bot")  # every event handed over: nothing more will come
+    assert sum("echo: asked during the outage" in t for t in telegram.texts()) == 1
+    assert [c["text"] for c in sup.claude_received() if "outage" in str(c.get("text"))] == ["asked during the outage"]
+    assert "Traceback" not in bot.log()
+
+
+def test_a_token_revoked_while_the_bot_runs_stops_it_with_the_distinct_status(make_supervisor, telegram,
+                                                                             bot_env) -> None:
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    telegram.message(USER, "/new work")
+    telegram.wait_for_text(lambda t: "created" in t)
+    telegram.revoked = True
+    assert bot.proc is not None
+    assert bot.proc.wait(60) == EXIT_TOKEN_REJECTED
+    assert "Telegram rejected the bot token" in bot.log()
+    assert "Traceback" not in bot.log() and "TEST-token" not in bot.log()
