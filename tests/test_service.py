@@ -126,3 +126,53 @@ def test_a_token_revoked_while_the_bot_runs_stops_it_with_the_distinct_status(ma
     assert bot.proc.wait(60) == EXIT_TOKEN_REJECTED
     assert "Telegram rejected the bot token" in bot.log()
     assert "Traceback" not in bot.log() and "TEST-token" not in bot.log()
+
+
+def check_config(tmp_path: Path, content: str, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                                 dict[str, tuple[str, str]]]:
+    """Run check-config; its lines as key -> (value, where it came from)."""
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISORD_CLAUDE_", "TELEGRAM_"))}
+    done = subprocess.run([sys.executable, "-m", "supervisord_claude", "check-config", "--config", str(config),
+                           "--claude-bin", "/bin/true", *args], env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+    lines = {}
+    for line in done.stdout.splitlines():
+        key, _, rest = line.partition("  ")
+        value, _, origin = rest.strip().rpartition("  ")
+        lines[key.strip()] = (value.strip(), origin.strip())
+    return done, lines
+
+
+def test_check_config_shows_each_value_and_where_it_came_from(tmp_path: Path) -> None:
+    token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
+    done, lines = check_config(
+        tmp_path, 'idle_timeout = 900\nmodel = "m"\nruntime_dir = "/tmp/from-file"\n[telegram]\nallowed_users = [1]\n',
+        "--state-dir", str(tmp_path / "state"),
+        SUPERVISORD_CLAUDE_ORPHAN_TIMEOUT="60", TELEGRAM_BOT_TOKEN=token, TELEGRAM_ALLOWED_USERS="42,43")
+    assert done.returncode == 0, done.stderr
+    assert lines["state_dir"] == (str(tmp_path / "state"), "flag --state-dir")
+    assert lines["orphan_timeout"] == ("60 s", "environment SUPERVISORD_CLAUDE_ORPHAN_TIMEOUT")
+    assert lines["runtime_dir"] == ("/tmp/from-file", "file")
+    assert lines["idle_timeout"] == ("900 s", "file")
+    assert lines["permission_timeout"] == ("600 s", "default")
+    # what the bot will use: its environment over the file
+    assert lines["telegram.allowed_users"] == ("42, 43", "environment TELEGRAM_ALLOWED_USERS")
+    assert lines["telegram.token"][1] == "environment TELEGRAM_BOT_TOKEN"
+    assert "masked" in lines["telegram.token"][0] and token not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("content, env", [
+    ('[telegram]\ntoken = "not-a-token"\n', {}),
+    ("", {"TELEGRAM_BOT_TOKEN": "not-a-token"}),
+])
+def test_check_config_refuses_what_cannot_be_a_bot_token(tmp_path: Path, content: str, env: dict[str, str]) -> None:
+    done, _ = check_config(tmp_path, content, **env)
+    assert done.returncode == 1
+    assert "telegram.token: not a bot token" in done.stderr and "not-a-token" not in done.stderr
+
+
+def test_check_config_refuses_an_allowlist_the_bot_would_refuse(tmp_path: Path) -> None:
+    done, _ = check_config(tmp_path, "", TELEGRAM_ALLOWED_USERS="42,me")
+    assert done.returncode == 1 and "TELEGRAM_ALLOWED_USERS: 'me'" in done.stderr
