@@ -11,7 +11,11 @@ import sys
 
 from protocol import configure_logging
 
-__all__ = ["main"]
+__all__ = ["EXIT_TOKEN_REJECTED", "main"]
+
+#: the exit status when Telegram rejects the token (sysexits' EX_CONFIG): trying again
+#: cannot help, so the systemd unit (RestartPreventExitStatus) and scripts/run do not
+EXIT_TOKEN_REJECTED = 78
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.warning("no allowed Telegram user ids configured: the bot will refuse everyone")
     import asyncio
 
+    from telegram.error import InvalidToken
+
     from ._app import serve
 
     # pending updates are never dropped: messages sent while the bot was down are handled now
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except InvalidToken:
+        # one line, no traceback: the exception's own text holds the token
+        logging.error("Telegram rejected the bot token (TELEGRAM_BOT_TOKEN or [telegram] token); not retrying: "
+                      "get a valid one from @BotFather (exit status %d)", EXIT_TOKEN_REJECTED)
+        return EXIT_TOKEN_REJECTED
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from telegram import BotCommand, CallbackQuery, LinkPreviewOptions, Message, MessageEntity, Update
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -616,6 +616,13 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 HOLD_POLL_EVERY = 0.2  # while a part is held: how often to look for the next one
+MAX_RETRY_DELAY = 30.0  # seconds between two tries to reach Telegram, at most
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed tries in a row to reach Telegram: 1, 2,
+    4 ... 30 — so an outage of hours logs about two lines a minute."""
+    return min(MAX_RETRY_DELAY, 0.5 * 2.0**failures)
 
 
 async def poll_updates(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -641,10 +648,14 @@ async def poll_updates(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
                 offset=held[0].update_id if held else offset, timeout=0 if held else POLL_TIMEOUT,
                 allowed_updates=["message", "edited_message", "callback_query"]
             )
+            if failures:
+                log.info("Telegram answers again (after %d failed tries)", failures)
             failures = 0
+        except InvalidToken:
+            raise  # revoked: no try can succeed (serve stops the bot)
         except TelegramError as exc:
             failures += 1
-            delay = min(30.0, 0.5 * 2**failures)
+            delay = retry_delay(failures)
             log.warning("getUpdates failed (%s); retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             continue
@@ -679,15 +690,44 @@ async def _handle_parts(app: Application[Any, Any, Any, Any, Any, Any], core: Co
     return parts[-1].update_id + 1
 
 
+async def reach_telegram(app: Application[Any, Any, Any, Any, Any, Any], stop: asyncio.Event) -> bool:
+    """Initialize the application (its HTTP client; ``getMe``), trying again with backoff
+    while Telegram cannot be reached — one line per try. False: stopped meanwhile.
+    Raises InvalidToken: no try can succeed with a token Telegram rejects."""
+    failures = 0
+    while True:
+        try:
+            await app.initialize()
+            if failures:
+                log.info("Telegram answers again (after %d failed tries)", failures)
+            return True
+        except InvalidToken:
+            raise
+        except TelegramError as exc:
+            failures += 1
+            delay = retry_delay(failures)
+            # (the bot's base_url holds the token: the configured root does not)
+            log.warning("cannot reach Telegram at %s (%s); trying again in %.0f s",
+                        app.bot_data["core"].config.api_url, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return False
+
+
 async def serve(config: BotConfig) -> None:
-    """Run until SIGTERM/SIGINT: handlers, the update poller and the delivery loop."""
+    """Run until SIGTERM/SIGINT: handlers, the update poller and the delivery loop. Raises
+    InvalidToken when Telegram rejects the token, at start or later (revoked)."""
     app = build(config)
     core: Core = app.bot_data["core"]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with app:  # initialize / shutdown (HTTP client, getMe)
+    if not await reach_telegram(app, stop):
+        await core.client.close()
+        return
+    async with app:  # (initialized above) shutdown: the HTTP client
         await app.start()
         tasks = [asyncio.create_task(poll_updates(app), name="poll_updates"),
                  asyncio.create_task(delivery_loop(app, core), name="delivery_loop")]
@@ -698,7 +738,13 @@ async def serve(config: BotConfig) -> None:
             await app.bot.set_my_commands([BotCommand(name, text) for name, text in render.MENU])
         except TelegramError as exc:
             log.warning("could not set the command menu: %s", exc)
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopping, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        poller = tasks[0]
+        # (the poller ends only when Telegram rejects the token or on a bug: either is
+        # raised once everything is stopped, so the bot exits non-zero saying which)
+        failure = poller.exception() if poller.done() and not poller.cancelled() else None
         log.info("stopping")
         # nothing here can be lost by stopping hard (replies are acked only once sent), so
         # a stop that hangs is cut short; the stacks say where it hung
@@ -716,6 +762,8 @@ async def serve(config: BotConfig) -> None:
             os._exit(1)
         finally:
             faulthandler.cancel_dump_traceback_later()
+        if failure is not None:
+            raise failure
 
 
 async def _stop(app: Application[Any, Any, Any, Any, Any, Any], core: Core, tasks: list[asyncio.Task[None]]) -> None:

@@ -13,7 +13,9 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
+from types import TracebackType
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
@@ -29,6 +31,9 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", 
 # that python-telegram-bot or httpx logs carries the token)
 _SECRETS = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}\b|\bsk-ant-[A-Za-z0-9_-]{10,}")
 _MASK = "«secret»"
+#: environment variables that hold secrets: their values are masked in every record of
+#: every program, whether or not it reads them
+SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "TELEGRAM_BOT_TOKEN")
 
 
 def mask_secrets(text: str, extra: tuple[str, ...] = ()) -> str:
@@ -78,8 +83,27 @@ def configure_logging(program: str, fmt: str | None = None, level: str | None = 
         raise ValueError(f"log format {fmt!r} is not one of {', '.join(LOG_FORMATS)}")
     if level not in LOG_LEVELS:
         raise ValueError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    secrets = (*secrets, *(os.environ.get(name, "") for name in SECRET_ENV))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(program, fmt == "json", secrets))
+    handler.setFormatter(_Formatter(program, fmt == "json", tuple(s for s in secrets if s)))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # a traceback that reaches the top goes through the handler too, so it is masked and
+    # formatted like every other line (Python's default hook writes it raw to stderr)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     # libraries' chatter (every HTTP request the bot makes) only when asked for
     logging.getLogger("httpx").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger().critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    logging.getLogger().critical("uncaught exception in thread %s", args.thread.name if args.thread else "?",
+                                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

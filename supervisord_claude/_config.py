@@ -1,6 +1,8 @@
 """Configuration: command-line options, ``SUPERVISORD_CLAUDE_*`` env vars and the TOML file.
 
-Precedence: command line, then environment, then the TOML file, then built-in defaults.
+Precedence: command line, then environment, then the TOML file, then built-in defaults
+(the same for every program: README, "Configuration"). ``Config.origins`` says where each
+key's value came from, for ``check-config``.
 """
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,8 @@ class Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
+    #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -299,40 +304,97 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
     if config_opt or config_path.exists():
         file_values = load_toml(config_path)
 
+    origins: dict[str, str] = {}
+
     def pick(name: str) -> Any:
-        value = _option(args, env, name)
-        return value if value is not None else file_values.get(name)
+        """The value of a key that may come from a flag, the environment or the file."""
+        flag = getattr(args, name, None)
+        if flag is not None:
+            origins[name] = f"flag --{name.replace('_', '-')}"
+            return str(flag)
+        if env.get(ENV_PREFIX + name.upper()):
+            origins[name] = f"environment {ENV_PREFIX + name.upper()}"
+            return env[ENV_PREFIX + name.upper()]
+        return file_value(name, None)
+
+    def file_value(name: str, default: Any) -> Any:
+        """The value of a key only the file sets."""
+        # (load_toml always gives "personas", an empty table when the file has none)
+        origins[name] = "file" if name in file_values and file_values[name] != {} else "default"
+        return file_values.get(name, default)
 
     runtime_dir = Path(pick("runtime_dir") or default_runtime_dir()).expanduser()
     state_dir = Path(pick("state_dir") or platformdirs.user_state_path(APP)).expanduser()
     idle_timeout = _seconds("idle_timeout", pick("idle_timeout"), DEFAULT_IDLE_TIMEOUT)
     orphan_timeout = _seconds("orphan_timeout", pick("orphan_timeout"), DEFAULT_ORPHAN_TIMEOUT)
     claude_bin = str(pick("claude_bin") or "claude")
-    sessions_dir = file_values.get("sessions_dir")
-    telegram = file_values.get("telegram", TelegramConfig())
-    return Config(
+    sessions_dir = file_value("sessions_dir", None)
+    config = Config(
         runtime_dir=runtime_dir.absolute(),
         state_dir=state_dir.absolute(),
         claude_bin=claude_bin,
         idle_timeout=idle_timeout,
-        model=file_values.get("model"),
+        model=file_value("model", None),
         sessions_dir=Path(sessions_dir).expanduser().absolute() if sessions_dir else None,
-        personas=file_values.get("personas", {}),
-        claude_args=file_values.get("claude_args", ()),
-        keeper_start_timeout=file_values.get("keeper_start_timeout", DEFAULT_KEEPER_START_TIMEOUT),
-        permission_mode=file_values.get("permission_mode", PermissionMode.ASK),
-        allow_bypass=file_values.get("allow_bypass", False),
-        permission_timeout=file_values.get("permission_timeout", DEFAULT_PERMISSION_TIMEOUT),
-        event_retention_days=file_values.get("event_retention_days", 30.0),
+        personas=file_value("personas", {}),
+        claude_args=file_value("claude_args", ()),
+        keeper_start_timeout=file_value("keeper_start_timeout", DEFAULT_KEEPER_START_TIMEOUT),
+        permission_mode=file_value("permission_mode", PermissionMode.ASK),
+        allow_bypass=file_value("allow_bypass", False),
+        permission_timeout=file_value("permission_timeout", DEFAULT_PERMISSION_TIMEOUT),
+        event_retention_days=file_value("event_retention_days", 30.0),
         orphan_timeout=orphan_timeout,
-        max_queued_messages=file_values.get("max_queued_messages", DEFAULT_MAX_QUEUED_MESSAGES),
-        max_queued_bytes=int(file_values.get("max_queued_mib", DEFAULT_MAX_QUEUED_MIB) * MIB),
-        max_attachment_bytes=int(file_values.get("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
-        interrupt_timeout=file_values.get("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
-        max_connections=file_values.get("max_connections", DEFAULT_MAX_CONNECTIONS),
-        telegram=telegram,
+        max_queued_messages=file_value("max_queued_messages", DEFAULT_MAX_QUEUED_MESSAGES),
+        max_queued_bytes=int(file_value("max_queued_mib", DEFAULT_MAX_QUEUED_MIB) * MIB),
+        max_attachment_bytes=int(file_value("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
+        interrupt_timeout=file_value("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
+        max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
+        telegram=file_values.get("telegram", TelegramConfig()),
         config_path=config_path if file_values else None,
     )
+    return _with_telegram_environment(config, file_values.get("telegram", TelegramConfig()), env, origins)
+
+
+#: the bot's environment variables (bot/_config.py reads them the same way: they win
+#: over the file's [telegram] table)
+TELEGRAM_ENV = {"token": "TELEGRAM_BOT_TOKEN", "allowed_users": "TELEGRAM_ALLOWED_USERS",
+                "api_url": "TELEGRAM_API_URL"}
+#: what @BotFather hands out: the bot's numeric id, a colon, then the secret
+TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]+")
+
+
+def _with_telegram_environment(config: Config, from_file: TelegramConfig, env: Mapping[str, str],
+                               origins: dict[str, str]) -> Config:
+    """The ``[telegram]`` values the bot will use: its environment variables over the file."""
+    values: dict[str, Any] = {}
+    for key, name in TELEGRAM_ENV.items():
+        raw = env.get(name)
+        # (an empty TELEGRAM_ALLOWED_USERS is an empty allowlist, as the bot reads it)
+        if raw or (raw is not None and key == "allowed_users"):
+            origins[f"telegram.{key}"] = f"environment {name}"
+            values[key] = raw
+        else:
+            origins[f"telegram.{key}"] = "file" if getattr(from_file, key) not in (None, ()) else "default"
+    if "allowed_users" in values:  # (one that is not a number: see users_problem)
+        parts = (part.strip() for part in values["allowed_users"].split(","))
+        values["allowed_users"] = tuple(int(part) for part in parts if part.isdecimal())
+    return replace(config, telegram=replace(from_file, **values), origins=origins)
+
+
+def users_problem(env: Mapping[str, str]) -> str | None:
+    """Why the bot would refuse ``TELEGRAM_ALLOWED_USERS``, or None."""
+    for part in env.get(TELEGRAM_ENV["allowed_users"], "").split(","):
+        if part.strip() and not part.strip().isdecimal():
+            return f"TELEGRAM_ALLOWED_USERS: {part.strip()!r} is not a numeric Telegram user id"
+    return None
+
+
+def token_problem(token: str | None) -> str | None:
+    """Why ``token`` cannot be a bot token, or None (Telegram alone can say it is valid)."""
+    if token is None or TOKEN_SHAPE.fullmatch(token):
+        return None
+    return ("telegram.token: not a bot token (expected <bot id>:<secret> as @BotFather gives it, like"
+            " 123456789:AAH…)")
 
 
 def find_claude(claude_bin: str) -> str:
@@ -386,10 +448,11 @@ def mask(secret: str | None) -> str:
     return f"{secret[:4]}…({len(secret)} characters, masked)"
 
 
-def describe(config: Config) -> list[tuple[str, str]]:
-    """The effective configuration as (key, value) lines, secrets masked."""
+def describe(config: Config) -> list[tuple[str, str, str]]:
+    """The effective configuration as (key, value, where it came from) lines, secrets
+    masked."""
     personas = ", ".join(sorted(config.personas)) or "(none)"
-    return [
+    lines = [
         ("config file", str(config.config_path) if config.config_path else "(none: built-in defaults)"),
         ("runtime_dir", str(config.runtime_dir)),
         ("state_dir", str(config.state_dir)),
@@ -415,3 +478,5 @@ def describe(config: Config) -> list[tuple[str, str]]:
         ("telegram.allowed_users", ", ".join(map(str, config.telegram.allowed_users)) or "(none: the bot refuses everyone)"),
         ("telegram.api_url", config.telegram.api_url or "(Telegram's)"),
     ]
+    derived = {"store": "state_dir"}  # (shown, not set)
+    return [(key, value, config.origins.get(derived.get(key, key), "")) for key, value in lines]

@@ -15,9 +15,6 @@ from protocol._logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV
 from . import _config, _units
 from ._errors import ConfigError, StartupRefused, StoreError
 
-#: secrets that may be in the environment: never logged
-SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "TELEGRAM_BOT_TOKEN")
-
 
 def main(argv: list[str] | None = None) -> int:
     args = _config.build_parser().parse_args(argv)
@@ -25,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOG_FORMAT_ENV] = args.log_format
     if args.log_level:
         os.environ[LOG_LEVEL_ENV] = args.log_level
-    secrets = tuple(os.environ.get(name, "") for name in SECRET_ENV)
-    configure_logging("supervisord-claude", args.log_format, args.log_level, secrets)
+    # (the secrets the environment holds are masked by the log handler itself)
+    configure_logging("supervisord-claude", args.log_format, args.log_level)
     try:
         if args.command == "install-units":
             return install_units(args)
         config = _config.resolve(args)
         configure_logging("supervisord-claude", args.log_format, args.log_level,
-                          (*secrets, config.telegram.token or ""))
+                          (config.telegram.token or "",))
         if args.command == "check-config":
             return check_config(config)
         from ._startup import run
@@ -44,17 +41,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_config(config: _config.Config) -> int:
-    """Print the effective values; exit 1 (naming the key) if Claude cannot be found."""
-    problem = None
+    """Print the effective value of every key and where it came from (flag, environment,
+    file, default); exit 1 naming the key if Claude cannot be found, the bot token does not
+    look like one, or the bot would refuse its allowlist."""
+    problems = []
     try:
         config = replace(config, claude_bin=_config.find_claude(config.claude_bin))
     except ConfigError as exc:
-        problem = str(exc)
-    width = max(len(key) for key, _ in _config.describe(config))
-    for key, value in _config.describe(config):
-        print(f"{key:<{width}}  {value}")
-    if problem:
+        problems.append(str(exc))
+    problems += filter(None, (_config.token_problem(config.telegram.token), _config.users_problem(os.environ)))
+    lines = _config.describe(config)
+    key_width = max(len(key) for key, _, _ in lines)
+    value_width = min(60, max(len(value) for _, value, _ in lines))
+    for key, value, origin in lines:
+        print(f"{key:<{key_width}}  {value:<{value_width}}  {origin}".rstrip())
+    for problem in problems:
         print(f"supervisord-claude: {problem}", file=sys.stderr)
+    if problems:
         return 1
     print("the configuration is valid")
     return 0

@@ -56,6 +56,8 @@ ExecStart={bot}
 # the bot holds nothing: restarting it at any time loses no reply
 Restart=always
 RestartSec=5
+# 78: Telegram rejected the token; restarting cannot help (fix it, then start the unit)
+RestartPreventExitStatus=78
 
 [Install]
 WantedBy=default.target

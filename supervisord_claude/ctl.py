@@ -1,7 +1,8 @@
 """``claudectl``: a scripting CLI over the supervisor protocol.
 
 Human output by default; ``--json`` prints one JSON document (JSON lines for streams).
-Exit status: 0 success, 1 error (message on stderr), 2 usage error.
+Exit status: 0 success, 1 error (message on stderr), 2 usage error, 130 Ctrl-C, 141 the
+reader of the output went away (``claudectl … | head``: quietly, as Unix tools do).
 """
 
 from __future__ import annotations
@@ -622,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(args, str(exc), "connection")
     try:
         code: int = args.func(client, args)
+        sys.stdout.flush()  # (what is still buffered meets a closed pipe here, not at exit)
         return code
     except RemoteError as exc:
         return fail(args, exc.message, exc.code)
@@ -631,11 +633,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nclaudectl: stopped by Ctrl-C (a message already sent stays queued and is answered)",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     finally:
         try:
             client.close()
         except Exception:
             pass
+
+
+#: what a shell reports for a Unix tool that a closed pipe stopped (128 + SIGPIPE)
+EXIT_READER_GONE = 128 + 13
+
+
+def _reader_gone() -> int:
+    """Whoever read our output stopped (``| head``): stop quietly. What is still buffered
+    goes to /dev/null, or Python would report the broken pipe again when it exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_READER_GONE
 
 
 if __name__ == "__main__":

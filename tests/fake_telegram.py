@@ -83,6 +83,8 @@ class FakeTelegram:
         self.from_users: list[dict[str, Any]] = []  # every message users sent, as the bot gets it
         self.deleted: list[dict[str, Any]] = []
         self.broken: list[dict[str, Any]] = []
+        self.down = False  # unreachable: see go_down
+        self.revoked = False  # the token no longer valid (as after /revoke at @BotFather)
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._lock = threading.Lock()
@@ -115,6 +117,7 @@ class FakeTelegram:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._site = site
         self._ready.set()
         self._loop.run_forever()
 
@@ -125,6 +128,23 @@ class FakeTelegram:
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
         self._thread.join(10)
+
+    def go_down(self) -> None:
+        """Telegram becomes unreachable: new connections are refused and one kept open is
+        cut at its next request (users can still send messages: they wait, as on Telegram)."""
+        with self._lock:
+            self.down = True
+        asyncio.run_coroutine_threadsafe(self._site.stop(), self._loop).result(10)
+
+    def come_back(self) -> None:
+        """Telegram is reachable again, on the same port."""
+        async def listen() -> None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            await self._site.start()
+
+        asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
+        with self._lock:
+            self.down = False
 
     # playing the user -------------------------------------------------------------------
 
@@ -266,9 +286,13 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     async def _api(self, request: web.Request) -> web.Response:
+        if self.down:  # (a connection made before go_down)
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=503)
         method = request.match_info["method"]
         token = request.match_info["token"]
-        if token != TOKEN:
+        if token != TOKEN or self.revoked:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         params = await self._params(request)
         with self._lock:

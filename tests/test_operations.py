@@ -44,7 +44,8 @@ def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path
     out = run("supervisord_claude", "check-config", "--config", str(config), "--claude-bin", "/bin/true",
               "--runtime-dir", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
-    values = dict(line.split(None, 1) for line in out.stdout.splitlines() if "  " in line)
+    values = {key: value.rsplit("  ", 1)[0].strip()  # (the last column: where it came from)
+              for key, value in (line.split(None, 1) for line in out.stdout.splitlines() if "  " in line)}
     assert values["idle_timeout"] == "900 s"
     assert values["claude_bin"] == "/bin/true"
     assert values["runtime_dir"] == str(tmp_path / "run")

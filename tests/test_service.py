@@ -1,0 +1,178 @@
+"""Running it as a service for months (issue #31): no secret in any output, the bot
+outlives Telegram outages, one configuration everywhere, stale cursors do not pin events."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import EXIT_TOKEN_REJECTED
+
+from .conftest import USER, SupervisorProcess, wait_for
+
+#: the shape of a real token (digits, a colon, 35 characters), not the fake API's
+REJECTED = "987654321:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bot(sup: SupervisorProcess, api_url: str, token: str, *args: str,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(sup.env, TELEGRAM_BOT_TOKEN=token, TELEGRAM_ALLOWED_USERS="111", TELEGRAM_API_URL=api_url)
+    return subprocess.run([sys.executable, "-m", "bot", "--runtime-dir", str(sup.runtime_dir),
+                           "--config", str(sup.config_path()), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_rejected_token_is_one_line_without_the_token_and_a_distinct_exit(
+        make_supervisor, telegram, log_format: str) -> None:
+    sup = make_supervisor()
+    done = run_bot(sup, telegram.url, REJECTED, "--log-format", log_format)
+    output = done.stdout + done.stderr
+    assert REJECTED not in output and REJECTED.split(":")[1] not in output, output
+    assert "Traceback" not in output, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and "rejected" in lines[0] and "@BotFather" in lines[0], output
+    assert done.returncode == EXIT_TOKEN_REJECTED
+
+
+def test_the_bot_unit_does_not_restart_on_a_rejected_token() -> None:
+    from supervisord_claude import _units
+
+    unit = _units.render_units("/x/supervisord-claude", "/x/claude-telegram-bot")[_units.BOT_UNIT]
+    assert f"RestartPreventExitStatus={EXIT_TOKEN_REJECTED}" in unit
+    shipped = (ROOT / "contrib/systemd" / _units.BOT_UNIT).read_text()
+    assert f"RestartPreventExitStatus={EXIT_TOKEN_REJECTED}" in shipped
+
+
+def test_an_uncaught_exception_is_logged_masked(tmp_path: Path) -> None:
+    """A traceback that reaches the top of any program goes through the log handler,
+    which masks what the environment holds as secrets, whatever the exception says."""
+    code = ("from protocol import configure_logging\n"
+            "configure_logging('x')\n"
+            "raise RuntimeError('the token ' + __import__('os').environ['TELEGRAM_BOT_TOKEN'] + ' leaked')\n")
+    done = subprocess.run([sys.executable, "-c", code], env={"TELEGRAM_BOT_TOKEN": "12:short", "PATH": "/usr/bin",
+                                                              "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "12:short" not in done.stderr, done.stderr
+    assert "RuntimeError" in done.stderr and "leaked" in done.stderr
+    assert done.returncode == 1
+
+
+@pytest.mark.parametrize("command", [["ls", "--all"], ["tail", "work"], ["status", "--json"]])
+def test_claudectl_stops_quietly_when_its_reader_goes_away(supervisor, command: list[str]) -> None:
+    """``claudectl … | head``: the reader is gone before claudectl writes (a pipe whose
+    read end is closed); it stops without a traceback, as a Unix tool would."""
+    supervisor.ctl("new", "work", check=True)
+    supervisor.ctl("send", "work", "hello", "--wait", check=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir",
+                               str(supervisor.runtime_dir), *command],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=supervisor.env)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
+
+
+def _failed_tries(bot, what: str) -> int:
+    return bot.log().count(what)
+
+
+def test_the_bot_waits_for_telegram_at_start_and_serves_when_it_comes_back(make_supervisor, telegram,
+                                                                           bot_env) -> None:
+    sup = make_supervisor().start()
+    telegram.go_down()
+    bot = bot_env(sup)
+    wait_for(lambda: _failed_tries(bot, "cannot reach Telegram at") >= 2, 60, what="two failed tries")
+    assert bot.proc is not None and bot.proc.poll() is None, bot.log()
+    telegram.message(USER, "/new work")  # (sent while the bot cannot reach Telegram)
+    telegram.come_back()
+    telegram.wait_for_text(lambda t: "created" in t)
+    assert "Traceback" not in bot.log()
+    assert "Telegram answers again" in bot.log()
+
+
+def test_the_bot_outlives_a_telegram_outage_and_loses_nothing(make_supervisor, telegram, bot_env) -> None:
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    telegram.message(USER, "/new work")
+    telegram.wait_for_text(lambda t: "created" in t)
+    telegram.go_down()
+    wait_for(lambda: _failed_tries(bot, "getUpdates failed") >= 2, 60, what="two failed polls")
+    telegram.message(USER, "asked during the outage")
+    telegram.come_back()
+    telegram.wait_for_text(lambda t: "echo: asked during the outage" in t)
+    sup.wait_consumer("telegram-bot")  # every event handed over: nothing more will come
+    assert sum("echo: asked during the outage" in t for t in telegram.texts()) == 1
+    assert [c["text"] for c in sup.claude_received() if "outage" in str(c.get("text"))] == ["asked during the outage"]
+    assert "Traceback" not in bot.log()
+
+
+def test_a_token_revoked_while_the_bot_runs_stops_it_with_the_distinct_status(make_supervisor, telegram,
+                                                                             bot_env) -> None:
+    sup = make_supervisor().start()
+    bot = bot_env(sup)
+    telegram.message(USER, "/new work")
+    telegram.wait_for_text(lambda t: "created" in t)
+    telegram.revoked = True
+    assert bot.proc is not None
+    assert bot.proc.wait(60) == EXIT_TOKEN_REJECTED
+    assert "Telegram rejected the bot token" in bot.log()
+    assert "Traceback" not in bot.log() and "TEST-token" not in bot.log()
+
+
+def check_config(tmp_path: Path, content: str, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                                 dict[str, tuple[str, str]]]:
+    """Run check-config; its lines as key -> (value, where it came from)."""
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISORD_CLAUDE_", "TELEGRAM_"))}
+    done = subprocess.run([sys.executable, "-m", "supervisord_claude", "check-config", "--config", str(config),
+                           "--claude-bin", "/bin/true", *args], env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+    lines = {}
+    for line in done.stdout.splitlines():
+        key, _, rest = line.partition("  ")
+        value, _, origin = rest.strip().rpartition("  ")
+        lines[key.strip()] = (value.strip(), origin.strip())
+    return done, lines
+
+
+def test_check_config_shows_each_value_and_where_it_came_from(tmp_path: Path) -> None:
+    token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
+    done, lines = check_config(
+        tmp_path, 'idle_timeout = 900\nmodel = "m"\nruntime_dir = "/tmp/from-file"\n[telegram]\nallowed_users = [1]\n',
+        "--state-dir", str(tmp_path / "state"),
+        SUPERVISORD_CLAUDE_ORPHAN_TIMEOUT="60", TELEGRAM_BOT_TOKEN=token, TELEGRAM_ALLOWED_USERS="42,43")
+    assert done.returncode == 0, done.stderr
+    assert lines["state_dir"] == (str(tmp_path / "state"), "flag --state-dir")
+    assert lines["orphan_timeout"] == ("60 s", "environment SUPERVISORD_CLAUDE_ORPHAN_TIMEOUT")
+    assert lines["runtime_dir"] == ("/tmp/from-file", "file")
+    assert lines["idle_timeout"] == ("900 s", "file")
+    assert lines["permission_timeout"] == ("600 s", "default")
+    # what the bot will use: its environment over the file
+    assert lines["telegram.allowed_users"] == ("42, 43", "environment TELEGRAM_ALLOWED_USERS")
+    assert lines["telegram.token"][1] == "environment TELEGRAM_BOT_TOKEN"
+    assert "masked" in lines["telegram.token"][0] and token not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("content, env", [
+    ('[telegram]\ntoken = "not-a-token"\n', {}),
+    ("", {"TELEGRAM_BOT_TOKEN": "not-a-token"}),
+])
+def test_check_config_refuses_what_cannot_be_a_bot_token(tmp_path: Path, content: str, env: dict[str, str]) -> None:
+    done, _ = check_config(tmp_path, content, **env)
+    assert done.returncode == 1
+    assert "telegram.token: not a bot token" in done.stderr and "not-a-token" not in done.stderr
+
+
+def test_check_config_refuses_an_allowlist_the_bot_would_refuse(tmp_path: Path) -> None:
+    done, _ = check_config(tmp_path, "", TELEGRAM_ALLOWED_USERS="42,me")
+    assert done.returncode == 1 and "TELEGRAM_ALLOWED_USERS: 'me'" in done.stderr
