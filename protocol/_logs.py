@@ -33,6 +33,8 @@ _SECRETS = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}\b|\bsk-ant-[A-Za-z0-9_-]{10,
 _MASK = "«secret»"
 #: environment variables that hold secrets: their values are masked in every record of
 #: every program, whether or not it reads them
+#: literal secrets shorter than this are not masked (no token or key is this short)
+MIN_SECRET_LEN = 8
 SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "TELEGRAM_BOT_TOKEN")
 
 
@@ -85,7 +87,8 @@ def configure_logging(program: str, fmt: str | None = None, level: str | None = 
         raise ValueError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
     secrets = (*secrets, *(os.environ.get(name, "") for name in SECRET_ENV))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(program, fmt == "json", tuple(s for s in secrets if s)))
+    # (a value too short to be a real secret is not masked: masking "t" would mangle every line)
+    handler.setFormatter(_Formatter(program, fmt == "json", tuple(s for s in secrets if len(s) >= MIN_SECRET_LEN)))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # a traceback that reaches the top goes through the handler too, so it is masked and
     # formatted like every other line (Python's default hook writes it raw to stderr)

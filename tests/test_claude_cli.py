@@ -396,8 +396,10 @@ def test_the_turn_claude_starts_when_a_background_command_ends_reaches_the_chat(
                            chat_id=USER)
     follow_up = telegram.wait_for_text(lambda t: "follow-up: Background command" in t, timeout=60, chat_id=USER)
     assert "Claude's follow-up" in follow_up["text"]
-    [notified] = [e for e in results(sup, "alpha") if e.get("message_id") is None]
+    # (the answer is shown as it is stored; the turn's result comes after it)
+    notified = sup.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") is None)
     assert not notified["is_error"]
+    assert len([e for e in results(sup, "alpha") if e.get("message_id") is None]) == 1
 
 
 def test_an_api_error_of_the_real_cli_reaches_the_chat_once_with_a_retry(real, api: FakeAnthropic, bot_env,
