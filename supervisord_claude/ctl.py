@@ -16,14 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from protocol import (
+    CONFIG_ENV,
+    RUNTIME_DIR_ENV,
     TIMEOUT_RANGE_TEXT,
     Client,
+    ConfigFileError,
     ConnectionFailed,
     PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
     __version__,
+    configured_runtime_dir,
     idle_note,
     relative_time,
 )
@@ -510,7 +514,11 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="claudectl", description="Control supervisord-claude sessions")
+    p = argparse.ArgumentParser(
+        prog="claudectl", description="Control supervisord-claude sessions",
+        epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
+               f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -598,7 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
 def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
     """``--runtime-dir``, ``--json``, ``--timeout`` (after a command: SUPPRESS, so a value
     given before the command is not reset)."""
-    p.add_argument("--runtime-dir", default=default, help="the supervisor's runtime dir (default as the supervisor)")
+    p.add_argument("--runtime-dir", default=default,
+                   help=f"the supervisor's runtime dir (else ${RUNTIME_DIR_ENV}, else the config file's runtime_dir,"
+                        " else the default: as the supervisor)")
+    p.add_argument("--config", default=default,
+                   help=f"the config file whose runtime_dir is used (else ${CONFIG_ENV}, else the default one)")
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
@@ -617,6 +629,10 @@ def fail(args: argparse.Namespace, message: str, code: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
+        args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
+    except ConfigFileError as exc:
+        return fail(args, str(exc), "config")
     try:
         client = Client(args.runtime_dir, timeout=10.0)
     except ConnectionFailed as exc:

@@ -176,3 +176,40 @@ def test_check_config_refuses_what_cannot_be_a_bot_token(tmp_path: Path, content
 def test_check_config_refuses_an_allowlist_the_bot_would_refuse(tmp_path: Path) -> None:
     done, _ = check_config(tmp_path, "", TELEGRAM_ALLOWED_USERS="42,me")
     assert done.returncode == 1 and "TELEGRAM_ALLOWED_USERS: 'me'" in done.stderr
+
+
+def test_claudectl_takes_the_runtime_dir_from_the_config_file(supervisor, tmp_path: Path) -> None:
+    """One precedence for every program: flag > environment > file > default. claudectl
+    ignored the file's runtime_dir and talked to another supervisor (or none)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'runtime_dir = "{supervisor.runtime_dir}"\n')
+    supervisor.ctl("new", "work", check=True)
+    env = {k: v for k, v in supervisor.env.items() if k not in ("SUPERVISORD_CLAUDE_RUNTIME_DIR",
+                                                                "SUPERVISORD_CLAUDE_CONFIG")}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")  # (the default: nothing runs there)
+
+    def ctl(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", *args], capture_output=True,
+                              text=True, timeout=60, env={**env, **more})
+
+    for done in (ctl("ls", "--config", str(config)), ctl("ls", SUPERVISORD_CLAUDE_CONFIG=str(config))):
+        assert done.returncode == 0 and "work" in done.stdout, done.stderr
+    elsewhere = tmp_path / "elsewhere"
+    done = ctl("ls", "--config", str(config), SUPERVISORD_CLAUDE_RUNTIME_DIR=str(elsewhere))
+    assert done.returncode == 1 and str(elsewhere) in done.stderr  # the environment wins over the file
+    done = ctl("ls", "--config", str(config), "--runtime-dir", str(elsewhere))
+    assert done.returncode == 1 and str(elsewhere) in done.stderr  # the flag wins over both
+    done = ctl("ls", "--config", str(tmp_path / "missing.toml"))
+    assert done.returncode == 1 and "missing.toml does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("module, names", [
+    ("supervisord_claude", ["SUPERVISORD_CLAUDE_RUNTIME_DIR", "SUPERVISORD_CLAUDE_CONFIG", "TELEGRAM_BOT_TOKEN"]),
+    ("supervisord_claude.ctl", ["SUPERVISORD_CLAUDE_RUNTIME_DIR", "SUPERVISORD_CLAUDE_CONFIG"]),
+    ("bot", ["TELEGRAM_BOT_TOKEN", "TELEGRAM_ALLOWED_USERS", "SUPERVISORD_CLAUDE_RUNTIME_DIR"]),
+])
+def test_help_names_the_environment_variables(module: str, names: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for name in names:
+        assert name in done.stdout, (name, done.stdout)
