@@ -265,6 +265,15 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cd(client: Client, args: argparse.Namespace) -> int:
+    """Move a session to another directory (``set_cwd``): Claude starts a fresh conversation
+    there, as it keeps one per directory."""
+    cwd = os.path.abspath(os.path.expanduser(args.dir))  # (ours, not the supervisor's, relative)
+    info = client.request("set_cwd", session=args.name, cwd=cwd)
+    _print(args, info, f"session '{args.name}' moved to {info['cwd']}; its next message starts a fresh conversation")
+    return 0
+
+
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
     if args.attach:
@@ -536,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--persona")
     s.add_argument("--mode", choices=MODES, help="permission mode (default: ask, or the config's)")
     s.set_defaults(func=cmd_new)
+    s = sub.add_parser("cd", help="move a session to another directory (a fresh conversation starts there)")
+    s.add_argument("name")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_cd)
     s = sub.add_parser("send", help="send a message to a session")
     s.add_argument("name")
     s.add_argument("text")

@@ -213,3 +213,22 @@ def test_help_names_the_environment_variables(module: str, names: list[str]) -> 
     assert done.returncode == 0
     for name in names:
         assert name in done.stdout, (name, done.stdout)
+
+
+def test_a_session_whose_directory_was_removed_names_it_and_claudectl_cd_moves_it(supervisor,
+                                                                                 tmp_path: Path) -> None:
+    gone = tmp_path / "project"
+    gone.mkdir()
+    supervisor.ctl("new", "work", "--cwd", str(gone), check=True)
+    gone.rmdir()
+    done = supervisor.ctl("send", "work", "hello", "--wait")
+    assert done.returncode == 1
+    assert str(gone) in done.stderr and "does not exist" in done.stderr and "claudectl cd work" in done.stderr
+    assert supervisor.session("work")["state"] == "suspended"  # nothing broken, nothing started
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = supervisor.ctl("cd", "work", str(elsewhere), check=True)
+    assert str(elsewhere) in moved.stdout
+    done = supervisor.ctl("send", "work", "hello again", "--wait", check=True)
+    assert "echo: hello again" in done.stdout
+    assert supervisor.claude_starts()[-1]["cwd"] == str(elsewhere)  # Claude runs there
