@@ -510,6 +510,19 @@ def cmd_mode(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
+    """The named consumers' cursors (e.g. the bot's), or remove one (``--remove``)."""
+    if args.remove:
+        result = client.request("remove_consumer", consumer=args.remove)
+        _print(args, result, f"removed consumer {args.remove}: it holds no events back")
+        return 0
+    result = client.request("consumers")
+    rows = [f"{c['consumer']}  at event {c['position']}  moved {when(c['moved'])}"
+            + ("  (stale: holds no events back)" if c["stale"] else "") for c in result["consumers"]]
+    _print(args, result, "\n".join(rows) or "no named consumers")
+    return 0
+
+
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     result = client.request("restart")
     _print(args, result, f"supervisor (pid {result['pid']}) is restarting; sessions keep running")
@@ -607,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels", nargs="+", metavar="LABEL",
                    help="the option(s) picked, or your own words; one per question if it asked several")
     s.set_defaults(func=cmd_answer)
+    s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
+    s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
+    s.set_defaults(func=cmd_consumers)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")

@@ -3,14 +3,19 @@ outlives Telegram outages, one configuration everywhere, stale cursors do not pi
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bot import EXIT_TOKEN_REJECTED
+from protocol import AsyncClient
 
 from .conftest import USER, SupervisorProcess, wait_for
 
@@ -232,3 +237,36 @@ def test_a_session_whose_directory_was_removed_names_it_and_claudectl_cd_moves_i
     done = supervisor.ctl("send", "work", "hello again", "--wait", check=True)
     assert "echo: hello again" in done.stdout
     assert supervisor.claude_starts()[-1]["cwd"] == str(elsewhere)  # Claude runs there
+
+
+
+def test_a_stale_consumer_stops_holding_events_back_and_can_be_removed(make_supervisor) -> None:
+    retention = 4.0  # seconds
+    sup = make_supervisor(config=f"event_retention_days = {retention / 86400}\n").start()
+    sup.ctl("new", "work", check=True)
+    sup.ctl("send", "work", "first", "--wait", check=True)
+
+    async def ack_the_first_event_and_leave() -> None:
+        async with AsyncClient(sup.runtime_dir) as client:
+            sub = await client.subscribe(consumer="gone-for-good", after=0)
+            event = await sub.next(timeout=30)
+            assert event is not None
+            await sub.ack(event["id"])
+
+    asyncio.run(ack_the_first_event_and_leave())
+    acked_at = time.time()
+    sup.ctl("send", "work", "second", "--wait", check=True)
+    # the condition itself is an age: the cursor (and the events) older than the retention
+    wait_for(lambda: time.time() > acked_at + retention + 1, 30, what="the retention period to pass")
+    listed = json.loads(sup.ctl("consumers", "--json", check=True).stdout)["consumers"]
+    assert [(c["consumer"], c["position"], c["stale"]) for c in listed] == [("gone-for-good", 1, True)]
+    sup.ctl("restart", check=True)  # (it prunes at start, then hourly)
+    wait_for(lambda: "consumer gone-for-good has not acked anything" in sup.log(), 60, what="the stale cursor logged")
+    wait_for(lambda: "pruned" in sup.log(), 60, what="old events pruned")
+    with sqlite3.connect(f"file:{sup.state_dir / 'supervisor.sqlite3'}?mode=ro", uri=True) as db:
+        # every event older than the retention went, not only the one the cursor had acked
+        assert db.execute("SELECT count(*) FROM events WHERE session='work' AND ts < ?", (acked_at,)).fetchone()[0] == 0
+    assert sup.ctl("consumers", "--remove", "gone-for-good", check=True).returncode == 0
+    assert "no named consumers" in sup.ctl("consumers", check=True).stdout
+    again = sup.ctl("consumers", "--remove", "gone-for-good")
+    assert again.returncode == 1 and "no consumer named 'gone-for-good'" in again.stderr
