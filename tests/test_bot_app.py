@@ -126,6 +126,7 @@ def test_sessions_list_marks_and_buttons_switch(env) -> None:
     sup, api, _ = env
     say(api, "/new alpha", "created")
     say(api, "hi", "echo: hi")
+    sup.wait_state("alpha", "idle")  # alpha's turn ended (its last activity) before beta is made
     say(api, "/new beta reviewer", "created with persona 'reviewer'")
     listing = say(api, "/sessions", "beta")
     lines = listing["text"].splitlines()

@@ -347,10 +347,12 @@ def test_a_sessions_list_shows_the_switch_after_its_button_is_pressed(env) -> No
     listing = say(api, "/sessions", "beta")
     assert listing["text"].splitlines()[0].startswith("→ ⚪ beta")
     press_button(api, listing, "Switch to alpha")
-    # (the press first shows its outcome on the list, then the list is redrawn)
-    edit = wait_for(lambda: next((e for e in api.edits if int(e["message_id"]) == listing["message_id"]
-                                  and "Switch to" not in e.get("text", "")), None),
-                    what="the list to be redrawn")
-    lines = edit["text"].splitlines()
-    assert any(line.startswith("→ ") and "alpha" in line for line in lines)
-    assert not any(line.startswith("→ ") and "beta" in line for line in lines)
+    def redrawn() -> list[str] | None:
+        for edit in api.edits:
+            lines = edit["text"].splitlines()
+            if int(edit["message_id"]) == listing["message_id"] and any(
+                    line.startswith("→ ") and "alpha - " in line for line in lines):
+                return lines
+        return None
+    lines = wait_for(redrawn, what="the list to be redrawn with alpha marked")
+    assert not any(line.startswith("→ ") and "beta - " in line for line in lines)

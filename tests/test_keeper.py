@@ -62,29 +62,6 @@ def test_idle_session_suspends_leaving_no_process_and_resumes_with_history(
     assert suspended[-1]["reason"] == "idle-timeout"
 
 
-def test_idle_timer_never_suspends_a_busy_session(make_supervisor) -> None:
-    sup = make_supervisor(idle_timeout=0.5).start()
-    sup.ctl("new", "alpha", check=True)
-    reply = send_wait(sup, "alpha", "sleep:2 then answer")
-    assert reply.startswith("echo: sleep:2")
-    states = [e["state"] for e in sup.events("alpha") if e["kind"] == "state"]
-    # no suspension between the message and its answer
-    busy = states.index("busy")
-    assert "suspending" not in states[busy : states.index("idle", busy)]
-
-
-def test_messages_sent_while_busy_are_queued_in_order(supervisor: SupervisorProcess) -> None:
-    supervisor.ctl("new", "alpha", check=True)
-    with supervisor.client() as c:
-        ids = [c.request("send", session="alpha", text=t)["message_id"]
-               for t in ("sleep:0.5 one", "two", "three")]
-    results = wait_for(lambda: [e for e in supervisor.events("alpha") if e["kind"] == "result"][:3]
-                       if len([e for e in supervisor.events("alpha") if e["kind"] == "result"]) >= 3 else None,
-                       15, what="three results")
-    assert [r["message_id"] for r in results] == ids
-    assert [r["text"].split(" (")[0] for r in results] == ["echo: sleep:0.5 one", "echo: two", "echo: three"]
-
-
 def test_resume_failure_is_reported_and_no_fresh_session_is_started(make_supervisor) -> None:
     sup = make_supervisor(idle_timeout=1).start()
     sup.ctl("new", "alpha", check=True)
@@ -312,77 +289,10 @@ def test_many_messages_racing_the_idle_timer_are_each_answered_exactly_once(make
         assert histories.count(f'"text": "{text}"') == 1
 
 
-def _unit_keeper(timeout: float = 10.0):
-    from supervisord_claude._clock import FakeClock
-    from supervisord_claude._keeper import Keeper
-    from supervisord_claude._wire import KeeperEvent, KeeperSpec
-
-    clock = FakeClock()
-    spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
-                      session_id="x", started=False, idle_timeout=timeout)
-    keeper = Keeper(spec, death_fd=None, clock=clock)
-    sent: list = []
-    keeper.send = sent.append  # type: ignore[method-assign]
-    keeper.uplink.send_event = lambda kind, body: sent.append(KeeperEvent.of(kind, body))  # type: ignore[method-assign]
-    return keeper, clock, sent
-
-
-def test_keeper_rejects_a_message_that_arrives_after_it_decided_to_suspend() -> None:
-    from protocol import Reason, SessionState
-    from supervisord_claude._wire import Deliver, QueuedMessage, Rejected
-
-    keeper, _, sent = _unit_keeper()
-    keeper.change_state(SessionState.STARTING, Reason.REQUESTED)
-    keeper.change_state(SessionState.IDLE, Reason.REQUESTED)
-    keeper.change_state(SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
-    sent.clear()
-    keeper.handle(Deliver(QueuedMessage(41, "late")))
-    assert sent == [Rejected((41,))]
-    assert not keeper.queue  # never written to the dying Claude
-
-
-def test_a_user_message_resets_the_idle_timer_and_a_busy_keeper_is_not_suspended() -> None:
-    from supervisord_claude._wire import Deliver, QueuedMessage
-
-    keeper, clock, _ = _unit_keeper(timeout=10)
-    suspended = []
-    keeper.suspend = lambda reason: suspended.append(reason)  # type: ignore[method-assign]
-    keeper._spawn_task = lambda coro: coro  # type: ignore[method-assign]
-    keeper.timer.start()
-    clock.advance(9)
-    keeper.handle(Deliver(QueuedMessage(1, "hi")))
-    assert not keeper.timer.armed  # cancelled by the message
-    clock.advance(100)
-    assert suspended == []
-    keeper.timer.start()
-    clock.advance(10)  # expiry while a message is still queued: retry later
-    assert suspended == [] and keeper.timer.armed
-    keeper.queue.clear()
-    clock.advance(10)
-    assert len(suspended) == 1
-
-
-def test_every_keeper_transition_is_checked_against_the_table() -> None:
-    from protocol import Reason, SessionState
-    from supervisord_claude._keeper import EDGES, IllegalTransition
-    from supervisord_claude._wire import KeeperEvent
-
-    keeper, _, sent = _unit_keeper()
-    with pytest.raises(IllegalTransition):
-        keeper.change_state(SessionState.BUSY, Reason.MESSAGE)  # no Claude was started
-    assert sent == [] and keeper.state is SessionState.SUSPENDED
-    keeper.change_state(SessionState.RESUMING, Reason.MESSAGE)
-    keeper.change_state(SessionState.BUSY, Reason.MESSAGE)
-    with pytest.raises(IllegalTransition):
-        keeper.change_state(SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)  # only through suspending
-    assert [m.body["state"] for m in sent if isinstance(m, KeeperEvent)] == ["resuming", "busy"]
-    assert EDGES[SessionState.FAILED] == frozenset()  # a failed keeper only exits
-
-
 # --- permission prompts --------------------------------------------------------------------
 
 
-def test_permission_requests_wait_for_an_answer_and_block_suspension(make_supervisor) -> None:
+def test_permission_requests_wait_for_an_answer(make_supervisor) -> None:
     sup = make_supervisor(idle_timeout=0.5, config="permission_timeout = 600").start()
     sup.ctl("new", "alpha", check=True)
     with sup.client() as c:
@@ -390,8 +300,6 @@ def test_permission_requests_wait_for_an_answer_and_block_suspension(make_superv
     request = sup.wait_event("alpha", lambda e: e["kind"] == "permission_request")
     assert request["tool_name"] == "Bash" and request["input"] == {"command": "touch x"}
     assert "--permission-prompt-tool" in sup.claude_starts()[-1]["argv"]
-    time.sleep(1.5)  # three idle timeouts pass while Claude waits for the user
-    assert sup.session("alpha")["state"] == "busy" and sup.claude_pids()
     wrong = sup.ctl("permit", "alpha", "no-such-id", "--allow")
     assert wrong.returncode == 1 and "no pending request no-such-id" in wrong.stderr
     sup.ctl("permit", "alpha", request["request_id"], "--deny", "--message", "not today", check=True)
@@ -500,38 +408,23 @@ def test_an_output_line_over_the_limit_ends_the_turn_clearly(supervisor: Supervi
 def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_bound(monkeypatch) -> None:
     from protocol import EventKind, Reason, SessionState
     from supervisord_claude import _uplink
-    from supervisord_claude._wire import QueuedMessage
+    from supervisord_claude._clock import FakeClock
+    from supervisord_claude._keeper import Emit, Keeper
+    from supervisord_claude._keeper_machine import Run
+    from supervisord_claude._wire import KeeperSpec, QueuedMessage
 
     monkeypatch.setattr(_uplink, "UNACKED_LIMIT", 10_000)
-    keeper, _, _ = _unit_keeper()
-    del keeper.send, keeper.uplink.send_event  # the real ones: numbered and kept until acked
+    spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
+                      session_id="x", started=True, idle_timeout=10)
+    keeper = Keeper(spec, death_fd=None, clock=FakeClock())
     keeper.uplink._raw_send = lambda data: pytest.fail("nothing is sent while no supervisor listens")  # type: ignore[method-assign]
     written: list[bytes] = []
     keeper._write = lambda line: written.append(line) or True  # type: ignore[method-assign]
-    keeper.claude = object()  # type: ignore[assignment]
-    keeper.change_state(SessionState.RESUMING, Reason.MESSAGE)
-    keeper.current = QueuedMessage(5, "long")
+    keeper.machine.claude = Run(1, resume=True, pid=1)
+    keeper.machine.change_state(SessionState.RESUMING, Reason.MESSAGE)
+    keeper.machine.current = QueuedMessage(5, "long")
     keeper.uplink.state = _uplink.Link.ORPHANED
     for _ in range(100):
-        keeper.emit(EventKind.ASSISTANT_TEXT, text="x" * 500, message_id=5)
+        keeper.do([Emit(EventKind.ASSISTANT_TEXT, {"text": "x" * 500, "message_id": 5})])
     assert len([line for line in written if b"interrupt" in line]) == 1  # once past the bound
     assert keeper.uplink.unacked_bytes > 10_000  # what it has is kept, in order, for the next supervisor
-
-
-def test_a_message_that_arrives_after_the_idle_timer_fired_but_before_the_suspension_runs_is_kept() -> None:
-    import asyncio
-
-    from protocol import Reason, SessionState
-    from supervisord_claude._wire import Deliver, QueuedMessage
-
-    keeper, clock, _ = _unit_keeper(timeout=1)
-    pending = []
-    keeper._spawn_task = pending.append  # type: ignore[method-assign]  # tasks run when the test says
-    keeper.change_state(SessionState.STARTING, Reason.REQUESTED)
-    keeper.change_state(SessionState.IDLE, Reason.REQUESTED)
-    keeper.timer.start()
-    clock.advance(1)  # the timer fires: a suspension is decided, as a task not yet run
-    [suspension] = pending
-    keeper.handle(Deliver(QueuedMessage(9, "just in time")))  # the message wins the race
-    asyncio.run(suspension)
-    assert keeper.state is SessionState.IDLE and [m.id for m in keeper.queue] == [9]  # kept, not suspended

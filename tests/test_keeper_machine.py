@@ -1,0 +1,538 @@
+"""The keeper's session logic, in-process: ``KeeperMachine`` fed commands, Claude's lines
+(through the real parser), its exits and the timers of a ``FakeClock``. Every race of a
+keeper (a message against the suspension, a model change mid-turn, a resume failure, the
+"already in use" retry, an interrupt, a permission prompt, Claude exiting mid-turn) is an
+ordinary deterministic test here; ``test_keeper`` proves with real processes what only
+they can."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from protocol import EventKind, Reason, SessionState
+from supervisord_claude import _claude, _wire
+from supervisord_claude._clock import FakeClock, TimerHandle
+from supervisord_claude._keeper_actions import (
+    Action,
+    ArmTimer,
+    CancelTimer,
+    Emit,
+    Finish,
+    Report,
+    StartClaude,
+    StopClaude,
+    Write,
+)
+from supervisord_claude._keeper_machine import EDGES, IDLE_TIMER, IllegalTransition, KeeperMachine
+from supervisord_claude._wire import QueuedMessage
+
+S = SessionState
+
+
+def line(**obj: Any) -> _claude.Parsed:
+    return _claude.parse_line(json.dumps(obj).encode())
+
+
+INIT = line(type="system", subtype="init", session_id="sid", model="claude-x")
+
+
+def result(text: str = "done", cost: float = 0.01, **extra: Any) -> _claude.Parsed:
+    return line(type="result", subtype="success", result=text, total_cost_usd=cost, **extra)
+
+
+def permission(request_id: str = "r1") -> _claude.Parsed:
+    return line(type="control_request", request_id=request_id,
+                request={"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "touch x"}})
+
+
+class Keeper:
+    """The machine, with the adapter's part played in memory: timers on a fake clock,
+    every other action recorded."""
+
+    def __init__(self, started: bool = False, idle_timeout: float = 10, **spec: Any) -> None:
+        self.clock = FakeClock()
+        self.m = KeeperMachine(_wire.KeeperSpec(
+            session="s", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/work",
+            session_id="sid", started=started, idle_timeout=idle_timeout, **spec))
+        self.actions: list[Action] = []
+        self.timers: dict[str, TimerHandle] = {}
+        self.pid = 100
+
+    def do(self, actions: list[Action]) -> list[Action]:
+        for action in actions:
+            self.actions.append(action)
+            if isinstance(action, (ArmTimer, CancelTimer)) and action.key in self.timers:
+                self.timers.pop(action.key).cancel()
+            if isinstance(action, ArmTimer):
+                self.timers[action.key] = self.clock.call_later(action.delay, lambda k=action.key: self._fire(k))
+        return actions
+
+    def _fire(self, key: str) -> None:
+        del self.timers[key]
+        self.do(self.m.timer_fired(key))
+
+    # what happens
+    def start(self) -> StartClaude:
+        self.do(self.m.start())
+        return self.last(StartClaude)
+
+    def claude_runs(self) -> None:
+        self.pid += 1
+        self.do(self.m.claude_started(self.last(StartClaude).run, self.pid))
+
+    def claude_says(self, *parsed: _claude.Parsed) -> None:
+        for p in parsed:
+            self.do(self.m.claude_output(self.last(StartClaude).run, p))
+
+    def claude_exits(self, code: int, *stderr: str, overflow: bool = False) -> None:
+        self.do(self.m.claude_exited(self.last(StartClaude).run, code, stderr, overflow))
+
+    def claude_stopped(self) -> None:
+        self.do(self.m.claude_stopped(self.last(StopClaude).run))
+
+    def send(self, *cmds: _wire.Message) -> None:
+        for cmd in cmds:
+            self.do(self.m.command(cmd))
+
+    def deliver(self, msg_id: int, text: str) -> None:
+        self.send(_wire.Deliver(QueuedMessage(msg_id, text)))
+
+    def running(self, started: bool = False) -> None:
+        """Claude started, said hello, and the session is idle."""
+        self.start()
+        self.claude_runs()
+        if not started:
+            self.claude_says(INIT)
+
+    # what it did
+    def last(self, kind: type[Any]) -> Any:
+        return [a for a in self.actions if isinstance(a, kind)][-1]
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+    def events(self, kind: EventKind) -> list[dict[str, Any]]:
+        return [a.body for a in self.actions if isinstance(a, Emit) and a.kind is kind]
+
+    def states(self) -> list[str]:
+        return [b["state"] for b in self.events(EventKind.STATE)]
+
+    def reports(self, kind: type[Any]) -> list[Any]:
+        return [a.msg for a in self.actions if isinstance(a, Report) and isinstance(a.msg, kind)]
+
+    def written(self) -> list[dict[str, Any]]:
+        return [json.loads(w.line) for w in self.of(Write)]
+
+    def told(self) -> list[str]:
+        """The user messages written to Claude, in order."""
+        out = []
+        for w in self.written():
+            if w["type"] == "user":
+                content = w["message"]["content"]
+                out.append(content if isinstance(content, str) else content[0]["text"])
+        return out
+
+
+# starting, answering, queueing ---------------------------------------------------------
+
+
+def test_a_new_session_starts_claude_with_its_session_id_and_waits_idle() -> None:
+    k = Keeper()
+    start = k.start()
+    assert "--session-id" in start.argv and "--resume" not in start.argv and start.cwd == "/work"
+    k.claude_runs()
+    assert k.states() == ["starting", "idle"] and k.reports(_wire.ClaudeStarted) == [_wire.ClaudeStarted(101)]
+    k.claude_says(INIT)
+    assert k.reports(_wire.ConversationStarted) == [_wire.ConversationStarted("sid")]
+    assert k.events(EventKind.SETTINGS) == [{"claude_model": "claude-x"}]
+    assert IDLE_TIMER in k.timers
+
+
+def test_a_message_goes_to_claude_and_its_result_ends_the_turn_with_the_turns_cost() -> None:
+    k = Keeper(cost_baseline=0.5)
+    k.running()
+    k.deliver(1, "hello")
+    assert k.told() == ["hello"]
+    assert k.states()[-1] == "busy" and IDLE_TIMER not in k.timers
+    assert k.events(EventKind.USER) == [{"message_id": 1, "text": "hello", "attachments": []}]
+    k.claude_says(line(type="assistant", message={"content": [{"type": "text", "text": "hi"}]}), result(cost=0.75))
+    assert k.events(EventKind.ASSISTANT_TEXT) == [{"text": "hi", "message_id": 1}]
+    [res] = k.events(EventKind.RESULT)
+    assert res["message_id"] == 1 and res["cost_delta"] == 0.25 and res["text"] == "done"
+    assert k.states()[-1] == "idle" and IDLE_TIMER in k.timers
+
+
+def test_messages_sent_while_busy_wait_their_turn_in_order() -> None:
+    k = Keeper()
+    k.running()
+    for i, text in enumerate(("one", "two", "three"), 1):
+        k.deliver(i, text)
+    assert len(k.of(Write)) == 1  # one message in flight at a time
+    k.claude_says(result())
+    k.claude_says(result())
+    assert k.told() == ["one", "two", "three"]
+    assert [r["message_id"] for r in k.events(EventKind.RESULT)] == [1, 2]
+
+
+def test_a_message_whose_attachment_cannot_be_read_fails_alone() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.Deliver(QueuedMessage(1, "look", ("/nonexistent/file.png",))))
+    k.deliver(2, "next")
+    [failed] = k.events(EventKind.MESSAGE_FAILED)
+    assert failed["message_id"] == 1 and failed["reason"].startswith("cannot read attachment")
+    assert k.told() == ["next"]
+
+
+def test_every_transition_is_checked_against_the_table() -> None:
+    k = Keeper()
+    with pytest.raises(IllegalTransition):
+        k.m.change_state(S.BUSY, Reason.MESSAGE)  # no Claude was started
+    assert k.m.state is S.SUSPENDED and k.m._take() == []
+    k.m.change_state(S.RESUMING, Reason.MESSAGE)
+    k.m.change_state(S.BUSY, Reason.MESSAGE)
+    with pytest.raises(IllegalTransition):
+        k.m.change_state(S.SUSPENDED, Reason.IDLE_TIMEOUT)  # only through suspending
+    assert EDGES[S.FAILED] == frozenset()  # a failed keeper only exits
+
+
+# the idle timer against messages --------------------------------------------------------
+
+
+def test_the_idle_timer_suspends_an_idle_session_and_the_keeper_ends() -> None:
+    k = Keeper(idle_timeout=10)
+    k.running()
+    k.clock.advance(10)
+    assert k.states()[-1] == "suspending" and k.of(StopClaude) == [StopClaude(1)]
+    k.claude_stopped()
+    assert k.states()[-1] == "suspended" and k.reports(_wire.Bye) == [_wire.Bye("suspended", "idle-timeout")]
+    assert k.actions[-1] == Finish(0) and k.m.done
+
+
+def test_a_message_just_before_the_idle_timer_fires_is_answered_and_the_session_not_suspended() -> None:
+    k = Keeper(idle_timeout=10)
+    k.running()
+    k.clock.advance(9.9)
+    k.deliver(1, "just in time")
+    k.clock.advance(100)
+    assert "suspending" not in k.states() and k.told() == ["just in time"]
+    k.claude_says(result())
+    k.clock.advance(9.9)
+    assert "suspending" not in k.states()  # the timer started again at the turn's end
+    k.clock.advance(0.1)
+    assert k.states()[-1] == "suspending"
+
+
+def test_a_message_after_the_suspension_was_decided_goes_back_to_the_supervisor() -> None:
+    k = Keeper(idle_timeout=10)
+    k.running()
+    k.clock.advance(10)
+    k.deliver(41, "late")
+    assert k.reports(_wire.Rejected) == [_wire.Rejected((41,))]  # delivered again after the resume
+    assert not k.events(EventKind.USER) and not k.of(Write)  # never written to the dying Claude
+
+
+def test_the_idle_timer_never_suspends_a_busy_session() -> None:
+    k = Keeper(idle_timeout=1)
+    k.running()
+    k.deliver(1, "a long one")
+    k.send(_wire.SetTimeout(1))
+    k.clock.advance(60)
+    assert "suspending" not in k.states() and not k.of(StopClaude)
+
+
+def test_an_expiry_while_a_message_waits_tries_again_later() -> None:
+    k = Keeper(idle_timeout=10)
+    k.running()
+    k.m.queue.append(QueuedMessage(7, "queued while Claude restarts"))
+    k.clock.advance(10)
+    assert "suspending" not in k.states() and IDLE_TIMER in k.timers
+
+
+def test_a_new_timeout_applies_to_the_running_timer_from_now() -> None:
+    k = Keeper(idle_timeout=100)
+    k.running()
+    k.clock.advance(50)
+    k.send(_wire.SetTimeout(5))
+    k.clock.advance(4.9)
+    assert "suspending" not in k.states()
+    k.clock.advance(0.1)
+    assert k.states()[-1] == "suspending"
+
+
+def test_an_explicit_suspend_waits_for_no_turn() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "busy")
+    k.send(_wire.Suspend(Reason.REQUESTED.value))
+    assert "suspending" not in k.states()
+    k.claude_says(result())
+    k.send(_wire.Suspend(Reason.REQUESTED.value))
+    assert k.states()[-1] == "suspending"
+
+
+# a model change mid-turn ----------------------------------------------------------------
+
+
+def test_a_model_change_mid_turn_waits_for_the_turn_then_restarts_claude_resuming_with_the_model() -> None:
+    k = Keeper(model="model-a")
+    k.running()
+    k.deliver(1, "one")
+    k.send(_wire.SetModel("model-b"))
+    assert not k.of(StopClaude)  # the turn goes on
+    k.deliver(2, "two")
+    k.claude_says(result())
+    assert k.of(StopClaude) == [StopClaude(1)] and len(k.of(Write)) == 1  # "two" waits for the new Claude
+    k.deliver(3, "three")  # arrives while Claude stops
+    k.claude_stopped()
+    start = k.last(StartClaude)
+    assert start.argv[start.argv.index("--model") + 1] == "model-b" and "--resume" in start.argv
+    assert k.events(EventKind.STATE)[-1] == {"state": "resuming", "reason": "model-change", "message_id": 2}
+    k.claude_runs()
+    assert k.told() == ["one", "two"]
+    k.claude_says(INIT, result())
+    assert k.told()[-1] == "three"
+
+
+def test_a_mode_change_of_an_idle_session_restarts_claude_at_once() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.SetMode("plan"))
+    k.claude_stopped()
+    start = k.last(StartClaude)
+    assert start.argv[start.argv.index("--permission-mode") + 1] == "plan"
+    assert k.states()[-1] == "resuming" and k.events(EventKind.STATE)[-1]["reason"] == "mode-change"
+
+
+def test_a_stop_while_claude_restarts_for_a_model_change_ends_the_keeper_without_a_new_claude() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.SetModel("model-b"), _wire.Stop(Reason.SHUTDOWN.value))
+    assert k.states()[-2:] == ["suspending", "suspended"] and k.m.done
+    k.claude_stopped()
+    assert len(k.of(StartClaude)) == 1
+
+
+# a resume failure, the "already in use" retry, Claude exiting -----------------------------
+
+
+def test_a_resume_failure_is_reported_once_fails_the_message_and_starts_no_fresh_conversation() -> None:
+    k = Keeper(started=True, messages=(QueuedMessage(5, "are you there?"),))
+    assert "--resume" in k.start().argv
+    k.claude_runs()
+    k.claude_says(line(type="result", subtype="error_during_execution", is_error=True,
+                       errors=["No conversation found with session ID: sid"]))
+    assert not k.events(EventKind.RESULT)  # not the message's answer
+    k.claude_exits(1, "No conversation found with session ID: sid")
+    [error] = k.events(EventKind.ERROR)
+    assert error["message"] == "Resume failed: No conversation found with session ID: sid"
+    assert error["message_id"] == 5 and error["exit_code"] == 1
+    assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [5]
+    failed = k.events(EventKind.STATE)[-1]
+    assert failed == {"state": "failed", "reason": "resume-failed", "message_id": 5,
+                      "detail": "No conversation found with session ID: sid"}
+    assert k.actions[-1] == Finish(1) and len(k.of(StartClaude)) == 1
+
+
+def test_already_in_use_resumes_the_conversation_once_and_carries_the_message_over() -> None:
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.deliver(1, "first")  # Claude saved the conversation with it, then died before its init line
+    k.claude_exits(1, "Error: Session ID sid is already in use.")
+    assert k.reports(_wire.ConversationStarted) == [_wire.ConversationStarted("sid")]
+    assert "--resume" in k.last(StartClaude).argv and not k.events(EventKind.MESSAGE_FAILED)
+    k.claude_runs()
+    assert k.told() == ["first", "first"]
+    assert k.states()[-1] == "busy"
+    k.claude_exits(1, "Error: Session ID sid is already in use.")  # no second retry
+    assert len(k.of(StartClaude)) == 2 and k.states()[-1] == "failed"
+    assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1]
+
+
+def test_claude_exiting_mid_turn_fails_the_answered_and_the_queued_messages() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "please crash")
+    k.deliver(2, "behind it")
+    k.claude_exits(3, "boom")
+    [error] = k.events(EventKind.ERROR)
+    assert error["message"] == "Claude exited unexpectedly (exit code 3): boom" and error["message_id"] == 1
+    assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1, 2]
+    assert k.events(EventKind.STATE)[-1] == {"state": "failed", "reason": "crashed"} and k.actions[-1] == Finish(1)
+
+
+def test_an_output_line_over_the_limit_fails_the_turn_clearly() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "hugeline")
+    k.claude_exits(-9, overflow=True)
+    assert "over the 64 MiB limit" in k.events(EventKind.MESSAGE_FAILED)[0]["reason"]
+
+
+def test_claude_that_cannot_be_started_fails_the_session() -> None:
+    k = Keeper(messages=(QueuedMessage(1, "hi"),))
+    k.do(k.m.claude_start_failed(k.start().run, "No such file or directory"))
+    assert k.events(EventKind.ERROR)[0]["message"] == "Could not start Claude: No such file or directory"
+    assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1] and k.states()[-1] == "failed"
+
+
+def test_the_exit_of_a_claude_that_was_stopped_is_no_crash() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.SetModel("model-b"))
+    k.claude_exits(-15)  # the old Claude's exit, after the stop
+    assert not k.events(EventKind.ERROR) and "failed" not in k.states()
+
+
+# stopping --------------------------------------------------------------------------------
+
+
+def test_a_stop_mid_turn_gives_back_the_queue_and_fails_the_answered_message() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "long")
+    k.deliver(2, "queued")
+    k.send(_wire.Stop(Reason.SHUTDOWN.value))
+    assert k.reports(_wire.Rejected) == [_wire.Rejected((2,))] and k.states()[-1] == "suspending"
+    k.claude_stopped()
+    [failed] = k.events(EventKind.MESSAGE_FAILED)
+    assert failed == {"message_id": 1, "reason": "Claude was stopped before it finished answering (supervisor"
+                      " shutdown)"}
+    assert k.states()[-1] == "suspended" and k.actions[-1] == Finish(0)
+
+
+def test_a_claude_that_starts_after_the_keeper_began_to_stop_is_killed_at_once() -> None:
+    k = Keeper()
+    start = k.start()
+    k.send(_wire.Stop(Reason.REQUESTED.value))
+    assert k.m.done
+    k.claude_runs()
+    assert k.actions[-1] == StopClaude(start.run, at_once=True) and not k.reports(_wire.ClaudeStarted)
+
+
+# interrupts -------------------------------------------------------------------------------
+
+
+def _interrupted() -> tuple[Keeper, str]:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "slow")
+    k.send(_wire.Interrupt())
+    request = k.written()[-1]
+    assert request["type"] == "control_request" and request["request"]["subtype"] == "interrupt"
+    return k, request["request_id"]
+
+
+def test_an_interrupt_confirmed_by_claude_is_reported_confirmed() -> None:
+    k, request_id = _interrupted()
+    k.claude_says(line(type="control_response", response={"subtype": "success", "request_id": request_id}))
+    assert k.reports(_wire.InterruptReport) == [_wire.InterruptReport(True, "confirmed by Claude")]
+
+
+def test_an_interrupt_claude_refuses_is_reported_refused() -> None:
+    k, request_id = _interrupted()
+    k.claude_says(line(type="control_response", response={"subtype": "error", "request_id": request_id,
+                                                           "error": "no turn"}))
+    assert k.reports(_wire.InterruptReport) == [_wire.InterruptReport(False, "Claude refused it: no turn")]
+
+
+def test_an_interrupt_claude_never_confirms_is_reported_when_it_exits() -> None:
+    k, _ = _interrupted()
+    k.claude_exits(3)
+    [report] = k.reports(_wire.InterruptReport)
+    assert not report.confirmed and "exited (exit code 3) before it confirmed" in report.detail
+
+
+def test_an_interrupt_that_cannot_be_written_is_reported_at_once() -> None:
+    k, request_id = _interrupted()
+    k.do(k.m.interrupt_not_written(request_id))
+    assert k.reports(_wire.InterruptReport) == [_wire.InterruptReport(False, "Claude's input is closed (it is exiting)")]
+
+
+def test_an_interrupt_with_no_turn_running_is_answered_at_once() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.Interrupt())
+    [report] = k.reports(_wire.InterruptReport)
+    assert not report.confirmed and "turn had ended" in report.detail and not k.of(Write)
+
+
+def test_a_supervisor_away_too_long_interrupts_the_turn_and_says_why() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "long")
+    k.do(k.m.supervisor_away_too_long())
+    assert k.written()[-1]["request"]["subtype"] == "interrupt"
+    assert "away for too long" in k.events(EventKind.ERROR)[0]["message"]
+
+
+# permission requests ---------------------------------------------------------------------
+
+
+def test_a_permission_request_waits_for_the_answer_and_blocks_the_suspension() -> None:
+    k = Keeper(idle_timeout=1, permission_timeout=600)
+    k.running()
+    k.deliver(1, "needperm")
+    k.claude_says(permission("r1"))
+    [request] = k.events(EventKind.PERMISSION_REQUEST)
+    assert request["request_id"] == "r1" and request["tool_name"] == "Bash" and request["message_id"] == 1
+    assert k.m.hello(1).pending == (request,)  # a new supervisor learns of it
+    k.clock.advance(300)  # many idle timeouts pass while Claude waits for the user
+    assert "suspending" not in k.states()
+    decision = _claude.allow_decision({"command": "touch x"})
+    k.send(_wire.Permit("r1", decision, {"allow": True, "by": "user"}, rules=("Bash(touch:*)",)))
+    assert k.written()[-1]["response"]["response"] == decision
+    assert k.events(EventKind.PERMISSION_RESOLVED) == [{"request_id": "r1", "allow": True, "by": "user",
+                                                         "message_id": 1}]
+    k.clock.advance(600)
+    assert len(k.events(EventKind.PERMISSION_RESOLVED)) == 1  # its timeout was cancelled
+    k.send(_wire.Permit("r1", decision, {"allow": True}))  # a second answer is no answer
+    assert len(k.events(EventKind.PERMISSION_RESOLVED)) == 1
+    k.claude_says(result())
+    k.send(_wire.SetModel("m"))
+    k.claude_stopped()
+    assert "Bash(touch:*)" in k.last(StartClaude).argv  # the rule goes to the next Claude
+
+
+def test_an_unanswered_permission_request_is_denied_at_its_timeout() -> None:
+    k = Keeper(permission_timeout=60)
+    k.running()
+    k.deliver(1, "needperm")
+    k.claude_says(permission("r1"))
+    k.clock.advance(60)
+    [resolved] = k.events(EventKind.PERMISSION_RESOLVED)
+    assert resolved["by"] == "timeout" and resolved["allow"] is False
+    assert k.written()[-1]["response"]["response"]["behavior"] == "deny"
+
+
+def test_a_permission_request_is_void_when_the_turn_ends_or_claude_exits() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "needperm")
+    k.claude_says(permission("r1"), result())
+    assert k.events(EventKind.PERMISSION_RESOLVED)[0]["message"] == "the turn ended"
+    k.deliver(2, "needperm")
+    k.claude_says(permission("r2"))
+    k.claude_exits(3)
+    assert k.events(EventKind.PERMISSION_RESOLVED)[1]["message"] == "Claude exited"
+    assert not k.timers.get("permission r2")
+
+
+def test_the_machine_itself_does_no_io() -> None:
+    import ast
+    import inspect
+
+    from supervisord_claude import _keeper_actions, _keeper_machine
+
+    imported = set()
+    for module in (_keeper_machine, _keeper_actions):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    assert not imported & {"asyncio", "os", "zmq", "socket", "subprocess", "signal", "time", "threading", "selectors"}
