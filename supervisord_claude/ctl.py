@@ -283,12 +283,20 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_live(shown: str, event: dict[str, Any]) -> str:
-    """Print the new part of an answer being written; return what is shown now."""
+    """Print the new part of an answer being written; return what is shown now.
+
+    Only what continues what is shown is printed. The text so far comes again after a
+    reconnect (skipped); a supervisor that restarted mid-answer holds only what was
+    written since, so its pieces do not line up with what is shown — nothing more is
+    printed live then, and the stored answer completes it (``_send_and_wait``)."""
     offset, text = int(event.get("offset") or 0), str(event.get("text") or "")
-    if offset < len(shown):  # the text so far again (after a reconnect): print what is new
-        text = (shown[:offset] + text)[len(shown):]
-    print(text, end="", flush=True)
-    return shown + text
+    if offset > len(shown):  # a gap: what came between was lost
+        return shown
+    so_far = shown[:offset] + text
+    if not so_far.startswith(shown):  # the text so far again, or pieces of another base
+        return shown
+    print(so_far[len(shown):], end="", flush=True)
+    return so_far
 
 
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:

@@ -270,3 +270,27 @@ def test_a_stale_consumer_stops_holding_events_back_and_can_be_removed(make_supe
     assert "no named consumers" in sup.ctl("consumers", check=True).stdout
     again = sup.ctl("consumers", "--remove", "gone-for-good")
     assert again.returncode == 1 and "no consumer named 'gone-for-good'" in again.stderr
+
+
+def test_send_wait_stream_across_a_restart_prints_the_answer_once(make_supervisor, tmp_path: Path) -> None:
+    """The new supervisor holds only the text written since it started: what claudectl
+    had printed must not be printed again, nor a piece of the answer in the wrong place."""
+    deltas = tmp_path / "deltas"
+    sup = make_supervisor(env={"FAKE_CLAUDE_DELTA_LOG": str(deltas)}).start()
+    sup.ctl("new", "work", check=True)
+    text = "stream:12 " + "a long story told across a restart, " * 6
+    sender = subprocess.Popen([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup.runtime_dir),
+                               "send", "work", text, "--wait", "--stream"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sup.env)
+    try:
+        wait_for(lambda: deltas.exists() and deltas.read_text().strip(), 60, what="Claude to start writing")
+        sup.ctl("restart", check=True)
+        out, err = sender.communicate(timeout=120)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+    assert sender.returncode == 0, err
+    answer = next(r for r in sup.claude_received() if "stream:12" in r["text"])["text"]
+    assert out.count("echo:") == 1, out
+    assert out.startswith("echo: " + answer), out
