@@ -294,3 +294,13 @@ def test_send_wait_stream_across_a_restart_prints_the_answer_once(make_superviso
     answer = next(r for r in sup.claude_received() if "stream:12" in r["text"])["text"]
     assert out.count("echo:") == 1, out
     assert out.startswith("echo: " + answer), out
+
+
+def test_a_bot_waiting_for_telegram_stops_at_once_on_sigterm(make_supervisor, telegram, bot_env) -> None:
+    sup = make_supervisor().start()
+    telegram.go_down()
+    bot = bot_env(sup)
+    wait_for(lambda: _failed_tries(bot, "cannot reach Telegram at") >= 1, 60, what="a failed try")
+    bot.stop()  # (fails the test unless it exits 0 on SIGTERM)
+    assert bot.proc is not None and bot.proc.returncode == 0
+    assert "Traceback" not in bot.log()
