@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from protocol import PermissionMode, default_runtime_dir
+from protocol import PermissionMode, default_config_path, default_runtime_dir
 
 from ._errors import ConfigError
 
@@ -102,10 +102,6 @@ class Config:
     @property
     def base_cwd(self) -> Path:
         return self.sessions_dir or (self.state_dir / "sessions")
-
-
-def default_config_path() -> Path:
-    return platformdirs.user_config_path(APP) / "config.toml"
 
 
 def _expect(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
