@@ -77,7 +77,18 @@ def parse_user_ids(raw: str) -> frozenset[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="claude-telegram-bot", description="Telegram front end of supervisord-claude")
+    p = argparse.ArgumentParser(
+        prog="claude-telegram-bot", description="Telegram front end of supervisord-claude",
+        epilog="environment (over the config file; an option over both):\n"
+               "  TELEGRAM_BOT_TOKEN             [telegram] token\n"
+               "  TELEGRAM_ALLOWED_USERS         [telegram] allowed_users, comma-separated\n"
+               "  TELEGRAM_API_URL               [telegram] api_url\n"
+               "  TELEGRAM_FOOTER                [telegram] footer (on/off)\n"
+               f"  {RUNTIME_DIR_ENV:30} --runtime-dir\n"
+               f"  {CONFIG_ENV:30} --config\n"
+               "  SUPERVISORD_CLAUDE_LOG_FORMAT  --log-format\n"
+               "  SUPERVISORD_CLAUDE_LOG_LEVEL   --log-level",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runtime-dir", help="the supervisor's runtime dir (default: as the supervisor's)")
     p.add_argument("--config", help="TOML config file; only its [telegram] table and runtime_dir are read")
     p.add_argument("--check", action="store_true", help="only check the configuration, then exit")

@@ -30,11 +30,15 @@ from ._messages import (
     SessionState,
 )
 from ._paths import (
+    CONFIG_ENV,
     CONTROL_SOCKET,
     LOCK_FILE,
     OUTBOX_DIR,
     RUNTIME_DIR_ENV,
+    ConfigFileError,
+    configured_runtime_dir,
     control_endpoint,
+    default_config_path,
     default_runtime_dir,
     instance_id,
     runtime_dir_problem,
@@ -44,6 +48,7 @@ from ._validation import Request, request_id_of, validate_request
 from ._version import __version__
 
 __all__ = [
+    "CONFIG_ENV",
     "CONTROL_SOCKET",
     "HARD_MAX_FRAME_BYTES",
     "LOCK_FILE",
@@ -64,6 +69,7 @@ __all__ = [
     "TIMEOUT_RANGE_TEXT",
     "AsyncClient",
     "Client",
+    "ConfigFileError",
     "ConnectionFailed",
     "ErrorCode",
     "EventKind",
@@ -79,8 +85,10 @@ __all__ = [
     "ValidationError",
     "__version__",
     "configure_logging",
+    "configured_runtime_dir",
     "control_endpoint",
     "decode",
+    "default_config_path",
     "default_runtime_dir",
     "encode",
     "encode_event",

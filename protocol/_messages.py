@@ -135,6 +135,8 @@ class Op(enum.StrEnum):
     KV_GET = "kv_get"
     KV_SET = "kv_set"
     KV_DELETE = "kv_delete"
+    CONSUMERS = "consumers"
+    REMOVE_CONSUMER = "remove_consumer"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
 

@@ -1,4 +1,5 @@
-"""Where the supervisor's sockets live, shared by the server and every client."""
+"""Where the supervisor's sockets live, shared by the server and every client, and where
+the configuration file is (one for every program)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import hashlib
 import os
 import stat
 import tempfile
+import tomllib
 from pathlib import Path
 
+import platformdirs
+
 RUNTIME_DIR_ENV = "SUPERVISORD_CLAUDE_RUNTIME_DIR"
+CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
 CONTROL_SOCKET = "control.sock"
 #: held (flock, exclusive) by the running supervisor for its whole life
 LOCK_FILE = "lock"
@@ -24,6 +29,41 @@ def default_runtime_dir() -> Path:
     if xdg:
         return Path(xdg) / "supervisord-claude"
     return Path(tempfile.gettempdir()) / f"supervisord-claude-{os.getuid()}"
+
+
+def default_config_path() -> Path:
+    return platformdirs.user_config_path("supervisord-claude") / "config.toml"
+
+
+class ConfigFileError(Exception):
+    """The configuration file cannot be read, or its ``runtime_dir`` is not a string."""
+
+
+def configured_runtime_dir(option: str | None, config: str | None = None) -> Path:
+    """The runtime dir as every program picks it: the option, else
+    ``$SUPERVISORD_CLAUDE_RUNTIME_DIR``, else ``runtime_dir`` of the config file (``config``,
+    else ``$SUPERVISORD_CLAUDE_CONFIG``, else the default one, if it exists), else the
+    default. Raises ConfigFileError."""
+    if option:
+        return Path(option).expanduser().absolute()
+    if os.environ.get(RUNTIME_DIR_ENV):
+        return Path(os.environ[RUNTIME_DIR_ENV]).expanduser().absolute()
+    explicit = config or os.environ.get(CONFIG_ENV)
+    path = Path(explicit).expanduser() if explicit else default_config_path()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigFileError(f"config file {path} does not exist") from None
+        raw = {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"config file {path} cannot be read: {exc}") from None
+    value = raw.get("runtime_dir")
+    if value is None:
+        return default_runtime_dir()
+    if not isinstance(value, str):
+        raise ConfigFileError(f"runtime_dir in {path}: expected a string")
+    return Path(value).expanduser().absolute()
 
 
 def runtime_dir_problem(path: Path | str) -> str | None:

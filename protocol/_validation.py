@@ -226,6 +226,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.KV_GET: {"key": (kv_key, True)},
     Op.KV_SET: {"key": (kv_key, True), "value": (kv_value, True)},
     Op.KV_DELETE: {"key": (kv_key, True)},
+    Op.CONSUMERS: {},
+    Op.REMOVE_CONSUMER: {"consumer": (consumer_name, True)},
     Op.RESTART: {},
     Op.SHUTDOWN: {},
 }

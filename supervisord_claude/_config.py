@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from protocol import PermissionMode, default_runtime_dir
+from protocol import PermissionMode, default_config_path, default_runtime_dir
 
 from ._errors import ConfigError
 
@@ -102,10 +102,6 @@ class Config:
     @property
     def base_cwd(self) -> Path:
         return self.sessions_dir or (self.state_dir / "sessions")
-
-
-def default_config_path() -> Path:
-    return platformdirs.user_config_path(APP) / "config.toml"
 
 
 def _expect(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -412,6 +408,16 @@ def find_claude(claude_bin: str) -> str:
     return found
 
 
+#: what --help lists
+ENVIRONMENT = {
+    **{f"{ENV_PREFIX}{option.upper()}": f"--{option.replace('_', '-')}" for option in (
+        "runtime_dir", "state_dir", "claude_bin", "idle_timeout", "orphan_timeout", "config", "log_format",
+        "log_level")},
+    "TELEGRAM_BOT_TOKEN": "[telegram] token (the bot's; shown by check-config)",
+    "TELEGRAM_ALLOWED_USERS": "[telegram] allowed_users, comma-separated",
+    "TELEGRAM_API_URL": "[telegram] api_url",
+}
+
 COMMANDS = {
     "run": "run the supervisor in the foreground (the default)",
     "check-config": "validate the configuration and print the effective values (secrets masked)",
@@ -424,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=APP, description="Supervisor of long-lived Claude Code sessions.",
-        epilog="commands:\n" + "\n".join(f"  {name:14} {text}" for name, text in COMMANDS.items()),
+        epilog="commands:\n" + "\n".join(f"  {name:14} {text}" for name, text in COMMANDS.items())
+               + "\n\nenvironment (an option wins over its variable, a variable over the config file):\n"
+               + "\n".join(f"  {name:38} {text}" for name, text in ENVIRONMENT.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run", choices=list(COMMANDS), metavar="COMMAND",
                         help="run (default), check-config, install-units")

@@ -6,6 +6,7 @@ what cannot be carried out raises ``OpError`` with a code.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -37,9 +38,11 @@ from ._keeper import DROPPED
 from ._pool import KeeperPool, message_bytes
 from ._store import SessionRecord, Store
 
+log = logging.getLogger("supervisord_claude")
+
 #: read-only ops and acks (so no delivered event is re-sent after a restart)
 ALLOWED_WHILE_STOPPING = frozenset(
-    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.SHUTDOWN}
+    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN}
 )
 
 
@@ -442,6 +445,20 @@ class Ops:
 
     def op_kv_delete(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"existed": self.store.kv_delete(key)}
+
+    def op_consumers(self, ident: bytes) -> dict[str, Any]:
+        """The named consumers' cursors; ``stale``: not moved for the retention period, so
+        no longer holding events back from pruning."""
+        cutoff = self.wall() - self.config.event_retention_days * 86400
+        return {"consumers": [{"consumer": name, "position": position, "moved": moved,
+                               "stale": moved is not None and moved < cutoff}
+                              for name, position, moved in self.store.cursor_details()]}
+
+    def op_remove_consumer(self, ident: bytes, consumer: str) -> dict[str, Any]:
+        if not self.store.remove_cursor(consumer):
+            raise OpError(ErrorCode.NOT_FOUND, f"no consumer named {consumer!r} (claudectl consumers lists them)")
+        log.info("consumer %s removed: it holds no events back", consumer, extra={"consumer": consumer})
+        return {"consumer": consumer}
 
     def op_restart(self, ident: bytes) -> dict[str, Any]:
         self.request_restart()  # after this reply; keepers and their Claude keep running

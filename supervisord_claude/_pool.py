@@ -13,6 +13,7 @@ import collections
 import contextlib
 import enum
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -310,6 +311,14 @@ class KeeperPool:
         rec = self.store.get_session(session)
         if rec is None or rec.state is SessionState.ARCHIVED:
             self.events.fail_messages(session, list(queue), f"session '{session}' was archived")
+            self.queues.pop(session, None)
+            return
+        if not os.path.isdir(rec.cwd):  # removed, or the state dir holding it moved
+            problem = (f"the directory of session '{session}', {rec.cwd}, does not exist; restore it, or move the"
+                       f" session to another (claudectl cd {session} DIR, or /cd in Telegram)")
+            log.warning("not starting %s: its directory %s does not exist", session, rec.cwd,
+                        extra={"session": session})
+            self.events.fail_messages(session, list(queue), problem)
             self.queues.pop(session, None)
             return
         self._tokens += 1

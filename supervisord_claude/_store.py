@@ -16,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -32,6 +33,8 @@ from protocol import EventKind, SessionState
 
 from ._errors import StoreError
 from ._wire import pack_body
+
+log = logging.getLogger("supervisord_claude")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
@@ -77,7 +80,9 @@ CREATE TABLE IF NOT EXISTS messages(
     idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages(session, status);
-CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL);
+-- moved: when the position last advanced (Unix time); a cursor that has not moved for the
+-- retention period no longer holds events back from pruning
+CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL, moved REAL);
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 -- what Claude cost per local day (YYYY-MM-DD), across sessions
 CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
@@ -433,6 +438,10 @@ class Store:
         if "permission_mode" not in columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN permission_mode TEXT NOT NULL DEFAULT 'ask'")
             self._db.execute("ALTER TABLE sessions ADD COLUMN allowed_tools TEXT NOT NULL DEFAULT '[]'")
+        if "moved" not in {row[1] for row in self._db.execute("PRAGMA table_info(cursors)")}:
+            self._db.execute("ALTER TABLE cursors ADD COLUMN moved REAL")
+            # (a cursor of an older version counts as moved now: it gets a full period)
+            self._db.execute("UPDATE cursors SET moved = ?", (time.time(),))
         # an idempotency key is scoped to its session (it was global before)
         self._db.execute("DROP INDEX IF EXISTS messages_by_key")
         self._db.execute(
@@ -743,9 +752,19 @@ class Store:
 
     def prune(self, older_than: float) -> int:
         """Delete events stored before ``older_than`` (Unix time) that every named consumer
-        has acked, and finished messages as old. Returns how many events went."""
+        has acked, and finished messages as old. A consumer whose cursor has not moved
+        since ``older_than`` holds nothing back (one that stopped for good, e.g. a removed
+        bot, would keep every event for ever); each such is logged. Returns how many
+        events went."""
         with self._tx() as db:
-            row = db.execute("SELECT min(position) FROM cursors").fetchone()
+            for consumer, position in db.execute("SELECT consumer, position FROM cursors WHERE moved < ?",
+                                                 (older_than,)):
+                log.warning("consumer %s has not acked anything since %s (at event %d): it no longer holds"
+                            " old events back (claudectl consumers --remove %s if it is gone for good)",
+                            consumer, time.strftime("%Y-%m-%d %H:%M", time.localtime(older_than)), position,
+                            consumer, extra={"consumer": consumer})
+            row = db.execute("SELECT min(position) FROM cursors WHERE moved IS NULL OR moved >= ?",
+                             (older_than,)).fetchone()
             keep_from = row[0] if row and row[0] is not None else None
             if keep_from is None:
                 cur = db.execute("DELETE FROM events WHERE ts < ?", (older_than,))
@@ -775,10 +794,21 @@ class Store:
     def set_cursor(self, consumer: str, position: int) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO cursors(consumer, position) VALUES (?,?)"
-                " ON CONFLICT(consumer) DO UPDATE SET position=max(position, excluded.position)",
-                (consumer, position),
+                "INSERT INTO cursors(consumer, position, moved) VALUES (?,?,?)"
+                " ON CONFLICT(consumer) DO UPDATE SET position=max(position, excluded.position),"
+                " moved=CASE WHEN excluded.position > position THEN excluded.moved ELSE moved END",
+                (consumer, position, time.time()),
             )
+
+    def cursor_details(self) -> list[tuple[str, int, float | None]]:
+        """Every named consumer: (name, position, when it last moved), by name."""
+        rows = self._read("SELECT consumer, position, moved FROM cursors ORDER BY consumer")
+        return [(str(r[0]), int(r[1]), None if r[2] is None else float(r[2])) for r in rows]
+
+    def remove_cursor(self, consumer: str) -> bool:
+        """Forget a consumer's cursor; False if there was none."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM cursors WHERE consumer=?", (consumer,)).rowcount > 0
 
     def kv_get(self, key: str) -> Any:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))

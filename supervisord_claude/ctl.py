@@ -16,14 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from protocol import (
+    CONFIG_ENV,
+    RUNTIME_DIR_ENV,
     TIMEOUT_RANGE_TEXT,
     Client,
+    ConfigFileError,
     ConnectionFailed,
     PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
     __version__,
+    configured_runtime_dir,
     idle_note,
     relative_time,
 )
@@ -261,6 +265,15 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cd(client: Client, args: argparse.Namespace) -> int:
+    """Move a session to another directory (``set_cwd``): Claude starts a fresh conversation
+    there, as it keeps one per directory."""
+    cwd = os.path.abspath(os.path.expanduser(args.dir))  # (ours, not the supervisor's, relative)
+    info = client.request("set_cwd", session=args.name, cwd=cwd)
+    _print(args, info, f"session '{args.name}' moved to {info['cwd']}; its next message starts a fresh conversation")
+    return 0
+
+
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
     if args.attach:
@@ -270,12 +283,20 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_live(shown: str, event: dict[str, Any]) -> str:
-    """Print the new part of an answer being written; return what is shown now."""
+    """Print the new part of an answer being written; return what is shown now.
+
+    Only what continues what is shown is printed. The text so far comes again after a
+    reconnect (skipped); a supervisor that restarted mid-answer holds only what was
+    written since, so its pieces do not line up with what is shown — nothing more is
+    printed live then, and the stored answer completes it (``_send_and_wait``)."""
     offset, text = int(event.get("offset") or 0), str(event.get("text") or "")
-    if offset < len(shown):  # the text so far again (after a reconnect): print what is new
-        text = (shown[:offset] + text)[len(shown):]
-    print(text, end="", flush=True)
-    return shown + text
+    if offset > len(shown):  # a gap: what came between was lost
+        return shown
+    so_far = shown[:offset] + text
+    if not so_far.startswith(shown):  # the text so far again, or pieces of another base
+        return shown
+    print(so_far[len(shown):], end="", flush=True)
+    return so_far
 
 
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
@@ -497,6 +518,19 @@ def cmd_mode(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
+    """The named consumers' cursors (e.g. the bot's), or remove one (``--remove``)."""
+    if args.remove:
+        result = client.request("remove_consumer", consumer=args.remove)
+        _print(args, result, f"removed consumer {args.remove}: it holds no events back")
+        return 0
+    result = client.request("consumers")
+    rows = [f"{c['consumer']}  at event {c['position']}  moved {when(c['moved'])}"
+            + ("  (stale: holds no events back)" if c["stale"] else "") for c in result["consumers"]]
+    _print(args, result, "\n".join(rows) or "no named consumers")
+    return 0
+
+
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     result = client.request("restart")
     _print(args, result, f"supervisor (pid {result['pid']}) is restarting; sessions keep running")
@@ -510,7 +544,11 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="claudectl", description="Control supervisord-claude sessions")
+    p = argparse.ArgumentParser(
+        prog="claudectl", description="Control supervisord-claude sessions",
+        epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
+               f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -528,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--persona")
     s.add_argument("--mode", choices=MODES, help="permission mode (default: ask, or the config's)")
     s.set_defaults(func=cmd_new)
+    s = sub.add_parser("cd", help="move a session to another directory (a fresh conversation starts there)")
+    s.add_argument("name")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_cd)
     s = sub.add_parser("send", help="send a message to a session")
     s.add_argument("name")
     s.add_argument("text")
@@ -586,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels", nargs="+", metavar="LABEL",
                    help="the option(s) picked, or your own words; one per question if it asked several")
     s.set_defaults(func=cmd_answer)
+    s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
+    s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
+    s.set_defaults(func=cmd_consumers)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")
@@ -598,7 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
 def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
     """``--runtime-dir``, ``--json``, ``--timeout`` (after a command: SUPPRESS, so a value
     given before the command is not reset)."""
-    p.add_argument("--runtime-dir", default=default, help="the supervisor's runtime dir (default as the supervisor)")
+    p.add_argument("--runtime-dir", default=default,
+                   help=f"the supervisor's runtime dir (else ${RUNTIME_DIR_ENV}, else the config file's runtime_dir,"
+                        " else the default: as the supervisor)")
+    p.add_argument("--config", default=default,
+                   help=f"the config file whose runtime_dir is used (else ${CONFIG_ENV}, else the default one)")
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
@@ -617,6 +666,10 @@ def fail(args: argparse.Namespace, message: str, code: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
+        args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
+    except ConfigFileError as exc:
+        return fail(args, str(exc), "config")
     try:
         client = Client(args.runtime_dir, timeout=10.0)
     except ConnectionFailed as exc:

@@ -3,14 +3,19 @@ outlives Telegram outages, one configuration everywhere, stale cursors do not pi
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bot import EXIT_TOKEN_REJECTED
+from protocol import AsyncClient
 
 from .conftest import USER, SupervisorProcess, wait_for
 
@@ -176,3 +181,126 @@ def test_check_config_refuses_what_cannot_be_a_bot_token(tmp_path: Path, content
 def test_check_config_refuses_an_allowlist_the_bot_would_refuse(tmp_path: Path) -> None:
     done, _ = check_config(tmp_path, "", TELEGRAM_ALLOWED_USERS="42,me")
     assert done.returncode == 1 and "TELEGRAM_ALLOWED_USERS: 'me'" in done.stderr
+
+
+def test_claudectl_takes_the_runtime_dir_from_the_config_file(supervisor, tmp_path: Path) -> None:
+    """One precedence for every program: flag > environment > file > default. claudectl
+    ignored the file's runtime_dir and talked to another supervisor (or none)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'runtime_dir = "{supervisor.runtime_dir}"\n')
+    supervisor.ctl("new", "work", check=True)
+    env = {k: v for k, v in supervisor.env.items() if k not in ("SUPERVISORD_CLAUDE_RUNTIME_DIR",
+                                                                "SUPERVISORD_CLAUDE_CONFIG")}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")  # (the default: nothing runs there)
+
+    def ctl(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", *args], capture_output=True,
+                              text=True, timeout=60, env={**env, **more})
+
+    for done in (ctl("ls", "--config", str(config)), ctl("ls", SUPERVISORD_CLAUDE_CONFIG=str(config))):
+        assert done.returncode == 0 and "work" in done.stdout, done.stderr
+    elsewhere = tmp_path / "elsewhere"
+    done = ctl("ls", "--config", str(config), SUPERVISORD_CLAUDE_RUNTIME_DIR=str(elsewhere))
+    assert done.returncode == 1 and str(elsewhere) in done.stderr  # the environment wins over the file
+    done = ctl("ls", "--config", str(config), "--runtime-dir", str(elsewhere))
+    assert done.returncode == 1 and str(elsewhere) in done.stderr  # the flag wins over both
+    done = ctl("ls", "--config", str(tmp_path / "missing.toml"))
+    assert done.returncode == 1 and "missing.toml does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("module, names", [
+    ("supervisord_claude", ["SUPERVISORD_CLAUDE_RUNTIME_DIR", "SUPERVISORD_CLAUDE_CONFIG", "TELEGRAM_BOT_TOKEN"]),
+    ("supervisord_claude.ctl", ["SUPERVISORD_CLAUDE_RUNTIME_DIR", "SUPERVISORD_CLAUDE_CONFIG"]),
+    ("bot", ["TELEGRAM_BOT_TOKEN", "TELEGRAM_ALLOWED_USERS", "SUPERVISORD_CLAUDE_RUNTIME_DIR"]),
+])
+def test_help_names_the_environment_variables(module: str, names: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for name in names:
+        assert name in done.stdout, (name, done.stdout)
+
+
+def test_a_session_whose_directory_was_removed_names_it_and_claudectl_cd_moves_it(supervisor,
+                                                                                 tmp_path: Path) -> None:
+    gone = tmp_path / "project"
+    gone.mkdir()
+    supervisor.ctl("new", "work", "--cwd", str(gone), check=True)
+    gone.rmdir()
+    done = supervisor.ctl("send", "work", "hello", "--wait")
+    assert done.returncode == 1
+    assert str(gone) in done.stderr and "does not exist" in done.stderr and "claudectl cd work" in done.stderr
+    assert supervisor.session("work")["state"] == "suspended"  # nothing broken, nothing started
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = supervisor.ctl("cd", "work", str(elsewhere), check=True)
+    assert str(elsewhere) in moved.stdout
+    done = supervisor.ctl("send", "work", "hello again", "--wait", check=True)
+    assert "echo: hello again" in done.stdout
+    assert supervisor.claude_starts()[-1]["cwd"] == str(elsewhere)  # Claude runs there
+
+
+
+def test_a_stale_consumer_stops_holding_events_back_and_can_be_removed(make_supervisor) -> None:
+    retention = 4.0  # seconds
+    sup = make_supervisor(config=f"event_retention_days = {retention / 86400}\n").start()
+    sup.ctl("new", "work", check=True)
+    sup.ctl("send", "work", "first", "--wait", check=True)
+
+    async def ack_the_first_event_and_leave() -> None:
+        async with AsyncClient(sup.runtime_dir) as client:
+            sub = await client.subscribe(consumer="gone-for-good", after=0)
+            event = await sub.next(timeout=30)
+            assert event is not None
+            await sub.ack(event["id"])
+
+    asyncio.run(ack_the_first_event_and_leave())
+    acked_at = time.time()
+    sup.ctl("send", "work", "second", "--wait", check=True)
+    # the condition itself is an age: the cursor (and the events) older than the retention
+    wait_for(lambda: time.time() > acked_at + retention + 1, 30, what="the retention period to pass")
+    listed = json.loads(sup.ctl("consumers", "--json", check=True).stdout)["consumers"]
+    assert [(c["consumer"], c["position"], c["stale"]) for c in listed] == [("gone-for-good", 1, True)]
+    sup.ctl("restart", check=True)  # (it prunes at start, then hourly)
+    wait_for(lambda: "consumer gone-for-good has not acked anything" in sup.log(), 60, what="the stale cursor logged")
+    wait_for(lambda: "pruned" in sup.log(), 60, what="old events pruned")
+    with sqlite3.connect(f"file:{sup.state_dir / 'supervisor.sqlite3'}?mode=ro", uri=True) as db:
+        # every event older than the retention went, not only the one the cursor had acked
+        assert db.execute("SELECT count(*) FROM events WHERE session='work' AND ts < ?", (acked_at,)).fetchone()[0] == 0
+    assert sup.ctl("consumers", "--remove", "gone-for-good", check=True).returncode == 0
+    assert "no named consumers" in sup.ctl("consumers", check=True).stdout
+    again = sup.ctl("consumers", "--remove", "gone-for-good")
+    assert again.returncode == 1 and "no consumer named 'gone-for-good'" in again.stderr
+
+
+def test_send_wait_stream_across_a_restart_prints_the_answer_once(make_supervisor, tmp_path: Path) -> None:
+    """The new supervisor holds only the text written since it started: what claudectl
+    had printed must not be printed again, nor a piece of the answer in the wrong place."""
+    deltas = tmp_path / "deltas"
+    sup = make_supervisor(env={"FAKE_CLAUDE_DELTA_LOG": str(deltas)}).start()
+    sup.ctl("new", "work", check=True)
+    text = "stream:12 " + "a long story told across a restart, " * 6
+    sender = subprocess.Popen([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup.runtime_dir),
+                               "send", "work", text, "--wait", "--stream"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sup.env)
+    try:
+        wait_for(lambda: deltas.exists() and deltas.read_text().strip(), 60, what="Claude to start writing")
+        sup.ctl("restart", check=True)
+        out, err = sender.communicate(timeout=120)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+    assert sender.returncode == 0, err
+    answer = next(r for r in sup.claude_received() if "stream:12" in r["text"])["text"]
+    assert out.count("echo:") == 1, out
+    assert out.startswith("echo: " + answer), out
+
+
+def test_a_bot_waiting_for_telegram_stops_at_once_on_sigterm(make_supervisor, telegram, bot_env) -> None:
+    sup = make_supervisor().start()
+    telegram.go_down()
+    bot = bot_env(sup)
+    wait_for(lambda: _failed_tries(bot, "cannot reach Telegram at") >= 1, 60, what="a failed try")
+    bot.stop()  # (fails the test unless it exits 0 on SIGTERM)
+    assert bot.proc is not None and bot.proc.returncode == 0
+    assert "Traceback" not in bot.log()
