@@ -385,6 +385,10 @@ class KeeperMachine:
         if parsed.mode is not None and parsed.mode is not self.mode:
             self.mode = parsed.mode  # e.g. Claude left plan mode by itself
             self._emit(EventKind.SETTINGS, mode=parsed.mode.value)
+        if parsed.events and self.current is None and self.idle_armed and not self.ending:
+            # a turn Claude began by itself (a background task ended): the session is not
+            # idle while Claude writes it; the countdown starts again from its last line
+            self._arm_idle()
         for kind, body in parsed.events:
             if kind is EventKind.TOOL_USE and isinstance(body.get("tool_use_id"), str):
                 self._tool_inputs[body["tool_use_id"]] = body.get("input")

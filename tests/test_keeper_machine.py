@@ -226,6 +226,23 @@ def test_a_message_just_before_the_idle_timer_fires_is_answered_and_the_session_
     assert k.states()[-1] == "suspending"
 
 
+def test_a_turn_claude_begins_by_itself_is_not_cut_by_the_idle_timer() -> None:
+    """A background task's end starts a turn no message began: while Claude writes it the
+    countdown starts again from each line, and the turn's result starts it once more."""
+    k = Keeper(idle_timeout=10)
+    k.running()
+    for _ in range(5):
+        k.clock.advance(9)
+        k.claude_says(line(type="assistant", message={"content": [{"type": "text", "text": "still on it"}]}))
+    assert "suspending" not in k.states()
+    k.clock.advance(9)
+    k.claude_says(result("the background task ended"))
+    k.clock.advance(9.9)
+    assert "suspending" not in k.states() and k.events(EventKind.RESULT)[-1]["message_id"] is None
+    k.clock.advance(0.1)
+    assert k.states()[-1] == "suspending"
+
+
 def test_a_message_after_the_suspension_was_decided_goes_back_to_the_supervisor() -> None:
     k = Keeper(idle_timeout=10)
     k.running()
