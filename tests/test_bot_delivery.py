@@ -54,30 +54,6 @@ def test_an_api_error_is_one_message_with_a_retry_button_that_sends_it_once(env)
     assert len([r for r in sup.claude_received() if r["text"] == "apierror please"]) == 2
 
 
-def test_a_failed_resume_is_one_message_and_the_fresh_button_sends_the_message_again(make_supervisor, bot_env,
-                                                                                      telegram) -> None:
-    sup = make_supervisor(idle_timeout=1).start()
-    bot_env(sup)
-    api = telegram
-    say(api, "/new alpha", "created")
-    say(api, "first", "echo: first")
-    sup.wait_state("alpha", "suspended")
-    for path in (sup.home / ".fake-claude").rglob("*.jsonl"):
-        path.unlink()  # the conversation is gone
-    api.message(USER, "second")
-    offer = api.wait_for_text(lambda t: t.startswith("❌ Session 'alpha' could not resume"), chat_id=USER)
-    assert "No conversation found" in offer["text"]
-    sup.wait_state("alpha", "failed")
-    sup.wait_consumer("telegram-bot")
-    assert not [t for t in api.texts(USER) if "not delivered" in t]  # said once, not twice
-    question = next(m for m in api.from_users if m.get("text") == "second")
-    assert offer["reply_parameters"]["message_id"] == question["message_id"]
-    press_button(api, offer, "Start a fresh conversation")
-    api.wait_for_text(lambda t: "was sent to it again" in t, chat_id=USER)
-    answer = api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)
-    assert "history: 0 earlier messages" in answer["text"]
-
-
 def test_a_dropped_message_is_reported_quietly_under_it_with_a_retry(env) -> None:  # noqa: F811
     sup, api, _ = env
     say(api, "/new alpha", "created")

@@ -294,7 +294,12 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
         path.unlink()  # the conversation is gone
     api.message(USER, "second")
     offer = api.wait_for_text(lambda t: t.startswith("❌ Session 'alpha' could not resume"), chat_id=USER)
-    assert "not sent" in offer["text"]
+    assert "not sent" in offer["text"] and "No conversation found" in offer["text"]
+    sup.wait_state("alpha", "failed")
+    sup.wait_consumer("telegram-bot")
+    assert not [t for t in api.texts(USER) if "not delivered" in t]  # said once, not twice
+    question = next(m for m in api.from_users if m.get("text") == "second")
+    assert offer["reply_parameters"]["message_id"] == question["message_id"]  # threaded to it
     listing = say(api, "/sessions", "alpha")
     assert listing["text"].startswith("→ ❌ alpha")  # marked failed, not suspended
     old_id = sup.session("alpha")["session_id"]
@@ -302,7 +307,7 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     [[button]] = offer["reply_markup"]["inline_keyboard"]
     assert button["text"] == "Start a fresh conversation in 'alpha'"
     api.press(USER, button["callback_data"], offer["message_id"])
-    api.wait_for_text(lambda t: "starts a fresh conversation" in t, chat_id=USER)
+    api.wait_for_text(lambda t: "starts a fresh conversation" in t and "was sent to it again" in t, chat_id=USER)
     assert sup.session("alpha")["session_id"] != old_id
     answer = api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)  # sent again by the press
     assert "history: 0 earlier messages" in answer["text"]
