@@ -31,12 +31,14 @@ def run(module: str, *args: str, env: dict[str, str] | None = None) -> subproces
 
 
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.system  # runs a program
 def test_every_command_says_its_version(program: str) -> None:
     out = run(PROGRAMS[program], "--version")
     assert out.returncode == 0
     assert out.stdout.strip() == f"{program} {protocol.__version__}"
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path: Path) -> None:
     token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
     config = tmp_path / "config.toml"
@@ -59,6 +61,7 @@ def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path
     ("idel_timeout = 5\n", "idel_timeout"),
     ("[telegram]\nallowed_users = ['me']\n", "telegram.allowed_users"),
 ])
+@pytest.mark.system  # runs a program
 def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text(content)
@@ -67,6 +70,7 @@ def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) 
     assert key in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_fails_when_claude_cannot_be_found(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("")
     out = run("supervisord_claude", "check-config", "--config", str(tmp_path / "c.toml"),
@@ -77,6 +81,7 @@ def test_check_config_fails_when_claude_cannot_be_found(tmp_path: Path) -> None:
 # --- systemd ---------------------------------------------------------------------------
 
 
+@pytest.mark.system  # runs a program
 def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) -> None:
     dest = tmp_path / "units"
     out = run("supervisord_claude", "install-units", "--dest", str(dest))
@@ -99,6 +104,7 @@ def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) 
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze on this machine")
+@pytest.mark.system  # runs a program
 def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     for name, text in _units.render_units().items():
         (tmp_path / name).write_text(text)
@@ -249,6 +255,7 @@ def test_restarting_the_bot_unit_during_a_turn_loses_no_reply(make_supervisor, b
     assert replies == [f"echo: sleep:0.4 m{i}" for i in range(5)]
 
 
+@pytest.mark.system  # runs a program
 def test_scripts_run_help_prints_one_help_and_starts_nothing(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, SUPERVISORD_CLAUDE_RUNTIME_DIR=str(tmp_path / "run"))
