@@ -38,6 +38,7 @@ from protocol import (
     validate_request,
 )
 
+from .._clock import Clock, LoopClock
 from .._errors import ClientGone, ClientSlow, OpError, StoreError
 from .._sockets import send_now
 from ._hub import KEEPALIVE
@@ -250,10 +251,12 @@ def bind_private(sock: zmq.Socket[Any], path: Path) -> None:
 
 
 class ControlServer:
-    def __init__(self, ctx: zmq.asyncio.Context, path: Path, max_connections: int) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, path: Path, max_connections: int,
+                 clock: Clock | None = None) -> None:
         self.path = path
         self.sock = ctx.socket(zmq.ROUTER)
-        self.gate = ConnectionGate(path, max_connections)
+        self.clock = clock or LoopClock()
+        self.gate = ConnectionGate(path, max_connections, self.clock.monotonic)
         # the monitor counts connections from the first one (set before bind)
         monitor_addr = f"inproc://control-monitor-{id(self)}"
         self.sock.monitor(monitor_addr, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
@@ -274,8 +277,8 @@ class ControlServer:
         self.on_gone: Callable[[bytes], None] = lambda ident: None
         #: a client's pipe has room again after it was full (its subscriptions go on)
         self.on_writable: Callable[[bytes], None] = lambda ident: None
-        self.warnings = InputWarnings()
-        self.slow_warnings = InputWarnings(about="clients that do not read")
+        self.warnings = InputWarnings(self.clock.monotonic)
+        self.slow_warnings = InputWarnings(self.clock.monotonic, about="clients that do not read")
 
     def bind(self) -> None:
         """Start taking clients (after start-up and adoption are done)."""
@@ -437,7 +440,7 @@ class ControlServer:
         while True:
             await self._stalled_now.wait()
             while self.stalled:
-                await asyncio.sleep(RETRY_EVERY)
+                await self.clock.sleep(RETRY_EVERY)
                 self.retry_stalled()
             self._stalled_now.clear()
 

@@ -20,7 +20,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,7 +312,9 @@ def _day(when: float) -> str:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, wall: Callable[[], float] = time.time) -> None:
+        #: wall-clock time, of what is stored (the supervisor's clock: see _clock)
+        self.wall = wall
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -407,7 +409,7 @@ class Store:
         if "moved" not in {row[1] for row in self._db.execute("PRAGMA table_info(cursors)")}:
             self._db.execute("ALTER TABLE cursors ADD COLUMN moved REAL")
             # (a cursor of an older version counts as moved now: it gets a full period)
-            self._db.execute("UPDATE cursors SET moved = ?", (time.time(),))
+            self._db.execute("UPDATE cursors SET moved = ?", (self.wall(),))
         # an idempotency key is scoped to its session (it was global before)
         self._db.execute("DROP INDEX IF EXISTS messages_by_key")
         self._db.execute(
@@ -471,7 +473,7 @@ class Store:
         persona: str | None,
         permission_mode: str = "ask",
     ) -> SessionRecord:
-        now = time.time()
+        now = self.wall()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions(name, session_id, cwd, model, persona, state, created,"
@@ -561,7 +563,7 @@ class Store:
         message statuses; return them as stored. All or nothing: after a StoreError
         none of them is stored. A body's keys that name an event field are not stored
         (the event's own value would replace them when read)."""
-        now = time.time()
+        now = self.wall()
         last_seq: dict[str, int] = {}
         rows: list[tuple[str, int, float, str, bytes]] = []
         # each update sets fields (cost_added adds): applied in event order, they come to
@@ -677,7 +679,7 @@ class Store:
             cur = db.execute(
                 "INSERT INTO messages(session, text, attachments, status, created, origin, idempotency_key)"
                 " VALUES (?,?,?,?,?,?,?)",
-                (session, text, msgpack.packb(attachments), QUEUED, time.time(), origin, idempotency_key),
+                (session, text, msgpack.packb(attachments), QUEUED, self.wall(), origin, idempotency_key),
             )
             # (last_active moves when Claude gets it: the `user` event; until then the
             # session has been idle since its last turn, which a resume reports)
@@ -763,7 +765,7 @@ class Store:
                 "INSERT INTO cursors(consumer, position, moved) VALUES (?,?,?)"
                 " ON CONFLICT(consumer) DO UPDATE SET position=max(position, excluded.position),"
                 " moved=CASE WHEN excluded.position > position THEN excluded.moved ELSE moved END",
-                (consumer, position, time.time()),
+                (consumer, position, self.wall()),
             )
 
     def cursor_details(self) -> list[tuple[str, int, float | None]]:
