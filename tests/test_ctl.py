@@ -142,7 +142,8 @@ def test_tail_without_follow_stops_at_the_last_event_when_it_started(make_superv
 def test_unarchive_and_a_fresh_conversation(supervisor: SupervisorProcess) -> None:
     supervisor.ctl("new", "alpha", check=True)
     supervisor.ctl("send", "alpha", "first", "--wait", check=True)
-    supervisor.ctl("archive", "alpha", check=True)
+    archived = supervisor.ctl("archive", "alpha", check=True).stdout
+    assert "archived" in archived and "suspending" not in archived  # what happened, not a passing state
     supervisor.wait_state("alpha", "archived")
     assert "alpha" not in supervisor.ctl("ls", check=True).stdout
     assert "back in ls" in supervisor.ctl("unarchive", "alpha", check=True).stdout

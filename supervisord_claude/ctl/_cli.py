@@ -587,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("drop-queued", "drop_queued", "dropped what was queued for '{name}' (each reported not delivered)",
          "drop the messages Claude has not started on"),
         ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
-        ("archive", "archive", "session '{name}': {state}", "stop and hide a session"),
+        ("archive", "archive", "session '{name}' archived: Claude stopped, hidden from ls (unarchive brings it"
+         " back)", "stop and hide a session"),
         ("unarchive", "unarchive", "session '{name}': {state} (back in ls)", "bring an archived session back"),
         ("new-conversation", "new_conversation", "session '{name}': a fresh conversation starts with the next"
          " message", "start a fresh conversation in a session (e.g. after a failed resume)"),
