@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from .conftest import SupervisorProcess
 
@@ -157,3 +160,23 @@ def test_unarchive_and_a_fresh_conversation(supervisor: SupervisorProcess) -> No
     assert refused.returncode == 1 and "suspend it first" in refused.stderr
     again = supervisor.ctl("unarchive", "alpha")
     assert again.returncode == 1 and "not archived" in again.stderr
+
+
+def test_the_readme_quick_start_works_as_written(supervisor: SupervisorProcess, tmp_path: Path) -> None:
+    """The Quick start's commands, run by bash exactly as the README prints them, in a
+    checkout (here: a directory with the project's .venv), against a running supervisor."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines()
+             if not line.startswith(("git clone", "./scripts/run"))]  # (the fixture is the supervisor)
+    assert any(line.startswith("claudectl send") for line in lines)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {**supervisor.env, "SUPERVISORD_CLAUDE_RUNTIME_DIR": str(supervisor.runtime_dir),
+           "PATH": "/usr/bin:/bin"}  # (claudectl only from the PATH line the README gives)
+    done = subprocess.run(["bash", "-e", "-c", "\n".join(lines)], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "what does this project do?" in supervisor.ctl("tail", "work", check=True).stdout
+    assert str(checkout) in supervisor.ctl("status", "work", check=True).stdout
