@@ -128,7 +128,7 @@ def test_install_units_refuses_with_the_fix_when_claude_cannot_be_found(tmp_path
 
 
 def test_install_units_carries_the_directories_this_shell_chose(tmp_path: Path) -> None:
-    claude, env = _claude_on_a_private_path(tmp_path)
+    _, env = _claude_on_a_private_path(tmp_path)
     config = tmp_path / "my config.toml"  # (a space: quoted for systemd)
     config.write_text("")
     env["SUPERVISORD_CLAUDE_STATE_DIR"] = str(tmp_path / "state")
