@@ -137,6 +137,7 @@ class Op(enum.StrEnum):
     KV_DELETE = "kv_delete"
     CONSUMERS = "consumers"
     REMOVE_CONSUMER = "remove_consumer"
+    BACKUP = "backup"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
 

@@ -228,6 +228,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.KV_DELETE: {"key": (kv_key, True)},
     Op.CONSUMERS: {},
     Op.REMOVE_CONSUMER: {"consumer": (consumer_name, True)},
+    Op.BACKUP: {"path": (abs_path, True), "force": (boolean, False)},
     Op.RESTART: {},
     Op.SHUTDOWN: {},
 }

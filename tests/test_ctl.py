@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,40 @@ def test_the_readme_quick_start_works_as_written(supervisor: SupervisorProcess, 
     assert done.returncode == 0, done.stderr
     assert "what does this project do?" in supervisor.ctl("tail", "work", check=True).stdout
     assert str(checkout) in supervisor.ctl("status", "work", check=True).stdout
+
+
+def test_backup_while_running_restores_every_session_and_its_history(supervisor: SupervisorProcess,
+                                                                      tmp_path: Path) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "remember the backup", "--wait", check=True)
+    backup = tmp_path / "backups" / "store.db"
+    backup.parent.mkdir()
+    out = supervisor.ctl("backup", str(backup), check=True).stdout
+    assert str(backup) in out and "1 sessions" in out
+    assert backup.stat().st_mode & 0o777 == 0o600  # the store holds the conversation's text
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["store.db"]  # one self-contained file
+    # a second backup onto it needs --force
+    again = supervisor.ctl("backup", str(backup))
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert supervisor.ctl("backup", str(backup), "--force").returncode == 0
+    # restore as docs say: stop, put the copy in place of the store (no WAL of the old one), start
+    supervisor.stop()
+    store = supervisor.state_dir / "supervisor.sqlite3"
+    for stale in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    shutil.copyfile(backup, store)
+    supervisor.start()
+    assert "remember the backup" in supervisor.ctl("tail", "alpha", check=True).stdout
+
+
+def test_backup_refuses_a_place_it_cannot_write_and_leaves_nothing(supervisor: SupervisorProcess,
+                                                                   tmp_path: Path) -> None:
+    missing = supervisor.ctl("backup", str(tmp_path / "no such dir" / "store.db"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # (root writes anywhere)
+        denied = supervisor.ctl("backup", str(locked / "store.db"))
+        assert denied.returncode == 1 and "backup failed" in denied.stderr
+    assert list(locked.iterdir()) == []
+    assert supervisor.request("hello")  # serving all along

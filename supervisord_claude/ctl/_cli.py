@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from protocol import (
@@ -531,6 +532,16 @@ def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(client: Client, args: argparse.Namespace) -> int:
+    """A consistent copy of the supervisor's store (SQLite's online backup, made by the
+    supervisor while it runs), at FILE."""
+    target = Path(args.file).expanduser().absolute()
+    result = client.request("backup", path=str(target), force=args.force)
+    _print(args, result, f"backed up the store to {result['path']} ({result['bytes'] / 2**20:.1f} MiB,"
+                         f" {result['sessions']} sessions)")
+    return 0
+
+
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     result = client.request("restart")
     _print(args, result, f"supervisor (pid {result['pid']}) is restarting; sessions keep running")
@@ -632,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
     s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
     s.set_defaults(func=cmd_consumers)
+    s = sub.add_parser("backup", help="copy the supervisor's store to FILE while it runs (consistent, unlike cp)")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    s.set_defaults(func=cmd_backup)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")

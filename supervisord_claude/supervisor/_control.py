@@ -46,22 +46,33 @@ log = logging.getLogger("supervisord_claude")
 
 class LaterReply:
     """A result its handler learns only later (an interrupt, once Claude confirmed it or
-    the wait ran out): the reply is sent when it is resolved, once."""
+    the wait ran out; a backup, once copied): the reply is sent when it is resolved — or
+    the error when it is rejected — once."""
 
     def __init__(self) -> None:
         self.result: dict[str, Any] | None = None
+        self.error: OpError | None = None
         self._then: Callable[[dict[str, Any]], None] | None = None
+        self._fail: Callable[[OpError], None] | None = None
 
     def resolve(self, result: dict[str, Any]) -> None:
-        if self.result is None:
+        if self.result is None and self.error is None:
             self.result = result
             if self._then is not None:
                 self._then(result)
 
-    def then(self, send: Callable[[dict[str, Any]], None]) -> None:
-        self._then = send
+    def reject(self, error: OpError) -> None:
+        if self.result is None and self.error is None:
+            self.error = error
+            if self._fail is not None:
+                self._fail(error)
+
+    def then(self, send: Callable[[dict[str, Any]], None], fail: Callable[[OpError], None] | None = None) -> None:
+        self._then, self._fail = send, fail
         if self.result is not None:
             send(self.result)
+        elif self.error is not None and fail is not None:
+            fail(self.error)
 
 
 #: carries out one valid request; returns its result (now, or later)
@@ -487,7 +498,8 @@ class ControlServer:
                        f"internal error ({type(exc).__name__}: {exc}); see the supervisor log")
             return
         if isinstance(result, LaterReply):
-            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}))
+            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}),
+                        lambda exc: self.error(ident, req_id, exc.code, exc.message))
             return
         self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": result})
         after_reply(ident, request, result)
