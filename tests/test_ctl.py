@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,58 @@ def test_backup_refuses_a_place_it_cannot_write_and_leaves_nothing(supervisor: S
         assert denied.returncode == 1 and "backup failed" in denied.stderr
     assert list(locked.iterdir()) == []
     assert supervisor.request("hello")  # serving all along
+
+
+def test_usage_errors_exit_2_and_under_json_are_a_json_error(supervisor: SupervisorProcess) -> None:
+    plain = supervisor.ctl("new")  # NAME missing
+    assert plain.returncode == 2 and "usage:" in plain.stderr
+    as_json = supervisor.ctl("--json", "new")
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stderr)["error"]["code"] == "usage"
+    unknown = supervisor.ctl("frobnicate", "--json")
+    assert unknown.returncode == 2 and json.loads(unknown.stderr)["error"]["code"] == "usage"
+
+
+def test_send_wait_that_gives_up_exits_124_and_the_message_is_still_answered(supervisor: SupervisorProcess,
+                                                                              tmp_path: Path) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    release = tmp_path / "release"
+    waited = supervisor.ctl("send", "alpha", f"waitfile:{release} patience", "--wait", "--timeout", "1")
+    assert waited.returncode == 124, waited.stderr  # distinct from a failed turn (1)
+    assert "stays queued" in waited.stderr
+    release.touch()
+    supervisor.wait_event("alpha", lambda e: e["kind"] == "result" and "patience" in e.get("text", ""))
+    failed = supervisor.ctl("send", "alpha", "apierror", "--wait")
+    assert failed.returncode == 1
+
+
+def test_ctrl_c_ends_tail_follow_with_130(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "hello", "--wait", check=True)
+    follower = subprocess.Popen([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir",
+                                 str(supervisor.runtime_dir), "tail", "alpha", "--follow"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=supervisor.env)
+    try:
+        assert follower.stdout is not None
+        seen = ""
+        while "echo: hello" not in seen:  # the last event there was: it follows now
+            line = follower.stdout.readline()
+            assert line, "tail ended by itself"
+            seen += line
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 130 and "Traceback" not in err
+
+
+def test_timeout_bounds_the_wait_for_a_supervisor_that_does_not_answer(supervisor: SupervisorProcess) -> None:
+    supervisor.proc.send_signal(signal.SIGSTOP)  # alive, its socket there, answering nothing
+    try:
+        # (the default wait is 10 s: ending well within that proves --timeout bounded it)
+        done = supervisor.ctl("--timeout", "0.5", "status", timeout=9)
+    finally:
+        supervisor.proc.send_signal(signal.SIGCONT)
+    assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -1,8 +1,11 @@
 """``claudectl``: a scripting CLI over the supervisor protocol.
 
 Human output by default; ``--json`` prints one JSON document (JSON lines for streams).
-Exit status: 0 success, 1 error (message on stderr), 2 usage error, 130 Ctrl-C, 141 the
-reader of the output went away (``claudectl … | head``: quietly, as Unix tools do).
+Exit status (README, "Exit status"): 0 success; 1 an error, a failed turn or a message not
+delivered (the reason on stderr); 2 a usage error (bad flags: usage on stderr, a JSON
+error under ``--json``); 124 ``send --wait`` gave up waiting (``--timeout``: the message
+stays queued and is answered); 130 Ctrl-C; 141 the reader of the output went away
+(``claudectl … | head``: quietly, as Unix tools do).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from protocol import (
     CONFIG_ENV,
@@ -314,8 +317,9 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         while True:
             event = await sub.next(timeout=max(0.1, deadline - time.monotonic()))
             if event is None:
-                print(f"claudectl: no answer within {timeout:g}s", file=sys.stderr)
-                return 1
+                print(f"claudectl: no answer within {timeout:g}s (--timeout); the message stays queued and"
+                      " will be answered (claudectl tail shows it)", file=sys.stderr)
+                return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
                 if event.get("message_id") == message_id:
                     streamed = print_live(streamed, event)
@@ -422,8 +426,8 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
         import asyncio
 
         return asyncio.run(_tail(args, last_seq))
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt:  # (how tail --follow is ended: quietly, with the status Ctrl-C gives)
+        return EXIT_INTERRUPTED
 
 
 def cmd_simple(op: str, done: str) -> Any:
@@ -554,15 +558,28 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as a JSON document on stderr under ``--json`` (exit 2
+    either way): a script reads every error the same way."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(json.dumps({"error": {"code": "usage", "message": f"{self.prog}: {message}"}}), file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="claudectl", description="Control supervisord-claude sessions",
         epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
                f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("status", help="supervisor or session status")
     s.add_argument("name", nargs="?")
@@ -667,7 +684,8 @@ def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
-                   help="seconds to wait with send --wait")
+                   help="seconds to wait at most: for the supervisor (at most 10), and for the answer with"
+                        " send --wait (default 600; past it exit 124, the message stays queued)")
 
 
 def fail(args: argparse.Namespace, message: str, code: str) -> int:
@@ -681,13 +699,16 @@ def fail(args: argparse.Namespace, message: str, code: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in raw[: raw.index("--")] if "--" in raw else "--json" in raw
+    args = build_parser().parse_args(raw)
     try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
         args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
     except ConfigFileError as exc:
         return fail(args, str(exc), "config")
     try:
-        client = Client(args.runtime_dir, timeout=10.0)
+        # (--timeout bounds every wait, the connection's too)
+        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout))
     except ConnectionFailed as exc:
         return fail(args, str(exc), "connection")
     try:
@@ -701,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nclaudectl: stopped by Ctrl-C (a message already sent stays queued and is answered)",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return _reader_gone()
     finally:
@@ -711,8 +732,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
 
 
+#: bad flags or arguments (argparse's)
+EXIT_USAGE = 2
+#: ``send --wait`` gave up waiting (as coreutils' timeout(1))
+EXIT_TIMED_OUT = 124
+#: Ctrl-C (128 + SIGINT)
+EXIT_INTERRUPTED = 128 + 2
 #: what a shell reports for a Unix tool that a closed pipe stopped (128 + SIGPIPE)
 EXIT_READER_GONE = 128 + 13
+#: the longest a request waits for the supervisor (less with a smaller --timeout)
+CONNECT_TIMEOUT = 10.0
 
 
 def _reader_gone() -> int:
