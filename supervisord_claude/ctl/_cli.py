@@ -61,7 +61,9 @@ def render_event(event: dict[str, Any]) -> str:
         tool_input = json.dumps(event.get("input"))
         return f"{head} tool {event.get('name')}: {tool_input[:200]}"
     if kind == "tool_result":
-        return f"{head} tool result: {str(event.get('content'))[:200]}"
+        content = event.get("content")
+        shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        return f"{head} tool result: {shown[:200]}"
     if kind == "result":
         cost = event.get("cost_usd")
         status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
@@ -81,8 +83,9 @@ def render_event(event: dict[str, Any]) -> str:
         by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
         return f"{head} request {verdict}{by} ({event.get('request_id')})"
     if kind == "settings":
-        fields = {k: v for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind")}
-        return f"{head} settings {fields}"
+        fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
+                           for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
+        return f"{head} settings: {fields}"
     return f"{head} {kind}"
 
 

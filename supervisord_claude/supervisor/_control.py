@@ -32,6 +32,7 @@ from protocol import (
     FrameError,
     Request,
     ValidationError,
+    counted,
     decode,
     encode,
     request_id_of,
@@ -186,8 +187,9 @@ class ConnectionGate:
         if self.door is Door.OPEN and (self.connections >= self.limit or soft - used < headroom):
             self.path.unlink(missing_ok=True)
             self.door = Door.CLOSED
-            self.warnings.warn("%d clients connected (max_connections %d), %d of %d open files in use: new"
-                               " clients are not accepted until some leave", self.connections, self.limit,
+            self.warnings.warn("%s connected (max_connections %d), %d of %d open files in use: new"
+                               " clients are not accepted until some leave", counted(self.connections, "client"),
+                               self.limit,
                                used, soft)
         elif self.door is Door.CLOSED and self.connections <= self.limit * 9 // 10 \
                 and soft - used >= headroom + headroom // 4:
@@ -196,8 +198,8 @@ class ConnectionGate:
             except FileExistsError:
                 pass
             self.door = Door.OPEN
-            self.warnings.warn("%d clients connected (max_connections %d): accepting new clients again",
-                               self.connections, self.limit)
+            self.warnings.warn("%s connected (max_connections %d): accepting new clients again",
+                               counted(self.connections, "client"), self.limit)
 
     def limits(self) -> dict[str, dict[str, int | None]]:
         used, soft = open_files()
