@@ -274,3 +274,32 @@ def test_timeout_bounds_the_wait_for_a_supervisor_that_does_not_answer(superviso
     finally:
         supervisor.proc.send_signal(signal.SIGCONT)
     assert done.returncode == 1 and "Traceback" not in done.stderr
+
+
+def test_tail_n_shows_the_last_events_and_send_dash_reads_stdin(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    letter = "Dear Claude,\nthis message has\nthree lines.\n"
+    sent = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(supervisor.runtime_dir),
+                           "send", "alpha", "-", "--wait"], input=letter, capture_output=True, text=True,
+                          env=supervisor.env, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    assert supervisor.wait_received("this message has")["text"] == letter  # every line, as read
+    whole = supervisor.ctl("tail", "alpha", check=True).stdout.splitlines()
+    assert len(whole) > 3
+    assert supervisor.ctl("tail", "alpha", "-n", "2", check=True).stdout.splitlines() == whole[-2:]
+    assert supervisor.ctl("tail", "alpha", "-n", "0", check=True).stdout == ""
+    bad = supervisor.ctl("tail", "alpha", "-n", "-3")
+    assert bad.returncode == 2 and "negative" in bad.stderr
+
+
+def test_completion_scripts_know_the_commands(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "completion", "bash"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    script = tmp_path / "claudectl.bash"
+    script.write_text(out.stdout)
+    # bash loads it and completes "claudectl ba" to the backup command
+    probe = subprocess.run(["bash", "-c", f'source "{script}"; COMP_WORDS=(claudectl ba); COMP_CWORD=1;'
+                            ' _shtab_claudectl 2>/dev/null; printf "%s\\n" "${COMPREPLY[@]}"'],
+                           capture_output=True, text=True, timeout=60)
+    assert "backup" in probe.stdout.split(), probe.stdout + probe.stderr

@@ -375,6 +375,8 @@ def turn_ending(result: dict[str, Any]) -> str | None:
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    if args.text == "-":  # the message from stdin, as Unix tools take a file
+        args.text = sys.stdin.read()
     if args.wait:
         client.close()
         import asyncio
@@ -425,6 +427,8 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
 def cmd_tail(client: Client, args: argparse.Namespace) -> int:
     last_seq = int(client.request("status", session=args.name)["last_seq"])  # also: a clear error
     client.close()
+    if args.lines is not None:
+        args.from_seq = max(0, last_seq - args.lines)
     try:
         import asyncio
 
@@ -561,6 +565,17 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A number of things: 0 or more (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as a JSON document on stderr under ``--json`` (exit 2
     either way): a script reads every error the same way."""
@@ -603,14 +618,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_cd)
     s = sub.add_parser("send", help="send a message to a session")
     s.add_argument("name")
-    s.add_argument("text")
+    s.add_argument("text", help="the message; - reads it from stdin")
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
     s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
-    s.add_argument("--from", dest="from_seq", type=int, help="start after this sequence number")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--from", dest="from_seq", type=int, help="start after this sequence number")
+    where.add_argument("--lines", "-n", type=_count, metavar="N", help="only the last N events (then --follow goes on)")
     s.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     s.add_argument("--stream", action="store_true", help="with --follow: print answers as they are written")
     s.set_defaults(func=cmd_tail)
@@ -667,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
     s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("completion", help="print a shell completion script: eval \"$(claudectl completion bash)\"")
+    s.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    s.set_defaults(func=None)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")
@@ -705,6 +725,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     _Parser.json_errors = "--json" in raw[: raw.index("--")] if "--" in raw else "--json" in raw
     args = build_parser().parse_args(raw)
+    if args.command == "completion":  # (needs no supervisor)
+        import shtab
+
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return 0
     try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
         args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
     except ConfigFileError as exc:
