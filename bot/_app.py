@@ -167,6 +167,19 @@ async def show_choice(query: CallbackQuery) -> None:
         await query.edit_message_reply_markup(None)
 
 
+async def pressed_data(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | None:
+    """What the pressed button stands for (its data, a shortened one read back); None
+    once the press was answered as expired (a token this bot no longer knows)."""
+    query = update.callback_query
+    assert query is not None
+    data = await core_of(context).link.pressed(query.data or "")
+    if data is None:
+        await query.answer(render.BUTTON_EXPIRED)
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_reply_markup(None)
+    return data
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
                         early: str | None = None) -> bool:
@@ -176,9 +189,10 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     once, for a command that takes a while."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    kind, _, argument = (query.data or "").partition(":")
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return False
+    kind, _, argument = data.partition(":")
     if early is not None:
         await query.answer(early)
     try:
@@ -332,10 +346,11 @@ async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT
     """The button under a /word that is not a command: it goes to Claude as it is."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return
     chat = update.effective_chat.id
-    argument = (query.data or "").partition(":")[2]
+    argument = data.partition(":")[2]
     held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
     await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
     await show_choice(query)
@@ -349,10 +364,11 @@ async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     """Text typed while a tool call waited, used as the reason to deny it."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return
     chat = update.effective_chat.id
-    _, token, message_id = [*(query.data or "").split(":"), "", ""][:3]
+    _, token, message_id = [*data.split(":"), "", ""][:3]
     core = core_of(context)
     held = core.held.pop((chat, int(message_id)), None) if message_id.isdigit() else None
     if held is None:

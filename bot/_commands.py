@@ -7,7 +7,9 @@ returns the ``Reply`` to show; handlers in ``_app`` only translate Telegram to t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import re
 from collections import OrderedDict
@@ -27,6 +29,13 @@ KV_PRESSED = "telegram.pressed.{chat}"  # the bot's messages whose buttons were 
 PRESSED_KEPT = 500  # per chat: far more than a user has unpressed buttons to go back to
 KV_WROTE = "telegram.wrote.{chat}"  # which session wrote the bot's recent messages (for replies)
 WROTE_KEPT = 300  # per chat: the messages a reply is likely to quote
+#: Telegram refuses a whole message if one button's callback data is over 64 bytes (UTF-8)
+MAX_BUTTON_DATA = 64
+#: button data too long for Telegram, by the short token its button carries instead
+#: (``<kind>:#<token>``): kept in the supervisor, so a press after a bot restart works
+KV_BUTTONS = "telegram.buttons"
+BUTTONS_KEPT = 200  # the newest; an older token is answered "expired" (fits the kv's 64 KiB)
+TOKEN_MARK = "#"
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
@@ -137,6 +146,35 @@ class Link:
             return False
         await self.kv_put(key, [*spent, message_id][-PRESSED_KEPT:])  # before acting: never twice
         return True
+
+    async def button_data(self, data: str) -> str:
+        """``data`` (``<kind>:<argument>``) as a button can carry it: as it is if it fits
+        Telegram's 64 bytes, else ``<kind>:#<token>``, the token kept with what it stands
+        for (``pressed`` reads it back). An argument that itself starts with ``#`` is
+        always shortened, so a literal one is never read as a token."""
+        kind, _, argument = data.partition(":")
+        if len(data.encode()) <= MAX_BUTTON_DATA and not argument.startswith(TOKEN_MARK):
+            return data
+        token = base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()[:12]).decode()
+        table = await self._buttons()
+        if table.get(token) != data:
+            table.pop(token, None)
+            table[token] = data
+            await self.kv_put(KV_BUTTONS, dict(list(table.items())[-BUTTONS_KEPT:]))
+        return f"{kind}:{TOKEN_MARK}{token}"
+
+    async def pressed(self, data: str) -> str | None:
+        """The data a pressed button was made with; None for a shortened one this bot no
+        longer knows (too old, or forged)."""
+        kind, _, argument = data.partition(":")
+        if not argument.startswith(TOKEN_MARK):
+            return data
+        full = (await self._buttons()).get(argument[len(TOKEN_MARK):])
+        return full if full is not None and full.partition(":")[0] == kind else None
+
+    async def _buttons(self) -> dict[str, str]:
+        table = await self.kv_cached(KV_BUTTONS)
+        return {k: v for k, v in table.items() if isinstance(v, str)} if isinstance(table, dict) else {}
 
     async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
         """Remember that ``session`` wrote these messages (an answer, a prompt, a tool

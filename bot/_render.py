@@ -86,6 +86,12 @@ def labelled(session: str, text: str) -> str:
     return f"**[{session}]**\n\n{text}"
 
 
+def tagged(label: str | None, line: str) -> str:
+    """A notice (an error, a footer, "Interrupted") headed by its session's ``[name]``
+    when that is not the chat's active session."""
+    return f"{label} {line}" if label else line
+
+
 def follow_up(text: str) -> str:
     """A turn Claude began on its own (e.g. when a background task ended): not an answer."""
     return f"🔔 _Claude's follow-up (not an answer to a message of yours)_\n\n{text}"
@@ -162,6 +168,7 @@ SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
 QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
               " Send it again once it has answered some of them (or /cancel to stop and drop them).")
 ALREADY_DONE = "Already done: each button works once."
+BUTTON_EXPIRED = "This button has expired (the bot no longer knows what it was for). Send the command again."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")

@@ -332,3 +332,32 @@ def test_a_sessions_list_shows_the_switch_after_its_button_is_pressed(env) -> No
         return None
     lines = wait_for(redrawn, what="the list to be redrawn with alpha marked")
     assert not any(line.startswith("→ ") and "beta - " in line for line in lines)
+
+
+def test_what_a_session_that_is_not_the_chats_shows_while_writing_and_failing_carries_its_name(
+        make_supervisor, bot_env, telegram, tmp_path) -> None:
+    sup = make_supervisor(idle_timeout=60).start()
+    bot_env(sup)
+    api = telegram
+    gate = tmp_path / "go"
+    say(api, "/new alpha", "created")
+    api.message(USER, f"waitfile:{gate} stream:3 alpha writes this slowly")
+    sup.wait_received("stream:3 alpha writes this slowly")
+    say(api, "apierror please", "⏳ Queued")
+    say(api, "sleep:60 hold", "⏳ Queued")
+    say(api, "dropped one", "⏳ Queued")
+    say(api, "/new beta", "created")  # beta is the chat's session from now on
+    gate.touch()
+    draft = wait_for(lambda: next((d for d in api.drafts if "alpha writes" in d["text"]), None),
+                     what="alpha's answer as it is written")
+    assert draft["text"].startswith("[alpha]\n")
+    api.wait_for_text(lambda t: t.startswith("[alpha]") and "echo: waitfile" in t, chat_id=USER)
+    report = wait_for(lambda: next((e for e in api.edits if "Claude reported an error" in e["text"]), None),
+                      what="the API error report")
+    assert report["text"].startswith("[alpha] ⚠️ Claude reported an error")
+    sup.wait_received("sleep:60 hold")
+    sup.request("drop_queued", session="alpha")
+    api.wait_for_text(lambda t: t.startswith("[alpha] ❌ Message not delivered"), chat_id=USER)
+    sup.request("interrupt", session="alpha")
+    api.wait_for_text(lambda t: t == "[alpha] ⏹ Interrupted.", chat_id=USER)
+    assert all(d["text"].startswith("[alpha]\n") for d in api.drafts)
