@@ -64,9 +64,6 @@ class Core:
         #: the later parts of one message (an album, a cut paste) by its first update's id,
         #: while that update is handled (see ``_merge``)
         self.merged: dict[int, list[Any]] = {}
-        #: "/word" messages that are no command, by (chat, message id): sent to Claude
-        #: when their "Send it to Claude" button is pressed
-        self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
 
     async def _save_previews(self, previews: list[list[int]]) -> None:
@@ -313,6 +310,8 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
         elif event.get("is_error"):
             detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
             retry = retry_markup(message_id)
+            if isinstance(message_id, int):
+                await core.link.keep_failed(chat, message_id, "retry")
             report = render.tagged(label, render.error_text(detail))
             if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
                 # the CLI wrote the API error as the answer too: that message becomes the one report
@@ -351,9 +350,10 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     reason = str(event.get("reason") or "")
     origin = commands.parse_origin(event.get("origin"))
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
-    if reason.startswith(render.RESUME_FAILED_PREFIX):
-        if isinstance(message_id, int):
-            core.link.failed_resume.setdefault(session, []).append(message_id)
+    resume_failed = reason.startswith(render.RESUME_FAILED_PREFIX)
+    if isinstance(message_id, int):  # before its button is shown: a press can come at once
+        await core.link.keep_failed(chat, message_id, "resume" if resume_failed else "retry")
+    if resume_failed:
         if (session, chat) in core.resume_told:
             return
         core.resume_told.add((session, chat))

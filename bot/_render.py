@@ -122,7 +122,8 @@ def deny_or_send_text(session: str) -> str:
 WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
-HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
+HELD_GONE = "That message is no longer held here (too old); send it again."
+HELD_NO_SESSION = "Not sent: this chat has no active session any more. Use /new <name>, then send it again."
 
 
 def claude_commands_text(names: list[str]) -> str:
@@ -140,7 +141,7 @@ FRESH_BUTTON = "Start a fresh conversation in '{name}'"
 RETRY_BUTTON = "🔁 Retry"
 RETRY_SENT = "🔁 Sent again."
 RETRY_DONE = "It was already sent again."
-RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+RETRY_GONE = "I no longer hold that message (too old, or too long to keep over a restart); please send it again."
 #: how the supervisor words the failure of a message that waited for a resume that failed
 RESUME_FAILED_PREFIX = "Resume failed: "
 #: how it words a message the user chose to drop (/cancel's "drop" button)
