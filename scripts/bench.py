@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protocol import Client  # noqa: E402
-from supervisord_claude import _forkserver, _wire  # noqa: E402
+from supervisord_claude import _wire  # noqa: E402
+from supervisord_claude.supervisor import _forkserver  # noqa: E402
 
 STUB = """#!{python}
 import json, sys, time
@@ -641,7 +642,7 @@ def _burst_rate(sup_base: Path, session: str, n: int) -> float:
 
 def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
     from protocol import EventKind
-    from supervisord_claude._store import EventWrite, Store
+    from supervisord_claude.supervisor._store import EventWrite, Store
 
     rows = []
     for size in sizes:

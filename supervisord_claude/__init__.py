@@ -10,6 +10,6 @@ __all__ = ["__version__", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._main import main as _main
+    from .supervisor._main import main as _main
 
     return _main(argv)

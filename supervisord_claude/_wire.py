@@ -57,6 +57,17 @@ WIRE_VERSION = 5
 ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, WIRE_VERSION})
 #: keepers of an older wire never answer an Interrupt: the supervisor does not wait for it
 INTERRUPT_REPORTS_SINCE = 5
+#: SIGTERM to Claude's process group, this long, then SIGKILL (the keeper does it; the
+#: supervisor waits this long, plus its own margin, for a keeper to go)
+STOP_GRACE = 5.0
+#: why a message the user dropped was not delivered (the keeper says it; so do the ops
+#: for messages still held by the supervisor)
+DROPPED = "dropped at your request before Claude saw it"
+
+
+def keeper_title(instance: str, session: str) -> str:
+    """A keeper's process title: how the supervisor finds (and reaps) its keepers."""
+    return f"supervisord-claude[{instance}]: keeper {session}"
 
 
 class WireError(ValueError):

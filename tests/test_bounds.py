@@ -22,11 +22,11 @@ from protocol import (
     EventKind,
     RemoteError,
 )
-from supervisord_claude import _control
 from supervisord_claude._config import load_toml
 from supervisord_claude._errors import ClientSlow, ConfigError
-from supervisord_claude._hub import KEEPALIVE, MAX_INFLIGHT_BYTES, SubscriptionHub
-from supervisord_claude._store import EventWrite, Store
+from supervisord_claude.supervisor import _control
+from supervisord_claude.supervisor._hub import KEEPALIVE, MAX_INFLIGHT_BYTES, SubscriptionHub
+from supervisord_claude.supervisor._store import EventWrite, Store
 
 from .conftest import SupervisorProcess, wait_for
 from .conftest import _instances as conftest_instances

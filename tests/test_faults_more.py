@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_claude._pool import Phase
-from supervisord_claude._supervisor import MAX_FORK_SERVER_DEATHS
+from supervisord_claude.supervisor._pool import Phase
+from supervisord_claude.supervisor._supervisor import MAX_FORK_SERVER_DEATHS
 
 from .conftest import SYSTEM, SupervisorProcess, wait_for
 from .test_faults import ROUNDS, gone, no_gaps, one_outcome, record, streaming_turn

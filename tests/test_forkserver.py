@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from supervisord_claude import _forkserver, _wire
+from supervisord_claude import _wire
+from supervisord_claude.supervisor import _forkserver
 
 SPEC = _wire.KeeperSpec(session="s", instance="i", runtime_dir="/r", claude_bin="/c", cwd="/w",
                         session_id="id", started=False, idle_timeout=60, system_prompt="p" * 2000)

@@ -407,11 +407,11 @@ def test_an_output_line_over_the_limit_ends_the_turn_clearly(supervisor: Supervi
 
 def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_bound(monkeypatch) -> None:
     from protocol import EventKind, Reason, SessionState
-    from supervisord_claude import _uplink
     from supervisord_claude._clock import FakeClock
-    from supervisord_claude._keeper import Emit, Keeper
-    from supervisord_claude._keeper_machine import Run
     from supervisord_claude._wire import KeeperSpec, QueuedMessage
+    from supervisord_claude.keeper import _uplink
+    from supervisord_claude.keeper._keeper import Emit, Keeper
+    from supervisord_claude.keeper._machine import Run
 
     monkeypatch.setattr(_uplink, "UNACKED_LIMIT", 10_000)
     spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",

@@ -15,7 +15,8 @@ import pytest
 from protocol import EventKind, Reason, SessionState
 from supervisord_claude import _claude, _wire
 from supervisord_claude._clock import FakeClock, TimerHandle
-from supervisord_claude._keeper_actions import (
+from supervisord_claude._wire import QueuedMessage
+from supervisord_claude.keeper._actions import (
     Action,
     ArmTimer,
     CancelTimer,
@@ -26,8 +27,7 @@ from supervisord_claude._keeper_actions import (
     StopClaude,
     Write,
 )
-from supervisord_claude._keeper_machine import EDGES, IDLE_TIMER, IllegalTransition, KeeperMachine
-from supervisord_claude._wire import QueuedMessage
+from supervisord_claude.keeper._machine import EDGES, IDLE_TIMER, IllegalTransition, KeeperMachine
 
 S = SessionState
 
@@ -543,7 +543,8 @@ def test_the_machine_itself_does_no_io() -> None:
     import ast
     import inspect
 
-    from supervisord_claude import _keeper_actions, _keeper_machine
+    from supervisord_claude.keeper import _actions as _keeper_actions
+    from supervisord_claude.keeper import _machine as _keeper_machine
 
     imported = set()
     for module in (_keeper_machine, _keeper_actions):

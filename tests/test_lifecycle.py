@@ -17,9 +17,9 @@ from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
 from supervisord_claude._config import Config
 from supervisord_claude._os import System
-from supervisord_claude._pool import BYE_GRACE, PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
-from supervisord_claude._store import Store
-from supervisord_claude._supervisor import Core, build_core
+from supervisord_claude.supervisor._pool import BYE_GRACE, PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
+from supervisord_claude.supervisor._store import Store
+from supervisord_claude.supervisor._supervisor import Core, build_core
 
 
 class FakeForkServer:
@@ -289,7 +289,7 @@ def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h:
 
 
 def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> None:
-    from supervisord_claude._uplink import Uplink
+    from supervisord_claude.keeper._uplink import Uplink
 
     class Socket:
         def __init__(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import protocol
-from supervisord_claude import _units
+from supervisord_claude.supervisor import _units
 
 from .conftest import USER, SupervisorProcess, wait_for
 from .fake_telegram import TOKEN

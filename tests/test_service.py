@@ -46,7 +46,7 @@ def test_a_rejected_token_is_one_line_without_the_token_and_a_distinct_exit(
 
 
 def test_the_bot_unit_does_not_restart_on_a_rejected_token() -> None:
-    from supervisord_claude import _units
+    from supervisord_claude.supervisor import _units
 
     unit = _units.render_units("/x/supervisord-claude", "/x/claude-telegram-bot")[_units.BOT_UNIT]
     assert f"RestartPreventExitStatus={EXIT_TOKEN_REJECTED}" in unit

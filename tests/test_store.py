@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import EventKind, SessionState
-from supervisord_claude import _store
 from supervisord_claude._errors import StoreError
-from supervisord_claude._startup import recover_store
-from supervisord_claude._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
+from supervisord_claude.supervisor import _store
+from supervisord_claude.supervisor._startup import recover_store
+from supervisord_claude.supervisor._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
 
 
 @pytest.fixture

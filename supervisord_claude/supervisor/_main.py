@@ -12,8 +12,9 @@ from pathlib import Path
 from protocol import configure_logging
 from protocol._logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV
 
-from . import _config, _units
-from ._errors import ConfigError, StartupRefused, StoreError
+from .. import _config
+from .._errors import ConfigError, StartupRefused, StoreError
+from . import _units
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,12 +21,12 @@ import setproctitle
 
 from protocol import LOCK_FILE, EventKind, Reason, SessionState, instance_id, runtime_dir_problem
 
+from .._claude import INSTANCE_ENV, SESSION_ENV
+from .._config import Config, find_claude
+from .._errors import StartupRefused
+from .._os import System
+from .._wire import STOP_GRACE
 from . import _forkserver
-from ._claude import INSTANCE_ENV, SESSION_ENV
-from ._config import Config, find_claude
-from ._errors import StartupRefused
-from ._keeper import STOP_GRACE
-from ._os import System
 from ._store import FAILED, WRITTEN, Store
 
 log = logging.getLogger("supervisord_claude")
@@ -164,7 +164,7 @@ def restart_argv() -> list[str]:
 
 
 #: what a start does before it touches anything: import the daemon, read the configuration
-_START_CHECK = "import sys\nfrom supervisord_claude import _config, _startup, _supervisor\n_config.parse(sys.argv[1:])\n"
+_START_CHECK = "import sys\nfrom supervisord_claude import _config\nfrom supervisord_claude.supervisor import _startup, _supervisor\n_config.parse(sys.argv[1:])\n"
 
 
 def restart_problem() -> str | None:
@@ -181,6 +181,8 @@ def restart_problem() -> str | None:
         return None
     lines = check.stderr.strip().splitlines()
     return lines[-1] if lines else f"exit status {check.returncode}"
+
+
 def raise_open_files_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
     keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""

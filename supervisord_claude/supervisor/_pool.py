@@ -21,15 +21,15 @@ from typing import Any, Protocol
 
 from protocol import EventKind, Reason, SessionState
 
-from . import _wire
+from .. import _wire
+from .._claude import outbox_prompt
+from .._clock import Clock, TimerHandle
+from .._config import Config
+from .._os import System
+from .._permissions import PendingRequest
+from .._wire import keeper_title
 from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
-from ._claude import outbox_prompt
-from ._clock import Clock, TimerHandle
-from ._config import Config
 from ._eventlog import EventLog
-from ._keeper import keeper_title
-from ._os import System
-from ._permissions import PendingRequest
 from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, Store
 
 log = logging.getLogger("supervisord_claude")

@@ -38,9 +38,9 @@ from protocol import (
     validate_request,
 )
 
-from ._errors import ClientGone, ClientSlow, OpError, StoreError
+from .._errors import ClientGone, ClientSlow, OpError, StoreError
+from .._sockets import send_now
 from ._hub import KEEPALIVE
-from ._sockets import send_now
 
 log = logging.getLogger("supervisord_claude")
 

@@ -30,18 +30,18 @@ import zmq.asyncio
 
 from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
 
-from . import _wire
-from ._clock import Clock, LoopClock
-from ._config import Config
+from .. import _wire
+from .._clock import Clock, LoopClock
+from .._config import Config
+from .._errors import OpError, StoreError
+from .._os import System, sd_notify
+from .._sockets import send_now
+from .._wire import STOP_GRACE
 from ._control import ControlServer, bind_private
-from ._errors import OpError, StoreError
 from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
-from ._keeper import STOP_GRACE
 from ._ops import Ops
-from ._os import System, sd_notify
 from ._pool import ForkServer, KeeperLink, KeeperPool
-from ._sockets import send_now
 from ._startup import reap_stale, recover_store, restart_problem
 from ._store import QUEUED, WRITTEN, Store
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import zmq
 
-from . import _wire
-from ._clock import Clock, TimerHandle
-from ._sockets import send_now
+from .. import _wire
+from .._clock import Clock, TimerHandle
+from .._sockets import send_now
 
 log = logging.getLogger("supervisord_claude.keeper")
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from protocol import EventKind, PermissionMode, Reason, SessionState
 
-from . import _claude, _wire
-from . import _permissions as permissions
-from ._keeper_actions import (
+from .. import _claude, _wire
+from .. import _permissions as permissions
+from .._wire import QueuedMessage
+from ._actions import (
     Action,
     ArmTimer,
     CancelTimer,
@@ -41,7 +42,6 @@ from ._keeper_actions import (
     StopClaude,
     Write,
 )
-from ._wire import QueuedMessage
 
 log = logging.getLogger("supervisord_claude.keeper")
 
@@ -61,8 +61,7 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 #: states in which the keeper is on its way out and takes no new work (SUSPENDED is
 #: also where it begins, so ``ending`` also looks at ``done``)
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
-#: why a message the user dropped was not delivered
-DROPPED = "dropped at your request before Claude saw it"
+DROPPED = _wire.DROPPED
 IDLE_TIMER = "idle"
 #: the written limit on one line of Claude's output (the process adapter enforces it)
 STDOUT_LIMIT = 64 * 1024 * 1024

@@ -33,9 +33,10 @@ import zmq.asyncio
 
 from protocol import Reason, configure_logging
 
-from . import _claude, _wire
-from ._clock import Clock, LoopClock, TimerHandle
-from ._keeper_actions import (
+from .. import _claude, _wire
+from .._clock import Clock, LoopClock, TimerHandle
+from .._os import System
+from ._actions import (
     Action,
     ArmTimer,
     CancelTimer,
@@ -46,21 +47,16 @@ from ._keeper_actions import (
     StopClaude,
     Write,
 )
-from ._keeper_machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
-from ._os import System
+from ._machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
 from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
 
-#: SIGTERM to Claude's process group, this long, then SIGKILL.
-STOP_GRACE = 5.0
+STOP_GRACE = _wire.STOP_GRACE
+keeper_title = _wire.keeper_title
 STDERR_TAIL = 20
 
 __all__ = ["DROPPED", "EDGES", "STOP_GRACE", "IllegalTransition", "Keeper", "KeeperMachine", "keeper_title", "main"]
-
-
-def keeper_title(instance: str, session: str) -> str:
-    return f"supervisord-claude[{instance}]: keeper {session}"
 
 
 class Keeper:

@@ -24,8 +24,8 @@ import msgpack
 
 from protocol import EventKind, SessionState
 
-from ._clock import Clock
-from ._errors import StoreError
+from .._clock import Clock
+from .._errors import StoreError
 from ._store import (
     COST_ADDED,
     DONE,

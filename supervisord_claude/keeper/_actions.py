@@ -10,7 +10,7 @@ from typing import Any
 
 from protocol import EventKind
 
-from . import _wire
+from .. import _wire
 
 
 @dataclass(frozen=True)

@@ -707,6 +707,3 @@ def _reader_gone() -> int:
     os.close(devnull)
     return EXIT_READER_GONE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,7 @@ from typing import Any
 
 from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event, encode_events
 
-from ._errors import ClientGone, ClientSlow, OpError
+from .._errors import ClientGone, ClientSlow, OpError
 from ._store import Store, StoredEvent
 
 DEFAULT_WINDOW = 256

@@ -26,15 +26,15 @@ from protocol import (
     control_endpoint,
 )
 
-from . import __version__, _claude, _wire
-from . import _permissions as permissions
+from .. import __version__, _claude, _wire
+from .. import _permissions as permissions
+from .._config import Config
+from .._errors import OpError
+from .._wire import DROPPED
 from ._attachments import mib_text
-from ._config import Config
 from ._control import LaterReply
-from ._errors import OpError
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
-from ._keeper import DROPPED
 from ._pool import KeeperPool, message_bytes
 from ._store import SessionRecord, Store
 

@@ -31,8 +31,8 @@ import msgpack
 
 from protocol import EventKind, SessionState
 
-from ._errors import StoreError
-from ._wire import pack_body
+from .._errors import StoreError
+from .._wire import pack_body
 
 log = logging.getLogger("supervisord_claude")
 

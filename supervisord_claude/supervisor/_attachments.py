@@ -25,7 +25,7 @@ from pathlib import Path
 
 from protocol import ErrorCode
 
-from ._errors import OpError
+from .._errors import OpError
 
 log = logging.getLogger("supervisord_claude")
 

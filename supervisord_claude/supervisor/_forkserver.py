@@ -31,10 +31,8 @@ import traceback
 
 import setproctitle
 
-from . import (
-    _keeper,  # imported here so that forked keepers share its pages
-    _wire,
-)
+from .. import _wire
+from ..keeper import _keeper  # imported here so that forked keepers share its pages
 
 MAX_SPEC_BYTES = 1 << 20
 
@@ -56,7 +54,7 @@ class Server:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisord_claude._forkserver", self.title, str(child_sock.fileno()),
+                [sys.executable, "-m", "supervisord_claude.supervisor._forkserver", self.title, str(child_sock.fileno()),
                  str(self.death_fd)],
                 pass_fds=(child_sock.fileno(), self.death_fd), stdin=subprocess.DEVNULL,
             )
