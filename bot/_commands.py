@@ -767,10 +767,11 @@ async def ls(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
-    """What Claude cost: in this chat's session and in all of the user's sessions; the
-    machine's total today (every user's and claudectl's sessions) only under that label,
-    as the supervisor counts the day's cost for all sessions together."""
-    today = (await link.request("status"))["cost_today"]
+    """What Claude cost: in this chat's session, in all of the user's sessions, and what
+    those spent today; the machine's total today (every user's and claudectl's
+    sessions) only under that label."""
+    status = await link.request("status")
+    by_session = status.get("cost_today_by_session") or {}
     everything = [s for s in (await link.request("list", all=True))["sessions"] if await link.visible(s["name"])]
     lines = []
     active = await link.active(chat)
@@ -778,7 +779,8 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     if mine is not None:
         lines.append(f"This session ({active}): ${mine.get('cost_usd') or 0:.4f}")
     lines.append(f"All your sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
-    lines.append(f"Today, all sessions on this machine (everyone's): ${today:.4f}")
+    lines.append(f"Today, your sessions: ${sum(by_session.get(s['name'], 0.0) for s in everything):.4f}")
+    lines.append(f"Today, all sessions on this machine (everyone's): ${status['cost_today']:.4f}")
     return Reply("\n".join(lines))
 
 

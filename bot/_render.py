@@ -29,7 +29,7 @@ Claude Sessions
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
-/usage - Cost of this session, of all yours, and today on the machine
+/usage - Cost of this session, of all yours (and today), and today on the machine
 /get <path> - A file from the session's directory
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
@@ -54,7 +54,7 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
-    ("usage", "What Claude cost: this session, all yours, the machine today"),
+    ("usage", "What Claude cost: this session, all yours (and today), the machine today"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),

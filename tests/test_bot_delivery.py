@@ -212,8 +212,16 @@ def test_usage_shows_a_users_own_spend_and_labels_the_machines_total(make_superv
     say(api, "/new mine", "created")
     sup.wait_consumer("telegram-bot")
     usage = say(api, "/usage", "This session")["text"].splitlines()
-    assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000",
+    assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000", "Today, your sessions: $0.0000",
                      "Today, all sessions on this machine (everyone's): $0.0010"]
+    say(api, "spend mine too", "echo: spend mine too")
+    say(api, "and more", "echo: and more")
+    sup.wait_consumer("telegram-bot")
+    usage = say(api, "/usage", "This session")["text"].splitlines()
+    assert usage[2:] == ["Today, your sessions: $0.0020", "Today, all sessions on this machine (everyone's): $0.0030"]
+    theirs = say(api, "/usage", "This session", user=OTHER)["text"].splitlines()
+    assert theirs[2:] == ["Today, your sessions: $0.0010", "Today, all sessions on this machine (everyone's): $0.0030"]
+    assert sup.request("status")["cost_today_by_session"] == {"mine": 0.002, "theirs": 0.001}
 
 
 def test_while_claude_waits_for_the_user_the_chat_shows_no_typing_and_status_says_so(make_supervisor, bot_env,
