@@ -145,6 +145,7 @@ class Ops:
             "by_state": by_state,
             "claude_processes": claude,
             "cost_today": self.store.cost_on(self.wall()),
+            "cost_today_by_session": self.store.session_costs_on(self.wall()),
             "pending_permissions": pending,
             "queue_limit": self._queue_limit(),
             "queues": [{"session": name, "messages": self.pool.queued(name), "bytes": self.pool.queued_bytes(name)}
