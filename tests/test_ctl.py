@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import SupervisorProcess
 
 
@@ -292,6 +294,7 @@ def test_tail_n_shows_the_last_events_and_send_dash_reads_stdin(supervisor: Supe
     assert bad.returncode == 2 and "negative" in bad.stderr
 
 
+@pytest.mark.system  # runs a program
 def test_completion_scripts_know_the_commands(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "completion", "bash"], capture_output=True,
                          text=True, timeout=60)

@@ -31,12 +31,14 @@ def run(module: str, *args: str, env: dict[str, str] | None = None) -> subproces
 
 
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.system  # runs a program
 def test_every_command_says_its_version(program: str) -> None:
     out = run(PROGRAMS[program], "--version")
     assert out.returncode == 0
     assert out.stdout.strip() == f"{program} {protocol.__version__}"
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path: Path) -> None:
     token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
     config = tmp_path / "config.toml"
@@ -59,6 +61,7 @@ def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path
     ("idel_timeout = 5\n", "idel_timeout"),
     ("[telegram]\nallowed_users = ['me']\n", "telegram.allowed_users"),
 ])
+@pytest.mark.system  # runs a program
 def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text(content)
@@ -67,6 +70,7 @@ def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) 
     assert key in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_fails_when_claude_cannot_be_found(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("")
     out = run("supervisord_claude", "check-config", "--config", str(tmp_path / "c.toml"),
@@ -89,6 +93,7 @@ def _claude_on_a_private_path(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return claude, env
 
 
+@pytest.mark.system  # runs a program
 def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) -> None:
     claude, env = _claude_on_a_private_path(tmp_path)
     dest = tmp_path / "units"
@@ -114,6 +119,7 @@ def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) 
     assert (dest / _units.BOT_UNIT).read_text() == bot
 
 
+@pytest.mark.system  # runs a program
 def test_install_units_refuses_with_the_fix_when_claude_cannot_be_found(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path / "empty")}
     env.pop("SUPERVISORD_CLAUDE_CLAUDE_BIN", None)
@@ -127,6 +133,7 @@ def test_install_units_refuses_with_the_fix_when_claude_cannot_be_found(tmp_path
     assert not (dest / _units.SUPERVISOR_UNIT).exists()  # nothing half-written
 
 
+@pytest.mark.system  # runs a program
 def test_install_units_carries_the_directories_this_shell_chose(tmp_path: Path) -> None:
     _, env = _claude_on_a_private_path(tmp_path)
     config = tmp_path / "my config.toml"  # (a space: quoted for systemd)
@@ -141,6 +148,7 @@ def test_install_units_carries_the_directories_this_shell_chose(tmp_path: Path) 
     assert "--runtime-dir" not in flags  # the default: the service computes the same one
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_for_service_judges_by_the_units_command_line_and_the_services_environment(
         tmp_path: Path) -> None:
     claude, env = _claude_on_a_private_path(tmp_path)
@@ -166,6 +174,7 @@ def test_check_config_for_service_judges_by_the_units_command_line_and_the_servi
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze on this machine")
+@pytest.mark.system  # runs a program
 def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     for name, text in _units.render_units().items():
         (tmp_path / name).write_text(text)
@@ -316,6 +325,7 @@ def test_restarting_the_bot_unit_during_a_turn_loses_no_reply(make_supervisor, b
     assert replies == [f"echo: sleep:0.4 m{i}" for i in range(5)]
 
 
+@pytest.mark.system  # runs a program
 def test_scripts_run_help_prints_one_help_and_starts_nothing(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, SUPERVISORD_CLAUDE_RUNTIME_DIR=str(tmp_path / "run"))

@@ -5,7 +5,8 @@
 - ``SubscriptionHub`` (``_hub``): subscriptions, windows, cursors, fan-out.
 - ``EventLog`` (``_eventlog``): record → store → publish, the disk-full buffer.
 - ``KeeperPool`` (``_pool``): message queues and keeper processes (``KeeperHandle``).
-- start-up and recovery live in ``_startup``.
+- start-up lives in ``_startup``; what a previous supervisor left, in ``_succession``;
+  recovering the store after it is ``Core.recover``.
 
 ``build_core`` wires the socket-free parts together, so tests can drive the whole
 lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
@@ -51,8 +52,8 @@ from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._ops import Ops
 from ._pool import ForkServer, KeeperLink, KeeperPool
-from ._startup import reap_stale, recover_store, restart_problem
 from ._store import QUEUED, WRITTEN, Store
+from ._succession import reap_stale, restart_problem
 
 log = logging.getLogger("supervisord_claude")
 
@@ -94,6 +95,21 @@ class Core:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):
             self.pool.dispatch(name)
+
+    def recover(self, adopted: frozenset[str] = frozenset()) -> None:
+        """After a restart only adopted keepers run: every other live session is suspended,
+        and every message Claude was answering in one is reported failed (to its sender:
+        the event log adds its origin), each an event like any other."""
+        with self.events.batch():
+            for rec in self.store.list_sessions(True):
+                if rec.state.live and rec.name not in adopted:
+                    self.events.record(rec.name, EventKind.STATE,
+                                       {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value})
+            for msg in self.store.messages(None, WRITTEN):
+                if msg.session not in adopted:  # (an adopted keeper is still answering it)
+                    self.events.record(msg.session, EventKind.MESSAGE_FAILED, {
+                        "message_id": msg.id,
+                        "reason": "the supervisor stopped while Claude was answering; send it again"})
 
     def mark_stopped(self) -> None:
         """After shutdown: a session the store still calls live gets its suspension as an
@@ -269,7 +285,7 @@ class Supervisor:
         log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
         if orphans:
             log.info("Reaped %d orphaned Claude processes", orphans)
-        recover_store(self.store, self.wall(), adopted)
+        self.core.recover(adopted)
 
     def _watch_exit(self, pid: int) -> None:
         """An adopted keeper is no child of our fork server: a pidfd says when it exits."""
