@@ -29,7 +29,7 @@ Claude Sessions
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /status - Active session, state, model and cost
-/usage - Cost of this session, of all yours, and today on the machine
+/usage - Cost of this session, of all yours (and today), and today on the machine
 /get <path> - A file from the session's directory
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
@@ -54,7 +54,7 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
-    ("usage", "What Claude cost: this session, all yours, the machine today"),
+    ("usage", "What Claude cost: this session, all yours (and today), the machine today"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),
@@ -84,6 +84,12 @@ def quoted(text: str, limit: int = 2000) -> str:
 def labelled(session: str, text: str) -> str:
     """An answer from a session that is not the chat's active one says whose it is."""
     return f"**[{session}]**\n\n{text}"
+
+
+def tagged(label: str | None, line: str) -> str:
+    """A notice (an error, a footer, "Interrupted") headed by its session's ``[name]``
+    when that is not the chat's active session."""
+    return f"{label} {line}" if label else line
 
 
 def follow_up(text: str) -> str:
@@ -116,7 +122,8 @@ def deny_or_send_text(session: str) -> str:
 WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
-HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
+HELD_GONE = "That message is no longer held here (too old); send it again."
+HELD_NO_SESSION = "Not sent: this chat has no active session any more. Use /new <name>, then send it again."
 
 
 def claude_commands_text(names: list[str]) -> str:
@@ -134,7 +141,7 @@ FRESH_BUTTON = "Start a fresh conversation in '{name}'"
 RETRY_BUTTON = "🔁 Retry"
 RETRY_SENT = "🔁 Sent again."
 RETRY_DONE = "It was already sent again."
-RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+RETRY_GONE = "I no longer hold that message (too old, or too long to keep over a restart); please send it again."
 #: how the supervisor words the failure of a message that waited for a resume that failed
 RESUME_FAILED_PREFIX = "Resume failed: "
 #: how it words a message the user chose to drop (/cancel's "drop" button)
@@ -162,6 +169,7 @@ SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
 QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
               " Send it again once it has answered some of them (or /cancel to stop and drop them).")
 ALREADY_DONE = "Already done: each button works once."
+BUTTON_EXPIRED = "This button has expired (the bot no longer knows what it was for). Send the command again."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")

@@ -211,7 +211,10 @@ class KeeperPool:
         if handle.ident is None:
             handle.outbox.append(msg)
             return True
-        return self.link.send(handle.ident, msg)
+        if self.link.send(handle.ident, msg):
+            return True
+        log.warning("cannot reach the keeper of %s (pid %s) with %s", session, handle.pid, type(msg).__name__)
+        return False
 
     def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
         """Ask the session's keeper to interrupt its turn; ``on_report`` gets
@@ -647,7 +650,10 @@ class KeeperPool:
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session
-        log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
+        if handle.exit_status is None:  # (an adopted keeper is not our child: its status is not ours to read)
+            log.info("keeper for %s (pid %s) exited", session, handle.pid)
+        else:
+            log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
         leftover = list(handle.forwarded)
         handle.forwarded.clear()
         if handle.bye is None:

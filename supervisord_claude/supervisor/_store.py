@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER N
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 -- what Claude cost per local day (YYYY-MM-DD), across sessions
 CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- the same per session (kept since 0.3.0: a day before that has only the total)
+CREATE TABLE IF NOT EXISTS session_daily_cost(day TEXT NOT NULL, session TEXT NOT NULL, usd REAL NOT NULL,
+                                              PRIMARY KEY(day, session));
 """
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
@@ -598,10 +601,13 @@ class Store:
             last_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             for session, seq in last_seq.items():
                 self._update(db, session, {**merged[session], "last_seq": seq})
-            spent = sum(fields.get(COST_ADDED, 0.0) for fields in merged.values())
+            spent = {session: fields[COST_ADDED] for session, fields in merged.items() if fields.get(COST_ADDED)}
             if spent:
                 db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
-                           " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), spent))
+                           " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), sum(spent.values())))
+                db.executemany("INSERT INTO session_daily_cost(day, session, usd) VALUES (?, ?, ?)"
+                               " ON CONFLICT(day, session) DO UPDATE SET usd = usd + excluded.usd",
+                               [(_day(now), session, usd) for session, usd in spent.items()])
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         # one writer, one transaction: the rows got consecutive ids
@@ -748,6 +754,12 @@ class Store:
         """What Claude cost on the local day of ``when`` (Unix time), in USD."""
         rows = self._read("SELECT usd FROM daily_cost WHERE day=?", (_day(when),))
         return float(rows[0][0]) if rows else 0.0
+
+    def session_costs_on(self, when: float) -> dict[str, float]:
+        """What Claude cost in each session that spent anything on the local day of
+        ``when``, in USD."""
+        rows = self._read("SELECT session, usd FROM session_daily_cost WHERE day=? ORDER BY session", (_day(when),))
+        return {str(r[0]): float(r[1]) for r in rows}
 
     # cursors and kv -------------------------------------------------------------------
 

@@ -29,7 +29,16 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
+from protocol import (
+    CONTROL_SOCKET,
+    ErrorCode,
+    EventKind,
+    Reason,
+    SessionState,
+    control_endpoint,
+    counted,
+    instance_id,
+)
 
 from .. import _wire
 from .._clock import Clock, LoopClock, wait_for
@@ -153,7 +162,9 @@ class KeeperSocket:
         try:
             send_now(self.sock, [ident, _wire.encode(msg)])
         except zmq.ZMQError as exc:
-            log.warning("cannot reach keeper %r: %s", ident, exc)
+            # (normal for an ack to a keeper that has just said bye and left; a command that
+            # cannot be delivered is logged by the pool, naming the session)
+            log.debug("cannot reach keeper %s: %s", ident.hex(), exc)
             return False
         return True
 
@@ -251,10 +262,10 @@ class Supervisor:
         self._task(self._watch_store())
         self.core.requeue_owed()
         log.info(
-            "supervisor ready: instance %s, control %s, %d sessions",
+            "supervisor ready: instance %s, control %s, %s",
             self.core.instance,
             control_endpoint(self.config.runtime_dir),
-            len(self.store.list_sessions(True)),
+            counted(len(self.store.list_sessions(True)), "session"),
         )
         sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.handles)} live sessions\nMAINPID={os.getpid()}")
         await self.stopped.wait()
@@ -271,6 +282,7 @@ class Supervisor:
         pool.adoptable.clear()
         adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
         reaped, orphans = await asyncio.to_thread(reap_stale, self.system, self.core.instance, stale, set(adopted))
+        # (kept word for word, "1 keepers" too: the docs name this line, and scripts grep it)
         log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
         if orphans:
             log.info("Reaped %d orphaned Claude processes", orphans)
@@ -360,7 +372,7 @@ class Supervisor:
                 self._swept = self.clock.monotonic()
                 dropped = self.core.hub.sweep()
                 if dropped:
-                    log.info("forgot the subscriptions of %d clients that left", dropped)
+                    log.info("forgot the subscriptions of %s that left", counted(dropped, "client"))
 
     async def _prune_loop(self) -> None:
         """Keep the event log bounded: drop what is older than the retention period and
@@ -418,7 +430,7 @@ class Supervisor:
         (a full disk, a bug) is logged, and the process exits and frees the lock."""
         pool = self.core.pool
         try:
-            log.info("shutting down: stopping %d keepers", pool.running)
+            log.info("shutting down: stopping %s", counted(pool.running, "keeper"))
             if pool.stop_all():
                 try:
                     await wait_for(self.clock, self._all_gone.wait(), STOP_GRACE + 3.0)
