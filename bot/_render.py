@@ -13,7 +13,15 @@ from typing import Any
 import telegramify_markdown
 from telegramify_markdown import converter as _converter
 
-from protocol import MAX_TIMEOUT_MINUTES, MIN_TIMEOUT_MINUTES, TIMEOUT_RANGE_TEXT, idle_note, relative_time
+from protocol import (
+    MAX_TIMEOUT_MINUTES,
+    MIN_TIMEOUT_MINUTES,
+    TIMEOUT_RANGE_TEXT,
+    idle_note,
+    relative_time,
+    turn_cost,
+    usd_text,
+)
 
 MAX_MESSAGE_UTF16 = 4096
 
@@ -222,8 +230,9 @@ def queued_text(ahead: int) -> str:
 def footer_text(result: dict[str, Any]) -> str | None:
     """A quiet line after a finished turn: what it cost, how long it took, how many turns."""
     parts = []
-    if isinstance(result.get("cost_delta"), (int, float)):
-        parts.append(f"${result['cost_delta']:.4f}")
+    cost = turn_cost(result)  # (the turn's own, as claudectl shows it)
+    if cost is not None:
+        parts.append(usd_text(cost))
     if isinstance(result.get("duration_ms"), (int, float)):
         parts.append(f"{result['duration_ms'] / 1000:.1f} s")
     turns = result.get("num_turns")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import Client
 from ._codec import decode, encode, encode_event, encode_events
+from ._costs import CONVERSATION_COST, TURN_COST, conversation_cost, cost_fields, turn_cost, usd_text
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
 from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
@@ -50,6 +51,7 @@ from ._version import __version__
 __all__ = [
     "CONFIG_ENV",
     "CONTROL_SOCKET",
+    "CONVERSATION_COST",
     "HARD_MAX_FRAME_BYTES",
     "LOCK_FILE",
     "LOG_FORMATS",
@@ -67,6 +69,7 @@ __all__ = [
     "RUNTIME_DIR_ENV",
     "SESSION_NAME_RULE",
     "TIMEOUT_RANGE_TEXT",
+    "TURN_COST",
     "AsyncClient",
     "Client",
     "ConfigFileError",
@@ -87,6 +90,8 @@ __all__ = [
     "configure_logging",
     "configured_runtime_dir",
     "control_endpoint",
+    "conversation_cost",
+    "cost_fields",
     "counted",
     "decode",
     "default_config_path",
@@ -103,6 +108,8 @@ __all__ = [
     "runtime_dir_problem",
     "socket_problem",
     "timeout_in_range",
+    "turn_cost",
+    "usd_text",
     "validate_request",
 ]
 

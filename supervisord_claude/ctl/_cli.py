@@ -34,6 +34,8 @@ from protocol import (
     configured_runtime_dir,
     idle_note,
     relative_time,
+    turn_cost,
+    usd_text,
 )
 
 MODES = tuple(m.value for m in PermissionMode)
@@ -65,9 +67,9 @@ def render_event(event: dict[str, Any]) -> str:
         shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         return f"{head} tool result: {shown[:200]}"
     if kind == "result":
-        cost = event.get("cost_usd")
         status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
-        return f"{head} {status} in {event.get('duration_ms')} ms, cost ${cost or 0:.4f}"
+        # the turn's own cost, as the bot shows it (cost_usd is the conversation's total)
+        return f"{head} {status} in {event.get('duration_ms')} ms, cost {usd_text(turn_cost(event))}"
     if kind == "message_failed":
         return f"{head} message {event.get('message_id')} not delivered: {event.get('reason')}"
     if kind == "error":

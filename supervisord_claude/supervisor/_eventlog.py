@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from protocol import EventKind, SessionState, _packedmap
+from protocol import EventKind, SessionState, _packedmap, cost_fields
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -84,6 +84,8 @@ class EventLog:
         """Store an event (with the session and message changes it implies) and publish it.
         ``keeper`` = (pid, n): the keeper's report it came in, stored with it, so a new
         supervisor knows what to ask that keeper to send again."""
+        if kind is EventKind.RESULT:  # the turn's and the conversation's cost, by name
+            body = {**body, **cost_fields(body)}
         message_id = body.get("message_id")
         if isinstance(message_id, int) and "origin" not in body:
             origin = self._origin(message_id)
@@ -107,6 +109,10 @@ class EventLog:
         body = None
         if kind in _UPDATES_SESSION:
             body = msgpack.unpackb(packed)
+            if kind is EventKind.RESULT:  # (from any keeper, of any release it adopts)
+                costs = cost_fields(body)
+                packed = _packedmap.with_items(packed, costs)
+                body.update(costs)
             updates = self._session_updates(session, kind, body)
         self._unstored.append(EventWrite(session, kind, body, updates,
                                          (message_id, status) if message_id is not None and status is not None
