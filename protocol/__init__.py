@@ -45,6 +45,7 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
+from ._transport import InProcessClient, InProcessServer
 from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
 
@@ -77,6 +78,8 @@ __all__ = [
     "ErrorCode",
     "EventKind",
     "FrameError",
+    "InProcessClient",
+    "InProcessServer",
     "Op",
     "PermissionMode",
     "ProtocolError",
