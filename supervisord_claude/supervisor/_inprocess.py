@@ -14,7 +14,8 @@ from protocol import encode
 
 from .._clock import Clock
 from .._errors import ClientGone
-from ._control import ControlServer, InputWarnings
+from ._clientlimits import InputWarnings
+from ._control import ControlServer
 from ._supervisor import Core
 
 

@@ -11,6 +11,10 @@
 ``build_core`` wires the socket-free parts together, so tests can drive the whole
 lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
 ``Supervisor`` adds the sockets, signals and the loop.
+
+Over 400 lines because ``Supervisor``'s loops (adoption, store watch, pruning, fork-server
+deaths, restart, shutdown) are one process lifecycle; ``Core``/``build_core`` could move
+to a module of their own once nobody else is changing them.
 """
 
 from __future__ import annotations
