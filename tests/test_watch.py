@@ -277,6 +277,15 @@ def test_the_turn_ends_with_its_result_or_failure_not_with_a_dropped_message() -
     assert rig.watch.activity("work") is None
 
 
+def test_busy_without_a_user_event_is_a_turn_too() -> None:
+    """A message carried over to a Claude that restarted is written again with only a
+    `busy` state: a hang there is seen as well."""
+    rig = Rig()
+    rig.feed(EventKind.STATE, None, state="busy", reason="message")
+    rig.clock.advance(400)
+    assert rig.doing()["doing"] == "stalled" and len(rig.events(EventKind.STALLED)) == 1
+
+
 def test_a_turn_claude_began_by_itself_is_watched_too() -> None:
     rig = Rig()
     rig.feed(EventKind.ASSISTANT_TEXT, None, text="follow-up: the background task finished")

@@ -160,6 +160,8 @@ class Watcher:
             state = (body if body is not None else _unpack(packed)).get("state")
             if state in _NO_TURN:
                 self._end(session)
+            elif session not in self.turns:  # busy with no `user` event first: a message carried over
+                self._turn(session, None, self.clock.monotonic())  # to a restarted Claude
             return
         if kind is EventKind.MESSAGE_FAILED:
             # (a message dropped from the queue is no end of the turn that runs)
