@@ -339,3 +339,39 @@ def test_tree_cpu_counts_the_session_and_descendants_in_sessions_of_their_own() 
             os.killpg(proc.pid, 9)
             proc.wait()
     # (the grandchild, in a session of its own, exits once it has burnt its 0.6 s)
+
+
+def test_an_adopted_turn_is_seen_as_the_previous_supervisor_saw_it_and_nothing_is_said_twice() -> None:
+    """After a supervisor restart: since when the tool runs and the prompt waits come from
+    the stored events; a stall or a reminder already said is not said again."""
+    rig = Rig(stall_after=300, remind_after=600)
+    rig.clock.advance(5000)  # (the new supervisor's clock; the wall says WALL0 + 5000)
+    wall = WALL0 + 5000
+    stored = [("user", 7, {"message_id": 7, "text": "go"}, wall - 1000),
+              ("state", None, {"state": "busy", "reason": "message"}, wall - 1000),
+              ("tool_use", 7, {"tool_use_id": "t1", "name": "Bash", "input": {"command": "make"}}, wall - 900),
+              ("permission_request", 7, {"request_id": "r1", "tool_name": "Bash", "input": {"command": "make"}},
+               wall - 800),
+              ("reminder", 7, {"request_id": "r1"}, wall - 200),
+              ("some_future_kind", 7, {}, wall - 100)]
+    rig.watch.replay("work", stored)
+    rig.watch.adopted("work", True, 7, [{"request_id": "r1", "tool_name": "Bash", "input": {"command": "make"}}])
+    activity = rig.doing()
+    assert (activity["doing"], activity["request_id"], activity["since"]) == ("waiting", "r1", wall - 800)
+    assert activity["turn_since"] == wall - 1000
+    rig.clock.advance(3000)
+    assert rig.events(EventKind.REMINDER) == []
+    # a stall that was said, with no output since: not said again
+    stalled = Rig(stall_after=300)
+    stalled.clock.advance(5000)
+    stalled.watch.replay("work", [*stored[:3], ("stalled", 7, {"doing": "tool"}, wall - 500)])
+    stalled.watch.adopted("work", True, 7, [])
+    assert (stalled.doing()["doing"], stalled.doing()["since"]) == ("tool", wall - 900)
+    stalled.clock.advance(1000)
+    assert stalled.doing()["doing"] == "stalled" and stalled.events(EventKind.STALLED) == []
+    # a request answered while no supervisor heard of it is gone; a finished turn is none
+    rig.watch.adopted("work", True, 7, [])
+    assert rig.doing()["doing"] == "tool"
+    rig.watch.replay("done", [*stored[:3], ("result", 7, {"message_id": 7}, wall - 10)])
+    rig.watch.adopted("done", False, None, [])
+    assert rig.watch.activity("done") is None

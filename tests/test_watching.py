@@ -119,6 +119,24 @@ def test_a_prompt_waiting_is_marked_in_ls_and_status_and_gets_one_reminder(sup: 
     assert "reminder: Claude has waited" in tail and "Bash (touch x)" in tail
 
 
+def test_after_a_supervisor_restart_the_turn_is_seen_as_before_and_its_stall_is_not_said_again(
+        sup: SupervisorProcess) -> None:
+    gate = sup.base / "gate"
+    sent = sup.request("send", session="work", text=f"stuck:{gate}")
+    sup.wait_event("work", lambda e: e["kind"] == "stalled", what="the stalled event")
+    before = activity(sup, "work")
+    sup.kill9()  # the keeper and its Claude live on, and are adopted
+    sup.start()
+    now = wait_activity(sup, "work", lambda a: a.get("doing") == "stalled" and
+                        a.get("silent_for", 0) >= 3 * STALL_AFTER, "the adopted turn to read stalled again")
+    assert (now["tool"], now["message_id"]) == ("Bash", sent["message_id"])
+    assert now["since"] == pytest.approx(before["since"], abs=0.01)  # (from the stored events)
+    gate.touch()
+    sup.wait_event("work", lambda e: e["kind"] == "result" and e.get("message_id") == sent["message_id"],
+                   what="the answer")
+    assert len(kinds(sup.events("work"), "stalled")) == 1
+
+
 # the bot -------------------------------------------------------------------------------
 
 

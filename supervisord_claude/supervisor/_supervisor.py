@@ -44,7 +44,7 @@ from ._ops import Ops
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._startup import reap_stale, recover_store, restart_problem
 from ._store import QUEUED, WRITTEN, Store
-from ._watch import Watcher
+from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
 
@@ -110,7 +110,16 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
                     config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
     events.on_recorded = watch.event
-    pool.on_adopted = watch.adopted
+
+    def adopted(session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
+        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
+        rec = store.get_session(session)
+        if rec is not None and (busy or pending):
+            start = store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
+            watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
+                                   for e in store.stored_after(start, session, REPLAY_EVENTS)])
+        watch.adopted(session, busy, message_id, pending)
+    pool.on_adopted = adopted
     ops.activity_of = watch.activity
 
     def delta(session: str, message_id: int | None, text: str, origin: str | None) -> None:

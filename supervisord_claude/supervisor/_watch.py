@@ -148,12 +148,12 @@ class Watcher:
         that came packed: it is unpacked here only for the few kinds whose fields matter.
         Never raises: watching must not stand in the way of an event."""
         try:
-            self._event(session, kind, message_id, body, packed)
+            self._event(session, kind, message_id, body, packed, self.clock.monotonic())
         except Exception:
             log.exception("watching %s failed on a %s event", session, kind.value)
 
     def _event(self, session: str, kind: EventKind, message_id: int | None,
-               body: dict[str, Any] | None, packed: bytes | None) -> None:
+               body: dict[str, Any] | None, packed: bytes | None, now: float) -> None:
         if kind in (EventKind.REMINDER, EventKind.STALLED, EventKind.SETTINGS, EventKind.ERROR):
             return  # (its own, and what is no output of Claude's turn)
         if kind is EventKind.STATE:
@@ -161,7 +161,7 @@ class Watcher:
             if state in _NO_TURN:
                 self._end(session)
             elif session not in self.turns:  # busy with no `user` event first: a message carried over
-                self._turn(session, None, self.clock.monotonic())  # to a restarted Claude
+                self._turn(session, None, now)  # to a restarted Claude
             return
         if kind is EventKind.MESSAGE_FAILED:
             # (a message dropped from the queue is no end of the turn that runs)
@@ -174,7 +174,6 @@ class Watcher:
             return
         if kind is EventKind.PERMISSION_RESOLVED and session not in self.turns:
             return  # (the requests a turn leaves are resolved as it ends)
-        now = self.clock.monotonic()
         turn = self._turn(session, message_id, now)
         self._output(turn, now)
         if kind in (EventKind.TOOL_USE, EventKind.TOOL_RESULT, EventKind.PERMISSION_REQUEST,
@@ -200,16 +199,43 @@ class Watcher:
         now = self.clock.monotonic()
         self._output(self._turn(session, message_id, now), now)
 
+    def replay(self, session: str, stored: list[tuple[str, int | None, dict[str, Any], float]]) -> None:
+        """What a previous supervisor recorded of the session lately — (kind, message_id,
+        body, Unix time) in order — so an adopted keeper's turn is seen as it was: since
+        when it runs its tool or waits, and which reminder or stall was already said (it
+        is not said twice across a restart). Call ``adopted`` next."""
+        now, wall = self.clock.monotonic(), self.wall()
+        for name, message_id, body, ts in stored:
+            try:
+                kind = EventKind(name)
+            except ValueError:
+                continue  # (a kind of another release)
+            at = now - max(0.0, wall - ts)
+            turn = self.turns.get(session)
+            if kind is EventKind.REMINDER and turn is not None:
+                request = turn.requests.get(str(body.get("request_id")))
+                if request is not None:
+                    request.reminded = True
+            elif kind is EventKind.STALLED and turn is not None:
+                turn.stall_told = True
+            else:
+                self._event(session, kind, message_id, body, None, at)
+
     def adopted(self, session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
-        """A keeper a previous supervisor left: its turn (if one runs) is watched from now."""
+        """A keeper a previous supervisor left: its turn (if one runs) is watched from now
+        on (from when it began, after ``replay``); its pending requests are its keeper's."""
         if not busy and not pending:
+            self._end(session)
             return
         now = self.clock.monotonic()
         turn = self._turn(session, message_id, now)
-        for body in pending:
-            if isinstance(body, dict) and "request_id" in body:
-                request = _request(body, now)
-                turn.requests[request.request_id] = request
+        asked = {str(body.get("request_id")): body for body in pending
+                 if isinstance(body, dict) and "request_id" in body}
+        for request_id in [r for r in turn.requests if r not in asked]:
+            del turn.requests[request_id]  # (answered or timed out while no supervisor heard of it)
+        for request_id, body in asked.items():
+            if request_id not in turn.requests:
+                turn.requests[request_id] = _request(body, now)
 
     # what it says ----------------------------------------------------------------------------
 
@@ -363,4 +389,7 @@ def _request(fields: dict[str, Any], now: float) -> _Request:
     return _Request(str(fields.get("request_id")), tool_name, detail_of(tool_input), now)
 
 
-__all__ = ["CpuReader", "Doing", "Watcher", "detail_of"]
+#: how many of an adopted session's newest stored events ``replay`` is given
+REPLAY_EVENTS = 500
+
+__all__ = ["REPLAY_EVENTS", "CpuReader", "Doing", "Watcher", "detail_of"]
