@@ -264,6 +264,17 @@ async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         link, name, drop_queued=kind == "cancelall"))
 
 
+async def on_keep_waiting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Under a turn that seems stuck: the user waits on. Nothing to ask the supervisor (it
+    says a stall once per silence); the message shows the choice."""
+    query = update.callback_query
+    assert query is not None
+    if await spent(update, context):
+        return
+    await query.answer(render.KEPT_WAITING)
+    await show_choice(query)
+
+
 async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/archive's question about a busy session answered: archive it now."""
     assert update.effective_chat is not None
@@ -834,6 +845,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
+    app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

@@ -389,7 +389,7 @@ async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
     if not listing:
         return Reply(render.NO_SESSIONS)
     for session in listing:  # does Claude wait for the user's answer there (⏳)?
-        if session.get("live"):
+        if session.get("live") and "activity" not in session:  # (a supervisor before #29's `activity`: ask)
             session["pending"] = (await link.request("status", session=session["name"])).get("pending")
     active = await link.active(chat)
     buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]

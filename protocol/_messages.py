@@ -114,6 +114,12 @@ class EventKind(enum.StrEnum):
     PERMISSION_REQUEST = "permission_request"
     #: {request_id, allow, by, message?, always?, answers?, mode?}
     PERMISSION_RESOLVED = "permission_resolved"
+    #: the watcher's, once per occurrence: {request_id, tool_name, detail, since, waited,
+    #: denied_in, message_id} — a prompt has waited ``remind_after`` for an answer
+    REMINDER = "reminder"
+    #: {doing, tool?, detail?, since, silent_for, cpu_percent, message_id} — a turn with no
+    #: output for ``stall_after`` while Claude used almost no CPU
+    STALLED = "stalled"
 
 
 class Op(enum.StrEnum):

@@ -82,6 +82,14 @@ def render_event(event: dict[str, Any]) -> str:
             verdict = "always allowed " + ", ".join(event["always"])
         by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
         return f"{head} request {verdict}{by} ({event.get('request_id')})"
+    if kind == "reminder":
+        return (f"{head} reminder: Claude has waited {duration(round(event.get('waited') or 0))} for your answer to"
+                f" {what_is_asked(event)} (id {event.get('request_id')}; denied in"
+                f" {duration(round(event.get('denied_in') or 0))} unless answered)")
+    if kind == "stalled":
+        return (f"{head} stalled: no output for {duration(round(event.get('silent_for') or 0))} and almost no CPU"
+                f" ({event.get('cpu_percent')}%) while {doing_text(event)}; claudectl interrupt"
+                f" {event.get('session')} stops it")
     if kind == "settings":
         fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
                            for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
@@ -109,6 +117,63 @@ def request_text(event: dict[str, Any]) -> str:
                 f"\n  keep planning: claudectl permit {name} {rid} --deny")
     return (f"Claude asks to use {tool}: {json.dumps(tool_input, ensure_ascii=False)[:200]}\n"
             f"  answer: claudectl permit {name} {rid} --allow|--deny [--always]")
+
+
+def what_is_asked(fields: dict[str, Any]) -> str:
+    """A prompt in a few words: "Bash (rm -rf build)", "a question (Pick a colour)"."""
+    tool, detail = fields.get("tool_name"), fields.get("detail")
+    what = {"AskUserQuestion": "a question", "ExitPlanMode": "a plan"}.get(str(tool), str(tool))
+    return f"{what} ({detail})" if detail else what
+
+
+def doing_text(fields: dict[str, Any]) -> str:
+    """What a turn was doing (of a `stalled` event or a stalled activity)."""
+    was = fields.get("was") or fields.get("doing")
+    if was == "tool":
+        detail = f" ({fields['detail']})" if fields.get("detail") else ""
+        return f"running {fields.get('tool')}{detail}"
+    return "writing"
+
+
+def activity_text(activity: dict[str, Any] | None) -> str:
+    """What the running turn does now and since when, in one line."""
+    if not activity:
+        return "no turn running"
+    doing, seconds = activity.get("doing"), round(activity.get("seconds") or 0)
+    since = f"since {time.strftime('%H:%M:%S', time.localtime(activity['since']))} ({duration(seconds)})" \
+        if activity.get("since") else f"for {duration(seconds)}"
+    cpu = f", CPU {activity['cpu_percent']:.0f}%" if isinstance(activity.get("cpu_percent"), (int, float)) else ""
+    if doing == "waiting":
+        more = f" and {activity['waiting'] - 1} more" if (activity.get("waiting") or 1) > 1 else ""
+        return f"⏳ waiting for you {since}: {what_is_asked(activity)}{more} (id {activity.get('request_id')})"
+    if doing == "stalled":
+        return (f"STALLED {since}: no output and almost no CPU{cpu} while {doing_text(activity)};"
+                f" interrupt it, or wait")
+    if doing == "tool":
+        detail = f" ({activity['detail']})" if activity.get("detail") else ""
+        return f"running {activity.get('tool')}{detail} {since}{cpu}"
+    return f"writing {since}{cpu}"
+
+
+def activity_brief(activity: dict[str, Any] | None) -> str:
+    """The same in a word or two, for a table: "waiting for you", "Bash 3 min"."""
+    if not activity:
+        return ""
+    doing, seconds = activity.get("doing"), duration(round(activity.get("seconds") or 0))
+    if doing == "waiting":
+        return "waiting for you"
+    if doing == "stalled":
+        return f"stalled {seconds}"
+    if doing == "tool":
+        return f"{activity.get('tool')} {seconds}"
+    return f"writing {seconds}"
+
+
+def session_dot(session: dict[str, Any]) -> str:
+    """⏳ Claude waits for your answer, 🟢 live (working or ready), ⚪ not running."""
+    if (session.get("activity") or {}).get("doing") == "waiting":
+        return "⏳"
+    return "🟢" if session.get("live") else "⚪"
 
 
 def duration(seconds: float) -> str:
@@ -148,6 +213,7 @@ def session_text(info: dict[str, Any]) -> str:
         f"last active:  {when(info.get('last_active'))}",
         f"created:      {when(info.get('created'))}",
         f"cost so far:  ${info.get('cost_usd') or 0:.4f}",
+        *([f"now:          {activity_text(info['activity'])}"] if info.get("activity") else []),
         queue_line(info),
         f"waiting for you: {len(pending)} request(s)" + "".join(
             f"\n  {p['tool_name']} (id {p['request_id']})" for p in pending),
@@ -254,7 +320,9 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     sessions = client.request("list", all=args.all)["sessions"]
     rows = [("", "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE", "COST")]
-    rows += [("🟢" if s["live"] else "⚪", s["name"], shown_state(s), s.get("mode") or "ask", s["persona"] or "default",
+    rows += [(session_dot(s), s["name"], shown_state(s) + (f" ({activity_brief(s['activity'])})"
+                                                            if s.get("activity") else ""),
+              s.get("mode") or "ask", s["persona"] or "default",
               s.get("model") or "default", relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}")
              for s in sessions]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -67,6 +67,8 @@ class Ops:
         self.stopping = False
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
+        #: what a session's running turn does now (the watcher's ``activity``), or None
+        self.activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -113,6 +115,7 @@ class Ops:
             out["queue_limit"] = self._queue_limit()
             out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
                               for r in self.pool.pending_requests(session)]
+            out["activity"] = self.activity_of(session)
             return out
         sessions = self.store.list_sessions(True)
         by_state: dict[str, int] = {}
@@ -157,7 +160,8 @@ class Ops:
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
         recs = self.store.list_sessions(include_archived=all)
-        return {"sessions": [r.public(self.config.idle_timeout) for r in recs]}
+        return {"sessions": [{**r.public(self.config.idle_timeout), "activity": self.activity_of(r.name)}
+                             for r in recs]}
 
     def _check_mode(self, mode: PermissionMode) -> None:
         if mode is PermissionMode.BYPASS and not self.config.allow_bypass:

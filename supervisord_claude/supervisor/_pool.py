@@ -162,6 +162,9 @@ class KeeperPool:
         self.on_delta: Callable[[str, int | None, str, str | None], None] = lambda *a: None
         self._to_ack: set[int] = set()
         self._ack_armed = False
+        #: an adopted keeper's session: (session, busy, the message it answers, the
+        #: requests its Claude waits on) — for the watcher
+        self.on_adopted: Callable[[str, bool, int | None, list[dict[str, Any]]], None] = lambda *a: None
 
     # what the op handlers ask ---------------------------------------------------------
 
@@ -624,6 +627,7 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
+        self.on_adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
