@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -169,3 +168,88 @@ def test_terminal_transcript_lines_reach_the_event_log_marked_as_from_the_termin
     assert all(e.get("message_id") is None for e in desk)
     terminal.kill()
     supervisor.wait_state("alpha", "suspended")
+
+
+def ctl_attach(sup: SupervisorProcess, name: str, *extra: str) -> subprocess.Popen[str]:
+    """``claudectl attach`` with a pipe for its terminal (the fake TUI reads prompts there)."""
+    return subprocess.Popen([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup.runtime_dir),
+                             "attach", name, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=sup.env)
+
+
+def read_until(stream: object, needle: str) -> str:
+    seen = []
+    for line in stream:  # type: ignore[attr-defined]
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"{needle!r} never came; got {seen!r}")
+
+
+def test_claudectl_attach_runs_the_tui_on_the_conversation_and_returns_its_exit_status(
+        supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", "--model", "model-x", "--mode", "accept-edits", check=True)
+    supervisor.ctl("send", "alpha", "before", "--wait", check=True)
+    rec = supervisor.session("alpha")
+    tui = ctl_attach(supervisor, "alpha")
+    assert tui.stdin is not None and tui.stdout is not None
+    read_until(tui.stdout, "fake claude TUI on " + rec["session_id"])
+    assert supervisor.session("alpha")["state"] == "attached" and supervisor.claude_pids() == []
+    tui.stdin.write("typed at the desk\n")
+    tui.stdin.flush()
+    answer = read_until(tui.stdout, "● echo: typed at the desk")
+    assert "history: 2 earlier messages" in answer  # the conversation the phone had
+    sent = supervisor.ctl("send", "alpha", "from the phone")
+    assert sent.returncode == 0 and "open in a terminal" in sent.stdout
+    tui.stdin.write("/exit\n")
+    tui.stdin.flush()
+    assert tui.wait(60) == 0
+    start = [json.loads(line) for line in supervisor.claude_log.read_text().splitlines()
+             if '"start"' in line and "-p" not in json.loads(line)["argv"]]
+    [argv] = [s["argv"] for s in start]
+    assert argv[argv.index("--resume") + 1] == rec["session_id"] and argv[argv.index("--model") + 1] == "model-x"
+    assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+    assert start[0]["cwd"] == rec["cwd"]
+    result = supervisor.wait_event("alpha", lambda e: e["kind"] == "result" and "from the phone" in e["text"])
+    assert "history: 4 earlier messages" in result["text"]  # the terminal's exchange in Claude's context
+    desk = [(e["kind"], e.get("text")) for e in supervisor.events("alpha") if e.get("from") == "terminal"]
+    assert desk == [("user", "typed at the desk"), ("assistant_text", answer.removeprefix("● ").strip())]
+    tail = supervisor.ctl("tail", "alpha", check=True).stdout
+    assert "> typed at the desk" in tail
+
+
+def test_a_killed_claudectl_leaves_the_tui_holding_the_session_until_it_ends(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    tui = ctl_attach(supervisor, "alpha")
+    assert tui.stdin is not None and tui.stdout is not None
+    read_until(tui.stdout, "fake claude TUI on")
+    terminal = supervisor.session("alpha")["terminal"]
+    tui.kill()  # claudectl, -9: the TUI (its child) runs on in the terminal
+    tui.wait()
+    assert terminal["pid"] != tui.pid
+    with supervisor.client() as c:
+        sent = c.request("send", session="alpha", text="after the kill")
+    assert sent["terminal"]["pid"] == terminal["pid"]
+    rec = supervisor.session("alpha")
+    assert rec["state"] == "attached" and rec["keeper_pid"] is None
+    tui.stdin.close()  # the terminal closes: the TUI ends
+    result = supervisor.wait_event("alpha", lambda e: e["kind"] == "result")
+    assert result["message_id"] == sent["message_id"] and "echo: after the kill" in result["text"]
+
+
+def test_claudectl_killed_before_the_session_is_free_gives_it_back(supervisor: SupervisorProcess) -> None:
+    gate = supervisor.base / "gate"
+    supervisor.ctl("new", "alpha", check=True)
+    with supervisor.client() as c:
+        running = c.request("send", session="alpha", text=f"waitfile:{gate}")["message_id"]
+    supervisor.wait_state("alpha", "busy")
+    tui = ctl_attach(supervisor, "alpha")
+    claim = wait_for(lambda: supervisor.session("alpha").get("terminal"), what="the attach to claim alpha")
+    assert claim["attached"] is False
+    tui.kill()
+    tui.wait()
+    wait_for(lambda: supervisor.session("alpha").get("terminal") is None, what="the claim to end")
+    gate.touch()
+    supervisor.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") == running)
+    supervisor.ctl("send", "alpha", "still ours", "--wait", check=True)
+    assert not [e for e in supervisor.events("alpha") if e["kind"] == "state" and e["state"] == "attached"]
