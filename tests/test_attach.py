@@ -9,7 +9,9 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +255,47 @@ def test_claudectl_killed_before_the_session_is_free_gives_it_back(supervisor: S
     supervisor.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") == running)
     supervisor.ctl("send", "alpha", "still ours", "--wait", check=True)
     assert not [e for e in supervisor.events("alpha") if e["kind"] == "state" and e["state"] == "attached"]
+
+
+def claude_in_terminal(sup: SupervisorProcess, cwd: Path, *prompts: str) -> str:
+    """A conversation made in Claude Code's terminal by hand (the fake TUI), outside any
+    session of ours; returns its id."""
+    session_id = str(uuid.uuid4())
+    subprocess.run([sup.claude_bin, "--session-id", session_id], input="".join(f"{p}\n" for p in prompts),
+                   cwd=cwd, env=sup.env, check=True, capture_output=True, text=True, timeout=60)
+    return session_id
+
+
+def test_conversations_lists_what_claude_code_keeps_and_new_continues_one(
+        supervisor: SupervisorProcess, terminal: subprocess.Popen[bytes]) -> None:
+    project = supervisor.base / "project"
+    project.mkdir()
+    older = claude_in_terminal(supervisor, project, "the older one")
+    newer = claude_in_terminal(supervisor, project, "remember the word pelican", "and more")
+    listed = json.loads(supervisor.ctl("--json", "conversations", "--cwd", str(project), check=True).stdout)
+    assert [c["session_id"] for c in listed] == [newer, older]  # newest first
+    assert listed[0]["messages"] == 4 and listed[0]["first_prompt"] == "remember the word pelican"
+    assert listed[0]["held_by"] is None and listed[0]["open_pid"] is None
+    human = supervisor.ctl("conversations", "--cwd", str(project), check=True).stdout
+    assert newer in human and "4 msgs" in human and "remember the word pelican" in human
+    # open in a running claude (its sessions/<pid>.json, the pid alive): refused unless forced
+    sessions = supervisor.home / ".claude" / "sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    (sessions / f"{terminal.pid}.json").write_text(json.dumps({"pid": terminal.pid, "sessionId": newer,
+                                                                "cwd": str(project), "kind": "interactive"}))
+    assert f"open in claude pid {terminal.pid}" in supervisor.ctl("conversations", "--cwd", str(project)).stdout
+    refused = supervisor.ctl("new", "desk", "--cwd", str(project), "--conversation", "latest")
+    assert refused.returncode == 1 and f"open in a running claude (pid {terminal.pid})" in refused.stderr
+    terminal.kill()
+    terminal.wait()
+    made = supervisor.ctl("new", "desk", "--cwd", str(project), "--conversation", "latest", check=True)
+    assert newer in made.stdout
+    rec = supervisor.session("desk")
+    assert rec["session_id"] == newer and rec["started"] is True
+    reply = supervisor.ctl("send", "desk", "what was the word?", "--wait", check=True).stdout
+    assert "history: 4 earlier messages" in reply  # continued, with its history
+    assert supervisor.ctl("new", "again", "--cwd", str(project), "--conversation", newer).returncode == 1
+    listed = json.loads(supervisor.ctl("--json", "conversations", "--cwd", str(project), check=True).stdout)
+    assert {c["session_id"]: c["held_by"] for c in listed} == {newer: "desk", older: None}
+    unknown = supervisor.ctl("new", "ghost", "--cwd", str(project), "--conversation", str(uuid.uuid4()))
+    assert unknown.returncode == 1 and "not_found" in unknown.stderr
