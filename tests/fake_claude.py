@@ -181,7 +181,19 @@ def main() -> int:
     hist.parent.mkdir(parents=True, exist_ok=True)
     if "-p" not in argv:
         return terminal_ui(session_id, hist)
+    # as the real CLI does in print mode too: which conversation this process has open
+    marker = Path(os.environ["HOME"]) / ".claude" / "sessions" / f"{os.getpid()}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"pid": os.getpid(), "sessionId": session_id, "cwd": os.getcwd(), "kind": "print"}))
+    try:
+        return serve(argv, session_id, hist, model, mode, rules, resume)
+    finally:
+        marker.unlink(missing_ok=True)
 
+
+def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, rules: list[str],
+          resume: str | None) -> int:
+    """Print mode: one turn per user line read."""
     inbox: queue.Queue[dict | None] = queue.Queue()
 
     def reader() -> None:

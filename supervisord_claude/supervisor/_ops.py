@@ -221,7 +221,7 @@ class Ops:
             raise OpError(ErrorCode.BAD_REQUEST, "a conversation is continued in its own directory: give 'cwd'")
         if not os.path.isdir(cwd):
             raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
-        found = conversations(cwd, self.pool.system, self._held_conversations())
+        found = conversations(cwd, self.pool.system, self._held_conversations(), self.instance)
         chosen = found[:1] if conversation == "latest" else [c for c in found if c["session_id"] == conversation]
         if not chosen:
             raise OpError(ErrorCode.NOT_FOUND, f"no Claude Code conversation {conversation!r} in {cwd} (claudectl"
@@ -419,7 +419,7 @@ class Ops:
         system = self.pool.system
         if not system.alive(pid) or system.uid(pid) != os.getuid():
             raise OpError(ErrorCode.BAD_REQUEST, f"pid {pid} is not a running process of yours")
-        open_pid = open_conversations(system).get(rec.session_id)
+        open_pid = open_conversations(system, self.instance).get(rec.session_id)
         if open_pid is not None:
             raise OpError(ErrorCode.BUSY, f"the conversation of '{session}' is open in a running claude (pid"
                           f" {open_pid}); close that one first: two Claudes on one conversation mix it up")
@@ -429,7 +429,7 @@ class Ops:
 
     def op_conversations(self, ident: bytes, cwd: str | None = None) -> dict[str, Any]:
         """Claude Code's conversations on disk for ``cwd`` (every directory's without it)."""
-        return {"conversations": conversations(cwd, self.pool.system, self._held_conversations())}
+        return {"conversations": conversations(cwd, self.pool.system, self._held_conversations(), self.instance)}
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,

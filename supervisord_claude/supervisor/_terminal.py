@@ -74,9 +74,10 @@ def transcript_path(cwd: str, session_id: str, home: Path | None = None) -> Path
     return path
 
 
-def open_conversations(system: System, home: Path | None = None) -> dict[str, int]:
+def open_conversations(system: System, instance: str | None = None, home: Path | None = None) -> dict[str, int]:
     """The conversations a running ``claude`` has open: session id -> its pid (from
-    ``sessions/<pid>.json``, the pid alive and started when the file says)."""
+    ``sessions/<pid>.json``, the pid alive and started when the file says). ``claude -p``
+    writes one too: our own (marked with ``instance``) are left out."""
     found: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for path in ((home or claude_home()) / "sessions").glob("*.json"):
@@ -86,8 +87,11 @@ def open_conversations(system: System, home: Path | None = None) -> dict[str, in
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             started = info.get("procStart")
-            if system.alive(pid) and (started is None or str(system.start_time(pid)) == str(started)):
-                found[session_id] = pid
+            if not system.alive(pid) or (started is not None and str(system.start_time(pid)) != str(started)):
+                continue
+            if instance is not None and system.environ(pid).get(_claude.INSTANCE_ENV) == instance:
+                continue
+            found[session_id] = pid
     return found
 
 
@@ -145,7 +149,7 @@ def describe_conversation(path: Path) -> dict[str, Any]:
             "first_prompt": first[:300] if first else None, "summary": summary}
 
 
-def conversations(cwd: str | None, system: System, held: dict[str, str],
+def conversations(cwd: str | None, system: System, held: dict[str, str], instance: str | None = None,
                   home: Path | None = None) -> list[dict[str, Any]]:
     """The conversations Claude Code keeps for ``cwd`` (for every directory without it),
     newest first; ``held``: conversation id -> the name of our session holding it."""
@@ -155,7 +159,7 @@ def conversations(cwd: str | None, system: System, held: dict[str, str],
         directories = set()
         with contextlib.suppress(OSError):
             directories = set(((home or claude_home()) / "projects").iterdir())
-    open_now = open_conversations(system, home)
+    open_now = open_conversations(system, instance, home)
     out = []
     for directory in directories:
         with contextlib.suppress(OSError):
@@ -323,7 +327,9 @@ class Terminals:
             claude_bin=self.pool.config.claude_bin, cwd=rec.cwd, session_id=rec.session_id,
             resume=rec.started or transcript_path(rec.cwd, rec.session_id).exists(), model=rec.model,
             system_prompt=self.pool.system_prompt(rec), permission_mode=PermissionMode(rec.permission_mode),
-            allowed_tools=tuple(rec.allowed_tools), extra_args=self.pool.claude_args(rec.name))
+            # (not the attachments directory its keeper adds: the TUI would ask at every start
+            # whether to trust it; a file from there is read after asking, as any outside one)
+            allowed_tools=tuple(rec.allowed_tools), extra_args=tuple(self.pool.config.claude_args))
         env = {k: v for k, v in self.environ().items() if k not in TERMINAL_VARIABLES}
         env[_claude.SESSION_ENV] = rec.name
         return {"argv": _claude.build_tui_argv(spec), "cwd": rec.cwd, "env": env, "session_id": rec.session_id,
