@@ -296,6 +296,14 @@ async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
 
 
+async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A conversation offered by /resume: a session continuing it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context,
+                        lambda link, _, conversation: commands.continue_conversation(link, chat, conversation))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -844,6 +852,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
+    app.add_handler(CallbackQueryHandler(on_resume_button, pattern=r"^resume:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))

@@ -22,6 +22,7 @@ from telegram.ext import Application
 from protocol import AsyncClient, ProtocolError, RemoteError
 
 from . import _commands as commands
+from . import _desk as desk
 from . import _files as files
 from . import _render as render
 from . import _requests as requests
@@ -246,6 +247,9 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     kind = event["kind"]
     message_id = event.get("message_id")
     session = str(event.get("session"))
+    if desk.is_desk_event(event):  # said in Claude Code's own terminal (claudectl attach)
+        await desk.deliver(app, event, await follow_up_origin(core, session), send_chunk)
+        return
     follow_up = message_id is None and kind in FOLLOW_UP_KINDS
     if follow_up:
         event = {**event, "origin": await follow_up_origin(core, session)}

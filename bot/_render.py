@@ -35,6 +35,8 @@ Claude Sessions
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
 /ls [path] - List a directory (within the allowed roots)
 /clear - Start a fresh conversation in this session (Claude Code's /clear)
+/attach - How to open this session in Claude Code at your desk (what is said there shows here)
+/resume [dir] - Continue a Claude Code conversation of a directory (buttons)
 
 Help
 /help - This list
@@ -64,6 +66,8 @@ MENU: list[tuple[str, str]] = [
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
+    ("attach", "How to open this session in Claude Code at your desk"),
+    ("resume", "Continue a Claude Code conversation of a directory: /resume [dir]"),
     ("help", "Every command"),
 ]
 
@@ -187,6 +191,8 @@ def session_line(session: dict[str, Any], active: str | None, now: float | None 
     ⚪ suspended, ❌ its conversation could not be resumed. A session without a persona
     shows none; one whose turn runs says what it does ("· Bash 3 min")."""
     marker = "→ " if session["name"] == active else ""
+    if session.get("state") == "attached":
+        return attached_line(session, marker, now)
     activity = session.get("activity") or {}
     waits = session.get("pending") or activity.get("doing") == "waiting"
     dot = ("⏳" if waits else "🟢") if session.get("live") else \
@@ -389,6 +395,7 @@ def status_text(session: dict[str, Any]) -> str:
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"
+        + (f"\n{DESK} Open in a terminal ({terminal_where(session['terminal'])})" if session.get("terminal") else "")
     )
 
 
@@ -553,3 +560,25 @@ def utf16_tail(text: str, limit: int) -> str:
         if units > limit:
             return text[i + 1:]
     return text
+
+
+#: a session open in Claude Code's own terminal UI (claudectl attach)
+DESK = "📟"
+
+
+def terminal_where(terminal: dict[str, Any]) -> str:
+    return f"{terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}"
+
+
+def waiting_text(session: str, terminal: dict[str, Any]) -> str:
+    """What a message sent to a session open in a terminal is told."""
+    return (f"{DESK} '{session}' is open in a terminal ({terminal_where(terminal)}): your message waits, and is"
+            " answered as soon as that Claude exits.")
+
+
+def attached_line(session: dict[str, Any], marker: str, now: float | None = None) -> str:
+    """A /sessions line of a session open in a terminal: since when, where."""
+    terminal = session.get("terminal") or {}
+    persona = f" ({session['persona']})" if session.get("persona") else ""
+    since = relative_time(terminal.get("since"), now) if terminal.get("since") else "now"
+    return f"{marker}{DESK} `{session['name']}`{persona} - in a terminal since {since} ({terminal_where(terminal)})"

@@ -55,6 +55,9 @@ class SessionState(enum.StrEnum):
     SUSPENDED = "suspended"
     FAILED = "failed"
     ARCHIVED = "archived"
+    #: open in Claude Code's interactive terminal UI (``claudectl attach``): no process of
+    #: ours; messages wait until the terminal closes
+    ATTACHED = "attached"
 
     @property
     def live(self) -> bool:
@@ -96,6 +99,8 @@ class Reason(enum.StrEnum):
     MODEL_CHANGE = "model-change"
     MODE_CHANGE = "mode-change"
     STARTUP = "startup"
+    ATTACHED = "attached"  # the conversation was opened in a terminal (claudectl attach)
+    DETACHED = "detached"  # the terminal holding it closed
 
 
 class EventKind(enum.StrEnum):
@@ -154,6 +159,8 @@ class Op(enum.StrEnum):
     BACKUP = "backup"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
+    ATTACH = "attach"
+    CONVERSATIONS = "conversations"
 
 
 class ErrorCode(enum.StrEnum):

@@ -36,6 +36,8 @@ from protocol import (
     relative_time,
 )
 
+from ._attach import cmd_attach, cmd_conversations
+
 MODES = tuple(m.value for m in PermissionMode)
 
 
@@ -170,10 +172,11 @@ def activity_brief(activity: dict[str, Any] | None) -> str:
 
 
 def session_dot(session: dict[str, Any]) -> str:
-    """⏳ Claude waits for your answer, 🟢 live (working or ready), ⚪ not running."""
+    """⏳ Claude waits for your answer, 🟢 live (working or ready), 📟 open in a terminal,
+    ⚪ not running."""
     if (session.get("activity") or {}).get("doing") == "waiting":
         return "⏳"
-    return "🟢" if session.get("live") else "⚪"
+    return state_mark(session)
 
 
 def duration(seconds: float) -> str:
@@ -193,10 +196,24 @@ def when(ts: float | None) -> str:
 
 
 def shown_state(session: dict[str, Any]) -> str:
-    """A session Claude never saw reads "new", not "suspended"."""
+    """A session Claude never saw reads "new", not "suspended"; one open in a terminal says
+    since when and which ("attached 5m ago, /dev/pts/3 pid 4242")."""
     if session.get("state") == SessionState.SUSPENDED.value and session.get("started") is False:
         return "new"
+    terminal = session.get("terminal")
+    if terminal:
+        where = f"{terminal.get('tty') or 'no tty'} pid {terminal.get('pid')}"
+        if not terminal.get("attached"):
+            return f"{session.get('state')}, attaching ({where})"
+        return f"attached {relative_time(terminal.get('since') or 0)}, {where}"
     return str(session.get("state"))
+
+
+def state_mark(session: dict[str, Any]) -> str:
+    """🟢 a Claude of ours runs, 📟 open in a terminal, ⚪ neither."""
+    if session.get("state") == SessionState.ATTACHED.value:
+        return "📟"
+    return "🟢" if session.get("live") else "⚪"
 
 
 def session_text(info: dict[str, Any]) -> str:
@@ -332,11 +349,15 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
+    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode", "conversation", "force")
+              if getattr(args, k, None)}
+    if "conversation" in fields and "cwd" not in fields:  # a conversation of the directory we are in
+        fields["cwd"] = os.getcwd()
     if "cwd" in fields:  # the supervisor has its own working directory: resolve against ours
         fields["cwd"] = os.path.abspath(os.path.expanduser(fields["cwd"]))
     info = client.request("create", session=args.name, **fields)
-    _print(args, info, f"created session '{info['name']}' in {info['cwd']}")
+    continues = f", continuing conversation {info['session_id']}" if "conversation" in fields else ""
+    _print(args, info, f"created session '{info['name']}' in {info['cwd']}{continues}")
     return 0
 
 
@@ -383,6 +404,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
         sent = await client.request("send", **_send_fields(args))
         message_id = sent["message_id"]
+        if sent.get("terminal") and not args.json:
+            print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
         deadline = time.monotonic() + timeout
         streamed = ""  # what of the answer has been printed as it was written
         while True:
@@ -451,8 +474,15 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
 
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
-    _print(args, result, f"queued message {result['message_id']}")
+    note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
+    _print(args, result, f"queued message {result['message_id']}{note}")
     return 0
+
+
+def terminal_note(name: str, terminal: dict[str, Any]) -> str:
+    """What a sender is told of a session open in a terminal (its message waits)."""
+    return (f"'{name}' is open in a terminal ({terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}): the"
+            " message waits and is answered when that Claude exits")
 
 
 TAIL_STALL = 30.0
@@ -679,7 +709,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cwd")
     s.add_argument("--persona")
     s.add_argument("--mode", choices=MODES, help="permission mode (default: ask, or the config's)")
+    s.add_argument("--conversation", metavar="ID|latest",
+                   help="continue this Claude Code conversation of --cwd (claudectl conversations lists them)")
+    s.add_argument("--force", action="store_true",
+                   help="with --conversation: even while a running claude has it open")
     s.set_defaults(func=cmd_new)
+    s = sub.add_parser("attach", help="open a session in Claude Code's own terminal UI here (its exit status is"
+                       " claudectl's); /exit hands it back")
+    s.add_argument("name")
+    s.add_argument("--now", action="store_true", help="stop its running answer instead of waiting for it")
+    s.set_defaults(func=cmd_attach)
+    s = sub.add_parser("conversations", help="Claude Code's conversations on disk for a directory")
+    s.add_argument("--cwd", help="the directory (default: this one)")
+    s.set_defaults(func=cmd_conversations)
     s = sub.add_parser("cd", help="move a session to another directory (a fresh conversation starts there)")
     s.add_argument("name")
     s.add_argument("dir")

@@ -788,6 +788,13 @@ class Store:
         with self._tx() as db:
             return db.execute("DELETE FROM cursors WHERE consumer=?", (consumer,)).rowcount > 0
 
+    def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
+        """The body of the session's newest event of ``kind`` (None if it has none)."""
+        rows = self._read("SELECT body FROM events WHERE session=? AND kind=? ORDER BY id DESC LIMIT 1",
+                          (session, kind.value))
+        body = msgpack.unpackb(rows[0][0]) if rows else None
+        return body if isinstance(body, dict) else None
+
     def kv_get(self, key: str) -> Any:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))
         return msgpack.unpackb(rows[0][0]) if rows else None

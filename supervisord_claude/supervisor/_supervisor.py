@@ -87,7 +87,9 @@ class Core:
 
     def requeue_owed(self) -> None:
         """Messages accepted before a restart are still owed, in the order they came
-        (those an adopted keeper holds are its own)."""
+        (those an adopted keeper holds are its own). Sessions open in a terminal are
+        watched again first: what waits for them waits on."""
+        self.ops.terminals.restore()
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         owed = self.store.messages(None, QUEUED)
         self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
