@@ -8,6 +8,16 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._codec import decode, encode, encode_event, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
+from ._hosts import (
+    HOST_ENV,
+    LOCAL,
+    LOCAL_HOST,
+    Host,
+    HostConfigError,
+    configured_hosts,
+    host_named,
+    hosts_from_table,
+)
 from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
@@ -51,6 +61,9 @@ __all__ = [
     "CONFIG_ENV",
     "CONTROL_SOCKET",
     "HARD_MAX_FRAME_BYTES",
+    "HOST_ENV",
+    "LOCAL",
+    "LOCAL_HOST",
     "LOCK_FILE",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -74,6 +87,8 @@ __all__ = [
     "ErrorCode",
     "EventKind",
     "FrameError",
+    "Host",
+    "HostConfigError",
     "Op",
     "PermissionMode",
     "ProtocolError",
@@ -85,6 +100,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "configure_logging",
+    "configured_hosts",
     "configured_runtime_dir",
     "control_endpoint",
     "decode",
@@ -93,6 +109,8 @@ __all__ = [
     "encode",
     "encode_event",
     "encode_events",
+    "host_named",
+    "hosts_from_table",
     "idle_note",
     "instance_id",
     "mask_secrets",

@@ -20,7 +20,15 @@ from typing import Any
 
 import platformdirs
 
-from protocol import PermissionMode, default_config_path, default_runtime_dir
+from protocol import (
+    LOCAL_HOST,
+    Host,
+    HostConfigError,
+    PermissionMode,
+    default_config_path,
+    default_runtime_dir,
+    hosts_from_table,
+)
 
 from ._errors import ConfigError
 
@@ -91,6 +99,8 @@ class Config:
     #: clients connected at once (fewer if the open-files limit leaves less room)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    #: the machines clients reach: ``local`` (this one) and each ``[hosts.NAME]`` (ssh)
+    hosts: Mapping[str, Host] = field(default_factory=lambda: {LOCAL_HOST.name: LOCAL_HOST})
     config_path: Path | None = None
     #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
     origins: Mapping[str, str] = field(default_factory=dict)
@@ -140,6 +150,7 @@ _TOP_KEYS = {
     "max_connections",
     "personas",
     "telegram",
+    "hosts",
 }
 
 
@@ -221,6 +232,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("permission_timeout: must be a positive number of seconds")
         out["permission_timeout"] = float(value)
+    if "hosts" in raw:
+        try:  # (one reading for every program: protocol._hosts)
+            out["hosts"] = hosts_from_table(raw["hosts"], str(path))
+        except HostConfigError as exc:
+            raise ConfigError(str(exc)) from None
     personas: dict[str, Persona] = {}
     for name, table in _expect(raw, "personas", dict, "").items() if "personas" in raw else []:
         where = f"personas.{name}."
@@ -346,6 +362,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         interrupt_timeout=file_value("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
         max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
         telegram=file_values.get("telegram", TelegramConfig()),
+        hosts=file_value("hosts", {LOCAL_HOST.name: LOCAL_HOST}),
         config_path=config_path if file_values else None,
     )
     return _with_telegram_environment(config, file_values.get("telegram", TelegramConfig()), env, origins)
@@ -485,6 +502,7 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("telegram.token", mask(config.telegram.token)),
         ("telegram.allowed_users", ", ".join(map(str, config.telegram.allowed_users)) or "(none: the bot refuses everyone)"),
         ("telegram.api_url", config.telegram.api_url or "(Telegram's)"),
+        *((f"hosts.{name}", host.describe()) for name, host in config.hosts.items()),
     ]
-    derived = {"store": "state_dir"}  # (shown, not set)
+    derived = {"store": "state_dir", **{f"hosts.{name}": "hosts" for name in config.hosts}}  # (shown, not set)
     return [(key, value, config.origins.get(derived.get(key, key), "")) for key, value in lines]
