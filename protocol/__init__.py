@@ -5,7 +5,7 @@ Public surface only; see ``docs/protocol.md`` for the specification.
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import Client
+from ._client import Client, check_running
 from ._codec import decode, encode, encode_event, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
 from ._hosts import (
@@ -54,6 +54,7 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
+from ._ssh import LinkState, SshLink, VersionMismatch
 from ._validation import Request, request_id_of, validate_request
 from ._version import __version__
 
@@ -89,6 +90,7 @@ __all__ = [
     "FrameError",
     "Host",
     "HostConfigError",
+    "LinkState",
     "Op",
     "PermissionMode",
     "ProtocolError",
@@ -96,9 +98,12 @@ __all__ = [
     "RemoteError",
     "Request",
     "SessionState",
+    "SshLink",
     "Subscription",
     "ValidationError",
+    "VersionMismatch",
     "__version__",
+    "check_running",
     "configure_logging",
     "configured_hosts",
     "configured_runtime_dir",

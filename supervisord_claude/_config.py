@@ -439,6 +439,7 @@ COMMANDS = {
     "run": "run the supervisor in the foreground (the default)",
     "check-config": "validate the configuration and print the effective values (secrets masked)",
     "install-units": "write systemd user units for the supervisor and the bot",
+    "dial-stdio": "relay stdin/stdout to this machine's control socket (what clients elsewhere run over ssh)",
 }
 
 
@@ -452,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n".join(f"  {name:38} {text}" for name, text in ENVIRONMENT.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run", choices=list(COMMANDS), metavar="COMMAND",
-                        help="run (default), check-config, install-units")
+                        help="run (default), check-config, install-units, dial-stdio")
     add_arguments(parser)
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, one line per record")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")

@@ -11,6 +11,8 @@ import pytest
 
 from protocol import LOCAL, ConfigFileError, Host, configured_hosts, host_named
 
+from .conftest import SupervisorProcess
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
@@ -88,3 +90,70 @@ def test_check_config_validates_and_prints_the_hosts(tmp_path: Path) -> None:
                           "--claude-bin", sys.executable], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert "hosts.gpu.ssh: '-oProxyCommand=x' starts with '-'" in run.stderr
+
+
+def test_dial_stdio_relays_the_control_socket_byte_for_byte_and_ends_with_either_side(
+        supervisor: SupervisorProcess) -> None:
+    """What ssh runs on the remote machine: the supervisor's ZMTP bytes on stdout as they
+    are (a ZeroMQ peer's greeting first), and it exits when its stdin ends or the
+    supervisor goes."""
+    argv = [sys.executable, "-m", "supervisord_claude", "dial-stdio", "--runtime-dir", str(supervisor.runtime_dir)]
+    relay = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert relay.stdout is not None and relay.stdin is not None
+    greeting = relay.stdout.read(10)
+    assert greeting[0] == 0xFF and greeting[9] == 0x7F  # ZMTP 3's signature, unchanged
+    relay.stdin.close()  # the client left
+    assert relay.wait(30) == 0
+    relay.stdout.close()
+    relay.stderr.close()  # type: ignore[union-attr]
+
+    relay = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert relay.stdout is not None
+    assert relay.stdout.read(10)[0] == 0xFF
+    supervisor.stop()  # the supervisor went: so does the relay, stdout closed
+    assert relay.wait(30) == 0
+    relay.communicate()
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "dial-stdio" in refused.stderr and "no supervisor is running" in refused.stderr
+
+
+def test_a_byte_relay_carries_zeromq_between_a_dealer_and_a_router(tmp_path: Path) -> None:
+    """The premise of the ssh transport: ZMTP is a byte protocol, so a plain relay between
+    a Unix socket a DEALER connects to and a ROUTER's ipc socket works, frames intact."""
+    import socket
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{tmp_path / 'router.sock'}")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "relay.sock"))
+    listener.listen(1)
+
+    def relay() -> None:
+        conn, _ = listener.accept()
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(str(tmp_path / "router.sock"))
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            while data := src.recv(7):  # (small pieces: frames cut anywhere)
+                dst.sendall(data)
+        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+        pump(conn, upstream)
+
+    threading.Thread(target=relay, daemon=True).start()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"ipc://{tmp_path / 'relay.sock'}")
+    payload = bytes(range(256)) * 1000
+    dealer.send(payload)
+    ident, got = router.recv_multipart()
+    assert got == payload
+    router.send_multipart([ident, b"back"])
+    assert dealer.recv() == b"back"
+    for sock in (dealer, router):
+        sock.close(0)
+    ctx.term()
+    listener.close()
