@@ -132,6 +132,57 @@ def bench_round_trip(base: Path, n: int) -> dict[str, float]:
             "rt_ours_p99_us": pct(ours, 0.99) * 1e6, "rt_raw_p99_us": pct(raw, 0.99) * 1e6}
 
 
+# 1b. the same round trip to another machine's supervisor, through ssh on loopback ---------
+
+
+def bench_ssh_round_trip(base: Path, n: int) -> dict[str, float]:
+    """``hello`` to one supervisor, directly and through ``ssh … dial-stdio`` (a real sshd
+    on 127.0.0.1, tests/sshd.py), interleaved in the same run; and what the link costs to
+    set up (ssh's handshake, the remote dial-stdio's start) and to keep (ssh's memory)."""
+    from protocol import Host
+    from tests.sshd import SSHD, Sshd
+
+    if not SSHD.exists():
+        print("ssh round trip: skipped (no /usr/sbin/sshd: apt-get install openssh-server)")
+        return {}
+    sshd = Sshd(base / "ssh").start()
+    sup_base = base / "ssh-sup"
+    sup_base.mkdir()
+    sup = start_supervisor(sup_base, "/bin/true")
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = sshd.path
+    host = Host("bench", "remote", command=f"{sys.executable} -m supervisord_claude",
+                runtime_dir=str(sup_base / "run"), ssh="remote")
+    try:
+        connects = []
+        for _ in range(3 if n < 1000 else 10):
+            t0 = time.perf_counter()
+            with Client(host=host) as remote:
+                connects.append(time.perf_counter() - t0)
+        local_times: list[float] = []
+        ssh_times: list[float] = []
+        with Client(sup_base / "run") as local, Client(host=host) as remote:
+            assert remote._link is not None and remote._link.ssh_pid is not None
+            ssh_rss = _rss_kib(remote._link.ssh_pid)
+            for _ in range(n):  # interleaved: both see the same machine at the same moment
+                for client, times in ((local, local_times), (remote, ssh_times)):
+                    t0 = time.perf_counter()
+                    client.request("hello")
+                    times.append(time.perf_counter() - t0)
+    finally:
+        os.environ["PATH"] = old_path
+        stop(sup)
+        sshd.stop()
+    print(f"round trip through ssh on loopback (hello), n={n}: ssh {fmt_us(ssh_times)}; direct {fmt_us(local_times)}; "
+          f"ratio p50 {statistics.median(ssh_times) / statistics.median(local_times):.1f}x; "
+          f"connect (ssh + dial-stdio + hello) median {statistics.median(connects) * 1e3:.0f} ms; "
+          f"ssh client {ssh_rss / 1024:.1f} MiB RSS")
+    return {"ssh_rt_us": statistics.median(ssh_times) * 1e6, "ssh_rt_p99_us": pct(ssh_times, 0.99) * 1e6,
+            "ssh_direct_rt_us": statistics.median(local_times) * 1e6,
+            "ssh_direct_rt_p99_us": pct(local_times, 0.99) * 1e6,
+            "ssh_connect_ms": statistics.median(connects) * 1e3, "ssh_rss_mib": ssh_rss / 1024}
+
+
 # 2 + 3. fork -> ready and PSS per idle keeper --------------------------------------------
 
 
@@ -784,6 +835,7 @@ def main() -> int:
             out |= bench_round_trip(sup_base, 300 if quick else 3000)
         finally:
             stop(sup)
+        out |= bench_ssh_round_trip(base, 300 if quick else 3000)
         out |= bench_ctl_status(base, 3 if quick else 20)
         count = 10 if quick else 50
         out |= {f"{k}_frozen": v for k, v in bench_keepers(base, count, freeze=True).items()}
