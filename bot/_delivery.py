@@ -119,11 +119,15 @@ class ToolLog:
         self.shown, self.last_edit = len(self.lines), time.monotonic()
 
 
+def keyboard(buttons: list[tuple[str, str]]) -> InlineKeyboardMarkup | None:
+    """A reply's buttons, one to a row (None: no buttons)."""
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)] for label, data in buttons])
+
+
 async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: commands.Reply) -> None:
-    markup = None
-    if reply.buttons:
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)]
-                                       for label, data in reply.buttons])
+    markup = keyboard(reply.buttons)
     if not reply.markdown:
         await app.bot.send_message(chat, reply.text, reply_markup=markup, disable_notification=reply.quiet)
         return

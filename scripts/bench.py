@@ -61,7 +61,8 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | None = None,
+                     poll: float = 0.05) -> subprocess.Popen[bytes]:
     env = dict(os.environ, HOME=str(base / "home"), **(env_extra or {}))
     (base / "home").mkdir(exist_ok=True)
     log = (base / "supervisor.log").open("wb")
@@ -80,7 +81,7 @@ def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | No
                 c.request("hello")
             return proc
         except Exception:
-            time.sleep(0.05)
+            time.sleep(poll)
     raise RuntimeError("supervisor did not start: " + (base / "supervisor.log").read_text())
 
 
@@ -692,6 +693,80 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
     return rows
 
 
+# 9b. sessions on file: start-up, ls, status, memory ----------------------------------------
+
+
+def _fill_store(state: Path, sessions: int, events_each: int, cwd: Path) -> None:
+    """A store with ``sessions`` sessions on file, each with a short history, written
+    straight into it (as months of use leave it)."""
+    from protocol import EventKind
+    from supervisord_claude.supervisor._store import EventWrite, Store
+
+    state.mkdir(parents=True, exist_ok=True)
+    store = Store(state / "supervisor.sqlite3")
+    names = [f"s{i:05d}" for i in range(sessions)]
+    for name in names:
+        store.create_session(name, f"id-{name}", str(cwd), None, None)
+    body = {"text": "x" * 200, "message_id": 1}
+    writes = [EventWrite(name, EventKind.ASSISTANT_TEXT, body) for name in names for _ in range(events_each)]
+    for start in range(0, len(writes), 5000):
+        store.append_events(writes[start:start + 5000])
+    store.close()
+
+
+def _timed_start(sup_base: Path, claude_bin: str) -> tuple[subprocess.Popen[bytes], float]:
+    """A supervisor started, and the seconds from its spawn to its first answer (polled
+    every 5 ms)."""
+    t0 = time.perf_counter()
+    sup = start_supervisor(sup_base, claude_bin, poll=0.005)
+    return sup, time.perf_counter() - t0
+
+
+def bench_on_file(base: Path, cases: list[tuple[int, int]], repeat: int) -> list[dict[str, float]]:
+    """For each (sessions on file, of them live): supervisor start-up (spawn to its first
+    answer), ``claudectl ls`` and ``claudectl status`` (whole command, median of
+    ``repeat``), the supervisor's RSS. The first case (none on file) is the baseline."""
+    turn = base / "onfile-turn.jsonl"
+    turn.write_text("\n".join([
+        json.dumps({"type": "system", "subtype": "init", "session_id": "s"}),
+        json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "hi"}]}}),
+        json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "hi", "total_cost_usd": 0,
+                    "duration_ms": 0})]) + "\n")
+    stub = base / "onfile-claude"
+    stub.write_text(f'#!/bin/sh\nwhile read -r line; do cat "{turn}"; done\n')
+    stub.chmod(0o755)
+    rows = []
+    for on_file, live in cases:
+        sup_base = base / f"onfile-{on_file}-{live}"
+        _fill_store(sup_base / "state", on_file, 5, base)
+        sup, startup = _timed_start(sup_base, str(stub))
+        try:
+            if live:
+                with Client(sup_base / "run", timeout=60) as c:
+                    for i in range(live):
+                        c.request("send", session=f"s{i:05d}", text="hi")
+                    deadline = time.monotonic() + 120
+                    while c.request("status")["live"] < live:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"{live} sessions did not become live")
+                        time.sleep(0.1)
+            ctl = [_bin("claudectl"), "--runtime-dir", str(sup_base / "run")]
+            ls = statistics.median(_time_command([*ctl, "ls"], repeat))
+            status = statistics.median(_time_command([*ctl, "status"], repeat))
+            rss = _rss_kib(sup.pid) / 1024
+        finally:
+            stop(sup)
+        rows.append({"on_file": float(on_file), "live": float(live), "startup_s": startup, "ls_ms": ls * 1e3,
+                     "status_ms": status * 1e3, "rss_mib": rss})
+        base_row = rows[0]
+        print(f"{on_file} sessions on file, {live} live: start-up {startup * 1e3:.0f} ms "
+              f"({startup / base_row['startup_s']:.2f}x of none on file), claudectl ls {ls * 1e3:.0f} ms "
+              f"({ls * 1e3 / base_row['ls_ms']:.2f}x), status {status * 1e3:.0f} ms "
+              f"({status * 1e3 / base_row['status_ms']:.2f}x), supervisor RSS {rss:.1f} MiB "
+              f"(+{rss - base_row['rss_mib']:.1f})")
+    return rows
+
+
 # 10. resume: a message to a suspended session -> its answer, real Claude ------------------
 
 
@@ -764,12 +839,20 @@ def plot_scaling(rows: list[dict[str, float]], path: Path) -> None:
     print(f"plot: {path}")
 
 
+#: the figures, in the order they are measured (``--only`` picks some)
+FIGURES = ("round-trip", "status", "keepers", "stdin", "burst", "telegram", "scaling", "on-file", "eventlog", "real",
+           "resume")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="supervisord-claude benchmarks (docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute (CI runs it)")
     parser.add_argument("--json", help="write every figure to this file as one JSON document")
     parser.add_argument("--plot", help="write the live-sessions growth plot (PNG) here")
+    parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
+                        help=f"measure only these figures (repeatable): {', '.join(FIGURES)}")
     args = parser.parse_args()
+    wanted = set(args.only or FIGURES)
     quick = args.quick
     out: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                                        "pyzmq": zmq.__version__, "quick": quick}}
@@ -777,30 +860,44 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="scb-") as d:
         base = Path(d)
         os.chmod(base, 0o700)
-        sup_base = base / "rt"
-        sup_base.mkdir()
-        sup = start_supervisor(sup_base, "/bin/true")
-        try:
-            out |= bench_round_trip(sup_base, 300 if quick else 3000)
-        finally:
-            stop(sup)
-        out |= bench_ctl_status(base, 3 if quick else 20)
-        count = 10 if quick else 50
-        out |= {f"{k}_frozen": v for k, v in bench_keepers(base, count, freeze=True).items()}
-        if not quick:
-            out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, count, freeze=False).items()}
-        out |= bench_message_latency(base, 30 if quick else 300)
-        out |= bench_event_throughput(base, 2000 if quick else 20000)
-        out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
-        out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
-        out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 1_000_000])
-        real = bench_real_claude(base, 2 if quick else 5)
-        if real:
-            out |= real
-        resume = bench_resume_real(base, 2 if quick else 5)
-        if resume:
-            out |= resume
-        if args.plot:
+        if "round-trip" in wanted:
+            sup_base = base / "rt"
+            sup_base.mkdir()
+            sup = start_supervisor(sup_base, "/bin/true")
+            try:
+                out |= bench_round_trip(sup_base, 300 if quick else 3000)
+            finally:
+                stop(sup)
+        if "status" in wanted:
+            out |= bench_ctl_status(base, 3 if quick else 20)
+        if "keepers" in wanted:
+            count = 10 if quick else 50
+            out |= {f"{k}_frozen": v for k, v in bench_keepers(base, count, freeze=True).items()}
+            if not quick:
+                out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, count, freeze=False).items()}
+        if "stdin" in wanted:
+            out |= bench_message_latency(base, 30 if quick else 300)
+        if "burst" in wanted:
+            out |= bench_event_throughput(base, 2000 if quick else 20000)
+        if "telegram" in wanted:
+            out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
+        if "scaling" in wanted:
+            out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
+        if "on-file" in wanted:
+            out["on_file"] = bench_on_file(base, [(0, 0), (10, 0), (1000, 50)] if quick else
+                                           [(0, 0), (10, 0), (100, 0), (1000, 0), (1000, 50), (10_000, 0)],
+                                           3 if quick else 7)
+        if "eventlog" in wanted:
+            out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 1_000_000])
+        if "real" in wanted:
+            real = bench_real_claude(base, 2 if quick else 5)
+            if real:
+                out |= real
+        if "resume" in wanted:
+            resume = bench_resume_real(base, 2 if quick else 5)
+            if resume:
+                out |= resume
+        if args.plot and "scaling" in out:
             plot_scaling(out["scaling"], Path(args.plot))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
