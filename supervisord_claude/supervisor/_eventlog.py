@@ -36,7 +36,8 @@ from ._store import (
     EventWrite,
     Store,
     StoredEvent,
-    extend_packed_map,
+    add_packed_entries,
+    packed_entries,
 )
 
 log = logging.getLogger("supervisord_claude")
@@ -71,6 +72,7 @@ class EventLog:
         self.pids_of = pids_of
         self._unstored: collections.deque[EventWrite] = collections.deque()
         self._origins: dict[int, str] = {}
+        self._packed_origins: dict[int, bytes] = {}
         self._retry_armed = False
         self._failing = False
         self._batching = 0
@@ -100,9 +102,9 @@ class EventLog:
         with its turn's origin added, and unpacked only for the kinds that change the
         session."""
         if message_id is not None:
-            origin = self._origin(message_id)
-            if origin is not None:
-                packed = extend_packed_map(packed, {"origin": origin})
+            origin = self._packed_origin(message_id)
+            if origin:
+                packed = add_packed_entries(packed, origin, 1)
         status = _STATUS_AFTER.get(kind) if message_id is not None else None
         updates = NO_UPDATES
         body = None
@@ -147,8 +149,11 @@ class EventLog:
                     self._retry_armed = True
                     self.clock.call_later(STORE_RETRY, self._retry)
                 return
-            for _ in writes:
-                self._unstored.popleft()
+            if len(writes) == len(self._unstored):
+                self._unstored.clear()
+            else:
+                for _ in writes:
+                    self._unstored.popleft()
             if self._failing and not self._unstored:
                 self._failing = False
                 log.info("the store works again; every waiting event is stored and published")
@@ -204,6 +209,18 @@ class EventLog:
             if "mode" in body:
                 updates["permission_mode"] = body["mode"]
         return updates
+
+    def _packed_origin(self, message_id: int) -> bytes:
+        """A message's origin as the packed ``origin`` entry its events' bodies get
+        (b"" if it has none), packed once per message."""
+        packed = self._packed_origins.get(message_id)
+        if packed is None:
+            origin = self._origin(message_id)
+            packed = packed_entries({"origin": origin}) if origin is not None else b""
+            if len(self._packed_origins) > _ORIGIN_CACHE:
+                self._packed_origins.clear()
+            self._packed_origins[message_id] = packed
+        return packed
 
     def origin_of(self, message_id: int) -> str | None:
         return self._origin(message_id)
