@@ -654,16 +654,18 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
         for name in sessions:
             store.create_session(name, f"id-{name}", str(base), None, None)
         body = {"text": "x" * 200, "message_id": 1}
+        # as turns leave them: 100 events of one session, then the next session's
         for start in range(0, size, 5000):
-            store.append_events([EventWrite(sessions[(start + i) % 20], EventKind.ASSISTANT_TEXT, body)
+            store.append_events([EventWrite(sessions[(start + i) // 100 % 20], EventKind.ASSISTANT_TEXT, body)
                                  for i in range(min(5000, size - start))])
         store.close()
         db_mib = sum(p.stat().st_size for p in (sup_base / "state").glob("supervisor.sqlite3*")) / 1048576
-        t0 = time.perf_counter()
-        sup = start_supervisor(sup_base, "/bin/true")
-        startup = time.perf_counter() - t0
+        sup, startup = _timed_start(sup_base, "/bin/true")
         try:
             ls = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"), "ls"], 5))
+            status = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"),
+                                                      "status"], 5))
+            rss = _rss_kib(sup.pid) / 1024
             with Client(sup_base / "run", timeout=60) as c:
                 last = c.request("status", session="s7")["last_seq"]
                 t0 = time.perf_counter()
@@ -685,10 +687,11 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
         prune = time.perf_counter() - t0
         store.close()
         rows.append({"events": float(size), "db_mib": db_mib, "startup_s": startup, "ls_ms": ls * 1e3,
+                     "status_ms": status * 1e3, "rss_mib": rss,
                      "cursor_first_ms": cursor_first * 1e3, "cursor_1000_ms": cursor_read * 1e3,
                      "prune_s": prune})
         print(f"event log of {size} events: db {db_mib:.1f} MiB, start-up {startup:.2f} s, claudectl ls "
-              f"{ls * 1e3:.0f} ms, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
+              f"{ls * 1e3:.0f} ms, status {status * 1e3:.0f} ms, supervisor RSS {rss:.1f} MiB, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
               f"1000 events {cursor_read * 1e3:.0f} ms; prune all {prune:.2f} s")
     return rows
 
@@ -844,11 +847,41 @@ FIGURES = ("round-trip", "status", "keepers", "stdin", "burst", "telegram", "sca
            "resume")
 
 
+def plot_growth(on_file: list[dict[str, float]], eventlog: list[dict[str, float]], path: Path) -> None:
+    """How start-up, the status command and memory grow with sessions on file and with
+    the event log (log-log: a straight line of slope 1 is linear)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot: skipped (matplotlib not installed; pip install -e .[bench])")
+        return
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6))
+    for row, (rows, x_key, x_label) in enumerate(((on_file, "on_file", "sessions on file"),
+                                                  (eventlog, "events", "events in the log"))):
+        rows = [r for r in rows if r[x_key] > 0 and not r.get("live")]
+        for ax, key, scale, label in zip(axes[row], ("startup_s", "status_ms", "rss_mib"), (1e3, 1, 1),
+                                         ("supervisor start-up (ms)", "claudectl status (ms)",
+                                          "supervisor RSS (MiB)"), strict=True):
+            ax.plot([r[x_key] for r in rows], [r[key] * scale for r in rows], marker="o")
+            ax.set_xscale("log")
+            ax.set_xlabel(x_label)
+            ax.set_title(label)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"plot: {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="supervisord-claude benchmarks (docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute (CI runs it)")
     parser.add_argument("--json", help="write every figure to this file as one JSON document")
     parser.add_argument("--plot", help="write the live-sessions growth plot (PNG) here")
+    parser.add_argument("--growth-plot", help="write the sessions-on-file and event-log growth plot (PNG) here")
     parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
                         help=f"measure only these figures (repeatable): {', '.join(FIGURES)}")
     args = parser.parse_args()
@@ -888,7 +921,7 @@ def main() -> int:
                                            [(0, 0), (10, 0), (100, 0), (1000, 0), (1000, 50), (10_000, 0)],
                                            3 if quick else 7)
         if "eventlog" in wanted:
-            out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 1_000_000])
+            out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 100_000, 1_000_000, 10_000_000])
         if "real" in wanted:
             real = bench_real_claude(base, 2 if quick else 5)
             if real:
@@ -899,6 +932,8 @@ def main() -> int:
                 out |= resume
         if args.plot and "scaling" in out:
             plot_scaling(out["scaling"], Path(args.plot))
+        if args.growth_plot and "on_file" in out and "eventlog" in out:
+            plot_growth(out["on_file"], out["eventlog"], Path(args.growth_plot))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

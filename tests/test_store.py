@@ -297,3 +297,42 @@ def test_an_event_log_of_a_row_per_event_is_moved_to_runs(tmp_path) -> None:
     again = Store(path)  # opening it again changes nothing
     assert [e["id"] for e in again.events_after(0, limit=100)] == [8, 9, 10, 11]
     again.close()
+
+
+def test_the_list_of_sessions_is_what_the_file_holds_after_every_kind_of_write(tmp_path) -> None:
+    """Sessions are listed from the records read before, but for the ones written since:
+    after a create, an update, a batch of events, a rolled-back write and a write by
+    another connection, the list is what a fresh store reads, in the same order."""
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+
+    def listed(s: Store, archived: bool = True) -> list:
+        return s.list_sessions(archived)
+
+    def same_as_the_file() -> None:
+        cold = Store(path)
+        try:
+            assert listed(store) == listed(cold) and listed(store, False) == listed(cold, False)
+            in_order = [r[0] for r in cold._db.execute("SELECT name FROM sessions ORDER BY last_active DESC, name")]
+            assert [r.name for r in listed(store)] == in_order
+        finally:
+            cold.close()
+
+    for name in ("b", "a", "c"):
+        store.create_session(name, f"id-{name}", "/", None, None)
+    same_as_the_file()
+    store.update_session("a", last_active=time.time() + 10, state=SessionState.ARCHIVED)
+    same_as_the_file()
+    store.append_events([EventWrite("b", EventKind.RESULT, {"message_id": 1}, {COST_ADDED: 0.5})])
+    same_as_the_file()
+    with pytest.raises(ValueError):
+        store.update_session("c", nonsense=1)
+    same_as_the_file()
+    other = sqlite3.connect(path)
+    other.execute("UPDATE sessions SET persona='elsewhere' WHERE name='c'")
+    other.commit()
+    other.close()
+    assert store.get_session("c").persona == "elsewhere"
+    same_as_the_file()
+    assert "a" not in [r.name for r in listed(store, False)]  # archived
+    store.close()

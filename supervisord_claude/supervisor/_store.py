@@ -401,6 +401,11 @@ class Store:
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
         self._recent = _RecentEvents()
+        #: every session's record as last read, and the sessions written since (read
+        #: again when asked for); ``data_version`` tells if another connection wrote
+        self._records: dict[str, SessionRecord] | None = None
+        self._records_version = 0
+        self._written: set[str] = set()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -437,6 +442,7 @@ class Store:
             # removes the -wal/-shm files, which must not be applied to the copy
             self._db.close()
             self._db = self._connect(self.path)
+            self._records = None  # (data_version counts per connection)
         except (OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
                 copy.unlink()
@@ -586,6 +592,7 @@ class Store:
         permission_mode: str = "ask",
     ) -> SessionRecord:
         now = time.time()
+        self._written.add(name)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions(name, session_id, cwd, model, persona, state, created,"
@@ -617,7 +624,7 @@ class Store:
             keeper_pid=row[14],
             keeper_n=row[15],
             permission_mode=row[16],
-            allowed_tools=tuple(json.loads(row[17])),
+            allowed_tools=() if row[17] == "[]" else tuple(json.loads(row[17])),
             claude_model=row[18],
         )
 
@@ -632,20 +639,41 @@ class Store:
         return self._session(rows[0]) if rows else None
 
     def list_sessions(self, include_archived: bool = False) -> list[SessionRecord]:
-        where = "" if include_archived else "WHERE state != 'archived'"
-        rows = self._read(
-            f"SELECT {self._SESSION_COLUMNS} FROM sessions {where} ORDER BY last_active DESC, name"
-        )
-        return [self._session(r) for r in rows]
+        """Every session (but the archived ones), the most recently active first. Served
+        from the records read before, but for the sessions written since (a list of
+        thousands of sessions on file costs a sort, not reading them all back)."""
+        records = self._fresh_records()
+        listed = [r for r in records.values() if include_archived or r.state is not SessionState.ARCHIVED]
+        listed.sort(key=lambda r: r.name)
+        listed.sort(key=lambda r: r.last_active, reverse=True)
+        return listed
+
+    def _fresh_records(self) -> dict[str, SessionRecord]:
+        """Every session's record as stored now: those written since they were read are
+        read again; all of them if another connection wrote to the file."""
+        version = self._read("PRAGMA data_version")[0][0]
+        if self._records is None or version != self._records_version:
+            rows = self._read(f"SELECT {self._SESSION_COLUMNS} FROM sessions")
+            self._records = {row[0]: self._session(row) for row in rows}
+            self._records_version = version
+        elif self._written:
+            for name in self._written:
+                record = self.get_session(name)
+                if record is None:
+                    self._records.pop(name, None)
+                else:
+                    self._records[name] = record
+        self._written.clear()
+        return self._records
 
     def update_session(self, name: str, **fields: Any) -> None:
         with self._tx() as db:
             self._update(db, name, fields)
 
-    @staticmethod
-    def _update(db: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
+    def _update(self, db: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
         if not fields:
             return
+        self._written.add(name)  # (also if the transaction is rolled back: read again, unchanged)
         bad = set(fields) - _SESSION_FIELDS
         if bad:
             raise ValueError(f"unknown session fields {bad}")
