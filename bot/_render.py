@@ -21,7 +21,7 @@ HELP_TEXT = f"""\
 Claude Sessions
 /new <name> [dir] [persona] - Create a session (in dir) and make it active
 /switch <name> - Make another session active (the old one keeps running)
-/sessions - List all sessions with status
+/sessions [page] - List all sessions with status
 /timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
 /model [name] - Show or change the model (Claude restarts with its history)
 /mode [ask|accept-edits|plan|bypass] - Show or change what Claude may do without asking
@@ -282,6 +282,15 @@ def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: f
     if not sessions:
         return NO_SESSIONS
     return "\n".join(session_line(s, active, now) for s in sessions)
+
+
+def page_text(page: int, pages: int, total: int) -> str:
+    """The line under a page of a long list."""
+    return f"Page {page} of {pages} ({total} sessions)"
+
+
+def page_button(page: int, before: bool) -> str:
+    return f"◀ Page {page}" if before else f"Page {page} ▶"
 
 
 def minutes_text(seconds: float) -> str:
