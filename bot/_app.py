@@ -44,7 +44,7 @@ from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
-from ._delivery import Core, delivery_loop, send_reply
+from ._delivery import Core, buttons, delivery_loop, send_reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -264,6 +264,17 @@ async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         link, name, drop_queued=kind == "cancelall"))
 
 
+async def on_keep_waiting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Under a turn that seems stuck: the user waits on. Nothing to ask the supervisor (it
+    says a stall once per silence); the message shows the choice."""
+    query = update.callback_query
+    assert query is not None
+    if await spent(update, context):
+        return
+    await query.answer(render.KEPT_WAITING)
+    await show_choice(query)
+
+
 async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/archive's question about a busy session answered: archive it now."""
     assert update.effective_chat is not None
@@ -283,6 +294,14 @@ async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     assert update.effective_chat is not None
     chat = update.effective_chat.id
     await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+
+
+async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A conversation offered by /resume: a session continuing it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context,
+                        lambda link, _, conversation: commands.continue_conversation(link, chat, conversation))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -391,9 +410,29 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
         return
     with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
-        listing = await commands.sessions(core_of(context).link, chat, [])
+        chosen = (query.data or "").partition(":")[2]
+        listing = await commands.sessions(core_of(context).link, chat, [], showing=chosen)
         [now, *_] = render.markdown_chunks(listing.text)
         await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
+
+
+async def on_sessions_page_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /sessions list's page button: the list shows that page, in place, with its
+    buttons (page buttons work again and again: they only show)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    try:
+        listing = await commands.sessions(core_of(context).link, update.effective_chat.id,
+                                          [(query.data or "").partition(":")[2]])
+    except (RemoteError, ConnectionFailed) as exc:
+        await query.answer(commands.error_reply(exc).text[:190])
+        return
+    await query.answer()
+    [page, *_] = render.markdown_chunks(listing.text)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_text(page.text, entities=[MessageEntity(**e) for e in page.entities],
+                                      reply_markup=await buttons(core_of(context).link,
+                                                                 [[button] for button in listing.buttons]))
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -824,6 +863,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(CallbackQueryHandler(on_sessions_page_button, pattern=r"^sessions:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_retry_button, pattern=r"^retry:"))
@@ -833,7 +873,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
+    app.add_handler(CallbackQueryHandler(on_resume_button, pattern=r"^resume:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
+    app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

@@ -16,27 +16,34 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from protocol import (
     CONFIG_ENV,
+    HOST_ENV,
+    LOCAL,
     RUNTIME_DIR_ENV,
     TIMEOUT_RANGE_TEXT,
     Client,
     ConfigFileError,
     ConnectionFailed,
+    Host,
     PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
+    VersionMismatch,
     __version__,
+    configured_hosts,
     configured_runtime_dir,
+    host_named,
     idle_note,
     relative_time,
     turn_cost,
     usd_text,
 )
+
+from ._attach import cmd_attach, cmd_conversations
 
 MODES = tuple(m.value for m in PermissionMode)
 
@@ -84,6 +91,14 @@ def render_event(event: dict[str, Any]) -> str:
             verdict = "always allowed " + ", ".join(event["always"])
         by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
         return f"{head} request {verdict}{by} ({event.get('request_id')})"
+    if kind == "reminder":
+        return (f"{head} reminder: Claude has waited {duration(round(event.get('waited') or 0))} for your answer to"
+                f" {what_is_asked(event)} (id {event.get('request_id')}; denied in"
+                f" {duration(round(event.get('denied_in') or 0))} unless answered)")
+    if kind == "stalled":
+        return (f"{head} stalled: no output for {duration(round(event.get('silent_for') or 0))} and almost no CPU"
+                f" ({event.get('cpu_percent')}%) while {doing_text(event)}; claudectl interrupt"
+                f" {event.get('session')} stops it")
     if kind == "settings":
         fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
                            for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
@@ -113,6 +128,64 @@ def request_text(event: dict[str, Any]) -> str:
             f"  answer: claudectl permit {name} {rid} --allow|--deny [--always]")
 
 
+def what_is_asked(fields: dict[str, Any]) -> str:
+    """A prompt in a few words: "Bash (rm -rf build)", "a question (Pick a colour)"."""
+    tool, detail = fields.get("tool_name"), fields.get("detail")
+    what = {"AskUserQuestion": "a question", "ExitPlanMode": "a plan"}.get(str(tool), str(tool))
+    return f"{what} ({detail})" if detail else what
+
+
+def doing_text(fields: dict[str, Any]) -> str:
+    """What a turn was doing (of a `stalled` event or a stalled activity)."""
+    was = fields.get("was") or fields.get("doing")
+    if was == "tool":
+        detail = f" ({fields['detail']})" if fields.get("detail") else ""
+        return f"running {fields.get('tool')}{detail}"
+    return "writing"
+
+
+def activity_text(activity: dict[str, Any] | None) -> str:
+    """What the running turn does now and since when, in one line."""
+    if not activity:
+        return "no turn running"
+    doing, seconds = activity.get("doing"), round(activity.get("seconds") or 0)
+    since = f"since {time.strftime('%H:%M:%S', time.localtime(activity['since']))} ({duration(seconds)})" \
+        if activity.get("since") else f"for {duration(seconds)}"
+    cpu = f", CPU {activity['cpu_percent']:.0f}%" if isinstance(activity.get("cpu_percent"), (int, float)) else ""
+    if doing == "waiting":
+        more = f" and {activity['waiting'] - 1} more" if (activity.get("waiting") or 1) > 1 else ""
+        return f"⏳ waiting for you {since}: {what_is_asked(activity)}{more} (id {activity.get('request_id')})"
+    if doing == "stalled":
+        return (f"STALLED {since}: no output and almost no CPU{cpu} while {doing_text(activity)};"
+                f" interrupt it, or wait")
+    if doing == "tool":
+        detail = f" ({activity['detail']})" if activity.get("detail") else ""
+        return f"running {activity.get('tool')}{detail} {since}{cpu}"
+    return f"writing {since}{cpu}"
+
+
+def activity_brief(activity: dict[str, Any] | None) -> str:
+    """The same in a word or two, for a table: "waiting for you", "Bash 3 min"."""
+    if not activity:
+        return ""
+    doing, seconds = activity.get("doing"), duration(round(activity.get("seconds") or 0))
+    if doing == "waiting":
+        return "waiting for you"
+    if doing == "stalled":
+        return f"stalled {seconds}"
+    if doing == "tool":
+        return f"{activity.get('tool')} {seconds}"
+    return f"writing {seconds}"
+
+
+def session_dot(session: dict[str, Any]) -> str:
+    """⏳ Claude waits for your answer, 🟢 live (working or ready), 📟 open in a terminal,
+    ⚪ not running."""
+    if (session.get("activity") or {}).get("doing") == "waiting":
+        return "⏳"
+    return state_mark(session)
+
+
 def duration(seconds: float) -> str:
     """"20 s", "5 min", "1.5 h": a length of time as a person reads it."""
     if seconds < 90:
@@ -130,10 +203,24 @@ def when(ts: float | None) -> str:
 
 
 def shown_state(session: dict[str, Any]) -> str:
-    """A session Claude never saw reads "new", not "suspended"."""
+    """A session Claude never saw reads "new", not "suspended"; one open in a terminal says
+    since when and which ("attached 5m ago, /dev/pts/3 pid 4242")."""
     if session.get("state") == SessionState.SUSPENDED.value and session.get("started") is False:
         return "new"
+    terminal = session.get("terminal")
+    if terminal:
+        where = f"{terminal.get('tty') or 'no tty'} pid {terminal.get('pid')}"
+        if not terminal.get("attached"):
+            return f"{session.get('state')}, attaching ({where})"
+        return f"attached {relative_time(terminal.get('since') or 0)}, {where}"
     return str(session.get("state"))
+
+
+def state_mark(session: dict[str, Any]) -> str:
+    """🟢 a Claude of ours runs, 📟 open in a terminal, ⚪ neither."""
+    if session.get("state") == SessionState.ATTACHED.value:
+        return "📟"
+    return "🟢" if session.get("live") else "⚪"
 
 
 def session_text(info: dict[str, Any]) -> str:
@@ -150,6 +237,7 @@ def session_text(info: dict[str, Any]) -> str:
         f"last active:  {when(info.get('last_active'))}",
         f"created:      {when(info.get('created'))}",
         f"cost so far:  ${info.get('cost_usd') or 0:.4f}",
+        *([f"now:          {activity_text(info['activity'])}"] if info.get("activity") else []),
         queue_line(info),
         f"waiting for you: {len(pending)} request(s)" + "".join(
             f"\n  {p['tool_name']} (id {p['request_id']})" for p in pending),
@@ -255,29 +343,77 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     sessions = client.request("list", all=args.all)["sessions"]
-    rows = [("", "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE", "COST")]
-    rows += [("🟢" if s["live"] else "⚪", s["name"], shown_state(s), s.get("mode") or "ask", s["persona"] or "default",
-              s.get("model") or "default", relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}")
-             for s in sessions]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = sessions_table(sessions)
     _print(args, sessions, table if sessions else "No sessions.")
     return 0
 
 
+def sessions_table(sessions: list[dict[str, Any]], host_column: bool = False) -> str:
+    rows = [("", *(("HOST",) if host_column else ()), "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE",
+             "COST")]
+    rows += [(session_dot(s), *((s["host"],) if host_column else ()), s["name"],
+              shown_state(s) + (f" ({activity_brief(s['activity'])})" if s.get("activity") else ""),
+              s.get("mode") or "ask", s["persona"] or "default", s.get("model") or "default",
+              relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}") for s in sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def ls_all_hosts(args: argparse.Namespace, hosts: dict[str, Host]) -> int:
+    """``ls --all-hosts``: every host's sessions, asked at once (a host that is down costs
+    its own line, not the others' time); an unreachable host is one line saying why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sessions_of(host: Host) -> list[dict[str, Any]]:
+        with Client(args.runtime_dir, host=host, timeout=min(CONNECT_TIMEOUT, args.timeout)) as client:
+            return list(client.request("list", all=args.all)["sessions"])
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        futures = {name: pool.submit(sessions_of, host) for name, host in hosts.items()}
+    sessions: list[dict[str, Any]] = []
+    down: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            sessions += [{**s, "host": name} for s in future.result()]
+        except ProtocolError as exc:
+            down[name] = exc.message if isinstance(exc, RemoteError) else str(exc)
+    sessions.sort(key=lambda s: -(s.get("last_active") or 0))
+    lines = [sessions_table(sessions, host_column=True)] if sessions else ["No sessions."]
+    lines += [f"{name}: unreachable: {why}" for name, why in down.items()]
+    _print(args, {"sessions": sessions, "unreachable": down}, "\n".join(lines))
+    return 0
+
+
+def local_path(args: argparse.Namespace, path: str, what: str) -> str:
+    """A path as the supervisor must get it: this machine's, made absolute from where
+    claudectl runs (the supervisor has its own working directory); on a remote host, a
+    path there, which must be absolute already (ours means nothing there)."""
+    if args.on_host.is_local:
+        return os.path.abspath(os.path.expanduser(path))
+    if not path.startswith("/"):
+        raise UsageError(f"{what} {path!r}: on host {args.on_host.name} give an absolute path (a directory"
+                         " there)")
+    return path
+
+
+class UsageError(Exception):
+    """A command that cannot be carried out as given (exit 2)."""
+
+
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
-    if "cwd" in fields:  # the supervisor has its own working directory: resolve against ours
-        fields["cwd"] = os.path.abspath(os.path.expanduser(fields["cwd"]))
+    if "cwd" in fields:
+        fields["cwd"] = local_path(args, fields["cwd"], "--cwd")
     info = client.request("create", session=args.name, **fields)
-    _print(args, info, f"created session '{info['name']}' in {info['cwd']}")
+    continues = f", continuing conversation {info['session_id']}" if "conversation" in fields else ""
+    _print(args, info, f"created session '{info['name']}' in {info['cwd']}{continues}")
     return 0
 
 
 def cmd_cd(client: Client, args: argparse.Namespace) -> int:
     """Move a session to another directory (``set_cwd``): Claude starts a fresh conversation
     there, as it keeps one per directory."""
-    cwd = os.path.abspath(os.path.expanduser(args.dir))  # (ours, not the supervisor's, relative)
+    cwd = local_path(args, args.dir, "DIR")
     info = client.request("set_cwd", session=args.name, cwd=cwd)
     _print(args, info, f"session '{args.name}' moved to {info['cwd']}; its next message starts a fresh conversation")
     return 0
@@ -285,6 +421,9 @@ def cmd_cd(client: Client, args: argparse.Namespace) -> int:
 
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
+    if args.attach and not args.on_host.is_local:
+        raise UsageError(f"--attach: the supervisor on {args.on_host.name} reads attachments from its own disk;"
+                         " attaching a file of this machine to a remote session is not supported yet")
     if args.attach:
         # the file a link points to: the supervisor takes no link (it could be swapped)
         fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
@@ -311,12 +450,14 @@ def print_live(shown: str, event: dict[str, Any]) -> str:
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
     from protocol import AsyncClient  # (asyncio only for the commands that wait)
 
-    async with AsyncClient(client_dir) as client:
+    async with AsyncClient(client_dir, host=args.on_host) as client:
         status = await client.request("status", session=args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
         sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
         sent = await client.request("send", **_send_fields(args))
         message_id = sent["message_id"]
+        if sent.get("terminal") and not args.json:
+            print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
         deadline = time.monotonic() + timeout
         streamed = ""  # what of the answer has been printed as it was written
         while True:
@@ -385,8 +526,15 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
 
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
-    _print(args, result, f"queued message {result['message_id']}")
+    note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
+    _print(args, result, f"queued message {result['message_id']}{note}")
     return 0
+
+
+def terminal_note(name: str, terminal: dict[str, Any]) -> str:
+    """What a sender is told of a session open in a terminal (its message waits)."""
+    return (f"'{name}' is open in a terminal ({terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}): the"
+            " message waits and is answered when that Claude exits")
 
 
 TAIL_STALL = 30.0
@@ -400,7 +548,7 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
         return 0
     from protocol import AsyncClient
 
-    async with AsyncClient(args.runtime_dir) as client:
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after=after, live=stream)
         shown: dict[Any, str] = {}
@@ -548,8 +696,8 @@ def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
 def cmd_backup(client: Client, args: argparse.Namespace) -> int:
     """A consistent copy of the supervisor's store (SQLite's online backup, made by the
     supervisor while it runs), at FILE."""
-    target = Path(args.file).expanduser().absolute()
-    result = client.request("backup", path=str(target), force=args.force)
+    target = local_path(args, args.file, "backup FILE")  # (with --host: a file on that machine)
+    result = client.request("backup", path=target, force=args.force)
     _print(args, result, f"backed up the store to {result['path']} ({result['bytes'] / 2**20:.1f} MiB,"
                          f" {result['sessions']} sessions)")
     return 0
@@ -595,7 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="claudectl", description="Control supervisord-claude sessions",
         epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
-               f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
+               f"\n  {CONFIG_ENV:32} the config file (under --config); its runtime_dir and [hosts.*] are read"
+               f"\n  {HOST_ENV:32} the host (under --host): local, or a [hosts.NAME] of the config file",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
@@ -606,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
     s = sub.add_parser("ls", help="list sessions, most recently active first")
     s.add_argument("--all", action="store_true", help="include archived sessions")
+    s.add_argument("--all-hosts", action="store_true", help="every configured host's sessions, with a HOST column")
     s.set_defaults(func=cmd_ls)
     s = sub.add_parser("new", help="create a session")
     s.add_argument("name")
@@ -613,7 +763,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cwd")
     s.add_argument("--persona")
     s.add_argument("--mode", choices=MODES, help="permission mode (default: ask, or the config's)")
+    s.add_argument("--conversation", metavar="ID|latest",
+                   help="continue this Claude Code conversation of --cwd (claudectl conversations lists them)")
+    s.add_argument("--force", action="store_true",
+                   help="with --conversation: even while a running claude has it open")
     s.set_defaults(func=cmd_new)
+    s = sub.add_parser("attach", help="open a session in Claude Code's own terminal UI here (its exit status is"
+                       " claudectl's); /exit hands it back")
+    s.add_argument("name")
+    s.add_argument("--now", action="store_true", help="stop its running answer instead of waiting for it")
+    s.set_defaults(func=cmd_attach)
+    s = sub.add_parser("conversations", help="Claude Code's conversations on disk for a directory")
+    s.add_argument("--cwd", help="the directory (default: this one)")
+    s.set_defaults(func=cmd_conversations)
     s = sub.add_parser("cd", help="move a session to another directory (a fresh conversation starts there)")
     s.add_argument("name")
     s.add_argument("dir")
@@ -706,6 +868,9 @@ def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
                         " else the default: as the supervisor)")
     p.add_argument("--config", default=default,
                    help=f"the config file whose runtime_dir is used (else ${CONFIG_ENV}, else the default one)")
+    p.add_argument("--host", default=default,
+                   help=f"the machine whose supervisor to talk to: local (default) or a [hosts.NAME] of the config"
+                        f" file, reached through ssh (else ${HOST_ENV})")
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
@@ -734,11 +899,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
         args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
+        hosts = configured_hosts(args.config)
+        args.on_host = host_named(hosts, args.host or os.environ.get(HOST_ENV) or LOCAL)
     except ConfigFileError as exc:
         return fail(args, str(exc), "config")
+    if getattr(args, "all_hosts", False):
+        return ls_all_hosts(args, hosts)
     try:
-        # (--timeout bounds every wait, the connection's too)
-        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout))
+        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
+    except VersionMismatch as exc:
+        return fail(args, str(exc), "version")
     except ConnectionFailed as exc:
         return fail(args, str(exc), "connection")
     try:
@@ -747,6 +917,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except RemoteError as exc:
         return fail(args, exc.message, exc.code)
+    except UsageError as exc:
+        fail(args, str(exc), "usage")
+        return 2
     except ProtocolError as exc:
         return fail(args, str(exc), "protocol")
     except KeyboardInterrupt:

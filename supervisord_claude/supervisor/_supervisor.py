@@ -58,6 +58,7 @@ from ._ops import Ops
 from ._pool import ForkServer, KeeperLink, KeeperPool
 from ._store import QUEUED, WRITTEN, Store
 from ._succession import reap_stale, restart_problem
+from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
 
@@ -87,10 +88,13 @@ class Core:
     hub: SubscriptionHub
     pool: KeeperPool
     ops: Ops
+    watch: Watcher
 
     def requeue_owed(self) -> None:
         """Messages accepted before a restart are still owed, in the order they came
-        (those an adopted keeper holds are its own)."""
+        (those an adopted keeper holds are its own). Sessions open in a terminal are
+        watched again first: what waits for them waits on."""
+        self.ops.terminals.restore()
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         owed = self.store.messages(None, QUEUED)
         self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
@@ -134,9 +138,27 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
     events.on_message_done = pool.message_done
     events.pids_of = pool.pids_of
-    pool.on_delta = hub.delta
     ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown, request_restart)
-    return Core(config, instance, store, events, hub, pool, ops)
+    watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
+                    config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
+    events.on_recorded = watch.event
+
+    def adopted(session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
+        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
+        rec = store.get_session(session)
+        if rec is not None and (busy or pending):
+            start = store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
+            watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
+                                   for e in store.stored_after(start, session, REPLAY_EVENTS)])
+        watch.adopted(session, busy, message_id, pending)
+    pool.on_adopted = adopted
+    ops.activity_of = watch.activity
+
+    def delta(session: str, message_id: int | None, text: str, origin: str | None) -> None:
+        watch.output(session, message_id)
+        hub.delta(session, message_id, text, origin)
+    pool.on_delta = delta
+    return Core(config, instance, store, events, hub, pool, ops, watch)
 
 
 class ForkServerLink(ForkServer, Protocol):
