@@ -36,6 +36,9 @@ Claude Sessions
 /ls [path] - List a directory (within the allowed roots)
 /clear - Start a fresh conversation in this session (Claude Code's /clear)
 
+Daily
+/rules - What "Always allow" allowed in this session, a button to remove each
+
 Help
 /help - This list
 
@@ -60,6 +63,7 @@ MENU: list[tuple[str, str]] = [
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
+    ("rules", "Always-allow rules of this session (remove one)"),
     ("help", "Every command"),
 ]
 

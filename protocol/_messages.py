@@ -139,6 +139,8 @@ class Op(enum.StrEnum):
     REMOVE_CONSUMER = "remove_consumer"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
+    RULES = "rules"
+    REMOVE_RULE = "remove_rule"
 
 
 class ErrorCode(enum.StrEnum):

@@ -230,6 +230,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.REMOVE_CONSUMER: {"consumer": (consumer_name, True)},
     Op.RESTART: {},
     Op.SHUTDOWN: {},
+    Op.RULES: {"session": (session_name, True)},
+    Op.REMOVE_RULE: {"session": (session_name, True), "index": (positive_int, False), "rule": (text, False)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

@@ -354,7 +354,7 @@ def main() -> int:
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
                 continue
-            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)") for r in rules):
+            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)", "Bash(touch *)") for r in rules):
                 say("permission: allowed by rule")
                 continue
             suggestion = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch x"}],

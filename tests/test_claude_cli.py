@@ -244,20 +244,44 @@ def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(rea
     info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
     target = Path(info["cwd"]) / "again.txt"
     request = _request(sup, f"bash:touch+{target}")
+    # the real CLI suggests only the exact command; "always" means every touch, as its terminal offers
+    assert [r["ruleContent"] for s in request["suggestions"] for r in s.get("rules", ())] == [f"touch {target}"]
+    assert request["always"] == ["Bash(touch *)"]
     sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
     _result(sup, request)
     rules = sup.session("alpha")["allowed_tools"]
-    assert rules == [f"Bash(touch {target})"]
-    target.unlink()
+    assert rules == ["Bash(touch *)"]
     before = len([e for e in sup.events("alpha") if e["kind"] == "permission_request"])
-    ask(sup, "alpha", f"bash:touch+{target}")  # the same command: no prompt this time
-    assert target.exists()
+    other = Path(info["cwd"]) / "other.txt"
+    ask(sup, "alpha", f"bash:touch+{other}")  # another file: no prompt this time
+    assert other.exists()
     sup.ctl("suspend", "alpha", check=True)
     sup.wait_state("alpha", "suspended", timeout=30)
     target.unlink()
     ask(sup, "alpha", f"bash:touch+{target}")  # a new Claude (--resume) with the rule on its command line
     assert target.exists()
     assert len([e for e in sup.events("alpha") if e["kind"] == "permission_request"]) == before
+
+
+def test_always_allow_of_a_compound_command_needs_every_part_in_the_real_cli(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    cwd = Path(info["cwd"])
+    request = _request(sup, f"bash:touch+{cwd}/a+&&+rm+-f+{cwd}/a")
+    assert request["always"] == ["Bash(touch *)", "Bash(rm *)"]  # one rule per part
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    _result(sup, request)
+    ask(sup, "alpha", f"bash:touch+{cwd}/b+&&+rm+-f+{cwd}/b")  # both parts allowed: no prompt
+    # a part no rule covers: asked
+    mixed = _request(sup, f"bash:touch+{cwd}/c+&&+mkdir+{cwd}/d")
+    assert mixed["always"] == ["Bash(touch *)", "Bash(mkdir *)"]
+    sup.ctl("permit", "alpha", mixed["request_id"], "--deny", check=True)
+    _result(sup, mixed)
+    assert not (cwd / "d").exists()
+    # removing a rule reaches the running Claude: rm is asked again
+    sup.ctl("rules", "alpha", "--remove", "2", check=True)
+    again = _request(sup, f"bash:touch+{cwd}/e+&&+rm+-f+{cwd}/e")
+    sup.ctl("permit", "alpha", again["request_id"], "--deny", check=True)
 
 
 def test_always_allow_of_a_write_covers_its_directory_only_in_the_real_cli(real, api: FakeAnthropic,

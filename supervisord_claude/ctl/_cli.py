@@ -531,6 +531,29 @@ def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the daily driver (issue #27): rules, budgets, schedules, diff, fork -------------------
+
+
+def cmd_rules(client: Client, args: argparse.Namespace) -> int:
+    """A session's always-allow rules, numbered; ``--remove N`` forgets rule N."""
+    if args.remove is not None:
+        result = client.request("remove_rule", session=args.name, index=args.remove)
+        _print(args, result, f"removed {result['removed']} from '{args.name}'"
+               f" ({len(result['rules'])} rule(s) left; a running Claude restarts with them after its turn)")
+        return 0
+    result = client.request("rules", session=args.name)
+    rows = [f"{i}. {rule}" for i, rule in enumerate(result["rules"], 1)]
+    _print(args, result, "\n".join(rows) or f"'{args.name}' has no always-allow rules")
+    return 0
+
+
+def add_daily_parsers(sub: Any) -> None:
+    s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
+    s.add_argument("name")
+    s.add_argument("--remove", type=int, metavar="N", help="forget rule N (as numbered by the list)")
+    s.set_defaults(func=cmd_rules)
+
+
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     result = client.request("restart")
     _print(args, result, f"supervisor (pid {result['pid']}) is restarting; sessions keep running")
@@ -631,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
     s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
     s.set_defaults(func=cmd_consumers)
+    add_daily_parsers(sub)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")

@@ -237,6 +237,10 @@ class KeeperMachine:
                                         else {"mode": PermissionMode(cmd.mode)})
             if self.current is None:
                 self._apply_changes()
+        elif isinstance(cmd, _wire.SetRules):
+            self.pending_changes["rules"] = list(cmd.rules)
+            if self.current is None:
+                self._apply_changes()
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
         return self._take()
@@ -447,6 +451,7 @@ class KeeperMachine:
         changes, self.pending_changes = self.pending_changes, {}
         self.model = changes.get("model", self.model)
         self.mode = changes.get("mode", self.mode)
+        self.allowed_tools = changes.get("rules", self.allowed_tools)
         self._cancel_idle()
         reason = Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))

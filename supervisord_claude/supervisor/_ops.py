@@ -42,7 +42,8 @@ log = logging.getLogger("supervisord_claude")
 
 #: read-only ops and acks (so no delivered event is re-sent after a restart)
 ALLOWED_WHILE_STOPPING = frozenset(
-    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN}
+    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN,
+     Op.RULES}
 )
 
 
@@ -407,6 +408,9 @@ class Ops:
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
             update, rules = permissions.always_allow(req, self._session(session).cwd)
+            if not rules:
+                raise OpError(ErrorCode.BAD_REQUEST, f"a {req.tool_name} call here has no scope 'always' could"
+                              " be kept to (never every command or every file): allow it once instead")
             updates.append(update)
             report["always"] = rules
         if plan:  # approved: Claude leaves plan mode, into the mode the user picked
@@ -434,6 +438,32 @@ class Ops:
         self._send_answer(session, _wire.Permit(request_id, _claude.allow_decision(updated),
                                                 {"allow": True, "by": "user", "answers": chosen}))
         return {"answers": chosen}
+
+    # always-allow rules -------------------------------------------------------------------
+
+    def op_rules(self, ident: bytes, session: str) -> dict[str, Any]:
+        """The session's always-allow rules, numbered from 1 in the order they were given."""
+        return {"rules": list(self._session(session, allow_archived=True).allowed_tools)}
+
+    def op_remove_rule(self, ident: bytes, session: str, index: int | None = None,
+                       rule: str | None = None) -> dict[str, Any]:
+        """Forget one rule (by its number, or by its text): kept in the store at once, and
+        a live Claude restarts with the rest (``--resume``) once no turn runs."""
+        rec = self._session(session)
+        rules = list(rec.allowed_tools)
+        if (index is None) == (rule is None):
+            raise OpError(ErrorCode.BAD_REQUEST, "give the rule's 'index' or its text ('rule'), one of them")
+        if rule is not None:
+            if rule not in rules:
+                raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has no rule {rule}")
+            index = rules.index(rule) + 1
+        assert index is not None
+        if not 1 <= index <= len(rules):
+            raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has {len(rules)} rule(s); no rule {index}")
+        removed = rules.pop(index - 1)
+        self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
+        self.pool.command(session, _wire.SetRules(tuple(rules)))
+        return {"removed": removed, "rules": rules}
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}
