@@ -296,6 +296,13 @@ async def on_daily_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
                                         disable_notification=True)
 
 
+async def on_budget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button under a message held by a daily cap: raise the cap once, send it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, token: daily.raise_and_send(link, chat, token))
+
+
 async def on_rule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A /rules button: remove that rule."""
     await answer_button(update, context, lambda link, _, data: daily.remove_rule(link, data))
@@ -560,6 +567,11 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             # away, or stopping / restarting in place: kept and sent again until it takes it
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
                 reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                break
+            if isinstance(exc, RemoteError) and exc.code == ErrorCode.BUDGET_EXCEEDED:
+                # held here, with a button that raises the cap once and sends it
+                reply = await daily.hold_over_budget(core.link, chat, session, text, attachments, key,
+                                                     message.message_id if message is not None else None, exc.message)
                 break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
                 reply = commands.error_reply(exc)
@@ -833,6 +845,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(CallbackQueryHandler(on_rule_button, pattern=r"^rr:"))
+    app.add_handler(CallbackQueryHandler(on_budget_button, pattern=r"^bud:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
     app.add_handler(MessageHandler(filters.VOICE, on_voice))

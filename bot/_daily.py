@@ -7,14 +7,19 @@ each takes the supervisor link, the chat and the arguments and returns what to s
 Buttons (callback data, at most 64 bytes):
 
     rr:<digest>:<session>     remove the always-allow rule whose digest this is
+    bud:<token>               raise the daily cap that held a message, once, and send it
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from . import _commands as commands
 from ._commands import Link, Reply, on_active_session
 from ._prompts import scope_text
 
@@ -89,8 +94,136 @@ async def remove_rule(link: Link, data: str) -> Reply:
     return Reply(f"🗑 Removed {scope_text(rule)}: Claude asks for it again.\n\n{left.text}", buttons=left.buttons)
 
 
+# --- budgets ----------------------------------------------------------------------------------
+
+BUDGET_USAGE = ("Usage: /budget — what Claude cost today and this month; /budget <usd> — this session's daily"
+                " cap; /budget all <usd> — the daily cap for all sessions; 'off' instead of <usd> removes one")
+
+
+def money(amount: float | None) -> str:
+    if amount is None:
+        return "no cap"
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
+
+
+def _line(name: str, today: float, month: float, cap: float | None) -> str:
+    share = f" of {money(cap)} a day ({today / cap:.0%}{' ⚠️' if today >= 0.8 * cap else ''})" if cap else ""
+    return f"{name}: today {money(today)}{share} · this month {money(month)}"
+
+
+def budget_text(report: dict[str, Any], active: str | None) -> str:
+    lines = ["💰 What Claude cost"]
+    for row in report["sessions"]:
+        mark = "→ " if row["session"] == active else ""
+        lines.append(mark + _line(row["session"], row["today"], row["month"], row["cap"]))
+    lines.append(_line("All sessions (the whole machine)", report["today"], report["month"], report["cap"]))
+    if report["cap"] is None and report.get("default_session_cap") is None and not any(
+            r["cap"] for r in report["sessions"]):
+        lines.append("\nNo caps set. " + BUDGET_USAGE.split(";", 1)[1].strip())
+    return "\n".join(lines)
+
+
+def _usd_arg(text: str) -> float | str | None:
+    """A cap typed by the user: a number (``5``, ``$0.50``), None for off, or the problem."""
+    if text.lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text.removeprefix("$"))
+    except ValueError:
+        return f"'{text}' is not an amount in US dollars."
+    return value if value > 0 else "A cap must be more than $0 ('off' removes it)."
+
+
+async def budget(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/budget [all] [<usd>|off]``: spend and caps; or set this session's (or all sessions') daily cap."""
+    active = await link.active(chat)
+    scope_all = bool(args) and args[0].lower() == "all"
+    amount = args[1:] if scope_all else args
+    if len(amount) > 1:
+        return Reply(BUDGET_USAGE)
+    if amount:
+        value = _usd_arg(amount[0])
+        if isinstance(value, str):
+            return Reply(f"{value}\n{BUDGET_USAGE}")
+        if not scope_all and active is None:
+            return Reply("No active session: /budget all <usd> sets the cap for all sessions.")
+        fields: dict[str, Any] = {"usd": value} if scope_all else {"usd": value, "session": active}
+        await link.request("set_budget", **fields)
+        whose = "all sessions together" if scope_all else f"'{active}'"
+        said = f"✅ Daily cap of {whose}: {money(value)}." if value is not None else f"✅ No daily cap for {whose}."
+        return Reply(said)
+    report = await link.request("budget")
+    report["sessions"] = [r for r in report["sessions"] if await link.visible(r["session"])
+                          and (r["month"] or r["cap"] or r["session"] == active)]
+    return Reply(budget_text(report, active))
+
+
+@dataclass
+class Held:
+    """A message a daily cap stopped: kept here until its button raises the cap."""
+
+    chat: int
+    session: str | None
+    text: str
+    attachments: list[str] | None
+    key: str
+    message_id: int | None
+
+
+#: held messages by token, the newest ``HELD_KEPT`` (in the bot's memory: after a restart
+#: the button says to send it again)
+HELD: OrderedDict[str, Held] = OrderedDict()
+HELD_KEPT = 100
+_tokens = itertools.count(1)
+
+
+async def hold_over_budget(link: Link, chat: int, session: str | None, text: str, attachments: list[str] | None,
+                           key: str, message_id: int | None, why: str) -> Reply:
+    """A message a daily cap refused: say why, keep it, offer to raise the cap once and send it."""
+    token = f"{next(_tokens)}.{abs(hash(key)) % 10**6}"
+    HELD[token] = Held(chat, session, text, attachments, key, message_id)
+    while len(HELD) > HELD_KEPT:
+        HELD.popitem(last=False)
+    raised = await _raised_cap(link, session or await link.active(chat))
+    label = f"🔼 Raise the cap to {money(raised[1])} and send it" if raised else "🔼 Raise the cap and send it"
+    return Reply(f"💸 Held, not sent: {why.split('; nothing was sent')[0]}.", buttons=[(label, f"bud:{token}")])
+
+
+async def _raised_cap(link: Link, session: str | None) -> tuple[str | None, float] | None:
+    """(scope, new cap) of the cap that is reached — the session's (scope: its name) or
+    all sessions' (None) — raised by one more day's worth; None if none is reached."""
+    one: dict[str, Any] = {"session": session} if session else {}
+    report = await link.request("budget", **one)
+    for row in report["sessions"]:
+        if row["cap"] is not None and row["today"] >= row["cap"]:
+            return row["session"], row["today"] + row["cap"]
+    if report["cap"] is not None and report["today"] >= report["cap"]:
+        return None, report["today"] + report["cap"]
+    return None
+
+
+async def raise_and_send(link: Link, chat: int, token: str) -> Reply:
+    """The held message's button: raise the cap that held it (once) and send it."""
+    held = HELD.pop(token, None)
+    if held is None:
+        return Reply("That message is no longer held here (the bot restarted): send it again.")
+    session = held.session or await link.active(chat)
+    raised = await _raised_cap(link, session)
+    said = ""
+    if raised is not None:
+        scope, cap = raised
+        whose: dict[str, Any] = {"session": scope} if scope else {}
+        await link.request("set_budget", usd=cap, **whose)
+        said = f"✅ Daily cap of {f'{scope!r}' if scope else 'all sessions'} raised to {money(cap)}; sent."
+    reply = await commands.send(link, chat, held.text, held.attachments, held.key, message_id=held.message_id,
+                                session=held.session)
+    return Reply("\n".join(filter(None, [said or "Sent.", reply.text if reply else None])), quiet=True)
+
+
 COMMANDS: dict[str, DailyCommand] = {
     "rules": rules,
+    "budget": budget,
 }
 
-__all__ = ["COMMANDS", "Answer", "Document", "remove_rule", "rule_digest", "rules_reply"]
+__all__ = ["COMMANDS", "HELD", "Answer", "Document", "budget", "hold_over_budget", "raise_and_send", "remove_rule",
+           "rule_digest", "rules_reply"]

@@ -38,6 +38,7 @@ Claude Sessions
 
 Daily
 /rules - What "Always allow" allowed in this session, a button to remove each
+/budget [all] [<usd>|off] - Spend today and this month; set this session's (or all sessions') daily cap
 
 Help
 /help - This list
@@ -64,6 +65,7 @@ MENU: list[tuple[str, str]] = [
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
     ("rules", "Always-allow rules of this session (remove one)"),
+    ("budget", "Spend today and this month; daily caps: /budget [all] <usd>"),
     ("help", "Every command"),
 ]
 

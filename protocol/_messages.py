@@ -141,6 +141,8 @@ class Op(enum.StrEnum):
     SHUTDOWN = "shutdown"
     RULES = "rules"
     REMOVE_RULE = "remove_rule"
+    BUDGET = "budget"
+    SET_BUDGET = "set_budget"
 
 
 class ErrorCode(enum.StrEnum):
@@ -163,3 +165,4 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     RESTART_REFUSED = "restart_refused"  # the code installed now would not start
     INTERNAL = "internal"
+    BUDGET_EXCEEDED = "budget_exceeded"  # `send`: a daily spending cap is reached; nothing queued

@@ -90,6 +90,10 @@ class Config:
     interrupt_timeout: float = DEFAULT_INTERRUPT_TIMEOUT
     #: clients connected at once (fewer if the open-files limit leaves less room)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: daily spending caps in USD (None: none): each session's, and all sessions' together;
+    #: ``set_budget`` (``/budget``, ``claudectl budget``) overrides them
+    budget_session_usd: float | None = None
+    budget_daily_usd: float | None = None
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
     #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
@@ -138,6 +142,8 @@ _TOP_KEYS = {
     "max_attachment_mib",
     "interrupt_timeout",
     "max_connections",
+    "budget_session_usd",
+    "budget_daily_usd",
     "personas",
     "telegram",
 }
@@ -202,6 +208,12 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value < 1:
             raise ConfigError("max_connections: must be a positive number of connections")
         out["max_connections"] = value
+    for key in ("budget_session_usd", "budget_daily_usd"):
+        if key in raw:
+            value = _expect(raw, key, (int, float), "")
+            if value <= 0:
+                raise ConfigError(f"{key}: must be a positive number of US dollars")
+            out[key] = float(value)
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -345,6 +357,8 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         max_attachment_bytes=int(file_value("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
         interrupt_timeout=file_value("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
         max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
+        budget_session_usd=file_value("budget_session_usd", None),
+        budget_daily_usd=file_value("budget_daily_usd", None),
         telegram=file_values.get("telegram", TelegramConfig()),
         config_path=config_path if file_values else None,
     )
@@ -480,6 +494,8 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("interrupt_timeout", f"{config.interrupt_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
         ("max_connections", str(config.max_connections)),
+        ("budget_session_usd", f"${config.budget_session_usd:g} a day" if config.budget_session_usd else "(none)"),
+        ("budget_daily_usd", f"${config.budget_daily_usd:g} a day" if config.budget_daily_usd else "(none)"),
         ("claude_args", " ".join(config.claude_args) or "(none)"),
         ("personas", personas),
         ("telegram.token", mask(config.telegram.token)),

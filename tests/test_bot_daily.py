@@ -26,7 +26,7 @@ def chat(make_supervisor, bot_env):
 
 def test_every_daily_command_is_in_the_menu_and_the_help() -> None:
     menu = {name for name, _ in render.MENU}
-    for name in ("rules",):
+    for name in ("rules", "budget"):
         assert name in menu and f"/{name}" in render.HELP_TEXT
 
 
@@ -49,3 +49,24 @@ def test_always_allow_says_the_prefix_and_rules_lists_and_removes_it(chat, teleg
     again = say(telegram, "needperm once more", "Claude wants to run")
     telegram.press(USER, button(again, "🚫 Deny"), again["message_id"])
     answered(telegram, "permission: deny (The user denied this from Telegram.)")
+
+
+def test_budget_shows_spend_and_a_message_past_the_cap_is_held_until_the_cap_is_raised(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    assert "✅ Daily cap of 'alpha': $0.001." in say(telegram, "/budget 0.001", "Daily cap")["text"]
+    say(telegram, "hello", "hello")  # answered: $0.001 spent, all the cap
+    shown = say(telegram, "/budget", "What Claude cost")["text"]
+    assert "→ alpha: today $0.001 of $0.001 a day (100% ⚠️) · this month $0.001" in shown
+    assert "All sessions (the whole machine): today $0.001 · this month $0.001" in shown
+    held = say(telegram, "held one", "Held, not sent")
+    assert "session 'alpha' has spent $0.001 today, its daily cap is $0.001" in held["text"]
+    assert not [e for e in sup.events("alpha") if e["kind"] == "user" and e.get("text") == "held one"]
+    telegram.press(USER, button(held, "🔼 Raise the cap to $0.002 and send it"), held["message_id"])
+    telegram.wait_for_text(lambda t: t.startswith("✅ Daily cap of 'alpha' raised to $0.002; sent."), chat_id=USER)
+    telegram.wait_for_text(lambda t: "held one" in t and t.startswith("echo"), chat_id=USER)
+    assert sup.request("budget", session="alpha")["sessions"][0]["cap"] == 0.002
+    # a second press does nothing more (a button works once)
+    telegram.press(USER, button(held, "🔼 Raise the cap to $0.002 and send it"), held["message_id"])
+    say(telegram, "/budget all 5", "✅ Daily cap of all sessions together: $5.00.")
+    assert "not an amount" in say(telegram, "/budget lots", "Usage")["text"]

@@ -303,6 +303,27 @@ def test_always_allow_of_a_write_covers_its_directory_only_in_the_real_cli(real,
     assert not (tmp_path / "other" / "c.txt").exists()
 
 
+def test_a_session_cap_stops_the_real_cli_mid_conversation_and_holds_the_next_message(real, api: FakeAnthropic
+                                                                                     ) -> None:
+    from protocol import RemoteError
+
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("budget", "--session", "alpha", "--cap", "0.0003", check=True)  # a turn costs $0.00014 here
+    ask(sup, "alpha", "one")
+    ask(sup, "alpha", "two")
+    # the real CLI got --max-budget-usd and ends the turn that passes it
+    stopped = ask(sup, "alpha", "three", ok=False)
+    assert "Reached maximum budget" in stopped
+    last = results(sup, "alpha")[-1]
+    assert last["subtype"] == "error_max_budget_usd" and last["cost_delta"] == pytest.approx(0.00014)
+    with sup.client() as c, pytest.raises(RemoteError, match=r"its daily cap is \$0\.0003"):
+        c.request("send", session="alpha", text="four")  # held: nothing reaches Claude
+    report = json.loads(sup.ctl("--json", "budget", "--session", "alpha", check=True).stdout)
+    # the per-turn deltas, not Claude's running total (0.00014 + 0.00028 + 0.00042)
+    assert report["sessions"][0]["today"] == pytest.approx(0.00042)
+
+
 def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:
     sup = real().start()
     sup.ctl("new", "alpha", check=True)

@@ -547,11 +547,62 @@ def cmd_rules(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def money(amount: float | None) -> str:
+    if amount is None:
+        return "no cap"
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
+
+
+def budget_lines(report: dict[str, Any]) -> list[str]:
+    """Spend today and this month, per session and in total, against the daily caps."""
+    def share(spent: float, cap: float | None) -> str:
+        return f" of {money(cap)} ({spent / cap:.0%})" if cap else ""
+
+    lines = [f"{r['session']}: today {money(r['today'])}{share(r['today'], r['cap'])}, this month"
+             f" {money(r['month'])}{'' if r['cap'] else ' (no daily cap)'}" for r in report["sessions"]]
+    lines.append(f"all sessions: today {money(report['today'])}{share(report['today'], report['cap'])}, this month"
+                 f" {money(report['month'])}{'' if report['cap'] else ' (no daily cap)'}")
+    return lines
+
+
+def cmd_budget(client: Client, args: argparse.Namespace) -> int:
+    """What Claude cost today and this month, per session and in total, with the daily
+    caps; ``--cap USD`` (or ``none``) sets one: the session's with ``--session``, else the
+    daily cap for all sessions."""
+    if args.cap is not None:
+        fields: dict[str, Any] = {"usd": None if args.cap == "none" else args.cap}
+        if args.session:
+            fields["session"] = args.session
+        client.request("set_budget", **fields)
+        whose = f"session '{args.session}'" if args.session else "all sessions"
+        print_done = f"daily cap of {whose}: {money(fields['usd'])}"
+        result = client.request("budget", **({"session": args.session} if args.session else {}))
+        _print(args, result, print_done + "\n" + "\n".join(budget_lines(result)))
+        return 0
+    result = client.request("budget", **({"session": args.session} if args.session else {}))
+    _print(args, result, "\n".join(budget_lines(result)))
+    return 0
+
+
+def cap_arg(text: str) -> float | str:
+    """``--cap``: US dollars (``5``, ``$0.50``), or ``none``."""
+    if text.lower() == "none":
+        return "none"
+    try:
+        return float(text.removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of US dollars or 'none', not {text!r}") from None
+
+
 def add_daily_parsers(sub: Any) -> None:
     s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
     s.add_argument("name")
     s.add_argument("--remove", type=int, metavar="N", help="forget rule N (as numbered by the list)")
     s.set_defaults(func=cmd_rules)
+    s = sub.add_parser("budget", help="spend today and this month per session and in total; --cap sets a daily cap")
+    s.add_argument("--session", metavar="NAME", help="one session (with --cap: its own daily cap)")
+    s.add_argument("--cap", metavar="USD", type=cap_arg, help="set the daily cap in US dollars ('none' removes it)")
+    s.set_defaults(func=cmd_budget)
 
 
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from .._config import Config
 from .._errors import OpError
 from .._wire import DROPPED
 from ._attachments import mib_text
+from ._budgets import ALL as ALL_SESSIONS
 from ._control import LaterReply
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
@@ -225,6 +226,7 @@ class Ops:
             return {"message_id": known, "seq": rec.last_seq, "state": rec.state.value, "duplicate": True,
                     "ahead": 0}
         self._check_queue_room(session, 0)  # (before anything is copied)
+        self.pool.budgets.check(session)  # past a daily cap no new turn starts
         taken = self.pool.attachments.take(session, files)
         try:
             size = message_bytes(text, []) + taken.size
@@ -244,8 +246,9 @@ class Ops:
         if created:
             answering = self.store.get_session(session)
             ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
+        warning = self.pool.budgets.warning(session) if created else None
         return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
-                "ahead": ahead}
+                "ahead": ahead, **({"budget_warning": warning} if warning else {})}
 
     def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
         """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
@@ -343,6 +346,7 @@ class Ops:
                           f" {session})")
         session_id = str(uuid.uuid4())
         self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0, **fields)
+        self.store.set_fork_source(session, None)  # (a fork not started yet starts afresh instead)
         self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
                                                       "reason": Reason.REQUESTED.value, "detail": detail})
         return {"session_id": session_id, **fields}
@@ -464,6 +468,29 @@ class Ops:
         self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
         self.pool.command(session, _wire.SetRules(tuple(rules)))
         return {"removed": removed, "rules": rules}
+
+    # budgets ------------------------------------------------------------------------------
+
+    def op_budget(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        """Spend today and this month per session (one, or every one not archived) and in
+        total, with the daily caps."""
+        if session is not None:
+            names = [self._session(session, allow_archived=True).name]
+        else:
+            names = [r.name for r in self.store.list_sessions(include_archived=False)]
+        return self.pool.budgets.report(names)
+
+    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None) -> dict[str, Any]:
+        """Set (or with ``usd: null`` clear) a session's daily cap, or without ``session``
+        the daily cap for all sessions. Live Claudes get what is left at once (restarted
+        with ``--resume`` after their turn)."""
+        if session is not None:
+            self._session(session)
+        self.store.set_budget(session or ALL_SESSIONS, usd)
+        for name in [session] if session is not None else sorted(self.pool.handles):
+            if self.pool.handle_of(name) is not None:
+                self.pool.command(name, _wire.SetBudget(self.pool.budgets.left(name)))
+        return self.pool.budgets.report([session] if session is not None else [])
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}

@@ -86,6 +86,13 @@ CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER N
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 -- what Claude cost per local day (YYYY-MM-DD), across sessions
 CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- what Claude cost per session and local day (for budgets; added in 0.4: older days have none)
+CREATE TABLE IF NOT EXISTS session_cost(session TEXT NOT NULL, day TEXT NOT NULL, usd REAL NOT NULL,
+                                        PRIMARY KEY(session, day));
+-- daily spending caps set by the user (scope: a session's name, or '*' for all sessions)
+CREATE TABLE IF NOT EXISTS budgets(scope TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- a forked session's first Claude continues a copy of this conversation (claude session id)
+CREATE TABLE IF NOT EXISTS forks(session TEXT PRIMARY KEY, source_id TEXT NOT NULL);
 """
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
@@ -634,6 +641,10 @@ class Store:
             if spent:
                 db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
                            " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), spent))
+                db.executemany("INSERT INTO session_cost(session, day, usd) VALUES (?, ?, ?) ON CONFLICT(session, day)"
+                               " DO UPDATE SET usd = usd + excluded.usd",
+                               [(session, _day(now), fields[COST_ADDED]) for session, fields in merged.items()
+                                if fields.get(COST_ADDED)])
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         # one writer, one transaction: the rows got consecutive ids
@@ -780,6 +791,40 @@ class Store:
         """What Claude cost on the local day of ``when`` (Unix time), in USD."""
         rows = self._read("SELECT usd FROM daily_cost WHERE day=?", (_day(when),))
         return float(rows[0][0]) if rows else 0.0
+
+    def session_costs(self, since_day: str) -> dict[str, float]:
+        """What each session cost from the local day ``since_day`` (YYYY-MM-DD) on."""
+        return {str(r[0]): float(r[1]) for r in self._read(
+            "SELECT session, SUM(usd) FROM session_cost WHERE day >= ? GROUP BY session", (since_day,))}
+
+    def cost_since(self, since_day: str) -> float:
+        """What all sessions cost from the local day ``since_day`` on."""
+        rows = self._read("SELECT SUM(usd) FROM daily_cost WHERE day >= ?", (since_day,))
+        return float(rows[0][0] or 0.0) if rows else 0.0
+
+    def budgets(self) -> dict[str, float]:
+        """The caps the user set: ``{session or '*': usd}``."""
+        return {str(r[0]): float(r[1]) for r in self._read("SELECT scope, usd FROM budgets")}
+
+    def set_budget(self, scope: str, usd: float | None) -> None:
+        with self._tx() as db:
+            if usd is None:
+                db.execute("DELETE FROM budgets WHERE scope=?", (scope,))
+            else:
+                db.execute("INSERT INTO budgets(scope, usd) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE"
+                           " SET usd = excluded.usd", (scope, usd))
+
+    def fork_source(self, session: str) -> str | None:
+        """The conversation a forked session copies at its first start, if it is one."""
+        rows = self._read("SELECT source_id FROM forks WHERE session=?", (session,))
+        return str(rows[0][0]) if rows else None
+
+    def set_fork_source(self, session: str, source_id: str | None) -> None:
+        with self._tx() as db:
+            if source_id is None:
+                db.execute("DELETE FROM forks WHERE session=?", (session,))
+            else:
+                db.execute("INSERT OR REPLACE INTO forks(session, source_id) VALUES (?, ?)", (session, source_id))
 
     # cursors and kv -------------------------------------------------------------------
 
