@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _commands as commands
+from . import _render as render
 from ._commands import Link, Reply, on_active_session
 from ._prompts import scope_text
 
@@ -220,10 +221,65 @@ async def raise_and_send(link: Link, chat: int, token: str) -> Reply:
     return Reply("\n".join(filter(None, [said or "Sent.", reply.text if reply else None])), quiet=True)
 
 
+# --- /diff --------------------------------------------------------------------------------
+
+#: files listed per side in the chat (the document has them all)
+DIFF_FILES_SHOWN = 15
+MINUS = "\N{MINUS SIGN}"  # (lines removed, as git hosts show them)
+
+
+def _side_lines(title: str, side: dict[str, Any]) -> list[str]:
+    files = side["files"]
+    if not files:
+        return []
+    added, removed = sum(f["added"] for f in files), sum(f["removed"] for f in files)
+    lines = [f"{title} ({len(files)} file{'s' if len(files) != 1 else ''}, +{added} {MINUS}{removed}):"]
+    for f in files[:DIFF_FILES_SHOWN]:
+        lines.append(f"  {f['path']}  " + ("binary" if f["binary"] else f"+{f['added']} {MINUS}{f['removed']}"))
+    if len(files) > DIFF_FILES_SHOWN:
+        lines.append(f"  … and {len(files) - DIFF_FILES_SHOWN} more (in the document)")
+    return lines
+
+
+def diff_answer(session: str, result: dict[str, Any]) -> Answer:
+    """The summary for the chat and the whole diff as a ``.diff`` document."""
+    if not result["repo"]:
+        return Answer(Reply(f"📝 '{session}' works in {result['cwd']}, which is not in a git repository: there are"
+                            " no changes to show."), [])
+    staged, unstaged, untracked = result["staged"], result["unstaged"], result["untracked"]
+    lines = [f"📝 Changes in '{session}' ({result['root']})"]
+    lines += _side_lines("Staged", staged) + _side_lines("Not staged", unstaged)
+    if untracked:
+        shown = ", ".join(untracked[:DIFF_FILES_SHOWN]) + (" …" if len(untracked) > DIFF_FILES_SHOWN else "")
+        lines.append(f"Untracked ({len(untracked)}): {shown}")
+    if len(lines) == 1:
+        return Answer(Reply(lines[0] + "\nNo changes: the working tree matches the last commit."), [])
+    parts = []
+    for title, side in (("staged", staged), ("not staged", unstaged)):
+        if side["diff"]:
+            cut = "\n# … cut here: longer than the supervisor sends\n" if side["truncated"] else ""
+            parts.append(f"# {title}\n{side['diff']}{cut}")
+    documents = [Document(f"{session}.diff", "\n".join(parts).encode(), "The whole diff, staged first")] \
+        if parts else []
+    return Answer(Reply("\n".join(lines)), documents)
+
+
+async def diff(link: Link, chat: int, args: list[str]) -> Reply | Answer:
+    """``/diff [path]``: the active session's git working-tree changes."""
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    fields: dict[str, Any] = {"session": active}
+    if args:
+        fields["path"] = " ".join(args)
+    return diff_answer(active, await link.request("diff", **fields))
+
+
 COMMANDS: dict[str, DailyCommand] = {
     "rules": rules,
     "budget": budget,
+    "diff": diff,
 }
 
-__all__ = ["COMMANDS", "HELD", "Answer", "Document", "budget", "hold_over_budget", "raise_and_send", "remove_rule",
+__all__ = ["COMMANDS", "HELD", "Answer", "Document", "budget", "diff", "diff_answer", "hold_over_budget", "raise_and_send", "remove_rule",
            "rule_digest", "rules_reply"]

@@ -39,6 +39,7 @@ Claude Sessions
 Daily
 /rules - What "Always allow" allowed in this session, a button to remove each
 /budget [all] [<usd>|off] - Spend today and this month; set this session's (or all sessions') daily cap
+/diff [path] - The session's git changes: a summary here, the whole diff as a file
 
 Help
 /help - This list
@@ -66,6 +67,7 @@ MENU: list[tuple[str, str]] = [
     ("clear", "Start a fresh conversation in this session"),
     ("rules", "Always-allow rules of this session (remove one)"),
     ("budget", "Spend today and this month; daily caps: /budget [all] <usd>"),
+    ("diff", "The session's git changes (staged, not staged) and the diff: /diff [path]"),
     ("help", "Every command"),
 ]
 

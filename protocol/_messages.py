@@ -143,6 +143,7 @@ class Op(enum.StrEnum):
     REMOVE_RULE = "remove_rule"
     BUDGET = "budget"
     SET_BUDGET = "set_budget"
+    DIFF = "diff"
 
 
 class ErrorCode(enum.StrEnum):

@@ -240,6 +240,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.RESTART: {},
     Op.SHUTDOWN: {},
     Op.RULES: {"session": (session_name, True)},
+    Op.DIFF: {"session": (session_name, True), "path": (text, False)},
     Op.BUDGET: {"session": (session_name, False)},
     Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True)},
     Op.REMOVE_RULE: {"session": (session_name, True), "index": (positive_int, False), "rule": (text, False)},

@@ -4,11 +4,14 @@ against a real supervisor and the fake claude: /rules, /budget, /diff, /every an
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from bot import _render as render
 
-from .conftest import BotProcess, SupervisorProcess
+from .conftest import BotProcess, SupervisorProcess, wait_for
 from .test_bot_app import USER, say
 from .test_bot_prompts import answered, button, buttons, edit_of
 
@@ -26,7 +29,7 @@ def chat(make_supervisor, bot_env):
 
 def test_every_daily_command_is_in_the_menu_and_the_help() -> None:
     menu = {name for name, _ in render.MENU}
-    for name in ("rules", "budget"):
+    for name in ("rules", "budget", "diff"):
         assert name in menu and f"/{name}" in render.HELP_TEXT
 
 
@@ -70,3 +73,38 @@ def test_budget_shows_spend_and_a_message_past_the_cap_is_held_until_the_cap_is_
     telegram.press(USER, button(held, "🔼 Raise the cap to $0.002 and send it"), held["message_id"])
     say(telegram, "/budget all 5", "✅ Daily cap of all sessions together: $5.00.")
     assert "not an amount" in say(telegram, "/budget lots", "Usage")["text"]
+
+
+def git(cwd: str, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_diff_shows_staged_and_unstaged_changes_and_sends_the_whole_diff(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    cwd = sup.session("alpha")["cwd"]
+    assert "which is not in a git repository" in say(telegram, "/diff", "📝")["text"]
+    git(cwd, "init", "-q")
+    Path(cwd, "app.py").write_text("def f():\n    return 1\n")
+    Path(cwd, "notes.md").write_text("one\ntwo\n")
+    git(cwd, "add", ".")
+    git(cwd, "commit", "-q", "-m", "first")
+    assert "No changes: the working tree matches the last commit." in say(telegram, "/diff", "📝")["text"]
+    Path(cwd, "app.py").write_text("def f():\n    return 2\n\n\ndef g():\n    return 3\n")
+    git(cwd, "add", "app.py")
+    Path(cwd, "notes.md").write_text("one\n")
+    Path(cwd, "new.txt").write_text("fresh\n")
+    summary = say(telegram, "/diff", "📝 Changes in 'alpha'")["text"]
+    assert "Staged (1 file, +5 −1):\n  app.py  +5 −1" in summary
+    assert "Not staged (1 file, +0 −1):\n  notes.md  +0 −1" in summary
+    assert "Untracked (1): new.txt" in summary
+    doc = wait_for(lambda: next((d for d in telegram.documents if d["filename"] == "alpha.diff"), None), 60,
+                   what="the whole diff")
+    text = doc["content"].decode()
+    assert text.startswith("# staged\ndiff --git a/app.py b/app.py")
+    assert "+def g():" in text and "# not staged\ndiff --git a/notes.md b/notes.md" in text and "-two" in text
+    # a path: only what changed under it
+    only = say(telegram, "/diff notes.md", "📝 Changes in 'alpha'")["text"]
+    assert "notes.md" in only and "app.py" not in only
+    assert "outside the repository" in say(telegram, "/diff ../..", "⚠️")["text"]

@@ -594,6 +594,24 @@ def cap_arg(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"a number of US dollars or 'none', not {text!r}") from None
 
 
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    """The session's git working-tree changes: staged, then not staged (the whole diffs),
+    then untracked files."""
+    result = client.request("diff", session=args.name, **({"path": args.path} if args.path else {}))
+    if not result["repo"]:
+        _print(args, result, f"{result['cwd']} is not in a git repository: no changes to show")
+        return 0
+    out = []
+    for title, side in (("staged", result["staged"]), ("not staged", result["unstaged"])):
+        if side["files"]:
+            out.append(f"# {title}: " + ", ".join(f"{f['path']} +{f['added']} -{f['removed']}" for f in side["files"]))
+            out.append(side["diff"].rstrip("\n") + ("\n# (cut)" if side["truncated"] else ""))
+    if result["untracked"]:
+        out.append("# untracked: " + ", ".join(result["untracked"]))
+    _print(args, result, "\n".join(out) or "no changes: the working tree matches the last commit")
+    return 0
+
+
 def add_daily_parsers(sub: Any) -> None:
     s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
     s.add_argument("name")
@@ -603,6 +621,10 @@ def add_daily_parsers(sub: Any) -> None:
     s.add_argument("--session", metavar="NAME", help="one session (with --cap: its own daily cap)")
     s.add_argument("--cap", metavar="USD", type=cap_arg, help="set the daily cap in US dollars ('none' removes it)")
     s.set_defaults(func=cmd_budget)
+    s = sub.add_parser("diff", help="a session's git working-tree changes (staged and not staged)")
+    s.add_argument("name")
+    s.add_argument("path", nargs="?", help="only changes under this path (relative to the session's directory)")
+    s.set_defaults(func=cmd_diff)
 
 
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:

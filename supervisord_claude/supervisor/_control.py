@@ -51,6 +51,13 @@ class LaterReply:
     def __init__(self) -> None:
         self.result: dict[str, Any] | None = None
         self._then: Callable[[dict[str, Any]], None] | None = None
+        #: the request failed after all: replied as an error with this code and message
+        self.error: OpError | None = None
+
+    def fail(self, error: OpError) -> None:
+        """Resolve it as an error reply."""
+        self.error = error
+        self.resolve({})
 
     def resolve(self, result: dict[str, Any]) -> None:
         if self.result is None:
@@ -487,7 +494,10 @@ class ControlServer:
                        f"internal error ({type(exc).__name__}: {exc}); see the supervisor log")
             return
         if isinstance(result, LaterReply):
-            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}))
+            later_reply = result
+            result.then(lambda later: self.error(ident, req_id, later_reply.error.code, later_reply.error.message)
+                        if later_reply.error is not None
+                        else self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}))
             return
         self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": result})
         after_reply(ident, request, result)

@@ -5,6 +5,7 @@ what cannot be carried out raises ``OpError`` with a code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -35,6 +36,7 @@ from ._attachments import mib_text
 from ._budgets import ALL as ALL_SESSIONS
 from ._control import LaterReply
 from ._eventlog import EventLog
+from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
 from ._store import SessionRecord, Store
@@ -67,6 +69,7 @@ class Ops:
         self.stopping = False
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # (replies being worked out: kept from the GC)
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -468,6 +471,25 @@ class Ops:
         self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
         self.pool.command(session, _wire.SetRules(tuple(rules)))
         return {"removed": removed, "rules": rules}
+
+    # the session's git changes -----------------------------------------------------------
+
+    def op_diff(self, ident: bytes, session: str, path: str | None = None) -> LaterReply:
+        """The session's git working-tree changes (``_gitdiff``), replied once git has
+        answered (it runs as a subprocess, never blocking the loop)."""
+        cwd = self._session(session, allow_archived=True).cwd
+        reply = LaterReply()
+
+        async def run() -> None:
+            try:
+                reply.resolve(await working_tree_diff(cwd, path))
+            except OpError as exc:
+                reply.fail(exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return reply
 
     # budgets ------------------------------------------------------------------------------
 
