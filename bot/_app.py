@@ -303,6 +303,11 @@ async def on_budget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     await answer_button(update, context, lambda link, _, token: daily.raise_and_send(link, chat, token))
 
 
+async def on_schedule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /schedules button: pause, resume or remove that schedule."""
+    await answer_button(update, context, lambda link, _, data: daily.schedule_button(link, data))
+
+
 async def on_rule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A /rules button: remove that rule."""
     await answer_button(update, context, lambda link, _, data: daily.remove_rule(link, data))
@@ -846,6 +851,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(CallbackQueryHandler(on_rule_button, pattern=r"^rr:"))
     app.add_handler(CallbackQueryHandler(on_budget_button, pattern=r"^bud:"))
+    app.add_handler(CallbackQueryHandler(on_schedule_button, pattern=r"^sch:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
     app.add_handler(MessageHandler(filters.VOICE, on_voice))

@@ -8,12 +8,15 @@ Buttons (callback data, at most 64 bytes):
 
     rr:<digest>:<session>     remove the always-allow rule whose digest this is
     bud:<token>               raise the daily cap that held a message, once, and send it
+    sch:<p|r|x>:<id>          pause, resume or remove schedule <id>
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
+import zoneinfo
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -275,11 +278,92 @@ async def diff(link: Link, chat: int, args: list[str]) -> Reply | Answer:
     return diff_answer(active, await link.request("diff", **fields))
 
 
+# --- schedules ----------------------------------------------------------------------------
+
+EVERY_USAGE = ("Usage: /every <when> <prompt> — when: weekdays 9:00, daily 18:30, mon,thu 8am, weekends 10:00,"
+               " hourly, every 15m, every 2h, or a cron expression (0 9 * * 1-5). Each time, the prompt is sent to"
+               " this session as a message; its answer comes here.")
+
+
+def _next_text(schedule: dict[str, Any]) -> str:
+    if schedule["paused"]:
+        return "paused"
+    tz = zoneinfo.ZoneInfo(schedule["tz"]) if schedule.get("tz") else None
+    shown = datetime.datetime.fromtimestamp(schedule["next_run"], tz).strftime("%a %d %b %H:%M")
+    return f"next {shown}" + (f" ({schedule['tz']})" if schedule.get("tz") else "")
+
+
+async def every(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/every <when> <prompt>``: a schedule for the active session, answered in this chat."""
+    session = await link.active(chat)
+    if session is None:
+        return Reply(render.NO_ACTIVE)
+    if not args:
+        return Reply(EVERY_USAGE)
+    made = await link.request("schedule_add", session=session, when=" ".join(args),
+                              origin=commands.origin_of(chat))
+    return Reply(f"⏰ Schedule {made['id']}: '{made['prompt']}' to '{session}' at {made['cron']} —"
+                 f" {_next_text(made)}. /schedules lists, pauses and removes them.")
+
+
+def schedules_reply(listed: list[dict[str, Any]]) -> Reply:
+    if not listed:
+        return Reply("No schedules. " + EVERY_USAGE)
+    lines, buttons = ["⏰ Schedules"], []
+    for s in listed:
+        lines.append(f"{s['id']}. [{s['session']}] {s['cron']}: {s['prompt'][:80]} — {_next_text(s)}")
+        pause = ("▶️ Resume", "r") if s["paused"] else ("⏸ Pause", "p")
+        buttons += [(f"{pause[0]} {s['id']}", f"sch:{pause[1]}:{s['id']}"), (f"🗑 Remove {s['id']}", f"sch:x:{s['id']}")]
+    return Reply("\n".join(lines), buttons=buttons)
+
+
+async def schedules(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/schedules``: every schedule of the user's sessions, with pause/resume/remove."""
+    listed = (await link.request("schedules"))["schedules"]
+    return schedules_reply([s for s in listed if await link.visible(s["session"])])
+
+
+async def schedule_button(link: Link, data: str) -> Reply:
+    """A /schedules button (``<p|r|x>:<id>``); then the list as it is now."""
+    action, _, raw = data.partition(":")
+    schedule_id = int(raw) if raw.isdigit() else 0
+    known = {s["id"]: s for s in (await link.request("schedules"))["schedules"]}
+    if schedule_id not in known:
+        return Reply("That schedule is gone (removed already).")
+    await link.check_visible(known[schedule_id]["session"])
+    if action == "x":
+        await link.request("schedule_remove", schedule=schedule_id)
+        said = f"🗑 Schedule {schedule_id} removed."
+    else:
+        await link.request("schedule_set", schedule=schedule_id, paused=action == "p")
+        said = f"⏸ Schedule {schedule_id} paused." if action == "p" else f"▶️ Schedule {schedule_id} resumed."
+    listed = (await link.request("schedules"))["schedules"]
+    now = schedules_reply([s for s in listed if await link.visible(s["session"])])
+    return Reply(f"{said}\n\n{now.text}", buttons=now.buttons)
+
+
 COMMANDS: dict[str, DailyCommand] = {
+    "every": every,
+    "schedules": schedules,
     "rules": rules,
     "budget": budget,
     "diff": diff,
 }
 
-__all__ = ["COMMANDS", "HELD", "Answer", "Document", "budget", "diff", "diff_answer", "hold_over_budget", "raise_and_send", "remove_rule",
-           "rule_digest", "rules_reply"]
+__all__ = [
+    "COMMANDS",
+    "HELD",
+    "Answer",
+    "Document",
+    "budget",
+    "diff",
+    "diff_answer",
+    "every",
+    "hold_over_budget",
+    "raise_and_send",
+    "remove_rule",
+    "rule_digest",
+    "rules_reply",
+    "schedule_button",
+    "schedules",
+]

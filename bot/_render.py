@@ -40,6 +40,8 @@ Daily
 /rules - What "Always allow" allowed in this session, a button to remove each
 /budget [all] [<usd>|off] - Spend today and this month; set this session's (or all sessions') daily cap
 /diff [path] - The session's git changes: a summary here, the whole diff as a file
+/every <when> <prompt> - Send the prompt to this session at set times (weekdays 9:00, every 2h, cron)
+/schedules - List schedules, pause, resume or remove them
 
 Help
 /help - This list
@@ -68,6 +70,8 @@ MENU: list[tuple[str, str]] = [
     ("rules", "Always-allow rules of this session (remove one)"),
     ("budget", "Spend today and this month; daily caps: /budget [all] <usd>"),
     ("diff", "The session's git changes (staged, not staged) and the diff: /diff [path]"),
+    ("every", "Send a prompt at set times: /every weekdays 9:00 <prompt>"),
+    ("schedules", "List, pause or remove schedules"),
     ("help", "Every command"),
 ]
 

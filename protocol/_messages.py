@@ -144,6 +144,10 @@ class Op(enum.StrEnum):
     BUDGET = "budget"
     SET_BUDGET = "set_budget"
     DIFF = "diff"
+    SCHEDULE_ADD = "schedule_add"
+    SCHEDULES = "schedules"
+    SCHEDULE_SET = "schedule_set"
+    SCHEDULE_REMOVE = "schedule_remove"
 
 
 class ErrorCode(enum.StrEnum):

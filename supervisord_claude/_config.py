@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tomllib
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +95,8 @@ class Config:
     #: ``set_budget`` (``/budget``, ``claudectl budget``) overrides them
     budget_session_usd: float | None = None
     budget_daily_usd: float | None = None
+    #: the IANA time zone schedules are read in (None: the machine's)
+    timezone: str | None = None
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
     #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
@@ -144,6 +147,7 @@ _TOP_KEYS = {
     "max_connections",
     "budget_session_usd",
     "budget_daily_usd",
+    "timezone",
     "personas",
     "telegram",
 }
@@ -214,6 +218,13 @@ def load_toml(path: Path) -> dict[str, Any]:
             if value <= 0:
                 raise ConfigError(f"{key}: must be a positive number of US dollars")
             out[key] = float(value)
+    if "timezone" in raw:
+        name = _expect(raw, "timezone", str, "")
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone: {name!r} is not a time zone (an IANA name, e.g. Europe/Berlin)") from None
+        out["timezone"] = name
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -359,6 +370,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
         budget_session_usd=file_value("budget_session_usd", None),
         budget_daily_usd=file_value("budget_daily_usd", None),
+        timezone=file_value("timezone", None),
         telegram=file_values.get("telegram", TelegramConfig()),
         config_path=config_path if file_values else None,
     )
@@ -495,6 +507,7 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("event_retention_days", f"{config.event_retention_days:g}"),
         ("max_connections", str(config.max_connections)),
         ("budget_session_usd", f"${config.budget_session_usd:g} a day" if config.budget_session_usd else "(none)"),
+        ("timezone", config.timezone or "(the machine's)"),
         ("budget_daily_usd", f"${config.budget_daily_usd:g} a day" if config.budget_daily_usd else "(none)"),
         ("claude_args", " ".join(config.claude_args) or "(none)"),
         ("personas", personas),

@@ -4,6 +4,7 @@ against a real supervisor and the fake claude: /rules, /budget, /diff, /every an
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def chat(make_supervisor, bot_env):
 
 def test_every_daily_command_is_in_the_menu_and_the_help() -> None:
     menu = {name for name, _ in render.MENU}
-    for name in ("rules", "budget", "diff"):
+    for name in ("rules", "budget", "diff", "every", "schedules"):
         assert name in menu and f"/{name}" in render.HELP_TEXT
 
 
@@ -96,8 +97,8 @@ def test_diff_shows_staged_and_unstaged_changes_and_sends_the_whole_diff(chat, t
     Path(cwd, "notes.md").write_text("one\n")
     Path(cwd, "new.txt").write_text("fresh\n")
     summary = say(telegram, "/diff", "📝 Changes in 'alpha'")["text"]
-    assert "Staged (1 file, +5 −1):\n  app.py  +5 −1" in summary
-    assert "Not staged (1 file, +0 −1):\n  notes.md  +0 −1" in summary
+    assert "Staged (1 file, +5 −1):\n  app.py  +5 −1" in summary  # noqa: RUF001
+    assert "Not staged (1 file, +0 −1):\n  notes.md  +0 −1" in summary  # noqa: RUF001
     assert "Untracked (1): new.txt" in summary
     doc = wait_for(lambda: next((d for d in telegram.documents if d["filename"] == "alpha.diff"), None), 60,
                    what="the whole diff")
@@ -108,3 +109,25 @@ def test_diff_shows_staged_and_unstaged_changes_and_sends_the_whole_diff(chat, t
     only = say(telegram, "/diff notes.md", "📝 Changes in 'alpha'")["text"]
     assert "notes.md" in only and "app.py" not in only
     assert "outside the repository" in say(telegram, "/diff ../..", "⚠️")["text"]
+
+
+def test_every_sends_the_prompt_on_time_and_schedules_pauses_and_removes_it(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    assert "Usage: /every <when> <prompt>" in say(telegram, "/every", "Usage")["text"]
+    assert "cannot tell when" in say(telegram, "/every sometimes do it", "⚠️")["text"]
+    made = say(telegram, "/every every 1m scheduled ping", "⏰ Schedule")["text"]
+    assert "'scheduled ping' to 'alpha' at */1 * * * *" in made
+    # kept by the supervisor: claudectl sees it
+    assert "alpha: */1 * * * * 'scheduled ping'" in sup.ctl("schedule", "ls", check=True).stdout
+    # within a minute the supervisor sends it, as a message like any other; the answer comes here
+    telegram.wait_for_text(lambda t: "scheduled ping" in t and "echo" in t.lower(), chat_id=USER, timeout=120)
+    listing = say(telegram, "/schedules", "⏰ Schedules")
+    assert "1. [alpha] */1 * * * *: scheduled ping — next " in listing["text"]
+    telegram.press(USER, button(listing, "⏸ Pause 1"), listing["message_id"])
+    paused = telegram.wait_for_text(lambda t: t.startswith("⏸ Schedule 1 paused."), chat_id=USER)
+    assert "scheduled ping — paused" in paused["text"]
+    assert json.loads(sup.ctl("--json", "schedule", "ls", check=True).stdout)["schedules"][0]["paused"] is True
+    telegram.press(USER, button(paused, "🗑 Remove 1"), paused["message_id"])
+    telegram.wait_for_text(lambda t: t.startswith("🗑 Schedule 1 removed."), chat_id=USER)
+    assert sup.request("schedules")["schedules"] == []

@@ -612,6 +612,31 @@ def cmd_diff(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule_line(s: dict[str, Any]) -> str:
+    state = "paused" if s["paused"] else f"next {time.strftime('%Y-%m-%d %H:%M', time.localtime(s['next_run']))}"
+    return f"{s['id']}. {s['session']}: {s['cron']}{' (' + s['tz'] + ')' if s['tz'] else ''} {s['prompt']!r}  {state}"
+
+
+def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
+    """Schedules (kept and run by the supervisor): add, ls, pause, resume, rm."""
+    if args.action == "add":
+        fields: dict[str, Any] = {"session": args.name, "when": args.when, "prompt": args.prompt}
+        if args.tz:
+            fields["tz"] = args.tz
+        made = client.request("schedule_add", **fields)
+        _print(args, made, f"added: {schedule_line(made)}")
+    elif args.action == "ls":
+        result = client.request("schedules", **({"session": args.name} if args.name else {}))
+        _print(args, result, "\n".join(schedule_line(s) for s in result["schedules"]) or "no schedules")
+    elif args.action == "rm":
+        removed = client.request("schedule_remove", schedule=args.id)
+        _print(args, removed, f"removed: {schedule_line(removed)}")
+    else:
+        changed = client.request("schedule_set", schedule=args.id, paused=args.action == "pause")
+        _print(args, changed, schedule_line(changed))
+    return 0
+
+
 def add_daily_parsers(sub: Any) -> None:
     s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
     s.add_argument("name")
@@ -625,6 +650,19 @@ def add_daily_parsers(sub: Any) -> None:
     s.add_argument("name")
     s.add_argument("path", nargs="?", help="only changes under this path (relative to the session's directory)")
     s.set_defaults(func=cmd_diff)
+    s = sub.add_parser("schedule", help="prompts sent to a session at set times (kept and run by the supervisor)")
+    actions = s.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="add one: WHEN is a cron expression or e.g. 'weekdays 9:00', 'every 15m'")
+    a.add_argument("name")
+    a.add_argument("when")
+    a.add_argument("prompt")
+    a.add_argument("--tz", help="an IANA time zone (default: the supervisor's timezone, else the machine's)")
+    a = actions.add_parser("ls", help="list them (of one session)")
+    a.add_argument("name", nargs="?")
+    for action, text in (("pause", "pause one"), ("resume", "resume one (from now on)"), ("rm", "remove one")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("id", type=int)
+    s.set_defaults(func=cmd_schedule)
 
 
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from ._eventlog import EventLog
 from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
+from ._schedules import Scheduler
 from ._store import SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
@@ -46,7 +47,7 @@ log = logging.getLogger("supervisord_claude")
 #: read-only ops and acks (so no delivered event is re-sent after a restart)
 ALLOWED_WHILE_STOPPING = frozenset(
     {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN,
-     Op.RULES}
+     Op.RULES, Op.SCHEDULES, Op.BUDGET}
 )
 
 
@@ -70,6 +71,8 @@ class Ops:
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # (replies being worked out: kept from the GC)
+        #: schedules: each run is a send like any other (started once the store is recovered)
+        self.scheduler = Scheduler(store, pool.clock, wall, self._scheduled_send, config.timezone)
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -490,6 +493,28 @@ class Ops:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return reply
+
+    # schedules ----------------------------------------------------------------------------
+
+    def _scheduled_send(self, session: str, text: str, origin: str | None, key: str) -> None:
+        self.op_send(b"", session=session, text=text, origin=origin, idempotency_key=key)
+
+    def op_schedule_add(self, ident: bytes, session: str, when: str, prompt: str | None = None,
+                        origin: str | None = None, tz: str | None = None) -> dict[str, Any]:
+        """A schedule: ``when`` is a cron expression or a plain form (``weekdays 9:00``),
+        followed by the prompt unless ``prompt`` is given."""
+        self._session(session)
+        return self.scheduler.add(session, when, prompt, origin, tz).public()
+
+    def op_schedules(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        return {"schedules": [s.public() for s in self.scheduler.store.schedules()
+                              if session is None or s.session == session]}
+
+    def op_schedule_set(self, ident: bytes, schedule: int, paused: bool) -> dict[str, Any]:
+        return self.scheduler.set_paused(schedule, paused).public()
+
+    def op_schedule_remove(self, ident: bytes, schedule: int) -> dict[str, Any]:
+        return self.scheduler.remove(schedule).public()
 
     # budgets ------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from protocol import EventKind, SessionState
 
 from .._errors import StoreError
 from .._wire import pack_body
+from ._schedules import Schedule
 
 log = logging.getLogger("supervisord_claude")
 
@@ -91,6 +92,19 @@ CREATE TABLE IF NOT EXISTS session_cost(session TEXT NOT NULL, day TEXT NOT NULL
                                         PRIMARY KEY(session, day));
 -- daily spending caps set by the user (scope: a session's name, or '*' for all sessions)
 CREATE TABLE IF NOT EXISTS budgets(scope TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- prompts sent to a session at the times a cron expression names (supervisor/_schedules.py)
+CREATE TABLE IF NOT EXISTS schedules(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    tz TEXT NOT NULL DEFAULT '',
+    prompt TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_run REAL NOT NULL,
+    last_run REAL,
+    origin TEXT,
+    created REAL NOT NULL
+);
 -- a forked session's first Claude continues a copy of this conversation (claude session id)
 CREATE TABLE IF NOT EXISTS forks(session TEXT PRIMARY KEY, source_id TEXT NOT NULL);
 """
@@ -813,6 +827,30 @@ class Store:
             else:
                 db.execute("INSERT INTO budgets(scope, usd) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE"
                            " SET usd = excluded.usd", (scope, usd))
+
+    def schedules(self) -> list[Schedule]:
+        return [Schedule(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bool(r[5]), float(r[6]),
+                         r[7], r[8], float(r[9])) for r in self._read(
+            "SELECT id, session, cron, tz, prompt, paused, next_run, last_run, origin, created FROM schedules"
+            " ORDER BY id")]
+
+    def add_schedule(self, session: str, cron: str, tz: str, prompt: str, next_run: float, origin: str | None,
+                     created: float) -> int:
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO schedules(session, cron, tz, prompt, next_run, origin, created)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)", (session, cron, tz, prompt, next_run, origin, created))
+            return int(cur.lastrowid or 0)
+
+    def update_schedule(self, schedule_id: int, **fields: Any) -> bool:
+        assert set(fields) <= {"paused", "next_run", "last_run"}
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE schedules SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                             (*fields.values(), schedule_id))
+            return cur.rowcount > 0
+
+    def remove_schedule(self, schedule_id: int) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,)).rowcount > 0
 
     def fork_source(self, session: str) -> str | None:
         """The conversation a forked session copies at its first start, if it is one."""
