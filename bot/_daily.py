@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import RemoteError
+
 from . import _commands as commands
 from . import _render as render
 from ._commands import Link, Reply, on_active_session
@@ -342,7 +344,38 @@ async def schedule_button(link: Link, data: str) -> Reply:
     return Reply(f"{said}\n\n{now.text}", buttons=now.buttons)
 
 
+# --- /fork --------------------------------------------------------------------------------
+
+
+async def fork(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/fork <name>``: a new session continuing a copy of the active one's conversation;
+    it becomes this chat's session, the original is untouched."""
+    active = await link.active(chat)
+    if active is None:
+        return Reply(render.NO_ACTIVE)
+    if len(args) != 1:
+        return Reply("Usage: /fork <name> — a new session that continues a copy of this conversation (try an idea"
+                     " without touching the original)")
+    name = args[0]
+    twin = await commands.same_but_case(link, name)
+    if twin is not None:
+        return Reply(f"Session '{twin}' exists already. Pick another name.")
+    try:
+        made = await link.request("fork", session=active, name=name)
+    except RemoteError as exc:
+        if exc.code == "exists":
+            return Reply(render.name_taken_text(name))
+        raise
+    await link.set_owner(name)
+    await link.set_active(chat, name)
+    what = "continues a copy of its conversation" if made["copied"] else \
+        f"starts afresh ('{active}' had no conversation yet)"
+    return Reply(f"🍴 '{name}' is a fork of '{active}': it {what} and is now active here. The original is"
+                 f" untouched (/switch {active}).")
+
+
 COMMANDS: dict[str, DailyCommand] = {
+    "fork": fork,
     "every": every,
     "schedules": schedules,
     "rules": rules,
@@ -359,6 +392,7 @@ __all__ = [
     "diff",
     "diff_answer",
     "every",
+    "fork",
     "hold_over_budget",
     "raise_and_send",
     "remove_rule",

@@ -42,6 +42,7 @@ Daily
 /diff [path] - The session's git changes: a summary here, the whole diff as a file
 /every <when> <prompt> - Send the prompt to this session at set times (weekdays 9:00, every 2h, cron)
 /schedules - List schedules, pause, resume or remove them
+/fork <name> - A new session continuing a copy of this conversation (the original untouched)
 
 Help
 /help - This list
@@ -72,6 +73,7 @@ MENU: list[tuple[str, str]] = [
     ("diff", "The session's git changes (staged, not staged) and the diff: /diff [path]"),
     ("every", "Send a prompt at set times: /every weekdays 9:00 <prompt>"),
     ("schedules", "List, pause or remove schedules"),
+    ("fork", "A new session continuing a copy of this conversation: /fork <name>"),
     ("help", "Every command"),
 ]
 

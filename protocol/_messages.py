@@ -144,6 +144,7 @@ class Op(enum.StrEnum):
     BUDGET = "budget"
     SET_BUDGET = "set_budget"
     DIFF = "diff"
+    FORK = "fork"
     SCHEDULE_ADD = "schedule_add"
     SCHEDULES = "schedules"
     SCHEDULE_SET = "schedule_set"

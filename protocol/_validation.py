@@ -241,6 +241,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.SHUTDOWN: {},
     Op.RULES: {"session": (session_name, True)},
     Op.DIFF: {"session": (session_name, True), "path": (text, False)},
+    Op.FORK: {"session": (session_name, True), "name": (session_name, True)},
     Op.SCHEDULE_ADD: {"session": (session_name, True), "when": (text, True), "prompt": (text, False),
                       "origin": (short_text, False), "tz": (short_text, False)},
     Op.SCHEDULES: {"session": (session_name, False)},

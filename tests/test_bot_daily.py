@@ -15,6 +15,7 @@ from bot import _render as render
 from .conftest import BotProcess, SupervisorProcess, wait_for
 from .test_bot_app import USER, say
 from .test_bot_prompts import answered, button, buttons, edit_of
+from .test_permissions import arg_after
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,7 +31,7 @@ def chat(make_supervisor, bot_env):
 
 def test_every_daily_command_is_in_the_menu_and_the_help() -> None:
     menu = {name for name, _ in render.MENU}
-    for name in ("rules", "budget", "diff", "every", "schedules"):
+    for name in ("rules", "budget", "diff", "every", "schedules", "fork"):
         assert name in menu and f"/{name}" in render.HELP_TEXT
 
 
@@ -131,3 +132,24 @@ def test_every_sends_the_prompt_on_time_and_schedules_pauses_and_removes_it(chat
     telegram.press(USER, button(paused, "🗑 Remove 1"), paused["message_id"])
     telegram.wait_for_text(lambda t: t.startswith("🗑 Schedule 1 removed."), chat_id=USER)
     assert sup.request("schedules")["schedules"] == []
+
+
+def test_fork_continues_a_copy_of_the_conversation_and_leaves_the_original_alone(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    say(telegram, "remember blue", "history: 0 earlier messages")
+    alpha = sup.session("alpha")
+    made = say(telegram, "/fork beta", "🍴")["text"]
+    assert made.startswith("🍴 'beta' is a fork of 'alpha': it continues a copy of its conversation")
+    beta = sup.session("beta")
+    assert beta["cwd"] == alpha["cwd"] and beta["session_id"] != alpha["session_id"]
+    say(telegram, "in the fork", "history: 2 earlier messages")  # alpha's turn is in the copy
+    argv = sup.claude_starts()[-1]["argv"]
+    assert arg_after(argv, "--resume") == alpha["session_id"] and "--fork-session" in argv
+    assert arg_after(argv, "--session-id") == beta["session_id"]
+    say(telegram, "again in the fork", "history: 4 earlier messages")
+    say(telegram, "/switch alpha", "Switched")
+    say(telegram, "in the original", "history: 2 earlier messages")  # the fork's turns are not here
+    assert "exists already" in say(telegram, "/fork BETA", "exists")["text"]
+    say(telegram, "/new gamma", "created")
+    assert "starts afresh ('gamma' had no conversation yet)" in say(telegram, "/fork delta", "🍴")["text"]

@@ -324,6 +324,20 @@ def test_a_session_cap_stops_the_real_cli_mid_conversation_and_holds_the_next_me
     assert report["sessions"][0]["today"] == pytest.approx(0.00042)
 
 
+def test_a_fork_continues_a_copy_of_the_conversation_in_the_real_cli(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    assert "turns=1" in ask(sup, "alpha", "one")
+    assert "continues a copy" in sup.ctl("fork", "alpha", "beta", check=True).stdout
+    assert "turns=2" in ask(sup, "beta", "in the fork")  # alpha's message came along
+    beta = sup.session("beta")
+    assert results(sup, "beta")[-1]["session_id"] == beta["session_id"]  # the copy has the id it was given
+    assert "turns=3" in ask(sup, "beta", "again")  # resumed under its own id
+    assert "turns=2" in ask(sup, "alpha", "original")  # the original never saw the fork's messages
+    sent = json.dumps(api.turn_requests()[-1]["messages"])
+    assert "in the fork" not in sent
+
+
 def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:
     sup = real().start()
     sup.ctl("new", "alpha", check=True)

@@ -637,6 +637,14 @@ def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fork(client: Client, args: argparse.Namespace) -> int:
+    """A new session that continues a copy of this one's conversation."""
+    made = client.request("fork", session=args.name, name=args.new)
+    copied = "continues a copy of its conversation" if made["copied"] else "starts afresh (it had no conversation)"
+    _print(args, made, f"session '{args.new}' forked from '{args.name}': {copied}; the original is untouched")
+    return 0
+
+
 def add_daily_parsers(sub: Any) -> None:
     s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
     s.add_argument("name")
@@ -650,6 +658,10 @@ def add_daily_parsers(sub: Any) -> None:
     s.add_argument("name")
     s.add_argument("path", nargs="?", help="only changes under this path (relative to the session's directory)")
     s.set_defaults(func=cmd_diff)
+    s = sub.add_parser("fork", help="a new session that continues a copy of a session's conversation")
+    s.add_argument("name")
+    s.add_argument("new", help="the new session's name")
+    s.set_defaults(func=cmd_fork)
     s = sub.add_parser("schedule", help="prompts sent to a session at set times (kept and run by the supervisor)")
     actions = s.add_subparsers(dest="action", required=True)
     a = actions.add_parser("add", help="add one: WHEN is a cron expression or e.g. 'weekdays 9:00', 'every 15m'")

@@ -475,6 +475,28 @@ class Ops:
         self.pool.command(session, _wire.SetRules(tuple(rules)))
         return {"removed": removed, "rules": rules}
 
+    # forks --------------------------------------------------------------------------------
+
+    def op_fork(self, ident: bytes, session: str, name: str) -> dict[str, Any]:
+        """A new session ``name`` that continues a copy of ``session``'s conversation (its
+        first Claude starts with ``--resume <id> --fork-session --session-id <new id>``):
+        same directory, model, persona, mode and always-allow rules; what is said in one is
+        not seen by the other."""
+        rec = self._session(session)
+        if self.store.get_session(name) is not None:
+            raise OpError(ErrorCode.EXISTS, f"a session named '{name}' already exists")
+        if not os.path.isdir(rec.cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"the directory of '{session}' ({rec.cwd}) is gone")
+        fork = self.store.create_session(name, str(uuid.uuid4()), rec.cwd, rec.model, rec.persona,
+                                         rec.permission_mode)
+        # Claude's running total carries on in the copy (measured with 2.1.327)
+        self.store.update_session(name, allowed_tools=rec.allowed_tools, claude_cost=rec.claude_cost)
+        if rec.started:  # (a session Claude never saw has no conversation to copy: a fresh one)
+            self.store.set_fork_source(name, rec.session_id)
+        self.events.record(name, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
+                                                   "reason": Reason.REQUESTED.value, "detail": f"fork of {session}"})
+        return {**fork.public(self.config.idle_timeout), "fork_of": session, "copied": rec.started}
+
     # the session's git changes -----------------------------------------------------------
 
     def op_diff(self, ident: bytes, session: str, path: str | None = None) -> LaterReply:
