@@ -159,6 +159,16 @@ class Op(enum.StrEnum):
     BACKUP = "backup"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
+    RULES = "rules"
+    REMOVE_RULE = "remove_rule"
+    BUDGET = "budget"
+    SET_BUDGET = "set_budget"
+    DIFF = "diff"
+    FORK = "fork"
+    SCHEDULE_ADD = "schedule_add"
+    SCHEDULES = "schedules"
+    SCHEDULE_SET = "schedule_set"
+    SCHEDULE_REMOVE = "schedule_remove"
     ATTACH = "attach"
     CONVERSATIONS = "conversations"
 
@@ -183,3 +193,4 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     RESTART_REFUSED = "restart_refused"  # the code installed now would not start
     INTERNAL = "internal"
+    BUDGET_EXCEEDED = "budget_exceeded"  # `send`: a daily spending cap is reached; nothing queued

@@ -16,7 +16,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
-                                | SetMode{mode}
+                                | SetMode{mode} | SetRules{rules} | SetBudget{usd}
                                 | Permit{request_id, decision, report, rules, mode}
 
 Everything a keeper sends after its Hello is numbered (``n``, from 1) and kept by the
@@ -116,6 +116,10 @@ class KeeperSpec:
     #: how long a keeper whose supervisor died waits for the next one before it stops
     orphan_timeout: float = 300.0
     messages: tuple[QueuedMessage, ...] = ()
+    #: what Claude may still spend today (the budgets), for --max-budget-usd; None: no cap
+    budget_usd: float | None = None
+    #: a forked session's first start continues a copy of this conversation (--fork-session)
+    fork_from: str | None = None
 
 
 class Message:
@@ -322,6 +326,24 @@ class SetMode(Message):
 
 
 @dataclass(frozen=True)
+class SetRules(Message):
+    """The session's always-allow rules, after the user removed one: Claude restarts
+    with them (``--resume``) once no turn runs, since it keeps the old ones in-process."""
+
+    TAG = "rules"
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetBudget(Message):
+    """What the session may still spend today changed (a cap was set or raised): Claude
+    restarts with it (``--max-budget-usd``, ``--resume``) once no turn runs."""
+
+    TAG = "budget"
+    usd: float | None
+
+
+@dataclass(frozen=True)
 class Permit(Message):
     """Answer a pending request: ``decision`` goes to Claude as it is, ``report`` into the
     permission_resolved event; ``rules`` (always-allow) and ``mode`` (a plan approved)
@@ -340,7 +362,7 @@ _TYPES: dict[str, type[Message]] = {
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
                 KeeperEvent, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
                 SetTimeout,
-                SetModel, SetMode, Permit)
+                SetModel, SetMode, SetRules, SetBudget, Permit)
 }
 
 

@@ -66,7 +66,9 @@ attach``): each line read from its terminal (stdin) is a prompt, answered on std
 ``$HOME/.claude/sessions/<pid>.json`` while it runs.
 
 Like the real CLI, ``total_cost_usd`` is cumulative for the conversation and carries on
-across ``--resume``.
+across ``--resume`` (each turn costs $0.001); ``--max-budget-usd X`` ends the turn whose
+cost, counted since this process started, passes X with ``error_max_budget_usd`` (and
+every later one); ``--resume A --fork-session --session-id B`` continues a copy of A as B.
 """
 
 from __future__ import annotations
@@ -171,6 +173,13 @@ def main() -> int:
             rules.append(word)
     resume = arg(argv, "--resume")
     session_id = resume or arg(argv, "--session-id") or str(uuid.uuid4())
+    if resume and "--fork-session" in argv:  # a copy of the conversation under a new id
+        session_id = arg(argv, "--session-id") or str(uuid.uuid4())
+        source = history_path(resume)
+        if source.exists():
+            history_path(session_id).write_text(source.read_text())
+            if source.with_suffix(".cost").exists():
+                history_path(session_id).with_suffix(".cost").write_text(source.with_suffix(".cost").read_text())
     hist = history_path(session_id)
     if resume and not hist.exists():
         sys.stderr.write(f"No conversation found with session ID: {resume}\n")
@@ -221,6 +230,8 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
         inbox.put(None)
 
     threading.Thread(target=reader, daemon=True).start()
+    budget = arg(argv, "--max-budget-usd")
+    spent_here = 0.0  # (what --max-budget-usd counts: this process's turns)
     cost_file = hist.with_suffix(".cost")
     cost = float(cost_file.read_text()) if resume and cost_file.exists() else 0.0
     turns = 0
@@ -244,12 +255,18 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
         # session files survive one)
         cost_file.with_suffix(".tmp").write_text(repr(cost))
         os.replace(cost_file.with_suffix(".tmp"), cost_file)
+        spent_here += 0.001
 
         def result(subtype: str, is_error: bool, answer: str, **extra: object) -> None:
             emit({"type": "result", "subtype": subtype, "is_error": is_error, "result": answer,
                   "session_id": session_id, "total_cost_usd": round(cost, 6),
                   "duration_ms": int((time.monotonic() - started) * 1000), "num_turns": turns,
                   **extra})
+
+        if budget is not None and spent_here > float(budget) + 1e-9:
+            result("error_max_budget_usd", True, "", errors=[f"Reached maximum budget (${budget})"],
+                   terminal_reason="budget_exhausted")
+            continue
 
         sleep = re.search(r"sleep:(\d+(?:\.\d+)?)", text)
         if sleep and interrupted.wait(float(sleep.group(1))):
@@ -396,7 +413,7 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
                 continue
-            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)") for r in rules):
+            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)", "Bash(touch *)") for r in rules):
                 say("permission: allowed by rule")
                 continue
             suggestion = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch x"}],

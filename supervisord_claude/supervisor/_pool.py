@@ -29,6 +29,7 @@ from .._os import System
 from .._permissions import PendingRequest
 from .._wire import keeper_title
 from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
+from ._budgets import Budgets
 from ._eventlog import EventLog
 from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
 
@@ -142,6 +143,7 @@ class KeeperPool:
         self.system = system
         self.clock = clock
         self.wall = wall
+        self.budgets = Budgets(config, store, wall)  # (what each Claude may spend: --max-budget-usd)
         self.fork = fork
         self.link = link
         self.queues: dict[str, collections.deque[int]] = {}
@@ -362,6 +364,8 @@ class KeeperPool:
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
+            budget_usd=self.budgets.left(rec.name),
+            fork_from=self.store.fork_source(rec.name),
         )
         self.handles[session] = handle
         self.by_token[handle.token] = handle
