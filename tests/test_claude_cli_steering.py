@@ -32,9 +32,9 @@ def held_turn(sup: SupervisorProcess) -> tuple[int, dict]:
     return first, request
 
 
-def mid_turn_texts(api: FakeAnthropic) -> list[str]:
+def mid_turn_texts(fake_api: FakeAnthropic) -> list[str]:
     """The texts Claude Code sent the API wrapped as mid-turn messages."""
-    return [block.get("text", "") for body in api.turn_requests() for msg in body["messages"]
+    return [block.get("text", "") for body in fake_api.turn_requests() for msg in body["messages"]
             for block in (msg["content"] if isinstance(msg["content"], list) else [])
             if isinstance(block, dict) and MID_TURN_WRAPPER in str(block.get("text", ""))]
 
