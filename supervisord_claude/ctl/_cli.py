@@ -62,6 +62,10 @@ def render_event(event: dict[str, Any]) -> str:
         return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"
     if kind == "user":
         return f"{head} > {event.get('text')}"
+    if kind == "steered":
+        return f"{head} >> {event.get('text')} (sent while message {event.get('turn')} was answered)"
+    if kind == "taken":
+        return f"{head} message {event.get('message_id')} joined the turn of message {event.get('turn')}"
     if kind == "assistant_text":
         return f"{head} {event.get('text')}"
     if kind == "tool_use":
@@ -425,6 +429,8 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.attach:
         # the file a link points to: the supervisor takes no link (it could be swapped)
         fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
+    if args.queue:
+        fields["queue"] = True
     return fields
 
 
@@ -456,6 +462,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         message_id = sent["message_id"]
         if sent.get("terminal") and not args.json:
             print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
+        # the turn that answers it: its own, or the running one it joined (steered, taken)
+        turn = message_id
         deadline = time.monotonic() + timeout
         streamed = ""  # what of the answer has been printed as it was written
         while True:
@@ -465,15 +473,23 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                       " will be answered (claudectl tail shows it)", file=sys.stderr)
                 return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
-                if event.get("message_id") == message_id:
+                if event.get("message_id") == turn:
                     streamed = print_live(streamed, event)
                 continue
+            if event.get("kind") == "taken" and event.get("message_id") == message_id \
+                    and isinstance(event.get("turn"), int):
+                turn = event["turn"]
+                if not args.json:
+                    print(f"claudectl: Claude took the message into the running turn (message {turn})",
+                          file=sys.stderr, flush=True)
             await sub.ack(event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
                 print(f"Resuming session{idle_note(event.get('idle_for'))}...", file=sys.stderr)
-            if event.get("message_id") != message_id:
+            if event.get("message_id") != turn and event.get("kind") != "message_failed":
+                continue
+            if event.get("kind") == "message_failed" and event.get("message_id") not in (message_id, turn):
                 continue
             if event.get("kind") == "permission_request" and not args.json:
                 print(request_text(event), file=sys.stderr, flush=True)
@@ -494,7 +510,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                     return 1
                 return 0
             if event.get("kind") == "message_failed":
-                print(f"claudectl: message not delivered: {event.get('reason')}", file=sys.stderr)
+                what = "message" if event.get("message_id") == message_id else "the turn it joined was"
+                print(f"claudectl: {what} not delivered: {event.get('reason')}", file=sys.stderr)
                 return 1
 
 
@@ -525,7 +542,8 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
     note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
-    _print(args, result, f"queued message {result['message_id']}{note}")
+    _print(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
+                          else f"queued message {result['message_id']}") + note)
     return 0
 
 
@@ -930,6 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
     s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
+    s.add_argument("--queue", action="store_true",
+                   help="if Claude is answering, wait for a turn of its own (by default the message joins the"
+                        " running turn: Claude reads it at its next step)")
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
