@@ -610,9 +610,10 @@ async def send(
     if sent.get("terminal") and not sent.get("duplicate"):  # kept until the terminal closes
         return Reply(render.waiting_text(active, sent["terminal"]), quiet=True)
     ahead = sent.get("ahead")
+    warning = f"💸 {sent['budget_warning']}" if sent.get("budget_warning") else None  # (80 % of a daily cap)
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
-        return Reply(render.queued_text(ahead), quiet=True)
-    return None
+        return Reply("\n".join(filter(None, [render.queued_text(ahead), warning])), quiet=True)
+    return Reply(warning, quiet=True) if warning else None
 
 
 async def first_offer(link: Link) -> Reply:

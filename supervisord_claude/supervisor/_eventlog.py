@@ -41,7 +41,10 @@ from ._store import (
 log = logging.getLogger("supervisord_claude")
 
 #: a message's status after an event of its turn
-_STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}
+_STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED,
+                 # a steered message is written mid-turn, and answered once Claude took it
+                 # into that turn (the turn's result, or its failure, is its answer)
+                 EventKind.STEERED: WRITTEN, EventKind.TAKEN: DONE}
 #: the kinds of event that change their session's row (see _session_updates)
 _UPDATES_SESSION = frozenset({EventKind.STATE, EventKind.RESULT, EventKind.USER, EventKind.SETTINGS})
 STORE_RETRY = 1.0

@@ -33,6 +33,7 @@ from protocol import EventKind, SessionState, _packedmap
 
 from .._errors import StoreError
 from .._wire import pack_body
+from ._schedules import Schedule
 
 log = logging.getLogger("supervisord_claude")
 
@@ -94,6 +95,23 @@ CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
 -- the same per session (kept since 0.3.0: a day before that has only the total)
 CREATE TABLE IF NOT EXISTS session_daily_cost(day TEXT NOT NULL, session TEXT NOT NULL, usd REAL NOT NULL,
                                               PRIMARY KEY(day, session));
+-- daily spending caps set by the user (scope: a session's name, or '*' for all sessions)
+CREATE TABLE IF NOT EXISTS budgets(scope TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- prompts sent to a session at the times a cron expression names (supervisor/_schedules.py)
+CREATE TABLE IF NOT EXISTS schedules(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    tz TEXT NOT NULL DEFAULT '',
+    prompt TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_run REAL NOT NULL,
+    last_run REAL,
+    origin TEXT,
+    created REAL NOT NULL
+);
+-- a forked session's first Claude continues a copy of this conversation (claude session id)
+CREATE TABLE IF NOT EXISTS forks(session TEXT PRIMARY KEY, source_id TEXT NOT NULL);
 """
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
@@ -883,6 +901,64 @@ class Store:
         ``when``, in USD."""
         rows = self._read("SELECT session, usd FROM session_daily_cost WHERE day=? ORDER BY session", (_day(when),))
         return {str(r[0]): float(r[1]) for r in rows}
+
+    def session_costs(self, since_day: str) -> dict[str, float]:
+        """What each session cost from the local day ``since_day`` (YYYY-MM-DD) on."""
+        return {str(r[0]): float(r[1]) for r in self._read(
+            "SELECT session, SUM(usd) FROM session_daily_cost WHERE day >= ? GROUP BY session", (since_day,))}
+
+    def cost_since(self, since_day: str) -> float:
+        """What all sessions cost from the local day ``since_day`` on."""
+        rows = self._read("SELECT SUM(usd) FROM daily_cost WHERE day >= ?", (since_day,))
+        return float(rows[0][0] or 0.0) if rows else 0.0
+
+    def budgets(self) -> dict[str, float]:
+        """The caps the user set: ``{session or '*': usd}``."""
+        return {str(r[0]): float(r[1]) for r in self._read("SELECT scope, usd FROM budgets")}
+
+    def set_budget(self, scope: str, usd: float | None) -> None:
+        with self._tx() as db:
+            if usd is None:
+                db.execute("DELETE FROM budgets WHERE scope=?", (scope,))
+            else:
+                db.execute("INSERT INTO budgets(scope, usd) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE"
+                           " SET usd = excluded.usd", (scope, usd))
+
+    def schedules(self) -> list[Schedule]:
+        return [Schedule(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bool(r[5]), float(r[6]),
+                         r[7], r[8], float(r[9])) for r in self._read(
+            "SELECT id, session, cron, tz, prompt, paused, next_run, last_run, origin, created FROM schedules"
+            " ORDER BY id")]
+
+    def add_schedule(self, session: str, cron: str, tz: str, prompt: str, next_run: float, origin: str | None,
+                     created: float) -> int:
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO schedules(session, cron, tz, prompt, next_run, origin, created)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)", (session, cron, tz, prompt, next_run, origin, created))
+            return int(cur.lastrowid or 0)
+
+    def update_schedule(self, schedule_id: int, **fields: Any) -> bool:
+        assert set(fields) <= {"paused", "next_run", "last_run"}
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE schedules SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                             (*fields.values(), schedule_id))
+            return cur.rowcount > 0
+
+    def remove_schedule(self, schedule_id: int) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,)).rowcount > 0
+
+    def fork_source(self, session: str) -> str | None:
+        """The conversation a forked session copies at its first start, if it is one."""
+        rows = self._read("SELECT source_id FROM forks WHERE session=?", (session,))
+        return str(rows[0][0]) if rows else None
+
+    def set_fork_source(self, session: str, source_id: str | None) -> None:
+        with self._tx() as db:
+            if source_id is None:
+                db.execute("DELETE FROM forks WHERE session=?", (session,))
+            else:
+                db.execute("INSERT OR REPLACE INTO forks(session, source_id) VALUES (?, ?)", (session, source_id))
 
     # cursors and kv -------------------------------------------------------------------
 
