@@ -318,3 +318,17 @@ def test_the_list_of_sessions_is_what_the_file_holds_after_every_kind_of_write(t
     same_as_the_file()
     assert "a" not in [r.name for r in listed(store, False)]  # archived
     store.close()
+
+
+def test_the_newest_event_of_a_kind_is_found_across_runs(store) -> None:
+    """(what the terminal hand-over reads after a restart: the session's last state)"""
+    store.create_session("a", "sid-a", "/tmp", None, None)
+    store.create_session("b", "sid-b", "/tmp", None, None)
+    store.append_events([EventWrite("a", EventKind.STATE, {"state": "idle", "reason": "turn"}),
+                         EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "x"})])
+    store.append_events([EventWrite("a", EventKind.STATE, {"state": "attached", "reason": "attached"}),
+                         EventWrite("b", EventKind.STATE, {"state": "busy", "reason": "message"}),
+                         EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "y"})])
+    assert store.last_event_body("a", EventKind.STATE) == {"state": "attached", "reason": "attached"}
+    assert store.last_event_body("b", EventKind.STATE) == {"state": "busy", "reason": "message"}
+    assert store.last_event_body("b", EventKind.RESULT) is None

@@ -991,10 +991,16 @@ class Store:
 
     def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
         """The body of the session's newest event of ``kind`` (None if it has none)."""
-        rows = self._read("SELECT body FROM events WHERE session=? AND kind=? ORDER BY id DESC LIMIT 1",
-                          (session, kind.value))
-        body = msgpack.unpackb(rows[0][0]) if rows else None
-        return body if isinstance(body, dict) else None
+        # runs newest first, each read back to front; stops at the first match (the event
+        # log is a row per run of events: see event_runs)
+        for (packed,) in self._read("SELECT events FROM event_runs WHERE session=? ORDER BY last_id DESC",
+                                    (session,)):
+            items = msgpack.unpackb(packed)
+            for i in range(len(items) - 2, -1, -2):
+                if items[i] == kind.value:
+                    body = msgpack.unpackb(items[i + 1])
+                    return body if isinstance(body, dict) else None
+        return None
 
     def kv_get(self, key: str) -> Any:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))
