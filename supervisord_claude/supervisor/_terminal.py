@@ -41,6 +41,10 @@ log = logging.getLogger("supervisord_claude")
 
 #: how often an attached TUI's process and transcript are looked at
 POLL = 0.25
+#: what ``conversations`` reads (in the supervisor's loop): of each file its first part,
+#: of a directory its newest conversations
+SCAN_BYTES = 4 * 1024 * 1024
+MAX_LISTED = 50
 #: what is shown of a tool result from the terminal (as for Claude's own, see _claude)
 MAX_TOOL_RESULT_CHARS = _claude.MAX_TOOL_RESULT_CHARS
 #: where a terminal event came from (the field every one of them carries)
@@ -108,10 +112,11 @@ def _user_text(entry: dict[str, Any]) -> str | None:
     return content
 
 
-def _entries(path: Path) -> Iterator[dict[str, Any]]:
+def _entries(path: Path, limit: int = SCAN_BYTES) -> Iterator[dict[str, Any]]:
+    """The entries of the first ``limit`` bytes of a transcript."""
     try:
         with path.open("rb") as f:
-            for line in f:
+            for line in f.read(limit).splitlines():
                 with contextlib.suppress(ValueError):
                     entry = json.loads(line)
                     if isinstance(entry, dict):
@@ -121,8 +126,9 @@ def _entries(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def describe_conversation(path: Path) -> dict[str, Any]:
-    """One conversation file: id, last activity, messages (typed prompts and answers),
-    its first prompt and Claude Code's summary of it, if any."""
+    """One conversation file: id, last activity, messages (typed prompts and answers; in
+    its first ``SCAN_BYTES`` only: then ``counted_all`` is false), its first prompt and
+    Claude Code's summary of it, if any."""
     messages = 0
     first: str | None = None
     summary: str | None = None
@@ -142,17 +148,20 @@ def describe_conversation(path: Path) -> dict[str, Any]:
             if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "text" for b in content):
                 messages += 1
     try:
-        modified = path.stat().st_mtime
+        stat = path.stat()
     except OSError:
-        modified = 0.0
-    return {"session_id": path.stem, "cwd": cwd, "last_active": modified, "messages": messages,
-            "first_prompt": first[:300] if first else None, "summary": summary}
+        return {"session_id": path.stem, "cwd": cwd, "last_active": 0.0, "messages": messages,
+                "counted_all": True, "first_prompt": first[:300] if first else None, "summary": summary}
+    return {"session_id": path.stem, "cwd": cwd, "last_active": stat.st_mtime, "messages": messages,
+            "counted_all": stat.st_size <= SCAN_BYTES, "first_prompt": first[:300] if first else None,
+            "summary": summary}
 
 
 def conversations(cwd: str | None, system: System, held: dict[str, str], instance: str | None = None,
                   home: Path | None = None) -> list[dict[str, Any]]:
     """The conversations Claude Code keeps for ``cwd`` (for every directory without it),
-    newest first; ``held``: conversation id -> the name of our session holding it."""
+    newest first, ``MAX_LISTED`` at most; ``held``: conversation id -> the name of our
+    session holding it."""
     if cwd is not None:
         directories = {project_dir(cwd, home), project_dir(os.path.realpath(cwd), home)}
     else:
@@ -160,16 +169,19 @@ def conversations(cwd: str | None, system: System, held: dict[str, str], instanc
         with contextlib.suppress(OSError):
             directories = set(((home or claude_home()) / "projects").iterdir())
     open_now = open_conversations(system, instance, home)
-    out = []
+    paths: list[tuple[float, Path]] = []
     for directory in directories:
         with contextlib.suppress(OSError):
             for path in directory.glob("*.jsonl"):
-                info = describe_conversation(path)
-                info["cwd"] = info["cwd"] or cwd
-                info["held_by"] = held.get(path.stem)
-                info["open_pid"] = open_now.get(path.stem)
-                out.append(info)
-    out.sort(key=lambda c: c["last_active"], reverse=True)
+                with contextlib.suppress(OSError):
+                    paths.append((path.stat().st_mtime, path))
+    out = []
+    for _, path in sorted(paths, reverse=True)[:MAX_LISTED]:
+        info = describe_conversation(path)
+        info["cwd"] = info["cwd"] or cwd
+        info["held_by"] = held.get(path.stem)
+        info["open_pid"] = open_now.get(path.stem)
+        out.append(info)
     return out
 
 
