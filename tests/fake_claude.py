@@ -24,6 +24,9 @@ is chosen by words in the user's text:
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
+  stuck:P   a Bash tool call (``curl …``) that hangs without output or CPU until the file P
+            exists (then its result and the answer); an interrupt ends it ("aborted_tools")
+  busy:P    the same, but the tool call burns CPU meanwhile (``pytest -q``): a long test run
   sendfile:NAME  write NAME into the outbox its --append-system-prompt names (as Claude
             sends the user a file)
   needperm  ask for permission to run Bash ``touch x`` (needs --permission-prompt-tool
@@ -319,6 +322,24 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
                 {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}]}})
             emit({"type": "user", "message": {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "file-a\nfile-b"}]}})
+        hang = re.search(r"\b(stuck|busy):(\S+)", text)
+        if hang:  # a tool call that writes nothing for a while: hung (no CPU) or busy (CPU)
+            burn = hang.group(1) == "busy"
+            command = "pytest -q" if burn else "curl https://example.invalid/slow"
+            emit({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_h", "name": "Bash", "input": {"command": command}}]}})
+            while not os.path.exists(hang.group(2)) and not interrupted.is_set():
+                if burn:
+                    spin_until = time.monotonic() + 0.05
+                    while time.monotonic() < spin_until:
+                        pass
+                else:
+                    interrupted.wait(0.2)
+            if interrupted.is_set():
+                result("error_during_execution", True, "", terminal_reason="aborted_tools")
+                continue
+            emit({"type": "user", "message": {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_h", "content": "done"}]}})
         burst = re.search(r"burst:(\d+)", text)
         if burst:
             lines = [json.dumps({"type": "assistant", "message": {"role": "assistant", "content": [

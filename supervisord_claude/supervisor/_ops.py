@@ -5,6 +5,7 @@ what cannot be carried out raises ``OpError`` with a code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -32,6 +33,7 @@ from .._config import Config
 from .._errors import OpError
 from .._wire import DROPPED
 from ._attachments import mib_text
+from ._backup import backup_store, check_target
 from ._control import LaterReply
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
@@ -66,6 +68,8 @@ class Ops:
         self.stopping = False
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
+        #: what a session's running turn does now (the watcher's ``activity``), or None
+        self.activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None
         #: sessions open in Claude Code's own terminal UI (``attach``)
         self.terminals = Terminals(store, pool, events, pool.system, pool.clock, wall)
 
@@ -114,6 +118,7 @@ class Ops:
             out["queue_limit"] = self._queue_limit()
             out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
                               for r in self.pool.pending_requests(session)]
+            out["activity"] = self.activity_of(session)
             out["terminal"] = self._terminal(session)
             return out
         sessions = self.store.list_sessions(True)
@@ -147,6 +152,7 @@ class Ops:
             "by_state": by_state,
             "claude_processes": claude,
             "cost_today": self.store.cost_on(self.wall()),
+            "cost_today_by_session": self.store.session_costs_on(self.wall()),
             "pending_permissions": pending,
             "queue_limit": self._queue_limit(),
             "queues": [{"session": name, "messages": self.pool.queued(name), "bytes": self.pool.queued_bytes(name)}
@@ -158,8 +164,8 @@ class Ops:
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
         recs = self.store.list_sessions(include_archived=all)
-        return {"sessions": [{**r.public(self.config.idle_timeout), **({"terminal": self._terminal(r.name)}
-                                                                        if self.terminals.holds(r.name) else {})}
+        return {"sessions": [{**r.public(self.config.idle_timeout), "activity": self.activity_of(r.name),
+                              **({"terminal": self._terminal(r.name)} if self.terminals.holds(r.name) else {})}
                              for r in recs]}
 
     def _check_mode(self, mode: PermissionMode) -> None:
@@ -544,6 +550,32 @@ class Ops:
             raise OpError(ErrorCode.NOT_FOUND, f"no consumer named {consumer!r} (claudectl consumers lists them)")
         log.info("consumer %s removed: it holds no events back", consumer, extra={"consumer": consumer})
         return {"consumer": consumer}
+
+    def op_backup(self, ident: bytes, path: str, force: bool = False) -> LaterReply:
+        """A consistent copy of the store at ``path`` (``_backup``), made in a worker
+        thread: replied once it is written, checked and durable."""
+        target = Path(path)
+        check_target(target, force)
+        reply = LaterReply()
+
+        def finished(copied: asyncio.Future[dict[str, Any]]) -> None:
+            if copied.cancelled():  # (the loop is closing)
+                reply.reject(OpError(ErrorCode.SHUTTING_DOWN, "the supervisor stopped before the backup was done"))
+                return
+            error = copied.exception()
+            if error is None:
+                log.info("store backed up to %s", target, extra={"path": str(target)})
+                reply.resolve(copied.result())
+            elif isinstance(error, OpError):
+                log.error("backup to %s failed: %s", target, error.message)
+                reply.reject(error)
+            else:  # a bug: answered all the same
+                log.error("backup to %s failed: %r", target, error)
+                reply.reject(OpError(ErrorCode.INTERNAL, f"the backup failed ({error!r}); see the supervisor log"))
+
+        asyncio.get_running_loop().run_in_executor(None, backup_store, self.store.path, target) \
+            .add_done_callback(finished)
+        return reply
 
     def op_restart(self, ident: bytes) -> dict[str, Any]:
         self.request_restart()  # after this reply; keepers and their Claude keep running

@@ -162,6 +162,9 @@ class KeeperPool:
         self.on_delta: Callable[[str, int | None, str, str | None], None] = lambda *a: None
         self._to_ack: set[int] = set()
         self._ack_armed = False
+        #: an adopted keeper's session: (session, busy, the message it answers, the
+        #: requests its Claude waits on) — for the watcher
+        self.on_adopted: Callable[[str, bool, int | None, list[dict[str, Any]]], None] = lambda *a: None
         #: the terminal side (``_terminal.Terminals``): a session it holds (open in Claude
         #: Code's own terminal UI, or on its way there) gets no keeper and no message
         self.held: Callable[[str], bool] = lambda session: False
@@ -217,7 +220,10 @@ class KeeperPool:
         if handle.ident is None:
             handle.outbox.append(msg)
             return True
-        return self.link.send(handle.ident, msg)
+        if self.link.send(handle.ident, msg):
+            return True
+        log.warning("cannot reach the keeper of %s (pid %s) with %s", session, handle.pid, type(msg).__name__)
+        return False
 
     def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
         """Ask the session's keeper to interrupt its turn; ``on_report`` gets
@@ -638,6 +644,7 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
+        self.on_adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
@@ -664,7 +671,10 @@ class KeeperPool:
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session
-        log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
+        if handle.exit_status is None:  # (an adopted keeper is not our child: its status is not ours to read)
+            log.info("keeper for %s (pid %s) exited", session, handle.pid)
+        else:
+            log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
         leftover = list(handle.forwarded)
         handle.forwarded.clear()
         if handle.bye is None:
