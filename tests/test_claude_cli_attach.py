@@ -186,3 +186,23 @@ def test_a_conversation_made_with_plain_claude_p_is_continued_by_a_new_session(
     assert "turns=2" in reply
     assert "remember the word walrus" in json.dumps(api.turn_requests()[-1]["messages"])
     assert sup.session("desk")["session_id"] == conversation["session_id"]
+
+
+def test_ctrl_d_in_the_tui_hands_the_session_back(real, desk, api: FakeAnthropic) -> None:  # noqa: F811
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    trust(sup, sup.session("alpha")["cwd"])
+    ask(sup, "alpha", "first words")
+    tmux = desk(sup)
+    tmux.start(*claudectl(sup, "attach", "alpha"))
+    tmux.wait_screen("first words")
+    tui = sup.session("alpha")["terminal"]["pid"]
+
+    def ended() -> bool:
+        if not SYSTEM.alive(tui):
+            return True
+        tmux.tmux("send-keys", "-t", "desk", "C-d")  # (once shows "press again to exit")
+        return False
+    wait_for(ended, 30, interval=1.0, what="Ctrl-D to end the TUI", seen=tmux.screen)
+    sup.wait_state("alpha", "suspended", timeout=30)
+    assert "turns=2" in ask(sup, "alpha", "back on the phone")
