@@ -234,19 +234,19 @@ class Terminal:
     start: int | None  # the process's start time: with the pid, it names one process
     tty: str | None
     since: float
-    now: bool = False
     reply: LaterReply | None = None
     attached: bool = False
     transcript: Path | None = None
     offset: int = 0
-    partial: bytes = b""
-    suspend_sent: bool = False
+    partial: bytes = b""  # the transcript's last line, while it is being written
 
     def public(self) -> dict[str, Any]:
         return {"pid": self.pid, "tty": self.tty, "since": self.since, "attached": self.attached}
 
 
 class Terminals:
+    """Every session claimed by a terminal; the pool asks it which sessions it holds."""
+
     def __init__(self, store: Store, pool: KeeperPool, events: EventLog, system: System, clock: Clock,
                  wall: Callable[[], float], environ: Callable[[], dict[str, str]] = lambda: dict(os.environ)) -> None:
         self.store = store
@@ -282,14 +282,13 @@ class Terminals:
     def claim(self, rec: SessionRecord, pid: int, tty: str | None, now: bool, reply: LaterReply) -> None:
         """Claim the session for ``pid`` (the caller checked it is free); ``reply`` gets
         what to run once no keeper of ours holds the conversation."""
-        term = Terminal(rec.name, pid, self.system.start_time(pid), tty, self.wall(), now=now, reply=reply)
+        term = Terminal(rec.name, pid, self.system.start_time(pid), tty, self.wall(), reply=reply)
         self.claims[rec.name] = term
         self._arm()
         handle = self.pool.handle_of(rec.name)
         if handle is None:
             self._attach(term)
-        elif now:
-            term.suspend_sent = True
+        elif now:  # its running message is reported not delivered; the queued ones wait
             self.pool.command(rec.name, _wire.Stop(Reason.ATTACHED.value))
         else:
             self._maybe_suspend(term, rec.state.value)
@@ -306,7 +305,6 @@ class Terminals:
         handle = self.pool.handle_of(term.session)
         if handle is None or handle.phase is not Phase.READY or handle.forwarded or state != SessionState.IDLE.value:
             return
-        term.suspend_sent = True
         self.pool.command(term.session, _wire.Suspend(Reason.ATTACHED.value))
 
     def _on_keeper_gone(self, session: str) -> None:
