@@ -168,6 +168,8 @@ def test_terminal_transcript_lines_reach_the_event_log_marked_as_from_the_termin
                            ("tool_use", None), ("tool_result", None)]
     assert desk[-1] == seen and seen["content"] == "a.txt" and desk[2]["name"] == "Bash"
     assert all(e.get("message_id") is None for e in desk)
+    # no turn of ours runs: nothing for the watcher to call waiting or stalled
+    assert supervisor.session("alpha")["activity"] is None
     terminal.kill()
     supervisor.wait_state("alpha", "suspended")
 
