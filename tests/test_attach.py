@@ -199,6 +199,10 @@ def test_claudectl_attach_runs_the_tui_on_the_conversation_and_returns_its_exit_
     assert tui.stdin is not None and tui.stdout is not None
     read_until(tui.stdout, "fake claude TUI on " + rec["session_id"])
     assert supervisor.session("alpha")["state"] == "attached" and supervisor.claude_pids() == []
+    pid = supervisor.session("alpha")["terminal"]["pid"]
+    row = supervisor.ctl("ls", check=True).stdout.splitlines()[1]
+    assert row.split()[:3] == ["📟", "alpha", "attached"] and f"no tty pid {pid}" in row
+    assert f"state:        attached just now, no tty pid {pid}" in supervisor.ctl("status", "alpha", check=True).stdout
     tui.stdin.write("typed at the desk\n")
     tui.stdin.flush()
     answer = read_until(tui.stdout, "● echo: typed at the desk")
