@@ -49,12 +49,14 @@ MAX_LISTED = 50
 MAX_TOOL_RESULT_CHARS = _claude.MAX_TOOL_RESULT_CHARS
 #: where a terminal event came from (the field every one of them carries)
 FROM_TERMINAL = {"from": "terminal"}
-#: the terminal's own variables: the TUI keeps those of the terminal it runs in
-TERMINAL_VARIABLES = frozenset({
+#: what the TUI does not take from the supervisor's environment: the terminal's own
+#: variables (it keeps those of the terminal it runs in), the service manager's, our
+#: marker (a process carrying it is reaped as ours), the bot's token (no use to Claude)
+NOT_FOR_THE_TUI = frozenset({
     "TERM", "COLORTERM", "TERM_PROGRAM", "TERM_PROGRAM_VERSION", "TMUX", "TMUX_PANE", "STY", "WINDOW",
     "COLUMNS", "LINES", "DISPLAY", "WAYLAND_DISPLAY", "SSH_TTY", "SSH_CONNECTION", "SSH_CLIENT",
     "SSH_AUTH_SOCK", "PWD", "OLDPWD", "SHLVL", "_", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
-    "INVOCATION_ID", "JOURNAL_STREAM", _claude.INSTANCE_ENV,
+    "INVOCATION_ID", "JOURNAL_STREAM", _claude.INSTANCE_ENV, "TELEGRAM_BOT_TOKEN",
 })
 
 
@@ -340,7 +342,7 @@ class Terminals:
             # (not the attachments directory its keeper adds: the TUI would ask at every start
             # whether to trust it; a file from there is read after asking, as any outside one)
             allowed_tools=tuple(rec.allowed_tools), extra_args=tuple(self.pool.config.claude_args))
-        env = {k: v for k, v in self.environ().items() if k not in TERMINAL_VARIABLES}
+        env = {k: v for k, v in self.environ().items() if k not in NOT_FOR_THE_TUI}
         env[_claude.SESSION_ENV] = rec.name
         return {"argv": _claude.build_tui_argv(spec), "cwd": rec.cwd, "env": env, "session_id": rec.session_id,
                 "model": rec.model, "mode": rec.permission_mode}
