@@ -45,6 +45,8 @@ POLL = 0.25
 #: of a directory its newest conversations
 SCAN_BYTES = 4 * 1024 * 1024
 MAX_LISTED = 50
+#: what one look at an attached TUI's transcript reads at most
+TAIL_BYTES = 4 * 1024 * 1024
 #: what is shown of a tool result from the terminal (as for Claude's own, see _claude)
 MAX_TOOL_RESULT_CHARS = _claude.MAX_TOOL_RESULT_CHARS
 #: where a terminal event came from (the field every one of them carries)
@@ -238,6 +240,8 @@ class Terminal:
     since: float
     reply: LaterReply | None = None
     attached: bool = False
+    cwd: str = ""
+    conversation: str = ""  # its session id
     transcript: Path | None = None
     offset: int = 0
     partial: bytes = b""  # the transcript's last line, while it is being written
@@ -274,7 +278,7 @@ class Terminals:
         """A claim whose process is gone ends now (not at the next look)."""
         term = self.claims.get(session)
         if term is not None and not self.alive(term):
-            self._poll()
+            self._ended(term)
 
     def alive(self, term: Terminal) -> bool:
         return self.system.alive(term.pid) and (term.start is None or self.system.start_time(term.pid) == term.start)
@@ -320,6 +324,7 @@ class Terminals:
             self._release(term, "the session is gone")
             return
         term.attached = True
+        term.cwd, term.conversation = rec.cwd, rec.session_id
         term.transcript = transcript_path(rec.cwd, rec.session_id)
         term.offset = _size(term.transcript)
         self.events.record(term.session, EventKind.STATE, {
@@ -359,7 +364,8 @@ class Terminals:
 
     def _detach(self, term: Terminal, why: str) -> None:
         """The TUI's process ended: the session goes back to the supervisor."""
-        self._tail(term)
+        while self._tail(term):  # (all it wrote, however much)
+            pass
         self.claims.pop(term.session, None)
         rec = self.store.get_session(term.session)
         if rec is None:
@@ -382,27 +388,33 @@ class Terminals:
             if self.claims.get(term.session) is not term:
                 continue
             if not self.alive(term):
-                if term.attached:
-                    self._detach(term, f"the terminal closed (pid {term.pid} ended)")
-                else:
-                    self._release(term, f"pid {term.pid} ended before the session was free")
+                self._ended(term)
             elif term.attached:
                 self._tail(term)
         self._arm()
 
-    def _tail(self, term: Terminal) -> None:
+    def _ended(self, term: Terminal) -> None:
+        if term.attached:
+            self._detach(term, f"the terminal closed (pid {term.pid} ended)")
+        else:
+            self._release(term, f"pid {term.pid} ended before the session was free")
+
+    def _tail(self, term: Terminal) -> bool:
         """Put what was written to the conversation's transcript since the last look into
-        the event log, as said in the terminal."""
+        the event log, as said in the terminal (a piece at a time: True if there may be
+        more)."""
         if term.transcript is None:
-            return
+            return False
+        if not term.offset and not term.transcript.exists():  # (named after where Claude really runs)
+            term.transcript = transcript_path(term.cwd, term.conversation)
         try:
             with term.transcript.open("rb") as f:
                 f.seek(term.offset)
-                chunk = f.read(4 * 1024 * 1024)
+                chunk = f.read(TAIL_BYTES)
         except OSError:
-            return
+            return False
         if not chunk:
-            return
+            return False
         term.offset += len(chunk)
         lines = (term.partial + chunk).split(b"\n")
         term.partial = lines.pop()
@@ -415,6 +427,7 @@ class Terminals:
                 if isinstance(entry, dict):
                     for kind, body in transcript_events(entry):
                         self.events.record(term.session, kind, body)
+        return len(chunk) == TAIL_BYTES
 
     # restarts ---------------------------------------------------------------------------
 
@@ -428,18 +441,14 @@ class Terminals:
             pid, start = body.get("pid"), body.get("start")
             term = Terminal(rec.name, pid if isinstance(pid, int) else 0, start if isinstance(start, int) else None,
                             body.get("tty") if isinstance(body.get("tty"), str) else None,
-                            float(body.get("since") or self.wall()), attached=True)
+                            float(body.get("since") or self.wall()), attached=True, cwd=rec.cwd,
+                            conversation=rec.session_id)
             term.transcript = transcript_path(rec.cwd, rec.session_id)
             term.offset = _size(term.transcript)
             self.claims[rec.name] = term
             if term.pid <= 0 or not self.alive(term):
                 self._detach(term, "the terminal closed while the supervisor was away")
         self._arm()
-
-    def stop_all(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 def _size(path: Path) -> int:
