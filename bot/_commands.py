@@ -824,6 +824,7 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
 
 #: conversations offered by one /resume at most (one button each)
 RESUME_OFFERED = 8
+RESUMES_KEPT = 200
 
 
 @on_active_session
@@ -876,6 +877,8 @@ async def resume(link: Link, chat: int, args: list[str]) -> Reply:
         open_now = f" — open in a terminal (pid {c['open_pid']})" if c.get("open_pid") else ""
         lines.append(f"{i}. {about} · {c['messages']} messages · {relative_time(c['last_active'])}{open_now}")
         link.pending_resumes[c["session_id"]] = directory
+        while len(link.pending_resumes) > RESUMES_KEPT:  # (offers never pressed)
+            del link.pending_resumes[next(iter(link.pending_resumes))]
         buttons.append((f"{i}. Continue: {about[:40]}", f"resume:{c['session_id']}"))
     return Reply("\n".join(lines), buttons=buttons)
 

@@ -59,6 +59,8 @@ def render_event(event: dict[str, Any]) -> str:
     """One line (or block) of human output for an event."""
     kind = event.get("kind")
     head = f"[{event.get('session')} #{event.get('seq')}]"
+    if event.get("from") == "terminal":  # said in Claude Code's own terminal UI (claudectl attach)
+        head += " 📟"
     if kind == "state":
         extra = idle_note(event.get("idle_for"))
         return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"

@@ -156,6 +156,8 @@ class Watcher:
                body: dict[str, Any] | None, packed: bytes | None, now: float) -> None:
         if kind in (EventKind.REMINDER, EventKind.STALLED, EventKind.SETTINGS, EventKind.ERROR):
             return  # (its own, and what is no output of Claude's turn)
+        if body is not None and body.get("from") == "terminal":
+            return  # said in Claude Code's own terminal UI (claudectl attach): no turn of ours
         if kind is EventKind.STATE:
             state = (body if body is not None else _unpack(packed)).get("state")
             if state in _NO_TURN:
