@@ -60,7 +60,7 @@ def test_a_hung_tool_call_is_stalled_once_and_says_what_it_was_doing(sup: Superv
         assert (stalled["doing"], stalled["tool"], stalled["detail"]) == \
             ("tool", "Bash", "curl https://example.invalid/slow")
         assert stalled["message_id"] == sent["message_id"] and stalled["silent_for"] >= STALL_AFTER
-        assert stalled["cpu_percent"] < 2
+        assert stalled["cpu_percent"] < 5
         now = activity(sup, "work")
         assert (now["doing"], now["was"], now["tool"]) == ("stalled", "tool", "Bash")
         shown = sup.ctl("status", "work", check=True).stdout
@@ -84,7 +84,7 @@ def test_a_silent_tool_call_that_burns_cpu_is_working_not_stalled(sup: Superviso
         now = wait_activity(sup, "work", lambda a: a.get("silent_for", 0) >= 3 * STALL_AFTER,
                             "a long silence of a tool that burns CPU")
         assert (now["doing"], now["tool"], now["detail"]) == ("tool", "Bash", "pytest -q")
-        assert now["cpu_percent"] > 2
+        assert now["cpu_percent"] > 5
         assert "running Bash (pytest -q)" in sup.ctl("status", "work", check=True).stdout
         gate.touch()
         events.wait_event(lambda e: e["kind"] == "result" and e.get("message_id") == sent["message_id"],

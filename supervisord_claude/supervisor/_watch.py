@@ -338,7 +338,7 @@ class Watcher:
             turn.samples.popleft()
         first_at, first_used = turn.samples[0]
         span = now - first_at
-        turn.cpu_percent = 100.0 * (turn.used - first_used) / span if span > 0 else None
+        turn.cpu_percent = round(100.0 * (turn.used - first_used) / span, 2) if span > 0 else None
 
     def _check_stall(self, session: str, turn: _Turn, now: float) -> None:
         silent_for = now - turn.last_output
