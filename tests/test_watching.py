@@ -6,6 +6,8 @@ the fake Bot API."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -75,6 +77,19 @@ def test_a_hung_tool_call_is_stalled_once_and_says_what_it_was_doing(sup: Superv
     assert activity(sup, "work") == {}  # no turn runs
     tail = sup.ctl("tail", "work", "--from", "0", check=True).stdout
     assert "stalled: no output for" in tail and "claudectl interrupt work stops it" in tail
+
+
+def test_send_wait_says_on_stderr_that_the_turn_seems_stuck_and_still_gets_the_answer(
+        sup: SupervisorProcess) -> None:
+    gate = sup.base / "gate"
+    waiting = subprocess.Popen([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup.runtime_dir),
+                                "send", "work", f"stuck:{gate}", "--wait"], env=sup.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    sup.wait_event("work", lambda e: e["kind"] == "stalled", what="the stalled event")
+    gate.touch()
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.startswith(f"echo: stuck:{gate}")
+    assert err.count("stalled: no output for") == 1 and "running Bash (curl https://example.invalid/slow)" in err
 
 
 def test_a_silent_tool_call_that_burns_cpu_is_working_not_stalled(sup: SupervisorProcess) -> None:

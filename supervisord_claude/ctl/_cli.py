@@ -396,6 +396,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 continue
             if event.get("kind") == "permission_request" and not args.json:
                 print(request_text(event), file=sys.stderr, flush=True)
+            if event.get("kind") in ("reminder", "stalled") and not args.json:  # (the watcher's: once each)
+                print(f"claudectl: {render_event(event)}", file=sys.stderr, flush=True)
             if event.get("kind") == "assistant_text" and streamed:
                 print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
                       "\n" + event["text"], end="", flush=True)
