@@ -29,12 +29,14 @@ Claude Sessions
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /status - Active session: what Claude does now (waits for you, runs a tool, writes, seems stuck), model, cost
-/usage - Cost of this session, of all yours, and today on the machine
+/usage - Cost of this session, of all yours (and today), and today on the machine
 /get <path> - A file from the session's directory
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
 /ls [path] - List a directory (within the allowed roots)
 /clear - Start a fresh conversation in this session (Claude Code's /clear)
+/attach - How to open this session in Claude Code at your desk (what is said there shows here)
+/resume [dir] - Continue a Claude Code conversation of a directory (buttons)
 
 Help
 /help - This list
@@ -58,12 +60,14 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
-    ("usage", "What Claude cost: this session, all yours, the machine today"),
+    ("usage", "What Claude cost: this session, all yours (and today), the machine today"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
+    ("attach", "How to open this session in Claude Code at your desk"),
+    ("resume", "Continue a Claude Code conversation of a directory: /resume [dir]"),
     ("help", "Every command"),
 ]
 
@@ -88,6 +92,12 @@ def quoted(text: str, limit: int = 2000) -> str:
 def labelled(session: str, text: str) -> str:
     """An answer from a session that is not the chat's active one says whose it is."""
     return f"**[{session}]**\n\n{text}"
+
+
+def tagged(label: str | None, line: str) -> str:
+    """A notice (an error, a footer, "Interrupted") headed by its session's ``[name]``
+    when that is not the chat's active session."""
+    return f"{label} {line}" if label else line
 
 
 def follow_up(text: str) -> str:
@@ -120,7 +130,8 @@ def deny_or_send_text(session: str) -> str:
 WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
-HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
+HELD_GONE = "That message is no longer held here (too old); send it again."
+HELD_NO_SESSION = "Not sent: this chat has no active session any more. Use /new <name>, then send it again."
 
 
 def claude_commands_text(names: list[str]) -> str:
@@ -138,7 +149,7 @@ FRESH_BUTTON = "Start a fresh conversation in '{name}'"
 RETRY_BUTTON = "🔁 Retry"
 RETRY_SENT = "🔁 Sent again."
 RETRY_DONE = "It was already sent again."
-RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+RETRY_GONE = "I no longer hold that message (too old, or too long to keep over a restart); please send it again."
 #: how the supervisor words the failure of a message that waited for a resume that failed
 RESUME_FAILED_PREFIX = "Resume failed: "
 #: how it words a message the user chose to drop (/cancel's "drop" button)
@@ -166,6 +177,7 @@ SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
 QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
               " Send it again once it has answered some of them (or /cancel to stop and drop them).")
 ALREADY_DONE = "Already done: each button works once."
+BUTTON_EXPIRED = "This button has expired (the bot no longer knows what it was for). Send the command again."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")
@@ -179,6 +191,8 @@ def session_line(session: dict[str, Any], active: str | None, now: float | None 
     ⚪ suspended, ❌ its conversation could not be resumed. A session without a persona
     shows none; one whose turn runs says what it does ("· Bash 3 min")."""
     marker = "→ " if session["name"] == active else ""
+    if session.get("state") == "attached":
+        return attached_line(session, marker, now)
     activity = session.get("activity") or {}
     waits = session.get("pending") or activity.get("doing") == "waiting"
     dot = ("⏳" if waits else "🟢") if session.get("live") else \
@@ -381,6 +395,7 @@ def status_text(session: dict[str, Any]) -> str:
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"
+        + (f"\n{DESK} Open in a terminal ({terminal_where(session['terminal'])})" if session.get("terminal") else "")
     )
 
 
@@ -545,3 +560,25 @@ def utf16_tail(text: str, limit: int) -> str:
         if units > limit:
             return text[i + 1:]
     return text
+
+
+#: a session open in Claude Code's own terminal UI (claudectl attach)
+DESK = "📟"
+
+
+def terminal_where(terminal: dict[str, Any]) -> str:
+    return f"{terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}"
+
+
+def waiting_text(session: str, terminal: dict[str, Any]) -> str:
+    """What a message sent to a session open in a terminal is told."""
+    return (f"{DESK} '{session}' is open in a terminal ({terminal_where(terminal)}): your message waits, and is"
+            " answered as soon as that Claude exits.")
+
+
+def attached_line(session: dict[str, Any], marker: str, now: float | None = None) -> str:
+    """A /sessions line of a session open in a terminal: since when, where."""
+    terminal = session.get("terminal") or {}
+    persona = f" ({session['persona']})" if session.get("persona") else ""
+    since = relative_time(terminal.get("since"), now) if terminal.get("since") else "now"
+    return f"{marker}{DESK} `{session['name']}`{persona} - in a terminal since {since} ({terminal_where(terminal)})"

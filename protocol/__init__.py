@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._codec import decode, encode, encode_event, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
-from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
+from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     HARD_MAX_FRAME_BYTES,
@@ -21,7 +21,7 @@ from ._messages import (
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
     PROTOCOL_VERSION,
-    SESSION_NAME_PATTERN,
+    SESSION_NAME_RULE,
     ErrorCode,
     EventKind,
     Op,
@@ -44,7 +44,7 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
-from ._validation import Request, request_id_of, validate_request
+from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
 
 __all__ = [
@@ -65,7 +65,7 @@ __all__ = [
     "OUTBOX_DIR",
     "PROTOCOL_VERSION",
     "RUNTIME_DIR_ENV",
-    "SESSION_NAME_PATTERN",
+    "SESSION_NAME_RULE",
     "TIMEOUT_RANGE_TEXT",
     "AsyncClient",
     "Client",
@@ -87,6 +87,7 @@ __all__ = [
     "configure_logging",
     "configured_runtime_dir",
     "control_endpoint",
+    "counted",
     "decode",
     "default_config_path",
     "default_runtime_dir",
@@ -95,6 +96,7 @@ __all__ = [
     "encode_events",
     "idle_note",
     "instance_id",
+    "is_session_name",
     "mask_secrets",
     "relative_time",
     "request_id_of",

@@ -422,19 +422,20 @@ def token_problem(token: str | None) -> str | None:
             " 123456789:AAH…)")
 
 
-def find_claude(claude_bin: str) -> str:
-    """Absolute path of the Claude binary, or ``ConfigError``."""
+def find_claude(claude_bin: str, search: str | None = None) -> str:
+    """Absolute path of the Claude binary, or ``ConfigError``; ``search``: the PATH to look
+    in (default this process's)."""
     if os.sep in claude_bin:
         path = Path(claude_bin).expanduser()
         if path.is_file() and os.access(path, os.X_OK):
             return str(path.absolute())
         raise ConfigError(f"claude_bin: {claude_bin} is not an executable file")
-    found = shutil.which(claude_bin)
+    found = shutil.which(claude_bin, path=search)
     if not found:
         raise ConfigError(
             f"claude_bin: '{claude_bin}' was not found on PATH; install Claude Code or pass --claude-bin"
         )
-    return found
+    return str(Path(found).absolute())
 
 
 #: what --help lists
@@ -470,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     parser.add_argument("--dest", help="install-units: where to write them (default ~/.config/systemd/user)")
     parser.add_argument("--force", action="store_true", help="install-units: replace units that differ")
+    parser.add_argument("--for-service", action="store_true",
+                        help="check-config: check what the installed systemd unit will see (its command line,"
+                             " the user manager's environment and PATH), not this shell's")
     parser.add_argument("--version", action="version", version=f"{APP} {__version__}")
     return parser
 

@@ -63,6 +63,16 @@ class System:
         # the state letter follows the parenthesised command name
         return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
 
+    def start_time(self, pid: int) -> int | None:
+        """When ``pid`` started (clock ticks since boot, /proc's field 22): with the pid, it
+        names one process — a pid reused by another process has another start time. None
+        if it is gone."""
+        try:
+            stat = (PROC / str(pid) / "stat").read_text()
+            return int(stat[stat.rfind(")") + 2:].split()[19])
+        except (OSError, IndexError, ValueError):
+            return None
+
     def memory(self, pid: int) -> int | None:
         """Resident memory of ``pid`` in bytes (None if it is gone)."""
         try:

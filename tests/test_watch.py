@@ -320,6 +320,7 @@ def test_a_bad_event_body_does_not_raise() -> None:
 BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
 
 
+@pytest.mark.system  # starts processes
 def test_tree_cpu_counts_the_session_and_descendants_in_sessions_of_their_own() -> None:
     """A root in a session of its own (as Claude is) that starts a child in another
     session (as a tool may): the child's CPU is the root's tree's."""

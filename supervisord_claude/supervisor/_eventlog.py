@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from protocol import EventKind, SessionState
+from protocol import EventKind, SessionState, _packedmap
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -36,7 +36,6 @@ from ._store import (
     EventWrite,
     Store,
     StoredEvent,
-    extend_packed_map,
 )
 
 log = logging.getLogger("supervisord_claude")
@@ -107,7 +106,7 @@ class EventLog:
         if message_id is not None:
             origin = self._origin(message_id)
             if origin is not None:
-                packed = extend_packed_map(packed, {"origin": origin})
+                packed = _packedmap.with_items(packed, {"origin": origin})
         status = _STATUS_AFTER.get(kind) if message_id is not None else None
         updates = NO_UPDATES
         body = None

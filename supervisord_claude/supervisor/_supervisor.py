@@ -5,7 +5,8 @@
 - ``SubscriptionHub`` (``_hub``): subscriptions, windows, cursors, fan-out.
 - ``EventLog`` (``_eventlog``): record → store → publish, the disk-full buffer.
 - ``KeeperPool`` (``_pool``): message queues and keeper processes (``KeeperHandle``).
-- start-up and recovery live in ``_startup``.
+- start-up lives in ``_startup``; what a previous supervisor left, in ``_succession``;
+  recovering the store after it is ``Core.recover``.
 
 ``build_core`` wires the socket-free parts together, so tests can drive the whole
 lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
@@ -28,7 +29,16 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
+from protocol import (
+    CONTROL_SOCKET,
+    ErrorCode,
+    EventKind,
+    Reason,
+    SessionState,
+    control_endpoint,
+    counted,
+    instance_id,
+)
 
 from .. import _wire
 from .._clock import Clock, LoopClock
@@ -42,8 +52,8 @@ from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._ops import Ops
 from ._pool import ForkServer, KeeperLink, KeeperPool
-from ._startup import reap_stale, recover_store, restart_problem
 from ._store import QUEUED, WRITTEN, Store
+from ._succession import reap_stale, restart_problem
 from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
@@ -77,7 +87,9 @@ class Core:
 
     def requeue_owed(self) -> None:
         """Messages accepted before a restart are still owed, in the order they came
-        (those an adopted keeper holds are its own)."""
+        (those an adopted keeper holds are its own). Sessions open in a terminal are
+        watched again first: what waits for them waits on."""
+        self.ops.terminals.restore()
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         owed = self.store.messages(None, QUEUED)
         self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
@@ -87,6 +99,21 @@ class Core:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):
             self.pool.dispatch(name)
+
+    def recover(self, adopted: frozenset[str] = frozenset()) -> None:
+        """After a restart only adopted keepers run: every other live session is suspended,
+        and every message Claude was answering in one is reported failed (to its sender:
+        the event log adds its origin), each an event like any other."""
+        with self.events.batch():
+            for rec in self.store.list_sessions(True):
+                if rec.state.live and rec.name not in adopted:
+                    self.events.record(rec.name, EventKind.STATE,
+                                       {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value})
+            for msg in self.store.messages(None, WRITTEN):
+                if msg.session not in adopted:  # (an adopted keeper is still answering it)
+                    self.events.record(msg.session, EventKind.MESSAGE_FAILED, {
+                        "message_id": msg.id,
+                        "reason": "the supervisor stopped while Claude was answering; send it again"})
 
     def mark_stopped(self) -> None:
         """After shutdown: a session the store still calls live gets its suspension as an
@@ -156,7 +183,9 @@ class KeeperSocket:
         try:
             send_now(self.sock, [ident, _wire.encode(msg)])
         except zmq.ZMQError as exc:
-            log.warning("cannot reach keeper %r: %s", ident, exc)
+            # (normal for an ack to a keeper that has just said bye and left; a command that
+            # cannot be delivered is logged by the pool, naming the session)
+            log.debug("cannot reach keeper %s: %s", ident.hex(), exc)
             return False
         return True
 
@@ -253,10 +282,10 @@ class Supervisor:
         self._task(self._watch_store())
         self.core.requeue_owed()
         log.info(
-            "supervisor ready: instance %s, control %s, %d sessions",
+            "supervisor ready: instance %s, control %s, %s",
             self.core.instance,
             control_endpoint(self.config.runtime_dir),
-            len(self.store.list_sessions(True)),
+            counted(len(self.store.list_sessions(True)), "session"),
         )
         sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.handles)} live sessions\nMAINPID={os.getpid()}")
         await self.stopped.wait()
@@ -274,10 +303,11 @@ class Supervisor:
         pool.adoptable.clear()
         adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
         reaped, orphans = await asyncio.to_thread(reap_stale, self.system, self.core.instance, stale, set(adopted))
+        # (kept word for word, "1 keepers" too: the docs name this line, and scripts grep it)
         log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
         if orphans:
             log.info("Reaped %d orphaned Claude processes", orphans)
-        recover_store(self.store, self.wall(), adopted)
+        self.core.recover(adopted)
 
     def _watch_exit(self, pid: int) -> None:
         """An adopted keeper is no child of our fork server: a pidfd says when it exits."""
@@ -363,7 +393,7 @@ class Supervisor:
                 self._swept = self.clock.monotonic()
                 dropped = self.core.hub.sweep()
                 if dropped:
-                    log.info("forgot the subscriptions of %d clients that left", dropped)
+                    log.info("forgot the subscriptions of %s that left", counted(dropped, "client"))
 
     async def _prune_loop(self) -> None:
         """Keep the event log bounded: drop what is older than the retention period and
@@ -421,7 +451,7 @@ class Supervisor:
         (a full disk, a bug) is logged, and the process exits and frees the lock."""
         pool = self.core.pool
         try:
-            log.info("shutting down: stopping %d keepers", pool.running)
+            log.info("shutting down: stopping %s", counted(pool.running, "keeper"))
             if pool.stop_all():
                 try:
                     await asyncio.wait_for(self._all_gone.wait(), STOP_GRACE + 3.0)
