@@ -55,6 +55,10 @@ DETAIL_CHARS = 120
 _DETAIL_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt")
 #: kinds that end the turn they belong to
 _ENDS_TURN = frozenset({EventKind.RESULT})
+#: what Claude writes in a turn: each is output (a turn Claude began by itself starts with one);
+#: any other kind (settings, errors, the watcher's own, kinds added later) is none
+_OUTPUT = frozenset({EventKind.USER, EventKind.ASSISTANT_TEXT, EventKind.TOOL_USE, EventKind.TOOL_RESULT,
+                     EventKind.PERMISSION_REQUEST, EventKind.PERMISSION_RESOLVED})
 #: states in which no turn runs
 _NO_TURN = frozenset(s for s in SessionState if s is not SessionState.BUSY)
 
@@ -154,8 +158,6 @@ class Watcher:
 
     def _event(self, session: str, kind: EventKind, message_id: int | None,
                body: dict[str, Any] | None, packed: bytes | None, now: float) -> None:
-        if kind in (EventKind.REMINDER, EventKind.STALLED, EventKind.SETTINGS, EventKind.ERROR):
-            return  # (its own, and what is no output of Claude's turn)
         if kind is EventKind.STATE:
             state = (body if body is not None else _unpack(packed)).get("state")
             if state in _NO_TURN:
@@ -171,6 +173,8 @@ class Watcher:
             return
         if kind in _ENDS_TURN:
             self._end(session)
+            return
+        if kind not in _OUTPUT:
             return
         if kind is EventKind.PERMISSION_RESOLVED and session not in self.turns:
             return  # (the requests a turn leaves are resolved as it ends)
