@@ -307,6 +307,10 @@ def supervisor_text(info: dict[str, Any]) -> str:
     pending = info.get("pending_permissions") or []
     lines.append(f"waiting for an answer: {len(pending)}" + (
         " (" + ", ".join(f"{p['session']}: {p['tool_name']}" for p in pending) + ")" if pending else ""))
+    turns = info.get("turns")
+    if turns is not None:  # (what each running turn does: the watcher's)
+        lines.append(f"running turns: {len(turns)}" + (
+            " (" + ", ".join(f"{t['session']}: {activity_brief(t)}" for t in turns) + ")" if turns else ""))
     clients = info.get("clients") or []
     described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
                  f" {c['unacked']} unacked)" for c in clients]
