@@ -55,7 +55,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 #: process tree used less than this share of a CPU is stalled; a prompt unanswered this
 #: long gets one reminder (0 turns either off)
 DEFAULT_STALL_AFTER = 300.0
-DEFAULT_STALL_CPU_PERCENT = 2.0
+DEFAULT_STALL_CPU_PERCENT = 5.0
 DEFAULT_REMIND_AFTER = 600.0
 
 log = logging.getLogger("supervisord_claude")

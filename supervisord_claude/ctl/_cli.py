@@ -320,6 +320,10 @@ def supervisor_text(info: dict[str, Any]) -> str:
     pending = info.get("pending_permissions") or []
     lines.append(f"waiting for an answer: {len(pending)}" + (
         " (" + ", ".join(f"{p['session']}: {p['tool_name']}" for p in pending) + ")" if pending else ""))
+    turns = info.get("turns")
+    if turns is not None:  # (what each running turn does: the watcher's)
+        lines.append(f"running turns: {len(turns)}" + (
+            " (" + ", ".join(f"{t['session']}: {activity_brief(t)}" for t in turns) + ")" if turns else ""))
     clients = info.get("clients") or []
     described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
                  f" {c['unacked']} unacked)" for c in clients]
@@ -497,6 +501,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 continue
             if event.get("kind") == "permission_request" and not args.json:
                 print(request_text(event), file=sys.stderr, flush=True)
+            if event.get("kind") in ("reminder", "stalled") and not args.json:  # (the watcher's: once each)
+                print(f"claudectl: {render_event(event)}", file=sys.stderr, flush=True)
             if event.get("kind") == "assistant_text" and streamed:
                 print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
                       "\n" + event["text"], end="", flush=True)

@@ -167,6 +167,8 @@ class Ops:
             "clients": self.hub.clients(),
             "memory": self.pool.system.memory(os.getpid()),
             "limits": {name: use for source in self.limit_sources for name, use in source().items()},
+            "turns": [{"session": name, **activity} for name in sorted(self.pool.handles)
+                      if (activity := self.activity_of(name)) is not None],
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
