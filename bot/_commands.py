@@ -19,6 +19,7 @@ from typing import Any
 
 from protocol import AsyncClient, ConnectionFailed, ErrorCode, PermissionMode, RemoteError, timeout_in_range
 
+from . import _hosts as hosts
 from . import _render as render
 
 KV_ACTIVE = "telegram.active.{chat}"
@@ -70,6 +71,8 @@ class Link:
         #: session -> its messages that failed because its conversation could not resume:
         #: the "fresh conversation" button sends them again
         self.failed_resume: dict[str, list[int]] = {}
+        #: the other machines' supervisors (``[hosts.*]``): a session ``name@host`` is there
+        self.remotes: hosts.Remotes | None = None
 
     def remember(self, message_id: int, fields: dict[str, Any]) -> None:
         self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
@@ -105,6 +108,9 @@ class Link:
         return tuple(r.resolve() for r in self._roots)
 
     async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        routed = await hosts.route(self, op, timeout, args)  # (name@host: that host's supervisor)
+        if routed is not None:
+            return routed
         return await self.client.request(op, timeout=timeout, **args)
 
     async def active(self, chat: int, timeout: float | None = None) -> str | None:
@@ -168,6 +174,8 @@ class Link:
 def error_reply(exc: Exception) -> Reply:
     if isinstance(exc, RemoteError):
         return Reply(f"⚠️ {exc.message}")
+    if isinstance(exc, hosts.HostUnreachable):
+        return Reply(f"⚠️ {exc}")
     if isinstance(exc, ConnectionFailed):
         # a request that got no answer may still be carried out when the supervisor is back
         return Reply("⚠️ The supervisor did not answer in time; it may still do this when it is back."
@@ -216,6 +224,8 @@ async def within_roots(link: Link, raw: str, create: bool = False) -> Path | str
 
 
 async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
+    if args and hosts.is_remote(args[0]):
+        return await hosts.new_remote(link, chat, args)
     dirs = [a for a in args[1:] if _looks_like_path(a)]
     personas = [a for a in args[1:] if not _looks_like_path(a)]
     if not args or len(dirs) > 1 or len(personas) > 1:
@@ -268,7 +278,7 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply("Usage: /switch <name>" + (", or pick one:" if others else ""),
                      buttons=[(f"Switch to {name}", f"switch:{name}") for name in others])
     name = args[0]
-    if name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
+    if not hosts.is_remote(name) and name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
         name = await same_but_case(link, name) or name  # /switch WORK finds 'work'
     await link.check_visible(name)
     info = await link.request("status", session=name)
@@ -279,6 +289,11 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
+    if link.remotes is not None and link.remotes.hosts:  # grouped by host
+        active = await link.active(chat)
+        text, names = await hosts.sessions_by_host(link, active)
+        return Reply(text, markdown=True,
+                     buttons=[(f"Switch to {name}", f"switch:{name}") for name in names if name != active])
     listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
@@ -552,6 +567,8 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
 async def cd(link: Link, active: str, args: list[str]) -> Reply:
     """Ask before moving: Claude keeps a conversation per directory, so a move starts a
     fresh one (the button carries the move out)."""
+    if hosts.is_remote(active):
+        return Reply(hosts.unsupported_here(active, "/cd"))
     cwd = (await link.request("status", session=active))["cwd"]
     if not args:
         return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
@@ -642,6 +659,9 @@ LS_LIMIT = 60
 async def ls(link: Link, chat: int, args: list[str]) -> Reply:
     """A directory's entries (the session's by default), only inside the allowed roots."""
     active = await link.active(chat)
+    if hosts.is_remote(active):
+        assert active is not None
+        return Reply(hosts.unsupported_here(active, "/ls"))
     if args:
         base = active and (await link.request("status", session=active))["cwd"]
         raw = " ".join(args)
@@ -676,6 +696,11 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply("\n".join(lines))
 
 
+async def hosts_command(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/hosts``: this machine and every ``[hosts.*]`` one, their state and versions."""
+    return Reply(await hosts.hosts_reply(link))
+
+
 COMMANDS: dict[str, Command] = {
     "new": new_session,
     "switch": switch,
@@ -692,5 +717,6 @@ COMMANDS: dict[str, Command] = {
     "cd": cd,
     "ls": ls,
     "clear": clear,
+    "hosts": hosts_command,
 }
 BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

@@ -60,6 +60,7 @@ MENU: list[tuple[str, str]] = [
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
+    ("hosts", "The machines the bot reaches (local and [hosts.*]), their state and versions"),
     ("help", "Every command"),
 ]
 
