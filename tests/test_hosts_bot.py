@@ -71,7 +71,7 @@ def test_a_session_on_another_host_is_named_name_at_host_and_talks_like_a_local_
 
 
 def test_the_bots_ssh_killed_mid_answer_the_answer_arrives_once(two_hosts: Any, tmp_base: Path) -> None:
-    local, remote, api, bot = two_hosts
+    _, remote, api, bot = two_hosts
     gate = tmp_base / "gate"
     say(api, "/new work@gpu", "created on gpu")
     api.message(USER, f"waitfile:{gate} long job")
@@ -88,7 +88,7 @@ def test_the_bots_ssh_killed_mid_answer_the_answer_arrives_once(two_hosts: Any, 
 
 def test_a_message_sent_while_sshd_is_stopped_waits_without_delaying_others_and_arrives_once(
         two_hosts: Any, sshd: Sshd) -> None:
-    local, remote, api, bot = two_hosts
+    local, remote, api, _ = two_hosts
     say(api, "/new here", "created")
     say(api, "/new work@gpu", "created on gpu")
     say(api, "first", lambda t: t.startswith("echo: first"))
