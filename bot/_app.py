@@ -46,6 +46,7 @@ from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
 from ._delivery import Core, delivery_loop, send_reply
+from ._hostdelivery import host_delivery
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -168,6 +169,19 @@ async def show_choice(query: CallbackQuery) -> None:
         await query.edit_message_reply_markup(None)
 
 
+async def pressed_data(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | None:
+    """What the pressed button stands for (its data, a shortened one read back); None
+    once the press was answered as expired (a token this bot no longer knows)."""
+    query = update.callback_query
+    assert query is not None
+    data = await core_of(context).link.pressed(query.data or "")
+    if data is None:
+        await query.answer(render.BUTTON_EXPIRED)
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_reply_markup(None)
+    return data
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
                         early: str | None = None) -> bool:
@@ -177,9 +191,10 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     once, for a command that takes a while."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    kind, _, argument = (query.data or "").partition(":")
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return False
+    kind, _, argument = data.partition(":")
     if early is not None:
         await query.answer(early)
     try:
@@ -233,19 +248,34 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The user chose a fresh conversation for a session whose old one could not resume."""
-    await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, name))
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, chat, name))
 
 
 async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Retry under a failure: the failed message is sent again (once, however often pressed)."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
     await answer_button(update, context, lambda link, _, message_id: commands.retry(
-        link, int(message_id) if message_id.isdigit() else -1))
+        link, chat, int(message_id) if message_id.isdigit() else -1))
 
 
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel's question: stop this answer, or stop it and drop what is queued."""
     await answer_button(update, context, lambda link, kind, name: commands.interrupt(
         link, name, drop_queued=kind == "cancelall"))
+
+
+async def on_keep_waiting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Under a turn that seems stuck: the user waits on. Nothing to ask the supervisor (it
+    says a stall once per silence); the message shows the choice."""
+    query = update.callback_query
+    assert query is not None
+    if await spent(update, context):
+        return
+    await query.answer(render.KEPT_WAITING)
+    await show_choice(query)
 
 
 async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -267,6 +297,14 @@ async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     assert update.effective_chat is not None
     chat = update.effective_chat.id
     await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+
+
+async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A conversation offered by /resume: a session continuing it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context,
+                        lambda link, _, conversation: commands.continue_conversation(link, chat, conversation))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -297,16 +335,6 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
     await send_reply(context.application, chat, reply)
 
 
-HELD_KEPT = 100  # "/word" messages waiting for their "Send it to Claude" button
-
-
-def hold(core: Core, chat: int, message_id: int, update: Update, text: str) -> None:
-    """Keep a message until a button under the bot's question about it is pressed."""
-    core.held[(chat, message_id)] = (update, text)
-    while len(core.held) > HELD_KEPT:
-        core.held.pop(next(iter(core.held)))
-
-
 async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A /command that is not the bot's: Claude Code's own (built-in or the project's) goes
     to Claude as typed; anything else waits for a "Send it to Claude" press."""
@@ -325,7 +353,7 @@ async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if word in commands.claude_commands(cwd):
         await forward(update, context, text, None)
         return
-    hold(core, chat, message.message_id, update, text)
+    await core.link.hold(chat, message.message_id, update.update_id, text)
     await send_reply(context.application, chat, commands.Reply(
         render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
 
@@ -334,29 +362,37 @@ async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT
     """The button under a /word that is not a command: it goes to Claude as it is."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return
     chat = update.effective_chat.id
-    argument = (query.data or "").partition(":")[2]
-    held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
+    argument = data.partition(":")[2]
+    held = await core_of(context).link.take_held(chat, int(argument)) if argument.isdigit() else None
     await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
     await show_choice(query)
     if held is None:
         await context.bot.send_message(chat, render.HELD_GONE)
         return
-    await forward(held[0], context, held[1], None)
+    await send_held(context, chat, int(argument), *held)
+
+
+async def send_held(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int, update_id: int,
+                    text: str) -> None:
+    """Send a message the bot held, as if it had gone at once (its update's key: once)."""
+    await send_to_claude(context, chat, message_id, update_id, text, None)
 
 
 async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text typed while a tool call waited, used as the reason to deny it."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return
     chat = update.effective_chat.id
-    _, token, message_id = [*(query.data or "").split(":"), "", ""][:3]
+    _, token, message_id = [*data.split(":"), "", ""][:3]
     core = core_of(context)
-    held = core.held.pop((chat, int(message_id)), None) if message_id.isdigit() else None
+    held = await core.link.take_held(chat, int(message_id)) if message_id.isdigit() else None
     if held is None:
         said = render.HELD_GONE
     else:
@@ -428,7 +464,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
         return
     if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
-        hold(core, chat, message.message_id, update, text)
+        await core.link.hold(chat, message.message_id, update.update_id, text)
         await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
             (render.DENY_WITH_REASON_BUTTON, f"deny:{typed.offer}:{message.message_id}"),
             (render.SEND_AS_MESSAGE_BUTTON, f"claude:{message.message_id}")]))
@@ -522,25 +558,34 @@ SEND_RETRY_EVERY = 2.0
 
 async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None,
                   session: str | None = None) -> None:
-    """Send a message to ``session`` (by default the chat's active one). While the supervisor does not answer, the
-    same request (same idempotency key) is sent again until it does: the user is told it
-    waits, and the message reaches Claude exactly once. Later updates wait behind it, so
-    their order is kept; an update is confirmed to Telegram only after this returns."""
+    """Send the message of ``update`` to ``session`` (by default the chat's active one):
+    ``send_to_claude``."""
     assert update.effective_chat is not None
+    message = update.effective_message
+    await send_to_claude(context, update.effective_chat.id, message.message_id if message is not None else None,
+                         update.update_id, text, attachments, session, update)
+
+
+async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int | None, update_id: int,
+                         text: str, attachments: list[str] | None, session: str | None = None,
+                         update: Update | None = None) -> None:
+    """Send a message to ``session`` (by default the chat's active one). While the
+    supervisor does not answer, the same request (the update's idempotency key) is sent
+    again until it does: the user is told it waits, and the message reaches Claude exactly
+    once. Later updates wait behind it, so their order is kept; an update is confirmed to
+    Telegram only after this returns. With no session yet, the message is kept for the
+    "Create session" button (if its ``update`` is at hand)."""
     core = core_of(context)
-    chat = update.effective_chat.id
-    key = f"tg:{context.bot.id}:{update.update_id}"
+    key = f"tg:{context.bot.id}:{update_id}"
     told = False
     while True:
         try:
-            message = update.effective_message
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
-                                        message_id=message.message_id if message is not None else None,
-                                        session=session)
+                                        message_id=message_id, session=session)
             break
         except (RemoteError, ConnectionFailed) as exc:
             if isinstance(exc, hosts.HostUnreachable):  # another machine: kept for it, delaying no one
-                await hold_for_host(update, context, text, attachments, key, session, exc)
+                await hold_for_host(context, chat, message_id, text, attachments, key, session, exc)
                 return
             # away, or stopping / restarting in place: kept and sent again until it takes it
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
@@ -556,7 +601,9 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             await asyncio.sleep(SEND_RETRY_EVERY)
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
-    if reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
+    if reply is not None and reply.text == render.NO_ACTIVE_OFFER and update is None:
+        reply = commands.Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
+    elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
         offered = chat in core.first_messages
         core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
         if offered:  # one offer holds them all
@@ -565,19 +612,16 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
         await send_reply(context.application, chat, reply)
 
 
-async def hold_for_host(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
+async def hold_for_host(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int | None, text: str,
                         attachments: list[str] | None, key: str, session: str | None,
                         exc: ConnectionFailed) -> None:
     """A message for a session of a host that is unreachable: kept (``hosts.hold``) and
     sent once the host is back; the chat is told, and later updates go on at once."""
-    assert update.effective_chat is not None
     core = core_of(context)
-    chat = update.effective_chat.id
     target = session or await core.link.active(chat)
     assert target is not None
-    message = update.effective_message
     fields: dict[str, Any] = {"session": target, "text": text, "idempotency_key": key,
-                              "origin": commands.origin_of(chat, message.message_id if message is not None else None)}
+                              "origin": commands.origin_of(chat, message_id)}
     if attachments:
         fields["attachments"] = attachments
     await hosts.hold(core.link, hosts.split(target)[1], fields)
@@ -762,7 +806,7 @@ async def serve(config: BotConfig) -> None:
         core.delivery = tasks[1]
         remotes = core.link.remotes
         for host, client in remotes.clients.items() if remotes is not None else ():  # one loop per host
-            tasks.append(asyncio.create_task(hosts.host_delivery(app, core, host, client), name=f"delivery_{host}"))
+            tasks.append(asyncio.create_task(host_delivery(app, core, host, client), name=f"delivery_{host}"))
             tasks.append(asyncio.create_task(hosts.send_waiting(core.link, host), name=f"waiting_{host}"))
         log.info("bot @%s running; allowed users: %s", app.bot.username,
                  ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
@@ -842,7 +886,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
+    app.add_handler(CallbackQueryHandler(on_resume_button, pattern=r"^resume:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
+    app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

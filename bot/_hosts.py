@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from protocol import (
     LOCAL,
@@ -33,12 +33,6 @@ from protocol import (
 )
 
 from . import _render as render
-
-if TYPE_CHECKING:
-    from telegram.ext import Application
-
-    from . import _commands as commands
-    from ._delivery import Core
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -61,6 +55,19 @@ def qualified(session: str, host: str) -> str:
 
 def is_remote(name: str | None) -> bool:
     return name is not None and "@" in name
+
+
+class ChatLink(Protocol):
+    """What this module needs of the bot's ``_commands.Link`` (which depends on it)."""
+
+    client: AsyncClient
+    remotes: Remotes | None
+
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]: ...
+    async def kv_cached(self, key: str, timeout: float | None = None) -> Any: ...
+    async def kv_put(self, key: str, value: Any) -> None: ...
+    async def visible(self, session: str) -> bool: ...
+    def remember(self, message_id: int, fields: dict[str, Any]) -> None: ...
 
 
 class HostUnreachable(ConnectionFailed):
@@ -153,7 +160,7 @@ async def connect(client: HostClient) -> None:
             await asyncio.sleep(5)
 
 
-async def route(link: commands.Link, op: str, timeout: float | None, args: dict[str, Any]) -> dict[str, Any] | None:
+async def route(link: ChatLink, op: str, timeout: float | None, args: dict[str, Any]) -> dict[str, Any] | None:
     """A request about ``name@host``, sent to that host as ``name``; None for a local one."""
     session = args.get("session")
     if link.remotes is None or not is_remote(session):
@@ -169,45 +176,6 @@ async def route(link: commands.Link, op: str, timeout: float | None, args: dict[
     return result
 
 
-def _hosts_keys() -> frozenset[str]:
-    from ._delivery import KV_PROGRESS
-    from ._live import KV_PREVIEWS
-
-    return frozenset({KV_PROGRESS, KV_PREVIEWS})
-
-
-def host_core(local: Core, host: str, client: HostClient) -> Core:
-    """The delivery state of one remote host: its own client (subscription, acks, and
-    the delivery's own progress kept in that host's kv), everything about chats through
-    the local link."""
-    from . import _commands as commands
-    from ._delivery import Core
-
-    class HostLink(commands.Link):
-        def __init__(self) -> None:
-            self.__dict__.update(local.link.__dict__)  # the same chat state, kept once
-
-        async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-            if op.startswith("kv_") and args.get("key") in _hosts_keys():
-                return await client.request(op, timeout=timeout, **args)
-            return await local.link.request(op, timeout=timeout, **args)
-
-    core = Core(local.config)
-    core.client = client
-    core.link = HostLink()
-    return core
-
-
-async def host_delivery(app: Application[Any, Any, Any, Any, Any, Any], local: Core, host: str,
-                        client: HostClient) -> None:
-    """One remote host's delivery loop, started once its link is up."""
-    from ._delivery import delivery_loop
-
-    await connect(client)
-    log.info("host %s: connected (supervisord-claude %s)", host, client.version)
-    await delivery_loop(app, host_core(local, host, client))
-
-
 # messages for a host that is down -------------------------------------------------------
 
 KV_WAITING = "telegram.hosts.waiting.{host}"
@@ -217,7 +185,7 @@ def waiting_text(problem: str) -> str:
     return f"⏳ {problem.rstrip('.')}. Your message is kept and will be sent once it is back."
 
 
-async def hold(link: commands.Link, host: str, fields: dict[str, Any]) -> None:
+async def hold(link: ChatLink, host: str, fields: dict[str, Any]) -> None:
     """Keep a message for ``host`` (it is unreachable): in this machine's kv, so a bot
     restart does not lose it; ``send_waiting`` sends it, with its idempotency key, once
     the host is back — in order with every other message held for that host."""
@@ -232,7 +200,7 @@ async def hold(link: commands.Link, host: str, fields: dict[str, Any]) -> None:
         log.warning("messages held for %s are kept in memory only (%s)", host, exc)
 
 
-async def send_waiting(link: commands.Link, host: str) -> None:
+async def send_waiting(link: ChatLink, host: str) -> None:
     """Send what was held for ``host`` (also by a bot that stopped meanwhile), in order,
     each once: a send that got no answer is sent again with the same key."""
     remotes = link.remotes
@@ -272,7 +240,7 @@ async def send_waiting(link: commands.Link, host: str) -> None:
 # commands --------------------------------------------------------------------------------
 
 
-async def hosts_reply(link: commands.Link) -> str:
+async def hosts_reply(link: ChatLink) -> str:
     """``/hosts``: every host, its state and the release of its supervisor."""
     from protocol import __version__
 
@@ -289,7 +257,7 @@ async def hosts_reply(link: commands.Link) -> str:
     return "\n".join(lines)
 
 
-async def sessions_by_host(link: commands.Link, active: str | None) -> tuple[str, list[str]]:
+async def sessions_by_host(link: ChatLink, active: str | None) -> tuple[str, list[str]]:
     """``/sessions`` with remote hosts: each host's sessions under its name, a host that
     is down as one line saying why; asked at once, so a slow host delays none of the
     others beyond the request's timeout. Returns (Markdown, the names listed)."""
@@ -322,34 +290,6 @@ async def sessions_by_host(link: commands.Link, active: str | None) -> tuple[str
         body = render.sessions_markdown(result, active) if result else "(no sessions)"
         blocks.append(f"*{host}*\n{body}")
     return "\n\n".join(blocks), listed
-
-
-def new_remote_usage() -> str:
-    return "Usage: /new <name>@<host> [dir] (dir: an absolute path on that machine)"
-
-
-async def new_remote(link: commands.Link, chat: int, args: list[str]) -> commands.Reply:
-    """``/new name@host [dir]``: a session on another machine (its directory is a path
-    there: absolute, or the host's own default)."""
-    from . import _commands as commands
-
-    host = split(args[0])[1]
-    fields: dict[str, Any] = {"session": args[0]}
-    rest = args[1:]
-    if len(rest) > 1 or (rest and not rest[0].startswith("/")):
-        return commands.Reply(new_remote_usage())
-    if rest:
-        fields["cwd"] = rest[0]
-    try:
-        info = await link.request("create", **fields)
-    except RemoteError as exc:
-        if exc.code == "exists":
-            return commands.Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
-        raise
-    await link.set_owner(args[0])
-    await link.set_active(chat, args[0])
-    return commands.Reply(f"Session '{args[0]}' created on {host} in {info['cwd']} and active."
-                          " Send a message to start.")
 
 
 def unsupported_here(session: str, what: str) -> str:

@@ -18,7 +18,7 @@ from ._hosts import (
     host_named,
     hosts_from_table,
 )
-from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
+from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     HARD_MAX_FRAME_BYTES,
@@ -31,7 +31,7 @@ from ._messages import (
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
     PROTOCOL_VERSION,
-    SESSION_NAME_PATTERN,
+    SESSION_NAME_RULE,
     ErrorCode,
     EventKind,
     Op,
@@ -55,7 +55,7 @@ from ._paths import (
     socket_problem,
 )
 from ._ssh import LinkState, SshLink, VersionMismatch
-from ._validation import Request, request_id_of, validate_request
+from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
 
 __all__ = [
@@ -79,7 +79,7 @@ __all__ = [
     "OUTBOX_DIR",
     "PROTOCOL_VERSION",
     "RUNTIME_DIR_ENV",
-    "SESSION_NAME_PATTERN",
+    "SESSION_NAME_RULE",
     "TIMEOUT_RANGE_TEXT",
     "AsyncClient",
     "Client",
@@ -108,6 +108,7 @@ __all__ = [
     "configured_hosts",
     "configured_runtime_dir",
     "control_endpoint",
+    "counted",
     "decode",
     "default_config_path",
     "default_runtime_dir",
@@ -118,6 +119,7 @@ __all__ = [
     "hosts_from_table",
     "idle_note",
     "instance_id",
+    "is_session_name",
     "mask_secrets",
     "relative_time",
     "request_id_of",

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from protocol import EventKind, SessionState
+from protocol import EventKind, SessionState, _packedmap
 
 from .._errors import StoreError
 from .._wire import pack_body
@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER N
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 -- what Claude cost per local day (YYYY-MM-DD), across sessions
 CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- the same per session (kept since 0.3.0: a day before that has only the total)
+CREATE TABLE IF NOT EXISTS session_daily_cost(day TEXT NOT NULL, session TEXT NOT NULL, usd REAL NOT NULL,
+                                              PRIMARY KEY(day, session));
 """
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
@@ -164,14 +167,6 @@ class EventWrite(NamedTuple):
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
-def extend_packed_map(blob: bytes, extra: dict[str, Any]) -> bytes:
-    """The packed map ``blob`` with ``extra``'s keys added after its own (fewer than 16:
-    where a key is in both, the later one wins when it is read), without unpacking it."""
-    count, entries = _map_entries(blob)
-    more = _packb(extra)
-    return b"".join((_map_header(count + len(extra)), entries, memoryview(more)[1:]))
-
-
 #: how many of the newest events, and how many bytes of them, are kept in memory
 RECENT_EVENTS = 8192
 RECENT_BYTES = 16 * 1024 * 1024
@@ -190,33 +185,7 @@ def event_data(blob: bytes, event_id: int, seq: int, own_fields: bytes) -> bytes
     """An event as a subscriber gets it: the stored body map with the event's own fields
     after its entries (where an old body holds one of them, the later one wins, as in
     ``StoredEvent.as_dict``)."""
-    first = blob[0]
-    if 0x80 <= first <= 0x8A:  # a fixmap that stays one with 5 more keys: most bodies
-        head, entries = bytes((first + 5,)), memoryview(blob)[1:]
-    else:
-        count, entries = _map_entries(blob)
-        head = _map_header(count + 5)
-    return b"".join((head, entries, _ID, _packb(event_id), _SEQ, _packb(seq), own_fields))
-
-
-def _map_header(count: int) -> bytes:
-    if count < 16:
-        return bytes((0x80 | count,))
-    if count < 1 << 16:
-        return b"\xde" + count.to_bytes(2, "big")
-    return b"\xdf" + count.to_bytes(4, "big")
-
-
-def _map_entries(blob: bytes) -> tuple[int, memoryview]:
-    """A packed map's entry count and its entries (the bytes after its header)."""
-    first = blob[0]
-    if 0x80 <= first <= 0x8F:
-        return first & 0x0F, memoryview(blob)[1:]
-    if first == 0xDE:
-        return int.from_bytes(blob[1:3], "big"), memoryview(blob)[3:]
-    if first == 0xDF:
-        return int.from_bytes(blob[1:5], "big"), memoryview(blob)[5:]
-    raise ValueError("an event body is a msgpack map")
+    return _packedmap.extend(blob, 5, b"".join((_ID, _packb(event_id), _SEQ, _packb(seq), own_fields)))
 
 
 class StoredEvent:
@@ -630,10 +599,13 @@ class Store:
             last_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             for session, seq in last_seq.items():
                 self._update(db, session, {**merged[session], "last_seq": seq})
-            spent = sum(fields.get(COST_ADDED, 0.0) for fields in merged.values())
+            spent = {session: fields[COST_ADDED] for session, fields in merged.items() if fields.get(COST_ADDED)}
             if spent:
                 db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
-                           " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), spent))
+                           " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), sum(spent.values())))
+                db.executemany("INSERT INTO session_daily_cost(day, session, usd) VALUES (?, ?, ?)"
+                               " ON CONFLICT(day, session) DO UPDATE SET usd = usd + excluded.usd",
+                               [(_day(now), session, usd) for session, usd in spent.items()])
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         # one writer, one transaction: the rows got consecutive ids
@@ -781,6 +753,12 @@ class Store:
         rows = self._read("SELECT usd FROM daily_cost WHERE day=?", (_day(when),))
         return float(rows[0][0]) if rows else 0.0
 
+    def session_costs_on(self, when: float) -> dict[str, float]:
+        """What Claude cost in each session that spent anything on the local day of
+        ``when``, in USD."""
+        rows = self._read("SELECT session, usd FROM session_daily_cost WHERE day=? ORDER BY session", (_day(when),))
+        return {str(r[0]): float(r[1]) for r in rows}
+
     # cursors and kv -------------------------------------------------------------------
 
     def cursors(self) -> dict[str, int]:
@@ -809,6 +787,13 @@ class Store:
         """Forget a consumer's cursor; False if there was none."""
         with self._tx() as db:
             return db.execute("DELETE FROM cursors WHERE consumer=?", (consumer,)).rowcount > 0
+
+    def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
+        """The body of the session's newest event of ``kind`` (None if it has none)."""
+        rows = self._read("SELECT body FROM events WHERE session=? AND kind=? ORDER BY id DESC LIMIT 1",
+                          (session, kind.value))
+        body = msgpack.unpackb(rows[0][0]) if rows else None
+        return body if isinstance(body, dict) else None
 
     def kv_get(self, key: str) -> Any:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))
