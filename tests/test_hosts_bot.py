@@ -107,3 +107,16 @@ def test_a_message_sent_while_sshd_is_stopped_waits_without_delaying_others_and_
     assert len(received) == 1
     local.wait_consumer("telegram-bot")
     assert len(remote_answers(api, "sent while gpu is down")) == 1
+
+
+def test_a_prompt_of_a_remote_session_is_answered_with_its_buttons(two_hosts: Any) -> None:
+    from .test_bot_prompts import answered, button, edit_of
+
+    _, remote, api, _ = two_hosts
+    say(api, "/new work@gpu", "created on gpu")
+    prompt = say(api, "needperm now", "Claude wants to run")
+    api.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
+    answered(api, "permission: allow")
+    edit_of(api, prompt, "✅ Allowed")  # (the resolution came back from gpu's supervisor)
+    resolved = [e for e in remote.events("work") if e["kind"] == "permission_resolved"]
+    assert len(resolved) == 1 and resolved[0]["allow"] is True
