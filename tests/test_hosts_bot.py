@@ -59,6 +59,8 @@ def test_a_session_on_another_host_is_named_name_at_host_and_talks_like_a_local_
     say(api, "/switch work@gpu", "Switched to session 'work@gpu'")
     say(api, "again", lambda t: t.startswith("echo: again"))
     assert remote.wait_received("again")
+    # gpu's supervisor keeps the bot's cursor of gpu's events: acked there, as delivered
+    remote.wait_consumer("telegram-bot")
     listing = say(api, "/sessions", "gpu")["text"]
     assert "local" in listing and "here" in listing and "work@gpu" in listing
     # a host that is down is one line saying why, and delays no one
@@ -120,3 +122,20 @@ def test_a_prompt_of_a_remote_session_is_answered_with_its_buttons(two_hosts: An
     edit_of(api, prompt, "✅ Allowed")  # (the resolution came back from gpu's supervisor)
     resolved = [e for e in remote.events("work") if e["kind"] == "permission_resolved"]
     assert len(resolved) == 1 and resolved[0]["allow"] is True
+
+
+def test_a_message_held_for_a_down_host_survives_a_bot_restart_and_is_sent_once(
+        two_hosts: Any, sshd: Sshd, bot_env: Any) -> None:
+    local, remote, api, bot = two_hosts
+    say(api, "/new work@gpu", "created on gpu")
+    sshd.stop()
+    say(api, "kept across a restart", lambda t: "is kept and will be sent once it is back" in t)
+    say(api, "/hosts", "gpu")  # a later update, so Telegram was told the held one was handled
+    wait_for(lambda: not api.updates, what="Telegram to be told every update was handled")
+    bot.kill9()  # the held message is in this machine's supervisor, not in the bot or Telegram
+    sshd.start()
+    bot_env(local)
+    api.wait_for_text(lambda t: "echo: kept across a restart" in t, chat_id=USER, timeout=90)
+    assert len([r for r in remote.claude_received() if "kept across a restart" in r["text"]]) == 1
+    remote.wait_consumer("telegram-bot")
+    assert len(remote_answers(api, "kept across a restart")) == 1
