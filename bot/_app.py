@@ -41,11 +41,13 @@ from protocol import ConnectionFailed, ErrorCode, RemoteError
 from . import _commands as commands
 from . import _daily as daily
 from . import _files as files
+from . import _hosts as hosts
 from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
 from ._delivery import Core, buttons, delivery_loop, send_reply
+from ._hostdelivery import host_delivery
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -236,7 +238,8 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     active = await core.link.active(chat)
     cwd = await core.session_dir(active) if active else None
     if cwd is None:
-        await context.bot.send_message(chat, render.NO_ACTIVE)
+        await context.bot.send_message(chat, hosts.unsupported_here(active, "/get") if active and hosts.is_remote(active)
+                                       else render.NO_ACTIVE)
         return
     target = files.confined(cwd, name)
     problem = target if isinstance(target, str) else await files.send_file(context.application, chat, target)
@@ -555,6 +558,9 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts
         if not offered:
             await send_reply(context.application, chat, await commands.first_offer(core.link))
         return
+    if hosts.is_remote(active):
+        await context.bot.send_message(chat, hosts.unsupported_here(active, "Sending a file") + " Nothing was sent.")
+        return
     saved = [await save_file(part, context, active) for part in parts]
     paths = [str(path) for path in saved if path is not None]
     if paths:
@@ -633,6 +639,9 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
                                         message_id=message_id, session=session)
             break
         except (RemoteError, ConnectionFailed) as exc:
+            if isinstance(exc, hosts.HostUnreachable):  # another machine: kept for it, delaying no one
+                await hold_for_host(context, chat, message_id, text, attachments, key, session, exc)
+                return
             # away, or stopping / restarting in place: kept and sent again until it takes it
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
                 reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
@@ -661,6 +670,23 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
             return
     if reply is not None:
         await send_reply(context.application, chat, reply)
+
+
+async def hold_for_host(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int | None, text: str,
+                        attachments: list[str] | None, key: str, session: str | None,
+                        exc: ConnectionFailed) -> None:
+    """A message for a session of a host that is unreachable: kept (``hosts.hold``) and
+    sent once the host is back; the chat is told, and later updates go on at once."""
+    core = core_of(context)
+    target = session or await core.link.active(chat)
+    assert target is not None
+    fields: dict[str, Any] = {"session": target, "text": text, "idempotency_key": key,
+                              "origin": commands.origin_of(chat, message_id)}
+    if attachments:
+        fields["attachments"] = attachments
+    await hosts.hold(core.link, hosts.split(target)[1], fields)
+    with contextlib.suppress(TelegramError):
+        await context.bot.send_message(chat, hosts.waiting_text(str(exc)))
 
 
 VOICE_TIMEOUT = 300.0
@@ -838,6 +864,10 @@ async def serve(config: BotConfig) -> None:
         tasks = [asyncio.create_task(poll_updates(app), name="poll_updates"),
                  asyncio.create_task(delivery_loop(app, core), name="delivery_loop")]
         core.delivery = tasks[1]
+        remotes = core.link.remotes
+        for host, client in remotes.clients.items() if remotes is not None else ():  # one loop per host
+            tasks.append(asyncio.create_task(host_delivery(app, core, host, client), name=f"delivery_{host}"))
+            tasks.append(asyncio.create_task(hosts.send_waiting(core.link, host), name=f"waiting_{host}"))
         log.info("bot @%s running; allowed users: %s", app.bot.username,
                  ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
         try:  # the "/" menu
@@ -884,6 +914,8 @@ async def _stop(app: Application[Any, Any, Any, Any, Any, Any], core: Core, task
             task.cancel()
     await app.stop()
     await core.client.close()
+    if core.link.remotes is not None:
+        await core.link.remotes.close()
 
 
 def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -894,7 +926,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
         defaults=Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)),
     )
     app = ApplicationBuilder().bot(bot).updater(None).build()  # our own poller: see poll_updates
-    app.bot_data["core"] = Core(config)
+    app.bot_data["core"] = core = Core(config)
+    if len(config.hosts) > 1:  # other machines' supervisors, through ssh
+        core.link.remotes = hosts.Remotes(config.hosts)
     app.add_handler(TypeHandler(Update, guard), group=-1)
     app.add_handler(MessageHandler(filters.UpdateType.EDITED, on_edited))
     app.add_handler(CommandHandler("start", on_start))

@@ -32,6 +32,7 @@ from protocol import (
     timeout_in_range,
 )
 
+from . import _hosts as hosts
 from . import _render as render
 
 KV_ACTIVE = "telegram.active.{chat}"
@@ -100,6 +101,8 @@ class Link:
         self._unkept: dict[tuple[str, int], list[Any]] = {}
         #: conversation id -> its directory, offered by /resume until its button is pressed
         self.pending_resumes: dict[str, str] = {}
+        #: the other machines' supervisors (``[hosts.*]``): a session ``name@host`` is there
+        self.remotes: hosts.Remotes | None = None
 
     def remember(self, message_id: int, fields: dict[str, Any]) -> None:
         self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
@@ -135,6 +138,9 @@ class Link:
         return tuple(r.resolve() for r in self._roots)
 
     async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        routed = await hosts.route(self, op, timeout, args)  # (name@host: that host's supervisor)
+        if routed is not None:
+            return routed
         return await self.client.request(op, timeout=timeout, **args)
 
     async def active(self, chat: int, timeout: float | None = None) -> str | None:
@@ -286,6 +292,8 @@ class Link:
 def error_reply(exc: Exception) -> Reply:
     if isinstance(exc, RemoteError):
         return Reply(f"⚠️ {exc.message}")
+    if isinstance(exc, hosts.HostUnreachable):
+        return Reply(f"⚠️ {exc}")
     if isinstance(exc, ConnectionFailed):
         # a request that got no answer may still be carried out when the supervisor is back
         return Reply("⚠️ The supervisor did not answer in time; it may still do this when it is back."
@@ -334,6 +342,8 @@ async def within_roots(link: Link, raw: str, create: bool = False) -> Path | str
 
 
 async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
+    if args and hosts.is_remote(args[0]):
+        return await new_remote(link, chat, args)
     dirs = [a for a in args[1:] if _looks_like_path(a)]
     personas = [a for a in args[1:] if not _looks_like_path(a)]
     if not args or len(dirs) > 1 or len(personas) > 1:
@@ -370,6 +380,27 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Session '{args[0]}' created{persona}{where} and active. Send a message to start.")
 
 
+async def new_remote(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/new name@host [dir]``: a session on another machine (its directory is a path
+    there: absolute, or by default that supervisor's own)."""
+    host = hosts.split(args[0])[1]
+    fields: dict[str, Any] = {"session": args[0]}
+    rest = args[1:]
+    if len(rest) > 1 or (rest and not rest[0].startswith("/")):
+        return Reply("Usage: /new <name>@<host> [dir] (dir: an absolute path on that machine)")
+    if rest:
+        fields["cwd"] = rest[0]
+    try:
+        info = await link.request("create", **fields)
+    except RemoteError as exc:
+        if exc.code == "exists":
+            return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
+        raise
+    await link.set_owner(args[0])
+    await link.set_active(chat, args[0])
+    return Reply(f"Session '{args[0]}' created on {host} in {info['cwd']} and active. Send a message to start.")
+
+
 async def same_but_case(link: Link, name: str) -> str | None:
     """The user's session whose name is ``name`` but for case (``work`` for ``WORK``)."""
     for session in (await link.request("list", all=True))["sessions"]:
@@ -386,7 +417,7 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply("Usage: /switch <name>" + (", or pick one:" if others else ""),
                      buttons=[(f"Switch to {name}", f"switch:{name}") for name in others])
     name = args[0]
-    if name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
+    if not hosts.is_remote(name) and name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
         name = await same_but_case(link, name) or name  # /switch WORK finds 'work'
     await link.check_visible(name)
     info = await link.request("status", session=name)
@@ -404,7 +435,13 @@ SESSIONS_PAGE = 20
 async def sessions(link: Link, chat: int, args: list[str], showing: str | None = None) -> Reply:
     """The sessions, a page at a time (``/sessions 3``; the page holding ``showing`` if
     given), newest first, with a button to switch to each and buttons to the pages
-    before and after."""
+    before and after. With other hosts configured: every host's sessions, grouped by
+    host (not paged)."""
+    if link.remotes is not None and link.remotes.hosts:  # grouped by host
+        active = await link.active(chat)
+        text, names = await hosts.sessions_by_host(link, active)
+        return Reply(text, markdown=True,
+                     buttons=[(f"Switch to {name}", f"switch:{name}") for name in names if name != active])
     listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
@@ -694,6 +731,8 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
 async def cd(link: Link, active: str, args: list[str]) -> Reply:
     """Ask before moving: Claude keeps a conversation per directory, so a move starts a
     fresh one (the button carries the move out)."""
+    if hosts.is_remote(active):
+        return Reply(hosts.unsupported_here(active, "/cd"))
     cwd = (await link.request("status", session=active))["cwd"]
     if not args:
         return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
@@ -784,6 +823,9 @@ LS_LIMIT = 60
 async def ls(link: Link, chat: int, args: list[str]) -> Reply:
     """A directory's entries (the session's by default), only inside the allowed roots."""
     active = await link.active(chat)
+    if hosts.is_remote(active):
+        assert active is not None
+        return Reply(hosts.unsupported_here(active, "/ls"))
     if args:
         base = active and (await link.request("status", session=active))["cwd"]
         raw = " ".join(args)
@@ -896,6 +938,11 @@ async def continue_conversation(link: Link, chat: int, conversation: str) -> Rep
                           " message to go on.")
 
 
+async def hosts_command(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/hosts``: this machine and every ``[hosts.*]`` one, their state and versions."""
+    return Reply(await hosts.hosts_reply(link))
+
+
 COMMANDS: dict[str, Command] = {
     "new": new_session,
     "switch": switch,
@@ -914,5 +961,6 @@ COMMANDS: dict[str, Command] = {
     "clear": clear,
     "attach": attach_command,
     "resume": resume,
+    "hosts": hosts_command,
 }
 BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

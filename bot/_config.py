@@ -9,13 +9,23 @@ import os
 import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-from protocol import LOG_FORMATS, LOG_LEVELS, RUNTIME_DIR_ENV, __version__, default_runtime_dir
+from protocol import (
+    LOCAL_HOST,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    RUNTIME_DIR_ENV,
+    Host,
+    HostConfigError,
+    __version__,
+    default_runtime_dir,
+    hosts_from_table,
+)
 
 from ._errors import BotConfigError
 
@@ -51,6 +61,8 @@ class BotConfig:
     #: the photos of one album, and the parts Telegram makes of one long paste, are one
     #: message to Claude: after such a part the bot waits this long for the next (0: never)
     merge_window: float = DEFAULT_MERGE_WINDOW
+    #: the machines whose supervisors the bot drives: ``local`` and each ``[hosts.NAME]``
+    hosts: Mapping[str, Host] = field(default_factory=lambda: {LOCAL_HOST.name: LOCAL_HOST})
 
     @property
     def base_url(self) -> str:
@@ -108,6 +120,10 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise BotConfigError(f"config file {path} is not valid TOML: {exc}") from None
     out: dict[str, Any] = {}
+    try:  # (read as every program reads them: protocol._hosts)
+        out["hosts"] = hosts_from_table(raw.get("hosts"), str(path))
+    except HostConfigError as exc:
+        raise BotConfigError(str(exc)) from None
     if "runtime_dir" in raw:
         if not isinstance(raw["runtime_dir"], str):
             raise BotConfigError("runtime_dir: expected a string")
@@ -172,4 +188,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                      check_only=args.check, log_format=args.log_format, log_level=args.log_level,
                      footer=footer, voice_command=values.get("voice_command"), roots=values.get("roots", ()),
                      shared=values.get("shared", False),
-                     merge_window=values.get("merge_window", DEFAULT_MERGE_WINDOW))
+                     merge_window=values.get("merge_window", DEFAULT_MERGE_WINDOW),
+                     hosts=values.get("hosts", {LOCAL_HOST.name: LOCAL_HOST}))

@@ -24,6 +24,7 @@ from protocol import AsyncClient, ProtocolError, RemoteError
 from . import _commands as commands
 from . import _desk as desk
 from . import _files as files
+from . import _hosts as hosts
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
@@ -74,7 +75,10 @@ class Core:
             log.warning("could not store the open previews: %s", exc)
 
     async def session_dir(self, session: str) -> str | None:
-        """A session's directory (it never changes), or None if there is no such session."""
+        """A session's directory (it never changes), or None if there is no such session
+        — or it is on another machine (no file of it is read or written here)."""
+        if hosts.is_remote(session):
+            return None
         if session not in self._dirs:
             try:
                 self._dirs[session] = (await self.link.request("status", session=session))["cwd"]

@@ -90,6 +90,7 @@ MENU: list[tuple[str, str]] = [
     ("fork", "A new session continuing a copy of this conversation: /fork <name>"),
     ("attach", "How to open this session in Claude Code at your desk"),
     ("resume", "Continue a Claude Code conversation of a directory: /resume [dir]"),
+    ("hosts", "The machines the bot reaches (local and [hosts.*]), their state and versions"),
     ("help", "Every command"),
 ]
 

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client, check_running
 from ._codec import decode, encode, encode_event, encode_events
 from ._costs import CONVERSATION_COST, TURN_COST, conversation_cost, cost_fields, turn_cost, usd_text
-from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
+from ._errors import (
+    ConnectionFailed,
+    FrameError,
+    ProtocolError,
+    RemoteError,
+    ValidationError,
+    VersionMismatch,
+)
 from ._hosts import (
     HOST_ENV,
     LOCAL,
@@ -55,7 +62,6 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
-from ._ssh import LinkState, SshLink, VersionMismatch
 from ._transport import InProcessClient, InProcessServer
 from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
@@ -141,6 +147,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._aclient import AsyncClient, Subscription
+    from ._ssh import LinkState, SshLink
 
 
 def __getattr__(name: str) -> Any:
@@ -149,4 +156,8 @@ def __getattr__(name: str) -> Any:
         from . import _aclient
 
         return getattr(_aclient, name)
+    if name in ("LinkState", "SshLink"):  # (another host's link: loaded by who reaches one)
+        from . import _ssh
+
+        return getattr(_ssh, name)
     raise AttributeError(f"module 'protocol' has no attribute {name!r}")

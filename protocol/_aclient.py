@@ -16,11 +16,11 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ._client import Event, _configure, _result_of, _socket_path, check_running
 from ._codec import decode, encode
-from ._errors import ConnectionFailed, FrameError, RemoteError
+from ._errors import ConnectionFailed, FrameError, RemoteError, VersionMismatch
 from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._paths import control_endpoint
-from ._ssh import LinkState, SshLink, VersionMismatch, bad_version_problem, version_problem
+from ._ssh import LinkState, SshLink, bad_version_problem, version_problem
 
 
 class Subscription:
@@ -136,6 +136,9 @@ class AsyncClient:
         self._peer_up: bool | None = None
         self._monitor: zmq.asyncio.Socket | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
+        #: what ``subscribe`` makes (a subclass may, e.g., rename the events' sessions)
+        self.subscription_class: type[Subscription] = Subscription
 
     @property
     def connected(self) -> bool:
@@ -151,6 +154,7 @@ class AsyncClient:
         """Connect; with ``wait`` keep trying that long for the socket (a remote host: its
         link) to appear."""
         deadline = time.monotonic() + wait
+        self._closed = False
         if not self.host.is_local:
             return await self._connect_remote(deadline)
         while True:
@@ -236,6 +240,11 @@ class AsyncClient:
             self._sock.close(0)
         if self._ctx is not None:
             self._ctx.term()
+        # closed: ``connected`` is False; a request fails until ``connect`` is called again
+        self._sock = self._ctx = self._monitor = None
+        self._reader = self._watcher = None
+        self._peer_up = None
+        self._closed = True
 
     async def __aenter__(self) -> AsyncClient:
         return await self.connect()
@@ -275,10 +284,12 @@ class AsyncClient:
     async def request(
         self, op: Op | str, timeout: float | None = None, **args: Any
     ) -> dict[str, Any]:
+        op_name = op.value if isinstance(op, Op) else op
         if self._sock is None:
+            if self._closed:
+                raise ConnectionFailed(f"the client is closed; '{op_name}' was not sent")
             await self.connect()
         assert self._sock is not None
-        op_name = op.value if isinstance(op, Op) else op
         if self._peer_up is False:
             # it went away (a request now would only wait out its timeout); ZeroMQ
             # reconnects by itself once a supervisor is there again
@@ -321,7 +332,7 @@ class AsyncClient:
         if live:
             args["live"] = True
         args["batch"] = True  # several events to a frame
-        sub = Subscription(self, args)
+        sub = self.subscription_class(self, args)
         await sub.start()
         return sub
 

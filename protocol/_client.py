@@ -15,13 +15,16 @@ import itertools
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from ._codec import decode, encode
-from ._errors import ConnectionFailed, FrameError, RemoteError
+from ._errors import ConnectionFailed, FrameError, RemoteError, VersionMismatch
 from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
+
+if TYPE_CHECKING:
+    from . import _ssh
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._paths import (
     CONTROL_SOCKET,
@@ -31,7 +34,6 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
-from ._ssh import SshLink, VersionMismatch, bad_version_problem, version_problem
 
 Event = dict[str, Any]
 
@@ -108,12 +110,14 @@ class Client:
                  host: Host | None = None) -> None:
         self.host = host or LOCAL_HOST
         self.runtime_dir = _socket_path(runtime_dir)
-        self._link: SshLink | None = None
+        self._link: _ssh.SshLink | None = None
         if self.host.is_local:
             check_running(self.runtime_dir)
             endpoint = control_endpoint(self.runtime_dir)
         else:
-            self._link = SshLink(self.host)
+            from . import _ssh  # (only for another host: a local command does not load it)
+
+            self._link = _ssh.SshLink(self.host)
             try:
                 self._link.wait_up(max(timeout, CONNECT_TIMEOUT + 5))
             except ConnectionFailed:
@@ -135,6 +139,8 @@ class Client:
                 raise
 
     def _check_version(self) -> None:
+        from ._ssh import bad_version_problem, version_problem
+
         try:
             hello = self.request(Op.HELLO, client="protocol.Client")
         except RemoteError as exc:

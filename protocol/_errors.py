@@ -5,6 +5,7 @@
     ├── ValidationError     a decoded request is not acceptable (carries an ErrorCode)
     ├── RemoteError         the supervisor answered with an error reply
     └── ConnectionFailed    no supervisor answered (not running, wrong runtime dir, timeout)
+        └── VersionMismatch another host's supervisor speaks another protocol version
 """
 
 from __future__ import annotations
@@ -51,3 +52,7 @@ class RemoteError(ProtocolError):
 
 class ConnectionFailed(ProtocolError):
     """No supervisor answered in time."""
+
+
+class VersionMismatch(ConnectionFailed):
+    """Another host's supervisor speaks another protocol version (the message names both)."""

@@ -385,10 +385,6 @@ def _drain(fd: int) -> bytes:
     return bytes(out)
 
 
-class VersionMismatch(ConnectionFailed):
-    """The remote supervisor speaks another protocol version."""
-
-
 def version_problem(host: Host, hello: dict[str, Any]) -> str | None:
     """Why this client cannot talk to ``host`` whose ``hello`` reply this is, or None."""
     theirs = hello.get("protocol")

@@ -78,6 +78,7 @@ def test_an_unknown_host_names_the_known_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.system  # runs a program
+@pytest.mark.system  # runs a program
 def test_check_config_validates_and_prints_the_hosts(tmp_path: Path) -> None:
     path = write(tmp_path, '[hosts.gpu]\nssh = "ssh://me@gpu.example:2222"\n')
     run = subprocess.run([sys.executable, "-m", "supervisord_claude", "check-config", "--config", str(path),
