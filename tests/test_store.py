@@ -336,3 +336,17 @@ def test_the_list_of_sessions_is_what_the_file_holds_after_every_kind_of_write(t
     same_as_the_file()
     assert "a" not in [r.name for r in listed(store, False)]  # archived
     store.close()
+
+
+def test_a_big_prune_goes_in_steps_and_stops_at_what_is_kept(store: Store) -> None:
+    store.create_session("a", "id", "/a", None, None)
+    for i in range(5):  # five runs, old
+        store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}.{j}"}) for j in range(3)])
+    store._db.execute("UPDATE event_runs SET ts = ts - 40 * 86400")
+    store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "new"})
+    cutoff = time.time() - 30 * 86400
+    steps = []
+    while step := store.prune(cutoff, max_runs=2):
+        steps.append(step)
+    assert steps == [6, 6, 3]  # the oldest runs first, two at a time
+    assert [e["text"] for e in store.events_after(0)] == ["new"]
