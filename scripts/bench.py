@@ -453,6 +453,32 @@ def _time_command(argv: list[str], n: int) -> list[float]:
     return times
 
 
+def _command_cpu(argv: list[str], n: int) -> list[float]:
+    """The CPU time (user + system) of each of ``n`` runs of a command: what it costs,
+    less moved by a loaded machine than its wall time."""
+    times = []
+    for _ in range(n):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise RuntimeError(f"{argv} failed")
+        times.append(usage.ru_utime + usage.ru_stime)
+    return times
+
+
+def _request_ms(runtime_dir: Path, op: str, n: int, **fields: Any) -> float:
+    """The median round trip of a request over one connection, in ms: what the
+    supervisor (and the client's decoding) costs, without a process start."""
+    with Client(runtime_dir, timeout=120) as c:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            c.request(op, **fields)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
 def _wait_command(argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
     deadline = time.monotonic() + 30
     while subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode not in ok:
@@ -535,6 +561,16 @@ def _keepers_of(instance_dir: Path) -> list[int]:
     return pids
 
 
+def _claudes_of(keepers: list[int]) -> list[int]:
+    """The Claude processes the keepers run (their children)."""
+    pids = []
+    for keeper in keepers:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{keeper}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
 def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float = 0.0) -> dict[str, float]:
     """``sessions`` chats, each with an answer streamed over ``seconds`` (at ``rate``
     text pieces a second each, if given): for every draft the bot sends, how long ago the
@@ -575,7 +611,9 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
                 raise RuntimeError("not every session answered")
             time.sleep(0.05)
         keepers = _keepers_of(sup_base / "run")
-        before = {pid: _cpu_s(pid) for pid in [sup.pid, *keepers]}
+        before = {pid: _cpu_s(pid) for pid in [sup.pid, bot.pid, *keepers]}
+        claudes_before = sum(_cpu_s(p) for p in _claudes_of(keepers))
+        me_before = time.process_time()  # this process: the fake Bot API, in a thread
         t0 = time.monotonic()
         for user in users:
             api.message(user, f"stream:{seconds} " + "word " * words)
@@ -589,6 +627,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
         for pid, was in before.items():
             with contextlib.suppress(OSError):
                 cpu[pid] = (_cpu_s(pid) - was) / elapsed
+        claudes = (sum(_cpu_s(p) for p in _claudes_of(keepers)) - claudes_before) / elapsed
+        fake_api = (time.process_time() - me_before) / elapsed
         rss = _rss_kib(sup.pid) / 1024
     finally:
         bot.terminate()
@@ -612,18 +652,21 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
             lags.append(draft["at"] - max(candidates))
     if not lags:
         raise RuntimeError("no draft could be matched to what Claude wrote")
-    keeper_cpu = [share for pid, share in cpu.items() if pid != sup.pid]
+    keeper_cpu = [share for pid, share in cpu.items() if pid not in (sup.pid, bot.pid)]
     pieces_per_s = len(lines) / sessions / elapsed
     print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({pieces_per_s:.0f} text pieces/s each over "
           f"{elapsed:.1f} s), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; drafts are paced at 2/s per chat); "
           f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core, RSS {rss:.1f} MiB; keeper CPU median "
-          f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%")
+          f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%; the bot "
+          f"{cpu.get(bot.pid, 0) * 100:.1f}%, the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
+          f"{fake_api * 100:.0f}%; load average {os.getloadavg()[0]:.1f}")
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
             "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
             "tg_supervisor_cpu": cpu.get(sup.pid, 0.0), "tg_supervisor_rss_mib": rss,
             "tg_keeper_cpu_median": statistics.median(keeper_cpu or [0.0]),
-            "tg_keeper_cpu_max": max(keeper_cpu or [0.0])}
+            "tg_keeper_cpu_max": max(keeper_cpu or [0.0]), "tg_bot_cpu": cpu.get(bot.pid, 0.0),
+            "tg_fake_claudes_cpu": claudes, "tg_fake_api_cpu": fake_api, "tg_load_average": os.getloadavg()[0]}
 
 
 def bench_streaming_limit(base: Path, sizes: list[int], seconds: float, rate: float) -> list[dict[str, float]]:
@@ -747,6 +790,7 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
             ls = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"), "ls"], 5))
             status = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"),
                                                       "status"], 5))
+            status_request = _request_ms(sup_base / "run", "status", 15)
             rss = _rss_kib(sup.pid) / 1024
             with Client(sup_base / "run", timeout=60) as c:
                 last = c.request("status", session="s7")["last_seq"]
@@ -769,11 +813,12 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
         prune = time.perf_counter() - t0
         store.close()
         rows.append({"events": float(size), "db_mib": db_mib, "startup_s": startup, "ls_ms": ls * 1e3,
-                     "status_ms": status * 1e3, "rss_mib": rss,
+                     "status_ms": status * 1e3, "status_request_ms": status_request, "rss_mib": rss,
                      "cursor_first_ms": cursor_first * 1e3, "cursor_1000_ms": cursor_read * 1e3,
                      "prune_s": prune})
         print(f"event log of {size} events: db {db_mib:.1f} MiB, start-up {startup:.2f} s, claudectl ls "
-              f"{ls * 1e3:.0f} ms, status {status * 1e3:.0f} ms, supervisor RSS {rss:.1f} MiB, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
+              f"{ls * 1e3:.0f} ms, status {status * 1e3:.0f} ms (the request alone {status_request:.1f} ms), "
+              f"supervisor RSS {rss:.1f} MiB, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
               f"1000 events {cursor_read * 1e3:.0f} ms; prune all {prune:.2f} s")
     return rows
 
@@ -838,16 +883,23 @@ def bench_on_file(base: Path, cases: list[tuple[int, int]], repeat: int) -> list
             ctl = [_bin("claudectl"), "--runtime-dir", str(sup_base / "run")]
             ls = statistics.median(_time_command([*ctl, "ls"], repeat))
             status = statistics.median(_time_command([*ctl, "status"], repeat))
+            ls_cpu = statistics.median(_command_cpu([*ctl, "ls"], repeat))
+            list_request = _request_ms(sup_base / "run", "list", 3 * repeat)
+            status_request = _request_ms(sup_base / "run", "status", 3 * repeat)
             rss = _rss_kib(sup.pid) / 1024
         finally:
             stop(sup)
         rows.append({"on_file": float(on_file), "live": float(live), "startup_s": startup, "ls_ms": ls * 1e3,
-                     "status_ms": status * 1e3, "rss_mib": rss})
+                     "status_ms": status * 1e3, "ls_cpu_ms": ls_cpu * 1e3, "list_request_ms": list_request,
+                     "status_request_ms": status_request, "rss_mib": rss})
         base_row = rows[0]
         print(f"{on_file} sessions on file, {live} live: start-up {startup * 1e3:.0f} ms "
               f"({startup / base_row['startup_s']:.2f}x of none on file), claudectl ls {ls * 1e3:.0f} ms "
-              f"({ls * 1e3 / base_row['ls_ms']:.2f}x), status {status * 1e3:.0f} ms "
-              f"({status * 1e3 / base_row['status_ms']:.2f}x), supervisor RSS {rss:.1f} MiB "
+              f"({ls * 1e3 / base_row['ls_ms']:.2f}x; CPU {ls_cpu * 1e3:.0f} ms, "
+              f"{ls_cpu * 1e3 / base_row['ls_cpu_ms']:.2f}x), status {status * 1e3:.0f} ms "
+              f"({status * 1e3 / base_row['status_ms']:.2f}x); requests over one connection: list "
+              f"{list_request:.1f} ms, status {status_request:.1f} ms (hello-sized: "
+              f"{base_row['status_request_ms']:.1f} ms); supervisor RSS {rss:.1f} MiB "
               f"(+{rss - base_row['rss_mib']:.1f})")
     return rows
 
@@ -997,7 +1049,7 @@ def main() -> int:
         if "telegram" in wanted:
             out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
         if "streaming" in wanted:
-            out["streaming"] = bench_streaming_limit(base, [3] if quick else [100, 200, 300], 2.0 if quick else 10.0,
+            out["streaming"] = bench_streaming_limit(base, [3] if quick else [10, 25, 50, 100], 2.0 if quick else 10.0,
                                                      50.0)
         if "scaling" in wanted:
             out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
