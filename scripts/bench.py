@@ -6,6 +6,7 @@ Every figure is reported next to a baseline measured in the same run on the same
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -422,7 +423,7 @@ def _bare_claude_turn(claude: str, args: list[str], cwd: Path, env: dict[str, st
     t0 = time.perf_counter()
     p = subprocess.Popen([claude, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
                           "--verbose", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd,
-                         env=dict(os.environ, **env))
+                         env=dict(os.environ, **env), stderr=subprocess.DEVNULL, start_new_session=True)
     assert p.stdin is not None and p.stdout is not None
     p.stdin.write(line)
     p.stdin.flush()
@@ -442,29 +443,49 @@ def bench_real_claude(base: Path, n: int) -> dict[str, float] | None:
     claude, api, env = real
     home = base / "real-home"
     home.mkdir()
-    bare = []
+    bare: list[float] = []
     line = b'{"type":"user","message":{"role":"user","content":"hi"},"parent_tool_use_id":null}\n'
-    for _ in range(n):
-        bare.append(_bare_claude_turn(claude, [], base, dict(env, HOME=str(home)), line))
     sup_base = base / "real"
     sup_base.mkdir()
     sup = start_supervisor(sup_base, claude, env)
-    ours = []
+    ours: list[float] = []
+    protocol: list[float] = []
+    ctl = [sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup_base / "run")]
     try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup_base / "run"),
-                            "new", f"r{i}"], check=True, capture_output=True)
-            subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(sup_base / "run"),
-                            "send", f"r{i}", "hi", "--wait"], check=True, capture_output=True)
-            ours.append(time.perf_counter() - t0)
+        # interleaved, one of each in turn, so the machine's swings hit all three alike
+        with Client(sup_base / "run", timeout=60) as c:
+            for i in range(n + 1):
+                bare_cwd = base / f"bare-cwd-{i}"  # an empty directory, as a new session's is
+                bare_cwd.mkdir()
+                bare_time = _bare_claude_turn(claude, [], bare_cwd, dict(env, HOME=str(home)), line)
+                # through the protocol: new + send on one connection, the answer subscribed to
+                t0 = time.perf_counter()
+                c.request("create", session=f"p{i}")
+                sub = c.request("subscribe", session=f"p{i}", after=0)["sub"]
+                c.request("send", session=f"p{i}", text="hi")
+                while True:
+                    frame = c.next_event(timeout=60)
+                    assert frame is not None, "no answer"
+                    if frame["event"]["kind"] == "result":
+                        break
+                protocol_time = time.perf_counter() - t0
+                c.request("unsubscribe", sub=sub)
+                t0 = time.perf_counter()
+                subprocess.run([*ctl, "new", f"r{i}"], check=True, capture_output=True)
+                subprocess.run([*ctl, "send", f"r{i}", "hi", "--wait"], check=True, capture_output=True)
+                if i:  # the first round warms the CLI's files into the page cache
+                    bare.append(bare_time)
+                    protocol.append(protocol_time)
+                    ours.append(time.perf_counter() - t0)
     finally:
         stop(sup)
         api.stop()
-    print(f"real claude first answer, n={n}: claudectl new+send --wait {statistics.median(ours) * 1e3:.0f} ms; "
-          f"bare spawn->result {statistics.median(bare) * 1e3:.0f} ms; "
-          f"ratio {statistics.median(ours) / statistics.median(bare):.2f}x")
-    return {"real_ours_ms": statistics.median(ours) * 1e3, "real_bare_ms": statistics.median(bare) * 1e3}
+    print(f"real claude first answer, n={n}: create+subscribe+send on one connection -> result "
+          f"{statistics.median(protocol) * 1e3:.0f} ms; bare spawn->result {statistics.median(bare) * 1e3:.0f} ms; "
+          f"ratio {statistics.median(protocol) / statistics.median(bare):.2f}x (claudectl new + send --wait, two "
+          f"processes: {statistics.median(ours) * 1e3:.0f} ms, {statistics.median(ours) / statistics.median(bare):.2f}x)")
+    return {"real_protocol_ms": statistics.median(protocol) * 1e3, "real_ours_ms": statistics.median(ours) * 1e3,
+            "real_bare_ms": statistics.median(bare) * 1e3}
 
 
 # 6. claudectl status against supervisorctl and circusctl --------------------------------
@@ -481,6 +502,32 @@ def _time_command(argv: list[str], n: int) -> list[float]:
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def _command_cpu(argv: list[str], n: int) -> list[float]:
+    """The CPU time (user + system) of each of ``n`` runs of a command: what it costs,
+    less moved by a loaded machine than its wall time."""
+    times = []
+    for _ in range(n):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise RuntimeError(f"{argv} failed")
+        times.append(usage.ru_utime + usage.ru_stime)
+    return times
+
+
+def _request_ms(runtime_dir: Path, op: str, n: int, **fields: Any) -> float:
+    """The median round trip of a request over one connection, in ms: what the
+    supervisor (and the client's decoding) costs, without a process start."""
+    with Client(runtime_dir, timeout=120) as c:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            c.request(op, **fields)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
 
 
 def _wait_command(argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
@@ -542,15 +589,50 @@ def bench_ctl_status(base: Path, n: int) -> dict[str, float]:
 # 7. Claude stdout line -> Telegram draft (the bot, a fake Bot API) ------------------------
 
 
-def bench_telegram_stream(base: Path, sessions: int, seconds: float) -> dict[str, float]:
-    """``sessions`` chats, each with an answer streamed over ``seconds``: for every draft
-    the bot sends, how long ago the newest text in it was written by Claude (the fake
-    logs when each prefix of its answer went to stdout; monotonic clocks are shared)."""
+def _cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user + system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _keepers_of(instance_dir: Path) -> list[int]:
+    """The pids of the keepers of the supervisor whose runtime dir is ``instance_dir``
+    (each keeper's command line names its session and instance; found by its title)."""
+    with Client(instance_dir, timeout=30) as c:
+        instance = c.request("status")["instance"]
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if f"supervisord-claude[{instance}]: keeper ".encode() in title:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _claudes_of(keepers: list[int]) -> list[int]:
+    """The Claude processes the keepers run (their children)."""
+    pids = []
+    for keeper in keepers:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{keeper}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float = 0.0) -> dict[str, float]:
+    """``sessions`` chats, each with an answer streamed over ``seconds`` (at ``rate``
+    text pieces a second each, if given): for every draft the bot sends, how long ago the
+    newest text in it was written by Claude (the fake logs when each prefix of its answer
+    went to stdout; monotonic clocks are shared); and, over the streaming, the CPU of the
+    supervisor and of each keeper (as a share of one core) and the supervisor's RSS."""
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_telegram import TOKEN, FakeTelegram
 
     api = FakeTelegram().start()
-    sup_base = base / "tg"
+    sup_base = base / f"tg-{sessions}-{rate:g}"
     sup_base.mkdir()
     delta_log = sup_base / "deltas.log"
     fake = sup_base / "claude"
@@ -563,28 +645,50 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float) -> dict[str
     bot = subprocess.Popen([_bin("claude-telegram-bot"), "--runtime-dir", str(sup_base / "run"),
                             "--config", str(sup_base / "none.toml")], env=bot_env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the fake writes its answer ("echo: " and the message) in pieces of 12 characters
+    words = max(120, int(rate * seconds * 12 / 5)) if rate else 120
     try:
         for user in users:
             api.message(user, f"/new s{user}")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 + sessions
         while sum(1 for u in users if any("created" in t for t in api.texts(u))) < sessions:
             if time.monotonic() > deadline:
                 raise RuntimeError("the bot did not create the sessions")
             time.sleep(0.05)
+        for user in users:  # each keeper and its Claude started, idle: what streaming adds is measured
+            api.message(user, "warm up")
+        while sum(1 for u in users if any(t.startswith("echo: warm up") for t in api.texts(u))) < sessions:
+            if time.monotonic() > deadline + 60:
+                raise RuntimeError("not every session answered")
+            time.sleep(0.05)
+        keepers = _keepers_of(sup_base / "run")
+        before = {pid: _cpu_s(pid) for pid in [sup.pid, bot.pid, *keepers]}
+        claudes_before = sum(_cpu_s(p) for p in _claudes_of(keepers))
+        me_before = time.process_time()  # this process: the fake Bot API, in a thread
+        t0 = time.monotonic()
         for user in users:
-            api.message(user, f"stream:{seconds} " + "word " * 120)
-        deadline = time.monotonic() + 60 + seconds * 2
+            api.message(user, f"stream:{seconds} " + "word " * words)
+        deadline = time.monotonic() + 60 + seconds * 2 + sessions
         while sum(1 for u in users if any(t.startswith("echo: stream") for t in api.texts(u))) < sessions:
             if time.monotonic() > deadline:
                 raise RuntimeError("not every streamed answer arrived")
             time.sleep(0.1)
+        elapsed = time.monotonic() - t0
+        cpu = {}
+        for pid, was in before.items():
+            with contextlib.suppress(OSError):
+                cpu[pid] = (_cpu_s(pid) - was) / elapsed
+        claudes = (sum(_cpu_s(p) for p in _claudes_of(keepers)) - claudes_before) / elapsed
+        fake_api = (time.process_time() - me_before) / elapsed
+        rss = _rss_kib(sup.pid) / 1024
     finally:
         bot.terminate()
         bot.wait(30)
         stop(sup)
         api.stop()
     written: dict[tuple[str, int], float] = {}
-    for line in delta_log.read_text().splitlines():
+    lines = delta_log.read_text().splitlines()
+    for line in lines:
         at, session_id, length = line.split()
         written[(session_id, int(length))] = float(at)
     # a chat's session id: the one whose written prefixes match its drafts' lengths
@@ -599,11 +703,32 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float) -> dict[str
             lags.append(draft["at"] - max(candidates))
     if not lags:
         raise RuntimeError("no draft could be matched to what Claude wrote")
-    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats, {len(lags)} drafts: "
-          f"p50 {statistics.median(lags) * 1e3:.1f} ms, p99 {pct(lags, 0.99) * 1e3:.1f} ms "
-          f"(the newest text in each draft; drafts are paced at 2/s per chat)")
+    keeper_cpu = [share for pid, share in cpu.items() if pid not in (sup.pid, bot.pid)]
+    pieces_per_s = len(lines) / sessions / elapsed
+    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({pieces_per_s:.0f} text pieces/s each over "
+          f"{elapsed:.1f} s), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
+          f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; drafts are paced at 2/s per chat); "
+          f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core, RSS {rss:.1f} MiB; keeper CPU median "
+          f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%; the bot "
+          f"{cpu.get(bot.pid, 0) * 100:.1f}%, the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
+          f"{fake_api * 100:.0f}%; load average {os.getloadavg()[0]:.1f}")
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
-            "tg_drafts": float(len(lags))}
+            "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
+            "tg_supervisor_cpu": cpu.get(sup.pid, 0.0), "tg_supervisor_rss_mib": rss,
+            "tg_keeper_cpu_median": statistics.median(keeper_cpu or [0.0]),
+            "tg_keeper_cpu_max": max(keeper_cpu or [0.0]), "tg_bot_cpu": cpu.get(bot.pid, 0.0),
+            "tg_fake_claudes_cpu": claudes, "tg_fake_api_cpu": fake_api, "tg_load_average": os.getloadavg()[0]}
+
+
+def bench_streaming_limit(base: Path, sizes: list[int], seconds: float, rate: float) -> list[dict[str, float]]:
+    """Streaming sessions at once, more and more, until the drafts' p99 passes 1 s."""
+    rows = []
+    for size in sizes:
+        rows.append(bench_telegram_stream(base, size, seconds, rate))
+        if rows[-1]["tg_lag_p99_ms"] > 1000:
+            print(f"the drafts' p99 passed 1 s at {size} streaming sessions")
+            break
+    return rows
 
 
 # 8. live sessions: how the supervisor grows ----------------------------------------------
@@ -716,6 +841,7 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
             ls = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"), "ls"], 5))
             status = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"),
                                                       "status"], 5))
+            status_request = _request_ms(sup_base / "run", "status", 15)
             rss = _rss_kib(sup.pid) / 1024
             with Client(sup_base / "run", timeout=60) as c:
                 last = c.request("status", session="s7")["last_seq"]
@@ -738,11 +864,12 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
         prune = time.perf_counter() - t0
         store.close()
         rows.append({"events": float(size), "db_mib": db_mib, "startup_s": startup, "ls_ms": ls * 1e3,
-                     "status_ms": status * 1e3, "rss_mib": rss,
+                     "status_ms": status * 1e3, "status_request_ms": status_request, "rss_mib": rss,
                      "cursor_first_ms": cursor_first * 1e3, "cursor_1000_ms": cursor_read * 1e3,
                      "prune_s": prune})
         print(f"event log of {size} events: db {db_mib:.1f} MiB, start-up {startup:.2f} s, claudectl ls "
-              f"{ls * 1e3:.0f} ms, status {status * 1e3:.0f} ms, supervisor RSS {rss:.1f} MiB, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
+              f"{ls * 1e3:.0f} ms, status {status * 1e3:.0f} ms (the request alone {status_request:.1f} ms), "
+              f"supervisor RSS {rss:.1f} MiB, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
               f"1000 events {cursor_read * 1e3:.0f} ms; prune all {prune:.2f} s")
     return rows
 
@@ -807,16 +934,23 @@ def bench_on_file(base: Path, cases: list[tuple[int, int]], repeat: int) -> list
             ctl = [_bin("claudectl"), "--runtime-dir", str(sup_base / "run")]
             ls = statistics.median(_time_command([*ctl, "ls"], repeat))
             status = statistics.median(_time_command([*ctl, "status"], repeat))
+            ls_cpu = statistics.median(_command_cpu([*ctl, "ls"], repeat))
+            list_request = _request_ms(sup_base / "run", "list", 3 * repeat)
+            status_request = _request_ms(sup_base / "run", "status", 3 * repeat)
             rss = _rss_kib(sup.pid) / 1024
         finally:
             stop(sup)
         rows.append({"on_file": float(on_file), "live": float(live), "startup_s": startup, "ls_ms": ls * 1e3,
-                     "status_ms": status * 1e3, "rss_mib": rss})
+                     "status_ms": status * 1e3, "ls_cpu_ms": ls_cpu * 1e3, "list_request_ms": list_request,
+                     "status_request_ms": status_request, "rss_mib": rss})
         base_row = rows[0]
         print(f"{on_file} sessions on file, {live} live: start-up {startup * 1e3:.0f} ms "
               f"({startup / base_row['startup_s']:.2f}x of none on file), claudectl ls {ls * 1e3:.0f} ms "
-              f"({ls * 1e3 / base_row['ls_ms']:.2f}x), status {status * 1e3:.0f} ms "
-              f"({status * 1e3 / base_row['status_ms']:.2f}x), supervisor RSS {rss:.1f} MiB "
+              f"({ls * 1e3 / base_row['ls_ms']:.2f}x; CPU {ls_cpu * 1e3:.0f} ms, "
+              f"{ls_cpu * 1e3 / base_row['ls_cpu_ms']:.2f}x), status {status * 1e3:.0f} ms "
+              f"({status * 1e3 / base_row['status_ms']:.2f}x); requests over one connection: list "
+              f"{list_request:.1f} ms, status {status_request:.1f} ms (hello-sized: "
+              f"{base_row['status_request_ms']:.1f} ms); supervisor RSS {rss:.1f} MiB "
               f"(+{rss - base_row['rss_mib']:.1f})")
     return rows
 
@@ -894,8 +1028,8 @@ def plot_scaling(rows: list[dict[str, float]], path: Path) -> None:
 
 
 #: the figures, in the order they are measured (``--only`` picks some)
-FIGURES = ("round-trip", "ssh", "status", "keepers", "stdin", "burst", "telegram", "scaling", "on-file", "eventlog", "real",
-           "resume")
+FIGURES = ("round-trip", "ssh", "status", "keepers", "stdin", "burst", "telegram", "streaming", "scaling", "on-file", "eventlog",
+           "real", "resume")
 
 
 def plot_growth(on_file: list[dict[str, float]], eventlog: list[dict[str, float]], path: Path) -> None:
@@ -967,6 +1101,9 @@ def main() -> int:
             out |= bench_event_throughput(base, 2000 if quick else 20000)
         if "telegram" in wanted:
             out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
+        if "streaming" in wanted:
+            out["streaming"] = bench_streaming_limit(base, [3] if quick else [10, 25, 50, 100], 2.0 if quick else 10.0,
+                                                     50.0)
         if "scaling" in wanted:
             out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
         if "on-file" in wanted:

@@ -133,7 +133,7 @@ async def test_the_prune_loop_runs_at_start_and_then_each_time_its_clock_says(tm
     clock = FakeClock()
     sup = supervisor_on(tmp_path, clock, RecordingSystem())
     cutoffs: list[float] = []
-    monkeypatch.setattr(sup.store, "prune", lambda older_than: cutoffs.append(older_than) or 0)
+    monkeypatch.setattr(sup.store, "prune", lambda older_than, max_runs=None: cutoffs.append(older_than) or 0)
     pruning = asyncio.ensure_future(sup._prune_loop())
     await until(lambda: clock.pending, "the prune loop waits on the supervisor's clock")
     assert len(cutoffs) == 1

@@ -332,3 +332,17 @@ def test_the_newest_event_of_a_kind_is_found_across_runs(store) -> None:
     assert store.last_event_body("a", EventKind.STATE) == {"state": "attached", "reason": "attached"}
     assert store.last_event_body("b", EventKind.STATE) == {"state": "busy", "reason": "message"}
     assert store.last_event_body("b", EventKind.RESULT) is None
+
+
+def test_a_big_prune_goes_in_steps_and_stops_at_what_is_kept(store: Store) -> None:
+    store.create_session("a", "id", "/a", None, None)
+    for i in range(5):  # five runs, old
+        store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}.{j}"}) for j in range(3)])
+    store._db.execute("UPDATE event_runs SET ts = ts - 40 * 86400")
+    store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "new"})
+    cutoff = time.time() - 30 * 86400
+    steps = []
+    while step := store.prune(cutoff, max_runs=2):
+        steps.append(step)
+    assert steps == [6, 6, 3]  # the oldest runs first, two at a time
+    assert [e["text"] for e in store.events_after(0)] == ["new"]

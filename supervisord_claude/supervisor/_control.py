@@ -217,7 +217,10 @@ class ControlServer:
         except ClientSlow as exc:
             log.warning("reply to a client dropped: %s", exc)
             return
-        if len(pipe.replies) < HELD_REPLIES and pipe.reply_bytes + len(frame) <= HELD_REPLY_BYTES:
+        # (one reply waits whatever its size: a big one, e.g. the list of thousands of
+        # sessions, is not lost by a client that reads; the next waits behind it)
+        if not pipe.replies or (len(pipe.replies) < HELD_REPLIES
+                                and pipe.reply_bytes + len(frame) <= HELD_REPLY_BYTES):
             pipe.replies.append(frame)
             pipe.reply_bytes += len(frame)
             self._stall(ident, pipe)

@@ -13,6 +13,7 @@ events it has not seen.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import secrets
@@ -32,6 +33,9 @@ MAX_WINDOW = 4096
 MAX_INFLIGHT_BYTES = 4 * 1024 * 1024
 #: an ``events`` frame is closed once it holds this many bytes (a client takes 8 MiB)
 BATCH_FRAME_BYTES = 256 * 1024
+#: live text goes to live subscribers this often at most (seconds): what Claude wrote
+#: meanwhile goes as one frame (Telegram shows a draft twice a second)
+LIVE_EVERY = 0.05
 
 log = logging.getLogger("supervisord_claude")
 
@@ -77,6 +81,8 @@ class SubscriptionHub:
         self.send = send
         self.subs: dict[int, Subscription] = {}
         self.live_text: dict[str, LiveText] = {}
+        #: the sessions whose live text grew since it was last sent (sent within LIVE_EVERY)
+        self._live_written: set[str] = set()
         # random start: a client that outlived a previous supervisor never sees its old
         # subscription ids reused for new subscriptions
         self._ids = secrets.randbelow(1 << 40)
@@ -162,6 +168,8 @@ class SubscriptionHub:
     def publish(self, events: list[StoredEvent]) -> None:
         """Stored events are out: end the live text they complete, then give each
         subscriber that wants any of them one pump (which reads them back in order)."""
+        if self._live_written and events:  # the text written before these events goes first
+            self._send_live_written(before=events[0].id)
         sessions: set[str] = set()
         for event in events:
             session = event.session
@@ -184,17 +192,39 @@ class SubscriptionHub:
             self.subs.pop(sub.sub_id, None)
 
     def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
-        """A piece of the answer being written: held, and sent to live subscribers."""
+        """A piece of the answer being written: held, and sent to live subscribers within
+        LIVE_EVERY (the pieces of a session written meanwhile go as one frame: Claude
+        writes ~50 a second, a reader needs far fewer; under load, fewer frames, not a
+        growing lag)."""
         live = self.live_text.get(session)
         if live is None or live.message_id != message_id:
             live = self.live_text[session] = LiveText(message_id, origin)
         live.text += text
-        for sub in list(self.subs.values()):
-            if sub.live and (sub.session is None or sub.session == session) and self._caught_up(sub):
-                self._send_live(sub, session)
+        first = not self._live_written
+        self._live_written.add(session)
+        if first:
+            try:
+                asyncio.get_running_loop().call_later(LIVE_EVERY, self._send_live_written)
+            except RuntimeError:  # no loop (a test driving the hub): at once
+                self._send_live_written()
 
-    def _caught_up(self, sub: Subscription) -> bool:
-        return not self.store.stored_after(sub.sent, sub.session, limit=1)
+    def _send_live_written(self, before: int | None = None) -> None:
+        """Send what was written since the last loop turn to the live subscribers that
+        have every stored event (every one before the id ``before``: events stored after
+        this text was written)."""
+        sessions, self._live_written = self._live_written, set()
+        for sub in list(self.subs.values()):
+            if not sub.live:
+                continue
+            mine = sessions if sub.session is None else sessions & {sub.session}
+            if mine and self._caught_up(sub, before):
+                for session in mine:
+                    self._send_live(sub, session)
+
+    def _caught_up(self, sub: Subscription, before: int | None = None) -> bool:
+        """Whether the subscriber was sent every stored event (before the id ``before``)."""
+        unsent = self.store.stored_after(sub.sent, sub.session, limit=1)
+        return not unsent or (before is not None and unsent[0].id >= before)
 
     def _send_live(self, sub: Subscription, session: str) -> None:
         live = self.live_text.get(session)

@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS event_runs(
 CREATE INDEX IF NOT EXISTS event_runs_by_session ON event_runs(session, last_id);
 -- a session's event by its seq (subscribe after a seq)
 CREATE INDEX IF NOT EXISTS event_runs_by_seq ON event_runs(session, first_seq);
+-- what is old enough to prune, without reading the whole log
+CREATE INDEX IF NOT EXISTS event_runs_by_ts ON event_runs(ts);
 CREATE TABLE IF NOT EXISTS messages(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session TEXT NOT NULL,
@@ -383,6 +385,8 @@ class Store:
         self._records: dict[str, SessionRecord] | None = None
         self._records_version = 0
         self._written: set[str] = set()
+        #: (consumer, position) of the stale cursors logged already by ``prune``
+        self._said_stale: set[tuple[str, int]] = set()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -863,15 +867,20 @@ class Store:
         rows = self._read(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE id=?", (message_id,))
         return self._message(rows[0]) if rows else None
 
-    def prune(self, older_than: float) -> int:
+    def prune(self, older_than: float, max_runs: int | None = None) -> int:
         """Delete events stored before ``older_than`` (Unix time) that every named consumer
-        has acked, and finished messages as old. A consumer whose cursor has not moved
-        since ``older_than`` holds nothing back (one that stopped for good, e.g. a removed
-        bot, would keep every event for ever); each such is logged. Returns how many
+        has acked, and finished messages as old; with ``max_runs``, only the oldest so many
+        runs of them (call again until it returns 0: a big prune in steps, so the
+        supervisor serves in between). A consumer whose cursor has not moved since
+        ``older_than`` holds nothing back (one that stopped for good, e.g. a removed bot,
+        would keep every event for ever); each such is logged, once. Returns how many
         events went."""
         with self._tx() as db:
             for consumer, position in db.execute("SELECT consumer, position FROM cursors WHERE moved < ?",
                                                  (older_than,)):
+                if (consumer, position) in self._said_stale:
+                    continue
+                self._said_stale.add((consumer, position))
                 log.warning("consumer %s has not acked anything since %s (at event %d): it no longer holds"
                             " old events back (claudectl consumers --remove %s if it is gone for good)",
                             consumer, time.strftime("%Y-%m-%d %H:%M", time.localtime(older_than)), position,
@@ -882,6 +891,9 @@ class Store:
             # (a run a consumer still needs part of is kept whole)
             where, params = ("ts < ?", (older_than,)) if keep_from is None else \
                 ("ts < ? AND last_id <= ?", (older_than, keep_from))
+            if max_runs is not None:
+                where = f"last_id IN (SELECT last_id FROM event_runs WHERE {where} ORDER BY last_id LIMIT ?)"
+                params = (*params, max_runs)
             pruned = db.execute(f"SELECT coalesce(sum(last_id - first_id + 1), 0) FROM event_runs WHERE {where}",
                                 params).fetchone()[0]
             db.execute(f"DELETE FROM event_runs WHERE {where}", params)

@@ -63,6 +63,8 @@ from ._watch import REPLAY_EVENTS, Watcher
 log = logging.getLogger("supervisord_claude")
 
 PRUNE_EVERY = 3600.0
+#: event runs pruned in one transaction (a loop turn) at most
+PRUNE_STEP = 500
 STORE_CHECK_EVERY = 2.0  # how often the store file is checked (deleted, replaced)
 STORE_NAG_EVERY = 60.0
 SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least this often
@@ -406,13 +408,16 @@ class Supervisor:
         acked by every named consumer, at start and then hourly."""
         while True:
             cutoff = self.wall() - self.config.event_retention_days * 86400
+            pruned = 0
             try:
-                pruned = self.store.prune(cutoff)
+                # in steps, serving in between: months of events go without stalling anyone
+                while step := self.store.prune(cutoff, max_runs=PRUNE_STEP):
+                    pruned += step
+                    await asyncio.sleep(0)
             except StoreError as exc:
                 log.warning("could not prune old events: %s", exc)
-            else:
-                if pruned:
-                    log.info("pruned %d events older than %g days", pruned, self.config.event_retention_days)
+            if pruned:
+                log.info("pruned %d events older than %g days", pruned, self.config.event_retention_days)
             await self.clock.sleep(PRUNE_EVERY)
 
     # shutdown and restart ------------------------------------------------------------
