@@ -264,6 +264,17 @@ async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         link, name, drop_queued=kind == "cancelall"))
 
 
+async def on_keep_waiting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Under a turn that seems stuck: the user waits on. Nothing to ask the supervisor (it
+    says a stall once per silence); the message shows the choice."""
+    query = update.callback_query
+    assert query is not None
+    if await spent(update, context):
+        return
+    await query.answer(render.KEPT_WAITING)
+    await show_choice(query)
+
+
 async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/archive's question about a busy session answered: archive it now."""
     assert update.effective_chat is not None
@@ -283,6 +294,14 @@ async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     assert update.effective_chat is not None
     chat = update.effective_chat.id
     await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+
+
+async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A conversation offered by /resume: a session continuing it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context,
+                        lambda link, _, conversation: commands.continue_conversation(link, chat, conversation))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -833,7 +852,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
+    app.add_handler(CallbackQueryHandler(on_resume_button, pattern=r"^resume:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
+    app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))

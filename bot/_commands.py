@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -20,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import AsyncClient, ConnectionFailed, ErrorCode, PermissionMode, RemoteError, timeout_in_range
+from protocol import (
+    AsyncClient,
+    ConnectionFailed,
+    ErrorCode,
+    PermissionMode,
+    RemoteError,
+    default_runtime_dir,
+    relative_time,
+    timeout_in_range,
+)
 
 from . import _render as render
 
@@ -91,6 +101,8 @@ class Link:
         #: one read-modify-write of a kv list at a time (the delivery loop and the
         #: handlers both change them)
         self._lists = asyncio.Lock()
+        #: conversation id -> its directory, offered by /resume until its button is pressed
+        self.pending_resumes: dict[str, str] = {}
 
     def remember(self, message_id: int, fields: dict[str, Any]) -> None:
         self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
@@ -402,7 +414,7 @@ async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
     if not listing:
         return Reply(render.NO_SESSIONS)
     for session in listing:  # does Claude wait for the user's answer there (⏳)?
-        if session.get("live"):
+        if session.get("live") and "activity" not in session:  # (a supervisor before #29's `activity`: ask)
             session["pending"] = (await link.request("status", session=session["name"])).get("pending")
     active = await link.active(chat)
     buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]
@@ -587,6 +599,8 @@ async def send(
     sent = await link.request("send", timeout=timeout, **fields)
     if isinstance(sent.get("message_id"), int):
         link.remember(sent["message_id"], fields)
+    if sent.get("terminal") and not sent.get("duplicate"):  # kept until the terminal closes
+        return Reply(render.waiting_text(active, sent["terminal"]), quiet=True)
     ahead = sent.get("ahead")
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
         return Reply(render.queued_text(ahead), quiet=True)
@@ -797,6 +811,79 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply("\n".join(lines))
 
 
+# the desk (issue #25) ----------------------------------------------------------------------
+
+#: conversations offered by one /resume at most (one button each)
+RESUME_OFFERED = 8
+
+
+@on_active_session
+async def attach_command(link: Link, active: str, args: list[str]) -> Reply:
+    """The exact command that opens the chat's session at the desk."""
+    info = await link.request("status", session=active)
+    argv = ["claudectl"]
+    runtime_dir = (await link.request("status")).get("runtime_dir")
+    if runtime_dir and Path(runtime_dir) != default_runtime_dir():
+        argv += ["--runtime-dir", runtime_dir]
+    argv += ["attach", active]
+    command = shlex.join(argv)
+    terminal = info.get("terminal")
+    if terminal:
+        return Reply(f"{render.DESK} '{active}' is open in a terminal already ({render.terminal_where(terminal)})."
+                     " What is said there shows here; /exit there hands it back.")
+    return Reply(
+        f"To go on with '{active}' at your desk, run there:\n\n`{command}`\n\nClaude Code opens on this"
+        f" conversation (in `{info['cwd']}`). What you say there shows here; messages you send here meanwhile"
+        " wait and are answered once you /exit.", markdown=True)
+
+
+def _session_name(taken: set[str], directory: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", Path(directory).name).strip("-_")[:40] or "desk"
+    if not base[0].isalnum():
+        base = "desk"
+    return free_name(taken, base)
+
+
+async def resume(link: Link, chat: int, args: list[str]) -> Reply:
+    """Claude Code's conversations of a directory (the active session's, or the one
+    given, within the allowed roots), each a button that makes a session continuing it."""
+    if args:
+        where = await within_roots(link, " ".join(args))
+        if isinstance(where, str):
+            return Reply(f"⚠️ {where}.")
+        directory = str(where)
+    else:
+        active = await link.active(chat)
+        if active is None:
+            return Reply("Usage: /resume <dir> (or make a session active: its directory is used)")
+        directory = (await link.request("status", session=active))["cwd"]
+    found = [c for c in (await link.request("conversations", cwd=directory))["conversations"] if not c.get("held_by")]
+    if not found:
+        return Reply(f"No Claude Code conversation in {directory} that a session does not continue already.")
+    lines = [f"Claude Code conversations in {directory} (newest first):"]
+    buttons = []
+    for i, c in enumerate(found[:RESUME_OFFERED], 1):
+        about = " ".join((c.get("summary") or c.get("first_prompt") or "(no prompt)").split())[:70]
+        open_now = f" — open in a terminal (pid {c['open_pid']})" if c.get("open_pid") else ""
+        lines.append(f"{i}. {about} · {c['messages']} messages · {relative_time(c['last_active'])}{open_now}")
+        link.pending_resumes[c["session_id"]] = directory
+        buttons.append((f"{i}. Continue: {about[:40]}", f"resume:{c['session_id']}"))
+    return Reply("\n".join(lines), buttons=buttons)
+
+
+async def continue_conversation(link: Link, chat: int, conversation: str) -> Reply:
+    """A /resume button: a new session continuing that conversation, made active."""
+    directory = link.pending_resumes.pop(conversation, None)
+    if directory is None:
+        return Reply("This list is from before the bot restarted: send /resume again.")
+    name = _session_name(await all_names(link), directory)
+    await link.request("create", session=name, cwd=directory, conversation=conversation)
+    await link.set_owner(name)
+    await link.set_active(chat, name)
+    return Reply(f"Session '{name}' continues that conversation (in {directory}) and is active. Send a"
+                          " message to go on.")
+
+
 COMMANDS: dict[str, Command] = {
     "new": new_session,
     "switch": switch,
@@ -813,5 +900,7 @@ COMMANDS: dict[str, Command] = {
     "cd": cd,
     "ls": ls,
     "clear": clear,
+    "attach": attach_command,
+    "resume": resume,
 }
 BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

@@ -22,6 +22,7 @@ from telegram.ext import Application
 from protocol import AsyncClient, ProtocolError, RemoteError
 
 from . import _commands as commands
+from . import _desk as desk
 from . import _files as files
 from . import _render as render
 from . import _requests as requests
@@ -209,7 +210,7 @@ def stop_typing(core: Core, message_id: int | None) -> None:
 KV_PLACE = "telegram.place.{session}"
 #: what a turn that no message started (Claude's own, e.g. after a background task ended)
 #: consists of: these events come without a message id, hence without an origin
-FOLLOW_UP_KINDS = frozenset({"assistant_text", "tool_use", "permission_request", "result"})
+FOLLOW_UP_KINDS = frozenset({"assistant_text", "tool_use", "permission_request", "result", "reminder", "stalled"})
 
 
 async def follow_up_origin(core: Core, session: str) -> str | None:
@@ -246,6 +247,9 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     kind = event["kind"]
     message_id = event.get("message_id")
     session = str(event.get("session"))
+    if desk.is_desk_event(event):  # said in Claude Code's own terminal (claudectl attach)
+        await desk.deliver(app, event, await follow_up_origin(core, session), send_chunk)
+        return
     follow_up = message_id is None and kind in FOLLOW_UP_KINDS
     if follow_up:
         event = {**event, "origin": await follow_up_origin(core, session)}
@@ -294,6 +298,10 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     elif kind == "permission_request":
         stop_typing(core, message_id)  # Claude waits for the user, not the other way round
         await requests.show(app, core.link, chat, event)
+    elif kind == "reminder":
+        await requests.remind(app, core.link, event)
+    elif kind == "stalled":
+        await tell_stalled(app, core, chat, event)
     # (permission_resolved: answered here, elsewhere (claudectl), timed out or ended with
     # Claude — closed above)
     elif kind in ("result", "message_failed"):
@@ -332,6 +340,24 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
             cwd = await core.session_dir(str(event.get("session")))
             if cwd is not None:
                 await files.deliver_outbox(app, chat, cwd)
+
+
+async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
+                       event: dict[str, Any]) -> None:
+    """A turn that seems stuck: one quiet message, threaded to the message that began it,
+    with buttons to stop it or keep waiting — unless it went on or ended meanwhile (the
+    bot was down when it stalled): then it is no news."""
+    session = str(event.get("session"))
+    activity = (await core.link.request("status", session=session)).get("activity") or {}
+    if activity.get("doing") != "stalled" or activity.get("message_id") != event.get("message_id"):
+        return
+    origin = commands.parse_origin(event.get("origin"))
+    thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
+    buttons = InlineKeyboardMarkup([[InlineKeyboardButton(render.INTERRUPT_BUTTON, callback_data=f"cancel:{session}"),
+                                     InlineKeyboardButton(render.KEEP_WAITING_BUTTON, callback_data=f"wait:{session}")]])
+    sent = await app.bot.send_message(chat, render.stalled_text(event), reply_markup=buttons,
+                                      reply_parameters=thread, disable_notification=True)
+    await core.link.note_author(chat, [sent.message_id], session)
 
 
 def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:

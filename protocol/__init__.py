@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._codec import decode, encode, encode_event, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
-from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
+from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     HARD_MAX_FRAME_BYTES,
@@ -87,6 +87,7 @@ __all__ = [
     "configure_logging",
     "configured_runtime_dir",
     "control_endpoint",
+    "counted",
     "decode",
     "default_config_path",
     "default_runtime_dir",

@@ -55,6 +55,9 @@ class SessionState(enum.StrEnum):
     SUSPENDED = "suspended"
     FAILED = "failed"
     ARCHIVED = "archived"
+    #: open in Claude Code's interactive terminal UI (``claudectl attach``): no process of
+    #: ours; messages wait until the terminal closes
+    ATTACHED = "attached"
 
     @property
     def live(self) -> bool:
@@ -96,6 +99,8 @@ class Reason(enum.StrEnum):
     MODEL_CHANGE = "model-change"
     MODE_CHANGE = "mode-change"
     STARTUP = "startup"
+    ATTACHED = "attached"  # the conversation was opened in a terminal (claudectl attach)
+    DETACHED = "detached"  # the terminal holding it closed
 
 
 class EventKind(enum.StrEnum):
@@ -114,6 +119,12 @@ class EventKind(enum.StrEnum):
     PERMISSION_REQUEST = "permission_request"
     #: {request_id, allow, by, message?, always?, answers?, mode?}
     PERMISSION_RESOLVED = "permission_resolved"
+    #: the watcher's, once per occurrence: {request_id, tool_name, detail, since, waited,
+    #: denied_in, message_id} — a prompt has waited ``remind_after`` for an answer
+    REMINDER = "reminder"
+    #: {doing, tool?, detail?, since, silent_for, cpu_percent, message_id} — a turn with no
+    #: output for ``stall_after`` while Claude used almost no CPU
+    STALLED = "stalled"
 
 
 class Op(enum.StrEnum):
@@ -145,8 +156,11 @@ class Op(enum.StrEnum):
     KV_DELETE = "kv_delete"
     CONSUMERS = "consumers"
     REMOVE_CONSUMER = "remove_consumer"
+    BACKUP = "backup"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
+    ATTACH = "attach"
+    CONVERSATIONS = "conversations"
 
 
 class ErrorCode(enum.StrEnum):

@@ -197,6 +197,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "model": (short_text, False),
         "cwd": (abs_path, False),
         "persona": (short_text, False),
+        "conversation": (short_text, False),
+        "force": (boolean, False),
     },
     Op.SEND: {
         "session": (session_name, True),
@@ -244,8 +246,16 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.KV_DELETE: {"key": (kv_key, True)},
     Op.CONSUMERS: {},
     Op.REMOVE_CONSUMER: {"consumer": (consumer_name, True)},
+    Op.BACKUP: {"path": (abs_path, True), "force": (boolean, False)},
     Op.RESTART: {},
     Op.SHUTDOWN: {},
+    Op.ATTACH: {
+        "session": (session_name, True),
+        "pid": (positive_int, True),
+        "tty": (short_text, False),
+        "now": (boolean, False),
+    },
+    Op.CONVERSATIONS: {"cwd": (abs_path, False)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

@@ -94,6 +94,24 @@ def build_argv(spec: LaunchSpec) -> list[str]:
     return argv
 
 
+def build_tui_argv(spec: LaunchSpec) -> list[str]:
+    """Claude Code's interactive terminal UI on the session's conversation, with what its
+    ``claude -p`` would have: the TUI's own defaults (its model, its "auto" permission
+    mode) are not the session's, so each is passed explicitly. In the ask mode its
+    prompts are answered in the terminal."""
+    argv = [spec.claude_bin]
+    if spec.model:
+        argv += ["--model", spec.model]
+    if spec.system_prompt:
+        argv += ["--append-system-prompt", spec.system_prompt]
+    argv += ["--permission-mode", CLAUDE_MODES[spec.permission_mode]]
+    if spec.allowed_tools:
+        argv += ["--allowedTools", *spec.allowed_tools]
+    argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
+    argv += list(spec.extra_args)
+    return argv
+
+
 def build_env(base: Mapping[str, str], instance: str, session: str) -> dict[str, str]:
     env = dict(base)
     env[INSTANCE_ENV] = instance

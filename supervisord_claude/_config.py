@@ -42,6 +42,12 @@ MAX_INTERRUPT_TIMEOUT = 8.0
 MIB = 1024 * 1024
 #: clients connected to the control socket at once; more wait until some leave
 DEFAULT_MAX_CONNECTIONS = 1000
+#: the watcher (supervisor/_watch.py): a turn with no output this long while Claude's
+#: process tree used less than this share of a CPU is stalled; a prompt unanswered this
+#: long gets one reminder (0 turns either off)
+DEFAULT_STALL_AFTER = 300.0
+DEFAULT_STALL_CPU_PERCENT = 2.0
+DEFAULT_REMIND_AFTER = 600.0
 
 log = logging.getLogger("supervisord_claude")
 
@@ -90,6 +96,12 @@ class Config:
     interrupt_timeout: float = DEFAULT_INTERRUPT_TIMEOUT
     #: clients connected at once (fewer if the open-files limit leaves less room)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: a running turn with no output for this long, whose Claude used less than
+    #: ``stall_cpu_percent`` of a CPU meanwhile, is stalled (0: never)
+    stall_after: float = DEFAULT_STALL_AFTER
+    stall_cpu_percent: float = DEFAULT_STALL_CPU_PERCENT
+    #: a permission request or question unanswered this long gets one reminder (0: never)
+    remind_after: float = DEFAULT_REMIND_AFTER
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     config_path: Path | None = None
     #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
@@ -138,6 +150,9 @@ _TOP_KEYS = {
     "max_attachment_mib",
     "interrupt_timeout",
     "max_connections",
+    "stall_after",
+    "stall_cpu_percent",
+    "remind_after",
     "personas",
     "telegram",
 }
@@ -202,6 +217,17 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value < 1:
             raise ConfigError("max_connections: must be a positive number of connections")
         out["max_connections"] = value
+    for key in ("stall_after", "remind_after"):
+        if key in raw:
+            value = _expect(raw, key, (int, float), "")
+            if value < 0:
+                raise ConfigError(f"{key}: must be a number of seconds (0 turns it off)")
+            out[key] = float(value)
+    if "stall_cpu_percent" in raw:
+        value = _expect(raw, "stall_cpu_percent", (int, float), "")
+        if not 0 < value <= 100:
+            raise ConfigError("stall_cpu_percent: must be a percentage of one CPU, above 0 and at most 100")
+        out["stall_cpu_percent"] = float(value)
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -345,6 +371,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         max_attachment_bytes=int(file_value("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
         interrupt_timeout=file_value("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
         max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
+        stall_after=file_value("stall_after", DEFAULT_STALL_AFTER),
+        stall_cpu_percent=file_value("stall_cpu_percent", DEFAULT_STALL_CPU_PERCENT),
+        remind_after=file_value("remind_after", DEFAULT_REMIND_AFTER),
         telegram=file_values.get("telegram", TelegramConfig()),
         config_path=config_path if file_values else None,
     )
@@ -393,19 +422,20 @@ def token_problem(token: str | None) -> str | None:
             " 123456789:AAH…)")
 
 
-def find_claude(claude_bin: str) -> str:
-    """Absolute path of the Claude binary, or ``ConfigError``."""
+def find_claude(claude_bin: str, search: str | None = None) -> str:
+    """Absolute path of the Claude binary, or ``ConfigError``; ``search``: the PATH to look
+    in (default this process's)."""
     if os.sep in claude_bin:
         path = Path(claude_bin).expanduser()
         if path.is_file() and os.access(path, os.X_OK):
             return str(path.absolute())
         raise ConfigError(f"claude_bin: {claude_bin} is not an executable file")
-    found = shutil.which(claude_bin)
+    found = shutil.which(claude_bin, path=search)
     if not found:
         raise ConfigError(
             f"claude_bin: '{claude_bin}' was not found on PATH; install Claude Code or pass --claude-bin"
         )
-    return found
+    return str(Path(found).absolute())
 
 
 #: what --help lists
@@ -441,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     parser.add_argument("--dest", help="install-units: where to write them (default ~/.config/systemd/user)")
     parser.add_argument("--force", action="store_true", help="install-units: replace units that differ")
+    parser.add_argument("--for-service", action="store_true",
+                        help="check-config: check what the installed systemd unit will see (its command line,"
+                             " the user manager's environment and PATH), not this shell's")
     parser.add_argument("--version", action="version", version=f"{APP} {__version__}")
     return parser
 
@@ -480,6 +513,9 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("interrupt_timeout", f"{config.interrupt_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
         ("max_connections", str(config.max_connections)),
+        ("stall_after", f"{config.stall_after:g} s" if config.stall_after else "0 (off)"),
+        ("stall_cpu_percent", f"{config.stall_cpu_percent:g} %"),
+        ("remind_after", f"{config.remind_after:g} s" if config.remind_after else "0 (off)"),
         ("claude_args", " ".join(config.claude_args) or "(none)"),
         ("personas", personas),
         ("telegram.token", mask(config.telegram.token)),

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from protocol import EventKind
+from protocol._packedmap import is_map as is_packed_map
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
@@ -448,7 +449,7 @@ def _event(raw: dict[str, Any]) -> KeeperEvent:
     with everything else they report."""
     kind, packed, message_id, n = raw.get("kind"), raw.get("b"), raw.get("m"), raw.get("n", 0)
     if len(raw) != 5 or type(kind) is not str or type(packed) is not bytes or type(n) is not int \
-            or not (message_id is None or type(message_id) is int) or not packed or not _is_map(packed[0]):
+            or not (message_id is None or type(message_id) is int) or not packed or not is_packed_map(packed[0]):
         if "body" in raw:
             return _event_of_wire_3(raw)
         raise WireError("malformed event message")
@@ -467,11 +468,6 @@ def _event_of_wire_3(raw: dict[str, Any]) -> KeeperEvent:
     if kind == EventKind.TOOL_USE.value and "id" in body and "tool_use_id" not in body:
         body = {**body, "tool_use_id": body["id"]}
     return KeeperEvent.of(kind, body, n=n)
-
-
-def _is_map(first_byte: int) -> bool:
-    """Whether a msgpack value that starts with this byte is a map (fixmap, map16, map32)."""
-    return 0x80 <= first_byte <= 0x8F or first_byte in (0xDE, 0xDF)
 
 
 def _message(raw: Any) -> Message:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 @pytest.mark.timeout(900)

@@ -1,4 +1,5 @@
-"""The SQLite store: sequencing, atomic updates, recovery, cursors."""
+"""The SQLite store: sequencing, atomic updates, cursors (recovery after a restart:
+tests/test_lifecycle.py)."""
 
 import sqlite3
 import time
@@ -11,8 +12,7 @@ from hypothesis import strategies as st
 from protocol import EventKind, SessionState
 from supervisord_claude._errors import StoreError
 from supervisord_claude.supervisor import _store
-from supervisord_claude.supervisor._startup import recover_store
-from supervisord_claude.supervisor._store import COST_ADDED, DONE, FAILED, QUEUED, WRITTEN, EventWrite, Store
+from supervisord_claude.supervisor._store import COST_ADDED, DONE, QUEUED, WRITTEN, EventWrite, Store
 
 
 @pytest.fixture
@@ -75,24 +75,6 @@ def test_a_batch_is_all_or_nothing(store: Store) -> None:
                              EventWrite("gone", EventKind.ASSISTANT_TEXT, {"text": "2"})])
     assert store.events_after(0) == []
     assert store.get_session("a").last_seq == 0
-
-
-def test_recovery_suspends_sessions_and_fails_half_answered_messages(tmp_path) -> None:
-    store = Store(tmp_path / "db")
-    store.create_session("a", "id", "/a", None, None)
-    store.update_session("a", state=SessionState.BUSY)
-    answering, _ = store.add_message("a", "being answered", [])
-    store.set_message_status(answering, WRITTEN)
-    waiting, _ = store.add_message("a", "not yet sent", [])
-    store.close()
-    store = Store(tmp_path / "db")  # a new supervisor
-    recover_store(store, now=1.0)
-    assert store.get_session("a").state is SessionState.SUSPENDED
-    assert store.get_message(answering).status == FAILED
-    assert store.get_message(waiting).status == QUEUED  # still owed: delivered on start
-    kinds = [e["kind"] for e in store.events_after(0, "a")]
-    assert kinds == ["state", "message_failed"]
-    store.close()
 
 
 def test_consumer_cursor_only_moves_forward(store: Store) -> None:

@@ -173,7 +173,8 @@ class KeeperMachine:
 
     def _stopped(self, reason: Reason) -> None:
         if self.current is not None:
-            why = "supervisor shutdown" if reason is Reason.SHUTDOWN else "session archived"
+            why = {Reason.SHUTDOWN: "supervisor shutdown",
+                   Reason.ATTACHED: "the conversation was opened in a terminal"}.get(reason, "session archived")
             self._emit(EventKind.MESSAGE_FAILED, message_id=self.current.id,
                        reason=f"Claude was stopped before it finished answering ({why})")
             self.current = None

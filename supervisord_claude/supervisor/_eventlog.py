@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from protocol import EventKind, SessionState
+from protocol import EventKind, SessionState, _packedmap
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -36,7 +36,6 @@ from ._store import (
     EventWrite,
     Store,
     StoredEvent,
-    extend_packed_map,
 )
 
 log = logging.getLogger("supervisord_claude")
@@ -69,6 +68,10 @@ class EventLog:
         self.on_message_done = on_message_done
         #: a session's keeper_pid and claude_pid, for the log line of each state change
         self.pids_of = pids_of
+        #: sees every event as it is recorded (the watcher: ``_watch.Watcher.event``):
+        #: (session, kind, message_id, body or None, the packed body or None)
+        self.on_recorded: Callable[[str, EventKind, int | None, dict[str, Any] | None, bytes | None], None] = \
+            lambda *args: None
         self._unstored: collections.deque[EventWrite] = collections.deque()
         self._origins: dict[int, str] = {}
         self._retry_armed = False
@@ -91,6 +94,7 @@ class EventLog:
             if origin is not None:
                 body = {**body, "origin": origin}
         self._unstored.append(self._write(session, kind, body, keeper))
+        self.on_recorded(session, kind, message_id if isinstance(message_id, int) else None, body, None)
         if not self._batching:
             self.flush()
 
@@ -102,7 +106,7 @@ class EventLog:
         if message_id is not None:
             origin = self._origin(message_id)
             if origin is not None:
-                packed = extend_packed_map(packed, {"origin": origin})
+                packed = _packedmap.with_items(packed, {"origin": origin})
         status = _STATUS_AFTER.get(kind) if message_id is not None else None
         updates = NO_UPDATES
         body = None
@@ -112,6 +116,7 @@ class EventLog:
         self._unstored.append(EventWrite(session, kind, body, updates,
                                          (message_id, status) if message_id is not None and status is not None
                                          else None, keeper, packed, message_id))
+        self.on_recorded(session, kind, message_id, body, packed)
         if not self._batching:
             self.flush()
 

@@ -5,6 +5,7 @@ what cannot be carried out raises ``OpError`` with a code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -32,11 +33,13 @@ from .._config import Config
 from .._errors import OpError
 from .._wire import DROPPED
 from ._attachments import mib_text
+from ._backup import backup_store, check_target
 from ._control import LaterReply
 from ._eventlog import EventLog
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
 from ._store import SessionRecord, Store
+from ._terminal import Terminals, conversations, open_conversations
 
 log = logging.getLogger("supervisord_claude")
 
@@ -65,6 +68,10 @@ class Ops:
         self.stopping = False
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
+        #: what a session's running turn does now (the watcher's ``activity``), or None
+        self.activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None
+        #: sessions open in Claude Code's own terminal UI (``attach``)
+        self.terminals = Terminals(store, pool, events, pool.system, pool.clock, wall)
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -111,6 +118,8 @@ class Ops:
             out["queue_limit"] = self._queue_limit()
             out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
                               for r in self.pool.pending_requests(session)]
+            out["activity"] = self.activity_of(session)
+            out["terminal"] = self._terminal(session)
             return out
         sessions = self.store.list_sessions(True)
         by_state: dict[str, int] = {}
@@ -155,7 +164,9 @@ class Ops:
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
         recs = self.store.list_sessions(include_archived=all)
-        return {"sessions": [r.public(self.config.idle_timeout) for r in recs]}
+        return {"sessions": [{**r.public(self.config.idle_timeout), "activity": self.activity_of(r.name),
+                              **({"terminal": self._terminal(r.name)} if self.terminals.holds(r.name) else {})}
+                             for r in recs]}
 
     def _check_mode(self, mode: PermissionMode) -> None:
         if mode is PermissionMode.BYPASS and not self.config.allow_bypass:
@@ -163,9 +174,11 @@ class Ops:
                           " needs allow_bypass = true)")
 
     def op_create(self, ident: bytes, session: str, model: str | None = None, cwd: str | None = None,
-                  persona: str | None = None, mode: PermissionMode | None = None) -> dict[str, Any]:
+                  persona: str | None = None, mode: PermissionMode | None = None, conversation: str | None = None,
+                  force: bool = False) -> dict[str, Any]:
         if self.store.get_session(session) is not None:
             raise OpError(ErrorCode.EXISTS, f"a session named '{session}' already exists")
+        continued = self._conversation_to_continue(conversation, cwd, force) if conversation is not None else None
         mode = mode or self.config.permission_mode
         self._check_mode(mode)
         if persona is not None and persona not in self.config.personas:
@@ -187,16 +200,47 @@ class Ops:
         if model is None and persona is not None:
             model = self.config.personas[persona].model
         try:
-            rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model or self.config.model, persona,
-                                            mode.value)
+            rec = self.store.create_session(session, continued or str(uuid.uuid4()), cwd, model or self.config.model,
+                                            persona, mode.value)
         except BaseException:
             if made is not None:  # a failed create leaves nothing behind
                 with contextlib.suppress(OSError):
                     made.rmdir()
             raise
-        self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
-                                                      "reason": Reason.REQUESTED.value, "detail": "created"})
-        return rec.public(self.config.idle_timeout)
+        if continued is not None:  # its first start resumes the conversation
+            self.store.update_session(session, started=1)
+        self.events.record(session, EventKind.STATE, {
+            "state": SessionState.SUSPENDED.value, "reason": Reason.REQUESTED.value,
+            "detail": f"created to continue conversation {continued}" if continued else "created"})
+        created = self.store.get_session(session)
+        return (created or rec).public(self.config.idle_timeout)
+
+    def _held_conversations(self) -> dict[str, str]:
+        """Conversation id -> the name of the session of ours that continues it."""
+        return {rec.session_id: rec.name for rec in self.store.list_sessions(True)}
+
+    def _conversation_to_continue(self, conversation: str, cwd: str | None, force: bool) -> str:
+        """The id of the conversation a new session continues (``latest``: the newest in
+        ``cwd``); refused if a session of ours holds it, or a running ``claude`` has it
+        open (unless ``force``)."""
+        if cwd is None:
+            raise OpError(ErrorCode.BAD_REQUEST, "a conversation is continued in its own directory: give 'cwd'")
+        if not os.path.isdir(cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
+        found = conversations(cwd, self.pool.system, self._held_conversations(), self.instance)
+        chosen = found[:1] if conversation == "latest" else [c for c in found if c["session_id"] == conversation]
+        if not chosen:
+            raise OpError(ErrorCode.NOT_FOUND, f"no Claude Code conversation {conversation!r} in {cwd} (claudectl"
+                          f" conversations --cwd {cwd} lists them)")
+        info = chosen[0]
+        if info["held_by"] is not None:
+            raise OpError(ErrorCode.EXISTS, f"session '{info['held_by']}' continues conversation"
+                          f" {info['session_id']} already")
+        if info["open_pid"] is not None and not force:
+            raise OpError(ErrorCode.BUSY, f"conversation {info['session_id']} is open in a running claude (pid"
+                          f" {info['open_pid']}); two Claudes on one conversation mix it up. Close that one first,"
+                          " or force it")
+        return str(info["session_id"])
 
     def _queue_limit(self) -> dict[str, int]:
         return {"messages": self.config.max_queued_messages, "bytes": self.config.max_queued_bytes}
@@ -244,8 +288,11 @@ class Ops:
         if created:
             answering = self.store.get_session(session)
             ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
-        return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
-                "ahead": ahead}
+        reply: dict[str, Any] = {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value,
+                                 "duplicate": not created, "ahead": ahead}
+        if self.terminals.holds(session):  # kept: answered once the terminal closes
+            reply["terminal"] = self._terminal(session)
+        return reply
 
     def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
         """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
@@ -273,6 +320,8 @@ class Ops:
 
     def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
         handle = self.pool.handle_of(session)
         if handle is None:
             return {"state": rec.state.value}
@@ -311,6 +360,8 @@ class Ops:
 
     def op_archive(self, ident: bytes, session: str) -> dict[str, Any]:
         self._session(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
         if self.pool.archive_after_exit(session):
             return {"state": SessionState.SUSPENDING.value}
         self.pool.archive_now(session)
@@ -338,6 +389,8 @@ class Ops:
 
     def _fresh(self, session: str, fields: dict[str, Any], detail: str) -> dict[str, Any]:
         rec = self._session(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
         if rec.state.live or self.pool.queued(session):
             raise OpError(ErrorCode.BUSY, f"session '{session}' is running; suspend it first (claudectl suspend"
                           f" {session})")
@@ -346,6 +399,43 @@ class Ops:
         self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
                                                       "reason": Reason.REQUESTED.value, "detail": detail})
         return {"session_id": session_id, **fields}
+
+    # the terminal (Claude Code's own TUI) ---------------------------------------------------
+
+    def _terminal(self, session: str) -> dict[str, Any] | None:
+        term = self.terminals.of(session)
+        return term.public() if term is not None else None
+
+    def _refuse_attached(self, session: str) -> None:
+        term = self.terminals.of(session)
+        where = f" ({term.tty or 'no tty'}, pid {term.pid})" if term is not None else ""
+        raise OpError(ErrorCode.BUSY, f"session '{session}' is open in a terminal{where}; it is the terminal's until"
+                      " that Claude exits")
+
+    def op_attach(self, ident: bytes, session: str, pid: int, tty: str | None = None,
+                  now: bool = False) -> LaterReply:
+        """Claim the session for ``pid`` (the process that becomes Claude Code's TUI): its
+        keeper is stopped (its running turn allowed to end; ``now``: at once), then the
+        reply says what to run. Until ``pid`` ends no Claude of ours touches the
+        conversation; messages wait."""
+        rec = self._session(session)
+        self.terminals.settle(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
+        system = self.pool.system
+        if not system.alive(pid) or system.uid(pid) != os.getuid():
+            raise OpError(ErrorCode.BAD_REQUEST, f"pid {pid} is not a running process of yours")
+        open_pid = open_conversations(system, self.instance).get(rec.session_id)
+        if open_pid is not None:
+            raise OpError(ErrorCode.BUSY, f"the conversation of '{session}' is open in a running claude (pid"
+                          f" {open_pid}); close that one first: two Claudes on one conversation mix it up")
+        reply = LaterReply()
+        self.terminals.claim(rec, pid, tty, now, reply)
+        return reply
+
+    def op_conversations(self, ident: bytes, cwd: str | None = None) -> dict[str, Any]:
+        """Claude Code's conversations on disk for ``cwd`` (every directory's without it)."""
+        return {"conversations": conversations(cwd, self.pool.system, self._held_conversations(), self.instance)}
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,
@@ -460,6 +550,32 @@ class Ops:
             raise OpError(ErrorCode.NOT_FOUND, f"no consumer named {consumer!r} (claudectl consumers lists them)")
         log.info("consumer %s removed: it holds no events back", consumer, extra={"consumer": consumer})
         return {"consumer": consumer}
+
+    def op_backup(self, ident: bytes, path: str, force: bool = False) -> LaterReply:
+        """A consistent copy of the store at ``path`` (``_backup``), made in a worker
+        thread: replied once it is written, checked and durable."""
+        target = Path(path)
+        check_target(target, force)
+        reply = LaterReply()
+
+        def finished(copied: asyncio.Future[dict[str, Any]]) -> None:
+            if copied.cancelled():  # (the loop is closing)
+                reply.reject(OpError(ErrorCode.SHUTTING_DOWN, "the supervisor stopped before the backup was done"))
+                return
+            error = copied.exception()
+            if error is None:
+                log.info("store backed up to %s", target, extra={"path": str(target)})
+                reply.resolve(copied.result())
+            elif isinstance(error, OpError):
+                log.error("backup to %s failed: %s", target, error.message)
+                reply.reject(error)
+            else:  # a bug: answered all the same
+                log.error("backup to %s failed: %r", target, error)
+                reply.reject(OpError(ErrorCode.INTERNAL, f"the backup failed ({error!r}); see the supervisor log"))
+
+        asyncio.get_running_loop().run_in_executor(None, backup_store, self.store.path, target) \
+            .add_done_callback(finished)
+        return reply
 
     def op_restart(self, ident: bytes) -> dict[str, Any]:
         self.request_restart()  # after this reply; keepers and their Claude keep running

@@ -30,7 +30,7 @@ from .._permissions import PendingRequest
 from .._wire import keeper_title
 from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
 from ._eventlog import EventLog
-from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, Store
+from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
@@ -162,6 +162,15 @@ class KeeperPool:
         self.on_delta: Callable[[str, int | None, str, str | None], None] = lambda *a: None
         self._to_ack: set[int] = set()
         self._ack_armed = False
+        #: an adopted keeper's session: (session, busy, the message it answers, the
+        #: requests its Claude waits on) — for the watcher
+        self.on_adopted: Callable[[str, bool, int | None, list[dict[str, Any]]], None] = lambda *a: None
+        #: the terminal side (``_terminal.Terminals``): a session it holds (open in Claude
+        #: Code's own terminal UI, or on its way there) gets no keeper and no message
+        self.held: Callable[[str], bool] = lambda session: False
+        #: told of each state a keeper reports, and of each keeper gone, by session
+        self.on_state: Callable[[str, str], None] = lambda session, state: None
+        self.on_keeper_gone: Callable[[str], None] = lambda session: None
 
     # what the op handlers ask ---------------------------------------------------------
 
@@ -211,7 +220,10 @@ class KeeperPool:
         if handle.ident is None:
             handle.outbox.append(msg)
             return True
-        return self.link.send(handle.ident, msg)
+        if self.link.send(handle.ident, msg):
+            return True
+        log.warning("cannot reach the keeper of %s (pid %s) with %s", session, handle.pid, type(msg).__name__)
+        return False
 
     def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
         """Ask the session's keeper to interrupt its turn; ``on_report`` gets
@@ -290,7 +302,7 @@ class KeeperPool:
     def dispatch(self, session: str) -> None:
         """Move queued messages towards Claude: to the live keeper, or start one."""
         queue = self.queues.get(session)
-        if not queue or self.stopping:
+        if not queue or self.stopping or self.held(session):
             return
         handle = self.handles.get(session)
         if handle is None:
@@ -329,11 +341,6 @@ class KeeperPool:
             if msg is not None and msg.status == QUEUED:
                 messages.append(_to_wire(msg))
                 handle.forwarded.append(msg.id)
-        persona = self.config.personas.get(rec.persona) if rec.persona else None
-        # Claude reads the session's attachment copies there (by path: files that are not images)
-        attachments = self.attachments.session_dir(session)
-        with contextlib.suppress(OSError):
-            attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -344,8 +351,8 @@ class KeeperPool:
             started=rec.started,
             idle_timeout=rec.idle_timeout or self.config.idle_timeout,
             model=rec.model,
-            system_prompt="\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p),
-            extra_args=(*self.config.claude_args, "--add-dir", str(attachments)),
+            system_prompt=self.system_prompt(rec),
+            extra_args=self.claude_args(session),
             permission_mode=rec.permission_mode,
             allowed_tools=tuple(rec.allowed_tools),
             permission_timeout=self.config.permission_timeout,
@@ -359,6 +366,20 @@ class KeeperPool:
         self.handles[session] = handle
         self.by_token[handle.token] = handle
         self.fork.spawn(handle.token, spec)
+
+    def system_prompt(self, rec: SessionRecord) -> str:
+        """What every Claude of the session is told besides Claude Code's own prompt: its
+        persona, and where files for the user go (the outbox)."""
+        persona = self.config.personas.get(rec.persona) if rec.persona else None
+        return "\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p)
+
+    def claude_args(self, session: str) -> tuple[str, ...]:
+        """The configured extra arguments, and the session's attachments directory (Claude
+        reads the copies of files that are not images there, by path)."""
+        attachments = self.attachments.session_dir(session)
+        with contextlib.suppress(OSError):
+            attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return (*self.config.claude_args, "--add-dir", str(attachments))
 
     # reports of the fork server ---------------------------------------------------------
 
@@ -502,6 +523,8 @@ class KeeperPool:
             if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
                     and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
+            if kind is EventKind.STATE:
+                self.on_state(handle.session, str(msg.body.get("state")))
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self.on_delta(handle.session, msg.message_id, msg.text, origin)
@@ -621,6 +644,7 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
+        self.on_adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
@@ -647,7 +671,10 @@ class KeeperPool:
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session
-        log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
+        if handle.exit_status is None:  # (an adopted keeper is not our child: its status is not ours to read)
+            log.info("keeper for %s (pid %s) exited", session, handle.pid)
+        else:
+            log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
         leftover = list(handle.forwarded)
         handle.forwarded.clear()
         if handle.bye is None:
@@ -673,6 +700,7 @@ class KeeperPool:
                 queue = self.queues.setdefault(session, collections.deque())
                 queue.extendleft(reversed(sorted(i for i in leftover if i not in queue)))
             self.dispatch(session)
+            self.on_keeper_gone(session)
         if not self.by_pid and not self.handles:
             self.on_all_gone()
 

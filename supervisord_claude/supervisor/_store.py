@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from protocol import EventKind, SessionState
+from protocol import EventKind, SessionState, _packedmap
 
 from .._errors import StoreError
 from .._wire import pack_body
@@ -167,14 +167,6 @@ class EventWrite(NamedTuple):
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
-def extend_packed_map(blob: bytes, extra: dict[str, Any]) -> bytes:
-    """The packed map ``blob`` with ``extra``'s keys added after its own (fewer than 16:
-    where a key is in both, the later one wins when it is read), without unpacking it."""
-    count, entries = _map_entries(blob)
-    more = _packb(extra)
-    return b"".join((_map_header(count + len(extra)), entries, memoryview(more)[1:]))
-
-
 #: how many of the newest events, and how many bytes of them, are kept in memory
 RECENT_EVENTS = 8192
 RECENT_BYTES = 16 * 1024 * 1024
@@ -193,33 +185,7 @@ def event_data(blob: bytes, event_id: int, seq: int, own_fields: bytes) -> bytes
     """An event as a subscriber gets it: the stored body map with the event's own fields
     after its entries (where an old body holds one of them, the later one wins, as in
     ``StoredEvent.as_dict``)."""
-    first = blob[0]
-    if 0x80 <= first <= 0x8A:  # a fixmap that stays one with 5 more keys: most bodies
-        head, entries = bytes((first + 5,)), memoryview(blob)[1:]
-    else:
-        count, entries = _map_entries(blob)
-        head = _map_header(count + 5)
-    return b"".join((head, entries, _ID, _packb(event_id), _SEQ, _packb(seq), own_fields))
-
-
-def _map_header(count: int) -> bytes:
-    if count < 16:
-        return bytes((0x80 | count,))
-    if count < 1 << 16:
-        return b"\xde" + count.to_bytes(2, "big")
-    return b"\xdf" + count.to_bytes(4, "big")
-
-
-def _map_entries(blob: bytes) -> tuple[int, memoryview]:
-    """A packed map's entry count and its entries (the bytes after its header)."""
-    first = blob[0]
-    if 0x80 <= first <= 0x8F:
-        return first & 0x0F, memoryview(blob)[1:]
-    if first == 0xDE:
-        return int.from_bytes(blob[1:3], "big"), memoryview(blob)[3:]
-    if first == 0xDF:
-        return int.from_bytes(blob[1:5], "big"), memoryview(blob)[5:]
-    raise ValueError("an event body is a msgpack map")
+    return _packedmap.extend(blob, 5, b"".join((_ID, _packb(event_id), _SEQ, _packb(seq), own_fields)))
 
 
 class StoredEvent:
@@ -821,6 +787,13 @@ class Store:
         """Forget a consumer's cursor; False if there was none."""
         with self._tx() as db:
             return db.execute("DELETE FROM cursors WHERE consumer=?", (consumer,)).rowcount > 0
+
+    def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
+        """The body of the session's newest event of ``kind`` (None if it has none)."""
+        rows = self._read("SELECT body FROM events WHERE session=? AND kind=? ORDER BY id DESC LIMIT 1",
+                          (session, kind.value))
+        body = msgpack.unpackb(rows[0][0]) if rows else None
+        return body if isinstance(body, dict) else None
 
     def kv_get(self, key: str) -> Any:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))
