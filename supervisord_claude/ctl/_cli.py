@@ -16,22 +16,27 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from protocol import (
     CONFIG_ENV,
+    HOST_ENV,
+    LOCAL,
     RUNTIME_DIR_ENV,
     TIMEOUT_RANGE_TEXT,
     Client,
     ConfigFileError,
     ConnectionFailed,
+    Host,
     PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
+    VersionMismatch,
     __version__,
+    configured_hosts,
     configured_runtime_dir,
+    host_named,
     idle_note,
     relative_time,
 )
@@ -57,6 +62,10 @@ def render_event(event: dict[str, Any]) -> str:
         return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"
     if kind == "user":
         return f"{head} > {event.get('text')}"
+    if kind == "steered":
+        return f"{head} >> {event.get('text')} (sent while message {event.get('turn')} was answered)"
+    if kind == "taken":
+        return f"{head} message {event.get('message_id')} joined the turn of message {event.get('turn')}"
     if kind == "assistant_text":
         return f"{head} {event.get('text')}"
     if kind == "tool_use":
@@ -336,25 +345,67 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     sessions = client.request("list", all=args.all)["sessions"]
-    rows = [("", "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE", "COST")]
-    rows += [(session_dot(s), s["name"], shown_state(s) + (f" ({activity_brief(s['activity'])})"
-                                                            if s.get("activity") else ""),
-              s.get("mode") or "ask", s["persona"] or "default",
-              s.get("model") or "default", relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}")
-             for s in sessions]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = sessions_table(sessions)
     _print(args, sessions, table if sessions else "No sessions.")
     return 0
 
 
+def sessions_table(sessions: list[dict[str, Any]], host_column: bool = False) -> str:
+    rows = [("", *(("HOST",) if host_column else ()), "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE",
+             "COST")]
+    rows += [(session_dot(s), *((s["host"],) if host_column else ()), s["name"],
+              shown_state(s) + (f" ({activity_brief(s['activity'])})" if s.get("activity") else ""),
+              s.get("mode") or "ask", s["persona"] or "default", s.get("model") or "default",
+              relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}") for s in sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def ls_all_hosts(args: argparse.Namespace, hosts: dict[str, Host]) -> int:
+    """``ls --all-hosts``: every host's sessions, asked at once (a host that is down costs
+    its own line, not the others' time); an unreachable host is one line saying why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sessions_of(host: Host) -> list[dict[str, Any]]:
+        with Client(args.runtime_dir, host=host, timeout=min(CONNECT_TIMEOUT, args.timeout)) as client:
+            return list(client.request("list", all=args.all)["sessions"])
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        futures = {name: pool.submit(sessions_of, host) for name, host in hosts.items()}
+    sessions: list[dict[str, Any]] = []
+    down: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            sessions += [{**s, "host": name} for s in future.result()]
+        except ProtocolError as exc:
+            down[name] = exc.message if isinstance(exc, RemoteError) else str(exc)
+    sessions.sort(key=lambda s: -(s.get("last_active") or 0))
+    lines = [sessions_table(sessions, host_column=True)] if sessions else ["No sessions."]
+    lines += [f"{name}: unreachable: {why}" for name, why in down.items()]
+    _print(args, {"sessions": sessions, "unreachable": down}, "\n".join(lines))
+    return 0
+
+
+def local_path(args: argparse.Namespace, path: str, what: str) -> str:
+    """A path as the supervisor must get it: this machine's, made absolute from where
+    claudectl runs (the supervisor has its own working directory); on a remote host, a
+    path there, which must be absolute already (ours means nothing there)."""
+    if args.on_host.is_local:
+        return os.path.abspath(os.path.expanduser(path))
+    if not path.startswith("/"):
+        raise UsageError(f"{what} {path!r}: on host {args.on_host.name} give an absolute path (a directory"
+                         " there)")
+    return path
+
+
+class UsageError(Exception):
+    """A command that cannot be carried out as given (exit 2)."""
+
+
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode", "conversation", "force")
-              if getattr(args, k, None)}
-    if "conversation" in fields and "cwd" not in fields:  # a conversation of the directory we are in
-        fields["cwd"] = os.getcwd()
-    if "cwd" in fields:  # the supervisor has its own working directory: resolve against ours
-        fields["cwd"] = os.path.abspath(os.path.expanduser(fields["cwd"]))
+    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
+    if "cwd" in fields:
+        fields["cwd"] = local_path(args, fields["cwd"], "--cwd")
     info = client.request("create", session=args.name, **fields)
     continues = f", continuing conversation {info['session_id']}" if "conversation" in fields else ""
     _print(args, info, f"created session '{info['name']}' in {info['cwd']}{continues}")
@@ -364,7 +415,7 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
 def cmd_cd(client: Client, args: argparse.Namespace) -> int:
     """Move a session to another directory (``set_cwd``): Claude starts a fresh conversation
     there, as it keeps one per directory."""
-    cwd = os.path.abspath(os.path.expanduser(args.dir))  # (ours, not the supervisor's, relative)
+    cwd = local_path(args, args.dir, "DIR")
     info = client.request("set_cwd", session=args.name, cwd=cwd)
     _print(args, info, f"session '{args.name}' moved to {info['cwd']}; its next message starts a fresh conversation")
     return 0
@@ -372,9 +423,14 @@ def cmd_cd(client: Client, args: argparse.Namespace) -> int:
 
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
+    if args.attach and not args.on_host.is_local:
+        raise UsageError(f"--attach: the supervisor on {args.on_host.name} reads attachments from its own disk;"
+                         " attaching a file of this machine to a remote session is not supported yet")
     if args.attach:
         # the file a link points to: the supervisor takes no link (it could be swapped)
         fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
+    if args.queue:
+        fields["queue"] = True
     return fields
 
 
@@ -398,7 +454,7 @@ def print_live(shown: str, event: dict[str, Any]) -> str:
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
     from protocol import AsyncClient  # (asyncio only for the commands that wait)
 
-    async with AsyncClient(client_dir) as client:
+    async with AsyncClient(client_dir, host=args.on_host) as client:
         status = await client.request("status", session=args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
         sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
@@ -406,6 +462,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         message_id = sent["message_id"]
         if sent.get("terminal") and not args.json:
             print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
+        # the turn that answers it: its own, or the running one it joined (steered, taken)
+        turn = message_id
         deadline = time.monotonic() + timeout
         streamed = ""  # what of the answer has been printed as it was written
         while True:
@@ -415,15 +473,23 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                       " will be answered (claudectl tail shows it)", file=sys.stderr)
                 return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
-                if event.get("message_id") == message_id:
+                if event.get("message_id") == turn:
                     streamed = print_live(streamed, event)
                 continue
+            if event.get("kind") == "taken" and event.get("message_id") == message_id \
+                    and isinstance(event.get("turn"), int):
+                turn = event["turn"]
+                if not args.json:
+                    print(f"claudectl: Claude took the message into the running turn (message {turn})",
+                          file=sys.stderr, flush=True)
             await sub.ack(event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
                 print(f"Resuming session{idle_note(event.get('idle_for'))}...", file=sys.stderr)
-            if event.get("message_id") != message_id:
+            if event.get("message_id") != turn and event.get("kind") != "message_failed":
+                continue
+            if event.get("kind") == "message_failed" and event.get("message_id") not in (message_id, turn):
                 continue
             if event.get("kind") == "permission_request" and not args.json:
                 print(request_text(event), file=sys.stderr, flush=True)
@@ -444,7 +510,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                     return 1
                 return 0
             if event.get("kind") == "message_failed":
-                print(f"claudectl: message not delivered: {event.get('reason')}", file=sys.stderr)
+                what = "message" if event.get("message_id") == message_id else "the turn it joined was"
+                print(f"claudectl: {what} not delivered: {event.get('reason')}", file=sys.stderr)
                 return 1
 
 
@@ -475,7 +542,8 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
     note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
-    _print(args, result, f"queued message {result['message_id']}{note}")
+    _print(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
+                          else f"queued message {result['message_id']}") + note)
     return 0
 
 
@@ -496,7 +564,7 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
         return 0
     from protocol import AsyncClient
 
-    async with AsyncClient(args.runtime_dir) as client:
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after=after, live=stream)
         shown: dict[Any, str] = {}
@@ -641,11 +709,157 @@ def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the daily driver (issue #27): rules, budgets, schedules, diff, fork -------------------
+
+
+def cmd_rules(client: Client, args: argparse.Namespace) -> int:
+    """A session's always-allow rules, numbered; ``--remove N`` forgets rule N."""
+    if args.remove is not None:
+        result = client.request("remove_rule", session=args.name, index=args.remove)
+        _print(args, result, f"removed {result['removed']} from '{args.name}'"
+               f" ({len(result['rules'])} rule(s) left; a running Claude restarts with them after its turn)")
+        return 0
+    result = client.request("rules", session=args.name)
+    rows = [f"{i}. {rule}" for i, rule in enumerate(result["rules"], 1)]
+    _print(args, result, "\n".join(rows) or f"'{args.name}' has no always-allow rules")
+    return 0
+
+
+def money(amount: float | None) -> str:
+    if amount is None:
+        return "no cap"
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
+
+
+def budget_lines(report: dict[str, Any]) -> list[str]:
+    """Spend today and this month, per session and in total, against the daily caps."""
+    def share(spent: float, cap: float | None) -> str:
+        return f" of {money(cap)} ({spent / cap:.0%})" if cap else ""
+
+    lines = [f"{r['session']}: today {money(r['today'])}{share(r['today'], r['cap'])}, this month"
+             f" {money(r['month'])}{'' if r['cap'] else ' (no daily cap)'}" for r in report["sessions"]]
+    lines.append(f"all sessions: today {money(report['today'])}{share(report['today'], report['cap'])}, this month"
+                 f" {money(report['month'])}{'' if report['cap'] else ' (no daily cap)'}")
+    return lines
+
+
+def cmd_budget(client: Client, args: argparse.Namespace) -> int:
+    """What Claude cost today and this month, per session and in total, with the daily
+    caps; ``--cap USD`` (or ``none``) sets one: the session's with ``--session``, else the
+    daily cap for all sessions."""
+    if args.cap is not None:
+        fields: dict[str, Any] = {"usd": None if args.cap == "none" else args.cap}
+        if args.session:
+            fields["session"] = args.session
+        client.request("set_budget", **fields)
+        whose = f"session '{args.session}'" if args.session else "all sessions"
+        print_done = f"daily cap of {whose}: {money(fields['usd'])}"
+        result = client.request("budget", **({"session": args.session} if args.session else {}))
+        _print(args, result, print_done + "\n" + "\n".join(budget_lines(result)))
+        return 0
+    result = client.request("budget", **({"session": args.session} if args.session else {}))
+    _print(args, result, "\n".join(budget_lines(result)))
+    return 0
+
+
+def cap_arg(text: str) -> float | str:
+    """``--cap``: US dollars (``5``, ``$0.50``), or ``none``."""
+    if text.lower() == "none":
+        return "none"
+    try:
+        return float(text.removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of US dollars or 'none', not {text!r}") from None
+
+
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    """The session's git working-tree changes: staged, then not staged (the whole diffs),
+    then untracked files."""
+    result = client.request("diff", session=args.name, **({"path": args.path} if args.path else {}))
+    if not result["repo"]:
+        _print(args, result, f"{result['cwd']} is not in a git repository: no changes to show")
+        return 0
+    out = []
+    for title, side in (("staged", result["staged"]), ("not staged", result["unstaged"])):
+        if side["files"]:
+            out.append(f"# {title}: " + ", ".join(f"{f['path']} +{f['added']} -{f['removed']}" for f in side["files"]))
+            out.append(side["diff"].rstrip("\n") + ("\n# (cut)" if side["truncated"] else ""))
+    if result["untracked"]:
+        out.append("# untracked: " + ", ".join(result["untracked"]))
+    _print(args, result, "\n".join(out) or "no changes: the working tree matches the last commit")
+    return 0
+
+
+def schedule_line(s: dict[str, Any]) -> str:
+    state = "paused" if s["paused"] else f"next {time.strftime('%Y-%m-%d %H:%M', time.localtime(s['next_run']))}"
+    return f"{s['id']}. {s['session']}: {s['cron']}{' (' + s['tz'] + ')' if s['tz'] else ''} {s['prompt']!r}  {state}"
+
+
+def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
+    """Schedules (kept and run by the supervisor): add, ls, pause, resume, rm."""
+    if args.action == "add":
+        fields: dict[str, Any] = {"session": args.name, "when": args.when, "prompt": args.prompt}
+        if args.tz:
+            fields["tz"] = args.tz
+        made = client.request("schedule_add", **fields)
+        _print(args, made, f"added: {schedule_line(made)}")
+    elif args.action == "ls":
+        result = client.request("schedules", **({"session": args.name} if args.name else {}))
+        _print(args, result, "\n".join(schedule_line(s) for s in result["schedules"]) or "no schedules")
+    elif args.action == "rm":
+        removed = client.request("schedule_remove", schedule=args.id)
+        _print(args, removed, f"removed: {schedule_line(removed)}")
+    else:
+        changed = client.request("schedule_set", schedule=args.id, paused=args.action == "pause")
+        _print(args, changed, schedule_line(changed))
+    return 0
+
+
+def cmd_fork(client: Client, args: argparse.Namespace) -> int:
+    """A new session that continues a copy of this one's conversation."""
+    made = client.request("fork", session=args.name, name=args.new)
+    copied = "continues a copy of its conversation" if made["copied"] else "starts afresh (it had no conversation)"
+    _print(args, made, f"session '{args.new}' forked from '{args.name}': {copied}; the original is untouched")
+    return 0
+
+
+def add_daily_parsers(sub: Any) -> None:
+    s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
+    s.add_argument("name")
+    s.add_argument("--remove", type=int, metavar="N", help="forget rule N (as numbered by the list)")
+    s.set_defaults(func=cmd_rules)
+    s = sub.add_parser("budget", help="spend today and this month per session and in total; --cap sets a daily cap")
+    s.add_argument("--session", metavar="NAME", help="one session (with --cap: its own daily cap)")
+    s.add_argument("--cap", metavar="USD", type=cap_arg, help="set the daily cap in US dollars ('none' removes it)")
+    s.set_defaults(func=cmd_budget)
+    s = sub.add_parser("diff", help="a session's git working-tree changes (staged and not staged)")
+    s.add_argument("name")
+    s.add_argument("path", nargs="?", help="only changes under this path (relative to the session's directory)")
+    s.set_defaults(func=cmd_diff)
+    s = sub.add_parser("fork", help="a new session that continues a copy of a session's conversation")
+    s.add_argument("name")
+    s.add_argument("new", help="the new session's name")
+    s.set_defaults(func=cmd_fork)
+    s = sub.add_parser("schedule", help="prompts sent to a session at set times (kept and run by the supervisor)")
+    actions = s.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="add one: WHEN is a cron expression or e.g. 'weekdays 9:00', 'every 15m'")
+    a.add_argument("name")
+    a.add_argument("when")
+    a.add_argument("prompt")
+    a.add_argument("--tz", help="an IANA time zone (default: the supervisor's timezone, else the machine's)")
+    a = actions.add_parser("ls", help="list them (of one session)")
+    a.add_argument("name", nargs="?")
+    for action, text in (("pause", "pause one"), ("resume", "resume one (from now on)"), ("rm", "remove one")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("id", type=int)
+    s.set_defaults(func=cmd_schedule)
+
+
 def cmd_backup(client: Client, args: argparse.Namespace) -> int:
     """A consistent copy of the supervisor's store (SQLite's online backup, made by the
     supervisor while it runs), at FILE."""
-    target = Path(args.file).expanduser().absolute()
-    result = client.request("backup", path=str(target), force=args.force)
+    target = local_path(args, args.file, "backup FILE")  # (with --host: a file on that machine)
+    result = client.request("backup", path=target, force=args.force)
     _print(args, result, f"backed up the store to {result['path']} ({result['bytes'] / 2**20:.1f} MiB,"
                          f" {result['sessions']} sessions)")
     return 0
@@ -691,7 +905,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="claudectl", description="Control supervisord-claude sessions",
         epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
-               f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
+               f"\n  {CONFIG_ENV:32} the config file (under --config); its runtime_dir and [hosts.*] are read"
+               f"\n  {HOST_ENV:32} the host (under --host): local, or a [hosts.NAME] of the config file",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
@@ -702,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
     s = sub.add_parser("ls", help="list sessions, most recently active first")
     s.add_argument("--all", action="store_true", help="include archived sessions")
+    s.add_argument("--all-hosts", action="store_true", help="every configured host's sessions, with a HOST column")
     s.set_defaults(func=cmd_ls)
     s = sub.add_parser("new", help="create a session")
     s.add_argument("name")
@@ -732,6 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
     s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
+    s.add_argument("--queue", action="store_true",
+                   help="if Claude is answering, wait for a turn of its own (by default the message joins the"
+                        " running turn: Claude reads it at its next step)")
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
@@ -790,6 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
     s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
     s.set_defaults(func=cmd_consumers)
+    add_daily_parsers(sub)
     s = sub.add_parser("backup", help="copy the supervisor's store to FILE while it runs (consistent, unlike cp)")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -814,6 +1034,9 @@ def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
                         " else the default: as the supervisor)")
     p.add_argument("--config", default=default,
                    help=f"the config file whose runtime_dir is used (else ${CONFIG_ENV}, else the default one)")
+    p.add_argument("--host", default=default,
+                   help=f"the machine whose supervisor to talk to: local (default) or a [hosts.NAME] of the config"
+                        f" file, reached through ssh (else ${HOST_ENV})")
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
@@ -842,11 +1065,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
         args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
+        hosts = configured_hosts(args.config)
+        args.on_host = host_named(hosts, args.host or os.environ.get(HOST_ENV) or LOCAL)
     except ConfigFileError as exc:
         return fail(args, str(exc), "config")
+    if getattr(args, "all_hosts", False):
+        return ls_all_hosts(args, hosts)
     try:
-        # (--timeout bounds every wait, the connection's too)
-        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout))
+        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
+    except VersionMismatch as exc:
+        return fail(args, str(exc), "version")
     except ConnectionFailed as exc:
         return fail(args, str(exc), "connection")
     try:
@@ -855,6 +1083,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except RemoteError as exc:
         return fail(args, exc.message, exc.code)
+    except UsageError as exc:
+        fail(args, str(exc), "usage")
+        return 2
     except ProtocolError as exc:
         return fail(args, str(exc), "protocol")
     except KeyboardInterrupt:

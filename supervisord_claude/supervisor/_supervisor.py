@@ -281,6 +281,7 @@ class Supervisor:
         self._task(self._prune_loop())
         self._task(self._watch_store())
         self.core.requeue_owed()
+        self.core.ops.scheduler.start()  # (runs missed while it was off: once each, now)
         log.info(
             "supervisor ready: instance %s, control %s, %s",
             self.core.instance,
