@@ -98,7 +98,10 @@ class Link:
         #: ``SENT_KEPT``: a Retry button sends a failed message again from here
         self.sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
         #: what ``KV_HELD`` and ``KV_FAILED`` could not hold (too long): until a restart
-        self._unkept: dict[tuple[str, int], list[Any]] = {}
+        self._unkept: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+        #: one read-modify-write of a kv list at a time (the delivery loop and the
+        #: handlers both change them)
+        self._lists = asyncio.Lock()
         #: conversation id -> its directory, offered by /resume until its button is pressed
         self.pending_resumes: dict[str, str] = {}
         #: the other machines' supervisors (``[hosts.*]``): a session ``name@host`` is there
@@ -183,11 +186,12 @@ class Link:
         if len(data.encode()) <= MAX_BUTTON_DATA and not argument.startswith(TOKEN_MARK):
             return data
         token = base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()[:12]).decode()
-        table = await self._buttons()
-        if table.get(token) != data:
-            table.pop(token, None)
-            table[token] = data
-            await self.kv_put(KV_BUTTONS, dict(list(table.items())[-BUTTONS_KEPT:]))
+        async with self._lists:
+            table = await self._buttons()
+            if table.get(token) != data:
+                table.pop(token, None)
+                table[token] = data
+                await self.kv_put(KV_BUTTONS, dict(list(table.items())[-BUTTONS_KEPT:]))
         return f"{kind}:{TOKEN_MARK}{token}"
 
     async def pressed(self, data: str) -> str | None:
@@ -206,27 +210,38 @@ class Link:
     async def _keep(self, key: str, entry: list[Any], kept: int) -> None:
         """Add ``entry`` (``[id, ...]``) to the kv list ``key`` (its newest ``kept``, within
         ``KEPT_BYTES``); one too long for it stays in this process only."""
-        entries = [e for e in await self._entries(key) if e[0] != entry[0]]
-        if len(json.dumps(entry, ensure_ascii=False).encode()) > KEPT_BYTES // 2:
-            self._unkept[(key, entry[0])] = entry
-        else:
-            entries = [*entries, entry][-kept:]
-            while len(json.dumps(entries, ensure_ascii=False).encode()) > KEPT_BYTES:
-                entries.pop(0)
-        await self.kv_put(key, entries or None)
+        async with self._lists:
+            entries = [e for e in await self._stored(key) if e[0] != entry[0]]
+            if len(json.dumps(entry, ensure_ascii=False).encode()) > KEPT_BYTES // 2:
+                self._unkept[(key, entry[0])] = entry
+                while len(self._unkept) > kept:
+                    self._unkept.popitem(last=False)
+            else:
+                entries = [*entries, entry][-kept:]
+                while len(json.dumps(entries, ensure_ascii=False).encode()) > KEPT_BYTES:
+                    entries.pop(0)
+            await self.kv_put(key, entries or None)
 
-    async def _entries(self, key: str) -> list[list[Any]]:
+    async def _stored(self, key: str) -> list[list[Any]]:
+        """The entries of the kv list ``key``."""
         value = await self.kv_cached(key)
         return [e for e in value if isinstance(e, list) and e and isinstance(e[0], int)] \
             if isinstance(value, list) else []
 
+    async def _entries(self, key: str) -> list[list[Any]]:
+        """The entries of the kv list ``key``, then those only this process holds."""
+        return await self._stored(key) + [e for (of, _), e in self._unkept.items() if of == key]
+
     async def _take(self, key: str, entry_id: int) -> list[Any] | None:
         """Remove and return the entry ``entry_id`` of the kv list ``key`` (None: not held)."""
-        entries = await self._entries(key)
-        found = next((e for e in entries if e[0] == entry_id), None) or self._unkept.pop((key, entry_id), None)
-        if found in entries:
-            await self.kv_put(key, [e for e in entries if e is not found] or None)
-        return found
+        async with self._lists:
+            if (key, entry_id) in self._unkept:
+                return self._unkept.pop((key, entry_id))
+            entries = await self._stored(key)
+            found = next((e for e in entries if e[0] == entry_id), None)
+            if found is not None:
+                await self.kv_put(key, [e for e in entries if e is not found] or None)
+            return found
 
     async def hold(self, chat: int, message_id: int, update_id: int, text: str) -> None:
         """Hold a user's message until a button under the bot's question about it is
@@ -258,9 +273,7 @@ class Link:
         """The messages of ``session`` this chat was told could not be sent because its
         conversation could not resume."""
         return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))
-                if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session] \
-            + [e[0] for (key, _), e in self._unkept.items() if key == KV_FAILED.format(chat=chat)
-               and e[2] == "resume" and e[1].get("session") == session]
+                if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session]
 
     async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
         """Remember that ``session`` wrote these messages (an answer, a prompt, a tool

@@ -80,3 +80,48 @@ def test_errors_become_short_replies() -> None:
     # a request that got no answer may still be carried out: never claim nothing was sent
     text = commands.error_reply(ConnectionFailed("down")).text
     assert "did not answer" in text and "nothing was sent" not in text
+
+
+def packed_size(value: Any) -> int:
+    import msgpack
+
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def test_long_button_data_becomes_a_token_a_restarted_bot_reads_back_and_the_table_stays_bounded(
+        link: FakeLink) -> None:
+    longest = "𠀀" * 63  # the most bytes a session name may have (252)
+    short = run(link.button_data(f"archive:{longest}"))
+    assert len(short.encode()) <= commands.MAX_BUTTON_DATA and short.startswith("archive:#")
+    assert run(link.button_data("switch:alpha")) == "switch:alpha"  # what fits stays as it is
+    assert run(link.button_data("cdpick:#notes")) != "cdpick:#notes"  # never read as a token
+    restarted = FakeLink()
+    restarted.kv = link.kv
+    assert run(restarted.pressed(short)) == f"archive:{longest}"
+    assert run(restarted.pressed(short.replace("archive:", "switch:"))) is None  # a token names its kind
+    for i in range(commands.BUTTONS_KEPT + 50):
+        run(link.button_data(f"archive:{longest}{i}"))
+    table = link.kv[commands.KV_BUTTONS]
+    assert len(table) == commands.BUTTONS_KEPT and packed_size(table) < 64 * 1024
+    assert run(link.pressed(short)) is None  # the oldest: expired
+
+
+def test_held_and_failed_messages_are_kept_within_the_kvs_bounds(link: FakeLink) -> None:
+    for i in range(commands.HELD_KEPT + 20):
+        run(link.hold(1, i, 1000 + i, f"/word {i} " + "ж" * 2000))
+    held = link.kv[commands.KV_HELD.format(chat=1)]
+    assert packed_size(held) < 64 * 1024 and len(held) < commands.HELD_KEPT
+    assert run(link.take_held(1, commands.HELD_KEPT + 19)) == (1000 + commands.HELD_KEPT + 19,
+                                                               f"/word {commands.HELD_KEPT + 19} " + "ж" * 2000)
+    assert run(link.take_held(1, 0)) is None  # the oldest made room
+    run(link.hold(1, 999, 5000, "x" * 40_000))  # too long for the kv: held by this process only
+    assert all(entry[0] != 999 for entry in link.kv[commands.KV_HELD.format(chat=1)])
+    assert run(link.take_held(1, 999)) == (5000, "x" * 40_000)
+    assert run(link.take_held(1, 999)) is None  # once
+    link.remember(7, {"session": "alpha", "text": "hi", "attachments": [], "origin": "tg:1:5"})
+    run(link.keep_failed(1, 7, "resume"))
+    restarted = FakeLink()
+    restarted.kv = link.kv
+    assert run(restarted.failed_to_resume(1, "alpha")) == [7]
+    assert run(restarted.take_failed(1, 7)) == {"session": "alpha", "text": "hi", "attachments": [], "origin": "tg:1:5"}
+    assert run(restarted.take_failed(1, 7)) is None

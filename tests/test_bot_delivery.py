@@ -353,19 +353,27 @@ def test_what_a_session_that_is_not_the_chats_shows_while_writing_and_failing_ca
     say(api, "/new alpha", "created")
     api.message(USER, f"waitfile:{gate} stream:3 alpha writes this slowly")
     sup.wait_received("stream:3 alpha writes this slowly")
-    say(api, "apierror please", "⏳ Queued")
-    say(api, "sleep:60 hold", "⏳ Queued")
-    say(api, "dropped one", "⏳ Queued")
     say(api, "/new beta", "created")  # beta is the chat's session from now on
     gate.touch()
     draft = wait_for(lambda: next((d for d in api.drafts if "alpha writes" in d["text"]), None),
                      what="alpha's answer as it is written")
     assert draft["text"].startswith("[alpha]\n")
-    api.wait_for_text(lambda t: t.startswith("[alpha]") and "echo: waitfile" in t, chat_id=USER)
+    answer = api.wait_for_text(lambda t: t.startswith("[alpha]") and "echo: waitfile" in t, chat_id=USER)
+
+    def to_alpha(text: str) -> None:  # a reply to alpha's answer goes to alpha
+        api.message(USER, text, reply_to_message={
+            "message_id": answer["message_id"], "date": 0, "chat": {"id": USER, "type": "private"},
+            "from": {"id": 123456, "is_bot": True, "first_name": "Claude"}, "text": answer["text"]})
+        sup.wait_received(text)
+
+    to_alpha("apierror please")
     report = wait_for(lambda: next((e for e in api.edits if "Claude reported an error" in e["text"]), None),
                       what="the API error report")
     assert report["text"].startswith("[alpha] ⚠️ Claude reported an error")
-    sup.wait_received("sleep:60 hold")
+    sup.wait_state("alpha", "idle")
+    to_alpha("sleep:60 hold")
+    # a message that waits for its own turn (as claudectl send --queue makes), then dropped
+    sup.request("send", session="alpha", text="dropped one", origin=f"tg:{USER}", queue=True)
     sup.request("drop_queued", session="alpha")
     api.wait_for_text(lambda t: t.startswith("[alpha] ❌ Message not delivered"), chat_id=USER)
     sup.request("interrupt", session="alpha")

@@ -89,14 +89,15 @@ def test_names_in_other_scripts_work_in_every_command_and_button(env) -> None:  
     say(api, "hello", "echo: hello")
     say(api, f"/switch {CJK}", f"Switched to session '{CJK}'.")
     say(api, f"/switch {CYRILLIC.upper()}", f"Switched to session '{CYRILLIC}'.")  # case does not matter
-    # /cancel's choice, with a message waiting
+    # /cancel's offer to stop a busy session that is not the chat's
     api.message(USER, "sleep:60 long")
     sup.wait_received("sleep:60 long")
-    say(api, "second", "⏳ Queued")
-    question = say(api, "/cancel", "Stop what?")
-    press(api, question, "drop")
-    api.wait_for_text(lambda t: t.startswith("Interrupting Claude...") and "dropped" in t, chat_id=USER)
+    say(api, f"/switch {CJK}", f"Switched to session '{CJK}'.")
+    offer = say(api, "/cancel", f"Claude is answering in '{CYRILLIC}': stop it?")
+    press(api, offer, f"Stop '{CYRILLIC}'")
+    api.wait_for_text(lambda t: t.startswith("Interrupting Claude..."), chat_id=USER)
     sup.wait_state(CYRILLIC, "idle")
+    say(api, f"/switch {CYRILLIC}", f"Switched to session '{CYRILLIC}'.")
     # /cd's question
     (Path(sup.session(CYRILLIC)["cwd"]) / "sub").mkdir()
     move = say(api, "/cd sub", "Move session")
