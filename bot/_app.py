@@ -229,6 +229,19 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await context.bot.send_message(chat, f"📎 {problem}.")
 
 
+async def on_queue(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/queue <text>``: a message that waits for the answer Claude is writing to end and
+    gets one of its own (whatever ``[telegram] while_busy`` says)."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    text = (message.text or "").partition(" ")[2].strip()
+    if not text:
+        await context.bot.send_message(update.effective_chat.id, "Usage: /queue <text> (it waits for Claude's"
+                                       " current answer to end, then gets its own)")
+        return
+    await forward(update, context, text, None, queue=True)
+
+
 async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The user chose a fresh conversation for a session whose old one could not resume."""
     await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, name))
@@ -425,6 +438,12 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if typed.said is not None:
         await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
         return
+    if typed.offer is not None and typed.session is not None and core.config.while_busy == "steer":
+        # a tool call waits: the text joins the answer (Claude reads it once the prompt is
+        # answered); the acknowledgement offers it as the reason to deny the call instead
+        hold(core, chat, message.message_id, update, text)
+        await forward(update, context, text, None, session=typed.session, deny_offer=typed.offer)
+        return
     if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
         hold(core, chat, message.message_id, update, text)
         await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
@@ -516,11 +535,14 @@ SEND_RETRY_EVERY = 2.0
 
 
 async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None,
-                  session: str | None = None) -> None:
+                  session: str | None = None, queue: bool | None = None, deny_offer: str | None = None) -> None:
     """Send a message to ``session`` (by default the chat's active one). While the supervisor does not answer, the
     same request (same idempotency key) is sent again until it does: the user is told it
     waits, and the message reaches Claude exactly once. Later updates wait behind it, so
-    their order is kept; an update is confirmed to Telegram only after this returns."""
+    their order is kept; an update is confirmed to Telegram only after this returns.
+    ``queue``: wait for a turn of its own if Claude is answering (default: as
+    ``[telegram] while_busy`` says); ``deny_offer``: the prompt (token) of a tool call that
+    waits, which the acknowledgement of a steered message offers to deny with its text."""
     assert update.effective_chat is not None
     core = core_of(context)
     chat = update.effective_chat.id
@@ -531,7 +553,8 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             message = update.effective_message
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
                                         message_id=message.message_id if message is not None else None,
-                                        session=session)
+                                        session=session,
+                                        queue=core.config.while_busy == "queue" if queue is None else queue)
             break
         except (RemoteError, ConnectionFailed) as exc:
             # away, or stopping / restarting in place: kept and sent again until it takes it
@@ -548,6 +571,9 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             await asyncio.sleep(SEND_RETRY_EVERY)
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
+    if reply is not None and reply.text == render.STEERED and deny_offer is not None and update.effective_message:
+        reply = commands.Reply(reply.text, quiet=True, buttons=[
+            (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{update.effective_message.message_id}")])
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
         offered = chat in core.first_messages
         core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
@@ -794,6 +820,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler("start", on_start))
     app.add_handler(CommandHandler("help", on_help))
     app.add_handler(CommandHandler("get", on_get))
+    app.add_handler(CommandHandler("queue", on_queue))
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))

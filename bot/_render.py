@@ -28,6 +28,7 @@ Claude Sessions
 /archive <name> - Stop a session and hide it
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
+/queue <text> - Send a message that waits for Claude's current answer to end
 /status - Active session, state, model and cost
 /usage - Cost of this session, of all yours, and today on the machine
 /get <path> - A file from the session's directory
@@ -40,7 +41,8 @@ Help
 /help - This list
 
 Anything else you send (text, photos, files) goes to the active session; a reply goes to
-the session that wrote the message you reply to."""
+the session that wrote the message you reply to. While Claude is answering, what you send
+joins that answer: Claude reads it at its next step (↪); /queue waits instead."""
 
 #: the "/" menu (setMyCommands): every command with one line
 MENU: list[tuple[str, str]] = [
@@ -49,6 +51,7 @@ MENU: list[tuple[str, str]] = [
     ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
     ("status", "The active session: state, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
+    ("queue", "Send a message that waits for the current answer to end: /queue <text>"),
     ("model", "Show or change the model"),
     ("mode", "Show or change what Claude may do without asking"),
     ("timeout", "Set the idle timeout in minutes"),
@@ -204,6 +207,12 @@ def counted(n: int, word: str) -> str:
 
 def messages_text(n: int) -> str:
     return counted(n, "message")
+
+
+#: the quiet acknowledgement of a message that joined the answer Claude is writing
+STEERED = "↪ Added to the running answer"
+#: under it, while a tool call waits for the user: the text as the reason to deny it
+DENY_INSTEAD_BUTTON = "🚫 Use it to deny the request instead"
 
 
 def queued_text(ahead: int) -> str:
