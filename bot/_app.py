@@ -39,12 +39,13 @@ from telegram.ext import (
 from protocol import ConnectionFailed, ErrorCode, RemoteError
 
 from . import _commands as commands
+from . import _daily as daily
 from . import _files as files
 from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
-from ._delivery import Core, delivery_loop, send_reply
+from ._delivery import Core, buttons, delivery_loop, send_reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -167,6 +168,19 @@ async def show_choice(query: CallbackQuery) -> None:
         await query.edit_message_reply_markup(None)
 
 
+async def pressed_data(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | None:
+    """What the pressed button stands for (its data, a shortened one read back); None
+    once the press was answered as expired (a token this bot no longer knows)."""
+    query = update.callback_query
+    assert query is not None
+    data = await core_of(context).link.pressed(query.data or "")
+    if data is None:
+        await query.answer(render.BUTTON_EXPIRED)
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_reply_markup(None)
+    return data
+
+
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
                         run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
                         early: str | None = None) -> bool:
@@ -176,9 +190,10 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     once, for a command that takes a while."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    kind, _, argument = (query.data or "").partition(":")
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return False
+    kind, _, argument = data.partition(":")
     if early is not None:
         await query.answer(early)
     try:
@@ -244,19 +259,34 @@ async def on_queue(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The user chose a fresh conversation for a session whose old one could not resume."""
-    await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, name))
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, chat, name))
 
 
 async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Retry under a failure: the failed message is sent again (once, however often pressed)."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
     await answer_button(update, context, lambda link, _, message_id: commands.retry(
-        link, int(message_id) if message_id.isdigit() else -1))
+        link, chat, int(message_id) if message_id.isdigit() else -1))
 
 
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel's question: stop this answer, or stop it and drop what is queued."""
     await answer_button(update, context, lambda link, kind, name: commands.interrupt(
         link, name, drop_queued=kind == "cancelall"))
+
+
+async def on_keep_waiting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Under a turn that seems stuck: the user waits on. Nothing to ask the supervisor (it
+    says a stall once per silence); the message shows the choice."""
+    query = update.callback_query
+    assert query is not None
+    if await spent(update, context):
+        return
+    await query.answer(render.KEPT_WAITING)
+    await show_choice(query)
 
 
 async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -280,6 +310,14 @@ async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
 
 
+async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A conversation offered by /resume: a session continuing it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context,
+                        lambda link, _, conversation: commands.continue_conversation(link, chat, conversation))
+
+
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
     await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
@@ -289,6 +327,40 @@ async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An edited message: Claude has the first version; say so rather than stay silent."""
     assert update.effective_chat is not None
     await context.bot.send_message(update.effective_chat.id, render.EDITED, disable_notification=True)
+
+
+async def on_daily_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/rules``, ``/budget``, ``/diff``, ``/every``, ``/schedules``, ``/fork`` (``_daily``):
+    a reply, then any documents (``/diff``'s whole diff)."""
+    assert update.effective_message is not None and update.effective_chat is not None
+    chat = update.effective_chat.id
+    name = (update.effective_message.text or "").split()[0][1:].split("@")[0].lower()
+    try:
+        answer = await daily.COMMANDS[name](core_of(context).link, chat, list(context.args or []))
+    except (RemoteError, ConnectionFailed) as exc:
+        answer = commands.error_reply(exc)
+    reply, documents = (answer.reply, answer.documents) if isinstance(answer, daily.Answer) else (answer, [])
+    await send_reply(context.application, chat, reply)
+    for doc in documents:
+        await context.bot.send_document(chat, doc.data, filename=doc.filename, caption=doc.caption or None,
+                                        disable_notification=True)
+
+
+async def on_budget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button under a message held by a daily cap: raise the cap once, send it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, token: daily.raise_and_send(link, chat, token))
+
+
+async def on_schedule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /schedules button: pause, resume or remove that schedule."""
+    await answer_button(update, context, lambda link, _, data: daily.schedule_button(link, data))
+
+
+async def on_rule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /rules button: remove that rule."""
+    await answer_button(update, context, lambda link, _, data: daily.remove_rule(link, data))
 
 
 async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -306,16 +378,6 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
     except (RemoteError, ConnectionFailed) as exc:
         reply = commands.error_reply(exc)
     await send_reply(context.application, chat, reply)
-
-
-HELD_KEPT = 100  # "/word" messages waiting for their "Send it to Claude" button
-
-
-def hold(core: Core, chat: int, message_id: int, update: Update, text: str) -> None:
-    """Keep a message until a button under the bot's question about it is pressed."""
-    core.held[(chat, message_id)] = (update, text)
-    while len(core.held) > HELD_KEPT:
-        core.held.pop(next(iter(core.held)))
 
 
 async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -336,7 +398,7 @@ async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if word in commands.claude_commands(cwd):
         await forward(update, context, text, None)
         return
-    hold(core, chat, message.message_id, update, text)
+    await core.link.hold(chat, message.message_id, update.update_id, text)
     await send_reply(context.application, chat, commands.Reply(
         render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
 
@@ -345,29 +407,37 @@ async def on_send_to_claude_button(update: Update, context: ContextTypes.DEFAULT
     """The button under a /word that is not a command: it goes to Claude as it is."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return
     chat = update.effective_chat.id
-    argument = (query.data or "").partition(":")[2]
-    held = core_of(context).held.pop((chat, int(argument)), None) if argument.isdigit() else None
+    argument = data.partition(":")[2]
+    held = await core_of(context).link.take_held(chat, int(argument)) if argument.isdigit() else None
     await query.answer("Sent to Claude." if held is not None else render.HELD_GONE)
     await show_choice(query)
     if held is None:
         await context.bot.send_message(chat, render.HELD_GONE)
         return
-    await forward(held[0], context, held[1], None)
+    await send_held(context, chat, int(argument), *held)
+
+
+async def send_held(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int, update_id: int,
+                    text: str) -> None:
+    """Send a message the bot held, as if it had gone at once (its update's key: once)."""
+    await send_to_claude(context, chat, message_id, update_id, text, None)
 
 
 async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text typed while a tool call waited, used as the reason to deny it."""
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
-    if await spent(update, context):
+    data = await pressed_data(update, context)
+    if data is None or await spent(update, context):
         return
     chat = update.effective_chat.id
-    _, token, message_id = [*(query.data or "").split(":"), "", ""][:3]
+    _, token, message_id = [*data.split(":"), "", ""][:3]
     core = core_of(context)
-    held = core.held.pop((chat, int(message_id)), None) if message_id.isdigit() else None
+    held = await core.link.take_held(chat, int(message_id)) if message_id.isdigit() else None
     if held is None:
         said = render.HELD_GONE
     else:
@@ -388,9 +458,29 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
         return
     with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
-        listing = await commands.sessions(core_of(context).link, chat, [])
+        chosen = (query.data or "").partition(":")[2]
+        listing = await commands.sessions(core_of(context).link, chat, [], showing=chosen)
         [now, *_] = render.markdown_chunks(listing.text)
         await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
+
+
+async def on_sessions_page_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /sessions list's page button: the list shows that page, in place, with its
+    buttons (page buttons work again and again: they only show)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    try:
+        listing = await commands.sessions(core_of(context).link, update.effective_chat.id,
+                                          [(query.data or "").partition(":")[2]])
+    except (RemoteError, ConnectionFailed) as exc:
+        await query.answer(commands.error_reply(exc).text[:190])
+        return
+    await query.answer()
+    [page, *_] = render.markdown_chunks(listing.text)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_text(page.text, entities=[MessageEntity(**e) for e in page.entities],
+                                      reply_markup=await buttons(core_of(context).link,
+                                                                 [[button] for button in listing.buttons]))
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -441,11 +531,11 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if typed.offer is not None and typed.session is not None and core.config.while_busy == "steer":
         # a tool call waits: the text joins the answer (Claude reads it once the prompt is
         # answered); the acknowledgement offers it as the reason to deny the call instead
-        hold(core, chat, message.message_id, update, text)
+        await core.link.hold(chat, message.message_id, update.update_id, text)
         await forward(update, context, text, None, session=typed.session, deny_offer=typed.offer)
         return
     if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
-        hold(core, chat, message.message_id, update, text)
+        await core.link.hold(chat, message.message_id, update.update_id, text)
         await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
             (render.DENY_WITH_REASON_BUTTON, f"deny:{typed.offer}:{message.message_id}"),
             (render.SEND_AS_MESSAGE_BUTTON, f"claude:{message.message_id}")]))
@@ -536,30 +626,45 @@ SEND_RETRY_EVERY = 2.0
 
 async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None,
                   session: str | None = None, queue: bool | None = None, deny_offer: str | None = None) -> None:
-    """Send a message to ``session`` (by default the chat's active one). While the supervisor does not answer, the
-    same request (same idempotency key) is sent again until it does: the user is told it
-    waits, and the message reaches Claude exactly once. Later updates wait behind it, so
-    their order is kept; an update is confirmed to Telegram only after this returns.
-    ``queue``: wait for a turn of its own if Claude is answering (default: as
-    ``[telegram] while_busy`` says); ``deny_offer``: the prompt (token) of a tool call that
-    waits, which the acknowledgement of a steered message offers to deny with its text."""
+    """Send the message of ``update`` to ``session`` (by default the chat's active one):
+    ``send_to_claude``."""
     assert update.effective_chat is not None
+    message = update.effective_message
+    await send_to_claude(context, update.effective_chat.id, message.message_id if message is not None else None,
+                         update.update_id, text, attachments, session, update, queue, deny_offer)
+
+
+async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int | None, update_id: int,
+                         text: str, attachments: list[str] | None, session: str | None = None,
+                         update: Update | None = None, queue: bool | None = None,
+                         deny_offer: str | None = None) -> None:
+    """Send a message to ``session`` (by default the chat's active one). While the
+    supervisor does not answer, the same request (the update's idempotency key) is sent
+    again until it does: the user is told it waits, and the message reaches Claude exactly
+    once. Later updates wait behind it, so their order is kept; an update is confirmed to
+    Telegram only after this returns. With no session yet, the message is kept for the
+    "Create session" button (if its ``update`` is at hand). ``queue``: wait for a turn of
+    its own if Claude is answering (default: as ``[telegram] while_busy`` says);
+    ``deny_offer``: the prompt (token) of a tool call that waits, which the
+    acknowledgement of a steered message offers to deny with its text instead."""
     core = core_of(context)
-    chat = update.effective_chat.id
-    key = f"tg:{context.bot.id}:{update.update_id}"
+    key = f"tg:{context.bot.id}:{update_id}"
     told = False
     while True:
         try:
-            message = update.effective_message
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
-                                        message_id=message.message_id if message is not None else None,
-                                        session=session,
+                                        message_id=message_id, session=session,
                                         queue=core.config.while_busy == "queue" if queue is None else queue)
             break
         except (RemoteError, ConnectionFailed) as exc:
             # away, or stopping / restarting in place: kept and sent again until it takes it
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
                 reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                break
+            if isinstance(exc, RemoteError) and exc.code == ErrorCode.BUDGET_EXCEEDED:
+                # held here, with a button that raises the cap once and sends it
+                reply = await daily.hold_over_budget(core.link, chat, session, text, attachments, key, message_id,
+                                                     exc.message)
                 break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
                 reply = commands.error_reply(exc)
@@ -571,10 +676,13 @@ async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
             await asyncio.sleep(SEND_RETRY_EVERY)
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
-    if reply is not None and reply.text == render.STEERED and deny_offer is not None and update.effective_message:
+    if reply is not None and reply.text.startswith(render.STEERED) and deny_offer is not None \
+            and message_id is not None:
         reply = commands.Reply(reply.text, quiet=True, buttons=[
-            (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{update.effective_message.message_id}")])
-    if reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
+            (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{message_id}")])
+    if reply is not None and reply.text == render.NO_ACTIVE_OFFER and update is None:
+        reply = commands.Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
+    elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
         offered = chat in core.first_messages
         core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
         if offered:  # one offer holds them all
@@ -822,8 +930,10 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler("get", on_get))
     app.add_handler(CommandHandler("queue", on_queue))
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
+    app.add_handler(CommandHandler(list(daily.COMMANDS), on_daily_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(CallbackQueryHandler(on_sessions_page_button, pattern=r"^sessions:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_retry_button, pattern=r"^retry:"))
@@ -833,8 +943,13 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_deny_button, pattern=r"^deny:"))
     app.add_handler(CallbackQueryHandler(on_setting_button, pattern=r"^(model|mode):"))
     app.add_handler(CallbackQueryHandler(on_cd_pick_button, pattern=r"^cdpick:"))
+    app.add_handler(CallbackQueryHandler(on_resume_button, pattern=r"^resume:"))
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
+    app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
+    app.add_handler(CallbackQueryHandler(on_rule_button, pattern=r"^rr:"))
+    app.add_handler(CallbackQueryHandler(on_budget_button, pattern=r"^bud:"))
+    app.add_handler(CallbackQueryHandler(on_schedule_button, pattern=r"^sch:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
     app.add_handler(MessageHandler(filters.VOICE, on_voice))

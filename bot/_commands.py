@@ -7,9 +7,13 @@ returns the ``Reply`` to show; handlers in ``_app`` only translate Telegram to t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import re
+import shlex
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -17,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import AsyncClient, ConnectionFailed, ErrorCode, PermissionMode, RemoteError, timeout_in_range
+from protocol import (
+    AsyncClient,
+    ConnectionFailed,
+    ErrorCode,
+    PermissionMode,
+    RemoteError,
+    default_runtime_dir,
+    relative_time,
+    timeout_in_range,
+)
 
 from . import _render as render
 
@@ -27,6 +40,22 @@ KV_PRESSED = "telegram.pressed.{chat}"  # the bot's messages whose buttons were 
 PRESSED_KEPT = 500  # per chat: far more than a user has unpressed buttons to go back to
 KV_WROTE = "telegram.wrote.{chat}"  # which session wrote the bot's recent messages (for replies)
 WROTE_KEPT = 300  # per chat: the messages a reply is likely to quote
+#: Telegram refuses a whole message if one button's callback data is over 64 bytes (UTF-8)
+MAX_BUTTON_DATA = 64
+#: button data too long for Telegram, by the short token its button carries instead
+#: (``<kind>:#<token>``): kept in the supervisor, so a press after a bot restart works
+KV_BUTTONS = "telegram.buttons"
+BUTTONS_KEPT = 200  # the newest; an older token is answered "expired" (fits the kv's 64 KiB)
+TOKEN_MARK = "#"
+#: messages the bot holds until a button under its question about them is pressed ("Send
+#: it to Claude", "Deny, with this as the reason"): ``[message id, update id, text]``
+KV_HELD = "telegram.held.{chat}"
+HELD_KEPT = 50
+#: the messages a Retry (``retry``) or a fresh conversation (``resume``) button sends
+#: again: ``[supervisor's message id, send's fields, why]``, kept when the button is shown
+KV_FAILED = "telegram.failed.{chat}"
+FAILED_KEPT = 50
+KEPT_BYTES = 48 * 1024  # of one such list, encoded (a kv value holds 64 KiB)
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
 current_user: ContextVar[int | None] = ContextVar("current_user", default=None)
@@ -67,9 +96,10 @@ class Link:
         #: what was sent (``send``'s fields) by the supervisor's message id, the newest
         #: ``SENT_KEPT``: a Retry button sends a failed message again from here
         self.sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        #: session -> its messages that failed because its conversation could not resume:
-        #: the "fresh conversation" button sends them again
-        self.failed_resume: dict[str, list[int]] = {}
+        #: what ``KV_HELD`` and ``KV_FAILED`` could not hold (too long): until a restart
+        self._unkept: dict[tuple[str, int], list[Any]] = {}
+        #: conversation id -> its directory, offered by /resume until its button is pressed
+        self.pending_resumes: dict[str, str] = {}
 
     def remember(self, message_id: int, fields: dict[str, Any]) -> None:
         self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
@@ -137,6 +167,94 @@ class Link:
             return False
         await self.kv_put(key, [*spent, message_id][-PRESSED_KEPT:])  # before acting: never twice
         return True
+
+    async def button_data(self, data: str) -> str:
+        """``data`` (``<kind>:<argument>``) as a button can carry it: as it is if it fits
+        Telegram's 64 bytes, else ``<kind>:#<token>``, the token kept with what it stands
+        for (``pressed`` reads it back). An argument that itself starts with ``#`` is
+        always shortened, so a literal one is never read as a token."""
+        kind, _, argument = data.partition(":")
+        if len(data.encode()) <= MAX_BUTTON_DATA and not argument.startswith(TOKEN_MARK):
+            return data
+        token = base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()[:12]).decode()
+        table = await self._buttons()
+        if table.get(token) != data:
+            table.pop(token, None)
+            table[token] = data
+            await self.kv_put(KV_BUTTONS, dict(list(table.items())[-BUTTONS_KEPT:]))
+        return f"{kind}:{TOKEN_MARK}{token}"
+
+    async def pressed(self, data: str) -> str | None:
+        """The data a pressed button was made with; None for a shortened one this bot no
+        longer knows (too old, or forged)."""
+        kind, _, argument = data.partition(":")
+        if not argument.startswith(TOKEN_MARK):
+            return data
+        full = (await self._buttons()).get(argument[len(TOKEN_MARK):])
+        return full if full is not None and full.partition(":")[0] == kind else None
+
+    async def _buttons(self) -> dict[str, str]:
+        table = await self.kv_cached(KV_BUTTONS)
+        return {k: v for k, v in table.items() if isinstance(v, str)} if isinstance(table, dict) else {}
+
+    async def _keep(self, key: str, entry: list[Any], kept: int) -> None:
+        """Add ``entry`` (``[id, ...]``) to the kv list ``key`` (its newest ``kept``, within
+        ``KEPT_BYTES``); one too long for it stays in this process only."""
+        entries = [e for e in await self._entries(key) if e[0] != entry[0]]
+        if len(json.dumps(entry, ensure_ascii=False).encode()) > KEPT_BYTES // 2:
+            self._unkept[(key, entry[0])] = entry
+        else:
+            entries = [*entries, entry][-kept:]
+            while len(json.dumps(entries, ensure_ascii=False).encode()) > KEPT_BYTES:
+                entries.pop(0)
+        await self.kv_put(key, entries or None)
+
+    async def _entries(self, key: str) -> list[list[Any]]:
+        value = await self.kv_cached(key)
+        return [e for e in value if isinstance(e, list) and e and isinstance(e[0], int)] \
+            if isinstance(value, list) else []
+
+    async def _take(self, key: str, entry_id: int) -> list[Any] | None:
+        """Remove and return the entry ``entry_id`` of the kv list ``key`` (None: not held)."""
+        entries = await self._entries(key)
+        found = next((e for e in entries if e[0] == entry_id), None) or self._unkept.pop((key, entry_id), None)
+        if found in entries:
+            await self.kv_put(key, [e for e in entries if e is not found] or None)
+        return found
+
+    async def hold(self, chat: int, message_id: int, update_id: int, text: str) -> None:
+        """Hold a user's message until a button under the bot's question about it is
+        pressed (kept in the supervisor: the press works after a bot restart)."""
+        await self._keep(KV_HELD.format(chat=chat), [message_id, update_id, text], HELD_KEPT)
+
+    async def take_held(self, chat: int, message_id: int) -> tuple[int, str] | None:
+        """(update id, text) of a held message, no longer held; None if it is not."""
+        entry = await self._take(KV_HELD.format(chat=chat), message_id)
+        if entry is None or len(entry) != 3 or not isinstance(entry[1], int) or not isinstance(entry[2], str):
+            return None
+        return entry[1], entry[2]
+
+    async def keep_failed(self, chat: int, message_id: int, why: str) -> None:
+        """Keep what a failed message was, for the button that sends it again (``retry``,
+        or ``resume``: the fresh conversation's), after a bot restart too."""
+        fields = self.sent.get(message_id)
+        if fields is not None:
+            await self._keep(KV_FAILED.format(chat=chat), [message_id, fields, why], FAILED_KEPT)
+
+    async def take_failed(self, chat: int, message_id: int) -> dict[str, Any] | None:
+        """The fields of a failed message, no longer kept; None if they are not."""
+        entry = await self._take(KV_FAILED.format(chat=chat), message_id)
+        if entry is not None and len(entry) == 3 and isinstance(entry[1], dict):
+            return entry[1]
+        return self.sent.get(message_id)
+
+    async def failed_to_resume(self, chat: int, session: str) -> list[int]:
+        """The messages of ``session`` this chat was told could not be sent because its
+        conversation could not resume."""
+        return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))
+                if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session] \
+            + [e[0] for (key, _), e in self._unkept.items() if key == KV_FAILED.format(chat=chat)
+               and e[2] == "resume" and e[1].get("session") == session]
 
     async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
         """Remember that ``session`` wrote these messages (an answer, a prompt, a tool
@@ -278,16 +396,37 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Switched to session '{name}'.")
 
 
-async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
+#: sessions on one /sessions page: a line and a button each, so a page stays far under
+#: Telegram's 4,096 characters and 100 buttons however many sessions there are
+SESSIONS_PAGE = 20
+
+
+async def sessions(link: Link, chat: int, args: list[str], showing: str | None = None) -> Reply:
+    """The sessions, a page at a time (``/sessions 3``; the page holding ``showing`` if
+    given), newest first, with a button to switch to each and buttons to the pages
+    before and after."""
     listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
-    for session in listing:  # does Claude wait for the user's answer there (⏳)?
-        if session.get("live"):
+    pages = -(-len(listing) // SESSIONS_PAGE)
+    page = int(args[0]) if args and args[0].isdigit() else 1
+    if showing is not None:
+        page = next((i // SESSIONS_PAGE + 1 for i, s in enumerate(listing) if s["name"] == showing), page)
+    page = min(max(page, 1), pages)
+    shown = listing[(page - 1) * SESSIONS_PAGE:page * SESSIONS_PAGE]
+    for session in shown:  # does Claude wait for the user's answer there (⏳)?
+        if session.get("live") and "activity" not in session:  # (a supervisor before #29's `activity`: ask)
             session["pending"] = (await link.request("status", session=session["name"])).get("pending")
     active = await link.active(chat)
-    buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]
-    return Reply(render.sessions_markdown(listing, active), markdown=True, buttons=buttons)
+    buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in shown if s["name"] != active]
+    if page > 1:
+        buttons.append((render.page_button(page - 1, before=True), f"sessions:{page - 1}"))
+    if page < pages:
+        buttons.append((render.page_button(page + 1, before=False), f"sessions:{page + 1}"))
+    text = render.sessions_markdown(shown, active)
+    if pages > 1:
+        text += "\n\n" + render.page_text(page, pages, len(listing))
+    return Reply(text, markdown=True, buttons=buttons)
 
 
 @on_active_session
@@ -476,12 +615,15 @@ async def send(
     sent = await link.request("send", timeout=timeout, **fields)
     if isinstance(sent.get("message_id"), int):
         link.remember(sent["message_id"], fields)
-    if sent.get("steering") and not sent.get("duplicate"):
-        return Reply(render.STEERED, quiet=True)
+    if sent.get("terminal") and not sent.get("duplicate"):  # kept until the terminal closes
+        return Reply(render.waiting_text(active, sent["terminal"]), quiet=True)
     ahead = sent.get("ahead")
+    warning = f"💸 {sent['budget_warning']}" if sent.get("budget_warning") else None  # (80 % of a daily cap)
+    if sent.get("steering") and not sent.get("duplicate"):
+        return Reply("\n".join(filter(None, [render.STEERED, warning])), quiet=True)
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
-        return Reply(render.queued_text(ahead), quiet=True)
-    return None
+        return Reply("\n".join(filter(None, [render.queued_text(ahead), warning])), quiet=True)
+    return Reply(warning, quiet=True) if warning else None
 
 
 async def first_offer(link: Link) -> Reply:
@@ -520,23 +662,23 @@ async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Session '{args[0]}' is back. /switch {args[0]} to use it.")
 
 
-async def fresh_conversation(link: Link, name: str) -> Reply:
+async def fresh_conversation(link: Link, chat: int, name: str) -> Reply:
     """The user chose a fresh conversation after a failed resume: start it, and send it
-    the messages that failed (the user does not type them again)."""
+    the messages of this chat that failed (the user does not type them again)."""
     await link.check_visible(name)  # (a forged button)
     await link.request("new_conversation", session=name)
-    failed = link.failed_resume.pop(name, [])
-    resent = [m for m in failed if await resend(link, m) is None]
+    failed = await link.failed_to_resume(chat, name)
+    resent = [m for m in failed if await resend(link, chat, m) is None]
     if not resent:
         return Reply(f"Session '{name}' starts a fresh conversation with your next message.")
     return Reply(f"Session '{name}' starts a fresh conversation: your {render.messages_text(len(resent))}"
                  f" {'was' if len(resent) == 1 else 'were'} sent to it again.")
 
 
-async def resend(link: Link, message_id: int) -> Reply | None:
+async def resend(link: Link, chat: int, message_id: int) -> Reply | None:
     """Send a failed message again (its Retry button): None once it is sent, else why
     not. Its key is the failed message's, so a second press sends nothing more."""
-    fields = link.sent.get(message_id)
+    fields = await link.take_failed(chat, message_id)
     if fields is None:
         return Reply(render.RETRY_GONE)
     await link.check_visible(fields["session"])
@@ -547,9 +689,9 @@ async def resend(link: Link, message_id: int) -> Reply | None:
     return None
 
 
-async def retry(link: Link, message_id: int) -> Reply:
+async def retry(link: Link, chat: int, message_id: int) -> Reply:
     """The Retry button under a failure."""
-    why_not = await resend(link, message_id)
+    why_not = await resend(link, chat, message_id)
     return why_not or Reply(render.RETRY_SENT, quiet=True)
 
 
@@ -671,10 +813,11 @@ async def ls(link: Link, chat: int, args: list[str]) -> Reply:
 
 
 async def usage(link: Link, chat: int, args: list[str]) -> Reply:
-    """What Claude cost: in this chat's session and in all of the user's sessions; the
-    machine's total today (every user's and claudectl's sessions) only under that label,
-    as the supervisor counts the day's cost for all sessions together."""
-    today = (await link.request("status"))["cost_today"]
+    """What Claude cost: in this chat's session, in all of the user's sessions, and what
+    those spent today; the machine's total today (every user's and claudectl's
+    sessions) only under that label."""
+    status = await link.request("status")
+    by_session = status.get("cost_today_by_session") or {}
     everything = [s for s in (await link.request("list", all=True))["sessions"] if await link.visible(s["name"])]
     lines = []
     active = await link.active(chat)
@@ -682,8 +825,82 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     if mine is not None:
         lines.append(f"This session ({active}): ${mine.get('cost_usd') or 0:.4f}")
     lines.append(f"All your sessions: ${sum(s.get('cost_usd') or 0 for s in everything):.4f}")
-    lines.append(f"Today, all sessions on this machine (everyone's): ${today:.4f}")
+    lines.append(f"Today, your sessions: ${sum(by_session.get(s['name'], 0.0) for s in everything):.4f}")
+    lines.append(f"Today, all sessions on this machine (everyone's): ${status['cost_today']:.4f}")
     return Reply("\n".join(lines))
+
+
+# the desk (issue #25) ----------------------------------------------------------------------
+
+#: conversations offered by one /resume at most (one button each)
+RESUME_OFFERED = 8
+
+
+@on_active_session
+async def attach_command(link: Link, active: str, args: list[str]) -> Reply:
+    """The exact command that opens the chat's session at the desk."""
+    info = await link.request("status", session=active)
+    argv = ["claudectl"]
+    runtime_dir = (await link.request("status")).get("runtime_dir")
+    if runtime_dir and Path(runtime_dir) != default_runtime_dir():
+        argv += ["--runtime-dir", runtime_dir]
+    argv += ["attach", active]
+    command = shlex.join(argv)
+    terminal = info.get("terminal")
+    if terminal:
+        return Reply(f"{render.DESK} '{active}' is open in a terminal already ({render.terminal_where(terminal)})."
+                     " What is said there shows here; /exit there hands it back.")
+    return Reply(
+        f"To go on with '{active}' at your desk, run there:\n\n`{command}`\n\nClaude Code opens on this"
+        f" conversation (in `{info['cwd']}`). What you say there shows here; messages you send here meanwhile"
+        " wait and are answered once you /exit.", markdown=True)
+
+
+def _session_name(taken: set[str], directory: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", Path(directory).name).strip("-_")[:40] or "desk"
+    if not base[0].isalnum():
+        base = "desk"
+    return free_name(taken, base)
+
+
+async def resume(link: Link, chat: int, args: list[str]) -> Reply:
+    """Claude Code's conversations of a directory (the active session's, or the one
+    given, within the allowed roots), each a button that makes a session continuing it."""
+    if args:
+        where = await within_roots(link, " ".join(args))
+        if isinstance(where, str):
+            return Reply(f"⚠️ {where}.")
+        directory = str(where)
+    else:
+        active = await link.active(chat)
+        if active is None:
+            return Reply("Usage: /resume <dir> (or make a session active: its directory is used)")
+        directory = (await link.request("status", session=active))["cwd"]
+    found = [c for c in (await link.request("conversations", cwd=directory))["conversations"] if not c.get("held_by")]
+    if not found:
+        return Reply(f"No Claude Code conversation in {directory} that a session does not continue already.")
+    lines = [f"Claude Code conversations in {directory} (newest first):"]
+    buttons = []
+    for i, c in enumerate(found[:RESUME_OFFERED], 1):
+        about = " ".join((c.get("summary") or c.get("first_prompt") or "(no prompt)").split())[:70]
+        open_now = f" — open in a terminal (pid {c['open_pid']})" if c.get("open_pid") else ""
+        lines.append(f"{i}. {about} · {c['messages']} messages · {relative_time(c['last_active'])}{open_now}")
+        link.pending_resumes[c["session_id"]] = directory
+        buttons.append((f"{i}. Continue: {about[:40]}", f"resume:{c['session_id']}"))
+    return Reply("\n".join(lines), buttons=buttons)
+
+
+async def continue_conversation(link: Link, chat: int, conversation: str) -> Reply:
+    """A /resume button: a new session continuing that conversation, made active."""
+    directory = link.pending_resumes.pop(conversation, None)
+    if directory is None:
+        return Reply("This list is from before the bot restarted: send /resume again.")
+    name = _session_name(await all_names(link), directory)
+    await link.request("create", session=name, cwd=directory, conversation=conversation)
+    await link.set_owner(name)
+    await link.set_active(chat, name)
+    return Reply(f"Session '{name}' continues that conversation (in {directory}) and is active. Send a"
+                          " message to go on.")
 
 
 COMMANDS: dict[str, Command] = {
@@ -702,5 +919,7 @@ COMMANDS: dict[str, Command] = {
     "cd": cd,
     "ls": ls,
     "clear": clear,
+    "attach": attach_command,
+    "resume": resume,
 }
 BOT_ONLY = ("help", "get", "start")  # the bot's commands handled outside COMMANDS

@@ -22,6 +22,7 @@ from telegram.ext import Application
 from protocol import AsyncClient, ProtocolError, RemoteError
 
 from . import _commands as commands
+from . import _desk as desk
 from . import _files as files
 from . import _render as render
 from . import _requests as requests
@@ -64,9 +65,6 @@ class Core:
         #: the later parts of one message (an album, a cut paste) by its first update's id,
         #: while that update is handled (see ``_merge``)
         self.merged: dict[int, list[Any]] = {}
-        #: "/word" messages that are no command, by (chat, message id): sent to Claude
-        #: when their "Send it to Claude" button is pressed
-        self.held: dict[tuple[int, int], tuple[Any, str]] = {}
 
 
     async def _save_previews(self, previews: list[list[int]]) -> None:
@@ -119,11 +117,18 @@ class ToolLog:
         self.shown, self.last_edit = len(self.lines), time.monotonic()
 
 
+async def buttons(link: commands.Link, rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+    """Rows of (label, ``<kind>:<argument>``) as Telegram buttons, data too long for
+    Telegram's 64 bytes shortened (``Link.button_data``)."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=await link.button_data(data))
+                                  for label, data in row] for row in rows])
+
+
 async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: commands.Reply) -> None:
     markup = None
     if reply.buttons:
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)]
-                                       for label, data in reply.buttons])
+        core: Core = app.bot_data["core"]
+        markup = await buttons(core.link, [[button] for button in reply.buttons])
     if not reply.markdown:
         await app.bot.send_message(chat, reply.text, reply_markup=markup, disable_notification=reply.quiet)
         return
@@ -205,7 +210,7 @@ def stop_typing(core: Core, message_id: int | None) -> None:
 KV_PLACE = "telegram.place.{session}"
 #: what a turn that no message started (Claude's own, e.g. after a background task ended)
 #: consists of: these events come without a message id, hence without an origin
-FOLLOW_UP_KINDS = frozenset({"assistant_text", "tool_use", "permission_request", "result"})
+FOLLOW_UP_KINDS = frozenset({"assistant_text", "tool_use", "permission_request", "result", "reminder", "stalled"})
 
 
 async def follow_up_origin(core: Core, session: str) -> str | None:
@@ -229,12 +234,22 @@ async def remember_place(core: Core, session: str, chat: int) -> None:
         await core.link.kv_put(key, place)
 
 
+async def label_of(core: Core, chat: int, event: dict[str, Any]) -> str | None:
+    """``[name]`` for what a session that is not the chat's (or topic's) active one shows:
+    the user knows whose it is. None for the active one."""
+    session = event.get("session")
+    return None if session == await core.link.active(chat) else f"[{session}]"
+
+
 async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event: dict[str, Any]) -> None:
     """Show one event to the chat (and forum topic) it belongs to. Returns once Telegram
     accepted it."""
     kind = event["kind"]
     message_id = event.get("message_id")
     session = str(event.get("session"))
+    if desk.is_desk_event(event):  # said in Claude Code's own terminal (claudectl attach)
+        await desk.deliver(app, event, await follow_up_origin(core, session), send_chunk)
+        return
     follow_up = message_id is None and kind in FOLLOW_UP_KINDS
     if follow_up:
         event = {**event, "origin": await follow_up_origin(core, session)}
@@ -247,12 +262,12 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     in_topic(event)
     if kind == "user":
         await remember_place(core, session, chat)
-    # what a session that is not the chat's active one shows carries its name
-    label = None if event.get("session") == await core.link.active(chat) else f"[{event.get('session')}]"
+    label = await label_of(core, chat, event)
     if kind == "state" and event.get("state") in ("resuming", "starting"):
         core.resume_told = {told for told in core.resume_told if told[0] != session}  # a new attempt
     if kind == "state" and event.get("state") == "resuming":
-        await app.bot.send_message(chat, render.resume_text(event.get("idle_for")), disable_notification=True)
+        await app.bot.send_message(chat, render.tagged(label, render.resume_text(event.get("idle_for"))),
+                                   disable_notification=True)
     if kind == "user" and message_id is not None and message_id not in core.link.sent:
         # (sent before this bot's restart: its Retry button still works)
         core.link.remember(message_id, {"session": session, "text": event.get("text", ""),
@@ -283,6 +298,10 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     elif kind == "permission_request":
         stop_typing(core, message_id)  # Claude waits for the user, not the other way round
         await requests.show(app, core.link, chat, event)
+    elif kind == "reminder":
+        await requests.remind(app, core.link, event)
+    elif kind == "stalled":
+        await tell_stalled(app, core, chat, event)
     # (permission_resolved: answered here, elsewhere (claudectl), timed out or ended with
     # Claude — closed above)
     elif kind in ("result", "message_failed"):
@@ -293,33 +312,52 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
             await tools.flush(app)
         answer = core.last_answer.pop(message_id, None) if message_id is not None else None
         if kind == "message_failed":
-            await tell_failed(app, core, chat, event)
+            await tell_failed(app, core, chat, event, label)
         elif event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
-            await app.bot.send_message(chat, "⏹ Interrupted.")
+            await app.bot.send_message(chat, render.tagged(label, "⏹ Interrupted."))
         elif event.get("is_error"):
             detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
             retry = retry_markup(message_id)
+            if isinstance(message_id, int):
+                await core.link.keep_failed(chat, message_id, "retry")
+            report = render.tagged(label, render.error_text(detail))
             if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
                 # the CLI wrote the API error as the answer too: that message becomes the one report
-                await app.bot.edit_message_text(render.error_text(detail), chat_id=chat, message_id=answer[1],
-                                                reply_markup=retry)
+                await app.bot.edit_message_text(report, chat_id=chat, message_id=answer[1], reply_markup=retry)
             else:
-                await app.bot.send_message(chat, render.error_text(detail), reply_markup=retry)
+                await app.bot.send_message(chat, report, reply_markup=retry)
         elif event.get("num_turns") == 0 and not event.get("text") and kind == "result":
             # a Claude Code command that answers nothing (/compact): it ran, say so
             origin = commands.parse_origin(event.get("origin"))
-            await app.bot.send_message(chat, render.COMMAND_DONE, reply_to_message_id=origin[1] if origin else None,
+            await app.bot.send_message(chat, render.tagged(label, render.COMMAND_DONE),
+                                       reply_to_message_id=origin[1] if origin else None,
                                        allow_sending_without_reply=True)
         elif core.config.footer:
             footer = render.footer_text(event)
-            if footer is not None and label is not None:
-                footer = f"{label} {footer}"
             if footer is not None:
-                await app.bot.send_message(chat, footer, disable_notification=True)
+                await app.bot.send_message(chat, render.tagged(label, footer), disable_notification=True)
         if kind == "result":  # files Claude left for the user go to the chat that asked
             cwd = await core.session_dir(str(event.get("session")))
             if cwd is not None:
                 await files.deliver_outbox(app, chat, cwd)
+
+
+async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
+                       event: dict[str, Any]) -> None:
+    """A turn that seems stuck: one quiet message, threaded to the message that began it,
+    with buttons to stop it or keep waiting — unless it went on or ended meanwhile (the
+    bot was down when it stalled): then it is no news."""
+    session = str(event.get("session"))
+    activity = (await core.link.request("status", session=session)).get("activity") or {}
+    if activity.get("doing") != "stalled" or activity.get("message_id") != event.get("message_id"):
+        return
+    origin = commands.parse_origin(event.get("origin"))
+    thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
+    buttons = InlineKeyboardMarkup([[InlineKeyboardButton(render.INTERRUPT_BUTTON, callback_data=f"cancel:{session}"),
+                                     InlineKeyboardButton(render.KEEP_WAITING_BUTTON, callback_data=f"wait:{session}")]])
+    sent = await app.bot.send_message(chat, render.stalled_text(event), reply_markup=buttons,
+                                      reply_parameters=thread, disable_notification=True)
+    await core.link.note_author(chat, [sent.message_id], session)
 
 
 def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:
@@ -329,26 +367,28 @@ def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:
 
 
 async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
-                      event: dict[str, Any]) -> None:
+                      event: dict[str, Any], label: str | None) -> None:
     """One notice per failure, threaded to the message that failed, with what can be
     done: a failed resume offers a fresh conversation (once per chat, however many
-    messages waited for it), anything else a Retry; a drop the user asked for is quiet."""
+    messages waited for it), anything else a Retry; a drop the user asked for is quiet.
+    ``label`` heads a notice about a session that is not the chat's active one."""
     session, message_id = str(event.get("session")), event.get("message_id")
     reason = str(event.get("reason") or "")
     origin = commands.parse_origin(event.get("origin"))
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
-    if reason.startswith(render.RESUME_FAILED_PREFIX):
-        if isinstance(message_id, int):
-            core.link.failed_resume.setdefault(session, []).append(message_id)
+    resume_failed = reason.startswith(render.RESUME_FAILED_PREFIX)
+    if isinstance(message_id, int):  # before its button is shown: a press can come at once
+        await core.link.keep_failed(chat, message_id, "resume" if resume_failed else "retry")
+    if resume_failed:
         if (session, chat) in core.resume_told:
             return
         core.resume_told.add((session, chat))
-        fresh = InlineKeyboardMarkup([[InlineKeyboardButton(render.FRESH_BUTTON.format(name=session),
-                                                            callback_data=f"fresh:{session}")]])
+        fresh = await buttons(core.link, [[(render.FRESH_BUTTON.format(name=session), f"fresh:{session}")]])
         await app.bot.send_message(chat, render.resume_failed_text(session, reason[len(render.RESUME_FAILED_PREFIX):]),
                                    reply_markup=fresh, reply_parameters=thread)
         return
-    await app.bot.send_message(chat, f"❌ Message not delivered: {reason}", reply_markup=retry_markup(message_id),
+    await app.bot.send_message(chat, render.tagged(label, f"❌ Message not delivered: {reason}"),
+                               reply_markup=retry_markup(message_id),
                                reply_parameters=thread, disable_notification=reason.startswith(render.DROPPED_PREFIX))
 
 
@@ -378,7 +418,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                     chat = chat_of(event)
                     if chat is not None:
                         in_topic(event)
-                        core.live.update(app, chat, event)
+                        core.live.update(app, chat, event, await label_of(core, chat, event))
                     continue
                 while True:
                     try:

@@ -39,6 +39,7 @@ _CURSOR = " ▍"
 class LiveReply:
     chat: int
     draft_id: int
+    label: str | None = None  # "[name]" when the session is not the chat's active one
     text: str = ""
     shown: str = ""
     preview_id: int | None = None  # the edited message (not in private chats)
@@ -70,13 +71,15 @@ class LiveReplies:
         if self.save is not None:
             await self.save([[turn, chat, preview] for turn, (chat, preview) in self.previews.items()])
 
-    def update(self, app: Application[Any, Any, Any, Any, Any, Any], chat: int, event: dict[str, Any]) -> None:
+    def update(self, app: Application[Any, Any, Any, Any, Any, Any], chat: int, event: dict[str, Any],
+               label: str | None = None) -> None:
+        """Show more of an answer being written; ``label`` heads it (whose it is)."""
         message_id = event.get("message_id")
         if not isinstance(message_id, int):
             return
         reply = self.replies.get(message_id)
         if reply is None:
-            reply = self.replies[message_id] = LiveReply(chat, draft_id=message_id)
+            reply = self.replies[message_id] = LiveReply(chat, draft_id=message_id, label=label)
             if message_id in self.previews:  # opened before a restart: go on in it
                 reply.preview_id = self.previews[message_id][1]
         offset, piece = int(event.get("offset") or 0), str(event.get("text") or "")
@@ -89,7 +92,8 @@ class LiveReplies:
             wait = self._last.get(reply.chat, 0.0) + LIVE_EVERY - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            text = render.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR)) + _CURSOR
+            head = f"{reply.label}\n" if reply.label else ""
+            text = head + render.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR) - render.utf16_len(head)) + _CURSOR
             self._last[reply.chat] = time.monotonic()
             try:
                 if reply.private:

@@ -21,7 +21,7 @@ HELP_TEXT = f"""\
 Claude Sessions
 /new <name> [dir] [persona] - Create a session (in dir) and make it active
 /switch <name> - Make another session active (the old one keeps running)
-/sessions - List all sessions with status
+/sessions [page] - List all sessions with status
 /timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
 /model [name] - Show or change the model (Claude restarts with its history)
 /mode [ask|accept-edits|plan|bypass] - Show or change what Claude may do without asking
@@ -29,27 +29,41 @@ Claude Sessions
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
 /queue <text> - Send a message that waits for Claude's current answer to end
-/status - Active session, state, model and cost
-/usage - Cost of this session, of all yours, and today on the machine
+/status - Active session: what Claude does now (waits for you, runs a tool, writes, seems stuck), model, cost
+/usage - Cost of this session, of all yours (and today), and today on the machine
 /get <path> - A file from the session's directory
 /pwd - The session's directory
 /cd <dir> - Move the session (Claude starts a fresh conversation there)
 /ls [path] - List a directory (within the allowed roots)
 /clear - Start a fresh conversation in this session (Claude Code's /clear)
+/attach - How to open this session in Claude Code at your desk (what is said there shows here)
+/resume [dir] - Continue a Claude Code conversation of a directory (buttons)
+
+Daily
+/rules - What "Always allow" allowed in this session, a button to remove each
+/budget [all] [<usd>|off] - Spend today and this month; set this session's (or all sessions') daily cap
+/diff [path] - The session's git changes: a summary here, the whole diff as a file
+/every <when> <prompt> - Send the prompt to this session at set times (weekdays 9:00, every 2h, cron)
+/schedules - List schedules, pause, resume or remove them
+/fork <name> - A new session continuing a copy of this conversation (the original untouched)
 
 Help
 /help - This list
 
 Anything else you send (text, photos, files) goes to the active session; a reply goes to
 the session that wrote the message you reply to. While Claude is answering, what you send
-joins that answer: Claude reads it at its next step (↪); /queue waits instead."""
+joins that answer: Claude reads it at its next step (↪); /queue waits instead.
+
+While Claude works you are told, once and quietly, when a question or request of its has
+waited 10 minutes for your answer, and when a turn seems stuck (no output and no CPU for
+5 minutes), with buttons to stop it or keep waiting."""
 
 #: the "/" menu (setMyCommands): every command with one line
 MENU: list[tuple[str, str]] = [
     ("new", "Create a session and make it active: /new <name> [dir] [persona]"),
     ("switch", "Make another session active: /switch <name>"),
     ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
-    ("status", "The active session: state, model, cost"),
+    ("status", "The active session: what Claude does now, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
     ("queue", "Send a message that waits for the current answer to end: /queue <text>"),
     ("model", "Show or change the model"),
@@ -57,12 +71,20 @@ MENU: list[tuple[str, str]] = [
     ("timeout", "Set the idle timeout in minutes"),
     ("archive", "Stop a session and hide it"),
     ("unarchive", "Bring an archived session back: /unarchive <name>"),
-    ("usage", "What Claude cost: this session, all yours, the machine today"),
+    ("usage", "What Claude cost: this session, all yours (and today), the machine today"),
     ("get", "A file from the session's directory: /get <path>"),
     ("pwd", "The session's directory"),
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
+    ("rules", "Always-allow rules of this session (remove one)"),
+    ("budget", "Spend today and this month; daily caps: /budget [all] <usd>"),
+    ("diff", "The session's git changes (staged, not staged) and the diff: /diff [path]"),
+    ("every", "Send a prompt at set times: /every weekdays 9:00 <prompt>"),
+    ("schedules", "List, pause or remove schedules"),
+    ("fork", "A new session continuing a copy of this conversation: /fork <name>"),
+    ("attach", "How to open this session in Claude Code at your desk"),
+    ("resume", "Continue a Claude Code conversation of a directory: /resume [dir]"),
     ("help", "Every command"),
 ]
 
@@ -87,6 +109,12 @@ def quoted(text: str, limit: int = 2000) -> str:
 def labelled(session: str, text: str) -> str:
     """An answer from a session that is not the chat's active one says whose it is."""
     return f"**[{session}]**\n\n{text}"
+
+
+def tagged(label: str | None, line: str) -> str:
+    """A notice (an error, a footer, "Interrupted") headed by its session's ``[name]``
+    when that is not the chat's active session."""
+    return f"{label} {line}" if label else line
 
 
 def follow_up(text: str) -> str:
@@ -119,7 +147,8 @@ def deny_or_send_text(session: str) -> str:
 WHOLE_CAPTION = "All of what Claude asks to do (the prompt above shows only part of it)."
 COMMAND_DONE = "✅ Done: Claude Code ran the command (it has nothing to show)."
 SEND_TO_CLAUDE_BUTTON = "Send it to Claude"
-HELD_GONE = "That message is no longer held here (the bot restarted); send it again."
+HELD_GONE = "That message is no longer held here (too old); send it again."
+HELD_NO_SESSION = "Not sent: this chat has no active session any more. Use /new <name>, then send it again."
 
 
 def claude_commands_text(names: list[str]) -> str:
@@ -137,7 +166,7 @@ FRESH_BUTTON = "Start a fresh conversation in '{name}'"
 RETRY_BUTTON = "🔁 Retry"
 RETRY_SENT = "🔁 Sent again."
 RETRY_DONE = "It was already sent again."
-RETRY_GONE = "I no longer hold that message (the bot restarted since); please send it again."
+RETRY_GONE = "I no longer hold that message (too old, or too long to keep over a restart); please send it again."
 #: how the supervisor words the failure of a message that waited for a resume that failed
 RESUME_FAILED_PREFIX = "Resume failed: "
 #: how it words a message the user chose to drop (/cancel's "drop" button)
@@ -165,6 +194,7 @@ SEND_ACCEPTED = "✅ The supervisor is back; your message was sent."
 QUEUE_FULL = ("⚠️ Not sent: Claude already has as many messages waiting in this session as it takes."
               " Send it again once it has answered some of them (or /cancel to stop and drop them).")
 ALREADY_DONE = "Already done: each button works once."
+BUTTON_EXPIRED = "This button has expired (the bot no longer knows what it was for). Send the command again."
 STALE_PROMPT = "This request is no longer pending (answered, timed out, or Claude stopped)."
 UNSUPPORTED = ("I can't pass this kind of message to Claude yet. Send text, photos, files"
                " (documents) or voice notes; videos and stickers are not supported.")
@@ -174,19 +204,110 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
 
 def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
     """``{marker}{🟢|⏳|⚪|❌} `name` (persona) - 5m ago`` as Markdown: 🟢 Claude is working
-    or ready, ⏳ it waits for the user's answer (``pending``), ⚪ suspended, ❌ its
-    conversation could not be resumed. A session without a persona shows none."""
+    or ready, ⏳ it waits for the user's answer (``pending``, or the session's ``activity``),
+    ⚪ suspended, ❌ its conversation could not be resumed. A session without a persona
+    shows none; one whose turn runs says what it does ("· Bash 3 min")."""
     marker = "→ " if session["name"] == active else ""
-    dot = ("⏳" if session.get("pending") else "🟢") if session.get("live") else \
+    if session.get("state") == "attached":
+        return attached_line(session, marker, now)
+    activity = session.get("activity") or {}
+    waits = session.get("pending") or activity.get("doing") == "waiting"
+    dot = ("⏳" if waits else "🟢") if session.get("live") else \
         "❌" if session.get("state") == "failed" else "⚪"
     persona = f" ({session['persona']})" if session.get("persona") else ""
-    return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}"
+    doing = f" · {activity_brief(activity)}" if activity else ""
+    return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}{doing}"
+
+
+def duration_text(seconds: float | None) -> str:
+    """"40 s", "6 min", "2 h 5 min"."""
+    secs = round(seconds or 0)
+    if secs < 60:
+        return f"{secs} s"
+    if secs < 3600:
+        return f"{secs // 60} min"
+    return f"{secs // 3600} h {secs % 3600 // 60} min"
+
+
+def asked_text(fields: dict[str, Any]) -> str:
+    """A prompt in a few words: "Bash (rm -rf build)", "a question (Pick a colour)"."""
+    tool, detail = fields.get("tool_name"), fields.get("detail")
+    what = {"AskUserQuestion": "a question", "ExitPlanMode": "a plan"}.get(str(tool), str(tool or "a request"))
+    return f"{what} ({detail})" if detail else what
+
+
+def doing_text(fields: dict[str, Any]) -> str:
+    """What a turn was doing, of a ``stalled`` event or a stalled activity."""
+    if (fields.get("was") or fields.get("doing")) == "tool":
+        detail = f" ({fields['detail']})" if fields.get("detail") else ""
+        return f"running {fields.get('tool')}{detail}"
+    return "writing"
+
+
+def activity_brief(activity: dict[str, Any]) -> str:
+    """What a running turn does, in a word or two: "waits for you", "Bash 3 min"."""
+    doing, seconds = activity.get("doing"), duration_text(activity.get("seconds"))
+    if doing == "waiting":
+        return f"waits for you ({seconds})"
+    if doing == "stalled":
+        return f"⚠️ seems stuck ({seconds})"
+    if doing == "tool":  # (Markdown: a tool name like mcp__x__y stays as it is)
+        return f"`{activity.get('tool')}` {seconds}"
+    return f"writing ({seconds})"
+
+
+def activity_text(activity: dict[str, Any]) -> str:
+    """What a running turn does now and for how long, in a sentence (for /status)."""
+    doing, seconds = activity.get("doing"), duration_text(activity.get("seconds"))
+    cpu = activity.get("cpu_percent")
+    cpu_note = f", CPU {cpu:.0f}%" if isinstance(cpu, (int, float)) else ""
+    if doing == "waiting":
+        more = f" (and {activity['waiting'] - 1} more)" if (activity.get("waiting") or 1) > 1 else ""
+        return f"⏳ waiting for your answer to {asked_text(activity)}{more}, for {seconds}"
+    if doing == "stalled":
+        return (f"⚠️ seems stuck: no output and almost no CPU for {seconds}, while {doing_text(activity)}."
+                " /cancel stops it")
+    if doing == "tool":
+        detail = f" ({activity['detail']})" if activity.get("detail") else ""
+        return f"running {activity.get('tool')}{detail} for {seconds}{cpu_note}"
+    return f"writing, for {seconds}{cpu_note}"
+
+
+INTERRUPT_BUTTON = "⏹ Stop it"
+KEEP_WAITING_BUTTON = "⏳ Keep waiting"
+KEPT_WAITING = "Keeping on waiting."
+
+
+def stalled_text(event: dict[str, Any]) -> str:
+    """A turn with no output and almost no CPU (the supervisor's ``stalled`` event)."""
+    tool_for = f" for {duration_text(event['tool_for'])}" if event.get("tool_for") else ""
+    return (f"⚠️ Claude in '{event.get('session')}' seems stuck: {doing_text(event)}{tool_for}, and no output"
+            f" and almost no CPU ({event.get('cpu_percent', 0):g}%) for {duration_text(event.get('silent_for'))}."
+            " Stop it, or keep waiting?")
+
+
+def reminder_text(event: dict[str, Any]) -> str:
+    """A prompt unanswered for a while (the supervisor's ``reminder`` event)."""
+    denied_in = event.get("denied_in")
+    deadline = f" Without an answer it is denied in {duration_text(denied_in)}." \
+        if isinstance(denied_in, (int, float)) and denied_in > 0 else ""
+    return (f"⏰ Claude in '{event.get('session')}' has been waiting {duration_text(event.get('waited'))} for your"
+            f" answer to {asked_text(event)}.{deadline}")
 
 
 def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
     if not sessions:
         return NO_SESSIONS
     return "\n".join(session_line(s, active, now) for s in sessions)
+
+
+def page_text(page: int, pages: int, total: int) -> str:
+    """The line under a page of a long list."""
+    return f"Page {page} of {pages} ({total} sessions)"
+
+
+def page_button(page: int, before: bool) -> str:
+    return f"◀ Page {page}" if before else f"Page {page} ▶"
 
 
 def minutes_text(seconds: float) -> str:
@@ -297,14 +418,16 @@ def state_text(session: dict[str, Any]) -> str:
 
 
 def status_text(session: dict[str, Any]) -> str:
+    now = f"Now: {activity_text(session['activity'])}\n" if session.get("activity") else ""
     return (
         f"Session: {session['name']}\n"
-        f"State: {state_text(session)}\n"
+        f"State: {state_text(session)}\n{now}"
         f"Model: {model_text(session)}\n"
         f"Permission mode: {session.get('mode') or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"
+        + (f"\n{DESK} Open in a terminal ({terminal_where(session['terminal'])})" if session.get("terminal") else "")
     )
 
 
@@ -469,3 +592,25 @@ def utf16_tail(text: str, limit: int) -> str:
         if units > limit:
             return text[i + 1:]
     return text
+
+
+#: a session open in Claude Code's own terminal UI (claudectl attach)
+DESK = "📟"
+
+
+def terminal_where(terminal: dict[str, Any]) -> str:
+    return f"{terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}"
+
+
+def waiting_text(session: str, terminal: dict[str, Any]) -> str:
+    """What a message sent to a session open in a terminal is told."""
+    return (f"{DESK} '{session}' is open in a terminal ({terminal_where(terminal)}): your message waits, and is"
+            " answered as soon as that Claude exits.")
+
+
+def attached_line(session: dict[str, Any], marker: str, now: float | None = None) -> str:
+    """A /sessions line of a session open in a terminal: since when, where."""
+    terminal = session.get("terminal") or {}
+    persona = f" ({session['persona']})" if session.get("persona") else ""
+    since = relative_time(terminal.get("since"), now) if terminal.get("since") else "now"
+    return f"{marker}{DESK} `{session['name']}`{persona} - in a terminal since {since} ({terminal_where(terminal)})"

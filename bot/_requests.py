@@ -85,6 +85,20 @@ async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
     await _forget_waiting(link, prompt.chat, prompt.session, token)
 
 
+async def remind(app: App, link: commands.Link, event: dict[str, Any]) -> None:
+    """A prompt has waited long for an answer: one quiet message under it — unless it was
+    answered meanwhile (the bot was down when the reminder came), or was never shown."""
+    session, request_id = str(event.get("session")), str(event.get("request_id"))
+    prompt = await _load(link, prompts.token_of(session, request_id))
+    if prompt is None:
+        return
+    pending = (await link.request("status", session=session)).get("pending") or []
+    if not any(p.get("request_id") == request_id for p in pending):
+        return
+    await app.bot.send_message(prompt.chat, render.reminder_text(event), reply_to_message_id=prompt.message_id,
+                               allow_sending_without_reply=True, disable_notification=True)
+
+
 async def _waiting(link: commands.Link, chat: int, timeout: float | None = None) -> dict[str, str]:
     """Session -> token of the prompt waiting for typed text in this chat."""
     value = await link.kv_cached(prompts.KV_WAITING.format(chat=chat), timeout)

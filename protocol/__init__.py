@@ -5,10 +5,20 @@ Public surface only; see ``docs/protocol.md`` for the specification.
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import Client
+from ._client import Client, check_running
 from ._codec import decode, encode, encode_event, encode_events
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
-from ._humanize import TIMEOUT_RANGE_TEXT, idle_note, relative_time, timeout_in_range
+from ._hosts import (
+    HOST_ENV,
+    LOCAL,
+    LOCAL_HOST,
+    Host,
+    HostConfigError,
+    configured_hosts,
+    host_named,
+    hosts_from_table,
+)
+from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     HARD_MAX_FRAME_BYTES,
@@ -21,7 +31,7 @@ from ._messages import (
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
     PROTOCOL_VERSION,
-    SESSION_NAME_PATTERN,
+    SESSION_NAME_RULE,
     ErrorCode,
     EventKind,
     Op,
@@ -44,13 +54,17 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
-from ._validation import Request, request_id_of, validate_request
+from ._ssh import LinkState, SshLink, VersionMismatch
+from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
 
 __all__ = [
     "CONFIG_ENV",
     "CONTROL_SOCKET",
     "HARD_MAX_FRAME_BYTES",
+    "HOST_ENV",
+    "LOCAL",
+    "LOCAL_HOST",
     "LOCK_FILE",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -65,7 +79,7 @@ __all__ = [
     "OUTBOX_DIR",
     "PROTOCOL_VERSION",
     "RUNTIME_DIR_ENV",
-    "SESSION_NAME_PATTERN",
+    "SESSION_NAME_RULE",
     "TIMEOUT_RANGE_TEXT",
     "AsyncClient",
     "Client",
@@ -74,6 +88,9 @@ __all__ = [
     "ErrorCode",
     "EventKind",
     "FrameError",
+    "Host",
+    "HostConfigError",
+    "LinkState",
     "Op",
     "PermissionMode",
     "ProtocolError",
@@ -81,20 +98,28 @@ __all__ = [
     "RemoteError",
     "Request",
     "SessionState",
+    "SshLink",
     "Subscription",
     "ValidationError",
+    "VersionMismatch",
     "__version__",
+    "check_running",
     "configure_logging",
+    "configured_hosts",
     "configured_runtime_dir",
     "control_endpoint",
+    "counted",
     "decode",
     "default_config_path",
     "default_runtime_dir",
     "encode",
     "encode_event",
     "encode_events",
+    "host_named",
+    "hosts_from_table",
     "idle_note",
     "instance_id",
+    "is_session_name",
     "mask_secrets",
     "relative_time",
     "request_id_of",

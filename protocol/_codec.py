@@ -8,6 +8,7 @@ import msgpack
 
 from ._errors import FrameError
 from ._messages import MAX_FRAME_BYTES, PROTOCOL_VERSION, ErrorCode
+from ._packedmap import with_packed_value
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -21,24 +22,18 @@ def encode(message: dict[str, Any]) -> bytes:
 def encode_events(sub_id: int, packed_events: list[bytes]) -> bytes:
     """An ``events`` frame, ``{"v", "type": "events", "sub", "events": [...]}``, from events
     msgpack-encoded one by one (so a sender can size frames without encoding twice)."""
-    return _with_raw({"v": PROTOCOL_VERSION, "type": "events", "sub": sub_id}, "events",
-                     _PACKER.pack_array_header(len(packed_events)) + b"".join(packed_events))
+    return with_packed_value(_PACKER.pack({"v": PROTOCOL_VERSION, "type": "events", "sub": sub_id}), "events",
+                             _PACKER.pack_array_header(len(packed_events)) + b"".join(packed_events))
 
 
 def encode_event(sub_id: int, packed_event: bytes) -> bytes:
     """An ``event`` frame, ``{"v", "type": "event", "sub", "event"}``, from one
     msgpack-encoded event."""
-    return _with_raw({"v": PROTOCOL_VERSION, "type": "event", "sub": sub_id}, "event", packed_event)
+    return with_packed_value(_PACKER.pack({"v": PROTOCOL_VERSION, "type": "event", "sub": sub_id}), "event",
+                             packed_event)
 
 
 _PACKER = msgpack.Packer(use_bin_type=True)
-
-
-def _with_raw(head: dict[str, Any], key: str, packed_value: bytes) -> bytes:
-    """``head`` (a small map) with one more key whose value is already packed."""
-    packed = _PACKER.pack(head)
-    # a fixmap header (0x80 | n): the same map with one more key
-    return bytes((packed[0] + 1,)) + packed[1:] + _PACKER.pack(key) + packed_value
 
 
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:

@@ -11,6 +11,11 @@ from ._messages import MAX_TIMEOUT_MINUTES, MIN_TIMEOUT_MINUTES
 TIMEOUT_RANGE_TEXT = f"{MIN_TIMEOUT_MINUTES}-{MAX_TIMEOUT_MINUTES}"
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 keeper", "2 keepers", "0 sessions": a count with its noun agreeing."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def relative_time(ts: float | None, now: float | None = None) -> str:
     """"just now", "5m ago", "2h ago", "3d ago" (or "never")."""
     if not ts:

@@ -25,10 +25,18 @@ MAX_SUBSCRIPTIONS_PER_CLIENT = 64
 MAX_KV_KEYS = 10_000
 MAX_KV_VALUE_BYTES = 64 * 1024
 
-#: Session names: safe as a path component, a process title word and a Telegram argument.
-SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-SESSION_NAME_RE = re.compile(rf"\A{SESSION_NAME_PATTERN}\Z")
-CONSUMER_NAME_RE = SESSION_NAME_RE
+#: Session names: letters of any script (with their combining marks), digits, ``_`` and
+#: ``-``, starting with a letter or digit; at most 64 characters and 255 bytes in UTF-8
+#: (a directory's name), in NFC form (so one name has one spelling). Safe as a path
+#: component, a process title word and a Telegram command argument; no spaces, no
+#: punctuation, no symbols (emoji included: hard to type at a shell and to tell apart).
+SESSION_NAME_MAX_CHARS = 64
+SESSION_NAME_MAX_BYTES = 255
+SESSION_NAME_RULE = ("1-64 letters (any script), digits, '_' or '-', starting with a letter or digit;"
+                     " no spaces, punctuation or emoji")
+#: Consumer names (claudectl's and the bot's cursors): ASCII only.
+CONSUMER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+CONSUMER_NAME_RE = re.compile(rf"\A{CONSUMER_NAME_PATTERN}\Z")
 
 #: Bounds for a user-set idle timeout (the supervisor-wide default may be any positive number).
 MIN_TIMEOUT_MINUTES = 1
@@ -47,6 +55,9 @@ class SessionState(enum.StrEnum):
     SUSPENDED = "suspended"
     FAILED = "failed"
     ARCHIVED = "archived"
+    #: open in Claude Code's interactive terminal UI (``claudectl attach``): no process of
+    #: ours; messages wait until the terminal closes
+    ATTACHED = "attached"
 
     @property
     def live(self) -> bool:
@@ -88,6 +99,8 @@ class Reason(enum.StrEnum):
     MODEL_CHANGE = "model-change"
     MODE_CHANGE = "mode-change"
     STARTUP = "startup"
+    ATTACHED = "attached"  # the conversation was opened in a terminal (claudectl attach)
+    DETACHED = "detached"  # the terminal holding it closed
 
 
 class EventKind(enum.StrEnum):
@@ -110,6 +123,12 @@ class EventKind(enum.StrEnum):
     PERMISSION_REQUEST = "permission_request"
     #: {request_id, allow, by, message?, always?, answers?, mode?}
     PERMISSION_RESOLVED = "permission_resolved"
+    #: the watcher's, once per occurrence: {request_id, tool_name, detail, since, waited,
+    #: denied_in, message_id} — a prompt has waited ``remind_after`` for an answer
+    REMINDER = "reminder"
+    #: {doing, tool?, detail?, since, silent_for, cpu_percent, message_id} — a turn with no
+    #: output for ``stall_after`` while Claude used almost no CPU
+    STALLED = "stalled"
 
 
 class Op(enum.StrEnum):
@@ -141,8 +160,21 @@ class Op(enum.StrEnum):
     KV_DELETE = "kv_delete"
     CONSUMERS = "consumers"
     REMOVE_CONSUMER = "remove_consumer"
+    BACKUP = "backup"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
+    RULES = "rules"
+    REMOVE_RULE = "remove_rule"
+    BUDGET = "budget"
+    SET_BUDGET = "set_budget"
+    DIFF = "diff"
+    FORK = "fork"
+    SCHEDULE_ADD = "schedule_add"
+    SCHEDULES = "schedules"
+    SCHEDULE_SET = "schedule_set"
+    SCHEDULE_REMOVE = "schedule_remove"
+    ATTACH = "attach"
+    CONVERSATIONS = "conversations"
 
 
 class ErrorCode(enum.StrEnum):
@@ -165,3 +197,4 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     RESTART_REFUSED = "restart_refused"  # the code installed now would not start
     INTERNAL = "internal"
+    BUDGET_EXCEEDED = "budget_exceeded"  # `send`: a daily spending cap is reached; nothing queued

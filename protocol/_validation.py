@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import msgpack
 
 from ._errors import ValidationError
 from ._messages import (
+    CONSUMER_NAME_PATTERN,
     CONSUMER_NAME_RE,
     MAX_ATTACHMENTS,
     MAX_INT,
@@ -22,8 +24,9 @@ from ._messages import (
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
     PROTOCOL_VERSION,
-    SESSION_NAME_PATTERN,
-    SESSION_NAME_RE,
+    SESSION_NAME_MAX_BYTES,
+    SESSION_NAME_MAX_CHARS,
+    SESSION_NAME_RULE,
     ErrorCode,
     Op,
     PermissionMode,
@@ -49,23 +52,36 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def is_session_name(value: str) -> bool:
+    """Does ``value`` follow ``SESSION_NAME_RULE``?"""
+    if not 0 < len(value) <= SESSION_NAME_MAX_CHARS or len(value.encode()) > SESSION_NAME_MAX_BYTES:
+        return False
+    if not unicodedata.is_normalized("NFC", value):
+        return False
+    first = unicodedata.category(value[0])
+    if not (first.startswith("L") or first == "Nd"):
+        return False
+    return all(c in "_-" or unicodedata.category(c)[0] in "LM" or unicodedata.category(c) == "Nd" for c in value)
+
+
 def session_name(field: str, value: Any) -> str:
-    """A session name: 1-64 chars of letters, digits, ``_`` and ``-``, not starting with a symbol."""
+    """A session name (``SESSION_NAME_RULE``)."""
     if not isinstance(value, str):
         raise _bad(f"'{field}' must be a string, got {_type_name(value)}")
-    if not SESSION_NAME_RE.match(value):
-        raise ValidationError(
-            ErrorCode.BAD_NAME,
-            f"invalid session name {value[:80]!r}: use 1-64 letters, digits, '_' or '-',"
-            f" starting with a letter or digit (pattern {SESSION_NAME_PATTERN})",
-        )
+    if not is_session_name(value):
+        why = ""
+        if isinstance(value, str) and value and not unicodedata.is_normalized("NFC", value):
+            why = " (it is not in Unicode NFC form: type it again, or normalise it)"
+        elif len(value.encode()) > SESSION_NAME_MAX_BYTES:
+            why = f" (it is {len(value.encode())} bytes in UTF-8; a directory name holds {SESSION_NAME_MAX_BYTES})"
+        raise ValidationError(ErrorCode.BAD_NAME, f"invalid session name {value[:80]!r}: use {SESSION_NAME_RULE}{why}")
     return value
 
 
 def consumer_name(field: str, value: Any) -> str:
     if not isinstance(value, str) or not CONSUMER_NAME_RE.match(value):
         raise ValidationError(
-            ErrorCode.BAD_NAME, f"'{field}' must match {SESSION_NAME_PATTERN}"
+            ErrorCode.BAD_NAME, f"'{field}' must match {CONSUMER_NAME_PATTERN}"
         )
     return value
 
@@ -122,6 +138,15 @@ def timeout_minutes(field: str, value: Any) -> int:
             f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
         )
     return value
+
+
+def usd_cap(field: str, value: Any) -> float | None:
+    """A cap in US dollars: a positive number, or null for none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise _bad(f"'{field}' must be a positive number of US dollars, or null")
+    return float(value)
 
 
 def boolean(field: str, value: Any) -> bool:
@@ -181,6 +206,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "model": (short_text, False),
         "cwd": (abs_path, False),
         "persona": (short_text, False),
+        "conversation": (short_text, False),
+        "force": (boolean, False),
     },
     Op.SEND: {
         "session": (session_name, True),
@@ -229,8 +256,27 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.KV_DELETE: {"key": (kv_key, True)},
     Op.CONSUMERS: {},
     Op.REMOVE_CONSUMER: {"consumer": (consumer_name, True)},
+    Op.BACKUP: {"path": (abs_path, True), "force": (boolean, False)},
     Op.RESTART: {},
     Op.SHUTDOWN: {},
+    Op.RULES: {"session": (session_name, True)},
+    Op.DIFF: {"session": (session_name, True), "path": (text, False)},
+    Op.FORK: {"session": (session_name, True), "name": (session_name, True)},
+    Op.SCHEDULE_ADD: {"session": (session_name, True), "when": (text, True), "prompt": (text, False),
+                      "origin": (short_text, False), "tz": (short_text, False)},
+    Op.SCHEDULES: {"session": (session_name, False)},
+    Op.SCHEDULE_SET: {"schedule": (positive_int, True), "paused": (boolean, True)},
+    Op.SCHEDULE_REMOVE: {"schedule": (positive_int, True)},
+    Op.BUDGET: {"session": (session_name, False)},
+    Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True)},
+    Op.REMOVE_RULE: {"session": (session_name, True), "index": (positive_int, False), "rule": (text, False)},
+    Op.ATTACH: {
+        "session": (session_name, True),
+        "pid": (positive_int, True),
+        "tty": (short_text, False),
+        "now": (boolean, False),
+    },
+    Op.CONVERSATIONS: {"cwd": (abs_path, False)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

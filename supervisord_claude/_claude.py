@@ -64,6 +64,10 @@ class LaunchSpec:
     extra_args: tuple[str, ...] = ()
     #: stream_event lines with the text as it is written (live answers)
     partial_messages: bool = True
+    #: Claude Code stops a turn whose cost (since this process started) passes it
+    max_budget_usd: float | None = None
+    #: a new conversation that starts as a copy of this one (``--fork-session``)
+    fork_from: str | None = None
 
 
 def build_argv(spec: LaunchSpec) -> list[str]:
@@ -91,6 +95,29 @@ def build_argv(spec: LaunchSpec) -> list[str]:
     # without it -p mode refuses every tool that writes, and AskUserQuestion does not exist
     argv += ["--permission-prompt-tool", "stdio", "--permission-mode", CLAUDE_MODES[spec.permission_mode]]
     if spec.allowed_tools:  # variadic: the next "--" option ends it
+        argv += ["--allowedTools", *spec.allowed_tools]
+    if spec.max_budget_usd is not None:
+        argv += ["--max-budget-usd", f"{spec.max_budget_usd:.6f}"]
+    if spec.fork_from and not spec.resume:  # (verified with 2.1.327: the copy gets the id given)
+        argv += ["--resume", spec.fork_from, "--fork-session", "--session-id", spec.session_id]
+    else:
+        argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
+    argv += list(spec.extra_args)
+    return argv
+
+
+def build_tui_argv(spec: LaunchSpec) -> list[str]:
+    """Claude Code's interactive terminal UI on the session's conversation, with what its
+    ``claude -p`` would have: the TUI's own defaults (its model, its "auto" permission
+    mode) are not the session's, so each is passed explicitly. In the ask mode its
+    prompts are answered in the terminal."""
+    argv = [spec.claude_bin]
+    if spec.model:
+        argv += ["--model", spec.model]
+    if spec.system_prompt:
+        argv += ["--append-system-prompt", spec.system_prompt]
+    argv += ["--permission-mode", CLAUDE_MODES[spec.permission_mode]]
+    if spec.allowed_tools:
         argv += ["--allowedTools", *spec.allowed_tools]
     argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
     argv += list(spec.extra_args)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tomllib
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,15 @@ from typing import Any
 
 import platformdirs
 
-from protocol import PermissionMode, default_config_path, default_runtime_dir
+from protocol import (
+    LOCAL_HOST,
+    Host,
+    HostConfigError,
+    PermissionMode,
+    default_config_path,
+    default_runtime_dir,
+    hosts_from_table,
+)
 
 from ._errors import ConfigError
 
@@ -42,6 +51,12 @@ MAX_INTERRUPT_TIMEOUT = 8.0
 MIB = 1024 * 1024
 #: clients connected to the control socket at once; more wait until some leave
 DEFAULT_MAX_CONNECTIONS = 1000
+#: the watcher (supervisor/_watch.py): a turn with no output this long while Claude's
+#: process tree used less than this share of a CPU is stalled; a prompt unanswered this
+#: long gets one reminder (0 turns either off)
+DEFAULT_STALL_AFTER = 300.0
+DEFAULT_STALL_CPU_PERCENT = 2.0
+DEFAULT_REMIND_AFTER = 600.0
 
 log = logging.getLogger("supervisord_claude")
 
@@ -92,7 +107,21 @@ class Config:
     interrupt_timeout: float = DEFAULT_INTERRUPT_TIMEOUT
     #: clients connected at once (fewer if the open-files limit leaves less room)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: daily spending caps in USD (None: none): each session's, and all sessions' together;
+    #: ``set_budget`` (``/budget``, ``claudectl budget``) overrides them
+    budget_session_usd: float | None = None
+    budget_daily_usd: float | None = None
+    #: the IANA time zone schedules are read in (None: the machine's)
+    timezone: str | None = None
+    #: a running turn with no output for this long, whose Claude used less than
+    #: ``stall_cpu_percent`` of a CPU meanwhile, is stalled (0: never)
+    stall_after: float = DEFAULT_STALL_AFTER
+    stall_cpu_percent: float = DEFAULT_STALL_CPU_PERCENT
+    #: a permission request or question unanswered this long gets one reminder (0: never)
+    remind_after: float = DEFAULT_REMIND_AFTER
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    #: the machines clients reach: ``local`` (this one) and each ``[hosts.NAME]`` (ssh)
+    hosts: Mapping[str, Host] = field(default_factory=lambda: {LOCAL_HOST.name: LOCAL_HOST})
     config_path: Path | None = None
     #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
     origins: Mapping[str, str] = field(default_factory=dict)
@@ -140,8 +169,15 @@ _TOP_KEYS = {
     "max_attachment_mib",
     "interrupt_timeout",
     "max_connections",
+    "budget_session_usd",
+    "budget_daily_usd",
+    "timezone",
+    "stall_after",
+    "stall_cpu_percent",
+    "remind_after",
     "personas",
     "telegram",
+    "hosts",
 }
 
 
@@ -204,6 +240,30 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value < 1:
             raise ConfigError("max_connections: must be a positive number of connections")
         out["max_connections"] = value
+    for key in ("budget_session_usd", "budget_daily_usd"):
+        if key in raw:
+            value = _expect(raw, key, (int, float), "")
+            if value <= 0:
+                raise ConfigError(f"{key}: must be a positive number of US dollars")
+            out[key] = float(value)
+    if "timezone" in raw:
+        name = _expect(raw, "timezone", str, "")
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone: {name!r} is not a time zone (an IANA name, e.g. Europe/Berlin)") from None
+        out["timezone"] = name
+    for key in ("stall_after", "remind_after"):
+        if key in raw:
+            value = _expect(raw, key, (int, float), "")
+            if value < 0:
+                raise ConfigError(f"{key}: must be a number of seconds (0 turns it off)")
+            out[key] = float(value)
+    if "stall_cpu_percent" in raw:
+        value = _expect(raw, "stall_cpu_percent", (int, float), "")
+        if not 0 < value <= 100:
+            raise ConfigError("stall_cpu_percent: must be a percentage of one CPU, above 0 and at most 100")
+        out["stall_cpu_percent"] = float(value)
     if "permission_prompts" in raw:  # of older versions: prompts are always on now
         _expect(raw, "permission_prompts", bool, "")
         log.warning("permission_prompts in %s is obsolete (Claude always asks now); remove it", path)
@@ -223,6 +283,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("permission_timeout: must be a positive number of seconds")
         out["permission_timeout"] = float(value)
+    if "hosts" in raw:
+        try:  # (one reading for every program: protocol._hosts)
+            out["hosts"] = hosts_from_table(raw["hosts"], str(path))
+        except HostConfigError as exc:
+            raise ConfigError(str(exc)) from None
     personas: dict[str, Persona] = {}
     for name, table in _expect(raw, "personas", dict, "").items() if "personas" in raw else []:
         where = f"personas.{name}."
@@ -350,7 +415,14 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         max_attachment_bytes=int(file_value("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
         interrupt_timeout=file_value("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
         max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
+        budget_session_usd=file_value("budget_session_usd", None),
+        budget_daily_usd=file_value("budget_daily_usd", None),
+        timezone=file_value("timezone", None),
+        stall_after=file_value("stall_after", DEFAULT_STALL_AFTER),
+        stall_cpu_percent=file_value("stall_cpu_percent", DEFAULT_STALL_CPU_PERCENT),
+        remind_after=file_value("remind_after", DEFAULT_REMIND_AFTER),
         telegram=file_values.get("telegram", TelegramConfig()),
+        hosts=file_value("hosts", {LOCAL_HOST.name: LOCAL_HOST}),
         config_path=config_path if file_values else None,
     )
     return _with_telegram_environment(config, file_values.get("telegram", TelegramConfig()), env, origins)
@@ -401,19 +473,20 @@ def token_problem(token: str | None) -> str | None:
             " 123456789:AAH…)")
 
 
-def find_claude(claude_bin: str) -> str:
-    """Absolute path of the Claude binary, or ``ConfigError``."""
+def find_claude(claude_bin: str, search: str | None = None) -> str:
+    """Absolute path of the Claude binary, or ``ConfigError``; ``search``: the PATH to look
+    in (default this process's)."""
     if os.sep in claude_bin:
         path = Path(claude_bin).expanduser()
         if path.is_file() and os.access(path, os.X_OK):
             return str(path.absolute())
         raise ConfigError(f"claude_bin: {claude_bin} is not an executable file")
-    found = shutil.which(claude_bin)
+    found = shutil.which(claude_bin, path=search)
     if not found:
         raise ConfigError(
             f"claude_bin: '{claude_bin}' was not found on PATH; install Claude Code or pass --claude-bin"
         )
-    return found
+    return str(Path(found).absolute())
 
 
 #: what --help lists
@@ -430,6 +503,7 @@ COMMANDS = {
     "run": "run the supervisor in the foreground (the default)",
     "check-config": "validate the configuration and print the effective values (secrets masked)",
     "install-units": "write systemd user units for the supervisor and the bot",
+    "dial-stdio": "relay stdin/stdout to this machine's control socket (what clients elsewhere run over ssh)",
 }
 
 
@@ -443,12 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n".join(f"  {name:38} {text}" for name, text in ENVIRONMENT.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run", choices=list(COMMANDS), metavar="COMMAND",
-                        help="run (default), check-config, install-units")
+                        help="run (default), check-config, install-units, dial-stdio")
     add_arguments(parser)
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, one line per record")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     parser.add_argument("--dest", help="install-units: where to write them (default ~/.config/systemd/user)")
     parser.add_argument("--force", action="store_true", help="install-units: replace units that differ")
+    parser.add_argument("--for-service", action="store_true",
+                        help="check-config: check what the installed systemd unit will see (its command line,"
+                             " the user manager's environment and PATH), not this shell's")
     parser.add_argument("--version", action="version", version=f"{APP} {__version__}")
     return parser
 
@@ -488,12 +565,19 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("interrupt_timeout", f"{config.interrupt_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
         ("max_connections", str(config.max_connections)),
+        ("budget_session_usd", f"${config.budget_session_usd:g} a day" if config.budget_session_usd else "(none)"),
+        ("timezone", config.timezone or "(the machine's)"),
+        ("budget_daily_usd", f"${config.budget_daily_usd:g} a day" if config.budget_daily_usd else "(none)"),
+        ("stall_after", f"{config.stall_after:g} s" if config.stall_after else "0 (off)"),
+        ("stall_cpu_percent", f"{config.stall_cpu_percent:g} %"),
+        ("remind_after", f"{config.remind_after:g} s" if config.remind_after else "0 (off)"),
         ("claude_args", " ".join(config.claude_args) or "(none)"),
         ("personas", personas),
         ("telegram.token", mask(config.telegram.token)),
         ("telegram.allowed_users", ", ".join(map(str, config.telegram.allowed_users)) or "(none: the bot refuses everyone)"),
         ("telegram.api_url", config.telegram.api_url or "(Telegram's)"),
         ("telegram.while_busy", config.telegram.while_busy or "steer"),
+        *((f"hosts.{name}", host.describe()) for name, host in config.hosts.items()),
     ]
-    derived = {"store": "state_dir"}  # (shown, not set)
+    derived = {"store": "state_dir", **{f"hosts.{name}": "hosts" for name in config.hosts}}  # (shown, not set)
     return [(key, value, config.origins.get(derived.get(key, key), "")) for key, value in lines]

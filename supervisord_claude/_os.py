@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,16 @@ class System:
             return False
         # the state letter follows the parenthesised command name
         return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
+
+    def start_time(self, pid: int) -> int | None:
+        """When ``pid`` started (clock ticks since boot, /proc's field 22): with the pid, it
+        names one process — a pid reused by another process has another start time. None
+        if it is gone."""
+        try:
+            stat = (PROC / str(pid) / "stat").read_text()
+            return int(stat[stat.rfind(")") + 2:].split()[19])
+        except (OSError, IndexError, ValueError):
+            return None
 
     def memory(self, pid: int) -> int | None:
         """Resident memory of ``pid`` in bytes (None if it is gone)."""
@@ -127,6 +137,59 @@ class System:
             return {}
         pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
         return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+    def tree_cpu(self, roots: Collection[int]) -> dict[int, float]:
+        """CPU seconds used so far by each root's process tree: the root, every process
+        of its session or process group (Claude is started in a session of its own), and
+        every descendant (also one a tool started in a session of its own). Each process
+        counts its own time and that of its children it has reaped (``cutime``,
+        ``cstime``), so a test run's short-lived compilers count too. A root that is gone
+        is left out. One pass over /proc, whatever the number of roots."""
+        wanted = set(roots)
+        if not wanted:
+            return {}
+        parents: dict[int, int] = {}
+        cpu: dict[int, int] = {}
+        owner: dict[int, int] = {}  # pid -> the root it belongs to (by session or group)
+        for pid in self._pids():
+            try:
+                raw = (PROC / str(pid) / "stat").read_bytes()
+            except OSError:
+                continue
+            # the fields after the parenthesised command name (which may hold anything)
+            fields = raw[raw.rfind(b")") + 2 :].split()
+            try:
+                ppid, group, session = int(fields[1]), int(fields[2]), int(fields[3])
+                cpu[pid] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            except (IndexError, ValueError):
+                continue
+            parents[pid] = ppid
+            if pid in wanted:
+                owner[pid] = pid
+            elif session in wanted:
+                owner[pid] = session
+            elif group in wanted:
+                owner[pid] = group
+        totals: dict[int, int] = {}
+        for pid, ticks in cpu.items():
+            root = self._root_of(pid, wanted, parents, owner)
+            if root is not None:
+                totals[root] = totals.get(root, 0) + ticks
+        per_second = os.sysconf("SC_CLK_TCK")
+        return {root: ticks / per_second for root, ticks in totals.items() if root in cpu}
+
+    @staticmethod
+    def _root_of(pid: int, roots: set[int], parents: dict[int, int], owner: dict[int, int]) -> int | None:
+        """The root whose tree ``pid`` is in (by session or group, else by ancestry)."""
+        seen = 0
+        while pid > 1 and seen < 1024:  # (a bound, should /proc change under us into a loop)
+            if pid in owner:
+                return owner[pid]
+            if pid in roots:
+                return pid
+            pid = parents.get(pid, 0)
+            seen += 1
+        return None
 
     def terminate(self, pids: Iterable[int], grace: float, poll: float = 0.05) -> int:
         """SIGTERM each pid, wait up to ``grace`` seconds, SIGKILL survivors.

@@ -16,7 +16,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
-                                | SetMode{mode}
+                                | SetMode{mode} | SetRules{rules} | SetBudget{usd}
                                 | Permit{request_id, decision, report, rules, mode}
 
 Everything a keeper sends after its Hello is numbered (``n``, from 1) and kept by the
@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from protocol import EventKind
+from protocol._packedmap import is_map as is_packed_map
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
@@ -121,6 +122,10 @@ class KeeperSpec:
     #: how long a keeper whose supervisor died waits for the next one before it stops
     orphan_timeout: float = 300.0
     messages: tuple[QueuedMessage, ...] = ()
+    #: what Claude may still spend today (the budgets), for --max-budget-usd; None: no cap
+    budget_usd: float | None = None
+    #: a forked session's first start continues a copy of this conversation (--fork-session)
+    fork_from: str | None = None
 
 
 class Message:
@@ -332,6 +337,24 @@ class SetMode(Message):
 
 
 @dataclass(frozen=True)
+class SetRules(Message):
+    """The session's always-allow rules, after the user removed one: Claude restarts
+    with them (``--resume``) once no turn runs, since it keeps the old ones in-process."""
+
+    TAG = "rules"
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetBudget(Message):
+    """What the session may still spend today changed (a cap was set or raised): Claude
+    restarts with it (``--max-budget-usd``, ``--resume``) once no turn runs."""
+
+    TAG = "budget"
+    usd: float | None
+
+
+@dataclass(frozen=True)
 class Permit(Message):
     """Answer a pending request: ``decision`` goes to Claude as it is, ``report`` into the
     permission_resolved event; ``rules`` (always-allow) and ``mode`` (a plan approved)
@@ -350,7 +373,7 @@ _TYPES: dict[str, type[Message]] = {
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
                 KeeperEvent, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
                 SetTimeout,
-                SetModel, SetMode, Permit)
+                SetModel, SetMode, SetRules, SetBudget, Permit)
 }
 
 
@@ -460,7 +483,7 @@ def _event(raw: dict[str, Any]) -> KeeperEvent:
     with everything else they report."""
     kind, packed, message_id, n = raw.get("kind"), raw.get("b"), raw.get("m"), raw.get("n", 0)
     if len(raw) != 5 or type(kind) is not str or type(packed) is not bytes or type(n) is not int \
-            or not (message_id is None or type(message_id) is int) or not packed or not _is_map(packed[0]):
+            or not (message_id is None or type(message_id) is int) or not packed or not is_packed_map(packed[0]):
         if "body" in raw:
             return _event_of_wire_3(raw)
         raise WireError("malformed event message")
@@ -479,11 +502,6 @@ def _event_of_wire_3(raw: dict[str, Any]) -> KeeperEvent:
     if kind == EventKind.TOOL_USE.value and "id" in body and "tool_use_id" not in body:
         body = {**body, "tool_use_id": body["id"]}
     return KeeperEvent.of(kind, body, n=n)
-
-
-def _is_map(first_byte: int) -> bool:
-    """Whether a msgpack value that starts with this byte is a map (fixmap, map16, map32)."""
-    return 0x80 <= first_byte <= 0x8F or first_byte in (0xDE, 0xDF)
 
 
 def _message(raw: Any) -> Message:

@@ -1,8 +1,10 @@
 """Shared fixtures: a real supervisor process on a private runtime dir, with the fake
-``claude``; and a guard that fails any test leaving one of its processes alive."""
+``claude``; a guard that fails any test leaving one of its processes alive; and the test
+tiers (``unit``, ``core``, ``system``), given to each test here by what it uses."""
 
 from __future__ import annotations
 
+import _posixsubprocess
 import contextlib
 import json
 import os
@@ -123,6 +125,61 @@ def real_claude_bin() -> str:
     if not path.exists():
         pytest.fail(f"no bundled claude binary at {path}")
     return str(path)
+
+
+# --- test tiers ------------------------------------------------------------------------
+# Every test gets one tier, here, from what it uses (no test file lists its own):
+#   system — starts processes: a supervisor or a bot (the fixtures below), or marked
+#            ``system`` by hand when it runs one itself (claudectl, a build, a fork);
+#   core   — the supervisor's parts in-process (its module imports supervisord_claude.supervisor);
+#   unit   — the rest: no process, no supervisor core.
+# A unit or core test that starts a process fails (``_processes_only_in_system``), so
+# ``-m "not system"`` stays a loop of seconds. ``slow`` is given by hand, beside the tier.
+
+#: fixtures that start processes (``supervisor`` and ``bot_env`` ask for ``make_supervisor``)
+SYSTEM_FIXTURES = frozenset({"make_supervisor"})
+TIERS = ("unit", "core", "system")
+
+
+def _uses_supervisor_core(module: object) -> bool:
+    for value in vars(module).values():
+        where = getattr(value, "__module__", None) or getattr(value, "__name__", None)
+        if isinstance(where, str) and where.startswith("supervisord_claude.supervisor"):
+            return True
+    return False
+
+
+def _tier(item: pytest.Item) -> str:
+    if item.get_closest_marker("system") or item.get_closest_marker("claude_cli"):
+        return "system"
+    if SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "system"
+    module = getattr(item, "module", None)
+    return "core" if module is not None and _uses_supervisor_core(module) else "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = _tier(item)
+        if not item.get_closest_marker(tier):
+            item.add_marker(tier)
+
+
+def _no_process(what: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a unit or core test started a process ({what}): it belongs to the system"
+                             " tier — use a process fixture or mark it @pytest.mark.system")
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_system(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("system"):
+        return
+    for module, name in ((os, "fork"), (os, "forkpty"), (os, "posix_spawn"), (os, "posix_spawnp"),
+                         (_posixsubprocess, "fork_exec"), (subprocess, "_fork_exec")):
+        monkeypatch.setattr(module, name, _no_process(f"{module.__name__}.{name}"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

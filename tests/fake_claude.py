@@ -24,6 +24,9 @@ is chosen by words in the user's text:
   long:N    an answer of about N characters, with a fenced code block
   tools:N   N tool calls in a row before the answer
   burst:N   N short assistant messages written at once before the answer
+  stuck:P   a Bash tool call (``curl …``) that hangs without output or CPU until the file P
+            exists (then its result and the answer); an interrupt ends it ("aborted_tools")
+  busy:P    the same, but the tool call burns CPU meanwhile (``pytest -q``): a long test run
   sendfile:NAME  write NAME into the outbox its --append-system-prompt names (as Claude
             sends the user a file)
   needperm  ask for permission to run Bash ``touch x`` (needs --permission-prompt-tool
@@ -63,8 +66,17 @@ FAKE_CLAUDE_LINE_DELAY=<s> delays every line written to stdout. FAKE_CLAUDE_DELT
 gets "<monotonic time> <session id> <characters of the answer written so far>" after each
 text delta (scripts/bench measures how stale the bot's live answer is with it).
 
+Started without ``-p`` it plays Claude Code's interactive terminal UI (``claudectl
+attach``): each line read from its terminal (stdin) is a prompt, answered on stdout as
+"● echo: <text> (history: K earlier messages)"; ``/exit`` or end of input ends it (exit
+0). It keeps the history above and also writes the conversation as the real CLI does,
+``$HOME/.claude/projects/<cwd>/<id>.jsonl`` (``user`` / ``assistant`` entries), and
+``$HOME/.claude/sessions/<pid>.json`` while it runs.
+
 Like the real CLI, ``total_cost_usd`` is cumulative for the conversation and carries on
-across ``--resume``.
+across ``--resume`` (each turn costs $0.001); ``--max-budget-usd X`` ends the turn whose
+cost, counted since this process started, passes X with ``error_max_budget_usd`` (and
+every later one); ``--resume A --fork-session --session-id B`` continues a copy of A as B.
 """
 
 from __future__ import annotations
@@ -169,6 +181,13 @@ def main() -> int:
             rules.append(word)
     resume = arg(argv, "--resume")
     session_id = resume or arg(argv, "--session-id") or str(uuid.uuid4())
+    if resume and "--fork-session" in argv:  # a copy of the conversation under a new id
+        session_id = arg(argv, "--session-id") or str(uuid.uuid4())
+        source = history_path(resume)
+        if source.exists():
+            history_path(session_id).write_text(source.read_text())
+            if source.with_suffix(".cost").exists():
+                history_path(session_id).with_suffix(".cost").write_text(source.with_suffix(".cost").read_text())
     hist = history_path(session_id)
     if resume and not hist.exists():
         sys.stderr.write(f"No conversation found with session ID: {resume}\n")
@@ -180,7 +199,21 @@ def main() -> int:
         sys.stderr.write(f"Error: Session ID {session_id} is already in use.\n")
         return 1
     hist.parent.mkdir(parents=True, exist_ok=True)
+    if "-p" not in argv:
+        return terminal_ui(session_id, hist)
+    # as the real CLI does in print mode too: which conversation this process has open
+    marker = Path(os.environ["HOME"]) / ".claude" / "sessions" / f"{os.getpid()}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"pid": os.getpid(), "sessionId": session_id, "cwd": os.getcwd(), "kind": "print"}))
+    try:
+        return serve(argv, session_id, hist, model, mode, rules, resume)
+    finally:
+        marker.unlink(missing_ok=True)
 
+
+def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, rules: list[str],
+          resume: str | None) -> int:
+    """Print mode: one turn per user line read."""
     inbox: queue.Queue[dict | None] = queue.Queue()
 
     def reader() -> None:
@@ -207,6 +240,8 @@ def main() -> int:
         inbox.put(None)
 
     threading.Thread(target=reader, daemon=True).start()
+    budget = arg(argv, "--max-budget-usd")
+    spent_here = 0.0  # (what --max-budget-usd counts: this process's turns)
     cost_file = hist.with_suffix(".cost")
     cost = float(cost_file.read_text()) if resume and cost_file.exists() else 0.0
     turns = 0
@@ -252,12 +287,18 @@ def main() -> int:
         # session files survive one)
         cost_file.with_suffix(".tmp").write_text(repr(cost))
         os.replace(cost_file.with_suffix(".tmp"), cost_file)
+        spent_here += 0.001
 
         def result(subtype: str, is_error: bool, answer: str, **extra: object) -> None:
             emit({"type": "result", "subtype": subtype, "is_error": is_error, "result": answer,
                   "session_id": session_id, "total_cost_usd": round(cost, 6),
                   "duration_ms": int((time.monotonic() - started) * 1000), "num_turns": turns,
                   **extra})
+
+        if budget is not None and spent_here > float(budget) + 1e-9:
+            result("error_max_budget_usd", True, "", errors=[f"Reached maximum budget (${budget})"],
+                   terminal_reason="budget_exhausted")
+            continue
 
         sleep = re.search(r"sleep:(\d+(?:\.\d+)?)", text)
         if sleep and interrupted.wait(float(sleep.group(1))):
@@ -330,6 +371,24 @@ def main() -> int:
                 {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}]}})
             emit({"type": "user", "message": {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "file-a\nfile-b"}]}})
+        hang = re.search(r"\b(stuck|busy):(\S+)", text)
+        if hang:  # a tool call that writes nothing for a while: hung (no CPU) or busy (CPU)
+            burn = hang.group(1) == "busy"
+            command = "pytest -q" if burn else "curl https://example.invalid/slow"
+            emit({"type": "assistant", "message": {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_h", "name": "Bash", "input": {"command": command}}]}})
+            while not os.path.exists(hang.group(2)) and not interrupted.is_set():
+                if burn:
+                    spin_until = time.monotonic() + 0.05
+                    while time.monotonic() < spin_until:
+                        pass
+                else:
+                    interrupted.wait(0.2)
+            if interrupted.is_set():
+                result("error_during_execution", True, "", terminal_reason="aborted_tools")
+                continue
+            emit({"type": "user", "message": {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_h", "content": "done"}]}})
         burst = re.search(r"burst:(\d+)", text)
         if burst:
             lines = [json.dumps({"type": "assistant", "message": {"role": "assistant", "content": [
@@ -386,7 +445,7 @@ def main() -> int:
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
                 continue
-            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)") for r in rules):
+            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)", "Bash(touch *)") for r in rules):
                 say("permission: allowed by rule")
                 continue
             suggestion = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch x"}],
@@ -489,6 +548,43 @@ def main() -> int:
         background = re.search(r"bgtask:(\S+)", text)
         if background:  # a background task ends later: Claude starts a turn of its own
             threading.Thread(target=follow_up, args=(background.group(1), session_id, cost), daemon=True).start()
+
+
+def terminal_ui(session_id: str, hist: Path) -> int:
+    """Claude Code's interactive TUI, as far as a test of ``claudectl attach`` needs."""
+    home = Path(os.environ["HOME"]) / ".claude"
+    transcript = home / "projects" / re.sub(r"[^A-Za-z0-9]", "-", os.getcwd()) / f"{session_id}.jsonl"
+    transcript.parent.mkdir(parents=True, exist_ok=True)
+    marker = home / "sessions" / f"{os.getpid()}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"pid": os.getpid(), "sessionId": session_id, "cwd": os.getcwd(),
+                                  "kind": "interactive"}))
+
+    def entry(kind: str, content: object) -> None:
+        with transcript.open("a") as f:
+            f.write(json.dumps({"type": kind, "sessionId": session_id, "cwd": os.getcwd(), "uuid": str(uuid.uuid4()),
+                                "message": {"role": kind, "content": content}}) + "\n")
+
+    print(f"fake claude TUI on {session_id}", flush=True)
+    try:
+        for line in sys.stdin:
+            text = line.strip()
+            if text == "/exit":
+                break
+            if not text:
+                continue
+            earlier = len(hist.read_text().splitlines()) if hist.exists() else 0
+            entry("user", text)
+            answer = f"echo: {text} (history: {earlier} earlier messages)"
+            with hist.open("a") as f:
+                f.write(json.dumps({"role": "user", "text": text}) + "\n")
+                f.write(json.dumps({"role": "assistant", "text": answer}) + "\n")
+            entry("assistant", [{"type": "text", "text": answer}])
+            print(f"● {answer}", flush=True)
+    finally:
+        marker.unlink(missing_ok=True)
+    print(f"claude --resume {session_id}", flush=True)
+    return 0
 
 
 def follow_up(gate: str, session_id: str, cost: float) -> None:

@@ -2,7 +2,9 @@
 
 Implements what the bot uses: getMe, getUpdates (long polling with offsets), sendMessage,
 editMessageText, sendChatAction, answerCallbackQuery, getFile and file downloads, plus
-429 responses with ``retry_after`` on demand. Tests play users by queueing updates and
+429 responses with ``retry_after`` on demand. It refuses what Telegram refuses where the
+bot could get it wrong: HTML it cannot parse, empty or over-long text, and button
+callback data over 64 bytes. Tests play users by queueing updates and
 read what the bot sent from ``sent``.
 """
 
@@ -60,6 +62,8 @@ def parse_html(markup: str) -> tuple[str, list[dict[str, Any]]]:
     return parser.text, parser.entities
 
 TOKEN = "123456:TEST-token"
+#: a button's callback_data is 1-64 bytes (the Bot API's limit, in UTF-8 bytes, not characters)
+MAX_CALLBACK_DATA_BYTES = 64
 BOT_ID = 123456
 
 
@@ -345,6 +349,21 @@ class FakeTelegram:
                 pass
 
     @staticmethod
+    def _bad_buttons(params: dict[str, Any]) -> web.Response | None:
+        """Telegram refuses the whole message when a button's callback data is not 1-64
+        bytes (UTF-8): the 400 it gives then."""
+        markup = params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        for button in (b for row in rows or [] for b in row):
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA_BYTES:
+                return web.json_response({"ok": False, "error_code": 400,
+                                          "description": "Bad Request: BUTTON_DATA_INVALID"}, status=400)
+        return None
+
+    @staticmethod
     def _parsed(params: dict[str, Any]) -> web.Response | None:
         """Apply parse_mode HTML in place (text + entities), or the 400 Telegram gives."""
         if params.get("parse_mode") != "HTML":
@@ -357,14 +376,15 @@ class FakeTelegram:
         return None
 
     async def _m_sendMessage(self, params: dict[str, Any]) -> web.Response:
-        refused = self._parsed(params)
+        refused = self._bad_buttons(params) or self._parsed(params)
         if refused is not None:
             return refused
         text = str(params.get("text", ""))
         if not text.strip():
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}, status=400)
-        if len(text.encode("utf-16-le")) // 2 > 4096:
-            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}, status=400)
+        too_big = self._too_big(params)
+        if too_big is not None:
+            return too_big
         chat_id = int(params["chat_id"])
         with self._lock:
             message_id = next(self._message_ids)
@@ -381,6 +401,9 @@ class FakeTelegram:
         return await self._m_sendDocument({**params, "document": params.get("photo"), "kind": "photo"})
 
     async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        refused = self._bad_buttons(params)
+        if refused is not None:
+            return refused
         document = params.get("document")
         if not isinstance(document, dict):
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: no file"},
@@ -419,8 +442,22 @@ class FakeTelegram:
             self.deleted.append({"chat_id": int(params["chat_id"]), "message_id": int(params["message_id"])})
         return self._ok(True)
 
+    #: Telegram's bounds: characters of a message (UTF-16 code units), buttons under it
+    MAX_TEXT, MAX_BUTTONS = 4096, 100
+
+    def _too_big(self, params: dict[str, Any]) -> web.Response | None:
+        """The 400 Telegram gives a message over its bounds, or None."""
+        if len(str(params.get("text", "")).encode("utf-16-le")) // 2 > self.MAX_TEXT:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}, status=400)
+        markup = params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        if isinstance(markup, dict) and sum(len(row) for row in markup.get("inline_keyboard", ())) > self.MAX_BUTTONS:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: reply markup is too long"}, status=400)
+        return None
+
     async def _m_editMessageText(self, params: dict[str, Any]) -> web.Response:
-        refused = self._parsed(params)
+        refused = self._bad_buttons(params) or self._parsed(params) or self._too_big(params)
         if refused is not None:
             return refused
         with self._lock:
@@ -429,6 +466,9 @@ class FakeTelegram:
                          "chat": {"id": int(params["chat_id"]), "type": "private"}, "text": params["text"]})
 
     async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> web.Response:
+        refused = self._bad_buttons(params)
+        if refused is not None:
+            return refused
         with self._lock:
             self.markup_edits.append(params)
         return self._ok(True)

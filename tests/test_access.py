@@ -56,6 +56,7 @@ def test_a_runtime_dir_others_can_write_is_refused_by_clients(tmp_base) -> None:
     assert "accessible to group/others" in message and "chmod 700" in message
 
 
+@pytest.mark.system  # runs a program
 def test_claudectl_says_why_it_will_not_connect(tmp_base) -> None:
     shared = tmp_base / "run"
     shared.mkdir()

@@ -34,6 +34,7 @@ def test_bad_user_ids_name_the_variable() -> None:
         parse_user_ids("12, bob")
 
 
+@pytest.mark.system  # runs a program
 def test_missing_token_exits_1_with_a_clear_message(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "bot"], capture_output=True, text=True, env=env, timeout=60)

@@ -212,8 +212,16 @@ def test_usage_shows_a_users_own_spend_and_labels_the_machines_total(make_superv
     say(api, "/new mine", "created")
     sup.wait_consumer("telegram-bot")
     usage = say(api, "/usage", "This session")["text"].splitlines()
-    assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000",
+    assert usage == ["This session (mine): $0.0000", "All your sessions: $0.0000", "Today, your sessions: $0.0000",
                      "Today, all sessions on this machine (everyone's): $0.0010"]
+    say(api, "spend mine too", "echo: spend mine too")
+    say(api, "and more", "echo: and more")
+    sup.wait_consumer("telegram-bot")
+    usage = say(api, "/usage", "This session")["text"].splitlines()
+    assert usage[2:] == ["Today, your sessions: $0.0020", "Today, all sessions on this machine (everyone's): $0.0030"]
+    theirs = say(api, "/usage", "This session", user=OTHER)["text"].splitlines()
+    assert theirs[2:] == ["Today, your sessions: $0.0010", "Today, all sessions on this machine (everyone's): $0.0030"]
+    assert sup.request("status")["cost_today_by_session"] == {"mine": 0.002, "theirs": 0.001}
 
 
 def test_while_claude_waits_for_the_user_the_chat_shows_no_typing_and_status_says_so(make_supervisor, bot_env,
@@ -275,7 +283,9 @@ def test_sessions_mark_who_waits_for_you_and_show_no_default_persona(make_superv
     say(api, "/new beta", "created")
     say(api, "hello", "echo: hello")
     listing = say(api, "/sessions", "alpha")["text"].splitlines()
-    assert "⏳ alpha - just now" in listing and "→ 🟢 beta - just now" in listing  # (no "(default)")
+    assert "→ 🟢 beta - just now" in listing  # (no "(default)")
+    waiting = next(line for line in listing if "alpha" in line)
+    assert waiting.startswith("⏳ alpha - just now") and "waits for you" in waiting
 
 
 def test_a_mode_that_does_not_exist_is_named_unknown(env) -> None:  # noqa: F811
@@ -332,3 +342,32 @@ def test_a_sessions_list_shows_the_switch_after_its_button_is_pressed(env) -> No
         return None
     lines = wait_for(redrawn, what="the list to be redrawn with alpha marked")
     assert not any(line.startswith("→ ") and "beta - " in line for line in lines)
+
+
+def test_what_a_session_that_is_not_the_chats_shows_while_writing_and_failing_carries_its_name(
+        make_supervisor, bot_env, telegram, tmp_path) -> None:
+    sup = make_supervisor(idle_timeout=60).start()
+    bot_env(sup)
+    api = telegram
+    gate = tmp_path / "go"
+    say(api, "/new alpha", "created")
+    api.message(USER, f"waitfile:{gate} stream:3 alpha writes this slowly")
+    sup.wait_received("stream:3 alpha writes this slowly")
+    say(api, "apierror please", "⏳ Queued")
+    say(api, "sleep:60 hold", "⏳ Queued")
+    say(api, "dropped one", "⏳ Queued")
+    say(api, "/new beta", "created")  # beta is the chat's session from now on
+    gate.touch()
+    draft = wait_for(lambda: next((d for d in api.drafts if "alpha writes" in d["text"]), None),
+                     what="alpha's answer as it is written")
+    assert draft["text"].startswith("[alpha]\n")
+    api.wait_for_text(lambda t: t.startswith("[alpha]") and "echo: waitfile" in t, chat_id=USER)
+    report = wait_for(lambda: next((e for e in api.edits if "Claude reported an error" in e["text"]), None),
+                      what="the API error report")
+    assert report["text"].startswith("[alpha] ⚠️ Claude reported an error")
+    sup.wait_received("sleep:60 hold")
+    sup.request("drop_queued", session="alpha")
+    api.wait_for_text(lambda t: t.startswith("[alpha] ❌ Message not delivered"), chat_id=USER)
+    sup.request("interrupt", session="alpha")
+    api.wait_for_text(lambda t: t == "[alpha] ⏹ Interrupted.", chat_id=USER)
+    assert all(d["text"].startswith("[alpha]\n") for d in api.drafts)

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot import _render as render
 from bot._render import (
     NO_SESSIONS,
     markdown_chunks,
@@ -159,3 +160,28 @@ def test_markdown_as_html_nests_its_tags_and_escapes_the_rest() -> None:
     assert markdown_html("***both*** and **b _i_** & `x < y`") == \
         "<b><i>both</i></b> and <b>b <i>i</i></b> &amp; <code>x &lt; y</code>"
     assert markdown_html("Tom &amp; Jerry") == "Tom &amp;amp; Jerry"  # as Claude wrote it
+
+
+def test_what_a_running_turn_does_in_sessions_and_status() -> None:
+    waiting = {"doing": "waiting", "seconds": 130, "tool_name": "AskUserQuestion", "detail": "Pick a colour",
+               "waiting": 1}
+    line = render.session_line({"name": "work", "live": True, "activity": waiting, "last_active": 0}, None, 100)
+    assert line.startswith("⏳ `work`") and "waits for you (2 min)" in line
+    busy = {"doing": "tool", "seconds": 400, "tool": "Bash", "detail": "npm test", "cpu_percent": 97.2}
+    assert render.session_line({"name": "w", "live": True, "activity": busy}, None).startswith("🟢")
+    assert render.activity_text(busy) == "running Bash (npm test) for 6 min, CPU 97%"
+    assert render.activity_text(waiting) == "⏳ waiting for your answer to a question (Pick a colour), for 2 min"
+    stalled = {"doing": "stalled", "was": "tool", "tool": "Bash", "detail": "curl x", "seconds": 3700}
+    assert render.activity_text(stalled).startswith("⚠️ seems stuck: no output and almost no CPU for 1 h 1 min,"
+                                                    " while running Bash (curl x)")
+    text = render.status_text({"name": "w", "state": "busy", "activity": busy, "idle_timeout": 600})
+    assert "Now: running Bash (npm test) for 6 min" in text
+
+
+def test_the_stalled_notice_and_the_reminder_say_what_and_how_long() -> None:
+    stalled = {"session": "work", "doing": "writing", "silent_for": 301, "cpu_percent": 0.4}
+    assert render.stalled_text(stalled) == ("⚠️ Claude in 'work' seems stuck: writing, and no output and almost no"
+                                            " CPU (0.4%) for 5 min. Stop it, or keep waiting?")
+    reminder = {"session": "work", "tool_name": "Bash", "detail": "make deploy", "waited": 600, "denied_in": 120}
+    assert render.reminder_text(reminder) == ("⏰ Claude in 'work' has been waiting 10 min for your answer to Bash"
+                                              " (make deploy). Without an answer it is denied in 2 min.")

@@ -202,7 +202,7 @@ def test_usage_says_today_this_session_and_all(env) -> None:  # noqa: F811
     say(api, "/new beta", "created")
     say(api, "two", "echo: two")
     usage = say(api, "/usage", "This session")["text"]
-    assert usage == ("This session (beta): $0.0010\nAll your sessions: $0.0020\n"
+    assert usage == ("This session (beta): $0.0010\nAll your sessions: $0.0020\nToday, your sessions: $0.0020\n"
                      "Today, all sessions on this machine (everyone's): $0.0020")
 
 

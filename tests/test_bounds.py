@@ -257,6 +257,7 @@ def close_clients(ctx: zmq.Context, socks: list[zmq.Socket]) -> None:
     ctx.term()
 
 
+@pytest.mark.system  # starts its own supervisor
 def test_more_connections_than_open_files_never_take_the_supervisor_down(tmp_base: Path, client_files: None) -> None:
     """1,200 connections at once against a hard limit of 1,024 open files: libzmq 4.3.5
     aborted the supervisor (exit 134, every session gone). Now it raises its soft limit,

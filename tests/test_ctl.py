@@ -2,6 +2,13 @@
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from .conftest import SupervisorProcess
 
@@ -142,7 +149,8 @@ def test_tail_without_follow_stops_at_the_last_event_when_it_started(make_superv
 def test_unarchive_and_a_fresh_conversation(supervisor: SupervisorProcess) -> None:
     supervisor.ctl("new", "alpha", check=True)
     supervisor.ctl("send", "alpha", "first", "--wait", check=True)
-    supervisor.ctl("archive", "alpha", check=True)
+    archived = supervisor.ctl("archive", "alpha", check=True).stdout
+    assert "archived" in archived and "suspending" not in archived  # what happened, not a passing state
     supervisor.wait_state("alpha", "archived")
     assert "alpha" not in supervisor.ctl("ls", check=True).stdout
     assert "back in ls" in supervisor.ctl("unarchive", "alpha", check=True).stdout
@@ -156,3 +164,145 @@ def test_unarchive_and_a_fresh_conversation(supervisor: SupervisorProcess) -> No
     assert refused.returncode == 1 and "suspend it first" in refused.stderr
     again = supervisor.ctl("unarchive", "alpha")
     assert again.returncode == 1 and "not archived" in again.stderr
+
+
+def test_the_readme_quick_start_works_as_written(supervisor: SupervisorProcess, tmp_path: Path) -> None:
+    """The Quick start's commands, run by bash exactly as the README prints them, in a
+    checkout (here: a directory with the project's .venv), against a running supervisor."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines()
+             if not line.startswith(("git clone", "./scripts/run"))]  # (the fixture is the supervisor)
+    assert any(line.startswith("claudectl send") for line in lines)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {**supervisor.env, "SUPERVISORD_CLAUDE_RUNTIME_DIR": str(supervisor.runtime_dir),
+           "PATH": "/usr/bin:/bin"}  # (claudectl only from the PATH line the README gives)
+    done = subprocess.run(["bash", "-e", "-c", "\n".join(lines)], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "what does this project do?" in supervisor.ctl("tail", "work", check=True).stdout
+    assert str(checkout) in supervisor.ctl("status", "work", check=True).stdout
+
+
+def test_backup_while_running_restores_every_session_and_its_history(supervisor: SupervisorProcess,
+                                                                      tmp_path: Path) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "remember the backup", "--wait", check=True)
+    backup = tmp_path / "backups" / "store.db"
+    backup.parent.mkdir()
+    out = supervisor.ctl("backup", str(backup), check=True).stdout
+    assert str(backup) in out and "1 sessions" in out
+    assert backup.stat().st_mode & 0o777 == 0o600  # the store holds the conversation's text
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["store.db"]  # one self-contained file
+    # a second backup onto it needs --force
+    again = supervisor.ctl("backup", str(backup))
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert supervisor.ctl("backup", str(backup), "--force").returncode == 0
+    # restore as docs say: stop, put the copy in place of the store (no WAL of the old one), start
+    supervisor.stop()
+    store = supervisor.state_dir / "supervisor.sqlite3"
+    for stale in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    shutil.copyfile(backup, store)
+    supervisor.start()
+    assert "remember the backup" in supervisor.ctl("tail", "alpha", check=True).stdout
+
+
+def test_backup_refuses_a_place_it_cannot_write_and_leaves_nothing(supervisor: SupervisorProcess,
+                                                                   tmp_path: Path) -> None:
+    missing = supervisor.ctl("backup", str(tmp_path / "no such dir" / "store.db"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # (root writes anywhere)
+        denied = supervisor.ctl("backup", str(locked / "store.db"))
+        assert denied.returncode == 1 and "backup failed" in denied.stderr
+    assert list(locked.iterdir()) == []
+    assert supervisor.request("hello")  # serving all along
+
+
+def test_usage_errors_exit_2_and_under_json_are_a_json_error(supervisor: SupervisorProcess) -> None:
+    plain = supervisor.ctl("new")  # NAME missing
+    assert plain.returncode == 2 and "usage:" in plain.stderr
+    as_json = supervisor.ctl("--json", "new")
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stderr)["error"]["code"] == "usage"
+    unknown = supervisor.ctl("frobnicate", "--json")
+    assert unknown.returncode == 2 and json.loads(unknown.stderr)["error"]["code"] == "usage"
+
+
+def test_send_wait_that_gives_up_exits_124_and_the_message_is_still_answered(supervisor: SupervisorProcess,
+                                                                              tmp_path: Path) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    release = tmp_path / "release"
+    waited = supervisor.ctl("send", "alpha", f"waitfile:{release} patience", "--wait", "--timeout", "1")
+    assert waited.returncode == 124, waited.stderr  # distinct from a failed turn (1)
+    assert "stays queued" in waited.stderr
+    release.touch()
+    supervisor.wait_event("alpha", lambda e: e["kind"] == "result" and "patience" in e.get("text", ""))
+    failed = supervisor.ctl("send", "alpha", "apierror", "--wait")
+    assert failed.returncode == 1
+
+
+def test_ctrl_c_ends_tail_follow_with_130(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    supervisor.ctl("send", "alpha", "hello", "--wait", check=True)
+    follower = subprocess.Popen([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir",
+                                 str(supervisor.runtime_dir), "tail", "alpha", "--follow"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=supervisor.env)
+    try:
+        assert follower.stdout is not None
+        seen = ""
+        while "echo: hello" not in seen:  # the last event there was: it follows now
+            line = follower.stdout.readline()
+            assert line, "tail ended by itself"
+            seen += line
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 130 and "Traceback" not in err
+
+
+def test_timeout_bounds_the_wait_for_a_supervisor_that_does_not_answer(supervisor: SupervisorProcess) -> None:
+    supervisor.proc.send_signal(signal.SIGSTOP)  # alive, its socket there, answering nothing
+    try:
+        # (the default wait is 10 s: ending well within that proves --timeout bounded it)
+        done = supervisor.ctl("--timeout", "0.5", "status", timeout=9)
+    finally:
+        supervisor.proc.send_signal(signal.SIGCONT)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+
+
+def test_tail_n_shows_the_last_events_and_send_dash_reads_stdin(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    letter = "Dear Claude,\nthis message has\nthree lines.\n"
+    sent = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(supervisor.runtime_dir),
+                           "send", "alpha", "-", "--wait"], input=letter, capture_output=True, text=True,
+                          env=supervisor.env, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    assert supervisor.wait_received("this message has")["text"] == letter  # every line, as read
+    whole = supervisor.ctl("tail", "alpha", check=True).stdout.splitlines()
+    assert len(whole) > 3
+    assert supervisor.ctl("tail", "alpha", "-n", "2", check=True).stdout.splitlines() == whole[-2:]
+    assert supervisor.ctl("tail", "alpha", "-n", "0", check=True).stdout == ""
+    bad = supervisor.ctl("tail", "alpha", "-n", "-3")
+    assert bad.returncode == 2 and "negative" in bad.stderr
+
+
+@pytest.mark.system  # runs a program
+def test_completion_scripts_know_the_commands(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", "completion", "bash"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    script = tmp_path / "claudectl.bash"
+    script.write_text(out.stdout)
+    # bash loads it and completes "claudectl ba" to the backup command
+    probe = subprocess.run(["bash", "-c", f'source "{script}"; COMP_WORDS=(claudectl ba); COMP_CWORD=1;'
+                            ' _shtab_claudectl 2>/dev/null; printf "%s\\n" "${COMPREPLY[@]}"'],
+                           capture_output=True, text=True, timeout=60)
+    assert "backup" in probe.stdout.split(), probe.stdout + probe.stderr

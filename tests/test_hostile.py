@@ -25,7 +25,7 @@ from .conftest import SupervisorProcess
 from .test_faults import record
 
 FRAMES = int(os.environ.get("HOSTILE_FRAMES") or 10_000)
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 #: ops a fuzzer may call for real: none that stops the supervisor or starts Claude
 HARMLESS_OPS = [op.value for op in Op if op not in (Op.SHUTDOWN, Op.RESTART, Op.CREATE, Op.SEND)]

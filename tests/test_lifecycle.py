@@ -18,7 +18,7 @@ from supervisord_claude._clock import FakeClock
 from supervisord_claude._config import Config
 from supervisord_claude._os import System
 from supervisord_claude.supervisor._pool import BYE_GRACE, PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
-from supervisord_claude.supervisor._store import Store
+from supervisord_claude.supervisor._store import FAILED, QUEUED, WRITTEN, Store
 from supervisord_claude.supervisor._supervisor import Core, build_core
 
 
@@ -321,3 +321,31 @@ def test_a_frame_that_breaks_off_keeps_the_messages_before_the_break() -> None:
     decoded = _wire.decode_all(good + b"\xc1\xc1")
     assert decoded[0] == _wire.KeeperEvent.of("assistant_text", {"text": "kept"}, n=1)
     assert all(isinstance(m, _wire.WireError) for m in decoded[1:]) and len(decoded) >= 2
+
+
+def test_recovery_after_a_restart_goes_through_the_event_log(h: Harness) -> None:
+    """A new supervisor suspends every live session no keeper of it was adopted for, and
+    reports the message Claude was answering there as failed — through the event log, so
+    by its rules: suspended_at on the core's clock, the sender's origin on the event, the
+    message's status with it; an adopted session's turn goes on untouched."""
+    for name in ("a", "b"):
+        h.store.create_session(name, f"id-{name}", f"/{name}", None, None)
+        h.store.update_session(name, state=SessionState.BUSY)
+    answering, _ = h.store.add_message("a", "being answered", [], origin="tg:7")
+    h.store.set_message_status(answering, WRITTEN)
+    waiting, _ = h.store.add_message("a", "not yet sent", [])
+    adopted_turn, _ = h.store.add_message("b", "its keeper still answers", [])
+    h.store.set_message_status(adopted_turn, WRITTEN)
+    h.now = 2_000_000.0
+
+    h.core.recover(adopted=frozenset({"b"}))
+
+    a = h.store.get_session("a")
+    assert a.state is SessionState.SUSPENDED and a.suspended_at == h.now
+    assert [(e["kind"], e.get("reason")) for e in h.events("a")] == [("state", "startup"), (
+        "message_failed", "the supervisor stopped while Claude was answering; send it again")]
+    assert h.events("a")[1]["origin"] == "tg:7" and h.events("a")[1]["message_id"] == answering
+    assert h.store.get_message(answering).status == FAILED
+    assert h.store.get_message(waiting).status == QUEUED  # still owed: delivered on start
+    assert h.store.get_session("b").state is SessionState.BUSY and h.events("b") == []
+    assert h.store.get_message(adopted_turn).status == WRITTEN

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.system  # runs a program
 
 
 def test_a_value_too_short_to_be_a_secret_does_not_mangle_the_log() -> None:

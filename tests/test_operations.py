@@ -31,12 +31,14 @@ def run(module: str, *args: str, env: dict[str, str] | None = None) -> subproces
 
 
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.system  # runs a program
 def test_every_command_says_its_version(program: str) -> None:
     out = run(PROGRAMS[program], "--version")
     assert out.returncode == 0
     assert out.stdout.strip() == f"{program} {protocol.__version__}"
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path: Path) -> None:
     token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
     config = tmp_path / "config.toml"
@@ -61,6 +63,7 @@ def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path
     ("[telegram]\nallowed_users = ['me']\n", "telegram.allowed_users"),
     ("[telegram]\nwhile_busy = 'later'\n", "telegram.while_busy"),
 ])
+@pytest.mark.system  # runs a program
 def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text(content)
@@ -69,6 +72,7 @@ def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) 
     assert key in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_fails_when_claude_cannot_be_found(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("")
     out = run("supervisord_claude", "check-config", "--config", str(tmp_path / "c.toml"),
@@ -79,9 +83,23 @@ def test_check_config_fails_when_claude_cannot_be_found(tmp_path: Path) -> None:
 # --- systemd ---------------------------------------------------------------------------
 
 
+def _claude_on_a_private_path(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A `claude` only this shell finds (as ~/.local/bin or nvm put it), and that shell's env."""
+    bin_dir = tmp_path / "shell-bin"
+    bin_dir.mkdir()
+    claude = bin_dir / "claude"
+    claude.write_text("#!/bin/sh\nexit 0\n")
+    claude.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("SUPERVISORD_CLAUDE_CLAUDE_BIN", None)
+    return claude, env
+
+
+@pytest.mark.system  # runs a program
 def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) -> None:
+    claude, env = _claude_on_a_private_path(tmp_path)
     dest = tmp_path / "units"
-    out = run("supervisord_claude", "install-units", "--dest", str(dest))
+    out = run("supervisord_claude", "install-units", "--dest", str(dest), env=env)
     assert out.returncode == 0, out.stderr
     assert "loginctl enable-linger" in out.stdout and "daemon-reload" in out.stdout
     supervisor = (dest / _units.SUPERVISOR_UNIT).read_text()
@@ -92,15 +110,73 @@ def test_install_units_writes_both_units_with_absolute_programs(tmp_path: Path) 
         exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
         path = Path(exec_start.removeprefix("ExecStart=").split()[0])
         assert path.is_absolute() and path.name == program and path.exists()
+    # the service's user manager has no shell PATH: Claude's absolute path is in the unit, and said
+    assert _units.installed_arguments(dest)[:2] == ["--claude-bin", str(claude)]
+    assert f"claude: {claude}" in out.stdout
     # a changed unit is not overwritten without --force
     (dest / _units.BOT_UNIT).write_text(bot + "# mine\n")
-    refused = run("supervisord_claude", "install-units", "--dest", str(dest))
+    refused = run("supervisord_claude", "install-units", "--dest", str(dest), env=env)
     assert refused.returncode == 1 and "--force" in refused.stderr
-    assert run("supervisord_claude", "install-units", "--dest", str(dest), "--force").returncode == 0
+    assert run("supervisord_claude", "install-units", "--dest", str(dest), "--force", env=env).returncode == 0
     assert (dest / _units.BOT_UNIT).read_text() == bot
 
 
+@pytest.mark.system  # runs a program
+def test_install_units_refuses_with_the_fix_when_claude_cannot_be_found(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path / "empty")}
+    env.pop("SUPERVISORD_CLAUDE_CLAUDE_BIN", None)
+    dest = tmp_path / "units"
+    (tmp_path / "c.toml").write_text("")
+    out = subprocess.run([sys.executable, "-m", "supervisord_claude", "install-units", "--dest", str(dest),
+                          "--config", str(tmp_path / "c.toml")], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 1
+    assert "not found on PATH" in out.stderr and "--claude-bin /absolute/path/to/claude" in out.stderr
+    assert not (dest / _units.SUPERVISOR_UNIT).exists()  # nothing half-written
+
+
+@pytest.mark.system  # runs a program
+def test_install_units_carries_the_directories_this_shell_chose(tmp_path: Path) -> None:
+    _, env = _claude_on_a_private_path(tmp_path)
+    config = tmp_path / "my config.toml"  # (a space: quoted for systemd)
+    config.write_text("")
+    env["SUPERVISORD_CLAUDE_STATE_DIR"] = str(tmp_path / "state")
+    dest = tmp_path / "units"
+    out = run("supervisord_claude", "install-units", "--dest", str(dest), "--config", str(config), env=env)
+    assert out.returncode == 0, out.stderr
+    flags = _units.installed_arguments(dest)
+    assert flags[flags.index("--config") + 1] == str(config)
+    assert flags[flags.index("--state-dir") + 1] == str(tmp_path / "state")
+    assert "--runtime-dir" not in flags  # the default: the service computes the same one
+
+
+@pytest.mark.system  # runs a program
+def test_check_config_for_service_judges_by_the_units_command_line_and_the_services_environment(
+        tmp_path: Path) -> None:
+    claude, env = _claude_on_a_private_path(tmp_path)
+    env["TELEGRAM_BOT_TOKEN"] = TOKEN  # set in this shell only: the service will not have it
+    dest = tmp_path / "units"
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    assert run("supervisord_claude", "install-units", "--dest", str(dest), "--config", str(config),
+               env=env).returncode == 0
+    ok = run("supervisord_claude", "check-config", "--for-service", "--dest", str(dest), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "as the service will see it" in ok.stdout and str(claude) in ok.stdout
+    token_line = next(line for line in ok.stdout.splitlines() if line.startswith("telegram.token"))
+    assert "(not set)" in token_line  # what the shell has, the service has not
+    # a unit written by hand (or by an older release) that relies on the shell's PATH
+    unit = dest / _units.SUPERVISOR_UNIT
+    unit.write_text(unit.read_text().replace(f"--claude-bin {claude} ", ""))
+    bad = run("supervisord_claude", "check-config", "--for-service", "--dest", str(dest), env=env)
+    assert bad.returncode == 1 and "claude_bin" in bad.stderr and "not found on PATH" in bad.stderr
+    # nothing installed: say what to do
+    none = run("supervisord_claude", "check-config", "--for-service", "--dest", str(tmp_path / "nowhere"), env=env)
+    assert none.returncode == 1 and "install-units" in none.stderr
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze on this machine")
+@pytest.mark.system  # runs a program
 def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     for name, text in _units.render_units().items():
         (tmp_path / name).write_text(text)
@@ -251,6 +327,7 @@ def test_restarting_the_bot_unit_during_a_turn_loses_no_reply(make_supervisor, b
     assert replies == [f"echo: sleep:0.4 m{i}" for i in range(5)]
 
 
+@pytest.mark.system  # runs a program
 def test_scripts_run_help_prints_one_help_and_starts_nothing(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, SUPERVISORD_CLAUDE_RUNTIME_DIR=str(tmp_path / "run"))

@@ -20,6 +20,7 @@ from .conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("supervisord-claude", "claudectl", "claude-telegram-bot")
+pytestmark = pytest.mark.system  # builds and installs
 
 
 def _tracked_copy(dest: Path) -> Path:

@@ -370,3 +370,20 @@ def test_a_request_while_the_supervisor_is_away_is_refused_at_once_and_works_whe
             return (await client.request("hello"))["instance"]
 
     assert asyncio.run(scenario()) == sup.instance
+
+
+def test_the_subscribe_send_match_ack_recipe_in_protocol_md_works_as_written(supervisor) -> None:  # type: ignore[no-untyped-def]
+    """docs/protocol.md's recipe, run as printed, against a real supervisor; with a window
+    of 256 and more events than that before the answer, so a missing ack would stall it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    code = doc.split("## Recipe: send a message", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    supervisor.ctl("new", "work", check=True)
+    code = code.replace('text="hello"', 'text="burst:300 hello"')  # 300 events of its own first
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**supervisor.env, "SUPERVISORD_CLAUDE_RUNTIME_DIR": str(supervisor.runtime_dir)})
+    assert done.returncode == 0, done.stderr
+    assert "echo: burst:300 hello" in done.stdout

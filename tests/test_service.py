@@ -54,6 +54,7 @@ def test_the_bot_unit_does_not_restart_on_a_rejected_token() -> None:
     assert f"RestartPreventExitStatus={EXIT_TOKEN_REJECTED}" in shipped
 
 
+@pytest.mark.system  # runs a program
 def test_an_uncaught_exception_is_logged_masked(tmp_path: Path) -> None:
     """A traceback that reaches the top of any program goes through the log handler,
     which masks what the environment holds as secrets, whatever the exception says."""
@@ -150,6 +151,7 @@ def check_config(tmp_path: Path, content: str, *args: str, **env: str) -> tuple[
     return done, lines
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_shows_each_value_and_where_it_came_from(tmp_path: Path) -> None:
     token = "7000000001:AAH-a-real-looking-bot-token-abcdefghij"
     done, lines = check_config(
@@ -172,12 +174,14 @@ def test_check_config_shows_each_value_and_where_it_came_from(tmp_path: Path) ->
     ('[telegram]\ntoken = "not-a-token"\n', {}),
     ("", {"TELEGRAM_BOT_TOKEN": "not-a-token"}),
 ])
+@pytest.mark.system  # runs a program
 def test_check_config_refuses_what_cannot_be_a_bot_token(tmp_path: Path, content: str, env: dict[str, str]) -> None:
     done, _ = check_config(tmp_path, content, **env)
     assert done.returncode == 1
     assert "telegram.token: not a bot token" in done.stderr and "not-a-token" not in done.stderr
 
 
+@pytest.mark.system  # runs a program
 def test_check_config_refuses_an_allowlist_the_bot_would_refuse(tmp_path: Path) -> None:
     done, _ = check_config(tmp_path, "", TELEGRAM_ALLOWED_USERS="42,me")
     assert done.returncode == 1 and "TELEGRAM_ALLOWED_USERS: 'me'" in done.stderr
@@ -213,6 +217,7 @@ def test_claudectl_takes_the_runtime_dir_from_the_config_file(supervisor, tmp_pa
     ("supervisord_claude.ctl", ["SUPERVISORD_CLAUDE_RUNTIME_DIR", "SUPERVISORD_CLAUDE_CONFIG"]),
     ("bot", ["TELEGRAM_BOT_TOKEN", "TELEGRAM_ALLOWED_USERS", "SUPERVISORD_CLAUDE_RUNTIME_DIR"]),
 ])
+@pytest.mark.system  # runs a program
 def test_help_names_the_environment_variables(module: str, names: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
@@ -265,7 +270,7 @@ def test_a_stale_consumer_stops_holding_events_back_and_can_be_removed(make_supe
     wait_for(lambda: "pruned" in sup.log(), 60, what="old events pruned")
     with sqlite3.connect(f"file:{sup.state_dir / 'supervisor.sqlite3'}?mode=ro", uri=True) as db:
         # every event older than the retention went, not only the one the cursor had acked
-        assert db.execute("SELECT count(*) FROM events WHERE session='work' AND ts < ?", (acked_at,)).fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM event_runs WHERE session='work' AND ts < ?", (acked_at,)).fetchone()[0] == 0
     assert sup.ctl("consumers", "--remove", "gone-for-good", check=True).returncode == 0
     assert "no named consumers" in sup.ctl("consumers", check=True).stdout
     again = sup.ctl("consumers", "--remove", "gone-for-good")

@@ -1,8 +1,11 @@
 """``claudectl``: a scripting CLI over the supervisor protocol.
 
 Human output by default; ``--json`` prints one JSON document (JSON lines for streams).
-Exit status: 0 success, 1 error (message on stderr), 2 usage error, 130 Ctrl-C, 141 the
-reader of the output went away (``claudectl … | head``: quietly, as Unix tools do).
+Exit status (README, "Exit status"): 0 success; 1 an error, a failed turn or a message not
+delivered (the reason on stderr); 2 a usage error (bad flags: usage on stderr, a JSON
+error under ``--json``); 124 ``send --wait`` gave up waiting (``--timeout``: the message
+stays queued and is answered); 130 Ctrl-C; 141 the reader of the output went away
+(``claudectl … | head``: quietly, as Unix tools do).
 """
 
 from __future__ import annotations
@@ -13,24 +16,32 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from protocol import (
     CONFIG_ENV,
+    HOST_ENV,
+    LOCAL,
     RUNTIME_DIR_ENV,
     TIMEOUT_RANGE_TEXT,
     Client,
     ConfigFileError,
     ConnectionFailed,
+    Host,
     PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
+    VersionMismatch,
     __version__,
+    configured_hosts,
     configured_runtime_dir,
+    host_named,
     idle_note,
     relative_time,
 )
+
+from ._attach import cmd_attach, cmd_conversations
 
 MODES = tuple(m.value for m in PermissionMode)
 
@@ -61,7 +72,9 @@ def render_event(event: dict[str, Any]) -> str:
         tool_input = json.dumps(event.get("input"))
         return f"{head} tool {event.get('name')}: {tool_input[:200]}"
     if kind == "tool_result":
-        return f"{head} tool result: {str(event.get('content'))[:200]}"
+        content = event.get("content")
+        shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        return f"{head} tool result: {shown[:200]}"
     if kind == "result":
         cost = event.get("cost_usd")
         status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
@@ -80,9 +93,18 @@ def render_event(event: dict[str, Any]) -> str:
             verdict = "always allowed " + ", ".join(event["always"])
         by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
         return f"{head} request {verdict}{by} ({event.get('request_id')})"
+    if kind == "reminder":
+        return (f"{head} reminder: Claude has waited {duration(round(event.get('waited') or 0))} for your answer to"
+                f" {what_is_asked(event)} (id {event.get('request_id')}; denied in"
+                f" {duration(round(event.get('denied_in') or 0))} unless answered)")
+    if kind == "stalled":
+        return (f"{head} stalled: no output for {duration(round(event.get('silent_for') or 0))} and almost no CPU"
+                f" ({event.get('cpu_percent')}%) while {doing_text(event)}; claudectl interrupt"
+                f" {event.get('session')} stops it")
     if kind == "settings":
-        fields = {k: v for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind")}
-        return f"{head} settings {fields}"
+        fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
+                           for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
+        return f"{head} settings: {fields}"
     return f"{head} {kind}"
 
 
@@ -108,6 +130,64 @@ def request_text(event: dict[str, Any]) -> str:
             f"  answer: claudectl permit {name} {rid} --allow|--deny [--always]")
 
 
+def what_is_asked(fields: dict[str, Any]) -> str:
+    """A prompt in a few words: "Bash (rm -rf build)", "a question (Pick a colour)"."""
+    tool, detail = fields.get("tool_name"), fields.get("detail")
+    what = {"AskUserQuestion": "a question", "ExitPlanMode": "a plan"}.get(str(tool), str(tool))
+    return f"{what} ({detail})" if detail else what
+
+
+def doing_text(fields: dict[str, Any]) -> str:
+    """What a turn was doing (of a `stalled` event or a stalled activity)."""
+    was = fields.get("was") or fields.get("doing")
+    if was == "tool":
+        detail = f" ({fields['detail']})" if fields.get("detail") else ""
+        return f"running {fields.get('tool')}{detail}"
+    return "writing"
+
+
+def activity_text(activity: dict[str, Any] | None) -> str:
+    """What the running turn does now and since when, in one line."""
+    if not activity:
+        return "no turn running"
+    doing, seconds = activity.get("doing"), round(activity.get("seconds") or 0)
+    since = f"since {time.strftime('%H:%M:%S', time.localtime(activity['since']))} ({duration(seconds)})" \
+        if activity.get("since") else f"for {duration(seconds)}"
+    cpu = f", CPU {activity['cpu_percent']:.0f}%" if isinstance(activity.get("cpu_percent"), (int, float)) else ""
+    if doing == "waiting":
+        more = f" and {activity['waiting'] - 1} more" if (activity.get("waiting") or 1) > 1 else ""
+        return f"⏳ waiting for you {since}: {what_is_asked(activity)}{more} (id {activity.get('request_id')})"
+    if doing == "stalled":
+        return (f"STALLED {since}: no output and almost no CPU{cpu} while {doing_text(activity)};"
+                f" interrupt it, or wait")
+    if doing == "tool":
+        detail = f" ({activity['detail']})" if activity.get("detail") else ""
+        return f"running {activity.get('tool')}{detail} {since}{cpu}"
+    return f"writing {since}{cpu}"
+
+
+def activity_brief(activity: dict[str, Any] | None) -> str:
+    """The same in a word or two, for a table: "waiting for you", "Bash 3 min"."""
+    if not activity:
+        return ""
+    doing, seconds = activity.get("doing"), duration(round(activity.get("seconds") or 0))
+    if doing == "waiting":
+        return "waiting for you"
+    if doing == "stalled":
+        return f"stalled {seconds}"
+    if doing == "tool":
+        return f"{activity.get('tool')} {seconds}"
+    return f"writing {seconds}"
+
+
+def session_dot(session: dict[str, Any]) -> str:
+    """⏳ Claude waits for your answer, 🟢 live (working or ready), 📟 open in a terminal,
+    ⚪ not running."""
+    if (session.get("activity") or {}).get("doing") == "waiting":
+        return "⏳"
+    return state_mark(session)
+
+
 def duration(seconds: float) -> str:
     """"20 s", "5 min", "1.5 h": a length of time as a person reads it."""
     if seconds < 90:
@@ -125,10 +205,24 @@ def when(ts: float | None) -> str:
 
 
 def shown_state(session: dict[str, Any]) -> str:
-    """A session Claude never saw reads "new", not "suspended"."""
+    """A session Claude never saw reads "new", not "suspended"; one open in a terminal says
+    since when and which ("attached 5m ago, /dev/pts/3 pid 4242")."""
     if session.get("state") == SessionState.SUSPENDED.value and session.get("started") is False:
         return "new"
+    terminal = session.get("terminal")
+    if terminal:
+        where = f"{terminal.get('tty') or 'no tty'} pid {terminal.get('pid')}"
+        if not terminal.get("attached"):
+            return f"{session.get('state')}, attaching ({where})"
+        return f"attached {relative_time(terminal.get('since') or 0)}, {where}"
     return str(session.get("state"))
+
+
+def state_mark(session: dict[str, Any]) -> str:
+    """🟢 a Claude of ours runs, 📟 open in a terminal, ⚪ neither."""
+    if session.get("state") == SessionState.ATTACHED.value:
+        return "📟"
+    return "🟢" if session.get("live") else "⚪"
 
 
 def session_text(info: dict[str, Any]) -> str:
@@ -145,6 +239,7 @@ def session_text(info: dict[str, Any]) -> str:
         f"last active:  {when(info.get('last_active'))}",
         f"created:      {when(info.get('created'))}",
         f"cost so far:  ${info.get('cost_usd') or 0:.4f}",
+        *([f"now:          {activity_text(info['activity'])}"] if info.get("activity") else []),
         queue_line(info),
         f"waiting for you: {len(pending)} request(s)" + "".join(
             f"\n  {p['tool_name']} (id {p['request_id']})" for p in pending),
@@ -250,29 +345,77 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     sessions = client.request("list", all=args.all)["sessions"]
-    rows = [("", "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE", "COST")]
-    rows += [("🟢" if s["live"] else "⚪", s["name"], shown_state(s), s.get("mode") or "ask", s["persona"] or "default",
-              s.get("model") or "default", relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}")
-             for s in sessions]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = sessions_table(sessions)
     _print(args, sessions, table if sessions else "No sessions.")
     return 0
 
 
+def sessions_table(sessions: list[dict[str, Any]], host_column: bool = False) -> str:
+    rows = [("", *(("HOST",) if host_column else ()), "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE",
+             "COST")]
+    rows += [(session_dot(s), *((s["host"],) if host_column else ()), s["name"],
+              shown_state(s) + (f" ({activity_brief(s['activity'])})" if s.get("activity") else ""),
+              s.get("mode") or "ask", s["persona"] or "default", s.get("model") or "default",
+              relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}") for s in sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def ls_all_hosts(args: argparse.Namespace, hosts: dict[str, Host]) -> int:
+    """``ls --all-hosts``: every host's sessions, asked at once (a host that is down costs
+    its own line, not the others' time); an unreachable host is one line saying why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sessions_of(host: Host) -> list[dict[str, Any]]:
+        with Client(args.runtime_dir, host=host, timeout=min(CONNECT_TIMEOUT, args.timeout)) as client:
+            return list(client.request("list", all=args.all)["sessions"])
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        futures = {name: pool.submit(sessions_of, host) for name, host in hosts.items()}
+    sessions: list[dict[str, Any]] = []
+    down: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            sessions += [{**s, "host": name} for s in future.result()]
+        except ProtocolError as exc:
+            down[name] = exc.message if isinstance(exc, RemoteError) else str(exc)
+    sessions.sort(key=lambda s: -(s.get("last_active") or 0))
+    lines = [sessions_table(sessions, host_column=True)] if sessions else ["No sessions."]
+    lines += [f"{name}: unreachable: {why}" for name, why in down.items()]
+    _print(args, {"sessions": sessions, "unreachable": down}, "\n".join(lines))
+    return 0
+
+
+def local_path(args: argparse.Namespace, path: str, what: str) -> str:
+    """A path as the supervisor must get it: this machine's, made absolute from where
+    claudectl runs (the supervisor has its own working directory); on a remote host, a
+    path there, which must be absolute already (ours means nothing there)."""
+    if args.on_host.is_local:
+        return os.path.abspath(os.path.expanduser(path))
+    if not path.startswith("/"):
+        raise UsageError(f"{what} {path!r}: on host {args.on_host.name} give an absolute path (a directory"
+                         " there)")
+    return path
+
+
+class UsageError(Exception):
+    """A command that cannot be carried out as given (exit 2)."""
+
+
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
-    if "cwd" in fields:  # the supervisor has its own working directory: resolve against ours
-        fields["cwd"] = os.path.abspath(os.path.expanduser(fields["cwd"]))
+    if "cwd" in fields:
+        fields["cwd"] = local_path(args, fields["cwd"], "--cwd")
     info = client.request("create", session=args.name, **fields)
-    _print(args, info, f"created session '{info['name']}' in {info['cwd']}")
+    continues = f", continuing conversation {info['session_id']}" if "conversation" in fields else ""
+    _print(args, info, f"created session '{info['name']}' in {info['cwd']}{continues}")
     return 0
 
 
 def cmd_cd(client: Client, args: argparse.Namespace) -> int:
     """Move a session to another directory (``set_cwd``): Claude starts a fresh conversation
     there, as it keeps one per directory."""
-    cwd = os.path.abspath(os.path.expanduser(args.dir))  # (ours, not the supervisor's, relative)
+    cwd = local_path(args, args.dir, "DIR")
     info = client.request("set_cwd", session=args.name, cwd=cwd)
     _print(args, info, f"session '{args.name}' moved to {info['cwd']}; its next message starts a fresh conversation")
     return 0
@@ -280,6 +423,9 @@ def cmd_cd(client: Client, args: argparse.Namespace) -> int:
 
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
+    if args.attach and not args.on_host.is_local:
+        raise UsageError(f"--attach: the supervisor on {args.on_host.name} reads attachments from its own disk;"
+                         " attaching a file of this machine to a remote session is not supported yet")
     if args.attach:
         # the file a link points to: the supervisor takes no link (it could be swapped)
         fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
@@ -308,12 +454,14 @@ def print_live(shown: str, event: dict[str, Any]) -> str:
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
     from protocol import AsyncClient  # (asyncio only for the commands that wait)
 
-    async with AsyncClient(client_dir) as client:
+    async with AsyncClient(client_dir, host=args.on_host) as client:
         status = await client.request("status", session=args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
         sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
         sent = await client.request("send", **_send_fields(args))
         message_id = sent["message_id"]
+        if sent.get("terminal") and not args.json:
+            print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
         # the turn that answers it: its own, or the running one it joined (steered, taken)
         turn = message_id
         deadline = time.monotonic() + timeout
@@ -321,8 +469,9 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         while True:
             event = await sub.next(timeout=max(0.1, deadline - time.monotonic()))
             if event is None:
-                print(f"claudectl: no answer within {timeout:g}s", file=sys.stderr)
-                return 1
+                print(f"claudectl: no answer within {timeout:g}s (--timeout); the message stays queued and"
+                      " will be answered (claudectl tail shows it)", file=sys.stderr)
+                return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
                 if event.get("message_id") == turn:
                     streamed = print_live(streamed, event)
@@ -384,15 +533,24 @@ def turn_ending(result: dict[str, Any]) -> str | None:
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    if args.text == "-":  # the message from stdin, as Unix tools take a file
+        args.text = sys.stdin.read()
     if args.wait:
         client.close()
         import asyncio
 
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
-    _print(args, result, f"message {result['message_id']} added to the running turn" if result.get("steering")
-           else f"queued message {result['message_id']}")
+    note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
+    _print(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
+                          else f"queued message {result['message_id']}") + note)
     return 0
+
+
+def terminal_note(name: str, terminal: dict[str, Any]) -> str:
+    """What a sender is told of a session open in a terminal (its message waits)."""
+    return (f"'{name}' is open in a terminal ({terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}): the"
+            " message waits and is answered when that Claude exits")
 
 
 TAIL_STALL = 30.0
@@ -406,7 +564,7 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
         return 0
     from protocol import AsyncClient
 
-    async with AsyncClient(args.runtime_dir) as client:
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after=after, live=stream)
         shown: dict[Any, str] = {}
@@ -435,12 +593,14 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
 def cmd_tail(client: Client, args: argparse.Namespace) -> int:
     last_seq = int(client.request("status", session=args.name)["last_seq"])  # also: a clear error
     client.close()
+    if args.lines is not None:
+        args.from_seq = max(0, last_seq - args.lines)
     try:
         import asyncio
 
         return asyncio.run(_tail(args, last_seq))
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt:  # (how tail --follow is ended: quietly, with the status Ctrl-C gives)
+        return EXIT_INTERRUPTED
 
 
 def cmd_simple(op: str, done: str) -> Any:
@@ -549,6 +709,162 @@ def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the daily driver (issue #27): rules, budgets, schedules, diff, fork -------------------
+
+
+def cmd_rules(client: Client, args: argparse.Namespace) -> int:
+    """A session's always-allow rules, numbered; ``--remove N`` forgets rule N."""
+    if args.remove is not None:
+        result = client.request("remove_rule", session=args.name, index=args.remove)
+        _print(args, result, f"removed {result['removed']} from '{args.name}'"
+               f" ({len(result['rules'])} rule(s) left; a running Claude restarts with them after its turn)")
+        return 0
+    result = client.request("rules", session=args.name)
+    rows = [f"{i}. {rule}" for i, rule in enumerate(result["rules"], 1)]
+    _print(args, result, "\n".join(rows) or f"'{args.name}' has no always-allow rules")
+    return 0
+
+
+def money(amount: float | None) -> str:
+    if amount is None:
+        return "no cap"
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
+
+
+def budget_lines(report: dict[str, Any]) -> list[str]:
+    """Spend today and this month, per session and in total, against the daily caps."""
+    def share(spent: float, cap: float | None) -> str:
+        return f" of {money(cap)} ({spent / cap:.0%})" if cap else ""
+
+    lines = [f"{r['session']}: today {money(r['today'])}{share(r['today'], r['cap'])}, this month"
+             f" {money(r['month'])}{'' if r['cap'] else ' (no daily cap)'}" for r in report["sessions"]]
+    lines.append(f"all sessions: today {money(report['today'])}{share(report['today'], report['cap'])}, this month"
+                 f" {money(report['month'])}{'' if report['cap'] else ' (no daily cap)'}")
+    return lines
+
+
+def cmd_budget(client: Client, args: argparse.Namespace) -> int:
+    """What Claude cost today and this month, per session and in total, with the daily
+    caps; ``--cap USD`` (or ``none``) sets one: the session's with ``--session``, else the
+    daily cap for all sessions."""
+    if args.cap is not None:
+        fields: dict[str, Any] = {"usd": None if args.cap == "none" else args.cap}
+        if args.session:
+            fields["session"] = args.session
+        client.request("set_budget", **fields)
+        whose = f"session '{args.session}'" if args.session else "all sessions"
+        print_done = f"daily cap of {whose}: {money(fields['usd'])}"
+        result = client.request("budget", **({"session": args.session} if args.session else {}))
+        _print(args, result, print_done + "\n" + "\n".join(budget_lines(result)))
+        return 0
+    result = client.request("budget", **({"session": args.session} if args.session else {}))
+    _print(args, result, "\n".join(budget_lines(result)))
+    return 0
+
+
+def cap_arg(text: str) -> float | str:
+    """``--cap``: US dollars (``5``, ``$0.50``), or ``none``."""
+    if text.lower() == "none":
+        return "none"
+    try:
+        return float(text.removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of US dollars or 'none', not {text!r}") from None
+
+
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    """The session's git working-tree changes: staged, then not staged (the whole diffs),
+    then untracked files."""
+    result = client.request("diff", session=args.name, **({"path": args.path} if args.path else {}))
+    if not result["repo"]:
+        _print(args, result, f"{result['cwd']} is not in a git repository: no changes to show")
+        return 0
+    out = []
+    for title, side in (("staged", result["staged"]), ("not staged", result["unstaged"])):
+        if side["files"]:
+            out.append(f"# {title}: " + ", ".join(f"{f['path']} +{f['added']} -{f['removed']}" for f in side["files"]))
+            out.append(side["diff"].rstrip("\n") + ("\n# (cut)" if side["truncated"] else ""))
+    if result["untracked"]:
+        out.append("# untracked: " + ", ".join(result["untracked"]))
+    _print(args, result, "\n".join(out) or "no changes: the working tree matches the last commit")
+    return 0
+
+
+def schedule_line(s: dict[str, Any]) -> str:
+    state = "paused" if s["paused"] else f"next {time.strftime('%Y-%m-%d %H:%M', time.localtime(s['next_run']))}"
+    return f"{s['id']}. {s['session']}: {s['cron']}{' (' + s['tz'] + ')' if s['tz'] else ''} {s['prompt']!r}  {state}"
+
+
+def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
+    """Schedules (kept and run by the supervisor): add, ls, pause, resume, rm."""
+    if args.action == "add":
+        fields: dict[str, Any] = {"session": args.name, "when": args.when, "prompt": args.prompt}
+        if args.tz:
+            fields["tz"] = args.tz
+        made = client.request("schedule_add", **fields)
+        _print(args, made, f"added: {schedule_line(made)}")
+    elif args.action == "ls":
+        result = client.request("schedules", **({"session": args.name} if args.name else {}))
+        _print(args, result, "\n".join(schedule_line(s) for s in result["schedules"]) or "no schedules")
+    elif args.action == "rm":
+        removed = client.request("schedule_remove", schedule=args.id)
+        _print(args, removed, f"removed: {schedule_line(removed)}")
+    else:
+        changed = client.request("schedule_set", schedule=args.id, paused=args.action == "pause")
+        _print(args, changed, schedule_line(changed))
+    return 0
+
+
+def cmd_fork(client: Client, args: argparse.Namespace) -> int:
+    """A new session that continues a copy of this one's conversation."""
+    made = client.request("fork", session=args.name, name=args.new)
+    copied = "continues a copy of its conversation" if made["copied"] else "starts afresh (it had no conversation)"
+    _print(args, made, f"session '{args.new}' forked from '{args.name}': {copied}; the original is untouched")
+    return 0
+
+
+def add_daily_parsers(sub: Any) -> None:
+    s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
+    s.add_argument("name")
+    s.add_argument("--remove", type=int, metavar="N", help="forget rule N (as numbered by the list)")
+    s.set_defaults(func=cmd_rules)
+    s = sub.add_parser("budget", help="spend today and this month per session and in total; --cap sets a daily cap")
+    s.add_argument("--session", metavar="NAME", help="one session (with --cap: its own daily cap)")
+    s.add_argument("--cap", metavar="USD", type=cap_arg, help="set the daily cap in US dollars ('none' removes it)")
+    s.set_defaults(func=cmd_budget)
+    s = sub.add_parser("diff", help="a session's git working-tree changes (staged and not staged)")
+    s.add_argument("name")
+    s.add_argument("path", nargs="?", help="only changes under this path (relative to the session's directory)")
+    s.set_defaults(func=cmd_diff)
+    s = sub.add_parser("fork", help="a new session that continues a copy of a session's conversation")
+    s.add_argument("name")
+    s.add_argument("new", help="the new session's name")
+    s.set_defaults(func=cmd_fork)
+    s = sub.add_parser("schedule", help="prompts sent to a session at set times (kept and run by the supervisor)")
+    actions = s.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="add one: WHEN is a cron expression or e.g. 'weekdays 9:00', 'every 15m'")
+    a.add_argument("name")
+    a.add_argument("when")
+    a.add_argument("prompt")
+    a.add_argument("--tz", help="an IANA time zone (default: the supervisor's timezone, else the machine's)")
+    a = actions.add_parser("ls", help="list them (of one session)")
+    a.add_argument("name", nargs="?")
+    for action, text in (("pause", "pause one"), ("resume", "resume one (from now on)"), ("rm", "remove one")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("id", type=int)
+    s.set_defaults(func=cmd_schedule)
+
+
+def cmd_backup(client: Client, args: argparse.Namespace) -> int:
+    """A consistent copy of the supervisor's store (SQLite's online backup, made by the
+    supervisor while it runs), at FILE."""
+    target = local_path(args, args.file, "backup FILE")  # (with --host: a file on that machine)
+    result = client.request("backup", path=target, force=args.force)
+    _print(args, result, f"backed up the store to {result['path']} ({result['bytes'] / 2**20:.1f} MiB,"
+                         f" {result['sessions']} sessions)")
+    return 0
+
+
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     result = client.request("restart")
     _print(args, result, f"supervisor (pid {result['pid']}) is restarting; sessions keep running")
@@ -561,21 +877,47 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A number of things: 0 or more (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as a JSON document on stderr under ``--json`` (exit 2
+    either way): a script reads every error the same way."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(json.dumps({"error": {"code": "usage", "message": f"{self.prog}: {message}"}}), file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="claudectl", description="Control supervisord-claude sessions",
         epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
-               f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
+               f"\n  {CONFIG_ENV:32} the config file (under --config); its runtime_dir and [hosts.*] are read"
+               f"\n  {HOST_ENV:32} the host (under --host): local, or a [hosts.NAME] of the config file",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("status", help="supervisor or session status")
     s.add_argument("name", nargs="?")
     s.set_defaults(func=cmd_status)
     s = sub.add_parser("ls", help="list sessions, most recently active first")
     s.add_argument("--all", action="store_true", help="include archived sessions")
+    s.add_argument("--all-hosts", action="store_true", help="every configured host's sessions, with a HOST column")
     s.set_defaults(func=cmd_ls)
     s = sub.add_parser("new", help="create a session")
     s.add_argument("name")
@@ -583,14 +925,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cwd")
     s.add_argument("--persona")
     s.add_argument("--mode", choices=MODES, help="permission mode (default: ask, or the config's)")
+    s.add_argument("--conversation", metavar="ID|latest",
+                   help="continue this Claude Code conversation of --cwd (claudectl conversations lists them)")
+    s.add_argument("--force", action="store_true",
+                   help="with --conversation: even while a running claude has it open")
     s.set_defaults(func=cmd_new)
+    s = sub.add_parser("attach", help="open a session in Claude Code's own terminal UI here (its exit status is"
+                       " claudectl's); /exit hands it back")
+    s.add_argument("name")
+    s.add_argument("--now", action="store_true", help="stop its running answer instead of waiting for it")
+    s.set_defaults(func=cmd_attach)
+    s = sub.add_parser("conversations", help="Claude Code's conversations on disk for a directory")
+    s.add_argument("--cwd", help="the directory (default: this one)")
+    s.set_defaults(func=cmd_conversations)
     s = sub.add_parser("cd", help="move a session to another directory (a fresh conversation starts there)")
     s.add_argument("name")
     s.add_argument("dir")
     s.set_defaults(func=cmd_cd)
     s = sub.add_parser("send", help="send a message to a session")
     s.add_argument("name")
-    s.add_argument("text")
+    s.add_argument("text", help="the message; - reads it from stdin")
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
     s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
@@ -600,7 +954,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
-    s.add_argument("--from", dest="from_seq", type=int, help="start after this sequence number")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--from", dest="from_seq", type=int, help="start after this sequence number")
+    where.add_argument("--lines", "-n", type=_count, metavar="N", help="only the last N events (then --follow goes on)")
     s.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     s.add_argument("--stream", action="store_true", help="with --follow: print answers as they are written")
     s.set_defaults(func=cmd_tail)
@@ -608,7 +964,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("drop-queued", "drop_queued", "dropped what was queued for '{name}' (each reported not delivered)",
          "drop the messages Claude has not started on"),
         ("suspend", "suspend", "session '{name}': {state}", "suspend a session now"),
-        ("archive", "archive", "session '{name}': {state}", "stop and hide a session"),
+        ("archive", "archive", "session '{name}' archived: Claude stopped, hidden from ls (unarchive brings it"
+         " back)", "stop and hide a session"),
         ("unarchive", "unarchive", "session '{name}': {state} (back in ls)", "bring an archived session back"),
         ("new-conversation", "new_conversation", "session '{name}': a fresh conversation starts with the next"
          " message", "start a fresh conversation in a session (e.g. after a failed resume)"),
@@ -652,6 +1009,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
     s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
     s.set_defaults(func=cmd_consumers)
+    add_daily_parsers(sub)
+    s = sub.add_parser("backup", help="copy the supervisor's store to FILE while it runs (consistent, unlike cp)")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("completion", help="print a shell completion script: eval \"$(claudectl completion bash)\"")
+    s.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    s.set_defaults(func=None)
     s = sub.add_parser("shutdown", help="stop the supervisor gracefully")
     s.set_defaults(func=cmd_shutdown)
     s = sub.add_parser("restart", help="restart the supervisor in place; running turns go on")
@@ -669,10 +1034,14 @@ def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
                         " else the default: as the supervisor)")
     p.add_argument("--config", default=default,
                    help=f"the config file whose runtime_dir is used (else ${CONFIG_ENV}, else the default one)")
+    p.add_argument("--host", default=default,
+                   help=f"the machine whose supervisor to talk to: local (default) or a [hosts.NAME] of the config"
+                        f" file, reached through ssh (else ${HOST_ENV})")
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
-                   help="seconds to wait with send --wait")
+                   help="seconds to wait at most: for the supervisor (at most 10), and for the answer with"
+                        " send --wait (default 600; past it exit 124, the message stays queued)")
 
 
 def fail(args: argparse.Namespace, message: str, code: str) -> int:
@@ -686,13 +1055,26 @@ def fail(args: argparse.Namespace, message: str, code: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in raw[: raw.index("--")] if "--" in raw else "--json" in raw
+    args = build_parser().parse_args(raw)
+    if args.command == "completion":  # (needs no supervisor)
+        import shtab
+
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return 0
     try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
         args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
+        hosts = configured_hosts(args.config)
+        args.on_host = host_named(hosts, args.host or os.environ.get(HOST_ENV) or LOCAL)
     except ConfigFileError as exc:
         return fail(args, str(exc), "config")
+    if getattr(args, "all_hosts", False):
+        return ls_all_hosts(args, hosts)
     try:
-        client = Client(args.runtime_dir, timeout=10.0)
+        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
+    except VersionMismatch as exc:
+        return fail(args, str(exc), "version")
     except ConnectionFailed as exc:
         return fail(args, str(exc), "connection")
     try:
@@ -701,12 +1083,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except RemoteError as exc:
         return fail(args, exc.message, exc.code)
+    except UsageError as exc:
+        fail(args, str(exc), "usage")
+        return 2
     except ProtocolError as exc:
         return fail(args, str(exc), "protocol")
     except KeyboardInterrupt:
         print("\nclaudectl: stopped by Ctrl-C (a message already sent stays queued and is answered)",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return _reader_gone()
     finally:
@@ -716,8 +1101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
 
 
+#: bad flags or arguments (argparse's)
+EXIT_USAGE = 2
+#: ``send --wait`` gave up waiting (as coreutils' timeout(1))
+EXIT_TIMED_OUT = 124
+#: Ctrl-C (128 + SIGINT)
+EXIT_INTERRUPTED = 128 + 2
 #: what a shell reports for a Unix tool that a closed pipe stopped (128 + SIGPIPE)
 EXIT_READER_GONE = 128 + 13
+#: the longest a request waits for the supervisor (less with a smaller --timeout)
+CONNECT_TIMEOUT = 10.0
 
 
 def _reader_gone() -> int:

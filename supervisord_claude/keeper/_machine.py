@@ -120,6 +120,8 @@ class KeeperMachine:
         # Claude's total_cost_usd is cumulative for the conversation, across --resume: the
         # last total seen is the baseline for the next result's cost delta
         self.last_cost = spec.cost_baseline
+        #: what this session may still spend today (None: no cap), less each turn's cost
+        self.budget_left = spec.budget_usd
         self.permissions: dict[str, dict[str, Any]] = {}  # can_use_tool requests Claude waits on
         self._tool_inputs: dict[str, Any] = {}  # this turn's tool_use inputs, by tool_use id
         self.idle_timeout = spec.idle_timeout
@@ -187,7 +189,8 @@ class KeeperMachine:
 
     def _stopped(self, reason: Reason) -> None:
         if self.current is not None:
-            why = "supervisor shutdown" if reason is Reason.SHUTDOWN else "session archived"
+            why = {Reason.SHUTDOWN: "supervisor shutdown",
+                   Reason.ATTACHED: "the conversation was opened in a terminal"}.get(reason, "session archived")
             for msg in [self.current, *self.steered]:
                 self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
                            reason=f"Claude was stopped before it finished answering ({why})")
@@ -255,6 +258,16 @@ class KeeperMachine:
                                         else {"mode": PermissionMode(cmd.mode)})
             if self.current is None:
                 self._apply_changes()
+        elif isinstance(cmd, _wire.SetRules):
+            self.pending_changes["rules"] = list(cmd.rules)
+            if self.current is None:
+                self._apply_changes()
+        elif isinstance(cmd, _wire.SetBudget):
+            self.budget_left = cmd.usd
+            if self.claude is not None:  # the running Claude has the old limit
+                self.pending_changes["budget"] = cmd.usd
+                if self.current is None:
+                    self._apply_changes()
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
         return self._take()
@@ -423,6 +436,8 @@ class KeeperMachine:
             claude_bin=self.spec.claude_bin, cwd=self.spec.cwd, session_id=self.spec.session_id, resume=resume,
             model=self.model, system_prompt=self.spec.system_prompt, permission_mode=self.mode,
             allowed_tools=tuple(self.allowed_tools), extra_args=self.spec.extra_args,
+            max_budget_usd=None if self.budget_left is None else max(0.0, self.budget_left),
+            fork_from=self.spec.fork_from,
         )
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
@@ -526,6 +541,8 @@ class KeeperMachine:
         if isinstance(cost, (int, float)):
             delta = cost - self.last_cost if cost >= self.last_cost else float(cost)
             self.last_cost = float(cost)
+            if self.budget_left is not None:
+                self.budget_left -= delta
         msg = self.current
         self._drop_permissions("the turn ended")
         self._tool_inputs.clear()
@@ -550,6 +567,7 @@ class KeeperMachine:
         changes, self.pending_changes = self.pending_changes, {}
         self.model = changes.get("model", self.model)
         self.mode = changes.get("mode", self.mode)
+        self.allowed_tools = changes.get("rules", self.allowed_tools)
         self._cancel_idle()
         reason = Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))

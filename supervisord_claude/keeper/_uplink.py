@@ -143,7 +143,8 @@ class Uplink:
         if self.state is Link.ORPHANED:
             return
         self.state = Link.ORPHANED
-        log.warning("keeper %s: supervisor gone; Claude keeps running for %.0f s while a new one may come",
+        # (at every planned restart too: only a supervisor that does not come back is worth a warning)
+        log.info("keeper %s: supervisor gone; Claude keeps running for %.0f s while a new one may come",
                     self.session, self.orphan_timeout)
         self._orphan_timer = self.clock.call_later(self.orphan_timeout, self._expired)
 

@@ -32,6 +32,7 @@ from protocol import (
     FrameError,
     Request,
     ValidationError,
+    counted,
     decode,
     encode,
     request_id_of,
@@ -46,22 +47,33 @@ log = logging.getLogger("supervisord_claude")
 
 class LaterReply:
     """A result its handler learns only later (an interrupt, once Claude confirmed it or
-    the wait ran out): the reply is sent when it is resolved, once."""
+    the wait ran out; a backup, once copied): the reply is sent when it is resolved — or
+    the error when it is rejected — once."""
 
     def __init__(self) -> None:
         self.result: dict[str, Any] | None = None
+        self.error: OpError | None = None
         self._then: Callable[[dict[str, Any]], None] | None = None
+        self._fail: Callable[[OpError], None] | None = None
 
     def resolve(self, result: dict[str, Any]) -> None:
-        if self.result is None:
+        if self.result is None and self.error is None:
             self.result = result
             if self._then is not None:
                 self._then(result)
 
-    def then(self, send: Callable[[dict[str, Any]], None]) -> None:
-        self._then = send
+    def reject(self, error: OpError) -> None:
+        if self.result is None and self.error is None:
+            self.error = error
+            if self._fail is not None:
+                self._fail(error)
+
+    def then(self, send: Callable[[dict[str, Any]], None], fail: Callable[[OpError], None] | None = None) -> None:
+        self._then, self._fail = send, fail
         if self.result is not None:
             send(self.result)
+        elif self.error is not None and fail is not None:
+            fail(self.error)
 
 
 #: carries out one valid request; returns its result (now, or later)
@@ -175,8 +187,9 @@ class ConnectionGate:
         if self.door is Door.OPEN and (self.connections >= self.limit or soft - used < headroom):
             self.path.unlink(missing_ok=True)
             self.door = Door.CLOSED
-            self.warnings.warn("%d clients connected (max_connections %d), %d of %d open files in use: new"
-                               " clients are not accepted until some leave", self.connections, self.limit,
+            self.warnings.warn("%s connected (max_connections %d), %d of %d open files in use: new"
+                               " clients are not accepted until some leave", counted(self.connections, "client"),
+                               self.limit,
                                used, soft)
         elif self.door is Door.CLOSED and self.connections <= self.limit * 9 // 10 \
                 and soft - used >= headroom + headroom // 4:
@@ -185,8 +198,8 @@ class ConnectionGate:
             except FileExistsError:
                 pass
             self.door = Door.OPEN
-            self.warnings.warn("%d clients connected (max_connections %d): accepting new clients again",
-                               self.connections, self.limit)
+            self.warnings.warn("%s connected (max_connections %d): accepting new clients again",
+                               counted(self.connections, "client"), self.limit)
 
     def limits(self) -> dict[str, dict[str, int | None]]:
         used, soft = open_files()
@@ -487,7 +500,8 @@ class ControlServer:
                        f"internal error ({type(exc).__name__}: {exc}); see the supervisor log")
             return
         if isinstance(result, LaterReply):
-            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}))
+            result.then(lambda later: self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": later}),
+                        lambda exc: self.error(ident, req_id, exc.code, exc.message))
             return
         self.reply(ident, {"type": "reply", "id": req_id, "ok": True, "result": result})
         after_reply(ident, request, result)

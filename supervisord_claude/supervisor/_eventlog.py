@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from protocol import EventKind, SessionState
+from protocol import EventKind, SessionState, _packedmap
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -36,7 +36,6 @@ from ._store import (
     EventWrite,
     Store,
     StoredEvent,
-    extend_packed_map,
 )
 
 log = logging.getLogger("supervisord_claude")
@@ -72,8 +71,13 @@ class EventLog:
         self.on_message_done = on_message_done
         #: a session's keeper_pid and claude_pid, for the log line of each state change
         self.pids_of = pids_of
+        #: sees every event as it is recorded (the watcher: ``_watch.Watcher.event``):
+        #: (session, kind, message_id, body or None, the packed body or None)
+        self.on_recorded: Callable[[str, EventKind, int | None, dict[str, Any] | None, bytes | None], None] = \
+            lambda *args: None
         self._unstored: collections.deque[EventWrite] = collections.deque()
         self._origins: dict[int, str] = {}
+        self._packed_origins: dict[int, bytes] = {}
         self._retry_armed = False
         self._failing = False
         self._batching = 0
@@ -94,6 +98,7 @@ class EventLog:
             if origin is not None:
                 body = {**body, "origin": origin}
         self._unstored.append(self._write(session, kind, body, keeper))
+        self.on_recorded(session, kind, message_id if isinstance(message_id, int) else None, body, None)
         if not self._batching:
             self.flush()
 
@@ -103,9 +108,9 @@ class EventLog:
         with its turn's origin added, and unpacked only for the kinds that change the
         session."""
         if message_id is not None:
-            origin = self._origin(message_id)
-            if origin is not None:
-                packed = extend_packed_map(packed, {"origin": origin})
+            origin = self._packed_origin(message_id)
+            if origin:
+                packed = _packedmap.extend(packed, 1, origin)
         status = _STATUS_AFTER.get(kind) if message_id is not None else None
         updates = NO_UPDATES
         body = None
@@ -115,6 +120,7 @@ class EventLog:
         self._unstored.append(EventWrite(session, kind, body, updates,
                                          (message_id, status) if message_id is not None and status is not None
                                          else None, keeper, packed, message_id))
+        self.on_recorded(session, kind, message_id, body, packed)
         if not self._batching:
             self.flush()
 
@@ -150,8 +156,11 @@ class EventLog:
                     self._retry_armed = True
                     self.clock.call_later(STORE_RETRY, self._retry)
                 return
-            for _ in writes:
-                self._unstored.popleft()
+            if len(writes) == len(self._unstored):
+                self._unstored.clear()
+            else:
+                for _ in writes:
+                    self._unstored.popleft()
             if self._failing and not self._unstored:
                 self._failing = False
                 log.info("the store works again; every waiting event is stored and published")
@@ -207,6 +216,18 @@ class EventLog:
             if "mode" in body:
                 updates["permission_mode"] = body["mode"]
         return updates
+
+    def _packed_origin(self, message_id: int) -> bytes:
+        """A message's origin as the packed ``origin`` entry its events' bodies get
+        (b"" if it has none), packed once per message."""
+        packed = self._packed_origins.get(message_id)
+        if packed is None:
+            origin = self._origin(message_id)
+            packed = _packedmap.entries_of({"origin": origin}) if origin is not None else b""
+            if len(self._packed_origins) > _ORIGIN_CACHE:
+                self._packed_origins.clear()
+            self._packed_origins[message_id] = packed
+        return packed
 
     def origin_of(self, message_id: int) -> str | None:
         return self._origin(message_id)

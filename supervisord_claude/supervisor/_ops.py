@@ -5,6 +5,7 @@ what cannot be carried out raises ``OpError`` with a code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -32,17 +33,23 @@ from .._config import Config
 from .._errors import OpError
 from .._wire import DROPPED
 from ._attachments import mib_text
+from ._backup import backup_store, check_target
+from ._budgets import ALL as ALL_SESSIONS
 from ._control import LaterReply
 from ._eventlog import EventLog
+from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
+from ._schedules import Scheduler
 from ._store import SessionRecord, Store
+from ._terminal import Terminals, conversations, open_conversations
 
 log = logging.getLogger("supervisord_claude")
 
 #: read-only ops and acks (so no delivered event is re-sent after a restart)
 ALLOWED_WHILE_STOPPING = frozenset(
-    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN}
+    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN,
+     Op.RULES, Op.SCHEDULES, Op.BUDGET}
 )
 
 
@@ -65,6 +72,13 @@ class Ops:
         self.stopping = False
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # (replies being worked out: kept from the GC)
+        #: schedules: each run is a send like any other (started once the store is recovered)
+        self.scheduler = Scheduler(store, pool.clock, wall, self._scheduled_send, config.timezone)
+        #: what a session's running turn does now (the watcher's ``activity``), or None
+        self.activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None
+        #: sessions open in Claude Code's own terminal UI (``attach``)
+        self.terminals = Terminals(store, pool, events, pool.system, pool.clock, wall)
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -111,6 +125,8 @@ class Ops:
             out["queue_limit"] = self._queue_limit()
             out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
                               for r in self.pool.pending_requests(session)]
+            out["activity"] = self.activity_of(session)
+            out["terminal"] = self._terminal(session)
             return out
         sessions = self.store.list_sessions(True)
         by_state: dict[str, int] = {}
@@ -143,6 +159,7 @@ class Ops:
             "by_state": by_state,
             "claude_processes": claude,
             "cost_today": self.store.cost_on(self.wall()),
+            "cost_today_by_session": self.store.session_costs_on(self.wall()),
             "pending_permissions": pending,
             "queue_limit": self._queue_limit(),
             "queues": [{"session": name, "messages": self.pool.queued(name), "bytes": self.pool.queued_bytes(name)}
@@ -154,7 +171,9 @@ class Ops:
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
         recs = self.store.list_sessions(include_archived=all)
-        return {"sessions": [r.public(self.config.idle_timeout) for r in recs]}
+        return {"sessions": [{**r.public(self.config.idle_timeout), "activity": self.activity_of(r.name),
+                              **({"terminal": self._terminal(r.name)} if self.terminals.holds(r.name) else {})}
+                             for r in recs]}
 
     def _check_mode(self, mode: PermissionMode) -> None:
         if mode is PermissionMode.BYPASS and not self.config.allow_bypass:
@@ -162,9 +181,11 @@ class Ops:
                           " needs allow_bypass = true)")
 
     def op_create(self, ident: bytes, session: str, model: str | None = None, cwd: str | None = None,
-                  persona: str | None = None, mode: PermissionMode | None = None) -> dict[str, Any]:
+                  persona: str | None = None, mode: PermissionMode | None = None, conversation: str | None = None,
+                  force: bool = False) -> dict[str, Any]:
         if self.store.get_session(session) is not None:
             raise OpError(ErrorCode.EXISTS, f"a session named '{session}' already exists")
+        continued = self._conversation_to_continue(conversation, cwd, force) if conversation is not None else None
         mode = mode or self.config.permission_mode
         self._check_mode(mode)
         if persona is not None and persona not in self.config.personas:
@@ -186,16 +207,47 @@ class Ops:
         if model is None and persona is not None:
             model = self.config.personas[persona].model
         try:
-            rec = self.store.create_session(session, str(uuid.uuid4()), cwd, model or self.config.model, persona,
-                                            mode.value)
+            rec = self.store.create_session(session, continued or str(uuid.uuid4()), cwd, model or self.config.model,
+                                            persona, mode.value)
         except BaseException:
             if made is not None:  # a failed create leaves nothing behind
                 with contextlib.suppress(OSError):
                     made.rmdir()
             raise
-        self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
-                                                      "reason": Reason.REQUESTED.value, "detail": "created"})
-        return rec.public(self.config.idle_timeout)
+        if continued is not None:  # its first start resumes the conversation
+            self.store.update_session(session, started=1)
+        self.events.record(session, EventKind.STATE, {
+            "state": SessionState.SUSPENDED.value, "reason": Reason.REQUESTED.value,
+            "detail": f"created to continue conversation {continued}" if continued else "created"})
+        created = self.store.get_session(session)
+        return (created or rec).public(self.config.idle_timeout)
+
+    def _held_conversations(self) -> dict[str, str]:
+        """Conversation id -> the name of the session of ours that continues it."""
+        return {rec.session_id: rec.name for rec in self.store.list_sessions(True)}
+
+    def _conversation_to_continue(self, conversation: str, cwd: str | None, force: bool) -> str:
+        """The id of the conversation a new session continues (``latest``: the newest in
+        ``cwd``); refused if a session of ours holds it, or a running ``claude`` has it
+        open (unless ``force``)."""
+        if cwd is None:
+            raise OpError(ErrorCode.BAD_REQUEST, "a conversation is continued in its own directory: give 'cwd'")
+        if not os.path.isdir(cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
+        found = conversations(cwd, self.pool.system, self._held_conversations(), self.instance)
+        chosen = found[:1] if conversation == "latest" else [c for c in found if c["session_id"] == conversation]
+        if not chosen:
+            raise OpError(ErrorCode.NOT_FOUND, f"no Claude Code conversation {conversation!r} in {cwd} (claudectl"
+                          f" conversations --cwd {cwd} lists them)")
+        info = chosen[0]
+        if info["held_by"] is not None:
+            raise OpError(ErrorCode.EXISTS, f"session '{info['held_by']}' continues conversation"
+                          f" {info['session_id']} already")
+        if info["open_pid"] is not None and not force:
+            raise OpError(ErrorCode.BUSY, f"conversation {info['session_id']} is open in a running claude (pid"
+                          f" {info['open_pid']}); two Claudes on one conversation mix it up. Close that one first,"
+                          " or force it")
+        return str(info["session_id"])
 
     def _queue_limit(self) -> dict[str, int]:
         return {"messages": self.config.max_queued_messages, "bytes": self.config.max_queued_bytes}
@@ -224,6 +276,7 @@ class Ops:
             return {"message_id": known, "seq": rec.last_seq, "state": rec.state.value, "duplicate": True,
                     "ahead": 0, "steering": False}
         self._check_queue_room(session, 0)  # (before anything is copied)
+        self.pool.budgets.check(session)  # past a daily cap no new turn starts
         taken = self.pool.attachments.take(session, files)
         try:
             size = message_bytes(text, []) + taken.size
@@ -245,8 +298,14 @@ class Ops:
         if created and not steering:
             answering = self.store.get_session(session)
             ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
-        return {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value, "duplicate": not created,
-                "ahead": ahead, "steering": steering}
+        reply: dict[str, Any] = {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value,
+                                 "duplicate": not created, "ahead": ahead, "steering": steering}
+        warning = self.pool.budgets.warning(session) if created else None
+        if warning:
+            reply["budget_warning"] = warning
+        if self.terminals.holds(session):  # kept: answered once the terminal closes
+            reply["terminal"] = self._terminal(session)
+        return reply
 
     def _turn_runs(self, session: str) -> bool:
         """Whether a message sent now joins a turn: the session is answering, or a message
@@ -286,6 +345,8 @@ class Ops:
 
     def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
         handle = self.pool.handle_of(session)
         if handle is None:
             return {"state": rec.state.value}
@@ -324,6 +385,8 @@ class Ops:
 
     def op_archive(self, ident: bytes, session: str) -> dict[str, Any]:
         self._session(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
         if self.pool.archive_after_exit(session):
             return {"state": SessionState.SUSPENDING.value}
         self.pool.archive_now(session)
@@ -351,14 +414,54 @@ class Ops:
 
     def _fresh(self, session: str, fields: dict[str, Any], detail: str) -> dict[str, Any]:
         rec = self._session(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
         if rec.state.live or self.pool.queued(session):
             raise OpError(ErrorCode.BUSY, f"session '{session}' is running; suspend it first (claudectl suspend"
                           f" {session})")
         session_id = str(uuid.uuid4())
         self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0, **fields)
+        self.store.set_fork_source(session, None)  # (a fork not started yet starts afresh instead)
         self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
                                                       "reason": Reason.REQUESTED.value, "detail": detail})
         return {"session_id": session_id, **fields}
+
+    # the terminal (Claude Code's own TUI) ---------------------------------------------------
+
+    def _terminal(self, session: str) -> dict[str, Any] | None:
+        term = self.terminals.of(session)
+        return term.public() if term is not None else None
+
+    def _refuse_attached(self, session: str) -> None:
+        term = self.terminals.of(session)
+        where = f" ({term.tty or 'no tty'}, pid {term.pid})" if term is not None else ""
+        raise OpError(ErrorCode.BUSY, f"session '{session}' is open in a terminal{where}; it is the terminal's until"
+                      " that Claude exits")
+
+    def op_attach(self, ident: bytes, session: str, pid: int, tty: str | None = None,
+                  now: bool = False) -> LaterReply:
+        """Claim the session for ``pid`` (the process that becomes Claude Code's TUI): its
+        keeper is stopped (its running turn allowed to end; ``now``: at once), then the
+        reply says what to run. Until ``pid`` ends no Claude of ours touches the
+        conversation; messages wait."""
+        rec = self._session(session)
+        self.terminals.settle(session)
+        if self.terminals.holds(session):
+            self._refuse_attached(session)
+        system = self.pool.system
+        if not system.alive(pid) or system.uid(pid) != os.getuid():
+            raise OpError(ErrorCode.BAD_REQUEST, f"pid {pid} is not a running process of yours")
+        open_pid = open_conversations(system, self.instance).get(rec.session_id)
+        if open_pid is not None:
+            raise OpError(ErrorCode.BUSY, f"the conversation of '{session}' is open in a running claude (pid"
+                          f" {open_pid}); close that one first: two Claudes on one conversation mix it up")
+        reply = LaterReply()
+        self.terminals.claim(rec, pid, tty, now, reply)
+        return reply
+
+    def op_conversations(self, ident: bytes, cwd: str | None = None) -> dict[str, Any]:
+        """Claude Code's conversations on disk for ``cwd`` (every directory's without it)."""
+        return {"conversations": conversations(cwd, self.pool.system, self._held_conversations(), self.instance)}
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,
@@ -421,6 +524,9 @@ class Ops:
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
             update, rules = permissions.always_allow(req, self._session(session).cwd)
+            if not rules:
+                raise OpError(ErrorCode.BAD_REQUEST, f"a {req.tool_name} call here has no scope 'always' could"
+                              " be kept to (never every command or every file): allow it once instead")
             updates.append(update)
             report["always"] = rules
         if plan:  # approved: Claude leaves plan mode, into the mode the user picked
@@ -449,6 +555,118 @@ class Ops:
                                                 {"allow": True, "by": "user", "answers": chosen}))
         return {"answers": chosen}
 
+    # always-allow rules -------------------------------------------------------------------
+
+    def op_rules(self, ident: bytes, session: str) -> dict[str, Any]:
+        """The session's always-allow rules, numbered from 1 in the order they were given."""
+        return {"rules": list(self._session(session, allow_archived=True).allowed_tools)}
+
+    def op_remove_rule(self, ident: bytes, session: str, index: int | None = None,
+                       rule: str | None = None) -> dict[str, Any]:
+        """Forget one rule (by its number, or by its text): kept in the store at once, and
+        a live Claude restarts with the rest (``--resume``) once no turn runs."""
+        rec = self._session(session)
+        rules = list(rec.allowed_tools)
+        if (index is None) == (rule is None):
+            raise OpError(ErrorCode.BAD_REQUEST, "give the rule's 'index' or its text ('rule'), one of them")
+        if rule is not None:
+            if rule not in rules:
+                raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has no rule {rule}")
+            index = rules.index(rule) + 1
+        assert index is not None
+        if not 1 <= index <= len(rules):
+            raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has {len(rules)} rule(s); no rule {index}")
+        removed = rules.pop(index - 1)
+        self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
+        self.pool.command(session, _wire.SetRules(tuple(rules)))
+        return {"removed": removed, "rules": rules}
+
+    # forks --------------------------------------------------------------------------------
+
+    def op_fork(self, ident: bytes, session: str, name: str) -> dict[str, Any]:
+        """A new session ``name`` that continues a copy of ``session``'s conversation (its
+        first Claude starts with ``--resume <id> --fork-session --session-id <new id>``):
+        same directory, model, persona, mode and always-allow rules; what is said in one is
+        not seen by the other."""
+        rec = self._session(session)
+        if self.store.get_session(name) is not None:
+            raise OpError(ErrorCode.EXISTS, f"a session named '{name}' already exists")
+        if not os.path.isdir(rec.cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"the directory of '{session}' ({rec.cwd}) is gone")
+        fork = self.store.create_session(name, str(uuid.uuid4()), rec.cwd, rec.model, rec.persona,
+                                         rec.permission_mode)
+        # Claude's running total carries on in the copy (measured with 2.1.327)
+        self.store.update_session(name, allowed_tools=rec.allowed_tools, claude_cost=rec.claude_cost)
+        if rec.started:  # (a session Claude never saw has no conversation to copy: a fresh one)
+            self.store.set_fork_source(name, rec.session_id)
+        self.events.record(name, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
+                                                   "reason": Reason.REQUESTED.value, "detail": f"fork of {session}"})
+        return {**fork.public(self.config.idle_timeout), "fork_of": session, "copied": rec.started}
+
+    # the session's git changes -----------------------------------------------------------
+
+    def op_diff(self, ident: bytes, session: str, path: str | None = None) -> LaterReply:
+        """The session's git working-tree changes (``_gitdiff``), replied once git has
+        answered (it runs as a subprocess, never blocking the loop)."""
+        cwd = self._session(session, allow_archived=True).cwd
+        reply = LaterReply()
+
+        async def run() -> None:
+            try:
+                reply.resolve(await working_tree_diff(cwd, path))
+            except OpError as exc:
+                reply.reject(exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return reply
+
+    # schedules ----------------------------------------------------------------------------
+
+    def _scheduled_send(self, session: str, text: str, origin: str | None, key: str) -> None:
+        self.op_send(b"", session=session, text=text, origin=origin, idempotency_key=key)
+
+    def op_schedule_add(self, ident: bytes, session: str, when: str, prompt: str | None = None,
+                        origin: str | None = None, tz: str | None = None) -> dict[str, Any]:
+        """A schedule: ``when`` is a cron expression or a plain form (``weekdays 9:00``),
+        followed by the prompt unless ``prompt`` is given."""
+        self._session(session)
+        return self.scheduler.add(session, when, prompt, origin, tz).public()
+
+    def op_schedules(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        return {"schedules": [s.public() for s in self.scheduler.store.schedules()
+                              if session is None or s.session == session]}
+
+    def op_schedule_set(self, ident: bytes, schedule: int, paused: bool) -> dict[str, Any]:
+        return self.scheduler.set_paused(schedule, paused).public()
+
+    def op_schedule_remove(self, ident: bytes, schedule: int) -> dict[str, Any]:
+        return self.scheduler.remove(schedule).public()
+
+    # budgets ------------------------------------------------------------------------------
+
+    def op_budget(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        """Spend today and this month per session (one, or every one not archived) and in
+        total, with the daily caps."""
+        if session is not None:
+            names = [self._session(session, allow_archived=True).name]
+        else:
+            names = [r.name for r in self.store.list_sessions(include_archived=False)]
+        return self.pool.budgets.report(names)
+
+    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None) -> dict[str, Any]:
+        """Set (or with ``usd: null`` clear) a session's daily cap, or without ``session``
+        the daily cap for all sessions. Live Claudes get what is left at once (restarted
+        with ``--resume`` after their turn)."""
+        if session is not None:
+            self._session(session)
+        self.store.set_budget(session or ALL_SESSIONS, usd)
+        for name in [session] if session is not None else sorted(self.pool.handles):
+            if self.pool.handle_of(name) is not None:
+                self.pool.command(name, _wire.SetBudget(self.pool.budgets.left(name)))
+        return self.pool.budgets.report([session] if session is not None else [])
+
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}
 
@@ -473,6 +691,32 @@ class Ops:
             raise OpError(ErrorCode.NOT_FOUND, f"no consumer named {consumer!r} (claudectl consumers lists them)")
         log.info("consumer %s removed: it holds no events back", consumer, extra={"consumer": consumer})
         return {"consumer": consumer}
+
+    def op_backup(self, ident: bytes, path: str, force: bool = False) -> LaterReply:
+        """A consistent copy of the store at ``path`` (``_backup``), made in a worker
+        thread: replied once it is written, checked and durable."""
+        target = Path(path)
+        check_target(target, force)
+        reply = LaterReply()
+
+        def finished(copied: asyncio.Future[dict[str, Any]]) -> None:
+            if copied.cancelled():  # (the loop is closing)
+                reply.reject(OpError(ErrorCode.SHUTTING_DOWN, "the supervisor stopped before the backup was done"))
+                return
+            error = copied.exception()
+            if error is None:
+                log.info("store backed up to %s", target, extra={"path": str(target)})
+                reply.resolve(copied.result())
+            elif isinstance(error, OpError):
+                log.error("backup to %s failed: %s", target, error.message)
+                reply.reject(error)
+            else:  # a bug: answered all the same
+                log.error("backup to %s failed: %r", target, error)
+                reply.reject(OpError(ErrorCode.INTERNAL, f"the backup failed ({error!r}); see the supervisor log"))
+
+        asyncio.get_running_loop().run_in_executor(None, backup_store, self.store.path, target) \
+            .add_done_callback(finished)
+        return reply
 
     def op_restart(self, ident: bytes) -> dict[str, Any]:
         self.request_restart()  # after this reply; keepers and their Claude keep running

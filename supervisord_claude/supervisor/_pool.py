@@ -29,8 +29,9 @@ from .._os import System
 from .._permissions import PendingRequest
 from .._wire import keeper_title
 from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
+from ._budgets import Budgets
 from ._eventlog import EventLog
-from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, Store
+from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
@@ -144,6 +145,7 @@ class KeeperPool:
         self.system = system
         self.clock = clock
         self.wall = wall
+        self.budgets = Budgets(config, store, wall)  # (what each Claude may spend: --max-budget-usd)
         self.fork = fork
         self.link = link
         self.queues: dict[str, collections.deque[int]] = {}
@@ -167,6 +169,15 @@ class KeeperPool:
         self.on_delta: Callable[[str, int | None, str, str | None], None] = lambda *a: None
         self._to_ack: set[int] = set()
         self._ack_armed = False
+        #: an adopted keeper's session: (session, busy, the message it answers, the
+        #: requests its Claude waits on) — for the watcher
+        self.on_adopted: Callable[[str, bool, int | None, list[dict[str, Any]]], None] = lambda *a: None
+        #: the terminal side (``_terminal.Terminals``): a session it holds (open in Claude
+        #: Code's own terminal UI, or on its way there) gets no keeper and no message
+        self.held: Callable[[str], bool] = lambda session: False
+        #: told of each state a keeper reports, and of each keeper gone, by session
+        self.on_state: Callable[[str, str], None] = lambda session, state: None
+        self.on_keeper_gone: Callable[[str], None] = lambda session: None
 
     # what the op handlers ask ---------------------------------------------------------
 
@@ -220,7 +231,10 @@ class KeeperPool:
         if handle.ident is None:
             handle.outbox.append(msg)
             return True
-        return self.link.send(handle.ident, msg)
+        if self.link.send(handle.ident, msg):
+            return True
+        log.warning("cannot reach the keeper of %s (pid %s) with %s", session, handle.pid, type(msg).__name__)
+        return False
 
     def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
         """Ask the session's keeper to interrupt its turn; ``on_report`` gets
@@ -307,7 +321,7 @@ class KeeperPool:
     def dispatch(self, session: str) -> None:
         """Move queued messages towards Claude: to the live keeper, or start one."""
         queue = self.queues.get(session)
-        if not queue or self.stopping:
+        if not queue or self.stopping or self.held(session):
             return
         handle = self.handles.get(session)
         if handle is None:
@@ -346,11 +360,6 @@ class KeeperPool:
             if msg is not None and msg.status == QUEUED:
                 messages.append(_to_wire(msg, msg.id not in self.own_turn))
                 handle.forwarded.append(msg.id)
-        persona = self.config.personas.get(rec.persona) if rec.persona else None
-        # Claude reads the session's attachment copies there (by path: files that are not images)
-        attachments = self.attachments.session_dir(session)
-        with contextlib.suppress(OSError):
-            attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -361,8 +370,8 @@ class KeeperPool:
             started=rec.started,
             idle_timeout=rec.idle_timeout or self.config.idle_timeout,
             model=rec.model,
-            system_prompt="\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p),
-            extra_args=(*self.config.claude_args, "--add-dir", str(attachments)),
+            system_prompt=self.system_prompt(rec),
+            extra_args=self.claude_args(session),
             permission_mode=rec.permission_mode,
             allowed_tools=tuple(rec.allowed_tools),
             permission_timeout=self.config.permission_timeout,
@@ -372,10 +381,26 @@ class KeeperPool:
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
+            budget_usd=self.budgets.left(rec.name),
+            fork_from=self.store.fork_source(rec.name),
         )
         self.handles[session] = handle
         self.by_token[handle.token] = handle
         self.fork.spawn(handle.token, spec)
+
+    def system_prompt(self, rec: SessionRecord) -> str:
+        """What every Claude of the session is told besides Claude Code's own prompt: its
+        persona, and where files for the user go (the outbox)."""
+        persona = self.config.personas.get(rec.persona) if rec.persona else None
+        return "\n\n".join(p for p in (persona.prompt if persona else None, outbox_prompt(rec.cwd)) if p)
+
+    def claude_args(self, session: str) -> tuple[str, ...]:
+        """The configured extra arguments, and the session's attachments directory (Claude
+        reads the copies of files that are not images there, by path)."""
+        attachments = self.attachments.session_dir(session)
+        with contextlib.suppress(OSError):
+            attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return (*self.config.claude_args, "--add-dir", str(attachments))
 
     # reports of the fork server ---------------------------------------------------------
 
@@ -524,6 +549,8 @@ class KeeperPool:
             if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
                     and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
+            if kind is EventKind.STATE:
+                self.on_state(handle.session, str(msg.body.get("state")))
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self.on_delta(handle.session, msg.message_id, msg.text, origin)
@@ -644,6 +671,7 @@ class KeeperPool:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self.watch_exit(msg.pid)
+        self.on_adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
@@ -670,7 +698,10 @@ class KeeperPool:
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session
-        log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
+        if handle.exit_status is None:  # (an adopted keeper is not our child: its status is not ours to read)
+            log.info("keeper for %s (pid %s) exited", session, handle.pid)
+        else:
+            log.info("keeper for %s (pid %s) exited with status %s", session, handle.pid, status)
         leftover = list(handle.forwarded)
         handle.forwarded.clear()
         if handle.bye is None:
@@ -696,6 +727,7 @@ class KeeperPool:
                 queue = self.queues.setdefault(session, collections.deque())
                 queue.extendleft(reversed(sorted(i for i in leftover if i not in queue)))
             self.dispatch(session)
+            self.on_keeper_gone(session)
         if not self.by_pid and not self.handles:
             self.on_all_gone()
 

@@ -1,6 +1,7 @@
-"""Start-up and recovery: the runtime dir and its lock, reaping what a previous
-supervisor left, recovering the store, forking the fork server — in that order, all
-before any thread or ZeroMQ context exists — then running the ``Supervisor``.
+"""Start-up: the runtime dir and its lock, the state dir's lock, reaping what a previous
+supervisor left (``_succession``), forking the fork server — in that order, all before
+any thread or ZeroMQ context exists — then running the ``Supervisor`` (which adopts the
+keepers left and recovers the store through its event log: ``Core.recover``).
 """
 
 from __future__ import annotations
@@ -10,24 +11,22 @@ import fcntl
 import logging
 import os
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import setproctitle
 
-from protocol import LOCK_FILE, EventKind, Reason, SessionState, instance_id, runtime_dir_problem
+from protocol import LOCK_FILE, instance_id, runtime_dir_problem
 
-from .._claude import INSTANCE_ENV, SESSION_ENV
 from .._config import Config, find_claude
 from .._errors import StartupRefused
 from .._os import System
-from .._wire import STOP_GRACE
 from . import _forkserver
-from ._store import FAILED, WRITTEN, Store
+from ._store import Store
+from ._succession import keepers_left, reap_leftovers, restart_argv, title_prefix
+from ._supervisor import Supervisor
 
 log = logging.getLogger("supervisord_claude")
 
@@ -41,10 +40,6 @@ ELSEWHERE_HINT = ("you cannot remove it: start the supervisor, claudectl and the
                   " (or SUPERVISORD_CLAUDE_RUNTIME_DIR=DIR) on a directory of your own, or set"
                   " XDG_RUNTIME_DIR (e.g. /run/user/<uid>, which systemd-logind makes for you); or ask"
                   " the machine's administrator to remove it")
-
-
-def title_prefix(instance: str) -> str:
-    return f"supervisord-claude[{instance}]:"
 
 
 def prepare_runtime_dir(path: Path) -> None:
@@ -110,79 +105,6 @@ def _hold_lock(lock_path: Path, patience: float, refusal: str) -> int:
     return fd
 
 
-def keepers_left(system: System, instance: str) -> dict[int, str]:
-    """pid -> session of every keeper a previous supervisor of this runtime dir left: to
-    adopt if it introduces itself, else to reap."""
-    prefix = f"{title_prefix(instance)} keeper "
-    return {pid: title[len(prefix):].strip() for pid, title in system.processes_titled(prefix)}
-
-
-def reap_leftovers(system: System, instance: str) -> int:
-    """Kill what a previous supervisor left that is no keeper (its fork server)."""
-    others = [pid for pid, title in system.processes_titled(title_prefix(instance))
-              if not title.startswith(f"{title_prefix(instance)} keeper ")]
-    return system.terminate(others, grace=2.0)
-
-
-def reap_stale(system: System, instance: str, keepers: list[int], live_sessions: set[str]) -> tuple[int, int]:
-    """Kill keepers that were not adopted (by title: hung, stopped, another wire version),
-    then every Claude process of this instance whose session has no adopted keeper.
-    Returns (keepers, Claude processes). Blocking: run it off the event loop."""
-    reaped = system.terminate(keepers, grace=STOP_GRACE + 1.0)
-    orphans = [pid for pid in system.processes_with_env(INSTANCE_ENV, instance)
-               if system.environ(pid).get(SESSION_ENV) not in live_sessions]
-    return reaped, system.terminate(orphans, grace=2.0)
-
-
-def recover_store(store: Store, now: float, adopted: frozenset[str] = frozenset()) -> None:
-    """After a restart, only adopted keepers run: every other session is suspended (or
-    failed, archived), and every message Claude was answering in one is reported failed,
-    to its sender (the event carries its origin) and with its status in one transaction."""
-    for rec in store.list_sessions(True):
-        if rec.state.live and rec.name not in adopted:
-            store.append_event(
-                rec.name,
-                EventKind.STATE,
-                {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value},
-                {"state": SessionState.SUSPENDED, "suspended_at": now},
-            )
-    for msg in store.messages(None, WRITTEN):
-        if msg.session in adopted:
-            continue  # its keeper is still answering it
-        body: dict[str, Any] = {
-            "message_id": msg.id,
-            "reason": "the supervisor stopped while Claude was answering; send it again",
-        }
-        if msg.origin:  # a front end answers its sender by it
-            body["origin"] = msg.origin
-        store.append_event(msg.session, EventKind.MESSAGE_FAILED, body, message_status=(msg.id, FAILED))
-
-
-def restart_argv() -> list[str]:
-    """What a restart in place runs: this supervisor's command, with the code installed now."""
-    return [sys.executable, "-m", "supervisord_claude", *sys.argv[1:]]
-
-
-#: what a start does before it touches anything: import the daemon, read the configuration
-_START_CHECK = "import sys\nfrom supervisord_claude import _config\nfrom supervisord_claude.supervisor import _startup, _supervisor\n_config.parse(sys.argv[1:])\n"
-
-
-def restart_problem() -> str | None:
-    """Why the code installed now would not start (its last line of error), or None. A
-    restart in place that would not come back — an upgrade whose new dependency is not
-    installed, a configuration the new release refuses — is refused before anything stops,
-    and this supervisor goes on."""
-    try:
-        check = subprocess.run([sys.executable, "-c", _START_CHECK, *sys.argv[1:]], capture_output=True, text=True,
-                               timeout=30, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    if check.returncode == 0:
-        return None
-    lines = check.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit status {check.returncode}"
-
-
 def raise_open_files_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
     keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""
@@ -206,8 +128,6 @@ def raise_open_files_limit() -> int:
 
 def run(config: Config) -> int:
     """Start-up order matters: lock, reap, fork server (no threads yet), then the loop."""
-    from ._supervisor import Supervisor
-
     config = replace(config, claude_bin=find_claude(config.claude_bin))
     raise_open_files_limit()
     prepare_runtime_dir(config.runtime_dir)

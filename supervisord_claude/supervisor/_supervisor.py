@@ -5,7 +5,8 @@
 - ``SubscriptionHub`` (``_hub``): subscriptions, windows, cursors, fan-out.
 - ``EventLog`` (``_eventlog``): record → store → publish, the disk-full buffer.
 - ``KeeperPool`` (``_pool``): message queues and keeper processes (``KeeperHandle``).
-- start-up and recovery live in ``_startup``.
+- start-up lives in ``_startup``; what a previous supervisor left, in ``_succession``;
+  recovering the store after it is ``Core.recover``.
 
 ``build_core`` wires the socket-free parts together, so tests can drive the whole
 lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
@@ -28,7 +29,16 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from protocol import CONTROL_SOCKET, ErrorCode, EventKind, Reason, SessionState, control_endpoint, instance_id
+from protocol import (
+    CONTROL_SOCKET,
+    ErrorCode,
+    EventKind,
+    Reason,
+    SessionState,
+    control_endpoint,
+    counted,
+    instance_id,
+)
 
 from .. import _wire
 from .._clock import Clock, LoopClock
@@ -42,8 +52,9 @@ from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
 from ._ops import Ops
 from ._pool import ForkServer, KeeperLink, KeeperPool
-from ._startup import reap_stale, recover_store, restart_problem
 from ._store import QUEUED, WRITTEN, Store
+from ._succession import reap_stale, restart_problem
+from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
 
@@ -72,10 +83,13 @@ class Core:
     hub: SubscriptionHub
     pool: KeeperPool
     ops: Ops
+    watch: Watcher
 
     def requeue_owed(self) -> None:
         """Messages accepted before a restart are still owed, in the order they came
-        (those an adopted keeper holds are its own)."""
+        (those an adopted keeper holds are its own). Sessions open in a terminal are
+        watched again first: what waits for them waits on."""
+        self.ops.terminals.restore()
         held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
         owed = self.store.messages(None, QUEUED)
         self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
@@ -85,6 +99,21 @@ class Core:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
         for name in sorted(self.pool.queues):
             self.pool.dispatch(name)
+
+    def recover(self, adopted: frozenset[str] = frozenset()) -> None:
+        """After a restart only adopted keepers run: every other live session is suspended,
+        and every message Claude was answering in one is reported failed (to its sender:
+        the event log adds its origin), each an event like any other."""
+        with self.events.batch():
+            for rec in self.store.list_sessions(True):
+                if rec.state.live and rec.name not in adopted:
+                    self.events.record(rec.name, EventKind.STATE,
+                                       {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value})
+            for msg in self.store.messages(None, WRITTEN):
+                if msg.session not in adopted:  # (an adopted keeper is still answering it)
+                    self.events.record(msg.session, EventKind.MESSAGE_FAILED, {
+                        "message_id": msg.id,
+                        "reason": "the supervisor stopped while Claude was answering; send it again"})
 
     def mark_stopped(self) -> None:
         """After shutdown: a session the store still calls live gets its suspension as an
@@ -104,9 +133,27 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
     events.on_message_done = pool.message_done
     events.pids_of = pool.pids_of
-    pool.on_delta = hub.delta
     ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown, request_restart)
-    return Core(config, instance, store, events, hub, pool, ops)
+    watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
+                    config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
+    events.on_recorded = watch.event
+
+    def adopted(session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
+        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
+        rec = store.get_session(session)
+        if rec is not None and (busy or pending):
+            start = store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
+            watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
+                                   for e in store.stored_after(start, session, REPLAY_EVENTS)])
+        watch.adopted(session, busy, message_id, pending)
+    pool.on_adopted = adopted
+    ops.activity_of = watch.activity
+
+    def delta(session: str, message_id: int | None, text: str, origin: str | None) -> None:
+        watch.output(session, message_id)
+        hub.delta(session, message_id, text, origin)
+    pool.on_delta = delta
+    return Core(config, instance, store, events, hub, pool, ops, watch)
 
 
 class ForkServerLink(ForkServer, Protocol):
@@ -136,7 +183,9 @@ class KeeperSocket:
         try:
             send_now(self.sock, [ident, _wire.encode(msg)])
         except zmq.ZMQError as exc:
-            log.warning("cannot reach keeper %r: %s", ident, exc)
+            # (normal for an ack to a keeper that has just said bye and left; a command that
+            # cannot be delivered is logged by the pool, naming the session)
+            log.debug("cannot reach keeper %s: %s", ident.hex(), exc)
             return False
         return True
 
@@ -232,11 +281,12 @@ class Supervisor:
         self._task(self._prune_loop())
         self._task(self._watch_store())
         self.core.requeue_owed()
+        self.core.ops.scheduler.start()  # (runs missed while it was off: once each, now)
         log.info(
-            "supervisor ready: instance %s, control %s, %d sessions",
+            "supervisor ready: instance %s, control %s, %s",
             self.core.instance,
             control_endpoint(self.config.runtime_dir),
-            len(self.store.list_sessions(True)),
+            counted(len(self.store.list_sessions(True)), "session"),
         )
         sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.handles)} live sessions\nMAINPID={os.getpid()}")
         await self.stopped.wait()
@@ -254,10 +304,11 @@ class Supervisor:
         pool.adoptable.clear()
         adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
         reaped, orphans = await asyncio.to_thread(reap_stale, self.system, self.core.instance, stale, set(adopted))
+        # (kept word for word, "1 keepers" too: the docs name this line, and scripts grep it)
         log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
         if orphans:
             log.info("Reaped %d orphaned Claude processes", orphans)
-        recover_store(self.store, self.wall(), adopted)
+        self.core.recover(adopted)
 
     def _watch_exit(self, pid: int) -> None:
         """An adopted keeper is no child of our fork server: a pidfd says when it exits."""
@@ -343,7 +394,7 @@ class Supervisor:
                 self._swept = self.clock.monotonic()
                 dropped = self.core.hub.sweep()
                 if dropped:
-                    log.info("forgot the subscriptions of %d clients that left", dropped)
+                    log.info("forgot the subscriptions of %s that left", counted(dropped, "client"))
 
     async def _prune_loop(self) -> None:
         """Keep the event log bounded: drop what is older than the retention period and
@@ -401,7 +452,7 @@ class Supervisor:
         (a full disk, a bug) is logged, and the process exits and frees the lock."""
         pool = self.core.pool
         try:
-            log.info("shutting down: stopping %d keepers", pool.running)
+            log.info("shutting down: stopping %s", counted(pool.running, "keeper"))
             if pool.stop_all():
                 try:
                     await asyncio.wait_for(self._all_gone.wait(), STOP_GRACE + 3.0)

@@ -17,8 +17,11 @@ Why the units say what they say:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 SUPERVISOR_UNIT = "supervisord-claude.service"
@@ -76,10 +79,21 @@ def _program(name: str) -> str:
     return found
 
 
-def render_units(supervisor: str | None = None, bot: str | None = None) -> dict[str, str]:
-    """Unit file name -> text, with the programs' absolute paths."""
+def _exec_arg(arg: str) -> str:
+    """One argument of an ``ExecStart=`` line (systemd splits on spaces, honours quotes)."""
+    if arg and not any(c.isspace() or c in "\"'\\$%;" for c in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%") + '"'
+
+
+def render_units(supervisor: str | None = None, bot: str | None = None,
+                 supervisor_args: Sequence[str] = ()) -> dict[str, str]:
+    """Unit file name -> text, with the programs' absolute paths; ``supervisor_args``: the
+    flags the service needs (``--claude-bin``: its user manager has no shell PATH)."""
+    # (the program as given: the templates in contrib/ use systemd's %h on purpose)
+    command = " ".join((supervisor or _exec_arg(_program("supervisord-claude")), *map(_exec_arg, supervisor_args)))
     return {
-        SUPERVISOR_UNIT: _SUPERVISOR.format(supervisor=supervisor or _program("supervisord-claude")),
+        SUPERVISOR_UNIT: _SUPERVISOR.format(supervisor=command),
         BOT_UNIT: _BOT.format(bot=bot or _program("claude-telegram-bot"), supervisor_unit=SUPERVISOR_UNIT),
     }
 
@@ -89,17 +103,58 @@ def user_unit_dir() -> Path:
     return Path(base) / "systemd" / "user"
 
 
-def install_units(dest: Path, force: bool = False) -> list[Path]:
+def install_units(dest: Path, force: bool = False, supervisor_args: Sequence[str] = ()) -> list[Path]:
     """Write both units into ``dest``; refuses to overwrite a different file unless ``force``."""
     dest.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_units().items():
+    for name, text in render_units(supervisor_args=supervisor_args).items():
         path = dest / name
         if path.exists() and path.read_text() != text and not force:
             raise FileExistsError(f"{path} exists and differs; use --force to replace it")
         path.write_text(text)
         written.append(path)
     return written
+
+
+#: what systemd's user manager puts on a service's PATH when nobody set one
+#: (``systemctl --user show-environment`` says what it really holds, when it runs)
+DEFAULT_SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def service_environment(run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> dict[str, str]:
+    """The environment a user service starts with: the user manager's
+    (``systemctl --user show-environment``), or only the default PATH where there is none
+    to ask. Never this shell's: that is the point."""
+    try:
+        out = run(["systemctl", "--user", "show-environment"], capture_output=True, text=True, timeout=10,
+                  stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"PATH": DEFAULT_SERVICE_PATH}
+    if out.returncode != 0:
+        return {"PATH": DEFAULT_SERVICE_PATH}
+    env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    env.setdefault("PATH", DEFAULT_SERVICE_PATH)
+    return env
+
+
+def installed_arguments(dest: Path) -> list[str]:
+    """The flags the installed supervisor unit starts it with (its ``ExecStart=`` after
+    the program); ``FileNotFoundError`` when no unit is installed there."""
+    text = (dest / SUPERVISOR_UNIT).read_text()
+    line = next((line for line in text.splitlines() if line.startswith("ExecStart=")), "ExecStart=")
+    return shlex.split(line.removeprefix("ExecStart=").replace("$$", "$").replace("%%", "%"))[1:]
+
+
+def service_arguments(origins: Mapping[str, str], config_values: Mapping[str, object], claude: str) -> list[str]:
+    """The flags a unit needs to see what this shell sees: ``--claude-bin`` always (as an
+    absolute path), and each directory or config file that came from a flag or this
+    shell's environment (the service has neither)."""
+    args = ["--claude-bin", claude]
+    for key in ("config", "runtime_dir", "state_dir", "idle_timeout", "orphan_timeout"):
+        origin = origins.get(key, "")
+        if origin.startswith(("flag", "environment")) and config_values.get(key):
+            args += [f"--{key.replace('_', '-')}", str(config_values[key])]
+    return args
 
 
 NEXT_STEPS = """\

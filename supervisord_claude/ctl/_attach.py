@@ -1,0 +1,123 @@
+"""``claudectl attach`` and ``claudectl conversations``: a session's conversation in
+Claude Code's own terminal UI, and the conversations Claude Code keeps on disk.
+
+``attach`` forks first: the child, which becomes the TUI, waits on a pipe while the
+supervisor frees the session (``attach`` op, naming the child's pid); then it is told
+what to run — the session's ``claude --resume <id>`` with its model, mode, directory and
+environment — and execs it, attached to this terminal. The supervisor watches that pid,
+not claudectl's: if claudectl is killed the TUI runs on and still holds the session; if
+claudectl dies before the go-ahead, the child reads end-of-file and exits, and the
+session is handed back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from protocol import Client, relative_time
+
+#: how much of a first prompt a listing shows
+PROMPT_CHARS = 60
+
+
+def _child_waits_then_execs(read_fd: int) -> None:
+    """The forked child: read what to run, then become it. Never returns."""
+    try:
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+        if not chunks:  # claudectl went away (or gave up): nothing to run
+            os._exit(1)
+        launch = json.loads(b"".join(chunks))
+        os.chdir(launch["cwd"])
+        os.execvpe(launch["argv"][0], launch["argv"], launch["env"])
+    except BaseException as exc:  # (nothing of claudectl's may run in this process)
+        try:
+            os.write(2, f"claudectl: could not start Claude Code: {exc}\n".encode())
+        finally:
+            os._exit(127)
+
+
+def _exit_status(status: int) -> int:
+    """A shell's view of how the TUI ended: its exit code, or 128 + the signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def cmd_attach(client: Client, args: argparse.Namespace) -> int:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_fd)
+        _child_waits_then_execs(read_fd)
+    os.close(read_fd)
+    try:
+        tty = os.ttyname(0) if os.isatty(0) else None
+        if not args.json:
+            print(f"claudectl: opening '{args.name}' here once no Claude of the supervisor holds it"
+                  + (" (stopping its running answer)" if args.now else " (after its running answer, if any)"),
+                  file=sys.stderr)
+        fields: dict[str, Any] = {"session": args.name, "pid": pid, "now": args.now}
+        if tty:
+            fields["tty"] = tty
+        reply = client.request("attach", timeout=args.timeout, **fields)
+    except BaseException:
+        os.close(write_fd)  # the child reads end-of-file and exits
+        os.waitpid(pid, 0)
+        raise
+    if not reply.get("attached"):
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        print(f"claudectl: not attached: {reply.get('detail')}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"claudectl: '{args.name}' is open in Claude Code (conversation {reply['session_id']}); messages"
+              " sent to it meanwhile wait, and are answered when you /exit", file=sys.stderr)
+    launch = {"argv": reply["argv"], "cwd": reply["cwd"], "env": {**os.environ, **reply["env"]}}
+    # the terminal's Ctrl-C and Ctrl-\\ are the TUI's now (as a shell running a command)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    try:
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(json.dumps(launch).encode())
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    code = _exit_status(status)
+    if args.json:
+        print(json.dumps({"session": args.name, "exit_status": code}))
+    return code
+
+
+def conversation_rows(found: list[dict[str, Any]]) -> str:
+    """One line per conversation: id, last activity, messages, what it is about, marks."""
+    lines = []
+    for c in found:
+        about = c.get("summary") or c.get("first_prompt") or ""
+        about = " ".join(about.split())
+        if len(about) > PROMPT_CHARS:
+            about = about[:PROMPT_CHARS - 1] + "…"
+        marks = []
+        if c.get("held_by"):
+            marks.append(f"session '{c['held_by']}'")
+        if c.get("open_pid"):
+            marks.append(f"open in claude pid {c['open_pid']}")
+        mark = f"  [{'; '.join(marks)}]" if marks else ""
+        lines.append(f"{c['session_id']}  {relative_time(c['last_active']):>10}  {c['messages']:>4} msgs  {about}{mark}")
+    return "\n".join(lines)
+
+
+def cmd_conversations(client: Client, args: argparse.Namespace) -> int:
+    cwd = os.path.abspath(os.path.expanduser(args.cwd or os.getcwd()))
+    found = client.request("conversations", cwd=cwd)["conversations"]
+    if args.json:
+        print(json.dumps(found))
+    else:
+        print(conversation_rows(found) if found else f"No Claude Code conversations in {cwd}.")
+    return 0
