@@ -351,6 +351,9 @@ def footer_text(result: dict[str, Any]) -> str | None:
     turns = result.get("num_turns")
     if isinstance(turns, int):
         parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
+    steered = result.get("steered")
+    if isinstance(steered, list) and steered:  # messages that joined this answer (↪)
+        parts.append(f"↪ {messages_text(len(steered))} added")
     return " · ".join(parts) if parts else None
 
 

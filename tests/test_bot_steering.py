@@ -30,6 +30,8 @@ def test_a_message_to_a_busy_session_joins_the_answer_which_threads_to_the_first
     # one answer for both, threaded to the first message of the turn, naming the steering one
     assert answer["reply_parameters"]["message_id"] == first["message_id"]
     assert "steered: only the fast ones" in answer["text"]
+    footer = api.wait_for_text(lambda t: t.startswith("$") and "↪ 1 message added" in t, chat_id=USER)
+    assert footer["disable_notification"]
     sup.wait_consumer("telegram-bot")
     assert not [t for t in api.texts(USER) if t.startswith("echo: only the fast ones")]
     assert steering["message_id"] != first["message_id"]
