@@ -247,6 +247,19 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await context.bot.send_message(chat, f"📎 {problem}.")
 
 
+async def on_queue(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/queue <text>``: a message that waits for the answer Claude is writing to end and
+    gets one of its own (whatever ``[telegram] while_busy`` says)."""
+    message = update.effective_message
+    assert message is not None and update.effective_chat is not None
+    text = (message.text or "").partition(" ")[2].strip()
+    if not text:
+        await context.bot.send_message(update.effective_chat.id, "Usage: /queue <text> (it waits for Claude's"
+                                       " current answer to end, then gets its own)")
+        return
+    await forward(update, context, text, None, queue=True)
+
+
 async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The user chose a fresh conversation for a session whose old one could not resume."""
     assert update.effective_chat is not None
@@ -518,6 +531,12 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if typed.said is not None:
         await context.bot.send_message(chat, typed.said, reply_to_message_id=message.message_id)
         return
+    if typed.offer is not None and typed.session is not None and core.config.while_busy == "steer":
+        # a tool call waits: the text joins the answer (Claude reads it once the prompt is
+        # answered); the acknowledgement offers it as the reason to deny the call instead
+        await core.link.hold(chat, message.message_id, update.update_id, text)
+        await forward(update, context, text, None, session=typed.session, deny_offer=typed.offer)
+        return
     if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
         await core.link.hold(chat, message.message_id, update.update_id, text)
         await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
@@ -612,31 +631,36 @@ SEND_RETRY_EVERY = 2.0
 
 
 async def forward(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, attachments: list[str] | None,
-                  session: str | None = None) -> None:
+                  session: str | None = None, queue: bool | None = None, deny_offer: str | None = None) -> None:
     """Send the message of ``update`` to ``session`` (by default the chat's active one):
     ``send_to_claude``."""
     assert update.effective_chat is not None
     message = update.effective_message
     await send_to_claude(context, update.effective_chat.id, message.message_id if message is not None else None,
-                         update.update_id, text, attachments, session, update)
+                         update.update_id, text, attachments, session, update, queue, deny_offer)
 
 
 async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_id: int | None, update_id: int,
                          text: str, attachments: list[str] | None, session: str | None = None,
-                         update: Update | None = None) -> None:
+                         update: Update | None = None, queue: bool | None = None,
+                         deny_offer: str | None = None) -> None:
     """Send a message to ``session`` (by default the chat's active one). While the
     supervisor does not answer, the same request (the update's idempotency key) is sent
     again until it does: the user is told it waits, and the message reaches Claude exactly
     once. Later updates wait behind it, so their order is kept; an update is confirmed to
     Telegram only after this returns. With no session yet, the message is kept for the
-    "Create session" button (if its ``update`` is at hand)."""
+    "Create session" button (if its ``update`` is at hand). ``queue``: wait for a turn of
+    its own if Claude is answering (default: as ``[telegram] while_busy`` says);
+    ``deny_offer``: the prompt (token) of a tool call that waits, which the
+    acknowledgement of a steered message offers to deny with its text instead."""
     core = core_of(context)
     key = f"tg:{context.bot.id}:{update_id}"
     told = False
     while True:
         try:
             reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
-                                        message_id=message_id, session=session)
+                                        message_id=message_id, session=session,
+                                        queue=core.config.while_busy == "queue" if queue is None else queue)
             break
         except (RemoteError, ConnectionFailed) as exc:
             if isinstance(exc, hosts.HostUnreachable):  # another machine: kept for it, delaying no one
@@ -661,6 +685,10 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
             await asyncio.sleep(SEND_RETRY_EVERY)
     if reply is None and told:
         reply = commands.Reply(render.SEND_ACCEPTED)
+    if reply is not None and reply.text.startswith(render.STEERED) and deny_offer is not None \
+            and message_id is not None:
+        reply = commands.Reply(reply.text, quiet=True, buttons=[
+            (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{message_id}")])
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and update is None:
         reply = commands.Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
     elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
@@ -934,6 +962,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler("start", on_start))
     app.add_handler(CommandHandler("help", on_help))
     app.add_handler(CommandHandler("get", on_get))
+    app.add_handler(CommandHandler("queue", on_queue))
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
     app.add_handler(CommandHandler(list(daily.COMMANDS), on_daily_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))

@@ -584,9 +584,12 @@ async def cancel(link: Link, active: str, args: list[str]) -> Reply:
 
 async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Reply:
     await link.check_visible(session)  # (a forged button)
-    dropped = " The queued messages were dropped." if drop_queued else ""
+    dropped = ""
     if drop_queued:  # before the interrupt: the keeper takes them in this order
-        await link.request("drop_queued", session=session)
+        kept = (await link.request("drop_queued", session=session)).get("kept") or []
+        dropped = " The queued messages were dropped." + (
+            f" {render.messages_text(len(kept))} that joined the answer {'was' if len(kept) == 1 else 'were'}"
+            f" already with Claude: it reads {'it' if len(kept) == 1 else 'them'} next." if kept else "")
     try:
         result = await link.request("interrupt", session=session)
     except RemoteError as exc:
@@ -644,9 +647,12 @@ def parse_origin(origin: Any) -> tuple[int, int | None, int | None] | None:
 async def send(
     link: Link, chat: int, text: str, attachments: list[str] | None, update_key: str,
     timeout: float | None = None, message_id: int | None = None, session: str | None = None,
+    queue: bool = False,
 ) -> Reply | None:
     """Forward a message to ``session`` (by default the chat's active one); None when
-    there is nothing to say (the answer arrives through the event stream)."""
+    there is nothing to say (the answer arrives through the event stream). While Claude
+    answers there, the message joins that answer (quietly acknowledged), or with ``queue``
+    waits for an answer of its own."""
     active = session or await link.active(chat, timeout)
     if active is None:  # a first message: offer to make a session for it
         return await first_offer(link)
@@ -654,6 +660,8 @@ async def send(
                               "idempotency_key": update_key}
     if attachments:
         fields["attachments"] = attachments
+    if queue:
+        fields["queue"] = True
     sent = await link.request("send", timeout=timeout, **fields)
     if isinstance(sent.get("message_id"), int):
         link.remember(sent["message_id"], fields)
@@ -661,6 +669,8 @@ async def send(
         return Reply(render.waiting_text(active, sent["terminal"]), quiet=True)
     ahead = sent.get("ahead")
     warning = f"💸 {sent['budget_warning']}" if sent.get("budget_warning") else None  # (80 % of a daily cap)
+    if sent.get("steering") and not sent.get("duplicate"):
+        return Reply("\n".join(filter(None, [render.STEERED, warning])), quiet=True)
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
         return Reply("\n".join(filter(None, [render.queued_text(ahead), warning])), quiet=True)
     return Reply(warning, quiet=True) if warning else None

@@ -33,7 +33,11 @@ DEFAULT_API_URL = "https://api.telegram.org"
 #: Bot API servers in the cloud hand out files of at most 20 MB.
 MAX_FILE_BYTES = 20 * 1024 * 1024
 CONFIG_ENV = "SUPERVISORD_CLAUDE_CONFIG"
-TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared", "merge_window")
+TELEGRAM_KEYS = ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared", "merge_window",
+                 "while_busy")
+#: what a message to a session whose turn runs does: "steer" joins that turn (Claude reads
+#: it at its next step), "queue" waits for a turn of its own
+WHILE_BUSY = ("steer", "queue")
 #: how long (seconds) the bot waits for the next part of an album or of a long paste
 DEFAULT_MERGE_WINDOW = 1.5
 MAX_MERGE_WINDOW = 30.0
@@ -63,6 +67,7 @@ class BotConfig:
     merge_window: float = DEFAULT_MERGE_WINDOW
     #: the machines whose supervisors the bot drives: ``local`` and each ``[hosts.NAME]``
     hosts: Mapping[str, Host] = field(default_factory=lambda: {LOCAL_HOST.name: LOCAL_HOST})
+    while_busy: str = "steer"  # one of WHILE_BUSY
 
     @property
     def base_url(self) -> str:
@@ -152,6 +157,9 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     for key in ("footer", "shared"):
         if key in table and not isinstance(table[key], bool):
             raise BotConfigError(f"telegram.{key}: expected true or false")
+    if "while_busy" in table and table["while_busy"] not in WHILE_BUSY:
+        raise BotConfigError(f"telegram.while_busy: expected one of {', '.join(WHILE_BUSY)},"
+                             f" not {table['while_busy']!r}")
     if "merge_window" in table:
         window = table["merge_window"]
         if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= MAX_MERGE_WINDOW:
@@ -189,4 +197,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                      footer=footer, voice_command=values.get("voice_command"), roots=values.get("roots", ()),
                      shared=values.get("shared", False),
                      merge_window=values.get("merge_window", DEFAULT_MERGE_WINDOW),
-                     hosts=values.get("hosts", {LOCAL_HOST.name: LOCAL_HOST}))
+                     hosts=values.get("hosts", {LOCAL_HOST.name: LOCAL_HOST}),
+                     while_busy=values.get("while_busy", "steer"))

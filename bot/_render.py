@@ -36,6 +36,7 @@ Claude Sessions
 /archive <name> - Stop a session and hide it
 /unarchive <name> - Bring an archived session back
 /cancel - Interrupt Claude's current answer
+/queue <text> - Send a message that waits for Claude's current answer to end
 /status - Active session: what Claude does now (waits for you, runs a tool, writes, seems stuck), model, cost
 /usage - Cost of this session, of all yours (and today), and today on the machine
 /get <path> - A file from the session's directory
@@ -58,7 +59,8 @@ Help
 /help - This list
 
 Anything else you send (text, photos, files) goes to the active session; a reply goes to
-the session that wrote the message you reply to.
+the session that wrote the message you reply to. While Claude is answering, what you send
+joins that answer: Claude reads it at its next step (↪); /queue waits instead.
 
 While Claude works you are told, once and quietly, when a question or request of its has
 waited 10 minutes for your answer, and when a turn seems stuck (no output and no CPU for
@@ -71,6 +73,7 @@ MENU: list[tuple[str, str]] = [
     ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
     ("status", "The active session: what Claude does now, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
+    ("queue", "Send a message that waits for the current answer to end: /queue <text>"),
     ("model", "Show or change the model"),
     ("mode", "Show or change what Claude may do without asking"),
     ("timeout", "Set the idle timeout in minutes"),
@@ -336,6 +339,12 @@ def messages_text(n: int) -> str:
     return counted(n, "message")
 
 
+#: the quiet acknowledgement of a message that joined the answer Claude is writing
+STEERED = "↪ Added to the running answer"
+#: under it, while a tool call waits for the user: the text as the reason to deny it
+DENY_INSTEAD_BUTTON = "🚫 Use it to deny the request instead"
+
+
 def queued_text(ahead: int) -> str:
     """What a message sent while Claude is busy is told."""
     return f"⏳ Queued — {ahead} ahead of it." if ahead > 1 else "⏳ Queued — Claude answers it after the current one."
@@ -352,6 +361,9 @@ def footer_text(result: dict[str, Any]) -> str | None:
     turns = result.get("num_turns")
     if isinstance(turns, int):
         parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
+    steered = result.get("steered")
+    if isinstance(steered, list) and steered:  # messages that joined this answer (↪)
+        parts.append(f"↪ {messages_text(len(steered))} added")
     return " · ".join(parts) if parts else None
 
 

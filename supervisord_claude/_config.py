@@ -73,6 +73,8 @@ class TelegramConfig:
     token: str | None = None
     allowed_users: tuple[int, ...] = ()
     api_url: str | None = None
+    #: what a message to a session whose turn runs does: joins the turn, or waits its own
+    while_busy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -304,9 +306,9 @@ def load_toml(path: Path) -> dict[str, Any]:
         tg = _expect(raw, "telegram", dict, "")
         for key in tg:
             if key not in ("token", "allowed_users", "api_url", "footer", "voice_command", "roots", "shared",
-                           "merge_window"):
+                           "merge_window", "while_busy"):
                 raise ConfigError(f"telegram.{key}: unknown key (known: token, allowed_users, api_url, footer,"
-                                  " voice_command, roots, shared, merge_window)")
+                                  " voice_command, roots, shared, merge_window, while_busy)")
         if "roots" in tg:  # the bot's
             _expect(tg, "roots", list, "telegram.")
         if "voice_command" in tg:  # the bot's
@@ -322,7 +324,10 @@ def load_toml(path: Path) -> dict[str, Any]:
                 raise ConfigError("telegram.allowed_users: every item must be an integer user id")
             users = tuple(ids)
         api_url = _expect(tg, "api_url", str, "telegram.") if "api_url" in tg else None
-        out["telegram"] = TelegramConfig(token=token, allowed_users=users, api_url=api_url)
+        while_busy = _expect(tg, "while_busy", str, "telegram.") if "while_busy" in tg else None
+        if while_busy not in (None, *WHILE_BUSY):
+            raise ConfigError(f"telegram.while_busy: expected one of {', '.join(WHILE_BUSY)}, not {while_busy!r}")
+        out["telegram"] = TelegramConfig(token=token, allowed_users=users, api_url=api_url, while_busy=while_busy)
     return out
 
 
@@ -427,6 +432,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
 #: over the file's [telegram] table)
 TELEGRAM_ENV = {"token": "TELEGRAM_BOT_TOKEN", "allowed_users": "TELEGRAM_ALLOWED_USERS",
                 "api_url": "TELEGRAM_API_URL"}
+#: ``[telegram] while_busy``: a message to a busy session steers its turn (the default) or
+#: waits for a turn of its own
+WHILE_BUSY = ("steer", "queue")
 #: what @BotFather hands out: the bot's numeric id, a colon, then the secret
 TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]+")
 
@@ -568,6 +576,7 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("telegram.token", mask(config.telegram.token)),
         ("telegram.allowed_users", ", ".join(map(str, config.telegram.allowed_users)) or "(none: the bot refuses everyone)"),
         ("telegram.api_url", config.telegram.api_url or "(Telegram's)"),
+        ("telegram.while_busy", config.telegram.while_busy or "steer"),
         *((f"hosts.{name}", host.describe()) for name, host in config.hosts.items()),
     ]
     derived = {"store": "state_dir", **{f"hosts.{name}": "hosts" for name in config.hosts}}  # (shown, not set)

@@ -56,9 +56,11 @@ is chosen by words in the user's text:
   otherwise "echo: <text> (history: K earlier messages)"
 
 Environment: FAKE_CLAUDE_IGNORE_SIGTERM=1 ignores SIGTERM; FAKE_CLAUDE_LOG=<file> gets
-one JSON line per start ({event: "start", pid, argv, cwd}) and one per user message read
-({event: "received", pid, text}, written after the message is in the history file, so a
-test that sees it knows Claude has the message). To make timing assumptions in tests fail
+one JSON line per start ({event: "start", pid, argv, cwd}), one per user line read from
+stdin ({event: "inbox", pid, text}), and one per user message taken into the conversation
+({event: "received", pid, text}, or "joined" for one taken mid-turn at a joinpoint;
+written after the message is in the history file, so a test that sees it knows Claude
+has the message). To make timing assumptions in tests fail
 loudly, FAKE_CLAUDE_START_DELAY=<s> delays start-up (before stdin is read) and
 FAKE_CLAUDE_LINE_DELAY=<s> delays every line written to stdout. FAKE_CLAUDE_DELTA_LOG=<file>
 gets "<monotonic time> <session id> <characters of the answer written so far>" after each
@@ -232,6 +234,8 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
                     answers[response.get("request_id")] = response.get("response", {})
                     answered.notify_all()
             elif msg.get("type") == "user":
+                # read (a test that sees this knows a message written mid-turn is here)
+                log_event(event="inbox", text=text_of(msg["message"]["content"])[0])
                 inbox.put(msg)
         inbox.put(None)
 

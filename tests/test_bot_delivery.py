@@ -21,7 +21,7 @@ def test_archive_of_a_busy_session_asks_first_and_says_what_is_dropped(env) -> N
     say(api, "/new alpha", "created")
     api.message(USER, "sleep:60 long")
     sup.wait_received("sleep:60 long")
-    say(api, "second", "⏳ Queued")
+    say(api, "/queue second", "⏳ Queued")
     question = say(api, "/archive alpha", "Archive anyway?")
     assert "stops the answer" in question["text"] and "drops the 1 message waiting" in question["text"]
     assert sup.session("alpha")["state"] == "busy"  # nothing happened yet
@@ -59,11 +59,11 @@ def test_a_dropped_message_is_reported_quietly_under_it_with_a_retry(env) -> Non
     say(api, "/new alpha", "created")
     api.message(USER, "sleep:60 long")
     sup.wait_received("sleep:60 long")
-    say(api, "second", "⏳ Queued")
+    say(api, "/queue second", "⏳ Queued")
     question = say(api, "/cancel", "Stop what?")
     press_button(api, question, "drop")
     notice = api.wait_for_text(lambda t: t.startswith("❌ Message not delivered"), chat_id=USER)
-    second = next(m for m in api.from_users if m.get("text") == "second")
+    second = next(m for m in api.from_users if m.get("text") == "/queue second")
     assert notice["disable_notification"] and notice["reply_parameters"]["message_id"] == second["message_id"]
     press_button(api, notice, "Retry")
     sup.wait_received("second")
@@ -262,7 +262,7 @@ def test_counts_are_worded_for_one(env) -> None:  # noqa: F811
     say(api, "/timeout 1", "Idle timeout set to 1 minute for session 'alpha'.")
     api.message(USER, "sleep:60 long")
     sup.wait_received("sleep:60 long")
-    say(api, "second", "⏳ Queued")
+    say(api, "/queue second", "⏳ Queued")
     say(api, "/cancel", "Claude is answering, and 1 message waits behind it. Stop what?")
 
 

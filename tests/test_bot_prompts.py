@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from bot import _render as render
+
 from .conftest import BotProcess, SupervisorProcess, wait_for
 from .fake_telegram import FakeTelegram
 from .test_bot_app import USER, say
@@ -179,6 +181,7 @@ def test_a_typed_message_answers_the_waiting_question(chat, telegram) -> None:
     answered(telegram, 'answers: {"Pick a colour": "Green, actually"}')
     sup.wait_consumer("telegram-bot")
     assert [e["text"] for e in sup.events("alpha") if e["kind"] == "user"] == ["askq please"]
+    assert not [e for e in sup.events("alpha") if e["kind"] == "steered"]  # an answer, not a steer (#29)
     say(telegram, "and now a message", "echo: and now a message")  # answered: text goes to Claude again
 
 
@@ -269,8 +272,24 @@ def test_text_typed_under_a_plan_is_feedback_and_claude_keeps_planning(chat, tel
     assert user_texts(sup, "alpha") == ["planexit now"]  # not queued as a turn of its own
 
 
-def test_text_typed_under_a_permission_prompt_can_be_the_reason_to_deny_it(chat, telegram) -> None:
+def test_text_typed_under_a_permission_prompt_steers_and_can_be_the_reason_to_deny_it_instead(chat,
+                                                                                             telegram) -> None:
     sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    prompt = say(telegram, "needperm now", "Claude wants to run")
+    ack = say(telegram, "careful with that file", render.STEERED)
+    assert ack["disable_notification"] and [t for t, _ in buttons(ack)] == [render.DENY_INSTEAD_BUTTON]
+    # Claude reads it once the prompt is answered: it waits for Claude, it did not answer the prompt
+    steered = sup.wait_event("alpha", lambda e: e["kind"] == "steered")
+    assert steered["text"] == "careful with that file" and sup.session("alpha")["pending"]
+    telegram.press(USER, button(ack, render.DENY_INSTEAD_BUTTON), ack["message_id"])
+    answered(telegram, "permission: deny (The user denied this: careful with that file)")
+    assert prompt["message_id"] != ack["message_id"]
+
+
+def test_text_typed_under_a_permission_prompt_can_be_the_reason_to_deny_it_while_busy_queue(chat,
+                                                                                             telegram) -> None:
+    sup, _ = chat('[telegram]\nwhile_busy = "queue"\n')
     say(telegram, "/new alpha", "created")
     say(telegram, "needperm now", "Claude wants to run")
     offer = say(telegram, "no, that file is mine", "Is this the reason to deny it")

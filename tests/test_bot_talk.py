@@ -19,8 +19,9 @@ def test_the_menu_lists_every_command_with_a_line(env) -> None:  # noqa: F811
     wait_for(lambda: api.commands, 60, what="setMyCommands")
     names = [name for name, _ in api.commands]
     from bot._commands import COMMANDS
+    from bot._daily import COMMANDS as DAILY
 
-    assert set(COMMANDS) | {"help", "get"} == set(names)
+    assert set(COMMANDS) | set(DAILY) | {"help", "get", "queue"} == set(names)
     assert all(0 < len(text) <= 256 for _, text in api.commands)  # Telegram's limit for a description
 
 
@@ -85,12 +86,12 @@ def test_a_switch_button_works_once(env) -> None:  # noqa: F811
     assert "beta" in say(api, "/status", "Session:")["text"]
 
 
-def test_a_message_sent_while_claude_is_busy_is_acknowledged_quietly(env) -> None:  # noqa: F811
+def test_a_queued_message_sent_while_claude_is_busy_is_acknowledged_quietly(env) -> None:  # noqa: F811
     _, api, _ = env
     say(api, "/new alpha", "created")
     api.message(USER, "sleep:2 first")
-    api.message(USER, "second")
-    api.message(USER, "third")
+    api.message(USER, "/queue second")
+    api.message(USER, "/queue third")
     queued = api.wait_for_text(lambda t: t.startswith("⏳ Queued"), chat_id=USER)
     assert queued["disable_notification"]
     two_ahead = api.wait_for_text(lambda t: t == "⏳ Queued — 2 ahead of it.", chat_id=USER)
@@ -398,7 +399,7 @@ def test_cancel_asks_whether_to_drop_the_queued_messages_too(env) -> None:  # no
     api.message(USER, "sleep:30 long")
     sup.wait_received("sleep:30 long")
     for text in ("second", "third"):
-        api.message(USER, text)
+        api.message(USER, f"/queue {text}")
     api.wait_for_text(lambda t: t == "⏳ Queued — 2 ahead of it.", chat_id=USER)
     asked = say(api, "/cancel", "Stop what?")
     assert asked["text"] == "Claude is answering, and 2 messages wait behind it. Stop what?"
@@ -419,7 +420,7 @@ def test_cancel_can_stop_only_the_answer(env) -> None:  # noqa: F811
     say(api, "/new alpha", "created")
     api.message(USER, "sleep:30 long")
     sup.wait_received("sleep:30 long")
-    api.message(USER, "kept one")
+    api.message(USER, "/queue kept one")
     api.wait_for_text(lambda t: t.startswith("⏳ Queued"), chat_id=USER)
     asked = say(api, "/cancel", "Stop what?")
     api.press(USER, asked["reply_markup"]["inline_keyboard"][0][0]["callback_data"], asked["message_id"])

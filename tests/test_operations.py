@@ -52,6 +52,7 @@ def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path
     assert values["claude_bin"] == "/bin/true"
     assert values["runtime_dir"] == str(tmp_path / "run")
     assert values["telegram.allowed_users"] == "42"
+    assert values["telegram.while_busy"] == "steer"  # (the default: a message joins the running answer)
     assert token not in out.stdout + out.stderr and "masked" in values["telegram.token"]
     assert not (tmp_path / "run").exists()  # a check starts nothing
 
@@ -60,6 +61,7 @@ def test_check_config_prints_the_effective_values_with_the_token_masked(tmp_path
     ("idle_timeout = 'soon'\n", "idle_timeout"),
     ("idel_timeout = 5\n", "idel_timeout"),
     ("[telegram]\nallowed_users = ['me']\n", "telegram.allowed_users"),
+    ("[telegram]\nwhile_busy = 'later'\n", "telegram.while_busy"),
 ])
 @pytest.mark.system  # runs a program
 def test_check_config_names_the_bad_key(tmp_path: Path, content: str, key: str) -> None:

@@ -262,7 +262,7 @@ def test_the_bot_says_plainly_that_a_message_was_not_sent_to_a_full_queue(make_s
     gate = tmp_path / "gate"
     api.message(USER, f"waitfile:{gate} first")
     sup.wait_received(f"waitfile:{gate} first")
-    say(api, "second", "⏳ Queued")
+    say(api, "second", render.STEERED)  # (joins the running answer; Claude has not taken it yet)
     refused = say(api, "third", "Not sent")
     assert refused["text"] == render.QUEUE_FULL
     gate.touch()

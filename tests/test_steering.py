@@ -24,6 +24,12 @@ def send_wait(sup: SupervisorProcess, text: str) -> subprocess.Popen[str]:
                             text=True, env=sup.env)
 
 
+def claude_has(sup: SupervisorProcess, text: str) -> None:
+    """Wait until the fake claude has read a message written to it mid-turn (it is in its
+    input: a join point reached now takes it)."""
+    wait_for(lambda: any(r["text"] == text for r in sup._claude_log("inbox")), what=f"claude to read {text!r}")
+
+
 def busy_turn(sup: SupervisorProcess, gate_name: str = "join") -> tuple[int, object]:
     """A turn that runs until its join point's file exists; (its message id, that path)."""
     gate = sup.base / gate_name
@@ -40,6 +46,7 @@ def test_a_message_while_claude_answers_joins_the_turn_and_send_wait_gets_that_t
     with sup.follow("alpha") as events:
         steered = events.wait_event(lambda e: e["kind"] == "steered", what="the steered message written")
         assert steered["turn"] == first and steered["text"] == "only the fast ones"
+        claude_has(sup, "only the fast ones")
         gate.touch()
         result = events.wait_event(lambda e: e["kind"] == "result", what="the turn's result")
     out, err = waiting.communicate(timeout=60)
@@ -96,6 +103,7 @@ def test_drop_queued_says_which_messages_claude_already_has(supervisor) -> None:
     steered = sup.request("send", session="alpha", text="steers")["message_id"]
     sup.wait_event("alpha", lambda e: e["kind"] == "steered")
     assert sup.request("drop_queued", session="alpha") == {"kept": [steered]}
+    claude_has(sup, "steers")
     gate.touch()
     sup.wait_event("alpha", lambda e: e["kind"] == "result")
     evs = sup.events("alpha")
@@ -110,6 +118,7 @@ def test_an_idempotent_retry_of_a_steered_message_sends_nothing(supervisor) -> N
     one = sup.request("send", session="alpha", text="steer once", idempotency_key="k1")
     again = sup.request("send", session="alpha", text="steer once", idempotency_key="k1")
     assert again["duplicate"] and again["message_id"] == one["message_id"] and not again["steering"]
+    claude_has(sup, "steer once")
     gate.touch()
     sup.wait_event("alpha", lambda e: e["kind"] == "result")
     wait_for(lambda: sup.session("alpha")["state"] == "idle", what="the session idle")
@@ -143,6 +152,7 @@ def test_a_steered_message_survives_a_supervisor_restart_exactly_once(supervisor
     sup.kill9()
     sup.start()
     assert sup.request("drop_queued", session="alpha") == {"kept": [steered]}  # the adopted keeper said so
+    claude_has(sup, "across the restart")
     gate.touch()
     sup.wait_event("alpha", lambda e: e["kind"] == "result")
     evs = sup.events("alpha")
@@ -176,6 +186,7 @@ def test_steered_messages_claude_has_not_taken_count_against_the_queue_limit(mak
     sup.wait_event("alpha", lambda e: e["kind"] == "steered" and e["text"] == "steer two")
     refused = sup.ctl("send", "alpha", "one too many")
     assert refused.returncode == 1 and "(queue_full)" in refused.stderr
+    claude_has(sup, "steer two")
     gate.touch()
     result = sup.wait_event("alpha", lambda e: e["kind"] == "result")
     assert "steered: steer one / steer two" in result["text"] and len(result["steered"]) == 2

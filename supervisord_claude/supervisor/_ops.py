@@ -310,12 +310,14 @@ class Ops:
         return reply
 
     def _turn_runs(self, session: str) -> bool:
-        """Whether a message sent now joins a running turn: the session is answering, and
-        its keeper steers (a keeper of the release before an upgrade queues every message)."""
+        """Whether a message sent now joins a turn: the session is answering, or a message
+        before it waits to begin one (Claude is starting); and its keeper steers (a keeper
+        of the release before an upgrade queues every message)."""
         rec = self.store.get_session(session)
         handle = self.pool.handle_of(session)
-        return rec is not None and rec.state is SessionState.BUSY and handle is not None \
-            and handle.ident is not None and handle.wire_version >= _wire.STEERING_SINCE
+        if rec is None or handle is None or handle.wire_version < _wire.STEERING_SINCE:
+            return False
+        return rec.state is SessionState.BUSY or self.pool.queued(session) > 0
 
     def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
         """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
