@@ -45,7 +45,7 @@ from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
-from ._delivery import Core, delivery_loop, send_reply
+from ._delivery import Core, buttons, delivery_loop, send_reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -445,9 +445,29 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
         return
     with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
-        listing = await commands.sessions(core_of(context).link, chat, [])
+        chosen = (query.data or "").partition(":")[2]
+        listing = await commands.sessions(core_of(context).link, chat, [], showing=chosen)
         [now, *_] = render.markdown_chunks(listing.text)
         await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
+
+
+async def on_sessions_page_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /sessions list's page button: the list shows that page, in place, with its
+    buttons (page buttons work again and again: they only show)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    try:
+        listing = await commands.sessions(core_of(context).link, update.effective_chat.id,
+                                          [(query.data or "").partition(":")[2]])
+    except (RemoteError, ConnectionFailed) as exc:
+        await query.answer(commands.error_reply(exc).text[:190])
+        return
+    await query.answer()
+    [page, *_] = render.markdown_chunks(listing.text)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_text(page.text, entities=[MessageEntity(**e) for e in page.entities],
+                                      reply_markup=await buttons(core_of(context).link,
+                                                                 [[button] for button in listing.buttons]))
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -884,6 +904,7 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler(list(daily.COMMANDS), on_daily_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(CallbackQueryHandler(on_sessions_page_button, pattern=r"^sessions:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_retry_button, pattern=r"^retry:"))

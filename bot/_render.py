@@ -13,7 +13,15 @@ from typing import Any
 import telegramify_markdown
 from telegramify_markdown import converter as _converter
 
-from protocol import MAX_TIMEOUT_MINUTES, MIN_TIMEOUT_MINUTES, TIMEOUT_RANGE_TEXT, idle_note, relative_time
+from protocol import (
+    MAX_TIMEOUT_MINUTES,
+    MIN_TIMEOUT_MINUTES,
+    TIMEOUT_RANGE_TEXT,
+    idle_note,
+    relative_time,
+    turn_cost,
+    usd_text,
+)
 
 MAX_MESSAGE_UTF16 = 4096
 
@@ -21,7 +29,7 @@ HELP_TEXT = f"""\
 Claude Sessions
 /new <name> [dir] [persona] - Create a session (in dir) and make it active
 /switch <name> - Make another session active (the old one keeps running)
-/sessions - List all sessions with status
+/sessions [page] - List all sessions with status
 /timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
 /model [name] - Show or change the model (Claude restarts with its history)
 /mode [ask|accept-edits|plan|bypass] - Show or change what Claude may do without asking
@@ -298,6 +306,15 @@ def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: f
     return "\n".join(session_line(s, active, now) for s in sessions)
 
 
+def page_text(page: int, pages: int, total: int) -> str:
+    """The line under a page of a long list."""
+    return f"Page {page} of {pages} ({total} sessions)"
+
+
+def page_button(page: int, before: bool) -> str:
+    return f"◀ Page {page}" if before else f"Page {page} ▶"
+
+
 def minutes_text(seconds: float) -> str:
     """"1 minute", "15 minutes", "1.5 minutes"."""
     minutes = seconds / 60
@@ -326,8 +343,9 @@ def queued_text(ahead: int) -> str:
 def footer_text(result: dict[str, Any]) -> str | None:
     """A quiet line after a finished turn: what it cost, how long it took, how many turns."""
     parts = []
-    if isinstance(result.get("cost_delta"), (int, float)):
-        parts.append(f"${result['cost_delta']:.4f}")
+    cost = turn_cost(result)  # (the turn's own, as claudectl shows it)
+    if cost is not None:
+        parts.append(usd_text(cost))
     if isinstance(result.get("duration_ms"), (int, float)):
         parts.append(f"{result['duration_ms'] / 1000:.1f} s")
     turns = result.get("num_turns")

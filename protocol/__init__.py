@@ -5,9 +5,20 @@ Public surface only; see ``docs/protocol.md`` for the specification.
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import Client
+from ._client import Client, check_running
 from ._codec import decode, encode, encode_event, encode_events
+from ._costs import CONVERSATION_COST, TURN_COST, conversation_cost, cost_fields, turn_cost, usd_text
 from ._errors import ConnectionFailed, FrameError, ProtocolError, RemoteError, ValidationError
+from ._hosts import (
+    HOST_ENV,
+    LOCAL,
+    LOCAL_HOST,
+    Host,
+    HostConfigError,
+    configured_hosts,
+    host_named,
+    hosts_from_table,
+)
 from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
@@ -44,13 +55,19 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
+from ._ssh import LinkState, SshLink, VersionMismatch
+from ._transport import InProcessClient, InProcessServer
 from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
 
 __all__ = [
     "CONFIG_ENV",
     "CONTROL_SOCKET",
+    "CONVERSATION_COST",
     "HARD_MAX_FRAME_BYTES",
+    "HOST_ENV",
+    "LOCAL",
+    "LOCAL_HOST",
     "LOCK_FILE",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -67,6 +84,7 @@ __all__ = [
     "RUNTIME_DIR_ENV",
     "SESSION_NAME_RULE",
     "TIMEOUT_RANGE_TEXT",
+    "TURN_COST",
     "AsyncClient",
     "Client",
     "ConfigFileError",
@@ -74,6 +92,11 @@ __all__ = [
     "ErrorCode",
     "EventKind",
     "FrameError",
+    "Host",
+    "HostConfigError",
+    "InProcessClient",
+    "InProcessServer",
+    "LinkState",
     "Op",
     "PermissionMode",
     "ProtocolError",
@@ -81,12 +104,18 @@ __all__ = [
     "RemoteError",
     "Request",
     "SessionState",
+    "SshLink",
     "Subscription",
     "ValidationError",
+    "VersionMismatch",
     "__version__",
+    "check_running",
     "configure_logging",
+    "configured_hosts",
     "configured_runtime_dir",
     "control_endpoint",
+    "conversation_cost",
+    "cost_fields",
     "counted",
     "decode",
     "default_config_path",
@@ -94,6 +123,8 @@ __all__ = [
     "encode",
     "encode_event",
     "encode_events",
+    "host_named",
+    "hosts_from_table",
     "idle_note",
     "instance_id",
     "is_session_name",
@@ -103,6 +134,8 @@ __all__ = [
     "runtime_dir_problem",
     "socket_problem",
     "timeout_in_range",
+    "turn_cost",
+    "usd_text",
     "validate_request",
 ]
 

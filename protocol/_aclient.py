@@ -14,11 +14,13 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ._client import Event, _check_running, _configure, _result_of, _socket_path
+from ._client import Event, _configure, _result_of, _socket_path, check_running
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError
-from ._messages import HARD_MAX_FRAME_BYTES, Op
+from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
+from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._paths import control_endpoint
+from ._ssh import LinkState, SshLink, VersionMismatch, bad_version_problem, version_problem
 
 
 class Subscription:
@@ -114,7 +116,12 @@ class Subscription:
 class AsyncClient:
     """An asyncio client: concurrent requests and any number of subscriptions."""
 
-    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0,
+                 host: Host | None = None) -> None:
+        #: ``host``: a machine reached through ssh (its link is redialled while it is
+        #: down; its protocol version is checked at connect); else this machine's
+        self.host = host or LOCAL_HOST
+        self._link: SshLink | None = None
         self.runtime_dir = _socket_path(runtime_dir)
         self.timeout = timeout
         self._ctx: zmq.asyncio.Context | None = None
@@ -141,24 +148,70 @@ class AsyncClient:
         return self._peer_up
 
     async def connect(self, wait: float = 0.0) -> AsyncClient:
-        """Connect; with ``wait`` keep trying that long for the socket to appear."""
+        """Connect; with ``wait`` keep trying that long for the socket (a remote host: its
+        link) to appear."""
         deadline = time.monotonic() + wait
+        if not self.host.is_local:
+            return await self._connect_remote(deadline)
         while True:
             try:
-                _check_running(self.runtime_dir)
+                check_running(self.runtime_dir)
                 break
             except ConnectionFailed:
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(0.1)
+        self._open(control_endpoint(self.runtime_dir))
+        return self
+
+    def _open(self, endpoint: str) -> None:
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         _configure(self._sock)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._sock.connect(control_endpoint(self.runtime_dir))
+        self._sock.connect(endpoint)
         self._reader = asyncio.create_task(self._read_loop())
         self._watcher = asyncio.create_task(self._watch_peer())
+
+    async def _connect_remote(self, deadline: float) -> AsyncClient:
+        """The host's ssh link up (it keeps redialling until ``deadline``), then hello: the
+        remote protocol version must be ours."""
+        if self._link is None:
+            self._link = SshLink(self.host)
+        link = self._link
+        # (a first failure is final only without ``wait``: the link redials with backoff)
+        while link.state is not LinkState.UP:
+            if time.monotonic() >= deadline and (link.failures or time.monotonic() >= deadline + CONNECT_TIMEOUT):
+                why = link.problem or f"host {self.host.name}: no answer through ssh"
+                await self._close_link()
+                raise ConnectionFailed(why)
+            await asyncio.sleep(0.05)
+        self._open(link.endpoint)
+        try:
+            hello = await self.request(Op.HELLO, client="protocol.AsyncClient")
+        except RemoteError as exc:
+            await self.close()
+            if exc.code != ErrorCode.BAD_VERSION:
+                raise
+            raise VersionMismatch(bad_version_problem(self.host, exc)) from None
+        except ConnectionFailed:
+            await self.close()
+            raise
+        problem = version_problem(self.host, hello)
+        if problem is not None:
+            await self.close()
+            raise VersionMismatch(problem)
         return self
+
+    async def _close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await asyncio.to_thread(link.close)
+
+    @property
+    def link(self) -> SshLink | None:
+        """The ssh link of a remote host (its ``state``, ``problem``); None for local."""
+        return self._link
 
     async def _watch_peer(self) -> None:
         assert self._monitor is not None
@@ -167,6 +220,7 @@ class AsyncClient:
             self._peer_up = event == zmq.EVENT_CONNECTED
 
     async def close(self) -> None:
+        await self._close_link()  # first: a closed socket would make it dial again
         for task in (self._reader, self._watcher):
             if task is not None:
                 task.cancel()
@@ -228,6 +282,9 @@ class AsyncClient:
         if self._peer_up is False:
             # it went away (a request now would only wait out its timeout); ZeroMQ
             # reconnects by itself once a supervisor is there again
+            if self._link is not None:
+                raise ConnectionFailed(f"{self._link.problem or f'host {self.host.name} is unreachable'};"
+                                       f" '{op_name}' was not sent")
             raise ConnectionFailed(f"the supervisor is not running; '{op_name}' was not sent")
         req_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

@@ -21,7 +21,8 @@ import zmq
 
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError
-from ._messages import HARD_MAX_FRAME_BYTES, Op
+from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
+from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._paths import (
     CONTROL_SOCKET,
     LOCK_FILE,
@@ -30,6 +31,7 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
+from ._ssh import SshLink, VersionMismatch, bad_version_problem, version_problem
 
 Event = dict[str, Any]
 
@@ -38,7 +40,7 @@ def _socket_path(runtime_dir: Path | str | None) -> Path:
     return Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
 
 
-def _check_running(runtime_dir: Path) -> None:
+def check_running(runtime_dir: Path) -> None:
     # what we send (messages, attachment paths) must reach our own supervisor only
     problem = runtime_dir_problem(runtime_dir) or socket_problem(runtime_dir / CONTROL_SOCKET)
     if problem is not None:
@@ -97,20 +99,55 @@ def _result_of(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 class Client:
-    """A blocking client; fine for scripts and ``claudectl``. Not thread-safe."""
+    """A blocking client; fine for scripts and ``claudectl``. Not thread-safe.
 
-    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0) -> None:
+    ``host``: a machine reached through ssh (``_ssh.SshLink``); its protocol version is
+    checked at connect. Without it, this machine's supervisor on ``runtime_dir``."""
+
+    def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0,
+                 host: Host | None = None) -> None:
+        self.host = host or LOCAL_HOST
         self.runtime_dir = _socket_path(runtime_dir)
-        _check_running(self.runtime_dir)
+        self._link: SshLink | None = None
+        if self.host.is_local:
+            check_running(self.runtime_dir)
+            endpoint = control_endpoint(self.runtime_dir)
+        else:
+            self._link = SshLink(self.host)
+            try:
+                self._link.wait_up(max(timeout, CONNECT_TIMEOUT + 5))
+            except ConnectionFailed:
+                self._link.close()
+                raise
+            endpoint = self._link.endpoint
         self.timeout = timeout
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sock: zmq.Socket[Any] = self._ctx.socket(zmq.DEALER)
         _configure(self._sock)
-        self._sock.connect(control_endpoint(self.runtime_dir))
+        self._sock.connect(endpoint)
         self._ids = itertools.count(1)
         self._events: collections.deque[Event] = collections.deque()
+        if self._link is not None:
+            try:
+                self._check_version()
+            except ConnectionFailed:
+                self.close()
+                raise
+
+    def _check_version(self) -> None:
+        try:
+            hello = self.request(Op.HELLO, client="protocol.Client")
+        except RemoteError as exc:
+            if exc.code != ErrorCode.BAD_VERSION:
+                raise
+            raise VersionMismatch(bad_version_problem(self.host, exc)) from None
+        problem = version_problem(self.host, hello)
+        if problem is not None:
+            raise VersionMismatch(problem)
 
     def close(self) -> None:
+        if self._link is not None:  # first: a closed socket would make it dial again
+            self._link.close()
         self._sock.close(0)
         self._ctx.term()
 
@@ -120,11 +157,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _unanswered(self, what: str) -> ConnectionFailed:
+        """No reply: for a remote host, why its link is down if it is."""
+        if self._link is not None and self._link.problem:
+            return ConnectionFailed(f"{what}: {self._link.problem}")
+        return ConnectionFailed(what)
+
     def _recv(self, timeout: float | None = None) -> dict[str, Any]:
         """Receive and decode the next frame, whatever it is."""
         wait = self.timeout if timeout is None else timeout
         if not self._sock.poll(int(wait * 1000)):
-            raise ConnectionFailed(f"no answer from the supervisor within {wait:.1f}s")
+            raise self._unanswered(f"no answer from the supervisor within {wait:.1f}s")
         return decode(self._sock.recv(), HARD_MAX_FRAME_BYTES)
 
     def request(self, op: Op | str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
@@ -136,7 +179,7 @@ class Client:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ConnectionFailed(f"no reply to '{op_name}' from the supervisor in time")
+                raise self._unanswered(f"no reply to '{op_name}' from the supervisor in time")
             msg = self._recv(remaining)
             if msg.get("type") in ("event", "live"):
                 self._events.append(msg)

@@ -108,6 +108,10 @@ class EventKind(enum.StrEnum):
 
     STATE = "state"  # {state, reason, detail?, idle_for?}
     USER = "user"  # {message_id, text, attachments}: a message was handed to Claude
+    #: {message_id, turn, text, attachments}: written to Claude while the turn of message
+    #: ``turn`` runs (it joins that turn once Claude takes it, else it is the next turn)
+    STEERED = "steered"
+    TAKEN = "taken"  # {message_id, turn}: Claude took a steered message into that turn
     ASSISTANT_TEXT = "assistant_text"  # {text}
     TOOL_USE = "tool_use"  # {id, name, input}
     TOOL_RESULT = "tool_result"  # {tool_use_id, content, is_error}

@@ -9,6 +9,7 @@ import stat
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -39,6 +40,22 @@ class ConfigFileError(Exception):
     """The configuration file cannot be read, or its ``runtime_dir`` is not a string."""
 
 
+def read_config_file(config: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The config file a client reads (``config``, else ``$SUPERVISORD_CLAUDE_CONFIG``,
+    else the default one) and its tables; empty if the default one does not exist.
+    Raises ConfigFileError."""
+    explicit = config or os.environ.get(CONFIG_ENV)
+    path = Path(explicit).expanduser() if explicit else default_config_path()
+    try:
+        return path, tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigFileError(f"config file {path} does not exist") from None
+        return path, {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"config file {path} cannot be read: {exc}") from None
+
+
 def configured_runtime_dir(option: str | None, config: str | None = None) -> Path:
     """The runtime dir as every program picks it: the option, else
     ``$SUPERVISORD_CLAUDE_RUNTIME_DIR``, else ``runtime_dir`` of the config file (``config``,
@@ -48,16 +65,7 @@ def configured_runtime_dir(option: str | None, config: str | None = None) -> Pat
         return Path(option).expanduser().absolute()
     if os.environ.get(RUNTIME_DIR_ENV):
         return Path(os.environ[RUNTIME_DIR_ENV]).expanduser().absolute()
-    explicit = config or os.environ.get(CONFIG_ENV)
-    path = Path(explicit).expanduser() if explicit else default_config_path()
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigFileError(f"config file {path} does not exist") from None
-        raw = {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigFileError(f"config file {path} cannot be read: {exc}") from None
+    path, raw = read_config_file(config)
     value = raw.get("runtime_dir")
     if value is None:
         return default_runtime_dir()

@@ -215,6 +215,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "attachments": (attachments, False),
         "origin": (short_text, False),
         "idempotency_key": (short_text, False),
+        "queue": (boolean, False),
     },
     Op.INTERRUPT: {"session": (session_name, True)},
     Op.DROP_QUEUED: {"session": (session_name, True)},

@@ -21,7 +21,15 @@ from typing import Any
 
 import platformdirs
 
-from protocol import PermissionMode, default_config_path, default_runtime_dir
+from protocol import (
+    LOCAL_HOST,
+    Host,
+    HostConfigError,
+    PermissionMode,
+    default_config_path,
+    default_runtime_dir,
+    hosts_from_table,
+)
 
 from ._errors import ConfigError
 
@@ -47,7 +55,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 #: process tree used less than this share of a CPU is stalled; a prompt unanswered this
 #: long gets one reminder (0 turns either off)
 DEFAULT_STALL_AFTER = 300.0
-DEFAULT_STALL_CPU_PERCENT = 2.0
+DEFAULT_STALL_CPU_PERCENT = 5.0
 DEFAULT_REMIND_AFTER = 600.0
 
 log = logging.getLogger("supervisord_claude")
@@ -110,6 +118,8 @@ class Config:
     #: a permission request or question unanswered this long gets one reminder (0: never)
     remind_after: float = DEFAULT_REMIND_AFTER
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    #: the machines clients reach: ``local`` (this one) and each ``[hosts.NAME]`` (ssh)
+    hosts: Mapping[str, Host] = field(default_factory=lambda: {LOCAL_HOST.name: LOCAL_HOST})
     config_path: Path | None = None
     #: key -> where its value came from: "flag --x", "environment NAME", "file", "default"
     origins: Mapping[str, str] = field(default_factory=dict)
@@ -165,6 +175,7 @@ _TOP_KEYS = {
     "remind_after",
     "personas",
     "telegram",
+    "hosts",
 }
 
 
@@ -270,6 +281,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value <= 0:
             raise ConfigError("permission_timeout: must be a positive number of seconds")
         out["permission_timeout"] = float(value)
+    if "hosts" in raw:
+        try:  # (one reading for every program: protocol._hosts)
+            out["hosts"] = hosts_from_table(raw["hosts"], str(path))
+        except HostConfigError as exc:
+            raise ConfigError(str(exc)) from None
     personas: dict[str, Persona] = {}
     for name, table in _expect(raw, "personas", dict, "").items() if "personas" in raw else []:
         where = f"personas.{name}."
@@ -401,6 +417,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         stall_cpu_percent=file_value("stall_cpu_percent", DEFAULT_STALL_CPU_PERCENT),
         remind_after=file_value("remind_after", DEFAULT_REMIND_AFTER),
         telegram=file_values.get("telegram", TelegramConfig()),
+        hosts=file_value("hosts", {LOCAL_HOST.name: LOCAL_HOST}),
         config_path=config_path if file_values else None,
     )
     return _with_telegram_environment(config, file_values.get("telegram", TelegramConfig()), env, origins)
@@ -478,6 +495,7 @@ COMMANDS = {
     "run": "run the supervisor in the foreground (the default)",
     "check-config": "validate the configuration and print the effective values (secrets masked)",
     "install-units": "write systemd user units for the supervisor and the bot",
+    "dial-stdio": "relay stdin/stdout to this machine's control socket (what clients elsewhere run over ssh)",
 }
 
 
@@ -491,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n".join(f"  {name:38} {text}" for name, text in ENVIRONMENT.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="run", choices=list(COMMANDS), metavar="COMMAND",
-                        help="run (default), check-config, install-units")
+                        help="run (default), check-config, install-units, dial-stdio")
     add_arguments(parser)
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, one line per record")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
@@ -550,6 +568,7 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("telegram.token", mask(config.telegram.token)),
         ("telegram.allowed_users", ", ".join(map(str, config.telegram.allowed_users)) or "(none: the bot refuses everyone)"),
         ("telegram.api_url", config.telegram.api_url or "(Telegram's)"),
+        *((f"hosts.{name}", host.describe()) for name, host in config.hosts.items()),
     ]
-    derived = {"store": "state_dir"}  # (shown, not set)
+    derived = {"store": "state_dir", **{f"hosts.{name}": "hosts" for name in config.hosts}}  # (shown, not set)
     return [(key, value, config.origins.get(derived.get(key, key), "")) for key, value in lines]

@@ -42,6 +42,12 @@ is chosen by words in the user's text:
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
             the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)";
             with "planmd" the plan is written in Markdown (a heading, bold, code)
+  joinpoint:P  a model request in the middle of the turn, once the file P exists: messages
+            written meanwhile join this turn (echoed, with --replay-user-messages, and
+            answered in it: " | steered: <text>"), as the CLI does after a tool result;
+            messages written after it wait for the next turn. Without it, a message written
+            during a turn is the next turn. With --replay-user-messages every user message
+            is echoed (``isReplay``, the ``uuid`` it was written with) when it is taken
   bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
             began (as the CLI does when a background task ends): "follow-up: …"
   showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
@@ -249,6 +255,28 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
         emit({"type": "system", "subtype": "init", "session_id": session_id, "model": model,
               "cwd": os.getcwd(), "tools": ["Bash", "Read", "AskUserQuestion", "ExitPlanMode"],
               "permissionMode": mode})
+        replay = "--replay-user-messages" in argv
+        if replay:
+            emit({**msg, "isReplay": True})
+        joined: list[str] = []
+        join_gate = re.search(r"joinpoint:(\S+)", text)
+        if join_gate:  # the model request after a tool: what was written meanwhile joins the turn
+            while not os.path.exists(join_gate.group(1)) and not interrupted.wait(0.05):
+                pass
+            while True:
+                try:
+                    steered = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if steered is None:
+                    inbox.put(None)
+                    break
+                if replay:
+                    emit({**steered, "isReplay": True})
+                joined.append(text_of(steered["message"]["content"])[0])
+                with hist.open("a") as f:
+                    f.write(json.dumps({"role": "user", "text": joined[-1]}) + "\n")
+                log_event(event="joined", text=joined[-1])
         turns += 1
         cost += 0.001
         # atomically: a kill -9 mid-write must not leave an empty file (as the CLI's own
@@ -475,6 +503,8 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
             answer = (para * (size // (2 * len(para)) + 1))[: size // 2] + "\n\n" + body
         else:
             answer = f"echo: {text} (history: {earlier} earlier messages; model {model})"
+            if joined:
+                answer += " | steered: " + " / ".join(joined)
             if images:
                 answer += f" [images: {images}]"
             if "showfiles" in text:

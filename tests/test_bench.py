@@ -27,6 +27,8 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
                 "events_per_s", "bare_lines_per_s", "bare_orjson_lines_per_s", "tg_lag_p50_ms", "tg_lag_p99_ms",
                 "real_ours_ms", "resume_ours_ms", "resume_bare_ms"):
         assert figures[key] > 0, key
+    if Path("/usr/sbin/sshd").exists():  # (the ssh round trip needs a real sshd: scripts/test installs it)
+        assert figures["ssh_rt_us"] > 0 and figures["ssh_direct_rt_us"] > 0 and figures["ssh_connect_ms"] > 0
     assert [row["sessions"] for row in figures["scaling"]] == [10]
     assert all(row["rss_mib"] > 0 and row["events_per_s"] > 0 for row in figures["scaling"])
     assert [row["events"] for row in figures["eventlog"]] == [10_000]

@@ -16,24 +16,31 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from protocol import (
     CONFIG_ENV,
+    HOST_ENV,
+    LOCAL,
     RUNTIME_DIR_ENV,
     TIMEOUT_RANGE_TEXT,
     Client,
     ConfigFileError,
     ConnectionFailed,
+    Host,
     PermissionMode,
     ProtocolError,
     RemoteError,
     SessionState,
+    VersionMismatch,
     __version__,
+    configured_hosts,
     configured_runtime_dir,
+    host_named,
     idle_note,
     relative_time,
+    turn_cost,
+    usd_text,
 )
 
 from ._attach import cmd_attach, cmd_conversations
@@ -52,11 +59,17 @@ def render_event(event: dict[str, Any]) -> str:
     """One line (or block) of human output for an event."""
     kind = event.get("kind")
     head = f"[{event.get('session')} #{event.get('seq')}]"
+    if event.get("from") == "terminal":  # said in Claude Code's own terminal UI (claudectl attach)
+        head += " 📟"
     if kind == "state":
         extra = idle_note(event.get("idle_for"))
         return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"
     if kind == "user":
         return f"{head} > {event.get('text')}"
+    if kind == "steered":
+        return f"{head} >> {event.get('text')} (sent while message {event.get('turn')} was answered)"
+    if kind == "taken":
+        return f"{head} message {event.get('message_id')} joined the turn of message {event.get('turn')}"
     if kind == "assistant_text":
         return f"{head} {event.get('text')}"
     if kind == "tool_use":
@@ -67,9 +80,9 @@ def render_event(event: dict[str, Any]) -> str:
         shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         return f"{head} tool result: {shown[:200]}"
     if kind == "result":
-        cost = event.get("cost_usd")
         status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
-        return f"{head} {status} in {event.get('duration_ms')} ms, cost ${cost or 0:.4f}"
+        # the turn's own cost, as the bot shows it (cost_usd is the conversation's total)
+        return f"{head} {status} in {event.get('duration_ms')} ms, cost {usd_text(turn_cost(event))}"
     if kind == "message_failed":
         return f"{head} message {event.get('message_id')} not delivered: {event.get('reason')}"
     if kind == "error":
@@ -307,6 +320,10 @@ def supervisor_text(info: dict[str, Any]) -> str:
     pending = info.get("pending_permissions") or []
     lines.append(f"waiting for an answer: {len(pending)}" + (
         " (" + ", ".join(f"{p['session']}: {p['tool_name']}" for p in pending) + ")" if pending else ""))
+    turns = info.get("turns")
+    if turns is not None:  # (what each running turn does: the watcher's)
+        lines.append(f"running turns: {len(turns)}" + (
+            " (" + ", ".join(f"{t['session']}: {activity_brief(t)}" for t in turns) + ")" if turns else ""))
     clients = info.get("clients") or []
     described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
                  f" {c['unacked']} unacked)" for c in clients]
@@ -336,25 +353,67 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     sessions = client.request("list", all=args.all)["sessions"]
-    rows = [("", "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE", "COST")]
-    rows += [(session_dot(s), s["name"], shown_state(s) + (f" ({activity_brief(s['activity'])})"
-                                                            if s.get("activity") else ""),
-              s.get("mode") or "ask", s["persona"] or "default",
-              s.get("model") or "default", relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}")
-             for s in sessions]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = sessions_table(sessions)
     _print(args, sessions, table if sessions else "No sessions.")
     return 0
 
 
+def sessions_table(sessions: list[dict[str, Any]], host_column: bool = False) -> str:
+    rows = [("", *(("HOST",) if host_column else ()), "NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST ACTIVE",
+             "COST")]
+    rows += [(session_dot(s), *((s["host"],) if host_column else ()), s["name"],
+              shown_state(s) + (f" ({activity_brief(s['activity'])})" if s.get("activity") else ""),
+              s.get("mode") or "ask", s["persona"] or "default", s.get("model") or "default",
+              relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}") for s in sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def ls_all_hosts(args: argparse.Namespace, hosts: dict[str, Host]) -> int:
+    """``ls --all-hosts``: every host's sessions, asked at once (a host that is down costs
+    its own line, not the others' time); an unreachable host is one line saying why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sessions_of(host: Host) -> list[dict[str, Any]]:
+        with Client(args.runtime_dir, host=host, timeout=min(CONNECT_TIMEOUT, args.timeout)) as client:
+            return list(client.request("list", all=args.all)["sessions"])
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        futures = {name: pool.submit(sessions_of, host) for name, host in hosts.items()}
+    sessions: list[dict[str, Any]] = []
+    down: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            sessions += [{**s, "host": name} for s in future.result()]
+        except ProtocolError as exc:
+            down[name] = exc.message if isinstance(exc, RemoteError) else str(exc)
+    sessions.sort(key=lambda s: -(s.get("last_active") or 0))
+    lines = [sessions_table(sessions, host_column=True)] if sessions else ["No sessions."]
+    lines += [f"{name}: unreachable: {why}" for name, why in down.items()]
+    _print(args, {"sessions": sessions, "unreachable": down}, "\n".join(lines))
+    return 0
+
+
+def local_path(args: argparse.Namespace, path: str, what: str) -> str:
+    """A path as the supervisor must get it: this machine's, made absolute from where
+    claudectl runs (the supervisor has its own working directory); on a remote host, a
+    path there, which must be absolute already (ours means nothing there)."""
+    if args.on_host.is_local:
+        return os.path.abspath(os.path.expanduser(path))
+    if not path.startswith("/"):
+        raise UsageError(f"{what} {path!r}: on host {args.on_host.name} give an absolute path (a directory"
+                         " there)")
+    return path
+
+
+class UsageError(Exception):
+    """A command that cannot be carried out as given (exit 2)."""
+
+
 def cmd_new(client: Client, args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode", "conversation", "force")
-              if getattr(args, k, None)}
-    if "conversation" in fields and "cwd" not in fields:  # a conversation of the directory we are in
-        fields["cwd"] = os.getcwd()
-    if "cwd" in fields:  # the supervisor has its own working directory: resolve against ours
-        fields["cwd"] = os.path.abspath(os.path.expanduser(fields["cwd"]))
+    fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode") if getattr(args, k)}
+    if "cwd" in fields:
+        fields["cwd"] = local_path(args, fields["cwd"], "--cwd")
     info = client.request("create", session=args.name, **fields)
     continues = f", continuing conversation {info['session_id']}" if "conversation" in fields else ""
     _print(args, info, f"created session '{info['name']}' in {info['cwd']}{continues}")
@@ -364,7 +423,7 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
 def cmd_cd(client: Client, args: argparse.Namespace) -> int:
     """Move a session to another directory (``set_cwd``): Claude starts a fresh conversation
     there, as it keeps one per directory."""
-    cwd = os.path.abspath(os.path.expanduser(args.dir))  # (ours, not the supervisor's, relative)
+    cwd = local_path(args, args.dir, "DIR")
     info = client.request("set_cwd", session=args.name, cwd=cwd)
     _print(args, info, f"session '{args.name}' moved to {info['cwd']}; its next message starts a fresh conversation")
     return 0
@@ -372,9 +431,14 @@ def cmd_cd(client: Client, args: argparse.Namespace) -> int:
 
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"session": args.name, "text": args.text}
+    if args.attach and not args.on_host.is_local:
+        raise UsageError(f"--attach: the supervisor on {args.on_host.name} reads attachments from its own disk;"
+                         " attaching a file of this machine to a remote session is not supported yet")
     if args.attach:
         # the file a link points to: the supervisor takes no link (it could be swapped)
         fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
+    if args.queue:
+        fields["queue"] = True
     return fields
 
 
@@ -398,7 +462,7 @@ def print_live(shown: str, event: dict[str, Any]) -> str:
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
     from protocol import AsyncClient  # (asyncio only for the commands that wait)
 
-    async with AsyncClient(client_dir) as client:
+    async with AsyncClient(client_dir, host=args.on_host) as client:
         status = await client.request("status", session=args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
         sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
@@ -406,6 +470,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         message_id = sent["message_id"]
         if sent.get("terminal") and not args.json:
             print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
+        # the turn that answers it: its own, or the running one it joined (steered, taken)
+        turn = message_id
         deadline = time.monotonic() + timeout
         streamed = ""  # what of the answer has been printed as it was written
         while True:
@@ -415,18 +481,28 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                       " will be answered (claudectl tail shows it)", file=sys.stderr)
                 return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
-                if event.get("message_id") == message_id:
+                if event.get("message_id") == turn:
                     streamed = print_live(streamed, event)
                 continue
+            if event.get("kind") == "taken" and event.get("message_id") == message_id \
+                    and isinstance(event.get("turn"), int):
+                turn = event["turn"]
+                if not args.json:
+                    print(f"claudectl: Claude took the message into the running turn (message {turn})",
+                          file=sys.stderr, flush=True)
             await sub.ack(event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
                 print(f"Resuming session{idle_note(event.get('idle_for'))}...", file=sys.stderr)
-            if event.get("message_id") != message_id:
+            if event.get("message_id") != turn and event.get("kind") != "message_failed":
+                continue
+            if event.get("kind") == "message_failed" and event.get("message_id") not in (message_id, turn):
                 continue
             if event.get("kind") == "permission_request" and not args.json:
                 print(request_text(event), file=sys.stderr, flush=True)
+            if event.get("kind") in ("reminder", "stalled") and not args.json:  # (the watcher's: once each)
+                print(f"claudectl: {render_event(event)}", file=sys.stderr, flush=True)
             if event.get("kind") == "assistant_text" and streamed:
                 print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
                       "\n" + event["text"], end="", flush=True)
@@ -444,7 +520,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                     return 1
                 return 0
             if event.get("kind") == "message_failed":
-                print(f"claudectl: message not delivered: {event.get('reason')}", file=sys.stderr)
+                what = "message" if event.get("message_id") == message_id else "the turn it joined was"
+                print(f"claudectl: {what} not delivered: {event.get('reason')}", file=sys.stderr)
                 return 1
 
 
@@ -475,7 +552,8 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
     note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
-    _print(args, result, f"queued message {result['message_id']}{note}")
+    _print(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
+                          else f"queued message {result['message_id']}") + note)
     return 0
 
 
@@ -496,7 +574,7 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
         return 0
     from protocol import AsyncClient
 
-    async with AsyncClient(args.runtime_dir) as client:
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after=after, live=stream)
         shown: dict[Any, str] = {}
@@ -790,8 +868,8 @@ def add_daily_parsers(sub: Any) -> None:
 def cmd_backup(client: Client, args: argparse.Namespace) -> int:
     """A consistent copy of the supervisor's store (SQLite's online backup, made by the
     supervisor while it runs), at FILE."""
-    target = Path(args.file).expanduser().absolute()
-    result = client.request("backup", path=str(target), force=args.force)
+    target = local_path(args, args.file, "backup FILE")  # (with --host: a file on that machine)
+    result = client.request("backup", path=target, force=args.force)
     _print(args, result, f"backed up the store to {result['path']} ({result['bytes'] / 2**20:.1f} MiB,"
                          f" {result['sessions']} sessions)")
     return 0
@@ -837,7 +915,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="claudectl", description="Control supervisord-claude sessions",
         epilog=f"environment:\n  {RUNTIME_DIR_ENV:32} the runtime dir (under --runtime-dir, over the config file's)"
-               f"\n  {CONFIG_ENV:32} the config file (under --config); only its runtime_dir is read",
+               f"\n  {CONFIG_ENV:32} the config file (under --config); its runtime_dir and [hosts.*] are read"
+               f"\n  {HOST_ENV:32} the host (under --host): local, or a [hosts.NAME] of the config file",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"claudectl {__version__}")
     add_global_options(p)
@@ -848,6 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
     s = sub.add_parser("ls", help="list sessions, most recently active first")
     s.add_argument("--all", action="store_true", help="include archived sessions")
+    s.add_argument("--all-hosts", action="store_true", help="every configured host's sessions, with a HOST column")
     s.set_defaults(func=cmd_ls)
     s = sub.add_parser("new", help="create a session")
     s.add_argument("name")
@@ -878,6 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
     s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
+    s.add_argument("--queue", action="store_true",
+                   help="if Claude is answering, wait for a turn of its own (by default the message joins the"
+                        " running turn: Claude reads it at its next step)")
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
@@ -961,6 +1044,9 @@ def add_global_options(p: argparse.ArgumentParser, default: Any = None) -> None:
                         " else the default: as the supervisor)")
     p.add_argument("--config", default=default,
                    help=f"the config file whose runtime_dir is used (else ${CONFIG_ENV}, else the default one)")
+    p.add_argument("--host", default=default,
+                   help=f"the machine whose supervisor to talk to: local (default) or a [hosts.NAME] of the config"
+                        f" file, reached through ssh (else ${HOST_ENV})")
     p.add_argument("--json", action="store_true", default=False if default is None else default,
                    help="machine-readable output (errors as JSON on stderr)")
     p.add_argument("--timeout", type=float, default=600.0 if default is None else default,
@@ -989,11 +1075,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:  # (every program picks the runtime dir the same way: protocol.configured_runtime_dir)
         args.runtime_dir = configured_runtime_dir(args.runtime_dir, args.config)
+        hosts = configured_hosts(args.config)
+        args.on_host = host_named(hosts, args.host or os.environ.get(HOST_ENV) or LOCAL)
     except ConfigFileError as exc:
         return fail(args, str(exc), "config")
+    if getattr(args, "all_hosts", False):
+        return ls_all_hosts(args, hosts)
     try:
-        # (--timeout bounds every wait, the connection's too)
-        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout))
+        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
+    except VersionMismatch as exc:
+        return fail(args, str(exc), "version")
     except ConnectionFailed as exc:
         return fail(args, str(exc), "connection")
     try:
@@ -1002,6 +1093,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except RemoteError as exc:
         return fail(args, exc.message, exc.code)
+    except UsageError as exc:
+        fail(args, str(exc), "usage")
+        return 2
     except ProtocolError as exc:
         return fail(args, str(exc), "protocol")
     except KeyboardInterrupt:

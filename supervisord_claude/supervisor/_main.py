@@ -20,6 +20,10 @@ from . import _units
 
 def main(argv: list[str] | None = None) -> int:
     args = _config.build_parser().parse_args(argv)
+    if args.command == "dial-stdio":  # (stdout is the link: nothing else may be written there)
+        from .. import _dial_stdio
+
+        return _dial_stdio.main(args.runtime_dir, args.config)
     if args.log_format:  # keepers, forked later, log the same way
         os.environ[LOG_FORMAT_ENV] = args.log_format
     if args.log_level:

@@ -167,6 +167,8 @@ class Ops:
             "clients": self.hub.clients(),
             "memory": self.pool.system.memory(os.getpid()),
             "limits": {name: use for source in self.limit_sources for name, use in source().items()},
+            "turns": [{"session": name, **activity} for name in sorted(self.pool.handles)
+                      if (activity := self.activity_of(name)) is not None],
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
@@ -266,7 +268,7 @@ class Ops:
                           f" (claudectl drop-queued {session})")
 
     def op_send(self, ident: bytes, session: str, text: str, attachments: list[str] | None = None,
-                origin: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+                origin: str | None = None, idempotency_key: str | None = None, queue: bool = False) -> dict[str, Any]:
         rec = self._session(session)
         files = attachments or []
         if not text.strip() and not files:
@@ -274,7 +276,7 @@ class Ops:
         known = self.store.message_by_key(session, idempotency_key) if idempotency_key is not None else None
         if known is not None:  # a retry of a message it has: its answer, whatever the queue holds now
             return {"message_id": known, "seq": rec.last_seq, "state": rec.state.value, "duplicate": True,
-                    "ahead": 0}
+                    "ahead": 0, "steering": False}
         self._check_queue_room(session, 0)  # (before anything is copied)
         self.pool.budgets.check(session)  # past a daily cap no new turn starts
         taken = self.pool.attachments.take(session, files)
@@ -285,25 +287,35 @@ class Ops:
         except BaseException:
             taken.discard()
             raise
+        steering = created and not queue and self._turn_runs(session)
         if created:
             self.pool.attachments.hold(message_id, taken)
-            self.pool.enqueue(session, message_id, size)
+            self.pool.enqueue(session, message_id, size, own_turn=queue)
         else:
             taken.discard()
         # messages of this session that Claude answers before this one: those not handed to
-        # it yet (this one among them), and the one it is answering
+        # it yet (this one among them), and the one it is answering; none for a message that
+        # joins the running turn
         ahead = 0
-        if created:
+        if created and not steering:
             answering = self.store.get_session(session)
             ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
         reply: dict[str, Any] = {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value,
-                                 "duplicate": not created, "ahead": ahead}
+                                 "duplicate": not created, "ahead": ahead, "steering": steering}
         warning = self.pool.budgets.warning(session) if created else None
         if warning:
             reply["budget_warning"] = warning
         if self.terminals.holds(session):  # kept: answered once the terminal closes
             reply["terminal"] = self._terminal(session)
         return reply
+
+    def _turn_runs(self, session: str) -> bool:
+        """Whether a message sent now joins a running turn: the session is answering, and
+        its keeper steers (a keeper of the release before an upgrade queues every message)."""
+        rec = self.store.get_session(session)
+        handle = self.pool.handle_of(session)
+        return rec is not None and rec.state is SessionState.BUSY and handle is not None \
+            and handle.ident is not None and handle.wire_version >= _wire.STEERING_SINCE
 
     def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
         """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
@@ -327,7 +339,9 @@ class Ops:
         self.events.fail_messages(session, waiting, DROPPED)
         # those the keeper holds: it reports each one itself (a message_failed event)
         self.pool.command(session, _wire.DropQueued())
-        return {}
+        # those Claude already has in its input (steered, not taken yet) cannot be dropped:
+        # they join the running turn, or are its next
+        return {"kept": self.pool.steered(session)}
 
     def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)

@@ -1,0 +1,168 @@
+"""Hosts: the machines whose supervisors a client can reach, as the config file names them.
+
+``local`` is this machine (its supervisor's control socket); every other host is a
+``[hosts.NAME]`` table reached through the user's own OpenSSH (``_ssh``): ``ssh`` the
+destination (``user@host``, a ``~/.ssh/config`` alias, or ``ssh://[user@]host[:port]``),
+``command`` the remote ``supervisord-claude`` (default: the one on the remote PATH, run
+by the remote user's shell as written), ``runtime_dir`` the remote supervisor's runtime
+dir (default: the remote's own). Shared by the supervisor (``check-config``), claudectl
+and the bot, so all three read the table the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._paths import ConfigFileError, read_config_file
+
+#: the name of this machine's supervisor; it needs no table
+LOCAL = "local"
+#: the environment variable naming the host claudectl talks to (under ``--host``)
+HOST_ENV = "SUPERVISORD_CLAUDE_HOST"
+HOST_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}"
+_HOST_NAME_RE = re.compile(rf"\A{HOST_NAME_PATTERN}\Z")
+DEFAULT_REMOTE_COMMAND = "supervisord-claude"
+#: ssh keepalives: a link that answers none of 3 probes 15 s apart is dropped and redialled
+SERVER_ALIVE_INTERVAL = 15
+SERVER_ALIVE_COUNT = 3
+CONNECT_TIMEOUT = 15
+_HOST_KEYS = ("ssh", "command", "runtime_dir")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine with a supervisor. ``destination`` is None for ``local``."""
+
+    name: str
+    destination: str | None = None
+    port: int | None = None
+    #: the remote ``supervisord-claude``, a command line for the remote user's shell
+    command: str = DEFAULT_REMOTE_COMMAND
+    runtime_dir: str | None = None
+    #: the ``ssh`` value as written in the config file
+    ssh: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.destination is None
+
+    def remote_command(self) -> str:
+        """What ssh asks the remote shell to run: ``command dial-stdio [--runtime-dir DIR]``.
+        ``command`` is the user's own, taken as written (``~/.local/bin/…`` works); what we
+        add is quoted."""
+        words = [self.command, "dial-stdio"]
+        if self.runtime_dir:
+            words += ["--runtime-dir", shlex.quote(self.runtime_dir)]
+        return " ".join(words)
+
+    def ssh_argv(self, ssh: str = "ssh") -> list[str]:
+        """The ssh command line, an argv (no local shell): never prompts (BatchMode),
+        keepalives, the destination after ``--`` so it can never be taken for an option."""
+        assert self.destination is not None, "the local host is not reached through ssh"
+        argv = [ssh, "-o", "BatchMode=yes", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+                "-o", f"ServerAliveCountMax={SERVER_ALIVE_COUNT}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+                "-T", "-e", "none"]
+        if self.port is not None:
+            argv += ["-p", str(self.port)]
+        return [*argv, "--", self.destination, self.remote_command()]
+
+    def describe(self) -> str:
+        """Where the host is, e.g. "ssh me@gpu, runtime_dir /run/x" (not its name)."""
+        if self.is_local:
+            return "this machine"
+        extra = "" if self.command == DEFAULT_REMOTE_COMMAND else f", command {self.command}"
+        extra += f", runtime_dir {self.runtime_dir}" if self.runtime_dir else ""
+        return f"ssh {self.ssh}{extra}"
+
+
+LOCAL_HOST = Host(LOCAL)
+
+
+class HostConfigError(ConfigFileError):
+    """A ``[hosts.NAME]`` table is not valid; the message names the key."""
+
+
+def parse_destination(value: str, where: str) -> tuple[str, int | None]:
+    """``(destination, port)`` of an ``ssh`` value; ``HostConfigError`` if it is not one.
+
+    A destination starting with ``-`` would be an ssh option (CVE-2017-1000117 in git):
+    refused, and the argv puts ``--`` before it as well."""
+    if value.startswith("-"):
+        raise HostConfigError(f"{where}: {value!r} starts with '-' (ssh would take it for an option)")
+    if not value or value != value.strip() or any(ch.isspace() or ord(ch) < 32 or ch == "\x7f" for ch in value):
+        raise HostConfigError(f"{where}: {value!r} is not an ssh destination (no spaces or control characters)")
+    if "://" not in value:
+        return value, None
+    url = urllib.parse.urlsplit(value)
+    if url.scheme != "ssh":
+        raise HostConfigError(f"{where}: {value!r}: only ssh:// URLs are understood")
+    try:
+        port = url.port
+    except ValueError:
+        raise HostConfigError(f"{where}: {value!r} has no valid port (1-65535)") from None
+    if not url.hostname or url.path not in ("", "/") or url.query or url.fragment or url.password:
+        raise HostConfigError(f"{where}: {value!r} is not ssh://[user@]host[:port]")
+    host = url.hostname
+    if host.startswith("-") or (url.username or "").startswith("-"):
+        raise HostConfigError(f"{where}: {value!r}: a user or host starting with '-' is refused")
+    if port == 0:
+        raise HostConfigError(f"{where}: {value!r} has no valid port (1-65535)")
+    return (f"{url.username}@{host}" if url.username else host), port
+
+
+def hosts_from_table(table: Any, source: str = "the config file") -> dict[str, Host]:
+    """Every host — ``local`` first, then each ``[hosts.NAME]`` table — or
+    ``HostConfigError`` naming the offending key."""
+    hosts: dict[str, Host] = {LOCAL: LOCAL_HOST}
+    if table is None:
+        return hosts
+    if not isinstance(table, dict):
+        raise HostConfigError(f"hosts in {source}: expected tables [hosts.NAME]")
+    for name, entry in table.items():
+        where = f"hosts.{name}"
+        if name == LOCAL:
+            raise HostConfigError(f"{where}: 'local' is this machine and always there; give another name")
+        if not _HOST_NAME_RE.match(name):
+            raise HostConfigError(f"{where}: a host name is letters, digits, '-' and '_' (at most 32),"
+                                  " starting with a letter or digit")
+        if not isinstance(entry, dict):
+            raise HostConfigError(f"{where}: expected a table with ssh = \"user@host\"")
+        for key in entry:
+            if key not in _HOST_KEYS:
+                raise HostConfigError(f"{where}.{key}: unknown key (known: {', '.join(_HOST_KEYS)})")
+        for key in entry:
+            if not isinstance(entry[key], str):
+                raise HostConfigError(f"{where}.{key}: expected a string, got {type(entry[key]).__name__}")
+        if "ssh" not in entry:
+            raise HostConfigError(f"{where}.ssh: missing (user@host, an alias of ~/.ssh/config, or"
+                                  " ssh://user@host:port)")
+        destination, port = parse_destination(entry["ssh"], f"{where}.ssh")
+        command = entry.get("command", DEFAULT_REMOTE_COMMAND)
+        if not command.strip() or any(ch in command for ch in "\n\r\0"):
+            raise HostConfigError(f"{where}.command: expected the remote supervisord-claude command (one line)")
+        runtime_dir = entry.get("runtime_dir")
+        if runtime_dir is not None and (not runtime_dir or "\0" in runtime_dir or "\n" in runtime_dir):
+            raise HostConfigError(f"{where}.runtime_dir: expected a directory path on the remote machine")
+        hosts[name] = Host(name, destination, port, command, runtime_dir, ssh=entry["ssh"])
+    return hosts
+
+
+def configured_hosts(config: str | None = None) -> dict[str, Host]:
+    """The hosts of the config file (``config``, else ``$SUPERVISORD_CLAUDE_CONFIG``, else
+    the default one, if it exists); ``local`` alone without one. Raises ConfigFileError."""
+    path, raw = read_config_file(config)
+    return hosts_from_table(raw.get("hosts"), str(path))
+
+
+def host_named(hosts: Mapping[str, Host], name: str) -> Host:
+    """The host called ``name``, or ConfigFileError listing the known ones."""
+    if name not in hosts:
+        raise ConfigFileError(f"no host named {name!r} (known: {', '.join(hosts)}; add a [hosts.{name}] table"
+                              " to the config file)" if _HOST_NAME_RE.match(name) else
+                              f"{name!r} is not a host name (known: {', '.join(hosts)})")
+    return hosts[name]

@@ -1,0 +1,160 @@
+"""Hosts in the config file: ``[hosts.NAME]`` tables as the supervisor, claudectl and the
+bot read them, and the ssh command line each becomes (an argv: no local shell)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from protocol import LOCAL, ConfigFileError, Host, configured_hosts, host_named
+
+from .conftest import SupervisorProcess
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_form_of_destination_and_local_always_there(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[hosts.gpu]
+ssh = "ssh://me@gpu.example:2222"
+runtime_dir = "/run/user/1000/supervisord-claude"
+[hosts.box]
+ssh = "box"
+command = "~/.local/bin/supervisord-claude"
+[hosts.vm]
+ssh = "admin@10.0.0.7"
+""")
+    hosts = configured_hosts(str(path))
+    assert list(hosts) == [LOCAL, "gpu", "box", "vm"]
+    assert hosts[LOCAL].is_local
+    gpu = hosts["gpu"]
+    assert (gpu.destination, gpu.port) == ("me@gpu.example", 2222)
+    argv = gpu.ssh_argv()
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and any(a.startswith("ServerAliveInterval=") for a in argv)
+    # the destination comes after "--": it can never be read as an option
+    assert argv[argv.index("--") + 1] == "me@gpu.example"
+    assert argv[argv.index("-p") + 1] == "2222"
+    assert argv[-1] == "supervisord-claude dial-stdio --runtime-dir /run/user/1000/supervisord-claude"
+    assert hosts["box"].ssh_argv()[-2:] == ["box", "~/.local/bin/supervisord-claude dial-stdio"]
+    assert hosts["vm"].port is None and "-p" not in hosts["vm"].ssh_argv()
+
+
+def test_a_remote_runtime_dir_is_quoted_for_the_remote_shell() -> None:
+    host = Host("x", "x", runtime_dir="/tmp/a dir; rm -rf ~")
+    assert host.remote_command() == "supervisord-claude dial-stdio --runtime-dir '/tmp/a dir; rm -rf ~'"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('[hosts.x]\nssh = "-oProxyCommand=touch /tmp/pwned"\n', "starts with '-'"),
+    ('[hosts.x]\nssh = "ssh://-oProxyCommand=x"\n', "'-'"),
+    ('[hosts.x]\nssh = "me@gpu ls"\n', "no spaces"),
+    ('[hosts.x]\nssh = ""\n', "not an ssh destination"),
+    ('[hosts.x]\nssh = "ssh://me@gpu:99999"\n', "no valid port"),
+    ('[hosts.x]\nssh = "http://gpu"\n', "only ssh://"),
+    ('[hosts.x]\nssh = "ssh://gpu/some/path"\n', "ssh://[user@]host[:port]"),
+    ('[hosts.x]\nuser = "me"\nssh = "gpu"\n', "hosts.x.user: unknown key"),
+    ('[hosts.x]\ncommand = "supervisord-claude"\n', "hosts.x.ssh: missing"),
+    ('[hosts.x]\nssh = 5\n', "hosts.x.ssh: expected a string"),
+    ('[hosts.local]\nssh = "gpu"\n', "'local' is this machine"),
+    ('[hosts."a@b"]\nssh = "gpu"\n', "a host name is"),
+    ('hosts = "gpu"\n', "expected tables"),
+])
+def test_a_bad_host_table_is_an_error_naming_the_key(tmp_path: Path, text: str, error: str) -> None:
+    with pytest.raises(ConfigFileError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        configured_hosts(str(write(tmp_path, text)))
+
+
+def test_an_unknown_host_names_the_known_ones(tmp_path: Path) -> None:
+    hosts = configured_hosts(str(write(tmp_path, '[hosts.gpu]\nssh = "gpu"\n')))
+    with pytest.raises(ConfigFileError, match=r"no host named 'gpx' \(known: local, gpu;"):
+        host_named(hosts, "gpx")
+
+
+@pytest.mark.system  # runs a program
+def test_check_config_validates_and_prints_the_hosts(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hosts.gpu]\nssh = "ssh://me@gpu.example:2222"\n')
+    run = subprocess.run([sys.executable, "-m", "supervisord_claude", "check-config", "--config", str(path),
+                          "--claude-bin", sys.executable], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.split()[:3] == ["hosts.local", "this", "machine"] for line in lines)
+    assert any(line.split()[:3] == ["hosts.gpu", "ssh", "ssh://me@gpu.example:2222"] for line in lines)
+    path.write_text('[hosts.gpu]\nssh = "-oProxyCommand=x"\n')
+    run = subprocess.run([sys.executable, "-m", "supervisord_claude", "check-config", "--config", str(path),
+                          "--claude-bin", sys.executable], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "hosts.gpu.ssh: '-oProxyCommand=x' starts with '-'" in run.stderr
+
+
+def test_dial_stdio_relays_the_control_socket_byte_for_byte_and_ends_with_either_side(
+        supervisor: SupervisorProcess) -> None:
+    """What ssh runs on the remote machine: the supervisor's ZMTP bytes on stdout as they
+    are (a ZeroMQ peer's greeting first), and it exits when its stdin ends or the
+    supervisor goes."""
+    argv = [sys.executable, "-m", "supervisord_claude", "dial-stdio", "--runtime-dir", str(supervisor.runtime_dir)]
+    relay = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert relay.stdout is not None and relay.stdin is not None
+    greeting = relay.stdout.read(10)
+    assert greeting[0] == 0xFF and greeting[9] == 0x7F  # ZMTP 3's signature, unchanged
+    relay.stdin.close()  # the client left
+    assert relay.wait(30) == 0
+    relay.stdout.close()
+    relay.stderr.close()  # type: ignore[union-attr]
+
+    relay = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert relay.stdout is not None
+    assert relay.stdout.read(10)[0] == 0xFF
+    supervisor.stop()  # the supervisor went: so does the relay, stdout closed
+    assert relay.wait(30) == 0
+    relay.communicate()
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "dial-stdio" in refused.stderr and "no supervisor is running" in refused.stderr
+
+
+def test_a_byte_relay_carries_zeromq_between_a_dealer_and_a_router(tmp_path: Path) -> None:
+    """The premise of the ssh transport: ZMTP is a byte protocol, so a plain relay between
+    a Unix socket a DEALER connects to and a ROUTER's ipc socket works, frames intact."""
+    import socket
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{tmp_path / 'router.sock'}")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "relay.sock"))
+    listener.listen(1)
+
+    def relay() -> None:
+        conn, _ = listener.accept()
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(str(tmp_path / "router.sock"))
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            while data := src.recv(7):  # (small pieces: frames cut anywhere)
+                dst.sendall(data)
+        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+        pump(conn, upstream)
+
+    threading.Thread(target=relay, daemon=True).start()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"ipc://{tmp_path / 'relay.sock'}")
+    payload = bytes(range(256)) * 1000
+    dealer.send(payload)
+    ident, got = router.recv_multipart()
+    assert got == payload
+    router.send_multipart([ident, b"back"])
+    assert dealer.recv() == b"back"
+    for sock in (dealer, router):
+        sock.close(0)
+    ctx.term()
+    listener.close()

@@ -1,0 +1,219 @@
+"""Sessions on another machine through OpenSSH, against a real sshd (``tests/sshd.py``) in
+front of a second supervisor with its own runtime and state dirs (the "remote" host),
+while this machine's supervisor (``local``) goes on beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import AsyncClient, Client, ConnectionFailed, LinkState, VersionMismatch, configured_hosts
+
+from .conftest import SupervisorProcess, wait_for
+from .sshd import Sshd, children_named, skip_without_sshd
+
+
+@pytest.fixture
+def sshd(tmp_base: Path) -> Iterator[Sshd]:
+    skip_without_sshd()
+    server = Sshd(tmp_base / "ssh").start()
+    yield server
+    server.stop()
+    print(f"--- sshd log\n{server.log()[-3000:]}")  # shown on failure
+
+
+class Hosts:
+    """The two supervisors, the client's config file naming the remote one ``gpu``, and
+    claudectl run as a user would (PATH with the test's ssh)."""
+
+    def __init__(self, sshd: Sshd, local: SupervisorProcess, remote: SupervisorProcess, base: Path) -> None:
+        self.sshd, self.local, self.remote = sshd, local, remote
+        command = f"{shlex.quote(sys.executable)} -m supervisord_claude"
+        self.config = base / "client.toml"
+        self.config.write_text(f"""
+[hosts.gpu]
+ssh = "remote"
+command = "{command}"
+runtime_dir = "{remote.runtime_dir}"
+[hosts.wrongkey]
+ssh = "wrongkey"
+command = "{command}"
+runtime_dir = "{remote.runtime_dir}"
+[hosts.unknownhost]
+ssh = "unknownhost"
+runtime_dir = "{remote.runtime_dir}"
+[hosts.nocommand]
+ssh = "remote"
+command = "no-such-supervisord-claude"
+[hosts.nosupervisor]
+ssh = "remote"
+command = "{command}"
+runtime_dir = "{base / 'nothing-runs-here'}"
+""")
+        self.env = dict(local.env, PATH=sshd.path, SUPERVISORD_CLAUDE_CONFIG=str(self.config))
+
+    def ctl_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(self.local.runtime_dir), *args]
+
+    def ctl(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.ctl_argv(*args), capture_output=True, text=True, env=env or self.env, timeout=120)
+
+    def host(self, name: str) -> Any:
+        return configured_hosts(str(self.config))[name]
+
+
+@pytest.fixture
+def hosts(sshd: Sshd, make_supervisor: Callable[..., SupervisorProcess], tmp_base: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Hosts:
+    local = make_supervisor().start()
+    remote = make_supervisor().start()
+    monkeypatch.setenv("PATH", sshd.path)  # (the in-process clients' ssh)
+    return Hosts(sshd, local, remote, tmp_base)
+
+
+def test_a_session_on_the_remote_host_driven_from_claudectl(hosts: Hosts, tmp_base: Path) -> None:
+    workdir = tmp_base / "remote-work"
+    workdir.mkdir()
+    made = hosts.ctl("--host", "gpu", "new", "work", "--cwd", str(workdir))
+    assert made.returncode == 0, made.stderr
+    answer = hosts.ctl("--host", "gpu", "send", "work", "hello over ssh", "--wait")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.startswith("echo: hello over ssh (history: 0 earlier messages")
+    # it is the remote supervisor's session, run in the remote directory; local has none
+    assert hosts.remote.session("work")["cwd"] == str(workdir)
+    assert hosts.remote.wait_received("hello over ssh")
+    assert [s["name"] for s in hosts.local.request("list")["sessions"]] == []
+    # SUPERVISORD_CLAUDE_HOST picks the host as --host does
+    listed = hosts.ctl("ls", env=dict(hosts.env, SUPERVISORD_CLAUDE_HOST="gpu"))
+    assert listed.returncode == 0 and "work" in listed.stdout, listed.stderr
+    # a relative directory means nothing on the other machine: refused, nothing created
+    relative = hosts.ctl("--host", "gpu", "new", "other", "--cwd", "src")
+    assert relative.returncode == 2 and "give an absolute path" in relative.stderr
+    assert "other" not in [s["name"] for s in hosts.remote.request("list")["sessions"]]
+
+
+def test_ls_all_hosts_has_a_host_column_and_one_line_per_unreachable_host(hosts: Hosts) -> None:
+    hosts.local.request("create", session="here")
+    hosts.remote.request("create", session="there")
+    listed = hosts.ctl("ls", "--all-hosts")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:3] == ["HOST", "NAME", "STATE"]
+    rows = {tuple(line.split()[1:3]) for line in lines[1:] if line.startswith(("🟢", "⚪"))}
+    assert rows == {("local", "here"), ("gpu", "there")}
+    down = {line.split(":")[0]: line for line in lines if ": unreachable: " in line}
+    assert set(down) == {"wrongkey", "unknownhost", "nocommand", "nosupervisor"}
+    assert "Permission denied (publickey)" in down["wrongkey"]
+
+
+def test_a_refused_key_is_a_clear_error(hosts: Hosts) -> None:
+    run = hosts.ctl("--host", "wrongkey", "ls")
+    assert run.returncode == 1
+    assert "host wrongkey (wrongkey) is unreachable" in run.stderr
+    assert "Permission denied (publickey)" in run.stderr and "the key was refused" in run.stderr
+
+
+def test_an_unknown_host_key_is_a_clear_error(hosts: Hosts) -> None:
+    run = hosts.ctl("--host", "unknownhost", "ls")
+    assert run.returncode == 1
+    assert "Host key verification failed" in run.stderr
+    assert "not in known_hosts" in run.stderr and "ssh unknownhost" in run.stderr
+
+
+def test_a_remote_without_the_command_or_a_supervisor_is_a_clear_error(hosts: Hosts) -> None:
+    run = hosts.ctl("--host", "nocommand", "ls")
+    assert run.returncode == 1
+    assert "'no-such-supervisord-claude' was not found there" in run.stderr
+    assert "hosts.nocommand.command" in run.stderr
+    run = hosts.ctl("--host", "nosupervisor", "ls")
+    assert run.returncode == 1
+    assert "dial-stdio" in run.stderr and "no supervisor is running" in run.stderr
+
+
+def test_ssh_killed_mid_answer_the_answer_arrives_once(hosts: Hosts, tmp_base: Path) -> None:
+    gate = tmp_base / "gate"
+    hosts.remote.request("create", session="work")
+    hosts.local.request("create", session="mine")
+    waiting = subprocess.Popen(hosts.ctl_argv("--host", "gpu", "send", "work", f"waitfile:{gate} long job", "--wait",
+                                              "--stream"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hosts.env)
+    try:
+        hosts.remote.wait_received("long job")
+        first_ssh = wait_for(lambda: children_named(waiting.pid, "ssh"), what="claudectl's ssh")
+        os.kill(first_ssh[0], signal.SIGKILL)
+        gate.touch()  # the answer is written while the link is down
+        # the local host is unaffected: a message there is answered meanwhile
+        here = hosts.ctl("send", "mine", "still here", "--wait")
+        assert here.returncode == 0 and "echo: still here" in here.stdout, here.stderr
+        out, err = waiting.communicate(timeout=90)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 0, err
+    assert out.count(f"echo: waitfile:{gate} long job") == 1, out
+    assert children_named(os.getpid(), "ssh") == []  # (claudectl took its ssh with it)
+    answers = [e for e in hosts.remote.events("work") if e["kind"] == "result"]
+    assert len(answers) == 1
+
+
+async def test_a_message_sent_while_sshd_is_stopped_is_delivered_once_after_it_starts(hosts: Hosts) -> None:
+    hosts.remote.request("create", session="work")
+    client = await AsyncClient(host=hosts.host("gpu")).connect()
+    try:
+        sub = await client.subscribe("work", after=0)
+        hosts.sshd.stop()
+        await _wait_async(lambda: client.reachable is False, "the client to see the host go")
+        with pytest.raises(ConnectionFailed, match=r"host gpu .*'send' was not sent"):
+            await client.request("send", session="work", text="sent while down", idempotency_key="k1")
+        # the local host is unaffected meanwhile
+        assert hosts.ctl("new", "mine").returncode == 0
+        hosts.sshd.start()
+        # the sender retries with the same key (as the bot does) until the host takes it
+        while True:
+            try:
+                sent = await client.request("send", session="work", text="sent while down", idempotency_key="k1")
+                break
+            except ConnectionFailed:
+                await asyncio.sleep(0.2)
+        while True:
+            event = await sub.next(timeout=60)
+            assert event is not None, "no answer after the host came back"
+            if event["kind"] == "result":
+                break
+        assert event["message_id"] == sent["message_id"]
+        assert client.link is not None and client.link.state is LinkState.UP
+    finally:
+        await client.close()
+    received = [r for r in hosts.remote.claude_received() if "sent while down" in r["text"]]
+    assert len(received) == 1
+
+
+async def _wait_async(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_another_protocol_version_is_named_with_what_to_upgrade(hosts: Hosts,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import protocol._ssh
+
+    # this client as a newer release would be: it speaks protocol 2, the remote 1
+    monkeypatch.setattr(protocol._ssh, "PROTOCOL_VERSION", 2)
+    with pytest.raises(VersionMismatch) as caught:
+        Client(host=hosts.host("gpu"))
+    message = str(caught.value)
+    assert "host gpu speaks protocol version 1" in message and "this client speaks protocol version 2" in message
+    assert "upgrade supervisord-claude on gpu" in message
