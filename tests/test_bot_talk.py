@@ -19,8 +19,9 @@ def test_the_menu_lists_every_command_with_a_line(env) -> None:  # noqa: F811
     wait_for(lambda: api.commands, 60, what="setMyCommands")
     names = [name for name, _ in api.commands]
     from bot._commands import COMMANDS
+    from bot._daily import COMMANDS as DAILY
 
-    assert set(COMMANDS) | {"help", "get"} == set(names)
+    assert set(COMMANDS) | set(DAILY) | {"help", "get"} == set(names)
     assert all(0 < len(text) <= 256 for _, text in api.commands)  # Telegram's limit for a description
 
 
