@@ -110,6 +110,9 @@ def test_diff_shows_staged_and_unstaged_changes_and_sends_the_whole_diff(chat, t
     only = say(telegram, "/diff notes.md", "📝 Changes in 'alpha'")["text"]
     assert "notes.md" in only and "app.py" not in only
     assert "outside the repository" in say(telegram, "/diff ../..", "⚠️")["text"]
+    # claudectl shows the same (the supervisor's diff op)
+    out = sup.ctl("diff", "alpha", check=True).stdout
+    assert "# staged: app.py +5 -1" in out and "# not staged: notes.md +0 -1" in out and "# untracked: new.txt" in out
 
 
 def test_every_sends_the_prompt_on_time_and_schedules_pauses_and_removes_it(chat, telegram) -> None:

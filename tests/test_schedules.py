@@ -126,3 +126,16 @@ def test_bad_schedules_are_refused_with_the_reason(h: Harness) -> None:
     with pytest.raises(OpError, match="no session named"):
         h.op("schedule_add", session="ghost", when="weekdays 9:00 x")
     assert h.op("schedules")["schedules"] == []
+
+
+def test_a_run_that_cannot_be_sent_is_skipped_and_the_others_go_on(h: Harness) -> None:
+    h.op("create", session="a")
+    h.op("create", session="b")
+    h.op("schedule_add", session="a", when="hourly for a")
+    h.op("schedule_add", session="b", when="hourly for b")
+    h.op("archive", session="a")  # its runs are refused (archived): logged, nothing else changes
+    h.core.ops.scheduler.start()
+    advance(h, 3600)
+    assert queued(h, "b") == ["for b"] and queued(h, "a") == []
+    advance(h, 3600)
+    assert queued(h, "b") == ["for b", "for b"]

@@ -14,7 +14,6 @@ of a cap the first ``send`` of the day says so (``budget_warning``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,15 +22,12 @@ from protocol import ErrorCode
 from .._config import Config
 from .._errors import OpError
 from ._store import Store
+from ._store import _day as local_day
 
 #: the share of a cap at which the user is warned
 WARN_AT = 0.8
 #: the scope name of the cap for all sessions together
 ALL = "*"
-
-
-def _day(when: float) -> str:
-    return time.strftime("%Y-%m-%d", time.localtime(when))
 
 
 def usd(amount: float) -> str:
@@ -52,7 +48,7 @@ class Budgets:
         return set_.get(session, self.config.budget_session_usd), set_.get(ALL, self.config.budget_daily_usd)
 
     def _spent(self, session: str) -> tuple[float, float]:
-        today = _day(self.wall())
+        today = local_day(self.wall())
         return self.store.session_costs(today).get(session, 0.0), self.store.cost_since(today)
 
     def left(self, session: str) -> float | None:
@@ -77,7 +73,7 @@ class Budgets:
 
     def warning(self, session: str) -> str | None:
         """Once a day per cap, past 80 % of it: what to tell the sender."""
-        today = _day(self.wall())
+        today = local_day(self.wall())
         (cap, cap_all), (spent, spent_all) = self.caps(session), self._spent(session)
         for scope, cap_, spent_, what in ((session, cap, spent, f"session '{session}'"),
                                            (ALL, cap_all, spent_all, "all sessions")):
@@ -88,7 +84,7 @@ class Budgets:
 
     def report(self, sessions: list[str]) -> dict[str, Any]:
         now = self.wall()
-        today, month = _day(now), _day(now)[:8] + "01"
+        today, month = local_day(now), local_day(now)[:8] + "01"
         by_day, by_month = self.store.session_costs(today), self.store.session_costs(month)
         set_ = self.store.budgets()
         rows = []

@@ -31,7 +31,7 @@ from croniter import croniter
 from protocol import ErrorCode
 
 from .._clock import Clock, TimerHandle
-from .._errors import OpError
+from .._errors import OpError, StoreError
 
 log = logging.getLogger("supervisord_claude")
 
@@ -245,7 +245,14 @@ class Scheduler:
         self._timer = None
         if not self.started:
             return
-        now = self.wall()
+        try:
+            self._run_due(self.wall())
+        except Exception:  # (e.g. the store failing): logged; the next look comes all the same
+            log.exception("schedules: a run failed")
+        finally:
+            self._rearm()
+
+    def _run_due(self, now: float) -> None:
         for schedule in self.store.schedules():
             if schedule.paused or schedule.next_run > now:
                 continue
@@ -258,14 +265,16 @@ class Scheduler:
             except OpError as exc:
                 log.warning("schedule %d of session %s not sent: %s", schedule.id, schedule.session, exc.message,
                             extra={"session": schedule.session})
-        self._rearm()
 
     def _rearm(self) -> None:
         if not self.started:
             return
         if self._timer is not None:
             self._timer.cancel()
-        upcoming = [s.next_run for s in self.store.schedules() if not s.paused]
+        try:
+            upcoming = [s.next_run for s in self.store.schedules() if not s.paused]
+        except StoreError:
+            upcoming = []  # (looked at again within a minute)
         delay = min([CHECK_EVERY, *[max(0.0, t - self.wall()) for t in upcoming]])
         self._timer = self.clock.call_later(delay, self.tick)
 
