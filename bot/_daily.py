@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import RemoteError
+from protocol import RemoteError, money
 
 from . import _commands as commands
 from . import _render as render
@@ -104,12 +104,6 @@ async def remove_rule(link: Link, data: str) -> Reply:
 
 BUDGET_USAGE = ("Usage: /budget — what Claude cost today and this month; /budget <usd> — this session's daily"
                 " cap; /budget all <usd> — the daily cap for all sessions; 'off' instead of <usd> removes one")
-
-
-def money(amount: float | None) -> str:
-    if amount is None:
-        return "no cap"
-    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
 
 
 def _line(name: str, today: float, month: float, cap: float | None) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import Client, check_running
 from ._codec import decode, encode, encode_event, encode_events
-from ._costs import CONVERSATION_COST, TURN_COST, conversation_cost, cost_fields, turn_cost, usd_text
+from ._costs import CONVERSATION_COST, TURN_COST, conversation_cost, cost_fields, money, turn_cost, usd_text
 from ._errors import (
     ConnectionFailed,
     FrameError,
@@ -135,6 +135,7 @@ __all__ = [
     "instance_id",
     "is_session_name",
     "mask_secrets",
+    "money",
     "relative_time",
     "request_id_of",
     "runtime_dir_problem",

@@ -36,6 +36,13 @@ def cost_fields(result: Mapping[str, Any]) -> dict[str, float | None]:
     return {TURN_COST: turn_cost(result), CONVERSATION_COST: conversation_cost(result)}
 
 
+def money(amount: float | None) -> str:
+    """An amount as budgets show it: "$1.50", "$0.0042" ("no cap" for None)."""
+    if amount is None:
+        return "no cap"
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
+
+
 def usd_text(value: float | None) -> str:
     """A cost as claudectl and the bot show it."""
     return f"${value or 0:.4f}"

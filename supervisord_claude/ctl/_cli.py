@@ -38,6 +38,7 @@ from protocol import (
     configured_runtime_dir,
     host_named,
     idle_note,
+    money,
     relative_time,
     turn_cost,
     usd_text,
@@ -733,12 +734,6 @@ def cmd_rules(client: Client, args: argparse.Namespace) -> int:
     rows = [f"{i}. {rule}" for i, rule in enumerate(result["rules"], 1)]
     _print(args, result, "\n".join(rows) or f"'{args.name}' has no always-allow rules")
     return 0
-
-
-def money(amount: float | None) -> str:
-    if amount is None:
-        return "no cap"
-    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
 
 
 def budget_lines(report: dict[str, Any]) -> list[str]:

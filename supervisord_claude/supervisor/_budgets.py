@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from protocol import ErrorCode
+from protocol import ErrorCode, money
 
 from .._config import Config
 from .._errors import OpError
@@ -28,10 +28,6 @@ from ._store import _day as local_day
 WARN_AT = 0.8
 #: the scope name of the cap for all sessions together
 ALL = "*"
-
-
-def usd(amount: float) -> str:
-    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
 
 
 class Budgets:
@@ -62,12 +58,12 @@ class Budgets:
         (cap, cap_all), (spent, spent_all) = self.caps(session), self._spent(session)
         if cap is not None and spent >= cap:
             raise OpError(ErrorCode.BUDGET_EXCEEDED,
-                          f"session '{session}' has spent {usd(spent)} today, its daily cap is {usd(cap)};"
+                          f"session '{session}' has spent {money(spent)} today, its daily cap is {money(cap)};"
                           f" nothing was sent. Raise it (claudectl budget --session {session} --cap USD,"
                           " or /budget USD) or wait for tomorrow")
         if cap_all is not None and spent_all >= cap_all:
             raise OpError(ErrorCode.BUDGET_EXCEEDED,
-                          f"all sessions have spent {usd(spent_all)} today, the daily cap is {usd(cap_all)};"
+                          f"all sessions have spent {money(spent_all)} today, the daily cap is {money(cap_all)};"
                           " nothing was sent. Raise it (claudectl budget --cap USD, or /budget all USD) or"
                           " wait for tomorrow")
 
@@ -79,7 +75,7 @@ class Budgets:
                                            (ALL, cap_all, spent_all, "all sessions")):
             if cap_ is not None and spent_ >= WARN_AT * cap_ and (scope, today) not in self._warned:
                 self._warned.add((scope, today))
-                return f"{what} spent {usd(spent_)} today: {spent_ / cap_:.0%} of the daily cap of {usd(cap_)}"
+                return f"{what} spent {money(spent_)} today: {spent_ / cap_:.0%} of the daily cap of {money(cap_)}"
         return None
 
     def report(self, sessions: list[str]) -> dict[str, Any]:
@@ -97,4 +93,4 @@ class Budgets:
                 "default_session_cap": self.config.budget_session_usd, "warn_at": WARN_AT}
 
 
-__all__ = ["ALL", "WARN_AT", "Budgets", "usd"]
+__all__ = ["ALL", "WARN_AT", "Budgets"]
