@@ -63,8 +63,8 @@ the session that wrote the message you reply to. While Claude is answering, what
 joins that answer: Claude reads it at its next step (↪); /queue waits instead.
 
 While Claude works you are told, once and quietly, when a question or request of its has
-waited 10 minutes for your answer, and when a turn seems stuck (no output and no CPU for
-5 minutes), with buttons to stop it or keep waiting."""
+long waited for your answer (while it can still be answered), and when a turn seems stuck
+(no output and almost no CPU for 5 minutes), with buttons to stop it or keep waiting."""
 
 #: the "/" menu (setMyCommands): every command with one line
 MENU: list[tuple[str, str]] = [
