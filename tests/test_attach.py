@@ -109,7 +109,7 @@ def test_attach_now_stops_the_running_turn_and_keeps_the_queue(
         running = c.request("send", session="alpha", text=f"waitfile:{supervisor.base / 'never'}")["message_id"]
     supervisor.wait_state("alpha", "busy")
     with supervisor.client() as c:
-        queued = c.request("send", session="alpha", text="queued behind it")["message_id"]
+        queued = c.request("send", session="alpha", text="queued behind it", queue=True)["message_id"]
     assert attach(supervisor, "alpha", terminal.pid, now=True)["attached"]
     failed = supervisor.wait_event("alpha", lambda e: e["kind"] == "message_failed")
     assert failed["message_id"] == running and "opened in a terminal" in failed["reason"]

@@ -353,9 +353,9 @@ def test_what_a_session_that_is_not_the_chats_shows_while_writing_and_failing_ca
     say(api, "/new alpha", "created")
     api.message(USER, f"waitfile:{gate} stream:3 alpha writes this slowly")
     sup.wait_received("stream:3 alpha writes this slowly")
-    say(api, "apierror please", "⏳ Queued")
-    say(api, "sleep:60 hold", "⏳ Queued")
-    say(api, "dropped one", "⏳ Queued")
+    say(api, "/queue apierror please", "⏳ Queued")
+    say(api, "/queue sleep:60 hold", "⏳ Queued")
+    say(api, "/queue dropped one", "⏳ Queued")
     say(api, "/new beta", "created")  # beta is the chat's session from now on
     gate.touch()
     draft = wait_for(lambda: next((d for d in api.drafts if "alpha writes" in d["text"]), None),

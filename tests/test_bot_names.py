@@ -92,7 +92,7 @@ def test_names_in_other_scripts_work_in_every_command_and_button(env) -> None:  
     # /cancel's choice, with a message waiting
     api.message(USER, "sleep:60 long")
     sup.wait_received("sleep:60 long")
-    say(api, "second", "⏳ Queued")
+    say(api, "/queue second", "⏳ Queued")
     question = say(api, "/cancel", "Stop what?")
     press(api, question, "drop")
     api.wait_for_text(lambda t: t.startswith("Interrupting Claude...") and "dropped" in t, chat_id=USER)

@@ -44,7 +44,8 @@ def test_send_it_to_claude_works_once_after_a_bot_kill_9(make_supervisor, bot_en
 
 def test_deny_with_a_reason_and_send_as_a_message_work_after_a_bot_kill_9(make_supervisor, bot_env,
                                                                           telegram) -> None:
-    sup = make_supervisor().start()
+    # (the two-button question is what while_busy = "queue" asks; steering offers one button)
+    sup = make_supervisor(config='[telegram]\nwhile_busy = "queue"\n').start()
     bot = bot_env(sup)
     api = telegram
     say(api, "/new alpha", "created")
