@@ -201,7 +201,7 @@ def test_ctrl_d_in_the_tui_hands_the_session_back(real, desk, api: FakeAnthropic
     def ended() -> bool:
         if not SYSTEM.alive(tui):
             return True
-        tmux.tmux("send-keys", "-t", "desk", "C-d")  # (once shows "press again to exit")
+        tmux.tmux("send-keys", "-t", "desk", "C-d", "C-d")  # (once only says "press again to exit")
         return False
     wait_for(ended, 30, interval=1.0, what="Ctrl-D to end the TUI", seen=tmux.screen)
     sup.wait_state("alpha", "suspended", timeout=30)
