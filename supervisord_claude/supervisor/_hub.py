@@ -33,9 +33,6 @@ MAX_WINDOW = 4096
 MAX_INFLIGHT_BYTES = 4 * 1024 * 1024
 #: an ``events`` frame is closed once it holds this many bytes (a client takes 8 MiB)
 BATCH_FRAME_BYTES = 256 * 1024
-#: live text goes to live subscribers this often at most (seconds): what Claude wrote
-#: meanwhile goes as one frame (Telegram shows a draft twice a second)
-LIVE_EVERY = 0.05
 
 log = logging.getLogger("supervisord_claude")
 
@@ -81,7 +78,7 @@ class SubscriptionHub:
         self.send = send
         self.subs: dict[int, Subscription] = {}
         self.live_text: dict[str, LiveText] = {}
-        #: the sessions whose live text grew since it was last sent (sent within LIVE_EVERY)
+        #: the sessions whose live text grew in this loop turn (sent at its end)
         self._live_written: set[str] = set()
         # random start: a client that outlived a previous supervisor never sees its old
         # subscription ids reused for new subscriptions
@@ -192,10 +189,9 @@ class SubscriptionHub:
             self.subs.pop(sub.sub_id, None)
 
     def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
-        """A piece of the answer being written: held, and sent to live subscribers within
-        LIVE_EVERY (the pieces of a session written meanwhile go as one frame: Claude
-        writes ~50 a second, a reader needs far fewer; under load, fewer frames, not a
-        growing lag)."""
+        """A piece of the answer being written: held, and sent to live subscribers at the
+        end of this loop turn (the pieces of a session that came in one turn go as one
+        frame: under load, fewer frames, not a growing lag)."""
         live = self.live_text.get(session)
         if live is None or live.message_id != message_id:
             live = self.live_text[session] = LiveText(message_id, origin)
@@ -204,7 +200,7 @@ class SubscriptionHub:
         self._live_written.add(session)
         if first:
             try:
-                asyncio.get_running_loop().call_later(LIVE_EVERY, self._send_live_written)
+                asyncio.get_running_loop().call_soon(self._send_live_written)
             except RuntimeError:  # no loop (a test driving the hub): at once
                 self._send_live_written()
 
