@@ -191,3 +191,24 @@ def test_steered_messages_claude_has_not_taken_count_against_the_queue_limit(mak
     result = sup.wait_event("alpha", lambda e: e["kind"] == "result")
     assert "steered: steer one / steer two" in result["text"] and len(result["steered"]) == 2
     wait_for(lambda: sup.session("alpha")["queued"] == 0, what="room in the queue again")
+
+
+def test_messages_sent_with_queue_keep_their_own_turns_across_a_restart(supervisor) -> None:
+    """(the flag is stored with the message: after a restart the first of two queued
+    messages starts a turn, and the second must not join it)"""
+    sup = supervisor
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:  # busy with a turn that will not end by itself
+        c.request("send", session="alpha", text=f"waitfile:{sup.base / 'never'} long one")
+    sup.wait_state("alpha", "busy")
+    with sup.client() as c:
+        first = c.request("send", session="alpha", text="first of its own", queue=True)["message_id"]
+        second = c.request("send", session="alpha", text="second of its own", queue=True)["message_id"]
+    sup.stop()  # graceful: the running turn ends "not delivered", the two stay queued
+    sup.start()
+    for message_id in (first, second):
+        sup.wait_event("alpha", lambda e, m=message_id: e["kind"] == "result" and e.get("message_id") == m)
+    evs = sup.events("alpha")
+    assert not [e for e in evs if e["kind"] in ("steered", "taken")]
+    results = {e["message_id"]: e["text"] for e in evs if e["kind"] == "result"}
+    assert results[first].startswith("echo: first of its own") and results[second].startswith("echo: second of its own")

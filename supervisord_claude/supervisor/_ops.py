@@ -283,7 +283,8 @@ class Ops:
         try:
             size = message_bytes(text, []) + taken.size
             self._check_queue_room(session, size)
-            message_id, created = self.store.add_message(session, text, taken.paths, origin, idempotency_key)
+            message_id, created = self.store.add_message(session, text, taken.paths, origin, idempotency_key,
+                                                         own_turn=queue)
         except BaseException:
             taken.discard()
             raise

@@ -85,7 +85,9 @@ CREATE TABLE IF NOT EXISTS messages(
     status TEXT NOT NULL,
     created REAL NOT NULL,
     origin TEXT,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    -- 1: sent with ``queue``, it waits for a turn of its own (never joins a running one)
+    own_turn INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages(session, status);
 -- moved: when the position last advanced (Unix time); a cursor that has not moved for the
@@ -328,6 +330,8 @@ class Message:
     attachments: list[str]
     status: str
     origin: str | None = None
+    #: sent with ``queue``: it waits for a turn of its own (kept across a restart)
+    own_turn: bool = False
 
 
 #: an update that adds to the session's cost instead of setting it
@@ -451,6 +455,8 @@ class Store:
         for column in ("origin", "idempotency_key"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
+        if "own_turn" not in columns:
+            self._db.execute("ALTER TABLE messages ADD COLUMN own_turn INTEGER NOT NULL DEFAULT 0")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "claude_cost" not in columns:
             self._db.execute("ALTER TABLE sessions ADD COLUMN claude_cost REAL NOT NULL DEFAULT 0")
@@ -814,6 +820,7 @@ class Store:
         attachments: list[str],
         origin: str | None = None,
         idempotency_key: str | None = None,
+        own_turn: bool = False,
     ) -> tuple[int, bool]:
         """Queue a message. Returns (id, created); a key already used for this session
         returns the first message's id and False, so a client that retries cannot send
@@ -826,9 +833,10 @@ class Store:
                 if row is not None:
                     return int(row[0]), False
             cur = db.execute(
-                "INSERT INTO messages(session, text, attachments, status, created, origin, idempotency_key)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (session, text, msgpack.packb(attachments), QUEUED, self.wall(), origin, idempotency_key),
+                "INSERT INTO messages(session, text, attachments, status, created, origin, idempotency_key, own_turn)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (session, text, msgpack.packb(attachments), QUEUED, self.wall(), origin, idempotency_key,
+                 int(own_turn)),
             )
             # (last_active moves when Claude gets it: the `user` event; until then the
             # session has been idle since its last turn, which a resume reports)
@@ -845,11 +853,11 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE messages SET status=? WHERE id=?", (status, message_id))
 
-    _MESSAGE_COLUMNS = "id, session, text, attachments, status, origin"
+    _MESSAGE_COLUMNS = "id, session, text, attachments, status, origin, own_turn"
 
     @staticmethod
     def _message(row: tuple[Any, ...]) -> Message:
-        return Message(row[0], row[1], row[2], msgpack.unpackb(row[3]), row[4], row[5])
+        return Message(row[0], row[1], row[2], msgpack.unpackb(row[3]), row[4], row[5], bool(row[6]))
 
     def messages(self, session: str | None, status: str) -> list[Message]:
         if session is None:

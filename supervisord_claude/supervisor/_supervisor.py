@@ -104,6 +104,8 @@ class Core:
         for msg in owed:
             if msg.id not in held:
                 self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
+                if msg.own_turn:  # (sent with queue: it still waits for a turn of its own)
+                    self.pool.own_turn.add(msg.id)
         for name in sorted(self.pool.queues):
             self.pool.dispatch(name)
 
