@@ -39,13 +39,14 @@ from telegram.ext import (
 from protocol import ConnectionFailed, ErrorCode, RemoteError
 
 from . import _commands as commands
+from . import _daily as daily
 from . import _files as files
 from . import _hosts as hosts
 from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
 from ._config import BotConfig
-from ._delivery import Core, delivery_loop, send_reply
+from ._delivery import Core, buttons, delivery_loop, send_reply
 from ._hostdelivery import host_delivery
 
 log = logging.getLogger("claude_telegram_bot")
@@ -318,6 +319,40 @@ async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await context.bot.send_message(update.effective_chat.id, render.EDITED, disable_notification=True)
 
 
+async def on_daily_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/rules``, ``/budget``, ``/diff``, ``/every``, ``/schedules``, ``/fork`` (``_daily``):
+    a reply, then any documents (``/diff``'s whole diff)."""
+    assert update.effective_message is not None and update.effective_chat is not None
+    chat = update.effective_chat.id
+    name = (update.effective_message.text or "").split()[0][1:].split("@")[0].lower()
+    try:
+        answer = await daily.COMMANDS[name](core_of(context).link, chat, list(context.args or []))
+    except (RemoteError, ConnectionFailed) as exc:
+        answer = commands.error_reply(exc)
+    reply, documents = (answer.reply, answer.documents) if isinstance(answer, daily.Answer) else (answer, [])
+    await send_reply(context.application, chat, reply)
+    for doc in documents:
+        await context.bot.send_document(chat, doc.data, filename=doc.filename, caption=doc.caption or None,
+                                        disable_notification=True)
+
+
+async def on_budget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button under a message held by a daily cap: raise the cap once, send it."""
+    assert update.effective_chat is not None
+    chat = update.effective_chat.id
+    await answer_button(update, context, lambda link, _, token: daily.raise_and_send(link, chat, token))
+
+
+async def on_schedule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /schedules button: pause, resume or remove that schedule."""
+    await answer_button(update, context, lambda link, _, data: daily.schedule_button(link, data))
+
+
+async def on_rule_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /rules button: remove that rule."""
+    await answer_button(update, context, lambda link, _, data: daily.remove_rule(link, data))
+
+
 async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_message is not None and update.effective_chat is not None
     text = update.effective_message.text or ""
@@ -413,9 +448,29 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
         return
     with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
-        listing = await commands.sessions(core_of(context).link, chat, [])
+        chosen = (query.data or "").partition(":")[2]
+        listing = await commands.sessions(core_of(context).link, chat, [], showing=chosen)
         [now, *_] = render.markdown_chunks(listing.text)
         await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
+
+
+async def on_sessions_page_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A /sessions list's page button: the list shows that page, in place, with its
+    buttons (page buttons work again and again: they only show)."""
+    query = update.callback_query
+    assert query is not None and update.effective_chat is not None
+    try:
+        listing = await commands.sessions(core_of(context).link, update.effective_chat.id,
+                                          [(query.data or "").partition(":")[2]])
+    except (RemoteError, ConnectionFailed) as exc:
+        await query.answer(commands.error_reply(exc).text[:190])
+        return
+    await query.answer()
+    [page, *_] = render.markdown_chunks(listing.text)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_text(page.text, entities=[MessageEntity(**e) for e in page.entities],
+                                      reply_markup=await buttons(core_of(context).link,
+                                                                 [[button] for button in listing.buttons]))
 
 
 async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -590,6 +645,11 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
             # away, or stopping / restarting in place: kept and sent again until it takes it
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
                 reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                break
+            if isinstance(exc, RemoteError) and exc.code == ErrorCode.BUDGET_EXCEEDED:
+                # held here, with a button that raises the cap once and sends it
+                reply = await daily.hold_over_budget(core.link, chat, session, text, attachments, key, message_id,
+                                                     exc.message)
                 break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
                 reply = commands.error_reply(exc)
@@ -875,8 +935,10 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CommandHandler("help", on_help))
     app.add_handler(CommandHandler("get", on_get))
     app.add_handler(CommandHandler(list(commands.COMMANDS), on_command))
+    app.add_handler(CommandHandler(list(daily.COMMANDS), on_daily_command))
     app.add_handler(MessageHandler(filters.COMMAND, on_unknown))
     app.add_handler(CallbackQueryHandler(on_switch_button, pattern=r"^switch:"))
+    app.add_handler(CallbackQueryHandler(on_sessions_page_button, pattern=r"^sessions:"))
     app.add_handler(CallbackQueryHandler(on_new_button, pattern=r"^new:"))
     app.add_handler(CallbackQueryHandler(on_fresh_button, pattern=r"^fresh:"))
     app.add_handler(CallbackQueryHandler(on_retry_button, pattern=r"^retry:"))
@@ -890,6 +952,9 @@ def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     app.add_handler(CallbackQueryHandler(on_archive_button, pattern=r"^archive:"))
     app.add_handler(CallbackQueryHandler(on_keep_waiting_button, pattern=r"^wait:"))
     app.add_handler(CallbackQueryHandler(on_permission_button, pattern=r"^perm:"))
+    app.add_handler(CallbackQueryHandler(on_rule_button, pattern=r"^rr:"))
+    app.add_handler(CallbackQueryHandler(on_budget_button, pattern=r"^bud:"))
+    app.add_handler(CallbackQueryHandler(on_schedule_button, pattern=r"^sch:"))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_file))
     app.add_handler(MessageHandler(filters.VOICE, on_voice))

@@ -427,7 +427,16 @@ async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(f"Switched to session '{name}'.")
 
 
-async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
+#: sessions on one /sessions page: a line and a button each, so a page stays far under
+#: Telegram's 4,096 characters and 100 buttons however many sessions there are
+SESSIONS_PAGE = 20
+
+
+async def sessions(link: Link, chat: int, args: list[str], showing: str | None = None) -> Reply:
+    """The sessions, a page at a time (``/sessions 3``; the page holding ``showing`` if
+    given), newest first, with a button to switch to each and buttons to the pages
+    before and after. With other hosts configured: every host's sessions, grouped by
+    host (not paged)."""
     if link.remotes is not None and link.remotes.hosts:  # grouped by host
         active = await link.active(chat)
         text, names = await hosts.sessions_by_host(link, active)
@@ -436,12 +445,25 @@ async def sessions(link: Link, chat: int, args: list[str]) -> Reply:
     listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
-    for session in listing:  # does Claude wait for the user's answer there (⏳)?
+    pages = -(-len(listing) // SESSIONS_PAGE)
+    page = int(args[0]) if args and args[0].isdigit() else 1
+    if showing is not None:
+        page = next((i // SESSIONS_PAGE + 1 for i, s in enumerate(listing) if s["name"] == showing), page)
+    page = min(max(page, 1), pages)
+    shown = listing[(page - 1) * SESSIONS_PAGE:page * SESSIONS_PAGE]
+    for session in shown:  # does Claude wait for the user's answer there (⏳)?
         if session.get("live") and "activity" not in session:  # (a supervisor before #29's `activity`: ask)
             session["pending"] = (await link.request("status", session=session["name"])).get("pending")
     active = await link.active(chat)
-    buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in listing if s["name"] != active]
-    return Reply(render.sessions_markdown(listing, active), markdown=True, buttons=buttons)
+    buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in shown if s["name"] != active]
+    if page > 1:
+        buttons.append((render.page_button(page - 1, before=True), f"sessions:{page - 1}"))
+    if page < pages:
+        buttons.append((render.page_button(page + 1, before=False), f"sessions:{page + 1}"))
+    text = render.sessions_markdown(shown, active)
+    if pages > 1:
+        text += "\n\n" + render.page_text(page, pages, len(listing))
+    return Reply(text, markdown=True, buttons=buttons)
 
 
 @on_active_session
@@ -625,9 +647,10 @@ async def send(
     if sent.get("terminal") and not sent.get("duplicate"):  # kept until the terminal closes
         return Reply(render.waiting_text(active, sent["terminal"]), quiet=True)
     ahead = sent.get("ahead")
+    warning = f"💸 {sent['budget_warning']}" if sent.get("budget_warning") else None  # (80 % of a daily cap)
     if isinstance(ahead, int) and ahead > 0 and not sent.get("duplicate"):
-        return Reply(render.queued_text(ahead), quiet=True)
-    return None
+        return Reply("\n".join(filter(None, [render.queued_text(ahead), warning])), quiet=True)
+    return Reply(warning, quiet=True) if warning else None
 
 
 async def first_offer(link: Link) -> Reply:
@@ -843,6 +866,7 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
 
 #: conversations offered by one /resume at most (one button each)
 RESUME_OFFERED = 8
+RESUMES_KEPT = 200
 
 
 @on_active_session
@@ -895,6 +919,8 @@ async def resume(link: Link, chat: int, args: list[str]) -> Reply:
         open_now = f" — open in a terminal (pid {c['open_pid']})" if c.get("open_pid") else ""
         lines.append(f"{i}. {about} · {c['messages']} messages · {relative_time(c['last_active'])}{open_now}")
         link.pending_resumes[c["session_id"]] = directory
+        while len(link.pending_resumes) > RESUMES_KEPT:  # (offers never pressed)
+            del link.pending_resumes[next(iter(link.pending_resumes))]
         buttons.append((f"{i}. Continue: {about[:40]}", f"resume:{c['session_id']}"))
     return Reply("\n".join(lines), buttons=buttons)
 

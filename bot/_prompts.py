@@ -222,22 +222,27 @@ def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
 ALWAYS_LABEL = 60  # characters of the "always allow" button (Telegram cuts longer ones)
 
 
-def _scope(rule: str) -> str:
-    """A rule as the button says it: ``Edit(//src/**)`` → "file edits in /src"."""
+def scope_text(rule: str) -> str:
+    """A rule as people say it: ``Bash(npm test *)`` → "`npm test …`", ``Edit(//src/**)``
+    → "edits in /src", ``WebFetch(domain:x.org)`` → "fetches from x.org"."""
     tool, _, content = rule.partition("(")
     content = content.removesuffix(")")
     if tool == "Edit" and content.startswith("//"):
-        return f"file edits in {content[1:].removesuffix('/**') or '/'}"
+        return f"edits in {content[1:].removesuffix('/**') or '/'}"
     if tool == "Bash" and content:
-        return f"{content.removesuffix(':*')} …" if content.endswith(":*") else content
+        for wildcard in (" *", ":*"):
+            if content.endswith(wildcard):
+                return f"`{content.removesuffix(wildcard)} …`"
+        return f"`{content}`"
+    if tool == "WebFetch" and content.startswith("domain:"):
+        return f"fetches from {content.removeprefix('domain:')}"
     return f"{rule} (any use)" if not content else rule
 
 
 def always_label(rules: list[str]) -> str:
-    """The "always allow" button says what it will allow before it is pressed."""
-    if not rules:
-        return "♾ Always allow"
-    label = "♾ Always: " + ", ".join(_scope(r) for r in rules)
+    """The "always allow" button says what it will allow from now on, before it is
+    pressed ("♾ Always allow `npm test …` here": in this session)."""
+    label = "♾ Always allow " + ", ".join(scope_text(r) for r in rules) + " here"
     return label if len(label) <= ALWAYS_LABEL else label[:ALWAYS_LABEL - 1] + "…"
 
 
@@ -247,7 +252,10 @@ def keyboard(prompt: Prompt, token: str) -> Keyboard:
         return [[("✅ Approve", f"{base}:p:ask")], [("✅ Approve, accept edits", f"{base}:p:edits")],
                 [("✏️ Keep planning", f"{base}:k")]]
     if not prompt.is_question:
-        return [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")], [(always_label(prompt.always), f"{base}:a")]]
+        answers: Keyboard = [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")]]
+        if prompt.always:  # (none where no scope short of "everything" exists: allow once)
+            answers.append([(always_label(prompt.always), f"{base}:a")])
+        return answers
     rows: Keyboard = []
     several = len(prompt.questions) > 1
     for i, q in enumerate(prompt.questions):
@@ -323,10 +331,12 @@ __all__ = [
     "STALE",
     "Keyboard",
     "Prompt",
+    "always_label",
     "build",
     "keyboard",
     "outcome",
     "pick",
+    "scope_text",
     "toast",
     "token_of",
     "typed",

@@ -13,7 +13,15 @@ from typing import Any
 import telegramify_markdown
 from telegramify_markdown import converter as _converter
 
-from protocol import MAX_TIMEOUT_MINUTES, MIN_TIMEOUT_MINUTES, TIMEOUT_RANGE_TEXT, idle_note, relative_time
+from protocol import (
+    MAX_TIMEOUT_MINUTES,
+    MIN_TIMEOUT_MINUTES,
+    TIMEOUT_RANGE_TEXT,
+    idle_note,
+    relative_time,
+    turn_cost,
+    usd_text,
+)
 
 MAX_MESSAGE_UTF16 = 4096
 
@@ -21,7 +29,7 @@ HELP_TEXT = f"""\
 Claude Sessions
 /new <name> [dir] [persona] - Create a session (in dir) and make it active
 /switch <name> - Make another session active (the old one keeps running)
-/sessions - List all sessions with status
+/sessions [page] - List all sessions with status
 /timeout <minutes> - Set idle timeout ({TIMEOUT_RANGE_TEXT})
 /model [name] - Show or change the model (Claude restarts with its history)
 /mode [ask|accept-edits|plan|bypass] - Show or change what Claude may do without asking
@@ -37,6 +45,14 @@ Claude Sessions
 /clear - Start a fresh conversation in this session (Claude Code's /clear)
 /attach - How to open this session in Claude Code at your desk (what is said there shows here)
 /resume [dir] - Continue a Claude Code conversation of a directory (buttons)
+
+Daily
+/rules - What "Always allow" allowed in this session, a button to remove each
+/budget [all] [<usd>|off] - Spend today and this month; set this session's (or all sessions') daily cap
+/diff [path] - The session's git changes: a summary here, the whole diff as a file
+/every <when> <prompt> - Send the prompt to this session at set times (weekdays 9:00, every 2h, cron)
+/schedules - List schedules, pause, resume or remove them
+/fork <name> - A new session continuing a copy of this conversation (the original untouched)
 
 Help
 /help - This list
@@ -66,6 +82,12 @@ MENU: list[tuple[str, str]] = [
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
+    ("rules", "Always-allow rules of this session (remove one)"),
+    ("budget", "Spend today and this month; daily caps: /budget [all] <usd>"),
+    ("diff", "The session's git changes (staged, not staged) and the diff: /diff [path]"),
+    ("every", "Send a prompt at set times: /every weekdays 9:00 <prompt>"),
+    ("schedules", "List, pause or remove schedules"),
+    ("fork", "A new session continuing a copy of this conversation: /fork <name>"),
     ("attach", "How to open this session in Claude Code at your desk"),
     ("resume", "Continue a Claude Code conversation of a directory: /resume [dir]"),
     ("hosts", "The machines the bot reaches (local and [hosts.*]), their state and versions"),
@@ -285,6 +307,15 @@ def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: f
     return "\n".join(session_line(s, active, now) for s in sessions)
 
 
+def page_text(page: int, pages: int, total: int) -> str:
+    """The line under a page of a long list."""
+    return f"Page {page} of {pages} ({total} sessions)"
+
+
+def page_button(page: int, before: bool) -> str:
+    return f"◀ Page {page}" if before else f"Page {page} ▶"
+
+
 def minutes_text(seconds: float) -> str:
     """"1 minute", "15 minutes", "1.5 minutes"."""
     minutes = seconds / 60
@@ -313,8 +344,9 @@ def queued_text(ahead: int) -> str:
 def footer_text(result: dict[str, Any]) -> str | None:
     """A quiet line after a finished turn: what it cost, how long it took, how many turns."""
     parts = []
-    if isinstance(result.get("cost_delta"), (int, float)):
-        parts.append(f"${result['cost_delta']:.4f}")
+    cost = turn_cost(result)  # (the turn's own, as claudectl shows it)
+    if cost is not None:
+        parts.append(usd_text(cost))
     if isinstance(result.get("duration_ms"), (int, float)):
         parts.append(f"{result['duration_ms'] / 1000:.1f} s")
     turns = result.get("num_turns")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import Client, check_running
 from ._codec import decode, encode, encode_event, encode_events
+from ._costs import CONVERSATION_COST, TURN_COST, conversation_cost, cost_fields, turn_cost, usd_text
 from ._errors import (
     ConnectionFailed,
     FrameError,
@@ -61,12 +62,14 @@ from ._paths import (
     runtime_dir_problem,
     socket_problem,
 )
+from ._transport import InProcessClient, InProcessServer
 from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
 
 __all__ = [
     "CONFIG_ENV",
     "CONTROL_SOCKET",
+    "CONVERSATION_COST",
     "HARD_MAX_FRAME_BYTES",
     "HOST_ENV",
     "LOCAL",
@@ -87,6 +90,7 @@ __all__ = [
     "RUNTIME_DIR_ENV",
     "SESSION_NAME_RULE",
     "TIMEOUT_RANGE_TEXT",
+    "TURN_COST",
     "AsyncClient",
     "Client",
     "ConfigFileError",
@@ -96,6 +100,8 @@ __all__ = [
     "FrameError",
     "Host",
     "HostConfigError",
+    "InProcessClient",
+    "InProcessServer",
     "LinkState",
     "Op",
     "PermissionMode",
@@ -114,6 +120,8 @@ __all__ = [
     "configured_hosts",
     "configured_runtime_dir",
     "control_endpoint",
+    "conversation_cost",
+    "cost_fields",
     "counted",
     "decode",
     "default_config_path",
@@ -132,6 +140,8 @@ __all__ = [
     "runtime_dir_problem",
     "socket_problem",
     "timeout_in_range",
+    "turn_cost",
+    "usd_text",
     "validate_request",
 ]
 

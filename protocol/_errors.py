@@ -36,11 +36,17 @@ class ValidationError(ProtocolError):
 
 
 class RemoteError(ProtocolError):
-    """The supervisor replied with ``ok: false``."""
+    """The supervisor replied with ``ok: false``. ``code`` is an ``ErrorCode`` (a string
+    enum: it equals its value, ``exc.code == "not_found"`` holds too), or the plain string
+    of a code this client does not know (from a newer supervisor)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        try:
+            known: ErrorCode | str = ErrorCode(code)
+        except ValueError:
+            known = str(code)
+        super().__init__(f"{known}: {message}")
+        self.code = known
         self.message = message
 
 

@@ -108,6 +108,10 @@ class EventKind(enum.StrEnum):
 
     STATE = "state"  # {state, reason, detail?, idle_for?}
     USER = "user"  # {message_id, text, attachments}: a message was handed to Claude
+    #: {message_id, turn, text, attachments}: written to Claude while the turn of message
+    #: ``turn`` runs (it joins that turn once Claude takes it, else it is the next turn)
+    STEERED = "steered"
+    TAKEN = "taken"  # {message_id, turn}: Claude took a steered message into that turn
     ASSISTANT_TEXT = "assistant_text"  # {text}
     TOOL_USE = "tool_use"  # {id, name, input}
     TOOL_RESULT = "tool_result"  # {tool_use_id, content, is_error}
@@ -159,6 +163,16 @@ class Op(enum.StrEnum):
     BACKUP = "backup"
     RESTART = "restart"
     SHUTDOWN = "shutdown"
+    RULES = "rules"
+    REMOVE_RULE = "remove_rule"
+    BUDGET = "budget"
+    SET_BUDGET = "set_budget"
+    DIFF = "diff"
+    FORK = "fork"
+    SCHEDULE_ADD = "schedule_add"
+    SCHEDULES = "schedules"
+    SCHEDULE_SET = "schedule_set"
+    SCHEDULE_REMOVE = "schedule_remove"
     ATTACH = "attach"
     CONVERSATIONS = "conversations"
 
@@ -183,3 +197,4 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     RESTART_REFUSED = "restart_refused"  # the code installed now would not start
     INTERNAL = "internal"
+    BUDGET_EXCEEDED = "budget_exceeded"  # `send`: a daily spending cap is reached; nothing queued

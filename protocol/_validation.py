@@ -140,6 +140,15 @@ def timeout_minutes(field: str, value: Any) -> int:
     return value
 
 
+def usd_cap(field: str, value: Any) -> float | None:
+    """A cap in US dollars: a positive number, or null for none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise _bad(f"'{field}' must be a positive number of US dollars, or null")
+    return float(value)
+
+
 def boolean(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _bad(f"'{field}' must be true or false")
@@ -206,6 +215,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "attachments": (attachments, False),
         "origin": (short_text, False),
         "idempotency_key": (short_text, False),
+        "queue": (boolean, False),
     },
     Op.INTERRUPT: {"session": (session_name, True)},
     Op.DROP_QUEUED: {"session": (session_name, True)},
@@ -249,6 +259,17 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.BACKUP: {"path": (abs_path, True), "force": (boolean, False)},
     Op.RESTART: {},
     Op.SHUTDOWN: {},
+    Op.RULES: {"session": (session_name, True)},
+    Op.DIFF: {"session": (session_name, True), "path": (text, False)},
+    Op.FORK: {"session": (session_name, True), "name": (session_name, True)},
+    Op.SCHEDULE_ADD: {"session": (session_name, True), "when": (text, True), "prompt": (text, False),
+                      "origin": (short_text, False), "tz": (short_text, False)},
+    Op.SCHEDULES: {"session": (session_name, False)},
+    Op.SCHEDULE_SET: {"schedule": (positive_int, True), "paused": (boolean, True)},
+    Op.SCHEDULE_REMOVE: {"schedule": (positive_int, True)},
+    Op.BUDGET: {"session": (session_name, False)},
+    Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True)},
+    Op.REMOVE_RULE: {"session": (session_name, True), "index": (positive_int, False), "rule": (text, False)},
     Op.ATTACH: {
         "session": (session_name, True),
         "pid": (positive_int, True),

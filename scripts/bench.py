@@ -61,7 +61,8 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | None = None,
+                     poll: float = 0.05) -> subprocess.Popen[bytes]:
     env = dict(os.environ, HOME=str(base / "home"), **(env_extra or {}))
     (base / "home").mkdir(exist_ok=True)
     log = (base / "supervisor.log").open("wb")
@@ -80,7 +81,7 @@ def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | No
                 c.request("hello")
             return proc
         except Exception:
-            time.sleep(0.05)
+            time.sleep(poll)
     raise RuntimeError("supervisor did not start: " + (base / "supervisor.log").read_text())
 
 
@@ -704,16 +705,18 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
         for name in sessions:
             store.create_session(name, f"id-{name}", str(base), None, None)
         body = {"text": "x" * 200, "message_id": 1}
+        # as turns leave them: 100 events of one session, then the next session's
         for start in range(0, size, 5000):
-            store.append_events([EventWrite(sessions[(start + i) % 20], EventKind.ASSISTANT_TEXT, body)
+            store.append_events([EventWrite(sessions[(start + i) // 100 % 20], EventKind.ASSISTANT_TEXT, body)
                                  for i in range(min(5000, size - start))])
         store.close()
         db_mib = sum(p.stat().st_size for p in (sup_base / "state").glob("supervisor.sqlite3*")) / 1048576
-        t0 = time.perf_counter()
-        sup = start_supervisor(sup_base, "/bin/true")
-        startup = time.perf_counter() - t0
+        sup, startup = _timed_start(sup_base, "/bin/true")
         try:
             ls = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"), "ls"], 5))
+            status = statistics.median(_time_command([_bin("claudectl"), "--runtime-dir", str(sup_base / "run"),
+                                                      "status"], 5))
+            rss = _rss_kib(sup.pid) / 1024
             with Client(sup_base / "run", timeout=60) as c:
                 last = c.request("status", session="s7")["last_seq"]
                 t0 = time.perf_counter()
@@ -735,11 +738,86 @@ def bench_eventlog(base: Path, sizes: list[int]) -> list[dict[str, float]]:
         prune = time.perf_counter() - t0
         store.close()
         rows.append({"events": float(size), "db_mib": db_mib, "startup_s": startup, "ls_ms": ls * 1e3,
+                     "status_ms": status * 1e3, "rss_mib": rss,
                      "cursor_first_ms": cursor_first * 1e3, "cursor_1000_ms": cursor_read * 1e3,
                      "prune_s": prune})
         print(f"event log of {size} events: db {db_mib:.1f} MiB, start-up {startup:.2f} s, claudectl ls "
-              f"{ls * 1e3:.0f} ms, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
+              f"{ls * 1e3:.0f} ms, status {status * 1e3:.0f} ms, supervisor RSS {rss:.1f} MiB, subscribe from a cursor: first event {cursor_first * 1e3:.1f} ms, "
               f"1000 events {cursor_read * 1e3:.0f} ms; prune all {prune:.2f} s")
+    return rows
+
+
+# 9b. sessions on file: start-up, ls, status, memory ----------------------------------------
+
+
+def _fill_store(state: Path, sessions: int, events_each: int, cwd: Path) -> None:
+    """A store with ``sessions`` sessions on file, each with a short history, written
+    straight into it (as months of use leave it)."""
+    from protocol import EventKind
+    from supervisord_claude.supervisor._store import EventWrite, Store
+
+    state.mkdir(parents=True, exist_ok=True)
+    store = Store(state / "supervisor.sqlite3")
+    names = [f"s{i:05d}" for i in range(sessions)]
+    for name in names:
+        store.create_session(name, f"id-{name}", str(cwd), None, None)
+    body = {"text": "x" * 200, "message_id": 1}
+    writes = [EventWrite(name, EventKind.ASSISTANT_TEXT, body) for name in names for _ in range(events_each)]
+    for start in range(0, len(writes), 5000):
+        store.append_events(writes[start:start + 5000])
+    store.close()
+
+
+def _timed_start(sup_base: Path, claude_bin: str) -> tuple[subprocess.Popen[bytes], float]:
+    """A supervisor started, and the seconds from its spawn to its first answer (polled
+    every 5 ms)."""
+    t0 = time.perf_counter()
+    sup = start_supervisor(sup_base, claude_bin, poll=0.005)
+    return sup, time.perf_counter() - t0
+
+
+def bench_on_file(base: Path, cases: list[tuple[int, int]], repeat: int) -> list[dict[str, float]]:
+    """For each (sessions on file, of them live): supervisor start-up (spawn to its first
+    answer), ``claudectl ls`` and ``claudectl status`` (whole command, median of
+    ``repeat``), the supervisor's RSS. The first case (none on file) is the baseline."""
+    turn = base / "onfile-turn.jsonl"
+    turn.write_text("\n".join([
+        json.dumps({"type": "system", "subtype": "init", "session_id": "s"}),
+        json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "hi"}]}}),
+        json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "hi", "total_cost_usd": 0,
+                    "duration_ms": 0})]) + "\n")
+    stub = base / "onfile-claude"
+    stub.write_text(f'#!/bin/sh\nwhile read -r line; do cat "{turn}"; done\n')
+    stub.chmod(0o755)
+    rows = []
+    for on_file, live in cases:
+        sup_base = base / f"onfile-{on_file}-{live}"
+        _fill_store(sup_base / "state", on_file, 5, base)
+        sup, startup = _timed_start(sup_base, str(stub))
+        try:
+            if live:
+                with Client(sup_base / "run", timeout=60) as c:
+                    for i in range(live):
+                        c.request("send", session=f"s{i:05d}", text="hi")
+                    deadline = time.monotonic() + 120
+                    while c.request("status")["live"] < live:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"{live} sessions did not become live")
+                        time.sleep(0.1)
+            ctl = [_bin("claudectl"), "--runtime-dir", str(sup_base / "run")]
+            ls = statistics.median(_time_command([*ctl, "ls"], repeat))
+            status = statistics.median(_time_command([*ctl, "status"], repeat))
+            rss = _rss_kib(sup.pid) / 1024
+        finally:
+            stop(sup)
+        rows.append({"on_file": float(on_file), "live": float(live), "startup_s": startup, "ls_ms": ls * 1e3,
+                     "status_ms": status * 1e3, "rss_mib": rss})
+        base_row = rows[0]
+        print(f"{on_file} sessions on file, {live} live: start-up {startup * 1e3:.0f} ms "
+              f"({startup / base_row['startup_s']:.2f}x of none on file), claudectl ls {ls * 1e3:.0f} ms "
+              f"({ls * 1e3 / base_row['ls_ms']:.2f}x), status {status * 1e3:.0f} ms "
+              f"({status * 1e3 / base_row['status_ms']:.2f}x), supervisor RSS {rss:.1f} MiB "
+              f"(+{rss - base_row['rss_mib']:.1f})")
     return rows
 
 
@@ -815,12 +893,50 @@ def plot_scaling(rows: list[dict[str, float]], path: Path) -> None:
     print(f"plot: {path}")
 
 
+#: the figures, in the order they are measured (``--only`` picks some)
+FIGURES = ("round-trip", "ssh", "status", "keepers", "stdin", "burst", "telegram", "scaling", "on-file", "eventlog", "real",
+           "resume")
+
+
+def plot_growth(on_file: list[dict[str, float]], eventlog: list[dict[str, float]], path: Path) -> None:
+    """How start-up, the status command and memory grow with sessions on file and with
+    the event log (log-log: a straight line of slope 1 is linear)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot: skipped (matplotlib not installed; pip install -e .[bench])")
+        return
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6))
+    for row, (rows, x_key, x_label) in enumerate(((on_file, "on_file", "sessions on file"),
+                                                  (eventlog, "events", "events in the log"))):
+        rows = [r for r in rows if r[x_key] > 0 and not r.get("live")]
+        for ax, key, scale, label in zip(axes[row], ("startup_s", "status_ms", "rss_mib"), (1e3, 1, 1),
+                                         ("supervisor start-up (ms)", "claudectl status (ms)",
+                                          "supervisor RSS (MiB)"), strict=True):
+            ax.plot([r[x_key] for r in rows], [r[key] * scale for r in rows], marker="o")
+            ax.set_xscale("log")
+            ax.set_xlabel(x_label)
+            ax.set_title(label)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"plot: {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="supervisord-claude benchmarks (docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute (CI runs it)")
     parser.add_argument("--json", help="write every figure to this file as one JSON document")
     parser.add_argument("--plot", help="write the live-sessions growth plot (PNG) here")
+    parser.add_argument("--growth-plot", help="write the sessions-on-file and event-log growth plot (PNG) here")
+    parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
+                        help=f"measure only these figures (repeatable): {', '.join(FIGURES)}")
     args = parser.parse_args()
+    wanted = set(args.only or FIGURES)
     quick = args.quick
     out: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                                        "pyzmq": zmq.__version__, "quick": quick}}
@@ -828,32 +944,49 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="scb-") as d:
         base = Path(d)
         os.chmod(base, 0o700)
-        sup_base = base / "rt"
-        sup_base.mkdir()
-        sup = start_supervisor(sup_base, "/bin/true")
-        try:
-            out |= bench_round_trip(sup_base, 300 if quick else 3000)
-        finally:
-            stop(sup)
-        out |= bench_ssh_round_trip(base, 300 if quick else 3000)
-        out |= bench_ctl_status(base, 3 if quick else 20)
-        count = 10 if quick else 50
-        out |= {f"{k}_frozen": v for k, v in bench_keepers(base, count, freeze=True).items()}
-        if not quick:
-            out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, count, freeze=False).items()}
-        out |= bench_message_latency(base, 30 if quick else 300)
-        out |= bench_event_throughput(base, 2000 if quick else 20000)
-        out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
-        out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
-        out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 1_000_000])
-        real = bench_real_claude(base, 2 if quick else 5)
-        if real:
-            out |= real
-        resume = bench_resume_real(base, 2 if quick else 5)
-        if resume:
-            out |= resume
-        if args.plot:
+        if "round-trip" in wanted:
+            sup_base = base / "rt"
+            sup_base.mkdir()
+            sup = start_supervisor(sup_base, "/bin/true")
+            try:
+                out |= bench_round_trip(sup_base, 300 if quick else 3000)
+            finally:
+                stop(sup)
+        if "ssh" in wanted:
+            out |= bench_ssh_round_trip(base, 300 if quick else 3000)
+        if "status" in wanted:
+            out |= bench_ctl_status(base, 3 if quick else 20)
+        if "keepers" in wanted:
+            count = 10 if quick else 50
+            out |= {f"{k}_frozen": v for k, v in bench_keepers(base, count, freeze=True).items()}
+            if not quick:
+                out |= {f"{k}_unfrozen": v for k, v in bench_keepers(base, count, freeze=False).items()}
+        if "stdin" in wanted:
+            out |= bench_message_latency(base, 30 if quick else 300)
+        if "burst" in wanted:
+            out |= bench_event_throughput(base, 2000 if quick else 20000)
+        if "telegram" in wanted:
+            out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
+        if "scaling" in wanted:
+            out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
+        if "on-file" in wanted:
+            out["on_file"] = bench_on_file(base, [(0, 0), (10, 0), (1000, 50)] if quick else
+                                           [(0, 0), (10, 0), (100, 0), (1000, 0), (1000, 50), (10_000, 0)],
+                                           3 if quick else 7)
+        if "eventlog" in wanted:
+            out["eventlog"] = bench_eventlog(base, [10_000] if quick else [10_000, 100_000, 1_000_000, 10_000_000])
+        if "real" in wanted:
+            real = bench_real_claude(base, 2 if quick else 5)
+            if real:
+                out |= real
+        if "resume" in wanted:
+            resume = bench_resume_real(base, 2 if quick else 5)
+            if resume:
+                out |= resume
+        if args.plot and "scaling" in out:
             plot_scaling(out["scaling"], Path(args.plot))
+        if args.growth_plot and "on_file" in out and "eventlog" in out:
+            plot_growth(out["on_file"], out["eventlog"], Path(args.growth_plot))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

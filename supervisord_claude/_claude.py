@@ -64,6 +64,10 @@ class LaunchSpec:
     extra_args: tuple[str, ...] = ()
     #: stream_event lines with the text as it is written (live answers)
     partial_messages: bool = True
+    #: Claude Code stops a turn whose cost (since this process started) passes it
+    max_budget_usd: float | None = None
+    #: a new conversation that starts as a copy of this one (``--fork-session``)
+    fork_from: str | None = None
 
 
 def build_argv(spec: LaunchSpec) -> list[str]:
@@ -75,6 +79,9 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         "--output-format",
         "stream-json",
         "--verbose",
+        # Claude echoes each user message when it takes it into the conversation: how the
+        # keeper knows whether a message written mid-turn joined that turn or the next
+        "--replay-user-messages",
     ]
     if spec.partial_messages:
         argv.append("--include-partial-messages")
@@ -89,7 +96,12 @@ def build_argv(spec: LaunchSpec) -> list[str]:
     argv += ["--permission-prompt-tool", "stdio", "--permission-mode", CLAUDE_MODES[spec.permission_mode]]
     if spec.allowed_tools:  # variadic: the next "--" option ends it
         argv += ["--allowedTools", *spec.allowed_tools]
-    argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
+    if spec.max_budget_usd is not None:
+        argv += ["--max-budget-usd", f"{spec.max_budget_usd:.6f}"]
+    if spec.fork_from and not spec.resume:  # (verified with 2.1.327: the copy gets the id given)
+        argv += ["--resume", spec.fork_from, "--fork-session", "--session-id", spec.session_id]
+    else:
+        argv += ["--resume", spec.session_id] if spec.resume else ["--session-id", spec.session_id]
     argv += list(spec.extra_args)
     return argv
 
@@ -134,9 +146,9 @@ def read_attachment(path: str, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
-def user_line(text: str, attachments: Sequence[str] = ()) -> bytes:
+def user_line(text: str, attachments: Sequence[str] = (), uuid: str | None = None) -> bytes:
     """One stdin line carrying a user message (images inline, other files by path; each
-    must be an ordinary file: OSError otherwise)."""
+    must be an ordinary file: OSError otherwise). Claude's echo of it carries ``uuid``."""
     content: str | list[dict[str, Any]] = text
     if attachments:
         blocks: list[dict[str, Any]] = []
@@ -167,6 +179,8 @@ def user_line(text: str, attachments: Sequence[str] = ()) -> bytes:
         "message": {"role": "user", "content": content},
         "parent_tool_use_id": None,
     }
+    if uuid is not None:
+        msg["uuid"] = uuid
     return (json.dumps(msg) + "\n").encode()
 
 
@@ -214,6 +228,9 @@ class Parsed:
     model: str | None = None  # the model Claude says it runs (its init line)
     #: Claude's answer to one of our control requests: (request_id, error or None)
     control_response: tuple[str, str | None] | None = None
+    #: Claude took a user message into the conversation (its echo, --replay-user-messages):
+    #: the uuid it was written with ("" when Claude made one: several messages taken as one)
+    replay: str | None = None
 
 
 def _tool_result_text(content: Any) -> str:
@@ -304,6 +321,10 @@ def parse_line(line: bytes) -> Parsed:
                     )
                 )
     elif kind == "user":
+        if msg.get("isReplay") is True:
+            uuid = msg.get("uuid")
+            out.replay = uuid if isinstance(uuid, str) else ""
+            return out
         for block in _list(_map(msg.get("message")).get("content")):
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 out.events.append(

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tomllib
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,7 +55,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 #: process tree used less than this share of a CPU is stalled; a prompt unanswered this
 #: long gets one reminder (0 turns either off)
 DEFAULT_STALL_AFTER = 300.0
-DEFAULT_STALL_CPU_PERCENT = 2.0
+DEFAULT_STALL_CPU_PERCENT = 5.0
 DEFAULT_REMIND_AFTER = 600.0
 
 log = logging.getLogger("supervisord_claude")
@@ -104,6 +105,12 @@ class Config:
     interrupt_timeout: float = DEFAULT_INTERRUPT_TIMEOUT
     #: clients connected at once (fewer if the open-files limit leaves less room)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: daily spending caps in USD (None: none): each session's, and all sessions' together;
+    #: ``set_budget`` (``/budget``, ``claudectl budget``) overrides them
+    budget_session_usd: float | None = None
+    budget_daily_usd: float | None = None
+    #: the IANA time zone schedules are read in (None: the machine's)
+    timezone: str | None = None
     #: a running turn with no output for this long, whose Claude used less than
     #: ``stall_cpu_percent`` of a CPU meanwhile, is stalled (0: never)
     stall_after: float = DEFAULT_STALL_AFTER
@@ -160,6 +167,9 @@ _TOP_KEYS = {
     "max_attachment_mib",
     "interrupt_timeout",
     "max_connections",
+    "budget_session_usd",
+    "budget_daily_usd",
+    "timezone",
     "stall_after",
     "stall_cpu_percent",
     "remind_after",
@@ -228,6 +238,19 @@ def load_toml(path: Path) -> dict[str, Any]:
         if value < 1:
             raise ConfigError("max_connections: must be a positive number of connections")
         out["max_connections"] = value
+    for key in ("budget_session_usd", "budget_daily_usd"):
+        if key in raw:
+            value = _expect(raw, key, (int, float), "")
+            if value <= 0:
+                raise ConfigError(f"{key}: must be a positive number of US dollars")
+            out[key] = float(value)
+    if "timezone" in raw:
+        name = _expect(raw, "timezone", str, "")
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone: {name!r} is not a time zone (an IANA name, e.g. Europe/Berlin)") from None
+        out["timezone"] = name
     for key in ("stall_after", "remind_after"):
         if key in raw:
             value = _expect(raw, key, (int, float), "")
@@ -387,6 +410,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         max_attachment_bytes=int(file_value("max_attachment_mib", DEFAULT_MAX_ATTACHMENT_MIB) * MIB),
         interrupt_timeout=file_value("interrupt_timeout", DEFAULT_INTERRUPT_TIMEOUT),
         max_connections=file_value("max_connections", DEFAULT_MAX_CONNECTIONS),
+        budget_session_usd=file_value("budget_session_usd", None),
+        budget_daily_usd=file_value("budget_daily_usd", None),
+        timezone=file_value("timezone", None),
         stall_after=file_value("stall_after", DEFAULT_STALL_AFTER),
         stall_cpu_percent=file_value("stall_cpu_percent", DEFAULT_STALL_CPU_PERCENT),
         remind_after=file_value("remind_after", DEFAULT_REMIND_AFTER),
@@ -531,6 +557,9 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         ("interrupt_timeout", f"{config.interrupt_timeout:g} s"),
         ("event_retention_days", f"{config.event_retention_days:g}"),
         ("max_connections", str(config.max_connections)),
+        ("budget_session_usd", f"${config.budget_session_usd:g} a day" if config.budget_session_usd else "(none)"),
+        ("timezone", config.timezone or "(the machine's)"),
+        ("budget_daily_usd", f"${config.budget_daily_usd:g} a day" if config.budget_daily_usd else "(none)"),
         ("stall_after", f"{config.stall_after:g} s" if config.stall_after else "0 (off)"),
         ("stall_cpu_percent", f"{config.stall_cpu_percent:g} %"),
         ("remind_after", f"{config.remind_after:g} s" if config.remind_after else "0 (off)"),

@@ -151,11 +151,20 @@ class System:
         parents: dict[int, int] = {}
         cpu: dict[int, int] = {}
         owner: dict[int, int] = {}  # pid -> the root it belongs to (by session or group)
-        for pid in self._pids():
+        for name in os.listdir(PROC):  # (plain calls: this runs in the supervisor's loop)
+            if not name.isdigit():
+                continue
+            pid = int(name)
             try:
-                raw = (PROC / str(pid) / "stat").read_bytes()
+                fd = os.open(f"{PROC}/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
+            try:
+                raw = os.read(fd, 4096)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
             # the fields after the parenthesised command name (which may hold anything)
             fields = raw[raw.rfind(b")") + 2 :].split()
             try:

@@ -16,7 +16,11 @@ Pure functions over ``PendingRequest``; the pool and the ops do the sending and 
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
+import shlex
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,36 +76,149 @@ def rule_string(rule: dict[str, Any]) -> str:
 FILE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
 
 
-def _fallback_rule(req: PendingRequest, cwd: str) -> dict[str, Any]:
-    command = req.input.get("command")
-    if req.tool_name == "Bash" and isinstance(command, str) and command.split():
-        return {"toolName": "Bash", "ruleContent": f"{command.split()[0]}:*"}
+#: commands whose first argument is a subcommand: "Always allow" covers that subcommand
+#: (``git commit …``), not every use of the tool (as Claude Code's terminal offers it)
+SUBCOMMAND_TOOLS = frozenset({
+    "git", "npm", "pnpm", "yarn", "bun", "cargo", "go", "docker", "podman", "kubectl", "helm", "pip", "pip3",
+    "poetry", "uv", "gh", "make", "terraform", "brew", "apt", "apt-get", "dotnet", "mvn", "gradle", "systemctl",
+})
+#: what joins the commands of a compound one (every part must be allowed on its own)
+COMPOUND_OPERATORS = frozenset({"&&", "||", ";", "|", "&", "|&", ";;"})
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def command_parts(command: str) -> list[list[str]] | None:
+    """A Bash command's simple commands (each as its words), split at ``&&``, ``||``,
+    ``;``, ``|``, ``&`` and line breaks; None when it cannot be told apart safely
+    (unbalanced quotes, command substitution, subshells, here-documents)."""
+    if any(marker in command for marker in ("$(", "`", "<<", "<(", ">(")):
+        return None
+    lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=";&|()<>")
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return None
+    parts: list[list[str]] = [[]]
+    for token in tokens:
+        if token in COMPOUND_OPERATORS:
+            parts.append([])
+        elif token in ("(", ")", "{", "}"):
+            return None
+        else:
+            parts[-1].append(token)
+    return [p for p in parts if p]
+
+
+def command_prefix(words: list[str]) -> str | None:
+    """The prefix "Always allow" saves for one simple command: its name, and its
+    subcommand for tools like git, npm and cargo (``git commit``); None if it has none
+    (an assignment alone, a redirection only)."""
+    words = list(itertools.dropwhile(lambda w: _ASSIGNMENT.match(w) is not None, words))
+    if not words or not words[0] or set(words[0]) & set("<>*?[]$"):
+        return None
+    name = words[0]
+    if name in SUBCOMMAND_TOOLS and len(words) > 1 and re.fullmatch(r"[A-Za-z][\w:.-]*", words[1]):
+        return f"{name} {words[1]}"
+    return name
+
+
+def _wildcard_stem(content: str) -> str | None:
+    """``npm test`` of a prefix rule ``npm test *`` (or the older ``npm test:*``)."""
+    for wildcard in (" *", ":*"):
+        if content.endswith(wildcard):
+            return content.removesuffix(wildcard).strip()
+    return None
+
+
+def bash_rules(command: str, suggested: Sequence[str]) -> list[str]:
+    """The ``Bash(...)`` contents "Always allow" saves for ``command``: one per part of a
+    compound command (Claude Code allows one only when each part is allowed) — Claude's
+    own prefix suggestion for that part where it is wider than the part itself
+    (``npm test *``), else the part's name and subcommand (``touch *``, ``git commit *``).
+    A command that cannot be split safely gets Claude's wider suggestion, else itself."""
+    stems = [(content, stem) for content in suggested if (stem := _wildcard_stem(content))]
+    parts = command_parts(command)
+    out: list[str] = []
+    for words in parts or ():
+        text = " ".join(words)
+        # a suggestion is wider only if it is a proper prefix (in words) of the part
+        claude = next((c for c, stem in stems if text.startswith(stem + " ") and stem != text), None)
+        prefix = command_prefix(words)
+        if claude is None and prefix is None:
+            out = []
+            break
+        out.append(claude or f"{prefix} *")
+    if out:
+        return list(dict.fromkeys(out))
+    wider = [c for c, stem in stems if command.strip().startswith(stem + " ")]
+    return wider or [command]
+
+
+def _file_rule(req: PendingRequest, cwd: str) -> dict[str, Any] | None:
     path = req.input.get("file_path") or req.input.get("notebook_path")
-    if req.tool_name in FILE_TOOLS and isinstance(path, str) and os.path.isabs(path):
-        # a directory, never every file anywhere: the session's own if the file is in
-        # it, else the file's ("//" starts an absolute path in a rule)
-        target = os.path.normpath(path)
-        root = os.path.normpath(cwd)
-        inside = target.startswith(root.rstrip("/") + "/")
-        directory = root if inside else os.path.dirname(target)
-        return {"toolName": "Edit", "ruleContent": f"/{directory.rstrip('/')}/**"}
-    return {"toolName": req.tool_name}
+    if not isinstance(path, str) or not path:
+        return None
+    # a directory, never every file anywhere: the session's own if the file is in it,
+    # else the file's ("//" starts an absolute path in a rule)
+    target = os.path.normpath(os.path.join(cwd, path))
+    root = os.path.normpath(cwd)
+    inside = target.startswith(root.rstrip("/") + "/")
+    directory = root if inside else os.path.dirname(target)
+    return {"toolName": "Edit", "ruleContent": f"/{directory.rstrip('/')}/**"}
+
+
+def _fetch_rule(req: PendingRequest) -> dict[str, Any] | None:
+    host = urllib.parse.urlsplit(str(req.input.get("url") or "")).hostname
+    return {"toolName": "WebFetch", "ruleContent": f"domain:{host}"} if host else None
+
+
+def _too_broad(rule: dict[str, Any]) -> bool:
+    """Never Bash without a command, nor a file tool everywhere (whatever Claude suggests)."""
+    tool, content = rule.get("toolName"), str(rule.get("ruleContent") or "").strip()
+    if tool == "Bash":
+        return content.removesuffix(":*").strip(" *") == ""
+    if tool in FILE_TOOLS:
+        return content.strip("/*") == ""
+    if tool == "WebFetch":
+        return not content.startswith("domain:") or content.removeprefix("domain:").strip("*. ") == ""
+    return False
+
+
+def _derived_rules(req: PendingRequest, cwd: str, suggested: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    command = req.input.get("command")
+    if req.tool_name == "Bash":
+        if not isinstance(command, str) or not command.strip():
+            return []
+        claude = [str(r.get("ruleContent") or "") for r in suggested if r.get("toolName") == "Bash"]
+        return [{"toolName": "Bash", "ruleContent": content} for content in bash_rules(command, claude)]
+    if req.tool_name in FILE_TOOLS:
+        rule = _file_rule(req, cwd)
+        return [rule] if rule else []
+    if req.tool_name == "WebFetch":
+        rule = _fetch_rule(req)
+        return [rule] if rule else []
+    return suggested or [{"toolName": req.tool_name}]
 
 
 def always_allow(req: PendingRequest, cwd: str) -> tuple[dict[str, Any], list[str]]:
-    """The update that allows this (tool, Bash command, or file tools in a directory) for
-    the rest of the session, and its rules as strings. Claude's own suggestions decide the
-    scope where it offers them; they are kept to this session rather than written to the
-    project's settings. ``cwd``: the session's directory."""
-    rules = [
+    """The update that allows this for the rest of the session, and its rules as strings:
+    for Bash a command prefix per part of the command (Claude's own suggestion where it
+    is broader than the exact command, else the command's name, plus its subcommand for
+    git, npm, cargo …), for a file tool edits in one directory (the session's if the file
+    is in it), for WebFetch the URL's domain, for another tool Claude's suggestion or the
+    tool. Never Bash or a file tool everywhere: where no such scope can be said the rules
+    are empty (and "always" is refused). Rules are kept to this session rather than
+    written to the project's settings. ``cwd``: the session's directory."""
+    suggested = [
         {k: v for k, v in rule.items() if k in ("toolName", "ruleContent")}
         for update in req.suggestions
         if update.get("type") == "addRules" and update.get("behavior") == "allow"
         for rule in update.get("rules") or ()
         if isinstance(rule, dict) and isinstance(rule.get("toolName"), str)
     ]
-    if not rules:
-        rules = [_fallback_rule(req, cwd)]
+    rules = [r for r in _derived_rules(req, cwd, [r for r in suggested if not _too_broad(r)]) if not _too_broad(r)]
     update = {"type": "addRules", "rules": rules, "behavior": "allow", "destination": "session"}
     return update, [rule_string(r) for r in rules]
 

@@ -8,15 +8,15 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
                                 | Exited{pid, status}
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
-                                      queued, resumed, pending}
+                                      queued, resumed, pending, steered}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvent{kind, m, b} | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
-                                | InterruptReport{confirmed, detail}  (not numbered)
+                                | InterruptReport{confirmed, detail, next}  (not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
                                 | Deliver{message} | Interrupt{} | Suspend{reason} | DropQueued{}
                                 | Stop{reason} | SetTimeout{seconds} | SetModel{model}
-                                | SetMode{mode}
+                                | SetMode{mode} | SetRules{rules} | SetBudget{usd}
                                 | Permit{request_id, decision, report, rules, mode}
 
 Everything a keeper sends after its Hello is numbered (``n``, from 1) and kept by the
@@ -49,15 +49,18 @@ from protocol._packedmap import is_map as is_packed_map
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
-WIRE_VERSION = 5
+WIRE_VERSION = 6
 #: the versions of the keepers a supervisor takes over at a restart: its own, and the
 #: releases it upgrades from — 3: 0.2.0 (events carried their body as a map, a
 #: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md); 5: 0.3.0
-#: (an Interrupt is answered with an InterruptReport). A keeper of another version is
-#: reaped at start-up, and its turn reported not delivered.
-ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, WIRE_VERSION})
+#: (an Interrupt is answered with an InterruptReport); 6: a message may steer the running
+#: turn (``QueuedMessage.steer``; Hello says the ones written and not taken). A keeper of
+#: another version is reaped at start-up, and its turn reported not delivered.
+ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, WIRE_VERSION})
 #: keepers of an older wire never answer an Interrupt: the supervisor does not wait for it
 INTERRUPT_REPORTS_SINCE = 5
+#: keepers of an older wire ignore ``steer``: every message waits for its own turn there
+STEERING_SINCE = 6
 #: SIGTERM to Claude's process group, this long, then SIGKILL (the keeper does it; the
 #: supervisor waits this long, plus its own margin, for a keeper to go)
 STOP_GRACE = 5.0
@@ -87,6 +90,9 @@ class QueuedMessage:
     id: int
     text: str
     attachments: tuple[str, ...] = ()
+    #: sent while a turn runs, it goes to Claude at once and joins that turn (``send``
+    #: without ``queue``); otherwise it waits for a turn of its own
+    steer: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,10 @@ class KeeperSpec:
     #: how long a keeper whose supervisor died waits for the next one before it stops
     orphan_timeout: float = 300.0
     messages: tuple[QueuedMessage, ...] = ()
+    #: what Claude may still spend today (the budgets), for --max-budget-usd; None: no cap
+    budget_usd: float | None = None
+    #: a forked session's first start continues a copy of this conversation (--fork-session)
+    fork_from: str | None = None
 
 
 class Message:
@@ -180,6 +190,8 @@ class Hello(Message):
     resumed: bool = False  # the conversation exists (Claude's --resume works)
     #: permission requests Claude waits on (their permission_request event bodies)
     pending: tuple[dict[str, Any], ...] = ()
+    #: messages written to Claude during its turn that it has not taken yet (wire 6)
+    steered: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,9 @@ class InterruptReport(Message):
     TAG = "interrupt_report"
     confirmed: bool
     detail: str
+    #: messages written during the turn that Claude had not taken: they become its next
+    #: turn (wire 6)
+    next: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -322,6 +337,24 @@ class SetMode(Message):
 
 
 @dataclass(frozen=True)
+class SetRules(Message):
+    """The session's always-allow rules, after the user removed one: Claude restarts
+    with them (``--resume``) once no turn runs, since it keeps the old ones in-process."""
+
+    TAG = "rules"
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetBudget(Message):
+    """What the session may still spend today changed (a cap was set or raised): Claude
+    restarts with it (``--max-budget-usd``, ``--resume``) once no turn runs."""
+
+    TAG = "budget"
+    usd: float | None
+
+
+@dataclass(frozen=True)
 class Permit(Message):
     """Answer a pending request: ``decision`` goes to Claude as it is, ``report`` into the
     permission_resolved event; ``rules`` (always-allow) and ``mode`` (a plan approved)
@@ -340,7 +373,7 @@ _TYPES: dict[str, type[Message]] = {
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
                 KeeperEvent, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
                 SetTimeout,
-                SetModel, SetMode, Permit)
+                SetModel, SetMode, SetRules, SetBudget, Permit)
 }
 
 
@@ -395,7 +428,8 @@ def encode(msg: Message, n: int | None = None) -> bytes:
 def _queued(raw: Any) -> QueuedMessage:
     if not isinstance(raw, dict):
         raise WireError("a queued message is a map")
-    return QueuedMessage(int(raw["id"]), str(raw["text"]), tuple(str(a) for a in raw.get("attachments") or ()))
+    return QueuedMessage(int(raw["id"]), str(raw["text"]), tuple(str(a) for a in raw.get("attachments") or ()),
+                         raw.get("steer") is True)
 
 
 def spec_from(raw: Any) -> KeeperSpec:
@@ -488,6 +522,9 @@ def _message(raw: Any) -> Message:
         if cls is Hello:
             raw["queued"] = tuple(int(i) for i in raw.get("queued") or ())
             raw["pending"] = tuple(p for p in raw.get("pending") or () if isinstance(p, dict))
+            raw["steered"] = tuple(int(i) for i in raw.get("steered") or ())
+        if cls is InterruptReport:
+            raw["next"] = tuple(int(i) for i in raw.get("next") or ())
         if cls is Permit:
             raw["rules"] = tuple(str(r) for r in raw.get("rules") or ())
         return cls(**raw)

@@ -42,6 +42,12 @@ is chosen by words in the user's text:
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
             the CLI does) and answer "plan: approved, mode <mode>" or "plan: rejected (...)";
             with "planmd" the plan is written in Markdown (a heading, bold, code)
+  joinpoint:P  a model request in the middle of the turn, once the file P exists: messages
+            written meanwhile join this turn (echoed, with --replay-user-messages, and
+            answered in it: " | steered: <text>"), as the CLI does after a tool result;
+            messages written after it wait for the next turn. Without it, a message written
+            during a turn is the next turn. With --replay-user-messages every user message
+            is echoed (``isReplay``, the ``uuid`` it was written with) when it is taken
   bgtask:P  after the answer, once the file P exists, a turn of Claude's own that no message
             began (as the CLI does when a background task ends): "follow-up: …"
   showfiles  add what it was given: "[image <sha256 prefix>]" per image, and the content of
@@ -66,7 +72,9 @@ attach``): each line read from its terminal (stdin) is a prompt, answered on std
 ``$HOME/.claude/sessions/<pid>.json`` while it runs.
 
 Like the real CLI, ``total_cost_usd`` is cumulative for the conversation and carries on
-across ``--resume``.
+across ``--resume`` (each turn costs $0.001); ``--max-budget-usd X`` ends the turn whose
+cost, counted since this process started, passes X with ``error_max_budget_usd`` (and
+every later one); ``--resume A --fork-session --session-id B`` continues a copy of A as B.
 """
 
 from __future__ import annotations
@@ -171,6 +179,13 @@ def main() -> int:
             rules.append(word)
     resume = arg(argv, "--resume")
     session_id = resume or arg(argv, "--session-id") or str(uuid.uuid4())
+    if resume and "--fork-session" in argv:  # a copy of the conversation under a new id
+        session_id = arg(argv, "--session-id") or str(uuid.uuid4())
+        source = history_path(resume)
+        if source.exists():
+            history_path(session_id).write_text(source.read_text())
+            if source.with_suffix(".cost").exists():
+                history_path(session_id).with_suffix(".cost").write_text(source.with_suffix(".cost").read_text())
     hist = history_path(session_id)
     if resume and not hist.exists():
         sys.stderr.write(f"No conversation found with session ID: {resume}\n")
@@ -221,6 +236,8 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
         inbox.put(None)
 
     threading.Thread(target=reader, daemon=True).start()
+    budget = arg(argv, "--max-budget-usd")
+    spent_here = 0.0  # (what --max-budget-usd counts: this process's turns)
     cost_file = hist.with_suffix(".cost")
     cost = float(cost_file.read_text()) if resume and cost_file.exists() else 0.0
     turns = 0
@@ -238,18 +255,46 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
         emit({"type": "system", "subtype": "init", "session_id": session_id, "model": model,
               "cwd": os.getcwd(), "tools": ["Bash", "Read", "AskUserQuestion", "ExitPlanMode"],
               "permissionMode": mode})
+        replay = "--replay-user-messages" in argv
+        if replay:
+            emit({**msg, "isReplay": True})
+        joined: list[str] = []
+        join_gate = re.search(r"joinpoint:(\S+)", text)
+        if join_gate:  # the model request after a tool: what was written meanwhile joins the turn
+            while not os.path.exists(join_gate.group(1)) and not interrupted.wait(0.05):
+                pass
+            while True:
+                try:
+                    steered = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if steered is None:
+                    inbox.put(None)
+                    break
+                if replay:
+                    emit({**steered, "isReplay": True})
+                joined.append(text_of(steered["message"]["content"])[0])
+                with hist.open("a") as f:
+                    f.write(json.dumps({"role": "user", "text": joined[-1]}) + "\n")
+                log_event(event="joined", text=joined[-1])
         turns += 1
         cost += 0.001
         # atomically: a kill -9 mid-write must not leave an empty file (as the CLI's own
         # session files survive one)
         cost_file.with_suffix(".tmp").write_text(repr(cost))
         os.replace(cost_file.with_suffix(".tmp"), cost_file)
+        spent_here += 0.001
 
         def result(subtype: str, is_error: bool, answer: str, **extra: object) -> None:
             emit({"type": "result", "subtype": subtype, "is_error": is_error, "result": answer,
                   "session_id": session_id, "total_cost_usd": round(cost, 6),
                   "duration_ms": int((time.monotonic() - started) * 1000), "num_turns": turns,
                   **extra})
+
+        if budget is not None and spent_here > float(budget) + 1e-9:
+            result("error_max_budget_usd", True, "", errors=[f"Reached maximum budget (${budget})"],
+                   terminal_reason="budget_exhausted")
+            continue
 
         sleep = re.search(r"sleep:(\d+(?:\.\d+)?)", text)
         if sleep and interrupted.wait(float(sleep.group(1))):
@@ -396,7 +441,7 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
             if "--permission-prompt-tool" not in argv:
                 say("permission: not asked (no prompt tool)")
                 continue
-            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)") for r in rules):
+            if any(r in ("Bash", "Bash(touch x)", "Bash(touch:*)", "Bash(touch *)") for r in rules):
                 say("permission: allowed by rule")
                 continue
             suggestion = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch x"}],
@@ -458,6 +503,8 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
             answer = (para * (size // (2 * len(para)) + 1))[: size // 2] + "\n\n" + body
         else:
             answer = f"echo: {text} (history: {earlier} earlier messages; model {model})"
+            if joined:
+                answer += " | steered: " + " / ".join(joined)
             if images:
                 answer += f" [images: {images}]"
             if "showfiles" in text:

@@ -382,8 +382,9 @@ class FakeTelegram:
         text = str(params.get("text", ""))
         if not text.strip():
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}, status=400)
-        if len(text.encode("utf-16-le")) // 2 > 4096:
-            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}, status=400)
+        too_big = self._too_big(params)
+        if too_big is not None:
+            return too_big
         chat_id = int(params["chat_id"])
         with self._lock:
             message_id = next(self._message_ids)
@@ -441,8 +442,22 @@ class FakeTelegram:
             self.deleted.append({"chat_id": int(params["chat_id"]), "message_id": int(params["message_id"])})
         return self._ok(True)
 
+    #: Telegram's bounds: characters of a message (UTF-16 code units), buttons under it
+    MAX_TEXT, MAX_BUTTONS = 4096, 100
+
+    def _too_big(self, params: dict[str, Any]) -> web.Response | None:
+        """The 400 Telegram gives a message over its bounds, or None."""
+        if len(str(params.get("text", "")).encode("utf-16-le")) // 2 > self.MAX_TEXT:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}, status=400)
+        markup = params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        if isinstance(markup, dict) and sum(len(row) for row in markup.get("inline_keyboard", ())) > self.MAX_BUTTONS:
+            return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: reply markup is too long"}, status=400)
+        return None
+
     async def _m_editMessageText(self, params: dict[str, Any]) -> web.Response:
-        refused = self._bad_buttons(params) or self._parsed(params)
+        refused = self._bad_buttons(params) or self._parsed(params) or self._too_big(params)
         if refused is not None:
             return refused
         with self._lock:

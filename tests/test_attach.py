@@ -109,7 +109,9 @@ def test_attach_now_stops_the_running_turn_and_keeps_the_queue(
         running = c.request("send", session="alpha", text=f"waitfile:{supervisor.base / 'never'}")["message_id"]
     supervisor.wait_state("alpha", "busy")
     with supervisor.client() as c:
-        queued = c.request("send", session="alpha", text="queued behind it")["message_id"]
+        # (queue: a message sent now would otherwise join the running turn — steering — and
+        # end with it)
+        queued = c.request("send", session="alpha", text="queued behind it", queue=True)["message_id"]
     assert attach(supervisor, "alpha", terminal.pid, now=True)["attached"]
     failed = supervisor.wait_event("alpha", lambda e: e["kind"] == "message_failed")
     assert failed["message_id"] == running and "opened in a terminal" in failed["reason"]
@@ -168,6 +170,8 @@ def test_terminal_transcript_lines_reach_the_event_log_marked_as_from_the_termin
                            ("tool_use", None), ("tool_result", None)]
     assert desk[-1] == seen and seen["content"] == "a.txt" and desk[2]["name"] == "Bash"
     assert all(e.get("message_id") is None for e in desk)
+    # no turn of ours runs: nothing for the watcher to call waiting or stalled
+    assert supervisor.session("alpha")["activity"] is None
     terminal.kill()
     supervisor.wait_state("alpha", "suspended")
 
@@ -197,6 +201,10 @@ def test_claudectl_attach_runs_the_tui_on_the_conversation_and_returns_its_exit_
     assert tui.stdin is not None and tui.stdout is not None
     read_until(tui.stdout, "fake claude TUI on " + rec["session_id"])
     assert supervisor.session("alpha")["state"] == "attached" and supervisor.claude_pids() == []
+    pid = supervisor.session("alpha")["terminal"]["pid"]
+    row = supervisor.ctl("ls", check=True).stdout.splitlines()[1]
+    assert row.split()[:3] == ["📟", "alpha", "attached"] and f"no tty pid {pid}" in row
+    assert f"state:        attached just now, no tty pid {pid}" in supervisor.ctl("status", "alpha", check=True).stdout
     tui.stdin.write("typed at the desk\n")
     tui.stdin.flush()
     answer = read_until(tui.stdout, "● echo: typed at the desk")
@@ -299,3 +307,38 @@ def test_conversations_lists_what_claude_code_keeps_and_new_continues_one(
     assert {c["session_id"]: c["held_by"] for c in listed} == {newer: "desk", older: None}
     unknown = supervisor.ctl("new", "ghost", "--cwd", str(project), "--conversation", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "not_found" in unknown.stderr
+
+
+def test_a_new_session_attached_first_starts_its_conversation_in_the_terminal(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    rec = supervisor.session("alpha")
+    tui = ctl_attach(supervisor, "alpha")
+    assert tui.stdin is not None and tui.stdout is not None
+    read_until(tui.stdout, "fake claude TUI on " + rec["session_id"])
+    tui.stdin.write("hello from the desk\n/exit\n")
+    tui.stdin.flush()
+    assert tui.wait(60) == 0
+    [start] = [json.loads(line) for line in supervisor.claude_log.read_text().splitlines() if '"start"' in line]
+    assert start["argv"][start["argv"].index("--session-id") + 1] == rec["session_id"]  # a new conversation
+    supervisor.wait_state("alpha", "suspended")
+    assert supervisor.session("alpha")["started"] is True  # its next Claude resumes it
+    reply = supervisor.ctl("send", "alpha", "and from the phone", "--wait", check=True).stdout
+    assert "history: 2 earlier messages" in reply
+
+
+def test_attach_is_refused_while_a_claude_of_the_users_own_has_the_conversation_open(
+        supervisor: SupervisorProcess, terminal: subprocess.Popen[bytes]) -> None:
+    supervisor.ctl("new", "alpha", check=True)
+    session_id = supervisor.session("alpha")["session_id"]
+    sessions = supervisor.home / ".claude" / "sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    (sessions / f"{terminal.pid}.json").write_text(json.dumps({"pid": terminal.pid, "sessionId": session_id}))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        with pytest.raises(RemoteError) as refused:
+            attach(supervisor, "alpha", other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    assert refused.value.code == "busy" and f"open in a running claude (pid {terminal.pid})" in str(refused.value)
+    assert supervisor.session("alpha")["state"] == "suspended" and supervisor.session("alpha")["terminal"] is None

@@ -561,3 +561,38 @@ def test_a_bot_killed_mid_stream_goes_on_streaming_and_sends_the_final_once(make
     api.wait_for_text(lambda t: t.startswith("echo: stream:12"))
     sup.wait_consumer("telegram-bot")
     assert len([t for t in api.texts(USER) if t.startswith("echo: stream:12")]) == 1
+
+
+def test_sessions_come_a_page_at_a_time_with_buttons_for_the_pages(env) -> None:
+    """A user with many sessions (names as long as they may be) gets /sessions in pages:
+    no message over Telegram's 4,096 characters or 100 buttons (the fake refuses those as
+    Telegram does), buttons to the next and previous pages, each session on one page."""
+    sup, api, _ = env
+    names = [f"s{i:03d}-" + "x" * 59 for i in range(110)]  # 64 characters, the most a name may have
+    with sup.client() as c:
+        for name in names:
+            c.request("create", session=name)
+    first = say(api, "/sessions", "Page 1 of 6 (110 sessions)")
+    seen: list[str] = []
+    page, message = first, first
+    for number in range(1, 7):
+        lines = page["text"].splitlines()
+        assert lines[-1] == f"Page {number} of 6 (110 sessions)"
+        assert len(page["text"].encode("utf-16-le")) // 2 <= 4096
+        seen += [entity_text(page["text"], e) for e in page["entities"] if e["type"] == "code"]
+        markup = page["reply_markup"]
+        buttons = [b for row in (json.loads(markup) if isinstance(markup, str) else markup)["inline_keyboard"]
+                   for b in row]
+        pages = [b for b in buttons if b["callback_data"].startswith("sessions:")]
+        assert [b["callback_data"] for b in pages] == [f"sessions:{n}" for n in (number - 1, number + 1) if 1 <= n <= 6]
+        assert len(buttons) <= 100
+        if number == 6:
+            break
+        before = len(api.edits)
+        api.press(USER, f"sessions:{number + 1}", message["message_id"])
+        page = wait_for(lambda: next((e for e in api.edits[before:] if int(e["message_id"]) == message["message_id"]),
+                                     None), 60, what=f"page {number + 1}")
+        page = {**page, "entities": json.loads(page["entities"]) if isinstance(page["entities"], str)
+                else page["entities"]}
+    assert sorted(seen) == sorted(names)  # every session once, on one page
+    say(api, "/sessions 6", lambda t: t.endswith("Page 6 of 6 (110 sessions)"))

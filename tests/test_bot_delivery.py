@@ -283,7 +283,9 @@ def test_sessions_mark_who_waits_for_you_and_show_no_default_persona(make_superv
     say(api, "/new beta", "created")
     say(api, "hello", "echo: hello")
     listing = say(api, "/sessions", "alpha")["text"].splitlines()
-    assert "⏳ alpha - just now" in listing and "→ 🟢 beta - just now" in listing  # (no "(default)")
+    assert "→ 🟢 beta - just now" in listing  # (no "(default)")
+    waiting = next(line for line in listing if "alpha" in line)
+    assert waiting.startswith("⏳ alpha - just now") and "waits for you" in waiting
 
 
 def test_a_mode_that_does_not_exist_is_named_unknown(env) -> None:  # noqa: F811

@@ -49,7 +49,7 @@ def test_a_command_prompt_shows_the_command_and_allow_runs_it(chat, telegram) ->
     assert prompt["text"].startswith("🔐 Claude wants to run:\ntouch x")
     before = prompt["text"][:prompt["text"].index("touch x")]
     assert {"type": "pre", "offset": len(before.encode("utf-16-le")) // 2, "length": 7} in prompt["entities"]
-    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always: touch x"]  # says what it allows
+    assert [t for t, _ in buttons(prompt)] == ["✅ Allow", "🚫 Deny", "♾ Always allow `touch …` here"]  # says what it allows
     telegram.press(USER, button(prompt, "✅ Allow"), prompt["message_id"])
     answered(telegram, "permission: allow")
     assert any(a.get("text") == "✅ Allowed" for a in telegram.callback_answers)
@@ -70,17 +70,18 @@ def test_always_allow_is_kept_for_the_session_and_asks_no_more(chat, telegram) -
     sup, _ = chat()
     say(telegram, "/new alpha", "created")
     prompt = say(telegram, "needperm now", "Claude wants to run")
-    telegram.press(USER, button(prompt, "♾ Always: touch x"), prompt["message_id"])
+    telegram.press(USER, button(prompt, "♾ Always allow `touch …` here"), prompt["message_id"])
     reply = telegram.wait_for_text(lambda t: t.startswith("permission: allow always"), chat_id=USER)
     [update] = json.loads(reply["text"].removeprefix("permission: allow always "))
-    # Claude's own suggestion, kept to this session (not written to the project's settings)
+    # Claude suggested only the exact command: the command's prefix, kept to this session
+    # (not written to the project's settings)
     assert update == {"type": "addRules", "behavior": "allow", "destination": "session",
-                      "rules": [{"toolName": "Bash", "ruleContent": "touch x"}]}
-    edit_of(telegram, prompt, "♾ Always allowed for this session: Bash(touch x)")
+                      "rules": [{"toolName": "Bash", "ruleContent": "touch *"}]}
+    edit_of(telegram, prompt, "♾ Always allowed for this session: Bash(touch *)")
     before = len(telegram.sent)
     say(telegram, "needperm again", "permission: allowed by rule")
     assert not [m for m in telegram.sent[before:] if "Claude wants to run" in m["text"]]
-    assert sup.session("alpha")["allowed_tools"] == ["Bash(touch x)"]
+    assert sup.session("alpha")["allowed_tools"] == ["Bash(touch *)"]
 
 
 def test_an_unanswered_prompt_is_denied_after_the_timeout_and_the_chat_is_told(chat, telegram) -> None:
@@ -323,8 +324,8 @@ def test_always_allow_of_a_write_says_its_directory_and_allows_nothing_outside_i
     say(telegram, "/new alpha", "created")
     prompt = say(telegram, "needtool:Write now", "Claude wants to write")
     # the fake asks for /tmp/notes.txt, outside the session's directory: only /tmp is offered
-    assert [t for t, _ in buttons(prompt)][2] == "♾ Always: file edits in /tmp"
-    telegram.press(USER, button(prompt, "♾ Always: file edits in /tmp"), prompt["message_id"])
+    assert [t for t, _ in buttons(prompt)][2] == "♾ Always allow edits in /tmp here"
+    telegram.press(USER, button(prompt, "♾ Always allow edits in /tmp here"), prompt["message_id"])
     answered(telegram, "permission: allow")
     edit_of(telegram, prompt, "♾ Always allowed for this session: Edit(//tmp/**)")
     assert sup.session("alpha")["allowed_tools"] == ["Edit(//tmp/**)"]  # not "Write": every file anywhere

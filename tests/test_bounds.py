@@ -24,7 +24,7 @@ from protocol import (
 )
 from supervisord_claude._config import load_toml
 from supervisord_claude._errors import ClientSlow, ConfigError
-from supervisord_claude.supervisor import _control
+from supervisord_claude.supervisor import _clientlimits
 from supervisord_claude.supervisor._hub import KEEPALIVE, MAX_INFLIGHT_BYTES, SubscriptionHub
 from supervisord_claude.supervisor._store import EventWrite, Store
 
@@ -115,16 +115,16 @@ def test_garbage_in_a_loop_does_not_flood_the_log(supervisor: SupervisorProcess)
         sock.close()
         ctx.term()
     assert supervisor.request("hello")["server"] == "supervisord-claude"
-    assert supervisor.log().count("bad frame from a client") <= _control.LOG_BURST
+    assert supervisor.log().count("bad frame from a client") <= _clientlimits.LOG_BURST
 
 
 def test_held_back_input_warnings_are_counted() -> None:
     now = [0.0]
-    warnings = _control.InputWarnings(clock=lambda: now[0])
+    warnings = _clientlimits.InputWarnings(clock=lambda: now[0])
     for _ in range(50):
         warnings.warn("bad")
-    assert warnings.logged == _control.LOG_BURST and warnings.suppressed == 50 - _control.LOG_BURST
-    now[0] += _control.LOG_PERIOD
+    assert warnings.logged == _clientlimits.LOG_BURST and warnings.suppressed == 50 - _clientlimits.LOG_BURST
+    now[0] += _clientlimits.LOG_PERIOD
     warnings.warn("bad")
     assert warnings.logged == 1 and warnings.suppressed == 0
 
@@ -481,19 +481,19 @@ def test_ack_all_unsubscribe_resubscribe_in_a_loop_costs_a_bounded_amount(superv
 
 
 def test_what_waits_for_one_client_is_bounded_in_frames_and_bytes() -> None:
-    pipe = _control.ClientPipe()
+    pipe = _clientlimits.ClientPipe()
     sent = 0
     for _ in range(1000):  # events of 256 KiB for a client that reads nothing
         if not pipe.has_room(256 * 1024):
             break
         pipe.sent(256 * 1024)
         sent += 1
-    assert sent * 256 * 1024 <= _control.PIPE_BYTES and pipe.held <= _control.PIPE_BYTES
+    assert sent * 256 * 1024 <= _clientlimits.PIPE_BYTES and pipe.held <= _clientlimits.PIPE_BYTES
     # its pipe holds only the last PIPE_FRAMES frames: small ones that went through since
     # (the keepalives that prove room) push the big ones out of the count
-    for _ in range(_control.PIPE_FRAMES):
+    for _ in range(_clientlimits.PIPE_FRAMES):
         pipe.sent(len(KEEPALIVE))
-    assert pipe.held == _control.PIPE_FRAMES * len(KEEPALIVE) and pipe.has_room(256 * 1024)
+    assert pipe.held == _clientlimits.PIPE_FRAMES * len(KEEPALIVE) and pipe.has_room(256 * 1024)
 
 
 def test_claudectl_status_shows_what_is_near_a_limit(make_supervisor: Any) -> None:
@@ -540,13 +540,13 @@ def test_a_client_that_was_slow_and_reads_again_is_served_again(supervisor: Supe
 def test_the_connection_gate_hides_the_socket_at_the_limit_and_shows_it_again(tmp_path: Path) -> None:
     path = tmp_path / "control.sock"
     path.write_bytes(b"")  # (stands for the bound socket: the gate only names it)
-    gate = _control.ConnectionGate(path, limit=3)
+    gate = _clientlimits.ConnectionGate(path, limit=3)
     gate.bound()
     for fd in (10, 11, 12):
         gate.on_event(zmq.EVENT_ACCEPTED, fd)
     gate.check()
-    assert gate.door is _control.Door.CLOSED and not path.exists()
+    assert gate.door is _clientlimits.Door.CLOSED and not path.exists()
     gate.on_event(zmq.EVENT_DISCONNECTED, 12)
     gate.check()
-    assert gate.door is _control.Door.OPEN and path.exists() and path.samefile(gate.spare)
+    assert gate.door is _clientlimits.Door.OPEN and path.exists() and path.samefile(gate.spare)
     assert gate.limits()["connections"] == {"used": 2, "limit": 3}

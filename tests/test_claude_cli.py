@@ -244,20 +244,44 @@ def test_always_allow_reaches_the_real_cli_in_the_process_and_after_a_resume(rea
     info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
     target = Path(info["cwd"]) / "again.txt"
     request = _request(sup, f"bash:touch+{target}")
+    # the real CLI suggests only the exact command; "always" means every touch, as its terminal offers
+    assert [r["ruleContent"] for s in request["suggestions"] for r in s.get("rules", ())] == [f"touch {target}"]
+    assert request["always"] == ["Bash(touch *)"]
     sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
     _result(sup, request)
     rules = sup.session("alpha")["allowed_tools"]
-    assert rules == [f"Bash(touch {target})"]
-    target.unlink()
+    assert rules == ["Bash(touch *)"]
     before = len([e for e in sup.events("alpha") if e["kind"] == "permission_request"])
-    ask(sup, "alpha", f"bash:touch+{target}")  # the same command: no prompt this time
-    assert target.exists()
+    other = Path(info["cwd"]) / "other.txt"
+    ask(sup, "alpha", f"bash:touch+{other}")  # another file: no prompt this time
+    assert other.exists()
     sup.ctl("suspend", "alpha", check=True)
     sup.wait_state("alpha", "suspended", timeout=30)
     target.unlink()
     ask(sup, "alpha", f"bash:touch+{target}")  # a new Claude (--resume) with the rule on its command line
     assert target.exists()
     assert len([e for e in sup.events("alpha") if e["kind"] == "permission_request"]) == before
+
+
+def test_always_allow_of_a_compound_command_needs_every_part_in_the_real_cli(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    cwd = Path(info["cwd"])
+    request = _request(sup, f"bash:touch+{cwd}/a+&&+rm+-f+{cwd}/a")
+    assert request["always"] == ["Bash(touch *)", "Bash(rm *)"]  # one rule per part
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    _result(sup, request)
+    ask(sup, "alpha", f"bash:touch+{cwd}/b+&&+rm+-f+{cwd}/b")  # both parts allowed: no prompt
+    # a part no rule covers: asked
+    mixed = _request(sup, f"bash:touch+{cwd}/c+&&+mkdir+{cwd}/d")
+    assert mixed["always"] == ["Bash(touch *)", "Bash(mkdir *)"]
+    sup.ctl("permit", "alpha", mixed["request_id"], "--deny", check=True)
+    _result(sup, mixed)
+    assert not (cwd / "d").exists()
+    # removing a rule reaches the running Claude: rm is asked again
+    sup.ctl("rules", "alpha", "--remove", "2", check=True)
+    again = _request(sup, f"bash:touch+{cwd}/e+&&+rm+-f+{cwd}/e")
+    sup.ctl("permit", "alpha", again["request_id"], "--deny", check=True)
 
 
 def test_always_allow_of_a_write_covers_its_directory_only_in_the_real_cli(real, api: FakeAnthropic,
@@ -277,6 +301,41 @@ def test_always_allow_of_a_write_covers_its_directory_only_in_the_real_cli(real,
     sup.ctl("permit", "alpha", outside["request_id"], "--deny", check=True)
     _result(sup, outside)
     assert not (tmp_path / "other" / "c.txt").exists()
+
+
+def test_a_session_cap_stops_the_real_cli_mid_conversation_and_holds_the_next_message(real, api: FakeAnthropic
+                                                                                     ) -> None:
+    from protocol import RemoteError
+
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("budget", "--session", "alpha", "--cap", "0.0003", check=True)  # a turn costs $0.00014 here
+    ask(sup, "alpha", "one")
+    ask(sup, "alpha", "two")
+    # the real CLI got --max-budget-usd and ends the turn that passes it
+    stopped = ask(sup, "alpha", "three", ok=False)
+    assert "Reached maximum budget" in stopped
+    last = results(sup, "alpha")[-1]
+    assert last["subtype"] == "error_max_budget_usd" and last["cost_delta"] == pytest.approx(0.00014)
+    with sup.client() as c, pytest.raises(RemoteError, match=r"its daily cap is \$0\.0003"):
+        c.request("send", session="alpha", text="four")  # held: nothing reaches Claude
+    report = json.loads(sup.ctl("--json", "budget", "--session", "alpha", check=True).stdout)
+    # the per-turn deltas, not Claude's running total (0.00014 + 0.00028 + 0.00042)
+    assert report["sessions"][0]["today"] == pytest.approx(0.00042)
+
+
+def test_a_fork_continues_a_copy_of_the_conversation_in_the_real_cli(real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    assert "turns=1" in ask(sup, "alpha", "one")
+    assert "continues a copy" in sup.ctl("fork", "alpha", "beta", check=True).stdout
+    assert "turns=2" in ask(sup, "beta", "in the fork")  # alpha's message came along
+    beta = sup.session("beta")
+    assert results(sup, "beta")[-1]["session_id"] == beta["session_id"]  # the copy has the id it was given
+    assert "turns=3" in ask(sup, "beta", "again")  # resumed under its own id
+    assert "turns=2" in ask(sup, "alpha", "original")  # the original never saw the fork's messages
+    sent = json.dumps(api.turn_requests()[-1]["messages"])
+    assert "in the fork" not in sent
 
 
 def test_an_answered_question_reaches_the_api_in_the_tool_result(real, api: FakeAnthropic) -> None:

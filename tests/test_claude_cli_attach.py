@@ -119,12 +119,14 @@ def test_attach_talk_in_the_tui_and_the_phone_sees_it_then_exit_answers_what_wai
     assert answer["text"].startswith("echo: what was the word | turns=2")
     tail = subprocess.run(claudectl(sup, "tail", "alpha"), capture_output=True, text=True, env=sup.env,
                           timeout=60).stdout
-    assert "> what was the word" in tail and "echo: what was the word | turns=2" in tail
+    assert "📟 > what was the word" in tail and "echo: what was the word | turns=2" in tail
     with sup.client() as c:  # a message from the phone meanwhile: kept
         sent = c.request("send", session="alpha", text="and from the phone")
     assert sent["terminal"]["attached"] and sup.session("alpha")["queued"] == 1
     exit_tui(tmux)
     wait_for(status_file.exists, 30, what="claudectl to exit")
+    desk_said = [e["text"] for e in sup.events("alpha") if e.get("from") == "terminal" and e["kind"] == "user"]
+    assert desk_said == ["what was the word"]  # (not the /exit command, nor Claude Code's own notes)
     assert status_file.read_text().strip() == "0"  # the TUI's exit status
     result = sup.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") == sent["message_id"])
     assert "turns=3" in result["text"]
@@ -184,3 +186,23 @@ def test_a_conversation_made_with_plain_claude_p_is_continued_by_a_new_session(
     assert "turns=2" in reply
     assert "remember the word walrus" in json.dumps(api.turn_requests()[-1]["messages"])
     assert sup.session("desk")["session_id"] == conversation["session_id"]
+
+
+def test_ctrl_d_in_the_tui_hands_the_session_back(real, desk, api: FakeAnthropic) -> None:  # noqa: F811
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    trust(sup, sup.session("alpha")["cwd"])
+    ask(sup, "alpha", "first words")
+    tmux = desk(sup)
+    tmux.start(*claudectl(sup, "attach", "alpha"))
+    tmux.wait_screen("first words")
+    tui = sup.session("alpha")["terminal"]["pid"]
+
+    def ended() -> bool:
+        if not SYSTEM.alive(tui):
+            return True
+        tmux.tmux("send-keys", "-t", "desk", "C-d")  # (once shows "press again to exit")
+        return False
+    wait_for(ended, 30, interval=1.0, what="Ctrl-D to end the TUI", seen=tmux.screen)
+    sup.wait_state("alpha", "suspended", timeout=30)
+    assert "turns=2" in ask(sup, "alpha", "back on the phone")

@@ -92,15 +92,15 @@ def test_the_watcher_s_thresholds_can_be_set_turned_off_and_are_checked(tmp_path
     from supervisord_claude._config import describe
 
     cfg_file = tmp_path / "c.toml"
-    cfg_file.write_text("stall_after = 120\nstall_cpu_percent = 5\nremind_after = 0\n")
+    cfg_file.write_text("stall_after = 120\nstall_cpu_percent = 3\nremind_after = 0\n")
     cfg = resolve(args("--config", str(cfg_file)), {})
-    assert (cfg.stall_after, cfg.stall_cpu_percent, cfg.remind_after) == (120, 5, 0)
+    assert (cfg.stall_after, cfg.stall_cpu_percent, cfg.remind_after) == (120, 3, 0)
     shown = {key: (value, where) for key, value, where in describe(cfg)}
     assert shown["stall_after"] == ("120 s", "file") and shown["remind_after"] == ("0 (off)", "file")
-    assert shown["stall_cpu_percent"] == ("5 %", "file")
+    assert shown["stall_cpu_percent"] == ("3 %", "file")
     cfg_file.write_text("")
     default = resolve(args("--config", str(cfg_file)), {})
-    assert (default.stall_after, default.stall_cpu_percent, default.remind_after) == (300, 2, 600)
+    assert (default.stall_after, default.stall_cpu_percent, default.remind_after) == (300, 5, 600)
     for text, key in (("stall_after = -1", "stall_after"), ("remind_after = 'x'", "remind_after"),
                       ("stall_cpu_percent = 0", "stall_cpu_percent"), ("stall_cpu_percent = 101", "stall_cpu_percent")):
         cfg_file.write_text(text)

@@ -26,7 +26,7 @@ def test_a_queued_message_is_answered_after_a_supervisor_restart(make_supervisor
     gate = sup.base / "never"
     with sup.client() as c:
         first = c.request("send", session="alpha", text=f"waitfile:{gate} slow one", origin="tg:42")["message_id"]
-        second = c.request("send", session="alpha", text="queued behind it", origin="tg:42")["message_id"]
+        second = c.request("send", session="alpha", text="queued behind it", origin="tg:42", queue=True)["message_id"]
     sup.wait_received("slow one")
     if how == "sigterm":
         sup.stop()

@@ -554,3 +554,195 @@ def test_the_machine_itself_does_no_io() -> None:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
     assert not imported & {"asyncio", "os", "zmq", "socket", "subprocess", "signal", "time", "threading", "selectors"}
+
+
+# steering: a message while a turn runs ------------------------------------------------------
+
+
+def steer(k: Keeper, msg_id: int, text: str) -> str:
+    """Deliver a message that asks to steer; the uuid it was written to Claude with."""
+    k.send(_wire.Deliver(QueuedMessage(msg_id, text, steer=True)))
+    return str(k.written()[-1]["uuid"])
+
+
+def echo(uuid: str, text: str = "") -> _claude.Parsed:
+    """Claude's echo of a user message it took (--replay-user-messages)."""
+    return line(type="user", message={"role": "user", "content": text}, isReplay=True, uuid=uuid)
+
+
+TOOL_RESULT = line(type="user", message={"content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]})
+
+
+def test_claude_runs_with_replayed_user_messages() -> None:
+    k = Keeper()
+    assert "--replay-user-messages" in k.start().argv
+
+
+def test_a_message_while_a_turn_runs_is_written_at_once_and_joins_the_turn_when_claude_takes_it() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "run the tests")
+    k.claude_says(echo(k.written()[-1]["uuid"], "run the tests"))
+    uuid = steer(k, 2, "only the fast ones")
+    assert k.told() == ["run the tests", "only the fast ones"]  # at once, not after the turn
+    assert k.events(EventKind.STEERED) == [{"message_id": 2, "turn": 1, "text": "only the fast ones",
+                                            "attachments": []}]
+    assert k.events(EventKind.TAKEN) == []  # written is not taken
+    k.claude_says(TOOL_RESULT, echo(uuid, "only the fast ones"))
+    assert k.events(EventKind.TAKEN) == [{"message_id": 2, "turn": 1}]
+    k.claude_says(result("fast tests pass"))
+    [res] = k.events(EventKind.RESULT)
+    assert res["message_id"] == 1 and res["steered"] == [2]  # one result for both
+    assert k.states()[-1] == "idle" and len(k.of(Write)) == 2  # nothing written again
+
+
+def test_a_message_marked_queue_waits_for_its_own_turn() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    k.deliver(2, "second")  # steer=False: what `send --queue` sends
+    assert k.told() == ["first"] and k.events(EventKind.STEERED) == []
+    k.claude_says(result())
+    assert k.told() == ["first", "second"] and k.events(EventKind.USER)[-1]["message_id"] == 2
+
+
+def test_a_message_to_an_idle_session_begins_a_turn_as_before() -> None:
+    k = Keeper()
+    k.running()
+    steer(k, 1, "hello")
+    assert k.events(EventKind.USER) == [{"message_id": 1, "text": "hello", "attachments": []}]
+    assert k.events(EventKind.STEERED) == [] and k.states()[-1] == "busy"
+
+
+def test_a_steered_message_claude_had_not_taken_when_the_turn_ended_becomes_the_next_turn_once() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "write the essay")
+    uuid = steer(k, 2, "in French")  # too late: the final answer is already streaming
+    k.claude_says(result("essay"))
+    [first] = k.events(EventKind.RESULT)
+    assert first["message_id"] == 1 and "steered" not in first
+    # Claude has it in its input and answers it next by itself: not written again, not lost
+    assert k.told() == ["write the essay", "in French"] and k.states()[-1] == "busy"
+    assert k.events(EventKind.USER)[-1] == {"message_id": 2, "text": "in French", "attachments": [],
+                                            "steered": True}
+    k.claude_says(INIT, echo(uuid, "in French"), result("essai"))
+    assert [r["message_id"] for r in k.events(EventKind.RESULT)] == [1, 2]
+    assert k.events(EventKind.TAKEN) == [] and k.states()[-1] == "idle" and len(k.of(Write)) == 2
+
+
+def test_several_late_messages_claude_takes_as_one_turn_end_in_that_turn() -> None:
+    """Claude joins messages that waited for the next turn into one user message, with an
+    echo of its own (no uuid of ours): each is answered by that one turn."""
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    steer(k, 2, "late A")
+    steer(k, 3, "late B")
+    k.claude_says(result())
+    k.claude_says(INIT, echo("a-uuid-claude-made", "late A\nlate B"))
+    assert k.events(EventKind.TAKEN) == [{"message_id": 3, "turn": 2}]
+    k.claude_says(result())
+    assert [(r["message_id"], r.get("steered")) for r in k.events(EventKind.RESULT)] == [(1, None), (2, [3])]
+    assert k.states()[-1] == "idle" and k.events(EventKind.MESSAGE_FAILED) == []
+
+
+def test_queued_messages_wait_behind_a_steered_message_that_became_the_next_turn() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    k.deliver(2, "queued")
+    steer(k, 3, "steered late")
+    k.claude_says(result())
+    assert k.told() == ["first", "steered late"]  # Claude answers the steered one next
+    k.claude_says(result())
+    assert k.told() == ["first", "steered late", "queued"]
+    assert [r["message_id"] for r in k.events(EventKind.RESULT)] == [1, 3]
+
+
+def test_steer_messages_that_came_while_claude_started_join_the_first_turn() -> None:
+    k = Keeper(started=True)
+    k.start()
+    k.send(_wire.Deliver(QueuedMessage(1, "first", steer=True)), _wire.Deliver(QueuedMessage(2, "more", steer=True)),
+           _wire.Deliver(QueuedMessage(3, "own turn")))
+    assert k.told() == []  # Claude is not running yet
+    k.claude_runs()
+    assert k.told() == ["first", "more"]
+    assert [e["message_id"] for e in k.events(EventKind.STEERED)] == [2]
+    k.claude_says(INIT, echo(k.written()[-1]["uuid"]), result())
+    assert k.told() == ["first", "more", "own turn"]
+    assert [r.get("steered") for r in k.events(EventKind.RESULT)] == [[2]]
+
+
+def test_an_interrupt_says_which_steered_messages_claude_answers_next() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "slow work")
+    taken = steer(k, 2, "taken one")
+    steer(k, 3, "not taken")
+    k.claude_says(echo(taken))
+    k.send(_wire.Interrupt())
+    k.claude_says(line(type="control_response", response={"subtype": "success",
+                                                          "request_id": k.written()[-1]["request_id"]}))
+    assert k.reports(_wire.InterruptReport) == [_wire.InterruptReport(True, "confirmed by Claude", (3,))]
+    k.claude_says(line(type="result", subtype="error_during_execution", is_error=True,
+                       terminal_reason="aborted_streaming"))
+    [res] = k.events(EventKind.RESULT)
+    assert res["interrupted"] and res["steered"] == [2]
+    assert k.events(EventKind.USER)[-1]["message_id"] == 3  # Claude's next turn, as the CLI does
+
+
+def test_drop_queued_leaves_steered_messages_claude_already_has() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    k.deliver(2, "queued")
+    steer(k, 3, "steered")
+    k.send(_wire.DropQueued())
+    assert [e["message_id"] for e in k.events(EventKind.MESSAGE_FAILED)] == [2]
+    assert k.m.hello(7).steered == (3,) and k.m.hello(7).queued == ()
+
+
+def test_claude_exiting_mid_turn_fails_the_steered_messages_it_had_not_taken_only() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    taken = steer(k, 2, "taken")
+    steer(k, 3, "not taken")
+    k.claude_says(echo(taken))
+    k.claude_exits(1, "boom")
+    assert [e["message_id"] for e in k.events(EventKind.MESSAGE_FAILED)] == [1, 3]
+    assert k.events(EventKind.TAKEN) == [{"message_id": 2, "turn": 1}]  # ended with its turn, which failed
+
+
+def test_a_stop_mid_turn_fails_the_steered_messages_too() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    steer(k, 2, "steered")
+    k.send(_wire.Stop(Reason.SHUTDOWN.value))
+    k.claude_stopped()
+    failed = k.events(EventKind.MESSAGE_FAILED)
+    assert [e["message_id"] for e in failed] == [1, 2] and "supervisor shutdown" in failed[1]["reason"]
+
+
+def test_a_steered_message_whose_attachment_cannot_be_read_fails_alone() -> None:
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    k.send(_wire.Deliver(QueuedMessage(2, "look", ("/nonexistent/file.png",), steer=True)))
+    [failed] = k.events(EventKind.MESSAGE_FAILED)
+    assert failed["message_id"] == 2 and k.events(EventKind.STEERED) == [] and k.told() == ["first"]
+    k.claude_says(result())
+    assert k.states()[-1] == "idle"
+
+
+def test_a_steered_message_is_reported_before_it_is_written() -> None:
+    """A keeper killed between the two leaves it 'written' (reported not delivered by the
+    supervisor), never sent twice."""
+    k = Keeper()
+    k.running()
+    k.deliver(1, "first")
+    steer(k, 2, "steered")
+    kinds = [a.kind if isinstance(a, Emit) else type(a) for a in k.actions[-2:]]
+    assert kinds == [EventKind.STEERED, Write]

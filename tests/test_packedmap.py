@@ -40,7 +40,7 @@ def big_map(count: int) -> tuple[dict[str, int], bytes]:
     return mapping, packed(mapping)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(own=small_maps, extra=small_maps)
 def test_a_map_with_items_appended_reads_as_the_map_updated_by_them(own: dict[str, Any],
                                                                     extra: dict[str, Any]) -> None:

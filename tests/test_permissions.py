@@ -84,15 +84,15 @@ def test_always_allow_is_kept_across_suspend_and_resume(make_supervisor) -> None
     sup.ctl("new", "alpha", check=True)
     request = asked(sup, "needperm first")
     out = sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True).stdout
-    assert "always allowed (Bash(touch x))" in out
+    assert "always allowed (Bash(touch *))" in out
     assert result_of(sup, request)["text"].startswith("permission: allow always")
     sup.ctl("suspend", "alpha", check=True)
     sup.wait_state("alpha", "suspended")
     reply = sup.ctl("send", "alpha", "needperm again", "--wait", check=True).stdout
     assert "permission: allowed by rule" in reply  # no prompt: the resumed Claude has the rule
     argv = sup.claude_starts()[-1]["argv"]
-    assert "--resume" in argv and arg_after(argv, "--allowedTools") == "Bash(touch x)"
-    assert sup.session("alpha")["allowed_tools"] == ["Bash(touch x)"]
+    assert "--resume" in argv and arg_after(argv, "--allowedTools") == "Bash(touch *)"
+    assert sup.session("alpha")["allowed_tools"] == ["Bash(touch *)"]
 
 
 def test_claudectl_answers_questions_with_labels(make_supervisor) -> None:
@@ -160,3 +160,29 @@ def test_an_unanswered_request_is_denied_after_the_timeout(make_supervisor) -> N
     assert result_of(sup, request)["text"] == "permission: deny (No answer within 0.5 seconds: denied.)"
     [resolved] = [e for e in sup.events("alpha") if e["kind"] == "permission_resolved"]
     assert resolved["by"] == "timeout" and resolved["allow"] is False
+
+
+def test_claudectl_lists_and_removes_rules_and_a_live_claude_asks_again(make_supervisor) -> None:
+    sup = make_supervisor(idle_timeout=60).start()
+    sup.ctl("new", "alpha", check=True)
+    assert "has no always-allow rules" in sup.ctl("rules", "alpha", check=True).stdout
+    request = asked(sup, "needperm first")
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    result_of(sup, request)
+    assert sup.ctl("rules", "alpha", check=True).stdout.strip() == "1. Bash(touch *)"
+    bad = sup.ctl("rules", "alpha", "--remove", "2")
+    assert bad.returncode == 1 and "no rule 2" in bad.stderr
+    starts = len(sup.claude_starts())
+    out = sup.ctl("rules", "alpha", "--remove", "1", check=True).stdout
+    assert "removed Bash(touch *)" in out
+    # the live Claude kept the rule in-process: it restarts (with its history) without it
+    wait_for(lambda: len(sup.claude_starts()) > starts, what="Claude restarted without the rule")
+    assert "--allowedTools" not in sup.claude_starts()[-1]["argv"]
+    assert "--resume" in sup.claude_starts()[-1]["argv"]
+    again = asked(sup, "needperm again")  # asked again
+    sup.ctl("permit", "alpha", again["request_id"], "--allow", "--always", check=True)
+    result_of(sup, again)
+    # kept by the supervisor's store: they survive its restart
+    sup.stop()
+    sup.start()
+    assert json.loads(sup.ctl("--json", "rules", "alpha", check=True).stdout) == {"rules": ["Bash(touch *)"]}

@@ -114,9 +114,53 @@ def test_always_allow_uses_claudes_suggestion_scoped_to_the_session() -> None:
     assert rules == ["Bash(npm test:*)"]
 
 
-def test_without_a_suggestion_always_allow_covers_the_command_or_the_tool() -> None:
-    assert permissions.always_allow(pending("Bash", {"command": "git status --short"}), "/w")[1] == ["Bash(git:*)"]
-    assert permissions.always_allow(pending("WebFetch", {"url": "https://x"}), "/w")[1] == ["WebFetch"]
+def exact(command: str) -> tuple[dict, ...]:
+    """What the real CLI (2.1.327) suggests for ``touch a.txt``: the exact command."""
+    return ({"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": command}], "behavior": "allow",
+             "destination": "localSettings"},)
+
+
+def always(command: str, suggested: tuple[dict, ...] = ()) -> list[str]:
+    return permissions.always_allow(pending("Bash", {"command": command}, suggested), "/w")[1]
+
+
+def test_always_allow_of_a_command_is_its_prefix_not_the_exact_command() -> None:
+    # "touch a.txt" then "touch b.txt": the second is allowed too (as Claude Code's terminal offers)
+    assert always("touch a.txt", exact("touch a.txt")) == ["Bash(touch *)"]
+    assert always("touch a", exact("touch a *")) == ["Bash(touch *)"]  # ("touch a *" is no wider)
+    # tools with subcommands: the subcommand too, never every git command
+    assert always("git status --short") == ["Bash(git status *)"]
+    assert always("cargo build --release", exact("cargo build --release")) == ["Bash(cargo build *)"]
+    assert always("FOO=1 make test") == ["Bash(make test *)"]
+    # Claude's own wider suggestion stands
+    assert always("npm run build", exact("npm run *")) == ["Bash(npm run *)"]
+
+
+def test_always_allow_of_a_compound_command_covers_each_part() -> None:
+    # Claude Code allows a compound command only when every part is allowed
+    assert always("touch a.txt && rm -rf y", exact("touch a.txt && rm -rf y")) == ["Bash(touch *)", "Bash(rm *)"]
+    assert always('git commit -m "a; b" | tee log; ls\nmake') == [
+        "Bash(git commit *)", "Bash(tee *)", "Bash(ls *)", "Bash(make *)"]
+    # what cannot be split safely is allowed exactly, never wider
+    assert always("echo $(whoami)", exact("echo $(whoami)")) == ["Bash(echo $(whoami))"]
+    assert always("(cd x; make)") == ["Bash((cd x; make))"]
+
+
+def test_always_allow_is_never_everything() -> None:
+    wide = ({"type": "addRules", "rules": [{"toolName": "Bash"}, {"toolName": "Bash", "ruleContent": "*"},
+                                            {"toolName": "Edit", "ruleContent": "/**"}],
+             "behavior": "allow", "destination": "localSettings"},)
+    assert always("ls -la", wide) == ["Bash(ls *)"]
+    assert always("   ") == [] and always("> out") == ["Bash(> out)"]
+    assert permissions.always_allow(pending("Write", {"content": "x"}), "/w")[1] == []  # no path: no scope
+    assert permissions.always_allow(pending("Edit", {"file_path": "src/a.py"}), "/w")[1] == ["Edit(//w/**)"]
+
+
+def test_always_allow_of_a_fetch_is_its_domain() -> None:
+    fetch = permissions.always_allow(pending("WebFetch", {"url": "https://docs.python.org/3/x?y"}), "/w")[1]
+    assert fetch == ["WebFetch(domain:docs.python.org)"]
+    assert permissions.always_allow(pending("WebFetch", {"url": "not a url"}), "/w")[1] == []
+    assert permissions.always_allow(pending("Glob", {"pattern": "*"}), "/w")[1] == ["Glob"]  # (reads only)
 
 
 def test_always_allow_of_a_file_tool_covers_a_directory_never_every_file() -> None:

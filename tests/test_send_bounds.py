@@ -171,19 +171,20 @@ def test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing(make_superv
     held = f"waitfile:{gate} hold the line"
     first = sup.request("send", session="alpha", text=held)["message_id"]
     sup.wait_received(held)  # Claude answers it; what comes next waits in the queue
-    accepted = [first] + [sup.request("send", session="alpha", text=f"queued {i}", idempotency_key=f"k{i}")
-                          ["message_id"] for i in range(3)]
+    # (queued: each waits for a turn of its own)
+    accepted = [first] + [sup.request("send", session="alpha", text=f"queued {i}", idempotency_key=f"k{i}",
+                                      queue=True)["message_id"] for i in range(3)]
     with sup.client() as c:
         with pytest.raises(RemoteError) as err:
-            c.request("send", session="alpha", text="one too many")
+            c.request("send", session="alpha", text="one too many", queue=True)
         assert err.value.code == "queue_full"
         assert "queue of session 'alpha' is full" in err.value.message and "3 messages" in err.value.message
         status = c.request("status", session="alpha")
         assert status["queued"] == 3 and status["queue_limit"] == {"messages": 3, "bytes": 1024 * 1024}
         # a retry of a message it has is its duplicate, as ever: never refused as one too many
-        again = c.request("send", session="alpha", text="queued 1", idempotency_key="k1")
+        again = c.request("send", session="alpha", text="queued 1", idempotency_key="k1", queue=True)
         assert again["duplicate"] and again["message_id"] == accepted[2]
-    refused = sup.ctl("send", "alpha", "from the shell")
+    refused = sup.ctl("send", "alpha", "from the shell", "--queue")
     assert refused.returncode == 1 and "is full" in refused.stderr and "(queue_full)" in refused.stderr
     assert "queued:       3 of 3 messages, 0 MiB of 1 MiB (full" in sup.ctl("status", "alpha", check=True).stdout
     assert "queues near their limit: alpha 3 of 3 messages" in sup.ctl("status", check=True).stdout
@@ -192,9 +193,9 @@ def test_a_full_queue_refuses_send_with_queue_full_and_loses_nothing(make_superv
     wait_for(lambda: sup.session("alpha")["queued"] == 0, what="the dropped messages to leave the queue")
     # bytes: 600 KB of text waits; 600 KB more would be over 1 MiB
     wide = "€" * 200_000
-    accepted.append(sup.request("send", session="alpha", text=wide)["message_id"])
+    accepted.append(sup.request("send", session="alpha", text=wide, queue=True)["message_id"])
     with sup.client() as c, pytest.raises(RemoteError, match="is full") as err:
-        c.request("send", session="alpha", text=wide)
+        c.request("send", session="alpha", text=wide, queue=True)
     assert err.value.code == "queue_full"
     gate.touch()
     with sup.follow("alpha") as events:
@@ -226,7 +227,8 @@ def test_a_flood_of_large_messages_into_one_session_is_bounded(supervisor: Super
     with supervisor.client(timeout=30) as c:
         for i in range(FLOOD):
             try:
-                accepted.append(c.request("send", session="alpha", text=f"{i} " + "x" * 190_000)["message_id"])
+                accepted.append(c.request("send", session="alpha", text=f"{i} " + "x" * 190_000,
+                                          queue=True)["message_id"])
             except RemoteError as err:
                 assert err.code == "queue_full", err
                 refused += 1

@@ -270,7 +270,7 @@ def test_a_stale_consumer_stops_holding_events_back_and_can_be_removed(make_supe
     wait_for(lambda: "pruned" in sup.log(), 60, what="old events pruned")
     with sqlite3.connect(f"file:{sup.state_dir / 'supervisor.sqlite3'}?mode=ro", uri=True) as db:
         # every event older than the retention went, not only the one the cursor had acked
-        assert db.execute("SELECT count(*) FROM events WHERE session='work' AND ts < ?", (acked_at,)).fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM event_runs WHERE session='work' AND ts < ?", (acked_at,)).fetchone()[0] == 0
     assert sup.ctl("consumers", "--remove", "gone-for-good", check=True).returncode == 0
     assert "no named consumers" in sup.ctl("consumers", check=True).stdout
     again = sup.ctl("consumers", "--remove", "gone-for-good")

@@ -120,7 +120,7 @@ def test_an_old_store_is_migrated(tmp_path) -> None:
 def test_pruning_keeps_recent_events_and_what_a_consumer_still_needs(store: Store) -> None:
     store.create_session("a", "id", "/a", None, None)
     old = [store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": str(i)}) for i in range(4)]
-    store._db.execute("UPDATE events SET ts = ts - 40 * 86400")
+    store._db.execute("UPDATE event_runs SET ts = ts - 40 * 86400")
     recent = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "new"})
     store.set_cursor("bot", old[1]["id"])  # the bot has handled only the first two
     assert store.prune(older_than=time.time() - 30 * 86400) == 2
@@ -176,3 +176,159 @@ def test_the_events_held_in_memory_are_exactly_what_the_file_holds(tmp_path_fact
             assert [e.data for e in held] == [e.data for e in cold.stored_after(after, session, limit)]
         cold.close()
     store.close()
+
+
+# --- the event log's layout: a row per run of one session's events -------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(events_of_two_sessions, min_size=1, max_size=6), reads=st.lists(
+    st.tuples(st.integers(-1, 200), st.sampled_from([None, "a", "b"]), st.integers(1, 40)), max_size=20),
+    seqs=st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 200)), max_size=10))
+def test_reading_runs_back_gives_every_event_once_in_order(tmp_path_factory, batches, reads, seqs) -> None:
+    """However a batch's events of two sessions interleave (a run ends where the session
+    changes), reading back after any id, of either session or both, with any limit, gives
+    exactly the events stored after it, in id order, each once; a seq maps to its id."""
+    path = tmp_path_factory.mktemp("runs") / "db.sqlite3"
+    store = Store(path)
+    for name in "ab":
+        store.create_session(name, f"id-{name}", "/", None, None)
+    stored = []
+    for batch in batches:
+        stored += [e.as_dict() for e in store.append_events(
+            [EventWrite(s, EventKind.ASSISTANT_TEXT, {"text": str(n)}) for s, n in batch])]
+    store.close()
+    cold = Store(path)  # nothing in memory: every read unpacks runs
+    try:
+        assert [e["id"] for e in stored] == list(range(1, len(stored) + 1))
+        for after, session, limit in reads:
+            expected = [e for e in stored if e["id"] > after and session in (None, e["session"])][:limit]
+            assert cold.events_after(after, session, limit) == expected
+        for session, seq in seqs:
+            mine = [e for e in stored if e["session"] == session and e["seq"] <= seq]
+            assert cold.event_id_at_seq(session, seq) == (mine[-1]["id"] if mine else 0)
+        assert cold.last_event_id() == len(stored)
+    finally:
+        cold.close()
+
+
+def test_a_run_is_one_row_and_ids_are_never_reused_after_pruning(store: Store) -> None:
+    store.create_session("a", "id-a", "/a", None, None)
+    store.create_session("b", "id-b", "/b", None, None)
+    store.append_events([EventWrite(s, EventKind.ASSISTANT_TEXT, {"text": s}) for s in "aaabba"])
+    assert store._db.execute("SELECT count(*) FROM event_runs").fetchone()[0] == 3  # aaa, bb, a
+    assert store.prune(older_than=time.time() + 1) == 6
+    assert store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "next"})["id"] == 7
+
+
+def _old_layout_store(path) -> list[dict]:
+    """A store with the event log of 0.3 and before (a row per event), as that release
+    wrote it: three batches, the first pruned; what it holds, as events."""
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE events(id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, seq INTEGER NOT NULL,
+            ts REAL NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, UNIQUE(session, seq));
+        CREATE INDEX events_by_session ON events(session, id);
+        CREATE TABLE sessions(name TEXT PRIMARY KEY, session_id TEXT NOT NULL, cwd TEXT NOT NULL, model TEXT,
+            persona TEXT, idle_timeout REAL, state TEXT NOT NULL, started INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL, last_active REAL NOT NULL, suspended_at REAL,
+            cost_usd REAL NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT 0);
+    """)
+    for name in "ab":
+        db.execute("INSERT INTO sessions(name, session_id, cwd, state, created, last_active, last_seq)"
+                   " VALUES (?, ?, '/', 'suspended', 1, 1, 0)", (name, f"id-{name}"))
+    rows = []
+    seq = {"a": 0, "b": 0}
+    for ts, batch in ((100.0, "ab"), (200.0, "aabba"), (300.0, "bbb")):
+        for session in batch:
+            seq[session] += 1
+            body = msgpack.packb({"text": f"{session}{seq[session]}", "message_id": 3})
+            rows.append((session, seq[session], ts, "assistant_text", body))
+    db.executemany("INSERT INTO events(session, seq, ts, kind, body) VALUES (?,?,?,?,?)", rows)
+    for name in "ab":
+        db.execute("UPDATE sessions SET last_seq=? WHERE name=?", (seq[name], name))
+    db.execute("DELETE FROM events WHERE ts < 150")  # pruned by that release
+    db.commit()
+    events = [{**msgpack.unpackb(body), "id": i, "session": s, "seq": q, "ts": ts, "kind": k}
+              for i, (s, q, ts, k, body) in enumerate(rows, 1) if ts > 150]
+    db.close()
+    return events
+
+
+def test_an_event_log_of_a_row_per_event_is_moved_to_runs(tmp_path) -> None:
+    """A store written before runs opens with every event as it was (ids, seqs, bodies,
+    times), read back in order; pruning goes on by time; new ids follow the highest the
+    old release gave, pruned ones included."""
+    path = tmp_path / "old.sqlite3"
+    old_events = _old_layout_store(path)
+    store = Store(path)
+    try:
+        assert store.events_after(0, limit=100) == old_events
+        assert store.events_after(0, "b", limit=100) == [e for e in old_events if e["session"] == "b"]
+        assert store.event_id_at_seq("a", 3) == 4 and store.event_id_at_seq("b", 9) == 10
+        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "events" not in tables
+        # runs: aa, bb, a (the second batch), bbb (the third)
+        assert store._db.execute("SELECT count(*) FROM event_runs").fetchone()[0] == 4
+        new = store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "new"})
+        assert (new["id"], new["seq"]) == (11, 5)
+        assert store.prune(older_than=250.0) == 5
+        assert [e["id"] for e in store.events_after(0, limit=100)] == [8, 9, 10, 11]
+    finally:
+        store.close()
+    again = Store(path)  # opening it again changes nothing
+    assert [e["id"] for e in again.events_after(0, limit=100)] == [8, 9, 10, 11]
+    again.close()
+
+
+def test_the_list_of_sessions_is_what_the_file_holds_after_every_kind_of_write(tmp_path) -> None:
+    """Sessions are listed from the records read before, but for the ones written since:
+    after a create, an update, a batch of events, a rolled-back write and a write by
+    another connection, the list is what a fresh store reads, in the same order."""
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+
+    def listed(s: Store, archived: bool = True) -> list:
+        return s.list_sessions(archived)
+
+    def same_as_the_file() -> None:
+        cold = Store(path)
+        try:
+            assert listed(store) == listed(cold) and listed(store, False) == listed(cold, False)
+            in_order = [r[0] for r in cold._db.execute("SELECT name FROM sessions ORDER BY last_active DESC, name")]
+            assert [r.name for r in listed(store)] == in_order
+        finally:
+            cold.close()
+
+    for name in ("b", "a", "c"):
+        store.create_session(name, f"id-{name}", "/", None, None)
+    same_as_the_file()
+    store.update_session("a", last_active=time.time() + 10, state=SessionState.ARCHIVED)
+    same_as_the_file()
+    store.append_events([EventWrite("b", EventKind.RESULT, {"message_id": 1}, {COST_ADDED: 0.5})])
+    same_as_the_file()
+    with pytest.raises(ValueError):
+        store.update_session("c", nonsense=1)
+    same_as_the_file()
+    other = sqlite3.connect(path)
+    other.execute("UPDATE sessions SET persona='elsewhere' WHERE name='c'")
+    other.commit()
+    other.close()
+    assert store.get_session("c").persona == "elsewhere"
+    same_as_the_file()
+    assert "a" not in [r.name for r in listed(store, False)]  # archived
+    store.close()
+
+
+def test_the_newest_event_of_a_kind_is_found_across_runs(store) -> None:
+    """(what the terminal hand-over reads after a restart: the session's last state)"""
+    store.create_session("a", "sid-a", "/tmp", None, None)
+    store.create_session("b", "sid-b", "/tmp", None, None)
+    store.append_events([EventWrite("a", EventKind.STATE, {"state": "idle", "reason": "turn"}),
+                         EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "x"})])
+    store.append_events([EventWrite("a", EventKind.STATE, {"state": "attached", "reason": "attached"}),
+                         EventWrite("b", EventKind.STATE, {"state": "busy", "reason": "message"}),
+                         EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "y"})])
+    assert store.last_event_body("a", EventKind.STATE) == {"state": "attached", "reason": "attached"}
+    assert store.last_event_body("b", EventKind.STATE) == {"state": "busy", "reason": "message"}
+    assert store.last_event_body("b", EventKind.RESULT) is None

@@ -307,6 +307,18 @@ def test_an_adopted_keeper_s_turn_and_prompt_are_watched() -> None:
     assert rig.watch.activity("idle") is None
 
 
+def test_what_is_no_output_of_claude_neither_starts_a_turn_nor_breaks_a_silence() -> None:
+    rig = Rig()
+    rig.feed(EventKind.SETTINGS, None, model="opus")
+    rig.feed(EventKind.ERROR, None, message="Could not start Claude")
+    assert rig.watch.activity("work") is None
+    rig.turn()
+    rig.clock.advance(200)
+    rig.feed(EventKind.SETTINGS, None, claude_model="claude-x")
+    rig.clock.advance(200)
+    assert rig.doing()["silent_for"] == 400 and rig.doing()["doing"] == "stalled"
+
+
 def test_a_bad_event_body_does_not_raise() -> None:
     rig = Rig()
     rig.turn()

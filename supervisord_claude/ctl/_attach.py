@@ -109,7 +109,7 @@ def conversation_rows(found: list[dict[str, Any]]) -> str:
         if c.get("open_pid"):
             marks.append(f"open in claude pid {c['open_pid']}")
         mark = f"  [{'; '.join(marks)}]" if marks else ""
-        lines.append(f"{c['session_id']}  {relative_time(c['last_active']):>10}  {c['messages']:>4} msgs  {about}{mark}")
+        lines.append(f"{c['session_id']}  {relative_time(c['last_active']):>10}  {c['messages']:>4}{'' if c.get('counted_all', True) else '+'} msgs  {about}{mark}")
     return "\n".join(lines)
 
 

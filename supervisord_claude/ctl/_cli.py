@@ -39,6 +39,8 @@ from protocol import (
     host_named,
     idle_note,
     relative_time,
+    turn_cost,
+    usd_text,
 )
 
 from ._attach import cmd_attach, cmd_conversations
@@ -57,11 +59,17 @@ def render_event(event: dict[str, Any]) -> str:
     """One line (or block) of human output for an event."""
     kind = event.get("kind")
     head = f"[{event.get('session')} #{event.get('seq')}]"
+    if event.get("from") == "terminal":  # said in Claude Code's own terminal UI (claudectl attach)
+        head += " 📟"
     if kind == "state":
         extra = idle_note(event.get("idle_for"))
         return f"{head} state {event.get('state')} ({event.get('reason')}){extra}"
     if kind == "user":
         return f"{head} > {event.get('text')}"
+    if kind == "steered":
+        return f"{head} >> {event.get('text')} (sent while message {event.get('turn')} was answered)"
+    if kind == "taken":
+        return f"{head} message {event.get('message_id')} joined the turn of message {event.get('turn')}"
     if kind == "assistant_text":
         return f"{head} {event.get('text')}"
     if kind == "tool_use":
@@ -72,9 +80,9 @@ def render_event(event: dict[str, Any]) -> str:
         shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         return f"{head} tool result: {shown[:200]}"
     if kind == "result":
-        cost = event.get("cost_usd")
         status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
-        return f"{head} {status} in {event.get('duration_ms')} ms, cost ${cost or 0:.4f}"
+        # the turn's own cost, as the bot shows it (cost_usd is the conversation's total)
+        return f"{head} {status} in {event.get('duration_ms')} ms, cost {usd_text(turn_cost(event))}"
     if kind == "message_failed":
         return f"{head} message {event.get('message_id')} not delivered: {event.get('reason')}"
     if kind == "error":
@@ -312,6 +320,10 @@ def supervisor_text(info: dict[str, Any]) -> str:
     pending = info.get("pending_permissions") or []
     lines.append(f"waiting for an answer: {len(pending)}" + (
         " (" + ", ".join(f"{p['session']}: {p['tool_name']}" for p in pending) + ")" if pending else ""))
+    turns = info.get("turns")
+    if turns is not None:  # (what each running turn does: the watcher's)
+        lines.append(f"running turns: {len(turns)}" + (
+            " (" + ", ".join(f"{t['session']}: {activity_brief(t)}" for t in turns) + ")" if turns else ""))
     clients = info.get("clients") or []
     described = [(", ".join(c["consumers"]) or "anonymous") + f" ({c['subscriptions']} subscriptions,"
                  f" {c['unacked']} unacked)" for c in clients]
@@ -430,6 +442,8 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.attach:
         # the file a link points to: the supervisor takes no link (it could be swapped)
         fields["attachments"] = [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
+    if args.queue:
+        fields["queue"] = True
     return fields
 
 
@@ -461,6 +475,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         message_id = sent["message_id"]
         if sent.get("terminal") and not args.json:
             print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
+        # the turn that answers it: its own, or the running one it joined (steered, taken)
+        turn = message_id
         deadline = time.monotonic() + timeout
         streamed = ""  # what of the answer has been printed as it was written
         while True:
@@ -470,18 +486,28 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                       " will be answered (claudectl tail shows it)", file=sys.stderr)
                 return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
-                if event.get("message_id") == message_id:
+                if event.get("message_id") == turn:
                     streamed = print_live(streamed, event)
                 continue
+            if event.get("kind") == "taken" and event.get("message_id") == message_id \
+                    and isinstance(event.get("turn"), int):
+                turn = event["turn"]
+                if not args.json:
+                    print(f"claudectl: Claude took the message into the running turn (message {turn})",
+                          file=sys.stderr, flush=True)
             await sub.ack(event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
                 print(f"Resuming session{idle_note(event.get('idle_for'))}...", file=sys.stderr)
-            if event.get("message_id") != message_id:
+            if event.get("message_id") != turn and event.get("kind") != "message_failed":
+                continue
+            if event.get("kind") == "message_failed" and event.get("message_id") not in (message_id, turn):
                 continue
             if event.get("kind") == "permission_request" and not args.json:
                 print(request_text(event), file=sys.stderr, flush=True)
+            if event.get("kind") in ("reminder", "stalled") and not args.json:  # (the watcher's: once each)
+                print(f"claudectl: {render_event(event)}", file=sys.stderr, flush=True)
             if event.get("kind") == "assistant_text" and streamed:
                 print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
                       "\n" + event["text"], end="", flush=True)
@@ -499,7 +525,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                     return 1
                 return 0
             if event.get("kind") == "message_failed":
-                print(f"claudectl: message not delivered: {event.get('reason')}", file=sys.stderr)
+                what = "message" if event.get("message_id") == message_id else "the turn it joined was"
+                print(f"claudectl: {what} not delivered: {event.get('reason')}", file=sys.stderr)
                 return 1
 
 
@@ -530,7 +557,8 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
         return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
     result = client.request("send", **_send_fields(args))
     note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
-    _print(args, result, f"queued message {result['message_id']}{note}")
+    _print(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
+                          else f"queued message {result['message_id']}") + note)
     return 0
 
 
@@ -696,6 +724,152 @@ def cmd_consumers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the daily driver (issue #27): rules, budgets, schedules, diff, fork -------------------
+
+
+def cmd_rules(client: Client, args: argparse.Namespace) -> int:
+    """A session's always-allow rules, numbered; ``--remove N`` forgets rule N."""
+    if args.remove is not None:
+        result = client.request("remove_rule", session=args.name, index=args.remove)
+        _print(args, result, f"removed {result['removed']} from '{args.name}'"
+               f" ({len(result['rules'])} rule(s) left; a running Claude restarts with them after its turn)")
+        return 0
+    result = client.request("rules", session=args.name)
+    rows = [f"{i}. {rule}" for i, rule in enumerate(result["rules"], 1)]
+    _print(args, result, "\n".join(rows) or f"'{args.name}' has no always-allow rules")
+    return 0
+
+
+def money(amount: float | None) -> str:
+    if amount is None:
+        return "no cap"
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}".rstrip("0").rstrip(".")
+
+
+def budget_lines(report: dict[str, Any]) -> list[str]:
+    """Spend today and this month, per session and in total, against the daily caps."""
+    def share(spent: float, cap: float | None) -> str:
+        return f" of {money(cap)} ({spent / cap:.0%})" if cap else ""
+
+    lines = [f"{r['session']}: today {money(r['today'])}{share(r['today'], r['cap'])}, this month"
+             f" {money(r['month'])}{'' if r['cap'] else ' (no daily cap)'}" for r in report["sessions"]]
+    lines.append(f"all sessions: today {money(report['today'])}{share(report['today'], report['cap'])}, this month"
+                 f" {money(report['month'])}{'' if report['cap'] else ' (no daily cap)'}")
+    return lines
+
+
+def cmd_budget(client: Client, args: argparse.Namespace) -> int:
+    """What Claude cost today and this month, per session and in total, with the daily
+    caps; ``--cap USD`` (or ``none``) sets one: the session's with ``--session``, else the
+    daily cap for all sessions."""
+    if args.cap is not None:
+        fields: dict[str, Any] = {"usd": None if args.cap == "none" else args.cap}
+        if args.session:
+            fields["session"] = args.session
+        client.request("set_budget", **fields)
+        whose = f"session '{args.session}'" if args.session else "all sessions"
+        print_done = f"daily cap of {whose}: {money(fields['usd'])}"
+        result = client.request("budget", **({"session": args.session} if args.session else {}))
+        _print(args, result, print_done + "\n" + "\n".join(budget_lines(result)))
+        return 0
+    result = client.request("budget", **({"session": args.session} if args.session else {}))
+    _print(args, result, "\n".join(budget_lines(result)))
+    return 0
+
+
+def cap_arg(text: str) -> float | str:
+    """``--cap``: US dollars (``5``, ``$0.50``), or ``none``."""
+    if text.lower() == "none":
+        return "none"
+    try:
+        return float(text.removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of US dollars or 'none', not {text!r}") from None
+
+
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    """The session's git working-tree changes: staged, then not staged (the whole diffs),
+    then untracked files."""
+    result = client.request("diff", session=args.name, **({"path": args.path} if args.path else {}))
+    if not result["repo"]:
+        _print(args, result, f"{result['cwd']} is not in a git repository: no changes to show")
+        return 0
+    out = []
+    for title, side in (("staged", result["staged"]), ("not staged", result["unstaged"])):
+        if side["files"]:
+            out.append(f"# {title}: " + ", ".join(f"{f['path']} +{f['added']} -{f['removed']}" for f in side["files"]))
+            out.append(side["diff"].rstrip("\n") + ("\n# (cut)" if side["truncated"] else ""))
+    if result["untracked"]:
+        out.append("# untracked: " + ", ".join(result["untracked"]))
+    _print(args, result, "\n".join(out) or "no changes: the working tree matches the last commit")
+    return 0
+
+
+def schedule_line(s: dict[str, Any]) -> str:
+    state = "paused" if s["paused"] else f"next {time.strftime('%Y-%m-%d %H:%M', time.localtime(s['next_run']))}"
+    return f"{s['id']}. {s['session']}: {s['cron']}{' (' + s['tz'] + ')' if s['tz'] else ''} {s['prompt']!r}  {state}"
+
+
+def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
+    """Schedules (kept and run by the supervisor): add, ls, pause, resume, rm."""
+    if args.action == "add":
+        fields: dict[str, Any] = {"session": args.name, "when": args.when, "prompt": args.prompt}
+        if args.tz:
+            fields["tz"] = args.tz
+        made = client.request("schedule_add", **fields)
+        _print(args, made, f"added: {schedule_line(made)}")
+    elif args.action == "ls":
+        result = client.request("schedules", **({"session": args.name} if args.name else {}))
+        _print(args, result, "\n".join(schedule_line(s) for s in result["schedules"]) or "no schedules")
+    elif args.action == "rm":
+        removed = client.request("schedule_remove", schedule=args.id)
+        _print(args, removed, f"removed: {schedule_line(removed)}")
+    else:
+        changed = client.request("schedule_set", schedule=args.id, paused=args.action == "pause")
+        _print(args, changed, schedule_line(changed))
+    return 0
+
+
+def cmd_fork(client: Client, args: argparse.Namespace) -> int:
+    """A new session that continues a copy of this one's conversation."""
+    made = client.request("fork", session=args.name, name=args.new)
+    copied = "continues a copy of its conversation" if made["copied"] else "starts afresh (it had no conversation)"
+    _print(args, made, f"session '{args.new}' forked from '{args.name}': {copied}; the original is untouched")
+    return 0
+
+
+def add_daily_parsers(sub: Any) -> None:
+    s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
+    s.add_argument("name")
+    s.add_argument("--remove", type=int, metavar="N", help="forget rule N (as numbered by the list)")
+    s.set_defaults(func=cmd_rules)
+    s = sub.add_parser("budget", help="spend today and this month per session and in total; --cap sets a daily cap")
+    s.add_argument("--session", metavar="NAME", help="one session (with --cap: its own daily cap)")
+    s.add_argument("--cap", metavar="USD", type=cap_arg, help="set the daily cap in US dollars ('none' removes it)")
+    s.set_defaults(func=cmd_budget)
+    s = sub.add_parser("diff", help="a session's git working-tree changes (staged and not staged)")
+    s.add_argument("name")
+    s.add_argument("path", nargs="?", help="only changes under this path (relative to the session's directory)")
+    s.set_defaults(func=cmd_diff)
+    s = sub.add_parser("fork", help="a new session that continues a copy of a session's conversation")
+    s.add_argument("name")
+    s.add_argument("new", help="the new session's name")
+    s.set_defaults(func=cmd_fork)
+    s = sub.add_parser("schedule", help="prompts sent to a session at set times (kept and run by the supervisor)")
+    actions = s.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="add one: WHEN is a cron expression or e.g. 'weekdays 9:00', 'every 15m'")
+    a.add_argument("name")
+    a.add_argument("when")
+    a.add_argument("prompt")
+    a.add_argument("--tz", help="an IANA time zone (default: the supervisor's timezone, else the machine's)")
+    a = actions.add_parser("ls", help="list them (of one session)")
+    a.add_argument("name", nargs="?")
+    for action, text in (("pause", "pause one"), ("resume", "resume one (from now on)"), ("rm", "remove one")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("id", type=int)
+    s.set_defaults(func=cmd_schedule)
+
+
 def cmd_backup(client: Client, args: argparse.Namespace) -> int:
     """A consistent copy of the supervisor's store (SQLite's online backup, made by the
     supervisor while it runs), at FILE."""
@@ -789,6 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attach", action="append", help="absolute path of a file to attach")
     s.add_argument("--wait", action="store_true", help="wait and print the final reply")
     s.add_argument("--stream", action="store_true", help="with --wait: print the reply as it is written")
+    s.add_argument("--queue", action="store_true",
+                   help="if Claude is answering, wait for a turn of its own (by default the message joins the"
+                        " running turn: Claude reads it at its next step)")
     s.set_defaults(func=cmd_send)
     s = sub.add_parser("tail", help="print a session's events")
     s.add_argument("name")
@@ -847,6 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("consumers", help="the named consumers' cursors (e.g. the bot's); --remove NAME forgets one")
     s.add_argument("--remove", metavar="NAME", help="forget this consumer's cursor")
     s.set_defaults(func=cmd_consumers)
+    add_daily_parsers(sub)
     s = sub.add_parser("backup", help="copy the supervisor's store to FILE while it runs (consistent, unlike cp)")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")

@@ -34,7 +34,7 @@ import zmq.asyncio
 from protocol import Reason, configure_logging
 
 from .. import _claude, _wire
-from .._clock import Clock, LoopClock, TimerHandle
+from .._clock import Clock, LoopClock, TimerHandle, wait_for
 from .._os import System
 from ._actions import (
     Action,
@@ -250,7 +250,7 @@ class Keeper:
         code = await proc.wait()
         # what Claude said on stderr before it exited decides how its exit is reported
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(stderr), 2.0)
+            await wait_for(self.clock, asyncio.shield(stderr), 2.0)
         self.procs.pop(run, None)
         self.do(self.machine.claude_exited(run, code, tuple(stderr_tail), overflow))
 
@@ -272,7 +272,7 @@ class Keeper:
             if not stop.at_once and proc.returncode is None:
                 self.system.killpg(proc.pid, signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(proc.wait(), STOP_GRACE)
+                    await wait_for(self.clock, proc.wait(), STOP_GRACE)
                 except TimeoutError:
                     log.warning("keeper %s: Claude ignored SIGTERM for %.0fs; SIGKILL", self.session, STOP_GRACE)
             # whatever Claude left in its group (tool subprocesses) goes too

@@ -6,8 +6,12 @@ timer's expiry, and the keeper's own start and stop. Each call returns the actio
 take, in order: write a line to Claude's stdin, report to the supervisor, start or stop
 Claude, arm or cancel a timer, finish. It owns the queue, the message Claude is
 answering, the session's state, the permission requests Claude waits on, the idle
-timer's decisions, interrupts, model and mode changes, and what Claude's exit means
-(a resume failure, the "already in use" retry, a crash). ``_keeper`` runs it: Claude's
+timer's decisions, interrupts, model and mode changes, what Claude's exit means
+(a resume failure, the "already in use" retry, a crash), and steering: a message that
+comes while a turn runs is written to Claude at once unless it asked to wait; Claude's
+echo of it (``--replay-user-messages``, matched by the uuid it was written with) says
+whether it joined the running turn (``taken``) or, too late for that turn's last model
+request, becomes the next turn. ``_keeper`` runs it: Claude's
 process, the supervisor's socket and the clock live there. The one thing it reads is a
 message's attachments (through ``read_message``), when that message goes to Claude.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,12 +91,13 @@ def _permission_timer(request_id: str) -> str:
     return f"permission {request_id}"
 
 
-def message_line(msg: QueuedMessage) -> bytes:
-    return _claude.user_line(msg.text, msg.attachments)
+def message_line(msg: QueuedMessage, echo_id: str | None = None) -> bytes:
+    return _claude.user_line(msg.text, msg.attachments, echo_id)
 
 
 class KeeperMachine:
-    def __init__(self, spec: _wire.KeeperSpec, read_message: Callable[[QueuedMessage], bytes] = message_line):
+    def __init__(self, spec: _wire.KeeperSpec,
+                 read_message: Callable[[QueuedMessage, str | None], bytes] = message_line):
         self.spec = spec
         self.read_message = read_message
         self.state = SessionState.SUSPENDED  # until Claude is started
@@ -102,11 +108,20 @@ class KeeperMachine:
         self.allowed_tools = list(spec.allowed_tools)
         self.queue: collections.deque[QueuedMessage] = collections.deque(spec.messages)
         self.current: QueuedMessage | None = None
+        #: messages written to Claude while the current turn runs that it has not taken yet
+        self.steered: list[QueuedMessage] = []
+        #: steered messages Claude took into the current turn (its result names them)
+        self.joined: list[int] = []
+        #: the uuid each message not taken yet was written with (its echo carries it)
+        self._echo_ids: dict[str, int] = {}
+        self._began = False  # Claude echoed the current turn's own message
         #: launch settings changed while Claude was busy: applied (by a restart) after the turn
         self.pending_changes: dict[str, Any] = {}
         # Claude's total_cost_usd is cumulative for the conversation, across --resume: the
         # last total seen is the baseline for the next result's cost delta
         self.last_cost = spec.cost_baseline
+        #: what this session may still spend today (None: no cap), less each turn's cost
+        self.budget_left = spec.budget_usd
         self.permissions: dict[str, dict[str, Any]] = {}  # can_use_tool requests Claude waits on
         self._tool_inputs: dict[str, Any] = {}  # this turn's tool_use inputs, by tool_use id
         self.idle_timeout = spec.idle_timeout
@@ -152,6 +167,7 @@ class KeeperMachine:
             claude_pid=self.claude.pid if self.claude is not None else None, state=self.state.value,
             current=self.current.id if self.current else None, queued=tuple(m.id for m in self.queue),
             resumed=self.started, pending=tuple(self.permissions.values()),
+            steered=tuple(m.id for m in self.steered),
         )
 
     # events: the keeper's own --------------------------------------------------------------
@@ -175,9 +191,10 @@ class KeeperMachine:
         if self.current is not None:
             why = {Reason.SHUTDOWN: "supervisor shutdown",
                    Reason.ATTACHED: "the conversation was opened in a terminal"}.get(reason, "session archived")
-            self._emit(EventKind.MESSAGE_FAILED, message_id=self.current.id,
-                       reason=f"Claude was stopped before it finished answering ({why})")
-            self.current = None
+            for msg in [self.current, *self.steered]:
+                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
+                           reason=f"Claude was stopped before it finished answering ({why})")
+            self._turn_over()
         self._finish(SessionState.SUSPENDED, reason)
 
     def supervisor_away_too_long(self) -> list[Action]:
@@ -213,8 +230,11 @@ class KeeperMachine:
                 self._report(_wire.Rejected((cmd.message.id,)))
             else:
                 self._cancel_idle()
-                self.queue.append(cmd.message)
-                self._pump()
+                if cmd.message.steer and self._steering():
+                    self._steer(cmd.message)
+                else:
+                    self.queue.append(cmd.message)
+                    self._pump()
         elif isinstance(cmd, _wire.Interrupt):
             self._interrupt(report=True)
         elif isinstance(cmd, _wire.DropQueued):
@@ -238,6 +258,16 @@ class KeeperMachine:
                                         else {"mode": PermissionMode(cmd.mode)})
             if self.current is None:
                 self._apply_changes()
+        elif isinstance(cmd, _wire.SetRules):
+            self.pending_changes["rules"] = list(cmd.rules)
+            if self.current is None:
+                self._apply_changes()
+        elif isinstance(cmd, _wire.SetBudget):
+            self.budget_left = cmd.usd
+            if self.claude is not None:  # the running Claude has the old limit
+                self.pending_changes["budget"] = cmd.usd
+                if self.current is None:
+                    self._apply_changes()
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
         return self._take()
@@ -294,7 +324,7 @@ class KeeperMachine:
                 and not self.pending_changes:
             msg = self.queue.popleft()
             try:
-                line = self.read_message(msg)
+                line = self._message_line(msg)
             except OSError as exc:
                 self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
                            reason=f"cannot read attachment: {exc.strerror or exc}")
@@ -302,12 +332,87 @@ class KeeperMachine:
                     self._become_idle(Reason.TURN)
                 continue
             self.current = msg
+            self._began = False
             # reported before the write: a keeper killed in between leaves the message marked
             # as handed over, so it is reported failed rather than delivered twice
             self._emit(EventKind.USER, message_id=msg.id, text=msg.text, attachments=list(msg.attachments))
             if self.state is not SessionState.BUSY:
                 self.change_state(SessionState.BUSY, Reason.MESSAGE)
             self._out.append(Write(line))
+            # the messages that came while Claude was starting and asked to steer join this turn
+            for waiting in [m for m in self.queue if m.steer]:
+                self.queue.remove(waiting)
+                self._steer(waiting)
+
+    def _message_line(self, msg: QueuedMessage) -> bytes:
+        """The stdin line of a message, with a new uuid its echo will carry (OSError: an
+        attachment cannot be read)."""
+        echo_id = str(uuid.uuid4())
+        line = self.read_message(msg, echo_id)
+        self._echo_ids[echo_id] = msg.id
+        return line
+
+    # steering ------------------------------------------------------------------------------
+
+    def _steering(self) -> bool:
+        """Whether a message now would join a running turn (rather than wait for its own)."""
+        return self.current is not None and self.claude is not None and not self.ending
+
+    def _steer(self, msg: QueuedMessage) -> None:
+        """Write a message to Claude in the middle of the current turn: it joins the turn
+        at Claude's next model request, or becomes the next turn if none comes."""
+        assert self.current is not None
+        try:
+            line = self._message_line(msg)
+        except OSError as exc:
+            self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
+                       reason=f"cannot read attachment: {exc.strerror or exc}")
+            return
+        self.steered.append(msg)
+        # reported before the write, as a turn's own message is (never delivered twice)
+        self._emit(EventKind.STEERED, message_id=msg.id, turn=self.current.id, text=msg.text,
+                   attachments=list(msg.attachments))
+        self._out.append(Write(line))
+
+    def _on_echo(self, echo_id: str) -> None:
+        """Claude took a user message into the conversation (its echo)."""
+        message_id = self._echo_ids.pop(echo_id, None)
+        if self.current is None:
+            return
+        if message_id == self.current.id:
+            self._began = True
+            return
+        ids = [m.id for m in self.steered]
+        if message_id in ids:
+            # taken into the running turn, with any written before it (echoes come in order)
+            cut = ids.index(message_id) + 1
+            taken, self.steered = self.steered[:cut], self.steered[cut:]
+        elif message_id is None and not self._began and self.steered:
+            # Claude began the turn with the waiting messages as one (an echo of its own)
+            self._began = True
+            taken, self.steered = self.steered, []
+        else:
+            return
+        for msg in taken:
+            self._echo_ids = {k: v for k, v in self._echo_ids.items() if v != msg.id}
+            self.joined.append(msg.id)
+            self._emit(EventKind.TAKEN, message_id=msg.id, turn=self.current.id)
+
+    def _next_steered_turn(self) -> None:
+        """The turn ended before Claude took the first steered message: Claude answers it
+        (with any after it) as its next turn by itself, as it is already in its input."""
+        msg = self.steered.pop(0)
+        self.current = msg
+        self._began = False
+        self._emit(EventKind.USER, message_id=msg.id, text=msg.text, attachments=list(msg.attachments),
+                   steered=True)
+
+    def _turn_over(self) -> None:
+        """Forget the turn: its message, and what was steered into it."""
+        self.current = None
+        self.steered.clear()
+        self.joined.clear()
+        self._echo_ids.clear()
 
     def _become_idle(self, reason: Reason) -> None:
         if self.state is not SessionState.IDLE:
@@ -331,6 +436,8 @@ class KeeperMachine:
             claude_bin=self.spec.claude_bin, cwd=self.spec.cwd, session_id=self.spec.session_id, resume=resume,
             model=self.model, system_prompt=self.spec.system_prompt, permission_mode=self.mode,
             allowed_tools=tuple(self.allowed_tools), extra_args=self.spec.extra_args,
+            max_budget_usd=None if self.budget_left is None else max(0.0, self.budget_left),
+            fork_from=self.spec.fork_from,
         )
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
@@ -355,7 +462,7 @@ class KeeperMachine:
         self._report(_wire.ClaudeStarted(pid))
         if self.current is not None:
             # carried over from a Claude that exited before it read it (see claude_exited)
-            self._out.append(Write(self.read_message(self.current)))
+            self._out.append(Write(self._message_line(self.current)))
             self.change_state(SessionState.BUSY, Reason.MESSAGE)
         self._pump()
         if self.current is None and not self.queue:
@@ -372,6 +479,8 @@ class KeeperMachine:
 
     def claude_output(self, run_number: int, parsed: _claude.Parsed) -> list[Action]:
         run = self._runs[run_number]
+        if parsed.replay is not None:
+            self._on_echo(parsed.replay)
         if parsed.init_session_id is not None:
             run.init_seen = True
             if not self.started:
@@ -397,8 +506,10 @@ class KeeperMachine:
             request_id, error = parsed.control_response
             if request_id in self._interrupts_asked:
                 self._interrupts_asked.discard(request_id)
+                # what Claude has not taken of the steered messages, it answers next
                 self._report(_wire.InterruptReport(error is None, "confirmed by Claude" if error is None
-                                                   else f"Claude refused it: {error}"))
+                                                   else f"Claude refused it: {error}",
+                                                   tuple(m.id for m in self.steered)))
         if parsed.permission is not None:
             self._on_permission_request(parsed.permission)
         if parsed.result is not None:
@@ -430,11 +541,19 @@ class KeeperMachine:
         if isinstance(cost, (int, float)):
             delta = cost - self.last_cost if cost >= self.last_cost else float(cost)
             self.last_cost = float(cost)
+            if self.budget_left is not None:
+                self.budget_left -= delta
         msg = self.current
         self._drop_permissions("the turn ended")
         self._tool_inputs.clear()
         self.current = None
-        self._emit(EventKind.RESULT, message_id=msg.id if msg else None, cost_delta=delta, **result)
+        joined, self.joined = self.joined, []
+        self._echo_ids = {k: v for k, v in self._echo_ids.items() if v in {m.id for m in self.steered}}
+        self._emit(EventKind.RESULT, message_id=msg.id if msg else None, cost_delta=delta, **result,
+                   **({"steered": joined} if joined else {}))
+        if self.steered:
+            self._next_steered_turn()
+            return
         if self.pending_changes:
             self._apply_changes()
             return
@@ -448,6 +567,7 @@ class KeeperMachine:
         changes, self.pending_changes = self.pending_changes, {}
         self.model = changes.get("model", self.model)
         self.mode = changes.get("mode", self.mode)
+        self.allowed_tools = changes.get("rules", self.allowed_tools)
         self._cancel_idle()
         reason = Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))
@@ -494,9 +614,10 @@ class KeeperMachine:
         return self._take()
 
     def _fail_all(self, reason: str) -> None:
-        for msg in ([self.current] if self.current else []) + list(self.queue):
+        # (steered messages Claude took are answered in the current turn: its failure is theirs)
+        for msg in ([self.current] if self.current else []) + self.steered + list(self.queue):
             self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=reason)
-        self.current = None
+        self._turn_over()
         self.queue.clear()
 
     # stopping ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from protocol import EventKind, SessionState, _packedmap
+from protocol import EventKind, SessionState, _packedmap, cost_fields
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -41,7 +41,10 @@ from ._store import (
 log = logging.getLogger("supervisord_claude")
 
 #: a message's status after an event of its turn
-_STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED}
+_STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESSAGE_FAILED: FAILED,
+                 # a steered message is written mid-turn, and answered once Claude took it
+                 # into that turn (the turn's result, or its failure, is its answer)
+                 EventKind.STEERED: WRITTEN, EventKind.TAKEN: DONE}
 #: the kinds of event that change their session's row (see _session_updates)
 _UPDATES_SESSION = frozenset({EventKind.STATE, EventKind.RESULT, EventKind.USER, EventKind.SETTINGS})
 STORE_RETRY = 1.0
@@ -74,6 +77,7 @@ class EventLog:
             lambda *args: None
         self._unstored: collections.deque[EventWrite] = collections.deque()
         self._origins: dict[int, str] = {}
+        self._packed_origins: dict[int, bytes] = {}
         self._retry_armed = False
         self._failing = False
         self._batching = 0
@@ -88,6 +92,8 @@ class EventLog:
         """Store an event (with the session and message changes it implies) and publish it.
         ``keeper`` = (pid, n): the keeper's report it came in, stored with it, so a new
         supervisor knows what to ask that keeper to send again."""
+        if kind is EventKind.RESULT:  # the turn's and the conversation's cost, by name
+            body = {**body, **cost_fields(body)}
         message_id = body.get("message_id")
         if isinstance(message_id, int) and "origin" not in body:
             origin = self._origin(message_id)
@@ -104,14 +110,18 @@ class EventLog:
         with its turn's origin added, and unpacked only for the kinds that change the
         session."""
         if message_id is not None:
-            origin = self._origin(message_id)
-            if origin is not None:
-                packed = _packedmap.with_items(packed, {"origin": origin})
+            origin = self._packed_origin(message_id)
+            if origin:
+                packed = _packedmap.extend(packed, 1, origin)
         status = _STATUS_AFTER.get(kind) if message_id is not None else None
         updates = NO_UPDATES
         body = None
         if kind in _UPDATES_SESSION:
             body = msgpack.unpackb(packed)
+            if kind is EventKind.RESULT:  # (from any keeper, of any release it adopts)
+                costs = cost_fields(body)
+                packed = _packedmap.with_items(packed, costs)
+                body.update(costs)
             updates = self._session_updates(session, kind, body)
         self._unstored.append(EventWrite(session, kind, body, updates,
                                          (message_id, status) if message_id is not None and status is not None
@@ -152,8 +162,11 @@ class EventLog:
                     self._retry_armed = True
                     self.clock.call_later(STORE_RETRY, self._retry)
                 return
-            for _ in writes:
-                self._unstored.popleft()
+            if len(writes) == len(self._unstored):
+                self._unstored.clear()
+            else:
+                for _ in writes:
+                    self._unstored.popleft()
             if self._failing and not self._unstored:
                 self._failing = False
                 log.info("the store works again; every waiting event is stored and published")
@@ -209,6 +222,18 @@ class EventLog:
             if "mode" in body:
                 updates["permission_mode"] = body["mode"]
         return updates
+
+    def _packed_origin(self, message_id: int) -> bytes:
+        """A message's origin as the packed ``origin`` entry its events' bodies get
+        (b"" if it has none), packed once per message."""
+        packed = self._packed_origins.get(message_id)
+        if packed is None:
+            origin = self._origin(message_id)
+            packed = _packedmap.entries_of({"origin": origin}) if origin is not None else b""
+            if len(self._packed_origins) > _ORIGIN_CACHE:
+                self._packed_origins.clear()
+            self._packed_origins[message_id] = packed
+        return packed
 
     def origin_of(self, message_id: int) -> str | None:
         return self._origin(message_id)

@@ -34,10 +34,13 @@ from .._errors import OpError
 from .._wire import DROPPED
 from ._attachments import mib_text
 from ._backup import backup_store, check_target
+from ._budgets import ALL as ALL_SESSIONS
 from ._control import LaterReply
 from ._eventlog import EventLog
+from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
+from ._schedules import Scheduler
 from ._store import SessionRecord, Store
 from ._terminal import Terminals, conversations, open_conversations
 
@@ -45,7 +48,8 @@ log = logging.getLogger("supervisord_claude")
 
 #: read-only ops and acks (so no delivered event is re-sent after a restart)
 ALLOWED_WHILE_STOPPING = frozenset(
-    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN}
+    {Op.HELLO, Op.STATUS, Op.LIST, Op.PING, Op.ACK, Op.UNSUBSCRIBE, Op.KV_GET, Op.CONSUMERS, Op.SHUTDOWN,
+     Op.RULES, Op.SCHEDULES, Op.BUDGET}
 )
 
 
@@ -68,6 +72,9 @@ class Ops:
         self.stopping = False
         #: what is near a limit, for ``status``: each source gives {name: {used, limit}}
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # (replies being worked out: kept from the GC)
+        #: schedules: each run is a send like any other (started once the store is recovered)
+        self.scheduler = Scheduler(store, pool.clock, wall, self._scheduled_send, config.timezone)
         #: what a session's running turn does now (the watcher's ``activity``), or None
         self.activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None
         #: sessions open in Claude Code's own terminal UI (``attach``)
@@ -160,6 +167,8 @@ class Ops:
             "clients": self.hub.clients(),
             "memory": self.pool.system.memory(os.getpid()),
             "limits": {name: use for source in self.limit_sources for name, use in source().items()},
+            "turns": [{"session": name, **activity} for name in sorted(self.pool.handles)
+                      if (activity := self.activity_of(name)) is not None],
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
@@ -259,7 +268,7 @@ class Ops:
                           f" (claudectl drop-queued {session})")
 
     def op_send(self, ident: bytes, session: str, text: str, attachments: list[str] | None = None,
-                origin: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+                origin: str | None = None, idempotency_key: str | None = None, queue: bool = False) -> dict[str, Any]:
         rec = self._session(session)
         files = attachments or []
         if not text.strip() and not files:
@@ -267,8 +276,9 @@ class Ops:
         known = self.store.message_by_key(session, idempotency_key) if idempotency_key is not None else None
         if known is not None:  # a retry of a message it has: its answer, whatever the queue holds now
             return {"message_id": known, "seq": rec.last_seq, "state": rec.state.value, "duplicate": True,
-                    "ahead": 0}
+                    "ahead": 0, "steering": False}
         self._check_queue_room(session, 0)  # (before anything is copied)
+        self.pool.budgets.check(session)  # past a daily cap no new turn starts
         taken = self.pool.attachments.take(session, files)
         try:
             size = message_bytes(text, []) + taken.size
@@ -277,22 +287,35 @@ class Ops:
         except BaseException:
             taken.discard()
             raise
+        steering = created and not queue and self._turn_runs(session)
         if created:
             self.pool.attachments.hold(message_id, taken)
-            self.pool.enqueue(session, message_id, size)
+            self.pool.enqueue(session, message_id, size, own_turn=queue)
         else:
             taken.discard()
         # messages of this session that Claude answers before this one: those not handed to
-        # it yet (this one among them), and the one it is answering
+        # it yet (this one among them), and the one it is answering; none for a message that
+        # joins the running turn
         ahead = 0
-        if created:
+        if created and not steering:
             answering = self.store.get_session(session)
             ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
         reply: dict[str, Any] = {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value,
-                                 "duplicate": not created, "ahead": ahead}
+                                 "duplicate": not created, "ahead": ahead, "steering": steering}
+        warning = self.pool.budgets.warning(session) if created else None
+        if warning:
+            reply["budget_warning"] = warning
         if self.terminals.holds(session):  # kept: answered once the terminal closes
             reply["terminal"] = self._terminal(session)
         return reply
+
+    def _turn_runs(self, session: str) -> bool:
+        """Whether a message sent now joins a running turn: the session is answering, and
+        its keeper steers (a keeper of the release before an upgrade queues every message)."""
+        rec = self.store.get_session(session)
+        handle = self.pool.handle_of(session)
+        return rec is not None and rec.state is SessionState.BUSY and handle is not None \
+            and handle.ident is not None and handle.wire_version >= _wire.STEERING_SINCE
 
     def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
         """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
@@ -316,7 +339,9 @@ class Ops:
         self.events.fail_messages(session, waiting, DROPPED)
         # those the keeper holds: it reports each one itself (a message_failed event)
         self.pool.command(session, _wire.DropQueued())
-        return {}
+        # those Claude already has in its input (steered, not taken yet) cannot be dropped:
+        # they join the running turn, or are its next
+        return {"kept": self.pool.steered(session)}
 
     def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)
@@ -396,6 +421,7 @@ class Ops:
                           f" {session})")
         session_id = str(uuid.uuid4())
         self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0, **fields)
+        self.store.set_fork_source(session, None)  # (a fork not started yet starts afresh instead)
         self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
                                                       "reason": Reason.REQUESTED.value, "detail": detail})
         return {"session_id": session_id, **fields}
@@ -498,6 +524,9 @@ class Ops:
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
             update, rules = permissions.always_allow(req, self._session(session).cwd)
+            if not rules:
+                raise OpError(ErrorCode.BAD_REQUEST, f"a {req.tool_name} call here has no scope 'always' could"
+                              " be kept to (never every command or every file): allow it once instead")
             updates.append(update)
             report["always"] = rules
         if plan:  # approved: Claude leaves plan mode, into the mode the user picked
@@ -525,6 +554,118 @@ class Ops:
         self._send_answer(session, _wire.Permit(request_id, _claude.allow_decision(updated),
                                                 {"allow": True, "by": "user", "answers": chosen}))
         return {"answers": chosen}
+
+    # always-allow rules -------------------------------------------------------------------
+
+    def op_rules(self, ident: bytes, session: str) -> dict[str, Any]:
+        """The session's always-allow rules, numbered from 1 in the order they were given."""
+        return {"rules": list(self._session(session, allow_archived=True).allowed_tools)}
+
+    def op_remove_rule(self, ident: bytes, session: str, index: int | None = None,
+                       rule: str | None = None) -> dict[str, Any]:
+        """Forget one rule (by its number, or by its text): kept in the store at once, and
+        a live Claude restarts with the rest (``--resume``) once no turn runs."""
+        rec = self._session(session)
+        rules = list(rec.allowed_tools)
+        if (index is None) == (rule is None):
+            raise OpError(ErrorCode.BAD_REQUEST, "give the rule's 'index' or its text ('rule'), one of them")
+        if rule is not None:
+            if rule not in rules:
+                raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has no rule {rule}")
+            index = rules.index(rule) + 1
+        assert index is not None
+        if not 1 <= index <= len(rules):
+            raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has {len(rules)} rule(s); no rule {index}")
+        removed = rules.pop(index - 1)
+        self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
+        self.pool.command(session, _wire.SetRules(tuple(rules)))
+        return {"removed": removed, "rules": rules}
+
+    # forks --------------------------------------------------------------------------------
+
+    def op_fork(self, ident: bytes, session: str, name: str) -> dict[str, Any]:
+        """A new session ``name`` that continues a copy of ``session``'s conversation (its
+        first Claude starts with ``--resume <id> --fork-session --session-id <new id>``):
+        same directory, model, persona, mode and always-allow rules; what is said in one is
+        not seen by the other."""
+        rec = self._session(session)
+        if self.store.get_session(name) is not None:
+            raise OpError(ErrorCode.EXISTS, f"a session named '{name}' already exists")
+        if not os.path.isdir(rec.cwd):
+            raise OpError(ErrorCode.BAD_REQUEST, f"the directory of '{session}' ({rec.cwd}) is gone")
+        fork = self.store.create_session(name, str(uuid.uuid4()), rec.cwd, rec.model, rec.persona,
+                                         rec.permission_mode)
+        # Claude's running total carries on in the copy (measured with 2.1.327)
+        self.store.update_session(name, allowed_tools=rec.allowed_tools, claude_cost=rec.claude_cost)
+        if rec.started:  # (a session Claude never saw has no conversation to copy: a fresh one)
+            self.store.set_fork_source(name, rec.session_id)
+        self.events.record(name, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
+                                                   "reason": Reason.REQUESTED.value, "detail": f"fork of {session}"})
+        return {**fork.public(self.config.idle_timeout), "fork_of": session, "copied": rec.started}
+
+    # the session's git changes -----------------------------------------------------------
+
+    def op_diff(self, ident: bytes, session: str, path: str | None = None) -> LaterReply:
+        """The session's git working-tree changes (``_gitdiff``), replied once git has
+        answered (it runs as a subprocess, never blocking the loop)."""
+        cwd = self._session(session, allow_archived=True).cwd
+        reply = LaterReply()
+
+        async def run() -> None:
+            try:
+                reply.resolve(await working_tree_diff(cwd, path))
+            except OpError as exc:
+                reply.reject(exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return reply
+
+    # schedules ----------------------------------------------------------------------------
+
+    def _scheduled_send(self, session: str, text: str, origin: str | None, key: str) -> None:
+        self.op_send(b"", session=session, text=text, origin=origin, idempotency_key=key)
+
+    def op_schedule_add(self, ident: bytes, session: str, when: str, prompt: str | None = None,
+                        origin: str | None = None, tz: str | None = None) -> dict[str, Any]:
+        """A schedule: ``when`` is a cron expression or a plain form (``weekdays 9:00``),
+        followed by the prompt unless ``prompt`` is given."""
+        self._session(session)
+        return self.scheduler.add(session, when, prompt, origin, tz).public()
+
+    def op_schedules(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        return {"schedules": [s.public() for s in self.scheduler.store.schedules()
+                              if session is None or s.session == session]}
+
+    def op_schedule_set(self, ident: bytes, schedule: int, paused: bool) -> dict[str, Any]:
+        return self.scheduler.set_paused(schedule, paused).public()
+
+    def op_schedule_remove(self, ident: bytes, schedule: int) -> dict[str, Any]:
+        return self.scheduler.remove(schedule).public()
+
+    # budgets ------------------------------------------------------------------------------
+
+    def op_budget(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
+        """Spend today and this month per session (one, or every one not archived) and in
+        total, with the daily caps."""
+        if session is not None:
+            names = [self._session(session, allow_archived=True).name]
+        else:
+            names = [r.name for r in self.store.list_sessions(include_archived=False)]
+        return self.pool.budgets.report(names)
+
+    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None) -> dict[str, Any]:
+        """Set (or with ``usd: null`` clear) a session's daily cap, or without ``session``
+        the daily cap for all sessions. Live Claudes get what is left at once (restarted
+        with ``--resume`` after their turn)."""
+        if session is not None:
+            self._session(session)
+        self.store.set_budget(session or ALL_SESSIONS, usd)
+        for name in [session] if session is not None else sorted(self.pool.handles):
+            if self.pool.handle_of(name) is not None:
+                self.pool.command(name, _wire.SetBudget(self.pool.budgets.left(name)))
+        return self.pool.budgets.report([session] if session is not None else [])
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}

@@ -29,6 +29,7 @@ from .._os import System
 from .._permissions import PendingRequest
 from .._wire import keeper_title
 from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
+from ._budgets import Budgets
 from ._eventlog import EventLog
 from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
 
@@ -100,6 +101,8 @@ class KeeperHandle:
     overdue: bool = False  # killed because it did not say hello in time
     #: what it speaks: a keeper adopted after an upgrade may speak an older wire
     wire_version: int = _wire.WIRE_VERSION
+    #: messages it wrote to Claude mid-turn that Claude has not taken yet (steered)
+    steered: list[int] = field(default_factory=list)
     #: what waits to hear whether its interrupt was confirmed, and how long it may wait
     interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     interrupt_timer: TimerHandle | None = None
@@ -116,8 +119,8 @@ def message_bytes(text: str, attachments: list[str]) -> int:
     return len(text.encode()) + copied_bytes(attachments)
 
 
-def _to_wire(msg: Message) -> _wire.QueuedMessage:
-    return _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments))
+def _to_wire(msg: Message, steer: bool) -> _wire.QueuedMessage:
+    return _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments), steer)
 
 
 class ForkServer(Protocol):
@@ -142,11 +145,15 @@ class KeeperPool:
         self.system = system
         self.clock = clock
         self.wall = wall
+        self.budgets = Budgets(config, store, wall)  # (what each Claude may spend: --max-budget-usd)
         self.fork = fork
         self.link = link
         self.queues: dict[str, collections.deque[int]] = {}
         #: what each waiting message holds (``message_bytes``), by id, as far as asked
         self._sizes: dict[int, int] = {}
+        #: waiting messages sent with ``queue``: they wait for a turn of their own instead
+        #: of steering a running one (kept in memory: after a restart they steer)
+        self.own_turn: set[int] = set()
         self.attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
         self.handles: dict[str, KeeperHandle] = {}  # the session's current keeper
         self.by_pid: dict[int, KeeperHandle] = {}
@@ -182,9 +189,11 @@ class KeeperPool:
         return {"keeper_pid": handle.pid, "claude_pid": handle.claude_pid} if handle else {}
 
     def _waiting(self, session: str) -> list[int]:
-        """The session's messages Claude has not started on: queued here, or held by its keeper."""
+        """The session's messages Claude has not started on: queued here, held by its
+        keeper, or written mid-turn and not taken by Claude yet (steered)."""
         handle = self.handles.get(session)
-        return [*self.queues.get(session, ()), *(handle.forwarded if handle else ())]
+        return [*self.queues.get(session, ()), *(handle.forwarded if handle else ()),
+                *(handle.steered if handle else ())]
 
     def queued(self, session: str) -> int:
         return len(self._waiting(session))
@@ -205,9 +214,11 @@ class KeeperPool:
         """Keeper processes that exist (forked and not reported gone)."""
         return len(self.by_pid)
 
-    def enqueue(self, session: str, message_id: int, size: int | None = None) -> None:
+    def enqueue(self, session: str, message_id: int, size: int | None = None, own_turn: bool = False) -> None:
         if size is not None:
             self._sizes[message_id] = size
+        if own_turn:
+            self.own_turn.add(message_id)
         self.queues.setdefault(session, collections.deque()).append(message_id)
         self.dispatch(session)
 
@@ -244,13 +255,20 @@ class KeeperPool:
                 " stopped or overloaded); the interrupt may still take effect once it goes on"))
         return True
 
-    def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str) -> None:
+    def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str,
+                            answered_next: tuple[int, ...] = ()) -> None:
         if handle.interrupt_timer is not None:
             handle.interrupt_timer.cancel()
             handle.interrupt_timer = None
         waiters, handle.interrupt_waiters = handle.interrupt_waiters, []
         for report in waiters:
-            report({"confirmed": confirmed, "detail": detail})
+            report({"confirmed": confirmed, "detail": detail, "next": list(answered_next)})
+
+    def steered(self, session: str) -> list[int]:
+        """The session's messages written to Claude mid-turn that it has not taken yet:
+        they join the running turn or become the next one (they can no longer be dropped)."""
+        handle = self.handles.get(session)
+        return list(handle.steered) if handle is not None else []
 
     def pending(self, session: str, request_id: str) -> PendingRequest | None:
         """The permission request Claude waits on in that session, if it still does."""
@@ -292,6 +310,7 @@ class KeeperPool:
         if handle is not None and message_id in handle.forwarded:
             handle.forwarded.remove(message_id)
         self._sizes.pop(message_id, None)
+        self.own_turn.discard(message_id)
         if self.attachments.holds(message_id):
             msg = self.store.get_message(message_id)
             if msg is None or msg.status in (DONE, FAILED):
@@ -314,7 +333,7 @@ class KeeperPool:
                 if msg is None or msg.status != QUEUED:
                     continue
                 handle.forwarded.append(msg.id)
-                self.link.send(handle.ident, _wire.Deliver(_to_wire(msg)))
+                self.link.send(handle.ident, _wire.Deliver(_to_wire(msg, msg.id not in self.own_turn)))
         # otherwise the keeper is starting (it gets them on hello) or on its way out
         # (a new one starts once it has exited)
 
@@ -339,7 +358,7 @@ class KeeperPool:
         while queue:
             msg = self.store.get_message(queue.popleft())
             if msg is not None and msg.status == QUEUED:
-                messages.append(_to_wire(msg))
+                messages.append(_to_wire(msg, msg.id not in self.own_turn))
                 handle.forwarded.append(msg.id)
         spec = _wire.KeeperSpec(
             session=rec.name,
@@ -362,6 +381,8 @@ class KeeperPool:
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
+            budget_usd=self.budgets.left(rec.name),
+            fork_from=self.store.fork_source(rec.name),
         )
         self.handles[session] = handle
         self.by_token[handle.token] = handle
@@ -518,6 +539,11 @@ class KeeperPool:
                 handle.permissions[request.request_id] = request
             elif kind is EventKind.PERMISSION_RESOLVED:
                 handle.permissions.pop(str(msg.body.get("request_id")), None)
+            elif kind is EventKind.STEERED and msg.message_id is not None:
+                handle.steered.append(msg.message_id)
+            elif kind in (EventKind.TAKEN, EventKind.USER, EventKind.MESSAGE_FAILED) \
+                    and msg.message_id in handle.steered:
+                handle.steered.remove(msg.message_id)
             assert handle.pid is not None
             self.events.record_packed(handle.session, kind, msg.packed, msg.message_id, (handle.pid, msg.n))
             if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
@@ -529,7 +555,7 @@ class KeeperPool:
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self.on_delta(handle.session, msg.message_id, msg.text, origin)
         elif isinstance(msg, _wire.InterruptReport):
-            self._interrupt_reported(handle, msg.confirmed, msg.detail)
+            self._interrupt_reported(handle, msg.confirmed, msg.detail, msg.next)
         elif isinstance(msg, _wire.ClaudeStarted):
             handle.claude_pid = msg.pid
         elif isinstance(msg, _wire.ConversationStarted):
@@ -631,6 +657,7 @@ class KeeperPool:
         if msg.state == SessionState.SUSPENDING.value:
             handle.change_phase(Phase.DRAINING)
         handle.forwarded = ([msg.current] if msg.current is not None else []) + list(msg.queued)
+        handle.steered = list(msg.steered)
         for body in msg.pending:  # still answerable after the restart
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 request = PendingRequest.from_event(body)

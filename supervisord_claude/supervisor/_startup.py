@@ -107,7 +107,7 @@ def _hold_lock(lock_path: Path, patience: float, refusal: str) -> int:
 
 def raise_open_files_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard one (every client connection and every
-    keeper's takes a descriptor; see ``_control.ConnectionGate``). Returns the soft limit."""
+    keeper's takes a descriptor; see ``_clientlimits.ConnectionGate``). Returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard
     if hard == resource.RLIM_INFINITY:  # (the kernel takes no more than fs.nr_open)

@@ -20,7 +20,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from protocol import EventKind, SessionState, _packedmap
 
 from .._errors import StoreError
 from .._wire import pack_body
+from ._schedules import Schedule
 
 log = logging.getLogger("supervisord_claude")
 
@@ -58,17 +59,22 @@ CREATE TABLE IF NOT EXISTS sessions(
     allowed_tools TEXT NOT NULL DEFAULT '[]',
     claude_model TEXT
 );
-CREATE TABLE IF NOT EXISTS events(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+-- the event log, a row per run of one session's events stored together (a loop turn's
+-- events of one keeper): ids first_id..last_id, seqs first_seq.., one ts; ``events`` is
+-- msgpack [kind, body, kind, body, ...], each body the packed map (bin). Ids are never
+-- reused (AUTOINCREMENT keeps the highest ever given, pruned or not).
+CREATE TABLE IF NOT EXISTS event_runs(
+    last_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_id INTEGER NOT NULL,
     session TEXT NOT NULL,
-    seq INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
     ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE(session, seq)
+    events BLOB NOT NULL
 );
 -- a session's events after a cursor, in order, without scanning the session's history
-CREATE INDEX IF NOT EXISTS events_by_session ON events(session, id);
+CREATE INDEX IF NOT EXISTS event_runs_by_session ON event_runs(session, last_id);
+-- a session's event by its seq (subscribe after a seq)
+CREATE INDEX IF NOT EXISTS event_runs_by_seq ON event_runs(session, first_seq);
 CREATE TABLE IF NOT EXISTS messages(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session TEXT NOT NULL,
@@ -89,6 +95,23 @@ CREATE TABLE IF NOT EXISTS daily_cost(day TEXT PRIMARY KEY, usd REAL NOT NULL);
 -- the same per session (kept since 0.3.0: a day before that has only the total)
 CREATE TABLE IF NOT EXISTS session_daily_cost(day TEXT NOT NULL, session TEXT NOT NULL, usd REAL NOT NULL,
                                               PRIMARY KEY(day, session));
+-- daily spending caps set by the user (scope: a session's name, or '*' for all sessions)
+CREATE TABLE IF NOT EXISTS budgets(scope TEXT PRIMARY KEY, usd REAL NOT NULL);
+-- prompts sent to a session at the times a cron expression names (supervisor/_schedules.py)
+CREATE TABLE IF NOT EXISTS schedules(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    tz TEXT NOT NULL DEFAULT '',
+    prompt TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_run REAL NOT NULL,
+    last_run REAL,
+    origin TEXT,
+    created REAL NOT NULL
+);
+-- a forked session's first Claude continues a copy of this conversation (claude session id)
+CREATE TABLE IF NOT EXISTS forks(session TEXT PRIMARY KEY, source_id TEXT NOT NULL);
 """
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
@@ -186,6 +209,26 @@ def event_data(blob: bytes, event_id: int, seq: int, own_fields: bytes) -> bytes
     after its entries (where an old body holds one of them, the later one wins, as in
     ``StoredEvent.as_dict``)."""
     return _packedmap.extend(blob, 5, b"".join((_ID, _packb(event_id), _SEQ, _packb(seq), own_fields)))
+
+
+_KIND_VALUES = {kind: kind.value for kind in EventKind}
+_INSERT_RUN = "INSERT INTO event_runs(last_id, first_id, session, first_seq, ts, events) VALUES (?,?,?,?,?,?)"
+#: events in one row at most when an old event log is moved to runs
+_MIGRATED_RUN = 2048
+
+
+def unpack_run(first_id: int, session: str, first_seq: int, ts: float, packed: bytes, after_id: int = 0,
+               limit: int | None = None) -> list[StoredEvent]:
+    """The events of a stored run (a row of ``event_runs``) after ``after_id``, up to
+    ``limit`` of them."""
+    items = msgpack.unpackb(packed)
+    skip = max(0, after_id - first_id + 1)
+    count = len(items) // 2 - skip
+    if limit is not None:
+        count = min(count, limit)
+    return [StoredEvent(first_id + i, session, first_seq + i, ts, items[2 * i], items[2 * i + 1])
+            for i in range(skip, skip + max(0, count))]
+
 
 
 class StoredEvent:
@@ -315,7 +358,9 @@ def _day(when: float) -> str:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, wall: Callable[[], float] = time.time) -> None:
+        #: wall-clock time, of what is stored (the supervisor's clock: see _clock)
+        self.wall = wall
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -333,6 +378,11 @@ class Store:
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
         self._recent = _RecentEvents()
+        #: every session's record as last read, and the sessions written since (read
+        #: again when asked for); ``data_version`` tells if another connection wrote
+        self._records: dict[str, SessionRecord] | None = None
+        self._records_version = 0
+        self._written: set[str] = set()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -369,6 +419,7 @@ class Store:
             # removes the -wal/-shm files, which must not be applied to the copy
             self._db.close()
             self._db = self._connect(self.path)
+            self._records = None  # (data_version counts per connection)
         except (OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
                 copy.unlink()
@@ -410,12 +461,55 @@ class Store:
         if "moved" not in {row[1] for row in self._db.execute("PRAGMA table_info(cursors)")}:
             self._db.execute("ALTER TABLE cursors ADD COLUMN moved REAL")
             # (a cursor of an older version counts as moved now: it gets a full period)
-            self._db.execute("UPDATE cursors SET moved = ?", (time.time(),))
+            self._db.execute("UPDATE cursors SET moved = ?", (self.wall(),))
         # an idempotency key is scoped to its session (it was global before)
         self._db.execute("DROP INDEX IF EXISTS messages_by_key")
         self._db.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_session_key ON messages(session, idempotency_key)"
         )
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'").fetchone():
+            self._migrate_events()
+
+    def _migrate_events(self) -> None:
+        """An event log of a row per event (up to 0.3) becomes one of runs: consecutive
+        events of one session stored together become one row, with the same ids and seqs;
+        the highest id ever given stays the highest (ids are never reused)."""
+        started = time.monotonic()
+        with self._tx() as db:
+            high = max(self._sequence(db, "events"), db.execute("SELECT coalesce(max(id), 0) FROM events")
+                       .fetchone()[0], self._last_id(db))
+            runs: list[tuple[int, int, str, int, float, bytes]] = []
+            moved = 0
+            run: list[Any] = []
+            first = last = first_seq = last_seq = 0
+            session, ts = "", 0.0
+            for event_id, event_session, seq, event_ts, kind, body in db.execute(
+                    "SELECT id, session, seq, ts, kind, body FROM events ORDER BY id"):
+                if not run or (event_session, event_ts, event_id, seq) != (session, ts, last + 1, last_seq + 1) \
+                        or len(run) >= 2 * _MIGRATED_RUN:
+                    if run:
+                        runs.append((last, first, session, first_seq, ts, _packb(run)))
+                    run, first, first_seq, session, ts = [], event_id, seq, event_session, event_ts
+                run.append(kind)
+                run.append(body)
+                last, last_seq = event_id, seq
+                moved += 1
+                if len(runs) >= 1000:
+                    db.executemany(_INSERT_RUN, runs)
+                    runs = []
+            if run:
+                runs.append((last, first, session, first_seq, ts, _packb(run)))
+            db.executemany(_INSERT_RUN, runs)
+            db.execute("DELETE FROM sqlite_sequence WHERE name='event_runs'")
+            db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('event_runs', ?)", (high,))
+            db.execute("DROP TABLE events")
+        log.info("the event log was moved to runs of events (%d events, %.1f s)", moved,
+                 time.monotonic() - started)
+
+    @staticmethod
+    def _sequence(db: sqlite3.Connection, table: str) -> int:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         self._db.close()
@@ -474,7 +568,8 @@ class Store:
         persona: str | None,
         permission_mode: str = "ask",
     ) -> SessionRecord:
-        now = time.time()
+        now = self.wall()
+        self._written.add(name)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions(name, session_id, cwd, model, persona, state, created,"
@@ -506,7 +601,7 @@ class Store:
             keeper_pid=row[14],
             keeper_n=row[15],
             permission_mode=row[16],
-            allowed_tools=tuple(json.loads(row[17])),
+            allowed_tools=() if row[17] == "[]" else tuple(json.loads(row[17])),
             claude_model=row[18],
         )
 
@@ -521,20 +616,41 @@ class Store:
         return self._session(rows[0]) if rows else None
 
     def list_sessions(self, include_archived: bool = False) -> list[SessionRecord]:
-        where = "" if include_archived else "WHERE state != 'archived'"
-        rows = self._read(
-            f"SELECT {self._SESSION_COLUMNS} FROM sessions {where} ORDER BY last_active DESC, name"
-        )
-        return [self._session(r) for r in rows]
+        """Every session (but the archived ones), the most recently active first. Served
+        from the records read before, but for the sessions written since (a list of
+        thousands of sessions on file costs a sort, not reading them all back)."""
+        records = self._fresh_records()
+        listed = [r for r in records.values() if include_archived or r.state is not SessionState.ARCHIVED]
+        listed.sort(key=lambda r: r.name)
+        listed.sort(key=lambda r: r.last_active, reverse=True)
+        return listed
+
+    def _fresh_records(self) -> dict[str, SessionRecord]:
+        """Every session's record as stored now: those written since they were read are
+        read again; all of them if another connection wrote to the file."""
+        version = self._read("PRAGMA data_version")[0][0]
+        if self._records is None or version != self._records_version:
+            rows = self._read(f"SELECT {self._SESSION_COLUMNS} FROM sessions")
+            self._records = {row[0]: self._session(row) for row in rows}
+            self._records_version = version
+        elif self._written:
+            for name in self._written:
+                record = self.get_session(name)
+                if record is None:
+                    self._records.pop(name, None)
+                else:
+                    self._records[name] = record
+        self._written.clear()
+        return self._records
 
     def update_session(self, name: str, **fields: Any) -> None:
         with self._tx() as db:
             self._update(db, name, fields)
 
-    @staticmethod
-    def _update(db: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
+    def _update(self, db: sqlite3.Connection, name: str, fields: dict[str, Any]) -> None:
         if not fields:
             return
+        self._written.add(name)  # (also if the transaction is rolled back: read again, unchanged)
         bad = set(fields) - _SESSION_FIELDS
         if bad:
             raise ValueError(f"unknown session fields {bad}")
@@ -563,15 +679,24 @@ class Store:
         """Store events in one transaction, in order, with their session field updates and
         message statuses; return them as stored. All or nothing: after a StoreError
         none of them is stored. A body's keys that name an event field are not stored
-        (the event's own value would replace them when read)."""
-        now = time.time()
+        (the event's own value would replace them when read). Consecutive events of one
+        session go in one row (a run)."""
+        now = self.wall()
         last_seq: dict[str, int] = {}
-        rows: list[tuple[str, int, float, str, bytes]] = []
+        runs: list[tuple[int, int, str, int, float, bytes]] = []
         # each update sets fields (cost_added adds): applied in event order, they come to
         # one UPDATE per session with the later value of each field
         merged: dict[str, dict[str, Any]] = {}
         statuses: list[tuple[str, int]] = []
+        # what subscribers get, built now, once (the body map is not kept: nothing here
+        # needs it again, and these stay in memory for a while)
+        events: list[StoredEvent] = []
+        own: dict[tuple[str, str], bytes] = {}
         with self._tx() as db:
+            event_id = self._last_id(db)
+            run_session: str | None = None
+            run: list[Any] = []
+            run_first = run_first_seq = 0
             for w in writes:
                 session = w.session
                 seq = last_seq.get(session)
@@ -582,11 +707,23 @@ class Store:
                     seq = row[0]
                     merged[session] = {}
                 last_seq[session] = seq = seq + 1
+                event_id += 1
                 blob = w.blob
                 if blob is None:
                     assert w.body is not None
                     blob = pack_body(w.body)
-                rows.append((session, seq, now, w.kind.value, blob))
+                kind = _KIND_VALUES[w.kind]
+                if session != run_session:
+                    if run_session is not None:
+                        runs.append((event_id - 1, run_first, run_session, run_first_seq, now, _packb(run)))
+                    run_session, run, run_first, run_first_seq = session, [], event_id, seq
+                run.append(kind)
+                run.append(blob)
+                tail = own.get((session, kind))
+                if tail is None:
+                    tail = own[session, kind] = _own_fields(session, now, kind)
+                events.append(StoredEvent(event_id, session, seq, now, kind, blob, None, w.message_id,
+                                          event_data(blob, event_id, seq, tail)))
                 if w.updates:
                     fields = merged[session]
                     for key, value in w.updates.items():
@@ -595,8 +732,9 @@ class Store:
                     merged[session]["keeper_pid"], merged[session]["keeper_n"] = w.keeper
                 if w.message_status is not None:
                     statuses.append((w.message_status[1], w.message_status[0]))
-            db.executemany("INSERT INTO events(session, seq, ts, kind, body) VALUES (?,?,?,?,?)", rows)
-            last_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if run_session is not None:
+                runs.append((event_id, run_first, run_session, run_first_seq, now, _packb(run)))
+            db.executemany(_INSERT_RUN, runs)
             for session, seq in last_seq.items():
                 self._update(db, session, {**merged[session], "last_seq": seq})
             spent = {session: fields[COST_ADDED] for session, fields in merged.items() if fields.get(COST_ADDED)}
@@ -608,20 +746,13 @@ class Store:
                                [(_day(now), session, usd) for session, usd in spent.items()])
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
-        # one writer, one transaction: the rows got consecutive ids
-        first_id = last_id - len(writes) + 1
-        # what subscribers get, built now, once (the body map is not kept: nothing here
-        # needs it again, and these stay in memory for a while)
-        own: dict[tuple[str, str], bytes] = {}
-        events = []
-        for i, (w, (session, seq, _, kind, blob)) in enumerate(zip(writes, rows, strict=True)):
-            tail = own.get((session, kind))
-            if tail is None:
-                tail = own[session, kind] = _own_fields(session, now, kind)
-            events.append(StoredEvent(first_id + i, session, seq, now, kind, blob, None, w.message_id,
-                                      event_data(blob, first_id + i, seq, tail)))
         self._recent.add(events)
         return events
+
+    @classmethod
+    def _last_id(cls, db: sqlite3.Connection) -> int:
+        """The highest event id ever given (its events may be pruned since)."""
+        return cls._sequence(db, "event_runs")
 
     def events_after(
         self, after_id: int, session: str | None = None, limit: int = 200
@@ -634,30 +765,40 @@ class Store:
         recent = self._recent.after(after_id, session, limit)
         if recent is not None:
             return recent
+        params: tuple[Any, ...]
         if session is None:
-            rows = self._read(
-                "SELECT id, session, seq, ts, kind, body FROM events WHERE id>? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            )
+            sql, params = ("SELECT first_id, session, first_seq, ts, events FROM event_runs WHERE last_id>?"
+                           " ORDER BY last_id", (after_id,))
         else:
-            rows = self._read(
-                "SELECT id, session, seq, ts, kind, body FROM events WHERE session=? AND id>?"
-                " ORDER BY id LIMIT ?",
-                (session, after_id, limit),
-            )
-        return [StoredEvent(*row) for row in rows]
+            sql, params = ("SELECT first_id, session, first_seq, ts, events FROM event_runs"
+                           " WHERE session=? AND last_id>? ORDER BY last_id", (session, after_id))
+        out: list[StoredEvent] = []
+        try:
+            cursor = self._db.execute(sql, params)
+            while len(out) < limit:
+                row = cursor.fetchone()
+                if row is None:
+                    break
+                first_id, run_session, first_seq, ts, packed = row
+                out.extend(unpack_run(first_id, run_session, first_seq, ts, packed, after_id, limit - len(out)))
+            cursor.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+        return out
 
     def event_id_at_seq(self, session: str, seq: int) -> int:
         """The global id of a session's event ``seq`` (0 if before the first)."""
         if seq <= 0:
             return 0
-        rows = self._read(
-            "SELECT max(id) FROM events WHERE session=? AND seq<=?", (session, seq)
-        )
-        return int(rows[0][0] or 0)
+        rows = self._read("SELECT first_id, first_seq, last_id FROM event_runs WHERE session=? AND first_seq<=?"
+                          " ORDER BY first_seq DESC LIMIT 1", (session, seq))
+        if not rows:
+            return 0
+        first_id, first_seq, last_id = rows[0]
+        return int(min(last_id, first_id + seq - first_seq))
 
     def last_event_id(self) -> int:
-        rows = self._read("SELECT max(id) FROM events")
+        rows = self._read("SELECT max(last_id) FROM event_runs")
         return int(rows[0][0] or 0)
 
     # messages -------------------------------------------------------------------------
@@ -683,7 +824,7 @@ class Store:
             cur = db.execute(
                 "INSERT INTO messages(session, text, attachments, status, created, origin, idempotency_key)"
                 " VALUES (?,?,?,?,?,?,?)",
-                (session, text, msgpack.packb(attachments), QUEUED, time.time(), origin, idempotency_key),
+                (session, text, msgpack.packb(attachments), QUEUED, self.wall(), origin, idempotency_key),
             )
             # (last_active moves when Claude gets it: the `user` event; until then the
             # session has been idle since its last turn, which a resume reports)
@@ -738,15 +879,17 @@ class Store:
             row = db.execute("SELECT min(position) FROM cursors WHERE moved IS NULL OR moved >= ?",
                              (older_than,)).fetchone()
             keep_from = row[0] if row and row[0] is not None else None
-            if keep_from is None:
-                cur = db.execute("DELETE FROM events WHERE ts < ?", (older_than,))
-            else:
-                cur = db.execute("DELETE FROM events WHERE ts < ? AND id <= ?", (older_than, keep_from))
+            # (a run a consumer still needs part of is kept whole)
+            where, params = ("ts < ?", (older_than,)) if keep_from is None else \
+                ("ts < ? AND last_id <= ?", (older_than, keep_from))
+            pruned = db.execute(f"SELECT coalesce(sum(last_id - first_id + 1), 0) FROM event_runs WHERE {where}",
+                                params).fetchone()[0]
+            db.execute(f"DELETE FROM event_runs WHERE {where}", params)
             self._recent.clear()  # what it holds may be among them
             db.execute(
                 "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
             )
-        return cur.rowcount
+        return int(pruned)
 
     def cost_on(self, when: float) -> float:
         """What Claude cost on the local day of ``when`` (Unix time), in USD."""
@@ -758,6 +901,64 @@ class Store:
         ``when``, in USD."""
         rows = self._read("SELECT session, usd FROM session_daily_cost WHERE day=? ORDER BY session", (_day(when),))
         return {str(r[0]): float(r[1]) for r in rows}
+
+    def session_costs(self, since_day: str) -> dict[str, float]:
+        """What each session cost from the local day ``since_day`` (YYYY-MM-DD) on."""
+        return {str(r[0]): float(r[1]) for r in self._read(
+            "SELECT session, SUM(usd) FROM session_daily_cost WHERE day >= ? GROUP BY session", (since_day,))}
+
+    def cost_since(self, since_day: str) -> float:
+        """What all sessions cost from the local day ``since_day`` on."""
+        rows = self._read("SELECT SUM(usd) FROM daily_cost WHERE day >= ?", (since_day,))
+        return float(rows[0][0] or 0.0) if rows else 0.0
+
+    def budgets(self) -> dict[str, float]:
+        """The caps the user set: ``{session or '*': usd}``."""
+        return {str(r[0]): float(r[1]) for r in self._read("SELECT scope, usd FROM budgets")}
+
+    def set_budget(self, scope: str, usd: float | None) -> None:
+        with self._tx() as db:
+            if usd is None:
+                db.execute("DELETE FROM budgets WHERE scope=?", (scope,))
+            else:
+                db.execute("INSERT INTO budgets(scope, usd) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE"
+                           " SET usd = excluded.usd", (scope, usd))
+
+    def schedules(self) -> list[Schedule]:
+        return [Schedule(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bool(r[5]), float(r[6]),
+                         r[7], r[8], float(r[9])) for r in self._read(
+            "SELECT id, session, cron, tz, prompt, paused, next_run, last_run, origin, created FROM schedules"
+            " ORDER BY id")]
+
+    def add_schedule(self, session: str, cron: str, tz: str, prompt: str, next_run: float, origin: str | None,
+                     created: float) -> int:
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO schedules(session, cron, tz, prompt, next_run, origin, created)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)", (session, cron, tz, prompt, next_run, origin, created))
+            return int(cur.lastrowid or 0)
+
+    def update_schedule(self, schedule_id: int, **fields: Any) -> bool:
+        assert set(fields) <= {"paused", "next_run", "last_run"}
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE schedules SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                             (*fields.values(), schedule_id))
+            return cur.rowcount > 0
+
+    def remove_schedule(self, schedule_id: int) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,)).rowcount > 0
+
+    def fork_source(self, session: str) -> str | None:
+        """The conversation a forked session copies at its first start, if it is one."""
+        rows = self._read("SELECT source_id FROM forks WHERE session=?", (session,))
+        return str(rows[0][0]) if rows else None
+
+    def set_fork_source(self, session: str, source_id: str | None) -> None:
+        with self._tx() as db:
+            if source_id is None:
+                db.execute("DELETE FROM forks WHERE session=?", (session,))
+            else:
+                db.execute("INSERT OR REPLACE INTO forks(session, source_id) VALUES (?, ?)", (session, source_id))
 
     # cursors and kv -------------------------------------------------------------------
 
@@ -775,7 +976,7 @@ class Store:
                 "INSERT INTO cursors(consumer, position, moved) VALUES (?,?,?)"
                 " ON CONFLICT(consumer) DO UPDATE SET position=max(position, excluded.position),"
                 " moved=CASE WHEN excluded.position > position THEN excluded.moved ELSE moved END",
-                (consumer, position, time.time()),
+                (consumer, position, self.wall()),
             )
 
     def cursor_details(self) -> list[tuple[str, int, float | None]]:
@@ -790,10 +991,16 @@ class Store:
 
     def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
         """The body of the session's newest event of ``kind`` (None if it has none)."""
-        rows = self._read("SELECT body FROM events WHERE session=? AND kind=? ORDER BY id DESC LIMIT 1",
-                          (session, kind.value))
-        body = msgpack.unpackb(rows[0][0]) if rows else None
-        return body if isinstance(body, dict) else None
+        # runs newest first, each read back to front; stops at the first match (the event
+        # log is a row per run of events: see event_runs)
+        for (packed,) in self._read("SELECT events FROM event_runs WHERE session=? ORDER BY last_id DESC",
+                                    (session,)):
+            items = msgpack.unpackb(packed)
+            for i in range(len(items) - 2, -1, -2):
+                if items[i] == kind.value:
+                    body = msgpack.unpackb(items[i + 1])
+                    return body if isinstance(body, dict) else None
+        return None
 
     def kv_get(self, key: str) -> Any:
         rows = self._read("SELECT value FROM kv WHERE key=?", (key,))

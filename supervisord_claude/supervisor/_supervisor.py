@@ -11,6 +11,10 @@
 ``build_core`` wires the socket-free parts together, so tests can drive the whole
 lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
 ``Supervisor`` adds the sockets, signals and the loop.
+
+Over 400 lines because ``Supervisor``'s loops (adoption, store watch, pruning, fork-server
+deaths, restart, shutdown) are one process lifecycle; ``Core``/``build_core`` could move
+to a module of their own once nobody else is changing them.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from protocol import (
 )
 
 from .. import _wire
-from .._clock import Clock, LoopClock
+from .._clock import Clock, LoopClock, wait_for
 from .._config import Config
 from .._errors import OpError, StoreError
 from .._os import System, sd_notify
@@ -66,6 +70,7 @@ SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least 
 MAX_KEEPER_BATCH = 4096
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
+ADOPT_POLL = 0.02
 #: the fork server may die this often within FORK_SERVER_DEATH_WINDOW seconds and be
 #: started anew; one more death and the supervisor gives up (exits 1, keepers kept)
 MAX_FORK_SERVER_DEATHS = 3
@@ -259,7 +264,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self.ctx = zmq.asyncio.Context()
         self.keepers = KeeperSocket(self.ctx, self.config)
-        self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET, self.config.max_connections)
+        self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET, self.config.max_connections,
+                                     self.clock)
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
                                self.keepers, self.control.send, self.request_shutdown, self.request_restart)
         self.control.on_gone = self.core.hub.drop_client
@@ -281,6 +287,7 @@ class Supervisor:
         self._task(self._prune_loop())
         self._task(self._watch_store())
         self.core.requeue_owed()
+        self.core.ops.scheduler.start()  # (runs missed while it was off: once each, now)
         log.info(
             "supervisor ready: instance %s, control %s, %s",
             self.core.instance,
@@ -295,10 +302,9 @@ class Supervisor:
         it reconnects), reap those that do not within ADOPT_WINDOW, recover the rest."""
         pool = self.core.pool
         pool.adoptable = dict(self.adoptable)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (ADOPT_WINDOW if pool.adoptable else 0)
-        while pool.adoptable and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        deadline = self.clock.monotonic() + (ADOPT_WINDOW if pool.adoptable else 0)
+        while pool.adoptable and self.clock.monotonic() < deadline:
+            await self.clock.sleep(ADOPT_POLL)
         stale = sorted(pool.adoptable)
         pool.adoptable.clear()
         adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
@@ -388,7 +394,7 @@ class Supervisor:
                 log.critical("%s: new work is refused; what is still written goes to the old file and will"
                              " be lost. Stop the supervisor and restore the store.", problem)
                 said_at = now
-            await asyncio.sleep(STORE_CHECK_EVERY)
+            await self.clock.sleep(STORE_CHECK_EVERY)
             if self.clock.monotonic() - self._swept >= SWEEP_EVERY:
                 self._swept = self.clock.monotonic()
                 dropped = self.core.hub.sweep()
@@ -407,7 +413,7 @@ class Supervisor:
             else:
                 if pruned:
                     log.info("pruned %d events older than %g days", pruned, self.config.event_retention_days)
-            await asyncio.sleep(PRUNE_EVERY)
+            await self.clock.sleep(PRUNE_EVERY)
 
     # shutdown and restart ------------------------------------------------------------
 
@@ -427,7 +433,7 @@ class Supervisor:
         sd_notify("RELOADING=1\nSTATUS=restarting in place")
         self.stopping = self.restarting = True
         self.core.ops.stopping = True
-        asyncio.get_running_loop().call_later(0.05, self._stop_serving)  # after the reply is sent
+        self.clock.call_later(0.05, self._stop_serving)  # after the reply is sent
 
     def _on_sighup(self) -> None:
         with contextlib.suppress(OpError):  # refused: logged, and this supervisor goes on
@@ -454,11 +460,11 @@ class Supervisor:
             log.info("shutting down: stopping %s", counted(pool.running, "keeper"))
             if pool.stop_all():
                 try:
-                    await asyncio.wait_for(self._all_gone.wait(), STOP_GRACE + 3.0)
+                    await wait_for(self.clock, self._all_gone.wait(), STOP_GRACE + 3.0)
                 except TimeoutError:
                     log.warning("keepers still running after %.0fs; killing them", STOP_GRACE + 3.0)
                     pool.kill_all()
-                    await asyncio.sleep(0.2)
+                    await self.clock.sleep(0.2)
             self.core.events.flush()
             if self.core.events.waiting:
                 log.error("%d events could not be stored (disk full?) and are lost", self.core.events.waiting)

@@ -41,16 +41,24 @@ log = logging.getLogger("supervisord_claude")
 
 #: how often an attached TUI's process and transcript are looked at
 POLL = 0.25
+#: what ``conversations`` reads (in the supervisor's loop): of each file its first part,
+#: of a directory its newest conversations
+SCAN_BYTES = 4 * 1024 * 1024
+MAX_LISTED = 50
+#: what one look at an attached TUI's transcript reads at most
+TAIL_BYTES = 4 * 1024 * 1024
 #: what is shown of a tool result from the terminal (as for Claude's own, see _claude)
 MAX_TOOL_RESULT_CHARS = _claude.MAX_TOOL_RESULT_CHARS
 #: where a terminal event came from (the field every one of them carries)
 FROM_TERMINAL = {"from": "terminal"}
-#: the terminal's own variables: the TUI keeps those of the terminal it runs in
-TERMINAL_VARIABLES = frozenset({
+#: what the TUI does not take from the supervisor's environment: the terminal's own
+#: variables (it keeps those of the terminal it runs in), the service manager's, our
+#: marker (a process carrying it is reaped as ours), the bot's token (no use to Claude)
+NOT_FOR_THE_TUI = frozenset({
     "TERM", "COLORTERM", "TERM_PROGRAM", "TERM_PROGRAM_VERSION", "TMUX", "TMUX_PANE", "STY", "WINDOW",
     "COLUMNS", "LINES", "DISPLAY", "WAYLAND_DISPLAY", "SSH_TTY", "SSH_CONNECTION", "SSH_CLIENT",
     "SSH_AUTH_SOCK", "PWD", "OLDPWD", "SHLVL", "_", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
-    "INVOCATION_ID", "JOURNAL_STREAM", _claude.INSTANCE_ENV,
+    "INVOCATION_ID", "JOURNAL_STREAM", _claude.INSTANCE_ENV, "TELEGRAM_BOT_TOKEN",
 })
 
 
@@ -108,10 +116,11 @@ def _user_text(entry: dict[str, Any]) -> str | None:
     return content
 
 
-def _entries(path: Path) -> Iterator[dict[str, Any]]:
+def _entries(path: Path, limit: int = SCAN_BYTES) -> Iterator[dict[str, Any]]:
+    """The entries of the first ``limit`` bytes of a transcript."""
     try:
         with path.open("rb") as f:
-            for line in f:
+            for line in f.read(limit).splitlines():
                 with contextlib.suppress(ValueError):
                     entry = json.loads(line)
                     if isinstance(entry, dict):
@@ -121,8 +130,9 @@ def _entries(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def describe_conversation(path: Path) -> dict[str, Any]:
-    """One conversation file: id, last activity, messages (typed prompts and answers),
-    its first prompt and Claude Code's summary of it, if any."""
+    """One conversation file: id, last activity, messages (typed prompts and answers; in
+    its first ``SCAN_BYTES`` only: then ``counted_all`` is false), its first prompt and
+    Claude Code's summary of it, if any."""
     messages = 0
     first: str | None = None
     summary: str | None = None
@@ -142,17 +152,20 @@ def describe_conversation(path: Path) -> dict[str, Any]:
             if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "text" for b in content):
                 messages += 1
     try:
-        modified = path.stat().st_mtime
+        stat = path.stat()
     except OSError:
-        modified = 0.0
-    return {"session_id": path.stem, "cwd": cwd, "last_active": modified, "messages": messages,
-            "first_prompt": first[:300] if first else None, "summary": summary}
+        return {"session_id": path.stem, "cwd": cwd, "last_active": 0.0, "messages": messages,
+                "counted_all": True, "first_prompt": first[:300] if first else None, "summary": summary}
+    return {"session_id": path.stem, "cwd": cwd, "last_active": stat.st_mtime, "messages": messages,
+            "counted_all": stat.st_size <= SCAN_BYTES, "first_prompt": first[:300] if first else None,
+            "summary": summary}
 
 
 def conversations(cwd: str | None, system: System, held: dict[str, str], instance: str | None = None,
                   home: Path | None = None) -> list[dict[str, Any]]:
     """The conversations Claude Code keeps for ``cwd`` (for every directory without it),
-    newest first; ``held``: conversation id -> the name of our session holding it."""
+    newest first, ``MAX_LISTED`` at most; ``held``: conversation id -> the name of our
+    session holding it."""
     if cwd is not None:
         directories = {project_dir(cwd, home), project_dir(os.path.realpath(cwd), home)}
     else:
@@ -160,16 +173,19 @@ def conversations(cwd: str | None, system: System, held: dict[str, str], instanc
         with contextlib.suppress(OSError):
             directories = set(((home or claude_home()) / "projects").iterdir())
     open_now = open_conversations(system, instance, home)
-    out = []
+    paths: list[tuple[float, Path]] = []
     for directory in directories:
         with contextlib.suppress(OSError):
             for path in directory.glob("*.jsonl"):
-                info = describe_conversation(path)
-                info["cwd"] = info["cwd"] or cwd
-                info["held_by"] = held.get(path.stem)
-                info["open_pid"] = open_now.get(path.stem)
-                out.append(info)
-    out.sort(key=lambda c: c["last_active"], reverse=True)
+                with contextlib.suppress(OSError):
+                    paths.append((path.stat().st_mtime, path))
+    out = []
+    for _, path in sorted(paths, reverse=True)[:MAX_LISTED]:
+        info = describe_conversation(path)
+        info["cwd"] = info["cwd"] or cwd
+        info["held_by"] = held.get(path.stem)
+        info["open_pid"] = open_now.get(path.stem)
+        out.append(info)
     return out
 
 
@@ -222,19 +238,21 @@ class Terminal:
     start: int | None  # the process's start time: with the pid, it names one process
     tty: str | None
     since: float
-    now: bool = False
     reply: LaterReply | None = None
     attached: bool = False
+    cwd: str = ""
+    conversation: str = ""  # its session id
     transcript: Path | None = None
     offset: int = 0
-    partial: bytes = b""
-    suspend_sent: bool = False
+    partial: bytes = b""  # the transcript's last line, while it is being written
 
     def public(self) -> dict[str, Any]:
         return {"pid": self.pid, "tty": self.tty, "since": self.since, "attached": self.attached}
 
 
 class Terminals:
+    """Every session claimed by a terminal; the pool asks it which sessions it holds."""
+
     def __init__(self, store: Store, pool: KeeperPool, events: EventLog, system: System, clock: Clock,
                  wall: Callable[[], float], environ: Callable[[], dict[str, str]] = lambda: dict(os.environ)) -> None:
         self.store = store
@@ -260,7 +278,7 @@ class Terminals:
         """A claim whose process is gone ends now (not at the next look)."""
         term = self.claims.get(session)
         if term is not None and not self.alive(term):
-            self._poll()
+            self._ended(term)
 
     def alive(self, term: Terminal) -> bool:
         return self.system.alive(term.pid) and (term.start is None or self.system.start_time(term.pid) == term.start)
@@ -270,14 +288,13 @@ class Terminals:
     def claim(self, rec: SessionRecord, pid: int, tty: str | None, now: bool, reply: LaterReply) -> None:
         """Claim the session for ``pid`` (the caller checked it is free); ``reply`` gets
         what to run once no keeper of ours holds the conversation."""
-        term = Terminal(rec.name, pid, self.system.start_time(pid), tty, self.wall(), now=now, reply=reply)
+        term = Terminal(rec.name, pid, self.system.start_time(pid), tty, self.wall(), reply=reply)
         self.claims[rec.name] = term
         self._arm()
         handle = self.pool.handle_of(rec.name)
         if handle is None:
             self._attach(term)
-        elif now:
-            term.suspend_sent = True
+        elif now:  # its running message is reported not delivered; the queued ones wait
             self.pool.command(rec.name, _wire.Stop(Reason.ATTACHED.value))
         else:
             self._maybe_suspend(term, rec.state.value)
@@ -294,7 +311,6 @@ class Terminals:
         handle = self.pool.handle_of(term.session)
         if handle is None or handle.phase is not Phase.READY or handle.forwarded or state != SessionState.IDLE.value:
             return
-        term.suspend_sent = True
         self.pool.command(term.session, _wire.Suspend(Reason.ATTACHED.value))
 
     def _on_keeper_gone(self, session: str) -> None:
@@ -308,6 +324,7 @@ class Terminals:
             self._release(term, "the session is gone")
             return
         term.attached = True
+        term.cwd, term.conversation = rec.cwd, rec.session_id
         term.transcript = transcript_path(rec.cwd, rec.session_id)
         term.offset = _size(term.transcript)
         self.events.record(term.session, EventKind.STATE, {
@@ -330,7 +347,7 @@ class Terminals:
             # (not the attachments directory its keeper adds: the TUI would ask at every start
             # whether to trust it; a file from there is read after asking, as any outside one)
             allowed_tools=tuple(rec.allowed_tools), extra_args=tuple(self.pool.config.claude_args))
-        env = {k: v for k, v in self.environ().items() if k not in TERMINAL_VARIABLES}
+        env = {k: v for k, v in self.environ().items() if k not in NOT_FOR_THE_TUI}
         env[_claude.SESSION_ENV] = rec.name
         return {"argv": _claude.build_tui_argv(spec), "cwd": rec.cwd, "env": env, "session_id": rec.session_id,
                 "model": rec.model, "mode": rec.permission_mode}
@@ -347,7 +364,8 @@ class Terminals:
 
     def _detach(self, term: Terminal, why: str) -> None:
         """The TUI's process ended: the session goes back to the supervisor."""
-        self._tail(term)
+        while self._tail(term):  # (all it wrote, however much)
+            pass
         self.claims.pop(term.session, None)
         rec = self.store.get_session(term.session)
         if rec is None:
@@ -370,27 +388,33 @@ class Terminals:
             if self.claims.get(term.session) is not term:
                 continue
             if not self.alive(term):
-                if term.attached:
-                    self._detach(term, f"the terminal closed (pid {term.pid} ended)")
-                else:
-                    self._release(term, f"pid {term.pid} ended before the session was free")
+                self._ended(term)
             elif term.attached:
                 self._tail(term)
         self._arm()
 
-    def _tail(self, term: Terminal) -> None:
+    def _ended(self, term: Terminal) -> None:
+        if term.attached:
+            self._detach(term, f"the terminal closed (pid {term.pid} ended)")
+        else:
+            self._release(term, f"pid {term.pid} ended before the session was free")
+
+    def _tail(self, term: Terminal) -> bool:
         """Put what was written to the conversation's transcript since the last look into
-        the event log, as said in the terminal."""
+        the event log, as said in the terminal (a piece at a time: True if there may be
+        more)."""
         if term.transcript is None:
-            return
+            return False
+        if not term.offset and not term.transcript.exists():  # (named after where Claude really runs)
+            term.transcript = transcript_path(term.cwd, term.conversation)
         try:
             with term.transcript.open("rb") as f:
                 f.seek(term.offset)
-                chunk = f.read(4 * 1024 * 1024)
+                chunk = f.read(TAIL_BYTES)
         except OSError:
-            return
+            return False
         if not chunk:
-            return
+            return False
         term.offset += len(chunk)
         lines = (term.partial + chunk).split(b"\n")
         term.partial = lines.pop()
@@ -403,6 +427,7 @@ class Terminals:
                 if isinstance(entry, dict):
                     for kind, body in transcript_events(entry):
                         self.events.record(term.session, kind, body)
+        return len(chunk) == TAIL_BYTES
 
     # restarts ---------------------------------------------------------------------------
 
@@ -416,18 +441,14 @@ class Terminals:
             pid, start = body.get("pid"), body.get("start")
             term = Terminal(rec.name, pid if isinstance(pid, int) else 0, start if isinstance(start, int) else None,
                             body.get("tty") if isinstance(body.get("tty"), str) else None,
-                            float(body.get("since") or self.wall()), attached=True)
+                            float(body.get("since") or self.wall()), attached=True, cwd=rec.cwd,
+                            conversation=rec.session_id)
             term.transcript = transcript_path(rec.cwd, rec.session_id)
             term.offset = _size(term.transcript)
             self.claims[rec.name] = term
             if term.pid <= 0 or not self.alive(term):
                 self._detach(term, "the terminal closed while the supervisor was away")
         self._arm()
-
-    def stop_all(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 def _size(path: Path) -> int:

@@ -55,6 +55,10 @@ DETAIL_CHARS = 120
 _DETAIL_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt")
 #: kinds that end the turn they belong to
 _ENDS_TURN = frozenset({EventKind.RESULT})
+#: what Claude writes in a turn: each is output (a turn Claude began by itself starts with one);
+#: any other kind (settings, errors, the watcher's own, kinds added later) is none
+_OUTPUT = frozenset({EventKind.USER, EventKind.ASSISTANT_TEXT, EventKind.TOOL_USE, EventKind.TOOL_RESULT,
+                     EventKind.PERMISSION_REQUEST, EventKind.PERMISSION_RESOLVED})
 #: states in which no turn runs
 _NO_TURN = frozenset(s for s in SessionState if s is not SessionState.BUSY)
 
@@ -154,8 +158,8 @@ class Watcher:
 
     def _event(self, session: str, kind: EventKind, message_id: int | None,
                body: dict[str, Any] | None, packed: bytes | None, now: float) -> None:
-        if kind in (EventKind.REMINDER, EventKind.STALLED, EventKind.SETTINGS, EventKind.ERROR):
-            return  # (its own, and what is no output of Claude's turn)
+        if body is not None and body.get("from") == "terminal":
+            return  # said in Claude Code's own terminal UI (claudectl attach): no turn of ours
         if kind is EventKind.STATE:
             state = (body if body is not None else _unpack(packed)).get("state")
             if state in _NO_TURN:
@@ -171,6 +175,8 @@ class Watcher:
             return
         if kind in _ENDS_TURN:
             self._end(session)
+            return
+        if kind not in _OUTPUT:
             return
         if kind is EventKind.PERMISSION_RESOLVED and session not in self.turns:
             return  # (the requests a turn leaves are resolved as it ends)
@@ -338,7 +344,7 @@ class Watcher:
             turn.samples.popleft()
         first_at, first_used = turn.samples[0]
         span = now - first_at
-        turn.cpu_percent = 100.0 * (turn.used - first_used) / span if span > 0 else None
+        turn.cpu_percent = round(100.0 * (turn.used - first_used) / span, 2) if span > 0 else None
 
     def _check_stall(self, session: str, turn: _Turn, now: float) -> None:
         silent_for = now - turn.last_output
