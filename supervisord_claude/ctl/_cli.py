@@ -415,7 +415,9 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in ("model", "cwd", "persona", "mode", "conversation", "force")
               if getattr(args, k, None)}
     if "conversation" in fields and "cwd" not in fields:  # a conversation of the directory we are in
-        fields["cwd"] = "."
+        if not args.on_host.is_local:
+            raise UsageError(f"--conversation on host {args.on_host.name}: give --cwd (a directory there)")
+        fields["cwd"] = os.getcwd()
     if "cwd" in fields:
         fields["cwd"] = local_path(args, fields["cwd"], "--cwd")
     info = client.request("create", session=args.name, **fields)
