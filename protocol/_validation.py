@@ -102,6 +102,16 @@ def short_text(field: str, value: Any) -> str:
     return value
 
 
+def reason(field: str, value: Any) -> str:
+    """What a person wrote for Claude to read (a deny's reason, a plan's feedback): any
+    length a message may have, but not empty."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise _bad(f"'{field}' must be a non-empty string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValidationError(ErrorCode.TOO_LARGE, f"'{field}' has {len(value)} characters, limit is {MAX_TEXT_CHARS}")
+    return value
+
+
 def abs_path(field: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise _bad(f"'{field}' must be an absolute path")
@@ -241,7 +251,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "session": (session_name, True),
         "request_id": (short_text, True),
         "allow": (boolean, True),
-        "message": (short_text, False),
+        "message": (reason, False),
         "always": (boolean, False),
         "mode": (permission_mode, False),
     },

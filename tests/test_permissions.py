@@ -186,3 +186,15 @@ def test_claudectl_lists_and_removes_rules_and_a_live_claude_asks_again(make_sup
     sup.stop()
     sup.start()
     assert json.loads(sup.ctl("--json", "rules", "alpha", check=True).stdout) == {"rules": ["Bash(touch *)"]}
+
+
+def test_a_deny_reason_as_long_as_a_message_reaches_claude(make_supervisor) -> None:
+    """(typed under a prompt in Telegram and sent as the reason: it was refused past 200
+    characters, and the text was lost)"""
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    request = asked(sup, "needperm with a long reason")
+    why = "Do not touch that file: " + "it belongs to the release process, " * 60
+    with sup.client() as c:
+        c.request("permit", session="alpha", request_id=request["request_id"], allow=False, message=why)
+    assert result_of(sup, request)["text"] == f"permission: deny ({why})"
