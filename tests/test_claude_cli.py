@@ -417,7 +417,9 @@ def test_a_streamed_answer_arrives_as_live_pieces_then_one_stored_text_and_one_r
                 break
     live = [f["event"] for f in frames if f["type"] == "live"]
     [text] = [f["event"] for f in frames if f["event"]["kind"] == "assistant_text"]
-    assert len(live) >= 2  # the real CLI's text deltas, as they came
+    # the real CLI's text deltas, as they came: the supervisor sends a session's pieces once
+    # per loop turn, so on a loaded machine several can come in one frame (even all of them)
+    assert live and all(e["text"] for e in live)
     assert "".join(e["text"] for e in live) == text["text"]
     kinds = [f["event"]["kind"] for f in frames]
     assert kinds.index("assistant_text") > max(i for i, f in enumerate(frames) if f["type"] == "live")
