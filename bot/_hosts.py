@@ -170,7 +170,15 @@ async def route(link: ChatLink, op: str, timeout: float | None, args: dict[str, 
     if op == "send" and link.remotes.waiting.get(host):  # (after what waits for it: in order)
         raise HostUnreachable(f"{host} has messages waiting to be sent")
     client = await link.remotes.client(host)
-    result = await client.request(op, timeout=timeout, **{**args, "session": name})
+    try:
+        result = await client.request(op, timeout=timeout, **{**args, "session": name})
+    except HostUnreachable:
+        raise
+    except ConnectionFailed as exc:
+        # (no answer: the link may be down before its keepalives tell; whichever path
+        # notices first, the chat is told which host, and a send is held for it)
+        dest = client.host.ssh or client.host.destination
+        raise HostUnreachable(f"host {host} ({dest}) is unreachable: {exc}") from exc
     if result.get("name") == name:  # (a session's record: named as the chats know it)
         result = {**result, "name": session}
     return result

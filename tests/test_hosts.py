@@ -159,3 +159,34 @@ def test_a_byte_relay_carries_zeromq_between_a_dealer_and_a_router(tmp_path: Pat
         sock.close(0)
     ctx.term()
     listener.close()
+
+
+def test_a_remote_request_that_gets_no_answer_names_the_host_even_before_its_link_is_seen_down(
+        tmp_path: Path) -> None:
+    """The ssh link's keepalives take a while to notice a host gone; a request that times
+    out first must still say which host, so the bot holds a message for it (rather than
+    telling the chat this machine's supervisor does not answer)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from bot import _hosts as bot_hosts
+    from protocol import ConnectionFailed
+
+    hosts = configured_hosts(str(write(tmp_path, '[hosts.gpu]\nssh = "me@gpu"\n')))
+    remotes = bot_hosts.Remotes(hosts)
+
+    class Silent:
+        host = hosts["gpu"]
+
+        async def request(self, op: str, timeout: float | None = None, **args: object) -> dict[str, object]:
+            raise ConnectionFailed(f"no reply to '{op}' from the supervisor in time")
+
+    async def client(host: str, wait: float = 0) -> Silent:
+        return Silent()
+
+    remotes.client = client  # type: ignore[method-assign,assignment]
+    link = SimpleNamespace(remotes=remotes)
+    with pytest.raises(bot_hosts.HostUnreachable, match=r"host gpu \(me@gpu\) is unreachable: no reply to 'send'"):
+        asyncio.run(bot_hosts.route(link, "send", 5.0, {"session": "work@gpu", "text": "hi"}))  # type: ignore[arg-type]
+    # a local session is not routed at all
+    assert asyncio.run(bot_hosts.route(link, "send", 5.0, {"session": "work"})) is None  # type: ignore[arg-type]
