@@ -96,6 +96,15 @@ class OpMethod(Generic[P, T]):
         return given.get(TIMEOUT), fields
 
     @overload
+    def __call__(self, client: AsyncOps, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]: ...
+    @overload
+    def __call__(self, client: BlockingOps, /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    def __call__(self, client: object, /, *args: Any, **kwargs: Any) -> Any:
+        """Called on the class, as a function is: ``Client.suspend(client, name)``."""
+        return self._method_of(client)(*args, **kwargs)
+
+    @overload
     def __get__(self, client: None, owner: type) -> OpMethod[P, T]: ...
     @overload
     def __get__(self, client: AsyncOps, owner: type) -> Callable[P, Coroutine[Any, Any, T]]: ...
@@ -103,8 +112,9 @@ class OpMethod(Generic[P, T]):
     def __get__(self, client: BlockingOps, owner: type) -> Callable[P, T]: ...
 
     def __get__(self, client: object, owner: type) -> Any:
-        if client is None:
-            return self
+        return self if client is None else self._method_of(client)
+
+    def _method_of(self, client: object) -> Any:
         if isinstance(client, AsyncOps):
             return types.MethodType(self._awaiting, client)
         return types.MethodType(self._blocking, client)

@@ -68,6 +68,12 @@ def test_a_method_is_called_as_declared_and_refuses_what_its_op_has_no_field_for
     assert client.send.__doc__ and "Send a message" in client.send.__doc__
 
 
+def test_a_method_called_on_the_class_takes_the_client_first_as_a_function_does() -> None:
+    client = Recorder({"state": "suspended"})
+    assert Recorder.suspend(client, "work") == {"state": "suspended"}  # (claudectl's table of one-op commands)
+    assert client.sent == [(Op.SUSPEND, None, {"session": "work"})]
+
+
 def test_the_replies_a_caller_reads_inside_a_list_come_unwrapped() -> None:
     assert Recorder({"sessions": [{"name": "a"}]}).list_sessions() == [{"name": "a"}]
     assert Recorder({"rules": ["Bash(ls *)"]}).rules("a") == ["Bash(ls *)"]
