@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_claude.supervisor._pool import Phase
+from supervisord_claude.supervisor._live import Phase
 from supervisord_claude.supervisor._supervisor import MAX_FORK_SERVER_DEATHS
 
 from .conftest import SYSTEM, SupervisorProcess, wait_for

@@ -1,29 +1,22 @@
 """The keeper pool: the per-session message queues, one ``KeeperHandle`` per keeper
-process, the fork-server link and the keeper socket.
-
-A handle's life is its ``Phase``, changed only by ``KeeperHandle.change_phase`` against
-``PHASE_EDGES``. The two orders in which a keeper's last words can arrive — its bye
-before the fork server's exit report, or after it — are both phases, so no combination
-of flags decides what a dying keeper means.
+process (``_live``), the fork-server link and the keeper socket.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocol import EventKind, Reason, SessionState
 
 from .. import _wire
 from .._claude import outbox_prompt
-from .._clock import Clock, TimerHandle
+from .._clock import Clock
 from .._config import Config
 from .._os import System
 from .._permissions import PendingRequest
@@ -31,6 +24,7 @@ from .._wire import keeper_title
 from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
 from ._budgets import Budgets
 from ._eventlog import EventLog
+from ._live import CONNECTED, AfterExit, KeeperHandle, Phase
 from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
@@ -39,78 +33,6 @@ _KINDS = {kind.value: kind for kind in EventKind}
 
 #: how long a keeper's bye may trail the fork server's report of its exit
 BYE_GRACE = 1.0
-
-
-class Phase(enum.Enum):
-    SPAWNING = "spawning"  # the fork server was asked; no pid yet
-    STARTING = "starting"  # forked; its hello has not arrived
-    READY = "ready"  # connected; takes messages
-    DRAINING = "draining"  # connected; takes no more messages (suspending or stopping)
-    SAID_BYE = "said-bye"  # said goodbye; its exit is not reported yet
-    EXIT_REPORTED = "exit-reported"  # its process is gone; its last words may be in flight
-    GONE = "gone"  # done with: off the pool
-
-
-P = Phase
-PHASE_EDGES: dict[Phase, frozenset[Phase]] = {
-    # the keeper's hello can overtake the fork server's "spawned"; a fork can fail
-    P.SPAWNING: frozenset({P.STARTING, P.READY, P.GONE}),
-    P.STARTING: frozenset({P.READY, P.GONE}),
-    P.READY: frozenset({P.DRAINING, P.SAID_BYE, P.EXIT_REPORTED}),
-    P.DRAINING: frozenset({P.SAID_BYE, P.EXIT_REPORTED}),
-    P.SAID_BYE: frozenset({P.GONE}),
-    P.EXIT_REPORTED: frozenset({P.GONE}),
-    P.GONE: frozenset(),
-}
-CONNECTED = frozenset({P.READY, P.DRAINING})
-
-
-class AfterExit(enum.Enum):
-    NOTHING = "nothing"
-    ARCHIVE = "archive"
-
-
-class IllegalPhase(RuntimeError):
-    """A phase change that PHASE_EDGES does not allow: a bug, never input."""
-
-
-@dataclass
-class KeeperHandle:
-    """The supervisor's view of one keeper process."""
-
-    session: str
-    token: int
-    phase: Phase = Phase.SPAWNING
-    pid: int | None = None
-    ident: bytes | None = None  # its routing id, once it said hello
-    claude_pid: int | None = None
-    #: messages handed to this keeper that are not written, answered or failed yet
-    forwarded: list[int] = field(default_factory=list)
-    #: permission requests its Claude waits on, by request id
-    permissions: dict[str, PendingRequest] = field(default_factory=dict)
-    outbox: list[_wire.Message] = field(default_factory=list)  # commands waiting for its hello
-    then: AfterExit = AfterExit.NOTHING
-    bye: _wire.Bye | None = None
-    exit_status: int | None = None
-    grace: TimerHandle | None = None  # how long its bye may trail its exit
-    start_timer: TimerHandle | None = None  # how long it may take to say hello
-    last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
-    #: not a child of our (live) fork server — taken over from a previous supervisor, or
-    #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
-    adopted: bool = False
-    overdue: bool = False  # killed because it did not say hello in time
-    #: what it speaks: a keeper adopted after an upgrade may speak an older wire
-    wire_version: int = _wire.WIRE_VERSION
-    #: messages it wrote to Claude mid-turn that Claude has not taken yet (steered)
-    steered: list[int] = field(default_factory=list)
-    #: what waits to hear whether its interrupt was confirmed, and how long it may wait
-    interrupt_waiters: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
-    interrupt_timer: TimerHandle | None = None
-
-    def change_phase(self, new: Phase) -> None:
-        if new not in PHASE_EDGES[self.phase]:
-            raise IllegalPhase(f"keeper of {self.session}: {self.phase.value} -> {new.value}")
-        self.phase = new
 
 
 def message_bytes(text: str, attachments: list[str]) -> int:

@@ -34,7 +34,8 @@ from .._clock import Clock, TimerHandle
 from .._os import System
 from ._control import LaterReply
 from ._eventlog import EventLog
-from ._pool import KeeperPool, Phase
+from ._live import Phase
+from ._pool import KeeperPool
 from ._store import SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
