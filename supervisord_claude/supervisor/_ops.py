@@ -29,17 +29,21 @@ from protocol import (
 
 from .. import __version__, _claude, _wire
 from .. import _permissions as permissions
+from .._clock import Clock
 from .._config import Config
 from .._errors import OpError
+from .._os import System
 from .._wire import DROPPED
-from ._attachments import mib_text
+from ._attachments import Attachments, mib_text
 from ._backup import backup_store, check_target
 from ._budgets import ALL as ALL_SESSIONS
+from ._budgets import Budgets
 from ._control import LaterReply
 from ._eventlog import EventLog
 from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
-from ._pool import KeeperPool, message_bytes
+from ._live import message_bytes
+from ._pool import KeeperPool
 from ._schedules import Scheduler
 from ._store import SessionRecord, Store
 from ._terminal import Terminals, conversations, open_conversations
@@ -55,18 +59,23 @@ ALLOWED_WHILE_STOPPING = frozenset(
 
 class Ops:
     def __init__(self, config: Config, instance: str, store: Store, pool: KeeperPool, hub: SubscriptionHub,
-                 events: EventLog, wall: Callable[[], float], started_at: float,
-                 request_shutdown: Callable[[], None], request_restart: Callable[[], None]) -> None:
+                 events: EventLog, terminals: Terminals, budgets: Budgets, attachments: Attachments, system: System,
+                 clock: Clock, wall: Callable[[], float], request_shutdown: Callable[[], None],
+                 request_restart: Callable[[], None],
+                 activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None) -> None:
         self.config = config
         self.instance = instance
         self.store = store
         self.pool = pool
         self.hub = hub
         self.events = events
+        self.budgets = budgets
+        self.attachments = attachments
+        self.system = system
+        self.clock = clock
         self.wall = wall
-        self.started_at = started_at
         # uptime is counted on the monotonic clock: a wall clock stepped back must not make it negative
-        self._started_monotonic = pool.clock.monotonic()
+        self._started_monotonic = clock.monotonic()
         self.request_shutdown = request_shutdown
         self.request_restart = request_restart
         self.stopping = False
@@ -74,11 +83,11 @@ class Ops:
         self.limit_sources: list[Callable[[], dict[str, dict[str, int | None]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # (replies being worked out: kept from the GC)
         #: schedules: each run is a send like any other (started once the store is recovered)
-        self.scheduler = Scheduler(store, pool.clock, wall, self._scheduled_send, config.timezone)
+        self.scheduler = Scheduler(store, clock, wall, self._scheduled_send, config.timezone)
         #: what a session's running turn does now (the watcher's ``activity``), or None
-        self.activity_of: Callable[[str], dict[str, Any] | None] = lambda session: None
+        self.activity_of = activity_of
         #: sessions open in Claude Code's own terminal UI (``attach``)
-        self.terminals = Terminals(store, pool, events, pool.system, pool.clock, wall)
+        self.terminals = terminals
 
     def handle(self, ident: bytes, req: Request) -> dict[str, Any] | LaterReply:
         if self.stopping and req.op not in ALLOWED_WHILE_STOPPING:
@@ -116,15 +125,15 @@ class Ops:
     def op_status(self, ident: bytes, session: str | None = None) -> dict[str, Any]:
         if session is not None:
             rec = self._session(session, allow_archived=True)
-            handle = self.pool.handle_of(session)
+            live = self.pool.session(session)
             out: dict[str, Any] = rec.public(self.config.idle_timeout)
-            out["keeper_pid"] = handle.pid if handle else None
-            out["claude_pid"] = handle.claude_pid if handle else None
-            out["queued"] = self.pool.queued(session)
-            out["queued_bytes"] = self.pool.queued_bytes(session)
+            out["keeper_pid"] = live.pids().get("keeper_pid")
+            out["claude_pid"] = live.pids().get("claude_pid")
+            out["queued"] = live.queued()
+            out["queued_bytes"] = live.queued_bytes()
             out["queue_limit"] = self._queue_limit()
             out["pending"] = [{"request_id": r.request_id, "tool_name": r.tool_name, "questions": r.questions()}
-                              for r in self.pool.pending_requests(session)]
+                              for r in live.pending_requests()]
             out["activity"] = self.activity_of(session)
             out["terminal"] = self._terminal(session)
             return out
@@ -132,18 +141,15 @@ class Ops:
         by_state: dict[str, int] = {}
         for rec in sessions:
             by_state[rec.state.value] = by_state.get(rec.state.value, 0) + 1
-        claude = []
-        for name, handle in sorted(self.pool.handles.items()):
-            claude.append({"session": name, "keeper_pid": handle.pid, "claude_pid": handle.claude_pid,
-                           "claude_memory": self.pool.system.memory(handle.claude_pid) if handle.claude_pid else None,
-                           "keeper_memory": self.pool.system.memory(handle.pid) if handle.pid else None})
-        pending = [{"session": name, "request_id": r.request_id, "tool_name": r.tool_name}
-                   for name in sorted(self.pool.handles) for r in self.pool.pending_requests(name)]
+        keepers = self.pool.with_keepers()
+        claude = [{"session": each.name, **each.pids(), **each.memory()} for each in keepers]
+        pending = [{"session": each.name, "request_id": r.request_id, "tool_name": r.tool_name}
+                   for each in keepers for r in each.pending_requests()]
         return {
             "pid": os.getpid(),
             "version": __version__,
             "instance": self.instance,
-            "uptime": self.pool.clock.monotonic() - self._started_monotonic,
+            "uptime": self.clock.monotonic() - self._started_monotonic,
             "runtime_dir": str(self.config.runtime_dir),
             "state_dir": str(self.config.state_dir),
             "sessions_dir": str(self.config.base_cwd),
@@ -162,13 +168,13 @@ class Ops:
             "cost_today_by_session": self.store.session_costs_on(self.wall()),
             "pending_permissions": pending,
             "queue_limit": self._queue_limit(),
-            "queues": [{"session": name, "messages": self.pool.queued(name), "bytes": self.pool.queued_bytes(name)}
-                       for name in sorted(set(self.pool.queues) | set(self.pool.handles)) if self.pool.queued(name)],
+            "queues": [{"session": each.name, "messages": each.queued(), "bytes": each.queued_bytes()}
+                       for each in self.pool.waiting()],
             "clients": self.hub.clients(),
-            "memory": self.pool.system.memory(os.getpid()),
+            "memory": self.system.memory(os.getpid()),
             "limits": {name: use for source in self.limit_sources for name, use in source().items()},
-            "turns": [{"session": name, **activity} for name in sorted(self.pool.handles)
-                      if (activity := self.activity_of(name)) is not None],
+            "turns": [{"session": each.name, **activity} for each in keepers
+                      if (activity := self.activity_of(each.name)) is not None],
         }
 
     def op_list(self, ident: bytes, all: bool = False) -> dict[str, Any]:
@@ -236,7 +242,7 @@ class Ops:
             raise OpError(ErrorCode.BAD_REQUEST, "a conversation is continued in its own directory: give 'cwd'")
         if not os.path.isdir(cwd):
             raise OpError(ErrorCode.BAD_REQUEST, f"cwd {cwd} is not an existing directory")
-        found = conversations(cwd, self.pool.system, self._held_conversations(), self.instance)
+        found = conversations(cwd, self.system, self._held_conversations(), self.instance)
         chosen = found[:1] if conversation == "latest" else [c for c in found if c["session_id"] == conversation]
         if not chosen:
             raise OpError(ErrorCode.NOT_FOUND, f"no Claude Code conversation {conversation!r} in {cwd} (claudectl"
@@ -257,7 +263,8 @@ class Ops:
     def _check_queue_room(self, session: str, size: int) -> None:
         """Refuse (queue_full) a message the session's queue has no room for: past the
         count, or past the bytes (an empty queue takes any one message)."""
-        count, held = self.pool.queued(session), self.pool.queued_bytes(session)
+        live = self.pool.session(session)
+        count, held = live.queued(), live.queued_bytes()
         limit = self.config
         if count >= limit.max_queued_messages or (count and held + size > limit.max_queued_bytes):
             raise OpError(ErrorCode.QUEUE_FULL,
@@ -278,8 +285,8 @@ class Ops:
             return {"message_id": known, "seq": rec.last_seq, "state": rec.state.value, "duplicate": True,
                     "ahead": 0, "steering": False}
         self._check_queue_room(session, 0)  # (before anything is copied)
-        self.pool.budgets.check(session)  # past a daily cap no new turn starts
-        taken = self.pool.attachments.take(session, files)
+        self.budgets.check(session)  # past a daily cap no new turn starts
+        taken = self.attachments.take(session, files)
         try:
             size = message_bytes(text, []) + taken.size
             self._check_queue_room(session, size)
@@ -290,7 +297,7 @@ class Ops:
             raise
         steering = created and not queue and self._turn_runs(session)
         if created:
-            self.pool.attachments.hold(message_id, taken)
+            self.attachments.hold(message_id, taken)
             self.pool.enqueue(session, message_id, size, own_turn=queue)
         else:
             taken.discard()
@@ -299,11 +306,11 @@ class Ops:
         # joins the running turn
         ahead = 0
         if created and not steering:
-            answering = self.store.get_session(session)
-            ahead = self.pool.queued(session) - 1 + (answering is not None and answering.state is SessionState.BUSY)
+            live = self.pool.session(session)
+            ahead = live.queued() - 1 + live.busy
         reply: dict[str, Any] = {"message_id": message_id, "seq": rec.last_seq, "state": rec.state.value,
                                  "duplicate": not created, "ahead": ahead, "steering": steering}
-        warning = self.pool.budgets.warning(session) if created else None
+        warning = self.budgets.warning(session) if created else None
         if warning:
             reply["budget_warning"] = warning
         if self.terminals.holds(session):  # kept: answered once the terminal closes
@@ -314,20 +321,18 @@ class Ops:
         """Whether a message sent now joins a turn: the session is answering, or a message
         before it waits to begin one (Claude is starting); and its keeper steers (a keeper
         of the release before an upgrade queues every message)."""
-        rec = self.store.get_session(session)
-        handle = self.pool.handle_of(session)
-        if rec is None or handle is None or handle.wire_version < _wire.STEERING_SINCE:
-            return False
-        return rec.state is SessionState.BUSY or self.pool.queued(session) > 0
+        live = self.pool.session(session)
+        return live.steers and (live.busy or live.queued() > 0)
 
     def op_interrupt(self, ident: bytes, session: str) -> LaterReply:
         """Replied once the keeper says what became of it: ``{confirmed, detail}`` —
         confirmed by Claude (its control_response), or why not (at most
         ``interrupt_timeout`` later)."""
-        rec = self._session(session)
+        self._session(session)
+        live = self.pool.session(session)
         reply = LaterReply()
-        if rec.state is not SessionState.BUSY or not self.pool.interrupt(session, reply.resolve):
-            queued = self.pool.queued(session)
+        if not live.busy or not live.interrupt(reply.resolve):
+            queued = live.queued()
             if queued:
                 raise OpError(ErrorCode.NOT_BUSY, f"session '{session}' has {queued} message(s) queued that Claude"
                               " has not started on yet (it is starting); nothing to interrupt yet")
@@ -338,42 +343,42 @@ class Ops:
         """Every message of the session Claude has not started on is reported not
         delivered ("dropped"); the one it is answering goes on."""
         self._session(session)
-        waiting = list(self.pool.queues.pop(session, ()))
-        self.events.fail_messages(session, waiting, DROPPED)
+        live = self.pool.session(session)
+        self.events.fail_messages(session, live.take_queued(), DROPPED)
         # those the keeper holds: it reports each one itself (a message_failed event)
-        self.pool.command(session, _wire.DropQueued())
+        live.command(_wire.DropQueued())
         # those Claude already has in its input (steered, not taken yet) cannot be dropped:
         # they join the running turn, or are its next
-        return {"kept": self.pool.steered(session)}
+        return {"kept": live.steered()}
 
     def op_suspend(self, ident: bytes, session: str) -> dict[str, Any]:
         rec = self._session(session)
         if self.terminals.holds(session):
             self._refuse_attached(session)
-        handle = self.pool.handle_of(session)
-        if handle is None:
+        live = self.pool.session(session)
+        if not live.has_keeper:
             return {"state": rec.state.value}
-        if rec.state is SessionState.BUSY:
+        if live.busy:
             raise OpError(ErrorCode.BUSY, f"session '{session}' is answering; interrupt it first")
-        if self.pool.queued(session):
-            raise OpError(ErrorCode.BUSY, f"session '{session}' has {self.pool.queued(session)} message(s) queued;"
+        if live.queued():
+            raise OpError(ErrorCode.BUSY, f"session '{session}' has {live.queued()} message(s) queued;"
                           " they are answered first (suspend after them)")
-        if handle.ident is None:
+        if live.starting:
             raise OpError(ErrorCode.BUSY, f"session '{session}' is still starting; try again")
-        self.pool.command(session, _wire.Suspend(Reason.REQUESTED.value))
+        live.command(_wire.Suspend(Reason.REQUESTED.value))
         return {"state": SessionState.SUSPENDING.value}
 
     def op_set_timeout(self, ident: bytes, session: str, minutes: int) -> dict[str, Any]:
         self._session(session)
         seconds = minutes * 60.0
         self.events.record(session, EventKind.SETTINGS, {"idle_timeout": seconds})
-        self.pool.command(session, _wire.SetTimeout(seconds))  # a starting keeper gets it on hello
+        self.pool.session(session).command(_wire.SetTimeout(seconds))  # a starting keeper gets it on hello
         return {"idle_timeout": seconds}
 
     def op_set_model(self, ident: bytes, session: str, model: str) -> dict[str, Any]:
         self._session(session)
         self.events.record(session, EventKind.SETTINGS, {"model": model})
-        self.pool.command(session, _wire.SetModel(model))
+        self.pool.session(session).command(_wire.SetModel(model))
         return {"model": model}
 
     def op_set_mode(self, ident: bytes, session: str, mode: PermissionMode) -> dict[str, Any]:
@@ -383,7 +388,7 @@ class Ops:
             return {"mode": mode.value, "changed": False}
         self.events.record(session, EventKind.SETTINGS, {"mode": mode.value})
         # a live Claude restarts with --resume once its turn is over; otherwise the next start has it
-        self.pool.command(session, _wire.SetMode(mode.value))
+        self.pool.session(session).command(_wire.SetMode(mode.value))
         return {"mode": mode.value, "changed": True}
 
     def op_archive(self, ident: bytes, session: str) -> dict[str, Any]:
@@ -419,7 +424,7 @@ class Ops:
         rec = self._session(session)
         if self.terminals.holds(session):
             self._refuse_attached(session)
-        if rec.state.live or self.pool.queued(session):
+        if rec.state.live or self.pool.session(session).queued():
             raise OpError(ErrorCode.BUSY, f"session '{session}' is running; suspend it first (claudectl suspend"
                           f" {session})")
         session_id = str(uuid.uuid4())
@@ -451,7 +456,7 @@ class Ops:
         self.terminals.settle(session)
         if self.terminals.holds(session):
             self._refuse_attached(session)
-        system = self.pool.system
+        system = self.system
         if not system.alive(pid) or system.uid(pid) != os.getuid():
             raise OpError(ErrorCode.BAD_REQUEST, f"pid {pid} is not a running process of yours")
         open_pid = open_conversations(system, self.instance).get(rec.session_id)
@@ -464,7 +469,7 @@ class Ops:
 
     def op_conversations(self, ident: bytes, cwd: str | None = None) -> dict[str, Any]:
         """Claude Code's conversations on disk for ``cwd`` (every directory's without it)."""
-        return {"conversations": conversations(cwd, self.pool.system, self._held_conversations(), self.instance)}
+        return {"conversations": conversations(cwd, self.system, self._held_conversations(), self.instance)}
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
                      consumer: str | None = None, window: int | None = None,
@@ -494,14 +499,14 @@ class Ops:
 
     def _pending(self, session: str, request_id: str) -> permissions.PendingRequest:
         self._session(session)
-        req = self.pool.pending(session, request_id)
+        req = self.pool.session(session).pending(request_id)
         if req is None:
             raise OpError(ErrorCode.NOT_FOUND, f"no pending request {request_id} in '{session}' (answered"
                           " already, timed out, or its Claude stopped)")
         return req
 
     def _send_answer(self, session: str, permit: _wire.Permit) -> None:
-        if not self.pool.answer(session, permit):
+        if not self.pool.session(session).answer(permit):
             raise OpError(ErrorCode.NOT_FOUND, f"no pending request {permit.request_id} in '{session}'")
 
     def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool, message: str | None = None,
@@ -581,7 +586,7 @@ class Ops:
             raise OpError(ErrorCode.NOT_FOUND, f"session '{session}' has {len(rules)} rule(s); no rule {index}")
         removed = rules.pop(index - 1)
         self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
-        self.pool.command(session, _wire.SetRules(tuple(rules)))
+        self.pool.session(session).command(_wire.SetRules(tuple(rules)))
         return {"removed": removed, "rules": rules}
 
     # forks --------------------------------------------------------------------------------
@@ -656,7 +661,7 @@ class Ops:
             names = [self._session(session, allow_archived=True).name]
         else:
             names = [r.name for r in self.store.list_sessions(include_archived=False)]
-        return self.pool.budgets.report(names)
+        return self.budgets.report(names)
 
     def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None) -> dict[str, Any]:
         """Set (or with ``usd: null`` clear) a session's daily cap, or without ``session``
@@ -665,10 +670,10 @@ class Ops:
         if session is not None:
             self._session(session)
         self.store.set_budget(session or ALL_SESSIONS, usd)
-        for name in [session] if session is not None else sorted(self.pool.handles):
-            if self.pool.handle_of(name) is not None:
-                self.pool.command(name, _wire.SetBudget(self.pool.budgets.left(name)))
-        return self.pool.budgets.report([session] if session is not None else [])
+        for live in [self.pool.session(session)] if session is not None else self.pool.with_keepers():
+            if live.has_keeper:
+                live.command(_wire.SetBudget(self.budgets.left(live.name)))
+        return self.budgets.report([session] if session is not None else [])
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}

@@ -21,11 +21,21 @@ from .._config import Config
 from .._os import System
 from .._permissions import PendingRequest
 from .._wire import keeper_title
-from ._attachments import ATTACHMENTS_DIR, Attachments, copied_bytes
+from ._attachments import Attachments
 from ._budgets import Budgets
 from ._eventlog import EventLog
-from ._live import CONNECTED, AfterExit, KeeperHandle, Phase
-from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
+from ._live import (
+    CONNECTED,
+    AfterExit,
+    Delivery,
+    KeeperHandle,
+    KeeperLink,
+    LiveSession,
+    Phase,
+    Shared,
+    interrupt_reported,
+)
+from ._store import DONE, FAILED, QUEUED, WRITTEN, SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
@@ -35,31 +45,44 @@ _KINDS = {kind.value: kind for kind in EventKind}
 BYE_GRACE = 1.0
 
 
-def message_bytes(text: str, attachments: list[str]) -> int:
-    """What a waiting message holds: its text (in the store and the keeper) and its
-    attachment copies (on disk)."""
-    return len(text.encode()) + copied_bytes(attachments)
-
-
-def _to_wire(msg: Message, steer: bool) -> _wire.QueuedMessage:
-    return _wire.QueuedMessage(msg.id, msg.text, tuple(msg.attachments), steer)
-
-
 class ForkServer(Protocol):
     """Where keepers come from (the real one, or a fake in tests)."""
 
     def spawn(self, token: int, spec: _wire.KeeperSpec) -> None: ...
 
 
-class KeeperLink(Protocol):
-    """The keeper socket: sends one message to a keeper by routing id; False if not."""
+class PoolListener(Protocol):
+    """What the rest of the supervisor is told by the pool, and the one thing it asks
+    (given to the pool when it is made: ``build_core``'s)."""
 
-    def send(self, ident: bytes, msg: _wire.Message) -> bool: ...
+    def holds(self, session: str) -> bool:
+        """The terminal side holds the session (open in Claude Code's own terminal UI, or
+        on its way there): it gets no keeper and no message."""
+
+    def state_reported(self, session: str, state: str) -> None:
+        """A keeper reported the session's state (stored and published already)."""
+
+    def keeper_gone(self, session: str) -> None:
+        """The session's keeper is gone and nothing was archived."""
+
+    def all_keepers_gone(self) -> None: ...
+
+    def watch_exit(self, pid: int) -> None:
+        """Watch the exit of a keeper that is no child of our fork server (adopted, or its
+        fork server died): a pidfd in the supervisor."""
+
+    def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
+        """Live text of a running turn."""
+
+    def adopted(self, session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
+        """A keeper a previous supervisor left was taken over: whether it answers a message
+        (which), and the requests its Claude waits on."""
 
 
 class KeeperPool:
     def __init__(self, config: Config, instance: str, store: Store, events: EventLog, system: System,
-                 clock: Clock, wall: Callable[[], float], fork: ForkServer, link: KeeperLink) -> None:
+                 clock: Clock, wall: Callable[[], float], fork: ForkServer, link: KeeperLink,
+                 budgets: Budgets, attachments: Attachments, listener: PoolListener) -> None:
         self.config = config
         self.instance = instance
         self.store = store
@@ -67,221 +90,144 @@ class KeeperPool:
         self.system = system
         self.clock = clock
         self.wall = wall
-        self.budgets = Budgets(config, store, wall)  # (what each Claude may spend: --max-budget-usd)
-        self.fork = fork
-        self.link = link
-        self.queues: dict[str, collections.deque[int]] = {}
-        #: what each waiting message holds (``message_bytes``), by id, as far as asked
-        self._sizes: dict[int, int] = {}
-        #: waiting messages sent with ``queue``: they wait for a turn of their own instead
-        #: of steering a running one (kept in memory: after a restart they steer)
-        self.own_turn: set[int] = set()
-        self.attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
-        self.handles: dict[str, KeeperHandle] = {}  # the session's current keeper
-        self.by_pid: dict[int, KeeperHandle] = {}
-        self.by_token: dict[int, KeeperHandle] = {}
+        self._budgets = budgets  # (what each Claude may spend: --max-budget-usd)
+        self._attachments = attachments
+        self._fork = fork
+        self._link = link
+        self._listener = listener
+        self._shared = Shared(store, link, clock, system, config.interrupt_timeout)
+        self._sessions: dict[str, LiveSession] = {}
+        self._by_pid: dict[int, KeeperHandle] = {}
+        self._by_token: dict[int, KeeperHandle] = {}
         self._tokens = 0
-        self.stopping = False
-        self.on_all_gone: Callable[[], None] = lambda: None
+        self._stopping = False
         #: during start-up: pid -> session of keepers a previous supervisor left, to adopt
-        self.adoptable: dict[int, str] = {}
-        #: watches an adopted keeper's exit (it is no child of ours): pidfd in the supervisor
-        self.watch_exit: Callable[[int], None] = lambda pid: None
-        #: live text of a running turn (the subscription hub's)
-        self.on_delta: Callable[[str, int | None, str, str | None], None] = lambda *a: None
+        self._adoptable: dict[int, str] = {}
         self._to_ack: set[int] = set()
         self._ack_armed = False
-        #: an adopted keeper's session: (session, busy, the message it answers, the
-        #: requests its Claude waits on) — for the watcher
-        self.on_adopted: Callable[[str, bool, int | None, list[dict[str, Any]]], None] = lambda *a: None
-        #: the terminal side (``_terminal.Terminals``): a session it holds (open in Claude
-        #: Code's own terminal UI, or on its way there) gets no keeper and no message
-        self.held: Callable[[str], bool] = lambda session: False
-        #: told of each state a keeper reports, and of each keeper gone, by session
-        self.on_state: Callable[[str, str], None] = lambda session, state: None
-        self.on_keeper_gone: Callable[[str], None] = lambda session: None
 
-    # what the op handlers ask ---------------------------------------------------------
+    # the live sessions ------------------------------------------------------------------
 
-    def handle_of(self, session: str) -> KeeperHandle | None:
-        return self.handles.get(session)
+    def session(self, name: str) -> LiveSession:
+        """The session's owner object (made the first time it is asked for)."""
+        live = self._sessions.get(name)
+        if live is None:
+            live = self._sessions[name] = LiveSession(name, self._shared)
+        return live
+
+    def _handle(self, session: str) -> KeeperHandle | None:
+        live = self._sessions.get(session)
+        return live.keeper if live is not None else None
+
+    def _queue(self, session: str) -> collections.deque[int]:
+        return self.session(session).queue
+
+    def with_keepers(self) -> list[LiveSession]:
+        """The sessions that have a keeper, by name."""
+        return [live for _, live in sorted(self._sessions.items()) if live.keeper is not None]
+
+    def waiting(self) -> list[LiveSession]:
+        """The sessions with messages Claude has not started on, by name."""
+        return [live for _, live in sorted(self._sessions.items()) if live.queued()]
 
     def pids_of(self, session: str) -> dict[str, int | None]:
-        handle = self.handles.get(session)
-        return {"keeper_pid": handle.pid, "claude_pid": handle.claude_pid} if handle else {}
-
-    def _waiting(self, session: str) -> list[int]:
-        """The session's messages Claude has not started on: queued here, held by its
-        keeper, or written mid-turn and not taken by Claude yet (steered)."""
-        handle = self.handles.get(session)
-        return [*self.queues.get(session, ()), *(handle.forwarded if handle else ()),
-                *(handle.steered if handle else ())]
-
-    def queued(self, session: str) -> int:
-        return len(self._waiting(session))
-
-    def queued_bytes(self, session: str) -> int:
-        """What the session's waiting messages hold together (see ``message_bytes``)."""
-        total = 0
-        for message_id in self._waiting(session):
-            size = self._sizes.get(message_id)
-            if size is None:  # (queued before a restart)
-                msg = self.store.get_message(message_id)
-                size = self._sizes[message_id] = message_bytes(msg.text, msg.attachments) if msg else 0
-            total += size
-        return total
+        live = self._sessions.get(session)
+        return live.pids() if live is not None else {}
 
     @property
     def running(self) -> int:
         """Keeper processes that exist (forked and not reported gone)."""
-        return len(self.by_pid)
+        return len(self._by_pid)
 
     def enqueue(self, session: str, message_id: int, size: int | None = None, own_turn: bool = False) -> None:
-        if size is not None:
-            self._sizes[message_id] = size
-        if own_turn:
-            self.own_turn.add(message_id)
-        self.queues.setdefault(session, collections.deque()).append(message_id)
+        self.session(session).add(message_id, size, own_turn)
         self.dispatch(session)
 
-    def command(self, session: str, msg: _wire.Message) -> bool:
-        """Send a command to the session's keeper; one that has not said hello yet gets
-        it as soon as it does. False if the session has no keeper that can take it."""
-        handle = self.handles.get(session)
-        if handle is None or handle.phase in (Phase.SAID_BYE, Phase.EXIT_REPORTED, Phase.GONE):
-            return False
-        if handle.ident is None:
-            handle.outbox.append(msg)
-            return True
-        if self.link.send(handle.ident, msg):
-            return True
-        log.warning("cannot reach the keeper of %s (pid %s) with %s", session, handle.pid, type(msg).__name__)
-        return False
-
-    def interrupt(self, session: str, on_report: Callable[[dict[str, Any]], None]) -> bool:
-        """Ask the session's keeper to interrupt its turn; ``on_report`` gets
-        ``{confirmed, detail}`` once the keeper says what became of it, or when
-        ``interrupt_timeout`` has passed without a word. False if no keeper can take it."""
-        handle = self.handles.get(session)
-        if handle is None or not self.command(session, _wire.Interrupt()):
-            return False
-        if handle.wire_version < _wire.INTERRUPT_REPORTS_SINCE:
-            on_report({"confirmed": False, "detail": "sent to Claude; its keeper, started before the supervisor was"
-                       " upgraded, cannot report whether Claude confirmed it"})
-            return True
-        handle.interrupt_waiters.append(on_report)
-        if handle.interrupt_timer is None:
-            seconds = self.config.interrupt_timeout
-            handle.interrupt_timer = self.clock.call_later(seconds, lambda: self._interrupt_reported(
-                handle, False, f"no confirmation within {seconds:g} s (the session's keeper or its Claude may be"
-                " stopped or overloaded); the interrupt may still take effect once it goes on"))
-        return True
-
-    def _interrupt_reported(self, handle: KeeperHandle, confirmed: bool, detail: str,
-                            answered_next: tuple[int, ...] = ()) -> None:
-        if handle.interrupt_timer is not None:
-            handle.interrupt_timer.cancel()
-            handle.interrupt_timer = None
-        waiters, handle.interrupt_waiters = handle.interrupt_waiters, []
-        for report in waiters:
-            report({"confirmed": confirmed, "detail": detail, "next": list(answered_next)})
-
-    def steered(self, session: str) -> list[int]:
-        """The session's messages written to Claude mid-turn that it has not taken yet:
-        they join the running turn or become the next one (they can no longer be dropped)."""
-        handle = self.handles.get(session)
-        return list(handle.steered) if handle is not None else []
-
-    def pending(self, session: str, request_id: str) -> PendingRequest | None:
-        """The permission request Claude waits on in that session, if it still does."""
-        handle = self.handles.get(session)
-        return handle.permissions.get(request_id) if handle is not None else None
-
-    def pending_requests(self, session: str) -> list[PendingRequest]:
-        handle = self.handles.get(session)
-        return list(handle.permissions.values()) if handle is not None else []
-
-    def answer(self, session: str, permit: _wire.Permit) -> bool:
-        """Send the answer to a pending request (once: a second answer finds none)."""
-        handle = self.handles.get(session)
-        if handle is None or handle.permissions.pop(permit.request_id, None) is None:
-            return False
-        return self.command(session, permit)
+    def requeue_owed(self) -> None:
+        """After a restart: messages accepted before it are still owed, in the order they
+        came (those an adopted keeper holds are its own); each session's are moved on."""
+        held = {i for live in self._sessions.values() if live.keeper for i in live.keeper.forwarded}
+        owed = self.store.messages(None, QUEUED)
+        self._attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
+                                (s.name for s in self.store.list_sessions()))
+        for msg in owed:
+            if msg.id not in held:  # (sent with queue: it still waits for a turn of its own)
+                self.session(msg.session).add(msg.id, own_turn=msg.own_turn)
+        for name in sorted(self._sessions):
+            self.dispatch(name)
 
     def archive_after_exit(self, session: str) -> bool:
         """Stop the session's keeper and archive the session once it has exited; False
         if it has no keeper (archive it now)."""
-        handle = self.handles.get(session)
+        handle = self._handle(session)
         if handle is None:
             return False
         handle.then = AfterExit.ARCHIVE
-        self.command(session, _wire.Stop(Reason.REQUESTED.value))
+        self.session(session).command(_wire.Stop(Reason.REQUESTED.value))
         return True
 
     def archive_now(self, session: str) -> None:
-        ids = list(self.queues.pop(session, ()))
+        live = self._sessions.pop(session, None)
+        ids = live.take_queued() if live is not None else []
         self.events.fail_messages(session, ids, f"session '{session}' was archived")
-        self.attachments.drop_session(session)
+        self._attachments.drop_session(session)
         self.events.record(session, EventKind.STATE,
                            {"state": SessionState.ARCHIVED.value, "reason": Reason.REQUESTED.value})
 
     def message_done(self, session: str, message_id: int) -> None:
         """The event log stored a message's turn event: it is no longer in flight (and
         once its turn is over, its attachment copies join what the session keeps)."""
-        handle = self.handles.get(session)
-        if handle is not None and message_id in handle.forwarded:
-            handle.forwarded.remove(message_id)
-        self._sizes.pop(message_id, None)
-        self.own_turn.discard(message_id)
-        if self.attachments.holds(message_id):
+        live = self._sessions.get(session)
+        if live is not None:
+            live.done(message_id)
+        if self._attachments.holds(message_id):
             msg = self.store.get_message(message_id)
             if msg is None or msg.status in (DONE, FAILED):
-                self.attachments.release(message_id)
+                self._attachments.release(message_id)
+
+    # start-up: keepers a previous supervisor left ---------------------------------------
+
+    def expect(self, adoptable: dict[int, str]) -> None:
+        """Keepers a previous supervisor left (pid -> session): each is taken over when it
+        says hello, until ``stop_adopting``."""
+        self._adoptable = dict(adoptable)
+
+    @property
+    def awaiting_adoption(self) -> bool:
+        return bool(self._adoptable)
+
+    def stop_adopting(self) -> tuple[list[int], frozenset[str]]:
+        """The adoption window closed: the pids that never said hello (to reap), and the
+        sessions whose keeper was adopted."""
+        stale, self._adoptable = sorted(self._adoptable), {}
+        return stale, frozenset(live.name for live in self._sessions.values() if live.keeper and live.keeper.adopted)
 
     # dispatch -------------------------------------------------------------------------
 
     def dispatch(self, session: str) -> None:
         """Move queued messages towards Claude: to the live keeper, or start one."""
-        queue = self.queues.get(session)
-        if not queue or self.stopping or self.held(session):
+        live = self._sessions.get(session)
+        if live is None or not live.queue or self._stopping or self._listener.holds(session):
             return
-        handle = self.handles.get(session)
-        if handle is None:
-            self._spawn(session)
-        elif handle.phase is Phase.READY:
-            assert handle.ident is not None
-            while queue:
-                msg = self.store.get_message(queue.popleft())
-                if msg is None or msg.status != QUEUED:
-                    continue
-                handle.forwarded.append(msg.id)
-                self.link.send(handle.ident, _wire.Deliver(_to_wire(msg, msg.id not in self.own_turn)))
-        # otherwise the keeper is starting (it gets them on hello) or on its way out
-        # (a new one starts once it has exited)
+        if live.deliver() is Delivery.NEEDS_KEEPER:
+            self._spawn(live)
 
-    def _spawn(self, session: str) -> None:
-        queue = self.queues.get(session) or collections.deque()
+    def _spawn(self, live: LiveSession) -> None:
+        session = live.name
         rec = self.store.get_session(session)
         if rec is None or rec.state is SessionState.ARCHIVED:
-            self.events.fail_messages(session, list(queue), f"session '{session}' was archived")
-            self.queues.pop(session, None)
+            self.events.fail_messages(session, live.take_queued(), f"session '{session}' was archived")
             return
         if not os.path.isdir(rec.cwd):  # removed, or the state dir holding it moved
             problem = (f"the directory of session '{session}', {rec.cwd}, does not exist; restore it, or move the"
                        f" session to another (claudectl cd {session} DIR, or /cd in Telegram)")
             log.warning("not starting %s: its directory %s does not exist", session, rec.cwd,
                         extra={"session": session})
-            self.events.fail_messages(session, list(queue), problem)
-            self.queues.pop(session, None)
+            self.events.fail_messages(session, live.take_queued(), problem)
             return
         self._tokens += 1
         handle = KeeperHandle(session, self._tokens)
-        messages = []
-        while queue:
-            msg = self.store.get_message(queue.popleft())
-            if msg is not None and msg.status == QUEUED:
-                messages.append(_to_wire(msg, msg.id not in self.own_turn))
-                handle.forwarded.append(msg.id)
+        messages = live.hand_over(handle)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -303,12 +249,12 @@ class KeeperPool:
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
-            budget_usd=self.budgets.left(rec.name),
+            budget_usd=self._budgets.left(rec.name),
             fork_from=self.store.fork_source(rec.name),
         )
-        self.handles[session] = handle
-        self.by_token[handle.token] = handle
-        self.fork.spawn(handle.token, spec)
+        live.keeper = handle
+        self._by_token[handle.token] = handle
+        self._fork.spawn(handle.token, spec)
 
     def system_prompt(self, rec: SessionRecord) -> str:
         """What every Claude of the session is told besides Claude Code's own prompt: its
@@ -319,7 +265,7 @@ class KeeperPool:
     def claude_args(self, session: str) -> tuple[str, ...]:
         """The configured extra arguments, and the session's attachments directory (Claude
         reads the copies of files that are not images there, by path)."""
-        attachments = self.attachments.session_dir(session)
+        attachments = self._attachments.session_dir(session)
         with contextlib.suppress(OSError):
             attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
         return (*self.config.claude_args, "--add-dir", str(attachments))
@@ -328,11 +274,11 @@ class KeeperPool:
 
     def on_fork_report(self, msg: _wire.Message) -> None:
         if isinstance(msg, _wire.Spawned):
-            handle = self.by_token.pop(msg.token, None)
+            handle = self._by_token.pop(msg.token, None)
             if handle is None:
                 return
             handle.pid = msg.pid
-            self.by_pid[msg.pid] = handle
+            self._by_pid[msg.pid] = handle
             if handle.phase is Phase.SPAWNING:
                 handle.change_phase(Phase.STARTING)
                 started = handle
@@ -340,7 +286,7 @@ class KeeperPool:
                                                            lambda: self._hello_overdue(started))
             log.info("keeper for %s started (pid %d)", handle.session, msg.pid)
         elif isinstance(msg, _wire.SpawnFailed):
-            handle = self.by_token.pop(msg.token, None)
+            handle = self._by_token.pop(msg.token, None)
             if handle is None:
                 return
             log.error("could not fork a keeper for %s: %s", handle.session, msg.error)
@@ -355,12 +301,12 @@ class KeeperPool:
         """The fork server died. Its keepers live on, re-parented, but nobody reports their
         exits now: watch each like an adopted keeper. A spawn it was asked for and never
         answered may or may not have happened: its hello settles it, or its start timeout."""
-        for handle in list(self.by_pid.values()):
+        for handle in list(self._by_pid.values()):
             if not handle.adopted and handle.phase is not Phase.EXIT_REPORTED:
                 handle.adopted = True
                 assert handle.pid is not None
-                self.watch_exit(handle.pid)
-        for handle in list(self.by_token.values()):
+                self._listener.watch_exit(handle.pid)
+        for handle in list(self._by_token.values()):
             if handle.phase is Phase.SPAWNING:
                 handle.adopted = True  # its Spawned report will never come
                 lost = handle
@@ -376,7 +322,7 @@ class KeeperPool:
             return
         handle.start_timer = None
         title = keeper_title(self.instance, handle.session)
-        strays = [pid for pid, t in self.system.processes_titled(title) if t == title and pid not in self.by_pid]
+        strays = [pid for pid, t in self.system.processes_titled(title) if t == title and pid not in self._by_pid]
         for pid in strays:
             self.system.kill(pid, signal.SIGKILL)
         handle.change_phase(Phase.GONE)
@@ -389,8 +335,7 @@ class KeeperPool:
                                                            f" {self.config.keeper_start_timeout:g} s")
             return
         log.warning("the fork server died before it started a keeper for %s; starting one now", handle.session)
-        queue = self.queues.setdefault(handle.session, collections.deque())
-        queue.extendleft(reversed([i for i in ids if i not in queue]))
+        self.session(handle.session).put_back(ids)
         self.dispatch(handle.session)
 
     def _hello_overdue(self, handle: KeeperHandle) -> None:
@@ -405,7 +350,7 @@ class KeeperPool:
     def on_exit(self, pid: int, status: int | None) -> None:
         """A keeper process is gone (reported by the fork server, or seen through the pidfd
         of an adopted keeper, whose status we cannot know: its bye tells)."""
-        handle = self.by_pid.get(pid)
+        handle = self._by_pid.get(pid)
         if handle is None:
             return
         handle.exit_status = status
@@ -425,7 +370,7 @@ class KeeperPool:
             pid = int(ident.rsplit(b":", 1)[1])
         except (IndexError, ValueError):
             return None
-        handle = self.by_pid.get(pid)
+        handle = self._by_pid.get(pid)
         return handle if handle is not None and handle.ident == ident else None
 
     def on_keeper_messages(self, batch: list[tuple[bytes, _wire.Message]]) -> None:
@@ -472,12 +417,13 @@ class KeeperPool:
                     and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
             if kind is EventKind.STATE:
-                self.on_state(handle.session, str(msg.body.get("state")))
+                handle.reported(str(msg.body.get("state")))
+                self._listener.state_reported(handle.session, str(msg.body.get("state")))
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
-            self.on_delta(handle.session, msg.message_id, msg.text, origin)
+            self._listener.delta(handle.session, msg.message_id, msg.text, origin)
         elif isinstance(msg, _wire.InterruptReport):
-            self._interrupt_reported(handle, msg.confirmed, msg.detail, msg.next)
+            interrupt_reported(handle, msg.confirmed, msg.detail, msg.next)
         elif isinstance(msg, _wire.ClaudeStarted):
             handle.claude_pid = msg.pid
         elif isinstance(msg, _wire.ConversationStarted):
@@ -486,8 +432,7 @@ class KeeperPool:
             if handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
             handle.forwarded = [i for i in handle.forwarded if i not in msg.ids]
-            queue = self.queues.setdefault(handle.session, collections.deque())
-            queue.extendleft(reversed([i for i in msg.ids if i not in queue]))
+            self.session(handle.session).put_back(msg.ids)
         elif isinstance(msg, _wire.Bye):
             handle.bye = msg
             if handle.phase is Phase.EXIT_REPORTED:
@@ -513,16 +458,16 @@ class KeeperPool:
             return
         pids, self._to_ack = self._to_ack, set()
         for pid in pids:
-            handle = self.by_pid.get(pid)
+            handle = self._by_pid.get(pid)
             if handle is not None and handle.ident is not None:
-                self.link.send(handle.ident, _wire.Ack(handle.last_n))
+                self._link.send(handle.ident, _wire.Ack(handle.last_n))
 
     def _resend_from(self, session: str, pid: int) -> int:
         rec = self.store.get_session(session)
         return rec.keeper_n + 1 if rec is not None and rec.keeper_pid == pid else 1
 
     def _on_hello(self, ident: bytes, msg: _wire.Hello) -> None:
-        if self.adoptable.get(msg.pid) == msg.session and msg.session not in self.handles:
+        if self._adoptable.get(msg.pid) == msg.session and self._handle(msg.session) is None:
             # a keeper a previous supervisor left, maybe of the release before an upgrade
             if msg.version in _wire.ADOPTABLE_WIRE_VERSIONS:
                 self._adopt(ident, msg)
@@ -535,19 +480,19 @@ class KeeperPool:
             log.warning("keeper pid %d speaks wire version %d, not %d: not taken on", msg.pid, msg.version,
                         _wire.WIRE_VERSION)
             return
-        handle = self.by_pid.get(msg.pid)
+        handle = self._by_pid.get(msg.pid)
         if handle is None:
             # the hello can overtake the fork server's "spawned" report
             session = ident.decode(errors="replace").rsplit(":", 1)[0] if b":" in ident else None
-            candidate = self.handles.get(session) if session else None
+            candidate = self._handle(session) if session else None
             if candidate is None or candidate.phase is not Phase.SPAWNING:
                 log.warning("hello from an unknown keeper pid %s", msg.pid)
                 return
             handle = candidate
             handle.pid = msg.pid
-            self.by_pid[msg.pid] = handle
+            self._by_pid[msg.pid] = handle
             if handle.adopted:  # forked by a fork server that died since: no exit report will come
-                self.watch_exit(msg.pid)
+                self._listener.watch_exit(msg.pid)
         if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
             log.warning("second hello from the keeper of %s ignored", handle.session)
             return
@@ -559,23 +504,24 @@ class KeeperPool:
         self._welcome(handle)
         outbox, handle.outbox = handle.outbox, []
         for command in outbox:
-            self.link.send(ident, command)
+            self._link.send(ident, command)
         self.dispatch(handle.session)
 
     def _welcome(self, handle: KeeperHandle) -> None:
         assert handle.ident is not None and handle.pid is not None
         resend_from = self._resend_from(handle.session, handle.pid)
         handle.last_n = resend_from - 1
-        self.link.send(handle.ident, _wire.Welcome(resend_from))
+        self._link.send(handle.ident, _wire.Welcome(resend_from))
 
     def _adopt(self, ident: bytes, msg: _wire.Hello) -> None:
         """Take over a keeper a previous supervisor left: no new process, no new Claude."""
-        del self.adoptable[msg.pid]
+        del self._adoptable[msg.pid]
         self._tokens += 1
         handle = KeeperHandle(msg.session, self._tokens, pid=msg.pid, ident=ident, claude_pid=msg.claude_pid,
                               adopted=True, wire_version=msg.version)
         handle.change_phase(Phase.STARTING)
         handle.change_phase(Phase.READY)
+        handle.reported(msg.state)
         if msg.state == SessionState.SUSPENDING.value:
             handle.change_phase(Phase.DRAINING)
         handle.forwarded = ([msg.current] if msg.current is not None else []) + list(msg.queued)
@@ -584,16 +530,16 @@ class KeeperPool:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 request = PendingRequest.from_event(body)
                 handle.permissions[request.request_id] = request
-        queue = self.queues.get(msg.session)
-        if queue:  # what it holds is its own; the rest waits for it as usual
-            self.queues[msg.session] = collections.deque(i for i in queue if i not in handle.forwarded)
-        self.handles[msg.session] = handle
-        self.by_pid[msg.pid] = handle
+        live = self.session(msg.session)
+        # what it holds is its own; the rest waits for it as usual
+        live.queue = collections.deque(i for i in live.queue if i not in handle.forwarded)
+        live.keeper = handle
+        self._by_pid[msg.pid] = handle
         if msg.resumed:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
-        self.watch_exit(msg.pid)
-        self.on_adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
+        self._listener.watch_exit(msg.pid)
+        self._listener.adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)
         self.dispatch(msg.session)
@@ -601,11 +547,12 @@ class KeeperPool:
     # exits ------------------------------------------------------------------------------
 
     def _forget(self, handle: KeeperHandle) -> None:
-        if self.handles.get(handle.session) is handle:
-            del self.handles[handle.session]
-        if handle.pid is not None and self.by_pid.get(handle.pid) is handle:
-            del self.by_pid[handle.pid]
-        self.by_token.pop(handle.token, None)
+        live = self._sessions.get(handle.session)
+        if live is not None and live.keeper is handle:
+            live.keeper = None
+        if handle.pid is not None and self._by_pid.get(handle.pid) is handle:
+            del self._by_pid[handle.pid]
+        self._by_token.pop(handle.token, None)
 
     def _gone(self, handle: KeeperHandle) -> None:
         if handle.phase is Phase.GONE:
@@ -616,7 +563,7 @@ class KeeperPool:
         status = "unknown" if handle.exit_status is None else str(handle.exit_status)
         connected = handle.ident is not None
         if handle.interrupt_waiters:
-            self._interrupt_reported(handle, False, f"the session's keeper exited (status {status})")
+            interrupt_reported(handle, False, f"the session's keeper exited (status {status})")
         handle.change_phase(Phase.GONE)
         self._forget(handle)
         session = handle.session
@@ -646,27 +593,27 @@ class KeeperPool:
             self.archive_now(session)
         else:
             if leftover:  # handed over but never taken: they go first, in order
-                queue = self.queues.setdefault(session, collections.deque())
-                queue.extendleft(reversed(sorted(i for i in leftover if i not in queue)))
+                self.session(session).put_back(sorted(leftover))
             self.dispatch(session)
-            self.on_keeper_gone(session)
-        if not self.by_pid and not self.handles:
-            self.on_all_gone()
+            self._listener.keeper_gone(session)
+        if not self._by_pid and not self.with_keepers():
+            self._listener.all_keepers_gone()
 
     # shutdown ---------------------------------------------------------------------------
 
     def stop_all(self) -> int:
         """Ask every keeper to stop (shutdown); returns how many there are."""
-        self.stopping = True
-        for session in list(self.handles):
-            self.command(session, _wire.Stop(Reason.SHUTDOWN.value))
-        return len(self.handles)
+        self._stopping = True
+        live = self.with_keepers()
+        for each in live:
+            each.command(_wire.Stop(Reason.SHUTDOWN.value))
+        return len(live)
 
     def kill_all(self) -> None:
-        for pid, handle in list(self.by_pid.items()):
+        for pid, handle in list(self._by_pid.items()):
             self.system.kill(pid, signal.SIGKILL)
             if handle.claude_pid:
                 self.system.killpg(handle.claude_pid, signal.SIGKILL)
 
     def describe(self) -> dict[str, Any]:
-        return {name: h.phase.value for name, h in self.handles.items()}
+        return {live.name: live.keeper.phase.value for live in self.with_keepers() if live.keeper}

@@ -51,13 +51,17 @@ from .._errors import OpError, StoreError
 from .._os import System, sd_notify
 from .._sockets import send_now
 from .._wire import STOP_GRACE
+from ._attachments import ATTACHMENTS_DIR, Attachments
+from ._budgets import Budgets
 from ._control import ControlServer, bind_private
 from ._eventlog import EventLog
 from ._hub import Send, SubscriptionHub
+from ._live import KeeperLink
 from ._ops import Ops
-from ._pool import ForkServer, KeeperLink, KeeperPool
-from ._store import QUEUED, WRITTEN, Store
+from ._pool import ForkServer, KeeperPool
+from ._store import WRITTEN, Store
 from ._succession import reap_stale, restart_problem
+from ._terminal import Terminals
 from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
@@ -97,17 +101,7 @@ class Core:
         (those an adopted keeper holds are its own). Sessions open in a terminal are
         watched again first: what waits for them waits on."""
         self.ops.terminals.restore()
-        held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
-        owed = self.store.messages(None, QUEUED)
-        self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
-                                    (s.name for s in self.store.list_sessions()))
-        for msg in owed:
-            if msg.id not in held:
-                self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
-                if msg.own_turn:  # (sent with queue: it still waits for a turn of its own)
-                    self.pool.own_turn.add(msg.id)
-        for name in sorted(self.pool.queues):
-            self.pool.dispatch(name)
+        self.pool.requeue_owed()
 
     def recover(self, adopted: frozenset[str] = frozenset()) -> None:
         """After a restart only adopted keepers run: every other live session is suspended,
@@ -133,35 +127,78 @@ class Core:
                                    {"state": SessionState.SUSPENDED.value, "reason": Reason.SHUTDOWN.value})
 
 
+class CoreListener:
+    """What the pool tells the rest of the core (``PoolListener``): live text to the hub
+    and the watcher, adopted turns to the watcher, states and exits to the terminal side,
+    exits to watch and the last keeper gone to the supervisor."""
+
+    def __init__(self, store: Store, hub: SubscriptionHub, watch: Watcher, watch_exit: Callable[[int], None],
+                 all_gone: Callable[[], None]) -> None:
+        self._store = store
+        self._hub = hub
+        self._watch = watch
+        self._watch_exit = watch_exit
+        self._all_gone = all_gone
+        #: the terminal side acts through the pool, which tells it of states and exits:
+        #: the one cycle of the core, closed by ``build_core`` once both exist
+        self.terminals: Terminals | None = None
+
+    def holds(self, session: str) -> bool:
+        return self.terminals is not None and self.terminals.holds(session)
+
+    def state_reported(self, session: str, state: str) -> None:
+        if self.terminals is not None:
+            self.terminals.state_reported(session, state)
+
+    def keeper_gone(self, session: str) -> None:
+        if self.terminals is not None:
+            self.terminals.keeper_gone(session)
+
+    def all_keepers_gone(self) -> None:
+        self._all_gone()
+
+    def watch_exit(self, pid: int) -> None:
+        self._watch_exit(pid)
+
+    def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
+        self._watch.output(session, message_id)
+        self._hub.delta(session, message_id, text, origin)
+
+    def adopted(self, session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
+        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
+        rec = self._store.get_session(session)
+        if rec is not None and (busy or pending):
+            start = self._store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
+            self._watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
+                                         for e in self._store.stored_after(start, session, REPLAY_EVENTS)])
+        self._watch.adopted(session, busy, message_id, pending)
+
+
 def build_core(config: Config, store: Store, system: System, clock: Clock, wall: Callable[[], float],
                fork: ForkServer, link: KeeperLink, send: Send,
-               request_shutdown: Callable[[], None], request_restart: Callable[[], None]) -> Core:
+               request_shutdown: Callable[[], None], request_restart: Callable[[], None],
+               watch_exit: Callable[[int], None] = lambda pid: None,
+               all_keepers_gone: Callable[[], None] = lambda: None) -> Core:
+    """``watch_exit``: watch an adopted keeper's exit (a pidfd in the supervisor);
+    ``all_keepers_gone``: the last keeper is gone (a shutdown waits for it)."""
     instance = instance_id(config.runtime_dir)
     hub = SubscriptionHub(store, send)
     events = EventLog(store, clock, wall, hub.publish)
-    pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
-    events.on_message_done = pool.message_done
-    events.pids_of = pool.pids_of
-    ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown, request_restart)
+    budgets = Budgets(config, store, wall)
+    attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
+    # (the watcher asks the pool for Claude's pid only once turns run: the pool exists then)
     watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
                     config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
+    listener = CoreListener(store, hub, watch, watch_exit, all_keepers_gone)
+    pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link, budgets, attachments,
+                      listener)
+    terminals = Terminals(config, store, pool, events, system, clock, wall)
+    listener.terminals = terminals
+    events.on_message_done = pool.message_done
+    events.pids_of = pool.pids_of
     events.on_recorded = watch.event
-
-    def adopted(session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
-        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
-        rec = store.get_session(session)
-        if rec is not None and (busy or pending):
-            start = store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
-            watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
-                                   for e in store.stored_after(start, session, REPLAY_EVENTS)])
-        watch.adopted(session, busy, message_id, pending)
-    pool.on_adopted = adopted
-    ops.activity_of = watch.activity
-
-    def delta(session: str, message_id: int | None, text: str, origin: str | None) -> None:
-        watch.output(session, message_id)
-        hub.delta(session, message_id, text, origin)
-    pool.on_delta = delta
+    ops = Ops(config, instance, store, pool, hub, events, terminals, budgets, attachments, system, clock, wall,
+              request_shutdown, request_restart, watch.activity)
     return Core(config, instance, store, events, hub, pool, ops, watch)
 
 
@@ -271,15 +308,13 @@ class Supervisor:
         self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET, self.config.max_connections,
                                      self.clock)
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
-                               self.keepers, self.control.send, self.request_shutdown, self.request_restart)
+                               self.keepers, self.control.send, self.request_shutdown, self.request_restart,
+                               self._watch_exit, self._all_gone.set)
         self.control.on_gone = self.core.hub.drop_client
         self.control.on_writable = self.core.hub.resume
         self.core.ops.limit_sources.append(self.control.limits)
-        pool = self.core.pool
-        pool.on_all_gone = self._all_gone.set
-        pool.watch_exit = self._watch_exit
         loop.add_reader(self.fork.fileno(), self._on_forkserver)
-        self._task(self.keepers.serve(pool.on_keeper_messages))
+        self._task(self.keepers.serve(self.core.pool.on_keeper_messages))
         await self._adopt()
         self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -298,20 +333,18 @@ class Supervisor:
             control_endpoint(self.config.runtime_dir),
             counted(len(self.store.list_sessions(True)), "session"),
         )
-        sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.handles)} live sessions\nMAINPID={os.getpid()}")
+        sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.with_keepers())} live sessions\nMAINPID={os.getpid()}")
         await self.stopped.wait()
 
     async def _adopt(self) -> None:
         """Take over the keepers a previous supervisor left (each introduces itself when
         it reconnects), reap those that do not within ADOPT_WINDOW, recover the rest."""
         pool = self.core.pool
-        pool.adoptable = dict(self.adoptable)
-        deadline = self.clock.monotonic() + (ADOPT_WINDOW if pool.adoptable else 0)
-        while pool.adoptable and self.clock.monotonic() < deadline:
+        pool.expect(self.adoptable)
+        deadline = self.clock.monotonic() + (ADOPT_WINDOW if pool.awaiting_adoption else 0)
+        while pool.awaiting_adoption and self.clock.monotonic() < deadline:
             await self.clock.sleep(ADOPT_POLL)
-        stale = sorted(pool.adoptable)
-        pool.adoptable.clear()
-        adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
+        stale, adopted = pool.stop_adopting()
         reaped, orphans = await asyncio.to_thread(reap_stale, self.system, self.core.instance, stale, set(adopted))
         # (kept word for word, "1 keepers" too: the docs name this line, and scripts grep it)
         log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
