@@ -119,9 +119,6 @@ class KeeperPool:
         live = self._sessions.get(session)
         return live.keeper if live is not None else None
 
-    def _queue(self, session: str) -> collections.deque[int]:
-        return self.session(session).queue
-
     def with_keepers(self) -> list[LiveSession]:
         """The sessions that have a keeper, by name."""
         return [live for _, live in sorted(self._sessions.items()) if live.keeper is not None]
