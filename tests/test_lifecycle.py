@@ -17,10 +17,10 @@ from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
 from supervisord_claude._config import Config
 from supervisord_claude._os import System
+from supervisord_claude.supervisor._core import Core, build_core
 from supervisord_claude.supervisor._live import PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
 from supervisord_claude.supervisor._pool import BYE_GRACE
 from supervisord_claude.supervisor._store import FAILED, QUEUED, WRITTEN, Store
-from supervisord_claude.supervisor._supervisor import Core, build_core
 
 
 class FakeForkServer:

@@ -8,13 +8,9 @@
 - start-up lives in ``_startup``; what a previous supervisor left, in ``_succession``;
   recovering the store after it is ``Core.recover``.
 
-``build_core`` wires the socket-free parts together, so tests can drive the whole
-lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
-``Supervisor`` adds the sockets, signals and the loop.
-
-Over 400 lines because ``Supervisor``'s loops (adoption, store watch, pruning, fork-server
-deaths, restart, shutdown) are one process lifecycle; ``Core``/``build_core`` could move
-to a module of their own once nobody else is changing them.
+``build_core`` (``_core``) wires the socket-free parts together, so tests can drive the
+whole lifecycle in-process with a fake fork server, a recording keeper link and a
+``FakeClock``; ``Supervisor`` adds the sockets, signals and the loop.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zmq
@@ -36,12 +31,8 @@ import zmq.asyncio
 from protocol import (
     CONTROL_SOCKET,
     ErrorCode,
-    EventKind,
-    Reason,
-    SessionState,
     control_endpoint,
     counted,
-    instance_id,
 )
 
 from .. import _wire
@@ -51,18 +42,11 @@ from .._errors import OpError, StoreError
 from .._os import System, sd_notify
 from .._sockets import send_now
 from .._wire import STOP_GRACE
-from ._attachments import ATTACHMENTS_DIR, Attachments
-from ._budgets import Budgets
 from ._control import ControlServer, bind_private
-from ._eventlog import EventLog
-from ._hub import Send, SubscriptionHub
-from ._live import KeeperLink
-from ._ops import Ops
-from ._pool import ForkServer, KeeperPool
-from ._store import WRITTEN, Store
+from ._core import build_core
+from ._pool import ForkServer
+from ._store import Store
 from ._succession import reap_stale, restart_problem
-from ._terminal import Terminals
-from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
 
@@ -81,125 +65,6 @@ ADOPT_POLL = 0.02
 #: started anew; one more death and the supervisor gives up (exits 1, keepers kept)
 MAX_FORK_SERVER_DEATHS = 3
 FORK_SERVER_DEATH_WINDOW = 60.0
-
-
-@dataclass
-class Core:
-    """The supervisor's socket-free parts, wired together."""
-
-    config: Config
-    instance: str
-    store: Store
-    events: EventLog
-    hub: SubscriptionHub
-    pool: KeeperPool
-    ops: Ops
-    watch: Watcher
-
-    def requeue_owed(self) -> None:
-        """Messages accepted before a restart are still owed, in the order they came
-        (those an adopted keeper holds are its own). Sessions open in a terminal are
-        watched again first: what waits for them waits on."""
-        self.ops.terminals.restore()
-        self.pool.requeue_owed()
-
-    def recover(self, adopted: frozenset[str] = frozenset()) -> None:
-        """After a restart only adopted keepers run: every other live session is suspended,
-        and every message Claude was answering in one is reported failed (to its sender:
-        the event log adds its origin), each an event like any other."""
-        with self.events.batch():
-            for rec in self.store.list_sessions(True):
-                if rec.state.live and rec.name not in adopted:
-                    self.events.record(rec.name, EventKind.STATE,
-                                       {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value})
-            for msg in self.store.messages(None, WRITTEN):
-                if msg.session not in adopted:  # (an adopted keeper is still answering it)
-                    self.events.record(msg.session, EventKind.MESSAGE_FAILED, {
-                        "message_id": msg.id,
-                        "reason": "the supervisor stopped while Claude was answering; send it again"})
-
-    def mark_stopped(self) -> None:
-        """After shutdown: a session the store still calls live gets its suspension as an
-        event, like every other state change."""
-        for rec in self.store.list_sessions(True):
-            if rec.state.live:
-                self.events.record(rec.name, EventKind.STATE,
-                                   {"state": SessionState.SUSPENDED.value, "reason": Reason.SHUTDOWN.value})
-
-
-class CoreListener:
-    """What the pool tells the rest of the core (``PoolListener``): live text to the hub
-    and the watcher, adopted turns to the watcher, states and exits to the terminal side,
-    exits to watch and the last keeper gone to the supervisor."""
-
-    def __init__(self, store: Store, hub: SubscriptionHub, watch: Watcher, watch_exit: Callable[[int], None],
-                 all_gone: Callable[[], None]) -> None:
-        self._store = store
-        self._hub = hub
-        self._watch = watch
-        self._watch_exit = watch_exit
-        self._all_gone = all_gone
-        #: the terminal side acts through the pool, which tells it of states and exits:
-        #: the one cycle of the core, closed by ``build_core`` once both exist
-        self.terminals: Terminals | None = None
-
-    def holds(self, session: str) -> bool:
-        return self.terminals is not None and self.terminals.holds(session)
-
-    def state_reported(self, session: str, state: str) -> None:
-        if self.terminals is not None:
-            self.terminals.state_reported(session, state)
-
-    def keeper_gone(self, session: str) -> None:
-        if self.terminals is not None:
-            self.terminals.keeper_gone(session)
-
-    def all_keepers_gone(self) -> None:
-        self._all_gone()
-
-    def watch_exit(self, pid: int) -> None:
-        self._watch_exit(pid)
-
-    def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
-        self._watch.output(session, message_id)
-        self._hub.delta(session, message_id, text, origin)
-
-    def adopted(self, session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
-        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
-        rec = self._store.get_session(session)
-        if rec is not None and (busy or pending):
-            start = self._store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
-            self._watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
-                                         for e in self._store.stored_after(start, session, REPLAY_EVENTS)])
-        self._watch.adopted(session, busy, message_id, pending)
-
-
-def build_core(config: Config, store: Store, system: System, clock: Clock, wall: Callable[[], float],
-               fork: ForkServer, link: KeeperLink, send: Send,
-               request_shutdown: Callable[[], None], request_restart: Callable[[], None],
-               watch_exit: Callable[[int], None] = lambda pid: None,
-               all_keepers_gone: Callable[[], None] = lambda: None) -> Core:
-    """``watch_exit``: watch an adopted keeper's exit (a pidfd in the supervisor);
-    ``all_keepers_gone``: the last keeper is gone (a shutdown waits for it)."""
-    instance = instance_id(config.runtime_dir)
-    hub = SubscriptionHub(store, send)
-    events = EventLog(store, clock, wall, hub.publish)
-    budgets = Budgets(config, store, wall)
-    attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
-    # (the watcher asks the pool for Claude's pid only once turns run: the pool exists then)
-    watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
-                    config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
-    listener = CoreListener(store, hub, watch, watch_exit, all_keepers_gone)
-    pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link, budgets, attachments,
-                      listener)
-    terminals = Terminals(config, store, pool, events, system, clock, wall)
-    listener.terminals = terminals
-    events.on_message_done = pool.message_done
-    events.pids_of = pool.pids_of
-    events.on_recorded = watch.event
-    ops = Ops(config, instance, store, pool, hub, events, terminals, budgets, attachments, system, clock, wall,
-              request_shutdown, request_restart, watch.activity)
-    return Core(config, instance, store, events, hub, pool, ops, watch)
 
 
 class ForkServerLink(ForkServer, Protocol):
@@ -527,4 +392,4 @@ class Supervisor:
             self.ctx.term()
 
 
-__all__ = ["Core", "KeeperSocket", "Supervisor", "build_core"]
+__all__ = ["KeeperSocket", "Supervisor"]
