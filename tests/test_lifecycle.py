@@ -16,6 +16,7 @@ from protocol import Reason, SessionState, validate_request
 from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
 from supervisord_claude._config import Config
+from supervisord_claude._errors import StoreError
 from supervisord_claude._os import System
 from supervisord_claude.supervisor._core import Core, build_core
 from supervisord_claude.supervisor._live import PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
@@ -353,3 +354,21 @@ def test_recovery_after_a_restart_goes_through_the_event_log(h: Harness) -> None
     assert h.store.get_message(waiting).status == QUEUED  # still owed: delivered on start
     assert h.store.get_session("b").state is SessionState.BUSY and h.events("b") == []
     assert h.store.get_message(adopted_turn).status == WRITTEN
+
+
+def test_a_turn_is_interrupted_while_its_events_wait_for_a_full_disk(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a session does now is its keeper's word (``LiveSession``), not the stored
+    copy: with the disk full, the keeper's "busy" waits in memory, and the turn it
+    announces can be interrupted all the same."""
+    h.op("create", session="a")
+    h.op("send", session="a", text="one")
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+
+    def disk_full(writes: object) -> None:
+        raise StoreError("database or disk is full")
+    monkeypatch.setattr(h.store, "append_events", disk_full)
+    h.state(ident, SessionState.BUSY)
+    assert h.store.get_session("a").state is SessionState.SUSPENDED  # (the stored copy lags)
+    h.op("interrupt", session="a")  # not refused: Claude is answering
+    assert h.link.of(_wire.Interrupt)
