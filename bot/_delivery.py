@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
@@ -19,7 +21,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application
 
-from protocol import AsyncClient, ProtocolError, RemoteError
+from protocol import AsyncClient, EventKind, ProtocolError, RemoteError
 
 from . import _commands as commands
 from . import _desk as desk
@@ -214,7 +216,8 @@ def stop_typing(core: Core, message_id: int | None) -> None:
 KV_PLACE = "telegram.place.{session}"
 #: what a turn that no message started (Claude's own, e.g. after a background task ended)
 #: consists of: these events come without a message id, hence without an origin
-FOLLOW_UP_KINDS = frozenset({"assistant_text", "tool_use", "permission_request", "result", "reminder", "stalled"})
+FOLLOW_UP_KINDS = frozenset({EventKind.ASSISTANT_TEXT, EventKind.TOOL_USE, EventKind.PERMISSION_REQUEST,
+                             EventKind.RESULT, EventKind.REMINDER, EventKind.STALLED})
 
 
 async def follow_up_origin(core: Core, session: str) -> str | None:
@@ -245,105 +248,220 @@ async def label_of(core: Core, chat: int, event: dict[str, Any]) -> str | None:
     return None if session == await core.link.active(chat) else f"[{session}]"
 
 
-async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event: dict[str, Any]) -> None:
-    """Show one event to the chat (and forum topic) it belongs to. Returns once Telegram
-    accepted it."""
+App = Application[Any, Any, Any, Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event on its way to Telegram."""
+
+    app: App
+    core: Core
+    event: dict[str, Any]
+    #: a turn no message started (Claude's own): its origin is where the session was last used
+    follow_up: bool
+
+    @property
+    def session(self) -> str:
+        return str(self.event.get("session"))
+
+    @property
+    def message_id(self) -> Any:
+        return self.event.get("message_id")
+
+
+@dataclass(frozen=True)
+class Shown(Delivery):
+    """An event shown in its chat (and forum topic, set for what is sent now)."""
+
+    chat: int
+    #: ``[name]`` when the event's session is not the chat's (topic's) active one
+    label: str | None
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def in_chat(show: Callable[[Shown], Awaitable[None]]) -> Handler:
+    """A handler of an event shown in the chat it belongs to: nothing for an event
+    without one (an origin this bot did not write, a follow-up nobody here owns)."""
+
+    async def handler(delivery: Delivery) -> None:
+        chat = chat_of(delivery.event)
+        if chat is None:
+            return
+        in_topic(delivery.event)
+        await show(Shown(delivery.app, delivery.core, delivery.event, delivery.follow_up, chat,
+                         await label_of(delivery.core, chat, delivery.event)))
+
+    return handler
+
+
+async def deliver(app: App, core: Core, event: dict[str, Any]) -> None:
+    """Show one event to the chat (and forum topic) it belongs to, as ``HANDLERS`` says
+    for its kind. Returns once Telegram accepted it."""
     kind = event["kind"]
-    message_id = event.get("message_id")
     session = str(event.get("session"))
     if desk.is_desk_event(event):  # said in Claude Code's own terminal (claudectl attach)
         await desk.deliver(app, event, await follow_up_origin(core, session), send_chunk)
         return
-    follow_up = message_id is None and kind in FOLLOW_UP_KINDS
+    handler = HANDLERS.get(kind)
+    if handler is None:  # IGNORED, or a kind newer than this bot
+        return
+    follow_up = event.get("message_id") is None and kind in FOLLOW_UP_KINDS
     if follow_up:
         event = {**event, "origin": await follow_up_origin(core, session)}
-    if kind == "permission_resolved":  # (its prompt knows its chat; a follow-up's has no origin)
-        await requests.close(app, core.link, event)
-        return
-    chat = chat_of(event)
-    if chat is None:
-        return
-    in_topic(event)
-    if kind == "user":
-        await remember_place(core, session, chat)
-    label = await label_of(core, chat, event)
-    if kind == "state" and event.get("state") in ("resuming", "starting"):
-        core.resume_told = {told for told in core.resume_told if told[0] != session}  # a new attempt
-    if kind == "state" and event.get("state") == "resuming":
-        await app.bot.send_message(chat, render.tagged(label, render.resume_text(event.get("idle_for"))),
-                                   disable_notification=True)
-    if kind == "user" and message_id is not None and message_id not in core.link.sent:
+    await handler(Delivery(app, core, event, follow_up))
+
+
+def start_typing(shown: Shown) -> None:
+    """The turn is running: show "typing…" (again, after a bot restart mid-turn)."""
+    if shown.message_id is not None and shown.message_id not in shown.core.typing:
+        shown.core.typing[shown.message_id] = asyncio.create_task(keep_typing(shown.app, shown.chat))
+
+
+@in_chat
+async def show_state(shown: Shown) -> None:
+    """A session resuming says so (quietly); a new attempt may be told again that it failed."""
+    state = shown.event.get("state")
+    if state in ("resuming", "starting"):
+        shown.core.resume_told = {told for told in shown.core.resume_told if told[0] != shown.session}
+    if state == "resuming":
+        await shown.app.bot.send_message(shown.chat, render.tagged(shown.label,
+                                                                   render.resume_text(shown.event.get("idle_for"))),
+                                         disable_notification=True)
+
+
+@in_chat
+async def show_user(shown: Shown) -> None:
+    """A message Claude took: where the session was last used, what was sent (for Retry)."""
+    core, event, message_id = shown.core, shown.event, shown.message_id
+    await remember_place(core, shown.session, shown.chat)
+    if message_id is not None and message_id not in core.link.sent:
         # (sent before this bot's restart: its Retry button still works)
-        core.link.remember(message_id, {"session": session, "text": event.get("text", ""),
+        core.link.remember(message_id, {"session": shown.session, "text": event.get("text", ""),
                                         "attachments": event.get("attachments") or [],
                                         "origin": event.get("origin")})
-    if kind in ("user", "assistant_text", "tool_use", "tool_result") and message_id is not None \
-            and message_id not in core.typing:
-        # the turn is running: show "typing…" (again, after a bot restart mid-turn)
-        core.typing[message_id] = asyncio.create_task(keep_typing(app, chat))
-    if kind == "assistant_text":
-        await core.live.finish(app, message_id)
-        text = event.get("text", "")
-        if follow_up:
-            text = render.follow_up(text)
-        if label is not None:
-            text = render.labelled(str(event.get("session")), text)
+    start_typing(shown)
+
+
+@in_chat
+async def show_answer(shown: Shown) -> None:
+    """Claude's answer, in parts, threaded to the question; a follow-up and another
+    session's answer say so."""
+    core, event, message_id = shown.core, shown.event, shown.message_id
+    start_typing(shown)
+    await core.live.finish(shown.app, message_id)
+    text = event.get("text", "")
+    if shown.follow_up:
+        text = render.follow_up(text)
+    if shown.label is not None:
+        text = render.labelled(shown.session, text)
+    origin = commands.parse_origin(event.get("origin"))
+    sent = await send_answer(shown.app, core, event["id"], shown.chat, text, origin[1] if origin else None,
+                             shown.session)
+    if sent is not None and message_id is not None:
+        core.last_answer[message_id] = (shown.chat, sent, event.get("text", ""))
+
+
+@in_chat
+async def show_tool_use(shown: Shown) -> None:
+    """A line in the turn's tool log."""
+    start_typing(shown)
+    message_id = shown.message_id
+    log_ = shown.core.tools.setdefault(message_id if message_id is not None else shown.session,
+                                       ToolLog(shown.chat, shown.label))
+    started = log_.message_id
+    await log_.add(shown.app, render.tool_line(shown.event.get("name"), shown.event.get("input")))
+    if log_.message_id is not None and log_.message_id != started:
+        await shown.core.link.note_author(shown.chat, [log_.message_id], shown.session)
+
+
+@in_chat
+async def show_tool_result(shown: Shown) -> None:
+    """Not shown itself: the turn goes on ("typing…")."""
+    start_typing(shown)
+
+
+@in_chat
+async def show_permission_request(shown: Shown) -> None:
+    """A prompt with its buttons."""
+    stop_typing(shown.core, shown.message_id)  # Claude waits for the user, not the other way round
+    await requests.show(shown.app, shown.core.link, shown.chat, shown.event)
+
+
+async def close_prompt(delivery: Delivery) -> None:
+    """A request answered here, elsewhere (claudectl), timed out or ended with Claude: its
+    prompt shows how (the prompt knows its chat; a follow-up's has no origin)."""
+    await requests.close(delivery.app, delivery.core.link, delivery.event)
+
+
+@in_chat
+async def show_reminder(shown: Shown) -> None:
+    await requests.remind(shown.app, shown.core.link, shown.event)
+
+
+@in_chat
+async def show_stalled(shown: Shown) -> None:
+    await tell_stalled(shown.app, shown.core, shown.chat, shown.event)
+
+
+async def end_turn(shown: Shown) -> tuple[int, int, str] | None:
+    """The turn is over: its live preview, "typing…" and tool log end. The turn's last
+    answer as sent, if it was one message (chat, Telegram message id, Claude's text)."""
+    core, message_id = shown.core, shown.message_id
+    await core.live.finish(shown.app, message_id)
+    stop_typing(core, message_id)
+    tools = core.tools.pop(message_id if message_id is not None else shown.session, None)
+    if tools is not None:
+        await tools.flush(shown.app)
+    return core.last_answer.pop(message_id, None) if message_id is not None else None
+
+
+@in_chat
+async def show_result(shown: Shown) -> None:
+    """A turn's end: an interruption, an error (with Retry), a command that answered
+    nothing, or the quiet footer; then the files Claude left for the user."""
+    app, core, event, chat, label = shown.app, shown.core, shown.event, shown.chat, shown.label
+    answer = await end_turn(shown)
+    if event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
+        await app.bot.send_message(chat, render.tagged(label, "⏹ Interrupted."))
+    elif event.get("is_error"):
+        await tell_error(shown, answer)
+    elif event.get("num_turns") == 0 and not event.get("text"):
+        # a Claude Code command that answers nothing (/compact): it ran, say so
         origin = commands.parse_origin(event.get("origin"))
-        shown = await send_answer(app, core, event["id"], chat, text, origin[1] if origin else None,
-                                  str(event.get("session")))
-        if shown is not None and message_id is not None:
-            core.last_answer[message_id] = (chat, shown, event.get("text", ""))
-    elif kind == "tool_use":
-        log_ = core.tools.setdefault(message_id if message_id is not None else session, ToolLog(chat, label))
-        started = log_.message_id
-        await log_.add(app, render.tool_line(event.get("name"), event.get("input")))
-        if log_.message_id is not None and log_.message_id != started:
-            await core.link.note_author(chat, [log_.message_id], str(event.get("session")))
-    elif kind == "permission_request":
-        stop_typing(core, message_id)  # Claude waits for the user, not the other way round
-        await requests.show(app, core.link, chat, event)
-    elif kind == "reminder":
-        await requests.remind(app, core.link, event)
-    elif kind == "stalled":
-        await tell_stalled(app, core, chat, event)
-    # (permission_resolved: answered here, elsewhere (claudectl), timed out or ended with
-    # Claude — closed above)
-    elif kind in ("result", "message_failed"):
-        await core.live.finish(app, message_id)
-        stop_typing(core, message_id)
-        tools = core.tools.pop(message_id if message_id is not None else session, None)
-        if tools is not None:
-            await tools.flush(app)
-        answer = core.last_answer.pop(message_id, None) if message_id is not None else None
-        if kind == "message_failed":
-            await tell_failed(app, core, chat, event, label)
-        elif event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
-            await app.bot.send_message(chat, render.tagged(label, "⏹ Interrupted."))
-        elif event.get("is_error"):
-            detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
-            retry = retry_markup(message_id)
-            if isinstance(message_id, int):
-                await core.link.keep_failed(chat, message_id, "retry")
-            report = render.tagged(label, render.error_text(detail))
-            if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
-                # the CLI wrote the API error as the answer too: that message becomes the one report
-                await app.bot.edit_message_text(report, chat_id=chat, message_id=answer[1], reply_markup=retry)
-            else:
-                await app.bot.send_message(chat, report, reply_markup=retry)
-        elif event.get("num_turns") == 0 and not event.get("text") and kind == "result":
-            # a Claude Code command that answers nothing (/compact): it ran, say so
-            origin = commands.parse_origin(event.get("origin"))
-            await app.bot.send_message(chat, render.tagged(label, render.COMMAND_DONE),
-                                       reply_to_message_id=origin[1] if origin else None,
-                                       allow_sending_without_reply=True)
-        elif core.config.footer:
-            footer = render.footer_text(event)
-            if footer is not None:
-                await app.bot.send_message(chat, render.tagged(label, footer), disable_notification=True)
-        if kind == "result":  # files Claude left for the user go to the chat that asked
-            cwd = await core.session_dir(str(event.get("session")))
-            if cwd is not None:
-                await files.deliver_outbox(app, chat, cwd)
+        await app.bot.send_message(chat, render.tagged(label, render.COMMAND_DONE),
+                                   reply_to_message_id=origin[1] if origin else None,
+                                   allow_sending_without_reply=True)
+    elif core.config.footer:
+        footer = render.footer_text(event)
+        if footer is not None:
+            await app.bot.send_message(chat, render.tagged(label, footer), disable_notification=True)
+    cwd = await core.session_dir(shown.session)  # files Claude left for the user go to the chat that asked
+    if cwd is not None:
+        await files.deliver_outbox(app, chat, cwd)
+
+
+async def tell_error(shown: Shown, answer: tuple[int, int, str] | None) -> None:
+    """A turn that ended in an error, with a Retry button; an API error the CLI also
+    wrote as the answer (``answer``) becomes that one message."""
+    event, chat, message_id = shown.event, shown.chat, shown.message_id
+    detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
+    retry = retry_markup(message_id)
+    if isinstance(message_id, int):
+        await shown.core.link.keep_failed(chat, message_id, "retry")
+    report = render.tagged(shown.label, render.error_text(detail))
+    if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
+        await shown.app.bot.edit_message_text(report, chat_id=chat, message_id=answer[1], reply_markup=retry)
+    else:
+        await shown.app.bot.send_message(chat, report, reply_markup=retry)
+
+
+@in_chat
+async def show_message_failed(shown: Shown) -> None:
+    await end_turn(shown)
+    await tell_failed(shown.app, shown.core, shown.chat, shown.event, shown.label)
 
 
 async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
@@ -394,6 +512,29 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     await app.bot.send_message(chat, render.tagged(label, f"❌ Message not delivered: {reason}"),
                                reply_markup=retry_markup(message_id),
                                reply_parameters=thread, disable_notification=reason.startswith(render.DROPPED_PREFIX))
+
+
+#: how each kind of event reaches Telegram: one entry per kind (``IGNORED``: none)
+HANDLERS: dict[EventKind, Handler] = {
+    EventKind.STATE: show_state,
+    EventKind.USER: show_user,
+    EventKind.ASSISTANT_TEXT: show_answer,
+    EventKind.TOOL_USE: show_tool_use,
+    EventKind.TOOL_RESULT: show_tool_result,
+    EventKind.RESULT: show_result,
+    EventKind.MESSAGE_FAILED: show_message_failed,
+    EventKind.PERMISSION_REQUEST: show_permission_request,
+    EventKind.PERMISSION_RESOLVED: close_prompt,
+    EventKind.REMINDER: show_reminder,
+    EventKind.STALLED: show_stalled,
+}
+#: the kinds nothing is shown for, and why (acked like the others)
+IGNORED: dict[EventKind, str] = {
+    EventKind.STEERED: "its sender was told when it was sent (↪ Added to the running answer)",
+    EventKind.TAKEN: "the turn it joined answers it (its result's footer counts it)",
+    EventKind.ERROR: "what it hit ends in a message_failed or a result, which are shown",
+    EventKind.SETTINGS: "the command that changed them said so",
+}
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
