@@ -38,10 +38,12 @@ from telegram.ext import (
 
 from protocol import ConnectionFailed, ErrorCode, RemoteError
 
+from . import _activity as activity
 from . import _commands as commands
 from . import _daily as daily
 from . import _files as files
 from . import _hosts as hosts
+from . import _markdown as markdown
 from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
@@ -162,7 +164,7 @@ async def show_choice(query: CallbackQuery) -> None:
     text, markup = message.text, message.reply_markup
     label = next((b.text for row in (markup.inline_keyboard if markup else ()) for b in row
                   if b.callback_data == query.data), None)
-    if text and label and render.utf16_len(text) + render.utf16_len(label) < render.MAX_MESSAGE_UTF16 - 8:
+    if text and label and markdown.utf16_len(text) + markdown.utf16_len(label) < markdown.MAX_MESSAGE_UTF16 - 8:
         with contextlib.suppress(TelegramError):
             await query.edit_message_text(f"{text}\n\n→ {label}", entities=message.entities, reply_markup=None)
             return
@@ -288,7 +290,7 @@ async def on_keep_waiting_button(update: Update, context: ContextTypes.DEFAULT_T
     assert query is not None
     if await spent(update, context):
         return
-    await query.answer(render.KEPT_WAITING)
+    await query.answer(activity.KEPT_WAITING)
     await show_choice(query)
 
 
@@ -463,7 +465,7 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
         chosen = (query.data or "").partition(":")[2]
         listing = await commands.sessions(core_of(context).link, chat, [], showing=chosen)
-        [now, *_] = render.markdown_chunks(listing.text)
+        [now, *_] = markdown.markdown_chunks(listing.text)
         await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
 
 
@@ -479,7 +481,7 @@ async def on_sessions_page_button(update: Update, context: ContextTypes.DEFAULT_
         await query.answer(commands.error_reply(exc).text[:190])
         return
     await query.answer()
-    [page, *_] = render.markdown_chunks(listing.text)
+    [page, *_] = markdown.markdown_chunks(listing.text)
     with contextlib.suppress(TelegramError):
         await query.edit_message_text(page.text, entities=[MessageEntity(**e) for e in page.entities],
                                       reply_markup=await buttons(core_of(context).link,

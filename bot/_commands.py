@@ -32,6 +32,7 @@ from protocol import (
     timeout_in_range,
 )
 
+from . import _activity as activity
 from . import _hosts as hosts
 from . import _render as render
 
@@ -666,7 +667,7 @@ async def send(
     if isinstance(sent.get("message_id"), int):
         link.remember(sent["message_id"], fields)
     if sent.get("terminal") and not sent.get("duplicate"):  # kept until the terminal closes
-        return Reply(render.waiting_text(active, sent["terminal"]), quiet=True)
+        return Reply(activity.waiting_text(active, sent["terminal"]), quiet=True)
     ahead = sent.get("ahead")
     warning = f"💸 {sent['budget_warning']}" if sent.get("budget_warning") else None  # (80 % of a daily cap)
     if sent.get("steering") and not sent.get("duplicate"):
@@ -904,7 +905,7 @@ async def attach_command(link: Link, active: str, args: list[str]) -> Reply:
     command = shlex.join(argv)
     terminal = info.get("terminal")
     if terminal:
-        return Reply(f"{render.DESK} '{active}' is open in a terminal already ({render.terminal_where(terminal)})."
+        return Reply(f"{activity.DESK} '{active}' is open in a terminal already ({activity.terminal_where(terminal)})."
                      " What is said there shows here; /exit there hands it back.")
     return Reply(
         f"To go on with '{active}' at your desk, run there:\n\n`{command}`\n\nClaude Code opens on this"

@@ -27,8 +27,10 @@ from . import _commands as commands
 from . import _desk as desk
 from . import _files as files
 from . import _hosts as hosts
+from . import _markdown as markdown
 from . import _render as render
 from . import _requests as requests
+from ._activity import INTERRUPT_BUTTON, KEEP_WAITING_BUTTON, stalled_text
 from ._config import BotConfig
 from ._live import KV_PREVIEWS, LiveReplies
 
@@ -111,7 +113,7 @@ class ToolLog:
     async def flush(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         if self.message_id is None or self.shown == len(self.lines):
             return
-        text = render.utf16_tail("\n".join(self.lines), TOOL_LOG_UTF16)
+        text = markdown.utf16_tail("\n".join(self.lines), TOOL_LOG_UTF16)
         try:
             await app.bot.edit_message_text(text, chat_id=self.chat, message_id=self.message_id)
         except BadRequest as exc:
@@ -138,12 +140,12 @@ async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
     if not reply.markdown:
         await app.bot.send_message(chat, reply.text, reply_markup=markup, disable_notification=reply.quiet)
         return
-    chunks = render.markdown_chunks(reply.text)
+    chunks = markdown.markdown_chunks(reply.text)
     for i, chunk in enumerate(chunks):
         await send_chunk(app, chat, chunk, markup if i == len(chunks) - 1 else None)
 
 
-async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: render.Chunk,
+async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: markdown.Chunk,
                      markup: InlineKeyboardMarkup | None = None,
                      reply_parameters: ReplyParameters | None = None, quiet: bool = False) -> int:
     """Send one part; its Telegram message id."""
@@ -163,7 +165,7 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     answers ``reply_to`` (the question); a long answer also comes as a document. Each
     part is remembered as ``session``'s (a reply to it goes there). Returns the Telegram
     message id of a one-part answer."""
-    chunks = render.answer_parts(text)
+    chunks = markdown.answer_parts(text)
     done = core.parts_sent.get(event_id, 0)
     last: int | None = None
     for i in range(done, len(chunks)):
@@ -475,9 +477,9 @@ async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Cor
         return
     origin = commands.parse_origin(event.get("origin"))
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
-    buttons = InlineKeyboardMarkup([[InlineKeyboardButton(render.INTERRUPT_BUTTON, callback_data=f"cancel:{session}"),
-                                     InlineKeyboardButton(render.KEEP_WAITING_BUTTON, callback_data=f"wait:{session}")]])
-    sent = await app.bot.send_message(chat, render.stalled_text(event), reply_markup=buttons,
+    buttons = InlineKeyboardMarkup([[InlineKeyboardButton(INTERRUPT_BUTTON, callback_data=f"cancel:{session}"),
+                                     InlineKeyboardButton(KEEP_WAITING_BUTTON, callback_data=f"wait:{session}")]])
+    sent = await app.bot.send_message(chat, stalled_text(event), reply_markup=buttons,
                                       reply_parameters=thread, disable_notification=True)
     await core.link.note_author(chat, [sent.message_id], session)
 

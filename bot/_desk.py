@@ -10,7 +10,9 @@ from typing import Any
 
 from telegram.ext import Application
 
+from . import _activity as activity
 from . import _commands as commands
+from . import _markdown as markdown
 from . import _render as render
 
 
@@ -27,20 +29,20 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], event: dict[st
     kind = event.get("kind")
     if kind == "state":
         if event.get("state") == "attached":
-            text = (f"{render.DESK} '{session}' is open in a terminal now ({render.terminal_where(event)}): what is"
+            text = (f"{activity.DESK} '{session}' is open in a terminal now ({activity.terminal_where(event)}): what is"
                     " said there shows here; what you send waits until it closes.")
         else:
-            text = f"{render.DESK} '{session}' is back from the terminal."
+            text = f"{activity.DESK} '{session}' is back from the terminal."
         await app.bot.send_message(chat, text, disable_notification=True)
     elif kind == "user":
-        await app.bot.send_message(chat, f"{render.DESK} [{session}] at the desk:\n{event.get('text', '')}",
+        await app.bot.send_message(chat, f"{activity.DESK} [{session}] at the desk:\n{event.get('text', '')}",
                                    disable_notification=True)
     elif kind == "assistant_text":
-        for chunk in render.answer_parts(f"{render.DESK} _[{session}] Claude, at the desk:_\n\n{event.get('text', '')}"):
+        for chunk in markdown.answer_parts(f"{activity.DESK} _[{session}] Claude, at the desk:_\n\n{event.get('text', '')}"):
             await send_chunk(app, chat, chunk, quiet=True)
     elif kind == "tool_use":
         line = render.tool_line(event.get("name"), event.get("input"))
-        await app.bot.send_message(chat, f"{render.DESK} [{session}] {line}", disable_notification=True)
+        await app.bot.send_message(chat, f"{activity.DESK} [{session}] {line}", disable_notification=True)
 
 
 def is_desk_event(event: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from telegram.ext import Application
 
 from protocol import ConnectionFailed, RemoteError
 
+from . import _activity as activity
 from . import _commands as commands
 from . import _prompts as prompts
 from . import _render as render
@@ -95,7 +96,7 @@ async def remind(app: App, link: commands.Link, event: dict[str, Any]) -> None:
     pending = (await link.request("status", session=session)).get("pending") or []
     if not any(p.get("request_id") == request_id for p in pending):
         return
-    await app.bot.send_message(prompt.chat, render.reminder_text(event), reply_to_message_id=prompt.message_id,
+    await app.bot.send_message(prompt.chat, activity.reminder_text(event), reply_to_message_id=prompt.message_id,
                                allow_sending_without_reply=True, disable_notification=True)
 
 
