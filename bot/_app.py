@@ -41,15 +41,21 @@ from protocol import ConnectionFailed, ErrorCode, RemoteError
 from . import _activity as activity
 from . import _commands as commands
 from . import _daily as daily
+from . import _desk as desk
+from . import _dirs as dirs
 from . import _files as files
 from . import _hosts as hosts
 from . import _markdown as markdown
 from . import _merge as merge
 from . import _render as render
 from . import _requests as requests
+from . import _sessions as sessions
+from . import _talk as talk
 from ._config import BotConfig
 from ._delivery import Core, buttons, delivery_loop, send_reply
 from ._hostdelivery import host_delivery
+from ._link import Link, current_thread, current_user, origin_of
+from ._reply import Reply, error_reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -66,13 +72,13 @@ def safe_filename(name: str | None, fallback: str) -> str:
 
 
 class TopicBot(ExtBot[Any]):
-    """The bot, sending into the forum topic being handled (``commands.current_thread``):
+    """The bot, sending into the forum topic being handled (``current_thread``):
     a reply, an answer, a prompt or a file goes where its conversation is, without every
     call saying so."""
 
     @staticmethod
     def _topic(kwargs: dict[str, Any]) -> dict[str, Any]:
-        thread = commands.current_thread.get()
+        thread = current_thread.get()
         if thread is not None and kwargs.get("message_thread_id") is None:
             kwargs["message_thread_id"] = thread
         return kwargs
@@ -106,9 +112,9 @@ async def guard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     core = core_of(context)
     user = update.effective_user
     if user is not None and user.id in core.config.allowed_users:
-        commands.current_user.set(user.id)  # whose sessions the commands of this update see
+        current_user.set(user.id)  # whose sessions the commands of this update see
         message = update.effective_message
-        commands.current_thread.set(message.message_thread_id if message is not None and message.is_topic_message
+        current_thread.set(message.message_thread_id if message is not None and message.is_topic_message
                                     else None)  # a forum topic is a place of its own
         return
     who = user.id if user else 0
@@ -186,7 +192,7 @@ async def pressed_data(update: Update, context: ContextTypes.DEFAULT_TYPE) -> st
 
 
 async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
-                        run: Callable[[commands.Link, str, str], Awaitable[commands.Reply]],
+                        run: Callable[[Link, str, str], Awaitable[Reply]],
                         early: str | None = None) -> bool:
     """A button that runs one command on ``<kind>:<argument>``: its reply is shown in the
     chat and as the button's answer, and the buttons go. A message's buttons work once
@@ -203,7 +209,7 @@ async def answer_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
     try:
         reply = await run(core_of(context).link, kind, argument)
     except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
+        reply = error_reply(exc)
     if early is None:
         await query.answer(reply.text[:190])
     await show_choice(query)
@@ -216,7 +222,7 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     the message that was waiting (if this bot still holds it)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    if not await answer_button(update, context, lambda link, _, name: commands.first_session(link, chat, name)):
+    if not await answer_button(update, context, lambda link, _, name: sessions.first_session(link, chat, name)):
         return
     core = core_of(context)
     waiting = core.first_messages.pop(chat, [])
@@ -266,20 +272,20 @@ async def on_fresh_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """The user chose a fresh conversation for a session whose old one could not resume."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.fresh_conversation(link, chat, name))
+    await answer_button(update, context, lambda link, _, name: talk.fresh_conversation(link, chat, name))
 
 
 async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Retry under a failure: the failed message is sent again (once, however often pressed)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, message_id: commands.retry(
+    await answer_button(update, context, lambda link, _, message_id: talk.retry(
         link, chat, int(message_id) if message_id.isdigit() else -1))
 
 
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel's question: stop this answer, or stop it and drop what is queued."""
-    await answer_button(update, context, lambda link, kind, name: commands.interrupt(
+    await answer_button(update, context, lambda link, kind, name: talk.interrupt(
         link, name, drop_queued=kind == "cancelall"))
 
 
@@ -298,7 +304,7 @@ async def on_archive_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     """/archive's question about a busy session answered: archive it now."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, name: commands.archive_now(link, chat, name))
+    await answer_button(update, context, lambda link, _, name: sessions.archive_now(link, chat, name))
 
 
 async def on_setting_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -312,7 +318,7 @@ async def on_cd_pick_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     """A directory offered by a bare /cd: asked about as /cd <dir> would be."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, where: commands.cd(link, chat, [where]))
+    await answer_button(update, context, lambda link, _, where: dirs.cd(link, chat, [where]))
 
 
 async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -320,12 +326,12 @@ async def on_resume_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     assert update.effective_chat is not None
     chat = update.effective_chat.id
     await answer_button(update, context,
-                        lambda link, _, conversation: commands.continue_conversation(link, chat, conversation))
+                        lambda link, _, conversation: desk.continue_conversation(link, chat, conversation))
 
 
 async def on_move_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cd's question answered: suspend if needed, then move (takes a moment)."""
-    await answer_button(update, context, lambda link, _, name: commands.move(link, name), early="Moving…")
+    await answer_button(update, context, lambda link, _, name: dirs.move(link, name), early="Moving…")
 
 
 async def on_edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -343,7 +349,7 @@ async def on_daily_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     try:
         answer = await daily.COMMANDS[name](core_of(context).link, chat, list(context.args or []))
     except (RemoteError, ConnectionFailed) as exc:
-        answer = commands.error_reply(exc)
+        answer = error_reply(exc)
     reply, documents = (answer.reply, answer.documents) if isinstance(answer, daily.Answer) else (answer, [])
     await send_reply(context.application, chat, reply)
     for doc in documents:
@@ -381,7 +387,7 @@ async def run_command(context: ContextTypes.DEFAULT_TYPE, chat: int, handler: An
     try:
         reply = await handler(core.link, chat, args)
     except (RemoteError, ConnectionFailed) as exc:
-        reply = commands.error_reply(exc)
+        reply = error_reply(exc)
     await send_reply(context.application, chat, reply)
 
 
@@ -404,7 +410,7 @@ async def on_unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await forward(update, context, text, None)
         return
     await core.link.hold(chat, message.message_id, update.update_id, text)
-    await send_reply(context.application, chat, commands.Reply(
+    await send_reply(context.application, chat, Reply(
         render.not_ours_text(word[:40]), buttons=[(render.SEND_TO_CLAUDE_BUTTON, f"claude:{message.message_id}")]))
 
 
@@ -449,7 +455,7 @@ async def on_deny_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         try:
             said = await requests.deny_with(core.link, token, held[1])
         except (RemoteError, ConnectionFailed) as exc:
-            said = commands.error_reply(exc).text
+            said = error_reply(exc).text
     await query.answer(said[:190])
     await show_choice(query)
     await context.bot.send_message(chat, said)
@@ -460,11 +466,11 @@ async def on_switch_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     chat = update.effective_chat.id
-    if not await answer_button(update, context, lambda link, _, name: commands.switch(link, chat, [name])):
+    if not await answer_button(update, context, lambda link, _, name: sessions.switch(link, chat, [name])):
         return
     with contextlib.suppress(RemoteError, ConnectionFailed, TelegramError):
         chosen = (query.data or "").partition(":")[2]
-        listing = await commands.sessions(core_of(context).link, chat, [], showing=chosen)
+        listing = await sessions.sessions(core_of(context).link, chat, [], showing=chosen)
         [now, *_] = markdown.markdown_chunks(listing.text)
         await query.edit_message_text(now.text, entities=[MessageEntity(**e) for e in now.entities])
 
@@ -475,10 +481,10 @@ async def on_sessions_page_button(update: Update, context: ContextTypes.DEFAULT_
     query = update.callback_query
     assert query is not None and update.effective_chat is not None
     try:
-        listing = await commands.sessions(core_of(context).link, update.effective_chat.id,
+        listing = await sessions.sessions(core_of(context).link, update.effective_chat.id,
                                           [(query.data or "").partition(":")[2]])
     except (RemoteError, ConnectionFailed) as exc:
-        await query.answer(commands.error_reply(exc).text[:190])
+        await query.answer(error_reply(exc).text[:190])
         return
     await query.answer()
     [page, *_] = markdown.markdown_chunks(listing.text)
@@ -497,7 +503,7 @@ async def on_permission_button(update: Update, context: ContextTypes.DEFAULT_TYP
     try:
         said, redraw, token = await requests.press(core.link, query.data or "")
     except ConnectionFailed as exc:
-        await query.answer(commands.error_reply(exc).text[:190])
+        await query.answer(error_reply(exc).text[:190])
         return
     await query.answer(said[:190])
     if redraw is not None and token is not None:
@@ -526,7 +532,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         typed = await requests.typed_answer(core.link, chat, text, replied.message_id if replied else None,
                                             writer, SEND_ATTEMPT)
     except RemoteError as exc:
-        await send_reply(context.application, chat, commands.error_reply(exc))
+        await send_reply(context.application, chat, error_reply(exc))
         return
     except ConnectionFailed:
         writer, typed = None, requests.Typed()  # no supervisor: forward() keeps the message until it is back
@@ -541,7 +547,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     if typed.offer is not None and typed.session is not None:  # a tool call waits: a reason to deny it?
         await core.link.hold(chat, message.message_id, update.update_id, text)
-        await send_reply(context.application, chat, commands.Reply(render.deny_or_send_text(typed.session), buttons=[
+        await send_reply(context.application, chat, Reply(render.deny_or_send_text(typed.session), buttons=[
             (render.DENY_WITH_REASON_BUTTON, f"deny:{typed.offer}:{message.message_id}"),
             (render.SEND_AS_MESSAGE_BUTTON, f"claude:{message.message_id}")]))
         return
@@ -551,9 +557,9 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await forward(update, context, text, None, session=writer)
     active = await core.link.active(chat) if writer is not None else None
     if writer is not None and writer != active:
-        await send_reply(context.application, chat, commands.Reply(render.routed_text(writer, active), quiet=True))
+        await send_reply(context.application, chat, Reply(render.routed_text(writer, active), quiet=True))
     if typed.waiting is not None:
-        await send_reply(context.application, chat, commands.Reply(render.still_asking_text(typed.waiting),
+        await send_reply(context.application, chat, Reply(render.still_asking_text(typed.waiting),
                                                                   quiet=True))
 
 
@@ -562,7 +568,7 @@ async def on_file(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     try:
         await receive_file(update, context)
     except (RemoteError, ConnectionFailed) as exc:
-        await send_reply(context.application, update.effective_chat.id, commands.error_reply(exc))
+        await send_reply(context.application, update.effective_chat.id, error_reply(exc))
 
 
 async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts: list[Update] | None = None) -> None:
@@ -577,7 +583,7 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts
         offered = chat in core.first_messages
         core.first_messages.setdefault(chat, []).append((parts, None))
         if not offered:
-            await send_reply(context.application, chat, await commands.first_offer(core.link))
+            await send_reply(context.application, chat, await sessions.first_offer(core.link))
         return
     if hosts.is_remote(active):
         await context.bot.send_message(chat, hosts.unsupported_here(active, "Sending a file") + " Nothing was sent.")
@@ -660,7 +666,7 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
     told = False
     while True:
         try:
-            reply = await commands.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
+            reply = await talk.send(core.link, chat, text, attachments, key, timeout=SEND_ATTEMPT,
                                         message_id=message_id, session=session,
                                         queue=core.config.while_busy == "queue" if queue is None else queue)
             break
@@ -670,7 +676,7 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
                 return
             # away, or stopping / restarting in place: kept and sent again until it takes it
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.QUEUE_FULL:
-                reply = commands.Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
+                reply = Reply(render.QUEUE_FULL)  # said plainly: this one was not sent
                 break
             if isinstance(exc, RemoteError) and exc.code == ErrorCode.BUDGET_EXCEEDED:
                 # held here, with a button that raises the cap once and sends it
@@ -678,7 +684,7 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
                                                      exc.message)
                 break
             if isinstance(exc, RemoteError) and exc.code != ErrorCode.SHUTTING_DOWN:
-                reply = commands.error_reply(exc)
+                reply = error_reply(exc)
                 break
             if not told:
                 told = True
@@ -686,13 +692,13 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
                     await context.bot.send_message(chat, render.SEND_WAITING)
             await asyncio.sleep(SEND_RETRY_EVERY)
     if reply is None and told:
-        reply = commands.Reply(render.SEND_ACCEPTED)
+        reply = Reply(render.SEND_ACCEPTED)
     if reply is not None and reply.text.startswith(render.STEERED) and deny_offer is not None \
             and message_id is not None:
-        reply = commands.Reply(reply.text, quiet=True, buttons=[
+        reply = Reply(reply.text, quiet=True, buttons=[
             (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{message_id}")])
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and update is None:
-        reply = commands.Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
+        reply = Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
     elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
         offered = chat in core.first_messages
         core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
@@ -711,7 +717,7 @@ async def hold_for_host(context: ContextTypes.DEFAULT_TYPE, chat: int, message_i
     target = session or await core.link.active(chat)
     assert target is not None
     fields: dict[str, Any] = {"session": target, "text": text, "idempotency_key": key,
-                              "origin": commands.origin_of(chat, message_id)}
+                              "origin": origin_of(chat, message_id)}
     if attachments:
         fields["attachments"] = attachments
     await hosts.hold(core.link, hosts.split(target)[1], fields)

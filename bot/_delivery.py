@@ -23,7 +23,6 @@ from telegram.ext import Application
 
 from protocol import AsyncClient, EventKind, ProtocolError, RemoteError
 
-from . import _commands as commands
 from . import _desk as desk
 from . import _files as files
 from . import _hosts as hosts
@@ -32,7 +31,9 @@ from . import _render as render
 from . import _requests as requests
 from ._activity import INTERRUPT_BUTTON, KEEP_WAITING_BUTTON, stalled_text
 from ._config import BotConfig
+from ._link import KV_OWNER, Link, current_thread, parse_origin
 from ._live import KV_PREVIEWS, LiveReplies
+from ._reply import Reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -47,7 +48,7 @@ class Core:
     def __init__(self, config: BotConfig) -> None:
         self.config = config
         self.client = AsyncClient(config.runtime_dir, timeout=15.0)
-        self.link = commands.Link(self.client, config.roots, config.shared)
+        self.link = Link(self.client, config.roots, config.shared)
         self.refused: set[int] = set()
         self.typing: dict[int, asyncio.Task[None]] = {}
         self.tools: dict[int | str, ToolLog] = {}  # by message id (a follow-up's: by session)
@@ -125,14 +126,14 @@ class ToolLog:
         self.shown, self.last_edit = len(self.lines), time.monotonic()
 
 
-async def buttons(link: commands.Link, rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+async def buttons(link: Link, rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
     """Rows of (label, ``<kind>:<argument>``) as Telegram buttons, data too long for
     Telegram's 64 bytes shortened (``Link.button_data``)."""
     return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=await link.button_data(data))
                                   for label, data in row] for row in rows])
 
 
-async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: commands.Reply) -> None:
+async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: Reply) -> None:
     markup = None
     if reply.buttons:
         core: Core = app.bot_data["core"]
@@ -189,15 +190,15 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
 
 
 def chat_of(event: dict[str, Any]) -> int | None:
-    parsed = commands.parse_origin(event.get("origin"))
+    parsed = parse_origin(event.get("origin"))
     return parsed[0] if parsed is not None else None
 
 
 def in_topic(event: dict[str, Any]) -> None:
     """What is sent for this event goes to the forum topic its message came from (the
     bot adds ``message_thread_id``; tasks started now, like "typing…", keep it)."""
-    parsed = commands.parse_origin(event.get("origin"))
-    commands.current_thread.set(parsed[2] if parsed is not None else None)
+    parsed = parse_origin(event.get("origin"))
+    current_thread.set(parsed[2] if parsed is not None else None)
 
 
 async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], chat: int) -> None:
@@ -228,7 +229,7 @@ async def follow_up_origin(core: Core, session: str) -> str | None:
     place = await core.link.kv_cached(KV_PLACE.format(session=session))
     if isinstance(place, str):
         return place
-    owner = await core.link.kv_cached(commands.KV_OWNER.format(session=session))
+    owner = await core.link.kv_cached(KV_OWNER.format(session=session))
     return f"tg:{owner}" if isinstance(owner, int) else None
 
 
@@ -236,7 +237,7 @@ async def remember_place(core: Core, session: str, chat: int) -> None:
     """Keep (in the supervisor's kv, written only when it changes) where the session's
     last message came from: the chat, and the forum topic (an origin with message id 0,
     so a follow-up is not threaded to a message)."""
-    thread = commands.current_thread.get()
+    thread = current_thread.get()
     place = f"tg:{chat}" if thread is None else f"tg:{chat}:0:{thread}"
     key = KV_PLACE.format(session=session)
     if await core.link.kv_cached(key) != place:
@@ -359,7 +360,7 @@ async def show_answer(shown: Shown) -> None:
         text = render.follow_up(text)
     if shown.label is not None:
         text = render.labelled(shown.session, text)
-    origin = commands.parse_origin(event.get("origin"))
+    origin = parse_origin(event.get("origin"))
     sent = await send_answer(shown.app, core, event["id"], shown.chat, text, origin[1] if origin else None,
                              shown.session)
     if sent is not None and message_id is not None:
@@ -432,7 +433,7 @@ async def show_result(shown: Shown) -> None:
         await tell_error(shown, answer)
     elif event.get("num_turns") == 0 and not event.get("text"):
         # a Claude Code command that answers nothing (/compact): it ran, say so
-        origin = commands.parse_origin(event.get("origin"))
+        origin = parse_origin(event.get("origin"))
         await app.bot.send_message(chat, render.tagged(label, render.COMMAND_DONE),
                                    reply_to_message_id=origin[1] if origin else None,
                                    allow_sending_without_reply=True)
@@ -475,7 +476,7 @@ async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Cor
     activity = (await core.link.request("status", session=session)).get("activity") or {}
     if activity.get("doing") != "stalled" or activity.get("message_id") != event.get("message_id"):
         return
-    origin = commands.parse_origin(event.get("origin"))
+    origin = parse_origin(event.get("origin"))
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
     buttons = InlineKeyboardMarkup([[InlineKeyboardButton(INTERRUPT_BUTTON, callback_data=f"cancel:{session}"),
                                      InlineKeyboardButton(KEEP_WAITING_BUTTON, callback_data=f"wait:{session}")]])
@@ -498,7 +499,7 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     ``label`` heads a notice about a session that is not the chat's active one."""
     session, message_id = str(event.get("session")), event.get("message_id")
     reason = str(event.get("reason") or "")
-    origin = commands.parse_origin(event.get("origin"))
+    origin = parse_origin(event.get("origin"))
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
     resume_failed = reason.startswith(render.RESUME_FAILED_PREFIX)
     if isinstance(message_id, int):  # before its button is shown: a press can come at once

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from bot import _commands as commands
 from bot import _delivery as delivery
 from bot import _render as render
+from bot import _sessions as sessions
 from bot._app import build
 from bot._config import BotConfig
+from bot._link import Link
 from bot._live import KV_PREVIEWS
 from protocol import EventKind, InProcessClient
 
@@ -32,7 +33,7 @@ async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIter
     await app.initialize()
     bot: delivery.Core = app.bot_data["core"]
     bot.client = await InProcessClient(core.control).connect()
-    bot.link = commands.Link(bot.client)
+    bot.link = Link(bot.client)
     yield app, bot
     for task in bot.typing.values():
         task.cancel()
@@ -51,7 +52,7 @@ def test_every_event_kind_is_handled_or_deliberately_ignored() -> None:
 async def test_an_ignored_kind_shows_nothing_and_a_handled_one_reaches_its_chat(shown: Shown,
                                                                                   telegram: FakeTelegram) -> None:
     app, bot = shown
-    await commands.new_session(bot.link, USER, ["alpha"])
+    await sessions.new_session(bot.link, USER, ["alpha"])
     about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
     for kind in delivery.IGNORED:
         await delivery.deliver(app, bot, {"id": 1, "kind": kind, "text": "not shown", "message": "not shown", **about})
