@@ -52,10 +52,12 @@ from . import _requests as requests
 from . import _sessions as sessions
 from . import _talk as talk
 from ._config import BotConfig
-from ._delivery import Core, buttons, delivery_loop, send_reply
+from ._core import Core, core_of
+from ._delivery import delivery_loop
 from ._hostdelivery import host_delivery
 from ._link import Link, current_thread, current_user, origin_of
 from ._reply import Reply, error_reply
+from ._send import buttons, send_reply
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -97,11 +99,6 @@ class TopicBot(ExtBot[Any]):
 
     async def send_message_draft(self, *args: Any, **kwargs: Any) -> Any:
         return await super().send_message_draft(*args, **self._topic(kwargs))
-
-
-def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
-    core: Core = context.application.bot_data["core"]
-    return core
 
 
 # handlers --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Replies come back as stored events, are sent to the chat that asked (the event's
 ``origin``) and are acked only after Telegram accepted them — so a bot that is killed and
 restarted picks up exactly where Telegram last said yes. A long answer's parts resume at
-the first part Telegram has not accepted.
+the first part Telegram has not accepted. How each kind of event is shown: ``HANDLERS``
+(the sending itself: ``_send``; failure notices: ``_notices``; state: ``_core``).
 """
 
 from __future__ import annotations
@@ -11,182 +12,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application
 
-from protocol import AsyncClient, EventKind, ProtocolError, RemoteError
+from protocol import EventKind, ProtocolError
 
 from . import _desk as desk
 from . import _files as files
-from . import _hosts as hosts
-from . import _markdown as markdown
 from . import _render as render
 from . import _requests as requests
-from ._activity import INTERRUPT_BUTTON, KEEP_WAITING_BUTTON, stalled_text
-from ._config import BotConfig
-from ._link import KV_OWNER, Link, current_thread, parse_origin
-from ._live import KV_PREVIEWS, LiveReplies
-from ._reply import Reply
+from ._core import Core, ToolLog
+from ._link import KV_OWNER, current_thread, parse_origin
+from ._live import KV_PREVIEWS
+from ._notices import retry_markup, tell_failed, tell_stalled
+from ._send import KV_PROGRESS, send_answer, send_chunk
 
 log = logging.getLogger("claude_telegram_bot")
 
 CONSUMER = "telegram-bot"
 TYPING_EVERY = 4.5
-TOOL_EDIT_EVERY = 1.5
-TOOL_LOG_UTF16 = 4000  # under Telegram's 4096, counted as Telegram counts
-
-class Core:
-    """Per-process state shared by the handlers and the delivery loop."""
-
-    def __init__(self, config: BotConfig) -> None:
-        self.config = config
-        self.client = AsyncClient(config.runtime_dir, timeout=15.0)
-        self.link = Link(self.client, config.roots, config.shared)
-        self.refused: set[int] = set()
-        self.typing: dict[int, asyncio.Task[None]] = {}
-        self.tools: dict[int | str, ToolLog] = {}  # by message id (a follow-up's: by session)
-        self.delivery: asyncio.Task[None] | None = None
-        # parts of a multi-part reply Telegram already accepted: event id -> count, also
-        # kept in the supervisor (KV_PROGRESS) so a restarted bot resumes at the next part
-        self.parts_sent: dict[int, int] = {}
-        self.live = LiveReplies()  # answers being written
-        self.live.save = self._save_previews
-        #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
-        #: its result: an API error the CLI also wrote as the answer becomes one message
-        self.last_answer: dict[int, tuple[int, int, str]] = {}
-        #: (session, chat) told that the session could not resume, until it tries again
-        self.resume_told: set[tuple[str, int]] = set()
-        self._dirs: dict[str, str] = {}
-        #: a chat's first messages, sent before it had a session: forwarded once the
-        #: "create session" button is pressed — ([update], text), or (an album's or a file's
-        #: updates, None)
-        self.first_messages: dict[int, list[tuple[list[Any], str | None]]] = {}
-        #: the later parts of one message (an album, a cut paste) by its first update's id,
-        #: while that update is handled (see ``_merge``)
-        self.merged: dict[int, list[Any]] = {}
-
-
-    async def _save_previews(self, previews: list[list[int]]) -> None:
-        try:
-            await self.link.request("kv_set", key=KV_PREVIEWS, value=previews)
-        except (ProtocolError, RemoteError, OSError) as exc:  # at worst a preview outlives a restart
-            log.warning("could not store the open previews: %s", exc)
-
-    async def session_dir(self, session: str) -> str | None:
-        """A session's directory (it never changes), or None if there is no such session
-        — or it is on another machine (no file of it is read or written here)."""
-        if hosts.is_remote(session):
-            return None
-        if session not in self._dirs:
-            try:
-                self._dirs[session] = (await self.link.request("status", session=session))["cwd"]
-            except RemoteError:
-                return None
-        return self._dirs[session]
-
-
-class ToolLog:
-    """One Telegram message per turn listing its tool calls, edited at most every
-    ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
-
-    def __init__(self, chat: int, header: str | None = None) -> None:
-        self.chat = chat
-        self.lines: list[str] = [header] if header else []  # header: whose turn, if not the chat's session
-        self.message_id: int | None = None
-        self.shown = 0
-        self.last_edit = 0.0
-
-    async def add(self, app: Application[Any, Any, Any, Any, Any, Any], line: str) -> None:
-        self.lines.append(line)
-        if self.message_id is None:
-            msg = await app.bot.send_message(self.chat, "\n".join(self.lines), disable_notification=True)
-            self.message_id, self.shown, self.last_edit = msg.message_id, len(self.lines), time.monotonic()
-        elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
-            await self.flush(app)
-
-    async def flush(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        if self.message_id is None or self.shown == len(self.lines):
-            return
-        text = markdown.utf16_tail("\n".join(self.lines), TOOL_LOG_UTF16)
-        try:
-            await app.bot.edit_message_text(text, chat_id=self.chat, message_id=self.message_id)
-        except BadRequest as exc:
-            if "not modified" not in exc.message.lower():
-                # e.g. the message was deleted: go on in a new one rather than go quiet
-                log.warning("cannot edit the tool log (%s); starting a new one", exc.message)
-                msg = await app.bot.send_message(self.chat, text, disable_notification=True)
-                self.message_id = msg.message_id
-        self.shown, self.last_edit = len(self.lines), time.monotonic()
-
-
-async def buttons(link: Link, rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
-    """Rows of (label, ``<kind>:<argument>``) as Telegram buttons, data too long for
-    Telegram's 64 bytes shortened (``Link.button_data``)."""
-    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=await link.button_data(data))
-                                  for label, data in row] for row in rows])
-
-
-async def send_reply(app: Application[Any, Any, Any, Any, Any, Any], chat: int, reply: Reply) -> None:
-    markup = None
-    if reply.buttons:
-        core: Core = app.bot_data["core"]
-        markup = await buttons(core.link, [[button] for button in reply.buttons])
-    if not reply.markdown:
-        await app.bot.send_message(chat, reply.text, reply_markup=markup, disable_notification=reply.quiet)
-        return
-    chunks = markdown.markdown_chunks(reply.text)
-    for i, chunk in enumerate(chunks):
-        await send_chunk(app, chat, chunk, markup if i == len(chunks) - 1 else None)
-
-
-async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, chunk: markdown.Chunk,
-                     markup: InlineKeyboardMarkup | None = None,
-                     reply_parameters: ReplyParameters | None = None, quiet: bool = False) -> int:
-    """Send one part; its Telegram message id."""
-    sent = await app.bot.send_message(chat, chunk.text, entities=[MessageEntity(**e) for e in chunk.entities],
-                                      reply_markup=markup, reply_parameters=reply_parameters,
-                                      disable_notification=quiet)
-    return int(sent.message_id)
-
-
-KV_PROGRESS = "telegram.delivery.progress"
-
-
-async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
-                      text: str, reply_to: int | None = None, session: str | None = None) -> int | None:
-    """Send an answer's parts, resuming after the last part Telegram accepted: a part that
-    failed is sent again, never one before it (also after a bot restart). The first part
-    answers ``reply_to`` (the question); a long answer also comes as a document. Each
-    part is remembered as ``session``'s (a reply to it goes there). Returns the Telegram
-    message id of a one-part answer."""
-    chunks = markdown.answer_parts(text)
-    done = core.parts_sent.get(event_id, 0)
-    last: int | None = None
-    for i in range(done, len(chunks)):
-        thread = ReplyParameters(reply_to, allow_sending_without_reply=True) if i == 0 and reply_to else None
-        # one notification per answer, not one per part
-        last = await send_chunk(app, chat, chunks[i], reply_parameters=thread, quiet=i > 0)
-        if session is not None:
-            await core.link.note_author(chat, [last], session)
-        if i + 1 < len(chunks):
-            core.parts_sent = {event_id: i + 1}
-            await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
-    if len(chunks) > render.LONG_ANSWER_PARTS and done < len(chunks):
-        # easier to read, save or forward in one piece (sent with the last part, so a
-        # restart that resumes after it does not send it twice)
-        await app.bot.send_document(chat, text.encode(), filename=f"answer-{event_id}.md",
-                                    caption=render.long_answer_caption(len(chunks)), disable_notification=True)
-    core.parts_sent.pop(event_id, None)
-    return last if len(chunks) == 1 else None
-
-
 
 
 def chat_of(event: dict[str, Any]) -> int | None:
@@ -465,56 +314,6 @@ async def tell_error(shown: Shown, answer: tuple[int, int, str] | None) -> None:
 async def show_message_failed(shown: Shown) -> None:
     await end_turn(shown)
     await tell_failed(shown.app, shown.core, shown.chat, shown.event, shown.label)
-
-
-async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
-                       event: dict[str, Any]) -> None:
-    """A turn that seems stuck: one quiet message, threaded to the message that began it,
-    with buttons to stop it or keep waiting — unless it went on or ended meanwhile (the
-    bot was down when it stalled): then it is no news."""
-    session = str(event.get("session"))
-    activity = (await core.link.request("status", session=session)).get("activity") or {}
-    if activity.get("doing") != "stalled" or activity.get("message_id") != event.get("message_id"):
-        return
-    origin = parse_origin(event.get("origin"))
-    thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
-    buttons = InlineKeyboardMarkup([[InlineKeyboardButton(INTERRUPT_BUTTON, callback_data=f"cancel:{session}"),
-                                     InlineKeyboardButton(KEEP_WAITING_BUTTON, callback_data=f"wait:{session}")]])
-    sent = await app.bot.send_message(chat, stalled_text(event), reply_markup=buttons,
-                                      reply_parameters=thread, disable_notification=True)
-    await core.link.note_author(chat, [sent.message_id], session)
-
-
-def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:
-    if not isinstance(message_id, int):
-        return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(render.RETRY_BUTTON, callback_data=f"retry:{message_id}")]])
-
-
-async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
-                      event: dict[str, Any], label: str | None) -> None:
-    """One notice per failure, threaded to the message that failed, with what can be
-    done: a failed resume offers a fresh conversation (once per chat, however many
-    messages waited for it), anything else a Retry; a drop the user asked for is quiet.
-    ``label`` heads a notice about a session that is not the chat's active one."""
-    session, message_id = str(event.get("session")), event.get("message_id")
-    reason = str(event.get("reason") or "")
-    origin = parse_origin(event.get("origin"))
-    thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
-    resume_failed = reason.startswith(render.RESUME_FAILED_PREFIX)
-    if isinstance(message_id, int):  # before its button is shown: a press can come at once
-        await core.link.keep_failed(chat, message_id, "resume" if resume_failed else "retry")
-    if resume_failed:
-        if (session, chat) in core.resume_told:
-            return
-        core.resume_told.add((session, chat))
-        fresh = await buttons(core.link, [[(render.FRESH_BUTTON.format(name=session), f"fresh:{session}")]])
-        await app.bot.send_message(chat, render.resume_failed_text(session, reason[len(render.RESUME_FAILED_PREFIX):]),
-                                   reply_markup=fresh, reply_parameters=thread)
-        return
-    await app.bot.send_message(chat, render.tagged(label, f"❌ Message not delivered: {reason}"),
-                               reply_markup=retry_markup(message_id),
-                               reply_parameters=thread, disable_notification=reason.startswith(render.DROPPED_PREFIX))
 
 
 #: how each kind of event reaches Telegram: one entry per kind (``IGNORED``: none)

@@ -11,9 +11,11 @@ from typing import Any
 from telegram.ext import Application
 
 from . import _hosts as hosts
-from ._delivery import KV_PROGRESS, Core, delivery_loop
+from ._core import Core
+from ._delivery import delivery_loop
 from ._link import Link
 from ._live import KV_PREVIEWS
+from ._send import KV_PROGRESS
 
 log = logging.getLogger("claude_telegram_bot")
 

@@ -14,6 +14,7 @@ from bot import _render as render
 from bot import _sessions as sessions
 from bot._app import build
 from bot._config import BotConfig
+from bot._core import Core as BotCore
 from bot._link import Link
 from bot._live import KV_PREVIEWS
 from protocol import EventKind, InProcessClient
@@ -23,7 +24,7 @@ from .fake_telegram import TOKEN, FakeTelegram
 from .test_bot_app import OTHER, entity_text, env, say  # noqa: F401  (the fixture)
 from .test_bot_core import Core, core  # noqa: F401  (the fixture)
 
-Shown = tuple[Any, delivery.Core]
+Shown = tuple[Any, BotCore]
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIter
     """The bot's application on the fake Bot API, its link to the supervisor's core in-process."""
     app = build(BotConfig(TOKEN, frozenset({USER}), telegram.url, tmp_path))
     await app.initialize()
-    bot: delivery.Core = app.bot_data["core"]
+    bot: BotCore = app.bot_data["core"]
     bot.client = await InProcessClient(core.control).connect()
     bot.link = Link(bot.client)
     yield app, bot
