@@ -4,7 +4,7 @@
 The commands live by area — ``_sessions``, ``_settings``, ``_talk``, ``_dirs``, ``_desk``
 — each independent of python-telegram-bot: a command takes the supervisor link, the
 chat id and its arguments and returns the ``Reply`` to show (``_reply``); handlers in
-``_app`` only translate Telegram to this.
+``_messages`` and ``_buttons`` only translate Telegram to this.
 """
 
 from __future__ import annotations
