@@ -65,6 +65,29 @@ async def test_an_ignored_kind_shows_nothing_and_a_handled_one_reaches_its_chat(
     assert answer["reply_parameters"]["message_id"] == 5  # threaded to the question
 
 
+async def test_a_turn_and_a_failure_reach_the_chat_as_their_handlers_say(shown: Shown,
+                                                                          telegram: FakeTelegram) -> None:
+    app, bot = shown
+    await sessions.new_session(bot.link, USER, ["alpha"])
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    for event in ({"kind": "state", "state": "resuming", "idle_for": 600},
+                  {"kind": "user", "text": "hi", "attachments": []},
+                  {"kind": "tool_use", "name": "Bash", "input": {"command": "ls"}},
+                  {"kind": "tool_result", "content": "a b", "is_error": False},
+                  {"kind": "assistant_text", "text": "hello"},
+                  {"kind": "result", "num_turns": 1, "duration_ms": 1500, "text": "hello"},
+                  {"kind": "message_failed", "reason": "boom", "message_id": 10}):
+        await delivery.deliver(app, bot, {"id": 1, **about, **event})
+    assert [(m["text"], m["disable_notification"]) for m in telegram.sent] == [
+        ("Resuming session (idle for 10 min)...", True), ("🔧 Bash: ls", True), ("hello", False),
+        ("1.5 s · 1 turn", True), ("❌ Message not delivered: boom", False)]
+    failed = telegram.sent[-1]
+    assert failed["reply_parameters"]["message_id"] == 5
+    assert failed["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "retry:10"
+    assert bot.typing == {} and bot.tools == {}  # the turn's "typing…" and tool log ended with it
+    assert bot.link.sent[9]["text"] == "hi"  # what a Retry would send again
+
+
 def press_button(api, message: dict, label_part: str) -> None:
     buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
     button = next(b for b in buttons if label_part in b["text"])
