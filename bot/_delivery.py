@@ -30,6 +30,7 @@ from ._core import Core, ToolLog
 from ._link import KV_OWNER, current_thread, parse_origin
 from ._live import KV_PREVIEWS
 from ._notices import retry_markup, tell_failed, tell_stalled
+from ._requests import App
 from ._send import KV_PROGRESS, send_answer, send_chunk
 
 log = logging.getLogger("claude_telegram_bot")
@@ -98,9 +99,6 @@ async def label_of(core: Core, chat: int, event: dict[str, Any]) -> str | None:
     the user knows whose it is. None for the active one."""
     session = event.get("session")
     return None if session == await core.link.active(chat) else f"[{session}]"
-
-
-App = Application[Any, Any, Any, Any, Any, Any]
 
 
 @dataclass(frozen=True)
