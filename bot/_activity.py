@@ -7,6 +7,7 @@ the session lists and /status from them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from protocol import relative_time
@@ -92,17 +93,17 @@ def reminder_text(event: dict[str, Any]) -> str:
 DESK = "📟"
 
 
-def terminal_where(terminal: dict[str, Any]) -> str:
+def terminal_where(terminal: Mapping[str, Any]) -> str:
     return f"{terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}"
 
 
-def waiting_text(session: str, terminal: dict[str, Any]) -> str:
+def waiting_text(session: str, terminal: Mapping[str, Any]) -> str:
     """What a message sent to a session open in a terminal is told."""
     return (f"{DESK} '{session}' is open in a terminal ({terminal_where(terminal)}): your message waits, and is"
             " answered as soon as that Claude exits.")
 
 
-def attached_line(session: dict[str, Any], marker: str, now: float | None = None) -> str:
+def attached_line(session: Mapping[str, Any], marker: str, now: float | None = None) -> str:
     """A /sessions line of a session open in a terminal: since when, where."""
     terminal = session.get("terminal") or {}
     persona = f" ({session['persona']})" if session.get("persona") else ""

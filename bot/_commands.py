@@ -31,7 +31,7 @@ from ._talk import send as send
 
 @on_active_session
 async def status(link: Link, active: str, args: list[str]) -> Reply:
-    return Reply(render.status_text(await link.request("status", session=active)))
+    return Reply(render.status_text(await link.status(active)))
 
 
 #: Claude Code's own commands that work in stream-json mode (measured with the pinned
@@ -55,9 +55,9 @@ async def usage(link: Link, chat: int, args: list[str]) -> Reply:
     """What Claude cost: in this chat's session, in all of the user's sessions, and what
     those spent today; the machine's total today (every user's and claudectl's
     sessions) only under that label."""
-    status = await link.request("status")
+    status = await link.supervisor_status()
     by_session = status.get("cost_today_by_session") or {}
-    everything = [s for s in (await link.request("list", all=True))["sessions"] if await link.visible(s["name"])]
+    everything = [s for s in await link.list_sessions(all=True) if await link.visible(s["name"])]
     lines = []
     active = await link.active(chat)
     mine = next((s for s in everything if s["name"] == active), None)

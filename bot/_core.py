@@ -59,7 +59,7 @@ class Core:
 
     async def _save_previews(self, previews: list[list[int]]) -> None:
         try:
-            await self.link.request("kv_set", key=KV_PREVIEWS, value=previews)
+            await self.link.kv_set(KV_PREVIEWS, previews)
         except (ProtocolError, RemoteError, OSError) as exc:  # at worst a preview outlives a restart
             log.warning("could not store the open previews: %s", exc)
 
@@ -70,7 +70,7 @@ class Core:
             return None
         if session not in self._dirs:
             try:
-                self._dirs[session] = (await self.link.request("status", session=session))["cwd"]
+                self._dirs[session] = (await self.link.status(session))["cwd"]
             except RemoteError:
                 return None
         return self._dirs[session]

@@ -346,10 +346,10 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
             if not core.client.connected:
                 await core.client.connect(wait=3600)  # the supervisor may start after us
             if not progress_loaded:
-                saved = (await core.link.request("kv_get", key=KV_PROGRESS))["value"]
+                saved = await core.link.kv_get(KV_PROGRESS)
                 if isinstance(saved, list) and len(saved) == 2:
                     core.parts_sent = {int(saved[0]): int(saved[1])}
-                core.live.load((await core.link.request("kv_get", key=KV_PREVIEWS))["value"])
+                core.live.load(await core.link.kv_get(KV_PREVIEWS))
                 progress_loaded = True
             if sub is not None:
                 sub.discard()

@@ -69,9 +69,9 @@ RESUMES_KEPT = 200
 @on_active_session
 async def attach_command(link: Link, active: str, args: list[str]) -> Reply:
     """The exact command that opens the chat's session at the desk."""
-    info = await link.request("status", session=active)
+    info = await link.status(active)
     argv = ["claudectl"]
-    runtime_dir = (await link.request("status")).get("runtime_dir")
+    runtime_dir = (await link.supervisor_status()).get("runtime_dir")
     if runtime_dir and Path(runtime_dir) != default_runtime_dir():
         argv += ["--runtime-dir", runtime_dir]
     argv += ["attach", active]
@@ -105,8 +105,8 @@ async def resume(link: Link, chat: int, args: list[str]) -> Reply:
         active = await link.active(chat)
         if active is None:
             return Reply("Usage: /resume <dir> (or make a session active: its directory is used)")
-        directory = (await link.request("status", session=active))["cwd"]
-    found = [c for c in (await link.request("conversations", cwd=directory))["conversations"] if not c.get("held_by")]
+        directory = (await link.status(active))["cwd"]
+    found = [c for c in await link.conversations(cwd=directory) if not c.get("held_by")]
     if not found:
         return Reply(f"No Claude Code conversation in {directory} that a session does not continue already.")
     lines = [f"Claude Code conversations in {directory} (newest first):"]
@@ -128,7 +128,7 @@ async def continue_conversation(link: Link, chat: int, conversation: str) -> Rep
     if directory is None:
         return Reply("This list is from before the bot restarted: send /resume again.")
     name = _session_name(await all_names(link), directory)
-    await link.request("create", session=name, cwd=directory, conversation=conversation)
+    await link.create(name, cwd=directory, conversation=conversation)
     await link.set_owner(name)
     await link.set_active(chat, name)
     return Reply(f"Session '{name}' continues that conversation (in {directory}) and is active. Send a"

@@ -37,7 +37,7 @@ async def within_roots(link: Link, raw: str, create: bool = False) -> Path | str
 
 @on_active_session
 async def pwd(link: Link, active: str, args: list[str]) -> Reply:
-    return Reply((await link.request("status", session=active))["cwd"])
+    return Reply((await link.status(active))["cwd"])
 
 
 @on_active_session
@@ -46,7 +46,7 @@ async def cd(link: Link, active: str, args: list[str]) -> Reply:
     fresh one (the button carries the move out)."""
     if hosts.is_remote(active):
         return Reply(hosts.unsupported_here(active, "/cd"))
-    cwd = (await link.request("status", session=active))["cwd"]
+    cwd = (await link.status(active))["cwd"]
     if not args:
         return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
             picks := await _cd_choices(link, cwd)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
@@ -84,19 +84,19 @@ async def move(link: Link, session: str) -> Reply:
     if target is None or not await link.visible(session):
         return Reply("This move is no longer pending; send /cd again.")
     await stop_claude(link, session)
-    await link.request("set_cwd", session=session, cwd=target)
+    await link.set_cwd(session, target)
     return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")
 
 
 async def stop_claude(link: Link, session: str) -> None:
     """Suspend the session if Claude runs, and wait until it stopped (within its grace
     period): what a fresh conversation or a move needs first."""
-    if not (await link.request("status", session=session))["live"]:
+    if not (await link.status(session))["live"]:
         return
     with contextlib.suppress(RemoteError):
-        await link.request("suspend", session=session)
+        await link.suspend(session)
     for _ in range(100):
-        if not (await link.request("status", session=session))["live"]:
+        if not (await link.status(session))["live"]:
             return
         await asyncio.sleep(0.1)
 
@@ -105,11 +105,11 @@ async def stop_claude(link: Link, session: str) -> None:
 async def clear(link: Link, active: str, args: list[str]) -> Reply:
     """Claude Code's /clear, done by the supervisor: a fresh conversation it also resumes
     after a suspend (Claude's own /clear starts one the supervisor would not know)."""
-    info = await link.request("status", session=active)
+    info = await link.status(active)
     if info["state"] == "busy" or info["queued"]:
         return Reply(f"Claude is answering in '{active}'. /cancel it first, then /clear.")
     await stop_claude(link, active)
-    await link.request("new_conversation", session=active)
+    await link.new_conversation(active)
     return Reply(f"Session '{active}' starts a fresh conversation with your next message.")
 
 
@@ -123,13 +123,13 @@ async def ls(link: Link, chat: int, args: list[str]) -> Reply:
         assert active is not None
         return Reply(hosts.unsupported_here(active, "/ls"))
     if args:
-        base = active and (await link.request("status", session=active))["cwd"]
+        base = active and (await link.status(active))["cwd"]
         raw = " ".join(args)
         if base and not Path(raw).expanduser().is_absolute():
             raw = str(Path(base) / raw)
         where = await within_roots(link, raw)
     elif active is not None:
-        where = await within_roots(link, (await link.request("status", session=active))["cwd"])
+        where = await within_roots(link, (await link.status(active))["cwd"])
     else:
         where = (await link.roots())[0]
     if isinstance(where, str):

@@ -10,6 +10,8 @@ from typing import Any
 
 from telegram.ext import Application
 
+from protocol import Op
+
 from . import _hosts as hosts
 from ._core import Core
 from ._delivery import delivery_loop
@@ -31,7 +33,7 @@ class HostLink(Link):
         self.__dict__.update(local.__dict__)
         self._local, self._host_client = local, client
 
-    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    async def request(self, op: Op | str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         if op.startswith("kv_") and args.get("key") in HOST_KEYS:
             return await self._host_client.request(op, timeout=timeout, **args)
         return await self._local.request(op, timeout=timeout, **args)

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from protocol import AsyncClient, ErrorCode, RemoteError
+from protocol import AsyncClient, AsyncOps, ErrorCode, Op, RemoteError
 
 from . import _hosts as hosts
 
@@ -59,7 +59,7 @@ def place_key(chat: int) -> str:
 SENT_KEPT = 500
 
 
-class Link:
+class Link(AsyncOps):
     """The bot's connection to the supervisor plus its chat → active session map, which
     the supervisor stores (kv), so a restarted bot knows every chat's session."""
 
@@ -114,10 +114,10 @@ class Link:
         """Where sessions may work (``telegram.roots``; by default the supervisor's
         sessions dir), each with its symlinks resolved."""
         if not self._roots:
-            self._roots = (Path((await self.request("status"))["sessions_dir"]),)
+            self._roots = (Path((await self.supervisor_status())["sessions_dir"]),)
         return tuple(r.resolve() for r in self._roots)
 
-    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    async def request(self, op: Op | str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         routed = await hosts.route(self, op, timeout, args)  # (name@host: that host's supervisor)
         if routed is not None:
             return routed
@@ -127,20 +127,20 @@ class Link:
         """The session of this chat (of its current topic, in a forum)."""
         place = place_key(chat)
         if place not in self._active:
-            value = (await self.request("kv_get", timeout=timeout, key=KV_ACTIVE.format(chat=place)))["value"]
+            value = await self.kv_get(KV_ACTIVE.format(chat=place), timeout=timeout)
             # (unless set meanwhile: what was read is older than what was set)
             self._active.setdefault(place, value if isinstance(value, str) else None)
         return self._active[place]
 
     async def set_active(self, chat: int, name: str | None) -> None:
         place = place_key(chat)
-        await self.request("kv_set", key=KV_ACTIVE.format(chat=place), value=name)
+        await self.kv_set(KV_ACTIVE.format(chat=place), name)
         self._active[place] = name
 
     async def kv_cached(self, key: str, timeout: float | None = None) -> Any:
         """A kv value only this bot writes (so a copy here stays true): read once."""
         if key not in self._kv:
-            value = (await self.request("kv_get", timeout=timeout, key=key))["value"]
+            value = await self.kv_get(key, timeout=timeout)
             self._kv.setdefault(key, value)  # (unless written meanwhile: what was read is older)
         return self._kv[key]
 
@@ -279,9 +279,9 @@ class Link:
         read-modify-writes one after the other do not lose the first one's change."""
         self._kv[key] = value
         if value is None:
-            await self.request("kv_delete", key=key)
+            await self.kv_delete(key)
         else:
-            await self.request("kv_set", key=key, value=value)
+            await self.kv_set(key, value)
 
 
 def origin_of(chat: int, message_id: int | None = None) -> str:

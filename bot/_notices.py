@@ -23,7 +23,7 @@ async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Cor
     with buttons to stop it or keep waiting — unless it went on or ended meanwhile (the
     bot was down when it stalled): then it is no news."""
     session = str(event.get("session"))
-    activity = (await core.link.request("status", session=session)).get("activity") or {}
+    activity = (await core.link.status(session)).get("activity") or {}
     if activity.get("doing") != "stalled" or activity.get("message_id") != event.get("message_id"):
         return
     origin = parse_origin(event.get("origin"))

@@ -8,6 +8,7 @@ described, in ``_activity``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from protocol import (
@@ -208,7 +209,7 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
                     " ([telegram] voice_command in the config, e.g. whisper.cpp's CLI). Nothing was sent.")
 
 
-def session_line(session: dict[str, Any], active: str | None, now: float | None = None) -> str:
+def session_line(session: Mapping[str, Any], active: str | None, now: float | None = None) -> str:
     """``{marker}{🟢|⏳|⚪|❌} `name` (persona) - 5m ago`` as Markdown: 🟢 Claude is working
     or ready, ⏳ it waits for the user's answer (``pending``, or the session's ``activity``),
     ⚪ suspended, ❌ its conversation could not be resumed. A session without a persona
@@ -225,7 +226,7 @@ def session_line(session: dict[str, Any], active: str | None, now: float | None 
     return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}{doing}"
 
 
-def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
+def sessions_markdown(sessions: Sequence[Mapping[str, Any]], active: str | None, now: float | None = None) -> str:
     if not sessions:
         return NO_SESSIONS
     return "\n".join(session_line(s, active, now) for s in sessions)
@@ -332,7 +333,7 @@ def tool_line(name: str | None, tool_input: Any) -> str:
     return f"🔧 {name or 'tool'}: {detail}" if detail else f"🔧 {name or 'tool'}"
 
 
-def model_text(session: dict[str, Any]) -> str:
+def model_text(session: Mapping[str, Any]) -> str:
     """The model a session runs: what Claude said at its last start, and what was asked
     for when that differs ("default" alone until Claude has started)."""
     asked, running = session.get("model"), session.get("claude_model")
@@ -343,7 +344,7 @@ def model_text(session: dict[str, Any]) -> str:
     return asked or "default"
 
 
-def state_text(session: dict[str, Any]) -> str:
+def state_text(session: Mapping[str, Any]) -> str:
     """A session's state as the user sees it: a turn held up by a question or a prompt
     waits for them."""
     if session.get("pending"):
@@ -351,7 +352,7 @@ def state_text(session: dict[str, Any]) -> str:
     return str(session["state"])
 
 
-def status_text(session: dict[str, Any]) -> str:
+def status_text(session: Mapping[str, Any]) -> str:
     now = f"Now: {activity_text(session['activity'])}\n" if session.get("activity") else ""
     return (
         f"Session: {session['name']}\n"

@@ -34,12 +34,12 @@ def markup(rows: prompts.Keyboard) -> InlineKeyboardMarkup:
 
 
 async def _load(link: Link, token: str) -> prompts.Prompt | None:
-    value = (await link.request("kv_get", key=prompts.KV_PROMPT.format(token=token)))["value"]
+    value = await link.kv_get(prompts.KV_PROMPT.format(token=token))
     return prompts.Prompt.from_kv(value)
 
 
 async def _save(link: Link, token: str, prompt: prompts.Prompt) -> None:
-    await link.request("kv_set", key=prompts.KV_PROMPT.format(token=token), value=prompt.to_kv())
+    await link.kv_set(prompts.KV_PROMPT.format(token=token), prompt.to_kv())
 
 
 async def show(app: App, link: Link, chat: int, event: dict[str, Any]) -> None:
@@ -82,7 +82,7 @@ async def close(app: App, link: Link, event: dict[str, Any]) -> None:
     if event.get("by") == "timeout":
         await app.bot.send_message(prompt.chat, f"⏱ Claude's request was denied: {event.get('message')}",
                                    reply_to_message_id=prompt.message_id, allow_sending_without_reply=True)
-    await link.request("kv_delete", key=prompts.KV_PROMPT.format(token=token))
+    await link.kv_delete(prompts.KV_PROMPT.format(token=token))
     await _forget_waiting(link, prompt.chat, prompt.session, token)
 
 
@@ -93,7 +93,7 @@ async def remind(app: App, link: Link, event: dict[str, Any]) -> None:
     prompt = await _load(link, prompts.token_of(session, request_id))
     if prompt is None:
         return
-    pending = (await link.request("status", session=session)).get("pending") or []
+    pending = (await link.status(session)).get("pending") or []
     if not any(p.get("request_id") == request_id for p in pending):
         return
     await app.bot.send_message(prompt.chat, activity.reminder_text(event), reply_to_message_id=prompt.message_id,
@@ -114,7 +114,7 @@ async def _forget_waiting(link: Link, chat: int, session: str, token: str) -> No
 
 
 async def _answer(link: Link, prompt: prompts.Prompt) -> None:
-    await link.request("answer", session=prompt.session, request_id=prompt.request_id, answers=prompt.picks)
+    await link.answer(prompt.session, prompt.request_id, prompt.picks)
 
 
 async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str | None]:
@@ -127,16 +127,13 @@ async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str 
     what = action[0]
     try:
         if what in ("y", "n", "a"):
-            extra: dict[str, Any] = {"always": True} if what == "a" else {}
-            if what == "n":
-                extra["message"] = "The user denied this from Telegram."
-            await link.request("permit", session=prompt.session, request_id=prompt.request_id,
-                               allow=what != "n", **extra)
+            await link.permit(prompt.session, prompt.request_id, what != "n", always=what == "a",
+                              message="The user denied this from Telegram." if what == "n" else None)
         elif what == "p":
             mode = "accept-edits" if action[1:] == ["edits"] else "ask"
-            await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=True, mode=mode)
+            await link.permit(prompt.session, prompt.request_id, True, mode=mode)
         elif what == "k":
-            await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=False)
+            await link.permit(prompt.session, prompt.request_id, False)
         elif what == "q" and len(action) == 3 and action[1].isdigit() and action[2].isdigit():
             if not prompts.pick(prompt, int(action[1]), int(action[2])):
                 await _save(link, token, prompt)
@@ -151,7 +148,7 @@ async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str 
     except RemoteError as exc:
         if exc.code == "not_found":
             with contextlib.suppress(RemoteError, ConnectionFailed):
-                await link.request("kv_delete", key=prompts.KV_PROMPT.format(token=token))
+                await link.kv_delete(prompts.KV_PROMPT.format(token=token))
             return prompts.STALE, None, token
         return f"⚠️ {exc.message}", None, token
     return prompts.toast(what), None, token
@@ -196,8 +193,8 @@ async def typed_answer(link: Link, chat: int, text: str, reply_to: int | None, w
     token, prompt, how = found
     try:
         if prompt.is_plan:
-            await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=False,
-                               message=f"The user wants changes to the plan: {text}")
+            await link.permit(prompt.session, prompt.request_id, False,
+                              message=f"The user wants changes to the plan: {text}")
             return Typed(f"✏️ Claude keeps planning in '{prompt.session}', with your words as feedback ({how}).")
         if not prompt.is_question:
             return Typed(offer=token, session=prompt.session)
@@ -219,8 +216,7 @@ async def deny_with(link: Link, token: str, reason: str) -> str:
     if prompt is None:
         return prompts.STALE
     try:
-        await link.request("permit", session=prompt.session, request_id=prompt.request_id, allow=False,
-                           message=f"The user denied this: {reason}")
+        await link.permit(prompt.session, prompt.request_id, False, message=f"The user denied this: {reason}")
     except RemoteError as exc:
         if exc.code == "not_found":
             return prompts.STALE

@@ -68,7 +68,7 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
             await core.link.note_author(chat, [last], session)
         if i + 1 < len(chunks):
             core.parts_sent = {event_id: i + 1}
-            await core.link.request("kv_set", key=KV_PROGRESS, value=[event_id, i + 1])
+            await core.link.kv_set(KV_PROGRESS, [event_id, i + 1])
     if len(chunks) > render.LONG_ANSWER_PARTS and done < len(chunks):
         # easier to read, save or forward in one piece (sent with the last part, so a
         # restart that resumes after it does not send it twice)

@@ -6,6 +6,7 @@ python-telegram-bot, each takes the link, the chat id and the arguments and retu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from protocol import RemoteError
@@ -32,7 +33,7 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply(NEW_USAGE)
     fields: dict[str, Any] = {"session": args[0]}
     if personas:
-        known = (await link.request("status")).get("personas") or []
+        known = (await link.supervisor_status()).get("personas") or []
         if personas[0] not in known:  # more likely a name with a space in it
             return Reply(f"'{personas[0]}' is not a persona here ({', '.join(known) or 'none configured'}),"
                          f" and a session name is one word. {NEW_USAGE}")
@@ -46,13 +47,13 @@ async def new_session(link: Link, chat: int, args: list[str]) -> Reply:
             return Reply(f"⚠️ {where}. Nothing was created.")
         fields["cwd"] = str(where)
     try:
-        await link.request("create", **fields)
+        await link.create(**fields)
         await link.set_owner(args[0])
     except RemoteError as exc:
         if exc.code == "exists":
             if not await link.visible(args[0]):  # another user's: say nothing about it
                 return Reply(render.name_taken_text(args[0]))
-            if (await link.request("status", session=args[0]))["state"] == "archived":
+            if (await link.status(args[0]))["state"] == "archived":
                 return Reply(f"Session '{args[0]}' exists but is archived: /unarchive {args[0]} brings it back.")
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
         raise
@@ -73,7 +74,7 @@ async def new_remote(link: Link, chat: int, args: list[str]) -> Reply:
     if rest:
         fields["cwd"] = rest[0]
     try:
-        info = await link.request("create", **fields)
+        info = await link.create(**fields)
     except RemoteError as exc:
         if exc.code == "exists":
             return Reply(f"Session '{args[0]}' already exists. Use /switch {args[0]}.")
@@ -85,7 +86,7 @@ async def new_remote(link: Link, chat: int, args: list[str]) -> Reply:
 
 async def same_but_case(link: Link, name: str) -> str | None:
     """The user's session whose name is ``name`` but for case (``work`` for ``WORK``)."""
-    for session in (await link.request("list", all=True))["sessions"]:
+    for session in await link.list_sessions(all=True):
         if session["name"].casefold() == name.casefold() and await link.visible(session["name"]):
             return str(session["name"])
     return None
@@ -94,15 +95,15 @@ async def same_but_case(link: Link, name: str) -> str | None:
 async def switch(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         active = await link.active(chat)
-        others = [s["name"] for s in (await link.request("list"))["sessions"]
+        others = [s["name"] for s in await link.list_sessions()
                   if s["name"] != active and await link.visible(s["name"])]
         return Reply("Usage: /switch <name>" + (", or pick one:" if others else ""),
                      buttons=[(f"Switch to {name}", f"switch:{name}") for name in others])
     name = args[0]
-    if not hosts.is_remote(name) and name not in {s["name"] for s in (await link.request("list", all=True))["sessions"]}:
+    if not hosts.is_remote(name) and name not in {s["name"] for s in await link.list_sessions(all=True)}:
         name = await same_but_case(link, name) or name  # /switch WORK finds 'work'
     await link.check_visible(name)
-    info = await link.request("status", session=name)
+    info = await link.status(name)
     if info["state"] == "archived":
         return Reply(f"Session '{name}' is archived.")
     await link.set_active(chat, name)
@@ -124,7 +125,7 @@ async def sessions(link: Link, chat: int, args: list[str], showing: str | None =
         text, names = await hosts.sessions_by_host(link, active)
         return Reply(text, markdown=True,
                      buttons=[(f"Switch to {name}", f"switch:{name}") for name in names if name != active])
-    listing = [s for s in (await link.request("list"))["sessions"] if await link.visible(s["name"])]
+    listing = [s for s in await link.list_sessions() if await link.visible(s["name"])]
     if not listing:
         return Reply(render.NO_SESSIONS)
     pages = -(-len(listing) // SESSIONS_PAGE)
@@ -132,10 +133,10 @@ async def sessions(link: Link, chat: int, args: list[str], showing: str | None =
     if showing is not None:
         page = next((i // SESSIONS_PAGE + 1 for i, s in enumerate(listing) if s["name"] == showing), page)
     page = min(max(page, 1), pages)
-    shown = listing[(page - 1) * SESSIONS_PAGE:page * SESSIONS_PAGE]
-    for session in shown:  # does Claude wait for the user's answer there (⏳)?
+    shown: list[Mapping[str, Any]] = [*listing[(page - 1) * SESSIONS_PAGE:page * SESSIONS_PAGE]]
+    for i, session in enumerate(shown):  # does Claude wait for the user's answer there (⏳)?
         if session.get("live") and "activity" not in session:  # (a supervisor before #29's `activity`: ask)
-            session["pending"] = (await link.request("status", session=session["name"])).get("pending")
+            shown[i] = {**session, "pending": (await link.status(session["name"])).get("pending")}
     active = await link.active(chat)
     buttons = [(f"Switch to {s['name']}", f"switch:{s['name']}") for s in shown if s["name"] != active]
     if page > 1:
@@ -155,7 +156,7 @@ async def archive(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply("Usage: /archive <name>")
     name = args[0]
     await link.check_visible(name)
-    info = await link.request("status", session=name)
+    info = await link.status(name)
     answering, waiting = info["state"] == "busy", int(info.get("queued") or 0)
     if answering or waiting:
         lost = [what for what, yes in (("stops the answer Claude is writing", answering),
@@ -167,7 +168,7 @@ async def archive(link: Link, chat: int, args: list[str]) -> Reply:
 
 async def archive_now(link: Link, chat: int, name: str) -> Reply:
     await link.check_visible(name)  # (a forged button)
-    await link.request("archive", session=name)
+    await link.archive(name)
     if await link.active(chat) == name:
         await link.set_active(chat, None)
     return Reply(f"Session '{name}' archived.")
@@ -182,7 +183,7 @@ async def first_offer(link: Link) -> Reply:
 
 async def all_names(link: Link) -> set[str]:
     """Every session's name, archived ones and other users' too (names are shared)."""
-    return {s["name"] for s in (await link.request("list", all=True))["sessions"]}
+    return {s["name"] for s in await link.list_sessions(all=True)}
 
 
 def free_name(taken: set[str], base: str) -> str:
@@ -205,5 +206,5 @@ async def unarchive(link: Link, chat: int, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply("Usage: /unarchive <name>")
     await link.check_visible(args[0])
-    await link.request("unarchive", session=args[0])
+    await link.unarchive(args[0])
     return Reply(f"Session '{args[0]}' is back. /switch {args[0]} to use it.")

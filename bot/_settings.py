@@ -14,7 +14,7 @@ from ._reply import Reply, on_active_session
 @on_active_session
 async def timeout(link: Link, active: str, args: list[str]) -> Reply:
     if not args:
-        info = await link.request("status", session=active)
+        info = await link.status(active)
         return Reply(render.timeout_text(info["idle_timeout"]))
     try:
         minutes = int(args[0])
@@ -22,7 +22,7 @@ async def timeout(link: Link, active: str, args: list[str]) -> Reply:
         return Reply(render.TIMEOUT_INVALID)
     if not timeout_in_range(minutes):
         return Reply(render.TIMEOUT_RANGE)
-    await link.request("set_timeout", session=active, minutes=minutes)
+    await link.set_timeout(active, minutes)
     return Reply(f"Idle timeout set to {render.minutes_text(minutes * 60)} for session '{active}'.")
 
 
@@ -46,14 +46,14 @@ def _model_buttons(current: str | None) -> list[tuple[str, str]]:
 
 @on_active_session
 async def model(link: Link, active: str, args: list[str]) -> Reply:
-    info = await link.request("status", session=active)
+    info = await link.status(active)
     if not args:
         return Reply(f"Model: {render.model_text(info)}\n\nUsage: /model <name>, or pick one:",
                      buttons=_model_buttons(info.get("model")))
     if len(args) > 1 or not (known_model(args[0]) or args[0] == info.get("claude_model")):
         return Reply(render.unknown_model_text(" ".join(args)[:60], MODEL_ALIASES),
                      buttons=_model_buttons(info.get("model")))
-    await link.request("set_model", session=active, model=args[0])
+    await link.set_model(active, args[0])
     return Reply(f"Model set to {args[0]} for session '{active}'. Claude restarts with its history.")
 
 
@@ -62,13 +62,13 @@ MODES = tuple(m.value for m in PermissionMode)
 
 @on_active_session
 async def mode(link: Link, active: str, args: list[str]) -> Reply:
-    current = (await link.request("status", session=active)).get("mode") or "ask"
+    current = (await link.status(active)).get("mode") or "ask"
     buttons = [(f"Mode {m}", f"mode:{m}") for m in MODES if m != current]
     if not args:
         return Reply(render.mode_text(current), buttons=buttons)
     if args[0] not in MODES or len(args) > 1:
         return Reply(f"Unknown mode '{' '.join(args)[:40]}'.\n\n" + render.mode_text(None), buttons=buttons)
-    result = await link.request("set_mode", session=active, mode=args[0])
+    result = await link.set_mode(active, args[0])
     if not result["changed"]:
         return Reply(f"Session '{active}' is already in mode {args[0]}.")
     return Reply(f"Permission mode set to {args[0]} for session '{active}'. Claude restarts with its history"

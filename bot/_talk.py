@@ -20,7 +20,7 @@ from ._sessions import first_offer
 async def cancel(link: Link, active: str, args: list[str]) -> Reply:
     """Interrupt the running answer; with messages queued behind it, first ask whether
     they go too (asked before anything stops: the next one would start at once)."""
-    info = await link.request("status", session=active)
+    info = await link.status(active)
     waiting = info["queued"]  # (not yet handed to Claude)
     if waiting > 0 and info["state"] == "busy":
         return Reply(f"Claude is answering, and {render.messages_text(waiting)}"
@@ -34,12 +34,12 @@ async def interrupt(link: Link, session: str, drop_queued: bool = False) -> Repl
     await link.check_visible(session)  # (a forged button)
     dropped = ""
     if drop_queued:  # before the interrupt: the keeper takes them in this order
-        kept = (await link.request("drop_queued", session=session)).get("kept") or []
+        kept = (await link.drop_queued(session)).get("kept") or []
         dropped = " The queued messages were dropped." + (
             f" {render.messages_text(len(kept))} that joined the answer {'was' if len(kept) == 1 else 'were'}"
             f" already with Claude: it reads {'it' if len(kept) == 1 else 'them'} next." if kept else "")
     try:
-        result = await link.request("interrupt", session=session)
+        result = await link.interrupt(session)
     except RemoteError as exc:
         if exc.code == "not_busy":
             return await nothing_answering(link, session, dropped)
@@ -53,11 +53,11 @@ async def nothing_answering(link: Link, session: str, dropped: str) -> Reply:
     """Claude is not answering in ``session``: messages that wait for it to start (a cold
     start, a resume) are what there is to cancel; else name the sessions of this user that
     do answer, with a button to stop each."""
-    waiting = int((await link.request("status", session=session)).get("queued") or 0)
+    waiting = int((await link.status(session)).get("queued") or 0)
     if waiting and not dropped:
-        await link.request("drop_queued", session=session)
+        await link.drop_queued(session)
         return Reply(f"Cancelled before Claude started on it: {render.messages_text(waiting)} not sent.")
-    answering = [s["name"] for s in (await link.request("list"))["sessions"]
+    answering = [s["name"] for s in await link.list_sessions()
                  if s["state"] == "busy" and s["name"] != session and await link.visible(s["name"])]
     if not answering:
         return Reply("Nothing to cancel: Claude is not answering." + dropped)
@@ -84,7 +84,7 @@ async def send(
         fields["attachments"] = attachments
     if queue:
         fields["queue"] = True
-    sent = await link.request("send", timeout=timeout, **fields)
+    sent = await link.send(**fields, timeout=timeout)
     if isinstance(sent.get("message_id"), int):
         link.remember(sent["message_id"], fields)
     if sent.get("terminal") and not sent.get("duplicate"):  # kept until the terminal closes
@@ -102,7 +102,7 @@ async def fresh_conversation(link: Link, chat: int, name: str) -> Reply:
     """The user chose a fresh conversation after a failed resume: start it, and send it
     the messages of this chat that failed (the user does not type them again)."""
     await link.check_visible(name)  # (a forged button)
-    await link.request("new_conversation", session=name)
+    await link.new_conversation(name)
     failed = await link.failed_to_resume(chat, name)
     resent = [m for m in failed if await resend(link, chat, m) is None]
     if not resent:
@@ -118,7 +118,7 @@ async def resend(link: Link, chat: int, message_id: int) -> Reply | None:
     if fields is None:
         return Reply(render.RETRY_GONE)
     await link.check_visible(fields["session"])
-    sent = await link.request("send", **fields, idempotency_key=f"tg-retry:{message_id}")
+    sent = await link.send(**fields, idempotency_key=f"tg-retry:{message_id}")
     if sent.get("duplicate"):
         return Reply(render.RETRY_DONE)
     link.remember(sent["message_id"], fields)

@@ -106,7 +106,7 @@ async def save_file(update: Update, context: ContextTypes.DEFAULT_TYPE, active: 
             chat, f"File too large ({item.file_size // (1024 * 1024)} MB); the limit is {limit // (1024 * 1024)} MB. Nothing was sent."
         )
         return None
-    info = await core.link.request("status", session=active)
+    info = await core.link.status(active)
     uploads = Path(info["cwd"]) / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     target = (uploads / name).resolve()

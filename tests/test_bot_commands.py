@@ -37,6 +37,8 @@ class FakeLink(Link):
         if op == "kv_set":
             self.kv[args["key"]] = args["value"]
             return {}
+        if op == "kv_delete":
+            return {"existed": self.kv.pop(args["key"], None) is not None}
         if op == "create":
             if name in self.sessions:
                 raise RemoteError("exists", "exists")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,33 @@ async def test_cancel_when_idle_and_when_busy(core: Core, link: Link) -> None:
         await asyncio.sleep(0)
     core.pool.on_keeper_message(ident, _wire.InterruptReport(True, "confirmed"))  # Claude confirmed it
     assert (await cancelling).text == "Interrupting Claude..."
+
+
+class OneHost:
+    """``Link.remotes`` with one other machine, ``gpu``, whose supervisor is in-process too."""
+
+    def __init__(self, client: InProcessClient) -> None:
+        self.hosts = {"gpu": None}
+        self.waiting: dict[str, list[dict[str, Any]]] = {}
+        self._client = client
+
+    async def client(self, host: str, wait: float = 0.0) -> InProcessClient:
+        assert host == "gpu"
+        return self._client
+
+
+async def test_the_typed_calls_about_name_at_host_go_to_that_hosts_supervisor(core: Core, link: Link,
+                                                                              tmp_path: Path) -> None:
+    gpu = Core(tmp_path / "gpu")
+    gpu_client = await InProcessClient(gpu.control).connect()
+    link.remotes = OneHost(gpu_client)  # type: ignore[assignment]
+    try:
+        reply = await sessions.new_session(link, 7, ["work@gpu"])  # (link.create, routed by Link.request)
+        assert reply.text.startswith("Session 'work@gpu' created on gpu in ")
+        assert gpu.store.get_session("work") is not None and core.store.get_session("work") is None
+        assert (await link.status("work@gpu"))["name"] == "work@gpu"  # named as the chats know it
+        assert await link.active(7) == "work@gpu"  # (the chat's state stays in the local kv)
+        assert await link.kv_get("telegram.active.7") == "work@gpu"
+    finally:
+        await gpu_client.close()
+        gpu.store.close()
