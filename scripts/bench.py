@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -84,6 +85,27 @@ def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | No
         except Exception:
             time.sleep(poll)
     raise RuntimeError("supervisor did not start: " + (base / "supervisor.log").read_text())
+
+
+#: where --profile writes what py-spy sampled (None: no profiling)
+PROFILE_DIR: Path | None = None
+
+
+def sample(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """With --profile: py-spy samples each named process for ``seconds`` (from now, not
+    blocking), writing collapsed stacks to PROFILE_DIR/NAME.txt; a sampler costs the
+    process nothing, unlike cProfile. Without --profile, or without py-spy: nothing."""
+    spy = shutil.which("py-spy") or os.environ.get("PY_SPY")
+    if PROFILE_DIR is None or not spy:
+        if PROFILE_DIR is not None:
+            print("profile: py-spy not found (pip install py-spy, or PY_SPY=path)")
+        return []
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                              "--rate", "250", "--format", "raw", "--nonblocking",
+                              "--output", str(PROFILE_DIR / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in pids.items()]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -235,8 +257,8 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
         ident, data = router.recv_multipart()
         reports = [m for m in _wire.decode_all(data) if isinstance(m, _wire.Numbered)]
         if reports:  # acked as a supervisor would, so the keeper does not keep them
-            router.send_multipart([ident, _wire.encode(_wire.Ack(reports[-1].n))])
-        done += sum(1 for m in reports if isinstance(m, _wire.KeeperEvent) and m.kind == "result")
+            router.send_multipart([ident, _wire.encode(_wire.Ack(reports[-1].last_n))])
+        done += sum(1 for m in reports if isinstance(m, _wire.KeeperEvents) for e in m.each() if e.kind == "result")
     time.sleep(0.5)
     pss_worked = [pss_kib(p) for p in keepers]
     for p in keepers:
@@ -352,50 +374,86 @@ def _bare_burst_read(stub: Path, loads: Callable[[bytes], Any]) -> float:
     return elapsed
 
 
-def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
+def _burst_once(base: Path, stub: Path, n: int, name: str) -> dict[str, float]:
+    """One burst through a new supervisor, beside its baseline (the bare read), measured
+    just before it: rates, ratio, and the CPU each process spent per event."""
     import asyncio
+
+    import orjson
 
     from protocol import AsyncClient
 
-    stub = base / "burst-claude"
-    stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
-    stub.chmod(0o755)
-    # baseline: the same stub spawned, its stdout read and each line parsed, bare; and the
-    # same with the parser the keeper uses (orjson)
-    import orjson
-
     raw = _bare_burst_read(stub, json.loads)
     raw_orjson = _bare_burst_read(stub, orjson.loads)
-    sup_base = base / "burst"
+    sup_base = base / name
     sup_base.mkdir()
     sup = start_supervisor(sup_base, str(stub))
+    cpu: dict[str, float] = {}
+    to_first: list[float] = []
 
     async def run() -> float:
         async with AsyncClient(sup_base / "run") as c:
             await c.request("create", session="burst")
             sub = await c.subscribe("burst", after=0, window=512)
+            sup_cpu, client_cpu = _cpu_s(sup.pid), time.process_time()
             t0 = time.perf_counter()
             await c.request("send", session="burst", text="go")
+            samplers = sample({f"{name}-supervisor": sup.pid}, 1)
             unacked = 0
+            first: float | None = None
             while True:
                 event = await sub.next(timeout=120)
                 assert event is not None
+                if first is None and event["kind"] == "assistant_text":  # (the keeper's and Claude's start before)
+                    first = time.perf_counter() - t0
                 unacked += 1
                 if unacked >= 256 or event["kind"] == "result":  # one ack per 256 events
                     await sub.ack(event["id"])
                     unacked = 0
                 if event["kind"] == "result":
-                    return time.perf_counter() - t0
+                    elapsed = time.perf_counter() - t0
+                    to_first.append(first or 0.0)
+                    cpu["client"] = time.process_time() - client_cpu
+                    cpu["supervisor"] = _cpu_s(sup.pid) - sup_cpu
+                    # (the keeper started with the burst: all its CPU is the burst's)
+                    cpu["keeper"] = sum(_cpu_s(p) for p in _keepers_of(sup_base / "run"))
+                    for sampler in samplers:
+                        sampler.wait()
+                    return elapsed
 
     try:
         ours = asyncio.run(run())
     finally:
         stop(sup)
-    print(f"event throughput, {n} assistant events (window 512, an ack per 256): stored+published+received "
-          f"{n / ours:.0f} events/s (including Claude's start); bare spawn+read+parse {n / raw:.0f} lines/s; "
-          f"{raw / ours:.2f}x of the bare rate ({n / raw_orjson:.0f} lines/s parsed with orjson: "
-          f"{raw_orjson / ours:.2f}x)")
-    return {"events_per_s": n / ours, "bare_lines_per_s": n / raw, "bare_orjson_lines_per_s": n / raw_orjson}
+    return {"events_per_s": n / ours, "bare_lines_per_s": n / raw, "bare_orjson_lines_per_s": n / raw_orjson,
+            "ratio": raw / ours, "first_event_ms": to_first[0] * 1e3, **{f"{who}_us_per_event": s / n * 1e6 for who, s in cpu.items()},
+            "load_average": os.getloadavg()[0]}
+
+
+def bench_event_throughput(base: Path, n: int, repeat: int = 1) -> dict[str, float]:
+    """The burst ``repeat`` times, each beside its own baseline; the medians (and each run)."""
+    stub = base / "burst-claude"
+    stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
+    stub.chmod(0o755)
+    runs = []
+    for i in range(repeat):
+        r = _burst_once(base, stub, n, f"burst-{i}")
+        runs.append(r)
+        print(f"  burst run {i + 1}/{repeat}: {r['events_per_s']:.0f} events/s, bare read {r['bare_lines_per_s']:.0f}"
+              f" lines/s: {r['ratio']:.2f}x; CPU per event: supervisor {r['supervisor_us_per_event']:.1f} us, keeper"
+              f" {r['keeper_us_per_event']:.1f} us, client {r['client_us_per_event']:.1f} us; first event after"
+              f" {r['first_event_ms']:.0f} ms; load average"
+              f" {r['load_average']:.1f}")
+    med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    ratios = " / ".join(f"{r['ratio']:.2f}" for r in runs)
+    print(f"event throughput, {n} assistant events (window 512, an ack per 256), median of {repeat}: stored+published+"
+          f"received {med['events_per_s']:.0f} events/s (including Claude's start); bare spawn+read+parse "
+          f"{med['bare_lines_per_s']:.0f} lines/s; {med['ratio']:.2f}x of the bare rate (runs: "
+          f"{ratios}; orjson-parsed bare read {med['bare_orjson_lines_per_s']:.0f}"
+          f" lines/s); CPU per event: supervisor {med['supervisor_us_per_event']:.1f} us, keeper "
+          f"{med['keeper_us_per_event']:.1f} us, client {med['client_us_per_event']:.1f} us; load average "
+          f"{med['load_average']:.1f}")
+    return {**med, "burst_runs": runs}  # type: ignore[dict-item]
 
 
 # 5. real claude: first answer through the supervisor vs a bare spawn --------------------
@@ -668,6 +726,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
         t0 = time.monotonic()
         for user in users:
             api.message(user, f"stream:{seconds} " + "word " * words)
+        samplers = sample({f"streaming-{sessions}-supervisor": sup.pid, f"streaming-{sessions}-bot": bot.pid,
+                           f"streaming-{sessions}-keeper": keepers[0]}, seconds * 0.8)
         deadline = time.monotonic() + 60 + seconds * 2 + sessions
         while sum(1 for u in users if any(t.startswith("echo: stream") for t in api.texts(u))) < sessions:
             if time.monotonic() > deadline:
@@ -681,6 +741,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
         claudes = (sum(_cpu_s(p) for p in _claudes_of(keepers)) - claudes_before) / elapsed
         fake_api = (time.process_time() - me_before) / elapsed
         rss = _rss_kib(sup.pid) / 1024
+        for sampler in samplers:
+            sampler.wait()
     finally:
         bot.terminate()
         bot.wait(30)
@@ -1072,7 +1134,15 @@ def main() -> int:
     parser.add_argument("--growth-plot", help="write the sessions-on-file and event-log growth plot (PNG) here")
     parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
                         help=f"measure only these figures (repeatable): {', '.join(FIGURES)}")
+    parser.add_argument("--sessions", help="streaming: the numbers of sessions streaming at once, e.g. 10,25,50,100"
+                        " (each run until the drafts' p99 passes 1 s)")
+    parser.add_argument("--repeat", type=int, help="burst: runs (each beside its own baseline; the median is"
+                        " reported; default 5, 1 with --quick)")
+    parser.add_argument("--profile", help="sample the supervisor, bot and a keeper with py-spy while they stream"
+                        " or take the burst; collapsed stacks go to this directory")
     args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = Path(args.profile).resolve() if args.profile else None
     wanted = set(args.only or FIGURES)
     quick = args.quick
     out: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
@@ -1101,12 +1171,12 @@ def main() -> int:
         if "stdin" in wanted:
             out |= bench_message_latency(base, 30 if quick else 300)
         if "burst" in wanted:
-            out |= bench_event_throughput(base, 2000 if quick else 20000)
+            out |= bench_event_throughput(base, 2000 if quick else 20000, args.repeat or (1 if quick else 5))
         if "telegram" in wanted:
             out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
         if "streaming" in wanted:
-            out["streaming"] = bench_streaming_limit(base, [3] if quick else [10, 25, 50, 100], 2.0 if quick else 10.0,
-                                                     50.0)
+            sizes = [int(n) for n in args.sessions.split(",")] if args.sessions else [3] if quick else [10, 25, 50, 100]
+            out["streaming"] = bench_streaming_limit(base, sizes, 2.0 if quick else 10.0, 50.0)
         if "scaling" in wanted:
             out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
         if "on-file" in wanted:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgpack
+
 from protocol import EventKind, Reason, SessionState
 
 from .. import _wire
@@ -36,6 +38,10 @@ from ._store import DONE, FAILED, QUEUED, WRITTEN, Message, SessionRecord, Store
 log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
 _KINDS = {kind.value: kind for kind in EventKind}
+
+#: the kinds of event that change what the pool knows of a keeper (see ``_on_event``)
+_CHANGE_HANDLE = frozenset({EventKind.PERMISSION_REQUEST, EventKind.PERMISSION_RESOLVED, EventKind.STEERED,
+                            EventKind.TAKEN, EventKind.USER, EventKind.MESSAGE_FAILED})
 
 #: how long a keeper's bye may trail the fork server's report of its exit
 BYE_GRACE = 1.0
@@ -512,7 +518,7 @@ class KeeperPool:
         published (a delta, a bye, a rejection follow what came first)."""
         with self.events.batch():
             for ident, msg in batch:
-                if not isinstance(msg, _wire.KeeperEvent):
+                if not isinstance(msg, (_wire.KeeperEvents, _wire.KeeperEvent)):
                     self.events.flush()
                 try:
                     self.on_keeper_message(ident, msg)
@@ -528,29 +534,19 @@ class KeeperPool:
             log.debug("%s from an unknown keeper dropped", type(msg).__name__)
             return
         if isinstance(msg, _wire.Numbered):
-            if msg.n <= handle.last_n:
+            first_new = handle.last_n + 1
+            if msg.last_n < first_new:
                 return  # sent again after a reconnect: handled already
-            handle.last_n = msg.n
+            handle.last_n = msg.last_n
             self._ack_soon(handle)
+            if type(msg) is _wire.KeeperEvents:
+                # a run sent again after a reconnect may have its first events stored already
+                flat, n = msg.events, msg.n
+                for i in range(3 * max(0, first_new - n), len(flat), 3):
+                    self._on_event(handle, flat[i], flat[i + 1], flat[i + 2], n + i // 3)
+                return
         if isinstance(msg, _wire.KeeperEvent):
-            kind = _KINDS[msg.kind]
-            if kind is EventKind.PERMISSION_REQUEST:
-                request = PendingRequest.from_event(msg.body)
-                handle.permissions[request.request_id] = request
-            elif kind is EventKind.PERMISSION_RESOLVED:
-                handle.permissions.pop(str(msg.body.get("request_id")), None)
-            elif kind is EventKind.STEERED and msg.message_id is not None:
-                handle.steered.append(msg.message_id)
-            elif kind in (EventKind.TAKEN, EventKind.USER, EventKind.MESSAGE_FAILED) \
-                    and msg.message_id in handle.steered:
-                handle.steered.remove(msg.message_id)
-            assert handle.pid is not None
-            self.events.record_packed(handle.session, kind, msg.packed, msg.message_id, (handle.pid, msg.n))
-            if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
-                    and handle.phase is Phase.READY:
-                handle.change_phase(Phase.DRAINING)
-            if kind is EventKind.STATE:
-                self.on_state(handle.session, str(msg.body.get("state")))
+            self._on_event(handle, msg.kind, msg.message_id, msg.packed, msg.n)
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self.on_delta(handle.session, msg.message_id, msg.text, origin)
@@ -574,6 +570,32 @@ class KeeperPool:
                 handle.change_phase(Phase.SAID_BYE)
         else:
             log.warning("unexpected %s from the keeper of %s", type(msg).__name__, handle.session)
+
+    def _on_event(self, handle: KeeperHandle, kind_name: str, message_id: int | None, packed: bytes, n: int) -> None:
+        """One event a keeper reported (alone, or in a run), its number ``n``: what it
+        changes in the keeper's handle, then recorded."""
+        kind = _KINDS.get(kind_name)
+        if kind is None:
+            log.warning("an event of unknown kind %r from the keeper of %s dropped", kind_name, handle.session)
+            return
+        if kind in _CHANGE_HANDLE:
+            if kind is EventKind.PERMISSION_REQUEST:
+                request = PendingRequest.from_event(msgpack.unpackb(packed))
+                handle.permissions[request.request_id] = request
+            elif kind is EventKind.PERMISSION_RESOLVED:
+                handle.permissions.pop(str(msgpack.unpackb(packed).get("request_id")), None)
+            elif kind is EventKind.STEERED:
+                if message_id is not None:
+                    handle.steered.append(message_id)
+            elif message_id in handle.steered:  # taken, written as a turn's own (user), or failed
+                handle.steered.remove(message_id)
+        assert handle.pid is not None
+        self.events.record_packed(handle.session, kind, packed, message_id, (handle.pid, n))
+        if kind is EventKind.STATE:
+            state = str(msgpack.unpackb(packed).get("state"))
+            if state == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
+                handle.change_phase(Phase.DRAINING)
+            self.on_state(handle.session, state)
 
     def _ack_soon(self, handle: KeeperHandle) -> None:
         """Ack a keeper's reports once per loop turn (not one ack per report)."""
