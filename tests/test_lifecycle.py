@@ -377,6 +377,36 @@ def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> Non
     assert delta == _wire.Delta(None, "live")
 
 
+def test_live_text_goes_at_most_every_so_often_and_always_before_what_follows_it() -> None:
+    """Claude's pieces of live text: the first at once, those written within LIVE_EVERY
+    after it as one Delta; an event waits for the text written before it."""
+    from supervisord_claude.keeper._uplink import LIVE_EVERY
+
+    uplink, sock, clock = _linked_uplink()
+
+    def sent() -> list[Any]:
+        messages = [m for frame in sock.frames for m in _wire.decode_all(frame)]
+        sock.frames.clear()
+        return messages
+
+    uplink.send(_wire.Delta(1, "a"))
+    clock.advance(0)
+    assert sent() == [_wire.Delta(1, "a")]  # at once
+    for piece in "bcd":
+        clock.advance(LIVE_EVERY / 5)
+        uplink.send(_wire.Delta(1, piece))
+    assert sent() == []  # held
+    clock.advance(LIVE_EVERY)
+    assert sent() == [_wire.Delta(1, "bcd")]  # together, LIVE_EVERY after the one before
+    uplink.send(_wire.Delta(1, "e"))
+    uplink.send_event("assistant_text", {"message_id": 1, "text": "abcde"})
+    clock.advance(0)
+    delta, run = sent()
+    assert delta == _wire.Delta(1, "e") and [e.body["text"] for e in run.each()] == ["abcde"]
+    clock.advance(LIVE_EVERY)
+    assert sent() == []  # nothing left behind
+
+
 def test_a_run_is_bounded_and_kept_until_its_last_event_is_acked() -> None:
     uplink, sock, clock = _linked_uplink()
     for i in range(_wire.RUN_EVENTS + 1):

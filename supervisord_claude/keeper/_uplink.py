@@ -33,6 +33,10 @@ log = logging.getLogger("supervisord_claude.keeper")
 UNACKED_LIMIT = 64 * 1024 * 1024
 #: a frame of reports is sent once it holds this much, without waiting for the loop turn
 FRAME_BYTES = 256 * 1024
+#: live text (``Delta``) goes at most this often: Claude's pieces in between go as one.
+#: Each is a message for the supervisor to read and one for it to send to each live
+#: subscriber; a Telegram draft is updated twice a second at most
+LIVE_EVERY = 0.1
 
 
 class Link(enum.Enum):
@@ -65,6 +69,10 @@ class Uplink:
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._flush_armed = False
+        #: live text not sent yet (``_hold_live``), its timer, and when live text last went
+        self._held_live: _wire.Delta | None = None
+        self._live_timer: TimerHandle | None = None
+        self._live_sent_at = float("-inf")
 
     @property
     def linked(self) -> bool:
@@ -98,8 +106,14 @@ class Uplink:
             self._raw_send(frame)
 
     def send(self, msg: _wire.Message) -> None:
-        """A report: numbered and kept until acked. Anything else (live text): sent if
-        it can be. Both in order, in this loop turn's frame."""
+        """A report: numbered and kept until acked. Live text: held, then sent if it can
+        be (``_hold_live``). Anything else: sent if it can be. All in order, in this loop
+        turn's frame."""
+        if type(msg) is _wire.Delta:
+            self._hold_live(msg)
+            return
+        if self._held_live is not None:
+            self._release_live()  # (the text written before goes first)
         if type(msg) is _wire.KeeperEvent:
             self._add_to_run(_wire.run_item_packed(msg.kind, msg.message_id, msg.packed))
             return
@@ -114,7 +128,36 @@ class Uplink:
     def send_event(self, kind: str, body: dict[str, Any]) -> None:
         """``send(KeeperEvent(kind, body))`` without making the message object: this is
         the path of every line of Claude's output."""
+        if self._held_live is not None:
+            self._release_live()
         self._add_to_run(_wire.run_item(kind, body))
+
+    def _hold_live(self, delta: _wire.Delta) -> None:
+        """Live text goes at most every LIVE_EVERY seconds: the pieces Claude writes in
+        between go together, as one Delta (its first piece after a pause goes at once).
+        Every report after it waits for it, so the text is never sent after the event
+        that completes it."""
+        held = self._held_live
+        if held is not None and held.message_id != delta.message_id:
+            self._release_live()
+            held = None
+        self._held_live = delta if held is None else _wire.Delta(delta.message_id, held.text + delta.text)
+        if self._live_timer is None:
+            wait = self._live_sent_at + LIVE_EVERY - self.clock.monotonic()
+            if wait > 0:
+                self._live_timer = self.clock.call_later(wait, self._release_live)
+            else:  # into this loop turn's frame
+                self._release_live()
+
+    def _release_live(self) -> None:
+        if self._live_timer is not None:
+            self._live_timer.cancel()
+            self._live_timer = None
+        held, self._held_live = self._held_live, None
+        if held is not None and self.state is Link.LINKED:  # (lost live text is no loss: not kept)
+            self._close_run()  # (what came before it goes first)
+            self._live_sent_at = self.clock.monotonic()
+            self._queue(_wire.encode(held))
 
     def _add_to_run(self, item: bytes) -> None:
         """An event into the run being gathered (numbered now, in order with every other
