@@ -379,9 +379,11 @@ def _bare_burst_read(stub: Path, loads: Callable[[bytes], Any]) -> float:
     return elapsed
 
 
-def _burst_once(base: Path, stub: Path, n: int, name: str) -> dict[str, float]:
+def _burst_once(base: Path, stub: Path, n: int, name: str, pipelined: bool = False) -> dict[str, float]:
     """One burst through a new supervisor, beside its baseline (the bare read), measured
-    just before it: rates, ratio, and the CPU each process spent per event."""
+    just before it: rates, ratio, and the CPU each process spent per event. The
+    subscriber acks every 256 events and waits for the ack's reply before it reads on;
+    ``pipelined``: it reads on while its ack travels (at most one in flight)."""
     import asyncio
 
     import orjson
@@ -405,6 +407,7 @@ def _burst_once(base: Path, stub: Path, n: int, name: str) -> dict[str, float]:
             await c.request("send", session="burst", text="go")
             samplers = sample({f"{name}-supervisor": sup.pid}, 1)
             unacked = 0
+            in_flight: asyncio.Future[None] | None = None
             first: float | None = None
             while True:
                 event = await sub.next(timeout=120)
@@ -413,7 +416,12 @@ def _burst_once(base: Path, stub: Path, n: int, name: str) -> dict[str, float]:
                     first = time.perf_counter() - t0
                 unacked += 1
                 if unacked >= 256 or event["kind"] == "result":  # one ack per 256 events
-                    await sub.ack(event["id"])
+                    if pipelined and event["kind"] != "result":
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = asyncio.ensure_future(sub.ack(event["id"]))
+                    else:
+                        await sub.ack(event["id"])
                     unacked = 0
                 if event["kind"] == "result":
                     elapsed = time.perf_counter() - t0
@@ -436,29 +444,37 @@ def _burst_once(base: Path, stub: Path, n: int, name: str) -> dict[str, float]:
 
 
 def bench_event_throughput(base: Path, n: int, repeat: int = 1) -> dict[str, float]:
-    """The burst ``repeat`` times, each beside its own baseline; the medians (and each run)."""
+    """The burst ``repeat`` times, each beside its own baseline, with the subscriber
+    waiting for each ack's reply and then with its acks pipelined; the medians (and each
+    run)."""
     stub = base / "burst-claude"
     stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
     stub.chmod(0o755)
-    runs = []
-    for i in range(repeat):
-        r = _burst_once(base, stub, n, f"burst-{i}")
-        runs.append(r)
-        print(f"  burst run {i + 1}/{repeat}: {r['events_per_s']:.0f} events/s, bare read {r['bare_lines_per_s']:.0f}"
-              f" lines/s: {r['ratio']:.2f}x; CPU per event: supervisor {r['supervisor_us_per_event']:.1f} us, keeper"
-              f" {r['keeper_us_per_event']:.1f} us, client {r['client_us_per_event']:.1f} us; first event after"
-              f" {r['first_event_ms']:.0f} ms; load average"
-              f" {r['load_average']:.1f}")
-    med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    ratios = " / ".join(f"{r['ratio']:.2f}" for r in runs)
-    print(f"event throughput, {n} assistant events (window 512, an ack per 256), median of {repeat}: stored+published+"
-          f"received {med['events_per_s']:.0f} events/s (including Claude's start); bare spawn+read+parse "
-          f"{med['bare_lines_per_s']:.0f} lines/s; {med['ratio']:.2f}x of the bare rate (runs: "
-          f"{ratios}; orjson-parsed bare read {med['bare_orjson_lines_per_s']:.0f}"
-          f" lines/s); CPU per event: supervisor {med['supervisor_us_per_event']:.1f} us, keeper "
-          f"{med['keeper_us_per_event']:.1f} us, client {med['client_us_per_event']:.1f} us; load average "
-          f"{med['load_average']:.1f}")
-    return {**med, "burst_runs": runs}  # type: ignore[dict-item]
+    out: dict[str, Any] = {}
+    for pipelined in (False, True):
+        runs = []
+        how = "acks pipelined" if pipelined else "each ack awaited"
+        for i in range(repeat):
+            r = _burst_once(base, stub, n, f"burst-{i}{'-pipelined' if pipelined else ''}", pipelined)
+            runs.append(r)
+            print(f"  burst run {i + 1}/{repeat} ({how}): {r['events_per_s']:.0f} events/s, bare read"
+                  f" {r['bare_lines_per_s']:.0f} lines/s: {r['ratio']:.2f}x; CPU per event: supervisor"
+                  f" {r['supervisor_us_per_event']:.1f} us, keeper {r['keeper_us_per_event']:.1f} us, client"
+                  f" {r['client_us_per_event']:.1f} us; first event after {r['first_event_ms']:.0f} ms; load average"
+                  f" {r['load_average']:.1f}")
+        med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        ratios = " / ".join(f"{r['ratio']:.2f}" for r in runs)
+        print(f"event throughput, {n} assistant events (window 512, an ack per 256, {how}), median of {repeat}:"
+              f" stored+published+received {med['events_per_s']:.0f} events/s (including Claude's start); bare"
+              f" spawn+read+parse {med['bare_lines_per_s']:.0f} lines/s; {med['ratio']:.2f}x of the bare rate (runs:"
+              f" {ratios}; orjson-parsed bare read {med['bare_orjson_lines_per_s']:.0f} lines/s); CPU per event:"
+              f" supervisor {med['supervisor_us_per_event']:.1f} us, keeper {med['keeper_us_per_event']:.1f} us,"
+              f" client {med['client_us_per_event']:.1f} us; load average {med['load_average']:.1f}")
+        if pipelined:
+            out |= {f"pipelined_{key}": value for key, value in med.items()} | {"burst_runs_pipelined": runs}
+        else:
+            out |= med | {"burst_runs": runs}
+    return out
 
 
 def bench_burst_stages(base: Path, n: int) -> dict[str, float]:

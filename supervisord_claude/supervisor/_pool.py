@@ -39,6 +39,9 @@ log = logging.getLogger("supervisord_claude")
 #: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
 _KINDS = {kind.value: kind for kind in EventKind}
 
+#: (an enum member read from its class costs ~0.2 µs on Python 3.11, each time: the
+#: per-event paths compare with these)
+_STATE = EventKind.STATE
 #: the kinds of event that change what the pool knows of a keeper (see ``_on_event``)
 _CHANGE_HANDLE = frozenset({EventKind.PERMISSION_REQUEST, EventKind.PERMISSION_RESOLVED, EventKind.STEERED,
                             EventKind.TAKEN, EventKind.USER, EventKind.MESSAGE_FAILED})
@@ -591,7 +594,7 @@ class KeeperPool:
                 handle.steered.remove(message_id)
         assert handle.pid is not None
         self.events.record_packed(handle.session, kind, packed, message_id, (handle.pid, n))
-        if kind is EventKind.STATE:
+        if kind is _STATE:
             state = str(msgpack.unpackb(packed).get("state"))
             if state == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
