@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -907,15 +908,24 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
         me_before = time.process_time()  # this process: the fake Bot API, in a thread
         load_at_start = os.getloadavg()[0]
         t0 = time.monotonic()
-        for user in users:
-            api.message(user, f"stream:{seconds} " + "word " * words)
+        # sent as the bot sends a chat's message (its origin), over one connection, so that
+        # every session streams at once (the bot takes its chats' messages in turn: through
+        # it, 100 answers started over tens of seconds); the answers go through the bot
+        with Client(sup_base / "run", timeout=60) as c:
+            for user in users:
+                c.request("send", session=f"s{user}", text=f"stream:{seconds} " + "word " * words, origin=f"tg:{user}")
         samplers = sample({f"streaming-{sessions}-supervisor": sup.pid, f"streaming-{sessions}-bot": bot.pid,
                            f"streaming-{sessions}-keeper": keepers[0]}, seconds * 0.8)
         deadline = time.monotonic() + 60 + seconds * 2 + sessions
+        # (CPU read along the way: the share while the sessions streamed is read from these)
+        cpu_samples: list[tuple[float, dict[int, float]]] = []
         while sum(1 for u in users if any(t.startswith("echo: stream") for t in api.texts(u))) < sessions:
             if time.monotonic() > deadline:
                 raise RuntimeError("not every streamed answer arrived")
             time.sleep(0.1)
+            if not cpu_samples or time.monotonic() - cpu_samples[-1][0] >= 0.5:
+                with contextlib.suppress(OSError):
+                    cpu_samples.append((time.monotonic(), {pid: _cpu_s(pid) for pid in (sup.pid, bot.pid)}))
         elapsed = time.monotonic() - t0
         cpu = {}
         for pid, was in before.items():
@@ -936,9 +946,16 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
         api.stop()
     written: dict[tuple[str, int], float] = {}
     lines = delta_log.read_text().splitlines()
+    spans: dict[str, list[float]] = {}  # each session's streaming: [first piece, last piece, pieces]
     for line in lines:
         at, session_id, length = line.split()
         written[(session_id, int(length))] = float(at)
+        span = spans.setdefault(session_id, [float(at), float(at), 0])
+        span[0], span[1], span[2] = min(span[0], float(at)), max(span[1], float(at)), span[2] + 1
+    # how many streamed at once, at most; and each one's pieces a second while it streamed
+    edges = sorted([(first, 1) for first, _, _ in spans.values()] + [(last, -1) for _, last, _ in spans.values()])
+    at_once = max(itertools.accumulate(step for _, step in edges)) if edges else 0
+    rates = [count / (last - first) for first, last, count in spans.values() if last > first]
     # a chat's session id: the one whose written prefixes match its drafts' lengths
     by_length: dict[int, list[tuple[str, float]]] = {}
     for (session_id, length), at in written.items():
@@ -950,19 +967,31 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     if not lags:
         raise RuntimeError("no draft could be matched to what Claude wrote")
     keeper_cpu = [share for pid, share in cpu.items() if pid not in (sup.pid, bot.pid)]
-    pieces_per_s = len(lines) / sessions / elapsed
+    pieces_per_s = statistics.median(rates) if rates else 0.0
+    # the supervisor's and the bot's share of a core while the sessions streamed (from the
+    # samples nearest the first and the last piece written)
+    streamed = (min(f for f, _, _ in spans.values()), max(last for _, last, _ in spans.values())) if spans else (0, 0)
+    window = [(at, c) for at, c in cpu_samples if streamed[0] - 0.5 <= at <= streamed[1] + 0.5]
+    while_streaming = {pid: (window[-1][1][pid] - window[0][1][pid]) / (window[-1][0] - window[0][0])
+                       for pid in (sup.pid, bot.pid)} if len(window) >= 2 else {}
+    sup_us_per_piece = while_streaming.get(sup.pid, 0.0) * (streamed[1] - streamed[0]) / max(1, len(lines)) * 1e6
     live = (f"; live frames to a protocol client: {len(live_lags)}, newest text p50 "
             f"{statistics.median(live_lags) * 1e3:.1f} ms, p99 {pct(live_lags, 0.99) * 1e3:.1f} ms"
             if live_lags else "")
-    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({pieces_per_s:.0f} text pieces/s each over "
-          f"{elapsed:.1f} s), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
+    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({at_once} at once at most; {pieces_per_s:.0f}"
+          f" text pieces/s each while it streamed; {elapsed:.1f} s in all), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; drafts are paced at 2/s per chat); "
-          f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core, RSS {rss:.1f} MiB; keeper CPU median "
+          f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core over it all, "
+          f"{while_streaming.get(sup.pid, 0) * 100:.1f}% while they streamed ({sup_us_per_piece:.0f} us per text piece), RSS"
+          f" {rss:.1f} MiB; keeper CPU median "
           f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%; the bot "
-          f"{cpu.get(bot.pid, 0) * 100:.1f}%, the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
+          f"{cpu.get(bot.pid, 0) * 100:.1f}% ({while_streaming.get(bot.pid, 0) * 100:.1f}% while streaming), the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
           f"{fake_api * 100:.0f}%{live}; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
             "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
+            "tg_streaming_at_once": float(at_once), "tg_supervisor_us_per_piece": sup_us_per_piece,
+            "tg_supervisor_cpu_streaming": while_streaming.get(sup.pid, 0.0),
+            "tg_bot_cpu_streaming": while_streaming.get(bot.pid, 0.0),
             "tg_supervisor_cpu": cpu.get(sup.pid, 0.0), "tg_supervisor_rss_mib": rss,
             "tg_keeper_cpu_median": statistics.median(keeper_cpu or [0.0]),
             "tg_keeper_cpu_max": max(keeper_cpu or [0.0]), "tg_bot_cpu": cpu.get(bot.pid, 0.0),
