@@ -491,8 +491,8 @@ def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
     from supervisord_claude._config import Config
     from supervisord_claude._os import System
     from supervisord_claude.keeper._keeper import Keeper
+    from supervisord_claude.supervisor._core import build_core
     from supervisord_claude.supervisor._store import Store
-    from supervisord_claude.supervisor._supervisor import build_core
 
     line = BURST_LINE
     per_turn = 256  # lines a keeper reads in one loop turn (what 64 KiB of the pipe holds)
