@@ -37,6 +37,7 @@ from ._backup import backup_store, check_target
 from ._budgets import ALL as ALL_SESSIONS
 from ._control import LaterReply
 from ._eventlog import EventLog
+from ._files import FileOps
 from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
@@ -53,7 +54,7 @@ ALLOWED_WHILE_STOPPING = frozenset(
 )
 
 
-class Ops:
+class Ops(FileOps):  # (the file ops: ``_files``)
     def __init__(self, config: Config, instance: str, store: Store, pool: KeeperPool, hub: SubscriptionHub,
                  events: EventLog, wall: Callable[[], float], started_at: float,
                  request_shutdown: Callable[[], None], request_restart: Callable[[], None]) -> None:
