@@ -341,9 +341,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
             if footer is not None:
                 await app.bot.send_message(chat, render.tagged(label, footer), disable_notification=True)
         if kind == "result":  # files Claude left for the user go to the chat that asked
-            cwd = await core.session_dir(str(event.get("session")))
-            if cwd is not None:
-                await files.deliver_outbox(app, chat, cwd)
+            await files.deliver_outbox(app, chat, core.link, str(event.get("session")))
 
 
 async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,

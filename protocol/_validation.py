@@ -222,6 +222,14 @@ def file_name(field: str, value: Any) -> str:
     return value
 
 
+def entry_name(field: str, value: Any) -> str:
+    """The name of an entry of a directory: no directory part, not ``.`` or ``..``."""
+    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\0" in value \
+            or len(value.encode()) > 255:
+        raise _bad(f"'{field}' must be the name of a directory entry (no '/', at most 255 bytes)")
+    return value
+
+
 def file_path(field: str, value: Any) -> str:
     """A path (relative to a session's directory, or absolute)."""
     if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
@@ -246,8 +254,8 @@ def chunk_length(field: str, value: Any) -> int:
 
 
 def directories(field: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or not 0 < len(value) <= 16:
-        raise _bad(f"'{field}' must be a list of 1-16 absolute paths")
+    if not isinstance(value, list) or not 0 < len(value) <= 64:
+        raise _bad(f"'{field}' must be a list of 1-64 absolute paths")
     return [abs_path(f"{field}[{i}]", item) for i, item in enumerate(value)]
 
 
@@ -338,7 +346,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.READ_FILE: {"session": (session_name, True), "path": (file_path, True),
                    "offset": (non_negative_int, False), "length": (chunk_length, False)},
     Op.LIST_DIR: {"session": (session_name, False), "path": (file_path, False), "within": (directories, False)},
-    Op.OUTBOX_SENT: {"session": (session_name, True), "name": (file_name, True)},
+    Op.OUTBOX_SENT: {"session": (session_name, True), "name": (entry_name, True)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

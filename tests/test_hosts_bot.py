@@ -68,8 +68,8 @@ def test_a_session_on_another_host_is_named_name_at_host_and_talks_like_a_local_
     hosts = say(api, "/hosts", "gpu")["text"]
     assert "local (this machine): up" in hosts and "gpu is up (supervisord-claude" in hosts
     assert "host down (wrongkey) is unreachable" in hosts
-    # files do not cross machines (yet): said, not silently done on this machine's disk
-    say(api, "/ls", "on this machine only")
+    # files are gpu's: /ls lists work@gpu's directory there (tests/test_hosts_files.py)
+    assert say(api, "/ls", ":")["text"].startswith(remote.session("work")["cwd"] + ":")
 
 
 def test_the_bots_ssh_killed_mid_answer_the_answer_arrives_once(two_hosts: Any, tmp_base: Path) -> None:
