@@ -272,8 +272,8 @@ async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """Retry under a failure: the failed message is sent again (once, however often pressed)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, message_id: commands.retry(
-        link, chat, int(message_id) if message_id.isdigit() else -1))
+    await answer_button(update, context, lambda link, _, message: commands.retry(
+        link, chat, hosts.parse_message_key(message)))
 
 
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

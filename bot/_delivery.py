@@ -272,7 +272,7 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
     if kind == "state" and event.get("state") == "resuming":
         await app.bot.send_message(chat, render.tagged(label, render.resume_text(event.get("idle_for"))),
                                    disable_notification=True)
-    if kind == "user" and message_id is not None and message_id not in core.link.sent:
+    if kind == "user" and isinstance(message_id, int) and hosts.message_key(message_id, session) not in core.link.sent:
         # (sent before this bot's restart: its Retry button still works)
         core.link.remember(message_id, {"session": session, "text": event.get("text", ""),
                                         "attachments": event.get("attachments") or [],
@@ -321,9 +321,9 @@ async def deliver(app: Application[Any, Any, Any, Any, Any, Any], core: Core, ev
             await app.bot.send_message(chat, render.tagged(label, "⏹ Interrupted."))
         elif event.get("is_error"):
             detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
-            retry = retry_markup(message_id)
+            retry = retry_markup(message_id, session)
             if isinstance(message_id, int):
-                await core.link.keep_failed(chat, message_id, "retry")
+                await core.link.keep_failed(chat, hosts.message_key(message_id, session), "retry")
             report = render.tagged(label, render.error_text(detail))
             if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
                 # the CLI wrote the API error as the answer too: that message becomes the one report
@@ -362,10 +362,12 @@ async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Cor
     await core.link.note_author(chat, [sent.message_id], session)
 
 
-def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:
+def retry_markup(message_id: Any, session: str) -> InlineKeyboardMarkup | None:
+    """The Retry button of a failed message (named with its host: ``hosts.message_key``)."""
     if not isinstance(message_id, int):
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(render.RETRY_BUTTON, callback_data=f"retry:{message_id}")]])
+    key = hosts.message_key(message_id, session)
+    return InlineKeyboardMarkup([[InlineKeyboardButton(render.RETRY_BUTTON, callback_data=f"retry:{key}")]])
 
 
 async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
@@ -380,7 +382,8 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
     resume_failed = reason.startswith(render.RESUME_FAILED_PREFIX)
     if isinstance(message_id, int):  # before its button is shown: a press can come at once
-        await core.link.keep_failed(chat, message_id, "resume" if resume_failed else "retry")
+        await core.link.keep_failed(chat, hosts.message_key(message_id, session),
+                                    "resume" if resume_failed else "retry")
     if resume_failed:
         if (session, chat) in core.resume_told:
             return
@@ -390,7 +393,7 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
                                    reply_markup=fresh, reply_parameters=thread)
         return
     await app.bot.send_message(chat, render.tagged(label, f"❌ Message not delivered: {reason}"),
-                               reply_markup=retry_markup(message_id),
+                               reply_markup=retry_markup(message_id, session),
                                reply_parameters=thread, disable_notification=reason.startswith(render.DROPPED_PREFIX))
 
 

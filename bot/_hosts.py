@@ -58,6 +58,24 @@ def is_remote(name: str | None) -> bool:
     return name is not None and "@" in name
 
 
+#: a message as the bot keeps it (Retry, failures kept for a button): each supervisor
+#: numbers its own messages, so one of another host is ``"<id>@<host>"``
+MessageKey = int | str
+
+
+def message_key(message_id: int, session: str) -> MessageKey:
+    host = split(session)[1]
+    return message_id if host == LOCAL else f"{message_id}@{host}"
+
+
+def parse_message_key(text: str) -> MessageKey:
+    """A ``MessageKey`` from a button's data (-1, which names no message, if it is none)."""
+    number, at, host = text.partition("@")
+    if not number.isdigit():
+        return -1
+    return f"{int(number)}@{host}" if at else int(number)
+
+
 class ChatLink(Protocol):
     """What this module needs of the bot's ``_commands.Link`` (which depends on it)."""
 
