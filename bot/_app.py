@@ -578,7 +578,11 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts
         if not offered:
             await send_reply(context.application, chat, await commands.first_offer(core.link))
         return
-    saved = [await save_file(part, context, active) for part in parts]
+    try:
+        saved = [await save_file(part, context, active) for part in parts]
+    except hosts.HostUnreachable as exc:  # (a file is not kept for a host that is down: it may be large)
+        await context.bot.send_message(chat, files.not_sent_text(str(exc)))
+        return
     paths = [path for path in saved if path is not None]
     if paths:
         await forward(update, context, merge.joined_caption(parts), paths)

@@ -31,6 +31,12 @@ class Requester(Protocol):
     async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]: ...
 
 
+def not_sent_text(problem: str) -> str:
+    """A file for a host that is unreachable: not kept (unlike a text), the chat told."""
+    return f"⚠️ {problem.rstrip('.')}. The file was not sent (files are not kept for a host that is down): send it" \
+        " again once it is back."
+
+
 async def upload(link: Requester, session: str, name: str, content: bytes) -> str:
     """Save ``content`` as ``uploads/<name>`` of the session (on its machine), in pieces
     one request can carry; the path there, which ``send`` takes as an attachment.

@@ -136,3 +136,17 @@ def test_a_voice_note_to_a_remote_session_is_transcribed_here_and_sent_as_text(g
     api.wait_for_text(lambda t: t == "🎤 heard 321 bytes", chat_id=USER)
     api.wait_for_text(lambda t: t.startswith("echo: heard 321 bytes"), chat_id=USER)
     assert remote.wait_received("heard 321 bytes")
+
+
+def test_a_file_sent_while_its_host_is_down_is_refused_plainly_and_never_sent_later(
+        gpu: Any, sshd: Sshd) -> None:  # noqa: F811
+    _, remote, api = gpu
+    say(api, "first", lambda t: t.startswith("echo: first"))
+    sshd.stop()
+    api.document(USER, b"col1,col2\n", "data.csv", caption="while gpu is down")
+    told = api.wait_for_text(lambda t: "The file was not sent" in t, chat_id=USER, timeout=90)["text"]
+    assert "host gpu (remote) is unreachable" in told
+    sshd.start()
+    say(api, "after", lambda t: t.startswith("echo: after"), timeout=90)
+    assert [r for r in remote.claude_received() if "while gpu is down" in r["text"]] == []
+    assert not (remote_dir(remote) / "uploads").exists() or list((remote_dir(remote) / "uploads").iterdir()) == []
