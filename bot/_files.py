@@ -44,9 +44,9 @@ async def upload(link: Requester, session: str, name: str, content: bytes) -> st
     offset = 0
     while True:
         piece = content[offset:offset + FILE_CHUNK_BYTES]
-        done = offset + len(piece) >= len(content)
-        saved = await link.request("put_file", session=session, name=name, data=piece, offset=offset, done=done)
-        if done:
+        more = offset + len(piece) < len(content)
+        saved = await link.request("put_file", session=session, name=name, data=piece, offset=offset, more=more)
+        if not more:
             return str(saved["path"])
         offset += len(piece)
 

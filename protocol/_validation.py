@@ -342,7 +342,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     },
     Op.CONVERSATIONS: {"cwd": (abs_path, False)},
     Op.PUT_FILE: {"session": (session_name, True), "name": (file_name, True), "data": (chunk, True),
-                  "offset": (non_negative_int, False), "done": (boolean, False)},
+                  "offset": (non_negative_int, False), "more": (boolean, False)},
     Op.READ_FILE: {"session": (session_name, True), "path": (file_path, True),
                    "offset": (non_negative_int, False), "length": (chunk_length, False)},
     Op.LIST_DIR: {"session": (session_name, False), "path": (file_path, False), "within": (directories, False)},

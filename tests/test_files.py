@@ -42,7 +42,7 @@ def test_a_file_sent_in_pieces_lands_in_uploads_and_send_takes_its_path(core: Ha
     pieces = [content[i:i + FILE_CHUNK_BYTES] for i in range(0, len(content), FILE_CHUNK_BYTES)]
     for i, piece in enumerate(pieces[:-1]):
         assert core.op("put_file", session="alpha", name="data.bin", data=piece, offset=i * FILE_CHUNK_BYTES,
-                       done=False) == {"size": (i + 1) * FILE_CHUNK_BYTES}
+                       more=True) == {"size": (i + 1) * FILE_CHUNK_BYTES}
     uploads = cwd_of(core) / "uploads"
     assert not (uploads / "data.bin").exists()  # Claude never sees half a file
     done = core.op("put_file", session="alpha", name="data.bin", data=pieces[-1], offset=2 * FILE_CHUNK_BYTES)
@@ -55,8 +55,8 @@ def test_a_file_sent_in_pieces_lands_in_uploads_and_send_takes_its_path(core: Ha
 
 
 def test_a_piece_sent_again_replaces_itself_and_a_missing_piece_is_refused(core: Harness) -> None:
-    core.op("put_file", session="alpha", name="a.txt", data=b"hello ", done=False)
-    core.op("put_file", session="alpha", name="a.txt", data=b"HELLO ", done=False)  # a retry of the first
+    core.op("put_file", session="alpha", name="a.txt", data=b"hello ", more=True)
+    core.op("put_file", session="alpha", name="a.txt", data=b"HELLO ", more=True)  # a retry of the first
     code, message = refused(core, "put_file", session="alpha", name="a.txt", data=b"x", offset=100)
     assert code == ErrorCode.BAD_REQUEST and "a piece of a.txt is missing: it has 6 bytes so far" in message
     core.op("put_file", session="alpha", name="a.txt", data=b"world", offset=6)
@@ -65,7 +65,7 @@ def test_a_piece_sent_again_replaces_itself_and_a_missing_piece_is_refused(core:
 
 def test_an_upload_over_the_attachment_limit_is_refused_and_leaves_nothing(core: Harness) -> None:
     limit = core.core.ops.config.max_attachment_bytes
-    core.op("put_file", session="alpha", name="big.bin", data=b"x" * 100, done=False)
+    core.op("put_file", session="alpha", name="big.bin", data=b"x" * 100, more=True)
     code, message = refused(core, "put_file", session="alpha", name="big.bin", data=b"x" * 100, offset=limit - 50)
     assert code == ErrorCode.TOO_LARGE and "max_attachment_mib" in message and "nothing was saved" in message
     assert list((cwd_of(core) / "uploads").iterdir()) == []

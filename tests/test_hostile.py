@@ -44,7 +44,7 @@ requests = st.fixed_dictionaries(
               "text": plain, "attachments": plain, "window": plain, "request_id": names, "answers": plain,
               "mode": names, "minutes": plain, "consumer": names,
               # the file ops' fields (put_file, read_file, list_dir, outbox_sent)
-              "name": names, "path": names, "data": plain, "offset": plain, "done": plain, "length": plain,
+              "name": names, "path": names, "data": plain, "offset": plain, "more": plain, "length": plain,
               "within": plain},
 )
 

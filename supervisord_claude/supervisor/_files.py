@@ -84,11 +84,13 @@ class FileOps:
     def _session(self, name: str, allow_archived: bool = False) -> SessionRecord:
         raise NotImplementedError  # (``Ops._session``)
 
-    def op_put_file(self, ident: bytes, session: str, name: str, data: bytes, offset: int = 0,
-                    done: bool = True) -> dict[str, Any]:
-        """A piece of a file sent to the session: ``data`` at ``offset`` (a piece sent
-        again replaces itself and what followed it); with ``done`` the file is complete
-        and gets its name: ``{path, size}``, else ``{size}`` (bytes so far)."""
+    def op_put_file(self, ident: bytes, session: str, name: str, data: bytes, offset: int | None = None,
+                    more: bool = False) -> dict[str, Any]:
+        """A piece of a file sent to the session: ``data`` at ``offset`` (default 0; a
+        piece sent again replaces itself and what followed it). Without ``more`` (more
+        pieces follow) the file is complete and gets its name: ``{path, size}``, else
+        ``{size}`` (bytes so far)."""
+        offset = offset or 0
         uploads = _subdirectory(self._session(session), UPLOADS_DIR)
         part = uploads / f".{name}.part"
         limit = self.config.max_attachment_bytes
@@ -117,7 +119,7 @@ class FileOps:
         finally:
             os.close(fd)
         size = offset + len(data)
-        if not done:
+        if more:
             return {"size": size}
         target = uploads / name
         try:
@@ -126,11 +128,13 @@ class FileOps:
             raise OpError(ErrorCode.BAD_REQUEST, f"cannot save {name} as {target}: {_why(exc)}") from None
         return {"path": str(target), "size": size}
 
-    def op_read_file(self, ident: bytes, session: str, path: str, offset: int = 0,
-                     length: int = FILE_CHUNK_BYTES) -> dict[str, Any]:
-        """A piece of a file inside the session's directory: ``{path, name, size,
-        mtime_ns, offset, data}`` (``data`` empty past its end). A client reading it in
-        pieces knows by ``size`` and ``mtime_ns`` whether it changed meanwhile."""
+    def op_read_file(self, ident: bytes, session: str, path: str, offset: int | None = None,
+                     length: int | None = None) -> dict[str, Any]:
+        """A piece of a file inside the session's directory, ``length`` bytes (default
+        and at most ``FILE_CHUNK_BYTES``) from ``offset`` (default 0): ``{path, name,
+        size, mtime_ns, offset, data}`` (``data`` empty past its end). A client reading it
+        in pieces knows by ``size`` and ``mtime_ns`` whether it changed meanwhile."""
+        offset, length = offset or 0, length or FILE_CHUNK_BYTES
         cwd = _directory(self._session(session, allow_archived=True))
         target = (cwd / path).resolve()
         if not _inside(target, cwd):
