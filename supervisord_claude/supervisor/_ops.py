@@ -617,7 +617,7 @@ class Ops(FileOps):  # (the file ops: ``_files``)
 
         async def run() -> None:
             try:
-                reply.resolve(await working_tree_diff(cwd, path))
+                reply.resolve(await working_tree_diff(self.pool.clock, cwd, path))
             except OpError as exc:
                 reply.reject(exc)
 
