@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from bot import _commands as commands
 from bot import _files as files
+from bot import _sessions as sessions
+from bot._link import Link
 from protocol import FILE_CHUNK_BYTES
 
 from .test_bot_core import Core, core, link  # noqa: F401 (fixtures)
 
 
-async def test_an_upload_and_a_fetch_cross_in_pieces(core: Core, link: commands.Link) -> None:  # noqa: F811
-    await commands.new_session(link, 7, ["alpha"])
+async def test_an_upload_and_a_fetch_cross_in_pieces(core: Core, link: Link) -> None:  # noqa: F811
+    await sessions.new_session(link, 7, ["alpha"])
     content = os.urandom(2 * FILE_CHUNK_BYTES + 7)
     path = await files.upload(link, "alpha", "data.bin", content)
     assert Path(path).read_bytes() == content and Path(path).parent.name == "uploads"
@@ -29,9 +30,9 @@ async def test_an_upload_and_a_fetch_cross_in_pieces(core: Core, link: commands.
     assert await files.fetch(link, "alpha", "../elsewhere") == "../elsewhere is outside the session's directory"
 
 
-async def test_a_file_that_changes_while_it_is_read_is_not_sent_half(core: Core, link: commands.Link,  # noqa: F811
+async def test_a_file_that_changes_while_it_is_read_is_not_sent_half(core: Core, link: Link,  # noqa: F811
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    await commands.new_session(link, 7, ["alpha"])
+    await sessions.new_session(link, 7, ["alpha"])
     path = Path(await files.upload(link, "alpha", "log.txt", b"a" * (FILE_CHUNK_BYTES + 10)))
     asked = link.request
 
@@ -47,9 +48,9 @@ async def test_a_file_that_changes_while_it_is_read_is_not_sent_half(core: Core,
 
 
 async def test_a_file_over_what_telegram_takes_is_refused_before_it_is_read(core: Core,  # noqa: F811
-                                                                            link: commands.Link,  # noqa: F811
+                                                                            link: Link,  # noqa: F811
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    await commands.new_session(link, 7, ["alpha"])
+    await sessions.new_session(link, 7, ["alpha"])
     monkeypatch.setattr(files, "MAX_SEND_BYTES", 2 * 1024 * 1024)
     await files.upload(link, "alpha", "huge.bin", os.urandom(3 * 1024 * 1024))
     assert await files.fetch(link, "alpha", "uploads/huge.bin") == "huge.bin is 3 MB; Telegram takes at most 2 MB"

@@ -35,9 +35,9 @@ from protocol import (
     ErrorCode,
 )
 
-from .._config import Config
 from .._errors import OpError
 from ._attachments import mib_text
+from ._opbase import OpsBase
 from ._store import SessionRecord
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -76,13 +76,8 @@ def _subdirectory(rec: SessionRecord, name: str) -> Path:
     return real
 
 
-class FileOps:
-    """The file ops, mixed into ``_ops.Ops`` (which dispatches ``op_<name>``)."""
-
-    config: Config
-
-    def _session(self, name: str, allow_archived: bool = False) -> SessionRecord:
-        raise NotImplementedError  # (``Ops._session``)
+class FileOps(OpsBase):
+    """The file ops (``_ops.Ops`` puts them with the others)."""
 
     def op_put_file(self, ident: bytes, session: str, name: str, data: bytes, offset: int | None = None,
                     more: bool = False) -> dict[str, Any]:
