@@ -175,6 +175,7 @@ class Op(enum.StrEnum):
     SCHEDULE_REMOVE = "schedule_remove"
     ATTACH = "attach"
     CONVERSATIONS = "conversations"
+    BUDGET_ALLOW = "budget_allow"
 
 
 class ErrorCode(enum.StrEnum):

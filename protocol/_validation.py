@@ -159,6 +159,13 @@ def usd_cap(field: str, value: Any) -> float | None:
     return float(value)
 
 
+def usd_amount(field: str, value: Any) -> float:
+    """An amount in US dollars: a positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise _bad(f"'{field}' must be a positive number of US dollars")
+    return float(value)
+
+
 def boolean(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _bad(f"'{field}' must be true or false")
@@ -278,7 +285,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.SCHEDULE_SET: {"schedule": (positive_int, True), "paused": (boolean, True)},
     Op.SCHEDULE_REMOVE: {"schedule": (positive_int, True)},
     Op.BUDGET: {"session": (session_name, False)},
-    Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True)},
+    Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True), "tz": (short_text, False)},
     Op.REMOVE_RULE: {"session": (session_name, True), "index": (positive_int, False), "rule": (text, False)},
     Op.ATTACH: {
         "session": (session_name, True),
@@ -287,6 +294,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "now": (boolean, False),
     },
     Op.CONVERSATIONS: {"cwd": (abs_path, False)},
+    Op.BUDGET_ALLOW: {"session": (session_name, False), "usd": (usd_amount, True)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

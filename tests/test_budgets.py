@@ -3,13 +3,21 @@ real supervisor, keepers and claudectl (the fake claude costs $0.001 a turn)."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
+import zoneinfo
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from protocol import RemoteError
+from supervisord_claude import _wire
+from supervisord_claude._errors import OpError
 
 from .conftest import SupervisorProcess, wait_for
+from .test_lifecycle import Harness
 from .test_permissions import arg_after
 
 pytestmark = pytest.mark.timeout(180)
@@ -82,3 +90,91 @@ def test_the_daily_cap_for_all_sessions_survives_a_restart(make_supervisor) -> N
     assert json.loads(sup.ctl("--json", "budget", check=True).stdout)["cap"] == 0.005
     bad = sup.ctl("budget", "--cap", "-1")
     assert bad.returncode == 1 and "positive number of US dollars" in bad.stderr
+
+
+# --- on the fake clock: the day of a cap, its zone, "raise it once" -------------------------
+
+BERLIN, NEW_YORK = zoneinfo.ZoneInfo("Europe/Berlin"), zoneinfo.ZoneInfo("America/New_York")
+
+
+def at(tz: datetime.tzinfo, *args: int) -> float:
+    return datetime.datetime(*args, tzinfo=tz).timestamp()
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    """The real store, ops and pool in-process; the config's zone is Berlin; the store
+    and the budgets read the harness's wall clock (moved by hand)."""
+    harness = Harness(tmp_path)
+    harness.store.wall = lambda: harness.now
+    budgets = harness.pool.budgets
+    budgets.config = dataclasses.replace(budgets.config, timezone="Europe/Berlin")
+    yield harness
+    harness.store.close()
+
+
+def live(h: Harness, session: str) -> bytes:
+    """``session`` made, sent a first message, its keeper up."""
+    h.op("create", session=session)
+    h.op("send", session=session, text="first")
+    pid, _ = h.spawned(pid=100 + len(h.fork.spawned))
+    return h.hello(session, pid)
+
+
+def spend(h: Harness, ident: bytes, usd: float) -> None:
+    """A turn of the keeper ``ident`` ends, having cost ``usd``."""
+    h.keeper_says(ident, _wire.KeeperEvent.of("result", {"message_id": None, "text": "done", "cost_delta": usd}))
+
+
+def refused(h: Harness, session: str) -> bool:
+    try:
+        h.op("send", session=session, text="more")
+    except OpError as exc:
+        assert exc.code == "budget_exceeded"
+        return True
+    return False
+
+
+def test_raise_the_cap_once_is_an_allowance_for_that_day_only_in_the_configured_zone(h: Harness) -> None:
+    h.now = at(BERLIN, 2026, 12, 4, 23, 0)  # 22:00 UTC: the machine's (UTC) day and Berlin's agree
+    a = live(h, "a")
+    h.op("set_budget", session="a", usd=1.0)
+    spend(h, a, 1.0)
+    assert refused(h, "a")
+    report = h.op("budget_allow", session="a", usd=1.0)  # the button: one more day's cap, today only
+    assert (report["sessions"][0]["cap"], report["sessions"][0]["extra"]) == (1.0, 1.0)
+    assert h.pool.budgets.left("a") == 1.0
+    assert not refused(h, "a")
+    spend(h, a, 0.5)
+    assert [c.usd for c in h.link.of(_wire.SetBudget)][-1] == 1.0  # the live Claude got the room at once
+    h.now = at(BERLIN, 2026, 12, 4, 23, 59)
+    assert h.op("budget", session="a")["sessions"][0]["extra"] == 1.0
+    # midnight in Berlin (23:00 UTC, still the 4th on the machine's clock): a new day, the cap as it was
+    h.now = at(BERLIN, 2026, 12, 5, 0, 0)
+    row = h.op("budget", session="a")["sessions"][0]
+    assert (row["today"], row["cap"], row["extra"], row["tz"]) == (0.0, 1.0, 0.0, "Europe/Berlin")
+    spend(h, a, 1.0)
+    assert refused(h, "a")  # the allowance was the 4th's, not a raise for good
+    with pytest.raises(OpError, match="all sessions have no daily cap to raise"):
+        h.op("budget_allow", usd=1.0)
+
+
+def test_each_cap_counts_its_day_in_the_zone_it_was_set_in(h: Harness) -> None:
+    h.now = at(BERLIN, 2026, 12, 4, 12, 0)
+    berlin, new_york = live(h, "berlin"), live(h, "ny")
+    h.op("set_budget", session="berlin", usd=1.0, tz="Europe/Berlin")
+    h.op("set_budget", session="ny", usd=1.0, tz="America/New_York")
+    h.now = at(NEW_YORK, 2026, 12, 4, 20, 0)  # 02:00 on the 5th in Berlin
+    spend(h, berlin, 1.0)
+    spend(h, new_york, 1.0)
+    assert refused(h, "berlin") and refused(h, "ny")
+    h.now = at(NEW_YORK, 2026, 12, 4, 23, 59)  # (05:59 in Berlin)
+    assert refused(h, "berlin") and refused(h, "ny")
+    h.now = at(NEW_YORK, 2026, 12, 5, 0, 0)  # midnight in New York: only its cap's day turned
+    assert refused(h, "berlin") and not refused(h, "ny")
+    rows = {r["session"]: r for r in h.op("budget")["sessions"]}
+    assert (rows["berlin"]["today"], rows["berlin"]["tz"]) == (1.0, "Europe/Berlin")
+    assert (rows["ny"]["today"], rows["ny"]["tz"]) == (0.0, "America/New_York")
+    with pytest.raises(OpError, match="unknown time zone 'Mars/Olympus'"):
+        h.op("set_budget", session="ny", usd=2.0, tz="Mars/Olympus")
+    assert h.op("budget", session="ny")["sessions"][0]["cap"] == 1.0  # (nothing changed)

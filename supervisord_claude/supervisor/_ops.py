@@ -40,7 +40,7 @@ from ._eventlog import EventLog
 from ._gitdiff import working_tree_diff
 from ._hub import SubscriptionHub
 from ._pool import KeeperPool, message_bytes
-from ._schedules import Scheduler
+from ._schedules import Scheduler, zone
 from ._store import SessionRecord, Store
 from ._terminal import Terminals, conversations, open_conversations
 
@@ -658,17 +658,25 @@ class Ops:
             names = [r.name for r in self.store.list_sessions(include_archived=False)]
         return self.pool.budgets.report(names)
 
-    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None) -> dict[str, Any]:
+    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None,
+                      tz: str | None = None) -> dict[str, Any]:
         """Set (or with ``usd: null`` clear) a session's daily cap, or without ``session``
-        the daily cap for all sessions. Live Claudes get what is left at once (restarted
-        with ``--resume`` after their turn)."""
+        the daily cap for all sessions; ``tz``: the zone its day is counted in from now on.
+        Live Claudes get what is left at once (restarted with ``--resume`` after their turn)."""
         if session is not None:
             self._session(session)
+        if tz is not None:
+            zone(tz)  # (bad_request for an unknown one, before anything changes)
+            self.store.set_budget_zone(session or ALL_SESSIONS, tz)
         self.store.set_budget(session or ALL_SESSIONS, usd)
+        self._budgets_changed(session)
+        return self.pool.budgets.report([session] if session is not None else [])
+
+    def _budgets_changed(self, session: str | None) -> None:
+        """Give the live Claudes a cap touches what is left of the caps now."""
         for name in [session] if session is not None else sorted(self.pool.handles):
             if self.pool.handle_of(name) is not None:
                 self.pool.command(name, _wire.SetBudget(self.pool.budgets.left(name)))
-        return self.pool.budgets.report([session] if session is not None else [])
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}
@@ -728,6 +736,17 @@ class Ops:
     def op_shutdown(self, ident: bytes) -> dict[str, Any]:
         self.request_shutdown()  # after this reply: the shutdown runs as its own task
         return {}
+
+    # the daily driver's remainder (issue #27) ------------------------------------------------
+
+    def op_budget_allow(self, ident: bytes, usd: float, session: str | None = None) -> dict[str, Any]:
+        """Raise a cap once: ``usd`` more may be spent today by ``session`` (without it: by
+        all sessions together), on top of what was spent; the cap is back tomorrow."""
+        if session is not None:
+            self._session(session)
+        self.pool.budgets.allow(session or ALL_SESSIONS, usd)
+        self._budgets_changed(session)
+        return self.pool.budgets.report([session] if session is not None else [])
 
 
 __all__ = ["ALLOWED_WHILE_STOPPING", "Ops", "control_endpoint"]

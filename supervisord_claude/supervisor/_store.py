@@ -34,6 +34,8 @@ from protocol import EventKind, SessionState, _packedmap
 from .._errors import StoreError
 from .._wire import pack_body
 from ._schedules import Schedule
+from ._spend import SCHEMA as SPEND_SCHEMA
+from ._spend import SpendTables, record_spend
 
 log = logging.getLogger("supervisord_claude")
 
@@ -363,7 +365,7 @@ def _day(when: float) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(when))
 
 
-class Store:
+class Store(SpendTables):
     def __init__(self, path: Path, wall: Callable[[], float] = time.time) -> None:
         #: wall-clock time, of what is stored (the supervisor's clock: see _clock)
         self.wall = wall
@@ -378,6 +380,7 @@ class Store:
         try:
             self._db = self._connect(path)
             self._db.executescript(SCHEMA)
+            self._db.executescript(SPEND_SCHEMA)
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
@@ -754,6 +757,7 @@ class Store:
                 db.executemany("INSERT INTO session_daily_cost(day, session, usd) VALUES (?, ?, ?)"
                                " ON CONFLICT(day, session) DO UPDATE SET usd = usd + excluded.usd",
                                [(_day(now), session, usd) for session, usd in spent.items()])
+                record_spend(db, now, spent)  # (by quarter hour: budgets count days in any zone)
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         self._recent.add(events)
