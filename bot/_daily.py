@@ -19,11 +19,13 @@ import secrets
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from protocol import RemoteError, money
 
 from . import _commands as commands
+from . import _hosts as hosts
 from . import _render as render
 from ._commands import Link, Reply, on_active_session
 from ._prompts import scope_text
@@ -80,10 +82,38 @@ def rules_reply(session: str, rules: list[str]) -> Reply:
     return Reply("\n".join(lines), buttons=buttons)
 
 
+RULES_ADD_USAGE = ("Usage: /rules add Edit <dir> — edits (Edit, Write) anywhere in that directory (relative to the"
+                   " session's); /rules add Bash <command> — e.g. npm test; /rules add WebFetch <domain>")
+#: the tools ``/rules add`` names, as the user may type them
+_RULE_TOOLS = {t.lower(): t for t in ("Edit", "Write", "MultiEdit", "NotebookEdit", "Bash", "WebFetch")}
+
+
 @on_active_session
 async def rules(link: Link, session: str, args: list[str]) -> Reply:
-    """``/rules``: the active session's always-allow rules, a button to remove each."""
+    """``/rules``: the active session's always-allow rules, a button to remove each;
+    ``/rules add <tool> <scope>``: one more."""
+    if args and args[0].lower() == "add":
+        return await add_rule(link, session, args[1:])
     return rules_reply(session, (await link.request("rules", session=session))["rules"])
+
+
+async def add_rule(link: Link, session: str, args: list[str]) -> Reply:
+    """``/rules add <tool> <scope>``: a file tool in a directory (inside the allowed
+    roots), a Bash command prefix, WebFetch for a domain."""
+    tool = _RULE_TOOLS.get(args[0].lower()) if args else None
+    if tool is None or len(args) < 2:
+        return Reply(RULES_ADD_USAGE)
+    scope = " ".join(args[1:])
+    if tool not in ("Bash", "WebFetch") and not hosts.is_remote(session):
+        cwd = (await link.request("status", session=session))["cwd"]
+        where = await commands.within_roots(link, str(Path(cwd) / Path(scope).expanduser()))
+        if isinstance(where, str):
+            return Reply(f"⚠️ {where}")
+        scope = str(where)
+    added = await link.request("add_rule", session=session, tool=tool, scope=scope)
+    listed = rules_reply(session, added["rules"])
+    return Reply(f"♾ Always allowed in '{session}' from now on: {scope_text(added['added'])}.\n\n{listed.text}",
+                 buttons=listed.buttons)
 
 
 async def remove_rule(link: Link, data: str) -> Reply:

@@ -176,6 +176,7 @@ class Op(enum.StrEnum):
     ATTACH = "attach"
     CONVERSATIONS = "conversations"
     BUDGET_ALLOW = "budget_allow"
+    ADD_RULE = "add_rule"
 
 
 class ErrorCode(enum.StrEnum):

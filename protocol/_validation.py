@@ -261,6 +261,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "message": (reason, False),
         "always": (boolean, False),
         "mode": (permission_mode, False),
+        "directory": (abs_path, False),
     },
     Op.ANSWER: {
         "session": (session_name, True),
@@ -295,6 +296,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     },
     Op.CONVERSATIONS: {"cwd": (abs_path, False)},
     Op.BUDGET_ALLOW: {"session": (session_name, False), "usd": (usd_amount, True)},
+    Op.ADD_RULE: {"session": (session_name, True), "tool": (short_text, True), "scope": (text, True)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

@@ -198,3 +198,30 @@ def test_each_user_has_a_time_zone_for_the_schedules_and_caps_they_set(make_supe
     say(telegram, "/tz default", "the supervisor's time zone again")
     assert "no time zone of your own" in say(telegram, "/tz", "🕘")["text"]
     assert "Your time zone: America/New_York" in say(telegram, "/tz", "🕘", user=OTHER)["text"]
+
+
+def test_always_allow_for_a_file_tool_in_a_directory_the_user_picks_or_names(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    cwd = sup.session("alpha")["cwd"]
+    prompt = say(telegram, "neededit:src/pkg/a.py", "Claude wants to")
+    labels = [t for t, _ in buttons(prompt)]
+    assert labels[-2:] == ["♾ Always allow edits only in src/", "♾ Always allow edits only in src/pkg/"]
+    telegram.press(USER, button(prompt, "♾ Always allow edits only in src/"), prompt["message_id"])
+    edit_of(telegram, prompt, f"♾ Always allowed for this session: Edit(/{cwd}/src/**)")
+    answered(telegram, "permission: allow")
+    # another file under src/ is allowed; one elsewhere in the session's directory is asked for
+    answered_by_rule = f"permission: allowed by rule Edit(/{cwd}/src/**)"
+    say(telegram, "neededit:src/other/b.py", answered_by_rule)
+    asked = say(telegram, "neededit:lib/c.py", "Claude wants to")
+    telegram.press(USER, button(asked, "🚫 Deny"), asked["message_id"])
+    answered(telegram, "permission: deny")
+    # a directory named by the user; the live Claude gets it (restarted with its history)
+    (Path(cwd) / "lib").mkdir()
+    added = say(telegram, "/rules add Edit lib", "Always allowed in 'alpha' from now on")["text"]
+    assert added.startswith(f"♾ Always allowed in 'alpha' from now on: edits in {cwd}/lib.")
+    assert sup.session("alpha")["allowed_tools"] == [f"Edit(/{cwd}/src/**)", f"Edit(/{cwd}/lib/**)"]
+    say(telegram, "neededit:lib/c.py", f"permission: allowed by rule Edit(/{cwd}/lib/**)")
+    assert "outside the allowed directories" in say(telegram, "/rules add Edit /etc", "⚠️")["text"]
+    assert "Usage: /rules add Edit <dir>" in say(telegram, "/rules add Read x", "Usage")["text"]
+    assert "not one command" in say(telegram, "/rules add Bash ls && rm x", "⚠️")["text"]

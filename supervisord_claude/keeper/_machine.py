@@ -523,7 +523,11 @@ class KeeperMachine:
             body["tool_use_input"] = self._tool_inputs[body["tool_use_id"]]
         if body.get("tool_name") not in (permissions.QUESTION_TOOL, permissions.PLAN_TOOL):
             # what "always allow" would add, for a front end to show before it is pressed
-            body["always"] = permissions.always_allow(permissions.PendingRequest.from_event(body), self.spec.cwd)[1]
+            pending = permissions.PendingRequest.from_event(body)
+            body["always"] = permissions.always_allow(pending, self.spec.cwd)[1]
+            dirs = permissions.file_rule_dirs(pending, self.spec.cwd)
+            if len(dirs) > 1:  # (a file tool: the directories the user may pick instead)
+                body["always_dirs"] = dirs
         body.update(self._turn())
         request_id = str(body["request_id"])
         self.permissions[request_id] = body

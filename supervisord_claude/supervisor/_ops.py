@@ -505,8 +505,11 @@ class Ops:
             raise OpError(ErrorCode.NOT_FOUND, f"no pending request {permit.request_id} in '{session}'")
 
     def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool, message: str | None = None,
-                  always: bool = False, mode: PermissionMode | None = None) -> dict[str, Any]:
+                  always: bool = False, mode: PermissionMode | None = None,
+                  directory: str | None = None) -> dict[str, Any]:
         req = self._pending(session, request_id)
+        if directory is not None and not always:
+            raise OpError(ErrorCode.BAD_REQUEST, "'directory' is where 'always' allows a file tool, with 'always'")
         plan = req.tool_name == permissions.PLAN_TOOL
         if not allow:
             if always or mode is not None:
@@ -526,7 +529,7 @@ class Ops:
         rules: list[str] = []
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
-            update, rules = permissions.always_allow(req, self._session(session).cwd)
+            update, rules = permissions.always_allow(req, self._session(session).cwd, directory)
             if not rules:
                 raise OpError(ErrorCode.BAD_REQUEST, f"a {req.tool_name} call here has no scope 'always' could"
                               " be kept to (never every command or every file): allow it once instead")
@@ -747,6 +750,17 @@ class Ops:
         self.pool.budgets.allow(session or ALL_SESSIONS, usd)
         self._budgets_changed(session)
         return self.pool.budgets.report([session] if session is not None else [])
+
+    def op_add_rule(self, ident: bytes, session: str, tool: str, scope: str) -> dict[str, Any]:
+        """Always allow ``tool`` in ``scope`` from now on: a file tool in a directory, a Bash
+        command prefix, WebFetch for a domain (``permissions.user_rule``). Kept in the store
+        at once; a live Claude restarts with it (``--resume``) once no turn runs."""
+        rec = self._session(session)
+        rule = permissions.user_rule(tool, scope, rec.cwd)
+        rules = permissions.merged_rules(rec.allowed_tools, [rule])
+        self.events.record(session, EventKind.SETTINGS, {"allowed_tools": rules})
+        self.pool.command(session, _wire.SetRules(tuple(rules)))
+        return {"added": rule, "rules": rules}
 
 
 __all__ = ["ALLOWED_WHILE_STOPPING", "Ops", "control_endpoint"]
