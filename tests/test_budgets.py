@@ -178,3 +178,31 @@ def test_each_cap_counts_its_day_in_the_zone_it_was_set_in(h: Harness) -> None:
     with pytest.raises(OpError, match="unknown time zone 'Mars/Olympus'"):
         h.op("set_budget", session="ny", usd=2.0, tz="Mars/Olympus")
     assert h.op("budget", session="ny")["sessions"][0]["cap"] == 1.0  # (nothing changed)
+
+
+def test_sessions_answering_at_once_share_the_daily_cap_for_all(make_supervisor) -> None:
+    """Each Claude gets its share of what is left of the cap for all (split among the
+    sessions with a turn running or waiting), not all of it: together they stay within
+    the cap, give or take one turn (a Claude stops a turn only once its cost passed its
+    limit; a fake turn costs $0.001)."""
+    sup = make_supervisor(config="budget_daily_usd = 0.004").start()
+    names = ("alpha", "beta")
+    for name in names:
+        sup.ctl("new", name, check=True)
+    sent: dict[str, list[int]] = {name: [] for name in names}
+    with sup.client() as c:
+        for i in range(5):  # five turns each, asked at once (each waits for a turn of its own)
+            for name in names:
+                try:
+                    sent[name].append(c.request("send", session=name, text=f"{name} {i}", queue=True)["message_id"])
+                except RemoteError as exc:  # (the cap was reached already: refused, nothing queued)
+                    assert exc.code == "budget_exceeded"
+    for name, ids in sent.items():  # each answered, or not sent and said why
+        for mid in ids:
+            sup.wait_event(name, lambda e, mid=mid: e["kind"] in ("result", "message_failed")
+                           and e.get("message_id") == mid)
+    spent = sup.request("budget")["today"]
+    assert spent <= 0.004 + 0.001 + 1e-9, f"the sessions spent ${spent} together against a cap of $0.004"
+    failed = [e for name in names for e in sup.events(name) if e["kind"] == "message_failed"]
+    assert failed and all(e["reason"].startswith("not sent: the daily cap is reached") for e in failed)
+    print(f"spent together: ${spent:.4f}; not sent at the cap: {len(failed)}")

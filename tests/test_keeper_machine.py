@@ -746,3 +746,21 @@ def test_a_steered_message_is_reported_before_it_is_written() -> None:
     steer(k, 2, "steered")
     kinds = [a.kind if isinstance(a, Emit) else type(a) for a in k.actions[-2:]]
     assert kinds == [EventKind.STEERED, Write]
+
+
+def test_a_budget_it_counted_itself_restarts_nothing_and_none_left_starts_no_turn() -> None:
+    k = Keeper(budget_usd=0.02)
+    k.running()
+    k.deliver(1, "one")
+    k.claude_says(result(cost=0.01))  # $0.01 of its $0.02 spent: $0.01 left, as it counts itself
+    starts = len(k.of(StartClaude))
+    k.send(_wire.SetBudget(0.01))  # the supervisor's count says the same: its Claude has that limit
+    assert len(k.of(StartClaude)) == starts and not k.of(StopClaude)
+    k.send(_wire.SetBudget(0.0))  # other sessions spent the rest of the cap for all
+    k.deliver(2, "two")
+    k.claude_stopped()  # (restarted with the new limit, between turns)
+    k.claude_runs()
+    k.claude_says(INIT)
+    [failed] = k.events(EventKind.MESSAGE_FAILED)
+    assert failed["message_id"] == 2 and failed["reason"].startswith("not sent: the daily cap is reached")
+    assert not [w for w in k.of(Write) if b"two" in w.line]  # no turn started

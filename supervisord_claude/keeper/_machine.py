@@ -67,6 +67,10 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 #: also where it begins, so ``ending`` also looks at ``done``)
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
 DROPPED = _wire.DROPPED
+#: what is left of a budget below which no turn starts (a rounding's worth above nothing)
+BUDGET_SPENT = 1e-9
+BUDGET_REACHED = ("not sent: the daily cap is reached — what was left of it went to the turns of this and other"
+                  " sessions answering at the same time. Raise it (/budget, claudectl budget) or wait for tomorrow")
 IDLE_TIMER = "idle"
 #: the written limit on one line of Claude's output (the process adapter enforces it)
 STDOUT_LIMIT = 64 * 1024 * 1024
@@ -263,6 +267,8 @@ class KeeperMachine:
             if self.current is None:
                 self._apply_changes()
         elif isinstance(cmd, _wire.SetBudget):
+            if cmd.usd is not None and self.budget_left is not None and abs(cmd.usd - self.budget_left) < 1e-9:
+                return self._take()  # (what it counted itself: its Claude has that limit already)
             self.budget_left = cmd.usd
             if self.claude is not None:  # the running Claude has the old limit
                 self.pending_changes["budget"] = cmd.usd
@@ -323,6 +329,12 @@ class KeeperMachine:
         while self.current is None and self.queue and not self.ending and self.claude is not None \
                 and not self.pending_changes:
             msg = self.queue.popleft()
+            if self.budget_left is not None and self.budget_left <= BUDGET_SPENT:
+                # the caps are reached (the room for all went to other sessions' turns): no turn starts
+                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=BUDGET_REACHED)
+                if not self.queue:
+                    self._become_idle(Reason.TURN)
+                continue
             try:
                 line = self._message_line(msg)
             except OSError as exc:

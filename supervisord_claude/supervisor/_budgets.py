@@ -11,6 +11,14 @@ queued. A running turn is stopped by Claude Code itself: every Claude is started
 whose cost passes it ends with ``error_max_budget_usd``. At 80 % of a cap the first
 ``send`` of the day says so (``budget_warning``).
 
+Sessions answering at once share the cap for all: each live Claude's limit is what is
+left of it split evenly among the sessions with a turn running or waiting (``left``),
+handed out again (``rebalance``: ``SetBudget``, taken before the Claude's next turn)
+whenever a cost is counted or a session starts or stops waiting; a keeper whose limit is
+spent starts no turn. So the limits given out add up to the room left, and the sessions
+together pass the cap by at most one API call each (the one that passes a limit), plus
+what a turn already running when the room was split anew keeps of its older limit.
+
 Each cap counts its day in its own time zone: the one given when it was set (the
 Telegram user's ``/tz``), else the config's ``timezone``, else the machine's. "Raise it
 once" (``budget_allow``) is an allowance for that day only: the cap is back the next
@@ -20,7 +28,7 @@ day, on the supervisor's clock (``_spend``).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +89,19 @@ class Cap:
 
 
 class Budgets:
-    def __init__(self, config: Config, store: Store, wall: Callable[[], float]) -> None:
+    def __init__(self, config: Config, store: Store, wall: Callable[[], float],
+                 busy: Callable[[], Collection[str]] = frozenset,
+                 give: Callable[[str, float | None], object] = lambda session, usd: None) -> None:
         self.config = config
         self.store = store
         self.wall = wall
+        #: the sessions whose keeper holds messages (a turn running or waiting): they
+        #: share the room of the cap for all
+        self.busy = busy
+        #: hands a live Claude what it may spend now (``SetBudget``)
+        self.give = give
+        #: what each live Claude was last given
+        self._given: dict[str, float | None] = {}
         #: (scope, day) pairs already warned about (at most once a day each)
         self._warned: set[tuple[str, str]] = set()
 
@@ -103,10 +120,40 @@ class Budgets:
         """(this session's cap, the cap for all), as they stand now."""
         return self.cap(session), self.cap(ALL)
 
-    def left(self, session: str) -> float | None:
-        """What this session may still spend today (None: no cap applies)."""
-        room = [c.today - c.spent for c in self.caps(session) if c.today is not None]
+    def left(self, session: str, every: Cap | None = None) -> float | None:
+        """What this session's Claude may spend now (None: no cap applies): what is left
+        of its own cap, and its share of what is left of the cap for all — split evenly
+        among the sessions with a turn running or waiting, this one counted (so several
+        sessions answering at once cannot each spend all of it)."""
+        mine, every = self.cap(session), every or self.cap(ALL)
+        room = []
+        if mine.today is not None:
+            room.append(mine.today - mine.spent)
+        if every.today is not None:
+            room.append((every.today - every.spent) / (1 + len(set(self.busy()) - {session})))
         return max(0.0, min(room)) if room else None
+
+    def given(self, session: str, usd: float | None) -> None:
+        """A Claude of ``session`` starts with ``usd`` to spend (its keeper's spec)."""
+        self._given[session] = usd
+
+    def rebalance(self, live: Collection[str]) -> None:
+        """Give each live Claude what it may spend now where that changed: after a turn's
+        cost is counted and when a session starts or stops waiting for an answer (the
+        room of the cap for all is split anew). A Claude takes it before its next turn."""
+        for gone in set(self._given) - set(live):
+            del self._given[gone]
+        if not live or (self.config.budget_daily_usd is None and self.config.budget_session_usd is None
+                        and all(self._given.get(s, 0.0) is None for s in live) and not self.store.budgets()):
+            return  # (no cap, and none was given: the common case, at one read)
+        every = self.cap(ALL)
+        for session in live:
+            usd = self.left(session, every)
+            last = self._given.get(session)
+            if session not in self._given or (usd is None) != (last is None) or \
+                    (usd is not None and last is not None and abs(usd - last) > 1e-9):
+                self._given[session] = usd
+                self.give(session, usd)
 
     def check(self, session: str) -> None:
         """Refuse a new turn past a cap (``budget_exceeded``), saying which and how to go on."""

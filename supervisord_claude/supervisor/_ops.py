@@ -672,14 +672,12 @@ class Ops:
             zone(tz)  # (bad_request for an unknown one, before anything changes)
             self.store.set_budget_zone(session or ALL_SESSIONS, tz)
         self.store.set_budget(session or ALL_SESSIONS, usd)
-        self._budgets_changed(session)
+        self._budgets_changed()
         return self.pool.budgets.report([session] if session is not None else [])
 
-    def _budgets_changed(self, session: str | None) -> None:
-        """Give the live Claudes a cap touches what is left of the caps now."""
-        for name in [session] if session is not None else sorted(self.pool.handles):
-            if self.pool.handle_of(name) is not None:
-                self.pool.command(name, _wire.SetBudget(self.pool.budgets.left(name)))
+    def _budgets_changed(self) -> None:
+        """Give the live Claudes what is left of the caps now."""
+        self.pool.budgets.rebalance([name for name in sorted(self.pool.handles) if self.pool.handle_of(name)])
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:
         return {"value": self.store.kv_get(key)}
@@ -748,7 +746,7 @@ class Ops:
         if session is not None:
             self._session(session)
         self.pool.budgets.allow(session or ALL_SESSIONS, usd)
-        self._budgets_changed(session)
+        self._budgets_changed()
         return self.pool.budgets.report([session] if session is not None else [])
 
     def op_add_rule(self, ident: bytes, session: str, tool: str, scope: str) -> dict[str, Any]:

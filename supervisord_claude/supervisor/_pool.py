@@ -145,7 +145,9 @@ class KeeperPool:
         self.system = system
         self.clock = clock
         self.wall = wall
-        self.budgets = Budgets(config, store, wall)  # (what each Claude may spend: --max-budget-usd)
+        # (what each Claude may spend: --max-budget-usd; the sessions holding messages share the cap for all)
+        self.budgets = Budgets(config, store, wall, busy=lambda: [s for s, h in self.handles.items() if h.forwarded],
+                               give=lambda session, usd: self.command(session, _wire.SetBudget(usd)))
         self.fork = fork
         self.link = link
         self.queues: dict[str, collections.deque[int]] = {}
@@ -311,6 +313,7 @@ class KeeperPool:
             handle.forwarded.remove(message_id)
         self._sizes.pop(message_id, None)
         self.own_turn.discard(message_id)
+        self.budgets.rebalance(list(self.handles))  # (a turn's cost counted, or one session less waiting)
         if self.attachments.holds(message_id):
             msg = self.store.get_message(message_id)
             if msg is None or msg.status in (DONE, FAILED):
@@ -336,6 +339,7 @@ class KeeperPool:
                 self.link.send(handle.ident, _wire.Deliver(_to_wire(msg, msg.id not in self.own_turn)))
         # otherwise the keeper is starting (it gets them on hello) or on its way out
         # (a new one starts once it has exited)
+        self.budgets.rebalance(list(self.handles))  # (one more session may be waiting for an answer)
 
     def _spawn(self, session: str) -> None:
         queue = self.queues.get(session) or collections.deque()
@@ -360,6 +364,8 @@ class KeeperPool:
             if msg is not None and msg.status == QUEUED:
                 messages.append(_to_wire(msg, msg.id not in self.own_turn))
                 handle.forwarded.append(msg.id)
+        budget = self.budgets.left(rec.name)
+        self.budgets.given(rec.name, budget)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -381,7 +387,7 @@ class KeeperPool:
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
-            budget_usd=self.budgets.left(rec.name),
+            budget_usd=budget,
             fork_from=self.store.fork_source(rec.name),
         )
         self.handles[session] = handle
