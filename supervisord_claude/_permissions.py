@@ -222,7 +222,11 @@ def _too_broad(rule: dict[str, Any]) -> bool:
     if tool in FILE_TOOLS:
         return content.strip("/*") == ""
     if tool == "WebFetch":
-        return not content.startswith("domain:") or content.removeprefix("domain:").strip("*. ") == ""
+        # (the real CLI reads ``domain:*.x.org`` as every subdomain of x.org: ``*.org`` would be a
+        # whole top-level domain)
+        host = content.removeprefix("domain:")
+        return not content.startswith("domain:") or "." not in host.removeprefix("*.").strip(". ") \
+            or "*" in host.removeprefix("*.")
     return False
 
 

@@ -764,3 +764,15 @@ def test_a_budget_it_counted_itself_restarts_nothing_and_none_left_starts_no_tur
     [failed] = k.events(EventKind.MESSAGE_FAILED)
     assert failed["message_id"] == 2 and failed["reason"].startswith("not sent: the daily cap is reached")
     assert not [w for w in k.of(Write) if b"two" in w.line]  # no turn started
+
+
+def test_two_changes_in_a_row_restart_claude_once_with_both() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.SetRules(()), _wire.SetRules(("WebFetch(domain:*.example.com)",)))  # before Claude stopped
+    assert len(k.of(StopClaude)) == 1
+    starts = len(k.of(StartClaude))
+    k.claude_stopped()
+    assert len(k.of(StartClaude)) == starts + 1  # one Claude, not two of the same conversation
+    argv = k.last(StartClaude).argv
+    assert argv[argv.index("--allowedTools") + 1] == "WebFetch(domain:*.example.com)"

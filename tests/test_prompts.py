@@ -209,9 +209,12 @@ def test_a_rule_the_user_names(tmp_path) -> None:
     assert permissions.user_rule("Bash", "npm test", "/w") == "Bash(npm test *)"
     assert permissions.user_rule("WebFetch", "docs.python.org", "/w") == "WebFetch(domain:docs.python.org)"
     assert permissions.user_rule("WebFetch", "https://example.com/a?b", "/w") == "WebFetch(domain:example.com)"
+    # every subdomain, as the real CLI reads it (measured: not example.com itself)
+    assert permissions.user_rule("WebFetch", "*.example.com", "/w") == "WebFetch(domain:*.example.com)"
     for tool, scope, why in (("Edit", "/", "never every file"), ("Edit", "missing", "is not a directory"),
                              ("Bash", "ls && rm -rf x", "not one command"), ("Bash", "*", "not one command"),
-                             ("WebFetch", "*", "not a domain"), ("Read", "/w", "not 'Read'")):
+                             ("WebFetch", "*", "not a domain"), ("WebFetch", "*.org", "not a domain"),
+                             ("WebFetch", "a.*.org", "not a domain"), ("Read", "/w", "not 'Read'")):
         with pytest.raises(OpError, match=why):
             permissions.user_rule(tool, scope, str(tmp_path))
 

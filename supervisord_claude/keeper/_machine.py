@@ -584,6 +584,8 @@ class KeeperMachine:
         self.model = changes.get("model", self.model)
         self.mode = changes.get("mode", self.mode)
         self.allowed_tools = changes.get("rules", self.allowed_tools)
+        if self._after_stop is not None and self.claude is None:
+            return  # a restart is under way (a change just before): the Claude it starts takes these too
         self._cancel_idle()
         reason = Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))
