@@ -756,6 +756,10 @@ def test_a_budget_it_counted_itself_restarts_nothing_and_none_left_starts_no_tur
     starts = len(k.of(StartClaude))
     k.send(_wire.SetBudget(0.01))  # the supervisor's count says the same: its Claude has that limit
     assert len(k.of(StartClaude)) == starts and not k.of(StopClaude)
+    uncapped = Keeper()
+    uncapped.running()
+    uncapped.send(_wire.SetBudget(None))  # (no cap, still: e.g. told so after a supervisor restart)
+    assert not uncapped.of(StopClaude)
     k.send(_wire.SetBudget(0.0))  # other sessions spent the rest of the cap for all
     k.deliver(2, "two")
     k.claude_stopped()  # (restarted with the new limit, between turns)

@@ -267,8 +267,9 @@ class KeeperMachine:
             if self.current is None:
                 self._apply_changes()
         elif isinstance(cmd, _wire.SetBudget):
-            if cmd.usd is not None and self.budget_left is not None and abs(cmd.usd - self.budget_left) < 1e-9:
-                return self._take()  # (what it counted itself: its Claude has that limit already)
+            if cmd.usd == self.budget_left or (cmd.usd is not None and self.budget_left is not None
+                                               and abs(cmd.usd - self.budget_left) < 1e-9):
+                return self._take()  # (what it counted itself, or no cap still: its Claude has that limit)
             self.budget_left = cmd.usd
             if self.claude is not None:  # the running Claude has the old limit
                 self.pending_changes["budget"] = cmd.usd

@@ -144,14 +144,13 @@ class Budgets:
         for gone in set(self._given) - set(live):
             del self._given[gone]
         if not live or (self.config.budget_daily_usd is None and self.config.budget_session_usd is None
-                        and all(self._given.get(s, 0.0) is None for s in live) and not self.store.budgets()):
+                        and all(self._given.get(s) is None for s in live) and not self.store.budgets()):
             return  # (no cap, and none was given: the common case, at one read)
         every = self.cap(ALL)
         for session in live:
             usd = self.left(session, every)
-            last = self._given.get(session)
-            if session not in self._given or (usd is None) != (last is None) or \
-                    (usd is not None and last is not None and abs(usd - last) > 1e-9):
+            last = self._given.get(session)  # (None for one it did not start: adopted, no cap assumed)
+            if (usd is None) != (last is None) or (usd is not None and last is not None and abs(usd - last) > 1e-9):
                 self._given[session] = usd
                 self.give(session, usd)
 
