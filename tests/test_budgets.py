@@ -206,3 +206,25 @@ def test_sessions_answering_at_once_share_the_daily_cap_for_all(make_supervisor)
     failed = [e for name in names for e in sup.events(name) if e["kind"] == "message_failed"]
     assert failed and all(e["reason"].startswith("not sent: the daily cap is reached") for e in failed)
     print(f"spent together: ${spent:.4f}; not sent at the cap: {len(failed)}")
+
+
+def test_sessions_waiting_for_an_answer_split_the_room_of_the_cap_for_all(h: Harness) -> None:
+    h.now = at(BERLIN, 2026, 12, 4, 12, 0)
+    h.op("set_budget", usd=1.0)  # all sessions together: $1 a day
+
+    def given(ident: bytes) -> list[float | None]:
+        return [m.usd for to, m in h.link.sent if to == ident and isinstance(m, _wire.SetBudget)]
+
+    h.op("create", session="a")
+    first_a = h.op("send", session="a", text="one")["message_id"]
+    assert h.fork.spawned[0][1].budget_usd == 1.0  # alone: all of it
+    a = h.hello("a", h.spawned(pid=101)[0])
+    h.op("create", session="b")
+    h.op("send", session="b", text="one")
+    assert h.fork.spawned[1][1].budget_usd == 0.5  # a waits for an answer too: half each
+    b = h.hello("b", h.spawned(pid=102)[0])
+    assert given(a)[-1] == 0.5  # a's Claude takes its half before its next turn
+    # a's turn ends, having cost $0.20: b alone waits now and may spend what is left; a, were
+    # it sent something, would share it with b
+    h.keeper_says(a, _wire.KeeperEvent.of("result", {"message_id": first_a, "text": "done", "cost_delta": 0.2}))
+    assert given(b)[-1] == pytest.approx(0.8) and given(a)[-1] == pytest.approx(0.4)
