@@ -7,6 +7,7 @@ here depends on real time.)"""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -175,3 +176,35 @@ def test_the_store_stamps_what_it_writes_with_the_wall_clock_it_is_given(tmp_pat
         assert [moved for _, _, moved in store._read("SELECT consumer, position, moved FROM cursors")] == [1234.5]
     finally:
         store.close()
+
+
+@pytest.mark.system  # (runs a stand-in git)
+async def test_a_git_that_hangs_is_given_up_on_when_the_clock_says(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/diff``'s git runs with a timeout on the supervisor's clock: a repository on a
+    hung network mount answers "took too long", and the git process is killed."""
+    from supervisord_claude._errors import OpError
+    from supervisord_claude.supervisor._gitdiff import GIT_TIMEOUT, working_tree_diff
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started = tmp_path / "git.pid"
+    git = bin_dir / "git"
+    git.write_text(f"#!/bin/sh\necho $$ > {started}\nexec sleep 600\n")
+    git.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    clock = FakeClock()
+    diff = asyncio.ensure_future(working_tree_diff(clock, str(tmp_path), None))
+    deadline = time.monotonic() + 120  # (only decides when to give up; a loaded machine starts processes slowly)
+    while not (clock.pending and started.exists() and started.read_text().strip()):
+        assert time.monotonic() < deadline, "the stand-in git never started"
+        await asyncio.sleep(0.02)
+    clock.advance(GIT_TIMEOUT - 1)
+    await asyncio.sleep(0)
+    assert not diff.done()
+    clock.advance(1)
+    with pytest.raises(OpError, match="took more than"):
+        await diff
+    pid = int(started.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

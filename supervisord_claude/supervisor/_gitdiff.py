@@ -16,6 +16,7 @@ from typing import Any
 
 from protocol import ErrorCode
 
+from .._clock import Clock, wait_for
 from .._errors import OpError
 
 GIT_TIMEOUT = 20.0
@@ -24,7 +25,7 @@ MAX_DIFF_BYTES = 1024 * 1024
 _GIT = ("git", "-c", "core.quotepath=off", "--no-pager")
 
 
-async def _git(cwd: str, *args: str) -> tuple[int, str, str]:
+async def _git(clock: Clock, cwd: str, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -35,7 +36,7 @@ async def _git(cwd: str, *args: str) -> tuple[int, str, str]:
     except OSError as exc:
         raise OpError(ErrorCode.BAD_REQUEST, f"cannot run git in {cwd}: {exc.strerror or exc}") from None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT)
+        out, err = await wait_for(clock, proc.communicate(), GIT_TIMEOUT)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -54,24 +55,24 @@ def _numstat(text: str) -> list[dict[str, Any]]:
     return files
 
 
-async def _side(cwd: str, staged: bool, pathspec: list[str]) -> dict[str, Any]:
+async def _side(clock: Clock, cwd: str, staged: bool, pathspec: list[str]) -> dict[str, Any]:
     cached = ["--cached"] if staged else []
     flags = ["--no-color", "--no-ext-diff", "--no-textconv", *cached]
-    code, numstat, err = await _git(cwd, "diff", "--numstat", *flags, "--", *pathspec)
+    code, numstat, err = await _git(clock, cwd, "diff", "--numstat", *flags, "--", *pathspec)
     if code != 0:
         raise OpError(ErrorCode.BAD_REQUEST, f"git diff failed: {err.splitlines()[-1] if err else f'exit {code}'}")
-    _, diff, _ = await _git(cwd, "diff", *flags, "--", *pathspec)
+    _, diff, _ = await _git(clock, cwd, "diff", *flags, "--", *pathspec)
     data = diff.encode()
     return {"files": _numstat(numstat), "diff": data[:MAX_DIFF_BYTES].decode(errors="ignore"),
             "truncated": len(data) > MAX_DIFF_BYTES}
 
 
-async def working_tree_diff(cwd: str, path: str | None) -> dict[str, Any]:
+async def working_tree_diff(clock: Clock, cwd: str, path: str | None) -> dict[str, Any]:
     """``{repo: false}`` outside a git repository; else ``{repo, root, staged, unstaged,
     untracked}`` (``path``: only changes under it, relative to ``cwd``)."""
     if not os.path.isdir(cwd):
         raise OpError(ErrorCode.BAD_REQUEST, f"the session's directory {cwd} is gone")
-    code, root, _ = await _git(cwd, "rev-parse", "--show-toplevel")
+    code, root, _ = await _git(clock, cwd, "rev-parse", "--show-toplevel")
     if code != 0:
         return {"repo": False, "cwd": cwd}
     pathspec = [path] if path else []
@@ -80,8 +81,8 @@ async def working_tree_diff(cwd: str, path: str | None) -> dict[str, Any]:
         top = os.path.realpath(root.strip())
         if target != top and not target.startswith(top.rstrip("/") + "/"):
             raise OpError(ErrorCode.BAD_REQUEST, f"{path} is outside the repository ({top})")
-    staged, unstaged = await _side(cwd, True, pathspec), await _side(cwd, False, pathspec)
-    _, untracked, _ = await _git(cwd, "ls-files", "--others", "--exclude-standard", "--", *pathspec)
+    staged, unstaged = await _side(clock, cwd, True, pathspec), await _side(clock, cwd, False, pathspec)
+    _, untracked, _ = await _git(clock, cwd, "ls-files", "--others", "--exclude-standard", "--", *pathspec)
     return {"repo": True, "cwd": cwd, "root": root.strip(), "staged": staged, "unstaged": unstaged,
             "untracked": untracked.splitlines()[:200]}
 

@@ -619,7 +619,7 @@ class Ops:
 
         async def run() -> None:
             try:
-                reply.resolve(await working_tree_diff(cwd, path))
+                reply.resolve(await working_tree_diff(self.pool.clock, cwd, path))
             except OpError as exc:
                 reply.reject(exc)
 
