@@ -228,3 +228,22 @@ def test_sessions_waiting_for_an_answer_split_the_room_of_the_cap_for_all(h: Har
     # it sent something, would share it with b
     h.keeper_says(a, _wire.KeeperEvent.of("result", {"message_id": first_a, "text": "done", "cost_delta": 0.2}))
     assert given(b)[-1] == pytest.approx(0.8) and given(a)[-1] == pytest.approx(0.4)
+
+
+def test_claudectl_raises_a_cap_once_and_sets_the_zone_of_its_day(make_supervisor) -> None:
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("budget", "--session", "alpha", "--cap", "0.001", "--tz", "Asia/Kolkata", check=True)
+    result_for(sup, send(sup, "one"))
+    with pytest.raises(RemoteError, match="its daily cap is"):
+        send(sup, "two")
+    out = sup.ctl("budget", "--session", "alpha", "--allow", "0.001", check=True).stdout
+    assert "session 'alpha' may spend $0.001 more today (the cap is back tomorrow)" in out
+    assert "alpha: today $0.001 of $0.001 + $0.001 today only (50%)" in out
+    result_for(sup, send(sup, "two"))
+    row = json.loads(sup.ctl("--json", "budget", "--session", "alpha", check=True).stdout)["sessions"][0]
+    assert (row["cap"], row["extra"], row["tz"]) == (0.001, 0.001, "Asia/Kolkata")
+    bad = sup.ctl("budget", "--allow", "1")  # (all sessions together have no cap)
+    assert bad.returncode == 1 and "all sessions have no daily cap to raise" in bad.stderr
+    bad = sup.ctl("budget", "--cap", "1", "--tz", "Mars/Olympus")
+    assert bad.returncode == 1 and "unknown time zone 'Mars/Olympus'" in bad.stderr
