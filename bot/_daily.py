@@ -28,6 +28,7 @@ from . import _commands as commands
 from . import _hosts as hosts
 from . import _render as render
 from ._commands import Link, Reply, on_active_session
+from ._dirs import within_roots
 from ._prompts import scope_text
 
 #: Telegram's limit for a button's callback data, in bytes
@@ -106,7 +107,7 @@ async def add_rule(link: Link, session: str, args: list[str]) -> Reply:
     scope = " ".join(args[1:])
     if tool not in ("Bash", "WebFetch") and not hosts.is_remote(session):
         cwd = (await link.request("status", session=session))["cwd"]
-        where = await commands.within_roots(link, str(Path(cwd) / Path(scope).expanduser()))
+        where = await within_roots(link, str(Path(cwd) / Path(scope).expanduser()))
         if isinstance(where, str):
             return Reply(f"⚠️ {where}")
         scope = str(where)

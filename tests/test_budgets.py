@@ -107,7 +107,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     and the budgets read the harness's wall clock (moved by hand)."""
     harness = Harness(tmp_path)
     harness.store.wall = lambda: harness.now
-    budgets = harness.pool.budgets
+    budgets = harness.core.ops.budgets
     budgets.config = dataclasses.replace(budgets.config, timezone="Europe/Berlin")
     yield harness
     harness.store.close()
@@ -143,7 +143,7 @@ def test_raise_the_cap_once_is_an_allowance_for_that_day_only_in_the_configured_
     assert refused(h, "a")
     report = h.op("budget_allow", session="a", usd=1.0)  # the button: one more day's cap, today only
     assert (report["sessions"][0]["cap"], report["sessions"][0]["extra"]) == (1.0, 1.0)
-    assert h.pool.budgets.left("a") == 1.0
+    assert h.core.ops.budgets.left("a") == 1.0
     assert not refused(h, "a")
     spend(h, a, 0.5)
     assert [c.usd for c in h.link.of(_wire.SetBudget)][-1] == 1.0  # the live Claude got the room at once
