@@ -155,6 +155,8 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
             watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
                                    for e in store.stored_after(start, session, REPLAY_EVENTS)])
         watch.adopted(session, busy, message_id, pending)
+        if busy:
+            hub.began_before(session, message_id)
     pool.on_adopted = adopted
     ops.activity_of = watch.activity
 
