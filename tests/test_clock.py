@@ -23,8 +23,9 @@ from supervisord_claude._wire import STOP_GRACE, KeeperSpec
 from supervisord_claude.keeper._actions import StopClaude
 from supervisord_claude.keeper._keeper import Keeper
 from supervisord_claude.supervisor import _supervisor
+from supervisord_claude.supervisor._core import build_core
 from supervisord_claude.supervisor._store import Store
-from supervisord_claude.supervisor._supervisor import ADOPT_WINDOW, PRUNE_EVERY, Supervisor, build_core
+from supervisord_claude.supervisor._supervisor import ADOPT_WINDOW, PRUNE_EVERY, Supervisor
 
 from .test_lifecycle import FakeForkServer, RecordingLink, RecordingSystem
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_claude.supervisor._pool import Phase
+from supervisord_claude.supervisor._live import Phase
 from supervisord_claude.supervisor._supervisor import MAX_FORK_SERVER_DEATHS
 
 from .conftest import SYSTEM, SupervisorProcess, wait_for
@@ -264,16 +264,14 @@ def test_a_spawn_the_dead_fork_server_never_answered_is_started_anew_with_its_me
 
 def test_a_keeper_forked_just_before_the_fork_server_died_is_taken_on_by_its_hello(harness: Harness) -> None:
     h = harness
-    watched: list[int] = []
-    h.pool.watch_exit = watched.append
     h.op("create", session="a")
     h.op("send", session="a", text="one")
     h.pool.on_fork_server_lost()  # before its "spawned" report
     h.hello("a", 100)
     h.clock.advance(h.core.config.keeper_start_timeout)
-    handle = h.pool.handle_of("a")
+    handle = h.pool.session("a").keeper
     assert handle is not None and handle.phase is Phase.READY and handle.pid == 100
-    assert watched == [100] and len(h.fork.spawned) == 1  # its exit is watched; no second keeper
+    assert h.watched == [100] and len(h.fork.spawned) == 1  # its exit is watched; no second keeper
 
 
 # --- the wall clock steps (item 12) ----------------------------------------------------------

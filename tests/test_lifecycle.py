@@ -16,10 +16,12 @@ from protocol import Reason, SessionState, validate_request
 from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
 from supervisord_claude._config import Config
+from supervisord_claude._errors import StoreError
 from supervisord_claude._os import System
-from supervisord_claude.supervisor._pool import BYE_GRACE, PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
+from supervisord_claude.supervisor._core import Core, build_core
+from supervisord_claude.supervisor._live import PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
+from supervisord_claude.supervisor._pool import BYE_GRACE
 from supervisord_claude.supervisor._store import FAILED, QUEUED, WRITTEN, Store
-from supervisord_claude.supervisor._supervisor import Core, build_core
 
 
 class FakeForkServer:
@@ -69,8 +71,11 @@ class Harness:
         self.shutdowns = 0
         config = Config(runtime_dir=base / "run", state_dir=base / "state", claude_bin="/bin/true")
         self.store = Store(config.db_path)
+        #: the pids of keepers whose exit the supervisor is asked to watch (by pidfd)
+        self.watched: list[int] = []
         self.core: Core = build_core(config, self.store, self.system, self.clock, lambda: self.now,
-                                     self.fork, self.link, self._send, self._shutdown, self._shutdown)
+                                     self.fork, self.link, self._send, self._shutdown, self._shutdown,
+                                     watch_exit=self.watched.append)
         self.pool = self.core.pool
 
     def _send(self, ident: bytes, frame: bytes) -> None:
@@ -132,7 +137,7 @@ def test_two_sends_to_a_suspended_session_start_one_keeper(h: Harness) -> None:
     pid, _ = h.spawned()
     ident = h.hello("a", pid)
     assert [m.message.id for m in h.link.of(_wire.Deliver)] == [second]  # ...the second on hello
-    assert h.pool.handle_of("a").phase is Phase.READY
+    assert h.pool.session("a").keeper.phase is Phase.READY
     assert ident
 
 
@@ -141,7 +146,7 @@ def test_a_hello_that_overtakes_the_spawn_report_is_accepted(h: Harness) -> None
     h.op("send", session="a", text="one")
     h.hello("a", 100)  # before the fork server's "spawned"
     h.spawned(pid=100)
-    handle = h.pool.handle_of("a")
+    handle = h.pool.session("a").keeper
     assert handle is not None and handle.phase is Phase.READY and handle.pid == 100
 
 
@@ -154,10 +159,10 @@ def test_an_exit_report_that_overtakes_the_bye_is_a_clean_exit(h: Harness) -> No
     h.answer(ident, mid)
     h.state(ident, SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
     h.pool.on_fork_report(_wire.Exited(pid, 0))  # the report first...
-    assert h.pool.handle_of("a").phase is Phase.EXIT_REPORTED
+    assert h.pool.session("a").keeper.phase is Phase.EXIT_REPORTED
     h.state(ident, SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)
     h.keeper_says(ident, _wire.Bye("suspended", "idle-timeout"))  # ...then its last words
-    assert h.pool.handle_of("a") is None
+    assert h.pool.session("a").keeper is None
     assert h.store.get_session("a").state is SessionState.SUSPENDED
     assert not [e for e in h.events("a") if e.get("reason") == "killed"]
     assert h.system.signals == []  # its Claude was stopped by the keeper itself
@@ -276,11 +281,11 @@ def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h:
     first, _ = h.store.add_message("a", "one", [])
     second, _ = h.store.add_message("a", "two", [])
     h.store.update_session("a", keeper_pid=4242, keeper_n=7)
-    h.pool.adoptable = {4242: "a"}
+    h.pool.expect({4242: "a"})
     ident = b"a:4242"
     h.pool.on_keeper_message(ident, _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a", claude_pid=4343,
                                                 state="busy", current=first, queued=(second,), resumed=True))
-    handle = h.pool.handle_of("a")
+    handle = h.pool.session("a").keeper
     assert handle is not None and handle.adopted and handle.phase is Phase.READY
     assert handle.forwarded == [first, second] and handle.claude_pid == 4343
     assert h.link.of(_wire.Welcome) == [_wire.Welcome(8)]  # it has stored up to n = 7
@@ -349,3 +354,21 @@ def test_recovery_after_a_restart_goes_through_the_event_log(h: Harness) -> None
     assert h.store.get_message(waiting).status == QUEUED  # still owed: delivered on start
     assert h.store.get_session("b").state is SessionState.BUSY and h.events("b") == []
     assert h.store.get_message(adopted_turn).status == WRITTEN
+
+
+def test_a_turn_is_interrupted_while_its_events_wait_for_a_full_disk(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a session does now is its keeper's word (``LiveSession``), not the stored
+    copy: with the disk full, the keeper's "busy" waits in memory, and the turn it
+    announces can be interrupted all the same."""
+    h.op("create", session="a")
+    h.op("send", session="a", text="one")
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+
+    def disk_full(writes: object) -> None:
+        raise StoreError("database or disk is full")
+    monkeypatch.setattr(h.store, "append_events", disk_full)
+    h.state(ident, SessionState.BUSY)
+    assert h.store.get_session("a").state is SessionState.SUSPENDED  # (the stored copy lags)
+    h.op("interrupt", session="a")  # not refused: Claude is answering
+    assert h.link.of(_wire.Interrupt)

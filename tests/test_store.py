@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from protocol import EventKind, SessionState
 from supervisord_claude._errors import StoreError
-from supervisord_claude.supervisor import _store
+from supervisord_claude.supervisor import _storerecords
 from supervisord_claude.supervisor._store import COST_ADDED, DONE, QUEUED, WRITTEN, EventWrite, Store
 
 
@@ -162,8 +162,8 @@ events_of_two_sessions = st.lists(st.tuples(st.sampled_from("ab"), st.integers(0
 def test_the_events_held_in_memory_are_exactly_what_the_file_holds(tmp_path_factory, monkeypatch, batches,
                                                                    reads) -> None:
     # a few events and bytes in memory, so the bounds are crossed again and again
-    monkeypatch.setattr(_store, "RECENT_EVENTS", 16)
-    monkeypatch.setattr(_store, "RECENT_BYTES", 8000)
+    monkeypatch.setattr(_storerecords, "RECENT_EVENTS", 16)
+    monkeypatch.setattr(_storerecords, "RECENT_BYTES", 8000)
     path = tmp_path_factory.mktemp("recent") / "db.sqlite3"
     store = Store(path)
     for name in "ab":

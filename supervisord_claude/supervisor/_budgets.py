@@ -22,7 +22,7 @@ from protocol import ErrorCode, money
 from .._config import Config
 from .._errors import OpError
 from ._store import Store
-from ._store import _day as local_day
+from ._storerecords import _day as local_day
 
 #: the share of a cap at which the user is warned
 WARN_AT = 0.8

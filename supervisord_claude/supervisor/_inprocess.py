@@ -16,7 +16,7 @@ from .._clock import Clock
 from .._errors import ClientGone
 from ._clientlimits import InputWarnings
 from ._control import ControlServer
-from ._supervisor import Core
+from ._core import Core
 
 
 class InProcessControl(ControlServer):

@@ -8,13 +8,9 @@
 - start-up lives in ``_startup``; what a previous supervisor left, in ``_succession``;
   recovering the store after it is ``Core.recover``.
 
-``build_core`` wires the socket-free parts together, so tests can drive the whole
-lifecycle in-process with a fake fork server, a recording keeper link and a ``FakeClock``;
-``Supervisor`` adds the sockets, signals and the loop.
-
-Over 400 lines because ``Supervisor``'s loops (adoption, store watch, pruning, fork-server
-deaths, restart, shutdown) are one process lifecycle; ``Core``/``build_core`` could move
-to a module of their own once nobody else is changing them.
+``build_core`` (``_core``) wires the socket-free parts together, so tests can drive the
+whole lifecycle in-process with a fake fork server, a recording keeper link and a
+``FakeClock``; ``Supervisor`` adds the sockets, signals and the loop.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zmq
@@ -36,12 +31,8 @@ import zmq.asyncio
 from protocol import (
     CONTROL_SOCKET,
     ErrorCode,
-    EventKind,
-    Reason,
-    SessionState,
     control_endpoint,
     counted,
-    instance_id,
 )
 
 from .. import _wire
@@ -52,13 +43,10 @@ from .._os import System, sd_notify
 from .._sockets import send_now
 from .._wire import STOP_GRACE
 from ._control import ControlServer, bind_private
-from ._eventlog import EventLog
-from ._hub import Send, SubscriptionHub
-from ._ops import Ops
-from ._pool import ForkServer, KeeperLink, KeeperPool
-from ._store import QUEUED, WRITTEN, Store
+from ._core import build_core
+from ._pool import ForkServer
+from ._store import Store
 from ._succession import reap_stale, restart_problem
-from ._watch import REPLAY_EVENTS, Watcher
 
 log = logging.getLogger("supervisord_claude")
 
@@ -77,94 +65,6 @@ ADOPT_POLL = 0.02
 #: started anew; one more death and the supervisor gives up (exits 1, keepers kept)
 MAX_FORK_SERVER_DEATHS = 3
 FORK_SERVER_DEATH_WINDOW = 60.0
-
-
-@dataclass
-class Core:
-    """The supervisor's socket-free parts, wired together."""
-
-    config: Config
-    instance: str
-    store: Store
-    events: EventLog
-    hub: SubscriptionHub
-    pool: KeeperPool
-    ops: Ops
-    watch: Watcher
-
-    def requeue_owed(self) -> None:
-        """Messages accepted before a restart are still owed, in the order they came
-        (those an adopted keeper holds are its own). Sessions open in a terminal are
-        watched again first: what waits for them waits on."""
-        self.ops.terminals.restore()
-        held = {i for handle in self.pool.handles.values() for i in handle.forwarded}
-        owed = self.store.messages(None, QUEUED)
-        self.pool.attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
-                                    (s.name for s in self.store.list_sessions()))
-        for msg in owed:
-            if msg.id not in held:
-                self.pool.queues.setdefault(msg.session, collections.deque()).append(msg.id)
-                if msg.own_turn:  # (sent with queue: it still waits for a turn of its own)
-                    self.pool.own_turn.add(msg.id)
-        for name in sorted(self.pool.queues):
-            self.pool.dispatch(name)
-
-    def recover(self, adopted: frozenset[str] = frozenset()) -> None:
-        """After a restart only adopted keepers run: every other live session is suspended,
-        and every message Claude was answering in one is reported failed (to its sender:
-        the event log adds its origin), each an event like any other."""
-        with self.events.batch():
-            for rec in self.store.list_sessions(True):
-                if rec.state.live and rec.name not in adopted:
-                    self.events.record(rec.name, EventKind.STATE,
-                                       {"state": SessionState.SUSPENDED.value, "reason": Reason.STARTUP.value})
-            for msg in self.store.messages(None, WRITTEN):
-                if msg.session not in adopted:  # (an adopted keeper is still answering it)
-                    self.events.record(msg.session, EventKind.MESSAGE_FAILED, {
-                        "message_id": msg.id,
-                        "reason": "the supervisor stopped while Claude was answering; send it again"})
-
-    def mark_stopped(self) -> None:
-        """After shutdown: a session the store still calls live gets its suspension as an
-        event, like every other state change."""
-        for rec in self.store.list_sessions(True):
-            if rec.state.live:
-                self.events.record(rec.name, EventKind.STATE,
-                                   {"state": SessionState.SUSPENDED.value, "reason": Reason.SHUTDOWN.value})
-
-
-def build_core(config: Config, store: Store, system: System, clock: Clock, wall: Callable[[], float],
-               fork: ForkServer, link: KeeperLink, send: Send,
-               request_shutdown: Callable[[], None], request_restart: Callable[[], None]) -> Core:
-    instance = instance_id(config.runtime_dir)
-    hub = SubscriptionHub(store, send)
-    events = EventLog(store, clock, wall, hub.publish)
-    pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link)
-    events.on_message_done = pool.message_done
-    events.pids_of = pool.pids_of
-    ops = Ops(config, instance, store, pool, hub, events, wall, wall(), request_shutdown, request_restart)
-    watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
-                    config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
-    events.on_recorded = watch.event
-
-    def adopted(session: str, busy: bool, message_id: int | None, pending: list[dict[str, Any]]) -> None:
-        """The watcher sees an adopted keeper's turn as the previous supervisor did."""
-        rec = store.get_session(session)
-        if rec is not None and (busy or pending):
-            start = store.event_id_at_seq(session, max(0, rec.last_seq - REPLAY_EVENTS))
-            watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
-                                   for e in store.stored_after(start, session, REPLAY_EVENTS)])
-        watch.adopted(session, busy, message_id, pending)
-        if busy:
-            hub.began_before(session, message_id)
-    pool.on_adopted = adopted
-    ops.activity_of = watch.activity
-
-    def delta(session: str, message_id: int | None, text: str, origin: str | None) -> None:
-        watch.output(session, message_id)
-        hub.delta(session, message_id, text, origin)
-    pool.on_delta = delta
-    return Core(config, instance, store, events, hub, pool, ops, watch)
 
 
 class ForkServerLink(ForkServer, Protocol):
@@ -273,15 +173,13 @@ class Supervisor:
         self.control = ControlServer(self.ctx, self.config.runtime_dir / CONTROL_SOCKET, self.config.max_connections,
                                      self.clock)
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
-                               self.keepers, self.control.send, self.request_shutdown, self.request_restart)
+                               self.keepers, self.control.send, self.request_shutdown, self.request_restart,
+                               self._watch_exit, self._all_gone.set)
         self.control.on_gone = self.core.hub.drop_client
         self.control.on_writable = self.core.hub.resume
         self.core.ops.limit_sources.append(self.control.limits)
-        pool = self.core.pool
-        pool.on_all_gone = self._all_gone.set
-        pool.watch_exit = self._watch_exit
         loop.add_reader(self.fork.fileno(), self._on_forkserver)
-        self._task(self.keepers.serve(pool.on_keeper_messages))
+        self._task(self.keepers.serve(self.core.pool.on_keeper_messages))
         await self._adopt()
         self.control.bind()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,20 +198,18 @@ class Supervisor:
             control_endpoint(self.config.runtime_dir),
             counted(len(self.store.list_sessions(True)), "session"),
         )
-        sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.handles)} live sessions\nMAINPID={os.getpid()}")
+        sd_notify(f"READY=1\nSTATUS=serving {len(self.core.pool.with_keepers())} live sessions\nMAINPID={os.getpid()}")
         await self.stopped.wait()
 
     async def _adopt(self) -> None:
         """Take over the keepers a previous supervisor left (each introduces itself when
         it reconnects), reap those that do not within ADOPT_WINDOW, recover the rest."""
         pool = self.core.pool
-        pool.adoptable = dict(self.adoptable)
-        deadline = self.clock.monotonic() + (ADOPT_WINDOW if pool.adoptable else 0)
-        while pool.adoptable and self.clock.monotonic() < deadline:
+        pool.expect(self.adoptable)
+        deadline = self.clock.monotonic() + (ADOPT_WINDOW if pool.awaiting_adoption else 0)
+        while pool.awaiting_adoption and self.clock.monotonic() < deadline:
             await self.clock.sleep(ADOPT_POLL)
-        stale = sorted(pool.adoptable)
-        pool.adoptable.clear()
-        adopted = frozenset(h.session for h in pool.handles.values() if h.adopted)
+        stale, adopted = pool.stop_adopting()
         reaped, orphans = await asyncio.to_thread(reap_stale, self.system, self.core.instance, stale, set(adopted))
         # (kept word for word, "1 keepers" too: the docs name this line, and scripts grep it)
         log.info("Adopted %d keepers, reaped %d stale", len(adopted), reaped)
@@ -496,4 +392,4 @@ class Supervisor:
             self.ctx.term()
 
 
-__all__ = ["Core", "KeeperSocket", "Supervisor", "build_core"]
+__all__ = ["KeeperSocket", "Supervisor"]

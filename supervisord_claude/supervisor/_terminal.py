@@ -9,7 +9,7 @@ conversations Claude Code keeps on disk.
   the session for a process (claudectl's child, which becomes the TUI); its keeper is
   stopped — its running turn allowed to end, or at once with ``now`` — and the session
   becomes ATTACHED: no keeper, no ``claude -p``, no idle timer; messages wait in the
-  pool's queue (``KeeperPool.held``). The TUI's process is watched (polled through
+  session's queue (the pool asks ``Terminals.holds``). The TUI's process is watched (polled through
   ``System``, by pid and start time) and its conversation's transcript tailed into the
   event log, each event marked ``from: "terminal"``. When that process ends the session
   is suspended again, and what waits is answered at once, in order.
@@ -31,10 +31,11 @@ from protocol import EventKind, PermissionMode, Reason, SessionState
 
 from .. import _claude, _wire
 from .._clock import Clock, TimerHandle
+from .._config import Config
 from .._os import System
 from ._control import LaterReply
 from ._eventlog import EventLog
-from ._pool import KeeperPool, Phase
+from ._pool import KeeperPool
 from ._store import SessionRecord, Store
 
 log = logging.getLogger("supervisord_claude")
@@ -253,8 +254,10 @@ class Terminal:
 class Terminals:
     """Every session claimed by a terminal; the pool asks it which sessions it holds."""
 
-    def __init__(self, store: Store, pool: KeeperPool, events: EventLog, system: System, clock: Clock,
-                 wall: Callable[[], float], environ: Callable[[], dict[str, str]] = lambda: dict(os.environ)) -> None:
+    def __init__(self, config: Config, store: Store, pool: KeeperPool, events: EventLog, system: System,
+                 clock: Clock, wall: Callable[[], float],
+                 environ: Callable[[], dict[str, str]] = lambda: dict(os.environ)) -> None:
+        self.config = config
         self.store = store
         self.pool = pool
         self.events = events
@@ -264,9 +267,6 @@ class Terminals:
         self.environ = environ
         self.claims: dict[str, Terminal] = {}
         self._timer: TimerHandle | None = None
-        pool.held = self.holds
-        pool.on_state = self._on_state
-        pool.on_keeper_gone = self._on_keeper_gone
 
     def holds(self, session: str) -> bool:
         return session in self.claims
@@ -291,15 +291,16 @@ class Terminals:
         term = Terminal(rec.name, pid, self.system.start_time(pid), tty, self.wall(), reply=reply)
         self.claims[rec.name] = term
         self._arm()
-        handle = self.pool.handle_of(rec.name)
-        if handle is None:
+        live = self.pool.session(rec.name)
+        if not live.has_keeper:
             self._attach(term)
         elif now:  # its running message is reported not delivered; the queued ones wait
-            self.pool.command(rec.name, _wire.Stop(Reason.ATTACHED.value))
+            live.command(_wire.Stop(Reason.ATTACHED.value))
         else:
             self._maybe_suspend(term, rec.state.value)
 
-    def _on_state(self, session: str, state: str) -> None:
+    def state_reported(self, session: str, state: str) -> None:
+        """(the pool's listener) A keeper said what the session does."""
         term = self.claims.get(session)
         if term is not None and not term.attached:
             self.events.flush()  # (the turn's events stored: the messages it answered are off the keeper)
@@ -308,14 +309,15 @@ class Terminals:
     def _maybe_suspend(self, term: Terminal, state: str) -> None:
         """Once the keeper answered what it was handed and is idle, it is suspended
         (what comes meanwhile waits in the pool, held)."""
-        handle = self.pool.handle_of(term.session)
-        if handle is None or handle.phase is not Phase.READY or handle.forwarded or state != SessionState.IDLE.value:
+        live = self.pool.session(term.session)
+        if not live.quiet or state != SessionState.IDLE.value:
             return
-        self.pool.command(term.session, _wire.Suspend(Reason.ATTACHED.value))
+        live.command(_wire.Suspend(Reason.ATTACHED.value))
 
-    def _on_keeper_gone(self, session: str) -> None:
+    def keeper_gone(self, session: str) -> None:
+        """(the pool's listener) The session's keeper is gone."""
         term = self.claims.get(session)
-        if term is not None and not term.attached and self.pool.handle_of(session) is None:
+        if term is not None and not term.attached and not self.pool.session(session).has_keeper:
             self._attach(term)
 
     def _attach(self, term: Terminal) -> None:
@@ -341,12 +343,12 @@ class Terminals:
         """What the terminal runs: the TUI's argv, cwd and environment — the session's,
         passed explicitly (the supervisor's environment is its Claude's)."""
         spec = _claude.LaunchSpec(
-            claude_bin=self.pool.config.claude_bin, cwd=rec.cwd, session_id=rec.session_id,
+            claude_bin=self.config.claude_bin, cwd=rec.cwd, session_id=rec.session_id,
             resume=rec.started or transcript_path(rec.cwd, rec.session_id).exists(), model=rec.model,
             system_prompt=self.pool.system_prompt(rec), permission_mode=PermissionMode(rec.permission_mode),
             # (not the attachments directory its keeper adds: the TUI would ask at every start
             # whether to trust it; a file from there is read after asking, as any outside one)
-            allowed_tools=tuple(rec.allowed_tools), extra_args=tuple(self.pool.config.claude_args))
+            allowed_tools=tuple(rec.allowed_tools), extra_args=tuple(self.config.claude_args))
         env = {k: v for k, v in self.environ().items() if k not in NOT_FOR_THE_TUI}
         env[_claude.SESSION_ENV] = rec.name
         return {"argv": _claude.build_tui_argv(spec), "cwd": rec.cwd, "env": env, "session_id": rec.session_id,

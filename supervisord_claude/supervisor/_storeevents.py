@@ -1,0 +1,224 @@
+"""The store's event log (``EventRows``): events stored in runs (consecutive events of
+one session in one row), in one transaction with what they change in their session and
+message; read back by id or by a session's seq, the newest from memory; pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from protocol import EventKind
+
+from .._errors import StoreError
+from .._wire import pack_body
+from ._storerecords import (
+    _INSERT_RUN,
+    _KIND_VALUES,
+    COST_ADDED,
+    DONE,
+    FAILED,
+    NO_UPDATES,
+    EventWrite,
+    StoredEvent,
+    _day,
+    _own_fields,
+    _packb,
+    event_data,
+    unpack_run,
+)
+from ._storesessions import SessionRows
+
+log = logging.getLogger("supervisord_claude")
+
+
+class EventRows(SessionRows):
+    # events ---------------------------------------------------------------------------
+
+    def append_event(
+        self,
+        session: str,
+        kind: EventKind,
+        body: dict[str, Any],
+        updates: Mapping[str, Any] | None = None,
+        message_status: tuple[int, str] | None = None,
+    ) -> dict[str, Any]:
+        """Store one event, session field updates and a message's new status atomically;
+        return the event as published."""
+        write = EventWrite(session, kind, body, updates or NO_UPDATES, message_status)
+        return self.append_events([write])[0].as_dict()
+
+    def append_events(self, writes: Sequence[EventWrite]) -> list[StoredEvent]:
+        """Store events in one transaction, in order, with their session field updates and
+        message statuses; return them as stored. All or nothing: after a StoreError
+        none of them is stored. A body's keys that name an event field are not stored
+        (the event's own value would replace them when read). Consecutive events of one
+        session go in one row (a run)."""
+        now = self.wall()
+        last_seq: dict[str, int] = {}
+        runs: list[tuple[int, int, str, int, float, bytes]] = []
+        # each update sets fields (cost_added adds): applied in event order, they come to
+        # one UPDATE per session with the later value of each field
+        merged: dict[str, dict[str, Any]] = {}
+        statuses: list[tuple[str, int]] = []
+        # what subscribers get, built now, once (the body map is not kept: nothing here
+        # needs it again, and these stay in memory for a while)
+        events: list[StoredEvent] = []
+        own: dict[tuple[str, str], bytes] = {}
+        with self._tx() as db:
+            event_id = self._last_id(db)
+            run_session: str | None = None
+            run: list[Any] = []
+            run_first = run_first_seq = 0
+            for w in writes:
+                session = w.session
+                seq = last_seq.get(session)
+                if seq is None:
+                    row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (session,)).fetchone()
+                    if row is None:
+                        raise StoreError(f"no session {session!r}")
+                    seq = row[0]
+                    merged[session] = {}
+                last_seq[session] = seq = seq + 1
+                event_id += 1
+                blob = w.blob
+                if blob is None:
+                    assert w.body is not None
+                    blob = pack_body(w.body)
+                kind = _KIND_VALUES[w.kind]
+                if session != run_session:
+                    if run_session is not None:
+                        runs.append((event_id - 1, run_first, run_session, run_first_seq, now, _packb(run)))
+                    run_session, run, run_first, run_first_seq = session, [], event_id, seq
+                run.append(kind)
+                run.append(blob)
+                tail = own.get((session, kind))
+                if tail is None:
+                    tail = own[session, kind] = _own_fields(session, now, kind)
+                events.append(StoredEvent(event_id, session, seq, now, kind, blob, None, w.message_id,
+                                          event_data(blob, event_id, seq, tail)))
+                if w.updates:
+                    fields = merged[session]
+                    for key, value in w.updates.items():
+                        fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
+                if w.keeper is not None:
+                    merged[session]["keeper_pid"], merged[session]["keeper_n"] = w.keeper
+                if w.message_status is not None:
+                    statuses.append((w.message_status[1], w.message_status[0]))
+            if run_session is not None:
+                runs.append((event_id, run_first, run_session, run_first_seq, now, _packb(run)))
+            db.executemany(_INSERT_RUN, runs)
+            for session, seq in last_seq.items():
+                self._update(db, session, {**merged[session], "last_seq": seq})
+            spent = {session: fields[COST_ADDED] for session, fields in merged.items() if fields.get(COST_ADDED)}
+            if spent:
+                db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
+                           " ON CONFLICT(day) DO UPDATE SET usd = usd + excluded.usd", (_day(now), sum(spent.values())))
+                db.executemany("INSERT INTO session_daily_cost(day, session, usd) VALUES (?, ?, ?)"
+                               " ON CONFLICT(day, session) DO UPDATE SET usd = usd + excluded.usd",
+                               [(_day(now), session, usd) for session, usd in spent.items()])
+            if statuses:
+                db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
+        self._recent.add(events)
+        return events
+
+    def events_after(
+        self, after_id: int, session: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in self.stored_after(after_id, session, limit)]
+
+    def stored_after(self, after_id: int, session: str | None = None, limit: int = 200) -> list[StoredEvent]:
+        """Up to ``limit`` events after the global id ``after_id`` (of one session), in
+        order: the newest from memory, older ones read back."""
+        recent = self._recent.after(after_id, session, limit)
+        if recent is not None:
+            return recent
+        params: tuple[Any, ...]
+        if session is None:
+            sql, params = ("SELECT first_id, session, first_seq, ts, events FROM event_runs WHERE last_id>?"
+                           " ORDER BY last_id", (after_id,))
+        else:
+            sql, params = ("SELECT first_id, session, first_seq, ts, events FROM event_runs"
+                           " WHERE session=? AND last_id>? ORDER BY last_id", (session, after_id))
+        out: list[StoredEvent] = []
+        try:
+            cursor = self._db.execute(sql, params)
+            while len(out) < limit:
+                row = cursor.fetchone()
+                if row is None:
+                    break
+                first_id, run_session, first_seq, ts, packed = row
+                out.extend(unpack_run(first_id, run_session, first_seq, ts, packed, after_id, limit - len(out)))
+            cursor.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+        return out
+
+    def event_id_at_seq(self, session: str, seq: int) -> int:
+        """The global id of a session's event ``seq`` (0 if before the first)."""
+        if seq <= 0:
+            return 0
+        rows = self._read("SELECT first_id, first_seq, last_id FROM event_runs WHERE session=? AND first_seq<=?"
+                          " ORDER BY first_seq DESC LIMIT 1", (session, seq))
+        if not rows:
+            return 0
+        first_id, first_seq, last_id = rows[0]
+        return int(min(last_id, first_id + seq - first_seq))
+
+    def last_event_id(self) -> int:
+        rows = self._read("SELECT max(last_id) FROM event_runs")
+        return int(rows[0][0] or 0)
+
+    def prune(self, older_than: float, max_runs: int | None = None) -> int:
+        """Delete events stored before ``older_than`` (Unix time) that every named consumer
+        has acked, and finished messages as old; with ``max_runs``, only the oldest so many
+        runs of them (call again until it returns 0: a big prune in steps, so the
+        supervisor serves in between). A consumer whose cursor has not moved since
+        ``older_than`` holds nothing back (one that stopped for good, e.g. a removed bot,
+        would keep every event for ever); each such is logged, once. Returns how many
+        events went."""
+        with self._tx() as db:
+            for consumer, position in db.execute("SELECT consumer, position FROM cursors WHERE moved < ?",
+                                                 (older_than,)):
+                if (consumer, position) in self._said_stale:
+                    continue
+                self._said_stale.add((consumer, position))
+                log.warning("consumer %s has not acked anything since %s (at event %d): it no longer holds"
+                            " old events back (claudectl consumers --remove %s if it is gone for good)",
+                            consumer, time.strftime("%Y-%m-%d %H:%M", time.localtime(older_than)), position,
+                            consumer, extra={"consumer": consumer})
+            row = db.execute("SELECT min(position) FROM cursors WHERE moved IS NULL OR moved >= ?",
+                             (older_than,)).fetchone()
+            keep_from = row[0] if row and row[0] is not None else None
+            # (a run a consumer still needs part of is kept whole)
+            where, params = ("ts < ?", (older_than,)) if keep_from is None else \
+                ("ts < ? AND last_id <= ?", (older_than, keep_from))
+            if max_runs is not None:
+                where = f"last_id IN (SELECT last_id FROM event_runs WHERE {where} ORDER BY last_id LIMIT ?)"
+                params = (*params, max_runs)
+            pruned = db.execute(f"SELECT coalesce(sum(last_id - first_id + 1), 0) FROM event_runs WHERE {where}",
+                                params).fetchone()[0]
+            db.execute(f"DELETE FROM event_runs WHERE {where}", params)
+            self._recent.clear()  # what it holds may be among them
+            db.execute(
+                "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
+            )
+        return int(pruned)
+
+    def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
+        """The body of the session's newest event of ``kind`` (None if it has none)."""
+        # runs newest first, each read back to front; stops at the first match (the event
+        # log is a row per run of events: see event_runs)
+        for (packed,) in self._read("SELECT events FROM event_runs WHERE session=? ORDER BY last_id DESC",
+                                    (session,)):
+            items = msgpack.unpackb(packed)
+            for i in range(len(items) - 2, -1, -2):
+                if items[i] == kind.value:
+                    body = msgpack.unpackb(items[i + 1])
+                    return body if isinstance(body, dict) else None
+        return None
