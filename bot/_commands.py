@@ -151,7 +151,8 @@ class Link:
         place = place_key(chat)
         if place not in self._active:
             value = (await self.request("kv_get", timeout=timeout, key=KV_ACTIVE.format(chat=place)))["value"]
-            self._active[place] = value if isinstance(value, str) else None
+            # (unless set meanwhile: what was read is older than what was set)
+            self._active.setdefault(place, value if isinstance(value, str) else None)
         return self._active[place]
 
     async def set_active(self, chat: int, name: str | None) -> None:
@@ -162,7 +163,8 @@ class Link:
     async def kv_cached(self, key: str, timeout: float | None = None) -> Any:
         """A kv value only this bot writes (so a copy here stays true): read once."""
         if key not in self._kv:
-            self._kv[key] = (await self.request("kv_get", timeout=timeout, key=key))["value"]
+            value = (await self.request("kv_get", timeout=timeout, key=key))["value"]
+            self._kv.setdefault(key, value)  # (unless written meanwhile: what was read is older)
         return self._kv[key]
 
     async def first_press(self, chat: int, message_id: int) -> bool:
@@ -294,12 +296,15 @@ class Link:
         return None
 
     async def kv_put(self, key: str, value: Any) -> None:
-        """Write (or, for None, delete) a value read with ``kv_cached``."""
+        """Write (or, for None, delete) a value read with ``kv_cached``. The copy here
+        changes first: a handler that reads it while the supervisor stores it sees the new
+        value (a reply to an answer just sent goes to the session that wrote it), and two
+        read-modify-writes one after the other do not lose the first one's change."""
+        self._kv[key] = value
         if value is None:
             await self.request("kv_delete", key=key)
         else:
             await self.request("kv_set", key=key, value=value)
-        self._kv[key] = value
 
 
 def error_reply(exc: Exception) -> Reply:

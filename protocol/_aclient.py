@@ -19,6 +19,7 @@ from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError, VersionMismatch
 from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
+from ._methods import AsyncOps
 from ._paths import control_endpoint
 from ._ssh import LinkState, SshLink, bad_version_problem, version_problem
 
@@ -97,7 +98,7 @@ class Subscription:
             except TimeoutError:
                 pass
             try:
-                await self._client.request(Op.PING, sub=self.sub_id, timeout=keepalive)
+                await self._client.ping(sub=self.sub_id, timeout=keepalive)
             except RemoteError:
                 await self._resubscribe()
             except ConnectionFailed:
@@ -113,8 +114,10 @@ class Subscription:
                 yield event
 
 
-class AsyncClient:
-    """An asyncio client: concurrent requests and any number of subscriptions."""
+class AsyncClient(AsyncOps):
+    """An asyncio client: concurrent requests and any number of subscriptions. Its
+    methods are the ops (``await client.send(session, text)``: ``_methods``);
+    ``request`` is the generic call."""
 
     def __init__(self, runtime_dir: Path | str | None = None, *, timeout: float = 10.0,
                  host: Host | None = None) -> None:

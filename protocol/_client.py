@@ -26,6 +26,7 @@ from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
 if TYPE_CHECKING:
     from . import _ssh
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
+from ._methods import BlockingOps
 from ._paths import (
     CONTROL_SOCKET,
     LOCK_FILE,
@@ -100,8 +101,10 @@ def _result_of(reply: dict[str, Any]) -> dict[str, Any]:
     raise RemoteError(str(error.get("code", "unknown")), str(error.get("message", "")))
 
 
-class Client:
-    """A blocking client; fine for scripts and ``claudectl``. Not thread-safe.
+class Client(BlockingOps):
+    """A blocking client; fine for scripts and ``claudectl``. Not thread-safe. Its
+    methods are the ops (``client.send(session, text)``: ``_methods``); ``request`` is
+    the generic call.
 
     ``host``: a machine reached through ssh (``_ssh.SshLink``); its protocol version is
     checked at connect. Without it, this machine's supervisor on ``runtime_dir``."""
@@ -177,7 +180,8 @@ class Client:
         return decode(self._sock.recv(), HARD_MAX_FRAME_BYTES)
 
     def request(self, op: Op | str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        """Send one request and return its ``result``; raise ``RemoteError`` on an error reply."""
+        """Send one request and return its ``result``; raise ``RemoteError`` on an error reply.
+        (The generic call: an op's own method, e.g. ``send``, is typed.)"""
         req_id = next(self._ids)
         op_name = op.value if isinstance(op, Op) else op
         self._sock.send(encode({"id": req_id, "op": op_name, **args}))

@@ -125,3 +125,60 @@ def test_held_and_failed_messages_are_kept_within_the_kvs_bounds(link: FakeLink)
     assert run(restarted.failed_to_resume(1, "alpha")) == [7]
     assert run(restarted.take_failed(1, 7)) == {"session": "alpha", "text": "hi", "attachments": [], "origin": "tg:1:5"}
     assert run(restarted.take_failed(1, 7)) is None
+
+
+class SlowKvLink(FakeLink):
+    """A supervisor that takes its time: each kv request waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        if op.startswith("kv_"):
+            await self.gate.wait()
+        return await super().request(op, timeout, **args)
+
+
+async def test_a_reply_to_an_answer_goes_to_its_writer_even_while_the_supervisor_stores_who_wrote_it() -> None:
+    """The answer is in the chat as soon as Telegram took it; the user may reply before
+    the supervisor has stored which session wrote it (a loaded machine): the reply must
+    still go to that session, not to the chat's active one."""
+    link = SlowKvLink()
+    link.kv["telegram.wrote.7"] = [[10, "alpha"]]
+    link.gate.set()
+    assert await link.author(7, 10) == "alpha"  # (read once, then kept here)
+    link.gate.clear()
+    noting = asyncio.ensure_future(link.note_author(7, [11], "beta"))
+    await asyncio.sleep(0)
+    assert not noting.done()  # the supervisor has not stored it yet
+    assert await link.author(7, 11) == "beta"
+    assert await link.author(7, 10) == "alpha"
+    link.gate.set()
+    await noting
+    assert link.kv["telegram.wrote.7"] == [[10, "alpha"], [11, "beta"]]
+
+
+class StaleReadLink(FakeLink):
+    """A kv_get answered with the value of when it was asked, arriving late."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        if op == "kv_get":
+            value = self.kv.get(args["key"])
+            await self.gate.wait()
+            return {"value": value}
+        return await super().request(op, timeout, **args)
+
+
+async def test_a_value_read_before_a_write_does_not_undo_the_write() -> None:
+    link = StaleReadLink()
+    reading = asyncio.ensure_future(link.author(7, 11))  # not kept here yet: asks the supervisor
+    await asyncio.sleep(0)
+    await link.kv_put("telegram.wrote.7", [[11, "beta"]])  # written while that read is under way
+    link.gate.set()
+    await reading
+    assert await link.author(7, 11) == "beta"

@@ -569,3 +569,21 @@ def test_a_reply_bigger_than_what_may_wait_still_reaches_a_client_that_reads(mak
             reply = c.request("list")
             assert len(reply["sessions"]) == 5000
     assert len(msgpack.packb(reply)) > _clientlimits.HELD_REPLY_BYTES
+
+
+def test_the_piece_an_adopted_keeper_was_writing_is_not_sent_live_its_next_piece_is(tmp_path) -> None:
+    """After a restart the supervisor holds only what was written since: offsets counted
+    from there are not the answer's, and a client would put the text in the wrong place
+    (a repetitive answer seems to continue what it showed). The stored text completes
+    that piece; the next piece, begun under this supervisor, streams again."""
+    store = _store_with_events(tmp_path, 0, 0)
+    frames: list[dict] = []
+    hub = SubscriptionHub(store, lambda ident, frame: frames.append(msgpack.unpackb(frame)))
+    hub.subscribe(b"ctl", "alpha", 0, None, None, live=True)
+    hub.began_before("alpha", 7)
+    hub.delta("alpha", 7, "rt, a long story told across a resta", None)
+    assert [f for f in frames if f.get("type") == "live"] == []
+    hub.publish(store.append_events([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "..."}, message_id=7)]))
+    hub.delta("alpha", 7, "The next piece", None)
+    live = [f["event"] for f in frames if f.get("type") == "live"]
+    assert [(e["offset"], e["text"]) for e in live] == [(0, "The next piece")]

@@ -14,7 +14,7 @@ import pytest
 from bot._render import footer_text
 from protocol import SessionState, conversation_cost, turn_cost
 from supervisord_claude import _wire
-from supervisord_claude.ctl._cli import render_event
+from supervisord_claude.ctl._events import render_event
 
 from .test_lifecycle import Harness
 

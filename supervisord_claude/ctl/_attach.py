@@ -62,10 +62,7 @@ def cmd_attach(client: Client, args: argparse.Namespace) -> int:
             print(f"claudectl: opening '{args.name}' here once no Claude of the supervisor holds it"
                   + (" (stopping its running answer)" if args.now else " (after its running answer, if any)"),
                   file=sys.stderr)
-        fields: dict[str, Any] = {"session": args.name, "pid": pid, "now": args.now}
-        if tty:
-            fields["tty"] = tty
-        reply = client.request("attach", timeout=args.timeout, **fields)
+        reply = client.attach(args.name, pid, tty=tty or None, now=args.now, timeout=args.timeout)
     except BaseException:
         os.close(write_fd)  # the child reads end-of-file and exits
         os.waitpid(pid, 0)
@@ -115,7 +112,7 @@ def conversation_rows(found: list[dict[str, Any]]) -> str:
 
 def cmd_conversations(client: Client, args: argparse.Namespace) -> int:
     cwd = os.path.abspath(os.path.expanduser(args.cwd or os.getcwd()))
-    found = client.request("conversations", cwd=cwd)["conversations"]
+    found = client.conversations(cwd=cwd)
     if args.json:
         print(json.dumps(found))
     else:

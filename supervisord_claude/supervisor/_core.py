@@ -123,6 +123,8 @@ class CoreListener:
             self._watch.replay(session, [(e.kind, e.message_id, e.body, e.ts)
                                          for e in self._store.stored_after(start, session, REPLAY_EVENTS)])
         self._watch.adopted(session, busy, message_id, pending)
+        if busy:
+            self._hub.began_before(session, message_id)
 
 
 def build_core(config: Config, store: Store, system: System, clock: Clock, wall: Callable[[], float],

@@ -66,6 +66,10 @@ class LiveText:
     message_id: int | None
     origin: str | None
     text: str = ""
+    #: False for the piece a keeper was writing when this supervisor adopted it: what it
+    #: holds is only what was written since, so its offsets are not the answer's — it is
+    #: not sent live (a client would put it in the wrong place), the stored text completes it
+    from_start: bool = True
 
 
 #: the stored events that end a turn's live text
@@ -78,6 +82,8 @@ class SubscriptionHub:
         self.send = send
         self.subs: dict[int, Subscription] = {}
         self.live_text: dict[str, LiveText] = {}
+        #: session -> the message an adopted keeper was answering (``began_before``)
+        self._began_before: dict[str, int | None] = {}
         #: the sessions whose live text grew in this loop turn (sent at its end)
         self._live_written: set[str] = set()
         # random start: a client that outlived a previous supervisor never sees its old
@@ -194,7 +200,8 @@ class SubscriptionHub:
         frame: under load, fewer frames, not a growing lag)."""
         live = self.live_text.get(session)
         if live is None or live.message_id != message_id:
-            live = self.live_text[session] = LiveText(message_id, origin)
+            began_before = session in self._began_before and self._began_before.pop(session) == message_id
+            live = self.live_text[session] = LiveText(message_id, origin, from_start=not began_before)
         live.text += text
         first = not self._live_written
         self._live_written.add(session)
@@ -203,6 +210,11 @@ class SubscriptionHub:
                 asyncio.get_running_loop().call_soon(self._send_live_written)
             except RuntimeError:  # no loop (a test driving the hub): at once
                 self._send_live_written()
+
+    def began_before(self, session: str, message_id: int | None) -> None:
+        """An adopted keeper is answering ``message_id``: the piece it is writing began
+        under the previous supervisor (see ``LiveText.from_start``)."""
+        self._began_before[session] = message_id
 
     def _send_live_written(self, before: int | None = None) -> None:
         """Send what was written since the last loop turn to the live subscribers that
@@ -224,7 +236,7 @@ class SubscriptionHub:
 
     def _send_live(self, sub: Subscription, session: str) -> None:
         live = self.live_text.get(session)
-        if live is None:
+        if live is None or not live.from_start:
             return
         known = sub.live_sent.get(session)
         start = known[1] if known is not None and known[0] == live.message_id else 0

@@ -1,0 +1,172 @@
+"""Typed views of the main replies (``docs/protocol.md``, "Ops"): what a client reads most.
+
+They are ``TypedDict``s, not dataclasses, on purpose: a reply stays the plain dict the
+wire carried — nothing is converted or copied, ``json.dumps`` of it is what the
+supervisor sent (claudectl's ``--json``), and a field a newer supervisor adds is still
+in it — while mypy checks every key a caller reads and its type. Fields an older
+supervisor may not send are ``NotRequired`` (read them with ``.get``). To read a field
+not listed here, use ``request`` (the generic call), or the value as a ``Mapping``.
+
+A session's ``state`` is a ``SessionState`` value (compare it with the enum, a ``str``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class QueueLimit(TypedDict):
+    """How many messages, and how many bytes of them, a session's queue takes."""
+
+    messages: int
+    bytes: int
+
+
+class Terminal(TypedDict):
+    """A session open in Claude Code's own terminal UI (``claudectl attach``)."""
+
+    pid: int
+    tty: str | None
+    since: float
+    attached: bool
+
+
+class SessionInfo(TypedDict):
+    """A session record (``create``, ``list``, ``fork``; ``status`` adds to it)."""
+
+    name: str
+    session_id: str
+    cwd: str
+    model: str | None
+    persona: str | None
+    #: seconds
+    idle_timeout: float
+    state: str
+    live: bool
+    #: Claude has seen a first message (a ``suspended`` session not started is new)
+    started: bool
+    created: float
+    last_active: float
+    suspended_at: float | None
+    #: what this session has spent: the sum of its turns' costs (USD)
+    cost_usd: float
+    last_seq: int
+    #: the permission mode (a ``PermissionMode`` value)
+    mode: str
+    allowed_tools: list[str]
+    claude_model: NotRequired[str | None]
+    #: what the running turn does now (``list`` and ``status``; None when no turn runs)
+    activity: NotRequired[dict[str, Any] | None]
+    terminal: NotRequired[Terminal | None]
+
+
+class PendingRequest(TypedDict):
+    """A request Claude waits on (a permission, a question, a plan)."""
+
+    request_id: str
+    tool_name: str
+    questions: NotRequired[list[dict[str, Any]]]
+
+
+class SessionStatus(SessionInfo):
+    """``status`` of one session: its record and what runs for it now."""
+
+    keeper_pid: int | None
+    claude_pid: int | None
+    queued: int
+    queued_bytes: NotRequired[int]
+    queue_limit: NotRequired[QueueLimit]
+    pending: list[PendingRequest]
+
+
+class SupervisorStatus(TypedDict):
+    """``status`` without a session: the supervisor's own (the operator's view)."""
+
+    pid: int
+    version: str
+    instance: str
+    uptime: float
+    runtime_dir: str
+    state_dir: str
+    sessions_dir: str
+    claude_bin: str
+    default_idle_timeout: float
+    #: sessions not archived
+    sessions: int
+    live: int
+    subscriptions: int
+    last_event_id: int
+    consumers: dict[str, int]
+    personas: list[str]
+    store_problem: str | None
+    by_state: dict[str, int]
+    claude_processes: list[dict[str, Any]]
+    cost_today: float
+    cost_today_by_session: dict[str, float]
+    pending_permissions: list[dict[str, Any]]
+    clients: list[dict[str, Any]]
+    memory: NotRequired[int | None]
+    queue_limit: NotRequired[QueueLimit]
+    queues: NotRequired[list[dict[str, Any]]]
+    limits: NotRequired[dict[str, dict[str, Any]]]
+    turns: NotRequired[list[dict[str, Any]]]
+
+
+class SendReply(TypedDict):
+    """``send``: the message is stored; where it stands."""
+
+    message_id: int
+    #: the session's last event sequence number when it was stored
+    seq: int
+    state: str
+    #: a repeated ``idempotency_key``: the first message's id, nothing sent
+    duplicate: bool
+    #: how many of the session's messages Claude answers before this one
+    ahead: int
+    #: Claude is answering: the message goes to it now, to join that turn
+    steering: bool
+    budget_warning: NotRequired[str]
+    terminal: NotRequired[Terminal]
+
+
+class InterruptReply(TypedDict):
+    """``interrupt``: whether Claude confirmed it, and why not."""
+
+    confirmed: bool
+    detail: str
+    next: NotRequired[list[int]]
+
+
+class ForkReply(SessionInfo):
+    """``fork``: the new session's record, and whether a conversation was copied."""
+
+    fork_of: str
+    copied: bool
+
+
+class Schedule(TypedDict):
+    """A schedule (times are Unix seconds; ``next_run`` None while paused)."""
+
+    id: int
+    session: str
+    cron: str
+    tz: str | None
+    prompt: str
+    paused: bool
+    next_run: float | None
+    last_run: float | None
+    origin: str | None
+    created: float
+
+
+class Hello(TypedDict):
+    """``hello``: who answers."""
+
+    server: str
+    version: str
+    protocol: int
+    instance: str
+
+
+#: a reply this library gives no typed view of (its fields: ``docs/protocol.md``)
+Reply = dict[str, Any]

@@ -1,0 +1,160 @@
+"""claudectl's text for events: ``render_event`` (``tail``, and the watcher's notes during
+``send --wait``) as a table keyed by event kind, one small function per kind; what a
+turn's ``result`` says went wrong; the live text of an answer as it is written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from protocol import EventKind, idle_note, turn_cost, usd_text
+
+from ._views import doing_text, duration, request_text, what_is_asked
+
+Event = dict[str, Any]
+#: the text of an event of one kind, after its head (``[session #seq]``)
+Render = Callable[[Event], str]
+
+
+def _state(event: Event) -> str:
+    return f"state {event.get('state')} ({event.get('reason')}){idle_note(event.get('idle_for'))}"
+
+
+def _user(event: Event) -> str:
+    return f"> {event.get('text')}"
+
+
+def _steered(event: Event) -> str:
+    return f">> {event.get('text')} (sent while message {event.get('turn')} was answered)"
+
+
+def _taken(event: Event) -> str:
+    return f"message {event.get('message_id')} joined the turn of message {event.get('turn')}"
+
+
+def _assistant_text(event: Event) -> str:
+    return f"{event.get('text')}"
+
+
+def _tool_use(event: Event) -> str:
+    tool_input = json.dumps(event.get("input"))
+    return f"tool {event.get('name')}: {tool_input[:200]}"
+
+
+def _tool_result(event: Event) -> str:
+    content = event.get("content")
+    shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    return f"tool result: {shown[:200]}"
+
+
+def _result(event: Event) -> str:
+    status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
+    # the turn's own cost, as the bot shows it (cost_usd is the conversation's total)
+    return f"{status} in {event.get('duration_ms')} ms, cost {usd_text(turn_cost(event))}"
+
+
+def _message_failed(event: Event) -> str:
+    return f"message {event.get('message_id')} not delivered: {event.get('reason')}"
+
+
+def _error(event: Event) -> str:
+    return f"error: {event.get('message')}"
+
+
+def _permission_request(event: Event) -> str:
+    return f"{request_text(event)} (id {event.get('request_id')})"
+
+
+def _permission_resolved(event: Event) -> str:
+    verdict = "allowed" if event.get("allow") else "denied"
+    if event.get("answers"):
+        verdict = "answered " + json.dumps(event["answers"], ensure_ascii=False)
+    elif event.get("always"):
+        verdict = "always allowed " + ", ".join(event["always"])
+    by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
+    return f"request {verdict}{by} ({event.get('request_id')})"
+
+
+def _reminder(event: Event) -> str:
+    return (f"reminder: Claude has waited {duration(round(event.get('waited') or 0))} for your answer to"
+            f" {what_is_asked(event)} (id {event.get('request_id')}; denied in"
+            f" {duration(round(event.get('denied_in') or 0))} unless answered)")
+
+
+def _stalled(event: Event) -> str:
+    return (f"stalled: no output for {duration(round(event.get('silent_for') or 0))} and almost no CPU"
+            f" ({event.get('cpu_percent')}%) while {doing_text(event)}; claudectl interrupt"
+            f" {event.get('session')} stops it")
+
+
+def _settings(event: Event) -> str:
+    fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
+                       for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
+    return f"settings: {fields}"
+
+
+#: every kind's text, keyed by EventKind (a str: the event's ``kind`` as it came finds it);
+#: a kind not here, from a newer supervisor, is shown by its name
+RENDER: dict[str, Render] = {
+    EventKind.STATE: _state,
+    EventKind.USER: _user,
+    EventKind.STEERED: _steered,
+    EventKind.TAKEN: _taken,
+    EventKind.ASSISTANT_TEXT: _assistant_text,
+    EventKind.TOOL_USE: _tool_use,
+    EventKind.TOOL_RESULT: _tool_result,
+    EventKind.RESULT: _result,
+    EventKind.ERROR: _error,
+    EventKind.MESSAGE_FAILED: _message_failed,
+    EventKind.SETTINGS: _settings,
+    EventKind.PERMISSION_REQUEST: _permission_request,
+    EventKind.PERMISSION_RESOLVED: _permission_resolved,
+    EventKind.REMINDER: _reminder,
+    EventKind.STALLED: _stalled,
+}
+
+
+def render_event(event: Event) -> str:
+    """One line (or block) of human output for an event."""
+    kind = event.get("kind")
+    head = f"[{event.get('session')} #{event.get('seq')}]"
+    if event.get("from") == "terminal":  # said in Claude Code's own terminal UI (claudectl attach)
+        head += " 📟"
+    render = RENDER.get(kind) if isinstance(kind, str) else None
+    return f"{head} {render(event) if render is not None else kind}"
+
+
+def turn_ending(result: Event) -> str | None:
+    """What went wrong with a turn, as a sentence; None if it simply ended."""
+    if result.get("interrupted"):
+        return "interrupted"
+    denied = result.get("permission_denials") or []
+    if result.get("is_error"):
+        if result.get("terminal_reason") == "api_error" or result.get("api_error_status"):
+            status = result.get("api_error_status")
+            return f"Claude's API call failed{f' (HTTP {status})' if status else ''}: {result.get('text') or ''}".strip()
+        detail = "; ".join(result.get("errors") or []) or result.get("text") or result.get("subtype")
+        return f"the turn failed: {detail}"
+    if denied:
+        tools = ", ".join(str(d.get("tool_name")) for d in denied if isinstance(d, dict))
+        return f"Claude was not allowed to use: {tools} (see claudectl mode, and Claude's settings.json rules)"
+    return None
+
+
+def print_live(shown: str, event: Event) -> str:
+    """Print the new part of an answer being written; return what is shown now.
+
+    Only what continues what is shown is printed. The text so far comes again after a
+    reconnect (skipped); a supervisor that restarted mid-answer holds only what was
+    written since, so its pieces do not line up with what is shown — nothing more is
+    printed live then, and the stored answer completes it (``_messages._send_and_wait``)."""
+    offset, text = int(event.get("offset") or 0), str(event.get("text") or "")
+    if offset > len(shown):  # a gap: what came between was lost
+        return shown
+    so_far = shown[:offset] + text
+    if not so_far.startswith(shown):  # the text so far again, or pieces of another base
+        return shown
+    print(so_far[len(shown):], end="", flush=True)
+    return so_far
+

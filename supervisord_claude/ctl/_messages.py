@@ -1,0 +1,193 @@
+"""claudectl's commands that talk with Claude: ``send`` (and ``--wait`` for the answer,
+``--stream`` it as it is written), ``tail`` (a session's events, ``--follow``),
+``permit`` and ``answer`` (what Claude asked)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from protocol import Client, SessionState, idle_note
+
+from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, UsageError, show
+from ._events import print_live, render_event, turn_ending
+from ._views import request_text, terminal_note
+
+#: ``tail`` without ``--follow`` gives up when no event comes for this long (seconds)
+TAIL_STALL = 30.0
+
+
+def _attachments(args: argparse.Namespace) -> list[str] | None:
+    """``--attach``'s files as the supervisor takes them; refused for another host."""
+    if args.attach and not args.on_host.is_local:
+        raise UsageError(f"--attach: the supervisor on {args.on_host.name} reads attachments from its own disk;"
+                         " attaching a file of this machine to a remote session is not supported yet")
+    if not args.attach:
+        return None
+    # the file a link points to: the supervisor takes no link (it could be swapped)
+    return [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
+
+
+async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
+    from protocol import AsyncClient  # (asyncio only for the commands that wait)
+
+    async with AsyncClient(client_dir, host=args.on_host) as client:
+        status = await client.status(args.name)
+        stream = bool(getattr(args, "stream", False)) and not args.json
+        sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
+        sent = await client.send(args.name, args.text, attachments=_attachments(args), queue=args.queue)
+        message_id = sent["message_id"]
+        if sent.get("terminal") and not args.json:
+            print(terminal_note(args.name, sent["terminal"]), file=sys.stderr)
+        # the turn that answers it: its own, or the running one it joined (steered, taken)
+        turn = message_id
+        deadline = time.monotonic() + timeout
+        streamed = ""  # what of the answer has been printed as it was written
+        while True:
+            event = await sub.next(timeout=max(0.1, deadline - time.monotonic()))
+            if event is None:
+                print(f"claudectl: no answer within {timeout:g}s (--timeout); the message stays queued and"
+                      " will be answered (claudectl tail shows it)", file=sys.stderr)
+                return EXIT_TIMED_OUT
+            if "id" not in event:  # live text of the answer
+                if event.get("message_id") == turn:
+                    streamed = print_live(streamed, event)
+                continue
+            if event.get("kind") == "taken" and event.get("message_id") == message_id \
+                    and isinstance(event.get("turn"), int):
+                turn = event["turn"]
+                if not args.json:
+                    print(f"claudectl: Claude took the message into the running turn (message {turn})",
+                          file=sys.stderr, flush=True)
+            await sub.ack(event["id"])  # releases the window; a long turn never stalls
+            if args.json:
+                print(json.dumps(event), flush=True)
+            elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
+                print(f"Resuming session{idle_note(event.get('idle_for'))}...", file=sys.stderr)
+            if event.get("message_id") != turn and event.get("kind") != "message_failed":
+                continue
+            if event.get("kind") == "message_failed" and event.get("message_id") not in (message_id, turn):
+                continue
+            if event.get("kind") == "permission_request" and not args.json:
+                print(request_text(event), file=sys.stderr, flush=True)
+            if event.get("kind") in ("reminder", "stalled") and not args.json:  # (the watcher's: once each)
+                print(f"claudectl: {render_event(event)}", file=sys.stderr, flush=True)
+            if event.get("kind") == "assistant_text" and streamed:
+                print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
+                      "\n" + event["text"], end="", flush=True)
+                streamed = event["text"]
+            if event.get("kind") == "result":
+                if not args.json:
+                    final = event.get("text", "")
+                    print(final[len(streamed):] if streamed and final.startswith(streamed) else
+                          ("\n" if streamed else "") + final)
+                    streamed = ""
+                ending = turn_ending(event)
+                if ending is not None:
+                    if not args.json:
+                        print(f"claudectl: {ending}", file=sys.stderr)
+                    return 1
+                return 0
+            if event.get("kind") == "message_failed":
+                what = "message" if event.get("message_id") == message_id else "the turn it joined was"
+                print(f"claudectl: {what} not delivered: {event.get('reason')}", file=sys.stderr)
+                return 1
+
+
+def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    if args.text == "-":  # the message from stdin, as Unix tools take a file
+        args.text = sys.stdin.read()
+    if args.wait:
+        client.close()
+        import asyncio
+
+        return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
+    result = client.send(args.name, args.text, attachments=_attachments(args), queue=args.queue)
+    note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
+    show(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
+                          else f"queued message {result['message_id']}") + note)
+    return 0
+
+
+async def _tail(args: argparse.Namespace, last_seq: int) -> int:
+    """Print the session's events; without ``--follow``, up to ``last_seq`` (the last one
+    when the command started) and no further."""
+    after = args.from_seq if args.from_seq is not None else 0
+    if not args.follow and after >= last_seq:
+        return 0
+    from protocol import AsyncClient
+
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
+        stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
+        sub = await client.subscribe(args.name, after=after, live=stream)
+        shown: dict[Any, str] = {}
+        while True:
+            event = await sub.next(timeout=None if args.follow else TAIL_STALL)
+            if event is None:
+                print(f"claudectl: the events stopped before sequence number {last_seq}", file=sys.stderr)
+                return 1
+            if "id" not in event:  # live text
+                key = event.get("message_id")
+                if key not in shown:
+                    print(f"[{args.name}] ", end="")
+                shown[key] = print_live(shown.get(key, ""), event)
+                continue
+            if event["kind"] == "assistant_text" and event.get("message_id") in shown:
+                print()  # it was shown as it was written
+                del shown[event.get("message_id")]
+                await sub.ack(event["id"])
+                continue
+            await sub.ack(event["id"])
+            print(json.dumps(event) if args.json else render_event(event), flush=True)
+            if not args.follow and event["seq"] >= last_seq:
+                return 0
+
+
+def cmd_tail(client: Client, args: argparse.Namespace) -> int:
+    last_seq = int(client.status(args.name)["last_seq"])  # also: a clear error
+    client.close()
+    if args.lines is not None:
+        args.from_seq = max(0, last_seq - args.lines)
+    try:
+        import asyncio
+
+        return asyncio.run(_tail(args, last_seq))
+    except KeyboardInterrupt:  # (how tail --follow is ended: quietly, with the status Ctrl-C gives)
+        return EXIT_INTERRUPTED
+
+
+def cmd_permit(client: Client, args: argparse.Namespace) -> int:
+    result = client.permit(args.name, args.request_id, args.allow, message=args.message or None,
+                           always=args.always, mode=args.mode or None)
+    done = "allowed" if args.allow else "denied"
+    if result.get("always"):
+        done = f"always allowed ({', '.join(result['always'])})"
+    if result.get("mode"):
+        done += f"; mode {result['mode']}"
+    show(args, result, f"{done}: {args.request_id}")
+    return 0
+
+
+def cmd_answer(client: Client, args: argparse.Namespace) -> int:
+    info = client.status(args.name)
+    pending: dict[str, Any] = {p["request_id"]: p for p in info.get("pending") or []}
+    questions = (pending.get(args.request_id) or {}).get("questions") or []
+    labels: list[str] = args.labels
+    if len(questions) > 1:
+        if len(labels) != len(questions):
+            print(f"claudectl: request {args.request_id} has {len(questions)} questions: give one LABEL each"
+                  " (several options of a multi-select one as A,B)", file=sys.stderr)
+            return 2
+        answers = [[part.strip() for part in label.split(",")] if q.get("multiSelect") else [label]
+                   for q, label in zip(questions, labels, strict=True)]
+    else:  # one question (or the supervisor says what is wrong)
+        answers = [labels]
+    result = client.answer(args.name, args.request_id, answers)
+    shown = "; ".join(f"{q} = {a}" for q, a in result["answers"].items())
+    show(args, result, f"answered: {shown}")
+    return 0
+
