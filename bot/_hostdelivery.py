@@ -10,10 +10,12 @@ from typing import Any
 
 from telegram.ext import Application
 
-from . import _commands as commands
 from . import _hosts as hosts
-from ._delivery import KV_PROGRESS, Core, delivery_loop
+from ._core import Core
+from ._delivery import delivery_loop
+from ._link import Link
 from ._live import KV_PREVIEWS
+from ._send import KV_PROGRESS
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -21,11 +23,11 @@ log = logging.getLogger("claude_telegram_bot")
 HOST_KEYS = frozenset({KV_PROGRESS, KV_PREVIEWS})
 
 
-class HostLink(commands.Link):
+class HostLink(Link):
     """The local link (the same chat state, kept once), but the delivery's own keys go
     to the host's supervisor."""
 
-    def __init__(self, local: commands.Link, client: hosts.HostClient) -> None:
+    def __init__(self, local: Link, client: hosts.HostClient) -> None:
         self.__dict__.update(local.__dict__)
         self._local, self._host_client = local, client
 

@@ -25,7 +25,7 @@ from typing import Any
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
-from . import _render as render
+from . import _markdown as markdown
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -93,7 +93,7 @@ class LiveReplies:
             if wait > 0:
                 await asyncio.sleep(wait)
             head = f"{reply.label}\n" if reply.label else ""
-            text = head + render.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR) - render.utf16_len(head)) + _CURSOR
+            text = head + markdown.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR) - markdown.utf16_len(head)) + _CURSOR
             self._last[reply.chat] = time.monotonic()
             try:
                 if reply.private:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from telegram import Message, Update
 
-from ._render import MAX_MESSAGE_UTF16, utf16_len
+from ._markdown import MAX_MESSAGE_UTF16, utf16_len
 
 #: a text this long may be a part Telegram cut from a longer paste (clients cut at a
 #: space or line break shortly before the limit)

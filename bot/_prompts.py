@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _markdown as markdown
 from . import _render as render
-from ._render import STALE_PROMPT, utf16_len
+from ._markdown import utf16_len
+from ._render import STALE_PROMPT
 
 QUESTION_TOOL = "AskUserQuestion"
 PLAN_TOOL = "ExitPlanMode"
@@ -194,7 +196,7 @@ def _question_text(questions: list[dict[str, Any]], brief: bool = False) -> str:
 
 
 def _plan_text(plan: str) -> str:
-    return f"📋 Claude's plan:\n\n{render.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
+    return f"📋 Claude's plan:\n\n{markdown.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
 
 
 def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:

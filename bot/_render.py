@@ -1,17 +1,14 @@
-"""What the bot says: help text, session lists, tool lines, Markdown → Telegram entities.
+"""What the bot says: help text, session lists, /status, tool lines, notices and replies.
 
-Plain functions with no Telegram or network I/O, so every string is unit-tested.
+Plain functions with no Telegram or network I/O, so every string is unit-tested. How
+Claude's Markdown becomes Telegram messages is in ``_markdown``; how a running turn is
+described, in ``_activity``.
 """
 
 from __future__ import annotations
 
-import html
 import json
-from dataclasses import dataclass
 from typing import Any
-
-import telegramify_markdown
-from telegramify_markdown import converter as _converter
 
 from protocol import (
     MAX_TIMEOUT_MINUTES,
@@ -23,7 +20,7 @@ from protocol import (
     usd_text,
 )
 
-MAX_MESSAGE_UTF16 = 4096
+from ._activity import DESK, activity_brief, activity_text, attached_line, terminal_where
 
 HELP_TEXT = f"""\
 Claude Sessions
@@ -228,82 +225,6 @@ def session_line(session: dict[str, Any], active: str | None, now: float | None 
     return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}{doing}"
 
 
-def duration_text(seconds: float | None) -> str:
-    """"40 s", "6 min", "2 h 5 min"."""
-    secs = round(seconds or 0)
-    if secs < 60:
-        return f"{secs} s"
-    if secs < 3600:
-        return f"{secs // 60} min"
-    return f"{secs // 3600} h {secs % 3600 // 60} min"
-
-
-def asked_text(fields: dict[str, Any]) -> str:
-    """A prompt in a few words: "Bash (rm -rf build)", "a question (Pick a colour)"."""
-    tool, detail = fields.get("tool_name"), fields.get("detail")
-    what = {"AskUserQuestion": "a question", "ExitPlanMode": "a plan"}.get(str(tool), str(tool or "a request"))
-    return f"{what} ({detail})" if detail else what
-
-
-def doing_text(fields: dict[str, Any]) -> str:
-    """What a turn was doing, of a ``stalled`` event or a stalled activity."""
-    if (fields.get("was") or fields.get("doing")) == "tool":
-        detail = f" ({fields['detail']})" if fields.get("detail") else ""
-        return f"running {fields.get('tool')}{detail}"
-    return "writing"
-
-
-def activity_brief(activity: dict[str, Any]) -> str:
-    """What a running turn does, in a word or two: "waits for you", "Bash 3 min"."""
-    doing, seconds = activity.get("doing"), duration_text(activity.get("seconds"))
-    if doing == "waiting":
-        return f"waits for you ({seconds})"
-    if doing == "stalled":
-        return f"⚠️ seems stuck ({seconds})"
-    if doing == "tool":  # (Markdown: a tool name like mcp__x__y stays as it is)
-        return f"`{activity.get('tool')}` {seconds}"
-    return f"writing ({seconds})"
-
-
-def activity_text(activity: dict[str, Any]) -> str:
-    """What a running turn does now and for how long, in a sentence (for /status)."""
-    doing, seconds = activity.get("doing"), duration_text(activity.get("seconds"))
-    cpu = activity.get("cpu_percent")
-    cpu_note = f", CPU {cpu:.0f}%" if isinstance(cpu, (int, float)) else ""
-    if doing == "waiting":
-        more = f" (and {activity['waiting'] - 1} more)" if (activity.get("waiting") or 1) > 1 else ""
-        return f"⏳ waiting for your answer to {asked_text(activity)}{more}, for {seconds}"
-    if doing == "stalled":
-        return (f"⚠️ seems stuck: no output and almost no CPU for {seconds}, while {doing_text(activity)}."
-                " /cancel stops it")
-    if doing == "tool":
-        detail = f" ({activity['detail']})" if activity.get("detail") else ""
-        return f"running {activity.get('tool')}{detail} for {seconds}{cpu_note}"
-    return f"writing, for {seconds}{cpu_note}"
-
-
-INTERRUPT_BUTTON = "⏹ Stop it"
-KEEP_WAITING_BUTTON = "⏳ Keep waiting"
-KEPT_WAITING = "Keeping on waiting."
-
-
-def stalled_text(event: dict[str, Any]) -> str:
-    """A turn with no output and almost no CPU (the supervisor's ``stalled`` event)."""
-    tool_for = f" for {duration_text(event['tool_for'])}" if event.get("tool_for") else ""
-    return (f"⚠️ Claude in '{event.get('session')}' seems stuck: {doing_text(event)}{tool_for}, and no output"
-            f" and almost no CPU ({event.get('cpu_percent', 0):g}%) for {duration_text(event.get('silent_for'))}."
-            " Stop it, or keep waiting?")
-
-
-def reminder_text(event: dict[str, Any]) -> str:
-    """A prompt unanswered for a while (the supervisor's ``reminder`` event)."""
-    denied_in = event.get("denied_in")
-    deadline = f" Without an answer it is denied in {duration_text(denied_in)}." \
-        if isinstance(denied_in, (int, float)) and denied_in > 0 else ""
-    return (f"⏰ Claude in '{event.get('session')}' has been waiting {duration_text(event.get('waited'))} for your"
-            f" answer to {asked_text(event)}.{deadline}")
-
-
 def sessions_markdown(sessions: list[dict[str, Any]], active: str | None, now: float | None = None) -> str:
     if not sessions:
         return NO_SESSIONS
@@ -444,186 +365,7 @@ def status_text(session: dict[str, Any]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One Telegram message: plain text plus entities (as Bot API dicts)."""
-
-    text: str
-    entities: list[dict[str, Any]]
-
-
-def _render_config() -> telegramify_markdown.RenderConfig:
-    """The converter's settings: nothing added to what Claude wrote (no emoji before
-    headings), and task boxes that read as boxes (its default shows an open task as ☑️)."""
-    config = telegramify_markdown.RenderConfig.isolated()
-    symbols = config.markdown_symbol
-    for level in range(1, 7):
-        setattr(symbols, f"heading_level_{level}", "")
-    symbols.task_uncompleted = "☐"
-    symbols.task_completed = "☑"
-    return config
-
-
-_CONFIG = _render_config()
-
-
-class _KeepHtml(_converter.EventWalker):
-    """The converter drops HTML it does not render, so "Use the <div> element" lost its
-    tag and ``List<String>`` its type: Claude's text is kept as text instead."""
-
-    def _handle_event(self, event: Any) -> None:
-        inner = event[0] if isinstance(event, tuple) and len(event) == 2 and isinstance(event[1], dict) else event
-        if isinstance(inner, dict):
-            if "InlineHtml" in inner and inner["InlineHtml"].strip().lower() not in ("<tg-spoiler>", "</tg-spoiler>"):
-                event = {"Text": inner["InlineHtml"]}
-            elif "Html" in inner:
-                event = {"Text": inner["Html"]}
-        super()._handle_event(event)
-
-
-#: stands for "&" while the Markdown is parsed: the parser would decode ``&amp;`` to ``&``
-#: (one UTF-16 unit, as "&" is, so no entity offset moves)
-_AMPERSAND = "\ue000"
-
-
-def convert_markdown(markdown: str) -> tuple[str, list[Any]]:
-    """Claude's Markdown as Telegram text + entities, losing none of its text (``&amp;``
-    stays ``&amp;``: Claude wrote it so)."""
-    keep = _AMPERSAND not in markdown
-    source = markdown.replace("&", _AMPERSAND) if keep else markdown
-    text, events = _converter._parse(source, _converter.STANDARD_OPTIONS, latex_escape=True)
-    out_text, entities, _ = _KeepHtml(_CONFIG, text).walk(events)
-    if not keep:
-        return out_text, entities
-    for entity in entities:
-        if entity.url:  # a link's target is a URL: there an entity means its character
-            entity.url = html.unescape(entity.url.replace(_AMPERSAND, "&"))
-    return out_text.replace(_AMPERSAND, "&"), entities
-
-
-_HTML_TAGS = {"bold": "b", "italic": "i", "underline": "u", "strikethrough": "s", "code": "code", "pre": "pre"}
-
-
-def markdown_html(markdown: str) -> str:
-    """Claude's Markdown as Telegram HTML (for a message that is HTML anyway, such as a
-    prompt): bold, italic, code and the like become tags; every other character is
-    escaped, and formatting that would not nest is left out rather than refused."""
-    text, entities = convert_markdown(markdown)
-    at: dict[int, int] = {}  # UTF-16 offset -> index in text
-    units = 0
-    for i, char in enumerate(text):
-        at[units] = i
-        units += 2 if ord(char) > 0xFFFF else 1
-    at[units] = len(text)
-    spans = sorted(((at[e.offset], at[e.offset + e.length], _HTML_TAGS[e.type]) for e in entities
-                    if e.type in _HTML_TAGS and e.length > 0 and e.offset in at and e.offset + e.length in at),
-                   key=lambda span: (span[0], -span[1]))
-    nested: list[tuple[int, int, str]] = []
-    open_: list[tuple[int, int, str]] = []
-    for span in spans:
-        while open_ and open_[-1][1] <= span[0]:
-            open_.pop()
-        if open_ and open_[-1][1] < span[1]:
-            continue  # would cross its outer one
-        nested.append(span)
-        open_.append(span)
-    out: list[str] = []
-    for i in range(len(text) + 1):
-        out += [f"</{tag}>" for _, end, tag in reversed(nested) if end == i]  # the inner one first
-        out += [f"<{tag}>" for start, _, tag in nested if start == i]
-        if i < len(text):
-            out.append(html.escape(text[i], quote=False))
-    return "".join(out)
-
-
-def markdown_chunks(markdown: str, limit: int = MAX_MESSAGE_UTF16) -> list[Chunk]:
-    """Render Claude's Markdown to text + entities, split under ``limit`` UTF-16 units.
-
-    A code block cut by a split stays a valid ``pre`` entity in both halves.
-    """
-    text, entities = convert_markdown(markdown)
-    if not text.strip():
-        return []
-    chunks = telegramify_markdown.split_entities(text, entities, limit)
-    return _headings_with_their_text([Chunk(part, [e.to_dict() for e in ents]) for part, ents in chunks], limit)
-
-
-def answer_parts(markdown: str) -> list[Chunk]:
-    """An answer as the messages it is sent in: each part of a long one ends with its
-    number ("(2/4)"), for which room is kept under the limit."""
-    chunks = markdown_chunks(markdown)
-    if len(chunks) < 2:
-        return chunks
-    chunks = markdown_chunks(markdown, MAX_MESSAGE_UTF16 - PART_NUMBER_UTF16)
-    return [Chunk(f"{chunk.text}\n\n({i}/{len(chunks)})", chunk.entities) for i, chunk in enumerate(chunks, 1)]
-
-
-PART_NUMBER_UTF16 = 16  # "\n\n(99/99)" and then some
-
-
 def long_answer_caption(parts: int) -> str:
     return f"📄 The whole answer ({parts} parts) in one file"
 
 
-def _headings_with_their_text(chunks: list[Chunk], limit: int) -> list[Chunk]:
-    """A part that ends with a heading (a bold line) gives it to the next part: a heading
-    never stands alone at the bottom of a message, away from what it heads."""
-    out = list(chunks)
-    for i in range(len(out) - 1):
-        text, entities = out[i].text, out[i].entities
-        body = text.rstrip("\n")
-        start = body.rfind("\n") + 1
-        line = body[start:]
-        if start == 0 or not line.strip():
-            continue
-        offset, length = utf16_len(text[:start]), utf16_len(line)
-        heading = any(e["type"] == "bold" and e["offset"] == offset and e["length"] == length for e in entities)
-        crossing = any(e["offset"] < offset < e["offset"] + e["length"] for e in entities)
-        moved_text = line + "\n\n"
-        shift = utf16_len(moved_text)
-        if not heading or crossing or utf16_len(out[i + 1].text) + shift > limit:
-            continue
-        out[i] = Chunk(text[:start].rstrip("\n"), [e for e in entities if e["offset"] < offset])
-        out[i + 1] = Chunk(moved_text + out[i + 1].text,
-                           [{**e, "offset": e["offset"] - offset} for e in entities if e["offset"] >= offset]
-                           + [{**e, "offset": e["offset"] + shift} for e in out[i + 1].entities])
-    return out
-
-
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def utf16_tail(text: str, limit: int) -> str:
-    """The end of ``text`` that fits in ``limit`` UTF-16 code units (Telegram's measure),
-    never splitting a character."""
-    if utf16_len(text) <= limit:
-        return text
-    units = 0
-    for i in range(len(text) - 1, -1, -1):
-        units += 2 if ord(text[i]) > 0xFFFF else 1
-        if units > limit:
-            return text[i + 1:]
-    return text
-
-
-#: a session open in Claude Code's own terminal UI (claudectl attach)
-DESK = "📟"
-
-
-def terminal_where(terminal: dict[str, Any]) -> str:
-    return f"{terminal.get('tty') or 'no tty'}, pid {terminal.get('pid')}"
-
-
-def waiting_text(session: str, terminal: dict[str, Any]) -> str:
-    """What a message sent to a session open in a terminal is told."""
-    return (f"{DESK} '{session}' is open in a terminal ({terminal_where(terminal)}): your message waits, and is"
-            " answered as soon as that Claude exits.")
-
-
-def attached_line(session: dict[str, Any], marker: str, now: float | None = None) -> str:
-    """A /sessions line of a session open in a terminal: since when, where."""
-    terminal = session.get("terminal") or {}
-    persona = f" ({session['persona']})" if session.get("persona") else ""
-    since = relative_time(terminal.get("since"), now) if terminal.get("since") else "now"
-    return f"{marker}{DESK} `{session['name']}`{persona} - in a terminal since {since} ({terminal_where(terminal)})"

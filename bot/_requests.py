@@ -18,9 +18,10 @@ from telegram.ext import Application
 
 from protocol import ConnectionFailed, RemoteError
 
-from . import _commands as commands
+from . import _activity as activity
 from . import _prompts as prompts
 from . import _render as render
+from ._link import Link, parse_origin
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -32,16 +33,16 @@ def markup(rows: prompts.Keyboard) -> InlineKeyboardMarkup:
                                  for row in rows])
 
 
-async def _load(link: commands.Link, token: str) -> prompts.Prompt | None:
+async def _load(link: Link, token: str) -> prompts.Prompt | None:
     value = (await link.request("kv_get", key=prompts.KV_PROMPT.format(token=token)))["value"]
     return prompts.Prompt.from_kv(value)
 
 
-async def _save(link: commands.Link, token: str, prompt: prompts.Prompt) -> None:
+async def _save(link: Link, token: str, prompt: prompts.Prompt) -> None:
     await link.request("kv_set", key=prompts.KV_PROMPT.format(token=token), value=prompt.to_kv())
 
 
-async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) -> None:
+async def show(app: App, link: Link, chat: int, event: dict[str, Any]) -> None:
     """Post a ``permission_request`` with its buttons. Its state is stored before it is
     sent (a press or a typed answer can come at once) and again with the message id (to
     edit it later)."""
@@ -51,7 +52,7 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
     await _save(link, token, prompt)
     # before the user can see it: text typed at once is about it
     await link.kv_put(prompts.KV_WAITING.format(chat=chat), {**await _waiting(link, chat), prompt.session: token})
-    origin = commands.parse_origin(event.get("origin"))
+    origin = parse_origin(event.get("origin"))
     sent = await app.bot.send_message(chat, prompt.text, parse_mode=ParseMode.HTML,
                                       reply_markup=markup(prompts.keyboard(prompt, token)),
                                       reply_to_message_id=origin[1] if origin else None,
@@ -67,7 +68,7 @@ async def show(app: App, link: commands.Link, chat: int, event: dict[str, Any]) 
                                     disable_notification=True)
 
 
-async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
+async def close(app: App, link: Link, event: dict[str, Any]) -> None:
     """A request was resolved (here, elsewhere, by the timeout or by Claude stopping):
     its prompt shows how, without buttons; a timeout is also said in the chat."""
     token = prompts.token_of(str(event.get("session")), str(event.get("request_id")))
@@ -85,7 +86,7 @@ async def close(app: App, link: commands.Link, event: dict[str, Any]) -> None:
     await _forget_waiting(link, prompt.chat, prompt.session, token)
 
 
-async def remind(app: App, link: commands.Link, event: dict[str, Any]) -> None:
+async def remind(app: App, link: Link, event: dict[str, Any]) -> None:
     """A prompt has waited long for an answer: one quiet message under it — unless it was
     answered meanwhile (the bot was down when the reminder came), or was never shown."""
     session, request_id = str(event.get("session")), str(event.get("request_id"))
@@ -95,28 +96,28 @@ async def remind(app: App, link: commands.Link, event: dict[str, Any]) -> None:
     pending = (await link.request("status", session=session)).get("pending") or []
     if not any(p.get("request_id") == request_id for p in pending):
         return
-    await app.bot.send_message(prompt.chat, render.reminder_text(event), reply_to_message_id=prompt.message_id,
+    await app.bot.send_message(prompt.chat, activity.reminder_text(event), reply_to_message_id=prompt.message_id,
                                allow_sending_without_reply=True, disable_notification=True)
 
 
-async def _waiting(link: commands.Link, chat: int, timeout: float | None = None) -> dict[str, str]:
+async def _waiting(link: Link, chat: int, timeout: float | None = None) -> dict[str, str]:
     """Session -> token of the prompt waiting for typed text in this chat."""
     value = await link.kv_cached(prompts.KV_WAITING.format(chat=chat), timeout)
     return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
 
 
-async def _forget_waiting(link: commands.Link, chat: int, session: str, token: str) -> None:
+async def _forget_waiting(link: Link, chat: int, session: str, token: str) -> None:
     waiting = await _waiting(link, chat)
     if waiting.get(session) == token:
         del waiting[session]
         await link.kv_put(prompts.KV_WAITING.format(chat=chat), waiting or None)
 
 
-async def _answer(link: commands.Link, prompt: prompts.Prompt) -> None:
+async def _answer(link: Link, prompt: prompts.Prompt) -> None:
     await link.request("answer", session=prompt.session, request_id=prompt.request_id, answers=prompt.picks)
 
 
-async def press(link: commands.Link, data: str) -> tuple[str, prompts.Prompt | None, str | None]:
+async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str | None]:
     """Carry out one button press: (the short answer on the button, the prompt when its
     buttons must be redrawn, the token). A press on a stale prompt changes nothing."""
     _, token, *action = data.split(":")
@@ -169,7 +170,7 @@ class Typed:
     waiting: str | None = None
 
 
-async def typed_answer(link: commands.Link, chat: int, text: str, reply_to: int | None, writer: str | None,
+async def typed_answer(link: Link, chat: int, text: str, reply_to: int | None, writer: str | None,
                        timeout: float | None = None) -> Typed:
     """A prompt waiting in this chat takes typed text when the text is a reply to it, or
     (not a reply to another session's message) while its session is the chat's active
@@ -212,7 +213,7 @@ async def typed_answer(link: commands.Link, chat: int, text: str, reply_to: int 
     return Typed(f"✅ Answer sent to Claude's question in '{prompt.session}' ({how}).")
 
 
-async def deny_with(link: commands.Link, token: str, reason: str) -> str:
+async def deny_with(link: Link, token: str, reason: str) -> str:
     """The "Deny with this reason" button under text typed while a tool call waits."""
     prompt = await _load(link, token)
     if prompt is None:

@@ -11,11 +11,15 @@ import pytest
 
 from bot import _commands as commands
 from bot import _render as render
+from bot import _settings as settings
+from bot import _talk as talk
+from bot._link import BUTTONS_KEPT, HELD_KEPT, KV_BUTTONS, KV_HELD, MAX_BUTTON_DATA, Link
 from bot._render import NO_ACTIVE
+from bot._reply import error_reply
 from protocol import RemoteError
 
 
-class FakeLink(commands.Link):
+class FakeLink(Link):
     """Answers the few ops the commands use, and records every request."""
 
     def __init__(self) -> None:
@@ -66,19 +70,19 @@ def link() -> FakeLink:
 
 
 def test_commands_without_an_active_session_hint_how_to_get_one(link: FakeLink) -> None:
-    for command in (commands.timeout, commands.model, commands.cancel, commands.status):
+    for command in (settings.timeout, settings.model, talk.cancel, commands.status):
         assert run(command(link, 7, [])).text == NO_ACTIVE
-    offer = run(commands.send(link, 7, "hi", None, "k"))
+    offer = run(talk.send(link, 7, "hi", None, "k"))
     assert offer.text == render.NO_ACTIVE_OFFER and offer.buttons == [("Create session 'main'", "new:main")]
     assert [op for op, _ in link.requests if op not in ("kv_get", "list")] == []  # nothing was sent
 
 
 def test_errors_become_short_replies() -> None:
-    assert commands.error_reply(RemoteError("not_found", "no session named 'x'")).text == "⚠️ no session named 'x'"
+    assert error_reply(RemoteError("not_found", "no session named 'x'")).text == "⚠️ no session named 'x'"
     from protocol import ConnectionFailed
 
     # a request that got no answer may still be carried out: never claim nothing was sent
-    text = commands.error_reply(ConnectionFailed("down")).text
+    text = error_reply(ConnectionFailed("down")).text
     assert "did not answer" in text and "nothing was sent" not in text
 
 
@@ -92,30 +96,30 @@ def test_long_button_data_becomes_a_token_a_restarted_bot_reads_back_and_the_tab
         link: FakeLink) -> None:
     longest = "𠀀" * 63  # the most bytes a session name may have (252)
     short = run(link.button_data(f"archive:{longest}"))
-    assert len(short.encode()) <= commands.MAX_BUTTON_DATA and short.startswith("archive:#")
+    assert len(short.encode()) <= MAX_BUTTON_DATA and short.startswith("archive:#")
     assert run(link.button_data("switch:alpha")) == "switch:alpha"  # what fits stays as it is
     assert run(link.button_data("cdpick:#notes")) != "cdpick:#notes"  # never read as a token
     restarted = FakeLink()
     restarted.kv = link.kv
     assert run(restarted.pressed(short)) == f"archive:{longest}"
     assert run(restarted.pressed(short.replace("archive:", "switch:"))) is None  # a token names its kind
-    for i in range(commands.BUTTONS_KEPT + 50):
+    for i in range(BUTTONS_KEPT + 50):
         run(link.button_data(f"archive:{longest}{i}"))
-    table = link.kv[commands.KV_BUTTONS]
-    assert len(table) == commands.BUTTONS_KEPT and packed_size(table) < 64 * 1024
+    table = link.kv[KV_BUTTONS]
+    assert len(table) == BUTTONS_KEPT and packed_size(table) < 64 * 1024
     assert run(link.pressed(short)) is None  # the oldest: expired
 
 
 def test_held_and_failed_messages_are_kept_within_the_kvs_bounds(link: FakeLink) -> None:
-    for i in range(commands.HELD_KEPT + 20):
+    for i in range(HELD_KEPT + 20):
         run(link.hold(1, i, 1000 + i, f"/word {i} " + "ж" * 2000))
-    held = link.kv[commands.KV_HELD.format(chat=1)]
-    assert packed_size(held) < 64 * 1024 and len(held) < commands.HELD_KEPT
-    assert run(link.take_held(1, commands.HELD_KEPT + 19)) == (1000 + commands.HELD_KEPT + 19,
-                                                               f"/word {commands.HELD_KEPT + 19} " + "ж" * 2000)
+    held = link.kv[KV_HELD.format(chat=1)]
+    assert packed_size(held) < 64 * 1024 and len(held) < HELD_KEPT
+    assert run(link.take_held(1, HELD_KEPT + 19)) == (1000 + HELD_KEPT + 19,
+                                                               f"/word {HELD_KEPT + 19} " + "ж" * 2000)
     assert run(link.take_held(1, 0)) is None  # the oldest made room
     run(link.hold(1, 999, 5000, "x" * 40_000))  # too long for the kv: held by this process only
-    assert all(entry[0] != 999 for entry in link.kv[commands.KV_HELD.format(chat=1)])
+    assert all(entry[0] != 999 for entry in link.kv[KV_HELD.format(chat=1)])
     assert run(link.take_held(1, 999)) == (5000, "x" * 40_000)
     assert run(link.take_held(1, 999)) is None  # once
     link.remember(7, {"session": "alpha", "text": "hi", "attachments": [], "origin": "tg:1:5"})

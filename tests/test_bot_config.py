@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from bot._app import safe_filename
 from bot._config import load, parse_user_ids
 from bot._errors import BotConfigError
+from bot._uploads import safe_filename
 
 
 def test_env_overrides_the_file(tmp_path) -> None:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bot import _commands as commands
+from bot import _sessions as sessions
+from bot import _settings as settings
+from bot import _talk as talk
+from bot._link import Link
 from bot._render import NO_SESSIONS, TIMEOUT_INVALID, TIMEOUT_RANGE
 from protocol import InProcessClient, SessionState
 from supervisord_claude import _wire
@@ -50,67 +53,67 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
 
 
 @pytest.fixture
-async def link(core: Core) -> AsyncIterator[commands.Link]:
+async def link(core: Core) -> AsyncIterator[Link]:
     client = await InProcessClient(core.control).connect()
-    yield commands.Link(client)
+    yield Link(client)
     await client.close()
 
 
-async def test_new_makes_the_session_active_and_refuses_duplicates(core: Core, link: commands.Link) -> None:
-    reply = await commands.new_session(link, 7, ["alpha"])
+async def test_new_makes_the_session_active_and_refuses_duplicates(core: Core, link: Link) -> None:
+    reply = await sessions.new_session(link, 7, ["alpha"])
     assert reply.text == "Session 'alpha' created and active. Send a message to start."
     assert await link.active(7) == "alpha"
     assert (await link.request("kv_get", key="telegram.active.7"))["value"] == "alpha"  # kept by the supervisor
     assert core.store.get_session("alpha") is not None
-    assert (await commands.new_session(link, 7, ["alpha"])).text == "Session 'alpha' already exists. Use /switch alpha."
-    assert (await commands.new_session(link, 7, [])).text == commands.NEW_USAGE
+    assert (await sessions.new_session(link, 7, ["alpha"])).text == "Session 'alpha' already exists. Use /switch alpha."
+    assert (await sessions.new_session(link, 7, [])).text == sessions.NEW_USAGE
 
 
-async def test_timeout_validation_happens_before_the_supervisor_is_asked(core: Core, link: commands.Link) -> None:
-    await commands.new_session(link, 7, ["alpha"])
+async def test_timeout_validation_happens_before_the_supervisor_is_asked(core: Core, link: Link) -> None:
+    await sessions.new_session(link, 7, ["alpha"])
     for bad, said in (("abc", TIMEOUT_INVALID), ("0", TIMEOUT_RANGE), ("121", TIMEOUT_RANGE)):
-        assert (await commands.timeout(link, 7, [bad])).text == said
+        assert (await settings.timeout(link, 7, [bad])).text == said
     assert core.store.get_session("alpha").idle_timeout is None  # nothing was set
-    assert (await commands.timeout(link, 7, ["30"])).text == "Idle timeout set to 30 minutes for session 'alpha'."
+    assert (await settings.timeout(link, 7, ["30"])).text == "Idle timeout set to 30 minutes for session 'alpha'."
     assert core.store.get_session("alpha").idle_timeout == 1800
-    assert (await commands.timeout(link, 7, [])).text.startswith("Idle timeout: 30 minutes")
+    assert (await settings.timeout(link, 7, [])).text.startswith("Idle timeout: 30 minutes")
 
 
-async def test_sessions_offers_buttons_for_the_other_sessions(link: commands.Link) -> None:
-    assert (await commands.sessions(link, 7, [])).text == NO_SESSIONS
-    await commands.new_session(link, 7, ["alpha"])
-    await commands.new_session(link, 7, ["beta"])
-    reply = await commands.sessions(link, 7, [])
+async def test_sessions_offers_buttons_for_the_other_sessions(link: Link) -> None:
+    assert (await sessions.sessions(link, 7, [])).text == NO_SESSIONS
+    await sessions.new_session(link, 7, ["alpha"])
+    await sessions.new_session(link, 7, ["beta"])
+    reply = await sessions.sessions(link, 7, [])
     assert reply.markdown and reply.buttons == [("Switch to alpha", "switch:alpha")]
 
 
 async def test_send_carries_the_chat_as_origin_and_the_update_as_idempotency_key(core: Core,
-                                                                                 link: commands.Link) -> None:
-    await commands.new_session(link, 7, ["alpha"])
-    assert await commands.send(link, 7, "hello", None, "tg:1:99") is None
-    assert await commands.send(link, 7, "hello", None, "tg:1:99") is None  # Telegram sent the update again
+                                                                                 link: Link) -> None:
+    await sessions.new_session(link, 7, ["alpha"])
+    assert await talk.send(link, 7, "hello", None, "tg:1:99") is None
+    assert await talk.send(link, 7, "hello", None, "tg:1:99") is None  # Telegram sent the update again
     [(_, spec)] = core.fork.spawned
     assert [m.text for m in spec.messages] == ["hello"]  # once
     assert core.store.get_message(spec.messages[0].id).origin == "tg:7"  # with its chat
 
 
-async def test_archive_clears_the_chats_active_session(core: Core, link: commands.Link) -> None:
-    await commands.new_session(link, 7, ["alpha"])
-    assert (await commands.archive(link, 7, ["alpha"])).text == "Session 'alpha' archived."
+async def test_archive_clears_the_chats_active_session(core: Core, link: Link) -> None:
+    await sessions.new_session(link, 7, ["alpha"])
+    assert (await sessions.archive(link, 7, ["alpha"])).text == "Session 'alpha' archived."
     assert await link.active(7) is None
     assert core.store.get_session("alpha").state is SessionState.ARCHIVED
 
 
-async def test_cancel_when_idle_and_when_busy(core: Core, link: commands.Link) -> None:
-    await commands.new_session(link, 7, ["alpha"])
-    assert (await commands.cancel(link, 7, [])).text == "Nothing to cancel: Claude is not answering."
-    await commands.send(link, 7, "work", None, "tg:1:1")
+async def test_cancel_when_idle_and_when_busy(core: Core, link: Link) -> None:
+    await sessions.new_session(link, 7, ["alpha"])
+    assert (await talk.cancel(link, 7, [])).text == "Nothing to cancel: Claude is not answering."
+    await talk.send(link, 7, "work", None, "tg:1:1")
     [(_, spec)] = core.fork.spawned
     ident = core.keeper_of("alpha")
     core.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": spec.messages[0].id, "text": "work",
                                                           "attachments": []}))  # Claude has it
     core.state(ident, SessionState.BUSY)
-    cancelling = asyncio.ensure_future(commands.cancel(link, 7, []))
+    cancelling = asyncio.ensure_future(talk.cancel(link, 7, []))
     while not core.link.of(_wire.Interrupt) and not cancelling.done():  # (the bot's requests run)
         await asyncio.sleep(0)
     core.pool.on_keeper_message(ident, _wire.InterruptReport(True, "confirmed"))  # Claude confirmed it

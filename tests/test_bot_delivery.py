@@ -3,11 +3,89 @@ the fake Bot API, against a real supervisor with the fake claude."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import _delivery as delivery
 from bot import _render as render
+from bot import _sessions as sessions
+from bot._app import build
+from bot._config import BotConfig
+from bot._core import Core as BotCore
+from bot._link import Link
 from bot._live import KV_PREVIEWS
+from protocol import EventKind, InProcessClient
 
 from .conftest import USER, wait_for
+from .fake_telegram import TOKEN, FakeTelegram
 from .test_bot_app import OTHER, entity_text, env, say  # noqa: F401  (the fixture)
+from .test_bot_core import Core, core  # noqa: F401  (the fixture)
+
+Shown = tuple[Any, BotCore]
+
+
+@pytest.fixture
+async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
+    """The bot's application on the fake Bot API, its link to the supervisor's core in-process."""
+    app = build(BotConfig(TOKEN, frozenset({USER}), telegram.url, tmp_path))
+    await app.initialize()
+    bot: BotCore = app.bot_data["core"]
+    bot.client = await InProcessClient(core.control).connect()
+    bot.link = Link(bot.client)
+    yield app, bot
+    for task in bot.typing.values():
+        task.cancel()
+    await app.shutdown()
+    await bot.client.close()
+
+
+def test_every_event_kind_is_handled_or_deliberately_ignored() -> None:
+    """A kind the supervisor adds is never dropped unseen: ``deliver`` shows it, or
+    ``IGNORED`` says why not — each kind in exactly one of them."""
+    assert set(delivery.HANDLERS) | set(delivery.IGNORED) == set(EventKind)
+    assert not set(delivery.HANDLERS) & set(delivery.IGNORED)
+    assert all(why for why in delivery.IGNORED.values())
+
+
+async def test_an_ignored_kind_shows_nothing_and_a_handled_one_reaches_its_chat(shown: Shown,
+                                                                                  telegram: FakeTelegram) -> None:
+    app, bot = shown
+    await sessions.new_session(bot.link, USER, ["alpha"])
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    for kind in delivery.IGNORED:
+        await delivery.deliver(app, bot, {"id": 1, "kind": kind, "text": "not shown", "message": "not shown", **about})
+    await delivery.deliver(app, bot, {"id": 2, "kind": "no_such_kind", **about})  # a supervisor newer than the bot
+    assert telegram.sent == []
+    await delivery.deliver(app, bot, {"id": 3, "kind": "assistant_text", "text": "hello", **about})
+    [answer] = telegram.sent
+    assert answer["text"] == "hello" and answer["chat_id"] == USER
+    assert answer["reply_parameters"]["message_id"] == 5  # threaded to the question
+
+
+async def test_a_turn_and_a_failure_reach_the_chat_as_their_handlers_say(shown: Shown,
+                                                                          telegram: FakeTelegram) -> None:
+    app, bot = shown
+    await sessions.new_session(bot.link, USER, ["alpha"])
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    for event in ({"kind": "state", "state": "resuming", "idle_for": 600},
+                  {"kind": "user", "text": "hi", "attachments": []},
+                  {"kind": "tool_use", "name": "Bash", "input": {"command": "ls"}},
+                  {"kind": "tool_result", "content": "a b", "is_error": False},
+                  {"kind": "assistant_text", "text": "hello"},
+                  {"kind": "result", "num_turns": 1, "duration_ms": 1500, "text": "hello"},
+                  {"kind": "message_failed", "reason": "boom", "message_id": 10}):
+        await delivery.deliver(app, bot, {"id": 1, **about, **event})
+    assert [(m["text"], m["disable_notification"]) for m in telegram.sent] == [
+        ("Resuming session (idle for 10 min)...", True), ("🔧 Bash: ls", True), ("hello", False),
+        ("1.5 s · 1 turn", True), ("❌ Message not delivered: boom", False)]
+    failed = telegram.sent[-1]
+    assert failed["reply_parameters"]["message_id"] == 5
+    assert failed["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "retry:10"
+    assert bot.typing == {} and bot.tools == {}  # the turn's "typing…" and tool log ended with it
+    assert bot.link.sent[9]["text"] == "hi"  # what a Retry would send again
 
 
 def press_button(api, message: dict, label_part: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot import _render as render
+from bot._activity import INTERRUPT_BUTTON, KEEP_WAITING_BUTTON, KEPT_WAITING
 
 from .conftest import USER, SupervisorProcess, wait_for
 from .test_bot_app import say
@@ -179,8 +179,8 @@ def test_the_bot_says_once_quietly_that_a_turn_seems_stuck_and_stop_it_works(wat
     stuck = api.wait_for_text(lambda t: "seems stuck" in t, chat_id=USER)
     assert "running Bash (curl https://example.invalid/slow)" in stuck["text"] and "'alpha'" in stuck["text"]
     assert stuck["disable_notification"] and stuck["reply_parameters"]["message_id"] == asked
-    assert list(buttons(stuck)) == [render.INTERRUPT_BUTTON, render.KEEP_WAITING_BUTTON]
-    api.press(USER, buttons(stuck)[render.INTERRUPT_BUTTON], stuck["message_id"])
+    assert list(buttons(stuck)) == [INTERRUPT_BUTTON, KEEP_WAITING_BUTTON]
+    api.press(USER, buttons(stuck)[INTERRUPT_BUTTON], stuck["message_id"])
     api.wait_for_text(lambda t: t == "⏹ Interrupted.", chat_id=USER)
     sup.wait_state("alpha", "idle")
     sup.wait_consumer("telegram-bot")
@@ -192,10 +192,10 @@ def test_keep_waiting_waits_and_the_answer_still_comes_with_no_second_notice(wat
     gate = sup.base / "gate"
     api.message(USER, f"stuck:{gate}")
     stuck = api.wait_for_text(lambda t: "seems stuck" in t, chat_id=USER)
-    api.press(USER, buttons(stuck)[render.KEEP_WAITING_BUTTON], stuck["message_id"])
-    wait_for(lambda: any(a.get("text") == render.KEPT_WAITING for a in api.callback_answers),
+    api.press(USER, buttons(stuck)[KEEP_WAITING_BUTTON], stuck["message_id"])
+    wait_for(lambda: any(a.get("text") == KEPT_WAITING for a in api.callback_answers),
              what="the press to be answered")
-    wait_for(lambda: any(e.get("text", "").endswith(f"→ {render.KEEP_WAITING_BUTTON}") for e in api.edits),
+    wait_for(lambda: any(e.get("text", "").endswith(f"→ {KEEP_WAITING_BUTTON}") for e in api.edits),
              what="the notice to show the choice")
     assert sup.session("alpha")["state"] == "busy"
     wait_activity(sup, "alpha", lambda a: a.get("silent_for", 0) >= 4 * STALL_AFTER, "a long silence")
@@ -252,7 +252,7 @@ def test_a_stall_while_the_bot_was_down_is_told_when_it_is_back_unless_the_turn_
     sup.wait_event("alpha", lambda e: e["kind"] == "stalled", what="the first stall")
     bot = bot_env(sup)
     stuck = api.wait_for_text(lambda t: "seems stuck" in t, chat_id=USER)
-    assert list(buttons(stuck)) == [render.INTERRUPT_BUTTON, render.KEEP_WAITING_BUTTON]
+    assert list(buttons(stuck)) == [INTERRUPT_BUTTON, KEEP_WAITING_BUTTON]
     first.touch()
     api.wait_for_text(lambda t: t.startswith(f"echo: stuck:{first}"), chat_id=USER)
     # stalled while the bot is down, but it went on before the bot was back: no news

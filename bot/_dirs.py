@@ -1,0 +1,140 @@
+"""A session's directory and its conversation: /pwd, /cd (Claude keeps a conversation per
+directory, so a move starts a fresh one), /ls, /clear, and the allowed roots every path
+is confined to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from protocol import RemoteError
+
+from . import _hosts as hosts
+from ._link import Link
+from ._reply import Reply, on_active_session
+
+
+async def within_roots(link: Link, raw: str, create: bool = False) -> Path | str:
+    """``raw`` (absolute, ``~``, or relative to the first root) as a directory inside an
+    allowed root once symlinks are followed; made if ``create`` and missing; else why not."""
+    roots = await link.roots()
+    path = Path(raw).expanduser()
+    target = (path if path.is_absolute() else roots[0] / path).resolve()
+    if not any(target == root or root in target.parents for root in roots):
+        return f"{raw} is outside the allowed directories ({', '.join(map(str, roots))})"
+    if create and not target.exists():
+        try:
+            target.mkdir(parents=True)
+        except OSError as exc:
+            return f"cannot make {target}: {exc.strerror or exc}"
+    if not target.is_dir():
+        return f"{target} is not a directory"
+    return target
+
+
+@on_active_session
+async def pwd(link: Link, active: str, args: list[str]) -> Reply:
+    return Reply((await link.request("status", session=active))["cwd"])
+
+
+@on_active_session
+async def cd(link: Link, active: str, args: list[str]) -> Reply:
+    """Ask before moving: Claude keeps a conversation per directory, so a move starts a
+    fresh one (the button carries the move out)."""
+    if hosts.is_remote(active):
+        return Reply(hosts.unsupported_here(active, "/cd"))
+    cwd = (await link.request("status", session=active))["cwd"]
+    if not args:
+        return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
+            picks := await _cd_choices(link, cwd)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
+    raw = " ".join(args)
+    if not Path(raw).expanduser().is_absolute() and not raw.startswith("~"):
+        raw = str(Path(cwd) / raw)
+    where = await within_roots(link, raw)
+    if isinstance(where, str):
+        return Reply(f"⚠️ {where}.")
+    if str(where) == cwd:
+        return Reply(f"Session '{active}' already works in {cwd}.")
+    link.pending_moves[active] = str(where)
+    return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
+                 " fresh one there (the old one stays where it was).",
+                 buttons=[(f"Move and start fresh in {where.name or where}", f"cd:{active}")])
+
+
+CD_CHOICES = 8
+
+
+async def _cd_choices(link: Link, cwd: str) -> list[str]:
+    """Where a bare /cd offers to go: up (inside the roots), then the first subdirectories
+    (names that fit in a button's data)."""
+    up = [".."] if not isinstance(await within_roots(link, str(Path(cwd).parent)), str) else []
+    with contextlib.suppress(OSError):
+        subs = sorted(e.name for e in os.scandir(cwd) if e.is_dir() and not e.name.startswith(".")
+                      and len(e.name.encode()) <= 50)
+        return up + subs[:CD_CHOICES]
+    return up
+
+
+async def move(link: Link, session: str) -> Reply:
+    """The /cd button: suspend the session if Claude runs, then move it."""
+    target = link.pending_moves.pop(session, None)
+    if target is None or not await link.visible(session):
+        return Reply("This move is no longer pending; send /cd again.")
+    await stop_claude(link, session)
+    await link.request("set_cwd", session=session, cwd=target)
+    return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")
+
+
+async def stop_claude(link: Link, session: str) -> None:
+    """Suspend the session if Claude runs, and wait until it stopped (within its grace
+    period): what a fresh conversation or a move needs first."""
+    if not (await link.request("status", session=session))["live"]:
+        return
+    with contextlib.suppress(RemoteError):
+        await link.request("suspend", session=session)
+    for _ in range(100):
+        if not (await link.request("status", session=session))["live"]:
+            return
+        await asyncio.sleep(0.1)
+
+
+@on_active_session
+async def clear(link: Link, active: str, args: list[str]) -> Reply:
+    """Claude Code's /clear, done by the supervisor: a fresh conversation it also resumes
+    after a suspend (Claude's own /clear starts one the supervisor would not know)."""
+    info = await link.request("status", session=active)
+    if info["state"] == "busy" or info["queued"]:
+        return Reply(f"Claude is answering in '{active}'. /cancel it first, then /clear.")
+    await stop_claude(link, active)
+    await link.request("new_conversation", session=active)
+    return Reply(f"Session '{active}' starts a fresh conversation with your next message.")
+
+
+LS_LIMIT = 60
+
+
+async def ls(link: Link, chat: int, args: list[str]) -> Reply:
+    """A directory's entries (the session's by default), only inside the allowed roots."""
+    active = await link.active(chat)
+    if hosts.is_remote(active):
+        assert active is not None
+        return Reply(hosts.unsupported_here(active, "/ls"))
+    if args:
+        base = active and (await link.request("status", session=active))["cwd"]
+        raw = " ".join(args)
+        if base and not Path(raw).expanduser().is_absolute():
+            raw = str(Path(base) / raw)
+        where = await within_roots(link, raw)
+    elif active is not None:
+        where = await within_roots(link, (await link.request("status", session=active))["cwd"])
+    else:
+        where = (await link.roots())[0]
+    if isinstance(where, str):
+        return Reply(f"⚠️ {where}.")
+    entries = sorted(os.scandir(where), key=lambda e: (not e.is_dir(), e.name.lower()))
+    lines = [e.name + ("/" if e.is_dir() else "") for e in entries[:LS_LIMIT]]
+    more = f"\n… and {len(entries) - LS_LIMIT} more" if len(entries) > LS_LIMIT else ""
+    return Reply(f"{where}:\n" + ("\n".join(lines) or "(empty)") + more)
