@@ -127,7 +127,10 @@ async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str 
     what = action[0]
     try:
         if what in ("y", "n", "a"):
-            await link.permit(prompt.session, prompt.request_id, what != "n", always=what == "a",
+            directory = None
+            if what == "a" and action[1:2] and action[1].isdigit() and 0 < int(action[1]) < len(prompt.dirs):
+                directory = prompt.dirs[int(action[1])]  # (a narrower directory the user picked)
+            await link.permit(prompt.session, prompt.request_id, what != "n", always=what == "a", directory=directory,
                               message="The user denied this from Telegram." if what == "n" else None)
         elif what == "p":
             mode = "accept-edits" if action[1:] == ["edits"] else "ask"
