@@ -116,6 +116,8 @@ async def test_the_async_methods_talk_to_the_real_core(core: Core) -> None:
         with pytest.raises(RemoteError) as refused:
             await client.status("nobody")
         assert refused.value.code == "not_found"
+        put = await client.put_file("alpha", "notes.txt", b"some notes")
+        assert (await client.read_file("alpha", put["path"]))["data"] == b"some notes"
         assert (await client.request(Op.LIST))["sessions"][0]["name"] == "alpha"  # (the generic call stays)
     finally:
         await client.close()

@@ -61,7 +61,7 @@ SSH_FAILED = 255
 def attach_elsewhere(client: Client, args: argparse.Namespace) -> int:
     """``--host NAME attach``: the session's TUI on its own machine, in this terminal."""
     host = args.on_host
-    client.request("status", session=args.name)  # (a session that is not there: said here, plainly)
+    client.status(args.name)  # (a session that is not there: said here, plainly)
     words = ["ctl", "attach", args.name, *(["--now"] if args.now else []), *(["--json"] if args.json else [])]
     if not args.json:
         print(f"claudectl: opening '{args.name}' on {host.name} through ssh", file=sys.stderr)
