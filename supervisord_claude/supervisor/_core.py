@@ -137,7 +137,10 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     instance = instance_id(config.runtime_dir)
     hub = SubscriptionHub(store, send)
     events = EventLog(store, clock, wall, hub.publish)
-    budgets = Budgets(config, store, wall)
+    # (the room of the cap for all is shared by the sessions whose keeper holds messages;
+    # the budgets ask the pool only once keepers run: it exists then)
+    budgets = Budgets(config, store, wall, busy=lambda: pool.answering(),
+                      give=lambda session, usd: pool.give_budget(session, usd))
     attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
     # (the watcher asks the pool for Claude's pid only once turns run: the pool exists then)
     watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
@@ -148,7 +151,6 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     terminals = Terminals(config, store, pool, events, system, clock, wall)
     listener.terminals = terminals
     events.on_message_done = pool.message_done
-    budgets.busy, budgets.give = pool.answering, pool.give_budget  # (the room of the cap for all is shared)
     events.pids_of = pool.pids_of
     events.on_recorded = watch.event
     ops = Ops(config, instance, store, pool, hub, events, terminals, budgets, attachments, system, clock, wall,
