@@ -7,7 +7,7 @@ each takes the supervisor link, the chat and the arguments and returns what to s
 Buttons (callback data, at most 64 bytes):
 
     rr:<digest>:<session>     remove the always-allow rule whose digest this is
-    bud:<token>               raise the daily cap that held a message, once, and send it
+    bud:<token>               allow one more day's cap today to the cap that held a message, send it
     sch:<p|r|x>:<id>          pause, resume or remove schedule <id>
 """
 
@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import itertools
+import secrets
 import zoneinfo
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from protocol import RemoteError, money
 
 from . import _commands as commands
+from . import _hosts as hosts
 from . import _render as render
 from ._commands import Link, Reply, on_active_session
+from ._dirs import within_roots
 from ._prompts import scope_text
 
 #: Telegram's limit for a button's callback data, in bytes
@@ -81,10 +83,38 @@ def rules_reply(session: str, rules: list[str]) -> Reply:
     return Reply("\n".join(lines), buttons=buttons)
 
 
+RULES_ADD_USAGE = ("Usage: /rules add Edit <dir> — edits (Edit, Write) anywhere in that directory (relative to the"
+                   " session's); /rules add Bash <command> — e.g. npm test; /rules add WebFetch <domain>")
+#: the tools ``/rules add`` names, as the user may type them
+_RULE_TOOLS = {t.lower(): t for t in ("Edit", "Write", "MultiEdit", "NotebookEdit", "Bash", "WebFetch")}
+
+
 @on_active_session
 async def rules(link: Link, session: str, args: list[str]) -> Reply:
-    """``/rules``: the active session's always-allow rules, a button to remove each."""
+    """``/rules``: the active session's always-allow rules, a button to remove each;
+    ``/rules add <tool> <scope>``: one more."""
+    if args and args[0].lower() == "add":
+        return await add_rule(link, session, args[1:])
     return rules_reply(session, (await link.request("rules", session=session))["rules"])
+
+
+async def add_rule(link: Link, session: str, args: list[str]) -> Reply:
+    """``/rules add <tool> <scope>``: a file tool in a directory (inside the allowed
+    roots), a Bash command prefix, WebFetch for a domain."""
+    tool = _RULE_TOOLS.get(args[0].lower()) if args else None
+    if tool is None or len(args) < 2:
+        return Reply(RULES_ADD_USAGE)
+    scope = " ".join(args[1:])
+    if tool not in ("Bash", "WebFetch") and not hosts.is_remote(session):
+        cwd = (await link.request("status", session=session))["cwd"]
+        where = await within_roots(link, str(Path(cwd) / Path(scope).expanduser()))
+        if isinstance(where, str):
+            return Reply(f"⚠️ {where}")
+        scope = str(where)
+    added = await link.request("add_rule", session=session, tool=tool, scope=scope)
+    listed = rules_reply(session, added["rules"])
+    return Reply(f"♾ Always allowed in '{session}' from now on: {scope_text(added['added'])}.\n\n{listed.text}",
+                 buttons=listed.buttons)
 
 
 async def remove_rule(link: Link, data: str) -> Reply:
@@ -106,8 +136,11 @@ BUDGET_USAGE = ("Usage: /budget — what Claude cost today and this month; /budg
                 " cap; /budget all <usd> — the daily cap for all sessions; 'off' instead of <usd> removes one")
 
 
-def _line(name: str, today: float, month: float, cap: float | None) -> str:
-    share = f" of {money(cap)} a day ({today / cap:.0%}{' ⚠️' if today >= 0.8 * cap else ''})" if cap else ""
+def _line(name: str, today: float, month: float, cap: float | None, extra: float = 0.0) -> str:
+    limit = (cap or 0.0) + extra
+    more = f" + {money(extra)} today only" if extra else ""
+    share = f" of {money(cap)} a day{more} ({today / limit:.0%}{' ⚠️' if today >= 0.8 * limit else ''})" \
+        if cap else ""
     return f"{name}: today {money(today)}{share} · this month {money(month)}"
 
 
@@ -115,8 +148,9 @@ def budget_text(report: dict[str, Any], active: str | None) -> str:
     lines = ["💰 What Claude cost"]
     for row in report["sessions"]:
         mark = "→ " if row["session"] == active else ""
-        lines.append(mark + _line(row["session"], row["today"], row["month"], row["cap"]))
-    lines.append(_line("All sessions (the whole machine)", report["today"], report["month"], report["cap"]))
+        lines.append(mark + _line(row["session"], row["today"], row["month"], row["cap"], row.get("extra", 0.0)))
+    lines.append(_line("All sessions (the whole machine)", report["today"], report["month"], report["cap"],
+                       report.get("extra", 0.0)))
     if report["cap"] is None and report.get("default_session_cap") is None and not any(
             r["cap"] for r in report["sessions"]):
         lines.append("\nNo caps set. " + BUDGET_USAGE.split(";", 1)[1].strip())
@@ -148,6 +182,9 @@ async def budget(link: Link, chat: int, args: list[str]) -> Reply:
         if not scope_all and active is None:
             return Reply("No active session: /budget all <usd> sets the cap for all sessions.")
         fields: dict[str, Any] = {"usd": value} if scope_all else {"usd": value, "session": active}
+        mine = await user_zone(link)
+        if mine:  # (the cap's day ends at this user's midnight)
+            fields["tz"] = mine
         await link.request("set_budget", **fields)
         whose = "all sessions together" if scope_all else f"'{active}'"
         said = f"✅ Daily cap of {whose}: {money(value)}." if value is not None else f"✅ No daily cap for {whose}."
@@ -158,66 +195,98 @@ async def budget(link: Link, chat: int, args: list[str]) -> Reply:
     return Reply(budget_text(report, active))
 
 
-@dataclass
-class Held:
-    """A message a daily cap stopped: kept here until its button raises the cap."""
-
-    chat: int
-    session: str | None
-    text: str
-    attachments: list[str] | None
-    key: str
-    message_id: int | None
-
-
-#: held messages by token, the newest ``HELD_KEPT`` (in the bot's memory: after a restart
-#: the button says to send it again)
-HELD: OrderedDict[str, Held] = OrderedDict()
-HELD_KEPT = 100
-_tokens = itertools.count(1)
+#: messages a daily cap held, per chat, until the button under them is pressed:
+#: ``[token, session, text, attachments, idempotency key, message id]`` — kept in the
+#: supervisor (kv), so a press after a bot restart sends it, and sends it once (the
+#: message's own idempotency key)
+KV_OVER_BUDGET = "telegram.overbudget.{chat}"
+OVER_BUDGET_KEPT = 50
 
 
 async def hold_over_budget(link: Link, chat: int, session: str | None, text: str, attachments: list[str] | None,
                            key: str, message_id: int | None, why: str) -> Reply:
-    """A message a daily cap refused: say why, keep it, offer to raise the cap once and send it."""
-    token = f"{next(_tokens)}.{abs(hash(key)) % 10**6}"
-    HELD[token] = Held(chat, session, text, attachments, key, message_id)
-    while len(HELD) > HELD_KEPT:
-        HELD.popitem(last=False)
-    raised = await _raised_cap(link, session or await link.active(chat))
-    label = f"🔼 Raise the cap to {money(raised[1])} and send it" if raised else "🔼 Raise the cap and send it"
+    """A message a daily cap refused: say why, keep it, offer to raise the cap for today and send it."""
+    session = session or await link.active(chat)
+    token = secrets.randbelow(2**31)
+    await link._keep(KV_OVER_BUDGET.format(chat=chat), [token, session, text, attachments, key, message_id],
+                     OVER_BUDGET_KEPT)
+    reached = await _reached_cap(link, session)
+    label = f"🔼 Allow {money(reached[1])} more today and send it" if reached else "🔼 Send it"
     return Reply(f"💸 Held, not sent: {why.split('; nothing was sent')[0]}.", buttons=[(label, f"bud:{token}")])
 
 
-async def _raised_cap(link: Link, session: str | None) -> tuple[str | None, float] | None:
-    """(scope, new cap) of the cap that is reached — the session's (scope: its name) or
-    all sessions' (None) — raised by one more day's worth; None if none is reached."""
+async def _reached_cap(link: Link, session: str | None) -> tuple[str | None, float, str | None] | None:
+    """(scope, one day's cap, its zone) of the cap that is reached — the session's
+    (scope: its name) or all sessions' (None); None if none is reached."""
     one: dict[str, Any] = {"session": session} if session else {}
     report = await link.request("budget", **one)
     for row in report["sessions"]:
-        if row["cap"] is not None and row["today"] >= row["cap"]:
-            return row["session"], row["today"] + row["cap"]
-    if report["cap"] is not None and report["today"] >= report["cap"]:
-        return None, report["today"] + report["cap"]
+        if row["cap"] is not None and row["today"] >= row["cap"] + row.get("extra", 0.0):
+            return row["session"], row["cap"], row.get("tz")
+    if report["cap"] is not None and report["today"] >= report["cap"] + report.get("extra", 0.0):
+        return None, report["cap"], report.get("tz")
     return None
 
 
 async def raise_and_send(link: Link, chat: int, token: str) -> Reply:
-    """The held message's button: raise the cap that held it (once) and send it."""
-    held = HELD.pop(token, None)
-    if held is None:
-        return Reply("That message is no longer held here (the bot restarted): send it again.")
-    session = held.session or await link.active(chat)
-    raised = await _raised_cap(link, session)
-    said = ""
-    if raised is not None:
-        scope, cap = raised
+    """The held message's button: let the cap that held it be passed by one more day's
+    cap, today only, and send the message (once, whoever pressed first)."""
+    entry = await link._take(KV_OVER_BUDGET.format(chat=chat), int(token)) if token.isdigit() else None
+    if entry is None or len(entry) != 6:
+        return Reply("That message is no longer held (sent already, or too old): send it again if it still matters.")
+    _, session, text, attachments, key, message_id = entry
+    reached = await _reached_cap(link, session)
+    said = "Sent."
+    if reached is not None:
+        scope, usd, tz = reached
         whose: dict[str, Any] = {"session": scope} if scope else {}
-        await link.request("set_budget", usd=cap, **whose)
-        said = f"✅ Daily cap of {f'{scope!r}' if scope else 'all sessions'} raised to {money(cap)}; sent."
-    reply = await commands.send(link, chat, held.text, held.attachments, held.key, message_id=held.message_id,
-                                session=held.session)
-    return Reply("\n".join(filter(None, [said or "Sent.", reply.text if reply else None])), quiet=True)
+        await link.request("budget_allow", usd=usd, **whose)
+        zone_name = tz or "the supervisor's time zone"
+        said = (f"✅ {f'{scope!r}' if scope else 'All sessions'} may spend {money(usd)} more today; the cap is back"
+                f" at midnight ({zone_name}). Sent.")
+    reply = await commands.send(link, chat, text, attachments, key, message_id=message_id, session=session)
+    return Reply("\n".join(filter(None, [said, reply.text if reply else None])), quiet=True)
+
+
+# --- the user's time zone -------------------------------------------------------------------
+
+#: a Telegram user's time zone (an IANA name), by user id: their schedules run on its
+#: clock and the caps they set count its day
+KV_TZ = "telegram.tz.{user}"
+TZ_USAGE = ("Usage: /tz — your time zone; /tz <zone> — set it (an IANA name: Europe/Berlin, America/New_York,"
+            " Asia/Kolkata); /tz default — the supervisor's again")
+
+
+async def user_zone(link: Link) -> str | None:
+    """The current user's time zone, if they set one."""
+    user = commands.current_user.get()
+    stored = await link.kv_cached(KV_TZ.format(user=user)) if user is not None else None
+    return stored if isinstance(stored, str) else None
+
+
+async def tz(link: Link, chat: int, args: list[str]) -> Reply:
+    """``/tz [<zone>|default]``: show or set the user's time zone."""
+    user = commands.current_user.get()
+    if len(args) > 1 or user is None:
+        return Reply(TZ_USAGE)
+    if not args:
+        mine = await user_zone(link)
+        now = datetime.datetime.now(zoneinfo.ZoneInfo(mine)).strftime("%a %H:%M") if mine else None
+        return Reply(f"🕘 Your time zone: {mine} (now {now}). " if mine else
+                     "🕘 You have no time zone of your own: the supervisor's is used (its config's timezone, else"
+                     " the machine's). " + TZ_USAGE.split(";", 1)[1].strip())
+    name = args[0]
+    if name.lower() == "default":
+        await link.kv_put(KV_TZ.format(user=user), None)
+        return Reply("✅ Your schedules and caps use the supervisor's time zone again (for those you set from now on).")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return Reply(f"'{name}' is not a time zone. {TZ_USAGE}")
+    await link.kv_put(KV_TZ.format(user=user), name)
+    now = datetime.datetime.now(zoneinfo.ZoneInfo(name)).strftime("%a %H:%M")
+    return Reply(f"✅ Your time zone: {name} (now {now}). Schedules you make run on its clock, and the daily caps you"
+                 " set end their day at its midnight.")
 
 
 # --- /diff --------------------------------------------------------------------------------
@@ -296,8 +365,11 @@ async def every(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply(render.NO_ACTIVE)
     if not args:
         return Reply(EVERY_USAGE)
-    made = await link.request("schedule_add", session=session, when=" ".join(args),
-                              origin=commands.origin_of(chat))
+    fields: dict[str, Any] = {"session": session, "when": " ".join(args), "origin": commands.origin_of(chat)}
+    mine = await user_zone(link)
+    if mine:  # (it runs on this user's clock)
+        fields["tz"] = mine
+    made = await link.request("schedule_add", **fields)
     return Reply(f"⏰ Schedule {made['id']}: '{made['prompt']}' to '{session}' at {made['cron']} —"
                  f" {_next_text(made)}. /schedules lists, pauses and removes them.")
 
@@ -375,11 +447,13 @@ COMMANDS: dict[str, DailyCommand] = {
     "rules": rules,
     "budget": budget,
     "diff": diff,
+    "tz": tz,
 }
 
 __all__ = [
     "COMMANDS",
-    "HELD",
+    "KV_OVER_BUDGET",
+    "KV_TZ",
     "Answer",
     "Document",
     "budget",
@@ -394,4 +468,6 @@ __all__ = [
     "rules_reply",
     "schedule_button",
     "schedules",
+    "tz",
+    "user_zone",
 ]

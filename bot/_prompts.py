@@ -5,6 +5,7 @@ A prompt's state lives in the supervisor's kv (``telegram.perm.<token>``) as a `
 so its buttons keep working after a bot restart. Button callback data (at most 64 bytes):
 
     perm:<token>:y | n | a          allow, deny, always allow (a tool call)
+    perm:<token>:a:<i>              always allow a file tool in directory i of the prompt's dirs
     perm:<token>:q:<i>:<j>          pick option j of question i (toggles if multi-select)
     perm:<token>:d                  done: send the picked answers
     perm:<token>:p:ask | p:edits    approve a plan, going on in mode ask / accept-edits
@@ -21,6 +22,7 @@ import difflib
 import hashlib
 import html
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,9 @@ class Prompt:
     questions: list[dict[str, Any]] = field(default_factory=list)
     picks: list[list[str]] = field(default_factory=list)  # per question, the labels picked
     always: list[str] = field(default_factory=list)  # the rules "always allow" adds (the event says)
+    #: a file tool's: the directories "always allow" may cover instead, widest (the
+    #: session's, what ``always`` says) first (``perm:<token>:a:<i>`` picks one)
+    dirs: list[str] = field(default_factory=list)
 
     def to_kv(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,8 +221,9 @@ def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
     else:
         text = _tool_text(tool, tool_input)
     always = [str(r) for r in event.get("always") or [] if isinstance(r, str)]
+    dirs = [str(d) for d in event.get("always_dirs") or [] if isinstance(d, str)]
     prompt = Prompt(session, request_id, chat, tool, text, questions=questions, picks=[[] for _ in questions],
-                    always=always)
+                    always=always, dirs=dirs)
     return prompt, token_of(session, request_id)
 
 
@@ -248,6 +254,14 @@ def always_label(rules: list[str]) -> str:
     return label if len(label) <= ALWAYS_LABEL else label[:ALWAYS_LABEL - 1] + "…"
 
 
+def dir_label(root: str, directory: str) -> str:
+    """The button for "always allow" in a narrower directory than the session's: its path
+    below ``root`` ("♾ Always allow edits only in src/pkg/"), cut from the left to fit."""
+    shown = os.path.relpath(directory, root) + "/"
+    label = "♾ Always allow edits only in " + shown
+    return label if len(label) <= ALWAYS_LABEL else "♾ Always allow edits only in …" + shown[-(ALWAYS_LABEL - 31):]
+
+
 def keyboard(prompt: Prompt, token: str) -> Keyboard:
     base = f"perm:{token}"
     if prompt.tool == PLAN_TOOL:
@@ -257,6 +271,7 @@ def keyboard(prompt: Prompt, token: str) -> Keyboard:
         answers: Keyboard = [[("✅ Allow", f"{base}:y"), ("🚫 Deny", f"{base}:n")]]
         if prompt.always:  # (none where no scope short of "everything" exists: allow once)
             answers.append([(always_label(prompt.always), f"{base}:a")])
+            answers += [[(dir_label(prompt.dirs[0], d), f"{base}:a:{i}")] for i, d in enumerate(prompt.dirs) if i]
         return answers
     rows: Keyboard = []
     several = len(prompt.questions) > 1

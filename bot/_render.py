@@ -46,10 +46,12 @@ Claude Sessions
 
 Daily
 /rules - What "Always allow" allowed in this session, a button to remove each
+/rules add Edit <dir> - Allow edits in that directory from now on (also: Bash <command>, WebFetch <domain>)
 /budget [all] [<usd>|off] - Spend today and this month; set this session's (or all sessions') daily cap
 /diff [path] - The session's git changes: a summary here, the whole diff as a file
 /every <when> <prompt> - Send the prompt to this session at set times (weekdays 9:00, every 2h, cron)
 /schedules - List schedules, pause, resume or remove them
+/tz [<zone>|default] - Your time zone (Europe/Berlin): when your schedules run and your caps' day ends
 /fork <name> - A new session continuing a copy of this conversation (the original untouched)
 
 Help
@@ -82,11 +84,12 @@ MENU: list[tuple[str, str]] = [
     ("cd", "Move the session to another directory: /cd <dir>"),
     ("ls", "List a directory: /ls [path]"),
     ("clear", "Start a fresh conversation in this session"),
-    ("rules", "Always-allow rules of this session (remove one)"),
+    ("rules", "Always-allow rules of this session (remove one; /rules add Edit <dir>)"),
     ("budget", "Spend today and this month; daily caps: /budget [all] <usd>"),
     ("diff", "The session's git changes (staged, not staged) and the diff: /diff [path]"),
     ("every", "Send a prompt at set times: /every weekdays 9:00 <prompt>"),
     ("schedules", "List, pause or remove schedules"),
+    ("tz", "Your time zone, for schedules and daily caps: /tz Europe/Berlin"),
     ("fork", "A new session continuing a copy of this conversation: /fork <name>"),
     ("attach", "How to open this session in Claude Code at your desk"),
     ("resume", "Continue a Claude Code conversation of a directory: /resume [dir]"),

@@ -128,6 +128,8 @@ async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str 
     try:
         if what in ("y", "n", "a"):
             extra: dict[str, Any] = {"always": True} if what == "a" else {}
+            if what == "a" and action[1:2] and action[1].isdigit() and 0 < int(action[1]) < len(prompt.dirs):
+                extra["directory"] = prompt.dirs[int(action[1])]  # (a narrower directory the user picked)
             if what == "n":
                 extra["message"] = "The user denied this from Telegram."
             await link.request("permit", session=prompt.session, request_id=prompt.request_id,

@@ -185,6 +185,8 @@ class Op(enum.StrEnum):
     READ_FILE = "read_file"
     LIST_DIR = "list_dir"
     OUTBOX_SENT = "outbox_sent"
+    BUDGET_ALLOW = "budget_allow"
+    ADD_RULE = "add_rule"
 
 
 class ErrorCode(enum.StrEnum):

@@ -203,8 +203,10 @@ class OpMethods:
 
     @op(Op.PERMIT)
     def permit(self, session: str, request_id: str, allow: bool, *, message: str | None = None,
-               always: bool = False, mode: str | None = None, timeout: float | None = None) -> Reply:
-        """Answer a permission request, or a plan (``mode``: the mode to go on in)."""
+               always: bool = False, mode: str | None = None, directory: str | None = None,
+               timeout: float | None = None) -> Reply:
+        """Answer a permission request, or a plan (``mode``: the mode to go on in);
+        ``directory``: where ``always`` allows a file tool (one of ``always_dirs``)."""
 
     @op(Op.ANSWER)
     def answer(self, session: str, request_id: str, answers: list[list[str]], *,
@@ -254,6 +256,11 @@ class OpMethods:
                     timeout: float | None = None) -> Reply:
         """Forget one rule, by its number (from 1) or its text: ``{removed, rules}``."""
 
+    @op(Op.ADD_RULE)
+    def add_rule(self, session: str, tool: str, scope: str, *, timeout: float | None = None) -> Reply:
+        """Always allow a file tool in a directory, a Bash command prefix or WebFetch for a
+        domain from now on: ``{added, rules}``."""
+
     @op(Op.ATTACH)
     def attach(self, session: str, pid: int, *, tty: str | None = None, now: bool = False,
                timeout: float | None = None) -> Reply:
@@ -270,8 +277,14 @@ class OpMethods:
         """Spend today and this month, per session and in total, with the daily caps."""
 
     @op(Op.SET_BUDGET)
-    def set_budget(self, usd: float | None, *, session: str | None = None, timeout: float | None = None) -> Reply:
-        """Set (None: remove) a session's daily cap, or without ``session`` the cap for all."""
+    def set_budget(self, usd: float | None, *, session: str | None = None, tz: str | None = None,
+                   timeout: float | None = None) -> Reply:
+        """Set (None: remove) a session's daily cap, or without ``session`` the cap for all;
+        ``tz``: the zone its day ends in."""
+
+    @op(Op.BUDGET_ALLOW)
+    def budget_allow(self, usd: float, *, session: str | None = None, timeout: float | None = None) -> Reply:
+        """Raise a cap once: ``usd`` more may be spent today (the cap is back tomorrow)."""
 
     # schedules --------------------------------------------------------------------------
 

@@ -160,6 +160,13 @@ def usd_cap(field: str, value: Any) -> float | None:
     return float(value)
 
 
+def usd_amount(field: str, value: Any) -> float:
+    """An amount in US dollars: a positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise _bad(f"'{field}' must be a positive number of US dollars")
+    return float(value)
+
+
 def boolean(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _bad(f"'{field}' must be true or false")
@@ -308,6 +315,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "message": (reason, False),
         "always": (boolean, False),
         "mode": (permission_mode, False),
+        "directory": (abs_path, False),
     },
     Op.ANSWER: {
         "session": (session_name, True),
@@ -332,7 +340,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.SCHEDULE_SET: {"schedule": (positive_int, True), "paused": (boolean, True)},
     Op.SCHEDULE_REMOVE: {"schedule": (positive_int, True)},
     Op.BUDGET: {"session": (session_name, False)},
-    Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True)},
+    Op.SET_BUDGET: {"session": (session_name, False), "usd": (usd_cap, True), "tz": (short_text, False)},
     Op.REMOVE_RULE: {"session": (session_name, True), "index": (positive_int, False), "rule": (text, False)},
     Op.ATTACH: {
         "session": (session_name, True),
@@ -347,6 +355,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
                    "offset": (non_negative_int, False), "length": (chunk_length, False)},
     Op.LIST_DIR: {"session": (session_name, False), "path": (file_path, False), "within": (directories, False)},
     Op.OUTBOX_SENT: {"session": (session_name, True), "name": (entry_name, True)},
+    Op.BUDGET_ALLOW: {"session": (session_name, False), "usd": (usd_amount, True)},
+    Op.ADD_RULE: {"session": (session_name, True), "tool": (short_text, True), "scope": (text, True)},
 }
 
 _ENVELOPE = {"v", "id", "op"}

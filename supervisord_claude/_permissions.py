@@ -156,17 +156,57 @@ def bash_rules(command: str, suggested: Sequence[str]) -> list[str]:
     return wider or [command]
 
 
-def _file_rule(req: PendingRequest, cwd: str) -> dict[str, Any] | None:
+#: directories offered for a file tool's "always allow" at most (the session's, then the
+#: ones nearest the file)
+MAX_DIR_CHOICES = 4
+
+
+def _file_target(req: PendingRequest, cwd: str) -> str | None:
     path = req.input.get("file_path") or req.input.get("notebook_path")
-    if not isinstance(path, str) or not path:
-        return None
-    # a directory, never every file anywhere: the session's own if the file is in it,
-    # else the file's ("//" starts an absolute path in a rule)
-    target = os.path.normpath(os.path.join(cwd, path))
-    root = os.path.normpath(cwd)
-    inside = target.startswith(root.rstrip("/") + "/")
-    directory = root if inside else os.path.dirname(target)
+    return os.path.normpath(os.path.join(cwd, path)) if isinstance(path, str) and path else None
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
+
+
+def edit_rule(directory: str) -> dict[str, Any]:
+    """Edits anywhere under ``directory`` (absolute; ``//`` starts an absolute path in a rule)."""
     return {"toolName": "Edit", "ruleContent": f"/{directory.rstrip('/')}/**"}
+
+
+def file_rule_dirs(req: PendingRequest, cwd: str) -> list[str]:
+    """The directories "always allow" may cover for a file tool's call, widest first: the
+    session's own (when the file is in it) and each directory below it down to the
+    file's, or the file's own directory for a file outside the session's. Never ``/``."""
+    target = _file_target(req, cwd) if req.tool_name in FILE_TOOLS else None
+    if target is None:
+        return []
+    root = os.path.normpath(cwd)
+    nearest = os.path.dirname(target)
+    if not _inside(target, root):
+        return [nearest] if nearest != "/" else []
+    below = []
+    while nearest != root:
+        below.append(nearest)
+        nearest = os.path.dirname(nearest)
+    return [root, *reversed(below[:MAX_DIR_CHOICES - 1])]
+
+
+def _file_rule(req: PendingRequest, cwd: str, directory: str | None = None) -> dict[str, Any] | None:
+    """A directory, never every file anywhere: ``directory`` if the user picked one (it
+    must hold the file), else the session's own if the file is in it, else the file's."""
+    target = _file_target(req, cwd)
+    if target is None:
+        return None
+    if directory is not None:
+        directory = os.path.normpath(directory)
+        if directory == "/" or not _inside(target, directory):
+            raise OpError(ErrorCode.BAD_REQUEST, f"{directory} does not hold {target} (or is every file): pick one"
+                          " of the directories above it")
+        return edit_rule(directory)
+    choices = file_rule_dirs(req, cwd)
+    return edit_rule(choices[0]) if choices else None
 
 
 def _fetch_rule(req: PendingRequest) -> dict[str, Any] | None:
@@ -182,11 +222,16 @@ def _too_broad(rule: dict[str, Any]) -> bool:
     if tool in FILE_TOOLS:
         return content.strip("/*") == ""
     if tool == "WebFetch":
-        return not content.startswith("domain:") or content.removeprefix("domain:").strip("*. ") == ""
+        # (the real CLI reads ``domain:*.x.org`` as every subdomain of x.org: ``*.org`` would be a
+        # whole top-level domain)
+        host = content.removeprefix("domain:")
+        return not content.startswith("domain:") or "." not in host.removeprefix("*.").strip(". ") \
+            or "*" in host.removeprefix("*.")
     return False
 
 
-def _derived_rules(req: PendingRequest, cwd: str, suggested: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _derived_rules(req: PendingRequest, cwd: str, suggested: list[dict[str, Any]],
+                   directory: str | None = None) -> list[dict[str, Any]]:
     command = req.input.get("command")
     if req.tool_name == "Bash":
         if not isinstance(command, str) or not command.strip():
@@ -194,7 +239,7 @@ def _derived_rules(req: PendingRequest, cwd: str, suggested: list[dict[str, Any]
         claude = [str(r.get("ruleContent") or "") for r in suggested if r.get("toolName") == "Bash"]
         return [{"toolName": "Bash", "ruleContent": content} for content in bash_rules(command, claude)]
     if req.tool_name in FILE_TOOLS:
-        rule = _file_rule(req, cwd)
+        rule = _file_rule(req, cwd, directory)
         return [rule] if rule else []
     if req.tool_name == "WebFetch":
         rule = _fetch_rule(req)
@@ -202,7 +247,7 @@ def _derived_rules(req: PendingRequest, cwd: str, suggested: list[dict[str, Any]
     return suggested or [{"toolName": req.tool_name}]
 
 
-def always_allow(req: PendingRequest, cwd: str) -> tuple[dict[str, Any], list[str]]:
+def always_allow(req: PendingRequest, cwd: str, directory: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """The update that allows this for the rest of the session, and its rules as strings:
     for Bash a command prefix per part of the command (Claude's own suggestion where it
     is broader than the exact command, else the command's name, plus its subcommand for
@@ -210,7 +255,8 @@ def always_allow(req: PendingRequest, cwd: str) -> tuple[dict[str, Any], list[st
     is in it), for WebFetch the URL's domain, for another tool Claude's suggestion or the
     tool. Never Bash or a file tool everywhere: where no such scope can be said the rules
     are empty (and "always" is refused). Rules are kept to this session rather than
-    written to the project's settings. ``cwd``: the session's directory."""
+    written to the project's settings. ``cwd``: the session's directory; ``directory``:
+    the one the user picked for a file tool (``file_rule_dirs``; it must hold the file)."""
     suggested = [
         {k: v for k, v in rule.items() if k in ("toolName", "ruleContent")}
         for update in req.suggestions
@@ -218,9 +264,40 @@ def always_allow(req: PendingRequest, cwd: str) -> tuple[dict[str, Any], list[st
         for rule in update.get("rules") or ()
         if isinstance(rule, dict) and isinstance(rule.get("toolName"), str)
     ]
-    rules = [r for r in _derived_rules(req, cwd, [r for r in suggested if not _too_broad(r)]) if not _too_broad(r)]
+    if directory is not None and req.tool_name not in FILE_TOOLS:
+        raise OpError(ErrorCode.BAD_REQUEST, f"a directory is picked for a file tool's rule, not for {req.tool_name}")
+    rules = [r for r in _derived_rules(req, cwd, [r for r in suggested if not _too_broad(r)], directory)
+             if not _too_broad(r)]
     update = {"type": "addRules", "rules": rules, "behavior": "allow", "destination": "session"}
     return update, [rule_string(r) for r in rules]
+
+
+def user_rule(tool: str, scope: str, cwd: str) -> str:
+    """A rule the user names (``/rules add``, ``claudectl``): a file tool in a directory
+    (absolute, ``~/…``, or relative to the session's ``cwd``; it must exist), a Bash
+    command prefix (``npm test``), or WebFetch for a domain. ``bad_request`` for
+    anything else, and for every command or every file."""
+    scope = scope.strip()
+    if tool in FILE_TOOLS:
+        directory = os.path.normpath(os.path.join(cwd, os.path.expanduser(scope)))
+        if directory == "/":
+            raise OpError(ErrorCode.BAD_REQUEST, "never every file: name a directory below /")
+        if not os.path.isdir(directory):
+            raise OpError(ErrorCode.BAD_REQUEST, f"{directory} is not a directory")
+        return rule_string(edit_rule(directory))
+    if tool == "Bash":
+        parts = command_parts(scope) or []
+        if len(parts) != 1 or command_prefix(parts[0]) is None:
+            raise OpError(ErrorCode.BAD_REQUEST, f"{scope!r} is not one command to allow (e.g. 'npm test')")
+        return rule_string({"toolName": "Bash", "ruleContent": " ".join(parts[0]) + " *"})
+    if tool == "WebFetch":
+        host = urllib.parse.urlsplit(scope if "//" in scope else f"//{scope}").hostname
+        rule = {"toolName": "WebFetch", "ruleContent": f"domain:{host}"}
+        if not host or _too_broad(rule):
+            raise OpError(ErrorCode.BAD_REQUEST, f"{scope!r} is not a domain (e.g. docs.python.org)")
+        return rule_string(rule)
+    raise OpError(ErrorCode.BAD_REQUEST, f"rules are added for {', '.join(FILE_TOOLS)} (a directory), Bash (a"
+                  f" command) or WebFetch (a domain), not {tool!r}")
 
 
 def set_mode_update(mode: PermissionMode) -> dict[str, Any]:
@@ -251,5 +328,5 @@ def merged_rules(known: Sequence[str], new: Sequence[str]) -> list[str]:
     return out[-MAX_RULES:]
 
 
-__all__ = ["PLAN_TOOL", "QUESTION_TOOL", "PendingRequest", "always_allow", "answered_input", "merged_rules",
-           "rule_string", "set_mode_update"]
+__all__ = ["PLAN_TOOL", "QUESTION_TOOL", "PendingRequest", "always_allow", "answered_input", "edit_rule",
+           "file_rule_dirs", "merged_rules", "rule_string", "set_mode_update", "user_rule"]

@@ -12,6 +12,8 @@ What it answers is decided by words in the newest user text of the conversation:
   bgbash:<command> the same with ``run_in_background``: Claude Code runs it on and, when it
                    ends, starts a turn of its own that no user message began, answered
                    "follow-up: <the notification's summary>"
+  webfetch:<url>   a ``WebFetch`` call for <url> (prompt "summarise"); after the tool result
+                   arrives, "tool said: <first line of the result>"
   askq:<q>         an ``AskUserQuestion`` call: question <q> (``+`` for spaces), options
                    "Red" and "Blue"; ``askmulti:<q>`` the same, multi-select
   planexit         an ``ExitPlanMode`` call with a short plan
@@ -164,6 +166,10 @@ class FakeAnthropic:
         if write and tool_result is None:
             self._stream(handler, model, tool=("Write", {"file_path": write.group(1),
                                                          "content": "written by claude\n"}))
+            return
+        fetch = re.search(r"webfetch:(\S+)", last)
+        if fetch and tool_result is None:
+            self._stream(handler, model, tool=("WebFetch", {"url": fetch.group(1), "prompt": "summarise"}))
             return
         background = re.search(r"bgbash:(\S+)", last)
         if background and tool_result is None:

@@ -37,6 +37,9 @@ is chosen by words in the user's text:
   needtool:T  ask for permission to use T (Bash, Write or Edit) with a big input
             (TOOL_INPUTS: a 5000-character command, a 40-line file, a two-line edit) and
             answer "permission: allow" or "permission: deny"
+  neededit:P  ask for permission to Edit the file P (relative to its directory) unless an
+            ``Edit(//<dir>/**)`` rule holds it (then "permission: allowed by rule"); answer
+            as needperm does
   askq      AskUserQuestion "Pick a colour" (Red / Blue) and answer "answers: <json>"
   askmulti  AskUserQuestion with two questions, the second multi-select
   planexit  ExitPlanMode (the request's input is empty, the plan is in the tool call, as
@@ -440,6 +443,22 @@ def serve(argv: list[str], session_id: str, hist: Path, model: str, mode: str, r
             decision = ask(asked_tool.group(1), tool_input, tool_input)
             if decision is not None:
                 say(f"permission: {decision.get('behavior')}")
+            continue
+        edit = re.search(r"neededit:(\S+)", text)
+        if edit:
+            path = os.path.normpath(os.path.join(os.getcwd(), edit.group(1)))
+            held = [r for r in rules if r.startswith("Edit(//") and path.startswith(r[6:].removesuffix("/**)") + "/")]
+            if held:
+                say(f"permission: allowed by rule {held[0]}")
+                continue
+            edit_input = {"file_path": path, "old_string": "a", "new_string": "b"}
+            decision = ask("Edit", edit_input, edit_input)
+            if decision is None:
+                continue
+            for update in decision.get("updatedPermissions") or []:
+                if update.get("type") == "addRules" and update.get("behavior") == "allow":
+                    rules += [f"{r['toolName']}({r['ruleContent']})" for r in update["rules"] if r.get("ruleContent")]
+            say(f"permission: {decision.get('behavior')}")
             continue
         if "needperm" in text:
             if "--permission-prompt-tool" not in argv:

@@ -31,7 +31,7 @@ def chat(make_supervisor, bot_env):
 
 def test_every_daily_command_is_in_the_menu_and_the_help() -> None:
     menu = {name for name, _ in render.MENU}
-    for name in ("rules", "budget", "diff", "every", "schedules", "fork"):
+    for name in ("rules", "budget", "diff", "every", "schedules", "fork", "tz"):
         assert name in menu and f"/{name}" in render.HELP_TEXT
 
 
@@ -56,8 +56,9 @@ def test_always_allow_says_the_prefix_and_rules_lists_and_removes_it(chat, teleg
     answered(telegram, "permission: deny (The user denied this from Telegram.)")
 
 
-def test_budget_shows_spend_and_a_message_past_the_cap_is_held_until_the_cap_is_raised(chat, telegram) -> None:
-    sup, _ = chat()
+def test_budget_shows_spend_and_a_message_past_the_cap_is_held_in_the_supervisor_and_sent_once(
+        chat, telegram, bot_env) -> None:
+    sup, bot = chat()
     say(telegram, "/new alpha", "created")
     assert "✅ Daily cap of 'alpha': $0.001." in say(telegram, "/budget 0.001", "Daily cap")["text"]
     say(telegram, "hello", "hello")  # answered: $0.001 spent, all the cap
@@ -67,12 +68,23 @@ def test_budget_shows_spend_and_a_message_past_the_cap_is_held_until_the_cap_is_
     held = say(telegram, "held one", "Held, not sent")
     assert "session 'alpha' has spent $0.001 today, its daily cap is $0.001" in held["text"]
     assert not [e for e in sup.events("alpha") if e["kind"] == "user" and e.get("text") == "held one"]
-    telegram.press(USER, button(held, "🔼 Raise the cap to $0.002 and send it"), held["message_id"])
-    telegram.wait_for_text(lambda t: t.startswith("✅ Daily cap of 'alpha' raised to $0.002; sent."), chat_id=USER)
+    # the held message is the supervisor's to keep: a bot killed and started again still sends it
+    bot.kill9()
+    bot_env(sup)
+    # the button says what it does: one more day's cap, today only
+    telegram.press(USER, button(held, "🔼 Allow $0.001 more today and send it"), held["message_id"])
+    telegram.wait_for_text(lambda t: t.startswith("✅ 'alpha' may spend $0.001 more today; the cap is back at"
+                                                  " midnight"), chat_id=USER)
     telegram.wait_for_text(lambda t: "held one" in t and t.startswith("echo"), chat_id=USER)
-    assert sup.request("budget", session="alpha")["sessions"][0]["cap"] == 0.002
-    # a second press does nothing more (a button works once)
-    telegram.press(USER, button(held, "🔼 Raise the cap to $0.002 and send it"), held["message_id"])
+    report = sup.request("budget", session="alpha")["sessions"][0]
+    assert (report["cap"], report["extra"]) == (0.001, 0.001)  # the cap itself is unchanged
+    assert "$0.001 a day + $0.001 today only" in say(telegram, "/budget", "What Claude cost")["text"]
+    # a second press does nothing more (a button works once): the message went once
+    telegram.press(USER, button(held, "🔼 Allow $0.001 more today and send it"), held["message_id"])
+    wait_for(lambda: any(a.get("text") == render.ALREADY_DONE for a in telegram.callback_answers), 60,
+             what="the second press answered 'already done'")
+    sup.wait_consumer("telegram-bot")
+    assert [e["text"] for e in sup.events("alpha") if e["kind"] == "user"] == ["hello", "held one"]
     say(telegram, "/budget all 5", "✅ Daily cap of all sessions together: $5.00.")
     assert "not an amount" in say(telegram, "/budget lots", "Usage")["text"]
 
@@ -156,3 +168,60 @@ def test_fork_continues_a_copy_of_the_conversation_and_leaves_the_original_alone
     assert "exists already" in say(telegram, "/fork BETA", "exists")["text"]
     say(telegram, "/new gamma", "created")
     assert "starts afresh ('gamma' had no conversation yet)" in say(telegram, "/fork delta", "🍴")["text"]
+
+
+OTHER = USER + 1  # a second allowlisted user (a private chat's id is its user's)
+
+
+def test_each_user_has_a_time_zone_for_the_schedules_and_caps_they_set(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    bot_env(sup, allowed=(USER, OTHER))
+    assert "no time zone of your own" in say(telegram, "/tz", "🕘")["text"]
+    bad = say(telegram, "/tz Mars/Olympus", "not a time zone")["text"]
+    assert bad.startswith("'Mars/Olympus' is not a time zone. Usage: /tz")
+    say(telegram, "/tz Europe/Berlin", "✅ Your time zone: Europe/Berlin")
+    say(telegram, "/tz America/New_York", "✅ Your time zone: America/New_York", user=OTHER)
+    say(telegram, "/new alpha", "created")
+    say(telegram, "/new beta", "created", user=OTHER)
+    assert "09:00 (Europe/Berlin)" in say(telegram, "/every daily 9:00 good morning", "⏰ Schedule")["text"]
+    assert "09:00 (America/New_York)" in say(telegram, "/every daily 9:00 good morning", "⏰ Schedule",
+                                             user=OTHER)["text"]
+    runs = {s["session"]: s for s in sup.request("schedules")["schedules"]}
+    assert (runs["alpha"]["tz"], runs["beta"]["tz"]) == ("Europe/Berlin", "America/New_York")
+    # each at 9:00 on its own user's clock: New York's 9:00 comes six hours after Berlin's
+    assert (runs["beta"]["next_run"] - runs["alpha"]["next_run"]) % 86400 == 6 * 3600
+    say(telegram, "/budget 1", "✅ Daily cap of 'alpha'")
+    say(telegram, "/budget 1", "✅ Daily cap of 'beta'", user=OTHER)
+    caps = {r["session"]: r for r in sup.request("budget")["sessions"]}
+    assert (caps["alpha"]["tz"], caps["beta"]["tz"]) == ("Europe/Berlin", "America/New_York")
+    assert "Your time zone: Europe/Berlin (now " in say(telegram, "/tz", "🕘")["text"]
+    say(telegram, "/tz default", "the supervisor's time zone again")
+    assert "no time zone of your own" in say(telegram, "/tz", "🕘")["text"]
+    assert "Your time zone: America/New_York" in say(telegram, "/tz", "🕘", user=OTHER)["text"]
+
+
+def test_always_allow_for_a_file_tool_in_a_directory_the_user_picks_or_names(chat, telegram) -> None:
+    sup, _ = chat()
+    say(telegram, "/new alpha", "created")
+    cwd = sup.session("alpha")["cwd"]
+    prompt = say(telegram, "neededit:src/pkg/a.py", "Claude wants to")
+    labels = [t for t, _ in buttons(prompt)]
+    assert labels[-2:] == ["♾ Always allow edits only in src/", "♾ Always allow edits only in src/pkg/"]
+    telegram.press(USER, button(prompt, "♾ Always allow edits only in src/"), prompt["message_id"])
+    edit_of(telegram, prompt, f"♾ Always allowed for this session: Edit(/{cwd}/src/**)")
+    answered(telegram, "permission: allow")
+    # another file under src/ is allowed; one elsewhere in the session's directory is asked for
+    answered_by_rule = f"permission: allowed by rule Edit(/{cwd}/src/**)"
+    say(telegram, "neededit:src/other/b.py", answered_by_rule)
+    asked = say(telegram, "neededit:lib/c.py", "Claude wants to")
+    telegram.press(USER, button(asked, "🚫 Deny"), asked["message_id"])
+    answered(telegram, "permission: deny")
+    # a directory named by the user; the live Claude gets it (restarted with its history)
+    (Path(cwd) / "lib").mkdir()
+    added = say(telegram, "/rules add Edit lib", "Always allowed in 'alpha' from now on")["text"]
+    assert added.startswith(f"♾ Always allowed in 'alpha' from now on: edits in {cwd}/lib.")
+    assert sup.session("alpha")["allowed_tools"] == [f"Edit(/{cwd}/src/**)", f"Edit(/{cwd}/lib/**)"]
+    say(telegram, "neededit:lib/c.py", f"permission: allowed by rule Edit(/{cwd}/lib/**)")
+    assert "outside the allowed directories" in say(telegram, "/rules add Edit /etc", "⚠️")["text"]
+    assert "Usage: /rules add Edit <dir>" in say(telegram, "/rules add Read x", "Usage")["text"]
+    assert "not one command" in say(telegram, "/rules add Bash ls && rm x", "⚠️")["text"]

@@ -478,3 +478,50 @@ def test_an_api_error_of_the_real_cli_reaches_the_chat_once_with_a_retry(real, a
     assert len(shown) == 1 and len(edited) == 1
     assert edited[0]["text"].startswith("⚠️ Claude reported an error: API Error: 400")
     assert edited[0]["reply_markup"]["inline_keyboard"][0][0]["text"] == "🔁 Retry"
+
+
+def _asked(sup: SupervisorProcess, text: str) -> dict | None:
+    """Send ``text``; its permission request (denied, so the turn ends), or None if the
+    tool ran unasked (its result's text is then in ``ran``)."""
+    with sup.client() as c:
+        mid = c.request("send", session="alpha", text=text)["message_id"]
+    event = sup.wait_event("alpha", lambda e: e.get("message_id") == mid and e["kind"] in ("permission_request",
+                                                                                          "result"), timeout=60)
+    if event["kind"] == "result":
+        return None
+    sup.ctl("permit", "alpha", event["request_id"], "--deny", check=True)
+    _result(sup, event)
+    return event
+
+
+def test_a_webfetch_domain_rule_lets_the_real_cli_fetch_there_unasked_and_asks_for_another(
+        real, api: FakeAnthropic) -> None:
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    request = _request(sup, "webfetch:https://example.com/page")
+    assert request["tool_name"] == "WebFetch" and request["input"]["url"] == "https://example.com/page"
+    # the real CLI suggests the URL's host itself; the rule is that domain
+    assert [r["ruleContent"] for s in request["suggestions"] for r in s.get("rules", ())] == ["domain:example.com"]
+    assert request["always"] == ["WebFetch(domain:example.com)"]
+    sup.ctl("permit", "alpha", request["request_id"], "--allow", "--always", check=True)
+    _result(sup, request)
+    assert sup.session("alpha")["allowed_tools"] == ["WebFetch(domain:example.com)"]
+    # the same host, whatever the path, scheme, port or case: the tool runs unasked (offline,
+    # Claude Code's own check of the domain then fails: the tool ran, it was not refused)
+    for url in ("https://example.com/other", "http://example.com:8080/x", "https://EXAMPLE.com/y"):
+        assert _asked(sup, f"webfetch:{url}") is None, url
+    ran = results(sup, "alpha")[-1]["text"]
+    assert ran.startswith("tool said: Unable to verify if domain example.com is safe to fetch")
+    # another domain, and a subdomain, are asked for (the rule is the host, exactly)
+    for url, host in (("https://example.org/page", "example.org"), ("https://www.example.com/x", "www.example.com")):
+        asked = _asked(sup, f"webfetch:{url}")
+        assert asked is not None and asked["always"] == [f"WebFetch(domain:{host})"], url
+    # a wildcard rule named by the user covers every subdomain, not the domain itself
+    sup.ctl("rules", "alpha", "--remove", "1", check=True)
+    sup.request("add_rule", session="alpha", tool="WebFetch", scope="*.example.com")
+    assert _asked(sup, "webfetch:https://a.b.example.com/z") is None
+    assert _asked(sup, "webfetch:https://example.com/page") is not None
+    # a new Claude (--resume) gets the rule on its command line: still unasked
+    sup.ctl("suspend", "alpha", check=True)
+    sup.wait_state("alpha", "suspended", timeout=30)
+    assert _asked(sup, "webfetch:https://www.example.com/third") is None

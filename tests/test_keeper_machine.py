@@ -746,3 +746,37 @@ def test_a_steered_message_is_reported_before_it_is_written() -> None:
     steer(k, 2, "steered")
     kinds = [a.kind if isinstance(a, Emit) else type(a) for a in k.actions[-2:]]
     assert kinds == [EventKind.STEERED, Write]
+
+
+def test_a_budget_it_counted_itself_restarts_nothing_and_none_left_starts_no_turn() -> None:
+    k = Keeper(budget_usd=0.02)
+    k.running()
+    k.deliver(1, "one")
+    k.claude_says(result(cost=0.01))  # $0.01 of its $0.02 spent: $0.01 left, as it counts itself
+    starts = len(k.of(StartClaude))
+    k.send(_wire.SetBudget(0.01))  # the supervisor's count says the same: its Claude has that limit
+    assert len(k.of(StartClaude)) == starts and not k.of(StopClaude)
+    uncapped = Keeper()
+    uncapped.running()
+    uncapped.send(_wire.SetBudget(None))  # (no cap, still: e.g. told so after a supervisor restart)
+    assert not uncapped.of(StopClaude)
+    k.send(_wire.SetBudget(0.0))  # other sessions spent the rest of the cap for all
+    k.deliver(2, "two")
+    k.claude_stopped()  # (restarted with the new limit, between turns)
+    k.claude_runs()
+    k.claude_says(INIT)
+    [failed] = k.events(EventKind.MESSAGE_FAILED)
+    assert failed["message_id"] == 2 and failed["reason"].startswith("not sent: the daily cap is reached")
+    assert not [w for w in k.of(Write) if b"two" in w.line]  # no turn started
+
+
+def test_two_changes_in_a_row_restart_claude_once_with_both() -> None:
+    k = Keeper()
+    k.running()
+    k.send(_wire.SetRules(()), _wire.SetRules(("WebFetch(domain:*.example.com)",)))  # before Claude stopped
+    assert len(k.of(StopClaude)) == 1
+    starts = len(k.of(StartClaude))
+    k.claude_stopped()
+    assert len(k.of(StartClaude)) == starts + 1  # one Claude, not two of the same conversation
+    argv = k.last(StartClaude).argv
+    assert argv[argv.index("--allowedTools") + 1] == "WebFetch(domain:*.example.com)"

@@ -188,6 +188,24 @@ def test_claudectl_lists_and_removes_rules_and_a_live_claude_asks_again(make_sup
     assert json.loads(sup.ctl("--json", "rules", "alpha", check=True).stdout) == {"rules": ["Bash(touch *)"]}
 
 
+def test_claudectl_adds_a_rule_by_name_and_a_live_claude_gets_it(make_supervisor, tmp_path) -> None:
+    sup = make_supervisor(idle_timeout=60).start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "hello", "--wait", check=True)  # (a live Claude)
+    starts = len(sup.claude_starts())
+    out = sup.ctl("rules", "alpha", "--add", "Edit", str(tmp_path), check=True).stdout
+    assert out.startswith(f"added Edit(/{tmp_path}/**) to 'alpha'")
+    wait_for(lambda: len(sup.claude_starts()) > starts, what="Claude restarted with the rule")
+    argv = sup.claude_starts()[-1]["argv"]
+    assert argv[argv.index("--allowedTools") + 1] == f"Edit(/{tmp_path}/**)" and "--resume" in argv
+    sup.ctl("rules", "alpha", "--add", "Bash", "npm test", check=True)
+    for tool, scope, why in (("Edit", "/", "never every file"), ("Edit", "nowhere", "is not a directory"),
+                             ("WebFetch", "*.org", "not a domain"), ("Glob", "*", "not 'Glob'")):
+        bad = sup.ctl("rules", "alpha", "--add", tool, scope)
+        assert bad.returncode == 1 and why in bad.stderr, bad.stderr
+    assert sup.session("alpha")["allowed_tools"] == [f"Edit(/{tmp_path}/**)", "Bash(npm test *)"]
+
+
 def test_a_deny_reason_as_long_as_a_message_reaches_claude(make_supervisor) -> None:
     """(typed under a prompt in Telegram and sent as the reason: it was refused past 200
     characters, and the text was lost)"""

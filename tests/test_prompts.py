@@ -172,6 +172,53 @@ def test_always_allow_of_a_file_tool_covers_a_directory_never_every_file() -> No
     assert permissions.always_allow(pending("Write", {"file_path": "/w/apple/b"}), "/w/app")[1] == ["Edit(//w/apple/**)"]
 
 
+def test_a_file_tool_rule_may_cover_a_directory_the_user_picks() -> None:
+    edit = pending("Edit", {"file_path": "/w/app/src/pkg/a.py"})
+    # the choices: the session's directory (the default), then each one down to the file's
+    assert permissions.file_rule_dirs(edit, "/w/app") == ["/w/app", "/w/app/src", "/w/app/src/pkg"]
+    assert permissions.always_allow(edit, "/w/app")[1] == ["Edit(//w/app/**)"]
+    assert permissions.always_allow(edit, "/w/app", "/w/app/src")[1] == ["Edit(//w/app/src/**)"]
+    assert permissions.always_allow(edit, "/w/app", "/w")[1] == ["Edit(//w/**)"]  # (above it too: it holds the file)
+    for wrong in ("/w/other", "/", "/w/app/src/pkg/a.py"):  # a directory that does not hold the file, or everything
+        with pytest.raises(OpError, match="does not hold"):
+            permissions.always_allow(edit, "/w/app", wrong)
+    with pytest.raises(OpError, match="not for Bash"):
+        permissions.always_allow(pending("Bash", {"command": "touch x"}), "/w", "/w")
+    assert permissions.file_rule_dirs(pending("Edit", {"file_path": "/etc/x/hosts"}), "/w/app") == ["/etc/x"]
+    deep = pending("Write", {"file_path": "/w/app/a/b/c/d/e/f.py"})  # the session's, and the three nearest the file
+    assert permissions.file_rule_dirs(deep, "/w/app") == ["/w/app", "/w/app/a/b/c", "/w/app/a/b/c/d",
+                                                           "/w/app/a/b/c/d/e"]
+    assert permissions.file_rule_dirs(pending("Bash", {"command": "ls"}), "/w") == []
+    # in Telegram: one button per narrower directory, saying it below the session's
+    prompt, token = prompts.build(request("Edit", {"file_path": "/w/app/src/pkg/a.py"}, always=["Edit(//w/app/**)"],
+                                          always_dirs=["/w/app", "/w/app/src", "/w/app/src/pkg"]), 1)
+    rows = prompts.keyboard(prompt, token)
+    assert [label for row in rows[1:] for label, _ in row] == [
+        "♾ Always allow edits in /w/app here", "♾ Always allow edits only in src/",
+        "♾ Always allow edits only in src/pkg/"]
+    assert [data for row in rows[2:] for _, data in row] == [f"perm:{token}:a:1", f"perm:{token}:a:2"]
+    assert prompts.Prompt.from_kv(prompt.to_kv()) == prompt
+    long_dir = "/w/app/" + "/".join(["directory"] * 8)
+    assert len(prompts.dir_label("/w/app", long_dir)) <= 60
+
+
+def test_a_rule_the_user_names(tmp_path) -> None:
+    (tmp_path / "lib").mkdir()
+    assert permissions.user_rule("Edit", "lib", str(tmp_path)) == f"Edit(/{tmp_path}/lib/**)"
+    assert permissions.user_rule("Write", str(tmp_path), "/elsewhere") == f"Edit(/{tmp_path}/**)"
+    assert permissions.user_rule("Bash", "npm test", "/w") == "Bash(npm test *)"
+    assert permissions.user_rule("WebFetch", "docs.python.org", "/w") == "WebFetch(domain:docs.python.org)"
+    assert permissions.user_rule("WebFetch", "https://example.com/a?b", "/w") == "WebFetch(domain:example.com)"
+    # every subdomain, as the real CLI reads it (measured: not example.com itself)
+    assert permissions.user_rule("WebFetch", "*.example.com", "/w") == "WebFetch(domain:*.example.com)"
+    for tool, scope, why in (("Edit", "/", "never every file"), ("Edit", "missing", "is not a directory"),
+                             ("Bash", "ls && rm -rf x", "not one command"), ("Bash", "*", "not one command"),
+                             ("WebFetch", "*", "not a domain"), ("WebFetch", "*.org", "not a domain"),
+                             ("WebFetch", "a.*.org", "not a domain"), ("Read", "/w", "not 'Read'")):
+        with pytest.raises(OpError, match=why):
+            permissions.user_rule(tool, scope, str(tmp_path))
+
+
 def test_answers_go_back_in_the_input_one_per_question() -> None:
     req = pending("AskUserQuestion", {"questions": [COLOURS, EXTRAS]})
     updated, chosen = permissions.answered_input(req, [["Blue"], ["Tests", "Docs"]])

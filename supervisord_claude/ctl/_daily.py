@@ -15,7 +15,13 @@ from ._common import show
 
 
 def cmd_rules(client: Client, args: argparse.Namespace) -> int:
-    """A session's always-allow rules, numbered; ``--remove N`` forgets rule N."""
+    """A session's always-allow rules, numbered; ``--remove N`` forgets rule N; ``--add
+    TOOL SCOPE`` adds one (a file tool in a directory, a Bash command, a WebFetch domain)."""
+    if args.add is not None:
+        added = client.add_rule(args.name, args.add[0], args.add[1])
+        show(args, added, f"added {added['added']} to '{args.name}' ({len(added['rules'])} rule(s); a running"
+                          " Claude restarts with them after its turn)")
+        return 0
     if args.remove is not None:
         result = client.remove_rule(args.name, index=args.remove)
         show(args, result, f"removed {result['removed']} from '{args.name}'"
@@ -29,12 +35,14 @@ def cmd_rules(client: Client, args: argparse.Namespace) -> int:
 
 def budget_lines(report: dict[str, Any]) -> list[str]:
     """Spend today and this month, per session and in total, against the daily caps."""
-    def share(spent: float, cap: float | None) -> str:
-        return f" of {money(cap)} ({spent / cap:.0%})" if cap else ""
+    def share(row: Mapping[str, Any]) -> str:
+        cap, extra = row["cap"], row.get("extra") or 0.0
+        more = f" + {money(extra)} today only" if extra else ""
+        return f" of {money(cap)}{more} ({row['today'] / (cap + extra):.0%})" if cap else ""
 
-    lines = [f"{r['session']}: today {money(r['today'])}{share(r['today'], r['cap'])}, this month"
+    lines = [f"{r['session']}: today {money(r['today'])}{share(r)}, this month"
              f" {money(r['month'])}{'' if r['cap'] else ' (no daily cap)'}" for r in report["sessions"]]
-    lines.append(f"all sessions: today {money(report['today'])}{share(report['today'], report['cap'])}, this month"
+    lines.append(f"all sessions: today {money(report['today'])}{share(report)}, this month"
                  f" {money(report['month'])}{'' if report['cap'] else ' (no daily cap)'}")
     return lines
 
@@ -43,9 +51,15 @@ def cmd_budget(client: Client, args: argparse.Namespace) -> int:
     """What Claude cost today and this month, per session and in total, with the daily
     caps; ``--cap USD`` (or ``none``) sets one: the session's with ``--session``, else the
     daily cap for all sessions."""
+    if args.allow is not None:  # once: more today only
+        result = client.budget_allow(args.allow, session=args.session or None)
+        whose = f"session '{args.session}'" if args.session else "all sessions"
+        show(args, result, f"{whose} may spend {money(args.allow)} more today (the cap is back tomorrow)\n"
+             + "\n".join(budget_lines(result)))
+        return 0
     if args.cap is not None:
         usd = None if args.cap == "none" else args.cap
-        client.set_budget(usd, session=args.session or None)
+        client.set_budget(usd, session=args.session or None, tz=args.tz)
         whose = f"session '{args.session}'" if args.session else "all sessions"
         print_done = f"daily cap of {whose}: {money(usd)}"
         result = client.budget(session=args.session or None)
@@ -119,10 +133,15 @@ def add_daily_parsers(sub: Any) -> None:
     s = sub.add_parser("rules", help="a session's always-allow rules; --remove N forgets rule N")
     s.add_argument("name")
     s.add_argument("--remove", type=int, metavar="N", help="forget rule N (as numbered by the list)")
+    s.add_argument("--add", nargs=2, metavar=("TOOL", "SCOPE"),
+                   help="allow Edit in a directory, Bash a command ('npm test') or WebFetch a domain from now on")
     s.set_defaults(func=cmd_rules)
     s = sub.add_parser("budget", help="spend today and this month per session and in total; --cap sets a daily cap")
     s.add_argument("--session", metavar="NAME", help="one session (with --cap: its own daily cap)")
     s.add_argument("--cap", metavar="USD", type=cap_arg, help="set the daily cap in US dollars ('none' removes it)")
+    s.add_argument("--tz", metavar="ZONE", help="with --cap: the time zone its day ends in (e.g. Europe/Berlin)")
+    s.add_argument("--allow", metavar="USD", type=float,
+                   help="raise the cap once: USD more may be spent today (the cap is back tomorrow)")
     s.set_defaults(func=cmd_budget)
     s = sub.add_parser("diff", help="a session's git working-tree changes (staged and not staged)")
     s.add_argument("name")

@@ -67,6 +67,12 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 #: also where it begins, so ``ending`` also looks at ``done``)
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
 DROPPED = _wire.DROPPED
+#: (an enum member read from its class costs ~0.2 µs on Python 3.11: once per line here)
+_TOOL_USE = EventKind.TOOL_USE
+#: what is left of a budget below which no turn starts (a rounding's worth above nothing)
+BUDGET_SPENT = 1e-9
+BUDGET_REACHED = ("not sent: the daily cap is reached — what was left of it went to the turns of this and other"
+                  " sessions answering at the same time. Raise it (/budget, claudectl budget) or wait for tomorrow")
 IDLE_TIMER = "idle"
 #: the written limit on one line of Claude's output (the process adapter enforces it)
 STDOUT_LIMIT = 64 * 1024 * 1024
@@ -263,6 +269,9 @@ class KeeperMachine:
             if self.current is None:
                 self._apply_changes()
         elif isinstance(cmd, _wire.SetBudget):
+            if cmd.usd == self.budget_left or (cmd.usd is not None and self.budget_left is not None
+                                               and abs(cmd.usd - self.budget_left) < 1e-9):
+                return self._take()  # (what it counted itself, or no cap still: its Claude has that limit)
             self.budget_left = cmd.usd
             if self.claude is not None:  # the running Claude has the old limit
                 self.pending_changes["budget"] = cmd.usd
@@ -323,6 +332,12 @@ class KeeperMachine:
         while self.current is None and self.queue and not self.ending and self.claude is not None \
                 and not self.pending_changes:
             msg = self.queue.popleft()
+            if self.budget_left is not None and self.budget_left <= BUDGET_SPENT:
+                # the caps are reached (the room for all went to other sessions' turns): no turn starts
+                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=BUDGET_REACHED)
+                if not self.queue:
+                    self._become_idle(Reason.TURN)
+                continue
             try:
                 line = self._message_line(msg)
             except OSError as exc:
@@ -499,7 +514,7 @@ class KeeperMachine:
             # idle while Claude writes it; the countdown starts again from its last line
             self._arm_idle()
         for kind, body in parsed.events:
-            if kind is EventKind.TOOL_USE and isinstance(body.get("tool_use_id"), str):
+            if kind is _TOOL_USE and isinstance(body.get("tool_use_id"), str):
                 self._tool_inputs[body["tool_use_id"]] = body.get("input")
             self._emit(kind, **body, **self._turn())
         if parsed.control_response is not None:
@@ -523,7 +538,11 @@ class KeeperMachine:
             body["tool_use_input"] = self._tool_inputs[body["tool_use_id"]]
         if body.get("tool_name") not in (permissions.QUESTION_TOOL, permissions.PLAN_TOOL):
             # what "always allow" would add, for a front end to show before it is pressed
-            body["always"] = permissions.always_allow(permissions.PendingRequest.from_event(body), self.spec.cwd)[1]
+            pending = permissions.PendingRequest.from_event(body)
+            body["always"] = permissions.always_allow(pending, self.spec.cwd)[1]
+            dirs = permissions.file_rule_dirs(pending, self.spec.cwd)
+            if len(dirs) > 1:  # (a file tool: the directories the user may pick instead)
+                body["always_dirs"] = dirs
         body.update(self._turn())
         request_id = str(body["request_id"])
         self.permissions[request_id] = body
@@ -568,6 +587,8 @@ class KeeperMachine:
         self.model = changes.get("model", self.model)
         self.mode = changes.get("mode", self.mode)
         self.allowed_tools = changes.get("rules", self.allowed_tools)
+        if self._after_stop is not None and self.claude is None:
+            return  # a restart is under way (a change just before): the Claude it starts takes these too
         self._cancel_idle()
         reason = Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))

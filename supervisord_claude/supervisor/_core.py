@@ -148,6 +148,7 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     terminals = Terminals(config, store, pool, events, system, clock, wall)
     listener.terminals = terminals
     events.on_message_done = pool.message_done
+    budgets.busy, budgets.give = pool.answering, pool.give_budget  # (the room of the cap for all is shared)
     events.pids_of = pool.pids_of
     events.on_recorded = watch.event
     ops = Ops(config, instance, store, pool, hub, events, terminals, budgets, attachments, system, clock, wall,

@@ -16,13 +16,14 @@ from protocol import (
     ErrorCode,
 )
 
-from .. import __version__, _wire
+from .. import __version__
 from .._errors import OpError
 from ._backup import backup_store, check_target
 from ._budgets import ALL as ALL_SESSIONS
 from ._control import LaterReply
 from ._gitdiff import working_tree_diff
 from ._opbase import OpsBase
+from ._schedules import zone
 
 log = logging.getLogger("supervisord_claude")
 
@@ -66,16 +67,18 @@ class AdminOps(OpsBase):
             names = [r.name for r in self.store.list_sessions(include_archived=False)]
         return self.budgets.report(names)
 
-    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None) -> dict[str, Any]:
+    def op_set_budget(self, ident: bytes, usd: float | None, session: str | None = None,
+                      tz: str | None = None) -> dict[str, Any]:
         """Set (or with ``usd: null`` clear) a session's daily cap, or without ``session``
-        the daily cap for all sessions. Live Claudes get what is left at once (restarted
-        with ``--resume`` after their turn)."""
+        the daily cap for all sessions; ``tz``: the zone its day is counted in from now on.
+        Live Claudes get what is left at once (restarted with ``--resume`` after their turn)."""
         if session is not None:
             self._session(session)
+        if tz is not None:
+            zone(tz)  # (bad_request for an unknown one, before anything changes)
+            self.store.set_budget_zone(session or ALL_SESSIONS, tz)
         self.store.set_budget(session or ALL_SESSIONS, usd)
-        for live in [self.pool.session(session)] if session is not None else self.pool.with_keepers():
-            if live.has_keeper:
-                live.command(_wire.SetBudget(self.budgets.left(live.name)))
+        self.budgets.rebalance(self.pool.keeper_names())
         return self.budgets.report([session] if session is not None else [])
 
     def op_kv_get(self, ident: bytes, key: str) -> dict[str, Any]:

@@ -34,8 +34,11 @@ class PromptOps(OpsBase):
             raise OpError(ErrorCode.NOT_FOUND, f"no pending request {permit.request_id} in '{session}'")
 
     def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool, message: str | None = None,
-                  always: bool = False, mode: PermissionMode | None = None) -> dict[str, Any]:
+                  always: bool = False, mode: PermissionMode | None = None,
+                  directory: str | None = None) -> dict[str, Any]:
         req = self._pending(session, request_id)
+        if directory is not None and not always:
+            raise OpError(ErrorCode.BAD_REQUEST, "'directory' is where 'always' allows a file tool, with 'always'")
         plan = req.tool_name == permissions.PLAN_TOOL
         if not allow:
             if always or mode is not None:
@@ -55,7 +58,7 @@ class PromptOps(OpsBase):
         rules: list[str] = []
         report: dict[str, Any] = {"allow": True, "by": "user"}
         if always:
-            update, rules = permissions.always_allow(req, self._session(session).cwd)
+            update, rules = permissions.always_allow(req, self._session(session).cwd, directory)
             if not rules:
                 raise OpError(ErrorCode.BAD_REQUEST, f"a {req.tool_name} call here has no scope 'always' could"
                               " be kept to (never every command or every file): allow it once instead")

@@ -115,6 +115,19 @@ class PoolCore:
         """The sessions that have a keeper, by name."""
         return [live for _, live in sorted(self._sessions.items()) if live.keeper is not None]
 
+    def keeper_names(self) -> list[str]:
+        """The sessions that have a keeper."""
+        return [name for name, live in self._sessions.items() if live.keeper is not None]
+
+    def answering(self) -> list[str]:
+        """The sessions whose keeper holds messages (a turn running or waiting): they share
+        the room of the daily cap for all (``Budgets.left``)."""
+        return [name for name, live in self._sessions.items() if live.keeper is not None and live.keeper.forwarded]
+
+    def give_budget(self, session: str, usd: float | None) -> None:
+        """What the session's Claude may spend now: it takes it before its next turn."""
+        self.session(session).command(_wire.SetBudget(usd))
+
     def waiting(self) -> list[LiveSession]:
         """The sessions with messages Claude has not started on, by name."""
         return [live for _, live in sorted(self._sessions.items()) if live.queued()]
@@ -169,6 +182,7 @@ class PoolCore:
         live = self._sessions.get(session)
         if live is not None:
             live.done(message_id)
+        self._budgets.rebalance(self.keeper_names())  # (a turn's cost counted, or one session less waiting)
         if self._attachments.holds(message_id):
             msg = self.store.get_message(message_id)
             if msg is None or msg.status in (DONE, FAILED):
@@ -200,6 +214,7 @@ class PoolCore:
             return
         if live.deliver() is Delivery.NEEDS_KEEPER:
             self._spawn(live)
+        self._budgets.rebalance(self.keeper_names())  # (one more session may be waiting for an answer)
 
     def _spawn(self, live: LiveSession) -> None:
         session = live.name
@@ -217,6 +232,8 @@ class PoolCore:
         self._tokens += 1
         handle = KeeperHandle(session, self._tokens)
         messages = live.hand_over(handle)
+        budget = self._budgets.left(rec.name)
+        self._budgets.given(rec.name, budget)
         spec = _wire.KeeperSpec(
             session=rec.name,
             instance=self.instance,
@@ -238,7 +255,7 @@ class PoolCore:
             cost_baseline=rec.claude_cost,
             orphan_timeout=self.config.orphan_timeout,
             messages=tuple(messages),
-            budget_usd=self._budgets.left(rec.name),
+            budget_usd=budget,
             fork_from=self.store.fork_source(rec.name),
         )
         live.keeper = handle

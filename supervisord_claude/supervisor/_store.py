@@ -10,8 +10,9 @@ own fields added (``StoredEvent.data``), not a second encoding of it.
 
 ``Store`` is built in layers, one module each: the file (``_storefile``: schema,
 migrations, transactions), sessions and messages (``_storesessions``), events
-(``_storeevents``), cost, caps and schedules (``_storespend``), and here the consumers'
-cursors and the kv; the values they hold are in ``_storerecords``.
+(``_storeevents``), cost, caps and schedules (``_storespend``), what budgets count on a
+day of any zone (``_storebudgets``), and here the consumers' cursors and the kv; the
+values they hold are in ``_storerecords``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from ._storebudgets import BudgetRows
 from ._storerecords import (
     COST_ADDED,
     DONE,
@@ -32,10 +34,9 @@ from ._storerecords import (
     SessionRecord,
     StoredEvent,
 )
-from ._storespend import SpendRows
 
 
-class Store(SpendRows):
+class Store(BudgetRows):
     """The whole store: the file (``_storefile``), sessions and messages
     (``_storesessions``), events (``_storeevents``), cost, caps and schedules
     (``_storespend``), and here the consumers' cursors and the kv."""

@@ -17,6 +17,7 @@ from protocol import EventKind
 
 from .._errors import StoreError
 from .._wire import pack_body
+from ._spend import record_spend
 from ._storerecords import (
     _INSERT_RUN,
     _KIND_VALUES,
@@ -122,6 +123,7 @@ class EventRows(SessionRows):
                 db.executemany("INSERT INTO session_daily_cost(day, session, usd) VALUES (?, ?, ?)"
                                " ON CONFLICT(day, session) DO UPDATE SET usd = usd + excluded.usd",
                                [(_day(now), session, usd) for session, usd in spent.items()])
+                record_spend(db, now, spent)  # (by quarter hour: budgets count days in any zone)
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
         self._recent.add(events)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
+from ._spend import SCHEMA as SPEND_SCHEMA
 from ._storerecords import _INSERT_RUN, _MIGRATED_RUN, SessionRecord, _packb, _RecentEvents
 
 log = logging.getLogger("supervisord_claude")
@@ -123,6 +124,7 @@ class StoreFile:
         try:
             self._db = self._connect(path)
             self._db.executescript(SCHEMA)
+            self._db.executescript(SPEND_SCHEMA)
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
