@@ -68,6 +68,10 @@ from ._paths import (
     socket_problem,
 )
 from ._replies import (
+    DirEntry,
+    DirListing,
+    FilePiece,
+    FileWritten,
     ForkReply,
     Hello,
     InterruptReply,
@@ -120,8 +124,12 @@ __all__ = [
     "Client",
     "ConfigFileError",
     "ConnectionFailed",
+    "DirEntry",
+    "DirListing",
     "ErrorCode",
     "EventKind",
+    "FilePiece",
+    "FileWritten",
     "ForkReply",
     "FrameError",
     "Hello",

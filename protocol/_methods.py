@@ -33,6 +33,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._messages import Op
 from ._replies import (
+    DirListing,
+    FilePiece,
+    FileWritten,
     ForkReply,
     Hello,
     InterruptReply,
@@ -350,6 +353,30 @@ class OpMethods:
     @op(Op.PING)
     def ping(self, *, sub: int | None = None, timeout: float | None = None) -> Reply:
         """``{time}``; with ``sub``, also checks the subscription and resumes sending."""
+
+    # the files of a session's directory (issue #26) -------------------------------------
+
+    @op(Op.PUT_FILE)
+    def put_file(self, session: str, name: str, data: bytes, *, offset: int | None = None, more: bool = False,
+                 timeout: float | None = None) -> FileWritten:
+        """A piece (at most ``FILE_CHUNK_BYTES``) of a file sent to ``uploads/<name>`` of
+        the session, at ``offset``; ``more``: pieces follow (without it, the file is
+        complete and the reply names its path)."""
+
+    @op(Op.READ_FILE)
+    def read_file(self, session: str, path: str, *, offset: int | None = None, length: int | None = None,
+                  timeout: float | None = None) -> FilePiece:
+        """A piece of a file inside the session's directory."""
+
+    @op(Op.LIST_DIR)
+    def list_dir(self, *, session: str | None = None, path: str | None = None, within: list[str] | None = None,
+                 timeout: float | None = None) -> DirListing:
+        """A directory's entries, inside ``within`` (default: the session's directory and
+        the sessions dir)."""
+
+    @op(Op.OUTBOX_SENT)
+    def outbox_sent(self, session: str, name: str, *, timeout: float | None = None) -> Reply:
+        """Move a file of the session's outbox to ``outbox/sent``: ``{path}``."""
 
 
 class BlockingOps(OpMethods):

@@ -168,5 +168,46 @@ class Hello(TypedDict):
     instance: str
 
 
+# the files of a session's directory (issue #26) ------------------------------------------
+
+
+class FileWritten(TypedDict):
+    """``put_file``: bytes of the file so far; with its last piece, its ``path`` there
+    (what ``send`` takes as an attachment)."""
+
+    size: int
+    path: NotRequired[str]
+
+
+class FilePiece(TypedDict):
+    """``read_file``: a piece of a file of the session's directory."""
+
+    path: str
+    name: str
+    size: int
+    mtime_ns: int
+    offset: int
+    data: bytes
+
+
+class DirEntry(TypedDict):
+    """An entry of a ``list_dir`` listing: ``kind`` is the entry itself (file, dir, link,
+    other), ``dir`` whether it leads to a directory."""
+
+    name: str
+    kind: str
+    dir: bool
+    size: int
+    mtime: float
+
+
+class DirListing(TypedDict):
+    """``list_dir``: at most ``MAX_LIST_ENTRIES`` entries; ``total`` counts them all."""
+
+    path: str
+    entries: list[DirEntry]
+    total: int
+
+
 #: a reply this library gives no typed view of (its fields: ``docs/protocol.md``)
 Reply = dict[str, Any]

@@ -54,3 +54,14 @@ async def test_a_file_over_what_telegram_takes_is_refused_before_it_is_read(core
     monkeypatch.setattr(files, "MAX_SEND_BYTES", 2 * 1024 * 1024)
     await files.upload(link, "alpha", "huge.bin", os.urandom(3 * 1024 * 1024))
     assert await files.fetch(link, "alpha", "uploads/huge.bin") == "huge.bin is 3 MB; Telegram takes at most 2 MB"
+
+
+async def test_the_file_ops_have_typed_methods(core: Core, link: Link) -> None:  # noqa: F811
+    await sessions.new_session(link, 7, ["alpha"])
+    client = link.client
+    assert await client.put_file("alpha", "a.txt", b"hi", more=True) == {"size": 2}
+    written = await client.put_file("alpha", "a.txt", b" there", offset=2)
+    assert written["path"].endswith("/uploads/a.txt") and written["size"] == 8
+    assert (await client.read_file("alpha", "uploads/a.txt", offset=3))["data"] == b"there"
+    listing = await client.list_dir(session="alpha", path="uploads")
+    assert [(e["name"], e["kind"]) for e in listing["entries"]] == [("a.txt", "file")]

@@ -165,3 +165,20 @@ def test_retry_sends_a_failed_message_again_to_its_own_host_when_ids_collide(two
                  what=f"{text!r} sent again")
     assert len([r for r in local.claude_received() if r["text"] == "apierror on gpu"]) == 0
     assert len([r for r in remote.claude_received() if r["text"] == "apierror here"]) == 0
+
+
+def test_retry_under_a_remote_failure_works_after_a_bot_kill_9(two_hosts: Any, bot_env: Any) -> None:
+    from .test_bot_delivery import press_button
+
+    local, remote, api, bot = two_hosts
+    say(api, "/new work@gpu", "created on gpu")
+    report = say(api, "apierror on gpu", "API Error: 400")
+    remote.wait_consumer("telegram-bot")
+    shown = wait_for(lambda: next((e for e in reversed(api.edits) if e.get("reply_markup")
+                                   and e["message_id"] == report["message_id"]), None),
+                     what="the report with its Retry button")
+    bot.kill9()  # what Retry sends is kept in this machine's supervisor, under gpu's message id
+    bot_env(local)
+    press_button(api, shown, "Retry")
+    wait_for(lambda: len([r for r in remote.claude_received() if r["text"] == "apierror on gpu"]) == 2,
+             what="the retried message to reach gpu's Claude")

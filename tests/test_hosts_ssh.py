@@ -249,3 +249,22 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     # a session gpu does not have is said plainly, before any terminal is taken
     missing = hosts.ctl("--host", "gpu", "attach", "nobody")
     assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr
+
+
+def test_claudectl_send_attach_puts_a_file_of_this_machine_into_the_remote_sessions_uploads(
+        hosts: Hosts, tmp_path: Path) -> None:
+    hosts.remote.request("create", session="work")
+    data = tmp_path / "report.csv"
+    content = os.urandom(700 * 1024)  # (more than one piece)
+    data.write_bytes(content)
+    answer = hosts.ctl("--host", "gpu", "send", "work", "read it", "--attach", str(data), "--wait")
+    assert answer.returncode == 0, answer.stderr
+    told = Path(answer.stdout.split("saved at ")[1].split("]")[0])
+    # Claude on gpu got gpu's copy, taken at send from the session's uploads there
+    assert told.parent.parent == hosts.remote.state_dir / "attachments" / "work" and told.read_bytes() == content
+    [uploaded] = (Path(hosts.remote.session("work")["cwd"]) / "uploads").iterdir()
+    assert uploaded.name.endswith("-report.csv") and uploaded.read_bytes() == content
+    # a directory is no attachment: refused here, nothing sent
+    refused = hosts.ctl("--host", "gpu", "send", "work", "x", "--attach", str(tmp_path))
+    assert refused.returncode == 2 and "not an ordinary file" in refused.stderr
+    assert len(hosts.remote.claude_received()) == 1

@@ -13,8 +13,9 @@ from typing import Any
 
 from protocol import Client, SessionState, idle_note
 
-from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, UsageError, show
+from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, show
 from ._events import LiveAnswer, render_event, turn_ending
+from ._files import put_local_file
 from ._views import request_text, terminal_note
 
 #: ``tail`` without ``--follow`` gives up when no event comes for this long (seconds)
@@ -22,10 +23,10 @@ TAIL_STALL = 30.0
 
 
 def _attachments(args: argparse.Namespace) -> list[str] | None:
-    """``--attach``'s files as the supervisor takes them; refused for another host."""
+    """``--attach``'s files as the supervisor takes them (for another host: put there
+    first by ``cmd_send``)."""
     if args.attach and not args.on_host.is_local:
-        raise UsageError(f"--attach: the supervisor on {args.on_host.name} reads attachments from its own disk;"
-                         " attaching a file of this machine to a remote session is not supported yet")
+        return list(args.put_there)
     if not args.attach:
         return None
     # the file a link points to: the supervisor takes no link (it could be swapped)
@@ -101,6 +102,8 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
     if args.text == "-":  # the message from stdin, as Unix tools take a file
         args.text = sys.stdin.read()
+    if args.attach and not args.on_host.is_local:  # (that supervisor reads only its own disk)
+        args.put_there = [put_local_file(client, args.name, path) for path in args.attach]
     if args.wait:
         client.close()
         import asyncio
