@@ -19,6 +19,7 @@ from . import _commands as commands
 from . import _daily as daily
 from . import _desk as desk
 from . import _dirs as dirs
+from . import _hosts as hosts
 from . import _markdown as markdown
 from . import _render as render
 from . import _requests as requests
@@ -130,8 +131,8 @@ async def on_retry_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """Retry under a failure: the failed message is sent again (once, however often pressed)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
-    await answer_button(update, context, lambda link, _, message_id: talk.retry(
-        link, chat, int(message_id) if message_id.isdigit() else -1))
+    await answer_button(update, context, lambda link, _, message: talk.retry(
+        link, chat, hosts.parse_message_key(message)))
 
 
 async def on_cancel_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -24,6 +24,7 @@ from protocol import EventKind, ProtocolError
 
 from . import _desk as desk
 from . import _files as files
+from . import _hosts as hosts
 from . import _render as render
 from . import _requests as requests
 from ._core import Core, ToolLog
@@ -187,7 +188,7 @@ async def show_user(shown: Shown) -> None:
     """A message Claude took: where the session was last used, what was sent (for Retry)."""
     core, event, message_id = shown.core, shown.event, shown.message_id
     await remember_place(core, shown.session, shown.chat)
-    if message_id is not None and message_id not in core.link.sent:
+    if isinstance(message_id, int) and hosts.message_key(message_id, shown.session) not in core.link.sent:
         # (sent before this bot's restart: its Retry button still works)
         core.link.remember(message_id, {"session": shown.session, "text": event.get("text", ""),
                                         "attachments": event.get("attachments") or [],
@@ -288,9 +289,8 @@ async def show_result(shown: Shown) -> None:
         footer = render.footer_text(event)
         if footer is not None:
             await app.bot.send_message(chat, render.tagged(label, footer), disable_notification=True)
-    cwd = await core.session_dir(shown.session)  # files Claude left for the user go to the chat that asked
-    if cwd is not None:
-        await files.deliver_outbox(app, chat, cwd)
+    # files Claude left for the user go to the chat that asked
+    await files.deliver_outbox(app, chat, core.link, shown.session)
 
 
 async def tell_error(shown: Shown, answer: tuple[int, int, str] | None) -> None:
@@ -298,9 +298,9 @@ async def tell_error(shown: Shown, answer: tuple[int, int, str] | None) -> None:
     wrote as the answer (``answer``) becomes that one message."""
     event, chat, message_id = shown.event, shown.chat, shown.message_id
     detail = str(event.get("text") or "; ".join(event.get("errors") or []) or event.get("subtype"))
-    retry = retry_markup(message_id)
+    retry = retry_markup(message_id, shown.session)
     if isinstance(message_id, int):
-        await shown.core.link.keep_failed(chat, message_id, "retry")
+        await shown.core.link.keep_failed(chat, hosts.message_key(message_id, shown.session), "retry")
     report = render.tagged(shown.label, render.error_text(detail))
     if answer is not None and answer[0] == chat and answer[2].strip() == detail.strip():
         await shown.app.bot.edit_message_text(report, chat_id=chat, message_id=answer[1], reply_markup=retry)

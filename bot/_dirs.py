@@ -1,14 +1,14 @@
 """A session's directory and its conversation: /pwd, /cd (Claude keeps a conversation per
 directory, so a move starts a fresh one), /ls, /clear, and the allowed roots every path
-is confined to.
+is confined to. /ls and /cd ask the session's own machine (``list_dir``), local or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from protocol import RemoteError
 
@@ -43,39 +43,53 @@ async def pwd(link: Link, active: str, args: list[str]) -> Reply:
 @on_active_session
 async def cd(link: Link, active: str, args: list[str]) -> Reply:
     """Ask before moving: Claude keeps a conversation per directory, so a move starts a
-    fresh one (the button carries the move out)."""
-    if hosts.is_remote(active):
-        return Reply(hosts.unsupported_here(active, "/cd"))
+    fresh one (the button carries the move out). The directory is looked up by the
+    session's machine (``list_dir``)."""
     cwd = (await link.request("status", session=active))["cwd"]
     if not args:
         return Reply("Usage: /cd <dir> (a directory under the allowed roots)" + (", or pick one:" if (
-            picks := await _cd_choices(link, cwd)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
-    raw = " ".join(args)
-    if not Path(raw).expanduser().is_absolute() and not raw.startswith("~"):
-        raw = str(Path(cwd) / raw)
-    where = await within_roots(link, raw)
-    if isinstance(where, str):
-        return Reply(f"⚠️ {where}.")
-    if str(where) == cwd:
+            picks := await _cd_choices(link, active)) else ""), buttons=[(f"📁 {p}", f"cdpick:{p}") for p in picks])
+    try:
+        where = str((await list_dir(link, active, " ".join(args)))["path"])
+    except RemoteError as exc:
+        return Reply(f"⚠️ {exc.message}.")
+    if where == cwd:
         return Reply(f"Session '{active}' already works in {cwd}.")
-    link.pending_moves[active] = str(where)
+    link.pending_moves[active] = where
     return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
                  " fresh one there (the old one stays where it was).",
-                 buttons=[(f"Move and start fresh in {where.name or where}", f"cd:{active}")])
+                 buttons=[(f"Move and start fresh in {PurePosixPath(where).name or where}", f"cd:{active}")])
 
 
 CD_CHOICES = 8
 
 
-async def _cd_choices(link: Link, cwd: str) -> list[str]:
+async def list_dir(link: Link, session: str | None, path: str | None = None) -> dict[str, Any]:
+    """``list_dir`` on the session's machine (without a session, here): within this bot's
+    roots for a session of this machine, within that supervisor's own default (the
+    session's directory and its sessions dir) for one of another host."""
+    fields: dict[str, Any] = {}
+    if session is not None:
+        fields["session"] = session
+    if path is not None:
+        fields["path"] = path
+    if session is None or not hosts.is_remote(session):
+        fields["within"] = [str(root) for root in await link.roots()]
+    return await link.request("list_dir", **fields)
+
+
+async def _cd_choices(link: Link, session: str) -> list[str]:
     """Where a bare /cd offers to go: up (inside the roots), then the first subdirectories
     (names that fit in a button's data)."""
-    up = [".."] if not isinstance(await within_roots(link, str(Path(cwd).parent)), str) else []
-    with contextlib.suppress(OSError):
-        subs = sorted(e.name for e in os.scandir(cwd) if e.is_dir() and not e.name.startswith(".")
-                      and len(e.name.encode()) <= 50)
-        return up + subs[:CD_CHOICES]
-    return up
+    choices = []
+    with contextlib.suppress(RemoteError):
+        await list_dir(link, session, "..")
+        choices.append("..")
+    with contextlib.suppress(RemoteError):
+        entries = (await list_dir(link, session))["entries"]
+        choices += [e["name"] for e in entries if e["dir"] and not e["name"].startswith(".")
+                    and len(e["name"].encode()) <= 50][:CD_CHOICES]
+    return choices
 
 
 async def move(link: Link, session: str) -> Reply:
@@ -117,24 +131,12 @@ LS_LIMIT = 60
 
 
 async def ls(link: Link, chat: int, args: list[str]) -> Reply:
-    """A directory's entries (the session's by default), only inside the allowed roots."""
-    active = await link.active(chat)
-    if hosts.is_remote(active):
-        assert active is not None
-        return Reply(hosts.unsupported_here(active, "/ls"))
-    if args:
-        base = active and (await link.request("status", session=active))["cwd"]
-        raw = " ".join(args)
-        if base and not Path(raw).expanduser().is_absolute():
-            raw = str(Path(base) / raw)
-        where = await within_roots(link, raw)
-    elif active is not None:
-        where = await within_roots(link, (await link.request("status", session=active))["cwd"])
-    else:
-        where = (await link.roots())[0]
-    if isinstance(where, str):
-        return Reply(f"⚠️ {where}.")
-    entries = sorted(os.scandir(where), key=lambda e: (not e.is_dir(), e.name.lower()))
-    lines = [e.name + ("/" if e.is_dir() else "") for e in entries[:LS_LIMIT]]
-    more = f"\n… and {len(entries) - LS_LIMIT} more" if len(entries) > LS_LIMIT else ""
-    return Reply(f"{where}:\n" + ("\n".join(lines) or "(empty)") + more)
+    """A directory's entries (the session's by default), listed by the session's machine
+    (``list_dir``), within the roots."""
+    try:
+        listing = await list_dir(link, await link.active(chat), " ".join(args) if args else None)
+    except RemoteError as exc:
+        return Reply(f"⚠️ {exc.message}.")
+    lines = [e["name"] + ("/" if e["dir"] else "") for e in listing["entries"][:LS_LIMIT]]
+    more = f"\n… and {listing['total'] - LS_LIMIT} more" if listing["total"] > LS_LIMIT else ""
+    return Reply(f"{listing['path']}:\n" + ("\n".join(lines) or "(empty)") + more)

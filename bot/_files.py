@@ -1,19 +1,21 @@
-"""Files back to the user: what Claude put in its session's outbox (sent after each answer
-to the chat that asked, then moved to ``outbox/sent``), and ``/get <path>`` from the
-session's directory. Paths are confined to that directory: no ``..``, no symlink out."""
+"""Files between the chat and a session's directory, on whichever machine the session is:
+uploads (saved under the session's ``uploads/``), what Claude put in its session's outbox
+(sent after each answer to the chat that asked, then moved to ``outbox/sent``), and
+``/get <path>`` from the session's directory. Every byte goes through the supervisor of
+the session's machine (``put_file``, ``read_file``, ``list_dir``, ``outbox_sent``: one
+path for local sessions and ``name@host`` ones alike), which confines paths to the
+session's directory: no ``..``, no symlink out."""
 
 from __future__ import annotations
 
 import logging
-import os
-import stat
-from pathlib import Path
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Any, Protocol
 
 from telegram.error import BadRequest
 from telegram.ext import Application
 
-from protocol import OUTBOX_DIR
+from protocol import FILE_CHUNK_BYTES, OUTBOX_DIR, RemoteError
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -21,78 +23,102 @@ log = logging.getLogger("claude_telegram_bot")
 MAX_SEND_BYTES = 50 * 1024 * 1024
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-SENT_DIR = "sent"
 
 
-def file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be sent, or None (an ordinary file within the upload limit)."""
+class Requester(Protocol):
+    """What this module needs of the bot's ``_commands.Link`` (requests routed by host)."""
+
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]: ...
+
+
+def not_sent_text(problem: str) -> str:
+    """A file for a host that is unreachable: not kept (unlike a text), the chat told."""
+    return f"⚠️ {problem.rstrip('.')}. The file was not sent (files are not kept for a host that is down): send it" \
+        " again once it is back."
+
+
+async def upload(link: Requester, session: str, name: str, content: bytes) -> str:
+    """Save ``content`` as ``uploads/<name>`` of the session (on its machine), in pieces
+    one request can carry; the path there, which ``send`` takes as an attachment.
+    ``RemoteError`` says why not (over the limit, a name it refuses)."""
+    offset = 0
+    while True:
+        piece = content[offset:offset + FILE_CHUNK_BYTES]
+        more = offset + len(piece) < len(content)
+        saved = await link.request("put_file", session=session, name=name, data=piece, offset=offset, more=more)
+        if not more:
+            return str(saved["path"])
+        offset += len(piece)
+
+
+async def fetch(link: Requester, session: str, path: str) -> tuple[str, bytes] | str:
+    """A file of the session's directory as (name, content), read in pieces; or why it
+    cannot be sent (outside the directory, missing, too big for Telegram, empty, changed
+    while it was read)."""
     try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return "is not an ordinary file"
-    if st.st_size > MAX_SEND_BYTES:
-        return f"is {st.st_size // (1024 * 1024)} MB; Telegram takes at most {MAX_SEND_BYTES // (1024 * 1024)} MB"
-    if st.st_size == 0:
-        return "is empty"
-    return None
-
-
-def confined(root: str, name: str) -> Path | str:
-    """``name`` (relative to ``root``, or absolute inside it) as a path that stays inside
-    ``root`` once every symlink is followed, or why not."""
-    base = Path(root).resolve()
-    target = (base / name).resolve()
-    if target != base and base not in target.parents:
-        return f"{name} is outside the session's directory"
-    return target
-
-
-def outbox_files(cwd: str) -> list[Path]:
-    """The files waiting in a session's outbox, oldest first (symlinks and directories
-    are left alone)."""
-    outbox = Path(cwd) / OUTBOX_DIR
-    try:
-        entries = list(os.scandir(outbox))
-    except OSError:
-        return []
-    files = [Path(e.path) for e in entries if e.is_file(follow_symlinks=False)]
-    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
-
-
-async def send_file(app: Application[Any, Any, Any, Any, Any, Any], chat: int, path: Path,
-                    caption: str | None = None) -> str | None:
-    """Send one file (a photo if it is an image Telegram shows, else a document); the
-    reason it could not be, or None."""
-    problem = file_problem(path)
-    if problem is not None:
-        return f"{path.name} {problem}"
-    try:
-        with path.open("rb") as f:
-            if path.suffix.lower() in PHOTO_SUFFIXES and path.stat().st_size <= MAX_PHOTO_BYTES:
-                await app.bot.send_photo(chat, f, caption=caption, filename=path.name)
-            else:
-                await app.bot.send_document(chat, f, caption=caption, filename=path.name)
-    except OSError as exc:
-        return f"{path.name} cannot be read ({exc.strerror or exc})"
-    return None
-
-
-async def deliver_outbox(app: Application[Any, Any, Any, Any, Any, Any], chat: int, cwd: str) -> None:
-    """Send what is in the outbox and move each sent file to ``outbox/sent``. A file that
-    cannot be sent (too big, refused by Telegram) is moved too, and the chat told why, so
-    it is not tried forever; network trouble raises, and the file is tried again."""
-    for path in outbox_files(cwd):
+        first = await link.request("read_file", session=session, path=path)
+    except RemoteError as exc:
+        return exc.message
+    name, size = str(first["name"]), int(first["size"])
+    if size > MAX_SEND_BYTES:
+        return f"{name} is {size // (1024 * 1024)} MB; Telegram takes at most {MAX_SEND_BYTES // (1024 * 1024)} MB"
+    if size == 0:
+        return f"{name} is empty"
+    pieces = [bytes(first["data"])]
+    read = len(pieces[0])
+    while read < size:
         try:
-            problem = await send_file(app, chat, path)
-        except BadRequest as exc:
-            problem = f"{path.name} was refused by Telegram ({exc.message})"
+            more = await link.request("read_file", session=session, path=first["path"], offset=read)
+        except RemoteError as exc:
+            return exc.message
+        if more["size"] != size or more["mtime_ns"] != first["mtime_ns"] or not more["data"]:
+            return f"{name} changed while it was read; try again"
+        pieces.append(bytes(more["data"]))
+        read += len(more["data"])
+    return name, b"".join(pieces)
+
+
+async def send_file(app: Application[Any, Any, Any, Any, Any, Any], chat: int, name: str, content: bytes,
+                    caption: str | None = None) -> None:
+    """Send one file: a photo if it is an image Telegram shows, else a document."""
+    if PurePosixPath(name).suffix.lower() in PHOTO_SUFFIXES and len(content) <= MAX_PHOTO_BYTES:
+        await app.bot.send_photo(chat, content, caption=caption, filename=name)
+    else:
+        await app.bot.send_document(chat, content, caption=caption, filename=name)
+
+
+async def get(app: Application[Any, Any, Any, Any, Any, Any], link: Requester, chat: int, session: str,
+              path: str) -> str | None:
+    """``/get``: send a file of the session's directory; why not, or None once sent."""
+    fetched = await fetch(link, session, path)
+    if isinstance(fetched, str):
+        return fetched
+    await send_file(app, chat, *fetched)
+    return None
+
+
+async def deliver_outbox(app: Application[Any, Any, Any, Any, Any, Any], chat: int, link: Requester,
+                         session: str) -> None:
+    """Send what is in the session's outbox (oldest first; links and directories are left
+    alone) and move each sent file to ``outbox/sent``. A file that cannot be sent (too
+    big, refused by Telegram) is moved too, and the chat told why, so it is not tried
+    forever; network trouble raises, and the file is tried again."""
+    try:
+        listing = await link.request("list_dir", session=session, path=OUTBOX_DIR)
+    except RemoteError:  # (no outbox, or none it may read)
+        return
+    waiting = sorted((e for e in listing["entries"] if e["kind"] == "file"), key=lambda e: (e["mtime"], e["name"]))
+    for entry in waiting:
+        fetched = await fetch(link, session, f"{OUTBOX_DIR}/{entry['name']}")
+        problem = fetched if isinstance(fetched, str) else None
+        if not isinstance(fetched, str):
+            try:
+                await send_file(app, chat, *fetched)
+            except BadRequest as exc:
+                problem = f"{entry['name']} was refused by Telegram ({exc.message})"
         if problem is not None:
             await app.bot.send_message(chat, f"📎 {problem}.")
-        sent = path.parent / SENT_DIR
-        sent.mkdir(exist_ok=True)
         try:
-            path.rename(sent / path.name)
-        except OSError as exc:
-            log.warning("cannot move %s out of the outbox: %s", path, exc)
+            await link.request("outbox_sent", session=session, name=entry["name"])
+        except RemoteError as exc:
+            log.warning("cannot move %s out of the outbox of %s: %s", entry["name"], session, exc.message)

@@ -7,8 +7,9 @@ this machine's supervisor (``local``), as for local sessions; a request about
 ``work@gpu`` goes to gpu's supervisor as ``work`` (``Link.request``). Each host has its
 own delivery loop, as the consumer ``telegram-bot`` of that host's supervisor: its
 cursor, acks and the idempotency keys of what is sent there are that host's own, and a
-host that is down holds up only its own loop. Files do not cross machines yet: uploads,
-``/get``, ``/ls``, ``/cd`` and a session's outbox work for local sessions only.
+host that is down holds up only its own loop. Files cross machines through the session's
+own supervisor (``_files``: uploads, ``/get``, the outbox; ``/ls`` and ``/cd`` by
+``list_dir``), routed like any request.
 """
 
 from __future__ import annotations
@@ -55,6 +56,24 @@ def qualified(session: str, host: str) -> str:
 
 def is_remote(name: str | None) -> bool:
     return name is not None and "@" in name
+
+
+#: a message as the bot keeps it (Retry, failures kept for a button): each supervisor
+#: numbers its own messages, so one of another host is ``"<id>@<host>"``
+MessageKey = int | str
+
+
+def message_key(message_id: int, session: str) -> MessageKey:
+    host = split(session)[1]
+    return message_id if host == LOCAL else f"{message_id}@{host}"
+
+
+def parse_message_key(text: str) -> MessageKey:
+    """A ``MessageKey`` from a button's data (-1, which names no message, if it is none)."""
+    number, at, host = text.partition("@")
+    if not number.isdigit():
+        return -1
+    return f"{int(number)}@{host}" if at else int(number)
 
 
 class ChatLink(Protocol):
@@ -298,8 +317,4 @@ async def sessions_by_host(link: ChatLink, active: str | None) -> tuple[str, lis
         body = render.sessions_markdown(result, active) if result else "(no sessions)"
         blocks.append(f"*{host}*\n{body}")
     return "\n\n".join(blocks), listed
-
-
-def unsupported_here(session: str, what: str) -> str:
-    return f"{what} works for sessions on this machine only; '{session}' is on {split(session)[1]}."
 

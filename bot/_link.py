@@ -73,9 +73,9 @@ class Link:
         self.pending_moves: dict[str, str] = {}
         #: what was sent (``send``'s fields) by the supervisor's message id, the newest
         #: ``SENT_KEPT``: a Retry button sends a failed message again from here
-        self.sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.sent: OrderedDict[hosts.MessageKey, dict[str, Any]] = OrderedDict()
         #: what ``KV_HELD`` and ``KV_FAILED`` could not hold (too long): until a restart
-        self._unkept: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+        self._unkept: OrderedDict[tuple[str, hosts.MessageKey], list[Any]] = OrderedDict()
         #: one read-modify-write of a kv list at a time (the delivery loop and the
         #: handlers both change them)
         self._lists = asyncio.Lock()
@@ -85,8 +85,10 @@ class Link:
         self.remotes: hosts.Remotes | None = None
 
     def remember(self, message_id: int, fields: dict[str, Any]) -> None:
-        self.sent[message_id] = {k: v for k, v in fields.items() if k != "idempotency_key"}
-        self.sent.move_to_end(message_id)
+        """Keep what was sent as message ``message_id`` of its session's host."""
+        key = hosts.message_key(message_id, str(fields.get("session")))
+        self.sent[key] = {k: v for k, v in fields.items() if k != "idempotency_key"}
+        self.sent.move_to_end(key)
         while len(self.sent) > SENT_KEPT:
             self.sent.popitem(last=False)
 
@@ -204,14 +206,14 @@ class Link:
     async def _stored(self, key: str) -> list[list[Any]]:
         """The entries of the kv list ``key``."""
         value = await self.kv_cached(key)
-        return [e for e in value if isinstance(e, list) and e and isinstance(e[0], int)] \
+        return [e for e in value if isinstance(e, list) and e and isinstance(e[0], (int, str))] \
             if isinstance(value, list) else []
 
     async def _entries(self, key: str) -> list[list[Any]]:
         """The entries of the kv list ``key``, then those only this process holds."""
         return await self._stored(key) + [e for (of, _), e in self._unkept.items() if of == key]
 
-    async def _take(self, key: str, entry_id: int) -> list[Any] | None:
+    async def _take(self, key: str, entry_id: hosts.MessageKey) -> list[Any] | None:
         """Remove and return the entry ``entry_id`` of the kv list ``key`` (None: not held)."""
         async with self._lists:
             if (key, entry_id) in self._unkept:
@@ -234,21 +236,21 @@ class Link:
             return None
         return entry[1], entry[2]
 
-    async def keep_failed(self, chat: int, message_id: int, why: str) -> None:
+    async def keep_failed(self, chat: int, message: hosts.MessageKey, why: str) -> None:
         """Keep what a failed message was, for the button that sends it again (``retry``,
         or ``resume``: the fresh conversation's), after a bot restart too."""
-        fields = self.sent.get(message_id)
+        fields = self.sent.get(message)
         if fields is not None:
-            await self._keep(KV_FAILED.format(chat=chat), [message_id, fields, why], FAILED_KEPT)
+            await self._keep(KV_FAILED.format(chat=chat), [message, fields, why], FAILED_KEPT)
 
-    async def take_failed(self, chat: int, message_id: int) -> dict[str, Any] | None:
+    async def take_failed(self, chat: int, message: hosts.MessageKey) -> dict[str, Any] | None:
         """The fields of a failed message, no longer kept; None if they are not."""
-        entry = await self._take(KV_FAILED.format(chat=chat), message_id)
+        entry = await self._take(KV_FAILED.format(chat=chat), message)
         if entry is not None and len(entry) == 3 and isinstance(entry[1], dict):
             return entry[1]
-        return self.sent.get(message_id)
+        return self.sent.get(message)
 
-    async def failed_to_resume(self, chat: int, session: str) -> list[int]:
+    async def failed_to_resume(self, chat: int, session: str) -> list[hosts.MessageKey]:
         """The messages of ``session`` this chat was told could not be sent because its
         conversation could not resume."""
         return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))

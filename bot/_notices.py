@@ -10,6 +10,7 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.ext import Application
 
+from . import _hosts as hosts
 from . import _render as render
 from ._activity import INTERRUPT_BUTTON, KEEP_WAITING_BUTTON, stalled_text
 from ._core import Core
@@ -35,10 +36,12 @@ async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Cor
     await core.link.note_author(chat, [sent.message_id], session)
 
 
-def retry_markup(message_id: Any) -> InlineKeyboardMarkup | None:
+def retry_markup(message_id: Any, session: str) -> InlineKeyboardMarkup | None:
+    """The Retry button of a failed message (named with its host: ``hosts.message_key``)."""
     if not isinstance(message_id, int):
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(render.RETRY_BUTTON, callback_data=f"retry:{message_id}")]])
+    key = hosts.message_key(message_id, session)
+    return InlineKeyboardMarkup([[InlineKeyboardButton(render.RETRY_BUTTON, callback_data=f"retry:{key}")]])
 
 
 async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
@@ -53,7 +56,8 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     thread = ReplyParameters(origin[1], allow_sending_without_reply=True) if origin and origin[1] else None
     resume_failed = reason.startswith(render.RESUME_FAILED_PREFIX)
     if isinstance(message_id, int):  # before its button is shown: a press can come at once
-        await core.link.keep_failed(chat, message_id, "resume" if resume_failed else "retry")
+        await core.link.keep_failed(chat, hosts.message_key(message_id, session),
+                                    "resume" if resume_failed else "retry")
     if resume_failed:
         if (session, chat) in core.resume_told:
             return
@@ -63,5 +67,5 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
                                    reply_markup=fresh, reply_parameters=thread)
         return
     await app.bot.send_message(chat, render.tagged(label, f"❌ Message not delivered: {reason}"),
-                               reply_markup=retry_markup(message_id),
+                               reply_markup=retry_markup(message_id, session),
                                reply_parameters=thread, disable_notification=reason.startswith(render.DROPPED_PREFIX))

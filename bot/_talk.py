@@ -10,6 +10,7 @@ from typing import Any
 from protocol import RemoteError
 
 from . import _activity as activity
+from . import _hosts as hosts
 from . import _render as render
 from ._link import Link, origin_of
 from ._reply import Reply, on_active_session
@@ -111,21 +112,21 @@ async def fresh_conversation(link: Link, chat: int, name: str) -> Reply:
                  f" {'was' if len(resent) == 1 else 'were'} sent to it again.")
 
 
-async def resend(link: Link, chat: int, message_id: int) -> Reply | None:
+async def resend(link: Link, chat: int, message: hosts.MessageKey) -> Reply | None:
     """Send a failed message again (its Retry button): None once it is sent, else why
     not. Its key is the failed message's, so a second press sends nothing more."""
-    fields = await link.take_failed(chat, message_id)
+    fields = await link.take_failed(chat, message)
     if fields is None:
         return Reply(render.RETRY_GONE)
     await link.check_visible(fields["session"])
-    sent = await link.request("send", **fields, idempotency_key=f"tg-retry:{message_id}")
+    sent = await link.request("send", **fields, idempotency_key=f"tg-retry:{message}")
     if sent.get("duplicate"):
         return Reply(render.RETRY_DONE)
     link.remember(sent["message_id"], fields)
     return None
 
 
-async def retry(link: Link, chat: int, message_id: int) -> Reply:
+async def retry(link: Link, chat: int, message: hosts.MessageKey) -> Reply:
     """The Retry button under a failure."""
-    why_not = await resend(link, chat, message_id)
+    why_not = await resend(link, chat, message)
     return why_not or Reply(render.RETRY_SENT, quiet=True)

@@ -1,5 +1,6 @@
 """Files the user sends (photos, documents, an album as one message), saved into the
 session's uploads/ and sent to Claude; and /get, a file of the session's directory back.
+Both through the supervisor of the session's machine (``_files``), local or not.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def safe_filename(name: str | None, fallback: str) -> str:
 
 
 async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """``/get <path>``: a file from the active session's directory (never from outside it)."""
+    """``/get <path>``: a file from the active session's directory, on whichever machine
+    it is (never from outside that directory)."""
     assert update.effective_chat is not None
     chat = update.effective_chat.id
     core = core_of(context)
@@ -43,15 +45,15 @@ async def on_get(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not name:
         await context.bot.send_message(chat, "Usage: /get <path in the session's directory>")
         return
-    active = await core.link.active(chat)
-    cwd = await core.session_dir(active) if active else None
-    if cwd is None:
-        await context.bot.send_message(chat, hosts.unsupported_here(active, "/get") if active and hosts.is_remote(active)
-                                       else render.NO_ACTIVE)
+    try:
+        active = await core.link.active(chat)
+        problem = await files.get(context.application, core.link, chat, active, name) if active else None
+    except (RemoteError, ConnectionFailed) as exc:
+        await send_reply(context.application, chat, error_reply(exc))
         return
-    target = files.confined(cwd, name)
-    problem = target if isinstance(target, str) else await files.send_file(context.application, chat, target)
-    if problem is not None:
+    if active is None:
+        await context.bot.send_message(chat, render.NO_ACTIVE)
+    elif problem is not None:
         await context.bot.send_message(chat, f"📎 {problem}.")
 
 
@@ -77,18 +79,19 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts
         if not offered:
             await send_reply(context.application, chat, await sessions.first_offer(core.link))
         return
-    if hosts.is_remote(active):
-        await context.bot.send_message(chat, hosts.unsupported_here(active, "Sending a file") + " Nothing was sent.")
+    try:
+        saved = [await save_file(part, context, active) for part in parts]
+    except hosts.HostUnreachable as exc:  # (a file is not kept for a host that is down: it may be large)
+        await context.bot.send_message(chat, files.not_sent_text(str(exc)))
         return
-    saved = [await save_file(part, context, active) for part in parts]
-    paths = [str(path) for path in saved if path is not None]
+    paths = [path for path in saved if path is not None]
     if paths:
         await forward(update, context, merge.joined_caption(parts), paths)
 
 
-async def save_file(update: Update, context: ContextTypes.DEFAULT_TYPE, active: str) -> Path | None:
-    """A photo or document saved into the session's uploads/, or None once the user was
-    told why not."""
+async def save_file(update: Update, context: ContextTypes.DEFAULT_TYPE, active: str) -> str | None:
+    """A photo or document saved into the session's uploads/ (through its machine's
+    supervisor: ``files.upload``): its path there, or None once the user was told why not."""
     message = update.effective_message
     assert message is not None and update.effective_chat is not None
     core = core_of(context)
@@ -106,21 +109,17 @@ async def save_file(update: Update, context: ContextTypes.DEFAULT_TYPE, active: 
             chat, f"File too large ({item.file_size // (1024 * 1024)} MB); the limit is {limit // (1024 * 1024)} MB. Nothing was sent."
         )
         return None
-    info = await core.link.request("status", session=active)
-    uploads = Path(info["cwd"]) / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    target = (uploads / name).resolve()
-    if target.parent != uploads.resolve():
-        await context.bot.send_message(chat, "That file name is not allowed. Nothing was sent.")
-        return None
     try:
         tg_file = await item.get_file()
-        await tg_file.download_to_drive(target)
+        content = bytes(await tg_file.download_as_bytearray())
     except TelegramError as exc:
         await context.bot.send_message(chat, f"Could not download the file ({exc.message}). Nothing was sent.")
         return None
-    if target.stat().st_size > limit:
-        target.unlink()
+    if len(content) > limit:
         await context.bot.send_message(chat, f"File too large; the limit is {limit // (1024 * 1024)} MB. Nothing was sent.")
         return None
-    return target
+    try:
+        return await files.upload(core.link, active, name, content)
+    except RemoteError as exc:  # (e.g. over the supervisor's max_attachment_mib)
+        await context.bot.send_message(chat, f"Could not save {name}: {exc.message}. Nothing was sent.")
+        return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import shlex
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,25 +51,37 @@ class Host:
     def is_local(self) -> bool:
         return self.destination is None
 
-    def remote_command(self) -> str:
-        """What ssh asks the remote shell to run: ``command dial-stdio [--runtime-dir DIR]``.
-        ``command`` is the user's own, taken as written (``~/.local/bin/…`` works); what we
-        add is quoted."""
-        words = [self.command, "dial-stdio"]
+    def remote_command(self, words: Sequence[str] = ("dial-stdio",)) -> str:
+        """What ssh asks the remote shell to run: ``command WORDS… [--runtime-dir DIR]``
+        (by default ``dial-stdio``). ``command`` is the user's own, taken as written
+        (``~/.local/bin/…`` works); what we add is quoted."""
+        quoted = [shlex.quote(word) for word in words]
         if self.runtime_dir:
-            words += ["--runtime-dir", shlex.quote(self.runtime_dir)]
-        return " ".join(words)
+            quoted += ["--runtime-dir", shlex.quote(self.runtime_dir)]
+        return " ".join([self.command, *quoted])
 
-    def ssh_argv(self, ssh: str = "ssh") -> list[str]:
-        """The ssh command line, an argv (no local shell): never prompts (BatchMode),
-        keepalives, the destination after ``--`` so it can never be taken for an option."""
+    def _ssh_options(self, ssh: str) -> list[str]:
+        """ssh and its options: never prompts (BatchMode), keepalives, the port."""
         assert self.destination is not None, "the local host is not reached through ssh"
         argv = [ssh, "-o", "BatchMode=yes", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
-                "-o", f"ServerAliveCountMax={SERVER_ALIVE_COUNT}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-                "-T", "-e", "none"]
+                "-o", f"ServerAliveCountMax={SERVER_ALIVE_COUNT}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
-        return [*argv, "--", self.destination, self.remote_command()]
+        return argv
+
+    def ssh_argv(self, ssh: str = "ssh") -> list[str]:
+        """The ssh command line of the link, an argv (no local shell): no terminal, no
+        escape character, the destination after ``--`` so it can never be taken for an
+        option."""
+        assert self.destination is not None
+        return [*self._ssh_options(ssh), "-T", "-e", "none", "--", self.destination, self.remote_command()]
+
+    def ssh_terminal_argv(self, words: Sequence[str], ssh: str = "ssh") -> list[str]:
+        """ssh running ``command WORDS…`` there in this terminal (``-t``: a terminal
+        there when this is one), e.g. ``claudectl --host NAME attach``, which runs the
+        remote's claudectl as ``supervisord-claude ctl attach NAME``."""
+        assert self.destination is not None
+        return [*self._ssh_options(ssh), "-t", "--", self.destination, self.remote_command(words)]
 
     def describe(self) -> str:
         """Where the host is, e.g. "ssh me@gpu, runtime_dir /run/x" (not its name)."""

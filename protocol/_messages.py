@@ -20,6 +20,11 @@ MAX_TEXT_CHARS = 200_000
 MAX_ATTACHMENTS = 10
 #: The largest integer a field may carry (the store's INTEGER is a signed 64-bit number).
 MAX_INT = 2**63 - 1
+#: Bytes of a file carried by one ``put_file`` request or ``read_file`` reply: a file
+#: larger than this crosses in pieces (two of them fit what waits for a client to read).
+FILE_CHUNK_BYTES = 512 * 1024
+#: Entries one ``list_dir`` reply names at most (directories first, then by name).
+MAX_LIST_ENTRIES = 1000
 #: Bounds of what one client may hold in the supervisor.
 MAX_SUBSCRIPTIONS_PER_CLIENT = 64
 MAX_KV_KEYS = 10_000
@@ -175,6 +180,11 @@ class Op(enum.StrEnum):
     SCHEDULE_REMOVE = "schedule_remove"
     ATTACH = "attach"
     CONVERSATIONS = "conversations"
+    # files of a session's directory, for clients on other machines (issue #26)
+    PUT_FILE = "put_file"
+    READ_FILE = "read_file"
+    LIST_DIR = "list_dir"
+    OUTBOX_SENT = "outbox_sent"
     BUDGET_ALLOW = "budget_allow"
     ADD_RULE = "add_rule"
 

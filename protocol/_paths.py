@@ -126,3 +126,7 @@ def instance_id(runtime_dir: Path | str) -> str:
 #: files Claude puts in ``<session dir>/outbox`` are sent to whoever asked (the bot moves
 #: each one to ``outbox/sent`` once it went out)
 OUTBOX_DIR = "outbox"
+#: where files sent to a session (the bot's uploads, ``put_file``) are kept in its directory
+UPLOADS_DIR = "uploads"
+#: where the outbox's files go once they went out (``outbox_sent``)
+OUTBOX_SENT_DIR = "sent"

@@ -17,6 +17,7 @@ from ._errors import ValidationError
 from ._messages import (
     CONSUMER_NAME_PATTERN,
     CONSUMER_NAME_RE,
+    FILE_CHUNK_BYTES,
     MAX_ATTACHMENTS,
     MAX_INT,
     MAX_KV_VALUE_BYTES,
@@ -212,6 +213,59 @@ def answers(field: str, value: Any) -> list[list[str]]:
     return out
 
 
+# files of a session's directory (put_file, read_file, list_dir, outbox_sent) -----------
+
+#: longest file name ``put_file`` and ``outbox_sent`` take, in UTF-8 bytes (under a
+#: directory entry's 255, with room for the partial upload's ``.`` and ``.part``)
+MAX_FILE_NAME_BYTES = 200
+
+
+def file_name(field: str, value: Any) -> str:
+    """One file name: no directory part, nothing hidden (a leading ``.``), no NUL."""
+    if not isinstance(value, str) or not value or "/" in value or "\0" in value or value.startswith("."):
+        raise _bad(f"'{field}' must be a file name: no '/', not starting with '.'")
+    if len(value.encode()) > MAX_FILE_NAME_BYTES:
+        raise _bad(f"'{field}' is {len(value.encode())} bytes in UTF-8; a file name may have {MAX_FILE_NAME_BYTES}")
+    return value
+
+
+def entry_name(field: str, value: Any) -> str:
+    """The name of an entry of a directory: no directory part, not ``.`` or ``..``."""
+    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\0" in value \
+            or len(value.encode()) > 255:
+        raise _bad(f"'{field}' must be the name of a directory entry (no '/', at most 255 bytes)")
+    return value
+
+
+def file_path(field: str, value: Any) -> str:
+    """A path (relative to a session's directory, or absolute)."""
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
+        raise _bad(f"'{field}' must be a path of 1-4096 characters")
+    return value
+
+
+def chunk(field: str, value: Any) -> bytes:
+    """A piece of a file: bytes (msgpack bin), at most ``FILE_CHUNK_BYTES``."""
+    if not isinstance(value, bytes):
+        raise _bad(f"'{field}' must be bytes (msgpack bin), got {_type_name(value)}")
+    if len(value) > FILE_CHUNK_BYTES:
+        raise ValidationError(ErrorCode.TOO_LARGE, f"'{field}' has {len(value)} bytes; a piece of a file may have"
+                              f" {FILE_CHUNK_BYTES}: send it in pieces (offset)")
+    return value
+
+
+def chunk_length(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= FILE_CHUNK_BYTES:
+        raise _bad(f"'{field}' must be an integer from 1 to {FILE_CHUNK_BYTES}")
+    return value
+
+
+def directories(field: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not 0 < len(value) <= 64:
+        raise _bad(f"'{field}' must be a list of 1-64 absolute paths")
+    return [abs_path(f"{field}[{i}]", item) for i, item in enumerate(value)]
+
+
 # op -> {field: (check, required)}
 SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.HELLO: {"client": (short_text, False)},
@@ -295,6 +349,12 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "now": (boolean, False),
     },
     Op.CONVERSATIONS: {"cwd": (abs_path, False)},
+    Op.PUT_FILE: {"session": (session_name, True), "name": (file_name, True), "data": (chunk, True),
+                  "offset": (non_negative_int, False), "more": (boolean, False)},
+    Op.READ_FILE: {"session": (session_name, True), "path": (file_path, True),
+                   "offset": (non_negative_int, False), "length": (chunk_length, False)},
+    Op.LIST_DIR: {"session": (session_name, False), "path": (file_path, False), "within": (directories, False)},
+    Op.OUTBOX_SENT: {"session": (session_name, True), "name": (entry_name, True)},
     Op.BUDGET_ALLOW: {"session": (session_name, False), "usd": (usd_amount, True)},
     Op.ADD_RULE: {"session": (session_name, True), "tool": (short_text, True), "scope": (text, True)},
 }

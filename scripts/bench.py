@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -84,6 +86,27 @@ def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | No
         except Exception:
             time.sleep(poll)
     raise RuntimeError("supervisor did not start: " + (base / "supervisor.log").read_text())
+
+
+#: where --profile writes what py-spy sampled (None: no profiling)
+PROFILE_DIR: Path | None = None
+
+
+def sample(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """With --profile: py-spy samples each named process for ``seconds`` (from now, not
+    blocking), writing collapsed stacks to PROFILE_DIR/NAME.txt; a sampler costs the
+    process nothing, unlike cProfile. Without --profile, or without py-spy: nothing."""
+    spy = shutil.which("py-spy") or os.environ.get("PY_SPY")
+    if PROFILE_DIR is None or not spy:
+        if PROFILE_DIR is not None:
+            print("profile: py-spy not found (pip install py-spy, or PY_SPY=path)")
+        return []
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                              "--rate", "250", "--format", "raw", "--nonblocking",
+                              "--output", str(PROFILE_DIR / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in pids.items()]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -235,8 +258,8 @@ def bench_keepers(base: Path, count: int, freeze: bool) -> dict[str, float]:
         ident, data = router.recv_multipart()
         reports = [m for m in _wire.decode_all(data) if isinstance(m, _wire.Numbered)]
         if reports:  # acked as a supervisor would, so the keeper does not keep them
-            router.send_multipart([ident, _wire.encode(_wire.Ack(reports[-1].n))])
-        done += sum(1 for m in reports if isinstance(m, _wire.KeeperEvent) and m.kind == "result")
+            router.send_multipart([ident, _wire.encode(_wire.Ack(reports[-1].last_n))])
+        done += sum(1 for m in reports if isinstance(m, _wire.KeeperEvents) for e in m.each() if e.kind == "result")
     time.sleep(0.5)
     pss_worked = [pss_kib(p) for p in keepers]
     for p in keepers:
@@ -336,6 +359,11 @@ for line in sys.stdin:
 """
 
 
+#: one of the stub's assistant lines (as the stub writes them)
+BURST_LINE = (json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "x" * 200}]}})
+              + "\n").encode()
+
+
 def _bare_burst_read(stub: Path, loads: Callable[[bytes], Any]) -> float:
     """Seconds from spawning the stub to having read and parsed its whole burst."""
     t0 = time.perf_counter()
@@ -352,50 +380,216 @@ def _bare_burst_read(stub: Path, loads: Callable[[bytes], Any]) -> float:
     return elapsed
 
 
-def bench_event_throughput(base: Path, n: int) -> dict[str, float]:
+def _burst_once(base: Path, stub: Path, n: int, name: str, pipelined: bool = False) -> dict[str, float]:
+    """One burst through a new supervisor, beside its baseline (the bare read), measured
+    just before it: rates, ratio, and the CPU each process spent per event. The
+    subscriber acks every 256 events and waits for the ack's reply before it reads on;
+    ``pipelined``: it reads on while its ack travels (at most one in flight)."""
     import asyncio
+
+    import orjson
 
     from protocol import AsyncClient
 
-    stub = base / "burst-claude"
-    stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
-    stub.chmod(0o755)
-    # baseline: the same stub spawned, its stdout read and each line parsed, bare; and the
-    # same with the parser the keeper uses (orjson)
-    import orjson
-
     raw = _bare_burst_read(stub, json.loads)
     raw_orjson = _bare_burst_read(stub, orjson.loads)
-    sup_base = base / "burst"
+    sup_base = base / name
     sup_base.mkdir()
     sup = start_supervisor(sup_base, str(stub))
+    cpu: dict[str, float] = {}
+    to_first: list[float] = []
 
     async def run() -> float:
         async with AsyncClient(sup_base / "run") as c:
             await c.request("create", session="burst")
             sub = await c.subscribe("burst", after=0, window=512)
+            sup_cpu, client_cpu = _cpu_s(sup.pid), time.process_time()
             t0 = time.perf_counter()
             await c.request("send", session="burst", text="go")
+            samplers = sample({f"{name}-supervisor": sup.pid}, 1)
             unacked = 0
+            in_flight: asyncio.Future[None] | None = None
+            first: float | None = None
             while True:
                 event = await sub.next(timeout=120)
                 assert event is not None
+                if first is None and event["kind"] == "assistant_text":  # (the keeper's and Claude's start before)
+                    first = time.perf_counter() - t0
                 unacked += 1
                 if unacked >= 256 or event["kind"] == "result":  # one ack per 256 events
-                    await sub.ack(event["id"])
+                    if pipelined and event["kind"] != "result":
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = asyncio.ensure_future(sub.ack(event["id"]))
+                    else:
+                        await sub.ack(event["id"])
                     unacked = 0
                 if event["kind"] == "result":
-                    return time.perf_counter() - t0
+                    elapsed = time.perf_counter() - t0
+                    to_first.append(first or 0.0)
+                    cpu["client"] = time.process_time() - client_cpu
+                    cpu["supervisor"] = _cpu_s(sup.pid) - sup_cpu
+                    # (the keeper started with the burst: all its CPU is the burst's)
+                    cpu["keeper"] = sum(_cpu_s(p) for p in _keepers_of(sup_base / "run"))
+                    for sampler in samplers:
+                        sampler.wait()
+                    return elapsed
 
     try:
         ours = asyncio.run(run())
     finally:
         stop(sup)
-    print(f"event throughput, {n} assistant events (window 512, an ack per 256): stored+published+received "
-          f"{n / ours:.0f} events/s (including Claude's start); bare spawn+read+parse {n / raw:.0f} lines/s; "
-          f"{raw / ours:.2f}x of the bare rate ({n / raw_orjson:.0f} lines/s parsed with orjson: "
-          f"{raw_orjson / ours:.2f}x)")
-    return {"events_per_s": n / ours, "bare_lines_per_s": n / raw, "bare_orjson_lines_per_s": n / raw_orjson}
+    return {"events_per_s": n / ours, "bare_lines_per_s": n / raw, "bare_orjson_lines_per_s": n / raw_orjson,
+            "ratio": raw / ours, "first_event_ms": to_first[0] * 1e3, **{f"{who}_us_per_event": s / n * 1e6 for who, s in cpu.items()},
+            "load_average": os.getloadavg()[0]}
+
+
+def bench_event_throughput(base: Path, n: int, repeat: int = 1) -> dict[str, float]:
+    """The burst ``repeat`` times, each beside its own baseline, with the subscriber
+    waiting for each ack's reply and then with its acks pipelined; the medians (and each
+    run)."""
+    stub = base / "burst-claude"
+    stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
+    stub.chmod(0o755)
+    out: dict[str, Any] = {}
+    for pipelined in (False, True):
+        runs = []
+        how = "acks pipelined" if pipelined else "each ack awaited"
+        for i in range(repeat):
+            r = _burst_once(base, stub, n, f"burst-{i}{'-pipelined' if pipelined else ''}", pipelined)
+            runs.append(r)
+            print(f"  burst run {i + 1}/{repeat} ({how}): {r['events_per_s']:.0f} events/s, bare read"
+                  f" {r['bare_lines_per_s']:.0f} lines/s: {r['ratio']:.2f}x; CPU per event: supervisor"
+                  f" {r['supervisor_us_per_event']:.1f} us, keeper {r['keeper_us_per_event']:.1f} us, client"
+                  f" {r['client_us_per_event']:.1f} us; first event after {r['first_event_ms']:.0f} ms; load average"
+                  f" {r['load_average']:.1f}")
+        med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        ratios = " / ".join(f"{r['ratio']:.2f}" for r in runs)
+        print(f"event throughput, {n} assistant events (window 512, an ack per 256, {how}), median of {repeat}:"
+              f" stored+published+received {med['events_per_s']:.0f} events/s (including Claude's start); bare"
+              f" spawn+read+parse {med['bare_lines_per_s']:.0f} lines/s; {med['ratio']:.2f}x of the bare rate (runs:"
+              f" {ratios}; orjson-parsed bare read {med['bare_orjson_lines_per_s']:.0f} lines/s); CPU per event:"
+              f" supervisor {med['supervisor_us_per_event']:.1f} us, keeper {med['keeper_us_per_event']:.1f} us,"
+              f" client {med['client_us_per_event']:.1f} us; load average {med['load_average']:.1f}")
+        if pipelined:
+            out |= {f"pipelined_{key}": value for key, value in med.items()} | {"burst_runs_pipelined": runs}
+        else:
+            out |= med | {"burst_runs": runs}
+    return out
+
+
+def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
+    """The burst's stages in this process, each alone (best of 3, CPU per event): the
+    keeper (Claude's line parsed, the machine, the uplink's run), the supervisor's
+    decoding of the keeper's frames, and its pool, event log, store and hub (a subscriber
+    with batches, acking). With --profile, cProfile of each stage (``stage-*.prof``)."""
+    import cProfile
+
+    from protocol import validate_request
+    from supervisord_claude import _claude
+    from supervisord_claude._clock import FakeClock
+    from supervisord_claude._config import Config
+    from supervisord_claude._os import System
+    from supervisord_claude.keeper._keeper import Keeper
+    from supervisord_claude.supervisor._core import build_core
+    from supervisord_claude.supervisor._store import Store
+
+    line = BURST_LINE
+    per_turn = 256  # lines a keeper reads in one loop turn (what 64 KiB of the pipe holds)
+
+    class Sock:
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+
+        def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+            self.frames.append(frames[0])
+
+    def profiled(name: str, work: Callable[[], None]) -> float:
+        t0 = time.process_time()
+        if PROFILE_DIR is not None:
+            PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+            cProfile.runctx("work()", {}, {"work": work}, str(PROFILE_DIR / f"stage-{name}.prof"))
+        else:
+            work()
+        return (time.process_time() - t0) / n * 1e6
+
+    def keeper() -> tuple[float, list[bytes]]:
+        clock = FakeClock()
+        k = Keeper(_wire.KeeperSpec(session="burst", instance="bench", runtime_dir=str(base), claude_bin="claude",
+                                    cwd=str(base), session_id="sid", started=True, idle_timeout=600), None, clock=clock)
+        k._spawn_task = lambda coro: coro.close()  # type: ignore[method-assign,assignment,return-value]
+        k.uplink.sock = sock = Sock()
+        k.uplink.connected()
+        k.uplink.welcome(1)
+        start = k.machine.start()
+        run = next(a.run for a in start if type(a).__name__ == "StartClaude")  # type: ignore[attr-defined]
+        k.do(start)
+        k.do(k.machine.claude_started(run, 4242))
+        k.handle(_wire.Deliver(_wire.QueuedMessage(1, "go")))
+        k.do(k.machine.claude_output(run, _claude.parse_line(b'{"type":"system","subtype":"init","session_id":"s"}')))
+        clock.advance(0)
+        sock.frames.clear()
+
+        def work() -> None:
+            for _ in range(0, n, per_turn):
+                for _ in range(per_turn):
+                    k.do(k.machine.claude_output(run, _claude.parse_line(line)))
+                clock.advance(0)
+        return profiled("keeper", work), list(sock.frames)
+
+    def supervisor(frames: list[bytes], attempt: int) -> tuple[float, float]:
+        state = base / f"stages-{attempt}"
+        config = Config(runtime_dir=state / "run", state_dir=state / "state", claude_bin="/bin/true")
+        store = Store(config.db_path)
+        clock = FakeClock()
+
+        class Link:
+            def send(self, ident: bytes, msg: _wire.Message) -> bool:
+                return True
+
+        class Fork:
+            def __init__(self) -> None:
+                self.token = 0
+
+            def spawn(self, token: int, spec: _wire.KeeperSpec) -> None:
+                self.token = token
+
+        fork = Fork()
+        core = build_core(config, store, System(), clock, time.time, fork, Link(), lambda ident, frame: None,
+                          lambda: None, lambda: None)
+
+        def op(name: str, **args: Any) -> dict[str, Any]:
+            return core.ops.handle(b"client", validate_request({"v": 1, "id": 1, "op": name, **args}))
+        op("create", session="burst")
+        op("send", session="burst", text="go")
+        core.pool.on_fork_report(_wire.Spawned(fork.token, 4242))
+        ident = b"burst:4242"
+        core.pool.on_keeper_message(ident, _wire.Hello(4242, version=_wire.WIRE_VERSION, session="burst"))
+        sub = op("subscribe", session="burst", after=0, window=512, batch=True)["sub"]
+        decoded: list[list[_wire.Message | _wire.WireError]] = []
+        decode_us = profiled("decode", lambda: decoded.extend(_wire.decode_all(f) for f in frames))
+
+        def work() -> None:
+            for messages in decoded:
+                core.pool.on_keeper_messages([(ident, m) for m in messages if isinstance(m, _wire.Message)])
+                clock.advance(0)  # (the acks to the keeper)
+                core.hub.ack(b"client", sub, 1 << 60)
+        pool_us = profiled("pool-store-hub", work)
+        store.close()
+        return decode_us, pool_us
+
+    best: dict[str, float] = {}
+    for attempt in range(3):
+        keeper_us, frames = keeper()
+        decode_us, pool_us = supervisor(frames, attempt)
+        for key, value in (("stage_keeper_us", keeper_us), ("stage_decode_us", decode_us),
+                           ("stage_pool_store_hub_us", pool_us)):
+            best[key] = min(best.get(key, float("inf")), value)
+    print(f"burst stages in process, {n} events, best of 3, CPU per event: keeper {best['stage_keeper_us']:.2f} us"
+          f" (line parsed, machine, uplink); supervisor: decoding the keeper's frames {best['stage_decode_us']:.2f} us,"
+          f" pool + event log + store + hub {best['stage_pool_store_hub_us']:.2f} us ({len(frames)} frames);"
+          f" load average {os.getloadavg()[0]:.1f}")
+    return best
 
 
 # 5. real claude: first answer through the supervisor vs a bare spawn --------------------
@@ -622,12 +816,52 @@ def _claudes_of(keepers: list[int]) -> list[int]:
     return pids
 
 
-def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float = 0.0) -> dict[str, float]:
+LIVE_WATCHER = """
+import asyncio, sys, time
+sys.path.insert(0, {root!r})
+from protocol import AsyncClient
+
+async def main():
+    out = open({out!r}, "w", buffering=1)
+    async with AsyncClient({run!r}) as c:
+        sub = await c.subscribe(live=True, window=1024)
+        print("ready", flush=True)
+        unacked = 0
+        async for event in sub:
+            if event["kind"] == "assistant_delta":
+                out.write(f"{{time.monotonic()}} {{event['offset'] + len(event['text'])}}\\n")
+            elif "id" in event:
+                unacked += 1
+                if unacked >= 64:  # (a subscriber behind on stored events gets no live text)
+                    await sub.ack(event["id"])
+                    unacked = 0
+
+asyncio.run(main())
+"""
+
+
+def _lags(log: list[tuple[float, int]], by_length: dict[int, list[tuple[str, float]]]) -> list[float]:
+    """For each (when shown, characters of the answer shown), how long before it the
+    newest of that text was written (matched by length, as only a prefix of that length
+    written by then can be shown)."""
+    lags = []
+    for at, shown in log:
+        candidates = [written for _, written in by_length.get(shown, []) if written <= at]
+        if candidates:
+            lags.append(at - max(candidates))
+    return lags
+
+
+def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float = 0.0,
+                          live_lag: bool = False) -> dict[str, float]:
     """``sessions`` chats, each with an answer streamed over ``seconds`` (at ``rate``
     text pieces a second each, if given): for every draft the bot sends, how long ago the
     newest text in it was written by Claude (the fake logs when each prefix of its answer
     went to stdout; monotonic clocks are shared); and, over the streaming, the CPU of the
-    supervisor and of each keeper (as a share of one core) and the supervisor's RSS."""
+    supervisor and of each keeper (as a share of one core) and the supervisor's RSS. With
+    ``live_lag``, a protocol client subscribed to every session's live text also says how
+    old the newest text of each live frame is when it gets it (the supervisor's part,
+    without the bot's and Telegram's pacing; it is a second live subscriber to serve)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_telegram import TOKEN, FakeTelegram
 
@@ -662,17 +896,36 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
                 raise RuntimeError("not every session answered")
             time.sleep(0.05)
         keepers = _keepers_of(sup_base / "run")
+        live_log = sup_base / "live.log"
+        watcher = None
+        if live_lag:
+            watcher = subprocess.Popen([sys.executable, "-c", LIVE_WATCHER.format(
+                root=str(ROOT), out=str(live_log), run=str(sup_base / "run"))], stdout=subprocess.PIPE)
+            assert watcher.stdout is not None
+            watcher.stdout.readline()  # subscribed
         before = {pid: _cpu_s(pid) for pid in [sup.pid, bot.pid, *keepers]}
         claudes_before = sum(_cpu_s(p) for p in _claudes_of(keepers))
         me_before = time.process_time()  # this process: the fake Bot API, in a thread
+        load_at_start = os.getloadavg()[0]
         t0 = time.monotonic()
-        for user in users:
-            api.message(user, f"stream:{seconds} " + "word " * words)
+        # sent as the bot sends a chat's message (its origin), over one connection, so that
+        # every session streams at once (the bot takes its chats' messages in turn: through
+        # it, 100 answers started over tens of seconds); the answers go through the bot
+        with Client(sup_base / "run", timeout=60) as c:
+            for user in users:
+                c.request("send", session=f"s{user}", text=f"stream:{seconds} " + "word " * words, origin=f"tg:{user}")
+        samplers = sample({f"streaming-{sessions}-supervisor": sup.pid, f"streaming-{sessions}-bot": bot.pid,
+                           f"streaming-{sessions}-keeper": keepers[0]}, seconds * 0.8)
         deadline = time.monotonic() + 60 + seconds * 2 + sessions
+        # (CPU read along the way: the share while the sessions streamed is read from these)
+        cpu_samples: list[tuple[float, dict[int, float]]] = []
         while sum(1 for u in users if any(t.startswith("echo: stream") for t in api.texts(u))) < sessions:
             if time.monotonic() > deadline:
                 raise RuntimeError("not every streamed answer arrived")
             time.sleep(0.1)
+            if not cpu_samples or time.monotonic() - cpu_samples[-1][0] >= 0.5:
+                with contextlib.suppress(OSError):
+                    cpu_samples.append((time.monotonic(), {pid: _cpu_s(pid) for pid in (sup.pid, bot.pid)}))
         elapsed = time.monotonic() - t0
         cpu = {}
         for pid, was in before.items():
@@ -681,53 +934,82 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
         claudes = (sum(_cpu_s(p) for p in _claudes_of(keepers)) - claudes_before) / elapsed
         fake_api = (time.process_time() - me_before) / elapsed
         rss = _rss_kib(sup.pid) / 1024
+        for sampler in samplers:
+            sampler.wait()
     finally:
+        if live_lag and watcher is not None:
+            watcher.terminate()
+            watcher.wait(30)
         bot.terminate()
         bot.wait(30)
         stop(sup)
         api.stop()
     written: dict[tuple[str, int], float] = {}
     lines = delta_log.read_text().splitlines()
+    spans: dict[str, list[float]] = {}  # each session's streaming: [first piece, last piece, pieces]
     for line in lines:
         at, session_id, length = line.split()
         written[(session_id, int(length))] = float(at)
+        span = spans.setdefault(session_id, [float(at), float(at), 0])
+        span[0], span[1], span[2] = min(span[0], float(at)), max(span[1], float(at)), span[2] + 1
+    # how many streamed at once, at most; and each one's pieces a second while it streamed
+    edges = sorted([(first, 1) for first, _, _ in spans.values()] + [(last, -1) for _, last, _ in spans.values()])
+    at_once = max(itertools.accumulate(step for _, step in edges)) if edges else 0
+    rates = [count / (last - first) for first, last, count in spans.values() if last > first]
     # a chat's session id: the one whose written prefixes match its drafts' lengths
     by_length: dict[int, list[tuple[str, float]]] = {}
     for (session_id, length), at in written.items():
         by_length.setdefault(length, []).append((session_id, at))
-    lags = []
-    for draft in api.drafts:
-        shown = len(draft["text"].removesuffix(" ▍"))
-        candidates = [at for _, at in by_length.get(shown, []) if at <= draft["at"]]
-        if candidates:
-            lags.append(draft["at"] - max(candidates))
+    lags = _lags([(d["at"], len(d["text"].removesuffix(" ▍"))) for d in api.drafts], by_length)
+    live_lags = _lags([(float(at), int(length)) for at, length in (line.split() for line in
+                                                                   live_log.read_text().splitlines())],
+                      by_length) if live_lag else []
     if not lags:
         raise RuntimeError("no draft could be matched to what Claude wrote")
     keeper_cpu = [share for pid, share in cpu.items() if pid not in (sup.pid, bot.pid)]
-    pieces_per_s = len(lines) / sessions / elapsed
-    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({pieces_per_s:.0f} text pieces/s each over "
-          f"{elapsed:.1f} s), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
+    pieces_per_s = statistics.median(rates) if rates else 0.0
+    # the supervisor's and the bot's share of a core while the sessions streamed (from the
+    # samples nearest the first and the last piece written)
+    streamed = (min(f for f, _, _ in spans.values()), max(last for _, last, _ in spans.values())) if spans else (0, 0)
+    window = [(at, c) for at, c in cpu_samples if streamed[0] - 0.5 <= at <= streamed[1] + 0.5]
+    while_streaming = {pid: (window[-1][1][pid] - window[0][1][pid]) / (window[-1][0] - window[0][0])
+                       for pid in (sup.pid, bot.pid)} if len(window) >= 2 else {}
+    sup_us_per_piece = while_streaming.get(sup.pid, 0.0) * (streamed[1] - streamed[0]) / max(1, len(lines)) * 1e6
+    live = (f"; live frames to a protocol client: {len(live_lags)}, newest text p50 "
+            f"{statistics.median(live_lags) * 1e3:.1f} ms, p99 {pct(live_lags, 0.99) * 1e3:.1f} ms"
+            if live_lags else "")
+    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({at_once} at once at most; {pieces_per_s:.0f}"
+          f" text pieces/s each while it streamed; {elapsed:.1f} s in all), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; drafts are paced at 2/s per chat); "
-          f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core, RSS {rss:.1f} MiB; keeper CPU median "
+          f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core over it all, "
+          f"{while_streaming.get(sup.pid, 0) * 100:.1f}% while they streamed ({sup_us_per_piece:.0f} us per text piece), RSS"
+          f" {rss:.1f} MiB; keeper CPU median "
           f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%; the bot "
-          f"{cpu.get(bot.pid, 0) * 100:.1f}%, the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
-          f"{fake_api * 100:.0f}%; load average {os.getloadavg()[0]:.1f}")
+          f"{cpu.get(bot.pid, 0) * 100:.1f}% ({while_streaming.get(bot.pid, 0) * 100:.1f}% while streaming), the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
+          f"{fake_api * 100:.0f}%{live}; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
             "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
+            "tg_streaming_at_once": float(at_once), "tg_supervisor_us_per_piece": sup_us_per_piece,
+            "tg_supervisor_cpu_streaming": while_streaming.get(sup.pid, 0.0),
+            "tg_bot_cpu_streaming": while_streaming.get(bot.pid, 0.0),
             "tg_supervisor_cpu": cpu.get(sup.pid, 0.0), "tg_supervisor_rss_mib": rss,
             "tg_keeper_cpu_median": statistics.median(keeper_cpu or [0.0]),
             "tg_keeper_cpu_max": max(keeper_cpu or [0.0]), "tg_bot_cpu": cpu.get(bot.pid, 0.0),
-            "tg_fake_claudes_cpu": claudes, "tg_fake_api_cpu": fake_api, "tg_load_average": os.getloadavg()[0]}
+            "tg_fake_claudes_cpu": claudes, "tg_fake_api_cpu": fake_api, "tg_load_average": os.getloadavg()[0],
+            "tg_load_average_start": load_at_start,
+            **({"live_lag_p50_ms": statistics.median(live_lags) * 1e3, "live_lag_p99_ms": pct(live_lags, 0.99) * 1e3}
+               if live_lags else {})}
 
 
-def bench_streaming_limit(base: Path, sizes: list[int], seconds: float, rate: float) -> list[dict[str, float]]:
-    """Streaming sessions at once, more and more, until the drafts' p99 passes 1 s."""
+def bench_streaming_limit(base: Path, sizes: list[int], seconds: float, rate: float,
+                          live_lag: bool = False) -> list[dict[str, float]]:
+    """Streaming sessions at once, at each size (and where the drafts' p99 passes 1 s)."""
     rows = []
     for size in sizes:
-        rows.append(bench_telegram_stream(base, size, seconds, rate))
-        if rows[-1]["tg_lag_p99_ms"] > 1000:
-            print(f"the drafts' p99 passed 1 s at {size} streaming sessions")
-            break
+        rows.append(bench_telegram_stream(base, size, seconds, rate, live_lag))
+    passed = [row for row in rows if row["tg_lag_p99_ms"] > 1000]
+    print(f"the drafts' p99 passed 1 s at {passed[0]['tg_sessions']:.0f} streaming sessions" if passed else
+          f"the drafts' p99 stayed under 1 s up to {sizes[-1]} streaming sessions")
     return rows
 
 
@@ -1028,7 +1310,7 @@ def plot_scaling(rows: list[dict[str, float]], path: Path) -> None:
 
 
 #: the figures, in the order they are measured (``--only`` picks some)
-FIGURES = ("round-trip", "ssh", "status", "keepers", "stdin", "burst", "telegram", "streaming", "scaling", "on-file", "eventlog",
+FIGURES = ("round-trip", "ssh", "status", "keepers", "stdin", "burst", "stages", "telegram", "streaming", "scaling", "on-file", "eventlog",
            "real", "resume")
 
 
@@ -1072,7 +1354,17 @@ def main() -> int:
     parser.add_argument("--growth-plot", help="write the sessions-on-file and event-log growth plot (PNG) here")
     parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
                         help=f"measure only these figures (repeatable): {', '.join(FIGURES)}")
+    parser.add_argument("--sessions", help="streaming: the numbers of sessions streaming at once, e.g. 10,25,50,100"
+                        " (each run until the drafts' p99 passes 1 s)")
+    parser.add_argument("--live-lag", action="store_true", help="streaming: a protocol client also takes every"
+                        " session's live text and reports how old it is when it arrives (the supervisor's part)")
+    parser.add_argument("--repeat", type=int, help="burst: runs (each beside its own baseline; the median is"
+                        " reported; default 5, 1 with --quick)")
+    parser.add_argument("--profile", help="sample the supervisor, bot and a keeper with py-spy while they stream"
+                        " or take the burst; collapsed stacks go to this directory")
     args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = Path(args.profile).resolve() if args.profile else None
     wanted = set(args.only or FIGURES)
     quick = args.quick
     out: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
@@ -1101,12 +1393,14 @@ def main() -> int:
         if "stdin" in wanted:
             out |= bench_message_latency(base, 30 if quick else 300)
         if "burst" in wanted:
-            out |= bench_event_throughput(base, 2000 if quick else 20000)
+            out |= bench_event_throughput(base, 2000 if quick else 20000, args.repeat or (1 if quick else 5))
+        if "stages" in wanted:
+            out |= bench_burst_stages(base, 2048 if quick else 20480)
         if "telegram" in wanted:
             out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
         if "streaming" in wanted:
-            out["streaming"] = bench_streaming_limit(base, [3] if quick else [10, 25, 50, 100], 2.0 if quick else 10.0,
-                                                     50.0)
+            sizes = [int(n) for n in args.sessions.split(",")] if args.sessions else [3] if quick else [10, 25, 50, 100]
+            out["streaming"] = bench_streaming_limit(base, sizes, 2.0 if quick else 10.0, 50.0, args.live_lag)
         if "scaling" in wanted:
             out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
         if "on-file" in wanted:

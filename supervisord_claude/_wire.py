@@ -10,7 +10,9 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
                                       queued, resumed, pending, steered}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
-                                | KeeperEvent{kind, m, b} | Rejected{ids} | Bye{state, reason}
+                                | KeeperEvents{n, e: [kind, m, b, ...]} (a run of events)
+                                | KeeperEvent{kind, m, b} (one event: wire 6 and before)
+                                | Rejected{ids} | Bye{state, reason}
                                 | Delta{message_id, text}  (live text, not numbered)
                                 | InterruptReport{confirmed, detail, next}  (not numbered)
     supervisor -> keeper        Welcome{resend_from} | Ack{upto}
@@ -20,7 +22,10 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
                                 | Permit{request_id, decision, report, rules, mode}
 
 Everything a keeper sends after its Hello is numbered (``n``, from 1) and kept by the
-keeper until the supervisor acks it (``Ack{upto}``, once stored). A keeper says Hello on
+keeper until the supervisor acks it (``Ack{upto}``, once stored). A run of events
+(``KeeperEvents``: the events a keeper reported in one loop turn, as one message) takes
+one number per event, its ``n`` the first's, so acks and resends count events whatever
+message carried them. A keeper says Hello on
 every connection — the first, and each one to a new supervisor after the old one died;
 ``Welcome{resend_from}`` names the first number that supervisor has not stored, and the
 keeper sends everything from there, in order. So no event is lost or stored twice
@@ -49,14 +54,16 @@ from protocol._packedmap import is_map as is_packed_map
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
-WIRE_VERSION = 6
+WIRE_VERSION = 7
 #: the versions of the keepers a supervisor takes over at a restart: its own, and the
 #: releases it upgrades from — 3: 0.2.0 (events carried their body as a map, a
 #: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md); 5: 0.3.0
 #: (an Interrupt is answered with an InterruptReport); 6: a message may steer the running
-#: turn (``QueuedMessage.steer``; Hello says the ones written and not taken). A keeper of
-#: another version is reaped at start-up, and its turn reported not delivered.
-ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, WIRE_VERSION})
+#: turn (``QueuedMessage.steer``; Hello says the ones written and not taken); 7: a keeper
+#: sends its events as runs (``KeeperEvents``; a keeper of 6 and before sends one
+#: ``KeeperEvent`` a message, which the supervisor still reads). A keeper of another
+#: version is reaped at start-up, and its turn reported not delivered.
+ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, 6, WIRE_VERSION})
 #: keepers of an older wire never answer an Interrupt: the supervisor does not wait for it
 INTERRUPT_REPORTS_SINCE = 5
 #: keepers of an older wire ignore ``steer``: every message waits for its own turn there
@@ -139,6 +146,11 @@ class Numbered(Message):
     """A keeper's report after its Hello: numbered, kept by the keeper until acked."""
 
     n: int = 0
+
+    @property
+    def last_n(self) -> int:
+        """The number of the last report it carries (a run of events carries several)."""
+        return self.n
 
 
 # fork server --------------------------------------------------------------------------
@@ -229,6 +241,33 @@ class KeeperEvent(Numbered):
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = msgpack.unpackb(self.packed)
         return body
+
+
+@dataclass(frozen=True)
+class KeeperEvents(Numbered):
+    """A run of events of the session, in order: what a keeper reported in one loop turn
+    (up to RUN_EVENTS, RUN_BYTES), as one message, so a burst costs the supervisor a
+    message per run, not per line. ``n`` numbers the first; the others follow (n + 1, …).
+    ``events`` is flat, three items an event: its kind, its message id, its packed body
+    (as in ``KeeperEvent``)."""
+
+    TAG = "events"
+    events: list[Any]
+
+    @property
+    def last_n(self) -> int:
+        return self.n + len(self.events) // 3 - 1
+
+    def each(self) -> list[KeeperEvent]:
+        """Its events, each as a ``KeeperEvent`` with its own number (for tests and tools:
+        the supervisor reads the flat list)."""
+        flat = self.events
+        return [KeeperEvent(flat[i], flat[i + 2], flat[i + 1], n=self.n + i // 3) for i in range(0, len(flat), 3)]
+
+
+#: a keeper closes a run of events at this many events, or bytes, and starts another
+RUN_EVENTS = 1024
+RUN_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -371,7 +410,7 @@ class Permit(Message):
 _TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (Spawn, Spawned, SpawnFailed, Exited, Hello, ClaudeStarted, ConversationStarted,
-                KeeperEvent, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
+                KeeperEvent, KeeperEvents, Rejected, Bye, Delta, InterruptReport, Welcome, Ack, Deliver, Interrupt, Suspend, DropQueued, Stop,
                 SetTimeout,
                 SetModel, SetMode, SetRules, SetBudget, Permit)
 }
@@ -413,10 +452,36 @@ def encode_event(kind: str, body: dict[str, Any], n: int) -> bytes:
     return _event_frame(kind, _message_id(body), pack_body(body), n)
 
 
+def run_item(kind: str, body: dict[str, Any]) -> bytes:
+    """One event as it goes in a run (``KeeperEvents.events``): its kind, message id and
+    packed body, packed back to back (a run is their concatenation; see ``encode_run``)."""
+    return run_item_packed(kind, _message_id(body), pack_body(body))
+
+
+def run_item_packed(kind: str, message_id: int | None, packed_body: bytes) -> bytes:
+    # a fixarray of 3 packs as one header byte, then its items: the items are the rest
+    item: bytes = _packb((kind, message_id, packed_body))
+    return item[1:]
+
+
+_RUN_HEAD = b"\x83" + _packb("t") + _packb(KeeperEvents.TAG) + _packb("n")
+_array_header = msgpack.Packer().pack_array_header
+
+
+def encode_run(first_n: int, items: list[bytes]) -> bytes:
+    """A ``KeeperEvents`` of the events packed by ``run_item``, numbered from ``first_n``,
+    without unpacking or packing them again."""
+    return b"".join((_RUN_HEAD, _packb(first_n), _packb("e"), _array_header(3 * len(items)), *items))
+
+
 def encode(msg: Message, n: int | None = None) -> bytes:
     """One message as a frame; ``n`` numbers a report (instead of its own ``n``)."""
     if type(msg) is KeeperEvent:
         return _event_frame(msg.kind, msg.message_id, msg.packed, msg.n if n is None else n)
+    if type(msg) is KeeperEvents:
+        flat = msg.events
+        return encode_run(msg.n if n is None else n,
+                          [run_item_packed(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)])
     fields = _plain(msg)
     assert isinstance(fields, dict)
     if n is not None:
@@ -492,6 +557,22 @@ def _event(raw: dict[str, Any]) -> KeeperEvent:
     return event
 
 
+def _events(raw: dict[str, Any]) -> KeeperEvents:
+    """A KeeperEvents, checked as ``_event`` checks one event, an item type at a time
+    over the whole run (the hot path of a burst)."""
+    n, flat = raw.get("n"), raw.get("e")
+    if len(raw) != 3 or type(n) is not int or type(flat) is not list or not flat or len(flat) % 3:
+        raise WireError("malformed events message")
+    kinds, message_ids, bodies = flat[0::3], flat[1::3], flat[2::3]
+    if not all(type(k) is str for k in kinds) \
+            or not all(m is None or type(m) is int for m in message_ids) \
+            or not all(type(b) is bytes and b and is_packed_map(b[0]) for b in bodies):
+        raise WireError("malformed event in an events message")
+    events = object.__new__(KeeperEvents)
+    events.__dict__.update(events=flat, n=n)
+    return events
+
+
 def _event_of_wire_3(raw: dict[str, Any]) -> KeeperEvent:
     """A KeeperEvent as a keeper of wire version 3 (0.2.0) sends it: ``{kind, body, n}``,
     the body a map, and a tool_use's call id under ``id`` (an event's own field now, so
@@ -507,7 +588,10 @@ def _event_of_wire_3(raw: dict[str, Any]) -> KeeperEvent:
 def _message(raw: Any) -> Message:
     if not isinstance(raw, dict):
         raise WireError("a message is a map")
-    if raw.get("t") == "event":
+    tag = raw.get("t")
+    if tag == "events":
+        return _events(raw)
+    if tag == "event":
         return _event(raw)
     cls = _TYPES.get(raw.pop("t", None))
     if cls is None:

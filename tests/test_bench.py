@@ -19,14 +19,16 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     plot = tmp_path / "scaling.png"
     growth = tmp_path / "growth.png"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(out),
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--live-lag", "--json", str(out),
                           "--plot", str(plot), "--growth-plot", str(growth)], capture_output=True, text=True,
                          timeout=850)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figures = json.loads(out.read_text())
     for key in ("rt_ours_us", "rt_raw_p99_us", "status_claudectl_ms", "status_supervisorctl_ms",
                 "status_circusctl_ms", "fork_ms_frozen", "pss_mib_frozen", "msg_ours_p99_us",
-                "events_per_s", "bare_lines_per_s", "bare_orjson_lines_per_s", "tg_lag_p50_ms", "tg_lag_p99_ms",
+                "events_per_s", "bare_lines_per_s", "bare_orjson_lines_per_s", "supervisor_us_per_event",
+                "keeper_us_per_event", "client_us_per_event", "stage_keeper_us", "stage_decode_us",
+                "stage_pool_store_hub_us", "tg_lag_p50_ms", "tg_lag_p99_ms",
                 "real_ours_ms", "real_protocol_ms", "real_bare_ms", "resume_ours_ms", "resume_bare_ms"):
         assert figures[key] > 0, key
     if Path("/usr/sbin/sshd").exists():  # (the ssh round trip needs a real sshd: scripts/test installs it)
@@ -38,5 +40,6 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     assert all(row["startup_s"] > 0 and row["list_request_ms"] > 0 and row["rss_mib"] > 0 for row in figures["on_file"])
     [streaming] = figures["streaming"]
     assert streaming["tg_sessions"] == 3 and streaming["tg_supervisor_cpu"] > 0 and streaming["tg_lag_p99_ms"] > 0
+    assert streaming["live_lag_p99_ms"] > 0
     for png in (plot, growth):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

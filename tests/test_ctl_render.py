@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from protocol import EventKind
-from supervisord_claude.ctl._events import RENDER, render_event
+from supervisord_claude.ctl._events import RENDER, LiveAnswer, render_event
 
 ASK = {"questions": [{"question": "Colour?", "multiSelect": True, "options": [{"label": "Red"}, {"label": "Blue"}]},
                      {"question": "Size?", "options": [{"label": "S"}, "junk"]}]}
@@ -87,3 +87,29 @@ def test_what_was_typed_in_claude_codes_own_terminal_is_marked() -> None:
 def test_every_event_kind_has_its_text_and_each_is_tested_here() -> None:
     assert set(RENDER) == set(EventKind)
     assert {body["kind"] for body, _ in CASES} >= set(EventKind)
+
+
+def piece(offset: int, text: str) -> dict[str, Any]:
+    return {"kind": "assistant_delta", "session": "work", "message_id": 3, "offset": offset, "text": text}
+
+
+def test_live_text_prints_what_continues_the_answer_and_skips_what_came_again(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    live = LiveAnswer()
+    for offset, text in ((0, "Hello"), (5, ", wor"), (0, "Hello, wor"), (10, "ld")):  # (a reconnect: all again)
+        live.add(piece(offset, text))
+    assert capsys.readouterr().out == "Hello, world" and live.shown == "Hello, world"
+
+
+def test_after_a_supervisor_restart_no_piece_of_the_new_ones_text_is_printed_out_of_place(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the new supervisor holds the answer from where it started (here: 24 characters on);
+    # its second piece begins exactly where what was shown ends, so it lines up by length
+    answer = "echo: stream:12 " + "a long story told across a restart, " * 6
+    live = LiveAnswer()
+    live.add(piece(0, answer[:60]))
+    since_restart = answer[84:]
+    live.add(piece(0, since_restart[:60]))
+    live.add(piece(60, since_restart[60:]))
+    assert capsys.readouterr().out == answer[:60]  # (the stored answer completes it)
+    assert live.shown == answer[:60] and live.lost

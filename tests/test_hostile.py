@@ -42,7 +42,10 @@ requests = st.fixed_dictionaries(
      "op": st.sampled_from(HARMLESS_OPS) | st.text(max_size=40) | plain},
     optional={"session": names, "after": plain, "upto": plain, "sub": plain, "key": names, "value": plain,
               "text": plain, "attachments": plain, "window": plain, "request_id": names, "answers": plain,
-              "mode": names, "minutes": plain, "consumer": names},
+              "mode": names, "minutes": plain, "consumer": names,
+              # the file ops' fields (put_file, read_file, list_dir, outbox_sent)
+              "name": names, "path": names, "data": plain, "offset": plain, "more": plain, "length": plain,
+              "within": plain},
 )
 
 

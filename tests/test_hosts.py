@@ -190,3 +190,11 @@ def test_a_remote_request_that_gets_no_answer_names_the_host_even_before_its_lin
         asyncio.run(bot_hosts.route(link, "send", 5.0, {"session": "work@gpu", "text": "hi"}))  # type: ignore[arg-type]
     # a local session is not routed at all
     assert asyncio.run(bot_hosts.route(link, "send", 5.0, {"session": "work"})) is None  # type: ignore[arg-type]
+
+
+def test_a_command_in_the_terminal_of_another_host_is_an_argv_its_words_quoted_for_the_remote_shell() -> None:
+    host = Host("gpu", "me@gpu", port=2222, runtime_dir="/run/x y")
+    argv = host.ssh_terminal_argv(["ctl", "attach", "work; rm -rf ~", "--now"])
+    assert argv[0] == "ssh" and "-t" in argv and "BatchMode=yes" in argv and argv[argv.index("-p") + 1] == "2222"
+    assert argv[argv.index("--") + 1:] == [
+        "me@gpu", "supervisord-claude ctl attach 'work; rm -rf ~' --now --runtime-dir '/run/x y'"]

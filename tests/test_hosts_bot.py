@@ -68,8 +68,8 @@ def test_a_session_on_another_host_is_named_name_at_host_and_talks_like_a_local_
     hosts = say(api, "/hosts", "gpu")["text"]
     assert "local (this machine): up" in hosts and "gpu is up (supervisord-claude" in hosts
     assert "host down (wrongkey) is unreachable" in hosts
-    # files do not cross machines (yet): said, not silently done on this machine's disk
-    say(api, "/ls", "on this machine only")
+    # files are gpu's: /ls lists work@gpu's directory there (tests/test_hosts_files.py)
+    assert say(api, "/ls", ":")["text"].startswith(remote.session("work")["cwd"] + ":")
 
 
 def test_the_bots_ssh_killed_mid_answer_the_answer_arrives_once(two_hosts: Any, tmp_base: Path) -> None:
@@ -139,3 +139,29 @@ def test_a_message_held_for_a_down_host_survives_a_bot_restart_and_is_sent_once(
     assert len([r for r in remote.claude_received() if "kept across a restart" in r["text"]]) == 1
     remote.wait_consumer("telegram-bot")
     assert len(remote_answers(api, "kept across a restart")) == 1
+
+
+def test_retry_sends_a_failed_message_again_to_its_own_host_when_ids_collide(two_hosts: Any) -> None:
+    from .test_bot_delivery import press_button
+
+    local, remote, api, _ = two_hosts
+    say(api, "/new here", "created")
+    local_report = say(api, "apierror here", "API Error: 400")
+    say(api, "/new work@gpu", "created on gpu")
+    remote_report = say(api, "apierror on gpu", "API Error: 400")
+    # each supervisor numbers its own messages: the two failed messages have the same id
+    [local_id] = [e["message_id"] for e in local.events("here") if e["kind"] == "user"]
+    [remote_id] = [e["message_id"] for e in remote.events("work") if e["kind"] == "user"]
+    assert local_id == remote_id
+    local.wait_consumer("telegram-bot")
+    remote.wait_consumer("telegram-bot")
+    for report, sup, text in ((local_report, local, "apierror here"), (remote_report, remote, "apierror on gpu")):
+        shown = wait_for(lambda report=report: next((e for e in reversed(api.edits) if e.get("reply_markup")
+                                                     and e["message_id"] == report["message_id"]), None),
+                         what="the report with its Retry button")
+        press_button(api, shown, "Retry")
+        # each goes again to its own host, once
+        wait_for(lambda sup=sup, text=text: len([r for r in sup.claude_received() if r["text"] == text]) == 2,
+                 what=f"{text!r} sent again")
+    assert len([r for r in local.claude_received() if r["text"] == "apierror on gpu"]) == 0
+    assert len([r for r in remote.claude_received() if r["text"] == "apierror here"]) == 0

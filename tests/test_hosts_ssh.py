@@ -19,7 +19,7 @@ import pytest
 from protocol import AsyncClient, Client, ConnectionFailed, LinkState, VersionMismatch, configured_hosts
 
 from .conftest import SupervisorProcess, wait_for
-from .sshd import Sshd, children_named, skip_without_sshd
+from .sshd import Sshd, _descendants, children_named, skip_without_sshd
 
 
 @pytest.fixture
@@ -217,3 +217,35 @@ def test_another_protocol_version_is_named_with_what_to_upgrade(hosts: Hosts,
     message = str(caught.value)
     assert "host gpu speaks protocol version 1" in message and "this client speaks protocol version 2" in message
     assert "upgrade supervisord-claude on gpu" in message
+
+
+def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal(hosts: Hosts) -> None:
+    from .test_attach import read_until
+
+    hosts.remote.request("create", session="work")
+    assert hosts.ctl("--host", "gpu", "send", "work", "before", "--wait").returncode == 0
+    session_id = hosts.remote.session("work")["session_id"]
+    tui = subprocess.Popen(hosts.ctl_argv("--host", "gpu", "attach", "work"), stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hosts.env)
+    assert tui.stdin is not None and tui.stdout is not None
+    read_until(tui.stdout, f"fake claude TUI on {session_id}")
+    # gpu's session is its terminal's: the TUI runs on gpu (under its sshd, not under this
+    # claudectl), on gpu's conversation
+    terminal = hosts.remote.session("work")
+    assert terminal["state"] == "attached" and terminal["keeper_pid"] is None
+    assert hosts.sshd.proc is not None
+    assert terminal["terminal"]["pid"] in _descendants(hosts.sshd.proc.pid)
+    assert terminal["terminal"]["pid"] not in _descendants(tui.pid)
+    tui.stdin.write("typed at the desk\n")
+    tui.stdin.flush()
+    assert "history: 2 earlier messages" in read_until(tui.stdout, "● echo: typed at the desk")
+    tui.stdin.write("/exit\n")
+    tui.stdin.flush()
+    assert tui.wait(60) == 0
+    hosts.remote.wait_state("work", "suspended")
+    [start] = [s for s in hosts.remote.claude_starts() if "-p" not in s["argv"]]
+    assert start["cwd"] == terminal["cwd"]
+    assert hosts.local.request("list")["sessions"] == []
+    # a session gpu does not have is said plainly, before any terminal is taken
+    missing = hosts.ctl("--host", "gpu", "attach", "nobody")
+    assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from protocol import Reason, SessionState, validate_request
@@ -275,6 +276,52 @@ def test_reports_sent_again_after_a_reconnect_are_handled_once(h: Harness) -> No
     assert (rec.keeper_pid, rec.keeper_n) == (pid, 1)  # a new supervisor asks for n >= 2
 
 
+def _run(n: int, *bodies: tuple[str, dict[str, Any]]) -> bytes:
+    """A keeper's run of events as it sends it (wire 7), numbered from ``n``."""
+    return _wire.encode_run(n, [_wire.run_item(kind, body) for kind, body in bodies])
+
+
+def test_a_run_sent_again_from_its_middle_stores_only_what_was_not_stored(h: Harness) -> None:
+    """A run is kept by the keeper as one piece: a supervisor that stored its first events
+    (then died, or the link broke) gets it whole again and stores the rest, once each."""
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    text = [("assistant_text", {"message_id": mid, "text": f"t{i}"}) for i in range(4)]
+    user = ("user", {"message_id": mid, "text": "one", "attachments": []})
+    h.pool.on_keeper_messages([(ident, m) for m in _wire.decode_all(_run(1, user, *text[:2]))])
+    h.pool.on_keeper_messages([(ident, m) for m in _wire.decode_all(_run(2, *text))])  # 2..5, 2 and 3 stored
+    h.clock.advance(0)
+    assert [(e["kind"], e.get("text")) for e in h.events("a") if e["kind"] in ("user", "assistant_text")] == \
+        [("user", "one"), *(("assistant_text", f"t{i}") for i in range(4))]
+    assert [a.upto for a in h.link.of(_wire.Ack)] == [5]  # one ack for the loop turn, its last event
+    assert h.store.get_session("a").keeper_n == 5
+
+
+def test_a_keeper_of_the_release_before_runs_is_adopted_and_its_events_read(h: Harness) -> None:
+    """Keepers of wire 6 and before send one event a message; a supervisor of this release
+    adopts them after an upgrade and reads both forms, numbering the same."""
+    h.op("create", session="a")
+    first, _ = h.store.add_message("a", "one", [])
+    h.store.update_session("a", keeper_pid=4242, keeper_n=7)
+    h.pool.expect({4242: "a"})
+    ident = b"a:4242"
+    h.pool.on_keeper_message(ident, _wire.Hello(4242, version=6, session="a", claude_pid=4343, state="busy",
+                                                current=first, resumed=True))
+    assert h.pool.session("a").keeper.wire_version == 6
+    old_form = b"".join(msgpack.packb({"t": "event", "kind": "assistant_text", "m": first,
+                                       "b": msgpack.packb({"message_id": first, "text": f"old {n}"}), "n": n})
+                        for n in (7, 8, 9))  # 7 was stored before the upgrade: sent again, skipped
+    h.pool.on_keeper_messages([(ident, m) for m in _wire.decode_all(old_form)])
+    h.pool.on_keeper_messages([(ident, m) for m in _wire.decode_all(
+        _run(10, ("result", {"message_id": first, "text": "done"})))])
+    h.clock.advance(0)
+    assert [(e["kind"], e["text"]) for e in h.events("a") if e.get("message_id") == first] == \
+        [("assistant_text", "old 8"), ("assistant_text", "old 9"), ("result", "done")]
+    assert [a.upto for a in h.link.of(_wire.Ack)] == [10]
+
+
 def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h: Harness) -> None:
     h.op("create", session="a")
     # as after a restart: the store knows the messages the old keeper holds, the pool not
@@ -293,7 +340,8 @@ def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h:
     assert h.fork.spawned == [] and h.link.of(_wire.Deliver) == []  # nothing is sent twice
 
 
-def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> None:
+def _linked_uplink() -> tuple[Any, Any, FakeClock]:
+    """A keeper's uplink, linked to a supervisor that is a list of the frames it got."""
     from supervisord_claude.keeper._uplink import Uplink
 
     class Socket:
@@ -310,15 +358,75 @@ def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> Non
     uplink.connected()
     uplink.welcome(1)
     sock.frames.clear()
-    for i in range(3):
-        uplink.send(_wire.KeeperEvent.of("assistant_text", {"text": f"t{i}"}))
+    return uplink, sock, clock
+
+
+def test_a_keepers_reports_of_one_loop_turn_leave_as_one_frame_in_order() -> None:
+    """Its events go as runs (one message each, an event a number), in order with its
+    other reports; all of a loop turn in one frame."""
+    uplink, sock, clock = _linked_uplink()
+    for i in range(2):
+        uplink.send_event("assistant_text", {"text": f"t{i}"})
+    uplink.send(_wire.Rejected((9,)))
+    uplink.send(_wire.KeeperEvent.of("assistant_text", {"text": "t2"}))
     uplink.send(_wire.Delta(None, "live"))
     assert sock.frames == []  # not before the loop turn ends
     clock.advance(0)
     assert len(sock.frames) == 1
-    messages = _wire.decode_all(sock.frames[0])
-    assert [(m.n, m.body["text"]) for m in messages[:3]] == [(1, "t0"), (2, "t1"), (3, "t2")]
-    assert messages[3] == _wire.Delta(None, "live")
+    first_run, rejected, second_run, delta = _wire.decode_all(sock.frames[0])
+    assert isinstance(first_run, _wire.KeeperEvents) and isinstance(second_run, _wire.KeeperEvents)
+    assert [(e.n, e.body["text"]) for e in first_run.each()] == [(1, "t0"), (2, "t1")]
+    assert (first_run.n, first_run.last_n) == (1, 2)
+    assert rejected == _wire.Rejected((9,), n=3)
+    assert [(e.n, e.body["text"]) for e in second_run.each()] == [(4, "t2")]
+    assert delta == _wire.Delta(None, "live")
+
+
+def test_live_text_goes_at_most_every_so_often_and_always_before_what_follows_it() -> None:
+    """Claude's pieces of live text: the first at once, those written within LIVE_EVERY
+    after it as one Delta; an event waits for the text written before it."""
+    from supervisord_claude.keeper._uplink import LIVE_EVERY
+
+    uplink, sock, clock = _linked_uplink()
+
+    def sent() -> list[Any]:
+        messages = [m for frame in sock.frames for m in _wire.decode_all(frame)]
+        sock.frames.clear()
+        return messages
+
+    uplink.send(_wire.Delta(1, "a"))
+    clock.advance(0)
+    assert sent() == [_wire.Delta(1, "a")]  # at once
+    for piece in "bcd":
+        clock.advance(LIVE_EVERY / 5)
+        uplink.send(_wire.Delta(1, piece))
+    assert sent() == []  # held
+    clock.advance(LIVE_EVERY)
+    assert sent() == [_wire.Delta(1, "bcd")]  # together, LIVE_EVERY after the one before
+    uplink.send(_wire.Delta(1, "e"))
+    uplink.send_event("assistant_text", {"message_id": 1, "text": "abcde"})
+    clock.advance(0)
+    delta, run = sent()
+    assert delta == _wire.Delta(1, "e") and [e.body["text"] for e in run.each()] == ["abcde"]
+    clock.advance(LIVE_EVERY)
+    assert sent() == []  # nothing left behind
+
+
+def test_a_run_is_bounded_and_kept_until_its_last_event_is_acked() -> None:
+    uplink, sock, clock = _linked_uplink()
+    for i in range(_wire.RUN_EVENTS + 1):
+        uplink.send_event("assistant_text", {"text": f"t{i}"})
+    clock.advance(0)
+    runs = [m for frame in sock.frames for m in _wire.decode_all(frame)]
+    assert [(r.n, r.last_n) for r in runs] == [(1, _wire.RUN_EVENTS), (_wire.RUN_EVENTS + 1, _wire.RUN_EVENTS + 1)]
+    uplink.acked(_wire.RUN_EVENTS - 1)  # (a supervisor that stored part of a run)
+    sock.frames.clear()
+    uplink.connected()  # a new supervisor: it has stored up to there, and asks for the rest
+    uplink.welcome(_wire.RUN_EVENTS)
+    resent = [m for frame in sock.frames[1:] for m in _wire.decode_all(frame)]
+    assert [(r.n, r.last_n) for r in resent] == [(1, _wire.RUN_EVENTS), (_wire.RUN_EVENTS + 1, _wire.RUN_EVENTS + 1)]
+    uplink.acked(_wire.RUN_EVENTS)
+    assert uplink.unacked_bytes == len(_wire.encode(runs[1]))
 
 
 def test_a_frame_that_breaks_off_keeps_the_messages_before_the_break() -> None:

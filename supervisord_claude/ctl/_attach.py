@@ -8,6 +8,10 @@ environment — and execs it, attached to this terminal. The supervisor watches 
 not claudectl's: if claudectl is killed the TUI runs on and still holds the session; if
 claudectl dies before the go-ahead, the child reads end-of-file and exits, and the
 session is handed back.
+
+On another host (``--host NAME``) the TUI runs there: claudectl runs that machine's own
+claudectl (``supervisord-claude ctl attach NAME``) in this terminal through ``ssh -t`` —
+an argv, each word quoted for the remote shell — and returns its exit status.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -49,7 +54,33 @@ def _exit_status(status: int) -> int:
     return code if code >= 0 else 128 - code
 
 
+#: what ssh exits with when it failed itself (the remote command's status otherwise)
+SSH_FAILED = 255
+
+
+def attach_elsewhere(client: Client, args: argparse.Namespace) -> int:
+    """``--host NAME attach``: the session's TUI on its own machine, in this terminal."""
+    host = args.on_host
+    client.request("status", session=args.name)  # (a session that is not there: said here, plainly)
+    words = ["ctl", "attach", args.name, *(["--now"] if args.now else []), *(["--json"] if args.json else [])]
+    if not args.json:
+        print(f"claudectl: opening '{args.name}' on {host.name} through ssh", file=sys.stderr)
+    # the terminal's Ctrl-C and Ctrl-\\ are the remote TUI's (ssh passes them on)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    try:
+        code = subprocess.run(host.ssh_terminal_argv(words)).returncode
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    if code == SSH_FAILED:
+        print(f"claudectl: ssh to {host.name} ({host.ssh}) failed: see its message above", file=sys.stderr)
+    return code
+
+
 def cmd_attach(client: Client, args: argparse.Namespace) -> int:
+    if not args.on_host.is_local:
+        return attach_elsewhere(client, args)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -142,19 +142,29 @@ def turn_ending(result: Event) -> str | None:
     return None
 
 
-def print_live(shown: str, event: Event) -> str:
-    """Print the new part of an answer being written; return what is shown now.
+class LiveAnswer:
+    """An answer printed as Claude writes it (``--stream``): what is shown of it.
 
-    Only what continues what is shown is printed. The text so far comes again after a
-    reconnect (skipped); a supervisor that restarted mid-answer holds only what was
-    written since, so its pieces do not line up with what is shown — nothing more is
-    printed live then, and the stored answer completes it (``_messages._send_and_wait``)."""
-    offset, text = int(event.get("offset") or 0), str(event.get("text") or "")
-    if offset > len(shown):  # a gap: what came between was lost
-        return shown
-    so_far = shown[:offset] + text
-    if not so_far.startswith(shown):  # the text so far again, or pieces of another base
-        return shown
-    print(so_far[len(shown):], end="", flush=True)
-    return so_far
+    Only a piece that continues what is shown is printed. The text so far comes again
+    after a reconnect (skipped). A supervisor that restarted mid-answer holds only what
+    was written since, so its pieces do not line up with what is shown: from the first
+    that does not, nothing more of the answer is printed live — a later piece of the new
+    supervisor's can line up by its length alone, and would print text out of place —
+    and the stored answer completes it (``_messages._send_and_wait``)."""
 
+    def __init__(self) -> None:
+        self.shown = ""
+        #: its pieces stopped continuing what is shown (another supervisor's, or a gap)
+        self.lost = False
+
+    def add(self, piece: Event) -> None:
+        """Print the new part of a piece of live text, if it continues what is shown."""
+        if self.lost:
+            return
+        offset, text = int(piece.get("offset") or 0), str(piece.get("text") or "")
+        so_far = self.shown[:offset] + text
+        if offset > len(self.shown) or not so_far.startswith(self.shown):
+            self.lost = True
+            return
+        print(so_far[len(self.shown):], end="", flush=True)
+        self.shown = so_far

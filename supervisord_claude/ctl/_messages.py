@@ -14,7 +14,7 @@ from typing import Any
 from protocol import Client, SessionState, idle_note
 
 from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, UsageError, show
-from ._events import print_live, render_event, turn_ending
+from ._events import LiveAnswer, render_event, turn_ending
 from ._views import request_text, terminal_note
 
 #: ``tail`` without ``--follow`` gives up when no event comes for this long (seconds)
@@ -46,7 +46,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
         # the turn that answers it: its own, or the running one it joined (steered, taken)
         turn = message_id
         deadline = time.monotonic() + timeout
-        streamed = ""  # what of the answer has been printed as it was written
+        live = LiveAnswer()  # what of the answer has been printed as it was written
         while True:
             event = await sub.next(timeout=max(0.1, deadline - time.monotonic()))
             if event is None:
@@ -55,7 +55,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 return EXIT_TIMED_OUT
             if "id" not in event:  # live text of the answer
                 if event.get("message_id") == turn:
-                    streamed = print_live(streamed, event)
+                    live.add(event)
                 continue
             if event.get("kind") == "taken" and event.get("message_id") == message_id \
                     and isinstance(event.get("turn"), int):
@@ -76,16 +76,16 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 print(request_text(event), file=sys.stderr, flush=True)
             if event.get("kind") in ("reminder", "stalled") and not args.json:  # (the watcher's: once each)
                 print(f"claudectl: {render_event(event)}", file=sys.stderr, flush=True)
-            if event.get("kind") == "assistant_text" and streamed:
-                print(event["text"][len(streamed):] if event["text"].startswith(streamed) else
+            if event.get("kind") == "assistant_text" and live.shown:
+                print(event["text"][len(live.shown):] if event["text"].startswith(live.shown) else
                       "\n" + event["text"], end="", flush=True)
-                streamed = event["text"]
+                live.shown = event["text"]
             if event.get("kind") == "result":
                 if not args.json:
                     final = event.get("text", "")
-                    print(final[len(streamed):] if streamed and final.startswith(streamed) else
-                          ("\n" if streamed else "") + final)
-                    streamed = ""
+                    print(final[len(live.shown):] if live.shown and final.startswith(live.shown) else
+                          ("\n" if live.shown else "") + final)
+                    live.shown = ""
                 ending = turn_ending(event)
                 if ending is not None:
                     if not args.json:
@@ -124,7 +124,7 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
     async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after=after, live=stream)
-        shown: dict[Any, str] = {}
+        shown: dict[Any, LiveAnswer] = {}
         while True:
             event = await sub.next(timeout=None if args.follow else TAIL_STALL)
             if event is None:
@@ -134,7 +134,8 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
                 key = event.get("message_id")
                 if key not in shown:
                     print(f"[{args.name}] ", end="")
-                shown[key] = print_live(shown.get(key, ""), event)
+                    shown[key] = LiveAnswer()
+                shown[key].add(event)
                 continue
             if event["kind"] == "assistant_text" and event.get("message_id") in shown:
                 print()  # it was shown as it was written

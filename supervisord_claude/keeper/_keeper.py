@@ -91,7 +91,7 @@ class Keeper:
         """Carry out the machine's actions, in order."""
         for action in actions:
             if isinstance(action, Emit):
-                self.uplink.send_event(action.kind.value, action.body)
+                self.uplink.send_event(action.kind, action.body)  # (a StrEnum: its value; .value is slow)
             elif isinstance(action, Report):
                 self.uplink.send(action.msg)
             elif isinstance(action, Write):

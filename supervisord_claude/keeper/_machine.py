@@ -67,6 +67,8 @@ EDGES: dict[SessionState, frozenset[SessionState]] = {
 #: also where it begins, so ``ending`` also looks at ``done``)
 ENDING = frozenset({S.SUSPENDING, S.FAILED})
 DROPPED = _wire.DROPPED
+#: (an enum member read from its class costs ~0.2 µs on Python 3.11: once per line here)
+_TOOL_USE = EventKind.TOOL_USE
 #: what is left of a budget below which no turn starts (a rounding's worth above nothing)
 BUDGET_SPENT = 1e-9
 BUDGET_REACHED = ("not sent: the daily cap is reached — what was left of it went to the turns of this and other"
@@ -512,7 +514,7 @@ class KeeperMachine:
             # idle while Claude writes it; the countdown starts again from its last line
             self._arm_idle()
         for kind, body in parsed.events:
-            if kind is EventKind.TOOL_USE and isinstance(body.get("tool_use_id"), str):
+            if kind is _TOOL_USE and isinstance(body.get("tool_use_id"), str):
                 self._tool_inputs[body["tool_use_id"]] = body.get("input")
             self._emit(kind, **body, **self._turn())
         if parsed.control_response is not None:

@@ -5,7 +5,11 @@ one died (see ``_wire`` for the messages).
 The keeper decides what to report; this decides when it can go, and keeps it until the
 supervisor has stored it. What is reported in one loop turn goes as one frame (messages
 back to back: see ``_wire.decode_all``), so a burst of Claude output costs a send per
-turn, not per line.
+turn, not per line; and the events among it go as runs (``_wire.KeeperEvents``, one
+message for up to ``RUN_EVENTS`` events), so the supervisor reads a message per run, not
+per line. A run is kept, and sent again after a reconnect, as one piece: it is dropped
+once the supervisor acked its last event (a supervisor that stored part of it skips
+that part when it comes again).
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ log = logging.getLogger("supervisord_claude.keeper")
 UNACKED_LIMIT = 64 * 1024 * 1024
 #: a frame of reports is sent once it holds this much, without waiting for the loop turn
 FRAME_BYTES = 256 * 1024
+#: live text (``Delta``) goes at most this often: Claude's pieces in between go as one.
+#: Each is a message for the supervisor to read and one for it to send to each live
+#: subscriber; a Telegram draft is updated twice a second at most
+LIVE_EVERY = 0.1
 
 
 class Link(enum.Enum):
@@ -49,7 +57,11 @@ class Uplink:
         self.state = Link.CONNECTING
         self.sock: Any = None
         self._sent_n = 0
+        #: what the supervisor has not acked: (the number of its last report, the message)
         self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
+        #: the run of events being gathered (``_wire.run_item`` each), and its bytes
+        self._run: list[bytes] = []
+        self._run_bytes = 0
         self.unacked_bytes = 0
         self._over_limit = False
         self._orphan_timer: TimerHandle | None = None
@@ -57,6 +69,10 @@ class Uplink:
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._flush_armed = False
+        #: live text not sent yet (``_hold_live``), its timer, and when live text last went
+        self._held_live: _wire.Delta | None = None
+        self._live_timer: TimerHandle | None = None
+        self._live_sent_at = float("-inf")
 
     @property
     def linked(self) -> bool:
@@ -82,6 +98,7 @@ class Uplink:
 
     def flush(self) -> None:
         self._flush_armed = False
+        self._close_run()
         if self._outbox:
             frame = b"".join(self._outbox)
             self._outbox.clear()
@@ -89,8 +106,18 @@ class Uplink:
             self._raw_send(frame)
 
     def send(self, msg: _wire.Message) -> None:
-        """A report: numbered and kept until acked. Anything else (live text): sent if
-        it can be. Both in order, in this loop turn's frame."""
+        """A report: numbered and kept until acked. Live text: held, then sent if it can
+        be (``_hold_live``). Anything else: sent if it can be. All in order, in this loop
+        turn's frame."""
+        if type(msg) is _wire.Delta:
+            self._hold_live(msg)
+            return
+        if self._held_live is not None:
+            self._release_live()  # (the text written before goes first)
+        if type(msg) is _wire.KeeperEvent:
+            self._add_to_run(_wire.run_item_packed(msg.kind, msg.message_id, msg.packed))
+            return
+        self._close_run()  # (what came before goes first)
         if not isinstance(msg, _wire.Numbered):
             if self.state is Link.LINKED:
                 self._queue(_wire.encode(msg))
@@ -101,15 +128,70 @@ class Uplink:
     def send_event(self, kind: str, body: dict[str, Any]) -> None:
         """``send(KeeperEvent(kind, body))`` without making the message object: this is
         the path of every line of Claude's output."""
+        if self._held_live is not None:
+            self._release_live()
+        self._add_to_run(_wire.run_item(kind, body))
+
+    def _hold_live(self, delta: _wire.Delta) -> None:
+        """Live text goes at most every LIVE_EVERY seconds: the pieces Claude writes in
+        between go together, as one Delta (its first piece after a pause goes at once).
+        Every report after it waits for it, so the text is never sent after the event
+        that completes it."""
+        held = self._held_live
+        if held is not None and held.message_id != delta.message_id:
+            self._release_live()
+            held = None
+        self._held_live = delta if held is None else _wire.Delta(delta.message_id, held.text + delta.text)
+        if self._live_timer is None:
+            wait = self._live_sent_at + LIVE_EVERY - self.clock.monotonic()
+            if wait > 0:
+                self._live_timer = self.clock.call_later(wait, self._release_live)
+            else:  # into this loop turn's frame
+                self._release_live()
+
+    def _release_live(self) -> None:
+        if self._live_timer is not None:
+            self._live_timer.cancel()
+            self._live_timer = None
+        held, self._held_live = self._held_live, None
+        if held is not None and self.state is Link.LINKED:  # (lost live text is no loss: not kept)
+            self._close_run()  # (what came before it goes first)
+            self._live_sent_at = self.clock.monotonic()
+            self._queue(_wire.encode(held))
+
+    def _add_to_run(self, item: bytes) -> None:
+        """An event into the run being gathered (numbered now, in order with every other
+        report); the run goes at the end of the loop turn, or once it is full."""
         self._sent_n += 1
-        self._keep(self._sent_n, _wire.encode_event(kind, body, self._sent_n))
+        self._run.append(item)
+        self._run_bytes += len(item)
+        self.unacked_bytes += len(item)  # (counted from now: it is kept from now)
+        if len(self._run) >= _wire.RUN_EVENTS or self._run_bytes >= _wire.RUN_BYTES:
+            self._close_run()
+        else:
+            if not self._flush_armed:
+                self._flush_armed = True
+                self.clock.call_later(0, self.flush)
+            if self.state is not Link.LINKED:
+                self._check_bound()
+
+    def _close_run(self) -> None:
+        if self._run:
+            run, self._run = self._run, []
+            self.unacked_bytes -= self._run_bytes
+            self._run_bytes = 0
+            self._keep(self._sent_n, _wire.encode_run(self._sent_n - len(run) + 1, run))
 
     def _keep(self, n: int, data: bytes) -> None:
         self._unacked.append((n, data))
         self.unacked_bytes += len(data)
         if self.state is Link.LINKED:
             self._queue(data)
-        elif self.unacked_bytes > UNACKED_LIMIT and not self._over_limit:
+        else:
+            self._check_bound()
+
+    def _check_bound(self) -> None:
+        if self.unacked_bytes > UNACKED_LIMIT and not self._over_limit:
             self._over_limit = True
             log.error("keeper %s: %d bytes wait for a supervisor", self.session, self.unacked_bytes)
             self.on_over_limit()
@@ -123,12 +205,14 @@ class Uplink:
     def connected(self) -> None:
         """A (new) supervisor is there: introduce ourselves; reports wait for its Welcome
         (which asks for every one it has not stored: what waited to be sent is among them)."""
+        self._close_run()
         self.state = Link.CONNECTING
         self._outbox.clear()
         self._outbox_bytes = 0
         self._raw_send(_wire.encode(self.hello()))
 
     def welcome(self, resend_from: int) -> None:
+        self._close_run()
         self.acked(resend_from - 1)
         self.state = Link.LINKED
         if self._orphan_timer is not None:

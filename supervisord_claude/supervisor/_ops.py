@@ -3,7 +3,8 @@ the subscription hub and the event log. Validation already happened (``protocol`
 what cannot be carried out raises ``OpError`` with a code.
 
 The handlers live by area, one module each (``_opsessions``, ``_opmessages``,
-``_opprompts``, ``_opsubscriptions``, ``_opadmin``, ``_opdaily``) over ``_opbase.OpsBase``; ``Ops`` puts
+``_opprompts``, ``_opsubscriptions``, ``_opadmin``, ``_opdaily``; the files of a session's directory:
+``_files``) over ``_opbase.OpsBase``; ``Ops`` puts
 them together, with the parts and the dispatch of a request to its ``op_<name>``.
 """
 
@@ -29,6 +30,7 @@ from ._attachments import Attachments
 from ._budgets import Budgets
 from ._control import LaterReply
 from ._eventlog import EventLog
+from ._files import FileOps
 from ._hub import SubscriptionHub
 from ._opadmin import AdminOps
 from ._opbase import ALLOWED_WHILE_STOPPING
@@ -45,7 +47,7 @@ from ._terminal import Terminals
 log = logging.getLogger("supervisord_claude")
 
 
-class Ops(SessionOps, MessageOps, PromptOps, SubscriptionOps, AdminOps, DailyOps):
+class Ops(SessionOps, MessageOps, PromptOps, SubscriptionOps, AdminOps, FileOps, DailyOps):
     def __init__(self, config: Config, instance: str, store: Store, pool: KeeperPool, hub: SubscriptionHub,
                  events: EventLog, terminals: Terminals, budgets: Budgets, attachments: Attachments, system: System,
                  clock: Clock, wall: Callable[[], float], request_shutdown: Callable[[], None],

@@ -12,6 +12,8 @@ import collections
 import contextlib
 import logging
 
+import msgpack
+
 from protocol import EventKind, SessionState
 
 from .. import _wire
@@ -26,8 +28,14 @@ from ._poolcore import ForkServer, PoolListener
 from ._poolexits import BYE_GRACE, PoolExits
 
 log = logging.getLogger("supervisord_claude")
-#: an event kind by its wire name (an unknown one raises KeyError: the report is dropped)
+#: an event kind by its wire name (an event of an unknown one is dropped)
 _KINDS = {kind.value: kind for kind in EventKind}
+#: (an enum member read from its class costs ~0.2 µs on Python 3.11, each time: the
+#: per-event paths compare with these)
+_STATE = EventKind.STATE
+#: the kinds of event that change what the pool knows of a keeper (see ``_on_event``)
+_CHANGE_HANDLE = frozenset({EventKind.PERMISSION_REQUEST, EventKind.PERMISSION_RESOLVED, EventKind.STEERED,
+                            EventKind.TAKEN, EventKind.USER, EventKind.MESSAGE_FAILED})
 
 
 class KeeperPool(PoolExits):
@@ -48,7 +56,7 @@ class KeeperPool(PoolExits):
         published (a delta, a bye, a rejection follow what came first)."""
         with self.events.batch():
             for ident, msg in batch:
-                if not isinstance(msg, _wire.KeeperEvent):
+                if not isinstance(msg, (_wire.KeeperEvents, _wire.KeeperEvent)):
                     self.events.flush()
                 try:
                     self.on_keeper_message(ident, msg)
@@ -64,30 +72,19 @@ class KeeperPool(PoolExits):
             log.debug("%s from an unknown keeper dropped", type(msg).__name__)
             return
         if isinstance(msg, _wire.Numbered):
-            if msg.n <= handle.last_n:
+            first_new = handle.last_n + 1
+            if msg.last_n < first_new:
                 return  # sent again after a reconnect: handled already
-            handle.last_n = msg.n
+            handle.last_n = msg.last_n
             self._ack_soon(handle)
+            if type(msg) is _wire.KeeperEvents:
+                # a run sent again after a reconnect may have its first events stored already
+                flat, n = msg.events, msg.n
+                for i in range(3 * max(0, first_new - n), len(flat), 3):
+                    self._on_event(handle, flat[i], flat[i + 1], flat[i + 2], n + i // 3)
+                return
         if isinstance(msg, _wire.KeeperEvent):
-            kind = _KINDS[msg.kind]
-            if kind is EventKind.PERMISSION_REQUEST:
-                request = PendingRequest.from_event(msg.body)
-                handle.permissions[request.request_id] = request
-            elif kind is EventKind.PERMISSION_RESOLVED:
-                handle.permissions.pop(str(msg.body.get("request_id")), None)
-            elif kind is EventKind.STEERED and msg.message_id is not None:
-                handle.steered.append(msg.message_id)
-            elif kind in (EventKind.TAKEN, EventKind.USER, EventKind.MESSAGE_FAILED) \
-                    and msg.message_id in handle.steered:
-                handle.steered.remove(msg.message_id)
-            assert handle.pid is not None
-            self.events.record_packed(handle.session, kind, msg.packed, msg.message_id, (handle.pid, msg.n))
-            if kind is EventKind.STATE and msg.body.get("state") == SessionState.SUSPENDING.value \
-                    and handle.phase is Phase.READY:
-                handle.change_phase(Phase.DRAINING)
-            if kind is EventKind.STATE:
-                handle.reported(str(msg.body.get("state")))
-                self._listener.state_reported(handle.session, str(msg.body.get("state")))
+            self._on_event(handle, msg.kind, msg.message_id, msg.packed, msg.n)
         elif isinstance(msg, _wire.Delta):
             origin = self.events.origin_of(msg.message_id) if msg.message_id is not None else None
             self._listener.delta(handle.session, msg.message_id, msg.text, origin)
@@ -110,6 +107,33 @@ class KeeperPool(PoolExits):
                 handle.change_phase(Phase.SAID_BYE)
         else:
             log.warning("unexpected %s from the keeper of %s", type(msg).__name__, handle.session)
+
+    def _on_event(self, handle: KeeperHandle, kind_name: str, message_id: int | None, packed: bytes, n: int) -> None:
+        """One event a keeper reported (alone, or in a run), its number ``n``: what it
+        changes in the keeper's handle, then recorded."""
+        kind = _KINDS.get(kind_name)
+        if kind is None:
+            log.warning("an event of unknown kind %r from the keeper of %s dropped", kind_name, handle.session)
+            return
+        if kind in _CHANGE_HANDLE:
+            if kind is EventKind.PERMISSION_REQUEST:
+                request = PendingRequest.from_event(msgpack.unpackb(packed))
+                handle.permissions[request.request_id] = request
+            elif kind is EventKind.PERMISSION_RESOLVED:
+                handle.permissions.pop(str(msgpack.unpackb(packed).get("request_id")), None)
+            elif kind is EventKind.STEERED:
+                if message_id is not None:
+                    handle.steered.append(message_id)
+            elif message_id in handle.steered:  # taken, written as a turn's own (user), or failed
+                handle.steered.remove(message_id)
+        assert handle.pid is not None
+        self.events.record_packed(handle.session, kind, packed, message_id, (handle.pid, n))
+        if kind is _STATE:
+            state = str(msgpack.unpackb(packed).get("state"))
+            if state == SessionState.SUSPENDING.value and handle.phase is Phase.READY:
+                handle.change_phase(Phase.DRAINING)
+            handle.reported(state)
+            self._listener.state_reported(handle.session, state)
 
     def _ack_soon(self, handle: KeeperHandle) -> None:
         """Ack a keeper's reports once per loop turn (not one ack per report)."""

@@ -56,7 +56,7 @@ PRUNE_STEP = 500
 STORE_CHECK_EVERY = 2.0  # how often the store file is checked (deleted, replaced)
 STORE_NAG_EVERY = 60.0
 SWEEP_EVERY = 30.0  # subscriptions of clients that left are forgotten at least this often
-#: keeper messages handled in one loop turn at most
+#: keeper reports handled in one loop turn at most (each event of a run counts)
 MAX_KEEPER_BATCH = 4096
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
@@ -107,7 +107,8 @@ class KeeperSocket:
         while True:
             await self.sock.poll()  # (checks what is there already before it waits)
             batch: list[tuple[bytes, _wire.Message]] = []
-            while len(batch) < MAX_KEEPER_BATCH:
+            reports = 0  # (a run of events counts as its events)
+            while reports < MAX_KEEPER_BATCH:
                 try:
                     frames = drain.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -120,6 +121,7 @@ class KeeperSocket:
                         log.warning("keeper socket: bad message dropped: %s", msg)
                     else:
                         batch.append((frames[0], msg))
+                        reports += len(msg.events) // 3 if type(msg) is _wire.KeeperEvents else 1
             if batch:
                 on_messages(batch)
             # let the other sockets' turn come (a poll that finds frames waiting does not
