@@ -305,29 +305,6 @@ class OpMethods:
     def schedule_remove(self, schedule: int, *, timeout: float | None = None) -> Schedule:
         """Remove a schedule: the one removed."""
 
-    # a session's files, for a client on another machine --------------------------------
-
-    @op(Op.PUT_FILE)
-    def put_file(self, session: str, name: str, data: bytes, *, offset: int | None = None, more: bool = False,
-                 timeout: float | None = None) -> Reply:
-        """A piece of a file for the session's ``uploads`` (at ``offset``; ``more``: more
-        pieces follow): ``{path, size}`` once it is complete, else ``{size}``."""
-
-    @op(Op.READ_FILE)
-    def read_file(self, session: str, path: str, *, offset: int | None = None, length: int | None = None,
-                  timeout: float | None = None) -> Reply:
-        """A piece of a file inside the session's directory: ``{path, name, size, mtime_ns,
-        offset, data}``."""
-
-    @op(Op.LIST_DIR)
-    def list_dir(self, *, session: str | None = None, path: str | None = None, within: list[str] | None = None,
-                 timeout: float | None = None) -> Reply:
-        """A directory's entries, directories first: ``{path, entries, total}``."""
-
-    @op(Op.OUTBOX_SENT)
-    def outbox_sent(self, session: str, name: str, *, timeout: float | None = None) -> Reply:
-        """A file of the session's outbox went out (moved to ``outbox/sent``): ``{path}``."""
-
     # front ends' state and cursors ------------------------------------------------------
 
     @op(Op.KV_GET, read=_item("value"))
