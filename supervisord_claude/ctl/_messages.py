@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from typing import Any
 
-from protocol import Client, SessionState, idle_note
+from protocol import Client, ConnectionFailed, SessionState, idle_note
 
 from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, show
 from ._events import LiveAnswer, render_event, turn_ending
@@ -31,6 +32,15 @@ def _attachments(args: argparse.Namespace) -> list[str] | None:
         return None
     # the file a link points to: the supervisor takes no link (it could be swapped)
     return [os.path.realpath(os.path.expanduser(p)) for p in args.attach]
+
+
+async def ack(sub: Any, event_id: int) -> None:
+    """Acknowledge an event; a link down for a moment (ssh to another host redialling, a
+    loaded supervisor slow to answer) does not end the command: acks are cumulative, so
+    the next one covers this one, and ``next`` subscribes again if the supervisor lost
+    the subscription."""
+    with contextlib.suppress(ConnectionFailed):
+        await sub.ack(event_id)
 
 
 async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
@@ -64,7 +74,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 if not args.json:
                     print(f"claudectl: Claude took the message into the running turn (message {turn})",
                           file=sys.stderr, flush=True)
-            await sub.ack(event["id"])  # releases the window; a long turn never stalls
+            await ack(sub, event["id"])  # releases the window; a long turn never stalls
             if args.json:
                 print(json.dumps(event), flush=True)
             elif event.get("kind") == "state" and event.get("state") == SessionState.RESUMING.value:
@@ -143,9 +153,9 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
             if event["kind"] == "assistant_text" and event.get("message_id") in shown:
                 print()  # it was shown as it was written
                 del shown[event.get("message_id")]
-                await sub.ack(event["id"])
+                await ack(sub, event["id"])
                 continue
-            await sub.ack(event["id"])
+            await ack(sub, event["id"])
             print(json.dumps(event) if args.json else render_event(event), flush=True)
             if not args.follow and event["seq"] >= last_seq:
                 return 0
