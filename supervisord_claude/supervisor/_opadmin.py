@@ -47,7 +47,7 @@ class AdminOps(OpsBase):
 
         async def run() -> None:
             try:
-                reply.resolve(await working_tree_diff(self.pool.clock, cwd, path))
+                reply.resolve(await working_tree_diff(self.clock, cwd, path))
             except OpError as exc:
                 reply.reject(exc)
 
