@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from protocol import RemoteError
+from protocol import DirListing, RemoteError
 
 from . import _hosts as hosts
 from ._link import Link
@@ -64,18 +63,13 @@ async def cd(link: Link, active: str, args: list[str]) -> Reply:
 CD_CHOICES = 8
 
 
-async def list_dir(link: Link, session: str | None, path: str | None = None) -> dict[str, Any]:
+async def list_dir(link: Link, session: str | None, path: str | None = None) -> DirListing:
     """``list_dir`` on the session's machine (without a session, here): within this bot's
     roots for a session of this machine, within that supervisor's own default (the
     session's directory and its sessions dir) for one of another host."""
-    fields: dict[str, Any] = {}
-    if session is not None:
-        fields["session"] = session
-    if path is not None:
-        fields["path"] = path
-    if session is None or not hosts.is_remote(session):
-        fields["within"] = [str(root) for root in await link.roots()]
-    return await link.request("list_dir", **fields)
+    remote = session is not None and hosts.is_remote(session)
+    return await link.list_dir(session=session, path=path,
+                               within=None if remote else [str(root) for root in await link.roots()])
 
 
 async def _cd_choices(link: Link, session: str) -> list[str]:

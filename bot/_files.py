@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 from telegram.error import BadRequest
 from telegram.ext import Application
 
-from protocol import FILE_CHUNK_BYTES, OUTBOX_DIR, RemoteError
+from protocol import FILE_CHUNK_BYTES, OUTBOX_DIR, AsyncOps, RemoteError
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -25,10 +25,8 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
-class Requester(Protocol):
-    """What this module needs of the bot's ``_commands.Link`` (requests routed by host)."""
-
-    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]: ...
+#: what this module needs of the bot's ``_link.Link``: the typed ops (requests routed by host)
+Requester = AsyncOps
 
 
 def not_sent_text(problem: str) -> str:
@@ -45,7 +43,7 @@ async def upload(link: Requester, session: str, name: str, content: bytes) -> st
     while True:
         piece = content[offset:offset + FILE_CHUNK_BYTES]
         more = offset + len(piece) < len(content)
-        saved = await link.request("put_file", session=session, name=name, data=piece, offset=offset, more=more)
+        saved = await link.put_file(session, name, piece, offset=offset, more=more)
         if not more:
             return str(saved["path"])
         offset += len(piece)
@@ -56,7 +54,7 @@ async def fetch(link: Requester, session: str, path: str) -> tuple[str, bytes] |
     cannot be sent (outside the directory, missing, too big for Telegram, empty, changed
     while it was read)."""
     try:
-        first = await link.request("read_file", session=session, path=path)
+        first = await link.read_file(session, path)
     except RemoteError as exc:
         return exc.message
     name, size = str(first["name"]), int(first["size"])
@@ -68,7 +66,7 @@ async def fetch(link: Requester, session: str, path: str) -> tuple[str, bytes] |
     read = len(pieces[0])
     while read < size:
         try:
-            more = await link.request("read_file", session=session, path=first["path"], offset=read)
+            more = await link.read_file(session, first["path"], offset=read)
         except RemoteError as exc:
             return exc.message
         if more["size"] != size or more["mtime_ns"] != first["mtime_ns"] or not more["data"]:
@@ -104,7 +102,7 @@ async def deliver_outbox(app: Application[Any, Any, Any, Any, Any, Any], chat: i
     big, refused by Telegram) is moved too, and the chat told why, so it is not tried
     forever; network trouble raises, and the file is tried again."""
     try:
-        listing = await link.request("list_dir", session=session, path=OUTBOX_DIR)
+        listing = await link.list_dir(session=session, path=OUTBOX_DIR)
     except RemoteError:  # (no outbox, or none it may read)
         return
     waiting = sorted((e for e in listing["entries"] if e["kind"] == "file"), key=lambda e: (e["mtime"], e["name"]))
@@ -119,6 +117,6 @@ async def deliver_outbox(app: Application[Any, Any, Any, Any, Any, Any], chat: i
         if problem is not None:
             await app.bot.send_message(chat, f"📎 {problem}.")
         try:
-            await link.request("outbox_sent", session=session, name=entry["name"])
+            await link.outbox_sent(session, entry["name"])
         except RemoteError as exc:
             log.warning("cannot move %s out of the outbox of %s: %s", entry["name"], session, exc.message)
