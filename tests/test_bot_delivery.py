@@ -360,6 +360,7 @@ def test_sessions_mark_who_waits_for_you_and_show_no_default_persona(make_superv
     say(api, "needperm now", "Claude wants to run")
     say(api, "/new beta", "created")
     say(api, "hello", "echo: hello")
+    sup.wait_state("beta", "idle")  # (the answer is in the chat a moment before its turn ends)
     listing = say(api, "/sessions", "alpha")["text"].splitlines()
     assert "→ 🟢 beta - just now" in listing  # (no "(default)")
     waiting = next(line for line in listing if "alpha" in line)
