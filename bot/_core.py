@@ -12,7 +12,7 @@ from typing import Any
 from telegram.error import BadRequest
 from telegram.ext import Application, ContextTypes
 
-from protocol import AsyncClient, ProtocolError, RemoteError
+from protocol import AsyncClient, ConnectionFailed, ProtocolError, RemoteError
 
 from . import _hosts as hosts
 from . import _markdown as markdown
@@ -47,7 +47,6 @@ class Core:
         self.last_answer: dict[int, tuple[int, int, str]] = {}
         #: (session, chat) told that the session could not resume, until it tries again
         self.resume_told: set[tuple[str, int]] = set()
-        self._dirs: dict[str, str] = {}
         #: a chat's first messages, sent before it had a session: forwarded once the
         #: "create session" button is pressed — ([update], text), or (an album's or a file's
         #: updates, None)
@@ -64,16 +63,15 @@ class Core:
             log.warning("could not store the open previews: %s", exc)
 
     async def session_dir(self, session: str) -> str | None:
-        """A session's directory (it never changes), or None if there is no such session
-        — or it is on another machine (no file of it is read or written here)."""
+        """A session's directory as it is now (``/cd`` moves it: not kept here), or None
+        if there is no such session, the supervisor does not answer, or it is on another
+        machine (no file of it is read here)."""
         if hosts.is_remote(session):
             return None
-        if session not in self._dirs:
-            try:
-                self._dirs[session] = (await self.link.status(session))["cwd"]
-            except RemoteError:
-                return None
-        return self._dirs[session]
+        try:
+            return (await self.link.status(session))["cwd"]
+        except (RemoteError, ConnectionFailed):
+            return None
 
 
 class ToolLog:

@@ -149,3 +149,23 @@ async def test_the_typed_calls_about_name_at_host_go_to_that_hosts_supervisor(co
     finally:
         await gpu_client.close()
         gpu.store.close()
+
+
+async def test_a_sessions_directory_is_the_one_it_has_now_after_cd(tmp_path: Path) -> None:
+    """/help's custom commands and an unknown /command are looked up in the session's
+    directory: after /cd, the new one's (the bot kept the first one it read)."""
+    from bot._config import BotConfig
+    from bot._core import Core as BotCore
+
+    class Link:
+        cwd = str(tmp_path / "first")
+
+        async def status(self, session: str) -> dict[str, str]:
+            return {"cwd": self.cwd}
+
+    bot = BotCore(BotConfig("123:token", frozenset({7}), "http://127.0.0.1:9", tmp_path))
+    bot.link = Link()  # type: ignore[assignment]
+    assert await bot.session_dir("alpha") == str(tmp_path / "first")
+    Link.cwd = str(tmp_path / "second")  # (/cd)
+    assert await bot.session_dir("alpha") == str(tmp_path / "second")
+    assert await bot.session_dir("work@gpu") is None  # another machine's: nothing read here
