@@ -14,6 +14,7 @@ from telegram.ext import AIORateLimiter
 
 from bot._live import LiveReplies
 from bot._pacing import RESERVE, SpareRateLimiter
+from bot._send import parts_sent_of
 from bot._workers import KV_DELIVERED, Progress, Workers
 
 from .conftest import USER, wait_for
@@ -196,3 +197,9 @@ def test_the_spare_rate_limiter_is_ptbs_with_its_limits() -> None:
     limiter = SpareRateLimiter(max_retries=5)
     assert isinstance(limiter, AIORateLimiter)
     assert limiter._base_limiter is not None and limiter._base_limiter.max_rate == 30  # Telegram's 30 a second
+
+
+def test_the_parts_sent_of_answers_are_read_as_this_bot_and_an_older_one_stored_them() -> None:
+    assert parts_sent_of([[41, 2], [57, 1]]) == {41: 2, 57: 1}  # answers to two chats at once
+    assert parts_sent_of([41, 2]) == {41: 2}  # an older bot's: one answer at a time
+    assert parts_sent_of(None) == {} and parts_sent_of("junk") == {}
