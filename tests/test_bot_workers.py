@@ -13,7 +13,7 @@ import pytest
 from telegram.ext import AIORateLimiter
 
 from bot._live import LiveReplies
-from bot._pacing import RESERVE, SpareRateLimiter
+from bot._pacing import RESERVE, SpareRateLimiter, Turn
 from bot._send import parts_sent_of
 from bot._workers import KV_DELIVERED, Progress, Workers
 
@@ -184,6 +184,26 @@ async def test_a_draft_waiting_for_the_rate_limit_goes_with_the_newest_text() ->
         live.update(app, USER, {"message_id": 7, "offset": offset, "text": piece})
     await wait_until(lambda: bot.drafts)
     assert bot.drafts[0] == "Once upon a time ▍"
+
+
+async def test_a_draft_goes_before_typing_that_waited_longer() -> None:
+    limiter = SpareRateLimiter(max_retries=5)
+    overall = limiter._base_limiter
+    assert overall is not None
+    for _ in range(int(overall.max_rate) - RESERVE):
+        await overall.acquire()
+    order: list[str] = []
+
+    async def wait(turn: Turn, name: str) -> None:
+        await limiter.spare_turn(turn)
+        order.append(name)
+        await overall.acquire()  # (its request)
+
+    typing = asyncio.create_task(wait(Turn.TYPING, "typing"))
+    await asyncio.sleep(0)
+    draft = asyncio.create_task(wait(Turn.DRAFT, "draft"))
+    await asyncio.gather(typing, draft)
+    assert order == ["draft", "typing"]
 
 
 async def wait_until(predicate: Any, timeout: float = 30) -> None:
