@@ -20,9 +20,8 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from protocol import RemoteError, money
+from protocol import BudgetReport, Diff, DiffSide, RemoteError, Schedule, money
 
 from . import _commands as commands
 from . import _hosts as hosts
@@ -95,7 +94,7 @@ async def rules(link: Link, session: str, args: list[str]) -> Reply:
     ``/rules add <tool> <scope>``: one more."""
     if args and args[0].lower() == "add":
         return await add_rule(link, session, args[1:])
-    return rules_reply(session, (await link.request("rules", session=session))["rules"])
+    return rules_reply(session, await link.rules(session))
 
 
 async def add_rule(link: Link, session: str, args: list[str]) -> Reply:
@@ -106,12 +105,12 @@ async def add_rule(link: Link, session: str, args: list[str]) -> Reply:
         return Reply(RULES_ADD_USAGE)
     scope = " ".join(args[1:])
     if tool not in ("Bash", "WebFetch") and not hosts.is_remote(session):
-        cwd = (await link.request("status", session=session))["cwd"]
+        cwd = (await link.status(session))["cwd"]
         where = await within_roots(link, str(Path(cwd) / Path(scope).expanduser()))
         if isinstance(where, str):
             return Reply(f"⚠️ {where}")
         scope = str(where)
-    added = await link.request("add_rule", session=session, tool=tool, scope=scope)
+    added = await link.add_rule(session, tool, scope)
     listed = rules_reply(session, added["rules"])
     return Reply(f"♾ Always allowed in '{session}' from now on: {scope_text(added['added'])}.\n\n{listed.text}",
                  buttons=listed.buttons)
@@ -121,11 +120,11 @@ async def remove_rule(link: Link, data: str) -> Reply:
     """A /rules button (``<digest>:<session>``): forget that rule, show what is left."""
     digest, _, session = data.partition(":")
     await link.check_visible(session)
-    known = (await link.request("rules", session=session))["rules"]
+    known = await link.rules(session)
     rule = next((r for r in known if rule_digest(r) == digest), None)
     if rule is None:
         return Reply("That rule is no longer there (removed already).")
-    result = await link.request("remove_rule", session=session, rule=rule)
+    result = await link.remove_rule(session, rule=rule)
     left = rules_reply(session, result["rules"])
     return Reply(f"🗑 Removed {scope_text(rule)}: Claude asks for it again.\n\n{left.text}", buttons=left.buttons)
 
@@ -144,7 +143,7 @@ def _line(name: str, today: float, month: float, cap: float | None, extra: float
     return f"{name}: today {money(today)}{share} · this month {money(month)}"
 
 
-def budget_text(report: dict[str, Any], active: str | None) -> str:
+def budget_text(report: BudgetReport, active: str | None) -> str:
     lines = ["💰 What Claude cost"]
     for row in report["sessions"]:
         mark = "→ " if row["session"] == active else ""
@@ -181,15 +180,12 @@ async def budget(link: Link, chat: int, args: list[str]) -> Reply:
             return Reply(f"{value}\n{BUDGET_USAGE}")
         if not scope_all and active is None:
             return Reply("No active session: /budget all <usd> sets the cap for all sessions.")
-        fields: dict[str, Any] = {"usd": value} if scope_all else {"usd": value, "session": active}
-        mine = await user_zone(link)
-        if mine:  # (the cap's day ends at this user's midnight)
-            fields["tz"] = mine
-        await link.request("set_budget", **fields)
+        # (the cap's day ends at this user's midnight, if they set a zone)
+        await link.set_budget(value, session=None if scope_all else active, tz=await user_zone(link) or None)
         whose = "all sessions together" if scope_all else f"'{active}'"
         said = f"✅ Daily cap of {whose}: {money(value)}." if value is not None else f"✅ No daily cap for {whose}."
         return Reply(said)
-    report = await link.request("budget")
+    report = await link.budget()
     report["sessions"] = [r for r in report["sessions"] if await link.visible(r["session"])
                           and (r["month"] or r["cap"] or r["session"] == active)]
     return Reply(budget_text(report, active))
@@ -218,8 +214,7 @@ async def hold_over_budget(link: Link, chat: int, session: str | None, text: str
 async def _reached_cap(link: Link, session: str | None) -> tuple[str | None, float, str | None] | None:
     """(scope, one day's cap, its zone) of the cap that is reached — the session's
     (scope: its name) or all sessions' (None); None if none is reached."""
-    one: dict[str, Any] = {"session": session} if session else {}
-    report = await link.request("budget", **one)
+    report = await link.budget(session=session or None)
     for row in report["sessions"]:
         if row["cap"] is not None and row["today"] >= row["cap"] + row.get("extra", 0.0):
             return row["session"], row["cap"], row.get("tz")
@@ -239,8 +234,7 @@ async def raise_and_send(link: Link, chat: int, token: str) -> Reply:
     said = "Sent."
     if reached is not None:
         scope, usd, tz = reached
-        whose: dict[str, Any] = {"session": scope} if scope else {}
-        await link.request("budget_allow", usd=usd, **whose)
+        await link.budget_allow(usd, session=scope or None)
         zone_name = tz or "the supervisor's time zone"
         said = (f"✅ {f'{scope!r}' if scope else 'All sessions'} may spend {money(usd)} more today; the cap is back"
                 f" at midnight ({zone_name}). Sent.")
@@ -296,7 +290,7 @@ DIFF_FILES_SHOWN = 15
 MINUS = "\N{MINUS SIGN}"  # (lines removed, as git hosts show them)
 
 
-def _side_lines(title: str, side: dict[str, Any]) -> list[str]:
+def _side_lines(title: str, side: DiffSide) -> list[str]:
     files = side["files"]
     if not files:
         return []
@@ -309,7 +303,7 @@ def _side_lines(title: str, side: dict[str, Any]) -> list[str]:
     return lines
 
 
-def diff_answer(session: str, result: dict[str, Any]) -> Answer:
+def diff_answer(session: str, result: Diff) -> Answer:
     """The summary for the chat and the whole diff as a ``.diff`` document."""
     if not result["repo"]:
         return Answer(Reply(f"📝 '{session}' works in {result['cwd']}, which is not in a git repository: there are"
@@ -337,10 +331,7 @@ async def diff(link: Link, chat: int, args: list[str]) -> Reply | Answer:
     active = await link.active(chat)
     if active is None:
         return Reply(render.NO_ACTIVE)
-    fields: dict[str, Any] = {"session": active}
-    if args:
-        fields["path"] = " ".join(args)
-    return diff_answer(active, await link.request("diff", **fields))
+    return diff_answer(active, await link.diff(active, path=" ".join(args) or None))
 
 
 # --- schedules ----------------------------------------------------------------------------
@@ -350,12 +341,14 @@ EVERY_USAGE = ("Usage: /every <when> <prompt> — when: weekdays 9:00, daily 18:
                " this session as a message; its answer comes here.")
 
 
-def _next_text(schedule: dict[str, Any]) -> str:
+def _next_text(schedule: Schedule) -> str:
+    next_run, zone = schedule["next_run"], schedule.get("tz")
     if schedule["paused"]:
         return "paused"
-    tz = zoneinfo.ZoneInfo(schedule["tz"]) if schedule.get("tz") else None
-    shown = datetime.datetime.fromtimestamp(schedule["next_run"], tz).strftime("%a %d %b %H:%M")
-    return f"next {shown}" + (f" ({schedule['tz']})" if schedule.get("tz") else "")
+    if next_run is None:  # (only while paused, the supervisor says)
+        return "no next run"
+    shown = datetime.datetime.fromtimestamp(next_run, zoneinfo.ZoneInfo(zone) if zone else None)
+    return f"next {shown.strftime('%a %d %b %H:%M')}" + (f" ({zone})" if zone else "")
 
 
 async def every(link: Link, chat: int, args: list[str]) -> Reply:
@@ -365,16 +358,14 @@ async def every(link: Link, chat: int, args: list[str]) -> Reply:
         return Reply(render.NO_ACTIVE)
     if not args:
         return Reply(EVERY_USAGE)
-    fields: dict[str, Any] = {"session": session, "when": " ".join(args), "origin": commands.origin_of(chat)}
-    mine = await user_zone(link)
-    if mine:  # (it runs on this user's clock)
-        fields["tz"] = mine
-    made = await link.request("schedule_add", **fields)
+    # (it runs on this user's clock, if they set a zone)
+    made = await link.schedule_add(session, " ".join(args), origin=commands.origin_of(chat),
+                                   tz=await user_zone(link) or None)
     return Reply(f"⏰ Schedule {made['id']}: '{made['prompt']}' to '{session}' at {made['cron']} —"
                  f" {_next_text(made)}. /schedules lists, pauses and removes them.")
 
 
-def schedules_reply(listed: list[dict[str, Any]]) -> Reply:
+def schedules_reply(listed: list[Schedule]) -> Reply:
     if not listed:
         return Reply("No schedules. " + EVERY_USAGE)
     lines, buttons = ["⏰ Schedules"], []
@@ -387,7 +378,7 @@ def schedules_reply(listed: list[dict[str, Any]]) -> Reply:
 
 async def schedules(link: Link, chat: int, args: list[str]) -> Reply:
     """``/schedules``: every schedule of the user's sessions, with pause/resume/remove."""
-    listed = (await link.request("schedules"))["schedules"]
+    listed = await link.schedules()
     return schedules_reply([s for s in listed if await link.visible(s["session"])])
 
 
@@ -395,17 +386,17 @@ async def schedule_button(link: Link, data: str) -> Reply:
     """A /schedules button (``<p|r|x>:<id>``); then the list as it is now."""
     action, _, raw = data.partition(":")
     schedule_id = int(raw) if raw.isdigit() else 0
-    known = {s["id"]: s for s in (await link.request("schedules"))["schedules"]}
+    known = {s["id"]: s for s in await link.schedules()}
     if schedule_id not in known:
         return Reply("That schedule is gone (removed already).")
     await link.check_visible(known[schedule_id]["session"])
     if action == "x":
-        await link.request("schedule_remove", schedule=schedule_id)
+        await link.schedule_remove(schedule_id)
         said = f"🗑 Schedule {schedule_id} removed."
     else:
-        await link.request("schedule_set", schedule=schedule_id, paused=action == "p")
+        await link.schedule_set(schedule_id, action == "p")
         said = f"⏸ Schedule {schedule_id} paused." if action == "p" else f"▶️ Schedule {schedule_id} resumed."
-    listed = (await link.request("schedules"))["schedules"]
+    listed = await link.schedules()
     now = schedules_reply([s for s in listed if await link.visible(s["session"])])
     return Reply(f"{said}\n\n{now.text}", buttons=now.buttons)
 
@@ -427,7 +418,7 @@ async def fork(link: Link, chat: int, args: list[str]) -> Reply:
     if twin is not None:
         return Reply(f"Session '{twin}' exists already. Pick another name.")
     try:
-        made = await link.request("fork", session=active, name=name)
+        made = await link.fork(active, name)
     except RemoteError as exc:
         if exc.code == "exists":
             return Reply(render.name_taken_text(name))
