@@ -15,7 +15,7 @@ import zmq
 
 from bot import _render as render
 from protocol import RemoteError
-from supervisord_claude._config import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
+from supervisord_claude._configkeys import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
 from supervisord_claude.supervisor._attachments import Attachments
 
 from .conftest import SYSTEM, USER, SupervisorProcess, wait_for

@@ -31,7 +31,7 @@ from protocol import EventKind, PermissionMode, Reason, SessionState
 
 from .. import _claude, _wire
 from .._clock import Clock, TimerHandle
-from .._config import Config
+from .._configkeys import Config
 from .._os import System
 from ._control import LaterReply
 from ._eventlog import EventLog
