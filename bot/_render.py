@@ -15,6 +15,7 @@ from protocol import (
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
     TIMEOUT_RANGE_TEXT,
+    ResultEvent,
     idle_note,
     relative_time,
     turn_cost,
@@ -275,14 +276,15 @@ def queued_text(ahead: int) -> str:
     return f"⏳ Queued — {ahead} ahead of it." if ahead > 1 else "⏳ Queued — Claude answers it after the current one."
 
 
-def footer_text(result: dict[str, Any]) -> str | None:
+def footer_text(result: ResultEvent) -> str | None:
     """A quiet line after a finished turn: what it cost, how long it took, how many turns."""
     parts = []
     cost = turn_cost(result)  # (the turn's own, as claudectl shows it)
     if cost is not None:
         parts.append(usd_text(cost))
-    if isinstance(result.get("duration_ms"), (int, float)):
-        parts.append(f"{result['duration_ms'] / 1000:.1f} s")
+    duration_ms = result.get("duration_ms")
+    if isinstance(duration_ms, (int, float)):
+        parts.append(f"{duration_ms / 1000:.1f} s")
     turns = result.get("num_turns")
     if isinstance(turns, int):
         parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
