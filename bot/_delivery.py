@@ -23,6 +23,7 @@ from telegram.ext import Application
 
 from protocol import (
     AssistantTextEvent,
+    ErrorEvent,
     EventKind,
     MessageFailedEvent,
     PermissionRequestEvent,
@@ -293,12 +294,17 @@ async def end_turn(shown: Shown[Any]) -> tuple[int, int, str] | None:
 
 @in_chat
 async def show_result(shown: Shown[ResultEvent]) -> None:
-    """A turn's end: an interruption, an error (with Retry), a command that answered
-    nothing, or the quiet footer; then the files Claude left for the user."""
+    """A turn's end: an interruption (and why, if an ``error`` of the turn said), an error
+    (with Retry), a command that answered nothing, or the quiet footer; then the files
+    Claude left for the user."""
     app, core, event, chat, label = shown.app, shown.core, shown.event, shown.chat, shown.label
     answer = await end_turn(shown)
-    if event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
-        await app.bot.send_message(chat, render.tagged(label, "⏹ Interrupted."))
+    error = core.turn_errors.pop(shown.message_id, None) if shown.message_id is not None else None
+    interrupted = event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools")
+    if error is not None and not interrupted:  # (something went wrong, and the turn ended all the same)
+        await app.bot.send_message(chat, render.tagged(label, render.trouble_text(error)))
+    if interrupted:
+        await app.bot.send_message(chat, render.tagged(label, render.interrupted_text(error)))
     elif event.get("is_error"):
         await tell_error(shown, answer)
     elif event.get("num_turns") == 0 and not event.get("text"):
@@ -331,7 +337,24 @@ async def tell_error(shown: Shown[ResultEvent], answer: tuple[int, int, str] | N
 
 
 @in_chat
+async def show_error(shown: Shown[ErrorEvent]) -> None:
+    """Something went wrong with Claude's process or the keeper's link, in a message's
+    turn: kept, and said once with that turn's end (every message ends in a ``result`` or
+    a ``message_failed``). Said alone it would be said twice: when Claude exits, each
+    message it leaves fails with this same text (``show_message_failed``, with Retry);
+    when the supervisor was away too long, the turn ends interrupted — by no one the user
+    knows of, unless this says why. An error of no message's turn (Claude could not start
+    or exited while idle: the next message starts it again) has no chat to go to."""
+    message, message_id = shown.event.get("message"), shown.message_id
+    if isinstance(message_id, int) and message:
+        shown.core.turn_errors[message_id] = message
+
+
+@in_chat
 async def show_message_failed(shown: Shown[MessageFailedEvent]) -> None:
+    # (its reason says what went wrong: an error of its turn said the same, or less)
+    if shown.message_id is not None:
+        shown.core.turn_errors.pop(shown.message_id, None)
     await end_turn(shown)
     await tell_failed(shown.app, shown.core, shown.chat, shown.event, shown.label)
 
@@ -345,6 +368,7 @@ HANDLERS: dict[EventKind, Handler] = {
     EventKind.TOOL_RESULT: show_tool_result,
     EventKind.RESULT: show_result,
     EventKind.MESSAGE_FAILED: show_message_failed,
+    EventKind.ERROR: show_error,
     EventKind.PERMISSION_REQUEST: show_permission_request,
     EventKind.PERMISSION_RESOLVED: close_prompt,
     EventKind.REMINDER: show_reminder,
@@ -354,7 +378,6 @@ HANDLERS: dict[EventKind, Handler] = {
 IGNORED: dict[EventKind, str] = {
     EventKind.STEERED: "its sender was told when it was sent (↪ Added to the running answer)",
     EventKind.TAKEN: "the turn it joined answers it (its result's footer counts it)",
-    EventKind.ERROR: "what it hit ends in a message_failed or a result, which are shown",
     EventKind.SETTINGS: "the command that changed them said so",
 }
 

@@ -195,6 +195,17 @@ def error_text(detail: str) -> str:
     return f"⚠️ Claude reported an error: {detail}"
 
 
+def interrupted_text(why: str | None = None) -> str:
+    """A turn that ended interrupted; ``why``: what the supervisor said of it (the user
+    did not ask for it)."""
+    return f"⏹ Interrupted: {why}" if why else "⏹ Interrupted."
+
+
+def trouble_text(message: str) -> str:
+    """What went wrong with Claude's process or the session's keeper (an ``error`` event)."""
+    return f"⚠️ {message}"
+
+
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
 NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
