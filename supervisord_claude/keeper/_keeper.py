@@ -47,7 +47,8 @@ from ._actions import (
     StopClaude,
     Write,
 )
-from ._machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
+from ._machine import DROPPED, EDGES, IllegalTransition, KeeperMachine
+from ._runs import STDOUT_LIMIT
 from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")

@@ -28,7 +28,6 @@ import collections
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from protocol import EventKind, PermissionMode, Reason, SessionState
@@ -47,6 +46,7 @@ from ._actions import (
     StopClaude,
     Write,
 )
+from ._runs import Run
 
 log = logging.getLogger("supervisord_claude.keeper")
 
@@ -74,23 +74,10 @@ BUDGET_SPENT = 1e-9
 BUDGET_REACHED = ("not sent: the daily cap is reached — what was left of it went to the turns of this and other"
                   " sessions answering at the same time. Raise it (/budget, claudectl budget) or wait for tomorrow")
 IDLE_TIMER = "idle"
-#: the written limit on one line of Claude's output (the process adapter enforces it)
-STDOUT_LIMIT = 64 * 1024 * 1024
 
 
 class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
-
-
-@dataclass
-class Run:
-    """One Claude process and what the keeper learned from it."""
-
-    number: int
-    resume: bool
-    pid: int | None = None
-    init_seen: bool = False  # Claude confirmed the conversation (its init line)
-    resume_failure: str | None = None
 
 
 def _permission_timer(request_id: str) -> str:
@@ -489,7 +476,7 @@ class KeeperMachine:
         if not self.ending:
             self._emit(EventKind.ERROR, message=f"Could not start Claude: {error}")
             self._fail_all(f"Could not start Claude: {error}")
-            self._finish(SessionState.FAILED, Reason.RESUME_FAILED if run.resume else Reason.CRASHED, code=1)
+            self._finish(SessionState.FAILED, run.start_failure_reason, code=1)
         return self._take()
 
     def claude_output(self, run_number: int, parsed: _claude.Parsed) -> list[Action]:
@@ -551,10 +538,8 @@ class KeeperMachine:
         self._emit(EventKind.PERMISSION_REQUEST, **body)
 
     def _on_result(self, run: Run, result: dict[str, Any]) -> None:
-        if self.started and not run.init_seen:
-            # e.g. "No conversation found": the process exits next; report it then
-            run.resume_failure = "; ".join(result.get("errors") or []) or result.get("text") or "resume failed"
-            return
+        if run.resume_failed(self.started, result):
+            return  # the process exits next; its exit reports it
         cost = result.get("cost_usd")
         delta = 0.0
         if isinstance(cost, (int, float)):
@@ -601,37 +586,22 @@ class KeeperMachine:
         self._interrupts_void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
         self._drop_permissions("Claude exited")
         self._cancel_idle()
-        tail = " | ".join(stderr_tail)
-        if not self.started and not run.init_seen and not self._fresh_retried and "already in use" in tail:
-            # an earlier Claude saved this conversation (it had the first message) but died
-            # before its init line reached a keeper: it exists, so resume it
+        meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self._fresh_retried)
+        if meaning.retry:
             log.info("keeper %s: conversation exists already; resuming it", self.spec.session)
             self._fresh_retried = True
             self.started = True
             self._report(_wire.ConversationStarted(self.spec.session_id))
             self._start_claude(Reason.MESSAGE)
             return self._take()
-        extra: dict[str, Any] = {}
-        reason = Reason.CRASHED
-        if overflow:
-            text = f"Claude wrote an output line over the {STDOUT_LIMIT // (1024 * 1024)} MiB limit; it was stopped"
-        elif self.started and not run.init_seen:
-            # Claude prints the reason both in its result and on stderr; say it once
-            parts = [run.resume_failure] if run.resume_failure else []
-            parts += [line for line in stderr_tail if line not in (run.resume_failure or "")]
-            extra["detail"] = "; ".join(parts) or f"exit code {code}"
-            text = f"Resume failed: {extra['detail']}"
-            reason = Reason.RESUME_FAILED
-            # the failed state names the message it was resumed for, so a front end shows
-            # its offer (a fresh conversation) where that message came from
-            if (first := self.current or (self.queue[0] if self.queue else None)) is not None:
-                extra["message_id"] = first.id
-        else:
-            text = f"Claude exited unexpectedly (exit code {code})" + (f": {tail}" if tail else "")
         first = self.current or (self.queue[0] if self.queue else None)
-        self._emit(EventKind.ERROR, message=text, exit_code=code, **({"message_id": first.id} if first else {}))
-        self._fail_all(text)
-        self._finish(SessionState.FAILED, reason, code=1, **extra)
+        about = {"message_id": first.id} if first else {}
+        self._emit(EventKind.ERROR, message=meaning.text, exit_code=code, **about)
+        self._fail_all(meaning.text)
+        # a resume failure names the message it was resumed for, so a front end shows its
+        # offer (a fresh conversation) where that message came from
+        extra = {"detail": meaning.detail, **about} if meaning.detail is not None else {}
+        self._finish(SessionState.FAILED, meaning.reason, code=1, **extra)
         return self._take()
 
     def _fail_all(self, reason: str) -> None:
