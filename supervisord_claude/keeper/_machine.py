@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from protocol import EventKind, PermissionMode, Reason, SessionState
+from protocol import EventKind, Reason, SessionState
 
 from .. import _claude, _wire
 from .. import _permissions as permissions
@@ -47,6 +47,7 @@ from ._actions import (
     Write,
 )
 from ._runs import Run
+from ._settings import BUDGET_REACHED, Settings
 
 log = logging.getLogger("supervisord_claude.keeper")
 
@@ -69,10 +70,6 @@ ENDING = frozenset({S.SUSPENDING, S.FAILED})
 DROPPED = _wire.DROPPED
 #: (an enum member read from its class costs ~0.2 µs on Python 3.11: once per line here)
 _TOOL_USE = EventKind.TOOL_USE
-#: what is left of a budget below which no turn starts (a rounding's worth above nothing)
-BUDGET_SPENT = 1e-9
-BUDGET_REACHED = ("not sent: the daily cap is reached — what was left of it went to the turns of this and other"
-                  " sessions answering at the same time. Raise it (/budget, claudectl budget) or wait for tomorrow")
 IDLE_TIMER = "idle"
 
 
@@ -95,10 +92,7 @@ class KeeperMachine:
         self.read_message = read_message
         self.state = SessionState.SUSPENDED  # until Claude is started
         self.started = spec.started
-        self.model = spec.model
-        self.mode = PermissionMode(spec.permission_mode)
-        self.claude_model: str | None = None
-        self.allowed_tools = list(spec.allowed_tools)
+        self.settings = Settings(spec)
         self.queue: collections.deque[QueuedMessage] = collections.deque(spec.messages)
         self.current: QueuedMessage | None = None
         #: messages written to Claude while the current turn runs that it has not taken yet
@@ -108,13 +102,6 @@ class KeeperMachine:
         #: the uuid each message not taken yet was written with (its echo carries it)
         self._echo_ids: dict[str, int] = {}
         self._began = False  # Claude echoed the current turn's own message
-        #: launch settings changed while Claude was busy: applied (by a restart) after the turn
-        self.pending_changes: dict[str, Any] = {}
-        # Claude's total_cost_usd is cumulative for the conversation, across --resume: the
-        # last total seen is the baseline for the next result's cost delta
-        self.last_cost = spec.cost_baseline
-        #: what this session may still spend today (None: no cap), less each turn's cost
-        self.budget_left = spec.budget_usd
         self.permissions: dict[str, dict[str, Any]] = {}  # can_use_tool requests Claude waits on
         self._tool_inputs: dict[str, Any] = {}  # this turn's tool_use inputs, by tool_use id
         self.idle_timeout = spec.idle_timeout
@@ -245,25 +232,9 @@ class KeeperMachine:
             self.idle_timeout = cmd.seconds
             if self.idle_armed:
                 self._arm_idle()
-        elif isinstance(cmd, (_wire.SetModel, _wire.SetMode)):
-            # Claude is restarted with --resume once no turn runs
-            self.pending_changes.update({"model": cmd.model} if isinstance(cmd, _wire.SetModel)
-                                        else {"mode": PermissionMode(cmd.mode)})
-            if self.current is None:
-                self._apply_changes()
-        elif isinstance(cmd, _wire.SetRules):
-            self.pending_changes["rules"] = list(cmd.rules)
-            if self.current is None:
-                self._apply_changes()
-        elif isinstance(cmd, _wire.SetBudget):
-            if cmd.usd == self.budget_left or (cmd.usd is not None and self.budget_left is not None
-                                               and abs(cmd.usd - self.budget_left) < 1e-9):
-                return self._take()  # (what it counted itself, or no cap still: its Claude has that limit)
-            self.budget_left = cmd.usd
-            if self.claude is not None:  # the running Claude has the old limit
-                self.pending_changes["budget"] = cmd.usd
-                if self.current is None:
-                    self._apply_changes()
+        elif isinstance(cmd, (_wire.SetModel, _wire.SetMode, _wire.SetRules, _wire.SetBudget)):
+            if self.settings.change(cmd, claude_running=self.claude is not None):
+                self._apply_changes()  # Claude is restarted with --resume once no turn runs
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
         return self._take()
@@ -273,9 +244,7 @@ class KeeperMachine:
             return  # answered meanwhile (timed out, or the turn ended)
         self._out += [CancelTimer(_permission_timer(cmd.request_id)),
                       Write(_claude.permission_line(cmd.request_id, cmd.decision))]
-        self.allowed_tools += [rule for rule in dict.fromkeys(cmd.rules) if rule not in self.allowed_tools]
-        if cmd.mode is not None:
-            self.mode = PermissionMode(cmd.mode)  # Claude switches itself (a setMode update)
+        self.settings.permitted(cmd.rules, cmd.mode)
         self._emit(EventKind.PERMISSION_RESOLVED, request_id=cmd.request_id, **cmd.report, **self._turn())
 
     def _interrupt(self, report: bool = False) -> None:
@@ -317,10 +286,9 @@ class KeeperMachine:
     def _pump(self) -> None:
         """Hand the next queued message to Claude if none is in flight."""
         while self.current is None and self.queue and not self.ending and self.claude is not None \
-                and not self.pending_changes:
+                and not self.settings.pending:
             msg = self.queue.popleft()
-            if self.budget_left is not None and self.budget_left <= BUDGET_SPENT:
-                # the caps are reached (the room for all went to other sessions' turns): no turn starts
+            if self.settings.budget_spent:
                 self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=BUDGET_REACHED)
                 if not self.queue:
                     self._become_idle(Reason.TURN)
@@ -434,13 +402,7 @@ class KeeperMachine:
 
     def _start_claude(self, reason: Reason, idle_for: float | None = None) -> None:
         resume = self.started
-        launch = _claude.LaunchSpec(
-            claude_bin=self.spec.claude_bin, cwd=self.spec.cwd, session_id=self.spec.session_id, resume=resume,
-            model=self.model, system_prompt=self.spec.system_prompt, permission_mode=self.mode,
-            allowed_tools=tuple(self.allowed_tools), extra_args=self.spec.extra_args,
-            max_budget_usd=None if self.budget_left is None else max(0.0, self.budget_left),
-            fork_from=self.spec.fork_from,
-        )
+        launch = self.settings.launch(self.spec, resume)
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
             extra["idle_for"] = idle_for
@@ -490,12 +452,8 @@ class KeeperMachine:
                 self._report(_wire.ConversationStarted(parsed.init_session_id))
         if parsed.delta:  # live only: sent while linked (lost deltas are no loss)
             self._report(_wire.Delta(self.current.id if self.current else None, parsed.delta))
-        if parsed.model is not None and parsed.model != self.claude_model:
-            self.claude_model = parsed.model  # what a front end shows as "the model"
-            self._emit(EventKind.SETTINGS, claude_model=parsed.model)
-        if parsed.mode is not None and parsed.mode is not self.mode:
-            self.mode = parsed.mode  # e.g. Claude left plan mode by itself
-            self._emit(EventKind.SETTINGS, mode=parsed.mode.value)
+        for changed in self.settings.claude_says(parsed.model, parsed.mode):
+            self._emit(EventKind.SETTINGS, **changed)
         if parsed.events and self.current is None and self.idle_armed and not self.ending:
             # a turn Claude began by itself (a background task ended): the session is not
             # idle while Claude writes it; the countdown starts again from its last line
@@ -540,13 +498,7 @@ class KeeperMachine:
     def _on_result(self, run: Run, result: dict[str, Any]) -> None:
         if run.resume_failed(self.started, result):
             return  # the process exits next; its exit reports it
-        cost = result.get("cost_usd")
-        delta = 0.0
-        if isinstance(cost, (int, float)):
-            delta = cost - self.last_cost if cost >= self.last_cost else float(cost)
-            self.last_cost = float(cost)
-            if self.budget_left is not None:
-                self.budget_left -= delta
+        delta = self.settings.count_cost(result.get("cost_usd"))
         msg = self.current
         self._drop_permissions("the turn ended")
         self._tool_inputs.clear()
@@ -558,7 +510,7 @@ class KeeperMachine:
         if self.steered:
             self._next_steered_turn()
             return
-        if self.pending_changes:
+        if self.settings.pending:
             self._apply_changes()
             return
         self._pump()
@@ -566,16 +518,12 @@ class KeeperMachine:
             self._become_idle(Reason.TURN)
 
     def _apply_changes(self) -> None:
-        if not self.pending_changes or self.ending or self.current is not None:
+        if not self.settings.pending or self.ending or self.current is not None:
             return
-        changes, self.pending_changes = self.pending_changes, {}
-        self.model = changes.get("model", self.model)
-        self.mode = changes.get("mode", self.mode)
-        self.allowed_tools = changes.get("rules", self.allowed_tools)
+        reason = self.settings.apply()
         if self._after_stop is not None and self.claude is None:
             return  # a restart is under way (a change just before): the Claude it starts takes these too
         self._cancel_idle()
-        reason = Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))
 
     def claude_exited(self, run_number: int, code: int, stderr_tail: Sequence[str], overflow: bool) -> list[Action]:
