@@ -33,7 +33,6 @@ from typing import Any
 from protocol import EventKind, Reason, SessionState
 
 from .. import _claude, _wire
-from .. import _permissions as permissions
 from .._wire import QueuedMessage
 from ._actions import (
     Action,
@@ -46,6 +45,7 @@ from ._actions import (
     StopClaude,
     Write,
 )
+from ._prompts import Prompts
 from ._runs import Run
 from ._settings import BUDGET_REACHED, Settings
 
@@ -77,10 +77,6 @@ class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
 
 
-def _permission_timer(request_id: str) -> str:
-    return f"permission {request_id}"
-
-
 def message_line(msg: QueuedMessage, echo_id: str | None = None) -> bytes:
     return _claude.user_line(msg.text, msg.attachments, echo_id)
 
@@ -102,8 +98,7 @@ class KeeperMachine:
         #: the uuid each message not taken yet was written with (its echo carries it)
         self._echo_ids: dict[str, int] = {}
         self._began = False  # Claude echoed the current turn's own message
-        self.permissions: dict[str, dict[str, Any]] = {}  # can_use_tool requests Claude waits on
-        self._tool_inputs: dict[str, Any] = {}  # this turn's tool_use inputs, by tool_use id
+        self.prompts = Prompts(spec.cwd, spec.permission_timeout)
         self.idle_timeout = spec.idle_timeout
         self.idle_armed = False
         self.claude: Run | None = None  # the Claude that runs (None while one starts or stops)
@@ -146,7 +141,7 @@ class KeeperMachine:
             pid=pid, version=_wire.WIRE_VERSION, session=self.spec.session,
             claude_pid=self.claude.pid if self.claude is not None else None, state=self.state.value,
             current=self.current.id if self.current else None, queued=tuple(m.id for m in self.queue),
-            resumed=self.started, pending=tuple(self.permissions.values()),
+            resumed=self.started, pending=tuple(self.prompts.waiting.values()),
             steered=tuple(m.id for m in self.steered),
         )
 
@@ -187,18 +182,12 @@ class KeeperMachine:
     def timer_fired(self, key: str) -> list[Action]:
         if key == IDLE_TIMER:
             self.idle_armed = False
-            if self.current is not None or self.queue or self.permissions or self.ending:
+            if self.current is not None or self.queue or self.prompts.waiting or self.ending:
                 self._arm_idle()  # busy or asking: try again later, never suspend mid-turn
             else:
                 self._suspend(Reason.IDLE_TIMEOUT)
-        elif (request_id := key.removeprefix(_permission_timer(""))) in self.permissions:
-            del self.permissions[request_id]
-            seconds = self.spec.permission_timeout
-            amount = f"{seconds:g} seconds" if seconds < 90 else f"{seconds / 60:g} minutes"
-            text = f"No answer within {amount}: denied."
-            self._out.append(Write(_claude.permission_line(request_id, _claude.deny_decision(text))))
-            self._emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, by="timeout",
-                       message=text, **self._turn())
+        else:
+            self._out += self.prompts.timed_out(key, self._turn())
         return self._take()
 
     # events: the supervisor's commands ----------------------------------------------------
@@ -227,7 +216,9 @@ class KeeperMachine:
         elif isinstance(cmd, _wire.Stop):
             return self.stop(Reason(cmd.reason))
         elif isinstance(cmd, _wire.Permit):
-            self._answer(cmd)
+            if answered := self.prompts.answer(cmd, self._turn()):
+                self.settings.permitted(cmd.rules, cmd.mode)
+                self._out += answered
         elif isinstance(cmd, _wire.SetTimeout):
             self.idle_timeout = cmd.seconds
             if self.idle_armed:
@@ -238,14 +229,6 @@ class KeeperMachine:
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
         return self._take()
-
-    def _answer(self, cmd: _wire.Permit) -> None:
-        if self.permissions.pop(cmd.request_id, None) is None:
-            return  # answered meanwhile (timed out, or the turn ended)
-        self._out += [CancelTimer(_permission_timer(cmd.request_id)),
-                      Write(_claude.permission_line(cmd.request_id, cmd.decision))]
-        self.settings.permitted(cmd.rules, cmd.mode)
-        self._emit(EventKind.PERMISSION_RESOLVED, request_id=cmd.request_id, **cmd.report, **self._turn())
 
     def _interrupt(self, report: bool = False) -> None:
         """Ask Claude to stop its turn; with ``report``, tell the supervisor what became
@@ -272,14 +255,6 @@ class KeeperMachine:
         for _ in self._interrupts_asked:
             self._report(_wire.InterruptReport(False, why))
         self._interrupts_asked.clear()
-
-    def _drop_permissions(self, why: str) -> None:
-        """Claude no longer waits (its turn ended, or it stopped): the requests are void."""
-        for request_id in list(self.permissions):
-            del self.permissions[request_id]
-            self._out.append(CancelTimer(_permission_timer(request_id)))
-            self._emit(EventKind.PERMISSION_RESOLVED, request_id=request_id, allow=False, by="claude",
-                       message=why, **self._turn())
 
     # messages and turns --------------------------------------------------------------------
 
@@ -459,8 +434,8 @@ class KeeperMachine:
             # idle while Claude writes it; the countdown starts again from its last line
             self._arm_idle()
         for kind, body in parsed.events:
-            if kind is _TOOL_USE and isinstance(body.get("tool_use_id"), str):
-                self._tool_inputs[body["tool_use_id"]] = body.get("input")
+            if kind is _TOOL_USE:
+                self.prompts.tool_use(body)
             self._emit(kind, **body, **self._turn())
         if parsed.control_response is not None:
             request_id, error = parsed.control_response
@@ -471,37 +446,20 @@ class KeeperMachine:
                                                    else f"Claude refused it: {error}",
                                                    tuple(m.id for m in self.steered)))
         if parsed.permission is not None:
-            self._on_permission_request(parsed.permission)
+            arm, request = self.prompts.ask(parsed.permission, self._turn())
+            self._out.append(arm)
+            self._cancel_idle()  # never suspended while Claude waits for the user
+            self._out.append(request)
         if parsed.result is not None:
             self._on_result(run, parsed.result)
         return self._take()
-
-    def _on_permission_request(self, request: dict[str, Any]) -> None:
-        body = dict(request)
-        if not body.get("input") and body.get("tool_use_id") in self._tool_inputs:
-            # ExitPlanMode's request comes without the plan; Claude's tool call has it
-            body["tool_use_input"] = self._tool_inputs[body["tool_use_id"]]
-        if body.get("tool_name") not in (permissions.QUESTION_TOOL, permissions.PLAN_TOOL):
-            # what "always allow" would add, for a front end to show before it is pressed
-            pending = permissions.PendingRequest.from_event(body)
-            body["always"] = permissions.always_allow(pending, self.spec.cwd)[1]
-            dirs = permissions.file_rule_dirs(pending, self.spec.cwd)
-            if len(dirs) > 1:  # (a file tool: the directories the user may pick instead)
-                body["always_dirs"] = dirs
-        body.update(self._turn())
-        request_id = str(body["request_id"])
-        self.permissions[request_id] = body
-        self._out.append(ArmTimer(_permission_timer(request_id), self.spec.permission_timeout))
-        self._cancel_idle()  # never suspended while Claude waits for the user
-        self._emit(EventKind.PERMISSION_REQUEST, **body)
 
     def _on_result(self, run: Run, result: dict[str, Any]) -> None:
         if run.resume_failed(self.started, result):
             return  # the process exits next; its exit reports it
         delta = self.settings.count_cost(result.get("cost_usd"))
         msg = self.current
-        self._drop_permissions("the turn ended")
-        self._tool_inputs.clear()
+        self._out += self.prompts.turn_ended(self._turn())
         self.current = None
         joined, self.joined = self.joined, []
         self._echo_ids = {k: v for k, v in self._echo_ids.items() if v in {m.id for m in self.steered}}
@@ -532,7 +490,7 @@ class KeeperMachine:
             return self._take()
         self.claude = None
         self._interrupts_void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
-        self._drop_permissions("Claude exited")
+        self._out += self.prompts.void("Claude exited", self._turn())
         self._cancel_idle()
         meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self._fresh_retried)
         if meaning.retry:
@@ -562,7 +520,7 @@ class KeeperMachine:
     # stopping ------------------------------------------------------------------------------
 
     def _suspend(self, reason: Reason) -> None:
-        if self.ending or self.current is not None or self.queue or self.permissions:
+        if self.ending or self.current is not None or self.queue or self.prompts.waiting:
             return
         self._cancel_idle()
         self.change_state(SessionState.SUSPENDING, reason)
@@ -575,7 +533,7 @@ class KeeperMachine:
             then()
             return
         self._interrupts_void("Claude was stopped before it confirmed the interrupt")
-        self._drop_permissions("Claude was stopped")
+        self._out += self.prompts.void("Claude was stopped", self._turn())
         self._after_stop = (run.number, then)
         self._out.append(StopClaude(run.number))
 
