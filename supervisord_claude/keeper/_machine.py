@@ -45,6 +45,7 @@ from ._actions import (
     StopClaude,
     Write,
 )
+from ._interrupts import TOO_LATE, Interrupts
 from ._prompts import Prompts
 from ._runs import Run
 from ._settings import BUDGET_REACHED, Settings
@@ -106,8 +107,7 @@ class KeeperMachine:
         self._start_reason = Reason.REQUESTED
         self._after_stop: tuple[int, Callable[[], None]] | None = None
         self._fresh_retried = False
-        self._ctrl_ids = 0
-        self._interrupts_asked: set[str] = set()  # interrupts the supervisor waits to hear about
+        self.interrupts = Interrupts()
         self.done = False
         self._out: list[Action] = []
 
@@ -234,27 +234,13 @@ class KeeperMachine:
         """Ask Claude to stop its turn; with ``report``, tell the supervisor what became
         of it (once Claude confirmed it, or at once why it could not be asked)."""
         if self.current is None or self.claude is None:
-            if report:
-                self._report(_wire.InterruptReport(False, "Claude was not answering anything any more when it"
-                                                          " arrived (the turn had ended)"))
-            return
-        self._ctrl_ids += 1
-        request_id = f"interrupt-{self._ctrl_ids}"
-        if report:
-            self._interrupts_asked.add(request_id)
-        self._out.append(Write(_claude.control_line(request_id, "interrupt"), request_id if report else None))
+            self._out += [TOO_LATE] if report else []
+        else:
+            self._out.append(self.interrupts.ask(report))
 
     def interrupt_not_written(self, request_id: str) -> list[Action]:
-        if request_id in self._interrupts_asked:
-            self._interrupts_asked.discard(request_id)
-            self._report(_wire.InterruptReport(False, "Claude's input is closed (it is exiting)"))
+        self._out += self.interrupts.not_written(request_id)
         return self._take()
-
-    def _interrupts_void(self, why: str) -> None:
-        """Claude is gone: the interrupts it did not confirm never will be."""
-        for _ in self._interrupts_asked:
-            self._report(_wire.InterruptReport(False, why))
-        self._interrupts_asked.clear()
 
     # messages and turns --------------------------------------------------------------------
 
@@ -438,13 +424,7 @@ class KeeperMachine:
                 self.prompts.tool_use(body)
             self._emit(kind, **body, **self._turn())
         if parsed.control_response is not None:
-            request_id, error = parsed.control_response
-            if request_id in self._interrupts_asked:
-                self._interrupts_asked.discard(request_id)
-                # what Claude has not taken of the steered messages, it answers next
-                self._report(_wire.InterruptReport(error is None, "confirmed by Claude" if error is None
-                                                   else f"Claude refused it: {error}",
-                                                   tuple(m.id for m in self.steered)))
+            self._out += self.interrupts.answered(*parsed.control_response, (m.id for m in self.steered))
         if parsed.permission is not None:
             arm, request = self.prompts.ask(parsed.permission, self._turn())
             self._out.append(arm)
@@ -489,7 +469,7 @@ class KeeperMachine:
         if run is None or run is not self.claude or self.ending:
             return self._take()
         self.claude = None
-        self._interrupts_void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
+        self._out += self.interrupts.void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
         self._out += self.prompts.void("Claude exited", self._turn())
         self._cancel_idle()
         meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self._fresh_retried)
@@ -532,7 +512,7 @@ class KeeperMachine:
         if run is None:
             then()
             return
-        self._interrupts_void("Claude was stopped before it confirmed the interrupt")
+        self._out += self.interrupts.void("Claude was stopped before it confirmed the interrupt")
         self._out += self.prompts.void("Claude was stopped", self._turn())
         self._after_stop = (run.number, then)
         self._out.append(StopClaude(run.number))
