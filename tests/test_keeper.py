@@ -422,7 +422,7 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
     keeper._write = lambda line: written.append(line) or True  # type: ignore[method-assign]
     keeper.machine.claude = Run(1, resume=True, pid=1)
     keeper.machine.change_state(SessionState.RESUMING, Reason.MESSAGE)
-    keeper.machine.current = QueuedMessage(5, "long")
+    keeper.machine.turns.current = QueuedMessage(5, "long")
     keeper.uplink.state = _uplink.Link.ORPHANED
     for _ in range(100):
         keeper.do([Emit(EventKind.ASSISTANT_TEXT, {"text": "x" * 500, "message_id": 5})])

@@ -264,7 +264,7 @@ def test_the_idle_timer_never_suspends_a_busy_session() -> None:
 def test_an_expiry_while_a_message_waits_tries_again_later() -> None:
     k = Keeper(idle_timeout=10)
     k.running()
-    k.m.queue.append(QueuedMessage(7, "queued while Claude restarts"))
+    k.m.turns.queue.append(QueuedMessage(7, "queued while Claude restarts"))
     k.clock.advance(10)
     assert "suspending" not in k.states() and IDLE_TIMER in k.timers
 
@@ -543,11 +543,10 @@ def test_the_machine_itself_does_no_io() -> None:
     import ast
     import inspect
 
-    from supervisord_claude.keeper import _actions as _keeper_actions
-    from supervisord_claude.keeper import _machine as _keeper_machine
+    from supervisord_claude.keeper import _actions, _interrupts, _machine, _prompts, _runs, _settings, _turns
 
     imported = set()
-    for module in (_keeper_machine, _keeper_actions):
+    for module in (_machine, _actions, _turns, _prompts, _interrupts, _settings, _runs):
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}

@@ -3,17 +3,15 @@
 It is fed events: a command of the supervisor (``command``), a parsed line of Claude's
 output (``claude_output``), Claude started, could not start, exited or was stopped, a
 timer's expiry, and the keeper's own start and stop. Each call returns the actions to
-take, in order: write a line to Claude's stdin, report to the supervisor, start or stop
-Claude, arm or cancel a timer, finish. It owns the queue, the message Claude is
-answering, the session's state, the permission requests Claude waits on, the idle
-timer's decisions, interrupts, model and mode changes, what Claude's exit means
-(a resume failure, the "already in use" retry, a crash), and steering: a message that
-comes while a turn runs is written to Claude at once unless it asked to wait; Claude's
-echo of it (``--replay-user-messages``, matched by the uuid it was written with) says
-whether it joined the running turn (``taken``) or, too late for that turn's last model
-request, becomes the next turn. ``_keeper`` runs it: Claude's
-process, the supervisor's socket and the clock live there. The one thing it reads is a
-message's attachments (through ``read_message``), when that message goes to Claude.
+take, in order (``_actions``): write a line to Claude's stdin, report to the supervisor,
+start or stop Claude, arm or cancel a timer, finish. ``_keeper`` runs it: Claude's
+process, the supervisor's socket and the clock live there.
+
+``KeeperMachine`` owns the session's state, the idle timer's decisions and which Claude
+runs; it gives the rest to parts it owns, each pure and tested alone: ``Turns`` (the
+queue, the message Claude answers, steering), ``Prompts`` (the permission requests Claude
+waits on), ``Interrupts``, ``Settings`` (what Claude is launched with, the budget, the
+changes that wait for a restart) and ``Run`` (one Claude process, and what its end means).
 
 Its lifecycle is ``state`` alone, changed only by ``change_state``, which checks the edge
 against ``EDGES`` (as supervisord's ``Subprocess.change_state`` does). Each event is
@@ -24,16 +22,13 @@ it again after the resume).
 
 from __future__ import annotations
 
-import collections
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from protocol import EventKind, Reason, SessionState
 
 from .. import _claude, _wire
-from .._wire import QueuedMessage
 from ._actions import (
     Action,
     ArmTimer,
@@ -49,6 +44,7 @@ from ._interrupts import TOO_LATE, Interrupts
 from ._prompts import Prompts
 from ._runs import Run
 from ._settings import BUDGET_REACHED, Settings
+from ._turns import ReadMessage, Turns, failed, message_line
 
 log = logging.getLogger("supervisord_claude.keeper")
 
@@ -78,27 +74,13 @@ class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
 
 
-def message_line(msg: QueuedMessage, echo_id: str | None = None) -> bytes:
-    return _claude.user_line(msg.text, msg.attachments, echo_id)
-
-
 class KeeperMachine:
-    def __init__(self, spec: _wire.KeeperSpec,
-                 read_message: Callable[[QueuedMessage, str | None], bytes] = message_line):
+    def __init__(self, spec: _wire.KeeperSpec, read_message: ReadMessage = message_line):
         self.spec = spec
-        self.read_message = read_message
         self.state = SessionState.SUSPENDED  # until Claude is started
-        self.started = spec.started
+        self.started = spec.started  # the conversation exists: Claude is started with --resume
         self.settings = Settings(spec)
-        self.queue: collections.deque[QueuedMessage] = collections.deque(spec.messages)
-        self.current: QueuedMessage | None = None
-        #: messages written to Claude while the current turn runs that it has not taken yet
-        self.steered: list[QueuedMessage] = []
-        #: steered messages Claude took into the current turn (its result names them)
-        self.joined: list[int] = []
-        #: the uuid each message not taken yet was written with (its echo carries it)
-        self._echo_ids: dict[str, int] = {}
-        self._began = False  # Claude echoed the current turn's own message
+        self.turns = Turns(spec.messages, read_message)
         self.prompts = Prompts(spec.cwd, spec.permission_timeout)
         self.idle_timeout = spec.idle_timeout
         self.idle_armed = False
@@ -121,10 +103,6 @@ class KeeperMachine:
     def _report(self, msg: _wire.Message) -> None:
         self._out.append(Report(msg))
 
-    def _turn(self) -> dict[str, Any]:
-        """``message_id`` of the message Claude is answering, for events of its turn."""
-        return {"message_id": self.current.id} if self.current is not None else {}
-
     @property
     def ending(self) -> bool:
         return self.state in ENDING or self.done
@@ -140,9 +118,9 @@ class KeeperMachine:
         return _wire.Hello(
             pid=pid, version=_wire.WIRE_VERSION, session=self.spec.session,
             claude_pid=self.claude.pid if self.claude is not None else None, state=self.state.value,
-            current=self.current.id if self.current else None, queued=tuple(m.id for m in self.queue),
-            resumed=self.started, pending=tuple(self.prompts.waiting.values()),
-            steered=tuple(m.id for m in self.steered),
+            current=self.turns.current.id if self.turns.current else None,
+            queued=tuple(m.id for m in self.turns.queue), resumed=self.started,
+            pending=tuple(self.prompts.waiting.values()), steered=tuple(m.id for m in self.turns.steered),
         )
 
     # events: the keeper's own --------------------------------------------------------------
@@ -155,39 +133,35 @@ class KeeperMachine:
         """Stop for shutdown or archive: queued messages go back to the supervisor."""
         if not self.ending:
             self._cancel_idle()
-            if self.queue:
-                self._report(_wire.Rejected(tuple(m.id for m in self.queue)))
-                self.queue.clear()
+            if queued := self.turns.take_queued():
+                self._report(_wire.Rejected(queued))
             self.change_state(SessionState.SUSPENDING, reason)
             self._stop_claude_then(lambda: self._stopped(reason))
         return self._take()
 
     def _stopped(self, reason: Reason) -> None:
-        if self.current is not None:
+        if self.turns.current is not None:
             why = {Reason.SHUTDOWN: "supervisor shutdown",
                    Reason.ATTACHED: "the conversation was opened in a terminal"}.get(reason, "session archived")
-            for msg in [self.current, *self.steered]:
-                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
-                           reason=f"Claude was stopped before it finished answering ({why})")
-            self._turn_over()
+            self._out += self.turns.fail_turn(f"Claude was stopped before it finished answering ({why})")
         self._finish(SessionState.SUSPENDED, reason)
 
     def supervisor_away_too_long(self) -> list[Action]:
-        if self.current is not None:
+        if self.turns.current is not None:
             self._interrupt()
             self._emit(EventKind.ERROR, message="The supervisor was away for too long: the answer was"
-                       " interrupted (its output so far is kept)", **self._turn())
+                       " interrupted (its output so far is kept)", **self.turns.turn())
         return self._take()
 
     def timer_fired(self, key: str) -> list[Action]:
         if key == IDLE_TIMER:
             self.idle_armed = False
-            if self.current is not None or self.queue or self.prompts.waiting or self.ending:
+            if self.turns.current is not None or self.turns.queue or self.prompts.waiting or self.ending:
                 self._arm_idle()  # busy or asking: try again later, never suspend mid-turn
             else:
                 self._suspend(Reason.IDLE_TIMEOUT)
         else:
-            self._out += self.prompts.timed_out(key, self._turn())
+            self._out += self.prompts.timed_out(key, self.turns.turn())
         return self._take()
 
     # events: the supervisor's commands ----------------------------------------------------
@@ -199,24 +173,22 @@ class KeeperMachine:
                 self._report(_wire.Rejected((cmd.message.id,)))
             else:
                 self._cancel_idle()
-                if cmd.message.steer and self._steering():
-                    self._steer(cmd.message)
+                if cmd.message.steer and self.turns.current is not None and self.claude is not None:
+                    self._out += self.turns.steer(cmd.message)  # it joins the running turn
                 else:
-                    self.queue.append(cmd.message)
+                    self.turns.queue.append(cmd.message)
                     self._pump()
         elif isinstance(cmd, _wire.Interrupt):
             self._interrupt(report=True)
         elif isinstance(cmd, _wire.DropQueued):
-            for msg in self.queue:
-                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=DROPPED)
-            self.queue.clear()
+            self._out += self.turns.fail_queued(DROPPED)
         elif isinstance(cmd, _wire.Suspend):
-            if self.current is None and not self.queue:
+            if self.turns.current is None and not self.turns.queue:
                 self._suspend(Reason(cmd.reason))
         elif isinstance(cmd, _wire.Stop):
             return self.stop(Reason(cmd.reason))
         elif isinstance(cmd, _wire.Permit):
-            if answered := self.prompts.answer(cmd, self._turn()):
+            if answered := self.prompts.answer(cmd, self.turns.turn()):
                 self.settings.permitted(cmd.rules, cmd.mode)
                 self._out += answered
         elif isinstance(cmd, _wire.SetTimeout):
@@ -233,7 +205,7 @@ class KeeperMachine:
     def _interrupt(self, report: bool = False) -> None:
         """Ask Claude to stop its turn; with ``report``, tell the supervisor what became
         of it (once Claude confirmed it, or at once why it could not be asked)."""
-        if self.current is None or self.claude is None:
+        if self.turns.current is None or self.claude is None:
             self._out += [TOO_LATE] if report else []
         else:
             self._out.append(self.interrupts.ask(report))
@@ -246,104 +218,23 @@ class KeeperMachine:
 
     def _pump(self) -> None:
         """Hand the next queued message to Claude if none is in flight."""
-        while self.current is None and self.queue and not self.ending and self.claude is not None \
+        turns = self.turns
+        while turns.current is None and turns.queue and not self.ending and self.claude is not None \
                 and not self.settings.pending:
-            msg = self.queue.popleft()
-            if self.settings.budget_spent:
-                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=BUDGET_REACHED)
-                if not self.queue:
+            msg = turns.queue.popleft()
+            # (the caps reached: the room for all went to other sessions' turns; no turn starts)
+            line = failed(msg, BUDGET_REACHED) if self.settings.budget_spent else turns.line_or_failure(msg)
+            if isinstance(line, Emit):
+                self._out.append(line)
+                if not turns.queue:
                     self._become_idle(Reason.TURN)
                 continue
-            try:
-                line = self._message_line(msg)
-            except OSError as exc:
-                self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
-                           reason=f"cannot read attachment: {exc.strerror or exc}")
-                if not self.queue:
-                    self._become_idle(Reason.TURN)
-                continue
-            self.current = msg
-            self._began = False
-            # reported before the write: a keeper killed in between leaves the message marked
-            # as handed over, so it is reported failed rather than delivered twice
-            self._emit(EventKind.USER, message_id=msg.id, text=msg.text, attachments=list(msg.attachments))
+            self._out.append(turns.begin(msg))  # (its user event before the write: see begin)
             if self.state is not SessionState.BUSY:
                 self.change_state(SessionState.BUSY, Reason.MESSAGE)
             self._out.append(Write(line))
-            # the messages that came while Claude was starting and asked to steer join this turn
-            for waiting in [m for m in self.queue if m.steer]:
-                self.queue.remove(waiting)
-                self._steer(waiting)
-
-    def _message_line(self, msg: QueuedMessage) -> bytes:
-        """The stdin line of a message, with a new uuid its echo will carry (OSError: an
-        attachment cannot be read)."""
-        echo_id = str(uuid.uuid4())
-        line = self.read_message(msg, echo_id)
-        self._echo_ids[echo_id] = msg.id
-        return line
-
-    # steering ------------------------------------------------------------------------------
-
-    def _steering(self) -> bool:
-        """Whether a message now would join a running turn (rather than wait for its own)."""
-        return self.current is not None and self.claude is not None and not self.ending
-
-    def _steer(self, msg: QueuedMessage) -> None:
-        """Write a message to Claude in the middle of the current turn: it joins the turn
-        at Claude's next model request, or becomes the next turn if none comes."""
-        assert self.current is not None
-        try:
-            line = self._message_line(msg)
-        except OSError as exc:
-            self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id,
-                       reason=f"cannot read attachment: {exc.strerror or exc}")
-            return
-        self.steered.append(msg)
-        # reported before the write, as a turn's own message is (never delivered twice)
-        self._emit(EventKind.STEERED, message_id=msg.id, turn=self.current.id, text=msg.text,
-                   attachments=list(msg.attachments))
-        self._out.append(Write(line))
-
-    def _on_echo(self, echo_id: str) -> None:
-        """Claude took a user message into the conversation (its echo)."""
-        message_id = self._echo_ids.pop(echo_id, None)
-        if self.current is None:
-            return
-        if message_id == self.current.id:
-            self._began = True
-            return
-        ids = [m.id for m in self.steered]
-        if message_id in ids:
-            # taken into the running turn, with any written before it (echoes come in order)
-            cut = ids.index(message_id) + 1
-            taken, self.steered = self.steered[:cut], self.steered[cut:]
-        elif message_id is None and not self._began and self.steered:
-            # Claude began the turn with the waiting messages as one (an echo of its own)
-            self._began = True
-            taken, self.steered = self.steered, []
-        else:
-            return
-        for msg in taken:
-            self._echo_ids = {k: v for k, v in self._echo_ids.items() if v != msg.id}
-            self.joined.append(msg.id)
-            self._emit(EventKind.TAKEN, message_id=msg.id, turn=self.current.id)
-
-    def _next_steered_turn(self) -> None:
-        """The turn ended before Claude took the first steered message: Claude answers it
-        (with any after it) as its next turn by itself, as it is already in its input."""
-        msg = self.steered.pop(0)
-        self.current = msg
-        self._began = False
-        self._emit(EventKind.USER, message_id=msg.id, text=msg.text, attachments=list(msg.attachments),
-                   steered=True)
-
-    def _turn_over(self) -> None:
-        """Forget the turn: its message, and what was steered into it."""
-        self.current = None
-        self.steered.clear()
-        self.joined.clear()
-        self._echo_ids.clear()
+            for waiting in turns.waiting_to_steer():  # (they came while Claude was starting)
+                self._out += turns.steer(waiting)
 
     def _become_idle(self, reason: Reason) -> None:
         if self.state is not SessionState.IDLE:
@@ -367,8 +258,7 @@ class KeeperMachine:
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
             extra["idle_for"] = idle_for
-        first = self.current or (self.queue[0] if self.queue else None)
-        if first is not None:  # the message that caused this start, so a front end can answer its sender
+        if (first := self.turns.first) is not None:  # the message that caused this start, so a front end can answer its sender
             extra["message_id"] = first.id
         self.change_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
         run = Run(max(self._runs, default=0) + 1, resume)
@@ -385,12 +275,12 @@ class KeeperMachine:
         run.pid = pid
         self.claude = run
         self._report(_wire.ClaudeStarted(pid))
-        if self.current is not None:
+        if self.turns.current is not None:
             # carried over from a Claude that exited before it read it (see claude_exited)
-            self._out.append(Write(self._message_line(self.current)))
+            self._out.append(Write(self.turns.line(self.turns.current)))
             self.change_state(SessionState.BUSY, Reason.MESSAGE)
         self._pump()
-        if self.current is None and not self.queue:
+        if self.turns.current is None and not self.turns.queue:
             self._become_idle(self._start_reason)
         return self._take()
 
@@ -405,28 +295,28 @@ class KeeperMachine:
     def claude_output(self, run_number: int, parsed: _claude.Parsed) -> list[Action]:
         run = self._runs[run_number]
         if parsed.replay is not None:
-            self._on_echo(parsed.replay)
+            self._out += self.turns.echo(parsed.replay)
         if parsed.init_session_id is not None:
             run.init_seen = True
             if not self.started:
                 self.started = True
                 self._report(_wire.ConversationStarted(parsed.init_session_id))
         if parsed.delta:  # live only: sent while linked (lost deltas are no loss)
-            self._report(_wire.Delta(self.current.id if self.current else None, parsed.delta))
+            self._report(_wire.Delta(self.turns.current.id if self.turns.current else None, parsed.delta))
         for changed in self.settings.claude_says(parsed.model, parsed.mode):
             self._emit(EventKind.SETTINGS, **changed)
-        if parsed.events and self.current is None and self.idle_armed and not self.ending:
+        if parsed.events and self.turns.current is None and self.idle_armed and not self.ending:
             # a turn Claude began by itself (a background task ended): the session is not
             # idle while Claude writes it; the countdown starts again from its last line
             self._arm_idle()
         for kind, body in parsed.events:
             if kind is _TOOL_USE:
                 self.prompts.tool_use(body)
-            self._emit(kind, **body, **self._turn())
+            self._emit(kind, **body, **self.turns.turn())
         if parsed.control_response is not None:
-            self._out += self.interrupts.answered(*parsed.control_response, (m.id for m in self.steered))
+            self._out += self.interrupts.answered(*parsed.control_response, (m.id for m in self.turns.steered))
         if parsed.permission is not None:
-            arm, request = self.prompts.ask(parsed.permission, self._turn())
+            arm, request = self.prompts.ask(parsed.permission, self.turns.turn())
             self._out.append(arm)
             self._cancel_idle()  # never suspended while Claude waits for the user
             self._out.append(request)
@@ -438,25 +328,21 @@ class KeeperMachine:
         if run.resume_failed(self.started, result):
             return  # the process exits next; its exit reports it
         delta = self.settings.count_cost(result.get("cost_usd"))
-        msg = self.current
-        self._out += self.prompts.turn_ended(self._turn())
-        self.current = None
-        joined, self.joined = self.joined, []
-        self._echo_ids = {k: v for k, v in self._echo_ids.items() if v in {m.id for m in self.steered}}
+        self._out += self.prompts.turn_ended(self.turns.turn())
+        msg, joined = self.turns.end()
         self._emit(EventKind.RESULT, message_id=msg.id if msg else None, cost_delta=delta, **result,
                    **({"steered": joined} if joined else {}))
-        if self.steered:
-            self._next_steered_turn()
-            return
-        if self.settings.pending:
+        if self.turns.steered:
+            self._out.append(self.turns.next_steered())
+        elif self.settings.pending:
             self._apply_changes()
-            return
-        self._pump()
-        if self.current is None and not self.queue:
-            self._become_idle(Reason.TURN)
+        else:
+            self._pump()
+            if self.turns.current is None and not self.turns.queue:
+                self._become_idle(Reason.TURN)
 
     def _apply_changes(self) -> None:
-        if not self.settings.pending or self.ending or self.current is not None:
+        if not self.settings.pending or self.ending or self.turns.current is not None:
             return
         reason = self.settings.apply()
         if self._after_stop is not None and self.claude is None:
@@ -470,7 +356,7 @@ class KeeperMachine:
             return self._take()
         self.claude = None
         self._out += self.interrupts.void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
-        self._out += self.prompts.void("Claude exited", self._turn())
+        self._out += self.prompts.void("Claude exited", self.turns.turn())
         self._cancel_idle()
         meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self._fresh_retried)
         if meaning.retry:
@@ -480,8 +366,7 @@ class KeeperMachine:
             self._report(_wire.ConversationStarted(self.spec.session_id))
             self._start_claude(Reason.MESSAGE)
             return self._take()
-        first = self.current or (self.queue[0] if self.queue else None)
-        about = {"message_id": first.id} if first else {}
+        about = {"message_id": first.id} if (first := self.turns.first) else {}
         self._emit(EventKind.ERROR, message=meaning.text, exit_code=code, **about)
         self._fail_all(meaning.text)
         # a resume failure names the message it was resumed for, so a front end shows its
@@ -491,16 +376,12 @@ class KeeperMachine:
         return self._take()
 
     def _fail_all(self, reason: str) -> None:
-        # (steered messages Claude took are answered in the current turn: its failure is theirs)
-        for msg in ([self.current] if self.current else []) + self.steered + list(self.queue):
-            self._emit(EventKind.MESSAGE_FAILED, message_id=msg.id, reason=reason)
-        self._turn_over()
-        self.queue.clear()
+        self._out += self.turns.fail_turn(reason) + self.turns.fail_queued(reason)
 
     # stopping ------------------------------------------------------------------------------
 
     def _suspend(self, reason: Reason) -> None:
-        if self.ending or self.current is not None or self.queue or self.prompts.waiting:
+        if self.ending or self.turns.current is not None or self.turns.queue or self.prompts.waiting:
             return
         self._cancel_idle()
         self.change_state(SessionState.SUSPENDING, reason)
@@ -513,7 +394,7 @@ class KeeperMachine:
             then()
             return
         self._out += self.interrupts.void("Claude was stopped before it confirmed the interrupt")
-        self._out += self.prompts.void("Claude was stopped", self._turn())
+        self._out += self.prompts.void("Claude was stopped", self.turns.turn())
         self._after_stop = (run.number, then)
         self._out.append(StopClaude(run.number))
 
