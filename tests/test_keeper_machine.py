@@ -27,7 +27,8 @@ from supervisord_claude.keeper._actions import (
     StopClaude,
     Write,
 )
-from supervisord_claude.keeper._machine import EDGES, IDLE_TIMER, IllegalTransition, KeeperMachine
+from supervisord_claude.keeper._idle import IDLE_TIMER
+from supervisord_claude.keeper._machine import EDGES, IllegalTransition, KeeperMachine
 
 S = SessionState
 
@@ -541,12 +542,12 @@ def test_a_permission_request_is_void_when_the_turn_ends_or_claude_exits() -> No
 
 def test_the_machine_itself_does_no_io() -> None:
     import ast
+    import importlib
     import inspect
 
-    from supervisord_claude.keeper import _actions, _interrupts, _machine, _prompts, _runs, _settings, _turns
-
     imported = set()
-    for module in (_machine, _actions, _turns, _prompts, _interrupts, _settings, _runs):
+    for part in ("_machine", "_actions", "_turns", "_prompts", "_interrupts", "_settings", "_runs", "_idle"):
+        module = importlib.import_module(f"supervisord_claude.keeper.{part}")
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}

@@ -29,17 +29,8 @@ from typing import Any
 from protocol import EventKind, Reason, SessionState
 
 from .. import _claude, _wire
-from ._actions import (
-    Action,
-    ArmTimer,
-    CancelTimer,
-    Emit,
-    Finish,
-    Report,
-    StartClaude,
-    StopClaude,
-    Write,
-)
+from ._actions import Action, Emit, Finish, Report, StartClaude, StopClaude, Write
+from ._idle import IDLE_TIMER, IdleTimer
 from ._interrupts import TOO_LATE, Interrupts
 from ._prompts import Prompts
 from ._runs import Run
@@ -67,7 +58,6 @@ ENDING = frozenset({S.SUSPENDING, S.FAILED})
 DROPPED = _wire.DROPPED
 #: (an enum member read from its class costs ~0.2 µs on Python 3.11: once per line here)
 _TOOL_USE = EventKind.TOOL_USE
-IDLE_TIMER = "idle"
 
 
 class IllegalTransition(RuntimeError):
@@ -82,8 +72,7 @@ class KeeperMachine:
         self.settings = Settings(spec)
         self.turns = Turns(spec.messages, read_message)
         self.prompts = Prompts(spec.cwd, spec.permission_timeout)
-        self.idle_timeout = spec.idle_timeout
-        self.idle_armed = False
+        self.idle = IdleTimer(spec.idle_timeout)
         self.claude: Run | None = None  # the Claude that runs (None while one starts or stops)
         self._runs: dict[int, Run] = {}
         self._start_reason = Reason.REQUESTED
@@ -132,7 +121,7 @@ class KeeperMachine:
     def stop(self, reason: Reason) -> list[Action]:
         """Stop for shutdown or archive: queued messages go back to the supervisor."""
         if not self.ending:
-            self._cancel_idle()
+            self._out += self.idle.cancel()
             if queued := self.turns.take_queued():
                 self._report(_wire.Rejected(queued))
             self.change_state(SessionState.SUSPENDING, reason)
@@ -155,9 +144,9 @@ class KeeperMachine:
 
     def timer_fired(self, key: str) -> list[Action]:
         if key == IDLE_TIMER:
-            self.idle_armed = False
+            self.idle.fired()
             if self.turns.current is not None or self.turns.queue or self.prompts.waiting or self.ending:
-                self._arm_idle()  # busy or asking: try again later, never suspend mid-turn
+                self._out.append(self.idle.arm())  # busy or asking: try again later, never suspend mid-turn
             else:
                 self._suspend(Reason.IDLE_TIMEOUT)
         else:
@@ -172,7 +161,7 @@ class KeeperMachine:
                 # lost the race with suspension: the supervisor re-delivers it after resume
                 self._report(_wire.Rejected((cmd.message.id,)))
             else:
-                self._cancel_idle()
+                self._out += self.idle.cancel()
                 if cmd.message.steer and self.turns.current is not None and self.claude is not None:
                     self._out += self.turns.steer(cmd.message)  # it joins the running turn
                 else:
@@ -192,9 +181,7 @@ class KeeperMachine:
                 self.settings.permitted(cmd.rules, cmd.mode)
                 self._out += answered
         elif isinstance(cmd, _wire.SetTimeout):
-            self.idle_timeout = cmd.seconds
-            if self.idle_armed:
-                self._arm_idle()
+            self._out += self.idle.set_timeout(cmd.seconds)
         elif isinstance(cmd, (_wire.SetModel, _wire.SetMode, _wire.SetRules, _wire.SetBudget)):
             if self.settings.change(cmd, claude_running=self.claude is not None):
                 self._apply_changes()  # Claude is restarted with --resume once no turn runs
@@ -239,16 +226,7 @@ class KeeperMachine:
     def _become_idle(self, reason: Reason) -> None:
         if self.state is not SessionState.IDLE:
             self.change_state(SessionState.IDLE, reason)
-        self._arm_idle()
-
-    def _arm_idle(self) -> None:
-        self.idle_armed = True
-        self._out.append(ArmTimer(IDLE_TIMER, self.idle_timeout))
-
-    def _cancel_idle(self) -> None:
-        if self.idle_armed:
-            self.idle_armed = False
-            self._out.append(CancelTimer(IDLE_TIMER))
+        self._out.append(self.idle.arm())
 
     # Claude's process ----------------------------------------------------------------------
 
@@ -305,10 +283,10 @@ class KeeperMachine:
             self._report(_wire.Delta(self.turns.current.id if self.turns.current else None, parsed.delta))
         for changed in self.settings.claude_says(parsed.model, parsed.mode):
             self._emit(EventKind.SETTINGS, **changed)
-        if parsed.events and self.turns.current is None and self.idle_armed and not self.ending:
+        if parsed.events and self.turns.current is None and self.idle.armed and not self.ending:
             # a turn Claude began by itself (a background task ended): the session is not
             # idle while Claude writes it; the countdown starts again from its last line
-            self._arm_idle()
+            self._out.append(self.idle.arm())
         for kind, body in parsed.events:
             if kind is _TOOL_USE:
                 self.prompts.tool_use(body)
@@ -318,7 +296,7 @@ class KeeperMachine:
         if parsed.permission is not None:
             arm, request = self.prompts.ask(parsed.permission, self.turns.turn())
             self._out.append(arm)
-            self._cancel_idle()  # never suspended while Claude waits for the user
+            self._out += self.idle.cancel()  # never suspended while Claude waits for the user
             self._out.append(request)
         if parsed.result is not None:
             self._on_result(run, parsed.result)
@@ -347,7 +325,7 @@ class KeeperMachine:
         reason = self.settings.apply()
         if self._after_stop is not None and self.claude is None:
             return  # a restart is under way (a change just before): the Claude it starts takes these too
-        self._cancel_idle()
+        self._out += self.idle.cancel()
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))
 
     def claude_exited(self, run_number: int, code: int, stderr_tail: Sequence[str], overflow: bool) -> list[Action]:
@@ -357,7 +335,7 @@ class KeeperMachine:
         self.claude = None
         self._out += self.interrupts.void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
         self._out += self.prompts.void("Claude exited", self.turns.turn())
-        self._cancel_idle()
+        self._out += self.idle.cancel()
         meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self._fresh_retried)
         if meaning.retry:
             log.info("keeper %s: conversation exists already; resuming it", self.spec.session)
@@ -383,7 +361,7 @@ class KeeperMachine:
     def _suspend(self, reason: Reason) -> None:
         if self.ending or self.turns.current is not None or self.turns.queue or self.prompts.waiting:
             return
-        self._cancel_idle()
+        self._out += self.idle.cancel()
         self.change_state(SessionState.SUSPENDING, reason)
         self._stop_claude_then(lambda: self._finish(SessionState.SUSPENDED, reason))
 
