@@ -29,11 +29,11 @@ from typing import Any
 from protocol import EventKind, Reason, SessionState
 
 from .. import _claude, _wire
-from ._actions import Action, Emit, Finish, Report, StartClaude, StopClaude, Write
+from ._actions import Action, Emit, Finish, Report, Write
 from ._idle import IDLE_TIMER, IdleTimer
 from ._interrupts import TOO_LATE, Interrupts
 from ._prompts import Prompts
-from ._runs import Run
+from ._runs import Run, Runs
 from ._settings import BUDGET_REACHED, Settings
 from ._turns import ReadMessage, Turns, failed, message_line
 
@@ -73,11 +73,7 @@ class KeeperMachine:
         self.turns = Turns(spec.messages, read_message)
         self.prompts = Prompts(spec.cwd, spec.permission_timeout)
         self.idle = IdleTimer(spec.idle_timeout)
-        self.claude: Run | None = None  # the Claude that runs (None while one starts or stops)
-        self._runs: dict[int, Run] = {}
-        self._start_reason = Reason.REQUESTED
-        self._after_stop: tuple[int, Callable[[], None]] | None = None
-        self._fresh_retried = False
+        self.runs = Runs()
         self.interrupts = Interrupts()
         self.done = False
         self._out: list[Action] = []
@@ -106,7 +102,7 @@ class KeeperMachine:
     def hello(self, pid: int) -> _wire.Hello:
         return _wire.Hello(
             pid=pid, version=_wire.WIRE_VERSION, session=self.spec.session,
-            claude_pid=self.claude.pid if self.claude is not None else None, state=self.state.value,
+            claude_pid=self.runs.running.pid if self.runs.running else None, state=self.state.value,
             current=self.turns.current.id if self.turns.current else None,
             queued=tuple(m.id for m in self.turns.queue), resumed=self.started,
             pending=tuple(self.prompts.waiting.values()), steered=tuple(m.id for m in self.turns.steered),
@@ -162,7 +158,7 @@ class KeeperMachine:
                 self._report(_wire.Rejected((cmd.message.id,)))
             else:
                 self._out += self.idle.cancel()
-                if cmd.message.steer and self.turns.current is not None and self.claude is not None:
+                if cmd.message.steer and self.turns.current is not None and self.runs.running is not None:
                     self._out += self.turns.steer(cmd.message)  # it joins the running turn
                 else:
                     self.turns.queue.append(cmd.message)
@@ -183,7 +179,7 @@ class KeeperMachine:
         elif isinstance(cmd, _wire.SetTimeout):
             self._out += self.idle.set_timeout(cmd.seconds)
         elif isinstance(cmd, (_wire.SetModel, _wire.SetMode, _wire.SetRules, _wire.SetBudget)):
-            if self.settings.change(cmd, claude_running=self.claude is not None):
+            if self.settings.change(cmd, claude_running=self.runs.running is not None):
                 self._apply_changes()  # Claude is restarted with --resume once no turn runs
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
@@ -192,7 +188,7 @@ class KeeperMachine:
     def _interrupt(self, report: bool = False) -> None:
         """Ask Claude to stop its turn; with ``report``, tell the supervisor what became
         of it (once Claude confirmed it, or at once why it could not be asked)."""
-        if self.turns.current is None or self.claude is None:
+        if self.turns.current is None or self.runs.running is None:
             self._out += [TOO_LATE] if report else []
         else:
             self._out.append(self.interrupts.ask(report))
@@ -206,7 +202,7 @@ class KeeperMachine:
     def _pump(self) -> None:
         """Hand the next queued message to Claude if none is in flight."""
         turns = self.turns
-        while turns.current is None and turns.queue and not self.ending and self.claude is not None \
+        while turns.current is None and turns.queue and not self.ending and self.runs.running is not None \
                 and not self.settings.pending:
             msg = turns.queue.popleft()
             # (the caps reached: the room for all went to other sessions' turns; no turn starts)
@@ -232,26 +228,19 @@ class KeeperMachine:
 
     def _start_claude(self, reason: Reason, idle_for: float | None = None) -> None:
         resume = self.started
-        launch = self.settings.launch(self.spec, resume)
         extra: dict[str, Any] = {}
         if resume and idle_for is not None:
             extra["idle_for"] = idle_for
         if (first := self.turns.first) is not None:  # the message that caused this start, so a front end can answer its sender
             extra["message_id"] = first.id
         self.change_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
-        run = Run(max(self._runs, default=0) + 1, resume)
-        self._runs[run.number] = run
-        self._start_reason = reason
-        self._out.append(StartClaude(run.number, _claude.build_argv(launch), launch.cwd))
+        self._out.append(self.runs.start(self.settings.launch(self.spec, resume), reason))
 
     def claude_started(self, run_number: int, pid: int) -> list[Action]:
-        run = self._runs[run_number]
         if self.ending:  # stopped while Claude was being started
-            del self._runs[run_number]
-            self._out.append(StopClaude(run_number, at_once=True))
+            self._out.append(self.runs.discard(run_number))
             return self._take()
-        run.pid = pid
-        self.claude = run
+        run = self.runs.started(run_number, pid)
         self._report(_wire.ClaudeStarted(pid))
         if self.turns.current is not None:
             # carried over from a Claude that exited before it read it (see claude_exited)
@@ -259,11 +248,11 @@ class KeeperMachine:
             self.change_state(SessionState.BUSY, Reason.MESSAGE)
         self._pump()
         if self.turns.current is None and not self.turns.queue:
-            self._become_idle(self._start_reason)
+            self._become_idle(run.reason)
         return self._take()
 
     def claude_start_failed(self, run_number: int, error: str) -> list[Action]:
-        run = self._runs.pop(run_number)
+        run = self.runs.start_failed(run_number)
         if not self.ending:
             self._emit(EventKind.ERROR, message=f"Could not start Claude: {error}")
             self._fail_all(f"Could not start Claude: {error}")
@@ -271,7 +260,7 @@ class KeeperMachine:
         return self._take()
 
     def claude_output(self, run_number: int, parsed: _claude.Parsed) -> list[Action]:
-        run = self._runs[run_number]
+        run = self.runs[run_number]
         if parsed.replay is not None:
             self._out += self.turns.echo(parsed.replay)
         if parsed.init_session_id is not None:
@@ -323,23 +312,23 @@ class KeeperMachine:
         if not self.settings.pending or self.ending or self.turns.current is not None:
             return
         reason = self.settings.apply()
-        if self._after_stop is not None and self.claude is None:
+        if self.runs.stopping:
             return  # a restart is under way (a change just before): the Claude it starts takes these too
         self._out += self.idle.cancel()
         self._stop_claude_then(lambda: None if self.ending else self._start_claude(reason))
 
     def claude_exited(self, run_number: int, code: int, stderr_tail: Sequence[str], overflow: bool) -> list[Action]:
-        run = self._runs.pop(run_number, None)
-        if run is None or run is not self.claude or self.ending:
+        run = self.runs.exited(run_number)
+        if run is None or self.ending:
             return self._take()
-        self.claude = None
+        self.runs.running = None
         self._out += self.interrupts.void(f"Claude exited (exit code {code}) before it confirmed the interrupt")
         self._out += self.prompts.void("Claude exited", self.turns.turn())
         self._out += self.idle.cancel()
-        meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self._fresh_retried)
+        meaning = run.exit_meaning(code, stderr_tail, overflow, self.started, self.runs.retried)
         if meaning.retry:
             log.info("keeper %s: conversation exists already; resuming it", self.spec.session)
-            self._fresh_retried = True
+            self.runs.retried = True
             self.started = True
             self._report(_wire.ConversationStarted(self.spec.session_id))
             self._start_claude(Reason.MESSAGE)
@@ -367,18 +356,15 @@ class KeeperMachine:
 
     def _stop_claude_then(self, then: Callable[[], None]) -> None:
         """Stop Claude, then ``then`` (at once if none runs)."""
-        run, self.claude = self.claude, None
-        if run is None:
+        if (stop := self.runs.stop(then)) is None:
             then()
             return
         self._out += self.interrupts.void("Claude was stopped before it confirmed the interrupt")
         self._out += self.prompts.void("Claude was stopped", self.turns.turn())
-        self._after_stop = (run.number, then)
-        self._out.append(StopClaude(run.number))
+        self._out.append(stop)
 
     def claude_stopped(self, run_number: int) -> list[Action]:
-        if self._after_stop is not None and self._after_stop[0] == run_number:
-            then, self._after_stop = self._after_stop[1], None
+        if (then := self.runs.stopped(run_number)) is not None:
             then()
         return self._take()
 
