@@ -31,10 +31,12 @@ def running(*queued: QueuedMessage) -> tuple[Turns, str]:
 
 
 def test_the_message_in_flight_names_its_turn_and_is_the_first_before_the_queue() -> None:
-    turns = Turns([QueuedMessage(1, "a"), QueuedMessage(2, "b")])
-    assert turns.turn() == {} and turns.first is not None and turns.first.id == 1
+    turns = Turns([QueuedMessage(1, "a")])
+    assert turns.busy and turns.turn() == {} and turns.first is not None and turns.first.id == 1
     turns.begin(turns.queue.popleft())
-    assert turns.turn() == {"message_id": 1} and turns.first.id == 1
+    assert turns.busy and turns.turn() == {"message_id": 1} and turns.first.id == 1
+    turns.end()
+    assert not turns.busy and turns.first is None
 
 
 def test_a_steered_message_is_written_at_once_and_taken_when_claude_echoes_it() -> None:

@@ -92,6 +92,11 @@ class KeeperMachine:
     def ending(self) -> bool:
         return self.state in ENDING or self.done
 
+    @property
+    def _answering(self) -> bool:
+        """Claude runs and answers a turn (a message now may join it)."""
+        return self.turns.current is not None and self.runs.running is not None
+
     def change_state(self, new: SessionState, reason: Reason, **extra: Any) -> None:
         """The only writer of ``state``: check the edge, then tell the supervisor."""
         if new not in EDGES[self.state]:
@@ -141,7 +146,7 @@ class KeeperMachine:
     def timer_fired(self, key: str) -> list[Action]:
         if key == IDLE_TIMER:
             self.idle.fired()
-            if self.turns.current is not None or self.turns.queue or self.prompts.waiting or self.ending:
+            if self.turns.busy or self.prompts.waiting or self.ending:
                 self._out.append(self.idle.arm())  # busy or asking: try again later, never suspend mid-turn
             else:
                 self._suspend(Reason.IDLE_TIMEOUT)
@@ -158,7 +163,7 @@ class KeeperMachine:
                 self._report(_wire.Rejected((cmd.message.id,)))
             else:
                 self._out += self.idle.cancel()
-                if cmd.message.steer and self.turns.current is not None and self.runs.running is not None:
+                if cmd.message.steer and self._answering:
                     self._out += self.turns.steer(cmd.message)  # it joins the running turn
                 else:
                     self.turns.queue.append(cmd.message)
@@ -168,7 +173,7 @@ class KeeperMachine:
         elif isinstance(cmd, _wire.DropQueued):
             self._out += self.turns.fail_queued(DROPPED)
         elif isinstance(cmd, _wire.Suspend):
-            if self.turns.current is None and not self.turns.queue:
+            if not self.turns.busy:
                 self._suspend(Reason(cmd.reason))
         elif isinstance(cmd, _wire.Stop):
             return self.stop(Reason(cmd.reason))
@@ -188,10 +193,10 @@ class KeeperMachine:
     def _interrupt(self, report: bool = False) -> None:
         """Ask Claude to stop its turn; with ``report``, tell the supervisor what became
         of it (once Claude confirmed it, or at once why it could not be asked)."""
-        if self.turns.current is None or self.runs.running is None:
-            self._out += [TOO_LATE] if report else []
-        else:
+        if self._answering:
             self._out.append(self.interrupts.ask(report))
+        elif report:
+            self._out.append(TOO_LATE)
 
     def interrupt_not_written(self, request_id: str) -> list[Action]:
         self._out += self.interrupts.not_written(request_id)
@@ -228,10 +233,8 @@ class KeeperMachine:
 
     def _start_claude(self, reason: Reason, idle_for: float | None = None) -> None:
         resume = self.started
-        extra: dict[str, Any] = {}
-        if resume and idle_for is not None:
-            extra["idle_for"] = idle_for
-        if (first := self.turns.first) is not None:  # the message that caused this start, so a front end can answer its sender
+        extra: dict[str, Any] = {"idle_for": idle_for} if resume and idle_for is not None else {}
+        if (first := self.turns.first) is not None:  # what caused it, so a front end can answer its sender
             extra["message_id"] = first.id
         self.change_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
         self._out.append(self.runs.start(self.settings.launch(self.spec, resume), reason))
@@ -247,16 +250,14 @@ class KeeperMachine:
             self._out.append(Write(self.turns.line(self.turns.current)))
             self.change_state(SessionState.BUSY, Reason.MESSAGE)
         self._pump()
-        if self.turns.current is None and not self.turns.queue:
+        if not self.turns.busy:
             self._become_idle(run.reason)
         return self._take()
 
     def claude_start_failed(self, run_number: int, error: str) -> list[Action]:
         run = self.runs.start_failed(run_number)
         if not self.ending:
-            self._emit(EventKind.ERROR, message=f"Could not start Claude: {error}")
-            self._fail_all(f"Could not start Claude: {error}")
-            self._finish(SessionState.FAILED, run.start_failure_reason, code=1)
+            self._fail(f"Could not start Claude: {error}", {}, run.start_failure_reason)
         return self._take()
 
     def claude_output(self, run_number: int, parsed: _claude.Parsed) -> list[Action]:
@@ -305,7 +306,7 @@ class KeeperMachine:
             self._apply_changes()
         else:
             self._pump()
-            if self.turns.current is None and not self.turns.queue:
+            if not self.turns.busy:
                 self._become_idle(Reason.TURN)
 
     def _apply_changes(self) -> None:
@@ -334,21 +335,22 @@ class KeeperMachine:
             self._start_claude(Reason.MESSAGE)
             return self._take()
         about = {"message_id": first.id} if (first := self.turns.first) else {}
-        self._emit(EventKind.ERROR, message=meaning.text, exit_code=code, **about)
-        self._fail_all(meaning.text)
         # a resume failure names the message it was resumed for, so a front end shows its
         # offer (a fresh conversation) where that message came from
         extra = {"detail": meaning.detail, **about} if meaning.detail is not None else {}
-        self._finish(SessionState.FAILED, meaning.reason, code=1, **extra)
+        self._fail(meaning.text, {"exit_code": code, **about}, meaning.reason, **extra)
         return self._take()
 
-    def _fail_all(self, reason: str) -> None:
-        self._out += self.turns.fail_turn(reason) + self.turns.fail_queued(reason)
+    def _fail(self, text: str, error: dict[str, Any], reason: Reason, **extra: Any) -> None:
+        """Claude is gone for good: say why (an ``error`` event), fail every message, end."""
+        self._emit(EventKind.ERROR, message=text, **error)
+        self._out += self.turns.fail_turn(text) + self.turns.fail_queued(text)
+        self._finish(SessionState.FAILED, reason, code=1, **extra)
 
     # stopping ------------------------------------------------------------------------------
 
     def _suspend(self, reason: Reason) -> None:
-        if self.ending or self.turns.current is not None or self.turns.queue or self.prompts.waiting:
+        if self.ending or self.turns.busy or self.prompts.waiting:
             return
         self._out += self.idle.cancel()
         self.change_state(SessionState.SUSPENDING, reason)

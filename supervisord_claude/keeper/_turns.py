@@ -62,6 +62,11 @@ class Turns:
         return {"message_id": self.current.id} if self.current is not None else {}
 
     @property
+    def busy(self) -> bool:
+        """A turn runs or a message waits for one."""
+        return self.current is not None or bool(self.queue)
+
+    @property
     def first(self) -> QueuedMessage | None:
         """The message Claude answers now or next (the one a start or a failure is for)."""
         return self.current or (self.queue[0] if self.queue else None)
