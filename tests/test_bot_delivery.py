@@ -88,6 +88,26 @@ async def test_a_turn_and_a_failure_reach_the_chat_as_their_handlers_say(shown: 
     assert bot.link.sent[9]["text"] == "hi"  # what a Retry would send again
 
 
+async def test_an_error_of_a_turn_is_said_once_with_its_end(shown: Shown, telegram: FakeTelegram) -> None:
+    """The supervisor was away too long: the turn is interrupted, and the chat is told why
+    (not a bare "Interrupted", as if the user had asked). Claude exited: the message's
+    failure says the same text, once."""
+    app, bot = shown
+    await sessions.new_session(bot.link, USER, ["alpha"])
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    away = "The supervisor was away for too long: the answer was interrupted (its output so far is kept)"
+    await delivery.deliver(app, bot, {"id": 1, **about, "kind": "error", "message": away})
+    await delivery.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
+    assert [m["text"] for m in telegram.sent] == [f"⏹ Interrupted: {away}"]
+    telegram.sent.clear()
+    crashed = "Claude exited unexpectedly (exit code 3)"
+    about = {**about, "message_id": 10}
+    await delivery.deliver(app, bot, {"id": 3, **about, "kind": "error", "message": crashed, "exit_code": 3})
+    await delivery.deliver(app, bot, {"id": 4, **about, "kind": "message_failed", "reason": crashed})
+    assert [m["text"] for m in telegram.sent] == [f"❌ Message not delivered: {crashed}"]
+    assert bot.turn_errors == {}  # nothing held once the turns ended
+
+
 def press_button(api, message: dict, label_part: str) -> None:
     buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
     button = next(b for b in buttons if label_part in b["text"])
