@@ -8,7 +8,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
                                 | Exited{pid, status}
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
-                                      queued, resumed, pending, steered}
+                                      queued, started, pending, steered}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvents{n, e: [kind, m, b, ...]} (a run of events)
                                 | KeeperEvent{kind, m, b} (one event: wire 6 and before)
@@ -199,7 +199,9 @@ class Hello(Message):
     state: str = ""
     current: int | None = None  # the message Claude is answering
     queued: tuple[int, ...] = ()  # messages it holds for Claude, in order
-    resumed: bool = False  # the conversation exists (Claude's --resume works)
+    #: the conversation exists (Claude's --resume works): the session record's ``started``
+    #: (``resumed`` in a keeper of wire 7 and before, which the decoder still reads)
+    started: bool = False
     #: permission requests Claude waits on (their permission_request event bodies)
     pending: tuple[dict[str, Any], ...] = ()
     #: messages written to Claude during its turn that it has not taken yet (wire 6)
@@ -604,6 +606,8 @@ def _message(raw: Any) -> Message:
         if cls is Rejected:
             return Rejected(tuple(int(i) for i in raw["ids"]), n=int(raw.get("n", 0)))
         if cls is Hello:
+            if "resumed" in raw:  # (its name in a keeper of an earlier release)
+                raw.setdefault("started", raw.pop("resumed"))
             raw["queued"] = tuple(int(i) for i in raw.get("queued") or ())
             raw["pending"] = tuple(p for p in raw.get("pending") or () if isinstance(p, dict))
             raw["steered"] = tuple(int(i) for i in raw.get("steered") or ())

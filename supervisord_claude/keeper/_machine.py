@@ -172,7 +172,7 @@ class KeeperMachine:
             pid=pid, version=_wire.WIRE_VERSION, session=self.spec.session,
             claude_pid=self.claude.pid if self.claude is not None else None, state=self.state.value,
             current=self.current.id if self.current else None, queued=tuple(m.id for m in self.queue),
-            resumed=self.started, pending=tuple(self.permissions.values()),
+            started=self.started, pending=tuple(self.permissions.values()),
             steered=tuple(m.id for m in self.steered),
         )
 
