@@ -12,7 +12,15 @@ from typing import Any
 import msgpack
 import pytest
 
-from protocol import EventKind, InProcessClient, Op, RemoteError, ValidationError, permission_mode_of, validate_request
+from protocol import (
+    EventKind,
+    InProcessClient,
+    Op,
+    RemoteError,
+    ValidationError,
+    permission_mode_of,
+    validate_request,
+)
 from supervisord_claude import _wire
 
 from .test_bot_core import Core
