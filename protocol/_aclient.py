@@ -17,11 +17,12 @@ from zmq.utils.monitor import parse_monitor_message
 from ._client import Event, _configure, _result_of, _socket_path, check_running
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError, VersionMismatch
+from ._hostproblems import bad_version_problem, version_problem
 from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._methods import AsyncOps
 from ._paths import control_endpoint
-from ._ssh import LinkState, SshLink, bad_version_problem, version_problem
+from ._ssh import LinkState, SshLink
 from ._vocabulary import V1_AFTER
 
 

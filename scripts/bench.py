@@ -488,7 +488,7 @@ def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
     from protocol import validate_request
     from supervisord_claude import _claude
     from supervisord_claude._clock import FakeClock
-    from supervisord_claude._config import Config
+    from supervisord_claude._configkeys import Config
     from supervisord_claude._os import System
     from supervisord_claude.keeper._keeper import Keeper
     from supervisord_claude.supervisor._core import build_core

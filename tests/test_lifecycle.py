@@ -16,7 +16,7 @@ import pytest
 from protocol import Reason, SessionState, validate_request
 from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
-from supervisord_claude._config import Config
+from supervisord_claude._configkeys import Config
 from supervisord_claude._errors import StoreError
 from supervisord_claude._os import System
 from supervisord_claude.supervisor._core import Core, build_core

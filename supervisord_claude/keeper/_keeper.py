@@ -47,7 +47,8 @@ from ._actions import (
     StopClaude,
     Write,
 )
-from ._machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
+from ._machine import DROPPED, EDGES, IllegalTransition, KeeperMachine
+from ._runs import STDOUT_LIMIT
 from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
@@ -206,14 +207,14 @@ class Keeper:
             return
         self.procs[start.run] = proc
         actions = self.machine.claude_started(start.run, proc.pid)
-        if self.machine.claude is not None and self.machine.claude.number == start.run:
+        if (running := self.machine.runs.running) is not None and running.number == start.run:
             tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
             stderr = self._spawn_task(self._read_stderr(proc, tail))
             self._spawn_task(self._read_stdout(start.run, proc, stderr, tail))
         self.do(actions)
 
     def _write(self, line: bytes) -> bool:
-        run = self.machine.claude
+        run = self.machine.runs.running
         proc = self.procs.get(run.number) if run is not None else None
         stdin = proc.stdin if proc is not None else None
         if stdin is None or stdin.is_closing():

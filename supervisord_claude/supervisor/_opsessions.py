@@ -23,8 +23,8 @@ from protocol import (
 from .. import __version__, _wire
 from .._errors import OpError
 from ._control import LaterReply
+from ._conversations import conversations, open_conversations
 from ._opbase import OpsBase
-from ._terminal import conversations, open_conversations
 
 
 class SessionOps(OpsBase):
