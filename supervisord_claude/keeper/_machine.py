@@ -109,7 +109,7 @@ class KeeperMachine:
             pid=pid, version=_wire.WIRE_VERSION, session=self.spec.session,
             claude_pid=self.runs.running.pid if self.runs.running else None, state=self.state.value,
             current=self.turns.current.id if self.turns.current else None,
-            queued=tuple(m.id for m in self.turns.queue), resumed=self.started,
+            queued=tuple(m.id for m in self.turns.queue), started=self.started,
             pending=tuple(self.prompts.waiting.values()), steered=tuple(m.id for m in self.turns.steered),
         )
 
