@@ -4,7 +4,8 @@ Replies come back as stored events, are sent to the chat that asked (the event's
 ``origin``) and are acked only after Telegram accepted them — so a bot that is killed and
 restarted picks up exactly where Telegram last said yes. A long answer's parts resume at
 the first part Telegram has not accepted. How each kind of event is shown: ``HANDLERS``
-(the sending itself: ``_send``; failure notices: ``_notices``; state: ``_core``).
+(``KINDS``: a ``_kinds`` table, as ``_desk``'s; the sending itself: ``_send``; failure
+notices: ``_notices``; state: ``_core``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from . import _hosts as hosts
 from . import _render as render
 from . import _requests as requests
 from ._core import Core, ToolLog
+from ._kinds import KindTable
 from ._link import KV_OWNER, current_thread, parse_origin
 from ._live import KV_PREVIEWS
 from ._notices import retry_markup, tell_failed, tell_stalled
@@ -179,7 +181,7 @@ async def deliver(app: App, core: Core, event: dict[str, Any]) -> None:
     if desk.is_desk_event(event):  # said in Claude Code's own terminal (claudectl attach)
         await desk.deliver(app, event, await follow_up_origin(core, session), send_chunk)
         return
-    handler = HANDLERS.get(kind)
+    handler = KINDS.handler(kind)
     if handler is None:  # IGNORED, or a kind newer than this bot
         return
     follow_up = event.get("message_id") is None and kind in FOLLOW_UP_KINDS
@@ -380,6 +382,7 @@ IGNORED: dict[EventKind, str] = {
     EventKind.TAKEN: "the turn it joined answers it (its result's footer counts it)",
     EventKind.SETTINGS: "the command that changed them said so",
 }
+KINDS = KindTable(HANDLERS, IGNORED)
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:

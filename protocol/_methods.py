@@ -33,6 +33,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._messages import Op
 from ._replies import (
+    BudgetReport,
+    Diff,
     DirListing,
     FilePiece,
     FileWritten,
@@ -40,6 +42,8 @@ from ._replies import (
     Hello,
     InterruptReply,
     Reply,
+    RuleAdded,
+    RuleRemoved,
     Schedule,
     SendReply,
     SessionInfo,
@@ -81,11 +85,12 @@ class OpMethod(Generic[P, T]):
         self.required = frozenset(name for name, param in self.signature.parameters.items()
                                   if name in self.fields and param.default is inspect.Parameter.empty)
 
-        def blocking(client: BlockingOps, *args: Any, **kwargs: Any) -> Any:
+        # (the client positional-only: ``hello`` has a field named ``client``)
+        def blocking(client: BlockingOps, /, *args: Any, **kwargs: Any) -> Any:
             timeout, fields = self.bind(client, args, kwargs)
             return read(client.request(op, timeout, **fields))
 
-        async def awaiting(client: AsyncOps, *args: Any, **kwargs: Any) -> Any:
+        async def awaiting(client: AsyncOps, /, *args: Any, **kwargs: Any) -> Any:
             timeout, fields = self.bind(client, args, kwargs)
             return read(await client.request(op, timeout, **fields))
 
@@ -255,11 +260,11 @@ class OpMethods:
 
     @op(Op.REMOVE_RULE)
     def remove_rule(self, session: str, *, index: int | None = None, rule: str | None = None,
-                    timeout: float | None = None) -> Reply:
+                    timeout: float | None = None) -> RuleRemoved:
         """Forget one rule, by its number (from 1) or its text: ``{removed, rules}``."""
 
     @op(Op.ADD_RULE)
-    def add_rule(self, session: str, tool: str, scope: str, *, timeout: float | None = None) -> Reply:
+    def add_rule(self, session: str, tool: str, scope: str, *, timeout: float | None = None) -> RuleAdded:
         """Always allow a file tool in a directory, a Bash command prefix or WebFetch for a
         domain from now on: ``{added, rules}``."""
 
@@ -269,23 +274,24 @@ class OpMethods:
         """Hand a session to Claude Code's terminal UI run by ``pid``: what to run."""
 
     @op(Op.DIFF)
-    def diff(self, session: str, *, path: str | None = None, timeout: float | None = None) -> Reply:
+    def diff(self, session: str, *, path: str | None = None, timeout: float | None = None) -> Diff:
         """The session's git working-tree changes."""
 
     # spending ---------------------------------------------------------------------------
 
     @op(Op.BUDGET)
-    def budget(self, *, session: str | None = None, timeout: float | None = None) -> Reply:
+    def budget(self, *, session: str | None = None, timeout: float | None = None) -> BudgetReport:
         """Spend today and this month, per session and in total, with the daily caps."""
 
     @op(Op.SET_BUDGET)
     def set_budget(self, usd: float | None, *, session: str | None = None, tz: str | None = None,
-                   timeout: float | None = None) -> Reply:
+                   timeout: float | None = None) -> BudgetReport:
         """Set (None: remove) a session's daily cap, or without ``session`` the cap for all;
         ``tz``: the zone its day ends in."""
 
     @op(Op.BUDGET_ALLOW)
-    def budget_allow(self, usd: float, *, session: str | None = None, timeout: float | None = None) -> Reply:
+    def budget_allow(self, usd: float, *, session: str | None = None,
+                     timeout: float | None = None) -> BudgetReport:
         """Raise a cap once: ``usd`` more may be spent today (the cap is back tomorrow)."""
 
     # schedules --------------------------------------------------------------------------
