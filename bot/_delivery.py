@@ -49,8 +49,10 @@ from ._kinds import KindTable
 from ._link import KV_OWNER, current_thread, parse_origin
 from ._live import KV_PREVIEWS
 from ._notices import retry_markup, tell_failed, tell_stalled
+from ._pacing import spare_turn
 from ._requests import App
-from ._send import KV_PROGRESS, send_answer, send_chunk
+from ._send import KV_PROGRESS, parts_sent_of, send_answer, send_chunk
+from ._workers import KV_DELIVERED, Progress, Workers
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -70,10 +72,14 @@ def in_topic(event: dict[str, Any]) -> None:
     current_thread.set(parsed[2] if parsed is not None else None)
 
 
-async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], chat: int) -> None:
+async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int) -> None:
+    """"typing…" in ``chat`` while a turn runs: not while its answer is shown as it is
+    written (the draft says it), and only with the rate limit to spare (``_pacing``)."""
     while True:
-        with contextlib.suppress(TelegramError):
-            await app.bot.send_chat_action(chat, ChatAction.TYPING)
+        if not core.live.writing(chat):
+            await spare_turn(app)
+            with contextlib.suppress(TelegramError):
+                await app.bot.send_chat_action(chat, ChatAction.TYPING)
         await asyncio.sleep(TYPING_EVERY)
 
 
@@ -193,7 +199,7 @@ async def deliver(app: App, core: Core, event: dict[str, Any]) -> None:
 def start_typing(shown: Shown[Any]) -> None:
     """The turn is running: show "typing…" (again, after a bot restart mid-turn)."""
     if shown.message_id is not None and shown.message_id not in shown.core.typing:
-        shown.core.typing[shown.message_id] = asyncio.create_task(keep_typing(shown.app, shown.chat))
+        shown.core.typing[shown.message_id] = asyncio.create_task(keep_typing(shown.app, shown.core, shown.chat))
 
 
 @in_chat
@@ -385,54 +391,88 @@ IGNORED: dict[EventKind, str] = {
 KINDS = KindTable(HANDLERS, IGNORED)
 
 
-async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
-    handled: int | None = None  # the last event shown, even if its ack did not get through
-    sub = None
-    progress_loaded = False
+async def deliver_until_done(app: App, core: Core, event: dict[str, Any]) -> None:
+    """Show a stored event, trying again while Telegram or the supervisor cannot be
+    reached; an event Telegram refuses (a blocked chat, a bad request) is skipped."""
     while True:
         try:
-            if not core.client.connected:
-                await core.client.connect(wait=3600)  # the supervisor may start after us
-            if not progress_loaded:
-                saved = await core.link.kv_get(KV_PROGRESS)
-                if isinstance(saved, list) and len(saved) == 2:
-                    core.parts_sent = {int(saved[0]): int(saved[1])}
-                core.live.load(await core.link.kv_get(KV_PREVIEWS))
-                progress_loaded = True
-            if sub is not None:
-                sub.discard()
-            sub = await core.client.subscribe(consumer=CONSUMER, after=handled, live=True)
-            log.info("delivering events after %s", "the stored cursor" if handled is None else handled)
-            while True:
-                event = await sub.next()
-                if event is None:
-                    continue
-                if "id" not in event:  # the answer as it is written: shown, never acked
-                    chat = chat_of(event)
-                    if chat is not None:
-                        in_topic(event)
-                        core.live.update(app, chat, event, await label_of(core, chat, event))
-                    continue
-                while True:
-                    try:
-                        await deliver(app, core, event)
-                        break
-                    except Forbidden:
-                        log.warning("chat of event %s blocked the bot; skipping", event["id"])
-                        break
-                    except BadRequest as exc:
-                        log.error("Telegram refused event %s: %s; skipping", event["id"], exc)
-                        break
-                    except TelegramError as exc:  # network trouble: try the same event again
-                        log.warning("sending event %s failed (%s); retrying", event["id"], exc)
-                        await asyncio.sleep(2)
-                handled = event["id"]
-                await sub.ack(event["id"])
+            await deliver(app, core, event)
+            return
+        except Forbidden:
+            log.warning("chat of event %s blocked the bot; skipping", event["id"])
+            return
+        except BadRequest as exc:
+            log.error("Telegram refused event %s: %s; skipping", event["id"], exc)
+            return
+        except TelegramError as exc:  # network trouble: try the same event again
+            log.warning("sending event %s failed (%s); retrying", event["id"], exc)
+            await asyncio.sleep(2)
         except asyncio.CancelledError:
             raise
-        except (ProtocolError, OSError) as exc:
-            log.warning("lost the supervisor (%s); reconnecting", exc)
+        except (ProtocolError, OSError) as exc:  # the supervisor went away mid-event
+            log.warning("showing event %s: lost the supervisor (%s); retrying", event["id"], exc)
             await asyncio.sleep(1)
         except Exception:
-            log.exception("delivery loop failed; restarting it")
+            log.exception("showing event %s failed; retrying", event["id"])
             await asyncio.sleep(1)
+
+
+async def show_live(app: App, core: Core, event: dict[str, Any]) -> None:
+    """A piece of the answer as it is written: shown (a draft, or a preview), never acked."""
+    chat = chat_of(event)
+    if chat is not None:
+        in_topic(event)
+        with contextlib.suppress(ProtocolError, OSError):  # (its label: the next piece has it)
+            core.live.update(app, chat, event, await label_of(core, chat, event))
+
+
+#: stored events the bot may have received and not yet shown (Telegram slow for some chats)
+DELIVERY_WINDOW = 1024
+
+
+async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
+    """Read the ``telegram-bot`` subscription and hand each event to its session's worker
+    (``_workers``): this loop never waits for Telegram, so no chat waits for another."""
+    progress = Progress(core.link.kv_set)
+    workers = Workers(lambda event: deliver_until_done(app, core, event),
+                      lambda event: show_live(app, core, event), progress)
+    sub = None
+    loaded = False
+    shown_before: set[int] = set()  # what the previous run showed ahead of its last ack
+    try:
+        while True:
+            try:
+                if not core.client.connected:
+                    await core.client.connect(wait=3600)  # the supervisor may start after us
+                if not loaded:
+                    saved = await core.link.kv_get(KV_PROGRESS)
+                    core.parts_sent = parts_sent_of(saved)
+                    core.live.load(await core.link.kv_get(KV_PREVIEWS))
+                    done = await core.link.kv_get(KV_DELIVERED)
+                    shown_before = {int(i) for i in done if isinstance(i, int)} if isinstance(done, list) else set()
+                    loaded = True
+                if sub is not None:
+                    sub.discard()
+                after = progress.last_received
+                sub = await core.client.subscribe(consumer=CONSUMER, after=after, live=True, window=DELIVERY_WINDOW)
+                progress.resubscribed(sub)
+                log.info("delivering events after %s", "the stored cursor" if after is None else after)
+                while True:
+                    event = await sub.next()
+                    if event is None:
+                        continue
+                    if "id" in event and event["id"] in shown_before:
+                        shown_before.discard(event["id"])
+                        progress.shown_before(event["id"])
+                    else:
+                        workers.take(event)
+            except asyncio.CancelledError:
+                raise
+            except (ProtocolError, OSError) as exc:
+                log.warning("lost the supervisor (%s); reconnecting", exc)
+                await asyncio.sleep(1)
+            except Exception:
+                log.exception("delivery loop failed; restarting it")
+                await asyncio.sleep(1)
+    finally:
+        await workers.stop()

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import PermissionRequestEvent, PermissionResolvedEvent
+from protocol import PermissionRequestEvent, PermissionResolvedEvent, permission_mode_of
 
 from . import _markdown as markdown
 from . import _render as render
@@ -328,8 +328,8 @@ def outcome(event: PermissionResolvedEvent) -> str:
     if isinstance(event.get("answers"), dict):
         shown = "; ".join(f"{html.escape(str(q))} → <b>{html.escape(str(a))}</b>" for q, a in event["answers"].items())
         return f"✅ Answered: {shown}"
-    if event.get("mode"):
-        return f"✅ Plan approved; mode {html.escape(str(event['mode']))}"
+    if mode := permission_mode_of(event):
+        return f"✅ Plan approved; mode {html.escape(mode)}"
     if event.get("always"):
         return "♾ Always allowed for this session: " + ", ".join(
             f"<code>{html.escape(str(r))}</code>" for r in event["always"])

@@ -17,6 +17,7 @@ from protocol import (
     TIMEOUT_RANGE_TEXT,
     ResultEvent,
     idle_note,
+    permission_mode_of,
     relative_time,
     turn_cost,
     usd_text,
@@ -374,7 +375,7 @@ def status_text(session: Mapping[str, Any]) -> str:
         f"Session: {session['name']}\n"
         f"State: {state_text(session)}\n{now}"
         f"Model: {model_text(session)}\n"
-        f"Permission mode: {session.get('mode') or 'ask'}\n"
+        f"Permission mode: {permission_mode_of(session) or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"

@@ -140,7 +140,7 @@ async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str 
                               message="The user denied this from Telegram." if what == "n" else None)
         elif what == "p":
             mode = "accept-edits" if action[1:] == ["edits"] else "ask"
-            await link.permit(prompt.session, prompt.request_id, True, mode=mode)
+            await link.permit(prompt.session, prompt.request_id, True, permission_mode=mode)
         elif what == "k":
             await link.permit(prompt.session, prompt.request_id, False)
         elif what == "q" and len(action) == 3 and action[1].isdigit() and action[2].isdigit():

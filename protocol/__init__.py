@@ -116,6 +116,7 @@ from ._replies import (
 from ._transport import InProcessClient, InProcessServer
 from ._validation import Request, is_session_name, request_id_of, validate_request
 from ._version import __version__
+from ._vocabulary import mode_fields, permission_mode_of
 
 __all__ = [
     "CONFIG_ENV",
@@ -236,7 +237,9 @@ __all__ = [
     "instance_id",
     "is_session_name",
     "mask_secrets",
+    "mode_fields",
     "money",
+    "permission_mode_of",
     "relative_time",
     "request_id_of",
     "runtime_dir_problem",

@@ -20,10 +20,10 @@ from ._messages import EventKind
 
 #: the fields every stored event has (``from`` is a keyword: hence the functional form)
 _Stored = TypedDict("_Stored", {
-    #: global, increasing: what ``ack``'s ``upto`` and ``subscribe``'s ``after`` (without a session) count
+    #: global, increasing: what ``ack``'s ``upto`` and ``subscribe``'s ``after_id`` count
     "id": int,
     "session": str,
-    #: per session, 1, 2, …: what a session's ``last_seq`` and ``subscribe``'s ``after`` (with a session) count
+    #: per session, 1, 2, …: what a session's ``last_seq`` and ``subscribe``'s ``after_seq`` count
     "seq": int,
     #: Unix seconds
     "ts": float,
@@ -174,7 +174,9 @@ class SettingsEvent(EventBase):
     model: NotRequired[str]
     #: seconds
     idle_timeout: NotRequired[float]
-    #: the permission mode
+    #: the permission mode (read it with ``permission_mode_of``)
+    permission_mode: NotRequired[str]
+    #: deprecated (v1): ``permission_mode``; an event stored by an earlier release has only this
     mode: NotRequired[str]
     allowed_tools: NotRequired[list[str]]
     #: the model Claude says it runs (its init line), when it changes
@@ -213,7 +215,9 @@ class PermissionResolvedEvent(EventBase):
     always: NotRequired[list[str]]
     #: ``{question: answer}``
     answers: NotRequired[dict[str, str]]
-    #: the permission mode a plan was approved into
+    #: the permission mode a plan was approved into (read it with ``permission_mode_of``)
+    permission_mode: NotRequired[str]
+    #: deprecated (v1): ``permission_mode``
     mode: NotRequired[str]
 
 

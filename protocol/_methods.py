@@ -50,6 +50,7 @@ from ._replies import (
     SessionStatus,
     SupervisorStatus,
 )
+from ._vocabulary import SENT_AS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -99,7 +100,8 @@ class OpMethod(Generic[P, T]):
     def bind(self, client: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float | None, Reply]:
         """The request's timeout, and its fields: those given and not at their default."""
         given = self.signature.bind(client, *args, **kwargs).arguments
-        fields = {name: given[name] for name in self.fields
+        # (under the name every supervisor of protocol 1 reads: ``_vocabulary.SENT_AS``)
+        fields = {SENT_AS.get(name, name): given[name] for name in self.fields
                   if name in given and (name in self.required or given[name] is not self.fields[name])}
         return given.get(TIMEOUT), fields
 
@@ -166,9 +168,9 @@ class OpMethods:
         """The sessions, most recently active first (``all``: archived ones too)."""
 
     @op(Op.CREATE)
-    def create(self, session: str, *, mode: str | None = None, model: str | None = None, cwd: str | None = None,
-               persona: str | None = None, conversation: str | None = None, force: bool = False,
-               timeout: float | None = None) -> SessionInfo:
+    def create(self, session: str, *, permission_mode: str | None = None, model: str | None = None,
+               cwd: str | None = None, persona: str | None = None, conversation: str | None = None,
+               force: bool = False, timeout: float | None = None) -> SessionInfo:
         """A new session (``conversation``: continue that Claude Code conversation of ``cwd``)."""
 
     @op(Op.FORK)
@@ -208,9 +210,9 @@ class OpMethods:
 
     @op(Op.PERMIT)
     def permit(self, session: str, request_id: str, allow: bool, *, message: str | None = None,
-               always: bool = False, mode: str | None = None, directory: str | None = None,
+               always: bool = False, permission_mode: str | None = None, directory: str | None = None,
                timeout: float | None = None) -> Reply:
-        """Answer a permission request, or a plan (``mode``: the mode to go on in);
+        """Answer a permission request, or a plan (``permission_mode``: the one to go on in);
         ``directory``: where ``always`` allows a file tool (one of ``always_dirs``)."""
 
     @op(Op.ANSWER)
@@ -249,8 +251,8 @@ class OpMethods:
         """Change the model: ``{model}``."""
 
     @op(Op.SET_MODE)
-    def set_mode(self, session: str, mode: str, *, timeout: float | None = None) -> Reply:
-        """Change the permission mode: ``{mode, changed}``."""
+    def set_mode(self, session: str, permission_mode: str, *, timeout: float | None = None) -> Reply:
+        """Change the permission mode: ``{permission_mode, changed}``."""
 
     @op(Op.RULES, read=_item("rules"))
     def rules(self, session: str, *, timeout: float | None = None) -> list[str]:

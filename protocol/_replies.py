@@ -51,8 +51,10 @@ class SessionInfo(TypedDict):
     #: what this session has spent: the sum of its turns' costs (USD)
     cost_usd: float
     last_seq: int
-    #: the permission mode (a ``PermissionMode`` value)
+    #: deprecated (v1): ``permission_mode`` (read either with ``permission_mode_of``)
     mode: str
+    #: the permission mode (a ``PermissionMode`` value); not from an older supervisor
+    permission_mode: NotRequired[str]
     allowed_tools: list[str]
     claude_model: NotRequired[str | None]
     #: what the running turn does now (``list`` and ``status``; None when no turn runs)

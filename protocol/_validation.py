@@ -40,6 +40,7 @@ from ._fields import (
     usd_cap,
 )
 from ._messages import PROTOCOL_VERSION, ErrorCode, Op
+from ._vocabulary import V1_FIELDS
 
 __all__ = ["SCHEMAS", "Request", "is_session_name", "request_id_of", "validate_request"]
 
@@ -60,7 +61,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.LIST: {"all": (boolean, False)},
     Op.CREATE: {
         "session": (session_name, True),
-        "mode": (permission_mode, False),
+        "permission_mode": (permission_mode, False),
         "model": (short_text, False),
         "cwd": (abs_path, False),
         "persona": (short_text, False),
@@ -86,7 +87,8 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
     Op.SET_CWD: {"session": (session_name, True), "cwd": (abs_path, True)},
     Op.SUBSCRIBE: {
         "session": (session_name, False),
-        "after": (non_negative_int, False),
+        "after_seq": (non_negative_int, False),
+        "after_id": (non_negative_int, False),
         "consumer": (consumer_name, False),
         "window": (positive_int, False),
         "live": (boolean, False),
@@ -101,7 +103,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "allow": (boolean, True),
         "message": (reason, False),
         "always": (boolean, False),
-        "mode": (permission_mode, False),
+        "permission_mode": (permission_mode, False),
         "directory": (abs_path, False),
     },
     Op.ANSWER: {
@@ -109,7 +111,7 @@ SCHEMAS: dict[Op, dict[str, tuple[Check, bool]]] = {
         "request_id": (short_text, True),
         "answers": (answers, True),
     },
-    Op.SET_MODE: {"session": (session_name, True), "mode": (permission_mode, True)},
+    Op.SET_MODE: {"session": (session_name, True), "permission_mode": (permission_mode, True)},
     Op.KV_GET: {"key": (kv_key, True)},
     Op.KV_SET: {"key": (kv_key, True), "value": (kv_value, True)},
     Op.KV_DELETE: {"key": (kv_key, True)},
@@ -174,6 +176,7 @@ def validate_request(frame: dict[str, Any]) -> Request:
             f"unknown op {raw_op[:60]!r}; known ops: {', '.join(o.value for o in Op)}",
         ) from None
     schema = SCHEMAS[op]
+    frame = _renamed(op, frame)
     unknown = sorted(set(frame) - _ENVELOPE - set(schema))
     if unknown:
         raise bad(f"unknown field(s) for '{op.value}': {', '.join(unknown)[:200]}")
@@ -185,6 +188,22 @@ def validate_request(frame: dict[str, Any]) -> Request:
             continue
         args[field] = check(field, frame[field])
     return Request(id=req_id, op=op, args=args)
+
+
+def _renamed(op: Op, frame: dict[str, Any]) -> dict[str, Any]:
+    """The frame with each field given by its version-1 name under its name now
+    (``_vocabulary.V1_FIELDS``); both names at once are refused."""
+    renames = V1_FIELDS.get(op)
+    if not renames or not renames.keys() & frame.keys():
+        return frame
+    out = dict(frame)
+    for old, new_name in renames.items():
+        if old in frame:
+            new = new_name(frame)
+            if new in frame:
+                raise bad(f"'{new}' and its old name '{old}' were both given: give '{new}'")
+            out[new] = out.pop(old)
+    return out
 
 
 def request_id_of(frame: dict[str, Any]) -> int | str | None:

@@ -488,6 +488,18 @@ def test_a_supervisor_away_too_long_interrupts_the_turn_and_says_why() -> None:
     assert "away for too long" in k.events(EventKind.ERROR)[0]["message"]
 
 
+
+def test_a_supervisor_away_too_long_while_claude_restarts_reports_no_interrupt_nobody_asked_for() -> None:
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.deliver(1, "long")
+    k.claude_exits(1, "Error: Session ID sid is already in use.")  # the turn waits for the next Claude
+    k.do(k.m.supervisor_away_too_long())
+    assert not k.reports(_wire.InterruptReport) and k.told() == ["long"]
+    assert "away for too long" in k.events(EventKind.ERROR)[0]["message"]
+
+
 # permission requests ---------------------------------------------------------------------
 
 

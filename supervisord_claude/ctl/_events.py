@@ -26,6 +26,7 @@ from protocol import (
     ToolUseEvent,
     UserEvent,
     idle_note,
+    permission_mode_of,
     turn_cost,
     usd_text,
 )
@@ -111,9 +112,16 @@ def _stalled(event: StalledEvent) -> str:
             f" {event.get('session')} stops it")
 
 
+#: what a settings event's line leaves out: the event's own fields, and the version-1 name
+#: of the permission mode (shown once, as "permission mode", read by ``permission_mode_of``)
+_NOT_A_SETTING = frozenset({"id", "session", "seq", "ts", "kind", "origin", "permission_mode", "mode"})
+
+
 def _settings(event: SettingsEvent) -> str:
-    fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
-                       for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
+    mode = permission_mode_of(event)
+    fields = ", ".join([f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
+                        for k, v in event.items() if k not in _NOT_A_SETTING]
+                       + ([f"permission mode {mode}"] if mode is not None else []))
     return f"settings: {fields}"
 
 

@@ -5,7 +5,7 @@ starts ``claude -p`` in stream-json mode in its own process group, writes one qu
 message at a time to Claude's stdin, turns Claude's stdout into events for the supervisor,
 and suspends (stops Claude and exits) when the idle timer expires.
 
-What to do is decided by ``_keeper_machine.KeeperMachine`` (the session's logic, without
+What to do is decided by ``_machine.KeeperMachine`` (the session's logic, without
 I/O); ``Keeper`` is the adapter that runs it: it feeds the machine what the supervisor
 says, what Claude writes and how it ends, and the timers' expiries, and carries out the
 actions it returns with Claude's process (start, stdin, stdout/stderr readers, stop), the

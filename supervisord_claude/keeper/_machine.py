@@ -3,21 +3,21 @@
 It is fed events: a command of the supervisor (``command``), a parsed line of Claude's
 output (``claude_output``), Claude started, could not start, exited or was stopped, a
 timer's expiry, and the keeper's own start and stop. Each call returns the actions to
-take, in order (``_actions``): write a line to Claude's stdin, report to the supervisor,
-start or stop Claude, arm or cancel a timer, finish. ``_keeper`` runs it: Claude's
-process, the supervisor's socket and the clock live there.
+take, in order (``_actions``): write to Claude's stdin, report to the supervisor, start
+or stop Claude, arm or cancel a timer, finish. ``_keeper`` runs it: Claude's process,
+the supervisor's socket and the clock live there.
 
-``KeeperMachine`` owns the session's state, the idle timer's decisions and which Claude
-runs; it gives the rest to parts it owns, each pure and tested alone: ``Turns`` (the
-queue, the message Claude answers, steering), ``Prompts`` (the permission requests Claude
-waits on), ``Interrupts``, ``Settings`` (what Claude is launched with, the budget, the
-changes that wait for a restart) and ``Run`` (one Claude process, and what its end means).
-
-Its lifecycle is ``state`` alone, changed only by ``change_state``, which checks the edge
-against ``EDGES`` (as supervisord's ``Subprocess.change_state`` does). Each event is
-handled whole in one call: a message comes either before the idle timer's expiry (and is
-answered) or after the suspension was decided (and is rejected: the supervisor delivers
-it again after the resume).
+``KeeperMachine`` owns the session's state and decides what each event means for it; the
+rest belongs to parts it owns, each pure and tested alone: ``Turns`` (the queue, the
+message Claude answers, steering), ``Prompts`` (the permission requests Claude waits on),
+``Interrupts``, ``Settings`` (Claude's launch settings and the budget; the changes that
+wait for a restart), ``Runs`` (which Claude is which, and what its end means) and
+``IdleTimer``. They return the actions for their own events; only the machine changes
+``state``, through ``change_state``, which checks the edge against ``EDGES`` (as
+supervisord's ``Subprocess.change_state`` does). Each event is handled whole in one call:
+a message comes either before the idle timer's expiry (and is answered) or after the
+suspension was decided (and is rejected: the supervisor delivers it again after the
+resume).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class KeeperMachine:
             pid=pid, version=_wire.WIRE_VERSION, session=self.spec.session,
             claude_pid=self.runs.running.pid if self.runs.running else None, state=self.state.value,
             current=self.turns.current.id if self.turns.current else None,
-            queued=tuple(m.id for m in self.turns.queue), resumed=self.started,
+            queued=tuple(m.id for m in self.turns.queue), started=self.started,
             pending=tuple(self.prompts.waiting.values()), steered=tuple(m.id for m in self.turns.steered),
         )
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import EventKind, PermissionMode, Reason, SessionState
+from protocol import EventKind, PermissionMode, Reason, SessionState, mode_fields
 
 from .. import _claude, _wire
 from .._clock import Clock, TimerHandle
@@ -175,7 +175,7 @@ class Terminals:
         env = {k: v for k, v in self.environ().items() if k not in NOT_FOR_THE_TUI}
         env[_claude.SESSION_ENV] = rec.name
         return {"argv": _claude.build_tui_argv(spec), "cwd": rec.cwd, "env": env, "session_id": rec.session_id,
-                "model": rec.model, "mode": rec.permission_mode}
+                "model": rec.model, **mode_fields(rec.permission_mode)}
 
     def _release(self, term: Terminal, why: str) -> None:
         """The claim ends before the session was attached (claudectl went away)."""
