@@ -6,6 +6,7 @@ memory; pruned.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import time
@@ -34,14 +35,11 @@ from ._storesessions import SessionRows
 log = logging.getLogger("supervisord_claude")
 
 
-def _as_run(w: EventWrite) -> RunWrite:
-    """One event to store, as a run of one."""
-    blob = w.blob if w.blob is not None else pack_body(w.body or {})
-    message_id = w.message_id
-    if message_id is None and w.body is not None and isinstance(w.body.get("message_id"), int):
-        message_id = w.body["message_id"]
-    return RunWrite(w.session, [_KIND_VALUES[w.kind]], [message_id], [blob], None, w.updates,
-                    (w.message_status,) if w.message_status is not None else (), w.keeper)
+def _message_id_of(w: EventWrite) -> int | None:
+    if w.message_id is not None or w.body is None:
+        return w.message_id
+    message_id = w.body.get("message_id")
+    return message_id if isinstance(message_id, int) else None
 
 
 class EventRows(SessionRows):
@@ -76,46 +74,55 @@ class EventRows(SessionRows):
         # one UPDATE per session with the later value of each field
         merged: dict[str, dict[str, Any]] = {}
         statuses: list[tuple[str, int]] = []
-        # consecutive writes of one session: one run
-        pending: list[RunWrite] = []
+        # consecutive writes of one session: one run (session, kinds, message ids, bodies,
+        # extras), gathered in place
+        pending: list[tuple[str, list[str], list[int | None], list[bytes], list[bytes]]] = []
         for w in writes:
-            run = w if type(w) is RunWrite else _as_run(w)  # type: ignore[arg-type]
-            if pending and pending[-1].session == run.session:
-                last = pending[-1]
-                pending[-1] = last._replace(
-                    kinds=last.kinds + run.kinds, message_ids=last.message_ids + run.message_ids,
-                    blobs=last.blobs + run.blobs,
-                    extras=None if last.extras is None and run.extras is None else
-                    (last.extras or [b""] * len(last.blobs)) + (run.extras or [b""] * len(run.blobs)))
+            session = w.session
+            if not pending or pending[-1][0] != session:
+                pending.append((session, [], [], [], []))
+            _, kinds, message_ids, blobs, extras = pending[-1]
+            if type(w) is RunWrite:
+                kinds.extend(w.kinds)
+                message_ids.extend(w.message_ids)
+                blobs.extend(w.blobs)
+                extras.extend(w.extras or itertools.repeat(b"", len(w.blobs)))
+                statuses.extend((status, message_id) for message_id, status in w.statuses)
             else:
-                pending.append(run)
-            fields = merged.setdefault(run.session, {})
-            for key, value in run.updates.items():
-                fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
-            if run.keeper is not None:
-                fields["keeper_pid"], fields["keeper_n"] = run.keeper
-            statuses.extend((status, message_id) for message_id, status in run.statuses)
+                assert isinstance(w, EventWrite)
+                kinds.append(_KIND_VALUES[w.kind])
+                message_ids.append(_message_id_of(w))
+                blobs.append(w.blob if w.blob is not None else pack_body(w.body or {}))
+                extras.append(b"")
+                if w.message_status is not None:
+                    statuses.append((w.message_status[1], w.message_status[0]))
+            if w.updates:
+                fields = merged.setdefault(session, {})
+                for key, value in w.updates.items():
+                    fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
+            if w.keeper is not None:
+                fields = merged.setdefault(session, {})
+                fields["keeper_pid"], fields["keeper_n"] = w.keeper
         stored: list[StoredRun] = []
         rows: list[tuple[int, int, str, int, float, bytes, bytes]] = []
         with self._tx() as db:
             event_id = self._last_id(db)
-            for run in pending:
-                session = run.session
+            for session, kinds, message_ids, blobs, extras in pending:
                 seq = last_seq.get(session)
                 if seq is None:
                     row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (session,)).fetchone()
                     if row is None:
                         raise StoreError(f"no session {session!r}")
                     seq = row[0]
-                data, ends = pack_run(event_id + 1, seq + 1, session, now, run.kinds, run.blobs, run.extras)
-                count = len(run.blobs)
+                data, ends = pack_run(event_id + 1, seq + 1, session, now, kinds, blobs, extras)
+                count = len(blobs)
                 rows.append((event_id + count, event_id + 1, session, seq + 1, now, data, ends))
-                stored.append(StoredRun(event_id + 1, session, seq + 1, now, data, ends, run.kinds, run.message_ids))
+                stored.append(StoredRun(event_id + 1, session, seq + 1, now, data, ends, kinds, message_ids))
                 event_id += count
                 last_seq[session] = seq + count
             db.executemany(INSERT_RUN, rows)
             for session, seq in last_seq.items():
-                self._update(db, session, {**merged[session], "last_seq": seq})
+                self._update(db, session, {**merged.get(session, {}), "last_seq": seq})
             spent = {session: fields[COST_ADDED] for session, fields in merged.items() if fields.get(COST_ADDED)}
             if spent:
                 db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
