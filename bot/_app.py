@@ -20,7 +20,6 @@ from typing import Any
 from telegram import BotCommand, LinkPreviewOptions, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
@@ -76,6 +75,7 @@ from ._messages import (
     on_unsupported,
     on_voice,
 )
+from ._pacing import SpareRateLimiter
 from ._uploads import on_file, on_get
 
 log = logging.getLogger("claude_telegram_bot")
@@ -315,7 +315,7 @@ async def _stop(app: Application[Any, Any, Any, Any, Any, Any], core: Core, task
 def build(config: BotConfig) -> Application[Any, Any, Any, Any, Any, Any]:
     bot = TopicBot(
         config.token, base_url=config.base_url, base_file_url=config.base_file_url,
-        rate_limiter=AIORateLimiter(max_retries=5),
+        rate_limiter=SpareRateLimiter(max_retries=5),  # (AIORateLimiter: _pacing)
         # links in answers are not unfurled into previews (Claude cites many)
         defaults=Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)),
     )

@@ -18,11 +18,12 @@ from ._delivery import delivery_loop
 from ._link import Link
 from ._live import KV_PREVIEWS
 from ._send import KV_PROGRESS
+from ._workers import KV_DELIVERED
 
 log = logging.getLogger("claude_telegram_bot")
 
 #: what the delivery keeps about its own progress: per host, in that host's kv
-HOST_KEYS = frozenset({KV_PROGRESS, KV_PREVIEWS})
+HOST_KEYS = frozenset({KV_PROGRESS, KV_PREVIEWS, KV_DELIVERED})
 
 
 class HostLink(Link):

@@ -1,8 +1,8 @@
 """Answers shown while Claude writes them: in a private chat as a Telegram draft
 (``sendMessageDraft``, one ``draft_id`` per reply), elsewhere as one message that is edited.
 
-Updates are throttled (at most one per ``LIVE_EVERY`` seconds per chat, well inside
-Telegram's limits) and sent as plain text — a partial answer often has unclosed Markdown,
+Updates are throttled (at most one per ``LIVE_EVERY`` seconds per chat, and only with the
+bot's rate limit to spare: ``_pacing``; the text is the newest when the update goes) and sent as plain text — a partial answer often has unclosed Markdown,
 and plain text is never refused — showing the tail when it is longer than a message. The
 final answer is not sent from here: it comes once, with its entities, from the stored
 ``assistant_text`` event; ``finish`` then removes the preview.
@@ -26,6 +26,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
 from . import _markdown as markdown
+from ._pacing import spare_turn
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -92,6 +93,9 @@ class LiveReplies:
             wait = self._last.get(reply.chat, 0.0) + LIVE_EVERY - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            await spare_turn(app)  # (many chats at once: the newest text when its turn comes)
+            if reply.broken:
+                break
             head = f"{reply.label}\n" if reply.label else ""
             text = head + markdown.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR) - markdown.utf16_len(head)) + _CURSOR
             self._last[reply.chat] = time.monotonic()
@@ -113,6 +117,10 @@ class LiveReplies:
                 log.info("live answer update failed: %s", exc)
             reply.sent_at.append(time.monotonic())
             reply.shown = reply.text
+
+    def writing(self, chat: int) -> bool:
+        """Whether an answer is being shown in ``chat`` as it is written."""
+        return any(reply.chat == chat and not reply.broken for reply in self.replies.values())
 
     async def finish(self, app: Application[Any, Any, Any, Any, Any, Any], message_id: int | None) -> None:
         """The complete text is about to be sent: stop showing the live one."""

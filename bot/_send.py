@@ -47,7 +47,21 @@ async def send_chunk(app: Application[Any, Any, Any, Any, Any, Any], chat: int, 
     return int(sent.message_id)
 
 
+#: the parts of answers being sent that Telegram accepted: [[event id, parts], ...] (one
+#: answer per chat may be on its way at once); an older bot wrote one pair, [event id, parts]
 KV_PROGRESS = "telegram.delivery.progress"
+
+
+def parts_sent_of(saved: Any) -> dict[int, int]:
+    """``KV_PROGRESS`` as stored (either form) → event id: parts Telegram accepted."""
+    if isinstance(saved, list) and len(saved) == 2 and all(isinstance(v, int) for v in saved):
+        saved = [saved]
+    return {int(pair[0]): int(pair[1]) for pair in saved if isinstance(pair, list) and len(pair) == 2} \
+        if isinstance(saved, list) else {}
+
+
+async def _store_progress(core: Core) -> None:
+    await core.link.kv_set(KV_PROGRESS, [[event_id, parts] for event_id, parts in core.parts_sent.items()])
 
 
 async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core, event_id: int, chat: int,
@@ -67,12 +81,13 @@ async def send_answer(app: Application[Any, Any, Any, Any, Any, Any], core: Core
         if session is not None:
             await core.link.note_author(chat, [last], session)
         if i + 1 < len(chunks):
-            core.parts_sent = {event_id: i + 1}
-            await core.link.kv_set(KV_PROGRESS, [event_id, i + 1])
+            core.parts_sent[event_id] = i + 1
+            await _store_progress(core)
     if len(chunks) > render.LONG_ANSWER_PARTS and done < len(chunks):
         # easier to read, save or forward in one piece (sent with the last part, so a
         # restart that resumes after it does not send it twice)
         await app.bot.send_document(chat, text.encode(), filename=f"answer-{event_id}.md",
                                     caption=render.long_answer_caption(len(chunks)), disable_notification=True)
-    core.parts_sent.pop(event_id, None)
+    if core.parts_sent.pop(event_id, None) is not None:
+        await _store_progress(core)
     return last if len(chunks) == 1 else None

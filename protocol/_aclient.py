@@ -17,11 +17,13 @@ from zmq.utils.monitor import parse_monitor_message
 from ._client import Event, _configure, _result_of, _socket_path, check_running
 from ._codec import decode, encode
 from ._errors import ConnectionFailed, FrameError, RemoteError, VersionMismatch
+from ._hostproblems import bad_version_problem, version_problem
 from ._hosts import CONNECT_TIMEOUT, LOCAL_HOST, Host
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._methods import AsyncOps
 from ._paths import control_endpoint
-from ._ssh import LinkState, SshLink, bad_version_problem, version_problem
+from ._ssh import LinkState, SshLink
+from ._vocabulary import V1_AFTER
 
 
 class Subscription:
@@ -316,18 +318,27 @@ class AsyncClient(AsyncOps):
         self,
         session: str | None = None,
         *,
-        after: int | None = None,
+        after_seq: int | None = None,
+        after_id: int | None = None,
         consumer: str | None = None,
         window: int | None = None,
         live: bool = False,
+        after: int | None = None,
     ) -> Subscription:
-        """Subscribe to one session's events (``after`` = its sequence number) or to all
-        sessions (``after`` = global event id; omitted with a ``consumer``: its cursor)."""
+        """Subscribe to one session's events after its sequence number ``after_seq``, or to
+        all sessions' after the global event id ``after_id`` (neither: only new ones; all
+        sessions' with a ``consumer``: after its cursor). ``after``: either, as in protocol
+        1 (deprecated)."""
+        if after_seq is not None and session is None:
+            raise ValueError("after_seq is a session's sequence number: give the session")
+        if after_id is not None and session is not None:
+            raise ValueError("after_id is a global event id: not with a session (after_seq)")
+        position = next((p for p in (after_seq, after_id, after) if p is not None), None)
         args: dict[str, Any] = {}
         if session is not None:
             args["session"] = session
-        if after is not None:
-            args["after"] = after
+        if position is not None:
+            args[V1_AFTER] = position  # (the name every supervisor of protocol 1 reads)
         if consumer is not None:
             args["consumer"] = consumer
         if window is not None:

@@ -488,7 +488,7 @@ def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
     from protocol import validate_request
     from supervisord_claude import _claude
     from supervisord_claude._clock import FakeClock
-    from supervisord_claude._config import Config
+    from supervisord_claude._configkeys import Config
     from supervisord_claude._os import System
     from supervisord_claude.keeper._keeper import Keeper
     from supervisord_claude.supervisor._core import build_core
@@ -852,6 +852,40 @@ def _lags(log: list[tuple[float, int]], by_length: dict[int, list[tuple[str, flo
     return lags
 
 
+def _first_shown(drafts: list[dict[str, Any]], written: dict[tuple[str, int], float]) -> list[float]:
+    """For each piece written (a prefix of its answer of some length), how long until a
+    draft showed it (the first draft of its chat at least that long); the user's wait,
+    where the drafts' lag is the age of what a draft shows. A session is matched to its
+    chat by its drafts' lengths; pieces no draft showed before the answer came are left out."""
+    by_session: dict[str, list[tuple[float, int]]] = {}
+    for (session_id, length), at in written.items():
+        by_session.setdefault(session_id, []).append((at, length))
+    shown_by_chat: dict[int, list[tuple[float, int]]] = {}
+    for d in drafts:
+        shown_by_chat.setdefault(d["chat_id"], []).append((d["at"], len(d["text"].removesuffix(" ▍"))))
+    lengths_of_chat = {chat: {length for _, length in shown} for chat, shown in shown_by_chat.items()}
+    waits = []
+    for pieces in by_session.values():
+        lengths = {length for _, length in pieces}
+        chat = max(lengths_of_chat, key=lambda c: len(lengths_of_chat[c] & lengths), default=None)
+        if chat is None or not lengths_of_chat[chat] & lengths:
+            continue
+        shown = sorted(shown_by_chat[chat])
+        for at, length in pieces:
+            first = next((when for when, shown_length in shown if shown_length >= length and when >= at), None)
+            if first is not None:
+                waits.append(first - at)
+    return waits
+
+
+def _draft_intervals(drafts: list[dict[str, Any]]) -> list[float]:
+    """The time between two drafts of one chat's answer."""
+    by_reply: dict[tuple[int, int], list[float]] = {}
+    for d in drafts:
+        by_reply.setdefault((d["chat_id"], d["draft_id"]), []).append(d["at"])
+    return [b - a for times in by_reply.values() for a, b in itertools.pairwise(sorted(times))]
+
+
 def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float = 0.0,
                           live_lag: bool = False) -> dict[str, float]:
     """``sessions`` chats, each with an answer streamed over ``seconds`` (at ``rate``
@@ -895,6 +929,14 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
             if time.monotonic() > deadline + 60:
                 raise RuntimeError("not every session answered")
             time.sleep(0.05)
+        # and the bot has shown every event of them (answers, footers): its requests to
+        # Telegram share one rate limit, which a backlog would hold from the drafts
+        with Client(sup_base / "run", timeout=60) as c:
+            target = c.request("status")["last_event_id"]
+            while c.request("status")["consumers"].get("telegram-bot", 0) < target:
+                if time.monotonic() > deadline + 120:
+                    raise RuntimeError("the bot did not show the warm-up turns")
+                time.sleep(0.05)
         keepers = _keepers_of(sup_base / "run")
         live_log = sup_base / "live.log"
         watcher = None
@@ -961,6 +1003,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     for (session_id, length), at in written.items():
         by_length.setdefault(length, []).append((session_id, at))
     lags = _lags([(d["at"], len(d["text"].removesuffix(" ▍"))) for d in api.drafts], by_length)
+    waits = _first_shown(api.drafts, written)
+    intervals = _draft_intervals(api.drafts)
     live_lags = _lags([(float(at), int(length)) for at, length in (line.split() for line in
                                                                    live_log.read_text().splitlines())],
                       by_length) if live_lag else []
@@ -978,6 +1022,9 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     live = (f"; live frames to a protocol client: {len(live_lags)}, newest text p50 "
             f"{statistics.median(live_lags) * 1e3:.1f} ms, p99 {pct(live_lags, 0.99) * 1e3:.1f} ms"
             if live_lags else "")
+    seen = (f"; each piece written until a draft had it: p50 {statistics.median(waits) * 1e3:.0f} ms, "
+            f"p99 {pct(waits, 0.99) * 1e3:.0f} ms; a chat's drafts every {statistics.median(intervals):.2f} s "
+            f"(median), p99 {pct(intervals, 0.99):.2f} s" if waits and intervals else "")
     print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({at_once} at once at most; {pieces_per_s:.0f}"
           f" text pieces/s each while it streamed; {elapsed:.1f} s in all), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; drafts are paced at 2/s per chat); "
@@ -986,7 +1033,7 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
           f" {rss:.1f} MiB; keeper CPU median "
           f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%; the bot "
           f"{cpu.get(bot.pid, 0) * 100:.1f}% ({while_streaming.get(bot.pid, 0) * 100:.1f}% while streaming), the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
-          f"{fake_api * 100:.0f}%{live}; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+          f"{fake_api * 100:.0f}%{live}{seen}; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
             "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
             "tg_streaming_at_once": float(at_once), "tg_supervisor_us_per_piece": sup_us_per_piece,
@@ -997,6 +1044,10 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
             "tg_keeper_cpu_max": max(keeper_cpu or [0.0]), "tg_bot_cpu": cpu.get(bot.pid, 0.0),
             "tg_fake_claudes_cpu": claudes, "tg_fake_api_cpu": fake_api, "tg_load_average": os.getloadavg()[0],
             "tg_load_average_start": load_at_start,
+            **({"tg_piece_shown_p50_ms": statistics.median(waits) * 1e3,
+                "tg_piece_shown_p99_ms": pct(waits, 0.99) * 1e3,
+                "tg_draft_interval_median_s": statistics.median(intervals),
+                "tg_draft_interval_p99_s": pct(intervals, 0.99)} if waits and intervals else {}),
             **({"live_lag_p50_ms": statistics.median(live_lags) * 1e3, "live_lag_p99_ms": pct(live_lags, 0.99) * 1e3}
                if live_lags else {})}
 

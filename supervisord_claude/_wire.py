@@ -8,7 +8,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
                                 | Exited{pid, status}
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
-                                      queued, resumed, pending, steered}
+                                      queued, started, pending, steered}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvents{n, e: [kind, m, b, ...]} (a run of events)
                                 | KeeperEvent{kind, m, b} (one event: wire 6 and before)

@@ -233,6 +233,8 @@ def _message(raw: Any) -> Message:
         if cls is Rejected:
             return Rejected(tuple(int(i) for i in raw["ids"]), n=int(raw.get("n", 0)))
         if cls is Hello:
+            if "resumed" in raw:  # (its name in a keeper of an earlier release)
+                raw.setdefault("started", raw.pop("resumed"))
             raw["queued"] = tuple(int(i) for i in raw.get("queued") or ())
             raw["pending"] = tuple(p for p in raw.get("pending") or () if isinstance(p, dict))
             raw["steered"] = tuple(int(i) for i in raw.get("steered") or ())

@@ -119,7 +119,9 @@ class Hello(Message):
     state: str = ""
     current: int | None = None  # the message Claude is answering
     queued: tuple[int, ...] = ()  # messages it holds for Claude, in order
-    resumed: bool = False  # the conversation exists (Claude's --resume works)
+    #: the conversation exists (Claude's --resume works): the session record's ``started``
+    #: (``resumed`` in a keeper of an earlier release, which the decoder still reads)
+    started: bool = False
     #: permission requests Claude waits on (their permission_request event bodies)
     pending: tuple[dict[str, Any], ...] = ()
     #: messages written to Claude during its turn that it has not taken yet (wire 6)

@@ -82,11 +82,14 @@ class FakeTelegram:
         self._broken: dict[str, int] = {}
         self._refuse: dict[str, str] = {}
         self.drafts: list[dict[str, Any]] = []
+        self.calls: list[tuple[float, str, Any]] = []  # every call: (when, method, chat_id)
         self.commands: list[tuple[str, str]] = []  # the "/" menu (setMyCommands)
         self.documents: list[dict[str, Any]] = []  # sendDocument and sendPhoto calls
         self.from_users: list[dict[str, Any]] = []  # every message users sent, as the bot gets it
         self.deleted: list[dict[str, Any]] = []
         self.broken: list[dict[str, Any]] = []
+        self.held_chats: set[int] = set()  # see hold_chat
+        self.held: list[dict[str, Any]] = []  # the calls held, as they came
         self.down = False  # unreachable: see go_down
         self.revoked = False  # the token no longer valid (as after /revoke at @BotFather)
         self._update_ids = itertools.count(1)
@@ -243,6 +246,16 @@ class FakeTelegram:
         with self._lock:
             self._broken[method] = number
 
+    def hold_chat(self, chat_id: int) -> None:
+        """Every call about ``chat_id`` hangs (as when Telegram is slow for that chat) until
+        ``release_chat``, then fails with 502 Bad Gateway, having done nothing."""
+        with self._lock:
+            self.held_chats.add(chat_id)
+
+    def release_chat(self, chat_id: int) -> None:
+        with self._lock:
+            self.held_chats.discard(chat_id)
+
     # reading what the bot did --------------------------------------------------------------
 
     def texts(self, chat_id: int | None = None) -> list[str]:
@@ -299,6 +312,16 @@ class FakeTelegram:
         if token != TOKEN or self.revoked:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         params = await self._params(request)
+        chat_id = params.get("chat_id")
+        with self._lock:
+            self.calls.append((time.monotonic(), method, chat_id))
+            held = chat_id in self.held_chats
+            if held:
+                self.held.append({"method": method, "params": params})
+        if held:
+            while chat_id in self.held_chats:
+                await asyncio.sleep(0.05)
+            return web.json_response({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status=502)
         with self._lock:
             if method in self._refuse:
                 description = self._refuse.pop(method)

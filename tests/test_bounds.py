@@ -22,7 +22,7 @@ from protocol import (
     EventKind,
     RemoteError,
 )
-from supervisord_claude._config import load_toml
+from supervisord_claude._configfile import load_toml
 from supervisord_claude._errors import ClientSlow, ConfigError
 from supervisord_claude.supervisor import _clientlimits
 from supervisord_claude.supervisor._hub import KEEPALIVE, MAX_INFLIGHT_BYTES, SubscriptionHub

@@ -412,7 +412,7 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
     from supervisord_claude._wire import KeeperSpec, QueuedMessage
     from supervisord_claude.keeper import _uplink
     from supervisord_claude.keeper._keeper import Emit, Keeper
-    from supervisord_claude.keeper._machine import Run
+    from supervisord_claude.keeper._runs import Run
 
     monkeypatch.setattr(_uplink, "UNACKED_LIMIT", 10_000)
     spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
@@ -421,9 +421,9 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
     keeper.uplink._raw_send = lambda data: pytest.fail("nothing is sent while no supervisor listens")  # type: ignore[method-assign]
     written: list[bytes] = []
     keeper._write = lambda line: written.append(line) or True  # type: ignore[method-assign]
-    keeper.machine.claude = Run(1, resume=True, pid=1)
+    keeper.machine.runs.running = Run(1, resume=True, pid=1)
     keeper.machine.change_state(SessionState.RESUMING, Reason.MESSAGE)
-    keeper.machine.current = QueuedMessage(5, "long")
+    keeper.machine.turns.current = QueuedMessage(5, "long")
     keeper.uplink.state = _uplink.Link.ORPHANED
     for _ in range(100):
         keeper.do([Emit(EventKind.ASSISTANT_TEXT, {"text": "x" * 500, "message_id": 5})])

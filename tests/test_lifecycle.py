@@ -16,7 +16,7 @@ import pytest
 from protocol import Reason, SessionState, validate_request
 from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
-from supervisord_claude._config import Config
+from supervisord_claude._configkeys import Config
 from supervisord_claude._errors import StoreError
 from supervisord_claude._os import System
 from supervisord_claude.supervisor._core import Core, build_core
@@ -336,9 +336,13 @@ def test_a_keeper_of_the_release_before_runs_is_adopted_and_its_events_read(h: H
     h.store.update_session("a", keeper_pid=4242, keeper_n=7)
     h.pool.expect({4242: "a"})
     ident = b"a:4242"
-    h.pool.on_keeper_message(ident, _wire.Hello(4242, version=6, session="a", claude_pid=4343, state="busy",
-                                                current=first, resumed=True))
+    # (its Hello calls the conversation existing "resumed", as keepers of an earlier release do)
+    [hello] = _wire.decode_all(msgpack.packb({"t": "hello", "pid": 4242, "version": 6, "session": "a",
+                                              "claude_pid": 4343, "state": "busy", "current": first,
+                                              "resumed": True}))
+    h.pool.on_keeper_message(ident, hello)
     assert h.pool.session("a").keeper.wire_version == 6
+    assert h.op("status", session="a")["started"] is True
     old_form = b"".join(msgpack.packb({"t": "event", "kind": "assistant_text", "m": first,
                                        "b": msgpack.packb({"message_id": first, "text": f"old {n}"}), "n": n})
                         for n in (7, 8, 9))  # 7 was stored before the upgrade: sent again, skipped
@@ -360,7 +364,7 @@ def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h:
     h.pool.expect({4242: "a"})
     ident = b"a:4242"
     h.pool.on_keeper_message(ident, _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a", claude_pid=4343,
-                                                state="busy", current=first, queued=(second,), resumed=True))
+                                                state="busy", current=first, queued=(second,), started=True))
     handle = h.pool.session("a").keeper
     assert handle is not None and handle.adopted and handle.phase is Phase.READY
     assert handle.forwarded == [first, second] and handle.claude_pid == 4343

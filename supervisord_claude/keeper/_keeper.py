@@ -5,7 +5,7 @@ starts ``claude -p`` in stream-json mode in its own process group, writes one qu
 message at a time to Claude's stdin, turns Claude's stdout into events for the supervisor,
 and suspends (stops Claude and exits) when the idle timer expires.
 
-What to do is decided by ``_keeper_machine.KeeperMachine`` (the session's logic, without
+What to do is decided by ``_machine.KeeperMachine`` (the session's logic, without
 I/O); ``Keeper`` is the adapter that runs it: it feeds the machine what the supervisor
 says, what Claude writes and how it ends, and the timers' expiries, and carries out the
 actions it returns with Claude's process (start, stdin, stdout/stderr readers, stop), the
@@ -47,7 +47,8 @@ from ._actions import (
     StopClaude,
     Write,
 )
-from ._machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
+from ._machine import DROPPED, EDGES, IllegalTransition, KeeperMachine
+from ._runs import STDOUT_LIMIT
 from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
@@ -209,14 +210,14 @@ class Keeper:
             return
         self.procs[start.run] = proc
         actions = self.machine.claude_started(start.run, proc.pid)
-        if self.machine.claude is not None and self.machine.claude.number == start.run:
+        if (running := self.machine.runs.running) is not None and running.number == start.run:
             tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
             stderr = self._spawn_task(self._read_stderr(proc, tail))
             self._spawn_task(self._read_stdout(start.run, proc, stderr, tail))
         self.do(actions)
 
     def _write(self, line: bytes) -> bool:
-        run = self.machine.claude
+        run = self.machine.runs.running
         proc = self.procs.get(run.number) if run is not None else None
         stdin = proc.stdin if proc is not None else None
         if stdin is None or stdin.is_closing():

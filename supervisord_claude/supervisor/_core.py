@@ -20,7 +20,7 @@ from protocol import (
 )
 
 from .._clock import Clock
-from .._config import Config
+from .._configkeys import Config
 from .._os import System
 from ._attachments import ATTACHMENTS_DIR, Attachments
 from ._budgets import Budgets

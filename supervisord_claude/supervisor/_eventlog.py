@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 import msgpack
 
-from protocol import EventKind, SessionState, _packedmap, cost_fields
+from protocol import EventKind, SessionState, _packedmap, cost_fields, permission_mode_of
+from protocol._vocabulary import missing_mode_fields
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -53,6 +54,8 @@ _STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESS
                  EventKind.STEERED: WRITTEN, EventKind.TAKEN: DONE}
 #: the kinds of event that change their session's row (see _session_updates)
 _UPDATES_SESSION = frozenset({EventKind.STATE, EventKind.RESULT, EventKind.USER, EventKind.SETTINGS})
+#: the kinds that may carry a permission mode (reported under both its names)
+_NAMES_A_MODE = frozenset({EventKind.SETTINGS, EventKind.PERMISSION_RESOLVED})
 STORE_RETRY = 1.0
 _ORIGIN_CACHE = 10_000
 #: an event kind by its wire name
@@ -109,6 +112,8 @@ class EventLog:
         supervisor knows what to ask that keeper to send again."""
         if kind is EventKind.RESULT:  # the turn's and the conversation's cost, by name
             body = {**body, **cost_fields(body)}
+        elif kind in _NAMES_A_MODE:  # the permission mode under its name and its v1 name
+            body = {**body, **missing_mode_fields(body)}
         message_id = body.get("message_id")
         if isinstance(message_id, int) and "origin" not in body:
             origin = self._origin(message_id)
@@ -137,6 +142,9 @@ class EventLog:
                 costs = cost_fields(body)
                 packed = _packedmap.with_items(packed, costs)
                 body.update(costs)
+            elif kind is EventKind.SETTINGS and (names := missing_mode_fields(body)):
+                packed = _packedmap.with_items(packed, names)
+                body.update(names)
             updates = self._session_updates(session, kind, body)
         self._unstored.append(EventWrite(session, kind, body, updates,
                                          (message_id, status) if message_id is not None and status is not None
@@ -255,8 +263,8 @@ class EventLog:
         elif kind is EventKind.SETTINGS:
             updates.update({k: body[k] for k in ("model", "idle_timeout", "allowed_tools", "claude_model")
                             if k in body})
-            if "mode" in body:
-                updates["permission_mode"] = body["mode"]
+            if (mode := permission_mode_of(body)) is not None:
+                updates["permission_mode"] = mode
         return updates
 
     def _packed_origin(self, message_id: int) -> bytes:

@@ -252,7 +252,7 @@ class KeeperPool(PoolExits):
         live.queue = collections.deque(i for i in live.queue if i not in handle.forwarded)
         live.keeper = handle
         self._by_pid[msg.pid] = handle
-        if msg.resumed:
+        if msg.started:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self._listener.watch_exit(msg.pid)

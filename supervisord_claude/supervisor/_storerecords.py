@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from protocol import EventKind, SessionState
+from protocol import EventKind, SessionState, mode_fields
 
 #: message status: queued (accepted, not yet handed to Claude), written (on Claude's
 #: stdin), done (its turn ended), failed (reported to the user as not delivered)
@@ -61,7 +61,7 @@ class SessionRecord:
             "suspended_at": self.suspended_at,
             "cost_usd": self.cost_usd,
             "last_seq": self.last_seq,
-            "mode": self.permission_mode,
+            **mode_fields(self.permission_mode),  # (permission_mode, and its v1 name mode)
             "allowed_tools": list(self.allowed_tools),
             "claude_model": self.claude_model,
         }

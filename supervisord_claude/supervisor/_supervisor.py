@@ -37,7 +37,7 @@ from protocol import (
 
 from .. import _wire
 from .._clock import Clock, LoopClock, wait_for
-from .._config import Config
+from .._configkeys import Config
 from .._errors import OpError, StoreError
 from .._os import System, sd_notify
 from .._sockets import send_now

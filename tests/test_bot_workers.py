@@ -1,0 +1,168 @@
+"""No chat waits for another: while Telegram hangs on one chat's calls, the other chats'
+answers still come, each session's in order, each once — also across a bot kill -9
+(``bot/_workers``); drafts take the rate limit's spare room with the newest text
+(``bot/_pacing``). Played through the fake Bot API against a real supervisor with the
+fake claude, but for the units at the end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from telegram.ext import AIORateLimiter
+
+from bot._live import LiveReplies
+from bot._pacing import RESERVE, SpareRateLimiter
+from bot._workers import KV_DELIVERED, Progress
+
+from .conftest import USER, wait_for
+from .test_bot_app import OTHER, say
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def ask(sup: Any, session: str, chat: int, text: str) -> None:
+    """A message to ``session`` as the bot hands over one written in ``chat``."""
+    with sup.client() as c:
+        c.request("send", session=session, text=text, origin=f"tg:{chat}")
+
+
+def answers(api: Any, chat: int) -> list[str]:
+    return [t.split(" (")[0] for t in api.texts(chat) if t.startswith("echo:")]
+
+
+def alpha_hangs_on_its_answer(sup: Any, api: Any) -> None:
+    """alpha (USER's chat) answers while Telegram hangs on every call about that chat."""
+    api.hold_chat(USER)
+    ask(sup, "alpha", USER, "held up")
+    wait_for(lambda: any(h["method"] == "sendMessage" and str(h["params"].get("text", "")).startswith("echo: held up")
+                         for h in api.held), what="alpha's answer to hang in Telegram")
+
+
+def start_two_chats(sup: Any, api: Any, bot_env: Any) -> Any:
+    bot = bot_env(sup, allowed=(USER, OTHER))
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created", user=OTHER)
+    return bot
+
+
+@pytest.mark.system
+def test_a_chat_whose_telegram_calls_hang_holds_up_no_other_chat(make_supervisor, bot_env, telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    start_two_chats(sup, api, bot_env)
+    alpha_hangs_on_its_answer(sup, api)
+    for i in range(3):
+        ask(sup, "beta", OTHER, f"m{i}")
+    wait_for(lambda: len(answers(api, OTHER)) >= 3, what="beta's answers while alpha's chat hangs")
+    assert answers(api, OTHER) == ["echo: m0", "echo: m1", "echo: m2"]  # in order
+    assert answers(api, USER) == []  # (still held: they went past it)
+    api.release_chat(USER)
+    api.wait_for_text(lambda t: t.startswith("echo: held up"), chat_id=USER)
+    sup.wait_consumer("telegram-bot")
+    assert answers(api, USER) == ["echo: held up"]
+    assert answers(api, OTHER) == ["echo: m0", "echo: m1", "echo: m2"]
+
+
+@pytest.mark.system
+def test_answers_shown_past_a_hanging_chat_are_not_shown_again_after_a_bot_kill_9(make_supervisor, bot_env,
+                                                                                telegram) -> None:
+    sup = make_supervisor().start()
+    api = telegram
+    bot = start_two_chats(sup, api, bot_env)
+    alpha_hangs_on_its_answer(sup, api)
+    for i in range(3):
+        ask(sup, "beta", OTHER, f"m{i}")
+    wait_for(lambda: len(answers(api, OTHER)) >= 3, what="beta's answers while alpha's chat hangs")
+    # beta's turns are shown, ahead of alpha's answer (the ack's cursor stays before it):
+    # the bot has recorded them once its last event is among those it keeps as shown
+    last_of_beta = sup.events("beta")[-1]["id"]
+    wait_for(lambda: last_of_beta in (sup.request("kv_get", key=KV_DELIVERED).get("value") or []),
+             what="beta's events recorded as shown")
+    bot.kill9()
+    api.release_chat(USER)
+    bot_env(sup, allowed=(USER, OTHER))
+    api.wait_for_text(lambda t: t.startswith("echo: held up"), chat_id=USER)
+    sup.wait_consumer("telegram-bot")
+    assert answers(api, USER) == ["echo: held up"]  # not lost
+    assert answers(api, OTHER) == ["echo: m0", "echo: m1", "echo: m2"]  # not shown twice
+
+
+# --- units ---------------------------------------------------------------------------------
+
+
+class FakeSub:
+    def __init__(self) -> None:
+        self.acks: list[int] = []
+
+    async def ack(self, event_id: int) -> None:
+        self.acks.append(event_id)
+
+
+async def test_the_ack_covers_only_events_shown_and_those_shown_ahead_of_it_are_recorded_first() -> None:
+    writes: list[tuple[str, Any]] = []
+    sub = FakeSub()
+
+    async def kv_set(key: str, value: Any) -> None:
+        writes.append((key, value))
+
+    progress = Progress(kv_set)
+    progress.resubscribed(sub)  # type: ignore[arg-type]  # (only its ack is used)
+    for event_id in (5, 8, 9):
+        progress.received(event_id)
+    await progress.delivered(8)  # another session's, before 5 is shown
+    assert sub.acks == [] and writes == [(KV_DELIVERED, [8])]
+    await progress.delivered(5)
+    assert sub.acks == [8]  # up to the first not shown
+    await progress.delivered(9)
+    assert sub.acks == [8, 9] and len(writes) == 1
+
+
+class FakeBot:
+    def __init__(self, limiter: SpareRateLimiter) -> None:
+        self.rate_limiter = limiter
+        assert limiter._base_limiter is not None
+        self.overall = limiter._base_limiter
+        self.drafts: list[str] = []
+
+    async def send_message_draft(self, chat: int, draft_id: int, text: str) -> None:
+        await self.overall.acquire()  # (as PTB's limiter does: the text is given)
+        self.drafts.append(text)
+
+
+class FakeApp:
+    def __init__(self, bot: FakeBot) -> None:
+        self.bot = bot
+
+
+async def test_a_draft_waiting_for_the_rate_limit_goes_with_the_newest_text() -> None:
+    limiter = SpareRateLimiter(max_retries=5)
+    overall = limiter._base_limiter  # (what PTB's AIORateLimiter limits the whole bot with)
+    assert overall is not None
+    for _ in range(int(overall.max_rate) - RESERVE):  # busy: answers took what it has
+        await overall.acquire()
+    assert not limiter.spare()
+    bot = FakeBot(limiter)
+    live = LiveReplies()
+    app: Any = FakeApp(bot)
+    live.update(app, USER, {"message_id": 7, "offset": 0, "text": "Once"})
+    for _ in range(5):
+        await asyncio.sleep(0)  # its update is on its way
+    for offset, piece in ((4, " upon"), (9, " a time")):  # written while it waits
+        live.update(app, USER, {"message_id": 7, "offset": offset, "text": piece})
+    await wait_until(lambda: bot.drafts)
+    assert bot.drafts[0] == "Once upon a time ▍"
+
+
+async def wait_until(predicate: Any, timeout: float = 30) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
+def test_the_spare_rate_limiter_is_ptbs_with_its_limits() -> None:
+    limiter = SpareRateLimiter(max_retries=5)
+    assert isinstance(limiter, AIORateLimiter)
+    assert limiter._base_limiter is not None and limiter._base_limiter.max_rate == 30  # Telegram's 30 a second
