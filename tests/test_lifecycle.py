@@ -299,6 +299,35 @@ def test_a_run_sent_again_from_its_middle_stores_only_what_was_not_stored(h: Har
     assert h.store.get_session("a").keeper_n == 5
 
 
+def test_a_run_of_text_tools_and_prompts_is_recorded_in_order_each_acted_on(h: Harness) -> None:
+    """A run mixes Claude's text (stored as one unit per stretch) with events the
+    supervisor acts on: each is stored in order, once, with its turn's origin; the
+    permission request is the keeper's to answer, the watcher sees the turn waiting on it,
+    and the keeper's last event is what a new supervisor would ask it to send again from."""
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one", origin="telegram:5")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    text = [("assistant_text", {"message_id": mid, "text": f"t{i}"}) for i in range(5)]
+    tool = ("tool_use", {"message_id": mid, "tool_use_id": "u1", "name": "Bash", "input": {"command": "make"}})
+    ask = ("permission_request", {"message_id": mid, "request_id": "r1", "tool_name": "Bash",
+                                  "input": {"command": "rm x"}, "suggestions": []})
+    user = ("user", {"message_id": mid, "text": "one", "attachments": []})
+    h.pool.on_keeper_messages([(ident, m) for m in _wire.decode_all(
+        _run(1, user, *text[:2], tool, text[2], ask, *text[3:]))])
+    h.clock.advance(0)
+    stored = [e for e in h.events("a") if e.get("message_id") == mid]
+    assert [(e["kind"], e.get("text") or e.get("tool_use_id") or e.get("request_id")) for e in stored] == [
+        ("user", "one"), ("assistant_text", "t0"), ("assistant_text", "t1"), ("tool_use", "u1"),
+        ("assistant_text", "t2"), ("permission_request", "r1"), ("assistant_text", "t3"), ("assistant_text", "t4")]
+    assert {e["origin"] for e in stored} == {"telegram:5"}
+    assert [e["seq"] for e in stored] == list(range(stored[0]["seq"], stored[0]["seq"] + 8))
+    assert "r1" in h.pool.session("a").keeper.permissions
+    assert h.core.watch.activity("a")["doing"] == "waiting"
+    assert h.store.get_session("a").keeper_n == 8
+    assert [a.upto for a in h.link.of(_wire.Ack)] == [8]
+
+
 def test_a_keeper_of_the_release_before_runs_is_adopted_and_its_events_read(h: Harness) -> None:
     """Keepers of wire 6 and before send one event a message; a supervisor of this release
     adopts them after an upgrade and reads both forms, numbering the same."""
@@ -479,7 +508,7 @@ def test_a_turn_is_interrupted_while_its_events_wait_for_a_full_disk(h: Harness,
 
     def disk_full(writes: object) -> None:
         raise StoreError("database or disk is full")
-    monkeypatch.setattr(h.store, "append_events", disk_full)
+    monkeypatch.setattr(h.store, "append_runs", disk_full)
     h.state(ident, SessionState.BUSY)
     assert h.store.get_session("a").state is SessionState.SUSPENDED  # (the stored copy lags)
     h.op("interrupt", session="a")  # not refused: Claude is answering

@@ -53,6 +53,9 @@ from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
 
+#: what is read of Claude's stdout at once at most (what the pipe holds, usually less)
+STDOUT_CHUNK = 1024 * 1024
+
 STOP_GRACE = _wire.STOP_GRACE
 keeper_title = _wire.keeper_title
 STDERR_TAIL = 20
@@ -227,33 +230,57 @@ class Keeper:
 
     async def _read_stdout(self, run: int, proc: asyncio.subprocess.Process, stderr: asyncio.Task[Any],
                            stderr_tail: collections.deque[str]) -> None:
+        """Claude's output, a line at a time into the machine. Read as what the pipe holds
+        (``STDOUT_CHUNK`` at most) and cut into lines here: a line costs no coroutine of
+        its own (a burst is thousands of lines a second)."""
         assert proc.stdout is not None
         overflow = False
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                # the line is lost, and it may have been the turn's result: the turn could
-                # never end, so say so and stop this Claude (the next message resumes it)
-                if not overflow:
-                    overflow = True
-                    log.error("keeper %s: Claude wrote a line over %d bytes; stopping it", self.session, STDOUT_LIMIT)
-                    self.system.killpg(proc.pid, signal.SIGKILL)
+        partial: list[bytes] = []  # a line that goes on in the next chunk, in pieces
+        partial_bytes = 0
+        while chunk := await proc.stdout.read(STDOUT_CHUNK):
+            if overflow:
+                continue  # (Claude is being stopped: what it still writes is not read)
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                partial.append(chunk)
+                partial_bytes += len(chunk)
+                if partial_bytes > STDOUT_LIMIT:
+                    overflow = self._overflow(proc)
                 continue
-            if not line:
-                break
-            if not overflow:
-                try:
-                    self.do(self.machine.claude_output(run, _claude.parse_line(line)))
-                except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
-                    log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session,
-                                  line)
+            lines = chunk[:end]
+            if partial:
+                partial.append(lines)
+                lines = b"".join(partial)
+                partial.clear()
+            partial_bytes = len(chunk) - end - 1
+            if partial_bytes:
+                partial.append(chunk[end + 1:])
+            for line in lines.split(b"\n"):
+                if len(line) > STDOUT_LIMIT:
+                    overflow = self._overflow(proc)
+                    break
+                self._claude_line(run, line)
+        if partial and not overflow:
+            self._claude_line(run, b"".join(partial))  # (its last line, without a newline)
         code = await proc.wait()
         # what Claude said on stderr before it exited decides how its exit is reported
         with contextlib.suppress(TimeoutError):
             await wait_for(self.clock, asyncio.shield(stderr), 2.0)
         self.procs.pop(run, None)
         self.do(self.machine.claude_exited(run, code, tuple(stderr_tail), overflow))
+
+    def _claude_line(self, run: int, line: bytes) -> None:
+        try:
+            self.do(self.machine.claude_output(run, _claude.parse_line(line)))
+        except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
+            log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session, line)
+
+    def _overflow(self, proc: asyncio.subprocess.Process) -> bool:
+        """A line over STDOUT_LIMIT: it is lost, and it may have been the turn's result: the
+        turn could never end, so say so and stop this Claude (the next message resumes it)."""
+        log.error("keeper %s: Claude wrote a line over %d bytes; stopping it", self.session, STDOUT_LIMIT)
+        self.system.killpg(proc.pid, signal.SIGKILL)
+        return True
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process, tail: collections.deque[str]) -> None:
         assert proc.stderr is not None
