@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -13,7 +14,7 @@ from supervisord_claude.supervisor._hub import SubscriptionHub
 from supervisord_claude.supervisor._store import Store
 
 
-def test_a_subscriber_whose_pipe_was_full_gets_the_rest_once_it_has_room(tmp_path) -> None:
+def test_a_subscriber_whose_pipe_was_full_gets_the_rest_once_it_has_room(tmp_path: Path) -> None:
     """Its pipe fills after a few events; nothing new is published after that, yet once the
     pipe has room (the control server's resume) every stored event comes, once, in order."""
     store = Store(tmp_path / "s.sqlite3")
