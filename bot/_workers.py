@@ -166,12 +166,22 @@ class Workers:
             queue.task = asyncio.create_task(self._work(session, queue), name=f"delivery[{session}]")
 
     async def _work(self, session: str, queue: _Queue) -> None:
-        while queue.items:
+        # the record that an event was shown is awaited before the session's next stored
+        # event (a kill -9 then shows none of them twice, nor out of order), not before
+        # its live text
+        recording: asyncio.Future[None] | None = None
+        while queue.items or (recording is not None and not recording.done()):
+            if not queue.items:
+                assert recording is not None
+                await recording  # (more may come meanwhile: the loop goes on with it)
+                continue
             event = queue.items[0]
             if "id" in event:
+                if recording is not None:
+                    await recording
                 await self._show(event)
                 queue.items.popleft()
-                await self.progress.delivered(event["id"])
+                recording = asyncio.ensure_future(self.progress.delivered(event["id"]))
             else:
                 queue.items.popleft()
                 try:
