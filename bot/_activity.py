@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from protocol import relative_time
+from protocol import ReminderEvent, StalledEvent, relative_time
 
 
 def duration_text(seconds: float | None) -> str:
@@ -23,14 +23,14 @@ def duration_text(seconds: float | None) -> str:
     return f"{secs // 3600} h {secs % 3600 // 60} min"
 
 
-def asked_text(fields: dict[str, Any]) -> str:
+def asked_text(fields: Mapping[str, Any]) -> str:
     """A prompt in a few words: "Bash (rm -rf build)", "a question (Pick a colour)"."""
     tool, detail = fields.get("tool_name"), fields.get("detail")
     what = {"AskUserQuestion": "a question", "ExitPlanMode": "a plan"}.get(str(tool), str(tool or "a request"))
     return f"{what} ({detail})" if detail else what
 
 
-def doing_text(fields: dict[str, Any]) -> str:
+def doing_text(fields: Mapping[str, Any]) -> str:
     """What a turn was doing, of a ``stalled`` event or a stalled activity."""
     if (fields.get("was") or fields.get("doing")) == "tool":
         detail = f" ({fields['detail']})" if fields.get("detail") else ""
@@ -72,7 +72,7 @@ KEEP_WAITING_BUTTON = "⏳ Keep waiting"
 KEPT_WAITING = "Keeping on waiting."
 
 
-def stalled_text(event: dict[str, Any]) -> str:
+def stalled_text(event: StalledEvent) -> str:
     """A turn with no output and almost no CPU (the supervisor's ``stalled`` event)."""
     tool_for = f" for {duration_text(event['tool_for'])}" if event.get("tool_for") else ""
     return (f"⚠️ Claude in '{event.get('session')}' seems stuck: {doing_text(event)}{tool_for}, and no output"
@@ -80,7 +80,7 @@ def stalled_text(event: dict[str, Any]) -> str:
             " Stop it, or keep waiting?")
 
 
-def reminder_text(event: dict[str, Any]) -> str:
+def reminder_text(event: ReminderEvent) -> str:
     """A prompt unanswered for a while (the supervisor's ``reminder`` event)."""
     denied_in = event.get("denied_in")
     deadline = f" Without an answer it is denied in {duration_text(denied_in)}." \

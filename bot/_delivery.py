@@ -4,23 +4,40 @@ Replies come back as stored events, are sent to the chat that asked (the event's
 ``origin``) and are acked only after Telegram accepted them — so a bot that is killed and
 restarted picks up exactly where Telegram last said yes. A long answer's parts resume at
 the first part Telegram has not accepted. How each kind of event is shown: ``HANDLERS``
-(the sending itself: ``_send``; failure notices: ``_notices``; state: ``_core``).
+(``KINDS``: a ``_kinds`` table, as ``_desk``'s; the sending itself: ``_send``; failure
+notices: ``_notices``; state: ``_core``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application
 
-from protocol import EventKind, ProtocolError
+from protocol import (
+    AssistantTextEvent,
+    ErrorEvent,
+    EventKind,
+    MessageFailedEvent,
+    PermissionRequestEvent,
+    PermissionResolvedEvent,
+    ProtocolError,
+    ReminderEvent,
+    ResultEvent,
+    StalledEvent,
+    StateEvent,
+    ToolResultEvent,
+    ToolUseEvent,
+    UserEvent,
+)
 
 from . import _desk as desk
 from . import _files as files
@@ -28,6 +45,7 @@ from . import _hosts as hosts
 from . import _render as render
 from . import _requests as requests
 from ._core import Core, ToolLog
+from ._kinds import KindTable
 from ._link import KV_OWNER, current_thread, parse_origin
 from ._live import KV_PREVIEWS
 from ._notices import retry_markup, tell_failed, tell_stalled
@@ -109,13 +127,17 @@ async def label_of(core: Core, chat: int, event: dict[str, Any]) -> str | None:
     return None if session == await core.link.active(chat) else f"[{session}]"
 
 
+#: the event a handler takes: its kind's TypedDict (``protocol._events``)
+E = TypeVar("E", bound=Mapping[str, Any])
+
+
 @dataclass(frozen=True)
-class Delivery:
-    """One event on its way to Telegram."""
+class Delivery(Generic[E]):
+    """One event on its way to Telegram (``Delivery[ResultEvent]``: a ``result``)."""
 
     app: App
     core: Core
-    event: dict[str, Any]
+    event: E
     #: a turn no message started (Claude's own): its origin is where the session was last used
     follow_up: bool
 
@@ -129,7 +151,7 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class Shown(Delivery):
+class Shown(Delivery[E]):
     """An event shown in its chat (and forum topic, set for what is sent now)."""
 
     chat: int
@@ -137,14 +159,17 @@ class Shown(Delivery):
     label: str | None
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+#: how one kind of event reaches Telegram; each takes ``Delivery`` (or ``Shown``) of its
+#: kind's TypedDict, so mypy checks the fields it reads
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
 
 
-def in_chat(show: Callable[[Shown], Awaitable[None]]) -> Handler:
+def in_chat(show: Callable[[Shown[E]], Awaitable[None]]) -> Handler:
     """A handler of an event shown in the chat it belongs to: nothing for an event
     without one (an origin this bot did not write, a follow-up nobody here owns)."""
 
-    async def handler(delivery: Delivery) -> None:
+    @functools.wraps(show)
+    async def handler(delivery: Delivery[Any]) -> None:
         chat = chat_of(delivery.event)
         if chat is None:
             return
@@ -163,7 +188,7 @@ async def deliver(app: App, core: Core, event: dict[str, Any]) -> None:
     if desk.is_desk_event(event):  # said in Claude Code's own terminal (claudectl attach)
         await desk.deliver(app, event, await follow_up_origin(core, session), send_chunk)
         return
-    handler = HANDLERS.get(kind)
+    handler = KINDS.handler(kind)
     if handler is None:  # IGNORED, or a kind newer than this bot
         return
     follow_up = event.get("message_id") is None and kind in FOLLOW_UP_KINDS
@@ -172,14 +197,14 @@ async def deliver(app: App, core: Core, event: dict[str, Any]) -> None:
     await handler(Delivery(app, core, event, follow_up))
 
 
-def start_typing(shown: Shown) -> None:
+def start_typing(shown: Shown[Any]) -> None:
     """The turn is running: show "typing…" (again, after a bot restart mid-turn)."""
     if shown.message_id is not None and shown.message_id not in shown.core.typing:
         shown.core.typing[shown.message_id] = asyncio.create_task(keep_typing(shown.app, shown.core, shown.chat))
 
 
 @in_chat
-async def show_state(shown: Shown) -> None:
+async def show_state(shown: Shown[StateEvent]) -> None:
     """A session resuming says so (quietly); a new attempt may be told again that it failed."""
     state = shown.event.get("state")
     if state in ("resuming", "starting"):
@@ -191,7 +216,7 @@ async def show_state(shown: Shown) -> None:
 
 
 @in_chat
-async def show_user(shown: Shown) -> None:
+async def show_user(shown: Shown[UserEvent]) -> None:
     """A message Claude took: where the session was last used, what was sent (for Retry)."""
     core, event, message_id = shown.core, shown.event, shown.message_id
     await remember_place(core, shown.session, shown.chat)
@@ -204,7 +229,7 @@ async def show_user(shown: Shown) -> None:
 
 
 @in_chat
-async def show_answer(shown: Shown) -> None:
+async def show_answer(shown: Shown[AssistantTextEvent]) -> None:
     """Claude's answer, in parts, threaded to the question; a follow-up and another
     session's answer say so."""
     core, event, message_id = shown.core, shown.event, shown.message_id
@@ -223,7 +248,7 @@ async def show_answer(shown: Shown) -> None:
 
 
 @in_chat
-async def show_tool_use(shown: Shown) -> None:
+async def show_tool_use(shown: Shown[ToolUseEvent]) -> None:
     """A line in the turn's tool log."""
     start_typing(shown)
     message_id = shown.message_id
@@ -236,35 +261,35 @@ async def show_tool_use(shown: Shown) -> None:
 
 
 @in_chat
-async def show_tool_result(shown: Shown) -> None:
+async def show_tool_result(shown: Shown[ToolResultEvent]) -> None:
     """Not shown itself: the turn goes on ("typing…")."""
     start_typing(shown)
 
 
 @in_chat
-async def show_permission_request(shown: Shown) -> None:
+async def show_permission_request(shown: Shown[PermissionRequestEvent]) -> None:
     """A prompt with its buttons."""
     stop_typing(shown.core, shown.message_id)  # Claude waits for the user, not the other way round
     await requests.show(shown.app, shown.core.link, shown.chat, shown.event)
 
 
-async def close_prompt(delivery: Delivery) -> None:
+async def close_prompt(delivery: Delivery[PermissionResolvedEvent]) -> None:
     """A request answered here, elsewhere (claudectl), timed out or ended with Claude: its
     prompt shows how (the prompt knows its chat; a follow-up's has no origin)."""
     await requests.close(delivery.app, delivery.core.link, delivery.event)
 
 
 @in_chat
-async def show_reminder(shown: Shown) -> None:
+async def show_reminder(shown: Shown[ReminderEvent]) -> None:
     await requests.remind(shown.app, shown.core.link, shown.event)
 
 
 @in_chat
-async def show_stalled(shown: Shown) -> None:
+async def show_stalled(shown: Shown[StalledEvent]) -> None:
     await tell_stalled(shown.app, shown.core, shown.chat, shown.event)
 
 
-async def end_turn(shown: Shown) -> tuple[int, int, str] | None:
+async def end_turn(shown: Shown[Any]) -> tuple[int, int, str] | None:
     """The turn is over: its live preview, "typing…" and tool log end. The turn's last
     answer as sent, if it was one message (chat, Telegram message id, Claude's text)."""
     core, message_id = shown.core, shown.message_id
@@ -277,13 +302,18 @@ async def end_turn(shown: Shown) -> tuple[int, int, str] | None:
 
 
 @in_chat
-async def show_result(shown: Shown) -> None:
-    """A turn's end: an interruption, an error (with Retry), a command that answered
-    nothing, or the quiet footer; then the files Claude left for the user."""
+async def show_result(shown: Shown[ResultEvent]) -> None:
+    """A turn's end: an interruption (and why, if an ``error`` of the turn said), an error
+    (with Retry), a command that answered nothing, or the quiet footer; then the files
+    Claude left for the user."""
     app, core, event, chat, label = shown.app, shown.core, shown.event, shown.chat, shown.label
     answer = await end_turn(shown)
-    if event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools"):
-        await app.bot.send_message(chat, render.tagged(label, "⏹ Interrupted."))
+    error = core.turn_errors.pop(shown.message_id, None) if shown.message_id is not None else None
+    interrupted = event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools")
+    if error is not None and not interrupted:  # (something went wrong, and the turn ended all the same)
+        await app.bot.send_message(chat, render.tagged(label, render.trouble_text(error)))
+    if interrupted:
+        await app.bot.send_message(chat, render.tagged(label, render.interrupted_text(error)))
     elif event.get("is_error"):
         await tell_error(shown, answer)
     elif event.get("num_turns") == 0 and not event.get("text"):
@@ -300,7 +330,7 @@ async def show_result(shown: Shown) -> None:
     await files.deliver_outbox(app, chat, core.link, shown.session)
 
 
-async def tell_error(shown: Shown, answer: tuple[int, int, str] | None) -> None:
+async def tell_error(shown: Shown[ResultEvent], answer: tuple[int, int, str] | None) -> None:
     """A turn that ended in an error, with a Retry button; an API error the CLI also
     wrote as the answer (``answer``) becomes that one message."""
     event, chat, message_id = shown.event, shown.chat, shown.message_id
@@ -316,7 +346,24 @@ async def tell_error(shown: Shown, answer: tuple[int, int, str] | None) -> None:
 
 
 @in_chat
-async def show_message_failed(shown: Shown) -> None:
+async def show_error(shown: Shown[ErrorEvent]) -> None:
+    """Something went wrong with Claude's process or the keeper's link, in a message's
+    turn: kept, and said once with that turn's end (every message ends in a ``result`` or
+    a ``message_failed``). Said alone it would be said twice: when Claude exits, each
+    message it leaves fails with this same text (``show_message_failed``, with Retry);
+    when the supervisor was away too long, the turn ends interrupted — by no one the user
+    knows of, unless this says why. An error of no message's turn (Claude could not start
+    or exited while idle: the next message starts it again) has no chat to go to."""
+    message, message_id = shown.event.get("message"), shown.message_id
+    if isinstance(message_id, int) and message:
+        shown.core.turn_errors[message_id] = message
+
+
+@in_chat
+async def show_message_failed(shown: Shown[MessageFailedEvent]) -> None:
+    # (its reason says what went wrong: an error of its turn said the same, or less)
+    if shown.message_id is not None:
+        shown.core.turn_errors.pop(shown.message_id, None)
     await end_turn(shown)
     await tell_failed(shown.app, shown.core, shown.chat, shown.event, shown.label)
 
@@ -330,6 +377,7 @@ HANDLERS: dict[EventKind, Handler] = {
     EventKind.TOOL_RESULT: show_tool_result,
     EventKind.RESULT: show_result,
     EventKind.MESSAGE_FAILED: show_message_failed,
+    EventKind.ERROR: show_error,
     EventKind.PERMISSION_REQUEST: show_permission_request,
     EventKind.PERMISSION_RESOLVED: close_prompt,
     EventKind.REMINDER: show_reminder,
@@ -339,9 +387,9 @@ HANDLERS: dict[EventKind, Handler] = {
 IGNORED: dict[EventKind, str] = {
     EventKind.STEERED: "its sender was told when it was sent (↪ Added to the running answer)",
     EventKind.TAKEN: "the turn it joined answers it (its result's footer counts it)",
-    EventKind.ERROR: "what it hit ends in a message_failed or a result, which are shown",
     EventKind.SETTINGS: "the command that changed them said so",
 }
+KINDS = KindTable(HANDLERS, IGNORED)
 
 
 async def deliver_until_done(app: App, core: Core, event: dict[str, Any]) -> None:

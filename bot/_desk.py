@@ -8,50 +8,106 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from telegram.ext import Application
 
-from protocol import default_runtime_dir, relative_time
+from protocol import (
+    AssistantTextEvent,
+    EventKind,
+    StateEvent,
+    ToolUseEvent,
+    UserEvent,
+    default_runtime_dir,
+    relative_time,
+)
 
 from . import _activity as activity
 from . import _markdown as markdown
 from . import _render as render
 from ._dirs import within_roots
+from ._kinds import KindTable
 from ._link import Link, current_thread, parse_origin
 from ._reply import Reply, on_active_session
 from ._sessions import all_names, free_name
+
+#: the event a handler takes: its kind's TypedDict (``protocol._events``)
+E = TypeVar("E", bound=Mapping[str, Any])
+
+
+@dataclass(frozen=True)
+class Said(Generic[E]):
+    """An event of the desk on its way to the chat where its session was last used
+    (``Said[UserEvent]``: a ``user``)."""
+
+    app: Application[Any, Any, Any, Any, Any, Any]
+    chat: int
+    session: str
+    event: E
+    send_chunk: Callable[..., Awaitable[int]]
+
+
+async def show_state(said: Said[StateEvent]) -> None:
+    """The session went to a terminal, or came back from one."""
+    if said.event.get("state") == "attached":
+        text = (f"{activity.DESK} '{said.session}' is open in a terminal now ({activity.terminal_where(said.event)}):"
+                " what is said there shows here; what you send waits until it closes.")
+    else:
+        text = f"{activity.DESK} '{said.session}' is back from the terminal."
+    await said.app.bot.send_message(said.chat, text, disable_notification=True)
+
+
+async def show_user(said: Said[UserEvent]) -> None:
+    await said.app.bot.send_message(said.chat, f"{activity.DESK} [{said.session}] at the desk:\n"
+                                    f"{said.event.get('text', '')}", disable_notification=True)
+
+
+async def show_answer(said: Said[AssistantTextEvent]) -> None:
+    for chunk in markdown.answer_parts(f"{activity.DESK} _[{said.session}] Claude, at the desk:_\n\n"
+                                       f"{said.event.get('text', '')}"):
+        await said.send_chunk(said.app, said.chat, chunk, quiet=True)
+
+
+async def show_tool_use(said: Said[ToolUseEvent]) -> None:
+    line = render.tool_line(said.event.get("name"), said.event.get("input"))
+    await said.app.bot.send_message(said.chat, f"{activity.DESK} [{said.session}] {line}", disable_notification=True)
+
+
+#: (the supervisor tails only the user's messages, Claude's text, its tool calls and their
+#: results from the terminal's transcript; the session going there and back is a state)
+_NEVER_AT_THE_DESK = "never said at the desk: the terminal's transcript gives only user, assistant_text, tool_use" \
+    " and tool_result"
+#: how each kind of event said at the desk reaches the chat (``IGNORED``: not at all)
+HANDLERS: dict[EventKind, Callable[[Said[Any]], Awaitable[None]]] = {
+    EventKind.STATE: show_state,
+    EventKind.USER: show_user,
+    EventKind.ASSISTANT_TEXT: show_answer,
+    EventKind.TOOL_USE: show_tool_use,
+}
+IGNORED: dict[EventKind, str] = {
+    EventKind.TOOL_RESULT: "the tool's line says what ran; its output stays at the desk",
+    **{kind: _NEVER_AT_THE_DESK for kind in (
+        EventKind.STEERED, EventKind.TAKEN, EventKind.RESULT, EventKind.ERROR, EventKind.MESSAGE_FAILED,
+        EventKind.SETTINGS, EventKind.PERMISSION_REQUEST, EventKind.PERMISSION_RESOLVED, EventKind.REMINDER,
+        EventKind.STALLED)},
+}
+KINDS = KindTable(HANDLERS, IGNORED)
 
 
 async def deliver(app: Application[Any, Any, Any, Any, Any, Any], event: dict[str, Any], place: str | None,
                   send_chunk: Callable[..., Awaitable[int]]) -> None:
     """One event said in a terminal (``from: "terminal"``), or a session going to or
-    coming back from one, shown quietly where the session was last used (``place``)."""
+    coming back from one, shown quietly where the session was last used (``place``), as
+    ``KINDS`` says for its kind."""
     origin = parse_origin(place)
-    if origin is None:
+    handler = KINDS.handler(event.get("kind"))
+    if origin is None or handler is None:
         return
-    chat = origin[0]
     current_thread.set(origin[2])
-    session = str(event.get("session"))
-    kind = event.get("kind")
-    if kind == "state":
-        if event.get("state") == "attached":
-            text = (f"{activity.DESK} '{session}' is open in a terminal now ({activity.terminal_where(event)}): what is"
-                    " said there shows here; what you send waits until it closes.")
-        else:
-            text = f"{activity.DESK} '{session}' is back from the terminal."
-        await app.bot.send_message(chat, text, disable_notification=True)
-    elif kind == "user":
-        await app.bot.send_message(chat, f"{activity.DESK} [{session}] at the desk:\n{event.get('text', '')}",
-                                   disable_notification=True)
-    elif kind == "assistant_text":
-        for chunk in markdown.answer_parts(f"{activity.DESK} _[{session}] Claude, at the desk:_\n\n{event.get('text', '')}"):
-            await send_chunk(app, chat, chunk, quiet=True)
-    elif kind == "tool_use":
-        line = render.tool_line(event.get("name"), event.get("input"))
-        await app.bot.send_message(chat, f"{activity.DESK} [{session}] {line}", disable_notification=True)
+    await handler(Said(app, origin[0], str(event.get("session")), event, send_chunk))
 
 
 def is_desk_event(event: dict[str, Any]) -> bool:

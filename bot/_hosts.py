@@ -29,6 +29,7 @@ from protocol import (
     LinkState,
     ProtocolError,
     RemoteError,
+    SessionInfo,
     Subscription,
     VersionMismatch,
 )
@@ -82,7 +83,6 @@ class ChatLink(Protocol):
     client: AsyncClient
     remotes: Remotes | None
 
-    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]: ...
     async def kv_cached(self, key: str, timeout: float | None = None) -> Any: ...
     async def kv_put(self, key: str, value: Any) -> None: ...
     async def visible(self, session: str) -> bool: ...
@@ -167,7 +167,7 @@ async def connect(client: HostClient) -> None:
     while True:
         try:
             await client.connect(wait=3600)
-            client.version = str((await client.request("hello", client="claude-telegram-bot")).get("version"))
+            client.version = str((await client.hello(client="claude-telegram-bot")).get("version"))
             client.problem = None
             return
         except VersionMismatch as exc:
@@ -190,6 +190,7 @@ async def route(link: ChatLink, op: str, timeout: float | None, args: dict[str, 
         raise HostUnreachable(f"{host} has messages waiting to be sent")
     client = await link.remotes.client(host)
     try:
+        # (the generic call on purpose: this passes on whichever op the link was asked, as it was asked)
         result = await client.request(op, timeout=timeout, **{**args, "session": name})
     except HostUnreachable:
         raise
@@ -250,7 +251,7 @@ async def send_waiting(link: ChatLink, host: str) -> None:
             client = await remotes.client(host)
             fields = waiting[0]
             name, _ = split(fields["session"])
-            sent = await client.request("send", **{**fields, "session": name})
+            sent = await client.send(**{**fields, "session": name})
         except RemoteError as exc:  # (e.g. the session was archived meanwhile): not sent, said in the log
             log.warning("a message held for %s could not be sent: %s", host, exc.message)
         except ConnectionFailed:
@@ -273,7 +274,7 @@ async def hosts_reply(link: ChatLink) -> str:
 
     lines = [f"{LOCAL} (this machine): up (supervisord-claude {__version__})"]
     try:
-        hello = await link.client.request("hello", client="claude-telegram-bot")
+        hello = await link.client.hello(client="claude-telegram-bot")
         lines[0] = f"{LOCAL} (this machine): up (supervisord-claude {hello.get('version')})"
     except ProtocolError as exc:
         lines[0] = f"{LOCAL} (this machine): unreachable: {exc}"
@@ -291,11 +292,11 @@ async def sessions_by_host(link: ChatLink, active: str | None) -> tuple[str, lis
     remotes = link.remotes
     assert remotes is not None
 
-    async def listing(host: str) -> list[dict[str, Any]]:
+    async def listing(host: str) -> list[SessionInfo]:
         if host == LOCAL:
-            found = (await link.client.request("list"))["sessions"]
+            found = await link.client.list_sessions()
         else:
-            found = (await (await remotes.client(host)).request("list", timeout=10.0))["sessions"]
+            found = await (await remotes.client(host)).list_sessions(timeout=10.0)
         out = []
         for session in found:
             session = {**session, "name": qualified(session["name"], host)}

@@ -10,6 +10,8 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.ext import Application
 
+from protocol import MessageFailedEvent, StalledEvent
+
 from . import _hosts as hosts
 from . import _render as render
 from ._activity import INTERRUPT_BUTTON, KEEP_WAITING_BUTTON, stalled_text
@@ -19,7 +21,7 @@ from ._send import buttons
 
 
 async def tell_stalled(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
-                       event: dict[str, Any]) -> None:
+                       event: StalledEvent) -> None:
     """A turn that seems stuck: one quiet message, threaded to the message that began it,
     with buttons to stop it or keep waiting — unless it went on or ended meanwhile (the
     bot was down when it stalled): then it is no news."""
@@ -45,7 +47,7 @@ def retry_markup(message_id: Any, session: str) -> InlineKeyboardMarkup | None:
 
 
 async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core, chat: int,
-                      event: dict[str, Any], label: str | None) -> None:
+                      event: MessageFailedEvent, label: str | None) -> None:
     """One notice per failure, threaded to the message that failed, with what can be
     done: a failed resume offers a fresh conversation (once per chat, however many
     messages waited for it), anything else a Retry; a drop the user asked for is quiet.

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol import PermissionRequestEvent, PermissionResolvedEvent, permission_mode_of
+
 from . import _markdown as markdown
 from . import _render as render
 from ._markdown import utf16_len
@@ -204,7 +206,7 @@ def _plan_text(plan: str) -> str:
     return f"📋 Claude's plan:\n\n{markdown.markdown_html(_clip(plan or '(no plan text)'))}\n\nApprove it?"
 
 
-def build(event: dict[str, Any], chat: int) -> tuple[Prompt, str]:
+def build(event: PermissionRequestEvent, chat: int) -> tuple[Prompt, str]:
     """The prompt for a ``permission_request`` event, and the token its buttons carry."""
     session, request_id = str(event.get("session")), str(event.get("request_id"))
     tool = str(event.get("tool_name") or "")
@@ -316,7 +318,7 @@ def typed(prompt: Prompt, text: str) -> bool:
     return prompt.complete()
 
 
-def outcome(event: dict[str, Any]) -> str:
+def outcome(event: PermissionResolvedEvent) -> str:
     """How a ``permission_resolved`` event reads under its prompt."""
     by = event.get("by")
     if by == "timeout":
@@ -326,8 +328,8 @@ def outcome(event: dict[str, Any]) -> str:
     if isinstance(event.get("answers"), dict):
         shown = "; ".join(f"{html.escape(str(q))} → <b>{html.escape(str(a))}</b>" for q, a in event["answers"].items())
         return f"✅ Answered: {shown}"
-    if event.get("mode"):
-        return f"✅ Plan approved; mode {html.escape(str(event['mode']))}"
+    if mode := permission_mode_of(event):
+        return f"✅ Plan approved; mode {html.escape(mode)}"
     if event.get("always"):
         return "♾ Always allowed for this session: " + ", ".join(
             f"<code>{html.escape(str(r))}</code>" for r in event["always"])

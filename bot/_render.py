@@ -15,7 +15,9 @@ from protocol import (
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
     TIMEOUT_RANGE_TEXT,
+    ResultEvent,
     idle_note,
+    permission_mode_of,
     relative_time,
     turn_cost,
     usd_text,
@@ -194,6 +196,17 @@ def error_text(detail: str) -> str:
     return f"⚠️ Claude reported an error: {detail}"
 
 
+def interrupted_text(why: str | None = None) -> str:
+    """A turn that ended interrupted; ``why``: what the supervisor said of it (the user
+    did not ask for it)."""
+    return f"⏹ Interrupted: {why}" if why else "⏹ Interrupted."
+
+
+def trouble_text(message: str) -> str:
+    """What went wrong with Claude's process or the session's keeper (an ``error`` event)."""
+    return f"⚠️ {message}"
+
+
 EDITED = "✏️ Edits are not passed on to Claude (it already has the first version). Send the new text as a new message."
 NO_SESSIONS = "No sessions. Use /new <name> to create one."
 TIMEOUT_RANGE = f"Timeout must be between {MIN_TIMEOUT_MINUTES} and {MAX_TIMEOUT_MINUTES} minutes"
@@ -275,14 +288,15 @@ def queued_text(ahead: int) -> str:
     return f"⏳ Queued — {ahead} ahead of it." if ahead > 1 else "⏳ Queued — Claude answers it after the current one."
 
 
-def footer_text(result: dict[str, Any]) -> str | None:
+def footer_text(result: ResultEvent) -> str | None:
     """A quiet line after a finished turn: what it cost, how long it took, how many turns."""
     parts = []
     cost = turn_cost(result)  # (the turn's own, as claudectl shows it)
     if cost is not None:
         parts.append(usd_text(cost))
-    if isinstance(result.get("duration_ms"), (int, float)):
-        parts.append(f"{result['duration_ms'] / 1000:.1f} s")
+    duration_ms = result.get("duration_ms")
+    if isinstance(duration_ms, (int, float)):
+        parts.append(f"{duration_ms / 1000:.1f} s")
     turns = result.get("num_turns")
     if isinstance(turns, int):
         parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
@@ -361,7 +375,7 @@ def status_text(session: Mapping[str, Any]) -> str:
         f"Session: {session['name']}\n"
         f"State: {state_text(session)}\n{now}"
         f"Model: {model_text(session)}\n"
-        f"Permission mode: {session.get('mode') or 'ask'}\n"
+        f"Permission mode: {permission_mode_of(session) or 'ask'}\n"
         f"Persona: {session.get('persona') or 'default'}\n"
         f"Idle timeout: {minutes_text(session['idle_timeout'])}\n"
         f"Cost so far: ${session.get('cost_usd') or 0:.4f}"

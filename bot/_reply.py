@@ -22,6 +22,23 @@ class Reply:
     quiet: bool = False  # sent without a notification (a by-the-way, not an answer)
 
 
+@dataclass
+class Document:
+    """A file to send after the reply (e.g. ``/diff``'s whole diff)."""
+
+    filename: str
+    data: bytes
+    caption: str = ""
+
+
+@dataclass
+class Answer:
+    """What a daily command shows: a reply, then any documents."""
+
+    reply: Reply
+    documents: list[Document]
+
+
 def error_reply(exc: Exception) -> Reply:
     if isinstance(exc, RemoteError):
         return Reply(f"⚠️ {exc.message}")

@@ -16,7 +16,13 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
-from protocol import ConnectionFailed, RemoteError
+from protocol import (
+    ConnectionFailed,
+    PermissionRequestEvent,
+    PermissionResolvedEvent,
+    ReminderEvent,
+    RemoteError,
+)
 
 from . import _activity as activity
 from . import _prompts as prompts
@@ -42,7 +48,7 @@ async def _save(link: Link, token: str, prompt: prompts.Prompt) -> None:
     await link.kv_set(prompts.KV_PROMPT.format(token=token), prompt.to_kv())
 
 
-async def show(app: App, link: Link, chat: int, event: dict[str, Any]) -> None:
+async def show(app: App, link: Link, chat: int, event: PermissionRequestEvent) -> None:
     """Post a ``permission_request`` with its buttons. Its state is stored before it is
     sent (a press or a typed answer can come at once) and again with the message id (to
     edit it later)."""
@@ -68,7 +74,7 @@ async def show(app: App, link: Link, chat: int, event: dict[str, Any]) -> None:
                                     disable_notification=True)
 
 
-async def close(app: App, link: Link, event: dict[str, Any]) -> None:
+async def close(app: App, link: Link, event: PermissionResolvedEvent) -> None:
     """A request was resolved (here, elsewhere, by the timeout or by Claude stopping):
     its prompt shows how, without buttons; a timeout is also said in the chat."""
     token = prompts.token_of(str(event.get("session")), str(event.get("request_id")))
@@ -86,7 +92,7 @@ async def close(app: App, link: Link, event: dict[str, Any]) -> None:
     await _forget_waiting(link, prompt.chat, prompt.session, token)
 
 
-async def remind(app: App, link: Link, event: dict[str, Any]) -> None:
+async def remind(app: App, link: Link, event: ReminderEvent) -> None:
     """A prompt has waited long for an answer: one quiet message under it — unless it was
     answered meanwhile (the bot was down when the reminder came), or was never shown."""
     session, request_id = str(event.get("session")), str(event.get("request_id"))
@@ -134,7 +140,7 @@ async def press(link: Link, data: str) -> tuple[str, prompts.Prompt | None, str 
                               message="The user denied this from Telegram." if what == "n" else None)
         elif what == "p":
             mode = "accept-edits" if action[1:] == ["edits"] else "ask"
-            await link.permit(prompt.session, prompt.request_id, True, mode=mode)
+            await link.permit(prompt.session, prompt.request_id, True, permission_mode=mode)
         elif what == "k":
             await link.permit(prompt.session, prompt.request_id, False)
         elif what == "q" and len(action) == 3 and action[1].isdigit() and action[2].isdigit():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from protocol import PermissionMode, timeout_in_range
+from protocol import PermissionMode, permission_mode_of, timeout_in_range
 
 from . import _render as render
 from ._link import Link
@@ -62,7 +62,7 @@ MODES = tuple(m.value for m in PermissionMode)
 
 @on_active_session
 async def mode(link: Link, active: str, args: list[str]) -> Reply:
-    current = (await link.status(active)).get("mode") or "ask"
+    current = permission_mode_of(await link.status(active)) or "ask"
     buttons = [(f"Mode {m}", f"mode:{m}") for m in MODES if m != current]
     if not args:
         return Reply(render.mode_text(current), buttons=buttons)

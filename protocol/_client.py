@@ -142,7 +142,7 @@ class Client(BlockingOps):
                 raise
 
     def _check_version(self) -> None:
-        from ._ssh import bad_version_problem, version_problem
+        from ._hostproblems import bad_version_problem, version_problem
 
         try:
             hello = self.request(Op.HELLO, client="protocol.Client")

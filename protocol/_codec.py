@@ -22,8 +22,14 @@ def encode(message: dict[str, Any]) -> bytes:
 def encode_events(sub_id: int, packed_events: list[bytes]) -> bytes:
     """An ``events`` frame, ``{"v", "type": "events", "sub", "events": [...]}``, from events
     msgpack-encoded one by one (so a sender can size frames without encoding twice)."""
+    return encode_events_joined(sub_id, len(packed_events), b"".join(packed_events))
+
+
+def encode_events_joined(sub_id: int, count: int, joined: bytes) -> bytes:
+    """``encode_events`` of ``count`` msgpack-encoded events given back to back (a slice of
+    a stored run of events, as the supervisor keeps them)."""
     return with_packed_value(_PACKER.pack({"v": PROTOCOL_VERSION, "type": "events", "sub": sub_id}), "events",
-                             _PACKER.pack_array_header(len(packed_events)) + b"".join(packed_events))
+                             _PACKER.pack_array_header(count) + joined)
 
 
 def encode_event(sub_id: int, packed_event: bytes) -> bytes:

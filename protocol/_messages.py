@@ -109,30 +109,25 @@ class Reason(enum.StrEnum):
 
 
 class EventKind(enum.StrEnum):
-    """Kinds of session events. Every event is stored before it is published."""
+    """Kinds of session events. Every event is stored before it is published. Each kind's
+    fields: its ``TypedDict`` in ``_events`` (``EVENT_TYPES``)."""
 
-    STATE = "state"  # {state, reason, detail?, idle_for?}
-    USER = "user"  # {message_id, text, attachments}: a message was handed to Claude
-    #: {message_id, turn, text, attachments}: written to Claude while the turn of message
-    #: ``turn`` runs (it joins that turn once Claude takes it, else it is the next turn)
-    STEERED = "steered"
-    TAKEN = "taken"  # {message_id, turn}: Claude took a steered message into that turn
-    ASSISTANT_TEXT = "assistant_text"  # {text}
-    TOOL_USE = "tool_use"  # {id, name, input}
-    TOOL_RESULT = "tool_result"  # {tool_use_id, content, is_error}
-    RESULT = "result"  # {message_id, is_error, subtype, text, cost_usd, duration_ms, ...}
-    ERROR = "error"  # {message, detail?}
-    MESSAGE_FAILED = "message_failed"  # {message_id, reason}
-    SETTINGS = "settings"  # {model?, idle_timeout?, mode?, allowed_tools?}
-    #: {request_id, tool_name, input, suggestions, tool_use_input?, message_id}
+    STATE = "state"
+    USER = "user"  # a message was handed to Claude
+    STEERED = "steered"  # written to Claude while another message's turn runs
+    TAKEN = "taken"  # Claude took a steered message into that turn
+    ASSISTANT_TEXT = "assistant_text"
+    TOOL_USE = "tool_use"
+    TOOL_RESULT = "tool_result"
+    RESULT = "result"  # a turn's end
+    ERROR = "error"
+    MESSAGE_FAILED = "message_failed"
+    SETTINGS = "settings"
     PERMISSION_REQUEST = "permission_request"
-    #: {request_id, allow, by, message?, always?, answers?, mode?}
     PERMISSION_RESOLVED = "permission_resolved"
-    #: the watcher's, once per occurrence: {request_id, tool_name, detail, since, waited,
-    #: denied_in, message_id} — a prompt has waited ``remind_after`` for an answer
+    #: the watcher's, once per occurrence: a prompt has waited ``remind_after``
     REMINDER = "reminder"
-    #: {doing, tool?, detail?, since, silent_for, cpu_percent, message_id} — a turn with no
-    #: output for ``stall_after`` while Claude used almost no CPU
+    #: the watcher's: no output for ``stall_after`` while Claude used almost no CPU
     STALLED = "stalled"
 
 

@@ -33,6 +33,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._messages import Op
 from ._replies import (
+    BudgetReport,
+    Diff,
     DirListing,
     FilePiece,
     FileWritten,
@@ -40,12 +42,15 @@ from ._replies import (
     Hello,
     InterruptReply,
     Reply,
+    RuleAdded,
+    RuleRemoved,
     Schedule,
     SendReply,
     SessionInfo,
     SessionStatus,
     SupervisorStatus,
 )
+from ._vocabulary import SENT_AS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,11 +85,12 @@ class OpMethod(Generic[P, T]):
         self.required = frozenset(name for name, param in self.signature.parameters.items()
                                   if name in self.fields and param.default is inspect.Parameter.empty)
 
-        def blocking(client: BlockingOps, *args: Any, **kwargs: Any) -> Any:
+        # (the client positional-only: ``hello`` has a field named ``client``)
+        def blocking(client: BlockingOps, /, *args: Any, **kwargs: Any) -> Any:
             timeout, fields = self.bind(client, args, kwargs)
             return read(client.request(op, timeout, **fields))
 
-        async def awaiting(client: AsyncOps, *args: Any, **kwargs: Any) -> Any:
+        async def awaiting(client: AsyncOps, /, *args: Any, **kwargs: Any) -> Any:
             timeout, fields = self.bind(client, args, kwargs)
             return read(await client.request(op, timeout, **fields))
 
@@ -94,7 +100,8 @@ class OpMethod(Generic[P, T]):
     def bind(self, client: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float | None, Reply]:
         """The request's timeout, and its fields: those given and not at their default."""
         given = self.signature.bind(client, *args, **kwargs).arguments
-        fields = {name: given[name] for name in self.fields
+        # (under the name every supervisor of protocol 1 reads: ``_vocabulary.SENT_AS``)
+        fields = {SENT_AS.get(name, name): given[name] for name in self.fields
                   if name in given and (name in self.required or given[name] is not self.fields[name])}
         return given.get(TIMEOUT), fields
 
@@ -161,9 +168,9 @@ class OpMethods:
         """The sessions, most recently active first (``all``: archived ones too)."""
 
     @op(Op.CREATE)
-    def create(self, session: str, *, mode: str | None = None, model: str | None = None, cwd: str | None = None,
-               persona: str | None = None, conversation: str | None = None, force: bool = False,
-               timeout: float | None = None) -> SessionInfo:
+    def create(self, session: str, *, permission_mode: str | None = None, model: str | None = None,
+               cwd: str | None = None, persona: str | None = None, conversation: str | None = None,
+               force: bool = False, timeout: float | None = None) -> SessionInfo:
         """A new session (``conversation``: continue that Claude Code conversation of ``cwd``)."""
 
     @op(Op.FORK)
@@ -203,9 +210,9 @@ class OpMethods:
 
     @op(Op.PERMIT)
     def permit(self, session: str, request_id: str, allow: bool, *, message: str | None = None,
-               always: bool = False, mode: str | None = None, directory: str | None = None,
+               always: bool = False, permission_mode: str | None = None, directory: str | None = None,
                timeout: float | None = None) -> Reply:
-        """Answer a permission request, or a plan (``mode``: the mode to go on in);
+        """Answer a permission request, or a plan (``permission_mode``: the one to go on in);
         ``directory``: where ``always`` allows a file tool (one of ``always_dirs``)."""
 
     @op(Op.ANSWER)
@@ -244,8 +251,8 @@ class OpMethods:
         """Change the model: ``{model}``."""
 
     @op(Op.SET_MODE)
-    def set_mode(self, session: str, mode: str, *, timeout: float | None = None) -> Reply:
-        """Change the permission mode: ``{mode, changed}``."""
+    def set_mode(self, session: str, permission_mode: str, *, timeout: float | None = None) -> Reply:
+        """Change the permission mode: ``{permission_mode, changed}``."""
 
     @op(Op.RULES, read=_item("rules"))
     def rules(self, session: str, *, timeout: float | None = None) -> list[str]:
@@ -253,11 +260,11 @@ class OpMethods:
 
     @op(Op.REMOVE_RULE)
     def remove_rule(self, session: str, *, index: int | None = None, rule: str | None = None,
-                    timeout: float | None = None) -> Reply:
+                    timeout: float | None = None) -> RuleRemoved:
         """Forget one rule, by its number (from 1) or its text: ``{removed, rules}``."""
 
     @op(Op.ADD_RULE)
-    def add_rule(self, session: str, tool: str, scope: str, *, timeout: float | None = None) -> Reply:
+    def add_rule(self, session: str, tool: str, scope: str, *, timeout: float | None = None) -> RuleAdded:
         """Always allow a file tool in a directory, a Bash command prefix or WebFetch for a
         domain from now on: ``{added, rules}``."""
 
@@ -267,23 +274,24 @@ class OpMethods:
         """Hand a session to Claude Code's terminal UI run by ``pid``: what to run."""
 
     @op(Op.DIFF)
-    def diff(self, session: str, *, path: str | None = None, timeout: float | None = None) -> Reply:
+    def diff(self, session: str, *, path: str | None = None, timeout: float | None = None) -> Diff:
         """The session's git working-tree changes."""
 
     # spending ---------------------------------------------------------------------------
 
     @op(Op.BUDGET)
-    def budget(self, *, session: str | None = None, timeout: float | None = None) -> Reply:
+    def budget(self, *, session: str | None = None, timeout: float | None = None) -> BudgetReport:
         """Spend today and this month, per session and in total, with the daily caps."""
 
     @op(Op.SET_BUDGET)
     def set_budget(self, usd: float | None, *, session: str | None = None, tz: str | None = None,
-                   timeout: float | None = None) -> Reply:
+                   timeout: float | None = None) -> BudgetReport:
         """Set (None: remove) a session's daily cap, or without ``session`` the cap for all;
         ``tz``: the zone its day ends in."""
 
     @op(Op.BUDGET_ALLOW)
-    def budget_allow(self, usd: float, *, session: str | None = None, timeout: float | None = None) -> Reply:
+    def budget_allow(self, usd: float, *, session: str | None = None,
+                     timeout: float | None = None) -> BudgetReport:
         """Raise a cap once: ``usd`` more may be spent today (the cap is back tomorrow)."""
 
     # schedules --------------------------------------------------------------------------

@@ -51,8 +51,10 @@ class SessionInfo(TypedDict):
     #: what this session has spent: the sum of its turns' costs (USD)
     cost_usd: float
     last_seq: int
-    #: the permission mode (a ``PermissionMode`` value)
+    #: deprecated (v1): ``permission_mode`` (read either with ``permission_mode_of``)
     mode: str
+    #: the permission mode (a ``PermissionMode`` value); not from an older supervisor
+    permission_mode: NotRequired[str]
     allowed_tools: list[str]
     claude_model: NotRequired[str | None]
     #: what the running turn does now (``list`` and ``status``; None when no turn runs)
@@ -207,6 +209,85 @@ class DirListing(TypedDict):
     path: str
     entries: list[DirEntry]
     total: int
+
+
+
+# the daily driver's replies (issue #27): spend and caps, git changes, always-allow rules --
+
+
+class BudgetRow(TypedDict):
+    """One session's line of a ``budget`` reply (USD)."""
+
+    session: str
+    today: float
+    month: float
+    #: its daily cap (its own, else the config's ``budget_session_usd``); None: none
+    cap: float | None
+    #: today's allowance (``budget_allow``) on top of ``cap``, 0 if none
+    extra: NotRequired[float]
+    #: the zone the cap's day ends in (None: the supervisor's)
+    tz: NotRequired[str | None]
+
+
+class BudgetReport(TypedDict):
+    """``budget`` (and ``set_budget``, ``budget_allow``): spend today and this month per
+    session and for all sessions together, with the daily caps."""
+
+    sessions: list[BudgetRow]
+    today: float
+    month: float
+    #: the daily cap for all sessions together; None: none
+    cap: float | None
+    extra: NotRequired[float]
+    tz: NotRequired[str | None]
+    default_session_cap: float | None
+    #: the share of a cap at which ``send`` warns (``budget_warning``)
+    warn_at: float
+
+
+class DiffFile(TypedDict):
+    """A file of one side of a ``diff``: lines added and removed (0 for a binary one)."""
+
+    path: str
+    added: int
+    removed: int
+    binary: bool
+
+
+class DiffSide(TypedDict):
+    """The staged or the unstaged changes: per file, and the whole ``git diff``."""
+
+    files: list[DiffFile]
+    diff: str
+    #: ``diff`` was cut (at 1 MiB)
+    truncated: bool
+
+
+class Diff(TypedDict):
+    """``diff``: a session's git working-tree changes. Outside a git repository only
+    ``repo`` (false) and ``cwd``."""
+
+    repo: bool
+    cwd: str
+    root: NotRequired[str]
+    staged: NotRequired[DiffSide]
+    unstaged: NotRequired[DiffSide]
+    #: up to 200 paths
+    untracked: NotRequired[list[str]]
+
+
+class RuleAdded(TypedDict):
+    """``add_rule``: the rule as kept, and all the session's rules now."""
+
+    added: str
+    rules: list[str]
+
+
+class RuleRemoved(TypedDict):
+    """``remove_rule``: the rule forgotten, and the rules left."""
+
+    removed: str
+    rules: list[str]
 
 
 #: a reply this library gives no typed view of (its fields: ``docs/protocol.md``)

@@ -13,7 +13,7 @@ supervisor as away (``AsyncClient.reachable``) and ZeroMQ reconnects by itself o
 link is back. ssh is redialled after it ends, with backoff (0.5 s doubling to 30 s, back
 to 0.5 s after a link that came up). Why it ended — ssh's own words on stderr, e.g.
 "Permission denied (publickey)" — is ``problem``, turned into a sentence that says what
-to do (``explain``).
+to do (``_hostproblems.explain``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import re
 import selectors
 import shutil
 import socket
@@ -30,12 +29,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from ._errors import ConnectionFailed, RemoteError
+from ._errors import ConnectionFailed
+from ._hostproblems import explain
 from ._hosts import Host
-from ._messages import PROTOCOL_VERSION
-from ._version import __version__
 
 #: the first byte a ZMTP 3 peer sends (its greeting's signature)
 ZMTP_SIGNATURE = 0xFF
@@ -53,28 +50,6 @@ class LinkState(enum.Enum):
     DIALING = "dialing"  # ssh runs; the remote greeting has not arrived
     UP = "up"  # the remote greeting arrived; the socket is there
     CLOSED = "closed"
-
-
-def explain(host: Host, returncode: int | None, stderr: str) -> str:
-    """Why ssh to ``host`` ended, as a sentence that says what to do."""
-    said = " ".join(line.strip() for line in stderr.strip().splitlines()[-3:] if line.strip())
-    dest = host.ssh or host.destination
-    prefix = f"host {host.name} ({dest}) is unreachable: "
-    if "Permission denied" in stderr:
-        return (prefix + f"ssh says {said!r}: the key was refused. Check that `ssh -o BatchMode=yes {dest} true`"
-                " works without a password (ssh-agent, IdentityFile in ~/.ssh/config, the remote"
-                " authorized_keys)")
-    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-        return (prefix + f"ssh says {said!r}: the host's key is not in known_hosts (or it changed)."
-                f" Connect once with `ssh {dest}` to check and accept it")
-    if returncode == 127 or "command not found" in stderr or "No such file" in stderr:
-        return (f"host {host.name} ({dest}): {host.command!r} was not found there ({said or 'exit 127'}):"
-                f" install supervisord-claude on {host.name}, or set hosts.{host.name}.command to its path")
-    if "dial-stdio" in stderr or "supervisor" in stderr:
-        return f"host {host.name} ({dest}): {said}"
-    if returncode == 255 or not said:
-        return prefix + (said or f"ssh exited with status {returncode}")
-    return f"host {host.name} ({dest}): ssh ended (status {returncode}): {said}"
 
 
 class SshLink:
@@ -383,27 +358,3 @@ def _drain(fd: int) -> bytes:
     while data := _read(fd):
         out += data
     return bytes(out)
-
-
-def version_problem(host: Host, hello: dict[str, Any]) -> str | None:
-    """Why this client cannot talk to ``host`` whose ``hello`` reply this is, or None."""
-    theirs = hello.get("protocol")
-    if theirs == PROTOCOL_VERSION:
-        return None
-    return _mismatch(host, theirs if isinstance(theirs, int) else None, str(hello.get("version") or "?"))
-
-
-def bad_version_problem(host: Host, error: RemoteError) -> str:
-    """``error`` is the remote's ``bad_version`` reply to our hello: name both versions."""
-    found = re.search(r"speaks (\d+)", error.message)
-    return _mismatch(host, int(found.group(1)) if found else None, "?")
-
-
-def _mismatch(host: Host, theirs: int | None, their_release: str) -> str:
-    ours = f"protocol version {PROTOCOL_VERSION} (supervisord-claude {__version__})"
-    if theirs is None:
-        return (f"host {host.name} speaks another protocol version than this client's {ours}: upgrade the"
-                f" older of the two, so both run the same release")
-    upgrade = f"on {host.name} ({host.ssh})" if theirs < PROTOCOL_VERSION else "on this machine"
-    return (f"host {host.name} speaks protocol version {theirs} (supervisord-claude {their_release}); this"
-            f" client speaks {ours}: upgrade supervisord-claude {upgrade}, so both speak the same version")

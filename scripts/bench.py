@@ -65,15 +65,19 @@ def pss_kib(pid: int) -> int:
 
 
 def start_supervisor(base: Path, claude_bin: str, env_extra: dict[str, str] | None = None,
-                     poll: float = 0.05) -> subprocess.Popen[bytes]:
+                     poll: float = 0.05, code: Path | None = None) -> subprocess.Popen[bytes]:
+    """A supervisor of this checkout, or of the one at ``code`` (another checkout: its
+    packages are what the supervisor, its fork server and keepers import)."""
     env = dict(os.environ, HOME=str(base / "home"), **(env_extra or {}))
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     (base / "home").mkdir(exist_ok=True)
     log = (base / "supervisor.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisord_claude", "--runtime-dir", str(base / "run"),
          "--state-dir", str(base / "state"), "--claude-bin", claude_bin, "--idle-timeout", "600",
          "--config", str(base / "none.toml")],
-        env=env, stdout=subprocess.DEVNULL, stderr=log,
+        env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=code,
     )
     log.close()
     (base / "none.toml").write_text("")
@@ -380,11 +384,13 @@ def _bare_burst_read(stub: Path, loads: Callable[[bytes], Any]) -> float:
     return elapsed
 
 
-def _burst_once(base: Path, stub: Path, n: int, name: str, pipelined: bool = False) -> dict[str, float]:
-    """One burst through a new supervisor, beside its baseline (the bare read), measured
-    just before it: rates, ratio, and the CPU each process spent per event. The
-    subscriber acks every 256 events and waits for the ack's reply before it reads on;
-    ``pipelined``: it reads on while its ack travels (at most one in flight)."""
+def _burst_once(base: Path, stub: Path, n: int, name: str, pipelined: bool = False,
+                code: Path | None = None) -> dict[str, float]:
+    """One burst through a new supervisor (of the checkout at ``code``, if given), beside
+    its baseline (the bare read), measured just before it: rates, ratio, and the CPU each
+    process spent per event. The subscriber acks every 256 events and waits for the ack's
+    reply before it reads on; ``pipelined``: it reads on while its ack travels (at most
+    one in flight)."""
     import asyncio
 
     import orjson
@@ -395,7 +401,7 @@ def _burst_once(base: Path, stub: Path, n: int, name: str, pipelined: bool = Fal
     raw_orjson = _bare_burst_read(stub, orjson.loads)
     sup_base = base / name
     sup_base.mkdir()
-    sup = start_supervisor(sup_base, str(stub))
+    sup = start_supervisor(sup_base, str(stub), code=code)
     cpu: dict[str, float] = {}
     to_first: list[float] = []
 
@@ -444,25 +450,40 @@ def _burst_once(base: Path, stub: Path, n: int, name: str, pipelined: bool = Fal
             "load_average": os.getloadavg()[0]}
 
 
-def bench_event_throughput(base: Path, n: int, repeat: int = 1, pipelined_too: bool = True) -> dict[str, float]:
+def bench_event_throughput(base: Path, n: int, repeat: int = 1, pipelined_too: bool = True,
+                           against: Path | None = None) -> dict[str, float]:
     """The burst ``repeat`` times, each beside its own baseline, with the subscriber
     waiting for each ack's reply and then with its acks pipelined; the medians (and each
-    run)."""
+    run). ``against``: another checkout (e.g. main), whose burst runs just before each of
+    this one's, interleaved (its figures prefixed ``against_``)."""
     stub = base / "burst-claude"
     stub.write_text(BURST_STUB.format(python=sys.executable, n=n))
     stub.chmod(0o755)
     out: dict[str, Any] = {}
     for pipelined in (False, True) if pipelined_too else (False,):
-        runs = []
+        runs: list[dict[str, float]] = []
+        other: list[dict[str, float]] = []
         how = "acks pipelined" if pipelined else "each ack awaited"
         for i in range(repeat):
-            r = _burst_once(base, stub, n, f"burst-{i}{'-pipelined' if pipelined else ''}", pipelined)
-            runs.append(r)
-            print(f"  burst run {i + 1}/{repeat} ({how}): {r['events_per_s']:.0f} events/s, bare read"
-                  f" {r['bare_lines_per_s']:.0f} lines/s: {r['ratio']:.2f}x; CPU per event: supervisor"
-                  f" {r['supervisor_us_per_event']:.1f} us, keeper {r['keeper_us_per_event']:.1f} us, client"
-                  f" {r['client_us_per_event']:.1f} us; first event after {r['first_event_ms']:.0f} ms; load average"
-                  f" {r['load_average']:.1f}")
+            pairs = [("against", against, other)] if against is not None else []
+            for who, code, into in [*pairs, ("this", None, runs)]:
+                r = _burst_once(base, stub, n, f"burst-{i}{'-pipelined' if pipelined else ''}-{who}", pipelined, code)
+                into.append(r)
+                print(f"  burst run {i + 1}/{repeat} ({how}{', ' + str(code) if code else ''}):"
+                      f" {r['events_per_s']:.0f} events/s, bare read"
+                      f" {r['bare_lines_per_s']:.0f} lines/s: {r['ratio']:.2f}x; CPU per event: supervisor"
+                      f" {r['supervisor_us_per_event']:.1f} us, keeper {r['keeper_us_per_event']:.1f} us, client"
+                      f" {r['client_us_per_event']:.1f} us; first event after {r['first_event_ms']:.0f} ms; load"
+                      f" average {r['load_average']:.1f}")
+        if other:
+            theirs = {key: statistics.median(r[key] for r in other) for key in other[0]}
+            their_ratios = " / ".join(f"{r['ratio']:.2f}" for r in other)
+            print(f"  {against}, median of {repeat} ({how}): {theirs['ratio']:.2f}x of the bare rate (runs:"
+                  f" {their_ratios}); CPU per event: supervisor"
+                  f" {theirs['supervisor_us_per_event']:.1f} us, keeper {theirs['keeper_us_per_event']:.1f} us,"
+                  f" client {theirs['client_us_per_event']:.1f} us")
+            prefix = "against_pipelined_" if pipelined else "against_"
+            out |= {f"{prefix}{key}": value for key, value in theirs.items()}
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         ratios = " / ".join(f"{r['ratio']:.2f}" for r in runs)
         print(f"event throughput, {n} assistant events (window 512, an ack per 256, {how}), median of {repeat}:"
@@ -488,7 +509,7 @@ def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
     from protocol import validate_request
     from supervisord_claude import _claude
     from supervisord_claude._clock import FakeClock
-    from supervisord_claude._config import Config
+    from supervisord_claude._configkeys import Config
     from supervisord_claude._os import System
     from supervisord_claude.keeper._keeper import Keeper
     from supervisord_claude.supervisor._core import build_core
@@ -1422,6 +1443,8 @@ def main() -> int:
                         " session's live text and reports how old it is when it arrives (the supervisor's part)")
     parser.add_argument("--repeat", type=int, help="burst: runs (each beside its own baseline; the median is"
                         " reported; default 5, 1 with --quick)")
+    parser.add_argument("--against", help="burst: another checkout (e.g. of main) whose burst runs just before"
+                        " each of this one's, interleaved, each beside its own bare read")
     parser.add_argument("--profile", help="sample the supervisor, bot and a keeper with py-spy while they stream"
                         " or take the burst; collapsed stacks go to this directory")
     args = parser.parse_args()
@@ -1456,7 +1479,8 @@ def main() -> int:
             out |= bench_message_latency(base, 30 if quick else 300)
         if "burst" in wanted:
             out |= bench_event_throughput(base, 2000 if quick else 20000, args.repeat or (1 if quick else 5),
-                                          pipelined_too=not quick)
+                                          pipelined_too=not quick,
+                                          against=Path(args.against).resolve() if args.against else None)
         if "stages" in wanted:
             out |= bench_burst_stages(base, 2048 if quick else 20480)
         if "telegram" in wanted:

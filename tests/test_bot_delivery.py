@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from bot import _delivery as delivery
+from bot import _desk as desk
 from bot import _render as render
 from bot import _sessions as sessions
 from bot._app import build
 from bot._config import BotConfig
 from bot._core import Core as BotCore
+from bot._kinds import KindTable
 from bot._link import Link
 from bot._live import KV_PREVIEWS
 from protocol import EventKind, InProcessClient
@@ -42,12 +44,39 @@ async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIter
     await bot.client.close()
 
 
-def test_every_event_kind_is_handled_or_deliberately_ignored() -> None:
-    """A kind the supervisor adds is never dropped unseen: ``deliver`` shows it, or
-    ``IGNORED`` says why not — each kind in exactly one of them."""
-    assert set(delivery.HANDLERS) | set(delivery.IGNORED) == set(EventKind)
-    assert not set(delivery.HANDLERS) & set(delivery.IGNORED)
-    assert all(why for why in delivery.IGNORED.values())
+@pytest.mark.parametrize("table", [delivery.KINDS, desk.KINDS], ids=["delivery", "desk"])
+def test_every_event_kind_is_handled_or_deliberately_ignored(table: KindTable[Any]) -> None:
+    """A kind the supervisor adds is never dropped unseen: the chat's delivery and the
+    desk's each show it, or say why not — each kind in exactly one of the two."""
+    assert table.gaps() == []
+
+
+def test_a_table_missing_a_kind_says_which() -> None:
+    handlers = {kind: print for kind in EventKind if kind is not EventKind.STALLED}
+    assert KindTable(handlers, {}).gaps() == ["stalled: neither handled nor ignored"]
+    assert KindTable(handlers, {EventKind.STALLED: "", EventKind.USER: "shown"}).gaps() == [
+        "user: both handled and ignored", "stalled: ignored without a reason"]
+
+
+async def test_the_desk_shows_what_its_table_says_and_nothing_for_a_kind_it_ignores(shown: Shown,
+                                                                                      telegram: FakeTelegram) -> None:
+    app, bot = shown
+    await sessions.new_session(bot.link, USER, ["alpha"])
+    await delivery.remember_place(bot, "alpha", USER)  # (where it was last used: where the desk's events go)
+    at_desk = {"session": "alpha", "from": "terminal"}
+    for event in ({"kind": "state", "state": "attached", "reason": "attached", "pid": 42, "tty": "/dev/pts/3"},
+                  {"kind": "user", "text": "hi from the desk", **at_desk},
+                  {"kind": "tool_use", "name": "Bash", "input": {"command": "ls"}, **at_desk},
+                  {"kind": "tool_result", "content": "a b", "is_error": False, **at_desk},  # (ignored)
+                  {"kind": "assistant_text", "text": "hello", **at_desk},
+                  {"kind": "state", "state": "suspended", "reason": "detached"}):
+        await delivery.deliver(app, bot, {"id": 1, "session": "alpha", **event})
+    texts = [m["text"] for m in telegram.sent]
+    assert [m["chat_id"] for m in telegram.sent] == [USER] * 5 and all(m["disable_notification"] for m in telegram.sent)
+    assert texts == ["📟 'alpha' is open in a terminal now (/dev/pts/3, pid 42): what is said there shows here;"
+                     " what you send waits until it closes.",
+                     "📟 [alpha] at the desk:\nhi from the desk", "📟 [alpha] 🔧 Bash: ls",
+                     "📟 [alpha] Claude, at the desk:\n\nhello", "📟 'alpha' is back from the terminal."]
 
 
 async def test_an_ignored_kind_shows_nothing_and_a_handled_one_reaches_its_chat(shown: Shown,
@@ -86,6 +115,26 @@ async def test_a_turn_and_a_failure_reach_the_chat_as_their_handlers_say(shown: 
     assert failed["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "retry:10"
     assert bot.typing == {} and bot.tools == {}  # the turn's "typing…" and tool log ended with it
     assert bot.link.sent[9]["text"] == "hi"  # what a Retry would send again
+
+
+async def test_an_error_of_a_turn_is_said_once_with_its_end(shown: Shown, telegram: FakeTelegram) -> None:
+    """The supervisor was away too long: the turn is interrupted, and the chat is told why
+    (not a bare "Interrupted", as if the user had asked). Claude exited: the message's
+    failure says the same text, once."""
+    app, bot = shown
+    await sessions.new_session(bot.link, USER, ["alpha"])
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    away = "The supervisor was away for too long: the answer was interrupted (its output so far is kept)"
+    await delivery.deliver(app, bot, {"id": 1, **about, "kind": "error", "message": away})
+    await delivery.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
+    assert [m["text"] for m in telegram.sent] == [f"⏹ Interrupted: {away}"]
+    telegram.sent.clear()
+    crashed = "Claude exited unexpectedly (exit code 3)"
+    about = {**about, "message_id": 10}
+    await delivery.deliver(app, bot, {"id": 3, **about, "kind": "error", "message": crashed, "exit_code": 3})
+    await delivery.deliver(app, bot, {"id": 4, **about, "kind": "message_failed", "reason": crashed})
+    assert [m["text"] for m in telegram.sent] == [f"❌ Message not delivered: {crashed}"]
+    assert bot.turn_errors == {}  # nothing held once the turns ended
 
 
 def press_button(api, message: dict, label_part: str) -> None:

@@ -22,11 +22,12 @@ from protocol import (
     EventKind,
     RemoteError,
 )
-from supervisord_claude._config import load_toml
+from supervisord_claude._configfile import load_toml
 from supervisord_claude._errors import ClientSlow, ConfigError
 from supervisord_claude.supervisor import _clientlimits
 from supervisord_claude.supervisor._hub import KEEPALIVE, MAX_INFLIGHT_BYTES, SubscriptionHub
 from supervisord_claude.supervisor._store import EventWrite, Store
+from supervisord_claude.supervisor._storeruns import RunWrite
 
 from .conftest import SupervisorProcess, wait_for
 from .conftest import _instances as conftest_instances
@@ -149,6 +150,42 @@ def test_a_subscriber_that_stops_reading_is_sent_a_bounded_amount(tmp_path) -> N
     assert len(sent) > sub.window // 4096 and sub.inflight_bytes <= MAX_INFLIGHT_BYTES + 200_000
 
 
+@pytest.mark.parametrize("batch", [True, False], ids=["events-frames", "event-frames"])
+def test_a_run_stored_as_one_unit_reaches_a_subscriber_by_its_window_and_acks_in_part(tmp_path, batch: bool) -> None:
+    """A keeper's run of 1,000 events is one stored unit, and a subscriber with a window of
+    100 still has 100 events at most in flight: an ack of part of what it got lets that
+    many more come, and it gets each event once, in order (and a second session's events
+    between the runs are not its)."""
+    store = _store_with_events(tmp_path, 0, 0)
+    store.create_session("beta", "sid-b", str(tmp_path), None, None)
+    got: list[dict[str, Any]] = []
+
+    def send(ident: bytes, frame: bytes) -> None:
+        msg = msgpack.unpackb(frame)
+        got.extend(msg["events"] if batch else [msg["event"]])
+
+    hub = SubscriptionHub(store, send)
+    sub = hub.subscribe(b"reader", "alpha", 0, None, window=100, batch=batch)
+
+    def run(session: str, first: int) -> RunWrite:
+        return RunWrite(session, ["assistant_text"] * 1000, [7] * 1000,
+                        [msgpack.packb({"text": f"{session}{i}", "message_id": 7}) for i in range(first, first + 1000)])
+
+    hub.publish(store.append_runs([run("alpha", 0), run("beta", 0), run("alpha", 1000)]))
+    assert store._db.execute("SELECT count(*) FROM event_runs").fetchone()[0] == 3
+    assert [e["text"] for e in got] == [f"alpha{i}" for i in range(100)]
+    hub.ack(b"reader", sub.sub_id, got[29]["id"])  # 30 of the 100
+    assert [e["text"] for e in got] == [f"alpha{i}" for i in range(130)]
+    while len(got) < 2000:
+        acked = len(got) - 7  # (all but the last few)
+        hub.ack(b"reader", sub.sub_id, got[acked - 1]["id"])
+        assert sub.inflight_events == len(got) - acked <= 100
+    assert [e["text"] for e in got] == [f"alpha{i}" for i in range(2000)]
+    assert [e["seq"] for e in got] == list(range(1, 2001)) and len({e["id"] for e in got}) == 2000
+    hub.ack(b"reader", sub.sub_id, got[-1]["id"])
+    assert sub.inflight_events == 0 and sub.inflight_bytes == 0 and len(got) == 2000
+
+
 def test_one_broken_subscription_does_not_stop_the_others(tmp_path) -> None:
     store = _store_with_events(tmp_path, 0, 0)
     got: list[bytes] = []
@@ -164,7 +201,7 @@ def test_one_broken_subscription_does_not_stop_the_others(tmp_path) -> None:
     hub.subscribe(b"broken", None, 0, None, None)
     hub.subscribe(b"slow", None, 0, None, None)
     hub.subscribe(b"fine", None, 0, None, None)
-    hub.publish(store.append_events([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "hello"})]))
+    hub.publish(store.append_runs([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "hello"})]))
     assert len(got) == 1 and b"hello" in got[0]
     assert sorted(s.ident for s in hub.subs.values()) == [b"fine", b"slow"]  # only the broken one went
 
@@ -583,7 +620,7 @@ def test_the_piece_an_adopted_keeper_was_writing_is_not_sent_live_its_next_piece
     hub.began_before("alpha", 7)
     hub.delta("alpha", 7, "rt, a long story told across a resta", None)
     assert [f for f in frames if f.get("type") == "live"] == []
-    hub.publish(store.append_events([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "..."}, message_id=7)]))
+    hub.publish(store.append_runs([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "..."}, message_id=7)]))
     hub.delta("alpha", 7, "The next piece", None)
     live = [f["event"] for f in frames if f.get("type") == "live"]
     assert [(e["offset"], e["text"]) for e in live] == [(0, "The next piece")]

@@ -18,7 +18,7 @@ import pytest
 
 from protocol import EventKind
 from supervisord_claude._clock import FakeClock, wait_for
-from supervisord_claude._config import Config
+from supervisord_claude._configkeys import Config
 from supervisord_claude._wire import STOP_GRACE, KeeperSpec
 from supervisord_claude.keeper._actions import StopClaude
 from supervisord_claude.keeper._keeper import Keeper

@@ -40,6 +40,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
      "message 5 not delivered: dropped at your request"),
     ({"kind": "settings", "model": "opus", "idle_timeout": 600, "allowed_tools": ["Bash(ls *)"]},
      'settings: model opus, idle timeout 600, allowed tools ["Bash(ls *)"]'),
+    # the permission mode once, by either name (an event of an earlier release has only "mode")
+    ({"kind": "settings", "permission_mode": "plan", "mode": "plan"}, "settings: permission mode plan"),
+    ({"kind": "settings", "mode": "ask"}, "settings: permission mode ask"),
     ({"kind": "permission_request", "request_id": "r1", "tool_name": "Bash", "input": {"command": "rm -rf build"}},
      'Claude asks to use Bash: {"command": "rm -rf build"}\n'
      "  answer: claudectl permit work r1 --allow|--deny [--always] (id r1)"),

@@ -192,6 +192,42 @@ def test_a_remote_request_that_gets_no_answer_names_the_host_even_before_its_lin
     assert asyncio.run(bot_hosts.route(link, "send", 5.0, {"session": "work"})) is None  # type: ignore[arg-type]
 
 
+def test_the_bots_typed_calls_about_name_at_host_go_to_that_host_and_one_that_does_not_answer_is_named(
+        tmp_path: Path) -> None:
+    """The bot's commands call typed methods on its link (``/rules`` add_rule, rules):
+    they are routed by the session's name as ``request`` was — to gpu's supervisor as
+    ``work`` — and a host that does not answer is named in the error."""
+    import asyncio
+
+    from bot import _hosts as bot_hosts
+    from bot._link import Link
+    from protocol import ConnectionFailed, Op
+
+    hosts = configured_hosts(str(write(tmp_path, '[hosts.gpu]\nssh = "me@gpu"\n')))
+    remotes = bot_hosts.Remotes(hosts)
+    asked: list[tuple[object, dict[str, object]]] = []
+
+    class Gpu:
+        host = hosts["gpu"]
+
+        async def request(self, op: str, timeout: float | None = None, **args: object) -> dict[str, object]:
+            asked.append((op, args))
+            if op == Op.RULES:
+                raise ConnectionFailed(f"no reply to '{op}' from the supervisor in time")
+            return {"added": "Bash(npm test *)", "rules": ["Bash(npm test *)"]}
+
+    async def client(host: str, wait: float = 0) -> Gpu:
+        return Gpu()
+
+    remotes.client = client  # type: ignore[method-assign,assignment]
+    link = Link(None)  # type: ignore[arg-type]  # (nothing here is asked of this machine's supervisor)
+    link.remotes = remotes
+    assert asyncio.run(link.add_rule("work@gpu", "Bash", "npm test"))["rules"] == ["Bash(npm test *)"]
+    assert asked == [(Op.ADD_RULE, {"session": "work", "tool": "Bash", "scope": "npm test"})]
+    with pytest.raises(bot_hosts.HostUnreachable, match=r"host gpu \(me@gpu\) is unreachable: no reply to 'rules'"):
+        asyncio.run(link.rules("work@gpu"))
+
+
 def test_a_command_in_the_terminal_of_another_host_is_an_argv_its_words_quoted_for_the_remote_shell() -> None:
     host = Host("gpu", "me@gpu", port=2222, runtime_dir="/run/x y")
     argv = host.ssh_terminal_argv(["ctl", "attach", "work; rm -rf ~", "--now"])

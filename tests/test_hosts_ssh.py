@@ -208,10 +208,10 @@ async def _wait_async(predicate: Callable[[], bool], what: str, timeout: float =
 
 def test_another_protocol_version_is_named_with_what_to_upgrade(hosts: Hosts,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import protocol._ssh
+    import protocol._hostproblems
 
     # this client as a newer release would be: it speaks protocol 2, the remote 1
-    monkeypatch.setattr(protocol._ssh, "PROTOCOL_VERSION", 2)
+    monkeypatch.setattr(protocol._hostproblems, "PROTOCOL_VERSION", 2)
     with pytest.raises(VersionMismatch) as caught:
         Client(host=hosts.host("gpu"))
     message = str(caught.value)

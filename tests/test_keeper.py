@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
@@ -411,7 +412,7 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
     from supervisord_claude._wire import KeeperSpec, QueuedMessage
     from supervisord_claude.keeper import _uplink
     from supervisord_claude.keeper._keeper import Emit, Keeper
-    from supervisord_claude.keeper._machine import Run
+    from supervisord_claude.keeper._runs import Run
 
     monkeypatch.setattr(_uplink, "UNACKED_LIMIT", 10_000)
     spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
@@ -420,11 +421,53 @@ def test_a_keeper_waiting_for_a_supervisor_interrupts_the_turn_past_its_buffer_b
     keeper.uplink._raw_send = lambda data: pytest.fail("nothing is sent while no supervisor listens")  # type: ignore[method-assign]
     written: list[bytes] = []
     keeper._write = lambda line: written.append(line) or True  # type: ignore[method-assign]
-    keeper.machine.claude = Run(1, resume=True, pid=1)
+    keeper.machine.runs.running = Run(1, resume=True, pid=1)
     keeper.machine.change_state(SessionState.RESUMING, Reason.MESSAGE)
-    keeper.machine.current = QueuedMessage(5, "long")
+    keeper.machine.turns.current = QueuedMessage(5, "long")
     keeper.uplink.state = _uplink.Link.ORPHANED
     for _ in range(100):
         keeper.do([Emit(EventKind.ASSISTANT_TEXT, {"text": "x" * 500, "message_id": 5})])
     assert len([line for line in written if b"interrupt" in line]) == 1  # once past the bound
     assert keeper.uplink.unacked_bytes > 10_000  # what it has is kept, in order, for the next supervisor
+
+
+def test_claude_lines_are_cut_the_same_whatever_chunks_the_pipe_gives(monkeypatch) -> None:
+    """The keeper reads Claude's stdout as the pipe gives it and cuts the lines itself:
+    a line split over two reads, or over many, several lines in one read, an empty line
+    and a last line without its newline each reach the machine as Claude wrote them, in
+    order, once."""
+    import asyncio
+    import types
+
+    from supervisord_claude._clock import FakeClock
+    from supervisord_claude._wire import KeeperSpec
+    from supervisord_claude.keeper import _keeper
+    from supervisord_claude.keeper._keeper import Keeper
+
+    monkeypatch.setattr(_keeper, "STDOUT_CHUNK", 7)  # a read of 7 bytes at most: every line is cut somewhere
+    written = b'{"type":"system"}\n{"a":1}\n\n{"b":"' + b"x" * 40 + b'"}\n{"c":3}\n{"last":true}'
+    spec = KeeperSpec(session="unit", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
+                      session_id="x", started=True, idle_timeout=10)
+
+    async def read(pieces: list[bytes]) -> list[bytes]:
+        keeper = Keeper(spec, death_fd=None, clock=FakeClock())
+        lines: list[bytes] = []
+        keeper._claude_line = lambda run, line: lines.append(line)  # type: ignore[method-assign]
+        keeper.machine.claude_exited = lambda *args: []  # type: ignore[method-assign]
+        stdout = asyncio.StreamReader()
+        for piece in pieces:
+            stdout.feed_data(piece)
+        stdout.feed_eof()
+
+        async def exited() -> int:
+            return 0
+
+        stderr = asyncio.get_running_loop().create_future()
+        stderr.set_result(None)
+        await keeper._read_stdout(1, types.SimpleNamespace(stdout=stdout, wait=exited, pid=0),  # type: ignore[arg-type]
+                                  stderr, collections.deque())
+        return lines
+
+    expected = written.split(b"\n")
+    assert asyncio.run(read([written])) == expected
+    assert asyncio.run(read([written[i:i + 3] for i in range(0, len(written), 3)])) == expected

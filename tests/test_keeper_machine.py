@@ -27,7 +27,8 @@ from supervisord_claude.keeper._actions import (
     StopClaude,
     Write,
 )
-from supervisord_claude.keeper._machine import EDGES, IDLE_TIMER, IllegalTransition, KeeperMachine
+from supervisord_claude.keeper._idle import IDLE_TIMER
+from supervisord_claude.keeper._machine import EDGES, IllegalTransition, KeeperMachine
 
 S = SessionState
 
@@ -264,7 +265,7 @@ def test_the_idle_timer_never_suspends_a_busy_session() -> None:
 def test_an_expiry_while_a_message_waits_tries_again_later() -> None:
     k = Keeper(idle_timeout=10)
     k.running()
-    k.m.queue.append(QueuedMessage(7, "queued while Claude restarts"))
+    k.m.turns.queue.append(QueuedMessage(7, "queued while Claude restarts"))
     k.clock.advance(10)
     assert "suspending" not in k.states() and IDLE_TIMER in k.timers
 
@@ -487,6 +488,18 @@ def test_a_supervisor_away_too_long_interrupts_the_turn_and_says_why() -> None:
     assert "away for too long" in k.events(EventKind.ERROR)[0]["message"]
 
 
+
+def test_a_supervisor_away_too_long_while_claude_restarts_reports_no_interrupt_nobody_asked_for() -> None:
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.deliver(1, "long")
+    k.claude_exits(1, "Error: Session ID sid is already in use.")  # the turn waits for the next Claude
+    k.do(k.m.supervisor_away_too_long())
+    assert not k.reports(_wire.InterruptReport) and k.told() == ["long"]
+    assert "away for too long" in k.events(EventKind.ERROR)[0]["message"]
+
+
 # permission requests ---------------------------------------------------------------------
 
 
@@ -541,13 +554,12 @@ def test_a_permission_request_is_void_when_the_turn_ends_or_claude_exits() -> No
 
 def test_the_machine_itself_does_no_io() -> None:
     import ast
+    import importlib
     import inspect
 
-    from supervisord_claude.keeper import _actions as _keeper_actions
-    from supervisord_claude.keeper import _machine as _keeper_machine
-
     imported = set()
-    for module in (_keeper_machine, _keeper_actions):
+    for part in ("_machine", "_actions", "_turns", "_prompts", "_interrupts", "_settings", "_runs", "_idle"):
+        module = importlib.import_module(f"supervisord_claude.keeper.{part}")
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}

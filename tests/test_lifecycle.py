@@ -16,7 +16,7 @@ import pytest
 from protocol import Reason, SessionState, validate_request
 from supervisord_claude import _wire
 from supervisord_claude._clock import FakeClock
-from supervisord_claude._config import Config
+from supervisord_claude._configkeys import Config
 from supervisord_claude._errors import StoreError
 from supervisord_claude._os import System
 from supervisord_claude.supervisor._core import Core, build_core
@@ -299,6 +299,35 @@ def test_a_run_sent_again_from_its_middle_stores_only_what_was_not_stored(h: Har
     assert h.store.get_session("a").keeper_n == 5
 
 
+def test_a_run_of_text_tools_and_prompts_is_recorded_in_order_each_acted_on(h: Harness) -> None:
+    """A run mixes Claude's text (stored as one unit per stretch) with events the
+    supervisor acts on: each is stored in order, once, with its turn's origin; the
+    permission request is the keeper's to answer, the watcher sees the turn waiting on it,
+    and the keeper's last event is what a new supervisor would ask it to send again from."""
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one", origin="telegram:5")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    text = [("assistant_text", {"message_id": mid, "text": f"t{i}"}) for i in range(5)]
+    tool = ("tool_use", {"message_id": mid, "tool_use_id": "u1", "name": "Bash", "input": {"command": "make"}})
+    ask = ("permission_request", {"message_id": mid, "request_id": "r1", "tool_name": "Bash",
+                                  "input": {"command": "rm x"}, "suggestions": []})
+    user = ("user", {"message_id": mid, "text": "one", "attachments": []})
+    h.pool.on_keeper_messages([(ident, m) for m in _wire.decode_all(
+        _run(1, user, *text[:2], tool, text[2], ask, *text[3:]))])
+    h.clock.advance(0)
+    stored = [e for e in h.events("a") if e.get("message_id") == mid]
+    assert [(e["kind"], e.get("text") or e.get("tool_use_id") or e.get("request_id")) for e in stored] == [
+        ("user", "one"), ("assistant_text", "t0"), ("assistant_text", "t1"), ("tool_use", "u1"),
+        ("assistant_text", "t2"), ("permission_request", "r1"), ("assistant_text", "t3"), ("assistant_text", "t4")]
+    assert {e["origin"] for e in stored} == {"telegram:5"}
+    assert [e["seq"] for e in stored] == list(range(stored[0]["seq"], stored[0]["seq"] + 8))
+    assert "r1" in h.pool.session("a").keeper.permissions
+    assert h.core.watch.activity("a")["doing"] == "waiting"
+    assert h.store.get_session("a").keeper_n == 8
+    assert [a.upto for a in h.link.of(_wire.Ack)] == [8]
+
+
 def test_a_keeper_of_the_release_before_runs_is_adopted_and_its_events_read(h: Harness) -> None:
     """Keepers of wire 6 and before send one event a message; a supervisor of this release
     adopts them after an upgrade and reads both forms, numbering the same."""
@@ -307,9 +336,13 @@ def test_a_keeper_of_the_release_before_runs_is_adopted_and_its_events_read(h: H
     h.store.update_session("a", keeper_pid=4242, keeper_n=7)
     h.pool.expect({4242: "a"})
     ident = b"a:4242"
-    h.pool.on_keeper_message(ident, _wire.Hello(4242, version=6, session="a", claude_pid=4343, state="busy",
-                                                current=first, resumed=True))
+    # (its Hello calls the conversation existing "resumed", as keepers of an earlier release do)
+    [hello] = _wire.decode_all(msgpack.packb({"t": "hello", "pid": 4242, "version": 6, "session": "a",
+                                              "claude_pid": 4343, "state": "busy", "current": first,
+                                              "resumed": True}))
+    h.pool.on_keeper_message(ident, hello)
     assert h.pool.session("a").keeper.wire_version == 6
+    assert h.op("status", session="a")["started"] is True
     old_form = b"".join(msgpack.packb({"t": "event", "kind": "assistant_text", "m": first,
                                        "b": msgpack.packb({"message_id": first, "text": f"old {n}"}), "n": n})
                         for n in (7, 8, 9))  # 7 was stored before the upgrade: sent again, skipped
@@ -331,7 +364,7 @@ def test_a_keeper_left_by_a_previous_supervisor_is_adopted_with_what_it_holds(h:
     h.pool.expect({4242: "a"})
     ident = b"a:4242"
     h.pool.on_keeper_message(ident, _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a", claude_pid=4343,
-                                                state="busy", current=first, queued=(second,), resumed=True))
+                                                state="busy", current=first, queued=(second,), started=True))
     handle = h.pool.session("a").keeper
     assert handle is not None and handle.adopted and handle.phase is Phase.READY
     assert handle.forwarded == [first, second] and handle.claude_pid == 4343
@@ -475,7 +508,7 @@ def test_a_turn_is_interrupted_while_its_events_wait_for_a_full_disk(h: Harness,
 
     def disk_full(writes: object) -> None:
         raise StoreError("database or disk is full")
-    monkeypatch.setattr(h.store, "append_events", disk_full)
+    monkeypatch.setattr(h.store, "append_runs", disk_full)
     h.state(ident, SessionState.BUSY)
     assert h.store.get_session("a").state is SessionState.SUSPENDED  # (the stored copy lags)
     h.op("interrupt", session="a")  # not refused: Claude is answering

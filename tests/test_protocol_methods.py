@@ -68,6 +68,26 @@ def test_a_method_is_called_as_declared_and_refuses_what_its_op_has_no_field_for
     assert client.send.__doc__ and "Send a message" in client.send.__doc__
 
 
+def test_a_field_named_like_the_methods_own_parameters_is_sent_as_a_field() -> None:
+    client = Recorder({"version": "1.0"})
+    assert client.hello(client="claude-telegram-bot")["version"] == "1.0"  # (``client`` is hello's field)
+    assert Recorder.hello(client, client="claudectl")["version"] == "1.0"
+    assert client.sent == [(Op.HELLO, None, {"client": "claude-telegram-bot"}), (Op.HELLO, None, {"client": "claudectl"})]
+
+
+async def test_an_async_method_sends_a_field_named_client_too() -> None:
+    class AsyncRecorder(AsyncOps):
+        sent: list[dict[str, Any]] = []
+
+        async def request(self, op: Op | str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+            self.sent.append(args)
+            return {"version": "1.0"}
+
+    recorder = AsyncRecorder()
+    assert (await recorder.hello(client="claude-telegram-bot"))["version"] == "1.0"
+    assert recorder.sent == [{"client": "claude-telegram-bot"}]
+
+
 def test_a_method_called_on_the_class_takes_the_client_first_as_a_function_does() -> None:
     client = Recorder({"state": "suspended"})
     assert Recorder.suspend(client, "work") == {"state": "suspended"}  # (claudectl's table of one-op commands)

@@ -15,7 +15,7 @@ import zmq
 
 from bot import _render as render
 from protocol import RemoteError
-from supervisord_claude._config import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
+from supervisord_claude._configkeys import DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_MIB
 from supervisord_claude.supervisor._attachments import Attachments
 
 from .conftest import SYSTEM, USER, SupervisorProcess, wait_for
@@ -311,7 +311,8 @@ def test_interrupt_says_whether_claude_confirmed_it(make_supervisor, tmp_path) -
 
 
 def test_the_new_limits_are_checked_in_the_config_file(tmp_path) -> None:
-    from supervisord_claude._config import ConfigError, load_toml
+    from supervisord_claude._configfile import load_toml
+    from supervisord_claude._errors import ConfigError
 
     path = tmp_path / "config.toml"
     for text, key in (("max_queued_messages = 0", "max_queued_messages"), ("max_queued_mib = -1", "max_queued_mib"),

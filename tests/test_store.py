@@ -1,7 +1,10 @@
 """The SQLite store: sequencing, atomic updates, cursors (recovery after a restart:
 tests/test_lifecycle.py)."""
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 from protocol import EventKind, SessionState
 from supervisord_claude._errors import StoreError
-from supervisord_claude.supervisor import _storerecords
+from supervisord_claude.supervisor import _storeruns
 from supervisord_claude.supervisor._store import COST_ADDED, DONE, QUEUED, WRITTEN, EventWrite, Store
 
 
@@ -162,8 +165,8 @@ events_of_two_sessions = st.lists(st.tuples(st.sampled_from("ab"), st.integers(0
 def test_the_events_held_in_memory_are_exactly_what_the_file_holds(tmp_path_factory, monkeypatch, batches,
                                                                    reads) -> None:
     # a few events and bytes in memory, so the bounds are crossed again and again
-    monkeypatch.setattr(_storerecords, "RECENT_EVENTS", 16)
-    monkeypatch.setattr(_storerecords, "RECENT_BYTES", 8000)
+    monkeypatch.setattr(_storeruns, "RECENT_EVENTS", 16)
+    monkeypatch.setattr(_storeruns, "RECENT_BYTES", 8000)
     path = tmp_path_factory.mktemp("recent") / "db.sqlite3"
     store = Store(path)
     for name in "ab":
@@ -279,6 +282,73 @@ def test_an_event_log_of_a_row_per_event_is_moved_to_runs(tmp_path) -> None:
     again = Store(path)  # opening it again changes nothing
     assert [e["id"] for e in again.events_after(0, limit=100)] == [8, 9, 10, 11]
     again.close()
+
+
+#: what the release before writes into its store (run by that release's code)
+_WRITE_WITH_THE_RELEASE_BEFORE = """
+import sys
+from pathlib import Path
+
+import msgpack
+
+from protocol import EventKind
+from supervisord_claude.supervisor._store import EventWrite, Store
+
+store = Store(Path(sys.argv[1]))
+for name in "ab":
+    store.create_session(name, "id-" + name, "/" + name, None, None)
+wide = {f"k{i}": i for i in range(20)}  # (a body of more than 15 entries: not a fixmap)
+batches = [
+    [EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "a1", "message_id": 3, "origin": "telegram:1"}),
+     EventWrite("b", EventKind.TOOL_USE, {"name": "Bash", "input": {"command": "ls"}, "tool_use_id": "t1"})],
+    [EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "a" + str(i), "id": 99}) for i in range(2, 6)]
+    + [EventWrite("b", EventKind.TOOL_RESULT, wide), EventWrite("a", EventKind.STATE, {"state": "idle"})],
+    [EventWrite("b", EventKind.ASSISTANT_TEXT, {"text": "\u00e9" * 300})],
+]
+for batch in batches:
+    store.append_events(batch)
+store._db.execute("UPDATE event_runs SET ts = 100.0 WHERE last_id <= 2")  # (pruned below)
+store.prune(older_than=150.0)
+Path(sys.argv[2]).write_bytes(msgpack.packb(store.events_after(0, limit=1000)))
+store.close()
+"""
+
+
+@pytest.mark.system
+def test_a_store_the_release_before_wrote_opens_with_every_event_as_it_was(tmp_path) -> None:
+    """The event log of the release before (runs packed as [kind, body, …], each event's
+    own fields added when read) is rewritten in place as subscribers get the events: a
+    store written by that release's code opens with every event as that release read it
+    (ids, seqs, times, bodies, per session and all), new ids follow its highest (pruned
+    ones included), and opening it again changes nothing."""
+    from .test_upgrade import code_of, releases
+
+    release = releases()[0]
+    code = code_of(release.commit, tmp_path / "release")
+    path, read_by_it = tmp_path / "old.sqlite3", tmp_path / "events.msgpack"
+    script = tmp_path / "write.py"
+    script.write_text(_WRITE_WITH_THE_RELEASE_BEFORE)
+    subprocess.run([sys.executable, str(script), str(path), str(read_by_it)], check=True, cwd=tmp_path,
+                   env={**os.environ, "PYTHONPATH": str(code)})
+    old_events = msgpack.unpackb(read_by_it.read_bytes())
+    assert [e["id"] for e in old_events] == [3, 4, 5, 6, 7, 8, 9] and old_events[4]["k19"] == 19
+    assert "ends" not in {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(event_runs)")}
+
+    store = Store(path)
+    try:
+        assert store.events_after(0, limit=100) == old_events
+        assert store.events_after(4, "a", limit=2) == [e for e in old_events if e["session"] == "a"][2:4]
+        assert store.events_after(0, "b", limit=100) == [e for e in old_events if e["session"] == "b"]
+        assert store.event_id_at_seq("a", 4) == 5 and store.last_event_body("a", EventKind.STATE) == {"state": "idle"}
+        new = store.append_event("b", EventKind.ASSISTANT_TEXT, {"text": "new"})
+        assert (new["id"], new["seq"]) == (10, 4)
+    finally:
+        store.close()
+    again = Store(path)
+    try:
+        assert again.events_after(0, limit=100) == [*old_events, new]
+    finally:
+        again.close()
 
 
 def test_the_list_of_sessions_is_what_the_file_holds_after_every_kind_of_write(tmp_path) -> None:

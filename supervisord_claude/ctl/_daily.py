@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from protocol import Client, money
+from protocol import BudgetReport, Client, money
 
 from ._common import show
 
@@ -33,7 +33,7 @@ def cmd_rules(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def budget_lines(report: dict[str, Any]) -> list[str]:
+def budget_lines(report: BudgetReport) -> list[str]:
     """Spend today and this month, per session and in total, against the daily caps."""
     def share(row: Mapping[str, Any]) -> str:
         cap, extra = row["cap"], row.get("extra") or 0.0

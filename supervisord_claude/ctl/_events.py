@@ -5,92 +5,123 @@ turn's ``result`` says went wrong; the live text of an answer as it is written."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol import EventKind, idle_note, turn_cost, usd_text
+from protocol import (
+    AssistantTextEvent,
+    ErrorEvent,
+    EventKind,
+    MessageFailedEvent,
+    PermissionRequestEvent,
+    PermissionResolvedEvent,
+    ReminderEvent,
+    ResultEvent,
+    SettingsEvent,
+    StalledEvent,
+    StateEvent,
+    SteeredEvent,
+    TakenEvent,
+    ToolResultEvent,
+    ToolUseEvent,
+    UserEvent,
+    idle_note,
+    permission_mode_of,
+    turn_cost,
+    usd_text,
+)
 
 from ._views import doing_text, duration, request_text, what_is_asked
 
-Event = dict[str, Any]
-#: the text of an event of one kind, after its head (``[session #seq]``)
-Render = Callable[[Event], str]
+#: an event as it came (a kind from a newer supervisor has no type here)
+Event = Mapping[str, Any]
+#: the text of an event of one kind, after its head (``[session #seq]``); each takes its
+#: kind's TypedDict (``protocol._events``), so mypy checks the fields it reads (with
+#: ``.get``: an event stored by an earlier release may lack a field added since)
+Render = Callable[[Any], str]
 
 
-def _state(event: Event) -> str:
+def _state(event: StateEvent) -> str:
     return f"state {event.get('state')} ({event.get('reason')}){idle_note(event.get('idle_for'))}"
 
 
-def _user(event: Event) -> str:
+def _user(event: UserEvent) -> str:
     return f"> {event.get('text')}"
 
 
-def _steered(event: Event) -> str:
+def _steered(event: SteeredEvent) -> str:
     return f">> {event.get('text')} (sent while message {event.get('turn')} was answered)"
 
 
-def _taken(event: Event) -> str:
+def _taken(event: TakenEvent) -> str:
     return f"message {event.get('message_id')} joined the turn of message {event.get('turn')}"
 
 
-def _assistant_text(event: Event) -> str:
+def _assistant_text(event: AssistantTextEvent) -> str:
     return f"{event.get('text')}"
 
 
-def _tool_use(event: Event) -> str:
+def _tool_use(event: ToolUseEvent) -> str:
     tool_input = json.dumps(event.get("input"))
     return f"tool {event.get('name')}: {tool_input[:200]}"
 
 
-def _tool_result(event: Event) -> str:
-    content = event.get("content")
+def _tool_result(event: ToolResultEvent) -> str:
+    content: Any = event.get("content")  # (text; an older supervisor's could be a list)
     shown = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
     return f"tool result: {shown[:200]}"
 
 
-def _result(event: Event) -> str:
+def _result(event: ResultEvent) -> str:
     status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
     # the turn's own cost, as the bot shows it (cost_usd is the conversation's total)
     return f"{status} in {event.get('duration_ms')} ms, cost {usd_text(turn_cost(event))}"
 
 
-def _message_failed(event: Event) -> str:
+def _message_failed(event: MessageFailedEvent) -> str:
     return f"message {event.get('message_id')} not delivered: {event.get('reason')}"
 
 
-def _error(event: Event) -> str:
+def _error(event: ErrorEvent) -> str:
     return f"error: {event.get('message')}"
 
 
-def _permission_request(event: Event) -> str:
+def _permission_request(event: PermissionRequestEvent) -> str:
     return f"{request_text(event)} (id {event.get('request_id')})"
 
 
-def _permission_resolved(event: Event) -> str:
+def _permission_resolved(event: PermissionResolvedEvent) -> str:
     verdict = "allowed" if event.get("allow") else "denied"
     if event.get("answers"):
-        verdict = "answered " + json.dumps(event["answers"], ensure_ascii=False)
-    elif event.get("always"):
-        verdict = "always allowed " + ", ".join(event["always"])
+        verdict = "answered " + json.dumps(event.get("answers"), ensure_ascii=False)
+    elif always := event.get("always"):
+        verdict = "always allowed " + ", ".join(always)
     by = {"timeout": " (no answer in time)", "claude": f" ({event.get('message')})"}.get(event.get("by") or "", "")
     return f"request {verdict}{by} ({event.get('request_id')})"
 
 
-def _reminder(event: Event) -> str:
+def _reminder(event: ReminderEvent) -> str:
     return (f"reminder: Claude has waited {duration(round(event.get('waited') or 0))} for your answer to"
             f" {what_is_asked(event)} (id {event.get('request_id')}; denied in"
             f" {duration(round(event.get('denied_in') or 0))} unless answered)")
 
 
-def _stalled(event: Event) -> str:
+def _stalled(event: StalledEvent) -> str:
     return (f"stalled: no output for {duration(round(event.get('silent_for') or 0))} and almost no CPU"
             f" ({event.get('cpu_percent')}%) while {doing_text(event)}; claudectl interrupt"
             f" {event.get('session')} stops it")
 
 
-def _settings(event: Event) -> str:
-    fields = ", ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
-                       for k, v in event.items() if k not in ("id", "session", "seq", "ts", "kind"))
+#: what a settings event's line leaves out: the event's own fields, and the version-1 name
+#: of the permission mode (shown once, as "permission mode", read by ``permission_mode_of``)
+_NOT_A_SETTING = frozenset({"id", "session", "seq", "ts", "kind", "origin", "permission_mode", "mode"})
+
+
+def _settings(event: SettingsEvent) -> str:
+    mode = permission_mode_of(event)
+    fields = ", ".join([f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
+                        for k, v in event.items() if k not in _NOT_A_SETTING]
+                       + ([f"permission mode {mode}"] if mode is not None else []))
     return f"settings: {fields}"
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from protocol import Client, ConnectionFailed, SessionState, idle_note
+from protocol import Client, ConnectionFailed, SessionState, idle_note, permission_mode_of
 
 from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, show
 from ._events import LiveAnswer, render_event, turn_ending
@@ -49,7 +49,7 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
     async with AsyncClient(client_dir, host=args.on_host) as client:
         status = await client.status(args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
-        sub = await client.subscribe(args.name, after=status["last_seq"], live=stream)
+        sub = await client.subscribe(args.name, after_seq=status["last_seq"], live=stream)
         sent = await client.send(args.name, args.text, attachments=_attachments(args), queue=args.queue)
         message_id = sent["message_id"]
         if sent.get("terminal") and not args.json:
@@ -136,7 +136,7 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
 
     async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
-        sub = await client.subscribe(args.name, after=after, live=stream)
+        sub = await client.subscribe(args.name, after_seq=after, live=stream)
         shown: dict[Any, LiveAnswer] = {}
         while True:
             event = await sub.next(timeout=None if args.follow else TAIL_STALL)
@@ -176,12 +176,12 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_permit(client: Client, args: argparse.Namespace) -> int:
     result = client.permit(args.name, args.request_id, args.allow, message=args.message or None,
-                           always=args.always, mode=args.mode or None)
+                           always=args.always, permission_mode=args.mode or None)
     done = "allowed" if args.allow else "denied"
     if result.get("always"):
         done = f"always allowed ({', '.join(result['always'])})"
-    if result.get("mode"):
-        done += f"; mode {result['mode']}"
+    if mode := permission_mode_of(result):
+        done += f"; mode {mode}"
     show(args, result, f"{done}: {args.request_id}")
     return 0
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol import Client, Host, ProtocolError, RemoteError, Reply
+from protocol import Client, Host, ProtocolError, RemoteError, Reply, permission_mode_of
 
 from ._common import CONNECT_TIMEOUT, UsageError, fail, local_path, show
 from ._views import session_text, sessions_table, supervisor_text, when
@@ -70,7 +70,7 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     if cwd:
         cwd = local_path(args, cwd, "--cwd")
     info = client.create(args.name, model=args.model or None, cwd=cwd, persona=args.persona or None,
-                         mode=args.mode or None, conversation=conversation, force=args.force)
+                         permission_mode=args.mode or None, conversation=conversation, force=args.force)
     continues = f", continuing conversation {info['session_id']}" if conversation else ""
     show(args, info, f"created session '{info['name']}' in {info['cwd']}{continues}")
     return 0
@@ -118,13 +118,15 @@ def cmd_timeout(client: Client, args: argparse.Namespace) -> int:
 
 
 def _show_or_set(client: Client, args: argparse.Namespace, field: str, change: Callable[[Client, str, str], Reply],
-                 label: str) -> Reply | None:
-    """A setting of a session (``field`` of its status): shown when no value is given
-    (None returned), else set by ``change`` (its result returned for the caller to report)."""
+                 label: str, read: Callable[[Mapping[str, Any]], Any] | None = None) -> Reply | None:
+    """A setting of a session (``field`` of its status, or what ``read`` reads there):
+    shown when no value is given (None returned), else set by ``change`` (its result
+    returned for the caller to report). ``args``' attribute is named after the option."""
     value = getattr(args, field)
     if value is None:
         info: dict[str, Any] = dict(client.status(args.name))
-        show(args, {field: info[field]}, f"{label}: {info[field] or 'default'}")
+        current = read(info) if read is not None else info[field]
+        show(args, {field: current}, f"{label}: {current or 'default'}")
         return None
     return change(client, args.name, value)
 
@@ -137,9 +139,9 @@ def cmd_model(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_mode(client: Client, args: argparse.Namespace) -> int:
-    result = _show_or_set(client, args, "mode", Client.set_mode, "Permission mode")
+    result = _show_or_set(client, args, "mode", Client.set_mode, "Permission mode", permission_mode_of)
     if result is not None:
-        text = f"Permission mode of '{args.name}': {result['mode']}"
+        text = f"Permission mode of '{args.name}': {permission_mode_of(result)}"
         show(args, result, text + ("" if result["changed"] else " (unchanged)"))
     return 0
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from protocol import SessionState, relative_time
+from protocol import SessionState, permission_mode_of, relative_time
 
 #: a queue (of its count or its bytes), or another bounded thing, this full is shown as near its limit
 NEAR_LIMIT = 0.8
@@ -144,7 +144,7 @@ def session_text(info: Mapping[str, Any]) -> str:
         f"state:        {shown_state(info)}" + (f" (keeper pid {info['keeper_pid']}, Claude pid {info['claude_pid']})"
                                                 if info.get("keeper_pid") else ""),
         f"model:        {info.get('model') or 'default'}",
-        f"mode:         {info.get('mode') or 'ask'}",
+        f"mode:         {permission_mode_of(info) or 'ask'}",
         f"persona:      {info.get('persona') or 'default'}",
         f"cwd:          {info['cwd']}",
         f"idle timeout: {duration(info['idle_timeout'])}",
@@ -241,7 +241,7 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], host_column: bool = Fa
              "COST")]
     rows += [(session_dot(s), *((s["host"],) if host_column else ()), s["name"],
               shown_state(s) + (f" ({activity_brief(s['activity'])})" if s.get("activity") else ""),
-              s.get("mode") or "ask", s["persona"] or "default", s.get("model") or "default",
+              permission_mode_of(s) or "ask", s["persona"] or "default", s.get("model") or "default",
               relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}") for s in sessions]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)

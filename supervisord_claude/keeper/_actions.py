@@ -1,5 +1,5 @@
 """What the keeper's state machine asks its adapter to do: the actions
-``_keeper_machine.KeeperMachine`` returns and ``_keeper.Keeper`` carries out, in order
+``_machine.KeeperMachine`` returns and ``_keeper.Keeper`` carries out, in order
 (as h11 keeps its events apart from its connection's state machine).
 """
 

@@ -5,7 +5,7 @@ starts ``claude -p`` in stream-json mode in its own process group, writes one qu
 message at a time to Claude's stdin, turns Claude's stdout into events for the supervisor,
 and suspends (stops Claude and exits) when the idle timer expires.
 
-What to do is decided by ``_keeper_machine.KeeperMachine`` (the session's logic, without
+What to do is decided by ``_machine.KeeperMachine`` (the session's logic, without
 I/O); ``Keeper`` is the adapter that runs it: it feeds the machine what the supervisor
 says, what Claude writes and how it ends, and the timers' expiries, and carries out the
 actions it returns with Claude's process (start, stdin, stdout/stderr readers, stop), the
@@ -47,10 +47,14 @@ from ._actions import (
     StopClaude,
     Write,
 )
-from ._machine import DROPPED, EDGES, STDOUT_LIMIT, IllegalTransition, KeeperMachine
+from ._machine import DROPPED, EDGES, IllegalTransition, KeeperMachine
+from ._runs import STDOUT_LIMIT
 from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
+
+#: what is read of Claude's stdout at once at most (what the pipe holds, usually less)
+STDOUT_CHUNK = 1024 * 1024
 
 STOP_GRACE = _wire.STOP_GRACE
 keeper_title = _wire.keeper_title
@@ -206,14 +210,14 @@ class Keeper:
             return
         self.procs[start.run] = proc
         actions = self.machine.claude_started(start.run, proc.pid)
-        if self.machine.claude is not None and self.machine.claude.number == start.run:
+        if (running := self.machine.runs.running) is not None and running.number == start.run:
             tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
             stderr = self._spawn_task(self._read_stderr(proc, tail))
             self._spawn_task(self._read_stdout(start.run, proc, stderr, tail))
         self.do(actions)
 
     def _write(self, line: bytes) -> bool:
-        run = self.machine.claude
+        run = self.machine.runs.running
         proc = self.procs.get(run.number) if run is not None else None
         stdin = proc.stdin if proc is not None else None
         if stdin is None or stdin.is_closing():
@@ -226,33 +230,57 @@ class Keeper:
 
     async def _read_stdout(self, run: int, proc: asyncio.subprocess.Process, stderr: asyncio.Task[Any],
                            stderr_tail: collections.deque[str]) -> None:
+        """Claude's output, a line at a time into the machine. Read as what the pipe holds
+        (``STDOUT_CHUNK`` at most) and cut into lines here: a line costs no coroutine of
+        its own (a burst is thousands of lines a second)."""
         assert proc.stdout is not None
         overflow = False
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                # the line is lost, and it may have been the turn's result: the turn could
-                # never end, so say so and stop this Claude (the next message resumes it)
-                if not overflow:
-                    overflow = True
-                    log.error("keeper %s: Claude wrote a line over %d bytes; stopping it", self.session, STDOUT_LIMIT)
-                    self.system.killpg(proc.pid, signal.SIGKILL)
+        partial: list[bytes] = []  # a line that goes on in the next chunk, in pieces
+        partial_bytes = 0
+        while chunk := await proc.stdout.read(STDOUT_CHUNK):
+            if overflow:
+                continue  # (Claude is being stopped: what it still writes is not read)
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                partial.append(chunk)
+                partial_bytes += len(chunk)
+                if partial_bytes > STDOUT_LIMIT:
+                    overflow = self._overflow(proc)
                 continue
-            if not line:
-                break
-            if not overflow:
-                try:
-                    self.do(self.machine.claude_output(run, _claude.parse_line(line)))
-                except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
-                    log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session,
-                                  line)
+            lines = chunk[:end]
+            if partial:
+                partial.append(lines)
+                lines = b"".join(partial)
+                partial.clear()
+            partial_bytes = len(chunk) - end - 1
+            if partial_bytes:
+                partial.append(chunk[end + 1:])
+            for line in lines.split(b"\n"):
+                if len(line) > STDOUT_LIMIT:
+                    overflow = self._overflow(proc)
+                    break
+                self._claude_line(run, line)
+        if partial and not overflow:
+            self._claude_line(run, b"".join(partial))  # (its last line, without a newline)
         code = await proc.wait()
         # what Claude said on stderr before it exited decides how its exit is reported
         with contextlib.suppress(TimeoutError):
             await wait_for(self.clock, asyncio.shield(stderr), 2.0)
         self.procs.pop(run, None)
         self.do(self.machine.claude_exited(run, code, tuple(stderr_tail), overflow))
+
+    def _claude_line(self, run: int, line: bytes) -> None:
+        try:
+            self.do(self.machine.claude_output(run, _claude.parse_line(line)))
+        except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
+            log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session, line)
+
+    def _overflow(self, proc: asyncio.subprocess.Process) -> bool:
+        """A line over STDOUT_LIMIT: it is lost, and it may have been the turn's result: the
+        turn could never end, so say so and stop this Claude (the next message resumes it)."""
+        log.error("keeper %s: Claude wrote a line over %d bytes; stopping it", self.session, STDOUT_LIMIT)
+        self.system.killpg(proc.pid, signal.SIGKILL)
+        return True
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process, tail: collections.deque[str]) -> None:
         assert proc.stderr is not None

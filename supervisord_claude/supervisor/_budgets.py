@@ -34,7 +34,7 @@ from typing import Any
 
 from protocol import ErrorCode, money
 
-from .._config import Config
+from .._configkeys import Config
 from .._errors import OpError
 from ._schedules import zone
 from ._store import Store

@@ -1,7 +1,7 @@
 """The supervisor's socket-free parts wired together (``build_core`` → ``Core``): the
 store, the event log, the subscription hub, the keeper pool with its ``LiveSession``s,
 the terminal side, the op handlers and the watcher; what the pool tells the others
-(``CoreListener``); recovering the store after a restart (``Core.recover``). Tests drive
+(``CoreListener``) and what the event log tells them (``CoreEventListener``); recovering the store after a restart (``Core.recover``). Tests drive
 the whole lifecycle in-process with it (a fake fork server, a recording keeper link, a
 ``FakeClock``); ``_supervisor.Supervisor`` adds the sockets, signals and the loop.
 """
@@ -20,7 +20,7 @@ from protocol import (
 )
 
 from .._clock import Clock
-from .._config import Config
+from .._configkeys import Config
 from .._os import System
 from ._attachments import ATTACHMENTS_DIR, Attachments
 from ._budgets import Budgets
@@ -127,6 +127,28 @@ class CoreListener:
             self._hub.began_before(session, message_id)
 
 
+class CoreEventListener:
+    """What the event log tells the rest of the core (``EventListener``): every event
+    recorded to the watcher, messages done to the pool and the pool's pids to its log
+    lines. The pool records through the event log, so it is given here once both exist
+    (``build_core``): until then nothing is done, and there are no pids."""
+
+    def __init__(self, watch: Watcher) -> None:
+        self._watch = watch
+        self.pool: KeeperPool | None = None
+
+    def recorded(self, session: str, kind: EventKind, message_id: int | None, body: dict[str, Any] | None,
+                 packed: bytes | None) -> None:
+        self._watch.event(session, kind, message_id, body, packed)
+
+    def message_done(self, session: str, message_id: int) -> None:
+        if self.pool is not None:
+            self.pool.message_done(session, message_id)
+
+    def pids_of(self, session: str) -> dict[str, int | None]:
+        return self.pool.pids_of(session) if self.pool is not None else {}
+
+
 def build_core(config: Config, store: Store, system: System, clock: Clock, wall: Callable[[], float],
                fork: ForkServer, link: KeeperLink, send: Send,
                request_shutdown: Callable[[], None], request_restart: Callable[[], None],
@@ -136,26 +158,28 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     ``all_keepers_gone``: the last keeper is gone (a shutdown waits for it)."""
     instance = instance_id(config.runtime_dir)
     hub = SubscriptionHub(store, send)
-    events = EventLog(store, clock, wall, hub.publish)
     # (the room of the cap for all is shared by the sessions whose keeper holds messages;
     # the budgets ask the pool only once keepers run: it exists then)
     budgets = Budgets(config, store, wall, busy=lambda: pool.answering(),
                       give=lambda session, usd: pool.give_budget(session, usd))
     attachments = Attachments(config.state_dir / ATTACHMENTS_DIR, config.max_attachment_bytes)
     # (the watcher asks the pool for Claude's pid only once turns run: the pool exists then)
-    watch = Watcher(clock, wall, system, events.record, lambda session: pool.pids_of(session).get("claude_pid"),
+    # (the watcher records its own events through the event log, which tells it of every
+    # event: it is given a way to the event log, which exists before its first event)
+    watch = Watcher(clock, wall, system, lambda session, kind, body: events.record(session, kind, body),
+                    lambda session: pool.pids_of(session).get("claude_pid"),
                     config.stall_after, config.stall_cpu_percent, config.remind_after, config.permission_timeout)
+    told = CoreEventListener(watch)
+    events = EventLog(store, clock, wall, hub.publish, told)
     listener = CoreListener(store, hub, watch, watch_exit, all_keepers_gone)
     pool = KeeperPool(config, instance, store, events, system, clock, wall, fork, link, budgets, attachments,
                       listener)
     terminals = Terminals(config, store, pool, events, system, clock, wall)
     listener.terminals = terminals
-    events.on_message_done = pool.message_done
-    events.pids_of = pool.pids_of
-    events.on_recorded = watch.event
+    told.pool = pool
     ops = Ops(config, instance, store, pool, hub, events, terminals, budgets, attachments, system, clock, wall,
               request_shutdown, request_restart, watch.activity)
     return Core(config, instance, store, events, hub, pool, ops, watch)
 
 
-__all__ = ["Core", "CoreListener", "build_core"]
+__all__ = ["Core", "CoreEventListener", "CoreListener", "build_core"]

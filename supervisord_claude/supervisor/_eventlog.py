@@ -8,7 +8,13 @@ stored and published as soon as it works again.
 Events recorded inside ``batch()`` (everything the keepers sent since the last loop turn)
 are stored in one transaction and published together when it ends: one commit and one
 pass over the subscribers for many events, and still no event published before it is
-stored.
+stored. A keeper's run of events of the kinds that change nothing else (``PLAIN_KINDS``:
+Claude's text, errors) is recorded as one unit (``record_run``): one write, one
+stored row, one slice of bytes to each subscriber, no Python per event but building it.
+
+What it tells the rest of the supervisor goes through one ``EventListener`` (given when
+it is made): every event recorded (the watcher), the messages done (the pool), and the
+pids its log lines name.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
-from protocol import EventKind, SessionState, _packedmap, cost_fields
+from protocol import EventKind, SessionState, _packedmap, cost_fields, permission_mode_of
+from protocol._vocabulary import missing_mode_fields
 
 from .._clock import Clock
 from .._errors import StoreError
@@ -35,8 +42,8 @@ from ._store import (
     WRITTEN,
     EventWrite,
     Store,
-    StoredEvent,
 )
+from ._storeruns import RunWrite, StoredRun
 
 log = logging.getLogger("supervisord_claude")
 
@@ -47,35 +54,46 @@ _STATUS_AFTER = {EventKind.USER: WRITTEN, EventKind.RESULT: DONE, EventKind.MESS
                  EventKind.STEERED: WRITTEN, EventKind.TAKEN: DONE}
 #: the kinds of event that change their session's row (see _session_updates)
 _UPDATES_SESSION = frozenset({EventKind.STATE, EventKind.RESULT, EventKind.USER, EventKind.SETTINGS})
+#: the kinds that may carry a permission mode (reported under both its names)
+_NAMES_A_MODE = frozenset({EventKind.SETTINGS, EventKind.PERMISSION_RESOLVED})
 STORE_RETRY = 1.0
 _ORIGIN_CACHE = 10_000
-#: events stored in one transaction at most (a burst is stored in several)
+#: an event kind by its wire name
+_KINDS = {kind.value: kind for kind in EventKind}
+#: writes (events, or runs of them) stored in one transaction at most (a burst is
+#: stored in several)
 MAX_BATCH = 2048
+#: the kinds no part of the supervisor acts on but the watcher, as output (each one
+#: changes nothing but itself: no session field, no message status, nothing a keeper's
+#: handle or a turn's tools and prompts hold): a keeper's run of them is one unit
+PLAIN_KINDS = frozenset({EventKind.ASSISTANT_TEXT.value, EventKind.ERROR.value})
+
+
+class EventListener(Protocol):
+    """What the event log tells the rest of the supervisor (``build_core``'s)."""
+
+    def recorded(self, session: str, kind: EventKind, message_id: int | None, body: dict[str, Any] | None,
+                 packed: bytes | None) -> None:
+        """An event was recorded (the watcher: ``_watch.Watcher.event``); its body, or only
+        its packed body (a keeper's event: the watcher unpacks the few it reads). Of a
+        run of plain events, each change of kind or message is told once."""
+
+    def message_done(self, session: str, message_id: int) -> None:
+        """A message left the queue for good (written, answered or failed)."""
+
+    def pids_of(self, session: str) -> dict[str, int | None]:
+        """A session's keeper_pid and claude_pid, for the log line of each state change."""
 
 
 class EventLog:
-    def __init__(
-        self,
-        store: Store,
-        clock: Clock,
-        wall: Callable[[], float],
-        publish: Callable[[list[StoredEvent]], None],
-        on_message_done: Callable[[str, int], None] = lambda session, message_id: None,
-        pids_of: Callable[[str], dict[str, int | None]] = lambda session: {},
-    ) -> None:
+    def __init__(self, store: Store, clock: Clock, wall: Callable[[], float],
+                 publish: Callable[[list[StoredRun]], None], listener: EventListener) -> None:
         self.store = store
         self.clock = clock
         self.wall = wall
         self.publish = publish
-        #: called when a message left the queue for good (written, answered or failed)
-        self.on_message_done = on_message_done
-        #: a session's keeper_pid and claude_pid, for the log line of each state change
-        self.pids_of = pids_of
-        #: sees every event as it is recorded (the watcher: ``_watch.Watcher.event``):
-        #: (session, kind, message_id, body or None, the packed body or None)
-        self.on_recorded: Callable[[str, EventKind, int | None, dict[str, Any] | None, bytes | None], None] = \
-            lambda *args: None
-        self._unstored: collections.deque[EventWrite] = collections.deque()
+        self.listener = listener
+        self._unstored: collections.deque[EventWrite | RunWrite] = collections.deque()
         self._origins: dict[int, str] = {}
         self._packed_origins: dict[int, bytes] = {}
         self._retry_armed = False
@@ -94,13 +112,15 @@ class EventLog:
         supervisor knows what to ask that keeper to send again."""
         if kind is EventKind.RESULT:  # the turn's and the conversation's cost, by name
             body = {**body, **cost_fields(body)}
+        elif kind in _NAMES_A_MODE:  # the permission mode under its name and its v1 name
+            body = {**body, **missing_mode_fields(body)}
         message_id = body.get("message_id")
         if isinstance(message_id, int) and "origin" not in body:
             origin = self._origin(message_id)
             if origin is not None:
                 body = {**body, "origin": origin}
         self._unstored.append(self._write(session, kind, body, keeper))
-        self.on_recorded(session, kind, message_id if isinstance(message_id, int) else None, body, None)
+        self.listener.recorded(session, kind, message_id if isinstance(message_id, int) else None, body, None)
         if not self._batching:
             self.flush()
 
@@ -122,11 +142,32 @@ class EventLog:
                 costs = cost_fields(body)
                 packed = _packedmap.with_items(packed, costs)
                 body.update(costs)
+            elif kind is EventKind.SETTINGS and (names := missing_mode_fields(body)):
+                packed = _packedmap.with_items(packed, names)
+                body.update(names)
             updates = self._session_updates(session, kind, body)
         self._unstored.append(EventWrite(session, kind, body, updates,
                                          (message_id, status) if message_id is not None and status is not None
                                          else None, keeper, packed, message_id))
-        self.on_recorded(session, kind, message_id, body, packed)
+        self.listener.recorded(session, kind, message_id, body, packed)
+        if not self._batching:
+            self.flush()
+
+    def record_run(self, session: str, kinds: list[str], message_ids: list[int | None], bodies: list[bytes],
+                   keeper: tuple[int, int]) -> None:
+        """``record_packed`` of a keeper's run of events whose kinds are all in
+        ``PLAIN_KINDS`` (wire names), as one unit; ``keeper`` = (pid, n of its last)."""
+        extras = None
+        if any(m is not None for m in message_ids):
+            origins = {m: self._packed_origin(m) for m in set(message_ids) if m is not None}
+            if any(origins.values()):
+                extras = [origins[m] if m is not None else b"" for m in message_ids]
+        self._unstored.append(RunWrite(session, kinds, message_ids, bodies, extras, keeper=keeper))
+        told = None
+        for told_now in zip(kinds, message_ids, strict=True):  # (the watcher: each change once)
+            if told_now != told:
+                told = told_now
+                self.listener.recorded(session, _KINDS[told[0]], told[1], None, None)
         if not self._batching:
             self.flush()
 
@@ -153,7 +194,7 @@ class EventLog:
         while self._unstored:
             writes = list(itertools.islice(self._unstored, MAX_BATCH))
             try:
-                events = self.store.append_events(writes)
+                runs = self.store.append_runs(writes)
             except StoreError as exc:
                 if not self._failing:
                     self._failing = True
@@ -171,16 +212,19 @@ class EventLog:
                 self._failing = False
                 log.info("the store works again; every waiting event is stored and published")
             for w in writes:
+                if type(w) is RunWrite:
+                    continue  # (plain events: no message done, no state)
+                assert isinstance(w, EventWrite)
                 if w.message_status is not None:
-                    self.on_message_done(w.session, w.message_status[0])
+                    self.listener.message_done(w.session, w.message_status[0])
                 if w.kind is EventKind.STATE and w.body is not None:
                     self._log_state(w.session, w.body)
-            self.publish(events)
+            self.publish(runs)
 
     def _log_state(self, session: str, body: dict[str, Any]) -> None:
         """One line per lifecycle event: session, state, reason, pids."""
         fields = {"session": session, "state": body.get("state"), "reason": body.get("reason"),
-                  **self.pids_of(session)}
+                  **self.listener.pids_of(session)}
         detail = body.get("detail")
         log.info("session %s is %s (%s%s)", session, fields["state"], fields["reason"],
                  f": {detail}" if detail else "", extra=fields)
@@ -219,8 +263,8 @@ class EventLog:
         elif kind is EventKind.SETTINGS:
             updates.update({k: body[k] for k in ("model", "idle_timeout", "allowed_tools", "claude_model")
                             if k in body})
-            if "mode" in body:
-                updates["permission_mode"] = body["mode"]
+            if (mode := permission_mode_of(body)) is not None:
+                updates["permission_mode"] = mode
         return updates
 
     def _packed_origin(self, message_id: int) -> bytes:

@@ -2,8 +2,10 @@
 
 Events are read back from the store (never held here: the store keeps its newest ones in
 memory), so a subscriber that is slow or reconnects gets exactly what it has not acked, in
-order. What one subscriber may have in flight is bounded by its window. Frames carry each
-event's stored bytes as they are (``StoredEvent.data``).
+order. What one subscriber may have in flight is bounded by its window (in events). Events
+come as slices of their stored runs (``_storeruns.RunSlice``), and a frame carries the
+stored bytes as they are: an ``events`` frame a slice of a run's ``data``, with no Python
+per event.
 
 Live text (the answer as Claude writes it) is not stored: the hub holds each running
 turn's text so far, and a subscriber that asked for it (``live``) and has every stored
@@ -14,6 +16,7 @@ events it has not seen.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import logging
 import secrets
@@ -21,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event, encode_events
+from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event
+from protocol._codec import encode_events_joined
 
 from .._errors import ClientGone, ClientSlow, OpError
-from ._store import Store, StoredEvent
+from ._store import Store
+from ._storeruns import RunSlice, StoredRun
 
 DEFAULT_WINDOW = 256
 MAX_WINDOW = 4096
@@ -50,7 +55,10 @@ class Subscription:
     consumer: str | None
     window: int
     sent: int  # global id of the last event sent
-    inflight: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)  # (id, bytes)
+    #: what was sent and not acked, in order: (first id, last id, events, bytes) of each
+    #: slice of a run sent (its ids are one run's: consecutive)
+    inflight: collections.deque[tuple[int, int, int]] = field(default_factory=collections.deque)
+    inflight_events: int = 0
     inflight_bytes: int = 0
     live: bool = False
     #: events go several to a frame (``events``) instead of one (``event``)
@@ -120,7 +128,7 @@ class SubscriptionHub:
         for sub in self.subs.values():
             by_client.setdefault(sub.ident, []).append(sub)
         return [{"subscriptions": len(subs), "consumers": sorted({s.consumer for s in subs if s.consumer}),
-                 "unacked": sum(len(s.inflight) for s in subs)} for subs in by_client.values()]
+                 "unacked": sum(s.inflight_events for s in subs)} for subs in by_client.values()]
 
     def own(self, ident: bytes, sub_id: int) -> Subscription:
         sub = self.subs.get(sub_id)
@@ -130,8 +138,19 @@ class SubscriptionHub:
 
     def ack(self, ident: bytes, sub_id: int, upto: int) -> None:
         sub = self.own(ident, sub_id)
-        while sub.inflight and sub.inflight[0][0] <= upto:
-            sub.inflight_bytes -= sub.inflight.popleft()[1]
+        inflight = sub.inflight
+        while inflight and inflight[0][0] <= upto:
+            first, last, size = inflight.popleft()
+            if last <= upto:
+                sub.inflight_events -= last - first + 1
+                sub.inflight_bytes -= size
+            else:  # a slice acked in part: its bytes are counted in proportion
+                acked = upto - first + 1
+                left = size * (last - upto) // (last - first + 1)
+                sub.inflight_events -= acked
+                sub.inflight_bytes -= size - left
+                inflight.appendleft((upto + 1, last, left))
+                break
         if sub.consumer:
             self.store.set_cursor(sub.consumer, min(upto, sub.sent))
         self.pump(sub)
@@ -168,19 +187,21 @@ class SubscriptionHub:
                 dropped += 1
         return dropped
 
-    def publish(self, events: list[StoredEvent]) -> None:
-        """Stored events are out: end the live text they complete, then give each
+    def publish(self, runs: list[StoredRun]) -> None:
+        """Stored runs of events are out: end the live text they complete, then give each
         subscriber that wants any of them one pump (which reads them back in order)."""
-        if self._live_written and events:  # the text written before these events goes first
-            self._send_live_written(before=events[0].id)
+        if self._live_written and runs:  # the text written before these events goes first
+            self._send_live_written(before=runs[0].first_id)
         sessions: set[str] = set()
-        for event in events:
-            session = event.session
+        for run in runs:
+            session = run.session
             sessions.add(session)
-            if event.kind in _ENDS_LIVE_TEXT:
-                live = self.live_text.get(session)
-                if live is not None and live.message_id == event.message_id:
-                    del self.live_text[session]
+            live = self.live_text.get(session)
+            if live is not None and run.kinds is not None and run.message_ids is not None:
+                for kind, message_id in zip(run.kinds, run.message_ids, strict=True):
+                    if kind in _ENDS_LIVE_TEXT and live.message_id == message_id:
+                        del self.live_text[session]
+                        break
         for sub in list(self.subs.values()):
             if sub.session is None or sub.session in sessions:
                 self._pump_guarded(sub)
@@ -231,8 +252,8 @@ class SubscriptionHub:
 
     def _caught_up(self, sub: Subscription, before: int | None = None) -> bool:
         """Whether the subscriber was sent every stored event (before the id ``before``)."""
-        unsent = self.store.stored_after(sub.sent, sub.session, limit=1)
-        return not unsent or (before is not None and unsent[0].id >= before)
+        unsent = self.store.runs_after(sub.sent, sub.session, limit=1)
+        return not unsent or (before is not None and unsent[0].first_id >= before)
 
     def _send_live(self, sub: Subscription, session: str) -> None:
         live = self.live_text.get(session)
@@ -258,9 +279,9 @@ class SubscriptionHub:
     def pump(self, sub: Subscription) -> None:
         """Send stored events after ``sub.sent`` while the subscriber's window has room;
         once it has them all, the live text so far."""
-        while len(sub.inflight) < sub.window and sub.inflight_bytes < MAX_INFLIGHT_BYTES \
+        while sub.inflight_events < sub.window and sub.inflight_bytes < MAX_INFLIGHT_BYTES \
                 and sub.sub_id in self.subs:
-            batch = self.store.stored_after(sub.sent, sub.session, limit=sub.window - len(sub.inflight))
+            batch = self.store.runs_after(sub.sent, sub.session, limit=sub.window - sub.inflight_events)
             if not batch:
                 if sub.live:
                     for session in [sub.session] if sub.session else list(self.live_text):
@@ -275,30 +296,49 @@ class SubscriptionHub:
                     return
                 except ClientSlow:
                     return  # its pipe is full: ``resume`` once it has room
-                sub.sent = members[-1][0]
+                sub.sent = members[-1][1]
                 sub.inflight.extend(members)
-                sub.inflight_bytes += sum(size for _, size in members)
+                sub.inflight_events += sum(last - first + 1 for first, last, _ in members)
+                sub.inflight_bytes += sum(size for _, _, size in members)
                 if sub.inflight_bytes >= MAX_INFLIGHT_BYTES:
                     return
 
     @staticmethod
-    def _frames_of(sub: Subscription, events: list[StoredEvent]) -> list[tuple[bytes, list[tuple[int, int]]]]:
-        """The frames that carry ``events``, each with its events' (id, bytes): one
-        ``event`` frame each, or ``events`` frames of about BATCH_FRAME_BYTES at most."""
+    def _frames_of(sub: Subscription, parts: list[RunSlice]) -> list[tuple[bytes, list[tuple[int, int, int]]]]:
+        """The frames that carry the events of ``parts``, each with the (first id, last id,
+        bytes) of the slices it holds: one ``event`` frame each, or ``events`` frames of
+        about BATCH_FRAME_BYTES at most, each the stored bytes of whole slices of runs."""
+        frames: list[tuple[bytes, list[tuple[int, int, int]]]] = []
         if not sub.batch:
-            return [(encode_event(sub.sub_id, e.data), [(e.id, len(e.data))]) for e in events]
-        frames: list[tuple[bytes, list[tuple[int, int]]]] = []
-        packed: list[bytes] = []
-        members: list[tuple[int, int]] = []
-        size = 0
-        for event in events:
-            data = event.data
-            packed.append(data)
-            members.append((event.id, len(data)))
-            size += len(data)
-            if size >= BATCH_FRAME_BYTES:
-                frames.append((encode_events(sub.sub_id, packed), members))
-                packed, members, size = [], [], 0
-        if packed:
-            frames.append((encode_events(sub.sub_id, packed), members))
+            for part in parts:
+                run = part.run
+                data, ends, begin = run.data, run.ends, run.start_of(part.start)
+                for i in range(part.start, part.stop):
+                    end = ends[i]
+                    frames.append((encode_event(sub.sub_id, data[begin:end]), [(run.first_id + i, run.first_id + i,
+                                                                                end - begin)]))
+                    begin = end
+            return frames
+        pieces: list[bytes] = []
+        members: list[tuple[int, int, int]] = []
+        count = size = 0
+        for part in parts:
+            run = part.run
+            ends, start = run.ends, part.start
+            while start < part.stop:
+                begin = run.start_of(start)
+                # as many of its events as fit in the frame (one at least)
+                stop = max(start + 1, min(part.stop, bisect.bisect_right(ends, begin + BATCH_FRAME_BYTES - size,
+                                                                         start, part.stop)))
+                end = ends[stop - 1]
+                pieces.append(run.data[begin:end])
+                members.append((run.first_id + start, run.first_id + stop - 1, end - begin))
+                count += stop - start
+                size += end - begin
+                start = stop
+                if size >= BATCH_FRAME_BYTES or start < part.stop:
+                    frames.append((encode_events_joined(sub.sub_id, count, b"".join(pieces)), members))
+                    pieces, members, count, size = [], [], 0, 0
+        if pieces:
+            frames.append((encode_events_joined(sub.sub_id, count, b"".join(pieces)), members))
         return frames

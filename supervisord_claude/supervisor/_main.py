@@ -13,7 +13,7 @@ from pathlib import Path
 from protocol import configure_logging
 from protocol._logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV
 
-from .. import _config
+from .. import _config, _configkeys
 from .._errors import ConfigError, StartupRefused, StoreError
 from . import _units
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def check_config(config: _config.Config, env: Mapping[str, str] | None = None) -> int:
+def check_config(config: _configkeys.Config, env: Mapping[str, str] | None = None) -> int:
     """Print the effective value of every key and where it came from (flag, environment,
     file, default); exit 1 naming the key if Claude cannot be found, the bot token does not
     look like one, or the bot would refuse its allowlist. ``env``: the environment to judge

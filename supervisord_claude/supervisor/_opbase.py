@@ -20,7 +20,7 @@ from protocol import (
 )
 
 from .._clock import Clock
-from .._config import Config
+from .._configkeys import Config
 from .._errors import OpError
 from .._os import System
 from ._attachments import Attachments

@@ -10,6 +10,7 @@ from protocol import (
     ErrorCode,
     EventKind,
     PermissionMode,
+    mode_fields,
 )
 
 from .. import _claude, _wire
@@ -34,15 +35,16 @@ class PromptOps(OpsBase):
             raise OpError(ErrorCode.NOT_FOUND, f"no pending request {permit.request_id} in '{session}'")
 
     def op_permit(self, ident: bytes, session: str, request_id: str, allow: bool, message: str | None = None,
-                  always: bool = False, mode: PermissionMode | None = None,
+                  always: bool = False, permission_mode: PermissionMode | None = None,
                   directory: str | None = None) -> dict[str, Any]:
+        mode = permission_mode
         req = self._pending(session, request_id)
         if directory is not None and not always:
             raise OpError(ErrorCode.BAD_REQUEST, "'directory' is where 'always' allows a file tool, with 'always'")
         plan = req.tool_name == permissions.PLAN_TOOL
         if not allow:
             if always or mode is not None:
-                raise OpError(ErrorCode.BAD_REQUEST, "'always' and 'mode' go with allow, not deny")
+                raise OpError(ErrorCode.BAD_REQUEST, "'always' and 'permission_mode' go with allow, not deny")
             text = message or ("The user wants to keep planning: revise the plan." if plan else None)
             decision = _claude.deny_decision(text)
             self._send_answer(session, _wire.Permit(request_id, decision, {"allow": False, "by": "user",
@@ -53,7 +55,7 @@ class PromptOps(OpsBase):
         if always and plan:
             raise OpError(ErrorCode.BAD_REQUEST, "a plan is approved once; 'always' is for tool calls")
         if mode is not None and not plan:
-            raise OpError(ErrorCode.BAD_REQUEST, "'mode' goes with approving a plan (ExitPlanMode)")
+            raise OpError(ErrorCode.BAD_REQUEST, "'permission_mode' goes with approving a plan (ExitPlanMode)")
         updates: list[dict[str, Any]] = []
         rules: list[str] = []
         report: dict[str, Any] = {"allow": True, "by": "user"}
@@ -70,7 +72,7 @@ class PromptOps(OpsBase):
                 raise OpError(ErrorCode.BAD_REQUEST, "approving a plan leaves plan mode: pick ask or accept-edits")
             self._check_mode(mode)
             updates.append(permissions.set_mode_update(mode))
-            report["mode"] = mode.value
+            report.update(mode_fields(mode.value))
         self._send_answer(session, _wire.Permit(request_id, _claude.allow_decision(req.input, updates), report,
                                                 rules=tuple(rules), mode=mode.value if mode else None))
         settings: dict[str, Any] = {}
@@ -78,10 +80,10 @@ class PromptOps(OpsBase):
             rec = self._session(session)
             settings["allowed_tools"] = permissions.merged_rules(rec.allowed_tools, rules)
         if mode is not None:
-            settings["mode"] = mode.value
+            settings["permission_mode"] = mode.value
         if settings:
             self.events.record(session, EventKind.SETTINGS, settings)
-        return {"allow": True, **({"always": rules} if rules else {}), **({"mode": mode.value} if mode else {})}
+        return {"allow": True, **({"always": rules} if rules else {}), **mode_fields(mode.value if mode else None)}
 
     def op_answer(self, ident: bytes, session: str, request_id: str, answers: list[list[str]]) -> dict[str, Any]:
         req = self._pending(session, request_id)

@@ -17,13 +17,14 @@ from protocol import (
     PermissionMode,
     Reason,
     SessionState,
+    mode_fields,
 )
 
 from .. import __version__, _wire
 from .._errors import OpError
 from ._control import LaterReply
+from ._conversations import conversations, open_conversations
 from ._opbase import OpsBase
-from ._terminal import conversations, open_conversations
 
 
 class SessionOps(OpsBase):
@@ -91,12 +92,13 @@ class SessionOps(OpsBase):
                              for r in recs]}
 
     def op_create(self, ident: bytes, session: str, model: str | None = None, cwd: str | None = None,
-                  persona: str | None = None, mode: PermissionMode | None = None, conversation: str | None = None,
+                  persona: str | None = None, permission_mode: PermissionMode | None = None,
+                  conversation: str | None = None,
                   force: bool = False) -> dict[str, Any]:
         if self.store.get_session(session) is not None:
             raise OpError(ErrorCode.EXISTS, f"a session named '{session}' already exists")
         continued = self._conversation_to_continue(conversation, cwd, force) if conversation is not None else None
-        mode = mode or self.config.permission_mode
+        mode = permission_mode or self.config.permission_mode
         self._check_mode(mode)
         if persona is not None and persona not in self.config.personas:
             known = ", ".join(sorted(self.config.personas)) or "none configured"
@@ -185,15 +187,16 @@ class SessionOps(OpsBase):
         self.pool.session(session).command(_wire.SetModel(model))
         return {"model": model}
 
-    def op_set_mode(self, ident: bytes, session: str, mode: PermissionMode) -> dict[str, Any]:
+    def op_set_mode(self, ident: bytes, session: str, permission_mode: PermissionMode) -> dict[str, Any]:
+        mode = permission_mode
         rec = self._session(session)
         self._check_mode(mode)
         if rec.permission_mode == mode.value:
-            return {"mode": mode.value, "changed": False}
-        self.events.record(session, EventKind.SETTINGS, {"mode": mode.value})
+            return {**mode_fields(mode.value), "changed": False}
+        self.events.record(session, EventKind.SETTINGS, {"permission_mode": mode.value})
         # a live Claude restarts with --resume once its turn is over; otherwise the next start has it
         self.pool.session(session).command(_wire.SetMode(mode.value))
-        return {"mode": mode.value, "changed": True}
+        return {**mode_fields(mode.value), "changed": True}
 
     def op_archive(self, ident: bytes, session: str) -> dict[str, Any]:
         self._session(session)

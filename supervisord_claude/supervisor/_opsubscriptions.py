@@ -17,14 +17,22 @@ log = logging.getLogger("supervisord_claude")
 class SubscriptionOps(OpsBase):
     """Events to clients."""
 
-    def op_subscribe(self, ident: bytes, session: str | None = None, after: int | None = None,
-                     consumer: str | None = None, window: int | None = None,
+    def op_subscribe(self, ident: bytes, session: str | None = None, after_seq: int | None = None,
+                     after_id: int | None = None, consumer: str | None = None, window: int | None = None,
                      live: bool = False, batch: bool = False) -> dict[str, Any]:
+        """One session's events after its sequence number ``after_seq``, or all sessions'
+        after the global event id ``after_id`` (v1's ``after`` is either: ``_vocabulary``)."""
         if session is not None:
+            if after_id is not None:
+                raise OpError(ErrorCode.BAD_REQUEST, "'after_id' counts all sessions' events: with 'session',"
+                              " give 'after_seq' (that session's sequence number)")
             self._session(session, allow_archived=True)
-            start = self.store.event_id_at_seq(session, after) if after is not None else None
+            start = self.store.event_id_at_seq(session, after_seq) if after_seq is not None else None
         else:
-            start = after
+            if after_seq is not None:
+                raise OpError(ErrorCode.BAD_REQUEST, "'after_seq' counts one session's events: give 'session',"
+                              " or 'after_id' (a global event id)")
+            start = after_id
         if start is None:
             start = self.store.get_cursor(consumer) if consumer else self.store.last_event_id()
         sub = self.hub.subscribe(ident, session, start, consumer, window, live, batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+from typing import Any
 
 import msgpack
 
@@ -18,6 +19,7 @@ from protocol import EventKind, SessionState
 
 from .. import _wire
 from .._permissions import PendingRequest
+from ._eventlog import PLAIN_KINDS
 from ._live import (
     CONNECTED,
     KeeperHandle,
@@ -79,9 +81,7 @@ class KeeperPool(PoolExits):
             self._ack_soon(handle)
             if type(msg) is _wire.KeeperEvents:
                 # a run sent again after a reconnect may have its first events stored already
-                flat, n = msg.events, msg.n
-                for i in range(3 * max(0, first_new - n), len(flat), 3):
-                    self._on_event(handle, flat[i], flat[i + 1], flat[i + 2], n + i // 3)
+                self._on_run(handle, msg.events, msg.n, max(0, first_new - msg.n))
                 return
         if isinstance(msg, _wire.KeeperEvent):
             self._on_event(handle, msg.kind, msg.message_id, msg.packed, msg.n)
@@ -107,6 +107,30 @@ class KeeperPool(PoolExits):
                 handle.change_phase(Phase.SAID_BYE)
         else:
             log.warning("unexpected %s from the keeper of %s", type(msg).__name__, handle.session)
+
+    def _on_run(self, handle: KeeperHandle, flat: list[Any], n: int, skip: int) -> None:
+        """A keeper's run of events (``KeeperEvents.events``, numbered from ``n``) after its
+        first ``skip``: its stretches of plain events (``PLAIN_KINDS``) recorded as units,
+        every other event on its own, in order."""
+        kinds = flat[3 * skip::3]
+        if PLAIN_KINDS.issuperset(kinds):  # (a burst of Claude's text: the whole run)
+            assert handle.pid is not None
+            self.events.record_run(handle.session, kinds, flat[3 * skip + 1::3], flat[3 * skip + 2::3],
+                                   (handle.pid, n + len(flat) // 3 - 1))
+            return
+        plain_from = None  # where the stretch of plain events that runs up to i began
+        for i in range(skip, len(flat) // 3 + 1):
+            if i < len(flat) // 3 and flat[3 * i] in PLAIN_KINDS:
+                if plain_from is None:
+                    plain_from = i
+                continue
+            if plain_from is not None:
+                assert handle.pid is not None
+                self.events.record_run(handle.session, flat[3 * plain_from:3 * i:3], flat[3 * plain_from + 1:3 * i:3],
+                                       flat[3 * plain_from + 2:3 * i:3], (handle.pid, n + i - 1))
+                plain_from = None
+            if i < len(flat) // 3:
+                self._on_event(handle, flat[3 * i], flat[3 * i + 1], flat[3 * i + 2], n + i)
 
     def _on_event(self, handle: KeeperHandle, kind_name: str, message_id: int | None, packed: bytes, n: int) -> None:
         """One event a keeper reported (alone, or in a run), its number ``n``: what it
@@ -228,7 +252,7 @@ class KeeperPool(PoolExits):
         live.queue = collections.deque(i for i in live.queue if i not in handle.forwarded)
         live.keeper = handle
         self._by_pid[msg.pid] = handle
-        if msg.resumed:
+        if msg.started:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         self._listener.watch_exit(msg.pid)

@@ -19,7 +19,7 @@ from protocol import EventKind, Reason, SessionState
 from .. import _wire
 from .._claude import outbox_prompt
 from .._clock import Clock
-from .._config import Config
+from .._configkeys import Config
 from .._os import System
 from ._attachments import Attachments
 from ._budgets import Budgets

@@ -20,7 +20,8 @@ import setproctitle
 
 from protocol import LOCK_FILE, instance_id, runtime_dir_problem
 
-from .._config import Config, find_claude
+from .._config import find_claude
+from .._configkeys import Config
 from .._errors import StartupRefused
 from .._os import System
 from . import _forkserver

@@ -1,17 +1,17 @@
 """The store's event log (``EventRows``): events stored in runs (consecutive events of
-one session in one row), in one transaction with what they change in their session and
-message; read back by id or by a session's seq, the newest from memory; pruned.
+one session in one row: ``_storeruns``), in one transaction with what they change in
+their session and message; read back by id or by a session's seq, the newest from
+memory; pruned.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import msgpack
 
 from protocol import EventKind
 
@@ -19,7 +19,6 @@ from .._errors import StoreError
 from .._wire import pack_body
 from ._spend import record_spend
 from ._storerecords import (
-    _INSERT_RUN,
     _KIND_VALUES,
     COST_ADDED,
     DONE,
@@ -28,14 +27,19 @@ from ._storerecords import (
     EventWrite,
     StoredEvent,
     _day,
-    _own_fields,
-    _packb,
-    event_data,
-    unpack_run,
+    body_of,
 )
+from ._storeruns import INSERT_RUN, RunSlice, RunWrite, StoredRun, pack_run, slices_after
 from ._storesessions import SessionRows
 
 log = logging.getLogger("supervisord_claude")
+
+
+def _message_id_of(w: EventWrite) -> int | None:
+    if w.message_id is not None or w.body is None:
+        return w.message_id
+    message_id = w.body.get("message_id")
+    return message_id if isinstance(message_id, int) else None
 
 
 class EventRows(SessionRows):
@@ -54,68 +58,71 @@ class EventRows(SessionRows):
         write = EventWrite(session, kind, body, updates or NO_UPDATES, message_status)
         return self.append_events([write])[0].as_dict()
 
-    def append_events(self, writes: Sequence[EventWrite]) -> list[StoredEvent]:
+    def append_events(self, writes: Sequence[EventWrite | RunWrite]) -> list[StoredEvent]:
+        """``append_runs``, its events each on its own."""
+        return [event for run in self.append_runs(writes) for event in run.events()]
+
+    def append_runs(self, writes: Sequence[EventWrite | RunWrite]) -> list[StoredRun]:
         """Store events in one transaction, in order, with their session field updates and
-        message statuses; return them as stored. All or nothing: after a StoreError
-        none of them is stored. A body's keys that name an event field are not stored
-        (the event's own value would replace them when read). Consecutive events of one
-        session go in one row (a run)."""
+        message statuses; return them as stored, in runs. All or nothing: after a
+        StoreError none of them is stored. A body's keys that name an event field are not
+        stored (the event's own value would replace them when read). Consecutive events
+        of one session go in one row (a run)."""
         now = self.wall()
         last_seq: dict[str, int] = {}
-        runs: list[tuple[int, int, str, int, float, bytes]] = []
         # each update sets fields (cost_added adds): applied in event order, they come to
         # one UPDATE per session with the later value of each field
         merged: dict[str, dict[str, Any]] = {}
         statuses: list[tuple[str, int]] = []
-        # what subscribers get, built now, once (the body map is not kept: nothing here
-        # needs it again, and these stay in memory for a while)
-        events: list[StoredEvent] = []
-        own: dict[tuple[str, str], bytes] = {}
+        # consecutive writes of one session: one run (session, kinds, message ids, bodies,
+        # extras), gathered in place
+        pending: list[tuple[str, list[str], list[int | None], list[bytes], list[bytes]]] = []
+        for w in writes:
+            session = w.session
+            if not pending or pending[-1][0] != session:
+                pending.append((session, [], [], [], []))
+            _, kinds, message_ids, blobs, extras = pending[-1]
+            if type(w) is RunWrite:
+                kinds.extend(w.kinds)
+                message_ids.extend(w.message_ids)
+                blobs.extend(w.blobs)
+                extras.extend(w.extras or itertools.repeat(b"", len(w.blobs)))
+                statuses.extend((status, message_id) for message_id, status in w.statuses)
+            else:
+                assert isinstance(w, EventWrite)
+                kinds.append(_KIND_VALUES[w.kind])
+                message_ids.append(_message_id_of(w))
+                blobs.append(w.blob if w.blob is not None else pack_body(w.body or {}))
+                extras.append(b"")
+                if w.message_status is not None:
+                    statuses.append((w.message_status[1], w.message_status[0]))
+            if w.updates:
+                fields = merged.setdefault(session, {})
+                for key, value in w.updates.items():
+                    fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
+            if w.keeper is not None:
+                fields = merged.setdefault(session, {})
+                fields["keeper_pid"], fields["keeper_n"] = w.keeper
+        stored: list[StoredRun] = []
+        rows: list[tuple[int, int, str, int, float, bytes, bytes]] = []
         with self._tx() as db:
             event_id = self._last_id(db)
-            run_session: str | None = None
-            run: list[Any] = []
-            run_first = run_first_seq = 0
-            for w in writes:
-                session = w.session
+            for session, kinds, message_ids, blobs, extras in pending:
                 seq = last_seq.get(session)
                 if seq is None:
                     row = db.execute("SELECT last_seq FROM sessions WHERE name=?", (session,)).fetchone()
                     if row is None:
                         raise StoreError(f"no session {session!r}")
                     seq = row[0]
-                    merged[session] = {}
-                last_seq[session] = seq = seq + 1
-                event_id += 1
-                blob = w.blob
-                if blob is None:
-                    assert w.body is not None
-                    blob = pack_body(w.body)
-                kind = _KIND_VALUES[w.kind]
-                if session != run_session:
-                    if run_session is not None:
-                        runs.append((event_id - 1, run_first, run_session, run_first_seq, now, _packb(run)))
-                    run_session, run, run_first, run_first_seq = session, [], event_id, seq
-                run.append(kind)
-                run.append(blob)
-                tail = own.get((session, kind))
-                if tail is None:
-                    tail = own[session, kind] = _own_fields(session, now, kind)
-                events.append(StoredEvent(event_id, session, seq, now, kind, blob, None, w.message_id,
-                                          event_data(blob, event_id, seq, tail)))
-                if w.updates:
-                    fields = merged[session]
-                    for key, value in w.updates.items():
-                        fields[key] = fields.get(key, 0.0) + value if key == COST_ADDED else value
-                if w.keeper is not None:
-                    merged[session]["keeper_pid"], merged[session]["keeper_n"] = w.keeper
-                if w.message_status is not None:
-                    statuses.append((w.message_status[1], w.message_status[0]))
-            if run_session is not None:
-                runs.append((event_id, run_first, run_session, run_first_seq, now, _packb(run)))
-            db.executemany(_INSERT_RUN, runs)
+                data, ends = pack_run(event_id + 1, seq + 1, session, now, kinds, blobs, extras)
+                count = len(blobs)
+                rows.append((event_id + count, event_id + 1, session, seq + 1, now, data, ends))
+                stored.append(StoredRun(event_id + 1, session, seq + 1, now, data, ends, kinds, message_ids))
+                event_id += count
+                last_seq[session] = seq + count
+            db.executemany(INSERT_RUN, rows)
             for session, seq in last_seq.items():
-                self._update(db, session, {**merged[session], "last_seq": seq})
+                self._update(db, session, {**merged.get(session, {}), "last_seq": seq})
             spent = {session: fields[COST_ADDED] for session, fields in merged.items() if fields.get(COST_ADDED)}
             if spent:
                 db.execute("INSERT INTO daily_cost(day, usd) VALUES (?, ?)"
@@ -126,8 +133,8 @@ class EventRows(SessionRows):
                 record_spend(db, now, spent)  # (by quarter hour: budgets count days in any zone)
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
-        self._recent.add(events)
-        return events
+        self._recent.add(stored)
+        return stored
 
     def events_after(
         self, after_id: int, session: str | None = None, limit: int = 200
@@ -136,26 +143,32 @@ class EventRows(SessionRows):
 
     def stored_after(self, after_id: int, session: str | None = None, limit: int = 200) -> list[StoredEvent]:
         """Up to ``limit`` events after the global id ``after_id`` (of one session), in
-        order: the newest from memory, older ones read back."""
+        order, each on its own."""
+        return [event for part in self.runs_after(after_id, session, limit) for event in part.events()]
+
+    def runs_after(self, after_id: int, session: str | None = None, limit: int = 200) -> list[RunSlice]:
+        """Up to ``limit`` events after the global id ``after_id`` (of one session), in
+        order, as slices of their runs: the newest from memory, older ones read back."""
         recent = self._recent.after(after_id, session, limit)
         if recent is not None:
             return recent
         params: tuple[Any, ...]
         if session is None:
-            sql, params = ("SELECT first_id, session, first_seq, ts, events FROM event_runs WHERE last_id>?"
+            sql, params = ("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs WHERE last_id>?"
                            " ORDER BY last_id", (after_id,))
         else:
-            sql, params = ("SELECT first_id, session, first_seq, ts, events FROM event_runs"
+            sql, params = ("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs"
                            " WHERE session=? AND last_id>? ORDER BY last_id", (session, after_id))
-        out: list[StoredEvent] = []
+        out: list[RunSlice] = []
         try:
             cursor = self._db.execute(sql, params)
-            while len(out) < limit:
+            while limit > 0:
                 row = cursor.fetchone()
                 if row is None:
                     break
-                first_id, run_session, first_seq, ts, packed = row
-                out.extend(unpack_run(first_id, run_session, first_seq, ts, packed, after_id, limit - len(out)))
+                [part] = slices_after([StoredRun(*row)], after_id, None, limit)
+                out.append(part)
+                limit -= len(part)
             cursor.close()
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
@@ -214,13 +227,11 @@ class EventRows(SessionRows):
 
     def last_event_body(self, session: str, kind: EventKind) -> dict[str, Any] | None:
         """The body of the session's newest event of ``kind`` (None if it has none)."""
-        # runs newest first, each read back to front; stops at the first match (the event
-        # log is a row per run of events: see event_runs)
-        for (packed,) in self._read("SELECT events FROM event_runs WHERE session=? ORDER BY last_id DESC",
-                                    (session,)):
-            items = msgpack.unpackb(packed)
-            for i in range(len(items) - 2, -1, -2):
-                if items[i] == kind.value:
-                    body = msgpack.unpackb(items[i + 1])
-                    return body if isinstance(body, dict) else None
+        # runs newest first; stops at the first that holds one (the event log is a row per
+        # run of events: see event_runs)
+        for row in self._read("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs WHERE session=?"
+                              " ORDER BY last_id DESC", (session,)):
+            found = [e for e in StoredRun(*row).unpacked() if e.get("kind") == kind.value]
+            if found:
+                return body_of(found[-1])
         return None

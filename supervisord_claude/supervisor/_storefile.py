@@ -19,7 +19,8 @@ from typing import Any
 
 from .._errors import StoreError
 from ._spend import SCHEMA as SPEND_SCHEMA
-from ._storerecords import _INSERT_RUN, _MIGRATED_RUN, SessionRecord, _packb, _RecentEvents
+from ._storerecords import SessionRecord
+from ._storeruns import INSERT_RUN, MIGRATED_RUN, RecentRuns, pack_run, v1_run
 
 log = logging.getLogger("supervisord_claude")
 
@@ -47,15 +48,18 @@ CREATE TABLE IF NOT EXISTS sessions(
 );
 -- the event log, a row per run of one session's events stored together (a loop turn's
 -- events of one keeper): ids first_id..last_id, seqs first_seq.., one ts; ``events`` is
--- msgpack [kind, body, kind, body, ...], each body the packed map (bin). Ids are never
--- reused (AUTOINCREMENT keeps the highest ever given, pruned or not).
+-- the events as subscribers get them (each a msgpack map: the body with the event's own
+-- fields appended) back to back, ``ends`` where each ends (uint32 little-endian each; see
+-- _storeruns). Ids are never reused (AUTOINCREMENT keeps the highest ever given, pruned
+-- or not).
 CREATE TABLE IF NOT EXISTS event_runs(
     last_id INTEGER PRIMARY KEY AUTOINCREMENT,
     first_id INTEGER NOT NULL,
     session TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
     ts REAL NOT NULL,
-    events BLOB NOT NULL
+    events BLOB NOT NULL,
+    ends BLOB NOT NULL
 );
 -- a session's events after a cursor, in order, without scanning the session's history
 CREATE INDEX IF NOT EXISTS event_runs_by_session ON event_runs(session, last_id);
@@ -130,7 +134,7 @@ class StoreFile:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
-        self._recent = _RecentEvents()
+        self._recent = RecentRuns()
         #: every session's record as last read, and the sessions written since (read
         #: again when asked for); ``data_version`` tells if another connection wrote
         self._records: dict[str, SessionRecord] | None = None
@@ -224,8 +228,32 @@ class StoreFile:
         self._db.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_session_key ON messages(session, idempotency_key)"
         )
+        if "ends" not in {row[1] for row in self._db.execute("PRAGMA table_info(event_runs)")}:
+            self._migrate_runs()
         if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'").fetchone():
             self._migrate_events()
+
+    def _migrate_runs(self) -> None:
+        """An event log of runs as 0.3 to 0.4 stored them (each row's events msgpack [kind,
+        body, …], the event's own fields added when read) becomes one that holds them as
+        subscribers get them (see ``_storeruns``): each row rewritten in place, in one
+        transaction, with the same ids, seqs and times."""
+        started = time.monotonic()
+        moved = 0
+        with self._tx() as db:
+            db.execute("ALTER TABLE event_runs ADD COLUMN ends BLOB NOT NULL DEFAULT x''")
+            done = 0
+            while rows := db.execute("SELECT last_id, first_id, session, first_seq, ts, events FROM event_runs"
+                                     " WHERE last_id > ? ORDER BY last_id LIMIT 1000", (done,)).fetchall():
+                for last_id, first_id, session, first_seq, ts, packed in rows:
+                    kinds, bodies = v1_run(packed)
+                    data, ends = pack_run(first_id, first_seq, session, ts, kinds, bodies)
+                    db.execute("UPDATE event_runs SET events=?, ends=? WHERE last_id=?", (data, ends, last_id))
+                    moved += len(bodies)
+                done = rows[-1][0]
+        if moved:
+            log.info("the event log's runs were rewritten as subscribers get them (%d events, %.1f s)", moved,
+                     time.monotonic() - started)
 
     def _migrate_events(self) -> None:
         """An event log of a row per event (up to 0.3) becomes one of runs: consecutive
@@ -235,28 +263,34 @@ class StoreFile:
         with self._tx() as db:
             high = max(self._sequence(db, "events"), db.execute("SELECT coalesce(max(id), 0) FROM events")
                        .fetchone()[0], self._last_id(db))
-            runs: list[tuple[int, int, str, int, float, bytes]] = []
+            runs: list[tuple[int, int, str, int, float, bytes, bytes]] = []
             moved = 0
-            run: list[Any] = []
+            kinds: list[str] = []
+            bodies: list[bytes] = []
             first = last = first_seq = last_seq = 0
             session, ts = "", 0.0
+
+            def close_run() -> None:
+                runs.append((last, first, session, first_seq, ts, *pack_run(first, first_seq, session, ts, kinds,
+                                                                            bodies)))
+
             for event_id, event_session, seq, event_ts, kind, body in db.execute(
                     "SELECT id, session, seq, ts, kind, body FROM events ORDER BY id"):
-                if not run or (event_session, event_ts, event_id, seq) != (session, ts, last + 1, last_seq + 1) \
-                        or len(run) >= 2 * _MIGRATED_RUN:
-                    if run:
-                        runs.append((last, first, session, first_seq, ts, _packb(run)))
-                    run, first, first_seq, session, ts = [], event_id, seq, event_session, event_ts
-                run.append(kind)
-                run.append(body)
+                if not kinds or (event_session, event_ts, event_id, seq) != (session, ts, last + 1, last_seq + 1) \
+                        or len(kinds) >= MIGRATED_RUN:
+                    if kinds:
+                        close_run()
+                    kinds, bodies, first, first_seq, session, ts = [], [], event_id, seq, event_session, event_ts
+                kinds.append(kind)
+                bodies.append(body)
                 last, last_seq = event_id, seq
                 moved += 1
                 if len(runs) >= 1000:
-                    db.executemany(_INSERT_RUN, runs)
+                    db.executemany(INSERT_RUN, runs)
                     runs = []
-            if run:
-                runs.append((last, first, session, first_seq, ts, _packb(run)))
-            db.executemany(_INSERT_RUN, runs)
+            if kinds:
+                close_run()
+            db.executemany(INSERT_RUN, runs)
             db.execute("DELETE FROM sqlite_sequence WHERE name='event_runs'")
             db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('event_runs', ?)", (high,))
             db.execute("DROP TABLE events")
