@@ -9,8 +9,9 @@ waiting; the next event starts one again.
 Acks stay cumulative and come only after delivery (``Progress``): the supervisor is told
 "up to here" once every event up to there is shown. An event shown while an earlier one
 (another session's) is still on its way is written to the kv (``KV_DELIVERED``) before its
-worker goes on, so a bot killed then does not show it again; the next run skips those.
-Writes and acks of events shown at about the same time go as one (group commit).
+session's next stored event is shown, so a bot killed then does not show it again (nor
+out of order); the next run skips those. Writes and acks of events shown at about the
+same time go as one (group commit).
 """
 
 from __future__ import annotations
