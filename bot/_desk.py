@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from telegram.ext import Application
 
-from protocol import EventKind, default_runtime_dir, relative_time
+from protocol import (
+    AssistantTextEvent,
+    EventKind,
+    StateEvent,
+    ToolUseEvent,
+    UserEvent,
+    default_runtime_dir,
+    relative_time,
+)
 
 from . import _activity as activity
 from . import _markdown as markdown
@@ -26,19 +34,23 @@ from ._link import Link, current_thread, parse_origin
 from ._reply import Reply, on_active_session
 from ._sessions import all_names, free_name
 
+#: the event a handler takes: its kind's TypedDict (``protocol._events``)
+E = TypeVar("E", bound=Mapping[str, Any])
+
 
 @dataclass(frozen=True)
-class Said:
-    """An event of the desk on its way to the chat where its session was last used."""
+class Said(Generic[E]):
+    """An event of the desk on its way to the chat where its session was last used
+    (``Said[UserEvent]``: a ``user``)."""
 
     app: Application[Any, Any, Any, Any, Any, Any]
     chat: int
     session: str
-    event: dict[str, Any]
+    event: E
     send_chunk: Callable[..., Awaitable[int]]
 
 
-async def show_state(said: Said) -> None:
+async def show_state(said: Said[StateEvent]) -> None:
     """The session went to a terminal, or came back from one."""
     if said.event.get("state") == "attached":
         text = (f"{activity.DESK} '{said.session}' is open in a terminal now ({activity.terminal_where(said.event)}):"
@@ -48,18 +60,18 @@ async def show_state(said: Said) -> None:
     await said.app.bot.send_message(said.chat, text, disable_notification=True)
 
 
-async def show_user(said: Said) -> None:
+async def show_user(said: Said[UserEvent]) -> None:
     await said.app.bot.send_message(said.chat, f"{activity.DESK} [{said.session}] at the desk:\n"
                                     f"{said.event.get('text', '')}", disable_notification=True)
 
 
-async def show_answer(said: Said) -> None:
+async def show_answer(said: Said[AssistantTextEvent]) -> None:
     for chunk in markdown.answer_parts(f"{activity.DESK} _[{said.session}] Claude, at the desk:_\n\n"
                                        f"{said.event.get('text', '')}"):
         await said.send_chunk(said.app, said.chat, chunk, quiet=True)
 
 
-async def show_tool_use(said: Said) -> None:
+async def show_tool_use(said: Said[ToolUseEvent]) -> None:
     line = render.tool_line(said.event.get("name"), said.event.get("input"))
     await said.app.bot.send_message(said.chat, f"{activity.DESK} [{said.session}] {line}", disable_notification=True)
 
@@ -69,7 +81,7 @@ async def show_tool_use(said: Said) -> None:
 _NEVER_AT_THE_DESK = "never said at the desk: the terminal's transcript gives only user, assistant_text, tool_use" \
     " and tool_result"
 #: how each kind of event said at the desk reaches the chat (``IGNORED``: not at all)
-HANDLERS: dict[EventKind, Callable[[Said], Awaitable[None]]] = {
+HANDLERS: dict[EventKind, Callable[[Said[Any]], Awaitable[None]]] = {
     EventKind.STATE: show_state,
     EventKind.USER: show_user,
     EventKind.ASSISTANT_TEXT: show_answer,

@@ -97,7 +97,8 @@ class LiveReplies:
             if reply.broken:
                 break
             head = f"{reply.label}\n" if reply.label else ""
-            text = head + markdown.utf16_tail(reply.text, LIVE_UTF16 - len(_CURSOR) - markdown.utf16_len(head)) + _CURSOR
+            showing = reply.text  # (more may come while it is sent: the loop sends that too)
+            text = head + markdown.utf16_tail(showing, LIVE_UTF16 - len(_CURSOR) - markdown.utf16_len(head)) + _CURSOR
             self._last[reply.chat] = time.monotonic()
             try:
                 if reply.private:
@@ -116,7 +117,7 @@ class LiveReplies:
             except TelegramError as exc:  # network trouble: the next update may get through
                 log.info("live answer update failed: %s", exc)
             reply.sent_at.append(time.monotonic())
-            reply.shown = reply.text
+            reply.shown = showing
 
     def writing(self, chat: int) -> bool:
         """Whether an answer is being shown in ``chat`` as it is written."""

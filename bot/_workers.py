@@ -46,7 +46,7 @@ class Progress:
         self.acked: int | None = None
         self._recorded: list[int] = []  # what KV_DELIVERED holds, as far as this run knows
         self._waiting: list[asyncio.Future[None]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self.flusher: asyncio.Task[None] | None = None
 
     def received(self, event_id: int) -> None:
         self._received.append([event_id, False])
@@ -78,8 +78,8 @@ class Progress:
                 return
 
     def _kick(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="delivery_acks")
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush(), name="delivery_acks")
 
     async def _flush(self) -> None:
         while self._waiting or (self.sub is not None and self._ack_due() is not None):
@@ -119,6 +119,18 @@ class Progress:
                 self._received.popleft()
 
 
+def _joined(waiting: dict[str, Any], piece: dict[str, Any]) -> bool:
+    """Add a piece of live text to the one waiting before it, if it continues it (a
+    session whose stored events are slow to show gets its live text as one piece)."""
+    if "id" in waiting or "id" in piece or waiting.get("message_id") != piece.get("message_id"):
+        return False
+    text = str(waiting.get("text") or "")
+    if int(piece.get("offset") or 0) != int(waiting.get("offset") or 0) + len(text):
+        return False
+    waiting["text"] = text + str(piece.get("text") or "")
+    return True
+
+
 Work = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -148,7 +160,8 @@ class Workers:
         queue = self._queues.get(session)
         if queue is None:
             queue = self._queues[session] = _Queue()
-        queue.items.append(event)
+        if not (queue.items and _joined(queue.items[-1], event)):
+            queue.items.append(event)
         if queue.task is None:
             queue.task = asyncio.create_task(self._work(session, queue), name=f"delivery[{session}]")
 
@@ -169,6 +182,8 @@ class Workers:
 
     async def stop(self) -> None:
         tasks = [q.task for q in self._queues.values() if q.task is not None]
+        if self.progress.flusher is not None:
+            tasks.append(self.progress.flusher)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -810,6 +810,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_wait_s(pid: int) -> float:
+    """How long a process's main thread has waited for a core while it could run, so far
+    (``/proc/<pid>/schedstat``): on a loaded machine, the CPU time it was not given."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def _keepers_of(instance_dir: Path) -> list[int]:
     """The pids of the keepers of the supervisor whose runtime dir is ``instance_dir``
     (each keeper's command line names its session and instance; found by its title)."""
@@ -988,7 +994,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
             time.sleep(0.1)
             if not cpu_samples or time.monotonic() - cpu_samples[-1][0] >= 0.5:
                 with contextlib.suppress(OSError):
-                    cpu_samples.append((time.monotonic(), {pid: _cpu_s(pid) for pid in (sup.pid, bot.pid)}))
+                    cpu_samples.append((time.monotonic(), {pid: _cpu_s(pid) for pid in (sup.pid, bot.pid)}
+                                        | {-pid: _runqueue_wait_s(pid) for pid in (sup.pid, bot.pid)}))
         elapsed = time.monotonic() - t0
         cpu = {}
         for pid, was in before.items():
@@ -1038,7 +1045,7 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     streamed = (min(f for f, _, _ in spans.values()), max(last for _, last, _ in spans.values())) if spans else (0, 0)
     window = [(at, c) for at, c in cpu_samples if streamed[0] - 0.5 <= at <= streamed[1] + 0.5]
     while_streaming = {pid: (window[-1][1][pid] - window[0][1][pid]) / (window[-1][0] - window[0][0])
-                       for pid in (sup.pid, bot.pid)} if len(window) >= 2 else {}
+                       for pid in (sup.pid, bot.pid, -sup.pid, -bot.pid)} if len(window) >= 2 else {}
     sup_us_per_piece = while_streaming.get(sup.pid, 0.0) * (streamed[1] - streamed[0]) / max(1, len(lines)) * 1e6
     live = (f"; live frames to a protocol client: {len(live_lags)}, newest text p50 "
             f"{statistics.median(live_lags) * 1e3:.1f} ms, p99 {pct(live_lags, 0.99) * 1e3:.1f} ms"
@@ -1048,18 +1055,22 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
             f"(median), p99 {pct(intervals, 0.99):.2f} s" if waits and intervals else "")
     print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({at_once} at once at most; {pieces_per_s:.0f}"
           f" text pieces/s each while it streamed; {elapsed:.1f} s in all), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
-          f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; drafts are paced at 2/s per chat); "
+          f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; at most 2 drafts a second per chat); "
           f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core over it all, "
           f"{while_streaming.get(sup.pid, 0) * 100:.1f}% while they streamed ({sup_us_per_piece:.0f} us per text piece), RSS"
           f" {rss:.1f} MiB; keeper CPU median "
           f"{statistics.median(keeper_cpu or [0]) * 100:.1f}%, max {max(keeper_cpu or [0]) * 100:.1f}%; the bot "
-          f"{cpu.get(bot.pid, 0) * 100:.1f}% ({while_streaming.get(bot.pid, 0) * 100:.1f}% while streaming), the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
+          f"{cpu.get(bot.pid, 0) * 100:.1f}% ({while_streaming.get(bot.pid, 0) * 100:.1f}% while streaming, and waiting for"
+          f" a core {while_streaming.get(-bot.pid, 0) * 100:.0f}% of the time; the supervisor"
+          f" {while_streaming.get(-sup.pid, 0) * 100:.0f}%), the fake Claudes {claudes * 100:.0f}% together, the fake Bot API "
           f"{fake_api * 100:.0f}%{live}{seen}; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
             "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
             "tg_streaming_at_once": float(at_once), "tg_supervisor_us_per_piece": sup_us_per_piece,
             "tg_supervisor_cpu_streaming": while_streaming.get(sup.pid, 0.0),
             "tg_bot_cpu_streaming": while_streaming.get(bot.pid, 0.0),
+            "tg_bot_runqueue_streaming": while_streaming.get(-bot.pid, 0.0),
+            "tg_supervisor_runqueue_streaming": while_streaming.get(-sup.pid, 0.0),
             "tg_supervisor_cpu": cpu.get(sup.pid, 0.0), "tg_supervisor_rss_mib": rss,
             "tg_keeper_cpu_median": statistics.median(keeper_cpu or [0.0]),
             "tg_keeper_cpu_max": max(keeper_cpu or [0.0]), "tg_bot_cpu": cpu.get(bot.pid, 0.0),

@@ -64,7 +64,7 @@ async def test_the_desk_shows_what_its_table_says_and_nothing_for_a_kind_it_igno
     await sessions.new_session(bot.link, USER, ["alpha"])
     await delivery.remember_place(bot, "alpha", USER)  # (where it was last used: where the desk's events go)
     at_desk = {"session": "alpha", "from": "terminal"}
-    for event in ({"kind": "state", "state": "attached", "terminal": {"pid": 42, "tty": "/dev/pts/3"}},
+    for event in ({"kind": "state", "state": "attached", "reason": "attached", "pid": 42, "tty": "/dev/pts/3"},
                   {"kind": "user", "text": "hi from the desk", **at_desk},
                   {"kind": "tool_use", "name": "Bash", "input": {"command": "ls"}, **at_desk},
                   {"kind": "tool_result", "content": "a b", "is_error": False, **at_desk},  # (ignored)
@@ -73,9 +73,10 @@ async def test_the_desk_shows_what_its_table_says_and_nothing_for_a_kind_it_igno
         await delivery.deliver(app, bot, {"id": 1, "session": "alpha", **event})
     texts = [m["text"] for m in telegram.sent]
     assert [m["chat_id"] for m in telegram.sent] == [USER] * 5 and all(m["disable_notification"] for m in telegram.sent)
-    assert texts[0].startswith("📟 'alpha' is open in a terminal now (")
-    assert texts[1:] == ["📟 [alpha] at the desk:\nhi from the desk", "📟 [alpha] 🔧 Bash: ls",
-                         "📟 [alpha] Claude, at the desk:\n\nhello", "📟 'alpha' is back from the terminal."]
+    assert texts == ["📟 'alpha' is open in a terminal now (/dev/pts/3, pid 42): what is said there shows here;"
+                     " what you send waits until it closes.",
+                     "📟 [alpha] at the desk:\nhi from the desk", "📟 [alpha] 🔧 Bash: ls",
+                     "📟 [alpha] Claude, at the desk:\n\nhello", "📟 'alpha' is back from the terminal."]
 
 
 async def test_an_ignored_kind_shows_nothing_and_a_handled_one_reaches_its_chat(shown: Shown,

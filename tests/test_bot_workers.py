@@ -14,7 +14,7 @@ from telegram.ext import AIORateLimiter
 
 from bot._live import LiveReplies
 from bot._pacing import RESERVE, SpareRateLimiter
-from bot._workers import KV_DELIVERED, Progress
+from bot._workers import KV_DELIVERED, Progress, Workers
 
 from .conftest import USER, wait_for
 from .test_bot_app import OTHER, say
@@ -117,6 +117,36 @@ async def test_the_ack_covers_only_events_shown_and_those_shown_ahead_of_it_are_
     assert sub.acks == [8]  # up to the first not shown
     await progress.delivered(9)
     assert sub.acks == [8, 9] and len(writes) == 1
+
+
+async def test_a_sessions_live_text_waits_for_its_stored_events_and_comes_as_one_piece() -> None:
+    done: list[Any] = []
+    release = asyncio.Event()
+
+    async def show(event: dict[str, Any]) -> None:
+        if event["session"] == "alpha":
+            await release.wait()  # (Telegram slow for its chat)
+        done.append(event["id"])
+
+    async def live(event: dict[str, Any]) -> None:
+        done.append(event["text"])
+
+    async def kv_set(key: str, value: Any) -> None:
+        pass
+
+    progress = Progress(kv_set)
+    progress.resubscribed(FakeSub())  # type: ignore[arg-type]  # (only its ack is used)
+    workers = Workers(show, live, progress)
+    workers.take({"id": 3, "session": "alpha", "kind": "assistant_text"})
+    for offset, piece in ((0, "Once"), (4, " upon"), (9, " a time")):
+        workers.take({"session": "alpha", "kind": "assistant_delta", "message_id": 7, "offset": offset, "text": piece})
+    workers.take({"id": 4, "session": "beta", "kind": "result"})  # another session: not held up
+    await wait_until(lambda: 4 in done)
+    assert done == [4]
+    release.set()
+    await wait_until(lambda: len(done) == 3)
+    assert done == [4, 3, "Once upon a time"]
+    await workers.stop()
 
 
 class FakeBot:

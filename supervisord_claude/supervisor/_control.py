@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -100,6 +100,27 @@ def bind_private(sock: zmq.Socket[Any], path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+class ClientListener(Protocol):
+    """What the control server tells about its clients (the hub: their subscriptions)."""
+
+    def drop_client(self, ident: bytes) -> None:
+        """The client left: what it subscribed to goes."""
+
+    def resume(self, ident: bytes) -> None:
+        """The client's pipe has room again after it was full: its subscriptions go on."""
+
+
+class _NoListener:
+    def drop_client(self, ident: bytes) -> None:
+        pass
+
+    def resume(self, ident: bytes) -> None:
+        pass
+
+
+_NO_LISTENER = _NoListener()
+
+
 class ControlServer:
     def __init__(self, ctx: zmq.asyncio.Context, path: Path, max_connections: int,
                  clock: Clock | None = None) -> None:
@@ -123,10 +144,8 @@ class ControlServer:
         self.stalled: set[bytes] = set()
         self._stalled_now = asyncio.Event()
         self.replies_dropped = 0
-        #: a client left (its subscriptions go)
-        self.on_gone: Callable[[bytes], None] = lambda ident: None
-        #: a client's pipe has room again after it was full (its subscriptions go on)
-        self.on_writable: Callable[[bytes], None] = lambda ident: None
+        #: who is told of a client leaving or its pipe having room (given by ``serve``)
+        self._clients: ClientListener = _NO_LISTENER
         self.warnings = InputWarnings(self.clock.monotonic)
         self.slow_warnings = InputWarnings(self.clock.monotonic, about="clients that do not read")
 
@@ -191,7 +210,7 @@ class ControlServer:
 
     def send(self, ident: bytes, frame: bytes) -> None:
         """Send one frame (an event, live text) to a client now; ``ClientSlow`` if its
-        pipe is full (it is tried again, and ``on_writable`` says when it has room) or
+        pipe is full (it is tried again, and the listener's ``resume`` says when it has room) or
         ``ClientGone``."""
         pipe = self.pipes.setdefault(ident, ClientPipe())
         try:
@@ -212,7 +231,7 @@ class ControlServer:
                 return
         except ClientGone:
             self._forget(ident)
-            self.on_gone(ident)
+            self._clients.drop_client(ident)
             return
         except ClientSlow as exc:
             log.warning("reply to a client dropped: %s", exc)
@@ -266,14 +285,14 @@ class ControlServer:
                     continue
             except ClientGone:
                 self._forget(ident)
-                self.on_gone(ident)
+                self._clients.drop_client(ident)
                 continue
             except ClientSlow:
                 continue
             self.stalled.discard(ident)
             if pipe is not None:
                 pipe.stalled, pipe.tries = False, 0
-                self.on_writable(ident)
+                self._clients.resume(ident)
 
     def sweep_pipes(self) -> None:
         """Forget what is kept for clients that left (a keepalive fails for them)."""
@@ -301,7 +320,11 @@ class ControlServer:
         self.reply(ident, {"type": "reply", "id": req_id, "ok": False,
                            "error": {"code": code.value, "message": message}})
 
-    async def serve(self, handle: Handler, after_reply: Callable[[bytes, Request, dict[str, Any]], None]) -> None:
+    async def serve(self, handle: Handler, after_reply: Callable[[bytes, Request, dict[str, Any]], None],
+                    clients: ClientListener) -> None:
+        """Answer requests with ``handle`` (then ``after_reply``); tell ``clients`` (the
+        hub) of clients that leave or have room again."""
+        self._clients = clients
         while True:
             frames = await self.sock.recv_multipart()
             ident = frames[0]

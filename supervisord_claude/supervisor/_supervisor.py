@@ -177,8 +177,6 @@ class Supervisor:
         self.core = build_core(self.config, self.store, self.system, self.clock, self.wall, self.fork,
                                self.keepers, self.control.send, self.request_shutdown, self.request_restart,
                                self._watch_exit, self._all_gone.set)
-        self.control.on_gone = self.core.hub.drop_client
-        self.control.on_writable = self.core.hub.resume
         self.core.ops.limit_sources.append(self.control.limits)
         loop.add_reader(self.fork.fileno(), self._on_forkserver)
         self._task(self.keepers.serve(self.core.pool.on_keeper_messages))
@@ -187,7 +185,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply))
+        self._task(self.control.serve(self.core.ops.handle, self.core.ops.after_reply, self.core.hub))
         self._task(self.control.serve_connections())
         self._task(self.control.serve_stalled())
         self._task(self._prune_loop())
