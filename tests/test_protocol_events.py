@@ -22,6 +22,7 @@ from protocol import EVENT_TYPES, EventKind
 from supervisord_claude.ctl import _events as ctl_events
 
 from .conftest import SupervisorProcess
+from .test_steering import claude_has
 
 #: small thresholds, so the watcher's events come within seconds
 CONFIG = "stall_after = 1.5\nremind_after = 1\npermission_timeout = 300\n"
@@ -113,6 +114,7 @@ def test_every_event_the_supervisor_emits_has_its_kinds_fields(make_supervisor) 
     sup.wait_received("gathering")
     sup.request("send", session="alpha", text="also this")
     sup.wait_event("alpha", lambda e: e["kind"] == "steered")
+    claude_has(sup, "also this")  # (read before the join point: it joins the turn, not the next)
     join.touch()
     sup.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") == first)
     sup.request("set_model", session="alpha", model="opus")  # settings; Claude restarts (resuming)
