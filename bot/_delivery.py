@@ -49,7 +49,7 @@ from ._kinds import KindTable
 from ._link import KV_OWNER, current_thread, parse_origin
 from ._live import KV_PREVIEWS
 from ._notices import retry_markup, tell_failed, tell_stalled
-from ._pacing import spare_turn
+from ._pacing import Turn, spare_turn
 from ._requests import App
 from ._send import KV_PROGRESS, parts_sent_of, send_answer, send_chunk
 from ._workers import KV_DELIVERED, Progress, Workers
@@ -77,9 +77,10 @@ async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     written (the draft says it), and only with the rate limit to spare (``_pacing``)."""
     while True:
         if not core.live.writing(chat):
-            await spare_turn(app)
-            with contextlib.suppress(TelegramError):
-                await app.bot.send_chat_action(chat, ChatAction.TYPING)
+            await spare_turn(app, Turn.TYPING)
+            if not core.live.writing(chat):  # (its answer may have begun meanwhile)
+                with contextlib.suppress(TelegramError):
+                    await app.bot.send_chat_action(chat, ChatAction.TYPING)
         await asyncio.sleep(TYPING_EVERY)
 
 

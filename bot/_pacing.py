@@ -6,7 +6,8 @@ Telegram asks). With many chats streaming at once, drafts alone would ask for mo
 second per chat): queued inside the limiter, each would carry text that is old by the time
 it goes. So a draft first waits here for its turn (first come, first served) until the
 limiter has room to spare — ``RESERVE`` requests of it are always left to answers,
-prompts and notices — and only then takes the newest text of its answer. Under load each
+prompts and notices; drafts go before "typing…" — and only then takes the newest text
+of its answer. Under load each
 chat's draft changes less often, never with stale text, and never delays a message.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 from typing import Any
 
 from telegram.ext import AIORateLimiter, Application
@@ -24,44 +26,52 @@ RESERVE = 5
 LOOK_EVERY = 0.015
 
 
+class Turn(enum.IntEnum):
+    """Who goes first when the limiter has room: a draft before "typing…"."""
+
+    DRAFT = 0
+    TYPING = 1
+
+
 class SpareRateLimiter(AIORateLimiter):
     """PTB's ``AIORateLimiter``, limits unchanged, and whose turn it is to use its spare room."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._turns: dict[Turn, collections.deque[asyncio.Future[None]]] = {t: collections.deque() for t in Turn}
         self._granting: asyncio.Task[None] | None = None
 
     def spare(self) -> bool:
         """Whether a request now would leave ``RESERVE`` of the bot-wide limit free."""
         # (PTB keeps its bot-wide limiter, an aiolimiter.AsyncLimiter, in _base_limiter;
-        # tests/test_bot_pacing.py fails if a PTB upgrade moves it)
+        # tests/test_bot_workers.py fails if a PTB upgrade moves it)
         overall = getattr(self, "_base_limiter", None)
         return overall is None or bool(overall.has_capacity(1 + RESERVE))
 
-    async def spare_turn(self) -> None:
-        """Returns when it is this caller's turn and the limiter has room to spare."""
-        if not self._turns and self.spare():
+    async def spare_turn(self, turn: Turn = Turn.DRAFT) -> None:
+        """Returns when it is this caller's turn (first come, first served; drafts first)
+        and the limiter has room to spare."""
+        if not any(self._turns.values()) and self.spare():
             return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._turns.append(turn)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns[turn].append(mine)
         if self._granting is None or self._granting.done():
             self._granting = asyncio.create_task(self._grant(), name="spare_turns")
-        await turn
+        await mine
 
     async def _grant(self) -> None:
-        while self._turns:
+        while waiting := next((turns for turns in self._turns.values() if turns), None):
             if not self.spare():
                 await asyncio.sleep(LOOK_EVERY)
                 continue
-            turn = self._turns.popleft()
+            turn = waiting.popleft()
             if not turn.done():  # (a waiter cancelled meanwhile)
                 turn.set_result(None)
                 await asyncio.sleep(0)  # it takes its request from the limiter before the next looks
 
 
-async def spare_turn(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+async def spare_turn(app: Application[Any, Any, Any, Any, Any, Any], turn: Turn = Turn.DRAFT) -> None:
     """Wait for a turn to send something that can wait (no wait without a ``SpareRateLimiter``)."""
     limiter = app.bot.rate_limiter
     if isinstance(limiter, SpareRateLimiter):
-        await limiter.spare_turn()
+        await limiter.spare_turn(turn)

@@ -9,8 +9,9 @@ waiting; the next event starts one again.
 Acks stay cumulative and come only after delivery (``Progress``): the supervisor is told
 "up to here" once every event up to there is shown. An event shown while an earlier one
 (another session's) is still on its way is written to the kv (``KV_DELIVERED``) before its
-worker goes on, so a bot killed then does not show it again; the next run skips those.
-Writes and acks of events shown at about the same time go as one (group commit).
+session's next stored event is shown, so a bot killed then does not show it again (nor
+out of order); the next run skips those. Writes and acks of events shown at about the
+same time go as one (group commit).
 """
 
 from __future__ import annotations
@@ -166,12 +167,22 @@ class Workers:
             queue.task = asyncio.create_task(self._work(session, queue), name=f"delivery[{session}]")
 
     async def _work(self, session: str, queue: _Queue) -> None:
-        while queue.items:
+        # the record that an event was shown is awaited before the session's next stored
+        # event (a kill -9 then shows none of them twice, nor out of order), not before
+        # its live text
+        recording: asyncio.Future[None] | None = None
+        while queue.items or (recording is not None and not recording.done()):
+            if not queue.items:
+                assert recording is not None
+                await recording  # (more may come meanwhile: the loop goes on with it)
+                continue
             event = queue.items[0]
             if "id" in event:
+                if recording is not None:
+                    await recording
                 await self._show(event)
                 queue.items.popleft()
-                await self.progress.delivered(event["id"])
+                recording = asyncio.ensure_future(self.progress.delivered(event["id"]))
             else:
                 queue.items.popleft()
                 try:

@@ -13,7 +13,8 @@ import pytest
 from telegram.ext import AIORateLimiter
 
 from bot._live import LiveReplies
-from bot._pacing import RESERVE, SpareRateLimiter
+from bot._pacing import RESERVE, SpareRateLimiter, Turn
+from bot._send import parts_sent_of
 from bot._workers import KV_DELIVERED, Progress, Workers
 
 from .conftest import USER, wait_for
@@ -185,6 +186,26 @@ async def test_a_draft_waiting_for_the_rate_limit_goes_with_the_newest_text() ->
     assert bot.drafts[0] == "Once upon a time ▍"
 
 
+async def test_a_draft_goes_before_typing_that_waited_longer() -> None:
+    limiter = SpareRateLimiter(max_retries=5)
+    overall = limiter._base_limiter
+    assert overall is not None
+    for _ in range(int(overall.max_rate) - RESERVE):
+        await overall.acquire()
+    order: list[str] = []
+
+    async def wait(turn: Turn, name: str) -> None:
+        await limiter.spare_turn(turn)
+        order.append(name)
+        await overall.acquire()  # (its request)
+
+    typing = asyncio.create_task(wait(Turn.TYPING, "typing"))
+    await asyncio.sleep(0)
+    draft = asyncio.create_task(wait(Turn.DRAFT, "draft"))
+    await asyncio.gather(typing, draft)
+    assert order == ["draft", "typing"]
+
+
 async def wait_until(predicate: Any, timeout: float = 30) -> None:
     async def poll() -> None:
         while not predicate():
@@ -196,3 +217,9 @@ def test_the_spare_rate_limiter_is_ptbs_with_its_limits() -> None:
     limiter = SpareRateLimiter(max_retries=5)
     assert isinstance(limiter, AIORateLimiter)
     assert limiter._base_limiter is not None and limiter._base_limiter.max_rate == 30  # Telegram's 30 a second
+
+
+def test_the_parts_sent_of_answers_are_read_as_this_bot_and_an_older_one_stored_them() -> None:
+    assert parts_sent_of([[41, 2], [57, 1]]) == {41: 2, 57: 1}  # answers to two chats at once
+    assert parts_sent_of([41, 2]) == {41: 2}  # an older bot's: one answer at a time
+    assert parts_sent_of(None) == {} and parts_sent_of("junk") == {}
