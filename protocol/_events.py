@@ -53,7 +53,7 @@ class StateEvent(EventBase):
     pid: NotRequired[int]
     tty: NotRequired[str | None]
     since: NotRequired[float]
-    start: NotRequired[int]
+    start: NotRequired[int | None]
 
 
 class UserEvent(EventBase):

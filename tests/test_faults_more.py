@@ -182,6 +182,9 @@ def test_a_stopped_keeper_holds_up_no_other_session_and_loses_nothing(make_super
     mid, claude = streaming_turn(sup, "alpha", 0)
     keeper = sup.keeper_pid("alpha")
     assert keeper is not None
+    # (Claude has the message before its keeper's hello has reached the supervisor: a keeper
+    # stopped before that is one that never connected, killed at keeper_start_timeout)
+    wait_for(lambda: sup.session("alpha")["state"] == "busy", what="alpha's keeper to say hello")
     os.kill(keeper, signal.SIGSTOP)
     try:
         # while it is stopped: another session starts and answers, status answers, and a

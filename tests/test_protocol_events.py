@@ -7,6 +7,10 @@ kind's type."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +22,7 @@ from protocol import EVENT_TYPES, EventKind
 from supervisord_claude.ctl import _events as ctl_events
 
 from .conftest import SupervisorProcess
+from .test_steering import claude_has
 
 #: small thresholds, so the watcher's events come within seconds
 CONFIG = "stall_after = 1.5\nremind_after = 1\npermission_timeout = 300\n"
@@ -109,6 +114,7 @@ def test_every_event_the_supervisor_emits_has_its_kinds_fields(make_supervisor) 
     sup.wait_received("gathering")
     sup.request("send", session="alpha", text="also this")
     sup.wait_event("alpha", lambda e: e["kind"] == "steered")
+    claude_has(sup, "also this")  # (read before the join point: it joins the turn, not the next)
     join.touch()
     sup.wait_event("alpha", lambda e: e["kind"] == "result" and e.get("message_id") == first)
     sup.request("set_model", session="alpha", model="opus")  # settings; Claude restarts (resuming)
@@ -116,3 +122,38 @@ def test_every_event_the_supervisor_emits_has_its_kinds_fields(make_supervisor) 
     events = sup.events("alpha")
     assert [p for event in events for p in problems(event)] == []
     assert {e["kind"] for e in events} == set(EventKind), "the scenario no longer shows every kind"
+
+
+@pytest.mark.system
+def test_the_events_of_a_session_open_in_a_terminal_have_their_kinds_fields(make_supervisor) -> None:
+    """The attached state (the terminal's pid, tty, start) and what is said there
+    (``from: "terminal"``, no message id)."""
+    sup: SupervisorProcess = make_supervisor(idle_timeout=60).start()
+    sup.request("create", session="alpha")
+    sup.ctl("send", "alpha", "first", "--wait", check=True)
+    rec = sup.session("alpha")
+    terminal = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        with sup.client(timeout=60) as c:
+            c.request("attach", session="alpha", pid=terminal.pid, tty="/dev/pts/test")
+        transcript = (sup.home / ".claude" / "projects" / re.sub(r"[^A-Za-z0-9]", "-", rec["cwd"])
+                      / f"{rec['session_id']}.jsonl")
+        transcript.parent.mkdir(parents=True, exist_ok=True)
+        with transcript.open("a") as f:
+            for entry in ({"type": "user", "message": {"role": "user", "content": "typed at the desk"}},
+                          {"type": "assistant", "message": {"role": "assistant", "content": [
+                              {"type": "text", "text": "answered at the desk"},
+                              {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]}},
+                          {"type": "user", "message": {"role": "user", "content": [
+                              {"type": "tool_result", "tool_use_id": "t1", "content": "a.txt"}]}}):
+                f.write(json.dumps(entry) + "\n")
+        sup.wait_event("alpha", lambda e: e["kind"] == "tool_result" and e.get("from") == "terminal")
+    finally:
+        terminal.kill()
+        terminal.wait()
+    sup.wait_state("alpha", "suspended")
+    events = sup.events("alpha")
+    assert [p for event in events for p in problems(event)] == []
+    [attached] = [e for e in events if e["kind"] == "state" and e["state"] == "attached"]
+    assert {"pid", "tty", "since", "start"} <= set(attached)
+    assert len([e for e in events if e.get("from") == "terminal"]) == 4
