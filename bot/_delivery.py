@@ -51,6 +51,7 @@ from ._live import KV_PREVIEWS
 from ._notices import retry_markup, tell_failed, tell_stalled
 from ._pacing import Turn, spare_turn
 from ._requests import App
+from ._restarts import Restarts
 from ._send import KV_PROGRESS, parts_sent_of, send_answer, send_chunk
 from ._workers import KV_DELIVERED, Progress, Workers
 
@@ -440,6 +441,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
     sub = None
     loaded = False
     shown_before: set[int] = set()  # what the previous run showed ahead of its last ack
+    restarts = Restarts("delivery loop")
     try:
         while True:
             try:
@@ -472,8 +474,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
             except (ProtocolError, OSError) as exc:
                 log.warning("lost the supervisor (%s); reconnecting", exc)
                 await asyncio.sleep(1)
-            except Exception:
-                log.exception("delivery loop failed; restarting it")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                await restarts.failed(exc)
     finally:
         await workers.stop()

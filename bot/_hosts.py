@@ -163,10 +163,12 @@ class Remotes:
 async def connect(client: HostClient) -> None:
     """Connect (waiting while the host is unreachable: its link redials with backoff);
     a host speaking another protocol version is tried again every minute, its problem
-    shown by /hosts."""
+    shown by /hosts. A client already connected (a delivery restarted after a failure)
+    is not opened twice."""
     while True:
         try:
-            await client.connect(wait=3600)
+            if not client.connected:
+                await client.connect(wait=3600)
             client.version = str((await client.hello(client="claude-telegram-bot")).get("version"))
             client.problem = None
             return
