@@ -210,10 +210,12 @@ def test_client_library_reports_missing_supervisor(tmp_base) -> None:
 
 @pytest.fixture
 def small_disk(tmp_base):
-    """A 2 MiB tmpfs for the state dir (needs root, as in CI)."""
+    """An 8 MiB tmpfs for the state dir (needs root, as in CI): small enough to fill in a
+    moment, big enough that the store's own WAL (up to ~4 MiB before SQLite checkpoints it)
+    does not fill it before the test does — under load a 2 MiB one was full already."""
     mount = tmp_base / "small"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
@@ -258,7 +260,7 @@ def test_a_full_disk_refuses_new_messages_clearly_and_loses_no_reply(small_disk,
     assert "answer me later" in result["text"]
     seqs = [e["seq"] for e in sup.events("alpha")]
     assert seqs == list(range(1, len(seqs) + 1))  # nothing skipped, in order
-    record("the state dir's disk fills up (2 MB tmpfs) mid-turn, then frees", rounds=1,
+    record("the state dir's disk fills up (8 MB tmpfs) mid-turn, then frees", rounds=1,
            new_messages="refused with a storage error", reply_of_the_running_turn="delivered once, in order",
            events_lost=0)
 
