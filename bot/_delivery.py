@@ -25,6 +25,7 @@ from protocol import ProtocolError
 from ._core import Core
 from ._live import KV_PREVIEWS
 from ._requests import App
+from ._restarts import Restarts
 from ._send import KV_PROGRESS, parts_sent_of
 from ._show import chat_of, deliver, in_topic, label_of
 from ._workers import KV_DELIVERED, Progress, Workers
@@ -82,6 +83,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
     sub = None
     loaded = False
     shown_before: set[int] = set()  # what the previous run showed ahead of its last ack
+    restarts = Restarts("delivery loop")
     try:
         while True:
             try:
@@ -114,8 +116,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
             except (ProtocolError, OSError) as exc:
                 log.warning("lost the supervisor (%s); reconnecting", exc)
                 await asyncio.sleep(1)
-            except Exception:
-                log.exception("delivery loop failed; restarting it")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                await restarts.failed(exc)
     finally:
         await workers.stop()
