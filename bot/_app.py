@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import functools
 import logging
 import os
 import signal
@@ -76,6 +77,7 @@ from ._messages import (
     on_voice,
 )
 from ._pacing import SpareRateLimiter
+from ._restarts import keep_running
 from ._uploads import on_file, on_get
 
 log = logging.getLogger("claude_telegram_bot")
@@ -260,8 +262,12 @@ async def serve(config: BotConfig) -> None:
         core.delivery = tasks[1]
         remotes = core.link.remotes
         for host, client in remotes.clients.items() if remotes is not None else ():  # one loop per host
-            tasks.append(asyncio.create_task(host_delivery(app, core, host, client), name=f"delivery_{host}"))
-            tasks.append(asyncio.create_task(hosts.send_waiting(core.link, host), name=f"waiting_{host}"))
+            # (each kept running: a bug in one host's loop must not silently stop its replies)
+            delivery = functools.partial(host_delivery, app, core, host, client)
+            waiting = functools.partial(hosts.send_waiting, core.link, host)
+            tasks.append(asyncio.create_task(keep_running(f"host {host}'s delivery", delivery), name=f"delivery_{host}"))
+            tasks.append(asyncio.create_task(keep_running(f"host {host}'s held messages", waiting),
+                                             name=f"waiting_{host}"))
         log.info("bot @%s running; allowed users: %s", app.bot.username,
                  ", ".join(map(str, sorted(config.allowed_users))) or "nobody")
         try:  # the "/" menu

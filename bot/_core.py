@@ -46,7 +46,7 @@ class Core:
         #: its result: an API error the CLI also wrote as the answer becomes one message
         self.last_answer: dict[int, tuple[int, int, str]] = {}
         #: what went wrong in a turn (its ``error`` event), by message id: said with the
-        #: turn's end, once (``_delivery.show_error``)
+        #: turn's end, once (``_show.show_error``)
         self.turn_errors: dict[int, str] = {}
         #: (session, chat) told that the session could not resume, until it tries again
         self.resume_told: set[tuple[str, int]] = set()

@@ -163,10 +163,12 @@ class Remotes:
 async def connect(client: HostClient) -> None:
     """Connect (waiting while the host is unreachable: its link redials with backoff);
     a host speaking another protocol version is tried again every minute, its problem
-    shown by /hosts."""
+    shown by /hosts. A client already connected (a delivery restarted after a failure)
+    is not opened twice."""
     while True:
         try:
-            await client.connect(wait=3600)
+            if not client.connected:
+                await client.connect(wait=3600)
             client.version = str((await client.hello(client="claude-telegram-bot")).get("version"))
             client.problem = None
             return
@@ -228,6 +230,21 @@ async def hold(link: ChatLink, host: str, fields: dict[str, Any]) -> None:
         log.warning("messages held for %s are kept in memory only (%s)", host, exc)
 
 
+def sendable(host: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """A held message as the typed ``send`` takes it: fields it does not take (kept by
+    another release of the bot) are left out, so the user's text is still sent; None if
+    it lacks one that ``send`` needs (its session, its text). Either is said in the log."""
+    send = AsyncClient.send
+    lacking = sorted(name for name in send.required if name not in fields)
+    if lacking or not isinstance(fields["session"], str):
+        log.warning("a message held for %s is dropped: it has no %s", host, " or ".join(lacking) or "session name")
+        return None
+    extra = sorted(set(fields) - set(send.fields))
+    if extra:
+        log.warning("a message held for %s is sent without the fields send does not take: %s", host, ", ".join(extra))
+    return {name: value for name, value in fields.items() if name in send.fields}
+
+
 async def send_waiting(link: ChatLink, host: str) -> None:
     """Send what was held for ``host`` (also by a bot that stopped meanwhile), in order,
     each once: a send that got no answer is sent again with the same key."""
@@ -249,16 +266,16 @@ async def send_waiting(link: ChatLink, host: str) -> None:
             continue
         try:
             client = await remotes.client(host)
-            fields = waiting[0]
-            name, _ = split(fields["session"])
-            sent = await client.send(**{**fields, "session": name})
+            fields = sendable(host, waiting[0])
+            if fields is not None:
+                sent = await client.send(**{**fields, "session": split(fields["session"])[0]})
         except RemoteError as exc:  # (e.g. the session was archived meanwhile): not sent, said in the log
             log.warning("a message held for %s could not be sent: %s", host, exc.message)
         except ConnectionFailed:
             await asyncio.sleep(2)
             continue
         else:
-            if isinstance(sent.get("message_id"), int):
+            if fields is not None and isinstance(sent.get("message_id"), int):
                 link.remember(sent["message_id"], waiting[0])
         waiting.pop(0)
         with contextlib.suppress(ProtocolError):

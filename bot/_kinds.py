@@ -1,6 +1,6 @@
 """How a part of the bot answers each kind of the supervisor's events: a table keyed by
 ``EventKind`` (``KindTable``) — one handler per kind, or the reason nothing is done for
-it. ``_delivery`` (a chat's events) and ``_desk`` (what is said in a terminal) each have
+it. ``_show`` (a chat's events) and ``_desk`` (what is said in a terminal) each have
 one; a test holds every table to every kind, so a kind the supervisor adds is never
 dropped unseen.
 """

@@ -139,7 +139,7 @@ def read_attachment(path: str, limit: int) -> bytes | None:
     with open(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not an ordinary file")
+            raise OSError(errno.EINVAL, "not an ordinary file", path)
         if st.st_size > limit:
             return None
         data = f.read(limit + 1)
@@ -159,7 +159,7 @@ def user_line(text: str, attachments: Sequence[str] = (), uuid: str | None = Non
             if media_type in IMAGE_TYPES:
                 image = read_attachment(path, MAX_IMAGE_BYTES)
             elif not stat.S_ISREG(os.lstat(path).st_mode):  # (Claude reads it)
-                raise OSError(errno.EINVAL, "not an ordinary file")
+                raise OSError(errno.EINVAL, "not an ordinary file", path)
             if image is not None:
                 data = base64.b64encode(image).decode()
                 blocks.append(

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from bot import _delivery as delivery
 from bot import _desk as desk
 from bot import _render as render
 from bot import _sessions as sessions
+from bot import _show as show
 from bot._app import build
 from bot._config import BotConfig
 from bot._core import Core as BotCore
@@ -44,7 +44,7 @@ async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIter
     await bot.client.close()
 
 
-@pytest.mark.parametrize("table", [delivery.KINDS, desk.KINDS], ids=["delivery", "desk"])
+@pytest.mark.parametrize("table", [show.KINDS, desk.KINDS], ids=["delivery", "desk"])
 def test_every_event_kind_is_handled_or_deliberately_ignored(table: KindTable[Any]) -> None:
     """A kind the supervisor adds is never dropped unseen: the chat's delivery and the
     desk's each show it, or say why not — each kind in exactly one of the two."""
@@ -62,7 +62,7 @@ async def test_the_desk_shows_what_its_table_says_and_nothing_for_a_kind_it_igno
                                                                                       telegram: FakeTelegram) -> None:
     app, bot = shown
     await sessions.new_session(bot.link, USER, ["alpha"])
-    await delivery.remember_place(bot, "alpha", USER)  # (where it was last used: where the desk's events go)
+    await show.remember_place(bot, "alpha", USER)  # (where it was last used: where the desk's events go)
     at_desk = {"session": "alpha", "from": "terminal"}
     for event in ({"kind": "state", "state": "attached", "reason": "attached", "pid": 42, "tty": "/dev/pts/3"},
                   {"kind": "user", "text": "hi from the desk", **at_desk},
@@ -70,7 +70,7 @@ async def test_the_desk_shows_what_its_table_says_and_nothing_for_a_kind_it_igno
                   {"kind": "tool_result", "content": "a b", "is_error": False, **at_desk},  # (ignored)
                   {"kind": "assistant_text", "text": "hello", **at_desk},
                   {"kind": "state", "state": "suspended", "reason": "detached"}):
-        await delivery.deliver(app, bot, {"id": 1, "session": "alpha", **event})
+        await show.deliver(app, bot, {"id": 1, "session": "alpha", **event})
     texts = [m["text"] for m in telegram.sent]
     assert [m["chat_id"] for m in telegram.sent] == [USER] * 5 and all(m["disable_notification"] for m in telegram.sent)
     assert texts == ["📟 'alpha' is open in a terminal now (/dev/pts/3, pid 42): what is said there shows here;"
@@ -84,11 +84,11 @@ async def test_an_ignored_kind_shows_nothing_and_a_handled_one_reaches_its_chat(
     app, bot = shown
     await sessions.new_session(bot.link, USER, ["alpha"])
     about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
-    for kind in delivery.IGNORED:
-        await delivery.deliver(app, bot, {"id": 1, "kind": kind, "text": "not shown", "message": "not shown", **about})
-    await delivery.deliver(app, bot, {"id": 2, "kind": "no_such_kind", **about})  # a supervisor newer than the bot
+    for kind in show.IGNORED:
+        await show.deliver(app, bot, {"id": 1, "kind": kind, "text": "not shown", "message": "not shown", **about})
+    await show.deliver(app, bot, {"id": 2, "kind": "no_such_kind", **about})  # a supervisor newer than the bot
     assert telegram.sent == []
-    await delivery.deliver(app, bot, {"id": 3, "kind": "assistant_text", "text": "hello", **about})
+    await show.deliver(app, bot, {"id": 3, "kind": "assistant_text", "text": "hello", **about})
     [answer] = telegram.sent
     assert answer["text"] == "hello" and answer["chat_id"] == USER
     assert answer["reply_parameters"]["message_id"] == 5  # threaded to the question
@@ -106,7 +106,7 @@ async def test_a_turn_and_a_failure_reach_the_chat_as_their_handlers_say(shown: 
                   {"kind": "assistant_text", "text": "hello"},
                   {"kind": "result", "num_turns": 1, "duration_ms": 1500, "text": "hello"},
                   {"kind": "message_failed", "reason": "boom", "message_id": 10}):
-        await delivery.deliver(app, bot, {"id": 1, **about, **event})
+        await show.deliver(app, bot, {"id": 1, **about, **event})
     assert [(m["text"], m["disable_notification"]) for m in telegram.sent] == [
         ("Resuming session (idle for 10 min)...", True), ("🔧 Bash: ls", True), ("hello", False),
         ("1.5 s · 1 turn", True), ("❌ Message not delivered: boom", False)]
@@ -125,14 +125,14 @@ async def test_an_error_of_a_turn_is_said_once_with_its_end(shown: Shown, telegr
     await sessions.new_session(bot.link, USER, ["alpha"])
     about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
     away = "The supervisor was away for too long: the answer was interrupted (its output so far is kept)"
-    await delivery.deliver(app, bot, {"id": 1, **about, "kind": "error", "message": away})
-    await delivery.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
+    await show.deliver(app, bot, {"id": 1, **about, "kind": "error", "message": away})
+    await show.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
     assert [m["text"] for m in telegram.sent] == [f"⏹ Interrupted: {away}"]
     telegram.sent.clear()
     crashed = "Claude exited unexpectedly (exit code 3)"
     about = {**about, "message_id": 10}
-    await delivery.deliver(app, bot, {"id": 3, **about, "kind": "error", "message": crashed, "exit_code": 3})
-    await delivery.deliver(app, bot, {"id": 4, **about, "kind": "message_failed", "reason": crashed})
+    await show.deliver(app, bot, {"id": 3, **about, "kind": "error", "message": crashed, "exit_code": 3})
+    await show.deliver(app, bot, {"id": 4, **about, "kind": "message_failed", "reason": crashed})
     assert [m["text"] for m in telegram.sent] == [f"❌ Message not delivered: {crashed}"]
     assert bot.turn_errors == {}  # nothing held once the turns ended
 

@@ -173,6 +173,42 @@ def test_a_fresh_start_of_a_conversation_claude_already_saved_resumes_it(supervi
     assert "--resume" in supervisor.claude_starts()[-1]["argv"]
 
 
+def test_a_message_whose_attachment_vanished_before_the_already_in_use_retry_fails_and_the_session_goes_on(
+        make_supervisor) -> None:
+    # The first Claude reads the message, then its attachment's copy is deleted and it
+    # exits "already in use": the keeper resumes the conversation and must say the message
+    # cannot be sent rather than hang with it.
+    sup = make_supervisor()
+    fake = sup.claude_bin
+    wrapper = sup.base / "claude-that-loses-the-attachment"
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in *" --session-id "*)
+  read -r message  # the keeper wrote the message: it read the attachment then
+  rm -r "{sup.state_dir}/attachments"
+esac
+exec "{fake}" "$@"
+""")
+    wrapper.chmod(0o755)
+    sup.claude_bin = str(wrapper)
+    sup.start()
+    sup.ctl("new", "alpha", check=True)
+    info = sup.session("alpha")
+    import re
+
+    project = re.sub(r"[^A-Za-z0-9]", "-", info["cwd"])
+    history = sup.home / ".fake-claude" / "projects" / project / f"{info['session_id']}.jsonl"
+    history.parent.mkdir(parents=True)
+    history.write_text('{"role": "user", "text": "saved before the kill"}\n')
+    note = sup.base / "note.txt"
+    note.write_text("notes")
+    sent = sup.ctl("send", "alpha", "read it", "--attach", str(note), "--wait")
+    assert sent.returncode == 1
+    assert re.search(r"message not delivered: attachment /\S+/note\.txt is gone", sent.stderr), sent.stderr
+    assert len(sup.claude_starts()) == 2  # the resumed Claude got no message to answer
+    # nothing else is lost: the session answers the next message
+    assert sup.ctl("send", "alpha", "next", "--wait", check=True).stdout.startswith("echo: next")
+
+
 def test_signals_do_not_lose_queued_work_for_other_sessions(make_supervisor) -> None:
     sup = make_supervisor().start()
     with sup.client() as c:

@@ -234,3 +234,71 @@ def test_a_command_in_the_terminal_of_another_host_is_an_argv_its_words_quoted_f
     assert argv[0] == "ssh" and "-t" in argv and "BatchMode=yes" in argv and argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("--") + 1:] == [
         "me@gpu", "supervisord-claude ctl attach 'work; rm -rf ~' --now --runtime-dir '/run/x y'"]
+
+
+def test_a_malformed_held_message_is_logged_and_the_others_are_still_sent_in_order(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Messages held for a host that was down are sent by the typed ``send`` once it is
+    back: one kept with a field ``send`` does not take (another release of the bot) is
+    still sent, its text not lost; one with no session is logged and dropped; the loop
+    goes on with the rest, and with what is held later."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from bot import _hosts as bot_hosts
+    from protocol import Op
+    from protocol._methods import AsyncOps
+
+    hosts = configured_hosts(str(write(tmp_path, '[hosts.gpu]\nssh = "me@gpu"\n')))
+    remotes = bot_hosts.Remotes(hosts)
+    sent: list[dict[str, object]] = []
+    another = asyncio.Event()  # (set at each send)
+
+    class Gpu(AsyncOps):
+        host = hosts["gpu"]
+
+        async def request(self, op: Op | str, timeout: float | None = None, **args: object) -> dict[str, object]:
+            assert op == Op.SEND
+            sent.append(args)
+            another.set()
+            return {"message_id": len(sent)}
+
+    async def client(host: str, wait: float = 0) -> Gpu:
+        return Gpu()
+
+    remotes.client = client  # type: ignore[method-assign,assignment]
+    stored = [{"session": "work@gpu", "text": "first", "idempotency_key": "k1"},
+              {"session": "work@gpu", "text": "kept by an older bot", "chat": 42, "idempotency_key": "k2"},
+              {"text": "no session to send it to", "idempotency_key": "k3"},
+              {"session": "work@gpu", "text": "last", "idempotency_key": "k4"}]
+
+    async def kv_cached(key: str) -> object:
+        return stored
+
+    async def kv_put(key: str, value: object) -> None:
+        pass
+
+    link = SimpleNamespace(remotes=remotes, kv_cached=kv_cached, kv_put=kv_put, remember=lambda *_: None)
+
+    async def until_sent(count: int, loop: asyncio.Task[None]) -> None:
+        while len(sent) < count:
+            waiting = asyncio.create_task(another.wait())
+            await asyncio.wait([loop, waiting], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            assert not loop.done(), loop.exception()  # (before: a TypeError ended it)
+            another.clear()
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(bot_hosts.send_waiting(link, "gpu"))  # type: ignore[arg-type]
+        await until_sent(3, loop)
+        assert [s["text"] for s in sent] == ["first", "kept by an older bot", "last"]
+        assert sent[1] == {"session": "work", "text": "kept by an older bot", "idempotency_key": "k2"}
+        # the loop goes on: a message held later is sent too
+        await bot_hosts.hold(link, "gpu", {"session": "work@gpu", "text": "later", "idempotency_key": "k5"})  # type: ignore[arg-type]
+        await until_sent(4, loop)
+        assert sent[3]["text"] == "later" and remotes.waiting["gpu"] == []
+        loop.cancel()
+
+    asyncio.run(scenario())
+    said = caplog.text
+    assert "a message held for gpu is sent without the fields send does not take: chat" in said
+    assert "a message held for gpu is dropped: it has no session" in said

@@ -182,3 +182,36 @@ def test_retry_under_a_remote_failure_works_after_a_bot_kill_9(two_hosts: Any, b
     press_button(api, shown, "Retry")
     wait_for(lambda: len([r for r in remote.claude_received() if r["text"] == "apierror on gpu"]) == 2,
              what="the retried message to reach gpu's Claude")
+
+
+#: the bot, its remote hosts' ``hello`` failing once with a TypeError (a bad typed call)
+HELLO_FAILS_ONCE = """
+import runpy
+from bot import _hosts
+
+hello = _hosts.HostClient.hello
+failed = []
+
+async def failing_once(self, *args, **kwargs):
+    if not failed:
+        failed.append(self.host.name)
+        raise TypeError("injected: a bad typed call")
+    return await hello(self, *args, **kwargs)
+
+_hosts.HostClient.hello = failing_once
+runpy.run_module("bot", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_host_delivery_that_fails_once_is_logged_and_started_again_and_its_replies_still_arrive(
+        two_hosts: Any, bot_env: Any) -> None:
+    local, remote, api, bot = two_hosts
+    bot.kill9()  # (the same bot, started with the failure injected)
+    bot = bot_env(local, command=[sys.executable, "-c", HELLO_FAILS_ONCE])
+    say(api, "/new work@gpu", "created on gpu")
+    say(api, "after the failure", lambda t: t.startswith("echo: after the failure"))
+    assert remote.wait_received("after the failure")
+    log = bot.log()
+    # said once, with where it came from, and the loop went on
+    assert log.count("host gpu's delivery failed; restarting it") == 1
+    assert "TypeError: injected: a bad typed call" in log and "Traceback (most recent call last)" in log

@@ -184,7 +184,7 @@ def test_a_message_whose_attachment_cannot_be_read_fails_alone() -> None:
     k.send(_wire.Deliver(QueuedMessage(1, "look", ("/nonexistent/file.png",))))
     k.deliver(2, "next")
     [failed] = k.events(EventKind.MESSAGE_FAILED)
-    assert failed["message_id"] == 1 and failed["reason"].startswith("cannot read attachment")
+    assert failed == {"message_id": 1, "reason": "attachment /nonexistent/file.png is gone"}
     assert k.told() == ["next"]
 
 
@@ -369,6 +369,44 @@ def test_already_in_use_resumes_the_conversation_once_and_carries_the_message_ov
     k.claude_exits(1, "Error: Session ID sid is already in use.")  # no second retry
     assert len(k.of(StartClaude)) == 2 and k.states()[-1] == "failed"
     assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1]
+
+
+def test_a_message_carried_over_to_a_resumed_claude_whose_attachment_vanished_fails_alone(tmp_path) -> None:
+    # the message was read for the first Claude; it exited "already in use", and its
+    # attachment was deleted before the Claude that resumes the conversation could read it
+    note = tmp_path / "note.txt"
+    note.write_text("notes")
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.send(_wire.Deliver(QueuedMessage(1, "look", (str(note),))))
+    k.deliver(2, "next")
+    note.unlink()
+    k.claude_exits(1, "Error: Session ID sid is already in use.")
+    k.claude_runs()
+    [failed] = k.events(EventKind.MESSAGE_FAILED)
+    assert failed == {"message_id": 1, "reason": f"attachment {note} is gone"}
+    # the session goes on: the next message is answered by the resumed Claude
+    assert k.reports(_wire.ClaudeStarted)[-1] == _wire.ClaudeStarted(k.pid)
+    assert k.told()[-1] == "next" and k.states()[-1] == "busy"
+    k.claude_says(INIT, result())
+    assert [r["message_id"] for r in k.events(EventKind.RESULT)] == [2] and k.states()[-1] == "idle"
+
+
+def test_a_message_carried_over_whose_attachment_vanished_leaves_the_session_idle(tmp_path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("notes")
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.send(_wire.Deliver(QueuedMessage(1, "look", (str(note),))))
+    note.unlink()
+    k.claude_exits(1, "Error: Session ID sid is already in use.")
+    k.claude_runs()
+    assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1]
+    assert k.states()[-1] == "idle" and IDLE_TIMER in k.timers
+    k.deliver(2, "again")
+    assert k.told()[-1] == "again" and k.states()[-1] == "busy"
 
 
 def test_claude_exiting_mid_turn_fails_the_answered_and_the_queued_messages() -> None:

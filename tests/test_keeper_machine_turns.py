@@ -82,10 +82,17 @@ def test_a_steered_message_not_taken_by_the_turns_end_is_the_next_turn_without_a
 def test_a_message_whose_attachment_cannot_be_read_fails_and_nothing_is_written() -> None:
     turns, _ = running()
     actions = turns.steer(QueuedMessage(2, "see", attachments=("/nonexistent/x.txt",)))
-    assert kinds(actions) == [("message_failed", 2)] and "cannot read attachment" in actions[0].body["reason"]
+    assert kinds(actions) == [("message_failed", 2)] and actions[0].body["reason"] == "attachment /nonexistent/x.txt is gone"
     assert not turns.steered
     failure = turns.line_or_failure(QueuedMessage(3, "see", attachments=("/nonexistent/x.txt",)))
     assert isinstance(failure, Emit) and failure.body["message_id"] == 3
+
+
+def test_an_attachment_that_is_no_ordinary_file_is_named_in_the_failure(tmp_path) -> None:
+    turns, _ = running()
+    failure = turns.line_or_failure(QueuedMessage(3, "see", attachments=(str(tmp_path),)))
+    assert isinstance(failure, Emit)
+    assert failure.body == {"message_id": 3, "reason": f"cannot read attachment {tmp_path}: not an ordinary file"}
 
 
 def test_the_queued_messages_that_asked_to_steer_leave_the_queue_in_order() -> None:

@@ -513,3 +513,33 @@ def test_a_turn_is_interrupted_while_its_events_wait_for_a_full_disk(h: Harness,
     assert h.store.get_session("a").state is SessionState.SUSPENDED  # (the stored copy lags)
     h.op("interrupt", session="a")  # not refused: Claude is answering
     assert h.link.of(_wire.Interrupt)
+
+
+def test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_once_and_not_left_waiting(
+        h: Harness) -> None:
+    """The previous supervisor was killed after its keeper wrote a message into the running
+    turn (steered) but before it stored that report: the keeper's hello names the message
+    steered, and the report comes again after the welcome. The message is not handed to the
+    keeper again (Claude would get it twice), and once Claude took it and the turn ended it
+    waits no more: the session can be suspended (it was refused for ever, "1 message(s)
+    queued")."""
+    h.op("create", session="a")
+    first, _ = h.store.add_message("a", "long job", [])
+    second, _ = h.store.add_message("a", "queued behind it", [])  # still queued in the store
+    h.store.update_session("a", keeper_pid=4242, keeper_n=7)
+    h.pool.expect({4242: "a"})
+    ident = b"a:4242"
+    h.pool.on_keeper_message(ident, _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a", claude_pid=4343,
+                                                state="busy", current=first, steered=(second,), started=True))
+    h.numbers[ident] = 7
+    h.core.requeue_owed()  # (the adoption window closed before the report came again)
+    assert h.link.of(_wire.Deliver) == []  # nothing is sent twice
+    h.keeper_says(ident, _wire.KeeperEvent.of("steered", {"message_id": second, "turn": first,
+                                                          "text": "queued behind it", "attachments": []}))
+    h.keeper_says(ident, _wire.KeeperEvent.of("taken", {"message_id": second, "turn": first}))
+    h.keeper_says(ident, _wire.KeeperEvent.of("result", {"message_id": first, "text": "done", "steered": [second]}))
+    h.state(ident, SessionState.IDLE)
+    h.clock.advance(0)
+    assert h.pool.session("a").waiting() == []
+    assert h.op("suspend", session="a")["state"] == SessionState.SUSPENDING.value
+    assert h.link.of(_wire.Suspend) == [_wire.Suspend(Reason.REQUESTED.value)]

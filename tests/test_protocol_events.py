@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bot import _delivery as delivery
+from bot import _show as show
 from protocol import EVENT_TYPES, EventKind
 from supervisord_claude.ctl import _events as ctl_events
 
@@ -66,8 +66,8 @@ def test_claudectl_renders_each_kind_with_its_type() -> None:
 
 def test_the_bot_shows_each_kind_with_its_type() -> None:
     # (a handler takes Shown[<its kind's type>], or Delivery[...])
-    assert {kind: typing.get_args(_event_type(handler)) for kind, handler in delivery.HANDLERS.items()} == \
-        {kind: (EVENT_TYPES[kind],) for kind in delivery.HANDLERS}
+    assert {kind: typing.get_args(_event_type(handler)) for kind, handler in show.HANDLERS.items()} == \
+        {kind: (EVENT_TYPES[kind],) for kind in show.HANDLERS}
 
 
 @pytest.mark.system

@@ -88,8 +88,15 @@ class Keeper:
     def _spawn_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        # a task that died of a bug is said at once (asyncio would say it only when the
+        # task is collected, if ever): a start task's death leaves the session stuck
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("keeper %s: a task died", self.session, exc_info=exc)
 
     def do(self, actions: list[Action]) -> None:
         """Carry out the machine's actions, in order."""

@@ -247,8 +247,12 @@ class KeeperMachine:
         self._report(_wire.ClaudeStarted(pid))
         if self.turns.current is not None:
             # carried over from a Claude that exited before it read it (see claude_exited)
-            self._out.append(Write(self.turns.line(self.turns.current)))
-            self.change_state(SessionState.BUSY, Reason.MESSAGE)
+            line = self.turns.carry_over()
+            if isinstance(line, bytes):
+                self._out.append(Write(line))
+                self.change_state(SessionState.BUSY, Reason.MESSAGE)
+            else:
+                self._out += line  # its attachment is gone meanwhile: it fails, the next one goes
         self._pump()
         if not self.turns.busy:
             self._become_idle(run.reason)

@@ -19,6 +19,7 @@ it never decides the session's state. It reads a message's attachments (through
 from __future__ import annotations
 
 import collections
+import errno
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +41,15 @@ def message_line(msg: QueuedMessage, echo_id: str | None = None) -> bytes:
 
 def failed(msg: QueuedMessage, reason: str) -> Emit:
     return Emit(EventKind.MESSAGE_FAILED, {"message_id": msg.id, "reason": reason})
+
+
+def unreadable(exc: OSError) -> str:
+    """Why a message cannot go to Claude, naming the attachment (a file deleted since it
+    was sent is the usual cause)."""
+    name = exc.filename if exc.filename is not None else "(unnamed)"
+    if exc.errno == errno.ENOENT:
+        return f"attachment {name} is gone"
+    return f"cannot read attachment {name}: {exc.strerror or exc}"
 
 
 class Turns:
@@ -84,7 +94,17 @@ class Turns:
         try:
             return self.line(msg)
         except OSError as exc:
-            return failed(msg, f"cannot read attachment: {exc.strerror or exc}")
+            return failed(msg, unreadable(exc))
+
+    def carry_over(self) -> bytes | list[Emit]:
+        """The current message's line again, for a Claude started after the one it was
+        written to exited before reading it; or, when an attachment cannot be read now,
+        the turn's failure (no message is current then: the next one can go)."""
+        assert self.current is not None
+        try:
+            return self.line(self.current)
+        except OSError as exc:
+            return self.fail_turn(unreadable(exc))
 
     def begin(self, msg: QueuedMessage) -> Emit:
         """``msg`` is Claude's turn now: its ``user`` event (reported before its line is

@@ -104,6 +104,11 @@ class KeeperHandle:
     #: what it last said the session does (its last ``state`` event; its hello's, if adopted)
     state: SessionState | None = None
 
+    def holds(self) -> list[int]:
+        """The messages it has from us and Claude has not started on or taken: those it
+        holds (``forwarded``) and those it wrote mid-turn (``steered``)."""
+        return [*self.forwarded, *self.steered]
+
     def reported(self, state: str) -> None:
         self.state = _STATES.get(state, self.state)
 
@@ -217,7 +222,7 @@ class LiveSession:
         """Its messages Claude has not started on: queued here, held by its keeper, or
         written mid-turn and not taken by Claude yet (steered)."""
         keeper = self.keeper
-        return [*self.queue, *(keeper.forwarded if keeper else ()), *(keeper.steered if keeper else ())]
+        return [*self.queue, *(keeper.holds() if keeper else ())]
 
     def queued(self) -> int:
         return len(self.waiting())

@@ -146,7 +146,8 @@ class KeeperPool(PoolExits):
             elif kind is EventKind.PERMISSION_RESOLVED:
                 handle.permissions.pop(str(msgpack.unpackb(packed).get("request_id")), None)
             elif kind is EventKind.STEERED:
-                if message_id is not None:
+                # (an adopted keeper's hello names what it steered; the report may come again)
+                if message_id is not None and message_id not in handle.steered:
                     handle.steered.append(message_id)
             elif message_id in handle.steered:  # taken, written as a turn's own (user), or failed
                 handle.steered.remove(message_id)
@@ -249,7 +250,8 @@ class KeeperPool(PoolExits):
                 handle.permissions[request.request_id] = request
         live = self.session(msg.session)
         # what it holds is its own; the rest waits for it as usual
-        live.queue = collections.deque(i for i in live.queue if i not in handle.forwarded)
+        held = handle.holds()
+        live.queue = collections.deque(i for i in live.queue if i not in held)
         live.keeper = handle
         self._by_pid[msg.pid] = handle
         if msg.started:

@@ -147,8 +147,9 @@ class PoolCore:
 
     def requeue_owed(self) -> None:
         """After a restart: messages accepted before it are still owed, in the order they
-        came (those an adopted keeper holds are its own); each session's are moved on."""
-        held = {i for live in self._sessions.values() if live.keeper for i in live.keeper.forwarded}
+        came (those an adopted keeper holds or steered are its own: handed to it again,
+        Claude would get them twice); each session's are moved on."""
+        held = {i for live in self._sessions.values() if live.keeper for i in live.keeper.holds()}
         owed = self.store.messages(None, QUEUED)
         self._attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),
                                 (s.name for s in self.store.list_sessions()))
