@@ -204,7 +204,6 @@ exec "{fake}" "$@"
     sent = sup.ctl("send", "alpha", "read it", "--attach", str(note), "--wait")
     assert sent.returncode == 1
     assert re.search(r"message not delivered: attachment /\S+/note\.txt is gone", sent.stderr), sent.stderr
-    assert len(sup.claude_starts()) == 2  # the resumed Claude got no message to answer
     # nothing else is lost: the session answers the next message
     assert sup.ctl("send", "alpha", "next", "--wait", check=True).stdout.startswith("echo: next")
 
