@@ -4,6 +4,7 @@ crashes or slow readers happen around it (issue "Trust first")."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import msgpack
@@ -149,18 +150,22 @@ def test_an_interrupt_while_a_permission_prompt_waits_is_reported_as_interrupted
     assert sup.ctl("send", "alpha", "next", "--wait", check=True).stdout.startswith("echo: next")
 
 
+def claude_saved_a_first_message(sup: SupervisorProcess, session: str) -> None:
+    """The fake claude's saved conversation of a session the store does not know started
+    (as when Claude is killed after it saved the first message, before its init line)."""
+    info = sup.session(session)
+    project = re.sub(r"[^A-Za-z0-9]", "-", info["cwd"])
+    history = sup.home / ".fake-claude" / "projects" / project / f"{info['session_id']}.jsonl"
+    history.parent.mkdir(parents=True)
+    history.write_text('{"role": "user", "text": "saved before the kill"}\n')
+
+
 def test_a_fresh_start_of_a_conversation_claude_already_saved_resumes_it(supervisor: SupervisorProcess) -> None:
     # A Claude killed after it saved the first message but before its init line reached
     # the keeper leaves a conversation the store does not know started. The next start
     # must not fail with "Session ID ... is already in use": it resumes it.
     supervisor.ctl("new", "alpha", check=True)
-    info = supervisor.session("alpha")
-    import re
-
-    project = re.sub(r"[^A-Za-z0-9]", "-", info["cwd"])
-    history = supervisor.home / ".fake-claude" / "projects" / project / f"{info['session_id']}.jsonl"
-    history.parent.mkdir(parents=True)
-    history.write_text('{"role": "user", "text": "saved before the kill"}\n')
+    claude_saved_a_first_message(supervisor, "alpha")
     reply = supervisor.ctl("send", "alpha", "hello", "--wait", check=True).stdout
     assert "history: 1 earlier" in reply
     starts = supervisor.claude_starts()
@@ -192,13 +197,7 @@ exec "{fake}" "$@"
     sup.claude_bin = str(wrapper)
     sup.start()
     sup.ctl("new", "alpha", check=True)
-    info = sup.session("alpha")
-    import re
-
-    project = re.sub(r"[^A-Za-z0-9]", "-", info["cwd"])
-    history = sup.home / ".fake-claude" / "projects" / project / f"{info['session_id']}.jsonl"
-    history.parent.mkdir(parents=True)
-    history.write_text('{"role": "user", "text": "saved before the kill"}\n')
+    claude_saved_a_first_message(sup, "alpha")
     note = sup.base / "note.txt"
     note.write_text("notes")
     sent = sup.ctl("send", "alpha", "read it", "--attach", str(note), "--wait")
