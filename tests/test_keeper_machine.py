@@ -830,3 +830,39 @@ def test_two_changes_in_a_row_restart_claude_once_with_both() -> None:
     assert len(k.of(StartClaude)) == starts + 1  # one Claude, not two of the same conversation
     argv = k.last(StartClaude).argv
     assert argv[argv.index("--allowedTools") + 1] == "WebFetch(domain:*.example.com)"
+
+
+def test_a_change_while_the_restarted_claude_starts_restarts_it_once_it_runs_and_no_message_reaches_the_old_one() -> None:
+    """(The CI failure of stop 34: a rule removed, then one added while the Claude started for
+    the removal was starting: a second Claude was started beside it, and the next message
+    went to whichever said it ran first — the one without the new rule.)"""
+    k = Keeper()
+    k.running()
+    k.send(_wire.SetRules(()))
+    k.claude_stopped()
+    assert len(k.of(StartClaude)) == 2  # the Claude without the rule is starting
+    k.send(_wire.SetRules(("WebFetch(domain:*.example.com)",)))
+    k.deliver(1, "one")
+    assert len(k.of(StartClaude)) == 2  # not a second Claude of the same conversation beside it
+    k.claude_runs()  # it runs: it is stopped for the change before it is given anything
+    assert not k.of(Write) and k.last(StopClaude).run == 2
+    k.claude_stopped()
+    argv = k.last(StartClaude).argv
+    assert len(k.of(StartClaude)) == 3
+    assert argv[argv.index("--allowedTools") + 1] == "WebFetch(domain:*.example.com)"
+    k.claude_runs()
+    k.claude_says(INIT)
+    assert k.told() == ["one"]
+
+
+def test_a_model_change_while_a_new_sessions_first_claude_starts_starts_it_again_with_the_model() -> None:
+    k = Keeper(model="model-a")
+    k.start()
+    k.send(_wire.SetModel("model-b"))  # before the first Claude said it runs
+    k.claude_runs()
+    k.claude_stopped()
+    argv = k.last(StartClaude).argv
+    assert argv[argv.index("--model") + 1] == "model-b" and "--resume" not in argv
+    k.claude_runs()
+    k.claude_says(INIT)
+    assert k.states() == ["starting", "idle"] and len(k.of(StartClaude)) == 2

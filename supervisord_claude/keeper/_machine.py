@@ -184,7 +184,9 @@ class KeeperMachine:
         elif isinstance(cmd, _wire.SetTimeout):
             self._out += self.idle.set_timeout(cmd.seconds)
         elif isinstance(cmd, (_wire.SetModel, _wire.SetMode, _wire.SetRules, _wire.SetBudget)):
-            if self.settings.change(cmd, claude_running=self.runs.running is not None):
+            # (a Claude starting was given the old settings: it is restarted once it runs)
+            if self.settings.change(cmd, claude_running=self.runs.running is not None
+                                    or self.runs.starting is not None):
                 self._apply_changes()  # Claude is restarted with --resume once no turn runs
         else:
             log.warning("keeper %s: unexpected %s from the supervisor", self.spec.session, type(cmd).__name__)
@@ -236,7 +238,9 @@ class KeeperMachine:
         extra: dict[str, Any] = {"idle_for": idle_for} if resume and idle_for is not None else {}
         if (first := self.turns.first) is not None:  # what caused it, so a front end can answer its sender
             extra["message_id"] = first.id
-        self.change_state(SessionState.RESUMING if resume else SessionState.STARTING, reason, **extra)
+        target = SessionState.RESUMING if resume else SessionState.STARTING
+        if self.state is not target:  # (restarted for a change that came while it started: said already)
+            self.change_state(target, reason, **extra)
         self._out.append(self.runs.start(self.settings.launch(self.spec, resume), reason))
 
     def claude_started(self, run_number: int, pid: int) -> list[Action]:
@@ -245,6 +249,9 @@ class KeeperMachine:
             return self._take()
         run = self.runs.started(run_number, pid)
         self._report(_wire.ClaudeStarted(pid))
+        if self.settings.pending and self.turns.current is None:
+            self._apply_changes()  # a change came while it started: it has the old settings
+            return self._take()
         if self.turns.current is not None:
             # carried over from a Claude that exited before it read it (see claude_exited)
             line = self.turns.carry_over()
@@ -314,8 +321,9 @@ class KeeperMachine:
                 self._become_idle(Reason.TURN)
 
     def _apply_changes(self) -> None:
-        if not self.settings.pending or self.ending or self.turns.current is not None:
-            return
+        if not self.settings.pending or self.ending or self.turns.current is not None \
+                or self.runs.starting is not None:
+            return  # (a Claude starting takes the change once it runs: claude_started)
         reason = self.settings.apply()
         if self.runs.stopping:
             return  # a restart is under way (a change just before): the Claude it starts takes these too

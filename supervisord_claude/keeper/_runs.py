@@ -97,6 +97,8 @@ class Runs:
         #: a new conversation was "already in use" once and resumed instead (never twice)
         self.retried = False
         self._after_stop: tuple[int, Callable[[], None]] | None = None
+        #: the Claude asked to start that has not said whether it runs yet
+        self.starting: int | None = None
 
     def __getitem__(self, number: int) -> Run:
         return self._runs[number]
@@ -104,21 +106,29 @@ class Runs:
     def start(self, launch: _claude.LaunchSpec, reason: Reason) -> StartClaude:
         run = Run(max(self._runs, default=0) + 1, launch.resume, reason)
         self._runs[run.number] = run
+        self.starting = run.number
         return StartClaude(run.number, _claude.build_argv(launch), launch.cwd)
 
     def started(self, number: int, pid: int) -> Run:
         """Claude ``number`` runs (with ``pid``): it is the running one now."""
         run = self.running = self._runs[number]
         run.pid = pid
+        self._started(number)
         return run
 
     def discard(self, number: int) -> StopClaude:
         """Claude ``number`` started after the keeper began to end: killed at once, unheard of."""
         del self._runs[number]
+        self._started(number)
         return StopClaude(number, at_once=True)
 
     def start_failed(self, number: int) -> Run:
+        self._started(number)
         return self._runs.pop(number)
+
+    def _started(self, number: int) -> None:
+        if self.starting == number:
+            self.starting = None
 
     def exited(self, number: int) -> Run | None:
         """Claude ``number`` exited: its run if it is the running one (the exit of one
