@@ -1,0 +1,128 @@
+"""A burst of Claude's output through the keeper's reading path, as the supervisor gets it:
+the frames a keeper sends for a given stdout are fixed (a faster reading path must send
+the same bytes: the same events, numbers, runs and frames), and whether the lines come a
+chunk at a time or a line at a time changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import types
+from typing import Any
+
+import msgpack
+import pytest
+
+from supervisord_claude import _wire
+from supervisord_claude._clock import FakeClock
+from supervisord_claude.keeper import _keeper
+from supervisord_claude.keeper._actions import StartClaude
+from supervisord_claude.keeper._keeper import Keeper
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+#: what a Claude writes in one turn: its init, live text, an answer with a tool call and
+#: its result, a long run of text blocks (more than a run holds, by count and by bytes),
+#: lines that are not JSON or empty, and the result
+STDOUT = b"\n".join([
+    _dumps({"type": "system", "subtype": "init", "session_id": "s", "model": "claude-x", "permissionMode": "default"}),
+    *(_dumps({"type": "stream_event", "event": {"type": "content_block_delta",
+                                                "delta": {"type": "text_delta", "text": f"piece {i} "}}})
+      for i in range(3)),
+    _dumps({"type": "assistant", "message": {"content": [
+        {"type": "text", "text": "Let me look. é ✓"},
+        {"type": "tool_use", "id": "tu1", "name": "Bash", "input": {"command": "ls", "n": [1, 2.5, None, True]}}]}}),
+    _dumps({"type": "user", "message": {"content": [
+        {"type": "tool_result", "tool_use_id": "tu1", "content": [{"type": "text", "text": "a\nb"}]}]}}),
+    *(_dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": f"{i:05d} " + "x" * 200}]}})
+      for i in range(1500)),
+    b"not json",
+    b"",
+    b"[1, 2]",
+    _dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": ""}, "odd", {"type": "text",
+                                                                                              "text": "last"}]}}),
+    _dumps({"type": "result", "subtype": "success", "is_error": False, "result": "ok", "total_cost_usd": 0.5,
+            "duration_ms": 7, "num_turns": 1, "session_id": "s"}),
+]) + b"\n"
+
+#: sha256 of the frames the keeper sent for STDOUT, as the keeper of 0.x before the
+#: per-line work was cut (commit 46514f8) sent them
+FRAMES_SHA256 = "7d8c55e625dcb2f83817f6852644d6dfe0f55c2adb7a43d805874abc3b89088c"
+
+
+class Sock:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        self.frames.append(frames[0])
+
+
+def _keeper_in_a_turn() -> tuple[Keeper, Sock, FakeClock, int]:
+    """A keeper linked to a (fake) supervisor, its Claude running and answering message 1."""
+    clock = FakeClock()
+    spec = _wire.KeeperSpec(session="burst", instance="i", runtime_dir="/nonexistent", claude_bin="claude", cwd="/",
+                            session_id="sid", started=True, idle_timeout=600)
+    keeper = Keeper(spec, None, clock=clock)
+    keeper._spawn_task = lambda coro: coro.close()  # type: ignore[method-assign,assignment,return-value]
+    keeper.uplink.sock = sock = Sock()
+    keeper.uplink.connected()
+    keeper.uplink.welcome(1)
+    start = keeper.machine.start()
+    run = next(a.run for a in start if isinstance(a, StartClaude))
+    keeper.do(start)
+    keeper.do(keeper.machine.claude_started(run, 4242))
+    keeper.handle(_wire.Deliver(_wire.QueuedMessage(1, "go")))
+    clock.advance(0)
+    sock.frames.clear()
+    return keeper, sock, clock, run
+
+
+def _read(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[bytes]:
+    """The frames sent for STDOUT read through the keeper's reading path, ``chunk`` bytes a read."""
+    monkeypatch.setattr(_keeper, "STDOUT_CHUNK", chunk)
+    keeper, sock, clock, run = _keeper_in_a_turn()
+    keeper.machine.claude_exited = lambda *args: []  # type: ignore[method-assign]  # (only the burst here)
+
+    async def read() -> None:
+        stdout = asyncio.StreamReader()
+        stdout.feed_data(STDOUT)
+        stdout.feed_eof()
+
+        async def exited() -> int:
+            return 0
+
+        stderr = asyncio.get_running_loop().create_future()
+        stderr.set_result(None)
+        await keeper._read_stdout(run, types.SimpleNamespace(stdout=stdout, wait=exited, pid=0),  # type: ignore[arg-type]
+                                  stderr, collections.deque())
+
+    asyncio.run(read())
+    clock.advance(0)
+    return sock.frames
+
+
+def test_a_burst_reaches_the_supervisor_as_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _read(monkeypatch, 64 * 1024)
+    events = [e for f in frames for m in _wire.decode_all(f) if isinstance(m, _wire.KeeperEvents) for e in m.each()]
+    kinds = collections.Counter(e.kind for e in events)
+    assert kinds["assistant_text"] == 1 + 1500 + 1 and kinds["tool_use"] == 1 and kinds["tool_result"] == 1
+    assert [e.n for e in events] == list(range(events[0].n, events[0].n + len(events)))  # numbered in order
+    assert all(e.message_id == 1 for e in events if e.kind in ("assistant_text", "tool_use", "tool_result", "result"))
+    texts = [msgpack.unpackb(e.packed)["text"] for e in events if e.kind == "assistant_text"]
+    assert texts[0] == "Let me look. é ✓" and texts[1] == "00000 " + "x" * 200 and texts[-1] == "last"
+    assert hashlib.sha256(b"".join(frames)).hexdigest() == FRAMES_SHA256
+
+
+def test_lines_give_the_same_frames_a_chunk_or_a_line_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    keeper, sock, clock, run = _keeper_in_a_turn()
+    for line in STDOUT.split(b"\n")[:-1]:
+        keeper._claude_line(run, line)
+    clock.advance(0)
+    assert _read(monkeypatch, 64 * 1024) == sock.frames
+    assert _read(monkeypatch, 1000) == sock.frames  # (lines cut across reads)
