@@ -501,7 +501,7 @@ def bench_event_throughput(base: Path, n: int, repeat: int = 1, pipelined_too: b
 
 def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
     """The burst's stages in this process, each alone (best of 3, CPU per event): the
-    keeper (Claude's line parsed, the machine, the uplink's run), the supervisor's
+    keeper (a read of Claude's lines parsed, the machine, the uplink's run), the supervisor's
     decoding of the keeper's frames, and its pool, event log, store and hub (a subscriber
     with batches, acking). With --profile, cProfile of each stage (``stage-*.prof``)."""
     import cProfile
@@ -551,10 +551,11 @@ def bench_burst_stages(base: Path, n: int) -> dict[str, float]:
         clock.advance(0)
         sock.frames.clear()
 
+        lines = [line.rstrip(b"\n")] * per_turn
+
         def work() -> None:
             for _ in range(0, n, per_turn):
-                for _ in range(per_turn):
-                    k.do(k.machine.claude_output(run, _claude.parse_line(line)))
+                k._claude_lines(run, lines)  # (what the keeper does with a read of its pipe)
                 clock.advance(0)
         return profiled("keeper", work), list(sock.frames)
 

@@ -13,7 +13,7 @@ import mimetypes
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -215,11 +215,11 @@ def control_line(request_id: str, subtype: str) -> bytes:
 INTERRUPTED_REASONS = frozenset({"aborted_streaming", "aborted_tools"})
 
 
-@dataclass
 class Parsed:
-    """What one stdout line means to the keeper."""
+    """What one stdout line means to the keeper. (Not a dataclass: what a line does not
+    say is the class's default, so a line costs one small object and one list; a burst is
+    thousands of lines a second.)"""
 
-    events: list[tuple[EventKind, dict[str, Any]]] = field(default_factory=list)
     init_session_id: str | None = None
     result: dict[str, Any] | None = None
     permission: dict[str, Any] | None = None
@@ -231,6 +231,12 @@ class Parsed:
     #: Claude took a user message into the conversation (its echo, --replay-user-messages):
     #: the uuid it was written with ("" when Claude made one: several messages taken as one)
     replay: str | None = None
+
+    def __init__(self) -> None:
+        self.events: list[tuple[EventKind, dict[str, Any]]] = []
+
+    def __repr__(self) -> str:
+        return f"Parsed({vars(self)!r})"
 
 
 def _tool_result_text(content: Any) -> str:
@@ -249,16 +255,6 @@ def _tool_result_text(content: Any) -> str:
     if len(text) > MAX_TOOL_RESULT_CHARS:
         text = text[:MAX_TOOL_RESULT_CHARS] + f"… [{len(text) - MAX_TOOL_RESULT_CHARS} more]"
     return text
-
-
-def _loads(line: bytes) -> Any:
-    """One JSON value: orjson (every line of Claude's output is parsed here, and it is
-    several times faster), and ``json`` for what orjson refuses but ``json`` takes (NaN,
-    lone surrogates), so no line is lost to the faster parser."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
 
 
 def _map(value: Any) -> dict[str, Any]:
@@ -286,10 +282,15 @@ def parse_line(line: bytes) -> Parsed:
     ignored. Every field is checked for its shape (a line is never trusted: a malformed
     one is skipped or its odd fields dropped, and a ``result`` always ends its turn)."""
     out = Parsed()
+    # orjson (several times faster), and ``json`` for what orjson refuses but ``json``
+    # takes (NaN, lone surrogates), so no line is lost to the faster parser
     try:
-        msg = _loads(line)
-    except ValueError:
-        return out
+        msg = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return out
     if not isinstance(msg, dict):
         return out
     kind = msg.get("type")
@@ -308,13 +309,16 @@ def parse_line(line: bytes) -> Parsed:
         mode = _str(msg.get("permissionMode"))
         out.mode = _OUR_MODES.get(mode) if mode is not None else None
     elif kind == "assistant":
+        events = out.events
         for block in _list(_map(msg.get("message")).get("content")):
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text" and block.get("text"):
-                out.events.append((_ASSISTANT_TEXT, {"text": _capped(str(block["text"]))}))
-            elif block.get("type") == "tool_use":
-                out.events.append(
+            block_type = block.get("type")
+            if block_type == "text" and (text := block.get("text")):
+                events.append((_ASSISTANT_TEXT, {"text": text if type(text) is str and len(text) <= MAX_ANSWER_CHARS
+                                                 else _capped(str(text))}))
+            elif block_type == "tool_use":
+                events.append(
                     (
                         EventKind.TOOL_USE,
                         {

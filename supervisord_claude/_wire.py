@@ -55,6 +55,7 @@ from ._wirecodec import (
     decode_all,
     encode,
     encode_event,
+    encode_flat_run,
     encode_run,
     run_item,
     run_item_packed,
@@ -137,6 +138,6 @@ __all__ = [
     "ConversationStarted", "Deliver", "Delta", "DropQueued", "Exited", "Hello", "Interrupt", "InterruptReport",
     "KeeperEvent", "KeeperEvents", "KeeperSpec", "Message", "Numbered", "Permit", "QueuedMessage", "Rejected",
     "SetBudget", "SetMode", "SetModel", "SetRules", "SetTimeout", "Spawn", "SpawnFailed", "Spawned", "Stop",
-    "Suspend", "Welcome", "WireError", "decode", "decode_all", "encode", "encode_event", "encode_run",
+    "Suspend", "Welcome", "WireError", "decode", "decode_all", "encode", "encode_event", "encode_flat_run", "encode_run",
     "keeper_endpoint", "keeper_title", "pack_body", "run_item", "run_item_packed", "spec_from",
 ]

@@ -103,14 +103,18 @@ def encode_run(first_n: int, items: list[bytes]) -> bytes:
     return b"".join((_RUN_HEAD, _packb(first_n), _packb("e"), _array_header(3 * len(items)), *items))
 
 
+def encode_flat_run(first_n: int, flat: list[Any]) -> bytes:
+    """``encode_run`` of a run kept flat (``KeeperEvents.events``: kind, message id, packed
+    body, …), packed in one call: the same bytes (an array's header, then its items)."""
+    return b"".join((_RUN_HEAD, _packb(first_n), _packb("e"), _packb(flat)))
+
+
 def encode(msg: Message, n: int | None = None) -> bytes:
     """One message as a frame; ``n`` numbers a report (instead of its own ``n``)."""
     if type(msg) is KeeperEvent:
         return _event_frame(msg.kind, msg.message_id, msg.packed, msg.n if n is None else n)
     if type(msg) is KeeperEvents:
-        flat = msg.events
-        return encode_run(msg.n if n is None else n,
-                          [run_item_packed(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)])
+        return encode_flat_run(msg.n if n is None else n, msg.events)
     fields = _plain(msg)
     assert isinstance(fields, dict)
     if n is not None:

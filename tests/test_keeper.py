@@ -453,6 +453,7 @@ def test_claude_lines_are_cut_the_same_whatever_chunks_the_pipe_gives(monkeypatc
         keeper = Keeper(spec, death_fd=None, clock=FakeClock())
         lines: list[bytes] = []
         keeper._claude_line = lambda run, line: lines.append(line)  # type: ignore[method-assign]
+        keeper._claude_lines = lambda run, batch: lines.extend(batch)  # type: ignore[method-assign]
         keeper.machine.claude_exited = lambda *args: []  # type: ignore[method-assign]
         stdout = asyncio.StreamReader()
         for piece in pieces:

@@ -8,18 +8,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import itertools
 import json
 import types
 from typing import Any
+from unittest import mock
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from supervisord_claude import _wire
+from supervisord_claude import _claude, _wire
 from supervisord_claude._clock import FakeClock
-from supervisord_claude.keeper import _keeper
-from supervisord_claude.keeper._actions import StartClaude
+from supervisord_claude.keeper import _keeper, _turns
+from supervisord_claude.keeper._actions import Action, StartClaude
 from supervisord_claude.keeper._keeper import Keeper
+from supervisord_claude.keeper._machine import KeeperMachine
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -126,3 +131,70 @@ def test_lines_give_the_same_frames_a_chunk_or_a_line_at_a_time(monkeypatch: pyt
     clock.advance(0)
     assert _read(monkeypatch, 64 * 1024) == sock.frames
     assert _read(monkeypatch, 1000) == sock.frames  # (lines cut across reads)
+
+
+def test_a_line_that_cannot_be_handled_loses_only_itself(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A bug on one line of a read (here: the machine fails on one text) is logged; the
+    lines after it in the same read still reach the supervisor, in order."""
+    handle = KeeperMachine._claude_output
+
+    def buggy(machine: KeeperMachine, run: Any, parsed: _claude.Parsed) -> None:
+        if any(body.get("text", "").startswith("00007 ") for _, body in parsed.events):
+            raise RuntimeError("a bug")
+        handle(machine, run, parsed)
+
+    monkeypatch.setattr(KeeperMachine, "_claude_output", buggy)
+    frames = _read(monkeypatch, 64 * 1024)
+    events = [e for f in frames for m in _wire.decode_all(f) if isinstance(m, _wire.KeeperEvents) for e in m.each()]
+    numbered = [msgpack.unpackb(e.packed)["text"][:5] for e in events if e.kind == "assistant_text"][1:-1]
+    assert numbered == [f"{i:05d}" for i in range(1500) if i != 7]
+    assert events[-1].kind == "state" and events[-2].kind == "result"  # (the turn ended)
+    assert "could not be handled" in caplog.text
+
+
+#: lines of every sort a machine takes (each made by the real parser)
+LINES = [_claude.parse_line(_dumps(obj)) for obj in (
+    {"type": "system", "subtype": "init", "session_id": "s", "model": "claude-y", "permissionMode": "plan"},
+    {"type": "system", "subtype": "status", "permissionMode": "default"},
+    {"type": "stream_event", "event": {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "li"}}},
+    {"type": "assistant", "message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}},
+    {"type": "assistant", "message": {"content": [{"type": "tool_use", "id": "t1", "name": "Bash",
+                                                   "input": {"command": "ls"}}]}},
+    {"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}},
+    {"type": "user", "isReplay": True, "uuid": "u-2"},
+    {"type": "control_request", "request_id": "r1", "request": {"subtype": "can_use_tool", "tool_name": "Bash",
+                                                                "input": {"command": "rm x"}, "tool_use_id": "t1"}},
+    {"type": "control_response", "response": {"subtype": "success", "request_id": "i1"}},
+    {"type": "result", "subtype": "success", "is_error": False, "result": "done", "total_cost_usd": 0.1},
+)]
+
+
+def _machine_in_a_turn() -> tuple[KeeperMachine, int]:
+    machine = KeeperMachine(_wire.KeeperSpec(session="s", instance="i", runtime_dir="/nonexistent",
+                                             claude_bin="claude", cwd="/", session_id="sid", started=False,
+                                             idle_timeout=600))
+    run = next(a.run for a in machine.start() if isinstance(a, StartClaude))
+    machine.claude_started(run, 100)
+    for i in (1, 2, 3):
+        machine.command(_wire.Deliver(_wire.QueuedMessage(i, f"message {i}")))
+    return machine, run
+
+
+@given(st.lists(st.sampled_from(range(len(LINES))), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_lines_given_together_do_what_they_do_one_at_a_time(picks: list[int]) -> None:
+    """``claude_outputs`` of a read's lines is ``claude_output`` of each in turn: the same
+    actions in the same order (events, reports, the next message's write, timers), and a
+    line's own parse is left as it was (a line may be fed again)."""
+    lines = [LINES[i] for i in picks]
+    before = [repr(p) for p in lines]
+    with mock.patch.object(_turns.uuid, "uuid4", itertools.count().__next__):  # (each machine's writes alike)
+        one, run = _machine_in_a_turn()
+        singly: list[Action] = []
+        for parsed in lines:
+            singly += one.claude_output(run, parsed)
+    with mock.patch.object(_turns.uuid, "uuid4", itertools.count().__next__):
+        together, run = _machine_in_a_turn()
+        assert together.claude_outputs(run, iter(lines)) == singly
+    assert [repr(p) for p in lines] == before

@@ -23,7 +23,7 @@ resume).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from protocol import EventKind, Reason, SessionState
@@ -272,7 +272,18 @@ class KeeperMachine:
         return self._take()
 
     def claude_output(self, run_number: int, parsed: _claude.Parsed) -> list[Action]:
+        self._claude_output(self.runs[run_number], parsed)
+        return self._take()
+
+    def claude_outputs(self, run_number: int, lines: Iterable[_claude.Parsed]) -> list[Action]:
+        """``claude_output`` of each line in turn, the actions of all in one list: what the
+        keeper read of Claude's stdout at once (a burst is thousands of lines a second)."""
         run = self.runs[run_number]
+        for parsed in lines:
+            self._claude_output(run, parsed)
+        return self._take()
+
+    def _claude_output(self, run: Run, parsed: _claude.Parsed) -> None:
         if parsed.replay is not None:
             self._out += self.turns.echo(parsed.replay)
         if parsed.init_session_id is not None:
@@ -282,16 +293,22 @@ class KeeperMachine:
                 self._report(_wire.ConversationStarted(parsed.init_session_id))
         if parsed.delta:  # live only: sent while linked (lost deltas are no loss)
             self._report(_wire.Delta(self.turns.current.id if self.turns.current else None, parsed.delta))
-        for changed in self.settings.claude_says(parsed.model, parsed.mode):
-            self._emit(EventKind.SETTINGS, **changed)
-        if parsed.events and self.turns.current is None and self.idle.armed and not self.ending:
-            # a turn Claude began by itself (a background task ended): the session is not
-            # idle while Claude writes it; the countdown starts again from its last line
-            self._out.append(self.idle.arm())
-        for kind, body in parsed.events:
-            if kind is _TOOL_USE:
-                self.prompts.tool_use(body)
-            self._emit(kind, **body, **self.turns.turn())
+        if parsed.model is not None or parsed.mode is not None:
+            for changed in self.settings.claude_says(parsed.model, parsed.mode):
+                self._emit(EventKind.SETTINGS, **changed)
+        if parsed.events:
+            current = self.turns.current
+            if current is None and self.idle.armed and not self.ending:
+                # a turn Claude began by itself (a background task ended): the session is not
+                # idle while Claude writes it; the countdown starts again from its last line
+                self._out.append(self.idle.arm())
+            out = self._out
+            for kind, body in parsed.events:
+                if kind is _TOOL_USE:
+                    self.prompts.tool_use(body)
+                # (``**self.turns.turn()``, without a dict for it; the line's own body is
+                # never changed: a line may be fed again)
+                out.append(Emit(kind, {**body, "message_id": current.id} if current is not None else body))
         if parsed.control_response is not None:
             self._out += self.interrupts.answered(*parsed.control_response, (m.id for m in self.turns.steered))
         if parsed.permission is not None:
@@ -301,7 +318,6 @@ class KeeperMachine:
             self._out.append(request)
         if parsed.result is not None:
             self._on_result(run, parsed.result)
-        return self._take()
 
     def _on_result(self, run: Run, result: dict[str, Any]) -> None:
         if run.resume_failed(self.started, result):

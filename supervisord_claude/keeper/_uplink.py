@@ -37,6 +37,9 @@ FRAME_BYTES = 256 * 1024
 #: Each is a message for the supervisor to read and one for it to send to each live
 #: subscriber; a Telegram draft is updated twice a second at most
 LIVE_EVERY = 0.1
+#: what an event of a run takes beside its packed body (its kind, message id and the
+#: body's bin header, about): what a run's size is counted with
+RUN_ITEM_BYTES = 24
 
 
 class Link(enum.Enum):
@@ -59,8 +62,10 @@ class Uplink:
         self._sent_n = 0
         #: what the supervisor has not acked: (the number of its last report, the message)
         self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
-        #: the run of events being gathered (``_wire.run_item`` each), and its bytes
-        self._run: list[bytes] = []
+        #: the run of events being gathered, flat as it goes (``KeeperEvents.events``:
+        #: kind, message id, packed body, …; packed as one at its end), and its bytes
+        #: (its bodies' and RUN_ITEM_BYTES each)
+        self._run: list[Any] = []
         self._run_bytes = 0
         self.unacked_bytes = 0
         self._over_limit = False
@@ -115,7 +120,7 @@ class Uplink:
         if self._held_live is not None:
             self._release_live()  # (the text written before goes first)
         if type(msg) is _wire.KeeperEvent:
-            self._add_to_run(_wire.run_item_packed(msg.kind, msg.message_id, msg.packed))
+            self._add_to_run(msg.kind, msg.message_id, msg.packed)
             return
         self._close_run()  # (what came before goes first)
         if not isinstance(msg, _wire.Numbered):
@@ -130,7 +135,8 @@ class Uplink:
         the path of every line of Claude's output."""
         if self._held_live is not None:
             self._release_live()
-        self._add_to_run(_wire.run_item(kind, body))
+        message_id = body.get("message_id")
+        self._add_to_run(kind, message_id if isinstance(message_id, int) else None, _wire.pack_body(body))
 
     def _hold_live(self, delta: _wire.Delta) -> None:
         """Live text goes at most every LIVE_EVERY seconds: the pieces Claude writes in
@@ -159,14 +165,16 @@ class Uplink:
             self._live_sent_at = self.clock.monotonic()
             self._queue(_wire.encode(held))
 
-    def _add_to_run(self, item: bytes) -> None:
+    def _add_to_run(self, kind: str, message_id: int | None, packed_body: bytes) -> None:
         """An event into the run being gathered (numbered now, in order with every other
         report); the run goes at the end of the loop turn, or once it is full."""
         self._sent_n += 1
-        self._run.append(item)
-        self._run_bytes += len(item)
-        self.unacked_bytes += len(item)  # (counted from now: it is kept from now)
-        if len(self._run) >= _wire.RUN_EVENTS or self._run_bytes >= _wire.RUN_BYTES:
+        run = self._run
+        run += (kind, message_id, packed_body)
+        size = len(packed_body) + RUN_ITEM_BYTES
+        self._run_bytes += size
+        self.unacked_bytes += size  # (counted from now: it is kept from now)
+        if len(run) >= 3 * _wire.RUN_EVENTS or self._run_bytes >= _wire.RUN_BYTES:
             self._close_run()
         else:
             if not self._flush_armed:
@@ -180,7 +188,7 @@ class Uplink:
             run, self._run = self._run, []
             self.unacked_bytes -= self._run_bytes
             self._run_bytes = 0
-            self._keep(self._sent_n, _wire.encode_run(self._sent_n - len(run) + 1, run))
+            self._keep(self._sent_n, _wire.encode_flat_run(self._sent_n - len(run) // 3 + 1, run))
 
     def _keep(self, n: int, data: bytes) -> None:
         self._unacked.append((n, data))
