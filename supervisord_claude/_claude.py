@@ -231,6 +231,9 @@ class Parsed:
     #: Claude took a user message into the conversation (its echo, --replay-user-messages):
     #: the uuid it was written with ("" when Claude made one: several messages taken as one)
     replay: str | None = None
+    #: the line says nothing but its events (an answer's blocks, tools' results): most
+    #: lines of a burst, which the machine takes by a shorter way
+    plain = False
 
     def __init__(self) -> None:
         self.events: list[tuple[EventKind, dict[str, Any]]] = []
@@ -309,8 +312,11 @@ def parse_line(line: bytes) -> Parsed:
         mode = _str(msg.get("permissionMode"))
         out.mode = _OUR_MODES.get(mode) if mode is not None else None
     elif kind == "assistant":
+        out.plain = True
         events = out.events
-        for block in _list(_map(msg.get("message")).get("content")):
+        message = msg.get("message")
+        content = message.get("content") if isinstance(message, dict) else None  # (_map, _list inlined)
+        for block in content if isinstance(content, list) else ():
             if not isinstance(block, dict):
                 continue
             block_type = block.get("type")
@@ -333,6 +339,7 @@ def parse_line(line: bytes) -> Parsed:
             uuid = msg.get("uuid")
             out.replay = uuid if isinstance(uuid, str) else ""
             return out
+        out.plain = True
         for block in _list(_map(msg.get("message")).get("content")):
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 out.events.append(

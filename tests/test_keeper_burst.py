@@ -137,14 +137,14 @@ def test_a_line_that_cannot_be_handled_loses_only_itself(monkeypatch: pytest.Mon
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """A bug on one line of a read (here: the machine fails on one text) is logged; the
     lines after it in the same read still reach the supervisor, in order."""
-    handle = KeeperMachine._claude_output
+    handle = KeeperMachine._claude_events
 
-    def buggy(machine: KeeperMachine, run: Any, parsed: _claude.Parsed) -> None:
-        if any(body.get("text", "").startswith("00007 ") for _, body in parsed.events):
+    def buggy(machine: KeeperMachine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        if any(body.get("text", "").startswith("00007 ") for _, body in events):
             raise RuntimeError("a bug")
-        handle(machine, run, parsed)
+        handle(machine, events)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(KeeperMachine, "_claude_output", buggy)
+    monkeypatch.setattr(KeeperMachine, "_claude_events", buggy)
     frames = _read(monkeypatch, 64 * 1024)
     events = [e for f in frames for m in _wire.decode_all(f) if isinstance(m, _wire.KeeperEvents) for e in m.each()]
     numbered = [msgpack.unpackb(e.packed)["text"][:5] for e in events if e.kind == "assistant_text"][1:-1]

@@ -27,7 +27,7 @@ class Report:
     msg: _wire.Message  # to the supervisor (a ``Numbered`` one is kept until acked)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen, though never changed: it is made for every event, in half the time)
 class Emit:
     kind: EventKind  # a session event to the supervisor: ``Report(KeeperEvent)`` unbuilt
     body: dict[str, Any]

@@ -280,7 +280,10 @@ class KeeperMachine:
         keeper read of Claude's stdout at once (a burst is thousands of lines a second)."""
         run = self.runs[run_number]
         for parsed in lines:
-            self._claude_output(run, parsed)
+            if parsed.plain:
+                self._claude_events(parsed.events)
+            else:
+                self._claude_output(run, parsed)
         return self._take()
 
     def _claude_output(self, run: Run, parsed: _claude.Parsed) -> None:
@@ -296,19 +299,7 @@ class KeeperMachine:
         if parsed.model is not None or parsed.mode is not None:
             for changed in self.settings.claude_says(parsed.model, parsed.mode):
                 self._emit(EventKind.SETTINGS, **changed)
-        if parsed.events:
-            current = self.turns.current
-            if current is None and self.idle.armed and not self.ending:
-                # a turn Claude began by itself (a background task ended): the session is not
-                # idle while Claude writes it; the countdown starts again from its last line
-                self._out.append(self.idle.arm())
-            out = self._out
-            for kind, body in parsed.events:
-                if kind is _TOOL_USE:
-                    self.prompts.tool_use(body)
-                # (``**self.turns.turn()``, without a dict for it; the line's own body is
-                # never changed: a line may be fed again)
-                out.append(Emit(kind, {**body, "message_id": current.id} if current is not None else body))
+        self._claude_events(parsed.events)
         if parsed.control_response is not None:
             self._out += self.interrupts.answered(*parsed.control_response, (m.id for m in self.turns.steered))
         if parsed.permission is not None:
@@ -318,6 +309,23 @@ class KeeperMachine:
             self._out.append(request)
         if parsed.result is not None:
             self._on_result(run, parsed.result)
+
+    def _claude_events(self, events: list[tuple[EventKind, dict[str, Any]]]) -> None:
+        """A line's events, each of the turn Claude answers."""
+        if not events:
+            return
+        current = self.turns.current
+        if current is None and self.idle.armed and not self.ending:
+            # a turn Claude began by itself (a background task ended): the session is not
+            # idle while Claude writes it; the countdown starts again from its last line
+            self._out.append(self.idle.arm())
+        out = self._out
+        for kind, body in events:
+            if kind is _TOOL_USE:
+                self.prompts.tool_use(body)
+            # (``**self.turns.turn()``, without a dict for it; the line's own body is never
+            # changed: a line may be fed again)
+            out.append(Emit(kind, {**body, "message_id": current.id} if current is not None else body))
 
     def _on_result(self, run: Run, result: dict[str, Any]) -> None:
         if run.resume_failed(self.started, result):
