@@ -88,8 +88,9 @@ def _keeper_in_a_turn() -> tuple[Keeper, Sock, FakeClock, int]:
     return keeper, sock, clock, run
 
 
-def _read(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[bytes]:
-    """The frames sent for STDOUT read through the keeper's reading path, ``chunk`` bytes a read."""
+def _read(monkeypatch: pytest.MonkeyPatch, chunk: int, advance: bool = True) -> list[bytes]:
+    """The frames sent for STDOUT read through the keeper's reading path, ``chunk`` bytes a
+    read (and then, with ``advance``, at the end of the loop turn)."""
     monkeypatch.setattr(_keeper, "STDOUT_CHUNK", chunk)
     keeper, sock, clock, run = _keeper_in_a_turn()
     keeper.machine.claude_exited = lambda *args: []  # type: ignore[method-assign]  # (only the burst here)
@@ -108,8 +109,20 @@ def _read(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[bytes]:
                                   stderr, collections.deque())
 
     asyncio.run(read())
-    clock.advance(0)
+    if advance:
+        clock.advance(0)
     return sock.frames
+
+
+def _reports(frames: list[bytes]) -> list[_wire.Message]:
+    """What the frames say, each run of events as its events (where a run or frame ends
+    depends on how the lines were read, not what they said)."""
+    reports: list[_wire.Message] = []
+    for frame in frames:
+        for msg in _wire.decode_all(frame):
+            assert isinstance(msg, _wire.Message)
+            reports += msg.each() if isinstance(msg, _wire.KeeperEvents) else [msg]
+    return reports
 
 
 def test_a_burst_reaches_the_supervisor_as_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,13 +137,23 @@ def test_a_burst_reaches_the_supervisor_as_the_same_frames(monkeypatch: pytest.M
     assert hashlib.sha256(b"".join(frames)).hexdigest() == FRAMES_SHA256
 
 
-def test_lines_give_the_same_frames_a_chunk_or_a_line_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lines_give_the_same_reports_a_chunk_or_a_line_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     keeper, sock, clock, run = _keeper_in_a_turn()
     for line in STDOUT.split(b"\n")[:-1]:
         keeper._claude_line(run, line)
     clock.advance(0)
     assert _read(monkeypatch, 64 * 1024) == sock.frames
-    assert _read(monkeypatch, 1000) == sock.frames  # (lines cut across reads)
+    assert _reports(_read(monkeypatch, 1000)) == _reports(sock.frames)  # (lines cut across reads)
+
+
+def test_once_the_pipe_is_drained_what_it_gave_goes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While Claude writes faster than the keeper reads, frames wait for the next reads
+    (a frame for many reads, cheaper for the supervisor); the read that drains the pipe
+    sends what is left without waiting for a timer: here the clock never moves, and the
+    supervisor has had every report, the result last."""
+    reports = _reports(_read(monkeypatch, 64 * 1024, advance=False))
+    assert reports == _reports(_read(monkeypatch, 64 * 1024))
+    assert [r.kind for r in reports if isinstance(r, _wire.KeeperEvent)][-2:] == ["result", "state"]
 
 
 def test_a_line_that_cannot_be_handled_loses_only_itself(monkeypatch: pytest.MonkeyPatch,

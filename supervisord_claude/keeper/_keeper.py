@@ -57,6 +57,10 @@ log = logging.getLogger("supervisord_claude.keeper")
 #: never more than STDOUT_LIMIT: see _read_stdout)
 STDOUT_CHUNK = 1024 * 1024
 
+#: a read of this much found Claude's stdout pipe full (what a Linux pipe holds unless
+#: told otherwise): Claude writes faster than the keeper reads, more is there already
+PIPE_FULL = 64 * 1024
+
 STOP_GRACE = _wire.STOP_GRACE
 keeper_title = _wire.keeper_title
 STDERR_TAIL = 20
@@ -271,6 +275,12 @@ class Keeper:
                 overflow = self._overflow(proc)
                 continue
             self._claude_lines(run, batch)
+            # in a burst its frame waits for the next reads (``Uplink.behind``); once the
+            # pipe is drained what it gave goes at once
+            self.uplink.behind = len(chunk) >= PIPE_FULL
+            if not self.uplink.behind:
+                self.uplink.flush()
+        self.uplink.behind = False
         if partial and not overflow:
             self._claude_line(run, b"".join(partial))  # (its last line, without a newline)
         code = await proc.wait()
