@@ -5,7 +5,9 @@ one died (see ``_wire`` for the messages).
 The keeper decides what to report; this decides when it can go, and keeps it until the
 supervisor has stored it. What is reported in one loop turn goes as one frame (messages
 back to back: see ``_wire.decode_all``), so a burst of Claude output costs a send per
-turn, not per line; and the events among it go as runs (``_wire.KeeperEvents``, one
+turn, not per line — per several turns while the keeper reads behind Claude
+(``behind``: the frame waits up to BEHIND_WAIT for the next reads); and the events among
+it go as runs (``_wire.KeeperEvents``, one
 message for up to ``RUN_EVENTS`` events), so the supervisor reads a message per run, not
 per line. A run is kept, and sent again after a reconnect, as one piece: it is dropped
 once the supervisor acked its last event (a supervisor that stored part of it skips
