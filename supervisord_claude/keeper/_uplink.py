@@ -192,7 +192,8 @@ class Uplink:
         if len(run) >= 3 * _wire.RUN_EVENTS or self._run_bytes >= _wire.RUN_BYTES:
             self._close_run()
         else:
-            self._arm_flush()
+            if not self._flush_armed:  # (checked here too: this is every event's path)
+                self._arm_flush()
             if self.state is not Link.LINKED:
                 self._check_bound()
 
