@@ -1,7 +1,7 @@
 """A burst of Claude's output through the keeper's reading path, as the supervisor gets it:
-the frames a keeper sends for a given stdout are fixed (a faster reading path must send
-the same bytes: the same events, numbers, runs and frames), and whether the lines come a
-chunk at a time or a line at a time changes nothing."""
+what a keeper reports for a given stdout is fixed (a faster reading path must report the
+same events, in the same order, each body the same bytes: what subscribers get), and
+whether the lines come a chunk at a time or a line at a time changes nothing."""
 
 from __future__ import annotations
 
@@ -55,9 +55,10 @@ STDOUT = b"\n".join([
             "duration_ms": 7, "num_turns": 1, "session_id": "s"}),
 ]) + b"\n"
 
-#: sha256 of the frames the keeper sent for STDOUT, as the keeper of 0.x before the
-#: per-line work was cut (commit 46514f8) sent them
-FRAMES_SHA256 = "7d8c55e625dcb2f83817f6852644d6dfe0f55c2adb7a43d805874abc3b89088c"
+#: sha256 of what the keeper reported for STDOUT (``_digest``: each event's kind, message
+#: id, packed body — the bytes a subscriber gets — and number counted from the first; the
+#: live text), as the keeper before the per-line work was cut (commit 46514f8) reported it
+REPORTS_SHA256 = "e56b65d4a9e1821a4b44508fe1102424236500dda24cbfb9911e946bb42591f9"
 
 
 class Sock:
@@ -114,6 +115,15 @@ def _read(monkeypatch: pytest.MonkeyPatch, chunk: int, advance: bool = True) -> 
     return sock.frames
 
 
+def _digest(reports: list[_wire.Message]) -> str:
+    """What the reports say, hashed: numbers counted from the first event's (how many
+    reports a keeper made before the burst is not the burst's), runs and frames not."""
+    first = next(r.n for r in reports if isinstance(r, _wire.KeeperEvent))
+    said = [(r.n - first, r.kind, r.message_id, r.packed) if isinstance(r, _wire.KeeperEvent) else repr(r)
+            for r in reports]
+    return hashlib.sha256(repr(said).encode()).hexdigest()
+
+
 def _reports(frames: list[bytes]) -> list[_wire.Message]:
     """What the frames say, each run of events as its events (where a run or frame ends
     depends on how the lines were read, not what they said)."""
@@ -125,7 +135,7 @@ def _reports(frames: list[bytes]) -> list[_wire.Message]:
     return reports
 
 
-def test_a_burst_reaches_the_supervisor_as_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_burst_reaches_the_supervisor_as_the_same_events(monkeypatch: pytest.MonkeyPatch) -> None:
     frames = _read(monkeypatch, 64 * 1024)
     events = [e for f in frames for m in _wire.decode_all(f) if isinstance(m, _wire.KeeperEvents) for e in m.each()]
     kinds = collections.Counter(e.kind for e in events)
@@ -134,7 +144,7 @@ def test_a_burst_reaches_the_supervisor_as_the_same_frames(monkeypatch: pytest.M
     assert all(e.message_id == 1 for e in events if e.kind in ("assistant_text", "tool_use", "tool_result", "result"))
     texts = [msgpack.unpackb(e.packed)["text"] for e in events if e.kind == "assistant_text"]
     assert texts[0] == "Let me look. é ✓" and texts[1] == "00000 " + "x" * 200 and texts[-1] == "last"
-    assert hashlib.sha256(b"".join(frames)).hexdigest() == FRAMES_SHA256
+    assert _digest(_reports(frames)) == REPORTS_SHA256
 
 
 def test_lines_give_the_same_reports_a_chunk_or_a_line_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
