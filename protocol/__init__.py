@@ -47,7 +47,14 @@ from ._hosts import (
     host_named,
     hosts_from_table,
 )
-from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
+from ._humanize import (
+    TIMEOUT_RANGE_TEXT,
+    counted,
+    idle_note,
+    relative_time,
+    timeout_in_range,
+    turn_duration_text,
+)
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     FILE_CHUNK_BYTES,
@@ -246,6 +253,7 @@ __all__ = [
     "socket_problem",
     "timeout_in_range",
     "turn_cost",
+    "turn_duration_text",
     "usd_text",
     "validate_request",
 ]
