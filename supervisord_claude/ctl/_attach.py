@@ -26,7 +26,9 @@ from typing import Any
 
 from protocol import Client, relative_time
 
-#: how much of a first prompt a listing shows
+from ._views import cut
+
+#: how much of a first prompt a listing shows, in a terminal's columns
 PROMPT_CHARS = 60
 
 
@@ -128,9 +130,7 @@ def conversation_rows(found: list[dict[str, Any]]) -> str:
     lines = []
     for c in found:
         about = c.get("summary") or c.get("first_prompt") or ""
-        about = " ".join(about.split())
-        if len(about) > PROMPT_CHARS:
-            about = about[:PROMPT_CHARS - 1] + "…"
+        about = cut(" ".join(about.split()), PROMPT_CHARS)
         marks = []
         if c.get("held_by"):
             marks.append(f"session '{c['held_by']}'")
