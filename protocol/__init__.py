@@ -37,6 +37,7 @@ from ._events import (
     ToolUseEvent,
     UserEvent,
 )
+from ._hostproblems import explain as explain_ssh_failure
 from ._hosts import (
     HOST_ENV,
     LOCAL,
@@ -238,6 +239,7 @@ __all__ = [
     "encode",
     "encode_event",
     "encode_events",
+    "explain_ssh_failure",
     "host_named",
     "hosts_from_table",
     "idle_note",

@@ -225,6 +225,7 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     hosts.remote.request("create", session="work")
     assert hosts.ctl("--host", "gpu", "send", "work", "before", "--wait").returncode == 0
     session_id = hosts.remote.session("work")["session_id"]
+    connections_before = _ssh_logins(hosts)
     tui = subprocess.Popen(hosts.ctl_argv("--host", "gpu", "attach", "work"), stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hosts.env)
     assert tui.stdin is not None and tui.stdout is not None
@@ -242,6 +243,8 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     tui.stdin.write("/exit\n")
     tui.stdin.flush()
     assert tui.wait(60) == 0
+    # one ssh connection: the terminal's (no link to gpu's supervisor beside it)
+    assert _ssh_logins(hosts) == connections_before + 1, hosts.sshd.log()[-3000:]
     hosts.remote.wait_state("work", "suspended")
     [start] = [s for s in hosts.remote.claude_starts() if "-p" not in s["argv"]]
     assert start["cwd"] == terminal["cwd"]
@@ -249,6 +252,15 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     # a session gpu does not have is said plainly, before any terminal is taken
     missing = hosts.ctl("--host", "gpu", "attach", "nobody")
     assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr
+    # ssh that fails is explained as for any other command (what to do about the key)
+    refused = hosts.ctl("--host", "wrongkey", "attach", "work")
+    assert refused.returncode != 0 and "Permission denied (publickey)" in refused.stderr
+    assert "host wrongkey (wrongkey) is unreachable" in refused.stderr and "the key was refused" in refused.stderr
+
+
+def _ssh_logins(hosts: Hosts) -> int:
+    """The ssh connections sshd let in so far (its log says each once)."""
+    return hosts.sshd.log().count("Accepted publickey for ")
 
 
 def test_claudectl_send_attach_puts_a_file_of_this_machine_into_the_remote_sessions_uploads(

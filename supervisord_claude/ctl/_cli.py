@@ -41,7 +41,7 @@ from protocol import (
     host_named,
 )
 
-from ._attach import cmd_attach, cmd_conversations
+from ._attach import attach_elsewhere, cmd_attach, cmd_conversations
 from ._common import (
     CONNECT_TIMEOUT,
     EXIT_INTERRUPTED,
@@ -256,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(args, str(exc), "config")
     if getattr(args, "all_hosts", False):
         return ls_all_hosts(args, hosts)
+    if args.command == "attach" and not args.on_host.is_local:  # (one ssh: the terminal's)
+        return attach_elsewhere(args)
     try:
         client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
     except VersionMismatch as exc:
