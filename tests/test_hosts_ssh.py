@@ -5,6 +5,7 @@ while this machine's supervisor (``local``) goes on beside it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -99,6 +100,29 @@ def test_a_session_on_the_remote_host_driven_from_claudectl(hosts: Hosts, tmp_ba
     relative = hosts.ctl("--host", "gpu", "new", "other", "--cwd", "src")
     assert relative.returncode == 2 and "give an absolute path" in relative.stderr
     assert "other" not in [s["name"] for s in hosts.remote.request("list")["sessions"]]
+
+
+def test_each_claudectl_command_on_the_remote_host_is_one_ssh_connection(hosts: Hosts, tmp_path: Path) -> None:
+    """``send --wait`` and ``tail`` checked the session through one ssh and waited through
+    another: each command is one connection now, with a file to attach too."""
+    hosts.remote.request("create", session="work")
+    data = tmp_path / "notes.txt"
+    data.write_text("some notes")
+    for command in (("send", "work", "hello", "--wait"), ("send", "work", "read it", "--attach", str(data), "--wait"),
+                    ("tail", "work"), ("tail", "work", "-n", "1"), ("send", "work", "queued"), ("ls",)):
+        before = _ssh_logins(hosts)
+        run = hosts.ctl("--host", "gpu", *command)
+        assert run.returncode == 0, (command, run.stderr)
+        assert _ssh_logins(hosts) == before + 1, (command, hosts.sshd.log()[-3000:])
+    assert hosts.remote.wait_received("read it")
+    # what cannot be done is still said plainly, once
+    missing = hosts.ctl("--host", "gpu", "send", "nobody", "hi", "--wait")
+    assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr
+    missing = hosts.ctl("--host", "gpu", "--json", "tail", "nobody")
+    assert missing.returncode == 1 and json.loads(missing.stderr)["error"]["code"] == "not_found"
+    refused = hosts.ctl("--host", "wrongkey", "--json", "send", "work", "hi", "--wait")
+    assert refused.returncode == 1 and json.loads(refused.stderr)["error"]["code"] == "connection"
+    assert "the key was refused" in json.loads(refused.stderr)["error"]["message"]
 
 
 def test_ls_all_hosts_has_a_host_column_and_one_line_per_unreachable_host(hosts: Hosts) -> None:

@@ -51,7 +51,7 @@ from ._common import (
     fail,
 )
 from ._daily import add_daily_parsers
-from ._messages import cmd_answer, cmd_permit, cmd_send, cmd_tail
+from ._messages import cmd_answer, cmd_permit, cmd_send, cmd_tail, waits
 from ._sessions import (
     cmd_backup,
     cmd_cd,
@@ -258,8 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ls_all_hosts(args, hosts)
     if args.command == "attach" and not args.on_host.is_local:  # (one ssh: the terminal's)
         return attach_elsewhere(args)
-    try:
-        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
+    try:  # (a command that waits connects on its own: one connection, on another host one ssh)
+        client = None if waits(args) else Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout),
+                                                 host=args.on_host)
     except VersionMismatch as exc:
         return fail(args, str(exc), "version")
     except ConnectionFailed as exc:
@@ -273,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         fail(args, str(exc), "usage")
         return 2
+    except VersionMismatch as exc:  # (of a command that waits: its connection is made here)
+        return fail(args, str(exc), "version")
+    except ConnectionFailed as exc:
+        return fail(args, str(exc), "connection")
     except ProtocolError as exc:
         return fail(args, str(exc), "protocol")
     except KeyboardInterrupt:
@@ -283,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reader_gone()
     finally:
         try:
-            client.close()
+            if client is not None:
+                client.close()
         except Exception:
             pass
 
