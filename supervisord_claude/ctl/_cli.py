@@ -11,6 +11,10 @@ The commands live by what they own: ``_sessions`` (sessions and the supervisor),
 ``_messages`` (send, tail, permit, answer), ``_daily`` (rules, budget, diff, schedule,
 fork), ``_attach`` (a session in Claude Code's terminal UI); their text is ``_views``'
 and ``_events``'; what they share, ``_common``'s.
+
+A command makes one connection to the supervisor (on another host: one ssh): ``main``'s
+``Client``, or for a command that waits (``send --wait``, ``tail``) its own asyncio
+client instead, and for ``--host NAME attach`` none (its ``ssh -t`` is the one).
 """
 
 from __future__ import annotations
