@@ -179,6 +179,11 @@ class KeeperPool(PoolExits):
             handle = self._by_pid.get(pid)
             if handle is not None and handle.ident is not None:
                 self._link.send(handle.ident, _wire.Ack(handle.last_n))
+            if handle is not None and handle.resend_until is not None and handle.last_n >= handle.resend_until:
+                # an adopted keeper's reports from before the restart are stored: the store
+                # knows which of its messages it took, and those still owed go to it now
+                handle.resend_until = None
+                self.dispatch(handle.session)
 
     def _resend_from(self, session: str, pid: int) -> int:
         rec = self.store.get_session(session)
@@ -257,6 +262,8 @@ class KeeperPool(PoolExits):
         if msg.started:
             self.store.update_session(msg.session, started=1)
         self._welcome(handle)
+        if msg.last_n is not None and msg.last_n > handle.last_n:  # (a keeper of wire 7 and before does not say)
+            handle.resend_until = msg.last_n
         self._listener.watch_exit(msg.pid)
         self._listener.adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
