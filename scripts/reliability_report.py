@@ -166,7 +166,10 @@ Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_it
 `::test_an_adopted_keeper_that_dies_before_its_reports_come_again_leaves_its_owed_messages_to_the_next`,
 `::test_an_adopted_keeper_of_an_older_wire_gets_what_is_owed_without_waiting`,
 `::test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_once_and_not_left_waiting`,
-`tests/test_restart.py`, `tests/test_upgrade.py`.
+`tests/test_restart.py::test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_claude_again`
+(a real kill -9: the keeper answers two held messages after a turn of 100,000 events
+while no supervisor runs; before the fix Claude got each twice, 3 runs of 3),
+`tests/test_upgrade.py`.
 """
 
 
