@@ -151,10 +151,12 @@ becomes:
   got (its `Deliver` died with the old supervisor): it goes to the adopted keeper once its
   reports are stored; messages sent to the new supervisor meanwhile wait behind it.
 - **Nothing waits for ever.** The keeper sends its reports again as soon as it is welcomed
-  (a fraction of a second); if it exits first, what the store still owes goes to the next
-  keeper of the session (Claude may then see a message whose answer was never stored a
-  second time: the answer the user never got). While the disk is full the wait lasts
-  until the reports can be stored, as every ack does.
+  (a fraction of a second). If it exits first, what the store still owes goes to the next
+  keeper of the session (Claude may then see a second time a message whose answer was
+  never stored: an answer the user never got). If they have not come within
+  `keeper_start_timeout` (30 s; a keeper stopped after its hello), its messages go to it
+  anyway, with a warning in the log. Reports that came and wait for a full disk are
+  waited for, as every ack is, until they can be stored.
 - A keeper forked by a release before this one (wire 7 and before, adopted after an
   upgrade in place) does not say its last report: its owed messages go to it when the
   adoption window closes, as before. Its reports usually arrive first; if not, a message
@@ -164,6 +166,8 @@ becomes:
 Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_its_supervisor_stored_that_is_not_sent_again`
 (answered, taken into the running turn, failed),
 `::test_an_adopted_keeper_that_dies_before_its_reports_come_again_leaves_its_owed_messages_to_the_next`,
+`::test_an_adopted_keeper_that_does_not_send_its_reports_again_holds_its_messages_only_so_long`,
+`::test_an_adopted_keepers_reports_that_wait_for_a_full_disk_are_waited_for`,
 `::test_an_adopted_keeper_of_an_older_wire_gets_what_is_owed_without_waiting`,
 `::test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_once_and_not_left_waiting`,
 `tests/test_restart.py::test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_claude_again`

@@ -644,3 +644,40 @@ def test_a_keepers_hello_says_its_last_report() -> None:
     uplink.connected()
     [hello] = _wire.decode_all(sock.frames[0])
     assert isinstance(hello, _wire.Hello) and hello.last_n == 3
+
+
+def test_an_adopted_keeper_that_does_not_send_its_reports_again_holds_its_messages_only_so_long(
+        h: Harness) -> None:
+    """A keeper sends its reports again as soon as it is welcomed; one that has not (it was
+    stopped after its hello) gets what is owed after keeper_start_timeout."""
+    h.op("create", session="a")
+    owed, _ = h.store.add_message("a", "owed", [])
+    _adopt_after_kill(h, "idle")
+    h.core.requeue_owed()
+    h.clock.advance(h.core.config.keeper_start_timeout - 0.5)
+    assert h.link.of(_wire.Deliver) == []
+    h.clock.advance(1.0)
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_an_adopted_keepers_reports_that_wait_for_a_full_disk_are_waited_for(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the keeper took is known once its reports are stored, not when they came: with
+    the disk full they wait in memory, and so do its messages, past keeper_start_timeout."""
+    h.op("create", session="a")
+    answered, _ = h.store.add_message("a", "answered before the kill", [])
+    owed, _ = h.store.add_message("a", "owed", [])
+    ident = _adopt_after_kill(h, "idle")
+    h.core.requeue_owed()
+    append_runs = h.store.append_runs
+
+    def disk_full(writes: object) -> None:
+        raise StoreError("database or disk is full")
+    monkeypatch.setattr(h.store, "append_runs", disk_full)
+    h.answer(ident, answered)  # n = 8, 9: its reports came, and cannot be stored
+    h.clock.advance(h.core.config.keeper_start_timeout + 1)
+    assert h.link.of(_wire.Deliver) == [] and h.store.get_message(answered).status == QUEUED
+    monkeypatch.setattr(h.store, "append_runs", append_runs)
+    h.clock.advance(2.0)  # (the event log and the acks try again every second)
+    assert h.store.get_message(answered).status == "done"
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]

@@ -88,7 +88,8 @@ class KeeperHandle:
     bye: _wire.Bye | None = None
     exit_status: int | None = None
     grace: TimerHandle | None = None  # how long its bye may trail its exit
-    start_timer: TimerHandle | None = None  # how long it may take to say hello
+    #: how long it may take to say hello (adopted: to send its reports again, ``resend_until``)
+    start_timer: TimerHandle | None = None
     last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
     #: not a child of our (live) fork server — taken over from a previous supervisor, or
     #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
