@@ -681,3 +681,20 @@ def test_an_adopted_keepers_reports_that_wait_for_a_full_disk_are_waited_for(
     h.clock.advance(2.0)  # (the event log and the acks try again every second)
     assert h.store.get_message(answered).status == "done"
     assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_a_keeper_is_adopted_and_welcomed_while_the_store_cannot_be_written(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor restarted on a full disk: writing what the hello says (the conversation
+    exists) fails, and the keeper is taken over all the same — welcomed (else it never
+    sends its reports) and its exit watched (else a dead keeper holds the session)."""
+    h.op("create", session="a")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise StoreError("database or disk is full")
+    monkeypatch.setattr(h.store, "update_session", disk_full)
+    h.pool.expect({4242: "a"})
+    h.pool.on_keeper_messages([(b"a:4242", _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a",
+                                                       state="idle", started=True, last_n=0))])
+    assert h.link.of(_wire.Welcome) == [_wire.Welcome(1)]
+    assert h.watched == [4242]

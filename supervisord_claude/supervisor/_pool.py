@@ -18,6 +18,7 @@ import msgpack
 from protocol import EventKind, SessionState
 
 from .. import _wire
+from .._errors import StoreError
 from .._permissions import PendingRequest
 from ._eventlog import PLAIN_KINDS
 from ._live import (
@@ -280,8 +281,6 @@ class KeeperPool(PoolExits):
         live.queue = collections.deque(i for i in live.queue if i not in held)
         live.keeper = handle
         self._by_pid[msg.pid] = handle
-        if msg.started:
-            self.store.update_session(msg.session, started=1)
         self._welcome(handle)
         if msg.last_n is not None and msg.last_n > handle.last_n:  # (a keeper of wire 7 and before does not say)
             handle.resend_until = msg.last_n
@@ -289,6 +288,11 @@ class KeeperPool(PoolExits):
             handle.start_timer = self.clock.call_later(self.config.keeper_start_timeout,
                                                        lambda: self._reports_overdue(adopted))
         self._listener.watch_exit(msg.pid)
+        if msg.started:  # (last: a store that fails now leaves the keeper taken over all the same)
+            try:
+                self.store.update_session(msg.session, started=1)
+            except StoreError as exc:
+                log.error("the keeper of %s says its conversation exists; not stored: %s", msg.session, exc)
         self._listener.adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)
