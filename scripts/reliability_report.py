@@ -160,8 +160,8 @@ becomes:
 - A keeper forked by a release before this one (wire 7 and before, adopted after an
   upgrade in place) does not say its last report: its owed messages go to it when the
   adoption window closes, as before. Its reports usually arrive first; if not, a message
-  it took in the moment the old supervisor died can reach Claude twice, once, at that
-  upgrade.
+  it took in the moment the old supervisor died can reach Claude twice (at that upgrade
+  only: the keepers forked after it say their last report).
 
 Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_its_supervisor_stored_that_is_not_sent_again`
 (answered, taken into the running turn, failed),
