@@ -35,6 +35,7 @@ HOLES = """## The holes closed, each with its test
 | a stale `control.sock` made every command wait 10 s | the free lock says at once that no supervisor runs | `tests/test_supervisor.py` |
 | a keeper that hangs before its hello holds its messages for ever | killed after `keeper_start_timeout`, its messages reported not delivered | `tests/test_supervisor.py` |
 | attachments: FIFOs, devices, directories, `/proc` | refused at `send`: an attachment is an ordinary readable file, copied there (below); a 2 GB sparse "image" is over the 32 MiB limit (`too_large`) | `tests/test_bounds.py` |
+| a message steered into a turn (written to Claude while it answers) whose Claude then exited "already in use" was never written to the Claude that resumed the conversation: the session stayed busy for ever once that Claude answered the turn's own message | the resumed Claude is given the turn's message and each steered one again, once each, in order (the user is not told twice); one whose attachment is gone meanwhile fails alone | `tests/test_keeper_machine.py::test_a_steered_message_to_a_claude_that_exits_already_in_use_is_written_once_to_the_resumed_one`, `…::test_a_steered_message_not_taken_by_the_resumed_claude_is_its_next_turn_and_answered`, `…::test_when_the_carried_over_message_fails_the_steered_one_is_still_written_and_answered` |
 """
 
 #: figures measured by hand (before and after the fix), kept with every regenerated report

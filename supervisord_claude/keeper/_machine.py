@@ -253,13 +253,14 @@ class KeeperMachine:
             self._apply_changes()  # a change came while it started: it has the old settings
             return self._take()
         if self.turns.current is not None:
-            # carried over from a Claude that exited before it read it (see claude_exited)
-            line = self.turns.carry_over()
-            if isinstance(line, bytes):
-                self._out.append(Write(line))
+            # carried over, with the messages steered into its turn, from a Claude that
+            # exited before it read them (see claude_exited); one whose attachment is gone
+            # meanwhile fails alone
+            self._out += self.turns.carry_over()
+            if self.turns.current is not None:
                 self.change_state(SessionState.BUSY, Reason.MESSAGE)
-            else:
-                self._out += line  # its attachment is gone meanwhile: it fails, the next one goes
+                for waiting in self.turns.waiting_to_steer():  # (they came while this Claude started)
+                    self._out += self.turns.steer(waiting)
         self._pump()
         if not self.turns.busy:
             self._become_idle(run.reason)
