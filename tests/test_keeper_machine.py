@@ -325,6 +325,18 @@ def test_a_mode_change_of_an_idle_session_restarts_claude_at_once() -> None:
     assert k.states()[-1] == "resuming" and k.events(EventKind.STATE)[-1]["reason"] == "mode-change"
 
 
+@pytest.mark.parametrize(("change", "reason"), [(_wire.SetRules(("Bash(ls:*)",)), "rules-change"),
+                                                (_wire.SetBudget(5.0), "budget-change")])
+def test_a_rules_or_budget_change_restarts_claude_saying_which_it_was(change: _wire.Message, reason: str) -> None:
+    k = Keeper(budget_usd=2.0)
+    k.running()
+    k.send(change)
+    k.claude_stopped()
+    assert k.events(EventKind.STATE)[-1] == {"state": "resuming", "reason": reason}
+    k.claude_runs()
+    assert k.states()[-1] == "idle" and k.events(EventKind.STATE)[-1]["reason"] == reason
+
+
 def test_a_stop_while_claude_restarts_for_a_model_change_ends_the_keeper_without_a_new_claude() -> None:
     k = Keeper()
     k.running()
