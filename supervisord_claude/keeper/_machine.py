@@ -66,8 +66,8 @@ class IllegalTransition(RuntimeError):
 
 
 #: what a message the keeper held says when an internal error ended the session
-NOT_ANSWERED = ("not answered: an internal error in the session's keeper stopped the session (a bug, logged);"
-                " send it again: the next message resumes the conversation")
+NOT_ANSWERED = ("an internal error in the session's keeper stopped the session before this was answered (a bug,"
+                " logged); send it again: the next message resumes the conversation")
 
 
 def unusable(cmd: _wire.Message) -> str | None:
@@ -79,8 +79,8 @@ def unusable(cmd: _wire.Message) -> str | None:
             Reason(cmd.reason)
         elif isinstance(cmd, (_wire.SetMode, _wire.Permit)) and cmd.mode is not None:
             PermissionMode(cmd.mode)
-        elif isinstance(cmd, _wire.SetTimeout) and (type(cmd.seconds) not in (int, float) or cmd.seconds <= 0):
-            return f"timeout {cmd.seconds!r} is not a positive number of seconds"
+        elif isinstance(cmd, _wire.SetTimeout) and type(cmd.seconds) not in (int, float):
+            return f"timeout {cmd.seconds!r} is not a number of seconds"
     except ValueError as exc:
         return str(exc)
     return None
