@@ -11,10 +11,10 @@ says, what Claude writes and how it ends, and the timers' expiries, and carries 
 actions it returns with Claude's process (start, stdin, stdout/stderr readers, stop), the
 clock, and the link to the supervisor (socket, monitor, death pipe; ``_uplink`` numbers
 the reports and keeps them until the supervisor stored them, across supervisor restarts).
-The messages it exchanges with the supervisor are typed in ``_wire``. Every event is fed
-through ``feed``: a bug raised there stops Claude and fails the session clearly
-(``_internal_error``) rather than leave it stuck; a frame it cannot decode is input,
-logged and ignored.
+The messages it exchanges with the supervisor are typed in ``_wire``. Every event goes to
+the machine guarded (``feed``; a line of Claude's output has its own guard): a bug raised
+stops Claude and fails the session clearly (``_internal_error``) rather than leave it
+stuck; a frame it cannot decode is input, logged and ignored.
 """
 
 from __future__ import annotations

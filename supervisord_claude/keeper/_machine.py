@@ -426,9 +426,9 @@ class KeeperMachine:
         if self.done:
             return self._take()  # (it had ended: its Bye was said)
         about = self.turns.turn() or ({"message_id": first.id} if (first := self.turns.first) else {})
+        held = " and the messages it held were not answered" if self.turns.busy or self.turns.steered else ""
         self._emit(EventKind.ERROR, message=f"Internal error in the session's keeper ({error}): the session was"
-                   " stopped and the messages it held were not answered. The next message resumes the"
-                   " conversation.", **about)
+                   f" stopped{held}. The next message resumes the conversation.", **about)
         turn = self.turns.turn()
         self._out += self.turns.fail_turn(NOT_ANSWERED) + self.turns.fail_queued(NOT_ANSWERED)
         voids: list[Callable[[], list[Action]]] = [
