@@ -8,6 +8,7 @@ processes: a supervisor, its keeper and the fake claude."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -146,6 +147,22 @@ def test_a_bug_in_a_part_the_failure_uses_too_still_fails_every_message_and_ends
     h = Harness()
     h.keeper.machine.prompts.void = a_bug  # type: ignore[method-assign]  # (it voids requests waiting)
     h.keeper.feed(h.keeper.machine.claude_exited, h.run, 3, ("boom",), False)
+    assert_failed_clearly(h, [1, 2, 3])
+
+
+def test_a_task_of_the_keeper_that_dies_of_a_bug_fails_the_session_clearly() -> None:
+    # (e.g. the reader of Claude's output: nothing Claude writes would be heard any more)
+    h = Harness()
+
+    async def reader_with_a_bug() -> None:
+        a_bug()
+
+    async def run() -> None:
+        task = h.keeper._spawn_task(reader_with_a_bug())
+        await asyncio.wait([task])
+        await asyncio.sleep(0)  # (its done callbacks run)
+
+    asyncio.run(run())
     assert_failed_clearly(h, [1, 2, 3])
 
 

@@ -100,9 +100,10 @@ class Keeper:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         # a task that died of a bug is said at once (asyncio would say it only when the
-        # task is collected, if ever): a start task's death leaves the session stuck
+        # task is collected, if ever), and fails the session: a start, Claude's output or
+        # the supervisor's commands no longer heard would leave it stuck
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("keeper %s: a task died", self.session, exc_info=exc)
+            self._internal_error(exc, f" in a task ({getattr(task.get_coro(), '__qualname__', task.get_name())})")
 
     def feed(self, event: Callable[..., list[Action]], *args: Any) -> None:
         """Feed the machine one event and carry out what it returns; a bug raised on the
@@ -112,7 +113,7 @@ class Keeper:
         except Exception as exc:
             self._internal_error(exc)
 
-    def _internal_error(self, exc: Exception, during: str = "") -> None:
+    def _internal_error(self, exc: BaseException, during: str = "") -> None:
         """The machine, or the carrying out of its actions, raised: a bug, never input.
         What the machine holds can no longer be trusted, and a session left as it is
         would hang (a turn never answered, a message never handed to Claude): it fails
