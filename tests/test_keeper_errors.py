@@ -79,8 +79,7 @@ class Harness:
         self.reports.clear()
 
     def events(self, kind: EventKind) -> list[dict[str, Any]]:
-        return [body for report in self.reports if isinstance(report, tuple) and report[0] is kind
-                for body in [report[1]]]
+        return [report[1] for report in self.reports if isinstance(report, tuple) and report[0] is kind]
 
     def sent(self, kind: type[Any]) -> list[Any]:
         return [r for r in self.reports if isinstance(r, kind)]
