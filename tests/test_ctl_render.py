@@ -18,6 +18,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"kind": "state", "state": "idle", "reason": "turn"}, "state idle (turn)"),
     ({"kind": "state", "state": "resuming", "reason": "message", "idle_for": 4000},
      "state resuming (message) (idle for 66 min)"),
+    # reasons added since (and any a newer supervisor may add) are shown as they come
+    ({"kind": "state", "state": "resuming", "reason": "rules-change"}, "state resuming (rules-change)"),
+    ({"kind": "state", "state": "failed", "reason": "some-future-reason"}, "state failed (some-future-reason)"),
     ({"kind": "user", "message_id": 3, "text": "hello", "attachments": []}, "> hello"),
     ({"kind": "steered", "message_id": 4, "turn": 3, "text": "and this"},
      ">> and this (sent while message 3 was answered)"),
