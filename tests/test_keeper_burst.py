@@ -166,10 +166,12 @@ def test_once_the_pipe_is_drained_what_it_gave_goes_at_once(monkeypatch: pytest.
     assert [r.kind for r in reports if isinstance(r, _wire.KeeperEvent)][-2:] == ["result", "state"]
 
 
-def test_a_line_that_cannot_be_handled_loses_only_itself(monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
-    """A bug on one line of a read (here: the machine fails on one text) is logged; the
-    lines after it in the same read still reach the supervisor, in order."""
+def test_a_bug_on_one_line_of_a_read_fails_the_session_clearly(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A bug on one line of a read (here: the machine fails on one text) fails the session
+    as a bug on a line read alone does (``Keeper._internal_error``): what the lines before
+    it said reaches the supervisor, in order, then the error and the failed state; the
+    log names the line."""
     handle = KeeperMachine._claude_events
 
     def buggy(machine: KeeperMachine, events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -178,12 +180,15 @@ def test_a_line_that_cannot_be_handled_loses_only_itself(monkeypatch: pytest.Mon
         handle(machine, events)  # type: ignore[arg-type]
 
     monkeypatch.setattr(KeeperMachine, "_claude_events", buggy)
-    frames = _read(monkeypatch, 64 * 1024)
-    events = [e for f in frames for m in _wire.decode_all(f) if isinstance(m, _wire.KeeperEvents) for e in m.each()]
-    numbered = [msgpack.unpackb(e.packed)["text"][:5] for e in events if e.kind == "assistant_text"][1:-1]
-    assert numbered == [f"{i:05d}" for i in range(1500) if i != 7]
-    assert events[-1].kind == "state" and events[-2].kind == "result"  # (the turn ended)
-    assert "could not be handled" in caplog.text
+    reports = _reports(_read(monkeypatch, 64 * 1024))
+    events = [r for r in reports if isinstance(r, _wire.KeeperEvent)]
+    texts = [msgpack.unpackb(e.packed)["text"][:5] for e in events if e.kind == "assistant_text"]
+    assert texts == ["Let m", *(f"{i:05d}" for i in range(7))]
+    error, *_, state = [e for e in events if e.kind in ("error", "state")]
+    assert "Internal error in the session's keeper (RuntimeError: a bug)" in msgpack.unpackb(error.packed)["message"]
+    assert msgpack.unpackb(state.packed)["reason"] == "internal-error"
+    [said] = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
+    assert "00007 xxx" in said and "(14 of 233 read at once)" in said  # (the 14th line of the first read)
 
 
 #: lines of every sort a machine takes (each made by the real parser)

@@ -349,16 +349,16 @@ class Keeper:
 
     def _claude_lines(self, run: int, lines: list[bytes]) -> None:
         """Lines read at once, each as ``_claude_line`` takes it, into the machine in one
-        call (in a burst a call for each line cost a tenth of the keeper's time). Should
-        one fail, the lines after it go on one at a time."""
+        call (in a burst a call for each line cost a tenth of the keeper's time). A bug on
+        any of them fails the session as on one line; what the lines before it said is
+        said."""
         rest = iter(lines)
         try:
             self.do(self.machine.claude_outputs(run, map(_claude.parse_line, rest)))
-        except Exception:  # (as in _claude_line: a bug on one line must not stop reading Claude)
-            log.exception("keeper %s: one of %d lines of Claude's output read at once could not be handled",
-                          self.session, len(lines))
-            for line in rest:
-                self._claude_line(run, line)
+        except Exception as exc:  # (as in _claude_line)
+            at = len(lines) - sum(1 for _ in rest) - 1  # (the last line taken: the one it failed on)
+            self._internal_error(exc, f" on a line of Claude's output ({at + 1} of {len(lines)} read at once):"
+                                 f" {lines[at][:200]!r}")
 
     def _claude_line(self, run: int, line: bytes) -> None:
         try:
