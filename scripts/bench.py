@@ -914,7 +914,7 @@ def _draft_intervals(drafts: list[dict[str, Any]]) -> list[float]:
 
 
 def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float = 0.0,
-                          live_lag: bool = False) -> dict[str, float]:
+                          live_lag: bool = False, code: Path | None = None) -> dict[str, float]:
     """``sessions`` chats, each with an answer streamed over ``seconds`` (at ``rate``
     text pieces a second each, if given): for every draft the bot sends, how long ago the
     newest text in it was written by Claude (the fake logs when each prefix of its answer
@@ -922,24 +922,27 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     supervisor and of each keeper (as a share of one core) and the supervisor's RSS. With
     ``live_lag``, a protocol client subscribed to every session's live text also says how
     old the newest text of each live frame is when it gets it (the supervisor's part,
-    without the bot's and Telegram's pacing; it is a second live subscriber to serve)."""
+    without the bot's and Telegram's pacing; it is a second live subscriber to serve).
+    ``code``: another checkout, whose supervisor and bot are run (the fake Claude, the
+    fake Bot API and the timing client are this checkout's)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_telegram import TOKEN, FakeTelegram
 
     api = FakeTelegram().start()
-    sup_base = base / f"tg-{sessions}-{rate:g}"
+    sup_base = base / f"tg-{sessions}-{rate:g}{'-against' if code else ''}"
     sup_base.mkdir()
     delta_log = sup_base / "deltas.log"
     fake = sup_base / "claude"
     fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "fake_claude.py"}" "$@"\n')
     fake.chmod(0o755)
-    sup = start_supervisor(sup_base, str(fake), {"FAKE_CLAUDE_DELTA_LOG": str(delta_log)})
+    sup = start_supervisor(sup_base, str(fake), {"FAKE_CLAUDE_DELTA_LOG": str(delta_log)}, code=code)
     users = list(range(5001, 5001 + sessions))
     bot_env = dict(os.environ, HOME=str(sup_base / "home"), TELEGRAM_BOT_TOKEN=TOKEN,
-                   TELEGRAM_ALLOWED_USERS=",".join(map(str, users)), TELEGRAM_API_URL=api.url)
-    bot = subprocess.Popen([_bin("claude-telegram-bot"), "--runtime-dir", str(sup_base / "run"),
-                            "--config", str(sup_base / "none.toml")], env=bot_env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   TELEGRAM_ALLOWED_USERS=",".join(map(str, users)), TELEGRAM_API_URL=api.url,
+                   **({"PYTHONPATH": str(code)} if code else {}))
+    bot = subprocess.Popen([*([sys.executable, "-m", "bot"] if code else [_bin("claude-telegram-bot")]),
+                            "--runtime-dir", str(sup_base / "run"), "--config", str(sup_base / "none.toml")],
+                           env=bot_env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # the fake writes its answer ("echo: " and the message) in pieces of 12 characters
     words = max(120, int(rate * seconds * 12 / 5)) if rate else 120
     try:
@@ -1053,7 +1056,7 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     seen = (f"; each piece written until a draft had it: p50 {statistics.median(waits) * 1e3:.0f} ms, "
             f"p99 {pct(waits, 0.99) * 1e3:.0f} ms; a chat's drafts every {statistics.median(intervals):.2f} s "
             f"(median), p99 {pct(intervals, 0.99):.2f} s" if waits and intervals else "")
-    print(f"Claude stdout -> Telegram draft, {sessions} streaming chats ({at_once} at once at most; {pieces_per_s:.0f}"
+    print(f"{f'[{code}] ' if code else ''}Claude stdout -> Telegram draft, {sessions} streaming chats ({at_once} at once at most; {pieces_per_s:.0f}"
           f" text pieces/s each while it streamed; {elapsed:.1f} s in all), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; at most 2 drafts a second per chat); "
           f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core over it all, "
@@ -1085,14 +1088,20 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
 
 
 def bench_streaming_limit(base: Path, sizes: list[int], seconds: float, rate: float,
-                          live_lag: bool = False) -> list[dict[str, float]]:
-    """Streaming sessions at once, at each size (and where the drafts' p99 passes 1 s)."""
+                          live_lag: bool = False, against: Path | None = None) -> list[dict[str, float]]:
+    """Streaming sessions at once, at each size (and where the drafts' p99 passes 1 s).
+    ``against``: another checkout (e.g. main) measured just before this one at each size,
+    interleaved (its rows have ``against: 1``)."""
     rows = []
     for size in sizes:
+        if against is not None:
+            rows.append(bench_telegram_stream(base, size, seconds, rate, live_lag, code=against) | {"against": 1.0})
         rows.append(bench_telegram_stream(base, size, seconds, rate, live_lag))
-    passed = [row for row in rows if row["tg_lag_p99_ms"] > 1000]
-    print(f"the drafts' p99 passed 1 s at {passed[0]['tg_sessions']:.0f} streaming sessions" if passed else
-          f"the drafts' p99 stayed under 1 s up to {sizes[-1]} streaming sessions")
+    for who, mine in ([(str(against), [r for r in rows if r.get("against")])] if against else []) + \
+            [("this checkout", [r for r in rows if not r.get("against")])]:
+        passed = [row for row in mine if row["tg_lag_p99_ms"] > 1000]
+        print(f"{who}: the drafts' p99 passed 1 s at {passed[0]['tg_sessions']:.0f} streaming sessions" if passed else
+              f"{who}: the drafts' p99 stayed under 1 s up to {sizes[-1]} streaming sessions")
     return rows
 
 
@@ -1443,8 +1452,9 @@ def main() -> int:
                         " session's live text and reports how old it is when it arrives (the supervisor's part)")
     parser.add_argument("--repeat", type=int, help="burst: runs (each beside its own baseline; the median is"
                         " reported; default 5, 1 with --quick)")
-    parser.add_argument("--against", help="burst: another checkout (e.g. of main) whose burst runs just before"
-                        " each of this one's, interleaved, each beside its own bare read")
+    parser.add_argument("--against", help="burst, streaming: another checkout (e.g. of main) whose burst (beside"
+                        " its own bare read) or streaming (its supervisor and bot) runs just before each of this"
+                        " one's, interleaved")
     parser.add_argument("--profile", help="sample the supervisor, bot and a keeper with py-spy while they stream"
                         " or take the burst; collapsed stacks go to this directory")
     args = parser.parse_args()
@@ -1487,7 +1497,8 @@ def main() -> int:
             out |= bench_telegram_stream(base, 3 if quick else 10, 2.0 if quick else 5.0)
         if "streaming" in wanted:
             sizes = [int(n) for n in args.sessions.split(",")] if args.sessions else [3] if quick else [10, 25, 50, 100]
-            out["streaming"] = bench_streaming_limit(base, sizes, 2.0 if quick else 10.0, 50.0, args.live_lag)
+            out["streaming"] = bench_streaming_limit(base, sizes, 2.0 if quick else 10.0, 50.0, args.live_lag,
+                                                     Path(args.against).resolve() if args.against else None)
         if "scaling" in wanted:
             out["scaling"] = bench_scaling(base, [10] if quick else [10, 50, 200], 2000 if quick else 10000)
         if "on-file" in wanted:
