@@ -142,3 +142,20 @@ def test_coalesced_live_text_comes_after_the_stored_events_before_it_and_not_aft
     clock.advance(1.0)
     assert [f["type"] for f in got] == ["events", "events", "lives", "events"]
     assert got[-1]["events"][0]["kind"] == "assistant_text"  # ("more" is in it, not sent live after it)
+
+
+def test_coalesced_live_text_too_big_for_one_frame_goes_in_several(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    names = [f"s{i}" for i in range(4)]
+    for name in names:
+        store.create_session(name, f"sid-{name}", str(tmp_path), None, None)
+    got: list[dict[str, Any]] = []
+    hub = SubscriptionHub(store, lambda ident, frame: got.append(msgpack.unpackb(frame)), FakeClock())
+    hub.subscribe(b"bot", None, 0, None, None, live=True, live_every_ms=100)
+    hub.delta("s0", 1, "warm", None)  # (the first goes at once; the rest wait for the next frame)
+    for i, name in enumerate(names):
+        hub.delta(name, i + 1, "x" * 100_000, None)
+    assert isinstance(hub.clock, FakeClock)
+    hub.clock.advance(0.1)
+    assert len(got) > 2 and all(len(msgpack.packb(f)) < 1024 * 1024 for f in got)
+    assert _shown(got) == {name: ("warm" if name == "s0" else "") + "x" * 100_000 for name in names}

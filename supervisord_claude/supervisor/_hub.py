@@ -346,15 +346,15 @@ class SubscriptionHub:
         if not sub.live_due or not self._caught_up(sub):
             return
         events = [e for e in (self._live_event(sub, session) for session in sorted(sub.live_due)) if e is not None]
-        frames: list[list[dict[str, Any]]] = [[]]
-        size = 0
+        frames: list[list[dict[str, Any]]] = []
+        size = BATCH_FRAME_BYTES
         for event in events:
             if size >= BATCH_FRAME_BYTES:
                 frames.append([])
                 size = 0
             frames[-1].append(event)
             size += len(event["text"]) * 4  # (at most, in UTF-8)
-        for frame in frames if events else []:
+        for frame in frames:
             try:
                 self.send(sub.ident, encode({"type": "lives", "sub": sub.sub_id, "events": frame}))
             except ClientGone:
