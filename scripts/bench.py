@@ -1090,7 +1090,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
           f" text pieces/s each while it streamed; {elapsed:.1f} s in all), {len(lags)} drafts: p50 {statistics.median(lags) * 1e3:.1f} ms, "
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; at most 2 drafts a second per chat; "
           f"measured as before, against any session's writes: p50 {statistics.median(lags_any) * 1e3:.1f} ms, p99 "
-          f"{pct(lags_any, 0.99) * 1e3:.1f} ms); "
+          f"{pct(lags_any, 0.99) * 1e3:.1f} ms; drafts sent {len(api.drafts)}, of which {len(api.drafts) - len(shown)}"
+          f" were no beginning or end of the answer); "
           f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core over it all, "
           f"{while_streaming.get(sup.pid, 0) * 100:.1f}% while they streamed ({sup_us_per_piece:.0f} us per text piece), RSS"
           f" {rss:.1f} MiB; keeper CPU median "
@@ -1102,7 +1103,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     return {"tg_lag_p50_ms": statistics.median(lags) * 1e3, "tg_lag_p99_ms": pct(lags, 0.99) * 1e3,
             "tg_lag_any_session_p50_ms": statistics.median(lags_any) * 1e3,
             "tg_lag_any_session_p99_ms": pct(lags_any, 0.99) * 1e3,
-            "tg_drafts": float(len(lags)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
+            "tg_drafts": float(len(lags)), "tg_drafts_sent": float(len(api.drafts)),
+            "tg_drafts_unplaced": float(len(api.drafts) - len(shown)), "tg_sessions": float(sessions), "tg_pieces_per_s": pieces_per_s,
             "tg_streaming_at_once": float(at_once), "tg_supervisor_us_per_piece": sup_us_per_piece,
             "tg_supervisor_cpu_streaming": while_streaming.get(sup.pid, 0.0),
             "tg_bot_cpu_streaming": while_streaming.get(bot.pid, 0.0),
