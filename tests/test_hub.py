@@ -159,3 +159,26 @@ def test_coalesced_live_text_too_big_for_one_frame_goes_in_several(tmp_path: Pat
     hub.clock.advance(0.1)
     assert len(got) > 2 and all(len(msgpack.packb(f)) < 1024 * 1024 for f in got)
     assert _shown(got) == {name: ("warm" if name == "s0" else "") + "x" * 100_000 for name in names}
+
+
+def test_a_turns_next_piece_of_text_after_a_tool_is_sent_live_from_its_start(tmp_path: Path) -> None:
+    """Claude writes, runs a tool, writes again — one turn, one message id. The second
+    piece of text was sent from the first one's length on (its beginning lost: a draft
+    showed "in line 3, fixed now." without "Done. The file has a bug"); now from its start,
+    to a subscriber with coalesced live text and to one without alike."""
+    store = _two_sessions(tmp_path)
+    clock = FakeClock()
+    frames: list[tuple[bytes, dict[str, Any]]] = []
+    hub = SubscriptionHub(store, lambda ident, frame: frames.append((ident, msgpack.unpackb(frame))), clock)
+    hub.subscribe(b"bot", "alpha", 0, None, None, live=True, live_every_ms=100)
+    hub.subscribe(b"old", "alpha", 0, None, None, live=True)
+    hub.delta("alpha", 1, "Let me look at the file.", None)
+    hub.publish(store.append_runs([EventWrite("alpha", EventKind.ASSISTANT_TEXT, {"text": "Let me look at the file."},
+                                              message_id=1)]))
+    clock.advance(1.0)
+    for piece in ("Done.", " The file has a bug", " in line 3, fixed now."):
+        hub.delta("alpha", 1, piece, None)
+    clock.advance(1.0)
+    for ident in (b"bot", b"old"):
+        after_text = [f for f in _frames_to(frames, ident)][2:]  # (the first piece, its stored text)
+        assert _shown(after_text) == {"alpha": "Done. The file has a bug in line 3, fixed now."}, ident

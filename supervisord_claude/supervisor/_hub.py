@@ -71,8 +71,8 @@ class Subscription:
     live: bool = False
     #: events go several to a frame (``events``) instead of one (``event``)
     batch: bool = False
-    #: session -> (message id, characters of its live text sent)
-    live_sent: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+    #: session -> (``LiveText.number`` of its live text, characters of it sent)
+    live_sent: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: live text coalesced: at most one ``lives`` frame this often (seconds); None: a
     #: ``live`` frame per session per piece
     live_every: float | None = None
@@ -94,6 +94,9 @@ class LiveText:
     #: holds is only what was written since, so its offsets are not the answer's — it is
     #: not sent live (a client would put it in the wrong place), the stored text completes it
     from_start: bool = True
+    #: which piece of live text this is (the hub's count): a turn's next piece of text —
+    #: after a tool, say — has the turn's message id too, and is sent from its start
+    number: int = 0
 
 
 #: the stored events that end a turn's live text
@@ -112,6 +115,7 @@ class SubscriptionHub:
         self._began_before: dict[str, int | None] = {}
         #: the sessions whose live text grew in this loop turn (sent at its end)
         self._live_written: set[str] = set()
+        self._live_count = 0  # (``LiveText.number``)
         # random start: a client that outlived a previous supervisor never sees its old
         # subscription ids reused for new subscriptions
         self._ids = secrets.randbelow(1 << 40)
@@ -247,7 +251,9 @@ class SubscriptionHub:
         live = self.live_text.get(session)
         if live is None or live.message_id != message_id:
             began_before = session in self._began_before and self._began_before.pop(session) == message_id
-            live = self.live_text[session] = LiveText(message_id, origin, from_start=not began_before)
+            self._live_count += 1
+            live = self.live_text[session] = LiveText(message_id, origin, from_start=not began_before,
+                                                      number=self._live_count)
         live.text += text
         first = not self._live_written
         self._live_written.add(session)
@@ -284,26 +290,28 @@ class SubscriptionHub:
         unsent = self.store.runs_after(sub.sent, sub.session, limit=1)
         return not unsent or (before is not None and unsent[0].first_id >= before)
 
-    def _live_event(self, sub: Subscription, session: str) -> dict[str, Any] | None:
+    def _live_event(self, sub: Subscription, session: str) -> tuple[dict[str, Any], tuple[int, int]] | None:
         """The session's live text that ``sub`` was not sent, as an ``assistant_delta``
-        event (None: nothing new, or nothing that can be sent live)."""
+        event, and what ``sub.live_sent`` holds once it is sent (None: nothing new, or
+        nothing that can be sent live)."""
         live = self.live_text.get(session)
         if live is None or not live.from_start:
             return None
         known = sub.live_sent.get(session)
-        start = known[1] if known is not None and known[0] == live.message_id else 0
+        start = known[1] if known is not None and known[0] == live.number else 0
         if start >= len(live.text):
             return None
         event = {"kind": "assistant_delta", "session": session, "message_id": live.message_id,
                  "offset": start, "text": live.text[start:]}
         if live.origin:
             event["origin"] = live.origin
-        return event
+        return event, (live.number, len(live.text))
 
     def _send_live(self, sub: Subscription, session: str) -> None:
-        event = self._live_event(sub, session)
-        if event is None:
+        found = self._live_event(sub, session)
+        if found is None:
             return
+        event, sent = found
         try:
             self.send(sub.ident, encode({"type": "live", "sub": sub.sub_id, "event": event}))
         except ClientGone:
@@ -311,7 +319,7 @@ class SubscriptionHub:
             return
         except ClientSlow:
             return  # live text is best effort; the complete text is a stored event
-        sub.live_sent[session] = (event["message_id"], event["offset"] + len(event["text"]))
+        sub.live_sent[session] = sent
 
     def _coalesce(self, sub: Subscription, sessions: Iterable[str]) -> None:
         """(A coalescing subscriber) ``sessions``' live text may have grown: it goes with
@@ -345,28 +353,28 @@ class SubscriptionHub:
         pump comes back here when it has). A full pipe keeps them due: ``resume``."""
         if not sub.live_due or not self._caught_up(sub):
             return
-        events = [e for e in (self._live_event(sub, session) for session in sorted(sub.live_due)) if e is not None]
-        frames: list[list[dict[str, Any]]] = []
+        found = [f for f in (self._live_event(sub, session) for session in sorted(sub.live_due)) if f is not None]
+        frames: list[list[tuple[dict[str, Any], tuple[int, int]]]] = []
         size = BATCH_FRAME_BYTES
-        for event in events:
+        for event, sent in found:
             if size >= BATCH_FRAME_BYTES:
                 frames.append([])
                 size = 0
-            frames[-1].append(event)
+            frames[-1].append((event, sent))
             size += len(event["text"]) * 4  # (at most, in UTF-8)
         for frame in frames:
             try:
-                self.send(sub.ident, encode({"type": "lives", "sub": sub.sub_id, "events": frame}))
+                self.send(sub.ident, encode({"type": "lives", "sub": sub.sub_id, "events": [e for e, _ in frame]}))
             except ClientGone:
                 self.drop_client(sub.ident)
                 return
             except ClientSlow:
                 return  # still due: sent once its pipe has room (``resume`` pumps it)
-            for event in frame:
-                sub.live_sent[event["session"]] = (event["message_id"], event["offset"] + len(event["text"]))
+            for event, sent in frame:
+                sub.live_sent[event["session"]] = sent
                 sub.live_due.discard(event["session"])
         sub.live_due.clear()  # (the rest had nothing new)
-        if events and self.clock is not None:
+        if found and self.clock is not None:
             sub.live_last = self.clock.monotonic()
 
     def pump(self, sub: Subscription) -> None:
