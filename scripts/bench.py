@@ -1063,6 +1063,8 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
     shown = [(d["at"], session_of_chat.get(d["chat_id"], ""), length) for d in api.drafts
              if (length := _shown_length(answer, d["text"])) is not None]
     lags = _lags(shown, written)
+    unplaced = "".join(f", e.g. {d['text'][:60]!r}…{d['text'][-20:]!r}" for d in api.drafts
+                       if _shown_length(answer, d["text"]) is None)[:400]
     lags_any = _lags_any_session([(d["at"], len(d["text"].removesuffix(" ▍"))) for d in api.drafts], by_length)
     waits = _first_shown(api.drafts, written, session_of_chat, answer)
     intervals = _draft_intervals(api.drafts)
@@ -1091,7 +1093,7 @@ def bench_telegram_stream(base: Path, sessions: int, seconds: float, rate: float
           f"p99 {pct(lags, 0.99) * 1e3:.1f} ms (the newest text in each draft; at most 2 drafts a second per chat; "
           f"measured as before, against any session's writes: p50 {statistics.median(lags_any) * 1e3:.1f} ms, p99 "
           f"{pct(lags_any, 0.99) * 1e3:.1f} ms; drafts sent {len(api.drafts)}, of which {len(api.drafts) - len(shown)}"
-          f" were no beginning or end of the answer); "
+          f" were no beginning or end of the answer{unplaced}); "
           f"supervisor CPU {cpu.get(sup.pid, 0) * 100:.1f}% of a core over it all, "
           f"{while_streaming.get(sup.pid, 0) * 100:.1f}% while they streamed ({sup_us_per_piece:.0f} us per text piece), RSS"
           f" {rss:.1f} MiB; keeper CPU median "
