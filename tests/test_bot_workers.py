@@ -245,3 +245,26 @@ def test_the_parts_sent_of_answers_are_read_as_this_bot_and_an_older_one_stored_
     assert parts_sent_of([[41, 2], [57, 1]]) == {41: 2, 57: 1}  # answers to two chats at once
     assert parts_sent_of([41, 2]) == {41: 2}  # an older bot's: one answer at a time
     assert parts_sent_of(None) == {} and parts_sent_of("junk") == {}
+
+
+async def test_against_a_supervisor_without_live_every_the_bot_subscribes_as_before() -> None:
+    """A supervisor from before ``live_every`` (an older one on another host) refuses the
+    field: the bot's delivery subscribes without it, and gets a frame per piece."""
+    from types import SimpleNamespace
+
+    from bot._delivery import CONSUMER, LIVE_EVERY_MS, _subscribe
+    from protocol import ErrorCode, RemoteError
+
+    asked: list[dict[str, Any]] = []
+
+    class OldClient:
+        async def subscribe(self, **args: Any) -> str:
+            asked.append(args)
+            if "live_every" in args:
+                raise RemoteError(ErrorCode.BAD_REQUEST, "unknown field(s) for 'subscribe': live_every")
+            return "subscription"
+
+    core = SimpleNamespace(client=OldClient())
+    assert await _subscribe(core, 41) == "subscription"  # type: ignore[arg-type]
+    assert [a.get("live_every") for a in asked] == [LIVE_EVERY_MS, None]
+    assert all(a["consumer"] == CONSUMER and a["after"] == 41 and a["live"] for a in asked)
