@@ -73,11 +73,10 @@ async def show_live(app: App, core: Core, event: dict[str, Any]) -> None:
 #: stored events the bot may have received and not yet shown (Telegram slow for some chats)
 DELIVERY_WINDOW = 1024
 #: the live text of every session comes coalesced, one frame at most this often (ms): the
-#: bot wakes for frames, not for each session's pieces (100 sessions writing: 20 frames a
+#: bot wakes for frames, not for each session's pieces (100 sessions writing: 40 frames a
 #: second instead of up to a thousand); a draft's text is at most this much older for it
-#: (a keeper sends its session's text every 100 ms at most: a longer wait would also
-#: merge pieces, but add more to every draft's age than the goal of 250 ms allows)
-LIVE_EVERY_MS = 50
+#: (50 ms added 30 ms to the drafts' p50 at 25 chats: docs/benchmarks.md)
+LIVE_EVERY_MS = 25
 
 
 async def _subscribe(core: Core, after: int | None) -> Subscription:
