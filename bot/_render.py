@@ -20,6 +20,7 @@ from protocol import (
     permission_mode_of,
     relative_time,
     turn_cost,
+    turn_duration_text,
     usd_text,
 )
 
@@ -296,7 +297,7 @@ def footer_text(result: ResultEvent) -> str | None:
         parts.append(usd_text(cost))
     duration_ms = result.get("duration_ms")
     if isinstance(duration_ms, (int, float)):
-        parts.append(f"{duration_ms / 1000:.1f} s")
+        parts.append(turn_duration_text(duration_ms))  # (as claudectl words it)
     turns = result.get("num_turns")
     if isinstance(turns, int):
         parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))

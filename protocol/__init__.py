@@ -37,6 +37,7 @@ from ._events import (
     ToolUseEvent,
     UserEvent,
 )
+from ._hostproblems import explain as explain_ssh_failure
 from ._hosts import (
     HOST_ENV,
     LOCAL,
@@ -47,7 +48,14 @@ from ._hosts import (
     host_named,
     hosts_from_table,
 )
-from ._humanize import TIMEOUT_RANGE_TEXT, counted, idle_note, relative_time, timeout_in_range
+from ._humanize import (
+    TIMEOUT_RANGE_TEXT,
+    counted,
+    idle_note,
+    relative_time,
+    timeout_in_range,
+    turn_duration_text,
+)
 from ._logs import LOG_FORMATS, LOG_LEVELS, configure_logging, mask_secrets
 from ._messages import (
     FILE_CHUNK_BYTES,
@@ -233,6 +241,7 @@ __all__ = [
     "encode",
     "encode_event",
     "encode_events",
+    "explain_ssh_failure",
     "host_named",
     "hosts_from_table",
     "idle_note",
@@ -248,6 +257,7 @@ __all__ = [
     "socket_problem",
     "timeout_in_range",
     "turn_cost",
+    "turn_duration_text",
     "usd_text",
     "validate_request",
 ]

@@ -215,7 +215,8 @@ def answers(field: str, value: Any) -> list[list[str]]:
 # files of a session's directory (put_file, read_file, list_dir, outbox_sent) -----------
 
 #: longest file name ``put_file`` and ``outbox_sent`` take, in UTF-8 bytes (under a
-#: directory entry's 255, with room for the partial upload's ``.`` and ``.part``)
+#: directory entry's 255, with room for the partial upload's ``.`` and
+#: ``.supervisord-claude.part``: 225 in all)
 MAX_FILE_NAME_BYTES = 200
 
 

@@ -1,5 +1,6 @@
 """Human wording shared by every front end (claudectl, the Telegram bot), so that they
-say the same thing the same way: relative times, idle durations, the timeout range."""
+say the same thing the same way: relative times, idle durations, a turn's duration, the
+timeout range."""
 
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ def relative_time(ts: float | None, now: float | None = None) -> str:
     if secs < 86400:
         return f"{int(secs / 3600)}h ago"
     return f"{int(secs / 86400)}d ago"
+
+
+def turn_duration_text(duration_ms: float) -> str:
+    """How long a turn took: "4.2 s", "2 min 5 s", "1 h 6 min" (the bot's footer and
+    claudectl's result line)."""
+    seconds = round(duration_ms / 1000, 1)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(whole / 60), 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
 def idle_note(idle_for: float | None) -> str:

@@ -105,6 +105,9 @@ class Reason(enum.StrEnum):
     TURN = "turn"
     MODEL_CHANGE = "model-change"
     MODE_CHANGE = "mode-change"
+    RULES_CHANGE = "rules-change"  # the always-allow rules were changed (not by answering a request)
+    BUDGET_CHANGE = "budget-change"  # a new daily cap: a running Claude has the old limit
+    INTERNAL_ERROR = "internal-error"  # a bug in the keeper: the session failed rather than hang
     STARTUP = "startup"
     ATTACHED = "attached"  # the conversation was opened in a terminal (claudectl attach)
     DETACHED = "detached"  # the terminal holding it closed

@@ -35,6 +35,8 @@ HOLES = """## The holes closed, each with its test
 | a stale `control.sock` made every command wait 10 s | the free lock says at once that no supervisor runs | `tests/test_supervisor.py` |
 | a keeper that hangs before its hello holds its messages for ever | killed after `keeper_start_timeout`, its messages reported not delivered | `tests/test_supervisor.py` |
 | attachments: FIFOs, devices, directories, `/proc` | refused at `send`: an attachment is an ordinary readable file, copied there (below); a 2 GB sparse "image" is over the 32 MiB limit (`too_large`) | `tests/test_bounds.py` |
+| a bug in the keeper (its state machine raising half-way through an event) was only logged: the session could stay stuck with no one told (a turn never answered, a message never handed to Claude; an illegal transition once sent a message to the wrong Claude) | the session fails clearly: an `error` event names the internal error, every message the keeper held is reported not delivered (none handed to a new keeper by itself: it might trip the bug again), Claude is stopped, the keeper ends `failed` (`internal-error`); the next message resumes the conversation. An undecodable frame or a value the keeper does not know is input: logged and ignored | `tests/test_keeper_errors.py` |
+| a message steered into a turn (written to Claude while it answers) whose Claude then exited "already in use" was never written to the Claude that resumed the conversation: the session stayed busy for ever once that Claude answered the turn's own message | the resumed Claude is given the turn's message and each steered one again, once each, in order (the user is not told twice); one whose attachment is gone meanwhile fails alone | `tests/test_keeper_machine.py::test_a_steered_message_to_a_claude_that_exits_already_in_use_is_written_once_to_the_resumed_one`, `…::test_a_steered_message_not_taken_by_the_resumed_claude_is_its_next_turn_and_answered`, `…::test_when_the_carried_over_message_fails_the_steered_one_is_still_written_and_answered`, `tests/test_steering.py::test_a_steered_message_to_a_claude_that_exits_already_in_use_reaches_the_resumed_one_once` |
 """
 
 #: figures measured by hand (before and after the fix), kept with every regenerated report
@@ -128,6 +130,55 @@ The limits (also in docs/protocol.md, "Limits"):
 """
 
 
+#: what adoption after a restart guarantees (tests/test_lifecycle.py, test_restart.py, test_upgrade.py)
+ADOPTION = """## Adoption across a supervisor restart
+
+A supervisor that is restarted, upgraded or killed (kill -9) leaves its keepers running;
+the next one adopts each keeper that says hello within 3 s. What each message then
+becomes:
+
+- **Nothing acknowledged is lost.** A message is stored (`queued`) before `send` is
+  answered. A keeper numbers every report and keeps it until the supervisor has stored
+  it (its ack); the new supervisor's welcome names the first report it has not stored,
+  and the keeper sends everything from there again, in order: each event is stored once.
+- **A message is handed to Claude once.** The store says `queued` until the keeper's
+  report that Claude took it (`user`, `steered`/`taken`, its `result`, or its failure) is
+  stored. A supervisor killed after such a report left the keeper but before it stored it
+  leaves the message `queued` while Claude has had it. So the new supervisor hands an
+  adopted keeper nothing until it has stored every report that keeper had sent when it
+  said hello (its hello names the number of its last one, `last_n`); then the store knows,
+  and only what is still `queued` is owed. A message the keeper holds or steered (its
+  hello names them) is the keeper's own and is never handed to it again.
+- **What is owed is delivered**, in the order it came, also a message the keeper never
+  got (its `Deliver` died with the old supervisor): it goes to the adopted keeper once its
+  reports are stored; messages sent to the new supervisor meanwhile wait behind it.
+- **Nothing waits for ever.** The keeper sends its reports again as soon as it is welcomed
+  (a fraction of a second). If it exits first, what the store still owes goes to the next
+  keeper of the session (Claude may then see a second time a message whose answer was
+  never stored: an answer the user never got). If they have not come within
+  `keeper_start_timeout` (30 s; a keeper stopped after its hello), its messages go to it
+  anyway, with a warning in the log. Reports that came and wait for a full disk are
+  waited for, as every ack is, until they can be stored.
+- A keeper forked by a release before this one (wire 7 and before, adopted after an
+  upgrade in place) does not say its last report: its owed messages go to it when the
+  adoption window closes, as before. Its reports usually arrive first; if not, a message
+  it took in the moment the old supervisor died can reach Claude twice (at that upgrade
+  only: the keepers forked after it say their last report).
+
+Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_its_supervisor_stored_that_is_not_sent_again`
+(answered, taken into the running turn, failed),
+`::test_an_adopted_keeper_that_dies_before_its_reports_come_again_leaves_its_owed_messages_to_the_next`,
+`::test_an_adopted_keeper_that_does_not_send_its_reports_again_holds_its_messages_only_so_long`,
+`::test_an_adopted_keepers_reports_that_wait_for_a_full_disk_are_waited_for`,
+`::test_an_adopted_keeper_of_an_older_wire_gets_what_is_owed_without_waiting`,
+`::test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_once_and_not_left_waiting`,
+`tests/test_restart.py::test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_claude_again`
+(a real kill -9: the keeper answers two held messages after a turn of 100,000 events
+while no supervisor runs; before the fix Claude got each twice, 3 runs of 3),
+`tests/test_upgrade.py`.
+"""
+
+
 def cell(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items())
@@ -146,7 +197,7 @@ def main() -> int:
         fault = row.pop("fault")
         rounds = row.pop("rounds", 1)
         out.append(f"| {fault} | {rounds} | {'; '.join(f'{k}: {cell(v)}' for k, v in row.items())} |")
-    out += ["", HOLES, SEND_PATH, BOUNDS, HELPERS_AND_FAULTS]
+    out += ["", HOLES, SEND_PATH, BOUNDS, HELPERS_AND_FAULTS, ADOPTION]
     print("\n".join(out))
     return 0
 

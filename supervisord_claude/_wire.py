@@ -8,7 +8,7 @@ one supervisor instance. Each is one msgpack map whose ``t`` field names its typ
     fork server -> supervisor   Spawned{token, pid} | SpawnFailed{token, error}
                                 | Exited{pid, status}
     keeper -> supervisor        Hello{pid, version, session, claude_pid, state, current,
-                                      queued, started, pending, steered}
+                                      queued, started, pending, steered, last_n}
                                 | ClaudeStarted{pid} | ConversationStarted{session_id}
                                 | KeeperEvents{n, e: [kind, m, b, ...]} (a run of events)
                                 | KeeperEvent{kind, m, b} (one event: wire 6 and before)
@@ -29,7 +29,9 @@ message carried them. A keeper says Hello on
 every connection — the first, and each one to a new supervisor after the old one died;
 ``Welcome{resend_from}`` names the first number that supervisor has not stored, and the
 keeper sends everything from there, in order. So no event is lost or stored twice
-across a supervisor crash or restart.
+across a supervisor crash or restart. The Hello's ``last_n`` (the number of its last
+report then) tells the new supervisor when it has them all: until they are stored, what
+the keeper did with the messages it was given is not known (``KeeperHandle.resend_until``).
 
 An upgrade is such a restart: the keepers that run on were forked by the previous
 release and speak its wire. A supervisor adopts the keepers of every version in
@@ -99,16 +101,18 @@ from ._wiremessages import (
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
-WIRE_VERSION = 7
+WIRE_VERSION = 8
 #: the versions of the keepers a supervisor takes over at a restart: its own, and the
 #: releases it upgrades from — 3: 0.2.0 (events carried their body as a map, a
 #: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md); 5: 0.3.0
 #: (an Interrupt is answered with an InterruptReport); 6: a message may steer the running
 #: turn (``QueuedMessage.steer``; Hello says the ones written and not taken); 7: a keeper
 #: sends its events as runs (``KeeperEvents``; a keeper of 6 and before sends one
-#: ``KeeperEvent`` a message, which the supervisor still reads). A keeper of another
-#: version is reaped at start-up, and its turn reported not delivered.
-ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, 6, WIRE_VERSION})
+#: ``KeeperEvent`` a message, which the supervisor still reads); 8: its Hello says the
+#: number of its last report (``last_n``: a keeper of 7 and before does not, and its
+#: messages are requeued without waiting for its reports to come again). A keeper of
+#: another version is reaped at start-up, and its turn reported not delivered.
+ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, 6, 7, WIRE_VERSION})
 #: keepers of an older wire never answer an Interrupt: the supervisor does not wait for it
 INTERRUPT_REPORTS_SINCE = 5
 #: keepers of an older wire ignore ``steer``: every message waits for its own turn there

@@ -238,6 +238,7 @@ def _message(raw: Any) -> Message:
             raw["queued"] = tuple(int(i) for i in raw.get("queued") or ())
             raw["pending"] = tuple(p for p in raw.get("pending") or () if isinstance(p, dict))
             raw["steered"] = tuple(int(i) for i in raw.get("steered") or ())
+            raw["last_n"] = None if raw.get("last_n") is None else int(raw["last_n"])
         if cls is InterruptReport:
             raw["next"] = tuple(int(i) for i in raw.get("next") or ())
         if cls is Permit:

@@ -126,6 +126,10 @@ class Hello(Message):
     pending: tuple[dict[str, Any], ...] = ()
     #: messages written to Claude during its turn that it has not taken yet (wire 6)
     steered: tuple[int, ...] = ()
+    #: the number of its last report when it said hello (wire 8): which messages it took
+    #: is known once every report up to it is stored (``KeeperHandle.resend_until``); None
+    #: from a keeper of an older wire, which does not say
+    last_n: int | None = None
 
 
 @dataclass(frozen=True)

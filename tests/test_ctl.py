@@ -21,9 +21,29 @@ def test_ls_is_an_aligned_table_most_recent_first(supervisor: SupervisorProcess)
     assert header.split() == ["NAME", "STATE", "MODE", "PERSONA", "MODEL", "LAST", "ACTIVE", "COST"]
     assert first.split()[:5] == ["🟢", "newer-one", "idle", "ask", "reviewer"]
     assert second.split()[:4] == ["⚪", "older", "new", "ask"]  # never started: "new", not "suspended"
-    assert header.index("STATE") == first.index("idle") == second.index("new")  # aligned
+    # aligned on a terminal (the dots are wide: two columns each)
+    assert _terminal_column(header, "STATE") == _terminal_column(first, "idle") == _terminal_column(second, "new")
     data = json.loads(supervisor.ctl("--json", "ls", check=True).stdout)
     assert [s["name"] for s in data] == ["newer-one", "older"] and data[0]["live"] is True
+
+
+def _terminal_column(line: str, token: str) -> int:
+    """Where ``token`` starts on a terminal: a wide character (CJK, emoji) takes two columns."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line[:line.index(token)])
+
+
+def test_ls_stays_aligned_on_a_terminal_with_wide_characters_in_a_name(supervisor: SupervisorProcess) -> None:
+    supervisor.ctl("new", "plain", check=True)
+    supervisor.ctl("new", "日本語の作業", "--persona", "reviewer", check=True)
+    header, *rows = supervisor.ctl("ls", check=True).stdout.splitlines()
+    by_name = {row.split()[1]: row for row in rows}
+    wide, plain = by_name["日本語の作業"], by_name["plain"]
+    for column, wide_cell, plain_cell in (("STATE", "new", "new"), ("MODE", "ask", "ask"),
+                                          ("PERSONA", "reviewer", "default")):
+        assert _terminal_column(header, column) == _terminal_column(wide, wide_cell) == \
+            _terminal_column(plain, plain_cell), (column, header, wide, plain)
 
 
 def test_global_options_work_after_the_command_and_errors_are_json_with_json(supervisor: SupervisorProcess) -> None:

@@ -18,6 +18,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"kind": "state", "state": "idle", "reason": "turn"}, "state idle (turn)"),
     ({"kind": "state", "state": "resuming", "reason": "message", "idle_for": 4000},
      "state resuming (message) (idle for 66 min)"),
+    # reasons added since (and any a newer supervisor may add) are shown as they come
+    ({"kind": "state", "state": "resuming", "reason": "rules-change"}, "state resuming (rules-change)"),
+    ({"kind": "state", "state": "failed", "reason": "some-future-reason"}, "state failed (some-future-reason)"),
     ({"kind": "user", "message_id": 3, "text": "hello", "attachments": []}, "> hello"),
     ({"kind": "steered", "message_id": 4, "turn": 3, "text": "and this"},
      ">> and this (sent while message 3 was answered)"),
@@ -30,11 +33,11 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"kind": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "é" * 300}]},
      'tool result: [{"type": "text", "text": "' + "é" * 173),
     ({"kind": "result", "message_id": 3, "is_error": False, "duration_ms": 1200, "cost_usd": 0.5,
-      "turn_cost_usd": 0.0123}, "done in 1200 ms, cost $0.0123"),
+      "turn_cost_usd": 0.0123}, "done in 1.2 s, cost $0.0123"),
     ({"kind": "result", "message_id": 3, "is_error": True, "duration_ms": 10, "cost_usd": 0.5},
-     "error in 10 ms, cost $0.0000"),
+     "error in 0.0 s, cost $0.0000"),
     ({"kind": "result", "message_id": 3, "interrupted": True, "duration_ms": 10, "cost_usd": 0.5,
-      "cost_delta": 0.002}, "interrupted in 10 ms, cost $0.0020"),
+      "cost_delta": 0.002}, "interrupted in 0.0 s, cost $0.0020"),
     ({"kind": "error", "message": "Claude exited"}, "error: Claude exited"),
     ({"kind": "message_failed", "message_id": 5, "reason": "dropped at your request"},
      "message 5 not delivered: dropped at your request"),
@@ -116,3 +119,25 @@ def test_after_a_supervisor_restart_no_piece_of_the_new_ones_text_is_printed_out
     live.add(piece(60, since_restart[60:]))
     assert capsys.readouterr().out == answer[:60]  # (the stored answer completes it)
     assert live.shown == answer[:60] and live.lost
+
+
+@pytest.mark.parametrize("duration_ms", [1200, 4200, 59_940, 125_000, 4_000_000])
+def test_claudectl_and_the_bot_word_a_turns_duration_the_same_way(duration_ms: int) -> None:
+    """The same figure, said the same way: claudectl's result line and the bot's footer."""
+    from bot._render import footer_text
+
+    event = {"kind": "result", "session": "work", "seq": 3, "message_id": 1, "is_error": False,
+             "duration_ms": duration_ms, "turn_cost_usd": 0.01, "num_turns": 1}
+    said_by_claudectl = render_event(event).split(" in ", 1)[1].split(", cost ")[0]
+    footer = footer_text(event)
+    assert footer is not None
+    said_by_the_bot = footer.split(" · ")[1]
+    assert said_by_claudectl == said_by_the_bot
+    assert "ms" not in said_by_claudectl.split()
+
+
+def test_a_turns_duration_reads_as_a_person_says_it() -> None:
+    from protocol import turn_duration_text
+
+    assert [turn_duration_text(ms) for ms in (4200, 59_940, 59_960, 125_000, 180_000, 4_000_000, 7_200_000)] == [
+        "4.2 s", "59.9 s", "1 min", "2 min 5 s", "3 min", "1 h 7 min", "2 h"]

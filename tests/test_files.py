@@ -7,6 +7,9 @@ for bad input. What the bot does with them, locally and through ssh, is in
 from __future__ import annotations
 
 import os
+import resource
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,69 @@ def test_an_upload_over_the_attachment_limit_is_refused_and_leaves_nothing(core:
         validate_request({"v": 1, "id": 1, "op": "put_file", "session": "alpha", "name": "x",
                           "data": b"x" * (FILE_CHUNK_BYTES + 1)})
     assert info.value.code == ErrorCode.TOO_LARGE
+
+
+def _pieces_left(uploads: Path, name: str) -> list[str]:
+    """The hidden partial files of the upload of ``name`` still in ``uploads``."""
+    return [p.name for p in uploads.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".part")]
+
+
+def test_an_upload_abandoned_mid_way_is_cleared_at_the_next_upload_and_no_file_of_the_user_is(
+        core: Harness) -> None:
+    """A client killed between two pieces (the bot, claudectl) leaves a hidden partial file:
+    the next upload to that session removes it once it has not been written for a while;
+    an upload still under way, and every file of the user's, stay."""
+    uploads = cwd_of(core) / "uploads"
+    core.op("put_file", session="alpha", name="killed.bin", data=b"first piece", more=True)
+    core.op("put_file", session="alpha", name="going.bin", data=b"first piece", more=True)
+    [abandoned] = _pieces_left(uploads, "killed.bin")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(uploads / abandoned, (hours_ago, hours_ago))
+    users = [".notes.part", "draft.part", ".x.supervisord-claude"]  # the user's own, named alike
+    for name in users:
+        (uploads / name).write_text("mine")
+        os.utime(uploads / name, (hours_ago, hours_ago))
+    core.op("put_file", session="alpha", name="next.txt", data=b"hello")
+    assert _pieces_left(uploads, "killed.bin") == []
+    assert all((uploads / name).read_text() == "mine" for name in users)
+    # the upload under way goes on
+    done = core.op("put_file", session="alpha", name="going.bin", data=b" and the last", offset=11)
+    assert (uploads / "going.bin").read_bytes() == b"first piece and the last" and done["size"] == 24
+    assert sorted(p.name for p in uploads.iterdir()) == sorted(["going.bin", "next.txt", *users])
+
+
+def test_the_longest_name_an_upload_may_have_still_fits_its_partial_files_name(core: Harness) -> None:
+    longest = "é" * 100  # 200 bytes in UTF-8, the most put_file takes
+    core.op("put_file", session="alpha", name=longest, data=b"piece", more=True)
+    done = core.op("put_file", session="alpha", name=longest, data=b" last", offset=5)
+    assert Path(done["path"]).read_bytes() == b"piece last"
+
+
+def test_an_upload_that_cannot_be_saved_leaves_no_partial_file(core: Harness) -> None:
+    uploads = cwd_of(core) / "uploads"
+    (uploads / "taken").mkdir(parents=True)  # its name is a directory's: the last rename fails
+    core.op("put_file", session="alpha", name="taken", data=b"piece", more=True)
+    code, message = refused(core, "put_file", session="alpha", name="taken", data=b" last", offset=5)
+    assert code == ErrorCode.BAD_REQUEST and "cannot save taken" in message and "nothing was saved" in message
+    assert _pieces_left(uploads, "taken") == [] and sorted(p.name for p in uploads.iterdir()) == ["taken"]
+
+
+def test_a_piece_that_cannot_be_written_leaves_no_partial_file(core: Harness) -> None:
+    """A disk that refuses the bytes (here: the largest file this process may write) fails
+    the upload at once, and nothing of it is kept."""
+    uploads = cwd_of(core) / "uploads"
+    core.op("put_file", session="alpha", name="big.bin", data=b"x" * 1000, more=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (EFBIG, not a signal that kills)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1500, hard))
+    try:
+        code, message = refused(core, "put_file", session="alpha", name="big.bin", data=b"x" * 1000,
+                                offset=1000, more=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert code == ErrorCode.STORAGE and "cannot save big.bin" in message and "nothing was saved" in message
+    assert _pieces_left(uploads, "big.bin") == []
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "..", "", "x" * 201, "nul\0byte"])

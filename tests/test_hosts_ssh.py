@@ -5,6 +5,7 @@ while this machine's supervisor (``local``) goes on beside it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -99,6 +100,29 @@ def test_a_session_on_the_remote_host_driven_from_claudectl(hosts: Hosts, tmp_ba
     relative = hosts.ctl("--host", "gpu", "new", "other", "--cwd", "src")
     assert relative.returncode == 2 and "give an absolute path" in relative.stderr
     assert "other" not in [s["name"] for s in hosts.remote.request("list")["sessions"]]
+
+
+def test_each_claudectl_command_on_the_remote_host_is_one_ssh_connection(hosts: Hosts, tmp_path: Path) -> None:
+    """``send --wait`` and ``tail`` checked the session through one ssh and waited through
+    another: each command is one connection now, with a file to attach too."""
+    hosts.remote.request("create", session="work")
+    data = tmp_path / "notes.txt"
+    data.write_text("some notes")
+    for command in (("send", "work", "hello", "--wait"), ("send", "work", "read it", "--attach", str(data), "--wait"),
+                    ("tail", "work"), ("tail", "work", "-n", "1"), ("send", "work", "queued"), ("ls",)):
+        before = _ssh_logins(hosts)
+        run = hosts.ctl("--host", "gpu", *command)
+        assert run.returncode == 0, (command, run.stderr)
+        assert _ssh_logins(hosts) == before + 1, (command, hosts.sshd.log()[-3000:])
+    assert hosts.remote.wait_received("read it")
+    # what cannot be done is still said plainly, once
+    missing = hosts.ctl("--host", "gpu", "send", "nobody", "hi", "--wait")
+    assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr
+    missing = hosts.ctl("--host", "gpu", "--json", "tail", "nobody")
+    assert missing.returncode == 1 and json.loads(missing.stderr)["error"]["code"] == "not_found"
+    refused = hosts.ctl("--host", "wrongkey", "--json", "send", "work", "hi", "--wait")
+    assert refused.returncode == 1 and json.loads(refused.stderr)["error"]["code"] == "connection"
+    assert "the key was refused" in json.loads(refused.stderr)["error"]["message"]
 
 
 def test_ls_all_hosts_has_a_host_column_and_one_line_per_unreachable_host(hosts: Hosts) -> None:
@@ -225,6 +249,7 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     hosts.remote.request("create", session="work")
     assert hosts.ctl("--host", "gpu", "send", "work", "before", "--wait").returncode == 0
     session_id = hosts.remote.session("work")["session_id"]
+    connections_before = _ssh_logins(hosts)
     tui = subprocess.Popen(hosts.ctl_argv("--host", "gpu", "attach", "work"), stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hosts.env)
     assert tui.stdin is not None and tui.stdout is not None
@@ -242,6 +267,8 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     tui.stdin.write("/exit\n")
     tui.stdin.flush()
     assert tui.wait(60) == 0
+    # one ssh connection: the terminal's (no link to gpu's supervisor beside it)
+    assert _ssh_logins(hosts) == connections_before + 1, hosts.sshd.log()[-3000:]
     hosts.remote.wait_state("work", "suspended")
     [start] = [s for s in hosts.remote.claude_starts() if "-p" not in s["argv"]]
     assert start["cwd"] == terminal["cwd"]
@@ -249,6 +276,15 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     # a session gpu does not have is said plainly, before any terminal is taken
     missing = hosts.ctl("--host", "gpu", "attach", "nobody")
     assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr
+    # ssh that fails is explained as for any other command (what to do about the key)
+    refused = hosts.ctl("--host", "wrongkey", "attach", "work")
+    assert refused.returncode != 0 and "Permission denied (publickey)" in refused.stderr
+    assert "host wrongkey (wrongkey) is unreachable" in refused.stderr and "the key was refused" in refused.stderr
+
+
+def _ssh_logins(hosts: Hosts) -> int:
+    """The ssh connections sshd let in so far (its log says each once)."""
+    return hosts.sshd.log().count("Accepted publickey for ")
 
 
 def test_claudectl_send_attach_puts_a_file_of_this_machine_into_the_remote_sessions_uploads(

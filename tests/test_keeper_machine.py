@@ -325,6 +325,18 @@ def test_a_mode_change_of_an_idle_session_restarts_claude_at_once() -> None:
     assert k.states()[-1] == "resuming" and k.events(EventKind.STATE)[-1]["reason"] == "mode-change"
 
 
+@pytest.mark.parametrize(("change", "reason"), [(_wire.SetRules(("Bash(ls:*)",)), "rules-change"),
+                                                (_wire.SetBudget(5.0), "budget-change")])
+def test_a_rules_or_budget_change_restarts_claude_saying_which_it_was(change: _wire.Message, reason: str) -> None:
+    k = Keeper(budget_usd=2.0)
+    k.running()
+    k.send(change)
+    k.claude_stopped()
+    assert k.events(EventKind.STATE)[-1] == {"state": "resuming", "reason": reason}
+    k.claude_runs()
+    assert k.states()[-1] == "idle" and k.events(EventKind.STATE)[-1]["reason"] == reason
+
+
 def test_a_stop_while_claude_restarts_for_a_model_change_ends_the_keeper_without_a_new_claude() -> None:
     k = Keeper()
     k.running()
@@ -866,3 +878,78 @@ def test_a_model_change_while_a_new_sessions_first_claude_starts_starts_it_again
     k.claude_runs()
     k.claude_says(INIT)
     assert k.states() == ["starting", "idle"] and len(k.of(StartClaude)) == 2
+
+
+# a steered message and the "already in use" retry ---------------------------------------
+
+ALREADY_IN_USE = "Error: Session ID sid is already in use."
+
+
+def told_since_the_last_start(k: Keeper) -> list[str]:
+    """The user messages written to the Claude started last."""
+    start = max(i for i, action in enumerate(k.actions) if isinstance(action, StartClaude))
+    return [json.loads(a.line)["message"]["content"] for a in k.actions[start:]
+            if isinstance(a, Write) and json.loads(a.line)["type"] == "user"]
+
+
+def test_a_steered_message_to_a_claude_that_exits_already_in_use_is_written_once_to_the_resumed_one() -> None:
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.deliver(1, "first")
+    steer(k, 2, "and also this")  # written to the Claude that then exits before its init line
+    k.claude_exits(1, ALREADY_IN_USE)
+    assert "--resume" in k.last(StartClaude).argv and not k.events(EventKind.MESSAGE_FAILED)
+    k.claude_runs()
+    assert told_since_the_last_start(k) == ["first", "and also this"]  # both again, each once, in order
+    assert len(k.events(EventKind.STEERED)) == 1  # the user was told once
+    uuid = k.written()[-1]["uuid"]
+    k.claude_says(INIT, echo(uuid, "and also this"), result("both done"))
+    [res] = k.events(EventKind.RESULT)
+    assert res["message_id"] == 1 and res["steered"] == [2] and k.states()[-1] == "idle"
+
+
+def test_a_steered_message_not_taken_by_the_resumed_claude_is_its_next_turn_and_answered() -> None:
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.deliver(1, "first")
+    steer(k, 2, "late")
+    k.claude_exits(1, ALREADY_IN_USE)
+    k.claude_runs()
+    k.claude_says(INIT, result("first done"))  # the resumed Claude answers "first" alone
+    assert k.events(EventKind.USER)[-1]["message_id"] == 2 and k.states()[-1] == "busy"
+    k.claude_says(result("late done"))  # … and "late" next, as it has it in its input
+    assert [r["message_id"] for r in k.events(EventKind.RESULT)] == [1, 2] and k.states()[-1] == "idle"
+    assert told_since_the_last_start(k) == ["first", "late"]
+
+
+def test_when_the_carried_over_message_fails_the_steered_one_is_still_written_and_answered(tmp_path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("notes")
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.send(_wire.Deliver(QueuedMessage(1, "look", (str(note),))))
+    steer(k, 2, "then this")
+    note.unlink()
+    k.claude_exits(1, ALREADY_IN_USE)
+    k.claude_runs()
+    assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1]  # alone
+    assert told_since_the_last_start(k) == ["then this"]
+    assert k.events(EventKind.USER)[-1] == {"message_id": 2, "text": "then this", "attachments": [],
+                                            "steered": True}
+    k.claude_says(INIT, result("done"))
+    assert [r["message_id"] for r in k.events(EventKind.RESULT)] == [2] and k.states()[-1] == "idle"
+
+
+def test_a_message_to_steer_that_came_while_the_resumed_claude_started_joins_the_carried_over_turn() -> None:
+    k = Keeper()
+    k.start()
+    k.claude_runs()
+    k.deliver(1, "first")
+    k.claude_exits(1, ALREADY_IN_USE)
+    steer(k, 2, "meanwhile")  # no Claude runs to write it to: it waits
+    k.claude_runs()
+    assert told_since_the_last_start(k) == ["first", "meanwhile"]
+    assert [e["message_id"] for e in k.events(EventKind.STEERED)] == [2] and k.states()[-1] == "busy"

@@ -10,7 +10,7 @@ import pytest
 
 from protocol import PermissionMode, Reason
 from supervisord_claude import _wire
-from supervisord_claude.keeper._settings import Settings
+from supervisord_claude.keeper._settings import SettingChange, Settings
 
 
 def spec(**fields: Any) -> _wire.KeeperSpec:
@@ -33,6 +33,22 @@ def test_a_mode_and_rules_changed_together_are_one_restart_for_a_mode_change() -
     assert settings.apply() is Reason.MODE_CHANGE
     launch = settings.launch(spec(), resume=True)
     assert launch.permission_mode is PermissionMode.PLAN and launch.allowed_tools == ("Bash(ls)",)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (_wire.SetModel("new"), Reason.MODEL_CHANGE), (_wire.SetMode("plan"), Reason.MODE_CHANGE),
+    (_wire.SetRules(("Bash(ls)",)), Reason.RULES_CHANGE), (_wire.SetBudget(5.0), Reason.BUDGET_CHANGE)])
+def test_each_kind_of_change_restarts_claude_for_its_own_reason(change: SettingChange, reason: Reason) -> None:
+    settings = Settings(spec(budget_usd=2.0))
+    assert settings.change(change, claude_running=True)
+    assert settings.apply() is reason
+
+
+def test_a_budget_and_rules_changed_together_are_one_restart_for_the_rules() -> None:
+    settings = Settings(spec(budget_usd=2.0))
+    settings.change(_wire.SetBudget(5.0), claude_running=True)
+    settings.change(_wire.SetRules(("Bash(ls)",)), claude_running=True)
+    assert settings.apply() is Reason.RULES_CHANGE and not settings.pending
 
 
 @pytest.mark.parametrize("told", [None, 2.0, 2.0 + 1e-12])

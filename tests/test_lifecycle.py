@@ -22,7 +22,7 @@ from supervisord_claude._os import System
 from supervisord_claude.supervisor._core import Core, build_core
 from supervisord_claude.supervisor._live import PHASE_EDGES, IllegalPhase, KeeperHandle, Phase
 from supervisord_claude.supervisor._pool import BYE_GRACE
-from supervisord_claude.supervisor._store import FAILED, QUEUED, WRITTEN, Store
+from supervisord_claude.supervisor._store import DONE, FAILED, QUEUED, WRITTEN, Store
 
 
 class FakeForkServer:
@@ -543,3 +543,157 @@ def test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_
     assert h.pool.session("a").waiting() == []
     assert h.op("suspend", session="a")["state"] == SessionState.SUSPENDING.value
     assert h.link.of(_wire.Suspend) == [_wire.Suspend(Reason.REQUESTED.value)]
+
+
+def _adopt_after_kill(h: Harness, state: str, current: int | None = None, last_n: int | None = 9,
+                      version: int = _wire.WIRE_VERSION) -> bytes:
+    """The previous supervisor was killed after it stored the keeper's reports up to n = 7;
+    the keeper sent (or kept) up to ``last_n`` and says hello to the new one."""
+    h.store.update_session("a", keeper_pid=4242, keeper_n=7)
+    h.pool.expect({4242: "a"})
+    ident = b"a:4242"
+    hello = {"t": "hello", "pid": 4242, "version": version, "session": "a", "claude_pid": 4343, "state": state,
+             "current": current, "started": True, **({"last_n": last_n} if last_n is not None else {})}
+    [decoded] = _wire.decode_all(msgpack.packb(hello))  # (as it comes off the wire: an older one has no last_n)
+    h.pool.on_keeper_message(ident, decoded)
+    h.numbers[ident] = 7
+    return ident
+
+
+@pytest.mark.parametrize("how", ["answered", "taken", "failed"])
+def test_a_message_an_adopted_keeper_took_before_its_supervisor_stored_that_is_not_sent_again(
+        h: Harness, how: str) -> None:
+    """The previous supervisor was killed after its keeper took a message — Claude answered
+    it, took it into the running turn (steered), or it failed (dropped) — but before it
+    stored that report: the store still calls it queued, and the keeper's hello no longer
+    names it. The new supervisor hands nothing to the keeper until its reports from before
+    are stored; then the message is answered (not handed to Claude twice: the user saw two
+    answers), and the one the keeper never got (its Deliver died with the supervisor) and
+    one sent since go to it, once each, in order."""
+    h.op("create", session="a")
+    running, _ = h.store.add_message("a", "long job", [])
+    taken, _ = h.store.add_message("a", "taken before the kill", [])
+    never_got, _ = h.store.add_message("a", "its Deliver died with the supervisor", [])
+    h.store.set_message_status(running, WRITTEN)
+    user = ("user", {"message_id": taken, "text": "taken before the kill", "attachments": []})
+    steered = ("steered", {"message_id": taken, "turn": running, "text": "taken before the kill", "attachments": []})
+    reports = {  # what the keeper reported after n = 7, the last report stored
+        "answered": [("result", {"message_id": running, "text": "done"}), user,
+                     ("result", {"message_id": taken, "text": "echo"})],
+        "taken": [steered, ("taken", {"message_id": taken, "turn": running})],
+        "failed": [("result", {"message_id": running, "text": "done"}),
+                   ("message_failed", {"message_id": taken, "reason": _wire.DROPPED})],
+    }[how]
+    ident = _adopt_after_kill(h, "busy" if how == "taken" else "idle", current=running if how == "taken" else None,
+                              last_n=7 + len(reports))
+    h.core.requeue_owed()  # (the adoption window closed before its reports came again)
+    sent_since = h.op("send", session="a", text="sent to the new supervisor")["message_id"]
+    assert h.link.of(_wire.Deliver) == []  # nothing yet: what it took is not known
+    for kind, body in reports:  # sent again after the welcome
+        h.keeper_says(ident, _wire.KeeperEvent.of(kind, body))
+    h.clock.advance(0)
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [never_got, sent_since]
+    assert h.store.get_message(taken).status == (FAILED if how == "failed" else DONE)
+
+
+def test_an_adopted_keeper_that_dies_before_its_reports_come_again_leaves_its_owed_messages_to_the_next(
+        h: Harness) -> None:
+    """Waiting for an adopted keeper's reports never holds a message for ever: the keeper
+    dies instead, and what the store still owes goes to the next keeper."""
+    h.op("create", session="a")
+    owed, _ = h.store.add_message("a", "owed", [])
+    _adopt_after_kill(h, "idle")
+    h.core.requeue_owed()
+    assert h.link.of(_wire.Deliver) == []
+    h.pool.on_exit(4242, None)
+    h.clock.advance(BYE_GRACE)
+    [(_, spec)] = h.fork.spawned
+    assert [m.id for m in spec.messages] == [owed]
+
+
+@pytest.mark.parametrize("version", [6, 7])
+def test_an_adopted_keeper_of_an_older_wire_gets_what_is_owed_without_waiting(h: Harness, version: int) -> None:
+    """A keeper forked before an upgrade does not say its last report: its owed messages go
+    to it as before (they cannot wait for a word that never comes)."""
+    h.op("create", session="a")
+    owed, _ = h.store.add_message("a", "owed", [])
+    _adopt_after_kill(h, "idle", last_n=None, version=version)
+    h.core.requeue_owed()
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_an_adopted_keeper_whose_reports_were_all_stored_gets_what_is_owed_at_once(h: Harness) -> None:
+    """Nothing to wait for (its hello's last report is stored: a planned restart)."""
+    h.op("create", session="a")
+    owed, _ = h.store.add_message("a", "owed", [])
+    _adopt_after_kill(h, "idle", last_n=7)
+    h.core.requeue_owed()
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_a_keepers_hello_says_its_last_report() -> None:
+    """Including the events of a run not closed yet when it connects: the hello counts
+    what the new supervisor will be sent again."""
+    uplink, sock, clock = _linked_uplink()
+    uplink.send_event("assistant_text", {"text": "t0"})
+    clock.advance(0)
+    uplink.send(_wire.Rejected((9,)))
+    uplink.send_event("assistant_text", {"text": "t1"})
+    sock.frames.clear()
+    uplink.connected()
+    [hello] = _wire.decode_all(sock.frames[0])
+    assert isinstance(hello, _wire.Hello) and hello.last_n == 3
+
+
+def test_an_adopted_keeper_that_does_not_send_its_reports_again_holds_its_messages_only_so_long(
+        h: Harness) -> None:
+    """A keeper sends its reports again as soon as it is welcomed; one that has not (it was
+    stopped after its hello) gets what is owed after keeper_start_timeout."""
+    h.op("create", session="a")
+    owed, _ = h.store.add_message("a", "owed", [])
+    _adopt_after_kill(h, "idle")
+    h.core.requeue_owed()
+    h.clock.advance(h.core.config.keeper_start_timeout - 0.5)
+    assert h.link.of(_wire.Deliver) == []
+    h.clock.advance(1.0)
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_an_adopted_keepers_reports_that_wait_for_a_full_disk_are_waited_for(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the keeper took is known once its reports are stored, not when they came: with
+    the disk full they wait in memory, and so do its messages, past keeper_start_timeout."""
+    h.op("create", session="a")
+    answered, _ = h.store.add_message("a", "answered before the kill", [])
+    owed, _ = h.store.add_message("a", "owed", [])
+    ident = _adopt_after_kill(h, "idle")
+    h.core.requeue_owed()
+    append_runs = h.store.append_runs
+
+    def disk_full(writes: object) -> None:
+        raise StoreError("database or disk is full")
+    monkeypatch.setattr(h.store, "append_runs", disk_full)
+    h.answer(ident, answered)  # n = 8, 9: its reports came, and cannot be stored
+    h.clock.advance(h.core.config.keeper_start_timeout + 1)
+    assert h.link.of(_wire.Deliver) == [] and h.store.get_message(answered).status == QUEUED
+    monkeypatch.setattr(h.store, "append_runs", append_runs)
+    h.clock.advance(2.0)  # (the event log and the acks try again every second)
+    assert h.store.get_message(answered).status == DONE
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_a_keeper_is_adopted_and_welcomed_while_the_store_cannot_be_written(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor restarted on a full disk: writing what the hello says (the conversation
+    exists) fails, and the keeper is taken over all the same — welcomed (else it never
+    sends its reports) and its exit watched (else a dead keeper holds the session)."""
+    h.op("create", session="a")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise StoreError("database or disk is full")
+    monkeypatch.setattr(h.store, "update_session", disk_full)
+    h.pool.expect({4242: "a"})
+    h.pool.on_keeper_messages([(b"a:4242", _wire.Hello(4242, version=_wire.WIRE_VERSION, session="a",
+                                                       state="idle", started=True, last_n=0))])
+    assert h.link.of(_wire.Welcome) == [_wire.Welcome(1)]
+    assert h.watched == [4242]

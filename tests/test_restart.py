@@ -106,3 +106,40 @@ def test_graceful_shutdown_still_stops_every_session(supervisor: SupervisorProce
     start_turn(supervisor)
     assert supervisor.stop() == 0
     assert supervisor.pids() == []
+
+
+#: Claude's short messages in a turn that ends while no supervisor runs: the next one stores
+#: them over some 25 turns of its loop (MAX_KEEPER_BATCH a turn), before the reports that
+#: follow them — the window in which it once handed the keeper's messages out again
+BACKLOG = 100_000
+
+
+def test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_claude_again(make_supervisor) -> None:
+    """The supervisor is killed (-9) while its keeper holds messages for Claude; the keeper
+    answers them before the next supervisor comes, after a turn of many events. The store
+    still calls them queued (the reports saying otherwise wait in the keeper), and the
+    keeper's hello no longer names them. The new supervisor stored the keeper's backlog
+    over many loop turns and handed them to the keeper again in between: Claude answered
+    each twice (3 runs of 3 before the fix). Now each is given to Claude once, answered
+    once, and the session goes on."""
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    sup.ctl("send", "alpha", "first", "--wait", check=True)
+    _, gate, _ = start_turn(sup)
+    with sup.client() as c:
+        c.request("send", session="alpha", text=f"burst:{BACKLOG} before the kill", queue=True)
+        second = c.request("send", session="alpha", text="second, queued", queue=True)["message_id"]
+        third = c.request("send", session="alpha", text="third, queued", queue=True)["message_id"]
+    wait_for(lambda: sup.session("alpha")["queued"] == 3, what="the keeper to hold the three queued messages")
+    sup.kill9()
+    gate.touch()  # the turns end with nobody listening; the keeper keeps its reports
+    sup.wait_received("third, queued")  # (Claude has answered "second" then: one turn at a time)
+    sup.start()
+    sup.ctl("send", "alpha", "after the restart", "--wait", check=True)  # (anything owed goes before it)
+    received = [r["text"] for r in sup.claude_received()]
+    assert received.count("second, queued") == 1 and received.count("third, queued") == 1, received
+    last = sup.events("alpha", after=sup.session("alpha")["last_seq"] - 20)  # (the backlog is before them)
+    for mid in (second, third):
+        assert [e["kind"] for e in last if e.get("message_id") == mid and e["kind"] in ("user", "result")] == \
+            ["user", "result"]
+    assert [e["seq"] for e in last] == list(range(last[0]["seq"], last[0]["seq"] + len(last)))

@@ -212,3 +212,43 @@ def test_messages_sent_with_queue_keep_their_own_turns_across_a_restart(supervis
     assert not [e for e in evs if e["kind"] in ("steered", "taken")]
     results = {e["message_id"]: e["text"] for e in evs if e["kind"] == "result"}
     assert results[first].startswith("echo: first of its own") and results[second].startswith("echo: second of its own")
+
+
+def test_a_steered_message_to_a_claude_that_exits_already_in_use_reaches_the_resumed_one_once(make_supervisor) -> None:
+    # The first Claude reads the turn's message and the one steered into it, then exits
+    # "already in use" (an earlier Claude saved the conversation, as when it is killed
+    # before its init line): the keeper resumes the conversation, and the resumed Claude
+    # must be given both, once each — not the turn's own alone, which left the steered
+    # one waiting for ever.
+    from .test_delivery import claude_saved_a_first_message
+
+    sup = make_supervisor()
+    fake = sup.claude_bin
+    wrapper = sup.base / "claude-that-reads-two-then-finds-its-conversation-in-use"
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in *" --session-id "*)
+  read -r turn
+  read -r steered
+esac
+exec "{fake}" "$@"
+""")
+    wrapper.chmod(0o755)
+    sup.claude_bin = str(wrapper)
+    sup.start()
+    sup.ctl("new", "alpha", check=True)
+    claude_saved_a_first_message(sup, "alpha")
+    first = sup.request("send", session="alpha", text="the turn's own")["message_id"]
+    with sup.follow("alpha") as events:
+        events.wait_event(lambda e: e["kind"] == "user" and e["message_id"] == first, what="the turn begun")
+        sent = sup.request("send", session="alpha", text="steered into it")
+        assert sent["steering"]
+        events.wait_event(lambda e: e["kind"] == "steered", what="the steered message written")
+        events.wait_event(lambda e: e["kind"] == "result" and e.get("message_id") == first, what="the turn's result")
+    # it joined the turn (taken) or is the next one (its own result): answered either way
+    wait_for(lambda: [e["kind"] for e in outcomes(sup.events("alpha"), sent["message_id"])] in (["taken"], ["result"]),
+             what="the steered message answered")
+    evs = sup.events("alpha")
+    assert not [e for e in evs if e["kind"] == "message_failed"]
+    assert [r["text"] for r in sup.claude_received()].count("steered into it") == 1  # by the resumed Claude, once
+    assert "--resume" in sup.claude_starts()[-1]["argv"] and len(sup.claude_starts()) == 2
+    wait_for(lambda: sup.session("alpha")["state"] == "idle", what="the session idle")

@@ -11,22 +11,30 @@ session is handed back.
 
 On another host (``--host NAME``) the TUI runs there: claudectl runs that machine's own
 claudectl (``supervisord-claude ctl attach NAME``) in this terminal through ``ssh -t`` —
-an argv, each word quoted for the remote shell — and returns its exit status.
+an argv, each word quoted for the remote shell — and returns its exit status. That is
+the one ssh connection: no link to the remote supervisor beside it (its claudectl says
+plainly if there is no such session); ssh's own words are passed on as they come, and
+kept to say what to do when ssh itself fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
-from protocol import Client, relative_time
+from protocol import Client, explain_ssh_failure, relative_time
 
-#: how much of a first prompt a listing shows
+from ._common import fail
+from ._views import cut
+
+#: how much of a first prompt a listing shows, in a terminal's columns
 PROMPT_CHARS = 60
 
 
@@ -56,31 +64,66 @@ def _exit_status(status: int) -> int:
 
 #: what ssh exits with when it failed itself (the remote command's status otherwise)
 SSH_FAILED = 255
+#: how much of ssh's stderr is kept to explain its failure, and read at a time
+STDERR_TAIL = 4096
+CHUNK = 65536
+#: how long ssh's last words are waited for once it exited
+STDERR_GRACE = 5.0
 
 
-def attach_elsewhere(client: Client, args: argparse.Namespace) -> int:
-    """``--host NAME attach``: the session's TUI on its own machine, in this terminal."""
+def attach_elsewhere(args: argparse.Namespace) -> int:
+    """``--host NAME attach``: the session's TUI on its own machine, in this terminal,
+    through one ssh (made without a ``Client``: a link to the remote supervisor would be a
+    second connection, held open for nothing while the TUI runs)."""
     host = args.on_host
-    client.status(args.name)  # (a session that is not there: said here, plainly)
     words = ["ctl", "attach", args.name, *(["--now"] if args.now else []), *(["--json"] if args.json else [])]
     if not args.json:
         print(f"claudectl: opening '{args.name}' on {host.name} through ssh", file=sys.stderr)
     # the terminal's Ctrl-C and Ctrl-\\ are the remote TUI's (ssh passes them on)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    argv = host.ssh_terminal_argv(words)
     try:
-        code = subprocess.run(host.ssh_terminal_argv(words)).returncode
+        code, said = _run_passing_stderr_on(argv)
+    except OSError as exc:
+        return fail(args, f"host {host.name}: cannot run {argv[0]!r}: {exc.strerror or exc} (is OpenSSH's client"
+                    " installed and on PATH?)", "connection")
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    if code == SSH_FAILED:
-        print(f"claudectl: ssh to {host.name} ({host.ssh}) failed: see its message above", file=sys.stderr)
+    if code == SSH_FAILED:  # (what to do about it, as any command over ssh says)
+        fail(args, explain_ssh_failure(host, code, said), "connection")
     return code
 
 
+def _run_passing_stderr_on(argv: list[str]) -> tuple[int, str]:
+    """Run ``argv`` in this terminal; its stderr goes on to ours as it comes (with ``-t``
+    it is ssh's own words: the remote TUI writes to its terminal), and the last of it is
+    kept. Its exit status, and that last part."""
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    pipe, tail = proc.stderr.fileno(), bytearray()
+
+    def pass_on() -> None:
+        while chunk := os.read(pipe, CHUNK):
+            with contextlib.suppress(OSError):  # (our stderr gone: ssh must not block on its own)
+                os.write(2, chunk)
+            tail.extend(chunk)
+            del tail[:-STDERR_TAIL]
+
+    sys.stderr.flush()
+    reader = threading.Thread(target=pass_on, name="ssh-stderr", daemon=True)
+    reader.start()
+    code = proc.wait()
+    # (a process ssh left behind may hold the pipe: its words are not waited for long)
+    reader.join(STDERR_GRACE)
+    if not reader.is_alive():
+        proc.stderr.close()
+    return code, tail.decode(errors="replace")
+
+
 def cmd_attach(client: Client, args: argparse.Namespace) -> int:
-    if not args.on_host.is_local:
-        return attach_elsewhere(client, args)
+    """``attach`` on this machine (on another: ``attach_elsewhere``, which needs no client)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -128,9 +171,7 @@ def conversation_rows(found: list[dict[str, Any]]) -> str:
     lines = []
     for c in found:
         about = c.get("summary") or c.get("first_prompt") or ""
-        about = " ".join(about.split())
-        if len(about) > PROMPT_CHARS:
-            about = about[:PROMPT_CHARS - 1] + "…"
+        about = cut(" ".join(about.split()), PROMPT_CHARS)
         marks = []
         if c.get("held_by"):
             marks.append(f"session '{c['held_by']}'")

@@ -11,6 +11,10 @@ The commands live by what they own: ``_sessions`` (sessions and the supervisor),
 ``_messages`` (send, tail, permit, answer), ``_daily`` (rules, budget, diff, schedule,
 fork), ``_attach`` (a session in Claude Code's terminal UI); their text is ``_views``'
 and ``_events``'; what they share, ``_common``'s.
+
+A command makes one connection to the supervisor (on another host: one ssh): ``main``'s
+``Client``, or for a command that waits (``send --wait``, ``tail``) its own asyncio
+client instead, and for ``--host NAME attach`` none (its ``ssh -t`` is the one).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from protocol import (
     host_named,
 )
 
-from ._attach import cmd_attach, cmd_conversations
+from ._attach import attach_elsewhere, cmd_attach, cmd_conversations
 from ._common import (
     CONNECT_TIMEOUT,
     EXIT_INTERRUPTED,
@@ -51,7 +55,7 @@ from ._common import (
     fail,
 )
 from ._daily import add_daily_parsers
-from ._messages import cmd_answer, cmd_permit, cmd_send, cmd_tail
+from ._messages import cmd_answer, cmd_permit, cmd_send, cmd_tail, waits
 from ._sessions import (
     cmd_backup,
     cmd_cd,
@@ -256,8 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(args, str(exc), "config")
     if getattr(args, "all_hosts", False):
         return ls_all_hosts(args, hosts)
-    try:
-        client = Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout), host=args.on_host)
+    if args.command == "attach" and not args.on_host.is_local:  # (one ssh: the terminal's)
+        return attach_elsewhere(args)
+    try:  # (a command that waits connects on its own: one connection, on another host one ssh)
+        client = None if waits(args) else Client(args.runtime_dir, timeout=min(CONNECT_TIMEOUT, args.timeout),
+                                                 host=args.on_host)
     except VersionMismatch as exc:
         return fail(args, str(exc), "version")
     except ConnectionFailed as exc:
@@ -271,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         fail(args, str(exc), "usage")
         return 2
+    except VersionMismatch as exc:  # (of a command that waits: its connection is made here)
+        return fail(args, str(exc), "version")
+    except ConnectionFailed as exc:
+        return fail(args, str(exc), "connection")
     except ProtocolError as exc:
         return fail(args, str(exc), "protocol")
     except KeyboardInterrupt:
@@ -281,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reader_gone()
     finally:
         try:
-            client.close()
+            if client is not None:
+                client.close()
         except Exception:
             pass
 

@@ -28,6 +28,7 @@ from protocol import (
     idle_note,
     permission_mode_of,
     turn_cost,
+    turn_duration_text,
     usd_text,
 )
 
@@ -74,8 +75,11 @@ def _tool_result(event: ToolResultEvent) -> str:
 
 def _result(event: ResultEvent) -> str:
     status = "interrupted" if event.get("interrupted") else "error" if event.get("is_error") else "done"
-    # the turn's own cost, as the bot shows it (cost_usd is the conversation's total)
-    return f"{status} in {event.get('duration_ms')} ms, cost {usd_text(turn_cost(event))}"
+    # the turn's own cost and its duration, worded as the bot's footer says them (cost_usd
+    # is the conversation's total)
+    duration_ms = event.get("duration_ms")
+    took = f" in {turn_duration_text(duration_ms)}" if isinstance(duration_ms, (int, float)) else ""
+    return f"{status}{took}, cost {usd_text(turn_cost(event))}"
 
 
 def _message_failed(event: MessageFailedEvent) -> str:

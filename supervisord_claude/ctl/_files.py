@@ -11,18 +11,22 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 from protocol import FILE_CHUNK_BYTES, Client
+
+if TYPE_CHECKING:  # (asyncio only for the commands that wait)
+    from protocol import AsyncClient
 
 from ._common import UsageError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def put_local_file(client: Client, session: str, path: str) -> str:
-    """Put the file at ``path`` (links followed) into ``session``'s uploads on the
-    client's host; the path there. Its name there is unique (two sends of one name do
-    not overwrite each other)."""
+def _local_file(path: str) -> tuple[BinaryIO, int, str]:
+    """The file at ``path`` (links followed) opened, its size, and a name for it there:
+    unique (two sends of one name do not overwrite each other)."""
     real = os.path.realpath(os.path.expanduser(path))
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -32,14 +36,36 @@ def put_local_file(client: Client, session: str, path: str) -> str:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UsageError(f"--attach {path}: not an ordinary file")
-    size = st.st_size
-    with os.fdopen(fd, "rb") as f:
-        name = f"claudectl-{secrets.token_hex(4)}-{_UNSAFE.sub('_', os.path.basename(real))[:100]}"
-        offset = 0
-        while True:
-            piece = f.read(FILE_CHUNK_BYTES)
-            more = bool(piece) and offset + len(piece) < size
+    name = f"claudectl-{secrets.token_hex(4)}-{_UNSAFE.sub('_', os.path.basename(real))[:100]}"
+    return os.fdopen(fd, "rb"), st.st_size, name
+
+
+def _pieces(f: BinaryIO, size: int) -> Iterator[tuple[bytes, int, bool]]:
+    """``(piece, offset, more)``: what each ``put_file`` of the file carries."""
+    offset = 0
+    while True:
+        piece = f.read(FILE_CHUNK_BYTES)
+        more = bool(piece) and offset + len(piece) < size
+        yield piece, offset, more
+        if not more:
+            return
+        offset += len(piece)
+
+
+def put_local_file(client: Client, session: str, path: str) -> str:
+    """Put the file at ``path`` into ``session``'s uploads on the client's host; the path
+    there."""
+    f, size, name = _local_file(path)
+    with f:
+        for piece, offset, more in _pieces(f, size):
             written = client.put_file(session, name, piece, offset=offset or None, more=more)
-            if not more:
-                return str(written["path"])
-            offset += len(piece)
+    return str(written["path"])
+
+
+async def put_local_file_async(client: AsyncClient, session: str, path: str) -> str:
+    """``put_local_file`` through the client of a command that waits (``send --wait``)."""
+    f, size, name = _local_file(path)
+    with f:
+        for piece, offset, more in _pieces(f, size):
+            written = await client.put_file(session, name, piece, offset=offset or None, more=more)
+    return str(written["path"])

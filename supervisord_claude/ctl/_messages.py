@@ -16,8 +16,15 @@ from protocol import Client, ConnectionFailed, SessionState, idle_note, permissi
 
 from ._common import EXIT_INTERRUPTED, EXIT_TIMED_OUT, show
 from ._events import LiveAnswer, render_event, turn_ending
-from ._files import put_local_file
+from ._files import put_local_file, put_local_file_async
 from ._views import request_text, terminal_note
+
+
+def waits(args: argparse.Namespace) -> bool:
+    """Does the command wait on a client of its own (asyncio's, to subscribe), so that
+    claudectl makes no other (on another host each is an ssh connection)?"""
+    return args.command == "tail" or (args.command == "send" and bool(args.wait))
+
 
 #: ``tail`` without ``--follow`` gives up when no event comes for this long (seconds)
 TAIL_STALL = 30.0
@@ -43,10 +50,12 @@ async def ack(sub: Any, event_id: int) -> None:
         await sub.ack(event_id)
 
 
-async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: float) -> int:
+async def _send_and_wait(args: argparse.Namespace, timeout: float) -> int:
     from protocol import AsyncClient  # (asyncio only for the commands that wait)
 
-    async with AsyncClient(client_dir, host=args.on_host) as client:
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:  # (the command's one connection)
+        if args.attach and not args.on_host.is_local:  # (that supervisor reads only its own disk)
+            args.put_there = [await put_local_file_async(client, args.name, path) for path in args.attach]
         status = await client.status(args.name)
         stream = bool(getattr(args, "stream", False)) and not args.json
         sub = await client.subscribe(args.name, after_seq=status["last_seq"], live=stream)
@@ -109,16 +118,17 @@ async def _send_and_wait(client_dir: Any, args: argparse.Namespace, timeout: flo
                 return 1
 
 
-def cmd_send(client: Client, args: argparse.Namespace) -> int:
+def cmd_send(client: Client | None, args: argparse.Namespace) -> int:
+    """``send``; with ``--wait`` on a client of its own (``waits``: no ``client``)."""
     if args.text == "-":  # the message from stdin, as Unix tools take a file
         args.text = sys.stdin.read()
-    if args.attach and not args.on_host.is_local:  # (that supervisor reads only its own disk)
-        args.put_there = [put_local_file(client, args.name, path) for path in args.attach]
     if args.wait:
-        client.close()
         import asyncio
 
-        return asyncio.run(_send_and_wait(args.runtime_dir, args, args.timeout))
+        return asyncio.run(_send_and_wait(args, args.timeout))
+    assert client is not None
+    if args.attach and not args.on_host.is_local:  # (that supervisor reads only its own disk)
+        args.put_there = [put_local_file(client, args.name, path) for path in args.attach]
     result = client.send(args.name, args.text, attachments=_attachments(args), queue=args.queue)
     note = f"\n{terminal_note(args.name, result['terminal'])}" if result.get("terminal") else ""
     show(args, result, (f"message {result['message_id']} added to the running turn" if result.get("steering")
@@ -126,15 +136,16 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _tail(args: argparse.Namespace, last_seq: int) -> int:
-    """Print the session's events; without ``--follow``, up to ``last_seq`` (the last one
-    when the command started) and no further."""
-    after = args.from_seq if args.from_seq is not None else 0
-    if not args.follow and after >= last_seq:
-        return 0
+async def _tail(args: argparse.Namespace) -> int:
+    """Print the session's events; without ``--follow``, up to the last one when the
+    command started, and no further."""
     from protocol import AsyncClient
 
-    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:
+    async with AsyncClient(args.runtime_dir, host=args.on_host) as client:  # (the command's one connection)
+        last_seq = int((await client.status(args.name))["last_seq"])  # also: a clear error
+        after = max(0, last_seq - args.lines) if args.lines is not None else args.from_seq or 0
+        if not args.follow and after >= last_seq:
+            return 0
         stream = bool(getattr(args, "stream", False)) and args.follow and not args.json
         sub = await client.subscribe(args.name, after_seq=after, live=stream)
         shown: dict[Any, LiveAnswer] = {}
@@ -161,15 +172,12 @@ async def _tail(args: argparse.Namespace, last_seq: int) -> int:
                 return 0
 
 
-def cmd_tail(client: Client, args: argparse.Namespace) -> int:
-    last_seq = int(client.status(args.name)["last_seq"])  # also: a clear error
-    client.close()
-    if args.lines is not None:
-        args.from_seq = max(0, last_seq - args.lines)
+def cmd_tail(client: None, args: argparse.Namespace) -> int:
+    """``tail``, on a client of its own (``waits``: no ``client``)."""
     try:
         import asyncio
 
-        return asyncio.run(_tail(args, last_seq))
+        return asyncio.run(_tail(args))
     except KeyboardInterrupt:  # (how tail --follow is ended: quietly, with the status Ctrl-C gives)
         return EXIT_INTERRUPTED
 

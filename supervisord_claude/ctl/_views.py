@@ -1,19 +1,72 @@
 """claudectl's text for the things the supervisor reports: a session (``status NAME``),
 the supervisor (``status``), the sessions table (``ls``), what a running turn does, a
-prompt Claude waits on, lengths of time and sizes. Pure functions of a reply's fields
+prompt Claude waits on, lengths of time and sizes; text measured in a terminal's columns
+(a wide character, CJK or emoji, takes two). Pure functions of a reply's fields
 (``Mapping``s: a typed reply or a plain dict alike); events are ``_events``'."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from protocol import SessionState, permission_mode_of, relative_time
 
 #: a queue (of its count or its bytes), or another bounded thing, this full is shown as near its limit
 NEAR_LIMIT = 0.8
+
+
+#: what joins two emoji into one picture (👩‍💻), and what asks for a character's emoji form (❤️)
+_ZERO_WIDTH_JOINER = "\u200d"
+_EMOJI_FORM = "\ufe0f"
+#: the skin tones, which colour the emoji before them
+_EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)
+
+
+def _glyphs(text: str) -> Iterator[tuple[str, int]]:
+    """``text`` as a terminal draws it: each character with what it carries (accents, a
+    joined emoji, a skin tone, an emoji-form selector), and the columns it takes."""
+    glyph, width, joining = "", 0, False
+    for ch in text:
+        if glyph and (joining or ch == _ZERO_WIDTH_JOINER or ord(ch) in _EMOJI_MODIFIERS
+                      or unicodedata.category(ch) in ("Mn", "Me", "Cf")):
+            glyph, joining = glyph + ch, ch == _ZERO_WIDTH_JOINER
+            if ch == _EMOJI_FORM:
+                width = 2
+            continue
+        if glyph:
+            yield glyph, width
+        glyph, joining = ch, False
+        width = 0 if unicodedata.category(ch) in ("Mn", "Me", "Cf") else (
+            2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1)
+    if glyph:
+        yield glyph, width
+
+
+def columns(text: str) -> int:
+    """How many columns of a terminal ``text`` takes (``len`` counts a wide character once)."""
+    return sum(width for _, width in _glyphs(text))
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` followed by spaces up to ``width`` columns (``str.ljust`` by columns)."""
+    return text + " " * (width - columns(text))
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns: if longer, what fits before a "…" (never half
+    a wide character, never a letter without its accent)."""
+    if columns(text) <= width:
+        return text
+    kept, used = [], 0
+    for glyph, glyph_width in _glyphs(text):
+        if used + glyph_width > width - 1:
+            break
+        kept.append(glyph)
+        used += glyph_width
+    return "".join(kept) + "…"
 
 
 def duration(seconds: float) -> str:
@@ -243,8 +296,8 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], host_column: bool = Fa
               shown_state(s) + (f" ({activity_brief(s['activity'])})" if s.get("activity") else ""),
               permission_mode_of(s) or "ask", s["persona"] or "default", s.get("model") or "default",
               relative_time(s["last_active"]), f"${s.get('cost_usd') or 0:.4f}") for s in sessions]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    widths = [max(columns(r[i]) for r in rows) for i in range(len(rows[0]))]  # (a terminal's columns)
+    return "\n".join("  ".join(pad(cell, w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def terminal_note(name: str, terminal: Mapping[str, Any]) -> str:

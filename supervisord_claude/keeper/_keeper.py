@@ -11,7 +11,10 @@ says, what Claude writes and how it ends, and the timers' expiries, and carries 
 actions it returns with Claude's process (start, stdin, stdout/stderr readers, stop), the
 clock, and the link to the supervisor (socket, monitor, death pipe; ``_uplink`` numbers
 the reports and keeps them until the supervisor stored them, across supervisor restarts).
-The messages it exchanges with the supervisor are typed in ``_wire``.
+The messages it exchanges with the supervisor are typed in ``_wire``. Every event goes to
+the machine guarded (``feed``; a line of Claude's output has its own guard): a bug raised
+stops Claude and fails the session clearly (``_internal_error``) rather than leave it
+stuck; a frame it cannot decode is input, logged and ignored.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -49,6 +52,7 @@ from ._actions import (
 )
 from ._machine import DROPPED, EDGES, IllegalTransition, KeeperMachine
 from ._runs import STDOUT_LIMIT
+from ._turns import ReadMessage, message_line
 from ._uplink import Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
@@ -67,20 +71,22 @@ class Keeper:
     """Runs a ``KeeperMachine``: feeds it what happens and carries out what it returns."""
 
     def __init__(self, spec: _wire.KeeperSpec, death_fd: int | None, clock: Clock | None = None,
-                 system: System | None = None) -> None:
+                 system: System | None = None, read_message: ReadMessage = message_line) -> None:
         self.spec = spec
         self.session = spec.session
         self.death_fd = death_fd
         self.clock = clock or LoopClock()
         self.system = system or System()
-        self.machine = KeeperMachine(spec)
+        self.machine = KeeperMachine(spec, read_message)
         self.procs: dict[int, asyncio.subprocess.Process] = {}  # Claude processes by run, until they exit
         self.timers: dict[str, TimerHandle] = {}
         self.done = asyncio.Event()
         self.exit_code = 0
+        #: the machine raised (``_internal_error``): the keeper is ending
+        self.machine_failed = False
         self.uplink = Uplink(self.session, self.clock, spec.orphan_timeout, lambda: self.machine.hello(os.getpid()),
-                             on_over_limit=lambda: self.do(self.machine.supervisor_away_too_long()),
-                             on_orphan_expired=lambda: self.do(self.machine.stop(Reason.SHUTDOWN)))
+                             on_over_limit=lambda: self.feed(self.machine.supervisor_away_too_long),
+                             on_orphan_expired=lambda: self.feed(self.machine.stop, Reason.SHUTDOWN))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
@@ -94,9 +100,46 @@ class Keeper:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         # a task that died of a bug is said at once (asyncio would say it only when the
-        # task is collected, if ever): a start task's death leaves the session stuck
+        # task is collected, if ever), and fails the session: a start, Claude's output or
+        # the supervisor's commands no longer heard would leave it stuck
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("keeper %s: a task died", self.session, exc_info=exc)
+            self._internal_error(exc, f" in a task ({getattr(task.get_coro(), '__qualname__', task.get_name())})")
+
+    def feed(self, event: Callable[..., list[Action]], *args: Any) -> None:
+        """Feed the machine one event and carry out what it returns; a bug raised on the
+        way fails the session (``_internal_error``)."""
+        try:
+            self.do(event(*args))
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: BaseException, during: str = "") -> None:
+        """The machine, or the carrying out of its actions, raised: a bug, never input.
+        What the machine holds can no longer be trusted, and a session left as it is
+        would hang (a turn never answered, a message never handed to Claude): it fails
+        clearly instead. Claude is stopped at once (SIGKILL to its group), every timer is
+        cancelled, and the machine says why and fails every message it holds
+        (``KeeperMachine.internal_error``); the keeper ends. Should that raise too, the
+        keeper ends without its Bye (the supervisor then reports its messages as for a
+        killed keeper)."""
+        for proc in self.procs.values():  # (again at a later error: a Claude that started meanwhile)
+            if proc.returncode is None:
+                self.system.killpg(proc.pid, signal.SIGKILL)
+        if self.machine_failed:  # (e.g. a line Claude wrote before it was stopped: not heard)
+            log.debug("keeper %s: after the internal error%s: %r", self.session, during, exc)
+            return
+        self.machine_failed = True
+        log.error("keeper %s: internal error (a bug)%s; the session fails and Claude is stopped", self.session,
+                  during, exc_info=exc)
+        for key in list(self.timers):
+            self._cancel_timer(key)
+        try:
+            self.do(self.machine.internal_error(f"{type(exc).__name__}: {exc}"[:300]))
+        except Exception:
+            log.exception("keeper %s: the internal error could not be reported; ending", self.session)
+        if not self.done.is_set():
+            self.exit_code = 1
+            self.done.set()
 
     def do(self, actions: list[Action]) -> None:
         """Carry out the machine's actions, in order."""
@@ -123,7 +166,7 @@ class Keeper:
 
     def _timer_fired(self, key: str) -> None:
         self.timers.pop(key, None)
-        self.do(self.machine.timer_fired(key))
+        self.feed(self.machine.timer_fired, key)
 
     def _cancel_timer(self, key: str) -> None:
         handle = self.timers.pop(key, None)
@@ -134,7 +177,7 @@ class Keeper:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, lambda: self.do(self.machine.stop(Reason.SHUTDOWN)))
+        loop.add_signal_handler(signal.SIGTERM, lambda: self.feed(self.machine.stop, Reason.SHUTDOWN))
         if self.death_fd is not None:
             loop.add_reader(self.death_fd, self._on_death_pipe)
         self._ctx = zmq.asyncio.Context()
@@ -150,7 +193,7 @@ class Keeper:
         self._sock.connect(_wire.keeper_endpoint(self.spec.runtime_dir))
         self._spawn_task(self._watch_link(monitor))
         self._spawn_task(self._command_loop())
-        self.do(self.machine.start())
+        self.feed(self.machine.start)
         await self.done.wait()
         self.uplink.flush()  # the last reports (the Bye) go before the socket closes
         for task in list(self._tasks):
@@ -188,20 +231,29 @@ class Keeper:
     async def _command_loop(self) -> None:
         assert self._sock is not None
         while True:
-            data = await self._sock.recv()
-            try:
-                self.handle(_wire.decode(data))
-            except Exception:
-                log.exception("keeper %s: bad command from supervisor", self.session)
+            self.on_frame(await self._sock.recv())
 
-    def handle(self, cmd: _wire.Message) -> None:
-        """One message of the supervisor: the link's own, or a command for the machine."""
+    def on_frame(self, data: bytes) -> None:
+        """A frame from the supervisor. One that is not a message is input, not a bug:
+        logged and ignored (as is a command with a value the machine cannot take: see
+        ``_machine.unusable``); a bug while handling a message fails the session."""
+        try:
+            cmd = _wire.decode(data)
+        except _wire.WireError as exc:
+            log.error("keeper %s: bad command from supervisor ignored: %s", self.session, exc)
+            return
+        self.feed(self.handle, cmd)
+
+    def handle(self, cmd: _wire.Message) -> list[Action]:
+        """One message of the supervisor: the link's own, or a command for the machine
+        (the actions it returns)."""
         if isinstance(cmd, _wire.Ack):
             self.uplink.acked(cmd.upto)
         elif isinstance(cmd, _wire.Welcome):
             self.uplink.welcome(cmd.resend_from)
         else:
-            self.do(self.machine.command(cmd))
+            return self.machine.command(cmd)
+        return []
 
     # Claude's process -----------------------------------------------------------------
 
@@ -213,15 +265,20 @@ class Keeper:
                 stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=STDOUT_LIMIT,
             )
         except OSError as exc:
-            self.do(self.machine.claude_start_failed(start.run, str(exc)))
+            self.feed(self.machine.claude_start_failed, start.run, str(exc))
             return
         self.procs[start.run] = proc
-        actions = self.machine.claude_started(start.run, proc.pid)
-        if (running := self.machine.runs.running) is not None and running.number == start.run:
+        self.feed(self._claude_started, start.run, proc)
+
+    def _claude_started(self, run: int, proc: asyncio.subprocess.Process) -> list[Action]:
+        """Claude ``run`` runs: the machine's actions for it, and its output read if it
+        is the running one (its readers start before the actions are carried out)."""
+        actions = self.machine.claude_started(run, proc.pid)
+        if (running := self.machine.runs.running) is not None and running.number == run:
             tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
             stderr = self._spawn_task(self._read_stderr(proc, tail))
-            self._spawn_task(self._read_stdout(start.run, proc, stderr, tail))
-        self.do(actions)
+            self._spawn_task(self._read_stdout(run, proc, stderr, tail))
+        return actions
 
     def _write(self, line: bytes) -> bool:
         run = self.machine.runs.running
@@ -274,13 +331,13 @@ class Keeper:
         with contextlib.suppress(TimeoutError):
             await wait_for(self.clock, asyncio.shield(stderr), 2.0)
         self.procs.pop(run, None)
-        self.do(self.machine.claude_exited(run, code, tuple(stderr_tail), overflow))
+        self.feed(self.machine.claude_exited, run, code, tuple(stderr_tail), overflow)
 
     def _claude_line(self, run: int, line: bytes) -> None:
         try:
             self.do(self.machine.claude_output(run, _claude.parse_line(line)))
-        except Exception:  # a bug on one line must not stop reading Claude (the turn would hang)
-            log.exception("keeper %s: a line of Claude's output could not be handled: %.200r", self.session, line)
+        except Exception as exc:  # a bug: the session fails clearly (left as it is, the turn could hang)
+            self._internal_error(exc, f" on a line of Claude's output: {line[:200]!r}")
 
     def _overflow(self, proc: asyncio.subprocess.Process) -> bool:
         """A line over STDOUT_LIMIT: it is lost, and it may have been the turn's result: the
@@ -316,12 +373,23 @@ class Keeper:
         if stop.at_once:
             self.procs.pop(stop.run, None)
         else:
-            self.do(self.machine.claude_stopped(stop.run))
+            self.feed(self.machine.claude_stopped, stop.run)
 
 
 #: fault injection for the test suite: while the file this names exists, a new keeper
 #: hangs before it connects (as a keeper stuck in start-up would)
 FAULT_HANG_ENV = "SUPERVISORD_CLAUDE_FAULT_KEEPER_HANG"
+#: fault injection for the test suite: a message whose text holds this variable's value
+#: makes the keeper's machine raise when it is read for Claude (as a bug would)
+FAULT_BUG_ENV = "SUPERVISORD_CLAUDE_FAULT_KEEPER_BUG"
+
+
+def _tripped_by(trigger: str) -> ReadMessage:
+    def read_message(msg: _wire.QueuedMessage, echo_id: str | None) -> bytes:
+        if trigger in msg.text:
+            raise RuntimeError(f"a fault injected by {FAULT_BUG_ENV}")
+        return message_line(msg, echo_id)
+    return read_message
 
 
 def main(spec: _wire.KeeperSpec, death_fd: int | None) -> int:
@@ -334,5 +402,6 @@ def main(spec: _wire.KeeperSpec, death_fd: int | None) -> int:
     configure_logging(f"keeper[{spec.session}]")
     if death_fd is not None:
         os.set_blocking(death_fd, False)
-    keeper = Keeper(spec, death_fd)
+    trigger = os.environ.get(FAULT_BUG_ENV)
+    keeper = Keeper(spec, death_fd, read_message=_tripped_by(trigger) if trigger else message_line)
     return asyncio.run(keeper.run())

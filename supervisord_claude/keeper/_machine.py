@@ -17,7 +17,8 @@ wait for a restart), ``Runs`` (which Claude is which, and what its end means) an
 supervisord's ``Subprocess.change_state`` does). Each event is handled whole in one call:
 a message comes either before the idle timer's expiry (and is answered) or after the
 suspension was decided (and is rejected: the supervisor delivers it again after the
-resume).
+resume). A bug raised while an event is handled is not gone on from: the adapter feeds
+``internal_error``, which fails the session clearly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from protocol import EventKind, Reason, SessionState
+from protocol import EventKind, PermissionMode, Reason, SessionState
 
 from .. import _claude, _wire
 from ._actions import Action, Emit, Finish, Report, Write
@@ -62,6 +63,27 @@ _TOOL_USE = EventKind.TOOL_USE
 
 class IllegalTransition(RuntimeError):
     """A transition that ``EDGES`` does not allow: a bug, never input."""
+
+
+#: what a message the keeper held says when an internal error ended the session
+NOT_ANSWERED = ("an internal error in the session's keeper stopped the session before this was answered (a bug,"
+                " logged); send it again: the next message resumes the conversation")
+
+
+def unusable(cmd: _wire.Message) -> str | None:
+    """What in a supervisor's command this keeper cannot take (a value it does not know,
+    e.g. from a supervisor of another release), or None. Input, never a bug: such a
+    command is logged and ignored, as an undecodable frame is."""
+    try:
+        if isinstance(cmd, (_wire.Suspend, _wire.Stop)):
+            Reason(cmd.reason)
+        elif isinstance(cmd, (_wire.SetMode, _wire.Permit)) and cmd.mode is not None:
+            PermissionMode(cmd.mode)
+        elif isinstance(cmd, _wire.SetTimeout) and type(cmd.seconds) not in (int, float):
+            return f"timeout {cmd.seconds!r} is not a number of seconds"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 class KeeperMachine:
@@ -157,6 +179,9 @@ class KeeperMachine:
     # events: the supervisor's commands ----------------------------------------------------
 
     def command(self, cmd: _wire.Message) -> list[Action]:
+        if (why := unusable(cmd)) is not None:
+            log.warning("keeper %s: %s from the supervisor ignored: %s", self.spec.session, type(cmd).__name__, why)
+            return []
         if isinstance(cmd, _wire.Deliver):
             if self.ending:
                 # lost the race with suspension: the supervisor re-delivers it after resume
@@ -253,13 +278,14 @@ class KeeperMachine:
             self._apply_changes()  # a change came while it started: it has the old settings
             return self._take()
         if self.turns.current is not None:
-            # carried over from a Claude that exited before it read it (see claude_exited)
-            line = self.turns.carry_over()
-            if isinstance(line, bytes):
-                self._out.append(Write(line))
+            # carried over, with the messages steered into its turn, from a Claude that
+            # exited before it read them (see claude_exited); one whose attachment is gone
+            # meanwhile fails alone
+            self._out += self.turns.carry_over()
+            if self.turns.current is not None:
                 self.change_state(SessionState.BUSY, Reason.MESSAGE)
-            else:
-                self._out += line  # its attachment is gone meanwhile: it fails, the next one goes
+                for waiting in self.turns.waiting_to_steer():  # (they came while this Claude started)
+                    self._out += self.turns.steer(waiting)
         self._pump()
         if not self.turns.busy:
             self._become_idle(run.reason)
@@ -380,6 +406,45 @@ class KeeperMachine:
     def claude_stopped(self, run_number: int) -> list[Action]:
         if (then := self.runs.stopped(run_number)) is not None:
             then()
+        return self._take()
+
+    # a bug ---------------------------------------------------------------------------------
+
+    def internal_error(self, error: str) -> list[Action]:
+        """Handling an event raised (``error`` names the exception): a bug, never input.
+        What the machine holds may be half-changed, so it does not go on: the session
+        fails at once and says so, rather than stay stuck. What that event said already
+        is said (it matches what it changed; nothing else it began is done); an ``error``
+        event names the internal error; every message held fails (``NOT_ANSWERED``: the
+        one answered, those steered into its turn, the queued — none goes to a new Claude
+        by itself, as it might trip the bug again); requests and interrupts waiting are
+        void; the keeper ends ``failed`` (``internal-error``). The adapter stops Claude
+        and the timers itself (what the machine knows of them may be wrong too), and what
+        a Claude still wrote is not heard (``runs`` forgets them)."""
+        self._out = [action for action in self._out if isinstance(action, (Emit, Report))]
+        self.runs = Runs()
+        if self.done:
+            return self._take()  # (it had ended: its Bye was said)
+        about = self.turns.turn() or ({"message_id": first.id} if (first := self.turns.first) else {})
+        held = " and the messages it held were not answered" if self.turns.busy or self.turns.steered else ""
+        self._emit(EventKind.ERROR, message=f"Internal error in the session's keeper ({error}): the session was"
+                   f" stopped{held}. The next message resumes the conversation.", **about)
+        turn = self.turns.turn()
+        self._out += self.turns.fail_turn(NOT_ANSWERED) + self.turns.fail_queued(NOT_ANSWERED)
+        voids: list[Callable[[], list[Action]]] = [
+            lambda: self.prompts.void("the session failed", turn),
+            lambda: self.interrupts.void("an internal error in the session's keeper stopped the session")]
+        for void in voids:
+            try:  # (the part that broke may be one of these: what must be said is said anyway)
+                self._out += [action for action in void() if isinstance(action, (Emit, Report))]
+            except Exception:
+                log.exception("keeper %s: after the internal error", self.spec.session)
+        # (not through change_state: from wherever it was, even a state the bug left wrong)
+        self.state = SessionState.FAILED
+        self._emit(EventKind.STATE, state=self.state.value, reason=Reason.INTERNAL_ERROR.value, detail=error, **about)
+        self._report(_wire.Bye(self.state.value, Reason.INTERNAL_ERROR.value))
+        self._out.append(Finish(1))
+        self.done = True
         return self._take()
 
     def _finish(self, state: SessionState, reason: Reason, code: int = 0, **extra: Any) -> None:

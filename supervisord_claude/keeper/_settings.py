@@ -23,6 +23,10 @@ BUDGET_SPENT = 1e-9
 BUDGET_REACHED = ("not sent: the daily cap is reached — what was left of it went to the turns of this and other"
                   " sessions answering at the same time. Raise it (/budget, claudectl budget) or wait for tomorrow")
 
+#: why Claude restarts for each kind of pending change, the one said first when several wait
+RESTART_REASONS = {"model": Reason.MODEL_CHANGE, "mode": Reason.MODE_CHANGE, "rules": Reason.RULES_CHANGE,
+                   "budget": Reason.BUDGET_CHANGE}
+
 SettingChange = _wire.SetModel | _wire.SetMode | _wire.SetRules | _wire.SetBudget
 
 
@@ -64,7 +68,8 @@ class Settings:
         self.model = changes.get("model", self.model)
         self.mode = changes.get("mode", self.mode)
         self.allowed_tools = changes.get("rules", self.allowed_tools)
-        return Reason.MODEL_CHANGE if "model" in changes else Reason.MODE_CHANGE
+        # one restart for all of them: it is said for the first of these that changed
+        return next(reason for key, reason in RESTART_REASONS.items() if key in changes)
 
     def permitted(self, rules: list[str] | tuple[str, ...], mode: str | None) -> None:
         """The user answered a request: the rules it added, the mode Claude switched itself to."""

@@ -9,7 +9,8 @@ written with (``line``), so ``echo`` knows which one it was: a steered message i
 the turn's result names them (``end``). One not taken when the turn ends is Claude's
 next turn by itself — it is in Claude's input already — so ``next_steered`` makes it the
 current message without writing it again; Claude takes several waiting ones as one turn
-(an echo with a uuid of its own).
+(an echo with a uuid of its own). A Claude that exited before it read them (the "already
+in use" retry) is replaced by one that is given them all again (``carry_over``).
 
 Every event about a message is returned (``Emit``) for the machine to pass on in order;
 it never decides the session's state. It reads a message's attachments (through
@@ -96,15 +97,29 @@ class Turns:
         except OSError as exc:
             return failed(msg, unreadable(exc))
 
-    def carry_over(self) -> bytes | list[Emit]:
-        """The current message's line again, for a Claude started after the one it was
-        written to exited before reading it; or, when an attachment cannot be read now,
-        the turn's failure (no message is current then: the next one can go)."""
+    def carry_over(self) -> list[Action]:
+        """The lines of the current message and of the messages steered into its turn
+        again, in order, for a Claude started after the one they were written to exited
+        before reading them (the "already in use" retry; their events were said already).
+        One whose attachment cannot be read now fails alone; when it is the current one,
+        the steered ones, written still, are Claude's next turn (``next_steered``)."""
         assert self.current is not None
-        try:
-            return self.line(self.current)
-        except OSError as exc:
-            return self.fail_turn(unreadable(exc))
+        self._echo_ids.clear()  # (the uuids the Claude that exited was given)
+        self._began = False
+        out: list[Action] = []
+        for msg in [self.current, *self.steered]:
+            line = self.line_or_failure(msg)
+            if isinstance(line, bytes):
+                out.append(Write(line))
+                continue
+            out.append(line)
+            if msg is self.current:
+                self.current = None
+            else:
+                self.steered.remove(msg)
+        if self.current is None and self.steered:
+            out.append(self.next_steered())
+        return out
 
     def begin(self, msg: QueuedMessage) -> Emit:
         """``msg`` is Claude's turn now: its ``user`` event (reported before its line is

@@ -15,6 +15,7 @@ that part when it comes again).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import logging
 from collections.abc import Callable
@@ -209,7 +210,9 @@ class Uplink:
         self.state = Link.CONNECTING
         self._outbox.clear()
         self._outbox_bytes = 0
-        self._raw_send(_wire.encode(self.hello()))
+        # (with the number of its last report: the supervisor knows what was done with its
+        # messages once it has stored every report up to it)
+        self._raw_send(_wire.encode(dataclasses.replace(self.hello(), last_n=self._sent_n)))
 
     def welcome(self, resend_from: int) -> None:
         self._close_run()

@@ -14,8 +14,12 @@ Paths are confined as the bot confined them on its own disk: every link is follo
 the result must stay inside the session's directory (or the allowed directories); the
 last component is opened without following a link (one swapped in meanwhile is refused),
 never blocking (a FIFO is refused, not waited on). An upload is bounded by
-``max_attachment_mib`` — what ``send`` would take — and written to a hidden ``.part``
-file, renamed once its last piece came, so Claude never sees half a file.
+``max_attachment_mib`` — what ``send`` would take — and written to a hidden partial
+file (``.NAME.supervisord-claude.part``: a name no file of the user's has), renamed once
+its last piece came, so Claude never sees half a file. An upload that fails here (the
+disk refuses it, its name cannot be taken) leaves nothing; one its client abandoned (the
+bot killed between two pieces) is removed by the next upload to that session, once it
+has not been written for ``STALE_UPLOAD_SECONDS``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,13 @@ from .._errors import OpError
 from ._attachments import mib_text
 from ._opbase import OpsBase
 from ._store import SessionRecord
+
+#: what ends the name of an upload's partial file (``.NAME`` before it): ours, so only ours
+#: is ever removed
+PART_SUFFIX = ".supervisord-claude.part"
+#: a partial file not written for this long was abandoned (its client was killed, or gave
+#: up): the pieces of one under way come seconds apart
+STALE_UPLOAD_SECONDS = 3600
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -87,11 +99,12 @@ class FileOps(OpsBase):
         ``{size}`` (bytes so far)."""
         offset = offset or 0
         uploads = _subdirectory(self._session(session), UPLOADS_DIR)
-        part = uploads / f".{name}.part"
+        part = uploads / f".{name}{PART_SUFFIX}"
+        if offset == 0:
+            _remove_abandoned_uploads(uploads, keep=part)
         limit = self.config.max_attachment_bytes
         if offset + len(data) > limit:
-            with contextlib.suppress(OSError):
-                part.unlink()
+            _unlink(part)
             raise OpError(ErrorCode.TOO_LARGE, f"{name} is over {mib_text(limit)}, what a file sent to Claude may be"
                           " (max_attachment_mib); nothing was saved")
         try:
@@ -110,7 +123,9 @@ class FileOps(OpsBase):
             while written < len(data):
                 written += os.pwrite(fd, data[written:], offset + written)
         except OSError as exc:
-            raise OpError(ErrorCode.STORAGE, f"cannot save {name} in {uploads}: {_why(exc)}") from None
+            _unlink(part)
+            raise OpError(ErrorCode.STORAGE, f"cannot save {name} in {uploads}: {_why(exc)}; nothing was"
+                          " saved") from None
         finally:
             os.close(fd)
         size = offset + len(data)
@@ -120,7 +135,9 @@ class FileOps(OpsBase):
         try:
             os.replace(part, target)  # (a link of that name is replaced, never followed)
         except OSError as exc:
-            raise OpError(ErrorCode.BAD_REQUEST, f"cannot save {name} as {target}: {_why(exc)}") from None
+            _unlink(part)
+            raise OpError(ErrorCode.BAD_REQUEST, f"cannot save {name} as {target}: {_why(exc)}; nothing was"
+                          " saved") from None
         return {"path": str(target), "size": size}
 
     def op_read_file(self, ident: bytes, session: str, path: str, offset: int | None = None,
@@ -207,6 +224,26 @@ class FileOps(OpsBase):
         except OSError as exc:
             raise OpError(ErrorCode.BAD_REQUEST, f"cannot move {name} to {sent}: {_why(exc)}") from None
         return {"path": str(sent / name)}
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _remove_abandoned_uploads(uploads: Path, keep: Path) -> None:
+    """Remove the partial files of uploads abandoned in ``uploads`` (ours only: our
+    suffix, a file of ours not a link, not written for ``STALE_UPLOAD_SECONDS``), except
+    ``keep`` (the upload starting now)."""
+    stale_before = time.time() - STALE_UPLOAD_SECONDS
+    with contextlib.suppress(OSError), os.scandir(uploads) as found:
+        for entry in found:
+            if not (entry.name.startswith(".") and entry.name.endswith(PART_SUFFIX)) or entry.name == keep.name:
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mtime < stale_before:
+                    os.unlink(entry.path)
 
 
 def _entry(entry: os.DirEntry[str]) -> dict[str, Any]:

@@ -88,7 +88,8 @@ class KeeperHandle:
     bye: _wire.Bye | None = None
     exit_status: int | None = None
     grace: TimerHandle | None = None  # how long its bye may trail its exit
-    start_timer: TimerHandle | None = None  # how long it may take to say hello
+    #: how long it may take to say hello (adopted: to send its reports again, ``resend_until``)
+    start_timer: TimerHandle | None = None
     last_n: int = 0  # the number of its last report handled (see _wire: Numbered)
     #: not a child of our (live) fork server — taken over from a previous supervisor, or
     #: its fork server died: its exit is watched by pidfd (``KeeperPool.watch_exit``)
@@ -103,6 +104,12 @@ class KeeperHandle:
     interrupt_timer: TimerHandle | None = None
     #: what it last said the session does (its last ``state`` event; its hello's, if adopted)
     state: SessionState | None = None
+    #: adopted: the number of its last report when it said hello, until every report up
+    #: to it is handled and stored. Its reports the previous supervisor had not stored say
+    #: which messages it took (written to Claude, answered, failed): until they are, a
+    #: message the store still calls queued may be one Claude has had, and none is handed
+    #: to it (Claude would get it twice). None: nothing to wait for
+    resend_until: int | None = None
 
     def holds(self) -> list[int]:
         """The messages it has from us and Claude has not started on or taken: those it
@@ -151,7 +158,9 @@ class Delivery(enum.Enum):
 
     NOTHING = "nothing"  # none waits
     SENT = "sent"  # handed to its keeper
-    WAITS = "waits"  # its keeper is starting (they go on hello) or leaving (a new one starts after it)
+    #: its keeper is starting (they go on hello), leaving (a new one starts after it), or
+    #: adopted and its reports from before the restart are not stored yet (``resend_until``)
+    WAITS = "waits"
     NEEDS_KEEPER = "needs-keeper"  # it has none: the pool starts one
 
 
@@ -287,7 +296,7 @@ class LiveSession:
         keeper = self.keeper
         if keeper is None:
             return Delivery.NEEDS_KEEPER
-        if keeper.phase is not Phase.READY:
+        if keeper.phase is not Phase.READY or keeper.resend_until is not None:
             return Delivery.WAITS
         assert keeper.ident is not None
         for message in self.hand_over(keeper):

@@ -18,6 +18,7 @@ import msgpack
 from protocol import EventKind, SessionState
 
 from .. import _wire
+from .._errors import StoreError
 from .._permissions import PendingRequest
 from ._eventlog import PLAIN_KINDS
 from ._live import (
@@ -179,6 +180,32 @@ class KeeperPool(PoolExits):
             handle = self._by_pid.get(pid)
             if handle is not None and handle.ident is not None:
                 self._link.send(handle.ident, _wire.Ack(handle.last_n))
+            if handle is not None and handle.resend_until is not None and handle.last_n >= handle.resend_until:
+                # an adopted keeper's reports from before the restart are stored: the store
+                # knows which of its messages it took, and those still owed go to it now
+                self._reports_in(handle)
+
+    def _reports_in(self, handle: KeeperHandle) -> None:
+        """An adopted keeper's reports from before the restart are stored (or did not come
+        in time): what the store still owes the session is moved on."""
+        handle.resend_until = None
+        if handle.start_timer is not None:
+            handle.start_timer.cancel()
+            handle.start_timer = None
+        self.dispatch(handle.session)
+
+    def _reports_overdue(self, handle: KeeperHandle) -> None:
+        """A keeper sends its reports again as soon as it is welcomed: one that has not
+        after ``keeper_start_timeout`` (stopped, or a fault) does not hold its session's
+        messages for ever. Reports that came and wait for a failing store are waited for:
+        the acks' retry ends that wait."""
+        handle.start_timer = None
+        if handle.resend_until is None or handle.last_n >= handle.resend_until or handle.phase is Phase.GONE:
+            return
+        log.warning("the keeper of %s (pid %s) did not send its reports up to %d again within %g s: its messages"
+                    " go to it now (one it took before the restart may reach Claude twice)", handle.session,
+                    handle.pid, handle.resend_until, self.config.keeper_start_timeout)
+        self._reports_in(handle)
 
     def _resend_from(self, session: str, pid: int) -> int:
         rec = self.store.get_session(session)
@@ -254,10 +281,18 @@ class KeeperPool(PoolExits):
         live.queue = collections.deque(i for i in live.queue if i not in held)
         live.keeper = handle
         self._by_pid[msg.pid] = handle
-        if msg.started:
-            self.store.update_session(msg.session, started=1)
         self._welcome(handle)
+        if msg.last_n is not None and msg.last_n > handle.last_n:  # (a keeper of wire 7 and before does not say)
+            handle.resend_until = msg.last_n
+            adopted = handle
+            handle.start_timer = self.clock.call_later(self.config.keeper_start_timeout,
+                                                       lambda: self._reports_overdue(adopted))
         self._listener.watch_exit(msg.pid)
+        if msg.started:  # (last: a store that fails now leaves the keeper taken over all the same)
+            try:
+                self.store.update_session(msg.session, started=1)
+            except StoreError as exc:
+                log.error("the keeper of %s says its conversation exists; not stored: %s", msg.session, exc)
         self._listener.adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)

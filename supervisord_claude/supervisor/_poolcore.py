@@ -148,7 +148,10 @@ class PoolCore:
     def requeue_owed(self) -> None:
         """After a restart: messages accepted before it are still owed, in the order they
         came (those an adopted keeper holds or steered are its own: handed to it again,
-        Claude would get them twice); each session's are moved on."""
+        Claude would get them twice); each session's are moved on — to an adopted keeper
+        once its reports from before the restart are stored (``KeeperHandle.resend_until``:
+        one it took and reported to the previous supervisor, which died before storing
+        that, is not owed; ``hand_over`` skips it then)."""
         held = {i for live in self._sessions.values() if live.keeper for i in live.keeper.holds()}
         owed = self.store.messages(None, QUEUED)
         self._attachments.sweep(((m.id, m.attachments) for m in owed + self.store.messages(None, WRITTEN)),

@@ -166,6 +166,13 @@ class PoolExits(PoolCore):
                                           f" {self.config.keeper_start_timeout:g} s" if handle.overdue else
                                           f"the session keeper died (exit status {status}) before starting Claude")
                 leftover = []
+        if leftover and handle.bye is not None and handle.bye.reason == Reason.INTERNAL_ERROR.value:
+            # a keeper that failed on a bug: one it was handed and said nothing of may be
+            # the one that tripped it, so it is not handed to a new keeper by itself
+            self.events.fail_messages(session, leftover, "an internal error in the session's keeper stopped the"
+                                                         " session before it took this message (a bug, logged);"
+                                                         " send it again: the next message resumes the conversation")
+            leftover = []
         if handle.then is AfterExit.ARCHIVE:
             self.events.fail_messages(session, leftover, f"session '{session}' was archived")
             self.archive_now(session)
