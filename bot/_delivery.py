@@ -20,7 +20,7 @@ from typing import Any
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application
 
-from protocol import ProtocolError
+from protocol import ErrorCode, ProtocolError, RemoteError, Subscription
 
 from ._core import Core
 from ._live import KV_PREVIEWS
@@ -72,6 +72,23 @@ async def show_live(app: App, core: Core, event: dict[str, Any]) -> None:
 
 #: stored events the bot may have received and not yet shown (Telegram slow for some chats)
 DELIVERY_WINDOW = 1024
+#: the live text of every session comes coalesced, one frame at most this often (ms): the
+#: bot wakes for frames, not for each session's pieces (100 sessions writing: 40 frames a
+#: second instead of up to a thousand); a draft's text is at most this much older for it
+#: (50 ms added 30 ms to the drafts' p50 at 25 chats: docs/benchmarks.md)
+LIVE_EVERY_MS = 25
+
+
+async def _subscribe(core: Core, after: int | None) -> Subscription:
+    """The ``telegram-bot`` subscription, live text coalesced (a supervisor that does not
+    know ``live_every`` yet, e.g. an older one on another host: a frame per piece)."""
+    try:
+        return await core.client.subscribe(consumer=CONSUMER, after=after, live=True, window=DELIVERY_WINDOW,
+                                           live_every=LIVE_EVERY_MS)
+    except RemoteError as exc:
+        if exc.code != ErrorCode.BAD_REQUEST or "live_every" not in exc.message:
+            raise
+        return await core.client.subscribe(consumer=CONSUMER, after=after, live=True, window=DELIVERY_WINDOW)
 
 
 async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Core) -> None:
@@ -99,7 +116,7 @@ async def delivery_loop(app: Application[Any, Any, Any, Any, Any, Any], core: Co
                 if sub is not None:
                     sub.discard()
                 after = progress.last_received
-                sub = await core.client.subscribe(consumer=CONSUMER, after=after, live=True, window=DELIVERY_WINDOW)
+                sub = await _subscribe(core, after)
                 progress.resubscribed(sub)
                 log.info("delivering events after %s", "the stored cursor" if after is None else after)
                 while True:

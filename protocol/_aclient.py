@@ -307,9 +307,9 @@ class AsyncClient(AsyncOps):
         except FrameError:
             return
         kind = msg.get("type")
-        if kind in ("event", "events", "live"):
+        if kind in ("event", "events", "live", "lives"):
             sub_id = msg.get("sub")
-            events = msg.get("events") if kind == "events" else [msg.get("event")]
+            events = msg.get("events") if kind in ("events", "lives") else [msg.get("event")]
             if not isinstance(sub_id, int) or not isinstance(events, list):
                 return
             sub = self._subs.get(sub_id)
@@ -319,7 +319,7 @@ class AsyncClient(AsyncOps):
                 if sub is None:
                     if len(self._early) < 64:
                         self._early.setdefault(sub_id, []).append(event)
-                elif kind == "live" or sub._accept(event):
+                elif kind in ("live", "lives") or sub._accept(event):
                     sub._put(event)  # live text has no id: never acked
             return
         req_id = msg.get("id")
@@ -365,11 +365,15 @@ class AsyncClient(AsyncOps):
         window: int | None = None,
         live: bool = False,
         after: int | None = None,
+        live_every: int | None = None,
     ) -> Subscription:
         """Subscribe to one session's events after its sequence number ``after_seq``, or to
         all sessions' after the global event id ``after_id`` (neither: only new ones; all
         sessions' with a ``consumer``: after its cursor). ``after``: either, as in protocol
-        1 (deprecated)."""
+        1 (deprecated). ``live``: the answers as they are written too (``assistant_delta``
+        events, never acked); ``live_every`` (ms): that live text coalesced, every session's
+        newest at most this often in one frame (an older supervisor refuses it:
+        ``bad_request``)."""
         if after_seq is not None and session is None:
             raise ValueError("after_seq is a session's sequence number: give the session")
         if after_id is not None and session is not None:
@@ -386,6 +390,8 @@ class AsyncClient(AsyncOps):
             args["window"] = window
         if live:
             args["live"] = True
+        if live_every is not None:
+            args["live_every"] = live_every
         args["batch"] = True  # several events to a frame
         sub = self.subscription_class(self, args)
         await sub.start()

@@ -191,13 +191,14 @@ class Client(BlockingOps):
             if remaining <= 0:
                 raise self._unanswered(f"no reply to '{op_name}' from the supervisor in time")
             msg = self._recv(remaining)
-            if msg.get("type") in ("event", "live"):
+            if msg.get("type") in ("event", "live", "lives"):
                 self._events.append(msg)
             elif msg.get("id") == req_id:
                 return _result_of(msg)
 
     def next_event(self, timeout: float | None = None) -> Event | None:
-        """The next pushed event frame (``{"sub", "event"}``), or None after ``timeout``."""
+        """The next pushed event frame (``{"sub", "event"}``; ``{"sub", "events"}`` of live text
+        asked for with ``live_every``), or None after ``timeout``."""
         if self._events:
             return self._events.popleft()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -211,5 +212,5 @@ class Client(BlockingOps):
                 msg = decode(self._sock.recv(), HARD_MAX_FRAME_BYTES)
             except FrameError:
                 continue
-            if msg.get("type") in ("event", "live"):
+            if msg.get("type") in ("event", "live", "lives"):
                 return msg

@@ -22,6 +22,7 @@ from ._messages import (
     MAX_ATTACHMENTS,
     MAX_INT,
     MAX_KV_VALUE_BYTES,
+    MAX_LIVE_EVERY_MS,
     MAX_TEXT_CHARS,
     MAX_TIMEOUT_MINUTES,
     MIN_TIMEOUT_MINUTES,
@@ -129,6 +130,13 @@ def non_negative_int(field: str, value: Any) -> int:
 def positive_int(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INT:
         raise bad(f"'{field}' must be an integer from 1 to 2**63-1")
+    return value
+
+
+def live_every_ms(field: str, value: Any) -> int:
+    """How long coalesced live text may wait, in milliseconds (``subscribe``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIVE_EVERY_MS:
+        raise bad(f"'{field}' must be an integer number of milliseconds from 0 to {MAX_LIVE_EVERY_MS}")
     return value
 
 

@@ -27,6 +27,8 @@ FILE_CHUNK_BYTES = 512 * 1024
 MAX_LIST_ENTRIES = 1000
 #: Bounds of what one client may hold in the supervisor.
 MAX_SUBSCRIPTIONS_PER_CLIENT = 64
+#: The longest a subscriber may ask its coalesced live text to wait (``live_every``, ms).
+MAX_LIVE_EVERY_MS = 10_000
 MAX_KV_KEYS = 10_000
 MAX_KV_VALUE_BYTES = 64 * 1024
 

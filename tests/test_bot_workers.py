@@ -90,6 +90,28 @@ def test_answers_shown_past_a_hanging_chat_are_not_shown_again_after_a_bot_kill_
     assert answers(api, OTHER) == ["echo: m0", "echo: m1", "echo: m2"]  # not shown twice
 
 
+@pytest.mark.system
+def test_with_live_text_coalesced_a_session_writing_fast_does_not_hold_back_one_writing_slowly(
+        make_supervisor, bot_env, telegram) -> None:
+    """The bot takes every session's live text in one frame (``live_every``): while alpha
+    writes a long answer fast, beta's short slow one is shown as it grows too, each chat's
+    drafts are its own answer as it was written, and each answer arrives once."""
+    sup = make_supervisor().start()
+    api = telegram
+    start_two_chats(sup, api, bot_env)
+    ask(sup, "alpha", USER, "stream:6 fast " + "word " * 600)
+    ask(sup, "beta", OTHER, "stream:6 slow and short")
+    for chat, start in ((USER, "echo: stream:6 fast"), (OTHER, "echo: stream:6 slow")):
+        api.wait_for_text(lambda t, start=start: t.startswith(start), chat_id=chat)
+    sup.wait_consumer("telegram-bot")
+    for chat, session in ((USER, "alpha"), (OTHER, "beta")):
+        answer = [e for e in sup.events(session) if e["kind"] == "assistant_text"][-1]["text"]
+        shown = [d["text"].removesuffix(" ▍") for d in api.drafts if d["chat_id"] == chat]
+        assert len(set(shown)) >= 3, f"{session}'s answer was not shown as it grew: {shown}"
+        assert all(answer.startswith(text) for text in shown)  # its own text, each a beginning of it
+        assert len([t for t in api.texts(chat) if t.startswith("echo: stream:6")]) == 1
+
+
 # --- units ---------------------------------------------------------------------------------
 
 
@@ -223,3 +245,26 @@ def test_the_parts_sent_of_answers_are_read_as_this_bot_and_an_older_one_stored_
     assert parts_sent_of([[41, 2], [57, 1]]) == {41: 2, 57: 1}  # answers to two chats at once
     assert parts_sent_of([41, 2]) == {41: 2}  # an older bot's: one answer at a time
     assert parts_sent_of(None) == {} and parts_sent_of("junk") == {}
+
+
+async def test_against_a_supervisor_without_live_every_the_bot_subscribes_as_before() -> None:
+    """A supervisor from before ``live_every`` (an older one on another host) refuses the
+    field: the bot's delivery subscribes without it, and gets a frame per piece."""
+    from types import SimpleNamespace
+
+    from bot._delivery import CONSUMER, LIVE_EVERY_MS, _subscribe
+    from protocol import ErrorCode, RemoteError
+
+    asked: list[dict[str, Any]] = []
+
+    class OldClient:
+        async def subscribe(self, **args: Any) -> str:
+            asked.append(args)
+            if "live_every" in args:
+                raise RemoteError(ErrorCode.BAD_REQUEST, "unknown field(s) for 'subscribe': live_every")
+            return "subscription"
+
+    core = SimpleNamespace(client=OldClient())
+    assert await _subscribe(core, 41) == "subscription"  # type: ignore[arg-type]
+    assert [a.get("live_every") for a in asked] == [LIVE_EVERY_MS, None]
+    assert all(a["consumer"] == CONSUMER and a["after"] == 41 and a["live"] for a in asked)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from protocol import MAX_LIVE_EVERY_MS, RemoteError
+
 from .conftest import SupervisorProcess
 
 
@@ -77,3 +81,48 @@ def test_claudectl_streams_the_answer_as_it_is_written(supervisor: SupervisorPro
     supervisor.ctl("new", "alpha", check=True)
     out = supervisor.ctl("send", "alpha", "stream:1 hello there", "--wait", "--stream", check=True).stdout
     assert out.startswith("echo: stream:1 hello there") and out.count("echo:") == 1
+
+
+def test_live_text_asked_for_coalesced_brings_every_sessions_text_together_and_a_plain_subscriber_as_before(
+        supervisor: SupervisorProcess) -> None:
+    """Two sessions write at once: a subscriber with ``live_every`` gets ``lives`` frames,
+    each with the newest text of every session that wrote (a frame with both of them),
+    each piece continuing what it had; one without gets a ``live`` frame per piece."""
+    for name in ("alpha", "beta"):
+        supervisor.ctl("new", name, check=True)
+    with supervisor.client() as coalesced, supervisor.client() as plain:
+        with pytest.raises(RemoteError, match="live_every"):
+            coalesced.request("subscribe", live_every=100)  # (without live)
+        with pytest.raises(RemoteError, match="live_every"):
+            coalesced.request("subscribe", live=True, live_every=MAX_LIVE_EVERY_MS + 1)
+        sub = coalesced.request("subscribe", live=True, live_every=400)["sub"]
+        plain_sub = plain.request("subscribe", live=True)["sub"]
+        for name in ("alpha", "beta"):
+            coalesced.request("send", session=name, text=f"stream:3 {name} writes this answer " + "word " * 40)
+        finals: dict[str, str] = {}
+        shown: dict[str, str] = {}
+        lives: list[dict[str, Any]] = []
+        while len(finals) < 2:
+            frame = coalesced.next_event(timeout=60)
+            assert frame is not None, f"no answers; saw {finals}"
+            assert frame["type"] in ("event", "lives") and frame["sub"] == sub
+            if frame["type"] == "lives":
+                lives.append(frame)
+                for event in frame["events"]:
+                    session = event["session"]
+                    assert event["offset"] == len(shown.get(session, ""))  # it continues what it had
+                    shown[session] = shown.get(session, "") + event["text"]
+            else:
+                event = frame["event"]
+                coalesced.request("ack", sub=sub, upto=event["id"])
+                if event["kind"] == "assistant_text":
+                    finals[event["session"]] = event["text"]
+        assert any({e["session"] for e in frame["events"]} == {"alpha", "beta"} for frame in lives)
+        for name in ("alpha", "beta"):
+            assert shown[name] and finals[name].startswith(shown[name])
+        frames = []
+        while (frame := plain.next_event(timeout=1)) is not None:
+            frames.append(frame)
+        assert frames and all(f["sub"] == plain_sub for f in frames)
+        assert {f["type"] for f in frames} <= {"event", "live"} and any(f["type"] == "live" for f in frames)
+        assert all(f["event"]["kind"] == "assistant_delta" for f in frames if f["type"] == "live")

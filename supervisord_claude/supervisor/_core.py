@@ -157,7 +157,7 @@ def build_core(config: Config, store: Store, system: System, clock: Clock, wall:
     """``watch_exit``: watch an adopted keeper's exit (a pidfd in the supervisor);
     ``all_keepers_gone``: the last keeper is gone (a shutdown waits for it)."""
     instance = instance_id(config.runtime_dir)
-    hub = SubscriptionHub(store, send)
+    hub = SubscriptionHub(store, send, clock)
     # (the room of the cap for all is shared by the sessions whose keeper holds messages;
     # the budgets ask the pool only once keepers run: it exists then)
     budgets = Budgets(config, store, wall, busy=lambda: pool.answering(),

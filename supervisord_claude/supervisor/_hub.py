@@ -11,6 +11,13 @@ Live text (the answer as Claude writes it) is not stored: the hub holds each run
 turn's text so far, and a subscriber that asked for it (``live``) and has every stored
 event gets the text so far once, then each new piece — after, never before, the stored
 events it has not seen.
+
+A live subscriber may ask for its live text coalesced (``live_every``, in ms): then the
+hub keeps which sessions' text grew for it and sends, at most once every ``live_every``
+(and once its pipe has room again), one ``lives`` frame with each of those sessions'
+newest text since what it was sent — one frame for every session, where a subscriber of
+all sessions would otherwise get a frame per session per piece. What it sends and when
+is otherwise as above (only once it has every stored event; the stored text completes it).
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import bisect
 import collections
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event
+from protocol import MAX_LIVE_EVERY_MS, MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event
 from protocol._codec import encode_events_joined
 
+from .._clock import Clock, TimerHandle
 from .._errors import ClientGone, ClientSlow, OpError
 from ._store import Store
 from ._storeruns import RunSlice, StoredRun
@@ -63,8 +71,16 @@ class Subscription:
     live: bool = False
     #: events go several to a frame (``events``) instead of one (``event``)
     batch: bool = False
-    #: session -> (message id, characters of its live text sent)
-    live_sent: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+    #: session -> (``LiveText.number`` of its live text, characters of it sent)
+    live_sent: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: live text coalesced: at most one ``lives`` frame this often (seconds); None: a
+    #: ``live`` frame per session per piece
+    live_every: float | None = None
+    #: (coalesced) the sessions whose live text it may not have yet
+    live_due: set[str] = field(default_factory=set)
+    #: (coalesced) when its last ``lives`` frame went, and the timer of the next
+    live_last: float = float("-inf")
+    live_timer: TimerHandle | None = None
 
 
 @dataclass
@@ -78,6 +94,9 @@ class LiveText:
     #: holds is only what was written since, so its offsets are not the answer's — it is
     #: not sent live (a client would put it in the wrong place), the stored text completes it
     from_start: bool = True
+    #: which piece of live text this is (the hub's count): a turn's next piece of text —
+    #: after a tool, say — has the turn's message id too, and is sent from its start
+    number: int = 0
 
 
 #: the stored events that end a turn's live text
@@ -85,15 +104,18 @@ _ENDS_LIVE_TEXT = frozenset({"assistant_text", "result", "message_failed"})
 
 
 class SubscriptionHub:
-    def __init__(self, store: Store, send: Send) -> None:
+    def __init__(self, store: Store, send: Send, clock: Clock | None = None) -> None:
         self.store = store
         self.send = send
+        #: paces coalesced live text (without one, e.g. a test driving the hub: at once)
+        self.clock = clock
         self.subs: dict[int, Subscription] = {}
         self.live_text: dict[str, LiveText] = {}
         #: session -> the message an adopted keeper was answering (``began_before``)
         self._began_before: dict[str, int | None] = {}
         #: the sessions whose live text grew in this loop turn (sent at its end)
         self._live_written: set[str] = set()
+        self._live_count = 0  # (``LiveText.number``)
         # random start: a client that outlived a previous supervisor never sees its old
         # subscription ids reused for new subscriptions
         self._ids = secrets.randbelow(1 << 40)
@@ -102,7 +124,8 @@ class SubscriptionHub:
         return len(self.subs)
 
     def subscribe(self, ident: bytes, session: str | None, start: int, consumer: str | None,
-                  window: int | None, live: bool = False, batch: bool = False) -> Subscription:
+                  window: int | None, live: bool = False, batch: bool = False,
+                  live_every_ms: int | None = None) -> Subscription:
         self.sweep(keep=ident)  # a new subscription: first forget those of clients that left
         if sum(1 for s in self.subs.values() if s.ident == ident) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise OpError(ErrorCode.BAD_REQUEST, f"a connection may hold {MAX_SUBSCRIPTIONS_PER_CLIENT}"
@@ -117,6 +140,7 @@ class SubscriptionHub:
             sent=start,
             live=live,
             batch=batch,
+            live_every=None if live_every_ms is None else min(live_every_ms, MAX_LIVE_EVERY_MS) / 1000,
         )
         self.subs[sub.sub_id] = sub
         return sub
@@ -156,8 +180,7 @@ class SubscriptionHub:
         self.pump(sub)
 
     def unsubscribe(self, ident: bytes, sub_id: int) -> None:
-        self.own(ident, sub_id)
-        del self.subs[sub_id]
+        self._forget(self.own(ident, sub_id))
 
     def resume(self, ident: bytes) -> None:
         """A client's pipe has room again: its subscriptions go on."""
@@ -165,8 +188,14 @@ class SubscriptionHub:
             self._pump_guarded(sub)
 
     def drop_client(self, ident: bytes) -> None:
-        for sub_id in [s.sub_id for s in self.subs.values() if s.ident == ident]:
-            del self.subs[sub_id]
+        for sub in [s for s in self.subs.values() if s.ident == ident]:
+            self._forget(sub)
+
+    def _forget(self, sub: Subscription) -> None:
+        self.subs.pop(sub.sub_id, None)
+        if sub.live_timer is not None:
+            sub.live_timer.cancel()
+            sub.live_timer = None
 
     def sweep(self, keep: bytes | None = None) -> int:
         """Forget the subscriptions of clients that are gone: each subscribed client gets
@@ -213,7 +242,7 @@ class SubscriptionHub:
             self.pump(sub)
         except Exception:
             log.exception("subscription %d failed; dropped", sub.sub_id)
-            self.subs.pop(sub.sub_id, None)
+            self._forget(sub)
 
     def delta(self, session: str, message_id: int | None, text: str, origin: str | None) -> None:
         """A piece of the answer being written: held, and sent to live subscribers at the
@@ -222,7 +251,9 @@ class SubscriptionHub:
         live = self.live_text.get(session)
         if live is None or live.message_id != message_id:
             began_before = session in self._began_before and self._began_before.pop(session) == message_id
-            live = self.live_text[session] = LiveText(message_id, origin, from_start=not began_before)
+            self._live_count += 1
+            live = self.live_text[session] = LiveText(message_id, origin, from_start=not began_before,
+                                                      number=self._live_count)
         live.text += text
         first = not self._live_written
         self._live_written.add(session)
@@ -246,7 +277,11 @@ class SubscriptionHub:
             if not sub.live:
                 continue
             mine = sessions if sub.session is None else sessions & {sub.session}
-            if mine and self._caught_up(sub, before):
+            if not mine:
+                continue
+            if sub.live_every is not None:
+                self._coalesce(sub, mine)
+            elif self._caught_up(sub, before):
                 for session in mine:
                     self._send_live(sub, session)
 
@@ -255,18 +290,28 @@ class SubscriptionHub:
         unsent = self.store.runs_after(sub.sent, sub.session, limit=1)
         return not unsent or (before is not None and unsent[0].first_id >= before)
 
-    def _send_live(self, sub: Subscription, session: str) -> None:
+    def _live_event(self, sub: Subscription, session: str) -> tuple[dict[str, Any], tuple[int, int]] | None:
+        """The session's live text that ``sub`` was not sent, as an ``assistant_delta``
+        event, and what ``sub.live_sent`` holds once it is sent (None: nothing new, or
+        nothing that can be sent live)."""
         live = self.live_text.get(session)
         if live is None or not live.from_start:
-            return
+            return None
         known = sub.live_sent.get(session)
-        start = known[1] if known is not None and known[0] == live.message_id else 0
+        start = known[1] if known is not None and known[0] == live.number else 0
         if start >= len(live.text):
-            return
+            return None
         event = {"kind": "assistant_delta", "session": session, "message_id": live.message_id,
                  "offset": start, "text": live.text[start:]}
         if live.origin:
             event["origin"] = live.origin
+        return event, (live.number, len(live.text))
+
+    def _send_live(self, sub: Subscription, session: str) -> None:
+        found = self._live_event(sub, session)
+        if found is None:
+            return
+        event, sent = found
         try:
             self.send(sub.ident, encode({"type": "live", "sub": sub.sub_id, "event": event}))
         except ClientGone:
@@ -274,7 +319,63 @@ class SubscriptionHub:
             return
         except ClientSlow:
             return  # live text is best effort; the complete text is a stored event
-        sub.live_sent[session] = (live.message_id, len(live.text))
+        sub.live_sent[session] = sent
+
+    def _coalesce(self, sub: Subscription, sessions: Iterable[str]) -> None:
+        """(A coalescing subscriber) ``sessions``' live text may have grown: it goes with
+        the next ``lives`` frame — now, if the last went ``live_every`` ago."""
+        sub.live_due.update(sessions)
+        if sub.live_timer is not None:
+            return  # (the next frame is on its way)
+        assert sub.live_every is not None
+        wait = sub.live_last + sub.live_every - self.clock.monotonic() if self.clock is not None else 0.0
+        if wait <= 0:
+            self._send_lives(sub)
+        else:
+            assert self.clock is not None
+            sub_id = sub.sub_id
+            sub.live_timer = self.clock.call_later(wait, lambda: self._live_timer_fired(sub_id))
+
+    def _live_timer_fired(self, sub_id: int) -> None:
+        sub = self.subs.get(sub_id)
+        if sub is None:
+            return
+        sub.live_timer = None
+        try:
+            self._send_lives(sub)
+        except Exception:
+            log.exception("live text of subscription %d failed; dropped", sub_id)
+            self._forget(sub)
+
+    def _send_lives(self, sub: Subscription) -> None:
+        """One ``lives`` frame (or a few, of about BATCH_FRAME_BYTES each) with the newest
+        text of each due session — only once the subscriber has every stored event (the
+        pump comes back here when it has). A full pipe keeps them due: ``resume``."""
+        if not sub.live_due or not self._caught_up(sub):
+            return
+        found = [f for f in (self._live_event(sub, session) for session in sorted(sub.live_due)) if f is not None]
+        frames: list[list[tuple[dict[str, Any], tuple[int, int]]]] = []
+        size = BATCH_FRAME_BYTES
+        for event, sent in found:
+            if size >= BATCH_FRAME_BYTES:
+                frames.append([])
+                size = 0
+            frames[-1].append((event, sent))
+            size += len(event["text"]) * 4  # (at most, in UTF-8)
+        for frame in frames:
+            try:
+                self.send(sub.ident, encode({"type": "lives", "sub": sub.sub_id, "events": [e for e, _ in frame]}))
+            except ClientGone:
+                self.drop_client(sub.ident)
+                return
+            except ClientSlow:
+                return  # still due: sent once its pipe has room (``resume`` pumps it)
+            for event, sent in frame:
+                sub.live_sent[event["session"]] = sent
+                sub.live_due.discard(event["session"])
+        sub.live_due.clear()  # (the rest had nothing new)
+        if found and self.clock is not None:
+            sub.live_last = self.clock.monotonic()
 
     def pump(self, sub: Subscription) -> None:
         """Send stored events after ``sub.sent`` while the subscriber's window has room;
@@ -284,7 +385,11 @@ class SubscriptionHub:
             batch = self.store.runs_after(sub.sent, sub.session, limit=sub.window - sub.inflight_events)
             if not batch:
                 if sub.live:
-                    for session in [sub.session] if sub.session else list(self.live_text):
+                    sessions = [sub.session] if sub.session else list(self.live_text)
+                    if sub.live_every is not None:
+                        self._coalesce(sub, [s for s in sessions if s is not None and s in self.live_text])
+                        return
+                    for session in sessions:
                         if session is not None and session in self.live_text:
                             self._send_live(sub, session)
                 return
@@ -302,6 +407,8 @@ class SubscriptionHub:
                 sub.inflight_bytes += sum(size for _, _, size in members)
                 if sub.inflight_bytes >= MAX_INFLIGHT_BYTES:
                     return
+        if sub.live_due and sub.live_every is not None and sub.sub_id in self.subs:
+            self._coalesce(sub, ())  # (its window is full, but it may have every stored event)
 
     @staticmethod
     def _frames_of(sub: Subscription, parts: list[RunSlice]) -> list[tuple[bytes, list[tuple[int, int, int]]]]:

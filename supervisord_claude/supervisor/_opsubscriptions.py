@@ -19,9 +19,12 @@ class SubscriptionOps(OpsBase):
 
     def op_subscribe(self, ident: bytes, session: str | None = None, after_seq: int | None = None,
                      after_id: int | None = None, consumer: str | None = None, window: int | None = None,
-                     live: bool = False, batch: bool = False) -> dict[str, Any]:
+                     live: bool = False, batch: bool = False, live_every: int | None = None) -> dict[str, Any]:
         """One session's events after its sequence number ``after_seq``, or all sessions'
-        after the global event id ``after_id`` (v1's ``after`` is either: ``_vocabulary``)."""
+        after the global event id ``after_id`` (v1's ``after`` is either: ``_vocabulary``);
+        ``live_every`` (ms, with ``live``): the live text coalesced (``_hub``)."""
+        if live_every is not None and not live:
+            raise OpError(ErrorCode.BAD_REQUEST, "'live_every' paces live text: give 'live': true with it")
         if session is not None:
             if after_id is not None:
                 raise OpError(ErrorCode.BAD_REQUEST, "'after_id' counts all sessions' events: with 'session',"
@@ -35,7 +38,7 @@ class SubscriptionOps(OpsBase):
             start = after_id
         if start is None:
             start = self.store.get_cursor(consumer) if consumer else self.store.last_event_id()
-        sub = self.hub.subscribe(ident, session, start, consumer, window, live, batch)
+        sub = self.hub.subscribe(ident, session, start, consumer, window, live, batch, live_every)
         return {"sub": sub.sub_id, "position": start}
 
     def op_ack(self, ident: bytes, sub: int, upto: int) -> dict[str, Any]:
