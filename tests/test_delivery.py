@@ -160,6 +160,21 @@ def claude_saved_a_first_message(sup: SupervisorProcess, session: str) -> None:
     history.write_text('{"role": "user", "text": "saved before the kill"}\n')
 
 
+def claude_that_finds_its_conversation_in_use(sup: SupervisorProcess, name: str, reads: str) -> None:
+    """Start ``sup``'s sessions with a fake claude that, started fresh (``--session-id``),
+    first runs the shell lines ``reads`` (e.g. reads what the keeper wrote) and then finds
+    the conversation saved already ("already in use", with claude_saved_a_first_message)."""
+    wrapper = sup.base / name
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in *" --session-id "*)
+{reads}
+esac
+exec "{sup.claude_bin}" "$@"
+""")
+    wrapper.chmod(0o755)
+    sup.claude_bin = str(wrapper)
+
+
 def test_a_fresh_start_of_a_conversation_claude_already_saved_resumes_it(supervisor: SupervisorProcess) -> None:
     # A Claude killed after it saved the first message but before its init line reached
     # the keeper leaves a conversation the store does not know started. The next start
@@ -184,17 +199,10 @@ def test_a_message_whose_attachment_vanished_before_the_already_in_use_retry_fai
     # exits "already in use": the keeper resumes the conversation and must say the message
     # cannot be sent rather than hang with it.
     sup = make_supervisor()
-    fake = sup.claude_bin
-    wrapper = sup.base / "claude-that-loses-the-attachment"
-    wrapper.write_text(f"""#!/bin/sh
-case " $* " in *" --session-id "*)
+    claude_that_finds_its_conversation_in_use(sup, "claude-that-loses-the-attachment", f"""\
   read -r message  # the keeper wrote the message: it read the attachment then
   rm -r "{sup.state_dir}/attachments"
-esac
-exec "{fake}" "$@"
 """)
-    wrapper.chmod(0o755)
-    sup.claude_bin = str(wrapper)
     sup.start()
     sup.ctl("new", "alpha", check=True)
     claude_saved_a_first_message(sup, "alpha")

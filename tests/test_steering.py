@@ -220,20 +220,11 @@ def test_a_steered_message_to_a_claude_that_exits_already_in_use_reaches_the_res
     # before its init line): the keeper resumes the conversation, and the resumed Claude
     # must be given both, once each — not the turn's own alone, which left the steered
     # one waiting for ever.
-    from .test_delivery import claude_saved_a_first_message
+    from .test_delivery import claude_saved_a_first_message, claude_that_finds_its_conversation_in_use
 
     sup = make_supervisor()
-    fake = sup.claude_bin
-    wrapper = sup.base / "claude-that-reads-two-then-finds-its-conversation-in-use"
-    wrapper.write_text(f"""#!/bin/sh
-case " $* " in *" --session-id "*)
-  read -r turn
-  read -r steered
-esac
-exec "{fake}" "$@"
-""")
-    wrapper.chmod(0o755)
-    sup.claude_bin = str(wrapper)
+    claude_that_finds_its_conversation_in_use(sup, "claude-that-reads-two-then-finds-its-conversation-in-use",
+                                              "  read -r turn\n  read -r steered")
     sup.start()
     sup.ctl("new", "alpha", check=True)
     claude_saved_a_first_message(sup, "alpha")
