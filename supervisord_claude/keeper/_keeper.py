@@ -15,6 +15,10 @@ The messages it exchanges with the supervisor are typed in ``_wire``. Every even
 the machine guarded (``feed``; a line of Claude's output has its own guard): a bug raised
 stops Claude and fails the session clearly (``_internal_error``) rather than leave it
 stuck; a frame it cannot decode is input, logged and ignored.
+
+Why it is over ~400 lines: Claude's process (start, the readers, stop) and the link to
+the supervisor share the loop, the guard and the machine's actions; they would split into
+two adapters (the process, the link) behind ``do``.
 """
 
 from __future__ import annotations

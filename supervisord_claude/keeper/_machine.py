@@ -19,6 +19,11 @@ a message comes either before the idle timer's expiry (and is answered) or after
 suspension was decided (and is rejected: the supervisor delivers it again after the
 resume). A bug raised while an event is handled is not gone on from: the adapter feeds
 ``internal_error``, which fails the session clearly.
+
+Why it is over ~400 lines (the class ~390): what it gained after its split — a read's
+many lines handled in one call (the burst's hot path: a part would cost a call a line)
+and the failure on a bug (it must reach every part and the state) — are transitions of
+the machine's own. The next part to take out is the handling of Claude's output.
 """
 
 from __future__ import annotations

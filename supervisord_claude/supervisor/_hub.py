@@ -18,6 +18,10 @@ hub keeps which sessions' text grew for it and sends, at most once every ``live_
 newest text since what it was sent — one frame for every session, where a subscriber of
 all sessions would otherwise get a frame per session per piece. What it sends and when
 is otherwise as above (only once it has every stored event; the stored text completes it).
+
+Why it is over ~400 lines: the two ways of sending live text (a frame a piece, coalesced)
+share each subscriber's cursor and the rule above; a module of their own would need the
+hub's subscriber state handed over.
 """
 
 from __future__ import annotations
