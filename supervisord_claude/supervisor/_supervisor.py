@@ -40,7 +40,6 @@ from .._clock import Clock, LoopClock, wait_for
 from .._configkeys import Config
 from .._errors import OpError, StoreError
 from .._os import System, sd_notify
-from .._sockets import send_now
 from .._wire import STOP_GRACE
 from ._control import ControlServer, bind_private
 from ._core import build_core
@@ -79,54 +78,96 @@ class ForkServerLink(ForkServer, Protocol):
 
 
 class KeeperSocket:
-    """The keepers' ROUTER socket. Nothing on it is ever dropped (no high-water mark)."""
+    """The keepers' ROUTER socket. Nothing on it is ever dropped (no high-water mark).
+
+    A plain socket, read by a reader on its file descriptor rather than through
+    zmq.asyncio: a wake-up through zmq.asyncio's ``poll`` (its future, poller and extra
+    loop turns) cost the loop about 90 µs more, and 100 sessions streaming make about a
+    thousand wake-ups a second of live text alone (docs/benchmarks.md, "the supervisor's
+    CPU per wake-up"). The descriptor signals only that the socket's state may have
+    changed, and any operation on the socket (a send too) may take that signal: so what
+    is waiting is checked again after each read and after each send."""
 
     def __init__(self, ctx: zmq.asyncio.Context, config: Config) -> None:
         self.path = config.runtime_dir / _wire.KEEPER_SOCKET
-        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 500)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         bind_private(self.sock, self.path)
+        self._on_messages: Callable[[list[tuple[bytes, _wire.Message]]], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: asyncio.Future[None] | None = None  # (what ends ``serve``: handling failed)
+        self._read_armed = False
 
     def send(self, ident: bytes, msg: _wire.Message) -> bool:
         try:
-            send_now(self.sock, [ident, _wire.encode(msg)])
+            self.sock.send_multipart([ident, _wire.encode(msg)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # (normal for an ack to a keeper that has just said bye and left; a command that
             # cannot be delivered is logged by the pool, naming the session)
             log.debug("cannot reach keeper %s: %s", ident.hex(), exc)
             return False
+        finally:
+            self._read_soon()  # (the send may have taken the signal of frames that came)
         return True
 
     async def serve(self, on_messages: Callable[[list[tuple[bytes, _wire.Message]]], None]) -> None:
-        """Hand over everything that has arrived, in order, a batch per loop turn (so the
-        event log stores a burst in one transaction)."""
-        drain: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)  # plain non-blocking reads
-        while True:
-            await self.sock.poll()  # (checks what is there already before it waits)
-            batch: list[tuple[bytes, _wire.Message]] = []
-            reports = 0  # (a run of events counts as its events)
-            while reports < MAX_KEEPER_BATCH:
-                try:
-                    frames = drain.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if len(frames) != 2:
-                    log.warning("keeper socket: unexpected %d-frame message dropped", len(frames))
-                    continue
-                for msg in _wire.decode_all(frames[1]):
-                    if isinstance(msg, _wire.WireError):
-                        log.warning("keeper socket: bad message dropped: %s", msg)
-                    else:
-                        batch.append((frames[0], msg))
-                        reports += len(msg.events) // 3 if type(msg) is _wire.KeeperEvents else 1
+        """Hand over everything that arrives, in order, a batch per loop turn (so the event
+        log stores a burst in one transaction), until cancelled (or handling fails)."""
+        loop = asyncio.get_running_loop()
+        fd = int(self.sock.get(zmq.FD))
+        self._on_messages, self._loop, self._failed = on_messages, loop, loop.create_future()
+        loop.add_reader(fd, self._read)
+        try:
+            self._read()  # (what came before the reader was added)
+            await self._failed
+        finally:
+            loop.remove_reader(fd)
+            self._on_messages = None
+
+    def _read_soon(self) -> None:
+        if self._loop is not None and not self._read_armed:
+            self._read_armed = True
+            self._loop.call_soon(self._read)
+
+    def _read(self) -> None:
+        self._read_armed = False
+        on_messages, failed = self._on_messages, self._failed
+        if on_messages is None or failed is None or failed.done():
+            return
+        try:
+            batch = self._take()
             if batch:
                 on_messages(batch)
-            # let the other sockets' turn come (a poll that finds frames waiting does not
-            # yield): in a burst, subscribers' acks keep them near the newest events
-            await asyncio.sleep(0)
+            # more waiting (past a batch's limit, or come meanwhile: the descriptor may not
+            # signal it): read on the next loop turn, after the other sockets' turn (in a
+            # burst, subscribers' acks keep them near the newest events)
+            if int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                self._read_soon()
+        except Exception as exc:
+            failed.set_exception(exc)
+
+    def _take(self) -> list[tuple[bytes, _wire.Message]]:
+        """What has arrived, in order, up to MAX_KEEPER_BATCH reports."""
+        batch: list[tuple[bytes, _wire.Message]] = []
+        reports = 0  # (a run of events counts as its events)
+        while reports < MAX_KEEPER_BATCH:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                log.warning("keeper socket: unexpected %d-frame message dropped", len(frames))
+                continue
+            for msg in _wire.decode_all(frames[1]):
+                if isinstance(msg, _wire.WireError):
+                    log.warning("keeper socket: bad message dropped: %s", msg)
+                else:
+                    batch.append((frames[0], msg))
+                    reports += len(msg.events) // 3 if type(msg) is _wire.KeeperEvents else 1
+        return batch
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
