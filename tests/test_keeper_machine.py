@@ -383,15 +383,21 @@ def test_already_in_use_resumes_the_conversation_once_and_carries_the_message_ov
     assert [f["message_id"] for f in k.events(EventKind.MESSAGE_FAILED)] == [1]
 
 
-def test_a_message_carried_over_to_a_resumed_claude_whose_attachment_vanished_fails_alone(tmp_path) -> None:
-    # the message was read for the first Claude; it exited "already in use", and its
-    # attachment was deleted before the Claude that resumes the conversation could read it
+def claude_answers_a_message_with_a_note(tmp_path: Any) -> tuple[Keeper, Any]:
+    """A new session's Claude runs and was given message 1 with an attached file."""
     note = tmp_path / "note.txt"
     note.write_text("notes")
     k = Keeper()
     k.start()
     k.claude_runs()
     k.send(_wire.Deliver(QueuedMessage(1, "look", (str(note),))))
+    return k, note
+
+
+def test_a_message_carried_over_to_a_resumed_claude_whose_attachment_vanished_fails_alone(tmp_path) -> None:
+    # the message was read for the first Claude; it exited "already in use", and its
+    # attachment was deleted before the Claude that resumes the conversation could read it
+    k, note = claude_answers_a_message_with_a_note(tmp_path)
     k.deliver(2, "next")
     note.unlink()
     k.claude_exits(1, "Error: Session ID sid is already in use.")
@@ -406,12 +412,7 @@ def test_a_message_carried_over_to_a_resumed_claude_whose_attachment_vanished_fa
 
 
 def test_a_message_carried_over_whose_attachment_vanished_leaves_the_session_idle(tmp_path) -> None:
-    note = tmp_path / "note.txt"
-    note.write_text("notes")
-    k = Keeper()
-    k.start()
-    k.claude_runs()
-    k.send(_wire.Deliver(QueuedMessage(1, "look", (str(note),))))
+    k, note = claude_answers_a_message_with_a_note(tmp_path)
     note.unlink()
     k.claude_exits(1, "Error: Session ID sid is already in use.")
     k.claude_runs()
@@ -925,12 +926,7 @@ def test_a_steered_message_not_taken_by_the_resumed_claude_is_its_next_turn_and_
 
 
 def test_when_the_carried_over_message_fails_the_steered_one_is_still_written_and_answered(tmp_path) -> None:
-    note = tmp_path / "note.txt"
-    note.write_text("notes")
-    k = Keeper()
-    k.start()
-    k.claude_runs()
-    k.send(_wire.Deliver(QueuedMessage(1, "look", (str(note),))))
+    k, note = claude_answers_a_message_with_a_note(tmp_path)
     steer(k, 2, "then this")
     note.unlink()
     k.claude_exits(1, ALREADY_IN_USE)
