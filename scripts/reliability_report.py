@@ -149,6 +149,12 @@ becomes:
   said hello (its hello names the number of its last one, `last_n`); then the store knows,
   and only what is still `queued` is owed. A message the keeper holds or steered (its
   hello names them) is the keeper's own and is never handed to it again.
+- **A keeper takes a message once.** The hello names what the keeper had processed when
+  it said it; a `Deliver` the old supervisor sent just before it died can be read by the
+  keeper after that (it sat in the keeper's socket while the keeper was stopped or busy),
+  so the new supervisor finds it `queued`, named nowhere, and hands it over again. The
+  keeper knows every message it was given (held, answered or failed) and ignores one
+  given again (logged): Claude answers it once.
 - **What is owed is delivered**, in the order it came, also a message the keeper never
   got (its `Deliver` died with the old supervisor): it goes to the adopted keeper once its
   reports are stored; messages sent to the new supervisor meanwhile wait behind it.
@@ -172,6 +178,7 @@ Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_it
 `::test_an_adopted_keepers_reports_that_wait_for_a_full_disk_are_waited_for`,
 `::test_an_adopted_keeper_of_an_older_wire_gets_what_is_owed_without_waiting`,
 `::test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_once_and_not_left_waiting`,
+`tests/test_keeper_machine.py::test_a_message_handed_to_the_keeper_again_is_not_given_to_claude_twice`,
 `tests/test_restart.py::test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_claude_again`
 (a real kill -9: the keeper answers two held messages after a turn of 100,000 events
 while no supervisor runs; before the fix Claude got each twice, 3 runs of 3),

@@ -949,3 +949,36 @@ def test_a_message_to_steer_that_came_while_the_resumed_claude_started_joins_the
     k.claude_runs()
     assert told_since_the_last_start(k) == ["first", "meanwhile"]
     assert [e["message_id"] for e in k.events(EventKind.STEERED)] == [2] and k.states()[-1] == "busy"
+
+
+# a message handed over again (adoption) ------------------------------------------------
+
+@pytest.mark.parametrize("when", ["queued", "answering", "steered", "answered", "in the spec"])
+def test_a_message_handed_to_the_keeper_again_is_not_given_to_claude_twice(when: str) -> None:
+    """A supervisor that dies just after it sent a message leaves it ``queued`` in the store;
+    its successor may hand it to the adopted keeper again (the keeper read the first
+    ``Deliver`` after its hello, which therefore did not name it). The keeper knows the
+    messages it was given: the second is ignored, whatever became of the first — Claude
+    answers it once, and nothing about it is reported twice."""
+    k = Keeper(messages=(QueuedMessage(1, "in the spec"),) if when == "in the spec" else ())
+    k.running()
+    if when != "in the spec":
+        k.deliver(1, "long job")
+    if when == "queued":
+        k.deliver(2, "again?")
+        again = _wire.Deliver(QueuedMessage(2, "again?"))
+    elif when == "steered":
+        steer(k, 2, "again?")
+        again = _wire.Deliver(QueuedMessage(2, "again?", steer=True))
+    else:
+        if when == "answered":
+            k.claude_says(result())
+        again = _wire.Deliver(QueuedMessage(1, "again?"))
+    events = len(k.of(Emit))
+    k.send(again)
+    assert len(k.of(Emit)) == events and k.reports(_wire.Rejected) == []  # (not sent back either)
+    k.claude_says(result(), result(), result())
+    told = k.told()
+    assert len(told) == len(set(told)) and k.states()[-1] == "idle"  # each written to Claude once
+    answered = [r["message_id"] for r in k.events(EventKind.RESULT)]
+    assert answered.count(1) == 1 and answered.count(2) <= 1

@@ -188,10 +188,14 @@ class KeeperMachine:
             log.warning("keeper %s: %s from the supervisor ignored: %s", self.spec.session, type(cmd).__name__, why)
             return []
         if isinstance(cmd, _wire.Deliver):
-            if self.ending:
+            if cmd.message.id in self.turns.given:
+                log.warning("keeper %s: message %d handed over again ignored (it has it)", self.spec.session,
+                            cmd.message.id)
+            elif self.ending:
                 # lost the race with suspension: the supervisor re-delivers it after resume
                 self._report(_wire.Rejected((cmd.message.id,)))
             else:
+                self.turns.given.add(cmd.message.id)
                 self._out += self.idle.cancel()
                 if cmd.message.steer and self._answering:
                     self._out += self.turns.steer(cmd.message)  # it joins the running turn

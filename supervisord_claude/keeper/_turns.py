@@ -58,6 +58,10 @@ class Turns:
 
     def __init__(self, messages: Iterable[QueuedMessage], read_message: ReadMessage = message_line) -> None:
         self.queue: collections.deque[QueuedMessage] = collections.deque(messages)
+        #: the id of every message this keeper took (held, answered or failed since): one
+        #: handed over again — by a supervisor that adopted it, when the ``Deliver`` of the
+        #: one that died came after its hello — is not Claude's twice
+        self.given: set[int] = {m.id for m in self.queue}
         self.current: QueuedMessage | None = None
         #: messages written to Claude while the current turn runs that it has not taken yet
         self.steered: list[QueuedMessage] = []
