@@ -697,3 +697,25 @@ def test_a_keeper_is_adopted_and_welcomed_while_the_store_cannot_be_written(
                                                        state="idle", started=True, last_n=0))])
     assert h.link.of(_wire.Welcome) == [_wire.Welcome(1)]
     assert h.watched == [4242]
+
+
+def test_a_keeper_that_reconnects_to_the_same_supervisor_is_welcomed_again_and_its_answer_arrives(
+        h: Harness) -> None:
+    """A keeper's connection can drop and come back while its supervisor runs on (ZeroMQ
+    reconnects by itself): the keeper says hello again and sends no report until it is
+    welcomed. The second hello was ignored: the keeper kept every report from then on —
+    the answer never reached the user — and after ``orphan_timeout`` stopped Claude."""
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": mid, "text": "one", "attachments": []}))
+    h.clock.advance(0)  # stored and acked: n = 1
+    h.pool.on_keeper_messages([(ident, _wire.Hello(pid, version=_wire.WIRE_VERSION, session="a", state="busy",
+                                                   current=mid, started=True, last_n=2))])
+    assert h.link.of(_wire.Welcome)[-1] == _wire.Welcome(2)  # what it has not stored yet comes again
+    h.keeper_says(ident, _wire.KeeperEvent.of("result", {"message_id": mid, "text": "echo"}))  # n = 2
+    h.clock.advance(0)
+    assert h.store.get_message(mid).status == DONE
+    assert [e["kind"] for e in h.events("a")].count("user") == 1
+    assert h.pool.session("a").keeper.phase is Phase.READY

@@ -239,7 +239,7 @@ class KeeperPool(PoolExits):
             if handle.adopted:  # forked by a fork server that died since: no exit report will come
                 self._listener.watch_exit(msg.pid)
         if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
-            log.warning("second hello from the keeper of %s ignored", handle.session)
+            self._reconnected(handle, ident)
             return
         handle.ident = ident
         if handle.start_timer is not None:
@@ -251,6 +251,18 @@ class KeeperPool(PoolExits):
         for command in outbox:
             self._link.send(ident, command)
         self.dispatch(handle.session)
+
+    def _reconnected(self, handle: KeeperHandle, ident: bytes) -> None:
+        """A keeper we have says hello again: its connection dropped and came back (ZeroMQ
+        reconnects by itself) while we ran on. It sends no report until it is welcomed, so
+        it is, from the first report not handled here (those handled and not stored yet
+        wait in the event log and are acked once stored, as every report is)."""
+        if handle.phase is Phase.GONE or handle.ident != ident:
+            log.warning("hello from the keeper of %s (pid %s) ignored: %s", handle.session, handle.pid,
+                        handle.phase.value)
+            return
+        log.info("the keeper of %s (pid %s) reconnected; welcomed again", handle.session, handle.pid)
+        self._link.send(ident, _wire.Welcome(handle.last_n + 1))
 
     def _welcome(self, handle: KeeperHandle) -> None:
         assert handle.ident is not None and handle.pid is not None
