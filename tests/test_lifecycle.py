@@ -719,3 +719,36 @@ def test_a_keeper_that_reconnects_to_the_same_supervisor_is_welcomed_again_and_i
     assert h.store.get_message(mid).status == DONE
     assert [e["kind"] for e in h.events("a")].count("user") == 1
     assert h.pool.session("a").keeper.phase is Phase.READY
+
+
+def test_a_conversation_started_whose_store_write_fails_is_kept_until_stored(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keeper's report that Claude's conversation exists, when the store cannot write it
+    (disk full): it was acked all the same and lost — the next keeper started Claude without
+    ``--resume`` and the conversation's history was gone. It is not acked until stored, the
+    store is tried again, and a keeper started meanwhile resumes the conversation."""
+    h.op("create", session="a")
+    first = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    update_session = h.store.update_session
+
+    def started_not_stored(name: str, **fields: Any) -> None:
+        if "started" in fields:
+            raise StoreError("database or disk is full")
+        update_session(name, **fields)
+    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    h.numbers[ident] = 1  # (as the keeper socket hands it over: bad messages are logged, not raised)
+    h.pool.on_keeper_messages([(ident, _wire.ConversationStarted("sid", n=1))])
+    h.answer(ident, first)  # n = 2, 3
+    h.clock.advance(0)
+    assert all(a.upto < 1 for a in h.link.of(_wire.Ack))  # the keeper keeps it for us
+    h.state(ident, SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
+    h.state(ident, SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)
+    h.keeper_says(ident, _wire.Bye("suspended", "idle-timeout"))
+    h.pool.on_fork_report(_wire.Exited(pid, 0))
+    h.op("send", session="a", text="two")
+    assert h.fork.spawned[-1][1].started  # resumed, not a fresh conversation
+    monkeypatch.setattr(h.store, "update_session", update_session)
+    h.clock.advance(1.0)  # (tried again with the acks)
+    assert h.store.get_session("a").started

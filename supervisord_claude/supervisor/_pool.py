@@ -94,7 +94,7 @@ class KeeperPool(PoolExits):
         elif isinstance(msg, _wire.ClaudeStarted):
             handle.claude_pid = msg.pid
         elif isinstance(msg, _wire.ConversationStarted):
-            self.store.update_session(handle.session, started=1)
+            self._conversation_started(handle.session)
         elif isinstance(msg, _wire.Rejected):
             if handle.phase is Phase.READY:
                 handle.change_phase(Phase.DRAINING)
@@ -169,11 +169,31 @@ class KeeperPool(PoolExits):
             self._ack_armed = True
             self.clock.call_later(0, self._send_acks)
 
+    def _conversation_started(self, session: str) -> bool:
+        """Store that the session's conversation exists (its next Claude is started with
+        ``--resume``). Should the store fail, it is kept (``_unstored_started``: a keeper
+        started meanwhile is told so all the same) and tried again before the next acks,
+        which wait for it: the keeper keeps its report until then."""
+        try:
+            self.store.update_session(session, started=1)
+        except StoreError as exc:
+            if session not in self._unstored_started:
+                log.error("cannot store that the conversation of %s exists (%s); trying again", session, exc)
+            self._unstored_started.add(session)
+            if not self._ack_armed:  # (tried again with the acks, also when no report comes)
+                self._ack_armed = True
+                self.clock.call_later(1.0, self._send_acks)
+            return False
+        self._unstored_started.discard(session)
+        return True
+
     def _send_acks(self) -> None:
         self._ack_armed = False
-        if self.events.waiting:  # not stored yet (disk full): the keepers keep them for us
-            self.clock.call_later(1.0, self._send_acks)
-            self._ack_armed = True
+        unstored = [s for s in sorted(self._unstored_started) if not self._conversation_started(s)]
+        if self.events.waiting or unstored:  # not stored yet (disk full): the keepers keep them for us
+            if not self._ack_armed:
+                self.clock.call_later(1.0, self._send_acks)
+                self._ack_armed = True
             return
         pids, self._to_ack = self._to_ack, set()
         for pid in pids:
@@ -301,10 +321,7 @@ class KeeperPool(PoolExits):
                                                        lambda: self._reports_overdue(adopted))
         self._listener.watch_exit(msg.pid)
         if msg.started:  # (last: a store that fails now leaves the keeper taken over all the same)
-            try:
-                self.store.update_session(msg.session, started=1)
-            except StoreError as exc:
-                log.error("the keeper of %s says its conversation exists; not stored: %s", msg.session, exc)
+            self._conversation_started(msg.session)
         self._listener.adopted(msg.session, msg.state == SessionState.BUSY.value, msg.current, list(msg.pending))
         log.info("adopted the keeper of %s (pid %d, Claude pid %s, %s, wire version %d)", msg.session, msg.pid,
                  msg.claude_pid, msg.state, msg.version)

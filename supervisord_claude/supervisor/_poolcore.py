@@ -96,6 +96,9 @@ class PoolCore:
         #: during start-up: pid -> session of keepers a previous supervisor left, to adopt
         self._adoptable: dict[int, str] = {}
         self._to_ack: set[int] = set()
+        #: sessions whose conversation exists, which the store failed to record (see
+        #: ``KeeperPool._conversation_started``)
+        self._unstored_started: set[str] = set()
         self._ack_armed = False
 
     # the live sessions ------------------------------------------------------------------
@@ -245,7 +248,7 @@ class PoolCore:
             claude_bin=self.config.claude_bin,
             cwd=rec.cwd,
             session_id=rec.session_id,
-            started=rec.started,
+            started=rec.started or rec.name in self._unstored_started,
             idle_timeout=rec.idle_timeout or self.config.idle_timeout,
             model=rec.model,
             system_prompt=self.system_prompt(rec),
