@@ -23,10 +23,10 @@ from supervisord_claude._clock import FakeClock
 from supervisord_claude._os import System
 from supervisord_claude._wire import QueuedMessage
 from supervisord_claude.keeper._idle import IDLE_TIMER
-from supervisord_claude.keeper._keeper import FAULT_BUG_ENV, Keeper
+from supervisord_claude.keeper._keeper import FAULT_BUG_ENV, FAULT_HELLO_BUG_ENV, Keeper
 from supervisord_claude.keeper._machine import NOT_ANSWERED
 
-from .conftest import wait_for
+from .conftest import SYSTEM, wait_for
 
 CLAUDE_PID = 4242
 
@@ -165,6 +165,20 @@ def test_a_task_of_the_keeper_that_dies_of_a_bug_fails_the_session_clearly() -> 
     assert_failed_clearly(h, [1, 2, 3])
 
 
+def test_a_bug_while_the_keeper_says_hello_fails_the_session_clearly_and_it_introduces_itself_all_the_same() -> None:
+    """On a reconnect (a new supervisor) the machine raised while it made the keeper's
+    hello: the link's task died, no hello went out and the supervisor found only a keeper
+    that never spoke. The session fails as on any bug, and the keeper says hello by what
+    stays true (who it is, that it failed), so it is taken on and its reports — why it
+    failed, its messages — reach the supervisor."""
+    h = Harness()
+    h.keeper.machine.hello = a_bug  # type: ignore[method-assign]
+    hello = h.keeper.uplink.hello()  # (what the link says on each connection)
+    assert_failed_clearly(h, [1, 2, 3])
+    assert (hello.session, hello.version, hello.state) == ("s", _wire.WIRE_VERSION, "failed")
+    assert hello.started  # (the conversation exists: the next keeper resumes it)
+
+
 def test_a_bad_frame_or_a_value_this_keeper_does_not_know_is_logged_and_ignored(
         caplog: pytest.LogCaptureFixture) -> None:
     h = Harness()
@@ -198,3 +212,34 @@ def test_a_bug_in_a_keeper_fails_its_session_clearly_and_the_next_message_resume
     # again); the next one resumes the conversation
     reply = sup.ctl("send", "alpha", "still there?", "--wait", check=True).stdout
     assert "history: 2 earlier" in reply and len(sup.claude_starts()) == starts + 1  # hello and its answer
+
+
+def test_a_bug_while_an_adopted_keeper_says_hello_fails_its_session_clearly(make_supervisor, tmp_path) -> None:
+    """Real processes: the keeper's hello to the restarted supervisor raises. Its session
+    fails as an internal error (said, with each message it held reported not answered),
+    not as a keeper that never said hello (reaped, "not delivered" without a word why)."""
+    sup = make_supervisor()
+    fault = tmp_path / "hello-bug"
+    sup.env[FAULT_HELLO_BUG_ENV] = str(fault)  # while it exists, the machine raises in hello
+    sup.start()
+    sup.ctl("new", "alpha", check=True)
+    gate = tmp_path / "gate"
+    with sup.client() as c:
+        running = c.request("send", session="alpha", text=f"waitfile:{gate} long job")["message_id"]
+        sup.wait_received("long job")
+        queued = c.request("send", session="alpha", text="queued behind it", queue=True)["message_id"]
+    sup.wait_event("alpha", lambda e: e["kind"] == "state" and e["state"] == "busy")
+    keeper = sup.keeper_pid("alpha")
+    fault.touch()
+    sup.kill9()
+    sup.start()
+    failed = sup.wait_event("alpha", lambda e: e["kind"] == "state" and e["state"] == "failed")
+    assert failed["reason"] == Reason.INTERNAL_ERROR.value and "RuntimeError" in failed["detail"]
+    assert any("Internal error in the session's keeper" in e.get("message", "")
+               for e in sup.events("alpha") if e["kind"] == "error")
+    for message_id in (running, queued):
+        [outcome] = [e for e in sup.events("alpha") if e.get("message_id") == message_id
+                     and e["kind"] in ("result", "message_failed")]
+        assert outcome["kind"] == "message_failed" and outcome["reason"] == NOT_ANSWERED
+    wait_for(lambda: keeper is not None and not SYSTEM.alive(keeper) and not sup.claude_pids(), 20,
+             what="the keeper to end and its Claude to be stopped")

@@ -38,7 +38,7 @@ import setproctitle
 import zmq
 import zmq.asyncio
 
-from protocol import Reason, configure_logging
+from protocol import Reason, SessionState, configure_logging
 
 from .. import _claude, _wire
 from .._clock import Clock, LoopClock, TimerHandle, wait_for
@@ -57,7 +57,7 @@ from ._actions import (
 from ._machine import DROPPED, EDGES, IllegalTransition, KeeperMachine
 from ._runs import STDOUT_LIMIT
 from ._turns import ReadMessage, message_line
-from ._uplink import Uplink
+from ._uplink import Link, Uplink
 
 log = logging.getLogger("supervisord_claude.keeper")
 
@@ -72,6 +72,9 @@ PIPE_FULL = 64 * 1024
 STOP_GRACE = _wire.STOP_GRACE
 keeper_title = _wire.keeper_title
 STDERR_TAIL = 20
+#: a keeper that ends while its hello waits for an answer (it failed as it said it) waits
+#: this long for the Welcome, so the reports that say why go out
+WELCOME_WAIT = 5.0
 
 __all__ = ["DROPPED", "EDGES", "STOP_GRACE", "IllegalTransition", "Keeper", "KeeperMachine", "keeper_title", "main"]
 
@@ -93,10 +96,11 @@ class Keeper:
         self.exit_code = 0
         #: the machine raised (``_internal_error``): the keeper is ending
         self.machine_failed = False
-        self.uplink = Uplink(self.session, self.clock, spec.orphan_timeout, lambda: self.machine.hello(os.getpid()),
+        self.uplink = Uplink(self.session, self.clock, spec.orphan_timeout, self._hello,
                              on_over_limit=lambda: self.feed(self.machine.supervisor_away_too_long),
                              on_orphan_expired=lambda: self.feed(self.machine.stop, Reason.SHUTDOWN))
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._welcomed = asyncio.Event()  # (the supervisor welcomed its last hello: see run)
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
 
@@ -149,6 +153,21 @@ class Keeper:
         if not self.done.is_set():
             self.exit_code = 1
             self.done.set()
+
+    def _hello(self) -> _wire.Hello:
+        """What the keeper says on each connection: the machine's hello. Should making it
+        raise (a bug), the session fails as on any bug, and the keeper introduces itself
+        all the same by what stays true — who it is, that it failed, whether the
+        conversation exists — so the supervisor takes it on and hears why from its reports
+        (kept until then: they go after the Welcome, which ``run`` waits for) rather than
+        find a keeper that never spoke."""
+        self._welcomed.clear()  # (a hello on a new connection waits for a Welcome of its own)
+        try:
+            return self.machine.hello(os.getpid())
+        except Exception as exc:
+            self._internal_error(exc, " while it said hello")
+            return _wire.Hello(pid=os.getpid(), version=_wire.WIRE_VERSION, session=self.session,
+                               state=SessionState.FAILED.value, started=self.machine.started)
 
     def do(self, actions: list[Action]) -> None:
         """Carry out the machine's actions, in order."""
@@ -204,6 +223,9 @@ class Keeper:
         self._spawn_task(self._command_loop())
         self.feed(self.machine.start)
         await self.done.wait()
+        if self.uplink.state is Link.CONNECTING:  # (it said hello: its reports go once it is welcomed)
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.clock, self._welcomed.wait(), WELCOME_WAIT)
         self.uplink.flush()  # the last reports (the Bye) go before the socket closes
         for task in list(self._tasks):
             task.cancel()
@@ -260,6 +282,7 @@ class Keeper:
             self.uplink.acked(cmd.upto)
         elif isinstance(cmd, _wire.Welcome):
             self.uplink.welcome(cmd.resend_from)
+            self._welcomed.set()
         else:
             return self.machine.command(cmd)
         return []
@@ -413,6 +436,9 @@ FAULT_HANG_ENV = "SUPERVISORD_CLAUDE_FAULT_KEEPER_HANG"
 #: fault injection for the test suite: a message whose text holds this variable's value
 #: makes the keeper's machine raise when it is read for Claude (as a bug would)
 FAULT_BUG_ENV = "SUPERVISORD_CLAUDE_FAULT_KEEPER_BUG"
+#: fault injection for the test suite: while the file this names exists, the keeper's
+#: machine raises when it makes the keeper's hello (as a bug would)
+FAULT_HELLO_BUG_ENV = "SUPERVISORD_CLAUDE_FAULT_KEEPER_HELLO_BUG"
 
 
 def _tripped_by(trigger: str) -> ReadMessage:
@@ -435,4 +461,12 @@ def main(spec: _wire.KeeperSpec, death_fd: int | None) -> int:
         os.set_blocking(death_fd, False)
     trigger = os.environ.get(FAULT_BUG_ENV)
     keeper = Keeper(spec, death_fd, read_message=_tripped_by(trigger) if trigger else message_line)
+    if hello_fault := os.environ.get(FAULT_HELLO_BUG_ENV):
+        hello = keeper.machine.hello
+
+        def hello_tripped(pid: int) -> _wire.Hello:
+            if os.path.exists(hello_fault):
+                raise RuntimeError(f"a fault injected by {FAULT_HELLO_BUG_ENV}")
+            return hello(pid)
+        keeper.machine.hello = hello_tripped  # type: ignore[method-assign]
     return asyncio.run(keeper.run())
