@@ -158,7 +158,14 @@ becomes:
   so the new supervisor finds it `queued`, named nowhere, and hands it over again. The
   keeper knows every message it was given (held, answered or failed) and ignores one
   given again (logged): Claude answers it once.
-- **What is owed is delivered**, in the order it came, also a message the keeper never
+- **A message dropped meanwhile is dropped once it is known.** `drop_queued` while an
+  adopted keeper's reports from before the restart are not stored yet: a message the
+  store still calls `queued` may be one Claude answered. Each is reported dropped once
+  the reports are stored (or the keeper is gone), if it is still owed then; one Claude
+  had gets its answer only (it got "dropped" and then the answer). A message sent after
+  the drop is not dropped.
+- **What is owed is delivered**,
+ in the order it came, also a message the keeper never
   got (its `Deliver` died with the old supervisor): it goes to the adopted keeper once its
   reports are stored; messages sent to the new supervisor meanwhile wait behind it.
 - **Nothing waits for ever.** The keeper sends its reports again as soon as it is welcomed
@@ -182,6 +189,8 @@ Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_it
 `::test_an_adopted_keeper_of_an_older_wire_gets_what_is_owed_without_waiting`,
 `::test_a_message_an_adopted_keeper_steered_before_its_supervisor_died_is_sent_once_and_not_left_waiting`,
 `tests/test_keeper_machine.py::test_a_message_handed_to_the_keeper_again_is_not_given_to_claude_twice`,
+`tests/test_lifecycle.py::test_messages_dropped_while_an_adopted_keepers_reports_are_awaited_are_dropped_once_known`,
+
 `tests/test_restart.py::test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_claude_again`
 (a real kill -9: the keeper answers two held messages after a turn of 100,000 events
 while no supervisor runs; before the fix Claude got each twice, 3 runs of 3),

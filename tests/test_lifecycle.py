@@ -752,3 +752,28 @@ def test_a_conversation_started_whose_store_write_fails_is_kept_until_stored(
     monkeypatch.setattr(h.store, "update_session", update_session)
     h.clock.advance(1.0)  # (tried again with the acks)
     assert h.store.get_session("a").started
+
+
+def test_messages_dropped_while_an_adopted_keepers_reports_are_awaited_are_dropped_once_known(
+        h: Harness) -> None:
+    """``drop_queued`` right after a restart, before the adopted keeper's reports from
+    before it are stored: a message the store still calls queued may be one Claude
+    answered. It was reported dropped at once — and then answered (two outcomes: the user
+    read "dropped" and got the answer). The drop waits until the store knows: what Claude
+    had is answered, what it never had is dropped, and a message sent after the drop goes."""
+    h.op("create", session="a")
+    answered, _ = h.store.add_message("a", "answered before the kill", [])
+    owed, _ = h.store.add_message("a", "its Deliver died with the supervisor", [])
+    ident = _adopt_after_kill(h, "idle")  # its reports 8 and 9 are not stored
+    h.core.requeue_owed()
+    h.op("drop_queued", session="a")
+    sent_after = h.op("send", session="a", text="sent after the drop")["message_id"]
+    h.answer(ident, answered)  # n = 8, 9: sent again after the welcome
+    h.clock.advance(0)
+
+    def outcomes(message_id: int) -> list[str]:
+        return [e["kind"] for e in h.events("a") if e.get("message_id") == message_id
+                and e["kind"] in ("result", "message_failed")]
+    assert outcomes(answered) == ["result"]
+    assert outcomes(owed) == ["message_failed"] and h.store.get_message(owed).status == FAILED
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [sent_after]

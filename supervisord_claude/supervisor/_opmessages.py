@@ -10,7 +10,6 @@ from protocol import ErrorCode
 
 from .. import _wire
 from .._errors import OpError
-from .._wire import DROPPED
 from ._attachments import mib_text
 from ._control import LaterReply
 from ._live import message_bytes
@@ -104,7 +103,7 @@ class MessageOps(OpsBase):
         delivered ("dropped"); the one it is answering goes on."""
         self._session(session)
         live = self.pool.session(session)
-        self.events.fail_messages(session, live.take_queued(), DROPPED)
+        self.pool.drop_queued(session)
         # those the keeper holds: it reports each one itself (a message_failed event)
         live.command(_wire.DropQueued())
         # those Claude already has in its input (steered, not taken yet) cannot be dropped:

@@ -7,6 +7,7 @@ stopping every keeper at shutdown. The fork server's reports and keeper exits ar
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -99,6 +100,9 @@ class PoolCore:
         #: sessions whose conversation exists, which the store failed to record (see
         #: ``KeeperPool._conversation_started``)
         self._unstored_started: set[str] = set()
+        #: messages the user dropped while what the session's adopted keeper did with them
+        #: was not known yet, by session (see ``drop_queued``)
+        self._drop_when_known: dict[str, set[int]] = {}
         self._ack_armed = False
 
     # the live sessions ------------------------------------------------------------------
@@ -165,6 +169,27 @@ class PoolCore:
         for name in sorted(self._sessions):
             self.dispatch(name)
 
+    def drop_queued(self, session: str) -> None:
+        """The user drops the session's messages that wait here (``DROPPED``; those its
+        keeper holds, it drops itself). While its adopted keeper's reports from before the
+        restart are not stored (``KeeperHandle.resend_until``), a message the store calls
+        queued may be one Claude has had: they are dropped once that is known (``dispatch``),
+        each one Claude had left to its answer."""
+        live = self.session(session)
+        if live.keeper is not None and live.keeper.resend_until is not None:
+            self._drop_when_known.setdefault(session, set()).update(live.queue)
+        else:
+            self.events.fail_messages(session, live.take_queued(), _wire.DROPPED)
+
+    def _drop_known(self, live: LiveSession) -> None:
+        """What the user dropped while it was not known: now the store says which of those
+        are still owed, and those are dropped."""
+        ids = self._drop_when_known.pop(live.name)
+        dropped = [i for i in live.queue if i in ids]
+        live.queue = collections.deque(i for i in live.queue if i not in ids)
+        owed = [i for i in dropped if (msg := self.store.get_message(i)) is not None and msg.status == QUEUED]
+        self.events.fail_messages(live.name, owed, _wire.DROPPED)
+
     def archive_after_exit(self, session: str) -> bool:
         """Stop the session's keeper and archive the session once it has exited; False
         if it has no keeper (archive it now)."""
@@ -217,7 +242,11 @@ class PoolCore:
     def dispatch(self, session: str) -> None:
         """Move queued messages towards Claude: to the live keeper, or start one."""
         live = self._sessions.get(session)
-        if live is None or not live.queue or self._stopping or self._listener.holds(session):
+        if live is None:
+            return
+        if session in self._drop_when_known and (live.keeper is None or live.keeper.resend_until is None):
+            self._drop_known(live)
+        if not live.queue or self._stopping or self._listener.holds(session):
             return
         if live.deliver() is Delivery.NEEDS_KEEPER:
             self._spawn(live)
