@@ -195,6 +195,27 @@ Tests: `tests/test_lifecycle.py::test_a_message_an_adopted_keeper_took_before_it
 (a real kill -9: the keeper answers two held messages after a turn of 100,000 events
 while no supervisor runs; before the fix Claude got each twice, 3 runs of 3),
 `tests/test_upgrade.py`.
+
+## What a graceful shutdown does with the messages held
+
+A shutdown (SIGTERM, `claudectl shutdown`) stops every keeper, and each keeper stops its
+Claude. What becomes of each message not answered yet:
+
+| the message | at the shutdown | after the next start |
+|---|---|---|
+| waiting in the supervisor (not handed to a keeper) | kept (`queued` in the store) | delivered, in order |
+| held by the keeper, queued behind the turn | given back to the supervisor (`Rejected`), kept | delivered, in order |
+| written into the running turn (steered) that Claude had not taken (no echo: it is not in the conversation) | given back once Claude has stopped, kept (`queued` again) — it was reported not delivered before | delivered, in order |
+| the one Claude was answering, and the steered ones Claude took into its turn | reported not delivered ("Claude was stopped before it finished answering (supervisor shutdown)"; the bot offers Retry): the turn was cut, and its partial answer is in the conversation | — |
+
+Stopping a keeper for the terminal (`claudectl attach`) does the same (kept until the
+terminal closes); archiving reports every kept message not delivered ("session
+archived"). Should the store fail to record a given-back steered message as owed again,
+the next start reports it not delivered (it stays `written`).
+
+Tests: `tests/test_restart.py::test_messages_held_at_a_graceful_shutdown_are_answered_after_the_next_start`,
+`tests/test_keeper_machine.py::test_a_stop_mid_turn_gives_back_the_steered_messages_claude_never_took_as_the_queued_ones`,
+`tests/test_lifecycle.py::test_a_steered_message_a_stopping_keeper_gives_back_is_owed_again`.
 """
 
 

@@ -778,15 +778,26 @@ def test_claude_exiting_mid_turn_fails_the_steered_messages_it_had_not_taken_onl
     assert k.events(EventKind.TAKEN) == [{"message_id": 2, "turn": 1}]  # ended with its turn, which failed
 
 
-def test_a_stop_mid_turn_fails_the_steered_messages_too() -> None:
+@pytest.mark.parametrize("reason", [Reason.SHUTDOWN, Reason.ATTACHED, Reason.REQUESTED])
+def test_a_stop_mid_turn_gives_back_the_steered_messages_claude_never_took_as_the_queued_ones(reason: Reason) -> None:
+    """A message written into the running turn that Claude had not taken when it was
+    stopped is not in the conversation (Claude echoes one when it takes it): it is given
+    back to the supervisor as a queued one is — delivered after the next start (or the
+    terminal), failed with the archive — not failed while the queued ones are kept. One
+    Claude took is the turn's, and fails with it."""
     k = Keeper()
     k.running()
     k.deliver(1, "first")
-    steer(k, 2, "steered")
-    k.send(_wire.Stop(Reason.SHUTDOWN.value))
+    k.claude_says(echo(k.written()[-1]["uuid"], "first"))
+    taken = steer(k, 2, "taken")
+    steer(k, 3, "never taken")
+    k.deliver(4, "queued")
+    k.claude_says(echo(taken))
+    k.send(_wire.Stop(reason.value))
     k.claude_stopped()
-    failed = k.events(EventKind.MESSAGE_FAILED)
-    assert [e["message_id"] for e in failed] == [1, 2] and "supervisor shutdown" in failed[1]["reason"]
+    assert [e["message_id"] for e in k.events(EventKind.MESSAGE_FAILED)] == [1]
+    assert [i for r in k.reports(_wire.Rejected) for i in r.ids] == [4, 3]
+    assert k.states()[-1] == "suspended" and k.actions[-1] == Finish(0)
 
 
 def test_a_steered_message_whose_attachment_cannot_be_read_fails_alone() -> None:

@@ -777,3 +777,29 @@ def test_messages_dropped_while_an_adopted_keepers_reports_are_awaited_are_dropp
     assert outcomes(answered) == ["result"]
     assert outcomes(owed) == ["message_failed"] and h.store.get_message(owed).status == FAILED
     assert [d.message.id for d in h.link.of(_wire.Deliver)] == [sent_after]
+
+
+def test_a_steered_message_a_stopping_keeper_gives_back_is_owed_again(h: Harness) -> None:
+    """A keeper stopped mid-turn (shutdown, the terminal) gives back the messages written
+    into the turn that Claude never took, as it gives back the queued ones: the store
+    owes them again (``queued``: a supervisor started later delivers them) and the next
+    keeper gets them — they were ``written`` and no keeper would ever have them again."""
+    h.op("create", session="a")
+    first = h.op("send", session="a", text="long job")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": first, "text": "long job", "attachments": []}))
+    h.state(ident, SessionState.BUSY, Reason.MESSAGE)
+    steered = h.op("send", session="a", text="and one more thing")["message_id"]
+    h.keeper_says(ident, _wire.KeeperEvent.of("steered", {"message_id": steered, "turn": first,
+                                                          "text": "and one more thing", "attachments": []}))
+    assert h.store.get_message(steered).status == WRITTEN
+    h.state(ident, SessionState.SUSPENDING, Reason.ATTACHED)
+    h.keeper_says(ident, _wire.Rejected((steered,)))  # Claude was stopped before it took it
+    h.keeper_says(ident, _wire.KeeperEvent.of("message_failed", {"message_id": first, "reason": "stopped"}))
+    assert h.store.get_message(steered).status == QUEUED
+    assert h.pool.session("a").steered() == []
+    h.state(ident, SessionState.SUSPENDED, Reason.ATTACHED)
+    h.keeper_says(ident, _wire.Bye("suspended", "attached"))
+    h.pool.on_fork_report(_wire.Exited(pid, 0))
+    assert [m.id for m in h.fork.spawned[-1][1].messages] == [steered]

@@ -143,3 +143,29 @@ def test_messages_a_keeper_answered_while_no_supervisor_ran_are_not_given_to_cla
         assert [e["kind"] for e in last if e.get("message_id") == mid and e["kind"] in ("user", "result")] == \
             ["user", "result"]
     assert [e["seq"] for e in last] == list(range(last[0]["seq"], last[0]["seq"] + len(last)))
+
+
+def test_messages_held_at_a_graceful_shutdown_are_answered_after_the_next_start(make_supervisor) -> None:
+    """A shutdown while Claude answers: the message it answers is reported not delivered
+    (its turn was cut; the user can send it again). A message written into that turn that
+    Claude had not taken yet is not in the conversation, as a queued one is not: both are
+    kept and answered, once each, after the next start (the steered one was reported not
+    delivered, while the queued one was kept)."""
+    sup = make_supervisor().start()
+    sup.ctl("new", "alpha", check=True)
+    mid, _gate, _ = start_turn(sup)
+    with sup.client() as c:
+        steered = c.request("send", session="alpha", text="and one more thing")["message_id"]
+        sup.wait_event("alpha", lambda e: e["kind"] == "steered")
+        queued = c.request("send", session="alpha", text="in a turn of its own", queue=True)["message_id"]
+    wait_for(lambda: any(r["text"] == "and one more thing" for r in sup._claude_log("inbox")),
+             what="Claude to have the steered message in its input")
+    assert sup.stop() == 0
+    sup.start()
+    for message_id in (steered, queued):
+        sup.wait_event("alpha", lambda e, m=message_id: e.get("message_id") == m and e["kind"] == "result")
+    [cut] = outcomes(sup, "alpha", mid)
+    assert cut["kind"] == "message_failed" and "supervisor shutdown" in cut["reason"]
+    for message_id, text in ((steered, "and one more thing"), (queued, "in a turn of its own")):
+        [answer] = outcomes(sup, "alpha", message_id)
+        assert answer["kind"] == "result" and answer["text"].startswith(f"echo: {text}")

@@ -147,7 +147,8 @@ class KeeperMachine:
         return self._take()
 
     def stop(self, reason: Reason) -> list[Action]:
-        """Stop for shutdown or archive: queued messages go back to the supervisor."""
+        """Stop for shutdown, archive or the terminal: queued messages go back to the
+        supervisor, and so do, once Claude is stopped, those steered that it never took."""
         if not self.ending:
             self._out += self.idle.cancel()
             if queued := self.turns.take_queued():
@@ -157,6 +158,8 @@ class KeeperMachine:
         return self._take()
 
     def _stopped(self, reason: Reason) -> None:
+        if untaken := self.turns.take_steered():  # (not in the conversation: owed, as the queued ones)
+            self._report(_wire.Rejected(untaken))
         if self.turns.current is not None:
             why = {Reason.SHUTDOWN: "supervisor shutdown",
                    Reason.ATTACHED: "the conversation was opened in a terminal"}.get(reason, "session archived")

@@ -212,6 +212,14 @@ class Turns:
         self.queue.clear()
         return events
 
+    def take_steered(self) -> tuple[int, ...]:
+        """Give back the steered messages Claude never took (its ids): Claude was stopped,
+        and a message it did not echo is not in the conversation."""
+        ids = tuple(m.id for m in self.steered)
+        self._echo_ids = {k: v for k, v in self._echo_ids.items() if v not in ids}
+        self.steered.clear()
+        return ids
+
     def take_queued(self) -> tuple[int, ...]:
         """Give the queue back (its ids), for the supervisor to deliver again."""
         ids = tuple(m.id for m in self.queue)

@@ -100,6 +100,13 @@ class KeeperPool(PoolExits):
                 handle.change_phase(Phase.DRAINING)
             handle.forwarded = [i for i in handle.forwarded if i not in msg.ids]
             self.session(handle.session).put_back(msg.ids)
+            if given_back := tuple(i for i in msg.ids if i in handle.steered):  # (Claude never took them)
+                handle.steered = [i for i in handle.steered if i not in given_back]
+                try:
+                    self.store.owe_again(given_back)
+                except StoreError as exc:  # (a restart reports them not delivered: they stay written)
+                    log.error("the keeper of %s gave back messages %s Claude never took; not stored: %s",
+                              handle.session, list(given_back), exc)
         elif isinstance(msg, _wire.Bye):
             handle.bye = msg
             if handle.phase is Phase.EXIT_REPORTED:

@@ -14,7 +14,7 @@ import msgpack
 from protocol import SessionState
 
 from ._storefile import StoreFile
-from ._storerecords import _SESSION_FIELDS, COST_ADDED, QUEUED, Message, SessionRecord
+from ._storerecords import _SESSION_FIELDS, COST_ADDED, QUEUED, WRITTEN, Message, SessionRecord
 
 
 class SessionRows(StoreFile):
@@ -162,6 +162,13 @@ class SessionRows(StoreFile):
     def set_message_status(self, message_id: int, status: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE messages SET status=? WHERE id=?", (status, message_id))
+
+    def owe_again(self, ids: tuple[int, ...]) -> None:
+        """Messages written to Claude that it never took, given back by their keeper
+        (Claude was stopped): ``queued`` again, delivered like any owed message."""
+        with self._tx() as db:
+            db.executemany("UPDATE messages SET status=? WHERE id=? AND status=?",
+                           [(QUEUED, message_id, WRITTEN) for message_id in ids])
 
     _MESSAGE_COLUMNS = "id, session, text, attachments, status, origin, own_turn"
 
