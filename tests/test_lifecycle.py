@@ -803,3 +803,23 @@ def test_a_steered_message_a_stopping_keeper_gives_back_is_owed_again(h: Harness
     h.keeper_says(ident, _wire.Bye("suspended", "attached"))
     h.pool.on_fork_report(_wire.Exited(pid, 0))
     assert [m.id for m in h.fork.spawned[-1][1].messages] == [steered]
+
+
+def test_a_message_handed_to_a_keeper_while_its_connection_was_down_reaches_it_when_it_reconnects(
+        h: Harness) -> None:
+    """A ``Deliver`` sent while a keeper's connection is down is lost on the way (the
+    keeper socket cannot reach it), and the message waited in ``forwarded`` for ever: its
+    sender never got an answer. When the keeper says hello again, what it was handed and
+    does not say it holds is handed to it again (a keeper ignores a message it has, so one
+    it took meanwhile is not Claude's twice)."""
+    h.op("create", session="a")
+    first = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": first, "text": "one", "attachments": []}))
+    h.state(ident, SessionState.BUSY, Reason.MESSAGE)
+    lost = h.op("send", session="a", text="sent while the link was down", queue=True)["message_id"]
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [lost]  # (it never arrived)
+    h.pool.on_keeper_messages([(ident, _wire.Hello(pid, version=_wire.WIRE_VERSION, session="a", state="busy",
+                                                   current=first, started=True, last_n=2))])
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [lost, lost]

@@ -266,7 +266,7 @@ class KeeperPool(PoolExits):
             if handle.adopted:  # forked by a fork server that died since: no exit report will come
                 self._listener.watch_exit(msg.pid)
         if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
-            self._reconnected(handle, ident)
+            self._reconnected(handle, ident, msg)
             return
         handle.ident = ident
         if handle.start_timer is not None:
@@ -279,17 +279,25 @@ class KeeperPool(PoolExits):
             self._link.send(ident, command)
         self.dispatch(handle.session)
 
-    def _reconnected(self, handle: KeeperHandle, ident: bytes) -> None:
+    def _reconnected(self, handle: KeeperHandle, ident: bytes, hello: _wire.Hello) -> None:
         """A keeper we have says hello again: its connection dropped and came back (ZeroMQ
         reconnects by itself) while we ran on. It sends no report until it is welcomed, so
         it is, from the first report not handled here (those handled and not stored yet
-        wait in the event log and are acked once stored, as every report is)."""
+        wait in the event log and are acked once stored, as every report is). A message
+        handed to it while the link was down did not arrive: what it was handed and does
+        not say it holds goes to it again (one it took meanwhile it ignores: it knows its
+        own; one the store no longer calls queued is not sent)."""
         if handle.phase is Phase.GONE or handle.ident != ident:
             log.warning("hello from the keeper of %s (pid %s) ignored: %s", handle.session, handle.pid,
                         handle.phase.value)
             return
         log.info("the keeper of %s (pid %s) reconnected; welcomed again", handle.session, handle.pid)
         self._link.send(ident, _wire.Welcome(handle.last_n + 1))
+        named = {hello.current, *hello.queued, *hello.steered}
+        if again := [i for i in handle.forwarded if i not in named]:
+            handle.forwarded = [i for i in handle.forwarded if i in named]
+            self.session(handle.session).put_back(again)
+            self.dispatch(handle.session)
 
     def _welcome(self, handle: KeeperHandle) -> None:
         assert handle.ident is not None and handle.pid is not None
