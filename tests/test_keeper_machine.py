@@ -993,3 +993,15 @@ def test_a_message_handed_to_the_keeper_again_is_not_given_to_claude_twice(when:
     assert len(told) == len(set(told)) and k.states()[-1] == "idle"  # each written to Claude once
     answered = [r["message_id"] for r in k.events(EventKind.RESULT)]
     assert answered.count(1) == 1 and answered.count(2) <= 1
+
+
+def test_a_message_a_stopping_keeper_gave_back_is_given_back_again_if_it_comes_again() -> None:
+    """What it gave back is no longer its own: handed to it again, it is given back again
+    (ignored, it would wait for nothing)."""
+    k = Keeper()
+    k.running()
+    k.deliver(1, "long")
+    k.deliver(2, "queued")
+    k.send(_wire.Stop(Reason.SHUTDOWN.value))
+    k.deliver(2, "queued")
+    assert k.reports(_wire.Rejected) == [_wire.Rejected((2,)), _wire.Rejected((2,))]

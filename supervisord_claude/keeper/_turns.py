@@ -218,10 +218,12 @@ class Turns:
         ids = tuple(m.id for m in self.steered)
         self._echo_ids = {k: v for k, v in self._echo_ids.items() if v not in ids}
         self.steered.clear()
+        self.given.difference_update(ids)  # (no longer this keeper's: handed over again, it gives it back again)
         return ids
 
     def take_queued(self) -> tuple[int, ...]:
         """Give the queue back (its ids), for the supervisor to deliver again."""
         ids = tuple(m.id for m in self.queue)
         self.queue.clear()
+        self.given.difference_update(ids)
         return ids
