@@ -202,6 +202,7 @@ class PoolCore:
 
     def archive_now(self, session: str) -> None:
         live = self._sessions.pop(session, None)
+        self._drop_when_known.pop(session, None)  # (every message of it fails now)
         ids = live.take_queued() if live is not None else []
         self.events.fail_messages(session, ids, f"session '{session}' was archived")
         self._attachments.drop_session(session)
