@@ -211,7 +211,11 @@ Claude. What becomes of each message not answered yet:
 Stopping a keeper for the terminal (`claudectl attach`) does the same (kept until the
 terminal closes); archiving reports every kept message not delivered ("session
 archived"). Should the store fail to record a given-back steered message as owed again,
-the next start reports it not delivered (it stays `written`).
+the next start reports it not delivered (it stays `written`). A keeper forked by the
+release before (internal wire 8, adopted after an upgrade in place) still reports its
+steered messages not delivered at a stop, and a message handed to it while its
+connection was down is not handed to it again (it would take a repeat as new).
+
 
 Tests: `tests/test_restart.py::test_messages_held_at_a_graceful_shutdown_are_answered_after_the_next_start`,
 `tests/test_keeper_machine.py::test_a_stop_mid_turn_gives_back_the_steered_messages_claude_never_took_as_the_queued_ones`,

@@ -102,7 +102,7 @@ from ._wiremessages import (
 
 KEEPER_SOCKET = "keepers.sock"
 #: bumped when a message changes shape (keepers say it in their Hello)
-WIRE_VERSION = 8
+WIRE_VERSION = 9
 #: the versions of the keepers a supervisor takes over at a restart: its own, and the
 #: releases it upgrades from — 3: 0.2.0 (events carried their body as a map, a
 #: tool_use its call's id as ``id``); 4: main after 0.2.0 (see CHANGELOG.md); 5: 0.3.0
@@ -111,13 +111,19 @@ WIRE_VERSION = 8
 #: sends its events as runs (``KeeperEvents``; a keeper of 6 and before sends one
 #: ``KeeperEvent`` a message, which the supervisor still reads); 8: its Hello says the
 #: number of its last report (``last_n``: a keeper of 7 and before does not, and its
-#: messages are requeued without waiting for its reports to come again). A keeper of
-#: another version is reaped at start-up, and its turn reported not delivered.
-ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, 6, 7, WIRE_VERSION})
+#: messages are requeued without waiting for its reports to come again); 9: a keeper
+#: ignores a message handed to it again (``REPEATS_IGNORED_SINCE``), and a stopped one
+#: gives back in ``Rejected`` the messages steered that Claude never took (a keeper of 8
+#: and before failed them; same shapes). A keeper of another version is reaped at
+#: start-up, and its turn reported not delivered.
+ADOPTABLE_WIRE_VERSIONS = frozenset({3, 4, 5, 6, 7, 8, WIRE_VERSION})
 #: keepers of an older wire never answer an Interrupt: the supervisor does not wait for it
 INTERRUPT_REPORTS_SINCE = 5
 #: keepers of an older wire ignore ``steer``: every message waits for its own turn there
 STEERING_SINCE = 6
+#: keepers of an older wire take a message handed to them again as a new one: what may
+#: have reached one already is not handed to it again (see ``KeeperPool._reconnected``)
+REPEATS_IGNORED_SINCE = 9
 #: SIGTERM to Claude's process group, this long, then SIGKILL (the keeper does it; the
 #: supervisor waits this long, plus its own margin, for a keeper to go)
 STOP_GRACE = 5.0
@@ -137,8 +143,8 @@ def keeper_endpoint(runtime_dir: Path | str) -> str:
 
 
 __all__ = [
-    "ADOPTABLE_WIRE_VERSIONS", "DROPPED", "EVENT_FIELDS", "INTERRUPT_REPORTS_SINCE", "KEEPER_SOCKET", "RUN_BYTES",
-    "RUN_EVENTS", "STEERING_SINCE", "STOP_GRACE", "WIRE_VERSION", "Ack", "Bye", "ClaudeStarted",
+    "ADOPTABLE_WIRE_VERSIONS", "DROPPED", "EVENT_FIELDS", "INTERRUPT_REPORTS_SINCE", "KEEPER_SOCKET",
+    "REPEATS_IGNORED_SINCE", "RUN_BYTES", "RUN_EVENTS", "STEERING_SINCE", "STOP_GRACE", "WIRE_VERSION", "Ack", "Bye", "ClaudeStarted",
     "ConversationStarted", "Deliver", "Delta", "DropQueued", "Exited", "Hello", "Interrupt", "InterruptReport",
     "KeeperEvent", "KeeperEvents", "KeeperSpec", "Message", "Numbered", "Permit", "QueuedMessage", "Rejected",
     "SetBudget", "SetMode", "SetModel", "SetRules", "SetTimeout", "Spawn", "SpawnFailed", "Spawned", "Stop",

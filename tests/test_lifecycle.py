@@ -823,3 +823,19 @@ def test_a_message_handed_to_a_keeper_while_its_connection_was_down_reaches_it_w
     h.pool.on_keeper_messages([(ident, _wire.Hello(pid, version=_wire.WIRE_VERSION, session="a", state="busy",
                                                    current=first, started=True, last_n=2))])
     assert [d.message.id for d in h.link.of(_wire.Deliver)] == [lost, lost]
+
+
+def test_an_adopted_keeper_of_an_older_wire_that_reconnects_is_welcomed_and_handed_nothing_again(
+        h: Harness) -> None:
+    """A keeper forked by the release before an upgrade speaks an older wire: its hello on a
+    reconnect is welcomed all the same (it was "not taken on"), and nothing it was handed is
+    handed to it again — it would take a message it has as a new one."""
+    h.op("create", session="a")
+    owed, _ = h.store.add_message("a", "owed", [])
+    ident = _adopt_after_kill(h, "idle", last_n=None, version=8)
+    h.core.requeue_owed()
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+    h.pool.on_keeper_messages([(ident, _wire.Hello(4242, version=8, session="a", state="idle", started=True,
+                                                   last_n=7))])
+    assert h.link.of(_wire.Welcome)[-1] == _wire.Welcome(8)
+    assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]

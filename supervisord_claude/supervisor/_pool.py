@@ -248,6 +248,9 @@ class KeeperPool(PoolExits):
                             " it is stopped", msg.session, msg.pid, msg.version,
                             ", ".join(map(str, sorted(_wire.ADOPTABLE_WIRE_VERSIONS))))
             return
+        if (known := self._by_pid.get(msg.pid)) is not None and known.phase not in (Phase.SPAWNING, Phase.STARTING):
+            self._reconnected(known, ident, msg)  # (also one adopted after an upgrade: of an older wire)
+            return
         if msg.version != _wire.WIRE_VERSION:  # forked by our own fork server: our code
             log.warning("keeper pid %d speaks wire version %d, not %d: not taken on", msg.pid, msg.version,
                         _wire.WIRE_VERSION)
@@ -265,9 +268,6 @@ class KeeperPool(PoolExits):
             self._by_pid[msg.pid] = handle
             if handle.adopted:  # forked by a fork server that died since: no exit report will come
                 self._listener.watch_exit(msg.pid)
-        if handle.phase not in (Phase.SPAWNING, Phase.STARTING):
-            self._reconnected(handle, ident, msg)
-            return
         handle.ident = ident
         if handle.start_timer is not None:
             handle.start_timer.cancel()
@@ -294,6 +294,8 @@ class KeeperPool(PoolExits):
         log.info("the keeper of %s (pid %s) reconnected; welcomed again", handle.session, handle.pid)
         self._link.send(ident, _wire.Welcome(handle.last_n + 1))
         named = {hello.current, *hello.queued, *hello.steered}
+        if handle.wire_version < _wire.REPEATS_IGNORED_SINCE:
+            return  # (it would take one it has as new: Claude could get it twice)
         if again := [i for i in handle.forwarded if i not in named]:
             handle.forwarded = [i for i in handle.forwarded if i in named]
             self.session(handle.session).put_back(again)
