@@ -144,7 +144,8 @@ def keeper_endpoint(runtime_dir: Path | str) -> str:
 
 __all__ = [
     "ADOPTABLE_WIRE_VERSIONS", "DROPPED", "EVENT_FIELDS", "INTERRUPT_REPORTS_SINCE", "KEEPER_SOCKET",
-    "REPEATS_IGNORED_SINCE", "RUN_BYTES", "RUN_EVENTS", "STEERING_SINCE", "STOP_GRACE", "WIRE_VERSION", "Ack", "Bye", "ClaudeStarted",
+    "REPEATS_IGNORED_SINCE", "RUN_BYTES", "RUN_EVENTS", "STEERING_SINCE", "STOP_GRACE", "WIRE_VERSION", "Ack", "Bye",
+    "ClaudeStarted",
     "ConversationStarted", "Deliver", "Delta", "DropQueued", "Exited", "Hello", "Interrupt", "InterruptReport",
     "KeeperEvent", "KeeperEvents", "KeeperSpec", "Message", "Numbered", "Permit", "QueuedMessage", "Rejected",
     "SetBudget", "SetMode", "SetModel", "SetRules", "SetTimeout", "Spawn", "SpawnFailed", "Spawned", "Stop",

@@ -293,9 +293,9 @@ class KeeperPool(PoolExits):
             return
         log.info("the keeper of %s (pid %s) reconnected; welcomed again", handle.session, handle.pid)
         self._link.send(ident, _wire.Welcome(handle.last_n + 1))
-        named = {hello.current, *hello.queued, *hello.steered}
         if handle.wire_version < _wire.REPEATS_IGNORED_SINCE:
             return  # (it would take one it has as new: Claude could get it twice)
+        named = {hello.current, *hello.queued, *hello.steered}
         if again := [i for i in handle.forwarded if i not in named]:
             handle.forwarded = [i for i in handle.forwarded if i in named]
             self.session(handle.session).put_back(again)
