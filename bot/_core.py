@@ -45,9 +45,6 @@ class Core:
         #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
         #: its result: an API error the CLI also wrote as the answer becomes one message
         self.last_answer: dict[int, tuple[int, int, str]] = {}
-        #: what went wrong in a turn (its ``error`` event), by message id: said with the
-        #: turn's end, once (``_show.show_error``)
-        self.turn_errors: dict[int, str] = {}
         #: (session, chat) told that the session could not resume, until it tries again
         self.resume_told: set[tuple[str, int]] = set()
         #: a chat's first messages, sent before it had a session: forwarded once the

@@ -41,6 +41,10 @@ HELD_KEPT = 50
 #: again: ``[supervisor's message id, send's fields, why]``, kept when the button is shown
 KV_FAILED = "telegram.failed.{chat}"
 FAILED_KEPT = 50
+#: what went wrong in a running turn (its ``error`` event): ``[message key, text]``, until
+#: the turn ends and says it — also when the bot restarted in between
+KV_TURN_ERRORS = "telegram.turn_errors"
+TURN_ERRORS_KEPT = 50
 KEPT_BYTES = 48 * 1024  # of one such list, encoded (a kv value holds 64 KiB)
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
@@ -255,6 +259,17 @@ class Link(AsyncOps):
         conversation could not resume."""
         return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))
                 if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session]
+
+    async def keep_turn_error(self, message: hosts.MessageKey, text: str) -> None:
+        """Keep what went wrong in message ``message``'s turn, until it ends."""
+        await self._keep(KV_TURN_ERRORS, [message, text], TURN_ERRORS_KEPT)
+
+    async def take_turn_error(self, message: hosts.MessageKey) -> str | None:
+        """What went wrong in that turn (None: nothing), no longer kept."""
+        if not any(e[0] == message for e in await self._entries(KV_TURN_ERRORS)):
+            return None  # (the usual case: read from the copy here, nothing written)
+        entry = await self._take(KV_TURN_ERRORS, message)
+        return entry[1] if entry is not None and len(entry) == 2 and isinstance(entry[1], str) else None
 
     async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
         """Remember that ``session`` wrote these messages (an answer, a prompt, a tool

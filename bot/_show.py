@@ -303,7 +303,7 @@ async def show_result(shown: Shown[ResultEvent]) -> None:
     Claude left for the user."""
     app, core, event, chat, label = shown.app, shown.core, shown.event, shown.chat, shown.label
     answer = await end_turn(shown)
-    error = core.turn_errors.pop(shown.message_id, None) if shown.message_id is not None else None
+    error = await take_turn_error(shown)
     interrupted = event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools")
     if error is not None and not interrupted:  # (something went wrong, and the turn ended all the same)
         await app.bot.send_message(chat, render.tagged(label, render.trouble_text(error)))
@@ -351,14 +351,22 @@ async def show_error(shown: Shown[ErrorEvent]) -> None:
     or exited while idle: the next message starts it again) has no chat to go to."""
     message, message_id = shown.event.get("message"), shown.message_id
     if isinstance(message_id, int) and message:
-        shown.core.turn_errors[message_id] = message
+        # (in the supervisor: a bot restarted before the turn's end still says it)
+        await shown.core.link.keep_turn_error(hosts.message_key(message_id, shown.session), message)
+
+
+async def take_turn_error(shown: Shown[Any]) -> str | None:
+    """What went wrong in the turn that ends now (``show_error``), no longer kept."""
+    message_id = shown.message_id
+    if not isinstance(message_id, int):
+        return None
+    return await shown.core.link.take_turn_error(hosts.message_key(message_id, shown.session))
 
 
 @in_chat
 async def show_message_failed(shown: Shown[MessageFailedEvent]) -> None:
     # (its reason says what went wrong: an error of its turn said the same, or less)
-    if shown.message_id is not None:
-        shown.core.turn_errors.pop(shown.message_id, None)
+    await take_turn_error(shown)
     await end_turn(shown)
     await tell_failed(shown.app, shown.core, shown.chat, shown.event, shown.label)
 

@@ -3,6 +3,7 @@ the fake Bot API, against a real supervisor with the fake claude."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,30 @@ from .test_bot_core import Core, core  # noqa: F401  (the fixture)
 Shown = tuple[Any, BotCore]
 
 
-@pytest.fixture
-async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
-    """The bot's application on the fake Bot API, its link to the supervisor's core in-process."""
+@contextlib.asynccontextmanager
+async def bot_on(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
+    """One run of the bot: its application on the fake Bot API, its link to the
+    supervisor's core in-process (a second one, after the first, is the bot restarted:
+    nothing of the first's memory, the same supervisor)."""
     app = build(BotConfig(TOKEN, frozenset({USER}), telegram.url, tmp_path))
     await app.initialize()
     bot: BotCore = app.bot_data["core"]
     bot.client = await InProcessClient(core.control).connect()
     bot.link = Link(bot.client)
-    yield app, bot
-    for task in bot.typing.values():
-        task.cancel()
-    await app.shutdown()
-    await bot.client.close()
+    try:
+        yield app, bot
+    finally:
+        for task in bot.typing.values():
+            task.cancel()
+        await app.shutdown()
+        await bot.client.close()
+
+
+@pytest.fixture
+async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
+    """The bot's application on the fake Bot API, its link to the supervisor's core in-process."""
+    async with bot_on(core, telegram, tmp_path) as running:
+        yield running
 
 
 @pytest.mark.parametrize("table", [show.KINDS, desk.KINDS], ids=["delivery", "desk"])
@@ -134,7 +146,22 @@ async def test_an_error_of_a_turn_is_said_once_with_its_end(shown: Shown, telegr
     await show.deliver(app, bot, {"id": 3, **about, "kind": "error", "message": crashed, "exit_code": 3})
     await show.deliver(app, bot, {"id": 4, **about, "kind": "message_failed", "reason": crashed})
     assert [m["text"] for m in telegram.sent] == [f"❌ Message not delivered: {crashed}"]
-    assert bot.turn_errors == {}  # nothing held once the turns ended
+    assert (await bot.link.kv_get("telegram.turn_errors")) is None  # nothing held once the turns ended
+
+
+async def test_an_error_of_a_turn_is_said_with_its_end_by_a_bot_restarted_in_between(
+        core: Core, telegram: FakeTelegram, tmp_path: Path) -> None:  # noqa: F811
+    """The bot shows the turn's ``error`` (acked), is killed, and a new run shows the
+    turn's end: the chat is still told why it was interrupted, not a bare "Interrupted"."""
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    away = "The supervisor was away for too long: the answer was interrupted (its output so far is kept)"
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        await sessions.new_session(bot.link, USER, ["alpha"])
+        await show.deliver(app, bot, {"id": 1, **about, "kind": "error", "message": away})
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        await show.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
+        assert [m["text"] for m in telegram.sent] == [f"⏹ Interrupted: {away}"]
+        assert (await bot.link.kv_get("telegram.turn_errors")) is None
 
 
 def press_button(api, message: dict, label_part: str) -> None:
