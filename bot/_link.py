@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ HELD_KEPT = 50
 #: again: ``[supervisor's message id, send's fields, why]``, kept when the button is shown
 KV_FAILED = "telegram.failed.{chat}"
 FAILED_KEPT = 50
+#: why each session that failed did (its ``failed`` state's ``[session, reason, detail]``),
+#: until it starts again: /sessions and /status say it, after a bot restart too
+KV_FAILURES = "telegram.failures"
+FAILURES_KEPT = 100
+FAILURE_DETAIL_CHARS = 300
 #: what went wrong in a running turn (its ``error`` event): ``[message key, text]``, until
 #: the turn ends and says it — also when the bot restarted in between
 KV_TURN_ERRORS = "telegram.turn_errors"
@@ -259,6 +265,27 @@ class Link(AsyncOps):
         conversation could not resume."""
         return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))
                 if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session]
+
+    async def note_failure(self, session: str, reason: str, detail: str | None) -> None:
+        """Keep why ``session`` failed (its ``failed`` state), for /sessions and /status."""
+        await self._keep(KV_FAILURES, [session, reason, (detail or "")[:FAILURE_DETAIL_CHARS]], FAILURES_KEPT)
+
+    async def forget_failure(self, session: str) -> None:
+        """``session`` left its ``failed`` state (it starts again, or is archived)."""
+        if any(e[0] == session for e in await self._entries(KV_FAILURES)):  # (no write otherwise)
+            await self._take(KV_FAILURES, session)
+
+    async def failure(self, session: str) -> tuple[str, str | None] | None:
+        """(reason, detail) of ``session``'s failure, if the bot saw it."""
+        for entry in await self._entries(KV_FAILURES):
+            if entry[0] == session and len(entry) == 3 and isinstance(entry[1], str):
+                return entry[1], entry[2] if isinstance(entry[2], str) and entry[2] else None
+        return None
+
+    async def with_failures(self, sessions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """``sessions`` (records), a failed one with ``failure`` added: why, if known."""
+        return [{**s, "failure": await self.failure(s["name"])} if s.get("state") == "failed" else s
+                for s in sessions]
 
     async def keep_turn_error(self, message: hosts.MessageKey, text: str) -> None:
         """Keep what went wrong in message ``message``'s turn, until it ends."""

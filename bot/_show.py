@@ -198,6 +198,36 @@ def start_typing(shown: Shown[Any]) -> None:
         shown.core.typing[shown.message_id] = asyncio.create_task(keep_typing(shown.app, shown.core, shown.chat))
 
 
+async def note_state(delivery: Delivery[StateEvent]) -> None:
+    """Any session's state, shown in a chat or not: why one failed is kept in the
+    supervisor (``Link.note_failure``: /sessions and /status say it, after a bot restart
+    too) until it starts again; then the chat is told (``show_state``)."""
+    event, link = delivery.event, delivery.core.link
+    if event.get("state") == "failed":
+        # (a crash's state names no detail: the ``error`` said before it does)
+        trouble = await link.failure(delivery.session)
+        said = trouble[1] if trouble is not None and trouble[0] == TROUBLE else None
+        await link.note_failure(delivery.session, str(event.get("reason") or ""), event.get("detail") or said)
+    else:
+        await link.forget_failure(delivery.session)
+    await show_state(delivery)
+
+
+#: the reason kept for a session whose Claude or keeper reported an ``error``, until its
+#: next state (a ``failed`` one takes its words as detail)
+TROUBLE = "error"
+
+
+async def note_error(delivery: Delivery[ErrorEvent]) -> None:
+    """Any session's ``error``: kept as what its failure, if it follows, was about (an
+    error of no message's turn is shown to no chat); then said with its turn's end
+    (``show_error``)."""
+    message = delivery.event.get("message")
+    if message:
+        await delivery.core.link.note_failure(delivery.session, TROUBLE, str(message))
+    await show_error(delivery)
+
+
 @in_chat
 async def show_state(shown: Shown[StateEvent]) -> None:
     """A session resuming says so (quietly); a new attempt may be told again that it failed."""
@@ -373,14 +403,14 @@ async def show_message_failed(shown: Shown[MessageFailedEvent]) -> None:
 
 #: how each kind of event reaches Telegram: one entry per kind (``IGNORED``: none)
 HANDLERS: dict[EventKind, Handler] = {
-    EventKind.STATE: show_state,
+    EventKind.STATE: note_state,
     EventKind.USER: show_user,
     EventKind.ASSISTANT_TEXT: show_answer,
     EventKind.TOOL_USE: show_tool_use,
     EventKind.TOOL_RESULT: show_tool_result,
     EventKind.RESULT: show_result,
     EventKind.MESSAGE_FAILED: show_message_failed,
-    EventKind.ERROR: show_error,
+    EventKind.ERROR: note_error,
     EventKind.PERMISSION_REQUEST: show_permission_request,
     EventKind.PERMISSION_RESOLVED: close_prompt,
     EventKind.REMINDER: show_reminder,

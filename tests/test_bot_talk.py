@@ -303,6 +303,8 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     assert offer["reply_parameters"]["message_id"] == question["message_id"]  # threaded to it
     listing = say(api, "/sessions", "alpha")
     assert listing["text"].startswith("→ ❌ alpha")  # marked failed, not suspended
+    assert "its conversation could not be resumed (resume failed; No conversation found" in listing["text"]
+    assert "/clear for a fresh conversation" in listing["text"]  # and what to do about it
     old_id = sup.session("alpha")["session_id"]
     assert sup.session("alpha")["state"] == "failed"  # nothing started by itself
     [[button]] = offer["reply_markup"]["inline_keyboard"]
@@ -312,6 +314,34 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     assert sup.session("alpha")["session_id"] != old_id
     answer = api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)  # sent again by the press
     assert "history: 0 earlier messages" in answer["text"]
+
+
+def test_sessions_says_why_a_session_failed_and_what_to_do_after_a_bot_restart_too(make_supervisor, bot_env,
+                                                                                  telegram) -> None:
+    """❌ is not only a resume that failed: Claude crashed here. /sessions and /status
+    say so, and that the next message starts it again — also from a bot restarted since
+    (the reason is not in its memory)."""
+    sup = make_supervisor(idle_timeout=60).start()
+    bot = bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created")
+    api.message(USER, "please crash")
+    api.wait_for_text(lambda t: t.startswith("❌ Message not delivered"), chat_id=USER)
+    sup.wait_state("beta", "failed")
+    sup.wait_consumer("telegram-bot")
+    bot.kill9()
+    bot_env(sup)
+    listing = say(api, "/sessions", "beta")["text"]
+    [line] = [line for line in listing.splitlines() if "beta" in line]
+    assert line.startswith("→ ❌ beta") and "could not be resumed" not in line
+    assert "Claude stopped unexpectedly (Claude exited unexpectedly (exit code 3)" in line
+    assert line.endswith("your next message starts Claude again, with the conversation")
+    assert next(line for line in listing.splitlines() if "alpha" in line).startswith("⚪ alpha")
+    status = say(api, "/status", "Session: beta")["text"]
+    assert "State: failed — Claude stopped unexpectedly" in status and "your next message starts Claude" in status
+    say(api, "again", "echo: again")  # as it said
+    assert "❌" not in say(api, "/sessions", "beta")["text"]
 
 
 def test_archived_sessions_come_back(env) -> None:  # noqa: F811
