@@ -3,6 +3,9 @@ first message before any session, queued messages, quiet by-the-ways, footers, e
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +242,37 @@ def test_a_voice_note_is_transcribed_echoed_and_sent_as_text(make_supervisor, bo
     echo = telegram.wait_for_text(lambda t: t.startswith("🎤"), chat_id=USER)
     assert echo["text"] == "🎤 hello from 1234 bytes" and echo["disable_notification"]
     telegram.wait_for_text(lambda t: t.startswith("echo: hello from 1234 bytes"), chat_id=USER)
+
+
+def test_a_voice_note_left_by_a_bot_killed_while_transcribing_is_removed_at_the_next_start(
+        make_supervisor, bot_env, telegram, tmp_path) -> None:
+    """The audio is written into the bot's own private directory (0700), not the shared
+    temp dir: a bot killed -9 mid-transcription leaves it, and the next bot removes it
+    when it starts (then handles the voice note, which was never confirmed)."""
+    marker, again = tmp_path / "transcribing", tmp_path / "second-time"
+    script = tmp_path / "transcribe"
+    script.write_text(f'#!/bin/sh\nif [ -e {again} ]; then echo "heard it"; exit 0; fi\ntouch {again}\n'
+                      f'echo "$$ $1" > {marker}.tmp && mv {marker}.tmp {marker}\nexec sleep 600\n')
+    script.chmod(0o755)
+    sup = make_supervisor(config=f'[telegram]\nvoice_command = ["{script}"]\n').start()
+    bot = bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    _voice(telegram, b"audio")
+    pid, audio = wait_for(lambda: marker.read_text().split() if marker.exists() else None, 60,
+                          what="the transcriber running")
+    try:
+        held = Path(audio)
+        private = sup.runtime_dir / "telegram-bot"
+        assert held.parent.parent == private and held.read_bytes() == b"audio"
+        assert stat.S_IMODE(private.stat().st_mode) == stat.S_IMODE(held.parent.stat().st_mode) == 0o700
+        bot.kill9()
+        assert held.exists()  # (no finally runs on a kill -9)
+    finally:
+        os.kill(int(pid), signal.SIGKILL)  # the transcriber the killed bot left running
+    bot_env(sup)
+    wait_for(lambda: not held.parent.exists(), 60, what="what the killed bot left removed at start")
+    telegram.wait_for_text(lambda t: t.startswith("echo: heard it"), chat_id=USER)
+    assert list(private.iterdir()) == []
 
 
 def test_a_failing_transcriber_is_reported_and_nothing_is_sent(make_supervisor, bot_env, telegram, tmp_path) -> None:
