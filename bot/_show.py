@@ -72,7 +72,7 @@ async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     written (the draft says it), and only with the rate limit to spare (``_pacing``)."""
     while True:
         if not core.live.writing(chat):
-            await spare_turn(app, Turn.TYPING)
+            await spare_turn(app, Turn.TYPING, chat)
             if not core.live.writing(chat):  # (its answer may have begun meanwhile)
                 with contextlib.suppress(TelegramError):
                     await app.bot.send_chat_action(chat, ChatAction.TYPING)

@@ -3,6 +3,7 @@ the fake Bot API, against a real supervisor with the fake claude."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,6 +163,39 @@ async def test_an_error_of_a_turn_is_said_with_its_end_by_a_bot_restarted_in_bet
         await show.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
         assert [m["text"] for m in telegram.sent] == [f"⏹ Interrupted: {away}"]
         assert (await bot.link.kv_get("telegram.turn_errors")) is None
+
+
+async def test_in_a_busy_group_the_answer_goes_at_once_and_the_preview_waits_for_room(
+        shown: Shown, telegram: FakeTelegram) -> None:
+    """A group gets 20 requests a minute. With all but two of them spent (earlier
+    answers), the answer being written is not previewed — a preview and its removal would
+    take the two, and the answer and its footer would wait a request every 3 s — so the
+    answer and its footer go at once. The same for a tool log's edit."""
+    app, bot = shown
+    group_chat = -1001234
+    await sessions.new_session(bot.link, group_chat, ["alpha"])
+    minute = app.bot.rate_limiter._get_group_limiter(group_chat)  # (PTB's limiter of the group's minute)
+    for _ in range(int(minute.max_rate) - 2):
+        await minute.acquire()
+    about = {"session": "alpha", "origin": f"tg:{group_chat}:5", "message_id": 9}
+    bot.live.update(app, group_chat, {**about, "offset": 0, "text": "Once upon"})  # being written
+    await wait_for_async(lambda: telegram.sent or any(app.bot.rate_limiter._turns.values()))
+    tools = show.ToolLog(group_chat)
+    tools.message_id, tools.shown, tools.last_edit = 77, 1, 0.0  # (its message sent long ago)
+    tools.lines = ["🔧 Bash: ls"]
+    await tools.add(app, "🔧 Bash: pwd")
+    await show.deliver(app, bot, {"id": 1, **about, "kind": "assistant_text", "text": "Once upon a time"})
+    await show.deliver(app, bot, {"id": 2, **about, "kind": "result", "num_turns": 1, "duration_ms": 1500,
+                                  "text": "Once upon a time"})
+    assert [m["text"] for m in telegram.sent] == ["Once upon a time", "1.5 s · 1 turn"]
+    assert telegram.edits == [] and telegram.deleted == []  # no preview, no tool log edit
+
+
+async def wait_for_async(predicate: Any, timeout: float = 30) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
 
 
 def press_button(api, message: dict, label_part: str) -> None:
