@@ -48,10 +48,6 @@ class Core:
         self.last_answer: dict[int, tuple[int, int, str]] = {}
         #: (session, chat) told that the session could not resume, until it tries again
         self.resume_told: set[tuple[str, int]] = set()
-        #: a chat's first messages, sent before it had a session: forwarded once the
-        #: "create session" button is pressed — ([update], text), or (an album's or a file's
-        #: updates, None)
-        self.first_messages: dict[int, list[tuple[list[Any], str | None]]] = {}
         #: the later parts of one message (an album, a cut paste) by its first update's id,
         #: while that update is handled (see ``_merge``)
         self.merged: dict[int, list[Any]] = {}

@@ -42,6 +42,11 @@ HELD_KEPT = 50
 #: again: ``[supervisor's message id, send's fields, why]``, kept when the button is shown
 KV_FAILED = "telegram.failed.{chat}"
 FAILED_KEPT = 50
+#: a chat's first messages, sent before it had a session, until the "Create session" button
+#: under them is pressed: ``[first update id, [Telegram's updates, as dicts], text]`` (text
+#: None: a file or an album, downloaded once the session exists)
+KV_FIRST = "telegram.first.{chat}"
+FIRST_KEPT = 20
 #: why each session that failed did (its ``failed`` state's ``[session, reason, detail]``),
 #: until it starts again: /sessions and /status say it, after a bot restart too
 KV_FAILURES = "telegram.failures"
@@ -265,6 +270,27 @@ class Link(AsyncOps):
         conversation could not resume."""
         return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))
                 if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session]
+
+    async def keep_first(self, chat: int, updates: list[dict[str, Any]], text: str | None) -> bool:
+        """Keep a message sent before the chat had a session (kept in the supervisor: the
+        button that creates one sends it after a bot restart too). Whether one was kept
+        already (the offer under it holds this one too)."""
+        key = KV_FIRST.format(chat=chat)
+        offered = bool(await self._entries(key))
+        await self._keep(key, [updates[0]["update_id"], updates, text], FIRST_KEPT)
+        return offered
+
+    async def take_first(self, chat: int) -> list[tuple[list[dict[str, Any]], str | None]]:
+        """The chat's first messages, in order, no longer kept: (updates, text)."""
+        key = KV_FIRST.format(chat=chat)
+        async with self._lists:
+            entries = await self._entries(key)
+            for held in [k for k in self._unkept if k[0] == key]:
+                del self._unkept[held]
+            if await self._stored(key):
+                await self.kv_put(key, None)
+        return sorted(((e[1], e[2]) for e in entries if len(e) == 3 and isinstance(e[1], list) and e[1]
+                       and (e[2] is None or isinstance(e[2], str))), key=lambda e: int(e[0][0]["update_id"]))
 
     async def note_failure(self, session: str, reason: str, detail: str | None) -> None:
         """Keep why ``session`` failed (its ``failed`` state), for /sessions and /status."""

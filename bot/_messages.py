@@ -246,11 +246,9 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
             (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{message_id}")])
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and update is None:
         reply = Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
-    elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
-        offered = chat in core.first_messages
-        core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
-        if offered:  # one offer holds them all
-            return
+    elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None and update is not None \
+            and await core.link.keep_first(chat, [update.to_dict()], text):  # sent once a session exists
+        return  # (one offer, the first message's, holds them all)
     if reply is not None:
         await send_reply(context.application, chat, reply)
 

@@ -50,6 +50,27 @@ def test_a_first_message_offers_a_session_and_is_sent_to_it(env) -> None:  # noq
     assert sup.session("main")["state"] in ("idle", "busy")
 
 
+def test_first_messages_waiting_for_the_create_button_are_sent_by_a_bot_restarted_meanwhile(
+        make_supervisor, bot_env, telegram) -> None:
+    """The messages sent before the chat had a session — text and a photo — wait for the
+    button in the supervisor, not in the bot's memory: a bot killed -9 and started again
+    sends them all, in order, once the button is pressed."""
+    sup = make_supervisor(idle_timeout=60).start()
+    bot = bot_env(sup)
+    api = telegram
+    offer = say(api, "what is 2+2?", render.NO_ACTIVE_OFFER)
+    photo_update = api.photo(USER, b"\xff\xd8\xff\xe0fake-jpeg", caption="and this?")
+    wait_for(lambda: api.confirmed > photo_update, 60, what="the photo handled (its update confirmed)")
+    bot.kill9()
+    bot_env(sup)
+    api.press(USER, offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"], offer["message_id"])
+    api.wait_for_text(lambda t: t.startswith("echo: what is 2+2?"), chat_id=USER)
+    photo = api.wait_for_text(lambda t: t.startswith("echo: and this?"), chat_id=USER)
+    assert "[images: 1]" in photo["text"]
+    assert [r["text"] for r in sup.claude_received()] == ["what is 2+2?", "and this?"]
+    assert offer["text"] == render.NO_ACTIVE_OFFER and len(api.texts(USER)) == len(set(api.texts(USER)))
+
+
 def test_a_second_first_session_gets_a_free_name_and_its_button_says_which(env) -> None:  # noqa: F811
     sup, api, _ = env
     sup.ctl("new", "main", check=True)
