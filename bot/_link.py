@@ -84,8 +84,6 @@ class Link(AsyncOps):
         self._kv: dict[str, Any] = {}
         self._roots = roots
         self.shared = shared
-        #: session -> the directory a /cd asked for, until its button is pressed
-        self.pending_moves: dict[str, str] = {}
         #: what was sent (``send``'s fields) by the supervisor's message id, the newest
         #: ``SENT_KEPT``: a Retry button sends a failed message again from here
         self.sent: OrderedDict[hosts.MessageKey, dict[str, Any]] = OrderedDict()
@@ -94,8 +92,6 @@ class Link(AsyncOps):
         #: one read-modify-write of a kv list at a time (the delivery loop and the
         #: handlers both change them)
         self._lists = asyncio.Lock()
-        #: conversation id -> its directory, offered by /resume until its button is pressed
-        self.pending_resumes: dict[str, str] = {}
         #: the other machines' supervisors (``[hosts.*]``): a session ``name@host`` is there
         self.remotes: hosts.Remotes | None = None
 

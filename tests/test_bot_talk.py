@@ -556,13 +556,18 @@ def test_cd_asks_then_moves_the_session_with_a_fresh_conversation(make_superviso
     for name in ("app", "other"):
         (projects / name).mkdir(parents=True)
     sup = make_supervisor(config=f'[telegram]\nroots = ["{projects}"]\n').start()
-    bot_env(sup)
+    bot = bot_env(sup)
     api = telegram
     say(api, f"/new app {projects}/app", "created")
     say(api, "first", "echo: first")  # Claude is running in app/
-    assert "outside the allowed directories" in say(api, "/cd /etc", "⚠️")["text"]
+    refused = say(api, "/cd /etc", "⚠️")
+    assert "outside the allowed directories" in refused["text"]
+    api.press(USER, "cd:app /etc", refused["message_id"])  # a forged button is held to the roots too
+    api.wait_for_text(lambda t: "outside the allowed directories" in t and "Nothing was moved" in t, chat_id=USER)
     asked = say(api, "/cd ../other", "Move session 'app'")
     assert sup.session("app")["cwd"] == str(projects / "app")  # nothing moves before the press
+    bot.kill9()  # the question outlives the bot that asked it
+    bot_env(sup)
     [[button]] = asked["reply_markup"]["inline_keyboard"]
     api.press(USER, button["callback_data"], asked["message_id"])
     api.wait_for_text(lambda t: t.startswith("Session 'app' now works in"), chat_id=USER)
