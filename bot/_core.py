@@ -46,8 +46,6 @@ class Core:
         #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
         #: its result: an API error the CLI also wrote as the answer becomes one message
         self.last_answer: dict[int, tuple[int, int, str]] = {}
-        #: (session, chat) told that the session could not resume, until it tries again
-        self.resume_told: set[tuple[str, int]] = set()
         #: the later parts of one message (an album, a cut paste) by its first update's id,
         #: while that update is handled (see ``_merge``)
         self.merged: dict[int, list[Any]] = {}

@@ -47,6 +47,10 @@ FAILED_KEPT = 50
 #: None: a file or an album, downloaded once the session exists)
 KV_FIRST = "telegram.first.{chat}"
 FIRST_KEPT = 20
+#: the chats told that a session could not resume its conversation (``["<chat> <session>"]``),
+#: until it tries again: every message that waited for that resume fails, the chat is told once
+KV_RESUME_TOLD = "telegram.resume_told"
+RESUME_TOLD_KEPT = 200
 #: why each session that failed did (its ``failed`` state's ``[session, reason, detail]``),
 #: until it starts again: /sessions and /status say it, after a bot restart too
 KV_FAILURES = "telegram.failures"
@@ -287,6 +291,23 @@ class Link(AsyncOps):
                 await self.kv_put(key, None)
         return sorted(((e[1], e[2]) for e in entries if len(e) == 3 and isinstance(e[1], list) and e[1]
                        and (e[2] is None or isinstance(e[2], str))), key=lambda e: int(e[0][0]["update_id"]))
+
+    async def first_resume_notice(self, chat: int, session: str) -> bool:
+        """True the first time ``chat`` is to be told that ``session`` could not resume,
+        since it last tried (``resume_tried``), after a bot restart too."""
+        told = f"{chat} {session}"
+        if any(e[0] == told for e in await self._entries(KV_RESUME_TOLD)):
+            return False
+        await self._keep(KV_RESUME_TOLD, [told], RESUME_TOLD_KEPT)
+        return True
+
+    async def resume_tried(self, session: str) -> None:
+        """``session`` tries to resume (or start) again: a failure is news once more."""
+        async with self._lists:
+            entries = await self._stored(KV_RESUME_TOLD)
+            kept = [e for e in entries if not (isinstance(e[0], str) and e[0].partition(" ")[2] == session)]
+            if len(kept) != len(entries):  # (the usual case: nothing to write)
+                await self.kv_put(KV_RESUME_TOLD, kept or None)
 
     async def note_failure(self, session: str, reason: str, detail: str | None) -> None:
         """Keep why ``session`` failed (its ``failed`` state), for /sessions and /status."""

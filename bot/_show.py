@@ -233,7 +233,7 @@ async def show_state(shown: Shown[StateEvent]) -> None:
     """A session resuming says so (quietly); a new attempt may be told again that it failed."""
     state = shown.event.get("state")
     if state in ("resuming", "starting"):
-        shown.core.resume_told = {told for told in shown.core.resume_told if told[0] != shown.session}
+        await shown.core.link.resume_tried(shown.session)
     if state == "resuming":
         await shown.app.bot.send_message(shown.chat, render.tagged(shown.label,
                                                                    render.resume_text(shown.event.get("idle_for"))),

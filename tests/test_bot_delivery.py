@@ -198,6 +198,26 @@ async def wait_for_async(predicate: Any, timeout: float = 30) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
+async def test_messages_that_waited_for_a_failed_resume_are_told_once_by_a_bot_restarted_in_between(
+        core: Core, telegram: FakeTelegram, tmp_path: Path) -> None:  # noqa: F811
+    """Three messages waited for a resume that failed: the chat gets one notice with the
+    fresh conversation's button, also when the bot restarted after the first; a new
+    attempt that fails is news again."""
+    failed = {"session": "alpha", "kind": "message_failed", "reason": "Resume failed: No conversation found"}
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        await sessions.new_session(bot.link, USER, ["alpha"])
+        await show.deliver(app, bot, {"id": 1, **failed, "message_id": 9, "origin": f"tg:{USER}:5"})
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        for n in (10, 11):
+            await show.deliver(app, bot, {"id": n, **failed, "message_id": n, "origin": f"tg:{USER}:{n}"})
+        told = "❌ Session 'alpha' could not resume"
+        assert [m["text"].startswith(told) for m in telegram.sent] == [True]
+        await show.deliver(app, bot, {"id": 12, "session": "alpha", "kind": "state", "state": "resuming",
+                                      "message_id": 12, "origin": f"tg:{USER}:12"})
+        await show.deliver(app, bot, {"id": 13, **failed, "message_id": 12, "origin": f"tg:{USER}:12"})
+        assert [m["text"].startswith(told) for m in telegram.sent if "Resuming" not in m["text"]] == [True, True]
+
+
 def press_button(api, message: dict, label_part: str) -> None:
     buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
     button = next(b for b in buttons if label_part in b["text"])
