@@ -38,6 +38,7 @@ from . import _commands as commands
 from . import _daily as daily
 from . import _hosts as hosts
 from . import _merge as merge
+from . import _private as private
 from . import _render as render
 from ._buttons import (
     on_archive_button,
@@ -248,6 +249,7 @@ async def serve(config: BotConfig) -> None:
     InvalidToken when Telegram rejects the token, at start or later (revoked)."""
     app = build(config)
     core: Core = app.bot_data["core"]
+    private.clean(config.runtime_dir)  # (what a bot killed mid-way left: voice notes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -111,9 +111,10 @@ async def on_new_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if not await answer_button(update, context, lambda link, _, name: sessions.first_session(link, chat, name)):
         return
     core = core_of(context)
-    waiting = core.first_messages.pop(chat, [])
+    waiting = await core.link.take_first(chat)
     if waiting and await core.link.active(chat) is not None:
-        for parts, text in waiting:
+        for kept, text in waiting:
+            parts = [Update.de_json(part, context.bot) for part in kept]
             if text is None:  # a file (or an album): saved into the new session's uploads/ now
                 await receive_file(parts[0], context, parts)
             else:

@@ -31,7 +31,8 @@ from ._talk import send as send
 
 @on_active_session
 async def status(link: Link, active: str, args: list[str]) -> Reply:
-    return Reply(render.status_text(await link.status(active)))
+    [info] = await link.with_failures([await link.status(active)])
+    return Reply(render.status_text(info))
 
 
 #: Claude Code's own commands that work in stream-json mode (measured with the pinned

@@ -19,6 +19,7 @@ from . import _markdown as markdown
 from ._config import BotConfig
 from ._link import Link
 from ._live import KV_PREVIEWS, LiveReplies
+from ._pacing import spare_now
 
 log = logging.getLogger("claude_telegram_bot")
 
@@ -45,15 +46,6 @@ class Core:
         #: a turn's last answer as sent (chat, Telegram message id, Claude's text), until
         #: its result: an API error the CLI also wrote as the answer becomes one message
         self.last_answer: dict[int, tuple[int, int, str]] = {}
-        #: what went wrong in a turn (its ``error`` event), by message id: said with the
-        #: turn's end, once (``_show.show_error``)
-        self.turn_errors: dict[int, str] = {}
-        #: (session, chat) told that the session could not resume, until it tries again
-        self.resume_told: set[tuple[str, int]] = set()
-        #: a chat's first messages, sent before it had a session: forwarded once the
-        #: "create session" button is pressed — ([update], text), or (an album's or a file's
-        #: updates, None)
-        self.first_messages: dict[int, list[tuple[list[Any], str | None]]] = {}
         #: the later parts of one message (an album, a cut paste) by its first update's id,
         #: while that update is handled (see ``_merge``)
         self.merged: dict[int, list[Any]] = {}
@@ -79,7 +71,9 @@ class Core:
 
 class ToolLog:
     """One Telegram message per turn listing its tool calls, edited at most every
-    ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit)."""
+    ``TOOL_EDIT_EVERY`` seconds (rapid tool calls are coalesced into one edit), and only
+    with the rate limit to spare (``_pacing``: in a group, answers first); the turn's end
+    shows every line."""
 
     def __init__(self, chat: int, header: str | None = None) -> None:
         self.chat = chat
@@ -93,8 +87,8 @@ class ToolLog:
         if self.message_id is None:
             msg = await app.bot.send_message(self.chat, "\n".join(self.lines), disable_notification=True)
             self.message_id, self.shown, self.last_edit = msg.message_id, len(self.lines), time.monotonic()
-        elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY:
-            await self.flush(app)
+        elif time.monotonic() - self.last_edit >= TOOL_EDIT_EVERY and spare_now(app, self.chat):
+            await self.flush(app)  # (without room to spare: the next line, or the turn's end, shows it)
 
     async def flush(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         if self.message_id is None or self.shown == len(self.lines):

@@ -119,7 +119,6 @@ def is_desk_event(event: dict[str, Any]) -> bool:
 
 #: conversations offered by one /resume at most (one button each)
 RESUME_OFFERED = 8
-RESUMES_KEPT = 200
 
 
 @on_active_session
@@ -171,18 +170,30 @@ async def resume(link: Link, chat: int, args: list[str]) -> Reply:
         about = " ".join((c.get("summary") or c.get("first_prompt") or "(no prompt)").split())[:70]
         open_now = f" — open in a terminal (pid {c['open_pid']})" if c.get("open_pid") else ""
         lines.append(f"{i}. {about} · {c['messages']} messages · {relative_time(c['last_active'])}{open_now}")
-        link.pending_resumes[c["session_id"]] = directory
-        while len(link.pending_resumes) > RESUMES_KEPT:  # (offers never pressed)
-            del link.pending_resumes[next(iter(link.pending_resumes))]
-        buttons.append((f"{i}. Continue: {about[:40]}", f"resume:{c['session_id']}"))
+        # (the button carries the directory: as a token kept in the supervisor, so the
+        # press works after a bot restart too)
+        buttons.append((f"{i}. Continue: {about[:40]}", f"resume:{c['session_id']} {directory}"))
     return Reply("\n".join(lines), buttons=buttons)
+
+
+async def may_resume_in(link: Link, directory: str) -> bool:
+    """Whether /resume may offer ``directory``'s conversations: one within the roots, or
+    the directory of a session the user sees (a bare /resume's)."""
+    if not isinstance(await within_roots(link, directory), str):
+        return True
+    for session in await link.list_sessions(all=True):
+        if session["cwd"] == directory and await link.visible(session["name"]):
+            return True
+    return False
 
 
 async def continue_conversation(link: Link, chat: int, conversation: str) -> Reply:
     """A /resume button: a new session continuing that conversation, made active."""
-    directory = link.pending_resumes.pop(conversation, None)
-    if directory is None:
+    conversation, _, directory = conversation.partition(" ")
+    if not directory:  # (a button of a release that kept the list in memory)
         return Reply("This list is from before the bot restarted: send /resume again.")
+    if not await may_resume_in(link, directory):  # (a forged button)
+        return Reply(f"⚠️ {directory} is outside the allowed directories. Nothing was made.")
     name = _session_name(await all_names(link), directory)
     await link.create(name, cwd=directory, conversation=conversation)
     await link.set_owner(name)

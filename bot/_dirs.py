@@ -54,10 +54,11 @@ async def cd(link: Link, active: str, args: list[str]) -> Reply:
         return Reply(f"⚠️ {exc.message}.")
     if where == cwd:
         return Reply(f"Session '{active}' already works in {cwd}.")
-    link.pending_moves[active] = where
+    # (the button carries where: a long one as a token kept in the supervisor, so the
+    # press works after a bot restart too)
     return Reply(f"Move session '{active}' to {where}? Claude keeps its conversations per directory: it starts a"
                  " fresh one there (the old one stays where it was).",
-                 buttons=[(f"Move and start fresh in {PurePosixPath(where).name or where}", f"cd:{active}")])
+                 buttons=[(f"Move and start fresh in {PurePosixPath(where).name or where}", f"cd:{active} {where}")])
 
 
 CD_CHOICES = 8
@@ -86,11 +87,16 @@ async def _cd_choices(link: Link, session: str) -> list[str]:
     return choices
 
 
-async def move(link: Link, session: str) -> Reply:
-    """The /cd button: suspend the session if Claude runs, then move it."""
-    target = link.pending_moves.pop(session, None)
-    if target is None or not await link.visible(session):
+async def move(link: Link, argument: str) -> Reply:
+    """The /cd button (``<session> <dir>``): suspend the session if Claude runs, then
+    move it — where it is allowed to go now (a forged button is held to the roots too)."""
+    session, _, target = argument.partition(" ")
+    if not target or not await link.visible(session):  # (a button of a release that kept it in memory)
         return Reply("This move is no longer pending; send /cd again.")
+    try:
+        target = str((await list_dir(link, session, target))["path"])
+    except RemoteError as exc:
+        return Reply(f"⚠️ {exc.message}. Nothing was moved.")
     await stop_claude(link, session)
     await link.set_cwd(session, target)
     return Reply(f"Session '{session}' now works in {target}, with a fresh conversation.")

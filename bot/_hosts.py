@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from protocol import (
@@ -29,7 +29,6 @@ from protocol import (
     LinkState,
     ProtocolError,
     RemoteError,
-    SessionInfo,
     Subscription,
     VersionMismatch,
 )
@@ -86,6 +85,7 @@ class ChatLink(Protocol):
     async def kv_cached(self, key: str, timeout: float | None = None) -> Any: ...
     async def kv_put(self, key: str, value: Any) -> None: ...
     async def visible(self, session: str) -> bool: ...
+    async def with_failures(self, sessions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]: ...
     def remember(self, message_id: int, fields: dict[str, Any]) -> None: ...
 
 
@@ -309,7 +309,7 @@ async def sessions_by_host(link: ChatLink, active: str | None) -> tuple[str, lis
     remotes = link.remotes
     assert remotes is not None
 
-    async def listing(host: str) -> list[SessionInfo]:
+    async def listing(host: str) -> list[Mapping[str, Any]]:
         if host == LOCAL:
             found = await link.client.list_sessions()
         else:
@@ -319,7 +319,7 @@ async def sessions_by_host(link: ChatLink, active: str | None) -> tuple[str, lis
             session = {**session, "name": qualified(session["name"], host)}
             if await link.visible(session["name"]):
                 out.append(session)
-        return out
+        return await link.with_failures(out)
 
     names = [LOCAL, *remotes.hosts]
     results = await asyncio.gather(*(listing(host) for host in names), return_exceptions=True)

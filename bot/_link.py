@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,24 @@ HELD_KEPT = 50
 #: again: ``[supervisor's message id, send's fields, why]``, kept when the button is shown
 KV_FAILED = "telegram.failed.{chat}"
 FAILED_KEPT = 50
+#: a chat's first messages, sent before it had a session, until the "Create session" button
+#: under them is pressed: ``[first update id, [Telegram's updates, as dicts], text]`` (text
+#: None: a file or an album, downloaded once the session exists)
+KV_FIRST = "telegram.first.{chat}"
+FIRST_KEPT = 20
+#: the chats told that a session could not resume its conversation (``["<chat> <session>"]``),
+#: until it tries again: every message that waited for that resume fails, the chat is told once
+KV_RESUME_TOLD = "telegram.resume_told"
+RESUME_TOLD_KEPT = 200
+#: why each session that failed did (its ``failed`` state's ``[session, reason, detail]``),
+#: until it starts again: /sessions and /status say it, after a bot restart too
+KV_FAILURES = "telegram.failures"
+FAILURES_KEPT = 100
+FAILURE_DETAIL_CHARS = 300
+#: what went wrong in a running turn (its ``error`` event): ``[message key, text]``, until
+#: the turn ends and says it — also when the bot restarted in between
+KV_TURN_ERRORS = "telegram.turn_errors"
+TURN_ERRORS_KEPT = 50
 KEPT_BYTES = 48 * 1024  # of one such list, encoded (a kv value holds 64 KiB)
 
 #: the Telegram user whose update is being handled (set by the bot's guard)
@@ -69,8 +88,6 @@ class Link(AsyncOps):
         self._kv: dict[str, Any] = {}
         self._roots = roots
         self.shared = shared
-        #: session -> the directory a /cd asked for, until its button is pressed
-        self.pending_moves: dict[str, str] = {}
         #: what was sent (``send``'s fields) by the supervisor's message id, the newest
         #: ``SENT_KEPT``: a Retry button sends a failed message again from here
         self.sent: OrderedDict[hosts.MessageKey, dict[str, Any]] = OrderedDict()
@@ -79,8 +96,6 @@ class Link(AsyncOps):
         #: one read-modify-write of a kv list at a time (the delivery loop and the
         #: handlers both change them)
         self._lists = asyncio.Lock()
-        #: conversation id -> its directory, offered by /resume until its button is pressed
-        self.pending_resumes: dict[str, str] = {}
         #: the other machines' supervisors (``[hosts.*]``): a session ``name@host`` is there
         self.remotes: hosts.Remotes | None = None
 
@@ -255,6 +270,76 @@ class Link(AsyncOps):
         conversation could not resume."""
         return [e[0] for e in await self._entries(KV_FAILED.format(chat=chat))
                 if len(e) == 3 and e[2] == "resume" and isinstance(e[1], dict) and e[1].get("session") == session]
+
+    async def keep_first(self, chat: int, updates: list[dict[str, Any]], text: str | None) -> bool:
+        """Keep a message sent before the chat had a session (kept in the supervisor: the
+        button that creates one sends it after a bot restart too). Whether one was kept
+        already (the offer under it holds this one too)."""
+        key = KV_FIRST.format(chat=chat)
+        offered = bool(await self._entries(key))
+        await self._keep(key, [updates[0]["update_id"], updates, text], FIRST_KEPT)
+        return offered
+
+    async def take_first(self, chat: int) -> list[tuple[list[dict[str, Any]], str | None]]:
+        """The chat's first messages, in order, no longer kept: (updates, text)."""
+        key = KV_FIRST.format(chat=chat)
+        async with self._lists:
+            entries = await self._entries(key)
+            for held in [k for k in self._unkept if k[0] == key]:
+                del self._unkept[held]
+            if await self._stored(key):
+                await self.kv_put(key, None)
+        return sorted(((e[1], e[2]) for e in entries if len(e) == 3 and isinstance(e[1], list) and e[1]
+                       and (e[2] is None or isinstance(e[2], str))), key=lambda e: int(e[0][0]["update_id"]))
+
+    async def first_resume_notice(self, chat: int, session: str) -> bool:
+        """True the first time ``chat`` is to be told that ``session`` could not resume,
+        since it last tried (``resume_tried``), after a bot restart too."""
+        told = f"{chat} {session}"
+        if any(e[0] == told for e in await self._entries(KV_RESUME_TOLD)):
+            return False
+        await self._keep(KV_RESUME_TOLD, [told], RESUME_TOLD_KEPT)
+        return True
+
+    async def resume_tried(self, session: str) -> None:
+        """``session`` tries to resume (or start) again: a failure is news once more."""
+        async with self._lists:
+            entries = await self._stored(KV_RESUME_TOLD)
+            kept = [e for e in entries if not (isinstance(e[0], str) and e[0].partition(" ")[2] == session)]
+            if len(kept) != len(entries):  # (the usual case: nothing to write)
+                await self.kv_put(KV_RESUME_TOLD, kept or None)
+
+    async def note_failure(self, session: str, reason: str, detail: str | None) -> None:
+        """Keep why ``session`` failed (its ``failed`` state), for /sessions and /status."""
+        await self._keep(KV_FAILURES, [session, reason, (detail or "")[:FAILURE_DETAIL_CHARS]], FAILURES_KEPT)
+
+    async def forget_failure(self, session: str) -> None:
+        """``session`` left its ``failed`` state (it starts again, or is archived)."""
+        if any(e[0] == session for e in await self._entries(KV_FAILURES)):  # (no write otherwise)
+            await self._take(KV_FAILURES, session)
+
+    async def failure(self, session: str) -> tuple[str, str | None] | None:
+        """(reason, detail) of ``session``'s failure, if the bot saw it."""
+        for entry in await self._entries(KV_FAILURES):
+            if entry[0] == session and len(entry) == 3 and isinstance(entry[1], str):
+                return entry[1], entry[2] if isinstance(entry[2], str) and entry[2] else None
+        return None
+
+    async def with_failures(self, sessions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """``sessions`` (records), a failed one with ``failure`` added: why, if known."""
+        return [{**s, "failure": await self.failure(s["name"])} if s.get("state") == "failed" else s
+                for s in sessions]
+
+    async def keep_turn_error(self, message: hosts.MessageKey, text: str) -> None:
+        """Keep what went wrong in message ``message``'s turn, until it ends."""
+        await self._keep(KV_TURN_ERRORS, [message, text], TURN_ERRORS_KEPT)
+
+    async def take_turn_error(self, message: hosts.MessageKey) -> str | None:
+        """What went wrong in that turn (None: nothing), no longer kept."""
+        if not any(e[0] == message for e in await self._entries(KV_TURN_ERRORS)):
+            return None  # (the usual case: read from the copy here, nothing written)
+        entry = await self._take(KV_TURN_ERRORS, message)
+        return entry[1] if entry is not None and len(entry) == 2 and isinstance(entry[1], str) else None
 
     async def note_author(self, chat: int, message_ids: list[int], session: str) -> None:
         """Remember that ``session`` wrote these messages (an answer, a prompt, a tool

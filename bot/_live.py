@@ -93,7 +93,7 @@ class LiveReplies:
             wait = self._last.get(reply.chat, 0.0) + LIVE_EVERY - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await spare_turn(app)  # (many chats at once: the newest text when its turn comes)
+            await spare_turn(app, chat=reply.chat)  # (many chats at once: the newest text when its turn comes)
             if reply.broken:
                 break
             head = f"{reply.label}\n" if reply.label else ""

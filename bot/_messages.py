@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from . import _commands as commands
 from . import _daily as daily
 from . import _hosts as hosts
 from . import _merge as merge
+from . import _private as private
 from . import _render as render
 from . import _requests as requests
 from . import _talk as talk
@@ -246,11 +246,9 @@ async def send_to_claude(context: ContextTypes.DEFAULT_TYPE, chat: int, message_
             (render.DENY_INSTEAD_BUTTON, f"deny:{deny_offer}:{message_id}")])
     if reply is not None and reply.text == render.NO_ACTIVE_OFFER and update is None:
         reply = Reply(render.HELD_NO_SESSION)  # (a held message whose session went away)
-    elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None:
-        offered = chat in core.first_messages
-        core.first_messages.setdefault(chat, []).append(([update], text))  # sent once a session exists (the button)
-        if offered:  # one offer holds them all
-            return
+    elif reply is not None and reply.text == render.NO_ACTIVE_OFFER and attachments is None and update is not None \
+            and await core.link.keep_first(chat, [update.to_dict()], text):  # sent once a session exists
+        return  # (one offer, the first message's, holds them all)
     if reply is not None:
         await send_reply(context.application, chat, reply)
 
@@ -285,7 +283,12 @@ async def on_voice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not command:
         await context.bot.send_message(chat, render.VOICE_NOT_SET_UP)
         return
-    with tempfile.TemporaryDirectory(prefix="voice-") as tmp:
+    try:
+        scratch = private.voice_dir(core.config.runtime_dir)  # (not /tmp: a kill -9 would leave it there)
+    except OSError as exc:
+        await context.bot.send_message(chat, f"Could not transcribe the voice note: {exc}. Nothing was sent.")
+        return
+    with scratch as tmp:
         path = Path(tmp) / f"{message.voice.file_unique_id}.ogg"
         try:
             await (await message.voice.get_file()).download_to_drive(path)

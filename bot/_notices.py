@@ -61,9 +61,8 @@ async def tell_failed(app: Application[Any, Any, Any, Any, Any, Any], core: Core
         await core.link.keep_failed(chat, hosts.message_key(message_id, session),
                                     "resume" if resume_failed else "retry")
     if resume_failed:
-        if (session, chat) in core.resume_told:
+        if not await core.link.first_resume_notice(chat, session):
             return
-        core.resume_told.add((session, chat))
         fresh = await buttons(core.link, [[(render.FRESH_BUTTON.format(name=session), f"fresh:{session}")]])
         await app.bot.send_message(chat, render.resume_failed_text(session, reason[len(render.RESUME_FAILED_PREFIX):]),
                                    reply_markup=fresh, reply_parameters=thread)

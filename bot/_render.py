@@ -73,7 +73,8 @@ long waited for your answer (while it can still be answered), and when a turn se
 MENU: list[tuple[str, str]] = [
     ("new", "Create a session and make it active: /new <name> [dir] [persona]"),
     ("switch", "Make another session active: /switch <name>"),
-    ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, ⚪ suspended)"),
+    ("sessions", "List sessions (🟢 working or ready, ⏳ waits for you, 📟 in a terminal, ⚪ suspended,"
+                 " ❌ stopped by an error: why, and what to do)"),
     ("status", "The active session: what Claude does now, model, cost"),
     ("cancel", "Interrupt Claude's current answer"),
     ("queue", "Send a message that waits for the current answer to end: /queue <text>"),
@@ -226,21 +227,52 @@ VOICE_NOT_SET_UP = ("Voice notes are not set up here: the bot needs a transcript
                     " ([telegram] voice_command in the config, e.g. whisper.cpp's CLI). Nothing was sent.")
 
 
+#: what a message to a failed session does (the supervisor resumes its conversation)
+NEXT_MESSAGE_RETRIES = "your next message starts Claude again, with the conversation"
+#: what happened to a session that failed, by its ``failed`` state's reason (``{detail}``:
+#: the state's own words, if any), and what the user can do about it
+FAILURES: dict[str, tuple[str, str]] = {
+    "resume-failed": ("its conversation could not be resumed{detail}",
+                      "/switch to it and /clear for a fresh conversation (Claude will not remember the old"
+                      " one), or /archive it"),
+    "crashed": ("Claude stopped unexpectedly{detail}", NEXT_MESSAGE_RETRIES),
+    "killed": ("its keeper process was killed{detail}", NEXT_MESSAGE_RETRIES),
+    "internal-error": ("a bug in its keeper stopped it{detail}", NEXT_MESSAGE_RETRIES),
+}
+
+
+def failure_text(failure: tuple[str, str | None] | None) -> str:
+    """Why a session failed, in words, and what to do next ("Claude stopped unexpectedly
+    (…): your next message starts Claude again, …"), as Markdown; a reason this bot does
+    not know is shown as it came; unknown (the bot did not see it fail) said so."""
+    if failure is None:
+        return f"stopped by an error: {NEXT_MESSAGE_RETRIES}"
+    reason, detail = failure
+    # (in a code span: the process's words are not Markdown)
+    plain = (detail or "").replace("`", "'")
+    said = f" (`{plain}`)" if plain else ""
+    what, then = FAILURES.get(reason, (f"failed ({reason or 'no reason given'}){{detail}}", NEXT_MESSAGE_RETRIES))
+    return f"{what.format(detail=said)}: {then}"
+
+
 def session_line(session: Mapping[str, Any], active: str | None, now: float | None = None) -> str:
     """``{marker}{🟢|⏳|⚪|❌} `name` (persona) - 5m ago`` as Markdown: 🟢 Claude is working
     or ready, ⏳ it waits for the user's answer (``pending``, or the session's ``activity``),
-    ⚪ suspended, ❌ its conversation could not be resumed. A session without a persona
-    shows none; one whose turn runs says what it does ("· Bash 3 min")."""
+    ⚪ suspended, ❌ it failed — followed by why and what to do (its ``failure``: the
+    reason and detail of its ``failed`` state, kept by the bot). A session without a
+    persona shows none; one whose turn runs says what it does ("· Bash 3 min")."""
     marker = "→ " if session["name"] == active else ""
     if session.get("state") == "attached":
         return attached_line(session, marker, now)
     activity = session.get("activity") or {}
     waits = session.get("pending") or activity.get("doing") == "waiting"
-    dot = ("⏳" if waits else "🟢") if session.get("live") else \
-        "❌" if session.get("state") == "failed" else "⚪"
+    failed = not session.get("live") and session.get("state") == "failed"
+    dot = ("⏳" if waits else "🟢") if session.get("live") else "❌" if failed else "⚪"
     persona = f" ({session['persona']})" if session.get("persona") else ""
     doing = f" · {activity_brief(activity)}" if activity else ""
-    return f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}{doing}"
+    why = f" · {failure_text(session.get('failure'))}" if failed else ""
+    return (f"{marker}{dot} `{session['name']}`{persona} - {relative_time(session.get('last_active'), now)}"
+            f"{doing}{why}")
 
 
 def sessions_markdown(sessions: Sequence[Mapping[str, Any]], active: str | None, now: float | None = None) -> str:
@@ -367,6 +399,8 @@ def state_text(session: Mapping[str, Any]) -> str:
     waits for them."""
     if session.get("pending"):
         return "waiting for your answer"
+    if session.get("state") == "failed" and "failure" in session:  # (Markdown: in plain text too)
+        return f"failed — {failure_text(session['failure']).replace('`', '')}"
     return str(session["state"])
 
 

@@ -133,7 +133,7 @@ async def sessions(link: Link, chat: int, args: list[str], showing: str | None =
     if showing is not None:
         page = next((i // SESSIONS_PAGE + 1 for i, s in enumerate(listing) if s["name"] == showing), page)
     page = min(max(page, 1), pages)
-    shown: list[Mapping[str, Any]] = [*listing[(page - 1) * SESSIONS_PAGE:page * SESSIONS_PAGE]]
+    shown: list[Mapping[str, Any]] = await link.with_failures(listing[(page - 1) * SESSIONS_PAGE:page * SESSIONS_PAGE])
     for i, session in enumerate(shown):  # does Claude wait for the user's answer there (⏳)?
         if session.get("live") and "activity" not in session:  # (a supervisor before #29's `activity`: ask)
             shown[i] = {**session, "pending": (await link.status(session["name"])).get("pending")}

@@ -72,7 +72,7 @@ async def keep_typing(app: Application[Any, Any, Any, Any, Any, Any], core: Core
     written (the draft says it), and only with the rate limit to spare (``_pacing``)."""
     while True:
         if not core.live.writing(chat):
-            await spare_turn(app, Turn.TYPING)
+            await spare_turn(app, Turn.TYPING, chat)
             if not core.live.writing(chat):  # (its answer may have begun meanwhile)
                 with contextlib.suppress(TelegramError):
                     await app.bot.send_chat_action(chat, ChatAction.TYPING)
@@ -198,12 +198,42 @@ def start_typing(shown: Shown[Any]) -> None:
         shown.core.typing[shown.message_id] = asyncio.create_task(keep_typing(shown.app, shown.core, shown.chat))
 
 
+async def note_state(delivery: Delivery[StateEvent]) -> None:
+    """Any session's state, shown in a chat or not: why one failed is kept in the
+    supervisor (``Link.note_failure``: /sessions and /status say it, after a bot restart
+    too) until it starts again; then the chat is told (``show_state``)."""
+    event, link = delivery.event, delivery.core.link
+    if event.get("state") == "failed":
+        # (a crash's state names no detail: the ``error`` said before it does)
+        trouble = await link.failure(delivery.session)
+        said = trouble[1] if trouble is not None and trouble[0] == TROUBLE else None
+        await link.note_failure(delivery.session, str(event.get("reason") or ""), event.get("detail") or said)
+    else:
+        await link.forget_failure(delivery.session)
+    await show_state(delivery)
+
+
+#: the reason kept for a session whose Claude or keeper reported an ``error``, until its
+#: next state (a ``failed`` one takes its words as detail)
+TROUBLE = "error"
+
+
+async def note_error(delivery: Delivery[ErrorEvent]) -> None:
+    """Any session's ``error``: kept as what its failure, if it follows, was about (an
+    error of no message's turn is shown to no chat); then said with its turn's end
+    (``show_error``)."""
+    message = delivery.event.get("message")
+    if message:
+        await delivery.core.link.note_failure(delivery.session, TROUBLE, str(message))
+    await show_error(delivery)
+
+
 @in_chat
 async def show_state(shown: Shown[StateEvent]) -> None:
     """A session resuming says so (quietly); a new attempt may be told again that it failed."""
     state = shown.event.get("state")
     if state in ("resuming", "starting"):
-        shown.core.resume_told = {told for told in shown.core.resume_told if told[0] != shown.session}
+        await shown.core.link.resume_tried(shown.session)
     if state == "resuming":
         await shown.app.bot.send_message(shown.chat, render.tagged(shown.label,
                                                                    render.resume_text(shown.event.get("idle_for"))),
@@ -303,7 +333,7 @@ async def show_result(shown: Shown[ResultEvent]) -> None:
     Claude left for the user."""
     app, core, event, chat, label = shown.app, shown.core, shown.event, shown.chat, shown.label
     answer = await end_turn(shown)
-    error = core.turn_errors.pop(shown.message_id, None) if shown.message_id is not None else None
+    error = await take_turn_error(shown)
     interrupted = event.get("interrupted") or event.get("terminal_reason") in ("aborted_streaming", "aborted_tools")
     if error is not None and not interrupted:  # (something went wrong, and the turn ended all the same)
         await app.bot.send_message(chat, render.tagged(label, render.trouble_text(error)))
@@ -351,28 +381,36 @@ async def show_error(shown: Shown[ErrorEvent]) -> None:
     or exited while idle: the next message starts it again) has no chat to go to."""
     message, message_id = shown.event.get("message"), shown.message_id
     if isinstance(message_id, int) and message:
-        shown.core.turn_errors[message_id] = message
+        # (in the supervisor: a bot restarted before the turn's end still says it)
+        await shown.core.link.keep_turn_error(hosts.message_key(message_id, shown.session), message)
+
+
+async def take_turn_error(shown: Shown[Any]) -> str | None:
+    """What went wrong in the turn that ends now (``show_error``), no longer kept."""
+    message_id = shown.message_id
+    if not isinstance(message_id, int):
+        return None
+    return await shown.core.link.take_turn_error(hosts.message_key(message_id, shown.session))
 
 
 @in_chat
 async def show_message_failed(shown: Shown[MessageFailedEvent]) -> None:
     # (its reason says what went wrong: an error of its turn said the same, or less)
-    if shown.message_id is not None:
-        shown.core.turn_errors.pop(shown.message_id, None)
+    await take_turn_error(shown)
     await end_turn(shown)
     await tell_failed(shown.app, shown.core, shown.chat, shown.event, shown.label)
 
 
 #: how each kind of event reaches Telegram: one entry per kind (``IGNORED``: none)
 HANDLERS: dict[EventKind, Handler] = {
-    EventKind.STATE: show_state,
+    EventKind.STATE: note_state,
     EventKind.USER: show_user,
     EventKind.ASSISTANT_TEXT: show_answer,
     EventKind.TOOL_USE: show_tool_use,
     EventKind.TOOL_RESULT: show_tool_result,
     EventKind.RESULT: show_result,
     EventKind.MESSAGE_FAILED: show_message_failed,
-    EventKind.ERROR: show_error,
+    EventKind.ERROR: note_error,
     EventKind.PERMISSION_REQUEST: show_permission_request,
     EventKind.PERMISSION_RESOLVED: close_prompt,
     EventKind.REMINDER: show_reminder,

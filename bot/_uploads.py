@@ -73,10 +73,8 @@ async def receive_file(update: Update, context: ContextTypes.DEFAULT_TYPE, parts
     chat = update.effective_chat.id
     parts = parts or [update, *core.merged.pop(update.update_id, [])]  # an album's photos or files
     active = await core.link.active(chat)
-    if active is None:  # kept, and sent once the offered session exists
-        offered = chat in core.first_messages
-        core.first_messages.setdefault(chat, []).append((parts, None))
-        if not offered:
+    if active is None:  # kept (in the supervisor), and sent once the offered session exists
+        if not await core.link.keep_first(chat, [part.to_dict() for part in parts], None):
             await send_reply(context.application, chat, await sessions.first_offer(core.link))
         return
     try:

@@ -43,10 +43,14 @@ def test_resume_lists_a_directorys_conversations_and_a_press_continues_one(make_
     project = projects / "app"
     project.mkdir(parents=True)
     sup = make_supervisor(config=f'[telegram]\nroots = ["{projects}"]\n').start()
-    bot_env(sup)
+    bot = bot_env(sup)
     made = claude_in_terminal(sup, project, "remember the word pelican")
     offer = say(telegram, f"/resume {project}", "Claude Code conversations in")
     assert "remember the word pelican" in offer["text"] and "2 messages" in offer["text"]
+    bot.kill9()  # the list outlives the bot that made it
+    bot_env(sup)
+    telegram.press(USER, f"resume:{made} /etc", offer["message_id"] + 10_000)  # a forged button: not outside the roots
+    telegram.wait_for_text(lambda t: t == "⚠️ /etc is outside the allowed directories. Nothing was made.", chat_id=USER)
     press_button(telegram, offer, "Continue: remember the word pelican")
     telegram.wait_for_text(lambda t: "Session 'app' continues that conversation" in t, chat_id=USER)
     rec = sup.session("app")

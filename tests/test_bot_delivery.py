@@ -3,6 +3,8 @@ the fake Bot API, against a real supervisor with the fake claude."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,19 +31,30 @@ from .test_bot_core import Core, core  # noqa: F401  (the fixture)
 Shown = tuple[Any, BotCore]
 
 
-@pytest.fixture
-async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
-    """The bot's application on the fake Bot API, its link to the supervisor's core in-process."""
+@contextlib.asynccontextmanager
+async def bot_on(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
+    """One run of the bot: its application on the fake Bot API, its link to the
+    supervisor's core in-process (a second one, after the first, is the bot restarted:
+    nothing of the first's memory, the same supervisor)."""
     app = build(BotConfig(TOKEN, frozenset({USER}), telegram.url, tmp_path))
     await app.initialize()
     bot: BotCore = app.bot_data["core"]
     bot.client = await InProcessClient(core.control).connect()
     bot.link = Link(bot.client)
-    yield app, bot
-    for task in bot.typing.values():
-        task.cancel()
-    await app.shutdown()
-    await bot.client.close()
+    try:
+        yield app, bot
+    finally:
+        for task in bot.typing.values():
+            task.cancel()
+        await app.shutdown()
+        await bot.client.close()
+
+
+@pytest.fixture
+async def shown(core: Core, telegram: FakeTelegram, tmp_path: Path) -> AsyncIterator[Shown]:  # noqa: F811
+    """The bot's application on the fake Bot API, its link to the supervisor's core in-process."""
+    async with bot_on(core, telegram, tmp_path) as running:
+        yield running
 
 
 @pytest.mark.parametrize("table", [show.KINDS, desk.KINDS], ids=["delivery", "desk"])
@@ -134,7 +147,75 @@ async def test_an_error_of_a_turn_is_said_once_with_its_end(shown: Shown, telegr
     await show.deliver(app, bot, {"id": 3, **about, "kind": "error", "message": crashed, "exit_code": 3})
     await show.deliver(app, bot, {"id": 4, **about, "kind": "message_failed", "reason": crashed})
     assert [m["text"] for m in telegram.sent] == [f"❌ Message not delivered: {crashed}"]
-    assert bot.turn_errors == {}  # nothing held once the turns ended
+    assert (await bot.link.kv_get("telegram.turn_errors")) is None  # nothing held once the turns ended
+
+
+async def test_an_error_of_a_turn_is_said_with_its_end_by_a_bot_restarted_in_between(
+        core: Core, telegram: FakeTelegram, tmp_path: Path) -> None:  # noqa: F811
+    """The bot shows the turn's ``error`` (acked), is killed, and a new run shows the
+    turn's end: the chat is still told why it was interrupted, not a bare "Interrupted"."""
+    about = {"session": "alpha", "origin": f"tg:{USER}:5", "message_id": 9}
+    away = "The supervisor was away for too long: the answer was interrupted (its output so far is kept)"
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        await sessions.new_session(bot.link, USER, ["alpha"])
+        await show.deliver(app, bot, {"id": 1, **about, "kind": "error", "message": away})
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        await show.deliver(app, bot, {"id": 2, **about, "kind": "result", "interrupted": True, "text": ""})
+        assert [m["text"] for m in telegram.sent] == [f"⏹ Interrupted: {away}"]
+        assert (await bot.link.kv_get("telegram.turn_errors")) is None
+
+
+async def test_in_a_busy_group_the_answer_goes_at_once_and_the_preview_waits_for_room(
+        shown: Shown, telegram: FakeTelegram) -> None:
+    """A group gets 20 requests a minute. With all but two of them spent (earlier
+    answers), the answer being written is not previewed — a preview and its removal would
+    take the two, and the answer and its footer would wait a request every 3 s — so the
+    answer and its footer go at once. The same for a tool log's edit."""
+    app, bot = shown
+    group_chat = -1001234
+    await sessions.new_session(bot.link, group_chat, ["alpha"])
+    minute = app.bot.rate_limiter._get_group_limiter(group_chat)  # (PTB's limiter of the group's minute)
+    for _ in range(int(minute.max_rate) - 2):
+        await minute.acquire()
+    about = {"session": "alpha", "origin": f"tg:{group_chat}:5", "message_id": 9}
+    bot.live.update(app, group_chat, {**about, "offset": 0, "text": "Once upon"})  # being written
+    await wait_for_async(lambda: telegram.sent or any(app.bot.rate_limiter._turns.values()))
+    tools = show.ToolLog(group_chat)
+    tools.message_id, tools.shown, tools.last_edit = 77, 1, 0.0  # (its message sent long ago)
+    tools.lines = ["🔧 Bash: ls"]
+    await tools.add(app, "🔧 Bash: pwd")
+    await show.deliver(app, bot, {"id": 1, **about, "kind": "assistant_text", "text": "Once upon a time"})
+    await show.deliver(app, bot, {"id": 2, **about, "kind": "result", "num_turns": 1, "duration_ms": 1500,
+                                  "text": "Once upon a time"})
+    assert [m["text"] for m in telegram.sent] == ["Once upon a time", "1.5 s · 1 turn"]
+    assert telegram.edits == [] and telegram.deleted == []  # no preview, no tool log edit
+
+
+async def wait_for_async(predicate: Any, timeout: float = 30) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_messages_that_waited_for_a_failed_resume_are_told_once_by_a_bot_restarted_in_between(
+        core: Core, telegram: FakeTelegram, tmp_path: Path) -> None:  # noqa: F811
+    """Three messages waited for a resume that failed: the chat gets one notice with the
+    fresh conversation's button, also when the bot restarted after the first; a new
+    attempt that fails is news again."""
+    failed = {"session": "alpha", "kind": "message_failed", "reason": "Resume failed: No conversation found"}
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        await sessions.new_session(bot.link, USER, ["alpha"])
+        await show.deliver(app, bot, {"id": 1, **failed, "message_id": 9, "origin": f"tg:{USER}:5"})
+    async with bot_on(core, telegram, tmp_path) as (app, bot):
+        for n in (10, 11):
+            await show.deliver(app, bot, {"id": n, **failed, "message_id": n, "origin": f"tg:{USER}:{n}"})
+        told = "❌ Session 'alpha' could not resume"
+        assert [m["text"].startswith(told) for m in telegram.sent] == [True]
+        await show.deliver(app, bot, {"id": 12, "session": "alpha", "kind": "state", "state": "resuming",
+                                      "message_id": 12, "origin": f"tg:{USER}:12"})
+        await show.deliver(app, bot, {"id": 13, **failed, "message_id": 12, "origin": f"tg:{USER}:12"})
+        assert [m["text"].startswith(told) for m in telegram.sent if "Resuming" not in m["text"]] == [True, True]
 
 
 def press_button(api, message: dict, label_part: str) -> None:

@@ -33,6 +33,32 @@ def test_session_lines_mark_the_active_one_and_liveness() -> None:
     assert sessions_markdown([], None) == NO_SESSIONS == "No sessions. Use /new <name> to create one."
 
 
+def test_a_failed_session_says_what_happened_and_what_to_do() -> None:
+    """❌ is any failure, each told in words with what to do next — not "could not be
+    resumed" for a crash or a keeper's bug; the process's own words in a code span (not
+    read as Markdown), a reason this bot does not know as it came."""
+    now = 1000.0
+
+    def line(failure: tuple[str, str | None] | None) -> str:
+        return session_line({"name": "w", "live": False, "state": "failed", "last_active": now, "failure": failure},
+                            None, now)
+
+    again = "your next message starts Claude again, with the conversation"
+    assert line(("crashed", "Claude exited unexpectedly (exit code 3): `boom` *")) == (
+        f"❌ `w` - just now · Claude stopped unexpectedly (`Claude exited unexpectedly (exit code 3): 'boom' *`): {again}")
+    assert line(("killed", None)) == f"❌ `w` - just now · its keeper process was killed: {again}"
+    assert line(("internal-error", "KeyError: 'x'")) == (
+        f"❌ `w` - just now · a bug in its keeper stopped it (`KeyError: 'x'`): {again}")
+    assert line(("resume-failed", "No conversation found")).endswith(
+        "its conversation could not be resumed (`No conversation found`): /switch to it and /clear for a fresh"
+        " conversation (Claude will not remember the old one), or /archive it")
+    assert line(("meteor", None)) == f"❌ `w` - just now · failed (meteor): {again}"
+    assert line(None) == f"❌ `w` - just now · stopped by an error: {again}"  # (failed before the bot saw it)
+    text = status_text({"name": "w", "state": "failed", "model": None, "persona": None, "idle_timeout": 600,
+                        "failure": ("crashed", "exit code 3")})
+    assert f"State: failed — Claude stopped unexpectedly (exit code 3): {again}" in text.splitlines()
+
+
 def test_timeout_and_resume_texts() -> None:
     assert timeout_text(600) == "Idle timeout: 10 minutes\n\nUsage: /timeout <minutes> (1-120)"
     assert resume_text(None) == resume_text(59) == "Resuming session..."

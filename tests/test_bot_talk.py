@@ -3,6 +3,9 @@ first message before any session, queued messages, quiet by-the-ways, footers, e
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,27 @@ def test_a_first_message_offers_a_session_and_is_sent_to_it(env) -> None:  # noq
                       what="the offer edited to show the choice")
     assert edited["text"] == f"{render.NO_ACTIVE_OFFER}\n\n→ Create session 'main'" and not edited.get("reply_markup")
     assert sup.session("main")["state"] in ("idle", "busy")
+
+
+def test_first_messages_waiting_for_the_create_button_are_sent_by_a_bot_restarted_meanwhile(
+        make_supervisor, bot_env, telegram) -> None:
+    """The messages sent before the chat had a session — text and a photo — wait for the
+    button in the supervisor, not in the bot's memory: a bot killed -9 and started again
+    sends them all, in order, once the button is pressed."""
+    sup = make_supervisor(idle_timeout=60).start()
+    bot = bot_env(sup)
+    api = telegram
+    offer = say(api, "what is 2+2?", render.NO_ACTIVE_OFFER)
+    photo_update = api.photo(USER, b"\xff\xd8\xff\xe0fake-jpeg", caption="and this?")
+    wait_for(lambda: api.confirmed > photo_update, 60, what="the photo handled (its update confirmed)")
+    bot.kill9()
+    bot_env(sup)
+    api.press(USER, offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"], offer["message_id"])
+    api.wait_for_text(lambda t: t.startswith("echo: what is 2+2?"), chat_id=USER)
+    photo = api.wait_for_text(lambda t: t.startswith("echo: and this?"), chat_id=USER)
+    assert "[images: 1]" in photo["text"]
+    assert [r["text"] for r in sup.claude_received()] == ["what is 2+2?", "and this?"]
+    assert offer["text"] == render.NO_ACTIVE_OFFER and len(api.texts(USER)) == len(set(api.texts(USER)))
 
 
 def test_a_second_first_session_gets_a_free_name_and_its_button_says_which(env) -> None:  # noqa: F811
@@ -241,6 +265,37 @@ def test_a_voice_note_is_transcribed_echoed_and_sent_as_text(make_supervisor, bo
     telegram.wait_for_text(lambda t: t.startswith("echo: hello from 1234 bytes"), chat_id=USER)
 
 
+def test_a_voice_note_left_by_a_bot_killed_while_transcribing_is_removed_at_the_next_start(
+        make_supervisor, bot_env, telegram, tmp_path) -> None:
+    """The audio is written into the bot's own private directory (0700), not the shared
+    temp dir: a bot killed -9 mid-transcription leaves it, and the next bot removes it
+    when it starts (then handles the voice note, which was never confirmed)."""
+    marker, again = tmp_path / "transcribing", tmp_path / "second-time"
+    script = tmp_path / "transcribe"
+    script.write_text(f'#!/bin/sh\nif [ -e {again} ]; then echo "heard it"; exit 0; fi\ntouch {again}\n'
+                      f'echo "$$ $1" > {marker}.tmp && mv {marker}.tmp {marker}\nexec sleep 600\n')
+    script.chmod(0o755)
+    sup = make_supervisor(config=f'[telegram]\nvoice_command = ["{script}"]\n').start()
+    bot = bot_env(sup)
+    say(telegram, "/new alpha", "created")
+    _voice(telegram, b"audio")
+    pid, audio = wait_for(lambda: marker.read_text().split() if marker.exists() else None, 60,
+                          what="the transcriber running")
+    try:
+        held = Path(audio)
+        private = sup.runtime_dir / "telegram-bot"
+        assert held.parent.parent == private and held.read_bytes() == b"audio"
+        assert stat.S_IMODE(private.stat().st_mode) == stat.S_IMODE(held.parent.stat().st_mode) == 0o700
+        bot.kill9()
+        assert held.exists()  # (no finally runs on a kill -9)
+    finally:
+        os.kill(int(pid), signal.SIGKILL)  # the transcriber the killed bot left running
+    bot_env(sup)
+    wait_for(lambda: not held.parent.exists(), 60, what="what the killed bot left removed at start")
+    telegram.wait_for_text(lambda t: t.startswith("echo: heard it"), chat_id=USER)
+    assert list(private.iterdir()) == []
+
+
 def test_a_failing_transcriber_is_reported_and_nothing_is_sent(make_supervisor, bot_env, telegram, tmp_path) -> None:
     sup = _with_transcriber(make_supervisor, bot_env, telegram, tmp_path / "transcribe",
                             'echo "model file missing" >&2\nexit 2\n', '"{script} --lang en"')
@@ -303,6 +358,8 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     assert offer["reply_parameters"]["message_id"] == question["message_id"]  # threaded to it
     listing = say(api, "/sessions", "alpha")
     assert listing["text"].startswith("→ ❌ alpha")  # marked failed, not suspended
+    assert "its conversation could not be resumed (resume failed; No conversation found" in listing["text"]
+    assert "/clear for a fresh conversation" in listing["text"]  # and what to do about it
     old_id = sup.session("alpha")["session_id"]
     assert sup.session("alpha")["state"] == "failed"  # nothing started by itself
     [[button]] = offer["reply_markup"]["inline_keyboard"]
@@ -312,6 +369,34 @@ def test_a_session_that_cannot_resume_offers_a_fresh_conversation_on_request(mak
     assert sup.session("alpha")["session_id"] != old_id
     answer = api.wait_for_text(lambda t: t.startswith("echo: second"), chat_id=USER)  # sent again by the press
     assert "history: 0 earlier messages" in answer["text"]
+
+
+def test_sessions_says_why_a_session_failed_and_what_to_do_after_a_bot_restart_too(make_supervisor, bot_env,
+                                                                                  telegram) -> None:
+    """❌ is not only a resume that failed: Claude crashed here. /sessions and /status
+    say so, and that the next message starts it again — also from a bot restarted since
+    (the reason is not in its memory)."""
+    sup = make_supervisor(idle_timeout=60).start()
+    bot = bot_env(sup)
+    api = telegram
+    say(api, "/new alpha", "created")
+    say(api, "/new beta", "created")
+    api.message(USER, "please crash")
+    api.wait_for_text(lambda t: t.startswith("❌ Message not delivered"), chat_id=USER)
+    sup.wait_state("beta", "failed")
+    sup.wait_consumer("telegram-bot")
+    bot.kill9()
+    bot_env(sup)
+    listing = say(api, "/sessions", "beta")["text"]
+    [line] = [line for line in listing.splitlines() if "beta" in line]
+    assert line.startswith("→ ❌ beta") and "could not be resumed" not in line
+    assert "Claude stopped unexpectedly (Claude exited unexpectedly (exit code 3)" in line
+    assert line.endswith("your next message starts Claude again, with the conversation")
+    assert next(line for line in listing.splitlines() if "alpha" in line).startswith("⚪ alpha")
+    status = say(api, "/status", "Session: beta")["text"]
+    assert "State: failed — Claude stopped unexpectedly" in status and "your next message starts Claude" in status
+    say(api, "again", "echo: again")  # as it said
+    assert "❌" not in say(api, "/sessions", "beta")["text"]
 
 
 def test_archived_sessions_come_back(env) -> None:  # noqa: F811
@@ -471,13 +556,18 @@ def test_cd_asks_then_moves_the_session_with_a_fresh_conversation(make_superviso
     for name in ("app", "other"):
         (projects / name).mkdir(parents=True)
     sup = make_supervisor(config=f'[telegram]\nroots = ["{projects}"]\n').start()
-    bot_env(sup)
+    bot = bot_env(sup)
     api = telegram
     say(api, f"/new app {projects}/app", "created")
     say(api, "first", "echo: first")  # Claude is running in app/
-    assert "outside the allowed directories" in say(api, "/cd /etc", "⚠️")["text"]
+    refused = say(api, "/cd /etc", "⚠️")
+    assert "outside the allowed directories" in refused["text"]
+    api.press(USER, "cd:app /etc", refused["message_id"])  # a forged button is held to the roots too
+    api.wait_for_text(lambda t: "outside the allowed directories" in t and "Nothing was moved" in t, chat_id=USER)
     asked = say(api, "/cd ../other", "Move session 'app'")
     assert sup.session("app")["cwd"] == str(projects / "app")  # nothing moves before the press
+    bot.kill9()  # the question outlives the bot that asked it
+    bot_env(sup)
     [[button]] = asked["reply_markup"]["inline_keyboard"]
     api.press(USER, button["callback_data"], asked["message_id"])
     api.wait_for_text(lambda t: t.startswith("Session 'app' now works in"), chat_id=USER)

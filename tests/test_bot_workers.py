@@ -13,7 +13,7 @@ import pytest
 from telegram.ext import AIORateLimiter
 
 from bot._live import LiveReplies
-from bot._pacing import RESERVE, SpareRateLimiter, Turn
+from bot._pacing import GROUP_RESERVE, RESERVE, SpareRateLimiter, Turn
 from bot._send import parts_sent_of
 from bot._workers import KV_DELIVERED, Progress, Workers
 
@@ -228,6 +228,24 @@ async def test_a_draft_goes_before_typing_that_waited_longer() -> None:
     assert order == ["draft", "typing"]
 
 
+GROUP = -1001234
+
+
+async def test_a_groups_draft_waits_for_room_in_its_minute_and_holds_up_no_other_chat() -> None:
+    """A group has 20 requests a minute: once answers took all but ``GROUP_RESERVE``, its
+    draft (or "typing…") waits — and a private chat's, asked for after it, does not."""
+    limiter = SpareRateLimiter(max_retries=5)
+    group = limiter._get_group_limiter(GROUP)  # (PTB's limiter of one group's minute)
+    for _ in range(int(group.max_rate) - GROUP_RESERVE):  # what answers took of it
+        await group.acquire()
+    assert limiter.spare(USER) and limiter.spare(-5) and not limiter.spare(GROUP)
+    draft = asyncio.create_task(limiter.spare_turn(Turn.DRAFT, GROUP))
+    await wait_until(lambda: limiter._turns[Turn.DRAFT])
+    await asyncio.wait_for(limiter.spare_turn(Turn.TYPING, USER), 30)  # (not behind the group's draft)
+    assert not draft.done()
+    draft.cancel()
+
+
 async def wait_until(predicate: Any, timeout: float = 30) -> None:
     async def poll() -> None:
         while not predicate():
@@ -239,6 +257,7 @@ def test_the_spare_rate_limiter_is_ptbs_with_its_limits() -> None:
     limiter = SpareRateLimiter(max_retries=5)
     assert isinstance(limiter, AIORateLimiter)
     assert limiter._base_limiter is not None and limiter._base_limiter.max_rate == 30  # Telegram's 30 a second
+    assert limiter._get_group_limiter(GROUP).max_rate == 20 and limiter._group_limiters  # and 20 a minute a group
 
 
 def test_the_parts_sent_of_answers_are_read_as_this_bot_and_an_older_one_stored_them() -> None:
