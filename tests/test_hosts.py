@@ -179,6 +179,23 @@ def test_dial_stdio_relays_the_control_socket_byte_for_byte_and_ends_with_either
     assert "dial-stdio" in refused.stderr and "no supervisor is running" in refused.stderr
 
 
+@pytest.mark.system  # runs a program
+def test_dial_stdio_starts_without_the_client_library(tmp_path: Path) -> None:
+    """It runs once per command of a client elsewhere: it checks the runtime dir as every
+    client does (the same words) without loading ZeroMQ, asyncio or ``protocol``'s
+    package; any other option still goes to the daemon's parser."""
+    argv = [sys.executable, "-X", "importtime", "-m", "supervisord_claude", "dial-stdio",
+            "--runtime-dir", str(tmp_path / "nothing")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stdout == ""
+    loaded = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert loaded and not {"zmq", "asyncio", "protocol", "protocol._client"} & loaded, sorted(loaded)
+    assert "dial-stdio on " in run.stderr and f"no supervisor is running (no socket at {tmp_path}" in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "supervisord_claude", "dial-stdio", "--bogus"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
 def test_a_byte_relay_carries_zeromq_between_a_dealer_and_a_router(tmp_path: Path) -> None:
     """The premise of the ssh transport: ZMTP is a byte protocol, so a plain relay between
     a Unix socket a DEALER connects to and a ROUTER's ipc socket works, frames intact."""
