@@ -156,14 +156,16 @@ LOCAL_HOST = Host(LOCAL)
 def control_dir() -> Path | None:
     """The directory of this user's shared ssh connections (``ControlPath``), made 0700
     if it is not there: ``$XDG_RUNTIME_DIR/scl-mux``, else ``scl-mux-<uid>`` in the temp
-    dir (short: a socket path has about 100 bytes). None if it cannot be made or is not
-    safe (not ours, open to others, a symbolic link): then each ssh makes its own
-    connection, as without multiplexing."""
+    dir, or in ``/tmp`` if the temp dir's path is too long for a socket's (macOS's is).
+    None if it cannot be made or is not safe (not ours, open to others, a symbolic link):
+    then each ssh makes its own connection, as without multiplexing."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         path = Path(xdg) / "scl-mux"
     else:
         path = Path(tempfile.gettempdir()) / f"scl-mux-{os.getuid()}"
+        if len(str(path)) + 1 + CONTROL_NAME_LENGTH > MAX_SOCKET_PATH:
+            path = Path("/tmp") / path.name
     try:
         path.mkdir(mode=0o700, exist_ok=True)
     except OSError:
