@@ -215,7 +215,7 @@ def bench_ssh_round_trip(base: Path, n: int) -> dict[str, float]:
                     t0 = time.perf_counter()
                     client.request("hello")
                     times.append(time.perf_counter() - t0)
-        commands = bench_ssh_commands(sshd, sup_base, host, 3 if n < 1000 else 10)
+        commands = bench_ssh_commands(sup_base, host, *((3, 1) if n < 1000 else (10, 3)))
     finally:
         stop_shared_connection(host)
         for name, value in old_env.items():
@@ -240,7 +240,7 @@ def bench_ssh_round_trip(base: Path, n: int) -> dict[str, float]:
             **commands}
 
 
-def bench_ssh_commands(sshd: Any, sup_base: Path, host: Any, rounds: int) -> dict[str, float]:
+def bench_ssh_commands(sup_base: Path, host: Any, rounds: int, per_round: int) -> dict[str, float]:
     """A script's loop: ``claudectl --host NAME ls`` run again and again, each its own
     process, as a user's script runs it, interleaved: as before (``multiplex = false`` and
     ``dial-stdio`` through the daemon's parser: a connection and the client library each
@@ -269,7 +269,7 @@ def bench_ssh_commands(sshd: Any, sup_base: Path, host: Any, rounds: int) -> dic
     for _ in range(rounds):
         stop_shared_connection(host)  # (the same destination: the same shared connection)
         ctl("first", "--host", "shared")
-        for _ in range(3):
+        for _ in range(per_round):
             ctl("before", "--host", "before")
             ctl("shared_heavy", "--host", "sharedheavy")
             ctl("next", "--host", "shared")
