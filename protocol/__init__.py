@@ -45,6 +45,7 @@ from ._hosts import (
     Host,
     HostConfigError,
     configured_hosts,
+    control_dir,
     host_named,
     hosts_from_table,
 )
@@ -231,6 +232,7 @@ __all__ = [
     "configure_logging",
     "configured_hosts",
     "configured_runtime_dir",
+    "control_dir",
     "control_endpoint",
     "conversation_cost",
     "cost_fields",
@@ -255,6 +257,7 @@ __all__ = [
     "request_id_of",
     "runtime_dir_problem",
     "socket_problem",
+    "stop_shared_connection",
     "timeout_in_range",
     "turn_cost",
     "turn_duration_text",
@@ -264,7 +267,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._aclient import AsyncClient, Subscription
-    from ._ssh import LinkState, SshLink
+    from ._ssh import LinkState, SshLink, stop_shared_connection
 
 
 def __getattr__(name: str) -> Any:
@@ -273,7 +276,7 @@ def __getattr__(name: str) -> Any:
         from . import _aclient
 
         return getattr(_aclient, name)
-    if name in ("LinkState", "SshLink"):  # (another host's link: loaded by who reaches one)
+    if name in ("LinkState", "SshLink", "stop_shared_connection"):  # (another host's: loaded by who reaches one)
         from . import _ssh
 
         return getattr(_ssh, name)

@@ -10,9 +10,7 @@ bare REQ socket does: a request that gets no reply times out with ``ConnectionFa
 from __future__ import annotations
 
 import collections
-import fcntl
 import itertools
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,14 +25,7 @@ if TYPE_CHECKING:
     from . import _ssh
 from ._messages import HARD_MAX_FRAME_BYTES, ErrorCode, Op
 from ._methods import BlockingOps
-from ._paths import (
-    CONTROL_SOCKET,
-    LOCK_FILE,
-    control_endpoint,
-    default_runtime_dir,
-    runtime_dir_problem,
-    socket_problem,
-)
+from ._paths import control_endpoint, default_runtime_dir, running_problem
 
 Event = dict[str, Any]
 
@@ -44,47 +35,10 @@ def _socket_path(runtime_dir: Path | str | None) -> Path:
 
 
 def check_running(runtime_dir: Path) -> None:
-    # what we send (messages, attachment paths) must reach our own supervisor only
-    problem = runtime_dir_problem(runtime_dir) or socket_problem(runtime_dir / CONTROL_SOCKET)
+    """ConnectionFailed unless our own supervisor runs on ``runtime_dir`` (``_paths.running_problem``)."""
+    problem = running_problem(runtime_dir)
     if problem is not None:
-        raise ConnectionFailed(f"refusing to connect: {problem}")
-    if not (runtime_dir / CONTROL_SOCKET).exists():
-        if _lock_held(runtime_dir / LOCK_FILE):  # it hides its socket while it is full
-            raise ConnectionFailed(
-                f"the supervisor on {runtime_dir} takes no new clients now: it is at its connection"
-                " limit (max_connections, or its open-files limit; see its log). Try again shortly"
-            )
-        raise ConnectionFailed(
-            f"no supervisor is running (no socket at {runtime_dir / CONTROL_SOCKET});"
-            " start it with ./scripts/run or supervisord-claude"
-        )
-    if not _lock_held(runtime_dir / LOCK_FILE):
-        # a supervisor that was killed leaves its socket file; only its lock dies with it
-        raise ConnectionFailed(
-            f"no supervisor is running on {runtime_dir} (its socket is left from one that"
-            " stopped); start it with ./scripts/run or supervisord-claude"
-        )
-
-
-def _lock_held(path: Path) -> bool:
-    """True if a supervisor holds the runtime dir's lock (an exclusive flock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell: let the connection decide
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+        raise ConnectionFailed(problem)
 
 
 def _configure(sock: zmq.Socket[Any]) -> None:

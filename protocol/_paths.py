@@ -1,8 +1,12 @@
 """Where the supervisor's sockets live, shared by the server and every client, and where
-the configuration file is (one for every program)."""
+the configuration file is (one for every program).
+
+Standard library and platformdirs only, and no import of the rest of ``protocol``:
+``dial-stdio`` loads this file alone (``supervisord_claude._dial_stdio``)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
@@ -111,6 +115,48 @@ def socket_problem(path: Path | str) -> str | None:
     if st.st_uid != os.getuid():
         return f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
     return None
+
+
+def running_problem(runtime_dir: Path) -> str | None:
+    """Why a client must not (or cannot) talk to a supervisor on ``runtime_dir``, or None
+    if ours runs there. Here, beside the paths, so that ``dial-stdio`` checks it as every
+    client does without loading the client library (it starts once per remote command)."""
+    # what we send (messages, attachment paths) must reach our own supervisor only
+    problem = runtime_dir_problem(runtime_dir) or socket_problem(runtime_dir / CONTROL_SOCKET)
+    if problem is not None:
+        return f"refusing to connect: {problem}"
+    if not (runtime_dir / CONTROL_SOCKET).exists():
+        if _lock_held(runtime_dir / LOCK_FILE):  # it hides its socket while it is full
+            return (f"the supervisor on {runtime_dir} takes no new clients now: it is at its connection"
+                    " limit (max_connections, or its open-files limit; see its log). Try again shortly")
+        return (f"no supervisor is running (no socket at {runtime_dir / CONTROL_SOCKET});"
+                " start it with ./scripts/run or supervisord-claude")
+    if not _lock_held(runtime_dir / LOCK_FILE):
+        # a supervisor that was killed leaves its socket file; only its lock dies with it
+        return (f"no supervisor is running on {runtime_dir} (its socket is left from one that"
+                " stopped); start it with ./scripts/run or supervisord-claude")
+    return None
+
+
+def _lock_held(path: Path) -> bool:
+    """True if a supervisor holds the runtime dir's lock (an exclusive flock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: let the connection decide
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def control_endpoint(runtime_dir: Path | str) -> str:

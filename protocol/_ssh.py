@@ -11,7 +11,11 @@ The socket exists only while ssh is up (the remote supervisor's ZMTP greeting ha
 arrived): while the host is unreachable ZeroMQ cannot connect, so a client sees the
 supervisor as away (``AsyncClient.reachable``) and ZeroMQ reconnects by itself once the
 link is back. ssh is redialled after it ends, with backoff (0.5 s doubling to 30 s, back
-to 0.5 s after a link that came up). Why it ended — ssh's own words on stderr, e.g.
+to 0.5 s after a link that came up). ssh shares one connection per destination between
+links, this client's and the next command's (``_hosts``: ControlMaster, ControlPersist), so
+a link after the first pays no handshake; if that shared connection dies, every link on it
+ends and is redialled like any other, the first redial making a new one (ssh removes a
+dead master's socket by itself). Why it ended — ssh's own words on stderr, e.g.
 "Permission denied (publickey)" — is ``problem``, turned into a sentence that says what
 to do (``_hostproblems.explain``).
 """
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from ._errors import ConnectionFailed
 from ._hostproblems import explain
-from ._hosts import Host
+from ._hosts import Host, control_dir
 
 #: the first byte a ZMTP 3 peer sends (its greeting's signature)
 ZMTP_SIGNATURE = 0xFF
@@ -58,7 +62,7 @@ class SshLink:
     def __init__(self, host: Host, *, ssh: str = "ssh") -> None:
         assert not host.is_local
         self.host = host
-        self._argv = host.ssh_argv(ssh)
+        self._argv = host.ssh_argv(ssh, control_dir())
         base = os.environ.get("XDG_RUNTIME_DIR")
         if not base or not os.path.isdir(base):
             base = tempfile.gettempdir()
@@ -340,6 +344,21 @@ class SshLink:
         self._to_ssh.clear()
         if problem is not None:
             self._fail(problem)
+
+
+def stop_shared_connection(host: Host, *, ssh: str = "ssh", timeout: float = 10.0) -> bool:
+    """Ask the shared ssh connection to ``host`` to end now (``ssh -O exit``) rather than
+    after ``control_persist``: every link on it ends with it. True if there was one."""
+    control = control_dir()
+    argv = host.ssh_control_argv("exit", control, ssh) if control is not None else None
+    if argv is None:
+        return False
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                              start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _read(fd: int) -> bytes | None:

@@ -164,11 +164,20 @@ def bench_round_trip(base: Path, n: int) -> dict[str, float]:
 # 1b. the same round trip to another machine's supervisor, through ssh on loopback ---------
 
 
+#: ``dial-stdio`` as it started before it had its own light way in (and still does with
+#: an option before it): through the daemon's parser, the whole client library loaded
+FULL_DIAL_STDIO = f"{sys.executable} -m supervisord_claude --log-level info"
+
+
 def bench_ssh_round_trip(base: Path, n: int) -> dict[str, float]:
     """``hello`` to one supervisor, directly and through ``ssh … dial-stdio`` (a real sshd
-    on 127.0.0.1, tests/sshd.py), interleaved in the same run; and what the link costs to
-    set up (ssh's handshake, the remote dial-stdio's start) and to keep (ssh's memory)."""
-    from protocol import Host
+    on 127.0.0.1, tests/sshd.py), interleaved in the same run; what the link costs to set
+    up (ssh's handshake, the remote dial-stdio's start) with and without the shared
+    connection (``multiplex``), and to keep (ssh's memory); and claudectl commands on that
+    host one after another (``bench_ssh_commands``)."""
+    from dataclasses import replace
+
+    from protocol import Host, stop_shared_connection
     from tests.sshd import SSHD, Sshd
 
     if not SSHD.exists():
@@ -178,38 +187,100 @@ def bench_ssh_round_trip(base: Path, n: int) -> dict[str, float]:
     sup_base = base / "ssh-sup"
     sup_base.mkdir()
     sup = start_supervisor(sup_base, "/bin/true")
-    old_path = os.environ["PATH"]
-    os.environ["PATH"] = sshd.path
+    old_env = {name: os.environ.get(name) for name in sshd.env}
+    os.environ.update(sshd.env)
     host = Host("bench", "remote", command=f"{sys.executable} -m supervisord_claude",
                 runtime_dir=str(sup_base / "run"), ssh="remote")
+    # as before multiplexing: a connection of its own, and dial-stdio through the daemon's
+    # parser (an option before the command takes that way), which loads the client library
+    plain = replace(host, multiplex=False, command=FULL_DIAL_STDIO)
     try:
-        connects = []
+        # the link's connect: without sharing, the first with it (no master yet), the next
+        # (on the master), interleaved
+        connects: dict[str, list[float]] = {"plain": [], "first": [], "next": []}
         for _ in range(3 if n < 1000 else 10):
-            t0 = time.perf_counter()
-            with Client(host=host) as remote:
-                connects.append(time.perf_counter() - t0)
+            stop_shared_connection(host)
+            for kind, target in (("plain", plain), ("first", host), ("next", host)):
+                t0 = time.perf_counter()
+                with Client(host=target):
+                    connects[kind].append(time.perf_counter() - t0)
         local_times: list[float] = []
         ssh_times: list[float] = []
         with Client(sup_base / "run") as local, Client(host=host) as remote:
             assert remote._link is not None and remote._link.ssh_pid is not None
             ssh_rss = _rss_kib(remote._link.ssh_pid)
+            master_rss = sum(_rss_kib(pid) for pid in sshd.masters())
             for _ in range(n):  # interleaved: both see the same machine at the same moment
                 for client, times in ((local, local_times), (remote, ssh_times)):
                     t0 = time.perf_counter()
                     client.request("hello")
                     times.append(time.perf_counter() - t0)
+        commands = bench_ssh_commands(sup_base, host, *((3, 1) if n < 1000 else (10, 3)))
     finally:
-        os.environ["PATH"] = old_path
+        stop_shared_connection(host)
+        for name, value in old_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         stop(sup)
         sshd.stop()
+    med = {kind: statistics.median(times) * 1e3 for kind, times in connects.items()}
     print(f"round trip through ssh on loopback (hello), n={n}: ssh {fmt_us(ssh_times)}; direct {fmt_us(local_times)}; "
           f"ratio p50 {statistics.median(ssh_times) / statistics.median(local_times):.1f}x; "
-          f"connect (ssh + dial-stdio + hello) median {statistics.median(connects) * 1e3:.0f} ms; "
-          f"ssh client {ssh_rss / 1024:.1f} MiB RSS")
+          f"connect (ssh + dial-stdio + hello) median: before (own connection, heavy dial-stdio)"
+          f" {med['plain']:.0f} ms, now: first "
+          f"{med['first']:.0f} ms, next {med['next']:.0f} ms; ssh client {ssh_rss / 1024:.1f} MiB RSS, its master "
+          f"{master_rss / 1024:.1f} MiB; load average {os.getloadavg()[0]:.1f}")
     return {"ssh_rt_us": statistics.median(ssh_times) * 1e6, "ssh_rt_p99_us": pct(ssh_times, 0.99) * 1e6,
             "ssh_direct_rt_us": statistics.median(local_times) * 1e6,
             "ssh_direct_rt_p99_us": pct(local_times, 0.99) * 1e6,
-            "ssh_connect_ms": statistics.median(connects) * 1e3, "ssh_rss_mib": ssh_rss / 1024}
+            "ssh_connect_ms": med["first"], "ssh_connect_plain_ms": med["plain"],
+            "ssh_connect_next_ms": med["next"], "ssh_rss_mib": ssh_rss / 1024, "ssh_master_rss_mib": master_rss / 1024,
+            **commands}
+
+
+def bench_ssh_commands(sup_base: Path, host: Any, rounds: int, per_round: int) -> dict[str, float]:
+    """A script's loop: ``claudectl --host NAME ls`` run again and again, each its own
+    process, as a user's script runs it, interleaved: as before (``multiplex = false`` and
+    ``dial-stdio`` through the daemon's parser: a connection and the client library each
+    time); on the shared connection with that heavy ``dial-stdio`` (what multiplexing
+    alone saves); on it as it is now (the first command of a round makes the connection,
+    the next ones ride it); and beside them a local ``claudectl ls`` (claudectl's own
+    Python start and the request: what no transport can save)."""
+    from protocol import stop_shared_connection
+
+    config = sup_base / "client.toml"
+    where = f'ssh = "remote"\nruntime_dir = "{sup_base / "run"}"\n'
+    light = f'command = "{sys.executable} -m supervisord_claude"\n'
+    heavy = f'command = "{FULL_DIAL_STDIO}"\n'
+    config.write_text(f"[hosts.shared]\n{where}{light}[hosts.sharedheavy]\n{where}{heavy}"
+                      f"[hosts.before]\n{where}{heavy}multiplex = false\n")
+    env = dict(os.environ, SUPERVISORD_CLAUDE_CONFIG=str(config))
+    times: dict[str, list[float]] = {"before": [], "shared_heavy": [], "first": [], "next": [], "local": []}
+
+    def ctl(kind: str, *where: str) -> None:
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "supervisord_claude.ctl", *where, "ls"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        times[kind].append(time.perf_counter() - t0)
+        assert run.returncode == 0, run.stderr
+
+    for _ in range(rounds):
+        stop_shared_connection(host)  # (the same destination: the same shared connection)
+        ctl("first", "--host", "shared")
+        for _ in range(per_round):
+            ctl("before", "--host", "before")
+            ctl("shared_heavy", "--host", "sharedheavy")
+            ctl("next", "--host", "shared")
+            ctl("local", "--runtime-dir", str(sup_base / "run"))
+    med = {kind: statistics.median(values) * 1e3 for kind, values in times.items()}
+    print(f"claudectl --host ls, one after another ({rounds} rounds, medians): before (a connection and a heavy"
+          f" dial-stdio each) {med['before']:.0f} ms; shared connection, heavy dial-stdio {med['shared_heavy']:.0f} ms;"
+          f" now: first {med['first']:.0f} ms, next {med['next']:.0f} ms; local claudectl ls {med['local']:.0f} ms;"
+          f" load average {os.getloadavg()[0]:.1f}")
+    return {"ssh_ctl_before_ms": med["before"], "ssh_ctl_shared_heavy_ms": med["shared_heavy"],
+            "ssh_ctl_first_ms": med["first"], "ssh_ctl_next_ms": med["next"], "ssh_ctl_local_ms": med["local"]}
 
 
 # 2 + 3. fork -> ready and PSS per idle keeper --------------------------------------------

@@ -4,7 +4,11 @@ uses its own ssh config and known_hosts there (never the user's): an ``ssh`` wra
 first on PATH adds ``-F <the test's ssh config>``.
 
 Aliases of that ssh config: ``remote`` (the right key, a known host key), ``wrongkey``
-(a key the server does not know) and ``unknownhost`` (an empty known_hosts)."""
+(a key the server does not know) and ``unknownhost`` (an empty known_hosts).
+
+The shared ssh connections (ControlMaster) of the clients a test runs live under its own
+``XDG_RUNTIME_DIR`` (``env``); ``stop_masters`` ends them (``ssh -O exit``) and says which
+did not go, so a test's fixture can fail it if one outlives it."""
 
 from __future__ import annotations
 
@@ -110,11 +114,50 @@ LogLevel VERBOSE
         wrapper.write_text(f'#!/bin/sh\nexec "{SSH}" -F "{base / "ssh_config"}" "$@"\n')
         wrapper.chmod(0o755)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: the clients' XDG_RUNTIME_DIR: their shared connections' sockets are in it
+        self.xdg = base / "xdg"
+        self.xdg.mkdir(mode=0o700)
 
     @property
     def path(self) -> str:
         """PATH with the test's ssh first."""
         return f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client of this sshd needs in its environment: the test's ssh, the test's
+        runtime dir (for its shared connections)."""
+        return {"PATH": self.path, "XDG_RUNTIME_DIR": str(self.xdg)}
+
+    def control_sockets(self) -> list[Path]:
+        """The shared connections' control sockets the clients made."""
+        found = self.xdg / "scl-mux"
+        return sorted(p for p in found.iterdir() if p.is_socket()) if found.is_dir() else []
+
+    def masters(self) -> list[int]:
+        """The live ssh masters of this test's clients (titled ``ssh: <control socket> [mux]``)."""
+        prefix = f"ssh: {self.xdg}/"
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").startswith(prefix):
+                        found.append(int(entry))
+        return found
+
+    def stop_masters(self, timeout: float = 30) -> list[int]:
+        """``ssh -O exit`` to every shared connection, then wait for the masters to go;
+        the ones still alive after ``timeout`` (killed then), empty if none."""
+        for sock in self.control_sockets():
+            subprocess.run([SSH, "-F", str(self.base / "ssh_config"), "-o", f"ControlPath={sock}", "-O", "exit",
+                            "--", "remote"], capture_output=True, timeout=60)
+        deadline = time.monotonic() + timeout
+        while (left := self.masters()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return left
 
     def start(self) -> Sshd:
         if os.geteuid() == 0 and not Path("/run/sshd").exists():

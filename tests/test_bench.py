@@ -33,6 +33,7 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
         assert figures[key] > 0, key
     if Path("/usr/sbin/sshd").exists():  # (the ssh round trip needs a real sshd: scripts/test installs it)
         assert figures["ssh_rt_us"] > 0 and figures["ssh_direct_rt_us"] > 0 and figures["ssh_connect_ms"] > 0
+        assert figures["ssh_ctl_before_ms"] > 0 and figures["ssh_ctl_next_ms"] > 0
     assert [row["sessions"] for row in figures["scaling"]] == [10]
     assert all(row["rss_mib"] > 0 and row["events_per_s"] > 0 for row in figures["scaling"])
     assert [row["events"] for row in figures["eventlog"]] == [10_000]

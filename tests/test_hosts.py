@@ -3,13 +3,14 @@ bot read them, and the ssh command line each becomes (an argv: no local shell)."
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from protocol import LOCAL, ConfigFileError, Host, configured_hosts, host_named
+from protocol import LOCAL, ConfigFileError, Host, configured_hosts, control_dir, host_named
 
 from .conftest import SupervisorProcess
 
@@ -65,10 +66,68 @@ def test_a_remote_runtime_dir_is_quoted_for_the_remote_shell() -> None:
     ('[hosts.local]\nssh = "gpu"\n', "'local' is this machine"),
     ('[hosts."a@b"]\nssh = "gpu"\n', "a host name is"),
     ('hosts = "gpu"\n', "expected tables"),
+    ('[hosts.x]\nssh = "gpu"\nmultiplex = "no"\n', "hosts.x.multiplex: expected true or false"),
+    ('[hosts.x]\nssh = "gpu"\ncontrol_persist = 0\n', "hosts.x.control_persist: expected the seconds"),
+    ('[hosts.x]\nssh = "gpu"\ncontrol_persist = "60s"\n', "hosts.x.control_persist: expected the seconds"),
+    ('[hosts.x]\nssh = "gpu"\ncontrol_persist = true\n', "hosts.x.control_persist: expected the seconds"),
 ])
 def test_a_bad_host_table_is_an_error_naming_the_key(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(ConfigFileError, match=error.replace("[", r"\[").replace("]", r"\]")):
         configured_hosts(str(write(tmp_path, text)))
+
+
+def test_the_commands_of_a_host_share_one_ssh_connection_unless_multiplex_is_false(
+        tmp_base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssh's ControlMaster, its socket in a 0700 directory of the user's runtime dir, kept
+    ``control_persist`` seconds after the last command; ``multiplex = false`` leaves ssh
+    (and the user's own ~/.ssh/config) alone."""
+    tmp_path = tmp_base  # (short: a socket path has about 100 bytes)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    hosts = configured_hosts(str(write(tmp_path, """
+[hosts.gpu]
+ssh = "ssh://me@gpu.example:2222"
+control_persist = 300
+[hosts.gpu2]
+ssh = "me@gpu.example"
+[hosts.plain]
+ssh = "me@gpu.example"
+multiplex = false
+""")))
+    control = control_dir()
+    assert control == tmp_path / "scl-mux" and stat.S_IMODE(control.stat().st_mode) == 0o700
+    argv = hosts["gpu"].ssh_argv(control=control)
+    options = [argv[i + 1] for i, word in enumerate(argv) if word == "-o"]
+    assert "ControlMaster=auto" in options and "ControlPersist=300" in options
+    [path] = [o.removeprefix("ControlPath=") for o in options if o.startswith("ControlPath=")]
+    assert path.startswith(f"{control}/") and path.endswith("-%C")
+    # the options come before the destination (after "--"), where ssh reads options
+    assert argv.index("ControlMaster=auto") < argv.index("--")
+    # another way to write the destination is another connection (another key or user may
+    # come with it): one ssh config alias never rides another's master
+    assert hosts["gpu2"].control_path(control) != path
+    assert "ControlPersist=60" in hosts["gpu2"].ssh_argv(control=control)
+    assert not any(word.startswith("Control") for word in hosts["plain"].ssh_argv(control=control))
+    assert hosts["plain"].ssh_control_argv("exit", control) is None
+    assert hosts["gpu"].ssh_control_argv("exit", control)[-4:] == ["-O", "exit", "--", "me@gpu.example"]
+    # a directory too long for a socket path (ssh would refuse it), or one ssh would split
+    # at a space: no sharing, each command its own connection, as without it
+    assert Host("x", "x").control_path(tmp_path / ("d" * 60)) is None
+    assert Host("x", "x").control_path(Path("/tmp/a b")) is None
+    assert Host("x", "x").control_path(Path("/tmp/100%")).startswith("/tmp/100%%/")  # (no ssh token)
+    assert "multiplex off" in hosts["plain"].describe() and "control_persist 300s" in hosts["gpu"].describe()
+
+
+def test_a_control_dir_open_to_others_or_not_ours_is_not_used(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "scl-mux").mkdir(mode=0o755)
+    (tmp_path / "scl-mux").chmod(0o755)
+    assert control_dir() is None
+    (tmp_path / "scl-mux").rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "scl-mux").symlink_to(tmp_path / "elsewhere")
+    assert control_dir() is None
+    assert "ControlMaster=auto" not in Host("x", "x").ssh_argv(control=control_dir())
 
 
 def test_an_unknown_host_names_the_known_ones(tmp_path: Path) -> None:
@@ -118,6 +177,23 @@ def test_dial_stdio_relays_the_control_socket_byte_for_byte_and_ends_with_either
     refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "dial-stdio" in refused.stderr and "no supervisor is running" in refused.stderr
+
+
+@pytest.mark.system  # runs a program
+def test_dial_stdio_starts_without_the_client_library(tmp_path: Path) -> None:
+    """It runs once per command of a client elsewhere: it checks the runtime dir as every
+    client does (the same words) without loading ZeroMQ, asyncio or ``protocol``'s
+    package; any other option still goes to the daemon's parser."""
+    argv = [sys.executable, "-X", "importtime", "-m", "supervisord_claude", "dial-stdio",
+            "--runtime-dir", str(tmp_path / "nothing")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stdout == ""
+    loaded = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert loaded and not {"zmq", "asyncio", "protocol", "protocol._client"} & loaded, sorted(loaded)
+    assert "dial-stdio on " in run.stderr and f"no supervisor is running (no socket at {tmp_path}" in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "supervisord_claude", "dial-stdio", "--bogus"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
 
 
 def test_a_byte_relay_carries_zeromq_between_a_dealer_and_a_router(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ def sshd(tmp_base: Path) -> Iterator[Sshd]:
     skip_without_sshd()
     server = Sshd(tmp_base / "ssh").start()
     yield server
+    left = server.stop_masters()
     server.stop()
+    assert not left, f"ssh masters outlived the test after ssh -O exit: {left}"
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def two_hosts(sshd: Sshd, make_supervisor: Callable[..., SupervisorProcess], tel
     command = f"{shlex.quote(sys.executable)} -m supervisord_claude"
     config = (f'[hosts.gpu]\nssh = "remote"\ncommand = "{command}"\nruntime_dir = "{remote.runtime_dir}"\n'
               f'[hosts.down]\nssh = "wrongkey"\ncommand = "{command}"\n')
-    local = make_supervisor(config=config, env={"PATH": sshd.path}).start()
+    local = make_supervisor(config=config, env=sshd.env).start()
     bot = bot_env(local)
     return local, remote, telegram, bot
 

@@ -39,7 +39,7 @@ def gpu(sshd: Sshd,  # noqa: F811
     command = f"{shlex.quote(sys.executable)} -m supervisord_claude"
     config = (f'[telegram]\nvoice_command = ["{transcriber}"]\n'
               f'[hosts.gpu]\nssh = "remote"\ncommand = "{command}"\nruntime_dir = "{remote.runtime_dir}"\n')
-    local = make_supervisor(config=config, env={"PATH": sshd.path}).start()
+    local = make_supervisor(config=config, env=sshd.env).start()
     bot_env(local)
     say(telegram, "/new work@gpu", "created on gpu")
     return local, remote, telegram

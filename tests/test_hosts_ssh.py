@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -28,8 +29,10 @@ def sshd(tmp_base: Path) -> Iterator[Sshd]:
     skip_without_sshd()
     server = Sshd(tmp_base / "ssh").start()
     yield server
+    left = server.stop_masters()
     server.stop()
     print(f"--- sshd log\n{server.log()[-3000:]}")  # shown on failure
+    assert not left, f"ssh masters outlived the test after ssh -O exit: {left}"
 
 
 class Hosts:
@@ -60,7 +63,7 @@ ssh = "remote"
 command = "{command}"
 runtime_dir = "{base / 'nothing-runs-here'}"
 """)
-        self.env = dict(local.env, PATH=sshd.path, SUPERVISORD_CLAUDE_CONFIG=str(self.config))
+        self.env = dict(local.env, **sshd.env, SUPERVISORD_CLAUDE_CONFIG=str(self.config))
 
     def ctl_argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "supervisord_claude.ctl", "--runtime-dir", str(self.local.runtime_dir), *args]
@@ -77,7 +80,8 @@ def hosts(sshd: Sshd, make_supervisor: Callable[..., SupervisorProcess], tmp_bas
           monkeypatch: pytest.MonkeyPatch) -> Hosts:
     local = make_supervisor().start()
     remote = make_supervisor().start()
-    monkeypatch.setenv("PATH", sshd.path)  # (the in-process clients' ssh)
+    for name, value in sshd.env.items():  # (the in-process clients' ssh and shared connections)
+        monkeypatch.setenv(name, value)
     return Hosts(sshd, local, remote, tmp_base)
 
 
@@ -102,27 +106,70 @@ def test_a_session_on_the_remote_host_driven_from_claudectl(hosts: Hosts, tmp_ba
     assert "other" not in [s["name"] for s in hosts.remote.request("list")["sessions"]]
 
 
-def test_each_claudectl_command_on_the_remote_host_is_one_ssh_connection(hosts: Hosts, tmp_path: Path) -> None:
-    """``send --wait`` and ``tail`` checked the session through one ssh and waited through
-    another: each command is one connection now, with a file to attach too."""
+def test_claudectl_commands_on_the_remote_host_share_one_ssh_connection(hosts: Hosts, tmp_path: Path) -> None:
+    """Each command is one ssh session on the remote host (``send --wait`` and ``tail``
+    too, with a file to attach); the handshake is paid once: N commands, one connection,
+    held by one ssh master in a private directory, there for the next command."""
     hosts.remote.request("create", session="work")
     data = tmp_path / "notes.txt"
     data.write_text("some notes")
-    for command in (("send", "work", "hello", "--wait"), ("send", "work", "read it", "--attach", str(data), "--wait"),
-                    ("tail", "work"), ("tail", "work", "-n", "1"), ("send", "work", "queued"), ("ls",)):
-        before = _ssh_logins(hosts)
+    logins, sessions = _ssh_logins(hosts), _ssh_sessions(hosts)
+    commands = (("send", "work", "hello", "--wait"), ("send", "work", "read it", "--attach", str(data), "--wait"),
+                ("tail", "work"), ("tail", "work", "-n", "1"), ("send", "work", "queued"), ("ls",))
+    for number, command in enumerate(commands, 1):
         run = hosts.ctl("--host", "gpu", *command)
         assert run.returncode == 0, (command, run.stderr)
-        assert _ssh_logins(hosts) == before + 1, (command, hosts.sshd.log()[-3000:])
+        assert _ssh_sessions(hosts) == sessions + number, (command, hosts.sshd.log()[-3000:])
+    assert _ssh_logins(hosts) == logins + 1, hosts.sshd.log()[-3000:]
     assert hosts.remote.wait_received("read it")
+    # one master, its socket 0600 in a 0700 directory of this user: no one else rides it
+    [master] = hosts.sshd.masters()
+    [control] = hosts.sshd.control_sockets()
+    assert stat.S_IMODE(control.stat().st_mode) == 0o600 and control.stat().st_uid == os.getuid()
+    assert stat.S_IMODE(control.parent.stat().st_mode) == 0o700
     # what cannot be done is still said plainly, once
     missing = hosts.ctl("--host", "gpu", "send", "nobody", "hi", "--wait")
     assert missing.returncode == 1 and "no session named 'nobody'" in missing.stderr
     missing = hosts.ctl("--host", "gpu", "--json", "tail", "nobody")
     assert missing.returncode == 1 and json.loads(missing.stderr)["error"]["code"] == "not_found"
+    # another alias of the same machine (another key) is another connection, not a ride on this one
     refused = hosts.ctl("--host", "wrongkey", "--json", "send", "work", "hi", "--wait")
     assert refused.returncode == 1 and json.loads(refused.stderr)["error"]["code"] == "connection"
     assert "the key was refused" in json.loads(refused.stderr)["error"]["message"]
+    assert _ssh_logins(hosts) == logins + 1 and hosts.sshd.masters() == [master]
+
+
+def test_without_multiplex_each_command_is_its_own_connection(hosts: Hosts) -> None:
+    hosts.config.write_text(hosts.config.read_text().replace('[hosts.gpu]\n', '[hosts.gpu]\nmultiplex = false\n'))
+    hosts.remote.request("create", session="work")
+    logins = _ssh_logins(hosts)
+    for _ in range(3):
+        run = hosts.ctl("--host", "gpu", "send", "work", "hello", "--wait")
+        assert run.returncode == 0, run.stderr
+    assert _ssh_logins(hosts) == logins + 3
+    assert hosts.sshd.masters() == [] and hosts.sshd.control_sockets() == []
+
+
+def test_a_dead_master_is_replaced_by_the_next_command(hosts: Hosts) -> None:
+    """The master killed (its socket left behind, stale): the next command makes a new
+    connection and master instead of failing; ``--host gpu shutdown`` ends the master."""
+    hosts.remote.request("create", session="work")
+    assert hosts.ctl("--host", "gpu", "ls").returncode == 0
+    [master] = hosts.sshd.masters()
+    os.kill(master, signal.SIGKILL)
+    wait_for(lambda: master not in hosts.sshd.masters(), what="the master to die")
+    assert len(hosts.sshd.control_sockets()) == 1  # (left behind by the killed master)
+    logins = _ssh_logins(hosts)
+    run = hosts.ctl("--host", "gpu", "send", "work", "after the master died", "--wait")
+    assert run.returncode == 0 and "echo: after the master died" in run.stdout, run.stderr
+    assert _ssh_logins(hosts) == logins + 1
+    [new_master] = hosts.sshd.masters()
+    assert new_master != master
+    assert hosts.ctl("--host", "gpu", "ls").returncode == 0 and _ssh_logins(hosts) == logins + 1
+    # the remote supervisor shut down: nothing is left there to talk to, the master goes at once
+    assert hosts.ctl("--host", "gpu", "shutdown").returncode == 0
+    wait_for(lambda: hosts.sshd.masters() == [], what="the master to end after shutdown")
+    assert hosts.remote.proc is not None and hosts.remote.proc.wait(60) == 0
 
 
 def test_ls_all_hosts_has_a_host_column_and_one_line_per_unreachable_host(hosts: Hosts) -> None:
@@ -249,7 +296,7 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     hosts.remote.request("create", session="work")
     assert hosts.ctl("--host", "gpu", "send", "work", "before", "--wait").returncode == 0
     session_id = hosts.remote.session("work")["session_id"]
-    connections_before = _ssh_logins(hosts)
+    connections_before, sessions_before = _ssh_logins(hosts), _ssh_sessions(hosts)
     tui = subprocess.Popen(hosts.ctl_argv("--host", "gpu", "attach", "work"), stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hosts.env)
     assert tui.stdin is not None and tui.stdout is not None
@@ -267,8 +314,10 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
     tui.stdin.write("/exit\n")
     tui.stdin.flush()
     assert tui.wait(60) == 0
-    # one ssh connection: the terminal's (no link to gpu's supervisor beside it)
-    assert _ssh_logins(hosts) == connections_before + 1, hosts.sshd.log()[-3000:]
+    # one ssh session: the terminal's (no link to gpu's supervisor beside it), on the
+    # connection the send before it made
+    assert _ssh_sessions(hosts) == sessions_before + 1, hosts.sshd.log()[-3000:]
+    assert _ssh_logins(hosts) == connections_before, hosts.sshd.log()[-3000:]
     hosts.remote.wait_state("work", "suspended")
     [start] = [s for s in hosts.remote.claude_starts() if "-p" not in s["argv"]]
     assert start["cwd"] == terminal["cwd"]
@@ -285,6 +334,11 @@ def test_claudectl_attach_on_the_remote_host_runs_its_tui_there_in_this_terminal
 def _ssh_logins(hosts: Hosts) -> int:
     """The ssh connections sshd let in so far (its log says each once)."""
     return hosts.sshd.log().count("Accepted publickey for ")
+
+
+def _ssh_sessions(hosts: Hosts) -> int:
+    """The remote commands sshd started so far, over any connection (one per session)."""
+    return hosts.sshd.log().count("Starting session: ")
 
 
 def test_claudectl_send_attach_puts_a_file_of_this_machine_into_the_remote_sessions_uploads(

@@ -29,7 +29,7 @@ import sys
 import threading
 from typing import Any
 
-from protocol import Client, explain_ssh_failure, relative_time
+from protocol import Client, control_dir, explain_ssh_failure, relative_time
 
 from ._common import fail
 from ._views import cut
@@ -82,7 +82,7 @@ def attach_elsewhere(args: argparse.Namespace) -> int:
     # the terminal's Ctrl-C and Ctrl-\\ are the remote TUI's (ssh passes them on)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    argv = host.ssh_terminal_argv(words)
+    argv = host.ssh_terminal_argv(words, control=control_dir())  # (the shared connection, if there is one)
     try:
         code, said = _run_passing_stderr_on(argv)
     except OSError as exc:

@@ -14,7 +14,10 @@ and ``_events``'; what they share, ``_common``'s.
 
 A command makes one connection to the supervisor (on another host: one ssh): ``main``'s
 ``Client``, or for a command that waits (``send --wait``, ``tail``) its own asyncio
-client instead, and for ``--host NAME attach`` none (its ``ssh -t`` is the one).
+client instead, and for ``--host NAME attach`` none (its ``ssh -t`` is the one). On
+another host that ssh is a session on the connection the commands share (``protocol._hosts``:
+ControlMaster), so only the first command in ``control_persist`` seconds pays ssh's
+handshake; ``--host NAME shutdown`` ends that shared connection too.
 """
 
 from __future__ import annotations
@@ -296,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 client.close()
         except Exception:
             pass
+        if args.command == "shutdown" and not args.on_host.is_local:
+            # nothing is left to talk to there: its shared ssh connection need not wait out control_persist
+            from protocol import stop_shared_connection
+
+            stop_shared_connection(args.on_host)
 
 
 def _reader_gone() -> int:
