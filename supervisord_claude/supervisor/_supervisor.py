@@ -61,6 +61,8 @@ MAX_KEEPER_BATCH = 4096
 #: comes sooner after a read waits for the rest of it. 100 sessions streaming send ~1,000
 #: frames of live text a second, one wake-up each without it
 READ_GATHER = 0.010
+#: what comes this soon after a read means steady traffic: the socket starts to gather
+READ_BUSY = 0.002
 #: how long start-up waits for the keepers a previous supervisor left to introduce themselves
 ADOPT_WINDOW = 3.0
 ADOPT_POLL = 0.02
@@ -92,10 +94,11 @@ class KeeperSocket:
     changed, and any operation on the socket (a send too) may take that signal: so what
     is waiting is checked again after each read and after each send.
 
-    Under steady traffic it reads at most every READ_GATHER seconds: what comes within
-    that time of the last read waits for the rest of it (the reader off meanwhile), and
-    goes with what else came, in one batch — a wake-up costs the loop 40 to 55 µs whatever
-    it reads ("the supervisor's wake-ups gathered"). What comes after a quiet spell is
+    Under steady traffic it gathers: what comes within READ_BUSY of a read waits until
+    READ_GATHER after it (the reader off meanwhile) and goes with what else came, in one
+    batch; while the pauses gather more than one report it goes on reading only at their
+    ends, READ_GATHER apart — a wake-up costs the loop 40 to 55 µs whatever it reads
+    (docs/benchmarks.md, "the supervisor's wake-ups gathered"). Otherwise what comes is
     read at once; a read that stops at the batch limit goes on at the next loop turn."""
 
     def __init__(self, ctx: zmq.asyncio.Context, config: Config, clock: Clock | None = None) -> None:
@@ -160,31 +163,38 @@ class KeeperSocket:
 
     def _on_signal(self) -> None:
         """Something may have come: read it now, or at the end of a gathering pause when
-        the last read was less than READ_GATHER ago."""
+        the last read was less than READ_BUSY ago."""
         self._signal_armed = False
         if self._gathering is not None or self._loop is None:
             return  # (the pause's end reads whatever is there by then)
-        wait = self._read_at + READ_GATHER - self.clock.monotonic()
-        if wait <= 0:
+        if self.clock.monotonic() - self._read_at >= READ_BUSY:
             self._read()
             return
         self._loop.remove_reader(self._fd)  # (frames coming meanwhile would wake it in vain)
+        self._gather()
+
+    def _gather(self) -> None:
+        wait = max(0.0, self._read_at + READ_GATHER - self.clock.monotonic())
         self._gathering = self.clock.call_later(wait, self._gathered)
 
     def _gathered(self) -> None:
         self._gathering = None
-        if self._loop is not None and self._on_messages is not None:
+        if self._loop is None or self._on_messages is None:
+            return
+        if self._read() > 1 and self._gathering is None and self._on_messages is not None:
+            self._gather()  # (still steady: the next read at the next pause's end, the reader off)
+        else:
             self._loop.add_reader(self._fd, self._on_signal)
-            self._read()
 
     def _read_backlog(self) -> None:
         self._backlog_armed = False
         self._read()
 
-    def _read(self) -> None:
+    def _read(self) -> int:
+        """Hand over what has come; how many reports that was."""
         on_messages, failed = self._on_messages, self._failed
         if on_messages is None or failed is None or failed.done():
-            return
+            return 0
         try:
             started = self.clock.monotonic()
             batch, full = self._take()
@@ -201,6 +211,8 @@ class KeeperSocket:
                     self._signal_soon()
         except Exception as exc:
             failed.set_exception(exc)
+            return 0
+        return len(batch)
 
     def _take(self) -> tuple[list[tuple[bytes, _wire.Message]], bool]:
         """What has arrived, in order, up to MAX_KEEPER_BATCH reports; and whether it
