@@ -84,10 +84,9 @@ async def test_a_report_that_comes_during_the_gathering_pause_is_read_when_it_en
         link.keeper.send(_wire.encode(_wire.Delta(1, "first")))
         assert await link.next() == (IDENT, _wire.Delta(1, "first"))
         assert not link.keepers.gathering and clock.pending == 0
-        # right after a read: the next report waits for the rest of READ_GATHER
+        # right after a read (the clock has not moved): the next report waits for the pause's end
         link.keeper.send(_wire.encode(_wire.Delta(1, "second")))
         await until(lambda: link.keepers.gathering, "the socket pauses to gather")
-        assert link.got.empty()
         # the supervisor sends meanwhile (the send may take the descriptor's signal): the
         # report still waits for the pause's end, and is read then
         assert link.keepers.send(IDENT, _wire.Ack(7))
@@ -95,12 +94,35 @@ async def test_a_report_that_comes_during_the_gathering_pause_is_read_when_it_en
         assert link.got.empty()
         clock.advance(READ_GATHER)
         assert await link.next() == (IDENT, _wire.Delta(1, "second"))
+        # a pause that gathered one report: the socket listens again
         assert not link.keepers.gathering
         # a quiet spell again: the next report is read at once
         clock.advance(1.0)
         link.keeper.send(_wire.encode(_wire.Delta(1, "third")))
         assert await link.next() == (IDENT, _wire.Delta(1, "third"))
         assert clock.pending == 0
+
+
+async def test_the_socket_gathers_while_its_pauses_gather_more_than_one_report(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with served(tmp_path, clock) as link:
+        link.keeper.send(_wire.encode(_wire.Delta(1, "first")))
+        assert await link.next() == (IDENT, _wire.Delta(1, "first"))
+        # two reports (one frame, as a keeper sends a loop turn's) during the pause
+        link.keeper.send(_wire.encode(_wire.Delta(1, "second")) + _wire.encode(_wire.Delta(1, "third")))
+        await until(lambda: link.keepers.gathering, "the socket pauses to gather")
+        clock.advance(READ_GATHER)
+        assert [await link.next(), await link.next()] == [(IDENT, _wire.Delta(1, "second")),
+                                                          (IDENT, _wire.Delta(1, "third"))]
+        # still steady: the next report waits for the next pause's end, READ_GATHER after
+        assert link.keepers.gathering
+        link.keeper.send(_wire.encode(_wire.Delta(1, "fourth")))
+        await until(lambda: int(link.keepers.sock.get(zmq.EVENTS)) & zmq.POLLIN, "the report has come")
+        await asyncio.sleep(0)
+        assert link.got.empty()
+        clock.advance(READ_GATHER)
+        assert await link.next() == (IDENT, _wire.Delta(1, "fourth"))
+        assert not link.keepers.gathering  # (that pause gathered one: listening again)
 
 
 async def test_a_keeper_sending_steadily_has_every_report_read_in_order(tmp_path: Path) -> None:
