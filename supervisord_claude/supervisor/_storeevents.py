@@ -152,6 +152,10 @@ class EventRows(SessionRows):
         recent = self._recent.after(after_id, session, limit)
         if recent is not None:
             return recent
+        kept = self._read_back.after(after_id, session, limit)
+        if kept:  # (what a read from the file gave before: the rest, if any, from here on)
+            count = sum(map(len, kept))
+            return kept if count >= limit else kept + self.runs_after(kept[-1].last_id, session, limit - count)
         params: tuple[Any, ...]
         if session is None:
             sql, params = ("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs WHERE last_id>?"
@@ -160,18 +164,21 @@ class EventRows(SessionRows):
             sql, params = ("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs"
                            " WHERE session=? AND last_id>? ORDER BY last_id", (session, after_id))
         out: list[RunSlice] = []
+        read: list[StoredRun] = []
         try:
             cursor = self._db.execute(sql, params)
             while limit > 0:
                 row = cursor.fetchone()
                 if row is None:
                     break
-                [part] = slices_after([StoredRun(*row)], after_id, None, limit)
+                read.append(StoredRun(*row))
+                [part] = slices_after(read[-1:], after_id, None, limit)
                 out.append(part)
                 limit -= len(part)
             cursor.close()
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
+        self._read_back.keep(after_id, session, read)
         return out
 
     def event_id_at_seq(self, session: str, seq: int) -> int:
@@ -220,6 +227,7 @@ class EventRows(SessionRows):
                                 params).fetchone()[0]
             db.execute(f"DELETE FROM event_runs WHERE {where}", params)
             self._recent.clear()  # what it holds may be among them
+            self._read_back.clear()
             db.execute(
                 "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
             )

@@ -20,7 +20,7 @@ from typing import Any
 from .._errors import StoreError
 from ._spend import SCHEMA as SPEND_SCHEMA
 from ._storerecords import SessionRecord
-from ._storeruns import INSERT_RUN, MIGRATED_RUN, RecentRuns, pack_run, v1_run
+from ._storeruns import INSERT_RUN, MIGRATED_RUN, ReadBack, RecentRuns, pack_run, v1_run
 
 log = logging.getLogger("supervisord_claude")
 
@@ -135,6 +135,8 @@ class StoreFile:
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
         self._recent = RecentRuns()
+        #: the runs the last reads from the file gave (a subscriber behind reads on there)
+        self._read_back = ReadBack()
         #: every session's record as last read, and the sessions written since (read
         #: again when asked for); ``data_version`` tells if another connection wrote
         self._records: dict[str, SessionRecord] | None = None
