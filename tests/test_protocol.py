@@ -323,6 +323,40 @@ def _read_turn(sock: zmq.Socket) -> tuple[list[dict], list[int]]:
     return events, per_frame
 
 
+_ids_of_a_frame = st.lists(st.one_of(st.integers(0, 30), st.none(), st.just("x")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.tuples(_ids_of_a_frame, st.booleans(), st.booleans()), max_size=8),
+       start=st.one_of(st.none(), st.integers(0, 10)))
+def test_a_frame_of_events_is_taken_as_each_of_its_events_alone(frames, start) -> None:
+    """``AsyncClient`` takes an ``events`` frame whole when it can (``_accept_all``);
+    what a subscription then holds, its last id and seq, are what taking each of the
+    frame's events alone gives, for any ids (repeated, out of order, missing, not ints),
+    seqs (missing on the last) and items that are not maps."""
+
+    def taker() -> Any:
+        client = AsyncClient("/nonexistent")
+        sub = client.subscription_class(client, {} if start is None else {"after": start})
+        sub.sub_id = 7
+        client._subs[7] = sub
+        return client, sub
+
+    whole, by_frame = taker()
+    alone, by_event = taker()
+    for ids, last_has_seq, with_a_non_map in frames:
+        events: list[Any] = [{"kind": "k", "n": i, **({} if event_id is None else {"id": event_id}),
+                              **({"seq": i} if last_has_seq or i < len(ids) - 1 else {})}
+                             for i, event_id in enumerate(ids)]
+        if with_a_non_map:
+            events.insert(len(events) // 2, 5)
+        whole._take(encode({"type": "events", "sub": 7, "events": events}))
+        for event in events:
+            alone._take(encode({"type": "event", "sub": 7, "event": event}))
+    assert list(by_frame._events) == list(by_event._events)
+    assert (by_frame.last_id, by_frame.last_seq) == (by_event.last_id, by_event.last_seq)
+
+
 def test_a_batch_subscriber_gets_the_same_events_several_to_a_frame(supervisor: SupervisorProcess) -> None:
     supervisor.ctl("new", "alpha", check=True)
     ctx = zmq.Context()
