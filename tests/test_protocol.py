@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import msgpack
@@ -337,7 +338,7 @@ def test_an_events_frame_from_parts_is_the_frame_of_the_events_joined(sub_id, ev
     packed = [msgpack.packb(e) for e in events]
     joined = b"".join(packed)
     bounds = sorted({0, len(joined), *(c * len(joined) // 40 for c in cuts)})
-    parts = [memoryview(joined)[a:b] for a, b in zip(bounds, bounds[1:])]
+    parts = [memoryview(joined)[a:b] for a, b in itertools.pairwise(bounds)]
     before = with_packed_value(msgpack.packb({"v": 1, "type": "events", "sub": sub_id}), "events",
                                msgpack.Packer().pack_array_header(len(events)) + joined)
     frame = encode_events_parts(sub_id, len(events), parts)
