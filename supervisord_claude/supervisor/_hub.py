@@ -435,14 +435,14 @@ class SubscriptionHub:
         count = size = 0
         for part in parts:
             run = part.run
-            ends, start, data = run.ends, part.start, memoryview(run.data)
+            ends, start, view = run.ends, part.start, memoryview(run.data)
             while start < part.stop:
                 begin = run.start_of(start)
                 # as many of its events as fit in the frame (one at least)
                 stop = max(start + 1, min(part.stop, bisect.bisect_right(ends, begin + BATCH_FRAME_BYTES - size,
                                                                          start, part.stop)))
                 end = ends[stop - 1]
-                pieces.append(data[begin:end])  # (a view: the frame is the one copy)
+                pieces.append(view[begin:end])  # (a view: the frame is the one copy)
                 members.append((run.first_id + start, run.first_id + stop - 1, end - begin))
                 count += stop - start
                 size += end - begin
