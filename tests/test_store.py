@@ -334,6 +334,56 @@ def test_reading_on_from_the_file_is_what_a_fresh_read_gives(tmp_path_factory, m
     store.close()
 
 
+def _wait_for_checkpoints(store: Store, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while store._checkpoints.done < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store._checkpoints.done >= count
+
+
+def test_the_wal_is_copied_into_the_store_file_beside_the_writes(tmp_path, monkeypatch) -> None:
+    """Once about CHECKPOINT_BYTES were written the store's own thread copies the WAL into
+    the store file (a checkpoint, not made inside a commit): the file alone, without its
+    WAL, then holds every event written before."""
+    import shutil
+
+    from supervisord_claude.supervisor import _storefile
+
+    monkeypatch.setattr(_storefile, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    stored = store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}" * 1000})
+                                  for i in range(100)])
+    _wait_for_checkpoints(store, 1)
+    shutil.copy(path, tmp_path / "alone.sqlite3")  # (its -wal left behind)
+    alone = Store(tmp_path / "alone.sqlite3")
+    assert [e.data for e in alone.stored_after(0, "a", 1000)] == [e.data for e in stored]
+    alone.close()
+    store.close()
+
+
+def test_a_deleted_store_file_is_restored_while_checkpoints_run_and_nothing_is_lost(tmp_path, monkeypatch) -> None:
+    from supervisord_claude.supervisor import _storefile
+
+    monkeypatch.setattr(_storefile, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    writes = [EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}" * 1000}) for i in range(100)]
+    stored = store.append_events(writes)
+    _wait_for_checkpoints(store, 1)
+    path.unlink()
+    assert store.restore_deleted()
+    stored += store.append_events(writes)
+    _wait_for_checkpoints(store, 1)  # (a new thread, for the restored file)
+    store.close()
+    again = Store(path)
+    assert [e.data for e in again.stored_after(0, "a", 1000)] == [e.data for e in stored]
+    assert again.file_problem() is None
+    again.close()
+
+
 def _old_layout_store(path) -> list[dict]:
     """A store with the event log of 0.3 and before (a row per event), as that release
     wrote it: three batches, the first pruned; what it holds, as events."""

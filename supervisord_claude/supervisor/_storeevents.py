@@ -133,6 +133,7 @@ class EventRows(SessionRows):
                 record_spend(db, now, spent)  # (by quarter hour: budgets count days in any zone)
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
+        self._checkpoints.wrote(sum(len(row[5]) for row in rows))
         self._recent.add(stored)
         return stored
 
