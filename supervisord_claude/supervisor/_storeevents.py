@@ -165,21 +165,19 @@ class EventRows(SessionRows):
             sql, params = ("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs"
                            " WHERE session=? AND last_id>? ORDER BY last_id", (session, after_id))
         out: list[RunSlice] = []
-        read: list[StoredRun] = []
         try:
             cursor = self._db.execute(sql, params)
             while limit > 0:
                 row = cursor.fetchone()
                 if row is None:
                     break
-                read.append(StoredRun(*row))
-                [part] = slices_after(read[-1:], after_id, None, limit)
+                [part] = slices_after([StoredRun(*row)], after_id, None, limit)
                 out.append(part)
                 limit -= len(part)
             cursor.close()
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
-        self._read_back.keep(after_id, session, read)
+        self._read_back.keep(session, out[-1].run if out else None)
         return out
 
     def event_id_at_seq(self, session: str, seq: int) -> int:

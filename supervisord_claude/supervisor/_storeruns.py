@@ -271,35 +271,35 @@ READ_BACK_KEPT = 8
 
 
 class ReadBack:
-    """What the last reads from the file gave, per session asked for (None: all): the
-    runs read, and the id the read was after. A subscriber served from the file (it fell
-    behind what ``RecentRuns`` holds) reads on where its last read stopped, most often
-    inside the same run (a window of 256 events of a run of up to 1,024): the next read
-    is served from here, so each run is read from the file and unpacked once, not once a
-    window. Stored runs never change; a prune clears it."""
+    """The run the last read from the file stopped in, per session asked for (None: all).
+    A subscriber served from the file (it fell behind what ``RecentRuns`` holds) reads on
+    where its last read stopped, most often inside the same run (a window of 256 events
+    of a run of up to 1,024): the next read is served from here, so each run is read from
+    the file and unpacked once, not once a window. One run a read: what it holds is
+    bounded. Stored runs never change; a prune clears it."""
 
     def __init__(self) -> None:
-        self._reads: dict[str | None, tuple[int, list[StoredRun]]] = {}
+        self._runs: dict[str | None, StoredRun] = {}
 
     def clear(self) -> None:
-        self._reads.clear()
+        self._runs.clear()
 
-    def keep(self, after_id: int, session: str | None, runs: list[StoredRun]) -> None:
-        """``runs`` are every run (of ``session``) after ``after_id``, in order, up to the
-        last of them."""
-        self._reads.pop(session, None)
-        if runs:
-            self._reads[session] = (after_id, runs)
-            if len(self._reads) > READ_BACK_KEPT:
-                del self._reads[next(iter(self._reads))]
+    def keep(self, session: str | None, run: StoredRun | None) -> None:
+        """``run`` is the last a read (of ``session``'s events) gave."""
+        self._runs.pop(session, None)
+        if run is not None:
+            self._runs[session] = run
+            if len(self._runs) > READ_BACK_KEPT:
+                del self._runs[next(iter(self._runs))]
 
     def after(self, after_id: int, session: str | None, limit: int) -> list[RunSlice] | None:
-        """Up to ``limit`` events after ``after_id`` (of ``session``) from a read kept, or
-        None when none holds the next of them."""
-        kept = self._reads.get(session)
-        if kept is None or not kept[0] <= after_id < kept[1][-1].last_id:
+        """Up to ``limit`` events after ``after_id`` (of ``session``) from the run kept, or
+        None when it does not hold the next of them (any event of ``session`` after
+        ``after_id`` and before the run's last would be in it: ids are given in order)."""
+        run = self._runs.get(session)
+        if run is None or not run.first_id - 1 <= after_id < run.last_id:
             return None
-        return slices_after(kept[1], after_id, session, limit)
+        return slices_after([run], after_id, session, limit)
 
 
 def v1_run(packed: bytes) -> tuple[list[str], list[bytes]]:
