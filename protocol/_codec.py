@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
 
 from ._errors import FrameError
 from ._messages import MAX_FRAME_BYTES, PROTOCOL_VERSION, ErrorCode
-from ._packedmap import with_packed_value
+from ._packedmap import header, split, with_packed_value
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -22,14 +23,20 @@ def encode(message: dict[str, Any]) -> bytes:
 def encode_events(sub_id: int, packed_events: list[bytes]) -> bytes:
     """An ``events`` frame, ``{"v", "type": "events", "sub", "events": [...]}``, from events
     msgpack-encoded one by one (so a sender can size frames without encoding twice)."""
-    return encode_events_joined(sub_id, len(packed_events), b"".join(packed_events))
+    return encode_events_parts(sub_id, len(packed_events), packed_events)
 
 
 def encode_events_joined(sub_id: int, count: int, joined: bytes) -> bytes:
     """``encode_events`` of ``count`` msgpack-encoded events given back to back (a slice of
     a stored run of events, as the supervisor keeps them)."""
-    return with_packed_value(_PACKER.pack({"v": PROTOCOL_VERSION, "type": "events", "sub": sub_id}), "events",
-                             _PACKER.pack_array_header(count) + joined)
+    return encode_events_parts(sub_id, count, (joined,))
+
+
+def encode_events_parts(sub_id: int, count: int, parts: Iterable[bytes | memoryview]) -> bytes:
+    """``encode_events`` of ``count`` msgpack-encoded events given in parts, each one or
+    more back to back (views of stored runs: the frame is the one copy made of them)."""
+    own, entries = split(_PACKER.pack({"v": PROTOCOL_VERSION, "type": "events", "sub": sub_id}))
+    return b"".join((header(own + 1), entries, _EVENTS_KEY, _PACKER.pack_array_header(count), *parts))
 
 
 def encode_event(sub_id: int, packed_event: bytes) -> bytes:
@@ -40,6 +47,7 @@ def encode_event(sub_id: int, packed_event: bytes) -> bytes:
 
 
 _PACKER = msgpack.Packer(use_bin_type=True)
+_EVENTS_KEY = _PACKER.pack("events")
 
 
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:

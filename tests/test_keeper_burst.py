@@ -236,3 +236,35 @@ def test_lines_given_together_do_what_they_do_one_at_a_time(picks: list[int]) ->
         together, run = _machine_in_a_turn()
         assert together.claude_outputs(run, iter(lines)) == singly
     assert [repr(p) for p in lines] == before
+
+
+#: items a keeper's run should not hold (each tried as kind, message id and body)
+_ODD_ITEMS = [0, None, True, 1.5, "text", b"", b"\x90", b"\xa1x", b"\x7f", b"\xc0"]
+_run_event = st.tuples(st.sampled_from(["assistant_text", "tool_use"]), st.one_of(st.none(), st.integers(0, 3)),
+                       st.sampled_from([b"\x80", b"\x81\xa1a\x01", b"\xde\x00\x00", b"\xdf\x00\x00\x00\x00"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(events=st.lists(_run_event, min_size=1, max_size=12),
+       odd=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2), st.sampled_from(_ODD_ITEMS)), max_size=2),
+       cut=st.integers(0, 3))
+def test_a_run_from_a_keeper_is_refused_exactly_when_one_of_its_events_is_malformed(
+        events: list[tuple[Any, Any, Any]], odd: list[tuple[int, int, Any]], cut: int) -> None:
+    """The supervisor checks a keeper's run an item type at a time over the whole run;
+    it refuses the run exactly when one event, checked on its own as before (a str kind,
+    an int or no message id, a non-empty packed map as body), would be refused."""
+    flat = [item for event in events for item in event]
+    for at, field, item in odd:  # (an item of another type, or a body that is no map, somewhere)
+        flat[at % len(events) * 3 + field] = item
+    if not cut:
+        flat.pop()
+    kinds, message_ids, bodies = flat[0::3], flat[1::3], flat[2::3]
+    well_formed = len(flat) % 3 == 0 and all(type(k) is str for k in kinds) \
+        and all(m is None or type(m) is int for m in message_ids) \
+        and all(type(b) is bytes and b and (0x80 <= b[0] <= 0x8F or b[0] in (0xDE, 0xDF)) for b in bodies)
+    frame = msgpack.packb({"t": _wire.KeeperEvents.TAG, "n": 1, "e": flat}, use_bin_type=True)
+    if well_formed:
+        assert _wire.decode(frame) == _wire.KeeperEvents(events=flat, n=1)
+    else:
+        with pytest.raises(_wire.WireError):
+            _wire.decode(frame)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import msgpack
@@ -321,6 +322,62 @@ def _read_turn(sock: zmq.Socket) -> tuple[list[dict], list[int]]:
             events += frame["events"]
             per_frame.append(len(frame["events"]))
     return events, per_frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(sub_id=st.integers(0, 2**64 - 1), events=st.lists(st.dictionaries(st.text(max_size=4), st.integers(0, 9),
+                                                                         max_size=3), max_size=40),
+       cuts=st.lists(st.integers(0, 40), max_size=4))
+def test_an_events_frame_from_parts_is_the_frame_of_the_events_joined(sub_id, events, cuts) -> None:
+    """The supervisor builds an ``events`` frame from views of its stored runs in one
+    join (``encode_events_parts``): the same bytes as joining them first and adding the
+    header (how frames were built before), and what a client decodes."""
+    from protocol._codec import encode_events_joined, encode_events_parts
+    from protocol._packedmap import with_packed_value
+
+    packed = [msgpack.packb(e) for e in events]
+    joined = b"".join(packed)
+    bounds = sorted({0, len(joined), *(c * len(joined) // 40 for c in cuts)})
+    parts = [memoryview(joined)[a:b] for a, b in itertools.pairwise(bounds)]
+    before = with_packed_value(msgpack.packb({"v": 1, "type": "events", "sub": sub_id}), "events",
+                               msgpack.Packer().pack_array_header(len(events)) + joined)
+    frame = encode_events_parts(sub_id, len(events), parts)
+    assert frame == before == encode_events_joined(sub_id, len(events), joined)
+    assert decode(frame) == {"v": 1, "type": "events", "sub": sub_id, "events": events}
+
+
+_ids_of_a_frame = st.lists(st.one_of(st.integers(0, 30), st.none(), st.just("x")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.tuples(_ids_of_a_frame, st.booleans(), st.booleans()), max_size=8),
+       start=st.one_of(st.none(), st.integers(0, 10)))
+def test_a_frame_of_events_is_taken_as_each_of_its_events_alone(frames, start) -> None:
+    """``AsyncClient`` takes an ``events`` frame whole when it can (``_accept_all``);
+    what a subscription then holds, its last id and seq, are what taking each of the
+    frame's events alone gives, for any ids (repeated, out of order, missing, not ints),
+    seqs (missing on the last) and items that are not maps."""
+
+    def taker() -> Any:
+        client = AsyncClient("/nonexistent")
+        sub = client.subscription_class(client, {} if start is None else {"after": start})
+        sub.sub_id = 7
+        client._subs[7] = sub
+        return client, sub
+
+    whole, by_frame = taker()
+    alone, by_event = taker()
+    for ids, last_has_seq, with_a_non_map in frames:
+        events: list[Any] = [{"kind": "k", "n": i, **({} if event_id is None else {"id": event_id}),
+                              **({"seq": i} if last_has_seq or i < len(ids) - 1 else {})}
+                             for i, event_id in enumerate(ids)]
+        if with_a_non_map:
+            events.insert(len(events) // 2, 5)
+        whole._take(encode({"type": "events", "sub": 7, "events": events}))
+        for event in events:
+            alone._take(encode({"type": "event", "sub": 7, "event": event}))
+    assert list(by_frame._events) == list(by_event._events)
+    assert (by_frame.last_id, by_frame.last_seq) == (by_event.last_id, by_event.last_seq)
 
 
 def test_a_batch_subscriber_gets_the_same_events_several_to_a_frame(supervisor: SupervisorProcess) -> None:

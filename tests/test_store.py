@@ -224,6 +224,166 @@ def test_a_run_is_one_row_and_ids_are_never_reused_after_pruning(store: Store) -
     assert store.append_event("a", EventKind.ASSISTANT_TEXT, {"text": "next"})["id"] == 7
 
 
+_packb = msgpack.Packer(use_bin_type=True).pack
+#: bodies that stay fixmaps (the usual run) and ones that do not (16 keys or more)
+_SMALL_BODIES = [_packb({"text": "x" * n, "message_id": n}) for n in range(0, 600, 7)] \
+    + [_packb({f"k{i}": i for i in range(n)}) for n in (0, 9, 10)] + [_packb({"id": "toolu_1", "seq": -1})]
+_BIG_BODIES = [_packb({f"k{i}": i for i in range(n)}) for n in (11, 15, 16, 40)]
+
+
+def test_a_run_is_built_as_the_release_before_built_it() -> None:
+    """The bytes a subscriber gets for a run (and where each event ends), for runs of
+    small bodies and of any, with and without origins, ids and seqs of every width: the
+    sha256 taken from main before runs were built a part at a time (``pack_run``)."""
+    import hashlib
+
+    origin = _packb("origin") + _packb("telegram:42")
+    digest = hashlib.sha256()
+    for bodies in (_SMALL_BODIES, _SMALL_BODIES + _BIG_BODIES):
+        kinds = [("assistant_text", "tool_use", "tool_result")[i % 3] for i in range(len(bodies))]
+        for first_id, first_seq in ((1, 1), (65530, 120), (2**32 - 3, 2**16 + 9)):
+            for extras in (None, [origin if i % 3 else b"" for i in range(len(bodies))], [b""] * len(bodies)):
+                data, ends = _storeruns.pack_run(first_id, first_seq, "a-session", 1765000000.25, kinds, bodies,
+                                                 extras)
+                digest.update(data)
+                digest.update(ends)
+    assert digest.hexdigest() == "0d02b4e0dd7349264e31ac7c32a8f867352f49c2048554e9a57db362b86dd162"
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(st.dictionaries(st.text(max_size=3), st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=40)),
+                                       max_size=18), min_size=1, max_size=40),
+       origins=st.lists(st.sampled_from([None, "telegram:1", "x" * 40]), min_size=40, max_size=40),
+       first_id=st.sampled_from([1, 127, 65535, 2**32 - 50]), first_seq=st.integers(1, 2**20))
+def test_a_run_built_at_once_is_each_event_built_on_its_own(bodies, origins, first_id, first_seq) -> None:
+    """``pack_run`` gives the bytes of building each event alone, whatever the bodies
+    (fixmaps or not, keys naming event fields) and origins; each event reads back as its
+    body with the event's own fields."""
+    blobs = [_packb(b) for b in bodies]
+    kinds = [("assistant_text", "tool_use")[len(b) % 2] for b in bodies]
+    extras = [b"" if o is None else _packb("origin") + _packb(o) for o in origins[:len(bodies)]]
+    for given_extras in (None, extras):
+        data, ends = _storeruns.pack_run(first_id, first_seq, "s", 2.5, kinds, blobs, given_extras)
+        assert (data, ends) == _storeruns._pack_each(first_id, first_seq, "s", 2.5, kinds, blobs, given_extras)
+        run = _storeruns.StoredRun(first_id, "s", first_seq, 2.5, data, ends)
+        for i, (event, body) in enumerate(zip(run.unpacked(), bodies, strict=True)):
+            origin = {"origin": origins[i]} if given_extras and origins[i] is not None else {}
+            assert event == {**body, **origin, "id": first_id + i, "seq": first_seq + i, "session": "s",
+                             "ts": 2.5, "kind": kinds[i]}
+
+
+def test_a_subscriber_behind_reads_each_run_from_the_file_once(tmp_path) -> None:
+    """A subscriber that fell behind what is held in memory reads on a window at a time:
+    a run of 1,024 events is read from the file once, not once a window, and each window
+    gives the events after the last, in order."""
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    store.create_session("b", "id-b", "/b", None, None)
+    stored = [e.as_dict() for e in store.append_events(
+        [EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": str(i)}) for i in range(1024)]
+        + [EventWrite("b", EventKind.ASSISTANT_TEXT, {"text": "b"})])]
+    store.close()
+    cold = Store(path)  # nothing in memory: a subscriber served from the file
+    reads: list[str] = []
+    cold._db.set_trace_callback(lambda sql: reads.append(sql) if "FROM event_runs" in sql else None)
+    for session in ("a", None):
+        got: list[dict] = []
+        after = 0
+        while part := cold.events_after(after, session, 256):
+            got += part
+            after = part[-1]["id"]
+        assert got == [e for e in stored if session in (None, e["session"])]
+    # a, then all: the 1,024 events' run once each time, and once more to find nothing
+    # (or the run of b) after it
+    assert len(reads) == 2 + 3
+    cold.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.one_of(st.tuples(st.just("append"), events_of_two_sessions),
+                                st.tuples(st.just("read"), st.sampled_from([None, "a", "b"]), st.integers(1, 40)),
+                                st.tuples(st.just("prune"), st.integers(0, 60))), max_size=25))
+def test_reading_on_from_the_file_is_what_a_fresh_read_gives(tmp_path_factory, monkeypatch, steps) -> None:
+    """Subscribers (of a, b, all) read on from where each stopped, with events stored
+    and pruned in between; every read gives what a store that never read before gives."""
+    monkeypatch.setattr(_storeruns, "RECENT_EVENTS", 4)  # (almost everything read back)
+    monkeypatch.setattr(_storeruns, "RECENT_BYTES", 400)
+    path = tmp_path_factory.mktemp("readback") / "db.sqlite3"
+    store = Store(path)
+    for name in "ab":
+        store.create_session(name, f"id-{name}", "/", None, None)
+    positions: dict[str | None, int] = {None: 0, "a": 0, "b": 0}
+    for step in steps:
+        if step[0] == "append":
+            store.append_events([EventWrite(s, EventKind.ASSISTANT_TEXT, {"text": "x" * n}) for s, n in step[1]])
+        elif step[0] == "prune":
+            # (every event up to that id is old: pruned whole runs up to it)
+            store._db.execute("UPDATE event_runs SET ts = 0 WHERE last_id <= ?", (step[1],))
+            store._db.commit()
+            store.prune(older_than=1)
+        else:
+            _, session, limit = step
+            cold = Store(path)
+            expected = cold.events_after(positions[session], session, limit)
+            cold.close()
+            got = store.events_after(positions[session], session, limit)
+            assert [(e["id"], e["text"]) for e in got] == [(e["id"], e["text"]) for e in expected]
+            if got:
+                positions[session] = got[-1]["id"]
+    store.close()
+
+
+def _wait_for_checkpoints(store: Store, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while store._checkpoints.done < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store._checkpoints.done >= count
+
+
+def test_the_wal_is_copied_into_the_store_file_beside_the_writes(tmp_path, monkeypatch) -> None:
+    """Once about CHECKPOINT_BYTES were written the store's own thread copies the WAL into
+    the store file (a checkpoint, not made inside a commit): the file alone, without its
+    WAL, then holds every event written before."""
+    import shutil
+
+    from supervisord_claude.supervisor import _storefile
+
+    monkeypatch.setattr(_storefile, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    stored = store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}" * 1000})
+                                  for i in range(100)])
+    _wait_for_checkpoints(store, 1)
+    shutil.copy(path, tmp_path / "alone.sqlite3")  # (its -wal left behind)
+    alone = Store(tmp_path / "alone.sqlite3")
+    assert [e.data for e in alone.stored_after(0, "a", 1000)] == [e.data for e in stored]
+    alone.close()
+    store.close()
+
+
+def test_a_deleted_store_file_is_restored_while_checkpoints_run_and_nothing_is_lost(tmp_path, monkeypatch) -> None:
+    from supervisord_claude.supervisor import _storefile
+
+    monkeypatch.setattr(_storefile, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    writes = [EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}" * 1000}) for i in range(100)]
+    stored = store.append_events(writes)
+    _wait_for_checkpoints(store, 1)
+    path.unlink()
+    assert store.restore_deleted()
+    stored += store.append_events(writes)
+    _wait_for_checkpoints(store, 1)  # (a new thread, for the restored file)
+    store.close()
+    again = Store(path)
+    assert [e.data for e in again.stored_after(0, "a", 1000)] == [e.data for e in stored]
+    assert again.file_problem() is None
+    again.close()
+
+
 def _old_layout_store(path) -> list[dict]:
     """A store with the event log of 0.3 and before (a row per event), as that release
     wrote it: three batches, the first pruned; what it holds, as events."""

@@ -159,15 +159,13 @@ class EventLog:
         ``PLAIN_KINDS`` (wire names), as one unit; ``keeper`` = (pid, n of its last)."""
         extras = None
         if any(m is not None for m in message_ids):
-            origins = {m: self._packed_origin(m) for m in set(message_ids) if m is not None}
+            origins: dict[int | None, bytes] = {m: self._packed_origin(m) for m in set(message_ids) if m is not None}
             if any(origins.values()):
-                extras = [origins[m] if m is not None else b"" for m in message_ids]
+                extras = list(map(origins.get, message_ids, itertools.repeat(b"")))
         self._unstored.append(RunWrite(session, kinds, message_ids, bodies, extras, keeper=keeper))
-        told = None
-        for told_now in zip(kinds, message_ids, strict=True):  # (the watcher: each change once)
-            if told_now != told:
-                told = told_now
-                self.listener.recorded(session, _KINDS[told[0]], told[1], None, None)
+        # (the watcher: each change once; groupby goes over the run without Python per event)
+        for (kind, message_id), _ in itertools.groupby(zip(kinds, message_ids, strict=True)):
+            self.listener.recorded(session, _KINDS[kind], message_id, None, None)
         if not self._batching:
             self.flush()
 

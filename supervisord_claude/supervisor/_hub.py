@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import MAX_LIVE_EVERY_MS, MAX_SUBSCRIPTIONS_PER_CLIENT, ErrorCode, encode, encode_event
-from protocol._codec import encode_events_joined
+from protocol._codec import encode_events_parts
 
 from .._clock import Clock, TimerHandle
 from .._errors import ClientGone, ClientSlow, OpError
@@ -430,26 +430,26 @@ class SubscriptionHub:
                                                                                 end - begin)]))
                     begin = end
             return frames
-        pieces: list[bytes] = []
+        pieces: list[memoryview] = []
         members: list[tuple[int, int, int]] = []
         count = size = 0
         for part in parts:
             run = part.run
-            ends, start = run.ends, part.start
+            ends, start, view = run.ends, part.start, memoryview(run.data)
             while start < part.stop:
                 begin = run.start_of(start)
                 # as many of its events as fit in the frame (one at least)
                 stop = max(start + 1, min(part.stop, bisect.bisect_right(ends, begin + BATCH_FRAME_BYTES - size,
                                                                          start, part.stop)))
                 end = ends[stop - 1]
-                pieces.append(run.data[begin:end])
+                pieces.append(view[begin:end])  # (a view: the frame is the one copy)
                 members.append((run.first_id + start, run.first_id + stop - 1, end - begin))
                 count += stop - start
                 size += end - begin
                 start = stop
                 if size >= BATCH_FRAME_BYTES or start < part.stop:
-                    frames.append((encode_events_joined(sub.sub_id, count, b"".join(pieces)), members))
+                    frames.append((encode_events_parts(sub.sub_id, count, pieces), members))
                     pieces, members, count, size = [], [], 0, 0
         if pieces:
-            frames.append((encode_events_joined(sub.sub_id, count, b"".join(pieces)), members))
+            frames.append((encode_events_parts(sub.sub_id, count, pieces), members))
         return frames

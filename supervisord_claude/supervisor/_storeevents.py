@@ -133,6 +133,7 @@ class EventRows(SessionRows):
                 record_spend(db, now, spent)  # (by quarter hour: budgets count days in any zone)
             if statuses:
                 db.executemany("UPDATE messages SET status=? WHERE id=?", statuses)
+        self._checkpoints.wrote(sum(len(row[5]) for row in rows))
         self._recent.add(stored)
         return stored
 
@@ -152,6 +153,10 @@ class EventRows(SessionRows):
         recent = self._recent.after(after_id, session, limit)
         if recent is not None:
             return recent
+        kept = self._read_back.after(after_id, session, limit)
+        if kept:  # (what a read from the file gave before: the rest, if any, from here on)
+            count = sum(map(len, kept))
+            return kept if count >= limit else kept + self.runs_after(kept[-1].last_id, session, limit - count)
         params: tuple[Any, ...]
         if session is None:
             sql, params = ("SELECT first_id, session, first_seq, ts, events, ends FROM event_runs WHERE last_id>?"
@@ -172,6 +177,7 @@ class EventRows(SessionRows):
             cursor.close()
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
+        self._read_back.keep(session, out[-1].run if out else None)
         return out
 
     def event_id_at_seq(self, session: str, seq: int) -> int:
@@ -220,6 +226,7 @@ class EventRows(SessionRows):
                                 params).fetchone()[0]
             db.execute(f"DELETE FROM event_runs WHERE {where}", params)
             self._recent.clear()  # what it holds may be among them
+            self._read_back.clear()
             db.execute(
                 "DELETE FROM messages WHERE created < ? AND status IN (?, ?)", (older_than, DONE, FAILED)
             )

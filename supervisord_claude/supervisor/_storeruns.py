@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import bisect
 import itertools
+import operator
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
@@ -27,8 +28,10 @@ from ._storerecords import NO_UPDATES, StoredEvent
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 _ID, _SEQ = _packb("id"), _packb("seq")
-#: the header byte of a fixmap of n entries
-_FIXMAP = [bytes((0x80 | n,)) for n in range(16)]
+#: each byte value as a bytes of one (a fixmap's new header)
+_BYTES = [bytes((b,)) for b in range(256)]
+_first_byte = operator.itemgetter(0)
+_after_first = operator.itemgetter(slice(1, None))
 
 
 class RunWrite(NamedTuple):
@@ -58,7 +61,38 @@ def pack_run(first_id: int, first_seq: int, session: str, ts: float, kinds: list
              extras: list[bytes] | None = None) -> tuple[bytes, bytes]:
     """A run's ``data`` and ``ends`` (little-endian uint32 offsets, packed): each event's
     body map with its extra entries and its own fields appended — the one place events
-    are built. Where a body already holds one of them, the later one wins when read."""
+    are built. Where a body already holds one of them, the later one wins when read.
+
+    The bytes are those of ``_pack_each`` (which builds them an event at a time, and
+    does for a run with a body that is no small map); here, for the usual run, each part
+    of every event is made by one call over the whole run, so that no Python runs per
+    event (a burst's events pass here at tens of thousands a second)."""
+    if not blobs:
+        return b"", b""
+    n = len(blobs)
+    firsts = list(map(_first_byte, blobs))
+    if extras is None or not any(extras):
+        extras = None
+        heads = [first + 5 for first in firsts]
+    else:
+        heads = list(map(operator.add, firsts, [6 if extra else 5 for extra in extras]))
+    if min(firsts) < 0x80 or max(heads) > 0x8F:  # a body that is no fixmap, or would not stay one
+        return _pack_each(first_id, first_seq, session, ts, kinds, blobs, extras)
+    tails = {kind: own_fields(session, ts, kind) for kind in set(kinds)}
+    events = list(map(b"".join, zip(map(_BYTES.__getitem__, heads), map(_after_first, blobs),
+                                    itertools.repeat(b"", n) if extras is None else extras,
+                                    itertools.repeat(_ID), map(_packb, range(first_id, first_id + n)),
+                                    itertools.repeat(_SEQ), map(_packb, range(first_seq, first_seq + n)),
+                                    map(tails.__getitem__, kinds))))
+    ends = array.array("I", itertools.accumulate(map(len, events)))
+    if sys.byteorder != "little":
+        ends.byteswap()
+    return b"".join(events), ends.tobytes()
+
+
+def _pack_each(first_id: int, first_seq: int, session: str, ts: float, kinds: list[str], blobs: list[bytes],
+               extras: list[bytes] | None = None) -> tuple[bytes, bytes]:
+    """``pack_run``, an event at a time: for any body map."""
     parts: list[bytes] = []
     ends = array.array("I")
     tails: dict[str, bytes] = {}
@@ -70,13 +104,8 @@ def pack_run(first_id: int, first_seq: int, session: str, ts: float, kinds: list
         if tail is None:
             tail = tails[kind] = own_fields(session, ts, kind)
         extra = extras[i] if extras is not None else b""
-        count = 6 if extra else 5
-        first = blob[0]
-        if 0x80 <= first <= 0x8F and (first & 0x0F) + count < 16:  # a fixmap stays one: most bodies
-            event = b"".join((_FIXMAP[(first & 0x0F) + count], memoryview(blob)[1:], extra, _ID, _packb(event_id),
-                              _SEQ, _packb(seq), tail))
-        else:
-            event = _packedmap.extend(blob, count, b"".join((extra, _ID, _packb(event_id), _SEQ, _packb(seq), tail)))
+        event = _packedmap.extend(blob, 6 if extra else 5,
+                                  b"".join((extra, _ID, _packb(event_id), _SEQ, _packb(seq), tail)))
         parts.append(event)
         end += len(event)
         ends.append(end)
@@ -235,6 +264,42 @@ class RecentRuns:
         if not self.runs or after_id < self.runs[0].first_id - 1:
             return None
         return slices_after(self.runs, after_id, session, limit, bisect.bisect_right(self.last_ids, after_id))
+
+
+#: how many reads from the file (each of one session, or of all) ``ReadBack`` keeps
+READ_BACK_KEPT = 8
+
+
+class ReadBack:
+    """The run the last read from the file stopped in, per session asked for (None: all).
+    A subscriber served from the file (it fell behind what ``RecentRuns`` holds) reads on
+    where its last read stopped, most often inside the same run (a window of 256 events
+    of a run of up to 1,024): the next read is served from here, so each run is read from
+    the file and unpacked once, not once a window. One run a read: what it holds is
+    bounded. Stored runs never change; a prune clears it."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str | None, StoredRun] = {}
+
+    def clear(self) -> None:
+        self._runs.clear()
+
+    def keep(self, session: str | None, run: StoredRun | None) -> None:
+        """``run`` is the last a read (of ``session``'s events) gave."""
+        self._runs.pop(session, None)
+        if run is not None:
+            self._runs[session] = run
+            if len(self._runs) > READ_BACK_KEPT:
+                del self._runs[next(iter(self._runs))]
+
+    def after(self, after_id: int, session: str | None, limit: int) -> list[RunSlice] | None:
+        """Up to ``limit`` events after ``after_id`` (of ``session``) from the run kept, or
+        None when it does not hold the next of them (any event of ``session`` after
+        ``after_id`` and before the run's last would be in it: ids are given in order)."""
+        run = self._runs.get(session)
+        if run is None or not run.first_id - 1 <= after_id < run.last_id:
+            return None
+        return slices_after([run], after_id, session, limit)
 
 
 def v1_run(packed: bytes) -> tuple[list[str], list[bytes]]:
