@@ -347,9 +347,9 @@ def test_the_wal_is_copied_into_the_store_file_beside_the_writes(tmp_path, monke
     WAL, then holds every event written before."""
     import shutil
 
-    from supervisord_claude.supervisor import _storefile
+    from supervisord_claude.supervisor import _storecheckpoints
 
-    monkeypatch.setattr(_storefile, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(_storecheckpoints, "CHECKPOINT_BYTES", 64 * 1024)
     path = tmp_path / "db.sqlite3"
     store = Store(path)
     store.create_session("a", "id-a", "/a", None, None)
@@ -364,9 +364,9 @@ def test_the_wal_is_copied_into_the_store_file_beside_the_writes(tmp_path, monke
 
 
 def test_a_deleted_store_file_is_restored_while_checkpoints_run_and_nothing_is_lost(tmp_path, monkeypatch) -> None:
-    from supervisord_claude.supervisor import _storefile
+    from supervisord_claude.supervisor import _storecheckpoints
 
-    monkeypatch.setattr(_storefile, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(_storecheckpoints, "CHECKPOINT_BYTES", 64 * 1024)
     path = tmp_path / "db.sqlite3"
     store = Store(path)
     store.create_session("a", "id-a", "/a", None, None)

@@ -1,7 +1,8 @@
 """The store's SQLite file: its schema, the migrations from older versions, opening it
-(0600, WAL), transactions and reads, and what happens when it is deleted or replaced
-under a running supervisor. The rows are kept by the classes built on ``StoreFile``
-(``_storesessions`` → ``_storeevents`` → ``_storespend`` → ``_store.Store``).
+(0600, WAL, checkpointed by ``_storecheckpoints``), transactions and reads, and what
+happens when it is deleted or replaced under a running supervisor. The rows are kept by
+the classes built on ``StoreFile`` (``_storesessions`` → ``_storeevents`` → ``_storespend``
+→ ``_store.Store``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import errno
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,81 +20,11 @@ from typing import Any
 
 from .._errors import StoreError
 from ._spend import SCHEMA as SPEND_SCHEMA
+from ._storecheckpoints import PAGE_BYTES, SELF_CHECKPOINT_PAGES, Checkpointer
 from ._storerecords import SessionRecord
 from ._storeruns import INSERT_RUN, MIGRATED_RUN, ReadBack, RecentRuns, pack_run, v1_run
 
 log = logging.getLogger("supervisord_claude")
-
-#: about this many bytes written to the WAL and it is copied back into the store file (a
-#: checkpoint) by ``Checkpointer``: SQLite's own default, 1,000 pages
-CHECKPOINT_BYTES = 4 * 1024 * 1024
-#: what one transaction writes at least (a page)
-PAGE_BYTES = 4096
-#: the WAL's size in pages at which a commit checkpoints it itself (SQLite's automatic
-#: checkpoint, which the supervisor's loop waits for): only if ``Checkpointer`` falls behind
-SELF_CHECKPOINT_PAGES = 4000
-
-
-class Checkpointer:
-    """Copies the WAL back into the store file on a thread of its own, with a connection
-    of its own, once about CHECKPOINT_BYTES were written. A checkpoint fsyncs the WAL and
-    the file: on a busy disk 20 to 70 ms, which SQLite's automatic checkpoint spends inside
-    the commit that passes 1,000 pages — the supervisor's loop stopped meanwhile (one
-    stop in every 20,000-event burst). Here the loop goes on (SQLite lets a checkpoint
-    run beside a writer; the thread holds no Python lock meanwhile). What is committed is
-    in the WAL either way: nothing acknowledged depends on it. The thread starts at the
-    first checkpoint due (a store that writes little never starts it)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._written = 0
-        self._due = threading.Event()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        #: how many checkpoints it made (tests wait for one)
-        self.done = 0
-
-    def wrote(self, size: int) -> None:
-        """About ``size`` more bytes are in the WAL."""
-        self._written += size
-        if self._written < CHECKPOINT_BYTES or self._closing:
-            return
-        self._written = 0
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="store checkpoints", daemon=True)
-            self._thread.start()
-        self._due.set()
-
-    def _run(self) -> None:
-        try:
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            log.warning("cannot open the store for checkpoints (%s): each commit past %d pages makes its own",
-                        exc, SELF_CHECKPOINT_PAGES)
-            return
-        try:
-            while True:
-                self._due.wait()
-                self._due.clear()
-                if self._closing:
-                    return
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.done += 1
-                except sqlite3.Error as exc:
-                    log.warning("store checkpoint failed (%s); tried again after the next writes", exc)
-        finally:
-            db.close()
-
-    def close(self) -> None:
-        """Stop the thread, its connection closed (before the store's own: the last one
-        to close checkpoints what is left and removes the WAL)."""
-        self._closing = True
-        if self._thread is not None:
-            self._due.set()
-            self._thread.join()
-            self._thread = None
-
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
@@ -208,7 +138,7 @@ class StoreFile:
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
         self._recent = RecentRuns()
-        #: the runs the last reads from the file gave (a subscriber behind reads on there)
+        #: the run each last read from the file stopped in (a subscriber behind reads on there)
         self._read_back = ReadBack()
         #: every session's record as last read, and the sessions written since (read
         #: again when asked for); ``data_version`` tells if another connection wrote
