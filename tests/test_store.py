@@ -384,6 +384,62 @@ def test_a_deleted_store_file_is_restored_while_checkpoints_run_and_nothing_is_l
     again.close()
 
 
+def test_a_store_file_deleted_before_the_first_checkpoint_is_restored_and_nothing_is_lost(tmp_path, monkeypatch) -> None:
+    """The store file deleted, then enough written for a checkpoint before the supervisor
+    notices (it looks every 2 s): the checkpoint is of the file the store has open — no
+    new file appears at the path, the WAL the store writes is kept — and the file is then
+    restored with every event acknowledged, before the deletion and after it."""
+    from supervisord_claude.supervisor import _storecheckpoints
+
+    monkeypatch.setattr(_storecheckpoints, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    stored = store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "before"})])
+    path.unlink()
+    stored += store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}" * 1000})
+                                   for i in range(100)])
+    _wait_for_checkpoints(store, 1)
+    assert not path.exists()
+    assert "was deleted" in (store.file_problem() or "")
+    assert store.restore_deleted()
+    # (the deleted file's WAL, which SQLite leaves at the path, is not read with the copy)
+    assert (tmp_path / "db.sqlite3-wal").stat().st_size == 0
+    stored += store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "after"})])
+    store.close()
+    again = Store(path)
+    assert [e.data for e in again.stored_after(0, "a", 1000)] == [e.data for e in stored]
+    assert again.file_problem() is None
+    again.close()
+
+
+def test_a_store_file_replaced_before_the_first_checkpoint_is_left_as_the_operator_put_it(
+        tmp_path, monkeypatch) -> None:
+    """The store file replaced under a running store (an operator's backup put back), then
+    enough written for a checkpoint: what the store writes goes to the file it has open,
+    never into the operator's, which is left byte for byte as it was put there."""
+    from supervisord_claude.supervisor import _storecheckpoints
+
+    monkeypatch.setattr(_storecheckpoints, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    store.create_session("a", "id-a", "/a", None, None)
+    store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": "before"})])
+    backup = tmp_path / "backup.sqlite3"
+    operator = sqlite3.connect(backup)
+    operator.executescript("CREATE TABLE kept(note TEXT); INSERT INTO kept VALUES ('the operator''s');")
+    operator.close()
+    put_back = backup.read_bytes()
+    os.replace(backup, path)
+    store.append_events([EventWrite("a", EventKind.ASSISTANT_TEXT, {"text": f"{i}" * 1000}) for i in range(100)])
+    _wait_for_checkpoints(store, 1)
+    assert "was replaced" in (store.file_problem() or "")
+    assert not store.restore_deleted()
+    assert path.read_bytes() == put_back
+    store.close()
+    assert path.read_bytes() == put_back
+
+
 def _old_layout_store(path) -> list[dict]:
     """A store with the event log of 0.3 and before (a row per event), as that release
     wrote it: three batches, the first pruned; what it holds, as events."""

@@ -127,9 +127,10 @@ class StoreFile:
             os.chmod(path, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc}") from exc
-        self._checkpoints = Checkpointer(path)  # (the migrations below write)
         try:
             self._db = self._connect(path)
+            # (now, on the file just opened: the migrations below write)
+            self._checkpoints = Checkpointer(path)
             self._db.executescript(SCHEMA)
             self._db.executescript(SPEND_SCHEMA)
             self._migrate()
@@ -180,13 +181,16 @@ class StoreFile:
             finally:
                 target.close()
             os.replace(copy, self.path)
-            # closing the old connection (the last one: the checkpoints' first) checkpoints
-            # its WAL into the deleted file and removes the -wal/-shm files, which must not
-            # be applied to the copy
             self._checkpoints.close()
             self._db.close()
+            # SQLite leaves the -wal/-shm of a file deleted under it (it removes them only
+            # with a file still at its path): the deleted file's, whose pages the copy
+            # holds, not to be read with the copy
+            for leftover in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.with_name(self.path.name + leftover).unlink()
             self._db = self._connect(self.path)
-            self._checkpoints = Checkpointer(self.path)
+            self._checkpoints = Checkpointer(self.path)  # (on the restored file, just opened)
             self._records = None  # (data_version counts per connection)
         except (OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
