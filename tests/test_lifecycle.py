@@ -920,3 +920,40 @@ def test_a_keeper_that_reconnects_while_the_disk_is_full_keeps_the_reports_not_s
     assert [e["kind"] for e in h.events("a")].count("result") == 1
     assert h.store.get_message(mid).status == DONE and h.store.get_session("a").started
     assert h.link.of(_wire.Ack)[-1] == _wire.Ack(3)
+
+
+@pytest.mark.parametrize("op", [{"op": "new_conversation"}, {"op": "set_cwd", "cwd": "elsewhere"}])
+def test_a_fresh_conversation_is_not_resumed_for_the_old_ones_start_waiting_for_the_store(
+        h: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, op: dict[str, str]) -> None:
+    """The store could not write that the session's conversation exists (disk full): it
+    waits to be written. The user starts a fresh conversation (/clear, /cd): the next Claude
+    was started with ``--resume`` of the new id, which failed (resume-failed), and the
+    write tried again marked the fresh conversation started. What waited was of the old
+    conversation: it is forgotten."""
+    h.op("create", session="a")
+    first = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    update_session = h.store.update_session
+
+    def started_not_stored(name: str, **fields: Any) -> None:
+        if fields.get("started"):
+            raise StoreError("database or disk is full")
+        update_session(name, **fields)
+    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    h.keeper_says(ident, _wire.ConversationStarted("sid"))
+    h.answer(ident, first)
+    h.state(ident, SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
+    h.state(ident, SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)
+    h.keeper_says(ident, _wire.Bye("suspended", "idle-timeout"))
+    h.pool.on_fork_report(_wire.Exited(pid, 0))
+    args = {k: str(tmp_path / v) if k == "cwd" else v for k, v in op.items() if k != "op"}
+    for path in args.values():
+        Path(path).mkdir()
+    fresh = h.op(op["op"], session="a", **args)["session_id"]
+    h.op("send", session="a", text="two")
+    spec = h.fork.spawned[-1][1]
+    assert spec.session_id == fresh and not spec.started  # a new conversation: --session-id, no --resume
+    monkeypatch.setattr(h.store, "update_session", update_session)
+    h.clock.advance(1.0)  # (what waited for the store was tried again with the acks)
+    assert not h.store.get_session("a").started

@@ -180,7 +180,8 @@ class KeeperPool(PoolExits):
         """Store that the session's conversation exists (its next Claude is started with
         ``--resume``). Should the store fail, it is kept (``_unstored_started``: a keeper
         started meanwhile is told so all the same) and tried again before the next acks,
-        which wait for it: the keeper keeps its report until then."""
+        which wait for it: the keeper keeps its report until then. A fresh conversation
+        (/clear, /cd) forgets it (``fresh_conversation``)."""
         try:
             self.store.update_session(session, started=1)
         except StoreError as exc:
