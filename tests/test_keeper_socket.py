@@ -18,7 +18,7 @@ import zmq.asyncio
 from supervisord_claude import _wire
 from supervisord_claude._clock import Clock, FakeClock
 from supervisord_claude._configkeys import Config
-from supervisord_claude.supervisor._supervisor import READ_GATHER, KeeperSocket
+from supervisord_claude.supervisor._supervisor import READ_BUSY, READ_GATHER, KeeperSocket
 
 from .test_clock import until
 
@@ -101,6 +101,24 @@ async def test_a_report_that_comes_during_the_gathering_pause_is_read_when_it_en
         link.keeper.send(_wire.encode(_wire.Delta(1, "third")))
         assert await link.next() == (IDENT, _wire.Delta(1, "third"))
         assert clock.pending == 0
+
+
+async def test_the_supervisors_own_send_after_a_read_starts_no_gathering_pause(tmp_path: Path) -> None:
+    """The pool acks a keeper's reports after every read: that send (which signals as a
+    frame's arrival may) started a gathering pause though nothing had come — the reader off
+    and on again, a timer's wake-up, and the next report after a quiet spell waited up to
+    READ_GATHER."""
+    clock = FakeClock()
+    async with served(tmp_path, clock) as link:
+        link.keeper.send(_wire.encode(_wire.Delta(1, "first")))
+        assert await link.next() == (IDENT, _wire.Delta(1, "first"))
+        assert link.keepers.send(IDENT, _wire.Ack(1))  # right after the read (the clock has not moved)
+        assert _wire.decode(link.keeper.recv()) == _wire.Ack(1)
+        await asyncio.sleep(0)  # (what the send scheduled runs)
+        assert not link.keepers.gathering and clock.pending == 0
+        clock.advance(READ_BUSY)  # a quiet spell: the next report is read at once
+        link.keeper.send(_wire.encode(_wire.Delta(1, "second")))
+        assert await link.next() == (IDENT, _wire.Delta(1, "second"))
 
 
 async def test_the_socket_gathers_while_its_pauses_gather_more_than_one_report(tmp_path: Path) -> None:

@@ -839,3 +839,121 @@ def test_an_adopted_keeper_of_an_older_wire_that_reconnects_is_welcomed_and_hand
                                                    last_n=7))])
     assert h.link.of(_wire.Welcome)[-1] == _wire.Welcome(8)
     assert [d.message.id for d in h.link.of(_wire.Deliver)] == [owed]
+
+
+def test_a_keeper_that_reconnects_while_the_disk_is_full_keeps_the_reports_not_stored(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk is full: a keeper's reports wait in the event log (its answer) and in
+    ``_unstored_started`` (its conversation exists), not acked, so the keeper keeps them.
+    Its link drops and comes back: it was welcomed from the first report *handled*, and a
+    keeper drops what comes before its welcome — a supervisor restarted before storing them
+    asked for them in vain (the answer and the conversation were lost). It is welcomed from
+    the first report stored; what it sends again was handled already and is not handled
+    twice, and is stored once when the store works again."""
+    from supervisord_claude.keeper._uplink import Uplink
+
+    h.op("create", session="a")
+    mid = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+
+    class Socket:  # (the keeper's end of its link: what it sends)
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+
+        def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+            self.frames += frames
+
+    uplink = Uplink("a", h.clock, 300.0, on_over_limit=lambda: None, on_orphan_expired=lambda: None,
+                    hello=lambda: _wire.Hello(pid, _wire.WIRE_VERSION, "a", state="busy", current=mid, started=True))
+    uplink.sock = sock = Socket()
+    uplink.connected()
+    uplink.welcome(1)
+    told = len(h.link.sent)
+
+    def loop_turn() -> list[_wire.Message]:
+        """The keeper's frames to the supervisor, and what the supervisor says to the keeper."""
+        nonlocal told
+        h.clock.advance(0)
+        got = [m for frame in sock.frames for m in _wire.decode_all(frame)]
+        sock.frames.clear()
+        h.pool.on_keeper_messages([(ident, m) for m in got])
+        h.clock.advance(0)
+        for _, reply in h.link.sent[told:]:
+            if isinstance(reply, _wire.Ack):
+                uplink.acked(reply.upto)
+            elif isinstance(reply, _wire.Welcome):
+                uplink.welcome(reply.resend_from)
+        told = len(h.link.sent)
+        return got
+
+    uplink.send_event("user", {"message_id": mid, "text": "one", "attachments": []})
+    loop_turn()  # n = 1: stored and acked
+    append_runs, update_session = h.store.append_runs, h.store.update_session
+
+    def disk_full(writes: object) -> None:
+        raise StoreError("database or disk is full")
+
+    def started_not_stored(name: str, **fields: Any) -> None:
+        if fields.get("started"):
+            raise StoreError("database or disk is full")
+        update_session(name, **fields)
+    monkeypatch.setattr(h.store, "append_runs", disk_full)
+    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    uplink.send(_wire.ConversationStarted("sid"))  # n = 2
+    uplink.send_event("result", {"message_id": mid, "text": "echo"})  # n = 3
+    loop_turn()
+    uplink.connected()  # its link dropped and came back
+    loop_turn()  # hello, welcome
+    resent = loop_turn()  # what it sends again was handled already
+    assert [m.n for m in resent if isinstance(m, _wire.Numbered)] == [2, 3]
+    # a supervisor restarted now asks for what the store does not have: the keeper still has it
+    uplink.connected()
+    uplink.welcome(h.store.get_session("a").keeper_n + 1)
+    kept = [m for frame in sock.frames[1:] for m in _wire.decode_all(frame)]
+    sock.frames.clear()
+    assert [type(m) for m in kept] == [_wire.ConversationStarted, _wire.KeeperEvents]
+    # (it did not restart: the store works again)
+    monkeypatch.setattr(h.store, "append_runs", append_runs)
+    monkeypatch.setattr(h.store, "update_session", update_session)
+    h.clock.advance(1.0)  # (the event log and the acks try again every second)
+    assert [e["kind"] for e in h.events("a")].count("result") == 1
+    assert h.store.get_message(mid).status == DONE and h.store.get_session("a").started
+    assert h.link.of(_wire.Ack)[-1] == _wire.Ack(3)
+
+
+@pytest.mark.parametrize("op", [{"op": "new_conversation"}, {"op": "set_cwd", "cwd": "elsewhere"}])
+def test_a_fresh_conversation_is_not_resumed_for_the_old_ones_start_waiting_for_the_store(
+        h: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, op: dict[str, str]) -> None:
+    """The store could not write that the session's conversation exists (disk full): it
+    waits to be written. The user starts a fresh conversation (/clear, /cd): the next Claude
+    was started with ``--resume`` of the new id, which failed (resume-failed), and the
+    write tried again marked the fresh conversation started. What waited was of the old
+    conversation: it is forgotten."""
+    h.op("create", session="a")
+    first = h.op("send", session="a", text="one")["message_id"]
+    pid, _ = h.spawned()
+    ident = h.hello("a", pid)
+    update_session = h.store.update_session
+
+    def started_not_stored(name: str, **fields: Any) -> None:
+        if fields.get("started"):
+            raise StoreError("database or disk is full")
+        update_session(name, **fields)
+    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    h.keeper_says(ident, _wire.ConversationStarted("sid"))
+    h.answer(ident, first)
+    h.state(ident, SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
+    h.state(ident, SessionState.SUSPENDED, Reason.IDLE_TIMEOUT)
+    h.keeper_says(ident, _wire.Bye("suspended", "idle-timeout"))
+    h.pool.on_fork_report(_wire.Exited(pid, 0))
+    args = {k: str(tmp_path / v) if k == "cwd" else v for k, v in op.items() if k != "op"}
+    for path in args.values():
+        Path(path).mkdir()
+    fresh = h.op(op["op"], session="a", **args)["session_id"]
+    h.op("send", session="a", text="two")
+    spec = h.fork.spawned[-1][1]
+    assert spec.session_id == fresh and not spec.started  # a new conversation: --session-id, no --resume
+    monkeypatch.setattr(h.store, "update_session", update_session)
+    h.clock.advance(1.0)  # (what waited for the store was tried again with the acks)
+    assert not h.store.get_session("a").started

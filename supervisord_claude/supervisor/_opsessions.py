@@ -236,6 +236,7 @@ class SessionOps(OpsBase):
                           f" {session})")
         session_id = str(uuid.uuid4())
         self.store.update_session(session, session_id=session_id, started=0, claude_cost=0.0, **fields)
+        self.pool.fresh_conversation(session)
         self.store.set_fork_source(session, None)  # (a fork not started yet starts afresh instead)
         self.events.record(session, EventKind.STATE, {"state": SessionState.SUSPENDED.value,
                                                       "reason": Reason.REQUESTED.value, "detail": detail})

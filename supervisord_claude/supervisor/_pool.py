@@ -180,7 +180,8 @@ class KeeperPool(PoolExits):
         """Store that the session's conversation exists (its next Claude is started with
         ``--resume``). Should the store fail, it is kept (``_unstored_started``: a keeper
         started meanwhile is told so all the same) and tried again before the next acks,
-        which wait for it: the keeper keeps its report until then."""
+        which wait for it: the keeper keeps its report until then. A fresh conversation
+        (/clear, /cd) forgets it (``fresh_conversation``)."""
         try:
             self.store.update_session(session, started=1)
         except StoreError as exc:
@@ -282,8 +283,11 @@ class KeeperPool(PoolExits):
     def _reconnected(self, handle: KeeperHandle, ident: bytes, hello: _wire.Hello) -> None:
         """A keeper we have says hello again: its connection dropped and came back (ZeroMQ
         reconnects by itself) while we ran on. It sends no report until it is welcomed, so
-        it is, from the first report not handled here (those handled and not stored yet
-        wait in the event log and are acked once stored, as every report is). A message
+        it is, from the first report not stored (as at its first hello): a keeper drops what
+        comes before its welcome, and reports handled but not stored yet (a full disk: in the
+        event log, ``_unstored_started``) are lost to a supervisor restarted before it stores
+        them. What it sends again that was handled here is dropped (``last_n``): those wait
+        to be stored and acked as every report does. A message
         handed to it while the link was down did not arrive: what it was handed and does
         not say it holds goes to it again (one it took meanwhile it ignores: it knows its
         own; one the store no longer calls queued is not sent)."""
@@ -292,7 +296,8 @@ class KeeperPool(PoolExits):
                         handle.phase.value)
             return
         log.info("the keeper of %s (pid %s) reconnected; welcomed again", handle.session, handle.pid)
-        self._link.send(ident, _wire.Welcome(handle.last_n + 1))
+        assert handle.pid is not None
+        self._link.send(ident, _wire.Welcome(self._resend_from(handle.session, handle.pid)))
         if handle.wire_version < _wire.REPEATS_IGNORED_SINCE:
             return  # (it would take one it has as new: Claude could get it twice)
         named = {hello.current, *hello.queued, *hello.steered}

@@ -98,7 +98,8 @@ class PoolCore:
         self._adoptable: dict[int, str] = {}
         self._to_ack: set[int] = set()
         #: sessions whose conversation exists, which the store failed to record (see
-        #: ``KeeperPool._conversation_started``)
+        #: ``KeeperPool._conversation_started``; forgotten when the session starts a fresh
+        #: one: ``fresh_conversation``)
         self._unstored_started: set[str] = set()
         #: messages the user dropped while what the session's adopted keeper did with them
         #: was not known yet, by session (see ``drop_queued``)
@@ -199,6 +200,14 @@ class PoolCore:
         handle.then = AfterExit.ARCHIVE
         self.session(session).command(_wire.Stop(Reason.REQUESTED.value))
         return True
+
+    def fresh_conversation(self, session: str) -> None:
+        """The session starts a fresh conversation (its new ``session_id`` and ``started``
+        0 are stored): that its old one exists, should that still wait for the store
+        (``_unstored_started``), is forgotten — the next Claude would be started with
+        ``--resume`` of the new id (which fails), and the write tried again would mark the
+        fresh one started. (An archived session keeps its conversation: not forgotten.)"""
+        self._unstored_started.discard(session)
 
     def archive_now(self, session: str) -> None:
         live = self._sessions.pop(session, None)

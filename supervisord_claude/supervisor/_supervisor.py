@@ -92,7 +92,9 @@ class KeeperSocket:
     thousand wake-ups a second of live text alone (docs/benchmarks.md, "the supervisor's
     CPU per wake-up"). The descriptor signals only that the socket's state may have
     changed, and any operation on the socket (a send too) may take that signal: so what
-    is waiting is checked again after each read and after each send.
+    is waiting is checked again after each read and after each send (a signal with
+    nothing come is no traffic: the pool's ack after every read would otherwise look
+    like some).
 
     Under steady traffic it gathers: what comes within READ_BUSY of a read waits until
     READ_GATHER after it (the reader off meanwhile) and goes with what else came, in one
@@ -162,11 +164,16 @@ class KeeperSocket:
             self._loop.call_soon(self._on_signal)
 
     def _on_signal(self) -> None:
-        """Something may have come: read it now, or at the end of a gathering pause when
-        the last read was less than READ_BUSY ago."""
+        """Something may have come: if it has, read it now, or at the end of a gathering
+        pause when the last read was less than READ_BUSY ago. The descriptor signals our
+        own sends too (and ``send`` schedules this after each): a signal with nothing come
+        starts no pause — else the pool's ack after every read would start one, the next
+        report after a quiet spell waiting up to READ_GATHER."""
         self._signal_armed = False
-        if self._gathering is not None or self._loop is None:
+        if self._gathering is not None or self._loop is None or self._on_messages is None:
             return  # (the pause's end reads whatever is there by then)
+        if not int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            return  # (that check re-arms the descriptor: what comes later signals)
         if self.clock.monotonic() - self._read_at >= READ_BUSY:
             self._read()
             return
