@@ -112,9 +112,22 @@ class Harness:
             msg = dataclasses.replace(msg, n=self.numbers[ident])
         self.pool.on_keeper_message(ident, msg)
 
+    def took(self, ident: bytes, message_id: int, text: str) -> None:
+        """The keeper hands a message to Claude."""
+        self.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": message_id, "text": text, "attachments": []}))
+
+    def first_turn(self, session: str, text: str) -> tuple[int, int, bytes]:
+        """A message to a new session, whose keeper starts and hands it to Claude: its id,
+        the keeper's pid and its ident."""
+        message_id = self.op("send", session=session, text=text)["message_id"]
+        pid, _ = self.spawned()
+        ident = self.hello(session, pid)
+        self.took(ident, message_id, text)
+        return message_id, pid, ident
+
     def answer(self, ident: bytes, message_id: int) -> None:
         """The keeper hands a message to Claude and Claude answers it."""
-        self.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": message_id, "text": "t", "attachments": []}))
+        self.took(ident, message_id, "t")
         self.keeper_says(ident, _wire.KeeperEvent.of("result", {"message_id": message_id, "text": "echo"}))
 
     def state(self, ident: bytes, state: SessionState, reason: Reason = Reason.REQUESTED) -> None:
@@ -706,10 +719,7 @@ def test_a_keeper_that_reconnects_to_the_same_supervisor_is_welcomed_again_and_i
     welcomed. The second hello was ignored: the keeper kept every report from then on —
     the answer never reached the user — and after ``orphan_timeout`` stopped Claude."""
     h.op("create", session="a")
-    mid = h.op("send", session="a", text="one")["message_id"]
-    pid, _ = h.spawned()
-    ident = h.hello("a", pid)
-    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": mid, "text": "one", "attachments": []}))
+    mid, pid, ident = h.first_turn("a", "one")
     h.clock.advance(0)  # stored and acked: n = 1
     h.pool.on_keeper_messages([(ident, _wire.Hello(pid, version=_wire.WIRE_VERSION, session="a", state="busy",
                                                    current=mid, started=True, last_n=2))])
@@ -785,10 +795,7 @@ def test_a_steered_message_a_stopping_keeper_gives_back_is_owed_again(h: Harness
     owes them again (``queued``: a supervisor started later delivers them) and the next
     keeper gets them — they were ``written`` and no keeper would ever have them again."""
     h.op("create", session="a")
-    first = h.op("send", session="a", text="long job")["message_id"]
-    pid, _ = h.spawned()
-    ident = h.hello("a", pid)
-    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": first, "text": "long job", "attachments": []}))
+    first, pid, ident = h.first_turn("a", "long job")
     h.state(ident, SessionState.BUSY, Reason.MESSAGE)
     steered = h.op("send", session="a", text="and one more thing")["message_id"]
     h.keeper_says(ident, _wire.KeeperEvent.of("steered", {"message_id": steered, "turn": first,
@@ -813,10 +820,7 @@ def test_a_message_handed_to_a_keeper_while_its_connection_was_down_reaches_it_w
     does not say it holds is handed to it again (a keeper ignores a message it has, so one
     it took meanwhile is not Claude's twice)."""
     h.op("create", session="a")
-    first = h.op("send", session="a", text="one")["message_id"]
-    pid, _ = h.spawned()
-    ident = h.hello("a", pid)
-    h.keeper_says(ident, _wire.KeeperEvent.of("user", {"message_id": first, "text": "one", "attachments": []}))
+    first, pid, ident = h.first_turn("a", "one")
     h.state(ident, SessionState.BUSY, Reason.MESSAGE)
     lost = h.op("send", session="a", text="sent while the link was down", queue=True)["message_id"]
     assert [d.message.id for d in h.link.of(_wire.Deliver)] == [lost]  # (it never arrived)
