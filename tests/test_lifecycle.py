@@ -6,7 +6,7 @@ become ordinary, fast, deterministic tests here."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,18 @@ class Harness:
         ident = self.hello(session, pid)
         self.took(ident, message_id, text)
         return message_id, pid, ident
+
+    def store_cannot_write_started(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+        """The store fails to write that a conversation exists (the disk is full) until
+        the function this returns is called."""
+        update_session = self.store.update_session
+
+        def started_not_stored(name: str, **fields: Any) -> None:
+            if fields.get("started"):
+                raise StoreError("database or disk is full")
+            update_session(name, **fields)
+        monkeypatch.setattr(self.store, "update_session", started_not_stored)
+        return lambda: monkeypatch.setattr(self.store, "update_session", update_session)
 
     def answer(self, ident: bytes, message_id: int) -> None:
         """The keeper hands a message to Claude and Claude answers it."""
@@ -741,13 +753,7 @@ def test_a_conversation_started_whose_store_write_fails_is_kept_until_stored(
     first = h.op("send", session="a", text="one")["message_id"]
     pid, _ = h.spawned()
     ident = h.hello("a", pid)
-    update_session = h.store.update_session
-
-    def started_not_stored(name: str, **fields: Any) -> None:
-        if "started" in fields:
-            raise StoreError("database or disk is full")
-        update_session(name, **fields)
-    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    disk_freed = h.store_cannot_write_started(monkeypatch)
     h.numbers[ident] = 1  # (as the keeper socket hands it over: bad messages are logged, not raised)
     h.pool.on_keeper_messages([(ident, _wire.ConversationStarted("sid", n=1))])
     h.answer(ident, first)  # n = 2, 3
@@ -759,7 +765,7 @@ def test_a_conversation_started_whose_store_write_fails_is_kept_until_stored(
     h.pool.on_fork_report(_wire.Exited(pid, 0))
     h.op("send", session="a", text="two")
     assert h.fork.spawned[-1][1].started  # resumed, not a fresh conversation
-    monkeypatch.setattr(h.store, "update_session", update_session)
+    disk_freed()
     h.clock.advance(1.0)  # (tried again with the acks)
     assert h.store.get_session("a").started
 
@@ -893,17 +899,12 @@ def test_a_keeper_that_reconnects_while_the_disk_is_full_keeps_the_reports_not_s
 
     uplink.send_event("user", {"message_id": mid, "text": "one", "attachments": []})
     loop_turn()  # n = 1: stored and acked
-    append_runs, update_session = h.store.append_runs, h.store.update_session
+    append_runs = h.store.append_runs
 
     def disk_full(writes: object) -> None:
         raise StoreError("database or disk is full")
-
-    def started_not_stored(name: str, **fields: Any) -> None:
-        if fields.get("started"):
-            raise StoreError("database or disk is full")
-        update_session(name, **fields)
     monkeypatch.setattr(h.store, "append_runs", disk_full)
-    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    disk_freed = h.store_cannot_write_started(monkeypatch)
     uplink.send(_wire.ConversationStarted("sid"))  # n = 2
     uplink.send_event("result", {"message_id": mid, "text": "echo"})  # n = 3
     loop_turn()
@@ -919,7 +920,7 @@ def test_a_keeper_that_reconnects_while_the_disk_is_full_keeps_the_reports_not_s
     assert [type(m) for m in kept] == [_wire.ConversationStarted, _wire.KeeperEvents]
     # (it did not restart: the store works again)
     monkeypatch.setattr(h.store, "append_runs", append_runs)
-    monkeypatch.setattr(h.store, "update_session", update_session)
+    disk_freed()
     h.clock.advance(1.0)  # (the event log and the acks try again every second)
     assert [e["kind"] for e in h.events("a")].count("result") == 1
     assert h.store.get_message(mid).status == DONE and h.store.get_session("a").started
@@ -938,13 +939,7 @@ def test_a_fresh_conversation_is_not_resumed_for_the_old_ones_start_waiting_for_
     first = h.op("send", session="a", text="one")["message_id"]
     pid, _ = h.spawned()
     ident = h.hello("a", pid)
-    update_session = h.store.update_session
-
-    def started_not_stored(name: str, **fields: Any) -> None:
-        if fields.get("started"):
-            raise StoreError("database or disk is full")
-        update_session(name, **fields)
-    monkeypatch.setattr(h.store, "update_session", started_not_stored)
+    disk_freed = h.store_cannot_write_started(monkeypatch)
     h.keeper_says(ident, _wire.ConversationStarted("sid"))
     h.answer(ident, first)
     h.state(ident, SessionState.SUSPENDING, Reason.IDLE_TIMEOUT)
@@ -958,6 +953,6 @@ def test_a_fresh_conversation_is_not_resumed_for_the_old_ones_start_waiting_for_
     h.op("send", session="a", text="two")
     spec = h.fork.spawned[-1][1]
     assert spec.session_id == fresh and not spec.started  # a new conversation: --session-id, no --resume
-    monkeypatch.setattr(h.store, "update_session", update_session)
+    disk_freed()
     h.clock.advance(1.0)  # (what waited for the store was tried again with the acks)
     assert not h.store.get_session("a").started
