@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM, USER, SupervisorProcess, processes_of, real_claude_bin
+from .conftest import SYSTEM, USER, SupervisorProcess, processes_of, real_claude_bin, wait_for
 from .fake_anthropic import FakeAnthropic
 from .test_bot_app import say
 
@@ -207,6 +207,47 @@ def test_shutdown_stops_real_claude_within_the_grace_period(real, api: FakeAnthr
     assert sup.proc.wait(20) == 0
     assert time.monotonic() - t0 < 5  # real claude exits on SIGTERM at once
     assert processes_of(sup.instance) == []
+
+
+def transcript_records(sup: SupervisorProcess, text: str) -> list[dict]:
+    """The records of the conversation's file on disk that hold ``text``."""
+    return [record for path in conversation_files(sup) for line in path.read_text().splitlines()
+            if text in line for record in [json.loads(line)]]
+
+
+def test_a_steered_message_real_claude_had_not_taken_at_a_shutdown_reaches_it_once_after_the_next_start(
+        real, api: FakeAnthropic) -> None:
+    """At a graceful shutdown the keeper gives back a message steered into the running turn
+    that Claude had not taken (no echo), and it is answered after the next start. That is
+    right only if the real CLI, stopped with SIGTERM after reading it, did not save it into
+    the conversation: then the resumed Claude would see it twice. Measured (2.1.327): the
+    CLI writes such a message to its session file as a ``queue-operation`` record only (its
+    input queue), not as a user message, and ``--resume`` does not send it to the model."""
+    steer = "and one more thing, steered"
+    sup = real().start()
+    sup.ctl("new", "alpha", check=True)
+    with sup.client() as c:
+        first = c.request("send", session="alpha", text="slow:60 busy at shutdown")["message_id"]
+    api.wait_requests(1)  # the model's answer is streaming: no other request comes in this turn
+    with sup.client() as c:
+        sent = c.request("send", session="alpha", text=steer)
+    assert sent["steering"]
+    # the CLI read it (it records it in its input queue) and has not taken it
+    wait_for(lambda: transcript_records(sup, steer), what="the CLI to read the steered message")
+    assert not [e for e in sup.events("alpha") if e["kind"] == "taken"]
+    assert sup.stop() == 0  # the keeper stops Claude: SIGTERM to its group
+    assert processes_of(sup.instance) == []
+    [queued] = transcript_records(sup, steer)
+    assert queued["type"] == "queue-operation" and queued["operation"] == "enqueue"
+    sup.start()
+    answer = sup.wait_event("alpha", lambda e: e.get("message_id") == sent["message_id"] and e["kind"] == "result",
+                            timeout=90)
+    assert answer["text"].startswith(f"echo: {steer}")
+    # the resumed Claude's request holds the earlier turn and the steered message once
+    last = json.dumps(api.turn_requests()[-1]["messages"])
+    assert last.count(steer) == 1 and "busy at shutdown" in last
+    [cut] = [e for e in sup.events("alpha") if e.get("message_id") == first and e["kind"] == "message_failed"]
+    assert "supervisor shutdown" in cut["reason"]
 
 
 def _request(sup: SupervisorProcess, text: str) -> dict:
