@@ -215,20 +215,28 @@ def transcript_records(sup: SupervisorProcess, text: str) -> list[dict]:
             if text in line for record in [json.loads(line)]]
 
 
+@pytest.mark.parametrize("held_in", ["the answer", "a permission request"])
 def test_a_steered_message_real_claude_had_not_taken_at_a_shutdown_reaches_it_once_after_the_next_start(
-        real, api: FakeAnthropic) -> None:
+        real, api: FakeAnthropic, held_in: str) -> None:
     """At a graceful shutdown the keeper gives back a message steered into the running turn
     that Claude had not taken (no echo), and it is answered after the next start. That is
     right only if the real CLI, stopped with SIGTERM after reading it, did not save it into
     the conversation: then the resumed Claude would see it twice. Measured (2.1.327): the
     CLI writes such a message to its session file as a ``queue-operation`` record only (its
-    input queue), not as a user message, and ``--resume`` does not send it to the model."""
+    input queue), not as a user message, and ``--resume`` does not send it to the model —
+    whether the turn was held in the model's answer or in a tool waiting for permission."""
     steer = "and one more thing, steered"
     sup = real().start()
-    sup.ctl("new", "alpha", check=True)
+    info = json.loads(sup.ctl("--json", "new", "alpha", check=True).stdout)
+    # the turn stays open: the model's answer streams for a minute, or Claude waits for an
+    # answer to its permission request (a Write), which never comes
+    hold = "slow:60" if held_in == "the answer" else f"writefile:{Path(info['cwd']) / 'held.txt'}"
     with sup.client() as c:
-        first = c.request("send", session="alpha", text="slow:60 busy at shutdown")["message_id"]
-    api.wait_requests(1)  # the model's answer is streaming: no other request comes in this turn
+        first = c.request("send", session="alpha", text=f"{hold} busy at shutdown")["message_id"]
+    if held_in == "the answer":
+        api.wait_requests(1)
+    else:
+        sup.wait_event("alpha", lambda e: e["kind"] == "permission_request", timeout=60)
     with sup.client() as c:
         sent = c.request("send", session="alpha", text=steer)
     assert sent["steering"]
