@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import signal
@@ -437,12 +436,13 @@ def test_claude_lines_are_cut_the_same_whatever_chunks_the_pipe_gives(monkeypatc
     and a last line without its newline each reach the machine as Claude wrote them, in
     order, once."""
     import asyncio
-    import types
 
     from supervisord_claude._clock import FakeClock
     from supervisord_claude._wire import KeeperSpec
     from supervisord_claude.keeper import _keeper
     from supervisord_claude.keeper._keeper import Keeper
+
+    from .test_keeper_burst import read_stdout_of
 
     monkeypatch.setattr(_keeper, "STDOUT_CHUNK", 7)  # a read of 7 bytes at most: every line is cut somewhere
     written = b'{"type":"system"}\n{"a":1}\n\n{"b":"' + b"x" * 40 + b'"}\n{"c":3}\n{"last":true}'
@@ -455,20 +455,10 @@ def test_claude_lines_are_cut_the_same_whatever_chunks_the_pipe_gives(monkeypatc
         keeper._claude_line = lambda run, line: lines.append(line)  # type: ignore[method-assign]
         keeper._claude_lines = lambda run, batch: lines.extend(batch)  # type: ignore[method-assign]
         keeper.machine.claude_exited = lambda *args: []  # type: ignore[method-assign]
-        stdout = asyncio.StreamReader()
-        for piece in pieces:
-            stdout.feed_data(piece)
-        stdout.feed_eof()
-
-        async def exited() -> int:
-            return 0
-
-        stderr = asyncio.get_running_loop().create_future()
-        stderr.set_result(None)
-        await keeper._read_stdout(1, types.SimpleNamespace(stdout=stdout, wait=exited, pid=0),  # type: ignore[arg-type]
-                                  stderr, collections.deque())
+        await read_stdout_of(keeper, 1, pieces)
         return lines
 
     expected = written.split(b"\n")
     assert asyncio.run(read([written])) == expected
     assert asyncio.run(read([written[i:i + 3] for i in range(0, len(written), 3)])) == expected
+

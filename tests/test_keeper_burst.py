@@ -89,6 +89,23 @@ def _keeper_in_a_turn() -> tuple[Keeper, Sock, FakeClock, int]:
     return keeper, sock, clock, run
 
 
+async def read_stdout_of(keeper: Keeper, run: int, pieces: list[bytes]) -> None:
+    """``keeper`` reads what a Claude of run ``run`` wrote, in these pieces, to its end
+    (the process a stand-in: it has exited, said nothing on stderr)."""
+    stdout = asyncio.StreamReader()
+    for piece in pieces:
+        stdout.feed_data(piece)
+    stdout.feed_eof()
+
+    async def exited() -> int:
+        return 0
+
+    stderr = asyncio.get_running_loop().create_future()
+    stderr.set_result(None)
+    await keeper._read_stdout(run, types.SimpleNamespace(stdout=stdout, wait=exited, pid=0), stderr,
+                              collections.deque())
+
+
 def _read(monkeypatch: pytest.MonkeyPatch, chunk: int, advance: bool = True) -> list[bytes]:
     """The frames sent for STDOUT read through the keeper's reading path, ``chunk`` bytes a
     read (and then, with ``advance``, at the end of the loop turn)."""
@@ -96,20 +113,7 @@ def _read(monkeypatch: pytest.MonkeyPatch, chunk: int, advance: bool = True) -> 
     keeper, sock, clock, run = _keeper_in_a_turn()
     keeper.machine.claude_exited = lambda *args: []  # type: ignore[method-assign]  # (only the burst here)
 
-    async def read() -> None:
-        stdout = asyncio.StreamReader()
-        stdout.feed_data(STDOUT)
-        stdout.feed_eof()
-
-        async def exited() -> int:
-            return 0
-
-        stderr = asyncio.get_running_loop().create_future()
-        stderr.set_result(None)
-        await keeper._read_stdout(run, types.SimpleNamespace(stdout=stdout, wait=exited, pid=0),  # type: ignore[arg-type]
-                                  stderr, collections.deque())
-
-    asyncio.run(read())
+    asyncio.run(read_stdout_of(keeper, run, [STDOUT]))
     if advance:
         clock.advance(0)
     return sock.frames
